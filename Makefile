@@ -1,0 +1,44 @@
+# AffectLab: `make run` serves the app, `make test` runs every test. Both set up a fresh machine first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+APT_STAMP := /var/tmp/affectlab-apt-$(shell id -u)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install system-deps test lint run bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	# The reference package, for the parity tests only; its own pins (tensorflow, old numpy) do not apply.
+	$(BIN)/pip install -q --no-deps emotiefflib==1.1.1
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+# Debian packages the tests use: PostgreSQL server, Chromium for the browser test, ffmpeg-free PyAV needs none.
+system-deps:
+	@if [ ! -f $(APT_STAMP) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      postgresql chromium fonts-dejavu-core >/dev/null && touch $(APT_STAMP); \
+	  else echo "system-deps: not root or no apt-get; PostgreSQL and browser tests may be skipped"; fi; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install system-deps lint
+	$(BIN)/python -m pytest
+
+run: install
+	$(BIN)/python -m db upgrade
+	$(BIN)/streamlit run webapp/app.py --server.address $${AFFECTLAB_HOST:-127.0.0.1} --server.port $${PORT:-8501}
+
+bench: install
+	$(BIN)/python bench/bench_image.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache test-output

@@ -1,0 +1,150 @@
+"""``python -m models``: list, fetch and import weights; analyse images and videos.
+
+Exit codes: 0 success; 1 some input file failed (the others were analysed); 2 a setup problem (unknown model,
+missing weights, bad arguments, download or hash failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from models.errors import AffectLabError, BadInputError
+from models.registry import DEFAULT_MODEL, UnknownModelError
+
+
+def _print_err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Prints every registered model and whether its weights are present."""
+    from models import weights
+
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    rows = weights.list_models(wdir)
+    if args.json:
+        print(json.dumps({"weights_dir": str(wdir), "models": rows}, indent=2, default=str))
+        return 0
+    print(f"weights folder: {wdir}")
+    print(f"{'name':28} {'format':12} {'arch':22} {'input':>5} {'classes':>7} {'V/A':>4}  present")
+    for r in rows:
+        present = "yes" if r["present"] else ("-" if r.get("runnable", True) else "n/a")
+        print(f"{r['name']:28} {r['fmt']:12} {r['arch']:22} {r['input_size']:>5} {r['classes']:>7} "
+              f"{'yes' if r['has_va'] else 'no':>4}  {present}")
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Downloads, verifies and converts registered checkpoints."""
+    from models import weights
+
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    for name in args.names:
+        path = weights.fetch(name, wdir, progress=not args.quiet)
+        print(f"{name}: verified and stored at {path}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Imports a local checkpoint file under a registry name."""
+    from models import weights
+
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    path = weights.import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
+    print(f"{args.name}: stored at {path}")
+    return 0
+
+
+def _image_table(doc: dict) -> str:
+    lines = [f"{'file':32} {'#':>2} {'box (x1,y1,x2,y2)':>24} {'det':>5} {'label':10} {'prob':>5} {'V':>6} {'A':>6}"]
+    for f in doc["faces"]:
+        box = ",".join(f"{v:.0f}" for v in f["box"])
+        v = "-" if f["valence"] is None else f"{f['valence']:+.2f}"
+        a = "-" if f["arousal"] is None else f"{f['arousal']:+.2f}"
+        where = f["file"] if f["frame"] is None else f"{f['file']}@{f['time_s']:.2f}s t{f['track']}"
+        lines.append(f"{where[-32:]:32} {f['index']:>2} {box:>24} {f['det_score']:5.3f} {f['label']:10} "
+                     f"{f['probs'][f['label']]:5.3f} {v:>6} {a:>6}")
+    for item in doc["files"]:
+        if item["error"] is None and item["n_faces"] == 0:
+            lines.append(f"{item['file'][-32:]:32}  no face")
+    return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Analyses images (and videos): one line on stderr per bad file, the others go on."""
+    from models import analysis, runtime
+
+    runtime.tune_malloc()
+    session = analysis.AnalysisSession.open(
+        model=args.model, weights_dir=args.weights_dir, device=args.device, backend=args.backend,
+        precision=args.precision, detect_max_side=args.detect_max_side,
+    )
+    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err)
+    if args.json:
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print(_image_table(doc))
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m models`` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def weights_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
+
+    p = sub.add_parser("list", help="registered models and whether their weights are present")
+    weights_flag(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("fetch", help="download, verify and convert checkpoints")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    weights_flag(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("import-checkpoint", help="verify and convert a local checkpoint file")
+    p.add_argument("file")
+    p.add_argument("--name", required=True)
+    weights_flag(p)
+    p.add_argument("--trust-unverified", action="store_true",
+                   help="accept a file whose hash differs from the registry's (it will be unpickled once)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    weights_flag(p)
+    p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16 is faster on CPUs with bf16 support but not reference-exact")
+    p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
+    p.add_argument("--detect-max-side", type=int, default=None,
+                   help="downscale frames whose longer side exceeds this for detection only")
+    p.set_defaults(func=cmd_analyze)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI and returns its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BadInputError as exc:
+        _print_err(f"error: {exc}")
+        return 1
+    except (AffectLabError, UnknownModelError) as exc:
+        _print_err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _print_err("interrupted")
+        return 130

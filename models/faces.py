@@ -1,0 +1,161 @@
+"""Face detection (facenet-pytorch MTCNN with the reference's settings) and cropping.
+
+The reference (EmotiEffLib / HSEmotion) detects with ``MTCNN(keep_all=False, post_process=False, min_face_size=40)``,
+default thresholds (0.6, 0.7, 0.7) and factor 0.709, keeps faces with probability > 0.9 and crops the tight box
+truncated to int, with no margin. AffectLab does the same, with two fixes: boxes are clipped to the image (the
+reference gives an empty crop for a negative coordinate) and an image smaller than the minimum face size gives no
+face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.types import Box, Face
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """MTCNN settings; the defaults are the reference's.
+
+    Attributes:
+        min_face_size: Smallest face side in pixels the detector looks for.
+        thresholds: P-Net, R-Net and O-Net score thresholds.
+        factor: Scale step of the image pyramid.
+        keep_prob: Faces whose probability is not above this are dropped.
+        max_side: If set, images whose longer side exceeds it are downscaled for detection only (faster on large
+            frames; boxes are mapped back to full resolution). None keeps the reference behaviour.
+    """
+
+    min_face_size: int = 40
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = 0.709
+    keep_prob: float = 0.9
+    max_side: int | None = None
+
+
+class FaceDetector:
+    """Finds faces in RGB uint8 images. Holds only the MTCNN weights: safe to share between requests."""
+
+    def __init__(self, config: DetectorConfig | None = None, device: str = "cpu") -> None:
+        """Loads MTCNN (its weights ship inside the facenet-pytorch wheel).
+
+        Args:
+            config: Detector settings; None for the reference's.
+            device: Torch device.
+        """
+        from facenet_pytorch import MTCNN
+
+        self.config = config or DetectorConfig()
+        self.device = torch.device(device)
+        c = self.config
+        self._mtcnn = MTCNN(
+            keep_all=False,
+            post_process=False,
+            min_face_size=c.min_face_size,
+            thresholds=list(c.thresholds),
+            factor=c.factor,
+            device=self.device,
+        ).eval()
+
+    def _scale_for(self, shape: tuple[int, ...]) -> float:
+        side = max(shape[0], shape[1])
+        ms = self.config.max_side
+        return 1.0 if ms is None or side <= ms else ms / side
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Detects the faces of one image.
+
+        Args:
+            image: RGB uint8 array (H, W, 3).
+
+        Returns:
+            Faces with probability above ``keep_prob``, largest first; empty when there is none.
+        """
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detects faces in several images; images of equal size go through MTCNN as one batch.
+
+        Args:
+            images: RGB uint8 arrays.
+
+        Returns:
+            One list of faces per image, in input order.
+        """
+        results: list[list[Face]] = [[] for _ in images]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(img.shape, []).append(i)
+        for shape, idxs in groups.items():
+            scale = self._scale_for(shape)
+            # An image smaller than the minimum face gives an empty scale pyramid in facenet-pytorch.
+            if min(shape[0], shape[1]) * scale < self.config.min_face_size:
+                continue
+            batch = np.stack([images[i] for i in idxs])
+            if scale != 1.0:
+                batch = _resize_batch(batch, scale)
+            with torch.inference_mode():
+                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+            for j, i in enumerate(idxs):
+                results[i] = self._faces(boxes[j], probs[j], points[j], scale)
+        return results
+
+    def _faces(self, boxes: np.ndarray | None, probs: np.ndarray | None, points: np.ndarray | None,
+               scale: float) -> list[Face]:
+        if boxes is None or probs is None:
+            return []
+        faces = []
+        for k, (box, prob) in enumerate(zip(boxes, probs, strict=True)):
+            if prob is None or not float(prob) > self.config.keep_prob:
+                continue
+            b = np.asarray(box, dtype=np.float64) / scale
+            lm = None
+            if points is not None:
+                lm = tuple((float(x) / scale, float(y) / scale) for x, y in np.asarray(points[k]))
+            faces.append(Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), det_score=float(prob),
+                              landmarks=lm))
+        return faces
+
+
+def _resize_batch(batch: np.ndarray, scale: float) -> np.ndarray:
+    from PIL import Image
+
+    h, w = batch.shape[1:3]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.stack([np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BILINEAR)) for img in batch])
+
+
+def clip_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Truncates a box to int as the reference does, then clips it to the image.
+
+    Args:
+        box: ``(x1, y1, x2, y2)`` in pixels.
+        width: Image width.
+        height: Image height.
+
+    Returns:
+        Integer ``(x1, y1, x2, y2)`` with ``0 <= x1 <= x2 <= width`` and ``0 <= y1 <= y2 <= height``.
+    """
+    x1, y1, x2, y2 = (int(v) for v in box)
+    x1, x2 = min(max(x1, 0), width), min(max(x2, 0), width)
+    y1, y2 = min(max(y1, 0), height), min(max(y2, 0), height)
+    return x1, y1, max(x1, x2), max(y1, y2)
+
+
+def crop_face(image: np.ndarray, box: Box) -> np.ndarray:
+    """Cuts a face out of an image: the tight box, truncated to int and clipped, no margin (as the reference).
+
+    Args:
+        image: RGB uint8 array (H, W, 3).
+        box: ``(x1, y1, x2, y2)`` in pixels of ``image``.
+
+    Returns:
+        The crop (a copy), possibly empty when the box lies outside the image.
+    """
+    x1, y1, x2, y2 = clip_box(box, image.shape[1], image.shape[0])
+    return np.ascontiguousarray(image[y1:y2, x1:x2])

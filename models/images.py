@@ -1,0 +1,116 @@
+"""Image decoding: any file Pillow reads becomes an upright RGB uint8 array, or a named error.
+
+Every Pillow mode is converted to RGB (grey, palette, 16-bit, CMYK, ...); images with transparency are composited
+on white, since the colour under a transparent pixel is arbitrary. EXIF orientation is applied, so boxes refer to the
+upright image. Pillow's decompression-bomb guard is enforced: an image above ``MAX_IMAGE_PIXELS`` is refused.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from models.errors import BadInputError
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""Pillow's default decompression-bomb limit (about 0.25 GB of 24-bit pixels); larger images are refused."""
+Image.MAX_IMAGE_PIXELS = 2 * MAX_IMAGE_PIXELS  # Pillow's own hard stop, in case a caller lowered or removed it
+
+ImageSource = str | Path | bytes | BinaryIO
+
+
+def _display_name(src: ImageSource, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(src, str | Path):
+        return str(src)
+    return getattr(src, "name", "<upload>")
+
+
+def _open(src: ImageSource) -> Image.Image:
+    if isinstance(src, bytes):
+        return Image.open(io.BytesIO(src))
+    if isinstance(src, str | Path):
+        return Image.open(Path(src))
+    return Image.open(src)
+
+
+def _is_empty(src: ImageSource) -> bool:
+    if isinstance(src, bytes):
+        return len(src) == 0
+    if isinstance(src, str | Path):
+        p = Path(src)
+        return p.is_file() and p.stat().st_size == 0
+    return False
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Scales 16/32-bit integer and float greyscale images to 8-bit by their value range."""
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        out = (arr.astype(np.float32) / 257.0).round()
+    else:
+        arr = arr.astype(np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        out = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Converts a Pillow image of any mode to RGB (transparency composited on white)."""
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        return _to_8bit(im).convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
+    """Decodes an image file into an upright RGB uint8 array of shape (H, W, 3).
+
+    Args:
+        src: A path, the file's bytes, or a binary file object (e.g. a Streamlit upload).
+        name: The file name to report in errors (defaults to the path).
+
+    Returns:
+        The decoded image, EXIF orientation applied.
+
+    Raises:
+        BadInputError: The file is missing, empty, not an image, truncated, or above the pixel limit.
+    """
+    shown = _display_name(src, name)
+    if isinstance(src, str | Path) and not Path(src).is_file():
+        raise BadInputError(shown, "no such file")
+    if _is_empty(src):
+        raise BadInputError(shown, "the file is empty")
+    try:
+        im = _open(src)
+        pixels = im.width * im.height
+        if pixels > MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(str(pixels))
+        im.load()
+        im = to_rgb(ImageOps.exif_transpose(im))
+    except Image.DecompressionBombError:
+        raise BadInputError(
+            shown,
+            f"the image is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit that guards against decompression "
+            "bombs; downscale it first",
+        ) from None
+    except UnidentifiedImageError:
+        raise BadInputError(shown, "not an image format AffectLab reads (JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadInputError(shown, f"damaged or truncated image data ({exc})") from None
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise BadInputError(shown, f"unexpected decoded shape {arr.shape}")
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,268 @@
+"""Batched emotion recognition with the HSEmotion / EmotiEffLib models.
+
+Preprocessing is the reference's torch path, exactly: the RGB crop as a PIL image, torchvision ``Resize((S, S))``
+(bilinear, antialiased, aspect ratio not kept), ``ToTensor``, ``Normalize(mean, std)``. The backbone's pooled features
+go through the published linear head; probabilities are the softmax of the emotion logits only, and valence/arousal
+(outputs 8 and 9 of the ``*_va_mtl`` models) are clipped to [-1, 1] as the author recommends.
+
+Two backends give the same numbers (within 1e-4): PyTorch (default) on the converted safetensors weights, and ONNX
+Runtime on the published ONNX file, cut before its final Gemm to expose the features as the reference does. The
+reference's ONNX path resizes with ``cv2.resize`` instead; ``resize="cv2"`` reproduces it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models import weights as weights_mod
+from models.errors import AffectLabError, WeightsMissingError
+from models.registry import ModelSpec, get_spec, onnx_variant
+from models.types import EmotionPrediction
+
+Backend = Literal["torch", "onnx"]
+Resize = Literal["pil", "cv2"]
+Precision = Literal["fp32", "bf16"]
+
+
+class DeviceUnavailableError(AffectLabError):
+    """The requested torch device does not exist on this machine."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """Checks a device string: ``cpu``, ``cuda`` or ``cuda:N`` (only when CUDA is present).
+
+    Raises:
+        DeviceUnavailableError: CUDA was asked for and is not available.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceUnavailableError(f"unsupported device {device!r}; use cpu or cuda[:N]")
+    return dev
+
+
+def preprocess(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resize = "pil") -> torch.Tensor:
+    """Turns RGB uint8 crops into the model's normalised input batch (N, 3, S, S), float32.
+
+    Args:
+        crops: RGB uint8 arrays (h, w, 3), any size above zero.
+        spec: The model's registry entry (input size, mean, std).
+        resize: ``pil`` (the reference torch path) or ``cv2`` (the reference ONNX path).
+
+    Returns:
+        The input tensor on the CPU.
+    """
+    s = spec.input_size
+    if resize == "cv2":
+        import cv2
+
+        resized = [cv2.resize(c, (s, s)) for c in crops]
+    else:
+        resized = [np.asarray(Image.fromarray(c).resize((s, s), Image.Resampling.BILINEAR)) for c in crops]
+    x = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div(255)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous()
+
+
+@dataclass(frozen=True)
+class Head:
+    """A linear classifier over backbone features.
+
+    Attributes:
+        weight: (K, F) float32.
+        bias: (K,) float32.
+        name: Model (or fine-tuned version) name reported with predictions.
+        weights_hash: Identifies these head weights with their backbone.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    name: str
+    weights_hash: str
+
+
+class EmotionRecognizer:
+    """Runs an emotion model on face crops. Shared safely between requests: it keeps no per-request state."""
+
+    def __init__(self, spec: ModelSpec, head: Head, *, backbone: torch.nn.Module | None = None,
+                 onnx_session: object | None = None, device: str = "cpu", resize: Resize = "pil",
+                 precision: Precision = "fp32", batch_size: int = 32) -> None:
+        """Wraps a loaded backbone; use :meth:`load` to build one from the weights folder."""
+        self.spec = spec
+        self.head = head
+        self.device = resolve_device(device)
+        self.backbone = backbone
+        self.onnx_session = onnx_session
+        self.resize: Resize = resize
+        self.precision: Precision = precision
+        self.batch_size = batch_size
+        self._w = torch.from_numpy(np.ascontiguousarray(head.weight, dtype=np.float32))
+        self._b = torch.from_numpy(np.ascontiguousarray(head.bias, dtype=np.float32))
+
+    @property
+    def name(self) -> str:
+        """Name reported with predictions."""
+        return self.head.name
+
+    @property
+    def weights_hash(self) -> str:
+        """Hash of the weights that make the predictions."""
+        return self.head.weights_hash
+
+    @property
+    def backend(self) -> Backend:
+        """``torch`` or ``onnx``."""
+        return "onnx" if self.onnx_session is not None else "torch"
+
+    @classmethod
+    def load(cls, name: str, weights_dir: str | Path | None = None, *, device: str = "cpu",
+             backend: Backend = "torch", resize: Resize = "pil", precision: Precision = "fp32",
+             batch_size: int = 32) -> EmotionRecognizer:
+        """Loads a registered emotion model from the weights folder (safetensors or ONNX; never pickle).
+
+        Args:
+            name: Registry name of a PyTorch checkpoint (``enet_b0_8_best_vgaf``...).
+            weights_dir: Weights folder; None for the default (see ``weights.resolve_weights_dir``).
+            device: ``cpu``, ``cuda`` or ``cuda:N``.
+            backend: ``torch`` or ``onnx`` (uses the published ``NAME.onnx`` file).
+            resize: ``pil`` (reference torch preprocessing) or ``cv2`` (reference ONNX preprocessing).
+            precision: ``fp32`` (reference-exact) or ``bf16`` (opt-in autocast; changes the numbers slightly).
+            batch_size: Crops per forward pass.
+
+        Raises:
+            UnknownModelError: No such model.
+            WeightsMissingError: Its weights are not in the folder; the message says how to get them.
+            AffectLabError: The model is not an emotion model or cannot run here.
+        """
+        spec = get_spec(name)
+        if not spec.is_emotion_model or spec.fmt != "torch_pickle":
+            raise AffectLabError(f"{name!r} is not a PyTorch emotion model; pick one from `python -m models list`")
+        if not spec.runnable:
+            raise AffectLabError(f"{name!r} cannot run in AffectLab: {spec.note}")
+        wdir = weights_mod.resolve_weights_dir(weights_dir)
+        if backend == "onnx":
+            return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
+        from models.backbones import build_model, split_head
+
+        state, meta = weights_mod.load_weights(name, wdir)
+        model = build_model(spec)
+        model.load_state_dict(state, strict=True)
+        backbone, linear = split_head(model, spec)
+        head = Head(weight=linear.weight.detach().cpu().numpy(), bias=linear.bias.detach().cpu().numpy(),
+                    name=name, weights_hash=meta.get("source_sha1", ""))
+        dev = resolve_device(device)
+        backbone = backbone.eval().to(dev)
+        if precision == "bf16":
+            backbone = backbone.to(memory_format=torch.channels_last)
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        return cls(spec, head, backbone=backbone, device=device, resize=resize, precision=precision,
+                   batch_size=batch_size)
+
+    @classmethod
+    def _load_onnx(cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize,
+                   batch_size: int) -> EmotionRecognizer:
+        import onnx
+        import onnxruntime as ort
+        from onnx import helper, numpy_helper
+
+        ospec = onnx_variant(spec.name)
+        if ospec is None:
+            raise AffectLabError(f"{spec.name!r} has no published ONNX file; use --backend torch")
+        path = weights_mod.weights_path(ospec.name, wdir)
+        if not path.is_file():
+            raise WeightsMissingError(ospec.name, str(wdir))
+        model = onnx.load(str(path))
+        graph = model.graph
+        gemm = graph.node[-1]
+        if gemm.op_type != "Gemm" or len(gemm.input) < 3:
+            raise AffectLabError(f"{path}: expected the published layout (last node Gemm), got {gemm.op_type}")
+        inits = {t.name: t for t in graph.initializer}
+        weight = numpy_helper.to_array(inits[gemm.input[1]]).astype(np.float32)
+        bias = numpy_helper.to_array(inits[gemm.input[2]]).astype(np.float32)
+        trans_b = next((a.i for a in gemm.attribute if a.name == "transB"), 0)
+        if not trans_b:
+            weight = weight.T
+        graph.node.remove(gemm)
+        del graph.output[:]
+        graph.output.append(helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT,
+                                                          [None, weight.shape[1]]))
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+        head = Head(weight=weight, bias=bias, name=spec.name,
+                    weights_hash=weights_mod.git_blob_sha1(path))
+        return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size)
+
+    def extract_features(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Backbone features of face crops.
+
+        Args:
+            crops: RGB uint8 arrays, each at least 1x1.
+
+        Returns:
+            Float32 array (N, feature_dim).
+        """
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            x = preprocess(crops[i:i + self.batch_size], self.spec, self.resize)
+            out.append(self._forward(x))
+        if not out:
+            return np.zeros((0, self.spec.feature_dim), dtype=np.float32)
+        return np.concatenate(out)
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        if self.onnx_session is not None:
+            return self.onnx_session.run(None, {"input": x.numpy()})[0].astype(np.float32)
+        assert self.backbone is not None
+        with torch.inference_mode():
+            x = x.to(self.device)
+            if self.precision == "bf16":
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                    f = self.backbone(x)
+                f = f.float()
+            else:
+                f = self.backbone(x)
+            return f.cpu().numpy()
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Raw head outputs (emotion logits, then V and A for ``*_va_mtl``) for features (N, F)."""
+        with torch.inference_mode():
+            return torch.nn.functional.linear(torch.from_numpy(features), self._w, self._b).numpy()
+
+    def classify(self, features: np.ndarray) -> list[EmotionPrediction]:
+        """Emotion predictions from backbone features (N, F)."""
+        if len(features) == 0:
+            return []
+        raw = self.logits(np.ascontiguousarray(features, dtype=np.float32))
+        k = len(self.spec.labels)
+        logits = raw[:, :k]
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z)
+        probs /= probs.sum(axis=1, keepdims=True)
+        va = np.clip(raw[:, k:k + 2], -1.0, 1.0) if self.spec.has_va else None
+        return [
+            EmotionPrediction(
+                model=self.name, labels=self.spec.labels, features=features[i], logits=logits[i], probs=probs[i],
+                valence=None if va is None else float(va[i, 0]), arousal=None if va is None else float(va[i, 1]),
+                weights_hash=self.weights_hash,
+            )
+            for i in range(len(features))
+        ]
+
+    def predict(self, crops: Sequence[np.ndarray]) -> list[EmotionPrediction]:
+        """Features, logits, probabilities and V/A for each crop, batched."""
+        return self.classify(self.extract_features(crops))

@@ -1,0 +1,35 @@
+"""Shared fixtures: real test media (fetched and sha256-checked) and random-weight checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import testdata
+
+
+@pytest.fixture(scope="session")
+def multi_face_jpg() -> Path:
+    return testdata.pyfeat_file("multi_face.jpg")
+
+
+@pytest.fixture(scope="session")
+def single_face_jpg() -> Path:
+    return testdata.pyfeat_file("single_face.jpg")
+
+
+@pytest.fixture(scope="session")
+def landscape_jpg() -> Path:
+    return testdata.pyfeat_file("free-mountain-vector-01.jpg")
+
+
+@pytest.fixture(scope="session")
+def astronaut_png() -> Path:
+    return testdata.astronaut()
+
+
+@pytest.fixture(scope="session")
+def pyfeat():
+    """The ``pyfeat_file(name)`` function, for the videos and other files."""
+    return testdata.pyfeat_file
