@@ -18,7 +18,6 @@ from models.errors import BadInputError
 
 MAX_IMAGE_PIXELS = 89_478_485
 """Pillow's default decompression-bomb limit (about 0.25 GB of 24-bit pixels); larger images are refused."""
-Image.MAX_IMAGE_PIXELS = 2 * MAX_IMAGE_PIXELS  # Pillow's own hard stop, in case a caller lowered or removed it
 
 ImageSource = str | Path | bytes | BinaryIO
 
@@ -57,7 +56,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
         arr = arr.astype(np.float64)
         lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
         out = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

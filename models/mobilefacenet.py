@@ -227,7 +227,9 @@ class MobileFaceNet(Module):
         self.layers.extend(
             [
                 DepthWise(64 * self.scale, 64 * self.scale, kernel=(3, 3), stride=(2, 2), padding=(1, 1), groups=128),
-                Residual(64 * self.scale, num_block=blocks[1], groups=128, kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+                Residual(
+                    64 * self.scale, num_block=blocks[1], groups=128, kernel=(3, 3), stride=(1, 1), padding=(1, 1)
+                ),
                 DepthWise(64 * self.scale, 128 * self.scale, kernel=(3, 3), stride=(2, 2), padding=(1, 1), groups=256),
                 Residual(
                     128 * self.scale, num_block=blocks[2], groups=256, kernel=(3, 3), stride=(1, 1), padding=(1, 1)
@@ -273,7 +275,9 @@ class MobileFaceNet(Module):
         return self.features(x)
 
 
-def get_mbf(fp16: bool, num_features: int, blocks: tuple[int, int, int, int] = (1, 4, 6, 2), scale: int = 2) -> MobileFaceNet:
+def get_mbf(
+    fp16: bool, num_features: int, blocks: tuple[int, int, int, int] = (1, 4, 6, 2), scale: int = 2
+) -> MobileFaceNet:
     """The MobileFaceNet configuration of ``mbf_va_mtl`` (blocks (1, 4, 6, 2), scale 2)."""
     return MobileFaceNet(fp16, num_features, blocks, scale=scale)
 

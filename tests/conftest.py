@@ -8,6 +8,8 @@ import pytest
 
 from tests import testdata
 
+pytest_plugins = ["tests.pg"]
+
 
 @pytest.fixture(scope="session")
 def multi_face_jpg() -> Path:

@@ -1,0 +1,183 @@
+"""Face tracks across video frames: box overlap plus backbone-feature similarity, one-to-one per frame.
+
+Each frame's faces are assigned to the live tracks by the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``)
+on a cost mixing the IoU between the face's box and the track's *predicted* box (last box moved by the track's
+velocity, so two faces crossing keep their ids) and the cosine similarity between the face's backbone features and
+the track's appearance (a running mean of its L2-normalised features). A pair is only allowed when the boxes overlap
+(IoU >= ``min_iou``) or, for a face that left and came back, when the appearance is similar enough
+(>= ``min_similarity``). A track not seen for more than ``max_gap_s`` seconds is closed: a face appearing later gets a
+new id. Assignment is one-to-one, so two faces of the same frame never share a track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from models.types import Box
+
+_FORBIDDEN = 1e6
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracking settings.
+
+    Attributes:
+        max_gap_s: A face unseen for longer than this (seconds) cannot be continued; a later face gets a new track.
+        min_iou: Smallest IoU with the predicted box for a match on position.
+        min_similarity: Smallest feature cosine similarity for a match on appearance alone (no overlap: the face
+            moved a lot or came back after a gap).
+        iou_weight: Weight of the IoU in the matching score; ``1 - iou_weight`` goes to appearance.
+        momentum: Running-mean factor of a track's appearance (weight of the old value).
+        max_velocity_gap_s: Velocity is only extrapolated over gaps up to this many seconds.
+    """
+
+    max_gap_s: float = 2.0
+    min_iou: float = 0.1
+    min_similarity: float = 0.6
+    iou_weight: float = 0.5
+    momentum: float = 0.7
+    max_velocity_gap_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Track:
+    """One face followed through a video.
+
+    Attributes:
+        track: The id (0, 1, ... in order of first appearance).
+        frames: Frame indices where the face was seen, increasing.
+        times: Their times in seconds.
+        boxes: The face's box in each of them.
+    """
+
+    track: int
+    frames: tuple[int, ...]
+    times: tuple[float, ...]
+    boxes: tuple[Box, ...]
+
+    @property
+    def n_faces(self) -> int:
+        """Number of frames where the face was seen."""
+        return len(self.frames)
+
+    @property
+    def start_s(self) -> float:
+        """Time of the first sighting."""
+        return self.times[0]
+
+    @property
+    def end_s(self) -> float:
+        """Time of the last sighting."""
+        return self.times[-1]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
+    """IoU of every box of ``a`` with every box of ``b``, shape (len(a), len(b))."""
+    return np.array([[iou(x, y) for y in b] for x in a], dtype=np.float64).reshape(len(a), len(b))
+
+
+@dataclass
+class _Live:
+    track: int
+    frames: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
+    appearance: np.ndarray | None = None
+
+    def predicted(self, time_s: float, max_velocity_gap_s: float) -> Box:
+        last = self.boxes[-1]
+        if len(self.boxes) < 2:
+            return last
+        dt_prev = self.times[-1] - self.times[-2]
+        dt = time_s - self.times[-1]
+        if dt_prev <= 0 or dt > max_velocity_gap_s:
+            return last
+        prev = self.boxes[-2]
+        f = dt / dt_prev
+        return tuple(float(c + (c - p) * f) for c, p in zip(last, prev, strict=True))  # type: ignore[return-value]
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+class Tracker:
+    """Assigns track ids to the faces of successive frames (call :meth:`update` in time order)."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        """Starts with no track."""
+        self.config = config or TrackerConfig()
+        self._tracks: list[_Live] = []
+
+    def update(self, frame: int, time_s: float, boxes: Sequence[Box], features: np.ndarray | None = None) -> list[int]:
+        """Assigns the faces of one frame to tracks, opening new tracks for unmatched faces.
+
+        Args:
+            frame: Frame index.
+            time_s: Frame time in seconds (not before the previous update's).
+            boxes: The frame's face boxes.
+            features: Their backbone features (N, D), or None to track on boxes alone.
+
+        Returns:
+            The track id of each face, in input order; all different.
+        """
+        c = self.config
+        feats = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(boxes), -1)
+        live = [t for t in self._tracks if time_s - t.times[-1] <= c.max_gap_s and t.frames[-1] != frame]
+        ids = [-1] * len(boxes)
+        if live and boxes:
+            cost = np.full((len(boxes), len(live)), _FORBIDDEN)
+            for j, t in enumerate(live):
+                pred = t.predicted(time_s, c.max_velocity_gap_s)
+                gap = (time_s - t.times[-1]) / max(c.max_gap_s, 1e-9)
+                for i, box in enumerate(boxes):
+                    ov = iou(pred, box)
+                    sim = None
+                    if feats is not None and t.appearance is not None:
+                        sim = float(np.dot(_normalise(feats[i]), t.appearance))
+                    if ov < c.min_iou and (sim is None or sim < c.min_similarity):
+                        continue
+                    score = ov if sim is None else c.iou_weight * ov + (1 - c.iou_weight) * sim
+                    cost[i, j] = 1.0 - score + 0.1 * gap
+            rows, cols = linear_sum_assignment(cost)
+            for i, j in zip(rows, cols, strict=True):
+                if cost[i, j] < _FORBIDDEN:
+                    ids[i] = live[j].track
+        by_id = {t.track: t for t in self._tracks}
+        for i, box in enumerate(boxes):
+            if ids[i] < 0:
+                t = _Live(track=len(self._tracks))
+                self._tracks.append(t)
+                by_id[t.track] = t
+                ids[i] = t.track
+            t = by_id[ids[i]]
+            t.frames.append(frame)
+            t.times.append(float(time_s))
+            t.boxes.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+            if feats is not None:
+                f = _normalise(feats[i])
+                old = t.appearance
+                t.appearance = f if old is None else _normalise(c.momentum * old + (1 - c.momentum) * f)
+        return ids
+
+    def tracks(self) -> list[Track]:
+        """Every track so far, by id."""
+        return [Track(track=t.track, frames=tuple(t.frames), times=tuple(t.times), boxes=tuple(t.boxes))
+                for t in self._tracks]

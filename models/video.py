@@ -1,0 +1,599 @@
+"""Video analysis: streamed PyAV decoding, batched detection and classification across frames, tracks, engagement.
+
+Decoding (PyAV / FFmpeg): any container and codec FFmpeg reads (mp4/h264, mov/hevc, webm/vp9, avi/mjpeg, animated
+GIF...). Frames are decoded one at a time and only the sampled ones are converted to RGB; at most ``chunk_frames``
+sampled frames are held in memory at once, so memory does not grow with the video's length.
+
+- Rotation: phone videos store sideways frames plus a display matrix. PyAV 18 exposes its rotation on every decoded
+  frame as ``VideoFrame.rotation`` (degrees counter-clockwise, from the ``DISPLAYMATRIX`` side data FFmpeg attaches
+  to frames); frames are turned upright with ``np.rot90(image, rotation // 90)``, so boxes refer to the upright
+  picture (models/types.py). Mirroring flags of the matrix are not applied (phones do not write them).
+- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right.
+- Sampling: at ``fps`` frames per second of video time, the first frame of each ``1/fps`` slot; ``fps`` 0 or None
+  takes every frame. Frame indices count decoded frames from 0.
+- Damage: a decoding error stops nothing: the bad packet is skipped with a warning and the frames before (and after)
+  it are analysed; a stream ending well before the duration its header announces gives a "truncated" warning. An
+  mp4/mov whose index (``moov``) is at the end cannot be opened once truncated: that is a BadInputError.
+- Bad input: garbage, audio-only or zero-frame files raise :class:`BadInputError` naming the file and the reason.
+  A video without faces is not an error: the result has no faces.
+
+Inference: one :class:`FaceDetector` for the whole video, ``detect_batch`` on groups of frames; the crops of all
+faces of a chunk go through the recognizer together. With ``detect_every = k > 1`` faces are detected on every k-th
+sampled frame only; in the frames between, each face's box is interpolated between the two detections it is matched
+to (by IoU), and a face seen at only one end is kept for the half of the gap nearest to it. With an
+:class:`AdaptiveConfig`, frames are analysed at a coarse stride first and refined only where needed (adaptive.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
+from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
+from models.errors import BadInputError
+from models.faces import FaceDetector, crop_face
+from models.recognizer import EmotionRecognizer
+from models.summary import VideoSummary, summarize_video
+from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
+from models.types import Face, FaceResult
+
+Progress = Callable[[float, float | None], None]
+"""Called as ``progress(seconds_done, duration_seconds_or_None)`` after each chunk."""
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".wmv",
+                              ".flv", ".3gp", ".ts", ".mts", ".ogv"})
+"""Extensions shown in file pickers; :func:`is_video` decides by probing, not by these."""
+
+_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "gif_pipe", "pam_pipe",
+                  "ppm_pipe", "pgm_pipe", "j2k_pipe", "jpegxl_pipe", "qoi_pipe", "svg_pipe", "psd_pipe")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing a video tells.
+
+    Attributes:
+        file: The name given by the user.
+        container: FFmpeg demuxer name(s).
+        codec: Video codec name.
+        width: Upright frame width (after rotation).
+        height: Upright frame height.
+        rotation: Display rotation, degrees counter-clockwise (0 for none).
+        duration: Duration in seconds, or None when unknown.
+        fps: Average frame rate, or None.
+        frames: Frame count from the header (0 when unknown).
+    """
+
+    file: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    duration: float | None
+    fps: float | None
+    frames: int
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedFrame:
+    """A sampled, upright frame.
+
+    Attributes:
+        index: Index among all decoded frames (0-based).
+        sample: Index among the sampled frames.
+        time_s: Presentation time in seconds from the stream start.
+        image: RGB uint8 (H, W, 3), upright.
+    """
+
+    index: int
+    sample: int
+    time_s: float
+    image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video analysis settings.
+
+    Attributes:
+        detect_every: Detect faces on every k-th sampled frame and interpolate boxes between (1: every frame).
+        chunk_frames: Sampled frames held in memory and processed together.
+        detect_batch: Frames per ``detect_batch`` call.
+        tracker: Tracking settings.
+        adaptive: Adaptive frame rate settings, or None for full sampling.
+        keep_crops: Keep each face's crop in its result.
+    """
+
+    detect_every: int = 1
+    chunk_frames: int = 16
+    detect_batch: int = 8
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    adaptive: AdaptiveConfig | None = None
+    keep_crops: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class VideoAnalysis:
+    """The result of analysing one video.
+
+    Attributes:
+        file: The name given by the user.
+        faces: Every face found, in time order, each with ``frame``, ``time_s`` and ``track`` set.
+        tracks: The face tracks, by id.
+        summary: Per-track and per-video summaries (emotions, engagement, face shares, descriptors).
+        frames_sampled: Frames the sampling selected.
+        frames_analyzed: Frames actually analysed (fewer than sampled with the adaptive rate).
+        frames_decoded: Frames decoded.
+        duration: Duration in seconds (header, else last frame time).
+        fps: Average frame rate of the stream, or None.
+        sample_fps: Sampling rate asked for (None: every frame).
+        width: Upright frame width.
+        height: Upright frame height.
+        rotation: Display rotation applied, degrees counter-clockwise.
+        warnings: Problems that did not stop the analysis (damaged or truncated data).
+        engagement_status: ``ok``, or why there is no engagement.
+    """
+
+    file: str
+    faces: list[FaceResult]
+    tracks: list[Track]
+    summary: VideoSummary
+    frames_sampled: int
+    frames_analyzed: int
+    frames_decoded: int
+    duration: float | None
+    fps: float | None
+    sample_fps: float | None
+    width: int
+    height: int
+    rotation: int
+    warnings: list[str]
+    engagement_status: str
+
+    def engagement(self, track: int) -> EngagementResult | None:
+        """The engagement of a track, or None."""
+        return next((t.engagement for t in self.summary.tracks if t.track == track), None)
+
+
+def _open(path: str | Path, name: str):
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(name, "no such file")
+    if p.is_dir():
+        raise BadInputError(name, "is a directory")
+    if p.stat().st_size == 0:
+        raise BadInputError(name, "empty file")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.FFmpegError as exc:
+        raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
+        raise BadInputError(name, f"no video stream ({what})")
+    return container
+
+
+def _rate(x: object) -> float | None:
+    try:
+        v = float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return v if v > 0 else None
+
+
+def _duration(container: object, stream: object) -> float | None:
+    if stream.duration and stream.time_base:  # type: ignore[attr-defined]
+        return float(stream.duration * stream.time_base)  # type: ignore[attr-defined]
+    if container.duration:  # type: ignore[attr-defined]
+        return container.duration / 1_000_000  # type: ignore[attr-defined]
+    return None
+
+
+def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
+    """Reads a video's header and its first frame.
+
+    Raises:
+        BadInputError: Not a video with a decodable frame.
+    """
+    name = name or str(path)
+    container = _open(path, name)
+    with container:
+        st = container.streams.video[0]
+        first = None
+        try:
+            for frame in container.decode(st):
+                first = frame
+                break
+        except Exception:
+            first = None
+        if first is None:
+            raise BadInputError(name, "no decodable video frame")
+        rot = _norm_rotation(first.rotation)
+        w, h = first.width, first.height
+        if rot % 180:
+            w, h = h, w
+        return VideoInfo(file=name, container=container.format.name, codec=st.codec_context.name, width=w, height=h,
+                         rotation=rot, duration=_duration(container, st), fps=_rate(st.average_rate),
+                         frames=int(st.frames or 0))
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
+
+    Never raises: unreadable files are not videos.
+    """
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                return False
+            if any(n in _STILL_FORMATS for n in container.format.name.split(",")):
+                return False
+            st = container.streams.video[0]
+            if st.codec_context.name == "gif" or not st.frames:
+                return any(n > 0 for n, _ in enumerate(container.decode(st)))
+            return st.frames > 1 or bool(_duration(container, st))
+    except Exception:
+        return False
+
+
+def _norm_rotation(rot: float | int | None) -> int:
+    if not rot:
+        return 0
+    return round(float(rot) / 90.0) % 4 * 90
+
+
+class FrameReader:
+    """Streams the sampled, upright frames of a video.
+
+    Attributes after iteration: ``frames_decoded``, ``frames_sampled``, ``warnings``, ``last_time``, ``width``,
+    ``height``, ``rotation``.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None, fps: float | None = 5.0,
+                 max_decode_errors: int = 50) -> None:
+        """Opens the file (header only).
+
+        Args:
+            path: The video.
+            name: Name for messages (default: the path).
+            fps: Sampling rate; 0 or None for every frame.
+            max_decode_errors: Packets that fail to decode before the rest of the file is given up.
+
+        Raises:
+            BadInputError: Not a readable video.
+        """
+        self.name = name or str(path)
+        self.path = path
+        self.fps = fps if fps and fps > 0 else None
+        self.max_decode_errors = max_decode_errors
+        self._container = _open(path, self.name)
+        st = self._container.streams.video[0]
+        self.duration = _duration(self._container, st)
+        self.avg_fps = _rate(st.average_rate)
+        self.frames_decoded = 0
+        self.frames_sampled = 0
+        self.warnings: list[str] = []
+        self.last_time = 0.0
+        self.width = int(st.codec_context.width or 0)
+        self.height = int(st.codec_context.height or 0)
+        self.rotation = 0
+
+    def close(self) -> None:
+        """Closes the file."""
+        self._container.close()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        import av
+
+        st = self._container.streams.video[0]
+        st.thread_type = "AUTO"
+        tb = st.time_base
+        start = st.start_time or 0
+        rate = self.avg_fps or 25.0
+        last_slot = -1
+        errors = 0
+        packets = self._container.demux(st)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                self.warnings.append(f"demuxing stopped after {self.last_time:.2f} s: {exc.strerror or exc}")
+                break
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                errors += 1
+                if errors == 1:
+                    self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped "
+                                         f"({exc.strerror or exc})")
+                if errors >= self.max_decode_errors:
+                    self.warnings.append(f"gave up after {errors} undecodable packets at {self.last_time:.2f} s")
+                    break
+                continue
+            for frame in frames:
+                idx = self.frames_decoded
+                self.frames_decoded += 1
+                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else idx / rate
+                self.last_time = max(self.last_time, t)
+                if self.fps is not None:
+                    slot = int(np.floor(t * self.fps + 1e-6))
+                    if slot <= last_slot:
+                        continue
+                    last_slot = slot
+                rot = _norm_rotation(frame.rotation)
+                img = frame.to_ndarray(format="rgb24")
+                if rot:
+                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
+                self.rotation = rot
+                self.height, self.width = int(img.shape[0]), int(img.shape[1])
+                sample = self.frames_sampled
+                self.frames_sampled += 1
+                yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
+        if errors > 1:
+            self.warnings.append(f"{errors} damaged packets skipped in all")
+        if self.frames_decoded == 0:
+            reason = "no decodable video frame"
+            if self.warnings:
+                reason += f" ({self.warnings[0]})"
+            raise BadInputError(self.name, reason)
+        if self.duration:
+            frame_dur = 1.0 / rate
+            if self.last_time + frame_dur < self.duration - max(0.5, 3 * frame_dur):
+                self.warnings.append(f"the stream ends at {self.last_time:.2f} s but its header announces "
+                                     f"{self.duration:.2f} s: the file looks truncated; analysed up to the damage")
+
+
+def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5.0) -> Iterator[DecodedFrame]:
+    """Sampled upright frames of a video (see :class:`FrameReader`)."""
+    with FrameReader(path, name, fps) as reader:
+        yield from reader
+
+
+def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: float = 0.1) -> list[Face]:
+    """Faces of a frame between two detected frames.
+
+    Args:
+        a: Faces detected before.
+        b: Faces detected after.
+        w: Position between them in (0, 1) (0 = at ``a``).
+        min_iou: Smallest IoU for two detections to be the same face.
+
+    Returns:
+        Matched faces with linearly interpolated boxes (lower score of the two, no landmarks); unmatched faces of
+        ``a`` when ``w < 0.5`` and of ``b`` otherwise.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    out: list[Face] = []
+    matched_a: set[int] = set()
+    matched_b: set[int] = set()
+    if a and b:
+        m = iou_matrix([f.box for f in a], [f.box for f in b])
+        rows, cols = linear_sum_assignment(-m)
+        for i, j in zip(rows, cols, strict=True):
+            if m[i, j] >= min_iou:
+                matched_a.add(int(i))
+                matched_b.add(int(j))
+                box = tuple(float((1 - w) * p + w * q) for p, q in zip(a[i].box, b[j].box, strict=True))
+                out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))  # type: ignore[arg-type]
+    if w < 0.5:
+        out.extend(f for i, f in enumerate(a) if i not in matched_a)
+    else:
+        out.extend(f for j, f in enumerate(b) if j not in matched_b)
+    out.sort(key=lambda f: -(f.width * f.height))
+    return out
+
+
+class _Analyzer:
+    """Chunked detection, classification and tracking over a stream of sampled frames."""
+
+    def __init__(self, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, config: VideoConfig) -> None:
+        self.name = name
+        self.detector = detector
+        self.recognizer = recognizer
+        self.config = config
+        self.k = max(1, config.detect_every)
+        self.chunk = max(config.chunk_frames, self.k + 1)
+        self.tracker = Tracker(config.tracker)
+        self.results: list[FaceResult] = []
+        self.pending: list[DecodedFrame] = []
+        self.prev_det: tuple[int, list[Face]] | None = None  # (sample, faces) of the last detected frame
+        self.frames_analyzed = 0
+        self.frames_with_faces = 0
+
+    def push(self, frame: DecodedFrame) -> bool:
+        self.pending.append(frame)
+        if len(self.pending) >= self.chunk:
+            self.flush(final=False)
+            return True
+        return False
+
+    def flush(self, final: bool) -> None:
+        if not self.pending:
+            return
+        if self.config.adaptive is not None:
+            frames, self.pending = self.pending, []
+            self._adaptive(frames)
+            return
+        frames = self.pending
+        det_pos = [i for i, f in enumerate(frames) if f.sample % self.k == 0]
+        if final and (not det_pos or det_pos[-1] != len(frames) - 1):
+            det_pos.append(len(frames) - 1)
+        cut = len(frames) if final else (det_pos[-1] + 1 if det_pos else 0)
+        todo, self.pending = frames[:cut], frames[cut:]
+        if not todo:
+            return
+        dets = self._detect([todo[i].image for i in det_pos if i < cut])
+        det_faces = dict(zip([i for i in det_pos if i < cut], dets, strict=True))
+        faces_per_frame: list[list[Face]] = []
+        prev = self.prev_det
+        next_iter = iter(sorted(det_faces))
+        nxt = next(next_iter, None)
+        for i, f in enumerate(todo):
+            if i in det_faces:
+                faces_per_frame.append(det_faces[i])
+                prev = (f.sample, det_faces[i])
+                nxt = next(next_iter, None)
+                continue
+            if prev is None or nxt is None:
+                faces_per_frame.append([] if prev is None else list(prev[1]))
+                continue
+            s0, s1 = prev[0], todo[nxt].sample
+            faces_per_frame.append(interpolate_faces(prev[1], det_faces[nxt], (f.sample - s0) / (s1 - s0)))
+        self.prev_det = prev
+        self._classify_and_track(todo, faces_per_frame)
+
+    def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        out: list[list[Face]] = []
+        b = max(1, self.config.detect_batch)
+        for i in range(0, len(images), b):
+            out.extend(self.detector.detect_batch(images[i:i + b]))
+        return out
+
+    def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]):
+        kept: list[list[tuple[Face, np.ndarray]]] = []
+        crops: list[np.ndarray] = []
+        for f, faces in zip(frames, faces_per_frame, strict=True):
+            row = []
+            for face in faces:
+                crop = crop_face(f.image, face.box)
+                if crop.size:
+                    row.append((face, crop))
+                    crops.append(crop)
+            kept.append(row)
+        preds = self.recognizer.predict(crops) if crops else []
+        it = iter(preds)
+        return [[(face, crop, next(it)) for face, crop in row] for row in kept]
+
+    def _classify_and_track(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> None:
+        self._track(frames, self._predict(frames, faces_per_frame))
+
+    def _track(self, frames: Sequence[DecodedFrame], rows: Sequence[list]) -> None:
+        keep = self.config.keep_crops
+        for f, row in zip(frames, rows, strict=True):
+            self.frames_analyzed += 1
+            if not row:
+                continue
+            self.frames_with_faces += 1
+            feats = np.stack([p.features for _, _, p in row])
+            ids = self.tracker.update(f.index, f.time_s, [face.box for face, _, _ in row], feats)
+            for j, ((face, crop, pred), tid) in enumerate(zip(row, ids, strict=True)):
+                self.results.append(FaceResult(file=self.name, index=j, face=face, prediction=pred, frame=f.index,
+                                               time_s=f.time_s, track=tid, crop=crop if keep else None))
+
+    def _adaptive(self, frames: list[DecodedFrame]) -> None:
+        cfg = self.config.adaptive
+        assert cfg is not None
+        rows: dict[int, list] = {}
+        states: dict[int, FrameState] = {}
+        todo = coarse_positions(len(frames), cfg.strides[0])
+        for stride in (*cfg.strides[1:], None):
+            if todo:
+                sub = [frames[i] for i in todo]
+                got = self._predict(sub, self._detect([f.image for f in sub]))
+                for i, row in zip(todo, got, strict=True):
+                    rows[i] = row
+                    states[i] = FrameState.of([p for _, _, p in row])
+            if stride is None:
+                break
+            todo = refine(states, stride, cfg.threshold)
+        order = sorted(rows)
+        self._track([frames[i] for i in order], [rows[i] for i in order])
+
+
+def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, recognizer: EmotionRecognizer,
+                  fps: float | None = 5.0, *, config: VideoConfig | None = None,
+                  engagement: EngagementModel | None = None, progress: Progress | None = None) -> VideoAnalysis:
+    """Analyses a video: every sampled frame's faces, their tracks, per-track engagement and summaries.
+
+    Args:
+        path: The video file.
+        name: Its name as given by the user (default: the path).
+        detector: The face detector (its ``DetectorConfig.max_side`` downscales frames for detection).
+        recognizer: The emotion model.
+        fps: Sampling rate in frames per second of video time; 0 or None for every frame.
+        config: Detection stride, chunking, tracking and adaptive-rate settings.
+        engagement: The engagement model (``EngagementModel.load(weights_dir)``), or None for no engagement.
+        progress: Called as ``progress(seconds_done, duration)`` after each chunk.
+
+    Returns:
+        The analysis.
+
+    Raises:
+        BadInputError: Garbage, audio-only, zero-frame or otherwise unreadable file (message names it and why).
+    """
+    name = name or str(path)
+    config = config or VideoConfig()
+    analyzer = _Analyzer(name, detector, recognizer, config)
+    with FrameReader(path, name, fps) as reader:
+        for frame in reader:
+            if analyzer.push(frame) and progress is not None:
+                progress(frame.time_s, reader.duration)
+        analyzer.flush(final=True)
+        if progress is not None:
+            progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
+    tracks = analyzer.tracker.tracks()
+    eng: dict[int, EngagementResult | None] = {}
+    if engagement is None:
+        status = "no engagement weights (fetch engagement_single_attention)"
+    elif recognizer.spec.feature_dim != FEATURE_DIM:
+        status = (f"engagement needs {FEATURE_DIM}-d enet_b0 features; {recognizer.spec.name} gives "
+                  f"{recognizer.spec.feature_dim}-d")
+    else:
+        status = "ok"
+        by_track: dict[int, list[FaceResult]] = {}
+        for r in analyzer.results:
+            by_track.setdefault(int(r.track or 0), []).append(r)
+        for tid, rs in by_track.items():
+            eng[tid] = engagement.score_sequence(np.stack([r.prediction.features for r in rs]),
+                                                 [float(r.time_s or 0.0) for r in rs])
+    summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, eng)
+    return VideoAnalysis(
+        file=name, faces=analyzer.results, tracks=tracks, summary=summary, frames_sampled=reader.frames_sampled,
+        frames_analyzed=analyzer.frames_analyzed, frames_decoded=reader.frames_decoded,
+        duration=reader.duration if reader.duration else reader.last_time, fps=reader.avg_fps,
+        sample_fps=reader.fps, width=reader.width, height=reader.height, rotation=reader.rotation,
+        warnings=list(reader.warnings), engagement_status=status,
+    )
+
+
+def video_json(analysis: VideoAnalysis) -> dict[str, object]:
+    """The parts of the ``analyze --json`` document for one video.
+
+    Returns:
+        ``{"file": files-item, "faces": [FaceResult.to_json()...], "tracks": [...]}``. The ``files`` item has
+        ``file, kind="video", width, height, n_faces, error=None`` plus ``duration_s, fps, sample_fps,
+        frames_decoded, frames_sampled, frames_analyzed, rotation, warnings, engagement_status, summary``. Each
+        track: ``{track, n_faces, start_s, end_s, face_share, dominant, mean_probs, valence, arousal, engagement:
+        {score, label, windows: [{start_s, end_s, p_engaged}]} | None}``.
+    """
+    a = analysis
+    file_entry = {
+        "file": a.file, "kind": "video", "width": a.width, "height": a.height, "n_faces": len(a.faces),
+        "error": None, "duration_s": None if a.duration is None else round(a.duration, 4),
+        "fps": None if a.fps is None else round(a.fps, 4), "sample_fps": a.sample_fps,
+        "frames_decoded": a.frames_decoded, "frames_sampled": a.frames_sampled, "frames_analyzed": a.frames_analyzed,
+        "rotation": a.rotation, "warnings": list(a.warnings), "engagement_status": a.engagement_status,
+        "summary": a.summary.to_json(),
+    }
+    return {"file": file_entry, "faces": [f.to_json() for f in a.faces],
+            "tracks": [t.to_json() for t in a.summary.tracks]}

@@ -1,0 +1,219 @@
+"""Database fixtures of the label store's tests: a real PostgreSQL server, and the engine parametrisation.
+
+``pg_server`` (session scope) starts Debian's PostgreSQL (``/usr/lib/postgresql/*/bin``, installed by ``make
+system-deps``) in a temporary folder: ``initdb`` as the ``postgres`` user when running as root (the server refuses
+root), listening on a free port of 127.0.0.1 with its unix socket in the same folder, with durability off (test data
+only). It is stopped and removed at the end of the session. Without the binaries the PostgreSQL cases are skipped
+with the reason. ``AFFECTLAB_PG_BIN`` points at another ``bin`` folder.
+
+``store_url`` runs a test once on a fresh SQLite file and once on a fresh PostgreSQL database; ``store`` gives an
+upgraded :class:`db.services.LabelStore` on it. ``fake_results`` and ``png_bytes`` make synthetic inference output.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PG_USER = "postgres"
+_db_counter = itertools.count(1)
+
+
+def find_pg_bin() -> Path | None:
+    """The newest PostgreSQL server ``bin`` folder, or None."""
+    env = os.environ.get("AFFECTLAB_PG_BIN")
+    candidates = [Path(env)] if env else sorted(
+        (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for c in candidates:
+        if all((c / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return c
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    """A throwaway PostgreSQL server."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="affectlab-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.as_root = os.geteuid() == 0
+        self.port = 0
+        if self.as_root:
+            pw = pwd.getpwnam(PG_USER)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self.as_root:
+            cmd = ["runuser", "-u", PG_USER, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root)
+
+    def start(self) -> None:
+        r = self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        if r.returncode != 0:
+            raise RuntimeError(f"initdb failed: {r.stderr.strip()}")
+        for _ in range(3):  # the free port can be taken between probing and binding
+            self.port = _free_port()
+            opts = (
+                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            r = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", "start")
+            if r.returncode == 0:
+                return
+        log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise RuntimeError(f"pg_ctl start failed: {r.stderr.strip()} {log}")
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", timeout=60)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """Creates an empty database and returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = f"t{next(_db_counter)}_{os.getpid()}_{int(time.time() * 1000) % 100000}"
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    bindir = find_pg_bin()
+    if bindir is None:
+        pytest.skip(
+            "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin: install Debian's postgresql package "
+            "(`make system-deps`, or apt-get install postgresql) to run the PostgreSQL cases"
+        )
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam(PG_USER)
+        except KeyError:
+            pytest.skip(f"running as root and no {PG_USER!r} user to run the PostgreSQL server as")
+    server = PgServer(bindir)
+    try:
+        server.start()
+    except (RuntimeError, subprocess.TimeoutExpired) as e:
+        server.stop()
+        pytest.fail(f"could not start the test PostgreSQL server: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    return request.getfixturevalue("pg_server").new_database()
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[object]:
+    """An upgraded :class:`db.services.LabelStore` on ``store_url``."""
+    from db.services import LabelStore
+
+    s = LabelStore(store_url, data_dir=tmp_path / "data")
+    s.upgrade()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------------- fake data
+
+
+def png_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
+    """A small random PNG (distinct bytes per seed)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def fake_results(
+    file: str,
+    boxes: list[tuple[float, float, float, float]],
+    labels: list[str],
+    *,
+    model: str = "enet_b0_8_best_vgaf",
+    weights_hash: str = "7219cfb037209b253ea8b81cf969e60a00e9181c",
+    seed: int = 0,
+    frames: list[int | None] | None = None,
+    tracks: list[int | None] | None = None,
+    fps: float = 10.0,
+    feature_dim: int = 16,
+    valence: list[float | None] | None = None,
+    confidence: list[float] | None = None,
+    crops: bool = True,
+) -> list[object]:
+    """FaceResults as the pipeline makes them: one per box, the given top class, random features and crops."""
+    from models.registry import EMOTIONS_8
+    from models.types import EmotionPrediction, Face, FaceResult
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, (box, label) in enumerate(zip(boxes, labels, strict=True)):
+        top = confidence[i] if confidence else 0.6
+        probs = np.full(len(EMOTIONS_8), (1 - top) / (len(EMOTIONS_8) - 1), dtype=np.float32)
+        probs[EMOTIONS_8.index(label)] = top
+        v = valence[i] if valence else None
+        pred = EmotionPrediction(
+            model=model,
+            labels=EMOTIONS_8,
+            features=rng.standard_normal(feature_dim).astype(np.float32),
+            logits=np.log(probs),
+            probs=probs,
+            valence=v,
+            arousal=None if v is None else 0.1,
+            weights_hash=weights_hash,
+        )
+        frame = frames[i] if frames else None
+        out.append(
+            FaceResult(
+                file=file,
+                index=i,
+                face=Face(box=box, det_score=0.99),
+                prediction=pred,
+                frame=frame,
+                time_s=None if frame is None else frame / fps,
+                track=tracks[i] if tracks else None,
+                crop=rng.integers(0, 256, (40, 32, 3), dtype=np.uint8) if crops else None,
+            )
+        )
+    return out

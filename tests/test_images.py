@@ -1,0 +1,134 @@
+"""Image decoding: every Pillow mode, EXIF orientation, and bad files give a named BadInputError."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models import images
+from models.errors import BadInputError
+from models.images import load_image
+
+
+@pytest.fixture(scope="module")
+def face_rgb(single_face_jpg: Path) -> Image.Image:
+    return Image.open(single_face_jpg).convert("RGB")
+
+
+def _save(im: Image.Image, path: Path, fmt: str) -> Path:
+    im.save(path, format=fmt)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt"),
+    [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("1", "PNG"),
+     ("I", "TIFF"), ("F", "TIFF"), ("YCbCr", "JPEG")],
+)
+def test_every_mode_becomes_rgb(face_rgb: Image.Image, tmp_path: Path, mode: str, fmt: str) -> None:
+    if mode == "I;16":
+        grey = np.asarray(face_rgb.convert("L"), dtype=np.uint16) * 257
+        im = Image.fromarray(grey)
+        assert im.mode.startswith("I;16")
+    else:
+        im = face_rgb.convert(mode)
+    path = _save(im, tmp_path / f"img.{fmt.lower()}", fmt)
+    arr = load_image(path)
+    assert arr.dtype == np.uint8
+    assert arr.shape == (face_rgb.height, face_rgb.width, 3)
+    # The content survives: correlated with the original's grey levels, not a blank or saturated image.
+    ref = np.asarray(face_rgb.convert("L"), dtype=np.float64).ravel()
+    got = arr.astype(np.float64).mean(axis=2).ravel()
+    # Mode 1 is dithered black and white, so only loosely correlated.
+    assert np.corrcoef(ref, got)[0, 1] > (0.4 if mode == "1" else 0.9)
+
+
+def test_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[:, :15] = (10, 200, 30, 255)  # opaque green left half, fully transparent (black) right half
+    path = _save(Image.fromarray(rgba), tmp_path / "a.png", "PNG")
+    arr = load_image(path)
+    assert tuple(arr[5, 5]) == (10, 200, 30)
+    assert tuple(arr[5, 25]) == (255, 255, 255)
+
+
+def test_palette_with_transparency(tmp_path: Path) -> None:
+    im = Image.new("P", (8, 8), 0)
+    im.putpalette([0, 0, 0, 250, 10, 10] + [0] * 762)
+    im.paste(1, (0, 0, 4, 8))
+    im.info["transparency"] = 0
+    path = tmp_path / "p.png"
+    im.save(path, transparency=0)
+    arr = load_image(path)
+    assert tuple(arr[0, 0]) == (250, 10, 10)
+    assert tuple(arr[0, 7]) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_exif_orientation_is_applied(face_rgb: Image.Image, tmp_path: Path, orientation: int) -> None:
+    # Store the pixels rotated, with the EXIF tag that says how to turn them upright.
+    stored = {3: face_rgb.rotate(180), 6: face_rgb.rotate(90, expand=True), 8: face_rgb.rotate(-90, expand=True)}
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    stored[orientation].save(path, exif=exif)
+    arr = load_image(path)
+    assert arr.shape == (face_rgb.height, face_rgb.width, 3)
+    diff = np.abs(arr.astype(int) - np.asarray(face_rgb, dtype=int)).mean()
+    assert diff < 1.0
+
+
+def test_bytes_and_file_objects(single_face_jpg: Path) -> None:
+    data = single_face_jpg.read_bytes()
+    a = load_image(data, "upload.jpg")
+    b = load_image(io.BytesIO(data), "upload.jpg")
+    c = load_image(single_face_jpg)
+    assert np.array_equal(a, b) and np.array_equal(a, c)
+
+
+def _bad_files(tmp_path: Path, single_face_jpg: Path) -> dict[str, tuple[Path, str]]:
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image\n")
+    truncated = tmp_path / "truncated.jpg"
+    data = single_face_jpg.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    return {
+        "empty": (empty, "empty"),
+        "text": (text, "not an image"),
+        "truncated": (truncated, "truncated"),
+        "missing": (tmp_path / "missing.png", "no such file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "truncated", "missing"])
+def test_bad_files_raise_named_errors(tmp_path: Path, single_face_jpg: Path, case: str) -> None:
+    path, words = _bad_files(tmp_path, single_face_jpg)[case]
+    with pytest.raises(BadInputError) as err:
+        load_image(path)
+    assert err.value.file == str(path)
+    assert words in err.value.reason
+    assert str(path) in str(err.value)
+
+
+def test_decompression_bomb_limit(single_face_jpg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Image.open(single_face_jpg) as im:
+        pixels = im.width * im.height
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", pixels - 1)
+    with pytest.raises(BadInputError, match="decompression bombs"):
+        load_image(single_face_jpg, "bomb.jpg")
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", pixels)
+    assert load_image(single_face_jpg).shape[0] > 0
+
+
+def test_pillow_hard_limit_also_reports(tmp_path: Path) -> None:
+    # A PNG whose header declares 200 M pixels (cheap: mode 1, all zero) is refused before it is decoded.
+    path = tmp_path / "huge.png"
+    Image.new("1", (20000, 10000)).save(path)
+    with pytest.raises(BadInputError, match="decompression bombs"):
+        load_image(path)

@@ -1,0 +1,81 @@
+"""Tracking on boxes and features, without video (the synthetic-video checks are in test_video_synthetic.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
+from models.tracking import Tracker, TrackerConfig, iou
+from models.types import Face
+from models.video import interpolate_faces
+
+
+def _box(x, y, s=50):
+    return (float(x), float(y), float(x + s), float(y + s))
+
+
+def test_iou():
+    assert iou(_box(0, 0), _box(0, 0)) == 1.0
+    assert iou(_box(0, 0), _box(100, 100)) == 0.0
+    assert abs(iou(_box(0, 0, 10), _box(5, 0, 10)) - 50 / 150) < 1e-9
+
+
+def test_two_faces_crossing_keep_ids_by_motion():
+    t = Tracker()
+    ids = []
+    for i in range(20):  # A moves right, B moves left, same height band: they overlap in the middle
+        a, b = _box(10 + 12 * i, 50), _box(250 - 12 * i, 60)
+        ids.append(t.update(i, i * 0.2, [a, b]))
+    assert all(row == [0, 1] for row in ids)
+    assert len(t.tracks()) == 2
+
+
+def test_same_frame_faces_never_share_a_track():
+    t = Tracker(TrackerConfig(min_iou=0.0, min_similarity=-1.0))
+    f = np.ones((3, 8))
+    t.update(0, 0.0, [_box(0, 0)], f[:1])
+    ids = t.update(1, 0.2, [_box(0, 0), _box(1, 1), _box(2, 2)], f)
+    assert len(set(ids)) == 3
+
+
+def test_leave_and_return_within_gap_by_appearance():
+    rng = np.random.default_rng(0)
+    fa, fb = rng.normal(size=64), rng.normal(size=64)
+    t = Tracker(TrackerConfig(max_gap_s=2.0))
+    for i in range(5):
+        t.update(i, i * 0.2, [_box(10, 10), _box(200, 10)], np.stack([fa, fb]))
+    for i in range(5, 10):  # A gone for 1 s
+        t.update(i, i * 0.2, [_box(200, 10)], fb[None])
+    ids = t.update(10, 2.0, [_box(120, 100), _box(200, 10)], np.stack([fa + 0.1 * rng.normal(size=64), fb]))
+    assert ids == [0, 1]  # A came back elsewhere: recognised by appearance
+    # Beyond the gap a face gets a new id.
+    for i in range(11, 30):
+        t.update(i, i * 0.2, [_box(200, 10)], fb[None])
+    assert t.update(30, 6.0, [_box(120, 100), _box(200, 10)], np.stack([fa, fb])) == [2, 1]
+
+
+def test_different_appearance_without_overlap_is_a_new_track():
+    rng = np.random.default_rng(1)
+    t = Tracker()
+    t.update(0, 0.0, [_box(10, 10)], rng.normal(size=(1, 64)))
+    assert t.update(1, 0.2, [_box(200, 150)], rng.normal(size=(1, 64))) == [1]
+
+
+def test_interpolate_faces():
+    a = [Face(box=_box(0, 0), det_score=0.99), Face(box=_box(200, 0), det_score=0.95)]
+    b = [Face(box=_box(20, 10), det_score=0.97)]
+    mid = interpolate_faces(a, b, 0.25)
+    assert [f.box for f in mid] == [(5.0, 2.5, 55.0, 52.5), _box(200, 0)]
+    late = interpolate_faces(a, b, 0.75)
+    assert [f.box for f in late] == [(15.0, 7.5, 65.0, 57.5)]
+
+
+def test_adaptive_refinement_rules():
+    assert coarse_positions(10, 4) == [0, 4, 8, 9]
+    sure = FrameState(labels=("Happiness",), min_confidence=0.9)
+    unsure = FrameState(labels=("Happiness",), min_confidence=0.3)
+    other = FrameState(labels=("Anger",), min_confidence=0.9)
+    states = {0: sure, 8: sure, 16: other, 24: other, 32: unsure}
+    assert refine(states, 4, 0.6) == [12, 28]
+    cfg = AdaptiveConfig()
+    assert cfg.strides[-1] == 1
