@@ -61,6 +61,10 @@ class FaceDetector:
             factor=c.factor,
             device=self.device,
         ).eval()
+        # Channels-last weights make the nets' convolutions and max-pools run in channels-last layout, where this
+        # torch's CPU max_pool2d is about 8x faster; boxes move by < 1e-4 px (float summation order only).
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
 
     def _scale_for(self, shape: tuple[int, ...]) -> float:
         side = max(shape[0], shape[1])

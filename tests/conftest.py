@@ -35,3 +35,13 @@ def astronaut_png() -> Path:
 def pyfeat():
     """The ``pyfeat_file(name)`` function, for the videos and other files."""
     return testdata.pyfeat_file
+
+
+@pytest.fixture(scope="session")
+def random_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder holding random-weight checkpoints of the default 8-class model and a V/A model."""
+    from tests.checkpoints import install_random_weights
+
+    wdir = tmp_path_factory.mktemp("weights")
+    install_random_weights(["enet_b0_8_best_vgaf", "enet_b0_8_va_mtl"], wdir, seed=3)
+    return wdir
