@@ -128,6 +128,9 @@ class _Incomplete(Exception):
     """A transfer stopped early; the ``.part`` file keeps what arrived, for a resumed retry."""
 
 
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
 class _Restart(Exception):
     """The server would not resume the ``.part`` file (416 or an unexpected range): start again from zero."""
 
@@ -146,7 +149,8 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise DownloadError(
-                f"another process is downloading into {lock_path.with_suffix('')}; wait for it to finish, then retry"
+                f"another process is downloading the same file (it holds {lock_path}); wait for it to finish, "
+                "then run the command again"
             ) from None
         try:
             yield
@@ -168,8 +172,10 @@ def _transfer(session: Any, url: str, part: Path, name: str, *, progress: bool, 
     """One HTTP request appending to ``part`` (resuming it with Range when it has bytes).
 
     Raises:
-        _Incomplete: The connection broke or fewer bytes than announced arrived (``part`` keeps them).
-        DownloadError: The server answered an error status.
+        _Incomplete: The connection broke, fewer bytes than announced arrived (``part`` keeps them), or the server
+            answered a transient error status (5xx, 408, 429).
+        _Restart: The server would not resume ``part``.
+        DownloadError: The server answered a permanent error status (404...).
     """
     import requests
     from tqdm import tqdm
@@ -192,6 +198,8 @@ def _transfer(session: Any, url: str, part: Path, name: str, *, progress: bool, 
             raise _Restart(f"{url}: unexpected Content-Range {resp.headers.get('Content-Range')!r}")
         elif status in (200, 206):
             mode, offset = "wb", 0  # the whole file: nothing to resume, or the server ignored Range
+        elif status in _RETRYABLE_STATUS:
+            raise _Incomplete(f"{url}: HTTP {status} {resp.reason or ''}".rstrip())
         else:
             reason = f" {resp.reason}" if resp.reason else ""
             raise DownloadError(
@@ -248,10 +256,11 @@ def download(
 
     Bytes go to ``<part_dir>/<dest name>.part`` (``part_dir`` defaults to ``dest``'s folder's ``downloads/``). A
     leftover ``.part`` is resumed with an HTTP Range request; a server that ignores Range (answers 200) or refuses it
-    (416) makes the transfer restart from zero. A transfer shorter than its Content-Length, or a broken connection,
-    is retried ``retries`` times (resuming); after that :class:`DownloadError` is raised and the ``.part`` stays for
-    the next run to resume. The complete file's git blob SHA-1 must equal ``expected_sha1``; otherwise the ``.part`` is
-    deleted. Only then is it moved to ``dest`` (``os.replace``). A ``dest`` that already has the right hash is kept.
+    (416) makes the transfer restart from zero. A transfer shorter than its Content-Length, a broken connection or a
+    transient HTTP status (5xx, 408, 429) is retried ``retries`` times (resuming); after that :class:`DownloadError`
+    is raised and the ``.part`` stays for the next run to resume. The complete file's git blob SHA-1 must equal
+    ``expected_sha1``; otherwise the ``.part`` is deleted. Only then is it moved to ``dest`` (``os.replace``). A
+    ``dest`` that already has the right hash is kept.
 
     Args:
         url: What to download.
@@ -303,10 +312,14 @@ def download(
                 except _Incomplete as exc:
                     if attempt >= retries:
                         kept = part.stat().st_size if part.exists() else 0
-                        raise DownloadError(
-                            f"{exc}. {kept} bytes are kept in {part} (not trusted); run the same command again "
-                            "to resume."
-                        ) from None
+                        hint = (
+                            f"{kept} bytes are kept in {part} (not trusted until the whole file's hash matches); "
+                            "run the same command again to resume."
+                            if kept
+                            else f"Check the network and run the same command again, or download {url} by hand and run "
+                            f"`python -m models import-checkpoint FILE --name {name}`."
+                        )
+                        raise DownloadError(f"{exc}. {hint}") from None
                     attempt += 1
                     log.warning("%s: %s; retry %d of %d", name, exc, attempt, retries)
                     if backoff > 0:

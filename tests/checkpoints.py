@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -168,17 +169,19 @@ def export_published_onnx(module: nn.Module, spec: ModelSpec | str, path: str | 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, spec.input_size, spec.input_size)
-    torch.onnx.export(
-        module.eval(),
-        (dummy,),
-        str(path),
-        opset_version=11,
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        do_constant_folding=True,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but it writes what was published
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            module.eval(),
+            (dummy,),
+            str(path),
+            opset_version=11,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            do_constant_folding=True,
+            dynamo=False,
+        )
     last = onnx.load(str(path)).graph.node[-1]
     assert last.op_type == "Gemm", f"{path}: last node is {last.op_type}, not Gemm"
     return path
