@@ -35,6 +35,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         present = "yes" if r["present"] else ("-" if r.get("runnable", True) else "n/a")
         print(f"{r['name']:28} {r['fmt']:12} {r['arch']:22} {r['input_size']:>5} {r['classes']:>7} "
               f"{'yes' if r['has_va'] else 'no':>4}  {present}")
+    from models.versions import list_versions
+
+    versions = list_versions(wdir)
+    if versions:
+        print("fine-tuned versions:")
+        for v in versions:
+            print(f"  {v.name}  (base {v.base}, target {v.target}, {v.created_at[:19]}, weights {v.weights_hash})")
     return 0
 
 
@@ -56,6 +63,66 @@ def cmd_import(args: argparse.Namespace) -> int:
     wdir = weights.resolve_weights_dir(args.weights_dir)
     path = weights.import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
     print(f"{args.name}: stored at {path}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tunes a head on a study's corrections; prints the before/after report."""
+    from affectlab.settings import Settings
+    from db.services import LabelStore
+    from db.training import finetune_study
+    from models import weights
+    from models.recognizer import EmotionRecognizer
+
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    recognizer = EmotionRecognizer.load(args.model, wdir, device=args.device)
+    store = LabelStore.from_settings(Settings.from_env())
+    try:
+        outcome = finetune_study(store, args.study, recognizer, args.target, wdir, save=not args.no_save)
+    finally:
+        store.close()
+    report = outcome.report
+    if args.json:
+        print(json.dumps({"report": report.to_json(), "notes": list(outcome.notes),
+                          "version": outcome.version.name if outcome.version else None}, indent=2, default=float))
+    else:
+        print(_report_text(report))
+        for note in outcome.notes:
+            print(f"note: {note}")
+        if outcome.version is not None:
+            print(f"saved as version {outcome.version.name} (use --model {outcome.version.name})")
+    return 0 if report.enough else 1
+
+
+def _report_text(report: object) -> str:
+    from models.finetune import FineTuneReport
+
+    assert isinstance(report, FineTuneReport)
+    lines = [f"target: {report.target}; corrected faces: {report.n_faces} in {report.n_groups} groups; "
+             f"folds: {report.n_folds}"]
+    if not report.enough:
+        return "\n".join([*lines, report.message])
+    lines.append(f"{'metric':14} {'original':>9} {'fine-tuned':>10}")
+    for key, before in report.before.items():
+        if isinstance(before, float | int):
+            lines.append(f"{key:14} {before:9.3f} {float(report.after[key]):10.3f}")
+    if "confusion" in report.before:
+        short = [c[:5] for c in report.classes]
+        for title, cm in (("original", report.before["confusion"]), ("fine-tuned", report.after["confusion"])):
+            lines.append(f"confusion ({title}; rows = human label):")
+            lines.append("       " + " ".join(f"{c:>5}" for c in short))
+            lines += [f"{short[i]:>6} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(cm)]
+    lines.append(report.message)
+    return "\n".join(lines)
+
+
+def cmd_remove_version(args: argparse.Namespace) -> int:
+    """Removes a fine-tuned version."""
+    from models import weights
+    from models.versions import remove_version
+
+    remove_version(args.name, weights.resolve_weights_dir(args.weights_dir))
+    print(f"removed {args.name}")
     return 0
 
 
@@ -131,6 +198,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-max-side", type=int, default=None,
                    help="downscale frames whose longer side exceeds this for detection only")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
+    p.add_argument("--study", required=True)
+    p.add_argument("--target", choices=("emotion", "va", "engagement"), default="emotion")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    weights_flag(p)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-save", action="store_true", help="report only; save no version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("remove-version", help="delete a fine-tuned version")
+    p.add_argument("name")
+    weights_flag(p)
+    p.set_defaults(func=cmd_remove_version)
     return parser
 
 

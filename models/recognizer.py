@@ -82,12 +82,16 @@ class Head:
         bias: (K,) float32.
         name: Model (or fine-tuned version) name reported with predictions.
         weights_hash: Identifies these head weights with their backbone.
+        engagement_weight: (1, F) per-face engagement-level head of a fine-tuned version, or None.
+        engagement_bias: (1,) its bias.
     """
 
     weight: np.ndarray
     bias: np.ndarray
     name: str
     weights_hash: str
+    engagement_weight: np.ndarray | None = None
+    engagement_bias: np.ndarray | None = None
 
 
 class EmotionRecognizer:
@@ -130,7 +134,8 @@ class EmotionRecognizer:
         """Loads a registered emotion model from the weights folder (safetensors or ONNX; never pickle).
 
         Args:
-            name: Registry name of a PyTorch checkpoint (``enet_b0_8_best_vgaf``...).
+            name: Registry name of a PyTorch checkpoint (``enet_b0_8_best_vgaf``...) or of a fine-tuned version
+                (``base@...``, see ``models.versions``).
             weights_dir: Weights folder; None for the default (see ``weights.resolve_weights_dir``).
             device: ``cpu``, ``cuda`` or ``cuda:N``.
             backend: ``torch`` or ``onnx`` (uses the published ``NAME.onnx`` file).
@@ -143,22 +148,48 @@ class EmotionRecognizer:
             WeightsMissingError: Its weights are not in the folder; the message says how to get them.
             AffectLabError: The model is not an emotion model or cannot run here.
         """
-        spec = get_spec(name)
+        from models.finetune import is_version
+
+        wdir = weights_mod.resolve_weights_dir(weights_dir)
+        version = None
+        if is_version(name):
+            from models.versions import get_version
+
+            version = get_version(name, wdir)
+            spec = version.spec
+        else:
+            spec = get_spec(name)
         if not spec.is_emotion_model or spec.fmt != "torch_pickle":
             raise AffectLabError(f"{name!r} is not a PyTorch emotion model; pick one from `python -m models list`")
         if not spec.runnable:
             raise AffectLabError(f"{name!r} cannot run in AffectLab: {spec.note}")
-        wdir = weights_mod.resolve_weights_dir(weights_dir)
         if backend == "onnx":
+            if version is not None:
+                raise AffectLabError(f"{name!r} is a fine-tuned version; export it with `python -m models export` "
+                                     "or use --backend torch")
             return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
         from models.backbones import build_model, split_head
 
-        state, meta = weights_mod.load_weights(name, wdir)
+        state, meta = weights_mod.load_weights(spec.name, wdir)
+        weights_hash = meta.get("source_sha1", "")
         model = build_model(spec)
+        if version is not None:
+            from models.versions import load_tensors
+
+            tensors = load_tensors(version)
+            if version.kind == "full":
+                state = tensors
+            weights_hash = f"{weights_hash[:12]}+{version.weights_hash}"
         model.load_state_dict(state, strict=True)
         backbone, linear = split_head(model, spec)
-        head = Head(weight=linear.weight.detach().cpu().numpy(), bias=linear.bias.detach().cpu().numpy(),
-                    name=name, weights_hash=meta.get("source_sha1", ""))
+        head_w, head_b = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
+        if version is not None and version.kind == "head":
+            head_w, head_b = tensors["head.weight"].numpy(), tensors["head.bias"].numpy()
+        eng_w = eng_b = None
+        if version is not None and "engagement.weight" in tensors:
+            eng_w, eng_b = tensors["engagement.weight"].numpy(), tensors["engagement.bias"].numpy()
+        head = Head(weight=head_w, bias=head_b, name=name, weights_hash=weights_hash, engagement_weight=eng_w,
+                    engagement_bias=eng_b)
         dev = resolve_device(device)
         backbone = backbone.eval().to(dev)
         if precision == "bf16":
@@ -254,11 +285,14 @@ class EmotionRecognizer:
         probs = np.exp(z)
         probs /= probs.sum(axis=1, keepdims=True)
         va = np.clip(raw[:, k:k + 2], -1.0, 1.0) if self.spec.has_va else None
+        eng = None
+        if self.head.engagement_weight is not None and self.head.engagement_bias is not None:
+            eng = np.clip(features @ self.head.engagement_weight.T + self.head.engagement_bias, 0.0, 1.0)[:, 0]
         return [
             EmotionPrediction(
                 model=self.name, labels=self.spec.labels, features=features[i], logits=logits[i], probs=probs[i],
                 valence=None if va is None else float(va[i, 0]), arousal=None if va is None else float(va[i, 1]),
-                weights_hash=self.weights_hash,
+                weights_hash=self.weights_hash, engagement=None if eng is None else float(eng[i]),
             )
             for i in range(len(features))
         ]

@@ -53,6 +53,8 @@ class EmotionPrediction:
         valence: Valence clipped to [-1, 1], or None when the model has no V/A outputs.
         arousal: Arousal clipped to [-1, 1], or None.
         weights_hash: Hash identifying the weights that produced the prediction ("" if unknown).
+        engagement: Per-face engagement level in [0, 1] from a fine-tuned engagement head, else None (engagement
+            over time comes from the attention model on tracks).
     """
 
     model: str
@@ -63,6 +65,7 @@ class EmotionPrediction:
     valence: float | None = None
     arousal: float | None = None
     weights_hash: str = ""
+    engagement: float | None = None
 
     @property
     def label(self) -> str:

@@ -1,0 +1,180 @@
+"""Fine-tuned model versions: a base checkpoint plus new weights, with their provenance.
+
+A version lives in ``<weights_dir>/finetuned/<name>.safetensors``. Its tensors are either a replacement head
+(``kind="head"``: ``head.weight`` (K, F) and ``head.bias`` (K,), all outputs of the base head, with the fine-tuned rows
+changed) or a whole state dict (``kind="full"``, from backbone fine-tuning). The safetensors metadata records the base
+model and the git blob SHA-1 of its published weights, the target, a fingerprint of the training data, the creation
+time and the before/after report, so any stored prediction can be traced to exactly what made it.
+
+Version names contain ``@`` (``enet_b0_8_best_vgaf@study-emotion-20261128104501``) and never collide with registry
+names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import AffectLabError
+from models.finetune import versions_dir
+from models.registry import ModelSpec, get_spec
+
+
+class VersionNotFoundError(AffectLabError):
+    """No fine-tuned version of that name in the weights folder."""
+
+    def __init__(self, name: str, weights_dir: Path) -> None:
+        super().__init__(f"no fine-tuned version {name!r} in {versions_dir(weights_dir)}; "
+                         "`python -m models list` shows the versions there")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A fine-tuned version.
+
+    Attributes:
+        name: Version name (contains ``@``).
+        base: Registry name of the base checkpoint.
+        base_sha1: Git blob SHA-1 of the base's published weights.
+        kind: ``head`` or ``full``.
+        target: What was fine-tuned (``emotion``, ``va``, ``engagement`` or ``all``).
+        data_fingerprint: SHA-256 of the training data (face ids and labels).
+        created_at: ISO timestamp (UTC).
+        weights_hash: SHA-256 (first 16 hex digits) of the version's tensors, recorded with each prediction.
+        report: The before/after report (JSON-able).
+        path: The safetensors file.
+    """
+
+    name: str
+    base: str
+    base_sha1: str
+    kind: str
+    target: str
+    data_fingerprint: str
+    created_at: str
+    weights_hash: str
+    report: dict[str, Any]
+    path: Path
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The base checkpoint's registry entry."""
+        return get_spec(self.base)
+
+
+def _tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        h.update(key.encode())
+        h.update(tensors[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_version(name: str, base: str, base_sha1: str, kind: str, target: str, tensors: dict[str, torch.Tensor],
+                 data_fingerprint: str, report: dict[str, Any], created_at: str,
+                 weights_dir: Path) -> ModelVersion:
+    """Writes a version atomically.
+
+    Args:
+        name: Version name (must contain ``@``).
+        base: Base registry name.
+        base_sha1: Hash of the base weights.
+        kind: ``head`` or ``full``.
+        target: What was fine-tuned.
+        tensors: ``head.weight``/``head.bias`` or a whole state dict.
+        data_fingerprint: Training-data fingerprint.
+        report: Before/after report.
+        created_at: ISO timestamp.
+        weights_dir: The weights folder.
+
+    Returns:
+        The saved version.
+    """
+    from safetensors.torch import save_file
+
+    if "@" not in name or "/" in name or name.startswith("."):
+        raise AffectLabError(f"invalid version name {name!r}: it must contain '@' and no '/'")
+    get_spec(base)
+    folder = versions_dir(weights_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {"name": name, "base": base, "base_sha1": base_sha1, "kind": kind, "target": target,
+            "data_fingerprint": data_fingerprint, "created_at": created_at, "weights_hash": _tensor_hash(tensors),
+            "report": json.dumps(report, default=float)}
+    final = folder / f"{name}.safetensors"
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, final)
+    return _from_meta(meta, final)
+
+
+def _from_meta(meta: dict[str, str], path: Path) -> ModelVersion:
+    return ModelVersion(name=meta["name"], base=meta["base"], base_sha1=meta.get("base_sha1", ""),
+                        kind=meta["kind"], target=meta.get("target", ""),
+                        data_fingerprint=meta.get("data_fingerprint", ""), created_at=meta.get("created_at", ""),
+                        weights_hash=meta.get("weights_hash", ""), report=json.loads(meta.get("report", "{}")),
+                        path=path)
+
+
+def _read(path: Path) -> ModelVersion:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return _from_meta(meta, path)
+
+
+def list_versions(weights_dir: Path) -> list[ModelVersion]:
+    """Every fine-tuned version in the weights folder, newest first."""
+    folder = versions_dir(weights_dir)
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in folder.glob("*.safetensors"):
+        try:
+            out.append(_read(path))
+        except Exception:  # a damaged file must not hide the others
+            continue
+    return sorted(out, key=lambda v: v.created_at, reverse=True)
+
+
+def get_version(name: str, weights_dir: Path) -> ModelVersion:
+    """The version called ``name``.
+
+    Raises:
+        VersionNotFoundError: No such version.
+    """
+    path = versions_dir(weights_dir) / f"{name}.safetensors"
+    if "/" in name or not path.is_file():
+        raise VersionNotFoundError(name, weights_dir)
+    return _read(path)
+
+
+def load_tensors(version: ModelVersion) -> dict[str, torch.Tensor]:
+    """The version's tensors (safetensors; nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(version.path))
+
+
+def remove_version(name: str, weights_dir: Path) -> None:
+    """Deletes a version (predictions already stored keep its name and hash).
+
+    Raises:
+        VersionNotFoundError: No such version.
+    """
+    get_version(name, weights_dir).path.unlink()
+
+
+def head_tensors(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor]:
+    """The tensors of a ``head`` version."""
+    return {"head.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
+            "head.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}

@@ -1,0 +1,168 @@
+"""Fine-tuning heads on corrections: a learnable shift is learnt on held-out groups; too little data refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.finetune import MIN_FACES, TrainingSet, cross_validate, fit_ridge
+from models.registry import EMOTIONS_8
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clusters(n_per: int, n_groups: int, dim: int = 32, seed: int = 0):
+    """Features in one Gaussian cluster per class, spread over groups (media items)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((len(EMOTIONS_8), dim)) * 3
+    x, cls, groups = [], [], []
+    for c in range(len(EMOTIONS_8)):
+        for i in range(n_per):
+            x.append(centers[c] + rng.standard_normal(dim))
+            cls.append(c)
+            groups.append(f"media:{(c * n_per + i) % n_groups}")
+    return np.array(x, np.float32), np.array(cls), np.array(groups), centers
+
+
+def test_learnable_shift_beats_original_on_held_out_groups() -> None:
+    x, cls, groups, centers = clusters(n_per=12, n_groups=10)
+    # The original head recognises each cluster as its class ...
+    w0, b0 = centers.astype(np.float32) / 3, -0.5 * (centers**2).sum(1).astype(np.float32) / 9
+    assert (np.argmax(x @ w0.T + b0, 1) == cls).mean() > 0.9
+    # ... but in this population the annotators call Neutral faces Sadness and Contempt faces Anger.
+    shift = {EMOTIONS_8.index("Neutral"): EMOTIONS_8.index("Sadness"),
+             EMOTIONS_8.index("Contempt"): EMOTIONS_8.index("Anger")}
+    human = np.array([shift.get(c, c) for c in cls])
+    data = TrainingSet(features=x, targets=human, groups=groups, baseline=np.argmax(x @ w0.T + b0, 1),
+                       classes=EMOTIONS_8, face_ids=tuple(range(len(x))))
+    report = cross_validate(data, "emotion", w0, b0)
+    assert report.enough and report.n_folds == 5
+    assert report.after["accuracy"] > report.before["accuracy"] + 0.15
+    assert report.after["macro_f1"] > report.before["macro_f1"]
+    assert report.improved
+    cm = np.array(report.after["confusion"])
+    assert cm.sum() == len(x) and cm.shape == (8, 8)
+    assert "better than" in report.message
+
+
+def test_va_shift_is_learnt() -> None:
+    x, _, groups, _ = clusters(n_per=8, n_groups=8, seed=1)
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((2, x.shape[1])).astype(np.float32) * 0.05
+    b0 = np.zeros(2, np.float32)
+    truth = np.clip((x @ w0.T + b0) * 0.5 + np.array([0.4, -0.3]), -1, 1)  # annotators: shifted and compressed
+    data = TrainingSet(features=x, targets=truth, groups=groups, baseline=np.clip(x @ w0.T + b0, -1, 1))
+    report = cross_validate(data, "va", w0, b0)
+    assert report.after["ccc_mean"] > report.before["ccc_mean"] + 0.2
+
+
+def test_ridge_towards_initial_head_recovers_exact_solution() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 5))
+    w = rng.standard_normal((2, 5))
+    y = x @ w.T + np.array([0.5, -1.0])
+    wf, bf = fit_ridge(x, y, np.zeros((2, 5)), None, l2=1e-9)
+    assert np.allclose(wf, w, atol=1e-4) and np.allclose(bf, [0.5, -1.0], atol=1e-4)
+
+
+@pytest.mark.parametrize(("n_faces", "n_groups"), [(MIN_FACES - 1, 5), (40, 2)])
+def test_too_few_corrections_refuse_and_say_how_many(n_faces: int, n_groups: int) -> None:
+    x, cls, _, centers = clusters(n_per=6, n_groups=4)
+    x, cls = x[:n_faces], cls[:n_faces]
+    groups = np.array([f"media:{i % n_groups}" for i in range(len(x))])
+    data = TrainingSet(features=x, targets=cls, groups=groups, baseline=cls, classes=EMOTIONS_8)
+    report = cross_validate(data, "emotion", centers.astype(np.float32), np.zeros(8, np.float32))
+    assert not report.enough and report.n_folds == 0
+    assert f"at least {MIN_FACES} faces" in report.message and "Nothing was saved" in report.message
+
+
+# ------------------------------------------------------------------ through the label store, the CLI and a version
+
+
+@pytest.fixture()
+def study_db(tmp_path: Path, random_weights_dir: Path):
+    """A SQLite store whose study has 48 faces with features of the random enet_b0_8_best_vgaf, half corrected."""
+    from db.services import LabelStore
+    from models.recognizer import EmotionRecognizer
+    from models.types import Face, FaceResult
+    from tests.pg import png_bytes
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    store = LabelStore(url, data_dir=tmp_path)
+    store.upgrade()
+    rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir)
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((2, 1280)).astype(np.float32)
+    faces = {}
+    for m in range(8):  # 8 media items, 6 faces each: 3 of "cluster 0", 3 of "cluster 1"
+        results = []
+        for i in range(6):
+            c = i % 2
+            feat = centers[c] + 0.3 * rng.standard_normal(1280).astype(np.float32)
+            pred = rec.classify(feat[None])[0]
+            results.append(FaceResult(file=f"m{m}.png", index=i, face=Face(box=(10.0 * i, 0, 10.0 * i + 9, 9),
+                                      det_score=0.99), prediction=pred,
+                                      crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)))
+        store.ingest_results("s", png_bytes(m), f"m{m}.png", results)
+        faces[m] = [(f.face_id, i % 2) for i, f in enumerate(sorted(store.faces("s", media_id=None),
+                                                                     key=lambda f: f.face_id)[-6:])]
+    # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither).
+    for items in faces.values():
+        for fid, c in items:
+            store.correct_face(fid, "ann", label="Happiness" if c == 0 else "Sadness")
+    yield url, store
+    store.close()
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "models", *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
+
+
+def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from models.recognizer import EmotionRecognizer
+    from models.versions import list_versions
+
+    url, store = study_db
+    wdir = tmp_path / "weights"
+    shutil.copytree(random_weights_dir, wdir)
+    env = {"DATABASE_URL": url, "AFFECTLAB_WEIGHTS_DIR": str(wdir)}
+    proc = _cli("finetune", "--study", "s", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    rep = out["report"]
+    assert rep["enough"] and rep["n_faces"] == 48 and rep["n_groups"] == 8
+    assert rep["after"]["accuracy"] > rep["before"]["accuracy"]
+    name = out["version"]
+    assert name.startswith("enet_b0_8_best_vgaf@s-emotion-")
+    (version,) = list_versions(wdir)
+    assert version.name == name and version.base == "enet_b0_8_best_vgaf" and len(version.data_fingerprint) == 64
+    # The version is a model like any other: it predicts the annotators' classes on these features.
+    rec = EmotionRecognizer.load(name, wdir)
+    assert rec.name == name and "+" in rec.weights_hash
+    feats = np.stack([store.face_features(f.face_id) for f in store.faces("s")])
+    labels = {p.label for p in rec.classify(feats)}
+    assert labels == {"Happiness", "Sadness"}
+    # It shows in `list`, and can be removed.
+    assert name in _cli("list", env=env).stdout
+    assert _cli("remove-version", name, env=env).returncode == 0
+    assert list_versions(wdir) == []
+
+
+def test_finetune_cli_refuses_too_few(tmp_path: Path, random_weights_dir: Path) -> None:
+    from db.services import LabelStore
+
+    url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    LabelStore(url).upgrade()
+    proc = _cli("finetune", "--study", "nobody", env={"DATABASE_URL": url,
+                                                       "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)})
+    assert proc.returncode != 0
+    assert "nobody" in proc.stderr or "at least" in proc.stdout
