@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -36,6 +37,42 @@ class DetectorConfig:
     factor: float = 0.709
     keep_prob: float = 0.9
     max_side: int | None = None
+
+
+@lru_cache(maxsize=4096)
+def _area_matrix(n: int, m: int) -> torch.Tensor:
+    """(m, n) matrix averaging n samples into m bins exactly as ``adaptive_avg_pool2d`` (area resize) bins them."""
+    mat = torch.zeros((m, n), dtype=torch.float32)
+    for i in range(m):
+        start, end = (i * n) // m, -((-(i + 1) * n) // m)
+        mat[i, start:end] = 1.0 / (end - start)
+    return mat
+
+
+_facenet_imresample = None
+
+
+def _fast_imresample(img: torch.Tensor, sz: tuple[int, int]) -> torch.Tensor:
+    """Area resize of one face candidate to R-Net/O-Net size as two small matrix products.
+
+    facenet-pytorch resizes each candidate box separately with ``interpolate(mode="area")``, about 0.3 ms a call and
+    hundreds of calls per image; the same bins as matrix products take a few microseconds. Values agree to float32
+    rounding (< 1e-4 on 0-255 pixels). Other resizes (the image pyramid) go to the original.
+    """
+    if img.shape[0] == 1 and img.dtype == torch.float32 and sz[0] <= 48 and sz[1] <= 48:
+        return _area_matrix(img.shape[2], sz[0]) @ img @ _area_matrix(img.shape[3], sz[1]).T
+    assert _facenet_imresample is not None
+    return _facenet_imresample(img, sz)
+
+
+def _install_fast_imresample() -> None:
+    """Points facenet-pytorch's ``detect_face`` at :func:`_fast_imresample` (once; idempotent)."""
+    global _facenet_imresample
+    from facenet_pytorch.models.utils import detect_face as dfm
+
+    if _facenet_imresample is None:
+        _facenet_imresample = dfm.imresample
+        dfm.imresample = _fast_imresample
 
 
 class FaceDetector:
@@ -65,6 +102,7 @@ class FaceDetector:
         # torch's CPU max_pool2d is about 8x faster; boxes move by < 1e-4 px (float summation order only).
         for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
             net.to(memory_format=torch.channels_last)
+        _install_fast_imresample()
 
     def _scale_for(self, shape: tuple[int, ...]) -> float:
         side = max(shape[0], shape[1])

@@ -91,3 +91,17 @@ def test_boxes_are_clipped_to_the_image() -> None:
     # Inside the image, the crop is exactly the reference's frame[int(y1):int(y2), int(x1):int(x2)].
     box = (3.9, 2.2, 17.6, 11.8)
     assert np.array_equal(crop_face(img, box), img[2:11, 3:17])
+
+
+@pytest.mark.parametrize("size", [(97, 83), (24, 24), (13, 30), (48, 200), (5, 7)])
+@pytest.mark.parametrize("out", [24, 48])
+def test_fast_area_resize_matches_interpolate(size: tuple[int, int], out: int) -> None:
+    import torch
+    from torch.nn.functional import interpolate
+
+    from models.faces import _fast_imresample, _install_fast_imresample
+
+    _install_fast_imresample()
+    x = torch.rand((1, 3, *size), generator=torch.Generator().manual_seed(0)) * 255
+    ref = interpolate(x, size=(out, out), mode="area")
+    assert torch.allclose(_fast_imresample(x, (out, out)), ref, atol=1e-3, rtol=0)
