@@ -94,6 +94,17 @@ class Head:
     engagement_bias: np.ndarray | None = None
 
 
+def _ort_session(model_bytes: bytes, device: str) -> object:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+
+
 class EmotionRecognizer:
     """Runs an emotion model on face crops. Shared safely between requests: it keeps no per-request state."""
 
@@ -164,10 +175,12 @@ class EmotionRecognizer:
         if not spec.runnable:
             raise AffectLabError(f"{name!r} cannot run in AffectLab: {spec.note}")
         if backend == "onnx":
-            if version is not None:
-                raise AffectLabError(f"{name!r} is a fine-tuned version; export it with `python -m models export` "
-                                     "or use --backend torch")
-            return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
+            published = onnx_variant(spec.name)
+            if version is None and published is not None and weights_mod.weights_path(published.name, wdir).is_file():
+                return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
+            # No published ONNX file here (or a fine-tuned version): run ONNX Runtime on the verified weights.
+            torch_rec = cls.load(name, wdir, device="cpu", backend="torch", resize=resize, batch_size=batch_size)
+            return torch_rec._to_onnx_runtime(wdir, device)
         from models.backbones import build_model, split_head
 
         state, meta = weights_mod.load_weights(spec.name, wdir)
@@ -203,7 +216,6 @@ class EmotionRecognizer:
     def _load_onnx(cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize,
                    batch_size: int) -> EmotionRecognizer:
         import onnx
-        import onnxruntime as ort
         from onnx import helper, numpy_helper
 
         ospec = onnx_variant(spec.name)
@@ -227,15 +239,29 @@ class EmotionRecognizer:
         del graph.output[:]
         graph.output.append(helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT,
                                                           [None, weight.shape[1]]))
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+        session = _ort_session(model.SerializeToString(), device)
         head = Head(weight=weight, bias=bias, name=spec.name,
                     weights_hash=weights_mod.git_blob_sha1(path))
         return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size)
+
+    def _to_onnx_runtime(self, wdir: Path, device: str) -> EmotionRecognizer:
+        """The same model on ONNX Runtime: the backbone exported once (cached in ``<weights_dir>/onnx-export``)."""
+        import os
+
+        assert self.backbone is not None
+        folder = Path(wdir) / "onnx-export"
+        path = folder / f"{self.name}-{self.weights_hash.replace('+', '-')[:40]}.onnx"
+        if not path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+            s = self.spec.input_size
+            with torch.inference_mode(False), torch.no_grad():
+                torch.onnx.export(self.backbone, torch.zeros(1, 3, s, s), str(tmp), input_names=["input"],
+                                  output_names=["features"], dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+                                  opset_version=17, dynamo=False)
+            os.replace(tmp, path)
+        return EmotionRecognizer(self.spec, self.head, onnx_session=_ort_session(path.read_bytes(), device),
+                                 device="cpu", resize=self.resize, batch_size=self.batch_size)
 
     def extract_features(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Backbone features of face crops.
