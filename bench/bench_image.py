@@ -83,26 +83,32 @@ def main() -> None:
         fer = EmotiEffLibRecognizer(engine="torch", model_name=NAME, device="cpu")
         mtcnn = MTCNN(keep_all=False, post_process=False, min_face_size=40, device="cpu")
         rec = EmotionRecognizer.load(NAME, Path(tmp) / "weights", precision=args.precision)
+        ort_rec = EmotionRecognizer.load(NAME, Path(tmp) / "weights", backend="onnx")
         detector = FaceDetector()
 
-        ref_out = reference_pipeline(image, mtcnn, fer)  # warm-up both
+        ref_out = reference_pipeline(image, mtcnn, fer)  # warm-up all three
         our_out = our_pipeline(image, detector, rec)
-        ref_t, our_t = [], []
+        ort_out = our_pipeline(image, detector, ort_rec)
+        ref_t, our_t, ort_t = [], [], []
         for _ in range(args.repeat):
             t, ref_out = timed(reference_pipeline, image, mtcnn, fer)
             ref_t.append(t)
             t, our_out = timed(our_pipeline, image, detector, rec)
             our_t.append(t)
+            t, ort_out = timed(our_pipeline, image, detector, ort_rec)
+            ort_t.append(t)
         n = len(ref_out)
-        r, o = statistics.median(ref_t), statistics.median(our_t)
+        r, o, q = statistics.median(ref_t), statistics.median(our_t), statistics.median(ort_t)
         print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
               f"malloc tuned: {tuned}, precision: {args.precision}")
         print(f"end to end, multi_face.jpg ({n} faces, {args.repeat} runs, median):")
         print(f"  reference (EmotiEffLib torch, per face): {r * 1000:8.1f} ms/image {r * 1000 / n:7.1f} ms/face")
         print(f"  AffectLab (batched, inference mode):     {o * 1000:8.1f} ms/image {o * 1000 / n:7.1f} ms/face")
-        print(f"  speed-up: {r / o:.2f}x")
-        print(f"  parity on this run: faces {len(our_out)} vs {n}, max |logit diff| "
-              f"{np.abs(our_out - ref_out).max() if len(our_out) == n else float('nan'):.2e}")
+        print(f"  AffectLab, ONNX Runtime backend (fp32):  {q * 1000:8.1f} ms/image {q * 1000 / n:7.1f} ms/face")
+        print(f"  speed-up: torch backend {r / o:.2f}x, ONNX Runtime backend {r / q:.2f}x")
+        for label, out in (("torch", our_out), ("ONNX Runtime", ort_out)):
+            diff = np.abs(out - ref_out).max() if len(out) == n else float("nan")
+            print(f"  parity on this run ({label}): faces {len(out)} vs {n}, max |logit diff| {diff:.2e}")
 
         # Detection alone, and classification alone at a larger batch.
         img = load_image(image)
