@@ -6,14 +6,25 @@ files into the JSON document of ``python -m models analyze --json`` (see docs/AR
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from models.engagement import EngagementModel
 from models.errors import BadInputError
 from models.faces import DetectorConfig, FaceDetector
 from models.pipeline import ImageAnalysis, analyze_image
 from models.recognizer import Backend, EmotionRecognizer, Precision
+from models.video import VideoAnalysis, VideoConfig, analyze_video, is_video, video_json
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".wmv", ".3gp"})
+"""Files with these suffixes are analysed as videos even when they cannot be read (so the error says why)."""
+
+
+def looks_like_video(path: Path) -> bool:
+    """A video by its suffix, or by probing (an animated GIF is a video; a still image is not)."""
+    return path.suffix.lower() in VIDEO_SUFFIXES or is_video(path)
 
 
 def image_entry(result: ImageAnalysis) -> dict[str, object]:
@@ -34,15 +45,19 @@ class AnalysisSession:
     Attributes:
         detector: The face detector.
         recognizer: The emotion model.
+        engagement: The engagement model, or None when its weights are absent.
+        video: Video analysis settings.
     """
 
     detector: FaceDetector
     recognizer: EmotionRecognizer
+    engagement: EngagementModel | None = None
+    video: VideoConfig = field(default_factory=VideoConfig)
 
     @classmethod
     def open(cls, model: str, weights_dir: str | Path | None = None, *, device: str = "cpu",
              backend: Backend = "torch", precision: Precision = "fp32",
-             detect_max_side: int | None = None) -> AnalysisSession:
+             detect_max_side: int | None = None, detect_every: int = 1) -> AnalysisSession:
         """Loads the emotion model (weights must be present) and the detector.
 
         Raises:
@@ -50,7 +65,9 @@ class AnalysisSession:
         """
         recognizer = EmotionRecognizer.load(model, weights_dir, device=device, backend=backend, precision=precision)
         detector = FaceDetector(DetectorConfig(max_side=detect_max_side), device=device)
-        return cls(detector=detector, recognizer=recognizer)
+        engagement = EngagementModel.load(weights_dir, device=device)
+        return cls(detector=detector, recognizer=recognizer, engagement=engagement,
+                   video=VideoConfig(detect_every=detect_every))
 
     def document(self) -> dict[str, object]:
         """An empty analysis document for this session's model."""
@@ -77,15 +94,33 @@ class AnalysisSession:
                 self._analyze_one(path, doc, fps=fps)
             except BadInputError as exc:
                 failed = True
-                doc["files"].append(error_entry(str(path), exc.reason))
+                doc["files"].append(error_entry(str(path), exc.reason,
+                                                "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"))
                 if on_error is not None:
                     on_error(f"{exc.file}: {exc.reason}")
         return doc, failed
+
+    def analyze_video(self, path: Path, name: str, *, fps: float = 5.0, keep_crops: bool = False,
+                      progress: Callable[[float, float | None], None] | None = None) -> VideoAnalysis:
+        """Analyses one video (every face tracked; engagement per track when the weights are present).
+
+        Raises:
+            BadInputError: The file is not a readable video.
+        """
+        config = dataclasses.replace(self.video, keep_crops=keep_crops)
+        return analyze_video(path, name, self.detector, self.recognizer, fps or None, config=config,
+                             engagement=self.engagement, progress=progress)
 
     def _analyze_one(self, path: Path, doc: dict, *, fps: float) -> None:
         name = str(path)
         if not path.is_file():
             raise BadInputError(name, "no such file")
+        if looks_like_video(path):
+            part = video_json(self.analyze_video(path, name, fps=fps))
+            doc["files"].append(part["file"])
+            doc["faces"].extend(part["faces"])
+            doc["tracks"].extend({"file": name, **t} for t in part["tracks"])
+            return
         result = analyze_image(path, name, self.detector, self.recognizer)
         doc["files"].append(image_entry(result))
         doc["faces"].extend(f.to_json() for f in result.faces)

@@ -126,6 +126,24 @@ def cmd_remove_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Exports a model to ONNX or TorchScript and checks it against PyTorch on real face crops."""
+    from models import export
+
+    rep = export.export_model(args.name, args.format, args.out, args.weights_dir, check_images=args.check_images,
+                              opset=args.opset or export.DEFAULT_OPSET, mobile=not args.no_mobile_optimize)
+    print(f"{args.name}: {rep.format} written to {rep.path}")
+    print(f"size: {rep.size_bytes} bytes ({rep.size_bytes / 2**20:.1f} MiB)")
+    print(f"parity on {rep.n_crops} face crops: max |diff| {rep.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
+    if rep.note:
+        print(f"note: {rep.note}")
+    if not rep.agrees():
+        _print_err(f"error: the exported file and the PyTorch model disagree (max |diff| {rep.max_abs_diff:.3g} > "
+                   f"{export.TOLERANCE:g}); do not use {rep.path}. Try the other --format or another --opset.")
+        return 1
+    return 0
+
+
 def _image_table(doc: dict) -> str:
     lines = [f"{'file':32} {'#':>2} {'box (x1,y1,x2,y2)':>24} {'det':>5} {'label':10} {'prob':>5} {'V':>6} {'A':>6}"]
     for f in doc["faces"]:
@@ -148,7 +166,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     runtime.tune_malloc()
     session = analysis.AnalysisSession.open(
         model=args.model, weights_dir=args.weights_dir, device=args.device, backend=args.backend,
-        precision=args.precision, detect_max_side=args.detect_max_side,
+        precision=args.precision, detect_max_side=args.detect_max_side, detect_every=args.detect_every,
     )
     doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err)
     if args.json:
@@ -197,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
     p.add_argument("--detect-max-side", type=int, default=None,
                    help="downscale frames whose longer side exceeds this for detection only")
+    p.add_argument("--detect-every", type=int, default=1,
+                   help="videos: detect on every k-th sampled frame and follow the tracks between")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
@@ -213,6 +233,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     weights_flag(p)
     p.set_defaults(func=cmd_remove_version)
+
+    p = sub.add_parser("export", help="export a model or fine-tuned version to ONNX or TorchScript (parity-checked)")
+    p.add_argument("name", metavar="NAME", help="registry name or fine-tuned version (base@...)")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--out", help="output file (default: NAME.onnx or NAME.torchscript.pt here)")
+    weights_flag(p)
+    p.add_argument("--check-images", nargs="+", metavar="IMAGE",
+                   help="photos whose faces the parity check runs on (default: a built-in sample face)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 11; default 17)")
+    p.add_argument("--no-mobile-optimize", action="store_true",
+                   help="TorchScript: skip torch.utils.mobile_optimizer (applied when this torch build has it)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -125,3 +125,37 @@ def test_onnx_backend_same_results(random_weights_dir: Path, tmp_path: Path, sin
         docs.append(json.loads(proc.stdout))
     a, b = (d["faces"][0]["probs"] for d in docs)
     assert max(abs(a[k] - b[k]) for k in a) < 1e-4
+
+
+@pytest.mark.slow
+def test_video_with_tracks_and_engagement(random_weights_dir: Path, tmp_path: Path, pyfeat) -> None:
+    import shutil
+
+    from tests.test_engagement import random_keras_weights, write_keras_h5
+
+    wdir = tmp_path / "weights"
+    shutil.copytree(random_weights_dir, wdir)
+    h5 = write_keras_h5(tmp_path / "engagement_single_attention.h5", random_keras_weights(seed=4))
+    imp = run_cli("import-checkpoint", str(h5), "--name", "engagement_single_attention", "--trust-unverified",
+                  weights_dir=wdir)
+    assert imp.returncode == 0, imp.stderr
+    video = pyfeat("single_face.mp4")
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00 ftypisom garbage")
+    proc = run_cli("analyze", str(video), str(bad), "--json", "--fps", "10", weights_dir=wdir)
+    assert proc.returncode == 1
+    assert str(bad) in proc.stderr and "video" in proc.stderr
+    doc = json.loads(proc.stdout)
+    faces = [f for f in doc["faces"] if f["file"] == str(video)]
+    assert faces and all(f["frame"] is not None and f["time_s"] is not None and f["track"] is not None
+                         for f in faces)
+    times = [f["time_s"] for f in faces]
+    assert times == sorted(times) and np.allclose(np.diff(times), 0.1, atol=0.04)  # 10 fps sampling
+    assert len(faces) >= 16  # enough for an engagement score (a short track is scored from 16 faces on)
+    tracks = [t for t in doc["tracks"] if t["file"] == str(video)]
+    assert len(tracks) == 1 and tracks[0]["n_faces"] == len(faces)
+    eng = tracks[0]["engagement"]
+    assert eng is not None and eng["label"] in ("Distracted", "Engaged") and 0 <= eng["score"] <= 1
+    assert eng["windows"] and all(w["start_s"] <= w["end_s"] for w in eng["windows"])
+    entry = next(f for f in doc["files"] if f["file"] == str(video))
+    assert entry["kind"] == "video" and entry["engagement_status"] == "ok"

@@ -1,0 +1,704 @@
+"""Full fine-tuning of an emotion model (backbone and head) on an ImageFolder export of the label store.
+
+``python -m models.train_backbone --data EXPORT.zip|DIR --model NAME [--epochs N] [--device auto|cpu|cuda]
+--weights-dir DIR``
+
+Data: the ``imagefolder`` export of ``python -m db export`` (a zip or a folder) holding
+``{train,validation,test}/<Class>/<file>.png`` (``val``/``valid`` are read as ``validation``; leading folders are
+allowed). Class folders are matched to the model's labels by name, ignoring case; other names are reported and
+skipped. The ``train`` split trains, ``validation`` picks the best epoch of each phase (the last epoch when it is
+empty) and ``test`` is only used for the before/after figures, so they come from faces the training never saw (the
+export keeps a media item or a person track within one split).
+
+Recipe (the default): the one that trained the published checkpoints, as HSEmotion's ``train_emotions-pytorch``
+notebook runs it:
+
+- Input: the reference preprocessing (PIL ``Resize((S, S))`` bilinear, ``ToTensor``, ``Normalize(mean, std)``;
+  ``models.recognizer.preprocess``), plus a random horizontal flip (p = 0.5) of training crops, a light augmentation
+  the notebook does not use (on a few hundred faces it matters).
+- Loss: cross-entropy with label smoothing 0.1 and class weights ``1 / count`` scaled so the most frequent class
+  weighs 1 (the notebook's ``cross_entropy_with_label_smoothing``: the weights multiply the smoothed targets), on
+  the emotion logits. The valence/arousal outputs of ``*_va_mtl`` models get no loss (the export has no V/A labels);
+  their head rows are kept, but they move with the backbone.
+- Optimiser: SAM (sharpness-aware minimisation, the seed's ``RobustOptimizer``, rho 0.05) around Adam, no weight
+  decay, no schedule; batches of 64.
+- Phase 1: the classifier only, 3 epochs at lr 1e-3 (``--head-epochs``, ``--head-lr``); phase 2: all layers, 6 epochs
+  at lr 1e-4 (``--epochs``, ``--lr``). Each phase keeps its epoch with the best validation accuracy (the notebook
+  selects on its test set; here the test split stays untouched).
+- BatchNorm: the notebook leaves it in training mode in both phases; here its running statistics stay frozen in
+  phase 1, where the backbone is frozen anyway and a few small batches would only add noise, and update in phase 2.
+
+It runs on the CPU for small data and on a GPU when one is present (``--device auto``). The result is saved as a
+fine-tuned version (``kind="full"``: the whole state dict, ``models.versions``) named ``<model>@<data>-full-<UTC
+time>``, with the data fingerprint (SHA-256 of the used files' names and labels) and the report: accuracy, macro-F1
+and confusion matrix of the original and the fine-tuned model on the test split. Too little data (an empty train or
+test split, fewer than two known classes in train) is refused before anything is trained, and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.errors import AffectLabError, BadInputError
+from models.registry import ModelSpec
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "valid": "validation",
+    "test": "test",
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+MIN_CLASSES = 2
+"""Fewest known classes in the train split."""
+
+
+class NotEnoughDataError(AffectLabError):
+    """The export holds too little usable data to fine-tune and judge a model; nothing was trained or saved."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training settings; the defaults are the reference's (see the module docstring).
+
+    Attributes:
+        head_epochs: Epochs of phase 1 (classifier only).
+        head_lr: Adam learning rate of phase 1.
+        epochs: Epochs of phase 2 (all layers).
+        lr: Adam learning rate of phase 2.
+        batch_size: Crops per step.
+        sam_rho: SAM neighbourhood size; 0 for plain Adam.
+        label_smoothing: Label smoothing of the cross-entropy.
+        class_weights: Weight classes by ``1 / count`` (rare classes count more).
+        flip: Random horizontal flips of training crops.
+        seed: Seed of the shuffling, the flips and the weights' random state.
+    """
+
+    head_epochs: int = 3
+    head_lr: float = 1e-3
+    epochs: int = 6
+    lr: float = 1e-4
+    batch_size: int = 64
+    sam_rho: float = 0.05
+    label_smoothing: float = 0.1
+    class_weights: bool = True
+    flip: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of the export.
+
+    Attributes:
+        key: Its path inside the export (``split/Class/file``).
+        split: ``train``, ``validation`` or ``test``.
+        label: Index into the model's labels.
+    """
+
+    key: str
+    split: str
+    label: int
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """The outcome of a full fine-tuning run.
+
+    Attributes:
+        model: The model that was fine-tuned (registry name or version).
+        version: Name of the saved version ("" when not saved).
+        device: Where it trained.
+        n_images: Images used per split.
+        classes: The model's labels (the confusion matrices' order).
+        class_counts: Training images per class name.
+        skipped: Images skipped per unknown class folder name (``split/name``).
+        before: Accuracy, macro-F1 and confusion matrix of the original model on the test split.
+        after: The same for the fine-tuned model.
+        history: One entry per epoch: phase, epoch, train loss and accuracy, validation accuracy.
+        recipe: The settings used.
+        data_fingerprint: SHA-256 of the used files' names and labels.
+        seconds: Wall time of the run.
+    """
+
+    model: str
+    version: str
+    device: str
+    n_images: dict[str, int]
+    classes: tuple[str, ...]
+    class_counts: dict[str, int]
+    skipped: dict[str, int]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        b, a = self.before, self.after
+        lines = [
+            f"model {self.model} fine-tuned on {self.device} in {self.seconds:.1f} s; images: "
+            + ", ".join(f"{k} {v}" for k, v in self.n_images.items()),
+            "training images per class: " + ", ".join(f"{k} {v}" for k, v in self.class_counts.items()),
+        ]
+        if self.skipped:
+            lines.append(
+                "skipped (class not in the model's labels): " + ", ".join(f"{k} ({v})" for k, v in self.skipped.items())
+            )
+        lines.append(
+            f"test split ({self.n_images.get('test', 0)} faces): accuracy {b['accuracy']:.3f} -> "
+            f"{a['accuracy']:.3f}, macro-F1 {b['macro_f1']:.3f} -> {a['macro_f1']:.3f} (original -> "
+            "fine-tuned)"
+        )
+        lines.append(f"saved as version {self.version}" if self.version else "not saved")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the export
+
+
+class ImageFolderExport:
+    """The images of an ImageFolder export (zip or folder), labelled with a model's classes."""
+
+    def __init__(self, source: str | Path, labels: Sequence[str]) -> None:
+        """Indexes the export (reads no image yet).
+
+        Args:
+            source: The zip file or the folder.
+            labels: The model's class names; folders are matched to them ignoring case.
+
+        Raises:
+            BadInputError: ``source`` is neither a folder nor a readable zip file.
+        """
+        self.source = Path(source)
+        self.labels = tuple(labels)
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_pid = -1
+        by_name = {label.lower(): i for i, label in enumerate(self.labels)}
+        if self.source.is_dir():
+            self.is_zip = False
+            keys = [p.relative_to(self.source).as_posix() for p in sorted(self.source.rglob("*")) if p.is_file()]
+        elif self.source.is_file():
+            self.is_zip = True
+            try:
+                with zipfile.ZipFile(self.source) as zf:
+                    keys = sorted(n for n in zf.namelist() if not n.endswith("/"))
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise BadInputError(str(source), f"not a readable zip file ({exc})") from None
+        else:
+            raise BadInputError(str(source), "no such file or folder; pass the ImageFolder export (zip or folder)")
+        samples: list[Sample] = []
+        skipped: Counter[str] = Counter()
+        for key in keys:
+            parts = key.split("/")
+            if len(parts) < 3 or not key.lower().endswith(IMAGE_SUFFIXES) or parts[-1].startswith("."):
+                continue
+            split = SPLIT_ALIASES.get(parts[-3].lower())
+            if split is None:
+                continue
+            label = by_name.get(parts[-2].lower())
+            if label is None:
+                skipped[f"{split}/{parts[-2]}"] += 1
+                continue
+            samples.append(Sample(key=key, split=split, label=label))
+        self.samples = samples
+        self.skipped = dict(sorted(skipped.items()))
+
+    def split(self, name: str) -> list[Sample]:
+        """The samples of one split."""
+        return [s for s in self.samples if s.split == name]
+
+    def read(self, key: str) -> bytes:
+        """The bytes of one file (a zip is opened once per process)."""
+        if not self.is_zip:
+            return (self.source / key).read_bytes()
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.source)
+            self._zip_pid = os.getpid()
+        return self._zip.read(key)
+
+    def load(self, sample: Sample) -> np.ndarray:
+        """The RGB uint8 image of a sample.
+
+        Raises:
+            BadInputError: The file is not a readable image.
+        """
+        from models.images import load_image
+
+        return load_image(self.read(sample.key), name=f"{self.source.name}:{sample.key}")
+
+    def fingerprint(self, samples: Iterable[Sample]) -> str:
+        """SHA-256 over the used files' names and labels (identifies the training data of a version)."""
+        rows = sorted((s.key, self.labels[s.label]) for s in samples)
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_zip"] = None  # DataLoader workers open their own handle
+        return state
+
+
+def check_enough(data: ImageFolderExport) -> None:
+    """Refuses data that cannot train and judge a model.
+
+    Raises:
+        NotEnoughDataError: No known-class image, an empty train or test split, or fewer than two classes in train.
+    """
+    known = ", ".join(data.labels)
+    skipped = ""
+    if data.skipped:
+        skipped = (
+            " Skipped folders (not the model's classes): "
+            + ", ".join(f"{k} ({v})" for k, v in data.skipped.items())
+            + "."
+        )
+    if not data.samples:
+        raise NotEnoughDataError(
+            f"{data.source}: no image in train/validation/test/<Class>/ folders whose class is one of the model's "
+            f"({known}).{skipped} Export the study with `python -m db export --format imagefolder`."
+        )
+    train, test = data.split("train"), data.split("test")
+    classes = sorted({s.label for s in train})
+    if len(classes) < MIN_CLASSES:
+        raise NotEnoughDataError(
+            f"{data.source}: the train split has {len(train)} images in {len(classes)} of the model's classes; at "
+            f"least {MIN_CLASSES} classes are needed to fine-tune a classifier.{skipped} Label more faces of other "
+            "classes and export again. Nothing was trained."
+        )
+    if not test:
+        raise NotEnoughDataError(
+            f"{data.source}: the test split is empty, so the fine-tuned model could not be compared with the "
+            "original. Add media to the study (the export puts whole media items into the test split) and export "
+            "again. Nothing was trained."
+        )
+
+
+class _Crops(torch.utils.data.Dataset):
+    """Preprocessed crops of an export's samples (decoded on access; flipped at random when ``flip``)."""
+
+    def __init__(self, data: ImageFolderExport, samples: Sequence[Sample], spec: ModelSpec, flip: bool) -> None:
+        self.data, self.samples, self.spec, self.flip = data, list(samples), spec, flip
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from models.recognizer import preprocess
+
+        s = self.samples[i]
+        img = self.data.load(s)
+        if self.flip and bool(torch.rand(()) < 0.5):
+            img = np.ascontiguousarray(img[:, ::-1])
+        return preprocess([img], self.spec)[0], s.label
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[list[int]]:
+    """Index batches (shuffled when ``gen`` is given); a trailing batch of one joins the previous one (BatchNorm)."""
+    order = torch.randperm(n, generator=gen).tolist() if gen is not None else list(range(n))
+    out = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) == 1:
+        out[-2] += out.pop()
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+class SAM:
+    """Sharpness-aware minimisation around Adam (the seed's ``RobustOptimizer``; Foret et al. 2021).
+
+    Each step computes the gradient, moves the weights by ``rho`` along it (normalised), computes the gradient there
+    and applies it with Adam at the original weights.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float, rho: float) -> None:
+        """Wraps Adam over ``params``."""
+        self.params = [p for p in params if p.requires_grad]
+        self.rho = rho
+        self.base = torch.optim.Adam(self.params, lr=lr)
+
+    def zero_grad(self) -> None:
+        """Clears the gradients."""
+        self.base.zero_grad(set_to_none=True)
+
+    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """One update; ``closure`` computes the loss and its gradients (``backward``) and returns the loss."""
+        self.zero_grad()
+        loss = closure()
+        if self.rho <= 0:
+            self.base.step()
+            return loss
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return loss
+        norm = torch.norm(torch.stack([g.norm(2) for g in grads]), 2)
+        scale = self.rho / (norm + 1e-12)
+        moved: list[tuple[nn.Parameter, torch.Tensor]] = []
+        with torch.no_grad():
+            for p in self.params:
+                if p.grad is not None:
+                    e = p.grad * scale
+                    p.add_(e)
+                    moved.append((p, e))
+        self.zero_grad()
+        closure()
+        with torch.no_grad():
+            for p, e in moved:
+                p.sub_(e)
+        self.base.step()
+        return loss
+
+
+def class_weights(labels: Sequence[int], k: int) -> torch.Tensor:
+    """``1 / count`` per class scaled so the most frequent weighs 1 (0 for classes without training images)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=k).astype(np.float64)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    present = w[counts > 0]
+    return torch.from_numpy(w / present.min()).float() if present.size else torch.ones(k)
+
+
+def smoothed_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, smoothing: float
+) -> torch.Tensor:
+    """The reference's loss: mean over the batch of ``-sum_c w_c * q_c * log_softmax(logits)_c``.
+
+    ``q`` is the one-hot target smoothed towards uniform (``(1 - s) * onehot + s / K``).
+    """
+    k = logits.shape[1]
+    soft = torch.full_like(logits, smoothing / k)
+    soft.scatter_(1, target[:, None], 1 - smoothing + smoothing / k)
+    if weight is not None:
+        soft = soft * weight[None, :]
+    return -(soft * torch.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def _set_bn_eval(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@torch.no_grad()
+def predict_classes(
+    model: nn.Module,
+    data: ImageFolderExport,
+    samples: Sequence[Sample],
+    spec: ModelSpec,
+    device: torch.device,
+    batch_size: int,
+    workers: int = 0,
+) -> np.ndarray:
+    """The model's predicted class (argmax of the emotion logits) for each sample, in order."""
+    model.eval()
+    ds = _Crops(data, samples, spec, flip=False)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=_batches(len(ds), batch_size, None), num_workers=workers)
+    out = [model(x.to(device))[:, : len(spec.labels)].argmax(1).cpu().numpy() for x, _ in loader]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def classification_metrics(truth: np.ndarray, pred: np.ndarray, k: int) -> dict[str, Any]:
+    """Accuracy, macro-F1 and the confusion matrix (``models.finetune``'s definitions)."""
+    from models.finetune import confusion, macro_f1
+
+    cm = confusion(truth, pred, k)
+    return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "macro_f1": macro_f1(cm), "confusion": cm.tolist()}
+
+
+def _run_phase(
+    model: nn.Module,
+    phase: int,
+    epochs: int,
+    lr: float,
+    *,
+    head_only: bool,
+    head: nn.Module,
+    train_ds: _Crops,
+    val: Sequence[Sample],
+    data: ImageFolderExport,
+    spec: ModelSpec,
+    device: torch.device,
+    recipe: Recipe,
+    weight: torch.Tensor | None,
+    gen: torch.Generator,
+    workers: int,
+    log: Callable[[str], None],
+    history: list[dict[str, Any]],
+) -> None:
+    if epochs <= 0:
+        return
+    for p in model.parameters():
+        p.requires_grad_(not head_only)
+    for p in head.parameters():
+        p.requires_grad_(True)
+    opt = SAM(model.parameters(), lr=lr, rho=recipe.sam_rho)
+    k = len(spec.labels)
+    best_acc, best_state = -1.0, None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        if head_only:
+            _set_bn_eval(model)
+        batches = _batches(len(train_ds), recipe.batch_size, gen)
+        loader = torch.utils.data.DataLoader(
+            train_ds, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda"
+        )
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits_holder: list[torch.Tensor] = []
+
+            def closure(x: torch.Tensor = x, y: torch.Tensor = y, hold: list = logits_holder) -> torch.Tensor:
+                logits = model(x)[:, :k]
+                loss = smoothed_cross_entropy(logits, y, weight, recipe.label_smoothing)
+                loss.backward()
+                hold.append(logits.detach())
+                return loss.detach()
+
+            loss = opt.step(closure)
+            total_loss += float(loss) * len(y)
+            correct += int((logits_holder[0].argmax(1) == y).sum())
+            seen += len(y)
+        entry: dict[str, Any] = {
+            "phase": phase,
+            "epoch": epoch,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_accuracy": None,
+        }
+        if val:
+            pred = predict_classes(model, data, val, spec, device, recipe.batch_size, workers)
+            acc = float(np.mean(pred == np.array([s.label for s in val])))
+            entry["val_accuracy"] = acc
+            if acc > best_acc:
+                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
+        history.append(entry)
+        val_txt = "-" if entry["val_accuracy"] is None else f"{entry['val_accuracy']:.3f}"
+        log(
+            f"phase {phase} ({'classifier' if head_only else 'all layers'}) epoch {epoch}/{epochs}: "
+            f"loss {entry['train_loss']:.4f}, train acc {entry['train_accuracy']:.3f}, val acc {val_txt}"
+        )
+    if best_state is not None:
+        model.load_state_dict(best_state)
+
+
+def resolve_train_device(device: str) -> torch.device:
+    """``auto``: the GPU when CUDA is present, else the CPU; otherwise as ``recognizer.resolve_device``."""
+    from models.recognizer import resolve_device
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device)
+
+
+def version_name_for(base: str, data: Path, when: datetime) -> str:
+    """``<base>@<data file stem>-full-<UTC time>``."""
+    stem = data.name[: -len(".zip")] if data.name.lower().endswith(".zip") else data.name
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:40] or "data"
+    return f"{base}@{slug}-full-{when.strftime('%Y%m%d%H%M%S')}"
+
+
+def train_backbone(
+    data_path: str | Path,
+    model: str,
+    weights_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    recipe: Recipe | None = None,
+    save: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> TrainReport:
+    """Fine-tunes all layers of a model on an ImageFolder export and saves it as a ``full`` version.
+
+    Args:
+        data_path: The export (zip or folder).
+        model: Registry name of a PyTorch emotion model, or a fine-tuned version to continue from.
+        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        recipe: Training settings (None: the reference's, :class:`Recipe`).
+        save: Save the version (False: only report).
+        log: Progress lines go here (None: stderr).
+
+    Returns:
+        The report (the before/after on the test split, the version name).
+
+    Raises:
+        BadInputError: The export cannot be read, or an image in it is damaged.
+        NotEnoughDataError: Too little data (nothing is trained or saved).
+        UnknownModelError, VersionNotFoundError, WeightsMissingError, ExportError: The model cannot be loaded.
+        DeviceUnavailableError: CUDA was asked for and is not available.
+    """
+    from models import weights as weights_mod
+    from models.export import head_linear, load_full_model
+    from models.finetune import is_version
+    from models.registry import get_spec
+    from models.versions import get_version, save_version
+
+    started = time.perf_counter()
+    recipe = recipe or Recipe()
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    wdir = weights_mod.resolve_weights_dir(weights_dir)
+    version = get_version(model, wdir) if is_version(model) else None
+    spec = version.spec if version is not None else get_spec(model)
+    data = ImageFolderExport(data_path, spec.labels)
+    check_enough(data)
+    dev = resolve_train_device(device)
+    loaded = load_full_model(model, wdir)
+    net = loaded.model.to(dev)
+    base = version.base if version is not None else spec.name
+    base_sha1 = version.base_sha1 if version is not None else loaded.base_sha1
+
+    train, val, test = data.split("train"), data.split("validation"), data.split("test")
+    k = len(spec.labels)
+    truth = np.array([s.label for s in test])
+    say(f"{model}: {len(train)} train, {len(val)} validation, {len(test)} test images on {dev}")
+    workers = min(4, os.cpu_count() or 1) if dev.type == "cuda" else 0
+    before = classification_metrics(truth, predict_classes(net, data, test, spec, dev, recipe.batch_size, workers), k)
+
+    torch.manual_seed(recipe.seed)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    weight = class_weights([s.label for s in train], k).to(dev) if recipe.class_weights else None
+    train_ds = _Crops(data, train, spec, flip=recipe.flip)
+    head = head_linear(net, spec)
+    history: list[dict[str, Any]] = []
+    common = {
+        "head": head,
+        "train_ds": train_ds,
+        "val": val,
+        "data": data,
+        "spec": spec,
+        "device": dev,
+        "recipe": recipe,
+        "weight": weight,
+        "gen": gen,
+        "workers": workers,
+        "log": say,
+        "history": history,
+    }
+    _run_phase(net, 1, recipe.head_epochs, recipe.head_lr, head_only=True, **common)
+    _run_phase(net, 2, recipe.epochs, recipe.lr, head_only=False, **common)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    after = classification_metrics(truth, predict_classes(net, data, test, spec, dev, recipe.batch_size, workers), k)
+
+    used = train + val + test
+    fingerprint = data.fingerprint(used)
+    counts = Counter(spec.labels[s.label] for s in train)
+    report = TrainReport(
+        model=model,
+        version="",
+        device=str(dev),
+        n_images={"train": len(train), "validation": len(val), "test": len(test)},
+        classes=spec.labels,
+        class_counts={c: counts[c] for c in spec.labels if counts[c]},
+        skipped=data.skipped,
+        before=before,
+        after=after,
+        history=history,
+        recipe=asdict(recipe),
+        data_fingerprint=fingerprint,
+        seconds=time.perf_counter() - started,
+    )
+    if not save:
+        return report
+    now = datetime.now(UTC)
+    name = version_name_for(base, Path(data_path), now)
+    tensors = {key: t.detach().to("cpu") for key, t in net.state_dict().items()}
+    doc = report.to_json()
+    doc.update(data=str(data_path), started_from=model)
+    saved = save_version(
+        name, base, base_sha1, "full", "emotion", tensors, fingerprint, doc, now.isoformat(timespec="seconds"), wdir
+    )
+    return replace(report, version=saved.name, seconds=time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m models.train_backbone`` argument parser."""
+    r = Recipe()
+    p = argparse.ArgumentParser(
+        prog="python -m models.train_backbone",
+        description="Fine-tune all layers of an emotion model on an ImageFolder export.",
+    )
+    p.add_argument("--data", required=True, help="the ImageFolder export: zip or folder")
+    p.add_argument("--model", required=True, help="registry name (or a fine-tuned version) to start from")
+    p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda or cuda:N")
+    p.add_argument("--epochs", type=int, default=r.epochs, help=f"all-layer epochs (default {r.epochs})")
+    p.add_argument(
+        "--head-epochs", type=int, default=r.head_epochs, help=f"classifier-only epochs first (default {r.head_epochs})"
+    )
+    p.add_argument("--lr", type=float, default=r.lr, help=f"all-layer learning rate (default {r.lr})")
+    p.add_argument("--head-lr", type=float, default=r.head_lr, help=f"classifier learning rate (default {r.head_lr})")
+    p.add_argument("--batch-size", type=int, default=r.batch_size)
+    p.add_argument("--no-sam", action="store_true", help="plain Adam instead of sharpness-aware minimisation")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--seed", type=int, default=r.seed)
+    p.add_argument("--no-save", action="store_true", help="report only; save no version")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns 0 on success, 1 for an unreadable input, 2 for too little data or a setup problem."""
+    from models.registry import UnknownModelError
+
+    args = build_parser().parse_args(argv)
+    if min(args.epochs, args.head_epochs) < 0 or args.batch_size < 1 or args.epochs + args.head_epochs < 1:
+        print("error: epochs must be >= 0 (at least one in all), the batch size >= 1", file=sys.stderr)
+        return 2
+    recipe = Recipe(
+        head_epochs=args.head_epochs,
+        head_lr=args.head_lr,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        sam_rho=0.0 if args.no_sam else Recipe.sam_rho,
+        flip=not args.no_flip,
+        seed=args.seed,
+    )
+    try:
+        report = train_backbone(
+            args.data, args.model, args.weights_dir, device=args.device, recipe=recipe, save=not args.no_save
+        )
+    except BadInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (AffectLabError, UnknownModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=float))
+    else:
+        print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
