@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--long-minutes", type=float, default=0.0, help="memory check on a synthetic 720p video")
     ap.add_argument("--skip-reference", action="store_true")
+    ap.add_argument("--backends", default="torch,onnx",
+                    help="AffectLab backends to time (comma-separated: torch, onnx = ONNX Runtime, fp32)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,15 +124,19 @@ def main() -> None:
     path = make_video(tmp / "bench360.mp4", args.seconds, (640, 360))
     print(f"video: 640x360, {args.seconds:g} s at 30 fps, sampling {args.fps:g} fps; torch threads "
           f"{torch.get_num_threads()}")
-    ours_t = []
-    for _ in range(2):  # first run warms up
-        t = time.perf_counter()
-        a = analyze_video(path, path.name, det, rec, args.fps, config=cfg)
-        ours_t.append(time.perf_counter() - t)
-    ours = min(ours_t)
-    print(f"AffectLab: {a.frames_analyzed}/{a.frames_sampled} frames, {len(a.faces)} faces, {len(a.tracks)} tracks "
-          f"in {ours:.2f} s -> {a.frames_sampled / ours:.1f} sampled frames/s, {args.seconds / ours:.1f}x real time "
-          f"(detect_every={args.detect_every}, max_side={args.max_side}, adaptive={args.adaptive})")
+    timings: dict[str, float] = {}
+    for backend in args.backends.split(","):
+        used = rec._to_onnx_runtime(tmp, "cpu") if backend == "onnx" else rec
+        ours_t = []
+        for _ in range(2):  # first run warms up
+            t = time.perf_counter()
+            a = analyze_video(path, path.name, det, used, args.fps, config=cfg)
+            ours_t.append(time.perf_counter() - t)
+        ours = timings[backend] = min(ours_t)
+        print(f"AffectLab ({backend}): {a.frames_analyzed}/{a.frames_sampled} frames, {len(a.faces)} faces, "
+              f"{len(a.tracks)} tracks in {ours:.2f} s -> {a.frames_sampled / ours:.1f} sampled frames/s, "
+              f"{args.seconds / ours:.1f}x real time (detect_every={args.detect_every}, max_side={args.max_side}, "
+              f"adaptive={args.adaptive})")
     if args.skip_reference:
         return
     backbone = rec.backbone
@@ -142,7 +148,8 @@ def main() -> None:
     ref = time.perf_counter() - t
     print(f"reference loop: {n} faces in {ref:.2f} s -> {a.frames_sampled / ref:.1f} sampled frames/s, "
           f"{args.seconds / ref:.1f}x real time")
-    print(f"throughput ratio AffectLab / reference: {ref / ours:.2f}x")
+    for backend, ours in timings.items():
+        print(f"throughput ratio AffectLab ({backend}) / reference: {ref / ours:.2f}x")
 
 
 if __name__ == "__main__":
