@@ -167,6 +167,8 @@ class TrainReport:
             + ", ".join(f"{k} {v}" for k, v in self.n_images.items()),
             "training images per class: " + ", ".join(f"{k} {v}" for k, v in self.class_counts.items()),
         ]
+        if not self.n_images.get("validation"):
+            lines.append("no validation split: each phase kept its last epoch")
         if self.skipped:
             lines.append(
                 "skipped (class not in the model's labels): " + ", ".join(f"{k} ({v})" for k, v in self.skipped.items())
