@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,10 +34,14 @@ _db_counter = itertools.count(1)
 def find_pg_bin() -> Path | None:
     """The newest PostgreSQL server ``bin`` folder, or None."""
     env = os.environ.get("AFFECTLAB_PG_BIN")
-    candidates = [Path(env)] if env else sorted(
-        (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
+    candidates = (
+        [Path(env)]
+        if env
+        else sorted(
+            (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
+            key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+            reverse=True,
+        )
     )
     for c in candidates:
         if all((c / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
@@ -62,6 +65,7 @@ class PgServer:
         self.log = self.root / "server.log"
         self.as_root = os.geteuid() == 0
         self.port = 0
+        self._migrated_template: str | None = None
         if self.as_root:
             pw = pwd.getpwnam(PG_USER)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
@@ -96,14 +100,36 @@ class PgServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """Creates an empty database and returns its SQLAlchemy URL."""
+    def _admin(self, sql: str) -> None:
         import psycopg
 
-        name = f"t{next(_db_counter)}_{os.getpid()}_{int(time.time() * 1000) % 100000}"
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
+        conninfo = {"host": "127.0.0.1", "port": self.port, "user": "postgres", "dbname": "postgres"}
+        with psycopg.connect(**conninfo, autocommit=True) as c:
+            c.execute(sql)
+
+    def new_database(self, *, migrated: bool = False) -> str:
+        """Creates a database (empty, or at the newest schema) and returns its SQLAlchemy URL.
+
+        Migrated databases are file copies of a template migrated once per session (~0.15 s instead of ~0.7 s).
+        """
+        name = f"t{next(_db_counter)}_{os.getpid()}"
+        template = self._template() if migrated else "template1"
+        self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}" STRATEGY FILE_COPY')
         return self.url(name)
+
+    def _template(self) -> str:
+        if self._migrated_template is None:
+            from db.engine import make_engine
+            from db.migrate import upgrade
+
+            self._admin('CREATE DATABASE "affectlab_template" STRATEGY FILE_COPY')
+            engine = make_engine(self.url("affectlab_template"))
+            try:
+                upgrade(engine)
+            finally:
+                engine.dispose()
+            self._migrated_template = "affectlab_template"
+        return self._migrated_template
 
 
 @pytest.fixture(scope="session")
@@ -132,19 +158,43 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database: a SQLite file, or a new database on the test PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    return request.getfixturevalue("pg_server").new_database()
+def engine_kind(request: pytest.FixtureRequest) -> str:
+    """Runs a test once on SQLite and once on PostgreSQL."""
+    return request.param
+
+
+def _url(request: pytest.FixtureRequest, kind: str, path: Path, *, migrated: bool) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{path}"
+    return request.getfixturevalue("pg_server").new_database(migrated=migrated)
 
 
 @pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[object]:
-    """An upgraded :class:`db.services.LabelStore` on ``store_url``."""
+def store_url(request: pytest.FixtureRequest, engine_kind: str, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, or a new database on the test PostgreSQL server."""
+    return _url(request, engine_kind, tmp_path / "store.sqlite3", migrated=False)
+
+
+@pytest.fixture
+def migrated_url(request: pytest.FixtureRequest, engine_kind: str, tmp_path: Path) -> str:
+    """A fresh database at the newest schema (SQLite file or PostgreSQL database)."""
+    url = _url(request, engine_kind, tmp_path / "store.sqlite3", migrated=True)
+    if engine_kind == "sqlite":
+        from db.engine import make_engine
+        from db.migrate import upgrade
+
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def store(migrated_url: str, tmp_path: Path) -> Iterator[object]:
+    """A :class:`db.services.LabelStore` on ``migrated_url``."""
     from db.services import LabelStore
 
-    s = LabelStore(store_url, data_dir=tmp_path / "data")
+    s = LabelStore(migrated_url, data_dir=tmp_path / "data")
     s.upgrade()
     try:
         yield s
@@ -155,7 +205,7 @@ def store(store_url: str, tmp_path: Path) -> Iterator[object]:
 # ---------------------------------------------------------------------------------------------------- fake data
 
 
-def png_bytes(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
+def png_bytes(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     """A small random PNG (distinct bytes per seed)."""
     from PIL import Image
 

@@ -1,0 +1,199 @@
+"""``python -m db``: the label store's command line, for batch work and scripts.
+
+Commands: ``upgrade``, ``ingest``, ``import-labels``, ``stats``, ``export``, ``backup``, ``delete-media``,
+``delete-track``, ``studies``. All take the database from ``DATABASE_URL`` (default: SQLite in the data folder,
+``AFFECTLAB_DATA_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr naming the file or object and
+the reason), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from affectlab.settings import Settings
+from db.engine import safe_url
+from db.services import LabelStore
+from models.errors import AffectLabError
+
+
+def _store(settings: Settings) -> LabelStore:
+    return LabelStore.from_settings(settings)
+
+
+def _cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    rev = store.upgrade()
+    print(f"database {safe_url(settings.database_url)} is at schema revision {rev}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from db.errors import AnalysisFormatError
+
+    path = Path(args.analysis)
+    try:
+        analysis = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AnalysisFormatError(str(path), "file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AnalysisFormatError(str(path), f"not a JSON file ({e})") from None
+    dirs = [Path(d) for d in args.media_dir] + [path.parent]
+    report = _store(settings).ingest_analysis(
+        args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by
+    )
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(
+        f"study {report.study!r}: media {report.media_new} new, {report.media_existing} already stored; faces "
+        f"{report.faces_new} new, {report.faces_reused} reused; predictions {report.predictions_new} new, "
+        f"{report.predictions_existing} already stored; {report.tracks_new} tracks, {report.crops_stored} crops"
+    )
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    report = _store(settings).import_labels(
+        args.study, Path(args.file), args.annotator, apply_unchanged=args.apply_unchanged
+    )
+    print(
+        f"{report.file}: {report.rows} rows, {report.annotations_added} corrections added for {args.annotator!r}, "
+        f"{report.fields_unchanged} values equal to the current ones skipped"
+    )
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from db.quality import format_stats
+
+    stats = _store(settings).stats(args.study, model=args.model)
+    if args.json:
+        print(json.dumps(asdict(stats), indent=2, ensure_ascii=False))
+    else:
+        print(format_stats(stats))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    report = _store(settings).export(args.study, args.format, Path(args.out), model=args.model, seed=args.seed)
+    splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
+    print(
+        f"wrote {report.path} ({report.format}): {report.n_faces} faces, {report.n_human} with human labels, "
+        f"{report.n_model_only} with model labels only" + (f"; splits {splits}" if splits else "")
+    )
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    out = _store(settings).backup(Path(args.out) if args.out else None)
+    print(f"backup written to {out} (integrity check ok)")
+    return 0
+
+
+def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
+    counts = _store(settings).delete_media(args.media_id)
+    print(f"deleted media {args.media_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations")
+    return 0
+
+
+def _cmd_delete_track(args: argparse.Namespace, settings: Settings) -> int:
+    counts = _store(settings).delete_track(args.track_id)
+    print(f"deleted track {args.track_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations")
+    return 0
+
+
+def _cmd_studies(args: argparse.Namespace, settings: Settings) -> int:
+    for s in _store(settings).studies():
+        print(f"{s.name}\t{s.n_media} media\t{s.n_faces} faces")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m db``."""
+    from db.exports import FORMATS
+
+    p = argparse.ArgumentParser(
+        prog="python -m db",
+        description="AffectLab's label store. The database comes from DATABASE_URL (default: SQLite in "
+        "AFFECTLAB_DATA_DIR, ./data).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("upgrade", help="create or migrate the database schema").set_defaults(fn=_cmd_upgrade)
+
+    q = sub.add_parser("ingest", help="store the JSON of `python -m models analyze --json`")
+    q.add_argument("analysis", metavar="ANALYSIS.json")
+    q.add_argument("--study", required=True)
+    q.add_argument(
+        "--media-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding the files the JSON names (repeatable; the JSON's folder is also searched)",
+    )
+    q.add_argument("--uploaded-by", default=None)
+    q.set_defaults(fn=_cmd_ingest)
+
+    q = sub.add_parser("import-labels", help="import corrections from a CSV (face_id + label/valence/...)")
+    q.add_argument("file", metavar="FILE.csv")
+    q.add_argument("--study", required=True)
+    q.add_argument("--annotator", required=True)
+    q.add_argument(
+        "--apply-unchanged", action="store_true", help="also record values equal to the current ones (confirmations)"
+    )
+    q.set_defaults(fn=_cmd_import)
+
+    q = sub.add_parser("stats", help="counts and agreement of a study")
+    q.add_argument("--study", required=True)
+    q.add_argument("--model", default=None, help="follow this model's predictions (default: the most used)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(fn=_cmd_stats)
+
+    q = sub.add_parser("export", help="export a study for training")
+    q.add_argument("--study", required=True)
+    q.add_argument("--format", required=True, choices=FORMATS)
+    q.add_argument("--out", required=True, help="file (csv, parquet, imagefolder zip, features npz) or folder (hf)")
+    q.add_argument("--model", default=None)
+    q.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test assignment")
+    q.set_defaults(fn=_cmd_export)
+
+    q = sub.add_parser("backup", help="copy the SQLite database with the online backup API")
+    q.add_argument("--out", default=None, help="backup file (default: DATA_DIR/backups/affectlab-STAMP.sqlite3)")
+    q.set_defaults(fn=_cmd_backup)
+
+    q = sub.add_parser("delete-media", help="delete a media item and everything derived from it")
+    q.add_argument("media_id", type=int)
+    q.set_defaults(fn=_cmd_delete_media)
+
+    q = sub.add_parser("delete-track", help="delete a person track with its faces")
+    q.add_argument("track_id", type=int)
+    q.set_defaults(fn=_cmd_delete_track)
+
+    sub.add_parser("studies", help="list the studies").set_defaults(fn=_cmd_studies)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return args.fn(args, settings)
+    except AffectLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename or ''}: {e.strerror or e}".replace(": : ", ": "), file=sys.stderr)
+        return 1
+    except Exception as e:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(e, SQLAlchemyError):
+            print(f"error: database {safe_url(settings.database_url)}: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 1
+        raise

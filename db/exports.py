@@ -1,0 +1,548 @@
+"""Exports of a study for training and analysis, each with label provenance and a dataset card.
+
+Formats (``python -m db export --format``):
+
+- ``csv`` / ``parquet``: one row per face (``face_id``), the model's prediction and the current labels with their
+  provenance (``*_source`` human/model/none, ``*_annotators``, ``*_agreement``, ``model``, ``weights_hash``);
+- ``imagefolder``: a zip of face crops resized to the model's input size, ``{split}/{label}/{face_id}.png``, with
+  ``metadata.csv`` and the card ``README.md``;
+- ``features``: an NPZ of backbone features ``X``, class indices ``y`` (into ``classes``), split ``groups`` and the
+  provenance arrays;
+- ``hf``: the Hugging Face ``datasets`` imagefolder layout (``{train,validation,test}/metadata.csv`` beside the
+  images), loadable with ``datasets.load_dataset("imagefolder", data_dir=OUT)``, with the card ``README.md``.
+
+Splits never put the same media item (or, for video faces, the same person track) in two splits: a group is
+assigned by a hash of the media's sha256 (and track number), so a group keeps its split when the study grows. In a
+small study where that leaves a split empty, groups are dealt out in hash order instead. File names inside exports
+are face ids; the users' file names only appear as data (``filename`` column).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import zipfile
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
+from db.ingest import decode_png, features_from_bytes
+from db.labels import ModelKey
+from db.rows import ExportReport, FaceLabel, StudyStats
+from db.schema import Face
+from models.registry import REGISTRY
+
+FORMATS = ("csv", "parquet", "imagefolder", "features", "hf")
+SPLITS = ("train", "validation", "test")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+DEFAULT_INPUT_SIZE = 224
+DATA_NOTE = (
+    "The media were uploaded by the study's members; face crops are personal data. Use and share this export only "
+    "within the consent and the ethics approval of the study, and delete it when the study's retention period ends."
+)
+
+
+# ---------------------------------------------------------------------------------------------------- splits
+
+
+def group_key(row: FaceLabel) -> str:
+    """Stable split group of a face: its media's sha256, plus the track number for tracked video faces."""
+    if row.track_index is not None:
+        return f"{row.media_sha256}:track{row.track_index}"
+    return row.media_sha256
+
+
+def _unit(key: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(rows: Sequence[FaceLabel], seed: int = 0) -> dict[int, str]:
+    """Split name per face id, disjoint by group (see the module docstring)."""
+    sizes = Counter(group_key(r) for r in rows)
+    bounds = np.cumsum(SPLIT_FRACTIONS)
+    by_group = {g: SPLITS[int(np.searchsorted(bounds, _unit(g, seed), side="right"))] for g in sizes}
+    if len(sizes) >= len(SPLITS) and len(set(by_group.values())) < len(SPLITS):
+        filled = dict.fromkeys(SPLITS, 0)
+        total = sum(sizes.values())
+        for g in sorted(sizes, key=lambda g: _unit(g, seed)):
+            split = min(SPLITS, key=lambda s: (filled[s] / (SPLIT_FRACTIONS[SPLITS.index(s)] * total), SPLITS.index(s)))
+            by_group[g] = split
+            filled[split] += sizes[g]
+    return {r.face_id: by_group[group_key(r)] for r in rows}
+
+
+# ---------------------------------------------------------------------------------------------------- table
+
+
+def export_columns(classes: Sequence[str]) -> list[str]:
+    """The CSV/Parquet columns, in order (what :func:`records` writes)."""
+    cols = ["face_id", "media_id", "filename", "media_sha256", "media_kind", "frame", "time_s", "track_id", "track",
+            "x1", "y1", "x2", "y2", "det_score", "split"]  # fmt: skip
+    for f in _LABEL_FIELDS:
+        cols += [f, f"{f}_source", f"{f}_annotators", f"{f}_agreement"]
+    cols += ["note", "model", "weights_hash", "model_version", "model_label", "model_confidence", "model_valence",
+             "model_arousal", "model_engagement"]  # fmt: skip
+    return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
+
+
+def records(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Flat records of the CSV/Parquet export, one per face."""
+    out = []
+    for r in rows:
+        rec: dict[str, Any] = {
+            "face_id": r.face_id,
+            "media_id": r.media_id,
+            "filename": r.filename,
+            "media_sha256": r.media_sha256,
+            "media_kind": r.media_kind,
+            "frame": r.frame,
+            "time_s": r.time_s,
+            "track_id": r.track_id,
+            "track": r.track_index,
+            "x1": r.box[0],
+            "y1": r.box[1],
+            "x2": r.box[2],
+            "y2": r.box[3],
+            "det_score": r.det_score,
+            "split": splits.get(r.face_id),
+        }
+        for f in ("label", "valence", "arousal", "engagement"):
+            rec[f] = getattr(r, f)
+            rec[f"{f}_source"] = getattr(r, f"{f}_source")
+            rec[f"{f}_annotators"] = getattr(r, f"{f}_annotators")
+            rec[f"{f}_agreement"] = getattr(r, f"{f}_agreement")
+        rec["note"] = r.note
+        rec["model"] = r.model
+        rec["weights_hash"] = r.weights_hash
+        rec["model_version"] = r.model_version
+        rec["model_label"] = r.model_label
+        rec["model_confidence"] = r.model_confidence
+        rec["model_valence"] = r.model_valence
+        rec["model_arousal"] = r.model_arousal
+        rec["model_engagement"] = r.model_engagement
+        for c in classes:
+            rec[f"prob_{c}"] = (r.model_probs or {}).get(c)
+        rec["has_crop"] = r.has_crop
+        out.append(rec)
+    return out
+
+
+_LABEL_FIELDS = ("label", "valence", "arousal", "engagement")
+_INT_COLUMNS = ("face_id", "media_id", "frame", "track_id", "track", *(f"{f}_annotators" for f in _LABEL_FIELDS))
+_FLOAT_COLUMNS = (
+    "time_s", "x1", "y1", "x2", "y2", "det_score", "valence", "arousal", "engagement", "model_confidence",
+    "model_valence", "model_arousal", "model_engagement", *(f"{f}_agreement" for f in _LABEL_FIELDS),
+)  # fmt: skip
+
+
+def dataframe(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str]) -> Any:
+    """The export table as a pandas DataFrame with nullable integer, float, boolean and string columns."""
+    import pandas as pd
+
+    recs = records(rows, splits, classes)
+    df = pd.DataFrame.from_records(recs, columns=export_columns(classes))
+    for c in df.columns:
+        if c in _INT_COLUMNS:
+            df[c] = df[c].astype("Int64")
+        elif c in _FLOAT_COLUMNS or c.startswith("prob_"):
+            df[c] = pd.to_numeric(df[c]).astype("Float64")
+        elif c == "has_crop":
+            df[c] = df[c].astype("boolean")
+        else:
+            df[c] = df[c].astype("string")
+    return df
+
+
+# ---------------------------------------------------------------------------------------------------- crops
+
+
+def iter_crops(session: Session, face_ids: Sequence[int], batch: int = 256) -> Iterator[tuple[int, bytes]]:
+    """``(face_id, png_bytes)`` of the faces that have a stored crop, in batches (crops are never all in memory)."""
+    for i in range(0, len(face_ids), batch):
+        chunk = list(face_ids[i : i + batch])
+        stmt = select(Face.id, Face.crop_png).where(Face.id.in_(chunk), Face.crop_png.is_not(None))
+        got = {fid: data for fid, data in session.execute(stmt)}
+        for fid in chunk:
+            if fid in got:
+                yield fid, got[fid]
+
+
+def resized_png(data: bytes, size: int) -> bytes:
+    """The crop resized to ``size`` x ``size`` (bicubic), as PNG bytes."""
+    from PIL import Image
+
+    img = Image.fromarray(decode_png(data)).resize((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def input_size(model: str | None) -> tuple[int, str | None]:
+    """The registry input size of ``model`` and a note when it had to be assumed."""
+    spec = REGISTRY.get(model or "")
+    if spec is not None and spec.input_size > 0:
+        return spec.input_size, None
+    return DEFAULT_INPUT_SIZE, f"model {model!r} is not in the registry: crops resized to {DEFAULT_INPUT_SIZE} px"
+
+
+# ---------------------------------------------------------------------------------------------------- card
+
+
+def _pct(n: int, total: int) -> str:
+    return f"{n} ({100 * n / total:.0f}%)" if total else "0"
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def dataset_card(
+    stats: StudyStats,
+    rows: Sequence[FaceLabel],
+    fmt: str,
+    splits: dict[str, int],
+    notes: Sequence[str],
+    *,
+    crops_available: bool,
+) -> str:
+    """The README (Hugging Face dataset card) of an export: counts, label sources, agreement and licence notes."""
+    c = stats.counts
+    n = len(rows)
+    src = {f: Counter(getattr(r, f"{f}_source") for r in rows) for f in ("label", "valence", "arousal", "engagement")}
+    models = sorted({(r.model, r.weights_hash or "") for r in rows if r.model})
+    lines = [
+        "---",
+        "license: other",
+        "task_categories:",
+        "- image-classification",
+        "tags:",
+        "- facial-expression-recognition",
+        "- affectlab",
+        f"pretty_name: AffectLab study {stats.study!r}",
+        "---",
+        "",
+        f"# AffectLab study `{stats.study}`",
+        "",
+        f"Exported {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} as `{fmt}` by `python -m db export`.",
+        "",
+    ]
+    if stats.predictions_only:
+        lines += [
+            "**Predictions only: nobody has corrected this study yet, so every label below is a model prediction, "
+            "not a human judgement.**",
+            "",
+        ]
+    if n and not crops_available:
+        lines += [
+            "**Face crops are unavailable: none are stored (features-only privacy mode, or media ingested without "
+            "crops), so this export holds no images.**",
+            "",
+        ]
+    lines += [
+        "## Counts",
+        "",
+        "| what | n |",
+        "|---|---|",
+        f"| media | {c['media']} |",
+        f"| faces (in this export) | {n} |",
+        f"| tracks | {c['tracks']} |",
+        f"| faces corrected by people | {c['corrected_faces']} |",
+        f"| annotators | {c['annotators']} |",
+        f"| annotation rows (history, undos included) | {c['annotations']} |",
+        f"| faces with a stored crop | {c['crops']} |",
+        f"| faces with stored features | {c['features']} |",
+        "",
+    ]
+    if splits:
+        listed = ", ".join(f"{k} {v}" for k, v in splits.items())
+        lines += [f"Splits (disjoint by media item, or by person track for video faces): {listed}.", ""]
+    lines += ["## Label sources", "", "| label | human | model | none |", "|---|---|---|---|"]
+    for f, cnt in src.items():
+        lines.append(f"| {f} | {_pct(cnt['human'], n)} | {_pct(cnt['model'], n)} | {_pct(cnt['none'], n)} |")
+    lines += [
+        "",
+        "A face's class is the annotators' majority vote where anyone labelled it (`label_source = human`), else "
+        "the model's prediction (`model`). Valence, arousal and engagement are the annotators' mean where given. "
+        "Each row carries `*_annotators` (how many people gave the value) and `*_agreement` (share voting for the "
+        "majority class; for numbers 1 - sd / max sd), plus `model` and `weights_hash` of the prediction.",
+        "",
+        "## Classes",
+        "",
+        "| class | model | human | exported label |",
+        "|---|---|---|---|",
+    ]
+    for k in stats.labels:
+        lines.append(f"| {k} | {stats.model_counts[k]} | {stats.human_counts[k]} | {stats.label_counts[k]} |")
+    lines += ["", "## Agreement", ""]
+    if stats.predictions_only:
+        lines.append("No human labels, so no agreement figures.")
+    else:
+        lines.append(
+            f"- model vs human majority: accuracy {_f(stats.model_accuracy)}, Cohen's kappa {_f(stats.model_kappa)}"
+        )
+        for pair, k in stats.annotator_kappa.items():
+            lines.append(f"- Cohen's kappa {pair}: {_f(k)}")
+        lines.append(
+            f"- Fleiss' kappa {_f(stats.fleiss_kappa)}, Krippendorff's alpha (nominal) {_f(stats.krippendorff_alpha)}"
+        )
+        for f, v in stats.ccc.items():
+            if v["n"]:
+                lines.append(
+                    f"- CCC {f}: between annotators {_f(v['annotators'])}, human vs model {_f(v['model'])} (n={v['n']})"
+                )
+    lines += ["", "## Models and licences", ""]
+    for name, whash in models:
+        spec = REGISTRY.get(name)
+        licence = spec.license if spec else "not a registry checkpoint: see where its weights came from"
+        lines.append(f"- `{name}` (weights git blob SHA-1 `{whash or 'unknown'}`): {licence}")
+    if not models:
+        lines.append("- no model predictions in this export")
+    lines += ["", "## Data", "", DATA_NOTE, ""]
+    if notes:
+        lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- writers
+
+
+def _labelled(rows: Sequence[FaceLabel]) -> list[FaceLabel]:
+    return [r for r in rows if r.label]
+
+
+def _metadata_rows(
+    rows: Sequence[FaceLabel], splits: dict[int, str], file_name: Any, *, typed: bool = False
+) -> list[dict[str, Any]]:
+    """Per-image metadata with provenance.
+
+    With ``typed`` (the Hugging Face layout, where each split's ``metadata.csv`` must infer the same column types):
+    frame and track are written as floats, a missing model or weights hash as ``unknown``, and the user's file name
+    (free text that may look like a number) is left out; join on ``face_id`` with the CSV export to get it.
+    """
+    keep = (
+        "face_id", "filename", "media_sha256", "frame", "time_s", "track", "split", "label", "label_source",
+        "label_annotators", "label_agreement", "valence", "valence_source", "arousal", "arousal_source",
+        "engagement", "engagement_source", "model", "weights_hash", "model_label", "model_confidence",
+    )  # fmt: skip
+    out = []
+    for rec, r in zip(records(rows, splits, ()), rows, strict=True):
+        row = {"file_name": file_name(r)}
+        row.update({k: rec[k] for k in keep})
+        if typed:
+            del row["filename"]
+            for k in ("frame", "track", "time_s"):
+                row[k] = None if row[k] is None else float(row[k])
+            for k in ("model", "weights_hash", "model_label"):
+                row[k] = row[k] or "unknown"
+        out.append(row)
+    return out
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+def export(
+    session: Session,
+    study: str,
+    rows: list[FaceLabel],
+    stats: StudyStats,
+    primary: ModelKey | None,
+    fmt: str,
+    out: Path,
+    *,
+    seed: int = 0,
+) -> ExportReport:
+    """Writes one export of a study (see the module docstring).
+
+    Args:
+        session: An open (read) session, for the crops and features.
+        study: The study's name.
+        rows: The study's face rows (:func:`db.labels.face_labels`).
+        stats: The study's statistics, for the card.
+        primary: The model run the rows follow.
+        fmt: One of :data:`FORMATS`.
+        out: Target file (csv, parquet, imagefolder zip, features npz) or folder (hf).
+        seed: Seed of the split assignment.
+
+    Returns:
+        Where the export went and what it holds.
+
+    Raises:
+        CropsUnavailableError: For imagefolder/hf when no face crop is stored.
+        FeaturesUnavailableError: For features when no features are stored.
+    """
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    out = Path(out)
+    splits = assign_splits(rows, seed)
+    notes: list[str] = []
+    crops_available = stats.counts["crops"] > 0
+    if not rows:
+        notes.append("the study has no faces yet")
+    elif stats.predictions_only:
+        notes.append("predictions only: the study has no human corrections")
+    if rows and not crops_available:
+        notes.append("face crops unavailable: none stored (features-only mode, or ingested without crops)")
+    if fmt in ("imagefolder", "hf") and not crops_available:
+        raise CropsUnavailableError(study, fmt, has_faces=bool(rows))
+
+    if fmt in ("csv", "parquet"):
+        classes = stats.labels
+        df = dataframe(rows, splits, classes)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+        exported = rows
+        split_counts = dict(Counter(splits[r.face_id] for r in rows))
+        card = dataset_card(stats, exported, fmt, split_counts, notes, crops_available=crops_available)
+        out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
+    elif fmt == "features":
+        exported, split_counts = _write_features(session, study, rows, splits, stats, primary, out, notes)
+        card = dataset_card(stats, exported, fmt, split_counts, notes, crops_available=crops_available)
+        out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
+    else:
+        exported, split_counts = _write_images(session, rows, splits, stats, primary, fmt, out, notes)
+    return ExportReport(
+        path=str(out),
+        format=fmt,
+        n_faces=len(exported),
+        n_human=sum(r.label_source == "human" for r in exported),
+        n_model_only=sum(r.label_source == "model" for r in exported),
+        predictions_only=stats.predictions_only,
+        crops_available=crops_available,
+        splits=split_counts,
+        notes=tuple(notes),
+    )
+
+
+def _write_features(
+    session: Session,
+    study: str,
+    rows: list[FaceLabel],
+    splits: dict[int, str],
+    stats: StudyStats,
+    primary: ModelKey | None,
+    out: Path,
+    notes: list[str],
+) -> tuple[list[FaceLabel], dict[str, int]]:
+    labelled = _labelled(rows)
+    feature_models = Counter(r.feature_model for r in labelled if r.feature_model)
+    if not feature_models:
+        raise FeaturesUnavailableError(study)
+    wanted = primary[0] if primary and primary[0] in feature_models else feature_models.most_common(1)[0][0]
+    chosen = [r for r in labelled if r.feature_model == wanted]
+    if len(chosen) < len(labelled):
+        notes.append(f"{len(labelled) - len(chosen)} labelled faces without features of {wanted!r} left out")
+    ids = [r.face_id for r in chosen]
+    feats: dict[int, np.ndarray] = {}
+    for i in range(0, len(ids), 512):
+        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i : i + 512]))
+        for fid, data, dim in session.execute(stmt):
+            feats[fid] = features_from_bytes(data, dim)
+    classes = list(stats.labels)
+    group_names = sorted({group_key(r) for r in chosen})
+    group_index = {g: i for i, g in enumerate(group_names)}
+
+    def arr(field: str) -> np.ndarray:
+        return np.array([np.nan if getattr(r, field) is None else getattr(r, field) for r in chosen], dtype=np.float64)
+
+    dim = next(iter(feats.values())).size if feats else 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "X": np.stack([feats[r.face_id] for r in chosen]) if chosen else np.zeros((0, dim), np.float32),
+        "y": np.array([classes.index(r.label) for r in chosen], dtype=np.int64),
+        "groups": np.array([group_index[group_key(r)] for r in chosen], dtype=np.int64),
+        "group_names": np.array(group_names, dtype=str),
+        "face_id": np.array(ids, dtype=np.int64),
+        "classes": np.array(classes, dtype=str),
+        "split": np.array([splits[r.face_id] for r in chosen], dtype=str),
+        "label_source": np.array([r.label_source for r in chosen], dtype=str),
+        "label_annotators": np.array([r.label_annotators for r in chosen], dtype=np.int64),
+        "label_agreement": arr("label_agreement"),
+        "valence": arr("valence"),
+        "arousal": arr("arousal"),
+        "engagement": arr("engagement"),
+        "model": np.array([r.model or "" for r in chosen], dtype=str),
+        "weights_hash": np.array([r.weights_hash or "" for r in chosen], dtype=str),
+        "feature_model": np.array(wanted),
+    }
+    with out.open("wb") as f:
+        np.savez_compressed(f, **payload)
+    return chosen, dict(Counter(splits[r.face_id] for r in chosen))
+
+
+def _write_images(
+    session: Session,
+    rows: list[FaceLabel],
+    splits: dict[int, str],
+    stats: StudyStats,
+    primary: ModelKey | None,
+    fmt: str,
+    out: Path,
+    notes: list[str],
+) -> tuple[list[FaceLabel], dict[str, int]]:
+    labelled = _labelled(rows)
+    size, note = input_size(primary[0] if primary else None)
+    if note:
+        notes.append(note)
+    notes.append(f"crops resized to {size} x {size} px (the model's input size)")
+    by_id = {r.face_id: r for r in labelled}
+    exported: list[FaceLabel] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "imagefolder":
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+            for fid, data in iter_crops(session, list(by_id)):
+                r = by_id[fid]
+                zf.writestr(f"{splits[fid]}/{r.label}/{fid}.png", resized_png(data, size))
+                exported.append(r)
+            _missing_note(labelled, exported, notes)
+            meta = _metadata_rows(exported, splits, lambda r: f"{splits[r.face_id]}/{r.label}/{r.face_id}.png")
+            zf.writestr("metadata.csv", _write_csv(meta))
+            split_counts = dict(Counter(splits[r.face_id] for r in exported))
+            zf.writestr("README.md", dataset_card(stats, exported, fmt, split_counts, notes, crops_available=True))
+        return exported, split_counts
+
+    if out.exists() and any(out.iterdir()):
+        raise StoreError(f"{out}: the folder exists and is not empty; export into a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        (out / split).mkdir(exist_ok=True)
+    for fid, data in iter_crops(session, list(by_id)):
+        (out / splits[fid] / f"{fid}.png").write_bytes(resized_png(data, size))
+        exported.append(by_id[fid])
+    _missing_note(labelled, exported, notes)
+    split_counts = {}
+    for split in SPLITS:
+        part = [r for r in exported if splits[r.face_id] == split]
+        split_counts[split] = len(part)
+        if part:
+            meta = _metadata_rows(part, splits, lambda r: f"{r.face_id}.png", typed=True)
+            (out / split / "metadata.csv").write_text(_write_csv(meta), encoding="utf-8")
+        else:
+            (out / split).rmdir()
+    (out / "README.md").write_text(
+        dataset_card(stats, exported, fmt, split_counts, notes, crops_available=True), encoding="utf-8"
+    )
+    return exported, split_counts
+
+
+def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: list[str]) -> None:
+    if len(exported) < len(labelled):
+        notes.append(f"{len(labelled) - len(exported)} labelled faces without a stored crop left out")

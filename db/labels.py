@@ -1,0 +1,353 @@
+"""Current labels from the append-only history, and validation of correction values.
+
+Resolution rules (the one place they are written):
+
+1. History is kept per target (a face or a track) and annotator, in id order. A ``set`` row adds a correction; an
+   ``undo`` row removes the row named by its ``reverts_id`` from that annotator's active corrections.
+2. An annotator's current value of a field (label, valence, arousal, engagement, note) is the field of their latest
+   active row that sets it, so a row that only sets valence keeps the class set before it.
+3. For a face, each annotator's own current value wins; a field the annotator never set on the face comes from their
+   current value on the face's track (a track-level correction applies to each face without its own).
+4. Across annotators the class is the majority vote (a tie goes to the class voted most recently) and the numbers
+   are the mean. Without any annotator the model's prediction is used, and the provenance says ``model``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db import repo
+from db.errors import InvalidLabelError
+from db.rows import FaceLabel, Judgement
+from db.schema import ENGAGEMENT_LEVELS, Face, Media, Prediction
+from models.registry import EMOTIONS_8
+
+FIELDS = ("label", "valence", "arousal", "engagement", "note")
+NUMERIC_FIELDS = ("valence", "arousal", "engagement")
+MAX_SD = {"valence": 1.0, "arousal": 1.0, "engagement": 0.5}
+"""Largest possible standard deviation of each bounded field (half its range), for the agreement score."""
+
+ENGAGEMENT_TOLERANCE = 0.01
+"""Engagement values within this distance of a level (0.333, 0.667) are read as that level."""
+
+ModelKey = tuple[str, str, str | None]
+"""``(model, weights_hash, model_version)``: which model run a prediction comes from."""
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def allowed_labels(
+    session: Session, *, face_id: int | None = None, track_id: int | None = None, study_id: int | None = None
+) -> list[str]:
+    """Classes a correction may use: the 8 AffectNet classes plus any other class the target's models predicted.
+
+    The target is a face, a track (its faces) or a whole study; the extra classes only matter for fine-tuned heads
+    with classes of their own.
+    """
+    labels = list(EMOTIONS_8)
+    if face_id is None and track_id is None and study_id is None:
+        return labels
+    stmt = select(Prediction.label).join(Face, Prediction.face_id == Face.id)
+    if face_id is not None:
+        stmt = stmt.where(Face.id == face_id)
+    elif track_id is not None:
+        stmt = stmt.where(Face.track_id == track_id)
+    else:
+        stmt = stmt.join(Media, Face.media_id == Media.id).where(Media.study_id == study_id)
+    for (label,) in session.execute(stmt.distinct()):
+        if label and label not in labels:
+            labels.append(label)
+    return labels
+
+
+def normalize_label(value: str | None, allowed: Sequence[str]) -> str | None:
+    """The canonical spelling of a class name (case and spaces ignored), None for empty.
+
+    Raises:
+        InvalidLabelError: For a name that is not a known class.
+    """
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    by_key = {a.casefold(): a for a in allowed}
+    canonical = by_key.get(text.casefold())
+    if canonical is None:
+        raise InvalidLabelError("label", value, "use one of " + ", ".join(allowed))
+    return canonical
+
+
+def _as_float(field: str, value: Any, allowed: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InvalidLabelError(field, value, allowed) from None
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        raise InvalidLabelError(field, value, allowed)
+    return x
+
+
+def normalize_va(field: str, value: Any) -> float | None:
+    """A valence or arousal value in [-1, 1], None for empty.
+
+    Raises:
+        InvalidLabelError: For a non-number or a value outside [-1, 1].
+    """
+    allowed = "a number from -1 to 1"
+    x = _as_float(field, value, allowed)
+    if x is not None and not -1.0 <= x <= 1.0:
+        raise InvalidLabelError(field, value, allowed)
+    return x
+
+
+def normalize_engagement(value: Any) -> float | None:
+    """An engagement level snapped to 0, 0.33, 0.66 or 1, None for empty.
+
+    Raises:
+        InvalidLabelError: For anything not within 0.01 of a level.
+    """
+    allowed = "one of EngageWild's levels 0, 0.33, 0.66, 1"
+    x = _as_float("engagement", value, allowed)
+    if x is None:
+        return None
+    for level in ENGAGEMENT_LEVELS:
+        if abs(x - level) <= ENGAGEMENT_TOLERANCE:
+            return level
+    raise InvalidLabelError("engagement", value, allowed)
+
+
+# ---------------------------------------------------------------------------------------------------- resolution
+
+
+@dataclass(frozen=True)
+class _Value:
+    value: Any
+    annotation_id: int
+
+
+def resolve(rows: Iterable[tuple[Any, str]]) -> dict[tuple[str, int], dict[str, dict[str, _Value]]]:
+    """Each annotator's current field values per target, from history rows in any order.
+
+    Args:
+        rows: ``(annotation, annotator_name)`` pairs; an annotation has ``id, face_id, track_id, kind, reverts_id``
+            and the fields of :data:`FIELDS`.
+
+    Returns:
+        ``{("face"|"track", id): {annotator: {field: value}}}``; a field no active row sets is absent.
+    """
+    active: dict[tuple[str, int], dict[str, dict[int, Any]]] = {}
+    for a, who in sorted(rows, key=lambda r: r[0].id):
+        target = ("face", a.face_id) if a.face_id is not None else ("track", a.track_id)
+        per = active.setdefault(target, {}).setdefault(who, {})
+        if a.kind == "undo":
+            per.pop(a.reverts_id, None)
+        else:
+            per[a.id] = a
+    out: dict[tuple[str, int], dict[str, dict[str, _Value]]] = {}
+    for target, by_annotator in active.items():
+        for who, rows_by_id in by_annotator.items():
+            current: dict[str, _Value] = {}
+            for ident in sorted(rows_by_id, reverse=True):
+                row = rows_by_id[ident]
+                for f in FIELDS:
+                    v = getattr(row, f)
+                    if f not in current and v is not None:
+                        current[f] = _Value(v, ident)
+            if current:
+                out.setdefault(target, {})[who] = current
+    return out
+
+
+def judgements_for_face(
+    resolved: dict[tuple[str, int], dict[str, dict[str, _Value]]], face_id: int, track_id: int | None
+) -> list[tuple[Judgement, dict[str, int]]]:
+    """Each annotator's current values on a face (own first, then the track's), with the annotation id per field."""
+    own = resolved.get(("face", face_id), {})
+    trk = resolved.get(("track", track_id), {}) if track_id is not None else {}
+    out = []
+    for who in sorted(set(own) | set(trk)):
+        values: dict[str, Any] = {}
+        ids: dict[str, int] = {}
+        from_track = set()
+        for f in FIELDS:
+            v = own.get(who, {}).get(f)
+            if v is None:
+                v = trk.get(who, {}).get(f)
+                if v is not None:
+                    from_track.add(f)
+            if v is not None:
+                values[f] = v.value
+                ids[f] = v.annotation_id
+        if values:
+            out.append((Judgement(annotator=who, from_track=frozenset(from_track), **values), ids))
+    return out
+
+
+def majority(votes: Sequence[tuple[str, int]]) -> tuple[str, float] | None:
+    """The majority class of ``(label, annotation_id)`` votes (ties: most recent vote) and its share."""
+    if not votes:
+        return None
+    counts = Counter(v for v, _ in votes)
+    latest = {v: max(i for w, i in votes if w == v) for v in counts}
+    best = max(counts, key=lambda v: (counts[v], latest[v]))
+    return best, counts[best] / len(votes)
+
+
+def numeric_agreement(values: Sequence[float], field: str) -> float | None:
+    """``1 - sd / max_sd`` of the annotators' values (None with fewer than two)."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return max(0.0, 1.0 - sd / MAX_SD[field])
+
+
+# ---------------------------------------------------------------------------------------------------- face table
+
+
+def choose_model(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
+    """The model run a study's rows follow: the one with most predictions (ties: the most recent).
+
+    Args:
+        session: An open session.
+        study_id: The study.
+        model: Restrict to runs of this model name.
+    """
+    run = (Prediction.model, Prediction.weights_hash, Prediction.model_version)
+    stmt = (
+        select(*run, func.count(), func.max(Prediction.id))
+        .join(Face, Prediction.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+        .group_by(*run)
+    )
+    if model is not None:
+        stmt = stmt.where(Prediction.model == model)
+    runs = list(session.execute(stmt))
+    if not runs:
+        return None
+    best = max(runs, key=lambda r: (r[3], r[4]))
+    return (best[0], best[1], best[2])
+
+
+def face_labels(
+    session: Session, study_id: int, model: str | None = None, *, face_ids: Sequence[int] | None = None
+) -> tuple[list[FaceLabel], ModelKey | None]:
+    """The faces of a study with their prediction and current labels.
+
+    Args:
+        session: An open session.
+        study_id: The study.
+        model: The model whose predictions to use (default: the study's most used run, see :func:`choose_model`).
+            A face without a prediction of that run uses its latest prediction of any model.
+        face_ids: Only these faces (the web app's single-face views); default: all.
+
+    Returns:
+        The rows (by media, frame, face index) and the chosen model run.
+    """
+    primary = choose_model(session, study_id, model)
+    faces_stmt = repo.faces_of_study(study_id)
+    if face_ids is not None:
+        faces_stmt = faces_stmt.where(Face.id.in_(list(face_ids)))
+    face_rows = list(session.execute(faces_stmt))
+    if face_ids is None:
+        preds = repo.predictions_of_study(session, study_id)
+        annotations = repo.annotations_of_study(session, study_id)
+    else:
+        ids = [f.id for f, _, _ in face_rows]
+        preds = list(session.scalars(select(Prediction).where(Prediction.face_id.in_(ids)).order_by(Prediction.id)))
+        tracks = {f.track_id for f, _, _ in face_rows if f.track_id is not None}
+        annotations = repo.annotations_of_targets(session, ids, tracks)
+    by_face: dict[int, Prediction] = {}
+    for p in preds:  # oldest first: later rows win, the primary run wins over all
+        cur = by_face.get(p.face_id)
+        is_primary = (p.model, p.weights_hash, p.model_version) == primary
+        cur_primary = cur is not None and (cur.model, cur.weights_hash, cur.model_version) == primary
+        if cur is None or is_primary or not cur_primary:
+            by_face[p.face_id] = p
+    resolved = resolve(annotations)
+    crop_stmt = (
+        select(Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id, Face.crop_png.is_not(None))
+    )
+    if face_ids is not None:
+        crop_stmt = crop_stmt.where(Face.id.in_(list(face_ids)))
+    has_crop = set(session.scalars(crop_stmt))
+    rows = [
+        _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop)
+        for face, media, track_index in face_rows
+    ]
+    return rows, primary
+
+
+def _face_label(
+    face: Any, media: Any, track_index: int | None, pred: Prediction | None, resolved: Any, has_crop: bool
+) -> FaceLabel:
+    judged = judgements_for_face(resolved, face.id, face.track_id)
+    judgements = tuple(j for j, _ in judged)
+    votes = [(j.label, ids["label"]) for j, ids in judged if j.label is not None]
+    maj = majority(votes)
+    out: dict[str, Any] = {}
+    if maj is not None:
+        out.update(label=maj[0], label_source="human", label_annotators=len(votes))
+        out["label_agreement"] = maj[1] if len(votes) > 1 else None
+    else:
+        out.update(label=pred.label if pred else None, label_source="model" if pred else "none")
+        out.update(label_annotators=0, label_agreement=None)
+    model_values = {
+        "valence": pred.valence if pred else None,
+        "arousal": pred.arousal if pred else None,
+        "engagement": pred.engagement if pred else None,
+    }
+    for f in NUMERIC_FIELDS:
+        vals = [getattr(j, f) for j in judgements if getattr(j, f) is not None]
+        if vals:
+            out[f] = sum(vals) / len(vals)
+            out[f"{f}_source"], out[f"{f}_annotators"] = "human", len(vals)
+            out[f"{f}_agreement"] = numeric_agreement(vals, f)
+        else:
+            out[f] = model_values[f]
+            out[f"{f}_source"] = "model" if model_values[f] is not None else "none"
+            out[f"{f}_annotators"], out[f"{f}_agreement"] = 0, None
+    notes = [j.note for j in judgements if j.note]
+    return FaceLabel(
+        face_id=face.id,
+        media_id=media.id,
+        filename=media.filename,
+        media_sha256=media.sha256,
+        media_kind=media.kind,
+        frame=face.frame,
+        time_s=face.time_s,
+        track_id=face.track_id,
+        track_index=track_index,
+        box=face.box,
+        det_score=face.det_score,
+        has_crop=has_crop,
+        feature_model=face.feature_model,
+        model=pred.model if pred else None,
+        weights_hash=pred.weights_hash if pred else None,
+        model_version=pred.model_version if pred else None,
+        model_label=pred.label if pred else None,
+        model_confidence=pred.confidence if pred else None,
+        model_probs={k: float(v) for k, v in pred.probs.items()} if pred else None,
+        model_valence=model_values["valence"],
+        model_arousal=model_values["arousal"],
+        model_engagement=model_values["engagement"],
+        judgements=judgements,
+        note=" | ".join(notes) if notes else None,
+        **out,
+    )

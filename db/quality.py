@@ -1,0 +1,147 @@
+"""Study statistics: counts per class, model-vs-human confusion, inter-annotator agreement, CCC."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+from db import agreement
+from db.labels import NUMERIC_FIELDS, ModelKey
+from db.rows import FaceLabel, StudyStats
+from models.registry import EMOTIONS_8
+
+MIN_PAIR_ITEMS = 2
+"""Faces two annotators must share before their pairwise kappa or CCC is reported."""
+
+
+def _clean(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+
+def class_order(rows: Sequence[FaceLabel]) -> tuple[str, ...]:
+    """The classes of a study: the model's output order first, then any other class annotators used."""
+    labels: list[str] = []
+    for r in rows:
+        if r.model_probs:
+            for k in r.model_probs:
+                if k not in labels:
+                    labels.append(k)
+    if not labels:
+        labels = list(EMOTIONS_8)
+    extra = {j.label for r in rows for j in r.judgements if j.label} | {r.label for r in rows if r.label}
+    labels += sorted(extra - set(labels))
+    return tuple(labels)
+
+
+def compute_stats(
+    study: str, rows: Sequence[FaceLabel], counts: dict[str, int], primary: ModelKey | None
+) -> StudyStats:
+    """Statistics of a study from its face rows (see :func:`db.labels.face_labels`)."""
+    labels = class_order(rows)
+    human = [r for r in rows if r.label_source == "human"]
+    judged = [r for r in rows if r.judgements]
+    annotators = sorted({j.annotator for r in rows for j in r.judgements})
+    model_counts = Counter(r.model_label for r in rows if r.model_label)
+    human_counts = Counter(r.label for r in human)
+    label_counts = Counter(r.label for r in rows if r.label)
+
+    both = [r for r in human if r.model_label]
+    cm = agreement.confusion_matrix([r.label for r in both], [r.model_label for r in both], labels)
+    accuracy = sum(r.label == r.model_label for r in both) / len(both) if both else None
+    model_kappa = (
+        agreement.cohen_kappa([r.label for r in both], [r.model_label for r in both], labels) if both else None
+    )
+
+    # Inter-annotator agreement on classes.
+    table = [{j.annotator: j.label for j in r.judgements if j.label} for r in judged]
+    pair_kappa: dict[str, float | None] = {}
+    for a, b in itertools.combinations(annotators, 2):
+        common = [t for t in table if a in t and b in t]
+        if len(common) >= MIN_PAIR_ITEMS:
+            pair_kappa[f"{a} | {b}"] = _clean(agreement.cohen_kappa([t[a] for t in common], [t[b] for t in common]))
+    multi = [t for t in table if len(t) >= 2]
+    fleiss = (
+        agreement.fleiss_kappa(agreement.category_counts([list(t.values()) for t in multi], labels)) if multi else None
+    )
+    alpha = agreement.krippendorff_alpha([[t.get(a) for a in annotators] for t in multi], "nominal") if multi else None
+
+    # CCC of valence, arousal, engagement.
+    ccc: dict[str, dict[str, float | None]] = {}
+    for f in NUMERIC_FIELDS:
+        values = [{j.annotator: getattr(j, f) for j in r.judgements if getattr(j, f) is not None} for r in judged]
+        pairs = []
+        for a, b in itertools.combinations(annotators, 2):
+            common = [v for v in values if a in v and b in v]
+            if len(common) >= MIN_PAIR_ITEMS:
+                pairs.append(agreement.ccc([v[a] for v in common], [v[b] for v in common]))
+        pairs = [p for p in pairs if not math.isnan(p)]
+        model_attr = f"model_{f}"
+        vs_model = [
+            (getattr(r, f), getattr(r, model_attr))
+            for r in rows
+            if getattr(r, f"{f}_source") == "human" and getattr(r, model_attr) is not None
+        ]
+        ccc[f] = {
+            "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
+            "model": _clean(agreement.ccc([h for h, _ in vs_model], [m for _, m in vs_model])) if vs_model else None,
+            "n": sum(1 for r in rows if getattr(r, f"{f}_source") == "human"),
+        }
+
+    all_counts = dict(counts)
+    all_counts["annotators"] = len(annotators)
+    all_counts["corrected_faces"] = len(judged)
+    return StudyStats(
+        study=study,
+        counts=all_counts,
+        model={
+            "name": primary[0] if primary else None,
+            "weights_hash": primary[1] if primary else None,
+            "version": primary[2] if primary else None,
+        },
+        predictions_only=not judged,
+        labels=labels,
+        model_counts={k: model_counts.get(k, 0) for k in labels},
+        human_counts={k: human_counts.get(k, 0) for k in labels},
+        label_counts={k: label_counts.get(k, 0) for k in labels},
+        confusion=tuple(tuple(int(v) for v in row) for row in cm),
+        model_accuracy=_clean(accuracy) if accuracy is not None else None,
+        model_kappa=_clean(model_kappa) if model_kappa is not None else None,
+        annotator_kappa=pair_kappa,
+        fleiss_kappa=_clean(fleiss) if fleiss is not None else None,
+        krippendorff_alpha=_clean(alpha) if alpha is not None else None,
+        ccc=ccc,
+    )
+
+
+def format_stats(s: StudyStats) -> str:
+    """A human-readable summary of :class:`StudyStats` (what ``python -m db stats`` prints)."""
+    c = s.counts
+    lines = [
+        f"study {s.study!r}: {c['media']} media, {c['faces']} faces, {c['predictions']} predictions, "
+        f"{c['tracks']} tracks, {c['annotations']} annotations by {c['annotators']} annotators "
+        f"({c['corrected_faces']} faces corrected)",
+        f"crops stored: {c['crops']}/{c['faces']}, features stored: {c['features']}/{c['faces']}",
+    ]
+    if s.model["name"]:
+        lines.append(f"model: {s.model['name']} (weights {s.model['weights_hash'] or 'unknown'})")
+    if s.predictions_only:
+        lines.append("no human corrections yet: labels are model predictions only")
+    width = max([len(k) for k in s.labels] + [5])
+    lines.append(f"{'class':<{width}}  model  human  label")
+    for k in s.labels:
+        lines.append(f"{k:<{width}}  {s.model_counts[k]:>5}  {s.human_counts[k]:>5}  {s.label_counts[k]:>5}")
+    if not s.predictions_only:
+        lines.append(f"model vs human: accuracy {_fmt(s.model_accuracy)}, Cohen's kappa {_fmt(s.model_kappa)}")
+        for pair, k in s.annotator_kappa.items():
+            lines.append(f"Cohen's kappa {pair}: {_fmt(k)}")
+        lines.append(f"Fleiss' kappa {_fmt(s.fleiss_kappa)}, Krippendorff's alpha {_fmt(s.krippendorff_alpha)}")
+        for f, v in s.ccc.items():
+            if v["n"]:
+                lines.append(f"CCC {f}: annotators {_fmt(v['annotators'])}, vs model {_fmt(v['model'])} (n={v['n']})")
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"

@@ -1,0 +1,329 @@
+"""Repository functions: queries and inserts on a caller's Session. They never commit; the services do."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.errors import NotFoundError, StudyNotFoundError
+from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
+from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
+
+T = TypeVar("T", bound=Base)
+
+
+def get_or_create(
+    session: Session, model: type[T], defaults: dict[str, Any] | None = None, **keys: Any
+) -> tuple[T, bool]:
+    """Returns the row of ``model`` matching ``keys`` and whether it was inserted now (with ``defaults``).
+
+    A concurrent insert of the same unique key is caught inside a savepoint, after which the other writer's row is
+    returned.
+    """
+    stmt = select(model).filter_by(**keys)
+    row = session.scalars(stmt).first()
+    if row is not None:
+        return row, False
+    try:
+        with session.begin_nested():
+            row = model(**keys, **(defaults or {}))
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        row = session.scalars(stmt).first()
+        if row is None:
+            raise
+        return row, False
+    return row, True
+
+
+def study_names(session: Session) -> list[str]:
+    """Names of all studies, sorted."""
+    return list(session.scalars(select(Study.name).order_by(Study.name)))
+
+
+def get_study(session: Session, name: str) -> Study:
+    """The study called ``name``.
+
+    Raises:
+        StudyNotFoundError: If there is none.
+    """
+    study = session.scalars(select(Study).where(Study.name == name)).first()
+    if study is None:
+        raise StudyNotFoundError(name, study_names(session))
+    return study
+
+
+def get_or_create_study(session: Session, name: str) -> Study:
+    """The study called ``name``, created when missing."""
+    return get_or_create(session, Study, name=name)[0]
+
+
+def get_or_create_annotator(session: Session, name: str) -> Annotator:
+    """The annotator called ``name``, created when missing."""
+    return get_or_create(session, Annotator, name=name)[0]
+
+
+def get_row(session: Session, model: type[T], ident: int, what: str) -> T:
+    """The row of ``model`` with primary key ``ident``.
+
+    Raises:
+        NotFoundError: If there is none.
+    """
+    row = session.get(model, ident)
+    if row is None:
+        raise NotFoundError(what, ident)
+    return row
+
+
+def list_studies(session: Session) -> list[StudyRow]:
+    """All studies with their media and face counts."""
+    n_media = select(Media.study_id, func.count(Media.id).label("n")).group_by(Media.study_id).subquery("n_media")
+    n_faces = (
+        select(Media.study_id, func.count(Face.id).label("n"))
+        .join(Face, Face.media_id == Media.id)
+        .group_by(Media.study_id)
+        .subquery("n_faces")
+    )
+    stmt = (
+        select(Study, func.coalesce(n_media.c.n, 0), func.coalesce(n_faces.c.n, 0))
+        .outerjoin(n_media, n_media.c.study_id == Study.id)
+        .outerjoin(n_faces, n_faces.c.study_id == Study.id)
+        .order_by(Study.name)
+    )
+    return [StudyRow(s.id, s.name, int(m), int(f), s.created_at) for s, m, f in session.execute(stmt)]
+
+
+def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
+    """The frozen row of a media item."""
+    return MediaRow(
+        id=media.id,
+        study=study,
+        sha256=media.sha256,
+        filename=media.filename,
+        kind=media.kind,
+        size_bytes=media.size_bytes,
+        width=media.width,
+        height=media.height,
+        duration_s=media.duration_s,
+        fps=media.fps,
+        uploaded_by=media.uploaded_by,
+        created_at=media.created_at,
+        n_faces=n_faces,
+    )
+
+
+def list_media(session: Session, study: Study) -> list[MediaRow]:
+    """The media items of ``study`` with their face counts, oldest first."""
+    n_faces = select(Face.media_id, func.count(Face.id).label("n")).group_by(Face.media_id).subquery("n_faces")
+    stmt = (
+        select(Media, func.coalesce(n_faces.c.n, 0))
+        .outerjoin(n_faces, n_faces.c.media_id == Media.id)
+        .where(Media.study_id == study.id)
+        .order_by(Media.id)
+    )
+    return [media_row(m, study.name, int(n)) for m, n in session.execute(stmt)]
+
+
+def list_tracks(session: Session, media_id: int) -> list[TrackRow]:
+    """The tracks of a video with their engagement windows."""
+    tracks = list(session.scalars(select(Track).where(Track.media_id == media_id).order_by(Track.track_index)))
+    windows: dict[int, list[tuple[float, float, float]]] = {t.id: [] for t in tracks}
+    if tracks:
+        stmt = (
+            select(EngagementWindow)
+            .where(EngagementWindow.track_id.in_(list(windows)))
+            .order_by(EngagementWindow.track_id, EngagementWindow.start_s)
+        )
+        for w in session.scalars(stmt):
+            windows[w.track_id].append((w.start_s, w.end_s, w.p_engaged))
+    return [
+        TrackRow(
+            id=t.id,
+            media_id=t.media_id,
+            track_index=t.track_index,
+            n_faces=t.n_faces,
+            start_s=t.start_s,
+            end_s=t.end_s,
+            engagement_score=t.engagement_score,
+            engagement_label=t.engagement_label,
+            windows=tuple(windows[t.id]),
+        )
+        for t in tracks
+    ]
+
+
+def study_of_face(session: Session, face_id: int) -> Study:
+    """The study a face belongs to."""
+    stmt = select(Study).join(Media, Media.study_id == Study.id).join(Face, Face.media_id == Media.id)
+    study = session.scalars(stmt.where(Face.id == face_id)).first()
+    if study is None:
+        raise NotFoundError("face", face_id)
+    return study
+
+
+def faces_of_study(study_id: int) -> Select[tuple[Face, Media, int | None]]:
+    """Select of (face, media, track_index) for every face of a study, by media then frame then index."""
+    return (
+        select(Face, Media, Track.track_index)
+        .join(Media, Face.media_id == Media.id)
+        .outerjoin(Track, Face.track_id == Track.id)
+        .where(Media.study_id == study_id)
+        .order_by(Media.id, Face.frame, Face.face_index, Face.id)
+    )
+
+
+def predictions_of_study(session: Session, study_id: int) -> list[Prediction]:
+    """Every prediction of a study's faces, oldest first."""
+    stmt = (
+        select(Prediction)
+        .join(Face, Prediction.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+        .order_by(Prediction.id)
+    )
+    return list(session.scalars(stmt))
+
+
+def annotations_of_study(session: Session, study_id: int) -> list[tuple[Annotation, str]]:
+    """Every annotation row of a study (face-level and track-level) with its annotator's name, oldest first."""
+    face_level = (
+        select(Annotation.id)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+    )
+    track_level = (
+        select(Annotation.id)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Media.study_id == study_id)
+    )
+    stmt = (
+        select(Annotation, Annotator.name)
+        .join(Annotator, Annotation.annotator_id == Annotator.id)
+        .where(Annotation.id.in_(face_level.union_all(track_level).scalar_subquery()))
+        .order_by(Annotation.id)
+    )
+    return [(a, name) for a, name in session.execute(stmt)]
+
+
+def annotations_of_targets(
+    session: Session, face_ids: Iterable[int] = (), track_ids: Iterable[int] = ()
+) -> list[tuple[Annotation, str]]:
+    """Annotation rows of the given faces and tracks with their annotators' names, oldest first."""
+    faces, tracks = list(face_ids), list(track_ids)
+    cond = []
+    if faces:
+        cond.append(Annotation.face_id.in_(faces))
+    if tracks:
+        cond.append(Annotation.track_id.in_(tracks))
+    if not cond:
+        return []
+    stmt = (
+        select(Annotation, Annotator.name)
+        .join(Annotator, Annotation.annotator_id == Annotator.id)
+        .where(or_(*cond))
+        .order_by(Annotation.id)
+    )
+    return [(a, name) for a, name in session.execute(stmt)]
+
+
+def annotation_row(a: Annotation, annotator: str) -> AnnotationRow:
+    """The frozen row of an annotation."""
+    return AnnotationRow(
+        id=a.id,
+        face_id=a.face_id,
+        track_id=a.track_id,
+        annotator=annotator,
+        kind=a.kind,
+        reverts_id=a.reverts_id,
+        label=a.label,
+        valence=a.valence,
+        arousal=a.arousal,
+        engagement=a.engagement,
+        note=a.note,
+        source=a.source,
+        created_at=a.created_at,
+    )
+
+
+def add_annotation(
+    session: Session,
+    *,
+    annotator: Annotator,
+    face_id: int | None = None,
+    track_id: int | None = None,
+    kind: str = "set",
+    reverts_id: int | None = None,
+    label: str | None = None,
+    valence: float | None = None,
+    arousal: float | None = None,
+    engagement: float | None = None,
+    note: str | None = None,
+    source: str | None = None,
+) -> Annotation:
+    """Appends one annotation row (values must already be validated)."""
+    row = Annotation(
+        face_id=face_id,
+        track_id=track_id,
+        annotator_id=annotator.id,
+        kind=kind,
+        reverts_id=reverts_id,
+        label=label,
+        valence=valence,
+        arousal=arousal,
+        engagement=engagement,
+        note=note,
+        source=source,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def count_rows(session: Session, study_id: int) -> dict[str, int]:
+    """Row counts of a study: media, faces, predictions, tracks, stored crops and features, annotation rows."""
+    media = session.scalar(select(func.count(Media.id)).where(Media.study_id == study_id)) or 0
+    faces = session.scalar(select(func.count(Face.id)).join(Media).where(Media.study_id == study_id)) or 0
+    preds = (
+        session.scalar(select(func.count(Prediction.id)).join(Face).join(Media).where(Media.study_id == study_id)) or 0
+    )
+    tracks = session.scalar(select(func.count(Track.id)).join(Media).where(Media.study_id == study_id)) or 0
+    crops = (
+        session.scalar(
+            select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, Face.crop_png.is_not(None))
+        )
+        or 0
+    )
+    feats = (
+        session.scalar(
+            select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, Face.features.is_not(None))
+        )
+        or 0
+    )
+    face_ann = (
+        session.scalar(select(func.count(Annotation.id)).join(Face).join(Media).where(Media.study_id == study_id)) or 0
+    )
+    track_ann = (
+        session.scalar(
+            select(func.count(Annotation.id))
+            .join(Track, Annotation.track_id == Track.id)
+            .join(Media, Track.media_id == Media.id)
+            .where(Media.study_id == study_id)
+        )
+        or 0
+    )
+    return {
+        "media": media,
+        "faces": faces,
+        "predictions": preds,
+        "tracks": tracks,
+        "crops": crops,
+        "features": feats,
+        "annotations": face_ann + track_ann,
+    }

@@ -1,0 +1,217 @@
+"""The label store's tables, as SQLAlchemy 2.0 typed ORM classes.
+
+Every foreign key that points at something derived from a media item cascades on delete, so deleting a media row
+(``services.LabelStore.delete_media``) removes its faces, crops, features, predictions, tracks, engagement windows and
+annotations in the database itself, on SQLite (``PRAGMA foreign_keys=ON``, see :mod:`db.engine`) and PostgreSQL alike.
+
+Annotations and predictions are append-only: the initial migration adds triggers that refuse ``UPDATE`` on them
+(deletes stay possible, for privacy). A correction is a new annotation row, an undo is another row pointing at the row
+it reverts (``reverts_id``), and a model run never replaces another model's prediction.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MEDIA_KINDS = ("image", "video")
+ANNOTATION_KINDS = ("set", "undo")
+ENGAGEMENT_LEVELS = (0.0, 0.33, 0.66, 1.0)
+"""EngageWild's four engagement levels, stored exactly as written here."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the constraint naming convention that the migrations rely on."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Study(Base):
+    """A study: one deployment serves several, each with its own media and labels."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Media(Base):
+    """An uploaded image or video; the same bytes appear once per study (``sha256``)."""
+
+    __tablename__ = "media"
+    __table_args__ = (
+        UniqueConstraint("study_id", "sha256"),
+        CheckConstraint("kind IN ('image', 'video')", name="kind"),
+        CheckConstraint("size_bytes >= 0", name="size_bytes"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str] = mapped_column(Text)
+    """The original file name as the user gave it; data only, never used as a path."""
+    kind: Mapped[str] = mapped_column(String(10))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    fps: Mapped[float | None] = mapped_column(Float)
+    uploaded_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Track(Base):
+    """A person track of a video, with its engagement result when one was computed."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (UniqueConstraint("media_id", "track_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    track_index: Mapped[int] = mapped_column(Integer)
+    """The track number of the analysis (``track`` in the JSON), unique within the media item."""
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    end_s: Mapped[float | None] = mapped_column(Float)
+    engagement_score: Mapped[float | None] = mapped_column(Float)
+    engagement_label: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EngagementWindow(Base):
+    """One window of a track's engagement estimate."""
+
+    __tablename__ = "engagement_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    p_engaged: Mapped[float] = mapped_column(Float)
+
+
+class Face(Base):
+    """A detected face: where it is, its crop (or none) and its backbone features.
+
+    The crop and the features are deferred columns: listing faces does not load them.
+    """
+
+    __tablename__ = "faces"
+    __table_args__ = (Index("ix_faces_media_id_frame", "media_id", "frame"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    face_index: Mapped[int] = mapped_column(Integer, default=0)
+    frame: Mapped[int | None] = mapped_column(Integer)
+    time_s: Mapped[float | None] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    det_score: Mapped[float] = mapped_column(Float)
+    crop_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    features: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    """Little-endian float32 bytes of length ``4 * feature_dim``."""
+    feature_dim: Mapped[int | None] = mapped_column(Integer)
+    feature_model: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        """``(x1, y1, x2, y2)`` in upright-image pixels (see :mod:`models.types`)."""
+        return (self.x1, self.y1, self.x2, self.y2)
+
+
+class Prediction(Base):
+    """One model's output for one face; never updated, a new model run adds rows."""
+
+    __tablename__ = "predictions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    weights_hash: Mapped[str] = mapped_column(String(64), default="")
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    """Version of a fine-tuned head; None for the published checkpoints."""
+    probs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    label: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float] = mapped_column(Float)
+    valence: Mapped[float | None] = mapped_column(Float)
+    arousal: Mapped[float | None] = mapped_column(Float)
+    engagement: Mapped[float | None] = mapped_column(Float)
+    """p(engaged) of the engagement window covering the face's time, when its track has one."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Annotator(Base):
+    """A person who corrects labels."""
+
+    __tablename__ = "annotators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Annotation(Base):
+    """One row of the append-only correction history, for a face or for a whole track."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        CheckConstraint("(face_id IS NULL) <> (track_id IS NULL)", name="one_target"),
+        CheckConstraint("kind IN ('set', 'undo')", name="kind"),
+        CheckConstraint("kind = 'set' OR reverts_id IS NOT NULL", name="undo_reverts"),
+        CheckConstraint("valence IS NULL OR (valence >= -1 AND valence <= 1)", name="valence"),
+        CheckConstraint("arousal IS NULL OR (arousal >= -1 AND arousal <= 1)", name="arousal"),
+        CheckConstraint("engagement IS NULL OR engagement IN (0, 0.33, 0.66, 1)", name="engagement"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="RESTRICT"), index=True)
+    kind: Mapped[str] = mapped_column(String(8), default="set")
+    reverts_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(String(64))
+    valence: Mapped[float | None] = mapped_column(Float)
+    arousal: Mapped[float | None] = mapped_column(Float)
+    engagement: Mapped[float | None] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(300))
+    """Where the row came from: ``web``, ``import:FILE``, ``api``..."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+APPEND_ONLY_TABLES = ("annotations", "predictions")

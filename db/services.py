@@ -1,0 +1,690 @@
+"""The label store's services: the one place the web app and the command line call, one method per user action.
+
+A :class:`LabelStore` owns the engine and every transaction: each method runs in one transaction of its own
+(:meth:`LabelStore.transaction`), retried when SQLite reports a lock or PostgreSQL a serialisation failure or
+deadlock, so a caller sees either the whole action or nothing, and never a lock error (after the retries it gets
+:class:`db.errors.StoreBusyError`). Repository functions (:mod:`db.repo`, :mod:`db.ingest`, :mod:`db.labels`) take
+the session and never commit.
+
+Usage::
+
+    store = LabelStore.from_settings()          # DATABASE_URL, or SQLite in AFFECTLAB_DATA_DIR
+    store.ingest_results("pilot", path, "clip.mp4", results, tracks)
+    store.correct_face(face_id, "alice", label="Happiness", valence=0.6)
+    store.undo("alice", face_id=face_id)
+    store.review_queue("pilot", by="uncertainty")
+    store.export("pilot", "hf", Path("out/pilot-hf"))
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import logging
+import math
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from affectlab.settings import Settings
+from db import exports, ingest, labels, quality, repo
+from db.engine import make_engine, read_only, safe_url, session_factory, sqlite_path
+from db.errors import (
+    BackupUnsupportedError,
+    ImportLabelsError,
+    InvalidLabelError,
+    NotFoundError,
+    NothingToUndoError,
+    StoreBusyError,
+    StoreError,
+)
+from db.ingest import MediaInfo
+from db.migrate import check_current, upgrade
+from db.rows import (
+    AnnotationRow,
+    ExportReport,
+    FaceLabel,
+    ImportReport,
+    IngestReport,
+    MediaRow,
+    ReviewItem,
+    StudyRow,
+    StudyStats,
+    TrackRow,
+)
+from db.schema import Annotation, Face, Media, Prediction, Track
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
+RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+"""PostgreSQL serialization_failure, deadlock_detected, lock_not_available."""
+
+POSITIVE_CLASSES = frozenset({"Happiness"})
+NEGATIVE_CLASSES = frozenset({"Anger", "Contempt", "Disgust", "Fear", "Sadness"})
+VALENCE_CONTRADICTION = 0.2
+"""A positive class with valence below -0.2, or a negative one above 0.2, is proposed for review."""
+
+REVIEW_ORDERS = ("uncertainty", "disagreement", "valence")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a database error is a lock or serialisation failure worth retrying."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError) and any(m in str(orig).lower() for m in LOCK_MESSAGES):
+        return True
+    return getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
+
+
+class LabelStore:
+    """Services of the label store on one database.
+
+    Args:
+        url: SQLAlchemy URL of the database.
+        store_crops: False for the features-only privacy mode: face crops are never stored.
+        data_dir: Folder for backups (default ``data``).
+        retries: Attempts per transaction on lock or serialisation errors.
+        engine: An existing engine for ``url`` (tests, the web app's cached one).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        store_crops: bool = True,
+        data_dir: Path | None = None,
+        retries: int = 12,
+        engine: Engine | None = None,
+    ) -> None:
+        self.url = url
+        self.store_crops = store_crops
+        self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
+        self.retries = retries
+        self.engine = engine if engine is not None else make_engine(url)
+        self._write = session_factory(self.engine)
+        self._read = session_factory(read_only(self.engine))
+        self._schema_checked = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> LabelStore:
+        """The store of :class:`affectlab.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
+        s = settings or Settings.from_env()
+        return cls(s.database_url, store_crops=s.store_crops, data_dir=s.data_dir)
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------------------ plumbing
+
+    def upgrade(self) -> str | None:
+        """Migrates the database to the newest schema; returns the revision."""
+        rev = upgrade(self.engine)
+        self._schema_checked = True
+        return rev
+
+    def transaction(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        """Runs ``fn(session)`` in one transaction, committed when it returns, retried on lock errors.
+
+        Args:
+            fn: The work; it may run several times, so it must not have effects outside the session.
+            write: False for read-only work (SQLite then does not take the write lock up front).
+
+        Raises:
+            StoreBusyError: When the database stayed locked through every attempt.
+            SchemaOutdatedError: When the database is not at the newest schema (run ``python -m db upgrade``).
+        """
+        delay = 0.02
+        for attempt in range(1, self.retries + 1):
+            session = (self._write if write else self._read)()
+            try:
+                if not self._schema_checked:
+                    check_current(read_only(self.engine))
+                    self._schema_checked = True
+                with session.begin():
+                    return fn(session)
+            except DBAPIError as e:
+                if not is_retryable(e):
+                    raise
+                if attempt == self.retries:
+                    raise StoreBusyError(attempt, str(e.orig).strip().splitlines()[0]) from e
+                log.info("database busy (attempt %d/%d): %s", attempt, self.retries, e.orig)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+            finally:
+                session.close()
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------------------ listing
+
+    def studies(self) -> list[StudyRow]:
+        """All studies with their sizes."""
+        return self.transaction(repo.list_studies, write=False)
+
+    def media(self, study: str) -> list[MediaRow]:
+        """The media items of a study."""
+        return self.transaction(lambda s: repo.list_media(s, repo.get_study(s, study)), write=False)
+
+    def tracks(self, media_id: int) -> list[TrackRow]:
+        """The tracks of a video, with engagement windows."""
+        return self.transaction(lambda s: repo.list_tracks(s, media_id), write=False)
+
+    def faces(self, study: str, *, media_id: int | None = None, model: str | None = None) -> list[FaceLabel]:
+        """Every face of a study (or of one media item) with prediction and current labels."""
+
+        def work(s: Session) -> list[FaceLabel]:
+            rows, _ = labels.face_labels(s, repo.get_study(s, study).id, model)
+            return [r for r in rows if media_id is None or r.media_id == media_id]
+
+        return self.transaction(work, write=False)
+
+    def face(self, face_id: int, *, model: str | None = None) -> FaceLabel:
+        """One face with its prediction and current labels."""
+
+        def work(s: Session) -> FaceLabel:
+            study = repo.study_of_face(s, face_id)
+            return labels.face_labels(s, study.id, model, face_ids=[face_id])[0][0]
+
+        return self.transaction(work, write=False)
+
+    def face_crop(self, face_id: int) -> bytes | None:
+        """The stored PNG crop of a face (None in features-only mode)."""
+        return self.transaction(lambda s: s.scalar(select(Face.crop_png).where(Face.id == face_id)), write=False)
+
+    def face_features(self, face_id: int) -> np.ndarray | None:
+        """The stored backbone features of a face."""
+
+        def work(s: Session) -> np.ndarray | None:
+            row = s.execute(select(Face.features, Face.feature_dim).where(Face.id == face_id)).first()
+            if row is None or row[0] is None:
+                return None
+            return ingest.features_from_bytes(row[0], row[1])
+
+        return self.transaction(work, write=False)
+
+    def history(self, *, face_id: int | None = None, track_id: int | None = None) -> list[AnnotationRow]:
+        """The full correction history of a face (its track's rows included) or of a track, oldest first."""
+
+        def work(s: Session) -> list[AnnotationRow]:
+            tracks = [track_id] if track_id is not None else []
+            faces = [face_id] if face_id is not None else []
+            if face_id is not None:
+                face = repo.get_row(s, Face, face_id, "face")
+                if face.track_id is not None:
+                    tracks.append(face.track_id)
+            return [repo.annotation_row(a, who) for a, who in repo.annotations_of_targets(s, faces, tracks)]
+
+        return self.transaction(work, write=False)
+
+    def predictions(self, face_id: int) -> list[dict[str, Any]]:
+        """Every model's prediction of a face, oldest first."""
+
+        def work(s: Session) -> list[dict[str, Any]]:
+            stmt = select(Prediction).where(Prediction.face_id == face_id).order_by(Prediction.id)
+            return [
+                {
+                    "id": p.id,
+                    "model": p.model,
+                    "weights_hash": p.weights_hash,
+                    "model_version": p.model_version,
+                    "label": p.label,
+                    "confidence": p.confidence,
+                    "probs": dict(p.probs),
+                    "valence": p.valence,
+                    "arousal": p.arousal,
+                    "engagement": p.engagement,
+                    "created_at": p.created_at,
+                }
+                for p in s.scalars(stmt)
+            ]
+
+        return self.transaction(work, write=False)
+
+    # ------------------------------------------------------------------------------------------------ ingest
+
+    def ingest_results(
+        self,
+        study: str,
+        source: Path | str | bytes,
+        filename: str,
+        results: Iterable[Any],
+        tracks: Iterable[Any] = (),
+        *,
+        media_info: MediaInfo | None = None,
+        uploaded_by: str | None = None,
+        model_version: str | None = None,
+    ) -> IngestReport:
+        """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`)."""
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        results, tracks = list(results), list(tracks)
+        return self.transaction(
+            lambda s: ingest.ingest_results(
+                s,
+                study,
+                data,
+                filename,
+                results,
+                tracks,
+                media_info=media_info,
+                uploaded_by=uploaded_by,
+                store_crops=self.store_crops,
+                model_version=model_version,
+            )
+        )
+
+    def ingest_analysis(
+        self,
+        study: str,
+        analysis: Mapping[str, Any],
+        *,
+        media_dirs: Sequence[Path] = (),
+        source_name: str = "analysis JSON",
+        uploaded_by: str | None = None,
+        cut_crops: ingest.CropCutter | None = ingest.cut_crops,
+    ) -> IngestReport:
+        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`)."""
+        return self.transaction(
+            lambda s: ingest.ingest_analysis(
+                s,
+                study,
+                analysis,
+                media_dirs=media_dirs,
+                source_name=source_name,
+                uploaded_by=uploaded_by,
+                store_crops=self.store_crops,
+                cut_crops=cut_crops,
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------------ corrections
+
+    def _values(
+        self,
+        allowed: Callable[[], list[str]],
+        label: str | None,
+        valence: Any,
+        arousal: Any,
+        engagement: Any,
+        note: str | None,
+    ) -> dict[str, Any]:
+        values = {
+            "label": labels.normalize_label(label, allowed()) if label is not None else None,
+            "valence": labels.normalize_va("valence", valence),
+            "arousal": labels.normalize_va("arousal", arousal),
+            "engagement": labels.normalize_engagement(engagement),
+            "note": note.strip() if isinstance(note, str) and note.strip() else None,
+        }
+        if all(v is None for v in values.values()):
+            raise InvalidLabelError(
+                "correction", None, "give at least one of label, valence, arousal, engagement or note"
+            )
+        return values
+
+    def correct_face(
+        self,
+        face_id: int,
+        annotator: str,
+        *,
+        label: str | None = None,
+        valence: float | None = None,
+        arousal: float | None = None,
+        engagement: float | None = None,
+        note: str | None = None,
+        source: str = "web",
+    ) -> AnnotationRow:
+        """Appends a correction of one face by ``annotator`` (fields left None keep their current value).
+
+        Raises:
+            NotFoundError: If the face does not exist.
+            InvalidLabelError: For an unknown class or a value out of range.
+        """
+
+        def work(s: Session) -> AnnotationRow:
+            repo.get_row(s, Face, face_id, "face")
+            allowed = functools.partial(labels.allowed_labels, s, face_id=face_id)
+            values = self._values(allowed, label, valence, arousal, engagement, note)
+            who = repo.get_or_create_annotator(s, annotator)
+            row = repo.add_annotation(s, annotator=who, face_id=face_id, source=source, **values)
+            return repo.annotation_row(row, who.name)
+
+        return self.transaction(work)
+
+    def correct_track(
+        self,
+        track_id: int,
+        annotator: str,
+        *,
+        label: str | None = None,
+        valence: float | None = None,
+        arousal: float | None = None,
+        engagement: float | None = None,
+        note: str | None = None,
+        source: str = "web",
+    ) -> AnnotationRow:
+        """Appends a correction of a whole track: it applies to each of its faces without the annotator's own."""
+
+        def work(s: Session) -> AnnotationRow:
+            repo.get_row(s, Track, track_id, "track")
+            allowed = functools.partial(labels.allowed_labels, s, track_id=track_id)
+            values = self._values(allowed, label, valence, arousal, engagement, note)
+            who = repo.get_or_create_annotator(s, annotator)
+            row = repo.add_annotation(s, annotator=who, track_id=track_id, source=source, **values)
+            return repo.annotation_row(row, who.name)
+
+        return self.transaction(work)
+
+    def undo(
+        self,
+        annotator: str,
+        *,
+        face_id: int | None = None,
+        track_id: int | None = None,
+        annotation_id: int | None = None,
+        source: str = "web",
+    ) -> AnnotationRow:
+        """Reverts ``annotator``'s latest active correction of a face or track (or the one given) with a new row.
+
+        Raises:
+            NothingToUndoError: If the annotator has no active correction there.
+        """
+        if (face_id is None) + (track_id is None) + (annotation_id is None) != 2:
+            raise StoreError("undo needs exactly one of face_id, track_id or annotation_id")
+
+        def work(s: Session) -> AnnotationRow:
+            who = s.scalar(select(repo.Annotator).where(repo.Annotator.name == annotator))
+            target_face, target_track = face_id, track_id
+            if annotation_id is not None:
+                a = repo.get_row(s, Annotation, annotation_id, "annotation")
+                target_face, target_track = a.face_id, a.track_id
+            rows = repo.annotations_of_targets(
+                s, [target_face] if target_face is not None else [], [target_track] if target_track is not None else []
+            )
+            mine = [a for a, name in rows if name == annotator and a.face_id == target_face]
+            active: dict[int, Annotation] = {}
+            for a in mine:
+                if a.kind == "undo":
+                    active.pop(a.reverts_id, None)
+                else:
+                    active[a.id] = a
+            target = f"face {target_face}" if target_face is not None else f"track {target_track}"
+            if who is None or not active:
+                raise NothingToUndoError(f"{annotator!r} has no correction of {target} to undo")
+            if annotation_id is not None and annotation_id not in active:
+                raise NothingToUndoError(
+                    f"annotation {annotation_id} is not an active correction of {annotator!r} (already undone, "
+                    "another annotator's, or an undo itself)"
+                )
+            revert = annotation_id if annotation_id is not None else max(active)
+            row = repo.add_annotation(
+                s,
+                annotator=who,
+                face_id=target_face,
+                track_id=target_track,
+                kind="undo",
+                reverts_id=revert,
+                source=source,
+            )
+            return repo.annotation_row(row, who.name)
+
+        return self.transaction(work)
+
+    def import_labels(self, study: str, path: Path, annotator: str, *, apply_unchanged: bool = False) -> ImportReport:
+        """Imports corrections from a CSV (``face_id`` plus any of label, valence, arousal, engagement, note).
+
+        Every row is checked before anything is written: a bad row raises :class:`ImportLabelsError` with its line
+        number and nothing of the file is applied. Values equal to the face's current exported value are skipped
+        (so importing an edited export only records the edits), unless ``apply_unchanged``.
+        """
+        path = Path(path)
+        name = path.name
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                header = [h.strip() for h in (reader.fieldnames or [])]
+                parsed = [(reader.line_num, row) for row in reader]
+        except FileNotFoundError:
+            raise ImportLabelsError(name, "file not found") from None
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ImportLabelsError(name, f"not a UTF-8 CSV file ({e})") from None
+        fields = [f for f in labels.FIELDS if f in header]
+        if "face_id" not in header:
+            raise ImportLabelsError(name, "no 'face_id' column in the header", 1)
+        if not fields:
+            raise ImportLabelsError(name, "no column to import: add any of " + ", ".join(labels.FIELDS), 1)
+
+        def work(s: Session) -> ImportReport:
+            st = repo.get_study(s, study)
+            current = {r.face_id: r for r in labels.face_labels(s, st.id)[0]}
+            allowed = labels.allowed_labels(s, study_id=st.id)
+            todo: list[tuple[int, dict[str, Any]]] = []
+            unchanged = 0
+            for line, raw in parsed:
+                row = {(k or "").strip(): v for k, v in raw.items()}
+                fid_text = (row.get("face_id") or "").strip()
+                try:
+                    fid = int(float(fid_text))
+                except ValueError:
+                    raise ImportLabelsError(name, f"face_id {fid_text!r} is not a number", line) from None
+                face = current.get(fid)
+                if face is None:
+                    raise ImportLabelsError(name, f"face {fid} is not in study {study!r}", line)
+                try:
+                    values = {
+                        "label": labels.normalize_label(row.get("label"), allowed),
+                        "valence": labels.normalize_va("valence", row.get("valence")),
+                        "arousal": labels.normalize_va("arousal", row.get("arousal")),
+                        "engagement": labels.normalize_engagement(row.get("engagement")),
+                        "note": (row.get("note") or "").strip() or None,
+                    }
+                except InvalidLabelError as e:
+                    raise ImportLabelsError(name, str(e), line) from None
+                if not apply_unchanged:
+                    for f, v in list(values.items()):
+                        if v is not None and _same(v, getattr(face, f)):
+                            values[f] = None
+                            unchanged += 1
+                if any(v is not None for v in values.values()):
+                    todo.append((fid, values))
+            who = repo.get_or_create_annotator(s, annotator)
+            for fid, values in todo:
+                repo.add_annotation(s, annotator=who, face_id=fid, source=f"import:{name}"[:300], **values)
+            return ImportReport(file=name, rows=len(parsed), annotations_added=len(todo), fields_unchanged=unchanged)
+
+        return self.transaction(work)
+
+    # ------------------------------------------------------------------------------------------------ review
+
+    def review_queue(
+        self,
+        study: str,
+        by: str = "uncertainty",
+        *,
+        limit: int = 50,
+        annotator: str | None = None,
+        model: str | None = None,
+    ) -> list[ReviewItem]:
+        """Faces to review next, most in need first.
+
+        Args:
+            study: The study.
+            by: ``uncertainty`` (lowest model confidence among faces nobody labelled), ``disagreement`` (the
+                annotators' class differs from the model's; confident model first) or ``valence`` (valence
+                contradicts the class: a positive class with negative valence or the reverse; strongest first).
+            limit: How many to return.
+            annotator: Leave out faces this annotator already corrected.
+            model: Follow this model's predictions (default: the study's most used).
+        """
+        if by not in REVIEW_ORDERS:
+            raise StoreError(f"unknown review order {by!r}; use one of {', '.join(REVIEW_ORDERS)}")
+        rows = self.faces(study, model=model)
+        if annotator is not None:
+            rows = [r for r in rows if all(j.annotator != annotator for j in r.judgements)]
+        items: list[ReviewItem] = []
+        for r in rows:
+            if by == "uncertainty":
+                if r.label_source == "human" or r.model_confidence is None:
+                    continue
+                reason, score = f"model confidence {r.model_confidence:.2f}", 1.0 - r.model_confidence
+            elif by == "disagreement":
+                if r.label_source != "human" or r.model_label is None or r.model_label == r.label:
+                    continue
+                reason = f"annotators say {r.label}, model says {r.model_label}"
+                score = r.model_confidence or 0.0
+            else:
+                if r.label is None or r.valence is None:
+                    continue
+                if r.label in POSITIVE_CLASSES and r.valence < -VALENCE_CONTRADICTION:
+                    reason = f"{r.label} with negative valence {r.valence:.2f}"
+                elif r.label in NEGATIVE_CLASSES and r.valence > VALENCE_CONTRADICTION:
+                    reason = f"{r.label} with positive valence {r.valence:.2f}"
+                else:
+                    continue
+                score = abs(r.valence)
+            items.append(
+                ReviewItem(
+                    face_id=r.face_id,
+                    media_id=r.media_id,
+                    filename=r.filename,
+                    frame=r.frame,
+                    time_s=r.time_s,
+                    track_id=r.track_id,
+                    model_label=r.model_label,
+                    model_confidence=r.model_confidence,
+                    label=r.label,
+                    label_source=r.label_source,
+                    valence=r.valence,
+                    arousal=r.arousal,
+                    reason=reason,
+                    score=score,
+                )
+            )
+        items.sort(key=lambda i: (-i.score, i.face_id))
+        return items[:limit]
+
+    # ------------------------------------------------------------------------------------------------ stats, export
+
+    def _stats(self, s: Session, study: str, model: str | None) -> tuple[StudyStats, list[FaceLabel], Any]:
+        st = repo.get_study(s, study)
+        rows, primary = labels.face_labels(s, st.id, model)
+        counts = repo.count_rows(s, st.id)
+        return quality.compute_stats(st.name, rows, counts, primary), rows, primary
+
+    def stats(self, study: str, *, model: str | None = None) -> StudyStats:
+        """Counts, per-class counts, confusion and agreement of a study."""
+        return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
+
+    def export(self, study: str, fmt: str, out: Path, *, model: str | None = None, seed: int = 0) -> ExportReport:
+        """Exports a study (see :mod:`db.exports` for the formats)."""
+
+        def work(s: Session) -> ExportReport:
+            stats, rows, primary = self._stats(s, study, model)
+            return exports.export(s, study, rows, stats, primary, fmt, Path(out), seed=seed)
+
+        return self.transaction(work, write=False)
+
+    # ------------------------------------------------------------------------------------------------ privacy
+
+    def _delete(self, model: type[Media] | type[Track], ident: int, what: str) -> dict[str, int]:
+        def work(s: Session) -> dict[str, int]:
+            repo.get_row(s, model, ident, what)
+            face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
+            face_ids = select(Face.id).where(face_filter).scalar_subquery()
+            n_faces = s.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
+            n_ann = s.scalar(select(func.count(Annotation.id)).where(Annotation.face_id.in_(face_ids))) or 0
+            s.execute(delete(model).where(model.id == ident))
+            return {what: 1, "faces": int(n_faces), "face_annotations": int(n_ann)}
+
+        counts = self.transaction(work)
+        self._checkpoint()
+        return counts
+
+    def delete_media(self, media_id: int) -> dict[str, int]:
+        """Deletes a media item and everything derived from it; returns what was removed.
+
+        Faces, crops, features, predictions, tracks, engagement windows and annotations go through the database's
+        ``ON DELETE CASCADE``.
+        """
+        return self._delete(Media, media_id, "media")
+
+    def delete_track(self, track_id: int) -> dict[str, int]:
+        """Deletes a person track with its faces (crops, features, predictions, annotations) and windows."""
+        return self._delete(Track, track_id, "track")
+
+    def _checkpoint(self) -> None:
+        """On SQLite, moves the WAL into the database file (``secure_delete`` then zeroes deleted content)."""
+        if self.engine.dialect.name == "sqlite":
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except DBAPIError as e:  # a busy checkpoint is retried by SQLite's next automatic one
+                log.info("checkpoint after delete skipped: %s", e.orig)
+
+    def backup(self, out: Path | None = None) -> Path:
+        """Copies the SQLite database with SQLite's online backup API (safe while the app runs).
+
+        Args:
+            out: Target file (default ``DATA_DIR/backups/affectlab-YYYYmmdd-HHMMSS.sqlite3``).
+
+        Returns:
+            The backup's path, after ``PRAGMA integrity_check`` passed on it.
+        """
+        src_path = sqlite_path(self.url)
+        if src_path is None:
+            raise BackupUnsupportedError(safe_url(self.url))
+        if out is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+            out = self.data_dir / "backups" / f"affectlab-{stamp}.sqlite3"
+        out = Path(out)
+        if out.exists():
+            raise StoreError(f"{out}: exists already; choose a new backup file name")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not src_path.exists():
+            raise NotFoundError("database file", str(src_path))
+        src = sqlite3.connect(src_path, timeout=30)
+        dst = sqlite3.connect(out)
+        try:
+            src.backup(dst, pages=1024)
+            status = dst.execute("PRAGMA integrity_check").fetchone()[0]
+        finally:
+            dst.close()
+            src.close()
+        if status != "ok":
+            out.unlink(missing_ok=True)
+            raise StoreError(f"the backup failed its integrity check ({status}); nothing was kept, try again")
+        return out
+
+    def integrity_check(self) -> str:
+        """``ok`` when the database is consistent (SQLite ``integrity_check`` and ``foreign_key_check``)."""
+        if self.engine.dialect.name != "sqlite":
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return "ok"
+        with self.engine.connect() as conn:
+            status = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
+            fk = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if status != "ok":
+            return str(status)
+        return "ok" if not fk else f"{len(fk)} foreign key violations"
+
+
+def _same(value: Any, current: Any) -> bool:
+    if current is None:
+        return False
+    if isinstance(value, float) or isinstance(current, float):
+        try:
+            return math.isclose(float(value), float(current), abs_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    return str(value) == str(current)

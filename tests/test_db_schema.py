@@ -1,0 +1,148 @@
+"""Schema, migrations and privacy deletes of the label store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from db.engine import make_engine
+from db.errors import SchemaOutdatedError
+from db.migrate import current_revision, downgrade, head_revision, schema_differences, upgrade
+from db.schema import Annotation, EngagementWindow, Face, Media, Prediction, Track
+from db.services import LabelStore
+from tests.pg import fake_results, png_bytes
+
+
+def test_upgrade_empty_database_then_autogenerate_finds_no_difference(store_url):
+    engine = make_engine(store_url)
+    try:
+        assert current_revision(engine) is None
+        assert upgrade(engine) == head_revision()
+        assert schema_differences(engine) == []
+        assert downgrade(engine, "base") is None
+        assert upgrade(engine) == head_revision()
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_store_refuses_an_unmigrated_database(store_url):
+    store = LabelStore(store_url)
+    try:
+        with pytest.raises(SchemaOutdatedError, match="python -m db upgrade"):
+            store.studies()
+    finally:
+        store.close()
+
+
+def test_sqlite_connection_pragmas(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x' / 'a.sqlite3'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+    engine.dispose()
+
+
+def _ingest_video(store, study="s", seed=1):
+    results = fake_results(
+        "clip.mp4",
+        [(10, 10, 50, 60), (100, 10, 140, 60), (12, 11, 52, 61), (101, 10, 141, 60)],
+        ["Happiness", "Neutral", "Happiness", "Sadness"],
+        frames=[0, 0, 5, 5],
+        tracks=[1, 2, 1, 2],
+        seed=seed,
+    )
+    tracks = [
+        {"track": 1, "n_faces": 2, "start_s": 0.0, "end_s": 0.5,
+         "engagement": {"score": 0.8, "label": "Engaged", "windows": [{"start_s": 0, "end_s": 0.5, "p_engaged": 0.8}]}},
+        {"track": 2, "n_faces": 2, "start_s": 0.0, "end_s": 0.5, "engagement": None},
+    ]  # fmt: skip
+    return store.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks)
+
+
+def _count(store, model):
+    with store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model)).scalar()
+
+
+def test_delete_media_removes_everything_derived(store):
+    rep = _ingest_video(store)
+    other = store.ingest_results("s", png_bytes(99), "other.png", fake_results("other.png", [(1, 1, 30, 30)], ["Fear"]))
+    face_ids = [f.face_id for f in store.faces("s") if f.media_id == rep.media_ids[0]]
+    track_id = store.faces("s")[0].track_id
+    store.correct_face(face_ids[0], "ann", label="Anger")
+    store.correct_track(track_id, "ann", engagement=0.66)
+    undo = store.correct_face(face_ids[1], "ann", label="Fear")
+    store.undo("ann", annotation_id=undo.id)
+    assert _count(store, EngagementWindow) == 1
+
+    removed = store.delete_media(rep.media_ids[0])
+    assert removed["faces"] == 4
+    for model in (Track, EngagementWindow):
+        assert _count(store, model) == 0
+    assert _count(store, Face) == 1 and _count(store, Prediction) == 1 and _count(store, Annotation) == 0
+    assert [m.id for m in store.media("s")] == list(other.media_ids)
+    assert store.integrity_check() == "ok"
+
+
+def test_delete_track_removes_its_faces_only(store):
+    _ingest_video(store)
+    faces = store.faces("s")
+    t1 = next(f.track_id for f in faces if f.track_index == 1)
+    store.correct_track(t1, "ann", label="Surprise")
+    removed = store.delete_track(t1)
+    assert removed == {"track": 1, "faces": 2, "face_annotations": 0}
+    left = store.faces("s")
+    assert {f.track_index for f in left} == {2} and len(left) == 2
+    assert _count(store, Annotation) == 0 and _count(store, EngagementWindow) == 0
+
+
+def test_annotations_and_predictions_are_append_only_in_the_database(store):
+    _ingest_video(store)
+    face = store.faces("s")[0]
+    store.correct_face(face.face_id, "ann", label="Anger")
+    with store.engine.connect() as conn:
+        for stmt in ("UPDATE annotations SET label = 'Fear'", "UPDATE predictions SET label = 'Fear'"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                conn.execute(text(stmt))
+            conn.rollback()
+        # The check constraints hold too: an engagement off EngageWild's levels, and a row with two targets.
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text("INSERT INTO annotations (face_id, annotator_id, kind, engagement, created_at) "
+                     "VALUES (:f, 1, 'set', 0.5, CURRENT_TIMESTAMP)"),
+                {"f": face.face_id},
+            )  # fmt: skip
+        conn.rollback()
+        with pytest.raises(IntegrityError):
+            conn.execute(
+                text("INSERT INTO annotations (face_id, track_id, annotator_id, kind, created_at) "
+                     "VALUES (:f, :t, 1, 'set', CURRENT_TIMESTAMP)"),
+                {"f": face.face_id, "t": face.track_id},
+            )  # fmt: skip
+        conn.rollback()
+
+
+HOSTILE = "<script>alert('x')</script>'; DROP TABLE media; -- \"quoted\", ../../etc/passwd\n=cmd|'/C calc'!A0.jpg"
+
+
+def test_hostile_filename_is_stored_and_exported_verbatim(store, tmp_path):
+    import zipfile
+
+    import pandas as pd
+
+    store.ingest_results("s", png_bytes(5), HOSTILE, fake_results(HOSTILE, [(1, 1, 30, 30)], ["Fear"]))
+    assert store.media("s")[0].filename == HOSTILE
+    assert _count(store, Media) == 1  # the table is still there
+    store.export("s", "csv", tmp_path / "out.csv")
+    assert pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist() == [HOSTILE]
+    store.export("s", "parquet", tmp_path / "out.parquet")
+    assert pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist() == [HOSTILE]
+    store.export("s", "imagefolder", tmp_path / "out.zip")
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        names = zf.namelist()
+        assert all(".." not in n and "<" not in n for n in names)
+        meta = pd.read_csv(zf.open("metadata.csv"), keep_default_na=False)
+    assert meta["filename"].tolist() == [HOSTILE]
