@@ -1,0 +1,51 @@
+# AffectLab as a Hugging Face Docker Space (README front matter: sdk: docker, app_port: 8501).
+#   docker build -t affectlab .                          # weights fetched at build (needs internet)
+#   docker build --build-arg FETCH_WEIGHTS=0 -t affectlab .   # fetched at first start instead
+#   docker run -p 8501:8501 -e AFFECTLAB_ACCESS_CODE=... -v affectlab-data:/data affectlab
+FROM python:3.11-slim
+
+ARG FETCH_WEIGHTS=1
+ARG MODELS="enet_b0_8_best_vgaf"
+
+# fonts for the numbered boxes; nothing else from apt (PyAV and onnxruntime wheels bundle their libraries)
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && rm -rf /var/lib/apt/lists/*
+
+# Spaces run the container as uid 1000; so does this image everywhere.
+RUN useradd --create-home --uid 1000 user
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /home/user/app
+
+# CPU wheels of torch/torchvision (a Space without GPU; the default index would pull CUDA builds).
+COPY --chown=user requirements.txt ./
+RUN pip install --user --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+
+COPY --chown=user . .
+
+# Runtime settings (affectlab/settings.py). AFFECTLAB_DATA_DIR and DATABASE_URL can be set on the Space; unset, the
+# data folder is /data/affectlab when persistent storage is mounted, else ./data (see webapp/docker_start.sh).
+ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
+    AFFECTLAB_MODEL=enet_b0_8_best_vgaf \
+    STREAMLIT_SERVER_HEADLESS=true \
+    STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
+
+# Inside the Spaces iframe the browser drops the third-party _streamlit_xsrf cookie, so every upload fails with 403
+# unless XSRF protection is off. Only this image turns it off: sign-in (st.login or the access code) guards every
+# upload, and a signed-out session sees nothing. Locally (.streamlit/config.toml) it stays on.
+ENV STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false
+
+RUN mkdir -p "$AFFECTLAB_WEIGHTS_DIR" \
+ && if [ "$FETCH_WEIGHTS" = "1" ]; then python -m models fetch $MODELS --quiet; fi
+
+EXPOSE 8501
+HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
+  CMD python -c "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4).read().strip() != b'ok')"
+
+CMD ["sh", "webapp/docker_start.sh"]

@@ -1,0 +1,75 @@
+"""Helpers of the web app tests: an AppTest of webapp/app.py on temporary data and weights folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "webapp" / "app.py")
+TIMEOUT = 240
+"""Seconds per script run: the first loads MTCNN and the emotion model on a shared CPU."""
+
+ACCESS_ENV = ("AFFECTLAB_ACCESS_CODE", "AFFECTLAB_OWNER_CODE", "AFFECTLAB_ANNOTATORS", "AFFECTLAB_OWNERS",
+              "AFFECTLAB_STUDY", "AFFECTLAB_ALLOW_OPEN", "SPACE_ID", "DATABASE_URL", "AFFECTLAB_STORE_CROPS",
+              "AFFECTLAB_MODEL", "AFFECTLAB_DEVICE")  # fmt: skip
+
+
+def use_folders(monkeypatch: pytest.MonkeyPatch, data_dir: Path, weights_dir: Path) -> None:
+    """Points the app at ``data_dir`` and ``weights_dir`` and clears every access setting of the environment."""
+    for name in ACCESS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AFFECTLAB_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(weights_dir))
+
+
+def new_app(**secrets: object) -> AppTest:
+    """A fresh AppTest of the whole app (main script, sidebar, router), not run yet."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if secrets:
+        at.secrets = dict(secrets)
+    return at
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    """Runs ``at`` on page ``name`` (``analyze``, ``review``, ``dataset``, ``model_weights``)."""
+    if not at._tree:  # switch_page needs one run first
+        at.run()
+    at.switch_page(f"views/{name}.py")
+    return at.run()
+
+
+def no_exception(at: AppTest) -> None:
+    """Fails with the app's own error message when a script run raised."""
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def store_for(data_dir: Path):
+    """A label store on the SQLite database of ``data_dir`` (what the app opened)."""
+    from affectlab.settings import Settings
+    from db.services import LabelStore
+
+    s = Settings(data_dir=data_dir, weights_dir=Path(os.devnull))
+    return LabelStore(s.database_url, data_dir=data_dir)
+
+
+def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: str = "default") -> list[int]:
+    """Analyses files straight through the services (no AppTest) and returns their media ids."""
+    from models.analysis import AnalysisSession
+    from webapp import services
+
+    store = store_for(data_dir)
+    store.upgrade()
+    session = AnalysisSession.open("enet_b0_8_best_vgaf", weights_dir)
+    ids = []
+    for f in files:
+        out = services.analyze_upload(services.Upload(f.name, f.read_bytes()), study=study, store=store,
+                                      detector=session.detector, recognizer=session.recognizer,
+                                      media_dir=data_dir.resolve() / "media")  # fmt: skip
+        assert out.error is None, out.error
+        ids.append(out.media_id)
+    store.close()
+    return ids

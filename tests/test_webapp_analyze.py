@@ -1,0 +1,111 @@
+"""The Analyze page through Streamlit's AppTest: uploads, webcam, errors, a correction, no weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.apphelpers import new_app, no_exception, store_for, use_folders
+
+pytestmark = pytest.mark.slow
+
+HOSTILE = "<img src=x onerror=alert(1)>**bold**`tick`.jpg"
+
+
+@pytest.fixture
+def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
+    data = tmp_path / "data"
+    use_folders(monkeypatch, data, random_weights_dir)
+    return data
+
+
+def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: Path) -> None:
+    at = new_app()
+    at.run()
+    no_exception(at)
+    assert [t.value for t in at.title] == ["Analyze"]
+    good = ("multi_face.jpg", multi_face_jpg.read_bytes(), "image/jpeg")
+    at.file_uploader(key="w_uploads").set_value([(HOSTILE, b"this is not an image", "image/jpeg"), good])
+    at.run()
+    analyze = next(b for b in at.button if b.label.startswith("Analyze"))
+    assert analyze.label == "Analyze 2 file(s)"
+    analyze.click().run()
+    no_exception(at)
+    # The bad file: an error naming it as literal text (a code span), the reason; the other file went on.
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1
+    assert f"``{HOSTILE}``" in errors[0] and "not an image" in errors[0]
+    assert not any(getattr(m, "allow_html", False) for m in at.markdown)
+    # The good file: its name as a heading, 5 faces each with a correction control and a probability chart.
+    assert [s.value for s in at.subheader] == ["`multi_face.jpg`"]
+    assert [p.label for p in at.pills] == [f"Correct face {i}" for i in range(1, 6)]
+    assert all(p.disabled for p in at.pills), "no annotator yet: corrections are disabled"
+    assert len(at.get("plotly_chart")) == 5, "one probability bar per face; no circumplex: this model has no V/A"
+    assert len(at.get("image")) == 6, "the annotated image and 5 face crops"
+
+    store = store_for(app_dirs)
+    media = store.media("default")
+    assert [m.filename for m in media] == ["multi_face.jpg"]
+    assert media[0].n_faces == 5
+
+    at.text_input(key="w_annotator").input("alice").run()
+    assert not any(p.disabled for p in at.pills)
+    at.pills[1].set_value("Surprise").run()
+    no_exception(at)
+    assert any("Surprise" in s.value for s in at.success)
+    faces = store.faces("default")
+    corrected = [f for f in faces if f.label_source == "human"]
+    assert len(corrected) == 1 and corrected[0].label == "Surprise"
+    assert corrected[0].judgements[0].annotator == "alice"
+    store.close()
+
+
+def test_video_upload_shows_tracks_and_player(app_dirs: Path, pyfeat) -> None:
+    video = pyfeat("single_face.mp4")
+    at = new_app()
+    at.run()
+    at.slider(key="w_fps").set_value(2.0)
+    at.file_uploader(key="w_uploads").set_value(("single_face.mp4", video.read_bytes(), "video/mp4"))
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert [s.value for s in at.subheader] == ["`single_face.mp4`"]
+    assert at.get("video"), "the video player is shown"
+    assert any(s.label == "Play from (seconds)" for s in at.slider)
+    assert any(e.label.startswith("Track 0") for e in at.expander)
+    store = store_for(app_dirs)
+    (media,) = store.media("default")
+    assert media.kind == "video" and media.n_faces >= 3
+    assert store.tracks(media.id)
+    store.close()
+
+
+def test_webcam_snapshot_with_a_va_model_shows_the_circumplex(app_dirs: Path, single_face_jpg: Path) -> None:
+    at = new_app()
+    at.run()
+    at.selectbox(key="w_analyze_model").set_value("enet_b0_8_va_mtl").run()
+    at.toggle[0].set_value(True).run()
+    at.camera_input(key="w_camera").upload("snapshot.jpg", single_face_jpg.read_bytes())
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    assert len(at.pills) == 1
+    assert at.subheader[0].value.startswith("`webcam-")
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert any(k.startswith("va_") for k in keys), keys
+    (face,) = store_for(app_dirs).faces("default")
+    assert face.model == "enet_b0_8_va_mtl" and face.model_valence is not None
+
+
+def test_without_weights_the_app_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_folders(monkeypatch, tmp_path / "data", tmp_path / "empty-weights")
+    at = new_app()
+    at.run()
+    no_exception(at)
+    (warning,) = at.warning
+    assert "No weights for enet_b0_8_best_vgaf" in warning.value
+    assert "python -m models fetch enet_b0_8_best_vgaf" in warning.value
+    assert not at.file_uploader, "nothing to analyse with: no upload offered"
+    assert not at.pills and not at.get("plotly_chart")

@@ -1,0 +1,80 @@
+"""The Dataset page through AppTest: counts, confusion, exports (as the download's bytes), deletion."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.apphelpers import analyze_into, new_app, no_exception, page, store_for, use_folders
+from webapp import services
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path, multi_face_jpg: Path) -> Path:
+    data = tmp_path_factory.mktemp("dataset-template")
+    analyze_into(data, random_weights_dir, [multi_face_jpg])
+    store = store_for(data)
+    faces = store.faces("default")
+    store.correct_face(faces[0].face_id, "alice", label="Happiness", valence=0.7)
+    store.correct_face(faces[1].face_id, "alice", label="Fear")
+    store.correct_face(faces[1].face_id, "bob", label="Fear")
+    store.close()
+    return data
+
+
+@pytest.fixture
+def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(analysed, data)
+    use_folders(monkeypatch, data, random_weights_dir)
+    return data
+
+
+def test_counts_confusion_and_export_buttons(data_dir: Path) -> None:
+    at = page(new_app(), "dataset")
+    no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Faces"] == "5" and metrics["Corrected faces"] == "2" and metrics["Annotators"] == "2"
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert keys == ["counts", "confusion"]
+    labels = [b.label for b in at.get("download_button")]
+    assert sorted(labels) == sorted([d for d, _, _ in services.EXPORT_FORMATS.values()] + ["Dataset card (README.md)"])
+
+
+def test_exports_hold_the_corrections(data_dir: Path) -> None:
+    store = store_for(data_dir)
+    df = pd.read_csv(io.BytesIO(services.export_bytes(store, "default", "csv")))
+    assert len(df) == 5 and "face_id" in df.columns
+    human = df[df["label_source"] == "human"].sort_values("face_id")
+    assert list(human["label"]) == ["Happiness", "Fear"]
+    assert pd.read_parquet(io.BytesIO(services.export_bytes(store, "default", "parquet"))).shape[0] == 5
+    npz = np.load(io.BytesIO(services.export_bytes(store, "default", "features")))
+    assert npz["X"].shape[1] == 1280
+    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "imagefolder"))) as zf:
+        assert any(n.endswith(".png") for n in zf.namelist())
+    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "hf"))) as zf:
+        assert any(n.endswith("metadata.csv") for n in zf.namelist())
+    assert "Happiness" in services.dataset_card(store, "default")
+    assert services.export_file_name("a b/<c>", "hf") == "affectlab-a-b-c-hf.zip"
+
+
+def test_owner_deletes_a_media_item_and_its_file(data_dir: Path) -> None:
+    store = store_for(data_dir)
+    (media,) = store.media("default")
+    kept = services.kept_media_file(data_dir.resolve() / "media", store, "default", media)
+    assert kept is not None and kept.is_file()
+    at = page(new_app(), "dataset")
+    at.checkbox(key="w_delete_confirm").check().run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    no_exception(at)
+    assert store.media("default") == []
+    assert not kept.exists()
+    assert any("Deleted media" in s.value for s in at.success)

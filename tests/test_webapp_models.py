@@ -1,0 +1,65 @@
+"""The Models page through AppTest: the registry table, active model, import (hash-checked), fetch errors."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from models.errors import DownloadError
+from tests.apphelpers import new_app, no_exception, page, use_folders
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
+    wd = tmp_path / "weights"
+    shutil.copytree(random_weights_dir, wd)
+    use_folders(monkeypatch, tmp_path / "data", wd)
+    return wd
+
+
+def test_table_and_active_model(weights: Path) -> None:
+    at = page(new_app(), "model_weights")
+    no_exception(at)
+    df = at.dataframe[0].value
+    present = set(df[df["present"]]["model"])
+    assert present == {"enet_b0_8_best_vgaf", "enet_b0_8_va_mtl"}
+    assert not df[df["model"] == "enet_b0_8_best_vgaf"]["verified"].iloc[0], "random weights are unverified"
+    at.selectbox(key="w_active_model").set_value("enet_b0_8_va_mtl").run()
+    page(at, "analyze")
+    assert at.selectbox(key="w_analyze_model").value == "enet_b0_8_va_mtl"
+
+
+def test_import_is_hash_checked(weights: Path) -> None:
+    published = (weights / "published" / "enet_b0_8_best_vgaf.pt").read_bytes()
+    at = page(new_app(), "model_weights")
+    at.file_uploader(key="w_import_file").set_value(("mine.pt", published, "application/octet-stream"))
+    at.selectbox(key="w_import_name").set_value("enet_b0_8_best_afew")
+    at.run()
+    next(b for b in at.button if b.label == "Import").click().run()
+    no_exception(at)
+    assert "is not the published enet_b0_8_best_afew" in at.error[0].value
+    assert not (weights / "enet_b0_8_best_afew.safetensors").exists(), "nothing stored"
+
+    at.checkbox(key="w_import_trust").check().run()
+    assert any("unpickled" in w.value for w in at.warning), "the risk is explained"
+    next(b for b in at.button if b.label == "Import").click().run()
+    no_exception(at)
+    assert (weights / "enet_b0_8_best_afew.safetensors").is_file()
+    assert any("Imported enet_b0_8_best_afew" in s.value for s in at.success)
+
+
+def test_fetch_failure_is_reported(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.weights
+
+    def offline(name: str, *a: object, **k: object) -> Path:
+        raise DownloadError(f"https://github.com/...: no network (test) for {name}")
+
+    monkeypatch.setattr(models.weights, "fetch", offline)
+    at = page(new_app(), "model_weights")
+    next(b for b in at.button if b.label == "Fetch").click().run()
+    no_exception(at)
+    assert any("no network (test)" in e.value for e in at.error)

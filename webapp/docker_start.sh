@@ -1,0 +1,23 @@
+#!/bin/sh
+# Start script of the Docker image (Hugging Face Docker Space): data folder, sign-in secrets, weights, schema, server.
+set -eu
+
+# Data folder: AFFECTLAB_DATA_DIR if set, else the Space's persistent storage (/data) when mounted, else the image's.
+if [ -z "${AFFECTLAB_DATA_DIR:-}" ]; then
+  if [ -d /data ] && [ -w /data ]; then AFFECTLAB_DATA_DIR=/data/affectlab; else AFFECTLAB_DATA_DIR="$HOME/app/data"; fi
+fi
+export AFFECTLAB_DATA_DIR
+mkdir -p "$AFFECTLAB_DATA_DIR"
+
+# Sign in with Hugging Face: a Space with `hf_oauth: true` gets OAUTH_CLIENT_ID/SECRET and OPENID_PROVIDER_URL as
+# environment variables; Streamlit's st.login reads them from an [auth] section of .streamlit/secrets.toml.
+python -m webapp.secrets_from_env
+
+# Weights: fetched at build unless FETCH_WEIGHTS=0 was passed; then here, once (a no-op when they are present).
+if [ "${AFFECTLAB_FETCH_AT_START:-1}" = "1" ]; then
+  python -m models fetch "${AFFECTLAB_MODEL:-enet_b0_8_best_vgaf}" --quiet \
+    || echo "weights not fetched; the Models page says how to get them" >&2
+fi
+
+python -m db upgrade
+exec streamlit run webapp/app.py --server.address "${AFFECTLAB_HOST:-0.0.0.0}" --server.port "${PORT:-8501}"

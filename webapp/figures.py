@@ -1,0 +1,173 @@
+"""Figures of the web app: numbered boxes drawn with Pillow, plotly charts (each with a title and axis labels).
+
+No streamlit here: every function returns a PIL image or a ``plotly.graph_objects.Figure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
+
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990",
+           "#9a6324")  # fmt: skip
+"""Distinct box colours, cycled by face number."""
+
+CLASS_COLORS = {
+    "Anger": "#d62728", "Contempt": "#8c564b", "Disgust": "#7f7f00", "Fear": "#9467bd", "Happiness": "#2ca02c",
+    "Neutral": "#7f7f7f", "Sadness": "#1f77b4", "Surprise": "#ff7f0e",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BoxLabel:
+    """A box to draw: ``(x1, y1, x2, y2)`` upright-image pixels, the face's number and a caption."""
+
+    box: tuple[float, float, float, float]
+    number: int
+    caption: str = ""
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    for name in ("DejaVuSans-Bold.ttf", "DejaVuSans.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # pragma: no cover - old Pillow
+        return ImageFont.load_default()
+
+
+def draw_boxes(image: np.ndarray | Image.Image, boxes: Sequence[BoxLabel]) -> Image.Image:
+    """The image with each face's box and its number (and caption) drawn on it.
+
+    Args:
+        image: RGB uint8 array or PIL image (upright).
+        boxes: The faces to draw.
+
+    Returns:
+        A new RGB image.
+    """
+    src = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
+    im = src.convert("RGB").copy()
+    draw = ImageDraw.Draw(im)
+    side = max(im.size)
+    width = max(2, side // 300)
+    font = _font(max(12, side // 45))
+    for b in boxes:
+        color = PALETTE[(b.number - 1) % len(PALETTE)]
+        x1, y1, x2, y2 = (float(v) for v in b.box)
+        draw.rectangle((x1, y1, x2, y2), outline=color, width=width)
+        text = f"{b.number}" + (f" {b.caption}" if b.caption else "")
+        tb = draw.textbbox((0, 0), text, font=font)
+        tw, th = tb[2] - tb[0], tb[3] - tb[1]
+        ty = y1 - th - 2 * width if y1 - th - 2 * width >= 0 else y2 + width
+        draw.rectangle((x1, ty, x1 + tw + 2 * width, ty + th + 2 * width), fill=color)
+        draw.text((x1 + width, ty + width - tb[1]), text, fill="white", font=font)
+    return im
+
+
+def probability_bar(probs: Mapping[str, float], title: str, highlight: str | None = None) -> go.Figure:
+    """A horizontal bar chart of class probabilities.
+
+    Args:
+        probs: Class name to probability.
+        title: The chart title.
+        highlight: A class to draw in its colour (the others grey), e.g. the human label.
+    """
+    names = list(probs)
+    values = [float(probs[n]) for n in names]
+    top = names[int(np.argmax(values))] if names else None
+    colors = [CLASS_COLORS.get(n, "#1f77b4") if n in (top, highlight) else "#c7c7c7" for n in names]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors,
+                           text=[f"{v:.2f}" for v in values], textposition="outside",
+                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="probability", yaxis_title="emotion class", height=300,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 40}, xaxis_range=[0, 1.15],
+                      yaxis={"autorange": "reversed"})  # fmt: skip
+    return fig
+
+
+def circumplex(points: Sequence[tuple[float, float, str]], title: str) -> go.Figure:
+    """Valence/arousal points on Russell's circumplex, in [-1, 1] x [-1, 1].
+
+    Args:
+        points: ``(valence, arousal, name)`` per point (e.g. face numbers).
+        title: The chart title.
+    """
+    theta = np.linspace(0, 2 * np.pi, 181)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=np.cos(theta), y=np.sin(theta), mode="lines", line={"color": "#bbbbbb"},
+                             hoverinfo="skip", showlegend=False))  # fmt: skip
+    for i, (v, a, name) in enumerate(points):
+        fig.add_trace(go.Scatter(x=[v], y=[a], mode="markers+text", text=[name], textposition="top center",
+                                 marker={"size": 12, "color": PALETTE[i % len(PALETTE)]}, name=name,
+                                 hovertemplate=f"{name}: valence %{{x:.2f}}, arousal %{{y:.2f}}<extra></extra>"))
+    for x, y, label in ((0.75, 0.75, "excited"), (-0.75, 0.75, "tense"), (-0.75, -0.75, "sad"),
+                        (0.75, -0.75, "calm")):  # fmt: skip
+        fig.add_annotation(x=x, y=y, text=label, showarrow=False, font={"color": "#999999"})
+    fig.update_layout(title=title, xaxis_title="valence (negative to positive)",
+                      yaxis_title="arousal (calm to excited)", height=360, showlegend=False,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig.update_xaxes(range=[-1.1, 1.1], zeroline=True, zerolinecolor="#888888")
+    fig.update_yaxes(range=[-1.1, 1.1], zeroline=True, zerolinecolor="#888888", scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def probability_timeline(times: Sequence[float], probs: Sequence[Mapping[str, float]], title: str) -> go.Figure:
+    """Class probabilities of one track over time, one line per class."""
+    fig = go.Figure()
+    names = list(probs[0]) if probs else []
+    for n in names:
+        fig.add_trace(go.Scatter(x=list(times), y=[float(p.get(n, 0.0)) for p in probs], mode="lines", name=n,
+                                 line={"color": CLASS_COLORS.get(n)}))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="probability", yaxis_range=[0, 1],
+                      height=300, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig
+
+
+def va_timeline(times: Sequence[float], valence: Sequence[float | None], arousal: Sequence[float | None],
+                title: str) -> go.Figure:
+    """Valence and arousal of one track over time."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(times), y=list(valence), mode="lines", name="valence"))
+    fig.add_trace(go.Scatter(x=list(times), y=list(arousal), mode="lines", name="arousal"))
+    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="value in [-1, 1]", yaxis_range=[-1, 1],
+                      height=280, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig
+
+
+def engagement_timeline(windows: Sequence[tuple[float, float, float]], title: str) -> go.Figure:
+    """P(engaged) per window of one track: ``(start_s, end_s, p_engaged)``, drawn at each window's middle."""
+    mids = [(s + e) / 2 for s, e, _ in windows]
+    fig = go.Figure(go.Scatter(x=mids, y=[p for _, _, p in windows], mode="lines+markers", name="P(engaged)"))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#999999")
+    fig.update_layout(title=title, xaxis_title="time (s), window centre", yaxis_title="P(engaged)",
+                      yaxis_range=[0, 1], height=260, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig
+
+
+def class_counts(labels: Sequence[str], series: Mapping[str, Mapping[str, int]], title: str) -> go.Figure:
+    """Grouped bars of faces per class, one group per source (model, human, exported)."""
+    fig = go.Figure()
+    for name, counts in series.items():
+        fig.add_trace(go.Bar(x=list(labels), y=[int(counts.get(c, 0)) for c in labels], name=name))
+    fig.update_layout(title=title, xaxis_title="emotion class", yaxis_title="faces", barmode="group", height=320,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig
+
+
+def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
+    """The model-vs-human confusion matrix (rows: human majority class, columns: model class)."""
+    z = np.asarray(matrix, dtype=float) if len(matrix) else np.zeros((len(labels), len(labels)))
+    fig = go.Figure(go.Heatmap(z=z, x=list(labels), y=list(labels), colorscale="Blues", text=z.astype(int),
+                               texttemplate="%{text}", colorbar={"title": "faces"},
+                               hovertemplate="human %{y}, model %{x}: %{z:.0f}<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="model class", yaxis_title="human class (majority)", height=420,
+                      yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig

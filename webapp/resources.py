@@ -1,0 +1,63 @@
+"""Process-wide resources, loaded once and shared by every session: the label store, the models.
+
+These are the only ``st.cache_resource`` functions of AffectLab. Each is keyed by everything it depends on (database
+URL; model, weights folder and device), so changing a setting loads a new one instead of reusing a stale one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from affectlab.settings import Settings
+from db.services import LabelStore
+from models.analysis import AnalysisSession
+from models.engagement import EngagementModel
+
+
+def settings() -> Settings:
+    """The settings, read from the environment now (cheap)."""
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner="Opening the database...")
+def _store(url: str, store_crops: bool, data_dir: str) -> LabelStore:
+    store = LabelStore(url, store_crops=store_crops, data_dir=Path(data_dir))
+    store.upgrade()  # a fresh data folder gets its schema; an up-to-date one is left as it is
+    return store
+
+
+def label_store(s: Settings | None = None) -> LabelStore:
+    """The label store of the settings, migrated to the newest schema on first use."""
+    s = s or settings()
+    Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+    return _store(s.database_url, s.store_crops, str(Path(s.data_dir).resolve()))
+
+
+@st.cache_resource(show_spinner="Loading the face detector and the emotion model (first time only)...")
+def analysis_session(model: str, weights_dir: str, device: str) -> AnalysisSession:
+    """The detector and emotion model for ``(model, weights_dir, device)``.
+
+    Raises:
+        WeightsMissingError: The model's weights are absent (nothing is cached then).
+    """
+    return AnalysisSession.open(model, weights_dir, device=device)
+
+
+@st.cache_resource(show_spinner="Loading the engagement model...")
+def engagement_model(weights_dir: str, device: str) -> EngagementModel | None:
+    """The engagement model, or None when its weights are absent."""
+    return EngagementModel.load(weights_dir, device=device)
+
+
+def forget_models() -> None:
+    """Drops the cached models (after weights were fetched or imported, so that the new files are used)."""
+    analysis_session.clear()
+    engagement_model.clear()
+
+
+def media_dir(s: Settings | None = None) -> Path | None:
+    """Where uploaded media are kept, None in the features-only privacy mode."""
+    s = s or settings()
+    return Path(s.data_dir).resolve() / "media" if s.store_crops else None

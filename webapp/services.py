@@ -1,0 +1,566 @@
+"""The web app's actions: one function per user action, over ``models/`` and ``db/``; no streamlit here.
+
+This module is the adapter between the pages and the label store (:class:`db.services.LabelStore`) and the inference
+core (:class:`models.analysis.AnalysisSession`, :func:`models.video.analyze_video`). Pages read their widgets, call one
+function of this module and render what it returns; tests call the same functions with the same bytes.
+
+Media files: when crops are stored (the default), the uploaded file itself is kept under
+``<data_dir>/media/<study id>/<sha256><suffix>`` so that the pages can draw boxes on it and play videos from a chosen
+time. In the features-only privacy mode (``AFFECTLAB_STORE_CROPS=0``) no media file is kept. Deleting a media item
+deletes its file too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import re
+import tempfile
+import threading
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db.errors import StudyNotFoundError
+from db.ingest import MediaInfo
+from db.rows import AnnotationRow, FaceLabel, MediaRow, ReviewItem, StudyRow, StudyStats, TrackRow
+from db.services import LabelStore
+from models.errors import AffectLabError, BadInputError
+from models.registry import EMOTIONS_8, REGISTRY, emotion_models, get_spec
+
+log = logging.getLogger(__name__)
+
+ENGAGEMENT_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
+"""EngageWild's four levels, the only engagement values a correction may hold."""
+
+ENGAGEMENT_NAMES: dict[float, str] = {
+    0.0: "0 - disengaged",
+    0.33: "0.33 - barely",
+    0.66: "0.66 - engaged",
+    1.0: "1 - highly",
+}
+
+EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
+    "csv": ("CSV of faces", "csv", "text/csv"),
+    "parquet": ("Parquet of faces", "parquet", "application/vnd.apache.parquet"),
+    "imagefolder": ("ImageFolder zip of face crops (train/val/test)", "zip", "application/zip"),
+    "features": ("Features NPZ (X, y, groups)", "npz", "application/octet-stream"),
+    "hf": ("Hugging Face imagefolder dataset (zip)", "zip", "application/zip"),
+}
+"""Format -> (description, file suffix, MIME type) of each export offered as a download."""
+
+Progress = Callable[[float, str], None]
+"""``progress(fraction_done, message)`` of one file's analysis."""
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
+
+
+# ---------------------------------------------------------------------------------------------------- weights
+
+
+def present_models(weights_dir: Path) -> list[str]:
+    """The runnable emotion models whose weights are in ``weights_dir``, default first."""
+    from models.weights import is_present
+
+    return [s.name for s in emotion_models() if is_present(s.name, weights_dir)]
+
+
+def model_status(weights_dir: Path) -> list[dict[str, Any]]:
+    """Every registered checkpoint with presence and verification (``models.weights.list_models``)."""
+    from models.weights import list_models
+
+    return list_models(weights_dir)
+
+
+def weights_verified(name: str, weights_dir: Path) -> bool | None:
+    """Whether the stored weights of ``name`` match the registry's hash (None when absent or unreadable)."""
+    from models.weights import read_metadata
+
+    spec = get_spec(name)
+    try:
+        meta = read_metadata(name, weights_dir)
+    except AffectLabError:
+        return None
+    return meta.get("verified") == "true" and meta.get("source_sha1") == spec.git_blob_sha1
+
+
+def missing_weights_help(name: str, weights_dir: Path) -> str:
+    """What to do when no emotion model has weights (plain text, one paragraph)."""
+    return (
+        f"No weights for {name} in {weights_dir}. Open the Models page and press Fetch, or run "
+        f"`python -m models fetch {name}` (set AFFECTLAB_WEIGHTS_DIR for another folder). Without weights the app "
+        "makes no predictions."
+    )
+
+
+@dataclass(frozen=True)
+class FetchProgress:
+    """Progress of a running download: bytes so far and, when the server said, the total."""
+
+    received: int
+    total: int | None
+
+
+def _part_file(name: str, weights_dir: Path) -> Path:
+    spec = get_spec(name)
+    base = spec.filename if spec.fmt == "torch_pickle" else spec.name
+    return weights_dir / "downloads" / f"{base}.part"
+
+
+def fetch_weights(name: str, weights_dir: Path, on_progress: Callable[[FetchProgress], None] | None = None,
+                  *, poll_s: float = 0.3, url: str | None = None) -> Path:
+    """Downloads, verifies and stores a registered checkpoint (``models.weights.fetch``), reporting bytes received.
+
+    ``models.weights.fetch`` has no progress hook (it draws a tqdm bar on stderr), so the download runs in a thread
+    and this function polls the size of its ``.part`` file.
+
+    Raises:
+        DownloadError, HashMismatchError, CheckpointFormatError: As ``fetch``.
+    """
+    from models.weights import fetch
+
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["path"] = fetch(name, weights_dir, progress=False, url=url)
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"fetch-{name}", daemon=True)
+    thread.start()
+    part = _part_file(name, weights_dir)
+    while thread.is_alive():
+        thread.join(poll_s)
+        if on_progress is not None:
+            with contextlib.suppress(OSError):
+                on_progress(FetchProgress(part.stat().st_size if part.exists() else 0, None))
+    if "error" in result:
+        raise result["error"]
+    return result["path"]
+
+
+def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool) -> Path:
+    """Stores an uploaded checkpoint under registry name ``name`` after checking its hash.
+
+    Raises:
+        HashMismatchError: The file is not the registered one and ``trust_unverified`` is False (nothing stored).
+        CheckpointFormatError: The file could not be converted.
+    """
+    from models.weights import import_checkpoint
+
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=weights_dir, prefix=".upload-") as tmp:
+        src = Path(tmp) / (_safe_suffix_name(filename) or "checkpoint")
+        src.write_bytes(data)
+        return import_checkpoint(src, name, weights_dir, trust_unverified=trust_unverified)
+
+
+def _safe_suffix_name(filename: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name)[:100].lstrip(".")
+    return stem
+
+
+# ---------------------------------------------------------------------------------------------------- studies
+
+
+def list_studies(store: LabelStore) -> list[StudyRow]:
+    """Every study of the store."""
+    return store.studies()
+
+
+def study_id(store: LabelStore, study: str) -> int | None:
+    """The id of study ``study``, None when it has no data yet."""
+    return next((s.id for s in store.studies() if s.name == study), None)
+
+
+def study_media(store: LabelStore, study: str) -> list[MediaRow]:
+    """The media items of a study (empty for a study that has none yet)."""
+    try:
+        return store.media(study)
+    except StudyNotFoundError:
+        return []
+
+
+def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> list[FaceLabel]:
+    """The faces of a study or of one media item, with predictions and current labels."""
+    try:
+        return store.faces(study, media_id=media_id)
+    except StudyNotFoundError:
+        return []
+
+
+def media_tracks(store: LabelStore, media_id: int) -> list[TrackRow]:
+    """The person tracks of a video with their engagement windows."""
+    return store.tracks(media_id)
+
+
+def face_crop(store: LabelStore, face_id: int) -> bytes | None:
+    """The stored PNG crop of a face, None in features-only mode."""
+    return store.face_crop(face_id)
+
+
+# ---------------------------------------------------------------------------------------------------- media files
+
+
+def media_suffix(filename: str) -> str:
+    """A safe lowercase suffix of an uploaded file's name (``.mp4``), '' when it has none usable."""
+    suffix = Path(filename).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+
+
+def media_file(media_dir: Path, study_id_: int, sha256: str, filename: str) -> Path:
+    """Where the kept copy of a media item lives (whether or not it is there)."""
+    return media_dir / str(study_id_) / f"{sha256}{media_suffix(filename)}"
+
+
+def kept_media_file(media_dir: Path, store: LabelStore, study: str, media: MediaRow) -> Path | None:
+    """The kept copy of a media item, None when none is kept (features-only mode, or deleted)."""
+    sid = study_id(store, study)
+    if sid is None:
+        return None
+    path = media_file(media_dir, sid, media.sha256, media.filename)
+    return path if path.is_file() else None
+
+
+def _keep(media_dir: Path, sid: int, data: bytes, filename: str) -> Path:
+    sha = hashlib.sha256(data).hexdigest()
+    path = media_file(media_dir, sid, sha, filename)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file the user gave the app.
+
+    Attributes:
+        name: Its name as given (kept as data; shown as text only).
+        data: Its bytes.
+    """
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What analysing one uploaded file gave.
+
+    Attributes:
+        file: The file's name as given.
+        kind: ``image``, ``video`` or ``unknown`` (failed before its kind was known).
+        media_id: The stored media item, None when the file failed.
+        n_faces: Faces found.
+        error: Why the file could not be analysed (the other files go on), None when it worked.
+        warnings: Problems that did not stop the analysis.
+        new: Whether the media item is new to the study (False for a file uploaded before).
+    """
+
+    file: str
+    kind: str
+    media_id: int | None
+    n_faces: int = 0
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+    new: bool = True
+
+
+def upload_kind(upload: Upload) -> str:
+    """``video`` or ``image``, by the name's suffix (a GIF is probed: animated ones are videos)."""
+    from models.video import VIDEO_EXTENSIONS, is_video
+
+    suffix = Path(upload.name).suffix.lower()
+    if suffix == ".gif":
+        with tempfile.NamedTemporaryFile(suffix=".gif") as tmp:
+            tmp.write(upload.data)
+            tmp.flush()
+            return "video" if is_video(tmp.name) else "image"
+    return "video" if suffix in VIDEO_EXTENSIONS else "image"
+
+
+def analyze_upload(
+    upload: Upload,
+    *,
+    study: str,
+    store: LabelStore,
+    detector: Any,
+    recognizer: Any,
+    media_dir: Path | None,
+    uploaded_by: str | None = None,
+    fps: float = 5.0,
+    engagement: Any = None,
+    progress: Progress | None = None,
+) -> FileOutcome:
+    """Analyses one uploaded image or video and stores the results in ``study``.
+
+    A bad file never raises: its :class:`FileOutcome` carries the reason, and nothing stored is touched.
+
+    Args:
+        upload: The file.
+        study: The study to store the results in (created when new).
+        store: The label store.
+        detector: The face detector (``AnalysisSession.detector``).
+        recognizer: The emotion model (``AnalysisSession.recognizer``).
+        media_dir: Where media files are kept, None in the features-only mode.
+        uploaded_by: Who uploaded it.
+        fps: Video sampling rate.
+        engagement: The engagement model for videos, or None.
+        progress: Called with ``(fraction, message)`` as the analysis advances.
+
+    Returns:
+        The outcome.
+    """
+    report = progress or (lambda _f, _m: None)
+    kind = "unknown"
+    try:
+        if not upload.data:
+            raise BadInputError(upload.name, "the file is empty")
+        kind = upload_kind(upload)
+        report(0.05, "decoding")
+        if kind == "video":
+            return _analyze_video(upload, study, store, detector, recognizer, media_dir, uploaded_by, fps,
+                                  engagement, report)  # fmt: skip
+        return _analyze_image(upload, study, store, detector, recognizer, media_dir, uploaded_by, report)
+    except AffectLabError as exc:
+        reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
+        return FileOutcome(file=upload.name, kind=kind, media_id=None, error=reason)
+    except Exception as exc:  # an unexpected failure of one file must not stop the others
+        log.exception("analysis of an uploaded file failed")
+        return FileOutcome(file=upload.name, kind=kind, media_id=None,
+                           error=f"unexpected error ({type(exc).__name__}: {exc})")  # fmt: skip
+
+
+def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
+                   media_dir: Path | None, uploaded_by: str | None, report: Progress) -> FileOutcome:
+    from models.pipeline import analyze_image
+
+    report(0.2, "finding faces and classifying them")
+    result = analyze_image(upload.data, upload.name, detector, recognizer, keep_crops=True)
+    report(0.8, f"storing {len(result.faces)} faces")
+    info = MediaInfo(kind="image", width=result.width, height=result.height)
+    rep = store.ingest_results(study, upload.data, upload.name, result.faces, media_info=info,
+                               uploaded_by=uploaded_by)  # fmt: skip
+    if media_dir is not None:
+        sid = study_id(store, study)
+        if sid is not None:
+            _keep(media_dir, sid, upload.data, upload.name)
+    report(1.0, f"{len(result.faces)} faces")
+    return FileOutcome(file=upload.name, kind="image", media_id=rep.media_ids[0] if rep.media_ids else None,
+                       n_faces=len(result.faces), warnings=rep.warnings, new=rep.media_new > 0)  # fmt: skip
+
+
+def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
+                   media_dir: Path | None, uploaded_by: str | None, fps: float, engagement: Any,
+                   report: Progress) -> FileOutcome:
+    from models.video import VideoConfig, analyze_video, video_json
+
+    with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
+        path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
+        path.write_bytes(upload.data)
+
+        def on_chunk(done: float, duration: float | None) -> None:
+            if duration:
+                report(0.05 + 0.85 * min(1.0, done / duration), f"{done:.1f} of {duration:.1f} s analysed")
+            else:
+                report(0.5, f"{done:.1f} s analysed")
+
+        analysis = analyze_video(path, upload.name, detector, recognizer, fps=fps,
+                                 config=VideoConfig(keep_crops=True), engagement=engagement, progress=on_chunk)
+        doc = video_json(analysis)
+    report(0.92, f"storing {len(analysis.faces)} faces")
+    info = MediaInfo(kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration,
+                     fps=analysis.fps)  # fmt: skip
+    rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, doc["tracks"], media_info=info,
+                               uploaded_by=uploaded_by)  # fmt: skip
+    if media_dir is not None:
+        sid = study_id(store, study)
+        if sid is not None:
+            _keep(media_dir, sid, upload.data, upload.name)
+    warnings = tuple(analysis.warnings) + tuple(rep.warnings)
+    if analysis.engagement_status != "ok":
+        warnings += (f"engagement: {analysis.engagement_status}",)
+    report(1.0, f"{len(analysis.faces)} faces in {len(analysis.tracks)} tracks")
+    return FileOutcome(file=upload.name, kind="video", media_id=rep.media_ids[0] if rep.media_ids else None,
+                       n_faces=len(analysis.faces), warnings=warnings, new=rep.media_new > 0)  # fmt: skip
+
+
+def key_frames(path: Path, frames: Sequence[int], n: int = 4) -> list[tuple[float, int, np.ndarray]]:
+    """Up to ``n`` of the given frames of a video, evenly spread over them, decoded.
+
+    Args:
+        path: The video file.
+        frames: Indices of the frames with faces.
+        n: How many to pick.
+
+    Returns:
+        ``(time_s, frame index, RGB image)`` per chosen frame, in time order.
+    """
+    from models.video import iter_frames
+
+    ordered = sorted(set(frames))
+    if not ordered:
+        return []
+    picks = sorted({ordered[round(i * (len(ordered) - 1) / max(1, n - 1))] for i in range(min(n, len(ordered)))})
+    wanted = set(picks)
+    out: list[tuple[float, int, np.ndarray]] = []
+    for frame in iter_frames(path, path.name, fps=0):
+        if frame.index in wanted:
+            out.append((frame.time_s, frame.index, frame.image))
+            if len(out) == len(wanted):
+                break
+        if frame.index > picks[-1]:
+            break
+    return out
+
+
+def load_media_image(path: Path) -> np.ndarray:
+    """The upright RGB image of a kept image file."""
+    from models.images import load_image
+
+    return load_image(path, path.name)
+
+
+# ---------------------------------------------------------------------------------------------------- review
+
+
+def class_names(face: FaceLabel | None = None) -> list[str]:
+    """The classes a correction of ``face`` can use: its model's classes, or the 8 AffectNet classes."""
+    if face is not None and face.model_probs:
+        names = list(face.model_probs)
+        return names + [c for c in EMOTIONS_8 if c not in names]
+    return list(EMOTIONS_8)
+
+
+def review_queue(store: LabelStore, study: str, by: str, annotator: str | None, limit: int = 50) -> list[ReviewItem]:
+    """Faces to review next, most in need first, leaving out those ``annotator`` corrected already."""
+    try:
+        return store.review_queue(study, by, limit=limit, annotator=annotator)
+    except StudyNotFoundError:
+        return []
+
+
+def face_label(store: LabelStore, face_id: int) -> FaceLabel:
+    """One face with its prediction and current labels."""
+    return store.face(face_id)
+
+
+def correct(
+    store: LabelStore,
+    annotator: str,
+    *,
+    face_id: int | None = None,
+    track_id: int | None = None,
+    label: str | None = None,
+    valence: float | None = None,
+    arousal: float | None = None,
+    engagement: float | None = None,
+    note: str | None = None,
+) -> AnnotationRow:
+    """Appends a correction of one face, or of a whole track, by ``annotator``.
+
+    Raises:
+        ValueError: Without an annotator name, or without exactly one of face_id and track_id.
+        InvalidLabelError: For a class or value out of range.
+        NotFoundError: For a face or track that no longer exists.
+    """
+    name = (annotator or "").strip()
+    if not name:
+        raise ValueError("enter your name as annotator before the first correction")
+    if (face_id is None) == (track_id is None):
+        raise ValueError("a correction needs exactly one of a face or a track")
+    kw = {"label": label, "valence": valence, "arousal": arousal, "engagement": engagement, "note": note}
+    if track_id is not None:
+        return store.correct_track(track_id, name, **kw)
+    assert face_id is not None
+    return store.correct_face(face_id, name, **kw)
+
+
+def undo(store: LabelStore, annotator: str, annotation_id: int) -> AnnotationRow:
+    """Reverts one of ``annotator``'s corrections with a new history row.
+
+    Raises:
+        NothingToUndoError: The correction is already undone or not this annotator's.
+    """
+    return store.undo(annotator, annotation_id=annotation_id)
+
+
+# ---------------------------------------------------------------------------------------------------- dataset
+
+
+def study_stats(store: LabelStore, study: str) -> StudyStats | None:
+    """Counts, confusion and agreement of a study, None for a study without data."""
+    try:
+        return store.stats(study)
+    except StudyNotFoundError:
+        return None
+
+
+def export_file_name(study: str, fmt: str) -> str:
+    """The download's file name: ``affectlab-<study>-<format>.<suffix>``, safe characters only."""
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "-", study).strip("-") or "study"
+    return f"affectlab-{safe}-{fmt}.{EXPORT_FORMATS[fmt][1]}"
+
+
+def export_bytes(store: LabelStore, study: str, fmt: str) -> bytes:
+    """One export of a study as the bytes of the file offered for download.
+
+    CSV, Parquet and features NPZ are the export files themselves; the ImageFolder export is its zip; the Hugging
+    Face layout (a folder) is zipped.
+
+    Raises:
+        CropsUnavailableError, FeaturesUnavailableError, StoreError: As ``LabelStore.export``.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}")
+    with tempfile.TemporaryDirectory(prefix="affectlab-export-") as tmp:
+        out = Path(tmp) / ("export" if fmt == "hf" else f"export.{EXPORT_FORMATS[fmt][1]}")
+        store.export(study, fmt, out)
+        if fmt != "hf":
+            return out.read_bytes()
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    zf.write(f, f.relative_to(out).as_posix())
+        return buf.getvalue()
+
+
+def dataset_card(store: LabelStore, study: str) -> str:
+    """The dataset card (README) of a study: counts, label sources, agreement, licence notes."""
+    with tempfile.TemporaryDirectory(prefix="affectlab-card-") as tmp:
+        out = Path(tmp) / "faces.csv"
+        store.export(study, "csv", out)
+        return out.with_name("faces.README.md").read_text(encoding="utf-8")
+
+
+def delete_media(store: LabelStore, study: str, media_id: int, media_dir: Path | None) -> dict[str, int]:
+    """Deletes a media item with everything derived from it, and its kept file.
+
+    Returns:
+        What was removed, per kind.
+    """
+    media = next((m for m in study_media(store, study) if m.id == media_id), None)
+    path = kept_media_file(media_dir, store, study, media) if media is not None and media_dir is not None else None
+    counts = store.delete_media(media_id)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return counts
+
+
+def registry_names() -> list[str]:
+    """Every registered checkpoint's name, registry order."""
+    return list(REGISTRY)

@@ -1,0 +1,121 @@
+"""Dataset: counts, model-vs-human confusion, agreement, exports (owners), deletions (owners)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from db.rows import StudyStats
+from models.errors import AffectLabError
+from webapp import figures, services
+from webapp.state import Keys
+from webapp.ui import Context, code_span, context, flash, show_flash
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _counts(stats: StudyStats) -> None:
+    c = stats.counts
+    cols = st.columns(6)
+    for col, (label, key) in zip(cols, (("Media", "media"), ("Faces", "faces"), ("Tracks", "tracks"),
+                                        ("Corrected faces", "corrected_faces"), ("Corrections", "annotations"),
+                                        ("Annotators", "annotators")), strict=True):  # fmt: skip
+        col.metric(label, int(c.get(key, 0)))
+    series = {"model": stats.model_counts, "annotators": stats.human_counts, "exported label": stats.label_counts}
+    st.plotly_chart(figures.class_counts(stats.labels, series, "Faces per class"), key="counts")
+    if stats.predictions_only:
+        st.info("No human corrections yet: every label is the model's (exports say so).")
+
+
+def _agreement(stats: StudyStats) -> None:
+    st.subheader("Model vs. annotators")
+    if any(any(row) for row in stats.confusion):
+        st.plotly_chart(figures.confusion_heatmap(stats.labels, stats.confusion,
+                                                  "Confusion: annotators' class vs. model's class"), key="confusion")
+    else:
+        st.caption("The confusion matrix appears once annotators have labelled faces.")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Model accuracy vs. annotators", _fmt(stats.model_accuracy))
+    c2.metric("Cohen's kappa, model vs. annotators", _fmt(stats.model_kappa))
+    c3.metric("Fleiss' kappa, annotators", _fmt(stats.fleiss_kappa))
+    c4.metric("Krippendorff's alpha, annotators", _fmt(stats.krippendorff_alpha))
+    if stats.annotator_kappa:
+        pairs = [{"annotator pair": k, "Cohen's kappa": v} for k, v in stats.annotator_kappa.items()]
+        st.dataframe(pd.DataFrame(pairs), hide_index=True)
+    if stats.ccc:
+        st.dataframe(pd.DataFrame([{"field": f, "CCC between annotators": v.get("annotators"),
+                                    "CCC annotators vs. model": v.get("model"), "faces": v.get("n")}
+                                   for f, v in stats.ccc.items()]), hide_index=True)  # fmt: skip
+
+
+def _exports(ctx: Context, stats: StudyStats) -> None:
+    st.subheader("Exports")
+    if not ctx.owner:
+        st.info("Exports are for the study's owners.")
+        return
+    store, study = ctx.store, ctx.study
+    crops, feats = stats.counts.get("crops", 0), stats.counts.get("features", 0)
+    cols = st.columns(3)
+    for i, (fmt, (desc, _suffix, mime)) in enumerate(services.EXPORT_FORMATS.items()):
+        why = None
+        if fmt in ("imagefolder", "hf") and not crops:
+            why = "No face crops are stored (features-only mode)."
+        elif fmt == "features" and not feats:
+            why = "No backbone features are stored."
+        cols[i % 3].download_button(desc, data=lambda fmt=fmt: services.export_bytes(store, study, fmt),
+                                    file_name=services.export_file_name(study, fmt), mime=mime, key=f"export_{fmt}",
+                                    disabled=why is not None, help=why, icon=":material/download:",
+                                    on_click="ignore", width="stretch")  # fmt: skip
+    cols[len(services.EXPORT_FORMATS) % 3].download_button(
+        "Dataset card (README.md)", data=lambda: services.dataset_card(store, study),
+        file_name=services.export_file_name(study, "csv").replace(".csv", "-README.md"), mime="text/markdown",
+        key="export_card", icon=":material/description:", on_click="ignore", width="stretch")
+
+
+def _media(ctx: Context) -> None:
+    media = services.study_media(ctx.store, ctx.study)
+    st.subheader(f"Media ({len(media)})")
+    if not media:
+        return
+    st.dataframe(pd.DataFrame([{"id": m.id, "file": m.filename, "kind": m.kind, "faces": m.n_faces,
+                                "uploaded by": m.uploaded_by, "added": m.created_at} for m in media]),
+                 hide_index=True)  # fmt: skip
+    if not ctx.owner:
+        return
+    with st.expander("Delete a media item (owners)"):
+        names = {m.id: f"{m.id}: {m.filename}" for m in media}
+        mid = st.selectbox("Media item", list(names), format_func=names.__getitem__, key=Keys.DELETE_MEDIA)
+        sure = st.checkbox("Delete it with its faces, predictions, tracks and every correction; this cannot be undone",
+                           key=Keys.DELETE_CONFIRM)  # fmt: skip
+        if st.button("Delete", type="primary", disabled=not sure, icon=":material/delete:"):
+            try:
+                counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir)
+            except AffectLabError as exc:
+                st.error(f"Not deleted: {exc}")
+                return
+            flash("success", f"Deleted media {mid}: {counts.get('faces', 0)} faces, "
+                  f"{counts.get('face_annotations', 0)} face corrections.")  # fmt: skip
+            st.rerun()
+
+
+def render() -> None:
+    """The Dataset page."""
+    ctx = context()
+    st.title("Dataset")
+    st.caption(f"Study {code_span(ctx.study)}: what is stored, how far people and model agree, and exports.")
+    show_flash()
+    with st.spinner("Computing counts and agreement..."):
+        stats = services.study_stats(ctx.store, ctx.study)
+    if stats is None or not stats.counts.get("faces"):
+        st.info("No faces in this study yet: analyse some files on the Analyze page.")
+        _media(ctx)
+        return
+    _counts(stats)
+    _agreement(stats)
+    _exports(ctx, stats)
+    _media(ctx)
+
+
+render()

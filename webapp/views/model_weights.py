@@ -1,0 +1,115 @@
+"""Models: the registered checkpoints, which are present, fetch or import weights, the active model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from models.errors import AffectLabError, HashMismatchError
+from models.registry import emotion_models
+from webapp import resources, services
+from webapp.state import Keys, ui_state
+from webapp.ui import Context, code_span, context, flash, show_flash
+
+TRUST_HELP = (
+    "The published .pt checkpoints are pickled Python objects, and loading a pickle runs code. AffectLab only "
+    "unpickles a file whose hash matches the registry's (that is the published file). Tick this only for a file "
+    "you know the origin of, e.g. your own fine-tuned copy: it will be unpickled once, converted to safetensors "
+    "and marked unverified."
+)
+
+
+def _table(ctx: Context) -> list[dict]:
+    rows = services.model_status(ctx.weights_dir)
+    df = pd.DataFrame([{"model": r["name"], "present": r["present"], "verified": r["verified"], "format": r["fmt"],
+                        "classes": r["classes"], "valence/arousal": r["has_va"], "runnable": r["runnable"],
+                        "note": r["note"]} for r in rows])  # fmt: skip
+    st.dataframe(df, hide_index=True)
+    return rows
+
+
+def _active(ctx: Context) -> None:
+    present = services.present_models(ctx.weights_dir)
+    st.subheader("Active model")
+    if not present:
+        st.warning(services.missing_weights_help(ctx.settings.model, ctx.weights_dir))
+        return
+    state = ui_state()
+    current = state.model if state.model in present else (ctx.settings.model if ctx.settings.model in present
+                                                          else present[0])  # fmt: skip
+    state.model = st.selectbox("Used on the Analyze page", present, index=present.index(current),
+                               key=Keys.ACTIVE_MODEL)  # fmt: skip
+
+
+def _fetch(ctx: Context, rows: list[dict]) -> None:
+    st.subheader("Fetch")
+    missing = [r["name"] for r in rows if not r["present"] and r["runnable"]]
+    if not missing:
+        st.caption("Every runnable checkpoint is present.")
+        return
+    default = ctx.settings.model if ctx.settings.model in missing else missing[0]
+    name = st.selectbox("Checkpoint to download (hash-checked)", missing, index=missing.index(default),
+                        key=Keys.FETCH_MODEL)  # fmt: skip
+    st.caption(f"Same as `python -m models fetch {name}`. Needs internet access (GitHub).")
+    if st.button("Fetch", type="primary", icon=":material/download:"):
+        with st.status(f"Downloading {name}...", expanded=True) as status:
+            line = st.empty()
+
+            def report(p: services.FetchProgress) -> None:
+                line.text(f"{p.received / 1e6:.1f} MB received")
+
+            try:
+                services.fetch_weights(name, ctx.weights_dir, report)
+            except AffectLabError as exc:
+                status.update(label=f"Fetching {name} failed", state="error")
+                st.error(str(exc))
+                return
+            status.update(label=f"{name} fetched and verified", state="complete")
+        resources.forget_models()
+        flash("success", f"{name} is ready.")
+        st.rerun()
+
+
+def _import(ctx: Context) -> None:
+    st.subheader("Import a downloaded file")
+    up = st.file_uploader("Checkpoint file (.pt, .onnx, .h5)", type=["pt", "pth", "onnx", "h5"], key=Keys.IMPORT_FILE)
+    names = services.registry_names()
+    default = names.index(ctx.settings.model) if ctx.settings.model in names else 0
+    name = st.selectbox("Registry name it is", names, index=default, key=Keys.IMPORT_NAME)
+    trust = st.checkbox("Trust a file whose hash differs from the registry's (unverified)", key=Keys.IMPORT_TRUST,
+                        help=TRUST_HELP)  # fmt: skip
+    if trust:
+        st.warning(TRUST_HELP)
+    if st.button("Import", disabled=up is None, icon=":material/upload_file:") and up is not None:
+        with st.spinner(f"Checking the hash and converting {name}..."):
+            try:
+                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust)
+            except HashMismatchError as exc:
+                st.error(f"{code_span(up.name)} is not the published {name}: its hash {exc.actual} differs from the "
+                         f"registry's {exc.expected}. Nothing was stored.")  # fmt: skip
+                return
+            except AffectLabError as exc:
+                st.error(f"{code_span(up.name)}: {exc}")
+                return
+        resources.forget_models()
+        flash("success", f"Imported {name} into {path}.")
+        st.rerun()
+
+
+def render() -> None:
+    """The Models page."""
+    ctx = context()
+    st.title("Models")
+    st.caption(f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). Emotion models: "
+               + ", ".join(s.name for s in emotion_models()) + ".")  # fmt: skip
+    show_flash()
+    rows = _table(ctx)
+    _active(ctx)
+    if not ctx.owner:
+        st.info("Fetching and importing weights is for the study's owners.")
+        return
+    _fetch(ctx, rows)
+    _import(ctx)
+
+
+render()
