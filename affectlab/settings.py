@@ -10,11 +10,18 @@ Environment variables:
     AFFECTLAB_DEVICE: ``cpu`` (default), ``cuda`` or ``cuda:N``.
     AFFECTLAB_MODEL: The default emotion model (default ``enet_b0_8_best_vgaf``).
     AFFECTLAB_STORE_CROPS: ``0`` for the features-only privacy mode (no face crops stored).
+    AFFECTLAB_ACCESS_CODE / AFFECTLAB_OWNER_CODE: access codes of a hosted app without OpenID Connect sign-in.
+    AFFECTLAB_ANNOTATORS / AFFECTLAB_OWNERS: allowlists, ``a,b`` for every study or ``study=a,b;other=c``.
+    AFFECTLAB_STUDY: the study selected first.
+    AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
+    SPACE_ID: set by Hugging Face Spaces; the app then never runs open.
+    AFFECTLAB_MALLOC_TUNE: ``0`` to keep glibc malloc's defaults (see ``models.runtime``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +34,8 @@ def default_weights_dir() -> Path:
     return Path(base) / "affectlab" / "weights"
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
     if value is None or value == "":
         return default
     return value.strip().lower() not in {"0", "false", "no", "off"}
@@ -45,6 +52,14 @@ class Settings:
         device: Torch device for inference.
         model: Name of the default emotion model.
         store_crops: Whether face crops are stored (False is the features-only privacy mode).
+        access_code: Code that signs annotators in to a hosted app ("" for none).
+        owner_code: Code that also grants exports and deletions ("" for none).
+        annotators: Annotator allowlist as written in the environment ("" for none).
+        owners: Owner allowlist as written in the environment ("" for none).
+        study: Study selected first ("" for the default).
+        allow_open: Serve a non-loopback address without sign-in.
+        hosted: Running on a Hugging Face Space.
+        malloc_tune: Apply ``models.runtime.tune_malloc`` at the entry points.
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
@@ -53,6 +68,14 @@ class Settings:
     device: str = "cpu"
     model: str = DEFAULT_MODEL
     store_crops: bool = True
+    access_code: str = ""
+    owner_code: str = ""
+    annotators: str = ""
+    owners: str = ""
+    study: str = ""
+    allow_open: bool = False
+    hosted: bool = False
+    malloc_tune: bool = True
 
     def __post_init__(self) -> None:
         if not self.database_url:
@@ -60,17 +83,26 @@ class Settings:
             object.__setattr__(self, "database_url", url)
 
     @classmethod
-    def from_env(cls) -> Settings:
-        """Builds the settings from the current environment."""
-        data_dir = Path(os.environ.get("AFFECTLAB_DATA_DIR") or "data")
-        weights = os.environ.get("AFFECTLAB_WEIGHTS_DIR")
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Builds the settings from the environment (``os.environ``, or a mapping in tests)."""
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get("AFFECTLAB_DATA_DIR") or "data")
+        weights = env.get("AFFECTLAB_WEIGHTS_DIR")
         return cls(
             data_dir=data_dir,
             weights_dir=Path(weights) if weights else default_weights_dir(),
-            database_url=os.environ.get("DATABASE_URL", ""),
-            device=os.environ.get("AFFECTLAB_DEVICE") or "cpu",
-            model=os.environ.get("AFFECTLAB_MODEL") or DEFAULT_MODEL,
-            store_crops=_env_bool("AFFECTLAB_STORE_CROPS", True),
+            database_url=env.get("DATABASE_URL", ""),
+            device=env.get("AFFECTLAB_DEVICE") or "cpu",
+            model=env.get("AFFECTLAB_MODEL") or DEFAULT_MODEL,
+            store_crops=_env_bool(env, "AFFECTLAB_STORE_CROPS", True),
+            access_code=env.get("AFFECTLAB_ACCESS_CODE", ""),
+            owner_code=env.get("AFFECTLAB_OWNER_CODE", ""),
+            annotators=env.get("AFFECTLAB_ANNOTATORS", ""),
+            owners=env.get("AFFECTLAB_OWNERS", ""),
+            study=env.get("AFFECTLAB_STUDY", "").strip(),
+            allow_open=_env_bool(env, "AFFECTLAB_ALLOW_OPEN", False),
+            hosted=bool(env.get("SPACE_ID")),
+            malloc_tune=_env_bool(env, "AFFECTLAB_MALLOC_TUNE", True),
         )
 
 

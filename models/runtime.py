@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -28,7 +27,9 @@ def tune_malloc() -> bool:
     global _done
     if _done:
         return True
-    if os.environ.get("AFFECTLAB_MALLOC_TUNE", "1") == "0":
+    from affectlab.settings import Settings
+
+    if not Settings.from_env().malloc_tune:
         return False
     name = ctypes.util.find_library("c")
     if not name:

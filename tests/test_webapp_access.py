@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from affectlab.settings import Settings
 from tests.apphelpers import analyze_into, new_app, no_exception, page, store_for, use_folders
 from webapp.access import AccessConfig, is_loopback, load_access_config, parse_people
 
@@ -32,16 +33,18 @@ def test_loopback() -> None:
 
 
 def test_modes_and_rules() -> None:
-    local = load_access_config({}, {}, "127.0.0.1")
+    local = load_access_config(Settings.from_env({}), {}, "127.0.0.1")
     assert local.mode == "local" and local.is_owner(None, "x") and local.may_annotate("anyone", "x")
-    assert load_access_config({}, {}, "0.0.0.0").mode == "closed"
-    assert load_access_config({"SPACE_ID": "u/s"}, {}, "127.0.0.1").mode == "closed"
-    assert load_access_config({"SPACE_ID": "u/s", "AFFECTLAB_ALLOW_OPEN": "1"}, {}, "0.0.0.0").mode == "local"
-    code = load_access_config({"AFFECTLAB_ACCESS_CODE": "k", "AFFECTLAB_ANNOTATORS": "pilot=ann"}, {}, "0.0.0.0")
+    assert load_access_config(Settings.from_env({}), {}, "0.0.0.0").mode == "closed"
+    assert load_access_config(Settings.from_env({"SPACE_ID": "u/s"}), {}, "127.0.0.1").mode == "closed"
+    trusted = Settings.from_env({"SPACE_ID": "u/s", "AFFECTLAB_ALLOW_OPEN": "1"})
+    assert load_access_config(trusted, {}, "0.0.0.0").mode == "local"
+    with_code = Settings.from_env({"AFFECTLAB_ACCESS_CODE": "k", "AFFECTLAB_ANNOTATORS": "pilot=ann"})
+    code = load_access_config(with_code, {}, "0.0.0.0")
     assert code.mode == "code" and code.check_code("k") and not code.check_code("K") and not code.check_code("")
     assert code.may_annotate("Ann", "pilot") and not code.may_annotate("ann", "other")
     assert not code.is_owner("ann", "pilot"), "a typed name never makes an owner"
-    oidc = load_access_config({"AFFECTLAB_OWNERS": "pilot=boss@x.org"}, AUTH, "0.0.0.0")
+    oidc = load_access_config(Settings.from_env({"AFFECTLAB_OWNERS": "pilot=boss@x.org"}), AUTH, "0.0.0.0")
     assert oidc.mode == "oidc" and oidc.is_owner("Boss@x.org", "pilot") and not oidc.is_owner("boss@x.org", "main")
     assert AccessConfig(mode="closed").may_annotate("x", "y") is False
 

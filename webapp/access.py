@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from affectlab.settings import Settings
+
 Mode = Literal["oidc", "code", "local", "closed"]
 ALL = "*"
 DEFAULT_STUDY = "default"
@@ -149,29 +151,29 @@ def _secret(secrets: Mapping[str, Any], *path: str) -> Any:
 
 
 def load_access_config(
-    environ: Mapping[str, str], secrets: Mapping[str, Any], server_address: str | None
+    settings: Settings, secrets: Mapping[str, Any], server_address: str | None
 ) -> AccessConfig:
-    """Reads the access rules from the environment, the secrets and the server's listening address.
+    """Reads the access rules from the settings, the secrets and the server's listening address.
 
     Args:
-        environ: ``os.environ``.
+        settings: The runtime settings (``Settings.from_env()``).
         secrets: ``st.secrets`` (or a dict in tests).
         server_address: ``st.get_option("server.address")``.
     """
     has_auth = _secret(secrets, "auth") is not None
-    code = environ.get("AFFECTLAB_ACCESS_CODE") or _secret(secrets, "access_code") or None
-    owner_code = environ.get("AFFECTLAB_OWNER_CODE") or _secret(secrets, "owner_code") or None
-    annotators = parse_people(environ.get("AFFECTLAB_ANNOTATORS") or _secret(secrets, "access", "annotators"))
-    owners = parse_people(environ.get("AFFECTLAB_OWNERS") or _secret(secrets, "access", "owners"))
-    study = (environ.get("AFFECTLAB_STUDY") or "").strip() or DEFAULT_STUDY
+    code = settings.access_code or _secret(secrets, "access_code") or None
+    owner_code = settings.owner_code or _secret(secrets, "owner_code") or None
+    annotators = parse_people(settings.annotators or _secret(secrets, "access", "annotators"))
+    owners = parse_people(settings.owners or _secret(secrets, "access", "owners"))
+    study = settings.study or DEFAULT_STUDY
     common = {"annotators": annotators, "owners": owners, "default_study": study}
     if has_auth:
         return AccessConfig(mode="oidc", **common)
     if code:
         return AccessConfig(mode="code", access_code=str(code), owner_code=str(owner_code) if owner_code else None,
                             **common)  # fmt: skip
-    hosted = bool(environ.get("SPACE_ID"))
-    open_ok = environ.get("AFFECTLAB_ALLOW_OPEN", "").strip().lower() in {"1", "true", "yes", "on"}
+    hosted = settings.hosted
+    open_ok = settings.allow_open
     if (hosted or not is_loopback(server_address)) and not open_ok:
         where = "a Hugging Face Space" if hosted else f"address {server_address or '0.0.0.0 (every interface)'}"
         return AccessConfig(mode="closed", reason=f"the app is reachable from other machines ({where}) and no "

@@ -6,7 +6,6 @@ Run with ``make run`` or ``streamlit run webapp/app.py --server.address 127.0.0.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ if str(ROOT) not in sys.path:  # `streamlit run webapp/app.py` puts webapp/, not
 
 import streamlit as st  # noqa: E402
 
+from affectlab.settings import Settings  # noqa: E402
 from db.services import LabelStore  # noqa: E402
 from webapp import resources, services  # noqa: E402
 from webapp.access import AccessConfig, load_access_config  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> None:
     st.set_page_config(page_title="AffectLab", page_icon=":material/sentiment_satisfied:", layout="wide")
     s = resources.settings()
     state = ui_state()
-    access = load_access_config(os.environ, _secrets(), st.get_option("server.address"))
+    access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
     who = _gate(access, state)
     store = resources.label_store(s)
     study = _sidebar_study(access, state, store, who)
