@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +48,8 @@ DOWNLOADS = "downloads"
 SAFETENSORS_SUFFIX = ".safetensors"
 CHUNK = 1 << 20
 NET_CHUNK = 1 << 16
+ProgressHook = Callable[[int, int | None], None]
+"""Called as ``hook(bytes_so_far, total_or_None)`` while a download runs (e.g. a web page's progress bar)."""
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -168,7 +170,8 @@ def _content_range_start(value: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _transfer(session: Any, url: str, part: Path, name: str, *, progress: bool, timeout: float) -> None:
+def _transfer(session: Any, url: str, part: Path, name: str, *, progress: bool, timeout: float,
+              on_progress: ProgressHook | None = None) -> None:
     """One HTTP request appending to ``part`` (resuming it with Range when it has bytes).
 
     Raises:
@@ -229,6 +232,8 @@ def _transfer(session: Any, url: str, part: Path, name: str, *, progress: bool, 
                             out.write(chunk)
                             received += len(chunk)
                             bar.update(len(chunk))
+                            if on_progress is not None:
+                                on_progress(offset + received, total)
                 except requests.RequestException as exc:
                     raise _Incomplete(f"{url}: transfer broke after {offset + received} bytes ({exc})") from exc
                 out.flush()
@@ -251,6 +256,7 @@ def download(
     part_dir: str | Path | None = None,
     backoff: float = 1.0,
     session: Any = None,
+    on_progress: ProgressHook | None = None,
 ) -> Path:
     """Downloads ``url`` to ``dest``, resuming, verifying and moving it into place atomically.
 
@@ -268,6 +274,7 @@ def download(
         expected_sha1: Its git blob SHA-1.
         name: Model name, for messages and the progress bar.
         progress: Show a progress bar on stderr.
+        on_progress: Called with (bytes so far, total or None) as bytes arrive.
         timeout: Seconds to wait for the connection and between bytes.
         retries: Extra attempts after a broken or short transfer (each resumes).
         part_dir: Folder for the ``.part`` file.
@@ -299,7 +306,7 @@ def download(
             while True:
                 resumed = part.exists() and part.stat().st_size > 0
                 try:
-                    _transfer(session, url, part, name, progress=progress, timeout=timeout)
+                    _transfer(session, url, part, name, progress=progress, timeout=timeout, on_progress=on_progress)
                 except _Restart as exc:
                     if part.exists() and git_blob_sha1(part) == expected_sha1:
                         break  # 416: the leftover .part was already the complete, right file
@@ -564,6 +571,7 @@ def fetch(
     timeout: float = 60,
     retries: int = 3,
     backoff: float = 1.0,
+    on_progress: ProgressHook | None = None,
 ) -> Path:
     """Downloads a registered checkpoint, verifies its hash and stores it (converted to safetensors for PyTorch).
 
@@ -573,6 +581,7 @@ def fetch(
         name: Registry name.
         weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
         progress: Show a progress bar on stderr.
+        on_progress: Called with (bytes so far, total or None) as bytes arrive.
         url: Download from here instead of the registry's pinned URL (mirrors, tests); the hash is still the
             registry's.
         timeout: Network timeout in seconds.
@@ -595,7 +604,8 @@ def fetch(
         _warn_not_runnable(spec)
         return final
     source = url or spec.url
-    kw: dict[str, Any] = {"progress": progress, "timeout": timeout, "retries": retries, "backoff": backoff}
+    kw: dict[str, Any] = {"progress": progress, "timeout": timeout, "retries": retries, "backoff": backoff,
+                          "on_progress": on_progress}
     if spec.fmt != "torch_pickle":
         path = download(source, final, spec.git_blob_sha1, name, part_dir=_downloads_dir(wd), **kw)
         _warn_not_runnable(spec)

@@ -12,13 +12,11 @@ deletes its file too.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import logging
 import re
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -107,43 +105,17 @@ class FetchProgress:
     total: int | None
 
 
-def _part_file(name: str, weights_dir: Path) -> Path:
-    spec = get_spec(name)
-    base = spec.filename if spec.fmt == "torch_pickle" else spec.name
-    return weights_dir / "downloads" / f"{base}.part"
-
-
 def fetch_weights(name: str, weights_dir: Path, on_progress: Callable[[FetchProgress], None] | None = None,
-                  *, poll_s: float = 0.3, url: str | None = None) -> Path:
+                  *, url: str | None = None) -> Path:
     """Downloads, verifies and stores a registered checkpoint (``models.weights.fetch``), reporting bytes received.
-
-    ``models.weights.fetch`` has no progress hook (it draws a tqdm bar on stderr), so the download runs in a thread
-    and this function polls the size of its ``.part`` file.
 
     Raises:
         DownloadError, HashMismatchError, CheckpointFormatError: As ``fetch``.
     """
     from models.weights import fetch
 
-    result: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["path"] = fetch(name, weights_dir, progress=False, url=url)
-        except BaseException as exc:  # re-raised in the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=work, name=f"fetch-{name}", daemon=True)
-    thread.start()
-    part = _part_file(name, weights_dir)
-    while thread.is_alive():
-        thread.join(poll_s)
-        if on_progress is not None:
-            with contextlib.suppress(OSError):
-                on_progress(FetchProgress(part.stat().st_size if part.exists() else 0, None))
-    if "error" in result:
-        raise result["error"]
-    return result["path"]
+    hook = None if on_progress is None else (lambda received, total: on_progress(FetchProgress(received, total)))
+    return fetch(name, weights_dir, progress=False, url=url, on_progress=hook)
 
 
 def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool) -> Path:

@@ -53,10 +53,14 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
     st.caption(f"Same as `python -m models fetch {name}`. Needs internet access (GitHub).")
     if st.button("Fetch", type="primary", icon=":material/download:"):
         with st.status(f"Downloading {name}...", expanded=True) as status:
-            line = st.empty()
+            bar = st.progress(0.0, text="connecting...")
 
             def report(p: services.FetchProgress) -> None:
-                line.text(f"{p.received / 1e6:.1f} MB received")
+                done = f"{p.received / 1e6:.1f} MB"
+                if p.total:
+                    bar.progress(min(p.received / p.total, 1.0), text=f"{done} of {p.total / 1e6:.1f} MB")
+                else:
+                    bar.progress(0.0, text=f"{done} received")
 
             try:
                 services.fetch_weights(name, ctx.weights_dir, report)
