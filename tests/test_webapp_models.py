@@ -63,3 +63,34 @@ def test_fetch_failure_is_reported(weights: Path, monkeypatch: pytest.MonkeyPatc
     next(b for b in at.button if b.label == "Fetch").click().run()
     no_exception(at)
     assert any("no network (test)" in e.value for e in at.error)
+
+
+def test_finetune_refuses_with_too_few_corrections(weights: Path, tmp_path: Path, multi_face_jpg: Path) -> None:
+    from tests.apphelpers import analyze_into
+
+    analyze_into(tmp_path / "data", weights, [multi_face_jpg])  # 5 faces, none corrected
+    at = page(new_app(), "model_weights")
+    next(b for b in at.button if b.label == "Fine-tune").click().run()
+    no_exception(at)
+    texts = [w.value for w in at.warning] + [e.value for e in at.error]
+    assert any("at least 20 faces" in t and "Nothing was saved" in t for t in texts), texts
+    assert not (weights / "finetuned").exists() or not any((weights / "finetuned").iterdir())
+
+
+def test_versions_are_listed_selectable_and_removable(weights: Path) -> None:
+    import numpy as np
+
+    from models.versions import head_tensors, save_version
+
+    rng = np.random.default_rng(0)
+    v = save_version("enet_b0_8_best_vgaf@pilot-emotion-20261128000000", "enet_b0_8_best_vgaf", "0" * 40, "head",
+                     "emotion", head_tensors(rng.standard_normal((8, 1280)), rng.standard_normal(8)), "f" * 64,
+                     {"n_faces": 30, "message": "test version"}, "2026-11-28T00:00:00", weights)
+    at = page(new_app(), "model_weights")
+    no_exception(at)
+    versions = at.dataframe[1].value
+    assert list(versions["version"]) == [v.name]
+    assert v.name in at.selectbox(key="w_active_model").options
+    next(b for b in at.button if b.label == "Remove this version").click().run()
+    no_exception(at)
+    assert not v.path.exists()

@@ -63,10 +63,33 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".
 
 
 def present_models(weights_dir: Path) -> list[str]:
-    """The runnable emotion models whose weights are in ``weights_dir``, default first."""
+    """The runnable emotion models whose weights are in ``weights_dir`` (default first), then fine-tuned versions."""
+    from models.versions import list_versions
     from models.weights import is_present
 
-    return [s.name for s in emotion_models() if is_present(s.name, weights_dir)]
+    base = [s.name for s in emotion_models() if is_present(s.name, weights_dir)]
+    return base + [v.name for v in list_versions(weights_dir) if v.base in base]
+
+
+def model_versions(weights_dir: Path) -> list[Any]:
+    """The fine-tuned versions in the weights folder, newest first (``models.versions.ModelVersion``)."""
+    from models.versions import list_versions
+
+    return list_versions(weights_dir)
+
+
+def remove_version(name: str, weights_dir: Path) -> None:
+    """Deletes a fine-tuned version; stored predictions keep its name and hash."""
+    from models.versions import remove_version as remove
+
+    remove(name, weights_dir)
+
+
+def finetune(store: LabelStore, study: str, recognizer: Any, target: str, weights_dir: Path) -> Any:
+    """Fine-tunes a head on the study's corrections (``db.training.finetune_study``); returns the outcome."""
+    from db.training import finetune_study
+
+    return finetune_study(store, study, recognizer, target, weights_dir)  # type: ignore[arg-type]
 
 
 def model_status(weights_dir: Path) -> list[dict[str, Any]]:

@@ -68,6 +68,9 @@ class Keys:
     IMPORT_TRUST = "w_import_trust"
     DELETE_MEDIA = "w_delete_media"
     DELETE_CONFIRM = "w_delete_confirm"
+    REMOVE_VERSION = "w_remove_version"
+    FINETUNE_MODEL = "w_finetune_model"
+    FINETUNE_TARGET = "w_finetune_target"
 
 
 def ui_state(session: MutableMapping[str, Any] | None = None) -> UIState:

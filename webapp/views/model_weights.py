@@ -6,8 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from models.errors import AffectLabError, HashMismatchError
-from models.registry import emotion_models
-from webapp import resources, services
+from models.registry import emotion_models, get_spec
+from webapp import figures, resources, services
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, flash, show_flash
 
@@ -100,6 +100,66 @@ def _import(ctx: Context) -> None:
         st.rerun()
 
 
+def _versions(ctx: Context) -> None:
+    st.subheader("Fine-tuned versions")
+    versions = services.model_versions(ctx.weights_dir)
+    if not versions:
+        st.caption("None yet. Fine-tune on this study's corrections below.")
+        return
+    st.dataframe(pd.DataFrame([{"version": v.name, "base": v.base, "target": v.target, "created": v.created_at[:19],
+                                "weights hash": v.weights_hash, "faces": v.report.get("n_faces"),
+                                "verdict": v.report.get("message", "")} for v in versions]),
+                 hide_index=True)  # fmt: skip
+    if ctx.owner:
+        name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
+        if st.button("Remove this version", icon=":material/delete:"):
+            services.remove_version(name, ctx.weights_dir)
+            resources.forget_models()
+            flash("success", f"Removed {name}. Predictions it made keep its name and hash.")
+            st.rerun()
+
+
+def _finetune(ctx: Context) -> None:
+    st.subheader("Fine-tune on this study's corrections")
+    base = [n for n in services.present_models(ctx.weights_dir) if "@" not in n]
+    if not base:
+        return
+    name = st.selectbox("Base model", base, key=Keys.FINETUNE_MODEL)
+    targets = ["emotion", "va", "engagement"] if get_spec(name).has_va else ["emotion", "engagement"]
+    target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
+    st.caption("Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
+               "and compares it with the original on held-out media items. Same as "
+               f"`python -m models finetune --study {ctx.study} --target {target} --model {name}`.")  # fmt: skip
+    if not st.button("Fine-tune", type="primary", icon=":material/model_training:"):
+        return
+    with st.spinner("Cross-validating and training the new head..."):
+        try:
+            session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
+            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir)
+        except AffectLabError as exc:
+            st.error(str(exc))
+            return
+    report = outcome.report
+    for note in outcome.notes:
+        st.caption(note)
+    if not report.enough:
+        st.warning(report.message)
+        return
+    (st.success if report.improved else st.info)(report.message)
+    metrics = [k for k, v in report.before.items() if isinstance(v, int | float)]
+    st.dataframe(pd.DataFrame({"metric": metrics, "original": [report.before[k] for k in metrics],
+                               "fine-tuned": [report.after[k] for k in metrics]}), hide_index=True)  # fmt: skip
+    if "confusion" in report.before:
+        left, right = st.columns(2)
+        left.plotly_chart(figures.confusion_heatmap(report.classes, report.before["confusion"],
+                                                    "Original head on held-out faces"))  # fmt: skip
+        right.plotly_chart(figures.confusion_heatmap(report.classes, report.after["confusion"],
+                                                     "Fine-tuned head on held-out faces"))  # fmt: skip
+    if outcome.version is not None:
+        resources.forget_models()
+        st.success(f"Saved as {outcome.version.name}: pick it as the active model to use it.")
+
+
 def render() -> None:
     """The Models page."""
     ctx = context()
@@ -112,8 +172,10 @@ def render() -> None:
     if not ctx.owner:
         st.info("Fetching and importing weights is for the study's owners.")
         return
+    _versions(ctx)
     _fetch(ctx, rows)
     _import(ctx)
+    _finetune(ctx)
 
 
 render()
