@@ -124,6 +124,11 @@ class _Counts:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
+def version_of(model: str | None) -> str | None:
+    """The fine-tuned version a model name denotes (``base@...``, see ``models.versions``), else None."""
+    return model if model and "@" in model else None
+
+
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
@@ -472,7 +477,7 @@ def ingest_results(
                 probs=p.probs_dict(),
                 valence=p.valence,
                 arousal=p.arousal,
-                model_version=model_version,
+                model_version=model_version or version_of(p.model),
                 features=None if p.features is None or np.size(p.features) == 0 else p.features,
                 feature_model=p.model,
                 crop=r.crop if store_crops else None,
@@ -581,7 +586,7 @@ def ingest_analysis(
                 probs={str(k): float(v) for k, v in probs.items()},
                 valence=_opt_float(fj.get("valence")),
                 arousal=_opt_float(fj.get("arousal")),
-                model_version=fj.get("model_version"),
+                model_version=fj.get("model_version") or version_of(str(fj.get("model") or top_model)),
             )
         except (TypeError, ValueError) as e:
             raise AnalysisFormatError(source_name, f"{where}: {e}") from None

@@ -151,6 +151,15 @@ def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Pat
     feats = np.stack([store.face_features(f.face_id) for f in store.faces("s")])
     labels = {p.label for p in rec.classify(feats)}
     assert labels == {"Happiness", "Sadness"}
+    # Predictions stored from the version record it.
+    from models.types import Face, FaceResult
+    from tests.pg import png_bytes
+
+    pred = rec.classify(feats[:1])[0]
+    store.ingest_results("s", png_bytes(99), "new.png", [FaceResult(file="new.png", index=0, face=Face(
+        box=(0.0, 0.0, 9.0, 9.0), det_score=0.99), prediction=pred)])
+    new_face = next(f for f in store.faces("s") if f.filename == "new.png")
+    assert [(p["model"], p["model_version"]) for p in store.predictions(new_face.face_id)] == [(name, name)]
     # It shows in `list`, and can be removed.
     assert name in _cli("list", env=env).stdout
     assert _cli("remove-version", name, env=env).returncode == 0
