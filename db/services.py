@@ -350,16 +350,7 @@ class LabelStore:
             NotFoundError: If the face does not exist.
             InvalidLabelError: For an unknown class or a value out of range.
         """
-
-        def work(s: Session) -> AnnotationRow:
-            repo.get_row(s, Face, face_id, "face")
-            allowed = functools.partial(labels.allowed_labels, s, face_id=face_id)
-            values = self._values(allowed, label, valence, arousal, engagement, note)
-            who = repo.get_or_create_annotator(s, annotator)
-            row = repo.add_annotation(s, annotator=who, face_id=face_id, source=source, **values)
-            return repo.annotation_row(row, who.name)
-
-        return self.transaction(work)
+        return self._correct(Face, "face", face_id, annotator, source, label, valence, arousal, engagement, note)
 
     def correct_track(
         self,
@@ -374,13 +365,19 @@ class LabelStore:
         source: str = "web",
     ) -> AnnotationRow:
         """Appends a correction of a whole track: it applies to each of its faces without the annotator's own."""
+        return self._correct(Track, "track", track_id, annotator, source, label, valence, arousal, engagement, note)
+
+    def _correct(self, model: type[Face] | type[Track], what: str, ident: int, annotator: str, source: str,
+                 *fields: Any) -> AnnotationRow:
+        """Appends one correction of a face or a track (``what``), checked against the classes it may take."""
+        target = {f"{what}_id": ident}
 
         def work(s: Session) -> AnnotationRow:
-            repo.get_row(s, Track, track_id, "track")
-            allowed = functools.partial(labels.allowed_labels, s, track_id=track_id)
-            values = self._values(allowed, label, valence, arousal, engagement, note)
+            repo.get_row(s, model, ident, what)
+            allowed = functools.partial(labels.allowed_labels, s, **target)
+            values = self._values(allowed, *fields)
             who = repo.get_or_create_annotator(s, annotator)
-            row = repo.add_annotation(s, annotator=who, track_id=track_id, source=source, **values)
+            row = repo.add_annotation(s, annotator=who, source=source, **target, **values)
             return repo.annotation_row(row, who.name)
 
         return self.transaction(work)

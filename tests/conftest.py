@@ -45,3 +45,22 @@ def random_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wdir = tmp_path_factory.mktemp("weights")
     install_random_weights(["enet_b0_8_best_vgaf", "enet_b0_8_va_mtl"], wdir, seed=3)
     return wdir
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module: on a shared 2-core machine more threads spin against each other."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The face detector with the reference's settings (stateless, shared)."""
+    from models.faces import FaceDetector
+
+    return FaceDetector()

@@ -11,11 +11,6 @@ from models.faces import DetectorConfig, FaceDetector, clip_box, crop_face
 from models.images import load_image
 
 
-@pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
-
-
 def test_multi_face_has_five(detector: FaceDetector, multi_face_jpg: Path) -> None:
     img = load_image(multi_face_jpg)
     faces = detector.detect(img)

@@ -7,27 +7,13 @@ import json
 import av
 import numpy as np
 import pytest
-import torch
 
 from models.errors import BadInputError
-from models.faces import FaceDetector
 from models.video import FrameReader, VideoConfig, analyze_video, is_video, probe_video, video_json
 from tests import testdata
 from tests.videos import Placement, background, compose, face_patches, random_recognizer, write_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other (10x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return FaceDetector()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

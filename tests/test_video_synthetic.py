@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from models.adaptive import AdaptiveConfig
 from models.engagement import EngagementConfig, EngagementModel
-from models.faces import FaceDetector
 from models.video import VideoConfig, analyze_video, video_json
 from tests import testdata
 from tests.test_engagement import random_keras_weights, write_keras_h5
@@ -17,18 +15,7 @@ from tests.videos import Placement, centre_inside, face_patches, random_recogniz
 SIZE = 112
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine more threads spin against each other (10x slower here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return FaceDetector()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
