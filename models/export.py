@@ -37,7 +37,7 @@ from torch import nn
 from models import weights as weights_mod
 from models.backbones import build_model, head_path, split_head
 from models.errors import AffectLabError, BadInputError
-from models.registry import ModelSpec, get_spec
+from models.registry import ModelSpec
 
 if TYPE_CHECKING:
     from models.faces import FaceDetector
@@ -137,17 +137,10 @@ def load_full_model(name: str, weights_dir: str | Path | None = None) -> LoadedM
         WeightsMissingError: The base weights are not in the folder; the message says how to get them.
         ExportError: Not a runnable PyTorch emotion model, or the version's tensors do not fit its base.
     """
-    from models.finetune import is_version
+    from models.versions import resolve
 
     wdir = weights_mod.resolve_weights_dir(weights_dir)
-    version = None
-    if is_version(name):
-        from models.versions import get_version
-
-        version = get_version(name, wdir)
-        spec = version.spec
-    else:
-        spec = get_spec(name)
+    spec, version = resolve(name, wdir)
     if not spec.is_emotion_model or spec.fmt != "torch_pickle" or not spec.runnable:
         raise ExportError(
             f"{name!r} is not a runnable PyTorch emotion model; pick one from `python -m models list` "

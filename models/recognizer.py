@@ -23,7 +23,7 @@ from PIL import Image
 
 from models import weights as weights_mod
 from models.errors import AffectLabError, WeightsMissingError
-from models.registry import ModelSpec, get_spec, onnx_variant
+from models.registry import ModelSpec, onnx_variant
 from models.types import EmotionPrediction
 
 Backend = Literal["torch", "onnx"]
@@ -159,17 +159,10 @@ class EmotionRecognizer:
             WeightsMissingError: Its weights are not in the folder; the message says how to get them.
             AffectLabError: The model is not an emotion model or cannot run here.
         """
-        from models.finetune import is_version
+        from models.versions import resolve
 
         wdir = weights_mod.resolve_weights_dir(weights_dir)
-        version = None
-        if is_version(name):
-            from models.versions import get_version
-
-            version = get_version(name, wdir)
-            spec = version.spec
-        else:
-            spec = get_spec(name)
+        spec, version = resolve(name, wdir)
         if not spec.is_emotion_model or spec.fmt != "torch_pickle":
             raise AffectLabError(f"{name!r} is not a PyTorch emotion model; pick one from `python -m models list`")
         if not spec.runnable:

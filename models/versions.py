@@ -158,6 +158,21 @@ def get_version(name: str, weights_dir: Path) -> ModelVersion:
     return _read(path)
 
 
+def resolve(name: str, weights_dir: Path) -> tuple[ModelSpec, ModelVersion | None]:
+    """The base registry entry of a model name, and the fine-tuned version when the name is one.
+
+    Raises:
+        UnknownModelError: No such registry entry.
+        VersionNotFoundError: No such fine-tuned version.
+    """
+    from models.finetune import is_version
+
+    if is_version(name):
+        version = get_version(name, weights_dir)
+        return version.spec, version
+    return get_spec(name), None
+
+
 def load_tensors(version: ModelVersion) -> dict[str, torch.Tensor]:
     """The version's tensors (safetensors; nothing is unpickled)."""
     from safetensors.torch import load_file

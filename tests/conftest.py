@@ -64,3 +64,17 @@ def detector():
     from models.faces import FaceDetector
 
     return FaceDetector()
+
+
+@pytest.fixture(scope="session")
+def face_crops(multi_face_jpg: Path, astronaut_png: Path, detector) -> list:
+    """The 6 real face crops of multi_face.jpg (5) and astronaut.png (1), as the pipeline cuts them."""
+    from models.faces import crop_face
+    from models.images import load_image
+
+    out = []
+    for path in (multi_face_jpg, astronaut_png):
+        img = load_image(path)
+        out += [crop_face(img, f.box) for f in detector.detect(img)]
+    assert len(out) == 6
+    return out

@@ -10,8 +10,6 @@ import torch
 
 from models import cli
 from models.export import TOLERANCE, ExportError, ExportReport, export_model, read_torchscript_metadata
-from models.faces import FaceDetector, crop_face
-from models.images import load_image
 from models.recognizer import EmotionRecognizer, preprocess
 from models.registry import get_spec
 from models.versions import get_version, head_tensors, save_version
@@ -28,13 +26,8 @@ def wdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def crops(multi_face_jpg: Path, astronaut_png: Path) -> list[np.ndarray]:
-    det = FaceDetector()
-    out = []
-    for path in (multi_face_jpg, astronaut_png):
-        img = load_image(path)
-        out += [crop_face(img, f.box) for f in det.detect(img)]
-    return out[:4]
+def crops(face_crops: list[np.ndarray]) -> list[np.ndarray]:
+    return face_crops[:4]
 
 
 @pytest.fixture(scope="module")

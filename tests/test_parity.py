@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.faces import FaceDetector, crop_face
-from models.images import load_image
 from models.recognizer import EmotionRecognizer
 from models.registry import emotion_models, get_spec, onnx_variant
 from models.weights import import_checkpoint
@@ -26,14 +24,8 @@ ONNX_NAMES = [n for n in TORCH_NAMES if onnx_variant(n) is not None]
 
 
 @pytest.fixture(scope="module")
-def crops(multi_face_jpg: Path, astronaut_png: Path) -> list[np.ndarray]:
-    det = FaceDetector()
-    out = []
-    for path in (multi_face_jpg, astronaut_png):
-        img = load_image(path)
-        out += [crop_face(img, f.box) for f in det.detect(img)]
-    assert len(out) == 6
-    return out
+def crops(face_crops: list[np.ndarray]) -> list[np.ndarray]:
+    return face_crops
 
 
 @pytest.fixture()
