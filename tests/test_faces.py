@@ -88,6 +88,30 @@ def test_boxes_are_clipped_to_the_image() -> None:
     assert np.array_equal(crop_face(img, box), img[2:11, 3:17])
 
 
+def _facenet_mtcnn():
+    from facenet_pytorch import MTCNN
+
+    return MTCNN(keep_all=False, post_process=False, min_face_size=40, device="cpu").eval()
+
+
+@pytest.mark.parametrize("name", ["multi_face", "astronaut", "single_face", "landscape"])
+def test_same_detections_as_facenet_pytorch(detector: FaceDetector, multi_face_jpg: Path, astronaut_png: Path,
+                                            single_face_jpg: Path, landscape_jpg: Path, name: str) -> None:
+    path = {"multi_face": multi_face_jpg, "astronaut": astronaut_png, "single_face": single_face_jpg,
+            "landscape": landscape_jpg}[name]
+    img = load_image(path)
+    boxes, probs, points = _facenet_mtcnn().detect(img, landmarks=True)
+    ours = FaceDetector(DetectorConfig(keep_prob=0.0)).detect(img)
+    if boxes is None:
+        assert ours == []
+        return
+    assert len(ours) == len(boxes)
+    for face, box, prob, pts in zip(ours, boxes, probs, points, strict=True):
+        assert np.abs(np.array(face.box) - box).max() < 1e-3
+        assert abs(face.det_score - prob) < 1e-5
+        assert np.abs(np.array(face.landmarks) - pts).max() < 1e-3
+
+
 @pytest.mark.parametrize("size", [(97, 83), (24, 24), (13, 30), (48, 200), (5, 7)])
 @pytest.mark.parametrize("out", [24, 48])
 def test_fast_area_resize_matches_interpolate(size: tuple[int, int], out: int) -> None:
