@@ -59,8 +59,9 @@ def _fast_imresample(img: torch.Tensor, sz: tuple[int, int]) -> torch.Tensor:
     hundreds of calls per image; the same bins as matrix products take a few microseconds. Values agree to float32
     rounding (< 1e-4 on 0-255 pixels). Other resizes (the image pyramid) go to the original.
     """
-    if img.shape[0] == 1 and img.dtype == torch.float32 and sz[0] <= 48 and sz[1] <= 48:
-        return _area_matrix(img.shape[2], sz[0]) @ img @ _area_matrix(img.shape[3], sz[1]).T
+    if img.shape[0] == 1 and img.dtype == torch.float32 and img.device.type == "cpu" and sz[0] <= 48 and sz[1] <= 48:
+        rows, cols = _area_matrix(img.shape[2], sz[0]), _area_matrix(img.shape[3], sz[1])
+        return torch.from_numpy(rows.numpy() @ img[0].numpy() @ cols.numpy().T)[None]
     assert _facenet_imresample is not None
     return _facenet_imresample(img, sz)
 
