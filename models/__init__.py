@@ -1,0 +1,1 @@
+"""AffectLab's inference: checkpoints, faces, emotions, videos, engagement, fine-tuning (no Streamlit here)."""
