@@ -4,18 +4,19 @@ The reference (EmotiEffLib / HSEmotion) detects with ``MTCNN(keep_all=False, pos
 default thresholds (0.6, 0.7, 0.7) and factor 0.709, keeps faces with probability > 0.9 and crops the tight box
 truncated to int, with no margin. AffectLab does the same, with two fixes: boxes are clipped to the image (the
 reference gives an empty crop for a negative coordinate) and an image smaller than the minimum face size gives no
-face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there).
+face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there). The pipeline is facenet-pytorch's
+with a faster resize of the face candidates (``models.mtcnn``); facenet-pytorch itself is not modified.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import torch
 
+from models.mtcnn import detect_face
 from models.types import Box, Face
 
 
@@ -37,43 +38,6 @@ class DetectorConfig:
     factor: float = 0.709
     keep_prob: float = 0.9
     max_side: int | None = None
-
-
-@lru_cache(maxsize=4096)
-def _area_matrix(n: int, m: int) -> torch.Tensor:
-    """(m, n) matrix averaging n samples into m bins exactly as ``adaptive_avg_pool2d`` (area resize) bins them."""
-    mat = torch.zeros((m, n), dtype=torch.float32)
-    for i in range(m):
-        start, end = (i * n) // m, -((-(i + 1) * n) // m)
-        mat[i, start:end] = 1.0 / (end - start)
-    return mat
-
-
-_facenet_imresample = None
-
-
-def _fast_imresample(img: torch.Tensor, sz: tuple[int, int]) -> torch.Tensor:
-    """Area resize of one face candidate to R-Net/O-Net size as two small matrix products.
-
-    facenet-pytorch resizes each candidate box separately with ``interpolate(mode="area")``, about 0.3 ms a call and
-    hundreds of calls per image; the same bins as matrix products take a few microseconds. Values agree to float32
-    rounding (< 1e-4 on 0-255 pixels). Other resizes (the image pyramid) go to the original.
-    """
-    if img.shape[0] == 1 and img.dtype == torch.float32 and img.device.type == "cpu" and sz[0] <= 48 and sz[1] <= 48:
-        rows, cols = _area_matrix(img.shape[2], sz[0]), _area_matrix(img.shape[3], sz[1])
-        return torch.from_numpy(rows.numpy() @ img[0].numpy() @ cols.numpy().T)[None]
-    assert _facenet_imresample is not None
-    return _facenet_imresample(img, sz)
-
-
-def _install_fast_imresample() -> None:
-    """Points facenet-pytorch's ``detect_face`` at :func:`_fast_imresample` (once; idempotent)."""
-    global _facenet_imresample
-    from facenet_pytorch.models.utils import detect_face as dfm
-
-    if _facenet_imresample is None:
-        _facenet_imresample = dfm.imresample
-        dfm.imresample = _fast_imresample
 
 
 class FaceDetector:
@@ -103,7 +67,6 @@ class FaceDetector:
         # torch's CPU max_pool2d is about 8x faster; boxes move by < 1e-4 px (float summation order only).
         for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
             net.to(memory_format=torch.channels_last)
-        _install_fast_imresample()
 
     def _scale_for(self, shape: tuple[int, ...]) -> float:
         side = max(shape[0], shape[1])
@@ -134,6 +97,7 @@ class FaceDetector:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
             groups.setdefault(img.shape, []).append(i)
+        c = self.config
         for shape, idxs in groups.items():
             scale = self._scale_for(shape)
             # An image smaller than the minimum face gives an empty scale pyramid in facenet-pytorch.
@@ -143,23 +107,22 @@ class FaceDetector:
             if scale != 1.0:
                 batch = _resize_batch(batch, scale)
             with torch.inference_mode():
-                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+                boxes, points = detect_face(batch, c.min_face_size, self._mtcnn.pnet, self._mtcnn.rnet,
+                                            self._mtcnn.onet, c.thresholds, c.factor, self.device)
             for j, i in enumerate(idxs):
-                results[i] = self._faces(boxes[j], probs[j], points[j], scale)
+                # Largest first, as facenet-pytorch's MTCNN.detect(select_largest=True) orders them.
+                order = np.argsort((boxes[j][:, 2] - boxes[j][:, 0]) * (boxes[j][:, 3] - boxes[j][:, 1]))[::-1]
+                b = boxes[j][order]
+                results[i] = self._faces(b[:, :4], b[:, 4], points[j][order], scale)
         return results
 
-    def _faces(self, boxes: np.ndarray | None, probs: np.ndarray | None, points: np.ndarray | None,
-               scale: float) -> list[Face]:
-        if boxes is None or probs is None:
-            return []
+    def _faces(self, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray, scale: float) -> list[Face]:
         faces = []
         for k, (box, prob) in enumerate(zip(boxes, probs, strict=True)):
-            if prob is None or not float(prob) > self.config.keep_prob:
+            if not float(prob) > self.config.keep_prob:
                 continue
             b = np.asarray(box, dtype=np.float64) / scale
-            lm = None
-            if points is not None:
-                lm = tuple((float(x) / scale, float(y) / scale) for x, y in np.asarray(points[k]))
+            lm = tuple((float(x) / scale, float(y) / scale) for x, y in np.asarray(points[k]))
             faces.append(Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), det_score=float(prob),
                               landmarks=lm))
         return faces
