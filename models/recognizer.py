@@ -102,6 +102,8 @@ def _ort_session(model_bytes: bytes, device: str) -> object:
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # ORT's idle threads otherwise spin after each run and take the cores from torch (the face detector) meanwhile.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
 
 
