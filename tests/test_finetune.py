@@ -99,7 +99,6 @@ def study_db(tmp_path: Path, random_weights_dir: Path):
     rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir)
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((2, 1280)).astype(np.float32)
-    faces = {}
     for m in range(8):  # 8 media items, 6 faces each: 3 of "cluster 0", 3 of "cluster 1"
         results = []
         for i in range(6):
@@ -109,13 +108,11 @@ def study_db(tmp_path: Path, random_weights_dir: Path):
             results.append(FaceResult(file=f"m{m}.png", index=i, face=Face(box=(10.0 * i, 0, 10.0 * i + 9, 9),
                                       det_score=0.99), prediction=pred,
                                       crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)))
-        store.ingest_results("s", png_bytes(m), f"m{m}.png", results)
-        faces[m] = [(f.face_id, i % 2) for i, f in enumerate(sorted(store.faces("s", media_id=None),
-                                                                     key=lambda f: f.face_id)[-6:])]
-    # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither).
-    for items in faces.values():
-        for fid, c in items:
-            store.correct_face(fid, "ann", label="Happiness" if c == 0 else "Sadness")
+        (media_id,) = store.ingest_results("s", png_bytes(m), f"m{m}.png", results).media_ids
+        # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither). Faces are
+        # stored in detector order: face i is of cluster i % 2.
+        for i, face in enumerate(sorted(store.faces("s", media_id=media_id), key=lambda f: f.face_id)):
+            store.correct_face(face.face_id, "ann", label="Happiness" if i % 2 == 0 else "Sadness")
     yield url, store
     store.close()
 
