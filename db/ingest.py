@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -105,20 +105,8 @@ class _Counts:
     warnings: list[str] = field(default_factory=list)
 
     def report(self, study: str) -> IngestReport:
-        return IngestReport(
-            study=study,
-            media_ids=tuple(self.media_ids),
-            media_new=self.media_new,
-            media_existing=self.media_existing,
-            faces_new=self.faces_new,
-            faces_reused=self.faces_reused,
-            predictions_new=self.predictions_new,
-            predictions_existing=self.predictions_existing,
-            tracks_new=self.tracks_new,
-            crops_stored=self.crops_stored,
-            features_stored=self.features_stored,
-            warnings=tuple(self.warnings),
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return IngestReport(study=study, **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -71,6 +71,26 @@ def head_path(spec: ModelSpec) -> str:
     return "classifier"
 
 
+def find_head(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, str, nn.Linear]:
+    """Where ``spec``'s architecture keeps its final Linear: ``(parent module, attribute name, the Linear)``.
+
+    Raises:
+        CheckpointFormatError: If there is no linear layer there.
+    """
+    *parents, last = head_path(spec).split(".")
+    owner = model
+    for part in parents:
+        owner = getattr(owner, part)
+    head = getattr(owner, last, None)
+    if isinstance(head, nn.Sequential) and len(head) == 1:
+        head = head[0]
+    if not isinstance(head, nn.Linear):
+        raise CheckpointFormatError(
+            f"{spec.name}: expected a Linear layer at {head_path(spec)!r}, found {type(head).__name__}"
+        )
+    return owner, last, head
+
+
 def split_head(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, nn.Linear]:
     """Splits ``model`` into a feature extractor and its final linear layer, as the reference does.
 
@@ -88,16 +108,6 @@ def split_head(model: nn.Module, spec: ModelSpec) -> tuple[nn.Module, nn.Linear]
     Raises:
         CheckpointFormatError: If the model has no linear head where ``spec`` says.
     """
-    *parents, last = head_path(spec).split(".")
-    owner = model
-    for part in parents:
-        owner = getattr(owner, part)
-    head = getattr(owner, last, None)
-    if isinstance(head, nn.Sequential) and len(head) == 1:
-        head = head[0]
-    if not isinstance(head, nn.Linear):
-        raise CheckpointFormatError(
-            f"{spec.name}: expected a Linear layer at {head_path(spec)!r}, found {type(head).__name__}"
-        )
+    owner, last, head = find_head(model, spec)
     setattr(owner, last, nn.Identity())
     return model, head

@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import weights as weights_mod
-from models.backbones import build_model, head_path, split_head
-from models.errors import AffectLabError, BadInputError
+from models.backbones import split_head
+from models.errors import AffectLabError, BadInputError, CheckpointFormatError
 from models.registry import ModelSpec
+from models.versions import LoadedModel, ModelNotRunnableError, load_model
 
 if TYPE_CHECKING:
     from models.faces import FaceDetector
@@ -85,92 +85,17 @@ class ExportReport:
         return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= tolerance
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A complete PyTorch emotion model (backbone and head) ready to run, with where its weights came from.
-
-    Attributes:
-        name: Registry name or fine-tuned version name.
-        spec: Registry entry of the architecture (the base model's for a version).
-        model: ``build_model(spec)`` with the weights loaded (and a version's head or state), in evaluation mode:
-            ``model(x)`` returns the ``spec.num_outputs`` raw outputs.
-        base_sha1: Git blob SHA-1 recorded with the base weights.
-        weights_hash: The hash :class:`models.recognizer.EmotionRecognizer` reports for the same name.
-    """
-
-    name: str
-    spec: ModelSpec
-    model: nn.Module
-    base_sha1: str
-    weights_hash: str
-
-
-def head_linear(model: nn.Module, spec: ModelSpec) -> nn.Linear:
-    """The final ``nn.Linear`` of a whole model built by ``build_model`` (left in place, unlike ``split_head``).
-
-    Raises:
-        ExportError: There is no linear layer where ``spec``'s architecture keeps its head.
-    """
-    owner = model
-    for part in head_path(spec).split("."):
-        owner = getattr(owner, part)
-    if isinstance(owner, nn.Sequential) and len(owner) == 1:
-        owner = owner[0]
-    if not isinstance(owner, nn.Linear):
-        raise ExportError(f"{spec.name}: expected a Linear head at {head_path(spec)!r}, found {type(owner).__name__}")
-    return owner
-
-
 def load_full_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
-    """Builds the whole PyTorch model of a registered emotion model or fine-tuned version.
-
-    Args:
-        name: Registry name of a PyTorch emotion checkpoint, or a fine-tuned version name (contains ``@``).
-        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
-
-    Returns:
-        The model with its provenance.
+    """:func:`models.versions.load_model`, with the errors of an export.
 
     Raises:
-        UnknownModelError: No such registry entry.
-        VersionNotFoundError: No such fine-tuned version.
-        WeightsMissingError: The base weights are not in the folder; the message says how to get them.
-        ExportError: Not a runnable PyTorch emotion model, or the version's tensors do not fit its base.
+        UnknownModelError, VersionNotFoundError, WeightsMissingError: As ``load_model``.
+        ExportError: Not a runnable PyTorch emotion model, or a version's tensors do not fit its base.
     """
-    from models.versions import resolve
-
-    wdir = weights_mod.resolve_weights_dir(weights_dir)
-    spec, version = resolve(name, wdir)
-    if not spec.is_emotion_model or spec.fmt != "torch_pickle" or not spec.runnable:
-        raise ExportError(
-            f"{name!r} is not a runnable PyTorch emotion model; pick one from `python -m models list` "
-            "(ONNX entries are already ONNX files)"
-        )
-    state, meta = weights_mod.load_weights(spec.name, wdir)
-    base_sha1 = meta.get("source_sha1", "")
-    weights_hash = base_sha1
-    model = build_model(spec)
-    tensors: dict[str, torch.Tensor] = {}
-    if version is not None:
-        from models.versions import load_tensors
-
-        tensors = load_tensors(version)
-        if version.kind == "full":
-            state = tensors
-        weights_hash = f"{base_sha1[:12]}+{version.weights_hash}"
     try:
-        model.load_state_dict(state, strict=True)
-        if version is not None and version.kind == "head":
-            linear = head_linear(model, spec)
-            with torch.no_grad():
-                linear.weight.copy_(tensors["head.weight"])
-                linear.bias.copy_(tensors["head.bias"])
-    except (RuntimeError, KeyError) as exc:
-        raise ExportError(
-            f"{name!r}: its stored tensors do not fit {spec.name} ({spec.arch}): {exc}; remove the "
-            "version and fine-tune again"
-        ) from exc
-    return LoadedModel(name=name, spec=spec, model=model.eval(), base_sha1=base_sha1, weights_hash=weights_hash)
+        return load_model(name, weights_dir)
+    except (ModelNotRunnableError, CheckpointFormatError) as exc:
+        raise ExportError(str(exc)) from exc
 
 
 class LogitsAndFeatures(nn.Module):

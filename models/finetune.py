@@ -35,6 +35,12 @@ Target = Literal["emotion", "va", "engagement"]
 ENGAGEMENT_LEVELS = np.array([0.0, 0.33, 0.66, 1.0])
 MIN_FACES = 20
 """Fewest corrected faces for a judgement (and for saving a head)."""
+MAIN_METRIC: dict[str, tuple[str, str, bool]] = {
+    "emotion": ("macro_f1", "macro-F1", True),
+    "va": ("ccc_mean", "mean CCC", True),
+    "engagement": ("mse", "MSE", False),
+}
+"""Per target: the metric that decides whether a head is better, its name for people, and whether higher is better."""
 MIN_GROUPS = 3
 """Fewest distinct groups (media items or tracks): cross-validation needs held-out people."""
 
@@ -104,8 +110,7 @@ class FineTuneReport:
     @property
     def improved(self) -> bool:
         """Whether the new head beat the original on the main metric."""
-        key, higher = {"emotion": ("macro_f1", True), "va": ("ccc_mean", True), "engagement": ("mse", False)}[
-            self.target]
+        key, _, higher = MAIN_METRIC[self.target]
         if not self.enough or key not in self.before:
             return False
         b, a = float(self.before[key]), float(self.after[key])  # type: ignore[arg-type]
@@ -191,15 +196,13 @@ def fit_emotion_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarra
     return w.detach().float().numpy(), b.detach().float().numpy()
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, w0: np.ndarray | None, b0: np.ndarray | None, *,
-              l2: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def fit_ridge(x: np.ndarray, y: np.ndarray, w0: np.ndarray | None, *, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression towards an initial head: argmin ||X W^T + b - Y||^2 + l2 ||W - W0||^2.
 
     Args:
         x: (N, F) features.
         y: (N, M) targets.
-        w0: (M, F) initial weights, or None for zeros.
-        b0: (M,) initial biases (unused but for the shape), or None.
+        w0: (M, F) initial weights, or None for zeros (the bias needs no prior: it is fitted in closed form).
         l2: Penalty strength.
 
     Returns:
@@ -281,8 +284,7 @@ def cross_validate(data: TrainingSet, target: Target, head_w: np.ndarray, head_b
     after = _metrics(data.targets, pred_after, target, len(data.classes))
     report = FineTuneReport(target, n, n_groups, k_folds, True, "", before, after, data.classes)
     verdict = "better than" if report.improved else "not better than"
-    main = {"emotion": "macro-F1", "va": "mean CCC", "engagement": "MSE"}[target]
-    key = {"emotion": "macro_f1", "va": "ccc_mean", "engagement": "mse"}[target]
+    key, main, _ = MAIN_METRIC[target]
     msg = (f"On {n} corrected faces held out by {k_folds}-fold group cross-validation the fine-tuned head is {verdict} "
            f"the original ({main} {after[key]:.3f} vs {before[key]:.3f}).")
     return FineTuneReport(target, n, n_groups, k_folds, True, msg, before, after, data.classes)
@@ -295,8 +297,8 @@ def fit_head(x: np.ndarray, y: np.ndarray, target: Target, head_w: np.ndarray | 
         assert head_w is not None and head_b is not None
         return fit_emotion_head(x, y.astype(int), head_w, head_b, l2=1e-2 if l2 is None else l2)
     if target == "va":
-        return fit_ridge(x, y, head_w, head_b, l2=1.0 if l2 is None else l2)
-    return fit_ridge(x, y, None, None, l2=1.0 if l2 is None else l2)
+        return fit_ridge(x, y, head_w, l2=1.0 if l2 is None else l2)
+    return fit_ridge(x, y, None, l2=1.0 if l2 is None else l2)
 
 
 def predict_head(x: np.ndarray, w: np.ndarray, b: np.ndarray, target: Target) -> np.ndarray:

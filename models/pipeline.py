@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from models.errors import BadInputError
 from models.faces import FaceDetector, crop_face
 from models.images import ImageSource, load_image
 from models.recognizer import EmotionRecognizer
@@ -30,14 +27,6 @@ class ImageAnalysis:
     width: int
     height: int
     faces: list[FaceResult] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class FileError:
-    """A file that could not be analysed, and why."""
-
-    file: str
-    reason: str
 
 
 def analyze_array(image: np.ndarray, name: str, detector: FaceDetector, recognizer: EmotionRecognizer,
@@ -77,28 +66,3 @@ def analyze_image(src: ImageSource, name: str, detector: FaceDetector, recognize
         BadInputError: The file cannot be decoded (the message names it and says why).
     """
     return analyze_array(load_image(src, name), name, detector, recognizer, keep_crops)
-
-
-def analyze_files(paths: Sequence[str | Path], detector: FaceDetector, recognizer: EmotionRecognizer,
-                  on_error: Callable[[FileError], None] | None = None,
-                  keep_crops: bool = False) -> Iterator[ImageAnalysis | FileError]:
-    """Analyses image files one after another; a bad file yields a :class:`FileError` and the rest go on.
-
-    Args:
-        paths: Image files.
-        detector: The face detector.
-        recognizer: The emotion model.
-        on_error: Called with each failure as it happens.
-        keep_crops: Keep crops in the results.
-
-    Yields:
-        One analysis or error per path, in order.
-    """
-    for path in paths:
-        try:
-            yield analyze_image(path, str(path), detector, recognizer, keep_crops)
-        except BadInputError as exc:
-            err = FileError(file=exc.file, reason=exc.reason)
-            if on_error is not None:
-                on_error(err)
-            yield err

@@ -161,43 +161,24 @@ class EmotionRecognizer:
             WeightsMissingError: Its weights are not in the folder; the message says how to get them.
             AffectLabError: The model is not an emotion model or cannot run here.
         """
-        from models.versions import resolve
+        from models.backbones import split_head
+        from models.versions import load_model, resolve
 
         wdir = weights_mod.resolve_weights_dir(weights_dir)
-        spec, version = resolve(name, wdir)
-        if not spec.is_emotion_model or spec.fmt != "torch_pickle":
-            raise AffectLabError(f"{name!r} is not a PyTorch emotion model; pick one from `python -m models list`")
-        if not spec.runnable:
-            raise AffectLabError(f"{name!r} cannot run in AffectLab: {spec.note}")
         if backend == "onnx":
+            spec, version = resolve(name, wdir)
             published = onnx_variant(spec.name)
             if version is None and published is not None and weights_mod.weights_path(published.name, wdir).is_file():
                 return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
             # No published ONNX file here (or a fine-tuned version): run ONNX Runtime on the verified weights.
             torch_rec = cls.load(name, wdir, device="cpu", backend="torch", resize=resize, batch_size=batch_size)
             return torch_rec._to_onnx_runtime(wdir, device)
-        from models.backbones import build_model, split_head
-
-        state, meta = weights_mod.load_weights(spec.name, wdir)
-        weights_hash = meta.get("source_sha1", "")
-        model = build_model(spec)
-        if version is not None:
-            from models.versions import load_tensors
-
-            tensors = load_tensors(version)
-            if version.kind == "full":
-                state = tensors
-            weights_hash = f"{weights_hash[:12]}+{version.weights_hash}"
-        model.load_state_dict(state, strict=True)
-        backbone, linear = split_head(model, spec)
-        head_w, head_b = linear.weight.detach().cpu().numpy(), linear.bias.detach().cpu().numpy()
-        if version is not None and version.kind == "head":
-            head_w, head_b = tensors["head.weight"].numpy(), tensors["head.bias"].numpy()
-        eng_w = eng_b = None
-        if version is not None and "engagement.weight" in tensors:
-            eng_w, eng_b = tensors["engagement.weight"].numpy(), tensors["engagement.bias"].numpy()
-        head = Head(weight=head_w, bias=head_b, name=name, weights_hash=weights_hash, engagement_weight=eng_w,
-                    engagement_bias=eng_b)
+        loaded = load_model(name, wdir)
+        spec = loaded.spec
+        backbone, linear = split_head(loaded.model, spec)
+        eng_w, eng_b = loaded.engagement or (None, None)
+        head = Head(weight=linear.weight.detach().cpu().numpy(), bias=linear.bias.detach().cpu().numpy(), name=name,
+                    weights_hash=loaded.weights_hash, engagement_weight=eng_w, engagement_bias=eng_b)
         dev = resolve_device(device)
         backbone = backbone.eval().to(dev)
         if precision == "bf16":

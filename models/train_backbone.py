@@ -555,7 +555,8 @@ def train_backbone(
         DeviceUnavailableError: CUDA was asked for and is not available.
     """
     from models import weights as weights_mod
-    from models.export import head_linear, load_full_model
+    from models.backbones import find_head
+    from models.export import load_full_model
     from models.finetune import is_version
     from models.registry import get_spec
     from models.versions import get_version, save_version
@@ -585,7 +586,7 @@ def train_backbone(
     gen = torch.Generator().manual_seed(recipe.seed)
     weight = class_weights([s.label for s in train], k).to(dev) if recipe.class_weights else None
     train_ds = _Crops(data, train, spec, flip=recipe.flip)
-    head = head_linear(net, spec)
+    head = find_head(net, spec)[2]
     history: list[dict[str, Any]] = []
     common = {
         "head": head,

@@ -22,9 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.errors import AffectLabError
+from models import weights as weights_mod
+from models.errors import AffectLabError, CheckpointFormatError
 from models.finetune import versions_dir
 from models.registry import ModelSpec, get_spec
+
+
+class ModelNotRunnableError(AffectLabError):
+    """The name is registered but is not a PyTorch emotion model AffectLab can run."""
 
 
 class VersionNotFoundError(AffectLabError):
@@ -193,3 +198,70 @@ def head_tensors(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor
     """The tensors of a ``head`` version."""
     return {"head.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
             "head.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A complete PyTorch emotion model (backbone and head) ready to run, with where its weights came from.
+
+    Attributes:
+        name: Registry name or fine-tuned version name.
+        spec: Registry entry of the architecture (the base model's for a version).
+        model: ``build_model(spec)`` with the weights loaded (and a version's head or state), in evaluation mode:
+            ``model(x)`` returns the ``spec.num_outputs`` raw outputs.
+        base_sha1: Git blob SHA-1 recorded with the base weights.
+        weights_hash: Identifies the weights (the base's hash, plus the version's for a version).
+        engagement: A version's per-face engagement head ``(weight (1, F), bias (1,))``, or None.
+    """
+
+    name: str
+    spec: ModelSpec
+    model: torch.nn.Module
+    base_sha1: str
+    weights_hash: str
+    engagement: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
+    """Builds the whole PyTorch model of a registered emotion model or fine-tuned version (safetensors only).
+
+    Args:
+        name: Registry name of a PyTorch emotion checkpoint, or a fine-tuned version name (contains ``@``).
+        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
+
+    Raises:
+        UnknownModelError: No such registry entry.
+        VersionNotFoundError: No such fine-tuned version.
+        ModelNotRunnableError: Not a PyTorch emotion model AffectLab can run.
+        WeightsMissingError: The base weights are not in the folder; the message says how to get them.
+        CheckpointFormatError: A version's tensors do not fit its base.
+    """
+    from models.backbones import build_model, find_head
+
+    wdir = weights_mod.resolve_weights_dir(weights_dir)
+    spec, version = resolve(name, wdir)
+    if not spec.is_emotion_model or spec.fmt != "torch_pickle" or not spec.runnable:
+        why = f" ({spec.note})" if spec.note else " (ONNX entries are already ONNX files)"
+        raise ModelNotRunnableError(f"{name!r} is not a runnable PyTorch emotion model{why}; pick one from "
+                                    "`python -m models list`")
+    state, meta = weights_mod.load_weights(spec.name, wdir)
+    base_sha1 = meta.get("source_sha1", "")
+    model = build_model(spec)
+    if version is None:
+        model.load_state_dict(state, strict=True)
+        return LoadedModel(name, spec, model.eval(), base_sha1, base_sha1)
+    tensors = load_tensors(version)
+    engagement = None
+    try:
+        model.load_state_dict(tensors if version.kind == "full" else state, strict=True)
+        if version.kind == "head":
+            linear = find_head(model, spec)[2]
+            with torch.no_grad():
+                linear.weight.copy_(tensors["head.weight"])
+                linear.bias.copy_(tensors["head.bias"])
+        if "engagement.weight" in tensors:
+            engagement = (tensors["engagement.weight"].numpy(), tensors["engagement.bias"].numpy())
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointFormatError(f"{name!r}: its stored tensors do not fit {spec.name} ({spec.arch}): {exc}; "
+                                    "remove the version and fine-tune again") from exc
+    return LoadedModel(name, spec, model.eval(), base_sha1, f"{base_sha1[:12]}+{version.weights_hash}", engagement)

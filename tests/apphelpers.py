@@ -73,3 +73,13 @@ def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: st
         ids.append(out.media_id)
     store.close()
     return ids
+
+
+def fresh_data_dir(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> Path:
+    """A copy of a prepared data folder for one test, with the app pointed at it and at ``weights_dir``."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(template, data)
+    use_folders(monkeypatch, data, weights_dir)
+    return data

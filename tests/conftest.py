@@ -78,3 +78,23 @@ def face_crops(multi_face_jpg: Path, astronaut_png: Path, detector) -> list:
         out += [crop_face(img, f.box) for f in detector.detect(img)]
     assert len(out) == 6
     return out
+
+
+@pytest.fixture(scope="session")
+def analysed_multi_face(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path,
+                        multi_face_jpg: Path) -> Path:
+    """A data folder whose study ``default`` holds multi_face.jpg analysed by the app (copy it before changing it)."""
+    from tests.apphelpers import analyze_into
+
+    data = tmp_path_factory.mktemp("multi-face-template")
+    analyze_into(data, random_weights_dir, [multi_face_jpg])
+    return data
+
+
+@pytest.fixture
+def multi_face_app_dir(analysed_multi_face: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       random_weights_dir: Path) -> Path:
+    """A fresh copy of :func:`analysed_multi_face` with the app pointed at it and at the random weights."""
+    from tests.apphelpers import fresh_data_dir
+
+    return fresh_data_dir(analysed_multi_face, tmp_path, monkeypatch, random_weights_dir)

@@ -67,7 +67,7 @@ def test_ridge_towards_initial_head_recovers_exact_solution() -> None:
     x = rng.standard_normal((200, 5))
     w = rng.standard_normal((2, 5))
     y = x @ w.T + np.array([0.5, -1.0])
-    wf, bf = fit_ridge(x, y, np.zeros((2, 5)), None, l2=1e-9)
+    wf, bf = fit_ridge(x, y, np.zeros((2, 5)), l2=1e-9)
     assert np.allclose(wf, w, atol=1e-4) and np.allclose(bf, [0.5, -1.0], atol=1e-4)
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from affectlab.settings import Settings
-from tests.apphelpers import analyze_into, new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import new_app, no_exception, page, store_for
 from webapp.access import AccessConfig, is_loopback, load_access_config, parse_people
 
 AUTH = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-secret",
@@ -52,21 +51,6 @@ def test_modes_and_rules() -> None:
 # ------------------------------------------------------------------------------------------------- the app
 
 
-@pytest.fixture(scope="module")
-def analysed(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path, multi_face_jpg: Path) -> Path:
-    data = tmp_path_factory.mktemp("access-template")
-    analyze_into(data, random_weights_dir, [multi_face_jpg])
-    return data
-
-
-@pytest.fixture
-def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(analysed, data)
-    use_folders(monkeypatch, data, random_weights_dir)
-    return data
-
-
 def _shows_nothing_private(at) -> None:
     """No media, face or label: no image, chart, table, video, correction control, file name or class name."""
     no_exception(at)
@@ -79,7 +63,7 @@ def _shows_nothing_private(at) -> None:
         assert private not in text, private
 
 
-def test_signed_out_session_sees_no_media_face_or_label(data_dir: Path) -> None:
+def test_signed_out_session_sees_no_media_face_or_label(multi_face_app_dir: Path) -> None:
     at = new_app(**AUTH)
     at.user = {"is_logged_in": False}
     at.run()
@@ -91,7 +75,7 @@ def test_signed_out_session_sees_no_media_face_or_label(data_dir: Path) -> None:
         _shows_nothing_private(at)
 
 
-def test_signed_in_identity_comes_from_the_login(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_in_identity_comes_from_the_login(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFFECTLAB_ANNOTATORS", "ann@x.org")
     at = new_app(**AUTH)
     at.user = {"is_logged_in": True, "email": "ann@x.org", "name": "Ann"}
@@ -101,13 +85,13 @@ def test_signed_in_identity_comes_from_the_login(data_dir: Path, monkeypatch: py
     assert any("ann@x.org" in m.value for m in at.sidebar.markdown)
     at.button(key="cls_Anger").click().run()
     no_exception(at)
-    (face,) = [f for f in store_for(data_dir).faces("default") if f.label_source == "human"]
+    (face,) = [f for f in store_for(multi_face_app_dir).faces("default") if f.label_source == "human"]
     assert face.judgements[0].annotator == "ann@x.org"
     page(at, "dataset")
     assert not at.get("download_button") and any("owners" in i.value for i in at.info)
 
 
-def test_signed_in_but_not_on_the_list(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signed_in_but_not_on_the_list(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFFECTLAB_ANNOTATORS", "ann@x.org")
     at = new_app(**AUTH)
     at.user = {"is_logged_in": True, "email": "mallory@x.org"}
@@ -116,7 +100,7 @@ def test_signed_in_but_not_on_the_list(data_dir: Path, monkeypatch: pytest.Monke
     assert "not on this deployment's list" in at.error[0].value
 
 
-def test_owner_gets_exports(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_owner_gets_exports(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFFECTLAB_OWNERS", "boss@x.org")
     at = new_app(**AUTH)
     at.user = {"is_logged_in": True, "email": "boss@x.org"}
@@ -125,7 +109,7 @@ def test_owner_gets_exports(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert len(at.get("download_button")) == 6
 
 
-def test_access_code(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_code(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "open sesame")
     at = new_app()
     at.run()
@@ -142,7 +126,7 @@ def test_access_code(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not at.get("download_button"), "the study code alone does not make an owner"
 
 
-def test_hosted_without_sign_in_shows_nothing(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hosted_without_sign_in_shows_nothing(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPACE_ID", "someone/affectlab")
     at = new_app()
     at.run()

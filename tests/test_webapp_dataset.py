@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.apphelpers import analyze_into, new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import analyze_into, fresh_data_dir, new_app, no_exception, page, store_for
 from webapp import services
 
 pytestmark = pytest.mark.slow
@@ -32,10 +31,7 @@ def analysed(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path,
 
 @pytest.fixture
 def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(analysed, data)
-    use_folders(monkeypatch, data, random_weights_dir)
-    return data
+    return fresh_data_dir(analysed, tmp_path, monkeypatch, random_weights_dir)
 
 
 def test_counts_confusion_and_export_buttons(data_dir: Path) -> None:

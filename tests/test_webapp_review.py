@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.apphelpers import analyze_into, new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import new_app, no_exception, page, store_for
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def analysed(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path, multi_face_jpg: Path,
-             pyfeat) -> Path:  # fmt: skip
-    data = tmp_path_factory.mktemp("review-template")
-    analyze_into(data, random_weights_dir, [multi_face_jpg])
-    return data
-
-
-@pytest.fixture
-def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(analysed, data)
-    use_folders(monkeypatch, data, random_weights_dir)
-    return data
-
-
-def test_annotator_name_is_required_before_the_first_correction(data_dir: Path) -> None:
+def test_annotator_name_is_required_before_the_first_correction(multi_face_app_dir: Path) -> None:
     at = page(new_app(), "review")
     no_exception(at)
     assert any("Enter your name" in i.value for i in at.info)
     assert all(b.disabled for b in at.button if b.key and b.key.startswith("cls_"))
-    assert store_for(data_dir).history(face_id=store_for(data_dir).faces("default")[0].face_id) == []
+    store = store_for(multi_face_app_dir)
+    assert store.history(face_id=store.faces("default")[0].face_id) == []
 
 
-def test_correct_with_class_keys_then_undo(data_dir: Path) -> None:
+def test_correct_with_class_keys_then_undo(multi_face_app_dir: Path) -> None:
     at = new_app()
     at.run()
     at.text_input(key="w_annotator").input("bob").run()
@@ -50,7 +34,7 @@ def test_correct_with_class_keys_then_undo(data_dir: Path) -> None:
     no_exception(at)
     assert any("class Fear" in s.value for s in at.success)
     assert at.markdown[0].value.startswith("**1 of 4** in the queue"), "the corrected face left bob's queue"
-    store = store_for(data_dir)
+    store = store_for(multi_face_app_dir)
     human = [f for f in store.faces("default") if f.label_source == "human"]
     assert [(f.label, f.judgements[0].annotator) for f in human] == [("Fear", "bob")]
 
@@ -62,7 +46,7 @@ def test_correct_with_class_keys_then_undo(data_dir: Path) -> None:
     assert kinds == ["set", "undo"], "undo is a new row; nothing is overwritten"
 
 
-def test_valence_arousal_engagement_and_note(data_dir: Path) -> None:
+def test_valence_arousal_engagement_and_note(multi_face_app_dir: Path) -> None:
     at = new_app()
     at.run()
     at.text_input(key="w_annotator").input("carol").run()
@@ -76,12 +60,12 @@ def test_valence_arousal_engagement_and_note(data_dir: Path) -> None:
     at.run()
     at.button(key="cls_Neutral").click().run()
     no_exception(at)
-    face = store_for(data_dir).face(face_id)
+    face = store_for(multi_face_app_dir).face(face_id)
     assert (face.label, face.valence, face.arousal, face.engagement, face.note) == (
         "Neutral", 0.5, -0.25, 0.66, "looks away")
 
 
-def test_queue_orders(data_dir: Path) -> None:
+def test_queue_orders(multi_face_app_dir: Path) -> None:
     at = page(new_app(), "review")
     at.radio(key="w_review_by").set_value("disagreement").run()
     no_exception(at)
