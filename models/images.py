@@ -74,6 +74,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
     """Decodes an image file into an upright RGB uint8 array of shape (H, W, 3).
 
@@ -98,7 +101,10 @@ def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
         if pixels > MAX_IMAGE_PIXELS:
             raise Image.DecompressionBombError(str(pixels))
         im.load()
-        im = to_rgb(ImageOps.exif_transpose(im))
+        if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+            # Only when there is something to undo: exif_transpose copies the whole image even for "upright".
+            im = ImageOps.exif_transpose(im)
+        im = to_rgb(im)
     except Image.DecompressionBombError:
         raise BadInputError(
             shown,

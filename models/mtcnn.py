@@ -1,20 +1,18 @@
-"""MTCNN detection: facenet-pytorch's ``detect_face`` with a faster resize of the face candidates.
+"""MTCNN detection: facenet-pytorch's ``detect_face`` with its image resizes done on a summed-area table.
 
-facenet-pytorch (MIT licence, Tim Esler) resizes each candidate box to R-Net's 24 px and O-Net's 48 px inputs one
-at a time with ``interpolate(mode="area")``: hundreds of calls per image, each with torch's per-call overhead, the
-largest single cost of a detection on a CPU. An area resize is an average over integer bins (bin i of an n -> m
-resize covers ``[floor(i n / m), ceil((i + 1) n / m))``), i.e. ``rows @ region @ cols.T`` with two small averaging
-matrices, which NumPy computes in a fraction of the time. Everything else is facenet-pytorch's code, called as is or
-(the two candidate loops) transcribed line for line. facenet-pytorch itself is left untouched, so a reference
-``MTCNN`` in the same process (the benchmarks, the tests) runs exactly as published.
+facenet-pytorch (MIT licence, Tim Esler) area-resizes the whole image once per pyramid level and then each face
+candidate, one at a time, to R-Net's 24 px and O-Net's 48 px inputs (``interpolate(mode="area")``): hundreds of
+calls per image, the largest cost of a detection on a CPU. An area resize averages integer pixel windows (bin i of an
+n -> m resize covers ``[floor(i n / m), ceil((i + 1) n / m))``), and a window's sum is four lookups in a summed-area
+table of the uint8 image, exactly (integers), for every level and every candidate at once (:class:`IntegralImage`).
+Everything else is facenet-pytorch's code, called as is or transcribed line for line. facenet-pytorch itself is left
+untouched, so a reference ``MTCNN`` in the same process (the benchmarks, the tests) runs exactly as published.
 
-The results equal ``MTCNN.detect`` up to float32 rounding of the averages (tested: boxes within 1e-3 px,
-probabilities within 1e-5).
+The network inputs equal facenet-pytorch's bit for bit (tested), so the results equal ``MTCNN.detect`` (tested on
+real images: boxes within 1e-3 px, probabilities within 1e-5; the nets' channels-last layout reorders float sums).
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -23,44 +21,90 @@ from facenet_pytorch.models.utils.detect_face import (
     bbreg,
     fixed_batch_process,
     generateBoundingBox,
-    imresample,
     pad,
     rerec,
 )
 from torchvision.ops.boxes import batched_nms
 
 
-@lru_cache(maxsize=4096)
-def area_matrix(n: int, m: int) -> np.ndarray:
-    """(m, n) float32 matrix averaging n samples into m bins exactly as ``adaptive_avg_pool2d`` bins them."""
-    mat = np.zeros((m, n), dtype=np.float32)
-    for i in range(m):
-        start, end = (i * n) // m, -((-(i + 1) * n) // m)
-        mat[i, start:end] = 1.0 / (end - start)
-    mat.flags.writeable = False
-    return mat
+def _bins(n: np.ndarray | int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of the m bins that an area resize of n samples averages (``adaptive_avg_pool2d``'s bins).
+
+    Bin i covers ``[floor(i n / m), ceil((i + 1) n / m))``; n may be an array (one row of bins per entry).
+    """
+    i = np.arange(m, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)[..., None]
+    return (i * n) // m, -((-(i + 1) * n) // m)
 
 
-def area_resize(region: np.ndarray, size: int) -> np.ndarray:
-    """``interpolate(region[None], (size, size), mode="area")[0]`` for a (C, h, w) float32 array."""
-    return area_matrix(region.shape[1], size) @ region @ area_matrix(region.shape[2], size).T
+class IntegralImage:
+    """Summed-area tables of a batch of uint8 RGB images, for exact area resizes of whole images and of boxes.
+
+    A pixel window's sum is four table lookups. The sums are integers, exact in the table and in float32 for windows
+    of up to 65,793 pixels (larger ones only in the coarsest levels of images over about 3,000 px a side, where
+    torch's own float32 sums round too), so dividing them as torch's CPU kernel does, ``sum / kh / kw`` in float32,
+    gives bit for bit what facenet-pytorch's ``interpolate(mode="area")`` gives (tested).
+    """
+
+    def __init__(self, imgs: np.ndarray) -> None:
+        """Builds the tables.
+
+        Args:
+            imgs: (B, H, W, 3) uint8.
+        """
+        b, h, w, c = imgs.shape
+        # Exact integer sums; int32 (faster to build and to gather from) while no prefix sum can pass 2**31.
+        dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
+        table = torch.zeros((b, h + 1, w + 1, c), dtype=dtype)
+        inner = table[:, 1:, 1:]
+        inner.copy_(torch.from_numpy(imgs))
+        inner.cumsum_(1)
+        inner.cumsum_(2)
+        self._table = table.numpy()
+        self._flat = self._table.reshape(-1, c)
+        self.shape = (b, h, w, c)
+
+    def resize(self, out_h: int, out_w: int) -> np.ndarray:
+        """The whole images area-resized to (out_h, out_w): (B, out_h, out_w, 3) float32."""
+        _, h, w, _ = self.shape
+        ys, ye = _bins(h, out_h)
+        xs, xe = _bins(w, out_w)
+        rows = np.take(self._table, ye, axis=1) - np.take(self._table, ys, axis=1)
+        sums = np.take(rows, xe, axis=2) - np.take(rows, xs, axis=2)
+        kh = (ye - ys).astype(np.float32)[:, None, None]
+        kw = (xe - xs).astype(np.float32)[None, :, None]
+        return sums.astype(np.float32) / kh / kw
+
+    def crops(self, inds: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+              size: int) -> np.ndarray:
+        """Boxes ``img[inds[k], y0[k]:y1[k], x0[k]:x1[k]]`` each area-resized to (size, size): (K, size, size, 3)."""
+        _, h, w, c = self.shape
+        stride = w + 1
+        y0, x0 = np.asarray(y0, dtype=np.int64)[:, None], np.asarray(x0, dtype=np.int64)[:, None]
+        ys, ye = _bins(np.asarray(y1) - y0[:, 0], size)
+        xs, xe = _bins(np.asarray(x1) - x0[:, 0], size)
+        kh = (ye - ys).astype(np.float32)[:, :, None, None]
+        kw = (xe - xs).astype(np.float32)[:, None, :, None]
+        base = np.asarray(inds, dtype=np.int64)[:, None] * ((h + 1) * stride)
+        ys, ye = (ys + y0) * stride + base, (ye + y0) * stride + base
+        xs, xe = xs + x0, xe + x0
+
+        def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return np.take(self._flat, (rows[:, :, None] + cols[:, None, :]).ravel(), axis=0)
+
+        sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+        sums = sums.reshape(len(y0), size, size, c).astype(np.float32)
+        return sums / kh / kw
 
 
-def _candidates(imgs_np: np.ndarray, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int,
+def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int,
                 size: int) -> torch.Tensor:
-    """facenet-pytorch's candidate crop loop, with :func:`area_resize`; normalised R-Net / O-Net input."""
-    from threadpoolctl import threadpool_limits
-
+    """facenet-pytorch's candidate crops (its ``pad``, the same skip rule), resized exactly; normalised input."""
     y, ey, x, ex = pad(boxes, w, h)
-    inds = image_inds.cpu().numpy()
-    im_data = []
-    # One BLAS thread: these products are tiny, and idle OpenBLAS threads spinning after them would compete with
-    # torch's own threads for the 2 cores (twice slower convolutions measured here).
-    with threadpool_limits(limits=1, user_api="blas"):
-        for k in range(len(y)):
-            if ey[k] > (y[k] - 1) and ex[k] > (x[k] - 1):
-                im_data.append(area_resize(imgs_np[inds[k], :, (y[k] - 1):ey[k], (x[k] - 1):ex[k]], size))
-    data = torch.from_numpy(np.stack(im_data)).contiguous(memory_format=torch.channels_last)
+    keep = (ey > (y - 1)) & (ex > (x - 1))
+    inds = image_inds.cpu().numpy()[keep]
+    data = integral.crops(inds, y[keep] - 1, ey[keep], x[keep] - 1, ex[keep], size)
+    data = torch.from_numpy(data).permute(0, 3, 1, 2)
     return (data - 127.5) * 0.0078125
 
 
@@ -75,8 +119,7 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
     """
     batch_size, h, w = imgs.shape[:3]
     model_dtype = next(pnet.parameters()).dtype
-    imgs_t = torch.as_tensor(np.ascontiguousarray(imgs), device=device).permute(0, 3, 1, 2).type(model_dtype)
-    imgs_np = imgs_t.cpu().numpy()
+    integral = IntegralImage(np.ascontiguousarray(imgs, dtype=np.uint8))
     m = 12.0 / minsize
     minl = min(h, w) * m
     scales = []
@@ -91,13 +134,13 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
     # First stage
     boxes, image_inds, scale_picks, offset = [], [], [], 0
     for scale in scales:
-        im_data = imresample(imgs_t, (int(h * scale + 1), int(w * scale + 1)))
-        im_data = (im_data - 127.5) * 0.0078125
+        im_data = torch.from_numpy(integral.resize(int(h * scale + 1), int(w * scale + 1))).permute(0, 3, 1, 2)
+        im_data = ((im_data - 127.5) * 0.0078125).to(device=device, dtype=model_dtype)
         reg, probs = pnet(im_data)
         boxes_scale, image_inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
+        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
         boxes.append(boxes_scale)
         image_inds.append(image_inds_scale)
-        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
         scale_picks.append(pick + offset)
         offset += boxes_scale.shape[0]
     boxes_t = torch.cat(boxes, dim=0)
@@ -116,7 +159,7 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
 
     # Second stage
     if len(boxes_t) > 0:
-        im_data = _candidates(imgs_np, boxes_t, inds_t, w, h, 24).to(device=device, dtype=model_dtype)
+        im_data = _candidates(integral, boxes_t, inds_t, w, h, 24).to(device=device, dtype=model_dtype)
         out = fixed_batch_process(im_data, rnet)
         out0, out1 = out[0].permute(1, 0), out[1].permute(1, 0)
         score = out1[1, :]
@@ -131,7 +174,7 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
     # Third stage
     points = torch.zeros(0, 5, 2, device=device)
     if len(boxes_t) > 0:
-        im_data = _candidates(imgs_np, boxes_t, inds_t, w, h, 48).to(device=device, dtype=model_dtype)
+        im_data = _candidates(integral, boxes_t, inds_t, w, h, 48).to(device=device, dtype=model_dtype)
         out = fixed_batch_process(im_data, onet)
         out0, out1, out2 = out[0].permute(1, 0), out[1].permute(1, 0), out[2].permute(1, 0)
         score = out2[1, :]

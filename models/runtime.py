@@ -43,3 +43,13 @@ def tune_malloc() -> bool:
     ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     _done = ok
     return ok
+
+
+def cpu_workers() -> int:
+    """Cores this process may use (its CPU affinity), at least 1: how many single-threaded workers to run at once."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

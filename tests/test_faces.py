@@ -112,14 +112,44 @@ def test_same_detections_as_facenet_pytorch(detector: FaceDetector, multi_face_j
         assert np.abs(np.array(face.landmarks) - pts).max() < 1e-3
 
 
-@pytest.mark.parametrize("size", [(97, 83), (24, 24), (13, 30), (48, 200), (5, 7)])
-@pytest.mark.parametrize("out", [24, 48])
-def test_area_resize_matches_interpolate(size: tuple[int, int], out: int) -> None:
+def _random_images(b: int, h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w", "out"), [(667, 1000, (201, 301)), (97, 83, (30, 26)), (13, 30, (24, 24)),
+                                              (5, 7, (12, 17)), (48, 200, (48, 200))])
+def test_integral_resize_is_bit_exact(h: int, w: int, out: tuple[int, int]) -> None:
+    """The pyramid levels equal facenet-pytorch's imresample (interpolate, mode="area") bit for bit."""
     import torch
-    from torch.nn.functional import interpolate
+    from facenet_pytorch.models.utils.detect_face import imresample
 
-    from models.mtcnn import area_resize
+    from models.mtcnn import IntegralImage
 
-    x = torch.rand((1, 3, *size), generator=torch.Generator().manual_seed(0)) * 255
-    ref = interpolate(x, size=(out, out), mode="area")[0]
-    assert torch.allclose(torch.from_numpy(area_resize(x[0].numpy(), out)), ref, atol=1e-3, rtol=0)
+    imgs = _random_images(2, h, w, seed=h + w)
+    ref = imresample(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), out).permute(0, 2, 3, 1).numpy()
+    ours = IntegralImage(imgs).resize(*out)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert np.array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("size", [24, 48])
+def test_integral_crops_are_bit_exact(size: int) -> None:
+    """Candidate crops equal facenet-pytorch's per-box imresample bit for bit, for any box inside any image."""
+    import torch
+    from facenet_pytorch.models.utils.detect_face import imresample
+
+    from models.mtcnn import IntegralImage
+
+    imgs = _random_images(3, 150, 211, seed=size)
+    rng = np.random.default_rng(size + 1)
+    y0 = rng.integers(0, 149, 40)
+    x0 = rng.integers(0, 210, 40)
+    y1 = np.minimum(150, y0 + rng.integers(1, 120, 40))
+    x1 = np.minimum(211, x0 + rng.integers(1, 120, 40))
+    inds = rng.integers(0, 3, 40)
+    ours = IntegralImage(imgs).crops(inds, y0, y1, x0, x1, size)
+    t = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()
+    for k in range(40):
+        region = t[inds[k]:inds[k] + 1, :, y0[k]:y1[k], x0[k]:x1[k]]
+        ref = imresample(region, (size, size))[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(ours[k], ref), k
