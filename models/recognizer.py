@@ -272,21 +272,20 @@ class EmotionRecognizer:
         return np.concatenate(out)
 
     def _extract_parallel(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """ONNX Runtime on CPU: crops split into one chunk per worker (each at most ``batch_size``), run side by side.
+        """ONNX Runtime on CPU: the preprocessed batch split into one chunk per worker, run side by side.
 
-        Resizing (Pillow) and the single-threaded ORT runs release the GIL, so the chunks use all cores.
+        Preprocessing stays here, in torch's own threads (torch ops started from several threads at once would each
+        start a team of OpenMP threads and oversubscribe the cores); the single-threaded ORT runs release the GIL.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        n = len(crops)
-        per = min(self.batch_size, -(-n // self.onnx_workers))
-        chunks = [crops[i:i + per] for i in range(0, n, per)]
-
-        def run(chunk: Sequence[np.ndarray]) -> np.ndarray:
-            return self._forward(preprocess(chunk, self.spec, self.resize))
-
-        with ThreadPoolExecutor(max_workers=min(self.onnx_workers, len(chunks))) as pool:
-            return np.concatenate(list(pool.map(run, chunks)))
+        out = []
+        with ThreadPoolExecutor(max_workers=self.onnx_workers) as pool:
+            for i in range(0, len(crops), self.batch_size):
+                x = preprocess(crops[i:i + self.batch_size], self.spec, self.resize)
+                parts = torch.tensor_split(x, min(self.onnx_workers, len(x)))
+                out.extend(pool.map(self._forward, parts))
+        return np.concatenate(out)
 
     def _forward(self, x: torch.Tensor) -> np.ndarray:
         if self.onnx_session is not None:

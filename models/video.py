@@ -26,9 +26,11 @@ to (by IoU), and a face seen at only one end is kept for the half of the gap nea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -42,6 +44,7 @@ from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
 from models.types import Face, FaceResult
 
 Progress = Callable[[float, float | None], None]
+T = TypeVar("T")
 """Called as ``progress(seconds_done, duration_seconds_or_None)`` after each chunk."""
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".wmv",
@@ -254,6 +257,53 @@ def _norm_rotation(rot: float | int | None) -> int:
     if not rot:
         return 0
     return round(float(rot) / 90.0) % 4 * 90
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Yields ``items``, produced by a background thread that keeps at most ``depth`` of them ready.
+
+    Decoding (PyAV releases the GIL) then overlaps detection and classification, which leave a core idle at times.
+    An exception in the producer is raised here, in the consumer, when it reaches that point of the stream; when the
+    consumer stops early the producer is stopped too (at most ``depth`` items are decoded in vain).
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put((end, exc))
+
+    worker = threading.Thread(target=produce, name="affectlab-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is end:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with suppress(queue.Empty):
+                q.get(timeout=0.1)
+        worker.join()
 
 
 class FrameReader:
@@ -548,8 +598,8 @@ def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, re
     name = name or str(path)
     config = config or VideoConfig()
     analyzer = _Analyzer(name, detector, recognizer, config)
-    with FrameReader(path, name, fps) as reader:
-        for frame in reader:
+    with FrameReader(path, name, fps) as reader, closing(prefetch(reader, depth=analyzer.chunk)) as frames:
+        for frame in frames:
             if analyzer.push(frame) and progress is not None:
                 progress(frame.time_s, reader.duration)
         analyzer.flush(final=True)

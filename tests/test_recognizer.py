@@ -43,6 +43,21 @@ def test_onnx_runtime_without_published_file(random_weights_dir: Path, crops: li
     assert any((random_weights_dir / "onnx-export").iterdir())
 
 
+@pytest.mark.parametrize("batch_size", [2, 32])
+def test_onnx_workers_give_the_serial_result(random_weights_dir: Path, crops: list[np.ndarray],
+                                             batch_size: int) -> None:
+    """Chunks run side by side on single-threaded sessions come back in order, with the same numbers."""
+    rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir, backend="onnx", batch_size=batch_size)
+    rec.onnx_workers = 3
+    parallel = rec.extract_features(crops)
+    rec.onnx_workers = 1
+    serial = rec.extract_features(crops)
+    assert parallel.shape == serial.shape == (len(crops), 1280)
+    assert np.abs(parallel - serial).max() <= 1e-6 * max(1.0, float(np.abs(serial).max()))
+    # Not a constant output: the crops differ, so must their features.
+    assert np.abs(serial[0] - serial[1]).max() > 1e-3
+
+
 def test_bf16_is_opt_in_and_close(random_weights_dir: Path, crops: list[np.ndarray]) -> None:
     fp32 = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir).predict(crops)
     bf16 = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir, precision="bf16").predict(crops)

@@ -224,3 +224,43 @@ def test_chunking_and_detect_every_k(pyfeat, detector, recognizer):
     for a, b in zip(full.faces, sparse.faces, strict=True):
         assert a.frame == b.frame and np.abs(np.subtract(a.face.box, b.face.box)).max() < 25
     assert {f.track for f in sparse.faces} == {0}
+
+
+def test_prefetch_keeps_order_and_raises_where_the_stream_failed():
+    from models.video import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        yield 2
+        raise ValueError("frame 3 is damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="frame 3"):
+        for x in prefetch(broken(), depth=8):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_prefetch_stops_the_producer_when_the_consumer_stops():
+    import threading
+    from contextlib import closing
+
+    from models.video import prefetch
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    with closing(prefetch(endless(), depth=2)) as items:
+        for x in items:
+            if x == 5:
+                break
+    assert not any(t.name == "affectlab-decode" for t in threading.enumerate())
+    assert len(produced) <= 5 + 1 + 2 + 1  # what was consumed, the queue's depth, and one in hand
