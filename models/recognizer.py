@@ -282,19 +282,22 @@ class EmotionRecognizer:
         return np.concatenate(out)
 
     def _extract_parallel(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """ONNX Runtime on CPU: the preprocessed batch split into one chunk per worker, run side by side.
+        """ONNX Runtime on CPU: each batch split into one chunk per worker, run side by side.
 
-        Preprocessing stays here, in torch's own threads (torch ops started from several threads at once would each
-        start a team of OpenMP threads and oversubscribe the cores); the single-threaded ORT runs release the GIL.
+        A chunk is preprocessed here, in torch's own threads (torch ops started from several threads at once would
+        each start a team of OpenMP threads and oversubscribe the cores), and handed to a worker at once, so that
+        the next chunk's preprocessing overlaps the first runs; the single-threaded ORT runs release the GIL.
         """
         from concurrent.futures import ThreadPoolExecutor
 
         out = []
         with ThreadPoolExecutor(max_workers=self.onnx_workers) as pool:
-            for i in range(0, len(crops), self.batch_size):
-                x = preprocess(crops[i:i + self.batch_size], self.spec, self.resize)
-                parts = torch.tensor_split(x, min(self.onnx_workers, len(x)))
-                out.extend(pool.map(self._forward, parts))
+            for i in range(0, len(crops), self.batch_size):  # one batch in memory at a time
+                batch = crops[i:i + self.batch_size]
+                n = min(self.onnx_workers, len(batch))
+                futures = [pool.submit(self._forward, preprocess(batch[len(batch) * k // n:len(batch) * (k + 1) // n],
+                                                                 self.spec, self.resize)) for k in range(n)]
+                out.extend(f.result() for f in futures)
         return np.concatenate(out)
 
     def _forward(self, x: torch.Tensor) -> np.ndarray:

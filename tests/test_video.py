@@ -57,6 +57,43 @@ def test_single_face_mp4(pyfeat, detector, recognizer):
     assert a.engagement_status.startswith("no engagement weights")
 
 
+def test_onnx_backend_video_equals_torch_backend(pyfeat, detector, recognizer, tmp_path):
+    """ONNX Runtime classifies a chunk in the background while the next is detected: same faces, order, tracks."""
+    path = pyfeat("face_noface.mov")
+    ort_rec = recognizer._to_onnx_runtime(tmp_path, "cpu")
+    config = VideoConfig(chunk_frames=4, classify_batch=3)  # many chunks, so many hand-overs
+    a = analyze_video(path, "face_noface.mov", detector, recognizer, 5.0, config=config)
+    b = analyze_video(path, "face_noface.mov", detector, ort_rec, 5.0, config=config)
+    assert a.faces and len(a.faces) == len(b.faces)
+    assert [(f.frame, f.track, f.face.box) for f in a.faces] == [(f.frame, f.track, f.face.box) for f in b.faces]
+    feats_a = np.stack([f.prediction.features for f in a.faces])
+    feats_b = np.stack([f.prediction.features for f in b.faces])
+    assert np.abs(feats_a - feats_b).max() <= 1e-4 * max(1.0, float(np.abs(feats_a).max()))
+    assert a.frames_analyzed == b.frames_analyzed and len(a.tracks) == len(b.tracks)
+
+
+def test_background_classification_error_is_raised_and_threads_end(pyfeat, detector, recognizer, tmp_path):
+    import copy
+    import threading
+
+    failing = copy.copy(recognizer._to_onnx_runtime(tmp_path, "cpu"))
+    calls = []
+
+    def predict(crops):
+        calls.append(len(crops))
+        if len(calls) == 2:
+            raise RuntimeError("classifier failed on the second chunk")
+        return type(failing).predict(failing, crops)
+
+    failing.predict = predict
+    with pytest.raises(RuntimeError, match="second chunk"):
+        analyze_video(pyfeat("single_face.mp4"), "single_face.mp4", detector, failing, 5.0,
+                      config=VideoConfig(chunk_frames=4))
+    assert len(calls) >= 2
+    names = [t.name for t in threading.enumerate()]
+    assert not any(n.startswith(("affectlab-classify", "affectlab-decode")) for n in names), names
+
+
 def test_face_then_no_face_mov(pyfeat, detector, recognizer):
     a = analyze_video(pyfeat("face_noface.mov"), None, detector, recognizer, 2.0)
     assert (a.width, a.height) == (960, 540)
