@@ -61,6 +61,59 @@ def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: P
     store.close()
 
 
+def test_onnx_backend_setting_analyses_with_onnx_runtime(app_dirs: Path, multi_face_jpg: Path,
+                                                          random_weights_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """AFFECTLAB_BACKEND=onnx: the app analyses with ONNX Runtime and stores what the torch backend predicts."""
+    import numpy as np
+
+    from models.analysis import AnalysisSession
+    from models.faces import FaceDetector, crop_face
+    from models.images import load_image
+    from models.recognizer import EmotionRecognizer
+
+    monkeypatch.setenv("AFFECTLAB_BACKEND", "onnx")
+    opened = []
+    real_open = AnalysisSession.open.__func__
+
+    def spy(cls, *args, **kwargs):
+        session = real_open(cls, *args, **kwargs)
+        opened.append(session.recognizer.backend)
+        return session
+
+    monkeypatch.setattr(AnalysisSession, "open", classmethod(spy))
+    at = new_app()
+    at.run()
+    at.file_uploader(key="w_uploads").set_value([("multi_face.jpg", multi_face_jpg.read_bytes(), "image/jpeg")])
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    assert opened == ["onnx"]
+    store = store_for(app_dirs)
+    stored = store.faces("default")
+    store.close()
+    img = load_image(multi_face_jpg)
+    faces = FaceDetector().detect(img)
+    want = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir).predict(
+        [crop_face(img, f.box) for f in faces])
+    by_box = {tuple(round(v, 2) for v in f.box): p for f, p in zip(faces, want, strict=True)}
+    assert len(stored) == len(by_box) == 5
+    for row in stored:
+        p = by_box[tuple(round(v, 2) for v in row.box)]
+        assert row.model_label == p.label
+        got = np.array([row.model_probs[k] for k in p.labels])
+        assert np.abs(got - p.probs).max() < 1e-4
+
+
+def test_invalid_backend_setting_is_named() -> None:
+    from affectlab.settings import Settings
+
+    assert Settings.from_env({"AFFECTLAB_BACKEND": " ONNX "}).backend == "onnx"
+    assert Settings.from_env({}).backend == "torch"
+    with pytest.raises(ValueError, match="AFFECTLAB_BACKEND must be one of torch, onnx, not 'tensorrt'"):
+        Settings.from_env({"AFFECTLAB_BACKEND": "tensorrt"})
+
+
 def test_video_upload_shows_tracks_and_player(app_dirs: Path, pyfeat) -> None:
     video = pyfeat("single_face.mp4")
     at = new_app()

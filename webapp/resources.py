@@ -36,13 +36,13 @@ def label_store(s: Settings | None = None) -> LabelStore:
 
 
 @st.cache_resource(show_spinner="Loading the face detector and the emotion model (first time only)...")
-def analysis_session(model: str, weights_dir: str, device: str) -> AnalysisSession:
-    """The detector and emotion model for ``(model, weights_dir, device)``.
+def analysis_session(model: str, weights_dir: str, device: str, backend: str = "torch") -> AnalysisSession:
+    """The detector and emotion model for ``(model, weights_dir, device, backend)``.
 
     Raises:
         WeightsMissingError: The model's weights are absent (nothing is cached then).
     """
-    return AnalysisSession.open(model, weights_dir, device=device)
+    return AnalysisSession.open(model, weights_dir, device=device, backend=backend)  # type: ignore[arg-type]
 
 
 @st.cache_resource(show_spinner="Loading the engagement model...")

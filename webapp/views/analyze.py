@@ -52,7 +52,8 @@ def _uploads() -> list[services.Upload]:
 
 def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
     try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device)
+        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device,
+                                               ctx.settings.backend)
     except AffectLabError as exc:
         st.error(f"Cannot load {model}: {exc}")
         return []
