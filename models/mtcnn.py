@@ -14,6 +14,8 @@ real images: boxes within 1e-3 px, probabilities within 1e-5; the nets' channels
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from facenet_pytorch.models.utils.detect_face import (
@@ -57,7 +59,7 @@ class IntegralImage:
         dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
         table = torch.zeros((b, h + 1, w + 1, c), dtype=dtype)
         inner = table[:, 1:, 1:]
-        inner.copy_(torch.from_numpy(imgs))
+        inner.copy_(torch.from_numpy(imgs if imgs.flags.writeable else imgs.copy()))  # torch wants writable
         inner.cumsum_(1)
         inner.cumsum_(2)
         self._table = table.numpy()
@@ -131,18 +133,26 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
     if not scales:
         return ([np.zeros((0, 5), np.float32)] * batch_size, [np.zeros((0, 5, 2), np.float32)] * batch_size)
 
-    # First stage
+    # First stage. The pyramid levels are resized by a helper thread (NumPy releases the GIL) while P-Net runs on
+    # the levels before them.
+    def level(scale: float) -> np.ndarray:
+        data = integral.resize(int(h * scale + 1), int(w * scale + 1))
+        data -= np.float32(127.5)
+        data *= np.float32(0.0078125)
+        return data
+
     boxes, image_inds, scale_picks, offset = [], [], [], 0
-    for scale in scales:
-        im_data = torch.from_numpy(integral.resize(int(h * scale + 1), int(w * scale + 1))).permute(0, 3, 1, 2)
-        im_data = ((im_data - 127.5) * 0.0078125).to(device=device, dtype=model_dtype)
-        reg, probs = pnet(im_data)
-        boxes_scale, image_inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
-        pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
-        boxes.append(boxes_scale)
-        image_inds.append(image_inds_scale)
-        scale_picks.append(pick + offset)
-        offset += boxes_scale.shape[0]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:
+        levels = pool.map(level, scales)
+        for scale, data in zip(scales, levels, strict=True):
+            im_data = torch.from_numpy(data).permute(0, 3, 1, 2).to(device=device, dtype=model_dtype)
+            reg, probs = pnet(im_data)
+            boxes_scale, image_inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
+            pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
+            boxes.append(boxes_scale)
+            image_inds.append(image_inds_scale)
+            scale_picks.append(pick + offset)
+            offset += boxes_scale.shape[0]
     boxes_t = torch.cat(boxes, dim=0)
     inds_t = torch.cat(image_inds, dim=0)
     picks = torch.cat(scale_picks, dim=0)
