@@ -106,8 +106,9 @@ def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.
     keep = (ey > (y - 1)) & (ex > (x - 1))
     inds = image_inds.cpu().numpy()[keep]
     data = integral.crops(inds, y[keep] - 1, ey[keep], x[keep] - 1, ex[keep], size)
-    data = torch.from_numpy(data).permute(0, 3, 1, 2)
-    return (data - 127.5) * 0.0078125
+    data -= np.float32(127.5)
+    data *= np.float32(0.0078125)
+    return torch.from_numpy(data).permute(0, 3, 1, 2)
 
 
 def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: torch.nn.Module,
