@@ -45,8 +45,8 @@ from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
 from models.types import Face, FaceResult
 
 Progress = Callable[[float, float | None], None]
-T = TypeVar("T")
 """Called as ``progress(seconds_done, duration_seconds_or_None)`` after each chunk."""
+T = TypeVar("T")
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".wmv",
                               ".flv", ".3gp", ".ts", ".mts", ".ogv"})
