@@ -4,8 +4,9 @@ The reference (EmotiEffLib / HSEmotion) detects with ``MTCNN(keep_all=False, pos
 default thresholds (0.6, 0.7, 0.7) and factor 0.709, keeps faces with probability > 0.9 and crops the tight box
 truncated to int, with no margin. AffectLab does the same, with two fixes: boxes are clipped to the image (the
 reference gives an empty crop for a negative coordinate) and an image smaller than the minimum face size gives no
-face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there). The pipeline is facenet-pytorch's
-with a faster resize of the face candidates (``models.mtcnn``); facenet-pytorch itself is not modified.
+face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there). The pipeline is facenet-pytorch's,
+its image resizes read from an exact summed-area table (``models.mtcnn``: the same network inputs, bit for bit);
+facenet-pytorch itself is not modified.
 """
 
 from __future__ import annotations
