@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -57,12 +58,19 @@ class Base(DeclarativeBase):
 
 
 class Study(Base):
-    """A study: one deployment serves several, each with its own media and labels."""
+    """A study: one deployment serves several, each with its own media and labels, and its labelling rules."""
 
     __tablename__ = "studies"
+    __table_args__ = (CheckConstraint("double_share >= 0 AND double_share <= 1", name="double_share"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    independent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Independent labelling: an annotator never sees other annotators' labels (see :mod:`db.review`)."""
+    hide_model: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """In independent labelling, annotators do not see the model's prediction either."""
+    double_share: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """Share of faces (0 to 1) routed to a second annotator for agreement."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -211,6 +219,21 @@ class Annotation(Base):
     note: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(String(300))
     """Where the row came from: ``web``, ``import:FILE``, ``api``..."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ReviewSkip(Base):
+    """An annotator's skip of a face in the review queue: it stays out of that annotator's queue until unskipped.
+
+    Skips are queue state, not labels: they carry no vote, and removing one (``unskip``) deletes the row.
+    """
+
+    __tablename__ = "review_skips"
+    __table_args__ = (UniqueConstraint("face_id", "annotator_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

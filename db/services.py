@@ -12,7 +12,7 @@ Usage::
     store.ingest_results("pilot", path, "clip.mp4", results, tracks)
     store.correct_face(face_id, "alice", label="Happiness", valence=0.6)
     store.undo("alice", face_id=face_id)
-    store.review_queue("pilot", by="uncertainty")
+    store.review_queue("pilot", by="uncertainty", annotator="alice").items
     store.export("pilot", "hf", Path("out/pilot-hf"))
 """
 
@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
-from db import exports, ingest, labels, quality, repo
+from db import exports, ingest, labels, quality, repo, review
 from db.engine import make_engine, read_only, safe_url, session_factory, sqlite_path
 from db.errors import (
     BackupUnsupportedError,
@@ -56,12 +56,11 @@ from db.rows import (
     ImportReport,
     IngestReport,
     MediaRow,
-    ReviewItem,
     StudyRow,
     StudyStats,
     TrackRow,
 )
-from db.schema import Annotation, Face, Media, Prediction, Track
+from db.schema import Annotation, Face, Media, Prediction, Study, Track
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,13 +68,6 @@ T = TypeVar("T")
 LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
 RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
 """PostgreSQL serialization_failure, deadlock_detected, lock_not_available."""
-
-POSITIVE_CLASSES = frozenset({"Happiness"})
-NEGATIVE_CLASSES = frozenset({"Anger", "Contempt", "Disgust", "Fear", "Sadness"})
-VALENCE_CONTRADICTION = 0.2
-"""A positive class with valence below -0.2, or a negative one above 0.2, is proposed for review."""
-
-REVIEW_ORDERS = ("uncertainty", "disagreement", "valence")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -506,69 +498,97 @@ class LabelStore:
     def review_queue(
         self,
         study: str,
-        by: str = "uncertainty",
+        by: review.ReviewOrder = "uncertainty",
         *,
         limit: int = 50,
         annotator: str | None = None,
+        flt: review.ReviewFilter | None = None,
         model: str | None = None,
-    ) -> list[ReviewItem]:
-        """Faces to review next, most in need first.
+    ) -> review.ReviewQueue:
+        """``annotator``'s faces to review next, most in need first, with the counts left (see :mod:`db.review`).
 
         Args:
             study: The study.
-            by: ``uncertainty`` (lowest model confidence among faces nobody labelled), ``disagreement`` (the
+            by: ``uncertainty`` (faces still needing a vote, least confident model first), ``disagreement`` (the
                 annotators' class differs from the model's; confident model first) or ``valence`` (valence
                 contradicts the class: a positive class with negative valence or the reverse; strongest first).
-            limit: How many to return.
-            annotator: Leave out faces this annotator already corrected.
+            limit: How many items to return.
+            annotator: Leave out faces this annotator labelled or skipped.
+            flt: Which faces the queue covers (media, track, classes, labelled or not).
             model: Follow this model's predictions (default: the study's most used).
         """
-        if by not in REVIEW_ORDERS:
-            raise StoreError(f"unknown review order {by!r}; use one of {', '.join(REVIEW_ORDERS)}")
-        rows = self.faces(study, model=model)
-        if annotator is not None:
-            rows = [r for r in rows if all(j.annotator != annotator for j in r.judgements)]
-        items: list[ReviewItem] = []
-        for r in rows:
-            if by == "uncertainty":
-                if r.label_source == "human" or r.model_confidence is None:
-                    continue
-                reason, score = f"model confidence {r.model_confidence:.2f}", 1.0 - r.model_confidence
-            elif by == "disagreement":
-                if r.label_source != "human" or r.model_label is None or r.model_label == r.label:
-                    continue
-                reason = f"annotators say {r.label}, model says {r.model_label}"
-                score = r.model_confidence or 0.0
-            else:
-                if r.label is None or r.valence is None:
-                    continue
-                if r.label in POSITIVE_CLASSES and r.valence < -VALENCE_CONTRADICTION:
-                    reason = f"{r.label} with negative valence {r.valence:.2f}"
-                elif r.label in NEGATIVE_CLASSES and r.valence > VALENCE_CONTRADICTION:
-                    reason = f"{r.label} with positive valence {r.valence:.2f}"
+        return self.transaction(
+            lambda s: review.review_queue(s, study, by, annotator=annotator, flt=flt or review.ReviewFilter(),
+                                          model=model, limit=limit),
+            write=False,
+        )
+
+    def browse(self, study: str, flt: review.ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
+        """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled)."""
+        return self.transaction(lambda s: review.browse(s, study, flt, model=model), write=False)
+
+    def skip(self, face_id: int, annotator: str) -> None:
+        """Keeps a face out of ``annotator``'s queues until :meth:`unskip` (stored, so it holds across reloads)."""
+        self.transaction(lambda s: review.skip(s, face_id, annotator))
+
+    def unskip(self, study: str, annotator: str, face_ids: Sequence[int] | None = None) -> int:
+        """Puts ``annotator``'s skipped faces (the given ones, or all of the study) back into the queue."""
+
+        def work(s: Session) -> int:
+            st = repo.get_study(s, study)
+            return review.unskip(s, annotator, face_ids, study_id=st.id)
+
+        return self.transaction(work)
+
+    def study_settings(self, study: str) -> review.StudySettings:
+        """The labelling rules of a study (independent labelling, hidden model, share for a second annotator)."""
+        return self.transaction(lambda s: review.study_settings(s, study), write=False)
+
+    def set_study_settings(self, study: str, settings: review.StudySettings) -> review.StudySettings:
+        """Stores the labelling rules of a study (owners only in the web app)."""
+        return self.transaction(lambda s: review.set_study_settings(s, study, settings))
+
+    def last_correction(self, study: str, annotator: str) -> AnnotationRow | None:
+        """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
+
+        def work(s: Session) -> AnnotationRow | None:
+            st = repo.get_study(s, study)
+            rows = [(a, n) for a, n in repo.annotations_of_study(s, st.id) if n == annotator]
+            active: dict[int, Annotation] = {}
+            for a, _ in sorted(rows, key=lambda r: r[0].id):
+                if a.kind == "undo":
+                    active.pop(a.reverts_id, None)  # type: ignore[arg-type]
                 else:
-                    continue
-                score = abs(r.valence)
-            items.append(
-                ReviewItem(
-                    face_id=r.face_id,
-                    media_id=r.media_id,
-                    filename=r.filename,
-                    frame=r.frame,
-                    time_s=r.time_s,
-                    track_id=r.track_id,
-                    model_label=r.model_label,
-                    model_confidence=r.model_confidence,
-                    label=r.label,
-                    label_source=r.label_source,
-                    valence=r.valence,
-                    arousal=r.arousal,
-                    reason=reason,
-                    score=score,
-                )
-            )
-        items.sort(key=lambda i: (-i.score, i.face_id))
-        return items[:limit]
+                    active[a.id] = a
+            if not active:
+                return None
+            return repo.annotation_row(active[max(active)], annotator)
+
+        return self.transaction(work, write=False)
+
+    def media_by_sha256(self, study: str, sha256: str) -> MediaRow | None:
+        """The media item of a study with these bytes, None when the study does not hold them."""
+
+        def work(s: Session) -> MediaRow | None:
+            st = s.scalar(select(Study).where(Study.name == study))
+            if st is None:
+                return None
+            m = s.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
+            if m is None:
+                return None
+            n = s.scalar(select(func.count()).select_from(Face).where(Face.media_id == m.id)) or 0
+            return repo.media_row(m, study, int(n))
+
+        return self.transaction(work, write=False)
+
+    def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
+        """The stored crops of several faces (faces without one are absent), in one query."""
+
+        def work(s: Session) -> dict[int, bytes]:
+            stmt = select(Face.id, Face.crop_png).where(Face.id.in_(list(face_ids)), Face.crop_png.is_not(None))
+            return {int(i): bytes(c) for i, c in s.execute(stmt)}
+
+        return self.transaction(work, write=False) if face_ids else {}
 
     # ------------------------------------------------------------------------------------------------ stats, export
 

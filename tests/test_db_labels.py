@@ -1,4 +1,4 @@
-"""Corrections as an append-only history: current labels, undo, track-level labels, review queues, import."""
+"""Corrections as an append-only history: current labels, undo, track-level labels, import."""
 
 from __future__ import annotations
 
@@ -99,25 +99,6 @@ def test_invalid_corrections_are_refused(store):
     with pytest.raises(NotFoundError, match="face"):
         store.correct_face(10**6, "a", label="Fear")
     assert store.history(face_id=f1) == []
-
-
-def test_review_queues(store):
-    f1, f2, f3 = _image(store, confidence=[0.9, 0.3, 0.5], valence=[-0.6, 0.1, 0.0])
-    q = store.review_queue("s", by="uncertainty")
-    assert [i.face_id for i in q] == [f2, f3, f1] and q[0].score == pytest.approx(0.7)
-    store.correct_face(f2, "alice", label="Fear")
-    assert [i.face_id for i in store.review_queue("s", by="uncertainty")] == [f3, f1]
-    assert store.review_queue("s", by="disagreement") == []
-    store.correct_face(f3, "alice", label="Happiness", valence=0.8)
-    store.correct_face(f1, "alice", label="Sadness")
-    dis = store.review_queue("s", by="disagreement")
-    assert [i.face_id for i in dis] == [f1, f3] and "model says Happiness" in dis[0].reason
-    # f1: the model says Happiness with valence -0.6, but alice says Sadness: no contradiction left.
-    assert store.review_queue("s", by="valence") == []
-    store.correct_face(f3, "alice", valence=-0.9)
-    val = store.review_queue("s", by="valence")
-    assert [i.face_id for i in val] == [f3] and "negative valence" in val[0].reason
-    assert store.review_queue("s", by="uncertainty", annotator="alice") == []
 
 
 def _write(path, text):

@@ -1,0 +1,330 @@
+"""The review queue: which face an annotator should look at next, and what they may see of it.
+
+Rules (the one place they are written):
+
+1. A face is *done* for an annotator once they hold a current judgement on it, their own or their track-level one
+   (see :mod:`db.labels`), and *skipped* while they have a skip row for it (:class:`db.schema.ReviewSkip`). Done and
+   skipped faces are never in that annotator's queue. Skips are stored, so they hold across reloads and devices.
+2. A face needs one vote, or two when the study routes it to a second annotator for agreement: a face is routed when
+   ``route_value(study, face) < double_share``, a deterministic hash, so every annotator sees the same routing.
+3. Queues: ``uncertainty`` (faces still needing a vote, least confident model first), ``disagreement`` (the
+   annotators' class differs from the model's, confident model first) and ``valence`` (valence contradicts the
+   class, strongest first). "Left" counts the faces of a queue that are still waiting for this annotator.
+4. In an independent study an annotator sees only their own judgements of a face (:func:`visible_face`), and with
+   ``hide_model`` not the model's prediction either; queue reasons then name no label.
+
+Functions here take a session and never commit; :class:`db.services.LabelStore` owns the transactions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from db import repo
+from db.errors import StoreError
+from db.labels import face_labels
+from db.rows import FaceLabel, ReviewItem
+from db.schema import Annotator, Face, Media, ReviewSkip, Study
+
+ReviewOrder = Literal["uncertainty", "disagreement", "valence"]
+REVIEW_ORDERS: tuple[ReviewOrder, ...] = ("uncertainty", "disagreement", "valence")
+
+POSITIVE_CLASSES = frozenset({"Happiness"})
+NEGATIVE_CLASSES = frozenset({"Anger", "Contempt", "Disgust", "Fear", "Sadness"})
+VALENCE_CONTRADICTION = 0.2
+"""A positive class with valence below -0.2, or a negative one above 0.2, is proposed for review."""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """A study's labelling rules.
+
+    Attributes:
+        independent: Annotators see neither other annotators' labels nor the consensus.
+        hide_model: In an independent study, annotators do not see the model's prediction either.
+        double_share: Share of faces (0 to 1) that need a second annotator's vote, for agreement.
+    """
+
+    independent: bool = False
+    hide_model: bool = False
+    double_share: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    """Which faces a queue or a browse view covers (every field None: all faces of the study).
+
+    Attributes:
+        media_id: Faces of this media item.
+        track_id: Faces of this track.
+        model_label: Faces the model put in this class.
+        human_label: Faces whose human (consensus) class is this one.
+        labelled_by: Faces this annotator has a judgement on.
+        labelled: True: faces with a human class; False: faces without one.
+    """
+
+    media_id: int | None = None
+    track_id: int | None = None
+    model_label: str | None = None
+    human_label: str | None = None
+    labelled_by: str | None = None
+    labelled: bool | None = None
+
+    def matches(self, face: FaceLabel) -> bool:
+        """Whether ``face`` passes every set field."""
+        human = face.label if face.label_source == "human" else None
+        return (
+            (self.media_id is None or face.media_id == self.media_id)
+            and (self.track_id is None or face.track_id == self.track_id)
+            and (self.model_label is None or face.model_label == self.model_label)
+            and (self.human_label is None or human == self.human_label)
+            and (self.labelled_by is None or any(j.annotator == self.labelled_by for j in face.judgements))
+            and (self.labelled is None or (human is not None) == self.labelled)
+        )
+
+
+@dataclass(frozen=True)
+class ReviewQueue:
+    """An annotator's queue with its counts.
+
+    Attributes:
+        items: The faces waiting, most in need first (at most the requested number).
+        left: Faces of the (filtered) study still waiting for this annotator in this queue.
+        total: Faces of the (filtered) study.
+        left_by_media: ``media_id -> faces still waiting`` in this queue.
+        total_by_media: ``media_id -> faces`` of the (filtered) study.
+        skipped: Faces this annotator skipped (in the filter).
+    """
+
+    items: tuple[ReviewItem, ...]
+    left: int
+    total: int
+    left_by_media: dict[int, int]
+    total_by_media: dict[int, int]
+    skipped: int
+
+
+def route_value(study_id: int, face_id: int) -> float:
+    """A number in [0, 1) fixed per face: the face needs a second vote when it is below the study's double share."""
+    digest = hashlib.sha256(f"affectlab-route:{study_id}:{face_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def votes_needed(settings: StudySettings, study_id: int, face_id: int) -> int:
+    """How many annotators' classes a face needs (rule 2)."""
+    return 2 if route_value(study_id, face_id) < settings.double_share else 1
+
+
+def study_settings(session: Session, study: str) -> StudySettings:
+    """The labelling rules of a study (defaults for a study that does not exist yet)."""
+    st = session.scalar(select(Study).where(Study.name == study))
+    if st is None:
+        return StudySettings()
+    return StudySettings(independent=bool(st.independent), hide_model=bool(st.hide_model),
+                         double_share=float(st.double_share or 0.0))
+
+
+def set_study_settings(session: Session, study: str, settings: StudySettings) -> StudySettings:
+    """Stores a study's labelling rules (creating the study when new).
+
+    Raises:
+        StoreError: For a double share outside [0, 1].
+    """
+    if not 0.0 <= settings.double_share <= 1.0:
+        raise StoreError(f"the share of faces for a second annotator must be from 0 to 1, not {settings.double_share}")
+    st = repo.get_or_create_study(session, study)
+    st.independent = settings.independent
+    st.hide_model = settings.hide_model and settings.independent
+    st.double_share = float(settings.double_share)
+    session.flush()
+    return study_settings(session, study)
+
+
+def skipped_faces(session: Session, study_id: int, annotator: str) -> set[int]:
+    """Ids of the faces of a study that ``annotator`` skipped."""
+    stmt = (
+        select(ReviewSkip.face_id)
+        .join(Annotator, ReviewSkip.annotator_id == Annotator.id)
+        .join(Face, ReviewSkip.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Annotator.name == annotator, Media.study_id == study_id)
+    )
+    return set(session.scalars(stmt))
+
+
+def skip(session: Session, face_id: int, annotator: str) -> None:
+    """Records that ``annotator`` skipped a face (idempotent).
+
+    Raises:
+        NotFoundError: If the face does not exist.
+    """
+    repo.get_row(session, Face, face_id, "face")
+    who = repo.get_or_create_annotator(session, annotator)
+    exists = session.scalar(
+        select(ReviewSkip.id).where(ReviewSkip.face_id == face_id, ReviewSkip.annotator_id == who.id)
+    )
+    if exists is None:
+        session.add(ReviewSkip(face_id=face_id, annotator_id=who.id))
+        session.flush()
+
+
+def unskip(
+    session: Session, annotator: str, face_ids: Sequence[int] | None = None, *, study_id: int | None = None
+) -> int:
+    """Puts skipped faces back into ``annotator``'s queue (the given ones, or every skip of a study); counts them."""
+    who = session.scalar(select(Annotator).where(Annotator.name == annotator))
+    if who is None:
+        return 0
+    stmt = delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id)
+    if face_ids is not None:
+        stmt = stmt.where(ReviewSkip.face_id.in_(list(face_ids)))
+    elif study_id is not None:
+        faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id)
+        stmt = stmt.where(ReviewSkip.face_id.in_(faces.scalar_subquery()))
+    result = session.execute(stmt)
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
+    """What ``annotator`` may see of a face (rule 4): in an independent study only their own judgement.
+
+    The label fields then hold the annotator's own values (``label_source`` ``human``) or, without them, the model's
+    (``model``), or nothing when the model is hidden too.
+    """
+    if not settings.independent:
+        return face
+    mine = tuple(j for j in face.judgements if annotator is not None and j.annotator == annotator)
+    own = mine[0] if mine else None
+    show_model = not settings.hide_model
+    out: dict[str, object] = {"judgements": mine, "note": own.note if own else None}
+    model = {"label": face.model_label, "valence": face.model_valence, "arousal": face.model_arousal,
+             "engagement": face.model_engagement}
+    for f in ("label", "valence", "arousal", "engagement"):
+        mine_v = getattr(own, f) if own else None
+        if mine_v is not None:
+            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = mine_v, "human", 1
+        elif show_model and model[f] is not None:
+            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = model[f], "model", 0
+        else:
+            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = None, "none", 0
+        out[f"{f}_agreement"] = None
+    if not show_model:
+        out.update(model_label=None, model_confidence=None, model_probs=None, model_valence=None,
+                   model_arousal=None, model_engagement=None)
+    return dataclasses.replace(face, **out)  # type: ignore[arg-type]
+
+
+def _reason(face: FaceLabel, by: ReviewOrder, independent: bool) -> tuple[str, float] | None:
+    """Why ``face`` belongs in queue ``by`` and how urgently, or None when it does not."""
+    if by == "uncertainty":
+        if face.model_confidence is None:
+            return ("no model prediction", 0.0) if not independent else ("not labelled yet", 0.0)
+        text = "not labelled yet" if independent else f"model confidence {face.model_confidence:.2f}"
+        return text, 1.0 - face.model_confidence
+    if by == "disagreement":
+        if face.label_source != "human" or face.model_label is None or face.model_label == face.label:
+            return None
+        text = "annotators and model disagree" if independent else (
+            f"annotators say {face.label}, model says {face.model_label}")
+        return text, face.model_confidence or 0.0
+    if face.label is None or face.valence is None:
+        return None
+    if face.label in POSITIVE_CLASSES and face.valence < -VALENCE_CONTRADICTION:
+        text = f"{face.label} with negative valence {face.valence:.2f}"
+    elif face.label in NEGATIVE_CLASSES and face.valence > VALENCE_CONTRADICTION:
+        text = f"{face.label} with positive valence {face.valence:.2f}"
+    else:
+        return None
+    return ("valence contradicts the class" if independent else text), abs(face.valence)
+
+
+def build_queue(
+    faces: Iterable[FaceLabel],
+    by: ReviewOrder,
+    *,
+    annotator: str | None,
+    skipped: set[int],
+    settings: StudySettings,
+    study_id: int,
+    flt: ReviewFilter = ReviewFilter(),
+    limit: int = 50,
+) -> ReviewQueue:
+    """The queue of ``annotator`` from a study's faces (rules 1 to 3), as a pure function.
+
+    Args:
+        faces: The study's faces with their labels (:func:`db.labels.face_labels`).
+        by: The queue.
+        annotator: Who reviews (None: nobody known yet; nothing is done or skipped).
+        skipped: Faces this annotator skipped.
+        settings: The study's labelling rules.
+        study_id: The study (for the routing of rule 2).
+        flt: Which faces the queue covers.
+        limit: How many items to return.
+    """
+    if by not in REVIEW_ORDERS:
+        raise StoreError(f"unknown review order {by!r}; use one of {', '.join(REVIEW_ORDERS)}")
+    waiting: list[ReviewItem] = []
+    total_by_media: Counter[int] = Counter()
+    left_by_media: Counter[int] = Counter()
+    n_skipped = 0
+    for f in faces:
+        if not flt.matches(f):
+            continue
+        total_by_media[f.media_id] += 1
+        if annotator is not None and any(j.annotator == annotator for j in f.judgements):
+            continue
+        if f.face_id in skipped:
+            n_skipped += 1
+            continue
+        if by == "uncertainty":
+            votes = sum(1 for j in f.judgements if j.label is not None)
+            if votes >= votes_needed(settings, study_id, f.face_id):
+                continue
+        reason = _reason(f, by, settings.independent)
+        if reason is None:
+            continue
+        left_by_media[f.media_id] += 1
+        waiting.append(ReviewItem(face_id=f.face_id, media_id=f.media_id, filename=f.filename, frame=f.frame,
+                                  time_s=f.time_s, track_id=f.track_id, model_label=f.model_label,
+                                  model_confidence=f.model_confidence, label=f.label, label_source=f.label_source,
+                                  valence=f.valence, arousal=f.arousal, reason=reason[0], score=reason[1]))
+    waiting.sort(key=lambda i: (-i.score, i.face_id))
+    return ReviewQueue(items=tuple(waiting[:limit]), left=len(waiting), total=sum(total_by_media.values()),
+                       left_by_media=dict(left_by_media), total_by_media=dict(total_by_media), skipped=n_skipped)
+
+
+def review_queue(
+    session: Session,
+    study: str,
+    by: ReviewOrder = "uncertainty",
+    *,
+    annotator: str | None = None,
+    flt: ReviewFilter = ReviewFilter(),
+    model: str | None = None,
+    limit: int = 50,
+) -> ReviewQueue:
+    """``annotator``'s queue in a study (see :func:`build_queue`).
+
+    Raises:
+        StudyNotFoundError: For a study that does not exist.
+    """
+    st = repo.get_study(session, study)
+    rows, _ = face_labels(session, st.id, model)
+    skipped = skipped_faces(session, st.id, annotator) if annotator else set()
+    return build_queue(rows, by, annotator=annotator, skipped=skipped, settings=study_settings(session, study),
+                       study_id=st.id, flt=flt, limit=limit)
+
+
+def browse(session: Session, study: str, flt: ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
+    """The faces of a study that pass ``flt`` (e.g. ``labelled_by`` for "the faces I labelled"), in media order."""
+    st = repo.get_study(session, study)
+    rows, _ = face_labels(session, st.id, model)
+    return [r for r in rows if flt.matches(r)]
