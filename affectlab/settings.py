@@ -17,6 +17,8 @@ Environment variables:
     AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
     SPACE_ID: set by Hugging Face Spaces; the app then never runs open.
     AFFECTLAB_MALLOC_TUNE: ``0`` to keep glibc malloc's defaults (see ``models.runtime``).
+    AFFECTLAB_REVIEW_FRAGMENT: ``0`` to rerun the whole Review page on each key press instead of only the review
+        panel (slower; for ``bench/bench_review.py``'s comparison).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Settings:
         allow_open: Serve a non-loopback address without sign-in.
         hosted: Running on a Hugging Face Space.
         malloc_tune: Apply ``models.runtime.tune_malloc`` at the entry points.
+        review_fragment: A key press in Review reruns only the review panel (False: the whole page).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
@@ -82,6 +85,7 @@ class Settings:
     allow_open: bool = False
     hosted: bool = False
     malloc_tune: bool = True
+    review_fragment: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -112,6 +116,7 @@ class Settings:
             allow_open=_env_bool(env, "AFFECTLAB_ALLOW_OPEN", False),
             hosted=bool(env.get("SPACE_ID")),
             malloc_tune=_env_bool(env, "AFFECTLAB_MALLOC_TUNE", True),
+            review_fragment=_env_bool(env, "AFFECTLAB_REVIEW_FRAGMENT", True),
         )
 
 

@@ -127,3 +127,11 @@ class BackupUnsupportedError(StoreError):
             f"backup copies SQLite databases only, and {url} is not one; use pg_dump (or your provider's "
             "snapshots) for PostgreSQL"
         )
+
+
+class NotAllowedError(StoreError):
+    """An action that only a study owner may take was asked for by someone else."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(f"{action} is for study owners only; ask an owner, or enter the owners' code")
+        self.action = action

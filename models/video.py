@@ -422,6 +422,42 @@ def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5
         yield from reader
 
 
+def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.ndarray:
+    """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
+
+    Raises:
+        BadInputError: Not a readable video, or no frame at that time.
+    """
+    import av
+
+    label = name or str(path)
+    container = _open(path, label)
+    try:
+        st = container.streams.video[0]
+        tb = st.time_base
+        start = st.start_time or 0
+        rate = _rate(st.average_rate) or 25.0
+        if tb is not None and time_s > 0:
+            container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
+        best = None
+        for frame in container.decode(st):
+            t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
+            if best is not None and t > time_s + 0.5 / rate:
+                break
+            best = frame
+            if t >= time_s - 0.5 / rate:
+                break
+    except av.FFmpegError as exc:
+        raise BadInputError(label, f"cannot decode the frame at {time_s:.2f} s ({exc.strerror or exc})") from None
+    finally:
+        container.close()
+    if best is None:
+        raise BadInputError(label, f"no frame at {time_s:.2f} s")
+    img = best.to_ndarray(format="rgb24")
+    rot = _norm_rotation(best.rotation)
+    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+
+
 def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: float = 0.1) -> list[Face]:
     """Faces of a frame between two detected frames.
 

@@ -133,6 +133,44 @@ def test_video_upload_shows_tracks_and_player(app_dirs: Path, pyfeat) -> None:
     assert media.kind == "video" and media.n_faces >= 3
     assert store.tracks(media.id)
     store.close()
+    _reopen_without_a_model(video, media.id)
+
+
+def _no_model(*_args, **_kwargs):
+    raise AssertionError("a model was loaded for stored results")
+
+
+def _reopen_without_a_model(video: Path, media_id: int) -> None:
+    """After a reload: uploading the stored video again, and opening it in the Library, run no model."""
+    from webapp import resources
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(resources, "analysis_session", _no_model)
+    mp.setattr(resources, "engagement_model", _no_model)
+    try:
+        at = new_app()  # a new browser session: nothing of the first one is left
+        at.run()
+        at.file_uploader(key="w_uploads").set_value(("again.mp4", video.read_bytes(), "video/mp4"))
+        at.run()
+        next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+        no_exception(at)
+        assert any("already in the study" in c.value and "no model was run" in c.value for c in at.caption)
+        assert [s.value for s in at.subheader] == ["`single_face.mp4`"], "the stored item, under its stored name"
+        assert any(e.label.startswith("Track 0") for e in at.expander)
+
+        at = new_app()
+        at.query_params["open"] = str(media_id)
+        at.run()
+        at.switch_page("views/library.py")
+        at.run()
+        no_exception(at)
+        assert [s.value for s in at.subheader] == ["`single_face.mp4`"]
+        assert at.get("video") and any(e.label.startswith("Track 0") for e in at.expander)
+        at.button[0].click().run()  # back to the library grid
+        no_exception(at)
+        assert any(b.label == "Open" for b in at.button) and at.get("image"), "a card with a thumbnail"
+    finally:
+        mp.undo()
 
 
 def test_webcam_snapshot_with_a_va_model_shows_the_circumplex(app_dirs: Path, single_face_jpg: Path) -> None:

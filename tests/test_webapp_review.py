@@ -1,14 +1,36 @@
-"""The Review page through AppTest: the queue, one key per class, V/A and engagement, whole track, undo."""
+"""The Review page through AppTest: the queue per annotator, class keys, stored skips, undo, reloads, independent
+labelling with two annotators, the track strip with an exception, and the browse view of one's own labels."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
 
-from tests.apphelpers import new_app, no_exception, page, store_for
+from tests.apphelpers import new_app, no_exception, page, store_for, use_folders
 
 pytestmark = pytest.mark.slow
+
+
+def _as(name: str, *, query: dict[str, str] | None = None) -> AppTest:
+    """A new browser session on the Review page, with ``name`` typed in (or brought back by the URL ``query``)."""
+    at = new_app()
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    if name and not query:
+        at.text_input(key="w_annotator").input(name).run()
+    return page(at, "review")
+
+
+def _counts(at: AppTest) -> str:
+    return next(m.value for m in at.markdown if "left** in the study" in m.value)
+
+
+def _face_on_screen(at: AppTest) -> int:
+    line = next(m.value for m in at.markdown if " Face " in m.value)
+    return int(line.split(" Face ", 1)[1].split(",", 1)[0])
 
 
 def test_annotator_name_is_required_before_the_first_correction(multi_face_app_dir: Path) -> None:
@@ -20,53 +42,141 @@ def test_annotator_name_is_required_before_the_first_correction(multi_face_app_d
     assert store.history(face_id=store.faces("default")[0].face_id) == []
 
 
-def test_correct_with_class_keys_then_undo(multi_face_app_dir: Path) -> None:
-    at = new_app()
-    at.run()
-    at.text_input(key="w_annotator").input("bob").run()
-    page(at, "review")
+def test_correct_with_class_keys_then_undo_survives_a_reload(multi_face_app_dir: Path) -> None:
+    at = _as("bob")
     no_exception(at)
-    assert at.markdown[0].value.startswith("**1 of 5** in the queue")
+    assert _counts(at).startswith("**5 of 5 left** in the study for you · 5 of 5 in this file")
     buttons = {b.key: b for b in at.button}
-    # one button per class, with keyboard shortcuts 1..8
+    # one button per class, with keyboard shortcuts 1..8; nothing pre-selected for a face bob never labelled
     assert [buttons[f"cls_{c}"].proto.shortcut for c in ("Anger", "Surprise")] == ["1", "8"]
+    assert all(b.proto.type != "primary" for k, b in buttons.items() if k and k.startswith("cls_"))
+    first = _face_on_screen(at)
     buttons["cls_Fear"].click().run()
     no_exception(at)
     assert any("class Fear" in s.value for s in at.success)
-    assert at.markdown[0].value.startswith("**1 of 4** in the queue"), "the corrected face left bob's queue"
+    assert _counts(at).startswith("**4 of 5 left**"), "the corrected face left bob's queue"
+    assert _face_on_screen(at) != first
     store = store_for(multi_face_app_dir)
     human = [f for f in store.faces("default") if f.label_source == "human"]
-    assert [(f.label, f.judgements[0].annotator) for f in human] == [("Fear", "bob")]
+    assert [(f.face_id, f.label, f.judgements[0].annotator) for f in human] == [(first, "Fear", "bob")]
 
+    # Undo belongs to the person, not the tab: a new browser session (a reload) undoes bob's latest correction.
+    at = _as("", query=dict(at.query_params))
+    assert at.text_input(key="w_annotator").value == "bob", "the name came back from the URL"
     at.button(key="undo").click().run()
     no_exception(at)
     assert any("Undone" in s.value for s in at.success)
+    assert _face_on_screen(at) == first, "the undone face is shown again"
     assert not [f for f in store.faces("default") if f.label_source == "human"]
-    kinds = [r.kind for r in store.history(face_id=human[0].face_id)]
-    assert kinds == ["set", "undo"], "undo is a new row; nothing is overwritten"
+    assert [r.kind for r in store.history(face_id=first)] == ["set", "undo"], "undo is a new row"
 
 
-def test_valence_arousal_engagement_and_note(multi_face_app_dir: Path) -> None:
-    at = new_app()
-    at.run()
-    at.text_input(key="w_annotator").input("carol").run()
-    page(at, "review")
-    face_id = int(next(b.key for b in at.toggle if b.key.startswith("w_set_va_")).rsplit("_", 1)[1])
-    at.toggle(key=f"w_set_va_{face_id}").set_value(True).run()
-    at.slider(key=f"w_valence_{face_id}").set_value(0.5)
-    at.slider(key=f"w_arousal_{face_id}").set_value(-0.25)
-    at.segmented_control(key=f"w_engagement_{face_id}").set_value(0.66)
-    at.text_input(key=f"w_note_{face_id}").input("looks away")
-    at.run()
-    at.button(key="cls_Neutral").click().run()
+def test_confirming_the_model_class_is_a_human_vote(multi_face_app_dir: Path) -> None:
+    at = _as("carol")
+    face_id = _face_on_screen(at)
+    store = store_for(multi_face_app_dir)
+    predicted = store.face(face_id).model_label
+    at.button(key=f"cls_{predicted}").click().run()
     no_exception(at)
-    face = store_for(multi_face_app_dir).face(face_id)
-    assert (face.label, face.valence, face.arousal, face.engagement, face.note) == (
-        "Neutral", 0.5, -0.25, 0.66, "looks away")
+    face = store.face(face_id)
+    assert (face.label, face.label_source, face.label_annotators) == (predicted, "human", 1)
 
 
-def test_queue_orders(multi_face_app_dir: Path) -> None:
-    at = page(new_app(), "review")
+def test_skip_is_kept_across_a_reload_and_can_be_undone(multi_face_app_dir: Path) -> None:
+    at = _as("dora")
+    skipped = _face_on_screen(at)
+    at.button(key="skip").click().run()
+    no_exception(at)
+    assert _counts(at).startswith("**4 of 5 left** in the study for you · 4 of 5 in this file · 1 skipped.")
+    assert _face_on_screen(at) != skipped
+    query = dict(at.query_params)
+    assert query.get("annotator") == "dora"
+
+    again = _as("", query=query)  # a reload: a new session, the URL kept
+    no_exception(again)
+    assert again.text_input(key="w_annotator").value == "dora"
+    assert "· 1 skipped." in _counts(again) and _face_on_screen(again) != skipped
+    other = _as("erik")
+    assert _counts(other).startswith("**5 of 5 left**"), "skips are per annotator"
+    # the skipped face comes back on request
+    for _ in range(4):
+        again.button(key="skip").click().run()
+    assert any("Nothing left" in s.value for s in again.success)
+    again.button(key="unskip").click().run()
+    no_exception(again)
+    assert _counts(again).startswith("**5 of 5 left**")
+
+
+def test_queue_order_and_filters_survive_a_reload(multi_face_app_dir: Path) -> None:
+    at = _as("fay")
     at.radio(key="w_review_by").set_value("disagreement").run()
     no_exception(at)
-    assert any("Nothing to review" in s.value for s in at.success)
+    assert any("Nothing left" in s.value for s in at.success)
+    query = dict(at.query_params)
+    assert query.get("queue") == "disagreement"
+    again = _as("", query=query)
+    assert again.radio(key="w_review_by").value == "disagreement"
+
+
+def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
+    from db.review import StudySettings
+
+    store = store_for(multi_face_app_dir)
+    store.set_study_settings("default", StudySettings(independent=True, hide_model=True, double_share=1.0))
+    alice = _as("alice")
+    face_id = _face_on_screen(alice)
+    alice.button(key="cls_Fear").click().run()
+    no_exception(alice)
+
+    bob = _as("bob")
+    no_exception(bob)
+    text = " ".join(m.value for m in bob.markdown)
+    assert "Fear" not in text and "Current label of the study" not in text, "bob sees nothing of alice's vote"
+    assert not bob.get("plotly_chart"), "the model's prediction is hidden too"
+    # bob reaches the same face (every face needs two votes with a share of 100 %)
+    while _face_on_screen(bob) != face_id:
+        bob.button(key="skip").click().run()
+    assert all(b.proto.type != "primary" for b in bob.button if b.key and b.key.startswith("cls_"))
+    bob.button(key="cls_Fear").click().run()
+    no_exception(bob)
+    face = store.face(face_id)
+    assert sorted(j.annotator for j in face.judgements) == ["alice", "bob"]
+    assert (face.label, face.label_annotators, face.label_agreement) == ("Fear", 2, 1.0)
+    assert store.stats("default").counts["annotators"] == 2
+
+
+def test_track_strip_applies_to_the_whole_track_with_an_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  random_weights_dir: Path) -> None:
+    from tests.pg import fake_results, png_bytes
+
+    data = tmp_path / "data"
+    use_folders(monkeypatch, data, random_weights_dir)
+    store = store_for(data)
+    store.upgrade()
+    box = (10.0, 10.0, 50.0, 60.0)
+    res = fake_results("clip.mp4", [box] * 6, ["Neutral"] * 6, frames=list(range(0, 60, 10)), tracks=[0] * 6,
+                       confidence=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    store.ingest_results("default", png_bytes(3), "clip.mp4", res)
+    faces = sorted(store.faces("default"), key=lambda f: f.time_s)
+
+    at = _as("gus")
+    no_exception(at)
+    assert any(m.value.startswith("**Track 0**: 6 faces") for m in at.markdown)
+    assert sum(1 for b in at.button if b.key and b.key.startswith("strip_")) == 6
+    at.selectbox(key=f"w_track_class_{faces[0].track_id}").set_value("Sadness").run()
+    at.button(key="apply_track").click().run()
+    no_exception(at)
+    assert all(store.face(f.face_id).label == "Sadness" for f in faces)
+    assert any("Nothing left" in s.value for s in at.success), "the whole track left gus's queue"
+
+    # an exception: open one face of the strip in "My labels" and give it its own class
+    at.segmented_control(key="w_review_mode").set_value("mine").run()
+    no_exception(at)
+    at.button(key=f"strip_{faces[3].face_id}").click().run()
+    assert _face_on_screen(at) == faces[3].face_id
+    at.button(key="cls_Happiness").click().run()
+    no_exception(at)
+    labels = [store.face(f.face_id).label for f in faces]
+    assert labels == ["Sadness"] * 3 + ["Happiness"] + ["Sadness"] * 2
+    captions = [c.value for c in at.caption]
+    assert any("Happiness (own)" in c for c in captions) and any("Sadness (track)" in c for c in captions)

@@ -21,8 +21,8 @@ from affectlab.settings import Settings  # noqa: E402
 from db.services import LabelStore  # noqa: E402
 from webapp import resources, services  # noqa: E402
 from webapp.access import AccessConfig, load_access_config  # noqa: E402
-from webapp.state import Keys, UIState, ui_state  # noqa: E402
-from webapp.ui import Context, code_span, set_context  # noqa: E402
+from webapp.state import Keys, UIState, from_url, ui_state  # noqa: E402
+from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
 
 NEW_STUDY = "+ New study..."
 
@@ -122,6 +122,8 @@ def main() -> None:
     s = resources.settings()
     state = ui_state()
     access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
+    if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
+        from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
     who = _gate(access, state)
     store = resources.label_store(s)
     study = _sidebar_study(access, state, store, who)
@@ -142,10 +144,12 @@ def main() -> None:
     pages = [
         st.Page(views / "analyze.py", title="Analyze", icon=":material/add_a_photo:", url_path="analyze", default=True),
         st.Page(views / "review.py", title="Review", icon=":material/rate_review:", url_path="review"),
+        st.Page(views / "library.py", title="Library", icon=":material/video_library:", url_path="library"),
         st.Page(views / "dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
         st.Page(views / "model_weights.py", title="Models", icon=":material/memory:", url_path="models"),
     ]
     st.navigation(pages).run()
+    remember_in_url()
 
 
 main()

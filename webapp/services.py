@@ -12,6 +12,7 @@ deletes its file too.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -25,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from db.errors import StudyNotFoundError
+from db import review as review_rules
+from db.errors import NotAllowedError, StudyNotFoundError
 from db.ingest import MediaInfo
-from db.rows import AnnotationRow, FaceLabel, MediaRow, ReviewItem, StudyRow, StudyStats, TrackRow
+from db.review import ReviewFilter, ReviewQueue, StudySettings
+from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, TrackRow
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
 from models.registry import EMOTIONS_8, REGISTRY, emotion_models, get_spec
@@ -274,6 +277,28 @@ class FileOutcome:
     new: bool = True
 
 
+def stored_media(store: LabelStore, study: str, upload: Upload) -> MediaRow | None:
+    """The media item of the study holding exactly these bytes, None when the file is new to the study."""
+    return store.media_by_sha256(study, hashlib.sha256(upload.data).hexdigest())
+
+
+def thumbnail(path: Path, kind: str, time_s: float = 0.0, max_side: int = 240) -> np.ndarray:
+    """A small picture of a kept media file: the image, or the video's frame at ``time_s``.
+
+    Raises:
+        BadInputError: The file cannot be read.
+    """
+    from PIL import Image
+
+    img = video_frame(path, time_s) if kind == "video" else load_media_image(path)
+    h, w = img.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return img
+    small = Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    return np.asarray(small)
+
+
 def upload_kind(upload: Upload) -> str:
     """``video`` or ``image``, by the name's suffix (a GIF is probed: animated ones are videos)."""
     from models.video import VIDEO_EXTENSIONS, is_video
@@ -440,12 +465,85 @@ def class_names(face: FaceLabel | None = None) -> list[str]:
     return list(EMOTIONS_8)
 
 
-def review_queue(store: LabelStore, study: str, by: str, annotator: str | None, limit: int = 50) -> list[ReviewItem]:
-    """Faces to review next, most in need first, leaving out those ``annotator`` corrected already."""
+def review_queue(store: LabelStore, study: str, by: str, annotator: str | None, flt: ReviewFilter | None = None,
+                 limit: int = 50) -> ReviewQueue:
+    """``annotator``'s queue: faces they have neither labelled nor skipped, most in need first, with counts left."""
     try:
-        return store.review_queue(study, by, limit=limit, annotator=annotator)
+        return store.review_queue(study, by, limit=limit, annotator=annotator, flt=flt)  # type: ignore[arg-type]
+    except StudyNotFoundError:
+        return ReviewQueue(items=(), left=0, total=0, left_by_media={}, total_by_media={}, skipped=0)
+
+
+def my_labels(store: LabelStore, study: str, annotator: str, flt: ReviewFilter | None = None) -> list[FaceLabel]:
+    """The faces ``annotator`` has labelled in a study (own or through a track label), for browsing and editing."""
+    base = flt or ReviewFilter()
+    try:
+        return store.browse(study, dataclasses.replace(base, labelled_by=annotator))
     except StudyNotFoundError:
         return []
+
+
+def skip(store: LabelStore, annotator: str | None, face_id: int) -> None:
+    """Keeps a face out of ``annotator``'s queue (stored: it holds across reloads and devices).
+
+    Raises:
+        ValueError: Without an annotator name.
+    """
+    if not annotator:
+        raise ValueError("enter your name as annotator before skipping: skips are kept per annotator")
+    store.skip(face_id, annotator)
+
+
+def unskip_all(store: LabelStore, study: str, annotator: str) -> int:
+    """Puts every face ``annotator`` skipped in the study back into their queue; returns how many."""
+    try:
+        return store.unskip(study, annotator)
+    except StudyNotFoundError:
+        return 0
+
+
+def undo_last(store: LabelStore, study: str, annotator: str) -> AnnotationRow | None:
+    """Reverts ``annotator``'s newest active correction in the study (from any tab or device); None if none."""
+    try:
+        last = store.last_correction(study, annotator)
+    except StudyNotFoundError:
+        return None
+    if last is None:
+        return None
+    return store.undo(annotator, annotation_id=last.id)
+
+
+def study_settings(store: LabelStore, study: str) -> StudySettings:
+    """The study's labelling rules."""
+    return store.study_settings(study)
+
+
+def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *, owner: bool) -> StudySettings:
+    """Stores the study's labelling rules.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+    """
+    if not owner:
+        raise NotAllowedError("changing a study's labelling rules")
+    return store.set_study_settings(study, settings)
+
+
+def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
+    """What ``annotator`` may see of a face under the study's rules (independent labelling hides others' votes)."""
+    return review_rules.visible_face(face, annotator, settings)
+
+
+def face_crops(store: LabelStore, face_ids: Sequence[int]) -> dict[int, bytes]:
+    """Stored crops of several faces at once (absent in features-only mode)."""
+    return store.face_crops(face_ids)
+
+
+def video_frame(path: Path, time_s: float) -> np.ndarray:
+    """The frame of a kept video at ``time_s`` (seeking, not decoding from the start)."""
+    from models.video import frame_at
+
+    return frame_at(path, time_s, path.name)
 
 
 def face_label(store: LabelStore, face_id: int) -> FaceLabel:
@@ -482,15 +580,6 @@ def correct(
         return store.correct_track(track_id, name, **kw)
     assert face_id is not None
     return store.correct_face(face_id, name, **kw)
-
-
-def undo(store: LabelStore, annotator: str, annotation_id: int) -> AnnotationRow:
-    """Reverts one of ``annotator``'s corrections with a new history row.
-
-    Raises:
-        NothingToUndoError: The correction is already undone or not this annotator's.
-    """
-    return store.undo(annotator, annotation_id=annotation_id)
 
 
 # ---------------------------------------------------------------------------------------------------- dataset

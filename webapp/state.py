@@ -1,12 +1,18 @@
 """The one declaration of what a browser session keeps: ids and UI state only, never media, faces or models.
 
 Everything lives in one :class:`UIState` object under ``st.session_state["affectlab"]``; pages get it with
-:func:`ui_state`. Widget keys are declared here too (:class:`Keys`), so that no page invents session-state names.
+:func:`ui_state`. Widget keys are declared here too (:class:`Keys`); per-item widget keys are built from them
+(``f"{Keys.VALENCE}_{face_id}"``).
+
+What must survive a reload (the study, the annotator name when there is no sign-in, the review queue and filters, the
+media item opened) is mirrored into the page's URL query (:data:`URL_FIELDS`, :func:`from_url`, :func:`to_url`), so
+that a reload or a bookmark brings the same view back; everything a person did (labels, skips, undo) is in the
+database, never in the tab.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +31,15 @@ class UIState:
         model: The active emotion model (None: the settings' default).
         analyzed: Media ids of the last analysis, shown on the Analyze page.
         review_by: The review queue's order (``uncertainty``, ``disagreement``, ``valence``).
+        review_mode: ``queue`` (faces waiting for this annotator) or ``mine`` (the faces one labelled, to edit).
         review_face: The face under review (None: the queue's first).
-        undo_stack: Ids of this session's corrections, newest last, for Undo.
+        review_media: Review only this media item's faces (None: all).
+        review_model_label: Review only faces the model put in this class.
+        review_human_label: Review only faces whose human class is this one.
+        review_labelled: ``yes``/``no``: only faces with / without a human class ("" for both).
+        review_labelled_by: Review only faces this annotator labelled ("" for all).
+        library_media: The media item opened in the library (None: none).
+        url_loaded: The URL query was read into this state (once per browser session).
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
     """
 
@@ -37,9 +50,71 @@ class UIState:
     model: str | None = None
     analyzed: list[int] = field(default_factory=list)
     review_by: str = "uncertainty"
+    review_mode: str = "queue"
     review_face: int | None = None
-    undo_stack: list[int] = field(default_factory=list)
+    review_media: int | None = None
+    review_model_label: str = ""
+    review_human_label: str = ""
+    review_labelled: str = ""
+    review_labelled_by: str = ""
+    library_media: int | None = None
+    url_loaded: bool = False
     flash: tuple[str, str] | None = None
+
+
+URL_FIELDS: dict[str, str] = {
+    "study": "study",
+    "annotator": "annotator",
+    "review_by": "queue",
+    "review_mode": "mode",
+    "review_media": "media",
+    "review_model_label": "model_class",
+    "review_human_label": "human_class",
+    "review_labelled": "labelled",
+    "review_labelled_by": "by",
+    "review_face": "face",
+    "library_media": "open",
+    "analyzed": "analyzed",
+}
+"""State field -> URL query parameter, for what survives a reload."""
+
+_INT_FIELDS = ("review_media", "review_face", "library_media")
+_CHOICES = {"review_by": ("uncertainty", "disagreement", "valence"), "review_mode": ("queue", "mine"),
+            "review_labelled": ("", "yes", "no")}
+
+
+def from_url(state: UIState, query: Mapping[str, str], *, annotator_from_url: bool = True) -> None:
+    """Reads the URL query into ``state`` (invalid values are ignored; the annotator only without sign-in)."""
+    for name, param in URL_FIELDS.items():
+        raw = query.get(param)
+        if raw is None or (name == "annotator" and not annotator_from_url):
+            continue
+        raw = str(raw)[:200]
+        if name in _INT_FIELDS:
+            if raw.isdigit():
+                setattr(state, name, int(raw))
+        elif name == "analyzed":
+            state.analyzed = [int(x) for x in raw.split(",") if x.isdigit()][:50]
+        elif name in _CHOICES:
+            if raw in _CHOICES[name]:
+                setattr(state, name, raw)
+        else:
+            setattr(state, name, raw.strip())
+    state.url_loaded = True
+
+
+def to_url(state: UIState, *, annotator_in_url: bool = True) -> dict[str, str]:
+    """The URL query that brings ``state`` back (defaults and empty values left out)."""
+    out: dict[str, str] = {}
+    default = UIState()
+    for name, param in URL_FIELDS.items():
+        value = getattr(state, name)
+        if value == getattr(default, name) or value in (None, "", []):
+            continue
+        if name == "annotator" and not annotator_in_url:
+            continue
+        out[param] = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return out
 
 
 class Keys:
@@ -55,6 +130,18 @@ class Keys:
     CAMERA = "w_camera"
     FPS = "w_fps"
     REVIEW_BY = "w_review_by"
+    REVIEW_MODE = "w_review_mode"
+    REVIEW_MEDIA = "w_review_media"
+    REVIEW_MODEL_LABEL = "w_review_model_label"
+    REVIEW_HUMAN_LABEL = "w_review_human_label"
+    REVIEW_LABELLED = "w_review_labelled"
+    REVIEW_LABELLED_BY = "w_review_labelled_by"
+    REVIEW_MINE = "w_review_mine"
+    STUDY_INDEPENDENT = "w_study_independent"
+    STUDY_HIDE_MODEL = "w_study_hide_model"
+    STUDY_DOUBLE_SHARE = "w_study_double_share"
+    TRACK_CLASS = "w_track_class"
+    LIBRARY_OPEN = "w_library_open"
     WHOLE_TRACK = "w_whole_track"
     SET_VA = "w_set_va"
     VALENCE = "w_valence"

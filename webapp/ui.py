@@ -96,3 +96,19 @@ def show_flash() -> None:
     kind, text = state.flash
     state.flash = None
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``"1 face"``, ``"2 faces"``: a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def remember_in_url() -> None:
+    """Mirrors what survives a reload (study, annotator without sign-in, queue, filters, open item) into the URL."""
+    from webapp.state import to_url, ui_state
+
+    ctx = getattr(_local, "ctx", None)
+    want = to_url(ui_state(), annotator_in_url=ctx is None or ctx.access.mode != "oidc")
+    have = {k: st.query_params.get(k) for k in st.query_params}
+    if have != want:
+        st.query_params.from_dict(want)

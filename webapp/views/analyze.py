@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from pathlib import Path
 
 import streamlit as st
 
-from db.rows import FaceLabel, MediaRow
 from models.errors import AffectLabError
 from models.registry import get_spec
 from models.video import VIDEO_EXTENSIONS
-from webapp import figures, resources, services
+from webapp import resources, results, services
 from webapp.state import Keys, ui_state
-from webapp.ui import Context, code_span, context, file_error, flash, show_flash
+from webapp.ui import Context, code_span, context, file_error, plural, show_flash
 
 UPLOAD_TYPES = sorted({s.lstrip(".") for s in services.IMAGE_SUFFIXES | VIDEO_EXTENSIONS})
 
@@ -51,6 +48,24 @@ def _uploads() -> list[services.Upload]:
 
 
 def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
+    """Shows files the study already holds at once (no model run), then analyses the new ones."""
+    ids: list[int] = []
+    new: list[services.Upload] = []
+    for upload in uploads:
+        stored = services.stored_media(ctx.store, ctx.study, upload)
+        if stored is None:
+            new.append(upload)
+            continue
+        st.caption(f"{code_span(upload.name)}: already in the study ({plural(stored.n_faces, 'face')}): showing the "
+                   "stored results, no model was run.")  # fmt: skip
+        if stored.id not in ids:
+            ids.append(stored.id)
+    if new:
+        ids += [i for i in _analyze_new(ctx, model, new, fps) if i not in ids]
+    return ids
+
+
+def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
     try:
         session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device,
                                                ctx.settings.backend)
@@ -79,154 +94,13 @@ def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps:
             continue
         ok += 1
         again = "" if outcome.new else " (already in the study: stored faces reused)"
-        bar.progress(1.0, text=f"{code_span(outcome.file)}: {outcome.n_faces} faces{again}")
+        bar.progress(1.0, text=f"{code_span(outcome.file)}: {plural(outcome.n_faces, 'face')}{again}")
         for w in outcome.warnings:
             st.warning(f"{code_span(outcome.file)}: {w}")
         if outcome.media_id is not None and outcome.media_id not in ids:
             ids.append(outcome.media_id)
     st.caption(f"{ok} file(s) analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
     return ids
-
-
-def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
-    label = st.session_state.get(key)
-    if not label:
-        return
-    if ctx.annotator is None:
-        flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
-        return
-    try:
-        row = services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
-    except (AffectLabError, ValueError) as exc:
-        flash("error", f"Correction not stored: {exc}")
-        return
-    ui_state().undo_stack.append(row.id)
-    flash("success", f"Stored: face {face_id} is {label} (by {ctx.annotator}). Undo on the Review page.")
-
-
-def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
-    for n, face in enumerate(faces, start=1):
-        c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
-        crop = services.face_crop(ctx.store, face.face_id)
-        with c1:
-            st.markdown(f"**Face {n}**")
-            if crop is not None:
-                st.image(crop, width=110)
-            else:
-                st.caption("no crop stored (features-only mode)")
-        with c2:
-            if face.model_probs:
-                title = f"Face {n}: {face.model or 'model'} probabilities"
-                st.plotly_chart(figures.probability_bar(face.model_probs, title, face.human_label),
-                                key=f"bar_{face.face_id}", config={"displayModeBar": False})  # fmt: skip
-        with c3:
-            source = "annotators" if face.label_source == "human" else "model"
-            st.markdown(f"Label: **{face.label or '-'}** (from the {source})")
-            key = f"qc_{face.face_id}"
-            st.pills(f"Correct face {n}", services.class_names(face), key=key, on_change=_correct_cb,
-                     args=(ctx, face.face_id, key), disabled=ctx.annotator is None,
-                     help=None if ctx.annotator else "Enter your name in the sidebar first.")  # fmt: skip
-
-
-def _circumplex(faces: list[FaceLabel], key: str) -> None:
-    points = [(f.model_valence, f.model_arousal, f"face {n}") for n, f in enumerate(faces, start=1)
-              if f.model_valence is not None and f.model_arousal is not None]  # fmt: skip
-    if points:
-        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
-
-
-def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
-    left, right = st.columns([3, 2])
-    with left:
-        if path is not None:
-            boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
-            try:
-                st.image(figures.draw_boxes(services.load_media_image(path), boxes),
-                         caption=f"{len(faces)} faces, numbered largest first")  # fmt: skip
-            except AffectLabError as exc:
-                st.error(f"Cannot show the image: {exc}")
-        else:
-            st.caption("The image is not kept (features-only privacy mode).")
-    with right:
-        _circumplex(faces, f"va_{media.id}")
-    _face_rows(ctx, faces)
-
-
-@st.cache_data(show_spinner="Extracting key frames...", max_entries=32)
-def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...]) -> list:
-    del mtime  # part of the cache key only: a replaced file is decoded again
-    out = []
-    for time_s, index, image in services.key_frames(Path(path), frames):
-        marks = [figures.BoxLabel(b, t + 1, f"track {t}") for fr, t, b in boxes if fr == index]
-        out.append((time_s, figures.draw_boxes(image, marks)))
-    return out
-
-
-def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
-    duration = float(media.duration_s or 0.0)
-    if path is not None:
-        start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
-        st.video(str(path), start_time=int(start))
-        frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
-        boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
-        shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes)
-        if shots:
-            cols = st.columns(len(shots))
-            for col, (time_s, im) in zip(cols, shots, strict=True):
-                col.image(im, caption=f"{time_s:.1f} s")
-    else:
-        st.caption("The video is not kept (features-only privacy mode).")
-    by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
-    for f in faces:
-        by_track[f.track_id].append(f)
-    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id)}
-    for track_id, rows in by_track.items():
-        rows.sort(key=lambda r: r.time_s or 0.0)
-        t = tracks.get(track_id) if track_id is not None else None
-        name = f"Track {t.track_index}" if t is not None else "Faces without a track"
-        span = f", {t.start_s:.1f}-{t.end_s:.1f} s" if t and t.start_s is not None and t.end_s is not None else ""
-        eng = ""
-        if t is not None and t.engagement_score is not None:
-            eng = f", engagement {t.engagement_score:.2f} ({t.engagement_label})"
-        with st.expander(f"{name}: {len(rows)} faces{span}{eng}", expanded=len(by_track) <= 3):
-            times = [r.time_s or 0.0 for r in rows]
-            probs = [r.model_probs or {} for r in rows]
-            if any(probs):
-                st.plotly_chart(figures.probability_timeline(times, probs, f"{name}: emotion probabilities"),
-                                key=f"pt_{media.id}_{track_id}")  # fmt: skip
-            if any(r.model_valence is not None for r in rows):
-                st.plotly_chart(figures.va_timeline(times, [r.model_valence for r in rows],
-                                                    [r.model_arousal for r in rows], f"{name}: valence and arousal"),
-                                key=f"va_{media.id}_{track_id}")  # fmt: skip
-            if t is not None and t.windows:
-                st.plotly_chart(figures.engagement_timeline(t.windows, f"{name}: engagement"),
-                                key=f"en_{media.id}_{track_id}")  # fmt: skip
-            elif t is not None:
-                st.caption("No engagement for this track (engagement weights absent, or too few faces).")
-
-
-def _results(ctx: Context, media_ids: list[int]) -> None:
-    media = {m.id: m for m in services.study_media(ctx.store, ctx.study)}
-    faces_by_media: dict[int, list[FaceLabel]] = defaultdict(list)
-    for f in services.study_faces(ctx.store, ctx.study):
-        faces_by_media[f.media_id].append(f)
-    if ctx.annotator is None:
-        st.info("To correct a label, enter your name in the sidebar (Your name) first.")
-    for mid in media_ids:
-        m = media.get(mid)
-        if m is None:
-            continue  # deleted since
-        faces = sorted(faces_by_media.get(mid, []), key=lambda r: (r.frame or 0, r.face_id))
-        st.subheader(code_span(m.filename), divider="gray")  # the name as literal text, never markdown or HTML
-        if not faces:
-            st.info("No face found in this file.")
-            continue
-        if m.kind == "video":
-            _video_result(ctx, m, faces)
-        else:
-            _image_result(ctx, m, faces)
 
 
 def render() -> None:
@@ -248,7 +122,9 @@ def render() -> None:
         ui_state().analyzed = ids
     state = ui_state()
     if state.analyzed:
-        _results(ctx, state.analyzed)
+        results.show(ctx, state.analyzed)
+    else:
+        st.caption("Files analysed before are in the Library, with their stored results.")
 
 
 render()

@@ -1,21 +1,32 @@
-"""Review: a queue of faces that most need a human look; correct with one key per class, per face or whole track."""
+"""Review: each annotator's queue of faces; one key per class, per face or whole track; skips and undo are stored.
+
+The review panel is a fragment: a key press reruns only the panel, not the page (``AFFECTLAB_REVIEW_FRAGMENT=0``
+turns that off, for the bench's comparison).
+"""
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
 
-from db.rows import FaceLabel, ReviewItem
+from db.review import ReviewFilter, ReviewQueue, StudySettings
+from db.rows import FaceLabel
 from models.errors import AffectLabError
 from webapp import figures, services
-from webapp.state import Keys, ui_state
-from webapp.ui import Context, code_span, context, flash, show_flash
+from webapp.state import Keys, UIState, ui_state
+from webapp.ui import Context, code_span, context, flash, plural, remember_in_url, show_flash
 
 ORDERS = {
-    "uncertainty": "Model unsure (lowest confidence, not yet labelled)",
+    "uncertainty": "Needs a label (model least sure first)",
     "disagreement": "Model and annotators disagree",
     "valence": "Valence contradicts the class",
 }
+MODES = {"queue": "Queue", "mine": "My labels"}
+STRIP_MAX = 24
+"""Faces shown in a track's strip (evenly spread over the track, the current face always among them)."""
 
 
 def _keys(face_id: int) -> dict[str, str]:
@@ -34,100 +45,256 @@ def _extras(face_id: int) -> dict[str, object]:
             "engagement": ss.get(k["engagement"]), "note": note}  # fmt: skip
 
 
-def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None) -> None:
-    """Callback of the class buttons and of Save: appends the correction (callbacks run before the page)."""
+def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None
+          ) -> None:  # fmt: skip
+    """Callback of the class buttons, Save and Apply to the track: appends the correction (runs before the panel)."""
     if ctx.annotator is None:
         flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
         return
-    extras = _extras(face_id)
-    whole_track = bool(st.session_state.get(_keys(face_id)["track"])) and track_id is not None
+    extras = _extras(face_id) if whole_track is None else {}
+    if whole_track is None:
+        whole_track = bool(st.session_state.get(_keys(face_id)["track"]))
+    whole_track = whole_track and track_id is not None
     if label is None and all(v is None for v in extras.values()):
         flash("warning", "Nothing to save: choose a class, set valence/arousal or engagement, or write a note.")
         return
     try:
         target = {"track_id": track_id} if whole_track else {"face_id": face_id}
-        row = services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
+        services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
     except (AffectLabError, ValueError) as exc:
         flash("error", f"Correction not stored: {exc}")
         return
     state = ui_state()
-    state.undo_stack.append(row.id)
+    if state.review_mode == "queue":
+        state.review_face = None  # the labelled face left the queue: the next one comes up
     what = ", ".join(f"{k} {v}" for k, v in (("class", label), *extras.items()) if v is not None)
-    where = f"track {track_id} (every face without its own label)" if whole_track else f"face {face_id}"
+    where = "the whole track (every face without its own label)" if whole_track else f"face {face_id}"
     flash("success", f"Stored for {where}: {what}. Press U to undo.")
 
 
 def _undo(ctx: Context) -> None:
-    state = ui_state()
-    if ctx.annotator is None or not state.undo_stack:
-        flash("info", "Nothing to undo in this session.")
+    if ctx.annotator is None:
+        flash("info", "Enter your name in the sidebar to undo your corrections.")
         return
-    ann = state.undo_stack.pop()
     try:
-        services.undo(ctx.store, ctx.annotator, ann)
+        row = services.undo_last(ctx.store, ctx.study, ctx.annotator)
     except AffectLabError as exc:
         flash("warning", f"Undo not possible: {exc}")
         return
-    flash("success", f"Undone: correction {ann} (a new history row records the undo).")
+    if row is None:
+        flash("info", f"{ctx.annotator} has no correction to undo in this study.")
+        return
+    if row.face_id is not None:
+        _open(row.face_id)
+    target = f"face {row.face_id}" if row.face_id is not None else f"track {row.track_id}"
+    flash("success", f"Undone: your latest correction of {target} (a new history row records the undo).")
 
 
-def _skip(face_id: int, queue: list[int]) -> None:
-    i = queue.index(face_id) if face_id in queue else -1
-    ui_state().review_face = queue[(i + 1) % len(queue)] if queue else None
+def _skip(ctx: Context, face_id: int) -> None:
+    try:
+        services.skip(ctx.store, ctx.annotator, face_id)
+    except (AffectLabError, ValueError) as exc:
+        flash("warning", f"Not skipped: {exc}")
+        return
+    ui_state().review_face = None
+    flash("info", f"Skipped face {face_id}: it stays out of your queue, also after a reload.")
+
+
+def _unskip(ctx: Context) -> None:
+    if ctx.annotator:
+        n = services.unskip_all(ctx.store, ctx.study, ctx.annotator)
+        flash("info", f"{plural(n, 'skipped face')} back in your queue.")
+
+
+def _open(face_id: int) -> None:
+    ui_state().review_face = face_id
+    if Keys.REVIEW_MINE in st.session_state:  # the browse list's choice follows
+        st.session_state[Keys.REVIEW_MINE] = face_id
+
+
+def _study_rules(ctx: Context) -> StudySettings:
+    """The study's labelling rules; owners can change them here."""
+    rules = services.study_settings(ctx.store, ctx.study)
+    if not ctx.owner:
+        return rules
+    with st.expander("Labelling rules of this study (owners)"):
+        independent = st.toggle("Independent labelling: annotators do not see each other's labels",
+                                value=rules.independent, key=Keys.STUDY_INDEPENDENT)  # fmt: skip
+        hide_model = st.toggle("Hide the model's prediction from annotators too", value=rules.hide_model,
+                               key=Keys.STUDY_HIDE_MODEL, disabled=not independent)  # fmt: skip
+        share = st.slider("Share of faces labelled by a second annotator (for agreement)", 0, 100,
+                          round(rules.double_share * 100), 5, key=Keys.STUDY_DOUBLE_SHARE, format="%d %%")  # fmt: skip
+        new = StudySettings(independent=independent, hide_model=hide_model and independent, double_share=share / 100)
+        if new != rules:
+            try:
+                rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
+            except AffectLabError as exc:
+                st.error(str(exc))
+    return rules
+
+
+def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter:
+    media = services.study_media(ctx.store, ctx.study)
+    names = {m.id: m.filename for m in media}
+    may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
+    active = any((state.review_media, state.review_model_label, state.review_human_label, state.review_labelled,
+                  state.review_labelled_by))  # fmt: skip
+    classes = ["", *services.class_names()]
+    with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
+        c1, c2, c3, c4 = st.columns(4)
+        ids = [None, *names]
+        state.review_media = c1.selectbox(
+            "File", ids, index=ids.index(state.review_media) if state.review_media in ids else 0,
+            format_func=lambda i: "all files" if i is None else names[i], key=Keys.REVIEW_MEDIA)  # fmt: skip
+        if not (rules.hide_model and rules.independent):
+            state.review_model_label = c2.selectbox(
+                "Model's class", classes, index=classes.index(state.review_model_label)
+                if state.review_model_label in classes else 0, format_func=lambda c: c or "any",
+                key=Keys.REVIEW_MODEL_LABEL)  # fmt: skip
+        if may_see_votes:
+            state.review_human_label = c3.selectbox(
+                "Human class", classes, index=classes.index(state.review_human_label)
+                if state.review_human_label in classes else 0, format_func=lambda c: c or "any",
+                key=Keys.REVIEW_HUMAN_LABEL)  # fmt: skip
+            opts = ["", "yes", "no"]
+            state.review_labelled = c4.selectbox(
+                "Labelled", opts, index=opts.index(state.review_labelled) if state.review_labelled in opts else 0,
+                format_func={"": "either", "yes": "has a human label", "no": "no human label"}.__getitem__,
+                key=Keys.REVIEW_LABELLED)  # fmt: skip
+            state.review_labelled_by = st.text_input("Labelled by (annotator)", value=state.review_labelled_by,
+                                                     key=Keys.REVIEW_LABELLED_BY, max_chars=200).strip()  # fmt: skip
+    return ReviewFilter(
+        media_id=state.review_media,
+        model_label=state.review_model_label or None,
+        human_label=(state.review_human_label or None) if may_see_votes else None,
+        labelled={"yes": True, "no": False}.get(state.review_labelled) if may_see_votes else None,
+        labelled_by=(state.review_labelled_by or None) if may_see_votes else None,
+    )
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, float, float]):
+    del mtime  # part of the cache key only
+    from pathlib import Path
+
+    return figures.draw_boxes(services.video_frame(Path(path), time_s), [figures.BoxLabel(box, 1)])
 
 
 def _context_image(ctx: Context, face: FaceLabel) -> None:
     crop = services.face_crop(ctx.store, face.face_id)
     if crop is not None:
-        st.image(crop, caption=f"face {face.face_id}", width=220)
+        st.image(crop, caption=f"face {face.face_id}", width=200)
     else:
         st.caption("No crop stored (features-only privacy mode).")
-    if face.media_kind == "image" and ctx.media_dir is not None:
-        media = next((m for m in services.study_media(ctx.store, ctx.study) if m.id == face.media_id), None)
-        path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
-        if path is not None:
+    if ctx.media_dir is None:
+        return
+    media = next((m for m in services.study_media(ctx.store, ctx.study) if m.id == face.media_id), None)
+    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
+    if path is None:
+        return
+    try:
+        if face.media_kind == "video" and face.time_s is not None:
+            st.image(_frame(str(path), path.stat().st_mtime, float(face.time_s), face.box),
+                     caption=f"the frame at {face.time_s:.1f} s")  # fmt: skip
+        elif face.media_kind == "image":
             with st.expander("Whole image"):
                 st.image(figures.draw_boxes(services.load_media_image(path), [figures.BoxLabel(face.box, 1)]))
+    except AffectLabError as exc:
+        st.caption(f"The frame cannot be shown: {exc}")
 
 
-def _history(ctx: Context, face: FaceLabel) -> None:
+def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
     rows = ctx.store.history(face_id=face.face_id)
+    if rules.independent:
+        rows = [r for r in rows if r.annotator == ctx.annotator]
     if rows:
-        with st.expander(f"History of this face ({len(rows)} rows)"):
+        with st.expander(f"History of this face ({plural(len(rows), 'row')})"):
             st.dataframe(pd.DataFrame([{"id": r.id, "when": r.created_at, "annotator": r.annotator, "kind": r.kind,
                                         "target": "track" if r.track_id is not None else "face", "label": r.label,
                                         "valence": r.valence, "arousal": r.arousal, "engagement": r.engagement,
                                         "note": r.note} for r in rows]), hide_index=True)  # fmt: skip
 
 
-def _item(ctx: Context, item: ReviewItem, queue: list[int]) -> None:
-    face = services.face_label(ctx.store, item.face_id)
+def _strip_faces(faces: Sequence[FaceLabel], current: int) -> list[FaceLabel]:
+    if len(faces) <= STRIP_MAX:
+        return list(faces)
+    picks = {round(i * (len(faces) - 1) / (STRIP_MAX - 2)) for i in range(STRIP_MAX - 1)}
+    return [f for i, f in enumerate(faces) if i in picks or f.face_id == current]
+
+
+def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
+    """The faces of the current face's track, with the annotator's label of each, and Apply to the whole track."""
+    if face.track_id is None:
+        return
+    faces = [services.visible_face(f, ctx.annotator, rules)
+             for f in services.study_faces(ctx.store, ctx.study, face.media_id) if f.track_id == face.track_id]
+    faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
+    shown = _strip_faces(faces, face.face_id)
+    crops = services.face_crops(ctx.store, [f.face_id for f in shown])
+    span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
+    with st.container(border=True):
+        st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
+                    "each face without its own label; open a face below to give it its own (an exception).")
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        cls = c1.selectbox("Class for the whole track", services.class_names(face), key=f"{Keys.TRACK_CLASS}_"
+                           f"{face.track_id}", disabled=ctx.annotator is None)  # fmt: skip
+        c2.button("Apply to the whole track", key="apply_track", on_click=_save, icon=":material/done_all:",
+                  args=(ctx, face.face_id, face.track_id, cls, True), disabled=ctx.annotator is None)  # fmt: skip
+        per_row = 8
+        for start in range(0, len(shown), per_row):
+            cols = st.columns(per_row)
+            for col, f in zip(cols, shown[start:start + per_row], strict=False):
+                mine = next((j for j in f.judgements if j.annotator == ctx.annotator), None)
+                if mine is not None and mine.label is not None:
+                    tag = f"{mine.label} ({'track' if 'label' in mine.from_track else 'own'})"
+                else:
+                    tag = "-"
+                with col:
+                    if f.face_id in crops:
+                        st.image(crops[f.face_id], width=72)
+                    here = " (here)" if f.face_id == face.face_id else ""
+                    st.caption(f"{f.time_s or 0:.1f} s · {tag}{here}")
+                    st.button("Open", key=f"strip_{f.face_id}", on_click=_open, args=(f.face_id,),
+                              disabled=f.face_id == face.face_id, width="stretch")  # fmt: skip
+
+
+def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
+    face = services.visible_face(services.face_label(ctx.store, face_id), ctx.annotator, rules)
+    mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
-    st.markdown(f"**{queue.index(item.face_id) + 1} of {len(queue)}** in the queue. File {code_span(face.filename)}, "
-                f"{where}. Why: {item.reason}.")  # fmt: skip
+    why = f" Why: {reason}." if reason else ""
+    st.markdown(f"{where_line} Face {face.face_id}, file {code_span(face.filename)}, {where}.{why}")
     left, right = st.columns([2, 3])
     with left:
         _context_image(ctx, face)
     with right:
         if face.model_probs:
             st.plotly_chart(figures.probability_bar(face.model_probs, f"{face.model}: class probabilities",
-                                                    face.human_label), key=f"rbar_{face.face_id}")  # fmt: skip
-        current = f"**{face.label}** ({face.label_source})" if face.label else "none"
-        st.markdown(f"Current label: {current}")
+                                                    face.human_label), key=f"rbar_{face.face_id}",
+                            config={"displayModeBar": False})  # fmt: skip
+        elif rules.hide_model:
+            st.caption("The model's prediction is hidden in this study (independent labelling).")
+        your = f"**{mine.label}**" + (" (your track label)" if "label" in mine.from_track else "") \
+            if mine is not None and mine.label else "none yet"  # fmt: skip
+        st.markdown(f"Your label: {your}")
+        if not rules.independent:  # owners see the study's consensus on the Dataset page
+            current = f"**{face.label}** ({face.label_source})" if face.label else "none"
+            st.markdown(f"Current label of the study: {current}")
     disabled = ctx.annotator is None
     if disabled:
         st.info("Enter your name in the sidebar (Your name) to correct.")
     if face.track_id is not None:
         st.toggle(f"Apply to the whole track {face.track_index}", key=k["track"],
                   help="The correction then holds for every face of this person's track without its own label.")
-    st.markdown("**Class** (press the number key)")
+    st.markdown("**Class** (press the number key; pressing the model's class confirms it)")
     classes = services.class_names(face)
     cols = st.columns(len(classes))
+    own_label = mine.label if mine is not None else None
     for i, (col, cls) in enumerate(zip(cols, classes, strict=True)):
         col.button(cls, key=f"cls_{cls}", shortcut=str(i + 1) if i < 9 else None, on_click=_save,
                    args=(ctx, face.face_id, face.track_id, cls), disabled=disabled, width="stretch",
-                   type="primary" if cls == face.label else "secondary")  # fmt: skip
+                   type="primary" if cls == own_label else "secondary")  # fmt: skip
     with st.expander("Valence/arousal, engagement, note", expanded=face.model_valence is not None):
         va = st.toggle("Set valence and arousal", key=k["set_va"])
         c1, c2 = st.columns(2)
@@ -141,33 +308,116 @@ def _item(ctx: Context, item: ReviewItem, queue: list[int]) -> None:
         st.button("Save without changing the class", key="save_extras", on_click=_save,
                   args=(ctx, face.face_id, face.track_id, None), disabled=disabled, shortcut="S")  # fmt: skip
     b1, b2, _ = st.columns([1, 1, 4])
-    b1.button("Skip", key="skip", shortcut="N", on_click=_skip, args=(face.face_id, queue), icon=":material/skip_next:")
+    if ui_state().review_mode == "queue":
+        b1.button("Skip", key="skip", shortcut="N", on_click=_skip, args=(ctx, face.face_id),
+                  icon=":material/skip_next:", disabled=disabled)  # fmt: skip
     b2.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:",
-              disabled=not ui_state().undo_stack)  # fmt: skip
-    _history(ctx, face)
+              disabled=disabled)  # fmt: skip
+    _track_strip(ctx, face, rules)
+    _history(ctx, face, rules)
+
+
+def _counts(q: ReviewQueue, media_id: int | None) -> str:
+    line = f"**{q.left} of {q.total} left** in the study for you"
+    if media_id is not None and media_id in q.total_by_media:
+        line += f" · {q.left_by_media.get(media_id, 0)} of {q.total_by_media[media_id]} in this file"
+    if q.skipped:
+        line += f" · {q.skipped} skipped"
+    return line + "."
+
+
+def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
+    orders = dict(ORDERS)
+    if rules.independent:
+        orders = {"uncertainty": ORDERS["uncertainty"]}
+    if state.review_by not in orders:
+        state.review_by = "uncertainty"
+    state.review_by = st.radio("Queue", list(orders), format_func=orders.__getitem__, horizontal=True,
+                               key=Keys.REVIEW_BY, index=list(orders).index(state.review_by))  # fmt: skip
+    flt = _filters(ctx, state, rules)
+    q = services.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, flt)
+    ids = [i.face_id for i in q.items]
+    if not q.items:
+        st.success(f"{_counts(q, None)} Nothing left in this queue: analyze more files, or choose another queue "
+                   "or filter.")  # fmt: skip
+        c1, c2, _ = st.columns([1, 1, 3])
+        if q.skipped:
+            c1.button(f"Show my {plural(q.skipped, 'skipped face')} again", key="unskip", on_click=_unskip,
+                      args=(ctx,))  # fmt: skip
+        c2.button("Undo my last correction", key="undo", shortcut="U", on_click=_undo, args=(ctx,),
+                  icon=":material/undo:", disabled=ctx.annotator is None)  # fmt: skip
+        state.review_face = None
+        return
+    if state.review_face is None or state.review_face not in ids:
+        # A face opened from the strip or by Undo may be out of the queue's first items: it stays until labelled.
+        opened = state.review_face
+        state.review_face = opened if opened is not None and _exists(ctx, opened) else ids[0]
+    item = next((i for i in q.items if i.face_id == state.review_face), None)
+    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face).media_id
+    _item(ctx, state.review_face, rules, _counts(q, face_media), item.reason if item else None)
+
+
+def _exists(ctx: Context, face_id: int) -> bool:
+    try:
+        services.face_label(ctx.store, face_id)
+    except AffectLabError:
+        return False
+    return True
+
+
+def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
+    if ctx.annotator is None:
+        st.info("Enter your name in the sidebar (Your name) to see the faces you labelled.")
+        return
+    flt = _filters(ctx, state, rules)
+    rows = services.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
+    if not rows:
+        st.info("You have not labelled any face of this study (with these filters) yet.")
+        return
+    labels = {r.face_id: next((j.label for j in r.judgements if j.annotator == ctx.annotator), None) for r in rows}
+    by_id = {r.face_id: r for r in rows}
+    ids = list(by_id)
+    if state.review_face not in by_id:
+        state.review_face = ids[0]
+    if st.session_state.get(Keys.REVIEW_MINE) not in by_id:
+        st.session_state.pop(Keys.REVIEW_MINE, None)
+    choice = st.selectbox(
+        f"You labelled {plural(len(rows), 'face')}; open one to edit", ids, index=ids.index(state.review_face),
+        format_func=lambda i: f"face {i} · {by_id[i].filename} · "
+        + (f"{by_id[i].time_s:.1f} s · " if by_id[i].time_s is not None else "") + f"{labels[i] or '-'}",
+        key=Keys.REVIEW_MINE)  # fmt: skip
+    state.review_face = choice
+    _item(ctx, choice, rules, f"**{ids.index(choice) + 1} of {len(ids)}** of your labels.", None)
+
+
+def _panel(ctx: Context) -> None:
+    show_flash()
+    state = ui_state()
+    rules = services.study_settings(ctx.store, ctx.study)
+    if rules.independent:
+        st.caption("Independent labelling: you see only your own labels"
+                   + (" and not the model's prediction." if rules.hide_model else "."))  # fmt: skip
+    state.review_mode = st.segmented_control("View", list(MODES), format_func=MODES.__getitem__, key=Keys.REVIEW_MODE,
+                                             default=state.review_mode) or "queue"  # fmt: skip
+    if state.review_mode == "mine":
+        _mine(ctx, state, rules)
+    else:
+        _queue(ctx, state, rules)
+    remember_in_url()
 
 
 def render() -> None:
     """The Review page."""
     ctx = context()
     st.title("Review")
-    st.caption(f"Correct the model where it is most likely wrong. Study {code_span(ctx.study)}; corrections are "
-               "appended to the history, never overwrite the model's prediction.")  # fmt: skip
-    show_flash()
-    state = ui_state()
-    by = st.radio("Queue", list(ORDERS), format_func=ORDERS.__getitem__, horizontal=True, key=Keys.REVIEW_BY,
-                  index=list(ORDERS).index(state.review_by))  # fmt: skip
-    state.review_by = by
-    items = services.review_queue(ctx.store, ctx.study, by, ctx.annotator)
-    if not items:
-        st.success("Nothing to review in this queue. Analyze more files, or choose another queue.")
-        if state.undo_stack:
-            st.button("Undo my last correction", key="undo", shortcut="U", on_click=_undo, args=(ctx,),
-                      icon=":material/undo:")
-        return
-    queue = [i.face_id for i in items]
-    current = next((i for i in items if i.face_id == state.review_face), items[0])
-    _item(ctx, current, queue)
+    st.caption(f"Your queue of faces that most need a human look in study {code_span(ctx.study)}. Labels are appended "
+               "to the history with your name and the time, never overwriting the model or anyone else; skips and "
+               "undo are kept per annotator.")  # fmt: skip
+    _study_rules(ctx)
+    if ctx.settings.review_fragment:
+        st.fragment(_panel)(ctx)
+    else:
+        _panel(ctx)
 
 
 render()

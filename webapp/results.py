@@ -1,0 +1,161 @@
+"""Stored results of media items, drawn from the database without running a model (Analyze and Library pages).
+
+Images: the picture with numbered boxes, each face's crop, probabilities and a quick correction; videos: the player
+from a chosen time, annotated key frames, and per-track timelines of emotions, valence/arousal and engagement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import streamlit as st
+
+from db.rows import FaceLabel, MediaRow
+from models.errors import AffectLabError
+from webapp import figures, services
+from webapp.ui import Context, code_span, flash, plural
+
+
+def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
+    label = st.session_state.get(key)
+    if not label:
+        return
+    if ctx.annotator is None:
+        flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
+        return
+    try:
+        services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
+    except (AffectLabError, ValueError) as exc:
+        flash("error", f"Correction not stored: {exc}")
+        return
+    flash("success", f"Stored: face {face_id} is {label} (by {ctx.annotator}). Undo on the Review page (U).")
+
+
+def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
+    for n, face in enumerate(faces, start=1):
+        c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
+        crop = services.face_crop(ctx.store, face.face_id)
+        with c1:
+            st.markdown(f"**Face {n}**")
+            if crop is not None:
+                st.image(crop, width=110)
+            else:
+                st.caption("no crop stored (features-only mode)")
+        with c2:
+            if face.model_probs:
+                title = f"Face {n}: {face.model or 'model'} probabilities"
+                st.plotly_chart(figures.probability_bar(face.model_probs, title, face.human_label),
+                                key=f"bar_{face.face_id}", config={"displayModeBar": False})  # fmt: skip
+        with c3:
+            source = "annotators" if face.label_source == "human" else "model"
+            st.markdown(f"Label: **{face.label or '-'}** (from the {source})")
+            key = f"qc_{face.face_id}"
+            st.pills(f"Correct face {n}", services.class_names(face), key=key, on_change=_correct_cb,
+                     args=(ctx, face.face_id, key), disabled=ctx.annotator is None,
+                     help=None if ctx.annotator else "Enter your name in the sidebar first.")  # fmt: skip
+
+
+def _circumplex(faces: list[FaceLabel], key: str) -> None:
+    points = [(f.model_valence, f.model_arousal, f"face {n}") for n, f in enumerate(faces, start=1)
+              if f.model_valence is not None and f.model_arousal is not None]  # fmt: skip
+    if points:
+        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
+
+
+def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
+    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+    left, right = st.columns([3, 2])
+    with left:
+        if path is not None:
+            boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
+            try:
+                st.image(figures.draw_boxes(services.load_media_image(path), boxes),
+                         caption=f"{plural(len(faces), 'face')}, numbered largest first")  # fmt: skip
+            except AffectLabError as exc:
+                st.error(f"Cannot show the image: {exc}")
+        else:
+            st.caption("The image is not kept (features-only privacy mode).")
+    with right:
+        _circumplex(faces, f"va_{media.id}")
+    _face_rows(ctx, faces)
+
+
+@st.cache_data(show_spinner="Extracting key frames...", max_entries=32)
+def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...]) -> list:
+    del mtime  # part of the cache key only: a replaced file is decoded again
+    out = []
+    for time_s, index, image in services.key_frames(Path(path), frames):
+        marks = [figures.BoxLabel(b, t + 1, f"track {t}") for fr, t, b in boxes if fr == index]
+        out.append((time_s, figures.draw_boxes(image, marks)))
+    return out
+
+
+def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
+    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+    duration = float(media.duration_s or 0.0)
+    if path is not None:
+        start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
+        st.video(str(path), start_time=int(start))
+        frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
+        boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
+        shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes)
+        if shots:
+            cols = st.columns(len(shots))
+            for col, (time_s, im) in zip(cols, shots, strict=True):
+                col.image(im, caption=f"{time_s:.1f} s")
+    else:
+        st.caption("The video is not kept (features-only privacy mode).")
+    by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
+    for f in faces:
+        by_track[f.track_id].append(f)
+    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id)}
+    for track_id, rows in by_track.items():
+        rows.sort(key=lambda r: r.time_s or 0.0)
+        t = tracks.get(track_id) if track_id is not None else None
+        name = f"Track {t.track_index}" if t is not None else "Faces without a track"
+        span = f", {t.start_s:.1f}-{t.end_s:.1f} s" if t and t.start_s is not None and t.end_s is not None else ""
+        eng = ""
+        if t is not None and t.engagement_score is not None:
+            eng = f", engagement {t.engagement_score:.2f} ({t.engagement_label})"
+        with st.expander(f"{name}: {plural(len(rows), 'face')}{span}{eng}", expanded=len(by_track) <= 3):
+            times = [r.time_s or 0.0 for r in rows]
+            probs = [r.model_probs or {} for r in rows]
+            if any(probs):
+                st.plotly_chart(figures.probability_timeline(times, probs, f"{name}: emotion probabilities"),
+                                key=f"pt_{media.id}_{track_id}")  # fmt: skip
+            if any(r.model_valence is not None for r in rows):
+                st.plotly_chart(figures.va_timeline(times, [r.model_valence for r in rows],
+                                                    [r.model_arousal for r in rows], f"{name}: valence and arousal"),
+                                key=f"va_{media.id}_{track_id}")  # fmt: skip
+            if t is not None and t.windows:
+                st.plotly_chart(figures.engagement_timeline(t.windows, f"{name}: engagement"),
+                                key=f"en_{media.id}_{track_id}")  # fmt: skip
+            elif t is not None:
+                st.caption("No engagement for this track (engagement weights absent, or too few faces).")
+
+
+def show(ctx: Context, media_ids: list[int]) -> None:
+    """The stored results of the given media items of the current study (deleted ones are left out)."""
+    media = {m.id: m for m in services.study_media(ctx.store, ctx.study)}
+    rules = services.study_settings(ctx.store, ctx.study)
+    faces_by_media: dict[int, list[FaceLabel]] = defaultdict(list)
+    for f in services.study_faces(ctx.store, ctx.study):
+        if f.media_id in media_ids:
+            seen = f if ctx.owner else services.visible_face(f, ctx.annotator, rules)
+            faces_by_media[f.media_id].append(seen)
+    if ctx.annotator is None:
+        st.info("To correct a label, enter your name in the sidebar (Your name) first.")
+    for mid in media_ids:
+        m = media.get(mid)
+        if m is None:
+            continue  # deleted since
+        faces = sorted(faces_by_media.get(mid, []), key=lambda r: (r.frame or 0, r.face_id))
+        st.subheader(code_span(m.filename), divider="gray")  # the name as literal text, never markdown or HTML
+        if not faces:
+            st.info("No face found in this file.")
+            continue
+        if m.kind == "video":
+            _video_result(ctx, m, faces)
+        else:
+            _image_result(ctx, m, faces)
