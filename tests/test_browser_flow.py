@@ -7,6 +7,7 @@ every page go to test-output/screenshots/.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -58,24 +59,25 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> Non
     raise TimeoutError(f"{url} not healthy after {timeout} s")
 
 
-@pytest.fixture
-def server(tmp_path: Path, random_weights_dir: Path) -> Iterator[tuple[str, Path]]:
-    """The app served the way `make run` serves it, on a free port, with temporary data and random weights."""
-    data = tmp_path / "data"
-    env = {**os.environ, "AFFECTLAB_DATA_DIR": str(data), "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)}
+@contextlib.contextmanager
+def _serve(tmp_path: Path, data: Path, weights_dir: Path, log_name: str = "streamlit-browser-test.log"
+           ) -> Iterator[str]:  # fmt: skip
+    """The app served the way `make run` serves it, on a free port, on ``data`` with the weights of ``weights_dir``."""
+    env = {**os.environ, "AFFECTLAB_DATA_DIR": str(data), "AFFECTLAB_WEIGHTS_DIR": str(weights_dir)}
     for name in ("AFFECTLAB_ACCESS_CODE", "AFFECTLAB_ANNOTATORS", "AFFECTLAB_OWNERS", "DATABASE_URL", "SPACE_ID"):
         env.pop(name, None)
     py = sys.executable
     subprocess.run([py, "-m", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     port = _free_port()
-    log = (tmp_path / "streamlit.log").open("wb")
+    log_path = tmp_path / log_name
+    log = log_path.open("wb")
     proc = subprocess.Popen([py, "-m", "streamlit", "run", "webapp/app.py", "--server.address", "127.0.0.1",
                              "--server.port", str(port), "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc)
-        yield url, data
+        yield url
     finally:
         proc.terminate()
         try:
@@ -83,7 +85,16 @@ def server(tmp_path: Path, random_weights_dir: Path) -> Iterator[tuple[str, Path
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        shutil.copy(tmp_path / "streamlit.log", ROOT / "test-output" / "streamlit-browser-test.log")
+        (ROOT / "test-output").mkdir(exist_ok=True)
+        shutil.copy(log_path, ROOT / "test-output" / log_name)
+
+
+@pytest.fixture
+def server(tmp_path: Path, random_weights_dir: Path) -> Iterator[tuple[str, Path]]:
+    """The app on temporary data and random weights."""
+    data = tmp_path / "data"
+    with _serve(tmp_path, data, random_weights_dir) as url:
+        yield url, data
 
 
 def _shot(page, name: str) -> None:
@@ -118,7 +129,7 @@ def test_upload_correct_export(server: tuple[str, Path], multi_face_jpg: Path) -
             _shot(page, "1-analyze.png")
 
             page.get_by_role("link", name="Review").click()
-            page.get_by_text("in the queue").wait_for()
+            page.get_by_text("in the study for you").wait_for()
             page.get_by_role("button", name="Happiness").wait_for()
             page.get_by_role("button", name="Undo").wait_for()  # the last widget: the page is complete
             _shot(page, "2-review.png")
@@ -150,3 +161,111 @@ def test_upload_correct_export(server: tuple[str, Path], multi_face_jpg: Path) -
     human = [f for f in store.faces("default") if f.label_source == "human"]
     assert [(f.label, f.judgements[0].annotator) for f in human] == [("Happiness", "tester")]
     store.close()
+
+
+def _review_ready(page) -> None:
+    """Waits until the review panel is drawn completely (its last widget)."""
+    page.get_by_text("in the study for you").wait_for()
+    page.get_by_role("button", name="Undo").wait_for()
+
+
+def _counts(page) -> str:
+    return page.get_by_text("in the study for you").inner_text()
+
+
+def test_annotation_loop_across_reloads_annotators_and_a_stored_video(tmp_path: Path, random_weights_dir: Path,
+                                                                      pyfeat) -> None:
+    """Skip and name kept across a reload; two annotators in independent mode (neither sees the other's label, both
+    votes stored); a track labelled as a whole with one exception; the stored video reopened by a server that has no
+    weights at all (so no model can have run)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    from db.review import StudySettings
+
+    data = tmp_path / "data"
+    video = pyfeat("single_face.mp4")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with _serve(tmp_path, data, random_weights_dir, "streamlit-annotation-loop.log") as url, \
+            playwright.sync_playwright() as p:  # fmt: skip
+        store = store_for(data)
+        store.set_study_settings("default", StudySettings(independent=True, double_share=1.0))
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(180_000)
+            page.goto(url)
+            page.get_by_role("heading", name="Analyze").wait_for()
+            name = page.get_by_label("Your name (annotator)")
+            name.fill("ann")
+            name.press("Enter")
+            page.locator('input[type="file"]').first.set_input_files(str(video))
+            page.get_by_role("button", name="Analyze 1 file(s)").click()
+            page.get_by_text("Track 0", exact=False).first.wait_for()
+
+            page.get_by_role("link", name="Review").click()
+            _review_ready(page)
+            total = int(_counts(page).split(" of ", 1)[1].split(" ", 1)[0])
+            assert total >= 3
+            page.get_by_role("heading", name="Review").click()
+            page.keyboard.press("n")  # skip
+            page.get_by_text("1 skipped").wait_for()
+            _shot(page, "5-review-skipped.png")
+            page.reload()  # the tab's state is gone; the URL and the database are not
+            _review_ready(page)
+            assert page.get_by_label("Your name (annotator)").input_value() == "ann"
+            assert "1 skipped" in _counts(page)
+
+            # the track strip: the whole track Sadness, then one face of it Happiness (an exception)
+            page.get_by_label("Class for the whole track").click()
+            page.keyboard.type("Sadness")
+            page.keyboard.press("Enter")
+            page.get_by_role("button", name="Apply to the whole track", exact=True).click()
+            page.get_by_text("Stored for the whole track").wait_for()
+            page.get_by_text("My labels", exact=True).click()
+            page.get_by_text("of your labels").wait_for()
+            page.get_by_role("button", name="Open").nth(1).click()
+            page.get_by_text("2 of", exact=False).first.wait_for()
+            page.get_by_role("heading", name="Review").click()
+            page.keyboard.press("5")  # Happiness, for this face only
+            page.get_by_text("Happiness (own)").wait_for()
+            _shot(page, "6-review-track-strip.png")
+            faces = sorted(store.faces("default"), key=lambda f: f.time_s)
+            mine = [next(j for j in f.judgements if j.annotator == "ann") for f in faces]
+            assert [j.label for j in mine].count("Happiness") == 1
+            assert all(j.label == "Sadness" and "label" in j.from_track for j in mine if j.label != "Happiness")
+
+            # a second annotator, in a browser of their own: sees none of ann's labels, votes on the same face
+            other = browser.new_page(viewport={"width": 1400, "height": 2200})
+            other.set_default_timeout(180_000)
+            other.goto(f"{url}/review?annotator=bea")
+            _review_ready(other)
+            shown = other.get_by_text("Face ", exact=False).first.inner_text()
+            assert "Sadness" not in other.content() and "Happiness (own)" not in other.content()
+            assert other.get_by_text("Your label: none yet").count() == 1
+            _shot(other, "7-review-second-annotator.png")
+            other.get_by_role("heading", name="Review").click()
+            other.keyboard.press("7")  # Sadness
+            other.get_by_text("Stored for face").wait_for()
+            face_id = int(shown.split("Face ", 1)[1].split(",", 1)[0])
+            voters = sorted(j.annotator for j in store.face(face_id).judgements)
+            assert voters == ["ann", "bea"], voters
+            assert store.stats("default").counts["annotators"] == 2
+        finally:
+            browser.close()
+            store.close()
+
+    # the stored video, reopened by a server without any weights: its results come from the database alone
+    with _serve(tmp_path, data, tmp_path / "no-weights", "streamlit-no-weights.log") as url, \
+            playwright.sync_playwright() as p:  # fmt: skip
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.set_default_timeout(180_000)
+            page.goto(f"{url}/library?annotator=ann")
+            page.get_by_text("single_face.mp4").first.wait_for()
+            page.get_by_role("button", name="Open").first.click()
+            page.get_by_text("Stored results, read from the database").wait_for()
+            page.get_by_text("Track 0", exact=False).first.wait_for()
+            assert page.locator('[data-testid="stVideo"]').count() == 1
+            _shot(page, "8-library-stored-video.png")
+        finally:
+            browser.close()
