@@ -285,20 +285,37 @@ class LabelStore:
         source_name: str = "analysis JSON",
         uploaded_by: str | None = None,
         cut_crops: ingest.CropCutter | None = ingest.cut_crops,
+        features: ingest.FeatureExtractor | None = None,
     ) -> IngestReport:
-        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`)."""
-        return self.transaction(
-            lambda s: ingest.ingest_analysis(
-                s,
-                study,
-                analysis,
-                media_dirs=media_dirs,
-                source_name=source_name,
-                uploaded_by=uploaded_by,
-                store_crops=self.store_crops,
-                cut_crops=cut_crops,
-            )
+        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`).
+
+        The files are decoded again and the features computed (``features``, e.g.
+        :class:`db.ingest.RecognizerFeatures`) before the transaction starts, so no lock is held meanwhile.
+        """
+        prepared = ingest.prepare_analysis(
+            analysis,
+            media_dirs=media_dirs,
+            source_name=source_name,
+            store_crops=self.store_crops,
+            cut_crops=cut_crops,
+            features=features,
         )
+        return self.transaction(lambda s: ingest.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
+
+    def media_by_sha256(self, study: str, sha256: str) -> MediaRow | None:
+        """The media item of ``study`` with these bytes (hex sha256), None when it has none (or no such study)."""
+
+        def work(s: Session) -> MediaRow | None:
+            st = s.scalar(select(Study).where(Study.name == study))
+            if st is None:
+                return None
+            media = s.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
+            if media is None:
+                return None
+            n = s.scalar(select(func.count(Face.id)).where(Face.media_id == media.id)) or 0
+            return repo.media_row(media, st.name, int(n))
+
+        return self.transaction(work, write=False)
 
     # ------------------------------------------------------------------------------------------------ corrections
 
