@@ -124,3 +124,14 @@ def test_setup_problems_exit_2(setup, tmp_path: Path, single_face_jpg: Path) -> 
     proc = run_affectlab("analyze", str(single_face_jpg), "--study", "s",
                          env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
     assert proc.returncode == 2 and "python -m db upgrade" in proc.stderr
+
+
+def test_console_script_and_packages_declared() -> None:
+    import importlib
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    module, func = meta["project"]["scripts"]["affectlab"].split(":")
+    assert callable(getattr(importlib.import_module(module), func))
+    include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {p.split(".")[0] for p in include} == {"affectlab", "models", "db", "webapp"}
