@@ -54,6 +54,7 @@ class FileOutcome:
         n_faces: Faces found (stored ones for a skipped file).
         error: Why the file failed, else None.
         report: The ingest report of a stored file, else None.
+        warnings: Problems that did not stop the analysis (damaged video data, no engagement, ingest warnings).
     """
 
     file: str
@@ -62,6 +63,7 @@ class FileOutcome:
     n_faces: int = 0
     error: str | None = None
     report: IngestReport | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def media_suffixes() -> frozenset[str]:
@@ -138,18 +140,20 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
             video = session.analyze_video(path, name, fps=fps, keep_crops=True)
             info = MediaInfo(kind="video", width=video.width, height=video.height, duration_s=video.duration,
                              fps=video.fps)
-            faces, tracks = video.faces, list(video.summary.tracks)
+            faces, tracks, warnings = video.faces, list(video.summary.tracks), list(video.warnings)
+            if video.engagement_status != "ok":
+                warnings.append(f"engagement: {video.engagement_status}")
         else:
             image = session.analyze_image(data, name, keep_crops=True)
             info = MediaInfo(kind="image", width=image.width, height=image.height)
-            faces, tracks = image.faces, []
+            faces, tracks, warnings = image.faces, [], []
         report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by)
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     return FileOutcome(name, "stored", media_id=report.media_ids[0] if report.media_ids else None,
-                       n_faces=len(faces), report=report)
+                       n_faces=len(faces), report=report, warnings=(*warnings, *report.warnings))
 
 
 def _summary(outcomes: Sequence[FileOutcome]) -> dict[str, int]:
@@ -192,9 +196,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             if outcome.status == "failed":
                 _print_err(f"{outcome.file}: {outcome.error}")
                 continue
-            if outcome.report is not None:
-                for w in outcome.report.warnings:
-                    _print_err(f"warning: {outcome.file}: {w}")
+            for w in outcome.warnings:
+                _print_err(f"warning: {outcome.file}: {w}")
             if args.json:
                 continue
             if outcome.status == "skipped":
@@ -208,20 +211,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     summary = _summary(outcomes)
     if args.json:
         doc: dict[str, Any] = {"study": args.study, "model": session.recognizer.name, "summary": summary,
-                               "files": [_outcome_json(o) for o in outcomes]}
+                               "files": [asdict(o) for o in outcomes]}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         print(f"{summary['files']} files: {summary['stored']} stored ({summary['faces']} faces, {summary['crops']} "
               f"crops, {summary['features']} features), {summary['skipped']} skipped (already in study "
               f"{args.study!r}), {summary['failed']} failed")
     return 1 if summary["failed"] else 0
-
-
-def _outcome_json(o: FileOutcome) -> dict[str, Any]:
-    out = asdict(o)
-    if o.report is not None:
-        out["report"] = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(o.report).items()}
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- finetune

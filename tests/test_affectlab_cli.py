@@ -103,6 +103,7 @@ def test_features_only_mode_and_video(setup, pyfeat) -> None:
     proc = run_affectlab("analyze", str(video), "--study", "v", "--fps", "2",
                          env={**env, "AFFECTLAB_STORE_CROPS": "0"})
     assert proc.returncode == 0, proc.stderr
+    assert f"warning: {video}: engagement: no engagement weights" in proc.stderr  # as the web app says it
     store = LabelStore(url)
     try:
         faces = store.faces("v")
