@@ -302,21 +302,6 @@ class LabelStore:
         )
         return self.transaction(lambda s: ingest.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
 
-    def media_by_sha256(self, study: str, sha256: str) -> MediaRow | None:
-        """The media item of ``study`` with these bytes (hex sha256), None when it has none (or no such study)."""
-
-        def work(s: Session) -> MediaRow | None:
-            st = s.scalar(select(Study).where(Study.name == study))
-            if st is None:
-                return None
-            media = s.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
-            if media is None:
-                return None
-            n = s.scalar(select(func.count(Face.id)).where(Face.media_id == media.id)) or 0
-            return repo.media_row(media, st.name, int(n))
-
-        return self.transaction(work, write=False)
-
     # ------------------------------------------------------------------------------------------------ corrections
 
     def _values(
