@@ -8,9 +8,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install system-deps test lint run bench clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt
+	# AffectLab itself, editable: the `affectlab` command (dependencies come from the requirements above).
+	$(BIN)/pip install -q --no-deps -e .
 	# The reference package, for the parity tests only; its own pins (tensorflow, old numpy) do not apply.
 	$(BIN)/pip install -q --no-deps emotiefflib==1.1.1
 	rm -f $(VENV)/.installed-*

@@ -2,8 +2,9 @@
 
 Commands: ``upgrade``, ``ingest``, ``import-labels``, ``stats``, ``export``, ``backup``, ``delete-media``,
 ``delete-track``, ``studies``. All take the database from ``DATABASE_URL`` (default: SQLite in the data folder,
-``AFFECTLAB_DATA_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr naming the file or object and
-the reason), 2 on a usage error.
+``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names, from the
+weights folder (``AFFECTLAB_WEIGHTS_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr naming the
+file or object and the reason), 2 on a usage error or missing weights.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from affectlab.settings import Settings
 from db.engine import safe_url
+from db.errors import FeatureModelMissingError
+from db.rows import IngestReport
 from db.services import LabelStore
 from models.errors import AffectLabError
 
@@ -31,8 +34,19 @@ def _cmd_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def ingest_line(report: IngestReport) -> str:
+    """The one-line summary of an ingest report (``db ingest``, ``affectlab analyze``)."""
+    return (
+        f"study {report.study!r}: media {report.media_new} new, {report.media_existing} already stored; faces "
+        f"{report.faces_new} new, {report.faces_reused} reused; predictions {report.predictions_new} new, "
+        f"{report.predictions_existing} already stored; {report.tracks_new} tracks, {report.crops_stored} crops, "
+        f"{report.features_stored} features"
+    )
+
+
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from db.errors import AnalysisFormatError
+    from db.ingest import RecognizerFeatures
 
     path = Path(args.analysis)
     try:
@@ -42,16 +56,16 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AnalysisFormatError(str(path), f"not a JSON file ({e})") from None
     dirs = [Path(d) for d in args.media_dir] + [path.parent]
+    features = None
+    if not args.no_features:
+        wdir = Path(args.weights_dir).expanduser() if args.weights_dir else settings.weights_dir
+        features = RecognizerFeatures(wdir, device=settings.device, backend=settings.backend)
     report = _store(settings).ingest_analysis(
-        args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by
+        args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by, features=features
     )
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(
-        f"study {report.study!r}: media {report.media_new} new, {report.media_existing} already stored; faces "
-        f"{report.faces_new} new, {report.faces_reused} reused; predictions {report.predictions_new} new, "
-        f"{report.predictions_existing} already stored; {report.tracks_new} tracks, {report.crops_stored} crops"
-    )
+    print(ingest_line(report))
     return 0
 
 
@@ -137,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding the files the JSON names (repeatable; the JSON's folder is also searched)",
     )
     q.add_argument("--uploaded-by", default=None)
+    q.add_argument(
+        "--weights-dir",
+        default=None,
+        help="weights folder of the model the JSON names, for the faces' features (default: $AFFECTLAB_WEIGHTS_DIR "
+        "or the user cache)",
+    )
+    q.add_argument(
+        "--no-features",
+        action="store_true",
+        help="store no backbone features (fine-tuning and the features export then leave these faces out)",
+    )
     q.set_defaults(fn=_cmd_ingest)
 
     q = sub.add_parser("import-labels", help="import corrections from a CSV (face_id + label/valence/...)")
@@ -184,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
     try:
         return args.fn(args, settings)
+    except FeatureModelMissingError as e:  # a setup problem: fetch the weights (or --no-features)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except AffectLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

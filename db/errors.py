@@ -114,9 +114,22 @@ class FeaturesUnavailableError(StoreError):
 
     def __init__(self, study: str) -> None:
         super().__init__(
-            f"study {study!r} has no stored backbone features (media ingested from an analysis JSON carry none); "
-            "analyse the media in the web app, which stores them, or export csv/parquet/imagefolder instead"
+            f"study {study!r} has no stored backbone features (media ingested with --no-features, or before ingest "
+            "computed them, carry none); ingest the analysis JSON again with the model's weights present "
+            "(`python -m db ingest ANALYSIS.json --study ...`), or export csv/parquet/imagefolder instead"
         )
+
+
+class FeatureModelMissingError(StoreError):
+    """Ingest was to compute backbone features with a model whose weights are not in the weights folder."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(
+            f"cannot compute the backbone features of the faces analysed with {model!r}: {detail} Or pass "
+            "--no-features to store the faces without features (fine-tuning and `python -m db export --format "
+            "features` then leave them out)."
+        )
+        self.model = model
 
 
 class BackupUnsupportedError(StoreError):

@@ -12,7 +12,13 @@ Two entry points, both taking the caller's Session (the services own the transac
   crops included);
 - :func:`ingest_analysis` for ``python -m db ingest``, with the JSON of ``python -m models analyze --json``; it
   hashes the files the JSON names and cuts the crops again (``models.images.load_image`` or
-  ``models.video.iter_frames``, then ``models.faces.crop_face``), since the JSON holds neither.
+  ``models.video.iter_frames``, then ``models.faces.crop_face``), since the JSON holds neither, and, given a
+  :data:`FeatureExtractor` (:class:`RecognizerFeatures`: the emotion model the JSON names, from the weights folder),
+  computes each face's backbone features on those crops. The services run its two halves apart:
+  :func:`prepare_analysis` (decoding, the model) outside the transaction, :func:`store_analysis` inside.
+
+Both entry points end in the same storing code, so a face gets ``features``, ``feature_dim`` and ``feature_model``
+the same way whichever path it came by.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.errors import AnalysisFormatError
+from db.errors import AnalysisFormatError, FeatureModelMissingError
 from db.rows import IngestReport
 from db.schema import EngagementWindow, Face, Media, Prediction, Study, Track
 from models.errors import AffectLabError
@@ -42,6 +48,9 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 Box = tuple[float, float, float, float]
 CropCutter = Callable[[Path, str, str, Sequence[int | None], Sequence[Box]], list[np.ndarray | None]]
 """``(path, name, kind, frames, boxes) -> crops``: cuts a file's face crops again (see :func:`cut_crops`)."""
+FeatureExtractor = Callable[[str, Sequence[np.ndarray]], tuple[np.ndarray, str]]
+"""``(model, crops) -> (features (N, F), weights hash)``: the backbone features of face crops under the model that
+analysed them (see :class:`RecognizerFeatures`)."""
 
 
 @dataclass(frozen=True)
@@ -507,52 +516,71 @@ def _locate(name: str, media_dirs: Sequence[Path]) -> Path | None:
     return None
 
 
-def ingest_analysis(
-    session: Session,
-    study: str | Study,
-    analysis: Mapping[str, Any],
-    *,
-    media_dirs: Sequence[Path] = (),
-    source_name: str = "analysis JSON",
-    uploaded_by: str | None = None,
-    store_crops: bool = True,
-    cut_crops: CropCutter | None = cut_crops,
-) -> IngestReport:
-    """Stores the results of ``python -m models analyze --json``.
-
-    Each file the JSON names is looked up in ``media_dirs`` (as given, then by base name) and then as given
-    (relative to the working folder), hashed, and its face crops cut again with ``cut_crops`` (videos are decoded
-    up to the last frame a face is on).
+class RecognizerFeatures:
+    """A :data:`FeatureExtractor` over the emotion models of a weights folder, each loaded once when first named.
 
     Args:
-        session: The caller's session (not committed here).
-        study: Study name (created when missing) or row.
-        analysis: The parsed JSON.
-        media_dirs: Folders to look for the files in.
-        source_name: The JSON's name, for messages.
-        uploaded_by: Who ran the analysis.
-        store_crops: False for the features-only mode (no crops cut or stored).
-        cut_crops: ``(path, name, kind, frames, boxes) -> crops``; None stores no crops.
-
-    Returns:
-        What was added and what was found already stored.
-
-    Raises:
-        AnalysisFormatError: If the JSON is malformed or names a file that cannot be found; nothing is stored then
-            (the caller's transaction is rolled back by the service).
+        weights_dir: The weights folder (``AFFECTLAB_WEIGHTS_DIR`` / ``Settings.weights_dir``).
+        device: Torch device of the models.
+        backend: ``torch`` or ``onnx``.
     """
-    if not isinstance(analysis, Mapping):
-        raise AnalysisFormatError(source_name, "expected a JSON object as written by `python -m models analyze --json`")
-    files = _need(analysis, "files", "the JSON", source_name)
-    faces_json = analysis.get("faces") or []
-    tracks_json = analysis.get("tracks") or []
+
+    def __init__(self, weights_dir: Path, *, device: str = "cpu", backend: Literal["torch", "onnx"] = "torch") -> None:
+        self.weights_dir = Path(weights_dir)
+        self.device = device
+        self.backend = backend
+        self._loaded: dict[str, Any] = {}
+
+    def __call__(self, model: str, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, str]:
+        """The backbone features of ``crops`` under ``model`` and the hash of the weights that computed them.
+
+        Raises:
+            FeatureModelMissingError: The model is unknown or its weights are not in the folder.
+        """
+        from models.errors import WeightsMissingError
+        from models.recognizer import EmotionRecognizer
+        from models.registry import UnknownModelError
+
+        recognizer = self._loaded.get(model)
+        if recognizer is None:
+            try:
+                recognizer = EmotionRecognizer.load(model, self.weights_dir, device=self.device, backend=self.backend)
+            except (WeightsMissingError, UnknownModelError) as e:
+                raise FeatureModelMissingError(model, str(e)) from None
+            self._loaded[model] = recognizer
+        return recognizer.extract_features(list(crops)), recognizer.weights_hash
+
+
+@dataclass
+class _FileIn:
+    """One file of an analysis JSON, hashed, with its faces (crops and features filled in) and tracks."""
+
+    name: str
+    sha256: str
+    size: int
+    info: MediaInfo
+    faces: list[FaceIn]
+    tracks: list[TrackIn]
+
+
+@dataclass
+class PreparedAnalysis:
+    """An analysis JSON checked, its files hashed, crops cut and features computed: ready to store.
+
+    Built by :func:`prepare_analysis` outside any transaction (decoding and the model run hold no database lock);
+    stored by :func:`store_analysis`.
+    """
+
+    files: list[_FileIn] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    store_crops: bool = True
+
+
+def _faces_of(analysis: Mapping[str, Any], source_name: str) -> dict[str, list[FaceIn]]:
     top_model = analysis.get("model") or ""
     top_hash = analysis.get("weights_hash") or ""
-    st = _study(session, study)
-    counts = _Counts()
-
     faces_by_file: dict[str, list[FaceIn]] = {}
-    for i, fj in enumerate(faces_json):
+    for i, fj in enumerate(analysis.get("faces") or []):
         where = f"faces[{i}]"
         box = _need(fj, "box", where, source_name)
         if not isinstance(box, list | tuple) or len(box) != 4:
@@ -581,16 +609,83 @@ def ingest_analysis(
         if not face.model:
             raise AnalysisFormatError(source_name, f"{where} names no model (and the JSON has no top-level 'model')")
         faces_by_file.setdefault(str(_need(fj, "file", where, source_name)), []).append(face)
+    return faces_by_file
 
+
+def _add_features(
+    name: str, faces: list[FaceIn], features: FeatureExtractor, warnings: list[str], hash_warned: set[str]
+) -> None:
+    """Computes the features of the faces that have a crop, per model, the way the pipeline does (same crops)."""
+    by_model: dict[str, list[FaceIn]] = {}
+    for f in faces:
+        if f.crop is not None and f.crop.size > 0:
+            by_model.setdefault(f.model, []).append(f)
+    for model, group in by_model.items():
+        feats, whash = features(model, [f.crop for f in group])
+        for f, vec in zip(group, feats, strict=True):
+            f.features, f.feature_model = vec, model
+        analysed_with = {f.weights_hash for f in group if f.weights_hash}
+        if whash and analysed_with - {whash} and model not in hash_warned:
+            hash_warned.add(model)
+            warnings.append(
+                f"{name}: features computed with weights {whash} of {model}, but the analysis used "
+                f"{', '.join(sorted(analysed_with))}; analyse the media again with these weights to keep "
+                "predictions and features consistent"
+            )
+
+
+def prepare_analysis(
+    analysis: Mapping[str, Any],
+    *,
+    media_dirs: Sequence[Path] = (),
+    source_name: str = "analysis JSON",
+    store_crops: bool = True,
+    cut_crops: CropCutter | None = cut_crops,
+    features: FeatureExtractor | None = None,
+) -> PreparedAnalysis:
+    """Checks an analysis JSON and readies its files for :func:`store_analysis` (no database involved).
+
+    Each file the JSON names is looked up in ``media_dirs`` (as given, then by base name) and then as given
+    (relative to the working folder), hashed, and its face crops cut again with ``cut_crops`` (videos are decoded
+    up to the last frame a face is on). With ``features``, each face's backbone features are computed on its crop
+    with the model the JSON names for it; in the features-only mode (``store_crops`` False) the crops are cut for
+    that and then dropped.
+
+    Args:
+        analysis: The parsed JSON.
+        media_dirs: Folders to look for the files in.
+        source_name: The JSON's name, for messages.
+        store_crops: False for the features-only mode (no crops stored).
+        cut_crops: ``(path, name, kind, frames, boxes) -> crops``; None cuts no crops (then no features either).
+        features: ``(model, crops) -> (features, weights hash)``, e.g. :class:`RecognizerFeatures`; None stores
+            no features.
+
+    Returns:
+        The files, ready to store, and warnings (files the analysis failed on, files that could not be decoded
+        again).
+
+    Raises:
+        AnalysisFormatError: If the JSON is malformed or names a file that cannot be found.
+        FeatureModelMissingError: If ``features`` cannot load a model the JSON names.
+    """
+    if not isinstance(analysis, Mapping):
+        raise AnalysisFormatError(source_name, "expected a JSON object as written by `python -m models analyze --json`")
+    files = _need(analysis, "files", "the JSON", source_name)
+    faces_by_file = _faces_of(analysis, source_name)
     file_entries = [f for f in files if isinstance(f, Mapping)]
     if len(file_entries) != len(files):
         raise AnalysisFormatError(source_name, "every entry of 'files' must be an object with a 'file' name")
     names = [str(_need(f, "file", f"files[{i}]", source_name)) for i, f in enumerate(file_entries)]
-    tracks_by_file = _assign_tracks(tracks_json, names, file_entries, faces_by_file, source_name)
+    unknown = set(faces_by_file) - set(names)
+    if unknown:
+        raise AnalysisFormatError(source_name, f"faces name files missing from 'files': {sorted(unknown)!r}")
+    tracks_by_file = _assign_tracks(analysis.get("tracks") or [], names, file_entries, faces_by_file, source_name)
 
+    located: list[tuple[Mapping[str, Any], str, Path]] = []
+    prepared = PreparedAnalysis(store_crops=store_crops)
     for entry, name in zip(file_entries, names, strict=True):
         if entry.get("error"):
-            counts.warnings.append(f"{name}: skipped, the analysis failed on it ({entry['error']})")
+            prepared.warnings.append(f"{name}: skipped, the analysis failed on it ({entry['error']})")
             continue
         path = _locate(name, media_dirs)
         if path is None:
@@ -598,10 +693,20 @@ def ingest_analysis(
             raise AnalysisFormatError(
                 source_name, f"file {name!r} it names was not found (looked in {where}); pass --media-dir FOLDER"
             )
-        data = path.read_bytes()
         kind = str(entry.get("kind") or guess_kind(name))
         if kind not in ("image", "video"):
             raise AnalysisFormatError(source_name, f"{name}: kind must be 'image' or 'video', got {kind!r}")
+        located.append((entry, name, path))
+
+    hash_warned: set[str] = set()
+    lost = (
+        "crops not stored"
+        if features is None
+        else ("crops and features not stored" if store_crops else "features not stored")
+    )
+    for entry, name, path in located:
+        data = path.read_bytes()
+        kind = str(entry.get("kind") or guess_kind(name))
         info = MediaInfo(
             kind=kind,
             width=None if entry.get("width") is None else int(entry["width"]),
@@ -610,36 +715,106 @@ def ingest_analysis(
             fps=_opt_float(entry.get("fps")),
         )
         faces = faces_by_file.get(name, [])
-        if store_crops and faces and cut_crops is not None:
+        if faces and cut_crops is not None and (store_crops or features is not None):
             try:
                 crops = cut_crops(path, name, kind, [f.frame for f in faces], [f.box for f in faces])
             except ImportError as e:
-                counts.warnings.append(f"{name}: crops not stored, the media loader is not available ({e})")
+                prepared.warnings.append(f"{name}: {lost}, the media loader is not available ({e})")
             except AffectLabError as e:
-                counts.warnings.append(f"{name}: crops not stored, the file could not be decoded again ({e})")
+                prepared.warnings.append(f"{name}: {lost}, the file could not be decoded again ({e})")
             else:
                 for f, c in zip(faces, crops, strict=True):
                     f.crop = c
                 missing = sum(c is None for c in crops)
                 if missing:
-                    counts.warnings.append(f"{name}: {missing} face crops not found in the file (frames missing)")
+                    prepared.warnings.append(f"{name}: {missing} face crops not found in the file (frames missing)")
+                if features is not None:
+                    _add_features(name, faces, features, prepared.warnings, hash_warned)
+                if not store_crops:
+                    for f in faces:
+                        f.crop = None
+        prepared.files.append(
+            _FileIn(
+                name=name,
+                sha256=sha256_bytes(data),
+                size=len(data),
+                info=info,
+                faces=faces,
+                tracks=tracks_by_file.get(name, []),
+            )
+        )
+    return prepared
+
+
+def store_analysis(
+    session: Session, study: str | Study, prepared: PreparedAnalysis, *, uploaded_by: str | None = None
+) -> IngestReport:
+    """Stores what :func:`prepare_analysis` readied (the caller's session; not committed here).
+
+    Returns:
+        What was added and what was found already stored, with the preparation's warnings.
+    """
+    st = _study(session, study)
+    counts = _Counts(warnings=list(prepared.warnings))
+    for item in prepared.files:
         _store_media(
             session,
             st,
             counts,
-            sha256=sha256_bytes(data),
-            size=len(data),
-            filename=name,
-            info=info,
+            sha256=item.sha256,
+            size=item.size,
+            filename=item.name,
+            info=item.info,
             uploaded_by=uploaded_by,
-            faces=faces,
-            tracks=tracks_by_file.get(name, []),
-            store_crops=store_crops,
+            faces=item.faces,
+            tracks=item.tracks,
+            store_crops=prepared.store_crops,
         )
-    unknown = set(faces_by_file) - set(names)
-    if unknown:
-        raise AnalysisFormatError(source_name, f"faces name files missing from 'files': {sorted(unknown)!r}")
     return counts.report(st.name)
+
+
+def ingest_analysis(
+    session: Session,
+    study: str | Study,
+    analysis: Mapping[str, Any],
+    *,
+    media_dirs: Sequence[Path] = (),
+    source_name: str = "analysis JSON",
+    uploaded_by: str | None = None,
+    store_crops: bool = True,
+    cut_crops: CropCutter | None = cut_crops,
+    features: FeatureExtractor | None = None,
+) -> IngestReport:
+    """Stores the results of ``python -m models analyze --json`` (:func:`prepare_analysis`, :func:`store_analysis`).
+
+    Args:
+        session: The caller's session (not committed here).
+        study: Study name (created when missing) or row.
+        analysis: The parsed JSON.
+        media_dirs: Folders to look for the files in.
+        source_name: The JSON's name, for messages.
+        uploaded_by: Who ran the analysis.
+        store_crops: False for the features-only mode (no crops stored).
+        cut_crops: ``(path, name, kind, frames, boxes) -> crops``; None stores no crops.
+        features: ``(model, crops) -> (features, weights hash)``; None stores no features.
+
+    Returns:
+        What was added and what was found already stored.
+
+    Raises:
+        AnalysisFormatError: If the JSON is malformed or names a file that cannot be found; nothing is stored then
+            (the caller's transaction is rolled back by the service).
+        FeatureModelMissingError: If ``features`` cannot load a model the JSON names; nothing is stored.
+    """
+    prepared = prepare_analysis(
+        analysis,
+        media_dirs=media_dirs,
+        source_name=source_name,
+        store_crops=store_crops,
+        cut_crops=cut_crops,
+        features=features,
+    )
+    return store_analysis(session, study, prepared, uploaded_by=uploaded_by)
 
 
 def _assign_tracks(

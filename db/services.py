@@ -285,20 +285,22 @@ class LabelStore:
         source_name: str = "analysis JSON",
         uploaded_by: str | None = None,
         cut_crops: ingest.CropCutter | None = ingest.cut_crops,
+        features: ingest.FeatureExtractor | None = None,
     ) -> IngestReport:
-        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`)."""
-        return self.transaction(
-            lambda s: ingest.ingest_analysis(
-                s,
-                study,
-                analysis,
-                media_dirs=media_dirs,
-                source_name=source_name,
-                uploaded_by=uploaded_by,
-                store_crops=self.store_crops,
-                cut_crops=cut_crops,
-            )
+        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`).
+
+        The files are decoded again and the features computed (``features``, e.g.
+        :class:`db.ingest.RecognizerFeatures`) before the transaction starts, so no lock is held meanwhile.
+        """
+        prepared = ingest.prepare_analysis(
+            analysis,
+            media_dirs=media_dirs,
+            source_name=source_name,
+            store_crops=self.store_crops,
+            cut_crops=cut_crops,
+            features=features,
         )
+        return self.transaction(lambda s: ingest.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
 
     # ------------------------------------------------------------------------------------------------ corrections
 

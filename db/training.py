@@ -1,6 +1,6 @@
 """Fine-tuning on a study's corrections: gather the training data, judge a new head, save it as a version.
 
-This is the service behind ``python -m models finetune --study S`` and the Models page's fine-tune control. The
+This is the service behind ``python -m affectlab finetune --study S`` and the Models page's fine-tune control. The
 backbone stays frozen: stored features of the base model are used, and faces analysed with another backbone get
 their features recomputed from the stored crop (faces with neither are left out and counted in the notes).
 """

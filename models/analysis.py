@@ -14,6 +14,7 @@ from pathlib import Path
 from models.engagement import EngagementModel
 from models.errors import BadInputError
 from models.faces import DetectorConfig, FaceDetector
+from models.images import ImageSource
 from models.pipeline import ImageAnalysis, analyze_image
 from models.recognizer import Backend, EmotionRecognizer, Precision
 from models.video import VideoAnalysis, VideoConfig, analyze_video, is_video, video_json
@@ -100,6 +101,14 @@ class AnalysisSession:
                     on_error(f"{exc.file}: {exc.reason}")
         return doc, failed
 
+    def analyze_image(self, src: ImageSource, name: str, *, keep_crops: bool = False) -> ImageAnalysis:
+        """Analyses one image (a path, or its bytes).
+
+        Raises:
+            BadInputError: The file is not a readable image.
+        """
+        return analyze_image(src, name, self.detector, self.recognizer, keep_crops)
+
     def analyze_video(self, path: Path, name: str, *, fps: float = 5.0, keep_crops: bool = False,
                       progress: Callable[[float, float | None], None] | None = None) -> VideoAnalysis:
         """Analyses one video (every face tracked; engagement per track when the weights are present).
@@ -121,6 +130,6 @@ class AnalysisSession:
             doc["faces"].extend(part["faces"])
             doc["tracks"].extend({"file": name, **t} for t in part["tracks"])
             return
-        result = analyze_image(path, name, self.detector, self.recognizer)
+        result = self.analyze_image(path, name)
         doc["files"].append(image_entry(result))
         doc["faces"].extend(f.to_json() for f in result.faces)

@@ -1,5 +1,8 @@
 """``python -m models``: list, fetch and import weights; analyse images and videos.
 
+Nothing here touches the label store: storing analyses and fine-tuning on a study's corrections are
+``python -m affectlab analyze`` and ``python -m affectlab finetune`` (``affectlab/cli.py``).
+
 Exit codes: 0 success; 1 some input file failed (the others were analysed); 2 a setup problem (unknown model,
 missing weights, bad arguments, download or hash failure).
 """
@@ -14,6 +17,8 @@ from pathlib import Path
 
 from models.errors import AffectLabError, BadInputError
 from models.registry import DEFAULT_MODEL, UnknownModelError
+
+FINETUNE_MOVED = "fine-tuning reads the label store, so it is `python -m affectlab finetune --study S` (same options)"
 
 
 def _print_err(msg: str) -> None:
@@ -64,56 +69,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     path = weights.import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
     print(f"{args.name}: stored at {path}")
     return 0
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    """Fine-tunes a head on a study's corrections; prints the before/after report."""
-    from affectlab.settings import Settings
-    from db.services import LabelStore
-    from db.training import finetune_study
-    from models import weights
-    from models.recognizer import EmotionRecognizer
-
-    wdir = weights.resolve_weights_dir(args.weights_dir)
-    recognizer = EmotionRecognizer.load(args.model, wdir, device=args.device)
-    store = LabelStore.from_settings(Settings.from_env())
-    try:
-        outcome = finetune_study(store, args.study, recognizer, args.target, wdir, save=not args.no_save)
-    finally:
-        store.close()
-    report = outcome.report
-    if args.json:
-        print(json.dumps({"report": report.to_json(), "notes": list(outcome.notes),
-                          "version": outcome.version.name if outcome.version else None}, indent=2, default=float))
-    else:
-        print(_report_text(report))
-        for note in outcome.notes:
-            print(f"note: {note}")
-        if outcome.version is not None:
-            print(f"saved as version {outcome.version.name} (use --model {outcome.version.name})")
-    return 0 if report.enough else 1
-
-
-def _report_text(report: object) -> str:
-    from models.finetune import FineTuneReport
-
-    assert isinstance(report, FineTuneReport)
-    lines = [f"target: {report.target}; corrected faces: {report.n_faces} in {report.n_groups} groups; "
-             f"folds: {report.n_folds}"]
-    if not report.enough:
-        return "\n".join([*lines, report.message])
-    lines.append(f"{'metric':14} {'original':>9} {'fine-tuned':>10}")
-    for key, before in report.before.items():
-        if isinstance(before, float | int):
-            lines.append(f"{key:14} {before:9.3f} {float(report.after[key]):10.3f}")
-    if "confusion" in report.before:
-        short = [c[:5] for c in report.classes]
-        for title, cm in (("original", report.before["confusion"]), ("fine-tuned", report.after["confusion"])):
-            lines.append(f"confusion ({title}; rows = human label):")
-            lines.append("       " + " ".join(f"{c:>5}" for c in short))
-            lines += [f"{short[i]:>6} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(cm)]
-    lines.append(report.message)
-    return "\n".join(lines)
 
 
 def cmd_remove_version(args: argparse.Namespace) -> int:
@@ -219,15 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos: detect on every k-th sampled frame and follow the tracks between")
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
-    p.add_argument("--study", required=True)
-    p.add_argument("--target", choices=("emotion", "va", "engagement"), default="emotion")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    weights_flag(p)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-save", action="store_true", help="report only; save no version")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_finetune)
+    sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")
 
     p = sub.add_parser("remove-version", help="delete a fine-tuned version")
     p.add_argument("name")
@@ -250,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns its exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["finetune"]:
+        _print_err(f"error: `python -m models finetune` has moved: {FINETUNE_MOVED}")
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

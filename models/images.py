@@ -21,6 +21,9 @@ MAX_IMAGE_PIXELS = 89_478_485
 
 ImageSource = str | Path | bytes | BinaryIO
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
+"""Suffixes of the image files the web app accepts and ``python -m affectlab analyze`` picks from folders."""
+
 
 def _display_name(src: ImageSource, name: str | None) -> str:
     if name:

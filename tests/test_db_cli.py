@@ -20,9 +20,10 @@ BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path, migrated_url):
+def env(monkeypatch, tmp_path, migrated_url, random_weights_dir):
     monkeypatch.setenv("AFFECTLAB_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DATABASE_URL", migrated_url)
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(random_weights_dir))  # ingest computes the faces' features
     return migrated_url
 
 

@@ -150,7 +150,7 @@ def test_empty_crops_are_not_stored(store):
     importlib.util.find_spec("models.images") is None or importlib.util.find_spec("models.faces") is None,
     reason="models.images / models.faces (the lead's image loader and crop_face) are not there yet",
 )
-def test_cli_ingest_cuts_crops_with_the_pipeline_functions(tmp_path, monkeypatch):
+def test_cli_ingest_cuts_crops_with_the_pipeline_functions(tmp_path, monkeypatch, random_weights_dir):
     from db.cli import main
     from models.faces import crop_face
     from models.images import load_image
@@ -158,6 +158,7 @@ def test_cli_ingest_cuts_crops_with_the_pipeline_functions(tmp_path, monkeypatch
     analysis = _analysis(tmp_path, ["a.png"])
     (tmp_path / "analysis.json").write_text(json.dumps(analysis))
     monkeypatch.setenv("AFFECTLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(random_weights_dir))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert main(["upgrade"]) == 0
     assert main(["ingest", str(tmp_path / "analysis.json"), "--study", "s"]) == 0

@@ -117,8 +117,8 @@ def study_db(tmp_path: Path, random_weights_dir: Path):
     store.close()
 
 
-def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "models", *args], capture_output=True, text=True, timeout=600,
+def _cli(*args: str, env: dict[str, str], package: str = "models") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", package, *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
 
 
@@ -132,7 +132,7 @@ def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Pat
     wdir = tmp_path / "weights"
     shutil.copytree(random_weights_dir, wdir)
     env = {"DATABASE_URL": url, "AFFECTLAB_WEIGHTS_DIR": str(wdir)}
-    proc = _cli("finetune", "--study", "s", "--json", env=env)
+    proc = _cli("finetune", "--study", "s", "--json", env=env, package="affectlab")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     rep = out["report"]
@@ -169,6 +169,24 @@ def test_finetune_cli_refuses_too_few(tmp_path: Path, random_weights_dir: Path) 
     url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     LabelStore(url).upgrade()
     proc = _cli("finetune", "--study", "nobody", env={"DATABASE_URL": url,
-                                                       "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)})
+                                                       "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
+                package="affectlab")
     assert proc.returncode != 0
     assert "nobody" in proc.stderr or "at least" in proc.stdout
+
+
+def test_finetune_text_report_through_the_affectlab_cli(study_db, random_weights_dir: Path) -> None:
+    url, _ = study_db
+    proc = _cli("finetune", "--study", "s", "--no-save", env={"DATABASE_URL": url,
+                                                              "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
+                package="affectlab")
+    assert proc.returncode == 0, proc.stderr
+    assert "corrected faces: 48 in 8 groups" in proc.stdout and "confusion (fine-tuned" in proc.stdout
+    assert "saved as version" not in proc.stdout
+
+
+def test_models_finetune_points_to_affectlab(tmp_path: Path) -> None:
+    proc = _cli("finetune", "--study", "s", env={"DATABASE_URL": f"sqlite:///{tmp_path / 'x.sqlite3'}"})
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "python -m affectlab finetune --study S" in lines[0]

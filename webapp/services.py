@@ -59,9 +59,6 @@ EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
 Progress = Callable[[float, str], None]
 """``progress(fraction_done, message)`` of one file's analysis."""
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
-
-
 # ---------------------------------------------------------------------------------------------------- weights
 
 

@@ -7,13 +7,14 @@ import time
 import streamlit as st
 
 from models.errors import AffectLabError
+from models.images import IMAGE_SUFFIXES
 from models.registry import get_spec
 from models.video import VIDEO_EXTENSIONS
 from webapp import resources, results, services
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, file_error, plural, show_flash
 
-UPLOAD_TYPES = sorted({s.lstrip(".") for s in services.IMAGE_SUFFIXES | VIDEO_EXTENSIONS})
+UPLOAD_TYPES = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_EXTENSIONS})
 
 
 def _model_choice(ctx: Context) -> str | None:

@@ -129,7 +129,7 @@ def _finetune(ctx: Context) -> None:
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
     st.caption("Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
                "and compares it with the original on held-out media items. Same as "
-               f"`python -m models finetune --study {ctx.study} --target {target} --model {name}`.")  # fmt: skip
+               f"`python -m affectlab finetune --study {ctx.study} --target {target} --model {name}`.")  # fmt: skip
     if not st.button("Fine-tune", type="primary", icon=":material/model_training:"):
         return
     with st.spinner("Cross-validating and training the new head..."):

@@ -1,0 +1,330 @@
+"""``python -m affectlab``: analyse media straight into the label store, fine-tune on its corrections.
+
+Installed (``pip install -e .``), it is also the ``affectlab`` command. It composes ``models/`` (the inference core)
+and ``db/`` (the label store); the two packages' own command lines, ``python -m models`` and ``python -m db``, each
+stay within one of them.
+
+Commands:
+    analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
+        ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction; folders are walked for image and video
+        files; files already stored in the study (same bytes) are skipped without running the model.
+    finetune --study S: train a new head on the study's corrections and report it against the original.
+
+The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
+``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`affectlab.settings`).
+
+Exit codes: 0 success; 1 some input file failed (the others were stored), or too few corrections to fine-tune;
+2 a setup problem (unknown model, missing weights, database not migrated, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from affectlab.settings import BACKENDS, Settings
+
+if TYPE_CHECKING:
+    from db.rows import IngestReport
+    from db.services import LabelStore
+    from models.analysis import AnalysisSession
+
+
+def _print_err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------- analyze
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What ``analyze`` did with one file.
+
+    Attributes:
+        file: The file's name as given (or as found in a given folder).
+        status: ``stored``, ``skipped`` (already in the study) or ``failed``.
+        media_id: The media item, None when the file failed.
+        n_faces: Faces found (stored ones for a skipped file).
+        error: Why the file failed, else None.
+        report: The ingest report of a stored file, else None.
+        warnings: Problems that did not stop the analysis (damaged video data, no engagement, ingest warnings).
+    """
+
+    file: str
+    status: str
+    media_id: int | None = None
+    n_faces: int = 0
+    error: str | None = None
+    report: IngestReport | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def media_suffixes() -> frozenset[str]:
+    """Suffixes of the files picked from folders: the web app's image suffixes and the analysis' video suffixes."""
+    from models.analysis import VIDEO_SUFFIXES
+    from models.images import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """The files to analyse: files as given, folders walked (sorted, hidden entries left out) for media suffixes.
+
+    Returns:
+        The files, each once, in order, and notes on folders holding no media file.
+    """
+    suffixes = media_suffixes()
+    files: list[Path] = []
+    notes: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                q
+                for q in path.rglob("*")
+                if q.is_file()
+                and q.suffix.lower() in suffixes
+                and not any(part.startswith(".") for part in q.relative_to(path).parts)
+            )
+            if not found:
+                notes.append(f"{raw}: no image or video file in this folder")
+            files += found
+        else:
+            files.append(path)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique, notes
+
+
+def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study: str, *, fps: float = 5.0,
+                 uploaded_by: str | None = None) -> FileOutcome:
+    """Analyses one file and stores its faces (crops, features, predictions, tracks) in ``study``.
+
+    A file whose bytes the study already holds is skipped before the model runs. A file that cannot be analysed
+    gives a ``failed`` outcome with the reason; nothing is stored for it.
+
+    Raises:
+        AffectLabError: A setup problem of the store (e.g. the database is not migrated).
+    """
+    from db.errors import StoreBusyError
+    from db.ingest import MediaInfo
+    from models.analysis import looks_like_video
+    from models.errors import BadInputError
+
+    name = str(path)
+    if not path.is_file():
+        return FileOutcome(name, "failed", error="is a directory" if path.is_dir() else "no such file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
+    existing = store.media_by_sha256(study, hashlib.sha256(data).hexdigest())
+    if existing is not None:
+        return FileOutcome(name, "skipped", media_id=existing.id, n_faces=existing.n_faces)
+    try:
+        if not data:
+            raise BadInputError(name, "empty file")
+        if looks_like_video(path):
+            video = session.analyze_video(path, name, fps=fps, keep_crops=True)
+            info = MediaInfo(kind="video", width=video.width, height=video.height, duration_s=video.duration,
+                             fps=video.fps)
+            faces, tracks, warnings = video.faces, list(video.summary.tracks), list(video.warnings)
+            if video.engagement_status != "ok":
+                warnings.append(f"engagement: {video.engagement_status}")
+        else:
+            image = session.analyze_image(data, name, keep_crops=True)
+            info = MediaInfo(kind="image", width=image.width, height=image.height)
+            faces, tracks, warnings = image.faces, [], []
+        report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by)
+    except BadInputError as exc:
+        return FileOutcome(name, "failed", error=exc.reason)
+    except StoreBusyError as exc:
+        return FileOutcome(name, "failed", error=str(exc))
+    return FileOutcome(name, "stored", media_id=report.media_ids[0] if report.media_ids else None,
+                       n_faces=len(faces), report=report, warnings=(*warnings, *report.warnings))
+
+
+def _summary(outcomes: Sequence[FileOutcome]) -> dict[str, int]:
+    stored = [o for o in outcomes if o.status == "stored"]
+    return {
+        "files": len(outcomes),
+        "stored": len(stored),
+        "skipped": sum(o.status == "skipped" for o in outcomes),
+        "failed": sum(o.status == "failed" for o in outcomes),
+        "faces": sum(o.n_faces for o in stored),
+        "crops": sum(o.report.crops_stored for o in stored if o.report),
+        "features": sum(o.report.features_stored for o in stored if o.report),
+    }
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Analyses files and folders into a study: one report line per file, bad files on stderr, then a summary."""
+    from db.cli import ingest_line
+    from db.services import LabelStore
+    from models import runtime, weights
+    from models.analysis import AnalysisSession
+
+    runtime.tune_malloc()
+    settings = Settings.from_env()
+    files, notes = collect_files(args.inputs)
+    for note in notes:
+        _print_err(f"warning: {note}")
+    session = AnalysisSession.open(
+        model=args.model or settings.model,
+        weights_dir=weights.resolve_weights_dir(args.weights_dir),
+        device=args.device or settings.device,
+        backend=args.backend or settings.backend,  # type: ignore[arg-type]
+    )
+    store = LabelStore.from_settings(settings)
+    outcomes: list[FileOutcome] = []
+    try:
+        for path in files:
+            outcome = analyze_file(session, store, path, args.study, fps=args.fps, uploaded_by=args.uploaded_by)
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                _print_err(f"{outcome.file}: {outcome.error}")
+                continue
+            for w in outcome.warnings:
+                _print_err(f"warning: {outcome.file}: {w}")
+            if args.json:
+                continue
+            if outcome.status == "skipped":
+                print(f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
+                      f"({outcome.n_faces} faces)", flush=True)
+            else:
+                assert outcome.report is not None
+                print(f"{outcome.file}: {outcome.n_faces} faces; {ingest_line(outcome.report)}", flush=True)
+    finally:
+        store.close()
+    summary = _summary(outcomes)
+    if args.json:
+        doc: dict[str, Any] = {"study": args.study, "model": session.recognizer.name, "summary": summary,
+                               "files": [asdict(o) for o in outcomes]}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        print(f"{summary['files']} files: {summary['stored']} stored ({summary['faces']} faces, {summary['crops']} "
+              f"crops, {summary['features']} features), {summary['skipped']} skipped (already in study "
+              f"{args.study!r}), {summary['failed']} failed")
+    return 1 if summary["failed"] else 0
+
+
+# ---------------------------------------------------------------------------------------------------- finetune
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tunes a head on a study's corrections; prints the before/after report."""
+    from db.services import LabelStore
+    from db.training import finetune_study
+    from models import weights
+    from models.recognizer import EmotionRecognizer
+
+    settings = Settings.from_env()
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    recognizer = EmotionRecognizer.load(args.model or settings.model, wdir, device=args.device or settings.device)
+    store = LabelStore.from_settings(settings)
+    try:
+        outcome = finetune_study(store, args.study, recognizer, args.target, wdir, save=not args.no_save)
+    finally:
+        store.close()
+    report = outcome.report
+    if args.json:
+        print(json.dumps({"report": report.to_json(), "notes": list(outcome.notes),
+                          "version": outcome.version.name if outcome.version else None}, indent=2, default=float))
+    else:
+        print(report_text(report))
+        for note in outcome.notes:
+            print(f"note: {note}")
+        if outcome.version is not None:
+            print(f"saved as version {outcome.version.name} (use --model {outcome.version.name})")
+    return 0 if report.enough else 1
+
+
+def report_text(report: Any) -> str:
+    """The before/after table of a :class:`models.finetune.FineTuneReport`."""
+    lines = [f"target: {report.target}; corrected faces: {report.n_faces} in {report.n_groups} groups; "
+             f"folds: {report.n_folds}"]
+    if not report.enough:
+        return "\n".join([*lines, report.message])
+    lines.append(f"{'metric':14} {'original':>9} {'fine-tuned':>10}")
+    for key, before in report.before.items():
+        if isinstance(before, float | int):
+            lines.append(f"{key:14} {before:9.3f} {float(report.after[key]):10.3f}")
+    if "confusion" in report.before:
+        short = [c[:5] for c in report.classes]
+        for title, cm in (("original", report.before["confusion"]), ("fine-tuned", report.after["confusion"])):
+            lines.append(f"confusion ({title}; rows = human label):")
+            lines.append("       " + " ".join(f"{c:>5}" for c in short))
+            lines += [f"{short[i]:>6} " + " ".join(f"{v:5d}" for v in row) for i, row in enumerate(cm)]
+    lines.append(report.message)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m affectlab`` argument parser."""
+    parser = argparse.ArgumentParser(prog="affectlab", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--study", required=True)
+        p.add_argument("--model", default=None, help="emotion model (default: $AFFECTLAB_MODEL or the default model)")
+        p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
+        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: $AFFECTLAB_DEVICE or cpu)")
+
+    p = sub.add_parser("analyze", help="analyse images and videos and store every face in a study")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
+    common(p)
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: $AFFECTLAB_BACKEND or torch")
+    p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
+    p.add_argument("--uploaded-by", default=None, help="who ran the analysis (stored with each media item)")
+    p.add_argument("--json", action="store_true", help="print one JSON document (per-file outcomes, summary)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
+    common(p)
+    p.add_argument("--target", choices=("emotion", "va", "engagement"), default="emotion")
+    p.add_argument("--no-save", action="store_true", help="report only; save no version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line and returns its exit code."""
+    from models.errors import AffectLabError
+    from models.registry import UnknownModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (AffectLabError, UnknownModelError) as exc:
+        _print_err(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _print_err("interrupted")
+        return 130
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        from db.engine import safe_url
+
+        url = safe_url(Settings.from_env().database_url)
+        detail = str(exc).splitlines()[0]
+        _print_err(f"error: database {url}: {detail}; check DATABASE_URL, then run `python -m db upgrade`")
+        return 2
