@@ -50,12 +50,15 @@ def test_cli_round_trip(env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "predictions only" in out and "4 faces" in out
 
-    # Edit the export in a "spreadsheet" and import it back: only the edit becomes a correction.
+    # Edit the export in a "spreadsheet" and import it back: only the edit becomes a vote.
     df = pd.read_csv(tmp_path / "e.csv")
     df.loc[0, "label"] = "Surprise"
     df.to_csv(tmp_path / "edited.csv", index=False)
     assert main(["import-labels", str(tmp_path / "edited.csv"), "--study", "pilot", "--annotator", "eve"]) == 0
-    assert "1 corrections added" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 rows, 1 votes added for 'eve'" in out
+    # The export's 4 labels (the fake predictions carry no valence) minus the edited one still hold their value.
+    assert "3 values unedited since the export" in out
 
     assert main(["stats", "--study", "pilot", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
