@@ -37,6 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -449,13 +450,37 @@ def write_votes(session: Session, plan: Plan, ctx: Context, *, source: str, now:
         raise StaleContextError(f"study {ctx.study!r} or {ctx.annotator!r}'s labels changed during the import")
     if not plan.votes:
         return 0
-    common = {
-        "annotator_id": who.id,
-        "track_id": None,
-        "kind": "set",
-        "reverts_id": None,
-        "source": source[:300],
-        "created_at": now or utcnow(),
-    }
-    session.execute(insert(Annotation), [{**common, **v} for v in plan.votes])
+    common = {"annotator_id": who.id, "kind": "set", "source": source[:300], "created_at": now or utcnow()}
+    bulk_insert(session, common, plan.votes)
     return len(plan.votes)
+
+
+def bulk_insert(session: Session, common: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Inserts annotation rows with one DBAPI ``executemany``: ``common`` values on every row, plus each row's own.
+
+    The statement is compiled once for the session's dialect and the constants go through their type's bind
+    processing once, so the per-row cost is building one parameter set (SQLAlchemy's own executemany processes every
+    parameter of every row: three times slower on SQLite, all of it under the write lock).
+
+    Args:
+        session: The write session.
+        common: Column values shared by all rows (annotator_id, kind, source, created_at).
+        rows: One dict per row, all with the same keys (face_id and the fields), holding plain Python values of the
+            columns' types (int, str, float or None), which need no bind processing.
+    """
+    if not rows:
+        return
+    table = Annotation.__table__
+    dialect = session.get_bind().dialect
+    compiled = insert(table).compile(dialect=dialect, column_keys=[*common, *rows[0]])
+    fixed = {}
+    for k, v in common.items():
+        proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+        fixed[k] = proc(v) if proc is not None else v
+    params: list[Any]
+    if compiled.positional:
+        get = itemgetter(*(compiled.positiontup or []))
+        params = [get({**fixed, **r}) for r in rows]
+    else:
+        params = [{**fixed, **r} for r in rows]
+    session.connection().exec_driver_sql(compiled.string, params)
