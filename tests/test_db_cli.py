@@ -131,3 +131,15 @@ def test_python_dash_m_db_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "db", "stats", "--study", "x"], cwd=ROOT, env=env, capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 1 and r.stderr.startswith("error: no study named 'x'")
+
+
+def test_import_labels_help_documents_the_format_and_the_duplicate_rule(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["import-labels", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for column in ("exported_label", "exported_valence", "exported_arousal", "exported_engagement", "exported_note"):
+        assert column in out
+    assert "face_id plus any of: label, valence, arousal, engagement, note" in out
+    assert "SAME FACE ON TWO ROWS (both lines are named" in out
+    assert "--apply-unchanged" not in out
