@@ -70,14 +70,37 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).import_labels(
-        args.study, Path(args.file), args.annotator, apply_unchanged=args.apply_unchanged
-    )
+    report = _store(settings).import_labels(args.study, Path(args.file), args.annotator)
     print(
-        f"{report.file}: {report.rows} rows, {report.annotations_added} corrections added for {args.annotator!r}, "
-        f"{report.fields_unchanged} values equal to the current ones skipped"
+        f"{report.file}: {report.rows} rows, {report.annotations_added} votes added for {args.annotator!r}; "
+        f"recorded nothing: {report.unedited} values unedited since the export, {report.already_current} equal to "
+        "the annotator's current values"
     )
     return 0
+
+
+IMPORT_HELP = """\
+Records ANNOTATOR's votes from a CSV file (UTF-8, header on line 1). Two kinds of file:
+
+labels file   face_id plus any of: label, valence, arousal, engagement, note (no other column).
+              Every filled cell is a vote, also where it agrees with another annotator or the model.
+edited export a CSV from `python -m db export --format csv`. Edit only label, valence, arousal,
+              engagement, note; the read-only columns exported_label, exported_valence,
+              exported_arousal, exported_engagement, exported_note record what the export held, and
+              a cell is a vote only where it differs from them: an unedited export adds nothing, one
+              edited label adds one vote. The other export columns (label_source, human_label,
+              model_label, prob_*, ...) are ignored. An emptied cell is refused (use undo instead).
+
+In both, a value equal to ANNOTATOR's own current value adds nothing, so importing a file again
+adds nothing. Values: label one of the study's classes (case ignored); valence and arousal decimal
+numbers in [-1, 1]; engagement 0, 0.33, 0.66 or 1; note at most 500 characters; an empty cell
+means no value.
+
+The whole file is refused, naming the line and writing nothing, for: an unknown or duplicate
+column, a row with more or fewer fields than the header, a face_id that is not plain digits or
+not a face of the study, the SAME FACE ON TWO ROWS (both lines are named: keep one row per face),
+an unknown class, nan/inf or any non-decimal number, a value out of range, a note too long.
+"""
 
 
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,13 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.set_defaults(fn=_cmd_ingest)
 
-    q = sub.add_parser("import-labels", help="import corrections from a CSV (face_id + label/valence/...)")
+    q = sub.add_parser(
+        "import-labels",
+        help="record an annotator's votes from a labels CSV or an edited CSV export",
+        description=IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     q.add_argument("file", metavar="FILE.csv")
     q.add_argument("--study", required=True)
-    q.add_argument("--annotator", required=True)
-    q.add_argument(
-        "--apply-unchanged", action="store_true", help="also record values equal to the current ones (confirmations)"
-    )
+    q.add_argument("--annotator", required=True, help="whose votes these are")
     q.set_defaults(fn=_cmd_import)
 
     q = sub.add_parser("stats", help="counts and agreement of a study")

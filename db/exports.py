@@ -2,8 +2,12 @@
 
 Formats (``python -m db export --format``):
 
-- ``csv`` / ``parquet``: one row per face (``face_id``), the model's prediction and the current labels with their
-  provenance (``*_source`` human/model/none, ``*_annotators``, ``*_agreement``, ``model``, ``weights_hash``);
+- ``csv`` / ``parquet``: one row per face (``face_id``), the model's prediction (``model_*``, ``prob_*``) and the
+  current labels with their provenance (``*_source`` human/model/none, ``*_annotators``, ``*_agreement``, ``model``,
+  ``weights_hash``), ``human_label`` (the annotators' majority class alone, empty where nobody labelled the face) and
+  ``exported_*``, a read-only copy of the editable columns ``label, valence, arousal, engagement, note``: edit those
+  and import the file with ``python -m db import-labels``, and only the edited cells become votes (see
+  :mod:`db.label_import`);
 - ``imagefolder``: a zip of face crops resized to the model's input size, ``{split}/{label}/{face_id}.png``, with
   ``metadata.csv`` and the card ``README.md``;
 - ``features``: an NPZ of backbone features ``X``, class indices ``y`` (into ``classes``), split ``groups`` and the
@@ -44,10 +48,32 @@ FORMATS = ("csv", "parquet", "imagefolder", "features", "hf")
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_INPUT_SIZE = 224
+EXPORTED_PREFIX = "exported_"
+"""Prefix of the read-only columns recording what a CSV/Parquet export held in each editable column."""
+EDITABLE_COLUMNS = ("label", "valence", "arousal", "engagement", "note")
+"""The columns of a CSV/Parquet export that ``import-labels`` reads as votes where they differ from ``exported_*``."""
 DATA_NOTE = (
     "The media were uploaded by the study's members; face crops are personal data. Use and share this export only "
     "within the consent and the ethics approval of the study, and delete it when the study's retention period ends."
 )
+IMPORT_NOTE = (
+    "The human and the model columns are distinct: `model_label`, `model_confidence`, `model_valence`, "
+    "`model_arousal`, `model_engagement` and `prob_*` are the model's prediction; `human_label` is the annotators' "
+    "majority class (empty where nobody labelled the face); `label`, `valence`, `arousal`, `engagement` are the "
+    "exported value, human where given and else the model's (`*_source` says which), and `note` the annotators' "
+    "notes.",
+    "",
+    "To correct labels in a spreadsheet, edit only the editable columns `label`, `valence`, `arousal`, "
+    "`engagement`, `note` and import the file with `python -m db import-labels FILE.csv --study STUDY --annotator "
+    "NAME`. The read-only columns `exported_label`, `exported_valence`, `exported_arousal`, `exported_engagement`, "
+    "`exported_note` record what this export held: a cell counts as the importer's vote only where it differs from "
+    "its `exported_*` partner, so an unedited export adds nothing and one edited label adds exactly one vote. Keep "
+    "the `exported_*` columns as they are; emptying an editable cell is refused (withdraw a vote with undo in the "
+    "web app). To confirm values as they are (agreeing with another annotator or the model), import a plain labels "
+    "file instead: `face_id` plus any of `label, valence, arousal, engagement, note`, where every filled cell is a "
+    "vote.",
+)
+"""The card's section on editing a CSV/Parquet export and importing it back."""
 
 
 # ---------------------------------------------------------------------------------------------------- splits
@@ -89,7 +115,8 @@ def export_columns(classes: Sequence[str]) -> list[str]:
             "x1", "y1", "x2", "y2", "det_score", "split"]  # fmt: skip
     for f in _LABEL_FIELDS:
         cols += [f, f"{f}_source", f"{f}_annotators", f"{f}_agreement"]
-    cols += ["note", "model", "weights_hash", "model_version", "model_label", "model_confidence", "model_valence",
+    cols += ["note", "human_label", *(EXPORTED_PREFIX + f for f in EDITABLE_COLUMNS)]
+    cols += ["model", "weights_hash", "model_version", "model_label", "model_confidence", "model_valence",
              "model_arousal", "model_engagement"]  # fmt: skip
     return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
 
@@ -121,6 +148,9 @@ def records(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence
             rec[f"{f}_annotators"] = getattr(r, f"{f}_annotators")
             rec[f"{f}_agreement"] = getattr(r, f"{f}_agreement")
         rec["note"] = r.note
+        rec["human_label"] = r.human_label
+        for f in EDITABLE_COLUMNS:
+            rec[EXPORTED_PREFIX + f] = rec[f]
         rec["model"] = r.model
         rec["weights_hash"] = r.weights_hash
         rec["model_version"] = r.model_version
@@ -141,6 +171,7 @@ _INT_COLUMNS = ("face_id", "media_id", "frame", "track_id", "track", *(f"{f}_ann
 _FLOAT_COLUMNS = (
     "time_s", "x1", "y1", "x2", "y2", "det_score", "valence", "arousal", "engagement", "model_confidence",
     "model_valence", "model_arousal", "model_engagement", *(f"{f}_agreement" for f in _LABEL_FIELDS),
+    *(EXPORTED_PREFIX + f for f in _LABEL_FIELDS[1:]),
 )  # fmt: skip
 
 
@@ -299,6 +330,8 @@ def dataset_card(
                 lines.append(
                     f"- CCC {f}: between annotators {_f(v['annotators'])}, human vs model {_f(v['model'])} (n={v['n']})"
                 )
+    if fmt in ("csv", "parquet"):
+        lines += ["", "## Editing and importing", "", *IMPORT_NOTE]
     lines += ["", "## Models and licences", ""]
     for name, whash in models:
         spec = REGISTRY.get(name)

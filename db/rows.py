@@ -176,12 +176,25 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class ImportReport:
-    """What ``import-labels`` applied."""
+    """What ``import-labels`` applied.
+
+    Attributes:
+        file: The file's name.
+        rows: Data rows in the file.
+        annotations_added: Votes recorded (one annotation row per face with at least one new value).
+        fields_unchanged: Filled cells that recorded nothing: ``unedited + already_current``.
+        unedited: Cells of an edited export still holding their exported value.
+        already_current: Cells equal to the annotator's own current value (already recorded).
+        write_seconds: Seconds spent in the write transaction (waiting for the lock included).
+    """
 
     file: str
     rows: int
     annotations_added: int
     fields_unchanged: int
+    unedited: int = 0
+    already_current: int = 0
+    write_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

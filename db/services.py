@@ -18,10 +18,8 @@ Usage::
 
 from __future__ import annotations
 
-import csv
 import functools
 import logging
-import math
 import random
 import sqlite3
 import time
@@ -36,11 +34,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
-from db import exports, ingest, labels, quality, repo, review
+from db import exports, ingest, label_import, labels, quality, repo, review
 from db.engine import make_engine, read_only, safe_url, session_factory, sqlite_path
 from db.errors import (
     BackupUnsupportedError,
-    ImportLabelsError,
     InvalidLabelError,
     NotFoundError,
     NothingToUndoError,
@@ -431,69 +428,48 @@ class LabelStore:
 
         return self.transaction(work)
 
-    def import_labels(self, study: str, path: Path, annotator: str, *, apply_unchanged: bool = False) -> ImportReport:
-        """Imports corrections from a CSV (``face_id`` plus any of label, valence, arousal, engagement, note).
+    def import_labels(self, study: str, path: Path, annotator: str) -> ImportReport:
+        """Imports ``annotator``'s votes from a labels CSV or an edited CSV export (rules: :mod:`db.label_import`).
 
-        Every row is checked before anything is written: a bad row raises :class:`ImportLabelsError` with its line
-        number and nothing of the file is applied. Values equal to the face's current exported value are skipped
-        (so importing an edited export only records the edits), unless ``apply_unchanged``.
+        A labels file (``face_id`` plus any of label, valence, arousal, engagement, note) counts every filled cell as
+        a vote; an edited export (with ``exported_*`` columns) counts only the cells that differ from their exported
+        value. A value equal to the annotator's own current value is already recorded and adds nothing, so importing
+        a file again adds nothing; a vote agreeing with another annotator or the model is recorded. A face on two rows
+        refuses the whole file, naming both lines.
+
+        The file is read and every row checked before the write transaction opens; that transaction only inserts the
+        votes in bulk (it is planned again if the study or the annotator's labels changed meanwhile).
+
+        Raises:
+            ImportLabelsError: For a bad file or row (with its line number); nothing of the file is applied.
+            StudyNotFoundError: For an unknown study.
         """
-        path = Path(path)
-        name = path.name
-        try:
-            with path.open(newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f)
-                header = [h.strip() for h in (reader.fieldnames or [])]
-                parsed = [(reader.line_num, row) for row in reader]
-        except FileNotFoundError:
-            raise ImportLabelsError(name, "file not found") from None
-        except (UnicodeDecodeError, csv.Error) as e:
-            raise ImportLabelsError(name, f"not a UTF-8 CSV file ({e})") from None
-        fields = [f for f in labels.FIELDS if f in header]
-        if "face_id" not in header:
-            raise ImportLabelsError(name, "no 'face_id' column in the header", 1)
-        if not fields:
-            raise ImportLabelsError(name, "no column to import: add any of " + ", ".join(labels.FIELDS), 1)
-
-        def work(s: Session) -> ImportReport:
-            st = repo.get_study(s, study)
-            current = {r.face_id: r for r in labels.face_labels(s, st.id)[0]}
-            allowed = labels.allowed_labels(s, study_id=st.id)
-            todo: list[tuple[int, dict[str, Any]]] = []
-            unchanged = 0
-            for line, raw in parsed:
-                row = {(k or "").strip(): v for k, v in raw.items()}
-                fid_text = (row.get("face_id") or "").strip()
-                try:
-                    fid = int(float(fid_text))
-                except ValueError:
-                    raise ImportLabelsError(name, f"face_id {fid_text!r} is not a number", line) from None
-                face = current.get(fid)
-                if face is None:
-                    raise ImportLabelsError(name, f"face {fid} is not in study {study!r}", line)
-                try:
-                    values = {
-                        "label": labels.normalize_label(row.get("label"), allowed),
-                        "valence": labels.normalize_va("valence", row.get("valence")),
-                        "arousal": labels.normalize_va("arousal", row.get("arousal")),
-                        "engagement": labels.normalize_engagement(row.get("engagement")),
-                        "note": (row.get("note") or "").strip() or None,
-                    }
-                except InvalidLabelError as e:
-                    raise ImportLabelsError(name, str(e), line) from None
-                if not apply_unchanged:
-                    for f, v in list(values.items()):
-                        if v is not None and _same(v, getattr(face, f)):
-                            values[f] = None
-                            unchanged += 1
-                if any(v is not None for v in values.values()):
-                    todo.append((fid, values))
-            who = repo.get_or_create_annotator(s, annotator)
-            for fid, values in todo:
-                repo.add_annotation(s, annotator=who, face_id=fid, source=f"import:{name}"[:300], **values)
-            return ImportReport(file=name, rows=len(parsed), annotations_added=len(todo), fields_unchanged=unchanged)
-
-        return self.transaction(work)
+        who = (annotator or "").strip()
+        if not who:
+            raise StoreError("give the annotator's name (--annotator NAME) to import labels")
+        file = label_import.read_file(Path(path))
+        source = f"import:{file.name}"
+        for attempt in range(1, self.retries + 1):
+            ctx = self.transaction(functools.partial(label_import.load_context, study=study, annotator=who),
+                                   write=False)  # fmt: skip
+            plan = label_import.plan_votes(file, ctx)
+            started = time.perf_counter()
+            try:
+                added = self.transaction(functools.partial(label_import.write_votes, plan=plan, ctx=ctx, source=source))
+            except label_import.StaleContextError as e:
+                if attempt == self.retries:
+                    raise StoreBusyError(attempt, str(e)) from e
+                continue
+            return ImportReport(
+                file=file.name,
+                rows=plan.rows,
+                annotations_added=added,
+                fields_unchanged=plan.unedited + plan.already_current,
+                unedited=plan.unedited,
+                already_current=plan.already_current,
+                write_seconds=time.perf_counter() - started,
+            )
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------------------------ review
 
@@ -696,14 +672,3 @@ class LabelStore:
         if status != "ok":
             return str(status)
         return "ok" if not fk else f"{len(fk)} foreign key violations"
-
-
-def _same(value: Any, current: Any) -> bool:
-    if current is None:
-        return False
-    if isinstance(value, float) or isinstance(current, float):
-        try:
-            return math.isclose(float(value), float(current), abs_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    return str(value) == str(current)

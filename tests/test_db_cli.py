@@ -51,12 +51,15 @@ def test_cli_round_trip(env, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "predictions only" in out and "4 faces" in out
 
-    # Edit the export in a "spreadsheet" and import it back: only the edit becomes a correction.
+    # Edit the export in a "spreadsheet" and import it back: only the edit becomes a vote.
     df = pd.read_csv(tmp_path / "e.csv")
     df.loc[0, "label"] = "Surprise"
     df.to_csv(tmp_path / "edited.csv", index=False)
     assert main(["import-labels", str(tmp_path / "edited.csv"), "--study", "pilot", "--annotator", "eve"]) == 0
-    assert "1 corrections added" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 rows, 1 votes added for 'eve'" in out
+    # The export's 4 labels (the fake predictions carry no valence) minus the edited one still hold their value.
+    assert "3 values unedited since the export" in out
 
     assert main(["stats", "--study", "pilot", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
@@ -129,3 +132,15 @@ def test_python_dash_m_db_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "db", "stats", "--study", "x"], cwd=ROOT, env=env, capture_output=True,
                        text=True)  # fmt: skip
     assert r.returncode == 1 and r.stderr.startswith("error: no study named 'x'")
+
+
+def test_import_labels_help_documents_the_format_and_the_duplicate_rule(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["import-labels", "--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for column in ("exported_label", "exported_valence", "exported_arousal", "exported_engagement", "exported_note"):
+        assert column in out
+    assert "face_id plus any of: label, valence, arousal, engagement, note" in out
+    assert "SAME FACE ON TWO ROWS (both lines are named" in out
+    assert "--apply-unchanged" not in out

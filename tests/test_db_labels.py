@@ -106,18 +106,20 @@ def _write(path, text):
     return path
 
 
-def test_import_labels_applies_rows_and_skips_unchanged_values(store, tmp_path):
+def test_import_labels_applies_rows_and_skips_the_annotators_own_values(store, tmp_path):
     f1, f2, f3 = _image(store)
-    body = f"face_id,label,valence,engagement,note,other\n{f1},Anger,0.2,,x,1\n{f2},Fear,,,,\n{f3},,,1,,\n"
+    body = f"face_id,label,valence,engagement,note\n{f1},Anger,0.2,,x\n{f2},Fear,,,\n{f3},,,1,\n"
     csv = _write(tmp_path / "l.csv", body)
     rep = store.import_labels("s", csv, "carol")
-    # f2's Fear equals the model's label, so only f1 and f3 get rows.
-    assert (rep.rows, rep.annotations_added, rep.fields_unchanged) == (3, 2, 1)
+    # f2's Fear equals the model's label: carol's agreement is a vote too.
+    assert (rep.rows, rep.annotations_added, rep.fields_unchanged) == (3, 3, 0)
     assert store.face(f1).label == "Anger" and store.face(f1).note == "x"
+    assert (store.face(f2).label_source, store.face(f2).label_annotators) == ("human", 1)
     assert store.face(f3).engagement == 1.0 and store.face(f3).label_source == "model"
     assert store.history(face_id=f1)[0].source == "import:l.csv"
-    rep = store.import_labels("s", csv, "carol", apply_unchanged=True)
-    assert rep.annotations_added == 3
+    # Again: every value is carol's current one already.
+    rep = store.import_labels("s", csv, "carol")
+    assert (rep.annotations_added, rep.already_current, rep.fields_unchanged) == (0, 5, 5)
 
 
 @pytest.mark.parametrize(
@@ -126,10 +128,11 @@ def test_import_labels_applies_rows_and_skips_unchanged_values(store, tmp_path):
         ("face_id,label\n{f1},Anger\n{f2},Joy\n", 3, "invalid label 'Joy'"),
         ("face_id,valence\n{f1},0.5\n{f2},2\n", 3, "invalid valence"),
         ("face_id,engagement\n{f1},0.66\n{f2},0.5\n", 3, "EngageWild"),
-        ("face_id,label\n{f1},Anger\nabc,Fear\n", 3, "not a number"),
+        ("face_id,label\n{f1},Anger\nabc,Fear\n", 3, "not a face id"),
         ("face_id,label\n{f1},Anger\n999999,Fear\n", 3, "not in study"),
         ("id,label\n{f1},Anger\n", 1, "no 'face_id' column"),
-        ("face_id,colour\n{f1},red\n", 1, "no column to import"),
+        ("face_id,colour\n{f1},red\n", 1, "unknown column 'colour'"),
+        ("face_id\n{f1}\n", 1, "no column to import"),
     ],
 )
 def test_import_labels_bad_row_applies_nothing(store, tmp_path, body, line, reason):

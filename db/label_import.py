@@ -1,0 +1,486 @@
+"""Turning a labels CSV into one annotator's votes: this module's one job.
+
+Two kinds of file are read (``python -m db import-labels``):
+
+- a **labels file**: ``face_id`` plus any of ``label, valence, arousal, engagement, note``, no other column. Every
+  filled cell is the importing annotator's vote;
+- an **edited export** (``python -m db export --format csv``): it has ``exported_*`` columns, the read-only record of
+  what the export held (``exported_label, exported_valence, exported_arousal, exported_engagement, exported_note``).
+  A cell of an editable column (``label, valence, arousal, engagement, note``) is a vote only where it differs from
+  its ``exported_*`` partner, so an unedited export adds nothing and one edited label adds exactly one vote. Every
+  other export column (``label_source``, ``model_label``, ``prob_*``...) is read-only and ignored.
+
+In both, a value equal to the annotator's own current value on the face (:mod:`db.labels` rules: their latest
+active row, else their track-level row; never the consensus or the model) is already recorded and adds nothing, so
+importing a file twice adds nothing the second time. A vote agreeing with another annotator or with the model is
+recorded: votes are independent.
+
+The whole file is refused, with the line number and nothing written (:class:`db.errors.ImportLabelsError`), for: a
+header without ``face_id``, an unknown or duplicate column, an export column in a file without ``exported_*``
+columns (an export from before they existed: export again), an editable column without its ``exported_*`` partner
+in an edited export, a row with more or fewer fields than the header, a face id that is not plain digits or not a
+face of the study, the same face on two rows (both line numbers are named), a class that is not one of the study's,
+a number that is not a finite decimal, a value out of range, a note over :data:`MAX_NOTE` characters, and, in an
+edited export, a cell emptied (an import cannot withdraw a vote: use undo) or an ``exported_*`` cell that is not a
+value. Blank lines are skipped.
+
+Steps: :func:`read_file` (syntax, no database), :func:`load_context` (one read of the study and of the annotator's
+history), :func:`plan_votes` (every value rule, no database), :func:`write_votes` (one short write transaction: a
+bulk insert). Only the last writes; it refuses a context that changed since it was read (:class:`StaleContextError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select
+from sqlalchemy.orm import Session
+
+from db import labels, repo
+from db.errors import ImportLabelsError, InvalidLabelError
+from db.exports import EXPORTED_PREFIX, export_columns
+from db.schema import Annotation, Annotator, Face, Media, Track, utcnow
+
+EDITABLE = labels.FIELDS
+"""The columns that carry votes: label, valence, arousal, engagement, note."""
+
+EXPORTED = tuple(EXPORTED_PREFIX + f for f in EDITABLE)
+"""The read-only record of what an export held, one per editable column."""
+
+MAX_NOTE = 500
+"""Longest note, in characters."""
+
+_EXPORT_ONLY = frozenset(export_columns(())) - {"face_id", *EDITABLE, *EXPORTED}
+_DIGITS = re.compile(r"[0-9]+\Z")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+_NUMBER_TOLERANCE = 1e-6
+"""Numbers closer than this are the same value (a spreadsheet may rewrite 0.30000000000000004 as 0.3)."""
+
+
+class StaleContextError(Exception):
+    """The study's faces or the annotator's history changed between :func:`load_context` and :func:`write_votes`."""
+
+
+@dataclass(frozen=True)
+class LabelsFile:
+    """A labels CSV after :func:`read_file`: syntax checked, values still text.
+
+    Attributes:
+        name: The file's name, for messages and the rows' ``source``.
+        fields: The editable columns present, in :data:`EDITABLE` order.
+        edited_export: True when the file has ``exported_*`` columns (votes are the edits).
+        lines: 1-based line number of each row (the header is line 1).
+        face_ids: The face id of each row.
+        cells: Each row's cells of ``fields``, stripped.
+        exported: Each row's ``exported_*`` cells of ``fields``, stripped (edited exports only).
+    """
+
+    name: str
+    fields: tuple[str, ...]
+    edited_export: bool
+    lines: list[int] = field(default_factory=list)
+    face_ids: list[int] = field(default_factory=list)
+    cells: list[tuple[str, ...]] = field(default_factory=list)
+    exported: list[tuple[str, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What :func:`plan_votes` needs from the database, read in one read-only transaction.
+
+    Attributes:
+        study: The study's name.
+        annotator: The importing annotator's name.
+        track_of: Track id (or None) of every face of the study.
+        allowed: The classes a vote may use (:func:`db.labels.allowed_labels`).
+        resolved: The annotator's current values per face and track (:func:`db.labels.resolve`).
+        stamp: Fingerprint of the faces and of the annotator's history, checked again by :func:`write_votes`.
+    """
+
+    study: str
+    annotator: str
+    track_of: dict[int, int | None]
+    allowed: tuple[str, ...]
+    resolved: dict[Any, Any]
+    stamp: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The votes a file adds, after every check.
+
+    Attributes:
+        votes: One dict per annotation row: ``face_id`` and every field of :data:`EDITABLE` (None: not voted).
+        rows: Data rows in the file.
+        unedited: Cells of an edited export equal to the exported value (no vote).
+        already_current: Cells equal to the annotator's own current value (no vote).
+    """
+
+    votes: list[dict[str, Any]]
+    rows: int
+    unedited: int
+    already_current: int
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def read_file(path: Path) -> LabelsFile:
+    """Reads a labels CSV and checks its syntax (header, row lengths, face ids, one row per face).
+
+    Args:
+        path: The CSV file (UTF-8, with or without a byte order mark).
+
+    Raises:
+        ImportLabelsError: For a missing or unreadable file, a bad header, a ragged row, a face id that is not plain
+            digits, or a face on two rows (refused naming both lines).
+    """
+    path = Path(path)
+    name = path.name
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise ImportLabelsError(
+                    name, "the file is empty; the first line must be a header like face_id,label", 1
+                ) from None
+            columns = check_header(name, header)
+            out = LabelsFile(
+                name=name,
+                fields=tuple(c for c in EDITABLE if c in columns),
+                edited_export=any(c in columns for c in EXPORTED),
+            )
+            at_id = columns.index("face_id")
+            at_cells = [columns.index(c) for c in out.fields]
+            at_exported = [columns.index(EXPORTED_PREFIX + c) for c in out.fields] if out.edited_export else []
+            width = len(columns)
+            first_line: dict[int, int] = {}
+            prev = reader.line_num
+            for row in reader:
+                line, prev = prev + 1, reader.line_num
+                if not row:
+                    continue
+                if len(row) != width:
+                    raise ImportLabelsError(
+                        name,
+                        f"the row has {len(row)} fields and the header {width}; quote values holding a comma",
+                        line,
+                    )
+                fid = parse_face_id(name, row[at_id], line)
+                if fid in first_line:
+                    raise ImportLabelsError(
+                        name, f"face {fid} is on lines {first_line[fid]} and {line}; keep one row per face", line
+                    )
+                first_line[fid] = line
+                out.lines.append(line)
+                out.face_ids.append(fid)
+                out.cells.append(tuple(row[i].strip() for i in at_cells))
+                if out.edited_export:
+                    out.exported.append(tuple(row[i].strip() for i in at_exported))
+    except FileNotFoundError:
+        raise ImportLabelsError(name, "file not found") from None
+    except UnicodeDecodeError as e:
+        raise ImportLabelsError(name, f"not a UTF-8 CSV file ({e})") from None
+    except csv.Error as e:
+        raise ImportLabelsError(name, f"not a CSV file ({e})") from None
+    return out
+
+
+def check_header(name: str, header: Sequence[str]) -> list[str]:
+    """The header's column names (stripped, lower case), checked.
+
+    Raises:
+        ImportLabelsError: (line 1) without ``face_id``, without an editable column, for an empty, duplicate or
+            unknown column, for export columns without ``exported_*`` ones, or for an editable column without its
+            ``exported_*`` partner in an edited export.
+    """
+    columns = [h.strip().lower() for h in header]
+    seen: set[str] = set()
+    for c in columns:
+        if not c:
+            raise ImportLabelsError(name, "the header has an empty column name (a trailing comma?); remove it", 1)
+        if c in seen:
+            raise ImportLabelsError(name, f"column {c!r} is in the header twice; keep one", 1)
+        seen.add(c)
+    if "face_id" not in seen:
+        raise ImportLabelsError(name, "no 'face_id' column in the header", 1)
+    edited_export = bool(seen & set(EXPORTED))
+    for c in columns:
+        known_export = c in _EXPORT_ONLY or c in EXPORTED or c.startswith("prob_")
+        if c in EDITABLE or c == "face_id" or (known_export and edited_export):
+            continue
+        if known_export:
+            raise ImportLabelsError(
+                name,
+                f"column {c!r} is an export column, but the file has no exported_* columns (an export made before "
+                "they existed, or with them deleted), so its unchanged values would count as votes; export again "
+                "and edit that, or keep only face_id and the columns " + ", ".join(EDITABLE),
+                1,
+            )
+        raise ImportLabelsError(
+            name,
+            f"unknown column {c!r}; a labels file has face_id and any of {', '.join(EDITABLE)} (an edited export "
+            "may also keep the export's columns); rename or remove it",
+            1,
+        )
+    present = [c for c in EDITABLE if c in seen]
+    if not present:
+        raise ImportLabelsError(name, "no column to import: add any of " + ", ".join(EDITABLE), 1)
+    if edited_export:
+        for c in present:
+            if EXPORTED_PREFIX + c not in seen:
+                raise ImportLabelsError(
+                    name,
+                    f"column {c!r} has no {EXPORTED_PREFIX + c!r} beside it; in an edited export keep every "
+                    "exported_* column as exported",
+                    1,
+                )
+    return columns
+
+
+def parse_face_id(name: str, text: str, line: int) -> int:
+    """A face id written as plain digits (``46``; not ``46.0``, ``1e3``, ``inf`` or blank).
+
+    Raises:
+        ImportLabelsError: For anything else.
+    """
+    t = text.strip()
+    if not _DIGITS.match(t):
+        raise ImportLabelsError(name, f"face_id {text!r} is not a face id (digits only, like 46)", line)
+    return int(t)
+
+
+def parse_number(column: str, text: str) -> float | None:
+    """A finite decimal number (None for an empty cell).
+
+    Raises:
+        InvalidLabelError: For text that is not a decimal number, or nan / inf.
+    """
+    if not text:
+        return None
+    if not _DECIMAL.match(text):
+        raise InvalidLabelError(column, text, "a decimal number, or an empty cell for no value")
+    x = float(text)
+    if not math.isfinite(x):
+        raise InvalidLabelError(column, text, "a finite number, or an empty cell for no value")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------- context
+
+
+def load_context(session: Session, study: str, annotator: str) -> Context:
+    """Reads the study's faces, its classes and the annotator's history (for the no-op rule).
+
+    Raises:
+        StudyNotFoundError: For an unknown study.
+    """
+    st = repo.get_study(session, study)
+    face_rows = session.execute(
+        select(Face.id, Face.track_id).join(Media, Face.media_id == Media.id).where(Media.study_id == st.id)
+    ).all()
+    track_of = {fid: tid for fid, tid in face_rows}
+    allowed = tuple(labels.allowed_labels(session, study_id=st.id))
+    who = session.scalar(select(Annotator.id).where(Annotator.name == annotator))
+    resolved: dict[Any, Any] = {}
+    if who is not None:
+        study_faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == st.id)
+        study_tracks = select(Track.id).join(Media, Track.media_id == Media.id).where(Media.study_id == st.id)
+        cols = (Annotation.id, Annotation.face_id, Annotation.track_id, Annotation.kind, Annotation.reverts_id)
+        rows = session.execute(
+            select(*cols, *(getattr(Annotation, f) for f in EDITABLE)).where(
+                Annotation.annotator_id == who,
+                or_(Annotation.face_id.in_(study_faces), Annotation.track_id.in_(study_tracks)),
+            )
+        ).all()
+        resolved = labels.resolve((r, annotator) for r in rows)
+    return Context(study, annotator, track_of, allowed, resolved, _stamp(session, st.id, who))
+
+
+def _stamp(session: Session, study_id: int, annotator_id: int | None) -> tuple[int, ...]:
+    n, top = session.execute(
+        select(func.count(Face.id), func.max(Face.id))
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+    ).one()
+    last = 0
+    if annotator_id is not None:
+        last = session.scalar(select(func.max(Annotation.id)).where(Annotation.annotator_id == annotator_id)) or 0
+    return (int(n or 0), int(top or 0), int(last))
+
+
+# ---------------------------------------------------------------------------------------------------- the vote rules
+
+
+def plan_votes(file: LabelsFile, ctx: Context) -> Plan:
+    """Checks every value and applies the vote rules of the module docstring.
+
+    Raises:
+        ImportLabelsError: For a face outside the study or a bad value, with its line.
+    """
+    by_key = {a.casefold(): a for a in ctx.allowed}
+    votes: list[dict[str, Any]] = []
+    unedited = already = 0
+    faces_with_history = {t[1] for t in ctx.resolved if t[0] == "face"}
+    tracks_with_history = {t[1] for t in ctx.resolved if t[0] == "track"}
+    for n, fid in enumerate(file.face_ids):
+        line = file.lines[n]
+        if fid not in ctx.track_of:
+            raise ImportLabelsError(file.name, f"face {fid} is not in study {ctx.study!r}", line)
+        tid = ctx.track_of[fid]
+        mine: dict[str, Any] = {}
+        if fid in faces_with_history or tid in tracks_with_history:
+            judged = labels.judgements_for_face(ctx.resolved, fid, tid)
+            if judged:
+                j = judged[0][0]
+                mine = {f: getattr(j, f) for f in EDITABLE if getattr(j, f) is not None}
+        vote: dict[str, Any] = {}
+        cells = file.cells[n]
+        for k, col in enumerate(file.fields):
+            text = cells[k]
+            try:
+                if file.edited_export:
+                    exported = file.exported[n][k]
+                    if not text and not exported:
+                        continue
+                    if _unedited(col, text, exported, by_key, file.name, line):
+                        unedited += 1
+                        continue
+                    if not text:
+                        raise ImportLabelsError(
+                            file.name,
+                            f"{col} was emptied (exported {exported!r}); an import cannot withdraw a vote: put the "
+                            "value back, and undo the vote in the web app",
+                            line,
+                        )
+                value = parse_value(col, text, by_key)
+            except InvalidLabelError as e:
+                raise ImportLabelsError(file.name, str(e), line) from None
+            if value is None:
+                continue
+            if col in mine and _same(value, mine[col]):
+                already += 1
+                continue
+            vote[col] = value
+        if vote:
+            votes.append({"face_id": fid, **{f: vote.get(f) for f in EDITABLE}})
+    return Plan(votes=votes, rows=len(file.face_ids), unedited=unedited, already_current=already)
+
+
+def parse_value(column: str, text: str, by_key: dict[str, str]) -> Any:
+    """One editable cell as a validated value (None for an empty cell).
+
+    Args:
+        column: One of :data:`EDITABLE`.
+        text: The stripped cell.
+        by_key: The allowed classes by their case-folded name.
+
+    Raises:
+        InvalidLabelError: For an unknown class, a non-finite or out-of-range number, or a note over
+            :data:`MAX_NOTE` characters.
+    """
+    if not text:
+        return None
+    if column == "label":
+        canonical = by_key.get(text.casefold())
+        if canonical is None:
+            raise InvalidLabelError("label", text, "use one of " + ", ".join(by_key.values()))
+        return canonical
+    if column == "note":
+        if len(text) > MAX_NOTE:
+            raise InvalidLabelError("note", text[:40] + "...", f"at most {MAX_NOTE} characters, this has {len(text)}")
+        return text
+    x = parse_number(column, text)
+    if column == "engagement":
+        return labels.normalize_engagement(x)
+    return labels.normalize_va(column, x)
+
+
+def _unedited(column: str, text: str, exported: str, by_key: dict[str, str], name: str, line: int) -> bool:
+    """Whether an edited export's cell still holds its exported value (case of a class and number format aside)."""
+    if text == exported:
+        return True
+    if not text or not exported:
+        return False
+    if column == "label":
+        return text.casefold() == exported.casefold()
+    if column == "note":
+        return False
+    try:
+        was = parse_number(EXPORTED_PREFIX + column, exported)
+    except InvalidLabelError:
+        raise ImportLabelsError(
+            name,
+            f"{EXPORTED_PREFIX + column} {exported!r} is not a number; the exported_* columns are read-only, copy "
+            "them back from the export",
+            line,
+        ) from None
+    now = parse_number(column, text)
+    return was is not None and now is not None and math.isclose(now, was, rel_tol=0, abs_tol=_NUMBER_TOLERANCE)
+
+
+def _same(value: Any, current: Any) -> bool:
+    if isinstance(value, float) or isinstance(current, float):
+        return math.isclose(float(value), float(current), rel_tol=0, abs_tol=_NUMBER_TOLERANCE)
+    return value == current
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def write_votes(session: Session, plan: Plan, ctx: Context, *, source: str, now: datetime | None = None) -> int:
+    """Inserts the planned votes in bulk, after checking the context is still current; returns how many.
+
+    Raises:
+        StaleContextError: When faces or the annotator's history changed since :func:`load_context` (plan again).
+    """
+    st = repo.get_study(session, ctx.study)
+    who = repo.get_or_create_annotator(session, ctx.annotator)
+    if _stamp(session, st.id, who.id) != ctx.stamp:
+        raise StaleContextError(f"study {ctx.study!r} or {ctx.annotator!r}'s labels changed during the import")
+    if not plan.votes:
+        return 0
+    common = {"annotator_id": who.id, "kind": "set", "source": source[:300], "created_at": now or utcnow()}
+    bulk_insert(session, common, plan.votes)
+    return len(plan.votes)
+
+
+def bulk_insert(session: Session, common: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Inserts annotation rows with one DBAPI ``executemany``: ``common`` values on every row, plus each row's own.
+
+    The statement is compiled once for the session's dialect and the constants go through their type's bind
+    processing once, so the per-row cost is building one parameter set (SQLAlchemy's own executemany processes every
+    parameter of every row: three times slower on SQLite, all of it under the write lock).
+
+    Args:
+        session: The write session.
+        common: Column values shared by all rows (annotator_id, kind, source, created_at).
+        rows: One dict per row, all with the same keys (face_id and the fields), holding plain Python values of the
+            columns' types (int, str, float or None), which need no bind processing.
+    """
+    if not rows:
+        return
+    table = Annotation.__table__
+    dialect = session.get_bind().dialect
+    compiled = insert(table).compile(dialect=dialect, column_keys=[*common, *rows[0]])
+    fixed = {}
+    for k, v in common.items():
+        proc = table.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+        fixed[k] = proc(v) if proc is not None else v
+    params: list[Any]
+    if compiled.positional:
+        get = itemgetter(*(compiled.positiontup or []))
+        params = [get({**fixed, **r}) for r in rows]
+    else:
+        params = [{**fixed, **r} for r in rows]
+    session.connection().exec_driver_sql(compiled.string, params)
