@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from affectlab.settings import Settings
+from affectlab.text import plural
 from db.engine import safe_url
 from db.errors import FeatureModelMissingError
 from db.rows import IngestReport
@@ -118,7 +119,7 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     report = _store(settings).export(args.study, args.format, Path(args.out), model=args.model, seed=args.seed)
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
     print(
-        f"wrote {report.path} ({report.format}): {report.n_faces} faces, {report.n_human} with human labels, "
+        f"wrote {report.path} ({report.format}): {plural(report.n_faces, 'face')}, {report.n_human} with human labels, "
         f"{report.n_model_only} with model labels only" + (f"; splits {splits}" if splits else "")
     )
     for note in report.notes:
@@ -134,19 +135,21 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_media(args.media_id)
-    print(f"deleted media {args.media_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations")
+    print(f"deleted media {args.media_id}: {plural(counts['faces'], 'face')}, "
+          f"{plural(counts['face_annotations'], 'face annotation')}")
     return 0
 
 
 def _cmd_delete_track(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_track(args.track_id)
-    print(f"deleted track {args.track_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations")
+    print(f"deleted track {args.track_id}: {plural(counts['faces'], 'face')}, "
+          f"{plural(counts['face_annotations'], 'face annotation')}")
     return 0
 
 
 def _cmd_studies(args: argparse.Namespace, settings: Settings) -> int:
     for s in _store(settings).studies():
-        print(f"{s.name}\t{s.n_media} media\t{s.n_faces} faces")
+        print(f"{s.name}\t{s.n_media} media\t{plural(s.n_faces, 'face')}")
     return 0
 
 

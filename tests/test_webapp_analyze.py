@@ -29,7 +29,7 @@ def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: P
     at.file_uploader(key="w_uploads").set_value([(HOSTILE, b"this is not an image", "image/jpeg"), good])
     at.run()
     analyze = next(b for b in at.button if b.label.startswith("Analyze"))
-    assert analyze.label == "Analyze 2 file(s)"
+    assert analyze.label == "Analyze 2 files"
     analyze.click().run()
     no_exception(at)
     # The bad file: an error naming it as literal text (a code span), the reason; the other file went on.

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from affectlab.text import plural
 from db import review as review_rules
 from db.errors import NotAllowedError, StudyNotFoundError
 from db.ingest import MediaInfo
@@ -367,7 +368,7 @@ def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any,
 
     report(0.2, "finding faces and classifying them")
     result = analyze_image(upload.data, upload.name, detector, recognizer, keep_crops=True)
-    report(0.8, f"storing {len(result.faces)} faces")
+    report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
     rep = store.ingest_results(study, upload.data, upload.name, result.faces, media_info=info,
                                uploaded_by=uploaded_by)  # fmt: skip
@@ -375,7 +376,7 @@ def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any,
         sid = study_id(store, study)
         if sid is not None:
             _keep(media_dir, sid, upload.data, upload.name)
-    report(1.0, f"{len(result.faces)} faces")
+    report(1.0, plural(len(result.faces), "face"))
     return FileOutcome(file=upload.name, kind="image", media_id=rep.media_ids[0] if rep.media_ids else None,
                        n_faces=len(result.faces), warnings=rep.warnings, new=rep.media_new > 0)  # fmt: skip
 
@@ -398,7 +399,7 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any,
         analysis = analyze_video(path, upload.name, detector, recognizer, fps=fps,
                                  config=VideoConfig(keep_crops=True), engagement=engagement, progress=on_chunk)
         doc = video_json(analysis)
-    report(0.92, f"storing {len(analysis.faces)} faces")
+    report(0.92, f"storing {plural(len(analysis.faces), 'face')}")
     info = MediaInfo(kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration,
                      fps=analysis.fps)  # fmt: skip
     rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, doc["tracks"], media_info=info,
@@ -410,7 +411,7 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any,
     warnings = tuple(analysis.warnings) + tuple(rep.warnings)
     if analysis.engagement_status != "ok":
         warnings += (f"engagement: {analysis.engagement_status}",)
-    report(1.0, f"{len(analysis.faces)} faces in {len(analysis.tracks)} tracks")
+    report(1.0, f"{plural(len(analysis.faces), 'face')} in {plural(len(analysis.tracks), 'track')}")
     return FileOutcome(file=upload.name, kind="video", media_id=rep.media_ids[0] if rep.media_ids else None,
                        n_faces=len(analysis.faces), warnings=warnings, new=rep.media_new > 0)  # fmt: skip
 

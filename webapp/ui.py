@@ -9,8 +9,12 @@ from pathlib import Path
 import streamlit as st
 
 from affectlab.settings import Settings
+from affectlab.text import plural
 from db.services import LabelStore
 from webapp.access import AccessConfig
+
+__all__ = ["Context", "code_span", "context", "file_error", "flash", "plural", "remember_in_url",
+           "set_context", "show_flash"]
 
 _local = threading.local()
 
@@ -96,11 +100,6 @@ def show_flash() -> None:
     kind, text = state.flash
     state.flash = None
     {"success": st.success, "warning": st.warning, "error": st.error}.get(kind, st.info)(text)
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``"1 face"``, ``"2 faces"``: a count with its noun in the right number."""
-    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def remember_in_url() -> None:

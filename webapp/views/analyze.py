@@ -100,7 +100,7 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
             st.warning(f"{code_span(outcome.file)}: {w}")
         if outcome.media_id is not None and outcome.media_id not in ids:
             ids.append(outcome.media_id)
-    st.caption(f"{ok} file(s) analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
+    st.caption(f"{plural(ok, 'file')} analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
     return ids
 
 
@@ -117,7 +117,7 @@ def render() -> None:
     with st.expander("Video options"):
         fps = st.slider("Frames analysed per second of video", 1.0, 15.0, 5.0, 1.0, key=Keys.FPS)
     spec = get_spec(model)
-    label = f"Analyze {len(uploads)} file(s)" if uploads else "Analyze"
+    label = f"Analyze {plural(len(uploads), 'file')}" if uploads else "Analyze"
     if st.button(label, type="primary", disabled=not uploads, icon=":material/play_arrow:"):
         ids = _run_analysis(ctx, spec.name, uploads, fps)
         ui_state().analyzed = ids

@@ -9,7 +9,7 @@ from db.rows import StudyStats
 from models.errors import AffectLabError
 from webapp import figures, services
 from webapp.state import Keys
-from webapp.ui import Context, code_span, context, flash, show_flash
+from webapp.ui import Context, code_span, context, flash, plural, show_flash
 
 
 def _fmt(x: float | None) -> str:
@@ -95,8 +95,8 @@ def _media(ctx: Context) -> None:
             except AffectLabError as exc:
                 st.error(f"Not deleted: {exc}")
                 return
-            flash("success", f"Deleted media {mid}: {counts.get('faces', 0)} faces, "
-                  f"{counts.get('face_annotations', 0)} face corrections.")  # fmt: skip
+            flash("success", f"Deleted media {mid}: {plural(counts.get('faces', 0), 'face')}, "
+                  f"{plural(counts.get('face_annotations', 0), 'face correction')}.")  # fmt: skip
             st.rerun()
 
 

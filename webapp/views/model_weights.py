@@ -157,7 +157,8 @@ def _finetune(ctx: Context) -> None:
                                                      "Fine-tuned head on held-out faces"))  # fmt: skip
     if outcome.version is not None:
         resources.forget_models()
-        st.success(f"Saved as {outcome.version.name}: pick it as the active model to use it.")
+        st.success(f"Saved as {outcome.version.name}: listed above under Fine-tuned versions; pick it as the active "
+                   "model to use it.")
 
 
 def render() -> None:
@@ -168,14 +169,21 @@ def render() -> None:
                + ", ".join(s.name for s in emotion_models()) + ".")  # fmt: skip
     show_flash()
     rows = _table(ctx)
-    _active(ctx)
+    active = st.container()
     if not ctx.owner:
+        with active:
+            _active(ctx)
         st.info("Fetching and importing weights is for the study's owners.")
         return
-    _versions(ctx)
+    versions = st.container()
     _fetch(ctx, rows)
     _import(ctx)
     _finetune(ctx)
+    # drawn last, in their places above: a version fine-tuned in this very run is listed and selectable at once
+    with active:
+        _active(ctx)
+    with versions:
+        _versions(ctx)
 
 
 render()

@@ -236,8 +236,12 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
         st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
                     "each face without its own label; open a face below to give it its own (an exception).")
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        cls = c1.selectbox("Class for the whole track", services.class_names(face), key=f"{Keys.TRACK_CLASS}_"
-                           f"{face.track_id}", disabled=ctx.annotator is None)  # fmt: skip
+        classes = services.class_names(face)
+        mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
+        track_label = mine.label if mine is not None and "label" in mine.from_track else None
+        cls = c1.selectbox("Class for the whole track", classes, key=f"{Keys.TRACK_CLASS}_{face.track_id}",
+                           index=classes.index(track_label) if track_label in classes else 0,
+                           disabled=ctx.annotator is None)  # fmt: skip
         c2.button("Apply to the whole track", key="apply_track", on_click=_save, icon=":material/done_all:",
                   args=(ctx, face.face_id, face.track_id, cls, True), disabled=ctx.annotator is None)  # fmt: skip
         per_row = 8
