@@ -125,6 +125,49 @@ def test_annotations_and_predictions_are_append_only_in_the_database(store):
         conn.rollback()
 
 
+def test_direct_deletes_of_annotations_and_predictions_are_refused(store):
+    rep = _ingest_video(store)
+    faces = store.faces("s")
+    face_ann = store.correct_face(faces[0].face_id, "ann", label="Anger")
+    track_ann = store.correct_track(faces[0].track_id, "ann", engagement=0.66)
+    store.undo("ann", annotation_id=face_ann.id)
+    statements = [
+        ("DELETE FROM annotations WHERE id = :i", {"i": face_ann.id}),
+        ("DELETE FROM annotations WHERE id = :i", {"i": track_ann.id}),
+        ("DELETE FROM annotations", {}),
+        ("DELETE FROM predictions WHERE face_id = :f", {"f": faces[0].face_id}),
+        ("DELETE FROM predictions", {}),
+    ]
+    with store.engine.connect() as conn:
+        for stmt, params in statements:
+            with pytest.raises(DBAPIError, match=r"append-only.*delete-media"):
+                conn.execute(text(stmt), params)
+            conn.rollback()
+    assert _count(store, Annotation) == 3 and _count(store, Prediction) == 4
+    # The privacy deletions still remove everything derived, through the cascades.
+    assert store.delete_track(faces[0].track_id)["faces"] == 2
+    assert _count(store, Annotation) == 0 and _count(store, Prediction) == 2
+    left = store.faces("s")
+    store.correct_face(left[0].face_id, "ann", label="Fear")
+    store.correct_track(left[0].track_id, "bob", label="Sadness")
+    store.delete_media(rep.media_ids[0])
+    assert _count(store, Annotation) == 0 and _count(store, Prediction) == 0 and _count(store, Face) == 0
+    assert store.integrity_check() == "ok"
+
+
+def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        assert downgrade(engine, "0002") == "0002"
+        with engine.begin() as conn:  # without 0003 a direct delete goes through (nothing to delete here)
+            conn.execute(text("DELETE FROM annotations"))
+        assert upgrade(engine) == head_revision() == "0003"
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
 HOSTILE = "<script>alert('x')</script>'; DROP TABLE media; -- \"quoted\", ../../etc/passwd\n=cmd|'/C calc'!A0.jpg"
 
 
