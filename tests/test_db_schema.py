@@ -171,7 +171,7 @@ def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
 HOSTILE = "<script>alert('x')</script>'; DROP TABLE media; -- \"quoted\", ../../etc/passwd\n=cmd|'/C calc'!A0.jpg"
 
 
-def test_hostile_filename_is_stored_and_exported_verbatim(store, tmp_path):
+def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_path):
     import zipfile
 
     import pandas as pd
@@ -181,11 +181,16 @@ def test_hostile_filename_is_stored_and_exported_verbatim(store, tmp_path):
     assert _count(store, Media) == 1  # the table is still there
     store.export("s", "csv", tmp_path / "out.csv")
     assert pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist() == [HOSTILE]
+    formula = "=cmd|'/C calc'!A0.jpg"
+    store.ingest_results("s", png_bytes(6), formula, fake_results(formula, [(1, 1, 30, 30)], ["Fear"]))
+    store.export("s", "csv", tmp_path / "out.csv")
+    csv_names = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist()
+    assert sorted(csv_names) == sorted([HOSTILE, "'" + formula])  # a spreadsheet shows it as text
     store.export("s", "parquet", tmp_path / "out.parquet")
-    assert pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist() == [HOSTILE]
+    assert sorted(pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist()) == sorted([HOSTILE, formula])
     store.export("s", "imagefolder", tmp_path / "out.zip")
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         names = zf.namelist()
         assert all(".." not in n and "<" not in n for n in names)
         meta = pd.read_csv(zf.open("metadata.csv"), keep_default_na=False)
-    assert meta["filename"].tolist() == [HOSTILE]
+    assert sorted(meta["filename"].tolist()) == sorted([HOSTILE, "'" + formula])
