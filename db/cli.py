@@ -134,7 +134,8 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_media(args.media_id)
-    print(f"deleted media {args.media_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations")
+    print(f"deleted media {args.media_id}: {counts['faces']} faces, {counts['face_annotations']} face annotations, "
+          f"{counts.get('files', 0)} kept files")
     return 0
 
 

@@ -168,7 +168,11 @@ def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
         engine.dispose()
 
 
-HOSTILE = "<script>alert('x')</script>'; DROP TABLE media; -- \"quoted\", ../../etc/passwd\n=cmd|'/C calc'!A0.jpg"
+HOSTILE = (
+    "<img src=x onerror=alert('x')><b>'; DROP TABLE media; -- \"quoted\", ..%2F..%2Fetc%2Fpasswd\n"
+    "=cmd|' C calc'!A0.jpg"
+)
+"""Stored verbatim: a media name holds no path separator (``/`` or ``\\``), the store keeps base names only."""
 
 
 def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_path):
@@ -176,12 +180,15 @@ def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_p
 
     import pandas as pd
 
+    store.ingest_results("s", png_bytes(7), "../../etc/passwd", fake_results("x", [(1, 1, 30, 30)], ["Fear"]))
+    assert store.media("s")[0].filename == "passwd"  # a base name, never a path
+    store.delete_media(store.media("s")[0].id)
     store.ingest_results("s", png_bytes(5), HOSTILE, fake_results(HOSTILE, [(1, 1, 30, 30)], ["Fear"]))
     assert store.media("s")[0].filename == HOSTILE
     assert _count(store, Media) == 1  # the table is still there
     store.export("s", "csv", tmp_path / "out.csv")
     assert pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist() == [HOSTILE]
-    formula = "=cmd|'/C calc'!A0.jpg"
+    formula = "=cmd|' C calc'!A0.jpg"
     store.ingest_results("s", png_bytes(6), formula, fake_results(formula, [(1, 1, 30, 30)], ["Fear"]))
     store.export("s", "csv", tmp_path / "out.csv")
     csv_names = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist()
