@@ -147,7 +147,8 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
             image = session.analyze_image(data, name, keep_crops=True)
             info = MediaInfo(kind="image", width=image.width, height=image.height)
             faces, tracks, warnings = image.faces, [], []
-        report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by)
+        report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by,
+                                      keep_file=True)  # like the web app: thumbnails and boxes need the file
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:

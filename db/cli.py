@@ -136,7 +136,7 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_media(args.media_id)
     print(f"deleted media {args.media_id}: {plural(counts['faces'], 'face')}, "
-          f"{plural(counts['face_annotations'], 'face annotation')}")
+          f"{plural(counts['face_annotations'], 'face annotation')}, {plural(counts.get('files', 0), 'kept file')}")
     return 0
 
 

@@ -5,10 +5,16 @@ WAL journaling (readers never block the writer), a busy timeout, ``synchronous=N
 lose the last commits, never corrupt the file) and ``secure_delete`` (deleted faces are overwritten, not left in free
 pages). Write transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the busy timeout instead of
 failing when a read lock would have to be upgraded; read-only sessions use a plain deferred ``BEGIN``.
+
+The SQLite file is created owner-only (0600, its folder 0700 when created here) before SQLite opens it, so its
+``-wal`` and ``-shm`` files, which SQLite creates with the database file's permissions, are owner-only too; each new
+connection makes an existing file and its ``-wal``/``-shm`` owner-only as well (:func:`make_private`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +46,29 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(u.database)
 
 
+def make_private(path: Path) -> None:
+    """Makes a SQLite database file and its ``-wal``, ``-shm`` and ``-journal`` files owner-only (0600).
+
+    Files of another owner (a mounted volume) keep their mode.
+    """
+    for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        with contextlib.suppress(OSError):
+            if p.exists() and (p.stat().st_mode & 0o777) != 0o600:
+                os.chmod(p, 0o600)
+
+
+def _create_private(path: Path) -> None:
+    """Creates the folder (0700) and an empty database file (0600) before SQLite does, when missing."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def make_engine(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, echo: bool = False) -> Engine:
     """Creates an engine for ``url`` with AffectLab's connection settings.
 
-    A SQLite file's folder is created when missing.
+    A SQLite file's folder is created when missing (0700), and the file owner-only (0600).
 
     Args:
         url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://user@host/db``).
@@ -59,7 +84,7 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
 
     path = sqlite_path(u)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(path)
     engine = create_engine(u, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")
@@ -78,6 +103,8 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
             cur.execute("PRAGMA secure_delete = ON")
         finally:
             cur.close()
+        if path is not None:
+            make_private(path)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:

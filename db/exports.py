@@ -15,6 +15,12 @@ Formats (``python -m db export --format``):
 - ``hf``: the Hugging Face ``datasets`` imagefolder layout (``{train,validation,test}/metadata.csv`` beside the
   images), loadable with ``datasets.load_dataset("imagefolder", data_dir=OUT)``, with the card ``README.md``.
 
+CSV files (the ``csv`` export and every ``metadata.csv``) neutralise spreadsheet formulas: a text cell that starts
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading apostrophe (the OWASP CSV injection rule,
+:func:`neutralise_cell`); numbers stay numbers (a valence of -0.5 is written ``-0.5``). Parquet, NPZ and the card
+keep the raw values. ``import-labels`` removes the apostrophe again (:func:`unneutralise_cell`), so an exported
+note re-imports unchanged.
+
 Splits never put the same media item (or, for video faces, the same person track) in two splits: a group is
 assigned by a hash of the media's sha256 (and track number), so a group keeps its split when the study grows. In a
 small study where that leaves a split empty, groups are dealt out in hash order instead. File names inside exports
@@ -74,6 +80,34 @@ IMPORT_NOTE = (
     "vote.",
 )
 """The card's section on editing a CSV/Parquet export and importing it back."""
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a text cell as a formula (OWASP CSV injection)."""
+CSV_NOTE = (
+    "CSV text cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return are written with a leading "
+    "apostrophe (`'`) so that spreadsheets show them as text and never run them as formulas (the OWASP CSV "
+    "injection rule); numbers are written as numbers (a valence of -0.5 stays `-0.5`). The Parquet export keeps the "
+    "raw text. `python -m db import-labels` removes that apostrophe again, so an unedited note is not a vote."
+)
+"""The card's note on the neutralised CSV cells."""
+CSV_LINE_END = "\r\n"
+"""RFC 4180 line end: the csv writer then quotes every cell holding a CR or LF (with LF alone, a lone CR is not)."""
+
+
+def neutralise_cell(value: str) -> str:
+    """A CSV text cell that no spreadsheet runs as a formula: ``'`` before a leading ``= + - @``, tab or CR.
+
+    Args:
+        value: The text (numbers must not be passed: they stay numbers).
+
+    Returns:
+        ``value``, with a leading apostrophe when it starts with one of :data:`FORMULA_PREFIXES`.
+    """
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def unneutralise_cell(value: str) -> str:
+    """Undoes :func:`neutralise_cell`: drops an apostrophe that precedes one of :data:`FORMULA_PREFIXES`."""
+    return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES) else value
 
 
 # ---------------------------------------------------------------------------------------------------- splits
@@ -175,8 +209,17 @@ _FLOAT_COLUMNS = (
 )  # fmt: skip
 
 
-def dataframe(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str]) -> Any:
-    """The export table as a pandas DataFrame with nullable integer, float, boolean and string columns."""
+def dataframe(
+    rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str], *, neutralise: bool = False
+) -> Any:
+    """The export table as a pandas DataFrame with nullable integer, float, boolean and string columns.
+
+    Args:
+        rows: The faces.
+        splits: Split of each face id.
+        classes: The ``prob_*`` columns.
+        neutralise: Pass the text cells through :func:`neutralise_cell` (for CSV; numbers are untouched).
+    """
     import pandas as pd
 
     recs = records(rows, splits, classes)
@@ -190,6 +233,8 @@ def dataframe(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequen
             df[c] = df[c].astype("boolean")
         else:
             df[c] = df[c].astype("string")
+            if neutralise:
+                df[c] = df[c].map(neutralise_cell, na_action="ignore").astype("string")
     return df
 
 
@@ -332,6 +377,8 @@ def dataset_card(
                 )
     if fmt in ("csv", "parquet"):
         lines += ["", "## Editing and importing", "", *IMPORT_NOTE]
+    if fmt in ("csv", "parquet", "imagefolder", "hf"):
+        lines += ["", "## Spreadsheet safety", "", CSV_NOTE]
     lines += ["", "## Models and licences", ""]
     for name, whash in models:
         spec = REGISTRY.get(name)
@@ -383,9 +430,12 @@ def _metadata_rows(
 def _write_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator=CSV_LINE_END)
         w.writeheader()
-        w.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in rows)
+        w.writerows(
+            {k: ("" if v is None else neutralise_cell(v) if isinstance(v, str) else v) for k, v in r.items()}
+            for r in rows
+        )
     return buf.getvalue()
 
 
@@ -436,10 +486,10 @@ def export(
 
     if fmt in ("csv", "parquet"):
         classes = stats.labels
-        df = dataframe(rows, splits, classes)
+        df = dataframe(rows, splits, classes, neutralise=fmt == "csv")
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
-            df.to_csv(out, index=False)
+            df.to_csv(out, index=False, lineterminator=CSV_LINE_END)
         else:
             df.to_parquet(out, index=False)
         exported = rows

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from db import repo
 from db.errors import AnalysisFormatError, FeatureModelMissingError
+from db.media_files import base_name
 from db.rows import IngestReport
 from db.schema import EngagementWindow, Face, Media, Prediction, Study, Track
 from models.errors import AffectLabError
@@ -265,7 +266,7 @@ def _store_media(
         session,
         Media,
         defaults={
-            "filename": filename,
+            "filename": base_name(filename),
             "kind": info.kind,
             "size_bytes": size,
             "width": info.width,

@@ -22,7 +22,9 @@ in an edited export, a row with more or fewer fields than the header, a face id 
 face of the study, the same face on two rows (both line numbers are named), a class that is not one of the study's,
 a number that is not a finite decimal, a value out of range, a note over :data:`MAX_NOTE` characters, and, in an
 edited export, a cell emptied (an import cannot withdraw a vote: use undo) or an ``exported_*`` cell that is not a
-value. Blank lines are skipped.
+value. Blank lines are skipped. A note's leading apostrophe before ``= + - @``, a tab or a carriage return is the
+export's formula neutralisation (:func:`db.exports.neutralise_cell`) and is removed, so an exported note re-imports
+unchanged.
 
 Steps: :func:`read_file` (syntax, no database), :func:`load_context` (one read of the study and of the annotator's
 history), :func:`plan_votes` (every value rule, no database), :func:`write_votes` (one short write transaction: a
@@ -46,7 +48,7 @@ from sqlalchemy.orm import Session
 
 from db import labels, repo
 from db.errors import ImportLabelsError, InvalidLabelError
-from db.exports import EXPORTED_PREFIX, export_columns
+from db.exports import EXPORTED_PREFIX, export_columns, unneutralise_cell
 from db.schema import Annotation, Annotator, Face, Media, Track, utcnow
 
 EDITABLE = labels.FIELDS
@@ -397,6 +399,7 @@ def parse_value(column: str, text: str, by_key: dict[str, str]) -> Any:
             raise InvalidLabelError("label", text, "use one of " + ", ".join(by_key.values()))
         return canonical
     if column == "note":
+        text = unneutralise_cell(text)
         if len(text) > MAX_NOTE:
             raise InvalidLabelError("note", text[:40] + "...", f"at most {MAX_NOTE} characters, this has {len(text)}")
         return text
@@ -415,7 +418,7 @@ def _unedited(column: str, text: str, exported: str, by_key: dict[str, str], nam
     if column == "label":
         return text.casefold() == exported.casefold()
     if column == "note":
-        return False
+        return unneutralise_cell(text) == unneutralise_cell(exported)
     try:
         was = parse_number(EXPORTED_PREFIX + column, exported)
     except InvalidLabelError:

@@ -4,9 +4,11 @@ Every foreign key that points at something derived from a media item cascades on
 (``services.LabelStore.delete_media``) removes its faces, crops, features, predictions, tracks, engagement windows and
 annotations in the database itself, on SQLite (``PRAGMA foreign_keys=ON``, see :mod:`db.engine`) and PostgreSQL alike.
 
-Annotations and predictions are append-only: the initial migration adds triggers that refuse ``UPDATE`` on them
-(deletes stay possible, for privacy). A correction is a new annotation row, an undo is another row pointing at the row
-it reverts (``reverts_id``), and a model run never replaces another model's prediction.
+Annotations and predictions are append-only: the initial migration adds triggers that refuse ``UPDATE`` on them,
+and migration ``0003`` triggers that refuse a direct ``DELETE`` unless the face or track the row belongs to is
+already gone (the cascade of a privacy deletion of a media item or track). A correction is a new annotation row,
+an undo is another row pointing at the row it reverts (``reverts_id``), and a model run never replaces another
+model's prediction.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import sqlite3
 import time
@@ -34,8 +35,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
-from db import exports, ingest, label_import, labels, quality, repo, review
-from db.engine import make_engine, read_only, safe_url, session_factory, sqlite_path
+from db import exports, ingest, label_import, labels, media_files, quality, repo, review
+from db.engine import make_engine, make_private, read_only, safe_url, session_factory, sqlite_path
 from db.errors import (
     BackupUnsupportedError,
     InvalidLabelError,
@@ -83,9 +84,10 @@ class LabelStore:
     Args:
         url: SQLAlchemy URL of the database.
         store_crops: False for the features-only privacy mode: face crops are never stored.
-        data_dir: Folder for backups (default ``data``).
+        data_dir: Folder for backups and kept media files (default ``data``).
         retries: Attempts per transaction on lock or serialisation errors.
         engine: An existing engine for ``url`` (tests, the web app's cached one).
+        media_dir: Root of the kept media files (default ``<data_dir>/media``, see :mod:`db.media_files`).
     """
 
     def __init__(
@@ -96,10 +98,12 @@ class LabelStore:
         data_dir: Path | None = None,
         retries: int = 12,
         engine: Engine | None = None,
+        media_dir: Path | None = None,
     ) -> None:
         self.url = url
         self.store_crops = store_crops
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
+        self.media_root = Path(media_dir) if media_dir is not None else self.data_dir / "media"
         self.retries = retries
         self.engine = engine if engine is not None else make_engine(url)
         self._write = session_factory(self.engine)
@@ -254,12 +258,29 @@ class LabelStore:
         media_info: MediaInfo | None = None,
         uploaded_by: str | None = None,
         model_version: str | None = None,
+        keep_file: bool = False,
     ) -> IngestReport:
-        """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`)."""
+        """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`).
+
+        Args:
+            study: The study (created when new).
+            source: The file's bytes or path.
+            filename: Its name (stored as a base name, never a path).
+            results: The faces.
+            tracks: The person tracks of a video.
+            media_info: Kind, size, duration and rate of the file.
+            uploaded_by: Who uploaded it.
+            model_version: The fine-tuned version that predicted, if any.
+            keep_file: Also keep the file itself under :attr:`media_root` (``<study id>/<sha256><suffix>``, 0600,
+                written atomically inside the transaction: a failed insert keeps no new file). Ignored in the
+                features-only privacy mode (``store_crops=False``), which keeps no media file.
+        """
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         results, tracks = list(results), list(tracks)
-        return self.transaction(
-            lambda s: ingest.ingest_results(
+        written: list[Path] = []
+
+        def work(s: Session) -> IngestReport:
+            rep = ingest.ingest_results(
                 s,
                 study,
                 data,
@@ -271,7 +292,33 @@ class LabelStore:
                 store_crops=self.store_crops,
                 model_version=model_version,
             )
-        )
+            if keep_file and self.store_crops and rep.media_ids:
+                media = repo.get_row(s, Media, rep.media_ids[0], "media")
+                path, created = media_files.keep(self.media_root, media.study_id, media.sha256, media.filename, data)
+                if created:
+                    written.append(path)
+            return rep
+
+        try:
+            return self.transaction(work)
+        except BaseException:
+            for path in written:  # the insert was rolled back: so is the new file
+                media_files.remove(path)
+            raise
+
+    def media_path(self, media_id: int) -> Path | None:
+        """The kept file of a media item, None when none is kept (features-only mode, deleted, or never kept).
+
+        Raises:
+            NotFoundError: No such media item.
+        """
+
+        def work(s: Session) -> Path:
+            media = repo.get_row(s, Media, media_id, "media")
+            return media_files.media_path(self.media_root, media.study_id, media.sha256, media.filename)
+
+        path = self.transaction(work, write=False)
+        return path if path.is_file() else None
 
     def ingest_analysis(
         self,
@@ -298,6 +345,33 @@ class LabelStore:
             features=features,
         )
         return self.transaction(lambda s: ingest.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
+
+    def playable_media_path(self, media_id: int) -> Path | None:
+        """The file a browser's video player can play for a media item, None when no file is kept.
+
+        A kept animated GIF (a media item of kind ``video``) is converted once to H.264 MP4 (VP9 WebM without an
+        H.264 encoder) by :func:`models.playable.to_browser_video` and the copy is kept beside it
+        (``<sha256>.play.mp4``, owner-only; removed with the media item). Any other file is returned as it is.
+
+        Raises:
+            NotFoundError: No such media item.
+            BadInputError: The kept file cannot be converted.
+        """
+        from models.playable import browser_suffix, needs_conversion, to_browser_video
+
+        def work(s: Session) -> tuple[Path, str]:
+            media = repo.get_row(s, Media, media_id, "media")
+            return media_files.media_path(self.media_root, media.study_id, media.sha256, media.filename), media.kind
+
+        path, kind = self.transaction(work, write=False)
+        if not path.is_file():
+            return None
+        if kind != "video" or not needs_conversion(path):
+            return path
+        target = media_files.playable_path(path, browser_suffix())
+        if not target.is_file():
+            to_browser_video(path, target, name=path.name)
+        return target
 
     # ------------------------------------------------------------------------------------------------ corrections
 
@@ -592,8 +666,12 @@ class LabelStore:
     # ------------------------------------------------------------------------------------------------ privacy
 
     def _delete(self, model: type[Media] | type[Track], ident: int, what: str) -> dict[str, int]:
+        kept: list[Path] = []
+
         def work(s: Session) -> dict[str, int]:
-            repo.get_row(s, model, ident, what)
+            row = repo.get_row(s, model, ident, what)
+            if isinstance(row, Media):
+                kept[:] = [media_files.media_path(self.media_root, row.study_id, row.sha256, row.filename)]
             face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
             face_ids = select(Face.id).where(face_filter).scalar_subquery()
             n_faces = s.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
@@ -602,19 +680,25 @@ class LabelStore:
             return {what: 1, "faces": int(n_faces), "face_annotations": int(n_ann)}
 
         counts = self.transaction(work)
+        if model is Media:
+            counts["files"] = sum(media_files.remove(p) for p in kept)
         self._checkpoint()
         return counts
 
     def delete_media(self, media_id: int) -> dict[str, int]:
-        """Deletes a media item and everything derived from it; returns what was removed.
+        """Deletes a media item, everything derived from it, and its kept file; returns what was removed.
 
         Faces, crops, features, predictions, tracks, engagement windows and annotations go through the database's
-        ``ON DELETE CASCADE``.
+        ``ON DELETE CASCADE``; then the kept file and its playable copy (:mod:`db.media_files`) are removed
+        (``files``: how many).
         """
         return self._delete(Media, media_id, "media")
 
     def delete_track(self, track_id: int) -> dict[str, int]:
-        """Deletes a person track with its faces (crops, features, predictions, annotations) and windows."""
+        """Deletes a person track with its faces (crops, features, predictions, annotations) and windows.
+
+        A track has no file of its own (the media item's file holds every track), so no file is removed.
+        """
         return self._delete(Track, track_id, "track")
 
     def _checkpoint(self) -> None:
@@ -644,9 +728,10 @@ class LabelStore:
         out = Path(out)
         if out.exists():
             raise StoreError(f"{out}: exists already; choose a new backup file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
+        media_files.make_private_dir(out.parent)
         if not src_path.exists():
             raise NotFoundError("database file", str(src_path))
+        os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # owner-only before any byte
         src = sqlite3.connect(src_path, timeout=30)
         dst = sqlite3.connect(out)
         try:
@@ -655,6 +740,7 @@ class LabelStore:
         finally:
             dst.close()
             src.close()
+        make_private(out)
         if status != "ok":
             out.unlink(missing_ok=True)
             raise StoreError(f"the backup failed its integrity check ({status}); nothing was kept, try again")

@@ -155,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True)
     weights_flag(p)
     p.add_argument("--trust-unverified", action="store_true",
-                   help="accept a file whose hash differs from the registry's (it will be unpickled once)")
+                   help="skip the hash check only: accept a file whose hash differs from the registry's. "
+                        "It is still read through the allowlist of tensor and model classes and never runs code "
+                        "from the file (a file asking for anything else is refused)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos")

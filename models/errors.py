@@ -41,7 +41,8 @@ class HashMismatchError(AffectLabError):
         super().__init__(
             f"{source}: git blob SHA-1 {actual} does not match the registry's {expected} for {name!r}. "
             "The file is corrupt, truncated or a different release; download it again, or pass "
-            "--trust-unverified if you know where it comes from (it will be unpickled)."
+            "--trust-unverified if you know where it comes from (that skips this hash check only; the file is still "
+            "read through the allowlist of tensor and model classes and never runs code)."
         )
         self.name = name
         self.expected = expected
@@ -54,3 +55,23 @@ class DownloadError(AffectLabError):
 
 class CheckpointFormatError(AffectLabError):
     """A checkpoint file could not be read or converted."""
+
+
+class UnsafeCheckpointError(CheckpointFormatError):
+    """A checkpoint's pickle asks for a Python global outside the allowlist (it could run code); nothing ran.
+
+    Attributes:
+        global_name: The ``module.name`` the pickle asked for.
+    """
+
+    def __init__(self, global_name: str, source: str = "") -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(
+            f"{where}the checkpoint asks for {global_name}, which is not a tensor, container or model class that "
+            "AffectLab allows, so it was refused before anything in it ran (also with --trust-unverified). A "
+            "published checkpoint never needs it: delete this file and fetch the published one with "
+            "`python -m models fetch NAME`, or re-save your own model as a state dict "
+            "(`torch.save(model.state_dict(), path)`) and import that."
+        )
+        self.global_name = global_name
+        self.source = source

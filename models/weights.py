@@ -10,10 +10,13 @@ Weights folder layout (see ``docs/ARCHITECTURE.md``):
 - ``downloads/``: ``<file>.part`` of interrupted transfers, resumed with an HTTP Range request; never trusted before
   the whole file's hash matches the registry.
 
-Security: the published ``.pt`` files are pickled ``nn.Module`` objects, and unpickling runs code. This module
-unpickles in exactly one place, :func:`convert_checkpoint`, and only files whose git blob SHA-1 matches the registry,
-or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``). Everything else, and every
-later run, reads safetensors, which cannot run code. Every file is written to a temporary name and moved into place
+Security: the published ``.pt`` files are pickled ``nn.Module`` objects, and a plain unpickling can run any code.
+This module unpickles in exactly one place, :func:`convert_checkpoint`, only files whose git blob SHA-1 matches the
+registry or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``), and even then
+through :class:`RemappingUnpickler`, which resolves only an allowlist of globals (tensor rebuild functions, plain
+containers, the ``torch.nn.Module`` classes of timm, torch and :mod:`models.mobilefacenet`) and refuses anything
+else (``os.system``, ``builtins.eval``...) with :class:`models.errors.UnsafeCheckpointError` before it runs. Every
+later run reads safetensors, which cannot run code. Every file is written to a temporary name and moved into place
 with ``os.replace``, so a path that is trusted never holds a half-written file.
 """
 
@@ -29,6 +32,7 @@ import shutil
 import sys
 import time
 import types
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +42,7 @@ from models.errors import (
     CheckpointFormatError,
     DownloadError,
     HashMismatchError,
+    UnsafeCheckpointError,
     WeightsMissingError,
 )
 from models.registry import REGISTRY, ModelSpec, get_spec
@@ -388,26 +393,149 @@ def remap_module(module: str) -> str:
     return module
 
 
+_ALLOWED_GLOBALS: frozenset[str] = frozenset(
+    {
+        # containers and plain values (calling them with any arguments runs no code of the file)
+        "collections.OrderedDict",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.int",
+        "builtins.float",
+        "builtins.complex",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.bytes",
+        "builtins.bytearray",
+        "builtins.slice",
+        # how torch.save rebuilds tensors and parameters
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3",
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state",
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.nn.parameter.Parameter",
+        "torch.Tensor",
+        "torch.Size",
+        "torch.device",
+        "torch.storage.UntypedStorage",
+        "torch.storage.TypedStorage",
+        "torch.serialization._get_layout",
+        # numpy scalars and dtypes (state dicts saved with numpy metrics)
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.dtype",
+        # pure helpers of timm's EfficientNet builder that old pickles may reference
+        "timm.models._efficientnet_builder.round_channels",
+        "timm.layers.helpers.make_divisible",
+    }
+)
+"""``module.name`` globals a checkpoint may ask for, besides those :func:`_allowed_by_kind` accepts."""
+
+_MODULE_CLASS_PREFIXES: tuple[str, ...] = ("timm.", "torch.nn.modules.", "models.mobilefacenet")
+"""Modules whose ``torch.nn.Module`` subclasses a whole pickled model may name (after :func:`remap_module`)."""
+
+_ACTIVATION_MODULES: frozenset[str] = frozenset(
+    {"timm.layers.activations", "timm.layers.activations_me", "torch.nn.functional"}
+)
+"""Modules whose plain tensor functions (activations) old timm pickles keep as attributes, e.g. ``gate_fn``."""
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a global of a protocol 0-2 pickle (``__builtin__.set`` -> ``builtins.set``)."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _allowed_by_kind(module: str, name: str, obj: Any) -> bool:
+    """Whether a resolved global is of a kind a checkpoint may name: a model class, a dtype, a storage class."""
+    import torch
+
+    if module == "torch":
+        if isinstance(obj, torch.dtype | torch.layout | torch.memory_format):
+            return True
+        return isinstance(obj, type) and name.endswith("Storage") and obj.__module__.startswith("torch")
+    if module == "numpy.dtypes":
+        import numpy as np
+
+        return isinstance(obj, type) and issubclass(obj, np.dtype)
+    if module in _ACTIVATION_MODULES and isinstance(obj, types.FunctionType):
+        return obj.__module__ == module
+    if module.startswith(_MODULE_CLASS_PREFIXES):
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+    return False
+
+
+def _may_resolve(module: str) -> bool:
+    """Whether importing ``module`` to look a global up is harmless (only torch, numpy, timm and our model code)."""
+    return (
+        module in ("torch", "numpy.dtypes")
+        or module in _ACTIVATION_MODULES
+        or module.startswith(_MODULE_CLASS_PREFIXES)
+    )
+
+
 class RemappingUnpickler(pickle.Unpickler):
-    """An Unpickler that finds classes pickled by timm 0.6 / 0.9 and EmotiEffLib under today's module paths."""
+    """An Unpickler that resolves only an allowlist of globals, under today's module paths.
+
+    Classes pickled by timm 0.6 / 0.9 and EmotiEffLib are found where they live now (:func:`remap_module`).
+
+    A pickle runs code only through the globals it names (it calls them, or their ``__setstate__``), so every global
+    goes through :meth:`find_class`, which accepts only: the tensor/storage rebuild functions of ``torch.save``,
+    plain containers (``collections.OrderedDict``, ``set``...), torch dtypes and storage classes, numpy scalars, the
+    ``torch.nn.Module`` subclasses of ``timm``, ``torch.nn.modules`` and :mod:`models.mobilefacenet`, and timm's
+    activation functions. Anything else (``os.system``, ``subprocess.Popen``, ``builtins.eval``, a class of another
+    package) raises :class:`UnsafeCheckpointError` before it is imported or called, whatever the file's hash.
+    """
 
     def find_class(self, module: str, name: str) -> Any:
-        """Resolves ``module.name``, trying the remapped module first and the original second."""
+        """Resolves ``module.name`` if allowed, trying the remapped module first and the original second.
+
+        Raises:
+            UnsafeCheckpointError: The global is not on the allowlist.
+            CheckpointFormatError: An allowed module or class is missing from this environment.
+        """
+        module, name = _py3_name(module, name)
+        asked = f"{module}.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UnsafeCheckpointError(asked)
         target = remap_module(module)
+        if f"{target}.{name}" in _ALLOWED_GLOBALS or asked in _ALLOWED_GLOBALS:
+            found = f"{target}.{name}" if f"{target}.{name}" in _ALLOWED_GLOBALS else asked
+            mod, _, attr = found.rpartition(".")
+            try:
+                return super().find_class(mod, attr)
+            except (ImportError, AttributeError) as exc:
+                raise CheckpointFormatError(
+                    f"the checkpoint needs {asked}, which this environment does not have ({exc})"
+                ) from exc
+        if not _may_resolve(target) and not _may_resolve(module):
+            raise UnsafeCheckpointError(asked)
         try:
-            return super().find_class(target, name)
+            obj = super().find_class(target, name)
+            where = target
         except (ImportError, AttributeError) as first:
             if target == module:
                 raise CheckpointFormatError(
                     f"the checkpoint needs {module}.{name}, which this environment does not have ({first})"
                 ) from first
             try:
-                return super().find_class(module, name)
+                obj = super().find_class(module, name)
+                where = module
             except (ImportError, AttributeError):
                 raise CheckpointFormatError(
                     f"the checkpoint needs {module}.{name} (looked in {target} too), which this environment "
                     f"does not have ({first})"
                 ) from first
+        if not _allowed_by_kind(where, name, obj):
+            raise UnsafeCheckpointError(asked)
+        return obj
 
 
 def _remapping_pickle_module() -> types.ModuleType:
@@ -424,11 +552,21 @@ def _remapping_pickle_module() -> types.ModuleType:
 
 
 def _unpickle_checkpoint(src: Path) -> Any:
-    """Unpickles a ``torch.save`` file on the CPU. The only unpickling in AffectLab: call on trusted files only."""
+    """Unpickles a ``torch.save`` file on the CPU through :class:`RemappingUnpickler`'s allowlist.
+
+    The only unpickling in AffectLab. ``weights_only=False`` because the published files are whole pickled modules,
+    which torch's own weights-only loader refuses; the allowlist keeps the guarantee that no code of the file runs.
+
+    Raises:
+        UnsafeCheckpointError: The pickle names a global outside the allowlist (nothing of the file ran).
+        CheckpointFormatError: The file is not a readable checkpoint.
+    """
     import torch
 
     try:
         return torch.load(src, map_location="cpu", weights_only=False, pickle_module=_remapping_pickle_module())
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(exc.global_name, str(src)) from None
     except CheckpointFormatError as exc:
         raise CheckpointFormatError(f"{src}: {exc}") from exc
     except Exception as exc:
@@ -443,12 +581,15 @@ def _extract_state_dict(obj: Any, src: Path) -> dict[str, Any]:
     from torch import nn
 
     if isinstance(obj, nn.Module):
+        for sub in obj.modules():  # hooks are callables from the file: never call them
+            for attr in ("_state_dict_hooks", "_state_dict_pre_hooks"):
+                vars(sub)[attr] = OrderedDict()
         state = obj.state_dict()
     elif isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
-                inner = inner.state_dict()
+                return _extract_state_dict(inner, src)
             if isinstance(inner, dict):
                 obj = inner
                 break
@@ -485,8 +626,9 @@ def convert_checkpoint(
     written as safetensors, atomically.
 
     Warning:
-        This unpickles ``src``, which can run arbitrary code: call it only on a file whose hash matches the registry,
-        or that the user explicitly trusted.
+        This unpickles ``src``: call it only on a file whose hash matches the registry, or that the user explicitly
+        trusted. The allowlist of :class:`RemappingUnpickler` refuses any global that could run code, but a pickle
+        can still build large objects.
 
     Args:
         src: The ``torch.save`` file (a whole ``nn.Module`` as published, or a state dict).
@@ -499,6 +641,7 @@ def convert_checkpoint(
         The safetensors path.
 
     Raises:
+        UnsafeCheckpointError: ``src``'s pickle names a global outside the allowlist (nothing of it ran).
         CheckpointFormatError: ``src`` cannot be unpickled, or its tensors do not fit ``spec``'s architecture.
     """
     from safetensors.torch import save_file
@@ -643,7 +786,8 @@ def import_checkpoint(
         name: Registry name it is imported as.
         weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
         trust_unverified: Accept a file whose hash differs from the registry's (its metadata then says
-            ``verified: false``). A PyTorch file is unpickled, which runs code: only for files you trust.
+            ``verified: false``). This skips the hash check only: a PyTorch file is still unpickled through the
+            allowlist of :class:`RemappingUnpickler`, so no code from the file runs.
 
     Returns:
         Path of the stored weights.
@@ -652,6 +796,8 @@ def import_checkpoint(
         UnknownModelError: Unknown name.
         BadInputError: ``file`` does not exist or is not a file.
         HashMismatchError: The hash differs and ``trust_unverified`` is False (nothing is stored).
+        UnsafeCheckpointError: The file's pickle asks for a global outside the allowlist, whether or not its hash
+            matched (nothing ran, nothing is stored).
         CheckpointFormatError: The file could not be converted (nothing is stored).
     """
     spec = get_spec(name)
@@ -671,7 +817,10 @@ def import_checkpoint(
             log.warning("%s: importing %s with git blob SHA-1 %s, not the registry's %s (unverified)",
                         name, src, actual, spec.git_blob_sha1)  # fmt: skip
         if spec.fmt == "torch_pickle":
-            out = convert_checkpoint(copy, spec, wd, actual, verified)
+            try:
+                out = convert_checkpoint(copy, spec, wd, actual, verified)
+            except UnsafeCheckpointError as exc:
+                raise UnsafeCheckpointError(exc.global_name, str(src)) from None
         else:
             if spec.fmt == "keras_h5":
                 with copy.open("rb") as fh:

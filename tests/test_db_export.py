@@ -173,3 +173,70 @@ def test_empty_study_exports_a_header_and_says_so(store, tmp_path):
     assert pd.read_csv(tmp_path / "e.csv").columns[0] == "face_id"
     with pytest.raises(CropsUnavailableError, match="no faces yet"):
         store.export("s", "hf", tmp_path / "hf")
+
+
+FORMULAS = ["=HYPERLINK(\"http://x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+
+
+def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
+    import csv
+
+    from db.exports import neutralise_cell, unneutralise_cell
+
+    for i, name in enumerate(FORMULAS):
+        store.ingest_results("s", png_bytes(300 + i), name + ".png", fake_results(name + ".png", BOXES[:1], ["Fear"]))
+    faces = store.faces("s")
+    store.correct_face(faces[0].face_id, "alice", valence=-0.5, note="=1+2 looks cross")
+    store.correct_face(faces[1].face_id, "alice", note="-- unsure")
+    store.export("s", "csv", tmp_path / "x.csv")
+    with (tmp_path / "x.csv").open(newline="", encoding="utf-8") as f:
+        rows = {int(r["face_id"]): r for r in csv.DictReader(f)}
+    names = sorted(r["filename"] for r in rows.values())
+    assert names == sorted("'" + n + ".png" for n in FORMULAS)
+    r0 = rows[faces[0].face_id]
+    assert r0["note"] == r0["exported_note"] == "'=1+2 looks cross"
+    assert rows[faces[1].face_id]["note"] == "'-- unsure"
+    assert r0["valence"] == r0["exported_valence"] == "-0.5"  # a number, not a neutralised text
+    assert float(r0["valence"]) == -0.5
+    for r in rows.values():  # no text cell of any column starts a formula
+        assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for v in r.values())
+        assert all(not v.startswith("-") or v.lstrip("-").replace(".", "", 1).replace("e", "").isdigit()
+                   for v in r.values())  # fmt: skip
+    # Parquet keeps the raw text; the card says what the CSV does.
+    store.export("s", "parquet", tmp_path / "x.parquet")
+    df = pd.read_parquet(tmp_path / "x.parquet").set_index("face_id")
+    assert df.loc[faces[0].face_id, "note"] == "=1+2 looks cross" and df.loc[faces[0].face_id, "valence"] == -0.5
+    for card in ("x.README.md",):
+        text = (tmp_path / card).read_text()
+        assert "leading apostrophe" in text and "OWASP" in text and "Parquet export keeps the raw text" in text
+    # imagefolder metadata.csv too
+    store.export("s", "imagefolder", tmp_path / "x.zip")
+    with zipfile.ZipFile(tmp_path / "x.zip") as zf:
+        meta = zf.read("metadata.csv").decode()
+    assert "'=HYPERLINK" in meta and "\n=" not in meta and ",=" not in meta
+    for v in ["=a", "+a", "-a", "@a", "\ta", "\ra", "'=a", "a=b", "", "'plain"]:
+        assert unneutralise_cell(neutralise_cell(v)) == v or v == "'=a"
+
+
+def test_neutralised_note_reimports_unchanged(store, tmp_path):
+    _fill(store, n_images=2, video=False)
+    faces = store.faces("s")
+    store.correct_face(faces[0].face_id, "alice", note="=cmd|'/C calc'!A0")
+    store.correct_face(faces[1].face_id, "alice", note="+ smiling", valence=-0.5)
+    store.export("s", "csv", tmp_path / "e.csv")
+    n_before = len(store.history(face_id=faces[0].face_id)) + len(store.history(face_id=faces[1].face_id))
+    for who in ("alice", "bob"):
+        rep = store.import_labels("s", tmp_path / "e.csv", who)
+        assert rep.annotations_added == 0, who
+    n_after = len(store.history(face_id=faces[0].face_id)) + len(store.history(face_id=faces[1].face_id))
+    assert n_after == n_before
+    assert store.face(faces[0].face_id).note == "=cmd|'/C calc'!A0"
+    # A plain labels file holding the neutralised text is alice's current note: nothing added.
+    plain = tmp_path / "plain.csv"
+    plain.write_text(f"face_id,note\n{faces[0].face_id},\"'=cmd|'/C calc'!A0\"\n", encoding="utf-8")
+    assert store.import_labels("s", plain, "alice").annotations_added == 0
+    # An edited neutralised note is stored without the apostrophe.
+    text = (tmp_path / "e.csv").read_text(encoding="utf-8").replace("'+ smiling", "'+ grinning", 1)
+    (tmp_path / "edited.csv").write_text(text, encoding="utf-8")
+    assert store.import_labels("s", tmp_path / "edited.csv", "bob").annotations_added == 1
+    assert [h.note for h in store.history(face_id=faces[1].face_id) if h.annotator == "bob"] == ["+ grinning"]

@@ -248,6 +248,7 @@ BAD = [
     ("face_id,label\n{a},Anger\n\n{b},Joy\n", 4, "invalid label 'Joy'"),  # a blank line is skipped, still counted
     ('face_id,label,note\n{a},Anger,"two\nlines"\n{b},Joy,\n', 4, "invalid label 'Joy'"),
     ("face_id,label,note\n{a},Anger,ok\n{b},Fear," + "n" * 501 + "\n", 3, "at most 500 characters, this has 501"),
+    ("face_id,label,note\n{a},Anger,ok\n{b},Fear," + "n" * 100_000 + "\n", 3, "this has 100000"),
     ("face_id,label,Label\n{a},Anger,Fear\n", 1, "column 'label' is in the header twice"),
     ("face_id,label,colour\n{a},Anger,red\n", 1, "unknown column 'colour'"),
     ("face_id,label,\n{a},Anger,\n", 1, "empty column name"),

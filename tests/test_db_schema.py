@@ -125,24 +125,79 @@ def test_annotations_and_predictions_are_append_only_in_the_database(store):
         conn.rollback()
 
 
-HOSTILE = "<script>alert('x')</script>'; DROP TABLE media; -- \"quoted\", ../../etc/passwd\n=cmd|'/C calc'!A0.jpg"
+def test_direct_deletes_of_annotations_and_predictions_are_refused(store):
+    rep = _ingest_video(store)
+    faces = store.faces("s")
+    face_ann = store.correct_face(faces[0].face_id, "ann", label="Anger")
+    track_ann = store.correct_track(faces[0].track_id, "ann", engagement=0.66)
+    store.undo("ann", annotation_id=face_ann.id)
+    statements = [
+        ("DELETE FROM annotations WHERE id = :i", {"i": face_ann.id}),
+        ("DELETE FROM annotations WHERE id = :i", {"i": track_ann.id}),
+        ("DELETE FROM annotations", {}),
+        ("DELETE FROM predictions WHERE face_id = :f", {"f": faces[0].face_id}),
+        ("DELETE FROM predictions", {}),
+    ]
+    with store.engine.connect() as conn:
+        for stmt, params in statements:
+            with pytest.raises(DBAPIError, match=r"append-only.*delete-media"):
+                conn.execute(text(stmt), params)
+            conn.rollback()
+    assert _count(store, Annotation) == 3 and _count(store, Prediction) == 4
+    # The privacy deletions still remove everything derived, through the cascades.
+    assert store.delete_track(faces[0].track_id)["faces"] == 2
+    assert _count(store, Annotation) == 0 and _count(store, Prediction) == 2
+    left = store.faces("s")
+    store.correct_face(left[0].face_id, "ann", label="Fear")
+    store.correct_track(left[0].track_id, "bob", label="Sadness")
+    store.delete_media(rep.media_ids[0])
+    assert _count(store, Annotation) == 0 and _count(store, Prediction) == 0 and _count(store, Face) == 0
+    assert store.integrity_check() == "ok"
 
 
-def test_hostile_filename_is_stored_and_exported_verbatim(store, tmp_path):
+def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        assert downgrade(engine, "0002") == "0002"
+        with engine.begin() as conn:  # without 0003 a direct delete goes through (nothing to delete here)
+            conn.execute(text("DELETE FROM annotations"))
+        assert upgrade(engine) == head_revision() == "0003"
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+HOSTILE = (
+    "<img src=x onerror=alert('x')><b>'; DROP TABLE media; -- \"quoted\", ..%2F..%2Fetc%2Fpasswd\n"
+    "=cmd|' C calc'!A0.jpg"
+)
+"""Stored verbatim: a media name holds no path separator (``/`` or ``\\``), the store keeps base names only."""
+
+
+def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_path):
     import zipfile
 
     import pandas as pd
 
+    store.ingest_results("s", png_bytes(7), "../../etc/passwd", fake_results("x", [(1, 1, 30, 30)], ["Fear"]))
+    assert store.media("s")[0].filename == "passwd"  # a base name, never a path
+    store.delete_media(store.media("s")[0].id)
     store.ingest_results("s", png_bytes(5), HOSTILE, fake_results(HOSTILE, [(1, 1, 30, 30)], ["Fear"]))
     assert store.media("s")[0].filename == HOSTILE
     assert _count(store, Media) == 1  # the table is still there
     store.export("s", "csv", tmp_path / "out.csv")
     assert pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist() == [HOSTILE]
+    formula = "=cmd|' C calc'!A0.jpg"
+    store.ingest_results("s", png_bytes(6), formula, fake_results(formula, [(1, 1, 30, 30)], ["Fear"]))
+    store.export("s", "csv", tmp_path / "out.csv")
+    csv_names = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist()
+    assert sorted(csv_names) == sorted([HOSTILE, "'" + formula])  # a spreadsheet shows it as text
     store.export("s", "parquet", tmp_path / "out.parquet")
-    assert pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist() == [HOSTILE]
+    assert sorted(pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist()) == sorted([HOSTILE, formula])
     store.export("s", "imagefolder", tmp_path / "out.zip")
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         names = zf.namelist()
         assert all(".." not in n and "<" not in n for n in names)
         meta = pd.read_csv(zf.open("metadata.csv"), keep_default_na=False)
-    assert meta["filename"].tolist() == [HOSTILE]
+    assert sorted(meta["filename"].tolist()) == sorted([HOSTILE, "'" + formula])

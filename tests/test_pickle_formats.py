@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import torch
 
 from models import weights
 from models.backbones import build_model, split_head
-from models.errors import CheckpointFormatError
+from models.errors import CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
 from tests.checkpoints import random_published_module, save_published
 
@@ -54,7 +55,6 @@ def _unpickle(data: bytes) -> object:
         ("timm.models.efficientnet_blocks", "SqueezeExcite", "timm.models._efficientnet_blocks"),
         ("timm.models.efficientnet_blocks", "InvertedResidual", "timm.models._efficientnet_blocks"),
         ("timm.models.efficientnet_builder", "round_channels", "timm.models._efficientnet_builder"),
-        ("timm.models.helpers", "load_state_dict", "timm.models._helpers"),
         ("timm.models.efficientnet", "EfficientNet", "timm.models.efficientnet"),
         ("mobilefacenet", "MobileFaceNet", "models.mobilefacenet"),
         ("mobilefacenet", "DepthWise", "models.mobilefacenet"),
@@ -65,6 +65,26 @@ def test_remapping_unpickler_finds_old_paths(old: str, name: str, new: str) -> N
 
     assert weights.remap_module(old) == new
     assert _unpickle(_global_pickle(old, name)) is getattr(importlib.import_module(new), name)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("timm.models.helpers", "load_state_dict"),  # a timm function that reads another file: not a model class
+        ("timm.models._hub", "download_url_to_file"),
+        ("torch", "load"),
+        ("builtins", "getattr"),
+        ("__builtin__", "eval"),
+        ("os", "system"),
+        ("posix", "system"),
+        ("subprocess", "Popen"),
+        ("torch.nn.modules.module", "register_module_forward_hook"),
+    ],
+)
+def test_remapping_unpickler_refuses_what_is_not_allowed(module: str, name: str) -> None:
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f".{name}")) as info:
+        _unpickle(_global_pickle(module, name))
+    assert info.value.global_name.endswith(f".{name}")
 
 
 def test_remapping_unpickler_names_what_is_missing() -> None:

@@ -96,7 +96,8 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
     duration = float(media.duration_s or 0.0)
     if path is not None:
         start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
-        st.video(str(path), start_time=int(start))
+        playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
+        st.video(str(playable or path), start_time=int(start))
         frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
         boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
         shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes)

@@ -207,33 +207,40 @@ def face_crop(store: LabelStore, face_id: int) -> bytes | None:
 
 def media_suffix(filename: str) -> str:
     """A safe lowercase suffix of an uploaded file's name (``.mp4``), '' when it has none usable."""
-    suffix = Path(filename).suffix.lower()
-    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+    from db.media_files import media_suffix as suffix
+
+    return suffix(filename)
 
 
 def media_file(media_dir: Path, study_id_: int, sha256: str, filename: str) -> Path:
-    """Where the kept copy of a media item lives (whether or not it is there)."""
-    return media_dir / str(study_id_) / f"{sha256}{media_suffix(filename)}"
+    """Where the kept copy of a media item lives (whether or not it is there); see :mod:`db.media_files`."""
+    from db.media_files import media_path
+
+    return media_path(media_dir, study_id_, sha256, filename)
 
 
-def kept_media_file(media_dir: Path, store: LabelStore, study: str, media: MediaRow) -> Path | None:
-    """The kept copy of a media item, None when none is kept (features-only mode, or deleted)."""
-    sid = study_id(store, study)
-    if sid is None:
+def kept_media_file(media_dir: Path | None, store: LabelStore, study: str, media: MediaRow) -> Path | None:
+    """The kept copy of a media item, None when none is kept (features-only mode, or deleted).
+
+    The label store owns the files (:meth:`db.services.LabelStore.media_path`); ``media_dir`` None means the
+    features-only mode.
+    """
+    if media_dir is None:
         return None
-    path = media_file(media_dir, sid, media.sha256, media.filename)
-    return path if path.is_file() else None
+    return store.media_path(media.id)
 
 
-def _keep(media_dir: Path, sid: int, data: bytes, filename: str) -> Path:
-    sha = hashlib.sha256(data).hexdigest()
-    path = media_file(media_dir, sid, sha, filename)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
+def playable_media_file(store: LabelStore, media: MediaRow) -> Path | None:
+    """The file the browser's video player can play for a kept video, None when no file is kept.
+
+    An animated GIF is converted to MP4 (WebM without an H.264 encoder) once and kept beside it by the store; when
+    that fails, the kept file itself is returned (and the failure logged).
+    """
+    try:
+        return store.playable_media_path(media.id)
+    except AffectLabError:
+        log.warning("media %s: no playable copy, serving the kept file", media.id, exc_info=True)
+        return store.media_path(media.id)
 
 
 # ---------------------------------------------------------------------------------------------------- analysis
@@ -371,11 +378,7 @@ def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any,
     report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
     rep = store.ingest_results(study, upload.data, upload.name, result.faces, media_info=info,
-                               uploaded_by=uploaded_by)  # fmt: skip
-    if media_dir is not None:
-        sid = study_id(store, study)
-        if sid is not None:
-            _keep(media_dir, sid, upload.data, upload.name)
+                               uploaded_by=uploaded_by, keep_file=media_dir is not None)  # fmt: skip
     report(1.0, plural(len(result.faces), "face"))
     return FileOutcome(file=upload.name, kind="image", media_id=rep.media_ids[0] if rep.media_ids else None,
                        n_faces=len(result.faces), warnings=rep.warnings, new=rep.media_new > 0)  # fmt: skip
@@ -403,11 +406,7 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any,
     info = MediaInfo(kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration,
                      fps=analysis.fps)  # fmt: skip
     rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, doc["tracks"], media_info=info,
-                               uploaded_by=uploaded_by)  # fmt: skip
-    if media_dir is not None:
-        sid = study_id(store, study)
-        if sid is not None:
-            _keep(media_dir, sid, upload.data, upload.name)
+                               uploaded_by=uploaded_by, keep_file=media_dir is not None)  # fmt: skip
     warnings = tuple(analysis.warnings) + tuple(rep.warnings)
     if analysis.engagement_status != "ok":
         warnings += (f"engagement: {analysis.engagement_status}",)

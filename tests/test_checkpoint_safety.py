@@ -1,0 +1,140 @@
+"""Checkpoints never run code: a crafted ``.pt`` whose pickle calls ``os.system``, ``subprocess`` or ``eval`` is
+refused (with ``--trust-unverified`` too) before anything runs, by the command line and by the web app's service;
+the published formats still convert."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from models import weights
+from models.errors import CheckpointFormatError, UnsafeCheckpointError
+from models.registry import get_spec
+from tests.checkpoints import random_published_module, save_published
+
+REPO = Path(__file__).resolve().parent.parent
+NAME = "enet_b0_8_best_vgaf"
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast:FutureWarning")
+
+
+class _Shell:
+    """Unpickling it runs ``os.system`` (pickled as ``posix.system``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Popen:
+    """Unpickling it starts ``subprocess.Popen``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (subprocess.Popen, (["touch", str(self.marker)],))
+
+
+class _Eval:
+    """Unpickling it runs ``builtins.eval``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+PAYLOADS: dict[str, tuple[type, str]] = {
+    "os.system": (_Shell, "system"),
+    "subprocess": (_Popen, "subprocess.Popen"),
+    "eval": (_Eval, "builtins.eval"),
+}
+
+
+def _crafted(kind: str, tmp_path: Path, *, inside_model: bool) -> tuple[Path, Path, str]:
+    """A ``torch.save`` file carrying the payload, alone in a state dict or hidden in a published-format model."""
+    cls, global_name = PAYLOADS[kind]
+    marker = tmp_path / f"pwned-{kind}"
+    payload = cls(marker)
+    if inside_model:
+        module = random_published_module(get_spec(NAME), seed=3)
+        module.__dict__["extra"] = payload  # an attribute the real class never has
+        obj: Any = module
+    else:
+        obj = {"state_dict": {"w": torch.zeros(2)}, "meta": payload}
+    path = tmp_path / f"evil-{kind}.pt"
+    torch.save(obj, path)
+    assert not marker.exists()
+    return path, marker, global_name
+
+
+@pytest.mark.parametrize("inside_model", [False, True], ids=["state-dict", "model"])
+@pytest.mark.parametrize("kind", list(PAYLOADS))
+def test_import_checkpoint_refuses_code(kind: str, inside_model: bool, tmp_path: Path) -> None:
+    path, marker, global_name = _crafted(kind, tmp_path, inside_model=inside_model)
+    with pytest.raises(UnsafeCheckpointError, match=global_name.replace(".", r"\.")) as info:
+        weights.import_checkpoint(path, NAME, tmp_path / "w", trust_unverified=True)
+    assert isinstance(info.value, CheckpointFormatError)  # callers catching the old error still catch it
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    assert not weights.is_present(NAME, tmp_path / "w")
+
+
+def test_cli_import_checkpoint_refuses_code(tmp_path: Path) -> None:
+    path, marker, global_name = _crafted("os.system", tmp_path, inside_model=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "models", "import-checkpoint", str(path), "--name", NAME,
+         "--weights-dir", str(tmp_path / "w"), "--trust-unverified"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert global_name in proc.stderr and "refused" in proc.stderr, proc.stderr
+    assert not marker.exists()
+    assert not weights.is_present(NAME, tmp_path / "w")
+
+
+def test_cli_help_says_trust_unverified_never_runs_code() -> None:
+    from models.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command" or getattr(a, "choices", None))
+    helptext = " ".join(sub.choices["import-checkpoint"].format_help().split())
+    assert "skip the hash check only" in helptext and "never runs code" in helptext
+
+
+@pytest.mark.parametrize("kind", list(PAYLOADS))
+def test_webapp_import_weights_refuses_code(kind: str, tmp_path: Path) -> None:
+    from webapp.services import import_weights
+
+    path, marker, global_name = _crafted(kind, tmp_path, inside_model=False)
+    with pytest.raises(UnsafeCheckpointError, match=global_name.replace(".", r"\.")):
+        import_weights(path.read_bytes(), "evil.pt", NAME, tmp_path / "w", trust_unverified=True)
+    assert not marker.exists()
+    assert not weights.is_present(NAME, tmp_path / "w")
+
+
+@pytest.mark.parametrize("name", ["enet_b0_8_best_vgaf", "mbf_va_mtl", "mobilevit_va_mtl"])
+def test_published_formats_still_convert(name: str, tmp_path: Path) -> None:
+    spec = get_spec(name)
+    src = save_published(random_published_module(spec, seed=5), tmp_path / f"{name}.pt")
+    weights.import_checkpoint(src, name, tmp_path / "w", trust_unverified=True)
+    state, meta = weights.load_weights(name, tmp_path / "w")
+    assert state and meta["verified"] == "false"
+
+
+def test_state_dict_checkpoint_still_converts(tmp_path: Path) -> None:
+    spec = get_spec(NAME)
+    module = random_published_module(spec, seed=6)
+    src = tmp_path / "sd.pt"
+    torch.save({"state_dict": module.state_dict(), "epoch": 3}, src)
+    weights.import_checkpoint(src, NAME, tmp_path / "w", trust_unverified=True)
+    assert weights.is_present(NAME, tmp_path / "w")

@@ -1,0 +1,250 @@
+"""Kept media files belong to the label store: written with the insert (atomically, owner-only), found, removed
+with the media item; base names only; owner-only database files and backups; animated GIFs played as MP4."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from db import media_files
+from db.engine import make_engine
+from db.migrate import upgrade
+from db.services import LabelStore
+from tests.pg import fake_results, png_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def _video_results(name: str, seed: int = 1) -> tuple[list, list]:
+    results = fake_results(name, BOXES * 2, ["Happiness", "Neutral"] * 2, frames=[0, 0, 2, 2], tracks=[1, 2, 1, 2],
+                           seed=seed)  # fmt: skip
+    tracks = [{"track": t, "n_faces": 2, "start_s": 0.0, "end_s": 0.2, "engagement": None} for t in (1, 2)]
+    return results, tracks
+
+
+def test_ingest_keeps_the_file_owner_only_and_delete_media_removes_it(store: LabelStore, tmp_path: Path) -> None:
+    store.media_root = tmp_path / "media"
+    data = png_bytes(3)
+    rep = store.ingest_results("s", data, "/srv/uploads/a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
+                               keep_file=True)  # fmt: skip
+    (mid,) = rep.media_ids
+    path = store.media_path(mid)
+    assert path is not None and path.read_bytes() == data
+    assert store.media("s")[0].filename == "a.png"  # a base name, never the server path
+    assert path.name.endswith(".png") and path.parent.parent == tmp_path / "media"
+    assert _mode(path) == 0o600 and _mode(path.parent) == 0o700 and _mode(tmp_path / "media") == 0o700
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    # The same bytes again: nothing new, the file is left as it is.
+    again = store.ingest_results("s", data, "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True)
+    assert again.media_new == 0 and store.media_path(mid) == path
+    # A media item ingested without keep_file has no file.
+    other = store.ingest_results("s", png_bytes(4), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
+    assert store.media_path(other.media_ids[0]) is None
+
+    removed = store.delete_media(mid)
+    assert removed["files"] == 1 and removed["faces"] == 2
+    assert not path.exists()
+    assert store.delete_media(other.media_ids[0])["files"] == 0
+
+
+def test_delete_track_keeps_the_media_file(store: LabelStore, tmp_path: Path) -> None:
+    store.media_root = tmp_path / "media"
+    results, tracks = _video_results("v.mp4")
+    rep = store.ingest_results("s", png_bytes(5), "v.mp4", results, tracks, keep_file=True)
+    path = store.media_path(rep.media_ids[0])
+    assert path is not None
+    track_id = store.faces("s")[0].track_id
+    removed = store.delete_track(track_id)
+    assert removed == {"track": 1, "faces": 2, "face_annotations": 0}  # a track has no file of its own
+    assert path.is_file()
+
+
+def test_features_only_mode_keeps_no_file(migrated_url: str, tmp_path: Path) -> None:
+    store = LabelStore(migrated_url, store_crops=False, data_dir=tmp_path / "data")
+    try:
+        rep = store.ingest_results("s", png_bytes(6), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
+                                   keep_file=True)  # fmt: skip
+        assert store.media_path(rep.media_ids[0]) is None
+        assert not (tmp_path / "data" / "media").exists()
+    finally:
+        store.close()
+
+
+def test_a_failed_insert_keeps_no_new_file(store: LabelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.media_root = tmp_path / "media"
+    real = store.transaction
+
+    def failing_commit(fn, **kwargs):  # the file is written, then the transaction fails
+        def work(s):
+            fn(s)
+            raise RuntimeError("commit failed")
+
+        return real(work, **kwargs)
+
+    monkeypatch.setattr(store, "transaction", failing_commit)
+    with pytest.raises(RuntimeError, match="commit failed"):
+        store.ingest_results("s", png_bytes(7), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
+                             keep_file=True)  # fmt: skip
+    monkeypatch.undo()
+    assert store.studies() == [] or store.media("s") == []
+    assert (tmp_path / "media").is_dir() and not [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
+
+
+def test_webapp_media_functions_delegate_to_the_store(store: LabelStore, tmp_path: Path) -> None:
+    from webapp import services
+
+    store.media_root = tmp_path / "media"
+    rep = store.ingest_results("s", png_bytes(8), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
+                               keep_file=True)  # fmt: skip
+    (media,) = services.study_media(store, "s")
+    kept = services.kept_media_file(tmp_path / "media", store, "s", media)
+    assert kept == store.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
+    assert services.kept_media_file(None, store, "s", media) is None  # features-only mode
+    assert services.playable_media_file(store, media) == kept  # an image needs no conversion
+    counts = services.delete_media(store, "s", media.id, tmp_path / "media")
+    assert counts["files"] == 1 and not kept.exists()
+
+
+def test_cli_delete_media_removes_the_file(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    url = f"sqlite:///{data_dir / 'affectlab.sqlite3'}"
+    store = LabelStore(url, data_dir=data_dir)
+    store.upgrade()
+    rep = store.ingest_results("s", png_bytes(9), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
+                               keep_file=True)  # fmt: skip
+    path = store.media_path(rep.media_ids[0])
+    store.close()
+    assert path is not None and path.is_file() and path.is_relative_to(data_dir / "media")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AFFECTLAB_DATA_DIR": str(data_dir), "DATABASE_URL": url}
+    proc = subprocess.run([sys.executable, "-m", "db", "delete-media", str(rep.media_ids[0])], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "1 kept files" in proc.stdout
+    assert not path.exists()
+
+
+def test_ingest_analysis_stores_base_names(store: LabelStore, tmp_path: Path) -> None:
+    folder = tmp_path / "abs" / "path"
+    folder.mkdir(parents=True)
+    name = str(folder / "x.png")  # the JSON names a server path
+    (folder / "x.png").write_bytes(png_bytes(10))
+    res = fake_results(name, BOXES, ["Sadness", "Surprise"])
+    doc = {"model": "enet_b0_8_best_vgaf", "weights_hash": "7219cfb0", "labels": [],
+           "files": [{"file": name, "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
+           "faces": [r.to_json() for r in res]}  # fmt: skip
+    store.ingest_analysis("s", doc, cut_crops=None)
+    assert [m.filename for m in store.media("s")] == ["x.png"]
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("/abs/path/x.jpg", "x.jpg"), ("C:\\Users\\me\\y.png", "y.png"), ("z.gif", "z.gif"), ("dir/", "dir")],
+)
+def test_base_name(given: str, stored: str) -> None:
+    assert media_files.base_name(given) == stored
+
+
+def test_sqlite_files_and_backups_are_owner_only(tmp_path: Path) -> None:
+    db_path = tmp_path / "new" / "affectlab.sqlite3"
+    url = f"sqlite:///{db_path}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    store = LabelStore(url, data_dir=tmp_path / "new")
+    try:
+        store.ingest_results("s", png_bytes(11), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]))
+        assert _mode(db_path) == 0o600 and _mode(db_path.parent) == 0o700
+        for suffix in ("-wal", "-shm"):
+            side = db_path.with_name(db_path.name + suffix)
+            if side.exists():
+                assert _mode(side) == 0o600, suffix
+        backup = store.backup()
+        assert _mode(backup) == 0o600 and _mode(backup.parent) == 0o700
+    finally:
+        store.close()
+    # An existing file made by someone with a looser umask is tightened on the next connection.
+    os.chmod(db_path, 0o644)
+    engine = make_engine(url)
+    with engine.connect():
+        pass
+    engine.dispose()
+    assert _mode(db_path) == 0o600
+
+
+# ---------------------------------------------------------------------------------------------------- GIF playback
+
+
+def _gif(path: Path, n: int = 7) -> Path:
+    from PIL import Image
+
+    frames = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (37, 51, 3), dtype=np.uint8)) for i in range(n)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[100, 50, 200, 100, 100, 80, 100][:n],
+                   loop=0)  # fmt: skip
+    return path
+
+
+def _frames(path: Path) -> tuple[int, str, list[float]]:
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        times = [float(f.time) for f in c.decode(st)]
+        return len(times), st.codec_context.name, times
+
+
+def test_to_browser_video_keeps_every_frame(tmp_path: Path) -> None:
+    from models.playable import browser_suffix, to_browser_video
+
+    src = _gif(tmp_path / "a.gif")
+    dst = to_browser_video(src, tmp_path / f"a{browser_suffix()}")
+    n_src, _, t_src = _frames(src)
+    n_dst, codec, t_dst = _frames(dst)
+    assert n_dst == n_src == 7 and codec in ("h264", "vp9", "vp8")
+    assert t_dst == pytest.approx(t_src, abs=0.011)  # the GIF's own delays
+    assert _mode(dst) == 0o600
+
+
+def test_to_browser_video_refuses_what_is_not_a_video(tmp_path: Path) -> None:
+    from models.errors import BadInputError
+    from models.playable import to_browser_video
+
+    bad = tmp_path / "x.gif"
+    bad.write_bytes(b"GIF89a not really")
+    with pytest.raises(BadInputError):
+        to_browser_video(bad, tmp_path / "x.mp4")
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_path: Path) -> None:
+    from db.ingest import MediaInfo
+    from webapp import services
+
+    store.media_root = tmp_path / "media"
+    gif = _gif(tmp_path / "clip.gif")
+    results, tracks = _video_results("clip.gif")
+    rep = store.ingest_results("s", gif.read_bytes(), "clip.gif", results, tracks, keep_file=True,
+                               media_info=MediaInfo(kind="video", width=51, height=37))  # fmt: skip
+    mid = rep.media_ids[0]
+    kept = store.media_path(mid)
+    play = store.playable_media_path(mid)
+    assert kept is not None and play is not None and play != kept
+    assert play.parent == kept.parent and play.name.startswith(kept.stem + ".play.")
+    assert _frames(play)[0] == _frames(kept)[0] == 7
+    assert store.playable_media_path(mid) == play  # converted once
+    (media,) = services.study_media(store, "s")
+    assert services.playable_media_file(store, media) == play
+    assert store.delete_media(mid)["files"] == 2
+    assert not kept.exists() and not play.exists()
