@@ -55,3 +55,28 @@ def test_reflow_keeps_the_order_of_look_alike_students():
 def test_overlaps():
     assert overlaps(prof(0, 0, 5, (0, 0), basis(0)), prof(1, 5, 9, (0, 0), basis(0)))
     assert not overlaps(prof(0, 0, 5, (0, 0), basis(0)), prof(1, 5.1, 9, (0, 0), basis(0)))
+
+
+def test_video_student_leaving_for_longer_than_the_gap_keeps_one_person(tmp_path, detector):
+    """A single-student webcam plus a neighbour, built from real faces: the student is away 4 s (a new track)."""
+    from models.video import analyze_video, video_json
+    from tests import testdata
+    from tests.videos import Placement, face_patches, random_recognizer, render
+
+    pats = [face_patches(detector, testdata.astronaut(), size=112)[0],
+            face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=112)[0]]
+
+    def scene(i):  # 2 fps: B is away from 3 s to 7 s, then back in its place
+        return [Placement(0, 10, 60)] + ([] if 6 <= i < 14 else [Placement(1, 190, 60)])
+
+    path, _ = render(tmp_path / "away.mp4", pats, scene, 20, fps=2)
+    a = analyze_video(path, "away.mp4", detector, random_recognizer("mbf_va_mtl"), fps=None)
+    doc = video_json(a)
+    who = {}
+    for f in doc["faces"]:
+        cx = (f["box"][0] + f["box"][2]) / 2
+        who.setdefault(0 if cx < 160 else 1, set()).add((f["track"], f["person"]))
+    assert len({t for t, _ in who[1]}) == 2  # two tracks for B ...
+    assert len({p for _, p in who[1]}) == 1  # ... one person
+    assert {p for _, p in who[0]}.isdisjoint({p for _, p in who[1]})
+    assert all("person" in t for t in doc["tracks"]) and doc["file"]["n_persons"] == 2
