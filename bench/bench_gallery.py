@@ -9,6 +9,10 @@ functions of the crop). Prints the person purity (faces of a person that are its
 student (how many persons a student's faces are spread over), with the targets >= 99 % and <= 1.1.
 
     PYTHONPATH=. .venv/bin/python bench/bench_gallery.py [--seconds 60] [--fps 2]
+
+Measured on 2 shared CPU cores (60 s, every frame analysed): at 1 fps 936 of 936 faces found, 26 tracks, person purity
+100.00 %, 1.06 persons per student (17 persons; one student split once), 307 s; at 2 fps (before one patch held part of
+a neighbour's face) person purity 100.00 %, 1.12 persons per student.
 """
 
 from __future__ import annotations
