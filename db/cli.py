@@ -1,10 +1,10 @@
 """``python -m db``: the label store's command line, for batch work and scripts.
 
-Commands: ``upgrade``, ``ingest``, ``import-labels``, ``stats``, ``export``, ``backup``, ``delete-media``,
-``delete-track``, ``studies``. All take the database from ``DATABASE_URL`` (default: SQLite in the data folder,
-``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names, from the
-weights folder (``AFFECTLAB_WEIGHTS_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr naming the
-file or object and the reason), 2 on a usage error or missing weights.
+Commands: ``upgrade``, ``ingest``, ``import-labels``, ``import-segments``, ``stats``, ``export``, ``backup``,
+``delete-media``, ``delete-track``, ``studies``. All take the database from ``DATABASE_URL`` (default: SQLite in the
+data folder, ``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names,
+from the weights folder (``AFFECTLAB_WEIGHTS_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr
+naming the file or object and the reason), 2 on a usage error or missing weights.
 """
 
 from __future__ import annotations
@@ -104,6 +104,26 @@ an unknown class, nan/inf or any non-decimal number, a value out of range, a not
 """
 
 
+SEGMENTS_HELP = """\
+Adds lecture segments from a CSV file (UTF-8, header on line 1): media,name,start_s,end_s
+
+media     the recording: its media id, its file name as uploaded, or its sha256
+name      the segment's name (unique within the recording)
+start_s   start in seconds from the recording's start (decimal number, 0 or more)
+end_s     end in seconds (after start_s, not after the recording's end)
+
+Segments of one recording must not overlap each other or one already stored. The whole file is
+refused, naming every bad line and writing nothing, for an unknown or missing column, unknown
+media, a bad number, times out of range and overlaps.
+"""
+
+
+def _cmd_import_segments(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _store(settings).import_segments(args.study, Path(args.file), created_by=args.created_by)
+    print(f"{args.file}: {len(rows)} segments added to {len({r.media_id for r in rows})} recordings")
+    return 0
+
+
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from db.quality import format_stats
 
@@ -201,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--annotator", required=True, help="whose votes these are")
     q.set_defaults(fn=_cmd_import)
 
+    q = sub.add_parser(
+        "import-segments",
+        help="add lecture segments (media,name,start_s,end_s) from a CSV file, all or nothing",
+        description=SEGMENTS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    q.add_argument("file", metavar="FILE.csv")
+    q.add_argument("--study", required=True)
+    q.add_argument("--created-by", default=None)
+    q.set_defaults(fn=_cmd_import_segments)
+
     q = sub.add_parser("stats", help="counts and agreement of a study")
     q.add_argument("--study", required=True)
     q.add_argument("--model", default=None, help="follow this model's predictions (default: the most used)")
@@ -210,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("export", help="export a study for training")
     q.add_argument("--study", required=True)
     q.add_argument("--format", required=True, choices=FORMATS)
-    q.add_argument("--out", required=True, help="file (csv, parquet, imagefolder zip, features npz) or folder (hf)")
+    q.add_argument("--out", required=True, help="file (csv, parquet, imagefolder zip, features npz) or folder (hf); "
+                   "class-* tables: .csv, or .parquet")
     q.add_argument("--model", default=None)
     q.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test assignment")
     q.set_defaults(fn=_cmd_export)

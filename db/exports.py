@@ -51,6 +51,9 @@ from db.schema import Face
 from models.registry import REGISTRY
 
 FORMATS = ("csv", "parquet", "imagefolder", "features", "hf")
+CLASS_FORMATS = ("class-minutes", "class-segments", "class-overall")
+"""Online-class tables (:mod:`db.classroom`): CSV, or Parquet when the file name ends in ``.parquet``; no images."""
+FORMATS = (*FORMATS, *CLASS_FORMATS)
 SPLITS = ("train", "validation", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 DEFAULT_INPUT_SIZE = 224
@@ -472,6 +475,8 @@ def export(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
+    if fmt in CLASS_FORMATS:
+        return export_class_table(session, study, rows, stats, fmt, out)
     splits = assign_splits(rows, seed)
     notes: list[str] = []
     crops_available = stats.counts["crops"] > 0
@@ -629,3 +634,25 @@ def _write_images(
 def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: list[str]) -> None:
     if len(exported) < len(labelled):
         notes.append(f"{len(labelled) - len(exported)} labelled faces without a stored crop left out")
+
+
+# ---------------------------------------------------------------------------------------------------- class tables
+
+
+def export_class_table(session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: str,
+                       out: Path) -> ExportReport:
+    """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image."""
+    from db import classroom
+
+    tables = classroom.class_tables(session, study, rows)
+    df = classroom.dataframe(tables, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".parquet":
+        df.to_parquet(out, index=False)
+    else:
+        df.to_csv(out, index=False)
+    out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
+    notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
+    return ExportReport(path=str(out), format=fmt, n_faces=len(rows), n_human=sum(r.label_source == "human"
+                        for r in rows), n_model_only=sum(r.label_source == "model" for r in rows),
+                        predictions_only=stats.predictions_only, crops_available=False, splits={}, notes=tuple(notes))

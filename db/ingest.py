@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.errors import AnalysisFormatError, FeatureModelMissingError
 from db.media_files import base_name
+from db.persons import store_persons
 from db.rows import IngestReport
 from db.schema import EngagementWindow, Face, Media, Prediction, Study, Track
 from models.errors import AffectLabError
@@ -98,6 +99,7 @@ class TrackIn:
     score: float | None = None
     label: str | None = None
     windows: list[tuple[float, float, float]] = field(default_factory=list)
+    person: int | None = None
 
 
 @dataclass
@@ -395,6 +397,8 @@ def _store_media(
         have.add(key)
         counts.predictions_new += 1
     session.flush()
+    if track_in:
+        store_persons(session, media.id, {n: t.person for n, t in track_in.items()})
     return media
 
 
@@ -419,6 +423,7 @@ def _track_in(obj: Any) -> TrackIn:
         score=_opt_float(eng.get("score")),
         label=eng.get("label"),
         windows=windows,
+        person=None if d.get("person") is None else int(d["person"]),
     )
 
 

@@ -51,11 +51,14 @@ class StudySettings:
         independent: Annotators see neither other annotators' labels nor the consensus.
         hide_model: In an independent study, annotators do not see the model's prediction either.
         double_share: Share of faces (0 to 1) that need a second annotator's vote, for agreement.
+        blur_faces: Privacy for minors: the app blurs every face it shows to anyone but the study's owners
+            (an annotator still sees the face being labelled).
     """
 
     independent: bool = False
     hide_model: bool = False
     double_share: float = 0.0
+    blur_faces: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def study_settings(session: Session, study: str) -> StudySettings:
     if st is None:
         return StudySettings()
     return StudySettings(independent=bool(st.independent), hide_model=bool(st.hide_model),
-                         double_share=float(st.double_share or 0.0))
+                         double_share=float(st.double_share or 0.0), blur_faces=bool(st.blur_faces))
 
 
 def set_study_settings(session: Session, study: str, settings: StudySettings) -> StudySettings:
@@ -144,6 +147,7 @@ def set_study_settings(session: Session, study: str, settings: StudySettings) ->
     st.independent = settings.independent
     st.hide_model = settings.hide_model and settings.independent
     st.double_share = float(settings.double_share)
+    st.blur_faces = bool(settings.blur_faces)
     session.flush()
     return study_settings(session, study)
 

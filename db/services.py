@@ -758,3 +758,87 @@ class LabelStore:
         if status != "ok":
             return str(status)
         return "ok" if not fk else f"{len(fk)} foreign key violations"
+
+    # ------------------------------------------------------------------------------------------------ classes
+
+    def persons(self, media_id: int) -> list[Any]:
+        """The current persons of a recording (:class:`db.persons.PersonRow`), corrections applied."""
+        from db import persons
+
+        return self.transaction(lambda s: persons.current_persons(s, media_id), write=False)
+
+    def person_history(self, media_id: int) -> list[Any]:
+        """Every rename, merge and split of a recording's persons, oldest first."""
+        from db import persons
+
+        return self.transaction(lambda s: persons.history(s, media_id), write=False)
+
+    def rename_person(self, person_id: int, participant: str | None, annotator: str, note: str | None = None) -> int:
+        """Gives a person a participant id (appended to the history); returns the correction's id.
+
+        Raises:
+            PersonChangeError: Another person of the recording has that id already (merge them instead).
+        """
+        from db import persons
+
+        return self.transaction(lambda s: persons.rename(s, person_id, participant, annotator, note).id)
+
+    def merge_persons(self, person_id: int, other_person_id: int, annotator: str, note: str | None = None) -> int:
+        """Moves every track of ``other_person_id`` into ``person_id`` (appended to the history).
+
+        Raises:
+            PersonChangeError: The two were seen at the same moment (two faces of one frame), or cannot be merged.
+        """
+        from db import persons
+
+        return self.transaction(lambda s: persons.merge(s, person_id, other_person_id, annotator, note).id)
+
+    def split_track(self, track_id: int, annotator: str, note: str | None = None) -> int:
+        """Moves one track out of its person into a new person (appended to the history).
+
+        Raises:
+            PersonChangeError: The track is its person's only one.
+        """
+        from db import persons
+
+        return self.transaction(lambda s: persons.split(s, track_id, annotator, note).id)
+
+    def segments(self, study: str, media_id: int | None = None) -> list[Any]:
+        """The lecture segments of a study's recordings (or of one), by recording and start."""
+        from db import segments
+
+        def work(s: Session) -> list[Any]:
+            ids = [m.id for m in repo.list_media(s, repo.get_study(s, study))]
+            return segments.list_segments(s, [media_id] if media_id is not None and media_id in ids else
+                                          ([] if media_id is not None else ids))
+
+        return self.transaction(work, write=False)
+
+    def import_segments(self, study: str, path: Path, created_by: str | None = None) -> list[Any]:
+        """Adds the lecture segments of a CSV file, all or none (see :mod:`db.segments`).
+
+        Raises:
+            SegmentsError: Naming every refused line; nothing was written.
+        """
+        from db import segments
+
+        return self.transaction(lambda s: segments.import_segments(s, study, Path(path), created_by))
+
+    def add_segment(self, media_id: int, name: str, start_s: float, end_s: float,
+                    created_by: str | None = None) -> Any:
+        """Adds one lecture segment (same checks as the import)."""
+        from db import segments
+
+        return self.transaction(lambda s: segments.add_segment(s, media_id, name, start_s, end_s, created_by))
+
+    def delete_segment(self, segment_id: int) -> None:
+        """Removes a lecture segment."""
+        from db import segments
+
+        self.transaction(lambda s: segments.delete_segment(s, segment_id))
+
+    def class_tables(self, study: str) -> Any:
+        """The online-class tables of a study (:class:`db.classroom.ClassTables`), persons corrected."""
+        from db import classroom
+
+        return self.transaction(lambda s: classroom.class_tables(s, study), write=False)

@@ -58,14 +58,15 @@ class AnalysisSession:
     @classmethod
     def open(cls, model: str, weights_dir: str | Path | None = None, *, device: str = "cpu",
              backend: Backend = "torch", precision: Precision = "fp32",
-             detect_max_side: int | None = None, detect_every: int = 1) -> AnalysisSession:
+             detect_max_side: int | None = None, detect_every: int = 1,
+             min_face_size: int = 40) -> AnalysisSession:
         """Loads the emotion model (weights must be present) and the detector.
 
         Raises:
             WeightsMissingError: The model's weights are not in the weights folder.
         """
         recognizer = EmotionRecognizer.load(model, weights_dir, device=device, backend=backend, precision=precision)
-        detector = FaceDetector(DetectorConfig(max_side=detect_max_side), device=device)
+        detector = FaceDetector(DetectorConfig(max_side=detect_max_side, min_face_size=min_face_size), device=device)
         engagement = EngagementModel.load(weights_dir, device=device)
         return cls(detector=detector, recognizer=recognizer, engagement=engagement,
                    video=VideoConfig(detect_every=detect_every))

@@ -122,6 +122,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     session = analysis.AnalysisSession.open(
         model=args.model, weights_dir=args.weights_dir, device=args.device, backend=args.backend,
         precision=args.precision, detect_max_side=args.detect_max_side, detect_every=args.detect_every,
+        min_face_size=args.min_face_size,
     )
     doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err)
     if args.json:
@@ -172,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
     p.add_argument("--detect-max-side", type=int, default=None,
                    help="downscale frames whose longer side exceeds this for detection only")
+    p.add_argument("--min-face-size", type=int, default=40,
+                   help="smallest face side in pixels looked for (gallery views of 5x5 tiles at 720p: 24; keep "
+                        "--detect-max-side unset there, downscaling loses small faces)")
     p.add_argument("--detect-every", type=int, default=1,
                    help="videos: detect on every k-th sampled frame and follow the tracks between")
     p.set_defaults(func=cmd_analyze)

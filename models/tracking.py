@@ -34,6 +34,8 @@ class TrackerConfig:
         iou_weight: Weight of the IoU in the matching score; ``1 - iou_weight`` goes to appearance.
         momentum: Running-mean factor of a track's appearance (weight of the old value).
         max_velocity_gap_s: Velocity is only extrapolated over gaps up to this many seconds.
+        min_continuity: If set, a face whose feature similarity to the track is below this never continues it,
+            however well the boxes overlap (a gallery view that re-flows puts another student in the same tile).
     """
 
     max_gap_s: float = 2.0
@@ -42,6 +44,7 @@ class TrackerConfig:
     iou_weight: float = 0.5
     momentum: float = 0.7
     max_velocity_gap_s: float = 1.0
+    min_continuity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,8 @@ class Tracker:
                     if feats is not None and t.appearance is not None:
                         sim = float(np.dot(_normalise(feats[i]), t.appearance))
                     if ov < c.min_iou and (sim is None or sim < c.min_similarity):
+                        continue
+                    if c.min_continuity is not None and sim is not None and sim < c.min_continuity:
                         continue
                     score = ov if sim is None else c.iou_weight * ov + (1 - c.iou_weight) * sim
                     cost[i, j] = 1.0 - score + 0.1 * gap

@@ -39,6 +39,7 @@ from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
 from models.errors import BadInputError
 from models.faces import FaceDetector, crop_face
+from models.persons import PersonConfig, link_tracks, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
@@ -113,6 +114,7 @@ class VideoConfig:
         tracker: Tracking settings.
         adaptive: Adaptive frame rate settings, or None for full sampling.
         keep_crops: Keep each face's crop in its result.
+        persons: How tracks are joined into persons (models/persons.py), or None for one person per track.
     """
 
     detect_every: int = 1
@@ -122,6 +124,7 @@ class VideoConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     adaptive: AdaptiveConfig | None = None
     keep_crops: bool = False
+    persons: PersonConfig | None = field(default_factory=PersonConfig)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +147,7 @@ class VideoAnalysis:
         rotation: Display rotation applied, degrees counter-clockwise.
         warnings: Problems that did not stop the analysis (damaged or truncated data).
         engagement_status: ``ok``, or why there is no engagement.
+        persons: Track id to person number: the tracks of one student joined across the recording.
     """
 
     file: str
@@ -161,6 +165,11 @@ class VideoAnalysis:
     rotation: int
     warnings: list[str]
     engagement_status: str
+    persons: dict[int, int] = field(default_factory=dict)
+
+    def person(self, track: int | None) -> int | None:
+        """The person number of a track (the track number itself when tracks were not joined)."""
+        return None if track is None else self.persons.get(track, track)
 
     def engagement(self, track: int) -> EngagementResult | None:
         """The engagement of a track, or None."""
@@ -688,12 +697,14 @@ def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, re
             eng[tid] = engagement.score_sequence(np.stack([r.prediction.features for r in rs]),
                                                  [float(r.time_s or 0.0) for r in rs])
     summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, eng)
+    persons = ({t.track: t.track for t in tracks} if config.persons is None
+               else link_tracks(profiles(tracks, analyzer.results), config.persons))
     return VideoAnalysis(
         file=name, faces=analyzer.results, tracks=tracks, summary=summary, frames_sampled=reader.frames_sampled,
         frames_analyzed=analyzer.frames_analyzed, frames_decoded=reader.frames_decoded,
         duration=reader.duration if reader.duration else reader.last_time, fps=reader.avg_fps,
         sample_fps=reader.fps, width=reader.width, height=reader.height, rotation=reader.rotation,
-        warnings=list(reader.warnings), engagement_status=status,
+        warnings=list(reader.warnings), engagement_status=status, persons=persons,
     )
 
 
@@ -701,11 +712,13 @@ def video_json(analysis: VideoAnalysis) -> dict[str, object]:
     """The parts of the ``analyze --json`` document for one video.
 
     Returns:
-        ``{"file": files-item, "faces": [FaceResult.to_json()...], "tracks": [...]}``. The ``files`` item has
+        ``{"file": files-item, "faces": [FaceResult.to_json() + person...], "tracks": [...]}``. The ``files`` item has
         ``file, kind="video", width, height, n_faces, error=None`` plus ``duration_s, fps, sample_fps,
         frames_decoded, frames_sampled, frames_analyzed, rotation, warnings, engagement_status, summary``. Each
         track: ``{track, n_faces, start_s, end_s, face_share, dominant, mean_probs, valence, arousal, engagement:
-        {score, label, windows: [{start_s, end_s, p_engaged}]} | None}``.
+        {score, label, windows: [{start_s, end_s, p_engaged}]} | None, person}``. ``person`` numbers the student
+        a track or face belongs to across the recording (tracks joined by models/persons.py); the file item's
+        ``n_persons`` counts them.
     """
     a = analysis
     file_entry = {
@@ -714,7 +727,7 @@ def video_json(analysis: VideoAnalysis) -> dict[str, object]:
         "fps": None if a.fps is None else round(a.fps, 4), "sample_fps": a.sample_fps,
         "frames_decoded": a.frames_decoded, "frames_sampled": a.frames_sampled, "frames_analyzed": a.frames_analyzed,
         "rotation": a.rotation, "warnings": list(a.warnings), "engagement_status": a.engagement_status,
-        "summary": a.summary.to_json(),
+        "summary": a.summary.to_json(), "n_persons": len({a.person(t.track) for t in a.tracks}),
     }
-    return {"file": file_entry, "faces": [f.to_json() for f in a.faces],
-            "tracks": [t.to_json() for t in a.summary.tracks]}
+    return {"file": file_entry, "faces": [{**f.to_json(), "person": a.person(f.track)} for f in a.faces],
+            "tracks": [{**t.to_json(), "person": a.person(t.track)} for t in a.summary.tracks]}

@@ -146,6 +146,7 @@ def main() -> None:
         st.Page(views / "review.py", title="Review", icon=":material/rate_review:", url_path="review"),
         st.Page(views / "library.py", title="Library", icon=":material/video_library:", url_path="library"),
         st.Page(views / "dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
+        st.Page(views / "classroom.py", title="Classroom", icon=":material/school:", url_path="classroom"),
         st.Page(views / "model_weights.py", title="Models", icon=":material/memory:", url_path="models"),
     ]
     st.navigation(pages).run()

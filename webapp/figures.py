@@ -171,3 +171,36 @@ def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], ti
     fig.update_layout(title=title, xaxis_title="model class", yaxis_title="human class (majority)", height=420,
                       yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
     return fig
+
+
+def class_timeline(minutes: Sequence[Mapping[str, object]], segments: Sequence[tuple[str, float, float]],
+                   title: str, students: Sequence[str] = (), value: str = "engagement_p") -> go.Figure:
+    """A class over time: the class mean of ``value`` per minute, segments shaded, one line per chosen student.
+
+    Args:
+        minutes: Rows of the ``class-minutes`` table of one recording.
+        segments: ``(name, start_s, end_s)`` of its lecture segments.
+        title: Figure title.
+        students: ``person`` keys drawn as their own lines.
+        value: The column drawn (``engagement_p``, ``visible_share``, ``valence``, ``arousal``).
+    """
+    fig = go.Figure()
+    for k, (name, a, b) in enumerate(segments):
+        fig.add_vrect(x0=a / 60, x1=b / 60, fillcolor=PALETTE[k % len(PALETTE)], opacity=0.12, line_width=0,
+                      annotation_text=name, annotation_position="top left")
+    by_minute: dict[int, list[float]] = {}
+    for r in minutes:
+        v = r.get(value)
+        if v is not None and v == v:
+            by_minute.setdefault(int(r["minute"]), []).append(float(v))  # type: ignore[arg-type]
+    xs = sorted(by_minute)
+    fig.add_trace(go.Scatter(x=[m + 0.5 for m in xs], y=[float(np.mean(by_minute[m])) for m in xs],
+                             mode="lines+markers", name="class mean", line={"width": 4, "color": "#333333"}))
+    for k, who in enumerate(students):
+        rows = sorted((r for r in minutes if r["person"] == who), key=lambda r: r["minute"])  # type: ignore[arg-type]
+        fig.add_trace(go.Scatter(x=[int(r["minute"]) + 0.5 for r in rows],  # type: ignore[call-overload]
+                                 y=[r.get(value) for r in rows], mode="lines", name=str(who),
+                                 line={"color": PALETTE[k % len(PALETTE)]}))
+    fig.update_layout(title=title, xaxis_title="minute of the recording", yaxis_title=value.replace("_", " "),
+                      height=380, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    return fig

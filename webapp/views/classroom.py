@@ -1,0 +1,104 @@
+"""Classroom: lecture segments, students with renames, merges and splits, class tables and the figure over time.
+
+Every change to the persons is recorded with who and when; tables and figure follow the corrected persons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+import streamlit as st
+
+from models.errors import AffectLabError
+from webapp import services
+from webapp.ui import code_span, context, flash, show_flash
+
+
+def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
+    try:
+        action(*args)
+        if done:
+            flash("success", done)
+    except AffectLabError as exc:
+        st.error(str(exc))
+
+
+def render() -> None:
+    """The Classroom page."""
+    ctx = context()
+    st.title("Classroom")
+    show_flash()
+    videos = services.class_videos(ctx.store, ctx.study)
+    if not videos:
+        st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
+        return
+    names = {m.id: f"{m.filename} (#{m.id}, {m.duration_s or 0:.0f} s)" for m in videos}
+    media_id = st.selectbox("Recording", list(names), format_func=names.get, key="classroom_media")
+    persons = services.class_persons(ctx.store, media_id)
+    segments = services.lecture_segments(ctx.store, ctx.study, media_id)
+
+    st.subheader("Lecture segments")
+    if segments:
+        st.dataframe(pd.DataFrame([{"id": s.id, "name": s.name, "start_s": s.start_s, "end_s": s.end_s}
+                                   for s in segments]), hide_index=True)
+    with st.form("classroom_add_segment", clear_on_submit=True):
+        c1, c2, c3 = st.columns(3)
+        name = c1.text_input("Name")
+        start = c2.number_input("Start (s)", min_value=0.0, step=1.0)
+        end = c3.number_input("End (s)", min_value=0.0, step=1.0)
+        if st.form_submit_button("Add segment"):
+            _run(services.add_segment, ctx.store, ctx.who, media_id, name, start, end, done=f"segment {name!r} added")
+    upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key="classroom_csv")
+    if upload is not None and st.button("Import segments"):
+        _run(services.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
+
+    st.subheader("Students")
+    st.dataframe(pd.DataFrame([{"person": p.label, "tracks": ", ".join(map(str, p.track_indexes)),
+                                "faces": p.n_faces, "from_s": p.start_s, "to_s": p.end_s} for p in persons]),
+                 hide_index=True)
+    by_label = {p.label: p for p in persons}
+    if ctx.annotator:
+        c1, c2 = st.columns(2)
+        with c1.form("classroom_rename"):
+            who = st.selectbox("Person", list(by_label))
+            pid = st.text_input("Participant id")
+            if st.form_submit_button("Rename") and who:
+                _run(services.rename_person, ctx.store, ctx.annotator, by_label[who].person_id, pid, done="renamed")
+        with c2.form("classroom_merge"):
+            keep = st.selectbox("Keep", list(by_label))
+            into = st.selectbox("Merge into it", list(by_label), index=min(1, len(by_label) - 1))
+            if st.form_submit_button("Merge") and keep and into:
+                _run(services.merge_persons, ctx.store, ctx.annotator, by_label[keep].person_id,
+                     by_label[into].person_id, done=f"{into} merged into {keep}")
+        tracks = {f"{p.label}: track {i}": t for p in persons for t, i in zip(p.track_ids, p.track_indexes,
+                                                                               strict=True) if len(p.track_ids) > 1}
+        if tracks:
+            with st.form("classroom_split"):
+                piece = st.selectbox("Track holding another student", list(tracks))
+                if st.form_submit_button("Split off"):
+                    _run(services.split_track, ctx.store, ctx.annotator, tracks[piece], done="track split off")
+    else:
+        st.caption("Type your name in the sidebar to rename, merge or split persons.")
+    with st.expander("History of changes"):
+        st.dataframe(pd.DataFrame([{"when": h.created_at, "who": h.annotator, "what": h.kind,
+                                    "participant": h.participant, "track": h.track_id}
+                                   for h in services.person_history(ctx.store, media_id)]), hide_index=True)
+
+    st.subheader("Class over time")
+    tables = services.class_tables(ctx.store, ctx.study)
+    value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])
+    students = st.multiselect("One line per student", sorted({r["person"] for r in tables.minutes
+                                                              if r["media_id"] == media_id}))
+    st.plotly_chart(services.class_figure(tables, segments, media_id, students, value), key="class_figure")
+    for table, what in services.CLASS_TABLES.items():
+        st.markdown(f"**{what.capitalize()}** ({code_span(table)})")
+        st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)
+        if ctx.owner:
+            data, card = services.class_table_bytes(ctx.store, ctx.study, table)
+            st.download_button(f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"dl_{table}")
+            with st.expander(f"What the columns of {table} mean"):
+                st.markdown(card)
+
+
+render()
