@@ -71,7 +71,7 @@ def test_cli_round_trip(env, tmp_path, capsys):
     media_id = store.media("pilot")[0].id
     store.close()
     assert main(["delete-media", str(media_id)]) == 0
-    assert "2 faces, 1 face annotations" in capsys.readouterr().out
+    assert "2 faces, 1 face annotation," in capsys.readouterr().out
     assert main(["delete-media", str(media_id)]) == 1
     assert "no media with id" in capsys.readouterr().err
 

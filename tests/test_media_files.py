@@ -130,7 +130,7 @@ def test_cli_delete_media_removes_the_file(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "db", "delete-media", str(rep.media_ids[0])], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "1 kept files" in proc.stdout
+    assert "1 kept file" in proc.stdout
     assert not path.exists()
 
 
