@@ -95,8 +95,7 @@ def test_bad_file_among_good_ones_exit_1(setup, tmp_path: Path, single_face_jpg:
     store = LabelStore(url)
     try:
         stored = {m.filename: m.n_faces for m in store.media("s")}
-        assert stored == {str(folder / "single.jpg"): 1, str(folder / "sub" / "astronaut.png"): 1,
-                          str(landscape_jpg): 0}
+        assert stored == {"single.jpg": 1, "astronaut.png": 1, landscape_jpg.name: 0}, "base names, never paths"
         assert all(store.face_features(f.face_id) is not None for f in store.faces("s"))
     finally:
         store.close()

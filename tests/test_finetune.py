@@ -85,18 +85,13 @@ def test_too_few_corrections_refuse_and_say_how_many(n_faces: int, n_groups: int
 # ------------------------------------------------------------------ through the label store, the CLI and a version
 
 
-@pytest.fixture()
-def study_db(tmp_path: Path, random_weights_dir: Path):
-    """A SQLite store whose study has 48 faces with features of the random enet_b0_8_best_vgaf, half corrected."""
-    from db.services import LabelStore
+def clustered_study(store, weights_dir: Path, study: str = "s") -> None:
+    """48 faces with features of the random enet_b0_8_best_vgaf in ``study``, all corrected by "ann"."""
     from models.recognizer import EmotionRecognizer
     from models.types import Face, FaceResult
     from tests.pg import png_bytes
 
-    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    store = LabelStore(url, data_dir=tmp_path)
-    store.upgrade()
-    rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir)
+    rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", weights_dir)
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((2, 1280)).astype(np.float32)
     for m in range(8):  # 8 media items, 6 faces each: 3 of "cluster 0", 3 of "cluster 1"
@@ -108,11 +103,22 @@ def study_db(tmp_path: Path, random_weights_dir: Path):
             results.append(FaceResult(file=f"m{m}.png", index=i, face=Face(box=(10.0 * i, 0, 10.0 * i + 9, 9),
                                       det_score=0.99), prediction=pred,
                                       crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)))
-        (media_id,) = store.ingest_results("s", png_bytes(m), f"m{m}.png", results).media_ids
+        (media_id,) = store.ingest_results(study, png_bytes(m), f"m{m}.png", results).media_ids
         # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither). Faces are
         # stored in detector order: face i is of cluster i % 2.
-        for i, face in enumerate(sorted(store.faces("s", media_id=media_id), key=lambda f: f.face_id)):
+        for i, face in enumerate(sorted(store.faces(study, media_id=media_id), key=lambda f: f.face_id)):
             store.correct_face(face.face_id, "ann", label="Happiness" if i % 2 == 0 else "Sadness")
+
+
+@pytest.fixture()
+def study_db(tmp_path: Path, random_weights_dir: Path):
+    """A SQLite store whose study has 48 faces with features of the random enet_b0_8_best_vgaf, all corrected."""
+    from db.services import LabelStore
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    store = LabelStore(url, data_dir=tmp_path)
+    store.upgrade()
+    clustered_study(store, random_weights_dir)
     yield url, store
     store.close()
 

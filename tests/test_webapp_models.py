@@ -94,3 +94,22 @@ def test_versions_are_listed_selectable_and_removable(weights: Path) -> None:
     next(b for b in at.button if b.label == "Remove this version").click().run()
     no_exception(at)
     assert not v.path.exists()
+
+
+def test_a_new_fine_tuned_version_is_listed_without_leaving_the_page(weights: Path, tmp_path: Path) -> None:
+    from tests.apphelpers import store_for
+    from tests.test_finetune import clustered_study
+
+    store = store_for(tmp_path / "data")
+    store.upgrade()
+    clustered_study(store, weights, study="default")
+    store.close()
+    at = page(new_app(), "model_weights")
+    assert not any(df.value is not None and "version" in df.value for df in at.dataframe[1:])
+    next(b for b in at.button if b.label == "Fine-tune").click().run()
+    no_exception(at)
+    saved = next(s.value for s in at.success if s.value.startswith("Saved as "))
+    name = saved.split("Saved as ", 1)[1].split(":", 1)[0]
+    # the same run lists it and offers it as the active model: no reload, no second click
+    assert name in list(at.dataframe[1].value["version"])
+    assert name in at.selectbox(key="w_active_model").options

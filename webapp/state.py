@@ -34,6 +34,7 @@ class UIState:
         review_mode: ``queue`` (faces waiting for this annotator) or ``mine`` (the faces one labelled, to edit).
         review_face: The face under review (None: the queue's first).
         review_media: Review only this media item's faces (None: all).
+        review_track: Review only this track's faces (None: all; a track of ``review_media``).
         review_model_label: Review only faces the model put in this class.
         review_human_label: Review only faces whose human class is this one.
         review_labelled: ``yes``/``no``: only faces with / without a human class ("" for both).
@@ -53,6 +54,7 @@ class UIState:
     review_mode: str = "queue"
     review_face: int | None = None
     review_media: int | None = None
+    review_track: int | None = None
     review_model_label: str = ""
     review_human_label: str = ""
     review_labelled: str = ""
@@ -68,6 +70,7 @@ URL_FIELDS: dict[str, str] = {
     "review_by": "queue",
     "review_mode": "mode",
     "review_media": "media",
+    "review_track": "track",
     "review_model_label": "model_class",
     "review_human_label": "human_class",
     "review_labelled": "labelled",
@@ -78,7 +81,7 @@ URL_FIELDS: dict[str, str] = {
 }
 """State field -> URL query parameter, for what survives a reload."""
 
-_INT_FIELDS = ("review_media", "review_face", "library_media")
+_INT_FIELDS = ("review_media", "review_track", "review_face", "library_media")
 _CHOICES = {"review_by": ("uncertainty", "disagreement", "valence"), "review_mode": ("queue", "mine"),
             "review_labelled": ("", "yes", "no")}
 
@@ -132,6 +135,7 @@ class Keys:
     REVIEW_BY = "w_review_by"
     REVIEW_MODE = "w_review_mode"
     REVIEW_MEDIA = "w_review_media"
+    REVIEW_TRACK = "w_review_track"
     REVIEW_MODEL_LABEL = "w_review_model_label"
     REVIEW_HUMAN_LABEL = "w_review_human_label"
     REVIEW_LABELLED = "w_review_labelled"

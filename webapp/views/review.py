@@ -137,8 +137,8 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
     media = services.study_media(ctx.store, ctx.study)
     names = {m.id: m.filename for m in media}
     may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
-    active = any((state.review_media, state.review_model_label, state.review_human_label, state.review_labelled,
-                  state.review_labelled_by))  # fmt: skip
+    active = any((state.review_media, state.review_track, state.review_model_label, state.review_human_label,
+                  state.review_labelled, state.review_labelled_by))
     classes = ["", *services.class_names()]
     with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
         c1, c2, c3, c4 = st.columns(4)
@@ -146,6 +146,15 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
         state.review_media = c1.selectbox(
             "File", ids, index=ids.index(state.review_media) if state.review_media in ids else 0,
             format_func=lambda i: "all files" if i is None else names[i], key=Keys.REVIEW_MEDIA)  # fmt: skip
+        tracks = services.media_tracks(ctx.store, state.review_media) if state.review_media in names else []
+        if tracks:
+            tids = [None, *(t.id for t in tracks)]
+            index = {t.id: t.track_index for t in tracks}
+            state.review_track = c1.selectbox(
+                "Track", tids, index=tids.index(state.review_track) if state.review_track in tids else 0,
+                format_func=lambda t: "all tracks" if t is None else f"track {index[t]}", key=Keys.REVIEW_TRACK)
+        else:
+            state.review_track = None
         if not (rules.hide_model and rules.independent):
             state.review_model_label = c2.selectbox(
                 "Model's class", classes, index=classes.index(state.review_model_label)
@@ -165,6 +174,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
                                                      key=Keys.REVIEW_LABELLED_BY, max_chars=200).strip()  # fmt: skip
     return ReviewFilter(
         media_id=state.review_media,
+        track_id=state.review_track,
         model_label=state.review_model_label or None,
         human_label=(state.review_human_label or None) if may_see_votes else None,
         labelled={"yes": True, "no": False}.get(state.review_labelled) if may_see_votes else None,
