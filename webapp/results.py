@@ -35,7 +35,7 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
 def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
     for n, face in enumerate(faces, start=1):
         c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
-        crop = services.face_crop(ctx.store, face.face_id)
+        crop = services.face_crop(ctx.store, face.face_id, ctx.study)
         with c1:
             st.markdown(f"**Face {n}**")
             if crop is not None:
@@ -109,7 +109,7 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
     by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
     for f in faces:
         by_track[f.track_id].append(f)
-    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id)}
+    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id, ctx.study)}
     for track_id, rows in by_track.items():
         rows.sort(key=lambda r: r.time_s or 0.0)
         t = tracks.get(track_id) if track_id is not None else None

@@ -63,7 +63,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                     bar.progress(0.0, text=f"{done} received")
 
             try:
-                services.fetch_weights(name, ctx.weights_dir, report)
+                services.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
                 st.error(str(exc))
@@ -87,7 +87,8 @@ def _import(ctx: Context) -> None:
     if st.button("Import", disabled=up is None, icon=":material/upload_file:") and up is not None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
-                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust)
+                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust,
+                                                owner=ctx.owner)
             except HashMismatchError as exc:
                 st.error(f"{code_span(up.name)} is not the published {name}: its hash {exc.actual} differs from the "
                          f"registry's {exc.expected}. Nothing was stored.")  # fmt: skip
@@ -113,7 +114,7 @@ def _versions(ctx: Context) -> None:
     if ctx.owner:
         name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
         if st.button("Remove this version", icon=":material/delete:"):
-            services.remove_version(name, ctx.weights_dir)
+            services.remove_version(name, ctx.weights_dir, owner=ctx.owner)
             resources.forget_models()
             flash("success", f"Removed {name}. Predictions it made keep its name and hash.")
             st.rerun()
@@ -135,7 +136,8 @@ def _finetune(ctx: Context) -> None:
     with st.spinner("Cross-validating and training the new head..."):
         try:
             session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
-            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir)
+            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir,
+                                        owner=ctx.owner)
         except AffectLabError as exc:
             st.error(str(exc))
             return

@@ -181,7 +181,7 @@ def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, floa
 
 
 def _context_image(ctx: Context, face: FaceLabel) -> None:
-    crop = services.face_crop(ctx.store, face.face_id)
+    crop = services.face_crop(ctx.store, face.face_id, ctx.study)
     if crop is not None:
         st.image(crop, caption=f"face {face.face_id}", width=200)
     else:
@@ -230,7 +230,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
              for f in services.study_faces(ctx.store, ctx.study, face.media_id) if f.track_id == face.track_id]
     faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
     shown = _strip_faces(faces, face.face_id)
-    crops = services.face_crops(ctx.store, [f.face_id for f in shown])
+    crops = services.face_crops(ctx.store, [f.face_id for f in shown], ctx.study)
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
         st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
@@ -259,7 +259,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
 
 
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
-    face = services.visible_face(services.face_label(ctx.store, face_id), ctx.annotator, rules)
+    face = services.visible_face(services.face_label(ctx.store, face_id, ctx.study), ctx.annotator, rules)
     mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
@@ -353,13 +353,13 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         opened = state.review_face
         state.review_face = opened if opened is not None and _exists(ctx, opened) else ids[0]
     item = next((i for i in q.items if i.face_id == state.review_face), None)
-    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face).media_id
+    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face, ctx.study).media_id
     _item(ctx, state.review_face, rules, _counts(q, face_media), item.reason if item else None)
 
 
 def _exists(ctx: Context, face_id: int) -> bool:
     try:
-        services.face_label(ctx.store, face_id)
+        services.face_label(ctx.store, face_id, ctx.study)
     except AffectLabError:
         return False
     return True
