@@ -274,21 +274,22 @@ def load_access_config(
 
 
 class CodeThrottle:
-    """A growing wait per client after wrong codes: 1 s after the first, doubling up to ``cap_s``.
+    """A growing wait per client after wrong codes: ``free`` typos, then 1 s, doubling up to ``cap_s``.
 
     Clients are keyed by address (the guard's ``X-Forwarded-For``) or, without one, by session. A right code clears
     the client's count; a client is forgotten ``forget_s`` after its last failure.
     """
 
-    def __init__(self, base_s: float = 1.0, cap_s: float = 300.0, forget_s: float = 3600.0,
+    def __init__(self, base_s: float = 1.0, cap_s: float = 300.0, forget_s: float = 3600.0, free: int = 2,
                  max_clients: int = 20_000, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.free = free
         self.base_s, self.cap_s, self.forget_s, self._max, self._clock = base_s, cap_s, forget_s, max_clients, clock
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def delay(self, failures: int) -> float:
         """The wait after ``failures`` wrong codes in a row."""
-        return 0.0 if failures <= 0 else min(self.cap_s, self.base_s * 2 ** (failures - 1))
+        return 0.0 if failures <= self.free else min(self.cap_s, self.base_s * 2 ** (failures - self.free - 1))
 
     def wait_left(self, client: str) -> float:
         """Seconds ``client`` must still wait before its next try (0: it may try now)."""

@@ -29,8 +29,6 @@ from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: 
 
 NEW_STUDY = "+ New study..."
 log = logging.getLogger("affectlab.app")
-_TEST_GRANTS = guard.GrantStore()
-"""Grants of AppTest sessions (no server, no network): bound to the session, as nothing else exists there."""
 
 
 def _secrets() -> Mapping[str, Any]:
@@ -78,12 +76,9 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
 
 def _under_test() -> bool:
     """Whether this run is Streamlit's AppTest (no server, no network, no cookies)."""
-    from streamlit.runtime.state.common import TESTING_KEY
+    from streamlit import config
 
-    try:
-        return TESTING_KEY in st.session_state._state._new_session_state
-    except AttributeError:
-        return False
+    return bool(config.get_option("global.appTest"))
 
 
 def _browser() -> tuple[str | None, guard.GrantStore | None]:
@@ -100,7 +95,7 @@ def _browser() -> tuple[str | None, guard.GrantStore | None]:
         state = ui_state()
         if not state.client_key:
             state.client_key = secrets.token_urlsafe(16)
-        return f"test-session:{state.client_key}", _TEST_GRANTS
+        return f"test-session:{state.client_key}", guard.TEST_GRANTS
     return None, None
 
 

@@ -234,6 +234,8 @@ class GuardState:
 
 
 _state: GuardState | None = None
+TEST_GRANTS = GrantStore()
+"""Grants of AppTest sessions (no server, no network, no cookie): bound to the session, as nothing else exists."""
 
 
 def install(state: GuardState) -> GuardState:
