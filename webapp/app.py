@@ -63,7 +63,7 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
                 try:
                     st.login()
                 except Exception as exc:  # e.g. Authlib missing, or an incomplete [auth] section
-                    st.error(f"Sign-in failed: {exc}")
+                    st.error(f"Sign-in failed: {code_span(str(exc))}")
             st.stop()
         if not access.may_enter(who):
             st.title("AffectLab")

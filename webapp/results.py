@@ -27,9 +27,9 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
     try:
         services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
     except (AffectLabError, ValueError) as exc:
-        flash("error", f"Correction not stored: {exc}")
+        flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
-    flash("success", f"Stored: face {face_id} is {label} (by {ctx.annotator}). Undo on the Review page (U).")
+    flash("success", f"Stored: face {face_id} is {label} (by {code_span(ctx.annotator)}). Undo on the Review page (U).")
 
 
 def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
@@ -73,7 +73,7 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
                 st.image(figures.draw_boxes(services.load_media_image(path), boxes),
                          caption=f"{plural(len(faces), 'face')}, numbered largest first")  # fmt: skip
             except AffectLabError as exc:
-                st.error(f"Cannot show the image: {exc}")
+                st.error(f"Cannot show the image: {code_span(str(exc))}")
         else:
             st.caption("The image is not kept (features-only privacy mode).")
     with right:

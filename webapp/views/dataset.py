@@ -93,7 +93,7 @@ def _media(ctx: Context) -> None:
             try:
                 counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir, owner=ctx.owner)
             except AffectLabError as exc:
-                st.error(f"Not deleted: {exc}")
+                st.error(f"Not deleted: {code_span(str(exc))}")
                 return
             flash("success", f"Deleted media {mid}: {counts.get('faces', 0)} faces, "
                   f"{counts.get('face_annotations', 0)} face corrections.")  # fmt: skip

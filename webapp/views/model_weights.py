@@ -66,7 +66,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                 services.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
-                st.error(str(exc))
+                st.error(code_span(str(exc)))
                 return
             status.update(label=f"{name} fetched and verified", state="complete")
         resources.forget_models()
@@ -94,7 +94,7 @@ def _import(ctx: Context) -> None:
                          f"registry's {exc.expected}. Nothing was stored.")  # fmt: skip
                 return
             except AffectLabError as exc:
-                st.error(f"{code_span(up.name)}: {exc}")
+                st.error(f"{code_span(up.name)}: {code_span(str(exc))}")
                 return
         resources.forget_models()
         flash("success", f"Imported {name} into {path}.")
@@ -130,7 +130,8 @@ def _finetune(ctx: Context) -> None:
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
     st.caption("Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
                "and compares it with the original on held-out media items. Same as "
-               f"`python -m affectlab finetune --study {ctx.study} --target {target} --model {name}`.")  # fmt: skip
+               + code_span(f"python -m affectlab finetune --study '{ctx.study}' --target {target} --model {name}")
+               + ".")  # fmt: skip
     if not st.button("Fine-tune", type="primary", icon=":material/model_training:"):
         return
     with st.spinner("Cross-validating and training the new head..."):
@@ -139,7 +140,7 @@ def _finetune(ctx: Context) -> None:
             outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir,
                                         owner=ctx.owner)
         except AffectLabError as exc:
-            st.error(str(exc))
+            st.error(code_span(str(exc)))
             return
     report = outcome.report
     for note in outcome.notes:

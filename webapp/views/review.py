@@ -62,7 +62,7 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         target = {"track_id": track_id} if whole_track else {"face_id": face_id}
         services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
     except (AffectLabError, ValueError) as exc:
-        flash("error", f"Correction not stored: {exc}")
+        flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     state = ui_state()
     if state.review_mode == "queue":
@@ -79,10 +79,10 @@ def _undo(ctx: Context) -> None:
     try:
         row = services.undo_last(ctx.store, ctx.study, ctx.annotator)
     except AffectLabError as exc:
-        flash("warning", f"Undo not possible: {exc}")
+        flash("warning", f"Undo not possible: {code_span(str(exc))}")
         return
     if row is None:
-        flash("info", f"{ctx.annotator} has no correction to undo in this study.")
+        flash("info", f"{code_span(ctx.annotator)} has no correction to undo in this study.")
         return
     if row.face_id is not None:
         _open(row.face_id)
@@ -94,7 +94,7 @@ def _skip(ctx: Context, face_id: int) -> None:
     try:
         services.skip(ctx.store, ctx.annotator, face_id)
     except (AffectLabError, ValueError) as exc:
-        flash("warning", f"Not skipped: {exc}")
+        flash("warning", f"Not skipped: {code_span(str(exc))}")
         return
     ui_state().review_face = None
     flash("info", f"Skipped face {face_id}: it stays out of your queue, also after a reload.")
@@ -129,7 +129,7 @@ def _study_rules(ctx: Context) -> StudySettings:
             try:
                 rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
             except AffectLabError as exc:
-                st.error(str(exc))
+                st.error(code_span(str(exc)))
     return rules
 
 
@@ -200,7 +200,7 @@ def _context_image(ctx: Context, face: FaceLabel) -> None:
             with st.expander("Whole image"):
                 st.image(figures.draw_boxes(services.load_media_image(path), [figures.BoxLabel(face.box, 1)]))
     except AffectLabError as exc:
-        st.caption(f"The frame cannot be shown: {exc}")
+        st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
 
 
 def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
