@@ -203,3 +203,60 @@ def test_wrong_codes_wait_longer_and_are_logged(server: Server) -> None:
     log = server.log_text()
     assert "wrong access code from client 127.0.0.1 (failure 4 in a row; next try in 2 s)" in log
     assert "guess-123" not in log
+
+
+# ------------------------------------------------------------------------------------------------- the pieces
+
+
+def test_cookie_is_signed_and_expires() -> None:
+    from webapp.guard import CookieSigner, cookie_from_header, cookie_header
+
+    now = [1_000_000.0]
+    signer = CookieSigner(b"s" * 32, max_age_s=100, clock=lambda: now[0])
+    value = signer.issue()
+    bid = signer.verify(value)
+    assert bid and signer.verify(value) == bid
+    payload, _, sig = value.rpartition(".")
+    forged = f"{'x' * len(bid)}.{payload.split('.')[1]}.{sig}"
+    assert signer.verify(forged) is None and signer.verify(value + "x") is None and signer.verify("") is None
+    assert CookieSigner(b"t" * 32, clock=lambda: now[0]).verify(value) is None, "another secret"
+    now[0] += 101
+    assert signer.verify(value) is None, "expired"
+    with pytest.raises(ValueError, match="AFFECTLAB_COOKIE_SECRET"):
+        CookieSigner(b"short")
+    lax = cookie_header("v", cross_site=False)
+    assert "HttpOnly" in lax and "SameSite=Lax" in lax and "Secure" not in lax
+    iframe = cookie_header("v", cross_site=True)
+    assert "HttpOnly" in iframe and "SameSite=None; Secure; Partitioned" in iframe
+    assert cookie_from_header("a=1; affectlab_session=abc.1.sig; b=2") == "abc.1.sig"
+    assert cookie_from_header(None) is None and cookie_from_header("a=1") is None
+
+
+def test_client_address_and_rate_limits() -> None:
+    from webapp.guard import Rate, RateLimiter, client_address
+
+    scope = {"client": ("10.0.0.9", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6, 1.2.3.4")]}
+    assert client_address(scope, 0) == "10.0.0.9", "no front proxy: a client's own X-Forwarded-For is ignored"
+    assert client_address(scope, 1) == "1.2.3.4", "the entry the trusted front proxy appended"
+    assert client_address({"client": ("10.0.0.9", 1), "headers": []}, 1) == "10.0.0.9"
+    now = [0.0]
+    limiter = RateLimiter({"upload": Rate(burst=2, per_s=1)}, clock=lambda: now[0])
+    assert [limiter.allow("a", "upload") for _ in range(3)] == [True, True, False]
+    assert limiter.allow("b", "upload"), "per client"
+    now[0] = 1.0
+    assert limiter.allow("a", "upload") and not limiter.allow("a", "upload")
+    assert limiter.allow("a", "unlimited-kind")
+
+
+def test_settings_of_the_guard() -> None:
+    from affectlab.settings import Settings
+
+    s = Settings.from_env({})
+    assert s.max_upload_mb == 200 and s.proxy_hops == 0 and s.cookie_secret == ""
+    hosted = Settings.from_env({"SPACE_ID": "u/s", "AFFECTLAB_MAX_UPLOAD_MB": "50",
+                                "AFFECTLAB_COOKIE_SECRET": "zq-secret-9"})
+    assert hosted.max_upload_mb == 50 and hosted.proxy_hops == 1 and "zq-secret-9" not in repr(hosted)
+    with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
+        Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "lots"})
+    with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
+        Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "0"})
