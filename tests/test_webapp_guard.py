@@ -44,14 +44,15 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Server]:  # fmt: skip
-    """The guarded app in code mode on a free loopback port, uploads capped at 1 MB."""
+    """The guarded app in code mode on a free loopback port, uploads capped at 1 MB, XSRF off as in the Docker image."""
     tmp = tmp_path_factory.mktemp("guarded")
     data = tmp / "data"
     shutil.copytree(analysed_multi_face, data)
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFECTLAB_", "SPACE_ID", "DATABASE_URL"))}
     env.update(AFFECTLAB_DATA_DIR=str(data), AFFECTLAB_WEIGHTS_DIR=str(random_weights_dir), AFFECTLAB_ACCESS_CODE=CODE,
-               AFFECTLAB_OWNER_CODE=OWNER_CODE, AFFECTLAB_MAX_UPLOAD_MB="1")  # fmt: skip
+               AFFECTLAB_OWNER_CODE=OWNER_CODE, AFFECTLAB_MAX_UPLOAD_MB="1",
+               STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION="false")  # fmt: skip
     log = tmp / "server.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "webapp/serve.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.maxUploadSize", "1"]  # fmt: skip
@@ -167,7 +168,8 @@ def test_anonymous_uploads_are_refused_and_hold_no_memory(server: Server) -> Non
     assert grown < 20 << 20, f"the server grew by {grown / 2**20:.0f} MB"
     assert "upload refused: client 127.0.0.1 is not signed in" in server.log_text()
     owner, cookie = _owner(server.base)
-    try:  # signed in, but over AFFECTLAB_MAX_UPLOAD_MB
+    try:  # signed in: through to Streamlit (which wants a multipart form), but not over AFFECTLAB_MAX_UPLOAD_MB
+        assert _put(server.base, f"/_stcore/upload_file/{owner.session_id}/small", 1000, cookie) == 400
         assert _put(server.base, f"/_stcore/upload_file/{owner.session_id}/big", 3 << 20, cookie) == 413
     finally:
         owner.close()

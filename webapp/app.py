@@ -57,6 +57,7 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
     if access.mode == "oidc":
         who = _signed_in_identity()
         if who is None:
+            _forget_browser()  # signed out (or never in): its uploads stop too
             st.title("AffectLab")
             st.info("Sign in to see and annotate the studies.")
             if st.button("Sign in", type="primary", icon=":material/login:"):
@@ -211,6 +212,13 @@ def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, st
         st.sidebar.error(f"{code_span(state.annotator)} is not on the annotator list of this study.")
         return None
     return state.annotator
+
+
+def _forget_browser() -> None:
+    """Tells the guard that this browser is signed out."""
+    g = guard.active()
+    if g is not None:
+        g.grants.revoke(g.signer.verify(st.context.cookies.get(guard.COOKIE)))
 
 
 def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
