@@ -40,9 +40,12 @@ ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
 
 # Inside the Spaces iframe the browser drops the third-party _streamlit_xsrf cookie, so every upload fails with 403
-# unless XSRF protection is off. Only this image turns it off: sign-in (st.login or the access code) guards every
-# upload, and a signed-out session sees nothing. Locally (.streamlit/config.toml) it stays on.
-ENV STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false
+# unless XSRF protection is off. Only this image turns it off: the guard in front of Streamlit (webapp/serve.py,
+# webapp/guard.py) refuses every upload from a browser without a signed-in affectlab_session cookie (HttpOnly,
+# SameSite=None; Secure; Partitioned in the iframe), caps uploads at AFFECTLAB_MAX_UPLOAD_MB, rate-limits clients and
+# hides /_stcore/metrics. Locally (.streamlit/config.toml) XSRF protection stays on.
+ENV STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false \
+    AFFECTLAB_MAX_UPLOAD_MB=200
 
 RUN mkdir -p "$AFFECTLAB_WEIGHTS_DIR" \
  && if [ "$FETCH_WEIGHTS" = "1" ]; then python -m models fetch $MODELS --quiet; fi

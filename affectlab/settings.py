@@ -12,7 +12,12 @@ Environment variables:
     AFFECTLAB_BACKEND: ``torch`` (default) or ``onnx`` (ONNX Runtime: same numbers within 1e-4, faster on CPUs).
     AFFECTLAB_STORE_CROPS: ``0`` for the features-only privacy mode (no face crops stored).
     AFFECTLAB_ACCESS_CODE / AFFECTLAB_OWNER_CODE: access codes of a hosted app without OpenID Connect sign-in.
+    AFFECTLAB_STUDY_CODES / AFFECTLAB_STUDY_OWNER_CODES: a code (and an owners' code) per study,
+        ``pilot=code1;main=code2``: a study with its own code is reached only with it (or the global owners' code).
     AFFECTLAB_ANNOTATORS / AFFECTLAB_OWNERS: allowlists, ``a,b`` for every study or ``study=a,b;other=c``.
+    AFFECTLAB_MAX_UPLOAD_MB: largest uploaded file in MB (default 200; the guard and server.maxUploadSize).
+    AFFECTLAB_COOKIE_SECRET: signs the sign-in cookie (and st.login's); unset: a random one per start.
+    AFFECTLAB_PROXY_HOPS: front proxies whose X-Forwarded-For entry names the client (default 1 on a Space, else 0).
     AFFECTLAB_STUDY: the study selected first.
     AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
     SPACE_ID: set by Hugging Face Spaces; the app then never runs open.
@@ -44,6 +49,16 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return value.strip().lower() not in {"0", "false", "no", "off"}
 
 
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+
+
 BACKENDS = ("torch", "onnx")
 
 
@@ -61,6 +76,11 @@ class Settings:
         store_crops: Whether face crops are stored (False is the features-only privacy mode).
         access_code: Code that signs annotators in to a hosted app ("" for none).
         owner_code: Code that also grants exports and deletions ("" for none).
+        study_codes: Per-study codes as written in the environment (``study=code;...``, "" for none).
+        study_owner_codes: Per-study owners' codes, same format.
+        max_upload_mb: Largest uploaded file in MB.
+        cookie_secret: Secret of the sign-in cookie ("" for a random one per start).
+        proxy_hops: Trusted front proxies (their X-Forwarded-For entries) before the guard.
         annotators: Annotator allowlist as written in the environment ("" for none).
         owners: Owner allowlist as written in the environment ("" for none).
         study: Study selected first ("" for the default).
@@ -77,8 +97,13 @@ class Settings:
     model: str = DEFAULT_MODEL
     backend: str = "torch"
     store_crops: bool = True
-    access_code: str = ""
-    owner_code: str = ""
+    access_code: str = field(default="", repr=False)
+    owner_code: str = field(default="", repr=False)
+    study_codes: str = field(default="", repr=False)
+    study_owner_codes: str = field(default="", repr=False)
+    max_upload_mb: int = 200
+    cookie_secret: str = field(default="", repr=False)
+    proxy_hops: int = 0
     annotators: str = ""
     owners: str = ""
     study: str = ""
@@ -90,6 +115,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"AFFECTLAB_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if not 1 <= self.max_upload_mb <= 4096:
+            raise ValueError(f"AFFECTLAB_MAX_UPLOAD_MB must be between 1 and 4096, not {self.max_upload_mb}")
         if not self.database_url:
             url = f"sqlite:///{(self.data_dir / 'affectlab.sqlite3').resolve()}"
             object.__setattr__(self, "database_url", url)
@@ -110,6 +137,11 @@ class Settings:
             store_crops=_env_bool(env, "AFFECTLAB_STORE_CROPS", True),
             access_code=env.get("AFFECTLAB_ACCESS_CODE", ""),
             owner_code=env.get("AFFECTLAB_OWNER_CODE", ""),
+            study_codes=env.get("AFFECTLAB_STUDY_CODES", ""),
+            study_owner_codes=env.get("AFFECTLAB_STUDY_OWNER_CODES", ""),
+            max_upload_mb=_env_int(env, "AFFECTLAB_MAX_UPLOAD_MB", 200),
+            cookie_secret=env.get("AFFECTLAB_COOKIE_SECRET", ""),
+            proxy_hops=_env_int(env, "AFFECTLAB_PROXY_HOPS", 1 if env.get("SPACE_ID") else 0),
             annotators=env.get("AFFECTLAB_ANNOTATORS", ""),
             owners=env.get("AFFECTLAB_OWNERS", ""),
             study=env.get("AFFECTLAB_STUDY", "").strip(),

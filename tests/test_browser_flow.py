@@ -72,7 +72,7 @@ def _serve(tmp_path: Path, data: Path, weights_dir: Path, log_name: str = "strea
     port = _free_port()
     log_path = tmp_path / log_name
     log = log_path.open("wb")
-    proc = subprocess.Popen([py, "-m", "streamlit", "run", "webapp/app.py", "--server.address", "127.0.0.1",
+    proc = subprocess.Popen([py, "-m", "streamlit", "run", "webapp/serve.py", "--server.address", "127.0.0.1",
                              "--server.port", str(port), "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,163 @@ def test_hosted_without_sign_in_shows_nothing(multi_face_app_dir: Path, monkeypa
     at.run()
     _shows_nothing_private(at)
     assert "Sign-in is not configured" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------------------------- codes per study
+
+
+def test_per_study_codes_and_owner_codes() -> None:
+    env = {"AFFECTLAB_ACCESS_CODE": "all", "AFFECTLAB_OWNER_CODE": "boss",
+           "AFFECTLAB_STUDY_CODES": "pilot=p1;main=m1", "AFFECTLAB_STUDY_OWNER_CODES": "pilot=p-own"}  # fmt: skip
+    access = load_access_config(Settings.from_env(env), {}, "0.0.0.0")
+    assert access.mode == "code" and not access.refusal
+    every = access.grant_for("all")
+    assert access.may_see(every, "default") and not access.may_see(every, "pilot"), "a coded study needs its code"
+    pilot = access.grant_for("p1")
+    assert access.may_see(pilot, "pilot") and not access.may_see(pilot, "main") and not access.may_see(pilot, "x")
+    assert not access.owns(pilot, "pilot")
+    pilot_owner = access.grant_for("p-own")
+    assert access.may_see(pilot_owner, "pilot") and access.owns(pilot_owner, "pilot")
+    assert not access.owns(pilot_owner, "main")
+    boss = access.grant_for("boss")
+    assert access.may_see(boss, "main") and access.owns(boss, "anything")
+    both = every.merge(pilot)
+    assert access.may_see(both, "pilot") and access.may_see(both, "default") and not access.may_see(both, "main")
+    assert access.grant_for("P1") is None and access.grant_for("") is None and access.grant_for(None) is None
+    only_study = load_access_config(Settings.from_env({"AFFECTLAB_STUDY_CODES": "pilot=p1"}), {}, "0.0.0.0")
+    assert only_study.mode == "code" and only_study.grant_for("p1") is not None
+
+
+def test_per_study_allowlist_without_a_study_code_is_refused() -> None:
+    env = {"AFFECTLAB_ACCESS_CODE": "k", "AFFECTLAB_ANNOTATORS": "pilot=alice"}
+    access = load_access_config(Settings.from_env(env), {}, "0.0.0.0")
+    assert "pilot" in access.refusal and "AFFECTLAB_STUDY_CODES" in access.refusal
+    coded = load_access_config(Settings.from_env({**env, "AFFECTLAB_STUDY_CODES": "pilot=p1"}), {}, "0.0.0.0")
+    assert not coded.refusal
+    assert not load_access_config(Settings.from_env({**env, "AFFECTLAB_ANNOTATORS": "alice"}), {}, "0.0.0.0").refusal
+
+
+def test_refused_configuration_shows_nothing(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "k")
+    monkeypatch.setenv("AFFECTLAB_ANNOTATORS", "pilot=alice")
+    at = new_app()
+    at.run()
+    _shows_nothing_private(at)
+    assert "misconfigured" in at.error[0].value and "pilot" in at.error[0].value
+    assert not at.text_input, "no code is even asked for"
+    assert any("refuses to serve" in r.getMessage() for r in caplog.records)
+
+
+def test_a_study_code_opens_only_its_study(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "everyone")
+    monkeypatch.setenv("AFFECTLAB_STUDY_CODES", "default=only-default")
+    at = new_app()
+    at.run()
+    at.text_input(key="w_access_code").input("everyone")
+    at.button[0].click().run()
+    _shows_nothing_private(at)  # the study holding the faces has its own code: the global one does not open it
+    assert "opens no study" in at.error[0].value
+    at = new_app()
+    at.query_params["study"] = "default"
+    at.run()
+    at.text_input(key="w_access_code").input("only-default")
+    at.button[0].click().run()
+    no_exception(at)
+    assert at.sidebar.selectbox(key="w_study").options == ["default", "+ New study..."]
+    page(at, "library")
+    assert any("multi_face" in m.value for m in at.markdown)
+    page(at, "dataset")
+    assert not at.get("download_button"), "a study code is not the owners' code"
+
+
+def test_wrong_codes_wait_longer_and_log(caplog: pytest.LogCaptureFixture) -> None:
+    from webapp.access import CodeThrottle
+
+    now = [0.0]
+    throttle = CodeThrottle(clock=lambda: now[0])
+    assert [throttle.delay(n) for n in range(7)] == [0, 0, 0, 1, 2, 4, 8]
+    with caplog.at_level("WARNING", logger="affectlab.access"):
+        waits = [throttle.failed("10.0.0.1") for _ in range(4)]
+    assert waits == [0, 0, 1, 2] and throttle.wait_left("10.0.0.1") == 2
+    assert throttle.wait_left("10.0.0.2") == 0, "per client"
+    now[0] = 1.5
+    assert throttle.wait_left("10.0.0.1") == 0.5
+    assert len(caplog.records) == 4 and "client 10.0.0.1 (failure 4 in a row" in caplog.records[-1].getMessage()
+    throttle.succeeded("10.0.0.1")
+    assert throttle.wait_left("10.0.0.1") == 0
+    assert CodeThrottle().delay(100) == 300, "capped"
+
+
+def test_wrong_codes_in_the_app(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "right one")
+    at = new_app()
+    at.run()
+    errors = []
+    for _ in range(4):
+        at.text_input(key="w_access_code").input("secret-guess")
+        at.button[0].click().run()
+        errors.append(at.error[0].value)
+    assert errors[:2] == ["That code is not right."] * 2
+    assert errors[2] == "That code is not right. Wait 1 s before the next try."
+    assert errors[3].startswith("Too many wrong codes: wait")
+    assert all("secret-guess" not in r.getMessage() for r in caplog.records)
+    assert sum("wrong access code" in r.getMessage() for r in caplog.records) == 3
+
+
+# ------------------------------------------------------------------------------------------------- services
+
+
+def test_owner_actions_are_checked_in_the_services(multi_face_app_dir: Path) -> None:
+    from db.errors import NotAllowedError, NotFoundError
+    from db.review import StudySettings
+    from webapp import services
+
+    store = store_for(multi_face_app_dir)
+    (media,) = services.study_media(store, "default")
+    for call in (lambda: services.export_bytes(store, "default", "csv", owner=False),
+                 lambda: services.dataset_card(store, "default", owner=False),
+                 lambda: services.delete_media(store, "default", media.id, None, owner=False),
+                 lambda: services.set_study_settings(store, "default", StudySettings(), owner=False),
+                 lambda: services.remove_version("x@1", multi_face_app_dir, owner=False),
+                 lambda: services.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
+                 lambda: services.import_weights(b"x", "x.pt", "enet_b0_8_best_vgaf", multi_face_app_dir,
+                                                 trust_unverified=True, owner=False)):  # fmt: skip
+        with pytest.raises(NotAllowedError):
+            call()
+    face = services.study_faces(store, "default")[0]
+    assert services.face_label(store, face.face_id, "default").face_id == face.face_id
+    with pytest.raises(NotFoundError):  # another study's face id (from a URL) reads as no face at all
+        services.face_label(store, face.face_id, "other")
+    with pytest.raises(NotFoundError):
+        services.face_crop(store, face.face_id, "other")
+    assert services.face_crops(store, [face.face_id], "other") == {}
+    assert services.media_tracks(store, media.id, "other") == []
+    with pytest.raises(NotFoundError):
+        services.delete_media(store, "other", media.id, None, owner=True)
+    assert services.study_media(store, "default"), "nothing was deleted"
+    store.close()
+
+
+# ------------------------------------------------------------------------------------------------- literal names
+
+
+def test_user_made_names_are_shown_as_text(multi_face_app_dir: Path) -> None:
+    evil = "[click](http://evil.example)![x](http://evil.example/i.png)<img src=x>**bold** :skull:"
+    at = new_app()
+    at.query_params["study"] = evil
+    at.query_params["annotator"] = evil
+    at.run()
+    no_exception(at)
+    shown = 0
+    for name in ("analyze", "review", "library", "dataset", "model_weights"):
+        page(at, name)
+        no_exception(at)
+        bodies = [str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.warning, *at.success,
+                                         *at.sidebar.markdown, *at.sidebar.error)]  # fmt: skip
+        for body in bodies:  # only inside code spans: no link, image, HTML or emoji is made of it
+            assert "evil.example" not in re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", body), body
+            shown += "evil.example" in body
+    assert shown >= 5, "the name was shown (as text) on every page"
+    assert at.sidebar.selectbox(key="w_study").value == evil

@@ -47,18 +47,18 @@ def test_counts_confusion_and_export_buttons(data_dir: Path) -> None:
 
 def test_exports_hold_the_corrections(data_dir: Path) -> None:
     store = store_for(data_dir)
-    df = pd.read_csv(io.BytesIO(services.export_bytes(store, "default", "csv")))
+    df = pd.read_csv(io.BytesIO(services.export_bytes(store, "default", "csv", owner=True)))
     assert len(df) == 5 and "face_id" in df.columns
     human = df[df["label_source"] == "human"].sort_values("face_id")
     assert list(human["label"]) == ["Happiness", "Fear"]
-    assert pd.read_parquet(io.BytesIO(services.export_bytes(store, "default", "parquet"))).shape[0] == 5
-    npz = np.load(io.BytesIO(services.export_bytes(store, "default", "features")))
+    assert pd.read_parquet(io.BytesIO(services.export_bytes(store, "default", "parquet", owner=True))).shape[0] == 5
+    npz = np.load(io.BytesIO(services.export_bytes(store, "default", "features", owner=True)))
     assert npz["X"].shape[1] == 1280
-    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "imagefolder"))) as zf:
+    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "imagefolder", owner=True))) as zf:
         assert any(n.endswith(".png") for n in zf.namelist())
-    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "hf"))) as zf:
+    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "hf", owner=True))) as zf:
         assert any(n.endswith("metadata.csv") for n in zf.namelist())
-    assert "Happiness" in services.dataset_card(store, "default")
+    assert "Happiness" in services.dataset_card(store, "default", owner=True)
     assert services.export_file_name("a b/<c>", "hf") == "affectlab-a-b-c-hf.zip"
 
 

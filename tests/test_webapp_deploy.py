@@ -84,3 +84,11 @@ def test_numbered_boxes() -> None:
     arr = np.asarray(out)
     assert out.size == (120, 100) and arr[55, 10].any(), "the box's left edge is drawn"
     assert not img.any(), "the input is not changed"
+
+
+def test_the_image_and_make_run_serve_through_the_guard() -> None:
+    start = (ROOT / "webapp" / "docker_start.sh").read_text()
+    assert "streamlit run webapp/serve.py" in start and "webapp/app.py" not in start.split("exec", 1)[1]
+    assert "--server.maxUploadSize" in start and "max_upload_mb" in start
+    assert "webapp/serve.py" in (ROOT / "Makefile").read_text()
+    assert "AFFECTLAB_MAX_UPLOAD_MB" in (ROOT / "Dockerfile").read_text()

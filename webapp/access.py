@@ -5,8 +5,10 @@ Modes, first match wins:
 1. ``oidc``: the secrets have an ``[auth]`` section (``.streamlit/secrets.toml`` or the Space's secrets): Streamlit's
    own OpenID Connect login (``st.login``), e.g. Hugging Face OAuth. The annotator's identity is the login's email
    (or name), never a text field.
-2. ``code``: an access code is set (``AFFECTLAB_ACCESS_CODE`` or ``access_code`` in the secrets): a small study's
-   shared password. Annotators then type their name; it must be on the study's allowlist when one is set.
+2. ``code``: access codes are set (``AFFECTLAB_ACCESS_CODE`` and/or ``AFFECTLAB_STUDY_CODES``, or ``access_code`` /
+   ``study_codes`` in the secrets): a small study's shared password. What a browser may see is what the codes it
+   entered open (:class:`CodeGrant`), bound to its signed cookie (:mod:`webapp.guard`), never to session state. A
+   typed name proves nothing, so a per-study allowlist needs that study's own code (else the app refuses to start).
 3. ``local``: neither, and the server listens on a loopback address: one person's machine, everything allowed.
 4. ``closed``: neither, but the server is reachable from elsewhere (``server.address`` not loopback, or running in
    a Hugging Face Space): nothing is shown until sign-in is configured (or ``AFFECTLAB_ALLOW_OPEN=1`` says the
@@ -17,7 +19,10 @@ Allowlists and owners (environment, or the same names lower-case under ``[access
 - ``AFFECTLAB_ANNOTATORS``: who may annotate. ``alice@x.org,bob@y.org`` for every study, or per study
   ``pilot=alice@x.org,bob@y.org;main=carol@z.org`` (``*=`` for every study). Empty: everyone signed in.
 - ``AFFECTLAB_OWNERS``: who may export and delete, same format. Owners may annotate too.
-- ``AFFECTLAB_OWNER_CODE``: in ``code`` mode, a second code that makes a session an owner.
+- ``AFFECTLAB_OWNER_CODE``: in ``code`` mode, a second code that makes a browser owner of every study.
+- ``AFFECTLAB_STUDY_CODES`` / ``AFFECTLAB_STUDY_OWNER_CODES``: ``pilot=code1;main=code2``: a study with its own code is
+  seen only with that code (or its owners' code, or the global owners' code); the global access code opens the
+  other studies.
 - ``AFFECTLAB_STUDY``: the study a new session starts in (default ``default``).
 """
 
@@ -25,11 +30,17 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Mapping
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from affectlab.settings import Settings
+
+log = logging.getLogger("affectlab.access")
 
 Mode = Literal["oidc", "code", "local", "closed"]
 ALL = "*"
@@ -61,6 +72,36 @@ def parse_people(value: str | Mapping[str, Any] | None) -> dict[str, frozenset[s
     return {k: frozenset(v) for k, v in out.items()}
 
 
+def parse_codes(value: str | Mapping[str, Any] | None) -> dict[str, str]:
+    """Parses per-study codes: ``study=code;other=code2`` (or a mapping study -> code). Empty codes are dropped."""
+    if not value:
+        return {}
+    if isinstance(value, Mapping):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = [part.partition("=")[::2] for part in str(value).split(";") if "=" in part]
+    return {study.strip(): code.strip() for study, code in pairs if study.strip() and code.strip()}
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """What the codes a browser entered open (``code`` mode).
+
+    Attributes:
+        see: Studies it may see and annotate; ``*``: every study without its own code.
+        own: Studies it owns (exports, deletions, rules, weights); ``*``: every study.
+    """
+
+    see: frozenset[str] = frozenset()
+    own: frozenset[str] = frozenset()
+
+    def merge(self, other: CodeGrant | None) -> CodeGrant:
+        """Both grants together (a second code adds to the first)."""
+        if other is None:
+            return self
+        return CodeGrant(see=self.see | other.see, own=self.own | other.own)
+
+
 def is_loopback(address: str | None) -> bool:
     """Whether a server address only accepts connections from this machine."""
     if not address:  # Streamlit's default binds every interface
@@ -85,15 +126,21 @@ class AccessConfig:
         owners: Owners per study (``*``: every study).
         default_study: The study a new session starts in.
         reason: Why the mode is ``closed``.
+        study_codes: Per-study access codes (``code`` mode).
+        study_owner_codes: Per-study owners' codes (``code`` mode).
+        refusal: Why the app must not serve this configuration (shown and logged), "" when it may.
     """
 
     mode: Mode
     access_code: str | None = None
     owner_code: str | None = None
+    study_codes: dict[str, str] = field(default_factory=dict, repr=False)
+    study_owner_codes: dict[str, str] = field(default_factory=dict, repr=False)
     annotators: dict[str, frozenset[str]] = field(default_factory=dict)
     owners: dict[str, frozenset[str]] = field(default_factory=dict)
     default_study: str = DEFAULT_STUDY
     reason: str = ""
+    refusal: str = ""
 
     def _people(self, table: dict[str, frozenset[str]], study: str | None) -> frozenset[str]:
         return table.get(ALL, frozenset()) | (table.get(study, frozenset()) if study else frozenset())
@@ -130,6 +177,39 @@ class AccessConfig:
             return False  # in code mode a typed name proves nothing: owners need the owners' code
         return who.strip().lower() in self._people(self.owners, study)
 
+    def coded(self, study: str | None) -> bool:
+        """Whether ``study`` has its own code (the global access code then does not open it)."""
+        return bool(study) and (study in self.study_codes or study in self.study_owner_codes)
+
+    def grant_for(self, code: str | None) -> CodeGrant | None:
+        """What ``code`` opens, None when it is no code of this deployment (every code compared in constant time)."""
+        if not code:
+            return None
+        got = CodeGrant()
+        found = False
+        table: list[tuple[str | None, CodeGrant]] = [
+            (self.access_code, CodeGrant(see=frozenset({ALL}))),
+            (self.owner_code, CodeGrant(see=frozenset({ALL}), own=frozenset({ALL}))),
+            *((c, CodeGrant(see=frozenset({s}))) for s, c in self.study_codes.items()),
+            *((c, CodeGrant(see=frozenset({s}), own=frozenset({s}))) for s, c in self.study_owner_codes.items()),
+        ]
+        for expected, grant in table:
+            if expected and hmac.compare_digest(code.encode(), expected.encode()):
+                got, found = got.merge(grant), True
+        return got if found else None
+
+    def may_see(self, grant: CodeGrant | None, study: str | None) -> bool:
+        """In ``code`` mode: whether a browser holding ``grant`` may see ``study`` at all."""
+        if grant is None or not study:
+            return False
+        if study in grant.see or study in grant.own or ALL in grant.own:
+            return True
+        return ALL in grant.see and not self.coded(study)
+
+    def owns(self, grant: CodeGrant | None, study: str | None) -> bool:
+        """In ``code`` mode: whether ``grant`` makes its holder an owner of ``study``."""
+        return grant is not None and bool(study) and (ALL in grant.own or study in grant.own)
+
     def check_code(self, code: str | None, *, owner: bool = False) -> bool:
         """Whether ``code`` is the access (or owners') code, compared in constant time."""
         expected = self.owner_code if owner else self.access_code
@@ -163,15 +243,27 @@ def load_access_config(
     has_auth = _secret(secrets, "auth") is not None
     code = settings.access_code or _secret(secrets, "access_code") or None
     owner_code = settings.owner_code or _secret(secrets, "owner_code") or None
+    study_codes = parse_codes(settings.study_codes or _secret(secrets, "study_codes"))
+    study_owner_codes = parse_codes(settings.study_owner_codes or _secret(secrets, "study_owner_codes"))
     annotators = parse_people(settings.annotators or _secret(secrets, "access", "annotators"))
     owners = parse_people(settings.owners or _secret(secrets, "access", "owners"))
     study = settings.study or DEFAULT_STUDY
     common = {"annotators": annotators, "owners": owners, "default_study": study}
     if has_auth:
         return AccessConfig(mode="oidc", **common)
-    if code:
-        return AccessConfig(mode="code", access_code=str(code), owner_code=str(owner_code) if owner_code else None,
-                            **common)  # fmt: skip
+    if code or study_codes or study_owner_codes:
+        coded = set(study_codes) | set(study_owner_codes)
+        listed = sorted({s for table in (annotators, owners) for s in table if s != ALL and s not in coded})
+        refusal = ""
+        if listed:
+            refusal = (f"the allowlists name studies ({', '.join(listed)}) that have no code of their own. With "
+                       "access codes a typed name proves nothing, so anyone with the access code would see them. "
+                       "Give each such study its own code (AFFECTLAB_STUDY_CODES='study=code;...', and "
+                       "AFFECTLAB_STUDY_OWNER_CODES for its owners), or use OpenID Connect sign-in (an [auth] "
+                       "section in the secrets)")  # fmt: skip
+        return AccessConfig(mode="code", access_code=str(code) if code else None,
+                            owner_code=str(owner_code) if owner_code else None, study_codes=study_codes,
+                            study_owner_codes=study_owner_codes, refusal=refusal, **common)  # fmt: skip
     hosted = settings.hosted
     open_ok = settings.allow_open
     if (hosted or not is_loopback(server_address)) and not open_ok:
@@ -179,3 +271,52 @@ def load_access_config(
         return AccessConfig(mode="closed", reason=f"the app is reachable from other machines ({where}) and no "
                             "sign-in is configured", **common)  # fmt: skip
     return AccessConfig(mode="local", **common)
+
+
+class CodeThrottle:
+    """A growing wait per client after wrong codes: ``free`` typos, then 1 s, doubling up to ``cap_s``.
+
+    Clients are keyed by address (the guard's ``X-Forwarded-For``) or, without one, by session. A right code clears
+    the client's count; a client is forgotten ``forget_s`` after its last failure.
+    """
+
+    def __init__(self, base_s: float = 1.0, cap_s: float = 300.0, forget_s: float = 3600.0, free: int = 2,
+                 max_clients: int = 20_000, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.free = free
+        self.base_s, self.cap_s, self.forget_s, self._max, self._clock = base_s, cap_s, forget_s, max_clients, clock
+        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def delay(self, failures: int) -> float:
+        """The wait after ``failures`` wrong codes in a row."""
+        return 0.0 if failures <= self.free else min(self.cap_s, self.base_s * 2 ** (failures - self.free - 1))
+
+    def wait_left(self, client: str) -> float:
+        """Seconds ``client`` must still wait before its next try (0: it may try now)."""
+        with self._lock:
+            n, last = self._failures.get(client, (0, 0.0))
+            if n and self._clock() - last > self.forget_s:
+                del self._failures[client]
+                return 0.0
+            return max(0.0, last + self.delay(n) - self._clock()) if n else 0.0
+
+    def failed(self, client: str, what: str = "access code") -> float:
+        """Counts a wrong code of ``client`` and logs it (never the code); returns the wait now imposed."""
+        with self._lock:
+            n = self._failures.get(client, (0, 0.0))[0] + 1
+            self._failures[client] = (n, self._clock())
+            self._failures.move_to_end(client)
+            while len(self._failures) > self._max:
+                self._failures.popitem(last=False)
+        wait = self.delay(n)
+        log.warning("wrong %s from client %s (failure %d in a row; next try in %.0f s)", what, client, n, wait)
+        return wait
+
+    def succeeded(self, client: str) -> None:
+        """Clears ``client``'s count after a right code."""
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+THROTTLE = CodeThrottle()
+"""The process's wrong-code throttle (every session of the server shares it)."""

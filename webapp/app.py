@@ -6,8 +6,11 @@ Run with ``make run`` or ``streamlit run webapp/app.py --server.address 127.0.0.
 
 from __future__ import annotations
 
+import logging
+import math
+import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,13 @@ import streamlit as st  # noqa: E402
 
 from affectlab.settings import Settings  # noqa: E402
 from db.services import LabelStore  # noqa: E402
-from webapp import resources, services  # noqa: E402
-from webapp.access import AccessConfig, load_access_config  # noqa: E402
+from webapp import guard, resources, services  # noqa: E402
+from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config  # noqa: E402
 from webapp.state import Keys, UIState, from_url, ui_state  # noqa: E402
 from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
 
 NEW_STUDY = "+ New study..."
+log = logging.getLogger("affectlab.app")
 
 
 def _secrets() -> Mapping[str, Any]:
@@ -53,13 +57,14 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
     if access.mode == "oidc":
         who = _signed_in_identity()
         if who is None:
+            _forget_browser()  # signed out (or never in): its uploads stop too
             st.title("AffectLab")
             st.info("Sign in to see and annotate the studies.")
             if st.button("Sign in", type="primary", icon=":material/login:"):
                 try:
                     st.login()
                 except Exception as exc:  # e.g. Authlib missing, or an incomplete [auth] section
-                    st.error(f"Sign-in failed: {exc}")
+                    st.error(f"Sign-in failed: {code_span(str(exc))}")
             st.stop()
         if not access.may_enter(who):
             st.title("AffectLab")
@@ -67,31 +72,124 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
             st.button("Sign out", on_click=st.logout)
             st.stop()
         return who
-    if access.mode == "code" and not state.code_ok:
-        st.title("AffectLab")
-        with st.form("access"):
-            code = st.text_input("Study access code", type="password", key=Keys.ACCESS_CODE)
-            if st.form_submit_button("Enter", type="primary"):
-                if access.check_code(code):
-                    state.code_ok = True
-                    st.rerun()
-                st.error("That code is not right.")
-        st.stop()
     return None
 
 
-def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, who: str | None) -> str:
+def _under_test() -> bool:
+    """Whether this run is Streamlit's AppTest (no server, no network, no cookies)."""
+    from streamlit import config
+
+    return bool(config.get_option("global.appTest"))
+
+
+def _browser() -> tuple[str | None, guard.GrantStore | None]:
+    """The key this browser's sign-in is bound to, and where grants live; re-read on every run.
+
+    Behind the guard (``webapp/serve.py``) the key is the browser id of the signed ``affectlab_session`` cookie, read
+    from this connection's request (``st.context.cookies``): a session id replayed from another client has none.
+    Under AppTest the key is the session. Otherwise (``streamlit run webapp/app.py``) there is no credential.
+    """
+    g = guard.active()
+    if g is not None:
+        return g.signer.verify(st.context.cookies.get(guard.COOKIE)), g.grants
+    if _under_test():
+        state = ui_state()
+        if not state.client_key:
+            state.client_key = secrets.token_urlsafe(16)
+        return f"test-session:{state.client_key}", guard.TEST_GRANTS
+    return None, None
+
+
+def _client_id(key: str | None) -> str:
+    """Who wrong codes are counted against: the client address the guard set, else the browser or session."""
+    if guard.active() is not None:
+        address = st.context.headers.get("X-Forwarded-For")
+        if address:
+            return address
+    return key or f"session:{id(st.session_state)}"
+
+
+def _code_form(access: AccessConfig, key: str | None, grants: guard.GrantStore | None, *, label: str,
+               form_key: str, widget_key: str) -> None:  # fmt: skip
+    """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time."""
+    with st.form(form_key):
+        code = st.text_input(label, type="password", key=widget_key)
+        if not st.form_submit_button("Enter", type="primary"):
+            return
+    if key is None or grants is None:
+        st.error("This browser sent no sign-in cookie, so a code cannot be remembered. Allow cookies for this "
+                    "site (or open the app in its own tab, not inside another page) and reload.")
+        return
+    client = _client_id(key)
+    wait = THROTTLE.wait_left(client)
+    if wait > 0:
+        st.error(f"Too many wrong codes: wait {math.ceil(wait)} s before the next try.")
+        return
+    grant = access.grant_for(code)
+    if grant is None:
+        wait = THROTTLE.failed(client)
+        extra = f" Wait {math.ceil(wait)} s before the next try." if wait else ""
+        st.error(f"That code is not right.{extra}")
+        return
+    THROTTLE.succeeded(client)
+    old = grants.get(key)
+    grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
+    log.info("access code accepted from client %s", client)
+    st.rerun()
+
+
+def _code_gate(access: AccessConfig) -> tuple[str | None, CodeGrant | None]:
+    """``code`` mode: the grant bound to this browser's cookie; shows the code form and stops the run without one."""
+    if access.refusal:
+        log.error("AffectLab refuses to serve: %s", access.refusal)
+        st.title("AffectLab")
+        st.error(f"This deployment is misconfigured, so nothing is shown: {access.refusal}.")
+        st.stop()
+    key, grants = _browser()
+    if grants is None:
+        st.title("AffectLab")
+        reason = ("Access codes need the sign-in guard in front of the app: start it with `streamlit run "
+                  "webapp/serve.py` (make run and the Docker image do), not webapp/app.py.")  # fmt: skip
+        log.error("AffectLab refuses to serve access codes without the guard (webapp/serve.py)")
+        st.error(reason)
+        st.stop()
+    grant = grants.get(key)
+    if isinstance(grant, CodeGrant):
+        return key, grant
+    st.title("AffectLab")
+    _code_form(access, key, grants, label="Study access code", form_key="access", widget_key=Keys.ACCESS_CODE)
+    st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def _visible(access: AccessConfig, who: str | None, grant: CodeGrant | None) -> Callable[[str], bool]:
+    """Whether this browser may see a study (listed, opened, its media and names): the one rule of every page."""
+    if access.mode == "local":
+        return lambda _study: True
+    if access.mode == "code":
+        return lambda study: access.may_see(grant, study)
+    return lambda study: access.may_annotate(who, study)
+
+
+def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visible: Callable[[str], bool]) -> str:
     names = [s.name for s in services.list_studies(store)]
     if access.default_study not in names:
         names.insert(0, access.default_study)
     if state.study and state.study not in names:
         names.append(state.study)
-    names = [n for n in names if access.mode in ("local", "code") or access.may_annotate(who, n)]
-    current = state.study if state.study in names else (names[0] if names else access.default_study)
+    names = [n for n in names if visible(n)]
+    if not names:
+        st.title("AffectLab")
+        st.error("Your sign-in opens no study here; ask a study owner for the study's code.")
+        st.stop()
+    current = state.study if state.study in names else names[0]
     choice = st.sidebar.selectbox("Study", [*names, NEW_STUDY], index=[*names, NEW_STUDY].index(current),
                                   key=Keys.STUDY, help="Results and labels are stored per study.")  # fmt: skip
     if choice == NEW_STUDY:
         new = st.sidebar.text_input("New study name", key=Keys.NEW_STUDY, max_chars=200).strip()
+        if new and not visible(new):
+            st.sidebar.error("That name is taken by a study you have no access to; choose another.")
+            return current
         if new:
             state.study = new
             return new
@@ -116,6 +214,23 @@ def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, st
     return state.annotator
 
 
+def _forget_browser() -> None:
+    """Tells the guard that this browser is signed out."""
+    g = guard.active()
+    if g is not None:
+        g.grants.revoke(g.signer.verify(st.context.cookies.get(guard.COOKIE)))
+
+
+def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
+    """Tells the guard that this browser is signed in (login or local use), so that its uploads go through."""
+    g = guard.active()
+    if g is None or access.mode == "closed" or (access.mode == "oidc" and who is None):
+        return
+    bid = g.signer.verify(st.context.cookies.get(guard.COOKIE))
+    if bid is not None and g.grants.get(bid) is None:
+        g.grants.put(bid, who or "local")
+
+
 def main() -> None:
     """Runs one script run of the app."""
     st.set_page_config(page_title="AffectLab", page_icon=":material/sentiment_satisfied:", layout="wide")
@@ -125,19 +240,24 @@ def main() -> None:
     if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
     who = _gate(access, state)
+    key, grant = _code_gate(access) if access.mode == "code" else (None, None)
+    if access.mode != "code":
+        _mark_signed_in(access, who)
+    visible = _visible(access, who, grant)
     store = resources.label_store(s)
-    study = _sidebar_study(access, state, store, who)
-    if access.mode == "oidc" and not access.may_annotate(who, study):
-        st.error(f"You are not on the list of study {code_span(study)}; choose another study.")
+    study = _sidebar_study(access, state, store, visible)
+    if not visible(study):  # never reached through the sidebar; a guard for every other way in
+        st.error(f"You have no access to study {code_span(study)}; choose another study.")
         st.stop()
     annotator = _sidebar_annotator(access, state, who, study)
-    if access.mode == "code" and access.owner_code and not state.owner_code_ok:
-        with st.sidebar.expander("Owner access"):
-            code = st.text_input("Owners' code (exports, deletions)", type="password", key=Keys.OWNER_CODE)
-            if code and access.check_code(code, owner=True):
-                state.owner_code_ok = True
-                st.rerun()
-    owner = access.is_owner(who or annotator, study, owner_code_ok=state.owner_code_ok)
+    if access.mode == "code":
+        _, grants = _browser()
+        with st.sidebar.expander("Another code (a study's code, owners' code)"):
+            _code_form(access, key, grants, label="Code", form_key="more_codes", widget_key=Keys.OWNER_CODE)
+        if st.sidebar.button("Sign out", icon=":material/logout:", key="code_sign_out") and grants is not None:
+            grants.revoke(key)
+            st.rerun()
+    owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))
     set_context(Context(settings=s, access=access, store=store, study=study, who=who, annotator=annotator,
                         owner=owner, media_dir=resources.media_dir(s)))  # fmt: skip
     views = Path(__file__).parent / "views"

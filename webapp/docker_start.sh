@@ -20,4 +20,10 @@ if [ "${AFFECTLAB_FETCH_AT_START:-1}" = "1" ]; then
 fi
 
 python -m db upgrade
-exec streamlit run webapp/app.py --server.address "${AFFECTLAB_HOST:-0.0.0.0}" --server.port "${PORT:-8501}"
+
+# The app behind its guard (webapp/guard.py): uploads only from a signed-in browser, at most AFFECTLAB_MAX_UPLOAD_MB
+# per file, rate limits per client, no public /_stcore/metrics, no "clear cache" from browsers. Browser messages are
+# capped at 16 MB (server.maxMessageSize bounds what one websocket message may make the server hold).
+MAX_UPLOAD_MB=$(python -c 'from affectlab.settings import Settings; print(Settings.from_env().max_upload_mb)')
+exec streamlit run webapp/serve.py --server.address "${AFFECTLAB_HOST:-0.0.0.0}" --server.port "${PORT:-8501}" \
+  --server.maxUploadSize "$MAX_UPLOAD_MB" --server.maxMessageSize 16

@@ -27,15 +27,15 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
     try:
         services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
     except (AffectLabError, ValueError) as exc:
-        flash("error", f"Correction not stored: {exc}")
+        flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
-    flash("success", f"Stored: face {face_id} is {label} (by {ctx.annotator}). Undo on the Review page (U).")
+    flash("success", f"Stored: face {face_id} is {label} (by {code_span(ctx.annotator)}). Undo on the Review page (U).")
 
 
 def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
     for n, face in enumerate(faces, start=1):
         c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
-        crop = services.face_crop(ctx.store, face.face_id)
+        crop = services.face_crop(ctx.store, face.face_id, ctx.study)
         with c1:
             st.markdown(f"**Face {n}**")
             if crop is not None:
@@ -73,7 +73,7 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
                 st.image(figures.draw_boxes(services.load_media_image(path), boxes),
                          caption=f"{plural(len(faces), 'face')}, numbered largest first")  # fmt: skip
             except AffectLabError as exc:
-                st.error(f"Cannot show the image: {exc}")
+                st.error(f"Cannot show the image: {code_span(str(exc))}")
         else:
             st.caption("The image is not kept (features-only privacy mode).")
     with right:
@@ -110,7 +110,7 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
     by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
     for f in faces:
         by_track[f.track_id].append(f)
-    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id)}
+    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id, ctx.study)}
     for track_id, rows in by_track.items():
         rows.sort(key=lambda r: r.time_s or 0.0)
         t = tracks.get(track_id) if track_id is not None else None

@@ -28,7 +28,7 @@ import numpy as np
 
 from affectlab.text import plural
 from db import review as review_rules
-from db.errors import NotAllowedError, StudyNotFoundError
+from db.errors import NotAllowedError, NotFoundError, StudyNotFoundError
 from db.ingest import MediaInfo
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, TrackRow
@@ -79,17 +79,38 @@ def model_versions(weights_dir: Path) -> list[Any]:
     return list_versions(weights_dir)
 
 
-def remove_version(name: str, weights_dir: Path) -> None:
-    """Deletes a fine-tuned version; stored predictions keep its name and hash."""
+def require_owner(owner: bool, action: str) -> None:
+    """Raises unless the caller is an owner (the flag the app computed from the sign-in, never session state).
+
+    Raises:
+        NotAllowedError: For anyone but an owner.
+    """
+    if not owner:
+        log.warning("refused %s: not an owner", action)
+        raise NotAllowedError(action)
+
+
+def remove_version(name: str, weights_dir: Path, *, owner: bool) -> None:
+    """Deletes a fine-tuned version; stored predictions keep its name and hash.
+
+    Raises:
+        NotAllowedError: For anyone but an owner.
+    """
     from models.versions import remove_version as remove
 
+    require_owner(owner, "removing a fine-tuned model version")
     remove(name, weights_dir)
 
 
-def finetune(store: LabelStore, study: str, recognizer: Any, target: str, weights_dir: Path) -> Any:
-    """Fine-tunes a head on the study's corrections (``db.training.finetune_study``); returns the outcome."""
+def finetune(store: LabelStore, study: str, recognizer: Any, target: str, weights_dir: Path, *, owner: bool) -> Any:
+    """Fine-tunes a head on the study's corrections (``db.training.finetune_study``); returns the outcome.
+
+    Raises:
+        NotAllowedError: For anyone but an owner.
+    """
     from db.training import finetune_study
 
+    require_owner(owner, "fine-tuning a model")
     return finetune_study(store, study, recognizer, target, weights_dir)  # type: ignore[arg-type]
 
 
@@ -130,27 +151,32 @@ class FetchProgress:
 
 
 def fetch_weights(name: str, weights_dir: Path, on_progress: Callable[[FetchProgress], None] | None = None,
-                  *, url: str | None = None) -> Path:
+                  *, owner: bool, url: str | None = None) -> Path:
     """Downloads, verifies and stores a registered checkpoint (``models.weights.fetch``), reporting bytes received.
 
     Raises:
+        NotAllowedError: For anyone but an owner.
         DownloadError, HashMismatchError, CheckpointFormatError: As ``fetch``.
     """
     from models.weights import fetch
 
+    require_owner(owner, "fetching model weights")
     hook = None if on_progress is None else (lambda received, total: on_progress(FetchProgress(received, total)))
     return fetch(name, weights_dir, progress=False, url=url, on_progress=hook)
 
 
-def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool) -> Path:
+def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool,
+                   owner: bool) -> Path:  # fmt: skip
     """Stores an uploaded checkpoint under registry name ``name`` after checking its hash.
 
     Raises:
+        NotAllowedError: For anyone but an owner.
         HashMismatchError: The file is not the registered one and ``trust_unverified`` is False (nothing stored).
         CheckpointFormatError: The file could not be converted.
     """
     from models.weights import import_checkpoint
 
+    require_owner(owner, "importing model weights")
     weights_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=weights_dir, prefix=".upload-") as tmp:
         src = Path(tmp) / (_safe_suffix_name(filename) or "checkpoint")
@@ -192,13 +218,24 @@ def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> l
         return []
 
 
-def media_tracks(store: LabelStore, media_id: int) -> list[TrackRow]:
-    """The person tracks of a video with their engagement windows."""
+def _study_media_ids(store: LabelStore, study: str) -> set[int]:
+    return {m.id for m in study_media(store, study)}
+
+
+def media_tracks(store: LabelStore, media_id: int, study: str) -> list[TrackRow]:
+    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video)."""
+    if media_id not in _study_media_ids(store, study):
+        return []
     return store.tracks(media_id)
 
 
-def face_crop(store: LabelStore, face_id: int) -> bytes | None:
-    """The stored PNG crop of a face, None in features-only mode."""
+def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
+    """The stored PNG crop of a face of ``study``, None in features-only mode.
+
+    Raises:
+        NotFoundError: No such face in ``study``.
+    """
+    face_label(store, face_id, study)
     return store.face_crop(face_id)
 
 
@@ -521,8 +558,7 @@ def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *
     Raises:
         NotAllowedError: For anyone but a study owner.
     """
-    if not owner:
-        raise NotAllowedError("changing a study's labelling rules")
+    require_owner(owner, "changing a study's labelling rules")
     return store.set_study_settings(study, settings)
 
 
@@ -531,9 +567,10 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
     return review_rules.visible_face(face, annotator, settings)
 
 
-def face_crops(store: LabelStore, face_ids: Sequence[int]) -> dict[int, bytes]:
-    """Stored crops of several faces at once (absent in features-only mode)."""
-    return store.face_crops(face_ids)
+def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[int, bytes]:
+    """Stored crops of several faces of ``study`` at once (absent in features-only mode; other studies' left out)."""
+    mine = {f.face_id for f in study_faces(store, study)}
+    return store.face_crops([i for i in face_ids if i in mine])
 
 
 def video_frame(path: Path, time_s: float) -> np.ndarray:
@@ -543,9 +580,16 @@ def video_frame(path: Path, time_s: float) -> np.ndarray:
     return frame_at(path, time_s, path.name)
 
 
-def face_label(store: LabelStore, face_id: int) -> FaceLabel:
-    """One face with its prediction and current labels."""
-    return store.face(face_id)
+def face_label(store: LabelStore, face_id: int, study: str) -> FaceLabel:
+    """One face of ``study`` with its prediction and current labels.
+
+    Raises:
+        NotFoundError: No such face in ``study`` (another study's face id, from a URL or an old tab, reads the same).
+    """
+    face = store.face(face_id)
+    if face.media_id not in _study_media_ids(store, study):
+        raise NotFoundError(f"face of study {study!r}", face_id)  # the same answer as for no face at all
+    return face
 
 
 def correct(
@@ -596,15 +640,17 @@ def export_file_name(study: str, fmt: str) -> str:
     return f"affectlab-{safe}-{fmt}.{EXPORT_FORMATS[fmt][1]}"
 
 
-def export_bytes(store: LabelStore, study: str, fmt: str) -> bytes:
+def export_bytes(store: LabelStore, study: str, fmt: str, *, owner: bool) -> bytes:
     """One export of a study as the bytes of the file offered for download.
 
     CSV, Parquet and features NPZ are the export files themselves; the ImageFolder export is its zip; the Hugging
     Face layout (a folder) is zipped.
 
     Raises:
+        NotAllowedError: For anyone but an owner of the study.
         CropsUnavailableError, FeaturesUnavailableError, StoreError: As ``LabelStore.export``.
     """
+    require_owner(owner, f"exporting study {study!r}")
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}")
     with tempfile.TemporaryDirectory(prefix="affectlab-export-") as tmp:
@@ -620,21 +666,34 @@ def export_bytes(store: LabelStore, study: str, fmt: str) -> bytes:
         return buf.getvalue()
 
 
-def dataset_card(store: LabelStore, study: str) -> str:
-    """The dataset card (README) of a study: counts, label sources, agreement, licence notes."""
+def dataset_card(store: LabelStore, study: str, *, owner: bool) -> str:
+    """The dataset card (README) of a study: counts, label sources, agreement, licence notes.
+
+    Raises:
+        NotAllowedError: For anyone but an owner of the study.
+    """
+    require_owner(owner, f"exporting the dataset card of study {study!r}")
     with tempfile.TemporaryDirectory(prefix="affectlab-card-") as tmp:
         out = Path(tmp) / "faces.csv"
         store.export(study, "csv", out)
         return out.with_name("faces.README.md").read_text(encoding="utf-8")
 
 
-def delete_media(store: LabelStore, study: str, media_id: int, media_dir: Path | None) -> dict[str, int]:
-    """Deletes a media item with everything derived from it, and its kept file.
+def delete_media(store: LabelStore, study: str, media_id: int, media_dir: Path | None, *, owner: bool
+                 ) -> dict[str, int]:  # fmt: skip
+    """Deletes a media item of ``study`` with everything derived from it, and its kept file.
 
     Returns:
         What was removed, per kind.
+
+    Raises:
+        NotAllowedError: For anyone but an owner of the study.
+        NotFoundError: No such media item in ``study``.
     """
+    require_owner(owner, f"deleting media of study {study!r}")
     media = next((m for m in study_media(store, study) if m.id == media_id), None)
+    if media is None:
+        raise NotFoundError(f"media item of study {study!r}", media_id)
     path = kept_media_file(media_dir, store, study, media) if media is not None and media_dir is not None else None
     counts = store.delete_media(media_id)
     if path is not None:

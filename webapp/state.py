@@ -24,8 +24,8 @@ class UIState:
     """A browser session's state.
 
     Attributes:
-        code_ok: The session entered the study access code.
-        owner_code_ok: The session entered the owners' code (exports and deletions).
+        client_key: A random id of this session, for AppTest runs only (behind the guard, what a browser may do
+            is bound to its signed cookie, never to session state).
         study: The current study's name.
         annotator: The annotator's name typed in this session (unused when the name comes from the login).
         model: The active emotion model (None: the settings' default).
@@ -44,8 +44,7 @@ class UIState:
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
     """
 
-    code_ok: bool = False
-    owner_code_ok: bool = False
+    client_key: str = ""
     study: str | None = None
     annotator: str = ""
     model: str | None = None

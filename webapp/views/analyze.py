@@ -71,7 +71,7 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
         session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device,
                                                ctx.settings.backend)
     except AffectLabError as exc:
-        st.error(f"Cannot load {model}: {exc}")
+        st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return []
     engagement = None
     if any(services.upload_kind(u) == "video" for u in uploads):

@@ -55,7 +55,7 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
     if not ctx.owner:
         st.info("Exports are for the study's owners.")
         return
-    store, study = ctx.store, ctx.study
+    store, study, owner = ctx.store, ctx.study, ctx.owner
     crops, feats = stats.counts.get("crops", 0), stats.counts.get("features", 0)
     cols = st.columns(3)
     for i, (fmt, (desc, _suffix, mime)) in enumerate(services.EXPORT_FORMATS.items()):
@@ -64,12 +64,12 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
             why = "No face crops are stored (features-only mode)."
         elif fmt == "features" and not feats:
             why = "No backbone features are stored."
-        cols[i % 3].download_button(desc, data=lambda fmt=fmt: services.export_bytes(store, study, fmt),
+        cols[i % 3].download_button(desc, data=lambda fmt=fmt: services.export_bytes(store, study, fmt, owner=owner),
                                     file_name=services.export_file_name(study, fmt), mime=mime, key=f"export_{fmt}",
                                     disabled=why is not None, help=why, icon=":material/download:",
                                     on_click="ignore", width="stretch")  # fmt: skip
     cols[len(services.EXPORT_FORMATS) % 3].download_button(
-        "Dataset card (README.md)", data=lambda: services.dataset_card(store, study),
+        "Dataset card (README.md)", data=lambda: services.dataset_card(store, study, owner=owner),
         file_name=services.export_file_name(study, "csv").replace(".csv", "-README.md"), mime="text/markdown",
         key="export_card", icon=":material/description:", on_click="ignore", width="stretch")
 
@@ -91,9 +91,9 @@ def _media(ctx: Context) -> None:
                            key=Keys.DELETE_CONFIRM)  # fmt: skip
         if st.button("Delete", type="primary", disabled=not sure, icon=":material/delete:"):
             try:
-                counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir)
+                counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir, owner=ctx.owner)
             except AffectLabError as exc:
-                st.error(f"Not deleted: {exc}")
+                st.error(f"Not deleted: {code_span(str(exc))}")
                 return
             flash("success", f"Deleted media {mid}: {plural(counts.get('faces', 0), 'face')}, "
                   f"{plural(counts.get('face_annotations', 0), 'face correction')}.")  # fmt: skip

@@ -35,7 +35,7 @@ def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float) -> None
             try:
                 st.image(_thumb(str(path), path.stat().st_mtime, m.kind, first_face_s), width="stretch")
             except AffectLabError as exc:
-                st.caption(f"No thumbnail: {exc}")
+                st.caption(f"No thumbnail: {code_span(str(exc))}")
         else:
             st.caption("The file is not kept (features-only privacy mode).")
         st.markdown(code_span(m.filename))

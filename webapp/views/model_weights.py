@@ -63,10 +63,10 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                     bar.progress(0.0, text=f"{done} received")
 
             try:
-                services.fetch_weights(name, ctx.weights_dir, report)
+                services.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
-                st.error(str(exc))
+                st.error(code_span(str(exc)))
                 return
             status.update(label=f"{name} fetched and verified", state="complete")
         resources.forget_models()
@@ -87,13 +87,14 @@ def _import(ctx: Context) -> None:
     if st.button("Import", disabled=up is None, icon=":material/upload_file:") and up is not None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
-                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust)
+                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust,
+                                                owner=ctx.owner)
             except HashMismatchError as exc:
                 st.error(f"{code_span(up.name)} is not the published {name}: its hash {exc.actual} differs from the "
                          f"registry's {exc.expected}. Nothing was stored.")  # fmt: skip
                 return
             except AffectLabError as exc:
-                st.error(f"{code_span(up.name)}: {exc}")
+                st.error(f"{code_span(up.name)}: {code_span(str(exc))}")
                 return
         resources.forget_models()
         flash("success", f"Imported {name} into {path}.")
@@ -113,7 +114,7 @@ def _versions(ctx: Context) -> None:
     if ctx.owner:
         name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
         if st.button("Remove this version", icon=":material/delete:"):
-            services.remove_version(name, ctx.weights_dir)
+            services.remove_version(name, ctx.weights_dir, owner=ctx.owner)
             resources.forget_models()
             flash("success", f"Removed {name}. Predictions it made keep its name and hash.")
             st.rerun()
@@ -129,15 +130,17 @@ def _finetune(ctx: Context) -> None:
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
     st.caption("Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
                "and compares it with the original on held-out media items. Same as "
-               f"`python -m affectlab finetune --study {ctx.study} --target {target} --model {name}`.")  # fmt: skip
+               + code_span(f"python -m affectlab finetune --study '{ctx.study}' --target {target} --model {name}")
+               + ".")  # fmt: skip
     if not st.button("Fine-tune", type="primary", icon=":material/model_training:"):
         return
     with st.spinner("Cross-validating and training the new head..."):
         try:
             session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
-            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir)
+            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir,
+                                        owner=ctx.owner)
         except AffectLabError as exc:
-            st.error(str(exc))
+            st.error(code_span(str(exc)))
             return
     report = outcome.report
     for note in outcome.notes:

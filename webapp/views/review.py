@@ -62,7 +62,7 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         target = {"track_id": track_id} if whole_track else {"face_id": face_id}
         services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
     except (AffectLabError, ValueError) as exc:
-        flash("error", f"Correction not stored: {exc}")
+        flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     state = ui_state()
     if state.review_mode == "queue":
@@ -79,10 +79,10 @@ def _undo(ctx: Context) -> None:
     try:
         row = services.undo_last(ctx.store, ctx.study, ctx.annotator)
     except AffectLabError as exc:
-        flash("warning", f"Undo not possible: {exc}")
+        flash("warning", f"Undo not possible: {code_span(str(exc))}")
         return
     if row is None:
-        flash("info", f"{ctx.annotator} has no correction to undo in this study.")
+        flash("info", f"{code_span(ctx.annotator)} has no correction to undo in this study.")
         return
     if row.face_id is not None:
         _open(row.face_id)
@@ -94,7 +94,7 @@ def _skip(ctx: Context, face_id: int) -> None:
     try:
         services.skip(ctx.store, ctx.annotator, face_id)
     except (AffectLabError, ValueError) as exc:
-        flash("warning", f"Not skipped: {exc}")
+        flash("warning", f"Not skipped: {code_span(str(exc))}")
         return
     ui_state().review_face = None
     flash("info", f"Skipped face {face_id}: it stays out of your queue, also after a reload.")
@@ -129,7 +129,7 @@ def _study_rules(ctx: Context) -> StudySettings:
             try:
                 rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
             except AffectLabError as exc:
-                st.error(str(exc))
+                st.error(code_span(str(exc)))
     return rules
 
 
@@ -191,7 +191,7 @@ def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, floa
 
 
 def _context_image(ctx: Context, face: FaceLabel) -> None:
-    crop = services.face_crop(ctx.store, face.face_id)
+    crop = services.face_crop(ctx.store, face.face_id, ctx.study)
     if crop is not None:
         st.image(crop, caption=f"face {face.face_id}", width=200)
     else:
@@ -210,7 +210,7 @@ def _context_image(ctx: Context, face: FaceLabel) -> None:
             with st.expander("Whole image"):
                 st.image(figures.draw_boxes(services.load_media_image(path), [figures.BoxLabel(face.box, 1)]))
     except AffectLabError as exc:
-        st.caption(f"The frame cannot be shown: {exc}")
+        st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
 
 
 def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
@@ -240,7 +240,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
              for f in services.study_faces(ctx.store, ctx.study, face.media_id) if f.track_id == face.track_id]
     faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
     shown = _strip_faces(faces, face.face_id)
-    crops = services.face_crops(ctx.store, [f.face_id for f in shown])
+    crops = services.face_crops(ctx.store, [f.face_id for f in shown], ctx.study)
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
         st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
@@ -273,7 +273,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
 
 
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
-    face = services.visible_face(services.face_label(ctx.store, face_id), ctx.annotator, rules)
+    face = services.visible_face(services.face_label(ctx.store, face_id, ctx.study), ctx.annotator, rules)
     mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
@@ -367,13 +367,13 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         opened = state.review_face
         state.review_face = opened if opened is not None and _exists(ctx, opened) else ids[0]
     item = next((i for i in q.items if i.face_id == state.review_face), None)
-    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face).media_id
+    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face, ctx.study).media_id
     _item(ctx, state.review_face, rules, _counts(q, face_media), item.reason if item else None)
 
 
 def _exists(ctx: Context, face_id: int) -> bool:
     try:
-        services.face_label(ctx.store, face_id)
+        services.face_label(ctx.store, face_id, ctx.study)
     except AffectLabError:
         return False
     return True

@@ -1,0 +1,264 @@
+"""The guarded server (``streamlit run webapp/serve.py``) against a hostile client: a replayed session id, anonymous
+uploads, the metrics endpoint, wrong codes. Raw HTTP and raw websocket clients; no browser.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from streamlit.proto.BackMsg_pb2 import BackMsg
+
+from tests.stclient import StClient, submit_code
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE, OWNER_CODE = "k-annotate", "k-own"
+
+
+@dataclass
+class Server:
+    base: str
+    proc: subprocess.Popen
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Server]:  # fmt: skip
+    """The guarded app in code mode on a free loopback port, uploads capped at 1 MB, XSRF off as in the Docker image."""
+    tmp = tmp_path_factory.mktemp("guarded")
+    data = tmp / "data"
+    shutil.copytree(analysed_multi_face, data)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFECTLAB_", "SPACE_ID", "DATABASE_URL"))}
+    env.update(AFFECTLAB_DATA_DIR=str(data), AFFECTLAB_WEIGHTS_DIR=str(random_weights_dir), AFFECTLAB_ACCESS_CODE=CODE,
+               AFFECTLAB_OWNER_CODE=OWNER_CODE, AFFECTLAB_MAX_UPLOAD_MB="1",
+               STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION="false")  # fmt: skip
+    log = tmp / "server.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "webapp/serve.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.maxUploadSize", "1"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read().strip() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the guarded server did not start: " + log.read_text(errors="replace")[-2000:])
+        yield Server(base, proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _cookie(base: str) -> str:
+    """What a browser gets on its first page load: the signed affectlab_session cookie."""
+    with urllib.request.urlopen(base + "/", timeout=10) as r:
+        set_cookie = r.headers.get("Set-Cookie", "")
+    assert set_cookie.startswith("affectlab_session=") and "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+    return set_cookie.split(";", 1)[0]
+
+
+def _owner(base: str) -> tuple[StClient, str]:
+    cookie = _cookie(base)
+    owner = StClient(base, cookie=cookie)
+    gate = owner.run()
+    assert gate.labels("text_input") == ["Study access code"]
+    submit_code(owner, gate, OWNER_CODE, "Study access code")
+    page = owner.run("dataset")
+    assert "CSV of faces" in page.labels("download_button"), page.text()
+    return owner, cookie
+
+
+def _put(base: str, path: str, size: int, cookie: str | None = None) -> int:
+    """A raw upload of ``size`` bytes: the status line, read as soon as the server answers (it may not read it all)."""
+    host, port = base.removeprefix("http://").split(":")
+    head = (f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {size}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head.encode())
+        chunk = b"\0" * (1 << 20)
+        sent = 0
+        try:
+            while sent < size:
+                s.sendall(chunk[: min(len(chunk), size - sent)])
+                sent += len(chunk)
+        except OSError:
+            pass  # the server answered and closed: it stopped reading
+        reply = b""
+        try:
+            while b"\r\n" not in reply:
+                part = s.recv(4096)
+                if not part:
+                    break
+                reply += part
+        except OSError:
+            pass
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1") else 0
+
+
+def test_a_replayed_session_id_gets_nothing(server: Server) -> None:
+    owner, _cookie_of_owner = _owner(server.base)
+    sid = owner.session_id
+    assert sid
+    try:
+        for cookie in (None, _cookie(server.base)):  # no cookie at all, or the attacker's own fresh one
+            thief = StClient(server.base, cookie=cookie, session_id=sid)
+            run = thief.run("dataset")
+            assert thief.session_id == sid, "Streamlit reconnected the thief to the owner's session"
+            assert not run.of("download_button"), "no export for a replayed session id"
+            assert "Delete" not in run.labels("button")
+            assert run.labels("text_input") == ["Study access code"], run.text()
+            assert "multi_face" not in run.text()
+            for kind in ("clear_cache", "backend_operation_request"):  # neither reaches Streamlit
+                msg = BackMsg()
+                if kind == "clear_cache":
+                    msg.clear_cache = True
+                else:
+                    msg.backend_operation_request.session_id = sid
+                    msg.backend_operation_request.request_id = "steal"
+                thief.send(msg)
+            after = thief.run("dataset")
+            assert "backend_operation_response" not in after.types and not after.of("download_button")
+            thief.close()
+        assert _put(server.base, f"/_stcore/upload_file/{sid}/stolen", 1000) == 403
+        assert "dropped a 'clear_cache' message" in server.log_text()
+        assert "dropped a 'backend_operation_request' message" in server.log_text()
+        again = StClient(server.base, cookie=_cookie_of_owner, session_id=sid)  # the owner's own browser: still in
+        assert "CSV of faces" in again.run("dataset").labels("download_button")
+        again.close()
+    finally:
+        owner.close()
+
+
+def test_anonymous_uploads_are_refused_and_hold_no_memory(server: Server) -> None:
+    psutil = pytest.importorskip("psutil")
+    proc = psutil.Process(server.proc.pid)
+    anonymous = StClient(server.base, cookie=_cookie(server.base))
+    anonymous.run()
+    sid = anonymous.session_id
+    before = proc.memory_info().rss
+    statuses = [_put(server.base, f"/_stcore/upload_file/{sid}/f{i}", 40 << 20) for i in range(3)]
+    grown = proc.memory_info().rss - before
+    anonymous.close()
+    assert statuses == [403, 403, 403]
+    assert grown < 20 << 20, f"the server grew by {grown / 2**20:.0f} MB"
+    assert "upload refused: client 127.0.0.1 is not signed in" in server.log_text()
+    owner, cookie = _owner(server.base)
+    try:  # signed in: through to Streamlit (which wants a multipart form), but not over AFFECTLAB_MAX_UPLOAD_MB
+        assert _put(server.base, f"/_stcore/upload_file/{owner.session_id}/small", 1000, cookie) == 400
+        assert _put(server.base, f"/_stcore/upload_file/{owner.session_id}/big", 3 << 20, cookie) == 413
+    finally:
+        owner.close()
+
+
+def test_metrics_are_not_public(server: Server) -> None:
+    for path in ("/_stcore/metrics", "/_stcore/metrics/"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(server.base + path, timeout=10)
+        assert err.value.code == 404
+    big = urllib.request.Request(server.base + "/anything", data=b"x" * (200 << 10), method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(big, timeout=10)
+    assert err.value.code == 413
+
+
+def test_wrong_codes_wait_longer_and_are_logged(server: Server) -> None:
+    client = StClient(server.base, cookie=_cookie(server.base))
+    try:
+        run = client.run()
+        messages = []
+        for _ in range(4):
+            run = submit_code(client, run, "guess-123", "Study access code")
+            messages.append(run.text())
+        assert "That code is not right." in messages[0] and "Wait" not in messages[0]
+        assert "Wait 1 s before the next try" in messages[2]
+        assert "Too many wrong codes: wait" in messages[3]
+        time.sleep(1.2)
+        run = submit_code(client, run, "guess-123", "Study access code")
+        assert "Wait 2 s before the next try" in run.text()
+    finally:
+        client.close()
+    log = server.log_text()
+    assert "wrong access code from client 127.0.0.1 (failure 4 in a row; next try in 2 s)" in log
+    assert "guess-123" not in log
+
+
+# ------------------------------------------------------------------------------------------------- the pieces
+
+
+def test_cookie_is_signed_and_expires() -> None:
+    from webapp.guard import CookieSigner, cookie_from_header, cookie_header
+
+    now = [1_000_000.0]
+    signer = CookieSigner(b"s" * 32, max_age_s=100, clock=lambda: now[0])
+    value = signer.issue()
+    bid = signer.verify(value)
+    assert bid and signer.verify(value) == bid
+    payload, _, sig = value.rpartition(".")
+    forged = f"{'x' * len(bid)}.{payload.split('.')[1]}.{sig}"
+    assert signer.verify(forged) is None and signer.verify(value + "x") is None and signer.verify("") is None
+    assert CookieSigner(b"t" * 32, clock=lambda: now[0]).verify(value) is None, "another secret"
+    now[0] += 101
+    assert signer.verify(value) is None, "expired"
+    with pytest.raises(ValueError, match="AFFECTLAB_COOKIE_SECRET"):
+        CookieSigner(b"short")
+    lax = cookie_header("v", cross_site=False)
+    assert "HttpOnly" in lax and "SameSite=Lax" in lax and "Secure" not in lax
+    iframe = cookie_header("v", cross_site=True)
+    assert "HttpOnly" in iframe and "SameSite=None; Secure; Partitioned" in iframe
+    assert cookie_from_header("a=1; affectlab_session=abc.1.sig; b=2") == "abc.1.sig"
+    assert cookie_from_header(None) is None and cookie_from_header("a=1") is None
+
+
+def test_client_address_and_rate_limits() -> None:
+    from webapp.guard import Rate, RateLimiter, client_address
+
+    scope = {"client": ("10.0.0.9", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6, 1.2.3.4")]}
+    assert client_address(scope, 0) == "10.0.0.9", "no front proxy: a client's own X-Forwarded-For is ignored"
+    assert client_address(scope, 1) == "1.2.3.4", "the entry the trusted front proxy appended"
+    assert client_address({"client": ("10.0.0.9", 1), "headers": []}, 1) == "10.0.0.9"
+    now = [0.0]
+    limiter = RateLimiter({"upload": Rate(burst=2, per_s=1)}, clock=lambda: now[0])
+    assert [limiter.allow("a", "upload") for _ in range(3)] == [True, True, False]
+    assert limiter.allow("b", "upload"), "per client"
+    now[0] = 1.0
+    assert limiter.allow("a", "upload") and not limiter.allow("a", "upload")
+    assert limiter.allow("a", "unlimited-kind")
+
+
+def test_settings_of_the_guard() -> None:
+    from affectlab.settings import Settings
+
+    s = Settings.from_env({})
+    assert s.max_upload_mb == 200 and s.proxy_hops == 0 and s.cookie_secret == ""
+    hosted = Settings.from_env({"SPACE_ID": "u/s", "AFFECTLAB_MAX_UPLOAD_MB": "50",
+                                "AFFECTLAB_COOKIE_SECRET": "zq-secret-9"})
+    assert hosted.max_upload_mb == 50 and hosted.proxy_hops == 1 and "zq-secret-9" not in repr(hosted)
+    with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
+        Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "lots"})
+    with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
+        Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "0"})
