@@ -146,7 +146,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
         state.review_media = c1.selectbox(
             "File", ids, index=ids.index(state.review_media) if state.review_media in ids else 0,
             format_func=lambda i: "all files" if i is None else names[i], key=Keys.REVIEW_MEDIA)  # fmt: skip
-        tracks = services.media_tracks(ctx.store, state.review_media) if state.review_media in names else []
+        tracks = services.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
         if tracks:
             tids = [None, *(t.id for t in tracks)]
             index = {t.id: t.track_index for t in tracks}
