@@ -90,7 +90,9 @@ def _face(page) -> str:
 
 def _idle(page) -> None:
     """Waits until the app has finished its run (no running indicator)."""
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+    page.wait_for_function(
+        "() => { const e = document.querySelector('[data-test-script-state]');"
+        " return e && e.getAttribute('data-test-script-state') === 'notRunning'; }", timeout=60_000)
 
 
 def _press(page, key: str) -> float:
@@ -98,9 +100,15 @@ def _press(page, key: str) -> float:
     before = _face(page)
     t0 = time.perf_counter()
     page.keyboard.press(key)
-    page.wait_for_function(
-        f"(old) => {{ const m = document.body.innerText.match(/{FACE_LINE}/); return m && m[1] !== old; }}",
-        arg=before, timeout=60_000, polling="raf")
+    try:
+        page.wait_for_function(
+            f"(old) => {{ const m = document.body.innerText.match(/{FACE_LINE}/); return m && m[1] !== old; }}",
+            arg=before, timeout=60_000, polling="raf")
+    except Exception:
+        shot = ROOT / "test-output" / "bench-review-failure.png"
+        shot.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(shot), full_page=True)
+        raise RuntimeError(f"face {before} did not change after pressing {key}; screenshot {shot}") from None
     dt = time.perf_counter() - t0
     page.wait_for_selector('button:has-text("Undo")')
     _idle(page)

@@ -93,6 +93,23 @@ def probability_bar(probs: Mapping[str, float], title: str, highlight: str | Non
     return fig
 
 
+def probability_table(probs: Mapping[str, float], highlight: str | None = None, width: int = 24) -> str:
+    """Class probabilities as a Markdown table with text bars: the Review page's light stand-in for a chart.
+
+    The most probable class is in bold, ``highlight`` (e.g. the annotator's own label) marked with a check.
+    """
+    if not probs:
+        return ""
+    top = max(probs, key=lambda n: float(probs[n]))
+    lines = ["| class | probability | |", "|---|---:|---|"]
+    for name, p in probs.items():
+        v = min(max(float(p), 0.0), 1.0)
+        label = f"**{name}**" if name == top else name
+        mark = " ✓" if name == highlight else ""
+        lines.append(f"| {label}{mark} | {v:.2f} | {'█' * round(v * width) or '▏'} |")
+    return "\n".join(lines)
+
+
 def circumplex(points: Sequence[tuple[float, float, str]], title: str) -> go.Figure:
     """Valence/arousal points on Russell's circumplex, in [-1, 1] x [-1, 1].
 

@@ -51,6 +51,12 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
     if ctx.annotator is None:
         flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
         return
+    shown = ui_state().review_face
+    if shown is not None and shown != face_id:
+        # A key pressed while the next face was being drawn reaches the previous face's button: never label a face
+        # the person is no longer looking at.
+        flash("info", "That key arrived before this face was shown; nothing was stored. Press it again.")
+        return
     extras = _extras(face_id) if whole_track is None else {}
     if whole_track is None:
         whole_track = bool(st.session_state.get(_keys(face_id)["track"]))
@@ -284,9 +290,8 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
         _context_image(ctx, face)
     with right:
         if face.model_probs:
-            st.plotly_chart(figures.probability_bar(face.model_probs, f"{face.model}: class probabilities",
-                                                    face.human_label), key=f"rbar_{face.face_id}",
-                            config={"displayModeBar": False})  # fmt: skip
+            st.caption(f"{face.model}: class probabilities")
+            st.markdown(figures.probability_table(face.model_probs, mine.label if mine is not None else None))
         elif rules.hide_model:
             st.caption("The model's prediction is hidden in this study (independent labelling).")
         your = f"**{mine.label}**" + (" (your track label)" if "label" in mine.from_track else "") \
