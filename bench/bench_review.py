@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.pg import fake_results, png_bytes  # noqa: E402
+from tests.server import serve_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
@@ -52,36 +49,11 @@ def _seed(data: Path, n_faces: int) -> None:
     store.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _server(data: Path, fragment: bool) -> Iterator[str]:
-    env = {**os.environ, "AFFECTLAB_DATA_DIR": str(data), "AFFECTLAB_WEIGHTS_DIR": str(data / "no-weights"),
-           "AFFECTLAB_REVIEW_FRAGMENT": "1" if fragment else "0"}
-    for name in ("AFFECTLAB_ACCESS_CODE", "AFFECTLAB_ANNOTATORS", "DATABASE_URL", "SPACE_ID"):
-        env.pop(name, None)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "webapp/app.py", "--server.address",
-                             "127.0.0.1", "--server.port", str(port), "--server.headless", "true"], cwd=ROOT,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + 120
-        while time.monotonic() < end:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.3)
+    env = {"AFFECTLAB_REVIEW_FRAGMENT": "1" if fragment else "0"}
+    with serve_app(data, data / "no-weights", data / "server.log", env=env) as (url, _proc):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def _face(page) -> str:

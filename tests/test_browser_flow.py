@@ -12,11 +12,8 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pandas as pd
 import pytest
 
 from tests.apphelpers import ROOT, store_for
+from tests.server import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
@@ -40,54 +38,20 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} not healthy after {timeout} s")
-
-
 @contextlib.contextmanager
 def _serve(tmp_path: Path, data: Path, weights_dir: Path, log_name: str = "streamlit-browser-test.log"
            ) -> Iterator[str]:  # fmt: skip
-    """The app served the way `make run` serves it, on a free port, on ``data`` with the weights of ``weights_dir``."""
-    env = {**os.environ, "AFFECTLAB_DATA_DIR": str(data), "AFFECTLAB_WEIGHTS_DIR": str(weights_dir)}
-    for name in ("AFFECTLAB_ACCESS_CODE", "AFFECTLAB_ANNOTATORS", "AFFECTLAB_OWNERS", "DATABASE_URL", "SPACE_ID"):
-        env.pop(name, None)
-    py = sys.executable
-    subprocess.run([py, "-m", "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    port = _free_port()
+    """The app served the way `make run` serves it, on ``data`` with the weights of ``weights_dir``; log kept."""
+    subprocess.run([sys.executable, "-m", "db", "upgrade"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "AFFECTLAB_DATA_DIR": str(data)})  # fmt: skip
     log_path = tmp_path / log_name
-    log = log_path.open("wb")
-    proc = subprocess.Popen([py, "-m", "streamlit", "run", "webapp/serve.py", "--server.address", "127.0.0.1",
-                             "--server.port", str(port), "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc)
-        yield url
+        with serve_app(data, weights_dir, log_path) as (url, _proc):
+            yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         (ROOT / "test-output").mkdir(exist_ok=True)
-        shutil.copy(log_path, ROOT / "test-output" / log_name)
+        if log_path.exists():
+            shutil.copy(log_path, ROOT / "test-output" / log_name)
 
 
 @pytest.fixture

@@ -4,11 +4,9 @@ uploads, the metrics endpoint, wrong codes. Raw HTTP and raw websocket clients; 
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 from streamlit.proto.BackMsg_pb2 import BackMsg
 
+from tests.server import serve_app
 from tests.stclient import StClient, submit_code
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,12 +34,6 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Server]:  # fmt: skip
@@ -48,30 +41,11 @@ def server(analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory
     tmp = tmp_path_factory.mktemp("guarded")
     data = tmp / "data"
     shutil.copytree(analysed_multi_face, data)
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFECTLAB_", "SPACE_ID", "DATABASE_URL"))}
-    env.update(AFFECTLAB_DATA_DIR=str(data), AFFECTLAB_WEIGHTS_DIR=str(random_weights_dir), AFFECTLAB_ACCESS_CODE=CODE,
-               AFFECTLAB_OWNER_CODE=OWNER_CODE, AFFECTLAB_MAX_UPLOAD_MB="1",
-               STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION="false")  # fmt: skip
     log = tmp / "server.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "webapp/serve.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.maxUploadSize", "1"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(base + "/_stcore/health", timeout=2).read().strip() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("the guarded server did not start: " + log.read_text(errors="replace")[-2000:])
+    env = {"AFFECTLAB_ACCESS_CODE": CODE, "AFFECTLAB_OWNER_CODE": OWNER_CODE, "AFFECTLAB_MAX_UPLOAD_MB": "1",
+           "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false"}
+    with serve_app(data, random_weights_dir, log, env=env, args=["--server.maxUploadSize", "1"]) as (base, proc):
         yield Server(base, proc, log)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _cookie(base: str) -> str:
