@@ -62,6 +62,17 @@ def server(tmp_path: Path, random_weights_dir: Path) -> Iterator[tuple[str, Path
         yield url, data
 
 
+def _name_and_upload(page, url: str, annotator: str, file: Path) -> None:
+    """Opens the app, types the annotator's name, uploads one file and presses Analyze."""
+    page.goto(url)
+    page.get_by_role("heading", name="Analyze").wait_for()
+    name = page.get_by_label("Your name (annotator)")
+    name.fill(annotator)
+    name.press("Enter")
+    page.locator('input[type="file"]').first.set_input_files(str(file))
+    page.get_by_role("button", name="Analyze 1 file").click()
+
+
 def _shot(page, name: str) -> None:
     """A full-page screenshot once the charts are drawn (they render after the script run ends)."""
     charts = page.locator('[data-testid="stPlotlyChart"] .main-svg')
@@ -80,13 +91,7 @@ def test_upload_correct_export(server: tuple[str, Path], multi_face_jpg: Path) -
         page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
         page.set_default_timeout(180_000)
         try:
-            page.goto(url)
-            page.get_by_role("heading", name="Analyze").wait_for()
-            name = page.get_by_label("Your name (annotator)")
-            name.fill("tester")
-            name.press("Enter")
-            page.locator('input[type="file"]').first.set_input_files(str(multi_face_jpg))
-            page.get_by_role("button", name="Analyze 1 file").click()
+            _name_and_upload(page, url, "tester", multi_face_jpg)
             page.get_by_text("Correct face 5").wait_for()
             page.locator('[data-testid="stPlotlyChart"]').nth(4).wait_for()
             assert page.get_by_text("Correct face", exact=False).count() == 5
@@ -157,13 +162,7 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(tmp_path: 
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.set_default_timeout(180_000)
-            page.goto(url)
-            page.get_by_role("heading", name="Analyze").wait_for()
-            name = page.get_by_label("Your name (annotator)")
-            name.fill("ann")
-            name.press("Enter")
-            page.locator('input[type="file"]').first.set_input_files(str(video))
-            page.get_by_role("button", name="Analyze 1 file").click()
+            _name_and_upload(page, url, "ann", video)
             page.get_by_text("Track 0", exact=False).first.wait_for()
 
             page.get_by_role("link", name="Review").click()
