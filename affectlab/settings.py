@@ -27,6 +27,9 @@ Environment variables:
     AFFECTLAB_SAMPLES_DIR: folder of the "Try a sample" media (default ``<data dir>/samples``; fetched by
         ``python -m affectlab.samples DIR``).
     AFFECTLAB_DEMO_TTL_HOURS: media of the demo study older than this are deleted (default 24; 0 keeps them).
+    AFFECTLAB_HOST / PORT: the address and port ``make run`` and ``webapp/docker_start.sh`` serve on (read by them;
+        defaults 127.0.0.1 and 8501 for ``make run``, 0.0.0.0 and 8501 in the Docker image).
+    AFFECTLAB_FETCH_AT_START: ``0`` stops ``webapp/docker_start.sh`` from fetching missing weights at start.
     AFFECTLAB_REVIEW_FRAGMENT: ``0`` to rerun the whole Review page on each key press instead of only the review
         panel (slower; for ``bench/bench_review.py``'s comparison).
 """
