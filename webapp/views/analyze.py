@@ -107,7 +107,7 @@ def _where_uploads_go(ctx: Context) -> None:
     s = ctx.settings
     where = "in a PostgreSQL database" if s.database_url.startswith("postgresql") else "in this server's data folder"
     kept = "with the file and its face crops" if ctx.media_dir is not None else "as features only (no file, no crops)"
-    ttl = (f"; samples and the {code_span(services.DEMO_STUDY)} study are deleted after {s.demo_ttl_hours:g} hours"
+    ttl = (f"; files of study {code_span(services.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
            if s.demo_ttl_hours > 0 else "")  # fmt: skip
     st.caption(f"Uploads are stored {where}, {kept}, in study {code_span(ctx.study)}, and everyone who can open "
                f"that study sees them. A study owner deletes a file on the Dataset page (Delete a media item){ttl}.")
