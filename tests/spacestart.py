@@ -230,7 +230,8 @@ def prepared_space(work: Path, mirror: str, pins: dict[str, str], wheel: Path, p
         "HOME": str(home), "PATH": f"{vbin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
         "PYTHONPATH": str(site), "AFFECTLAB_TEST_ROOT": str(ROOT), "AFFECTLAB_TEST_PINS": json.dumps(pins),
         "AFFECTLAB_WEIGHTS_MIRROR": mirror, "SPACE_ID": "tester/affectlab", "AFFECTLAB_ACCESS_CODE": ACCESS_CODE,
-        "AFFECTLAB_HOST": "127.0.0.1", "PORT": str(port or _free_port()), "OMP_NUM_THREADS": "2",
+        "AFFECTLAB_HOST": "127.0.0.1", "PORT": str(port or _free_port()),
+        "OMP_NUM_THREADS": "2",  # not the image's: a shared 2-core machine here
     })  # fmt: skip
     samples = Path(env["AFFECTLAB_SAMPLES_DIR"])
     (samples / ".wheel").mkdir(parents=True)

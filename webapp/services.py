@@ -784,6 +784,7 @@ def clear_demo(store: LabelStore, media_dir: Path | None, ttl_hours: float, now:
     if ttl_hours <= 0:
         return 0
     now = now or datetime.now(UTC)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)  # SQLite returns naive UTC times
     cutoff = now - timedelta(hours=ttl_hours)
     n = 0
     for m in study_media(store, DEMO_STUDY):
