@@ -65,5 +65,6 @@ def test_space_starts_as_an_unprivileged_user_and_shows_engagement_for_a_sample(
                 store.close()
             log = space.log.read_text()
             assert "weights not fetched" not in log
+            assert "demo study: 0 media item(s) older than 24 h deleted" in log
     finally:
         spacestart.shutil.rmtree(work, ignore_errors=True)

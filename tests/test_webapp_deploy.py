@@ -143,6 +143,7 @@ def test_the_image_fetches_every_model_the_app_uses() -> None:
     fetch = [r for r in runs if "python -m models fetch" in r]
     assert len(fetch) == 1 and "python -m models fetch --defaults --quiet" in fetch[0]
     assert "python -m models fetch --defaults --quiet" in start
+    assert start.index("python -m db upgrade") < start.index("python -m webapp.demo_sweep") < start.index("exec ")
     assert env["AFFECTLAB_MODEL"] == DEFAULT_MODEL
     for text in (docker, start):  # the list is the code's: no model name written in the image's files
         named = {n for n in REGISTRY if f" {n}" in text.replace("=", " ")} - {env["AFFECTLAB_MODEL"]}

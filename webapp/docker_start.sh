@@ -21,6 +21,8 @@ if [ "${AFFECTLAB_FETCH_AT_START:-1}" = "1" ]; then
 fi
 
 python -m db upgrade
+# The demo study ("Try a sample") keeps media for AFFECTLAB_DEMO_TTL_HOURS; the app sweeps it hourly too.
+python -m webapp.demo_sweep || echo "demo study not swept" >&2
 
 # The app behind its guard (webapp/guard.py): uploads only from a signed-in browser, at most AFFECTLAB_MAX_UPLOAD_MB
 # per file, rate limits per client, no public /_stcore/metrics, no "clear cache" from browsers. Browser messages are
