@@ -232,6 +232,7 @@ def prepared_space(work: Path, mirror: str, pins: dict[str, str], wheel: Path, p
         "AFFECTLAB_WEIGHTS_MIRROR": mirror, "SPACE_ID": "tester/affectlab", "AFFECTLAB_ACCESS_CODE": ACCESS_CODE,
         "AFFECTLAB_HOST": "127.0.0.1", "PORT": str(port or _free_port()),
         "OMP_NUM_THREADS": "2",  # not the image's: a shared 2-core machine here
+        "TMPDIR": str(home),  # caches (torch's) go with the home, not into this machine's /tmp
     })  # fmt: skip
     samples = Path(env["AFFECTLAB_SAMPLES_DIR"])
     (samples / ".wheel").mkdir(parents=True)
