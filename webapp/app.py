@@ -182,6 +182,10 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
         st.title("AffectLab")
         st.error("Your sign-in opens no study here; ask a study owner for the study's code.")
         st.stop()
+    if state.switch_study is not None:  # set before the widget exists, so that the widget shows it
+        if state.switch_study in names:
+            st.session_state[Keys.STUDY] = state.study = state.switch_study
+        state.switch_study = None
     current = state.study if state.study in names else names[0]
     choice = st.sidebar.selectbox("Study", [*names, NEW_STUDY], index=[*names, NEW_STUDY].index(current),
                                   key=Keys.STUDY, help="Results and labels are stored per study.")  # fmt: skip
@@ -239,6 +243,8 @@ def main() -> None:
     access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
     if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
+    # the demo study's old media go on the server's first script run, then at most hourly, whoever visits
+    services.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
     who = _gate(access, state)
     key, grant = _code_gate(access) if access.mode == "code" else (None, None)
     if access.mode != "code":

@@ -13,13 +13,16 @@ mkdir -p "$AFFECTLAB_DATA_DIR"
 # environment variables; Streamlit's st.login reads them from an [auth] section of .streamlit/secrets.toml.
 python -m webapp.secrets_from_env
 
-# Weights: fetched at build unless FETCH_WEIGHTS=0 was passed; then here, once (a no-op when they are present).
+# Weights of every model the app uses (emotions and engagement; models.registry.app_models): fetched at build unless
+# FETCH_WEIGHTS=0 was passed; then here, once (a no-op when they are present). The Analyze page names what is missing.
 if [ "${AFFECTLAB_FETCH_AT_START:-1}" = "1" ]; then
-  python -m models fetch "${AFFECTLAB_MODEL:-enet_b0_8_best_vgaf}" --quiet \
-    || echo "weights not fetched; the Models page says how to get them" >&2
+  python -m models fetch --defaults --quiet \
+    || echo "weights not fetched; the Analyze page names the missing ones" >&2
 fi
 
 python -m db upgrade
+# The demo study ("Try a sample") keeps media for AFFECTLAB_DEMO_TTL_HOURS; the app sweeps it hourly too.
+python -m webapp.demo_sweep || echo "demo study not swept" >&2
 
 # The app behind its guard (webapp/guard.py): uploads only from a signed-in browser, at most AFFECTLAB_MAX_UPLOAD_MB
 # per file, rate limits per client, no public /_stcore/metrics, no "clear cache" from browsers. Browser messages are

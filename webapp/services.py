@@ -18,9 +18,12 @@ import io
 import logging
 import re
 import tempfile
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, TrackRow
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
-from models.registry import EMOTIONS_8, REGISTRY, emotion_models, get_spec
+from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models, get_spec
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,23 @@ def missing_weights_help(name: str, weights_dir: Path) -> str:
         f"No weights for {name} in {weights_dir}. Open the Models page and press Fetch, or run "
         f"`python -m models fetch {name}` (set AFFECTLAB_WEIGHTS_DIR for another folder). Without weights the app "
         "makes no predictions."
+    )
+
+
+def missing_app_models(model: str, weights_dir: Path) -> list[str]:
+    """The models the app uses by default (``models.registry.app_models``) whose weights are not in ``weights_dir``."""
+    from models.weights import is_present
+
+    return [n for n in app_models(model) if not is_present(n, weights_dir)]
+
+
+def missing_app_models_help(missing: Sequence[str]) -> str:
+    """What the Analyze page says when models the app uses are missing (plain text, one paragraph)."""
+    names = ", ".join(missing)
+    return (
+        f"Missing model weights: {names}. Without them the app shows no emotions or no engagement scores. An owner "
+        "fetches them on the Models page, or run `python -m models fetch --defaults` where the app runs (the Docker "
+        "image does at build; set AFFECTLAB_WEIGHTS_DIR for another folder)."
     )
 
 
@@ -694,8 +714,125 @@ def delete_media(store: LabelStore, study: str, media_id: int, media_dir: Path |
     media = next((m for m in study_media(store, study) if m.id == media_id), None)
     if media is None:
         raise NotFoundError(f"media item of study {study!r}", media_id)
-    path = kept_media_file(media_dir, store, study, media) if media is not None and media_dir is not None else None
-    counts = store.delete_media(media_id)
+    return _delete_media_item(store, study, media, media_dir)
+
+
+# ---------------------------------------------------------------------------------------------------- samples
+
+DEMO_STUDY = "demo"
+"""The study "Try a sample" analyses into; its media are deleted after ``AFFECTLAB_DEMO_TTL_HOURS``."""
+
+DEMO_SWEEP_EVERY_S = 3600.0
+"""Least seconds between two sweeps of the demo study by one server process."""
+
+
+def sample_names(samples_dir: Path) -> list[str]:
+    """The sample files ready in ``samples_dir`` (``affectlab.samples``), empty when they are absent or wrong."""
+    from affectlab.samples import present_samples
+
+    return [p.name for p in present_samples(samples_dir)]
+
+
+def try_samples(samples_dir: Path, *, store: LabelStore, detector: Any, recognizer: Any, engagement: Any,
+                media_dir: Path | None, uploaded_by: str | None, fps: float = 5.0,
+                progress: Progress | None = None) -> list[FileOutcome]:  # fmt: skip
+    """Analyses every sample into the demo study; a sample the study holds already is not analysed again.
+
+    Args:
+        samples_dir: The samples folder (``AFFECTLAB_SAMPLES_DIR``).
+        store: The label store.
+        detector: The face detector.
+        recognizer: The emotion model.
+        engagement: The engagement model, or None.
+        media_dir: Where media files are kept, None in the features-only mode.
+        uploaded_by: Who asked.
+        fps: Video sampling rate.
+        progress: Called with ``(fraction of all samples, message)``.
+
+    Returns:
+        One outcome per sample, in manifest order (empty when the samples are absent).
+    """
+    from affectlab.samples import present_samples
+
+    paths = present_samples(samples_dir)
+    report = progress or (lambda _f, _m: None)
+    outcomes: list[FileOutcome] = []
+    for i, path in enumerate(paths):
+        upload = Upload(path.name, path.read_bytes())
+        stored = stored_media(store, DEMO_STUDY, upload)
+        if stored is not None:
+            outcomes.append(FileOutcome(file=path.name, kind=stored.kind, media_id=stored.id, n_faces=stored.n_faces,
+                                        new=False))  # fmt: skip
+            continue
+
+        def on_file(fraction: float, message: str, i: int = i, name: str = path.name) -> None:
+            report((i + fraction) / len(paths), f"{name}: {message}")
+
+        outcomes.append(analyze_upload(upload, study=DEMO_STUDY, store=store, detector=detector,
+                                       recognizer=recognizer, media_dir=media_dir, uploaded_by=uploaded_by, fps=fps,
+                                       engagement=engagement, progress=on_file))  # fmt: skip
+    report(1.0, "done")
+    return outcomes
+
+
+def clear_demo(store: LabelStore, media_dir: Path | None, ttl_hours: float, now: datetime | None = None) -> int:
+    """Deletes the demo study's media older than ``ttl_hours`` (with their faces, labels and kept files).
+
+    Returns:
+        How many media items were deleted (0 when ``ttl_hours`` is 0: demo media are then kept).
+    """
+    if ttl_hours <= 0:
+        return 0
+    now = now or datetime.now(UTC)
+    now = now if now.tzinfo else now.replace(tzinfo=UTC)  # SQLite returns naive UTC times
+    cutoff = now - timedelta(hours=ttl_hours)
+    n = 0
+    for m in study_media(store, DEMO_STUDY):
+        created = m.created_at if m.created_at.tzinfo else m.created_at.replace(tzinfo=UTC)
+        if created <= cutoff:
+            _delete_media_item(store, DEMO_STUDY, m, media_dir)
+            n += 1
+    if n:
+        log.info("deleted %d media item(s) of the demo study older than %g h", n, ttl_hours)
+    return n
+
+
+class _Sweeps:
+    """When this process last swept the demo study (a sweep at most every :data:`DEMO_SWEEP_EVERY_S`)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last: float | None = None
+
+    def due(self, now_s: float) -> bool:
+        with self.lock:
+            if self.last is not None and now_s - self.last < DEMO_SWEEP_EVERY_S:
+                return False
+            self.last = now_s
+            return True
+
+
+_SWEEPS = _Sweeps()
+
+
+def clear_demo_if_due(store: LabelStore, media_dir: Path | None, ttl_hours: float) -> int | None:
+    """:func:`clear_demo` on the app's first run in this process and then at most once an hour.
+
+    Returns:
+        How many media items were deleted, None when no sweep was due.
+    """
+    if not _SWEEPS.due(time.monotonic()):
+        return None
+    try:
+        return clear_demo(store, media_dir, ttl_hours)
+    except Exception:  # a failed sweep must not stop the page; the next one tries again
+        log.exception("sweeping the demo study failed")
+        return None
+
+
+def _delete_media_item(store: LabelStore, study: str, media: MediaRow, media_dir: Path | None) -> dict[str, int]:
+    path = kept_media_file(media_dir, store, study, media) if media_dir is not None else None
+    counts = store.delete_media(media.id)
     if path is not None:
         path.unlink(missing_ok=True)
     return counts

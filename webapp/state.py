@@ -42,6 +42,7 @@ class UIState:
         library_media: The media item opened in the library (None: none).
         url_loaded: The URL query was read into this state (once per browser session).
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
+        switch_study: A study to select in the sidebar on the next run (after "Try a sample"), then None.
     """
 
     client_key: str = ""
@@ -61,6 +62,7 @@ class UIState:
     library_media: int | None = None
     url_loaded: bool = False
     flash: tuple[str, str] | None = None
+    switch_study: str | None = None
 
 
 URL_FIELDS: dict[str, str] = {
@@ -125,6 +127,7 @@ class Keys:
     ACCESS_CODE = "w_access_code"
     OWNER_CODE = "w_owner_code"
     STUDY = "w_study"
+    TRY_SAMPLE = "w_try_sample"
     NEW_STUDY = "w_new_study"
     ANNOTATOR = "w_annotator"
     ANALYZE_MODEL = "w_analyze_model"

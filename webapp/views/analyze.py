@@ -12,15 +12,14 @@ from models.registry import get_spec
 from models.video import VIDEO_EXTENSIONS
 from webapp import resources, results, services
 from webapp.state import Keys, ui_state
-from webapp.ui import Context, code_span, context, file_error, plural, show_flash
+from webapp.ui import Context, code_span, context, file_error, flash, plural, show_flash
 
 UPLOAD_TYPES = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_EXTENSIONS})
 
 
 def _model_choice(ctx: Context) -> str | None:
     present = services.present_models(ctx.weights_dir)
-    if not present:
-        st.warning(services.missing_weights_help(ctx.settings.model, ctx.weights_dir), icon=":material/warning:")
+    if not present:  # the warning above named the missing weights
         st.page_link("views/model_weights.py", label="Open the Models page to fetch weights", icon=":material/memory:")
         return None
     state = ui_state()
@@ -104,15 +103,61 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
     return ids
 
 
+def _where_uploads_go(ctx: Context) -> None:
+    s = ctx.settings
+    where = "in a PostgreSQL database" if s.database_url.startswith("postgresql") else "in this server's data folder"
+    kept = "with the file and its face crops" if ctx.media_dir is not None else "as features only (no file, no crops)"
+    ttl = (f"; files of study {code_span(services.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
+           if s.demo_ttl_hours > 0 else "")  # fmt: skip
+    st.caption(f"Uploads are stored {where}, {kept}, in study {code_span(ctx.study)}, and everyone who can open "
+               f"that study sees them. A study owner deletes a file on the Dataset page (Delete a media item){ttl}.")
+
+
+def _try_sample(ctx: Context, model: str) -> None:
+    """The "Try a sample" button: the samples analysed into the demo study, which is then selected."""
+    names = services.sample_names(ctx.settings.samples_dir)
+    if not names:
+        return
+    st.caption(f"No file at hand? {plural(len(names), 'sample')} (a Pexels video of one person and stills of it) "
+               f"go to study {code_span(services.DEMO_STUDY)}.")  # fmt: skip
+    if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
+        return
+    try:
+        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
+    except AffectLabError as exc:
+        st.error(f"Cannot load {model}: {code_span(str(exc))}")
+        return
+    engagement = resources.engagement_model(str(ctx.weights_dir), ctx.settings.device)
+    bar = st.progress(0.0, text="samples: starting")
+    outcomes = services.try_samples(
+        ctx.settings.samples_dir, store=ctx.store, detector=session.detector, recognizer=session.recognizer,
+        engagement=engagement, media_dir=ctx.media_dir, uploaded_by=ctx.annotator or ctx.who,
+        progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
+    )  # fmt: skip
+    state = ui_state()
+    state.analyzed = [o.media_id for o in outcomes if o.media_id is not None]
+    state.switch_study = services.DEMO_STUDY
+    problems = [f"{code_span(o.file)}: {o.error}" for o in outcomes if o.error is not None]
+    problems += [f"{code_span(o.file)}: {w}" for o in outcomes for w in o.warnings]
+    done = f"{plural(len(state.analyzed), 'sample')} analysed into study {code_span(services.DEMO_STUDY)}."
+    flash("warning" if problems else "success", " ".join([done, *problems]))
+    st.rerun()
+
+
 def render() -> None:
     """The Analyze page."""
     ctx = context()
     st.title("Analyze")
-    st.caption(f"Faces, emotions and valence/arousal. Results go to study {code_span(ctx.study)}.")
+    st.caption(f"Faces, emotions, valence/arousal and engagement. Results go to study {code_span(ctx.study)}.")
+    _where_uploads_go(ctx)
     show_flash()
+    missing = services.missing_app_models(ctx.settings.model, ctx.weights_dir)
+    if missing:
+        st.warning(services.missing_app_models_help(missing), icon=":material/warning:")
     model = _model_choice(ctx)
     if model is None:
         return
+    _try_sample(ctx, model)
     uploads = _uploads()
     with st.expander("Video options"):
         fps = st.slider("Frames analysed per second of video", 1.0, 15.0, 5.0, 1.0, key=Keys.FPS)

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from models.errors import AffectLabError, HashMismatchError
-from models.registry import emotion_models, get_spec
+from models.registry import app_models, emotion_models, get_spec
 from webapp import figures, resources, services
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, flash, show_flash
@@ -170,6 +170,11 @@ def render() -> None:
     st.title("Models")
     st.caption(f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). Emotion models: "
                + ", ".join(s.name for s in emotion_models()) + ".")  # fmt: skip
+    app = app_models(ctx.settings.model)
+    missing = services.missing_app_models(ctx.settings.model, ctx.weights_dir)
+    st.caption(f"The app uses {', '.join(code_span(n) for n in app)} (emotions; engagement of video tracks): "
+               + (f"missing {', '.join(code_span(n) for n in missing)}; " if missing else "all present; ")
+               + "`python -m models fetch --defaults` fetches them.")  # fmt: skip
     show_flash()
     rows = _table(ctx)
     active = st.container()
