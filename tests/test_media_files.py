@@ -112,7 +112,12 @@ def test_webapp_media_functions_delegate_to_the_store(store: LabelStore, tmp_pat
     assert kept == store.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
     assert services.kept_media_file(None, store, "s", media) is None  # features-only mode
     assert services.playable_media_file(store, media) == kept  # an image needs no conversion
-    counts = services.delete_media(store, "s", media.id, tmp_path / "media")
+    from db.errors import NotAllowedError
+
+    with pytest.raises(NotAllowedError):
+        services.delete_media(store, "s", media.id, tmp_path / "media", owner=False)
+    assert kept.exists(), "a refused delete touches nothing"
+    counts = services.delete_media(store, "s", media.id, tmp_path / "media", owner=True)
     assert counts["files"] == 1 and not kept.exists()
 
 
