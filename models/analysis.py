@@ -61,12 +61,21 @@ class AnalysisSession:
              detect_max_side: int | None = None, detect_every: int = 1) -> AnalysisSession:
         """Loads the emotion model (weights must be present) and the detector.
 
+        ``backend="onnx"`` on the CPU is the torch-free path: the detector's nets and the emotion model on ONNX
+        Runtime (exported once from the verified weights into the weights folder), NumPy glue, engagement in NumPy;
+        nothing imports torch once the exports exist. ``torch`` is the reference-exact path.
+
         Raises:
             WeightsMissingError: The model's weights are not in the weights folder.
         """
-        recognizer = EmotionRecognizer.load(model, weights_dir, device=device, backend=backend, precision=precision)
-        detector = FaceDetector(DetectorConfig(max_side=detect_max_side), device=device)
-        engagement = EngagementModel.load(weights_dir, device=device)
+        from models.weights import resolve_weights_dir
+
+        wdir = resolve_weights_dir(weights_dir)
+        torch_free = backend == "onnx" and device == "cpu"
+        recognizer = EmotionRecognizer.load(model, wdir, device=device, backend=backend, precision=precision)
+        detector = FaceDetector(DetectorConfig(max_side=detect_max_side), device=device,
+                                backend="onnx" if torch_free else "torch", weights_dir=wdir)
+        engagement = EngagementModel.load(wdir, device=device, numpy=torch_free)
         return cls(detector=detector, recognizer=recognizer, engagement=engagement,
                    video=VideoConfig(detect_every=detect_every))
 
