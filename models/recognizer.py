@@ -206,6 +206,7 @@ class EmotionRecognizer:
             WeightsMissingError: Its weights are not in the folder; the message says how to get them.
             AffectLabError: The model is not an emotion model or cannot run here.
         """
+        resolve_device(device)  # a missing CUDA is a setup error on every backend
         wdir = weights_mod.resolve_weights_dir(weights_dir)
         if backend == "onnx":
             if "@" not in name:  # a registry entry (not a fine-tuned version): no torch needed once exported
