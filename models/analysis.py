@@ -86,13 +86,16 @@ class AnalysisSession:
                 "labels": list(spec.labels), "files": [], "faces": [], "tracks": []}
 
     def analyze_paths(self, paths: Sequence[Path], *, fps: float = 5.0,
-                      on_error: Callable[[str], None] | None = None) -> tuple[dict, bool]:
+                      on_error: Callable[[str], None] | None = None,
+                      on_warning: Callable[[str], None] | None = None) -> tuple[dict, bool]:
         """Analyses files one by one; a bad file is reported and the rest go on.
 
         Args:
             paths: Image or video files.
             fps: Video sampling rate (0 for every frame).
             on_error: Called with a one-line message (naming the file and the reason) per bad file.
+            on_warning: Called with ``FILE: problem`` for each problem that did not stop a file's analysis
+                (damaged packets skipped, truncated video); the problems are kept in the document too.
 
         Returns:
             The JSON document and whether any file failed.
@@ -101,7 +104,7 @@ class AnalysisSession:
         failed = False
         for path in paths:
             try:
-                self._analyze_one(path, doc, fps=fps)
+                self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
             except BadInputError as exc:
                 failed = True
                 doc["files"].append(error_entry(str(path), exc.reason,
@@ -129,12 +132,16 @@ class AnalysisSession:
         return analyze_video(path, name, self.detector, self.recognizer, fps or None, config=config,
                              engagement=self.engagement, progress=progress)
 
-    def _analyze_one(self, path: Path, doc: dict, *, fps: float) -> None:
+    def _analyze_one(self, path: Path, doc: dict, *, fps: float,
+                     on_warning: Callable[[str], None] | None = None) -> None:
         name = str(path)
         if not path.is_file():
             raise BadInputError(name, "no such file")
         if looks_like_video(path):
             part = video_json(self.analyze_video(path, name, fps=fps))
+            if on_warning is not None:
+                for w in part["file"].get("warnings") or []:
+                    on_warning(f"{name}: {w}")
             doc["files"].append(part["file"])
             doc["faces"].extend(part["faces"])
             doc["tracks"].extend({"file": name, **t} for t in part["tracks"])

@@ -143,7 +143,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         precision=args.precision, detect_max_side=None if args.exact else args.detect_max_side,
         detect_every=detect_every,
     )
-    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err)
+    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err,
+                                        on_warning=lambda msg: _print_err(f"warning: {msg}"))
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
