@@ -76,6 +76,16 @@ print(n, "faces")
 """
 
 
+SETUP = f"""
+import sys
+from pathlib import Path
+from models.cli import _export_for_onnx_runtime
+from tests.checkpoints import install_random_weights
+install_random_weights(["{NAME}"], Path(sys.argv[1]), seed=1, published_dir=Path(sys.argv[2]))
+_export_for_onnx_runtime(["{NAME}"], Path(sys.argv[1]))
+"""
+
+
 def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """Seconds, peak resident MB and exit status of one whole process."""
     t = time.perf_counter()
@@ -136,15 +146,15 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true", help="rewrite the README's speed table")
     args = ap.parse_args()
 
-    from models.cli import _export_for_onnx_runtime
     from tests import testdata
-    from tests.checkpoints import install_random_weights
 
     tmp = Path(tempfile.mkdtemp(prefix="affectlab-speed-"))
     home = tmp / "home"
     wdir = tmp / "weights"
-    install_random_weights([NAME], wdir, seed=1, published_dir=home / ".emotiefflib")
-    _export_for_onnx_runtime([NAME], wdir)
+    # Set up in a child process: this one stays small (no torch), since Linux carries a parent's resident size at
+    # fork into the child's ru_maxrss, which would inflate every figure below.
+    subprocess.run([sys.executable, "-c", SETUP, str(wdir), str(home / ".emotiefflib")], cwd=ROOT, check=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLAB_")}
     env.update(HOME=str(home), PYTHONPATH=str(ROOT), AFFECTLAB_WEIGHTS_DIR=str(wdir))
     py = sys.executable
@@ -184,10 +194,12 @@ def main() -> None:
                     f"{pair[0]:.1f} / {pair[1]:.1f} s together | {max(pair) / alone:.2f}x slower (target <= 2.5x) |")
         print(rows[-1], flush=True)
     if args.long_minutes:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from bench_video import make_video
-
-        long = make_video(tmp / "long720.mp4", args.long_minutes * 60, (1280, 720), fps=25)
+        long = tmp / "long720.mp4"
+        make = ("import sys; sys.path.insert(0, 'bench'); from pathlib import Path; "
+                "from bench_video import make_video; "
+                "make_video(Path(sys.argv[1]), float(sys.argv[2]), (1280, 720), fps=25)")
+        subprocess.run([sys.executable, "-c", make, str(long), str(args.long_minutes * 60)], cwd=ROOT, check=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
         t, m, _ = run([py, "-m", "models", "analyze", str(long)], env)
         rows.append(f"| {args.long_minutes:g}-minute 720p video at 5 fps: peak resident memory | - | {m:.0f} MB "
                     f"({t:.0f} s) | target < 1024 MB |")

@@ -5,8 +5,11 @@ Preprocessing is the reference's torch path, exactly: the RGB crop as a PIL imag
 go through the published linear head; probabilities are the softmax of the emotion logits only, and valence/arousal
 (outputs 8 and 9 of the ``*_va_mtl`` models) are clipped to [-1, 1] as the author recommends.
 
-Two backends give the same numbers (within 1e-4): PyTorch (default) on the converted safetensors weights, and ONNX
-Runtime on the published ONNX file, cut before its final Gemm to expose the features as the reference does. The
+Two backends give the same numbers (within 1e-4): PyTorch on the converted safetensors weights (the reference-exact
+path, ``--exact``), and ONNX Runtime (the entry points' default on the CPU) on the published ONNX file, cut before its
+final Gemm to expose the features as the reference does, or on a one-time export of the safetensors weights kept in
+the weights folder with its head, so that loading it later imports no torch. Preprocessing is NumPy (bit for bit
+torchvision's ``ToTensor`` and ``Normalize``). The
 reference's ONNX path resizes with ``cv2.resize`` instead; ``resize="cv2"`` reproduces it.
 """
 
