@@ -82,6 +82,9 @@ def test_onnx_backend_setting_analyses_with_onnx_runtime(app_dirs: Path, multi_f
         return session
 
     monkeypatch.setattr(AnalysisSession, "open", classmethod(spy))
+    from webapp import resources
+
+    resources.forget_models()  # onnx is also the default: an earlier test may have cached this very session
     at = new_app()
     at.run()
     at.file_uploader(key="w_uploads").set_value([("multi_face.jpg", multi_face_jpg.read_bytes(), "image/jpeg")])
