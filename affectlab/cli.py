@@ -182,36 +182,52 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     files, notes = collect_files(args.inputs)
     for note in notes:
         _print_err(f"warning: {note}")
-    session = AnalysisSession.open(
-        model=args.model or settings.model,
-        weights_dir=weights.resolve_weights_dir(args.weights_dir),
-        device=args.device or settings.device,
-        backend=args.backend or settings.backend,  # type: ignore[arg-type]
-    )
-    store = LabelStore.from_settings(settings)
+    model = args.model or settings.model
+    wdir = weights.resolve_weights_dir(args.weights_dir)
+    device = args.device or settings.device
+    backend = "torch" if args.exact else (args.backend or settings.backend)
+    detect_every = 1 if args.exact else settings.detect_every
+
+    def report(outcome: FileOutcome) -> None:
+        if outcome.status == "failed":
+            _print_err(f"{outcome.file}: {outcome.error}")
+            return
+        for w in outcome.warnings:
+            _print_err(f"warning: {outcome.file}: {w}")
+        if args.json:
+            return
+        if outcome.status == "skipped":
+            print(f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
+                  f"({outcome.n_faces} faces)", flush=True)
+        else:
+            assert outcome.report is not None
+            print(f"{outcome.file}: {outcome.n_faces} faces; {ingest_line(outcome.report)}", flush=True)
+
     outcomes: list[FileOutcome] = []
-    try:
-        for path in files:
-            outcome = analyze_file(session, store, path, args.study, fps=args.fps, uploaded_by=args.uploaded_by)
-            outcomes.append(outcome)
-            if outcome.status == "failed":
-                _print_err(f"{outcome.file}: {outcome.error}")
-                continue
-            for w in outcome.warnings:
-                _print_err(f"warning: {outcome.file}: {w}")
-            if args.json:
-                continue
-            if outcome.status == "skipped":
-                print(f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
-                      f"({outcome.n_faces} faces)", flush=True)
-            else:
-                assert outcome.report is not None
-                print(f"{outcome.file}: {outcome.n_faces} faces; {ingest_line(outcome.report)}", flush=True)
-    finally:
-        store.close()
+    if args.workers > 1 or args.ray:
+        from affectlab.distribute import Job, analyze_many, job_env
+
+        job = Job(study=args.study, model=model, weights_dir=str(wdir), device=device, backend=backend,
+                  detect_every=detect_every, fps=args.fps, uploaded_by=args.uploaded_by, env=job_env())
+        outcomes = analyze_many(job, files, workers=args.workers, ray_address=args.ray, on_outcome=report,
+                                progress=not args.no_progress)
+        model_name = model
+    else:
+        session = AnalysisSession.open(model=model, weights_dir=wdir, device=device,
+                                       backend=backend,  # type: ignore[arg-type]
+                                       detect_every=detect_every)
+        model_name = session.recognizer.name
+        store = LabelStore.from_settings(settings)
+        try:
+            for path in files:
+                outcome = analyze_file(session, store, path, args.study, fps=args.fps, uploaded_by=args.uploaded_by)
+                outcomes.append(outcome)
+                report(outcome)
+        finally:
+            store.close()
     summary = _summary(outcomes)
     if args.json:
-        doc: dict[str, Any] = {"study": args.study, "model": session.recognizer.name, "summary": summary,
+        doc: dict[str, Any] = {"study": args.study, "model": model_name, "summary": summary,
                                "files": [asdict(o) for o in outcomes]}
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
@@ -289,7 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("analyze", help="analyse images and videos and store every face in a study")
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     common(p)
-    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: $AFFECTLAB_BACKEND or torch")
+    p.add_argument("--backend", choices=BACKENDS, default=None, help="default: $AFFECTLAB_BACKEND or onnx")
+    p.add_argument("--exact", action="store_true",
+                   help="the reference path: torch backend, detection on every sampled frame")
+    p.add_argument("--workers", type=int, default=1,
+                   help="analyse with N processes on this machine (with --ray: N actors; 0 = one per cluster CPU)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="fan the files out over a Ray cluster (`local` starts one here); needs `pip install ray`")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (with --workers / --ray)")
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
     p.add_argument("--uploaded-by", default=None, help="who ran the analysis (stored with each media item)")
     p.add_argument("--json", action="store_true", help="print one JSON document (per-file outcomes, summary)")

@@ -9,7 +9,11 @@ Environment variables:
     DATABASE_URL: SQLAlchemy URL; default SQLite in the data folder. ``postgresql+psycopg://...`` for PostgreSQL.
     AFFECTLAB_DEVICE: ``cpu`` (default), ``cuda`` or ``cuda:N``.
     AFFECTLAB_MODEL: The default emotion model (default ``enet_b0_8_best_vgaf``).
-    AFFECTLAB_BACKEND: ``torch`` (default) or ``onnx`` (ONNX Runtime: same numbers within 1e-4, faster on CPUs).
+    AFFECTLAB_BACKEND: ``onnx`` (default: ONNX Runtime for the detector's nets and the emotion model, no torch
+        import on the CPU; logits within 1e-4 of torch's, boxes within 1e-3 px; measured faster, see README) or
+        ``torch`` (the reference-exact path).
+    AFFECTLAB_DETECT_EVERY: videos: detect faces on every k-th sampled frame, boxes interpolated between (default
+        ``DEFAULT_DETECT_EVERY``, chosen by ``bench/bench_agreement.py``; 1 = every sampled frame, the exact path).
     AFFECTLAB_STORE_CROPS: ``0`` for the features-only privacy mode (no face crops stored).
     AFFECTLAB_ACCESS_CODE / AFFECTLAB_OWNER_CODE: access codes of a hosted app without OpenID Connect sign-in.
     AFFECTLAB_STUDY_CODES / AFFECTLAB_STUDY_OWNER_CODES: a code (and an owners' code) per study,
@@ -78,6 +82,12 @@ def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 BACKENDS = ("torch", "onnx")
+DEFAULT_BACKEND = "onnx"
+"""Measured faster than torch on CPUs with logits within 1e-4 (bench/bench_startup.py, bench/bench_agreement.py)."""
+DEFAULT_DETECT_EVERY = 2
+"""Detection every k-th sampled video frame by default (frames between two disagreeing detections are detected too):
+on the test videos k = 2 keeps 100 % of the exact path's faces at IoU >= 0.8 with the same top class; k = 3 keeps
+98 % (bench/bench_agreement.py, table in the README)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,8 @@ class Settings:
         database_url: SQLAlchemy database URL.
         device: Torch device for inference.
         model: Name of the default emotion model.
-        backend: Inference backend of the app, ``torch`` or ``onnx``.
+        backend: Inference backend, ``onnx`` (default) or ``torch``.
+        detect_every: Videos: detect on every k-th sampled frame (1: every one).
         store_crops: Whether face crops are stored (False is the features-only privacy mode).
         access_code: Code that signs annotators in to a hosted app ("" for none).
         owner_code: Code that also grants exports and deletions ("" for none).
@@ -116,7 +127,8 @@ class Settings:
     database_url: str = ""
     device: str = "cpu"
     model: str = DEFAULT_MODEL
-    backend: str = "torch"
+    backend: str = DEFAULT_BACKEND
+    detect_every: int = DEFAULT_DETECT_EVERY
     store_crops: bool = True
     access_code: str = field(default="", repr=False)
     owner_code: str = field(default="", repr=False)
@@ -161,7 +173,8 @@ class Settings:
             database_url=env.get("DATABASE_URL", ""),
             device=env.get("AFFECTLAB_DEVICE") or "cpu",
             model=env.get("AFFECTLAB_MODEL") or DEFAULT_MODEL,
-            backend=(env.get("AFFECTLAB_BACKEND") or "torch").strip().lower(),
+            backend=(env.get("AFFECTLAB_BACKEND") or DEFAULT_BACKEND).strip().lower(),
+            detect_every=max(1, int(env.get("AFFECTLAB_DETECT_EVERY") or DEFAULT_DETECT_EVERY)),
             store_crops=_env_bool(env, "AFFECTLAB_STORE_CROPS", True),
             access_code=env.get("AFFECTLAB_ACCESS_CODE", ""),
             owner_code=env.get("AFFECTLAB_OWNER_CODE", ""),

@@ -65,7 +65,22 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for name in names:
         path = weights.fetch(name, wdir, progress=not args.quiet)
         print(f"{name}: verified and stored at {path}")
+    _export_for_onnx_runtime(names, wdir)
     return 0
+
+
+def _export_for_onnx_runtime(names: Sequence[str], wdir: Path) -> None:
+    """Exports the detector's nets and the fetched emotion models to ONNX now, so that analyses never need torch."""
+    from models.mtcnn_export import export_mtcnn
+    from models.recognizer import EmotionRecognizer
+    from models.registry import get_spec
+
+    print(f"face detector: ONNX nets in {export_mtcnn(wdir)}")
+    for name in names:
+        spec = get_spec(name)
+        if spec.is_emotion_model and spec.fmt == "torch_pickle" and spec.runnable:
+            EmotionRecognizer.load(name, wdir, backend="onnx")
+            print(f"{name}: ONNX Runtime export ready")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -123,15 +138,20 @@ def _image_table(doc: dict) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses images (and videos): one line on stderr per bad file, the others go on."""
+    from affectlab.settings import Settings
     from models import analysis, runtime
 
     runtime.tune_malloc()
+    settings = Settings.from_env()
+    backend = "torch" if args.exact else (args.backend or settings.backend)
+    detect_every = 1 if args.exact else (args.detect_every or settings.detect_every)
     session = analysis.AnalysisSession.open(
-        model=args.model, weights_dir=args.weights_dir, device=args.device, backend=args.backend,
-        precision=args.precision, detect_max_side=args.detect_max_side, detect_every=args.detect_every,
-        min_face_size=args.min_face_size,
+        model=args.model, weights_dir=args.weights_dir, device=args.device, backend=backend,
+        precision=args.precision, detect_max_side=None if args.exact else args.detect_max_side,
+        detect_every=detect_every, min_face_size=args.min_face_size,
     )
-    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err)
+    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err,
+                                        on_warning=lambda msg: _print_err(f"warning: {msg}"))
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
@@ -176,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     weights_flag(p)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    p.add_argument("--backend", choices=("torch", "onnx"), default=None,
+                   help="default: $AFFECTLAB_BACKEND or onnx (ONNX Runtime, no torch import on the CPU)")
+    p.add_argument("--exact", action="store_true",
+                   help="the reference path: torch backend, detection on every sampled frame at full resolution")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 is faster on CPUs with bf16 support but not reference-exact")
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
@@ -185,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face-size", type=int, default=40,
                    help="smallest face side in pixels looked for (gallery views of 5x5 tiles at 720p: 24; keep "
                         "--detect-max-side unset there, downscaling loses small faces)")
-    p.add_argument("--detect-every", type=int, default=1,
-                   help="videos: detect on every k-th sampled frame and follow the tracks between")
+    p.add_argument("--detect-every", type=int, default=None,
+                   help="videos: detect on every k-th sampled frame and follow the tracks between "
+                        "(default: $AFFECTLAB_DETECT_EVERY or the measured default)")
     p.set_defaults(func=cmd_analyze)
 
     sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")

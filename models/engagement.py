@@ -38,14 +38,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from models.errors import CheckpointFormatError
 from models.keras_h5 import KerasLayerWeights, read_keras_weights
 from models.registry import ENGAGEMENT_CLASSES, ENGAGEMENT_MODEL
+
+if TYPE_CHECKING:
+    import torch
 
 FEATURE_DIM = 1280
 """Backbone feature size the engagement weights were trained on (enet_b0_*)."""
@@ -122,52 +124,104 @@ class EngagementResult:
         }
 
 
-class EngagementNet(nn.Module):
-    """The single-attention engagement classifier (the Keras graph of EmotiEffLib), in PyTorch."""
+def _check_layers(layers: Sequence[KerasLayerWeights], dims: Sequence[tuple[int, int]]) -> list[tuple]:
+    """The (kernel, bias) of the three weighted layers, shapes checked against ``dims`` ((in, out) each).
+
+    Keras matches the file's weighted layers to the model's in order (``e``, ``hidden_FC``, then the unnamed output
+    ``Dense``, saved as ``dense`` or ``dense_N``); so does this.
+
+    Raises:
+        CheckpointFormatError: Wrong number of weighted layers or a shape mismatch.
+    """
+    if len(layers) != len(dims):
+        names = [layer.name for layer in layers]
+        raise CheckpointFormatError(f"expected 3 weighted layers (e, hidden_FC, dense), found {names}")
+    out = []
+    for layer, want in zip(layers, dims, strict=True):
+        kernel, bias = layer.get("kernel"), layer.get("bias")
+        if kernel.shape != tuple(want) or bias.shape != (want[1],):
+            raise CheckpointFormatError(
+                f"layer {layer.name!r}: kernel {kernel.shape} / bias {bias.shape}, expected {tuple(want)} / "
+                f"({want[1]},)")
+        out.append((kernel, bias))
+    return out
+
+
+class NumpyEngagementNet:
+    """The same classifier in NumPy (float32), for the torch-free CPU path; within 1e-6 of the torch module."""
 
     def __init__(self, input_dim: int = INPUT_DIM, hidden: int = HIDDEN, n_classes: int = 2) -> None:
-        super().__init__()
-        self.e = nn.Linear(input_dim, 1)
-        self.hidden_fc = nn.Linear(input_dim, hidden)
-        self.dense = nn.Linear(hidden, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class probabilities [Distracted, Engaged] of windows.
-
-        Args:
-            x: (B, T, 2560) window rows ``[std, features]``.
-
-        Returns:
-            (B, 2) probabilities.
-        """
-        alpha = torch.softmax(self.e(x).squeeze(-1), dim=1)
-        context = torch.einsum("bt,btd->bd", alpha, x)
-        h = torch.relu(self.hidden_fc(context))
-        return torch.softmax(self.dense(h), dim=-1)
+        self.dims = ((input_dim, 1), (input_dim, hidden), (hidden, n_classes))
+        self.kernels = [np.zeros(d, np.float32) for d in self.dims]
+        self.biases = [np.zeros(d[1], np.float32) for d in self.dims]
 
     def load_keras(self, layers: Sequence[KerasLayerWeights]) -> None:
-        """Loads weights read by :func:`models.keras_h5.read_keras_weights`.
+        """Loads weights read by :func:`models.keras_h5.read_keras_weights` (Keras kernels are (in, out))."""
+        pairs = _check_layers(layers, self.dims)
+        self.kernels = [np.ascontiguousarray(k, dtype=np.float32) for k, _ in pairs]
+        self.biases = [np.asarray(b, dtype=np.float32) for _, b in pairs]
 
-        Keras matches the file's weighted layers to the model's in order (``e``, ``hidden_FC``, then the unnamed
-        output ``Dense``, saved as ``dense`` or ``dense_N``); so does this, checking every shape.
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities (B, 2) of windows (B, T, 2560)."""
+        (ke, kh, kd), (be, bh, bd) = self.kernels, self.biases
+        a = (x @ ke + be)[..., 0]
+        a = np.exp(a - a.max(axis=1, keepdims=True))
+        alpha = a / a.sum(axis=1, keepdims=True)
+        context = np.einsum("bt,btd->bd", alpha, x)
+        h = np.maximum(context @ kh + bh, np.float32(0))
+        z = h @ kd + bd
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
-        Raises:
-            CheckpointFormatError: Wrong number of weighted layers or a shape mismatch.
-        """
-        targets = [self.e, self.hidden_fc, self.dense]
-        if len(layers) != len(targets):
-            names = [layer.name for layer in layers]
-            raise CheckpointFormatError(f"expected 3 weighted layers (e, hidden_FC, dense), found {names}")
-        with torch.no_grad():
-            for layer, linear in zip(layers, targets, strict=True):
-                kernel, bias = layer.get("kernel"), layer.get("bias")
-                want = (linear.in_features, linear.out_features)
-                if kernel.shape != want or bias.shape != (linear.out_features,):
-                    raise CheckpointFormatError(
-                        f"layer {layer.name!r}: kernel {kernel.shape} / bias {bias.shape}, expected {want} / "
-                        f"({linear.out_features},)")
-                linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T, dtype=np.float32)))
-                linear.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32)))
+
+_NET_CLASS: Any = None
+
+
+def _engagement_net_class() -> Any:
+    """The torch module class, defined on first use so that importing this module does not import torch."""
+    global _NET_CLASS
+    if _NET_CLASS is not None:
+        return _NET_CLASS
+    import torch
+    from torch import nn
+
+    class EngagementNet(nn.Module):
+        """The single-attention engagement classifier (the Keras graph of EmotiEffLib), in PyTorch."""
+
+        def __init__(self, input_dim: int = INPUT_DIM, hidden: int = HIDDEN, n_classes: int = 2) -> None:
+            super().__init__()
+            self.e = nn.Linear(input_dim, 1)
+            self.hidden_fc = nn.Linear(input_dim, hidden)
+            self.dense = nn.Linear(hidden, n_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            """Class probabilities [Distracted, Engaged] of windows (B, T, 2560) -> (B, 2)."""
+            alpha = torch.softmax(self.e(x).squeeze(-1), dim=1)
+            context = torch.einsum("bt,btd->bd", alpha, x)
+            h = torch.relu(self.hidden_fc(context))
+            return torch.softmax(self.dense(h), dim=-1)
+
+        def load_keras(self, layers: Sequence[KerasLayerWeights]) -> None:
+            """Loads weights read by :func:`models.keras_h5.read_keras_weights`, checking every shape.
+
+            Raises:
+                CheckpointFormatError: Wrong number of weighted layers or a shape mismatch.
+            """
+            targets = [self.e, self.hidden_fc, self.dense]
+            pairs = _check_layers(layers, [(t.in_features, t.out_features) for t in targets])
+            with torch.no_grad():
+                for (kernel, bias), linear in zip(pairs, targets, strict=True):
+                    linear.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.T, dtype=np.float32)))
+                    linear.bias.copy_(torch.from_numpy(np.asarray(bias, dtype=np.float32)))
+
+    _NET_CLASS = EngagementNet
+    return EngagementNet
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EngagementNet":
+        return _engagement_net_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def window_starts(n: int, window: int, stride: int = 1) -> list[int]:
@@ -203,30 +257,41 @@ def window_rows(features: np.ndarray, start: int, window: int) -> np.ndarray:
 class EngagementModel:
     """Loaded engagement weights and the windowing of :class:`EngagementConfig`; stateless between calls."""
 
-    def __init__(self, net: EngagementNet, config: EngagementConfig | None = None, device: str = "cpu") -> None:
-        """Wraps a loaded network; use :meth:`load` to read the registry's ``.h5``."""
-        self.net = net.eval().to(device)
-        for p in self.net.parameters():
-            p.requires_grad_(False)
+    def __init__(self, net: Any, config: EngagementConfig | None = None, device: str = "cpu") -> None:
+        """Wraps a loaded network (torch ``EngagementNet`` or :class:`NumpyEngagementNet`); see :meth:`load`."""
+        if isinstance(net, NumpyEngagementNet):
+            self.net = net
+        else:
+            self.net = net.eval().to(device)
+            for p in self.net.parameters():
+                p.requires_grad_(False)
         self.config = config or EngagementConfig()
-        self.device = torch.device(device)
+        self.device = device
 
     @classmethod
     def from_h5(cls, path: str | Path, config: EngagementConfig | None = None,
-                device: str = "cpu") -> EngagementModel:
+                device: str = "cpu", numpy: bool = False) -> EngagementModel:
         """Reads Keras weights from ``path`` (``save_weights`` or whole-model HDF5).
+
+        Args:
+            path: The ``.h5`` file.
+            config: Windowing.
+            device: Torch device (torch net).
+            numpy: Run the NumPy net (no torch; CPU) instead of the torch module.
 
         Raises:
             CheckpointFormatError: The file is not a Keras file of this model.
         """
-        net = EngagementNet()
+        net = NumpyEngagementNet() if numpy else _engagement_net_class()()
         net.load_keras(read_keras_weights(path))
         return cls(net, config, device)
 
     @classmethod
     def load(cls, weights_dir: str | Path | None = None, config: EngagementConfig | None = None,
-             device: str = "cpu") -> EngagementModel | None:
+             device: str = "cpu", numpy: bool = False) -> EngagementModel | None:
         """The registry's engagement model from the weights folder, or None when its file is absent.
+
+        ``numpy=True`` runs it in NumPy (the torch-free CPU path).
 
         The file is the verified ``engagement_single_attention.h5`` that ``weights.fetch`` stores (HDF5, no pickle).
         """
@@ -235,10 +300,14 @@ class EngagementModel:
         path = weights_mod.weights_path(ENGAGEMENT_MODEL, weights_mod.resolve_weights_dir(weights_dir))
         if not Path(path).is_file():
             return None
-        return cls.from_h5(path, config, device)
+        return cls.from_h5(path, config, device, numpy=numpy)
 
     def predict_windows(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities (B, 2) of windows given as rows (B, T, 2560)."""
+        if isinstance(self.net, NumpyEngagementNet):
+            return self.net(np.ascontiguousarray(rows, dtype=np.float32))
+        import torch
+
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
             return self.net(x).float().cpu().numpy()

@@ -6,19 +6,22 @@ truncated to int, with no margin. AffectLab does the same, with two fixes: boxes
 reference gives an empty crop for a negative coordinate) and an image smaller than the minimum face size gives no
 face (facenet-pytorch raises ``torch.cat(): expected a non-empty list`` there). The pipeline is facenet-pytorch's,
 its image resizes read from an exact summed-area table (``models.mtcnn``: the same network inputs, bit for bit);
-facenet-pytorch itself is not modified.
+facenet-pytorch itself is not modified. ``backend="onnx"`` runs the same three nets exported to ONNX with the glue in
+NumPy (``models.mtcnn_np``): no torch import, boxes within 1e-3 px of facenet-pytorch's (tested).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import torch
 
-from models.mtcnn import detect_face
 from models.types import Box, Face
+
+DetectorBackend = Literal["torch", "onnx"]
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,29 @@ class DetectorConfig:
 class FaceDetector:
     """Finds faces in RGB uint8 images. Holds only the MTCNN weights: safe to share between requests."""
 
-    def __init__(self, config: DetectorConfig | None = None, device: str = "cpu") -> None:
+    def __init__(self, config: DetectorConfig | None = None, device: str = "cpu", backend: DetectorBackend = "torch",
+                 weights_dir: str | Path | None = None) -> None:
         """Loads MTCNN (its weights ship inside the facenet-pytorch wheel).
 
         Args:
             config: Detector settings; None for the reference's.
-            device: Torch device.
+            device: Torch device (the torch backend).
+            backend: ``torch`` (facenet-pytorch's nets) or ``onnx`` (the same nets exported to ONNX, run by ONNX
+                Runtime with NumPy glue, :mod:`models.mtcnn_np`: no torch import once exported; CPU only).
+            weights_dir: Weights folder holding the exported nets (onnx backend; None for the default).
         """
+        self.config = config or DetectorConfig()
+        self.backend: DetectorBackend = backend
+        self.device = device
+        if backend == "onnx":
+            from models import weights as weights_mod
+            from models.mtcnn_export import OnnxMtcnn
+
+            self._onnx = OnnxMtcnn(weights_mod.resolve_weights_dir(weights_dir))
+            return
+        import torch
         from facenet_pytorch import MTCNN
 
-        self.config = config or DetectorConfig()
         self.device = torch.device(device)
         c = self.config
         self._mtcnn = MTCNN(
@@ -98,7 +114,6 @@ class FaceDetector:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, img in enumerate(images):
             groups.setdefault(img.shape, []).append(i)
-        c = self.config
         for shape, idxs in groups.items():
             scale = self._scale_for(shape)
             # An image smaller than the minimum face gives an empty scale pyramid in facenet-pytorch.
@@ -107,15 +122,28 @@ class FaceDetector:
             batch = np.stack([images[i] for i in idxs])
             if scale != 1.0:
                 batch = _resize_batch(batch, scale)
-            with torch.inference_mode():
-                boxes, points = detect_face(batch, c.min_face_size, self._mtcnn.pnet, self._mtcnn.rnet,
-                                            self._mtcnn.onet, c.thresholds, c.factor, self.device)
+            boxes, points = self._detect_face(batch)
             for j, i in enumerate(idxs):
                 # Largest first, as facenet-pytorch's MTCNN.detect(select_largest=True) orders them.
                 order = np.argsort((boxes[j][:, 2] - boxes[j][:, 0]) * (boxes[j][:, 3] - boxes[j][:, 1]))[::-1]
                 b = boxes[j][order]
                 results[i] = self._faces(b[:, :4], b[:, 4], points[j][order], scale)
         return results
+
+    def _detect_face(self, batch: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        c = self.config
+        if self.backend == "onnx":
+            from models.mtcnn_np import detect_face as detect_np
+
+            return detect_np(batch, c.min_face_size, self._onnx.pnet, self._onnx.rnet, self._onnx.onet,
+                             c.thresholds, c.factor)
+        import torch
+
+        from models.mtcnn import detect_face
+
+        with torch.inference_mode():
+            return detect_face(batch, c.min_face_size, self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet,
+                               c.thresholds, c.factor, self.device)
 
     def _faces(self, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray, scale: float) -> list[Face]:
         faces = []

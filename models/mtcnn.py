@@ -28,75 +28,7 @@ from facenet_pytorch.models.utils.detect_face import (
 )
 from torchvision.ops.boxes import batched_nms
 
-
-def _bins(n: np.ndarray | int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end of the m bins that an area resize of n samples averages (``adaptive_avg_pool2d``'s bins).
-
-    Bin i covers ``[floor(i n / m), ceil((i + 1) n / m))``; n may be an array (one row of bins per entry).
-    """
-    i = np.arange(m, dtype=np.int64)
-    n = np.asarray(n, dtype=np.int64)[..., None]
-    return (i * n) // m, -((-(i + 1) * n) // m)
-
-
-class IntegralImage:
-    """Summed-area tables of a batch of uint8 RGB images, for exact area resizes of whole images and of boxes.
-
-    A pixel window's sum is four table lookups. The sums are integers, exact in the table and in float32 for windows
-    of up to 65,793 pixels (larger ones only in the coarsest levels of images over about 3,000 px a side, where
-    torch's own float32 sums round too), so dividing them as torch's CPU kernel does, ``sum / kh / kw`` in float32,
-    gives bit for bit what facenet-pytorch's ``interpolate(mode="area")`` gives (tested).
-    """
-
-    def __init__(self, imgs: np.ndarray) -> None:
-        """Builds the tables.
-
-        Args:
-            imgs: (B, H, W, 3) uint8.
-        """
-        b, h, w, c = imgs.shape
-        # Exact integer sums; int32 (faster to build and to gather from) while no prefix sum can pass 2**31.
-        dtype = torch.int32 if h * w * 255 < 2**31 else torch.int64
-        table = torch.zeros((b, h + 1, w + 1, c), dtype=dtype)
-        inner = table[:, 1:, 1:]
-        inner.copy_(torch.from_numpy(imgs if imgs.flags.writeable else imgs.copy()))  # torch wants writable
-        inner.cumsum_(1)
-        inner.cumsum_(2)
-        self._table = table.numpy()
-        self._flat = self._table.reshape(-1, c)
-        self.shape = (b, h, w, c)
-
-    def resize(self, out_h: int, out_w: int) -> np.ndarray:
-        """The whole images area-resized to (out_h, out_w): (B, out_h, out_w, 3) float32."""
-        _, h, w, _ = self.shape
-        ys, ye = _bins(h, out_h)
-        xs, xe = _bins(w, out_w)
-        rows = np.take(self._table, ye, axis=1) - np.take(self._table, ys, axis=1)
-        sums = np.take(rows, xe, axis=2) - np.take(rows, xs, axis=2)
-        kh = (ye - ys).astype(np.float32)[:, None, None]
-        kw = (xe - xs).astype(np.float32)[None, :, None]
-        return sums.astype(np.float32) / kh / kw
-
-    def crops(self, inds: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
-              size: int) -> np.ndarray:
-        """Boxes ``img[inds[k], y0[k]:y1[k], x0[k]:x1[k]]`` each area-resized to (size, size): (K, size, size, 3)."""
-        _, h, w, c = self.shape
-        stride = w + 1
-        y0, x0 = np.asarray(y0, dtype=np.int64)[:, None], np.asarray(x0, dtype=np.int64)[:, None]
-        ys, ye = _bins(np.asarray(y1) - y0[:, 0], size)
-        xs, xe = _bins(np.asarray(x1) - x0[:, 0], size)
-        kh = (ye - ys).astype(np.float32)[:, :, None, None]
-        kw = (xe - xs).astype(np.float32)[:, None, :, None]
-        base = np.asarray(inds, dtype=np.int64)[:, None] * ((h + 1) * stride)
-        ys, ye = (ys + y0) * stride + base, (ye + y0) * stride + base
-        xs, xe = xs + x0, xe + x0
-
-        def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            return np.take(self._flat, (rows[:, :, None] + cols[:, None, :]).ravel(), axis=0)
-
-        sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
-        sums = sums.reshape(len(y0), size, size, c).astype(np.float32)
-        return sums / kh / kw
+from models.mtcnn_np import IntegralImage, _bins  # noqa: F401  (_bins: re-exported for the tests)
 
 
 def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int,

@@ -5,20 +5,24 @@ Preprocessing is the reference's torch path, exactly: the RGB crop as a PIL imag
 go through the published linear head; probabilities are the softmax of the emotion logits only, and valence/arousal
 (outputs 8 and 9 of the ``*_va_mtl`` models) are clipped to [-1, 1] as the author recommends.
 
-Two backends give the same numbers (within 1e-4): PyTorch (default) on the converted safetensors weights, and ONNX
-Runtime on the published ONNX file, cut before its final Gemm to expose the features as the reference does. The
+Two backends give the same numbers (within 1e-4): PyTorch on the converted safetensors weights (the reference-exact
+path, ``--exact``), and ONNX Runtime (the entry points' default on the CPU) on the published ONNX file, cut before its
+final Gemm to expose the features as the reference does, or on a one-time export of the safetensors weights kept in
+the weights folder with its head, so that loading it later imports no torch. Preprocessing is NumPy (bit for bit
+torchvision's ``ToTensor`` and ``Normalize``). The
 reference's ONNX path resizes with ``cv2.resize`` instead; ``resize="cv2"`` reproduces it.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from models import weights as weights_mod
@@ -26,6 +30,9 @@ from models.errors import AffectLabError, WeightsMissingError
 from models.registry import ModelSpec, onnx_variant
 from models.runtime import cpu_workers
 from models.types import EmotionPrediction
+
+if TYPE_CHECKING:
+    import torch
 
 Backend = Literal["torch", "onnx"]
 Resize = Literal["pil", "cv2"]
@@ -36,12 +43,19 @@ class DeviceUnavailableError(AffectLabError):
     """The requested torch device does not exist on this machine."""
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device | str:
     """Checks a device string: ``cpu``, ``cuda`` or ``cuda:N`` (only when CUDA is present).
+
+    Returns:
+        The torch device, or the string ``"cpu"`` as it is (so that the torch-free path never imports torch).
 
     Raises:
         DeviceUnavailableError: CUDA was asked for and is not available.
     """
+    if device == "cpu":
+        return "cpu"
+    import torch
+
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceUnavailableError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
@@ -51,7 +65,19 @@ def resolve_device(device: str) -> torch.device:
 
 
 def preprocess(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resize = "pil") -> torch.Tensor:
-    """Turns RGB uint8 crops into the model's normalised input batch (N, 3, S, S), float32.
+    """Turns RGB uint8 crops into the model's normalised input batch (N, 3, S, S), float32 (a torch tensor).
+
+    The same numbers as :func:`preprocess_array`, bit for bit.
+    """
+    import torch
+
+    return torch.from_numpy(preprocess_array(crops, spec, resize))
+
+
+def preprocess_array(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resize = "pil") -> np.ndarray:
+    """Turns RGB uint8 crops into the model's normalised input batch (N, 3, S, S), float32 (NumPy, no torch).
+
+    ToTensor's ``/ 255`` and Normalize's ``(x - mean) / std``, each one IEEE float32 operation as torch does them.
 
     Args:
         crops: RGB uint8 arrays (h, w, 3), any size above zero.
@@ -59,7 +85,7 @@ def preprocess(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resize = "p
         resize: ``pil`` (the reference torch path) or ``cv2`` (the reference ONNX path).
 
     Returns:
-        The input tensor on the CPU.
+        The input array, C-contiguous.
     """
     s = spec.input_size
     if resize == "cv2":
@@ -68,10 +94,11 @@ def preprocess(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resize = "p
         resized = [cv2.resize(c, (s, s)) for c in crops]
     else:
         resized = [np.asarray(Image.fromarray(c).resize((s, s), Image.Resampling.BILINEAR)) for c in crops]
-    x = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div(255)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std).contiguous()
+    x = np.stack(resized).transpose(0, 3, 1, 2).astype(np.float32)
+    x /= np.float32(255)
+    x -= np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    x /= np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray(x)
 
 
 @dataclass(frozen=True)
@@ -106,7 +133,7 @@ def _ort_session(model_bytes: bytes, device: str) -> tuple[object, int]:
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
-    cuda = torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
+    cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
     if cuda:
         providers.insert(0, "CUDAExecutionProvider")
     opts = ort.SessionOptions()
@@ -143,8 +170,8 @@ class EmotionRecognizer:
         self.precision: Precision = precision
         self.batch_size = batch_size
         self.onnx_workers = onnx_workers
-        self._w = torch.from_numpy(np.ascontiguousarray(head.weight, dtype=np.float32))
-        self._b = torch.from_numpy(np.ascontiguousarray(head.bias, dtype=np.float32))
+        self._w = np.ascontiguousarray(head.weight, dtype=np.float32)
+        self._b = np.ascontiguousarray(head.bias, dtype=np.float32)
 
     @property
     def name(self) -> str:
@@ -182,18 +209,26 @@ class EmotionRecognizer:
             WeightsMissingError: Its weights are not in the folder; the message says how to get them.
             AffectLabError: The model is not an emotion model or cannot run here.
         """
-        from models.backbones import split_head
-        from models.versions import load_model, resolve
-
+        resolve_device(device)  # a missing CUDA is a setup error on every backend
         wdir = weights_mod.resolve_weights_dir(weights_dir)
         if backend == "onnx":
-            spec, version = resolve(name, wdir)
-            published = onnx_variant(spec.name)
-            if version is None and published is not None and weights_mod.weights_path(published.name, wdir).is_file():
-                return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
-            # No published ONNX file here (or a fine-tuned version): run ONNX Runtime on the verified weights.
+            if "@" not in name:  # a registry entry (not a fine-tuned version): no torch needed once exported
+                from models.registry import get_spec
+
+                spec = get_spec(name)
+                published = onnx_variant(spec.name)
+                if published is not None and weights_mod.weights_path(published.name, wdir).is_file():
+                    return cls._load_onnx(spec, wdir, device=device, resize=resize, batch_size=batch_size)
+                cached = cls._load_exported(spec, wdir, device=device, resize=resize, batch_size=batch_size)
+                if cached is not None:
+                    return cached
+            # No published ONNX file here, no export yet (or a fine-tuned version): export the verified weights.
             torch_rec = cls.load(name, wdir, device="cpu", backend="torch", resize=resize, batch_size=batch_size)
             return torch_rec._to_onnx_runtime(wdir, device)
+        import torch
+
+        from models.backbones import split_head
+        from models.versions import load_model
         loaded = load_model(name, wdir)
         spec = loaded.spec
         backbone, linear = split_head(loaded.model, spec)
@@ -242,13 +277,58 @@ class EmotionRecognizer:
         return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size,
                    onnx_workers=workers)
 
+    @staticmethod
+    def _export_path(wdir: Path, name: str, weights_hash: str) -> Path:
+        return Path(wdir) / "onnx-export" / f"{name}-{weights_hash.replace('+', '-')[:40]}.onnx"
+
+    @classmethod
+    def _load_exported(cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize,
+                       batch_size: int) -> EmotionRecognizer | None:
+        """The registry model's earlier ONNX export and head (``.head.npz``), without torch; None if there is none.
+
+        The export is found by the source hash recorded in the safetensors header (read as JSON: no tensor
+        library), so a changed weights file never reuses a stale export.
+        """
+        path = weights_mod.weights_path(spec.name, wdir)
+        if spec.fmt != "torch_pickle" or not path.is_file():
+            return None
+        try:
+            with path.open("rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                meta = json.loads(f.read(n)).get("__metadata__") or {}
+        except (OSError, ValueError, struct.error):
+            return None
+        sha1 = meta.get("source_sha1", "")
+        if not sha1 or meta.get("name") != spec.name:
+            return None
+        onnx_path = cls._export_path(wdir, spec.name, sha1)
+        head_path = onnx_path.with_suffix(".head.npz")
+        if not (onnx_path.is_file() and head_path.is_file()):
+            return None
+        with np.load(head_path) as z:
+            head = Head(weight=z["weight"], bias=z["bias"], name=spec.name, weights_hash=sha1)
+        session, workers = _ort_session(onnx_path.read_bytes(), device)
+        return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size,
+                   onnx_workers=workers)
+
     def _to_onnx_runtime(self, wdir: Path, device: str) -> EmotionRecognizer:
-        """The same model on ONNX Runtime: the backbone exported once (cached in ``<weights_dir>/onnx-export``)."""
+        """The same model on ONNX Runtime: the backbone exported once (cached in ``<weights_dir>/onnx-export``).
+
+        The head is kept beside it (``.head.npz``) so that later loads need no torch (:meth:`_load_exported`).
+        """
         import os
 
+        import torch
+
         assert self.backbone is not None
-        folder = Path(wdir) / "onnx-export"
-        path = folder / f"{self.name}-{self.weights_hash.replace('+', '-')[:40]}.onnx"
+        path = self._export_path(wdir, self.name, self.weights_hash)
+        folder = path.parent
+        head_path = path.with_suffix(".head.npz")
+        if "@" not in self.name and not head_path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{path.stem}.{os.getpid()}.head.tmp.npz"
+            np.savez(tmp, weight=self.head.weight, bias=self.head.bias)
+            os.replace(tmp, head_path)
         if not path.is_file():
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{path.name}.{os.getpid()}.tmp"
@@ -275,7 +355,7 @@ class EmotionRecognizer:
             return self._extract_parallel(crops)
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = preprocess(crops[i:i + self.batch_size], self.spec, self.resize)
+            x = preprocess_array(crops[i:i + self.batch_size], self.spec, self.resize)
             out.append(self._forward(x))
         if not out:
             return np.zeros((0, self.spec.feature_dim), dtype=np.float32)
@@ -295,21 +375,23 @@ class EmotionRecognizer:
             for i in range(0, len(crops), self.batch_size):  # one batch in memory at a time
                 batch = crops[i:i + self.batch_size]
                 n = min(self.onnx_workers, len(batch))
-                futures = [pool.submit(self._forward, preprocess(batch[len(batch) * k // n:len(batch) * (k + 1) // n],
-                                                                 self.spec, self.resize)) for k in range(n)]
+                parts = [batch[len(batch) * k // n:len(batch) * (k + 1) // n] for k in range(n)]
+                futures = [pool.submit(self._forward, preprocess_array(p, self.spec, self.resize)) for p in parts]
                 out.extend(f.result() for f in futures)
         return np.concatenate(out)
 
-    def _forward(self, x: torch.Tensor) -> np.ndarray:
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         if self.onnx_session is not None:
-            return self.onnx_session.run(None, {"input": x.numpy()})[0].astype(np.float32)
+            return self.onnx_session.run(None, {"input": x})[0].astype(np.float32)
         assert self.backbone is not None
+        import torch
+
         with torch.inference_mode():
-            x = x.to(self.device)
+            x = torch.from_numpy(x).to(self.device)
             if channels_last_ok(self.spec) or self.precision == "bf16":
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.precision == "bf16":
-                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16):
                     f = self.backbone(x)
                 f = f.float()
             else:
@@ -318,8 +400,13 @@ class EmotionRecognizer:
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Raw head outputs (emotion logits, then V and A for ``*_va_mtl``) for features (N, F)."""
+        if self.backbone is None:  # ONNX Runtime: no torch in the process
+            return features @ self._w.T + self._b
+        import torch
+
         with torch.inference_mode():
-            return torch.nn.functional.linear(torch.from_numpy(features), self._w, self._b).numpy()
+            return torch.nn.functional.linear(torch.from_numpy(features), torch.from_numpy(self._w),
+                                              torch.from_numpy(self._b)).numpy()
 
     def classify(self, features: np.ndarray) -> list[EmotionPrediction]:
         """Emotion predictions from backbone features (N, F)."""

@@ -46,9 +46,15 @@ def tune_malloc() -> bool:
 
 
 def cpu_workers() -> int:
-    """Cores this process may use (its CPU affinity), at least 1: how many single-threaded workers to run at once."""
+    """Cores this process may use (its CPU affinity), at least 1: how many single-threaded workers to run at once.
+
+    ``AFFECTLAB_CPU_WORKERS`` overrides it (set by ``affectlab analyze --workers N`` in each worker: its share).
+    """
     import os
 
+    override = os.environ.get("AFFECTLAB_CPU_WORKERS", "")
+    if override.isdigit() and int(override) > 0:
+        return int(override)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

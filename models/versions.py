@@ -17,15 +17,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from models import weights as weights_mod
 from models.errors import AffectLabError, CheckpointFormatError
-from models.finetune import versions_dir
 from models.registry import ModelSpec, get_spec
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so that listing versions needs no torch
+    import torch
+
+
+def versions_dir(weights_dir: Path) -> Path:
+    """Where fine-tuned heads are kept (``models.finetune.versions_dir``; repeated here so as not to import torch)."""
+    return Path(weights_dir) / "finetuned"
 
 
 class ModelNotRunnableError(AffectLabError):
@@ -132,7 +138,7 @@ def _from_meta(meta: dict[str, str], path: Path) -> ModelVersion:
 def _read(path: Path) -> ModelVersion:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
+    with safe_open(str(path), framework="numpy") as f:  # metadata only: no torch needed
         meta = f.metadata() or {}
     return _from_meta(meta, path)
 
@@ -170,9 +176,7 @@ def resolve(name: str, weights_dir: Path) -> tuple[ModelSpec, ModelVersion | Non
         UnknownModelError: No such registry entry.
         VersionNotFoundError: No such fine-tuned version.
     """
-    from models.finetune import is_version
-
-    if is_version(name):
+    if "@" in name:  # models.finetune.is_version
         version = get_version(name, weights_dir)
         return version.spec, version
     return get_spec(name), None
@@ -196,6 +200,8 @@ def remove_version(name: str, weights_dir: Path) -> None:
 
 def head_tensors(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor]:
     """The tensors of a ``head`` version."""
+    import torch
+
     return {"head.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
             "head.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}
 
@@ -236,6 +242,8 @@ def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
         WeightsMissingError: The base weights are not in the folder; the message says how to get them.
         CheckpointFormatError: A version's tensors do not fit its base.
     """
+    import torch
+
     from models.backbones import build_model, find_head
 
     wdir = weights_mod.resolve_weights_dir(weights_dir)

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, suppress
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
@@ -107,6 +108,10 @@ class VideoConfig:
 
     Attributes:
         detect_every: Detect faces on every k-th sampled frame and interpolate boxes between (1: every frame).
+            Frames between two detected frames whose faces disagree (another count, or a pair below
+            ``refine_iou``: a face came, left or moved fast) are detected too instead of interpolated.
+        refine_iou: With ``detect_every > 1``, the IoU every face must keep from one detected frame to the next for
+            the frames between to be interpolated.
         chunk_frames: Sampled frames held in memory and processed together.
         detect_batch: Frames per ``detect_batch`` call.
         classify_batch: Crops per recognizer call (bounds the activations' memory: batch 32 of a 224 px model
@@ -118,6 +123,7 @@ class VideoConfig:
     """
 
     detect_every: int = 1
+    refine_iou: float = 0.7
     chunk_frames: int = 16
     detect_batch: int = 8
     classify_batch: int = 8
@@ -502,6 +508,19 @@ def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: f
     return out
 
 
+def _faces_agree(a: Sequence[Face], b: Sequence[Face], min_iou: float) -> bool:
+    """Whether two detected frames hold the same faces, each pair at IoU >= ``min_iou`` (one-to-one)."""
+    if len(a) != len(b):
+        return False
+    if not a:
+        return True
+    from scipy.optimize import linear_sum_assignment
+
+    m = iou_matrix([f.box for f in a], [f.box for f in b])
+    rows, cols = linear_sum_assignment(-m)
+    return bool(np.all(m[rows, cols] >= min_iou))
+
+
 class _Analyzer:
     """Chunked detection, classification and tracking over a stream of sampled frames."""
 
@@ -559,8 +578,11 @@ class _Analyzer:
         todo, self.pending = frames[:cut], frames[cut:]
         if not todo:
             return
-        dets = self._detect([todo[i].image for i in det_pos if i < cut])
-        det_faces = dict(zip([i for i in det_pos if i < cut], dets, strict=True))
+        det_pos = [i for i in det_pos if i < cut]
+        dets = self._detect([todo[i].image for i in det_pos])
+        det_faces = dict(zip(det_pos, dets, strict=True))
+        if self.k > 1:
+            self._refine(todo, det_faces)
         faces_per_frame: list[list[Face]] = []
         prev = self.prev_det
         next_iter = iter(sorted(det_faces))
@@ -578,6 +600,19 @@ class _Analyzer:
             faces_per_frame.append(interpolate_faces(prev[1], det_faces[nxt], (f.sample - s0) / (s1 - s0)))
         self.prev_det = prev
         self._classify_and_track(todo, faces_per_frame)
+
+    def _refine(self, todo: Sequence[DecodedFrame], det_faces: dict[int, list[Face]]) -> None:
+        """Detects (in place of interpolating) the frames between detected frames whose faces disagree."""
+        keys = sorted(det_faces)
+        pairs = [(i0, det_faces[i0], i1) for i0, i1 in pairwise(keys)]
+        if self.prev_det is not None and keys:
+            pairs.insert(0, (-1, self.prev_det[1], keys[0]))  # -1: the last detected frame of the chunk before
+        gaps = []
+        for i0, a, i1 in pairs:
+            if i1 - i0 > 1 and not _faces_agree(a, det_faces[i1], self.config.refine_iou):
+                gaps.extend(range(i0 + 1, i1))
+        if gaps:
+            det_faces.update(zip(gaps, self._detect([todo[i].image for i in gaps]), strict=True))
 
     def _detect(self, images: list[np.ndarray]) -> list[list[Face]]:
         out: list[list[Face]] = []

@@ -863,7 +863,7 @@ def read_metadata(name: str, weights_dir: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # metadata only: no torch needed
             return dict(f.metadata() or {})
     except Exception as exc:
         raise CheckpointFormatError(

@@ -117,7 +117,7 @@ def test_webapp_import_weights_refuses_code(kind: str, tmp_path: Path) -> None:
 
     path, marker, global_name = _crafted(kind, tmp_path, inside_model=False)
     with pytest.raises(UnsafeCheckpointError, match=global_name.replace(".", r"\.")):
-        import_weights(path.read_bytes(), "evil.pt", NAME, tmp_path / "w", trust_unverified=True)
+        import_weights(path.read_bytes(), "evil.pt", NAME, tmp_path / "w", trust_unverified=True, owner=True)
     assert not marker.exists()
     assert not weights.is_present(NAME, tmp_path / "w")
 

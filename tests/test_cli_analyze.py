@@ -159,3 +159,23 @@ def test_video_with_tracks_and_engagement(random_weights_dir: Path, tmp_path: Pa
     assert eng["windows"] and all(w["start_s"] <= w["end_s"] for w in eng["windows"])
     entry = next(f for f in doc["files"] if f["file"] == str(video))
     assert entry["kind"] == "video" and entry["engagement_status"] == "ok"
+
+
+def test_truncated_video_warning_on_stderr_and_in_json(random_weights_dir: Path, tmp_path: Path,
+                                                       single_face_jpg: Path) -> None:
+    from PIL import Image
+
+    from tests.videos import write_video
+
+    img = np.asarray(Image.open(single_face_jpg).convert("RGB").resize((320, 240)))
+    rng = np.random.default_rng(0)
+    frames = [np.clip(img.astype(int) + rng.integers(-40, 40, img.shape), 0, 255).astype(np.uint8)
+              for _ in range(20)]
+    full = write_video(tmp_path / "t.mp4", frames, fps=10, container_options={"movflags": "faststart"})
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    proc = run_cli("analyze", str(cut), "--json", "--fps", "0", weights_dir=random_weights_dir)
+    assert proc.returncode == 0, proc.stderr
+    warnings = json.loads(proc.stdout)["files"][0]["warnings"]
+    assert any("truncated" in w for w in warnings)
+    assert f"warning: {cut}: " in proc.stderr and "truncated" in proc.stderr

@@ -210,3 +210,20 @@ def _layers(weights):
 
 def test_load_absent_returns_none(tmp_path):
     assert EngagementModel.load(tmp_path) is None
+
+
+def test_numpy_net_equals_the_graph_and_the_torch_module(tmp_path, weights, features):
+    """The torch-free path (``numpy=True``, used by the default CPU analysis) scores as the torch module does."""
+    path = write_keras_h5(tmp_path / "w.h5", weights)
+    np_model = EngagementModel.from_h5(path, numpy=True)
+    torch_model = EngagementModel.from_h5(path)
+    rows = np.stack([np.concatenate((np.broadcast_to(np.std(features[s:s + 128], 0), (128, 1280)),
+                                     features[s:s + 128]), 1) for s in (0, 9)])
+    np.testing.assert_allclose(np_model.predict_windows(rows), keras_graph(rows, weights), atol=1e-5)
+    a = np_model.score_sequence(features)
+    b = torch_model.score_sequence(features)
+    assert abs(a.score - b.score) < 1e-5 and len(a.windows) == len(b.windows)
+    with pytest.raises(CheckpointFormatError):
+        bad = dict(weights)
+        bad["hidden_FC"] = (weights["hidden_FC"][0][:, :10], weights["hidden_FC"][1][:10])
+        EngagementModel.from_h5(write_keras_h5(tmp_path / "bad.h5", bad), numpy=True)

@@ -112,6 +112,45 @@ def test_same_detections_as_facenet_pytorch(detector: FaceDetector, multi_face_j
         assert np.abs(np.array(face.landmarks) - pts).max() < 1e-3
 
 
+@pytest.fixture(scope="module")
+def onnx_detector(tmp_path_factory: pytest.TempPathFactory) -> FaceDetector:
+    """The torch-free detector: the nets exported to ONNX in a fresh weights folder, NumPy glue."""
+    return FaceDetector(DetectorConfig(keep_prob=0.0), backend="onnx", weights_dir=tmp_path_factory.mktemp("w"))
+
+
+@pytest.mark.parametrize("name", ["multi_face", "astronaut", "single_face", "landscape"])
+def test_onnx_detector_same_detections_as_facenet_pytorch(onnx_detector: FaceDetector, multi_face_jpg: Path,
+                                                          astronaut_png: Path, single_face_jpg: Path,
+                                                          landscape_jpg: Path, name: str) -> None:
+    path = {"multi_face": multi_face_jpg, "astronaut": astronaut_png, "single_face": single_face_jpg,
+            "landscape": landscape_jpg}[name]
+    img = load_image(path)
+    boxes, probs, points = _facenet_mtcnn().detect(img, landmarks=True)
+    ours = onnx_detector.detect(img)
+    if boxes is None:
+        assert ours == []
+        return
+    assert len(ours) == len(boxes)
+    for face, box, prob, pts in zip(ours, boxes, probs, points, strict=True):
+        assert np.abs(np.array(face.box) - box).max() < 1e-3
+        assert abs(face.det_score - prob) < 1e-5
+        assert np.abs(np.array(face.landmarks) - pts).max() < 1e-3
+
+
+def test_onnx_detector_batch_equals_single(onnx_detector: FaceDetector, multi_face_jpg: Path) -> None:
+    img = load_image(multi_face_jpg)
+    imgs = [img, img[::-1].copy(), img]
+    for im, faces in zip(imgs, onnx_detector.detect_batch(imgs), strict=True):
+        single = onnx_detector.detect(im)
+        assert len(single) == len(faces) > 0
+        assert np.abs(np.array([f.box for f in single]) - np.array([f.box for f in faces])).max() < 1e-3
+
+
+@pytest.mark.parametrize("size", [(1, 1), (39, 39), (300, 20)])
+def test_onnx_detector_tiny_images(onnx_detector: FaceDetector, size: tuple[int, int]) -> None:
+    assert onnx_detector.detect(np.full((*size, 3), 128, dtype=np.uint8)) == []
+
+
 def _random_images(b: int, h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
 

@@ -263,6 +263,18 @@ def test_chunking_and_detect_every_k(pyfeat, detector, recognizer):
     assert {f.track for f in sparse.faces} == {0}
 
 
+@pytest.mark.parametrize("name", ["face_noface.mov", "noface_face.mov"])
+def test_detect_every_k_detects_where_faces_come_and_go(pyfeat, detector, recognizer, name):
+    """Between two detected frames that disagree (a face came or left), the frames are detected, not guessed."""
+    path = pyfeat(name)
+    full = analyze_video(path, "v", detector, recognizer, 5.0)
+    for k in (2, 3, 4):
+        sparse = analyze_video(path, "v", detector, recognizer, 5.0, config=VideoConfig(detect_every=k))
+        assert [f.frame for f in sparse.faces] == [f.frame for f in full.faces], k
+        for a, b in zip(full.faces, sparse.faces, strict=True):
+            assert np.abs(np.subtract(a.face.box, b.face.box)).max() < 25
+
+
 def test_prefetch_keeps_order_and_raises_where_the_stream_failed():
     from models.video import prefetch
 

@@ -7,13 +7,16 @@ URL; model, weights folder and device), so changing a setting loads a new one in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from affectlab.settings import Settings
 from db.services import LabelStore
-from models.analysis import AnalysisSession
-from models.engagement import EngagementModel
+
+if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
+    from models.analysis import AnalysisSession
+    from models.engagement import EngagementModel
 
 
 def settings() -> Settings:
@@ -36,19 +39,28 @@ def label_store(s: Settings | None = None) -> LabelStore:
 
 
 @st.cache_resource(show_spinner="Loading the face detector and the emotion model (first time only)...")
-def analysis_session(model: str, weights_dir: str, device: str, backend: str = "torch") -> AnalysisSession:
-    """The detector and emotion model for ``(model, weights_dir, device, backend)``.
+def analysis_session(model: str, weights_dir: str, device: str, backend: str | None = None,
+                     detect_every: int | None = None) -> AnalysisSession:
+    """The detector and emotion model for ``(model, weights_dir, device, backend, detect_every)``.
+
+    Backend and ``detect_every`` default to the settings' (the measured fastest path).
 
     Raises:
         WeightsMissingError: The model's weights are absent (nothing is cached then).
     """
-    return AnalysisSession.open(model, weights_dir, device=device, backend=backend)  # type: ignore[arg-type]
+    from models.analysis import AnalysisSession
+
+    s = settings()
+    return AnalysisSession.open(model, weights_dir, device=device, backend=backend or s.backend,  # type: ignore[arg-type]
+                                detect_every=detect_every or s.detect_every)
 
 
 @st.cache_resource(show_spinner="Loading the engagement model...")
 def engagement_model(weights_dir: str, device: str) -> EngagementModel | None:
     """The engagement model, or None when its weights are absent."""
-    return EngagementModel.load(weights_dir, device=device)
+    from models.engagement import EngagementModel
+
+    return EngagementModel.load(weights_dir, device=device, numpy=device == "cpu")
 
 
 def forget_models() -> None:
