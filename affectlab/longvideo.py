@@ -30,6 +30,30 @@ ChunkProgress = Callable[[float, float | None], None]
 """Called as ``progress(seconds_done, duration_or_None)`` as the analysis goes."""
 
 
+class TimeLeft:
+    """Progress text with the time left, from the pace of this run so far (resumed runs start their clock anew)."""
+
+    def __init__(self) -> None:
+        """Starts the clock."""
+        self._start: tuple[float, float] | None = None
+
+    def text(self, done: float, duration: float) -> str:
+        """``"12.0 of 3600.0 s analysed, about 41 min left"`` (no estimate before the pace is known)."""
+        import time
+
+        now = time.monotonic()
+        if self._start is None:
+            self._start = (now, done)
+            return f"{done:.1f} of {duration:.1f} s analysed"
+        t0, d0 = self._start
+        rate = (done - d0) / (now - t0) if now > t0 else 0.0
+        if rate <= 0:
+            return f"{done:.1f} of {duration:.1f} s analysed"
+        left = max(0.0, duration - done) / rate
+        when = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+        return f"{done:.1f} of {duration:.1f} s analysed, about {when} left"
+
+
 @dataclass(frozen=True)
 class LongVideoOutcome:
     """What analysing one video into the store did.

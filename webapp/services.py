@@ -387,11 +387,33 @@ def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any,
 def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
                    media_dir: Path | None, uploaded_by: str | None, fps: float, engagement: Any,
                    report: Progress) -> FileOutcome:
+    from affectlab.longvideo import TimeLeft, analyze_long_video
+    from models.analysis import AnalysisSession
     from models.video import VideoConfig, analyze_video, video_json
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
         path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
         path.write_bytes(upload.data)
+        # Stored chunk by chunk: bounded memory, and an analysis stopped midway (app closed) resumes when the same
+        # file is analysed again. A video the study already holds is analysed again in memory instead, so that a
+        # new model's predictions join its stored faces.
+        left = TimeLeft()
+
+        def on_progress(done: float, duration: float | None) -> None:
+            if duration:
+                report(0.05 + 0.9 * min(1.0, done / duration), left.text(done, duration))
+            else:
+                report(0.5, f"{done:.1f} s analysed")
+
+        session = AnalysisSession(detector=detector, recognizer=recognizer, engagement=engagement)
+        long = analyze_long_video(session, store, study, path, upload.name, fps=fps, uploaded_by=uploaded_by,
+                                  keep_file=media_dir is not None, progress=on_progress, data=upload.data)
+        if not long.skipped:
+            resumed = () if long.resumed_from_s is None else (
+                f"resumed a stopped analysis after {long.resumed_from_s:.1f} s",)
+            report(1.0, f"{plural(long.n_faces, 'face')} in {plural(long.n_tracks, 'track')}")
+            return FileOutcome(file=upload.name, kind="video", media_id=long.media_id, n_faces=long.n_faces,
+                               warnings=resumed + long.warnings, new=True)
 
         def on_chunk(done: float, duration: float | None) -> None:
             if duration:
