@@ -774,6 +774,52 @@ def blur_image(image: np.ndarray, boxes: Sequence[tuple[float, float, float, flo
     return np.asarray(im)
 
 
+def blurs(settings: StudySettings, owner: bool) -> bool:
+    """Whether faces are blurred for this viewer: the study blurs faces (privacy for minors) and it is no owner."""
+    return bool(settings.blur_faces) and not owner
+
+
+def blurred_frame(image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], settings: StudySettings,
+                  owner: bool, keep: int | None = None) -> np.ndarray:
+    """A picture (image or video frame) as this viewer may see it.
+
+    Its face boxes are blurred when :func:`blurs` says so, except box number ``keep`` (the face being labelled).
+    """
+    return blur_image(image, boxes, keep=keep) if blurs(settings, owner) else image
+
+
+def viewer_crops(store: LabelStore, face_ids: Sequence[int], settings: StudySettings, owner: bool,
+                 sharp: int | None = None) -> dict[int, bytes]:
+    """Stored crops of several faces as this viewer may see them (face ``sharp``, the one being labelled, unblurred)."""
+    return {fid: blurred_crop(data, settings, owner, own_face=fid == sharp)
+            for fid, data in store.face_crops(face_ids).items()}
+
+
+def person_thumbnails(store: LabelStore, study: str, media_id: int, persons: Sequence[Any],
+                      settings: StudySettings, owner: bool) -> dict[int, bytes]:
+    """One face crop per person of a recording (its most confident detection), as this viewer may see it."""
+    best: dict[int, tuple[float, int]] = {}
+    by_track = {t: p.person_id for p in persons for t in p.track_ids}
+    for f in store.faces(study, media_id=media_id):
+        pid = by_track.get(f.track_id) if f.track_id is not None else None
+        if pid is not None and (pid not in best or f.det_score > best[pid][0]):
+            best[pid] = (f.det_score, f.face_id)
+    crops = viewer_crops(store, [fid for _, fid in best.values()], settings, owner)
+    return {pid: crops[fid] for pid, (_, fid) in best.items() if fid in crops}
+
+
+def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]],
+                                                                         int]:
+    """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them."""
+    same = [f for f in store.faces(study, media_id=face.media_id) if f.frame == face.frame]
+    boxes = [f.box for f in same]
+    keep = next((i for i, f in enumerate(same) if f.face_id == face.face_id), None)
+    if keep is None:
+        boxes.append(face.box)
+        keep = len(boxes) - 1
+    return boxes, keep
+
+
 def blurred_crop(data: bytes, settings: StudySettings, owner: bool, own_face: bool) -> bytes:
     """A face crop as the app may show it (privacy for minors).
 
