@@ -19,10 +19,12 @@ from webapp.ui import code_span, context, flash, show_flash
 def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
     try:
         action(*args)
-        if done:
-            flash("success", done)
     except AffectLabError as exc:
         st.error(str(exc))
+        return
+    if done:
+        flash("success", done)
+    st.rerun()  # the tables and the forms' choices above were drawn before the change
 
 
 def render() -> None:
