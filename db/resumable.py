@@ -5,7 +5,9 @@ then stored in one transaction together with how far the analysis got (``analyse
 ``analysed_until_frame``, ``analysed_samples``), so the stored faces and the resume point never disagree. Faces are
 stored without track. At the end, tracks, engagement and persons are computed from every stored face
 (the caller replays them: :class:`models.video.FaceReplay`) and :func:`finish_video` stores them and marks the
-media item ``complete``. Functions take the caller's session and never commit.
+media item ``complete``. Predictions are append-only, so their ``engagement`` stays empty: a face's model
+engagement is read from its track's windows (:func:`db.labels.face_labels`). Functions take the caller's session and
+never commit.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from db.ingest import (
     FaceIn,
     MediaInfo,
     TrackIn,
-    _engagement_at,
     _opt_float,
     _study,
     encode_png,
@@ -226,18 +227,6 @@ def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int]
                         for s, e, p in t.windows)
     if face_tracks:
         session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
-    by_number = {t.track: t for t in tracks}
-    scored = [t for t in tracks if t.score is not None]
-    if scored:
-        stmt = select(Prediction.id, Prediction.face_id, Face.time_s).join(Face, Face.id == Prediction.face_id).where(
-            Face.media_id == media_id)
-        values = []
-        for pid, fid, time_s in session.execute(stmt):
-            tn = face_tracks.get(int(fid))
-            if tn is not None and by_number[tn].score is not None:
-                values.append({"id": pid, "engagement": _engagement_at(by_number[tn], time_s)})
-        if values:
-            session.execute(update(Prediction), values)
     store_persons(session, media_id, {t.track: t.person for t in tracks})
     media.analysis_status = "complete"
     media.analysed_until_s = media.analysed_until_frame = media.analysed_samples = None
