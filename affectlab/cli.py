@@ -7,7 +7,10 @@ stay within one of them.
 Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
         ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction; folders are walked for image and video
-        files; files already stored in the study (same bytes) are skipped without running the model.
+        files; files already stored in the study (same bytes) are skipped without running the model. Videos are
+        stored every ``--commit-every`` seconds of video; a stopped run leaves the video ``partial`` and the next
+        run of the same file resumes after its last stored frame. A progress bar (seconds of video, time left) goes
+        to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
