@@ -23,7 +23,6 @@ Exit codes: 0 success; 1 some input file failed (the others were stored), or too
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -131,7 +130,7 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
     """
     from affectlab.longvideo import analyze_long_video
     from db.errors import StoreBusyError
-    from db.ingest import MediaInfo
+    from db.ingest import MediaInfo, sha256_source
     from db.rows import IngestReport
     from models.analysis import looks_like_video
     from models.errors import BadInputError
@@ -140,18 +139,18 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
     if not path.is_file():
         return FileOutcome(name, "failed", error="is a directory" if path.is_dir() else "no such file")
     try:
-        data = path.read_bytes()
+        digest, size = sha256_source(path)  # in blocks: a long recording is not read into memory
     except OSError as exc:
         return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
-    existing = store.media_by_sha256(study, hashlib.sha256(data).hexdigest())
+    existing = store.media_by_sha256(study, digest)
     if existing is not None and existing.analysis_status == "complete":
         return FileOutcome(name, "skipped", media_id=existing.id, n_faces=existing.n_faces)
     try:
-        if not data:
+        if not size:
             raise BadInputError(name, "empty file")
         if looks_like_video(path):
             long = analyze_long_video(session, store, study, path, name, fps=fps, uploaded_by=uploaded_by,
-                                      commit_every_s=commit_every_s, progress=progress, data=data)
+                                      commit_every_s=commit_every_s, progress=progress)
             rep = IngestReport(study=study, media_ids=(long.media_id,), media_new=int(existing is None),
                                media_existing=int(existing is not None), faces_new=long.faces_new,
                                predictions_new=long.faces_new, tracks_new=long.n_tracks,
@@ -159,18 +158,21 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
             return FileOutcome(name, "stored", media_id=long.media_id, n_faces=long.n_faces, report=rep,
                                warnings=long.warnings, resumed_from_s=long.resumed_from_s,
                                frames_analyzed=long.frames_analyzed)
-        else:
-            image = session.analyze_image(data, name, keep_crops=True)
-            info = MediaInfo(kind="image", width=image.width, height=image.height)
-            faces, tracks, warnings = image.faces, [], []
-        report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by,
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
+        image = session.analyze_image(data, name, keep_crops=True)
+        info = MediaInfo(kind="image", width=image.width, height=image.height)
+        faces = image.faces
+        report = store.ingest_results(study, data, name, faces, [], media_info=info, uploaded_by=uploaded_by,
                                       keep_file=True)  # like the web app: thumbnails and boxes need the file
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     return FileOutcome(name, "stored", media_id=report.media_ids[0] if report.media_ids else None,
-                       n_faces=len(faces), report=report, warnings=(*warnings, *report.warnings))
+                       n_faces=len(faces), report=report, warnings=report.warnings)
 
 
 @contextmanager

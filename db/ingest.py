@@ -134,6 +134,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_source(source: bytes | Path) -> tuple[str, int]:
+    """Hex sha256 and size of bytes or of a file (read in blocks)."""
+    if isinstance(source, bytes):
+        return sha256_bytes(source), len(source)
+    h = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
 def encode_png(crop: np.ndarray) -> bytes:
     """PNG bytes of an RGB (or grey) uint8 array."""
     from PIL import Image

@@ -314,7 +314,8 @@ class LabelStore:
 
         Args:
             study: The study (created when new).
-            source: The file's bytes or path (hashed; kept when ``keep_file`` and crops are stored).
+            source: The file's bytes or path (hashed and kept in blocks, never read whole; kept when ``keep_file``
+                and crops are stored).
             filename: Its name.
             media_info: Kind, size, duration and rate.
             uploaded_by: Who analysed it.
@@ -323,12 +324,12 @@ class LabelStore:
         Returns:
             Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
         """
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        sha = ingest.sha256_bytes(data)
+        data: bytes | Path = source if isinstance(source, bytes) else Path(source)
+        sha, size = ingest.sha256_source(data)
         written: list[Path] = []
 
         def work(s: Session) -> resumable.AnalysisState:
-            state = resumable.begin_video(s, study, sha256=sha, size=len(data), filename=filename, info=media_info,
+            state = resumable.begin_video(s, study, sha256=sha, size=size, filename=filename, info=media_info,
                                           uploaded_by=uploaded_by)
             if keep_file and self.store_crops and state.status == "partial":
                 media = repo.get_row(s, Media, state.media_id, "media")
