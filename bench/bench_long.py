@@ -73,6 +73,9 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
+    from models import runtime
+
+    runtime.tune_malloc()  # as affectlab analyze does
     torch.manual_seed(0)
     detector = FaceDetector()
     session = AnalysisSession(detector=detector, recognizer=random_recognizer(batch_size=8))
