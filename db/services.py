@@ -699,6 +699,19 @@ class LabelStore:
 
         return self.transaction(work, write=False)
 
+    def best_faces(self, media_id: int) -> dict[int, int]:
+        """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
+
+        def work(s: Session) -> dict[int, int]:
+            stmt = (select(Face.track_id, Face.id).where(Face.media_id == media_id, Face.track_id.is_not(None))
+                    .order_by(Face.track_id, Face.det_score.desc(), Face.id))
+            out: dict[int, int] = {}
+            for tid, fid in s.execute(stmt):
+                out.setdefault(int(tid), int(fid))
+            return out
+
+        return self.transaction(work, write=False)
+
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """The stored crops of several faces (faces without one are absent), in one query."""
 

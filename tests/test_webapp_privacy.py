@@ -181,3 +181,52 @@ def test_class_table_exports_hold_no_image(tmp_path: Path) -> None:
             assert not re.search(rb"crop|png", body.split(b"\n", 1)[0], re.IGNORECASE), table
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("owner", [False, True])
+def test_classroom_thumbnails_blurred_for_non_owners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     random_weights_dir: Path, sent, owner: bool,
+                                                     face_crops: list) -> None:
+    import dataclasses
+
+    from db.ingest import MediaInfo
+    from tests.apphelpers import use_folders
+    from tests.pg import fake_results, png_bytes
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = store_for(data)
+    store.upgrade()
+    # three students over 10 s, each with a real face crop (a random-noise crop tells JPEG from blur badly)
+    boxes = [(10.0 + 100 * k, 10.0, 60.0 + 100 * k, 70.0) for _ in range(10) for k in range(3)]
+    results = fake_results("lecture.mp4", boxes, ["Neutral"] * 30, frames=[i // 3 for i in range(30)],
+                           tracks=[i % 3 for i in range(30)], fps=1.0)
+    results = [dataclasses.replace(r, crop=face_crops[i % 3]) for i, r in enumerate(results)]
+    tracks = [{"track": k, "n_faces": 10, "start_s": 0.0, "end_s": 9.0, "person": k} for k in range(3)]
+    info = MediaInfo(kind="video", width=320, height=240, duration_s=10.0, fps=1.0)
+    mid = store.ingest_results("default", png_bytes(5), "lecture.mp4", results, tracks, media_info=info).media_ids[0]
+    store.set_study_settings("default", StudySettings(blur_faces=True))
+    from webapp.services import blurred_crop
+
+    stored = store.face_crops(list(store.best_faces(mid).values())).values()
+    crops = [decode(b) for b in stored]
+    blurred = [decode(blurred_crop(b, StudySettings(blur_faces=True), owner=False, own_face=False)) for b in stored]
+    store.close()
+    use_folders(monkeypatch, data, random_weights_dir)
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", ACCESS)
+    monkeypatch.setenv("AFFECTLAB_OWNER_CODE", OWNER)
+    at = enter(owner=owner)
+    page(at, "classroom")
+    no_exception(at)
+    images = shown(at, sent)
+    assert len(images) == 3  # one per student
+
+    def nearest(im: np.ndarray, pool: list[np.ndarray]) -> float:
+        size = (im.shape[1], im.shape[0])
+        fitted = [np.asarray(Image.fromarray(c).resize(size, Image.Resampling.LANCZOS)) for c in pool]
+        return min(float(np.abs(im.astype(float) - c).mean()) for c in fitted)
+
+    # Streamlit re-encodes (JPEG): compare with the nearest sharp and the nearest blurred stored crop
+    sharp = [nearest(im, crops) < nearest(im, blurred) for im in images]
+    assert all(sharp) if owner else not any(sharp)
+    assert any(t.label.startswith("Blur faces") for t in at.toggle) == owner

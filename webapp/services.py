@@ -795,17 +795,13 @@ def viewer_crops(store: LabelStore, face_ids: Sequence[int], settings: StudySett
             for fid, data in store.face_crops(face_ids).items()}
 
 
-def person_thumbnails(store: LabelStore, study: str, media_id: int, persons: Sequence[Any],
-                      settings: StudySettings, owner: bool) -> dict[int, bytes]:
-    """One face crop per person of a recording (its most confident detection), as this viewer may see it."""
-    best: dict[int, tuple[float, int]] = {}
-    by_track = {t: p.person_id for p in persons for t in p.track_ids}
-    for f in store.faces(study, media_id=media_id):
-        pid = by_track.get(f.track_id) if f.track_id is not None else None
-        if pid is not None and (pid not in best or f.det_score > best[pid][0]):
-            best[pid] = (f.det_score, f.face_id)
-    crops = viewer_crops(store, [fid for _, fid in best.values()], settings, owner)
-    return {pid: crops[fid] for pid, (_, fid) in best.items() if fid in crops}
+def person_thumbnails(store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings,
+                      owner: bool) -> dict[int, bytes]:
+    """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
+    best = store.best_faces(media_id)
+    chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
+    crops = viewer_crops(store, list(chosen.values()), settings, owner)
+    return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
 
 
 def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]],

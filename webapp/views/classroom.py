@@ -67,7 +67,7 @@ def render() -> None:
     st.dataframe(pd.DataFrame([{"person": p.label, "tracks": ", ".join(map(str, p.track_indexes)),
                                 "faces": p.n_faces, "from_s": p.start_s, "to_s": p.end_s} for p in persons]),
                  hide_index=True)
-    thumbs = services.person_thumbnails(ctx.store, ctx.study, media_id, persons, rules, ctx.owner)
+    thumbs = services.person_thumbnails(ctx.store, media_id, persons, rules, ctx.owner)
     shown = [p for p in persons if p.person_id in thumbs]
     for start in range(0, len(shown), 8):
         for col, p in zip(st.columns(8), shown[start:start + 8], strict=False):
