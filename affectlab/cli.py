@@ -7,7 +7,10 @@ stay within one of them.
 Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
         ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction; folders are walked for image and video
-        files; files already stored in the study (same bytes) are skipped without running the model.
+        files; files already stored in the study (same bytes) are skipped without running the model. Videos are
+        stored every ``--commit-every`` seconds of video; a stopped run leaves the video ``partial`` and the next
+        run of the same file resumes after its last stored frame. A progress bar (seconds of video, time left) goes
+        to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
@@ -20,10 +23,10 @@ Exit codes: 0 success; 1 some input file failed (the others were stored), or too
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,8 @@ class FileOutcome:
         error: Why the file failed, else None.
         report: The ingest report of a stored file, else None.
         warnings: Problems that did not stop the analysis (damaged video data, no engagement, ingest warnings).
+        resumed_from_s: For a video whose stopped analysis this run resumed: the time it resumed after.
+        frames_analyzed: For a video: the sampled frames this run analysed.
     """
 
     file: str
@@ -64,6 +69,8 @@ class FileOutcome:
     error: str | None = None
     report: IngestReport | None = None
     warnings: tuple[str, ...] = ()
+    resumed_from_s: float | None = None
+    frames_analyzed: int | None = None
 
 
 def media_suffixes() -> frozenset[str]:
@@ -109,17 +116,22 @@ def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
 
 
 def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study: str, *, fps: float = 5.0,
-                 uploaded_by: str | None = None) -> FileOutcome:
+                 uploaded_by: str | None = None, commit_every_s: float = 30.0,
+                 progress: Callable[[float, float | None], None] | None = None) -> FileOutcome:
     """Analyses one file and stores its faces (crops, features, predictions, tracks) in ``study``.
 
     A file whose bytes the study already holds is skipped before the model runs. A file that cannot be analysed
-    gives a ``failed`` outcome with the reason; nothing is stored for it.
+    gives a ``failed`` outcome with the reason; nothing is stored for it. A video is stored every
+    ``commit_every_s`` seconds of video (:mod:`affectlab.longvideo`): a run stopped midway leaves it ``partial``,
+    and analysing the same file again resumes after its last stored frame.
 
     Raises:
         AffectLabError: A setup problem of the store (e.g. the database is not migrated).
     """
+    from affectlab.longvideo import analyze_long_video
     from db.errors import StoreBusyError
-    from db.ingest import MediaInfo
+    from db.ingest import MediaInfo, sha256_source
+    from db.rows import IngestReport
     from models.analysis import looks_like_video
     from models.errors import BadInputError
 
@@ -127,34 +139,63 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
     if not path.is_file():
         return FileOutcome(name, "failed", error="is a directory" if path.is_dir() else "no such file")
     try:
-        data = path.read_bytes()
+        digest, size = sha256_source(path)  # in blocks: a long recording is not read into memory
     except OSError as exc:
         return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
-    existing = store.media_by_sha256(study, hashlib.sha256(data).hexdigest())
-    if existing is not None:
+    existing = store.media_by_sha256(study, digest)
+    if existing is not None and existing.analysis_status == "complete":
         return FileOutcome(name, "skipped", media_id=existing.id, n_faces=existing.n_faces)
     try:
-        if not data:
+        if not size:
             raise BadInputError(name, "empty file")
         if looks_like_video(path):
-            video = session.analyze_video(path, name, fps=fps, keep_crops=True)
-            info = MediaInfo(kind="video", width=video.width, height=video.height, duration_s=video.duration,
-                             fps=video.fps)
-            faces, tracks, warnings = video.faces, list(video.summary.tracks), list(video.warnings)
-            if video.engagement_status != "ok":
-                warnings.append(f"engagement: {video.engagement_status}")
-        else:
-            image = session.analyze_image(data, name, keep_crops=True)
-            info = MediaInfo(kind="image", width=image.width, height=image.height)
-            faces, tracks, warnings = image.faces, [], []
-        report = store.ingest_results(study, data, name, faces, tracks, media_info=info, uploaded_by=uploaded_by,
+            long = analyze_long_video(session, store, study, path, name, fps=fps, uploaded_by=uploaded_by,
+                                      commit_every_s=commit_every_s, progress=progress)
+            rep = IngestReport(study=study, media_ids=(long.media_id,), media_new=int(existing is None),
+                               media_existing=int(existing is not None), faces_new=long.faces_new,
+                               predictions_new=long.faces_new, tracks_new=long.n_tracks,
+                               crops_stored=long.crops_stored, features_stored=long.features_stored)
+            return FileOutcome(name, "stored", media_id=long.media_id, n_faces=long.n_faces, report=rep,
+                               warnings=long.warnings, resumed_from_s=long.resumed_from_s,
+                               frames_analyzed=long.frames_analyzed)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
+        image = session.analyze_image(data, name, keep_crops=True)
+        info = MediaInfo(kind="image", width=image.width, height=image.height)
+        faces = image.faces
+        report = store.ingest_results(study, data, name, faces, [], media_info=info, uploaded_by=uploaded_by,
                                       keep_file=True)  # like the web app: thumbnails and boxes need the file
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     return FileOutcome(name, "stored", media_id=report.media_ids[0] if report.media_ids else None,
-                       n_faces=len(faces), report=report, warnings=(*warnings, *report.warnings))
+                       n_faces=len(faces), report=report, warnings=report.warnings)
+
+
+@contextmanager
+def _progress_bar(name: str, *, enabled: bool) -> Iterator[Callable[[float, float | None], None] | None]:
+    """A tqdm bar on stderr in seconds of video, with the time left (off when stderr is not a terminal)."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=name, unit="s", total=None, file=sys.stderr, disable=None, leave=False,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s video [{elapsed}<{remaining}]")
+
+    def update(done: float, duration: float | None) -> None:
+        if duration and bar.total != round(duration, 1):
+            bar.total = round(duration, 1)
+        bar.n = round(min(done, duration or done), 1)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 def _summary(outcomes: Sequence[FileOutcome]) -> dict[str, int]:
@@ -201,7 +242,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                   f"({outcome.n_faces} faces)", flush=True)
         else:
             assert outcome.report is not None
-            print(f"{outcome.file}: {outcome.n_faces} faces; {ingest_line(outcome.report)}", flush=True)
+            resumed = "" if outcome.resumed_from_s is None else f"resumed after {outcome.resumed_from_s:.2f} s; "
+            frames = "" if outcome.frames_analyzed is None else f"{outcome.frames_analyzed} frames analysed; "
+            print(f"{outcome.file}: {outcome.n_faces} faces; {resumed}{frames}{ingest_line(outcome.report)}",
+                  flush=True)
 
     outcomes: list[FileOutcome] = []
     if args.workers > 1 or args.ray:
@@ -220,7 +264,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         store = LabelStore.from_settings(settings)
         try:
             for path in files:
-                outcome = analyze_file(session, store, path, args.study, fps=args.fps, uploaded_by=args.uploaded_by)
+                with _progress_bar(path.name, enabled=not args.json and not args.no_progress) as progress:
+                    outcome = analyze_file(session, store, path, args.study, fps=args.fps,
+                                           uploaded_by=args.uploaded_by, commit_every_s=args.commit_every,
+                                           progress=progress)
                 outcomes.append(outcome)
                 report(outcome)
         finally:
@@ -312,10 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analyse with N processes on this machine (with --ray: N actors; 0 = one per cluster CPU)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="fan the files out over a Ray cluster (`local` starts one here); needs `pip install ray`")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (with --workers / --ray)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
     p.add_argument("--uploaded-by", default=None, help="who ran the analysis (stored with each media item)")
     p.add_argument("--json", action="store_true", help="print one JSON document (per-file outcomes, summary)")
+    p.add_argument("--commit-every", type=float, default=30.0, metavar="SECONDS",
+                   help="store a video's faces every this many seconds of video; a stopped run resumes from the "
+                        "last stored stretch (default: 30)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")

@@ -134,6 +134,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_source(source: bytes | Path) -> tuple[str, int]:
+    """Hex sha256 and size of bytes or of a file (read in blocks)."""
+    if isinstance(source, bytes):
+        return sha256_bytes(source), len(source)
+    h = hashlib.sha256()
+    size = 0
+    with open(source, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+            size += len(block)
+    return h.hexdigest(), size
+
+
 def encode_png(crop: np.ndarray) -> bytes:
     """PNG bytes of an RGB (or grey) uint8 array."""
     from PIL import Image
@@ -427,6 +440,29 @@ def _track_in(obj: Any) -> TrackIn:
     )
 
 
+def face_in(result: Any, *, store_crops: bool = True, model_version: str | None = None) -> FaceIn:
+    """The face to store of a :class:`models.types.FaceResult` (its crop dropped unless ``store_crops``)."""
+    p = result.prediction
+    return FaceIn(
+        index=int(result.index),
+        frame=result.frame,
+        time_s=result.time_s,
+        track=result.track,
+        box=tuple(float(v) for v in result.face.box),  # type: ignore[arg-type]
+        det_score=float(result.face.det_score),
+        model=p.model,
+        weights_hash=p.weights_hash,
+        label=p.label,
+        probs=p.probs_dict(),
+        valence=p.valence,
+        arousal=p.arousal,
+        model_version=model_version or version_of(p.model),
+        features=None if p.features is None or np.size(p.features) == 0 else p.features,
+        feature_model=p.model,
+        crop=result.crop if store_crops else None,
+    )
+
+
 def ingest_results(
     session: Session,
     study: str | Study,
@@ -463,29 +499,7 @@ def ingest_results(
         kind = "video" if any(r.frame is not None for r in results) else guess_kind(filename)
         w, h = image_size(data) if kind == "image" else (None, None)
         media_info = MediaInfo(kind=kind, width=w, height=h)
-    faces = []
-    for r in results:
-        p = r.prediction
-        faces.append(
-            FaceIn(
-                index=int(r.index),
-                frame=r.frame,
-                time_s=r.time_s,
-                track=r.track,
-                box=tuple(float(v) for v in r.face.box),
-                det_score=float(r.face.det_score),
-                model=p.model,
-                weights_hash=p.weights_hash,
-                label=p.label,
-                probs=p.probs_dict(),
-                valence=p.valence,
-                arousal=p.arousal,
-                model_version=model_version or version_of(p.model),
-                features=None if p.features is None or np.size(p.features) == 0 else p.features,
-                feature_model=p.model,
-                crop=r.crop if store_crops else None,
-            )
-        )
+    faces = [face_in(r, store_crops=store_crops, model_version=model_version) for r in results]
     st = _study(session, study)
     counts = _Counts()
     _store_media(

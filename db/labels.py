@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.errors import InvalidLabelError
 from db.rows import FaceLabel, Judgement
-from db.schema import ENGAGEMENT_LEVELS, Face, Media, Prediction
+from db.schema import ENGAGEMENT_LEVELS, EngagementWindow, Face, Media, Prediction, Track
 from models.registry import EMOTIONS_8
 
 FIELDS = ("label", "valence", "arousal", "engagement", "note")
@@ -287,15 +287,51 @@ def face_labels(
     if face_ids is not None:
         crop_stmt = crop_stmt.where(Face.id.in_(list(face_ids)))
     has_crop = set(session.scalars(crop_stmt))
+    # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
+    # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.
+    need = {face.track_id for face, _, _ in face_rows
+            if face.track_id is not None and (p := by_face.get(face.id)) is not None and p.engagement is None}
+    windows = _track_windows(session, need)
     rows = [
-        _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop)
+        _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop,
+                    _window_engagement(windows.get(face.track_id), face.time_s))
         for face, media, track_index in face_rows
     ]
     return rows, primary
 
 
+def _track_windows(session: Session, track_ids: set[int]) -> dict[int, tuple[float | None, list[tuple]]]:
+    """Engagement score and windows ``(start_s, end_s, p)`` of tracks that have a score."""
+    out: dict[int, tuple[float | None, list[tuple]]] = {}
+    ids = sorted(track_ids)
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        for tid, score in session.execute(select(Track.id, Track.engagement_score).where(
+                Track.id.in_(part), Track.engagement_score.is_not(None))):
+            out[int(tid)] = (score, [])
+        stmt = (select(EngagementWindow.track_id, EngagementWindow.start_s, EngagementWindow.end_s,
+                       EngagementWindow.p_engaged).where(EngagementWindow.track_id.in_(part))
+                .order_by(EngagementWindow.id))
+        for tid, a, b, p in session.execute(stmt):
+            if int(tid) in out:
+                out[int(tid)][1].append((a, b, p))
+    return out
+
+
+def _window_engagement(track: tuple[float | None, list[tuple]] | None, time_s: float | None) -> float | None:
+    """P(engaged) of the window holding ``time_s``, else the track's score (as the ingest stores it per face)."""
+    if track is None:
+        return None
+    if time_s is not None:
+        for a, b, p in track[1]:
+            if a <= time_s <= b:
+                return float(p)
+    return track[0]
+
+
 def _face_label(
-    face: Any, media: Any, track_index: int | None, pred: Prediction | None, resolved: Any, has_crop: bool
+    face: Any, media: Any, track_index: int | None, pred: Prediction | None, resolved: Any, has_crop: bool,
+    track_engagement: float | None = None,
 ) -> FaceLabel:
     judged = judgements_for_face(resolved, face.id, face.track_id)
     judgements = tuple(j for j, _ in judged)
@@ -311,7 +347,7 @@ def _face_label(
     model_values = {
         "valence": pred.valence if pred else None,
         "arousal": pred.arousal if pred else None,
-        "engagement": pred.engagement if pred else None,
+        "engagement": (pred.engagement if pred.engagement is not None else track_engagement) if pred else None,
     }
     for f in NUMERIC_FIELDS:
         vals = [getattr(j, f) for j in judgements if getattr(j, f) is not None]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from pathlib import Path
 
 DIR_MODE = 0o700
@@ -68,12 +69,12 @@ def make_private_dir(path: Path) -> Path:
     return path
 
 
-def write_private(path: Path, data: bytes) -> Path:
+def write_private(path: Path, data: bytes | Path) -> Path:
     """Writes ``data`` to ``path`` atomically and owner-only (0600): a temporary file, fsync, ``os.replace``.
 
     Args:
         path: The final file.
-        data: Its bytes.
+        data: Its bytes, or a file to copy (in blocks: a long recording is never held in memory).
 
     Returns:
         ``path``.
@@ -84,7 +85,11 @@ def write_private(path: Path, data: bytes) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                with open(data, "rb") as src:
+                    shutil.copyfileobj(src, fh, 1 << 20)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, FILE_MODE)
@@ -96,14 +101,15 @@ def write_private(path: Path, data: bytes) -> Path:
     return path
 
 
-def keep(root: Path, study_id: int, sha256: str, filename: str, data: bytes) -> tuple[Path, bool]:
+def keep(root: Path, study_id: int, sha256: str, filename: str, data: bytes | Path) -> tuple[Path, bool]:
     """Keeps a media file (content-addressed: a file already there with these bytes is left as it is).
 
     Returns:
         ``(path, created)``: the kept file, and whether this call wrote it.
     """
     path = media_path(root, study_id, sha256, filename)
-    if path.is_file() and path.stat().st_size == len(data):
+    size = len(data) if isinstance(data, bytes) else Path(data).stat().st_size
+    if path.is_file() and path.stat().st_size == size:
         return path, False
     return write_private(path, data), True
 

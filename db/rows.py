@@ -34,6 +34,8 @@ class MediaRow:
     uploaded_by: str | None
     created_at: datetime
     n_faces: int = 0
+    analysis_status: str = "complete"
+    analysed_until_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ class Media(Base):
         UniqueConstraint("study_id", "sha256"),
         CheckConstraint("kind IN ('image', 'video')", name="kind"),
         CheckConstraint("size_bytes >= 0", name="size_bytes"),
+        CheckConstraint("analysis_status IN ('complete', 'partial')", name="analysis_status"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -101,6 +102,14 @@ class Media(Base):
     fps: Mapped[float | None] = mapped_column(Float)
     uploaded_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    analysis_status: Mapped[str] = mapped_column(String(10), default="complete", server_default="complete")
+    """``complete``, or ``partial`` while a long video is stored chunk by chunk (a stopped run resumes from it)."""
+    analysed_until_s: Mapped[float | None] = mapped_column(Float)
+    """Time of the last analysed frame of a partial video (its faces are stored)."""
+    analysed_until_frame: Mapped[int | None] = mapped_column(Integer)
+    """Index of that frame among the decoded frames."""
+    analysed_samples: Mapped[int | None] = mapped_column(Integer)
+    """Sampled frames analysed so far (the next sampled frame's number)."""
 
 
 class Track(Base):

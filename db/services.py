@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
-from db import exports, ingest, label_import, labels, media_files, quality, repo, review
+from db import exports, ingest, label_import, labels, media_files, quality, repo, resumable, review
 from db.engine import make_engine, make_private, read_only, safe_url, session_factory, sqlite_path
 from db.errors import (
     BackupUnsupportedError,
@@ -305,6 +305,72 @@ class LabelStore:
             for path in written:  # the insert was rolled back: so is the new file
                 media_files.remove(path)
             raise
+
+    # ------------------------------------------------------------------------------------------------ long videos
+
+    def begin_video(self, study: str, source: Path | str | bytes, filename: str, media_info: MediaInfo, *,
+                    uploaded_by: str | None = None, keep_file: bool = False) -> resumable.AnalysisState:
+        """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
+
+        Args:
+            study: The study (created when new).
+            source: The file's bytes or path (hashed and kept in blocks, never read whole; kept when ``keep_file``
+                and crops are stored).
+            filename: Its name.
+            media_info: Kind, size, duration and rate.
+            uploaded_by: Who analysed it.
+            keep_file: Also keep the file itself (see :meth:`ingest_results`).
+
+        Returns:
+            Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
+        """
+        data: bytes | Path = source if isinstance(source, bytes) else Path(source)
+        sha, size = ingest.sha256_source(data)
+        written: list[Path] = []
+
+        def work(s: Session) -> resumable.AnalysisState:
+            state = resumable.begin_video(s, study, sha256=sha, size=size, filename=filename, info=media_info,
+                                          uploaded_by=uploaded_by)
+            if keep_file and self.store_crops and state.status == "partial":
+                media = repo.get_row(s, Media, state.media_id, "media")
+                path, created = media_files.keep(self.media_root, media.study_id, media.sha256, media.filename, data)
+                if created:
+                    written.append(path)
+            return state
+
+        try:
+            return self.transaction(work)
+        except BaseException:
+            for path in written:
+                media_files.remove(path)
+            raise
+
+    def store_chunk(self, media_id: int, results: Iterable[Any], *, until_s: float, until_frame: int, samples: int,
+                    model_version: str | None = None) -> tuple[int, int, int]:
+        """Stores one stretch of a partial video's faces with its resume point, in one transaction.
+
+        Returns:
+            Faces, crops and features stored.
+        """
+        faces = [ingest.face_in(r, store_crops=self.store_crops, model_version=model_version) for r in results]
+        return self.transaction(lambda s: resumable.store_chunk(
+            s, media_id, faces, until_s=until_s, until_frame=until_frame, samples=samples,
+            store_crops=self.store_crops))
+
+    def stored_frames(self, media_id: int, after_frame: int = -1, max_frames: int = 500) -> list[Any]:
+        """The next frames with stored faces (:class:`db.resumable.StoredFrame`), for replaying the tracker."""
+        return self.transaction(lambda s: resumable.stored_frames(s, media_id, after_frame, max_frames), write=False)
+
+    def features_of(self, face_ids: Sequence[int]) -> np.ndarray:
+        """The stored features of faces, in the order given."""
+        return self.transaction(lambda s: resumable.features_of(s, face_ids), write=False)
+
+    def finish_video(self, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[Any], *,
+                     duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
+        """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction)."""
+        return self.transaction(lambda s: resumable.finish_video(
+            s, media_id, face_tracks, [ingest._track_in(t) for t in tracks], duration_s=duration_s, fps=fps,
+            width=width, height=height))
 
     def media_path(self, media_id: int) -> Path | None:
         """The kept file of a media item, None when none is kept (features-only mode, deleted, or never kept).
@@ -630,6 +696,19 @@ class LabelStore:
                 return None
             n = s.scalar(select(func.count()).select_from(Face).where(Face.media_id == m.id)) or 0
             return repo.media_row(m, study, int(n))
+
+        return self.transaction(work, write=False)
+
+    def best_faces(self, media_id: int) -> dict[int, int]:
+        """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
+
+        def work(s: Session) -> dict[int, int]:
+            stmt = (select(Face.track_id, Face.id).where(Face.media_id == media_id, Face.track_id.is_not(None))
+                    .order_by(Face.track_id, Face.det_score.desc(), Face.id))
+            out: dict[int, int] = {}
+            for tid, fid in s.execute(stmt):
+                out.setdefault(int(tid), int(fid))
+            return out
 
         return self.transaction(work, write=False)
 

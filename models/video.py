@@ -40,7 +40,7 @@ from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
 from models.errors import BadInputError
 from models.faces import FaceDetector, crop_face
-from models.persons import PersonConfig, link_tracks, profiles
+from models.persons import PersonConfig, TrackProfile, link_tracks, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
@@ -100,6 +100,52 @@ class DecodedFrame:
     sample: int
     time_s: float
     image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The last frame a stopped analysis stored: a resumed run goes on after it.
+
+    Attributes:
+        time_s: Its time in seconds.
+        index: Its number among the decoded frames.
+        sample: Its number among the sampled frames.
+        faces: Its faces (the detections that boxes after it are interpolated from when ``detect_every > 1``).
+    """
+
+    time_s: float
+    index: int
+    sample: int
+    faces: tuple[Face, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class VideoChunk:
+    """Faces of a stretch of a video analysed by :func:`analyze_video_chunks`, ready to be stored.
+
+    Attributes:
+        faces: The faces of the stretch, in time order, without track (``track`` None; see :class:`FaceReplay`).
+        until: The last frame analysed so far: a run stopped after storing this chunk resumes from it.
+        frames_analyzed: Frames analysed in this run so far.
+        frames_decoded: Frames decoded in this run so far.
+        done: Whether this is the last chunk (the video is analysed to its end).
+        duration: The video's duration, seconds (header, else the last frame's time at the end).
+        fps: Average frame rate of the stream, or None.
+        width: Upright frame width.
+        height: Upright frame height.
+        warnings: Problems that did not stop the analysis (complete in the last chunk).
+    """
+
+    faces: list[FaceResult]
+    until: ResumePoint | None
+    frames_analyzed: int
+    frames_decoded: int
+    done: bool
+    duration: float | None
+    fps: float | None
+    width: int
+    height: int
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -330,7 +376,7 @@ class FrameReader:
     """
 
     def __init__(self, path: str | Path, name: str | None = None, fps: float | None = 5.0,
-                 max_decode_errors: int = 50) -> None:
+                 max_decode_errors: int = 50, *, resume: ResumePoint | None = None) -> None:
         """Opens the file (header only).
 
         Args:
@@ -338,6 +384,9 @@ class FrameReader:
             name: Name for messages (default: the path).
             fps: Sampling rate; 0 or None for every frame.
             max_decode_errors: Packets that fail to decode before the rest of the file is given up.
+            resume: Continue after this already analysed frame: decoding seeks to the keyframe before it, the
+                frames up to it are decoded but not sampled, and frame and sample numbers go on from it, as in a
+                run from the start.
 
         Raises:
             BadInputError: Not a readable video.
@@ -357,6 +406,7 @@ class FrameReader:
         self.width = int(st.codec_context.width or 0)
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
+        self.resume = resume
 
     def close(self) -> None:
         """Closes the file."""
@@ -378,6 +428,16 @@ class FrameReader:
         rate = self.avg_fps or 25.0
         last_slot = -1
         errors = 0
+        index = 0  # the next decoded frame's number
+        resume = self.resume
+        seeking = resume is not None
+        if resume is not None:
+            self.last_time = resume.time_s
+            if self.fps is not None:
+                last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
+            self.frames_sampled = resume.sample + 1
+            if tb is not None and resume.time_s > 0:
+                self._container.seek(int(start + resume.time_s / tb), stream=st, backward=True, any_frame=False)
         packets = self._container.demux(st)
         while True:
             try:
@@ -399,9 +459,18 @@ class FrameReader:
                     break
                 continue
             for frame in frames:
-                idx = self.frames_decoded
                 self.frames_decoded += 1
-                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else idx / rate
+                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
+                if seeking:
+                    assert resume is not None
+                    if t < resume.time_s - 0.25 / rate:
+                        continue  # between the keyframe and the resume point
+                    seeking = False
+                    index = resume.index + 1
+                    if t <= resume.time_s + 0.25 / rate:
+                        continue  # the last analysed frame itself
+                idx = index
+                index += 1
                 self.last_time = max(self.last_time, t)
                 if self.fps is not None:
                     slot = int(np.floor(t * self.fps + 1e-6))
@@ -419,7 +488,7 @@ class FrameReader:
                 yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
         if errors > 1:
             self.warnings.append(f"{errors} damaged packets skipped in all")
-        if self.frames_decoded == 0:
+        if self.frames_decoded == 0 and resume is None:
             reason = "no decodable video frame"
             if self.warnings:
                 reason += f" ({self.warnings[0]})"
@@ -524,8 +593,11 @@ def _faces_agree(a: Sequence[Face], b: Sequence[Face], min_iou: float) -> bool:
 class _Analyzer:
     """Chunked detection, classification and tracking over a stream of sampled frames."""
 
-    def __init__(self, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, config: VideoConfig) -> None:
+    def __init__(self, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, config: VideoConfig,
+                 *, track: bool = True, resume: ResumePoint | None = None) -> None:
         self.name = name
+        self.track = track
+        self.last: ResumePoint | None = resume  # the last frame whose faces are in ``results`` or were taken
         self.detector = detector
         self.recognizer = recognizer
         self.config = config
@@ -535,6 +607,8 @@ class _Analyzer:
         self.results: list[FaceResult] = []
         self.pending: list[DecodedFrame] = []
         self.prev_det: tuple[int, list[Face]] | None = None  # (sample, faces) of the last detected frame
+        if resume is not None and resume.sample % self.k == 0:
+            self.prev_det = (resume.sample, list(resume.faces))
         self.frames_analyzed = 0
         self.frames_with_faces = 0
         # Classification of one chunk runs in the background while the next chunk is decoded and detected.
@@ -653,11 +727,17 @@ class _Analyzer:
         keep = self.config.keep_crops
         for f, row in zip(frames, rows, strict=True):
             self.frames_analyzed += 1
+            self.last = ResumePoint(time_s=f.time_s, index=f.index, sample=f.sample,
+                                    faces=tuple(face for face, _, _ in row))
             if not row:
                 continue
             self.frames_with_faces += 1
-            feats = np.stack([p.features for _, _, p in row])
-            ids = self.tracker.update(f.index, f.time_s, [face.box for face, _, _ in row], feats)
+            if self.track:
+                feats = np.stack([p.features for _, _, p in row])
+                ids: Sequence[int | None] = self.tracker.update(f.index, f.time_s, [face.box for face, _, _ in row],
+                                                                feats)
+            else:
+                ids = [None] * len(row)
             for j, ((face, crop, pred), tid) in enumerate(zip(row, ids, strict=True)):
                 self.results.append(FaceResult(file=self.name, index=j, face=face, prediction=pred, frame=f.index,
                                                time_s=f.time_s, track=tid, crop=crop if keep else None))
@@ -741,6 +821,117 @@ def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, re
         sample_fps=reader.fps, width=reader.width, height=reader.height, rotation=reader.rotation,
         warnings=list(reader.warnings), engagement_status=status, persons=persons,
     )
+
+
+def analyze_video_chunks(path: str | Path, name: str | None, detector: FaceDetector, recognizer: EmotionRecognizer,
+                         fps: float | None = 5.0, *, config: VideoConfig | None = None,
+                         resume: ResumePoint | None = None, commit_every_s: float = 30.0,
+                         progress: Progress | None = None) -> Iterator[VideoChunk]:
+    """Analyses a video stretch by stretch, for a caller that stores each stretch before the next (long recordings).
+
+    Memory holds one stretch's faces (with crops when ``config.keep_crops``) and one chunk of frames, whatever the
+    video's length. Faces come without tracks: tracking, engagement and persons need the whole recording, so they
+    are computed at the end from the stored faces (:class:`FaceReplay`), which gives the same tracks as
+    :func:`analyze_video` since the tracker sees the same faces in the same order.
+
+    Args:
+        path: The video file.
+        name: Its name as given by the user (default: the path).
+        detector: The face detector.
+        recognizer: The emotion model.
+        fps: Sampling rate (0 or None for every frame).
+        config: Detection stride, chunking and crops (``adaptive`` is not resumable exactly; ``tracker`` and
+            ``persons`` are for :class:`FaceReplay`).
+        resume: The last frame a stopped run stored: analysis goes on after it.
+        commit_every_s: Seconds of video per yielded stretch (at least one chunk of frames).
+        progress: Called as ``progress(seconds_done, duration)`` after each chunk of frames.
+
+    Yields:
+        The stretches in time order; the last has ``done`` set (and the reader's warnings).
+
+    Raises:
+        BadInputError: Not a readable video.
+    """
+    name = name or str(path)
+    config = config or VideoConfig()
+    analyzer = _Analyzer(name, detector, recognizer, config, track=False, resume=resume)
+
+    def chunk(reader: FrameReader, done: bool) -> VideoChunk:
+        faces, analyzer.results = analyzer.results, []
+        duration = reader.duration if reader.duration else (reader.last_time if done else None)
+        return VideoChunk(faces=faces, until=analyzer.last, frames_analyzed=analyzer.frames_analyzed,
+                          frames_decoded=reader.frames_decoded, done=done, duration=duration, fps=reader.avg_fps,
+                          width=reader.width, height=reader.height, warnings=tuple(reader.warnings) if done else ())
+
+    with (FrameReader(path, name, fps, resume=resume) as reader,
+          closing(prefetch(reader, depth=analyzer.chunk)) as frames, closing(analyzer)):
+        next_cut = (resume.time_s if resume is not None else 0.0) + commit_every_s
+        for frame in frames:
+            if not analyzer.push(frame):
+                continue
+            if progress is not None:
+                progress(frame.time_s, reader.duration)
+            if frame.time_s >= next_cut:
+                analyzer.finish()
+                yield chunk(reader, done=False)
+                next_cut = frame.time_s + commit_every_s
+        analyzer.flush(final=True)
+        analyzer.finish()
+        if progress is not None:
+            progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
+        yield chunk(reader, done=True)
+
+
+class FaceReplay:
+    """Tracks stored faces again, frame by frame in time order, and gathers what joining tracks into persons needs.
+
+    Feeding it every face of a recording (frames in order, each frame's faces in their stored order) gives the
+    tracks :func:`analyze_video` gives, without holding the faces' features: each track keeps a running sum.
+    """
+
+    def __init__(self, tracker: TrackerConfig | None = None) -> None:
+        """Starts with no track."""
+        self.tracker = Tracker(tracker)
+        self._sums: dict[int, np.ndarray] = {}
+
+    def add(self, frame: int, time_s: float, boxes: Sequence[tuple[float, float, float, float]],
+            features: np.ndarray | None) -> list[int]:
+        """Tracks one frame's faces; returns their track ids (see :meth:`Tracker.update`)."""
+        ids = self.tracker.update(frame, time_s, boxes, features)
+        if features is not None:
+            feats = np.asarray(features, dtype=np.float64).reshape(len(boxes), -1)
+            for tid, v in zip(ids, feats, strict=True):
+                n = float(np.linalg.norm(v))
+                unit = v / n if n > 0 else v
+                self._sums[tid] = unit if tid not in self._sums else self._sums[tid] + unit
+        return ids
+
+    def tracks(self) -> list[Track]:
+        """The tracks, by id."""
+        return self.tracker.tracks()
+
+    def profiles(self) -> list[TrackProfile]:
+        """The profile of each track (as :func:`models.persons.profiles` makes it from the faces)."""
+        out = []
+        for t in self.tracks():
+            if not t.boxes:
+                continue
+            sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in t.boxes]
+            total = self._sums.get(t.track)
+            out.append(TrackProfile(
+                track=t.track, start_s=t.start_s, end_s=t.end_s, n_faces=t.n_faces,
+                feature=total / t.n_faces if total is not None else np.zeros(0),
+                first_centre=((t.boxes[0][0] + t.boxes[0][2]) / 2, (t.boxes[0][1] + t.boxes[0][3]) / 2),
+                last_centre=((t.boxes[-1][0] + t.boxes[-1][2]) / 2, (t.boxes[-1][1] + t.boxes[-1][3]) / 2),
+                size=float(np.mean(sides)),
+            ))
+        return out
+
+    def persons(self, config: PersonConfig | None = None) -> dict[int, int]:
+        """Track id to person number (one person per track when ``config`` is None)."""
+        if config is None:
+            return {t.track: t.track for t in self.tracks()}
+        return link_tracks(self.profiles(), config)
 
 
 def video_json(analysis: VideoAnalysis) -> dict[str, object]:

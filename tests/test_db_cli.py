@@ -144,3 +144,34 @@ def test_import_labels_help_documents_the_format_and_the_duplicate_rule(capsys):
     assert "face_id plus any of: label, valence, arousal, engagement, note" in out
     assert "SAME FACE ON TWO ROWS (both lines are named" in out
     assert "--apply-unchanged" not in out
+
+
+def test_import_segments_subprocess_names_the_bad_line_then_takes_a_good_file(tmp_path):
+    from tests.test_db_classes import _ingest
+
+    env = {"AFFECTLAB_DATA_DIR": str(tmp_path / "d"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    store = LabelStore(f"sqlite:///{tmp_path / 'd' / 'affectlab.sqlite3'}")
+    try:
+        mid = _ingest(store, study="class")
+    finally:
+        store.close()
+
+    def run(csv: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "segments.csv"
+        path.write_text(csv, encoding="utf-8")
+        return subprocess.run([sys.executable, "-m", "db", "import-segments", str(path), "--study", "class",
+                               "--created-by", "teacher"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    bad = run(f"media,name,start_s,end_s\n{mid},intro,0,30\nlecture.mp4,quiz,90,60\n")
+    assert bad.returncode == 1, bad.stderr
+    assert "line 3" in bad.stderr and "line 2" not in bad.stderr, bad.stderr
+    store = LabelStore(f"sqlite:///{tmp_path / 'd' / 'affectlab.sqlite3'}")
+    try:
+        assert store.segments("class") == [], "all or nothing: the good line is not stored either"
+    finally:
+        store.close()
+    good = run(f"media,name,start_s,end_s\n{mid},intro,0,30\nlecture.mp4,quiz,60,90\n")
+    assert good.returncode == 0, good.stderr
+    assert good.stdout.strip().endswith("2 segments added to 1 recordings"), good.stdout

@@ -80,3 +80,54 @@ def test_video_student_leaving_for_longer_than_the_gap_keeps_one_person(tmp_path
     assert len({p for _, p in who[1]}) == 1  # ... one person
     assert {p for _, p in who[0]}.isdisjoint({p for _, p in who[1]})
     assert all("person" in t for t in doc["tracks"]) and doc["file"]["n_persons"] == 2
+
+
+def test_video_gallery_reflow_keeps_every_person_one_student(tmp_path, detector):
+    """A 3x2 gallery of real faces; at 6 s student 1 leaves and the tiles after it move one place back."""
+    from collections import defaultdict
+
+    from models.tracking import TrackerConfig
+    from models.video import VideoConfig, analyze_video
+    from tests import testdata
+    from tests.videos import background, face_patches, random_recognizer, write_video
+
+    w, h, cols, size, fps, seconds = 480, 320, 3, 96, 2, 12
+    pats = (face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=size, margin=0.15)
+            + face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=size, margin=0.15))[:6]
+    assert len(pats) == 6
+
+    def rect(k):
+        x = (k % cols) * (w // cols) + (w // cols - size) // 2
+        y = (k // cols) * (h // 2) + (h // 2 - size) // 2
+        return (x, y, x + size, y + size)
+
+    def layout(t):
+        order = list(range(6)) if t < 6 else [s for s in range(6) if s != 1]
+        return [(s, k) for k, s in enumerate(order)]
+
+    truth = [layout(i / fps) for i in range(seconds * fps)]
+    bg = background(w, h)
+
+    def frames():
+        for shown in truth:
+            img = bg.copy()
+            for s, k in shown:
+                x1, y1, x2, y2 = rect(k)
+                img[y1:y2, x1:x2] = pats[s]
+            yield img
+
+    path = write_video(tmp_path / "gallery.mp4", frames(), fps=fps)
+    a = analyze_video(path, "gallery.mp4", detector, random_recognizer(), fps=None,
+                      config=VideoConfig(tracker=TrackerConfig(min_continuity=0.99)))
+    students_of = defaultdict(set)
+    n = 0
+    for f in a.faces:
+        cx, cy = (f.face.box[0] + f.face.box[2]) / 2, (f.face.box[1] + f.face.box[3]) / 2
+        who = [s for s, k in truth[f.frame] if rect(k)[0] <= cx <= rect(k)[2] and rect(k)[1] <= cy <= rect(k)[3]]
+        assert len(who) == 1, (f.frame, f.face.box)
+        students_of[a.person(f.track)].add(who[0])
+        n += 1
+    assert n >= 0.95 * sum(len(t) for t in truth), "faces found"
+    assert all(len(s) == 1 for s in students_of.values()), dict(students_of)  # every person is one student
+    moved = {s for s in range(2, 6)}
+    assert len(students_of) <= 6 + len(moved), "a moved student is at most two persons"

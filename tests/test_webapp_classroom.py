@@ -29,3 +29,54 @@ def test_classroom_page_shows_students_and_tables(
     students = next(f for f in frames if "person" in f.columns and "tracks" in f.columns)
     assert sorted(students["person"]) == ["P0", "P1", "P2"]
     assert any("minute" in f.columns and len(f) == 2 * 3 for f in frames)
+
+
+def test_rename_merge_and_split_through_the_forms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> None:
+    from webapp.state import Keys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = store_for(data)
+    store.upgrade()
+    mid = _ingest(store, study="default")
+    store.close()
+    use_folders(monkeypatch, data, random_weights_dir)
+    at = page(new_app(), "classroom")
+    assert any("Type your name" in c.value for c in at.caption), "no change without a name"
+    at.sidebar.text_input(key=Keys.ANNOTATOR).input("alice").run()
+    no_exception(at)
+
+    def box(label: str):
+        return next(s for s in at.selectbox if s.label == label)
+
+    def submit(label: str) -> None:
+        next(b for b in at.button if b.label == label).click().run()
+        no_exception(at)
+
+    box("Person").set_value("P1")
+    next(t for t in at.text_input if t.label == "Participant id").input("S-017")
+    submit("Rename")
+    box("Keep").set_value("P0")
+    box("Merge into it").set_value("P2")
+    submit("Merge")
+    store = store_for(data)
+    try:
+        persons = {p.label: p for p in store.persons(mid)}
+        assert persons["S-017"].track_indexes == (1,)
+        assert persons["P0"].track_indexes == (0, 3, 2)  # by start and "P2" not in persons
+    finally:
+        store.close()
+    assert "P0: track 2" in box("Track holding another student").options
+    box("Track holding another student").set_value("P0: track 2")
+    submit("Split off")
+    store = store_for(data)
+    try:
+        persons = store.persons(mid)
+        assert sorted(p.track_indexes for p in persons) == [(0, 3), (1,), (2,)]
+        assert [h.kind for h in store.person_history(mid)] == ["rename", "merge", "split"]
+        assert {h.annotator for h in store.person_history(mid)} == {"alice"}
+    finally:
+        store.close()
+    students = next(pd.DataFrame(d.value) for d in at.dataframe if "tracks" in pd.DataFrame(d.value).columns)
+    assert sorted(students["person"]) == sorted(p.label for p in persons), "the table follows the corrections"

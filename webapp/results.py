@@ -11,6 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow
 from models.errors import AffectLabError
 from webapp import figures, services
@@ -32,10 +33,11 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
     flash("success", f"Stored: face {face_id} is {label} (by {code_span(ctx.annotator)}). Undo on the Review page (U).")
 
 
-def _face_rows(ctx: Context, faces: list[FaceLabel]) -> None:
+def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> None:
+    crops = services.viewer_crops(ctx.store, [f.face_id for f in faces], rules, ctx.owner, ctx.study)
     for n, face in enumerate(faces, start=1):
         c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
-        crop = services.face_crop(ctx.store, face.face_id, ctx.study)
+        crop = crops.get(face.face_id)
         with c1:
             st.markdown(f"**Face {n}**")
             if crop is not None:
@@ -63,14 +65,16 @@ def _circumplex(faces: list[FaceLabel], key: str) -> None:
         st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
 
 
-def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
+def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
     path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
     left, right = st.columns([3, 2])
     with left:
         if path is not None:
             boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
             try:
-                st.image(figures.draw_boxes(services.load_media_image(path), boxes),
+                image = services.blurred_frame(services.load_media_image(path), [f.box for f in faces], rules,
+                                               ctx.owner)
+                st.image(figures.draw_boxes(image, boxes),
                          caption=f"{plural(len(faces), 'face')}, numbered largest first")  # fmt: skip
             except AffectLabError as exc:
                 st.error(f"Cannot show the image: {code_span(str(exc))}")
@@ -78,29 +82,39 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None
             st.caption("The image is not kept (features-only privacy mode).")
     with right:
         _circumplex(faces, f"va_{media.id}")
-    _face_rows(ctx, faces)
+    _face_rows(ctx, faces, rules)
 
 
 @st.cache_data(show_spinner="Extracting key frames...", max_entries=32)
-def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...]) -> list:
+def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...], blur: bool) -> list:
     del mtime  # part of the cache key only: a replaced file is decoded again
     out = []
     for time_s, index, image in services.key_frames(Path(path), frames):
         marks = [figures.BoxLabel(b, t + 1, f"track {t}") for fr, t, b in boxes if fr == index]
+        if blur:
+            image = services.blur_image(image, [m.box for m in marks])
         out.append((time_s, figures.draw_boxes(image, marks)))
     return out
 
 
-def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel]) -> None:
+def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
     path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
     duration = float(media.duration_s or 0.0)
+    blur = services.blurs(rules, ctx.owner)
+    if media.analysis_status != "complete":
+        st.warning("This recording's analysis was stopped midway: analyse the same file again to resume it.")
     if path is not None:
-        start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
-        playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
-        st.video(str(playable or path), start_time=int(start))
+        if blur:
+            st.caption("The video player is hidden: this study blurs faces for everyone but its owners, and a video "
+                       "cannot be blurred frame by frame. The key frames below are blurred.")
+        else:
+            start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5,
+                              key=f"start_{media.id}")
+            playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
+            st.video(str(playable or path), start_time=int(start))
         frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
         boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
-        shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes)
+        shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes, blur)
         if shots:
             cols = st.columns(len(shots))
             for col, (time_s, im) in zip(cols, shots, strict=True):
@@ -157,6 +171,6 @@ def show(ctx: Context, media_ids: list[int]) -> None:
             st.info("No face found in this file.")
             continue
         if m.kind == "video":
-            _video_result(ctx, m, faces)
+            _video_result(ctx, m, faces, rules)
         else:
-            _image_result(ctx, m, faces)
+            _image_result(ctx, m, faces, rules)

@@ -444,11 +444,33 @@ def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any,
 def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
                    media_dir: Path | None, uploaded_by: str | None, fps: float, engagement: Any,
                    report: Progress) -> FileOutcome:
+    from affectlab.longvideo import TimeLeft, analyze_long_video
+    from models.analysis import AnalysisSession
     from models.video import VideoConfig, analyze_video, video_json
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
         path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
         path.write_bytes(upload.data)
+        # Stored chunk by chunk: bounded memory, and an analysis stopped midway (app closed) resumes when the same
+        # file is analysed again. A video the study already holds is analysed again in memory instead, so that a
+        # new model's predictions join its stored faces.
+        left = TimeLeft()
+
+        def on_progress(done: float, duration: float | None) -> None:
+            if duration:
+                report(0.05 + 0.9 * min(1.0, done / duration), left.text(done, duration))
+            else:
+                report(0.5, f"{done:.1f} s analysed")
+
+        session = AnalysisSession(detector=detector, recognizer=recognizer, engagement=engagement)
+        long = analyze_long_video(session, store, study, path, upload.name, fps=fps, uploaded_by=uploaded_by,
+                                  keep_file=media_dir is not None, progress=on_progress, data=upload.data)
+        if not long.skipped:
+            resumed = () if long.resumed_from_s is None else (
+                f"resumed a stopped analysis after {long.resumed_from_s:.1f} s",)
+            report(1.0, f"{plural(long.n_faces, 'face')} in {plural(long.n_tracks, 'track')}")
+            return FileOutcome(file=upload.name, kind="video", media_id=long.media_id, n_faces=long.n_faces,
+                               warnings=resumed + long.warnings, new=True)
 
         def on_chunk(done: float, duration: float | None) -> None:
             if duration:
@@ -946,6 +968,52 @@ def blur_image(image: np.ndarray, boxes: Sequence[tuple[float, float, float, flo
         if box[2] > box[0] and box[3] > box[1]:
             im.paste(im.crop(box).filter(ImageFilter.GaussianBlur(radius)), box[:2])
     return np.asarray(im)
+
+
+def blurs(settings: StudySettings, owner: bool) -> bool:
+    """Whether faces are blurred for this viewer: the study blurs faces (privacy for minors) and it is no owner."""
+    return bool(settings.blur_faces) and not owner
+
+
+def blurred_frame(image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], settings: StudySettings,
+                  owner: bool, keep: int | None = None) -> np.ndarray:
+    """A picture (image or video frame) as this viewer may see it.
+
+    Its face boxes are blurred when :func:`blurs` says so, except box number ``keep`` (the face being labelled).
+    """
+    return blur_image(image, boxes, keep=keep) if blurs(settings, owner) else image
+
+
+def viewer_crops(store: LabelStore, face_ids: Sequence[int], settings: StudySettings, owner: bool, study: str,
+                 sharp: int | None = None) -> dict[int, bytes]:
+    """Stored crops of a study's faces as this viewer may see them (face ``sharp``, the one being labelled, sharp).
+
+    Faces of other studies are left out, like in :func:`face_crops`.
+    """
+    return {fid: blurred_crop(data, settings, owner, own_face=fid == sharp)
+            for fid, data in face_crops(store, face_ids, study).items()}
+
+
+def person_thumbnails(store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings,
+                      owner: bool) -> dict[int, bytes]:
+    """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
+    best = store.best_faces(media_id)
+    chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
+    crops = {fid: blurred_crop(data, settings, owner, own_face=False)
+             for fid, data in store.face_crops(list(chosen.values())).items()}  # faces of this media item only
+    return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
+
+
+def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]],
+                                                                         int]:
+    """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them."""
+    same = [f for f in store.faces(study, media_id=face.media_id) if f.frame == face.frame]
+    boxes = [f.box for f in same]
+    keep = next((i for i, f in enumerate(same) if f.face_id == face.face_id), None)
+    if keep is None:
+        boxes.append(face.box)
+        keep = len(boxes) - 1
+    return boxes, keep
 
 
 def blurred_crop(data: bytes, settings: StudySettings, owner: bool, own_face: bool) -> bytes:

@@ -146,6 +146,7 @@ class Keys:
     STUDY_INDEPENDENT = "w_study_independent"
     STUDY_HIDE_MODEL = "w_study_hide_model"
     STUDY_DOUBLE_SHARE = "w_study_double_share"
+    STUDY_BLUR_FACES = "w_study_blur_faces"
     TRACK_CLASS = "w_track_class"
     LIBRARY_OPEN = "w_library_open"
     WHOLE_TRACK = "w_whole_track"

@@ -5,6 +5,7 @@ Every change to the persons is recorded with who and when; tables and figure fol
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pandas as pd
@@ -18,10 +19,12 @@ from webapp.ui import code_span, context, flash, show_flash
 def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
     try:
         action(*args)
-        if done:
-            flash("success", done)
     except AffectLabError as exc:
         st.error(str(exc))
+        return
+    if done:
+        flash("success", done)
+    st.rerun()  # the tables and the forms' choices above were drawn before the change
 
 
 def render() -> None:
@@ -37,6 +40,13 @@ def render() -> None:
     media_id = st.selectbox("Recording", list(names), format_func=names.get, key="classroom_media")
     persons = services.class_persons(ctx.store, media_id)
     segments = services.lecture_segments(ctx.store, ctx.study, media_id)
+    rules = services.study_settings(ctx.store, ctx.study)
+    if ctx.owner:
+        blur = st.toggle("Blur faces for everyone but the owners (privacy for minors)", value=rules.blur_faces,
+                         key="classroom_blur_faces")
+        if blur != rules.blur_faces:
+            rules = services.set_study_settings(ctx.store, ctx.study, dataclasses.replace(rules, blur_faces=blur),
+                                                owner=ctx.owner)
 
     st.subheader("Lecture segments")
     if segments:
@@ -57,6 +67,13 @@ def render() -> None:
     st.dataframe(pd.DataFrame([{"person": p.label, "tracks": ", ".join(map(str, p.track_indexes)),
                                 "faces": p.n_faces, "from_s": p.start_s, "to_s": p.end_s} for p in persons]),
                  hide_index=True)
+    thumbs = services.person_thumbnails(ctx.store, media_id, persons, rules, ctx.owner)
+    shown = [p for p in persons if p.person_id in thumbs]
+    for start in range(0, len(shown), 8):
+        for col, p in zip(st.columns(8), shown[start:start + 8], strict=False):
+            col.image(thumbs[p.person_id], caption=p.label, width=72)
+    if services.blurs(rules, ctx.owner):
+        st.caption("Faces are blurred: this study protects its participants' privacy (owners see them).")
     by_label = {p.label: p for p in persons}
     if ctx.annotator:
         c1, c2 = st.columns(2)

@@ -19,21 +19,25 @@ PER_ROW = 4
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _thumb(path: str, mtime: float, kind: str, time_s: float):
+def _thumb(path: str, mtime: float, kind: str, time_s: float, blur: bool = False):
     del mtime  # part of the cache key only
-    return services.thumbnail(Path(path), kind, time_s)
+    image = services.thumbnail(Path(path), kind, time_s)
+    if blur:  # the thumbnail is small and its boxes unknown here: all of it is blurred
+        h, w = image.shape[:2]
+        image = services.blur_image(image, [(0, 0, w, h)], radius=6)
+    return image
 
 
 def _open(media_id: int | None) -> None:
     ui_state().library_media = media_id
 
 
-def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float) -> None:
+def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float, blur: bool) -> None:
     with st.container(border=True):
         path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, m) if ctx.media_dir else None
         if path is not None:
             try:
-                st.image(_thumb(str(path), path.stat().st_mtime, m.kind, first_face_s), width="stretch")
+                st.image(_thumb(str(path), path.stat().st_mtime, m.kind, first_face_s, blur), width="stretch")
             except AffectLabError as exc:
                 st.caption(f"No thumbnail: {code_span(str(exc))}")
         else:
@@ -73,12 +77,13 @@ def render() -> None:
         first[f.media_id] = min(first.get(f.media_id, float("inf")), f.time_s or 0.0)
         if f.track_id is not None:
             tracks.setdefault(f.media_id, set()).add(f.track_id)
+    blur = services.blurs(services.study_settings(ctx.store, ctx.study), ctx.owner)
     for start in range(0, len(media), PER_ROW):
         cols = st.columns(PER_ROW)
         for col, m in zip(cols, media[start:start + PER_ROW], strict=False):
             with col:
                 t = first.get(m.id, 0.0)
-                _card(ctx, m, len(tracks.get(m.id, ())), 0.0 if t == float("inf") else t)
+                _card(ctx, m, len(tracks.get(m.id, ())), 0.0 if t == float("inf") else t, blur)
 
 
 render()

@@ -130,7 +130,11 @@ def _study_rules(ctx: Context) -> StudySettings:
                                key=Keys.STUDY_HIDE_MODEL, disabled=not independent)  # fmt: skip
         share = st.slider("Share of faces labelled by a second annotator (for agreement)", 0, 100,
                           round(rules.double_share * 100), 5, key=Keys.STUDY_DOUBLE_SHARE, format="%d %%")  # fmt: skip
-        new = StudySettings(independent=independent, hide_model=hide_model and independent, double_share=share / 100)
+        blur = st.toggle("Blur faces for everyone but the owners (privacy for minors; an annotator still sees the "
+                         "face being labelled, and the video player is hidden)", value=rules.blur_faces,
+                         key=Keys.STUDY_BLUR_FACES)  # fmt: skip
+        new = StudySettings(independent=independent, hide_model=hide_model and independent, double_share=share / 100,
+                            blur_faces=blur)
         if new != rules:
             try:
                 rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
@@ -189,15 +193,20 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, float, float]):
+def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, float, float],
+           blur: tuple[tuple[float, float, float, float], ...] = ()):
+    """The frame with the face's box; the boxes in ``blur`` (the other faces, for a viewer who sees them blurred)."""
     del mtime  # part of the cache key only
     from pathlib import Path
 
-    return figures.draw_boxes(services.video_frame(Path(path), time_s), [figures.BoxLabel(box, 1)])
+    image = services.video_frame(Path(path), time_s)
+    if blur:
+        image = services.blur_image(image, blur)
+    return figures.draw_boxes(image, [figures.BoxLabel(box, 1)])
 
 
-def _context_image(ctx: Context, face: FaceLabel) -> None:
-    crop = services.face_crop(ctx.store, face.face_id, ctx.study)
+def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
+    crop = services.face_crop(ctx.store, face.face_id, ctx.study)  # the face being labelled: never blurred
     if crop is not None:
         st.image(crop, caption=f"face {face.face_id}", width=200)
     else:
@@ -208,13 +217,20 @@ def _context_image(ctx: Context, face: FaceLabel) -> None:
     path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
     if path is None:
         return
+    others: tuple[tuple[float, float, float, float], ...] = ()
+    if services.blurs(rules, ctx.owner):
+        boxes, keep = services.frame_faces(ctx.store, ctx.study, face)
+        others = tuple(b for i, b in enumerate(boxes) if i != keep)
     try:
         if face.media_kind == "video" and face.time_s is not None:
-            st.image(_frame(str(path), path.stat().st_mtime, float(face.time_s), face.box),
+            st.image(_frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, others),
                      caption=f"the frame at {face.time_s:.1f} s")  # fmt: skip
         elif face.media_kind == "image":
             with st.expander("Whole image"):
-                st.image(figures.draw_boxes(services.load_media_image(path), [figures.BoxLabel(face.box, 1)]))
+                image = services.load_media_image(path)
+                if others:
+                    image = services.blur_image(image, others)
+                st.image(figures.draw_boxes(image, [figures.BoxLabel(face.box, 1)]))
     except AffectLabError as exc:
         st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
 
@@ -246,7 +262,8 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
              for f in services.study_faces(ctx.store, ctx.study, face.media_id) if f.track_id == face.track_id]
     faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
     shown = _strip_faces(faces, face.face_id)
-    crops = services.face_crops(ctx.store, [f.face_id for f in shown], ctx.study)
+    crops = services.viewer_crops(ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study,
+                                  sharp=face.face_id)
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
         st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
@@ -287,7 +304,7 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
     st.markdown(f"{where_line} Face {face.face_id}, file {code_span(face.filename)}, {where}.{why}")
     left, right = st.columns([2, 3])
     with left:
-        _context_image(ctx, face)
+        _context_image(ctx, face, rules)
     with right:
         if face.model_probs:
             st.caption(f"{face.model}: class probabilities")

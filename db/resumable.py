@@ -1,0 +1,236 @@
+"""Long videos stored chunk by chunk, so that a stopped analysis resumes where it stopped.
+
+A video analysed this way gets its media row first, with ``analysis_status='partial'``; each stretch of faces is
+then stored in one transaction together with how far the analysis got (``analysed_until_s``,
+``analysed_until_frame``, ``analysed_samples``), so the stored faces and the resume point never disagree. Faces are
+stored without track. At the end, tracks, engagement and persons are computed from every stored face
+(the caller replays them: :class:`models.video.FaceReplay`) and :func:`finish_video` stores them and marks the
+media item ``complete``. Predictions are append-only, so their ``engagement`` stays empty: a face's model
+engagement is read from its track's windows (:func:`db.labels.face_labels`). Functions take the caller's session and
+never commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from db import repo
+from db.errors import StoreError
+from db.ingest import (
+    FaceIn,
+    MediaInfo,
+    TrackIn,
+    _opt_float,
+    _study,
+    encode_png,
+    features_from_bytes,
+    features_to_bytes,
+)
+from db.media_files import base_name
+from db.persons import store_persons
+from db.schema import EngagementWindow, Face, Media, Prediction, Track
+
+Box = tuple[float, float, float, float]
+
+
+class AnalysisStateError(StoreError):
+    """A chunk stored for a media item that is not being analysed (the message says what to do)."""
+
+
+@dataclass(frozen=True)
+class AnalysisState:
+    """Where the analysis of a media item stands.
+
+    Attributes:
+        media_id: The media item.
+        status: ``complete`` or ``partial``.
+        created: Whether this call created the media row.
+        until_s: Time of the last analysed frame of a partial analysis (None: nothing analysed yet).
+        until_frame: Its number among the decoded frames.
+        samples: Sampled frames analysed so far.
+        faces: Boxes and detection scores of that frame's stored faces, in their order.
+        n_faces: Faces stored so far.
+    """
+
+    media_id: int
+    status: str
+    created: bool
+    until_s: float | None = None
+    until_frame: int | None = None
+    samples: int | None = None
+    faces: tuple[tuple[Box, float], ...] = ()
+    n_faces: int = 0
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    """One frame's stored faces, for replaying the tracker.
+
+    Attributes:
+        frame: Frame index.
+        time_s: Its time.
+        face_ids: The faces' ids, in their stored order.
+        boxes: Their boxes.
+        features: Their features (N, D) float32, or None when a face has none.
+    """
+
+    frame: int
+    time_s: float
+    face_ids: tuple[int, ...]
+    boxes: tuple[Box, ...]
+    features: np.ndarray | None
+
+
+def _state(session: Session, media: Media, created: bool) -> AnalysisState:
+    n = session.scalar(select(func.count()).select_from(Face).where(Face.media_id == media.id)) or 0
+    faces: tuple[tuple[Box, float], ...] = ()
+    if media.analysis_status == "partial" and media.analysed_until_frame is not None:
+        stmt = select(Face.x1, Face.y1, Face.x2, Face.y2, Face.det_score).where(
+            Face.media_id == media.id, Face.frame == media.analysed_until_frame).order_by(Face.face_index, Face.id)
+        faces = tuple(((x1, y1, x2, y2), d) for x1, y1, x2, y2, d in session.execute(stmt))
+    return AnalysisState(media_id=media.id, status=media.analysis_status, created=created,
+                         until_s=media.analysed_until_s, until_frame=media.analysed_until_frame,
+                         samples=media.analysed_samples, faces=faces, n_faces=int(n))
+
+
+def begin_video(session: Session, study: str, *, sha256: str, size: int, filename: str, info: MediaInfo,
+                uploaded_by: str | None) -> AnalysisState:
+    """The media row of a video about to be analysed: created ``partial`` when new, else as it stands.
+
+    Returns:
+        Its state: ``complete`` (nothing to do), or ``partial`` with the resume point of a stopped run.
+    """
+    st = _study(session, study)
+    media = session.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
+    if media is not None:
+        return _state(session, media, created=False)
+    media = Media(study_id=st.id, sha256=sha256, filename=base_name(filename), kind=info.kind, size_bytes=size,
+                  width=info.width, height=info.height, duration_s=info.duration_s, fps=info.fps,
+                  uploaded_by=uploaded_by, analysis_status="partial")
+    session.add(media)
+    session.flush()
+    return _state(session, media, created=True)
+
+
+def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, until_s: float, until_frame: int,
+                samples: int, store_crops: bool) -> tuple[int, int, int]:
+    """Stores one stretch of a partial video's faces (without track) and moves its resume point.
+
+    Returns:
+        Faces, crops and features stored.
+
+    Raises:
+        AnalysisStateError: The media item's analysis is complete (it was finished meanwhile).
+    """
+    media = repo.get_row(session, Media, media_id, "media")
+    if media.analysis_status != "partial":
+        raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
+    rows: list[tuple[FaceIn, Face]] = []
+    crops = features = 0
+    for f in faces:
+        x1, y1, x2, y2 = (float(v) for v in f.box)
+        face = Face(media_id=media_id, face_index=f.index, frame=f.frame, time_s=f.time_s, x1=x1, y1=y1, x2=x2,
+                    y2=y2, det_score=float(f.det_score))
+        if store_crops and f.crop is not None and f.crop.size > 0:
+            face.crop_png = encode_png(f.crop)
+            crops += 1
+        if f.features is not None:
+            face.features, face.feature_dim = features_to_bytes(f.features)
+            face.feature_model = f.feature_model or f.model
+            features += 1
+        session.add(face)
+        rows.append((f, face))
+    session.flush()
+    for f, face in rows:
+        probs = {str(k): float(v) for k, v in f.probs.items()}
+        session.add(Prediction(
+            face_id=face.id, model=f.model, weights_hash=f.weights_hash, model_version=f.model_version, probs=probs,
+            label=f.label or (max(probs, key=lambda k: probs[k]) if probs else ""),
+            confidence=max(probs.values()) if probs else 0.0, valence=_opt_float(f.valence),
+            arousal=_opt_float(f.arousal), engagement=None,
+        ))
+    media.analysed_until_s, media.analysed_until_frame, media.analysed_samples = until_s, until_frame, samples
+    session.flush()
+    return len(rows), crops, features
+
+
+def stored_frames(session: Session, media_id: int, after_frame: int, max_frames: int = 500) -> list[StoredFrame]:
+    """The next frames with stored faces after ``after_frame`` (at most ``max_frames``), in order."""
+    frames = list(session.scalars(select(Face.frame).where(Face.media_id == media_id, Face.frame > after_frame)
+                                  .group_by(Face.frame).order_by(Face.frame).limit(max_frames)))
+    if not frames:
+        return []
+    stmt = (select(Face.id, Face.frame, Face.time_s, Face.x1, Face.y1, Face.x2, Face.y2, Face.features,
+                   Face.feature_dim)
+            .where(Face.media_id == media_id, Face.frame > after_frame, Face.frame <= frames[-1])
+            .order_by(Face.frame, Face.face_index, Face.id))
+    grouped: dict[int, list] = {}
+    for row in session.execute(stmt):
+        grouped.setdefault(int(row.frame), []).append(row)
+    out = []
+    for frame, rows in grouped.items():
+        feats = None
+        if all(r.features is not None for r in rows):
+            feats = np.stack([features_from_bytes(r.features, int(r.feature_dim)) for r in rows])
+        out.append(StoredFrame(frame=frame, time_s=float(rows[0].time_s or 0.0),
+                               face_ids=tuple(int(r.id) for r in rows),
+                               boxes=tuple((r.x1, r.y1, r.x2, r.y2) for r in rows), features=feats))
+    return out
+
+
+def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
+    """The stored features of faces, in the order given, (N, D) float32 (faces without features are left out)."""
+    got: dict[int, np.ndarray] = {}
+    ids = list(face_ids)
+    for i in range(0, len(ids), 500):
+        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i:i + 500]),
+                                                                      Face.features.is_not(None))
+        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)})
+    kept = [got[i] for i in ids if i in got]
+    return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
+
+
+def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[TrackIn], *,
+                 duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
+    """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
+
+    Args:
+        session: The caller's session.
+        media_id: The media item.
+        face_tracks: Face id to track number.
+        tracks: The tracks (engagement windows and person included).
+        duration_s: The video's duration.
+        fps: Its average frame rate.
+        width: Upright frame width.
+        height: Upright frame height.
+
+    Returns:
+        Tracks stored.
+    """
+    media = repo.get_row(session, Media, media_id, "media")
+    if media.analysis_status != "partial":
+        raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
+    rows: dict[int, Track] = {}
+    for t in tracks:
+        row = Track(media_id=media_id, track_index=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
+                    engagement_score=t.score, engagement_label=t.label)
+        session.add(row)
+        rows[t.track] = row
+    session.flush()
+    for t in tracks:
+        session.add_all(EngagementWindow(track_id=rows[t.track].id, start_s=s, end_s=e, p_engaged=p)
+                        for s, e, p in t.windows)
+    if face_tracks:
+        session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
+    store_persons(session, media_id, {t.track: t.person for t in tracks})
+    media.analysis_status = "complete"
+    media.analysed_until_s = media.analysed_until_frame = media.analysed_samples = None
+    media.duration_s, media.fps = duration_s, fps
+    media.width, media.height = width, height
+    session.flush()
+    return len(rows)
