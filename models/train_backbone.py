@@ -514,7 +514,7 @@ def resolve_train_device(device: str) -> torch.device:
 
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return resolve_device(device)
+    return torch.device(resolve_device(device))  # training always runs on torch: a device object, never "cpu"
 
 
 def version_name_for(base: str, data: Path, when: datetime) -> str:

@@ -71,8 +71,9 @@ def enter(owner: bool):
     at.text_input(key=Keys.ACCESS_CODE).input(ACCESS)
     at.button[0].click().run()
     no_exception(at)
-    if owner:
-        at.sidebar.text_input(key=Keys.OWNER_CODE).input(OWNER).run()
+    if owner:  # the sidebar's "Another code" form
+        at.sidebar.text_input(key=Keys.OWNER_CODE).input(OWNER)
+        next(b for b in at.sidebar.button if b.label == "Enter").click().run()
         no_exception(at)
     return at
 
