@@ -292,19 +292,11 @@ class LabelStore:
                 store_crops=self.store_crops,
                 model_version=model_version,
             )
-            if keep_file and self.store_crops and rep.media_ids:
-                media = repo.get_row(s, Media, rep.media_ids[0], "media")
-                path, created = media_files.keep(self.media_root, media.study_id, media.sha256, media.filename, data)
-                if created:
-                    written.append(path)
+            if keep_file and rep.media_ids:
+                self._keep_file(s, rep.media_ids[0], data, written)
             return rep
 
-        try:
-            return self.transaction(work)
-        except BaseException:
-            for path in written:  # the insert was rolled back: so is the new file
-                media_files.remove(path)
-            raise
+        return self._transaction_keeping(work, written)
 
     # ------------------------------------------------------------------------------------------------ long videos
 
@@ -331,13 +323,23 @@ class LabelStore:
         def work(s: Session) -> resumable.AnalysisState:
             state = resumable.begin_video(s, study, sha256=sha, size=size, filename=filename, info=media_info,
                                           uploaded_by=uploaded_by)
-            if keep_file and self.store_crops and state.status == "partial":
-                media = repo.get_row(s, Media, state.media_id, "media")
-                path, created = media_files.keep(self.media_root, media.study_id, media.sha256, media.filename, data)
-                if created:
-                    written.append(path)
+            if keep_file and state.status == "partial":
+                self._keep_file(s, state.media_id, data, written)
             return state
 
+        return self._transaction_keeping(work, written)
+
+    def _keep_file(self, s: Session, media_id: int, data: bytes | Path, written: list[Path]) -> None:
+        """Keeps a media item's file inside the transaction (not in the features-only mode); notes a new file."""
+        if not self.store_crops:
+            return
+        media = repo.get_row(s, Media, media_id, "media")
+        path, created = media_files.keep(self.media_root, media.study_id, media.sha256, media.filename, data)
+        if created:
+            written.append(path)
+
+    def _transaction_keeping(self, work: Callable[[Session], T], written: list[Path]) -> T:
+        """Runs ``work`` in a write transaction; when it is rolled back, the files it kept are removed too."""
         try:
             return self.transaction(work)
         except BaseException:

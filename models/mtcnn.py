@@ -28,7 +28,7 @@ from facenet_pytorch.models.utils.detect_face import (
 )
 from torchvision.ops.boxes import batched_nms
 
-from models.mtcnn_np import IntegralImage, _bins  # noqa: F401  (_bins: re-exported for the tests)
+from models.mtcnn_np import IntegralImage, _bins, pyramid_level, pyramid_scales  # noqa: F401  (_bins: for tests)
 
 
 def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int,
@@ -55,24 +55,14 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
     batch_size, h, w = imgs.shape[:3]
     model_dtype = next(pnet.parameters()).dtype
     integral = IntegralImage(np.ascontiguousarray(imgs, dtype=np.uint8))
-    m = 12.0 / minsize
-    minl = min(h, w) * m
-    scales = []
-    scale_i = m
-    while minl >= 12:
-        scales.append(scale_i)
-        scale_i = scale_i * factor
-        minl = minl * factor
+    scales = pyramid_scales(h, w, minsize, factor)
     if not scales:
         return ([np.zeros((0, 5), np.float32)] * batch_size, [np.zeros((0, 5, 2), np.float32)] * batch_size)
 
     # First stage. The pyramid levels are resized by a helper thread (NumPy releases the GIL) while P-Net runs on
     # the levels before them.
     def level(scale: float) -> np.ndarray:
-        data = integral.resize(int(h * scale + 1), int(w * scale + 1))
-        data -= np.float32(127.5)
-        data *= np.float32(0.0078125)
-        return data
+        return pyramid_level(integral, h, w, scale)
 
     boxes, image_inds, scale_picks, offset = [], [], [], 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:

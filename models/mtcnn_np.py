@@ -226,6 +226,27 @@ def _batched(net: Net, data: np.ndarray, batch_size: int = 512) -> list[np.ndarr
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
+def pyramid_scales(h: int, w: int, minsize: int, factor: float) -> list[float]:
+    """MTCNN's image pyramid: the scales from ``12 / minsize`` down while the shorter side stays >= 12 px."""
+    m = 12.0 / minsize
+    minl = min(h, w) * m
+    scales = []
+    scale_i = m
+    while minl >= 12:
+        scales.append(scale_i)
+        scale_i = scale_i * factor
+        minl = minl * factor
+    return scales
+
+
+def pyramid_level(integral: IntegralImage, h: int, w: int, scale: float) -> np.ndarray:
+    """One pyramid level (N, H, W, 3) float32, area-resized and normalised as P-Net expects (``(x - 127.5) / 128``)."""
+    data = integral.resize(int(h * scale + 1), int(w * scale + 1))
+    data -= np.float32(127.5)
+    data *= np.float32(0.0078125)
+    return data
+
+
 def detect_face(imgs: np.ndarray, minsize: int, pnet: Net, rnet: Net, onet: Net,
                 threshold: tuple[float, float, float], factor: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """facenet-pytorch's ``detect_face`` for a batch of equal-size RGB uint8 images (B, H, W, 3), without torch.
@@ -245,23 +266,13 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: Net, rnet: Net, onet: Net,
     """
     batch_size, h, w = imgs.shape[:3]
     integral = IntegralImage(np.ascontiguousarray(imgs, dtype=np.uint8))
-    m = 12.0 / minsize
-    minl = min(h, w) * m
-    scales = []
-    scale_i = m
-    while minl >= 12:
-        scales.append(scale_i)
-        scale_i = scale_i * factor
-        minl = minl * factor
+    scales = pyramid_scales(h, w, minsize, factor)
     empty = ([np.zeros((0, 5), np.float32)] * batch_size, [np.zeros((0, 5, 2), np.float32)] * batch_size)
     if not scales:
         return empty
 
     def level(scale: float) -> np.ndarray:
-        data = integral.resize(int(h * scale + 1), int(w * scale + 1))
-        data -= np.float32(127.5)
-        data *= np.float32(0.0078125)
-        return np.ascontiguousarray(data.transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(pyramid_level(integral, h, w, scale).transpose(0, 3, 1, 2))
 
     # First stage; the next pyramid level is resized by a helper thread while P-Net runs (both release the GIL).
     boxes_l, inds_l = [], []
