@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from db.rows import FaceLabel, StudyStats
+from db.splits import Split
 from models.registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ def dataset_card(
     stats: StudyStats,
     rows: Sequence[FaceLabel],
     fmt: ExportFormat,
-    splits: Mapping[str, int],
+    splits: Mapping[Split, int],
     notes: Sequence[str],
     *,
     crops_available: bool,
@@ -148,8 +149,8 @@ def dataset_card(
         lines.append(
             f"- model vs human majority: accuracy {_f(stats.model_accuracy)}, Cohen's kappa {_f(stats.model_kappa)}"
         )
-        for pair, k in stats.annotator_kappa.items():
-            lines.append(f"- Cohen's kappa {pair}: {_f(k)}")
+        for pair, kappa in stats.annotator_kappa.items():
+            lines.append(f"- Cohen's kappa {pair}: {_f(kappa)}")
         lines.append(
             f"- Fleiss' kappa {_f(stats.fleiss_kappa)}, Krippendorff's alpha (nominal) {_f(stats.krippendorff_alpha)}"
         )

@@ -35,7 +35,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeGuard, get_args
 
 import numpy as np
 from sqlalchemy import select
@@ -192,7 +192,7 @@ def iter_crops(session: Session, face_ids: Sequence[int], batch: int = 256) -> I
     for i in range(0, len(face_ids), batch):
         chunk = list(face_ids[i : i + batch])
         stmt = select(Face.id, Face.crop_png).where(Face.id.in_(chunk), Face.crop_png.is_not(None))
-        got = {fid: data for fid, data in session.execute(stmt)}
+        got = {fid: data for fid, data in session.execute(stmt) if data is not None}
         for fid in chunk:
             if fid in got:
                 yield fid, got[fid]
@@ -243,7 +243,7 @@ def _metadata_rows(
     )  # fmt: skip
     out = []
     for rec, r in zip(records(rows, splits, ()), rows, strict=True):
-        row = {"file_name": file_name(r)}
+        row: dict[str, Any] = {"file_name": file_name(r)}
         row.update({k: rec[k] for k in keep})
         if typed:
             del row["filename"]
@@ -265,6 +265,11 @@ def _write_csv(rows: list[dict[str, Any]]) -> str:
             for r in rows
         )
     return buf.getvalue()
+
+
+def _is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
+    """Whether ``fmt`` is one of the online-class tables (:data:`CLASS_FORMATS`)."""
+    return fmt in CLASS_FORMATS
 
 
 def export(
@@ -300,7 +305,7 @@ def export(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    if fmt in CLASS_FORMATS:
+    if _is_class_format(fmt):
         return export_class_table(session, study, rows, stats, fmt, out)
     splits = assign_splits(rows, seed)
     notes: list[str] = []
@@ -354,7 +359,8 @@ def _write_features(
     primary: ModelKey | None,
     out: Path,
     notes: list[str],
-) -> tuple[list[FaceLabel], dict[str, int]]:
+) -> tuple[list[FaceLabel], dict[Split, int]]:
+    """Writes the NPZ of the labelled faces with features of one backbone (the primary model's when stored)."""
     labelled = _labelled(rows)
     feature_models = Counter(r.feature_model for r in labelled if r.feature_model)
     if not feature_models:
@@ -368,7 +374,8 @@ def _write_features(
     for i in range(0, len(ids), 512):
         stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i : i + 512]))
         for fid, data, dim in session.execute(stmt):
-            feats[fid] = features_from_bytes(data, dim)
+            if data is not None and dim is not None:
+                feats[fid] = features_from_bytes(data, dim)
     classes = list(stats.labels)
     group_names = sorted({r.group for r in chosen})
     group_index = {g: i for i, g in enumerate(group_names)}
@@ -378,9 +385,9 @@ def _write_features(
 
     dim = next(iter(feats.values())).size if feats else 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload: dict[str, Any] = {
         "X": np.stack([feats[r.face_id] for r in chosen]) if chosen else np.zeros((0, dim), np.float32),
-        "y": np.array([classes.index(r.label) for r in chosen], dtype=np.int64),
+        "y": np.array([classes.index(str(r.label)) for r in chosen], dtype=np.int64),
         "groups": np.array([group_index[r.group] for r in chosen], dtype=np.int64),
         "group_names": np.array(group_names, dtype=str),
         "face_id": np.array(ids, dtype=np.int64),
@@ -407,10 +414,11 @@ def _write_images(
     splits: Mapping[int, Split],
     stats: StudyStats,
     primary: ModelKey | None,
-    fmt: Literal["imagefolder", "hf"],
+    fmt: ExportFormat,
     out: Path,
     notes: list[str],
-) -> tuple[list[FaceLabel], dict[str, int]]:
+) -> tuple[list[FaceLabel], dict[Split, int]]:
+    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout."""
     labelled = _labelled(rows)
     size, note = input_size(primary[0] if primary else None)
     if note:

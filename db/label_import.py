@@ -500,7 +500,7 @@ def _unedited(column: str, text: str, exported: str, by_key: dict[str, str], nam
 def _same(value: Any, current: Any) -> bool:
     if isinstance(value, float) or isinstance(current, float):
         return math.isclose(float(value), float(current), rel_tol=0, abs_tol=_NUMBER_TOLERANCE)
-    return value == current
+    return bool(value == current)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -538,7 +538,7 @@ def bulk_insert(session: Session, common: dict[str, Any], rows: list[dict[str, A
     """
     if not rows:
         return
-    table = Annotation.__table__
+    table = Annotation.metadata.tables[Annotation.__tablename__]
     dialect = session.get_bind().dialect
     compiled = insert(table).compile(dialect=dialect, column_keys=[*common, *rows[0]])
     fixed = {}

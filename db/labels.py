@@ -1,9 +1,10 @@
-"""Current labels from the append-only history, and validation of correction values.
+"""The append-only correction history: its resolution rules, and the checked corrections and undos added to it.
 
 Resolution rules (the one place they are written):
 
 1. History is kept per target (a face or a track) and annotator, in id order. A ``set`` row adds a correction; an
-   ``undo`` row removes the row named by its ``reverts_id`` from that annotator's active corrections.
+   ``undo`` row removes the row named by its ``reverts_id`` from that annotator's active corrections
+   (:func:`active_corrections`, which :func:`resolve`, :func:`undo` and :func:`last_correction` all use).
 2. An annotator's current value of a field (label, valence, arousal, engagement, note) is the field of their latest
    active row that sets it, so a row that only sets valence keeps the class set before it.
 3. For a face, each annotator's own current value wins; a field the annotator never set on the face comes from their
@@ -39,6 +40,9 @@ ENGAGEMENT_TOLERANCE = 0.01
 
 ModelKey = tuple[str, str, str | None]
 """``(model, weights_hash, model_version)``: which model run a prediction comes from."""
+
+_TrackWindows = tuple[float | None, list[tuple[float, float, float]]]
+"""A track's engagement score and its windows ``(start_s, end_s, p_engaged)``."""
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -365,19 +369,20 @@ def face_labels(
     # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
     # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.
     need = {face.track_id for face, _, _ in face_rows
-            if face.track_id is not None and (p := by_face.get(face.id)) is not None and p.engagement is None}
+            if face.track_id is not None and (pred := by_face.get(face.id)) is not None and pred.engagement is None}
     windows = _track_windows(session, need)
     rows = [
         _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop,
-                    _window_engagement(windows.get(face.track_id), face.time_s))
+                    _window_engagement(windows.get(face.track_id) if face.track_id is not None else None,
+                                       face.time_s))
         for face, media, track_index in face_rows
     ]
     return rows, primary
 
 
-def _track_windows(session: Session, track_ids: set[int]) -> dict[int, tuple[float | None, list[tuple]]]:
+def _track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWindows]:
     """Engagement score and windows ``(start_s, end_s, p)`` of tracks that have a score."""
-    out: dict[int, tuple[float | None, list[tuple]]] = {}
+    out: dict[int, _TrackWindows] = {}
     ids = sorted(track_ids)
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
@@ -393,7 +398,7 @@ def _track_windows(session: Session, track_ids: set[int]) -> dict[int, tuple[flo
     return out
 
 
-def _window_engagement(track: tuple[float | None, list[tuple]] | None, time_s: float | None) -> float | None:
+def _window_engagement(track: _TrackWindows | None, time_s: float | None) -> float | None:
     """P(engaged) of the window holding ``time_s``, else the track's score (as the ingest stores it per face)."""
     if track is None:
         return None

@@ -266,7 +266,7 @@ def delete_target(session: Session, model: type[Media] | type[Track], ident: int
     return {what: 1, "faces": int(n_faces), "face_annotations": int(n_ann)}
 
 
-def faces_of_study(study_id: int) -> Select[tuple[Face, Media, int | None]]:
+def faces_of_study(study_id: int) -> Select[Face, Media, int]:
     """Select of (face, media, track_index) for every face of a study, by media then frame then index."""
     return (
         select(Face, Media, Track.track_index)

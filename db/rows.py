@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from db.exports import ExportFormat
     from db.schema import AnalysisStatus, AnnotationKind, MediaKind
+    from db.splits import Split
 
 LabelSource = Literal["human", "model", "none"]
 """Where an exported value comes from: the annotators, the model's prediction, or neither."""
@@ -244,7 +245,7 @@ class ExportReport:
     n_model_only: int
     predictions_only: bool
     crops_available: bool
-    splits: dict[str, int] = field(default_factory=dict)
+    splits: dict[Split, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 
