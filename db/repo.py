@@ -114,7 +114,7 @@ def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
         uploaded_by=media.uploaded_by,
         created_at=media.created_at,
         n_faces=n_faces,
-        analysis_status=media.analysis_status or "complete",
+        analysis_status=media.analysis_status,
         analysed_until_s=media.analysed_until_s,
     )
 
