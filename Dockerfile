@@ -33,7 +33,6 @@ COPY --chown=user . .
 # A CPU Space: ONNX Runtime gives the torch backend's numbers (within 1e-4) faster; its graph is exported once from
 # the verified weights into the weights folder on first use.
 ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
-    AFFECTLAB_MODEL=enet_b0_8_best_vgaf \
     AFFECTLAB_BACKEND=onnx \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
