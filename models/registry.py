@@ -199,6 +199,7 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 DEFAULT_MODEL = "enet_b0_8_best_vgaf"
+"""The default emotion model: the one definition (``affectlab.settings`` reads it; ``AFFECTLAB_MODEL`` overrides it)."""
 ENGAGEMENT_MODEL = "engagement_single_attention"
 
 

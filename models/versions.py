@@ -117,6 +117,10 @@ def save_version(name: str, base: str, base_sha1: str, kind: VersionKind, target
 
     Returns:
         The saved version.
+
+    Raises:
+        AffectLabError: ``name`` is not a valid version name.
+        UnknownModelError: ``base`` is not registered.
     """
     from safetensors.torch import save_file
 
