@@ -33,7 +33,6 @@ COPY --chown=user . .
 # A CPU Space: ONNX Runtime gives the torch backend's numbers (within 1e-4) faster; its graph is exported once from
 # the verified weights into the weights folder on first use.
 ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
-    AFFECTLAB_MODEL=enet_b0_8_best_vgaf \
     AFFECTLAB_BACKEND=onnx \
     STREAMLIT_SERVER_HEADLESS=true \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
@@ -46,7 +45,8 @@ ENV AFFECTLAB_WEIGHTS_DIR=/home/user/weights \
 ENV STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false \
     AFFECTLAB_MAX_UPLOAD_MB=200
 
-# Every model the app uses (models.registry.app_models: $AFFECTLAB_MODEL and the engagement model), hash-checked.
+# Every model the app uses (models.registry.app_models: $AFFECTLAB_MODEL, unset here, so models.registry.DEFAULT_MODEL,
+# and the engagement model), hash-checked.
 RUN mkdir -p "$AFFECTLAB_WEIGHTS_DIR" \
  && if [ "$FETCH_WEIGHTS" = "1" ]; then python -m models fetch --defaults --quiet; fi
 

@@ -380,12 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line and returns its exit code."""
     from models.errors import AffectLabError
-    from models.registry import UnknownModelError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (AffectLabError, UnknownModelError) as exc:
+    except AffectLabError as exc:
         _print_err(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

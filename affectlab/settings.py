@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_MODEL = "enet_b0_8_best_vgaf"
+from models.registry import DEFAULT_MODEL
 
 
 def default_weights_dir() -> Path:

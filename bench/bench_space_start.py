@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.download import git_blob_sha1  # noqa: E402
 from models.registry import DEFAULT_APP_MODELS  # noqa: E402
-from models.weights import git_blob_sha1  # noqa: E402
 from tests import spacestart  # noqa: E402
 from tests.testdata import pyfeat_wheel  # noqa: E402
 

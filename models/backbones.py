@@ -1,7 +1,7 @@
 """Builds the PyTorch architecture of a registered checkpoint, with random weights.
 
 The weights come from ``models.weights.load_weights`` (safetensors); this module never reads a file. The state-dict
-keys of the models built here are those of the published checkpoints after ``models.weights`` renamed
+keys of the models built here are those of the published checkpoints after ``models.convert`` renamed
 ``classifier.0.*`` to ``classifier.*``.
 """
 

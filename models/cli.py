@@ -14,9 +14,13 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from models.errors import AffectLabError, BadInputError
-from models.registry import DEFAULT_MODEL, UnknownModelError, app_models
+from models.registry import DEFAULT_MODEL, app_models
+
+if TYPE_CHECKING:
+    from models.recognizer import Backend
 
 FINETUNE_MOVED = "fine-tuning reads the label store, so it is `python -m affectlab finetune --study S` (same options)"
 
@@ -85,10 +89,11 @@ def _export_for_onnx_runtime(names: Sequence[str], wdir: Path) -> None:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Imports a local checkpoint file under a registry name."""
-    from models import weights
+    from models.convert import import_checkpoint
+    from models.weights import resolve_weights_dir
 
-    wdir = weights.resolve_weights_dir(args.weights_dir)
-    path = weights.import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
+    wdir = resolve_weights_dir(args.weights_dir)
+    path = import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
     print(f"{args.name}: stored at {path}")
     return 0
 
@@ -121,7 +126,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_table(doc: dict) -> str:
+def _image_table(doc: dict[str, Any]) -> str:
     lines = [f"{'file':32} {'#':>2} {'box (x1,y1,x2,y2)':>24} {'det':>5} {'label':10} {'prob':>5} {'V':>6} {'A':>6}"]
     for f in doc["faces"]:
         box = ",".join(f"{v:.0f}" for v in f["box"])
@@ -143,7 +148,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     runtime.tune_malloc()
     settings = Settings.from_env()
-    backend = "torch" if args.exact else (args.backend or settings.backend)
+    chosen = "torch" if args.exact else (args.backend or settings.backend)
+    backend: Backend = "onnx" if chosen == "onnx" else "torch"  # Settings and the parser allow only these two
     detect_every = 1 if args.exact else (args.detect_every or settings.detect_every)
     session = analysis.AnalysisSession.open(
         model=args.model, weights_dir=args.weights_dir, device=args.device, backend=backend,
@@ -246,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInputError as exc:
         _print_err(f"error: {exc}")
         return 1
-    except (AffectLabError, UnknownModelError) as exc:
+    except AffectLabError as exc:
         _print_err(f"error: {exc}")
         return 2
     except KeyboardInterrupt:

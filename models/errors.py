@@ -50,7 +50,11 @@ class HashMismatchError(AffectLabError):
 
 
 class DownloadError(AffectLabError):
-    """A download failed (network, HTTP status or truncated transfer); nothing was kept."""
+    """A download failed (network, HTTP status, truncated transfer, or another process downloading the same file).
+
+    Nothing is trusted: what arrived stays in the ``downloads/`` folder as a ``.part`` file, which the next run
+    resumes and checks against the registry's hash before using it.
+    """
 
 
 class CheckpointFormatError(AffectLabError):

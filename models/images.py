@@ -22,7 +22,8 @@ MAX_IMAGE_PIXELS = 89_478_485
 ImageSource = str | Path | bytes | BinaryIO
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
-"""Suffixes of the image files the web app accepts and ``python -m affectlab analyze`` picks from folders."""
+"""Suffixes of the image files the web app accepts, ``python -m affectlab analyze`` picks from folders and full
+fine-tuning reads from an ImageFolder export (:mod:`models.train_data`)."""
 
 
 def _display_name(src: ImageSource, name: str | None) -> str:
@@ -115,7 +116,9 @@ def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
             "bombs; downscale it first",
         ) from None
     except UnidentifiedImageError:
-        raise BadInputError(shown, "not an image format AffectLab reads (JPEG, PNG, WebP, BMP, TIFF, GIF)") from None
+        raise BadInputError(
+            shown, "not an image format AffectLab reads (JPEG, PNG, WebP, BMP, TIFF, GIF, AVIF)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadInputError(shown, f"damaged or truncated image data ({exc})") from None
     arr = np.asarray(im, dtype=np.uint8)

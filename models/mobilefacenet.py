@@ -6,7 +6,7 @@ Class names, attribute names and layer order are kept exactly as there, so that:
 
 - ``state_dict()`` keys match the published checkpoint (``features.layers.0.layers.0.weight``, ...), and
 - the published pickle, which names the top-level module ``mobilefacenet``, can be unpickled into these classes
-  (``models.weights`` maps ``mobilefacenet.*`` here; only its tensors are kept).
+  (``models.convert`` maps ``mobilefacenet.*`` here; only its tensors are kept).
 
 Changes from the original: type annotations and docstrings, and the fp16 path uses ``torch.autocast`` (the original
 ``torch.cuda.amp.autocast`` is deprecated); with ``fp16=False`` (the published checkpoint) the computation is the same.

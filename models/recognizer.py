@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from models import weights as weights_mod
+from models.download import git_blob_sha1
 from models.errors import AffectLabError, WeightsMissingError
 from models.registry import ModelSpec, onnx_variant
 from models.runtime import OnnxSession, cpu_workers
@@ -274,7 +275,7 @@ class EmotionRecognizer:
                                                           [None, weight.shape[1]]))
         session, workers = _ort_session(model.SerializeToString(), device)
         head = Head(weight=weight, bias=bias, name=spec.name,
-                    weights_hash=weights_mod.git_blob_sha1(path))
+                    weights_hash=git_blob_sha1(path))
         return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size,
                    onnx_workers=workers)
 

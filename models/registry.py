@@ -8,6 +8,12 @@ is unpickled or loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from models.errors import AffectLabError
+
+CheckpointFormat = Literal["torch_pickle", "onnx", "keras_h5"]
+"""How a published file stores its weights: a pickled ``nn.Module``, an ONNX graph, or a Keras HDF5 file."""
 
 EMOTIONS_8: tuple[str, ...] = (
     "Anger",
@@ -69,7 +75,7 @@ class ModelSpec:
     commit: str
     git_blob_sha1: str
     arch: str
-    fmt: str
+    fmt: CheckpointFormat
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -113,7 +119,7 @@ def _spec(
     has_va: bool,
     feature_dim: int,
     *,
-    fmt: str = "torch_pickle",
+    fmt: CheckpointFormat = "torch_pickle",
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     pickled_with: str = "0.9.7",
@@ -145,7 +151,6 @@ def _spec(
 _AE = "models/affectnet_emotions/"
 _ONNX = _AE + "onnx/"
 _B0, _B2, _MVIT, _MBF = "tf_efficientnet_b0", "tf_efficientnet_b2", "mobilevitv2_150", "mobilefacenet"
-_MBF_NORM = {"mean": HALF, "std": HALF}
 
 _SPECS: tuple[ModelSpec, ...] = (
     _spec("enet_b0_8_best_vgaf", _AE + "enet_b0_8_best_vgaf.pt", _EMOTIEFFLIB,
@@ -163,7 +168,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     _spec("enet_b2_8_best", _AE + "enet_b2_8_best.pt", _HSEMOTION,
           "43be51786607c44fd13df41a497056c6accf7188", _B2, 260, EMOTIONS_8, False, 1408),
     _spec("mbf_va_mtl", _AE + "mbf_va_mtl.pt", _EMOTIEFFLIB,
-          "522bdabca7c655a7abde9cfca17e3dfcceadf9a0", _MBF, 112, EMOTIONS_8, True, 512, **_MBF_NORM),
+          "522bdabca7c655a7abde9cfca17e3dfcceadf9a0", _MBF, 112, EMOTIONS_8, True, 512, mean=HALF, std=HALF),
     _spec("mobilevit_va_mtl", _AE + "mobilevit_va_mtl.pt", _EMOTIEFFLIB,
           "d648cb1a20a5b1ab0af64192ec9be39e5cdd3961", _MVIT, 224, EMOTIONS_8, True, 768),
     _spec("mobilenet_7", _AE + "mobilenet_7.h5", _EMOTIEFFLIB,
@@ -182,7 +187,8 @@ _SPECS: tuple[ModelSpec, ...] = (
     _spec("enet_b2_8.onnx", _ONNX + "enet_b2_8.onnx", _EMOTIEFFLIB,
           "a7cb612cbab1ce3d50dd52e57285fb2c7ea6d0d9", _B2, 260, EMOTIONS_8, False, 1408, fmt="onnx"),
     _spec("mbf_va_mtl.onnx", _ONNX + "mbf_va_mtl.onnx", _EMOTIEFFLIB,
-          "194db927ec135679e5cd0a267c5605e2e9d68e7e", _MBF, 112, EMOTIONS_8, True, 512, fmt="onnx", **_MBF_NORM),
+          "194db927ec135679e5cd0a267c5605e2e9d68e7e", _MBF, 112, EMOTIONS_8, True, 512, fmt="onnx", mean=HALF,
+          std=HALF),
     _spec("mobilevit_va_mtl.onnx", _ONNX + "mobilevit_va_mtl.onnx", _EMOTIEFFLIB,
           "bed5781a1af9924536638ac3786603e124ee900e", _MVIT, 224, EMOTIONS_8, True, 768, fmt="onnx"),
     _spec("engagement_single_attention", "models/engagement_classification/engagement_single_attention.h5",
@@ -193,6 +199,7 @@ _SPECS: tuple[ModelSpec, ...] = (
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 DEFAULT_MODEL = "enet_b0_8_best_vgaf"
+"""The default emotion model: the one definition (``affectlab.settings`` reads it; ``AFFECTLAB_MODEL`` overrides it)."""
 ENGAGEMENT_MODEL = "engagement_single_attention"
 
 
@@ -220,16 +227,20 @@ def mirrored_url(url: str, mirror: str) -> str:
     return mirror.rstrip("/") + path
 
 
-class UnknownModelError(KeyError):
-    """Raised for a model name that is not in the registry."""
+class UnknownModelError(AffectLabError):
+    """A model name that is not in the registry.
+
+    Attributes:
+        name: The name asked for.
+    """
 
     def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
         known = ", ".join(sorted(REGISTRY))
-        return f"unknown model {self.name!r}; run `python -m models list` to see them ({known})"
+        super().__init__(
+            f"unknown model {name!r}: pick one of {known}, or a fine-tuned version (base@...) from "
+            "`python -m models list`"
+        )
+        self.name = name
 
 
 def get_spec(name: str) -> ModelSpec:

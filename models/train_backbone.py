@@ -4,11 +4,10 @@
 --weights-dir DIR``
 
 Data: the ``imagefolder`` export of ``python -m db export`` (a zip or a folder) holding
-``{train,validation,test}/<Class>/<file>.png`` (``val``/``valid`` are read as ``validation``; leading folders are
-allowed). Class folders are matched to the model's labels by name, ignoring case; other names are reported and
-skipped. The ``train`` split trains, ``validation`` picks the best epoch of each phase (the last epoch when it is
-empty) and ``test`` is only used for the before/after figures, so they come from faces the training never saw (the
-export keeps a media item or a person track within one split).
+``{train,validation,test}/<Class>/<file>.png``, read by :mod:`models.train_data` (class folders matched to the
+model's labels ignoring case; other names reported and skipped). The ``train`` split trains, ``validation`` picks the
+best epoch of each phase (the last epoch when it is empty) and ``test`` is only used for the before/after figures, so
+they come from faces the training never saw (the export keeps a media item or a person track within one split).
 
 Recipe (the default): the one that trained the published checkpoints, as HSEmotion's ``train_emotions-pytorch``
 notebook runs it:
@@ -16,10 +15,10 @@ notebook runs it:
 - Input: the reference preprocessing (PIL ``Resize((S, S))`` bilinear, ``ToTensor``, ``Normalize(mean, std)``;
   ``models.recognizer.preprocess``), plus a random horizontal flip (p = 0.5) of training crops, a light augmentation
   the notebook does not use (on a few hundred faces it matters).
-- Loss: cross-entropy with label smoothing 0.1 and class weights ``1 / count`` scaled so the most frequent class
-  weighs 1 (the notebook's ``cross_entropy_with_label_smoothing``: the weights multiply the smoothed targets), on
-  the emotion logits. The valence/arousal outputs of ``*_va_mtl`` models get no loss (the export has no V/A labels);
-  their head rows are kept, but they move with the backbone.
+- Loss (:mod:`models.sam`): cross-entropy with label smoothing 0.1 and class weights ``1 / count`` scaled so the
+  most frequent class weighs 1 (the notebook's ``cross_entropy_with_label_smoothing``: the weights multiply the
+  smoothed targets), on the emotion logits. The valence/arousal outputs of ``*_va_mtl`` models get no loss (the
+  export has no V/A labels); their head rows are kept, but they move with the backbone.
 - Optimiser: SAM (sharpness-aware minimisation, the seed's ``RobustOptimizer``, rho 0.05) around Adam, no weight
   decay, no schedule; batches of 64.
 - Phase 1: the classifier only, 3 epochs at lr 1e-3 (``--head-epochs``, ``--head-lr``); phase 2: all layers, 6 epochs
@@ -39,15 +38,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
+import functools
 import json
 import os
 import re
 import sys
 import time
-import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,22 +57,8 @@ from torch import nn
 
 from models.errors import AffectLabError, BadInputError
 from models.registry import ModelSpec
-
-SPLITS = ("train", "validation", "test")
-SPLIT_ALIASES = {
-    "train": "train",
-    "validation": "validation",
-    "val": "validation",
-    "valid": "validation",
-    "test": "test",
-}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-MIN_CLASSES = 2
-"""Fewest known classes in the train split."""
-
-
-class NotEnoughDataError(AffectLabError):
-    """The export holds too little usable data to fine-tune and judge a model; nothing was trained or saved."""
+from models.sam import SAM, class_weights, smoothed_cross_entropy
+from models.train_data import ImageFolderExport, Sample, check_enough
 
 
 @dataclass(frozen=True)
@@ -104,21 +88,6 @@ class Recipe:
     class_weights: bool = True
     flip: bool = True
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of the export.
-
-    Attributes:
-        key: Its path inside the export (``split/Class/file``).
-        split: ``train``, ``validation`` or ``test``.
-        label: Index into the model's labels.
-    """
-
-    key: str
-    split: str
-    label: int
 
 
 @dataclass(frozen=True)
@@ -182,126 +151,10 @@ class TrainReport:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- the export
+# ---------------------------------------------------------------- data
 
 
-class ImageFolderExport:
-    """The images of an ImageFolder export (zip or folder), labelled with a model's classes."""
-
-    def __init__(self, source: str | Path, labels: Sequence[str]) -> None:
-        """Indexes the export (reads no image yet).
-
-        Args:
-            source: The zip file or the folder.
-            labels: The model's class names; folders are matched to them ignoring case.
-
-        Raises:
-            BadInputError: ``source`` is neither a folder nor a readable zip file.
-        """
-        self.source = Path(source)
-        self.labels = tuple(labels)
-        self._zip: zipfile.ZipFile | None = None
-        self._zip_pid = -1
-        by_name = {label.lower(): i for i, label in enumerate(self.labels)}
-        if self.source.is_dir():
-            self.is_zip = False
-            keys = [p.relative_to(self.source).as_posix() for p in sorted(self.source.rglob("*")) if p.is_file()]
-        elif self.source.is_file():
-            self.is_zip = True
-            try:
-                with zipfile.ZipFile(self.source) as zf:
-                    keys = sorted(n for n in zf.namelist() if not n.endswith("/"))
-            except (zipfile.BadZipFile, OSError) as exc:
-                raise BadInputError(str(source), f"not a readable zip file ({exc})") from None
-        else:
-            raise BadInputError(str(source), "no such file or folder; pass the ImageFolder export (zip or folder)")
-        samples: list[Sample] = []
-        skipped: Counter[str] = Counter()
-        for key in keys:
-            parts = key.split("/")
-            if len(parts) < 3 or not key.lower().endswith(IMAGE_SUFFIXES) or parts[-1].startswith("."):
-                continue
-            split = SPLIT_ALIASES.get(parts[-3].lower())
-            if split is None:
-                continue
-            label = by_name.get(parts[-2].lower())
-            if label is None:
-                skipped[f"{split}/{parts[-2]}"] += 1
-                continue
-            samples.append(Sample(key=key, split=split, label=label))
-        self.samples = samples
-        self.skipped = dict(sorted(skipped.items()))
-
-    def split(self, name: str) -> list[Sample]:
-        """The samples of one split."""
-        return [s for s in self.samples if s.split == name]
-
-    def read(self, key: str) -> bytes:
-        """The bytes of one file (a zip is opened once per process)."""
-        if not self.is_zip:
-            return (self.source / key).read_bytes()
-        if self._zip is None or self._zip_pid != os.getpid():
-            self._zip = zipfile.ZipFile(self.source)
-            self._zip_pid = os.getpid()
-        return self._zip.read(key)
-
-    def load(self, sample: Sample) -> np.ndarray:
-        """The RGB uint8 image of a sample.
-
-        Raises:
-            BadInputError: The file is not a readable image.
-        """
-        from models.images import load_image
-
-        return load_image(self.read(sample.key), name=f"{self.source.name}:{sample.key}")
-
-    def fingerprint(self, samples: Iterable[Sample]) -> str:
-        """SHA-256 over the used files' names and labels (identifies the training data of a version)."""
-        rows = sorted((s.key, self.labels[s.label]) for s in samples)
-        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_zip"] = None  # DataLoader workers open their own handle
-        return state
-
-
-def check_enough(data: ImageFolderExport) -> None:
-    """Refuses data that cannot train and judge a model.
-
-    Raises:
-        NotEnoughDataError: No known-class image, an empty train or test split, or fewer than two classes in train.
-    """
-    known = ", ".join(data.labels)
-    skipped = ""
-    if data.skipped:
-        skipped = (
-            " Skipped folders (not the model's classes): "
-            + ", ".join(f"{k} ({v})" for k, v in data.skipped.items())
-            + "."
-        )
-    if not data.samples:
-        raise NotEnoughDataError(
-            f"{data.source}: no image in train/validation/test/<Class>/ folders whose class is one of the model's "
-            f"({known}).{skipped} Export the study with `python -m db export --format imagefolder`."
-        )
-    train, test = data.split("train"), data.split("test")
-    classes = sorted({s.label for s in train})
-    if len(classes) < MIN_CLASSES:
-        raise NotEnoughDataError(
-            f"{data.source}: the train split has {len(train)} images in {len(classes)} of the model's classes; at "
-            f"least {MIN_CLASSES} classes are needed to fine-tune a classifier.{skipped} Label more faces of other "
-            "classes and export again. Nothing was trained."
-        )
-    if not test:
-        raise NotEnoughDataError(
-            f"{data.source}: the test split is empty, so the fine-tuned model could not be compared with the "
-            "original. Add media to the study (the export puts whole media items into the test split) and export "
-            "again. Nothing was trained."
-        )
-
-
-class _Crops(torch.utils.data.Dataset):
+class _Crops(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
     """Preprocessed crops of an export's samples (decoded on access; flipped at random when ``flip``)."""
 
     def __init__(self, data: ImageFolderExport, samples: Sequence[Sample], spec: ModelSpec, flip: bool) -> None:
@@ -330,74 +183,6 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[list[
 
 
 # ---------------------------------------------------------------- training
-
-
-class SAM:
-    """Sharpness-aware minimisation around Adam (the seed's ``RobustOptimizer``; Foret et al. 2021).
-
-    Each step computes the gradient, moves the weights by ``rho`` along it (normalised), computes the gradient there
-    and applies it with Adam at the original weights.
-    """
-
-    def __init__(self, params: Iterable[nn.Parameter], lr: float, rho: float) -> None:
-        """Wraps Adam over ``params``."""
-        self.params = [p for p in params if p.requires_grad]
-        self.rho = rho
-        self.base = torch.optim.Adam(self.params, lr=lr)
-
-    def zero_grad(self) -> None:
-        """Clears the gradients."""
-        self.base.zero_grad(set_to_none=True)
-
-    def step(self, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """One update; ``closure`` computes the loss and its gradients (``backward``) and returns the loss."""
-        self.zero_grad()
-        loss = closure()
-        if self.rho <= 0:
-            self.base.step()
-            return loss
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return loss
-        norm = torch.norm(torch.stack([g.norm(2) for g in grads]), 2)
-        scale = self.rho / (norm + 1e-12)
-        moved: list[tuple[nn.Parameter, torch.Tensor]] = []
-        with torch.no_grad():
-            for p in self.params:
-                if p.grad is not None:
-                    e = p.grad * scale
-                    p.add_(e)
-                    moved.append((p, e))
-        self.zero_grad()
-        closure()
-        with torch.no_grad():
-            for p, e in moved:
-                p.sub_(e)
-        self.base.step()
-        return loss
-
-
-def class_weights(labels: Sequence[int], k: int) -> torch.Tensor:
-    """``1 / count`` per class scaled so the most frequent weighs 1 (0 for classes without training images)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=k).astype(np.float64)
-    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-    present = w[counts > 0]
-    return torch.from_numpy(w / present.min()).float() if present.size else torch.ones(k)
-
-
-def smoothed_cross_entropy(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, smoothing: float
-) -> torch.Tensor:
-    """The reference's loss: mean over the batch of ``-sum_c w_c * q_c * log_softmax(logits)_c``.
-
-    ``q`` is the one-hot target smoothed towards uniform (``(1 - s) * onehot + s / K``).
-    """
-    k = logits.shape[1]
-    soft = torch.full_like(logits, smoothing / k)
-    soft.scatter_(1, target[:, None], 1 - smoothing + smoothing / k)
-    if weight is not None:
-        soft = soft * weight[None, :]
-    return -(soft * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def _set_bn_eval(model: nn.Module) -> None:
@@ -474,10 +259,12 @@ def _run_phase(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits_holder: list[torch.Tensor] = []
 
-            def closure(x: torch.Tensor = x, y: torch.Tensor = y, hold: list = logits_holder) -> torch.Tensor:
+            def closure(
+                x: torch.Tensor = x, y: torch.Tensor = y, hold: list[torch.Tensor] = logits_holder
+            ) -> torch.Tensor:
                 logits = model(x)[:, :k]
                 loss = smoothed_cross_entropy(logits, y, weight, recipe.label_smoothing)
-                loss.backward()
+                torch.autograd.backward(loss)
                 hold.append(logits.detach())
                 return loss.detach()
 
@@ -557,9 +344,8 @@ def train_backbone(
     from models import weights as weights_mod
     from models.backbones import find_head
     from models.export import load_full_model
-    from models.finetune import is_version
     from models.registry import get_spec
-    from models.versions import get_version, save_version
+    from models.versions import get_version, is_version, save_version
 
     started = time.perf_counter()
     recipe = recipe or Recipe()
@@ -588,22 +374,24 @@ def train_backbone(
     train_ds = _Crops(data, train, spec, flip=recipe.flip)
     head = find_head(net, spec)[2]
     history: list[dict[str, Any]] = []
-    common = {
-        "head": head,
-        "train_ds": train_ds,
-        "val": val,
-        "data": data,
-        "spec": spec,
-        "device": dev,
-        "recipe": recipe,
-        "weight": weight,
-        "gen": gen,
-        "workers": workers,
-        "log": say,
-        "history": history,
-    }
-    _run_phase(net, 1, recipe.head_epochs, recipe.head_lr, head_only=True, **common)
-    _run_phase(net, 2, recipe.epochs, recipe.lr, head_only=False, **common)
+    run_phase = functools.partial(
+        _run_phase,
+        net,
+        head=head,
+        train_ds=train_ds,
+        val=val,
+        data=data,
+        spec=spec,
+        device=dev,
+        recipe=recipe,
+        weight=weight,
+        gen=gen,
+        workers=workers,
+        log=say,
+        history=history,
+    )
+    run_phase(1, recipe.head_epochs, recipe.head_lr, head_only=True)
+    run_phase(2, recipe.epochs, recipe.lr, head_only=False)
     for p in net.parameters():
         p.requires_grad_(False)
     after = classification_metrics(truth, predict_classes(net, data, test, spec, dev, recipe.batch_size, workers), k)
@@ -670,8 +458,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns 0 on success, 1 for an unreadable input, 2 for too little data or a setup problem."""
-    from models.registry import UnknownModelError
-
     args = build_parser().parse_args(argv)
     if min(args.epochs, args.head_epochs) < 0 or args.batch_size < 1 or args.epochs + args.head_epochs < 1:
         print("error: epochs must be >= 0 (at least one in all), the batch size >= 1", file=sys.stderr)
@@ -693,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (AffectLabError, UnknownModelError) as exc:
+    except AffectLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

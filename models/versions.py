@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -28,10 +28,19 @@ from models.registry import ModelSpec, get_spec
 if TYPE_CHECKING:  # torch is imported where tensors are made, so that listing versions needs no torch
     import torch
 
+VersionKind = Literal["head", "full"]
+"""What a version stores: a replacement head, or a whole state dict."""
+VERSION_KINDS: tuple[VersionKind, ...] = ("head", "full")
+
 
 def versions_dir(weights_dir: Path) -> Path:
-    """Where fine-tuned heads are kept (``models.finetune.versions_dir``; repeated here so as not to import torch)."""
+    """Where fine-tuned versions are kept: ``<weights_dir>/finetuned``."""
     return Path(weights_dir) / "finetuned"
+
+
+def is_version(name: str) -> bool:
+    """Whether ``name`` names a fine-tuned version rather than a registry entry (version names contain ``@``)."""
+    return "@" in name
 
 
 class ModelNotRunnableError(AffectLabError):
@@ -56,7 +65,7 @@ class ModelVersion:
         base: Registry name of the base checkpoint.
         base_sha1: Git blob SHA-1 of the base's published weights.
         kind: ``head`` or ``full``.
-        target: What was fine-tuned (``emotion``, ``va``, ``engagement`` or ``all``).
+        target: What was fine-tuned (``emotion``, ``va`` or ``engagement``; ``emotion`` for a ``full`` version).
         data_fingerprint: SHA-256 of the training data (face ids and labels).
         created_at: ISO timestamp (UTC).
         weights_hash: SHA-256 (first 16 hex digits) of the version's tensors, recorded with each prediction.
@@ -67,7 +76,7 @@ class ModelVersion:
     name: str
     base: str
     base_sha1: str
-    kind: str
+    kind: VersionKind
     target: str
     data_fingerprint: str
     created_at: str
@@ -89,8 +98,8 @@ def _tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_version(name: str, base: str, base_sha1: str, kind: str, target: str, tensors: dict[str, torch.Tensor],
-                 data_fingerprint: str, report: dict[str, Any], created_at: str,
+def save_version(name: str, base: str, base_sha1: str, kind: VersionKind, target: str,
+                 tensors: dict[str, torch.Tensor], data_fingerprint: str, report: dict[str, Any], created_at: str,
                  weights_dir: Path) -> ModelVersion:
     """Writes a version atomically.
 
@@ -108,6 +117,10 @@ def save_version(name: str, base: str, base_sha1: str, kind: str, target: str, t
 
     Returns:
         The saved version.
+
+    Raises:
+        AffectLabError: ``name`` is not a valid version name.
+        UnknownModelError: ``base`` is not registered.
     """
     from safetensors.torch import save_file
 
@@ -128,8 +141,12 @@ def save_version(name: str, base: str, base_sha1: str, kind: str, target: str, t
 
 
 def _from_meta(meta: dict[str, str], path: Path) -> ModelVersion:
+    kind = next((k for k in VERSION_KINDS if k == meta["kind"]), None)
+    if kind is None:
+        raise CheckpointFormatError(f"{path}: unknown version kind {meta['kind']!r}; remove the version and fine-tune "
+                                    "again")
     return ModelVersion(name=meta["name"], base=meta["base"], base_sha1=meta.get("base_sha1", ""),
-                        kind=meta["kind"], target=meta.get("target", ""),
+                        kind=kind, target=meta.get("target", ""),
                         data_fingerprint=meta.get("data_fingerprint", ""), created_at=meta.get("created_at", ""),
                         weights_hash=meta.get("weights_hash", ""), report=json.loads(meta.get("report", "{}")),
                         path=path)
@@ -176,7 +193,7 @@ def resolve(name: str, weights_dir: Path) -> tuple[ModelSpec, ModelVersion | Non
         UnknownModelError: No such registry entry.
         VersionNotFoundError: No such fine-tuned version.
     """
-    if "@" in name:  # models.finetune.is_version
+    if is_version(name):
         version = get_version(name, weights_dir)
         return version.spec, version
     return get_spec(name), None

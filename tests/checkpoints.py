@@ -208,7 +208,7 @@ def install_random_weights(
     Returns:
         ``{name: path of the published-format file}``.
     """
-    from models import weights
+    from models.convert import import_checkpoint
 
     if isinstance(names, str):
         names = [names]
@@ -224,6 +224,6 @@ def install_random_weights(
             path = export_published_onnx(module, spec, pub / spec.filename)
         else:
             raise ValueError(f"{name}: cannot make random {spec.fmt} weights")
-        weights.import_checkpoint(path, name, wd, trust_unverified=True)
+        import_checkpoint(path, name, wd, trust_unverified=True)
         out[name] = path
     return out

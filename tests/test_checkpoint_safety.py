@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from models import weights
+from models import convert, weights
 from models.errors import CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
 from tests.checkpoints import random_published_module, save_published
@@ -83,7 +83,7 @@ def _crafted(kind: str, tmp_path: Path, *, inside_model: bool) -> tuple[Path, Pa
 def test_import_checkpoint_refuses_code(kind: str, inside_model: bool, tmp_path: Path) -> None:
     path, marker, global_name = _crafted(kind, tmp_path, inside_model=inside_model)
     with pytest.raises(UnsafeCheckpointError, match=global_name.replace(".", r"\.")) as info:
-        weights.import_checkpoint(path, NAME, tmp_path / "w", trust_unverified=True)
+        convert.import_checkpoint(path, NAME, tmp_path / "w", trust_unverified=True)
     assert isinstance(info.value, CheckpointFormatError)  # callers catching the old error still catch it
     assert str(path) in str(info.value)
     assert not marker.exists()
@@ -126,7 +126,7 @@ def test_webapp_import_weights_refuses_code(kind: str, tmp_path: Path) -> None:
 def test_published_formats_still_convert(name: str, tmp_path: Path) -> None:
     spec = get_spec(name)
     src = save_published(random_published_module(spec, seed=5), tmp_path / f"{name}.pt")
-    weights.import_checkpoint(src, name, tmp_path / "w", trust_unverified=True)
+    convert.import_checkpoint(src, name, tmp_path / "w", trust_unverified=True)
     state, meta = weights.load_weights(name, tmp_path / "w")
     assert state and meta["verified"] == "false"
 
@@ -136,5 +136,5 @@ def test_state_dict_checkpoint_still_converts(tmp_path: Path) -> None:
     module = random_published_module(spec, seed=6)
     src = tmp_path / "sd.pt"
     torch.save({"state_dict": module.state_dict(), "epoch": 3}, src)
-    weights.import_checkpoint(src, NAME, tmp_path / "w", trust_unverified=True)
+    convert.import_checkpoint(src, NAME, tmp_path / "w", trust_unverified=True)
     assert weights.is_present(NAME, tmp_path / "w")

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.convert import import_checkpoint
 from models.recognizer import EmotionRecognizer
 from models.registry import emotion_models, get_spec, onnx_variant
-from models.weights import import_checkpoint
 from tests.checkpoints import export_published_onnx, random_published_module, save_published
 
 TORCH_NAMES = [s.name for s in emotion_models()]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import weights
+from models import convert, download, weights
 from models.backbones import build_model, split_head
 from models.errors import CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
@@ -42,7 +42,7 @@ def _global_pickle(module: str, name: str) -> bytes:
 
 
 def _unpickle(data: bytes) -> object:
-    return weights.RemappingUnpickler(io.BytesIO(data)).load()
+    return convert.RemappingUnpickler(io.BytesIO(data)).load()
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def _unpickle(data: bytes) -> object:
 def test_remapping_unpickler_finds_old_paths(old: str, name: str, new: str) -> None:
     import importlib
 
-    assert weights.remap_module(old) == new
+    assert convert.remap_module(old) == new
     assert _unpickle(_global_pickle(old, name)) is getattr(importlib.import_module(new), name)
 
 
@@ -126,7 +126,7 @@ def test_crafted_timm06_module_paths_convert(tmp_path: Path) -> None:
     assert b"timm.models.layers.conv2d_same\nConv2dSame" in pkl and b"ctimm.layers." not in pkl
     with pytest.raises(ModuleNotFoundError):  # what users of the reference hit with timm >= 0.9
         torch.load(old, weights_only=False, map_location="cpu")
-    weights.import_checkpoint(old, "enet_b0_7", tmp_path / "w", trust_unverified=True)
+    convert.import_checkpoint(old, "enet_b0_7", tmp_path / "w", trust_unverified=True)
     state, _ = weights.load_weights("enet_b0_7", tmp_path / "w")
     rebuilt = build_model(spec)
     rebuilt.load_state_dict(state, strict=True)
@@ -217,9 +217,9 @@ def test_old_timm_pickle_parity(version: str, name: str, tmp_path: Path) -> None
     spec = get_spec(name)
     info = _make_with_old_timm(version, spec.arch, spec.num_outputs, spec.input_size, tmp_path)
     assert info["timm"] == version and str(DATA) in info["timm_file"]
-    weights.import_checkpoint(tmp_path / "model.pt", name, tmp_path / "w", trust_unverified=True)
+    convert.import_checkpoint(tmp_path / "model.pt", name, tmp_path / "w", trust_unverified=True)
     state, meta = weights.load_weights(name, tmp_path / "w")
-    assert meta["source_sha1"] == weights.git_blob_sha1(tmp_path / "model.pt")
+    assert meta["source_sha1"] == download.git_blob_sha1(tmp_path / "model.pt")
     model = build_model(spec)
     model.load_state_dict(state, strict=True)
     x = torch.from_numpy(np.load(tmp_path / "x.npy"))

@@ -29,7 +29,7 @@ pytestmark = [
 
 def test_space_starts_as_an_unprivileged_user_and_shows_engagement_for_a_sample(tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api")
-    from models.weights import git_blob_sha1
+    from models.download import git_blob_sha1
     from tests.testdata import pyfeat_wheel
 
     published = spacestart.random_published(DEFAULT_APP_MODELS, tmp_path / "published")

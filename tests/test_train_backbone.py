@@ -15,6 +15,8 @@ from PIL import Image
 from models import train_backbone as tb
 from models.export import load_full_model
 from models.recognizer import EmotionRecognizer, preprocess
+from models.sam import class_weights, smoothed_cross_entropy
+from models.train_data import ImageFolderExport, Sample
 from models.versions import get_version, list_versions, load_tensors
 from tests.checkpoints import install_random_weights
 
@@ -104,26 +106,40 @@ def test_train_backbone_reads_a_folder_and_its_fingerprint_is_stable(wdir, expor
     folder = tmp_path / "export"
     with zipfile.ZipFile(export_zip) as zf:
         zf.extractall(folder)
-    a = tb.ImageFolderExport(export_zip, ("Happiness", "Sadness", "Anger"))
-    b = tb.ImageFolderExport(folder, ("happiness", "sadness", "anger"))  # matched ignoring case
+    a = ImageFolderExport(export_zip, ("Happiness", "Sadness", "Anger"))
+    b = ImageFolderExport(folder, ("happiness", "sadness", "anger"))  # matched ignoring case
     assert sorted(s.key for s in a.samples) == sorted(s.key for s in b.samples)
     assert len(a.samples) == 12 and a.skipped == {"train/Boredom": 1}
     assert a.load(a.samples[0]).shape == (224, 224, 3)
     # Same files and labels, same fingerprint; the fingerprint changes with a label.
-    assert a.fingerprint(a.samples) == tb.ImageFolderExport(folder, ("Happiness", "Sadness", "Anger")).fingerprint(
+    assert a.fingerprint(a.samples) == ImageFolderExport(folder, ("Happiness", "Sadness", "Anger")).fingerprint(
         b.samples
     )
-    relabelled = [tb.Sample(s.key, s.split, 2 if i == 0 else s.label) for i, s in enumerate(a.samples)]
+    relabelled = [Sample(s.key, s.split, 2 if i == 0 else s.label) for i, s in enumerate(a.samples)]
     assert a.fingerprint(relabelled) != a.fingerprint(a.samples)
 
 
+def test_export_reads_the_image_suffixes_affectlab_reads(faces, tmp_path):
+    """The reader takes models.images.IMAGE_SUFFIXES (a GIF too) and ignores other files."""
+    gif = io.BytesIO()
+    Image.fromarray(faces[0]).save(gif, format="GIF")
+    path = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("train/Happiness/a.GIF", gif.getvalue())
+        zf.writestr("train/Happiness/b.png", _png(faces[1]))
+        zf.writestr("train/Happiness/notes.txt", b"not an image")
+    data = ImageFolderExport(path, ("Happiness",))
+    assert [s.key for s in data.samples] == ["train/Happiness/a.GIF", "train/Happiness/b.png"]
+    assert data.load(data.samples[0]).shape[2] == 3
+
+
 def test_loss_and_class_weights_follow_the_reference():
-    w = tb.class_weights([0, 0, 0, 1], 3)
+    w = class_weights([0, 0, 0, 1], 3)
     assert w.tolist() == pytest.approx([1.0, 3.0, 0.0])
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     target = torch.tensor([0, 1])
     plain = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
-    assert tb.smoothed_cross_entropy(logits, target, None, 0.1).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert smoothed_cross_entropy(logits, target, None, 0.1).item() == pytest.approx(plain.item(), rel=1e-6)
 
 
 @pytest.mark.parametrize(

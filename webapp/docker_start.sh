@@ -13,8 +13,9 @@ mkdir -p "$AFFECTLAB_DATA_DIR"
 # environment variables; Streamlit's st.login reads them from an [auth] section of .streamlit/secrets.toml.
 python -m webapp.secrets_from_env
 
-# Weights of every model the app uses (emotions and engagement; models.registry.app_models): fetched at build unless
-# FETCH_WEIGHTS=0 was passed; then here, once (a no-op when they are present). The Analyze page names what is missing.
+# Weights of every model the app uses (models.registry.app_models: $AFFECTLAB_MODEL, else models.registry.DEFAULT_MODEL,
+# and the engagement model): fetched at build unless FETCH_WEIGHTS=0 was passed; then here, once (a no-op when they are
+# present). The Analyze page names what is missing.
 if [ "${AFFECTLAB_FETCH_AT_START:-1}" = "1" ]; then
   python -m models fetch --defaults --quiet \
     || echo "weights not fetched; the Analyze page names the missing ones" >&2

@@ -38,7 +38,8 @@ from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, Tr
 from db.schema import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
-from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models, get_spec
+from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models
+from models.weights import weights_verified as stored_weights_verified
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +125,7 @@ def model_status(weights_dir: Path) -> list[dict[str, Any]]:
 
 def weights_verified(name: str, weights_dir: Path) -> bool | None:
     """Whether the stored weights of ``name`` match the registry's hash (None when absent or unreadable)."""
-    from models.weights import read_metadata
-
-    spec = get_spec(name)
-    try:
-        meta = read_metadata(name, weights_dir)
-    except AffectLabError:
-        return None
-    return meta.get("verified") == "true" and meta.get("source_sha1") == spec.git_blob_sha1
+    return stored_weights_verified(name, weights_dir)
 
 
 def missing_weights_help(name: str, weights_dir: Path) -> str:
@@ -192,7 +186,7 @@ def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, 
         HashMismatchError: The file is not the registered one and ``trust_unverified`` is False (nothing stored).
         CheckpointFormatError: The file could not be converted.
     """
-    from models.weights import import_checkpoint
+    from models.convert import import_checkpoint
 
     require_owner(owner, "importing model weights")
     weights_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,425 @@
+"""Checkpoint conversion: a pickled PyTorch checkpoint becomes safetensors, through an allowlist unpickler.
+
+Security: the published ``.pt`` files are pickled ``nn.Module`` objects, and a plain unpickling can run any code.
+AffectLab unpickles in exactly one place, :func:`convert_checkpoint`, only files whose git blob SHA-1 matches the
+registry or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``), and even then
+through :class:`RemappingUnpickler`, which resolves only an allowlist of globals (tensor rebuild functions, plain
+containers, the ``torch.nn.Module`` classes of timm, torch and :mod:`models.mobilefacenet`) and refuses anything
+else (``os.system``, ``builtins.eval``...) with :class:`models.errors.UnsafeCheckpointError` before it runs. Every
+later run reads safetensors, which cannot run code. Every file is written to a temporary name and moved into place
+with ``os.replace``, so a path that is trusted never holds a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import types
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO, Any
+
+from models.download import CHUNK, DOWNLOADS, git_blob_sha1
+from models.errors import BadInputError, CheckpointFormatError, HashMismatchError, UnsafeCheckpointError
+from models.registry import ModelSpec, get_spec
+from models.weights import resolve_weights_dir, warn_if_not_runnable, weights_path
+
+log = logging.getLogger(__name__)
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+"""The first bytes of every HDF5 (Keras ``.h5``) file."""
+
+
+_MODULE_RENAMES: dict[str, str] = {
+    # timm 0.6 -> timm >= 0.9 (private module names); the public shims of timm 1.0 may disappear.
+    "timm.models.efficientnet_blocks": "timm.models._efficientnet_blocks",
+    "timm.models.efficientnet_builder": "timm.models._efficientnet_builder",
+    "timm.models.helpers": "timm.models._helpers",
+    "timm.models.builder": "timm.models._builder",
+    "timm.models.features": "timm.models._features",
+    "timm.models.features_fx": "timm.models._features_fx",
+    "timm.models.factory": "timm.models._factory",
+    "timm.models.hub": "timm.models._hub",
+    "timm.models.manipulate": "timm.models._manipulate",
+    "timm.models.pretrained": "timm.models._pretrained",
+    "timm.models.registry": "timm.models._registry",
+    "timm.models.layers": "timm.layers",
+    # EmotiEffLib's MobileFaceNet, pickled as the top-level module ``mobilefacenet``.
+    "mobilefacenet": "models.mobilefacenet",
+    "backbones.mobilefacenet": "models.mobilefacenet",
+    "emotiefflib.backbones.mobilefacenet": "models.mobilefacenet",
+}
+_PREFIX_RENAMES: tuple[tuple[str, str], ...] = (("timm.models.layers.", "timm.layers."),)
+
+
+def remap_module(module: str) -> str:
+    """The module that holds, in this environment, what a checkpoint pickled under the name ``module``.
+
+    ``timm.models.layers.conv2d_same`` -> ``timm.layers.conv2d_same``, ``timm.models.efficientnet_blocks`` ->
+    ``timm.models._efficientnet_blocks``, ``mobilefacenet`` -> ``models.mobilefacenet``; anything else is unchanged.
+    """
+    if module in _MODULE_RENAMES:
+        return _MODULE_RENAMES[module]
+    for old, new in _PREFIX_RENAMES:
+        if module.startswith(old):
+            return new + module[len(old) :]
+    return module
+
+
+_ALLOWED_GLOBALS: frozenset[str] = frozenset(
+    {
+        # containers and plain values (calling them with any arguments runs no code of the file)
+        "collections.OrderedDict",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.int",
+        "builtins.float",
+        "builtins.complex",
+        "builtins.bool",
+        "builtins.str",
+        "builtins.bytes",
+        "builtins.bytearray",
+        "builtins.slice",
+        # how torch.save rebuilds tensors and parameters
+        "torch._utils._rebuild_tensor",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_tensor_v3",
+        "torch._utils._rebuild_parameter",
+        "torch._utils._rebuild_parameter_with_state",
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.nn.parameter.Parameter",
+        "torch.Tensor",
+        "torch.Size",
+        "torch.device",
+        "torch.storage.UntypedStorage",
+        "torch.storage.TypedStorage",
+        "torch.serialization._get_layout",
+        # numpy scalars and dtypes (state dicts saved with numpy metrics)
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.dtype",
+        # pure helpers of timm's EfficientNet builder that old pickles may reference
+        "timm.models._efficientnet_builder.round_channels",
+        "timm.layers.helpers.make_divisible",
+    }
+)
+"""``module.name`` globals a checkpoint may ask for, besides those :func:`_allowed_by_kind` accepts."""
+
+_MODULE_CLASS_PREFIXES: tuple[str, ...] = ("timm.", "torch.nn.modules.", "models.mobilefacenet")
+"""Modules whose ``torch.nn.Module`` subclasses a whole pickled model may name (after :func:`remap_module`)."""
+
+_ACTIVATION_MODULES: frozenset[str] = frozenset(
+    {"timm.layers.activations", "timm.layers.activations_me", "torch.nn.functional"}
+)
+"""Modules whose plain tensor functions (activations) old timm pickles keep as attributes, e.g. ``gate_fn``."""
+
+
+def _py3_name(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 name of a global of a protocol 0-2 pickle (``__builtin__.set`` -> ``builtins.set``)."""
+    import _compat_pickle
+
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _allowed_by_kind(module: str, name: str, obj: Any) -> bool:
+    """Whether a resolved global is of a kind a checkpoint may name: a model class, a dtype, a storage class."""
+    import torch
+
+    if module == "torch":
+        if isinstance(obj, torch.dtype | torch.layout | torch.memory_format):
+            return True
+        return isinstance(obj, type) and name.endswith("Storage") and obj.__module__.startswith("torch")
+    if module == "numpy.dtypes":
+        import numpy as np
+
+        return isinstance(obj, type) and issubclass(obj, np.dtype)
+    if module in _ACTIVATION_MODULES and isinstance(obj, types.FunctionType):
+        return obj.__module__ == module
+    if module.startswith(_MODULE_CLASS_PREFIXES):
+        return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+    return False
+
+
+def _may_resolve(module: str) -> bool:
+    """Whether importing ``module`` to look a global up is harmless (only torch, numpy, timm and our model code)."""
+    return (
+        module in ("torch", "numpy.dtypes")
+        or module in _ACTIVATION_MODULES
+        or module.startswith(_MODULE_CLASS_PREFIXES)
+    )
+
+
+class RemappingUnpickler(pickle.Unpickler):
+    """An Unpickler that resolves only an allowlist of globals, under today's module paths.
+
+    Classes pickled by timm 0.6 / 0.9 and EmotiEffLib are found where they live now (:func:`remap_module`).
+
+    A pickle runs code only through the globals it names (it calls them, or their ``__setstate__``), so every global
+    goes through :meth:`find_class`, which accepts only: the tensor/storage rebuild functions of ``torch.save``,
+    plain containers (``collections.OrderedDict``, ``set``...), torch dtypes and storage classes, numpy scalars, the
+    ``torch.nn.Module`` subclasses of ``timm``, ``torch.nn.modules`` and :mod:`models.mobilefacenet`, and timm's
+    activation functions. Anything else (``os.system``, ``subprocess.Popen``, ``builtins.eval``, a class of another
+    package) raises :class:`UnsafeCheckpointError` before it is imported or called, whatever the file's hash.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolves ``module.name`` if allowed, trying the remapped module first and the original second.
+
+        Raises:
+            UnsafeCheckpointError: The global is not on the allowlist.
+            CheckpointFormatError: An allowed module or class is missing from this environment.
+        """
+        module, name = _py3_name(module, name)
+        asked = f"{module}.{name}"
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UnsafeCheckpointError(asked)
+        target = remap_module(module)
+        if f"{target}.{name}" in _ALLOWED_GLOBALS or asked in _ALLOWED_GLOBALS:
+            found = f"{target}.{name}" if f"{target}.{name}" in _ALLOWED_GLOBALS else asked
+            mod, _, attr = found.rpartition(".")
+            try:
+                return super().find_class(mod, attr)
+            except (ImportError, AttributeError) as exc:
+                raise CheckpointFormatError(
+                    f"the checkpoint needs {asked}, which this environment does not have ({exc})"
+                ) from exc
+        if not _may_resolve(target) and not _may_resolve(module):
+            raise UnsafeCheckpointError(asked)
+        try:
+            obj = super().find_class(target, name)
+            where = target
+        except (ImportError, AttributeError) as first:
+            if target == module:
+                raise CheckpointFormatError(
+                    f"the checkpoint needs {module}.{name}, which this environment does not have ({first})"
+                ) from first
+            try:
+                obj = super().find_class(module, name)
+                where = module
+            except (ImportError, AttributeError):
+                raise CheckpointFormatError(
+                    f"the checkpoint needs {module}.{name} (looked in {target} too), which this environment "
+                    f"does not have ({first})"
+                ) from first
+        if not _allowed_by_kind(where, name, obj):
+            raise UnsafeCheckpointError(asked)
+        return obj
+
+
+def _remapping_pickle_module() -> types.ModuleType:
+    """A stand-in for the ``pickle`` module that ``torch.load(pickle_module=...)`` accepts."""
+    mod = types.ModuleType("affectlab_remapping_pickle")
+
+    def load(file: IO[bytes], **kwargs: Any) -> Any:
+        return RemappingUnpickler(file, **kwargs).load()
+
+    mod.__dict__.update(Unpickler=RemappingUnpickler, load=load, UnpicklingError=pickle.UnpicklingError)
+    return mod
+
+
+def _unpickle_checkpoint(src: Path) -> Any:
+    """Unpickles a ``torch.save`` file on the CPU through :class:`RemappingUnpickler`'s allowlist.
+
+    The only unpickling in AffectLab. ``weights_only=False`` because the published files are whole pickled modules,
+    which torch's own weights-only loader refuses; the allowlist keeps the guarantee that no code of the file runs.
+
+    Raises:
+        UnsafeCheckpointError: The pickle names a global outside the allowlist (nothing of the file ran).
+        CheckpointFormatError: The file is not a readable checkpoint.
+    """
+    import torch
+
+    try:
+        return torch.load(src, map_location="cpu", weights_only=False, pickle_module=_remapping_pickle_module())
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(exc.global_name, str(src)) from None
+    except CheckpointFormatError as exc:
+        raise CheckpointFormatError(f"{src}: {exc}") from exc
+    except Exception as exc:
+        raise CheckpointFormatError(
+            f"{src}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}). Is it the published "
+            "file for this model?"
+        ) from exc
+
+
+def _extract_state_dict(obj: Any, src: Path) -> dict[str, Any]:
+    import torch
+    from torch import nn
+
+    if isinstance(obj, nn.Module):
+        for sub in obj.modules():  # hooks are callables from the file: never call them
+            for attr in ("_state_dict_hooks", "_state_dict_pre_hooks"):
+                vars(sub)[attr] = OrderedDict()
+        state = obj.state_dict()
+    elif isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return _extract_state_dict(inner, src)
+            if isinstance(inner, dict):
+                obj = inner
+                break
+        state = obj
+    else:
+        raise CheckpointFormatError(f"{src}: holds a {type(obj).__name__}, not a model or a state dict")
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointFormatError(f"{src}: holds no tensors keyed by parameter names")
+    if all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _rename_published_keys(state: dict[str, Any], spec: ModelSpec) -> dict[str, Any]:
+    """``classifier.0.*`` -> ``classifier.*`` (the published head is ``Sequential(Linear)``); same for other heads."""
+    from models.backbones import head_path
+
+    old, new = f"{head_path(spec)}.0.", f"{head_path(spec)}."
+    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def convert_checkpoint(
+    src: str | Path, spec: ModelSpec, weights_dir: str | Path, source_sha1: str, verified: bool
+) -> Path:
+    """Converts a pickled PyTorch checkpoint to ``<weights_dir>/<spec.name>.safetensors``.
+
+    The file is unpickled on the CPU (CUDA-saved files load too) with module paths of old timm releases and of
+    EmotiEffLib's ``mobilefacenet`` mapped to today's; its state dict (``classifier.0.*`` renamed ``classifier.*``)
+    must load with ``strict=True`` into :func:`models.backbones.build_model`'s model; that model's state dict is
+    written as safetensors, atomically.
+
+    Warning:
+        This unpickles ``src``: call it only on a file whose hash matches the registry, or that the user explicitly
+        trusted. The allowlist of :class:`RemappingUnpickler` refuses any global that could run code, but a pickle
+        can still build large objects.
+
+    Args:
+        src: The ``torch.save`` file (a whole ``nn.Module`` as published, or a state dict).
+        spec: Registry entry it is converted for.
+        weights_dir: The weights folder.
+        source_sha1: git blob SHA-1 of ``src``, recorded in the metadata.
+        verified: Whether ``source_sha1`` matches the registry.
+
+    Returns:
+        The safetensors path.
+
+    Raises:
+        UnsafeCheckpointError: ``src``'s pickle names a global outside the allowlist (nothing of it ran).
+        CheckpointFormatError: ``src`` cannot be unpickled, or its tensors do not fit ``spec``'s architecture.
+    """
+    from safetensors.torch import save_file
+
+    from models.backbones import build_model
+
+    src = Path(src)
+    if spec.fmt != "torch_pickle":
+        raise CheckpointFormatError(f"{spec.name} is a {spec.fmt} entry; only PyTorch checkpoints are converted")
+    state = _rename_published_keys(_extract_state_dict(_unpickle_checkpoint(src), src), spec)
+    model = build_model(spec)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = str(exc).split("\n")
+        short = "\n".join(detail[:6]) + ("\n..." if len(detail) > 6 else "")
+        raise CheckpointFormatError(
+            f"{src}: its weights do not fit {spec.name!r} ({spec.arch}, {spec.num_outputs} outputs): {short}\n"
+            "Check that the file is the one published for this model (`python -m models list` shows the names)."
+        ) from exc
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {
+        "name": spec.name,
+        "source_sha1": source_sha1,
+        "arch": spec.arch,
+        "num_outputs": str(spec.num_outputs),
+        "verified": "true" if verified else "false",
+        "format": "affectlab-safetensors-1",
+    }
+    wd = Path(weights_dir)
+    wd.mkdir(parents=True, exist_ok=True)
+    final = weights_path(spec.name, wd)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _copy_hashing(src: Path, dst: Path) -> str:
+    """Copies ``src`` to ``dst`` and returns the git blob SHA-1 of the bytes written (the copy is what gets used)."""
+    with src.open("rb") as fin, dst.open("wb") as fout:
+        shutil.copyfileobj(fin, fout, CHUNK)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return git_blob_sha1(dst)
+
+
+def import_checkpoint(
+    file: str | Path, name: str, weights_dir: str | Path | None = None, trust_unverified: bool = False
+) -> Path:
+    """Stores a local copy of a published checkpoint under the registry name ``name``.
+
+    The file is copied into ``<weights_dir>/downloads/`` first and the copy is hashed and used, so the source cannot
+    change between the check and the use. PyTorch checkpoints are converted to safetensors; ONNX and Keras files are
+    stored as they are.
+
+    Args:
+        file: The downloaded file.
+        name: Registry name it is imported as.
+        weights_dir: The weights folder (None: :func:`models.weights.resolve_weights_dir`).
+        trust_unverified: Accept a file whose hash differs from the registry's (its metadata then says
+            ``verified: false``). This skips the hash check only: a PyTorch file is still unpickled through the
+            allowlist of :class:`RemappingUnpickler`, so no code from the file runs.
+
+    Returns:
+        Path of the stored weights.
+
+    Raises:
+        UnknownModelError: Unknown name.
+        BadInputError: ``file`` does not exist or is not a file.
+        HashMismatchError: The hash differs and ``trust_unverified`` is False (nothing is stored).
+        UnsafeCheckpointError: The file's pickle asks for a global outside the allowlist, whether or not its hash
+            matched (nothing ran, nothing is stored).
+        CheckpointFormatError: The file could not be converted (nothing is stored).
+    """
+    spec = get_spec(name)
+    src = Path(file)
+    if not src.is_file():
+        raise BadInputError(str(file), "no such file")
+    wd = resolve_weights_dir(weights_dir)
+    dl = wd / DOWNLOADS
+    dl.mkdir(parents=True, exist_ok=True)
+    copy = dl / f".import-{spec.name}.{os.getpid()}.tmp"
+    try:
+        actual = _copy_hashing(src, copy)
+        verified = actual == spec.git_blob_sha1
+        if not verified and not trust_unverified:
+            raise HashMismatchError(name, spec.git_blob_sha1, actual, str(src))
+        if not verified:
+            log.warning("%s: importing %s with git blob SHA-1 %s, not the registry's %s (unverified)",
+                        name, src, actual, spec.git_blob_sha1)  # fmt: skip
+        if spec.fmt == "torch_pickle":
+            try:
+                out = convert_checkpoint(copy, spec, wd, actual, verified)
+            except UnsafeCheckpointError as exc:
+                raise UnsafeCheckpointError(exc.global_name, str(src)) from None
+        else:
+            if spec.fmt == "keras_h5":
+                with copy.open("rb") as fh:
+                    if fh.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+                        raise CheckpointFormatError(f"{src}: not an HDF5 (Keras .h5) file")
+            out = weights_path(name, wd)
+            os.replace(copy, out)
+    finally:
+        copy.unlink(missing_ok=True)
+    warn_if_not_runnable(spec)
+    return out
