@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 from db.rows import AnnotationRow, FaceLabel, Judgement
-from db.schema import ENGAGEMENT_LEVELS, Annotation, Annotator, EngagementWindow, Face, Media, Prediction, Track
-from models.registry import EMOTIONS_8
+from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, Track
+from models.registry import EMOTIONS_8, ENGAGEMENT_LEVELS
 
 FIELDS = ("label", "valence", "arousal", "engagement", "note")
 NUMERIC_FIELDS = ("valence", "arousal", "engagement")

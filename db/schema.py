@@ -47,7 +47,6 @@ AnalysisStatus = Literal["complete", "partial"]
 """``partial`` while a long video is stored chunk by chunk (:mod:`db.resumable`), then ``complete``."""
 AnnotationKind = Literal["set", "undo"]
 """``set``: a correction; ``undo``: reverts the correction named by ``reverts_id``."""
-ENGAGEMENT_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
 """EngageWild's four engagement levels, the only engagement values a correction may hold, stored exactly as here."""
 
 

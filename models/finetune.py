@@ -23,17 +23,17 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal, SupportsFloat
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
+from models import registry
 from models.errors import AffectLabError
 
 Target = Literal["emotion", "va", "engagement"]
-ENGAGEMENT_LEVELS = np.array([0.0, 0.33, 0.66, 1.0])
+ENGAGEMENT_LEVELS = np.array(registry.ENGAGEMENT_LEVELS)
 MIN_FACES = 20
 """Fewest corrected faces for a judgement (and for saving a head)."""
 MAIN_METRIC: dict[str, tuple[str, str, bool]] = {
@@ -337,13 +337,3 @@ def version_name(base: str, study: str, target: Target, when: datetime | None = 
     when = when or datetime.now(UTC)
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", study).strip("-")[:40] or "study"
     return f"{base}@{slug}-{target}-{when.strftime('%Y%m%d%H%M%S')}"
-
-
-def is_version(name: str) -> bool:
-    """Whether ``name`` names a fine-tuned version rather than a registry entry."""
-    return "@" in name
-
-
-def versions_dir(weights_dir: Path) -> Path:
-    """Where fine-tuned heads are kept."""
-    return Path(weights_dir) / "finetuned"

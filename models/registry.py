@@ -32,6 +32,9 @@ EMOTIONS_7: tuple[str, ...] = tuple(c for c in EMOTIONS_8 if c != "Contempt")
 
 ENGAGEMENT_CLASSES: tuple[str, ...] = ("Distracted", "Engaged")
 
+ENGAGEMENT_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
+"""The human engagement scale (EngageWild's four levels): what annotators choose and fine-tuning rounds to."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)

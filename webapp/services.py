@@ -35,10 +35,10 @@ from db.errors import NotAllowedError, NotFoundError, StudyNotFoundError
 from db.ingest import MediaInfo
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, TrackRow
-from db.schema import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
 from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models
+from models.registry import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from models.weights import weights_verified as stored_weights_verified
 
 log = logging.getLogger(__name__)
