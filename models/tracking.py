@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from models.types import Box
+from models.types import Box, iou
 
 _FORBIDDEN = 1e6
 
@@ -77,17 +77,6 @@ class Track:
     def end_s(self) -> float:
         """Time of the last sighting."""
         return self.times[-1]
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
