@@ -177,8 +177,8 @@ def _windows(track: TrackResult) -> list[tuple[float, float, float]]:
     return [] if eng is None else [(float(w.start_s), float(w.end_s), float(w.p_engaged)) for w in eng.windows]
 
 
-def _opt_float(v: object) -> float | None:
-    return None if v is None else float(v)  # type: ignore[arg-type]  # numbers from the analysis or the JSON
+def _opt_float(v: float | None) -> float | None:
+    return None if v is None else float(v)
 
 
 # ---------------------------------------------------------------------------------------------------- core

@@ -102,7 +102,9 @@ class _Live:
             return last
         prev = self.boxes[-2]
         f = dt / dt_prev
-        return tuple(float(c + (c - p) * f) for c, p in zip(last, prev, strict=True))  # type: ignore[return-value]
+        (c1, c2, c3, c4), (p1, p2, p3, p4) = last, prev
+        return (float(c1 + (c1 - p1) * f), float(c2 + (c2 - p2) * f), float(c3 + (c3 - p3) * f),
+                float(c4 + (c4 - p4) * f))
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -164,7 +166,7 @@ class Tracker:
             t = by_id[ids[i]]
             t.frames.append(frame)
             t.times.append(float(time_s))
-            t.boxes.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+            t.boxes.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
             if feats is not None:
                 f = _normalise(feats[i])
                 old = t.appearance

@@ -181,8 +181,10 @@ def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: f
             if m[i, j] >= min_iou:
                 matched_a.add(int(i))
                 matched_b.add(int(j))
-                box = tuple(float((1 - w) * p + w * q) for p, q in zip(a[i].box, b[j].box, strict=True))
-                out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))  # type: ignore[arg-type]
+                (p1, p2, p3, p4), (q1, q2, q3, q4) = a[i].box, b[j].box
+                box = (float((1 - w) * p1 + w * q1), float((1 - w) * p2 + w * q2), float((1 - w) * p3 + w * q3),
+                       float((1 - w) * p4 + w * q4))
+                out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))
     if w < 0.5:
         out.extend(f for i, f in enumerate(a) if i not in matched_a)
     else:
