@@ -1,10 +1,10 @@
 """One entry point for analysing images and videos, shared by the CLIs, long-video runs and the web app.
 
 An :class:`AnalysisSession` holds the loaded detector, emotion model and engagement model (each loaded once and
-stateless between calls: a session may serve many requests, threads included) and returns typed results:
+stateless between calls: one session serves many requests) and returns typed results:
 :class:`models.pipeline.ImageAnalysis` for images, :class:`models.video.VideoAnalysis` for videos. The JSON document
-of ``python -m models analyze --json`` (see docs/ARCHITECTURE.md) is built from them by :meth:`AnalysisSession.
-analyze_paths`; it is only the CLI's file format (``python -m db ingest`` reads it back, :mod:`db.analysis_file`).
+of ``python -m models analyze --json`` (see docs/ARCHITECTURE.md) is built from them by
+:meth:`AnalysisSession.analyze_paths`; it is only the CLI's file format (``python -m db ingest`` reads it back).
 """
 
 from __future__ import annotations
