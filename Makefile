@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 APT_STAMP := /var/tmp/affectlab-apt-$(shell id -u)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps test lint run bench clean
+.PHONY: install system-deps test lint typecheck run bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,14 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check .
+# ruff format --check: enabled after the tree is formatted.
+#	$(BIN)/ruff format --check .
 
-test: install system-deps lint
+# Strict type check of models/ and db/ (settings: [tool.mypy] in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
+test: install system-deps lint typecheck
 	$(BIN)/python -m pytest
 
 run: install
@@ -45,4 +51,4 @@ bench: install
 	$(BIN)/python bench/bench_image.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-output
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-output

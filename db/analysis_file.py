@@ -147,17 +147,20 @@ def _opt_int(v: Any) -> int | None:
 def engagement_result(obj: Mapping[str, Any]) -> EngagementResult:
     """The :class:`models.engagement.EngagementResult` of a track's ``engagement`` JSON object.
 
-    The file keeps each window's times and probability, not its row numbers (those are 0 here).
+    The file keeps each window's times and probability, not its row numbers (those are 0 here); a label other than
+    ``Engaged``/``Distracted`` is replaced by the one the score gives.
     """
-    from models.engagement import EngagementResult, EngagementWindow
+    from models.engagement import EngagementResult, EngagementWindow, engagement_label
 
+    score = float(obj["score"])
+    label = obj.get("label")
     windows = tuple(
         EngagementWindow(start=0, end=0, start_s=float(w["start_s"]), end_s=float(w["end_s"]),
                          p_engaged=float(w["p_engaged"]))
         for w in (obj.get("windows") or [])
     )
-    return EngagementResult(score=float(obj["score"]), label=str(obj.get("label") or ""), windows=windows,
-                            n_features=0, window=0)
+    return EngagementResult(score=score, label=label if label in ("Engaged", "Distracted") else engagement_label(score),
+                            windows=windows, n_features=0, window=0)
 
 
 def track_result(obj: Mapping[str, Any]) -> TrackResult:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from sqlalchemy import select
@@ -36,9 +36,13 @@ from db.persons import PersonRow, current_persons
 from db.rows import FaceLabel
 from db.schema import Media
 from db.segments import SegmentRow, list_segments
-from models.registry import ENGAGEMENT_CLASSES
+from models.engagement import engagement_label
 
-TABLES = ("class-minutes", "class-segments", "class-overall")
+if TYPE_CHECKING:
+    import pandas as pd
+
+ClassTable = Literal["class-minutes", "class-segments", "class-overall"]
+TABLES: tuple[ClassTable, ...] = ("class-minutes", "class-segments", "class-overall")
 WHOLE = "(whole recording)"
 """Segment name of the class table's row over the whole recording."""
 
@@ -74,7 +78,7 @@ class ClassTables:
     overall: list[dict[str, Any]]
     classes: tuple[str, ...]
 
-    def table(self, name: str) -> list[dict[str, Any]]:
+    def table(self, name: ClassTable) -> list[dict[str, Any]]:
         """The table called ``class-minutes``, ``class-segments`` or ``class-overall``."""
         return {"class-minutes": self.minutes, "class-segments": self.segments, "class-overall": self.overall}[name]
 
@@ -95,7 +99,7 @@ def figures(faces: Sequence[FaceLabel], classes: Sequence[str], period_s: float,
     eng = [f.engagement for f in faces if f.engagement is not None]
     p = float(np.mean(eng)) if eng else None
     out["engagement_p"] = p
-    out["engagement_label"] = None if p is None else ENGAGEMENT_CLASSES[int(p > 0.5)]
+    out["engagement_label"] = None if p is None else engagement_label(p)
     counts = Counter(f.label for f in faces if f.label)
     n = sum(counts.values())
     out["dominant_emotion"] = max(classes, key=lambda k: (counts[k], -classes.index(k))) if n else None
@@ -158,15 +162,15 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         duration = float(m.duration_s or (max(times) if times else 0.0)) or 1.0
         step = sampling_step(times)
         minutes, seg_periods = _periods(duration, [s for s in segs if s.media_id == m.id])
-        base = {"media_id": m.id, "filename": m.filename}
+        base: dict[str, Any] = {"media_id": m.id, "filename": m.filename}
 
         def person_cols(p: PersonRow) -> dict[str, Any]:
             return {"person": p.key, "participant": p.participant, "person_index": p.person_index}
 
-        for k, a, b in minutes:
+        for minute, a, b in minutes:
             for p in persons:
                 fs = [f for f in by_person[p.person_id] if _inside(f, a, b, b >= duration)]
-                minutes_t.append({**base, **person_cols(p), "minute": k, "start_s": a, "end_s": b,
+                minutes_t.append({**base, **person_cols(p), "minute": minute, "start_s": a, "end_s": b,
                                   **figures(fs, classes, b - a, step)})
         for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
             pooled: list[FaceLabel] = []
@@ -185,7 +189,7 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     return ClassTables(minutes=minutes_t, segments=segments_t, overall=overall_t, classes=tuple(classes))
 
 
-def columns(table: str, classes: Sequence[str]) -> list[str]:
+def columns(table: ClassTable, classes: Sequence[str]) -> list[str]:
     """The columns of a table, in order."""
     figs = ["n_faces", "visible_share", "engagement_p", "engagement_label", "dominant_emotion",
             *(f"share_{k}" for k in classes), "valence", "arousal"]
@@ -196,7 +200,7 @@ def columns(table: str, classes: Sequence[str]) -> list[str]:
     return ["media_id", "filename", "segment", "start_s", "end_s", "n_persons", *figs]
 
 
-def dataframe(tables: ClassTables, table: str) -> Any:
+def dataframe(tables: ClassTables, table: ClassTable) -> pd.DataFrame:
     """One table as a pandas DataFrame with its columns in order."""
     import pandas as pd
 
@@ -204,7 +208,7 @@ def dataframe(tables: ClassTables, table: str) -> Any:
     return pd.DataFrame(tables.table(table), columns=cols)
 
 
-def card(study: str, table: str, tables: ClassTables) -> str:
+def card(study: str, table: ClassTable, tables: ClassTables) -> str:
     """The dataset card of a table export: what a row is and what each column means; no image is exported."""
     what = {"class-minutes": "one row per student per minute of each recording",
             "class-segments": "one row per student per lecture segment",

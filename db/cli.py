@@ -60,7 +60,8 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     features = None
     if not args.no_features:
         wdir = Path(args.weights_dir).expanduser() if args.weights_dir else settings.weights_dir
-        features = RecognizerFeatures(wdir, device=settings.device, backend=settings.backend)
+        features = RecognizerFeatures(wdir, device=settings.device,  # Settings admits only these two backends
+                                      backend="torch" if settings.backend == "torch" else "onnx")
     report = _store(settings).ingest_analysis(
         args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by, features=features
     )
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     try:
-        return args.fn(args, settings)
+        return int(args.fn(args, settings))
     except FeatureModelMissingError as e:  # a setup problem: fetch the weights (or --no-features)
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another writer's lock before failing with 'database is locked'."""
 
 _BEGIN_OPTION = "affectlab_sqlite_begin"
+
+LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
+"""SQLite's messages for a lock held by another connection."""
+RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+"""PostgreSQL serialization_failure, deadlock_detected, lock_not_available."""
 
 
 def is_sqlite(url: str | URL) -> bool:
@@ -124,3 +131,13 @@ def read_only(engine: Engine) -> Engine:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """A session factory whose sessions keep loaded attributes after commit (rows are returned to callers)."""
     return sessionmaker(bind=engine, expire_on_commit=False, future=True)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a database error is a lock or serialisation failure worth retrying (the transaction may succeed)."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError) and any(m in str(orig).lower() for m in LOCK_MESSAGES):
+        return True
+    return getattr(orig, "sqlstate", None) in RETRY_SQLSTATES

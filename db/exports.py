@@ -1,4 +1,4 @@
-"""Exports of a study for training and analysis, each with label provenance and a dataset card.
+"""Writes a study's exports for training and analysis, each with label provenance and a dataset card.
 
 Formats (``python -m db export --format``):
 
@@ -21,77 +21,50 @@ with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a leading apost
 keep the raw values. ``import-labels`` removes the apostrophe again (:func:`unneutralise_cell`), so an exported
 note re-imports unchanged.
 
-Splits never put the same media item (or, for video faces, the same person track) in two splits: a group is
-assigned by a hash of the media's sha256 (and track number), so a group keeps its split when the study grows. In a
-small study where that leaves a split empty, groups are dealt out in hash order instead. File names inside exports
-are face ids; the users' file names only appear as data (``filename`` column).
+Splits never put the same media item (or, for video faces, the same person track) in two splits (:mod:`db.splits`);
+the card is :func:`db.dataset_card.dataset_card`. The ``class-*`` formats are the online-class tables of
+:mod:`db.classroom`. File names inside exports are face ids; the users' file names only appear as data
+(``filename`` column).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import zipfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard, get_args
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.codecs import decode_png, features_from_bytes
+from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
-from db.labels import ModelKey
+from db.labels import FIELDS, ModelKey
 from db.rows import ExportReport, FaceLabel, StudyStats
 from db.schema import Face
+from db.splits import SPLITS, Split, assign_splits
 from models.registry import REGISTRY
 
-FORMATS = ("csv", "parquet", "imagefolder", "features", "hf")
-CLASS_FORMATS = ("class-minutes", "class-segments", "class-overall")
+FaceFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
+"""A format of one row (or one image) per face."""
+ClassFormat = Literal["class-minutes", "class-segments", "class-overall"]
 """Online-class tables (:mod:`db.classroom`): CSV, or Parquet when the file name ends in ``.parquet``; no images."""
-FORMATS = (*FORMATS, *CLASS_FORMATS)
-SPLITS = ("train", "validation", "test")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+ExportFormat = Literal[FaceFormat, ClassFormat]
+"""Every format ``python -m db export --format`` takes."""
+FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+CLASS_FORMATS: tuple[ClassFormat, ...] = get_args(ClassFormat)
 DEFAULT_INPUT_SIZE = 224
 EXPORTED_PREFIX = "exported_"
 """Prefix of the read-only columns recording what a CSV/Parquet export held in each editable column."""
-EDITABLE_COLUMNS = ("label", "valence", "arousal", "engagement", "note")
+EDITABLE_COLUMNS = FIELDS
 """The columns of a CSV/Parquet export that ``import-labels`` reads as votes where they differ from ``exported_*``."""
-DATA_NOTE = (
-    "The media were uploaded by the study's members; face crops are personal data. Use and share this export only "
-    "within the consent and the ethics approval of the study, and delete it when the study's retention period ends."
-)
-IMPORT_NOTE = (
-    "The human and the model columns are distinct: `model_label`, `model_confidence`, `model_valence`, "
-    "`model_arousal`, `model_engagement` and `prob_*` are the model's prediction; `human_label` is the annotators' "
-    "majority class (empty where nobody labelled the face); `label`, `valence`, `arousal`, `engagement` are the "
-    "exported value, human where given and else the model's (`*_source` says which), and `note` the annotators' "
-    "notes.",
-    "",
-    "To correct labels in a spreadsheet, edit only the editable columns `label`, `valence`, `arousal`, "
-    "`engagement`, `note` and import the file with `python -m db import-labels FILE.csv --study STUDY --annotator "
-    "NAME`. The read-only columns `exported_label`, `exported_valence`, `exported_arousal`, `exported_engagement`, "
-    "`exported_note` record what this export held: a cell counts as the importer's vote only where it differs from "
-    "its `exported_*` partner, so an unedited export adds nothing and one edited label adds exactly one vote. Keep "
-    "the `exported_*` columns as they are; emptying an editable cell is refused (withdraw a vote with undo in the "
-    "web app). To confirm values as they are (agreeing with another annotator or the model), import a plain labels "
-    "file instead: `face_id` plus any of `label, valence, arousal, engagement, note`, where every filled cell is a "
-    "vote.",
-)
-"""The card's section on editing a CSV/Parquet export and importing it back."""
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet read a text cell as a formula (OWASP CSV injection)."""
-CSV_NOTE = (
-    "CSV text cells that start with `=`, `+`, `-`, `@`, a tab or a carriage return are written with a leading "
-    "apostrophe (`'`) so that spreadsheets show them as text and never run them as formulas (the OWASP CSV "
-    "injection rule); numbers are written as numbers (a valence of -0.5 stays `-0.5`). The Parquet export keeps the "
-    "raw text. `python -m db import-labels` removes that apostrophe again, so an unedited note is not a vote."
-)
-"""The card's note on the neutralised CSV cells."""
 CSV_LINE_END = "\r\n"
 """RFC 4180 line end: the csv writer then quotes every cell holding a CR or LF (with LF alone, a lone CR is not)."""
 
@@ -113,36 +86,6 @@ def unneutralise_cell(value: str) -> str:
     return value[1:] if value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES) else value
 
 
-# ---------------------------------------------------------------------------------------------------- splits
-
-
-def group_key(row: FaceLabel) -> str:
-    """Stable split group of a face: its media's sha256, plus the track number for tracked video faces."""
-    if row.track_index is not None:
-        return f"{row.media_sha256}:track{row.track_index}"
-    return row.media_sha256
-
-
-def _unit(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign_splits(rows: Sequence[FaceLabel], seed: int = 0) -> dict[int, str]:
-    """Split name per face id, disjoint by group (see the module docstring)."""
-    sizes = Counter(group_key(r) for r in rows)
-    bounds = np.cumsum(SPLIT_FRACTIONS)
-    by_group = {g: SPLITS[int(np.searchsorted(bounds, _unit(g, seed), side="right"))] for g in sizes}
-    if len(sizes) >= len(SPLITS) and len(set(by_group.values())) < len(SPLITS):
-        filled = dict.fromkeys(SPLITS, 0)
-        total = sum(sizes.values())
-        for g in sorted(sizes, key=lambda g: _unit(g, seed)):
-            split = min(SPLITS, key=lambda s: (filled[s] / (SPLIT_FRACTIONS[SPLITS.index(s)] * total), SPLITS.index(s)))
-            by_group[g] = split
-            filled[split] += sizes[g]
-    return {r.face_id: by_group[group_key(r)] for r in rows}
-
-
 # ---------------------------------------------------------------------------------------------------- table
 
 
@@ -158,7 +101,7 @@ def export_columns(classes: Sequence[str]) -> list[str]:
     return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
 
 
-def records(rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str]) -> list[dict[str, Any]]:
+def records(rows: Sequence[FaceLabel], splits: Mapping[int, Split], classes: Sequence[str]) -> list[dict[str, Any]]:
     """Flat records of the CSV/Parquet export, one per face."""
     out = []
     for r in rows:
@@ -213,7 +156,7 @@ _FLOAT_COLUMNS = (
 
 
 def dataframe(
-    rows: Sequence[FaceLabel], splits: dict[int, str], classes: Sequence[str], *, neutralise: bool = False
+    rows: Sequence[FaceLabel], splits: Mapping[int, Split], classes: Sequence[str], *, neutralise: bool = False
 ) -> Any:
     """The export table as a pandas DataFrame with nullable integer, float, boolean and string columns.
 
@@ -249,7 +192,7 @@ def iter_crops(session: Session, face_ids: Sequence[int], batch: int = 256) -> I
     for i in range(0, len(face_ids), batch):
         chunk = list(face_ids[i : i + batch])
         stmt = select(Face.id, Face.crop_png).where(Face.id.in_(chunk), Face.crop_png.is_not(None))
-        got = {fid: data for fid, data in session.execute(stmt)}
+        got = {fid: data for fid, data in session.execute(stmt) if data is not None}
         for fid in chunk:
             if fid in got:
                 yield fid, got[fid]
@@ -273,128 +216,6 @@ def input_size(model: str | None) -> tuple[int, str | None]:
     return DEFAULT_INPUT_SIZE, f"model {model!r} is not in the registry: crops resized to {DEFAULT_INPUT_SIZE} px"
 
 
-# ---------------------------------------------------------------------------------------------------- card
-
-
-def _pct(n: int, total: int) -> str:
-    return f"{n} ({100 * n / total:.0f}%)" if total else "0"
-
-
-def _f(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def dataset_card(
-    stats: StudyStats,
-    rows: Sequence[FaceLabel],
-    fmt: str,
-    splits: dict[str, int],
-    notes: Sequence[str],
-    *,
-    crops_available: bool,
-) -> str:
-    """The README (Hugging Face dataset card) of an export: counts, label sources, agreement and licence notes."""
-    c = stats.counts
-    n = len(rows)
-    src = {f: Counter(getattr(r, f"{f}_source") for r in rows) for f in ("label", "valence", "arousal", "engagement")}
-    models = sorted({(r.model, r.weights_hash or "") for r in rows if r.model})
-    lines = [
-        "---",
-        "license: other",
-        "task_categories:",
-        "- image-classification",
-        "tags:",
-        "- facial-expression-recognition",
-        "- affectlab",
-        f"pretty_name: AffectLab study {stats.study!r}",
-        "---",
-        "",
-        f"# AffectLab study `{stats.study}`",
-        "",
-        f"Exported {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} as `{fmt}` by `python -m db export`.",
-        "",
-    ]
-    if stats.predictions_only:
-        lines += [
-            "**Predictions only: nobody has corrected this study yet, so every label below is a model prediction, "
-            "not a human judgement.**",
-            "",
-        ]
-    if n and not crops_available:
-        lines += [
-            "**Face crops are unavailable: none are stored (features-only privacy mode, or media ingested without "
-            "crops), so this export holds no images.**",
-            "",
-        ]
-    lines += [
-        "## Counts",
-        "",
-        "| what | n |",
-        "|---|---|",
-        f"| media | {c['media']} |",
-        f"| faces (in this export) | {n} |",
-        f"| tracks | {c['tracks']} |",
-        f"| faces corrected by people | {c['corrected_faces']} |",
-        f"| annotators | {c['annotators']} |",
-        f"| annotation rows (history, undos included) | {c['annotations']} |",
-        f"| faces with a stored crop | {c['crops']} |",
-        f"| faces with stored features | {c['features']} |",
-        "",
-    ]
-    if splits:
-        listed = ", ".join(f"{k} {v}" for k, v in splits.items())
-        lines += [f"Splits (disjoint by media item, or by person track for video faces): {listed}.", ""]
-    lines += ["## Label sources", "", "| label | human | model | none |", "|---|---|---|---|"]
-    for f, cnt in src.items():
-        lines.append(f"| {f} | {_pct(cnt['human'], n)} | {_pct(cnt['model'], n)} | {_pct(cnt['none'], n)} |")
-    lines += [
-        "",
-        "A face's class is the annotators' majority vote where anyone labelled it (`label_source = human`), else "
-        "the model's prediction (`model`). Valence, arousal and engagement are the annotators' mean where given. "
-        "Each row carries `*_annotators` (how many people gave the value) and `*_agreement` (share voting for the "
-        "majority class; for numbers 1 - sd / max sd), plus `model` and `weights_hash` of the prediction.",
-        "",
-        "## Classes",
-        "",
-        "| class | model | human | exported label |",
-        "|---|---|---|---|",
-    ]
-    for k in stats.labels:
-        lines.append(f"| {k} | {stats.model_counts[k]} | {stats.human_counts[k]} | {stats.label_counts[k]} |")
-    lines += ["", "## Agreement", ""]
-    if stats.predictions_only:
-        lines.append("No human labels, so no agreement figures.")
-    else:
-        lines.append(
-            f"- model vs human majority: accuracy {_f(stats.model_accuracy)}, Cohen's kappa {_f(stats.model_kappa)}"
-        )
-        for pair, k in stats.annotator_kappa.items():
-            lines.append(f"- Cohen's kappa {pair}: {_f(k)}")
-        lines.append(
-            f"- Fleiss' kappa {_f(stats.fleiss_kappa)}, Krippendorff's alpha (nominal) {_f(stats.krippendorff_alpha)}"
-        )
-        for f, v in stats.ccc.items():
-            if v["n"]:
-                lines.append(
-                    f"- CCC {f}: between annotators {_f(v['annotators'])}, human vs model {_f(v['model'])} (n={v['n']})"
-                )
-    if fmt in ("csv", "parquet"):
-        lines += ["", "## Editing and importing", "", *IMPORT_NOTE]
-    if fmt in ("csv", "parquet", "imagefolder", "hf"):
-        lines += ["", "## Spreadsheet safety", "", CSV_NOTE]
-    lines += ["", "## Models and licences", ""]
-    for name, whash in models:
-        spec = REGISTRY.get(name)
-        licence = spec.license if spec else "not a registry checkpoint: see where its weights came from"
-        lines.append(f"- `{name}` (weights git blob SHA-1 `{whash or 'unknown'}`): {licence}")
-    if not models:
-        lines.append("- no model predictions in this export")
-    lines += ["", "## Data", "", DATA_NOTE, ""]
-    if notes:
-        lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------------------------------------- writers
 
 
@@ -403,7 +224,11 @@ def _labelled(rows: Sequence[FaceLabel]) -> list[FaceLabel]:
 
 
 def _metadata_rows(
-    rows: Sequence[FaceLabel], splits: dict[int, str], file_name: Any, *, typed: bool = False
+    rows: Sequence[FaceLabel],
+    splits: Mapping[int, Split],
+    file_name: Callable[[FaceLabel], str],
+    *,
+    typed: bool = False,
 ) -> list[dict[str, Any]]:
     """Per-image metadata with provenance.
 
@@ -418,7 +243,7 @@ def _metadata_rows(
     )  # fmt: skip
     out = []
     for rec, r in zip(records(rows, splits, ()), rows, strict=True):
-        row = {"file_name": file_name(r)}
+        row: dict[str, Any] = {"file_name": file_name(r)}
         row.update({k: rec[k] for k in keep})
         if typed:
             del row["filename"]
@@ -442,13 +267,18 @@ def _write_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
+    """Whether ``fmt`` is one of the online-class tables (:data:`CLASS_FORMATS`)."""
+    return fmt in CLASS_FORMATS
+
+
 def export(
     session: Session,
     study: str,
     rows: list[FaceLabel],
     stats: StudyStats,
     primary: ModelKey | None,
-    fmt: str,
+    fmt: ExportFormat,
     out: Path,
     *,
     seed: int = 0,
@@ -475,7 +305,7 @@ def export(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    if fmt in CLASS_FORMATS:
+    if _is_class_format(fmt):
         return export_class_table(session, study, rows, stats, fmt, out)
     splits = assign_splits(rows, seed)
     notes: list[str] = []
@@ -524,12 +354,13 @@ def _write_features(
     session: Session,
     study: str,
     rows: list[FaceLabel],
-    splits: dict[int, str],
+    splits: Mapping[int, Split],
     stats: StudyStats,
     primary: ModelKey | None,
     out: Path,
     notes: list[str],
-) -> tuple[list[FaceLabel], dict[str, int]]:
+) -> tuple[list[FaceLabel], dict[Split, int]]:
+    """Writes the NPZ of the labelled faces with features of one backbone (the primary model's when stored)."""
     labelled = _labelled(rows)
     feature_models = Counter(r.feature_model for r in labelled if r.feature_model)
     if not feature_models:
@@ -543,9 +374,10 @@ def _write_features(
     for i in range(0, len(ids), 512):
         stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i : i + 512]))
         for fid, data, dim in session.execute(stmt):
-            feats[fid] = features_from_bytes(data, dim)
+            if data is not None and dim is not None:
+                feats[fid] = features_from_bytes(data, dim)
     classes = list(stats.labels)
-    group_names = sorted({group_key(r) for r in chosen})
+    group_names = sorted({r.group for r in chosen})
     group_index = {g: i for i, g in enumerate(group_names)}
 
     def arr(field: str) -> np.ndarray:
@@ -553,10 +385,10 @@ def _write_features(
 
     dim = next(iter(feats.values())).size if feats else 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
+    payload: dict[str, Any] = {
         "X": np.stack([feats[r.face_id] for r in chosen]) if chosen else np.zeros((0, dim), np.float32),
-        "y": np.array([classes.index(r.label) for r in chosen], dtype=np.int64),
-        "groups": np.array([group_index[group_key(r)] for r in chosen], dtype=np.int64),
+        "y": np.array([classes.index(str(r.label)) for r in chosen], dtype=np.int64),
+        "groups": np.array([group_index[r.group] for r in chosen], dtype=np.int64),
         "group_names": np.array(group_names, dtype=str),
         "face_id": np.array(ids, dtype=np.int64),
         "classes": np.array(classes, dtype=str),
@@ -579,13 +411,14 @@ def _write_features(
 def _write_images(
     session: Session,
     rows: list[FaceLabel],
-    splits: dict[int, str],
+    splits: Mapping[int, Split],
     stats: StudyStats,
     primary: ModelKey | None,
-    fmt: str,
+    fmt: ExportFormat,
     out: Path,
     notes: list[str],
-) -> tuple[list[FaceLabel], dict[str, int]]:
+) -> tuple[list[FaceLabel], dict[Split, int]]:
+    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout."""
     labelled = _labelled(rows)
     size, note = input_size(primary[0] if primary else None)
     if note:
@@ -639,7 +472,7 @@ def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: l
 # ---------------------------------------------------------------------------------------------------- class tables
 
 
-def export_class_table(session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: str,
+def export_class_table(session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: ClassFormat,
                        out: Path) -> ExportReport:
     """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image."""
     from db import classroom

@@ -28,27 +28,31 @@ unchanged.
 
 Steps: :func:`read_file` (syntax, no database), :func:`load_context` (one read of the study and of the annotator's
 history), :func:`plan_votes` (every value rule, no database), :func:`write_votes` (one short write transaction: a
-bulk insert). Only the last writes; it refuses a context that changed since it was read (:class:`StaleContextError`).
+bulk insert). Only the last writes; it refuses a context that changed since it was read (:class:`StaleContextError`),
+and :func:`import_labels`, which runs the steps in the store's transactions, then reads and plans again.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from db import labels, repo
-from db.errors import ImportLabelsError, InvalidLabelError
+from db.errors import ImportLabelsError, InvalidLabelError, StoreBusyError, StoreError
 from db.exports import EXPORTED_PREFIX, export_columns, unneutralise_cell
+from db.rows import ImportReport
 from db.schema import Annotation, Annotator, Face, Media, Track, utcnow
 
 EDITABLE = labels.FIELDS
@@ -65,6 +69,17 @@ _DIGITS = re.compile(r"[0-9]+\Z")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 _NUMBER_TOLERANCE = 1e-6
 """Numbers closer than this are the same value (a spreadsheet may rewrite 0.30000000000000004 as 0.3)."""
+
+
+T = TypeVar("T")
+
+
+class Transaction(Protocol):
+    """Runs ``fn(session)`` in one transaction (:meth:`db.services.LabelStore.transaction`)."""
+
+    def __call__(self, fn: Callable[[Session], T], *, write: bool = True) -> T:
+        """``fn(session)``'s result, committed (``write``) or read in a read-only transaction."""
+        ...
 
 
 class StaleContextError(Exception):
@@ -111,7 +126,7 @@ class Context:
     annotator: str
     track_of: dict[int, int | None]
     allowed: tuple[str, ...]
-    resolved: dict[Any, Any]
+    resolved: labels.Resolved
     stamp: tuple[int, ...]
 
 
@@ -130,6 +145,56 @@ class Plan:
     rows: int
     unedited: int
     already_current: int
+
+
+# ---------------------------------------------------------------------------------------------------- the import
+
+
+def import_labels(transaction: Transaction, study: str, path: Path, annotator: str, *, attempts: int) -> ImportReport:
+    """Imports ``annotator``'s votes from a labels CSV or an edited CSV export (the rules of the module docstring).
+
+    The file is read and every row checked before the write transaction opens; that transaction only inserts the
+    votes in bulk. When the study or the annotator's labels changed between the read and the write, the file is
+    planned again, up to ``attempts`` times.
+
+    Args:
+        transaction: Runs a function of a session in one transaction (the store's).
+        study: The study.
+        path: The CSV file.
+        annotator: Whose votes these are.
+        attempts: Plans at most this many times.
+
+    Raises:
+        StoreError: For an empty annotator name.
+        ImportLabelsError: For a bad file or row (with its line number); nothing of the file is applied.
+        StudyNotFoundError: For an unknown study.
+        StoreBusyError: When the context changed during every attempt.
+    """
+    who = (annotator or "").strip()
+    if not who:
+        raise StoreError("give the annotator's name (--annotator NAME) to import labels")
+    file = read_file(Path(path))
+    source = f"import:{file.name}"
+    for attempt in range(1, attempts + 1):
+        ctx = transaction(functools.partial(load_context, study=study, annotator=who), write=False)
+        plan = plan_votes(file, ctx)
+        started = time.perf_counter()
+        try:
+            added = transaction(functools.partial(write_votes, plan=plan, ctx=ctx, source=source))
+        except StaleContextError as e:
+            if attempt == attempts:
+                raise StoreBusyError(attempt, str(e)) from e
+            continue
+        return ImportReport(
+            file=file.name,
+            rows=plan.rows,
+            annotations_added=added,
+            fields_unchanged=plan.unedited + plan.already_current,
+            unedited=plan.unedited,
+            already_current=plan.already_current,
+            write_seconds=time.perf_counter() - started,
+        )
+    raise StoreError(f"give at least one attempt to import labels, not {attempts}")
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -294,7 +359,7 @@ def load_context(session: Session, study: str, annotator: str) -> Context:
     track_of = {fid: tid for fid, tid in face_rows}
     allowed = tuple(labels.allowed_labels(session, study_id=st.id))
     who = session.scalar(select(Annotator.id).where(Annotator.name == annotator))
-    resolved: dict[Any, Any] = {}
+    resolved: labels.Resolved = {}
     if who is not None:
         study_faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == st.id)
         study_tracks = select(Track.id).join(Media, Track.media_id == Media.id).where(Media.study_id == st.id)
@@ -435,7 +500,7 @@ def _unedited(column: str, text: str, exported: str, by_key: dict[str, str], nam
 def _same(value: Any, current: Any) -> bool:
     if isinstance(value, float) or isinstance(current, float):
         return math.isclose(float(value), float(current), rel_tol=0, abs_tol=_NUMBER_TOLERANCE)
-    return value == current
+    return bool(value == current)
 
 
 # ---------------------------------------------------------------------------------------------------- writing
@@ -473,7 +538,7 @@ def bulk_insert(session: Session, common: dict[str, Any], rows: list[dict[str, A
     """
     if not rows:
         return
-    table = Annotation.__table__
+    table = Annotation.metadata.tables[Annotation.__tablename__]
     dialect = session.get_bind().dialect
     compiled = insert(table).compile(dialect=dialect, column_keys=[*common, *rows[0]])
     fixed = {}

@@ -1,9 +1,10 @@
-"""Current labels from the append-only history, and validation of correction values.
+"""The append-only correction history: its resolution rules, and the checked corrections and undos added to it.
 
 Resolution rules (the one place they are written):
 
 1. History is kept per target (a face or a track) and annotator, in id order. A ``set`` row adds a correction; an
-   ``undo`` row removes the row named by its ``reverts_id`` from that annotator's active corrections.
+   ``undo`` row removes the row named by its ``reverts_id`` from that annotator's active corrections
+   (:func:`active_corrections`, which :func:`resolve`, :func:`undo` and :func:`last_correction` all use).
 2. An annotator's current value of a field (label, valence, arousal, engagement, note) is the field of their latest
    active row that sets it, so a row that only sets valence keeps the class set before it.
 3. For a face, each annotator's own current value wins; a field the annotator never set on the face comes from their
@@ -16,17 +17,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.errors import InvalidLabelError
-from db.rows import FaceLabel, Judgement
-from db.schema import ENGAGEMENT_LEVELS, EngagementWindow, Face, Media, Prediction, Track
+from db.errors import InvalidLabelError, NothingToUndoError, StoreError
+from db.rows import AnnotationRow, FaceLabel, Judgement
+from db.schema import ENGAGEMENT_LEVELS, Annotation, Annotator, EngagementWindow, Face, Media, Prediction, Track
 from models.registry import EMOTIONS_8
 
 FIELDS = ("label", "valence", "arousal", "engagement", "note")
@@ -39,6 +40,9 @@ ENGAGEMENT_TOLERANCE = 0.01
 
 ModelKey = tuple[str, str, str | None]
 """``(model, weights_hash, model_version)``: which model run a prediction comes from."""
+
+_TrackWindows = tuple[float | None, list[tuple[float, float, float]]]
+"""A track's engagement score and its windows ``(start_s, end_s, p_engaged)``."""
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -129,7 +133,82 @@ def normalize_engagement(value: Any) -> float | None:
     raise InvalidLabelError("engagement", value, allowed)
 
 
+def correction_values(
+    allowed: Callable[[], Sequence[str]],
+    label: str | None,
+    valence: Any,
+    arousal: Any,
+    engagement: Any,
+    note: str | None,
+) -> dict[str, Any]:
+    """The checked values of one correction, a key per field of :data:`FIELDS` (None: not set by it).
+
+    Args:
+        allowed: The classes the target may take (called only when a label is given).
+        label: A class name (any case).
+        valence: A number in [-1, 1].
+        arousal: A number in [-1, 1].
+        engagement: One of the engagement levels.
+        note: Free text (stripped; blank is no note).
+
+    Raises:
+        InvalidLabelError: For an unknown class, a value out of range, or a correction that sets nothing.
+    """
+    values = {
+        "label": normalize_label(label, allowed()) if label is not None else None,
+        "valence": normalize_va("valence", valence),
+        "arousal": normalize_va("arousal", arousal),
+        "engagement": normalize_engagement(engagement),
+        "note": note.strip() if isinstance(note, str) and note.strip() else None,
+    }
+    if all(v is None for v in values.values()):
+        raise InvalidLabelError("correction", None, "give at least one of label, valence, arousal, engagement or note")
+    return values
+
+
 # ---------------------------------------------------------------------------------------------------- resolution
+
+
+class Correction(Protocol):
+    """What the active-correction rule reads of an annotation row (:class:`db.schema.Annotation` has it)."""
+
+    @property
+    def id(self) -> int:
+        """The row's id (rows are applied in id order)."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """``set`` or ``undo``."""
+        ...
+
+    @property
+    def reverts_id(self) -> int | None:
+        """The row an ``undo`` reverts."""
+        ...
+
+
+C = TypeVar("C", bound=Correction)
+
+
+def active_corrections(rows: Iterable[C]) -> dict[int, C]:
+    """Rule 1: the rows of one annotator's history that are still active, by id (in id order).
+
+    Args:
+        rows: One annotator's rows, in any order: of one target, or of several (an undo names the id it reverts,
+            and ids are unique, so targets cannot mix up).
+
+    Returns:
+        ``{id: row}`` of the ``set`` rows that no later ``undo`` row reverted; the newest active one is ``max``.
+    """
+    active: dict[int, C] = {}
+    for a in sorted(rows, key=lambda r: r.id):
+        if a.kind == "undo":
+            if a.reverts_id is not None:
+                active.pop(a.reverts_id, None)
+        else:
+            active[a.id] = a
+    return active
 
 
 @dataclass(frozen=True)
@@ -138,41 +217,41 @@ class _Value:
     annotation_id: int
 
 
-def resolve(rows: Iterable[tuple[Any, str]]) -> dict[tuple[str, int], dict[str, dict[str, _Value]]]:
-    """Each annotator's current field values per target, from history rows in any order.
+Resolved = dict[tuple[str, int], dict[str, dict[str, _Value]]]
+"""``{("face"|"track", id): {annotator: {field: value}}}``, what :func:`resolve` returns."""
+
+
+def resolve(rows: Iterable[tuple[Any, str]]) -> Resolved:
+    """Each annotator's current field values per target (rules 1 and 2), from history rows in any order.
 
     Args:
-        rows: ``(annotation, annotator_name)`` pairs; an annotation has ``id, face_id, track_id, kind, reverts_id``
-            and the fields of :data:`FIELDS`.
+        rows: ``(annotation, annotator_name)`` pairs; an annotation (an ORM row, or a result row of the same
+            columns) has ``id, face_id, track_id, kind, reverts_id`` and the fields of :data:`FIELDS`.
 
     Returns:
         ``{("face"|"track", id): {annotator: {field: value}}}``; a field no active row sets is absent.
     """
-    active: dict[tuple[str, int], dict[str, dict[int, Any]]] = {}
-    for a, who in sorted(rows, key=lambda r: r[0].id):
-        target = ("face", a.face_id) if a.face_id is not None else ("track", a.track_id)
-        per = active.setdefault(target, {}).setdefault(who, {})
-        if a.kind == "undo":
-            per.pop(a.reverts_id, None)
-        else:
-            per[a.id] = a
-    out: dict[tuple[str, int], dict[str, dict[str, _Value]]] = {}
-    for target, by_annotator in active.items():
-        for who, rows_by_id in by_annotator.items():
-            current: dict[str, _Value] = {}
-            for ident in sorted(rows_by_id, reverse=True):
-                row = rows_by_id[ident]
-                for f in FIELDS:
-                    v = getattr(row, f)
-                    if f not in current and v is not None:
-                        current[f] = _Value(v, ident)
-            if current:
-                out.setdefault(target, {})[who] = current
+    history: dict[tuple[tuple[str, int], str], list[Any]] = {}
+    for a, who in rows:
+        target = ("face", a.face_id) if a.face_id is not None else ("track", int(a.track_id or 0))
+        history.setdefault((target, who), []).append(a)
+    out: Resolved = {}
+    for (target, who), mine in history.items():
+        rows_by_id = active_corrections(mine)
+        current: dict[str, _Value] = {}
+        for ident in sorted(rows_by_id, reverse=True):
+            row = rows_by_id[ident]
+            for f in FIELDS:
+                v = getattr(row, f)
+                if f not in current and v is not None:
+                    current[f] = _Value(v, ident)
+        if current:
+            out.setdefault(target, {})[who] = current
     return out
 
 
 def judgements_for_face(
-    resolved: dict[tuple[str, int], dict[str, dict[str, _Value]]], face_id: int, track_id: int | None
+    resolved: Resolved, face_id: int, track_id: int | None
 ) -> list[tuple[Judgement, dict[str, int]]]:
     """Each annotator's current values on a face (own first, then the track's), with the annotation id per field."""
     own = resolved.get(("face", face_id), {})
@@ -290,19 +369,20 @@ def face_labels(
     # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
     # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.
     need = {face.track_id for face, _, _ in face_rows
-            if face.track_id is not None and (p := by_face.get(face.id)) is not None and p.engagement is None}
+            if face.track_id is not None and (pred := by_face.get(face.id)) is not None and pred.engagement is None}
     windows = _track_windows(session, need)
     rows = [
         _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop,
-                    _window_engagement(windows.get(face.track_id), face.time_s))
+                    _window_engagement(windows.get(face.track_id) if face.track_id is not None else None,
+                                       face.time_s))
         for face, media, track_index in face_rows
     ]
     return rows, primary
 
 
-def _track_windows(session: Session, track_ids: set[int]) -> dict[int, tuple[float | None, list[tuple]]]:
+def _track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWindows]:
     """Engagement score and windows ``(start_s, end_s, p)`` of tracks that have a score."""
-    out: dict[int, tuple[float | None, list[tuple]]] = {}
+    out: dict[int, _TrackWindows] = {}
     ids = sorted(track_ids)
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
@@ -318,7 +398,7 @@ def _track_windows(session: Session, track_ids: set[int]) -> dict[int, tuple[flo
     return out
 
 
-def _window_engagement(track: tuple[float | None, list[tuple]] | None, time_s: float | None) -> float | None:
+def _window_engagement(track: _TrackWindows | None, time_s: float | None) -> float | None:
     """P(engaged) of the window holding ``time_s``, else the track's score (as the ingest stores it per face)."""
     if track is None:
         return None
@@ -387,3 +467,93 @@ def _face_label(
         note=" | ".join(notes) if notes else None,
         **out,
     )
+
+
+# ---------------------------------------------------------------------------------------------------- corrections
+
+
+def add_correction(
+    session: Session,
+    annotator: str,
+    *,
+    face_id: int | None = None,
+    track_id: int | None = None,
+    source: str,
+    label: str | None = None,
+    valence: Any = None,
+    arousal: Any = None,
+    engagement: Any = None,
+    note: str | None = None,
+) -> AnnotationRow:
+    """Appends ``annotator``'s correction of one face or one track (exactly one of the ids), values checked.
+
+    Raises:
+        NotFoundError: If the face or track does not exist.
+        InvalidLabelError: For a class the target may not take, a value out of range, or nothing set.
+    """
+    if face_id is not None:
+        repo.get_row(session, Face, face_id, "face")
+    else:
+        repo.get_row(session, Track, int(track_id or 0), "track")
+
+    def allowed() -> list[str]:
+        return allowed_labels(session, face_id=face_id, track_id=track_id)
+
+    values = correction_values(allowed, label, valence, arousal, engagement, note)
+    who = repo.get_or_create_annotator(session, annotator)
+    row = repo.add_annotation(session, annotator=who, source=source, face_id=face_id, track_id=track_id, **values)
+    return repo.annotation_row(row, who.name)
+
+
+def undo(
+    session: Session,
+    annotator: str,
+    *,
+    face_id: int | None = None,
+    track_id: int | None = None,
+    annotation_id: int | None = None,
+    source: str,
+) -> AnnotationRow:
+    """Reverts ``annotator``'s newest active correction of a face or track (or the one given) with an undo row.
+
+    Give exactly one of ``face_id``, ``track_id`` or ``annotation_id``.
+
+    Raises:
+        StoreError: Unless exactly one target is given.
+        NotFoundError: For an unknown ``annotation_id``.
+        NothingToUndoError: If the annotator has no active correction there (or ``annotation_id`` is not one).
+    """
+    if (face_id is None) + (track_id is None) + (annotation_id is None) != 2:
+        raise StoreError("undo needs exactly one of face_id, track_id or annotation_id")
+    who = session.scalar(select(Annotator).where(Annotator.name == annotator))
+    if annotation_id is not None:
+        a = repo.get_row(session, Annotation, annotation_id, "annotation")
+        face_id, track_id = a.face_id, a.track_id
+    rows = repo.annotations_of_targets(
+        session, [face_id] if face_id is not None else [], [track_id] if track_id is not None else []
+    )
+    active = active_corrections(a for a, name in rows if name == annotator and a.face_id == face_id)
+    target = f"face {face_id}" if face_id is not None else f"track {track_id}"
+    if who is None or not active:
+        raise NothingToUndoError(f"{annotator!r} has no correction of {target} to undo")
+    if annotation_id is not None and annotation_id not in active:
+        raise NothingToUndoError(
+            f"annotation {annotation_id} is not an active correction of {annotator!r} (already undone, "
+            "another annotator's, or an undo itself)"
+        )
+    revert = annotation_id if annotation_id is not None else max(active)
+    row = repo.add_annotation(
+        session, annotator=who, face_id=face_id, track_id=track_id, kind="undo", reverts_id=revert, source=source
+    )
+    return repo.annotation_row(row, who.name)
+
+
+def last_correction(session: Session, study: str, annotator: str) -> AnnotationRow | None:
+    """``annotator``'s newest correction in a study that is still active (what :func:`undo` reverts), or None.
+
+    Raises:
+        StudyNotFoundError: For an unknown study.
+    """
+    st = repo.get_study(session, study)
+    active = active_corrections(a for a, name in repo.annotations_of_study(session, st.id) if name == annotator)
+    return repo.annotation_row(active[max(active)], annotator) if active else None

@@ -179,9 +179,9 @@ def _person(session: Session, person_id: int) -> Person:
 def _overlap(a: Sequence[_TrackInfo], b: Sequence[_TrackInfo]) -> tuple[_TrackInfo, _TrackInfo] | None:
     for x in a:
         for y in b:
-            if None in (x.start_s, x.end_s, y.start_s, y.end_s):
+            if x.start_s is None or x.end_s is None or y.start_s is None or y.end_s is None:
                 continue
-            if x.start_s <= y.end_s and y.start_s <= x.end_s:  # type: ignore[operator]
+            if x.start_s <= y.end_s and y.start_s <= x.end_s:
                 return x, y
     return None
 

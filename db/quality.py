@@ -70,12 +70,14 @@ def compute_stats(
     # CCC of valence, arousal, engagement.
     ccc: dict[str, dict[str, float | None]] = {}
     for f in NUMERIC_FIELDS:
-        values = [{j.annotator: getattr(j, f) for j in r.judgements if getattr(j, f) is not None} for r in judged]
-        pairs = []
+        values: list[dict[str, float]] = [
+            {j.annotator: getattr(j, f) for j in r.judgements if getattr(j, f) is not None} for r in judged
+        ]
+        pairs: list[float] = []
         for a, b in itertools.combinations(annotators, 2):
-            common = [v for v in values if a in v and b in v]
-            if len(common) >= MIN_PAIR_ITEMS:
-                pairs.append(agreement.ccc([v[a] for v in common], [v[b] for v in common]))
+            both_values = [v for v in values if a in v and b in v]
+            if len(both_values) >= MIN_PAIR_ITEMS:
+                pairs.append(agreement.ccc([v[a] for v in both_values], [v[b] for v in both_values]))
         pairs = [p for p in pairs if not math.isnan(p)]
         model_attr = f"model_{f}"
         vs_model = [
@@ -134,8 +136,8 @@ def format_stats(s: StudyStats) -> str:
         lines.append(f"{k:<{width}}  {s.model_counts[k]:>5}  {s.human_counts[k]:>5}  {s.label_counts[k]:>5}")
     if not s.predictions_only:
         lines.append(f"model vs human: accuracy {_fmt(s.model_accuracy)}, Cohen's kappa {_fmt(s.model_kappa)}")
-        for pair, k in s.annotator_kappa.items():
-            lines.append(f"Cohen's kappa {pair}: {_fmt(k)}")
+        for pair, kappa in s.annotator_kappa.items():
+            lines.append(f"Cohen's kappa {pair}: {_fmt(kappa)}")
         lines.append(f"Fleiss' kappa {_fmt(s.fleiss_kappa)}, Krippendorff's alpha {_fmt(s.krippendorff_alpha)}")
         for f, v in s.ccc.items():
             if v["n"]:

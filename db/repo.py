@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -168,7 +168,105 @@ def study_of_face(session: Session, face_id: int) -> Study:
     return study
 
 
-def faces_of_study(study_id: int) -> Select[tuple[Face, Media, int | None]]:
+def history(session: Session, *, face_id: int | None = None, track_id: int | None = None) -> list[AnnotationRow]:
+    """The correction history of a face (its track's rows included) or of a track, oldest first.
+
+    Raises:
+        NotFoundError: For an unknown face.
+    """
+    tracks = [track_id] if track_id is not None else []
+    faces = [face_id] if face_id is not None else []
+    if face_id is not None:
+        face = get_row(session, Face, face_id, "face")
+        if face.track_id is not None:
+            tracks.append(face.track_id)
+    return [annotation_row(a, who) for a, who in annotations_of_targets(session, faces, tracks)]
+
+
+def predictions_of_face(session: Session, face_id: int) -> list[dict[str, Any]]:
+    """Every model's prediction of a face as plain values, oldest first."""
+    stmt = select(Prediction).where(Prediction.face_id == face_id).order_by(Prediction.id)
+    return [
+        {
+            "id": p.id,
+            "model": p.model,
+            "weights_hash": p.weights_hash,
+            "model_version": p.model_version,
+            "label": p.label,
+            "confidence": p.confidence,
+            "probs": dict(p.probs),
+            "valence": p.valence,
+            "arousal": p.arousal,
+            "engagement": p.engagement,
+            "created_at": p.created_at,
+        }
+        for p in session.scalars(stmt)
+    ]
+
+
+def media_by_sha256(session: Session, study: str, sha256: str) -> MediaRow | None:
+    """The media item of a study with these bytes, None when the study (or the item) does not exist."""
+    st = session.scalar(select(Study).where(Study.name == study))
+    if st is None:
+        return None
+    m = session.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
+    if m is None:
+        return None
+    n = session.scalar(select(func.count()).select_from(Face).where(Face.media_id == m.id)) or 0
+    return media_row(m, study, int(n))
+
+
+def best_faces(session: Session, media_id: int) -> dict[int, int]:
+    """Track id to the face id of its most confident detection (ties: the lowest face id), in one query."""
+    stmt = (
+        select(Face.track_id, Face.id)
+        .where(Face.media_id == media_id, Face.track_id.is_not(None))
+        .order_by(Face.track_id, Face.det_score.desc(), Face.id)
+    )
+    out: dict[int, int] = {}
+    for tid, fid in session.execute(stmt):
+        out.setdefault(int(tid or 0), int(fid))
+    return out
+
+
+def face_crop(session: Session, face_id: int) -> bytes | None:
+    """The stored PNG crop of a face, None when it has none (or does not exist)."""
+    return session.scalar(select(Face.crop_png).where(Face.id == face_id))
+
+
+def face_crops(session: Session, face_ids: Sequence[int]) -> dict[int, bytes]:
+    """The stored crops of several faces (faces without one are absent), in one query."""
+    stmt = select(Face.id, Face.crop_png).where(Face.id.in_(list(face_ids)), Face.crop_png.is_not(None))
+    return {int(i): bytes(c or b"") for i, c in session.execute(stmt)}
+
+
+def stored_features(session: Session, face_id: int) -> tuple[bytes, int] | None:
+    """The stored feature bytes of a face and their length in values, None when it has none."""
+    row = session.execute(select(Face.features, Face.feature_dim).where(Face.id == face_id)).first()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return row[0], row[1]
+
+
+def delete_target(session: Session, model: type[Media] | type[Track], ident: int, what: str) -> dict[str, int]:
+    """Deletes a media item or a track; the database cascades to its faces, annotations and the rest.
+
+    Returns:
+        What went: ``{what: 1, "faces": n, "face_annotations": n}``.
+
+    Raises:
+        NotFoundError: When there is no such row.
+    """
+    get_row(session, model, ident, what)
+    face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
+    face_ids = select(Face.id).where(face_filter).scalar_subquery()
+    n_faces = session.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
+    n_ann = session.scalar(select(func.count(Annotation.id)).where(Annotation.face_id.in_(face_ids))) or 0
+    session.execute(delete(model).where(model.id == ident))
+    return {what: 1, "faces": int(n_faces), "face_annotations": int(n_ann)}
+
+
+def faces_of_study(study_id: int) -> Select[Face, Media, int]:
     """Select of (face, media, track_index) for every face of a study, by media then frame then index."""
     return (
         select(Face, Media, Track.track_index)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -160,7 +161,7 @@ def stored_frames(session: Session, media_id: int, after_frame: int, max_frames:
                    Face.feature_dim)
             .where(Face.media_id == media_id, Face.frame > after_frame, Face.frame <= frames[-1])
             .order_by(Face.frame, Face.face_index, Face.id))
-    grouped: dict[int, list] = {}
+    grouped: dict[int, list[Any]] = {}  # rows of the select above
     for row in session.execute(stmt):
         grouped.setdefault(int(row.frame), []).append(row)
     out = []
@@ -181,7 +182,8 @@ def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
     for i in range(0, len(ids), 500):
         stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i:i + 500]),
                                                                       Face.features.is_not(None))
-        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)})
+        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)
+                    if v is not None and d is not None})
     kept = [got[i] for i in ids if i in got]
     return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
 

@@ -4,6 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from db.exports import ExportFormat
+    from db.schema import AnalysisStatus, AnnotationKind, MediaKind
+    from db.splits import Split
+
+LabelSource = Literal["human", "model", "none"]
+"""Where an exported value comes from: the annotators, the model's prediction, or neither."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class MediaRow:
     study: str
     sha256: str
     filename: str
-    kind: str
+    kind: MediaKind
     size_bytes: int
     width: int | None
     height: int | None
@@ -34,7 +43,7 @@ class MediaRow:
     uploaded_by: str | None
     created_at: datetime
     n_faces: int = 0
-    analysis_status: str = "complete"
+    analysis_status: AnalysisStatus = "complete"
     analysed_until_s: float | None = None
 
 
@@ -62,7 +71,7 @@ class AnnotationRow:
     face_id: int | None
     track_id: int | None
     annotator: str
-    kind: str
+    kind: AnnotationKind
     reverts_id: int | None
     label: str | None
     valence: float | None
@@ -110,7 +119,7 @@ class FaceLabel:
     media_id: int
     filename: str
     media_sha256: str
-    media_kind: str
+    media_kind: MediaKind
     frame: int | None
     time_s: float | None
     track_id: int | None
@@ -130,19 +139,19 @@ class FaceLabel:
     model_engagement: float | None
     judgements: tuple[Judgement, ...]
     label: str | None
-    label_source: str
+    label_source: LabelSource
     label_annotators: int
     label_agreement: float | None
     valence: float | None
-    valence_source: str
+    valence_source: LabelSource
     valence_annotators: int
     valence_agreement: float | None
     arousal: float | None
-    arousal_source: str
+    arousal_source: LabelSource
     arousal_annotators: int
     arousal_agreement: float | None
     engagement: float | None
-    engagement_source: str
+    engagement_source: LabelSource
     engagement_annotators: int
     engagement_agreement: float | None
     note: str | None
@@ -154,8 +163,13 @@ class FaceLabel:
 
     @property
     def group(self) -> str:
-        """The split group: the person track when there is one, else the media item."""
-        return f"track:{self.track_id}" if self.track_id is not None else f"media:{self.media_id}"
+        """The split group (:mod:`db.splits`): the media's sha256, plus the track number for a tracked video face.
+
+        Faces of one group never go to different splits or cross-validation folds.
+        """
+        if self.track_index is not None:
+            return f"{self.media_sha256}:track{self.track_index}"
+        return self.media_sha256
 
 
 @dataclass(frozen=True)
@@ -212,7 +226,7 @@ class ReviewItem:
     model_label: str | None
     model_confidence: float | None
     label: str | None
-    label_source: str
+    label_source: LabelSource
     valence: float | None
     arousal: float | None
     reason: str
@@ -225,13 +239,13 @@ class ExportReport:
     """Where an export went and what it holds."""
 
     path: str
-    format: str
+    format: ExportFormat
     n_faces: int
     n_human: int
     n_model_only: int
     predictions_only: bool
     crops_available: bool
-    splits: dict[str, int] = field(default_factory=dict)
+    splits: dict[Split, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
 

@@ -14,7 +14,7 @@ model's prediction.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
@@ -42,10 +42,13 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-MEDIA_KINDS = ("image", "video")
-ANNOTATION_KINDS = ("set", "undo")
-ENGAGEMENT_LEVELS = (0.0, 0.33, 0.66, 1.0)
-"""EngageWild's four engagement levels, stored exactly as written here."""
+MediaKind = Literal["image", "video"]
+AnalysisStatus = Literal["complete", "partial"]
+"""``partial`` while a long video is stored chunk by chunk (:mod:`db.resumable`), then ``complete``."""
+AnnotationKind = Literal["set", "undo"]
+"""``set``: a correction; ``undo``: reverts the correction named by ``reverts_id``."""
+ENGAGEMENT_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
+"""EngageWild's four engagement levels, the only engagement values a correction may hold, stored exactly as here."""
 
 
 def utcnow() -> datetime:
@@ -94,7 +97,7 @@ class Media(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(Text)
     """The original file name as the user gave it; data only, never used as a path."""
-    kind: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[MediaKind] = mapped_column(String(10))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
@@ -102,7 +105,7 @@ class Media(Base):
     fps: Mapped[float | None] = mapped_column(Float)
     uploaded_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    analysis_status: Mapped[str] = mapped_column(String(10), default="complete", server_default="complete")
+    analysis_status: Mapped[AnalysisStatus] = mapped_column(String(10), default="complete", server_default="complete")
     """``complete``, or ``partial`` while a long video is stored chunk by chunk (a stopped run resumes from it)."""
     analysed_until_s: Mapped[float | None] = mapped_column(Float)
     """Time of the last analysed frame of a partial video (its faces are stored)."""
@@ -223,7 +226,7 @@ class Annotation(Base):
     face_id: Mapped[int | None] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
     track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="RESTRICT"), index=True)
-    kind: Mapped[str] = mapped_column(String(8), default="set")
+    kind: Mapped[AnnotationKind] = mapped_column(String(8), default="set")
     reverts_id: Mapped[int | None] = mapped_column(ForeignKey("annotations.id", ondelete="CASCADE"), index=True)
     label: Mapped[str | None] = mapped_column(String(64))
     valence: Mapped[float | None] = mapped_column(Float)
@@ -250,13 +253,10 @@ class ReviewSkip(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-APPEND_ONLY_TABLES = ("annotations", "predictions", "person_corrections")
-
-
 # ---------------------------------------------------------------------------------------------------- classes
 
 
-PERSON_CORRECTION_KINDS = ("rename", "merge", "split")
+PersonCorrectionKind = Literal["rename", "merge", "split"]
 
 
 class Person(Base):
@@ -293,7 +293,7 @@ class PersonCorrection(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[PersonCorrectionKind] = mapped_column(String(8))
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     other_person_id: Mapped[int | None] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"))
     track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"))

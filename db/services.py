@@ -2,9 +2,11 @@
 
 A :class:`LabelStore` owns the engine and every transaction: each method runs in one transaction of its own
 (:meth:`LabelStore.transaction`), retried when SQLite reports a lock or PostgreSQL a serialisation failure or
-deadlock, so a caller sees either the whole action or nothing, and never a lock error (after the retries it gets
-:class:`db.errors.StoreBusyError`). Repository functions (:mod:`db.repo`, :mod:`db.ingest`, :mod:`db.labels`) take
-the session and never commit.
+deadlock (:func:`db.engine.is_retryable`), so a caller sees either the whole action or nothing, and never a lock
+error (after the retries it gets :class:`db.errors.StoreBusyError`). The work itself is done by functions that take
+the session and never commit (:mod:`db.repo`, :mod:`db.ingest`, :mod:`db.labels`, :mod:`db.label_import`,
+:mod:`db.review`, ...); the upkeep of the database file (backup, integrity check, checkpoint) by
+:mod:`db.maintenance`.
 
 Usage::
 
@@ -18,47 +20,43 @@ Usage::
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import random
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, delete, func, select, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
 from db import (
     analysis_file,
+    classroom,
     codecs,
     exports,
     ingest,
     label_import,
     labels,
+    maintenance,
     media_files,
+    persons,
     quality,
     repo,
     resumable,
     review,
+    segments,
 )
-from db.engine import make_engine, make_private, read_only, safe_url, session_factory, sqlite_path
-from db.errors import (
-    BackupUnsupportedError,
-    InvalidLabelError,
-    NotFoundError,
-    NothingToUndoError,
-    StoreBusyError,
-    StoreError,
-)
+from db.classroom import ClassTables
+from db.engine import is_retryable, make_engine, read_only, session_factory
+from db.errors import StoreBusyError
+from db.exports import ExportFormat
 from db.ingest import MediaInfo
 from db.migrate import check_current, upgrade
+from db.persons import PersonChangeRow, PersonRow
 from db.rows import (
     AnnotationRow,
     ExportReport,
@@ -70,28 +68,15 @@ from db.rows import (
     StudyStats,
     TrackRow,
 )
-from db.schema import Annotation, Face, Media, Prediction, Study, Track
+from db.schema import Media, Track
+from db.segments import SegmentRow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked")
-RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
-"""PostgreSQL serialization_failure, deadlock_detected, lock_not_available."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether a database error is a lock or serialisation failure worth retrying."""
-    if not isinstance(exc, DBAPIError):
-        return False
-    orig = exc.orig
-    if isinstance(orig, sqlite3.OperationalError) and any(m in str(orig).lower() for m in LOCK_MESSAGES):
-        return True
-    return getattr(orig, "sqlstate", None) in RETRY_SQLSTATES
-
 
 class LabelStore:
-    """Services of the label store on one database.
+    """Services of the label store on one database: a thin facade, each method one transaction.
 
     Args:
         url: SQLAlchemy URL of the database.
@@ -206,56 +191,20 @@ class LabelStore:
 
     def face_crop(self, face_id: int) -> bytes | None:
         """The stored PNG crop of a face (None in features-only mode)."""
-        return self.transaction(lambda s: s.scalar(select(Face.crop_png).where(Face.id == face_id)), write=False)
+        return self.transaction(lambda s: repo.face_crop(s, face_id), write=False)
 
     def face_features(self, face_id: int) -> np.ndarray | None:
-        """The stored backbone features of a face."""
-
-        def work(s: Session) -> np.ndarray | None:
-            row = s.execute(select(Face.features, Face.feature_dim).where(Face.id == face_id)).first()
-            if row is None or row[0] is None:
-                return None
-            return codecs.features_from_bytes(row[0], row[1])
-
-        return self.transaction(work, write=False)
+        """The stored backbone features of a face (None when it has none)."""
+        stored = self.transaction(lambda s: repo.stored_features(s, face_id), write=False)
+        return codecs.features_from_bytes(*stored) if stored is not None else None
 
     def history(self, *, face_id: int | None = None, track_id: int | None = None) -> list[AnnotationRow]:
         """The full correction history of a face (its track's rows included) or of a track, oldest first."""
-
-        def work(s: Session) -> list[AnnotationRow]:
-            tracks = [track_id] if track_id is not None else []
-            faces = [face_id] if face_id is not None else []
-            if face_id is not None:
-                face = repo.get_row(s, Face, face_id, "face")
-                if face.track_id is not None:
-                    tracks.append(face.track_id)
-            return [repo.annotation_row(a, who) for a, who in repo.annotations_of_targets(s, faces, tracks)]
-
-        return self.transaction(work, write=False)
+        return self.transaction(lambda s: repo.history(s, face_id=face_id, track_id=track_id), write=False)
 
     def predictions(self, face_id: int) -> list[dict[str, Any]]:
         """Every model's prediction of a face, oldest first."""
-
-        def work(s: Session) -> list[dict[str, Any]]:
-            stmt = select(Prediction).where(Prediction.face_id == face_id).order_by(Prediction.id)
-            return [
-                {
-                    "id": p.id,
-                    "model": p.model,
-                    "weights_hash": p.weights_hash,
-                    "model_version": p.model_version,
-                    "label": p.label,
-                    "confidence": p.confidence,
-                    "probs": dict(p.probs),
-                    "valence": p.valence,
-                    "arousal": p.arousal,
-                    "engagement": p.engagement,
-                    "created_at": p.created_at,
-                }
-                for p in s.scalars(stmt)
-            ]
-
-        return self.transaction(work, write=False)
+        return self.transaction(lambda s: repo.predictions_of_face(s, face_id), write=False)
 
     # ------------------------------------------------------------------------------------------------ ingest
 
@@ -463,28 +412,6 @@ class LabelStore:
 
     # ------------------------------------------------------------------------------------------------ corrections
 
-    def _values(
-        self,
-        allowed: Callable[[], list[str]],
-        label: str | None,
-        valence: Any,
-        arousal: Any,
-        engagement: Any,
-        note: str | None,
-    ) -> dict[str, Any]:
-        values = {
-            "label": labels.normalize_label(label, allowed()) if label is not None else None,
-            "valence": labels.normalize_va("valence", valence),
-            "arousal": labels.normalize_va("arousal", arousal),
-            "engagement": labels.normalize_engagement(engagement),
-            "note": note.strip() if isinstance(note, str) and note.strip() else None,
-        }
-        if all(v is None for v in values.values()):
-            raise InvalidLabelError(
-                "correction", None, "give at least one of label, valence, arousal, engagement or note"
-            )
-        return values
-
     def correct_face(
         self,
         face_id: int,
@@ -503,7 +430,9 @@ class LabelStore:
             NotFoundError: If the face does not exist.
             InvalidLabelError: For an unknown class or a value out of range.
         """
-        return self._correct(Face, "face", face_id, annotator, source, label, valence, arousal, engagement, note)
+        return self.transaction(lambda s: labels.add_correction(
+            s, annotator, face_id=face_id, source=source, label=label, valence=valence, arousal=arousal,
+            engagement=engagement, note=note))
 
     def correct_track(
         self,
@@ -518,22 +447,9 @@ class LabelStore:
         source: str = "web",
     ) -> AnnotationRow:
         """Appends a correction of a whole track: it applies to each of its faces without the annotator's own."""
-        return self._correct(Track, "track", track_id, annotator, source, label, valence, arousal, engagement, note)
-
-    def _correct(self, model: type[Face] | type[Track], what: str, ident: int, annotator: str, source: str,
-                 *fields: Any) -> AnnotationRow:
-        """Appends one correction of a face or a track (``what``), checked against the classes it may take."""
-        target = {f"{what}_id": ident}
-
-        def work(s: Session) -> AnnotationRow:
-            repo.get_row(s, model, ident, what)
-            allowed = functools.partial(labels.allowed_labels, s, **target)
-            values = self._values(allowed, *fields)
-            who = repo.get_or_create_annotator(s, annotator)
-            row = repo.add_annotation(s, annotator=who, source=source, **target, **values)
-            return repo.annotation_row(row, who.name)
-
-        return self.transaction(work)
+        return self.transaction(lambda s: labels.add_correction(
+            s, annotator, track_id=track_id, source=source, label=label, valence=valence, arousal=arousal,
+            engagement=engagement, note=note))
 
     def undo(
         self,
@@ -546,49 +462,14 @@ class LabelStore:
     ) -> AnnotationRow:
         """Reverts ``annotator``'s latest active correction of a face or track (or the one given) with a new row.
 
+        Give exactly one of ``face_id``, ``track_id`` or ``annotation_id`` (see :func:`db.labels.undo`).
+
         Raises:
+            StoreError: Unless exactly one of them is given.
             NothingToUndoError: If the annotator has no active correction there.
         """
-        if (face_id is None) + (track_id is None) + (annotation_id is None) != 2:
-            raise StoreError("undo needs exactly one of face_id, track_id or annotation_id")
-
-        def work(s: Session) -> AnnotationRow:
-            who = s.scalar(select(repo.Annotator).where(repo.Annotator.name == annotator))
-            target_face, target_track = face_id, track_id
-            if annotation_id is not None:
-                a = repo.get_row(s, Annotation, annotation_id, "annotation")
-                target_face, target_track = a.face_id, a.track_id
-            rows = repo.annotations_of_targets(
-                s, [target_face] if target_face is not None else [], [target_track] if target_track is not None else []
-            )
-            mine = [a for a, name in rows if name == annotator and a.face_id == target_face]
-            active: dict[int, Annotation] = {}
-            for a in mine:
-                if a.kind == "undo":
-                    active.pop(a.reverts_id, None)
-                else:
-                    active[a.id] = a
-            target = f"face {target_face}" if target_face is not None else f"track {target_track}"
-            if who is None or not active:
-                raise NothingToUndoError(f"{annotator!r} has no correction of {target} to undo")
-            if annotation_id is not None and annotation_id not in active:
-                raise NothingToUndoError(
-                    f"annotation {annotation_id} is not an active correction of {annotator!r} (already undone, "
-                    "another annotator's, or an undo itself)"
-                )
-            revert = annotation_id if annotation_id is not None else max(active)
-            row = repo.add_annotation(
-                s,
-                annotator=who,
-                face_id=target_face,
-                track_id=target_track,
-                kind="undo",
-                reverts_id=revert,
-                source=source,
-            )
-            return repo.annotation_row(row, who.name)
-
-        return self.transaction(work)
+        return self.transaction(lambda s: labels.undo(
+            s, annotator, face_id=face_id, track_id=track_id, annotation_id=annotation_id, source=source))
 
     def import_labels(self, study: str, path: Path, annotator: str) -> ImportReport:
         """Imports ``annotator``'s votes from a labels CSV or an edited CSV export (rules: :mod:`db.label_import`).
@@ -606,32 +487,7 @@ class LabelStore:
             ImportLabelsError: For a bad file or row (with its line number); nothing of the file is applied.
             StudyNotFoundError: For an unknown study.
         """
-        who = (annotator or "").strip()
-        if not who:
-            raise StoreError("give the annotator's name (--annotator NAME) to import labels")
-        file = label_import.read_file(Path(path))
-        source = f"import:{file.name}"
-        for attempt in range(1, self.retries + 1):
-            ctx = self.transaction(functools.partial(label_import.load_context, study=study, annotator=who),
-                                   write=False)  # fmt: skip
-            plan = label_import.plan_votes(file, ctx)
-            started = time.perf_counter()
-            try:
-                added = self.transaction(functools.partial(label_import.write_votes, plan=plan, ctx=ctx, source=source))
-            except label_import.StaleContextError as e:
-                if attempt == self.retries:
-                    raise StoreBusyError(attempt, str(e)) from e
-                continue
-            return ImportReport(
-                file=file.name,
-                rows=plan.rows,
-                annotations_added=added,
-                fields_unchanged=plan.unedited + plan.already_current,
-                unedited=plan.unedited,
-                already_current=plan.already_current,
-                write_seconds=time.perf_counter() - started,
-            )
-        raise AssertionError("unreachable")
+        return label_import.import_labels(self.transaction, study, Path(path), annotator, attempts=self.retries)
 
     # ------------------------------------------------------------------------------------------------ review
 
@@ -690,62 +546,25 @@ class LabelStore:
 
     def last_correction(self, study: str, annotator: str) -> AnnotationRow | None:
         """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
-
-        def work(s: Session) -> AnnotationRow | None:
-            st = repo.get_study(s, study)
-            rows = [(a, n) for a, n in repo.annotations_of_study(s, st.id) if n == annotator]
-            active: dict[int, Annotation] = {}
-            for a, _ in sorted(rows, key=lambda r: r[0].id):
-                if a.kind == "undo":
-                    active.pop(a.reverts_id, None)  # type: ignore[arg-type]
-                else:
-                    active[a.id] = a
-            if not active:
-                return None
-            return repo.annotation_row(active[max(active)], annotator)
-
-        return self.transaction(work, write=False)
+        return self.transaction(lambda s: labels.last_correction(s, study, annotator), write=False)
 
     def media_by_sha256(self, study: str, sha256: str) -> MediaRow | None:
         """The media item of a study with these bytes, None when the study does not hold them."""
-
-        def work(s: Session) -> MediaRow | None:
-            st = s.scalar(select(Study).where(Study.name == study))
-            if st is None:
-                return None
-            m = s.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
-            if m is None:
-                return None
-            n = s.scalar(select(func.count()).select_from(Face).where(Face.media_id == m.id)) or 0
-            return repo.media_row(m, study, int(n))
-
-        return self.transaction(work, write=False)
+        return self.transaction(lambda s: repo.media_by_sha256(s, study, sha256), write=False)
 
     def best_faces(self, media_id: int) -> dict[int, int]:
         """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
-
-        def work(s: Session) -> dict[int, int]:
-            stmt = (select(Face.track_id, Face.id).where(Face.media_id == media_id, Face.track_id.is_not(None))
-                    .order_by(Face.track_id, Face.det_score.desc(), Face.id))
-            out: dict[int, int] = {}
-            for tid, fid in s.execute(stmt):
-                out.setdefault(int(tid), int(fid))
-            return out
-
-        return self.transaction(work, write=False)
+        return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """The stored crops of several faces (faces without one are absent), in one query."""
-
-        def work(s: Session) -> dict[int, bytes]:
-            stmt = select(Face.id, Face.crop_png).where(Face.id.in_(list(face_ids)), Face.crop_png.is_not(None))
-            return {int(i): bytes(c) for i, c in s.execute(stmt)}
-
-        return self.transaction(work, write=False) if face_ids else {}
+        return self.transaction(lambda s: repo.face_crops(s, face_ids), write=False) if face_ids else {}
 
     # ------------------------------------------------------------------------------------------------ stats, export
 
-    def _stats(self, s: Session, study: str, model: str | None) -> tuple[StudyStats, list[FaceLabel], Any]:
+    @staticmethod
+    def _stats(s: Session, study: str, model: str | None) -> tuple[StudyStats, list[FaceLabel], labels.ModelKey | None]:
+        """The study's statistics, its face rows and the model run they follow (inside a transaction)."""
         st = repo.get_study(s, study)
         rows, primary = labels.face_labels(s, st.id, model)
         counts = repo.count_rows(s, st.id)
@@ -755,7 +574,8 @@ class LabelStore:
         """Counts, per-class counts, confusion and agreement of a study."""
         return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
 
-    def export(self, study: str, fmt: str, out: Path, *, model: str | None = None, seed: int = 0) -> ExportReport:
+    def export(self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None,
+               seed: int = 0) -> ExportReport:
         """Exports a study (see :mod:`db.exports` for the formats)."""
 
         def work(s: Session) -> ExportReport:
@@ -770,20 +590,15 @@ class LabelStore:
         kept: list[Path] = []
 
         def work(s: Session) -> dict[str, int]:
-            row = repo.get_row(s, model, ident, what)
-            if isinstance(row, Media):
-                kept[:] = [media_files.media_path(self.media_root, row.study_id, row.sha256, row.filename)]
-            face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
-            face_ids = select(Face.id).where(face_filter).scalar_subquery()
-            n_faces = s.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
-            n_ann = s.scalar(select(func.count(Annotation.id)).where(Annotation.face_id.in_(face_ids))) or 0
-            s.execute(delete(model).where(model.id == ident))
-            return {what: 1, "faces": int(n_faces), "face_annotations": int(n_ann)}
+            if model is Media:
+                m = repo.get_row(s, Media, ident, what)
+                kept[:] = [media_files.media_path(self.media_root, m.study_id, m.sha256, m.filename)]
+            return repo.delete_target(s, model, ident, what)
 
         counts = self.transaction(work)
         if model is Media:
             counts["files"] = sum(media_files.remove(p) for p in kept)
-        self._checkpoint()
+        maintenance.checkpoint(self.engine)
         return counts
 
     def delete_media(self, media_id: int) -> dict[str, int]:
@@ -802,76 +617,33 @@ class LabelStore:
         """
         return self._delete(Track, track_id, "track")
 
-    def _checkpoint(self) -> None:
-        """On SQLite, moves the WAL into the database file (``secure_delete`` then zeroes deleted content)."""
-        if self.engine.dialect.name == "sqlite":
-            try:
-                with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-            except DBAPIError as e:  # a busy checkpoint is retried by SQLite's next automatic one
-                log.info("checkpoint after delete skipped: %s", e.orig)
-
     def backup(self, out: Path | None = None) -> Path:
-        """Copies the SQLite database with SQLite's online backup API (safe while the app runs).
+        """Copies the SQLite database with SQLite's online backup API (safe while the app runs), owner-only (0600).
 
         Args:
             out: Target file (default ``DATA_DIR/backups/affectlab-YYYYmmdd-HHMMSS.sqlite3``).
 
         Returns:
             The backup's path, after ``PRAGMA integrity_check`` passed on it.
+
+        Raises:
+            BackupUnsupportedError: On PostgreSQL (see :func:`db.maintenance.backup`).
         """
-        src_path = sqlite_path(self.url)
-        if src_path is None:
-            raise BackupUnsupportedError(safe_url(self.url))
-        if out is None:
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            out = self.data_dir / "backups" / f"affectlab-{stamp}.sqlite3"
-        out = Path(out)
-        if out.exists():
-            raise StoreError(f"{out}: exists already; choose a new backup file name")
-        media_files.make_private_dir(out.parent)
-        if not src_path.exists():
-            raise NotFoundError("database file", str(src_path))
-        os.close(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # owner-only before any byte
-        src = sqlite3.connect(src_path, timeout=30)
-        dst = sqlite3.connect(out)
-        try:
-            src.backup(dst, pages=1024)
-            status = dst.execute("PRAGMA integrity_check").fetchone()[0]
-        finally:
-            dst.close()
-            src.close()
-        make_private(out)
-        if status != "ok":
-            out.unlink(missing_ok=True)
-            raise StoreError(f"the backup failed its integrity check ({status}); nothing was kept, try again")
-        return out
+        return maintenance.backup(self.url, Path(out) if out is not None else
+                                  maintenance.default_backup_path(self.data_dir))
 
     def integrity_check(self) -> str:
         """``ok`` when the database is consistent (SQLite ``integrity_check`` and ``foreign_key_check``)."""
-        if self.engine.dialect.name != "sqlite":
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            return "ok"
-        with self.engine.connect() as conn:
-            status = conn.exec_driver_sql("PRAGMA integrity_check").scalar()
-            fk = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-        if status != "ok":
-            return str(status)
-        return "ok" if not fk else f"{len(fk)} foreign key violations"
+        return maintenance.integrity_check(self.engine)
 
     # ------------------------------------------------------------------------------------------------ classes
 
-    def persons(self, media_id: int) -> list[Any]:
-        """The current persons of a recording (:class:`db.persons.PersonRow`), corrections applied."""
-        from db import persons
-
+    def persons(self, media_id: int) -> list[PersonRow]:
+        """The current persons of a recording, corrections applied."""
         return self.transaction(lambda s: persons.current_persons(s, media_id), write=False)
 
-    def person_history(self, media_id: int) -> list[Any]:
+    def person_history(self, media_id: int) -> list[PersonChangeRow]:
         """Every rename, merge and split of a recording's persons, oldest first."""
-        from db import persons
-
         return self.transaction(lambda s: persons.history(s, media_id), write=False)
 
     def rename_person(self, person_id: int, participant: str | None, annotator: str, note: str | None = None) -> int:
@@ -880,8 +652,6 @@ class LabelStore:
         Raises:
             PersonChangeError: Another person of the recording has that id already (merge them instead).
         """
-        from db import persons
-
         return self.transaction(lambda s: persons.rename(s, person_id, participant, annotator, note).id)
 
     def merge_persons(self, person_id: int, other_person_id: int, annotator: str, note: str | None = None) -> int:
@@ -890,8 +660,6 @@ class LabelStore:
         Raises:
             PersonChangeError: The two were seen at the same moment (two faces of one frame), or cannot be merged.
         """
-        from db import persons
-
         return self.transaction(lambda s: persons.merge(s, person_id, other_person_id, annotator, note).id)
 
     def split_track(self, track_id: int, annotator: str, note: str | None = None) -> int:
@@ -900,46 +668,35 @@ class LabelStore:
         Raises:
             PersonChangeError: The track is its person's only one.
         """
-        from db import persons
-
         return self.transaction(lambda s: persons.split(s, track_id, annotator, note).id)
 
-    def segments(self, study: str, media_id: int | None = None) -> list[Any]:
+    def segments(self, study: str, media_id: int | None = None) -> list[SegmentRow]:
         """The lecture segments of a study's recordings (or of one), by recording and start."""
-        from db import segments
 
-        def work(s: Session) -> list[Any]:
+        def work(s: Session) -> list[SegmentRow]:
             ids = [m.id for m in repo.list_media(s, repo.get_study(s, study))]
             return segments.list_segments(s, [media_id] if media_id is not None and media_id in ids else
                                           ([] if media_id is not None else ids))
 
         return self.transaction(work, write=False)
 
-    def import_segments(self, study: str, path: Path, created_by: str | None = None) -> list[Any]:
+    def import_segments(self, study: str, path: Path, created_by: str | None = None) -> list[SegmentRow]:
         """Adds the lecture segments of a CSV file, all or none (see :mod:`db.segments`).
 
         Raises:
             SegmentsError: Naming every refused line; nothing was written.
         """
-        from db import segments
-
         return self.transaction(lambda s: segments.import_segments(s, study, Path(path), created_by))
 
     def add_segment(self, media_id: int, name: str, start_s: float, end_s: float,
-                    created_by: str | None = None) -> Any:
+                    created_by: str | None = None) -> SegmentRow:
         """Adds one lecture segment (same checks as the import)."""
-        from db import segments
-
         return self.transaction(lambda s: segments.add_segment(s, media_id, name, start_s, end_s, created_by))
 
     def delete_segment(self, segment_id: int) -> None:
         """Removes a lecture segment."""
-        from db import segments
-
         self.transaction(lambda s: segments.delete_segment(s, segment_id))
 
-    def class_tables(self, study: str) -> Any:
-        """The online-class tables of a study (:class:`db.classroom.ClassTables`), persons corrected."""
-        from db import classroom
-
+    def class_tables(self, study: str) -> ClassTables:
+        """The online-class tables of a study (:mod:`db.classroom`), persons corrected."""
         return self.transaction(lambda s: classroom.class_tables(s, study), write=False)

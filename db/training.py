@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from db.codecs import decode_png, features_from_bytes
 from db.rows import FaceLabel
@@ -56,8 +57,8 @@ def _load_features(store: LabelStore, rows: Sequence[FaceLabel], recognizer: Emo
     base = recognizer.spec.name
     ids = [r.face_id for r in rows]
 
-    def work(s) -> dict[int, tuple[bytes | None, int | None, str | None, bytes | None]]:
-        out = {}
+    def work(s: Session) -> dict[int, tuple[bytes | None, int | None, str | None, bytes | None]]:
+        out: dict[int, tuple[bytes | None, int | None, str | None, bytes | None]] = {}
         for i in range(0, len(ids), 512):
             stmt = select(Face.id, Face.features, Face.feature_dim, Face.feature_model, Face.crop_png).where(
                 Face.id.in_(ids[i:i + 512]))
@@ -128,6 +129,8 @@ def training_set(store: LabelStore, study: str, recognizer: EmotionRecognizer,
     x = np.stack([feats[r.face_id] for r in chosen]) if chosen else np.zeros((0, dim), np.float32)
     k = len(spec.labels)
     raw = recognizer.logits(np.ascontiguousarray(x, dtype=np.float32)) if len(x) else np.zeros((0, k + 2))
+    y: np.ndarray
+    baseline: np.ndarray
     if target == "emotion":
         y = np.array([spec.labels.index(r.label) for r in chosen], dtype=np.int64)
         baseline = raw[:, :k].argmax(1) if len(x) else np.zeros(0, dtype=np.int64)
@@ -169,7 +172,8 @@ def finetune_study(store: LabelStore, study: str, recognizer: EmotionRecognizer,
     rows = slice(0, k) if target == "emotion" else slice(k, k + 2)
     head_w = w_all[rows] if target != "engagement" else None
     head_b = b_all[rows] if target != "engagement" else None
-    report = cross_validate(data, target, head_w, head_b, n_folds=n_folds)
+    # cross_validate ignores the head for the engagement target; its annotation does not admit None yet.
+    report = cross_validate(data, target, head_w, head_b, n_folds=n_folds)  # type: ignore[arg-type]
     if not report.enough or not save:
         return FineTuneOutcome(report, None, tuple(notes))
     w, b = fit_head(data.features, data.targets, target, head_w, head_b)

@@ -38,13 +38,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from models.errors import CheckpointFormatError
 from models.keras_h5 import KerasLayerWeights, read_keras_weights
-from models.registry import ENGAGEMENT_CLASSES, ENGAGEMENT_MODEL
+from models.registry import ENGAGEMENT_MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +55,14 @@ FEATURE_DIM = 1280
 
 INPUT_DIM = 2 * FEATURE_DIM
 HIDDEN = 512
+
+EngagementLabel = Literal["Distracted", "Engaged"]
+"""A track's engagement label: ``registry.ENGAGEMENT_CLASSES``, in the order of the model's two outputs."""
+
+
+def engagement_label(score: float, threshold: float = 0.5) -> EngagementLabel:
+    """``Engaged`` when P(engaged) ``score`` is above ``threshold``, else ``Distracted``."""
+    return "Engaged" if score > threshold else "Distracted"
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,7 @@ class EngagementResult:
     """
 
     score: float
-    label: str
+    label: EngagementLabel
     windows: tuple[EngagementWindow, ...]
     n_features: int
     window: int
@@ -124,7 +133,8 @@ class EngagementResult:
         }
 
 
-def _check_layers(layers: Sequence[KerasLayerWeights], dims: Sequence[tuple[int, int]]) -> list[tuple]:
+def _check_layers(layers: Sequence[KerasLayerWeights],
+                  dims: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (kernel, bias) of the three weighted layers, shapes checked against ``dims`` ((in, out) each).
 
     Keras matches the file's weighted layers to the model's in order (``e``, ``hidden_FC``, then the unnamed output
@@ -171,14 +181,18 @@ class NumpyEngagementNet:
         h = np.maximum(context @ kh + bh, np.float32(0))
         z = h @ kd + bd
         z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        probs: npt.NDArray[np.float32] = (z / z.sum(axis=1, keepdims=True)).astype(np.float32)  # keepdims: typed Any
+        return probs
 
 
 _NET_CLASS: Any = None
 
 
 def _engagement_net_class() -> Any:
-    """The torch module class, defined on first use so that importing this module does not import torch."""
+    """The torch module class, defined on first use so that importing this module does not import torch.
+
+    Typed Any: the class exists only at run time (an ``nn.Module`` subclass with a ``load_keras`` method).
+    """
     global _NET_CLASS
     if _NET_CLASS is not None:
         return _NET_CLASS
@@ -257,8 +271,10 @@ def window_rows(features: np.ndarray, start: int, window: int) -> np.ndarray:
 class EngagementModel:
     """Loaded engagement weights and the windowing of :class:`EngagementConfig`; stateless between calls."""
 
-    def __init__(self, net: Any, config: EngagementConfig | None = None, device: str = "cpu") -> None:
+    def __init__(self, net: NumpyEngagementNet | torch.nn.Module, config: EngagementConfig | None = None,
+                 device: str = "cpu") -> None:
         """Wraps a loaded network (torch ``EngagementNet`` or :class:`NumpyEngagementNet`); see :meth:`load`."""
+        self.net: NumpyEngagementNet | torch.nn.Module
         if isinstance(net, NumpyEngagementNet):
             self.net = net
         else:
@@ -282,7 +298,7 @@ class EngagementModel:
         Raises:
             CheckpointFormatError: The file is not a Keras file of this model.
         """
-        net = NumpyEngagementNet() if numpy else _engagement_net_class()()
+        net: NumpyEngagementNet | Any = NumpyEngagementNet() if numpy else _engagement_net_class()()
         net.load_keras(read_keras_weights(path))
         return cls(net, config, device)
 
@@ -310,7 +326,8 @@ class EngagementModel:
 
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(self.device)
-            return self.net(x).float().cpu().numpy()
+            probs: torch.Tensor = self.net(x)  # nn.Module.__call__ is typed Any in torch
+            return probs.float().cpu().numpy()
 
     def score_sequence(self, features: np.ndarray, times: Sequence[float] | None = None) -> EngagementResult | None:
         """Engagement of one track's feature sequence.
@@ -339,5 +356,5 @@ class EngagementModel:
             windows.extend(EngagementWindow(start=s, end=s + w, start_s=float(t[s]), end_s=float(t[s + w - 1]),
                                             p_engaged=float(p[1])) for s, p in zip(chunk, probs, strict=True))
         score = float(np.mean([win.p_engaged for win in windows]))
-        label = ENGAGEMENT_CLASSES[1] if score > c.threshold else ENGAGEMENT_CLASSES[0]
-        return EngagementResult(score=score, label=label, windows=tuple(windows), n_features=n, window=w)
+        return EngagementResult(score=score, label=engagement_label(score, c.threshold), windows=tuple(windows),
+                                n_features=n, window=w)

@@ -400,4 +400,5 @@ def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return json.loads(extra[METADATA_FILE] or "{}")
+    meta: dict[str, str] = json.loads(extra[METADATA_FILE] or "{}")  # written by _write_torchscript: str to str
+    return meta

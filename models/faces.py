@@ -70,7 +70,7 @@ class FaceDetector:
         import torch
         from facenet_pytorch import MTCNN
 
-        self.device = torch.device(device)
+        self._torch_device = torch.device(device)
         c = self.config
         self._mtcnn = MTCNN(
             keep_all=False,
@@ -78,7 +78,7 @@ class FaceDetector:
             min_face_size=c.min_face_size,
             thresholds=list(c.thresholds),
             factor=c.factor,
-            device=self.device,
+            device=self._torch_device,
         ).eval()
         # Channels-last weights make the nets' convolutions and max-pools run in channels-last layout, where this
         # torch's CPU max_pool2d is about 8x faster; boxes move by < 1e-4 px (float summation order only).
@@ -143,7 +143,7 @@ class FaceDetector:
 
         with torch.inference_mode():
             return detect_face(batch, c.min_face_size, self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet,
-                               c.thresholds, c.factor, self.device)
+                               c.thresholds, c.factor, self._torch_device)
 
     def _faces(self, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray, scale: float) -> list[Face]:
         faces = []

@@ -24,9 +24,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, SupportsFloat
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from models.errors import AffectLabError
@@ -113,8 +114,10 @@ class FineTuneReport:
         key, _, higher = MAIN_METRIC[self.target]
         if not self.enough or key not in self.before:
             return False
-        b, a = float(self.before[key]), float(self.after[key])  # type: ignore[arg-type]
-        return a > b if higher else a < b
+        b, a = self.before[key], self.after[key]
+        if not (isinstance(b, SupportsFloat) and isinstance(a, SupportsFloat)):
+            return False
+        return float(a) > float(b) if higher else float(a) < float(b)
 
 
 # ---------------------------------------------------------------- metrics
@@ -149,7 +152,8 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float:
 
 def nearest_level(v: np.ndarray) -> np.ndarray:
     """Index of the nearest EngageWild level for each value."""
-    return np.abs(np.asarray(v, float)[:, None] - ENGAGEMENT_LEVELS[None]).argmin(1)
+    nearest: npt.NDArray[np.intp] = np.abs(np.asarray(v, float)[:, None] - ENGAGEMENT_LEVELS[None]).argmin(1)
+    return nearest
 
 
 # ---------------------------------------------------------------- fitting
@@ -303,9 +307,10 @@ def fit_head(x: np.ndarray, y: np.ndarray, target: Target, head_w: np.ndarray | 
 
 def predict_head(x: np.ndarray, w: np.ndarray, b: np.ndarray, target: Target) -> np.ndarray:
     """Predictions of head rows in the target's form (class index, (V, A) clipped, level value clipped)."""
-    out = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    out: npt.NDArray[np.float64] = x.astype(np.float64) @ w.T.astype(np.float64) + b
     if target == "emotion":
-        return out.argmax(1)
+        classes: npt.NDArray[np.intp] = out.argmax(1)  # argmax over an axis is typed Any
+        return classes
     if target == "va":
         return np.clip(out, -1, 1)
     return np.clip(out[:, 0], 0, 1)

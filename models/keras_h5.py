@@ -16,8 +16,10 @@ of the model in order, ignoring names; :func:`read_keras_weights` returns them i
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,11 +53,20 @@ class KerasLayerWeights:
         raise CheckpointFormatError(f"layer {self.name!r} has no {kind!r} weight (it has {list(self.weight_names)})")
 
 
+class H5Node(Protocol):
+    """An ``h5py.Group`` or ``h5py.File`` as far as this module reads its attributes (h5py ships no types)."""
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        """The object's HDF5 attributes."""
+        ...
+
+
 def _decode(value: object) -> str:
     return value.decode("utf8") if isinstance(value, bytes | np.bytes_) else str(value)
 
 
-def read_attribute_list(group: object, name: str) -> list[str]:
+def read_attribute_list(group: H5Node, name: str) -> list[str]:
     """Reads a list-of-strings attribute as Keras's ``load_attributes_from_hdf5_group`` does (chunks included).
 
     Args:
@@ -65,7 +76,7 @@ def read_attribute_list(group: object, name: str) -> list[str]:
     Returns:
         The strings; empty when the attribute is absent.
     """
-    attrs = group.attrs  # type: ignore[attr-defined]
+    attrs = group.attrs
     if name in attrs:
         return [_decode(v) for v in np.atleast_1d(attrs[name])]
     out: list[str] = []

@@ -14,6 +14,8 @@ Changes from the original: type annotations and docstrings, and the fp16 path us
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Module, PReLU, Sequential
@@ -31,6 +33,8 @@ __all__ = [
 ]
 
 _Pair = tuple[int, int]
+
+# torch types ``nn.Module.__call__`` as returning Any; each ``cast`` below names the Tensor a block returns.
 
 
 class Flatten(Module):
@@ -71,7 +75,7 @@ class ConvBlock(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the block."""
-        return self.layers(x)
+        return cast(torch.Tensor, self.layers(x))
 
 
 class LinearBlock(Module):
@@ -103,7 +107,7 @@ class LinearBlock(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the block."""
-        return self.layers(x)
+        return cast(torch.Tensor, self.layers(x))
 
 
 class DepthWise(Module):
@@ -139,7 +143,7 @@ class DepthWise(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the block."""
-        out = self.layers(x)
+        out = cast(torch.Tensor, self.layers(x))
         return x + out if self.residual else out
 
 
@@ -170,7 +174,7 @@ class Residual(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the blocks."""
-        return self.layers(x)
+        return cast(torch.Tensor, self.layers(x))
 
 
 class GDC(Module):
@@ -191,7 +195,7 @@ class GDC(Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns the ``(N, embedding_size)`` embedding."""
-        return self.layers(x)
+        return cast(torch.Tensor, self.layers(x))
 
 
 class MobileFaceNet(Module):
@@ -272,7 +276,7 @@ class MobileFaceNet(Module):
         else:
             x = self._trunk(x)
         x = self.conv_sep(x)
-        return self.features(x)
+        return cast(torch.Tensor, self.features(x))
 
 
 def get_mbf(

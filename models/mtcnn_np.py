@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.signedinteger[Any]]
+"""An integer array (the summed-area tables and their window sums; int32 or int64)."""
 
 Net = Callable[[np.ndarray], list[np.ndarray]]
 """A network run: NCHW float32 input -> its outputs (ONNX Runtime session ``run``)."""
 
 
-def _bins(n: np.ndarray | int, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _bins(n: np.ndarray | int, m: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Start and end of the m bins that an area resize of n samples averages (``adaptive_avg_pool2d``'s bins).
 
     Bin i covers ``[floor(i n / m), ceil((i + 1) n / m))``; n may be an array (one row of bins per entry).
@@ -47,7 +52,7 @@ class IntegralImage:
         b, h, w, c = imgs.shape
         # Exact integer sums; int32 (faster to build and to gather from) while no prefix sum can pass 2**31.
         dtype = np.int32 if h * w * 255 < 2**31 else np.int64
-        table = np.zeros((b, h + 1, w + 1, c), dtype=dtype)
+        table: IntArray = np.zeros((b, h + 1, w + 1, c), dtype=dtype)
         inner = table[:, 1:, 1:]
         np.cumsum(imgs, axis=1, dtype=dtype, out=inner)
         np.cumsum(inner, axis=2, dtype=dtype, out=inner)
@@ -60,10 +65,11 @@ class IntegralImage:
         _, h, w, _ = self.shape
         ys, ye = _bins(h, out_h)
         xs, xe = _bins(w, out_w)
-        rows = np.take(self._table, ye, axis=1) - np.take(self._table, ys, axis=1)
-        sums = np.take(rows, xe, axis=2) - np.take(rows, xs, axis=2)
-        kh = (ye - ys).astype(np.float32)[:, None, None]
-        kw = (xe - xs).astype(np.float32)[None, :, None]
+        # np.take with an index array is typed Any (an array also matches its scalar-index overload): annotated here.
+        rows: IntArray = np.take(self._table, ye, axis=1) - np.take(self._table, ys, axis=1)
+        sums: IntArray = np.take(rows, xe, axis=2) - np.take(rows, xs, axis=2)
+        kh: npt.NDArray[np.float32] = (ye - ys).astype(np.float32)[:, None, None]
+        kw: npt.NDArray[np.float32] = (xe - xs).astype(np.float32)[None, :, None]
         return sums.astype(np.float32) / kh / kw
 
     def crops(self, inds: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
@@ -74,18 +80,18 @@ class IntegralImage:
         y0, x0 = np.asarray(y0, dtype=np.int64)[:, None], np.asarray(x0, dtype=np.int64)[:, None]
         ys, ye = _bins(np.asarray(y1) - y0[:, 0], size)
         xs, xe = _bins(np.asarray(x1) - x0[:, 0], size)
-        kh = (ye - ys).astype(np.float32)[:, :, None, None]
-        kw = (xe - xs).astype(np.float32)[:, None, :, None]
+        kh: npt.NDArray[np.float32] = (ye - ys).astype(np.float32)[:, :, None, None]
+        kw: npt.NDArray[np.float32] = (xe - xs).astype(np.float32)[:, None, :, None]
         base = np.asarray(inds, dtype=np.int64)[:, None] * ((h + 1) * stride)
         ys, ye = (ys + y0) * stride + base, (ye + y0) * stride + base
         xs, xe = xs + x0, xe + x0
 
-        def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-            return np.take(self._flat, (rows[:, :, None] + cols[:, None, :]).ravel(), axis=0)
+        def corner(rows: np.ndarray, cols: np.ndarray) -> IntArray:
+            picked: IntArray = np.take(self._flat, (rows[:, :, None] + cols[:, None, :]).ravel(), axis=0)
+            return picked
 
         sums = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
-        sums = sums.reshape(len(y0), size, size, c).astype(np.float32)
-        return sums / kh / kw
+        return sums.reshape(len(y0), size, size, c).astype(np.float32) / kh / kw
 
 
 # ------------------------------------------------------------------------------------------ facenet-pytorch glue

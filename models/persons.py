@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from models.tracking import Track
 from models.types import FaceResult
@@ -126,7 +127,7 @@ def _similarities(ps: Sequence[TrackProfile]) -> np.ndarray:
         x = x - (w[:, None] * x).sum(0) / max(w.sum(), 1.0)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    s = x @ x.T
+    s: npt.NDArray[np.float64] = x @ x.T
     s[~has, :] = 0.0
     s[:, ~has] = 0.0
     return s

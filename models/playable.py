@@ -12,13 +12,18 @@ import os
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 from models.errors import BadInputError
 
 CONVERT_SUFFIXES = frozenset({".gif"})
 """Video files a browser's ``<video>`` element does not play: converted for display."""
 
-_ENCODERS: tuple[tuple[str, str, str], ...] = (
+BrowserCodec = Literal["libx264", "libopenh264", "libvpx-vp9", "libvpx"]
+"""Video encoders whose output every current browser plays."""
+BrowserContainer = Literal["mp4", "webm"]
+
+_ENCODERS: tuple[tuple[BrowserCodec, BrowserContainer, str], ...] = (
     ("libx264", "mp4", ".mp4"),
     ("libopenh264", "mp4", ".mp4"),
     ("libvpx-vp9", "webm", ".webm"),
@@ -32,7 +37,7 @@ def needs_conversion(path: str | Path) -> bool:
     return Path(path).suffix.lower() in CONVERT_SUFFIXES
 
 
-def browser_encoder() -> tuple[str, str, str]:
+def browser_encoder() -> tuple[BrowserCodec, BrowserContainer, str]:
     """The first available (encoder, container, suffix) of the preference list.
 
     Raises:
@@ -100,7 +105,7 @@ def to_browser_video(src: str | Path, dst: str | Path, *, name: str | None = Non
     return dst
 
 
-def _encode(src: str | Path, out_path: Path, codec: str, fmt: str, name: str) -> int:
+def _encode(src: str | Path, out_path: Path, codec: BrowserCodec, fmt: BrowserContainer, name: str) -> int:
     import av
 
     try:

@@ -28,7 +28,7 @@ from PIL import Image
 from models import weights as weights_mod
 from models.errors import AffectLabError, WeightsMissingError
 from models.registry import ModelSpec, onnx_variant
-from models.runtime import cpu_workers
+from models.runtime import OnnxSession, cpu_workers
 from models.types import EmotionPrediction
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ class Head:
     engagement_bias: np.ndarray | None = None
 
 
-def _ort_session(model_bytes: bytes, device: str) -> tuple[object, int]:
+def _ort_session(model_bytes: bytes, device: str) -> tuple[OnnxSession, int]:
     """An ONNX Runtime session and how many crops-chunks to run on it at once.
 
     On the CPU each run is single-threaded and the recognizer runs one chunk per core side by side: EfficientNet's
@@ -140,7 +140,7 @@ def _ort_session(model_bytes: bytes, device: str) -> tuple[object, int]:
     opts.log_severity_level = 3
     opts.intra_op_num_threads = 0 if cuda else 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
+    session: OnnxSession = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
     return session, 1 if cuda else cpu_workers()
 
 
@@ -158,7 +158,7 @@ class EmotionRecognizer:
     """Runs an emotion model on face crops. Shared safely between requests: it keeps no per-request state."""
 
     def __init__(self, spec: ModelSpec, head: Head, *, backbone: torch.nn.Module | None = None,
-                 onnx_session: object | None = None, device: str = "cpu", resize: Resize = "pil",
+                 onnx_session: OnnxSession | None = None, device: str = "cpu", resize: Resize = "pil",
                  precision: Precision = "fp32", batch_size: int = 32, onnx_workers: int = 1) -> None:
         """Wraps a loaded backbone; use :meth:`load` to build one from the weights folder."""
         self.spec = spec
@@ -334,7 +334,7 @@ class EmotionRecognizer:
             tmp = folder / f".{path.name}.{os.getpid()}.tmp"
             s = self.spec.input_size
             with torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(self.backbone, torch.zeros(1, 3, s, s), str(tmp), input_names=["input"],
+                torch.onnx.export(self.backbone, (torch.zeros(1, 3, s, s),), str(tmp), input_names=["input"],
                                   output_names=["features"], dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
                                   opset_version=17, dynamo=False)
             os.replace(tmp, path)
@@ -370,7 +370,7 @@ class EmotionRecognizer:
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        out = []
+        out: list[np.ndarray] = []
         with ThreadPoolExecutor(max_workers=self.onnx_workers) as pool:
             for i in range(0, len(crops), self.batch_size):  # one batch in memory at a time
                 batch = crops[i:i + self.batch_size]
@@ -387,16 +387,17 @@ class EmotionRecognizer:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(x).to(self.device)
+            t = torch.from_numpy(x).to(self.device)
             if channels_last_ok(self.spec) or self.precision == "bf16":
-                x = x.contiguous(memory_format=torch.channels_last)
+                t = t.contiguous(memory_format=torch.channels_last)
             if self.precision == "bf16":
                 with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16):
-                    f = self.backbone(x)
+                    f = self.backbone(t)
                 f = f.float()
             else:
-                f = self.backbone(x)
-            return f.cpu().numpy()
+                f = self.backbone(t)
+            features: np.ndarray = f.cpu().numpy()  # nn.Module.__call__ is typed Any in torch
+            return features
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """Raw head outputs (emotion logits, then V and A for ``*_va_mtl``) for features (N, F)."""

@@ -1,4 +1,4 @@
-"""Process-level tuning for CPU inference.
+"""Process-level tuning for CPU inference, and the interface of the ONNX Runtime sessions that run it.
 
 glibc's malloc returns large freed blocks to the kernel (``mmap``/``trim``), so every batched forward pass page-faults
 its activations in again (about 2.3 GB per batch-32 forward measured here). Keeping freed memory in the heap, the
@@ -10,10 +10,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _done = False
+
+
+class OnnxSession(Protocol):
+    """What AffectLab calls on an ``onnxruntime.InferenceSession`` (onnxruntime ships no type information)."""
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The named outputs (all of them for None) of one run on the given inputs."""
+        ...
 
 
 def tune_malloc() -> bool:

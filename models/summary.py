@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.engagement import EngagementResult
-from models.registry import ENGAGEMENT_CLASSES
+from models.engagement import EngagementLabel, EngagementResult, engagement_label
 from models.tracking import Track
 from models.types import FaceResult
 
@@ -139,7 +138,7 @@ class VideoSummary:
     n_tracks: int
     emotions: EmotionSummary | None
     engagement_score: float | None
-    engagement_label: str | None
+    engagement_label: EngagementLabel | None
     tracks: tuple[TrackSummary, ...]
 
     def to_json(self) -> dict[str, object]:
@@ -191,6 +190,6 @@ def summarize_video(faces: Sequence[FaceResult], tracks: Sequence[Track], frames
         n_tracks=len(summaries),
         emotions=summarize_faces(faces),
         engagement_score=score,
-        engagement_label=None if score is None else ENGAGEMENT_CLASSES[int(score > threshold)],
+        engagement_label=None if score is None else engagement_label(score, threshold),
         tracks=tuple(summaries),
     )

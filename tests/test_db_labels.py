@@ -143,3 +143,19 @@ def test_import_labels_bad_row_applies_nothing(store, tmp_path, body, line, reas
     assert err.value.line == line and str(err.value).startswith(f"bad.csv:{line}: ")
     assert "nothing of bad.csv was applied" in str(err.value)
     assert store.history(face_id=f1) == []
+
+
+def test_active_corrections_rule_is_pure_and_order_free():
+    from types import SimpleNamespace
+
+    from db.labels import active_corrections
+
+    def row(i, kind="set", reverts=None):
+        return SimpleNamespace(id=i, kind=kind, reverts_id=reverts)
+
+    history = [row(1), row(2), row(3, "undo", 2), row(4), row(5, "undo", 4), row(6, "undo", 99)]
+    active = active_corrections(reversed(history))  # any order: applied in id order
+    assert list(active) == [1] and max(active) == 1
+    assert active_corrections([]) == {}
+    # An undo of an undo is not a redo: the reverted row stays reverted.
+    assert list(active_corrections([row(1), row(2, "undo", 1), row(3, "undo", 2)])) == []

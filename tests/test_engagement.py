@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import typing
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from models.engagement import EngagementConfig, EngagementModel, EngagementNet, window_starts
+from models.engagement import (
+    EngagementConfig,
+    EngagementLabel,
+    EngagementModel,
+    EngagementNet,
+    engagement_label,
+    window_starts,
+)
 from models.errors import CheckpointFormatError
 from models.keras_h5 import read_attribute_list, read_keras_weights
 
@@ -227,3 +235,12 @@ def test_numpy_net_equals_the_graph_and_the_torch_module(tmp_path, weights, feat
         bad = dict(weights)
         bad["hidden_FC"] = (weights["hidden_FC"][0][:, :10], weights["hidden_FC"][1][:10])
         EngagementModel.from_h5(write_keras_h5(tmp_path / "bad.h5", bad), numpy=True)
+
+
+def test_engagement_labels_are_the_registry_classes_in_output_order():
+    from models.registry import ENGAGEMENT_CLASSES
+
+    assert typing.get_args(EngagementLabel) == ENGAGEMENT_CLASSES
+    assert engagement_label(0.51) == "Engaged"
+    assert engagement_label(0.5) == "Distracted"
+    assert engagement_label(0.7, threshold=0.8) == "Distracted"

@@ -35,6 +35,7 @@ from db.errors import NotAllowedError, NotFoundError, StudyNotFoundError
 from db.ingest import MediaInfo
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel, MediaRow, StudyRow, StudyStats, TrackRow
+from db.schema import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
 from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models, get_spec
@@ -43,9 +44,6 @@ if TYPE_CHECKING:  # the models load lazily: the first page paints before any of
     from models.analysis import AnalysisSession
 
 log = logging.getLogger(__name__)
-
-ENGAGEMENT_LEVELS: tuple[float, ...] = (0.0, 0.33, 0.66, 1.0)
-"""EngageWild's four levels, the only engagement values a correction may hold."""
 
 ENGAGEMENT_NAMES: dict[float, str] = {
     0.0: "0 - disengaged",

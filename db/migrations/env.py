@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from db.engine import make_engine
+from db.errors import StoreError
 from db.schema import Base
 
 config = context.config
@@ -37,7 +38,10 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine")
     if engine is None:
-        engine = make_engine(config.get_main_option("sqlalchemy.url"))
+        url = config.get_main_option("sqlalchemy.url")
+        if url is None:
+            raise StoreError("no database URL for the migrations: run them with `python -m db upgrade` (db.migrate)")
+        engine = make_engine(url)
     with engine.connect() as connection:
         _run(connection)
         connection.commit()
