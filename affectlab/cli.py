@@ -74,8 +74,8 @@ class FileOutcome:
 
 
 def media_suffixes() -> frozenset[str]:
-    """Suffixes of the files picked from folders: the web app's image suffixes and the analysis' video suffixes."""
-    from models.analysis import VIDEO_SUFFIXES
+    """Suffixes of the files picked from folders: the image suffixes and the video suffixes (``models.decode``)."""
+    from models.decode import VIDEO_SUFFIXES
     from models.images import IMAGE_SUFFIXES
 
     return IMAGE_SUFFIXES | VIDEO_SUFFIXES
@@ -129,10 +129,11 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
         AffectLabError: A setup problem of the store (e.g. the database is not migrated).
     """
     from affectlab.longvideo import analyze_long_video
+    from db.codecs import sha256_source
     from db.errors import StoreBusyError
-    from db.ingest import MediaInfo, sha256_source
+    from db.ingest import MediaInfo
     from db.rows import IngestReport
-    from models.analysis import looks_like_video
+    from models.decode import looks_like_video
     from models.errors import BadInputError
 
     name = str(path)
@@ -150,7 +151,7 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
             raise BadInputError(name, "empty file")
         if looks_like_video(path):
             long = analyze_long_video(session, store, study, path, name, fps=fps, uploaded_by=uploaded_by,
-                                      commit_every_s=commit_every_s, progress=progress)
+                                      commit_every_s=commit_every_s, progress=progress, sha256=digest)
             rep = IngestReport(study=study, media_ids=(long.media_id,), media_new=int(existing is None),
                                media_existing=int(existing is not None), faces_new=long.faces_new,
                                predictions_new=long.faces_new, tracks_new=long.n_tracks,
@@ -165,8 +166,8 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
         image = session.analyze_image(data, name, keep_crops=True)
         info = MediaInfo(kind="image", width=image.width, height=image.height)
         faces = image.faces
-        report = store.ingest_results(study, data, name, faces, [], media_info=info, uploaded_by=uploaded_by,
-                                      keep_file=True)  # like the web app: thumbnails and boxes need the file
+        report = store.ingest_results(study, data, name, faces, media_info=info, uploaded_by=uploaded_by,
+                                      keep_file=True, sha256=digest)  # like the web app: thumbnails, boxes
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:

@@ -94,7 +94,7 @@ class LongVideoOutcome:
 def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, path: Path, name: str, *,
                        fps: float = 5.0, uploaded_by: str | None = None, keep_file: bool = True,
                        commit_every_s: float = 30.0, progress: ChunkProgress | None = None,
-                       data: bytes | None = None) -> LongVideoOutcome:
+                       data: bytes | None = None, sha256: str | None = None) -> LongVideoOutcome:
     """Analyses a video into ``study`` stretch by stretch, resuming a stopped run of the same bytes.
 
     Args:
@@ -109,6 +109,7 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
         commit_every_s: Seconds of video per stored stretch.
         progress: Called with the seconds analysed and the duration after each chunk of frames.
         data: The file's bytes when already read (else read from ``path``).
+        sha256: The file's hex sha256 when already computed (else computed by the store).
 
     Returns:
         What was stored.
@@ -118,14 +119,15 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
             failure comes after the first stretch; an unreadable file never gets one).
     """
     from db.ingest import MediaInfo
+    from models.decode import ResumePoint, probe_video
     from models.engagement import FEATURE_DIM
-    from models.types import Face
-    from models.video import FaceReplay, ResumePoint, analyze_video_chunks, probe_video
+    from models.types import Face, TrackResult
+    from models.video import FaceReplay, analyze_video_chunks
 
     probe = probe_video(path, name)
     info = MediaInfo(kind="video", width=probe.width, height=probe.height, duration_s=probe.duration, fps=probe.fps)
     state = store.begin_video(study, data if data is not None else path, name, info, uploaded_by=uploaded_by,
-                              keep_file=keep_file)
+                              keep_file=keep_file, sha256=sha256)
     if state.status == "complete":
         return LongVideoOutcome(media_id=state.media_id, skipped=True, n_faces=state.n_faces)
     resume = None
@@ -172,10 +174,9 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
         eng = None
         if engagement_model is not None:
             ids = [fid for fid, _ in track_faces.get(t.track, [])]
-            result = engagement_model.score_sequence(store.features_of(ids), [ts for _, ts in track_faces[t.track]])
-            eng = None if result is None else result.to_json()
-        tracks.append({"track": t.track, "n_faces": t.n_faces, "start_s": t.start_s, "end_s": t.end_s,
-                       "engagement": eng, "person": persons.get(t.track, t.track)})
+            eng = engagement_model.score_sequence(store.features_of(ids), [ts for _, ts in track_faces[t.track]])
+        tracks.append(TrackResult(track=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
+                                  engagement=eng, person=persons.get(t.track, t.track)))
     duration = last.duration if last.duration else probe.duration
     store.finish_video(state.media_id, face_tracks, tracks, duration_s=duration, fps=last.fps or probe.fps,
                        width=last.width or probe.width, height=last.height or probe.height)

@@ -46,8 +46,8 @@ def ingest_line(report: IngestReport) -> str:
 
 
 def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from db.analysis_file import RecognizerFeatures
     from db.errors import AnalysisFormatError
-    from db.ingest import RecognizerFeatures
 
     path = Path(args.analysis)
     try:

@@ -41,9 +41,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.codecs import decode_png, features_from_bytes
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
-from db.ingest import decode_png, features_from_bytes
 from db.labels import FIELDS, ModelKey
 from db.rows import ExportReport, FaceLabel, StudyStats
 from db.schema import Face

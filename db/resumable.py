@@ -14,28 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db import repo
+from db.codecs import encode_png, features_from_bytes, features_to_bytes
 from db.errors import StoreError
-from db.ingest import (
-    FaceIn,
-    MediaInfo,
-    TrackIn,
-    _opt_float,
-    _study,
-    encode_png,
-    features_from_bytes,
-    features_to_bytes,
-)
+from db.ingest import FaceIn, MediaInfo, _opt_float, _study
 from db.media_files import base_name
 from db.persons import store_persons
 from db.schema import EngagementWindow, Face, Media, Prediction, Track
-
-Box = tuple[float, float, float, float]
+from models.types import Box, TrackResult
 
 
 class AnalysisStateError(StoreError):
@@ -150,7 +142,7 @@ def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, unt
         probs = {str(k): float(v) for k, v in f.probs.items()}
         session.add(Prediction(
             face_id=face.id, model=f.model, weights_hash=f.weights_hash, model_version=f.model_version, probs=probs,
-            label=f.label or (max(probs, key=lambda k: probs[k]) if probs else ""),
+            label=f.label,
             confidence=max(probs.values()) if probs else 0.0, valence=_opt_float(f.valence),
             arousal=_opt_float(f.arousal), engagement=None,
         ))
@@ -169,7 +161,7 @@ def stored_frames(session: Session, media_id: int, after_frame: int, max_frames:
                    Face.feature_dim)
             .where(Face.media_id == media_id, Face.frame > after_frame, Face.frame <= frames[-1])
             .order_by(Face.frame, Face.face_index, Face.id))
-    grouped: dict[int, list] = {}
+    grouped: dict[int, list[Any]] = {}  # rows of the select above
     for row in session.execute(stmt):
         grouped.setdefault(int(row.frame), []).append(row)
     out = []
@@ -190,12 +182,13 @@ def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
     for i in range(0, len(ids), 500):
         stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i:i + 500]),
                                                                       Face.features.is_not(None))
-        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)})
+        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)
+                    if v is not None and d is not None})
     kept = [got[i] for i in ids if i in got]
     return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
 
 
-def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[TrackIn], *,
+def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[TrackResult], *,
                  duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
     """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
 
@@ -217,14 +210,17 @@ def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int]
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: dict[int, Track] = {}
     for t in tracks:
+        eng = t.engagement
         row = Track(media_id=media_id, track_index=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
-                    engagement_score=t.score, engagement_label=t.label)
+                    engagement_score=None if eng is None else eng.score,
+                    engagement_label=None if eng is None else eng.label)
         session.add(row)
         rows[t.track] = row
     session.flush()
     for t in tracks:
-        session.add_all(EngagementWindow(track_id=rows[t.track].id, start_s=s, end_s=e, p_engaged=p)
-                        for s, e, p in t.windows)
+        if t.engagement is not None:
+            session.add_all(EngagementWindow(track_id=rows[t.track].id, start_s=w.start_s, end_s=w.end_s,
+                                             p_engaged=w.p_engaged) for w in t.engagement.windows)
     if face_tracks:
         session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
     store_persons(session, media_id, {t.track: t.person for t in tracks})

@@ -34,7 +34,9 @@ from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
 from db import (
+    analysis_file,
     classroom,
+    codecs,
     exports,
     ingest,
     label_import,
@@ -194,7 +196,7 @@ class LabelStore:
     def face_features(self, face_id: int) -> np.ndarray | None:
         """The stored backbone features of a face (None when it has none)."""
         stored = self.transaction(lambda s: repo.stored_features(s, face_id), write=False)
-        return ingest.features_from_bytes(*stored) if stored is not None else None
+        return codecs.features_from_bytes(*stored) if stored is not None else None
 
     def history(self, *, face_id: int | None = None, track_id: int | None = None) -> list[AnnotationRow]:
         """The full correction history of a face (its track's rows included) or of a track, oldest first."""
@@ -218,6 +220,7 @@ class LabelStore:
         uploaded_by: str | None = None,
         model_version: str | None = None,
         keep_file: bool = False,
+        sha256: str | None = None,
     ) -> IngestReport:
         """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`).
 
@@ -233,6 +236,7 @@ class LabelStore:
             keep_file: Also keep the file itself under :attr:`media_root` (``<study id>/<sha256><suffix>``, 0600,
                 written atomically inside the transaction: a failed insert keeps no new file). Ignored in the
                 features-only privacy mode (``store_crops=False``), which keeps no media file.
+            sha256: The bytes' hex sha256 when the caller has it already.
         """
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         results, tracks = list(results), list(tracks)
@@ -250,6 +254,7 @@ class LabelStore:
                 uploaded_by=uploaded_by,
                 store_crops=self.store_crops,
                 model_version=model_version,
+                sha256=sha256,
             )
             if keep_file and rep.media_ids:
                 self._keep_file(s, rep.media_ids[0], data, written)
@@ -260,7 +265,8 @@ class LabelStore:
     # ------------------------------------------------------------------------------------------------ long videos
 
     def begin_video(self, study: str, source: Path | str | bytes, filename: str, media_info: MediaInfo, *,
-                    uploaded_by: str | None = None, keep_file: bool = False) -> resumable.AnalysisState:
+                    uploaded_by: str | None = None, keep_file: bool = False,
+                    sha256: str | None = None) -> resumable.AnalysisState:
         """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
 
         Args:
@@ -271,12 +277,16 @@ class LabelStore:
             media_info: Kind, size, duration and rate.
             uploaded_by: Who analysed it.
             keep_file: Also keep the file itself (see :meth:`ingest_results`).
+            sha256: The bytes' hex sha256 when the caller has it already.
 
         Returns:
             Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
         """
         data: bytes | Path = source if isinstance(source, bytes) else Path(source)
-        sha, size = ingest.sha256_source(data)
+        if sha256 is not None:
+            sha, size = sha256, (len(data) if isinstance(data, bytes) else data.stat().st_size)
+        else:
+            sha, size = codecs.sha256_source(data)
         written: list[Path] = []
 
         def work(s: Session) -> resumable.AnalysisState:
@@ -330,7 +340,7 @@ class LabelStore:
                      duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
         """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction)."""
         return self.transaction(lambda s: resumable.finish_video(
-            s, media_id, face_tracks, [ingest._track_in(t) for t in tracks], duration_s=duration_s, fps=fps,
+            s, media_id, face_tracks, list(tracks), duration_s=duration_s, fps=fps,
             width=width, height=height))
 
     def media_path(self, media_id: int) -> Path | None:
@@ -355,15 +365,15 @@ class LabelStore:
         media_dirs: Sequence[Path] = (),
         source_name: str = "analysis JSON",
         uploaded_by: str | None = None,
-        cut_crops: ingest.CropCutter | None = ingest.cut_crops,
-        features: ingest.FeatureExtractor | None = None,
+        cut_crops: analysis_file.CropCutter | None = analysis_file.cut_crops,
+        features: analysis_file.FeatureExtractor | None = None,
     ) -> IngestReport:
-        """Stores the results of ``python -m models analyze --json`` (see :func:`db.ingest.ingest_analysis`).
+        """Stores the results of ``python -m models analyze --json`` (see :mod:`db.analysis_file`).
 
         The files are decoded again and the features computed (``features``, e.g.
-        :class:`db.ingest.RecognizerFeatures`) before the transaction starts, so no lock is held meanwhile.
+        :class:`db.analysis_file.RecognizerFeatures`) before the transaction starts, so no lock is held meanwhile.
         """
-        prepared = ingest.prepare_analysis(
+        prepared = analysis_file.prepare_analysis(
             analysis,
             media_dirs=media_dirs,
             source_name=source_name,
@@ -371,7 +381,7 @@ class LabelStore:
             cut_crops=cut_crops,
             features=features,
         )
-        return self.transaction(lambda s: ingest.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
+        return self.transaction(lambda s: analysis_file.store_analysis(s, study, prepared, uploaded_by=uploaded_by))
 
     def playable_media_path(self, media_id: int) -> Path | None:
         """The file a browser's video player can play for a media item, None when no file is kept.

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.ingest import decode_png, features_from_bytes
+from db.codecs import decode_png, features_from_bytes
 from db.rows import FaceLabel
 from db.schema import Face
 from db.services import LabelStore

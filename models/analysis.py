@@ -1,7 +1,10 @@
-"""One entry point for analysing files, shared by the CLI and the web app.
+"""One entry point for analysing images and videos, shared by the CLIs, long-video runs and the web app.
 
-An :class:`AnalysisSession` holds the loaded detector and emotion model (both stateless between calls) and turns
-files into the JSON document of ``python -m models analyze --json`` (see docs/ARCHITECTURE.md).
+An :class:`AnalysisSession` holds the loaded detector, emotion model and engagement model (each loaded once and
+stateless between calls: one session serves many requests) and returns typed results:
+:class:`models.pipeline.ImageAnalysis` for images, :class:`models.video.VideoAnalysis` for videos. The JSON document
+of ``python -m models analyze --json`` (see docs/ARCHITECTURE.md) is built from them by
+:meth:`AnalysisSession.analyze_paths`; it is only the CLI's file format (``python -m db ingest`` reads it back).
 """
 
 from __future__ import annotations
@@ -10,22 +13,19 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from models.decode import VIDEO_SUFFIXES, looks_like_video
 from models.engagement import EngagementModel
 from models.errors import BadInputError
 from models.faces import DetectorConfig, FaceDetector
 from models.images import ImageSource
 from models.pipeline import ImageAnalysis, analyze_image
 from models.recognizer import Backend, EmotionRecognizer, Precision
-from models.video import VideoAnalysis, VideoConfig, analyze_video, is_video, video_json
+from models.video import Progress, VideoAnalysis, VideoConfig, analyze_video, video_json
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".avi", ".mkv", ".mpg", ".mpeg", ".wmv", ".3gp"})
-"""Files with these suffixes are analysed as videos even when they cannot be read (so the error says why)."""
-
-
-def looks_like_video(path: Path) -> bool:
-    """A video by its suffix, or by probing (an animated GIF is a video; a still image is not)."""
-    return path.suffix.lower() in VIDEO_SUFFIXES or is_video(path)
+AnalysisDocument = dict[str, Any]
+"""The JSON document of ``python -m models analyze --json``: ``model, weights_hash, labels, files, faces, tracks``."""
 
 
 def image_entry(result: ImageAnalysis) -> dict[str, object]:
@@ -39,15 +39,15 @@ def error_entry(file: str, reason: str, kind: str = "unknown") -> dict[str, obje
     return {"file": file, "kind": kind, "width": None, "height": None, "n_faces": 0, "error": reason}
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnalysisSession:
-    """A detector and an emotion model, loaded once.
+    """A detector, an emotion model and the engagement model, loaded once; the one way to analyse a file.
 
     Attributes:
         detector: The face detector.
         recognizer: The emotion model.
         engagement: The engagement model, or None when its weights are absent.
-        video: Video analysis settings.
+        video: Video analysis settings (crops are kept per call, see :meth:`analyze_video`).
     """
 
     detector: FaceDetector
@@ -85,7 +85,7 @@ class AnalysisSession:
             video = dataclasses.replace(video, detect_batch=1, classify_batch=max(1, recognizer.onnx_workers))
         return cls(detector=detector, recognizer=recognizer, engagement=engagement, video=video)
 
-    def document(self) -> dict[str, object]:
+    def document(self) -> AnalysisDocument:
         """An empty analysis document for this session's model."""
         spec = self.recognizer.spec
         return {"model": self.recognizer.name, "weights_hash": self.recognizer.weights_hash,
@@ -93,7 +93,7 @@ class AnalysisSession:
 
     def analyze_paths(self, paths: Sequence[Path], *, fps: float = 5.0,
                       on_error: Callable[[str], None] | None = None,
-                      on_warning: Callable[[str], None] | None = None) -> tuple[dict, bool]:
+                      on_warning: Callable[[str], None] | None = None) -> tuple[AnalysisDocument, bool]:
         """Analyses files one by one; a bad file is reported and the rest go on.
 
         Args:
@@ -113,8 +113,8 @@ class AnalysisSession:
                 self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
             except BadInputError as exc:
                 failed = True
-                doc["files"].append(error_entry(str(path), exc.reason,
-                                                "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"))
+                kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"
+                doc["files"].append(error_entry(str(path), exc.reason, kind))
                 if on_error is not None:
                     on_error(f"{exc.file}: {exc.reason}")
         return doc, failed
@@ -128,7 +128,7 @@ class AnalysisSession:
         return analyze_image(src, name, self.detector, self.recognizer, keep_crops)
 
     def analyze_video(self, path: Path, name: str, *, fps: float = 5.0, keep_crops: bool = False,
-                      progress: Callable[[float, float | None], None] | None = None) -> VideoAnalysis:
+                      progress: Progress | None = None) -> VideoAnalysis:
         """Analyses one video (every face tracked; engagement per track when the weights are present).
 
         Raises:
@@ -138,20 +138,32 @@ class AnalysisSession:
         return analyze_video(path, name, self.detector, self.recognizer, fps or None, config=config,
                              engagement=self.engagement, progress=progress)
 
-    def _analyze_one(self, path: Path, doc: dict, *, fps: float,
+    def analyze_file(self, path: Path, name: str | None = None, *, fps: float = 5.0, keep_crops: bool = False,
+                     progress: Progress | None = None) -> ImageAnalysis | VideoAnalysis:
+        """Analyses an image or a video file (a video by its suffix or by probing: animated GIFs are videos).
+
+        Raises:
+            BadInputError: The file is missing or not a readable image or video.
+        """
+        label = name or str(path)
+        if not path.is_file():
+            raise BadInputError(label, "no such file")
+        if looks_like_video(path):
+            return self.analyze_video(path, label, fps=fps, keep_crops=keep_crops, progress=progress)
+        return self.analyze_image(path, label, keep_crops=keep_crops)
+
+    def _analyze_one(self, path: Path, doc: AnalysisDocument, *, fps: float,
                      on_warning: Callable[[str], None] | None = None) -> None:
         name = str(path)
-        if not path.is_file():
-            raise BadInputError(name, "no such file")
-        if looks_like_video(path):
-            part = video_json(self.analyze_video(path, name, fps=fps))
-            if on_warning is not None:
-                for w in part["file"].get("warnings") or []:
-                    on_warning(f"{name}: {w}")
-            doc["files"].append(part["file"])
-            doc["faces"].extend(part["faces"])
-            doc["tracks"].extend({"file": name, **t} for t in part["tracks"])
+        result = self.analyze_file(path, name, fps=fps)
+        if isinstance(result, ImageAnalysis):
+            doc["files"].append(image_entry(result))
+            doc["faces"].extend(f.to_json() for f in result.faces)
             return
-        result = self.analyze_image(path, name)
-        doc["files"].append(image_entry(result))
-        doc["faces"].extend(f.to_json() for f in result.faces)
+        part = video_json(result)
+        if on_warning is not None:
+            for w in result.warnings:
+                on_warning(f"{name}: {w}")
+        doc["files"].append(part["file"])
+        doc["faces"].extend(part["faces"])
+        doc["tracks"].extend({"file": name, **t} for t in part["tracks"])

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from models.types import Box
+from models.types import Box, iou
 
 _FORBIDDEN = 1e6
 
@@ -79,17 +79,6 @@ class Track:
         return self.times[-1]
 
 
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
     """IoU of every box of ``a`` with every box of ``b``, shape (len(a), len(b))."""
     return np.array([[iou(x, y) for y in b] for x in a], dtype=np.float64).reshape(len(a), len(b))
@@ -113,7 +102,9 @@ class _Live:
             return last
         prev = self.boxes[-2]
         f = dt / dt_prev
-        return tuple(float(c + (c - p) * f) for c, p in zip(last, prev, strict=True))  # type: ignore[return-value]
+        (c1, c2, c3, c4), (p1, p2, p3, p4) = last, prev
+        return (float(c1 + (c1 - p1) * f), float(c2 + (c2 - p2) * f), float(c3 + (c3 - p3) * f),
+                float(c4 + (c4 - p4) * f))
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -175,7 +166,7 @@ class Tracker:
             t = by_id[ids[i]]
             t.frames.append(frame)
             t.times.append(float(time_s))
-            t.boxes.append(tuple(float(v) for v in box))  # type: ignore[arg-type]
+            t.boxes.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
             if feats is not None:
                 f = _normalise(feats[i])
                 old = t.appearance

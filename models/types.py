@@ -9,10 +9,25 @@ integer box to the image (the reference truncates the same way but does not clip
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from models.engagement import EngagementResult
+
 Box = tuple[float, float, float, float]
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes (0 when they do not overlap)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,8 +62,10 @@ class EmotionPrediction:
     Attributes:
         model: Registry name (or fine-tuned version name) of the model that made it.
         labels: Class names in output order.
-        features: Backbone features, shape ``(feature_dim,)``, float32.
-        logits: Raw emotion logits, shape ``(len(labels),)``.
+        features: Backbone features, shape ``(feature_dim,)``, float32; empty when not known (a prediction read
+            back from an analysis file, whose features are computed again from the crop).
+        logits: Raw emotion logits, shape ``(len(labels),)``; empty for a prediction read back from an analysis
+            file (the file keeps ``probs`` only).
         probs: Softmax of ``logits`` (never includes V/A).
         valence: Valence clipped to [-1, 1], or None when the model has no V/A outputs.
         arousal: Arousal clipped to [-1, 1], or None.
@@ -124,3 +141,25 @@ class FaceResult:
             "valence": None if p.valence is None else round(p.valence, 6),
             "arousal": None if p.arousal is None else round(p.arousal, 6),
         }
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """A video's face track as it is stored: its span, engagement and person.
+
+    Attributes:
+        track: Track id within the video (0, 1, ... in order of first appearance).
+        n_faces: Faces in the track.
+        start_s: First sighting, seconds.
+        end_s: Last sighting, seconds.
+        engagement: The track's engagement (mean score, label and windows), or None.
+        person: The person number of the student the track belongs to across the recording (tracks joined by
+            models/persons.py), or None when unknown.
+    """
+
+    track: int
+    n_faces: int = 0
+    start_s: float | None = None
+    end_s: float | None = None
+    engagement: EngagementResult | None = None
+    person: int | None = None

@@ -1,21 +1,9 @@
-"""Video analysis: streamed PyAV decoding, batched detection and classification across frames, tracks, engagement.
+"""Video analysis: batched detection and classification across sampled frames, tracks, engagement, persons.
 
-Decoding (PyAV / FFmpeg): any container and codec FFmpeg reads (mp4/h264, mov/hevc, webm/vp9, avi/mjpeg, animated
-GIF...). Frames are decoded one at a time and only the sampled ones are converted to RGB; at most ``chunk_frames``
-sampled frames are held in memory at once, so memory does not grow with the video's length.
-
-- Rotation: phone videos store sideways frames plus a display matrix. PyAV 18 exposes its rotation on every decoded
-  frame as ``VideoFrame.rotation`` (degrees counter-clockwise, from the ``DISPLAYMATRIX`` side data FFmpeg attaches
-  to frames); frames are turned upright with ``np.rot90(image, rotation // 90)``, so boxes refer to the upright
-  picture (models/types.py). Mirroring flags of the matrix are not applied (phones do not write them).
-- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right.
-- Sampling: at ``fps`` frames per second of video time, the first frame of each ``1/fps`` slot; ``fps`` 0 or None
-  takes every frame. Frame indices count decoded frames from 0.
-- Damage: a decoding error stops nothing: the bad packet is skipped with a warning and the frames before (and after)
-  it are analysed; a stream ending well before the duration its header announces gives a "truncated" warning. An
-  mp4/mov whose index (``moov``) is at the end cannot be opened once truncated: that is a BadInputError.
-- Bad input: garbage, audio-only or zero-frame files raise :class:`BadInputError` naming the file and the reason.
-  A video without faces is not an error: the result has no faces.
+Frames come from :mod:`models.decode` (streamed, upright, sampled at ``fps``); at most ``chunk_frames`` sampled
+frames are held in memory at once, so memory does not grow with the video's length. Damaged data is skipped with a
+warning (see :mod:`models.decode`); unreadable files raise :class:`BadInputError`. A video without faces is not an
+error: the result has no faces.
 
 Inference: one :class:`FaceDetector` for the whole video, ``detect_batch`` on groups of frames; the crops of all
 faces of a chunk go through the recognizer together. With ``detect_every = k > 1`` faces are detected on every k-th
@@ -26,97 +14,30 @@ to (by IoU), and a face seen at only one end is kept for the half of the gap nea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
 import numpy as np
 
 from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
+from models.decode import DecodedFrame, FrameReader, ResumePoint, prefetch
 from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
-from models.errors import BadInputError
 from models.faces import FaceDetector, crop_face
 from models.persons import PersonConfig, TrackProfile, link_tracks, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
-from models.types import Face, FaceResult
+from models.types import EmotionPrediction, Face, FaceResult, TrackResult
 
 Progress = Callable[[float, float | None], None]
 """Called as ``progress(seconds_done, duration_seconds_or_None)`` after each chunk."""
-T = TypeVar("T")
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".wmv",
-                              ".flv", ".3gp", ".ts", ".mts", ".ogv"})
-"""Extensions shown in file pickers; :func:`is_video` decides by probing, not by these."""
-
-_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "gif_pipe", "pam_pipe",
-                  "ppm_pipe", "pgm_pipe", "j2k_pipe", "jpegxl_pipe", "qoi_pipe", "svg_pipe", "psd_pipe")
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What probing a video tells.
-
-    Attributes:
-        file: The name given by the user.
-        container: FFmpeg demuxer name(s).
-        codec: Video codec name.
-        width: Upright frame width (after rotation).
-        height: Upright frame height.
-        rotation: Display rotation, degrees counter-clockwise (0 for none).
-        duration: Duration in seconds, or None when unknown.
-        fps: Average frame rate, or None.
-        frames: Frame count from the header (0 when unknown).
-    """
-
-    file: str
-    container: str
-    codec: str
-    width: int
-    height: int
-    rotation: int
-    duration: float | None
-    fps: float | None
-    frames: int
-
-
-@dataclass(frozen=True, eq=False)
-class DecodedFrame:
-    """A sampled, upright frame.
-
-    Attributes:
-        index: Index among all decoded frames (0-based).
-        sample: Index among the sampled frames.
-        time_s: Presentation time in seconds from the stream start.
-        image: RGB uint8 (H, W, 3), upright.
-    """
-
-    index: int
-    sample: int
-    time_s: float
-    image: np.ndarray = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """The last frame a stopped analysis stored: a resumed run goes on after it.
-
-    Attributes:
-        time_s: Its time in seconds.
-        index: Its number among the decoded frames.
-        sample: Its number among the sampled frames.
-        faces: Its faces (the detections that boxes after it are interpolated from when ``detect_every > 1``).
-    """
-
-    time_s: float
-    index: int
-    sample: int
-    faces: tuple[Face, ...] = ()
+FaceRow = list[tuple[Face, np.ndarray, EmotionPrediction]]
+"""One frame's faces with their crops and predictions."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,319 +148,12 @@ class VideoAnalysis:
         """The engagement of a track, or None."""
         return next((t.engagement for t in self.summary.tracks if t.track == track), None)
 
-
-def _open(path: str | Path, name: str):
-    import av
-
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(name, "no such file")
-    if p.is_dir():
-        raise BadInputError(name, "is a directory")
-    if p.stat().st_size == 0:
-        raise BadInputError(name, "empty file")
-    try:
-        container = av.open(str(p), mode="r")
-    except av.FFmpegError as exc:
-        raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams})
-        container.close()
-        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
-        raise BadInputError(name, f"no video stream ({what})")
-    return container
+    def track_results(self) -> list[TrackResult]:
+        """The tracks as they are stored (span, engagement, person), by id."""
+        return [TrackResult(track=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
+                            engagement=t.engagement, person=self.person(t.track)) for t in self.summary.tracks]
 
 
-def _rate(x: object) -> float | None:
-    try:
-        v = float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return v if v > 0 else None
-
-
-def _duration(container: object, stream: object) -> float | None:
-    if stream.duration and stream.time_base:  # type: ignore[attr-defined]
-        return float(stream.duration * stream.time_base)  # type: ignore[attr-defined]
-    if container.duration:  # type: ignore[attr-defined]
-        return container.duration / 1_000_000  # type: ignore[attr-defined]
-    return None
-
-
-def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
-    """Reads a video's header and its first frame.
-
-    Raises:
-        BadInputError: Not a video with a decodable frame.
-    """
-    name = name or str(path)
-    container = _open(path, name)
-    with container:
-        st = container.streams.video[0]
-        first = None
-        try:
-            for frame in container.decode(st):
-                first = frame
-                break
-        except Exception:
-            first = None
-        if first is None:
-            raise BadInputError(name, "no decodable video frame")
-        rot = _norm_rotation(first.rotation)
-        w, h = first.width, first.height
-        if rot % 180:
-            w, h = h, w
-        return VideoInfo(file=name, container=container.format.name, codec=st.codec_context.name, width=w, height=h,
-                         rotation=rot, duration=_duration(container, st), fps=_rate(st.average_rate),
-                         frames=int(st.frames or 0))
-
-
-def is_video(path: str | Path) -> bool:
-    """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
-
-    Never raises: unreadable files are not videos.
-    """
-    import av
-
-    try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                return False
-            if any(n in _STILL_FORMATS for n in container.format.name.split(",")):
-                return False
-            st = container.streams.video[0]
-            if st.codec_context.name == "gif" or not st.frames:
-                return any(n > 0 for n, _ in enumerate(container.decode(st)))
-            return st.frames > 1 or bool(_duration(container, st))
-    except Exception:
-        return False
-
-
-def _norm_rotation(rot: float | int | None) -> int:
-    if not rot:
-        return 0
-    return round(float(rot) / 90.0) % 4 * 90
-
-
-def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Yields ``items``, produced by a background thread that keeps at most ``depth`` of them ready.
-
-    Decoding (PyAV releases the GIL) then overlaps detection and classification, which leave a core idle at times.
-    An exception in the producer is raised here, in the consumer, when it reaches that point of the stream; when the
-    consumer stops early the producer is stopped too (at most ``depth`` items are decoded in vain).
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    end = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((end, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            q.put((end, exc))
-
-    worker = threading.Thread(target=produce, name="affectlab-decode", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if item is end:
-                if exc is not None:
-                    raise exc
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            with suppress(queue.Empty):
-                q.get(timeout=0.1)
-        worker.join()
-
-
-class FrameReader:
-    """Streams the sampled, upright frames of a video.
-
-    Attributes after iteration: ``frames_decoded``, ``frames_sampled``, ``warnings``, ``last_time``, ``width``,
-    ``height``, ``rotation``.
-    """
-
-    def __init__(self, path: str | Path, name: str | None = None, fps: float | None = 5.0,
-                 max_decode_errors: int = 50, *, resume: ResumePoint | None = None) -> None:
-        """Opens the file (header only).
-
-        Args:
-            path: The video.
-            name: Name for messages (default: the path).
-            fps: Sampling rate; 0 or None for every frame.
-            max_decode_errors: Packets that fail to decode before the rest of the file is given up.
-            resume: Continue after this already analysed frame: decoding seeks to the keyframe before it, the
-                frames up to it are decoded but not sampled, and frame and sample numbers go on from it, as in a
-                run from the start.
-
-        Raises:
-            BadInputError: Not a readable video.
-        """
-        self.name = name or str(path)
-        self.path = path
-        self.fps = fps if fps and fps > 0 else None
-        self.max_decode_errors = max_decode_errors
-        self._container = _open(path, self.name)
-        st = self._container.streams.video[0]
-        self.duration = _duration(self._container, st)
-        self.avg_fps = _rate(st.average_rate)
-        self.frames_decoded = 0
-        self.frames_sampled = 0
-        self.warnings: list[str] = []
-        self.last_time = 0.0
-        self.width = int(st.codec_context.width or 0)
-        self.height = int(st.codec_context.height or 0)
-        self.rotation = 0
-        self.resume = resume
-
-    def close(self) -> None:
-        """Closes the file."""
-        self._container.close()
-
-    def __enter__(self) -> FrameReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[DecodedFrame]:
-        import av
-
-        st = self._container.streams.video[0]
-        st.thread_type = "AUTO"
-        tb = st.time_base
-        start = st.start_time or 0
-        rate = self.avg_fps or 25.0
-        last_slot = -1
-        errors = 0
-        index = 0  # the next decoded frame's number
-        resume = self.resume
-        seeking = resume is not None
-        if resume is not None:
-            self.last_time = resume.time_s
-            if self.fps is not None:
-                last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
-            self.frames_sampled = resume.sample + 1
-            if tb is not None and resume.time_s > 0:
-                self._container.seek(int(start + resume.time_s / tb), stream=st, backward=True, any_frame=False)
-        packets = self._container.demux(st)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError as exc:
-                self.warnings.append(f"demuxing stopped after {self.last_time:.2f} s: {exc.strerror or exc}")
-                break
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as exc:
-                errors += 1
-                if errors == 1:
-                    self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped "
-                                         f"({exc.strerror or exc})")
-                if errors >= self.max_decode_errors:
-                    self.warnings.append(f"gave up after {errors} undecodable packets at {self.last_time:.2f} s")
-                    break
-                continue
-            for frame in frames:
-                self.frames_decoded += 1
-                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
-                if seeking:
-                    assert resume is not None
-                    if t < resume.time_s - 0.25 / rate:
-                        continue  # between the keyframe and the resume point
-                    seeking = False
-                    index = resume.index + 1
-                    if t <= resume.time_s + 0.25 / rate:
-                        continue  # the last analysed frame itself
-                idx = index
-                index += 1
-                self.last_time = max(self.last_time, t)
-                if self.fps is not None:
-                    slot = int(np.floor(t * self.fps + 1e-6))
-                    if slot <= last_slot:
-                        continue
-                    last_slot = slot
-                rot = _norm_rotation(frame.rotation)
-                img = frame.to_ndarray(format="rgb24")
-                if rot:
-                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
-                self.rotation = rot
-                self.height, self.width = int(img.shape[0]), int(img.shape[1])
-                sample = self.frames_sampled
-                self.frames_sampled += 1
-                yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
-        if errors > 1:
-            self.warnings.append(f"{errors} damaged packets skipped in all")
-        if self.frames_decoded == 0 and resume is None:
-            reason = "no decodable video frame"
-            if self.warnings:
-                reason += f" ({self.warnings[0]})"
-            raise BadInputError(self.name, reason)
-        if self.duration:
-            frame_dur = 1.0 / rate
-            if self.last_time + frame_dur < self.duration - max(0.5, 3 * frame_dur):
-                self.warnings.append(f"the stream ends at {self.last_time:.2f} s but its header announces "
-                                     f"{self.duration:.2f} s: the file looks truncated; analysed up to the damage")
-
-
-def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5.0) -> Iterator[DecodedFrame]:
-    """Sampled upright frames of a video (see :class:`FrameReader`)."""
-    with FrameReader(path, name, fps) as reader:
-        yield from reader
-
-
-def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.ndarray:
-    """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
-
-    Raises:
-        BadInputError: Not a readable video, or no frame at that time.
-    """
-    import av
-
-    label = name or str(path)
-    container = _open(path, label)
-    try:
-        st = container.streams.video[0]
-        tb = st.time_base
-        start = st.start_time or 0
-        rate = _rate(st.average_rate) or 25.0
-        if tb is not None and time_s > 0:
-            container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
-        best = None
-        for frame in container.decode(st):
-            t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
-            if best is not None and t > time_s + 0.5 / rate:
-                break
-            best = frame
-            if t >= time_s - 0.5 / rate:
-                break
-    except av.FFmpegError as exc:
-        raise BadInputError(label, f"cannot decode the frame at {time_s:.2f} s ({exc.strerror or exc})") from None
-    finally:
-        container.close()
-    if best is None:
-        raise BadInputError(label, f"no frame at {time_s:.2f} s")
-    img = best.to_ndarray(format="rgb24")
-    rot = _norm_rotation(best.rotation)
-    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
 
 
 def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: float = 0.1) -> list[Face]:
@@ -567,8 +181,10 @@ def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: f
             if m[i, j] >= min_iou:
                 matched_a.add(int(i))
                 matched_b.add(int(j))
-                box = tuple(float((1 - w) * p + w * q) for p, q in zip(a[i].box, b[j].box, strict=True))
-                out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))  # type: ignore[arg-type]
+                (p1, p2, p3, p4), (q1, q2, q3, q4) = a[i].box, b[j].box
+                box = (float((1 - w) * p1 + w * q1), float((1 - w) * p2 + w * q2), float((1 - w) * p3 + w * q3),
+                       float((1 - w) * p4 + w * q4))
+                out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))
     if w < 0.5:
         out.extend(f for i, f in enumerate(a) if i not in matched_a)
     else:
@@ -613,7 +229,7 @@ class _Analyzer:
         self.frames_with_faces = 0
         # Classification of one chunk runs in the background while the next chunk is decoded and detected.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-classify")
-        self._inflight: tuple[Future, Sequence[DecodedFrame]] | None = None
+        self._inflight: tuple[Future[list[FaceRow]], Sequence[DecodedFrame]] | None = None
 
     def finish(self) -> None:
         """Waits for the chunk still being classified and tracks it."""
@@ -681,7 +297,7 @@ class _Analyzer:
         pairs = [(i0, det_faces[i0], i1) for i0, i1 in pairwise(keys)]
         if self.prev_det is not None and keys:
             pairs.insert(0, (-1, self.prev_det[1], keys[0]))  # -1: the last detected frame of the chunk before
-        gaps = []
+        gaps: list[int] = []
         for i0, a, i1 in pairs:
             if i1 - i0 > 1 and not _faces_agree(a, det_faces[i1], self.config.refine_iou):
                 gaps.extend(range(i0 + 1, i1))
@@ -695,11 +311,11 @@ class _Analyzer:
             out.extend(self.detector.detect_batch(images[i:i + b]))
         return out
 
-    def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]):
+    def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> list[FaceRow]:
         kept: list[list[tuple[Face, np.ndarray]]] = []
         crops: list[np.ndarray] = []
         for f, faces in zip(frames, faces_per_frame, strict=True):
-            row = []
+            row: list[tuple[Face, np.ndarray]] = []
             for face in faces:
                 crop = crop_face(f.image, face.box)
                 if crop.size:
@@ -723,7 +339,7 @@ class _Analyzer:
         else:
             self._track(frames, self._predict(frames, faces_per_frame))
 
-    def _track(self, frames: Sequence[DecodedFrame], rows: Sequence[list]) -> None:
+    def _track(self, frames: Sequence[DecodedFrame], rows: Sequence[FaceRow]) -> None:
         keep = self.config.keep_crops
         for f, row in zip(frames, rows, strict=True):
             self.frames_analyzed += 1
@@ -746,7 +362,7 @@ class _Analyzer:
         cfg = self.config.adaptive
         assert cfg is not None
         self._drain()
-        rows: dict[int, list] = {}
+        rows: dict[int, FaceRow] = {}
         states: dict[int, FrameState] = {}
         todo = coarse_positions(len(frames), cfg.strides[0])
         for stride in (*cfg.strides[1:], None):
@@ -934,7 +550,7 @@ class FaceReplay:
         return link_tracks(self.profiles(), config)
 
 
-def video_json(analysis: VideoAnalysis) -> dict[str, object]:
+def video_json(analysis: VideoAnalysis) -> dict[str, Any]:
     """The parts of the ``analyze --json`` document for one video.
 
     Returns:

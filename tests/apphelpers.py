@@ -67,8 +67,7 @@ def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: st
     ids = []
     for f in files:
         out = services.analyze_upload(services.Upload(f.name, f.read_bytes()), study=study, store=store,
-                                      detector=session.detector, recognizer=session.recognizer,
-                                      media_dir=data_dir.resolve() / "media")  # fmt: skip
+                                      session=session, media_dir=data_dir.resolve() / "media")  # fmt: skip
         assert out.error is None, out.error
         ids.append(out.media_id)
     store.close()

@@ -216,6 +216,13 @@ def png_bytes(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
     return buf.getvalue()
 
 
+def tracks_of(items: list[dict]) -> list:
+    """Typed tracks (``models.types.TrackResult``) of ``tracks`` items of an analysis file."""
+    from db.analysis_file import track_result
+
+    return [track_result(t) for t in items]
+
+
 def fake_results(
     file: str,
     boxes: list[tuple[float, float, float, float]],

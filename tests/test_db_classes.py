@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from db.ingest import MediaInfo
 from db.persons import PersonChangeError
 from db.segments import SegmentsError
-from tests.pg import fake_results, png_bytes
+from tests.pg import fake_results, png_bytes, tracks_of
 
 # track -> (person from the analysis, first second, last second, box, label, valence)
 PLAN = {
@@ -38,7 +38,7 @@ def _ingest(store, study="class"):
                                        else 0.3}]}}
           for t, (p, a, b, *_rest) in PLAN.items()]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=120.0, fps=1.0)
-    rep = store.ingest_results(study, png_bytes(7), "lecture.mp4", results, tj, media_info=info)
+    rep = store.ingest_results(study, png_bytes(7), "lecture.mp4", results, tracks_of(tj), media_info=info)
     return rep.media_ids[0]
 
 

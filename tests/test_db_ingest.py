@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
+from db.codecs import decode_png
 from db.errors import AnalysisFormatError
-from db.ingest import decode_png
 from db.services import LabelStore
-from tests.pg import fake_results, png_bytes
+from tests.pg import fake_results, png_bytes, tracks_of
 
 BOXES = [(10.0, 12.0, 50.0, 64.0), (80.0, 10.0, 120.0, 58.0)]
 
@@ -79,7 +79,7 @@ def test_video_tracks_and_engagement_windows(store):
                         {"start_s": 1.0, "end_s": 2.0, "p_engaged": 0.2}]}},
         {"track": 1, "n_faces": 2, "start_s": 0.0, "end_s": 2.0, "engagement": None},
     ]  # fmt: skip
-    rep = store.ingest_results("s", png_bytes(4), "v.mp4", results, tracks)
+    rep = store.ingest_results("s", png_bytes(4), "v.mp4", results, tracks_of(tracks))
     assert rep.tracks_new == 2 and rep.faces_new == 4
     media = store.media("s")[0]
     assert media.kind == "video"
@@ -90,7 +90,7 @@ def test_video_tracks_and_engagement_windows(store):
     assert by_frame[(20, 0)].model_engagement == 0.2  # t = 2 s
     assert by_frame[(0, 1)].model_engagement is None
     # Re-ingest: nothing new.
-    again = store.ingest_results("s", png_bytes(4), "v.mp4", results, tracks)
+    again = store.ingest_results("s", png_bytes(4), "v.mp4", results, tracks_of(tracks))
     assert (again.tracks_new, again.faces_new, again.predictions_new) == (0, 0, 0)
 
 
@@ -184,10 +184,9 @@ def _write_mpeg4(path, n=10, size=(96, 64)):
             c.mux(packet)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("models.video") is None, reason="models.video is not there yet")
 def test_analysis_json_video_crops_are_cut_from_the_decoded_frames(store, tmp_path):
+    from models.decode import iter_frames
     from models.faces import crop_face
-    from models.video import iter_frames
 
     _write_mpeg4(tmp_path / "v.mp4")
     res = fake_results("v.mp4", [(8.0, 8.0, 40.0, 40.0)] * 2, ["Fear", "Fear"], frames=[2, 7], tracks=[0, 0])

@@ -7,7 +7,7 @@ import pytest
 
 from db.ingest import MediaInfo
 from db.resumable import AnalysisStateError
-from tests.pg import fake_results, png_bytes
+from tests.pg import fake_results, png_bytes, tracks_of
 
 INFO = MediaInfo(kind="video", width=320, height=240, duration_s=4.0, fps=10.0)
 
@@ -44,7 +44,7 @@ def test_chunks_resume_point_and_finish(store) -> None:
     tracks = [{"track": t, "n_faces": 4, "start_s": 0.0, "end_s": 0.3, "person": 0 if t == 0 else 1,
                "engagement": {"score": 0.8, "label": "Engaged",
                               "windows": [{"start_s": 0.0, "end_s": 0.3, "p_engaged": 0.8}]}} for t in (0, 1)]
-    assert store.finish_video(state.media_id, face_tracks, tracks, duration_s=0.4, fps=10.0, width=320,
+    assert store.finish_video(state.media_id, face_tracks, tracks_of(tracks), duration_s=0.4, fps=10.0, width=320,
                               height=240) == 2
     (media,) = store.media("s")
     assert media.analysis_status == "complete" and media.analysed_until_s is None and media.duration_s == 0.4

@@ -11,7 +11,7 @@ from db.errors import SchemaOutdatedError
 from db.migrate import current_revision, downgrade, head_revision, schema_differences, upgrade
 from db.schema import Annotation, EngagementWindow, Face, Media, Prediction, Track
 from db.services import LabelStore
-from tests.pg import fake_results, png_bytes
+from tests.pg import fake_results, png_bytes, tracks_of
 
 
 def test_upgrade_empty_database_then_autogenerate_finds_no_difference(store_url):
@@ -59,7 +59,7 @@ def _ingest_video(store, study="s", seed=1):
          "engagement": {"score": 0.8, "label": "Engaged", "windows": [{"start_s": 0, "end_s": 0.5, "p_engaged": 0.8}]}},
         {"track": 2, "n_faces": 2, "start_s": 0.0, "end_s": 0.5, "engagement": None},
     ]  # fmt: skip
-    return store.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks)
+    return store.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks_of(tracks))
 
 
 def _count(store, model):

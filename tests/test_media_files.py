@@ -16,7 +16,7 @@ from db import media_files
 from db.engine import make_engine
 from db.migrate import upgrade
 from db.services import LabelStore
-from tests.pg import fake_results, png_bytes
+from tests.pg import fake_results, png_bytes, tracks_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
@@ -29,7 +29,7 @@ def _mode(p: Path) -> int:
 def _video_results(name: str, seed: int = 1) -> tuple[list, list]:
     results = fake_results(name, BOXES * 2, ["Happiness", "Neutral"] * 2, frames=[0, 0, 2, 2], tracks=[1, 2, 1, 2],
                            seed=seed)  # fmt: skip
-    tracks = [{"track": t, "n_faces": 2, "start_s": 0.0, "end_s": 0.2, "engagement": None} for t in (1, 2)]
+    tracks = tracks_of([{"track": t, "n_faces": 2, "start_s": 0.0, "end_s": 0.2, "engagement": None} for t in (1, 2)])
     return results, tracks
 
 

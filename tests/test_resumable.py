@@ -15,8 +15,9 @@ from sqlalchemy import select
 
 from db.schema import Media
 from db.services import LabelStore
+from models.decode import FrameReader, ResumePoint
 from models.persons import PersonConfig
-from models.video import FaceReplay, FrameReader, ResumePoint, analyze_video, analyze_video_chunks
+from models.video import FaceReplay, analyze_video, analyze_video_chunks
 
 ROOT = Path(__file__).resolve().parents[1]
 

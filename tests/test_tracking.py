@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
-from models.tracking import Tracker, TrackerConfig, iou
-from models.types import Face
+from models.tracking import Tracker, TrackerConfig
+from models.types import Face, iou
 from models.video import interpolate_faces
 
 

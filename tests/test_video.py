@@ -8,8 +8,9 @@ import av
 import numpy as np
 import pytest
 
+from models.decode import FrameReader, is_video, probe_video
 from models.errors import BadInputError
-from models.video import FrameReader, VideoConfig, analyze_video, is_video, probe_video, video_json
+from models.video import VideoConfig, analyze_video, video_json
 from tests import testdata
 from tests.videos import Placement, background, compose, face_patches, random_recognizer, write_video
 
@@ -276,7 +277,7 @@ def test_detect_every_k_detects_where_faces_come_and_go(pyfeat, detector, recogn
 
 
 def test_prefetch_keeps_order_and_raises_where_the_stream_failed():
-    from models.video import prefetch
+    from models.decode import prefetch
 
     assert list(prefetch(iter(range(50)), depth=3)) == list(range(50))
 
@@ -296,7 +297,7 @@ def test_prefetch_stops_the_producer_when_the_consumer_stops():
     import threading
     from contextlib import closing
 
-    from models.video import prefetch
+    from models.decode import prefetch
 
     produced = []
 

@@ -152,7 +152,6 @@ def _reopen_without_a_model(video: Path, media_id: int) -> None:
 
     mp = pytest.MonkeyPatch()
     mp.setattr(resources, "analysis_session", _no_model)
-    mp.setattr(resources, "engagement_model", _no_model)
     try:
         at = new_app()  # a new browser session: nothing of the first one is left
         at.run()

@@ -192,7 +192,7 @@ def test_classroom_thumbnails_blurred_for_non_owners(tmp_path: Path, monkeypatch
 
     from db.ingest import MediaInfo
     from tests.apphelpers import use_folders
-    from tests.pg import fake_results, png_bytes
+    from tests.pg import fake_results, png_bytes, tracks_of
 
     data = tmp_path / "data"
     data.mkdir()
@@ -205,7 +205,8 @@ def test_classroom_thumbnails_blurred_for_non_owners(tmp_path: Path, monkeypatch
     results = [dataclasses.replace(r, crop=face_crops[i % 3]) for i, r in enumerate(results)]
     tracks = [{"track": k, "n_faces": 10, "start_s": 0.0, "end_s": 9.0, "person": k} for k in range(3)]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=10.0, fps=1.0)
-    mid = store.ingest_results("default", png_bytes(5), "lecture.mp4", results, tracks, media_info=info).media_ids[0]
+    mid = store.ingest_results("default", png_bytes(5), "lecture.mp4", results, tracks_of(tracks),
+                               media_info=info).media_ids[0]
     store.set_study_settings("default", StudySettings(blur_faces=True))
     from webapp.services import blurred_crop
 

@@ -16,7 +16,6 @@ from db.services import LabelStore
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
-    from models.engagement import EngagementModel
 
 
 def settings() -> Settings:
@@ -38,12 +37,13 @@ def label_store(s: Settings | None = None) -> LabelStore:
     return _store(s.database_url, s.store_crops, str(Path(s.data_dir).resolve()))
 
 
-@st.cache_resource(show_spinner="Loading the face detector and the emotion model (first time only)...")
+@st.cache_resource(show_spinner="Loading the face detector, the emotion and engagement models (first time only)...")
 def analysis_session(model: str, weights_dir: str, device: str, backend: str | None = None,
                      detect_every: int | None = None) -> AnalysisSession:
-    """The detector and emotion model for ``(model, weights_dir, device, backend, detect_every)``.
+    """The models for ``(model, weights_dir, device, backend, detect_every)``: detector, emotion, engagement.
 
-    Backend and ``detect_every`` default to the settings' (the measured fastest path).
+    One session serves every browser session (it holds no per-request state); the analyze path uses it for images
+    and videos alike. Backend and ``detect_every`` default to the settings' (the measured fastest path).
 
     Raises:
         WeightsMissingError: The model's weights are absent (nothing is cached then).
@@ -55,18 +55,9 @@ def analysis_session(model: str, weights_dir: str, device: str, backend: str | N
                                 detect_every=detect_every or s.detect_every)
 
 
-@st.cache_resource(show_spinner="Loading the engagement model...")
-def engagement_model(weights_dir: str, device: str) -> EngagementModel | None:
-    """The engagement model, or None when its weights are absent."""
-    from models.engagement import EngagementModel
-
-    return EngagementModel.load(weights_dir, device=device, numpy=device == "cpu")
-
-
 def forget_models() -> None:
     """Drops the cached models (after weights were fetched or imported, so that the new files are used)."""
     analysis_session.clear()
-    engagement_model.clear()
 
 
 def media_dir(s: Settings | None = None) -> Path | None:

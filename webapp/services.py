@@ -1,7 +1,7 @@
 """The web app's actions: one function per user action, over ``models/`` and ``db/``; no streamlit here.
 
 This module is the adapter between the pages and the label store (:class:`db.services.LabelStore`) and the inference
-core (:class:`models.analysis.AnalysisSession`, :func:`models.video.analyze_video`). Pages read their widgets, call one
+core (:class:`models.analysis.AnalysisSession`, the one way to analyse a file). Pages read their widgets, call one
 function of this module and render what it returns; tests call the same functions with the same bytes.
 
 Media files: when crops are stored (the default), the uploaded file itself is kept under
@@ -13,7 +13,7 @@ deletes its file too.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import io
 import logging
 import re
@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from models.errors import AffectLabError, BadInputError
 from models.registry import EMOTIONS_8, REGISTRY, app_models, emotion_models
 from models.registry import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from models.weights import weights_verified as stored_weights_verified
+
+if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
+    from models.analysis import AnalysisSession
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +310,13 @@ class Upload:
     name: str
     data: bytes
 
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes, computed once (the stored-already check and the store share it)."""
+        from db.codecs import sha256_bytes
+
+        return sha256_bytes(self.data)
+
 
 @dataclass(frozen=True)
 class FileOutcome:
@@ -333,7 +343,7 @@ class FileOutcome:
 
 def stored_media(store: LabelStore, study: str, upload: Upload) -> MediaRow | None:
     """The media item of the study holding exactly these bytes, None when the file is new to the study."""
-    return store.media_by_sha256(study, hashlib.sha256(upload.data).hexdigest())
+    return store.media_by_sha256(study, upload.sha256)
 
 
 def thumbnail(path: Path, kind: str, time_s: float = 0.0, max_side: int = 240) -> np.ndarray:
@@ -354,8 +364,8 @@ def thumbnail(path: Path, kind: str, time_s: float = 0.0, max_side: int = 240) -
 
 
 def upload_kind(upload: Upload) -> str:
-    """``video`` or ``image``, by the name's suffix (a GIF is probed: animated ones are videos)."""
-    from models.video import VIDEO_EXTENSIONS, is_video
+    """``video`` or ``image``, by the suffix (``models.decode.VIDEO_SUFFIXES``; a GIF is probed: animated = video)."""
+    from models.decode import VIDEO_SUFFIXES, is_video
 
     suffix = Path(upload.name).suffix.lower()
     if suffix == ".gif":
@@ -363,7 +373,7 @@ def upload_kind(upload: Upload) -> str:
             tmp.write(upload.data)
             tmp.flush()
             return "video" if is_video(tmp.name) else "image"
-    return "video" if suffix in VIDEO_EXTENSIONS else "image"
+    return "video" if suffix in VIDEO_SUFFIXES else "image"
 
 
 def analyze_upload(
@@ -371,15 +381,13 @@ def analyze_upload(
     *,
     study: str,
     store: LabelStore,
-    detector: Any,
-    recognizer: Any,
+    session: AnalysisSession,
     media_dir: Path | None,
     uploaded_by: str | None = None,
     fps: float = 5.0,
-    engagement: Any = None,
     progress: Progress | None = None,
 ) -> FileOutcome:
-    """Analyses one uploaded image or video and stores the results in ``study``.
+    """Analyses one uploaded image or video with the session's models and stores the results in ``study``.
 
     A bad file never raises: its :class:`FileOutcome` carries the reason, and nothing stored is touched.
 
@@ -387,12 +395,11 @@ def analyze_upload(
         upload: The file.
         study: The study to store the results in (created when new).
         store: The label store.
-        detector: The face detector (``AnalysisSession.detector``).
-        recognizer: The emotion model (``AnalysisSession.recognizer``).
+        session: The loaded models (``webapp.resources.analysis_session``): detector, emotion and engagement
+            models and the video settings.
         media_dir: Where media files are kept, None in the features-only mode.
         uploaded_by: Who uploaded it.
         fps: Video sampling rate.
-        engagement: The engagement model for videos, or None.
         progress: Called with ``(fraction, message)`` as the analysis advances.
 
     Returns:
@@ -406,9 +413,8 @@ def analyze_upload(
         kind = upload_kind(upload)
         report(0.05, "decoding")
         if kind == "video":
-            return _analyze_video(upload, study, store, detector, recognizer, media_dir, uploaded_by, fps,
-                                  engagement, report)  # fmt: skip
-        return _analyze_image(upload, study, store, detector, recognizer, media_dir, uploaded_by, report)
+            return _analyze_video(upload, study, store, session, media_dir, uploaded_by, fps, report)
+        return _analyze_image(upload, study, store, session, media_dir, uploaded_by, report)
     except AffectLabError as exc:
         reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
         return FileOutcome(file=upload.name, kind=kind, media_id=None, error=reason)
@@ -418,27 +424,23 @@ def analyze_upload(
                            error=f"unexpected error ({type(exc).__name__}: {exc})")  # fmt: skip
 
 
-def _analyze_image(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
-                   media_dir: Path | None, uploaded_by: str | None, report: Progress) -> FileOutcome:
-    from models.pipeline import analyze_image
-
+def _analyze_image(upload: Upload, study: str, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
+                   uploaded_by: str | None, report: Progress) -> FileOutcome:
     report(0.2, "finding faces and classifying them")
-    result = analyze_image(upload.data, upload.name, detector, recognizer, keep_crops=True)
+    result = session.analyze_image(upload.data, upload.name, keep_crops=True)
     report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
     rep = store.ingest_results(study, upload.data, upload.name, result.faces, media_info=info,
-                               uploaded_by=uploaded_by, keep_file=media_dir is not None)  # fmt: skip
+                               uploaded_by=uploaded_by, keep_file=media_dir is not None,
+                               sha256=upload.sha256)  # fmt: skip
     report(1.0, plural(len(result.faces), "face"))
     return FileOutcome(file=upload.name, kind="image", media_id=rep.media_ids[0] if rep.media_ids else None,
                        n_faces=len(result.faces), warnings=rep.warnings, new=rep.media_new > 0)  # fmt: skip
 
 
-def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any, recognizer: Any,
-                   media_dir: Path | None, uploaded_by: str | None, fps: float, engagement: Any,
-                   report: Progress) -> FileOutcome:
+def _analyze_video(upload: Upload, study: str, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
+                   uploaded_by: str | None, fps: float, report: Progress) -> FileOutcome:
     from affectlab.longvideo import TimeLeft, analyze_long_video
-    from models.analysis import AnalysisSession
-    from models.video import VideoConfig, analyze_video, video_json
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
         path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
@@ -454,9 +456,9 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any,
             else:
                 report(0.5, f"{done:.1f} s analysed")
 
-        session = AnalysisSession(detector=detector, recognizer=recognizer, engagement=engagement)
         long = analyze_long_video(session, store, study, path, upload.name, fps=fps, uploaded_by=uploaded_by,
-                                  keep_file=media_dir is not None, progress=on_progress, data=upload.data)
+                                  keep_file=media_dir is not None, progress=on_progress, data=upload.data,
+                                  sha256=upload.sha256)
         if not long.skipped:
             resumed = () if long.resumed_from_s is None else (
                 f"resumed a stopped analysis after {long.resumed_from_s:.1f} s",)
@@ -470,14 +472,13 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, detector: Any,
             else:
                 report(0.5, f"{done:.1f} s analysed")
 
-        analysis = analyze_video(path, upload.name, detector, recognizer, fps=fps,
-                                 config=VideoConfig(keep_crops=True), engagement=engagement, progress=on_chunk)
-        doc = video_json(analysis)
+        analysis = session.analyze_video(path, upload.name, fps=fps, keep_crops=True, progress=on_chunk)
     report(0.92, f"storing {plural(len(analysis.faces), 'face')}")
     info = MediaInfo(kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration,
                      fps=analysis.fps)  # fmt: skip
-    rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, doc["tracks"], media_info=info,
-                               uploaded_by=uploaded_by, keep_file=media_dir is not None)  # fmt: skip
+    rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, analysis.track_results(),
+                               media_info=info, uploaded_by=uploaded_by, keep_file=media_dir is not None,
+                               sha256=upload.sha256)  # fmt: skip
     warnings = tuple(analysis.warnings) + tuple(rep.warnings)
     if analysis.engagement_status != "ok":
         warnings += (f"engagement: {analysis.engagement_status}",)
@@ -497,7 +498,7 @@ def key_frames(path: Path, frames: Sequence[int], n: int = 4) -> list[tuple[floa
     Returns:
         ``(time_s, frame index, RGB image)`` per chosen frame, in time order.
     """
-    from models.video import iter_frames
+    from models.decode import iter_frames
 
     ordered = sorted(set(frames))
     if not ordered:
@@ -609,7 +610,7 @@ def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[i
 
 def video_frame(path: Path, time_s: float) -> np.ndarray:
     """The frame of a kept video at ``time_s`` (seeking, not decoding from the start)."""
-    from models.video import frame_at
+    from models.decode import frame_at
 
     return frame_at(path, time_s, path.name)
 
@@ -747,17 +748,14 @@ def sample_names(samples_dir: Path) -> list[str]:
     return [p.name for p in present_samples(samples_dir)]
 
 
-def try_samples(samples_dir: Path, *, store: LabelStore, detector: Any, recognizer: Any, engagement: Any,
-                media_dir: Path | None, uploaded_by: str | None, fps: float = 5.0,
-                progress: Progress | None = None) -> list[FileOutcome]:  # fmt: skip
+def try_samples(samples_dir: Path, *, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
+                uploaded_by: str | None, fps: float = 5.0, progress: Progress | None = None) -> list[FileOutcome]:
     """Analyses every sample into the demo study; a sample the study holds already is not analysed again.
 
     Args:
         samples_dir: The samples folder (``AFFECTLAB_SAMPLES_DIR``).
         store: The label store.
-        detector: The face detector.
-        recognizer: The emotion model.
-        engagement: The engagement model, or None.
+        session: The loaded models.
         media_dir: Where media files are kept, None in the features-only mode.
         uploaded_by: Who asked.
         fps: Video sampling rate.
@@ -782,9 +780,8 @@ def try_samples(samples_dir: Path, *, store: LabelStore, detector: Any, recogniz
         def on_file(fraction: float, message: str, i: int = i, name: str = path.name) -> None:
             report((i + fraction) / len(paths), f"{name}: {message}")
 
-        outcomes.append(analyze_upload(upload, study=DEMO_STUDY, store=store, detector=detector,
-                                       recognizer=recognizer, media_dir=media_dir, uploaded_by=uploaded_by, fps=fps,
-                                       engagement=engagement, progress=on_file))  # fmt: skip
+        outcomes.append(analyze_upload(upload, study=DEMO_STUDY, store=store, session=session, media_dir=media_dir,
+                                       uploaded_by=uploaded_by, fps=fps, progress=on_file))  # fmt: skip
     report(1.0, "done")
     return outcomes
 

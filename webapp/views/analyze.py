@@ -6,15 +6,15 @@ import time
 
 import streamlit as st
 
+from models.decode import VIDEO_SUFFIXES
 from models.errors import AffectLabError
 from models.images import IMAGE_SUFFIXES
 from models.registry import get_spec
-from models.video import VIDEO_EXTENSIONS
 from webapp import resources, results, services
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, file_error, flash, plural, show_flash
 
-UPLOAD_TYPES = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_EXTENSIONS})
+UPLOAD_TYPES = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_SUFFIXES})
 
 
 def _model_choice(ctx: Context) -> str | None:
@@ -72,9 +72,6 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
     except AffectLabError as exc:
         st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return []
-    engagement = None
-    if any(services.upload_kind(u) == "video" for u in uploads):
-        engagement = resources.engagement_model(str(ctx.weights_dir), ctx.settings.device)
     ids: list[int] = []
     ok = failed = 0
     for upload in uploads:
@@ -83,9 +80,8 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
         def report(fraction: float, message: str, bar=bar, name=upload.name) -> None:
             bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(name)}: {message}")
 
-        outcome = services.analyze_upload(upload, study=ctx.study, store=ctx.store, detector=session.detector,
-                                          recognizer=session.recognizer, media_dir=ctx.media_dir,
-                                          uploaded_by=ctx.annotator or ctx.who, fps=fps, engagement=engagement,
+        outcome = services.analyze_upload(upload, study=ctx.study, store=ctx.store, session=session,
+                                          media_dir=ctx.media_dir, uploaded_by=ctx.annotator or ctx.who, fps=fps,
                                           progress=report)  # fmt: skip
         if outcome.error is not None:
             failed += 1
@@ -127,11 +123,10 @@ def _try_sample(ctx: Context, model: str) -> None:
     except AffectLabError as exc:
         st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return
-    engagement = resources.engagement_model(str(ctx.weights_dir), ctx.settings.device)
     bar = st.progress(0.0, text="samples: starting")
     outcomes = services.try_samples(
-        ctx.settings.samples_dir, store=ctx.store, detector=session.detector, recognizer=session.recognizer,
-        engagement=engagement, media_dir=ctx.media_dir, uploaded_by=ctx.annotator or ctx.who,
+        ctx.settings.samples_dir, store=ctx.store, session=session, media_dir=ctx.media_dir,
+        uploaded_by=ctx.annotator or ctx.who,
         progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
     )  # fmt: skip
     state = ui_state()

@@ -1,0 +1,435 @@
+"""Video decoding: probing, streamed upright frames, single-frame seeks, and which files are videos.
+
+PyAV / FFmpeg reads any container and codec it knows (mp4/h264, mov/hevc, webm/vp9, avi/mjpeg, animated GIF...).
+Frames are decoded one at a time and only the sampled ones are converted to RGB.
+
+- Rotation: phone videos store sideways frames plus a display matrix. PyAV 18 exposes its rotation on every decoded
+  frame as ``VideoFrame.rotation`` (degrees counter-clockwise, from the ``DISPLAYMATRIX`` side data FFmpeg attaches
+  to frames); frames are turned upright with ``np.rot90(image, rotation // 90)``, so boxes refer to the upright
+  picture (models/types.py). Mirroring flags of the matrix are not applied (phones do not write them).
+- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right.
+- Sampling: at ``fps`` frames per second of video time, the first frame of each ``1/fps`` slot; ``fps`` 0 or None
+  takes every frame. Frame indices count decoded frames from 0.
+- Damage: a decoding error stops nothing: the bad packet is skipped with a warning and the frames before (and after)
+  it are decoded; a stream ending well before the duration its header announces gives a "truncated" warning. An
+  mp4/mov whose index (``moov``) is at the end cannot be opened once truncated: that is a BadInputError.
+- Bad input: garbage, audio-only or zero-frame files raise :class:`BadInputError` naming the file and the reason.
+- Which files are videos: :data:`VIDEO_SUFFIXES` (video containers) by name; a GIF is an image format, and an
+  animated one is a video only by probing (:func:`is_video`, :func:`looks_like_video`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from models.errors import BadInputError
+from models.types import Face
+
+if TYPE_CHECKING:
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
+
+T = TypeVar("T")
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".3gp", ".ts", ".mts", ".ogv"})
+"""Video container suffixes: files picked from folders and offered in file pickers (with the image suffixes, GIF
+among them), and files analysed as videos even when they cannot be read (so the error says why). A ``.gif`` is not
+here: an animated GIF is a video by probing (:func:`is_video`), a still one an image."""
+
+_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "gif_pipe", "pam_pipe",
+                  "ppm_pipe", "pgm_pipe", "j2k_pipe", "jpegxl_pipe", "qoi_pipe", "svg_pipe", "psd_pipe")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probing a video tells.
+
+    Attributes:
+        file: The name given by the user.
+        container: FFmpeg demuxer name(s).
+        codec: Video codec name.
+        width: Upright frame width (after rotation).
+        height: Upright frame height.
+        rotation: Display rotation, degrees counter-clockwise (0 for none).
+        duration: Duration in seconds, or None when unknown.
+        fps: Average frame rate, or None.
+        frames: Frame count from the header (0 when unknown).
+    """
+
+    file: str
+    container: str
+    codec: str
+    width: int
+    height: int
+    rotation: int
+    duration: float | None
+    fps: float | None
+    frames: int
+
+
+@dataclass(frozen=True, eq=False)
+class DecodedFrame:
+    """A sampled, upright frame.
+
+    Attributes:
+        index: Index among all decoded frames (0-based).
+        sample: Index among the sampled frames.
+        time_s: Presentation time in seconds from the stream start.
+        image: RGB uint8 (H, W, 3), upright.
+    """
+
+    index: int
+    sample: int
+    time_s: float
+    image: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The last frame a stopped analysis stored: a resumed run goes on after it.
+
+    Attributes:
+        time_s: Its time in seconds.
+        index: Its number among the decoded frames.
+        sample: Its number among the sampled frames.
+        faces: Its faces (the detections that boxes after it are interpolated from when ``detect_every > 1``).
+    """
+
+    time_s: float
+    index: int
+    sample: int
+    faces: tuple[Face, ...] = ()
+
+
+def _open(path: str | Path, name: str) -> InputContainer:
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(name, "no such file")
+    if p.is_dir():
+        raise BadInputError(name, "is a directory")
+    if p.stat().st_size == 0:
+        raise BadInputError(name, "empty file")
+    try:
+        container = av.open(str(p), mode="r")
+    except av.FFmpegError as exc:
+        raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
+        container.close()
+        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
+        raise BadInputError(name, f"no video stream ({what})")
+    return container
+
+
+def _rate(x: Fraction | float | None) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return v if v > 0 else None
+
+
+def _duration(container: InputContainer, stream: VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
+def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
+    """Reads a video's header and its first frame.
+
+    Raises:
+        BadInputError: Not a video with a decodable frame.
+    """
+    name = name or str(path)
+    container = _open(path, name)
+    with container:
+        st = container.streams.video[0]
+        first = None
+        try:
+            for frame in container.decode(st):
+                first = frame
+                break
+        except Exception:
+            first = None
+        if first is None:
+            raise BadInputError(name, "no decodable video frame")
+        rot = _norm_rotation(first.rotation)
+        w, h = first.width, first.height
+        if rot % 180:
+            w, h = h, w
+        return VideoInfo(file=name, container=container.format.name, codec=st.codec_context.name, width=w, height=h,
+                         rotation=rot, duration=_duration(container, st), fps=_rate(st.average_rate),
+                         frames=int(st.frames or 0))
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
+
+    Never raises: unreadable files are not videos.
+    """
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                return False
+            if any(n in _STILL_FORMATS for n in container.format.name.split(",")):
+                return False
+            st = container.streams.video[0]
+            if st.codec_context.name == "gif" or not st.frames:
+                return any(n > 0 for n, _ in enumerate(container.decode(st)))
+            return st.frames > 1 or bool(_duration(container, st))
+    except Exception:
+        return False
+
+
+def _norm_rotation(rot: float | int | None) -> int:
+    if not rot:
+        return 0
+    return round(float(rot) / 90.0) % 4 * 90
+
+
+class _End:
+    """The end of a prefetched stream, with the producer's exception if it failed."""
+
+    def __init__(self, exc: BaseException | None = None) -> None:
+        self.exc = exc
+
+
+def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
+    """Yields ``items``, produced by a background thread that keeps at most ``depth`` of them ready.
+
+    Decoding (PyAV releases the GIL) then overlaps detection and classification, which leave a core idle at times.
+    An exception in the producer is raised here, in the consumer, when it reaches that point of the stream; when the
+    consumer stops early the producer is stopped too (at most ``depth`` items are decoded in vain).
+    """
+    q: queue.Queue[T | _End] = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_End())
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(_End(exc))
+
+    worker = threading.Thread(target=produce, name="affectlab-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            got = q.get()
+            if isinstance(got, _End):
+                if got.exc is not None:
+                    raise got.exc
+                return
+            yield got
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with suppress(queue.Empty):
+                q.get(timeout=0.1)
+        worker.join()
+
+
+class FrameReader:
+    """Streams the sampled, upright frames of a video.
+
+    Attributes after iteration: ``frames_decoded``, ``frames_sampled``, ``warnings``, ``last_time``, ``width``,
+    ``height``, ``rotation``.
+    """
+
+    def __init__(self, path: str | Path, name: str | None = None, fps: float | None = 5.0,
+                 max_decode_errors: int = 50, *, resume: ResumePoint | None = None) -> None:
+        """Opens the file (header only).
+
+        Args:
+            path: The video.
+            name: Name for messages (default: the path).
+            fps: Sampling rate; 0 or None for every frame.
+            max_decode_errors: Packets that fail to decode before the rest of the file is given up.
+            resume: Continue after this already analysed frame: decoding seeks to the keyframe before it, the
+                frames up to it are decoded but not sampled, and frame and sample numbers go on from it, as in a
+                run from the start.
+
+        Raises:
+            BadInputError: Not a readable video.
+        """
+        self.name = name or str(path)
+        self.path = path
+        self.fps = fps if fps and fps > 0 else None
+        self.max_decode_errors = max_decode_errors
+        self._container = _open(path, self.name)
+        st = self._container.streams.video[0]
+        self.duration = _duration(self._container, st)
+        self.avg_fps = _rate(st.average_rate)
+        self.frames_decoded = 0
+        self.frames_sampled = 0
+        self.warnings: list[str] = []
+        self.last_time = 0.0
+        self.width = int(st.codec_context.width or 0)
+        self.height = int(st.codec_context.height or 0)
+        self.rotation = 0
+        self.resume = resume
+
+    def close(self) -> None:
+        """Closes the file."""
+        self._container.close()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        import av
+
+        st = self._container.streams.video[0]
+        st.thread_type = "AUTO"
+        tb = st.time_base
+        start = st.start_time or 0
+        rate = self.avg_fps or 25.0
+        last_slot = -1
+        errors = 0
+        index = 0  # the next decoded frame's number
+        resume = self.resume
+        seeking = resume is not None
+        if resume is not None:
+            self.last_time = resume.time_s
+            if self.fps is not None:
+                last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
+            self.frames_sampled = resume.sample + 1
+            if tb is not None and resume.time_s > 0:
+                self._container.seek(int(start + resume.time_s / tb), stream=st, backward=True, any_frame=False)
+        packets = self._container.demux(st)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.FFmpegError as exc:
+                self.warnings.append(f"demuxing stopped after {self.last_time:.2f} s: {exc.strerror or exc}")
+                break
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                errors += 1
+                if errors == 1:
+                    self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped "
+                                         f"({exc.strerror or exc})")
+                if errors >= self.max_decode_errors:
+                    self.warnings.append(f"gave up after {errors} undecodable packets at {self.last_time:.2f} s")
+                    break
+                continue
+            for frame in frames:
+                self.frames_decoded += 1
+                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
+                if seeking:
+                    assert resume is not None
+                    if t < resume.time_s - 0.25 / rate:
+                        continue  # between the keyframe and the resume point
+                    seeking = False
+                    index = resume.index + 1
+                    if t <= resume.time_s + 0.25 / rate:
+                        continue  # the last analysed frame itself
+                idx = index
+                index += 1
+                self.last_time = max(self.last_time, t)
+                if self.fps is not None:
+                    slot = int(np.floor(t * self.fps + 1e-6))
+                    if slot <= last_slot:
+                        continue
+                    last_slot = slot
+                rot = _norm_rotation(frame.rotation)
+                img: np.ndarray = frame.to_ndarray(format="rgb24")
+                if rot:
+                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
+                self.rotation = rot
+                self.height, self.width = int(img.shape[0]), int(img.shape[1])
+                sample = self.frames_sampled
+                self.frames_sampled += 1
+                yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
+        if errors > 1:
+            self.warnings.append(f"{errors} damaged packets skipped in all")
+        if self.frames_decoded == 0 and resume is None:
+            reason = "no decodable video frame"
+            if self.warnings:
+                reason += f" ({self.warnings[0]})"
+            raise BadInputError(self.name, reason)
+        if self.duration:
+            frame_dur = 1.0 / rate
+            if self.last_time + frame_dur < self.duration - max(0.5, 3 * frame_dur):
+                self.warnings.append(f"the stream ends at {self.last_time:.2f} s but its header announces "
+                                     f"{self.duration:.2f} s: the file looks truncated; analysed up to the damage")
+
+
+def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5.0) -> Iterator[DecodedFrame]:
+    """Sampled upright frames of a video (see :class:`FrameReader`)."""
+    with FrameReader(path, name, fps) as reader:
+        yield from reader
+
+
+def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.ndarray:
+    """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
+
+    Raises:
+        BadInputError: Not a readable video, or no frame at that time.
+    """
+    import av
+
+    label = name or str(path)
+    container = _open(path, label)
+    try:
+        st = container.streams.video[0]
+        tb = st.time_base
+        start = st.start_time or 0
+        rate = _rate(st.average_rate) or 25.0
+        if tb is not None and time_s > 0:
+            container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
+        best = None
+        for frame in container.decode(st):
+            t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
+            if best is not None and t > time_s + 0.5 / rate:
+                break
+            best = frame
+            if t >= time_s - 0.5 / rate:
+                break
+    except av.FFmpegError as exc:
+        raise BadInputError(label, f"cannot decode the frame at {time_s:.2f} s ({exc.strerror or exc})") from None
+    finally:
+        container.close()
+    if best is None:
+        raise BadInputError(label, f"no frame at {time_s:.2f} s")
+    img = best.to_ndarray(format="rgb24")
+    rot = _norm_rotation(best.rotation)
+    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+
+
+def looks_like_video(path: str | Path) -> bool:
+    """A video by its suffix (:data:`VIDEO_SUFFIXES`), else by probing (an animated GIF is a video; a still is not)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES or is_video(path)
