@@ -31,8 +31,7 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check .
-# ruff format --check: enabled after the tree is formatted.
-#	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check .
 
 # Strict type check of models/ and db/ (settings: [tool.mypy] in pyproject.toml).
 typecheck: install

@@ -115,9 +115,17 @@ def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return unique, notes
 
 
-def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study: str, *, fps: float = 5.0,
-                 uploaded_by: str | None = None, commit_every_s: float = 30.0,
-                 progress: Callable[[float, float | None], None] | None = None) -> FileOutcome:
+def analyze_file(
+    session: AnalysisSession,
+    store: LabelStore,
+    path: Path,
+    study: str,
+    *,
+    fps: float = 5.0,
+    uploaded_by: str | None = None,
+    commit_every_s: float = 30.0,
+    progress: Callable[[float, float | None], None] | None = None,
+) -> FileOutcome:
     """Analyses one file and stores its faces (crops, features, predictions, tracks) in ``study``.
 
     A file whose bytes the study already holds is skipped before the model runs. A file that cannot be analysed
@@ -150,15 +158,39 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
         if not size:
             raise BadInputError(name, "empty file")
         if looks_like_video(path):
-            long = analyze_long_video(session, store, study, path, name, fps=fps, uploaded_by=uploaded_by,
-                                      commit_every_s=commit_every_s, progress=progress, sha256=digest)
-            rep = IngestReport(study=study, media_ids=(long.media_id,), media_new=int(existing is None),
-                               media_existing=int(existing is not None), faces_new=long.faces_new,
-                               predictions_new=long.faces_new, tracks_new=long.n_tracks,
-                               crops_stored=long.crops_stored, features_stored=long.features_stored)
-            return FileOutcome(name, "stored", media_id=long.media_id, n_faces=long.n_faces, report=rep,
-                               warnings=long.warnings, resumed_from_s=long.resumed_from_s,
-                               frames_analyzed=long.frames_analyzed)
+            long = analyze_long_video(
+                session,
+                store,
+                study,
+                path,
+                name,
+                fps=fps,
+                uploaded_by=uploaded_by,
+                commit_every_s=commit_every_s,
+                progress=progress,
+                sha256=digest,
+            )
+            rep = IngestReport(
+                study=study,
+                media_ids=(long.media_id,),
+                media_new=int(existing is None),
+                media_existing=int(existing is not None),
+                faces_new=long.faces_new,
+                predictions_new=long.faces_new,
+                tracks_new=long.n_tracks,
+                crops_stored=long.crops_stored,
+                features_stored=long.features_stored,
+            )
+            return FileOutcome(
+                name,
+                "stored",
+                media_id=long.media_id,
+                n_faces=long.n_faces,
+                report=rep,
+                warnings=long.warnings,
+                resumed_from_s=long.resumed_from_s,
+                frames_analyzed=long.frames_analyzed,
+            )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -166,14 +198,21 @@ def analyze_file(session: AnalysisSession, store: LabelStore, path: Path, study:
         image = session.analyze_image(data, name, keep_crops=True)
         info = MediaInfo(kind="image", width=image.width, height=image.height)
         faces = image.faces
-        report = store.ingest_results(study, data, name, faces, media_info=info, uploaded_by=uploaded_by,
-                                      keep_file=True, sha256=digest)  # like the web app: thumbnails, boxes
+        report = store.ingest_results(
+            study, data, name, faces, media_info=info, uploaded_by=uploaded_by, keep_file=True, sha256=digest
+        )  # like the web app: thumbnails, boxes
     except BadInputError as exc:
         return FileOutcome(name, "failed", error=exc.reason)
     except StoreBusyError as exc:
         return FileOutcome(name, "failed", error=str(exc))
-    return FileOutcome(name, "stored", media_id=report.media_ids[0] if report.media_ids else None,
-                       n_faces=len(faces), report=report, warnings=report.warnings)
+    return FileOutcome(
+        name,
+        "stored",
+        media_id=report.media_ids[0] if report.media_ids else None,
+        n_faces=len(faces),
+        report=report,
+        warnings=report.warnings,
+    )
 
 
 @contextmanager
@@ -184,8 +223,15 @@ def _progress_bar(name: str, *, enabled: bool) -> Iterator[Callable[[float, floa
         return
     from tqdm import tqdm
 
-    bar = tqdm(desc=name, unit="s", total=None, file=sys.stderr, disable=None, leave=False,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s video [{elapsed}<{remaining}]")
+    bar = tqdm(
+        desc=name,
+        unit="s",
+        total=None,
+        file=sys.stderr,
+        disable=None,
+        leave=False,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s video [{elapsed}<{remaining}]",
+    )
 
     def update(done: float, duration: float | None) -> None:
         if duration and bar.total != round(duration, 1):
@@ -239,49 +285,80 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         if args.json:
             return
         if outcome.status == "skipped":
-            print(f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
-                  f"({outcome.n_faces} faces)", flush=True)
+            print(
+                f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
+                f"({outcome.n_faces} faces)",
+                flush=True,
+            )
         else:
             assert outcome.report is not None
             resumed = "" if outcome.resumed_from_s is None else f"resumed after {outcome.resumed_from_s:.2f} s; "
             frames = "" if outcome.frames_analyzed is None else f"{outcome.frames_analyzed} frames analysed; "
-            print(f"{outcome.file}: {outcome.n_faces} faces; {resumed}{frames}{ingest_line(outcome.report)}",
-                  flush=True)
+            print(
+                f"{outcome.file}: {outcome.n_faces} faces; {resumed}{frames}{ingest_line(outcome.report)}", flush=True
+            )
 
     outcomes: list[FileOutcome] = []
     if args.workers > 1 or args.ray:
         from affectlab.distribute import Job, analyze_many, job_env
 
-        job = Job(study=args.study, model=model, weights_dir=str(wdir), device=device, backend=backend,
-                  detect_every=detect_every, fps=args.fps, uploaded_by=args.uploaded_by, env=job_env())
-        outcomes = analyze_many(job, files, workers=args.workers, ray_address=args.ray, on_outcome=report,
-                                progress=not args.no_progress)
+        job = Job(
+            study=args.study,
+            model=model,
+            weights_dir=str(wdir),
+            device=device,
+            backend=backend,
+            detect_every=detect_every,
+            fps=args.fps,
+            uploaded_by=args.uploaded_by,
+            env=job_env(),
+        )
+        outcomes = analyze_many(
+            job, files, workers=args.workers, ray_address=args.ray, on_outcome=report, progress=not args.no_progress
+        )
         model_name = model
     else:
-        session = AnalysisSession.open(model=model, weights_dir=wdir, device=device,
-                                       backend=backend,  # type: ignore[arg-type]
-                                       detect_every=detect_every)
+        session = AnalysisSession.open(
+            model=model,
+            weights_dir=wdir,
+            device=device,
+            backend=backend,  # type: ignore[arg-type]
+            detect_every=detect_every,
+        )
         model_name = session.recognizer.name
         store = LabelStore.from_settings(settings)
         try:
             for path in files:
                 with _progress_bar(path.name, enabled=not args.json and not args.no_progress) as progress:
-                    outcome = analyze_file(session, store, path, args.study, fps=args.fps,
-                                           uploaded_by=args.uploaded_by, commit_every_s=args.commit_every,
-                                           progress=progress)
+                    outcome = analyze_file(
+                        session,
+                        store,
+                        path,
+                        args.study,
+                        fps=args.fps,
+                        uploaded_by=args.uploaded_by,
+                        commit_every_s=args.commit_every,
+                        progress=progress,
+                    )
                 outcomes.append(outcome)
                 report(outcome)
         finally:
             store.close()
     summary = _summary(outcomes)
     if args.json:
-        doc: dict[str, Any] = {"study": args.study, "model": model_name, "summary": summary,
-                               "files": [asdict(o) for o in outcomes]}
+        doc: dict[str, Any] = {
+            "study": args.study,
+            "model": model_name,
+            "summary": summary,
+            "files": [asdict(o) for o in outcomes],
+        }
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        print(f"{summary['files']} files: {summary['stored']} stored ({summary['faces']} faces, {summary['crops']} "
-              f"crops, {summary['features']} features), {summary['skipped']} skipped (already in study "
-              f"{args.study!r}), {summary['failed']} failed")
+        print(
+            f"{summary['files']} files: {summary['stored']} stored ({summary['faces']} faces, {summary['crops']} "
+            f"crops, {summary['features']} features), {summary['skipped']} skipped (already in study "
+            f"{args.study!r}), {summary['failed']} failed"
+        )
     return 1 if summary["failed"] else 0
 
 
@@ -305,8 +382,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         store.close()
     report = outcome.report
     if args.json:
-        print(json.dumps({"report": report.to_json(), "notes": list(outcome.notes),
-                          "version": outcome.version.name if outcome.version else None}, indent=2, default=float))
+        print(
+            json.dumps(
+                {
+                    "report": report.to_json(),
+                    "notes": list(outcome.notes),
+                    "version": outcome.version.name if outcome.version else None,
+                },
+                indent=2,
+                default=float,
+            )
+        )
     else:
         print(report_text(report))
         for note in outcome.notes:
@@ -318,8 +404,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def report_text(report: Any) -> str:
     """The before/after table of a :class:`models.finetune.FineTuneReport`."""
-    lines = [f"target: {report.target}; corrected faces: {report.n_faces} in {report.n_groups} groups; "
-             f"folds: {report.n_folds}"]
+    lines = [
+        f"target: {report.target}; corrected faces: {report.n_faces} in {report.n_groups} groups; "
+        f"folds: {report.n_folds}"
+    ]
     if not report.enough:
         return "\n".join([*lines, report.message])
     lines.append(f"{'metric':14} {'original':>9} {'fine-tuned':>10}")
@@ -354,19 +442,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
     common(p)
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: $AFFECTLAB_BACKEND or onnx")
-    p.add_argument("--exact", action="store_true",
-                   help="the reference path: torch backend, detection on every sampled frame")
-    p.add_argument("--workers", type=int, default=1,
-                   help="analyse with N processes on this machine (with --ray: N actors; 0 = one per cluster CPU)")
-    p.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="fan the files out over a Ray cluster (`local` starts one here); needs `pip install ray`")
+    p.add_argument(
+        "--exact", action="store_true", help="the reference path: torch backend, detection on every sampled frame"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="analyse with N processes on this machine (with --ray: N actors; 0 = one per cluster CPU)",
+    )
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="fan the files out over a Ray cluster (`local` starts one here); needs `pip install ray`",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
     p.add_argument("--uploaded-by", default=None, help="who ran the analysis (stored with each media item)")
     p.add_argument("--json", action="store_true", help="print one JSON document (per-file outcomes, summary)")
-    p.add_argument("--commit-every", type=float, default=30.0, metavar="SECONDS",
-                   help="store a video's faces every this many seconds of video; a stopped run resumes from the "
-                        "last stored stretch (default: 30)")
+    p.add_argument(
+        "--commit-every",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="store a video's faces every this many seconds of video; a stopped run resumes from the "
+        "last stored stretch (default: 30)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")

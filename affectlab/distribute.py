@@ -28,8 +28,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from affectlab.cli import FileOutcome
 
-ENV_KEYS = ("DATABASE_URL", "AFFECTLAB_DATA_DIR", "AFFECTLAB_WEIGHTS_DIR", "AFFECTLAB_MODEL", "AFFECTLAB_DEVICE",
-            "AFFECTLAB_BACKEND", "AFFECTLAB_DETECT_EVERY", "AFFECTLAB_STORE_CROPS", "AFFECTLAB_MALLOC_TUNE")
+ENV_KEYS = (
+    "DATABASE_URL",
+    "AFFECTLAB_DATA_DIR",
+    "AFFECTLAB_WEIGHTS_DIR",
+    "AFFECTLAB_MODEL",
+    "AFFECTLAB_DEVICE",
+    "AFFECTLAB_BACKEND",
+    "AFFECTLAB_DETECT_EVERY",
+    "AFFECTLAB_STORE_CROPS",
+    "AFFECTLAB_MALLOC_TUNE",
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +89,13 @@ class Worker:
 
         runtime.tune_malloc()
         self.job = job
-        self.session = AnalysisSession.open(job.model, job.weights_dir, device=job.device,
-                                            backend=job.backend,  # type: ignore[arg-type]
-                                            detect_every=job.detect_every)
+        self.session = AnalysisSession.open(
+            job.model,
+            job.weights_dir,
+            device=job.device,
+            backend=job.backend,  # type: ignore[arg-type]
+            detect_every=job.detect_every,
+        )
         self.store = LabelStore.from_settings(Settings.from_env())
 
     def run(self, path: str) -> FileOutcome:
@@ -90,8 +103,9 @@ class Worker:
         from affectlab.cli import FileOutcome, analyze_file
 
         try:
-            return analyze_file(self.session, self.store, Path(path), self.job.study, fps=self.job.fps,
-                                uploaded_by=self.job.uploaded_by)
+            return analyze_file(
+                self.session, self.store, Path(path), self.job.study, fps=self.job.fps, uploaded_by=self.job.uploaded_by
+            )
         except Exception as exc:  # a worker survives any one file; the driver reports it
             return FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -122,8 +136,9 @@ def run_local(job: Job, files: Sequence[Path], workers: int) -> Iterator[FileOut
     from models.runtime import cpu_workers
 
     threads = max(1, cpu_workers() // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process,
-                             initargs=(job, threads)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process, initargs=(job, threads)
+    ) as pool:
         futures = [pool.submit(_run_in_process, str(f)) for f in files]
         for fut in as_completed(futures):
             yield fut.result()
@@ -143,8 +158,7 @@ def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) 
     root = str(Path(__file__).resolve().parents[1])
     env = {**job.env, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     if address == "local":
-        ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env})
+        ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     else:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
     try:
@@ -173,8 +187,9 @@ class Progress:
         """Starts the bar for ``total`` files."""
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total, unit="file", file=sys.stderr, disable=not enabled, dynamic_ncols=True,
-                         mininterval=0.5)
+        self._bar = tqdm(
+            total=total, unit="file", file=sys.stderr, disable=not enabled, dynamic_ncols=True, mininterval=0.5
+        )
         self._faces = 0
         self._t0 = time.perf_counter()
 
@@ -191,9 +206,15 @@ class Progress:
         self._bar.close()
 
 
-def analyze_many(job: Job, files: Sequence[Path], *, workers: int, ray_address: str | None = None,
-                 on_outcome: Callable[[FileOutcome], None] | None = None,
-                 progress: bool = True) -> list[FileOutcome]:
+def analyze_many(
+    job: Job,
+    files: Sequence[Path],
+    *,
+    workers: int,
+    ray_address: str | None = None,
+    on_outcome: Callable[[FileOutcome], None] | None = None,
+    progress: bool = True,
+) -> list[FileOutcome]:
     """Analyses files into the study with several workers; outcomes in the order of ``files``.
 
     Args:

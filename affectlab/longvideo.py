@@ -91,10 +91,21 @@ class LongVideoOutcome:
     warnings: tuple[str, ...] = ()
 
 
-def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, path: Path, name: str, *,
-                       fps: float = 5.0, uploaded_by: str | None = None, keep_file: bool = True,
-                       commit_every_s: float = 30.0, progress: ChunkProgress | None = None,
-                       data: bytes | None = None, sha256: str | None = None) -> LongVideoOutcome:
+def analyze_long_video(
+    session: AnalysisSession,
+    store: LabelStore,
+    study: str,
+    path: Path,
+    name: str,
+    *,
+    fps: float = 5.0,
+    uploaded_by: str | None = None,
+    keep_file: bool = True,
+    commit_every_s: float = 30.0,
+    progress: ChunkProgress | None = None,
+    data: bytes | None = None,
+    sha256: str | None = None,
+) -> LongVideoOutcome:
     """Analyses a video into ``study`` stretch by stretch, resuming a stopped run of the same bytes.
 
     Args:
@@ -126,25 +137,50 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
 
     probe = probe_video(path, name)
     info = MediaInfo(kind="video", width=probe.width, height=probe.height, duration_s=probe.duration, fps=probe.fps)
-    state = store.begin_video(study, data if data is not None else path, name, info, uploaded_by=uploaded_by,
-                              keep_file=keep_file, sha256=sha256)
+    state = store.begin_video(
+        study,
+        data if data is not None else path,
+        name,
+        info,
+        uploaded_by=uploaded_by,
+        keep_file=keep_file,
+        sha256=sha256,
+    )
     if state.status == "complete":
         return LongVideoOutcome(media_id=state.media_id, skipped=True, n_faces=state.n_faces)
     resume = None
     if state.until_s is not None and state.until_frame is not None and state.samples:
-        resume = ResumePoint(time_s=state.until_s, index=state.until_frame, sample=state.samples - 1,
-                             faces=tuple(Face(box=box, det_score=score) for box, score in state.faces))
+        resume = ResumePoint(
+            time_s=state.until_s,
+            index=state.until_frame,
+            sample=state.samples - 1,
+            faces=tuple(Face(box=box, det_score=score) for box, score in state.faces),
+        )
         log.info("%s: resuming after %.2f s (frame %d)", name, state.until_s, state.until_frame)
     config = replace(session.video, keep_crops=True)
     faces_new = crops = feats = chunks = 0
     last = None
-    for chunk in analyze_video_chunks(path, name, session.detector, session.recognizer, fps or None, config=config,
-                                      resume=resume, commit_every_s=commit_every_s, progress=progress):
+    for chunk in analyze_video_chunks(
+        path,
+        name,
+        session.detector,
+        session.recognizer,
+        fps or None,
+        config=config,
+        resume=resume,
+        commit_every_s=commit_every_s,
+        progress=progress,
+    ):
         last = chunk
         if chunk.until is None or (resume is not None and chunk.until.index == resume.index):
             continue
-        n, c, f = store.store_chunk(state.media_id, chunk.faces, until_s=chunk.until.time_s,
-                                    until_frame=chunk.until.index, samples=chunk.until.sample + 1)
+        n, c, f = store.store_chunk(
+            state.media_id,
+            chunk.faces,
+            until_s=chunk.until.time_s,
+            until_frame=chunk.until.index,
+            samples=chunk.until.sample + 1,
+        )
         faces_new, crops, feats, chunks = faces_new + n, crops + c, feats + f, chunks + 1
     assert last is not None
     warnings = list(last.warnings)
@@ -165,8 +201,10 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
     if engagement_model is None:
         warnings.append("engagement: no engagement weights (fetch engagement_single_attention)")
     elif session.recognizer.spec.feature_dim != FEATURE_DIM:
-        warnings.append(f"engagement: engagement needs {FEATURE_DIM}-d enet_b0 features; "
-                        f"{session.recognizer.spec.name} gives {session.recognizer.spec.feature_dim}-d")
+        warnings.append(
+            f"engagement: engagement needs {FEATURE_DIM}-d enet_b0 features; "
+            f"{session.recognizer.spec.name} gives {session.recognizer.spec.feature_dim}-d"
+        )
         engagement_model = None
     persons = replay.persons(config.persons)
     tracks = []
@@ -175,15 +213,38 @@ def analyze_long_video(session: AnalysisSession, store: LabelStore, study: str, 
         if engagement_model is not None:
             ids = [fid for fid, _ in track_faces.get(t.track, [])]
             eng = engagement_model.score_sequence(store.features_of(ids), [ts for _, ts in track_faces[t.track]])
-        tracks.append(TrackResult(track=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
-                                  engagement=eng, person=persons.get(t.track, t.track)))
+        tracks.append(
+            TrackResult(
+                track=t.track,
+                n_faces=t.n_faces,
+                start_s=t.start_s,
+                end_s=t.end_s,
+                engagement=eng,
+                person=persons.get(t.track, t.track),
+            )
+        )
     duration = last.duration if last.duration else probe.duration
-    store.finish_video(state.media_id, face_tracks, tracks, duration_s=duration, fps=last.fps or probe.fps,
-                       width=last.width or probe.width, height=last.height or probe.height)
+    store.finish_video(
+        state.media_id,
+        face_tracks,
+        tracks,
+        duration_s=duration,
+        fps=last.fps or probe.fps,
+        width=last.width or probe.width,
+        height=last.height or probe.height,
+    )
     return LongVideoOutcome(
-        media_id=state.media_id, resumed_from_s=None if resume is None else resume.time_s,
-        n_faces=len(face_tracks), faces_new=faces_new, crops_stored=crops,
-        features_stored=feats, n_tracks=len(tracks), n_persons=len(set(persons.values())),
-        frames_analyzed=last.frames_analyzed, frames_decoded=last.frames_decoded, chunks=chunks,
-        duration_s=duration, warnings=tuple(warnings),
+        media_id=state.media_id,
+        resumed_from_s=None if resume is None else resume.time_s,
+        n_faces=len(face_tracks),
+        faces_new=faces_new,
+        crops_stored=crops,
+        features_stored=feats,
+        n_tracks=len(tracks),
+        n_persons=len(set(persons.values())),
+        frames_analyzed=last.frames_analyzed,
+        frames_decoded=last.frames_decoded,
+        chunks=chunks,
+        duration_s=duration,
+        warnings=tuple(warnings),
     )

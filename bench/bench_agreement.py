@@ -68,8 +68,13 @@ def compare(exact: dict[int, list], cand: dict[int, list]) -> dict[str, float]:
                 same += int(np.argmax(r.prediction.logits) == np.argmax(g.prediction.logits))
                 worst = max(worst, float(np.abs(r.prediction.logits - g.prediction.logits).max()))
     extra = sum(len(v) for v in cand.values()) - kept
-    return {"faces": n, "kept": kept / n if n else 1.0, "same": same / kept if kept else 1.0, "logit": worst,
-            "extra": extra}
+    return {
+        "faces": n,
+        "kept": kept / n if n else 1.0,
+        "same": same / kept if kept else 1.0,
+        "logit": worst,
+        "extra": extra,
+    }
 
 
 def main() -> None:
@@ -84,8 +89,11 @@ def main() -> None:
     exact = AnalysisSession.open(NAME, wdir, backend="torch", detect_every=1)
     cands = {k: AnalysisSession.open(NAME, wdir, backend="onnx", detect_every=k) for k in args.k}
 
-    lines = ["| file | faces (exact) | path | kept (IoU >= 0.8) | same top class | max abs logit diff | "
-             "extra faces | seconds (exact / this) |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| file | faces (exact) | path | kept (IoU >= 0.8) | same top class | max abs logit diff | "
+        "extra faces | seconds (exact / this) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ok = dict.fromkeys(args.k, True)
     for name in IMAGES:
         path = testdata.pyfeat_file(name)
@@ -94,8 +102,10 @@ def main() -> None:
         diff = max(float(np.abs(x.prediction.logits - y.prediction.logits).max()) for x, y in zip(a, b, strict=True))
         boxes = max(float(np.abs(np.array(x.face.box) - np.array(y.face.box)).max()) for x, y in zip(a, b, strict=True))
         same = sum(np.argmax(x.prediction.logits) == np.argmax(y.prediction.logits) for x, y in zip(a, b, strict=True))
-        lines.append(f"| {name} | {len(a)} | onnx | {len(b)}/{len(a)} (boxes within {boxes:.1e} px) | "
-                     f"{same}/{len(a)} | {diff:.1e} | 0 | - |")
+        lines.append(
+            f"| {name} | {len(a)} | onnx | {len(b)}/{len(a)} (boxes within {boxes:.1e} px) | "
+            f"{same}/{len(a)} | {diff:.1e} | 0 | - |"
+        )
         if diff > 1e-4:
             ok = dict.fromkeys(args.k, False)
     for name in VIDEOS:
@@ -105,8 +115,10 @@ def main() -> None:
             got, t = faces_by_frame(cands[k], path, args.fps)
             c = compare(ref, got)
             ok[k] &= c["kept"] >= 0.99 and c["same"] >= 0.98
-            lines.append(f"| {name} | {c['faces']} | onnx, detect every {k} | {100 * c['kept']:.1f} % | "
-                         f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |")
+            lines.append(
+                f"| {name} | {c['faces']} | onnx, detect every {k} | {100 * c['kept']:.1f} % | "
+                f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |"
+            )
             print(lines[-1], flush=True)
     passing = [k for k in args.k if ok[k]]
     best = 1  # the largest k that passes with every smaller k passing too (one lucky k is not enough)
@@ -114,11 +126,13 @@ def main() -> None:
         if not ok[k]:
             break
         best = k
-    summary = (f"Passing (kept >= 99 %, same class >= 98 % on every video, ONNX logits within 1e-4 on the images): "
-               f"detect every {', '.join(map(str, passing)) or 'none'}; default: detect every {best}, the largest k "
-               f"passing with every smaller k "
-               f"(`DEFAULT_DETECT_EVERY` in affectlab/settings.py). Sampling {args.fps:g} fps, random-weight "
-               f"{NAME}, this machine.")
+    summary = (
+        f"Passing (kept >= 99 %, same class >= 98 % on every video, ONNX logits within 1e-4 on the images): "
+        f"detect every {', '.join(map(str, passing)) or 'none'}; default: detect every {best}, the largest k "
+        f"passing with every smaller k "
+        f"(`DEFAULT_DETECT_EVERY` in affectlab/settings.py). Sampling {args.fps:g} fps, random-weight "
+        f"{NAME}, this machine."
+    )
     table = "\n".join([*lines, "", summary])
     print(table)
     if args.readme:

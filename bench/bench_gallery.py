@@ -45,8 +45,10 @@ def students(detector: FaceDetector) -> list[np.ndarray]:
     assert len(real) == 7, len(real)
     # a patch cut from a group photo may hold part of a neighbour's face: one face per student
     assert all(len(detector.detect(np.pad(r, ((40, 40), (40, 40), (0, 0)), mode="edge"))) == 1 for r in real)
-    tinted = [np.clip(real[k].astype(np.float32) * np.array(c), 0, 255).astype(np.uint8)
-              for k, c in ((5, (0.7, 0.85, 1.1)), (6, (0.7, 0.85, 1.1)))]
+    tinted = [
+        np.clip(real[k].astype(np.float32) * np.array(c), 0, 255).astype(np.uint8)
+        for k, c in ((5, (0.7, 0.85, 1.1)), (6, (0.7, 0.85, 1.1)))
+    ]
     return real + [p[:, ::-1].copy() for p in real] + tinted
 
 
@@ -72,8 +74,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--fps", type=float, default=2.0, help="video frame rate (every frame is analysed)")
-    ap.add_argument("--min-continuity", type=float, default=0.99,
-                    help="tracker: feature similarity a face needs to continue a track in the same tile")
+    ap.add_argument(
+        "--min-continuity",
+        type=float,
+        default=0.99,
+        help="tracker: feature similarity a face needs to continue a track in the same tile",
+    )
     args = ap.parse_args()
     import torch
 
@@ -102,8 +108,11 @@ def main() -> int:
     missed = 0
     for f in a.faces:
         cx, cy = (f.face.box[0] + f.face.box[2]) / 2, (f.face.box[1] + f.face.box[3]) / 2
-        who = [s for s, k in truth[f.frame] if tile_rect(k)[0] <= cx <= tile_rect(k)[2]
-               and tile_rect(k)[1] <= cy <= tile_rect(k)[3]]
+        who = [
+            s
+            for s, k in truth[f.frame]
+            if tile_rect(k)[0] <= cx <= tile_rect(k)[2] and tile_rect(k)[1] <= cy <= tile_rect(k)[3]
+        ]
         if len(who) != 1:
             missed += 1
             continue
@@ -118,12 +127,16 @@ def main() -> int:
         track_purity.setdefault(t, Counter())[s] += 1
     tpur = sum(c.most_common(1)[0][1] for c in track_purity.values()) / max(len(pairs), 1)
     per_student = [len({p for s2, p, _ in pairs if s2 == s}) for s in range(16)]
-    print(f"gallery {W}x{H}, {COLS}x{ROWS} tiles, faces {FACE} px, {args.seconds:.0f} s at {args.fps:g} fps "
-          f"({n} frames) in {took:.1f} s")
+    print(
+        f"gallery {W}x{H}, {COLS}x{ROWS} tiles, faces {FACE} px, {args.seconds:.0f} s at {args.fps:g} fps "
+        f"({n} frames) in {took:.1f} s"
+    )
     print(f"faces found {len(pairs)} of {expected} shown ({100 * len(pairs) / expected:.1f} %), {missed} off-tile")
     print(f"tracks {len(a.tracks)}, track purity {100 * tpur:.2f} %")
-    print(f"persons {len(by_person)} for 16 students: person purity {100 * purity:.2f} % (target >= 99 %), "
-          f"persons per student {np.mean(per_student):.2f} (target <= 1.1), worst {max(per_student)}")
+    print(
+        f"persons {len(by_person)} for 16 students: person purity {100 * purity:.2f} % (target >= 99 %), "
+        f"persons per student {np.mean(per_student):.2f} (target <= 1.1), worst {max(per_student)}"
+    )
     return 0
 
 

@@ -99,8 +99,10 @@ def main() -> None:
             ort_t.append(t)
         n = len(ref_out)
         r, o, q = statistics.median(ref_t), statistics.median(our_t), statistics.median(ort_t)
-        print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"malloc tuned: {tuned}, precision: {args.precision}")
+        print(
+            f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"malloc tuned: {tuned}, precision: {args.precision}"
+        )
         print(f"end to end, multi_face.jpg ({n} faces, {args.repeat} runs, median):")
         print(f"  reference (EmotiEffLib torch, per face): {r * 1000:8.1f} ms/image {r * 1000 / n:7.1f} ms/face")
         print(f"  AffectLab (batched, inference mode):     {o * 1000:8.1f} ms/image {o * 1000 / n:7.1f} ms/face")
@@ -118,22 +120,29 @@ def main() -> None:
             "detect": statistics.median(timed(detector.detect, img)[0] for _ in range(7)),
             "classify": statistics.median(timed(ort_rec.predict, crops5)[0] for _ in range(7)),
         }
-        print("AffectLab ONNX Runtime path by stage (median of 7): " + ", ".join(
-            f"{k} {v * 1000:.1f} ms" for k, v in parts.items()) + f"; sum {sum(parts.values()) * 1000:.1f} ms "
-            f"vs {r * 1000 / 3:.1f} ms for 3x the reference")
+        print(
+            "AffectLab ONNX Runtime path by stage (median of 7): "
+            + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items())
+            + f"; sum {sum(parts.values()) * 1000:.1f} ms "
+            f"vs {r * 1000 / 3:.1f} ms for 3x the reference"
+        )
 
         # Detection alone, and classification alone at a larger batch.
         det_ref = statistics.median(timed(mtcnn.detect, img)[0] for _ in range(3))
         det_our = statistics.median(timed(detector.detect, img)[0] for _ in range(3))
-        print(f"detection only: reference {det_ref * 1000:.1f} ms, AffectLab {det_our * 1000:.1f} ms "
-              f"({det_ref / det_our:.2f}x)")
+        print(
+            f"detection only: reference {det_ref * 1000:.1f} ms, AffectLab {det_our * 1000:.1f} ms "
+            f"({det_ref / det_our:.2f}x)"
+        )
         faces = detector.detect(img)
         crops = [crop_face(img, faces[i % len(faces)].box) for i in range(args.batch)]
         t_ref, ref_b = timed(lambda: np.concatenate([fer.predict_emotions(c, logits=True)[1] for c in crops]))
         t_our, our_b = timed(lambda: np.stack([p.logits for p in rec.predict(crops)]))
-        print(f"classification of {args.batch} crops: reference {t_ref * 1000 / args.batch:.1f} ms/face, "
-              f"AffectLab {t_our * 1000 / args.batch:.1f} ms/face ({t_ref / t_our:.2f}x), "
-              f"max |logit diff| {np.abs(ref_b - our_b).max():.2e}")
+        print(
+            f"classification of {args.batch} crops: reference {t_ref * 1000 / args.batch:.1f} ms/face, "
+            f"AffectLab {t_our * 1000 / args.batch:.1f} ms/face ({t_ref / t_our:.2f}x), "
+            f"max |logit diff| {np.abs(ref_b - our_b).max():.2e}"
+        )
 
 
 if __name__ == "__main__":

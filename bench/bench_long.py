@@ -62,7 +62,7 @@ def make_video(path: Path, minutes: float, fps: float, detector: FaceDetector) -
             for k, p in enumerate(pats):
                 x = (k % 2) * (W // 2) + (W // 2 - FACE) // 2 + int(40 * math.sin(t / 7 + k))
                 y = (k // 2) * (H // 2) + (H // 2 - FACE) // 2 + int(25 * math.cos(t / 5 + k))
-                img[y:y + FACE, x:x + FACE] = p
+                img[y : y + FACE, x : x + FACE] = p
             yield img
 
     return write_video(path, frames(), fps=fps, options={"g": str(int(5 * fps)), "preset": "ultrafast"})
@@ -76,8 +76,9 @@ def main() -> int:
     ap.add_argument("--sample-fps", type=float, default=1.0)
     ap.add_argument("--commit-every", type=float, default=30.0)
     ap.add_argument("--stop-after", type=int, default=3, help="stretches stored before the resume check's stop")
-    ap.add_argument("--no-resume-check", action="store_true", help="skip the stop-and-resume run (it analyses the "
-                    "video once more)")
+    ap.add_argument(
+        "--no-resume-check", action="store_true", help="skip the stop-and-resume run (it analyses the video once more)"
+    )
     args = ap.parse_args()
     import torch
 
@@ -90,8 +91,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         video = make_video(Path(tmp) / "lecture.mp4", args.minutes, args.video_fps, detector)
-        print(f"encoded {args.minutes:g} min of {W}x{H} at {args.video_fps:g} fps in {time.perf_counter() - t0:.0f} s "
-              f"({video.stat().st_size / 2**20:.1f} MB)", flush=True)
+        print(
+            f"encoded {args.minutes:g} min of {W}x{H} at {args.video_fps:g} fps in {time.perf_counter() - t0:.0f} s "
+            f"({video.stat().st_size / 2**20:.1f} MB)",
+            flush=True,
+        )
         store = LabelStore(f"sqlite:///{tmp}/bench.sqlite3", data_dir=Path(tmp))
         store.upgrade()
         samples: list[tuple[float, float]] = []
@@ -102,23 +106,38 @@ def main() -> int:
                 samples.append((done, rss_mb()))
 
         t0 = time.perf_counter()
-        out = analyze_long_video(session, store, "bench", video, "lecture.mp4", fps=args.sample_fps,
-                                 commit_every_s=args.commit_every, progress=progress, keep_file=False)
+        out = analyze_long_video(
+            session,
+            store,
+            "bench",
+            video,
+            "lecture.mp4",
+            fps=args.sample_fps,
+            commit_every_s=args.commit_every,
+            progress=progress,
+            keep_file=False,
+        )
         took = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         duration = out.duration_s or args.minutes * 60
-        print(f"straight run: {out.n_faces} faces in {out.frames_analyzed} frames, {out.chunks} stretches, "
-              f"{out.n_tracks} tracks, {out.n_persons} persons in {took:.0f} s: real-time factor "
-              f"{duration / took:.2f} (video s per analysis s)")
+        print(
+            f"straight run: {out.n_faces} faces in {out.frames_analyzed} frames, {out.chunks} stretches, "
+            f"{out.n_tracks} tracks, {out.n_persons} persons in {took:.0f} s: real-time factor "
+            f"{duration / took:.2f} (video s per analysis s)"
+        )
         marks = samples[:: max(1, len(samples) // 8)]
-        print("RSS while analysing (video s: MB): " + ", ".join(f"{d:.0f}: {r:.0f}" for d, r in marks)
-              + f"; before {start_rss:.0f} MB, peak {peak:.0f} MB")
-        rss = np.array([r for _, r in samples[len(samples) // 4:]]) if len(samples) > 4 else np.array([0.0])
+        print(
+            "RSS while analysing (video s: MB): "
+            + ", ".join(f"{d:.0f}: {r:.0f}" for d, r in marks)
+            + f"; before {start_rss:.0f} MB, peak {peak:.0f} MB"
+        )
+        rss = np.array([r for _, r in samples[len(samples) // 4 :]]) if len(samples) > 4 else np.array([0.0])
         print(f"RSS drift over the last three quarters: {rss.max() - rss.min():.0f} MB")
 
         if args.no_resume_check:
             store.close()
             return 0
+
         # Resume check: stop after a few stretches (as a killed process would), then run again.
         class Stop(Exception):
             pass
@@ -136,15 +155,33 @@ def main() -> int:
 
         store.store_chunk = store_then_maybe_stop  # type: ignore[method-assign]
         with contextlib.suppress(Stop):
-            analyze_long_video(session, store, "resume", video, "lecture.mp4", fps=args.sample_fps,
-                               commit_every_s=args.commit_every, keep_file=False)
+            analyze_long_video(
+                session,
+                store,
+                "resume",
+                video,
+                "lecture.mp4",
+                fps=args.sample_fps,
+                commit_every_s=args.commit_every,
+                keep_file=False,
+            )
         store.store_chunk = original  # type: ignore[method-assign]
         t0 = time.perf_counter()
-        again = analyze_long_video(session, store, "resume", video, "lecture.mp4", fps=args.sample_fps,
-                                   commit_every_s=args.commit_every, keep_file=False)
-        print(f"resumed after {again.resumed_from_s:.1f} s: analysed {again.frames_analyzed} of "
-              f"{out.frames_analyzed} frames in {time.perf_counter() - t0:.0f} s; faces {again.n_faces} "
-              f"(straight run {out.n_faces}), tracks {again.n_tracks} ({out.n_tracks})")
+        again = analyze_long_video(
+            session,
+            store,
+            "resume",
+            video,
+            "lecture.mp4",
+            fps=args.sample_fps,
+            commit_every_s=args.commit_every,
+            keep_file=False,
+        )
+        print(
+            f"resumed after {again.resumed_from_s:.1f} s: analysed {again.frames_analyzed} of "
+            f"{out.frames_analyzed} frames in {time.perf_counter() - t0:.0f} s; faces {again.n_faces} "
+            f"(straight run {out.n_faces}), tracks {again.n_tracks} ({out.n_tracks})"
+        )
         store.close()
     return 0
 

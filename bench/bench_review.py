@@ -44,8 +44,9 @@ def _seed(data: Path, n_faces: int) -> None:
         name = f"img{i:03d}.png"
         labels = [classes[(i + k) % len(classes)] for k in range(3)]
         conf = [0.2 + 0.6 * ((i * 3 + k) % 17) / 17 for k in range(3)]
-        store.ingest_results("default", png_bytes(i, (200, 90)), name,
-                             fake_results(name, boxes, labels, seed=i, confidence=conf))
+        store.ingest_results(
+            "default", png_bytes(i, (200, 90)), name, fake_results(name, boxes, labels, seed=i, confidence=conf)
+        )
     store.close()
 
 
@@ -64,7 +65,9 @@ def _idle(page) -> None:
     """Waits until the app has finished its run (no running indicator)."""
     page.wait_for_function(
         "() => { const e = document.querySelector('[data-test-script-state]');"
-        " return e && e.getAttribute('data-test-script-state') === 'notRunning'; }", timeout=60_000)
+        " return e && e.getAttribute('data-test-script-state') === 'notRunning'; }",
+        timeout=60_000,
+    )
 
 
 def _press(page, key: str) -> float:
@@ -75,7 +78,10 @@ def _press(page, key: str) -> float:
     try:
         page.wait_for_function(
             f"(old) => {{ const m = document.body.innerText.match(/{FACE_LINE}/); return m && m[1] !== old; }}",
-            arg=before, timeout=60_000, polling="raf")
+            arg=before,
+            timeout=60_000,
+            polling="raf",
+        )
     except Exception:
         shot = ROOT / "test-output" / "bench-review-failure.png"
         shot.parent.mkdir(exist_ok=True)

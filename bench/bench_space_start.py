@@ -32,8 +32,10 @@ def one_run(published: dict[str, Path], pins: dict[str, str], sample: bool) -> d
     """One fresh start (new home, new data, weights fetched again); returns its timings in seconds."""
     work = Path(tempfile.mkdtemp(prefix="affectlab-space-work-"))
     try:
-        with spacestart.weights_mirror(published) as mirror, \
-                spacestart.prepared_space(work, mirror, pins, pyfeat_wheel()) as space:  # fmt: skip
+        with (
+            spacestart.weights_mirror(published) as mirror,
+            spacestart.prepared_space(work, mirror, pins, pyfeat_wheel()) as space,
+        ):
             spacestart.run_setup(space)
             with spacestart.started(space) as (url, t0):
                 spacestart.visit(url, t0, space, sample=sample)
@@ -61,8 +63,10 @@ def main(argv: list[str]) -> int:
             runs.append(t)
             print(f"run {i + 1}: " + ", ".join(f"{k} {t[k]:.1f} s" for k in KEYS if k in t), flush=True)
     print("median: " + ", ".join(f"{k} {statistics.median(r[k] for r in runs):.1f} s" for k in KEYS if k in runs[0]))
-    print("(fetch and samples: the image's build steps; health, first_page, analyze_page: seconds from the start "
-          "script's launch; sample: Try a sample click to the engagement score)")
+    print(
+        "(fetch and samples: the image's build steps; health, first_page, analyze_page: seconds from the start "
+        "script's launch; sample: Try a sample click to the engagement score)"
+    )
     return 0
 
 

@@ -103,8 +103,9 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
 def run_pair(cmd: list[str], env: dict[str, str]) -> list[float]:
     """Two copies of one command started together: each one's seconds."""
     t = time.perf_counter()
-    procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)
+    ]
     out = []
     for p in procs:
         p.wait()
@@ -154,8 +155,12 @@ def main() -> None:
     wdir = tmp / "weights"
     # Set up in a child process: this one stays small (no torch), since Linux carries a parent's resident size at
     # fork into the child's ru_maxrss, which would inflate every figure below.
-    subprocess.run([sys.executable, "-c", SETUP, str(wdir), str(home / ".emotiefflib")], cwd=ROOT, check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, "-c", SETUP, str(wdir), str(home / ".emotiefflib")],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLAB_")}
     env.update(HOME=str(home), PYTHONPATH=str(ROOT), AFFECTLAB_WEIGHTS_DIR=str(wdir))
     py = sys.executable
@@ -172,8 +177,10 @@ def main() -> None:
             our_m.append(m)
         r, o = statistics.median(ref_t), statistics.median(our_t)
         rows.append(f"| {label}: time (median of {args.rounds}) | {r:.2f} s | {o:.2f} s | {r / o:.2f}x faster |")
-        rows.append(f"| {label}: peak resident memory | {max(ref_m):.0f} MB | {max(our_m):.0f} MB | "
-                    f"{max(ref_m) / max(our_m):.2f}x smaller |")
+        rows.append(
+            f"| {label}: peak resident memory | {max(ref_m):.0f} MB | {max(our_m):.0f} MB | "
+            f"{max(ref_m) / max(our_m):.2f}x smaller |"
+        )
         print("\n".join(rows[-2:]), flush=True)
         return o
 
@@ -191,25 +198,41 @@ def main() -> None:
         if alone is None:
             alone = statistics.median(run(ours_video, env)[0] for _ in range(args.rounds))
         pair = run_pair(ours_video, env)
-        rows.append(f"| two video analyses at once: each vs alone | - | {alone:.1f} s alone; "
-                    f"{pair[0]:.1f} / {pair[1]:.1f} s together | {max(pair) / alone:.2f}x slower (target <= 2.5x) |")
+        rows.append(
+            f"| two video analyses at once: each vs alone | - | {alone:.1f} s alone; "
+            f"{pair[0]:.1f} / {pair[1]:.1f} s together | {max(pair) / alone:.2f}x slower (target <= 2.5x) |"
+        )
         print(rows[-1], flush=True)
     if args.long_minutes:
         long = tmp / "long720.mp4"
-        make = ("import sys; sys.path.insert(0, 'bench'); from pathlib import Path; "
-                "from bench_video import make_video; "
-                "make_video(Path(sys.argv[1]), float(sys.argv[2]), (1280, 720), fps=25)")
-        subprocess.run([sys.executable, "-c", make, str(long), str(args.long_minutes * 60)], cwd=ROOT, check=True,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+        make = (
+            "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; "
+            "from bench_video import make_video; "
+            "make_video(Path(sys.argv[1]), float(sys.argv[2]), (1280, 720), fps=25)"
+        )
+        subprocess.run(
+            [sys.executable, "-c", make, str(long), str(args.long_minutes * 60)],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         t, m, _ = run([py, "-m", "models", "analyze", str(long)], env)
-        rows.append(f"| {args.long_minutes:g}-minute 720p video at 5 fps: peak resident memory | - | {m:.0f} MB "
-                    f"({t:.0f} s) | target < 1024 MB |")
+        rows.append(
+            f"| {args.long_minutes:g}-minute 720p video at 5 fps: peak resident memory | - | {m:.0f} MB "
+            f"({t:.0f} s) | target < 1024 MB |"
+        )
         print(rows[-1], flush=True)
     if args.readme and len(rows) == 3 and args.long_minutes:  # only the long video: its own README table
         write_readme("<!-- longmem:start -->", "<!-- longmem:end -->", "\n".join(rows))
         return
-    table = "\n".join([*rows, "", f"Whole processes, default flags, random-weight {NAME}, {os.cpu_count()} CPUs "
-                                  "(shared machine; runs alternate, medians). `python bench/bench_speed.py`."])
+    table = "\n".join(
+        [
+            *rows,
+            "",
+            f"Whole processes, default flags, random-weight {NAME}, {os.cpu_count()} CPUs "
+            "(shared machine; runs alternate, medians). `python bench/bench_speed.py`.",
+        ]
+    )
     print(table)
     if args.readme:
         write_readme(MARK_START, MARK_END, table)

@@ -44,18 +44,23 @@ def make_video(path: Path, seconds: float, size: tuple[int, int], fps: int = 30)
 
     det = FaceDetector()
     s = size[1] // 3
-    patches = face_patches(det, testdata.astronaut(), size=s) + face_patches(det, testdata.pyfeat_file(
-        "single_face.jpg"), size=s)
+    patches = face_patches(det, testdata.astronaut(), size=s) + face_patches(
+        det, testdata.pyfeat_file("single_face.jpg"), size=s
+    )
     bg = background(*size)
     n = int(seconds * fps)
 
     def frames():
         for i in range(n):
             ph = 2 * np.pi * i / (fps * 8)
-            yield compose(bg, patches, [
-                Placement(0, int(size[0] * (0.1 + 0.25 * (1 + np.sin(ph)))), size[1] // 10),
-                Placement(1, int(size[0] * (0.55 - 0.1 * np.cos(ph))), size[1] // 2),
-            ])
+            yield compose(
+                bg,
+                patches,
+                [
+                    Placement(0, int(size[0] * (0.1 + 0.25 * (1 + np.sin(ph)))), size[1] // 10),
+                    Placement(1, int(size[0] * (0.55 - 0.1 * np.cos(ph))), size[1] // 2),
+                ],
+            )
 
     return write_video(path, frames(), fps=fps, options={"preset": "ultrafast"})
 
@@ -67,8 +72,13 @@ def reference_loop(path: Path, backbone: torch.nn.Module, head: tuple[np.ndarray
     from torchvision import transforms
 
     mtcnn = MTCNN(keep_all=False, post_process=False, min_face_size=40, device="cpu")
-    tf = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
-                             transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    tf = transforms.Compose(
+        [
+            transforms.Resize((224, 224)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
     n_faces = 0
     last_slot = -1
     with av.open(str(path)) as c:
@@ -83,7 +93,7 @@ def reference_loop(path: Path, backbone: torch.nn.Module, head: tuple[np.ndarray
                 continue
             for box in boxes[probs > 0.9]:
                 x1, y1, x2, y2 = box.astype(int)[0:4]
-                crop = img[max(y1, 0):y2, max(x1, 0):x2]
+                crop = img[max(y1, 0) : y2, max(x1, 0) : x2]
                 x = tf(Image.fromarray(crop)).unsqueeze(0)
                 feats = backbone(x).data.cpu().numpy()  # autograd on, as the reference
                 _ = np.dot(feats, head[0].T) + head[1]
@@ -103,8 +113,11 @@ def main() -> None:
     ap.add_argument("--skip-reference", action="store_true")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timed rounds (medians are compared)")
     ap.add_argument("--classify-batch", type=int, default=8, help="crops per recognizer call (memory vs speed)")
-    ap.add_argument("--backends", default="torch,onnx",
-                    help="AffectLab backends to time (comma-separated: torch, onnx = ONNX Runtime, fp32)")
+    ap.add_argument(
+        "--backends",
+        default="torch,onnx",
+        help="AffectLab backends to time (comma-separated: torch, onnx = ONNX Runtime, fp32)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -122,8 +135,12 @@ def main() -> None:
     # make every CPU kernel, the reference's too, slower than real weights would).
     install_random_weights([NAME], tmp / "weights", seed=1)
     rec = EmotionRecognizer.load(NAME, tmp / "weights", batch_size=args.classify_batch)
-    cfg = VideoConfig(detect_every=args.detect_every, chunk_frames=16, classify_batch=args.classify_batch,
-                      adaptive=AdaptiveConfig() if args.adaptive else None)
+    cfg = VideoConfig(
+        detect_every=args.detect_every,
+        chunk_frames=16,
+        classify_batch=args.classify_batch,
+        adaptive=AdaptiveConfig() if args.adaptive else None,
+    )
     det = FaceDetector(DetectorConfig(max_side=args.max_side or None))
 
     if args.long_minutes:
@@ -134,15 +151,25 @@ def main() -> None:
         a = analyze_video(path, path.name, det, rec, args.fps, config=cfg)
         dt = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"720p {a.duration:.0f} s: {a.frames_analyzed} frames, {len(a.faces)} faces, {len(a.tracks)} tracks in "
-              f"{dt:.0f} s ({a.duration / dt:.1f}x real time); peak resident {rss:.0f} MB (limit 1536 MB)")
+        print(
+            f"720p {a.duration:.0f} s: {a.frames_analyzed} frames, {len(a.faces)} faces, {len(a.tracks)} tracks in "
+            f"{dt:.0f} s ({a.duration / dt:.1f}x real time); peak resident {rss:.0f} MB (limit 1536 MB)"
+        )
         return
 
     path = make_video(tmp / "bench360.mp4", args.seconds, (640, 360))
-    print(f"video: 640x360, {args.seconds:g} s at 30 fps, sampling {args.fps:g} fps; torch threads "
-          f"{torch.get_num_threads()}")
-    recs = {b: (EmotionRecognizer.load(NAME, tmp / "weights", backend="onnx", batch_size=args.classify_batch)
-                if b == "onnx" else rec) for b in args.backends.split(",")}
+    print(
+        f"video: 640x360, {args.seconds:g} s at 30 fps, sampling {args.fps:g} fps; torch threads "
+        f"{torch.get_num_threads()}"
+    )
+    recs = {
+        b: (
+            EmotionRecognizer.load(NAME, tmp / "weights", backend="onnx", batch_size=args.classify_batch)
+            if b == "onnx"
+            else rec
+        )
+        for b in args.backends.split(",")
+    }
     backbone = rec.backbone
     head = (rec.head.weight, rec.head.bias)
     ref_backbone = copy.deepcopy(backbone)
@@ -171,22 +198,30 @@ def main() -> None:
     for backend in recs:
         ours = med[backend]
         per_face = statistics.median(classify[backend]) / max(1, len(a.faces))
-        print(f"AffectLab ({backend}): {a.frames_analyzed}/{a.frames_sampled} frames, {len(a.faces)} faces, "
-              f"{len(a.tracks)} tracks in {ours:.2f} s (median of {args.rounds}) -> {a.frames_sampled / ours:.1f} "
-              f"sampled frames/s, {args.seconds / ours:.1f}x real time (detect_every={args.detect_every}, "
-              f"max_side={args.max_side}, adaptive={args.adaptive})")
-        print(f"  of which classification {statistics.median(classify[backend]):.2f} s = {per_face * 1000:.1f} ms "
-              f"per face; with detection and decoding free, this classification alone caps the pipeline at "
-              f"{args.seconds / (per_face * len(a.faces)):.1f}x real time")
+        print(
+            f"AffectLab ({backend}): {a.frames_analyzed}/{a.frames_sampled} frames, {len(a.faces)} faces, "
+            f"{len(a.tracks)} tracks in {ours:.2f} s (median of {args.rounds}) -> {a.frames_sampled / ours:.1f} "
+            f"sampled frames/s, {args.seconds / ours:.1f}x real time (detect_every={args.detect_every}, "
+            f"max_side={args.max_side}, adaptive={args.adaptive})"
+        )
+        print(
+            f"  of which classification {statistics.median(classify[backend]):.2f} s = {per_face * 1000:.1f} ms "
+            f"per face; with detection and decoding free, this classification alone caps the pipeline at "
+            f"{args.seconds / (per_face * len(a.faces)):.1f}x real time"
+        )
     if args.skip_reference:
         return
     ref = med["reference"]
-    print(f"reference loop: {n} faces in {ref:.2f} s (median of {args.rounds}) -> {a.frames_sampled / ref:.1f} "
-          f"sampled frames/s, {args.seconds / ref:.1f}x real time")
+    print(
+        f"reference loop: {n} faces in {ref:.2f} s (median of {args.rounds}) -> {a.frames_sampled / ref:.1f} "
+        f"sampled frames/s, {args.seconds / ref:.1f}x real time"
+    )
     for backend in recs:
         ratios = [r / o for r, o in zip(times["reference"], times[backend], strict=True)]
-        print(f"throughput ratio AffectLab ({backend}) / reference: {ref / med[backend]:.2f}x (ratio of medians; "
-              f"per round {min(ratios):.2f}-{max(ratios):.2f}x)")
+        print(
+            f"throughput ratio AffectLab ({backend}) / reference: {ref / med[backend]:.2f}x (ratio of medians; "
+            f"per round {min(ratios):.2f}-{max(ratios):.2f}x)"
+        )
 
 
 def _timed_predict(rec, spent: list[float]):
@@ -202,6 +237,7 @@ def _timed_predict(rec, spent: list[float]):
 
     timed.predict = predict
     return timed
+
 
 if __name__ == "__main__":
     main()

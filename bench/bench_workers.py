@@ -100,8 +100,12 @@ def main() -> None:
     cores = cpu_workers()
     tmp = Path(tempfile.mkdtemp(prefix="affectlab-workers-"))
     wdir = tmp / "weights"
-    subprocess.run([sys.executable, "-c", SETUP, str(wdir), str(tmp / "home" / ".emotiefflib")], cwd=ROOT, check=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        [sys.executable, "-c", SETUP, str(wdir), str(tmp / "home" / ".emotiefflib")],
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     inputs = tmp / "inputs"
     inputs.mkdir()
     clip = testdata.pyfeat_file("WolfgangLanger_Pexels.mp4")
@@ -127,24 +131,42 @@ def main() -> None:
             k += 1
             data = tmp / f"data{k}"
             env = {**base, **extra, "AFFECTLAB_DATA_DIR": str(data)}
-            subprocess.run([sys.executable, "-m", "db", "upgrade"], env=env, cwd=ROOT, check=True,
-                           stdout=subprocess.DEVNULL)
-            cmd = [sys.executable, "-m", "affectlab", "analyze", str(inputs), "--study", "bench", "--no-progress",
-                   *flags]
+            subprocess.run(
+                [sys.executable, "-m", "db", "upgrade"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "affectlab",
+                "analyze",
+                str(inputs),
+                "--study",
+                "bench",
+                "--no-progress",
+                *flags,
+            ]
             times[name].append(run(cmd, env))
             shutil.rmtree(data, ignore_errors=True)
             print(f"{name}: {times[name][-1]:.1f} s", flush=True)
     default = statistics.median(times[variants[0][0]])
     one_core = statistics.median(times[variants[1][0]])
-    rows = [f"| {n_files} files ({args.videos} videos of {args.seconds:g} s, {args.stills} stills) | seconds "
-            f"(median of {args.rounds}) | files/s | vs one process | vs one process on one core |",
-            "|---|---|---|---|---|"]
+    rows = [
+        f"| {n_files} files ({args.videos} videos of {args.seconds:g} s, {args.stills} stills) | seconds "
+        f"(median of {args.rounds}) | files/s | vs one process | vs one process on one core |",
+        "|---|---|---|---|---|",
+    ]
     for name, _, _ in variants:
         t = statistics.median(times[name])
         rows.append(f"| {name} | {t:.1f} s | {n_files / t:.2f} | {default / t:.2f}x | {one_core / t:.2f}x |")
-    table = "\n".join([*rows, "", f"Whole `python -m affectlab analyze DIR --study S` processes into a fresh SQLite "
-                                  f"store, {cores} cores (shared machine; runs alternate). "
-                                  "`python bench/bench_workers.py`."])
+    table = "\n".join(
+        [
+            *rows,
+            "",
+            f"Whole `python -m affectlab analyze DIR --study S` processes into a fresh SQLite "
+            f"store, {cores} cores (shared machine; runs alternate). "
+            "`python bench/bench_workers.py`.",
+        ]
+    )
     print(table)
     if args.readme:
         write_readme(MARK_START, MARK_END, table)

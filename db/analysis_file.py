@@ -155,12 +155,18 @@ def engagement_result(obj: Mapping[str, Any]) -> EngagementResult:
     score = float(obj["score"])
     label = obj.get("label")
     windows = tuple(
-        EngagementWindow(start=0, end=0, start_s=float(w["start_s"]), end_s=float(w["end_s"]),
-                         p_engaged=float(w["p_engaged"]))
+        EngagementWindow(
+            start=0, end=0, start_s=float(w["start_s"]), end_s=float(w["end_s"]), p_engaged=float(w["p_engaged"])
+        )
         for w in (obj.get("windows") or [])
     )
-    return EngagementResult(score=score, label=label if label in ("Engaged", "Distracted") else engagement_label(score),
-                            windows=windows, n_features=0, window=0)
+    return EngagementResult(
+        score=score,
+        label=label if label in ("Engaged", "Distracted") else engagement_label(score),
+        windows=windows,
+        n_features=0,
+        window=0,
+    )
 
 
 def track_result(obj: Mapping[str, Any]) -> TrackResult:
@@ -393,8 +399,14 @@ def prepare_analysis(
                 if not store_crops:
                     faces = [dataclasses.replace(f, crop=None) for f in faces]
         prepared.files.append(
-            AnalysedFile(name=name, sha256=sha256_bytes(data), size=len(data), info=info, faces=faces,
-                         tracks=tracks_by_file.get(name, []))
+            AnalysedFile(
+                name=name,
+                sha256=sha256_bytes(data),
+                size=len(data),
+                info=info,
+                faces=faces,
+                tracks=tracks_by_file.get(name, []),
+            )
         )
     return prepared
 
@@ -407,6 +419,11 @@ def store_analysis(
     Returns:
         What was added and what was found already stored, with the preparation's warnings.
     """
-    return store_files(session, study, prepared.files, uploaded_by=uploaded_by, store_crops=prepared.store_crops,
-                       warnings=prepared.warnings)
-
+    return store_files(
+        session,
+        study,
+        prepared.files,
+        uploaded_by=uploaded_by,
+        store_crops=prepared.store_crops,
+        warnings=prepared.warnings,
+    )

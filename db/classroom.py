@@ -59,7 +59,7 @@ COLUMN_DOCS = {
     "n_faces": "faces the row's figures rest on",
     "n_persons": "students seen in the period (class-overall)",
     "visible_share": "share of the period in which the face was seen (class-overall: mean over the recording's "
-                     "students)",
+    "students)",
     "engagement_p": "mean engagement: the model's p(engaged), or the annotators' level where given",
     "engagement_label": "Engaged when engagement_p > 0.5, else Distracted",
     "dominant_emotion": "the most frequent emotion class of the faces",
@@ -111,8 +111,9 @@ def figures(faces: Sequence[FaceLabel], classes: Sequence[str], period_s: float,
     return out
 
 
-def _periods(duration: float, segments: Sequence[SegmentRow]) -> tuple[list[tuple[int, float, float]],
-                                                                         list[tuple[str, float, float]]]:
+def _periods(
+    duration: float, segments: Sequence[SegmentRow]
+) -> tuple[list[tuple[int, float, float]], list[tuple[str, float, float]]]:
     minutes = [(k, 60.0 * k, min(60.0 * (k + 1), duration)) for k in range(max(1, int(np.ceil(duration / 60.0))))]
     return minutes, [(s.name, s.start_s, s.end_s) for s in segments]
 
@@ -133,11 +134,12 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     st = repo.get_study(session, study)
     if rows is None:
         rows = labels.face_labels(session, st.id, None)[0]
-    videos = list(session.scalars(select(Media).where(Media.study_id == st.id, Media.kind == "video")
-                                  .order_by(Media.id)))
+    videos = list(
+        session.scalars(select(Media).where(Media.study_id == st.id, Media.kind == "video").order_by(Media.id))
+    )
     classes: list[str] = []
     for r in rows:
-        for k in (r.model_probs or {}):
+        for k in r.model_probs or {}:
             if k not in classes:
                 classes.append(k)
     for r in rows:
@@ -170,8 +172,16 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         for minute, a, b in minutes:
             for p in persons:
                 fs = [f for f in by_person[p.person_id] if _inside(f, a, b, b >= duration)]
-                minutes_t.append({**base, **person_cols(p), "minute": minute, "start_s": a, "end_s": b,
-                                  **figures(fs, classes, b - a, step)})
+                minutes_t.append(
+                    {
+                        **base,
+                        **person_cols(p),
+                        "minute": minute,
+                        "start_s": a,
+                        "end_s": b,
+                        **figures(fs, classes, b - a, step),
+                    }
+                )
         for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
             pooled: list[FaceLabel] = []
             shares = []
@@ -191,8 +201,16 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
 
 def columns(table: ClassTable, classes: Sequence[str]) -> list[str]:
     """The columns of a table, in order."""
-    figs = ["n_faces", "visible_share", "engagement_p", "engagement_label", "dominant_emotion",
-            *(f"share_{k}" for k in classes), "valence", "arousal"]
+    figs = [
+        "n_faces",
+        "visible_share",
+        "engagement_p",
+        "engagement_label",
+        "dominant_emotion",
+        *(f"share_{k}" for k in classes),
+        "valence",
+        "arousal",
+    ]
     if table == "class-minutes":
         return ["media_id", "filename", "person", "participant", "person_index", "minute", "start_s", "end_s", *figs]
     if table == "class-segments":
@@ -210,13 +228,23 @@ def dataframe(tables: ClassTables, table: ClassTable) -> pd.DataFrame:
 
 def card(study: str, table: ClassTable, tables: ClassTables) -> str:
     """The dataset card of a table export: what a row is and what each column means; no image is exported."""
-    what = {"class-minutes": "one row per student per minute of each recording",
-            "class-segments": "one row per student per lecture segment",
-            "class-overall": "one row per lecture segment of each recording for the whole class, plus a row "
-                             f"{WHOLE!r} over the whole recording"}[table]
-    lines = [f"# AffectLab study `{study}`: `{table}`", "", f"{what.capitalize()}; {len(tables.table(table))} rows.",
-             "", "This table holds no image and no face crop: figures only. Students are the recording's persons "
-             "after people's renames, merges and splits.", "", "| column | meaning |", "|---|---|"]
+    what = {
+        "class-minutes": "one row per student per minute of each recording",
+        "class-segments": "one row per student per lecture segment",
+        "class-overall": "one row per lecture segment of each recording for the whole class, plus a row "
+        f"{WHOLE!r} over the whole recording",
+    }[table]
+    lines = [
+        f"# AffectLab study `{study}`: `{table}`",
+        "",
+        f"{what.capitalize()}; {len(tables.table(table))} rows.",
+        "",
+        "This table holds no image and no face crop: figures only. Students are the recording's persons "
+        "after people's renames, merges and splits.",
+        "",
+        "| column | meaning |",
+        "|---|---|",
+    ]
     for c in columns(table, tables.classes):
         key = "share_<class>" if c.startswith("share_") else c
         lines.append(f"| `{c}` | {COLUMN_DOCS[key]} |")

@@ -60,8 +60,11 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     features = None
     if not args.no_features:
         wdir = Path(args.weights_dir).expanduser() if args.weights_dir else settings.weights_dir
-        features = RecognizerFeatures(wdir, device=settings.device,  # Settings admits only these two backends
-                                      backend="torch" if settings.backend == "torch" else "onnx")
+        features = RecognizerFeatures(
+            wdir,
+            device=settings.device,  # Settings admits only these two backends
+            backend="torch" if settings.backend == "torch" else "onnx",
+        )
     report = _store(settings).ingest_analysis(
         args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by, features=features
     )
@@ -156,15 +159,19 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_media(args.media_id)
-    print(f"deleted media {args.media_id}: {plural(counts['faces'], 'face')}, "
-          f"{plural(counts['face_annotations'], 'face annotation')}, {plural(counts.get('files', 0), 'kept file')}")
+    print(
+        f"deleted media {args.media_id}: {plural(counts['faces'], 'face')}, "
+        f"{plural(counts['face_annotations'], 'face annotation')}, {plural(counts.get('files', 0), 'kept file')}"
+    )
     return 0
 
 
 def _cmd_delete_track(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_track(args.track_id)
-    print(f"deleted track {args.track_id}: {plural(counts['faces'], 'face')}, "
-          f"{plural(counts['face_annotations'], 'face annotation')}")
+    print(
+        f"deleted track {args.track_id}: {plural(counts['faces'], 'face')}, "
+        f"{plural(counts['face_annotations'], 'face annotation')}"
+    )
     return 0
 
 
@@ -242,8 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("export", help="export a study for training")
     q.add_argument("--study", required=True)
     q.add_argument("--format", required=True, choices=FORMATS)
-    q.add_argument("--out", required=True, help="file (csv, parquet, imagefolder zip, features npz) or folder (hf); "
-                   "class-* tables: .csv, or .parquet")
+    q.add_argument(
+        "--out",
+        required=True,
+        help="file (csv, parquet, imagefolder zip, features npz) or folder (hf); class-* tables: .csv, or .parquet",
+    )
     q.add_argument("--model", default=None)
     q.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test assignment")
     q.set_defaults(fn=_cmd_export)

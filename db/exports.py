@@ -91,13 +91,36 @@ def unneutralise_cell(value: str) -> str:
 
 def export_columns(classes: Sequence[str]) -> list[str]:
     """The CSV/Parquet columns, in order (what :func:`records` writes)."""
-    cols = ["face_id", "media_id", "filename", "media_sha256", "media_kind", "frame", "time_s", "track_id", "track",
-            "x1", "y1", "x2", "y2", "det_score", "split"]  # fmt: skip
+    cols = [
+        "face_id",
+        "media_id",
+        "filename",
+        "media_sha256",
+        "media_kind",
+        "frame",
+        "time_s",
+        "track_id",
+        "track",
+        "x1",
+        "y1",
+        "x2",
+        "y2",
+        "det_score",
+        "split",
+    ]
     for f in _LABEL_FIELDS:
         cols += [f, f"{f}_source", f"{f}_annotators", f"{f}_agreement"]
     cols += ["note", "human_label", *(EXPORTED_PREFIX + f for f in EDITABLE_COLUMNS)]
-    cols += ["model", "weights_hash", "model_version", "model_label", "model_confidence", "model_valence",
-             "model_arousal", "model_engagement"]  # fmt: skip
+    cols += [
+        "model",
+        "weights_hash",
+        "model_version",
+        "model_label",
+        "model_confidence",
+        "model_valence",
+        "model_arousal",
+        "model_engagement",
+    ]
     return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
 
 
@@ -149,10 +172,22 @@ def records(rows: Sequence[FaceLabel], splits: Mapping[int, Split], classes: Seq
 _LABEL_FIELDS = ("label", "valence", "arousal", "engagement")
 _INT_COLUMNS = ("face_id", "media_id", "frame", "track_id", "track", *(f"{f}_annotators" for f in _LABEL_FIELDS))
 _FLOAT_COLUMNS = (
-    "time_s", "x1", "y1", "x2", "y2", "det_score", "valence", "arousal", "engagement", "model_confidence",
-    "model_valence", "model_arousal", "model_engagement", *(f"{f}_agreement" for f in _LABEL_FIELDS),
+    "time_s",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    "valence",
+    "arousal",
+    "engagement",
+    "model_confidence",
+    "model_valence",
+    "model_arousal",
+    "model_engagement",
+    *(f"{f}_agreement" for f in _LABEL_FIELDS),
     *(EXPORTED_PREFIX + f for f in _LABEL_FIELDS[1:]),
-)  # fmt: skip
+)
 
 
 def dataframe(
@@ -237,10 +272,28 @@ def _metadata_rows(
     (free text that may look like a number) is left out; join on ``face_id`` with the CSV export to get it.
     """
     keep = (
-        "face_id", "filename", "media_sha256", "frame", "time_s", "track", "split", "label", "label_source",
-        "label_annotators", "label_agreement", "valence", "valence_source", "arousal", "arousal_source",
-        "engagement", "engagement_source", "model", "weights_hash", "model_label", "model_confidence",
-    )  # fmt: skip
+        "face_id",
+        "filename",
+        "media_sha256",
+        "frame",
+        "time_s",
+        "track",
+        "split",
+        "label",
+        "label_source",
+        "label_annotators",
+        "label_agreement",
+        "valence",
+        "valence_source",
+        "arousal",
+        "arousal_source",
+        "engagement",
+        "engagement_source",
+        "model",
+        "weights_hash",
+        "model_label",
+        "model_confidence",
+    )
     out = []
     for rec, r in zip(records(rows, splits, ()), rows, strict=True):
         row: dict[str, Any] = {"file_name": file_name(r)}
@@ -472,8 +525,9 @@ def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: l
 # ---------------------------------------------------------------------------------------------------- class tables
 
 
-def export_class_table(session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: ClassFormat,
-                       out: Path) -> ExportReport:
+def export_class_table(
+    session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: ClassFormat, out: Path
+) -> ExportReport:
     """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image."""
     from db import classroom
 
@@ -486,6 +540,14 @@ def export_class_table(session: Session, study: str, rows: list[FaceLabel], stat
         df.to_csv(out, index=False)
     out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
-    return ExportReport(path=str(out), format=fmt, n_faces=len(rows), n_human=sum(r.label_source == "human"
-                        for r in rows), n_model_only=sum(r.label_source == "model" for r in rows),
-                        predictions_only=stats.predictions_only, crops_available=False, splits={}, notes=tuple(notes))
+    return ExportReport(
+        path=str(out),
+        format=fmt,
+        n_faces=len(rows),
+        n_human=sum(r.label_source == "human" for r in rows),
+        n_model_only=sum(r.label_source == "model" for r in rows),
+        predictions_only=stats.predictions_only,
+        crops_available=False,
+        splits={},
+        notes=tuple(notes),
+    )

@@ -420,6 +420,13 @@ def ingest_results(
         kind = "video" if any(r.frame is not None for r in faces) else guess_kind(filename)
         w, h = image_size(data) if kind == "image" else (None, None)
         media_info = MediaInfo(kind=kind, width=w, height=h)
-    item = AnalysedFile(name=filename, sha256=sha256 or sha256_bytes(data), size=len(data), info=media_info,
-                        faces=faces, tracks=list(tracks), model_version=model_version)
+    item = AnalysedFile(
+        name=filename,
+        sha256=sha256 or sha256_bytes(data),
+        size=len(data),
+        info=media_info,
+        faces=faces,
+        tracks=list(tracks),
+        model_version=model_version,
+    )
     return store_files(session, study, [item], uploaded_by=uploaded_by, store_crops=store_crops)

@@ -368,13 +368,22 @@ def face_labels(
     has_crop = set(session.scalars(crop_stmt))
     # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
     # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.
-    need = {face.track_id for face, _, _ in face_rows
-            if face.track_id is not None and (pred := by_face.get(face.id)) is not None and pred.engagement is None}
+    need = {
+        face.track_id
+        for face, _, _ in face_rows
+        if face.track_id is not None and (pred := by_face.get(face.id)) is not None and pred.engagement is None
+    }
     windows = _track_windows(session, need)
     rows = [
-        _face_label(face, media, track_index, by_face.get(face.id), resolved, face.id in has_crop,
-                    _window_engagement(windows.get(face.track_id) if face.track_id is not None else None,
-                                       face.time_s))
+        _face_label(
+            face,
+            media,
+            track_index,
+            by_face.get(face.id),
+            resolved,
+            face.id in has_crop,
+            _window_engagement(windows.get(face.track_id) if face.track_id is not None else None, face.time_s),
+        )
         for face, media, track_index in face_rows
     ]
     return rows, primary
@@ -385,13 +394,18 @@ def _track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWin
     out: dict[int, _TrackWindows] = {}
     ids = sorted(track_ids)
     for i in range(0, len(ids), 500):
-        part = ids[i:i + 500]
-        for tid, score in session.execute(select(Track.id, Track.engagement_score).where(
-                Track.id.in_(part), Track.engagement_score.is_not(None))):
+        part = ids[i : i + 500]
+        for tid, score in session.execute(
+            select(Track.id, Track.engagement_score).where(Track.id.in_(part), Track.engagement_score.is_not(None))
+        ):
             out[int(tid)] = (score, [])
-        stmt = (select(EngagementWindow.track_id, EngagementWindow.start_s, EngagementWindow.end_s,
-                       EngagementWindow.p_engaged).where(EngagementWindow.track_id.in_(part))
-                .order_by(EngagementWindow.id))
+        stmt = (
+            select(
+                EngagementWindow.track_id, EngagementWindow.start_s, EngagementWindow.end_s, EngagementWindow.p_engaged
+            )
+            .where(EngagementWindow.track_id.in_(part))
+            .order_by(EngagementWindow.id)
+        )
         for tid, a, b, p in session.execute(stmt):
             if int(tid) in out:
                 out[int(tid)][1].append((a, b, p))
@@ -410,7 +424,12 @@ def _window_engagement(track: _TrackWindows | None, time_s: float | None) -> flo
 
 
 def _face_label(
-    face: Any, media: Any, track_index: int | None, pred: Prediction | None, resolved: Any, has_crop: bool,
+    face: Any,
+    media: Any,
+    track_index: int | None,
+    pred: Prediction | None,
+    resolved: Any,
+    has_crop: bool,
     track_engagement: float | None = None,
 ) -> FaceLabel:
     judged = judgements_for_face(resolved, face.id, face.track_id)

@@ -91,8 +91,9 @@ def store_persons(session: Session, media_id: int, persons: Mapping[int, int | N
         Tracks newly given a person.
     """
     tracks = {t.track_index: t for t in session.scalars(select(Track).where(Track.media_id == media_id))}
-    have = set(session.scalars(select(PersonTrack.track_id).where(PersonTrack.track_id.in_([t.id for t in
-                                                                                           tracks.values()]))))
+    have = set(
+        session.scalars(select(PersonTrack.track_id).where(PersonTrack.track_id.in_([t.id for t in tracks.values()])))
+    )
     rows = {p.person_index: p for p in session.scalars(select(Person).where(Person.media_id == media_id))}
     next_index = max([*rows, *(p for p in persons.values() if p is not None), -1]) + 1
     added = 0
@@ -112,11 +113,15 @@ def store_persons(session: Session, media_id: int, persons: Mapping[int, int | N
     return added
 
 
-def _state(session: Session, media_id: int) -> tuple[dict[int, Person], dict[int, _TrackInfo], dict[int, int],
-                                                      dict[int, str]]:
+def _state(
+    session: Session, media_id: int
+) -> tuple[dict[int, Person], dict[int, _TrackInfo], dict[int, int], dict[int, str]]:
     persons = {p.id: p for p in session.scalars(select(Person).where(Person.media_id == media_id))}
-    stmt = select(Track.id, Track.track_index, Track.start_s, Track.end_s, Track.n_faces, PersonTrack.person_id).join(
-        PersonTrack, PersonTrack.track_id == Track.id).where(Track.media_id == media_id)
+    stmt = (
+        select(Track.id, Track.track_index, Track.start_s, Track.end_s, Track.n_faces, PersonTrack.person_id)
+        .join(PersonTrack, PersonTrack.track_id == Track.id)
+        .where(Track.media_id == media_id)
+    )
     tracks: dict[int, _TrackInfo] = {}
     assign: dict[int, int] = {}
     for tid, index, start, end, n, pid in session.execute(stmt):
@@ -152,13 +157,21 @@ def current_persons(session: Session, media_id: int) -> list[PersonRow]:
         name = names.get(pid)
         starts = [t.start_s for t in ts if t.start_s is not None]
         ends = [t.end_s for t in ts if t.end_s is not None]
-        out.append(PersonRow(
-            person_id=pid, media_id=media_id, person_index=p.person_index, participant=name,
-            label=name or f"P{p.person_index}", key=name or f"m{media_id}-P{p.person_index}",
-            track_ids=tuple(t.id for t in ts), track_indexes=tuple(t.index for t in ts),
-            n_faces=sum(t.n_faces for t in ts), start_s=min(starts) if starts else None,
-            end_s=max(ends) if ends else None,
-        ))
+        out.append(
+            PersonRow(
+                person_id=pid,
+                media_id=media_id,
+                person_index=p.person_index,
+                participant=name,
+                label=name or f"P{p.person_index}",
+                key=name or f"m{media_id}-P{p.person_index}",
+                track_ids=tuple(t.id for t in ts),
+                track_indexes=tuple(t.index for t in ts),
+                n_faces=sum(t.n_faces for t in ts),
+                start_s=min(starts) if starts else None,
+                end_s=max(ends) if ends else None,
+            )
+        )
     out.sort(key=lambda r: (r.start_s if r.start_s is not None else float("inf"), r.person_index))
     return out
 
@@ -194,8 +207,9 @@ def _add(session: Session, annotator: str, **values: object) -> PersonCorrection
     return row
 
 
-def rename(session: Session, person_id: int, participant: str | None, annotator: str,
-           note: str | None = None) -> PersonCorrection:
+def rename(
+    session: Session, person_id: int, participant: str | None, annotator: str, note: str | None = None
+) -> PersonCorrection:
     """Gives a person a participant id (None or empty removes it).
 
     Raises:
@@ -210,13 +224,16 @@ def rename(session: Session, person_id: int, participant: str | None, annotator:
             if other.participant == name and other.person_id != person_id:
                 raise PersonChangeError(
                     f"{other.label} of this recording is already called {name!r}; if both are the same student, "
-                    f"merge P{p.person_index} into {other.label} instead")
-    return _add(session, annotator, media_id=p.media_id, kind="rename", person_id=person_id, participant=name,
-                note=note)
+                    f"merge P{p.person_index} into {other.label} instead"
+                )
+    return _add(
+        session, annotator, media_id=p.media_id, kind="rename", person_id=person_id, participant=name, note=note
+    )
 
 
-def merge(session: Session, person_id: int, other_person_id: int, annotator: str,
-          note: str | None = None) -> PersonCorrection:
+def merge(
+    session: Session, person_id: int, other_person_id: int, annotator: str, note: str | None = None
+) -> PersonCorrection:
     """Moves every track of ``other_person_id`` to ``person_id``.
 
     Raises:
@@ -225,8 +242,10 @@ def merge(session: Session, person_id: int, other_person_id: int, annotator: str
     """
     a, b = _person(session, person_id), _person(session, other_person_id)
     if a.media_id != b.media_id:
-        raise PersonChangeError("the two persons belong to different recordings; give both the same participant id "
-                                "instead (rename), which joins them in the tables")
+        raise PersonChangeError(
+            "the two persons belong to different recordings; give both the same participant id "
+            "instead (rename), which joins them in the tables"
+        )
     _, tracks, assign, names = _state(session, a.media_id)
     ta = [tracks[t] for t, p in assign.items() if p == a.id]
     tb = [tracks[t] for t, p in assign.items() if p == b.id]
@@ -239,9 +258,9 @@ def merge(session: Session, person_id: int, other_person_id: int, annotator: str
         raise PersonChangeError(
             f"refused: {la} (track {x.index}, {x.start_s:.1f}-{x.end_s:.1f} s) and {lb} (track {y.index}, "
             f"{y.start_s:.1f}-{y.end_s:.1f} s) are on screen at the same time, so they are two people; if a track "
-            "holds the wrong student, split it off first")
-    return _add(session, annotator, media_id=a.media_id, kind="merge", person_id=a.id, other_person_id=b.id,
-                note=note)
+            "holds the wrong student, split it off first"
+        )
+    return _add(session, annotator, media_id=a.media_id, kind="merge", person_id=a.id, other_person_id=b.id, note=note)
 
 
 def split(session: Session, track_id: int, annotator: str, note: str | None = None) -> PersonCorrection:
@@ -260,16 +279,32 @@ def split(session: Session, track_id: int, annotator: str, note: str | None = No
     new = Person(media_id=track.media_id, person_index=(top or 0) + 1)
     session.add(new)
     session.flush()
-    return _add(session, annotator, media_id=track.media_id, kind="split", person_id=new.id, track_id=track_id,
-                note=note)
+    return _add(
+        session, annotator, media_id=track.media_id, kind="split", person_id=new.id, track_id=track_id, note=note
+    )
 
 
 def history(session: Session, media_id: int) -> list[PersonChangeRow]:
     """Every person correction of a recording, oldest first."""
     repo.get_row(session, Media, media_id, "media item")
-    stmt = (select(PersonCorrection, Annotator.name).join(Annotator, Annotator.id == PersonCorrection.annotator_id)
-            .where(PersonCorrection.media_id == media_id).order_by(PersonCorrection.id))
-    return [PersonChangeRow(id=c.id, media_id=c.media_id, kind=c.kind, person_id=c.person_id,
-                            other_person_id=c.other_person_id, track_id=c.track_id, participant=c.participant,
-                            annotator=who, note=c.note, created_at=c.created_at)
-            for c, who in session.execute(stmt)]
+    stmt = (
+        select(PersonCorrection, Annotator.name)
+        .join(Annotator, Annotator.id == PersonCorrection.annotator_id)
+        .where(PersonCorrection.media_id == media_id)
+        .order_by(PersonCorrection.id)
+    )
+    return [
+        PersonChangeRow(
+            id=c.id,
+            media_id=c.media_id,
+            kind=c.kind,
+            person_id=c.person_id,
+            other_person_id=c.other_person_id,
+            track_id=c.track_id,
+            participant=c.participant,
+            annotator=who,
+            note=c.note,
+            created_at=c.created_at,
+        )
+        for c, who in session.execute(stmt)
+    ]

@@ -82,16 +82,27 @@ def _state(session: Session, media: Media, created: bool) -> AnalysisState:
     n = session.scalar(select(func.count()).select_from(Face).where(Face.media_id == media.id)) or 0
     faces: tuple[tuple[Box, float], ...] = ()
     if media.analysis_status == "partial" and media.analysed_until_frame is not None:
-        stmt = select(Face.x1, Face.y1, Face.x2, Face.y2, Face.det_score).where(
-            Face.media_id == media.id, Face.frame == media.analysed_until_frame).order_by(Face.face_index, Face.id)
+        stmt = (
+            select(Face.x1, Face.y1, Face.x2, Face.y2, Face.det_score)
+            .where(Face.media_id == media.id, Face.frame == media.analysed_until_frame)
+            .order_by(Face.face_index, Face.id)
+        )
         faces = tuple(((x1, y1, x2, y2), d) for x1, y1, x2, y2, d in session.execute(stmt))
-    return AnalysisState(media_id=media.id, status=media.analysis_status, created=created,
-                         until_s=media.analysed_until_s, until_frame=media.analysed_until_frame,
-                         samples=media.analysed_samples, faces=faces, n_faces=int(n))
+    return AnalysisState(
+        media_id=media.id,
+        status=media.analysis_status,
+        created=created,
+        until_s=media.analysed_until_s,
+        until_frame=media.analysed_until_frame,
+        samples=media.analysed_samples,
+        faces=faces,
+        n_faces=int(n),
+    )
 
 
-def begin_video(session: Session, study: str, *, sha256: str, size: int, filename: str, info: MediaInfo,
-                uploaded_by: str | None) -> AnalysisState:
+def begin_video(
+    session: Session, study: str, *, sha256: str, size: int, filename: str, info: MediaInfo, uploaded_by: str | None
+) -> AnalysisState:
     """The media row of a video about to be analysed: created ``partial`` when new, else as it stands.
 
     Returns:
@@ -101,16 +112,34 @@ def begin_video(session: Session, study: str, *, sha256: str, size: int, filenam
     media = session.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
     if media is not None:
         return _state(session, media, created=False)
-    media = Media(study_id=st.id, sha256=sha256, filename=base_name(filename), kind=info.kind, size_bytes=size,
-                  width=info.width, height=info.height, duration_s=info.duration_s, fps=info.fps,
-                  uploaded_by=uploaded_by, analysis_status="partial")
+    media = Media(
+        study_id=st.id,
+        sha256=sha256,
+        filename=base_name(filename),
+        kind=info.kind,
+        size_bytes=size,
+        width=info.width,
+        height=info.height,
+        duration_s=info.duration_s,
+        fps=info.fps,
+        uploaded_by=uploaded_by,
+        analysis_status="partial",
+    )
     session.add(media)
     session.flush()
     return _state(session, media, created=True)
 
 
-def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, until_s: float, until_frame: int,
-                samples: int, store_crops: bool) -> tuple[int, int, int]:
+def store_chunk(
+    session: Session,
+    media_id: int,
+    faces: Sequence[FaceIn],
+    *,
+    until_s: float,
+    until_frame: int,
+    samples: int,
+    store_crops: bool,
+) -> tuple[int, int, int]:
     """Stores one stretch of a partial video's faces (without track) and moves its resume point.
 
     Returns:
@@ -126,8 +155,17 @@ def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, unt
     crops = features = 0
     for f in faces:
         x1, y1, x2, y2 = (float(v) for v in f.box)
-        face = Face(media_id=media_id, face_index=f.index, frame=f.frame, time_s=f.time_s, x1=x1, y1=y1, x2=x2,
-                    y2=y2, det_score=float(f.det_score))
+        face = Face(
+            media_id=media_id,
+            face_index=f.index,
+            frame=f.frame,
+            time_s=f.time_s,
+            x1=x1,
+            y1=y1,
+            x2=x2,
+            y2=y2,
+            det_score=float(f.det_score),
+        )
         if store_crops and f.crop is not None and f.crop.size > 0:
             face.crop_png = encode_png(f.crop)
             crops += 1
@@ -140,12 +178,20 @@ def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, unt
     session.flush()
     for f, face in rows:
         probs = {str(k): float(v) for k, v in f.probs.items()}
-        session.add(Prediction(
-            face_id=face.id, model=f.model, weights_hash=f.weights_hash, model_version=f.model_version, probs=probs,
-            label=f.label,
-            confidence=max(probs.values()) if probs else 0.0, valence=_opt_float(f.valence),
-            arousal=_opt_float(f.arousal), engagement=None,
-        ))
+        session.add(
+            Prediction(
+                face_id=face.id,
+                model=f.model,
+                weights_hash=f.weights_hash,
+                model_version=f.model_version,
+                probs=probs,
+                label=f.label,
+                confidence=max(probs.values()) if probs else 0.0,
+                valence=_opt_float(f.valence),
+                arousal=_opt_float(f.arousal),
+                engagement=None,
+            )
+        )
     media.analysed_until_s, media.analysed_until_frame, media.analysed_samples = until_s, until_frame, samples
     session.flush()
     return len(rows), crops, features
@@ -153,14 +199,22 @@ def store_chunk(session: Session, media_id: int, faces: Sequence[FaceIn], *, unt
 
 def stored_frames(session: Session, media_id: int, after_frame: int, max_frames: int = 500) -> list[StoredFrame]:
     """The next frames with stored faces after ``after_frame`` (at most ``max_frames``), in order."""
-    frames = list(session.scalars(select(Face.frame).where(Face.media_id == media_id, Face.frame > after_frame)
-                                  .group_by(Face.frame).order_by(Face.frame).limit(max_frames)))
+    frames = list(
+        session.scalars(
+            select(Face.frame)
+            .where(Face.media_id == media_id, Face.frame > after_frame)
+            .group_by(Face.frame)
+            .order_by(Face.frame)
+            .limit(max_frames)
+        )
+    )
     if not frames:
         return []
-    stmt = (select(Face.id, Face.frame, Face.time_s, Face.x1, Face.y1, Face.x2, Face.y2, Face.features,
-                   Face.feature_dim)
-            .where(Face.media_id == media_id, Face.frame > after_frame, Face.frame <= frames[-1])
-            .order_by(Face.frame, Face.face_index, Face.id))
+    stmt = (
+        select(Face.id, Face.frame, Face.time_s, Face.x1, Face.y1, Face.x2, Face.y2, Face.features, Face.feature_dim)
+        .where(Face.media_id == media_id, Face.frame > after_frame, Face.frame <= frames[-1])
+        .order_by(Face.frame, Face.face_index, Face.id)
+    )
     grouped: dict[int, list[Any]] = {}  # rows of the select above
     for row in session.execute(stmt):
         grouped.setdefault(int(row.frame), []).append(row)
@@ -169,9 +223,15 @@ def stored_frames(session: Session, media_id: int, after_frame: int, max_frames:
         feats = None
         if all(r.features is not None for r in rows):
             feats = np.stack([features_from_bytes(r.features, int(r.feature_dim)) for r in rows])
-        out.append(StoredFrame(frame=frame, time_s=float(rows[0].time_s or 0.0),
-                               face_ids=tuple(int(r.id) for r in rows),
-                               boxes=tuple((r.x1, r.y1, r.x2, r.y2) for r in rows), features=feats))
+        out.append(
+            StoredFrame(
+                frame=frame,
+                time_s=float(rows[0].time_s or 0.0),
+                face_ids=tuple(int(r.id) for r in rows),
+                boxes=tuple((r.x1, r.y1, r.x2, r.y2) for r in rows),
+                features=feats,
+            )
+        )
     return out
 
 
@@ -180,16 +240,31 @@ def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
     got: dict[int, np.ndarray] = {}
     ids = list(face_ids)
     for i in range(0, len(ids), 500):
-        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i:i + 500]),
-                                                                      Face.features.is_not(None))
-        got.update({int(k): features_from_bytes(v, int(d)) for k, v, d in session.execute(stmt)
-                    if v is not None and d is not None})
+        stmt = select(Face.id, Face.features, Face.feature_dim).where(
+            Face.id.in_(ids[i : i + 500]), Face.features.is_not(None)
+        )
+        got.update(
+            {
+                int(k): features_from_bytes(v, int(d))
+                for k, v, d in session.execute(stmt)
+                if v is not None and d is not None
+            }
+        )
     kept = [got[i] for i in ids if i in got]
     return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
 
 
-def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[TrackResult], *,
-                 duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
+def finish_video(
+    session: Session,
+    media_id: int,
+    face_tracks: Mapping[int, int],
+    tracks: Sequence[TrackResult],
+    *,
+    duration_s: float | None,
+    fps: float | None,
+    width: int | None,
+    height: int | None,
+) -> int:
     """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
 
     Args:
@@ -211,16 +286,24 @@ def finish_video(session: Session, media_id: int, face_tracks: Mapping[int, int]
     rows: dict[int, Track] = {}
     for t in tracks:
         eng = t.engagement
-        row = Track(media_id=media_id, track_index=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
-                    engagement_score=None if eng is None else eng.score,
-                    engagement_label=None if eng is None else eng.label)
+        row = Track(
+            media_id=media_id,
+            track_index=t.track,
+            n_faces=t.n_faces,
+            start_s=t.start_s,
+            end_s=t.end_s,
+            engagement_score=None if eng is None else eng.score,
+            engagement_label=None if eng is None else eng.label,
+        )
         session.add(row)
         rows[t.track] = row
     session.flush()
     for t in tracks:
         if t.engagement is not None:
-            session.add_all(EngagementWindow(track_id=rows[t.track].id, start_s=w.start_s, end_s=w.end_s,
-                                             p_engaged=w.p_engaged) for w in t.engagement.windows)
+            session.add_all(
+                EngagementWindow(track_id=rows[t.track].id, start_s=w.start_s, end_s=w.end_s, p_engaged=w.p_engaged)
+                for w in t.engagement.windows
+            )
     if face_tracks:
         session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
     store_persons(session, media_id, {t.track: t.person for t in tracks})

@@ -131,8 +131,12 @@ def study_settings(session: Session, study: str) -> StudySettings:
     st = session.scalar(select(Study).where(Study.name == study))
     if st is None:
         return StudySettings()
-    return StudySettings(independent=bool(st.independent), hide_model=bool(st.hide_model),
-                         double_share=float(st.double_share or 0.0), blur_faces=bool(st.blur_faces))
+    return StudySettings(
+        independent=bool(st.independent),
+        hide_model=bool(st.hide_model),
+        double_share=float(st.double_share or 0.0),
+        blur_faces=bool(st.blur_faces),
+    )
 
 
 def set_study_settings(session: Session, study: str, settings: StudySettings) -> StudySettings:
@@ -209,8 +213,12 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
     own = mine[0] if mine else None
     show_model = not settings.hide_model
     out: dict[str, object] = {"judgements": mine, "note": own.note if own else None}
-    model = {"label": face.model_label, "valence": face.model_valence, "arousal": face.model_arousal,
-             "engagement": face.model_engagement}
+    model = {
+        "label": face.model_label,
+        "valence": face.model_valence,
+        "arousal": face.model_arousal,
+        "engagement": face.model_engagement,
+    }
     for f in ("label", "valence", "arousal", "engagement"):
         mine_v = getattr(own, f) if own else None
         if mine_v is not None:
@@ -221,8 +229,14 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
             out[f], out[f"{f}_source"], out[f"{f}_annotators"] = None, "none", 0
         out[f"{f}_agreement"] = None
     if not show_model:
-        out.update(model_label=None, model_confidence=None, model_probs=None, model_valence=None,
-                   model_arousal=None, model_engagement=None)
+        out.update(
+            model_label=None,
+            model_confidence=None,
+            model_probs=None,
+            model_valence=None,
+            model_arousal=None,
+            model_engagement=None,
+        )
     return dataclasses.replace(face, **out)  # type: ignore[arg-type]
 
 
@@ -236,8 +250,11 @@ def _reason(face: FaceLabel, by: ReviewOrder, independent: bool) -> tuple[str, f
     if by == "disagreement":
         if face.label_source != "human" or face.model_label is None or face.model_label == face.label:
             return None
-        text = "annotators and model disagree" if independent else (
-            f"annotators say {face.label}, model says {face.model_label}")
+        text = (
+            "annotators and model disagree"
+            if independent
+            else (f"annotators say {face.label}, model says {face.model_label}")
+        )
         return text, face.model_confidence or 0.0
     if face.label is None or face.valence is None:
         return None
@@ -296,13 +313,33 @@ def build_queue(
         if reason is None:
             continue
         left_by_media[f.media_id] += 1
-        waiting.append(ReviewItem(face_id=f.face_id, media_id=f.media_id, filename=f.filename, frame=f.frame,
-                                  time_s=f.time_s, track_id=f.track_id, model_label=f.model_label,
-                                  model_confidence=f.model_confidence, label=f.label, label_source=f.label_source,
-                                  valence=f.valence, arousal=f.arousal, reason=reason[0], score=reason[1]))
+        waiting.append(
+            ReviewItem(
+                face_id=f.face_id,
+                media_id=f.media_id,
+                filename=f.filename,
+                frame=f.frame,
+                time_s=f.time_s,
+                track_id=f.track_id,
+                model_label=f.model_label,
+                model_confidence=f.model_confidence,
+                label=f.label,
+                label_source=f.label_source,
+                valence=f.valence,
+                arousal=f.arousal,
+                reason=reason[0],
+                score=reason[1],
+            )
+        )
     waiting.sort(key=lambda i: (-i.score, i.face_id))
-    return ReviewQueue(items=tuple(waiting[:limit]), left=len(waiting), total=sum(total_by_media.values()),
-                       left_by_media=dict(left_by_media), total_by_media=dict(total_by_media), skipped=n_skipped)
+    return ReviewQueue(
+        items=tuple(waiting[:limit]),
+        left=len(waiting),
+        total=sum(total_by_media.values()),
+        left_by_media=dict(left_by_media),
+        total_by_media=dict(total_by_media),
+        skipped=n_skipped,
+    )
 
 
 def review_queue(
@@ -323,8 +360,16 @@ def review_queue(
     st = repo.get_study(session, study)
     rows, _ = face_labels(session, st.id, model)
     skipped = skipped_faces(session, st.id, annotator) if annotator else set()
-    return build_queue(rows, by, annotator=annotator, skipped=skipped, settings=study_settings(session, study),
-                       study_id=st.id, flt=flt, limit=limit)
+    return build_queue(
+        rows,
+        by,
+        annotator=annotator,
+        skipped=skipped,
+        settings=study_settings(session, study),
+        study_id=st.id,
+        flt=flt,
+        limit=limit,
+    )
 
 
 def browse(session: Session, study: str, flt: ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:

@@ -60,8 +60,11 @@ def _number(text: str) -> float | None:
 
 def list_segments(session: Session, media_ids: list[int]) -> list[SegmentRow]:
     """The segments of some recordings, by media and start."""
-    stmt = (select(LectureSegment).where(LectureSegment.media_id.in_(media_ids))
-            .order_by(LectureSegment.media_id, LectureSegment.start_s))
+    stmt = (
+        select(LectureSegment)
+        .where(LectureSegment.media_id.in_(media_ids))
+        .order_by(LectureSegment.media_id, LectureSegment.start_s)
+    )
     return [SegmentRow(s.id, s.media_id, s.name, s.start_s, s.end_s) for s in session.scalars(stmt)]
 
 
@@ -78,14 +81,14 @@ def _check(items: list[tuple[str, Media, str, float, float]], session: Session) 
         if end <= start:
             problems.append(f"{where}: end_s {end:g} is not after start_s {start:g}")
         if media.duration_s is not None and end > media.duration_s + DURATION_SLACK_S:
-            problems.append(f"{where}: end_s {end:g} is after the end of {media.filename!r} "
-                            f"({media.duration_s:.1f} s)")
+            problems.append(f"{where}: end_s {end:g} is after the end of {media.filename!r} ({media.duration_s:.1f} s)")
         for other_where, other_name, s0, e0 in by_media.get(media.id, []):
             if other_name == name:
                 problems.append(f"{where}: {media.filename!r} already has a segment named {name!r} ({other_where})")
             elif start < e0 and s0 < end:
-                problems.append(f"{where}: {name!r} {start:g}-{end:g} s overlaps {other_where} {other_name!r} "
-                                f"{s0:g}-{e0:g} s")
+                problems.append(
+                    f"{where}: {name!r} {start:g}-{end:g} s overlaps {other_where} {other_name!r} {s0:g}-{e0:g} s"
+                )
         by_media.setdefault(media.id, []).append((where, name, start, end))
     return problems
 
@@ -120,10 +123,14 @@ def import_segments(session: Session, study: str, path: Path, created_by: str | 
     unknown = [c for c in cols if c not in COLUMNS]
     missing = [c for c in COLUMNS if c not in cols]
     if unknown or missing or len(set(cols)) != len(cols):
-        raise SegmentsError(str(path), [
-            f"line 1: the header must be exactly {','.join(COLUMNS)} (in any order)"
-            + (f"; unknown: {', '.join(unknown)}" if unknown else "") + (f"; missing: {', '.join(missing)}"
-                                                                          if missing else "")])
+        raise SegmentsError(
+            str(path),
+            [
+                f"line 1: the header must be exactly {','.join(COLUMNS)} (in any order)"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+            ],
+        )
     problems: list[str] = []
     items: list[tuple[str, Media, str, float, float]] = []
     for line, row in enumerate(reader, start=2):
@@ -136,8 +143,10 @@ def import_segments(session: Session, study: str, path: Path, created_by: str | 
         d = dict(zip(cols, row, strict=True))
         media = _find_media(session, st.id, d["media"])
         if media is None:
-            problems.append(f"{where}: no video {d['media'].strip()!r} in study {study!r} (give its media id, its "
-                            "file name or its sha256)")
+            problems.append(
+                f"{where}: no video {d['media'].strip()!r} in study {study!r} (give its media id, its "
+                "file name or its sha256)"
+            )
         name = d["name"].strip()
         if not name or len(name) > 200:
             problems.append(f"{where}: a segment needs a name of 1 to 200 characters")
@@ -158,17 +167,21 @@ def _line_no(problem: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _store(session: Session, items: list[tuple[str, Media, str, float, float]],
-           created_by: str | None) -> list[SegmentRow]:
-    rows = [LectureSegment(media_id=m.id, name=name, start_s=start, end_s=end, created_by=created_by)
-            for _, m, name, start, end in items]
+def _store(
+    session: Session, items: list[tuple[str, Media, str, float, float]], created_by: str | None
+) -> list[SegmentRow]:
+    rows = [
+        LectureSegment(media_id=m.id, name=name, start_s=start, end_s=end, created_by=created_by)
+        for _, m, name, start, end in items
+    ]
     session.add_all(rows)
     session.flush()
     return [SegmentRow(r.id, r.media_id, r.name, r.start_s, r.end_s) for r in rows]
 
 
-def add_segment(session: Session, media_id: int, name: str, start_s: float, end_s: float,
-                created_by: str | None = None) -> SegmentRow:
+def add_segment(
+    session: Session, media_id: int, name: str, start_s: float, end_s: float, created_by: str | None = None
+) -> SegmentRow:
     """Adds one segment to a recording (the same checks as the import)."""
     media = repo.get_row(session, Media, media_id, "media item")
     where = f"segment {name.strip()!r}"

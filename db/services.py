@@ -264,9 +264,17 @@ class LabelStore:
 
     # ------------------------------------------------------------------------------------------------ long videos
 
-    def begin_video(self, study: str, source: Path | str | bytes, filename: str, media_info: MediaInfo, *,
-                    uploaded_by: str | None = None, keep_file: bool = False,
-                    sha256: str | None = None) -> resumable.AnalysisState:
+    def begin_video(
+        self,
+        study: str,
+        source: Path | str | bytes,
+        filename: str,
+        media_info: MediaInfo,
+        *,
+        uploaded_by: str | None = None,
+        keep_file: bool = False,
+        sha256: str | None = None,
+    ) -> resumable.AnalysisState:
         """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
 
         Args:
@@ -290,8 +298,9 @@ class LabelStore:
         written: list[Path] = []
 
         def work(s: Session) -> resumable.AnalysisState:
-            state = resumable.begin_video(s, study, sha256=sha, size=size, filename=filename, info=media_info,
-                                          uploaded_by=uploaded_by)
+            state = resumable.begin_video(
+                s, study, sha256=sha, size=size, filename=filename, info=media_info, uploaded_by=uploaded_by
+            )
             if keep_file and state.status == "partial":
                 self._keep_file(s, state.media_id, data, written)
             return state
@@ -316,17 +325,33 @@ class LabelStore:
                 media_files.remove(path)
             raise
 
-    def store_chunk(self, media_id: int, results: Iterable[Any], *, until_s: float, until_frame: int, samples: int,
-                    model_version: str | None = None) -> tuple[int, int, int]:
+    def store_chunk(
+        self,
+        media_id: int,
+        results: Iterable[Any],
+        *,
+        until_s: float,
+        until_frame: int,
+        samples: int,
+        model_version: str | None = None,
+    ) -> tuple[int, int, int]:
         """Stores one stretch of a partial video's faces with its resume point, in one transaction.
 
         Returns:
             Faces, crops and features stored.
         """
         faces = [ingest.face_in(r, store_crops=self.store_crops, model_version=model_version) for r in results]
-        return self.transaction(lambda s: resumable.store_chunk(
-            s, media_id, faces, until_s=until_s, until_frame=until_frame, samples=samples,
-            store_crops=self.store_crops))
+        return self.transaction(
+            lambda s: resumable.store_chunk(
+                s,
+                media_id,
+                faces,
+                until_s=until_s,
+                until_frame=until_frame,
+                samples=samples,
+                store_crops=self.store_crops,
+            )
+        )
 
     def stored_frames(self, media_id: int, after_frame: int = -1, max_frames: int = 500) -> list[Any]:
         """The next frames with stored faces (:class:`db.resumable.StoredFrame`), for replaying the tracker."""
@@ -336,12 +361,23 @@ class LabelStore:
         """The stored features of faces, in the order given."""
         return self.transaction(lambda s: resumable.features_of(s, face_ids), write=False)
 
-    def finish_video(self, media_id: int, face_tracks: Mapping[int, int], tracks: Sequence[Any], *,
-                     duration_s: float | None, fps: float | None, width: int | None, height: int | None) -> int:
+    def finish_video(
+        self,
+        media_id: int,
+        face_tracks: Mapping[int, int],
+        tracks: Sequence[Any],
+        *,
+        duration_s: float | None,
+        fps: float | None,
+        width: int | None,
+        height: int | None,
+    ) -> int:
         """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction)."""
-        return self.transaction(lambda s: resumable.finish_video(
-            s, media_id, face_tracks, list(tracks), duration_s=duration_s, fps=fps,
-            width=width, height=height))
+        return self.transaction(
+            lambda s: resumable.finish_video(
+                s, media_id, face_tracks, list(tracks), duration_s=duration_s, fps=fps, width=width, height=height
+            )
+        )
 
     def media_path(self, media_id: int) -> Path | None:
         """The kept file of a media item, None when none is kept (features-only mode, deleted, or never kept).
@@ -430,9 +466,19 @@ class LabelStore:
             NotFoundError: If the face does not exist.
             InvalidLabelError: For an unknown class or a value out of range.
         """
-        return self.transaction(lambda s: labels.add_correction(
-            s, annotator, face_id=face_id, source=source, label=label, valence=valence, arousal=arousal,
-            engagement=engagement, note=note))
+        return self.transaction(
+            lambda s: labels.add_correction(
+                s,
+                annotator,
+                face_id=face_id,
+                source=source,
+                label=label,
+                valence=valence,
+                arousal=arousal,
+                engagement=engagement,
+                note=note,
+            )
+        )
 
     def correct_track(
         self,
@@ -447,9 +493,19 @@ class LabelStore:
         source: str = "web",
     ) -> AnnotationRow:
         """Appends a correction of a whole track: it applies to each of its faces without the annotator's own."""
-        return self.transaction(lambda s: labels.add_correction(
-            s, annotator, track_id=track_id, source=source, label=label, valence=valence, arousal=arousal,
-            engagement=engagement, note=note))
+        return self.transaction(
+            lambda s: labels.add_correction(
+                s,
+                annotator,
+                track_id=track_id,
+                source=source,
+                label=label,
+                valence=valence,
+                arousal=arousal,
+                engagement=engagement,
+                note=note,
+            )
+        )
 
     def undo(
         self,
@@ -468,8 +524,11 @@ class LabelStore:
             StoreError: Unless exactly one of them is given.
             NothingToUndoError: If the annotator has no active correction there.
         """
-        return self.transaction(lambda s: labels.undo(
-            s, annotator, face_id=face_id, track_id=track_id, annotation_id=annotation_id, source=source))
+        return self.transaction(
+            lambda s: labels.undo(
+                s, annotator, face_id=face_id, track_id=track_id, annotation_id=annotation_id, source=source
+            )
+        )
 
     def import_labels(self, study: str, path: Path, annotator: str) -> ImportReport:
         """Imports ``annotator``'s votes from a labels CSV or an edited CSV export (rules: :mod:`db.label_import`).
@@ -514,8 +573,9 @@ class LabelStore:
             model: Follow this model's predictions (default: the study's most used).
         """
         return self.transaction(
-            lambda s: review.review_queue(s, study, by, annotator=annotator, flt=flt or review.ReviewFilter(),
-                                          model=model, limit=limit),
+            lambda s: review.review_queue(
+                s, study, by, annotator=annotator, flt=flt or review.ReviewFilter(), model=model, limit=limit
+            ),
             write=False,
         )
 
@@ -574,8 +634,9 @@ class LabelStore:
         """Counts, per-class counts, confusion and agreement of a study."""
         return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
 
-    def export(self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None,
-               seed: int = 0) -> ExportReport:
+    def export(
+        self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0
+    ) -> ExportReport:
         """Exports a study (see :mod:`db.exports` for the formats)."""
 
         def work(s: Session) -> ExportReport:
@@ -629,8 +690,9 @@ class LabelStore:
         Raises:
             BackupUnsupportedError: On PostgreSQL (see :func:`db.maintenance.backup`).
         """
-        return maintenance.backup(self.url, Path(out) if out is not None else
-                                  maintenance.default_backup_path(self.data_dir))
+        return maintenance.backup(
+            self.url, Path(out) if out is not None else maintenance.default_backup_path(self.data_dir)
+        )
 
     def integrity_check(self) -> str:
         """``ok`` when the database is consistent (SQLite ``integrity_check`` and ``foreign_key_check``)."""
@@ -675,8 +737,9 @@ class LabelStore:
 
         def work(s: Session) -> list[SegmentRow]:
             ids = [m.id for m in repo.list_media(s, repo.get_study(s, study))]
-            return segments.list_segments(s, [media_id] if media_id is not None and media_id in ids else
-                                          ([] if media_id is not None else ids))
+            return segments.list_segments(
+                s, [media_id] if media_id is not None and media_id in ids else ([] if media_id is not None else ids)
+            )
 
         return self.transaction(work, write=False)
 
@@ -688,8 +751,9 @@ class LabelStore:
         """
         return self.transaction(lambda s: segments.import_segments(s, study, Path(path), created_by))
 
-    def add_segment(self, media_id: int, name: str, start_s: float, end_s: float,
-                    created_by: str | None = None) -> SegmentRow:
+    def add_segment(
+        self, media_id: int, name: str, start_s: float, end_s: float, created_by: str | None = None
+    ) -> SegmentRow:
         """Adds one lecture segment (same checks as the import)."""
         return self.transaction(lambda s: segments.add_segment(s, media_id, name, start_s, end_s, created_by))
 

@@ -52,8 +52,9 @@ def _base_name(model: str | None) -> str:
     return (model or "").split("@", 1)[0]
 
 
-def _load_features(store: LabelStore, rows: Sequence[FaceLabel], recognizer: EmotionRecognizer,
-                   notes: list[str]) -> dict[int, np.ndarray]:
+def _load_features(
+    store: LabelStore, rows: Sequence[FaceLabel], recognizer: EmotionRecognizer, notes: list[str]
+) -> dict[int, np.ndarray]:
     base = recognizer.spec.name
     ids = [r.face_id for r in rows]
 
@@ -61,7 +62,8 @@ def _load_features(store: LabelStore, rows: Sequence[FaceLabel], recognizer: Emo
         out: dict[int, tuple[bytes | None, int | None, str | None, bytes | None]] = {}
         for i in range(0, len(ids), 512):
             stmt = select(Face.id, Face.features, Face.feature_dim, Face.feature_model, Face.crop_png).where(
-                Face.id.in_(ids[i:i + 512]))
+                Face.id.in_(ids[i : i + 512])
+            )
             for fid, data, dim, fmodel, crop in s.execute(stmt):
                 out[fid] = (data, dim, fmodel, crop)
         return out
@@ -83,13 +85,16 @@ def _load_features(store: LabelStore, rows: Sequence[FaceLabel], recognizer: Emo
         feats.update({fid: out[i] for i, (fid, _) in enumerate(recompute)})
         notes.append(f"{len(recompute)} faces had no {base} features; recomputed from their crops")
     if missing:
-        notes.append(f"{missing} corrected faces have neither {base} features nor a crop (features-only mode with "
-                     "another model); left out")
+        notes.append(
+            f"{missing} corrected faces have neither {base} features nor a crop (features-only mode with "
+            "another model); left out"
+        )
     return feats
 
 
-def training_set(store: LabelStore, study: str, recognizer: EmotionRecognizer,
-                 target: Target) -> tuple[TrainingSet, list[str]]:
+def training_set(
+    store: LabelStore, study: str, recognizer: EmotionRecognizer, target: Target
+) -> tuple[TrainingSet, list[str]]:
     """The study's human-corrected faces for ``target``, with the original head's outputs as the baseline.
 
     Args:
@@ -108,20 +113,27 @@ def training_set(store: LabelStore, study: str, recognizer: EmotionRecognizer,
         chosen = [r for r in rows if r.label_source == "human" and r.label is not None]
         outside = [r for r in chosen if r.label not in spec.labels]
         if outside:
-            notes.append(f"{len(outside)} faces labelled with classes {spec.name} does not have "
-                         f"({', '.join(sorted({str(r.label) for r in outside}))}); left out")
+            notes.append(
+                f"{len(outside)} faces labelled with classes {spec.name} does not have "
+                f"({', '.join(sorted({str(r.label) for r in outside}))}); left out"
+            )
         chosen = [r for r in chosen if r.label in spec.labels]
     elif target == "va":
         if not spec.has_va:
             raise AffectLabError(f"{spec.name} has no valence/arousal outputs; fine-tune V/A on a *_va_mtl model")
-        chosen = [r for r in rows if "human" in (r.valence_source, r.arousal_source)
-                  and r.valence is not None and r.arousal is not None]
+        chosen = [
+            r
+            for r in rows
+            if "human" in (r.valence_source, r.arousal_source) and r.valence is not None and r.arousal is not None
+        ]
     else:
         chosen = [r for r in rows if r.engagement_source == "human" and r.engagement is not None]
         no_model = [r for r in chosen if r.model_engagement is None]
         if no_model:
-            notes.append(f"{len(no_model)} faces with an engagement correction but no model engagement score "
-                         "(images, or tracks too short); left out")
+            notes.append(
+                f"{len(no_model)} faces with an engagement correction but no model engagement score "
+                "(images, or tracks too short); left out"
+            )
         chosen = [r for r in chosen if r.model_engagement is not None]
     feats = _load_features(store, chosen, recognizer, notes)
     chosen = [r for r in chosen if r.face_id in feats]
@@ -136,18 +148,31 @@ def training_set(store: LabelStore, study: str, recognizer: EmotionRecognizer,
         baseline = raw[:, :k].argmax(1) if len(x) else np.zeros(0, dtype=np.int64)
     elif target == "va":
         y = np.array([[r.valence, r.arousal] for r in chosen], dtype=np.float64).reshape(-1, 2)
-        baseline = np.clip(raw[:, k:k + 2], -1, 1) if len(x) else np.zeros((0, 2))
+        baseline = np.clip(raw[:, k : k + 2], -1, 1) if len(x) else np.zeros((0, 2))
     else:
         y = np.array([r.engagement for r in chosen], dtype=np.float64)
         baseline = np.array([r.model_engagement for r in chosen], dtype=np.float64)
-    data = TrainingSet(features=x.astype(np.float32), targets=y, groups=np.array([r.group for r in chosen]),
-                       baseline=baseline, classes=spec.labels if target == "emotion" else (),
-                       face_ids=tuple(r.face_id for r in chosen))
+    data = TrainingSet(
+        features=x.astype(np.float32),
+        targets=y,
+        groups=np.array([r.group for r in chosen]),
+        baseline=baseline,
+        classes=spec.labels if target == "emotion" else (),
+        face_ids=tuple(r.face_id for r in chosen),
+    )
     return data, notes
 
 
-def finetune_study(store: LabelStore, study: str, recognizer: EmotionRecognizer, target: Target,
-                   weights_dir: Path, *, save: bool = True, n_folds: int = 5) -> FineTuneOutcome:
+def finetune_study(
+    store: LabelStore,
+    study: str,
+    recognizer: EmotionRecognizer,
+    target: Target,
+    weights_dir: Path,
+    *,
+    save: bool = True,
+    n_folds: int = 5,
+) -> FineTuneOutcome:
     """Cross-validates a fine-tuned head on the study's corrections and, if there is enough data, saves it.
 
     The head is saved as a new version even when it does not beat the original (the report says so, and the
@@ -179,7 +204,8 @@ def finetune_study(store: LabelStore, study: str, recognizer: EmotionRecognizer,
     w, b = fit_head(data.features, data.targets, target, head_w, head_b)
     if target == "engagement":  # the emotion head unchanged, plus a per-face engagement-level head
         tensors = head_tensors(w_all, b_all) | {
-            k.replace("head.", "engagement."): v for k, v in head_tensors(w, b).items()}
+            k.replace("head.", "engagement."): v for k, v in head_tensors(w, b).items()
+        }
     else:
         new_w, new_b = w_all.copy(), b_all.copy()
         new_w[rows], new_b[rows] = w, b
@@ -187,7 +213,15 @@ def finetune_study(store: LabelStore, study: str, recognizer: EmotionRecognizer,
     base_sha1 = recognizer.weights_hash.split("+", 1)[0]
     now = datetime.now(UTC)
     version = save_version(
-        version_name(spec.name, study, target, now), spec.name, base_sha1, "head", target, tensors,
-        data.fingerprint(), {**report.to_json(), "study": study, "notes": notes}, now.isoformat(), weights_dir,
+        version_name(spec.name, study, target, now),
+        spec.name,
+        base_sha1,
+        "head",
+        target,
+        tensors,
+        data.fingerprint(),
+        {**report.to_json(), "study": study, "notes": notes},
+        now.isoformat(),
+        weights_dir,
     )
     return FineTuneOutcome(report, version, tuple(notes))

@@ -30,8 +30,11 @@ class AdaptiveConfig:
     threshold: float = 0.6
 
     def __post_init__(self) -> None:
-        if not self.strides or any(s < 1 for s in self.strides) or list(self.strides) != sorted(self.strides,
-                                                                                               reverse=True):
+        if (
+            not self.strides
+            or any(s < 1 for s in self.strides)
+            or list(self.strides) != sorted(self.strides, reverse=True)
+        ):
             raise ValueError(f"strides must be decreasing positive integers, got {self.strides}")
 
 
@@ -50,8 +53,10 @@ class FrameState:
     @classmethod
     def of(cls, predictions: Sequence[EmotionPrediction]) -> FrameState:
         """The state of a frame from its faces' predictions."""
-        return cls(labels=tuple(sorted(p.label for p in predictions)),
-                   min_confidence=min((p.confidence for p in predictions), default=1.0))
+        return cls(
+            labels=tuple(sorted(p.label for p in predictions)),
+            min_confidence=min((p.confidence for p in predictions), default=1.0),
+        )
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,14 @@ AnalysisDocument = dict[str, Any]
 
 def image_entry(result: ImageAnalysis) -> dict[str, object]:
     """The ``files`` item of an analysed image."""
-    return {"file": result.file, "kind": "image", "width": result.width, "height": result.height,
-            "n_faces": len(result.faces), "error": None}
+    return {
+        "file": result.file,
+        "kind": "image",
+        "width": result.width,
+        "height": result.height,
+        "n_faces": len(result.faces),
+        "error": None,
+    }
 
 
 def error_entry(file: str, reason: str, kind: str = "unknown") -> dict[str, object]:
@@ -56,10 +62,18 @@ class AnalysisSession:
     video: VideoConfig = field(default_factory=VideoConfig)
 
     @classmethod
-    def open(cls, model: str, weights_dir: str | Path | None = None, *, device: str = "cpu",
-             backend: Backend = "torch", precision: Precision = "fp32",
-             detect_max_side: int | None = None, detect_every: int = 1,
-             min_face_size: int = 40) -> AnalysisSession:
+    def open(
+        cls,
+        model: str,
+        weights_dir: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        backend: Backend = "torch",
+        precision: Precision = "fp32",
+        detect_max_side: int | None = None,
+        detect_every: int = 1,
+        min_face_size: int = 40,
+    ) -> AnalysisSession:
         """Loads the emotion model (weights must be present) and the detector.
 
         ``backend="onnx"`` on the CPU is the torch-free path: the detector's nets and the emotion model on ONNX
@@ -74,8 +88,12 @@ class AnalysisSession:
         wdir = resolve_weights_dir(weights_dir)
         torch_free = backend == "onnx" and device == "cpu"
         recognizer = EmotionRecognizer.load(model, wdir, device=device, backend=backend, precision=precision)
-        detector = FaceDetector(DetectorConfig(max_side=detect_max_side, min_face_size=min_face_size), device=device,
-                                backend="onnx" if torch_free else "torch", weights_dir=wdir)
+        detector = FaceDetector(
+            DetectorConfig(max_side=detect_max_side, min_face_size=min_face_size),
+            device=device,
+            backend="onnx" if torch_free else "torch",
+            weights_dir=wdir,
+        )
         engagement = EngagementModel.load(wdir, device=device, numpy=torch_free)
         video = VideoConfig(detect_every=detect_every)
         if torch_free:
@@ -88,12 +106,23 @@ class AnalysisSession:
     def document(self) -> AnalysisDocument:
         """An empty analysis document for this session's model."""
         spec = self.recognizer.spec
-        return {"model": self.recognizer.name, "weights_hash": self.recognizer.weights_hash,
-                "labels": list(spec.labels), "files": [], "faces": [], "tracks": []}
+        return {
+            "model": self.recognizer.name,
+            "weights_hash": self.recognizer.weights_hash,
+            "labels": list(spec.labels),
+            "files": [],
+            "faces": [],
+            "tracks": [],
+        }
 
-    def analyze_paths(self, paths: Sequence[Path], *, fps: float = 5.0,
-                      on_error: Callable[[str], None] | None = None,
-                      on_warning: Callable[[str], None] | None = None) -> tuple[AnalysisDocument, bool]:
+    def analyze_paths(
+        self,
+        paths: Sequence[Path],
+        *,
+        fps: float = 5.0,
+        on_error: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> tuple[AnalysisDocument, bool]:
         """Analyses files one by one; a bad file is reported and the rest go on.
 
         Args:
@@ -127,19 +156,35 @@ class AnalysisSession:
         """
         return analyze_image(src, name, self.detector, self.recognizer, keep_crops)
 
-    def analyze_video(self, path: Path, name: str, *, fps: float = 5.0, keep_crops: bool = False,
-                      progress: Progress | None = None) -> VideoAnalysis:
+    def analyze_video(
+        self, path: Path, name: str, *, fps: float = 5.0, keep_crops: bool = False, progress: Progress | None = None
+    ) -> VideoAnalysis:
         """Analyses one video (every face tracked; engagement per track when the weights are present).
 
         Raises:
             BadInputError: The file is not a readable video.
         """
         config = dataclasses.replace(self.video, keep_crops=keep_crops)
-        return analyze_video(path, name, self.detector, self.recognizer, fps or None, config=config,
-                             engagement=self.engagement, progress=progress)
+        return analyze_video(
+            path,
+            name,
+            self.detector,
+            self.recognizer,
+            fps or None,
+            config=config,
+            engagement=self.engagement,
+            progress=progress,
+        )
 
-    def analyze_file(self, path: Path, name: str | None = None, *, fps: float = 5.0, keep_crops: bool = False,
-                     progress: Progress | None = None) -> ImageAnalysis | VideoAnalysis:
+    def analyze_file(
+        self,
+        path: Path,
+        name: str | None = None,
+        *,
+        fps: float = 5.0,
+        keep_crops: bool = False,
+        progress: Progress | None = None,
+    ) -> ImageAnalysis | VideoAnalysis:
         """Analyses an image or a video file (a video by its suffix or by probing: animated GIFs are videos).
 
         Raises:
@@ -152,8 +197,9 @@ class AnalysisSession:
             return self.analyze_video(path, label, fps=fps, keep_crops=keep_crops, progress=progress)
         return self.analyze_image(path, label, keep_crops=keep_crops)
 
-    def _analyze_one(self, path: Path, doc: AnalysisDocument, *, fps: float,
-                     on_warning: Callable[[str], None] | None = None) -> None:
+    def _analyze_one(
+        self, path: Path, doc: AnalysisDocument, *, fps: float, on_warning: Callable[[str], None] | None = None
+    ) -> None:
         name = str(path)
         result = self.analyze_file(path, name, fps=fps)
         if isinstance(result, ImageAnalysis):

@@ -42,8 +42,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'name':28} {'format':12} {'arch':22} {'input':>5} {'classes':>7} {'V/A':>4}  present")
     for r in rows:
         present = "yes" if r["present"] else ("-" if r.get("runnable", True) else "n/a")
-        print(f"{r['name']:28} {r['fmt']:12} {r['arch']:22} {r['input_size']:>5} {r['classes']:>7} "
-              f"{'yes' if r['has_va'] else 'no':>4}  {present}")
+        print(
+            f"{r['name']:28} {r['fmt']:12} {r['arch']:22} {r['input_size']:>5} {r['classes']:>7} "
+            f"{'yes' if r['has_va'] else 'no':>4}  {present}"
+        )
     from models.versions import list_versions
 
     versions = list_versions(wdir)
@@ -112,16 +114,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Exports a model to ONNX or TorchScript and checks it against PyTorch on real face crops."""
     from models import export
 
-    rep = export.export_model(args.name, args.format, args.out, args.weights_dir, check_images=args.check_images,
-                              opset=args.opset or export.DEFAULT_OPSET, mobile=not args.no_mobile_optimize)
+    rep = export.export_model(
+        args.name,
+        args.format,
+        args.out,
+        args.weights_dir,
+        check_images=args.check_images,
+        opset=args.opset or export.DEFAULT_OPSET,
+        mobile=not args.no_mobile_optimize,
+    )
     print(f"{args.name}: {rep.format} written to {rep.path}")
     print(f"size: {rep.size_bytes} bytes ({rep.size_bytes / 2**20:.1f} MiB)")
     print(f"parity on {rep.n_crops} face crops: max |diff| {rep.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
     if rep.note:
         print(f"note: {rep.note}")
     if not rep.agrees():
-        _print_err(f"error: the exported file and the PyTorch model disagree (max |diff| {rep.max_abs_diff:.3g} > "
-                   f"{export.TOLERANCE:g}); do not use {rep.path}. Try the other --format or another --opset.")
+        _print_err(
+            f"error: the exported file and the PyTorch model disagree (max |diff| {rep.max_abs_diff:.3g} > "
+            f"{export.TOLERANCE:g}); do not use {rep.path}. Try the other --format or another --opset."
+        )
         return 1
     return 0
 
@@ -133,8 +144,10 @@ def _image_table(doc: dict[str, Any]) -> str:
         v = "-" if f["valence"] is None else f"{f['valence']:+.2f}"
         a = "-" if f["arousal"] is None else f"{f['arousal']:+.2f}"
         where = f["file"] if f["frame"] is None else f"{f['file']}@{f['time_s']:.2f}s t{f['track']}"
-        lines.append(f"{where[-32:]:32} {f['index']:>2} {box:>24} {f['det_score']:5.3f} {f['label']:10} "
-                     f"{f['probs'][f['label']]:5.3f} {v:>6} {a:>6}")
+        lines.append(
+            f"{where[-32:]:32} {f['index']:>2} {box:>24} {f['det_score']:5.3f} {f['label']:10} "
+            f"{f['probs'][f['label']]:5.3f} {v:>6} {a:>6}"
+        )
     for item in doc["files"]:
         if item["error"] is None and item["n_faces"] == 0:
             lines.append(f"{item['file'][-32:]:32}  no face")
@@ -152,12 +165,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     backend: Backend = "onnx" if chosen == "onnx" else "torch"  # Settings and the parser allow only these two
     detect_every = 1 if args.exact else (args.detect_every or settings.detect_every)
     session = analysis.AnalysisSession.open(
-        model=args.model, weights_dir=args.weights_dir, device=args.device, backend=backend,
-        precision=args.precision, detect_max_side=None if args.exact else args.detect_max_side,
-        detect_every=detect_every, min_face_size=args.min_face_size,
+        model=args.model,
+        weights_dir=args.weights_dir,
+        device=args.device,
+        backend=backend,
+        precision=args.precision,
+        detect_max_side=None if args.exact else args.detect_max_side,
+        detect_every=detect_every,
+        min_face_size=args.min_face_size,
     )
-    doc, failed = session.analyze_paths([Path(p) for p in args.files], fps=args.fps, on_error=_print_err,
-                                        on_warning=lambda msg: _print_err(f"warning: {msg}"))
+    doc, failed = session.analyze_paths(
+        [Path(p) for p in args.files],
+        fps=args.fps,
+        on_error=_print_err,
+        on_warning=lambda msg: _print_err(f"warning: {msg}"),
+    )
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
@@ -180,8 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fetch", help="download, verify and convert checkpoints")
     p.add_argument("names", nargs="*", metavar="NAME")
-    p.add_argument("--defaults", action="store_true",
-                   help="also every model the web app uses: $AFFECTLAB_MODEL and the engagement model")
+    p.add_argument(
+        "--defaults",
+        action="store_true",
+        help="also every model the web app uses: $AFFECTLAB_MODEL and the engagement model",
+    )
     weights_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fetch)
@@ -190,10 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--name", required=True)
     weights_flag(p)
-    p.add_argument("--trust-unverified", action="store_true",
-                   help="skip the hash check only: accept a file whose hash differs from the registry's. "
-                        "It is still read through the allowlist of tensor and model classes and never runs code "
-                        "from the file (a file asking for anything else is refused)")
+    p.add_argument(
+        "--trust-unverified",
+        action="store_true",
+        help="skip the hash check only: accept a file whose hash differs from the registry's. "
+        "It is still read through the allowlist of tensor and model classes and never runs code "
+        "from the file (a file asking for anything else is refused)",
+    )
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos")
@@ -202,21 +230,44 @@ def build_parser() -> argparse.ArgumentParser:
     weights_flag(p)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--backend", choices=("torch", "onnx"), default=None,
-                   help="default: $AFFECTLAB_BACKEND or onnx (ONNX Runtime, no torch import on the CPU)")
-    p.add_argument("--exact", action="store_true",
-                   help="the reference path: torch backend, detection on every sampled frame at full resolution")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="bf16 is faster on CPUs with bf16 support but not reference-exact")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default=None,
+        help="default: $AFFECTLAB_BACKEND or onnx (ONNX Runtime, no torch import on the CPU)",
+    )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="the reference path: torch backend, detection on every sampled frame at full resolution",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16 is faster on CPUs with bf16 support but not reference-exact",
+    )
     p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
-    p.add_argument("--detect-max-side", type=int, default=None,
-                   help="downscale frames whose longer side exceeds this for detection only")
-    p.add_argument("--min-face-size", type=int, default=40,
-                   help="smallest face side in pixels looked for (gallery views of 5x5 tiles at 720p: 24; keep "
-                        "--detect-max-side unset there, downscaling loses small faces)")
-    p.add_argument("--detect-every", type=int, default=None,
-                   help="videos: detect on every k-th sampled frame and follow the tracks between "
-                        "(default: $AFFECTLAB_DETECT_EVERY or the measured default)")
+    p.add_argument(
+        "--detect-max-side",
+        type=int,
+        default=None,
+        help="downscale frames whose longer side exceeds this for detection only",
+    )
+    p.add_argument(
+        "--min-face-size",
+        type=int,
+        default=40,
+        help="smallest face side in pixels looked for (gallery views of 5x5 tiles at 720p: 24; keep "
+        "--detect-max-side unset there, downscaling loses small faces)",
+    )
+    p.add_argument(
+        "--detect-every",
+        type=int,
+        default=None,
+        help="videos: detect on every k-th sampled frame and follow the tracks between "
+        "(default: $AFFECTLAB_DETECT_EVERY or the measured default)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")
@@ -231,11 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--out", help="output file (default: NAME.onnx or NAME.torchscript.pt here)")
     weights_flag(p)
-    p.add_argument("--check-images", nargs="+", metavar="IMAGE",
-                   help="photos whose faces the parity check runs on (default: a built-in sample face)")
+    p.add_argument(
+        "--check-images",
+        nargs="+",
+        metavar="IMAGE",
+        help="photos whose faces the parity check runs on (default: a built-in sample face)",
+    )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (>= 11; default 17)")
-    p.add_argument("--no-mobile-optimize", action="store_true",
-                   help="TorchScript: skip torch.utils.mobile_optimizer (applied when this torch build has it)")
+    p.add_argument(
+        "--no-mobile-optimize",
+        action="store_true",
+        help="TorchScript: skip torch.utils.mobile_optimizer (applied when this torch build has it)",
+    )
     p.set_defaults(func=cmd_export)
     return parser
 

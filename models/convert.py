@@ -405,8 +405,13 @@ def import_checkpoint(
         if not verified and not trust_unverified:
             raise HashMismatchError(name, spec.git_blob_sha1, actual, str(src))
         if not verified:
-            log.warning("%s: importing %s with git blob SHA-1 %s, not the registry's %s (unverified)",
-                        name, src, actual, spec.git_blob_sha1)  # fmt: skip
+            log.warning(
+                "%s: importing %s with git blob SHA-1 %s, not the registry's %s (unverified)",
+                name,
+                src,
+                actual,
+                spec.git_blob_sha1,
+            )
         if spec.fmt == "torch_pickle":
             try:
                 out = convert_checkpoint(copy, spec, wd, actual, verified)

@@ -40,14 +40,30 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                            ".3gp", ".ts", ".mts", ".ogv"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".ogv"}
+)
 """Video container suffixes: files picked from folders and offered in file pickers (with the image suffixes, GIF
 among them), and files analysed as videos even when they cannot be read (so the error says why). A ``.gif`` is not
 here: an animated GIF is a video by probing (:func:`is_video`), a still one an image."""
 
-_STILL_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "tiff_pipe", "webp_pipe", "gif_pipe", "pam_pipe",
-                  "ppm_pipe", "pgm_pipe", "j2k_pipe", "jpegxl_pipe", "qoi_pipe", "svg_pipe", "psd_pipe")
+_STILL_FORMATS = (
+    "image2",
+    "png_pipe",
+    "jpeg_pipe",
+    "bmp_pipe",
+    "tiff_pipe",
+    "webp_pipe",
+    "gif_pipe",
+    "pam_pipe",
+    "ppm_pipe",
+    "pgm_pipe",
+    "j2k_pipe",
+    "jpegxl_pipe",
+    "qoi_pipe",
+    "svg_pipe",
+    "psd_pipe",
+)
 
 
 @dataclass(frozen=True)
@@ -174,9 +190,17 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
         w, h = first.width, first.height
         if rot % 180:
             w, h = h, w
-        return VideoInfo(file=name, container=container.format.name, codec=st.codec_context.name, width=w, height=h,
-                         rotation=rot, duration=_duration(container, st), fps=_rate(st.average_rate),
-                         frames=int(st.frames or 0))
+        return VideoInfo(
+            file=name,
+            container=container.format.name,
+            codec=st.codec_context.name,
+            width=w,
+            height=h,
+            rotation=rot,
+            duration=_duration(container, st),
+            fps=_rate(st.average_rate),
+            frames=int(st.frames or 0),
+        )
 
 
 def is_video(path: str | Path) -> bool:
@@ -263,8 +287,15 @@ class FrameReader:
     ``height``, ``rotation``.
     """
 
-    def __init__(self, path: str | Path, name: str | None = None, fps: float | None = 5.0,
-                 max_decode_errors: int = 50, *, resume: ResumePoint | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        name: str | None = None,
+        fps: float | None = 5.0,
+        max_decode_errors: int = 50,
+        *,
+        resume: ResumePoint | None = None,
+    ) -> None:
         """Opens the file (header only).
 
         Args:
@@ -340,8 +371,7 @@ class FrameReader:
             except av.FFmpegError as exc:
                 errors += 1
                 if errors == 1:
-                    self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped "
-                                         f"({exc.strerror or exc})")
+                    self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped ({exc.strerror or exc})")
                 if errors >= self.max_decode_errors:
                     self.warnings.append(f"gave up after {errors} undecodable packets at {self.last_time:.2f} s")
                     break
@@ -384,8 +414,10 @@ class FrameReader:
         if self.duration:
             frame_dur = 1.0 / rate
             if self.last_time + frame_dur < self.duration - max(0.5, 3 * frame_dur):
-                self.warnings.append(f"the stream ends at {self.last_time:.2f} s but its header announces "
-                                     f"{self.duration:.2f} s: the file looks truncated; analysed up to the damage")
+                self.warnings.append(
+                    f"the stream ends at {self.last_time:.2f} s but its header announces "
+                    f"{self.duration:.2f} s: the file looks truncated; analysed up to the damage"
+                )
 
 
 def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5.0) -> Iterator[DecodedFrame]:

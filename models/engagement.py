@@ -128,13 +128,16 @@ class EngagementResult:
         return {
             "score": round(self.score, 6),
             "label": self.label,
-            "windows": [{"start_s": round(w.start_s, 4), "end_s": round(w.end_s, 4), "p_engaged": round(w.p_engaged, 6)}
-                        for w in self.windows],
+            "windows": [
+                {"start_s": round(w.start_s, 4), "end_s": round(w.end_s, 4), "p_engaged": round(w.p_engaged, 6)}
+                for w in self.windows
+            ],
         }
 
 
-def _check_layers(layers: Sequence[KerasLayerWeights],
-                  dims: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _check_layers(
+    layers: Sequence[KerasLayerWeights], dims: Sequence[tuple[int, int]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (kernel, bias) of the three weighted layers, shapes checked against ``dims`` ((in, out) each).
 
     Keras matches the file's weighted layers to the model's in order (``e``, ``hidden_FC``, then the unnamed output
@@ -152,7 +155,8 @@ def _check_layers(layers: Sequence[KerasLayerWeights],
         if kernel.shape != tuple(want) or bias.shape != (want[1],):
             raise CheckpointFormatError(
                 f"layer {layer.name!r}: kernel {kernel.shape} / bias {bias.shape}, expected {tuple(want)} / "
-                f"({want[1]},)")
+                f"({want[1]},)"
+            )
         out.append((kernel, bias))
     return out
 
@@ -263,7 +267,7 @@ def window_rows(features: np.ndarray, start: int, window: int) -> np.ndarray:
         start: First row.
         window: Window length.
     """
-    x = features[start:start + window]
+    x = features[start : start + window]
     std = np.std(x, axis=0)
     return np.concatenate((np.broadcast_to(std, x.shape), x), axis=1)
 
@@ -271,8 +275,9 @@ def window_rows(features: np.ndarray, start: int, window: int) -> np.ndarray:
 class EngagementModel:
     """Loaded engagement weights and the windowing of :class:`EngagementConfig`; stateless between calls."""
 
-    def __init__(self, net: NumpyEngagementNet | torch.nn.Module, config: EngagementConfig | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(
+        self, net: NumpyEngagementNet | torch.nn.Module, config: EngagementConfig | None = None, device: str = "cpu"
+    ) -> None:
         """Wraps a loaded network (torch ``EngagementNet`` or :class:`NumpyEngagementNet`); see :meth:`load`."""
         self.net: NumpyEngagementNet | torch.nn.Module
         if isinstance(net, NumpyEngagementNet):
@@ -285,8 +290,9 @@ class EngagementModel:
         self.device = device
 
     @classmethod
-    def from_h5(cls, path: str | Path, config: EngagementConfig | None = None,
-                device: str = "cpu", numpy: bool = False) -> EngagementModel:
+    def from_h5(
+        cls, path: str | Path, config: EngagementConfig | None = None, device: str = "cpu", numpy: bool = False
+    ) -> EngagementModel:
         """Reads Keras weights from ``path`` (``save_weights`` or whole-model HDF5).
 
         Args:
@@ -303,8 +309,13 @@ class EngagementModel:
         return cls(net, config, device)
 
     @classmethod
-    def load(cls, weights_dir: str | Path | None = None, config: EngagementConfig | None = None,
-             device: str = "cpu", numpy: bool = False) -> EngagementModel | None:
+    def load(
+        cls,
+        weights_dir: str | Path | None = None,
+        config: EngagementConfig | None = None,
+        device: str = "cpu",
+        numpy: bool = False,
+    ) -> EngagementModel | None:
         """The registry's engagement model from the weights folder, or None when its file is absent.
 
         ``numpy=True`` runs it in NumPy (the torch-free CPU path).
@@ -350,11 +361,16 @@ class EngagementModel:
         starts = window_starts(n, w, c.stride)
         windows: list[EngagementWindow] = []
         for i in range(0, len(starts), c.chunk):
-            chunk = starts[i:i + c.chunk]
+            chunk = starts[i : i + c.chunk]
             rows = np.stack([window_rows(feats, s, w) for s in chunk])
             probs = self.predict_windows(rows)
-            windows.extend(EngagementWindow(start=s, end=s + w, start_s=float(t[s]), end_s=float(t[s + w - 1]),
-                                            p_engaged=float(p[1])) for s, p in zip(chunk, probs, strict=True))
+            windows.extend(
+                EngagementWindow(
+                    start=s, end=s + w, start_s=float(t[s]), end_s=float(t[s + w - 1]), p_engaged=float(p[1])
+                )
+                for s, p in zip(chunk, probs, strict=True)
+            )
         score = float(np.mean([win.p_engaged for win in windows]))
-        return EngagementResult(score=score, label=engagement_label(score, c.threshold), windows=tuple(windows),
-                                n_features=n, window=w)
+        return EngagementResult(
+            score=score, label=engagement_label(score, c.threshold), windows=tuple(windows), n_features=n, window=w
+        )

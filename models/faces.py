@@ -47,8 +47,13 @@ class DetectorConfig:
 class FaceDetector:
     """Finds faces in RGB uint8 images. Holds only the MTCNN weights: safe to share between requests."""
 
-    def __init__(self, config: DetectorConfig | None = None, device: str = "cpu", backend: DetectorBackend = "torch",
-                 weights_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig | None = None,
+        device: str = "cpu",
+        backend: DetectorBackend = "torch",
+        weights_dir: str | Path | None = None,
+    ) -> None:
         """Loads MTCNN (its weights ship inside the facenet-pytorch wheel).
 
         Args:
@@ -135,15 +140,24 @@ class FaceDetector:
         if self.backend == "onnx":
             from models.mtcnn_np import detect_face as detect_np
 
-            return detect_np(batch, c.min_face_size, self._onnx.pnet, self._onnx.rnet, self._onnx.onet,
-                             c.thresholds, c.factor)
+            return detect_np(
+                batch, c.min_face_size, self._onnx.pnet, self._onnx.rnet, self._onnx.onet, c.thresholds, c.factor
+            )
         import torch
 
         from models.mtcnn import detect_face
 
         with torch.inference_mode():
-            return detect_face(batch, c.min_face_size, self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet,
-                               c.thresholds, c.factor, self._torch_device)
+            return detect_face(
+                batch,
+                c.min_face_size,
+                self._mtcnn.pnet,
+                self._mtcnn.rnet,
+                self._mtcnn.onet,
+                c.thresholds,
+                c.factor,
+                self._torch_device,
+            )
 
     def _faces(self, boxes: np.ndarray, probs: np.ndarray, points: np.ndarray, scale: float) -> list[Face]:
         faces = []
@@ -152,8 +166,9 @@ class FaceDetector:
                 continue
             b = np.asarray(box, dtype=np.float64) / scale
             lm = tuple((float(x) / scale, float(y) / scale) for x, y in np.asarray(points[k]))
-            faces.append(Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), det_score=float(prob),
-                              landmarks=lm))
+            faces.append(
+                Face(box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), det_score=float(prob), landmarks=lm)
+            )
         return faces
 
 

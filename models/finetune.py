@@ -159,8 +159,16 @@ def nearest_level(v: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- fitting
 
 
-def fit_emotion_head(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: np.ndarray, *, l2: float = 1e-2,
-                     balanced: bool = True, max_iter: int = 200) -> tuple[np.ndarray, np.ndarray]:
+def fit_emotion_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    w0: np.ndarray,
+    b0: np.ndarray,
+    *,
+    l2: float = 1e-2,
+    balanced: bool = True,
+    max_iter: int = 200,
+) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression started at, and pulled towards, the original head.
 
     Args:
@@ -253,13 +261,21 @@ def _check_enough(data: TrainingSet, target: Target) -> tuple[bool, str]:
             "Nothing was saved."
         )
     if target == "emotion" and len(np.unique(data.targets)) < 2:
-        return False, ("All corrections name the same class: a classifier cannot be judged on one class. "
-                       "Nothing was saved.")
+        return False, (
+            "All corrections name the same class: a classifier cannot be judged on one class. Nothing was saved."
+        )
     return True, ""
 
 
-def cross_validate(data: TrainingSet, target: Target, head_w: np.ndarray, head_b: np.ndarray, *,
-                   n_folds: int = 5, l2: float | None = None) -> FineTuneReport:
+def cross_validate(
+    data: TrainingSet,
+    target: Target,
+    head_w: np.ndarray,
+    head_b: np.ndarray,
+    *,
+    n_folds: int = 5,
+    l2: float | None = None,
+) -> FineTuneReport:
     """Scores the original head and a head fine-tuned on the other folds, on each held-out fold.
 
     Args:
@@ -289,13 +305,22 @@ def cross_validate(data: TrainingSet, target: Target, head_w: np.ndarray, head_b
     report = FineTuneReport(target, n, n_groups, k_folds, True, "", before, after, data.classes)
     verdict = "better than" if report.improved else "not better than"
     key, main, _ = MAIN_METRIC[target]
-    msg = (f"On {n} corrected faces held out by {k_folds}-fold group cross-validation the fine-tuned head is {verdict} "
-           f"the original ({main} {after[key]:.3f} vs {before[key]:.3f}).")
+    msg = (
+        f"On {n} corrected faces held out by {k_folds}-fold group cross-validation the fine-tuned head is {verdict} "
+        f"the original ({main} {after[key]:.3f} vs {before[key]:.3f})."
+    )
     return FineTuneReport(target, n, n_groups, k_folds, True, msg, before, after, data.classes)
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, target: Target, head_w: np.ndarray | None, head_b: np.ndarray | None,
-             *, l2: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_head(
+    x: np.ndarray,
+    y: np.ndarray,
+    target: Target,
+    head_w: np.ndarray | None,
+    head_b: np.ndarray | None,
+    *,
+    l2: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fits the target's head rows on features (see the module docstring)."""
     if target == "emotion":
         assert head_w is not None and head_b is not None
@@ -319,8 +344,7 @@ def predict_head(x: np.ndarray, w: np.ndarray, b: np.ndarray, target: Target) ->
 def _metrics(truth: np.ndarray, pred: np.ndarray, target: Target, k: int) -> dict[str, object]:
     if target == "emotion":
         cm = confusion(truth, pred, k)
-        return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "macro_f1": macro_f1(cm),
-                "confusion": cm.tolist()}
+        return {"accuracy": float(np.trace(cm) / max(cm.sum(), 1)), "macro_f1": macro_f1(cm), "confusion": cm.tolist()}
     if target == "va":
         cv, ca = ccc(truth[:, 0], pred[:, 0]), ccc(truth[:, 1], pred[:, 1])
         return {"ccc_valence": cv, "ccc_arousal": ca, "ccc_mean": float(np.nanmean([cv, ca]))}

@@ -31,8 +31,9 @@ from torchvision.ops.boxes import batched_nms
 from models.mtcnn_np import IntegralImage, _bins, pyramid_level, pyramid_scales  # noqa: F401  (_bins: for tests)
 
 
-def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int,
-                size: int) -> torch.Tensor:
+def _candidates(
+    integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.Tensor, w: int, h: int, size: int
+) -> torch.Tensor:
     """facenet-pytorch's candidate crops (its ``pad``, the same skip rule), resized exactly; normalised input."""
     y, ey, x, ex = pad(boxes, w, h)
     keep = (ey > (y - 1)) & (ex > (x - 1))
@@ -43,9 +44,16 @@ def _candidates(integral: IntegralImage, boxes: torch.Tensor, image_inds: torch.
     return torch.from_numpy(data).permute(0, 3, 1, 2)
 
 
-def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: torch.nn.Module,
-                onet: torch.nn.Module, threshold: tuple[float, float, float], factor: float,
-                device: torch.device) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def detect_face(
+    imgs: np.ndarray,
+    minsize: int,
+    pnet: torch.nn.Module,
+    rnet: torch.nn.Module,
+    onet: torch.nn.Module,
+    threshold: tuple[float, float, float],
+    factor: float,
+    device: torch.device,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """facenet-pytorch's ``detect_face`` for a batch of equal-size RGB uint8 images (B, H, W, 3).
 
     Returns:
@@ -126,5 +134,7 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: torch.nn.Module, rnet: tor
         boxes_t, inds_t, points = boxes_t[pick], inds_t[pick], points[pick]
 
     boxes_np, points_np, inds_np = boxes_t.cpu().numpy(), points.cpu().numpy(), inds_t.cpu().numpy()
-    return ([boxes_np[inds_np == b].copy() for b in range(batch_size)],
-            [points_np[inds_np == b].copy() for b in range(batch_size)])
+    return (
+        [boxes_np[inds_np == b].copy() for b in range(batch_size)],
+        [points_np[inds_np == b].copy() for b in range(batch_size)],
+    )

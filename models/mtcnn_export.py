@@ -56,8 +56,16 @@ def export_mtcnn(weights_dir: str | Path) -> Path:
         tmp = folder / f".{name}.{os.getpid()}.tmp"
         out_axes = {o: ({0: "n", 2: "oh", 3: "ow"} if name == "pnet" else {0: "n"}) for o in outputs}
         with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(net, (torch.zeros(shape),), str(tmp), input_names=["input"], output_names=outputs,
-                              dynamic_axes={"input": in_axes, **out_axes}, opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                net,
+                (torch.zeros(shape),),
+                str(tmp),
+                input_names=["input"],
+                output_names=outputs,
+                dynamic_axes={"input": in_axes, **out_axes},
+                opset_version=OPSET,
+                dynamo=False,
+            )
         os.replace(tmp, final)
     return folder
 
@@ -82,8 +90,10 @@ class OnnxMtcnn:
         opts.intra_op_num_threads = threads or cpu_workers()
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._sessions: dict[str, OnnxSession] = {n: ort.InferenceSession(str(folder / f"{n}.onnx"), sess_options=opts,
-                                                  providers=["CPUExecutionProvider"]) for n in NETS}
+        self._sessions: dict[str, OnnxSession] = {
+            n: ort.InferenceSession(str(folder / f"{n}.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+            for n in NETS
+        }
 
     def _run(self, name: str, x: np.ndarray) -> list[np.ndarray]:
         return self._sessions[name].run(None, {"input": np.ascontiguousarray(x, dtype=np.float32)})

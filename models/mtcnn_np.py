@@ -72,8 +72,9 @@ class IntegralImage:
         kw: npt.NDArray[np.float32] = (xe - xs).astype(np.float32)[None, :, None]
         return sums.astype(np.float32) / kh / kw
 
-    def crops(self, inds: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
-              size: int) -> np.ndarray:
+    def crops(
+        self, inds: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray, size: int
+    ) -> np.ndarray:
         """Boxes ``img[inds[k], y0[k]:y1[k], x0[k]:x1[k]]`` each area-resized to (size, size): (K, size, size, 3)."""
         _, h, w, c = self.shape
         stride = w + 1
@@ -166,8 +167,9 @@ def batched_nms_min(boxes: np.ndarray, scores: np.ndarray, idxs: np.ndarray, thr
     return _nms_min(boxes + offsets[:, None], scores, threshold).astype(np.int64)
 
 
-def generate_bounding_box(reg: np.ndarray, probs: np.ndarray, scale: float,
-                          thresh: float) -> tuple[np.ndarray, np.ndarray]:
+def generate_bounding_box(
+    reg: np.ndarray, probs: np.ndarray, scale: float, thresh: float
+) -> tuple[np.ndarray, np.ndarray]:
     """facenet-pytorch's ``generateBoundingBox``: (K, 9) ``[q1, q2, score, reg]`` and the image index of each."""
     mask = probs >= np.float32(thresh)
     n, yy, xx = np.nonzero(mask)
@@ -215,8 +217,7 @@ def pad(boxes: np.ndarray, w: int, h: int) -> tuple[np.ndarray, ...]:
     return y, ey, x, ex
 
 
-def _candidates(integral: IntegralImage, boxes: np.ndarray, inds: np.ndarray, w: int, h: int,
-                size: int) -> np.ndarray:
+def _candidates(integral: IntegralImage, boxes: np.ndarray, inds: np.ndarray, w: int, h: int, size: int) -> np.ndarray:
     """The candidates' crops (facenet-pytorch's skip rule), area-resized exactly; normalised NCHW input."""
     y, ey, x, ex = pad(boxes, w, h)
     keep = (ey > (y - 1)) & (ex > (x - 1))
@@ -228,7 +229,7 @@ def _candidates(integral: IntegralImage, boxes: np.ndarray, inds: np.ndarray, w:
 
 def _batched(net: Net, data: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
     """facenet-pytorch's ``fixed_batch_process``: the net over chunks of 512, outputs concatenated."""
-    outs = [net(data[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+    outs = [net(data[i : i + batch_size]) for i in range(0, len(data), batch_size)]
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
@@ -253,8 +254,15 @@ def pyramid_level(integral: IntegralImage, h: int, w: int, scale: float) -> np.n
     return data
 
 
-def detect_face(imgs: np.ndarray, minsize: int, pnet: Net, rnet: Net, onet: Net,
-                threshold: tuple[float, float, float], factor: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def detect_face(
+    imgs: np.ndarray,
+    minsize: int,
+    pnet: Net,
+    rnet: Net,
+    onet: Net,
+    threshold: tuple[float, float, float],
+    factor: float,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """facenet-pytorch's ``detect_face`` for a batch of equal-size RGB uint8 images (B, H, W, 3), without torch.
 
     Args:
@@ -295,9 +303,18 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: Net, rnet: Net, onet: Net,
     boxes, inds = boxes[pick], inds[pick]
     regw = boxes[:, 2] - boxes[:, 0]
     regh = boxes[:, 3] - boxes[:, 1]
-    boxes = rerec(np.stack([boxes[:, 0] + boxes[:, 5] * regw, boxes[:, 1] + boxes[:, 6] * regh,
-                            boxes[:, 2] + boxes[:, 7] * regw, boxes[:, 3] + boxes[:, 8] * regh, boxes[:, 4]],
-                           axis=1))
+    boxes = rerec(
+        np.stack(
+            [
+                boxes[:, 0] + boxes[:, 5] * regw,
+                boxes[:, 1] + boxes[:, 6] * regh,
+                boxes[:, 2] + boxes[:, 7] * regw,
+                boxes[:, 3] + boxes[:, 8] * regh,
+                boxes[:, 4],
+            ],
+            axis=1,
+        )
+    )
 
     # Second stage
     if len(boxes) > 0:
@@ -328,5 +345,4 @@ def detect_face(imgs: np.ndarray, minsize: int, pnet: Net, rnet: Net, onet: Net,
         pick = batched_nms_min(boxes[:, :4], boxes[:, 4], inds, 0.7)
         boxes, inds, points = boxes[pick], inds[pick], points[pick]
 
-    return ([boxes[inds == b].copy() for b in range(batch_size)],
-            [points[inds == b].copy() for b in range(batch_size)])
+    return ([boxes[inds == b].copy() for b in range(batch_size)], [points[inds == b].copy() for b in range(batch_size)])

@@ -100,11 +100,18 @@ def profiles(tracks: Sequence[Track], faces: Sequence[FaceResult]) -> list[Track
             continue
         sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in t.boxes]
         fs = feats.get(t.track)
-        out.append(TrackProfile(
-            track=t.track, start_s=t.start_s, end_s=t.end_s, n_faces=t.n_faces,
-            feature=np.mean(fs, axis=0) if fs else np.zeros(0), first_centre=_centre(t.boxes[0]),
-            last_centre=_centre(t.boxes[-1]), size=float(np.mean(sides)),
-        ))
+        out.append(
+            TrackProfile(
+                track=t.track,
+                start_s=t.start_s,
+                end_s=t.end_s,
+                n_faces=t.n_faces,
+                feature=np.mean(fs, axis=0) if fs else np.zeros(0),
+                first_centre=_centre(t.boxes[0]),
+                last_centre=_centre(t.boxes[-1]),
+                size=float(np.mean(sides)),
+            )
+        )
     return out
 
 

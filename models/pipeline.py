@@ -29,8 +29,9 @@ class ImageAnalysis:
     faces: list[FaceResult] = field(default_factory=list)
 
 
-def analyze_array(image: np.ndarray, name: str, detector: FaceDetector, recognizer: EmotionRecognizer,
-                  keep_crops: bool = False) -> ImageAnalysis:
+def analyze_array(
+    image: np.ndarray, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, keep_crops: bool = False
+) -> ImageAnalysis:
     """Detects and classifies every face of a decoded image.
 
     Args:
@@ -58,8 +59,9 @@ def analyze_array(image: np.ndarray, name: str, detector: FaceDetector, recogniz
     return ImageAnalysis(file=name, width=int(image.shape[1]), height=int(image.shape[0]), faces=results)
 
 
-def analyze_image(src: ImageSource, name: str, detector: FaceDetector, recognizer: EmotionRecognizer,
-                  keep_crops: bool = False) -> ImageAnalysis:
+def analyze_image(
+    src: ImageSource, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, keep_crops: bool = False
+) -> ImageAnalysis:
     """Decodes an image file and analyses it.
 
     Raises:

@@ -159,9 +159,19 @@ def channels_last(precision: str) -> bool:
 class EmotionRecognizer:
     """Runs an emotion model on face crops. Shared safely between requests: it keeps no per-request state."""
 
-    def __init__(self, spec: ModelSpec, head: Head, *, backbone: torch.nn.Module | None = None,
-                 onnx_session: OnnxSession | None = None, device: str = "cpu", resize: Resize = "pil",
-                 precision: Precision = "fp32", batch_size: int = 32, onnx_workers: int = 1) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        head: Head,
+        *,
+        backbone: torch.nn.Module | None = None,
+        onnx_session: OnnxSession | None = None,
+        device: str = "cpu",
+        resize: Resize = "pil",
+        precision: Precision = "fp32",
+        batch_size: int = 32,
+        onnx_workers: int = 1,
+    ) -> None:
         """Wraps a loaded backbone; use :meth:`load` to build one from the weights folder."""
         self.spec = spec
         self.head = head
@@ -191,9 +201,17 @@ class EmotionRecognizer:
         return "onnx" if self.onnx_session is not None else "torch"
 
     @classmethod
-    def load(cls, name: str, weights_dir: str | Path | None = None, *, device: str = "cpu",
-             backend: Backend = "torch", resize: Resize = "pil", precision: Precision = "fp32",
-             batch_size: int = 32) -> EmotionRecognizer:
+    def load(
+        cls,
+        name: str,
+        weights_dir: str | Path | None = None,
+        *,
+        device: str = "cpu",
+        backend: Backend = "torch",
+        resize: Resize = "pil",
+        precision: Precision = "fp32",
+        batch_size: int = 32,
+    ) -> EmotionRecognizer:
         """Loads a registered emotion model from the weights folder (safetensors or ONNX; never pickle).
 
         Args:
@@ -231,24 +249,33 @@ class EmotionRecognizer:
 
         from models.backbones import split_head
         from models.versions import load_model
+
         loaded = load_model(name, wdir)
         spec = loaded.spec
         backbone, linear = split_head(loaded.model, spec)
         eng_w, eng_b = loaded.engagement or (None, None)
-        head = Head(weight=linear.weight.detach().cpu().numpy(), bias=linear.bias.detach().cpu().numpy(), name=name,
-                    weights_hash=loaded.weights_hash, engagement_weight=eng_w, engagement_bias=eng_b)
+        head = Head(
+            weight=linear.weight.detach().cpu().numpy(),
+            bias=linear.bias.detach().cpu().numpy(),
+            name=name,
+            weights_hash=loaded.weights_hash,
+            engagement_weight=eng_w,
+            engagement_bias=eng_b,
+        )
         dev = resolve_device(device)
         backbone = backbone.eval().to(dev)
         if channels_last(precision):
             backbone = backbone.to(memory_format=torch.channels_last)
         for p in backbone.parameters():
             p.requires_grad_(False)
-        return cls(spec, head, backbone=backbone, device=device, resize=resize, precision=precision,
-                   batch_size=batch_size)
+        return cls(
+            spec, head, backbone=backbone, device=device, resize=resize, precision=precision, batch_size=batch_size
+        )
 
     @classmethod
-    def _load_onnx(cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize,
-                   batch_size: int) -> EmotionRecognizer:
+    def _load_onnx(
+        cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize, batch_size: int
+    ) -> EmotionRecognizer:
         import onnx
         from onnx import helper, numpy_helper
 
@@ -271,21 +298,23 @@ class EmotionRecognizer:
             weight = weight.T
         graph.node.remove(gemm)
         del graph.output[:]
-        graph.output.append(helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT,
-                                                          [None, weight.shape[1]]))
+        graph.output.append(
+            helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT, [None, weight.shape[1]])
+        )
         session, workers = _ort_session(model.SerializeToString(), device)
-        head = Head(weight=weight, bias=bias, name=spec.name,
-                    weights_hash=git_blob_sha1(path))
-        return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size,
-                   onnx_workers=workers)
+        head = Head(weight=weight, bias=bias, name=spec.name, weights_hash=git_blob_sha1(path))
+        return cls(
+            spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size, onnx_workers=workers
+        )
 
     @staticmethod
     def _export_path(wdir: Path, name: str, weights_hash: str) -> Path:
         return Path(wdir) / "onnx-export" / f"{name}-{weights_hash.replace('+', '-')[:40]}.onnx"
 
     @classmethod
-    def _load_exported(cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize,
-                       batch_size: int) -> EmotionRecognizer | None:
+    def _load_exported(
+        cls, spec: ModelSpec, wdir: Path, *, device: str, resize: Resize, batch_size: int
+    ) -> EmotionRecognizer | None:
         """The registry model's earlier ONNX export and head (``.head.npz``), without torch; None if there is none.
 
         The export is found by the source hash recorded in the safetensors header (read as JSON: no tensor
@@ -310,8 +339,9 @@ class EmotionRecognizer:
         with np.load(head_path) as z:
             head = Head(weight=z["weight"], bias=z["bias"], name=spec.name, weights_hash=sha1)
         session, workers = _ort_session(onnx_path.read_bytes(), device)
-        return cls(spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size,
-                   onnx_workers=workers)
+        return cls(
+            spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size, onnx_workers=workers
+        )
 
     def _to_onnx_runtime(self, wdir: Path, device: str) -> EmotionRecognizer:
         """The same model on ONNX Runtime: the backbone exported once (cached in ``<weights_dir>/onnx-export``).
@@ -336,13 +366,27 @@ class EmotionRecognizer:
             tmp = folder / f".{path.name}.{os.getpid()}.tmp"
             s = self.spec.input_size
             with torch.inference_mode(False), torch.no_grad():
-                torch.onnx.export(self.backbone, (torch.zeros(1, 3, s, s),), str(tmp), input_names=["input"],
-                                  output_names=["features"], dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
-                                  opset_version=17, dynamo=False)
+                torch.onnx.export(
+                    self.backbone,
+                    (torch.zeros(1, 3, s, s),),
+                    str(tmp),
+                    input_names=["input"],
+                    output_names=["features"],
+                    dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
             os.replace(tmp, path)
         session, workers = _ort_session(path.read_bytes(), device)
-        return EmotionRecognizer(self.spec, self.head, onnx_session=session, device="cpu", resize=self.resize,
-                                 batch_size=self.batch_size, onnx_workers=workers)
+        return EmotionRecognizer(
+            self.spec,
+            self.head,
+            onnx_session=session,
+            device="cpu",
+            resize=self.resize,
+            batch_size=self.batch_size,
+            onnx_workers=workers,
+        )
 
     def extract_features(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Backbone features of face crops.
@@ -357,7 +401,7 @@ class EmotionRecognizer:
             return self._extract_parallel(crops)
         out = []
         for i in range(0, len(crops), self.batch_size):
-            x = preprocess_array(crops[i:i + self.batch_size], self.spec, self.resize)
+            x = preprocess_array(crops[i : i + self.batch_size], self.spec, self.resize)
             out.append(self._forward(x))
         if not out:
             return np.zeros((0, self.spec.feature_dim), dtype=np.float32)
@@ -375,9 +419,9 @@ class EmotionRecognizer:
         out: list[np.ndarray] = []
         with ThreadPoolExecutor(max_workers=self.onnx_workers) as pool:
             for i in range(0, len(crops), self.batch_size):  # one batch in memory at a time
-                batch = crops[i:i + self.batch_size]
+                batch = crops[i : i + self.batch_size]
                 n = min(self.onnx_workers, len(batch))
-                parts = [batch[len(batch) * k // n:len(batch) * (k + 1) // n] for k in range(n)]
+                parts = [batch[len(batch) * k // n : len(batch) * (k + 1) // n] for k in range(n)]
                 futures = [pool.submit(self._forward, preprocess_array(p, self.spec, self.resize)) for p in parts]
                 out.extend(f.result() for f in futures)
         return np.concatenate(out)
@@ -408,8 +452,9 @@ class EmotionRecognizer:
         import torch
 
         with torch.inference_mode():
-            return torch.nn.functional.linear(torch.from_numpy(features), torch.from_numpy(self._w),
-                                              torch.from_numpy(self._b)).numpy()
+            return torch.nn.functional.linear(
+                torch.from_numpy(features), torch.from_numpy(self._w), torch.from_numpy(self._b)
+            ).numpy()
 
     def classify(self, features: np.ndarray) -> list[EmotionPrediction]:
         """Emotion predictions from backbone features (N, F)."""
@@ -421,15 +466,21 @@ class EmotionRecognizer:
         z = logits - logits.max(axis=1, keepdims=True)
         probs = np.exp(z)
         probs /= probs.sum(axis=1, keepdims=True)
-        va = np.clip(raw[:, k:k + 2], -1.0, 1.0) if self.spec.has_va else None
+        va = np.clip(raw[:, k : k + 2], -1.0, 1.0) if self.spec.has_va else None
         eng = None
         if self.head.engagement_weight is not None and self.head.engagement_bias is not None:
             eng = np.clip(features @ self.head.engagement_weight.T + self.head.engagement_bias, 0.0, 1.0)[:, 0]
         return [
             EmotionPrediction(
-                model=self.name, labels=self.spec.labels, features=features[i], logits=logits[i], probs=probs[i],
-                valence=None if va is None else float(va[i, 0]), arousal=None if va is None else float(va[i, 1]),
-                weights_hash=self.weights_hash, engagement=None if eng is None else float(eng[i]),
+                model=self.name,
+                labels=self.spec.labels,
+                features=features[i],
+                logits=logits[i],
+                probs=probs[i],
+                valence=None if va is None else float(va[i, 0]),
+                arousal=None if va is None else float(va[i, 1]),
+                weights_hash=self.weights_hash,
+                engagement=None if eng is None else float(eng[i]),
             )
             for i in range(len(features))
         ]

@@ -149,14 +149,19 @@ class VideoSummary:
             "face_share": round(self.face_share, 6),
             "n_tracks": self.n_tracks,
             "emotions": None if self.emotions is None else self.emotions.to_json(),
-            "engagement": None if self.engagement_score is None else {
-                "score": round(self.engagement_score, 6), "label": self.engagement_label},
+            "engagement": None
+            if self.engagement_score is None
+            else {"score": round(self.engagement_score, 6), "label": self.engagement_label},
         }
 
 
-def summarize_video(faces: Sequence[FaceResult], tracks: Sequence[Track], frames_analyzed: int,
-                    engagement: Mapping[int, EngagementResult | None] | None = None,
-                    threshold: float = 0.5) -> VideoSummary:
+def summarize_video(
+    faces: Sequence[FaceResult],
+    tracks: Sequence[Track],
+    frames_analyzed: int,
+    engagement: Mapping[int, EngagementResult | None] | None = None,
+    threshold: float = 0.5,
+) -> VideoSummary:
     """Summaries per track and per video.
 
     Args:
@@ -177,9 +182,17 @@ def summarize_video(faces: Sequence[FaceResult], tracks: Sequence[Track], frames
         em = summarize_faces(by_track.get(t.track, []))
         if em is None:
             continue
-        summaries.append(TrackSummary(track=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
-                                      face_share=len(set(t.frames)) / denom, emotions=em,
-                                      engagement=engagement.get(t.track)))
+        summaries.append(
+            TrackSummary(
+                track=t.track,
+                n_faces=t.n_faces,
+                start_s=t.start_s,
+                end_s=t.end_s,
+                face_share=len(set(t.frames)) / denom,
+                emotions=em,
+                engagement=engagement.get(t.track),
+            )
+        )
     scored = [(s.engagement.score, s.n_faces) for s in summaries if s.engagement is not None]
     score = float(np.average([s for s, _ in scored], weights=[n for _, n in scored])) if scored else None
     frames_with_face = len({f.frame for f in faces})

@@ -103,8 +103,12 @@ class _Live:
         prev = self.boxes[-2]
         f = dt / dt_prev
         (c1, c2, c3, c4), (p1, p2, p3, p4) = last, prev
-        return (float(c1 + (c1 - p1) * f), float(c2 + (c2 - p2) * f), float(c3 + (c3 - p3) * f),
-                float(c4 + (c4 - p4) * f))
+        return (
+            float(c1 + (c1 - p1) * f),
+            float(c2 + (c2 - p2) * f),
+            float(c3 + (c3 - p3) * f),
+            float(c4 + (c4 - p4) * f),
+        )
 
 
 def _normalise(v: np.ndarray) -> np.ndarray:
@@ -175,5 +179,7 @@ class Tracker:
 
     def tracks(self) -> list[Track]:
         """Every track so far, by id."""
-        return [Track(track=t.track, frames=tuple(t.frames), times=tuple(t.times), boxes=tuple(t.boxes))
-                for t in self._tracks]
+        return [
+            Track(track=t.track, frames=tuple(t.frames), times=tuple(t.times), boxes=tuple(t.boxes))
+            for t in self._tracks
+        ]

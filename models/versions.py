@@ -51,8 +51,10 @@ class VersionNotFoundError(AffectLabError):
     """No fine-tuned version of that name in the weights folder."""
 
     def __init__(self, name: str, weights_dir: Path) -> None:
-        super().__init__(f"no fine-tuned version {name!r} in {versions_dir(weights_dir)}; "
-                         "`python -m models list` shows the versions there")
+        super().__init__(
+            f"no fine-tuned version {name!r} in {versions_dir(weights_dir)}; "
+            "`python -m models list` shows the versions there"
+        )
         self.name = name
 
 
@@ -98,9 +100,18 @@ def _tensor_hash(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def save_version(name: str, base: str, base_sha1: str, kind: VersionKind, target: str,
-                 tensors: dict[str, torch.Tensor], data_fingerprint: str, report: dict[str, Any], created_at: str,
-                 weights_dir: Path) -> ModelVersion:
+def save_version(
+    name: str,
+    base: str,
+    base_sha1: str,
+    kind: VersionKind,
+    target: str,
+    tensors: dict[str, torch.Tensor],
+    data_fingerprint: str,
+    report: dict[str, Any],
+    created_at: str,
+    weights_dir: Path,
+) -> ModelVersion:
     """Writes a version atomically.
 
     Args:
@@ -130,9 +141,17 @@ def save_version(name: str, base: str, base_sha1: str, kind: VersionKind, target
     folder = versions_dir(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {"name": name, "base": base, "base_sha1": base_sha1, "kind": kind, "target": target,
-            "data_fingerprint": data_fingerprint, "created_at": created_at, "weights_hash": _tensor_hash(tensors),
-            "report": json.dumps(report, default=float)}
+    meta = {
+        "name": name,
+        "base": base,
+        "base_sha1": base_sha1,
+        "kind": kind,
+        "target": target,
+        "data_fingerprint": data_fingerprint,
+        "created_at": created_at,
+        "weights_hash": _tensor_hash(tensors),
+        "report": json.dumps(report, default=float),
+    }
     final = folder / f"{name}.safetensors"
     tmp = folder / f".{name}.{os.getpid()}.tmp"
     save_file(tensors, str(tmp), metadata=meta)
@@ -143,13 +162,21 @@ def save_version(name: str, base: str, base_sha1: str, kind: VersionKind, target
 def _from_meta(meta: dict[str, str], path: Path) -> ModelVersion:
     kind = next((k for k in VERSION_KINDS if k == meta["kind"]), None)
     if kind is None:
-        raise CheckpointFormatError(f"{path}: unknown version kind {meta['kind']!r}; remove the version and fine-tune "
-                                    "again")
-    return ModelVersion(name=meta["name"], base=meta["base"], base_sha1=meta.get("base_sha1", ""),
-                        kind=kind, target=meta.get("target", ""),
-                        data_fingerprint=meta.get("data_fingerprint", ""), created_at=meta.get("created_at", ""),
-                        weights_hash=meta.get("weights_hash", ""), report=json.loads(meta.get("report", "{}")),
-                        path=path)
+        raise CheckpointFormatError(
+            f"{path}: unknown version kind {meta['kind']!r}; remove the version and fine-tune again"
+        )
+    return ModelVersion(
+        name=meta["name"],
+        base=meta["base"],
+        base_sha1=meta.get("base_sha1", ""),
+        kind=kind,
+        target=meta.get("target", ""),
+        data_fingerprint=meta.get("data_fingerprint", ""),
+        created_at=meta.get("created_at", ""),
+        weights_hash=meta.get("weights_hash", ""),
+        report=json.loads(meta.get("report", "{}")),
+        path=path,
+    )
 
 
 def _read(path: Path) -> ModelVersion:
@@ -219,8 +246,10 @@ def head_tensors(weight: np.ndarray, bias: np.ndarray) -> dict[str, torch.Tensor
     """The tensors of a ``head`` version."""
     import torch
 
-    return {"head.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
-            "head.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32))}
+    return {
+        "head.weight": torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)),
+        "head.bias": torch.from_numpy(np.ascontiguousarray(bias, dtype=np.float32)),
+    }
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,8 +296,9 @@ def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
     spec, version = resolve(name, wdir)
     if not spec.is_emotion_model or spec.fmt != "torch_pickle" or not spec.runnable:
         why = f" ({spec.note})" if spec.note else " (ONNX entries are already ONNX files)"
-        raise ModelNotRunnableError(f"{name!r} is not a runnable PyTorch emotion model{why}; pick one from "
-                                    "`python -m models list`")
+        raise ModelNotRunnableError(
+            f"{name!r} is not a runnable PyTorch emotion model{why}; pick one from `python -m models list`"
+        )
     state, meta = weights_mod.load_weights(spec.name, wdir)
     base_sha1 = meta.get("source_sha1", "")
     model = build_model(spec)
@@ -287,6 +317,8 @@ def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
         if "engagement.weight" in tensors:
             engagement = (tensors["engagement.weight"].numpy(), tensors["engagement.bias"].numpy())
     except (RuntimeError, KeyError) as exc:
-        raise CheckpointFormatError(f"{name!r}: its stored tensors do not fit {spec.name} ({spec.arch}): {exc}; "
-                                    "remove the version and fine-tune again") from exc
+        raise CheckpointFormatError(
+            f"{name!r}: its stored tensors do not fit {spec.name} ({spec.arch}): {exc}; "
+            "remove the version and fine-tune again"
+        ) from exc
     return LoadedModel(name, spec, model.eval(), base_sha1, f"{base_sha1[:12]}+{version.weights_hash}", engagement)

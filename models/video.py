@@ -150,10 +150,17 @@ class VideoAnalysis:
 
     def track_results(self) -> list[TrackResult]:
         """The tracks as they are stored (span, engagement, person), by id."""
-        return [TrackResult(track=t.track, n_faces=t.n_faces, start_s=t.start_s, end_s=t.end_s,
-                            engagement=t.engagement, person=self.person(t.track)) for t in self.summary.tracks]
-
-
+        return [
+            TrackResult(
+                track=t.track,
+                n_faces=t.n_faces,
+                start_s=t.start_s,
+                end_s=t.end_s,
+                engagement=t.engagement,
+                person=self.person(t.track),
+            )
+            for t in self.summary.tracks
+        ]
 
 
 def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: float = 0.1) -> list[Face]:
@@ -182,8 +189,12 @@ def interpolate_faces(a: Sequence[Face], b: Sequence[Face], w: float, min_iou: f
                 matched_a.add(int(i))
                 matched_b.add(int(j))
                 (p1, p2, p3, p4), (q1, q2, q3, q4) = a[i].box, b[j].box
-                box = (float((1 - w) * p1 + w * q1), float((1 - w) * p2 + w * q2), float((1 - w) * p3 + w * q3),
-                       float((1 - w) * p4 + w * q4))
+                box = (
+                    float((1 - w) * p1 + w * q1),
+                    float((1 - w) * p2 + w * q2),
+                    float((1 - w) * p3 + w * q3),
+                    float((1 - w) * p4 + w * q4),
+                )
                 out.append(Face(box=box, det_score=min(a[i].det_score, b[j].det_score)))
     if w < 0.5:
         out.extend(f for i, f in enumerate(a) if i not in matched_a)
@@ -209,8 +220,16 @@ def _faces_agree(a: Sequence[Face], b: Sequence[Face], min_iou: float) -> bool:
 class _Analyzer:
     """Chunked detection, classification and tracking over a stream of sampled frames."""
 
-    def __init__(self, name: str, detector: FaceDetector, recognizer: EmotionRecognizer, config: VideoConfig,
-                 *, track: bool = True, resume: ResumePoint | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        detector: FaceDetector,
+        recognizer: EmotionRecognizer,
+        config: VideoConfig,
+        *,
+        track: bool = True,
+        resume: ResumePoint | None = None,
+    ) -> None:
         self.name = name
         self.track = track
         self.last: ResumePoint | None = resume  # the last frame whose faces are in ``results`` or were taken
@@ -308,7 +327,7 @@ class _Analyzer:
         out: list[list[Face]] = []
         b = max(1, self.config.detect_batch)
         for i in range(0, len(images), b):
-            out.extend(self.detector.detect_batch(images[i:i + b]))
+            out.extend(self.detector.detect_batch(images[i : i + b]))
         return out
 
     def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> list[FaceRow]:
@@ -323,7 +342,7 @@ class _Analyzer:
                     crops.append(crop)
             kept.append(row)
         b = max(1, self.config.classify_batch)
-        preds = [p for i in range(0, len(crops), b) for p in self.recognizer.predict(crops[i:i + b])]
+        preds = [p for i in range(0, len(crops), b) for p in self.recognizer.predict(crops[i : i + b])]
         it = iter(preds)
         return [[(face, crop, next(it)) for face, crop in row] for row in kept]
 
@@ -343,20 +362,32 @@ class _Analyzer:
         keep = self.config.keep_crops
         for f, row in zip(frames, rows, strict=True):
             self.frames_analyzed += 1
-            self.last = ResumePoint(time_s=f.time_s, index=f.index, sample=f.sample,
-                                    faces=tuple(face for face, _, _ in row))
+            self.last = ResumePoint(
+                time_s=f.time_s, index=f.index, sample=f.sample, faces=tuple(face for face, _, _ in row)
+            )
             if not row:
                 continue
             self.frames_with_faces += 1
             if self.track:
                 feats = np.stack([p.features for _, _, p in row])
-                ids: Sequence[int | None] = self.tracker.update(f.index, f.time_s, [face.box for face, _, _ in row],
-                                                                feats)
+                ids: Sequence[int | None] = self.tracker.update(
+                    f.index, f.time_s, [face.box for face, _, _ in row], feats
+                )
             else:
                 ids = [None] * len(row)
             for j, ((face, crop, pred), tid) in enumerate(zip(row, ids, strict=True)):
-                self.results.append(FaceResult(file=self.name, index=j, face=face, prediction=pred, frame=f.index,
-                                               time_s=f.time_s, track=tid, crop=crop if keep else None))
+                self.results.append(
+                    FaceResult(
+                        file=self.name,
+                        index=j,
+                        face=face,
+                        prediction=pred,
+                        frame=f.index,
+                        time_s=f.time_s,
+                        track=tid,
+                        crop=crop if keep else None,
+                    )
+                )
 
     def _adaptive(self, frames: list[DecodedFrame]) -> None:
         cfg = self.config.adaptive
@@ -379,9 +410,17 @@ class _Analyzer:
         self._track([frames[i] for i in order], [rows[i] for i in order])
 
 
-def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, recognizer: EmotionRecognizer,
-                  fps: float | None = 5.0, *, config: VideoConfig | None = None,
-                  engagement: EngagementModel | None = None, progress: Progress | None = None) -> VideoAnalysis:
+def analyze_video(
+    path: str | Path,
+    name: str | None,
+    detector: FaceDetector,
+    recognizer: EmotionRecognizer,
+    fps: float | None = 5.0,
+    *,
+    config: VideoConfig | None = None,
+    engagement: EngagementModel | None = None,
+    progress: Progress | None = None,
+) -> VideoAnalysis:
     """Analyses a video: every sampled frame's faces, their tracks, per-track engagement and summaries.
 
     Args:
@@ -403,8 +442,11 @@ def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, re
     name = name or str(path)
     config = config or VideoConfig()
     analyzer = _Analyzer(name, detector, recognizer, config)
-    with (FrameReader(path, name, fps) as reader, closing(prefetch(reader, depth=analyzer.chunk)) as frames,
-          closing(analyzer)):
+    with (
+        FrameReader(path, name, fps) as reader,
+        closing(prefetch(reader, depth=analyzer.chunk)) as frames,
+        closing(analyzer),
+    ):
         for frame in frames:
             if analyzer.push(frame) and progress is not None:
                 progress(frame.time_s, reader.duration)
@@ -417,32 +459,57 @@ def analyze_video(path: str | Path, name: str | None, detector: FaceDetector, re
     if engagement is None:
         status = "no engagement weights (fetch engagement_single_attention)"
     elif recognizer.spec.feature_dim != FEATURE_DIM:
-        status = (f"engagement needs {FEATURE_DIM}-d enet_b0 features; {recognizer.spec.name} gives "
-                  f"{recognizer.spec.feature_dim}-d")
+        status = (
+            f"engagement needs {FEATURE_DIM}-d enet_b0 features; {recognizer.spec.name} gives "
+            f"{recognizer.spec.feature_dim}-d"
+        )
     else:
         status = "ok"
         by_track: dict[int, list[FaceResult]] = {}
         for r in analyzer.results:
             by_track.setdefault(int(r.track or 0), []).append(r)
         for tid, rs in by_track.items():
-            eng[tid] = engagement.score_sequence(np.stack([r.prediction.features for r in rs]),
-                                                 [float(r.time_s or 0.0) for r in rs])
+            eng[tid] = engagement.score_sequence(
+                np.stack([r.prediction.features for r in rs]), [float(r.time_s or 0.0) for r in rs]
+            )
     summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, eng)
-    persons = ({t.track: t.track for t in tracks} if config.persons is None
-               else link_tracks(profiles(tracks, analyzer.results), config.persons))
+    persons = (
+        {t.track: t.track for t in tracks}
+        if config.persons is None
+        else link_tracks(profiles(tracks, analyzer.results), config.persons)
+    )
     return VideoAnalysis(
-        file=name, faces=analyzer.results, tracks=tracks, summary=summary, frames_sampled=reader.frames_sampled,
-        frames_analyzed=analyzer.frames_analyzed, frames_decoded=reader.frames_decoded,
-        duration=reader.duration if reader.duration else reader.last_time, fps=reader.avg_fps,
-        sample_fps=reader.fps, width=reader.width, height=reader.height, rotation=reader.rotation,
-        warnings=list(reader.warnings), engagement_status=status, persons=persons,
+        file=name,
+        faces=analyzer.results,
+        tracks=tracks,
+        summary=summary,
+        frames_sampled=reader.frames_sampled,
+        frames_analyzed=analyzer.frames_analyzed,
+        frames_decoded=reader.frames_decoded,
+        duration=reader.duration if reader.duration else reader.last_time,
+        fps=reader.avg_fps,
+        sample_fps=reader.fps,
+        width=reader.width,
+        height=reader.height,
+        rotation=reader.rotation,
+        warnings=list(reader.warnings),
+        engagement_status=status,
+        persons=persons,
     )
 
 
-def analyze_video_chunks(path: str | Path, name: str | None, detector: FaceDetector, recognizer: EmotionRecognizer,
-                         fps: float | None = 5.0, *, config: VideoConfig | None = None,
-                         resume: ResumePoint | None = None, commit_every_s: float = 30.0,
-                         progress: Progress | None = None) -> Iterator[VideoChunk]:
+def analyze_video_chunks(
+    path: str | Path,
+    name: str | None,
+    detector: FaceDetector,
+    recognizer: EmotionRecognizer,
+    fps: float | None = 5.0,
+    *,
+    config: VideoConfig | None = None,
+    resume: ResumePoint | None = None,
+    commit_every_s: float = 30.0,
+    progress: Progress | None = None,
+) -> Iterator[VideoChunk]:
     """Analyses a video stretch by stretch, for a caller that stores each stretch before the next (long recordings).
 
     Memory holds one stretch's faces (with crops when ``config.keep_crops``) and one chunk of frames, whatever the
@@ -475,12 +542,24 @@ def analyze_video_chunks(path: str | Path, name: str | None, detector: FaceDetec
     def chunk(reader: FrameReader, done: bool) -> VideoChunk:
         faces, analyzer.results = analyzer.results, []
         duration = reader.duration if reader.duration else (reader.last_time if done else None)
-        return VideoChunk(faces=faces, until=analyzer.last, frames_analyzed=analyzer.frames_analyzed,
-                          frames_decoded=reader.frames_decoded, done=done, duration=duration, fps=reader.avg_fps,
-                          width=reader.width, height=reader.height, warnings=tuple(reader.warnings) if done else ())
+        return VideoChunk(
+            faces=faces,
+            until=analyzer.last,
+            frames_analyzed=analyzer.frames_analyzed,
+            frames_decoded=reader.frames_decoded,
+            done=done,
+            duration=duration,
+            fps=reader.avg_fps,
+            width=reader.width,
+            height=reader.height,
+            warnings=tuple(reader.warnings) if done else (),
+        )
 
-    with (FrameReader(path, name, fps, resume=resume) as reader,
-          closing(prefetch(reader, depth=analyzer.chunk)) as frames, closing(analyzer)):
+    with (
+        FrameReader(path, name, fps, resume=resume) as reader,
+        closing(prefetch(reader, depth=analyzer.chunk)) as frames,
+        closing(analyzer),
+    ):
         next_cut = (resume.time_s if resume is not None else 0.0) + commit_every_s
         for frame in frames:
             if not analyzer.push(frame):
@@ -510,8 +589,9 @@ class FaceReplay:
         self.tracker = Tracker(tracker)
         self._sums: dict[int, np.ndarray] = {}
 
-    def add(self, frame: int, time_s: float, boxes: Sequence[tuple[float, float, float, float]],
-            features: np.ndarray | None) -> list[int]:
+    def add(
+        self, frame: int, time_s: float, boxes: Sequence[tuple[float, float, float, float]], features: np.ndarray | None
+    ) -> list[int]:
         """Tracks one frame's faces; returns their track ids (see :meth:`Tracker.update`)."""
         ids = self.tracker.update(frame, time_s, boxes, features)
         if features is not None:
@@ -534,13 +614,18 @@ class FaceReplay:
                 continue
             sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in t.boxes]
             total = self._sums.get(t.track)
-            out.append(TrackProfile(
-                track=t.track, start_s=t.start_s, end_s=t.end_s, n_faces=t.n_faces,
-                feature=total / t.n_faces if total is not None else np.zeros(0),
-                first_centre=((t.boxes[0][0] + t.boxes[0][2]) / 2, (t.boxes[0][1] + t.boxes[0][3]) / 2),
-                last_centre=((t.boxes[-1][0] + t.boxes[-1][2]) / 2, (t.boxes[-1][1] + t.boxes[-1][3]) / 2),
-                size=float(np.mean(sides)),
-            ))
+            out.append(
+                TrackProfile(
+                    track=t.track,
+                    start_s=t.start_s,
+                    end_s=t.end_s,
+                    n_faces=t.n_faces,
+                    feature=total / t.n_faces if total is not None else np.zeros(0),
+                    first_centre=((t.boxes[0][0] + t.boxes[0][2]) / 2, (t.boxes[0][1] + t.boxes[0][3]) / 2),
+                    last_centre=((t.boxes[-1][0] + t.boxes[-1][2]) / 2, (t.boxes[-1][1] + t.boxes[-1][3]) / 2),
+                    size=float(np.mean(sides)),
+                )
+            )
         return out
 
     def persons(self, config: PersonConfig | None = None) -> dict[int, int]:
@@ -564,12 +649,26 @@ def video_json(analysis: VideoAnalysis) -> dict[str, Any]:
     """
     a = analysis
     file_entry = {
-        "file": a.file, "kind": "video", "width": a.width, "height": a.height, "n_faces": len(a.faces),
-        "error": None, "duration_s": None if a.duration is None else round(a.duration, 4),
-        "fps": None if a.fps is None else round(a.fps, 4), "sample_fps": a.sample_fps,
-        "frames_decoded": a.frames_decoded, "frames_sampled": a.frames_sampled, "frames_analyzed": a.frames_analyzed,
-        "rotation": a.rotation, "warnings": list(a.warnings), "engagement_status": a.engagement_status,
-        "summary": a.summary.to_json(), "n_persons": len({a.person(t.track) for t in a.tracks}),
+        "file": a.file,
+        "kind": "video",
+        "width": a.width,
+        "height": a.height,
+        "n_faces": len(a.faces),
+        "error": None,
+        "duration_s": None if a.duration is None else round(a.duration, 4),
+        "fps": None if a.fps is None else round(a.fps, 4),
+        "sample_fps": a.sample_fps,
+        "frames_decoded": a.frames_decoded,
+        "frames_sampled": a.frames_sampled,
+        "frames_analyzed": a.frames_analyzed,
+        "rotation": a.rotation,
+        "warnings": list(a.warnings),
+        "engagement_status": a.engagement_status,
+        "summary": a.summary.to_json(),
+        "n_persons": len({a.person(t.track) for t in a.tracks}),
     }
-    return {"file": file_entry, "faces": [{**f.to_json(), "person": a.person(f.track)} for f in a.faces],
-            "tracks": [{**t.to_json(), "person": a.person(t.track)} for t in a.summary.tracks]}
+    return {
+        "file": file_entry,
+        "faces": [{**f.to_json(), "person": a.person(f.track)} for f in a.faces],
+        "tracks": [{**t.to_json(), "person": a.person(t.track)} for t in a.summary.tracks],
+    }

@@ -13,9 +13,19 @@ APP = str(ROOT / "webapp" / "app.py")
 TIMEOUT = 240
 """Seconds per script run: the first loads MTCNN and the emotion model on a shared CPU."""
 
-ACCESS_ENV = ("AFFECTLAB_ACCESS_CODE", "AFFECTLAB_OWNER_CODE", "AFFECTLAB_ANNOTATORS", "AFFECTLAB_OWNERS",
-              "AFFECTLAB_STUDY", "AFFECTLAB_ALLOW_OPEN", "SPACE_ID", "DATABASE_URL", "AFFECTLAB_STORE_CROPS",
-              "AFFECTLAB_MODEL", "AFFECTLAB_DEVICE")  # fmt: skip
+ACCESS_ENV = (
+    "AFFECTLAB_ACCESS_CODE",
+    "AFFECTLAB_OWNER_CODE",
+    "AFFECTLAB_ANNOTATORS",
+    "AFFECTLAB_OWNERS",
+    "AFFECTLAB_STUDY",
+    "AFFECTLAB_ALLOW_OPEN",
+    "SPACE_ID",
+    "DATABASE_URL",
+    "AFFECTLAB_STORE_CROPS",
+    "AFFECTLAB_MODEL",
+    "AFFECTLAB_DEVICE",
+)
 
 
 def use_folders(monkeypatch: pytest.MonkeyPatch, data_dir: Path, weights_dir: Path) -> None:
@@ -66,8 +76,13 @@ def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: st
     session = AnalysisSession.open("enet_b0_8_best_vgaf", weights_dir)
     ids = []
     for f in files:
-        out = services.analyze_upload(services.Upload(f.name, f.read_bytes()), study=study, store=store,
-                                      session=session, media_dir=data_dir.resolve() / "media")  # fmt: skip
+        out = services.analyze_upload(
+            services.Upload(f.name, f.read_bytes()),
+            study=study,
+            store=store,
+            session=session,
+            media_dir=data_dir.resolve() / "media",
+        )
         assert out.error is None, out.error
         ids.append(out.media_id)
     store.close()

@@ -81,8 +81,9 @@ def face_crops(multi_face_jpg: Path, astronaut_png: Path, detector) -> list:
 
 
 @pytest.fixture(scope="session")
-def analysed_multi_face(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path,
-                        multi_face_jpg: Path) -> Path:
+def analysed_multi_face(
+    tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path, multi_face_jpg: Path
+) -> Path:
     """A data folder whose study ``default`` holds multi_face.jpg analysed by the app (copy it before changing it)."""
     from tests.apphelpers import analyze_into
 
@@ -92,8 +93,9 @@ def analysed_multi_face(tmp_path_factory: pytest.TempPathFactory, random_weights
 
 
 @pytest.fixture
-def multi_face_app_dir(analysed_multi_face: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                       random_weights_dir: Path) -> Path:
+def multi_face_app_dir(
+    analysed_multi_face: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> Path:
     """A fresh copy of :func:`analysed_multi_face` with the app pointed at it and at the random weights."""
     from tests.apphelpers import fresh_data_dir
 

@@ -41,8 +41,9 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
 
 
 @contextlib.contextmanager
-def serve_app(data: Path, weights_dir: Path, log: Path, *, env: Mapping[str, str] | None = None,
-              args: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:  # fmt: skip
+def serve_app(
+    data: Path, weights_dir: Path, log: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """Serves the guarded app on ``data`` with the weights of ``weights_dir``; yields its URL and process.
 
     Args:
@@ -55,8 +56,20 @@ def serve_app(data: Path, weights_dir: Path, log: Path, *, env: Mapping[str, str
     full = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED)}
     full.update(AFFECTLAB_DATA_DIR=str(data), AFFECTLAB_WEIGHTS_DIR=str(weights_dir), **(env or {}))
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "webapp/serve.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", *args]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "webapp/serve.py",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        *args,
+    ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT)

@@ -129,8 +129,9 @@ def weights_mirror(published: dict[str, Path]) -> Iterator[str]:
     """A local HTTP server serving each file at its registry URL's path; yields its base URL."""
     from models.registry import get_spec
 
-    handler = type("Mirror", (_Mirror,), {"files": {urlsplit(get_spec(n).url).path: p.read_bytes()
-                                                    for n, p in published.items()}})  # fmt: skip
+    handler = type(
+        "Mirror", (_Mirror,), {"files": {urlsplit(get_spec(n).url).path: p.read_bytes() for n, p in published.items()}}
+    )
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -161,18 +162,24 @@ def random_published(names: tuple[str, ...], out: Path, seed: int = 3) -> dict[s
 def user_venv(folder: Path) -> Path:
     """A venv of the system's Python 3.11 over the shared venv's site-packages; returns its ``bin``."""
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
-    version = subprocess.run([str(SYSTEM_PYTHON), "-c", "import platform; print(platform.python_version())"],
-                             check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    version = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import platform; print(platform.python_version())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     (folder / "bin").mkdir(parents=True)
     (folder / "lib" / "python3.11").mkdir(parents=True)
     (folder / "lib" / "python3.11" / "site-packages").symlink_to(site)
-    (folder / "pyvenv.cfg").write_text(f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\n"
-                                       f"version = {version}\n")  # fmt: skip
+    (folder / "pyvenv.cfg").write_text(
+        f"home = {SYSTEM_PYTHON.parent}\ninclude-system-site-packages = false\nversion = {version}\n"
+    )
     (folder / "bin" / "python").symlink_to(SYSTEM_PYTHON)
     (folder / "bin" / "python3").symlink_to("python")
     streamlit = folder / "bin" / "streamlit"
-    streamlit.write_text(f"#!{folder / 'bin' / 'python'}\nimport sys\nfrom streamlit.web.cli import main\n"
-                         "sys.exit(main())\n")  # fmt: skip
+    streamlit.write_text(
+        f"#!{folder / 'bin' / 'python'}\nimport sys\nfrom streamlit.web.cli import main\nsys.exit(main())\n"
+    )
     streamlit.chmod(0o755)
     return folder / "bin"
 
@@ -190,8 +197,18 @@ class Space:
 
     def run_as_user(self, command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """Runs ``sh -c command`` as the user with the image's environment, in the repository."""
-        argv = ["runuser", "-u", self.user, "--", "env", "-i", *(f"{k}={v}" for k, v in self.env.items()),
-                "sh", "-c", command]  # fmt: skip
+        argv = [
+            "runuser",
+            "-u",
+            self.user,
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in self.env.items()),
+            "sh",
+            "-c",
+            command,
+        ]
         return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     @property
@@ -201,8 +218,13 @@ class Space:
 
 
 @contextlib.contextmanager
-def prepared_space(work: Path, mirror: str, pins: dict[str, str], wheel: Path, port: int | None = None,
-                   ) -> Iterator[Space]:  # fmt: skip
+def prepared_space(
+    work: Path,
+    mirror: str,
+    pins: dict[str, str],
+    wheel: Path,
+    port: int | None = None,
+) -> Iterator[Space]:
     """A fresh home for the user (``/home/user`` of the image) and the image's environment, set-up steps not run.
 
     Args:
@@ -226,14 +248,23 @@ def prepared_space(work: Path, mirror: str, pins: dict[str, str], wheel: Path, p
     args, image_env, runs = dockerfile_steps((ROOT / "Dockerfile").read_text())
     env = {k: v.replace(SPACE_HOME, str(home)) for k, v in image_env.items()}
     env.update({k: v for k, v in args.items() if k not in env})
-    env.update({
-        "HOME": str(home), "PATH": f"{vbin}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
-        "PYTHONPATH": str(site), "AFFECTLAB_TEST_ROOT": str(ROOT), "AFFECTLAB_TEST_PINS": json.dumps(pins),
-        "AFFECTLAB_WEIGHTS_MIRROR": mirror, "SPACE_ID": "tester/affectlab", "AFFECTLAB_ACCESS_CODE": ACCESS_CODE,
-        "AFFECTLAB_HOST": "127.0.0.1", "PORT": str(port or _free_port()),
-        "OMP_NUM_THREADS": "2",  # not the image's: a shared 2-core machine here
-        "TMPDIR": str(home),  # caches (torch's) go with the home, not into this machine's /tmp
-    })  # fmt: skip
+    env.update(
+        {
+            "HOME": str(home),
+            "PATH": f"{vbin}:/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(site),
+            "AFFECTLAB_TEST_ROOT": str(ROOT),
+            "AFFECTLAB_TEST_PINS": json.dumps(pins),
+            "AFFECTLAB_WEIGHTS_MIRROR": mirror,
+            "SPACE_ID": "tester/affectlab",
+            "AFFECTLAB_ACCESS_CODE": ACCESS_CODE,
+            "AFFECTLAB_HOST": "127.0.0.1",
+            "PORT": str(port or _free_port()),
+            "OMP_NUM_THREADS": "2",  # not the image's: a shared 2-core machine here
+            "TMPDIR": str(home),  # caches (torch's) go with the home, not into this machine's /tmp
+        }
+    )
     samples = Path(env["AFFECTLAB_SAMPLES_DIR"])
     (samples / ".wheel").mkdir(parents=True)
     shutil.copy(wheel, samples / ".wheel" / wheel.name)
@@ -263,8 +294,17 @@ def run_setup(space: Space) -> None:
 @contextlib.contextmanager
 def started(space: Space, timeout: float = 300) -> Iterator[tuple[str, float]]:
     """``sh webapp/docker_start.sh`` as the user until healthy; yields (URL, monotonic start time)."""
-    argv = ["runuser", "-u", space.user, "--", "env", "-i", *(f"{k}={v}" for k, v in space.env.items()),
-            "sh", "webapp/docker_start.sh"]  # fmt: skip
+    argv = [
+        "runuser",
+        "-u",
+        space.user,
+        "--",
+        "env",
+        "-i",
+        *(f"{k}={v}" for k, v in space.env.items()),
+        "sh",
+        "webapp/docker_start.sh",
+    ]
     url = f"http://127.0.0.1:{space.env['PORT']}"
     log = space.log.open("wb")
     t0 = time.monotonic()
@@ -297,8 +337,9 @@ def started(space: Space, timeout: float = 300) -> Iterator[tuple[str, float]]:
         log.close()
 
 
-def visit(url: str, t0: float, space: Space, shots: Path | None = None, sample: bool = True,
-          timeout_ms: int = 900_000) -> str:  # fmt: skip
+def visit(
+    url: str, t0: float, space: Space, shots: Path | None = None, sample: bool = True, timeout_ms: int = 900_000
+) -> str:
     """Chromium (Playwright) on the started Space: the first page, the access code, the Analyze page, a sample.
 
     Records ``first_page`` (start to the code form drawn), ``analyze_page`` (start to the Analyze page after the code)
@@ -309,8 +350,14 @@ def visit(url: str, t0: float, space: Space, shots: Path | None = None, sample: 
     """
     from playwright.sync_api import sync_playwright
 
-    args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"]  # fmt: skip
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+    ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
         try:

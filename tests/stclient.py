@@ -44,8 +44,13 @@ class StClient:
         ws_url = base.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
         headers = {"Cookie": cookie} if cookie else {}
         protocols = ["streamlit", "no-xsrf-token", *([session_id] if session_id else [])]
-        opening = connect(ws_url, additional_headers=headers, subprotocols=protocols,  # type: ignore[arg-type]
-                          max_size=None, open_timeout=30)  # fmt: skip
+        opening = connect(
+            ws_url,
+            additional_headers=headers,
+            subprotocols=protocols,  # type: ignore[arg-type]
+            max_size=None,
+            open_timeout=30,
+        )
         self.ws: ClientConnection = opening.__enter__()
         self.session_id: str | None = session_id
 

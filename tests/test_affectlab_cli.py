@@ -22,8 +22,9 @@ def run_affectlab(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
     full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     if "AFFECTLAB_STORE_CROPS" not in env:
         full.pop("AFFECTLAB_STORE_CROPS", None)
-    return subprocess.run([sys.executable, "-m", "affectlab", *args], capture_output=True, text=True, env=full,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "affectlab", *args], capture_output=True, text=True, env=full, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.fixture
@@ -32,8 +33,11 @@ def setup(tmp_path: Path, random_weights_dir: Path) -> tuple[dict[str, str], str
     url = f"sqlite:///{tmp_path / 'data' / 'affectlab.sqlite3'}"
     (tmp_path / "data").mkdir()
     LabelStore(url).upgrade()
-    env = {"AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir), "AFFECTLAB_DATA_DIR": str(tmp_path / "data"),
-           "DATABASE_URL": url}
+    env = {
+        "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir),
+        "AFFECTLAB_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": url,
+    }
     return env, url
 
 
@@ -63,8 +67,7 @@ def test_analyze_stores_faces_with_crops_and_features_then_skips(setup, multi_fa
     again = run_affectlab("analyze", str(multi_face_jpg), "--study", "pilot", "--json", env=env)
     assert again.returncode == 0, again.stderr
     doc = json.loads(again.stdout)
-    assert doc["summary"] == {"files": 1, "stored": 0, "skipped": 1, "failed": 0, "faces": 0, "crops": 0,
-                              "features": 0}
+    assert doc["summary"] == {"files": 1, "stored": 0, "skipped": 1, "failed": 0, "faces": 0, "crops": 0, "features": 0}
     assert doc["files"][0]["status"] == "skipped" and doc["files"][0]["media_id"] == media.id
     store = LabelStore(url)
     try:
@@ -73,8 +76,9 @@ def test_analyze_stores_faces_with_crops_and_features_then_skips(setup, multi_fa
         store.close()
 
 
-def test_bad_file_among_good_ones_exit_1(setup, tmp_path: Path, single_face_jpg: Path, astronaut_png: Path,
-                                         landscape_jpg: Path) -> None:
+def test_bad_file_among_good_ones_exit_1(
+    setup, tmp_path: Path, single_face_jpg: Path, astronaut_png: Path, landscape_jpg: Path
+) -> None:
     env, url = setup
     folder = tmp_path / "media"
     (folder / "sub").mkdir(parents=True)
@@ -83,8 +87,9 @@ def test_bad_file_among_good_ones_exit_1(setup, tmp_path: Path, single_face_jpg:
     (folder / "notes.txt").write_text("not media: left out of the walk")
     (folder / "broken.jpg").write_text("not an image")
     (folder / ".hidden.jpg").write_text("hidden: left out of the walk")
-    proc = run_affectlab("analyze", str(folder), str(landscape_jpg), str(tmp_path / "missing.png"),
-                         "--study", "s", env=env)
+    proc = run_affectlab(
+        "analyze", str(folder), str(landscape_jpg), str(tmp_path / "missing.png"), "--study", "s", env=env
+    )
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
     assert len(errors) == 2, proc.stderr
@@ -104,8 +109,7 @@ def test_bad_file_among_good_ones_exit_1(setup, tmp_path: Path, single_face_jpg:
 def test_features_only_mode_and_video(setup, pyfeat) -> None:
     env, url = setup
     video = pyfeat("single_face.mp4")
-    proc = run_affectlab("analyze", str(video), "--study", "v", "--fps", "2",
-                         env={**env, "AFFECTLAB_STORE_CROPS": "0"})
+    proc = run_affectlab("analyze", str(video), "--study", "v", "--fps", "2", env={**env, "AFFECTLAB_STORE_CROPS": "0"})
     assert proc.returncode == 0, proc.stderr
     assert f"warning: {video}: engagement: no engagement weights" in proc.stderr  # as the web app says it
     store = LabelStore(url)
@@ -123,11 +127,17 @@ def test_features_only_mode_and_video(setup, pyfeat) -> None:
 
 def test_setup_problems_exit_2(setup, tmp_path: Path, single_face_jpg: Path) -> None:
     env, _ = setup
-    proc = run_affectlab("analyze", str(single_face_jpg), "--study", "s",
-                         env={**env, "AFFECTLAB_WEIGHTS_DIR": str(tmp_path / "none")})
+    proc = run_affectlab(
+        "analyze", str(single_face_jpg), "--study", "s", env={**env, "AFFECTLAB_WEIGHTS_DIR": str(tmp_path / "none")}
+    )
     assert proc.returncode == 2 and f"python -m models fetch {MODEL}" in proc.stderr
-    proc = run_affectlab("analyze", str(single_face_jpg), "--study", "s",
-                         env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"})
+    proc = run_affectlab(
+        "analyze",
+        str(single_face_jpg),
+        "--study",
+        "s",
+        env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite3'}"},
+    )
     assert proc.returncode == 2 and "python -m db upgrade" in proc.stderr
 
 

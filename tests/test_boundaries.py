@@ -35,8 +35,9 @@ def _is_under(module: str, prefix: str) -> bool:
 
 def test_the_import_walker_sees_nested_and_relative_imports(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("def f():\n    from db.services import LabelStore\n    from . import weights\n"
-                     "    import webapp.ui as ui\n")
+    probe.write_text(
+        "def f():\n    from db.services import LabelStore\n    from . import weights\n    import webapp.ui as ui\n"
+    )
     assert imported_modules(probe, "models") == {"db.services", "models", "webapp.ui"}
 
 
@@ -70,8 +71,14 @@ for name in names + ["affectlab.cli", "affectlab.settings"]:
 loaded = sorted(n for n in sys.modules if n == "streamlit" or n.startswith("streamlit."))
 print(len(names), loaded)
 """
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     count, loaded = proc.stdout.split(maxsplit=1)
     assert int(count) > 30 and loaded.strip() == "[]"

@@ -25,8 +25,14 @@ from tests.server import serve_app
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,11 +45,17 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def _serve(tmp_path: Path, data: Path, weights_dir: Path, log_name: str = "streamlit-browser-test.log"
-           ) -> Iterator[str]:  # fmt: skip
+def _serve(
+    tmp_path: Path, data: Path, weights_dir: Path, log_name: str = "streamlit-browser-test.log"
+) -> Iterator[str]:
     """The app served the way `make run` serves it, on ``data`` with the weights of ``weights_dir``; log kept."""
-    subprocess.run([sys.executable, "-m", "db", "upgrade"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "AFFECTLAB_DATA_DIR": str(data)})  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "db", "upgrade"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "AFFECTLAB_DATA_DIR": str(data)},
+    )
     log_path = tmp_path / log_name
     try:
         with serve_app(data, weights_dir, log_path) as (url, _proc):
@@ -143,8 +155,9 @@ def _counts(page) -> str:
     return page.get_by_text("in the study for you").inner_text()
 
 
-def test_annotation_loop_across_reloads_annotators_and_a_stored_video(tmp_path: Path, random_weights_dir: Path,
-                                                                      pyfeat) -> None:
+def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
+    tmp_path: Path, random_weights_dir: Path, pyfeat
+) -> None:
     """Skip and name kept across a reload; two annotators in independent mode (neither sees the other's label, both
     votes stored); a track labelled as a whole with one exception; the stored video reopened by a server that has no
     weights at all (so no model can have run)."""
@@ -154,8 +167,10 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(tmp_path: 
     data = tmp_path / "data"
     video = pyfeat("single_face.mp4")
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with _serve(tmp_path, data, random_weights_dir, "streamlit-annotation-loop.log") as url, \
-            playwright.sync_playwright() as p:  # fmt: skip
+    with (
+        _serve(tmp_path, data, random_weights_dir, "streamlit-annotation-loop.log") as url,
+        playwright.sync_playwright() as p,
+    ):
         store = store_for(data)
         store.set_study_settings("default", StudySettings(independent=True, double_share=1.0))
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -225,8 +240,10 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(tmp_path: 
             store.close()
 
     # the stored video, reopened by a server without any weights: its results come from the database alone
-    with _serve(tmp_path, data, tmp_path / "no-weights", "streamlit-no-weights.log") as url, \
-            playwright.sync_playwright() as p:  # fmt: skip
+    with (
+        _serve(tmp_path, data, tmp_path / "no-weights", "streamlit-no-weights.log") as url,
+        playwright.sync_playwright() as p,
+    ):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})

@@ -93,10 +93,23 @@ def test_import_checkpoint_refuses_code(kind: str, inside_model: bool, tmp_path:
 def test_cli_import_checkpoint_refuses_code(tmp_path: Path) -> None:
     path, marker, global_name = _crafted("os.system", tmp_path, inside_model=True)
     proc = subprocess.run(
-        [sys.executable, "-m", "models", "import-checkpoint", str(path), "--name", NAME,
-         "--weights-dir", str(tmp_path / "w"), "--trust-unverified"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "models",
+            "import-checkpoint",
+            str(path),
+            "--name",
+            NAME,
+            "--weights-dir",
+            str(tmp_path / "w"),
+            "--trust-unverified",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert global_name in proc.stderr and "refused" in proc.stderr, proc.stderr
     assert not marker.exists()

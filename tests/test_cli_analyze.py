@@ -20,13 +20,19 @@ def run_cli(*args: str, weights_dir: Path | None = None) -> subprocess.Completed
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if weights_dir is not None:
         env["AFFECTLAB_WEIGHTS_DIR"] = str(weights_dir)
-    return subprocess.run([sys.executable, "-m", "models", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "models", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
-def analyzed(random_weights_dir: Path, multi_face_jpg: Path, astronaut_png: Path, landscape_jpg: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], dict[str, Path]]:
+def analyzed(
+    random_weights_dir: Path,
+    multi_face_jpg: Path,
+    astronaut_png: Path,
+    landscape_jpg: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Path]]:
     bad = tmp_path_factory.mktemp("bad")
     files = {
         "multi": multi_face_jpg,
@@ -37,8 +43,9 @@ def analyzed(random_weights_dir: Path, multi_face_jpg: Path, astronaut_png: Path
     }
     files["text"].write_text("not an image")
     files["empty"].write_bytes(b"")
-    proc = run_cli("analyze", *map(str, files.values()), "--json", "--model", "enet_b0_8_va_mtl",
-                   weights_dir=random_weights_dir)
+    proc = run_cli(
+        "analyze", *map(str, files.values()), "--json", "--model", "enet_b0_8_va_mtl", weights_dir=random_weights_dir
+    )
     return proc, files
 
 
@@ -72,8 +79,9 @@ def test_bad_files_one_line_each_on_stderr(analyzed: tuple[subprocess.CompletedP
     assert str(files["empty"]) in lines[1] and "empty" in lines[1]
 
 
-def test_json_matches_in_process_recognizer(analyzed: tuple[subprocess.CompletedProcess[str], dict[str, Path]],
-                                            random_weights_dir: Path) -> None:
+def test_json_matches_in_process_recognizer(
+    analyzed: tuple[subprocess.CompletedProcess[str], dict[str, Path]], random_weights_dir: Path
+) -> None:
     from models.faces import FaceDetector, crop_face
     from models.images import load_image
     from models.recognizer import EmotionRecognizer
@@ -136,8 +144,9 @@ def test_video_with_tracks_and_engagement(random_weights_dir: Path, tmp_path: Pa
     wdir = tmp_path / "weights"
     shutil.copytree(random_weights_dir, wdir)
     h5 = write_keras_h5(tmp_path / "engagement_single_attention.h5", random_keras_weights(seed=4))
-    imp = run_cli("import-checkpoint", str(h5), "--name", "engagement_single_attention", "--trust-unverified",
-                  weights_dir=wdir)
+    imp = run_cli(
+        "import-checkpoint", str(h5), "--name", "engagement_single_attention", "--trust-unverified", weights_dir=wdir
+    )
     assert imp.returncode == 0, imp.stderr
     video = pyfeat("single_face.mp4")
     bad = tmp_path / "broken.mp4"
@@ -147,8 +156,7 @@ def test_video_with_tracks_and_engagement(random_weights_dir: Path, tmp_path: Pa
     assert str(bad) in proc.stderr and "video" in proc.stderr
     doc = json.loads(proc.stdout)
     faces = [f for f in doc["faces"] if f["file"] == str(video)]
-    assert faces and all(f["frame"] is not None and f["time_s"] is not None and f["track"] is not None
-                         for f in faces)
+    assert faces and all(f["frame"] is not None and f["time_s"] is not None and f["track"] is not None for f in faces)
     times = [f["time_s"] for f in faces]
     assert times == sorted(times) and np.allclose(np.diff(times), 0.1, atol=0.04)  # 10 fps sampling
     assert len(faces) >= 16  # enough for an engagement score (a short track is scored from 16 faces on)
@@ -161,16 +169,16 @@ def test_video_with_tracks_and_engagement(random_weights_dir: Path, tmp_path: Pa
     assert entry["kind"] == "video" and entry["engagement_status"] == "ok"
 
 
-def test_truncated_video_warning_on_stderr_and_in_json(random_weights_dir: Path, tmp_path: Path,
-                                                       single_face_jpg: Path) -> None:
+def test_truncated_video_warning_on_stderr_and_in_json(
+    random_weights_dir: Path, tmp_path: Path, single_face_jpg: Path
+) -> None:
     from PIL import Image
 
     from tests.videos import write_video
 
     img = np.asarray(Image.open(single_face_jpg).convert("RGB").resize((320, 240)))
     rng = np.random.default_rng(0)
-    frames = [np.clip(img.astype(int) + rng.integers(-40, 40, img.shape), 0, 255).astype(np.uint8)
-              for _ in range(20)]
+    frames = [np.clip(img.astype(int) + rng.integers(-40, 40, img.shape), 0, 255).astype(np.uint8) for _ in range(20)]
     full = write_video(tmp_path / "t.mp4", frames, fps=10, container_options={"movflags": "faststart"})
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])

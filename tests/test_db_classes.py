@@ -32,11 +32,21 @@ def _ingest(store, study="class"):
             tracks.append(t)
             vals.append(v)
     results = fake_results("lecture.mp4", boxes, labels, frames=frames, tracks=tracks, fps=1.0, valence=vals)
-    tj = [{"track": t, "n_faces": b - a + 1, "start_s": float(a), "end_s": float(b), "person": p,
-           "engagement": {"score": 0.7, "label": "Engaged",
-                          "windows": [{"start_s": float(a), "end_s": float(b) + 1, "p_engaged": 0.7 if t != 1
-                                       else 0.3}]}}
-          for t, (p, a, b, *_rest) in PLAN.items()]
+    tj = [
+        {
+            "track": t,
+            "n_faces": b - a + 1,
+            "start_s": float(a),
+            "end_s": float(b),
+            "person": p,
+            "engagement": {
+                "score": 0.7,
+                "label": "Engaged",
+                "windows": [{"start_s": float(a), "end_s": float(b) + 1, "p_engaged": 0.7 if t != 1 else 0.3}],
+            },
+        }
+        for t, (p, a, b, *_rest) in PLAN.items()
+    ]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=120.0, fps=1.0)
     rep = store.ingest_results(study, png_bytes(7), "lecture.mp4", results, tracks_of(tj), media_info=info)
     return rep.media_ids[0]
@@ -124,18 +134,19 @@ def test_segment_and_minute_tables_match_the_stored_rows_and_follow_corrections(
 def test_segments_csv_refusals_name_the_lines_and_write_nothing(store, tmp_path):
     mid = _ingest(store)
     bad = tmp_path / "bad.csv"
-    bad.write_text("media,name,start_s,end_s\n"
-                   "lecture.mp4,intro,0,30\n"
-                   "lecture.mp4,overlap,20,40\n"
-                   "nosuch.mp4,x,0,10\n"
-                   f"{mid},late,100,500\n"
-                   f"{mid},nan,nan,10\n"
-                   f"{mid},backwards,60,50\n")
+    bad.write_text(
+        "media,name,start_s,end_s\n"
+        "lecture.mp4,intro,0,30\n"
+        "lecture.mp4,overlap,20,40\n"
+        "nosuch.mp4,x,0,10\n"
+        f"{mid},late,100,500\n"
+        f"{mid},nan,nan,10\n"
+        f"{mid},backwards,60,50\n"
+    )
     with pytest.raises(SegmentsError) as e:
         store.import_segments("class", bad)
     msg = str(e.value)
-    for line, what in ((3, "overlaps"), (4, "no video"), (5, "after the end"), (6, "not a decimal"),
-                       (7, "not after")):
+    for line, what in ((3, "overlaps"), (4, "no video"), (5, "after the end"), (6, "not a decimal"), (7, "not after")):
         assert f"line {line}: " in msg and what in msg, (line, msg)
     assert "line 2:" not in msg
     assert store.segments("class") == []

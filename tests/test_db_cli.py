@@ -129,8 +129,9 @@ def test_python_dash_m_db_entry_point(tmp_path):
     r = subprocess.run([sys.executable, "-m", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "schema revision" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "db", "stats", "--study", "x"], cwd=ROOT, env=env, capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "db", "stats", "--study", "x"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert r.returncode == 1 and r.stderr.startswith("error: no study named 'x'")
 
 
@@ -161,8 +162,13 @@ def test_import_segments_subprocess_names_the_bad_line_then_takes_a_good_file(tm
     def run(csv: str) -> subprocess.CompletedProcess[str]:
         path = tmp_path / "segments.csv"
         path.write_text(csv, encoding="utf-8")
-        return subprocess.run([sys.executable, "-m", "db", "import-segments", str(path), "--study", "class",
-                               "--created-by", "teacher"], cwd=ROOT, env=env, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "db", "import-segments", str(path), "--study", "class", "--created-by", "teacher"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     bad = run(f"media,name,start_s,end_s\n{mid},intro,0,30\nlecture.mp4,quiz,90,60\n")
     assert bad.returncode == 1, bad.stderr

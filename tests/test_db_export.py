@@ -23,8 +23,9 @@ def _fill(store, n_images=8, video=True):
         labels = [LABELS[i % 6], LABELS[(i + 1) % 6]]
         store.ingest_results("s", png_bytes(100 + i), f"img{i}.png", fake_results(f"img{i}.png", BOXES, labels, seed=i))
     if video:
-        res = fake_results("v.mp4", BOXES * 3, ["Neutral", "Sadness"] * 3, frames=[0, 0, 5, 5, 9, 9],
-                           tracks=[0, 1] * 3, seed=50)  # fmt: skip
+        res = fake_results(
+            "v.mp4", BOXES * 3, ["Neutral", "Sadness"] * 3, frames=[0, 0, 5, 5, 9, 9], tracks=[0, 1] * 3, seed=50
+        )
         store.ingest_results("s", png_bytes(999), "v.mp4", res)
     return store.faces("s")
 
@@ -175,7 +176,7 @@ def test_empty_study_exports_a_header_and_says_so(store, tmp_path):
         store.export("s", "hf", tmp_path / "hf")
 
 
-FORMULAS = ["=HYPERLINK(\"x\",\"y\")", "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
+FORMULAS = ['=HYPERLINK("x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
 
 
 def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
@@ -203,8 +204,9 @@ def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
     assert float(r0["valence"]) == -0.5
     for r in rows.values():  # no text cell of any column starts a formula
         assert not any(v.startswith(("=", "+", "@", "\t", "\r")) for v in r.values())
-        assert all(not v.startswith("-") or v.lstrip("-").replace(".", "", 1).replace("e", "").isdigit()
-                   for v in r.values())  # fmt: skip
+        assert all(
+            not v.startswith("-") or v.lstrip("-").replace(".", "", 1).replace("e", "").isdigit() for v in r.values()
+        )
     # Parquet keeps the raw text; the card says what the CSV does.
     store.export("s", "parquet", tmp_path / "x.parquet")
     df = pd.read_parquet(tmp_path / "x.parquet").set_index("face_id")

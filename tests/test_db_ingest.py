@@ -73,12 +73,22 @@ def test_video_tracks_and_engagement_windows(store):
         "v.mp4", BOXES * 2, ["Happiness", "Fear"] * 2, frames=[0, 0, 20, 20], tracks=[0, 1, 0, 1], fps=10.0
     )
     tracks = [
-        {"track": 0, "n_faces": 2, "start_s": 0.0, "end_s": 2.0, "engagement": {
-            "score": 0.7, "label": "Engaged",
-            "windows": [{"start_s": 0.0, "end_s": 1.0, "p_engaged": 0.9},
-                        {"start_s": 1.0, "end_s": 2.0, "p_engaged": 0.2}]}},
+        {
+            "track": 0,
+            "n_faces": 2,
+            "start_s": 0.0,
+            "end_s": 2.0,
+            "engagement": {
+                "score": 0.7,
+                "label": "Engaged",
+                "windows": [
+                    {"start_s": 0.0, "end_s": 1.0, "p_engaged": 0.9},
+                    {"start_s": 1.0, "end_s": 2.0, "p_engaged": 0.2},
+                ],
+            },
+        },
         {"track": 1, "n_faces": 2, "start_s": 0.0, "end_s": 2.0, "engagement": None},
-    ]  # fmt: skip
+    ]
     rep = store.ingest_results("s", png_bytes(4), "v.mp4", results, tracks_of(tracks))
     assert rep.tracks_new == 2 and rep.faces_new == 4
     media = store.media("s")[0]
@@ -118,9 +128,16 @@ def test_ingest_analysis_json_is_idempotent(store, tmp_path):
     rep = store.ingest_analysis("s", other, media_dirs=[tmp_path], cut_crops=_fake_cutter)
     assert (rep.media_existing, rep.faces_reused, rep.predictions_new) == (2, 4, 4)
     assert store.stats("s").counts == {
-        "media": 2, "faces": 4, "predictions": 8, "tracks": 0, "crops": 4, "features": 0, "annotations": 0,
-        "annotators": 0, "corrected_faces": 0,
-    }  # fmt: skip
+        "media": 2,
+        "faces": 4,
+        "predictions": 8,
+        "tracks": 0,
+        "crops": 4,
+        "features": 0,
+        "annotations": 0,
+        "annotators": 0,
+        "corrected_faces": 0,
+    }
 
 
 def test_ingest_analysis_missing_file_stores_nothing(store, tmp_path):
@@ -191,12 +208,24 @@ def test_analysis_json_video_crops_are_cut_from_the_decoded_frames(store, tmp_pa
     _write_mpeg4(tmp_path / "v.mp4")
     res = fake_results("v.mp4", [(8.0, 8.0, 40.0, 40.0)] * 2, ["Fear", "Fear"], frames=[2, 7], tracks=[0, 0])
     doc = {
-        "model": "enet_b0_8_best_vgaf", "weights_hash": "7219cfb0", "labels": [],
-        "files": [{"file": "v.mp4", "kind": "video", "width": 96, "height": 64, "n_faces": 2, "error": None,
-                   "duration_s": 1.0, "fps": 10.0}],
+        "model": "enet_b0_8_best_vgaf",
+        "weights_hash": "7219cfb0",
+        "labels": [],
+        "files": [
+            {
+                "file": "v.mp4",
+                "kind": "video",
+                "width": 96,
+                "height": 64,
+                "n_faces": 2,
+                "error": None,
+                "duration_s": 1.0,
+                "fps": 10.0,
+            }
+        ],
         "faces": [r.to_json() for r in res],
         "tracks": [{"track": 0, "n_faces": 2, "start_s": 0.2, "end_s": 0.7, "engagement": None}],
-    }  # fmt: skip
+    }
     rep = store.ingest_analysis("s", doc, media_dirs=[tmp_path])
     assert rep.crops_stored == 2 and rep.tracks_new == 1 and not rep.warnings
     frames = {f.index: f.image for f in iter_frames(tmp_path / "v.mp4", "v.mp4", fps=None)}

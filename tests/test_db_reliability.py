@@ -60,8 +60,9 @@ def _writer(url: str, idx: int, face_ids: list[int], ready: Path, go: Path, out:
     t0 = time.perf_counter()
     for k in range(N_EACH):
         fid = face_ids[(idx * 7 + k) % len(face_ids)]
-        store.correct_face(fid, f"writer{idx % 4}", label=LABELS[k % 8], valence=round((k % 21) / 10 - 1, 1),
-                           note=f"{idx}:{k}")  # fmt: skip
+        store.correct_face(
+            fid, f"writer{idx % 4}", label=LABELS[k % 8], valence=round((k % 21) / 10 - 1, 1), note=f"{idx}:{k}"
+        )
     out.write_text(json.dumps({"elapsed": time.perf_counter() - t0, "retries": len(busy)}))
 
 
@@ -140,8 +141,10 @@ def test_concurrent_writers_lose_nothing(store, migrated_url, tmp_path, engine_k
     assert store.integrity_check() == "ok"
     retries = sum(r["retries"] for r in results)
     per_writer = sorted(round(r["elapsed"], 1) for r in results)
-    print(f"\n{engine_kind}: {total} corrections by {N_PROCS} processes in {wall:.2f} s ({total / wall:.0f}/s), "
-          f"{retries} retries after a lock; seconds per writer {per_writer}")  # fmt: skip
+    print(
+        f"\n{engine_kind}: {total} corrections by {N_PROCS} processes in {wall:.2f} s ({total / wall:.0f}/s), "
+        f"{retries} retries after a lock; seconds per writer {per_writer}"
+    )
 
 
 @pytest.mark.slow

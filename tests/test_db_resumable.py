@@ -14,8 +14,14 @@ INFO = MediaInfo(kind="video", width=320, height=240, duration_s=4.0, fps=10.0)
 
 def _chunk(frames: list[int]) -> list[object]:
     boxes = [(10.0 + f, 10.0, 50.0 + f, 60.0) for f in frames] + [(200.0, 10.0, 240.0, 60.0) for _ in frames]
-    return fake_results("lecture.mp4", boxes, ["Happiness"] * len(boxes), frames=frames + frames,
-                        tracks=[None] * len(boxes), seed=frames[0])
+    return fake_results(
+        "lecture.mp4",
+        boxes,
+        ["Happiness"] * len(boxes),
+        frames=frames + frames,
+        tracks=[None] * len(boxes),
+        seed=frames[0],
+    )
 
 
 def test_chunks_resume_point_and_finish(store) -> None:
@@ -41,11 +47,27 @@ def test_chunks_resume_point_and_finish(store) -> None:
     assert np.array_equal(feats[-1], store.face_features(ids[0]))
 
     face_tracks = {fid: i % 2 for f in store.stored_frames(state.media_id) for i, fid in enumerate(f.face_ids)}
-    tracks = [{"track": t, "n_faces": 4, "start_s": 0.0, "end_s": 0.3, "person": 0 if t == 0 else 1,
-               "engagement": {"score": 0.8, "label": "Engaged",
-                              "windows": [{"start_s": 0.0, "end_s": 0.3, "p_engaged": 0.8}]}} for t in (0, 1)]
-    assert store.finish_video(state.media_id, face_tracks, tracks_of(tracks), duration_s=0.4, fps=10.0, width=320,
-                              height=240) == 2
+    tracks = [
+        {
+            "track": t,
+            "n_faces": 4,
+            "start_s": 0.0,
+            "end_s": 0.3,
+            "person": 0 if t == 0 else 1,
+            "engagement": {
+                "score": 0.8,
+                "label": "Engaged",
+                "windows": [{"start_s": 0.0, "end_s": 0.3, "p_engaged": 0.8}],
+            },
+        }
+        for t in (0, 1)
+    ]
+    assert (
+        store.finish_video(
+            state.media_id, face_tracks, tracks_of(tracks), duration_s=0.4, fps=10.0, width=320, height=240
+        )
+        == 2
+    )
     (media,) = store.media("s")
     assert media.analysis_status == "complete" and media.analysed_until_s is None and media.duration_s == 0.4
     faces = store.faces("s")

@@ -55,10 +55,19 @@ def _ingest_video(store, study="s", seed=1):
         seed=seed,
     )
     tracks = [
-        {"track": 1, "n_faces": 2, "start_s": 0.0, "end_s": 0.5,
-         "engagement": {"score": 0.8, "label": "Engaged", "windows": [{"start_s": 0, "end_s": 0.5, "p_engaged": 0.8}]}},
+        {
+            "track": 1,
+            "n_faces": 2,
+            "start_s": 0.0,
+            "end_s": 0.5,
+            "engagement": {
+                "score": 0.8,
+                "label": "Engaged",
+                "windows": [{"start_s": 0, "end_s": 0.5, "p_engaged": 0.8}],
+            },
+        },
         {"track": 2, "n_faces": 2, "start_s": 0.0, "end_s": 0.5, "engagement": None},
-    ]  # fmt: skip
+    ]
     return store.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks_of(tracks))
 
 
@@ -111,17 +120,21 @@ def test_annotations_and_predictions_are_append_only_in_the_database(store):
         # The check constraints hold too: an engagement off EngageWild's levels, and a row with two targets.
         with pytest.raises(IntegrityError):
             conn.execute(
-                text("INSERT INTO annotations (face_id, annotator_id, kind, engagement, created_at) "
-                     "VALUES (:f, 1, 'set', 0.5, CURRENT_TIMESTAMP)"),
+                text(
+                    "INSERT INTO annotations (face_id, annotator_id, kind, engagement, created_at) "
+                    "VALUES (:f, 1, 'set', 0.5, CURRENT_TIMESTAMP)"
+                ),
                 {"f": face.face_id},
-            )  # fmt: skip
+            )
         conn.rollback()
         with pytest.raises(IntegrityError):
             conn.execute(
-                text("INSERT INTO annotations (face_id, track_id, annotator_id, kind, created_at) "
-                     "VALUES (:f, :t, 1, 'set', CURRENT_TIMESTAMP)"),
+                text(
+                    "INSERT INTO annotations (face_id, track_id, annotator_id, kind, created_at) "
+                    "VALUES (:f, :t, 1, 'set', CURRENT_TIMESTAMP)"
+                ),
                 {"f": face.face_id, "t": face.track_id},
-            )  # fmt: skip
+            )
         conn.rollback()
 
 
@@ -169,8 +182,7 @@ def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
 
 
 HOSTILE = (
-    "<img src=x onerror=alert('x')><b>'; DROP TABLE media; -- \"quoted\", ..%2F..%2Fetc%2Fpasswd\n"
-    "=cmd|' C calc'!A0.jpg"
+    "<img src=x onerror=alert('x')><b>'; DROP TABLE media; -- \"quoted\", ..%2F..%2Fetc%2Fpasswd\n=cmd|' C calc'!A0.jpg"
 )
 """Stored verbatim: a media name holds no path separator (``/`` or ``\\``), the store keeps base names only."""
 

@@ -40,12 +40,23 @@ def inputs(tmp_path: Path, multi_face_jpg: Path, single_face_jpg: Path, astronau
 
 
 def _analyze(folder: Path, url: str, weights: Path, data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url, "AFFECTLAB_WEIGHTS_DIR": str(weights),
-           "AFFECTLAB_DATA_DIR": str(data)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DATABASE_URL": url,
+        "AFFECTLAB_WEIGHTS_DIR": str(weights),
+        "AFFECTLAB_DATA_DIR": str(data),
+    }
     for key in ("AFFECTLAB_BACKEND", "AFFECTLAB_DEVICE", "AFFECTLAB_STORE_CROPS"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "affectlab", "analyze", str(folder), "--study", "big", *extra],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "affectlab", "analyze", str(folder), "--study", "big", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
 
 
 def _faces(url: str) -> int:
@@ -77,8 +88,7 @@ def test_local_workers_sqlite_resumable(inputs: Path, exported_weights: Path, tm
 
 
 @pytest.mark.postgres
-def test_ray_local_cluster_postgres_resumable(inputs: Path, exported_weights: Path, tmp_path: Path,
-                                              pg_server) -> None:
+def test_ray_local_cluster_postgres_resumable(inputs: Path, exported_weights: Path, tmp_path: Path, pg_server) -> None:
     pytest.importorskip("ray")
     url = pg_server.new_database(migrated=True)
     _check_run_and_rerun(inputs, url, exported_weights, tmp_path / "data", "--ray", "local", "--workers", "2")

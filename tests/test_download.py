@@ -62,8 +62,14 @@ def test_download_success(tmp_path: Path, server: Server, payload: bytes) -> Non
 def test_download_progress_hook(tmp_path: Path, server: Server, payload: bytes) -> None:
     url = server.serve("/h.bin", payload)
     seen: list[tuple[int, int | None]] = []
-    download.download(url, tmp_path / "h.bin", _blob_sha1(payload), "h", progress=False,
-                     on_progress=lambda got, total: seen.append((got, total)))
+    download.download(
+        url,
+        tmp_path / "h.bin",
+        _blob_sha1(payload),
+        "h",
+        progress=False,
+        on_progress=lambda got, total: seen.append((got, total)),
+    )
     got = [g for g, _ in seen]
     assert got == sorted(got) and got[-1] == len(payload)
     assert {t for _, t in seen} == {len(payload)}

@@ -28,8 +28,10 @@ SHAPES = {"e": ((2560, 1), (1,)), "hidden_FC": ((2560, 512), (512,)), "dense": (
 
 def random_keras_weights(seed: int = 0, scale: float = 0.05) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return {name: (rng.normal(0, scale, k).astype(np.float32), rng.normal(0, scale, b).astype(np.float32))
-            for name, (k, b) in SHAPES.items()}
+    return {
+        name: (rng.normal(0, scale, k).astype(np.float32), rng.normal(0, scale, b).astype(np.float32))
+        for name, (k, b) in SHAPES.items()
+    }
 
 
 def _save_attr(group: h5py.Group, name: str, values: list[bytes], chunks: int = 1) -> None:
@@ -42,8 +44,15 @@ def _save_attr(group: h5py.Group, name: str, values: list[bytes], chunks: int = 
         group.attrs[f"{name}{i}"] = part
 
 
-def write_keras_h5(path: Path, weights: dict[str, tuple[np.ndarray, np.ndarray]], *, whole_model: bool = False,
-                   keras3: bool = False, chunked: bool = False, dense_name: str = "dense") -> Path:
+def write_keras_h5(
+    path: Path,
+    weights: dict[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    whole_model: bool = False,
+    keras3: bool = False,
+    chunked: bool = False,
+    dense_name: str = "dense",
+) -> Path:
     """A Keras HDF5 file laid out exactly as tf.keras 2 writes it (``save_weights`` or ``model.save``).
 
     Keras 2: weight names ``<layer>/kernel:0`` (the ``/`` nests groups); Keras 3's legacy h5 writer: ``kernel``,
@@ -80,7 +89,7 @@ def reference_engagement(features: np.ndarray, weights: dict, window: int = 128)
     """EmotiEffLib's classify_engagement windowing (its own loop, off-by-one included) + the Keras graph, in NumPy."""
     features_slices = []
     for i in range(features.shape[0] - window):  # the reference: max_iters = N - W
-        x = features[i:i + window]
+        x = features[i : i + window]
         mean_x = np.repeat(np.std(x, axis=0).reshape((1, -1)), len(x), axis=0)
         features_slices.append(np.concatenate((mean_x, x), axis=1))
     return keras_graph(np.array(features_slices), weights)
@@ -119,8 +128,14 @@ def features() -> np.ndarray:
 
 @pytest.mark.parametrize("layout", ["save_weights", "whole_model", "keras3", "chunked", "dense_1"])
 def test_reader_reads_keras_layouts(tmp_path, weights, layout):
-    path = write_keras_h5(tmp_path / "w.h5", weights, whole_model=layout == "whole_model", keras3=layout == "keras3",
-                          chunked=layout == "chunked", dense_name="dense_1" if layout == "dense_1" else "dense")
+    path = write_keras_h5(
+        tmp_path / "w.h5",
+        weights,
+        whole_model=layout == "whole_model",
+        keras3=layout == "keras3",
+        chunked=layout == "chunked",
+        dense_name="dense_1" if layout == "dense_1" else "dense",
+    )
     layers = read_keras_weights(path)
     assert [layer.name for layer in layers] == ["e", "hidden_FC", "dense_1" if layout == "dense_1" else "dense"]
     for layer, key in zip(layers, ["e", "hidden_FC", "dense"], strict=True):
@@ -161,16 +176,20 @@ def test_parity_with_reference_graph(tmp_path, weights, features):
     assert len(result.windows) == n - w + 1  # ...AffectLab scores it
     ours = np.array([win.p_engaged for win in result.windows])
     np.testing.assert_allclose(ours[:-1], ref[:, 1], atol=1e-5, rtol=0)
-    last = np.std(features[n - w:], axis=0)
-    last_ref = keras_graph(np.concatenate((np.broadcast_to(last, (w, 1280)), features[n - w:]), axis=1)[None], weights)
+    last = np.std(features[n - w :], axis=0)
+    last_ref = keras_graph(np.concatenate((np.broadcast_to(last, (w, 1280)), features[n - w :]), axis=1)[None], weights)
     assert abs(ours[-1] - last_ref[0, 1]) < 1e-5
     assert result.score == pytest.approx(ours.mean())
     assert result.label == ("Engaged" if ours.mean() > 0.5 else "Distracted")
     assert result.windows[0].start_s == 0.0 and result.windows[0].end_s == pytest.approx(127 / 5.0)
     assert result.windows[-1].end_s == pytest.approx((n - 1) / 5.0)
     # The torch module on a batch equals the graph too.
-    rows = ref_rows = np.stack([np.concatenate((np.broadcast_to(np.std(features[s:s + w], 0), (w, 1280)),
-                                                features[s:s + w]), 1) for s in (0, 7)])
+    rows = ref_rows = np.stack(
+        [
+            np.concatenate((np.broadcast_to(np.std(features[s : s + w], 0), (w, 1280)), features[s : s + w]), 1)
+            for s in (0, 7)
+        ]
+    )
     np.testing.assert_allclose(model.predict_windows(rows), keras_graph(ref_rows, weights), atol=1e-5)
 
 
@@ -185,8 +204,9 @@ def test_windows_stride_short_and_too_short(weights):
     assert [w.start for w in r.windows] == [0, 10, 20, 22] and r.windows[-1].end == 150
     short = model.score_sequence(feats[:40])
     assert len(short.windows) == 1 and short.window == 40
-    ref = keras_graph(np.concatenate((np.broadcast_to(np.std(feats[:40], 0), (40, 1280)), feats[:40]), 1)[None],
-                      weights)
+    ref = keras_graph(
+        np.concatenate((np.broadcast_to(np.std(feats[:40], 0), (40, 1280)), feats[:40]), 1)[None], weights
+    )
     assert abs(short.score - ref[0, 1]) < 1e-5
     assert model.score_sequence(feats[:15]) is None
     assert model.score_sequence(np.zeros((200, 1408), np.float32)) is None  # not enet_b0 features
@@ -212,8 +232,10 @@ def test_bounded_memory_chunking(weights):
 def _layers(weights):
     from models.keras_h5 import KerasLayerWeights
 
-    return [KerasLayerWeights(name=k, weight_names=(f"{k}/kernel:0", f"{k}/bias:0"), values=weights[k])
-            for k in ("e", "hidden_FC", "dense")]
+    return [
+        KerasLayerWeights(name=k, weight_names=(f"{k}/kernel:0", f"{k}/bias:0"), values=weights[k])
+        for k in ("e", "hidden_FC", "dense")
+    ]
 
 
 def test_load_absent_returns_none(tmp_path):
@@ -225,8 +247,12 @@ def test_numpy_net_equals_the_graph_and_the_torch_module(tmp_path, weights, feat
     path = write_keras_h5(tmp_path / "w.h5", weights)
     np_model = EngagementModel.from_h5(path, numpy=True)
     torch_model = EngagementModel.from_h5(path)
-    rows = np.stack([np.concatenate((np.broadcast_to(np.std(features[s:s + 128], 0), (128, 1280)),
-                                     features[s:s + 128]), 1) for s in (0, 9)])
+    rows = np.stack(
+        [
+            np.concatenate((np.broadcast_to(np.std(features[s : s + 128], 0), (128, 1280)), features[s : s + 128]), 1)
+            for s in (0, 9)
+        ]
+    )
     np.testing.assert_allclose(np_model.predict_windows(rows), keras_graph(rows, weights), atol=1e-5)
     a = np_model.score_sequence(features)
     b = torch_model.score_sequence(features)

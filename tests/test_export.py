@@ -36,8 +36,18 @@ def head_version(wdir: Path) -> str:
     rng = np.random.default_rng(11)
     w = rng.normal(0, 0.05, (spec.num_outputs, spec.feature_dim)).astype(np.float32)
     b = rng.normal(0, 0.1, spec.num_outputs).astype(np.float32)
-    v = save_version(f"{MODEL}@test-head", MODEL, "0" * 40, "head", "emotion", head_tensors(w, b), "fp", {},
-                     "2026-01-01T00:00:00", wdir)  # fmt: skip
+    v = save_version(
+        f"{MODEL}@test-head",
+        MODEL,
+        "0" * 40,
+        "head",
+        "emotion",
+        head_tensors(w, b),
+        "fp",
+        {},
+        "2026-01-01T00:00:00",
+        wdir,
+    )
     return v.name
 
 
@@ -98,8 +108,20 @@ def test_torchscript_export_of_a_head_version_loads_with_jit_load_and_matches(wd
 
 def test_cli_export_prints_the_difference_and_size(wdir, multi_face_jpg, tmp_path, capsys):
     out = tmp_path / "cli.onnx"
-    code = cli.main(["export", MODEL, "--format", "onnx", "--out", str(out), "--weights-dir", str(wdir),
-                     "--check-images", str(multi_face_jpg)])  # fmt: skip
+    code = cli.main(
+        [
+            "export",
+            MODEL,
+            "--format",
+            "onnx",
+            "--out",
+            str(out),
+            "--weights-dir",
+            str(wdir),
+            "--check-images",
+            str(multi_face_jpg),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     assert out.is_file() and "max |diff|" in text and str(out.stat().st_size) in text.replace(",", "")
@@ -113,8 +135,9 @@ def test_cli_export_exits_1_when_the_file_disagrees(wdir, crops, tmp_path, capsy
     real = export_mod.check_parity
     monkeypatch.setattr(export_mod, "check_parity", lambda *a, **k: real(*a, **k) + 1.0)
     monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:1])
-    code = cli.main(["export", MODEL, "--format", "onnx", "--out", str(tmp_path / "bad.onnx"),
-                     "--weights-dir", str(wdir)])  # fmt: skip
+    code = cli.main(
+        ["export", MODEL, "--format", "onnx", "--out", str(tmp_path / "bad.onnx"), "--weights-dir", str(wdir)]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "max |diff|" in captured.out and "disagree" in captured.err

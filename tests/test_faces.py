@@ -53,10 +53,15 @@ def test_keep_prob_is_configurable(multi_face_jpg: Path) -> None:
     assert len(strict) <= len(loose)
 
 
-def test_batch_equals_single(detector: FaceDetector, multi_face_jpg: Path, astronaut_png: Path,
-                             landscape_jpg: Path) -> None:
-    imgs = [load_image(multi_face_jpg), load_image(astronaut_png), load_image(multi_face_jpg)[::-1].copy(),
-            load_image(landscape_jpg)]
+def test_batch_equals_single(
+    detector: FaceDetector, multi_face_jpg: Path, astronaut_png: Path, landscape_jpg: Path
+) -> None:
+    imgs = [
+        load_image(multi_face_jpg),
+        load_image(astronaut_png),
+        load_image(multi_face_jpg)[::-1].copy(),
+        load_image(landscape_jpg),
+    ]
     batched = detector.detect_batch(imgs)
     for img, faces in zip(imgs, batched, strict=True):
         single = detector.detect(img)
@@ -72,8 +77,7 @@ def test_downscaled_detection_maps_boxes_back(detector: FaceDetector, multi_face
     assert len(small) == len(full) == 5
     for f in full:  # every full-resolution face has a downscaled twin at the same place
         c = np.array([(f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2])
-        d = min(np.linalg.norm(c - np.array([(g.box[0] + g.box[2]) / 2, (g.box[1] + g.box[3]) / 2]))
-                for g in small)
+        d = min(np.linalg.norm(c - np.array([(g.box[0] + g.box[2]) / 2, (g.box[1] + g.box[3]) / 2])) for g in small)
         assert d < 0.15 * f.width
 
 
@@ -95,10 +99,20 @@ def _facenet_mtcnn():
 
 
 @pytest.mark.parametrize("name", ["multi_face", "astronaut", "single_face", "landscape"])
-def test_same_detections_as_facenet_pytorch(detector: FaceDetector, multi_face_jpg: Path, astronaut_png: Path,
-                                            single_face_jpg: Path, landscape_jpg: Path, name: str) -> None:
-    path = {"multi_face": multi_face_jpg, "astronaut": astronaut_png, "single_face": single_face_jpg,
-            "landscape": landscape_jpg}[name]
+def test_same_detections_as_facenet_pytorch(
+    detector: FaceDetector,
+    multi_face_jpg: Path,
+    astronaut_png: Path,
+    single_face_jpg: Path,
+    landscape_jpg: Path,
+    name: str,
+) -> None:
+    path = {
+        "multi_face": multi_face_jpg,
+        "astronaut": astronaut_png,
+        "single_face": single_face_jpg,
+        "landscape": landscape_jpg,
+    }[name]
     img = load_image(path)
     boxes, probs, points = _facenet_mtcnn().detect(img, landmarks=True)
     ours = FaceDetector(DetectorConfig(keep_prob=0.0)).detect(img)
@@ -119,11 +133,20 @@ def onnx_detector(tmp_path_factory: pytest.TempPathFactory) -> FaceDetector:
 
 
 @pytest.mark.parametrize("name", ["multi_face", "astronaut", "single_face", "landscape"])
-def test_onnx_detector_same_detections_as_facenet_pytorch(onnx_detector: FaceDetector, multi_face_jpg: Path,
-                                                          astronaut_png: Path, single_face_jpg: Path,
-                                                          landscape_jpg: Path, name: str) -> None:
-    path = {"multi_face": multi_face_jpg, "astronaut": astronaut_png, "single_face": single_face_jpg,
-            "landscape": landscape_jpg}[name]
+def test_onnx_detector_same_detections_as_facenet_pytorch(
+    onnx_detector: FaceDetector,
+    multi_face_jpg: Path,
+    astronaut_png: Path,
+    single_face_jpg: Path,
+    landscape_jpg: Path,
+    name: str,
+) -> None:
+    path = {
+        "multi_face": multi_face_jpg,
+        "astronaut": astronaut_png,
+        "single_face": single_face_jpg,
+        "landscape": landscape_jpg,
+    }[name]
     img = load_image(path)
     boxes, probs, points = _facenet_mtcnn().detect(img, landmarks=True)
     ours = onnx_detector.detect(img)
@@ -155,8 +178,10 @@ def _random_images(b: int, h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("h", "w", "out"), [(667, 1000, (201, 301)), (97, 83, (30, 26)), (13, 30, (24, 24)),
-                                              (5, 7, (12, 17)), (48, 200, (48, 200))])
+@pytest.mark.parametrize(
+    ("h", "w", "out"),
+    [(667, 1000, (201, 301)), (97, 83, (30, 26)), (13, 30, (24, 24)), (5, 7, (12, 17)), (48, 200, (48, 200))],
+)
 def test_integral_resize_is_bit_exact(h: int, w: int, out: tuple[int, int]) -> None:
     """The pyramid levels equal facenet-pytorch's imresample (interpolate, mode="area") bit for bit."""
     import torch
@@ -189,6 +214,6 @@ def test_integral_crops_are_bit_exact(size: int) -> None:
     ours = IntegralImage(imgs).crops(inds, y0, y1, x0, x1, size)
     t = torch.from_numpy(imgs).permute(0, 3, 1, 2).float()
     for k in range(40):
-        region = t[inds[k]:inds[k] + 1, :, y0[k]:y1[k], x0[k]:x1[k]]
+        region = t[inds[k] : inds[k] + 1, :, y0[k] : y1[k], x0[k] : x1[k]]
         ref = imresample(region, (size, size))[0].permute(1, 2, 0).numpy()
         assert np.array_equal(ours[k], ref), k

@@ -36,11 +36,19 @@ def test_learnable_shift_beats_original_on_held_out_groups() -> None:
     w0, b0 = centers.astype(np.float32) / 3, -0.5 * (centers**2).sum(1).astype(np.float32) / 9
     assert (np.argmax(x @ w0.T + b0, 1) == cls).mean() > 0.9
     # ... but in this population the annotators call Neutral faces Sadness and Contempt faces Anger.
-    shift = {EMOTIONS_8.index("Neutral"): EMOTIONS_8.index("Sadness"),
-             EMOTIONS_8.index("Contempt"): EMOTIONS_8.index("Anger")}
+    shift = {
+        EMOTIONS_8.index("Neutral"): EMOTIONS_8.index("Sadness"),
+        EMOTIONS_8.index("Contempt"): EMOTIONS_8.index("Anger"),
+    }
     human = np.array([shift.get(c, c) for c in cls])
-    data = TrainingSet(features=x, targets=human, groups=groups, baseline=np.argmax(x @ w0.T + b0, 1),
-                       classes=EMOTIONS_8, face_ids=tuple(range(len(x))))
+    data = TrainingSet(
+        features=x,
+        targets=human,
+        groups=groups,
+        baseline=np.argmax(x @ w0.T + b0, 1),
+        classes=EMOTIONS_8,
+        face_ids=tuple(range(len(x))),
+    )
     report = cross_validate(data, "emotion", w0, b0)
     assert report.enough and report.n_folds == 5
     assert report.after["accuracy"] > report.before["accuracy"] + 0.15
@@ -100,9 +108,15 @@ def clustered_study(store, weights_dir: Path, study: str = "s") -> None:
             c = i % 2
             feat = centers[c] + 0.3 * rng.standard_normal(1280).astype(np.float32)
             pred = rec.classify(feat[None])[0]
-            results.append(FaceResult(file=f"m{m}.png", index=i, face=Face(box=(10.0 * i, 0, 10.0 * i + 9, 9),
-                                      det_score=0.99), prediction=pred,
-                                      crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8)))
+            results.append(
+                FaceResult(
+                    file=f"m{m}.png",
+                    index=i,
+                    face=Face(box=(10.0 * i, 0, 10.0 * i + 9, 9), det_score=0.99),
+                    prediction=pred,
+                    crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8),
+                )
+            )
         (media_id,) = store.ingest_results(study, png_bytes(m), f"m{m}.png", results).media_ids
         # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither). Faces are
         # stored in detector order: face i is of cluster i % 2.
@@ -124,8 +138,14 @@ def study_db(tmp_path: Path, random_weights_dir: Path):
 
 
 def _cli(*args: str, env: dict[str, str], package: str = "models") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", package, *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", package, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        cwd=ROOT,
+    )
 
 
 def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Path, tmp_path: Path) -> None:
@@ -159,8 +179,12 @@ def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Pat
     from tests.pg import png_bytes
 
     pred = rec.classify(feats[:1])[0]
-    store.ingest_results("s", png_bytes(99), "new.png", [FaceResult(file="new.png", index=0, face=Face(
-        box=(0.0, 0.0, 9.0, 9.0), det_score=0.99), prediction=pred)])
+    store.ingest_results(
+        "s",
+        png_bytes(99),
+        "new.png",
+        [FaceResult(file="new.png", index=0, face=Face(box=(0.0, 0.0, 9.0, 9.0), det_score=0.99), prediction=pred)],
+    )
     new_face = next(f for f in store.faces("s") if f.filename == "new.png")
     assert [(p["model"], p["model_version"]) for p in store.predictions(new_face.face_id)] == [(name, name)]
     # It shows in `list`, and can be removed.
@@ -174,18 +198,27 @@ def test_finetune_cli_refuses_too_few(tmp_path: Path, random_weights_dir: Path) 
 
     url = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
     LabelStore(url).upgrade()
-    proc = _cli("finetune", "--study", "nobody", env={"DATABASE_URL": url,
-                                                       "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
-                package="affectlab")
+    proc = _cli(
+        "finetune",
+        "--study",
+        "nobody",
+        env={"DATABASE_URL": url, "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
+        package="affectlab",
+    )
     assert proc.returncode != 0
     assert "nobody" in proc.stderr or "at least" in proc.stdout
 
 
 def test_finetune_text_report_through_the_affectlab_cli(study_db, random_weights_dir: Path) -> None:
     url, _ = study_db
-    proc = _cli("finetune", "--study", "s", "--no-save", env={"DATABASE_URL": url,
-                                                              "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
-                package="affectlab")
+    proc = _cli(
+        "finetune",
+        "--study",
+        "s",
+        "--no-save",
+        env={"DATABASE_URL": url, "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir)},
+        package="affectlab",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "corrected faces: 48 in 8 groups" in proc.stdout and "confusion (fine-tuned" in proc.stdout
     assert "saved as version" not in proc.stdout

@@ -26,8 +26,18 @@ def _save(im: Image.Image, path: Path, fmt: str) -> Path:
 
 @pytest.mark.parametrize(
     ("mode", "fmt"),
-    [("L", "PNG"), ("LA", "PNG"), ("P", "PNG"), ("RGBA", "PNG"), ("CMYK", "JPEG"), ("I;16", "PNG"), ("1", "PNG"),
-     ("I", "TIFF"), ("F", "TIFF"), ("YCbCr", "JPEG")],
+    [
+        ("L", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("RGBA", "PNG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+        ("1", "PNG"),
+        ("I", "TIFF"),
+        ("F", "TIFF"),
+        ("YCbCr", "JPEG"),
+    ],
 )
 def test_every_mode_becomes_rgb(face_rgb: Image.Image, tmp_path: Path, mode: str, fmt: str) -> None:
     if mode == "I;16":

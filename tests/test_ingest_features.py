@@ -132,8 +132,13 @@ def test_features_from_other_weights_are_flagged(store, tmp_path):
 
     (tmp_path / "a.png").write_bytes(png_bytes(1))
     res = fake_results("a.png", [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)], ["Fear", "Fear"])
-    doc = {"model": MODEL, "weights_hash": "7219cfb0", "labels": [], "faces": [r.to_json() for r in res],
-           "files": [{"file": "a.png", "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}]}
+    doc = {
+        "model": MODEL,
+        "weights_hash": "7219cfb0",
+        "labels": [],
+        "faces": [r.to_json() for r in res],
+        "files": [{"file": "a.png", "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
+    }
     rep = store.ingest_analysis("s", doc, media_dirs=[tmp_path], features=extractor)
     assert calls == [(MODEL, 2)] and rep.features_stored == 2
     assert any("a.png" in w and "other-hash" in w and "analyse the media again" in w for w in rep.warnings)

@@ -27,8 +27,9 @@ def _mode(p: Path) -> int:
 
 
 def _video_results(name: str, seed: int = 1) -> tuple[list, list]:
-    results = fake_results(name, BOXES * 2, ["Happiness", "Neutral"] * 2, frames=[0, 0, 2, 2], tracks=[1, 2, 1, 2],
-                           seed=seed)  # fmt: skip
+    results = fake_results(
+        name, BOXES * 2, ["Happiness", "Neutral"] * 2, frames=[0, 0, 2, 2], tracks=[1, 2, 1, 2], seed=seed
+    )
     tracks = tracks_of([{"track": t, "n_faces": 2, "start_s": 0.0, "end_s": 0.2, "engagement": None} for t in (1, 2)])
     return results, tracks
 
@@ -36,8 +37,9 @@ def _video_results(name: str, seed: int = 1) -> tuple[list, list]:
 def test_ingest_keeps_the_file_owner_only_and_delete_media_removes_it(store: LabelStore, tmp_path: Path) -> None:
     store.media_root = tmp_path / "media"
     data = png_bytes(3)
-    rep = store.ingest_results("s", data, "/srv/uploads/a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
-                               keep_file=True)  # fmt: skip
+    rep = store.ingest_results(
+        "s", data, "/srv/uploads/a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+    )
     (mid,) = rep.media_ids
     path = store.media_path(mid)
     assert path is not None and path.read_bytes() == data
@@ -73,8 +75,9 @@ def test_delete_track_keeps_the_media_file(store: LabelStore, tmp_path: Path) ->
 def test_features_only_mode_keeps_no_file(migrated_url: str, tmp_path: Path) -> None:
     store = LabelStore(migrated_url, store_crops=False, data_dir=tmp_path / "data")
     try:
-        rep = store.ingest_results("s", png_bytes(6), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
-                                   keep_file=True)  # fmt: skip
+        rep = store.ingest_results(
+            "s", png_bytes(6), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+        )
         assert store.media_path(rep.media_ids[0]) is None
         assert not (tmp_path / "data" / "media").exists()
     finally:
@@ -94,8 +97,9 @@ def test_a_failed_insert_keeps_no_new_file(store: LabelStore, tmp_path: Path, mo
 
     monkeypatch.setattr(store, "transaction", failing_commit)
     with pytest.raises(RuntimeError, match="commit failed"):
-        store.ingest_results("s", png_bytes(7), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
-                             keep_file=True)  # fmt: skip
+        store.ingest_results(
+            "s", png_bytes(7), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+        )
     monkeypatch.undo()
     assert store.studies() == [] or store.media("s") == []
     assert (tmp_path / "media").is_dir() and not [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
@@ -105,8 +109,9 @@ def test_webapp_media_functions_delegate_to_the_store(store: LabelStore, tmp_pat
     from webapp import services
 
     store.media_root = tmp_path / "media"
-    rep = store.ingest_results("s", png_bytes(8), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
-                               keep_file=True)  # fmt: skip
+    rep = store.ingest_results(
+        "s", png_bytes(8), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+    )
     (media,) = services.study_media(store, "s")
     kept = services.kept_media_file(tmp_path / "media", store, "s", media)
     assert kept == store.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
@@ -126,14 +131,21 @@ def test_cli_delete_media_removes_the_file(tmp_path: Path) -> None:
     url = f"sqlite:///{data_dir / 'affectlab.sqlite3'}"
     store = LabelStore(url, data_dir=data_dir)
     store.upgrade()
-    rep = store.ingest_results("s", png_bytes(9), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]),
-                               keep_file=True)  # fmt: skip
+    rep = store.ingest_results(
+        "s", png_bytes(9), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+    )
     path = store.media_path(rep.media_ids[0])
     store.close()
     assert path is not None and path.is_file() and path.is_relative_to(data_dir / "media")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AFFECTLAB_DATA_DIR": str(data_dir), "DATABASE_URL": url}
-    proc = subprocess.run([sys.executable, "-m", "db", "delete-media", str(rep.media_ids[0])], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "db", "delete-media", str(rep.media_ids[0])],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "1 kept file" in proc.stdout
     assert not path.exists()
@@ -145,9 +157,13 @@ def test_ingest_analysis_stores_base_names(store: LabelStore, tmp_path: Path) ->
     name = str(folder / "x.png")  # the JSON names a server path
     (folder / "x.png").write_bytes(png_bytes(10))
     res = fake_results(name, BOXES, ["Sadness", "Surprise"])
-    doc = {"model": "enet_b0_8_best_vgaf", "weights_hash": "7219cfb0", "labels": [],
-           "files": [{"file": name, "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
-           "faces": [r.to_json() for r in res]}  # fmt: skip
+    doc = {
+        "model": "enet_b0_8_best_vgaf",
+        "weights_hash": "7219cfb0",
+        "labels": [],
+        "files": [{"file": name, "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
+        "faces": [r.to_json() for r in res],
+    }
     store.ingest_analysis("s", doc, cut_crops=None)
     assert [m.filename for m in store.media("s")] == ["x.png"]
 
@@ -196,8 +212,9 @@ def _gif(path: Path, n: int = 7) -> Path:
     from PIL import Image
 
     frames = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (37, 51, 3), dtype=np.uint8)) for i in range(n)]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=[100, 50, 200, 100, 100, 80, 100][:n],
-                   loop=0)  # fmt: skip
+    frames[0].save(
+        path, save_all=True, append_images=frames[1:], duration=[100, 50, 200, 100, 100, 80, 100][:n], loop=0
+    )
     return path
 
 
@@ -240,8 +257,15 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
     store.media_root = tmp_path / "media"
     gif = _gif(tmp_path / "clip.gif")
     results, tracks = _video_results("clip.gif")
-    rep = store.ingest_results("s", gif.read_bytes(), "clip.gif", results, tracks, keep_file=True,
-                               media_info=MediaInfo(kind="video", width=51, height=37))  # fmt: skip
+    rep = store.ingest_results(
+        "s",
+        gif.read_bytes(),
+        "clip.gif",
+        results,
+        tracks,
+        keep_file=True,
+        media_info=MediaInfo(kind="video", width=51, height=37),
+    )
     mid = rep.media_ids[0]
     kept = store.media_path(mid)
     play = store.playable_media_path(mid)

@@ -8,8 +8,16 @@ from models.persons import PersonConfig, TrackProfile, check_persons, link_track
 
 
 def prof(track, start, end, centre, feature, size=80.0, end_centre=None):
-    return TrackProfile(track=track, start_s=start, end_s=end, n_faces=10, feature=np.asarray(feature, float),
-                        first_centre=centre, last_centre=end_centre or centre, size=size)
+    return TrackProfile(
+        track=track,
+        start_s=start,
+        end_s=end,
+        n_faces=10,
+        feature=np.asarray(feature, float),
+        first_centre=centre,
+        last_centre=end_centre or centre,
+        size=size,
+    )
 
 
 def basis(k, d=8):
@@ -19,8 +27,12 @@ def basis(k, d=8):
 
 
 def test_dropout_rejoins_at_the_same_tile_and_overlap_never_joins():
-    ps = [prof(0, 0, 10, (100, 100), basis(0)), prof(1, 0, 30, (400, 100), basis(1)),
-          prof(2, 15, 30, (102, 98), basis(0)), prof(3, 5, 8, (700, 100), basis(2))]
+    ps = [
+        prof(0, 0, 10, (100, 100), basis(0)),
+        prof(1, 0, 30, (400, 100), basis(1)),
+        prof(2, 15, 30, (102, 98), basis(0)),
+        prof(3, 5, 8, (700, 100), basis(2)),
+    ]
     persons = link_tracks(ps)
     assert persons[0] == persons[2]  # came back to the same tile
     assert len({persons[0], persons[1], persons[3]}) == 3  # overlapping in time: different people
@@ -28,8 +40,12 @@ def test_dropout_rejoins_at_the_same_tile_and_overlap_never_joins():
 
 
 def test_same_face_elsewhere_joins_on_appearance_only_if_no_overlap():
-    ps = [prof(0, 0, 10, (100, 100), basis(0)), prof(1, 0, 40, (400, 100), basis(1)),
-          prof(2, 0, 40, (700, 100), basis(2)), prof(3, 20, 40, (900, 500), basis(0))]
+    ps = [
+        prof(0, 0, 10, (100, 100), basis(0)),
+        prof(1, 0, 40, (400, 100), basis(1)),
+        prof(2, 0, 40, (700, 100), basis(2)),
+        prof(3, 20, 40, (900, 500), basis(0)),
+    ]
     persons = link_tracks(ps)
     assert persons[3] == persons[0]
     # a look-alike that overlaps the first is refused, whatever the similarity
@@ -43,8 +59,7 @@ def test_reflow_keeps_the_order_of_look_alike_students():
     # six identical-looking students in one row; the second leaves and the others move one tile left
     same = basis(0)
     before = [prof(i, 0, 10, (100 + 200 * i, 100), same + 0.01 * basis(i)) for i in range(6)]
-    after = [prof(6 + k, 10.4, 20, (100 + 200 * k, 100), same + 0.01 * basis(i))
-             for k, i in enumerate([0, 2, 3, 4, 5])]
+    after = [prof(6 + k, 10.4, 20, (100 + 200 * k, 100), same + 0.01 * basis(i)) for k, i in enumerate([0, 2, 3, 4, 5])]
     ps = before + after
     persons = link_tracks(ps, PersonConfig(min_similarity=2.0))  # appearance alone never joins here
     for k, i in enumerate([0, 2, 3, 4, 5]):
@@ -63,8 +78,10 @@ def test_video_student_leaving_for_longer_than_the_gap_keeps_one_person(tmp_path
     from tests import testdata
     from tests.videos import Placement, face_patches, random_recognizer, render
 
-    pats = [face_patches(detector, testdata.astronaut(), size=112)[0],
-            face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=112)[0]]
+    pats = [
+        face_patches(detector, testdata.astronaut(), size=112)[0],
+        face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=112)[0],
+    ]
 
     def scene(i):  # 2 fps: B is away from 3 s to 7 s, then back in its place
         return [Placement(0, 10, 60)] + ([] if 6 <= i < 14 else [Placement(1, 190, 60)])
@@ -92,8 +109,10 @@ def test_video_gallery_reflow_keeps_every_person_one_student(tmp_path, detector)
     from tests.videos import background, face_patches, random_recognizer, write_video
 
     w, h, cols, size, fps, seconds = 480, 320, 3, 96, 2, 12
-    pats = (face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=size, margin=0.15)
-            + face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=size, margin=0.15))[:6]
+    pats = (
+        face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=size, margin=0.15)
+        + face_patches(detector, testdata.pyfeat_file("single_face.jpg"), size=size, margin=0.15)
+    )[:6]
     assert len(pats) == 6
 
     def rect(k):
@@ -117,8 +136,14 @@ def test_video_gallery_reflow_keeps_every_person_one_student(tmp_path, detector)
             yield img
 
     path = write_video(tmp_path / "gallery.mp4", frames(), fps=fps)
-    a = analyze_video(path, "gallery.mp4", detector, random_recognizer(), fps=None,
-                      config=VideoConfig(tracker=TrackerConfig(min_continuity=0.99)))
+    a = analyze_video(
+        path,
+        "gallery.mp4",
+        detector,
+        random_recognizer(),
+        fps=None,
+        config=VideoConfig(tracker=TrackerConfig(min_continuity=0.99)),
+    )
     students_of = defaultdict(set)
     n = 0
     for f in a.faces:

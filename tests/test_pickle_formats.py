@@ -176,10 +176,20 @@ def old_timm(version: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     DATA.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(tmp),
-         f"timm=={version}"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-compile",
+            "--target",
+            str(tmp),
+            f"timm=={version}",
+        ],
         check=True,
-    )  # fmt: skip
+    )
     shutil.rmtree(target, ignore_errors=True)
     try:
         os.replace(tmp, target)

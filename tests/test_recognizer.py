@@ -26,8 +26,13 @@ def test_preprocess_is_torchvisions_exactly(crops: list[np.ndarray], name: str) 
     from torchvision import transforms
 
     spec = get_spec(name)
-    t = transforms.Compose([transforms.Resize((spec.input_size, spec.input_size)), transforms.ToTensor(),
-                            transforms.Normalize(mean=spec.mean, std=spec.std)])
+    t = transforms.Compose(
+        [
+            transforms.Resize((spec.input_size, spec.input_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=spec.mean, std=spec.std),
+        ]
+    )
     ref = torch.stack([t(Image.fromarray(c)) for c in crops])
     assert torch.equal(preprocess(crops, spec), ref)
 
@@ -44,8 +49,9 @@ def test_onnx_runtime_without_published_file(random_weights_dir: Path, crops: li
 
 
 @pytest.mark.parametrize("batch_size", [2, 32])
-def test_onnx_workers_give_the_serial_result(random_weights_dir: Path, crops: list[np.ndarray],
-                                             batch_size: int) -> None:
+def test_onnx_workers_give_the_serial_result(
+    random_weights_dir: Path, crops: list[np.ndarray], batch_size: int
+) -> None:
     """Chunks run side by side on single-threaded sessions come back in order, with the same numbers."""
     rec = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir, backend="onnx", batch_size=batch_size)
     rec.onnx_workers = 3
@@ -83,8 +89,7 @@ def test_no_autograd_is_recorded(random_weights_dir: Path, crops: list[np.ndarra
     assert seen == [False]
 
 
-def test_head_version_changes_only_its_rows(random_weights_dir: Path, tmp_path: Path,
-                                            crops: list[np.ndarray]) -> None:
+def test_head_version_changes_only_its_rows(random_weights_dir: Path, tmp_path: Path, crops: list[np.ndarray]) -> None:
     import shutil
 
     from models.versions import head_tensors, save_version
@@ -94,8 +99,18 @@ def test_head_version_changes_only_its_rows(random_weights_dir: Path, tmp_path: 
     base = EmotionRecognizer.load("enet_b0_8_va_mtl", wdir)
     w, b = base.head.weight.copy(), base.head.bias.copy()
     b[:8] += np.arange(8, dtype=np.float32)  # a different emotion head; V/A rows unchanged
-    v = save_version("enet_b0_8_va_mtl@t-emotion-1", "enet_b0_8_va_mtl", "abc", "head", "emotion",
-                     head_tensors(w, b), "f" * 64, {}, "2026-11-28T00:00:00", wdir)
+    v = save_version(
+        "enet_b0_8_va_mtl@t-emotion-1",
+        "enet_b0_8_va_mtl",
+        "abc",
+        "head",
+        "emotion",
+        head_tensors(w, b),
+        "f" * 64,
+        {},
+        "2026-11-28T00:00:00",
+        wdir,
+    )
     rec = EmotionRecognizer.load(v.name, wdir)
     for x, y in zip(base.predict(crops), rec.predict(crops), strict=True):
         assert np.allclose(x.features, y.features)

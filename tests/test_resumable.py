@@ -33,8 +33,9 @@ def class_video(tmp_path_factory: pytest.TempPathFactory, multi_face_jpg: Path) 
     def scene(i: int) -> list[Placement]:
         return [Placement(k, 20 + 95 * k + i % 15, 60 + (i // 3) % 30) for k in range(len(patches))]
 
-    path, _ = render(tmp_path_factory.mktemp("long") / "class.mp4", patches, scene, 120, size=(320, 240), fps=10,
-                     options={"g": "20"})  # a keyframe every 2 s, as recordings have
+    path, _ = render(
+        tmp_path_factory.mktemp("long") / "class.mp4", patches, scene, 120, size=(320, 240), fps=10, options={"g": "20"}
+    )  # a keyframe every 2 s, as recordings have
     return path
 
 
@@ -46,7 +47,7 @@ def test_frame_reader_resumes_with_the_same_numbers(class_video: Path, fps: floa
     with FrameReader(class_video, fps=fps, resume=ResumePoint(time_s=cut[2], index=cut[0], sample=cut[1])) as reader:
         resumed = [(f.index, f.sample, round(f.time_s, 6), f.image.sum()) for f in reader]
         decoded = reader.frames_decoded
-    assert resumed == straight[len(straight) // 2 + 1:]
+    assert resumed == straight[len(straight) // 2 + 1 :]
     assert decoded < 120  # decoding seeks: it does not start from frame 0
 
 
@@ -65,8 +66,9 @@ def test_chunks_and_replayed_tracks_equal_a_straight_analysis(class_video: Path,
         by_frame.setdefault(int(f.frame or 0), []).append(f)
     tracks = []
     for frame, fs in sorted(by_frame.items()):
-        tracks += replay.add(frame, float(fs[0].time_s or 0), [f.face.box for f in fs],
-                             np.stack([f.prediction.features for f in fs]))
+        tracks += replay.add(
+            frame, float(fs[0].time_s or 0), [f.face.box for f in fs], np.stack([f.prediction.features for f in fs])
+        )
     assert tracks == [f.track for f in straight.faces]
     assert replay.persons(PersonConfig()) == straight.persons
 
@@ -75,15 +77,33 @@ def _env(tmp_path: Path, random_weights_dir: Path) -> tuple[dict[str, str], str]
     url = f"sqlite:///{tmp_path / 'data' / 'affectlab.sqlite3'}"
     (tmp_path / "data").mkdir()
     LabelStore(url).upgrade()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir),
-           "AFFECTLAB_DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir),
+        "AFFECTLAB_DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": url,
+    }
     env.pop("AFFECTLAB_STORE_CROPS", None)
     return env, url
 
 
 def _analyze(video: Path, study: str) -> list[str]:
-    return [sys.executable, "-m", "affectlab", "analyze", str(video), "--study", study, "--fps", "5",
-            "--commit-every", "1", "--model", "enet_b0_8_best_vgaf"]
+    return [
+        sys.executable,
+        "-m",
+        "affectlab",
+        "analyze",
+        str(video),
+        "--study",
+        study,
+        "--fps",
+        "5",
+        "--commit-every",
+        "1",
+        "--model",
+        "enet_b0_8_best_vgaf",
+    ]
 
 
 def _media(store: LabelStore, study: str) -> Media | None:
@@ -101,18 +121,26 @@ def _media(store: LabelStore, study: str) -> Media | None:
     return store.transaction(work, write=False)
 
 
-def test_killed_analysis_resumes_and_ends_like_a_straight_run(class_video: Path, tmp_path: Path,
-                                                              random_weights_dir: Path) -> None:
+def test_killed_analysis_resumes_and_ends_like_a_straight_run(
+    class_video: Path, tmp_path: Path, random_weights_dir: Path
+) -> None:
     env, url = _env(tmp_path, random_weights_dir)
     store = LabelStore(url)
     try:
-        straight = subprocess.run(_analyze(class_video, "straight"), env=env, cwd=ROOT, capture_output=True,
-                                  text=True, timeout=600)
+        straight = subprocess.run(
+            _analyze(class_video, "straight"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert straight.returncode == 0, straight.stderr
         assert "60 frames analysed" in straight.stdout, straight.stdout
 
-        proc = subprocess.Popen(_analyze(class_video, "killed"), env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _analyze(class_video, "killed"),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 300
         media = None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -129,8 +157,9 @@ def test_killed_analysis_resumes_and_ends_like_a_straight_run(class_video: Path,
         assert 0 < done_before < 60
         n_before = len(store.faces("killed"))
 
-        resumed = subprocess.run(_analyze(class_video, "killed"), env=env, cwd=ROOT, capture_output=True,
-                                 text=True, timeout=600)
+        resumed = subprocess.run(
+            _analyze(class_video, "killed"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert resumed.returncode == 0, resumed.stderr
         assert f"resumed after {media.analysed_until_s:.2f} s" in resumed.stdout, resumed.stdout
         assert f"{60 - done_before} frames analysed" in resumed.stdout, resumed.stdout
@@ -147,11 +176,13 @@ def test_killed_analysis_resumes_and_ends_like_a_straight_run(class_video: Path,
             assert x.track_index == y.track_index
         ma, mb = _media(store, "straight"), _media(store, "killed")
         assert ma is not None and mb is not None
-        assert [(p.n_faces, p.track_indexes) for p in store.persons(ma.id)] == \
-            [(p.n_faces, p.track_indexes) for p in store.persons(mb.id)]
+        assert [(p.n_faces, p.track_indexes) for p in store.persons(ma.id)] == [
+            (p.n_faces, p.track_indexes) for p in store.persons(mb.id)
+        ]
 
-        again = subprocess.run(_analyze(class_video, "killed"), env=env, cwd=ROOT, capture_output=True, text=True,
-                               timeout=600)
+        again = subprocess.run(
+            _analyze(class_video, "killed"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert again.returncode == 0 and "skipped, already stored" in again.stdout
     finally:
         store.close()

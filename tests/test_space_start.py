@@ -38,8 +38,10 @@ def test_space_starts_as_an_unprivileged_user_and_shows_engagement_for_a_sample(
     shots.mkdir(parents=True, exist_ok=True)
     work = Path(spacestart.tempfile.mkdtemp(prefix="affectlab-space-work-"))
     try:
-        with spacestart.weights_mirror(published) as mirror, \
-                spacestart.prepared_space(work, mirror, pins, pyfeat_wheel()) as space:  # fmt: skip
+        with (
+            spacestart.weights_mirror(published) as mirror,
+            spacestart.prepared_space(work, mirror, pins, pyfeat_wheel()) as space,
+        ):
             assert space.setup and any("--defaults" in s for s in space.setup), space.setup
             spacestart.run_setup(space)
             weights = Path(space.env["AFFECTLAB_WEIGHTS_DIR"])
@@ -50,9 +52,11 @@ def test_space_starts_as_an_unprivileged_user_and_shows_engagement_for_a_sample(
             with spacestart.started(space) as (url, t0):
                 text = spacestart.visit(url, t0, space, shots)
             t = space.timings
-            print(f"\nSpace start: healthy after {t['health']:.1f} s, first page after {t['first_page']:.1f} s, "
-                  f"Analyze page after {t['analyze_page']:.1f} s; Try a sample to engagement {t['sample']:.1f} s; "
-                  f"set-up steps: weights {t['fetch']:.1f} s, samples {t['samples']:.1f} s")
+            print(
+                f"\nSpace start: healthy after {t['health']:.1f} s, first page after {t['first_page']:.1f} s, "
+                f"Analyze page after {t['analyze_page']:.1f} s; Try a sample to engagement {t['sample']:.1f} s; "
+                f"set-up steps: weights {t['fetch']:.1f} s, samples {t['samples']:.1f} s"
+            )
             assert "Missing model weights" not in text
             assert "Uploads are stored in this server's data folder" in text
             store = store_for(space.data_dir)

@@ -63,8 +63,11 @@ def export_zip(faces: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory
         "validation": {"Happiness": happy[4:5], "Sadness": sad[4:5]},
         "test": {"Happiness": happy[5:6], "Sadness": sad[5:6]},
     }
-    return _write_zip(tmp_path_factory.mktemp("tb-data") / "study-export.zip", layout,
-                      {"metadata.csv": b"face_id\n", "README.md": b"card"})  # fmt: skip
+    return _write_zip(
+        tmp_path_factory.mktemp("tb-data") / "study-export.zip",
+        layout,
+        {"metadata.csv": b"face_id\n", "README.md": b"card"},
+    )
 
 
 def test_train_backbone_saves_a_full_version_that_the_recognizer_runs(wdir, export_zip, faces, capsys):

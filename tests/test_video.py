@@ -37,8 +37,9 @@ def _frames(n, w=160, h=120):
 def test_single_face_mp4(pyfeat, detector, recognizer):
     path = pyfeat("single_face.mp4")
     calls = []
-    a = analyze_video(path, "single_face.mp4", detector, recognizer, 5.0,
-                      progress=lambda done, total: calls.append((done, total)))
+    a = analyze_video(
+        path, "single_face.mp4", detector, recognizer, 5.0, progress=lambda done, total: calls.append((done, total))
+    )
     assert (a.width, a.height, a.frames_decoded) == (640, 360, 72)
     assert a.frames_sampled == a.frames_analyzed == 12  # 2.4 s at 5 fps
     assert len(a.faces) == 12 and {f.track for f in a.faces} == {0}
@@ -88,8 +89,9 @@ def test_background_classification_error_is_raised_and_threads_end(pyfeat, detec
 
     failing.predict = predict
     with pytest.raises(RuntimeError, match="second chunk"):
-        analyze_video(pyfeat("single_face.mp4"), "single_face.mp4", detector, failing, 5.0,
-                      config=VideoConfig(chunk_frames=4))
+        analyze_video(
+            pyfeat("single_face.mp4"), "single_face.mp4", detector, failing, 5.0, config=VideoConfig(chunk_frames=4)
+        )
     assert len(calls) >= 2
     names = [t.name for t in threading.enumerate()]
     assert not any(n.startswith(("affectlab-classify", "affectlab-decode")) for n in names), names
@@ -121,8 +123,17 @@ def test_every_frame_sampling(pyfeat):
 # ---------------------------------------------------------------- containers, codecs, probing
 
 
-@pytest.mark.parametrize("name,codec", [("a.mp4", "libx264"), ("a.mov", "libx264"), ("a.webm", "libvpx-vp9"),
-                                        ("a.avi", "mjpeg"), ("a.gif", "gif"), ("a.mkv", "mpeg4")])
+@pytest.mark.parametrize(
+    "name,codec",
+    [
+        ("a.mp4", "libx264"),
+        ("a.mov", "libx264"),
+        ("a.webm", "libvpx-vp9"),
+        ("a.avi", "mjpeg"),
+        ("a.gif", "gif"),
+        ("a.mkv", "mpeg4"),
+    ],
+)
 def test_containers_and_codecs(tmp_path, name, codec, patch, detector, recognizer):
     bg = background(320, 240)
     frames = [compose(bg, [patch], [Placement(0, 40 + 10 * i, 60)]) for i in range(6)]
@@ -172,8 +183,7 @@ def test_rotation_metadata_is_applied(tmp_path, rotation, patch, detector, recog
 def test_variable_frame_rate_uses_pts(tmp_path, patch, detector, recognizer):
     times = [0.0, 0.05, 0.1, 0.5, 0.55, 1.3, 1.31, 2.0]
     bg = background(320, 240)
-    path = write_video(tmp_path / "vfr.mp4", [compose(bg, [patch], [Placement(0, 100, 60)])] * len(times),
-                       times=times)
+    path = write_video(tmp_path / "vfr.mp4", [compose(bg, [patch], [Placement(0, 100, 60)])] * len(times), times=times)
     assert [f.time_s for f in FrameReader(path, fps=None)] == pytest.approx(times, abs=1e-3)
     a = analyze_video(path, "vfr.mp4", detector, recognizer, fps=5.0)
     # One frame per 0.2 s slot: 0.0 (slot 0), 0.5 (2), 1.3 (6), 2.0 (10).
@@ -188,11 +198,21 @@ def test_variable_frame_rate_uses_pts(tmp_path, patch, detector, recognizer):
 def test_truncated_file_is_analysed_up_to_damage(tmp_path, name, opts, patch, detector, recognizer):
     bg = background(320, 240)
     rng = np.random.default_rng(0)
-    frames = [np.clip(compose(bg, [patch], [Placement(0, 100, 60)]).astype(int) + rng.integers(-40, 40, bg.shape),
-                      0, 255).astype(np.uint8) for _ in range(20)]
+    frames = [
+        np.clip(
+            compose(bg, [patch], [Placement(0, 100, 60)]).astype(int) + rng.integers(-40, 40, bg.shape), 0, 255
+        ).astype(np.uint8)
+        for _ in range(20)
+    ]
     vp9 = name.endswith("webm")
-    full = write_video(tmp_path / name, frames, fps=10, codec="libvpx-vp9" if vp9 else "libx264",
-                       options={"deadline": "realtime", "cpu-used": "8"} if vp9 else None, container_options=opts)
+    full = write_video(
+        tmp_path / name,
+        frames,
+        fps=10,
+        codec="libvpx-vp9" if vp9 else "libx264",
+        options={"deadline": "realtime", "cpu-used": "8"} if vp9 else None,
+        container_options=opts,
+    )
     data = full.read_bytes()
     cut = tmp_path / f"cut_{name}"
     cut.write_bytes(data[: len(data) // 2])
@@ -231,8 +251,15 @@ def test_bad_files_raise_named_errors(tmp_path, pyfeat):
     mp4 = write_video(tmp_path / "y.mp4", _frames(10)).read_bytes()
     noindex = tmp_path / "noindex.mp4"
     noindex.write_bytes(mp4[: len(mp4) // 2])
-    cases = {garbage: "not a video", text: "not a video", empty: "empty file", audio: "audio only",
-             zero: "no decodable video frame", noindex: "not a video", tmp_path / "missing.mp4": "no such file"}
+    cases = {
+        garbage: "not a video",
+        text: "not a video",
+        empty: "empty file",
+        audio: "audio only",
+        zero: "no decodable video frame",
+        noindex: "not a video",
+        tmp_path / "missing.mp4": "no such file",
+    }
     for path, reason in cases.items():
         with pytest.raises(BadInputError) as exc:
             list(FrameReader(path, name=path.name))
@@ -253,8 +280,9 @@ def test_chunking_and_detect_every_k(pyfeat, detector, recognizer):
 
     detector.detect_batch = spy
     try:
-        sparse = analyze_video(path, "v", detector, recognizer, 10.0,
-                               config=VideoConfig(detect_every=3, chunk_frames=5))
+        sparse = analyze_video(
+            path, "v", detector, recognizer, 10.0, config=VideoConfig(detect_every=3, chunk_frames=5)
+        )
     finally:
         del detector.detect_batch
     assert len(full.faces) == len(sparse.faces) == 24

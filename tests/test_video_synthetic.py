@@ -89,8 +89,9 @@ def test_face_leaves_and_comes_back_within_gap(tmp_path, patches, detector, reco
     # With a gap shorter than the absence, B comes back as a new track.
     from models.tracking import TrackerConfig
 
-    short = analyze_video(path, "back.mp4", detector, recognizer, fps=None,
-                          config=VideoConfig(tracker=TrackerConfig(max_gap_s=0.5)))
+    short = analyze_video(
+        path, "back.mp4", detector, recognizer, fps=None, config=VideoConfig(tracker=TrackerConfig(max_gap_s=0.5))
+    )
     assert len(short.tracks) == 3
 
 
@@ -101,15 +102,26 @@ def test_adaptive_rate_analyses_fewer_frames(tmp_path, patches, detector, recogn
     path, _ = render(tmp_path / "still.mp4", patches, scene, 24, fps=10)
     full = analyze_video(path, "still.mp4", detector, recognizer, fps=None)
     # A still face: with threshold 0 nothing is uncertain, and the label never changes.
-    adaptive = analyze_video(path, "still.mp4", detector, recognizer, fps=None,
-                             config=VideoConfig(adaptive=AdaptiveConfig(strides=(8, 4, 1), threshold=0.0),
-                                                chunk_frames=16))
+    adaptive = analyze_video(
+        path,
+        "still.mp4",
+        detector,
+        recognizer,
+        fps=None,
+        config=VideoConfig(adaptive=AdaptiveConfig(strides=(8, 4, 1), threshold=0.0), chunk_frames=16),
+    )
     assert full.frames_analyzed == full.frames_sampled == 24
     assert adaptive.frames_sampled == 24 and adaptive.frames_analyzed <= 6  # 0, 8, 15 | 16, 23
     assert {f.frame for f in adaptive.faces} <= {f.frame for f in full.faces}
     # Uncertain everywhere (threshold 1): refined down to every frame.
-    dense = analyze_video(path, "still.mp4", detector, recognizer, fps=None,
-                          config=VideoConfig(adaptive=AdaptiveConfig(strides=(8, 4, 1), threshold=1.01)))
+    dense = analyze_video(
+        path,
+        "still.mp4",
+        detector,
+        recognizer,
+        fps=None,
+        config=VideoConfig(adaptive=AdaptiveConfig(strides=(8, 4, 1), threshold=1.01)),
+    )
     assert dense.frames_analyzed == 24
     assert video_json(adaptive)["file"]["frames_analyzed"] == adaptive.frames_analyzed
 

@@ -11,9 +11,15 @@ from affectlab.settings import Settings
 from tests.apphelpers import new_app, no_exception, page, store_for
 from webapp.access import AccessConfig, is_loopback, load_access_config, parse_people
 
-AUTH = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-secret",
-                 "client_id": "affectlab", "client_secret": "s",
-                 "server_metadata_url": "https://example.org/.well-known/openid-configuration"}}  # fmt: skip
+AUTH = {
+    "auth": {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "not-a-secret",
+        "client_id": "affectlab",
+        "client_secret": "s",
+        "server_metadata_url": "https://example.org/.well-known/openid-configuration",
+    }
+}
 
 
 # ------------------------------------------------------------------------------------------------- rules
@@ -21,8 +27,11 @@ AUTH = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie
 
 def test_parse_people() -> None:
     assert parse_people("Alice@x.org, bob") == {"*": frozenset({"alice@x.org", "bob"})}
-    assert parse_people("pilot=a,b;main=c;*=d") == {"pilot": frozenset({"a", "b"}), "main": frozenset({"c"}),
-                                                    "*": frozenset({"d"})}  # fmt: skip
+    assert parse_people("pilot=a,b;main=c;*=d") == {
+        "pilot": frozenset({"a", "b"}),
+        "main": frozenset({"c"}),
+        "*": frozenset({"d"}),
+    }
     assert parse_people({"pilot": ["a", "B"]}) == {"pilot": frozenset({"a", "b"})}
     assert parse_people("") == {} and parse_people(None) == {}
 
@@ -55,8 +64,16 @@ def test_modes_and_rules() -> None:
 def _shows_nothing_private(at) -> None:
     """No media, face or label: no image, chart, table, video, correction control, file name or class name."""
     no_exception(at)
-    for kind in ("image", "plotly_chart", "dataframe", "video", "file_uploader", "camera_input", "download_button",
-                 "metric"):  # fmt: skip
+    for kind in (
+        "image",
+        "plotly_chart",
+        "dataframe",
+        "video",
+        "file_uploader",
+        "camera_input",
+        "download_button",
+        "metric",
+    ):
         assert not at.get(kind), kind
     assert not at.pills and not at.subheader and not at.sidebar.selectbox
     text = " ".join(str(getattr(e, "value", "")) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.title))
@@ -139,8 +156,12 @@ def test_hosted_without_sign_in_shows_nothing(multi_face_app_dir: Path, monkeypa
 
 
 def test_per_study_codes_and_owner_codes() -> None:
-    env = {"AFFECTLAB_ACCESS_CODE": "all", "AFFECTLAB_OWNER_CODE": "boss",
-           "AFFECTLAB_STUDY_CODES": "pilot=p1;main=m1", "AFFECTLAB_STUDY_OWNER_CODES": "pilot=p-own"}  # fmt: skip
+    env = {
+        "AFFECTLAB_ACCESS_CODE": "all",
+        "AFFECTLAB_OWNER_CODE": "boss",
+        "AFFECTLAB_STUDY_CODES": "pilot=p1;main=m1",
+        "AFFECTLAB_STUDY_OWNER_CODES": "pilot=p-own",
+    }
     access = load_access_config(Settings.from_env(env), {}, "0.0.0.0")
     assert access.mode == "code" and not access.refusal
     every = access.grant_for("all")
@@ -169,8 +190,9 @@ def test_per_study_allowlist_without_a_study_code_is_refused() -> None:
     assert not load_access_config(Settings.from_env({**env, "AFFECTLAB_ANNOTATORS": "alice"}), {}, "0.0.0.0").refusal
 
 
-def test_refused_configuration_shows_nothing(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                             caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_refused_configuration_shows_nothing(
+    multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "k")
     monkeypatch.setenv("AFFECTLAB_ANNOTATORS", "pilot=alice")
     at = new_app()
@@ -221,8 +243,9 @@ def test_wrong_codes_wait_longer_and_log(caplog: pytest.LogCaptureFixture) -> No
     assert CodeThrottle().delay(100) == 300, "capped"
 
 
-def test_wrong_codes_in_the_app(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_wrong_codes_in_the_app(
+    multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "right one")
     at = new_app()
     at.run()
@@ -248,14 +271,17 @@ def test_owner_actions_are_checked_in_the_services(multi_face_app_dir: Path) -> 
 
     store = store_for(multi_face_app_dir)
     (media,) = services.study_media(store, "default")
-    for call in (lambda: services.export_bytes(store, "default", "csv", owner=False),
-                 lambda: services.dataset_card(store, "default", owner=False),
-                 lambda: services.delete_media(store, "default", media.id, None, owner=False),
-                 lambda: services.set_study_settings(store, "default", StudySettings(), owner=False),
-                 lambda: services.remove_version("x@1", multi_face_app_dir, owner=False),
-                 lambda: services.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
-                 lambda: services.import_weights(b"x", "x.pt", "enet_b0_8_best_vgaf", multi_face_app_dir,
-                                                 trust_unverified=True, owner=False)):  # fmt: skip
+    for call in (
+        lambda: services.export_bytes(store, "default", "csv", owner=False),
+        lambda: services.dataset_card(store, "default", owner=False),
+        lambda: services.delete_media(store, "default", media.id, None, owner=False),
+        lambda: services.set_study_settings(store, "default", StudySettings(), owner=False),
+        lambda: services.remove_version("x@1", multi_face_app_dir, owner=False),
+        lambda: services.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
+        lambda: services.import_weights(
+            b"x", "x.pt", "enet_b0_8_best_vgaf", multi_face_app_dir, trust_unverified=True, owner=False
+        ),
+    ):
         with pytest.raises(NotAllowedError):
             call()
     face = services.study_faces(store, "default")[0]
@@ -286,8 +312,19 @@ def test_user_made_names_are_shown_as_text(multi_face_app_dir: Path) -> None:
     for name in ("analyze", "review", "library", "dataset", "model_weights"):
         page(at, name)
         no_exception(at)
-        bodies = [str(e.value) for e in (*at.markdown, *at.caption, *at.info, *at.error, *at.warning, *at.success,
-                                         *at.sidebar.markdown, *at.sidebar.error)]  # fmt: skip
+        bodies = [
+            str(e.value)
+            for e in (
+                *at.markdown,
+                *at.caption,
+                *at.info,
+                *at.error,
+                *at.warning,
+                *at.success,
+                *at.sidebar.markdown,
+                *at.sidebar.error,
+            )
+        ]
         for body in bodies:  # only inside code spans: no link, image, HTML or emoji is made of it
             assert "evil.example" not in re.sub(r"(`+)(?!`).*?(?<!`)\1(?!`)", "", body), body
             shown += "evil.example" in body

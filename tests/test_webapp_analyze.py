@@ -61,9 +61,9 @@ def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: P
     store.close()
 
 
-def test_onnx_backend_setting_analyses_with_onnx_runtime(app_dirs: Path, multi_face_jpg: Path,
-                                                          random_weights_dir: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_backend_setting_analyses_with_onnx_runtime(
+    app_dirs: Path, multi_face_jpg: Path, random_weights_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """AFFECTLAB_BACKEND=onnx: the app analyses with ONNX Runtime and stores what the torch backend predicts."""
     import numpy as np
 
@@ -98,7 +98,8 @@ def test_onnx_backend_setting_analyses_with_onnx_runtime(app_dirs: Path, multi_f
     img = load_image(multi_face_jpg)
     faces = FaceDetector().detect(img)
     want = EmotionRecognizer.load("enet_b0_8_best_vgaf", random_weights_dir).predict(
-        [crop_face(img, f.box) for f in faces])
+        [crop_face(img, f.box) for f in faces]
+    )
     by_box = {tuple(round(v, 2) for v in f.box): p for f, p in zip(faces, want, strict=True)}
     assert len(stored) == len(by_box) == 5
     for row in stored:
@@ -220,15 +221,21 @@ def test_missing_engagement_weights_are_named_on_the_first_page(app_dirs: Path) 
     assert "after 24 hours" in uploads
 
 
-def test_try_a_sample_analyses_into_the_demo_study(app_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   multi_face_jpg: Path) -> None:  # fmt: skip
+def test_try_a_sample_analyses_into_the_demo_study(
+    app_dirs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, multi_face_jpg: Path
+) -> None:
     """One click: the samples are analysed into study `demo`, which the sidebar then shows with their results."""
     import dataclasses
 
     from affectlab import samples
 
-    one = dataclasses.replace(samples.SAMPLES[0], name="multi_face.jpg", kind="image", source="multi_face.jpg",
-                              sha256=samples.sha256(multi_face_jpg))  # fmt: skip
+    one = dataclasses.replace(
+        samples.SAMPLES[0],
+        name="multi_face.jpg",
+        kind="image",
+        source="multi_face.jpg",
+        sha256=samples.sha256(multi_face_jpg),
+    )
     monkeypatch.setattr(samples, "SAMPLES", (one,))
     folder = tmp_path / "samples"
     folder.mkdir()
@@ -248,8 +255,9 @@ def test_try_a_sample_analyses_into_the_demo_study(app_dirs: Path, tmp_path: Pat
     store.close()
 
 
-def test_the_demo_study_is_cleared_after_its_ttl(app_dirs: Path, random_weights_dir: Path, multi_face_jpg: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_demo_study_is_cleared_after_its_ttl(
+    app_dirs: Path, random_weights_dir: Path, multi_face_jpg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from datetime import timedelta
 
     from tests.apphelpers import analyze_into

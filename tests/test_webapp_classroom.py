@@ -14,7 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_classroom_page_shows_students_and_tables(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     store = store_for(data)
@@ -32,7 +33,8 @@ def test_classroom_page_shows_students_and_tables(
 
 
 def test_rename_merge_and_split_through_the_forms(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> None:
     from webapp.state import Keys
 
     data = tmp_path / "data"

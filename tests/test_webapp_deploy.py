@@ -38,8 +38,13 @@ def test_dockerfile() -> None:
 
 
 def test_secrets_from_space_oauth(tmp_path: Path, monkeypatch) -> None:
-    env = {"OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "sec", "OPENID_PROVIDER_URL": "https://huggingface.co",
-           "SPACE_HOST": "me-affectlab.hf.space", "AFFECTLAB_COOKIE_SECRET": "c"}
+    env = {
+        "OAUTH_CLIENT_ID": "id",
+        "OAUTH_CLIENT_SECRET": "sec",
+        "OPENID_PROVIDER_URL": "https://huggingface.co",
+        "SPACE_HOST": "me-affectlab.hf.space",
+        "AFFECTLAB_COOKIE_SECRET": "c",
+    }
     section = auth_section(env)
     auth = tomllib.loads(section)["auth"]
     assert auth["redirect_uri"] == "https://me-affectlab.hf.space/oauth2callback"
@@ -104,8 +109,11 @@ def _front_matter() -> dict[str, str]:
 def _settings_names() -> set[str]:
     import re
 
-    return set(re.findall(r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b",
-                          (ROOT / "affectlab" / "settings.py").read_text()))  # fmt: skip
+    return set(
+        re.findall(
+            r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b", (ROOT / "affectlab" / "settings.py").read_text()
+        )
+    )
 
 
 def test_dockerfile_start_script_and_readme_agree() -> None:
@@ -156,9 +164,17 @@ def test_the_image_fetches_every_model_the_app_uses() -> None:
 def test_readme_space_section_names_what_to_set() -> None:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Hugging Face Space", 1)[1].split("\n## ", 1)[0]
-    for needed in ("DATABASE_URL", "postgresql+psycopg://", "hf_oauth", "AFFECTLAB_COOKIE_SECRET",
-                   "AFFECTLAB_ACCESS_CODE", "AFFECTLAB_OWNER_CODE", "Try a sample", "AFFECTLAB_DEMO_TTL_HOURS",
-                   "Sign-in is not configured"):  # fmt: skip
+    for needed in (
+        "DATABASE_URL",
+        "postgresql+psycopg://",
+        "hf_oauth",
+        "AFFECTLAB_COOKIE_SECRET",
+        "AFFECTLAB_ACCESS_CODE",
+        "AFFECTLAB_OWNER_CODE",
+        "Try a sample",
+        "AFFECTLAB_DEMO_TTL_HOURS",
+        "Sign-in is not configured",
+    ):
         assert needed in section, needed
 
 

@@ -35,15 +35,20 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Server]:  # fmt: skip
+def server(
+    analysed_multi_face: Path, random_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     """The guarded app in code mode on a free loopback port, uploads capped at 1 MB, XSRF off as in the Docker image."""
     tmp = tmp_path_factory.mktemp("guarded")
     data = tmp / "data"
     shutil.copytree(analysed_multi_face, data)
     log = tmp / "server.log"
-    env = {"AFFECTLAB_ACCESS_CODE": CODE, "AFFECTLAB_OWNER_CODE": OWNER_CODE, "AFFECTLAB_MAX_UPLOAD_MB": "1",
-           "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false"}
+    env = {
+        "AFFECTLAB_ACCESS_CODE": CODE,
+        "AFFECTLAB_OWNER_CODE": OWNER_CODE,
+        "AFFECTLAB_MAX_UPLOAD_MB": "1",
+        "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false",
+    }
     with serve_app(data, random_weights_dir, log, env=env, args=["--server.maxUploadSize", "1"]) as (base, proc):
         yield Server(base, proc, log)
 
@@ -70,8 +75,10 @@ def _owner(base: str) -> tuple[StClient, str]:
 def _put(base: str, path: str, size: int, cookie: str | None = None) -> int:
     """A raw upload of ``size`` bytes: the status line, read as soon as the server answers (it may not read it all)."""
     host, port = base.removeprefix("http://").split(":")
-    head = (f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
-            f"Content-Length: {size}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n")  # fmt: skip
+    head = (
+        f"PUT {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {size}\r\n" + (f"Cookie: {cookie}\r\n" if cookie else "") + "\r\n"
+    )
     with socket.create_connection((host, int(port)), timeout=30) as s:
         s.sendall(head.encode())
         chunk = b"\0" * (1 << 20)
@@ -229,8 +236,9 @@ def test_settings_of_the_guard() -> None:
 
     s = Settings.from_env({})
     assert s.max_upload_mb == 200 and s.proxy_hops == 0 and s.cookie_secret == ""
-    hosted = Settings.from_env({"SPACE_ID": "u/s", "AFFECTLAB_MAX_UPLOAD_MB": "50",
-                                "AFFECTLAB_COOKIE_SECRET": "zq-secret-9"})
+    hosted = Settings.from_env(
+        {"SPACE_ID": "u/s", "AFFECTLAB_MAX_UPLOAD_MB": "50", "AFFECTLAB_COOKIE_SECRET": "zq-secret-9"}
+    )
     assert hosted.max_upload_mb == 50 and hosted.proxy_hops == 1 and "zq-secret-9" not in repr(hosted)
     with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
         Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "lots"})

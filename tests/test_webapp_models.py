@@ -86,9 +86,18 @@ def test_versions_are_listed_selectable_and_removable(weights: Path) -> None:
     from models.versions import head_tensors, save_version
 
     rng = np.random.default_rng(0)
-    v = save_version("enet_b0_8_best_vgaf@pilot-emotion-20261128000000", "enet_b0_8_best_vgaf", "0" * 40, "head",
-                     "emotion", head_tensors(rng.standard_normal((8, 1280)), rng.standard_normal(8)), "f" * 64,
-                     {"n_faces": 30, "message": "test version"}, "2026-11-28T00:00:00", weights)
+    v = save_version(
+        "enet_b0_8_best_vgaf@pilot-emotion-20261128000000",
+        "enet_b0_8_best_vgaf",
+        "0" * 40,
+        "head",
+        "emotion",
+        head_tensors(rng.standard_normal((8, 1280)), rng.standard_normal(8)),
+        "f" * 64,
+        {"n_faces": 30, "message": "test version"},
+        "2026-11-28T00:00:00",
+        weights,
+    )
     at = page(new_app(), "model_weights")
     no_exception(at)
     versions = at.dataframe[1].value

@@ -92,8 +92,11 @@ def same_size(images: list[np.ndarray], crops: dict[int, np.ndarray]) -> list[tu
     pairs = []
     for crop in crops.values():
         h, w = crop.shape[:2]
-        want = crop if w <= 110 else np.asarray(Image.fromarray(crop).resize((110, int(h * 110 / w)),
-                                                                             Image.Resampling.LANCZOS))
+        want = (
+            crop
+            if w <= 110
+            else np.asarray(Image.fromarray(crop).resize((110, int(h * 110 / w)), Image.Resampling.LANCZOS))
+        )
         match = [im for im in images if im.shape == want.shape]
         assert match, ("every face crop is shown", crop.shape, [im.shape for im in images])
         pairs.append((min(match, key=lambda im: float(np.abs(im.astype(float) - want).mean())), want))
@@ -138,8 +141,9 @@ def test_owner_sees_faces_sharp_and_may_turn_blur_off(blurred_study, sent, multi
         store.close()
 
 
-def test_review_keeps_the_labelled_face_sharp_and_blurs_the_others(blurred_study, sent,
-                                                                   multi_face_app_dir: Path) -> None:
+def test_review_keeps_the_labelled_face_sharp_and_blurs_the_others(
+    blurred_study, sent, multi_face_app_dir: Path
+) -> None:
     at = enter(owner=False)
     at.sidebar.text_input(key=Keys.ANNOTATOR).input("ann").run()
     page(at, "review")
@@ -147,8 +151,9 @@ def test_review_keeps_the_labelled_face_sharp_and_blurs_the_others(blurred_study
     text = " ".join(m.value for m in at.markdown)
     face_id = int(re.search(r"Face (\d+), file", text).group(1))  # type: ignore[union-attr]
     images = shown(at, sent)
-    assert any(im.shape == blurred_study[face_id].shape and close(im, blurred_study[face_id]) for im in images), \
+    assert any(im.shape == blurred_study[face_id].shape and close(im, blurred_study[face_id]) for im in images), (
         "the face being labelled is sharp"
+    )
     store = store_for(multi_face_app_dir)
     try:
         faces = store.faces("default")
@@ -185,9 +190,9 @@ def test_class_table_exports_hold_no_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("owner", [False, True])
-def test_classroom_thumbnails_blurred_for_non_owners(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     random_weights_dir: Path, sent, owner: bool,
-                                                     face_crops: list) -> None:
+def test_classroom_thumbnails_blurred_for_non_owners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path, sent, owner: bool, face_crops: list
+) -> None:
     import dataclasses
 
     from db.ingest import MediaInfo
@@ -200,13 +205,20 @@ def test_classroom_thumbnails_blurred_for_non_owners(tmp_path: Path, monkeypatch
     store.upgrade()
     # three students over 10 s, each with a real face crop (a random-noise crop tells JPEG from blur badly)
     boxes = [(10.0 + 100 * k, 10.0, 60.0 + 100 * k, 70.0) for _ in range(10) for k in range(3)]
-    results = fake_results("lecture.mp4", boxes, ["Neutral"] * 30, frames=[i // 3 for i in range(30)],
-                           tracks=[i % 3 for i in range(30)], fps=1.0)
+    results = fake_results(
+        "lecture.mp4",
+        boxes,
+        ["Neutral"] * 30,
+        frames=[i // 3 for i in range(30)],
+        tracks=[i % 3 for i in range(30)],
+        fps=1.0,
+    )
     results = [dataclasses.replace(r, crop=face_crops[i % 3]) for i, r in enumerate(results)]
     tracks = [{"track": k, "n_faces": 10, "start_s": 0.0, "end_s": 9.0, "person": k} for k in range(3)]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=10.0, fps=1.0)
-    mid = store.ingest_results("default", png_bytes(5), "lecture.mp4", results, tracks_of(tracks),
-                               media_info=info).media_ids[0]
+    mid = store.ingest_results(
+        "default", png_bytes(5), "lecture.mp4", results, tracks_of(tracks), media_info=info
+    ).media_ids[0]
     store.set_study_settings("default", StudySettings(blur_faces=True))
     from webapp.services import blurred_crop
 

@@ -146,8 +146,9 @@ def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
     assert store.stats("default").counts["annotators"] == 2
 
 
-def test_track_strip_applies_to_the_whole_track_with_an_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  random_weights_dir: Path) -> None:
+def test_track_strip_applies_to_the_whole_track_with_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> None:
     from tests.pg import fake_results, png_bytes
 
     data = tmp_path / "data"
@@ -155,8 +156,14 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(tmp_path: Path
     store = store_for(data)
     store.upgrade()
     box = (10.0, 10.0, 50.0, 60.0)
-    res = fake_results("clip.mp4", [box] * 6, ["Neutral"] * 6, frames=list(range(0, 60, 10)), tracks=[0] * 6,
-                       confidence=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    res = fake_results(
+        "clip.mp4",
+        [box] * 6,
+        ["Neutral"] * 6,
+        frames=list(range(0, 60, 10)),
+        tracks=[0] * 6,
+        confidence=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+    )
     store.ingest_results("default", png_bytes(3), "clip.mp4", res)
     faces = sorted(store.faces("default"), key=lambda f: f.time_s)
 

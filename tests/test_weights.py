@@ -169,8 +169,9 @@ def test_fetch_onnx_and_keras_store_the_file(
         weights.load_weights("enet_b0_8_best_vgaf.onnx", wd)
 
 
-def test_fetch_defaults_through_the_mirror(tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch,
-                                          b0_published: tuple[nn.Module, Path]) -> None:  # fmt: skip
+def test_fetch_defaults_through_the_mirror(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch, b0_published: tuple[nn.Module, Path]
+) -> None:
     """`python -m models fetch --defaults`: the emotion and engagement models, from AFFECTLAB_WEIGHTS_MIRROR's host."""
     from urllib.parse import urlsplit
 

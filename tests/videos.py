@@ -30,15 +30,20 @@ def random_recognizer(name: str = "enet_b0_8_best_vgaf", seed: int = 0, batch_si
     torch.manual_seed(seed)
     model = build_model(spec)
     backbone, linear = split_head(model, spec)
-    head = Head(weight=linear.weight.detach().numpy().copy(), bias=linear.bias.detach().numpy().copy(),
-                name=name, weights_hash=f"random-seed-{seed}")
+    head = Head(
+        weight=linear.weight.detach().numpy().copy(),
+        bias=linear.bias.detach().numpy().copy(),
+        name=name,
+        weights_hash=f"random-seed-{seed}",
+    )
     for p in backbone.parameters():
         p.requires_grad_(False)
     return EmotionRecognizer(spec, head, backbone=backbone.eval(), batch_size=batch_size)
 
 
-def face_patches(detector: FaceDetector, image_path: Path, size: int = 96, margin: float = 0.35,
-                 limit: int | None = None) -> list[np.ndarray]:
+def face_patches(
+    detector: FaceDetector, image_path: Path, size: int = 96, margin: float = 0.35, limit: int | None = None
+) -> list[np.ndarray]:
     """Square face patches (RGB uint8, ``size`` x ``size``) cut around the detected faces with a margin."""
     img = load_image(image_path)
     out = []
@@ -46,9 +51,13 @@ def face_patches(detector: FaceDetector, image_path: Path, size: int = 96, margi
         x1, y1, x2, y2 = face.box
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
         half = max(x2 - x1, y2 - y1) * (0.5 + margin)
-        box = (int(max(cx - half, 0)), int(max(cy - half, 0)), int(min(cx + half, img.shape[1])),
-               int(min(cy + half, img.shape[0])))
-        patch = Image.fromarray(img[box[1]:box[3], box[0]:box[2]]).resize((size, size), Image.Resampling.BILINEAR)
+        box = (
+            int(max(cx - half, 0)),
+            int(max(cy - half, 0)),
+            int(min(cx + half, img.shape[1])),
+            int(min(cy + half, img.shape[0])),
+        )
+        patch = Image.fromarray(img[box[1] : box[3], box[0] : box[2]]).resize((size, size), Image.Resampling.BILINEAR)
         out.append(np.asarray(patch))
     return out
 
@@ -81,13 +90,21 @@ def compose(bg: np.ndarray, patches: Sequence[np.ndarray], placements: Iterable[
         ph, pw = patch.shape[:2]
         x1, y1, x2, y2 = max(p.x, 0), max(p.y, 0), min(p.x + pw, w), min(p.y + ph, h)
         if x2 > x1 and y2 > y1:
-            frame[y1:y2, x1:x2] = patch[y1 - p.y:y2 - p.y, x1 - p.x:x2 - p.x]
+            frame[y1:y2, x1:x2] = patch[y1 - p.y : y2 - p.y, x1 - p.x : x2 - p.x]
     return frame
 
 
-def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 10, codec: str = "libx264",
-                rotation: int = 0, times: Sequence[float] | None = None, pix_fmt: str | None = None,
-                options: dict[str, str] | None = None, container_options: dict[str, str] | None = None) -> Path:
+def write_video(
+    path: Path,
+    frames: Iterable[np.ndarray],
+    fps: float = 10,
+    codec: str = "libx264",
+    rotation: int = 0,
+    times: Sequence[float] | None = None,
+    pix_fmt: str | None = None,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
     """Encodes RGB frames with PyAV.
 
     Args:
@@ -131,8 +148,14 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps: float = 10, codec
 Scene = Callable[[int], list[Placement]]
 
 
-def render(path: Path, patches: Sequence[np.ndarray], scene: Scene, n_frames: int, size: tuple[int, int] = (320, 240),
-           **kwargs: object) -> tuple[Path, list[list[Placement]]]:
+def render(
+    path: Path,
+    patches: Sequence[np.ndarray],
+    scene: Scene,
+    n_frames: int,
+    size: tuple[int, int] = (320, 240),
+    **kwargs: object,
+) -> tuple[Path, list[list[Placement]]]:
     """Writes ``n_frames`` frames of ``scene(i)`` placements; returns the path and the ground truth per frame."""
     bg = background(*size)
     truth = [scene(i) for i in range(n_frames)]

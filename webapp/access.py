@@ -230,9 +230,7 @@ def _secret(secrets: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
-def load_access_config(
-    settings: Settings, secrets: Mapping[str, Any], server_address: str | None
-) -> AccessConfig:
+def load_access_config(settings: Settings, secrets: Mapping[str, Any], server_address: str | None) -> AccessConfig:
     """Reads the access rules from the settings, the secrets and the server's listening address.
 
     Args:
@@ -256,20 +254,31 @@ def load_access_config(
         listed = sorted({s for table in (annotators, owners) for s in table if s != ALL and s not in coded})
         refusal = ""
         if listed:
-            refusal = (f"the allowlists name studies ({', '.join(listed)}) that have no code of their own. With "
-                       "access codes a typed name proves nothing, so anyone with the access code would see them. "
-                       "Give each such study its own code (AFFECTLAB_STUDY_CODES='study=code;...', and "
-                       "AFFECTLAB_STUDY_OWNER_CODES for its owners), or use OpenID Connect sign-in (an [auth] "
-                       "section in the secrets)")  # fmt: skip
-        return AccessConfig(mode="code", access_code=str(code) if code else None,
-                            owner_code=str(owner_code) if owner_code else None, study_codes=study_codes,
-                            study_owner_codes=study_owner_codes, refusal=refusal, **common)  # fmt: skip
+            refusal = (
+                f"the allowlists name studies ({', '.join(listed)}) that have no code of their own. With "
+                "access codes a typed name proves nothing, so anyone with the access code would see them. "
+                "Give each such study its own code (AFFECTLAB_STUDY_CODES='study=code;...', and "
+                "AFFECTLAB_STUDY_OWNER_CODES for its owners), or use OpenID Connect sign-in (an [auth] "
+                "section in the secrets)"
+            )
+        return AccessConfig(
+            mode="code",
+            access_code=str(code) if code else None,
+            owner_code=str(owner_code) if owner_code else None,
+            study_codes=study_codes,
+            study_owner_codes=study_owner_codes,
+            refusal=refusal,
+            **common,
+        )
     hosted = settings.hosted
     open_ok = settings.allow_open
     if (hosted or not is_loopback(server_address)) and not open_ok:
         where = "a Hugging Face Space" if hosted else f"address {server_address or '0.0.0.0 (every interface)'}"
-        return AccessConfig(mode="closed", reason=f"the app is reachable from other machines ({where}) and no "
-                            "sign-in is configured", **common)  # fmt: skip
+        return AccessConfig(
+            mode="closed",
+            reason=f"the app is reachable from other machines ({where}) and no sign-in is configured",
+            **common,
+        )
     return AccessConfig(mode="local", **common)
 
 
@@ -280,8 +289,15 @@ class CodeThrottle:
     the client's count; a client is forgotten ``forget_s`` after its last failure.
     """
 
-    def __init__(self, base_s: float = 1.0, cap_s: float = 300.0, forget_s: float = 3600.0, free: int = 2,
-                 max_clients: int = 20_000, clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        base_s: float = 1.0,
+        cap_s: float = 300.0,
+        forget_s: float = 3600.0,
+        free: int = 2,
+        max_clients: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.free = free
         self.base_s, self.cap_s, self.forget_s, self._max, self._clock = base_s, cap_s, forget_s, max_clients, clock
         self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()

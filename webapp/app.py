@@ -109,16 +109,25 @@ def _client_id(key: str | None) -> str:
     return key or f"session:{id(st.session_state)}"
 
 
-def _code_form(access: AccessConfig, key: str | None, grants: guard.GrantStore | None, *, label: str,
-               form_key: str, widget_key: str) -> None:  # fmt: skip
+def _code_form(
+    access: AccessConfig,
+    key: str | None,
+    grants: guard.GrantStore | None,
+    *,
+    label: str,
+    form_key: str,
+    widget_key: str,
+) -> None:
     """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time."""
     with st.form(form_key):
         code = st.text_input(label, type="password", key=widget_key)
         if not st.form_submit_button("Enter", type="primary"):
             return
     if key is None or grants is None:
-        st.error("This browser sent no sign-in cookie, so a code cannot be remembered. Allow cookies for this "
-                    "site (or open the app in its own tab, not inside another page) and reload.")
+        st.error(
+            "This browser sent no sign-in cookie, so a code cannot be remembered. Allow cookies for this "
+            "site (or open the app in its own tab, not inside another page) and reload."
+        )
         return
     client = _client_id(key)
     wait = THROTTLE.wait_left(client)
@@ -148,8 +157,10 @@ def _code_gate(access: AccessConfig) -> tuple[str | None, CodeGrant | None]:
     key, grants = _browser()
     if grants is None:
         st.title("AffectLab")
-        reason = ("Access codes need the sign-in guard in front of the app: start it with `streamlit run "
-                  "webapp/serve.py` (make run and the Docker image do), not webapp/app.py.")  # fmt: skip
+        reason = (
+            "Access codes need the sign-in guard in front of the app: start it with `streamlit run "
+            "webapp/serve.py` (make run and the Docker image do), not webapp/app.py."
+        )
         log.error("AffectLab refuses to serve access codes without the guard (webapp/serve.py)")
         st.error(reason)
         st.stop()
@@ -187,8 +198,13 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
             st.session_state[Keys.STUDY] = state.study = state.switch_study
         state.switch_study = None
     current = state.study if state.study in names else names[0]
-    choice = st.sidebar.selectbox("Study", [*names, NEW_STUDY], index=[*names, NEW_STUDY].index(current),
-                                  key=Keys.STUDY, help="Results and labels are stored per study.")  # fmt: skip
+    choice = st.sidebar.selectbox(
+        "Study",
+        [*names, NEW_STUDY],
+        index=[*names, NEW_STUDY].index(current),
+        key=Keys.STUDY,
+        help="Results and labels are stored per study.",
+    )
     if choice == NEW_STUDY:
         new = st.sidebar.text_input("New study name", key=Keys.NEW_STUDY, max_chars=200).strip()
         if new and not visible(new):
@@ -207,8 +223,13 @@ def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, st
         st.sidebar.markdown(f"Signed in as {code_span(who or '')}")
         st.sidebar.button("Sign out", on_click=st.logout, icon=":material/logout:")
         return who if access.may_annotate(who, study) else None
-    name = st.sidebar.text_input("Your name (annotator)", value=state.annotator, key=Keys.ANNOTATOR,
-                                 placeholder="needed before your first correction", max_chars=200)  # fmt: skip
+    name = st.sidebar.text_input(
+        "Your name (annotator)",
+        value=state.annotator,
+        key=Keys.ANNOTATOR,
+        placeholder="needed before your first correction",
+        max_chars=200,
+    )
     state.annotator = name.strip()
     if not state.annotator:
         return None
@@ -264,8 +285,18 @@ def main() -> None:
             grants.revoke(key)
             st.rerun()
     owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))
-    set_context(Context(settings=s, access=access, store=store, study=study, who=who, annotator=annotator,
-                        owner=owner, media_dir=resources.media_dir(s)))  # fmt: skip
+    set_context(
+        Context(
+            settings=s,
+            access=access,
+            store=store,
+            study=study,
+            who=who,
+            annotator=annotator,
+            owner=owner,
+            media_dir=resources.media_dir(s),
+        )
+    )
     views = Path(__file__).parent / "views"
     pages = [
         st.Page(views / "analyze.py", title="Analyze", icon=":material/add_a_photo:", url_path="analyze", default=True),

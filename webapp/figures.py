@@ -12,14 +12,19 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990",
-           "#9a6324")  # fmt: skip
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324")
 """Distinct box colours, cycled by face number."""
 
 CLASS_COLORS = {
-    "Anger": "#d62728", "Contempt": "#8c564b", "Disgust": "#7f7f00", "Fear": "#9467bd", "Happiness": "#2ca02c",
-    "Neutral": "#7f7f7f", "Sadness": "#1f77b4", "Surprise": "#ff7f0e",
-}  # fmt: skip
+    "Anger": "#d62728",
+    "Contempt": "#8c564b",
+    "Disgust": "#7f7f00",
+    "Fear": "#9467bd",
+    "Happiness": "#2ca02c",
+    "Neutral": "#7f7f7f",
+    "Sadness": "#1f77b4",
+    "Surprise": "#ff7f0e",
+}
 
 
 @dataclass(frozen=True)
@@ -84,12 +89,26 @@ def probability_bar(probs: Mapping[str, float], title: str, highlight: str | Non
     values = [float(probs[n]) for n in names]
     top = names[int(np.argmax(values))] if names else None
     colors = [CLASS_COLORS.get(n, "#1f77b4") if n in (top, highlight) else "#c7c7c7" for n in names]
-    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors,
-                           text=[f"{v:.2f}" for v in values], textposition="outside",
-                           hovertemplate="%{y}: %{x:.3f}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="probability", yaxis_title="emotion class", height=300,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 40}, xaxis_range=[0, 1.15],
-                      yaxis={"autorange": "reversed"})  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=names,
+            orientation="h",
+            marker_color=colors,
+            text=[f"{v:.2f}" for v in values],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="probability",
+        yaxis_title="emotion class",
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+        xaxis_range=[0, 1.15],
+        yaxis={"autorange": "reversed"},
+    )
     return fig
 
 
@@ -119,18 +138,39 @@ def circumplex(points: Sequence[tuple[float, float, str]], title: str) -> go.Fig
     """
     theta = np.linspace(0, 2 * np.pi, 181)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=np.cos(theta), y=np.sin(theta), mode="lines", line={"color": "#bbbbbb"},
-                             hoverinfo="skip", showlegend=False))  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=np.cos(theta),
+            y=np.sin(theta),
+            mode="lines",
+            line={"color": "#bbbbbb"},
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
     for i, (v, a, name) in enumerate(points):
-        fig.add_trace(go.Scatter(x=[v], y=[a], mode="markers+text", text=[name], textposition="top center",
-                                 marker={"size": 12, "color": PALETTE[i % len(PALETTE)]}, name=name,
-                                 hovertemplate=f"{name}: valence %{{x:.2f}}, arousal %{{y:.2f}}<extra></extra>"))
-    for x, y, label in ((0.75, 0.75, "excited"), (-0.75, 0.75, "tense"), (-0.75, -0.75, "sad"),
-                        (0.75, -0.75, "calm")):  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[v],
+                y=[a],
+                mode="markers+text",
+                text=[name],
+                textposition="top center",
+                marker={"size": 12, "color": PALETTE[i % len(PALETTE)]},
+                name=name,
+                hovertemplate=f"{name}: valence %{{x:.2f}}, arousal %{{y:.2f}}<extra></extra>",
+            )
+        )
+    for x, y, label in ((0.75, 0.75, "excited"), (-0.75, 0.75, "tense"), (-0.75, -0.75, "sad"), (0.75, -0.75, "calm")):
         fig.add_annotation(x=x, y=y, text=label, showarrow=False, font={"color": "#999999"})
-    fig.update_layout(title=title, xaxis_title="valence (negative to positive)",
-                      yaxis_title="arousal (calm to excited)", height=360, showlegend=False,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis_title="valence (negative to positive)",
+        yaxis_title="arousal (calm to excited)",
+        height=360,
+        showlegend=False,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     fig.update_xaxes(range=[-1.1, 1.1], zeroline=True, zerolinecolor="#888888")
     fig.update_yaxes(range=[-1.1, 1.1], zeroline=True, zerolinecolor="#888888", scaleanchor="x", scaleratio=1)
     return fig
@@ -141,21 +181,41 @@ def probability_timeline(times: Sequence[float], probs: Sequence[Mapping[str, fl
     fig = go.Figure()
     names = list(probs[0]) if probs else []
     for n in names:
-        fig.add_trace(go.Scatter(x=list(times), y=[float(p.get(n, 0.0)) for p in probs], mode="lines", name=n,
-                                 line={"color": CLASS_COLORS.get(n)}))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="probability", yaxis_range=[0, 1],
-                      height=300, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=list(times),
+                y=[float(p.get(n, 0.0)) for p in probs],
+                mode="lines",
+                name=n,
+                line={"color": CLASS_COLORS.get(n)},
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="time (s)",
+        yaxis_title="probability",
+        yaxis_range=[0, 1],
+        height=300,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
-def va_timeline(times: Sequence[float], valence: Sequence[float | None], arousal: Sequence[float | None],
-                title: str) -> go.Figure:
+def va_timeline(
+    times: Sequence[float], valence: Sequence[float | None], arousal: Sequence[float | None], title: str
+) -> go.Figure:
     """Valence and arousal of one track over time."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=list(times), y=list(valence), mode="lines", name="valence"))
     fig.add_trace(go.Scatter(x=list(times), y=list(arousal), mode="lines", name="arousal"))
-    fig.update_layout(title=title, xaxis_title="time (s)", yaxis_title="value in [-1, 1]", yaxis_range=[-1, 1],
-                      height=280, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis_title="time (s)",
+        yaxis_title="value in [-1, 1]",
+        yaxis_range=[-1, 1],
+        height=280,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
@@ -164,8 +224,14 @@ def engagement_timeline(windows: Sequence[tuple[float, float, float]], title: st
     mids = [(s + e) / 2 for s, e, _ in windows]
     fig = go.Figure(go.Scatter(x=mids, y=[p for _, _, p in windows], mode="lines+markers", name="P(engaged)"))
     fig.add_hline(y=0.5, line_dash="dot", line_color="#999999")
-    fig.update_layout(title=title, xaxis_title="time (s), window centre", yaxis_title="P(engaged)",
-                      yaxis_range=[0, 1], height=260, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis_title="time (s), window centre",
+        yaxis_title="P(engaged)",
+        yaxis_range=[0, 1],
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
@@ -174,24 +240,50 @@ def class_counts(labels: Sequence[str], series: Mapping[str, Mapping[str, int]],
     fig = go.Figure()
     for name, counts in series.items():
         fig.add_trace(go.Bar(x=list(labels), y=[int(counts.get(c, 0)) for c in labels], name=name))
-    fig.update_layout(title=title, xaxis_title="emotion class", yaxis_title="faces", barmode="group", height=320,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis_title="emotion class",
+        yaxis_title="faces",
+        barmode="group",
+        height=320,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
 def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
     """The model-vs-human confusion matrix (rows: human majority class, columns: model class)."""
     z = np.asarray(matrix, dtype=float) if len(matrix) else np.zeros((len(labels), len(labels)))
-    fig = go.Figure(go.Heatmap(z=z, x=list(labels), y=list(labels), colorscale="Blues", text=z.astype(int),
-                               texttemplate="%{text}", colorbar={"title": "faces"},
-                               hovertemplate="human %{y}, model %{x}: %{z:.0f}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=title, xaxis_title="model class", yaxis_title="human class (majority)", height=420,
-                      yaxis={"autorange": "reversed"}, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(labels),
+            y=list(labels),
+            colorscale="Blues",
+            text=z.astype(int),
+            texttemplate="%{text}",
+            colorbar={"title": "faces"},
+            hovertemplate="human %{y}, model %{x}: %{z:.0f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis_title="model class",
+        yaxis_title="human class (majority)",
+        height=420,
+        yaxis={"autorange": "reversed"},
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig
 
 
-def class_timeline(minutes: Sequence[Mapping[str, object]], segments: Sequence[tuple[str, float, float]],
-                   title: str, students: Sequence[str] = (), value: str = "engagement_p") -> go.Figure:
+def class_timeline(
+    minutes: Sequence[Mapping[str, object]],
+    segments: Sequence[tuple[str, float, float]],
+    title: str,
+    students: Sequence[str] = (),
+    value: str = "engagement_p",
+) -> go.Figure:
     """A class over time: the class mean of ``value`` per minute, segments shaded, one line per chosen student.
 
     Args:
@@ -203,21 +295,46 @@ def class_timeline(minutes: Sequence[Mapping[str, object]], segments: Sequence[t
     """
     fig = go.Figure()
     for k, (name, a, b) in enumerate(segments):
-        fig.add_vrect(x0=a / 60, x1=b / 60, fillcolor=PALETTE[k % len(PALETTE)], opacity=0.12, line_width=0,
-                      annotation_text=name, annotation_position="top left")
+        fig.add_vrect(
+            x0=a / 60,
+            x1=b / 60,
+            fillcolor=PALETTE[k % len(PALETTE)],
+            opacity=0.12,
+            line_width=0,
+            annotation_text=name,
+            annotation_position="top left",
+        )
     by_minute: dict[int, list[float]] = {}
     for r in minutes:
         v = r.get(value)
         if v is not None and v == v:
             by_minute.setdefault(int(r["minute"]), []).append(float(v))  # type: ignore[arg-type]
     xs = sorted(by_minute)
-    fig.add_trace(go.Scatter(x=[m + 0.5 for m in xs], y=[float(np.mean(by_minute[m])) for m in xs],
-                             mode="lines+markers", name="class mean", line={"width": 4, "color": "#333333"}))
+    fig.add_trace(
+        go.Scatter(
+            x=[m + 0.5 for m in xs],
+            y=[float(np.mean(by_minute[m])) for m in xs],
+            mode="lines+markers",
+            name="class mean",
+            line={"width": 4, "color": "#333333"},
+        )
+    )
     for k, who in enumerate(students):
         rows = sorted((r for r in minutes if r["person"] == who), key=lambda r: r["minute"])  # type: ignore[arg-type]
-        fig.add_trace(go.Scatter(x=[int(r["minute"]) + 0.5 for r in rows],  # type: ignore[call-overload]
-                                 y=[r.get(value) for r in rows], mode="lines", name=str(who),
-                                 line={"color": PALETTE[k % len(PALETTE)]}))
-    fig.update_layout(title=title, xaxis_title="minute of the recording", yaxis_title=value.replace("_", " "),
-                      height=380, margin={"l": 10, "r": 10, "t": 40, "b": 40})  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[int(r["minute"]) + 0.5 for r in rows],  # type: ignore[call-overload]
+                y=[r.get(value) for r in rows],
+                mode="lines",
+                name=str(who),
+                line={"color": PALETTE[k % len(PALETTE)]},
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title="minute of the recording",
+        yaxis_title=value.replace("_", " "),
+        height=380,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
     return fig

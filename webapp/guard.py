@@ -44,8 +44,9 @@ MAX_WS_MESSAGE = 2 * 1024 * 1024
 """Bytes of one websocket message from a browser (widget values; files go through uploads)."""
 UPLOAD_PATH = "/_stcore/upload_file/"
 BLOCKED_PATHS = ("/_stcore/metrics",)
-DROPPED_MESSAGES = frozenset({"clear_cache", "set_run_on_save", "load_git_info", "debug_disconnect_websocket",
-                              "debug_shutdown_runtime"})  # fmt: skip
+DROPPED_MESSAGES = frozenset(
+    {"clear_cache", "set_run_on_save", "load_git_info", "debug_disconnect_websocket", "debug_shutdown_runtime"}
+)
 SIGNED_OUT_MESSAGES = frozenset({"rerun_script", "app_heartbeat", "stop_script", "file_urls_request"})
 """What a browser that is not signed in may send: running the script (the sign-in step) and keeping alive."""
 
@@ -68,8 +69,10 @@ class CookieSigner:
 
     def __init__(self, secret: bytes, max_age_s: int = COOKIE_MAX_AGE_S, clock: Callable[[], float] = time.time):
         if len(secret) < 16:
-            raise ValueError("the cookie secret needs 16 bytes or more: set AFFECTLAB_COOKIE_SECRET to a long "
-                             "random string, or leave it unset for a random one per start")  # fmt: skip
+            raise ValueError(
+                "the cookie secret needs 16 bytes or more: set AFFECTLAB_COOKIE_SECRET to a long "
+                "random string, or leave it unset for a random one per start"
+            )
         self._key = hashlib.sha256(b"affectlab-session\0" + secret).digest()
         self.max_age_s = max_age_s
         self._clock = clock
@@ -131,8 +134,9 @@ class GrantStore:
     guard reads it to let uploads and other messages through.
     """
 
-    def __init__(self, ttl_s: float = COOKIE_MAX_AGE_S, max_entries: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self, ttl_s: float = COOKIE_MAX_AGE_S, max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic
+    ):
         self._ttl, self._max, self._clock = ttl_s, max_entries, clock
         self._items: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
@@ -185,8 +189,12 @@ DEFAULT_RATES: dict[str, Rate] = {
 class RateLimiter:
     """Token buckets per (client, kind); the oldest clients are forgotten past ``max_clients``."""
 
-    def __init__(self, rates: dict[str, Rate] | None = None, max_clients: int = 20_000,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        rates: dict[str, Rate] | None = None,
+        max_clients: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self._max, self._clock = max_clients, clock
         self._buckets: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
@@ -265,8 +273,12 @@ def client_address(scope: Scope, proxy_hops: int) -> str:
 
 async def _answer(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = (text + "\n").encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *(extra or [])]  # fmt: skip
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *(extra or []),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -292,8 +304,16 @@ class Guard:
             bid = _bid_of(state, scope)
             await self._http(state, scope, receive, send, client, bid, state.grants.get(bid) is not None)
 
-    async def _http(self, state: GuardState, scope: Scope, receive: Receive, send: Send, client: str,
-                    bid: str | None, signed_in: bool) -> None:  # fmt: skip
+    async def _http(
+        self,
+        state: GuardState,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        client: str,
+        bid: str | None,
+        signed_in: bool,
+    ) -> None:
         path = scope.get("path", "")
         if any(path.rstrip("/").endswith(p) for p in BLOCKED_PATHS):
             await _answer(send, 404, "Not found.")
@@ -366,8 +386,12 @@ class Guard:
                 kind = back.WhichOneof("type")
                 allowed = SIGNED_OUT_MESSAGES if not state.grants.get(_bid_of(state, scope)) else None
                 if kind in DROPPED_MESSAGES or (allowed is not None and kind not in allowed):
-                    log.warning("dropped a %r message from %s (%s)", kind, client,
-                                "signed in" if allowed is None else "not signed in")  # fmt: skip
+                    log.warning(
+                        "dropped a %r message from %s (%s)",
+                        kind,
+                        client,
+                        "signed in" if allowed is None else "not signed in",
+                    )
                     continue
                 return message
 

@@ -38,8 +38,9 @@ def label_store(s: Settings | None = None) -> LabelStore:
 
 
 @st.cache_resource(show_spinner="Loading the face detector, the emotion and engagement models (first time only)...")
-def analysis_session(model: str, weights_dir: str, device: str, backend: str | None = None,
-                     detect_every: int | None = None) -> AnalysisSession:
+def analysis_session(
+    model: str, weights_dir: str, device: str, backend: str | None = None, detect_every: int | None = None
+) -> AnalysisSession:
     """The models for ``(model, weights_dir, device, backend, detect_every)``: detector, emotion, engagement.
 
     One session serves every browser session (it holds no per-request state); the analyze path uses it for images
@@ -51,8 +52,13 @@ def analysis_session(model: str, weights_dir: str, device: str, backend: str | N
     from models.analysis import AnalysisSession
 
     s = settings()
-    return AnalysisSession.open(model, weights_dir, device=device, backend=backend or s.backend,  # type: ignore[arg-type]
-                                detect_every=detect_every or s.detect_every)
+    return AnalysisSession.open(
+        model,
+        weights_dir,
+        device=device,
+        backend=backend or s.backend,  # type: ignore[arg-type]
+        detect_every=detect_every or s.detect_every,
+    )
 
 
 def forget_models() -> None:

@@ -47,20 +47,32 @@ def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> No
         with c2:
             if face.model_probs:
                 title = f"Face {n}: {face.model or 'model'} probabilities"
-                st.plotly_chart(figures.probability_bar(face.model_probs, title, face.human_label),
-                                key=f"bar_{face.face_id}", config={"displayModeBar": False})  # fmt: skip
+                st.plotly_chart(
+                    figures.probability_bar(face.model_probs, title, face.human_label),
+                    key=f"bar_{face.face_id}",
+                    config={"displayModeBar": False},
+                )
         with c3:
             source = "annotators" if face.label_source == "human" else "model"
             st.markdown(f"Label: **{face.label or '-'}** (from the {source})")
             key = f"qc_{face.face_id}"
-            st.pills(f"Correct face {n}", services.class_names(face), key=key, on_change=_correct_cb,
-                     args=(ctx, face.face_id, key), disabled=ctx.annotator is None,
-                     help=None if ctx.annotator else "Enter your name in the sidebar first.")  # fmt: skip
+            st.pills(
+                f"Correct face {n}",
+                services.class_names(face),
+                key=key,
+                on_change=_correct_cb,
+                args=(ctx, face.face_id, key),
+                disabled=ctx.annotator is None,
+                help=None if ctx.annotator else "Enter your name in the sidebar first.",
+            )
 
 
 def _circumplex(faces: list[FaceLabel], key: str) -> None:
-    points = [(f.model_valence, f.model_arousal, f"face {n}") for n, f in enumerate(faces, start=1)
-              if f.model_valence is not None and f.model_arousal is not None]  # fmt: skip
+    points = [
+        (f.model_valence, f.model_arousal, f"face {n}")
+        for n, f in enumerate(faces, start=1)
+        if f.model_valence is not None and f.model_arousal is not None
+    ]
     if points:
         st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
 
@@ -72,10 +84,12 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
         if path is not None:
             boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
             try:
-                image = services.blurred_frame(services.load_media_image(path), [f.box for f in faces], rules,
-                                               ctx.owner)
-                st.image(figures.draw_boxes(image, boxes),
-                         caption=f"{plural(len(faces), 'face')}, numbered largest first")  # fmt: skip
+                image = services.blurred_frame(
+                    services.load_media_image(path), [f.box for f in faces], rules, ctx.owner
+                )
+                st.image(
+                    figures.draw_boxes(image, boxes), caption=f"{plural(len(faces), 'face')}, numbered largest first"
+                )
             except AffectLabError as exc:
                 st.error(f"Cannot show the image: {code_span(str(exc))}")
         else:
@@ -105,11 +119,12 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
         st.warning("This recording's analysis was stopped midway: analyse the same file again to resume it.")
     if path is not None:
         if blur:
-            st.caption("The video player is hidden: this study blurs faces for everyone but its owners, and a video "
-                       "cannot be blurred frame by frame. The key frames below are blurred.")
+            st.caption(
+                "The video player is hidden: this study blurs faces for everyone but its owners, and a video "
+                "cannot be blurred frame by frame. The key frames below are blurred."
+            )
         else:
-            start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5,
-                              key=f"start_{media.id}")
+            start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
             playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
             st.video(str(playable or path), start_time=int(start))
         frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
@@ -137,15 +152,24 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
             times = [r.time_s or 0.0 for r in rows]
             probs = [r.model_probs or {} for r in rows]
             if any(probs):
-                st.plotly_chart(figures.probability_timeline(times, probs, f"{name}: emotion probabilities"),
-                                key=f"pt_{media.id}_{track_id}")  # fmt: skip
+                st.plotly_chart(
+                    figures.probability_timeline(times, probs, f"{name}: emotion probabilities"),
+                    key=f"pt_{media.id}_{track_id}",
+                )
             if any(r.model_valence is not None for r in rows):
-                st.plotly_chart(figures.va_timeline(times, [r.model_valence for r in rows],
-                                                    [r.model_arousal for r in rows], f"{name}: valence and arousal"),
-                                key=f"va_{media.id}_{track_id}")  # fmt: skip
+                st.plotly_chart(
+                    figures.va_timeline(
+                        times,
+                        [r.model_valence for r in rows],
+                        [r.model_arousal for r in rows],
+                        f"{name}: valence and arousal",
+                    ),
+                    key=f"va_{media.id}_{track_id}",
+                )
             if t is not None and t.windows:
-                st.plotly_chart(figures.engagement_timeline(t.windows, f"{name}: engagement"),
-                                key=f"en_{media.id}_{track_id}")  # fmt: skip
+                st.plotly_chart(
+                    figures.engagement_timeline(t.windows, f"{name}: engagement"), key=f"en_{media.id}_{track_id}"
+                )
             elif t is not None:
                 st.caption("No engagement for this track (engagement weights absent, or too few faces).")
 

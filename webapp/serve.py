@@ -28,8 +28,12 @@ def guard_state(s: Settings) -> guard.GuardState:
     import secrets
 
     secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
-    return guard.GuardState(signer=guard.CookieSigner(secret), max_upload_bytes=s.max_upload_mb * 1024 * 1024,
-                            cross_site=s.hosted, proxy_hops=s.proxy_hops)  # fmt: skip
+    return guard.GuardState(
+        signer=guard.CookieSigner(secret),
+        max_upload_bytes=s.max_upload_mb * 1024 * 1024,
+        cross_site=s.hosted,
+        proxy_hops=s.proxy_hops,
+    )
 
 
 guard.install(guard_state(Settings.from_env()))

@@ -165,8 +165,14 @@ class FetchProgress:
     total: int | None
 
 
-def fetch_weights(name: str, weights_dir: Path, on_progress: Callable[[FetchProgress], None] | None = None,
-                  *, owner: bool, url: str | None = None) -> Path:
+def fetch_weights(
+    name: str,
+    weights_dir: Path,
+    on_progress: Callable[[FetchProgress], None] | None = None,
+    *,
+    owner: bool,
+    url: str | None = None,
+) -> Path:
     """Downloads, verifies and stores a registered checkpoint (``models.weights.fetch``), reporting bytes received.
 
     Raises:
@@ -180,8 +186,9 @@ def fetch_weights(name: str, weights_dir: Path, on_progress: Callable[[FetchProg
     return fetch(name, weights_dir, progress=False, url=url, on_progress=hook)
 
 
-def import_weights(data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool,
-                   owner: bool) -> Path:  # fmt: skip
+def import_weights(
+    data: bytes, filename: str, name: str, weights_dir: Path, *, trust_unverified: bool, owner: bool
+) -> Path:
     """Stores an uploaded checkpoint under registry name ``name`` after checking its hash.
 
     Raises:
@@ -420,26 +427,55 @@ def analyze_upload(
         return FileOutcome(file=upload.name, kind=kind, media_id=None, error=reason)
     except Exception as exc:  # an unexpected failure of one file must not stop the others
         log.exception("analysis of an uploaded file failed")
-        return FileOutcome(file=upload.name, kind=kind, media_id=None,
-                           error=f"unexpected error ({type(exc).__name__}: {exc})")  # fmt: skip
+        return FileOutcome(
+            file=upload.name, kind=kind, media_id=None, error=f"unexpected error ({type(exc).__name__}: {exc})"
+        )
 
 
-def _analyze_image(upload: Upload, study: str, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
-                   uploaded_by: str | None, report: Progress) -> FileOutcome:
+def _analyze_image(
+    upload: Upload,
+    study: str,
+    store: LabelStore,
+    session: AnalysisSession,
+    media_dir: Path | None,
+    uploaded_by: str | None,
+    report: Progress,
+) -> FileOutcome:
     report(0.2, "finding faces and classifying them")
     result = session.analyze_image(upload.data, upload.name, keep_crops=True)
     report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
-    rep = store.ingest_results(study, upload.data, upload.name, result.faces, media_info=info,
-                               uploaded_by=uploaded_by, keep_file=media_dir is not None,
-                               sha256=upload.sha256)  # fmt: skip
+    rep = store.ingest_results(
+        study,
+        upload.data,
+        upload.name,
+        result.faces,
+        media_info=info,
+        uploaded_by=uploaded_by,
+        keep_file=media_dir is not None,
+        sha256=upload.sha256,
+    )
     report(1.0, plural(len(result.faces), "face"))
-    return FileOutcome(file=upload.name, kind="image", media_id=rep.media_ids[0] if rep.media_ids else None,
-                       n_faces=len(result.faces), warnings=rep.warnings, new=rep.media_new > 0)  # fmt: skip
+    return FileOutcome(
+        file=upload.name,
+        kind="image",
+        media_id=rep.media_ids[0] if rep.media_ids else None,
+        n_faces=len(result.faces),
+        warnings=rep.warnings,
+        new=rep.media_new > 0,
+    )
 
 
-def _analyze_video(upload: Upload, study: str, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
-                   uploaded_by: str | None, fps: float, report: Progress) -> FileOutcome:
+def _analyze_video(
+    upload: Upload,
+    study: str,
+    store: LabelStore,
+    session: AnalysisSession,
+    media_dir: Path | None,
+    uploaded_by: str | None,
+    fps: float,
+    report: Progress,
+) -> FileOutcome:
     from affectlab.longvideo import TimeLeft, analyze_long_video
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
@@ -456,15 +492,34 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, session: Analy
             else:
                 report(0.5, f"{done:.1f} s analysed")
 
-        long = analyze_long_video(session, store, study, path, upload.name, fps=fps, uploaded_by=uploaded_by,
-                                  keep_file=media_dir is not None, progress=on_progress, data=upload.data,
-                                  sha256=upload.sha256)
+        long = analyze_long_video(
+            session,
+            store,
+            study,
+            path,
+            upload.name,
+            fps=fps,
+            uploaded_by=uploaded_by,
+            keep_file=media_dir is not None,
+            progress=on_progress,
+            data=upload.data,
+            sha256=upload.sha256,
+        )
         if not long.skipped:
-            resumed = () if long.resumed_from_s is None else (
-                f"resumed a stopped analysis after {long.resumed_from_s:.1f} s",)
+            resumed = (
+                ()
+                if long.resumed_from_s is None
+                else (f"resumed a stopped analysis after {long.resumed_from_s:.1f} s",)
+            )
             report(1.0, f"{plural(long.n_faces, 'face')} in {plural(long.n_tracks, 'track')}")
-            return FileOutcome(file=upload.name, kind="video", media_id=long.media_id, n_faces=long.n_faces,
-                               warnings=resumed + long.warnings, new=True)
+            return FileOutcome(
+                file=upload.name,
+                kind="video",
+                media_id=long.media_id,
+                n_faces=long.n_faces,
+                warnings=resumed + long.warnings,
+                new=True,
+            )
 
         def on_chunk(done: float, duration: float | None) -> None:
             if duration:
@@ -474,17 +529,32 @@ def _analyze_video(upload: Upload, study: str, store: LabelStore, session: Analy
 
         analysis = session.analyze_video(path, upload.name, fps=fps, keep_crops=True, progress=on_chunk)
     report(0.92, f"storing {plural(len(analysis.faces), 'face')}")
-    info = MediaInfo(kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration,
-                     fps=analysis.fps)  # fmt: skip
-    rep = store.ingest_results(study, upload.data, upload.name, analysis.faces, analysis.track_results(),
-                               media_info=info, uploaded_by=uploaded_by, keep_file=media_dir is not None,
-                               sha256=upload.sha256)  # fmt: skip
+    info = MediaInfo(
+        kind="video", width=analysis.width, height=analysis.height, duration_s=analysis.duration, fps=analysis.fps
+    )
+    rep = store.ingest_results(
+        study,
+        upload.data,
+        upload.name,
+        analysis.faces,
+        analysis.track_results(),
+        media_info=info,
+        uploaded_by=uploaded_by,
+        keep_file=media_dir is not None,
+        sha256=upload.sha256,
+    )
     warnings = tuple(analysis.warnings) + tuple(rep.warnings)
     if analysis.engagement_status != "ok":
         warnings += (f"engagement: {analysis.engagement_status}",)
     report(1.0, f"{plural(len(analysis.faces), 'face')} in {plural(len(analysis.tracks), 'track')}")
-    return FileOutcome(file=upload.name, kind="video", media_id=rep.media_ids[0] if rep.media_ids else None,
-                       n_faces=len(analysis.faces), warnings=warnings, new=rep.media_new > 0)  # fmt: skip
+    return FileOutcome(
+        file=upload.name,
+        kind="video",
+        media_id=rep.media_ids[0] if rep.media_ids else None,
+        n_faces=len(analysis.faces),
+        warnings=warnings,
+        new=rep.media_new > 0,
+    )
 
 
 def key_frames(path: Path, frames: Sequence[int], n: int = 4) -> list[tuple[float, int, np.ndarray]]:
@@ -534,8 +604,9 @@ def class_names(face: FaceLabel | None = None) -> list[str]:
     return list(EMOTIONS_8)
 
 
-def review_queue(store: LabelStore, study: str, by: str, annotator: str | None, flt: ReviewFilter | None = None,
-                 limit: int = 50) -> ReviewQueue:
+def review_queue(
+    store: LabelStore, study: str, by: str, annotator: str | None, flt: ReviewFilter | None = None, limit: int = 50
+) -> ReviewQueue:
     """``annotator``'s queue: faces they have neither labelled nor skipped, most in need first, with counts left."""
     try:
         return store.review_queue(study, by, limit=limit, annotator=annotator, flt=flt)  # type: ignore[arg-type]
@@ -714,8 +785,9 @@ def dataset_card(store: LabelStore, study: str, *, owner: bool) -> str:
         return out.with_name("faces.README.md").read_text(encoding="utf-8")
 
 
-def delete_media(store: LabelStore, study: str, media_id: int, media_dir: Path | None, *, owner: bool
-                 ) -> dict[str, int]:  # fmt: skip
+def delete_media(
+    store: LabelStore, study: str, media_id: int, media_dir: Path | None, *, owner: bool
+) -> dict[str, int]:
     """Deletes a media item of ``study`` with everything derived from it, and its kept file.
 
     Returns:
@@ -748,8 +820,16 @@ def sample_names(samples_dir: Path) -> list[str]:
     return [p.name for p in present_samples(samples_dir)]
 
 
-def try_samples(samples_dir: Path, *, store: LabelStore, session: AnalysisSession, media_dir: Path | None,
-                uploaded_by: str | None, fps: float = 5.0, progress: Progress | None = None) -> list[FileOutcome]:
+def try_samples(
+    samples_dir: Path,
+    *,
+    store: LabelStore,
+    session: AnalysisSession,
+    media_dir: Path | None,
+    uploaded_by: str | None,
+    fps: float = 5.0,
+    progress: Progress | None = None,
+) -> list[FileOutcome]:
     """Analyses every sample into the demo study; a sample the study holds already is not analysed again.
 
     Args:
@@ -773,15 +853,26 @@ def try_samples(samples_dir: Path, *, store: LabelStore, session: AnalysisSessio
         upload = Upload(path.name, path.read_bytes())
         stored = stored_media(store, DEMO_STUDY, upload)
         if stored is not None:
-            outcomes.append(FileOutcome(file=path.name, kind=stored.kind, media_id=stored.id, n_faces=stored.n_faces,
-                                        new=False))  # fmt: skip
+            outcomes.append(
+                FileOutcome(file=path.name, kind=stored.kind, media_id=stored.id, n_faces=stored.n_faces, new=False)
+            )
             continue
 
         def on_file(fraction: float, message: str, i: int = i, name: str = path.name) -> None:
             report((i + fraction) / len(paths), f"{name}: {message}")
 
-        outcomes.append(analyze_upload(upload, study=DEMO_STUDY, store=store, session=session, media_dir=media_dir,
-                                       uploaded_by=uploaded_by, fps=fps, progress=on_file))  # fmt: skip
+        outcomes.append(
+            analyze_upload(
+                upload,
+                study=DEMO_STUDY,
+                store=store,
+                session=session,
+                media_dir=media_dir,
+                uploaded_by=uploaded_by,
+                fps=fps,
+                progress=on_file,
+            )
+        )
     report(1.0, "done")
     return outcomes
 
@@ -857,8 +948,11 @@ def registry_names() -> list[str]:
 # ---------------------------------------------------------------------------------------------------- classes
 
 
-CLASS_TABLES = {"class-minutes": "per student per minute", "class-segments": "per student per segment",
-                "class-overall": "per segment for the class"}
+CLASS_TABLES = {
+    "class-minutes": "per student per minute",
+    "class-segments": "per student per segment",
+    "class-overall": "per segment for the class",
+}
 
 
 def class_videos(store: LabelStore, study: str) -> list[MediaRow]:
@@ -944,8 +1038,9 @@ def class_figure(tables: Any, segments: Sequence[Any], media_id: int, students: 
     return class_timeline(rows, segs, f"Class {value.replace('_', ' ')} per minute", students, value)
 
 
-def blur_image(image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], keep: int | None = None,
-               radius: int = 12) -> np.ndarray:
+def blur_image(
+    image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], keep: int | None = None, radius: int = 12
+) -> np.ndarray:
     """The image with every face box blurred (privacy for minors), except box number ``keep``."""
     from PIL import Image, ImageFilter
 
@@ -964,8 +1059,13 @@ def blurs(settings: StudySettings, owner: bool) -> bool:
     return bool(settings.blur_faces) and not owner
 
 
-def blurred_frame(image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], settings: StudySettings,
-                  owner: bool, keep: int | None = None) -> np.ndarray:
+def blurred_frame(
+    image: np.ndarray,
+    boxes: Sequence[tuple[float, float, float, float]],
+    settings: StudySettings,
+    owner: bool,
+    keep: int | None = None,
+) -> np.ndarray:
     """A picture (image or video frame) as this viewer may see it.
 
     Its face boxes are blurred when :func:`blurs` says so, except box number ``keep`` (the face being labelled).
@@ -973,28 +1073,38 @@ def blurred_frame(image: np.ndarray, boxes: Sequence[tuple[float, float, float, 
     return blur_image(image, boxes, keep=keep) if blurs(settings, owner) else image
 
 
-def viewer_crops(store: LabelStore, face_ids: Sequence[int], settings: StudySettings, owner: bool, study: str,
-                 sharp: int | None = None) -> dict[int, bytes]:
+def viewer_crops(
+    store: LabelStore,
+    face_ids: Sequence[int],
+    settings: StudySettings,
+    owner: bool,
+    study: str,
+    sharp: int | None = None,
+) -> dict[int, bytes]:
     """Stored crops of a study's faces as this viewer may see them (face ``sharp``, the one being labelled, sharp).
 
     Faces of other studies are left out, like in :func:`face_crops`.
     """
-    return {fid: blurred_crop(data, settings, owner, own_face=fid == sharp)
-            for fid, data in face_crops(store, face_ids, study).items()}
+    return {
+        fid: blurred_crop(data, settings, owner, own_face=fid == sharp)
+        for fid, data in face_crops(store, face_ids, study).items()
+    }
 
 
-def person_thumbnails(store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings,
-                      owner: bool) -> dict[int, bytes]:
+def person_thumbnails(
+    store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings, owner: bool
+) -> dict[int, bytes]:
     """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
     best = store.best_faces(media_id)
     chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
-    crops = {fid: blurred_crop(data, settings, owner, own_face=False)
-             for fid, data in store.face_crops(list(chosen.values())).items()}  # faces of this media item only
+    crops = {
+        fid: blurred_crop(data, settings, owner, own_face=False)
+        for fid, data in store.face_crops(list(chosen.values())).items()
+    }  # faces of this media item only
     return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
 
 
-def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]],
-                                                                         int]:
+def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]], int]:
     """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them."""
     same = [f for f in store.faces(study, media_id=face.media_id) if f.frame == face.frame]
     boxes = [f.box for f in same]

@@ -83,8 +83,11 @@ URL_FIELDS: dict[str, str] = {
 """State field -> URL query parameter, for what survives a reload."""
 
 _INT_FIELDS = ("review_media", "review_track", "review_face", "library_media")
-_CHOICES = {"review_by": ("uncertainty", "disagreement", "valence"), "review_mode": ("queue", "mine"),
-            "review_labelled": ("", "yes", "no")}
+_CHOICES = {
+    "review_by": ("uncertainty", "disagreement", "valence"),
+    "review_mode": ("queue", "mine"),
+    "review_labelled": ("", "yes", "no"),
+}
 
 
 def from_url(state: UIState, query: Mapping[str, str], *, annotator_from_url: bool = True) -> None:

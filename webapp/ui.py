@@ -13,8 +13,17 @@ from affectlab.text import plural
 from db.services import LabelStore
 from webapp.access import AccessConfig
 
-__all__ = ["Context", "code_span", "context", "file_error", "flash", "plural", "remember_in_url",
-           "set_context", "show_flash"]
+__all__ = [
+    "Context",
+    "code_span",
+    "context",
+    "file_error",
+    "flash",
+    "plural",
+    "remember_in_url",
+    "set_context",
+    "show_flash",
+]
 
 _local = threading.local()
 

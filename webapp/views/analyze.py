@@ -23,22 +23,33 @@ def _model_choice(ctx: Context) -> str | None:
         st.page_link("views/model_weights.py", label="Open the Models page to fetch weights", icon=":material/memory:")
         return None
     state = ui_state()
-    preferred = state.model if state.model in present else (ctx.settings.model if ctx.settings.model in present
-                                                            else present[0])  # fmt: skip
-    model = st.selectbox("Emotion model", present, index=present.index(preferred), key=Keys.ANALYZE_MODEL,
-                         help="Only models whose weights are present are offered (see the Models page).")  # fmt: skip
+    preferred = (
+        state.model if state.model in present else (ctx.settings.model if ctx.settings.model in present else present[0])
+    )
+    model = st.selectbox(
+        "Emotion model",
+        present,
+        index=present.index(preferred),
+        key=Keys.ANALYZE_MODEL,
+        help="Only models whose weights are present are offered (see the Models page).",
+    )
     state.model = model
     if services.weights_verified(model, ctx.weights_dir) is False:
-        st.warning(f"The weights of {model} are unverified (imported with trust-unverified): their hash differs "
-                   "from the published checkpoint's, so predictions may not be the published model's.")  # fmt: skip
+        st.warning(
+            f"The weights of {model} are unverified (imported with trust-unverified): their hash differs "
+            "from the published checkpoint's, so predictions may not be the published model's."
+        )
     return model
 
 
 def _uploads() -> list[services.Upload]:
     files = st.file_uploader(
-        "Images and videos", type=UPLOAD_TYPES, accept_multiple_files=True, key=Keys.UPLOADS,
+        "Images and videos",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key=Keys.UPLOADS,
         help="Several files at once; each is analysed and stored in the current study.",
-    )  # fmt: skip
+    )
     uploads = [services.Upload(f.name, f.getvalue()) for f in files or []]
     if st.toggle("Use the webcam", help="Take a snapshot with your camera (your browser asks for permission)."):
         shot = st.camera_input("Webcam snapshot", key=Keys.CAMERA)
@@ -56,8 +67,10 @@ def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps:
         if stored is None:
             new.append(upload)
             continue
-        st.caption(f"{code_span(upload.name)}: already in the study ({plural(stored.n_faces, 'face')}): showing the "
-                   "stored results, no model was run.")  # fmt: skip
+        st.caption(
+            f"{code_span(upload.name)}: already in the study ({plural(stored.n_faces, 'face')}): showing the "
+            "stored results, no model was run."
+        )
         if stored.id not in ids:
             ids.append(stored.id)
     if new:
@@ -67,8 +80,7 @@ def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps:
 
 def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
     try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device,
-                                               ctx.settings.backend)
+        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
     except AffectLabError as exc:
         st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return []
@@ -80,9 +92,16 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
         def report(fraction: float, message: str, bar=bar, name=upload.name) -> None:
             bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(name)}: {message}")
 
-        outcome = services.analyze_upload(upload, study=ctx.study, store=ctx.store, session=session,
-                                          media_dir=ctx.media_dir, uploaded_by=ctx.annotator or ctx.who, fps=fps,
-                                          progress=report)  # fmt: skip
+        outcome = services.analyze_upload(
+            upload,
+            study=ctx.study,
+            store=ctx.store,
+            session=session,
+            media_dir=ctx.media_dir,
+            uploaded_by=ctx.annotator or ctx.who,
+            fps=fps,
+            progress=report,
+        )
         if outcome.error is not None:
             failed += 1
             bar.empty()
@@ -103,10 +122,15 @@ def _where_uploads_go(ctx: Context) -> None:
     s = ctx.settings
     where = "in a PostgreSQL database" if s.database_url.startswith("postgresql") else "in this server's data folder"
     kept = "with the file and its face crops" if ctx.media_dir is not None else "as features only (no file, no crops)"
-    ttl = (f"; files of study {code_span(services.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
-           if s.demo_ttl_hours > 0 else "")  # fmt: skip
-    st.caption(f"Uploads are stored {where}, {kept}, in study {code_span(ctx.study)}, and everyone who can open "
-               f"that study sees them. A study owner deletes a file on the Dataset page (Delete a media item){ttl}.")
+    ttl = (
+        f"; files of study {code_span(services.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
+        if s.demo_ttl_hours > 0
+        else ""
+    )
+    st.caption(
+        f"Uploads are stored {where}, {kept}, in study {code_span(ctx.study)}, and everyone who can open "
+        f"that study sees them. A study owner deletes a file on the Dataset page (Delete a media item){ttl}."
+    )
 
 
 def _try_sample(ctx: Context, model: str) -> None:
@@ -114,8 +138,10 @@ def _try_sample(ctx: Context, model: str) -> None:
     names = services.sample_names(ctx.settings.samples_dir)
     if not names:
         return
-    st.caption(f"No file at hand? {plural(len(names), 'sample')} (a Pexels video of one person and stills of it) "
-               f"go to study {code_span(services.DEMO_STUDY)}.")  # fmt: skip
+    st.caption(
+        f"No file at hand? {plural(len(names), 'sample')} (a Pexels video of one person and stills of it) "
+        f"go to study {code_span(services.DEMO_STUDY)}."
+    )
     if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
         return
     try:
@@ -125,10 +151,13 @@ def _try_sample(ctx: Context, model: str) -> None:
         return
     bar = st.progress(0.0, text="samples: starting")
     outcomes = services.try_samples(
-        ctx.settings.samples_dir, store=ctx.store, session=session, media_dir=ctx.media_dir,
+        ctx.settings.samples_dir,
+        store=ctx.store,
+        session=session,
+        media_dir=ctx.media_dir,
         uploaded_by=ctx.annotator or ctx.who,
         progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
-    )  # fmt: skip
+    )
     state = ui_state()
     state.analyzed = [o.media_id for o in outcomes if o.media_id is not None]
     state.switch_study = services.DEMO_STUDY

@@ -42,16 +42,22 @@ def render() -> None:
     segments = services.lecture_segments(ctx.store, ctx.study, media_id)
     rules = services.study_settings(ctx.store, ctx.study)
     if ctx.owner:
-        blur = st.toggle("Blur faces for everyone but the owners (privacy for minors)", value=rules.blur_faces,
-                         key="classroom_blur_faces")
+        blur = st.toggle(
+            "Blur faces for everyone but the owners (privacy for minors)",
+            value=rules.blur_faces,
+            key="classroom_blur_faces",
+        )
         if blur != rules.blur_faces:
-            rules = services.set_study_settings(ctx.store, ctx.study, dataclasses.replace(rules, blur_faces=blur),
-                                                owner=ctx.owner)
+            rules = services.set_study_settings(
+                ctx.store, ctx.study, dataclasses.replace(rules, blur_faces=blur), owner=ctx.owner
+            )
 
     st.subheader("Lecture segments")
     if segments:
-        st.dataframe(pd.DataFrame([{"id": s.id, "name": s.name, "start_s": s.start_s, "end_s": s.end_s}
-                                   for s in segments]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame([{"id": s.id, "name": s.name, "start_s": s.start_s, "end_s": s.end_s} for s in segments]),
+            hide_index=True,
+        )
     with st.form("classroom_add_segment", clear_on_submit=True):
         c1, c2, c3 = st.columns(3)
         name = c1.text_input("Name")
@@ -64,13 +70,25 @@ def render() -> None:
         _run(services.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
 
     st.subheader("Students")
-    st.dataframe(pd.DataFrame([{"person": p.label, "tracks": ", ".join(map(str, p.track_indexes)),
-                                "faces": p.n_faces, "from_s": p.start_s, "to_s": p.end_s} for p in persons]),
-                 hide_index=True)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "person": p.label,
+                    "tracks": ", ".join(map(str, p.track_indexes)),
+                    "faces": p.n_faces,
+                    "from_s": p.start_s,
+                    "to_s": p.end_s,
+                }
+                for p in persons
+            ]
+        ),
+        hide_index=True,
+    )
     thumbs = services.person_thumbnails(ctx.store, media_id, persons, rules, ctx.owner)
     shown = [p for p in persons if p.person_id in thumbs]
     for start in range(0, len(shown), 8):
-        for col, p in zip(st.columns(8), shown[start:start + 8], strict=False):
+        for col, p in zip(st.columns(8), shown[start : start + 8], strict=False):
             col.image(thumbs[p.person_id], caption=p.label, width=72)
     if services.blurs(rules, ctx.owner):
         st.caption("Faces are blurred: this study protects its participants' privacy (owners see them).")
@@ -86,10 +104,20 @@ def render() -> None:
             keep = st.selectbox("Keep", list(by_label))
             into = st.selectbox("Merge into it", list(by_label), index=min(1, len(by_label) - 1))
             if st.form_submit_button("Merge") and keep and into:
-                _run(services.merge_persons, ctx.store, ctx.annotator, by_label[keep].person_id,
-                     by_label[into].person_id, done=f"{into} merged into {keep}")
-        tracks = {f"{p.label}: track {i}": t for p in persons for t, i in zip(p.track_ids, p.track_indexes,
-                                                                               strict=True) if len(p.track_ids) > 1}
+                _run(
+                    services.merge_persons,
+                    ctx.store,
+                    ctx.annotator,
+                    by_label[keep].person_id,
+                    by_label[into].person_id,
+                    done=f"{into} merged into {keep}",
+                )
+        tracks = {
+            f"{p.label}: track {i}": t
+            for p in persons
+            for t, i in zip(p.track_ids, p.track_indexes, strict=True)
+            if len(p.track_ids) > 1
+        }
         if tracks:
             with st.form("classroom_split"):
                 piece = st.selectbox("Track holding another student", list(tracks))
@@ -98,15 +126,28 @@ def render() -> None:
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
     with st.expander("History of changes"):
-        st.dataframe(pd.DataFrame([{"when": h.created_at, "who": h.annotator, "what": h.kind,
-                                    "participant": h.participant, "track": h.track_id}
-                                   for h in services.person_history(ctx.store, media_id)]), hide_index=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "when": h.created_at,
+                        "who": h.annotator,
+                        "what": h.kind,
+                        "participant": h.participant,
+                        "track": h.track_id,
+                    }
+                    for h in services.person_history(ctx.store, media_id)
+                ]
+            ),
+            hide_index=True,
+        )
 
     st.subheader("Class over time")
     tables = services.class_tables(ctx.store, ctx.study)
     value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])
-    students = st.multiselect("One line per student", sorted({r["person"] for r in tables.minutes
-                                                              if r["media_id"] == media_id}))
+    students = st.multiselect(
+        "One line per student", sorted({r["person"] for r in tables.minutes if r["media_id"] == media_id})
+    )
     st.plotly_chart(services.class_figure(tables, segments, media_id, students, value), key="class_figure")
     for table, what in services.CLASS_TABLES.items():
         st.markdown(f"**{what.capitalize()}** ({code_span(table)})")

@@ -19,9 +19,18 @@ def _fmt(x: float | None) -> str:
 def _counts(stats: StudyStats) -> None:
     c = stats.counts
     cols = st.columns(6)
-    for col, (label, key) in zip(cols, (("Media", "media"), ("Faces", "faces"), ("Tracks", "tracks"),
-                                        ("Corrected faces", "corrected_faces"), ("Corrections", "annotations"),
-                                        ("Annotators", "annotators")), strict=True):  # fmt: skip
+    for col, (label, key) in zip(
+        cols,
+        (
+            ("Media", "media"),
+            ("Faces", "faces"),
+            ("Tracks", "tracks"),
+            ("Corrected faces", "corrected_faces"),
+            ("Corrections", "annotations"),
+            ("Annotators", "annotators"),
+        ),
+        strict=True,
+    ):
         col.metric(label, int(c.get(key, 0)))
     series = {"model": stats.model_counts, "annotators": stats.human_counts, "exported label": stats.label_counts}
     st.plotly_chart(figures.class_counts(stats.labels, series, "Faces per class"), key="counts")
@@ -32,8 +41,10 @@ def _counts(stats: StudyStats) -> None:
 def _agreement(stats: StudyStats) -> None:
     st.subheader("Model vs. annotators")
     if any(any(row) for row in stats.confusion):
-        st.plotly_chart(figures.confusion_heatmap(stats.labels, stats.confusion,
-                                                  "Confusion: annotators' class vs. model's class"), key="confusion")
+        st.plotly_chart(
+            figures.confusion_heatmap(stats.labels, stats.confusion, "Confusion: annotators' class vs. model's class"),
+            key="confusion",
+        )
     else:
         st.caption("The confusion matrix appears once annotators have labelled faces.")
     c1, c2, c3, c4 = st.columns(4)
@@ -45,9 +56,20 @@ def _agreement(stats: StudyStats) -> None:
         pairs = [{"annotator pair": k, "Cohen's kappa": v} for k, v in stats.annotator_kappa.items()]
         st.dataframe(pd.DataFrame(pairs), hide_index=True)
     if stats.ccc:
-        st.dataframe(pd.DataFrame([{"field": f, "CCC between annotators": v.get("annotators"),
-                                    "CCC annotators vs. model": v.get("model"), "faces": v.get("n")}
-                                   for f, v in stats.ccc.items()]), hide_index=True)  # fmt: skip
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "field": f,
+                        "CCC between annotators": v.get("annotators"),
+                        "CCC annotators vs. model": v.get("model"),
+                        "faces": v.get("n"),
+                    }
+                    for f, v in stats.ccc.items()
+                ]
+            ),
+            hide_index=True,
+        )
 
 
 def _exports(ctx: Context, stats: StudyStats) -> None:
@@ -64,14 +86,28 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
             why = "No face crops are stored (features-only mode)."
         elif fmt == "features" and not feats:
             why = "No backbone features are stored."
-        cols[i % 3].download_button(desc, data=lambda fmt=fmt: services.export_bytes(store, study, fmt, owner=owner),
-                                    file_name=services.export_file_name(study, fmt), mime=mime, key=f"export_{fmt}",
-                                    disabled=why is not None, help=why, icon=":material/download:",
-                                    on_click="ignore", width="stretch")  # fmt: skip
+        cols[i % 3].download_button(
+            desc,
+            data=lambda fmt=fmt: services.export_bytes(store, study, fmt, owner=owner),
+            file_name=services.export_file_name(study, fmt),
+            mime=mime,
+            key=f"export_{fmt}",
+            disabled=why is not None,
+            help=why,
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+        )
     cols[len(services.EXPORT_FORMATS) % 3].download_button(
-        "Dataset card (README.md)", data=lambda: services.dataset_card(store, study, owner=owner),
-        file_name=services.export_file_name(study, "csv").replace(".csv", "-README.md"), mime="text/markdown",
-        key="export_card", icon=":material/description:", on_click="ignore", width="stretch")
+        "Dataset card (README.md)",
+        data=lambda: services.dataset_card(store, study, owner=owner),
+        file_name=services.export_file_name(study, "csv").replace(".csv", "-README.md"),
+        mime="text/markdown",
+        key="export_card",
+        icon=":material/description:",
+        on_click="ignore",
+        width="stretch",
+    )
 
 
 def _media(ctx: Context) -> None:
@@ -79,24 +115,42 @@ def _media(ctx: Context) -> None:
     st.subheader(f"Media ({len(media)})")
     if not media:
         return
-    st.dataframe(pd.DataFrame([{"id": m.id, "file": m.filename, "kind": m.kind, "faces": m.n_faces,
-                                "uploaded by": m.uploaded_by, "added": m.created_at} for m in media]),
-                 hide_index=True)  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "id": m.id,
+                    "file": m.filename,
+                    "kind": m.kind,
+                    "faces": m.n_faces,
+                    "uploaded by": m.uploaded_by,
+                    "added": m.created_at,
+                }
+                for m in media
+            ]
+        ),
+        hide_index=True,
+    )
     if not ctx.owner:
         return
     with st.expander("Delete a media item (owners)"):
         names = {m.id: f"{m.id}: {m.filename}" for m in media}
         mid = st.selectbox("Media item", list(names), format_func=names.__getitem__, key=Keys.DELETE_MEDIA)
-        sure = st.checkbox("Delete it with its faces, predictions, tracks and every correction; this cannot be undone",
-                           key=Keys.DELETE_CONFIRM)  # fmt: skip
+        sure = st.checkbox(
+            "Delete it with its faces, predictions, tracks and every correction; this cannot be undone",
+            key=Keys.DELETE_CONFIRM,
+        )
         if st.button("Delete", type="primary", disabled=not sure, icon=":material/delete:"):
             try:
                 counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir, owner=ctx.owner)
             except AffectLabError as exc:
                 st.error(f"Not deleted: {code_span(str(exc))}")
                 return
-            flash("success", f"Deleted media {mid}: {plural(counts.get('faces', 0), 'face')}, "
-                  f"{plural(counts.get('face_annotations', 0), 'face correction')}.")  # fmt: skip
+            flash(
+                "success",
+                f"Deleted media {mid}: {plural(counts.get('faces', 0), 'face')}, "
+                f"{plural(counts.get('face_annotations', 0), 'face correction')}.",
+            )
             st.rerun()
 
 

@@ -47,8 +47,14 @@ def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float, blur: b
         if m.kind == "video":
             what += f" · {plural(n_tracks, 'track')} · {m.duration_s or 0:.1f} s"
         st.caption(f"{m.kind} · {what} · {m.created_at:%Y-%m-%d %H:%M}")
-        st.button("Open", key=f"{Keys.LIBRARY_OPEN}_{m.id}", on_click=_open, args=(m.id,), width="stretch",
-                  type="primary" if ui_state().library_media == m.id else "secondary")  # fmt: skip
+        st.button(
+            "Open",
+            key=f"{Keys.LIBRARY_OPEN}_{m.id}",
+            on_click=_open,
+            args=(m.id,),
+            width="stretch",
+            type="primary" if ui_state().library_media == m.id else "secondary",
+        )
 
 
 def render() -> None:
@@ -68,8 +74,9 @@ def render() -> None:
         st.caption("Stored results, read from the database (no model is run).")
         results.show(ctx, [m.id])
         return
-    st.caption(f"{plural(len(media), 'media item')} in study {code_span(ctx.study)}; open one to see its stored "
-               "results.")  # fmt: skip
+    st.caption(
+        f"{plural(len(media), 'media item')} in study {code_span(ctx.study)}; open one to see its stored results."
+    )
     faces = services.study_faces(ctx.store, ctx.study)
     first: dict[int, float] = {}
     tracks: dict[int, set[int]] = {}
@@ -80,7 +87,7 @@ def render() -> None:
     blur = services.blurs(services.study_settings(ctx.store, ctx.study), ctx.owner)
     for start in range(0, len(media), PER_ROW):
         cols = st.columns(PER_ROW)
-        for col, m in zip(cols, media[start:start + PER_ROW], strict=False):
+        for col, m in zip(cols, media[start : start + PER_ROW], strict=False):
             with col:
                 t = first.get(m.id, 0.0)
                 _card(ctx, m, len(tracks.get(m.id, ())), 0.0 if t == float("inf") else t, blur)

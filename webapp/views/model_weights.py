@@ -21,9 +21,21 @@ TRUST_HELP = (
 
 def _table(ctx: Context) -> list[dict]:
     rows = services.model_status(ctx.weights_dir)
-    df = pd.DataFrame([{"model": r["name"], "present": r["present"], "verified": r["verified"], "format": r["fmt"],
-                        "classes": r["classes"], "valence/arousal": r["has_va"], "runnable": r["runnable"],
-                        "note": r["note"]} for r in rows])  # fmt: skip
+    df = pd.DataFrame(
+        [
+            {
+                "model": r["name"],
+                "present": r["present"],
+                "verified": r["verified"],
+                "format": r["fmt"],
+                "classes": r["classes"],
+                "valence/arousal": r["has_va"],
+                "runnable": r["runnable"],
+                "note": r["note"],
+            }
+            for r in rows
+        ]
+    )
     st.dataframe(df, hide_index=True)
     return rows
 
@@ -35,10 +47,10 @@ def _active(ctx: Context) -> None:
         st.warning(services.missing_weights_help(ctx.settings.model, ctx.weights_dir))
         return
     state = ui_state()
-    current = state.model if state.model in present else (ctx.settings.model if ctx.settings.model in present
-                                                          else present[0])  # fmt: skip
-    state.model = st.selectbox("Used on the Analyze page", present, index=present.index(current),
-                               key=Keys.ACTIVE_MODEL)  # fmt: skip
+    current = (
+        state.model if state.model in present else (ctx.settings.model if ctx.settings.model in present else present[0])
+    )
+    state.model = st.selectbox("Used on the Analyze page", present, index=present.index(current), key=Keys.ACTIVE_MODEL)
 
 
 def _fetch(ctx: Context, rows: list[dict]) -> None:
@@ -48,8 +60,9 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
         st.caption("Every runnable checkpoint is present.")
         return
     default = ctx.settings.model if ctx.settings.model in missing else missing[0]
-    name = st.selectbox("Checkpoint to download (hash-checked)", missing, index=missing.index(default),
-                        key=Keys.FETCH_MODEL)  # fmt: skip
+    name = st.selectbox(
+        "Checkpoint to download (hash-checked)", missing, index=missing.index(default), key=Keys.FETCH_MODEL
+    )
     st.caption(f"Same as `python -m models fetch {name}`. Needs internet access (GitHub).")
     if st.button("Fetch", type="primary", icon=":material/download:"):
         with st.status(f"Downloading {name}...", expanded=True) as status:
@@ -80,18 +93,22 @@ def _import(ctx: Context) -> None:
     names = services.registry_names()
     default = names.index(ctx.settings.model) if ctx.settings.model in names else 0
     name = st.selectbox("Registry name it is", names, index=default, key=Keys.IMPORT_NAME)
-    trust = st.checkbox("Trust a file whose hash differs from the registry's (unverified)", key=Keys.IMPORT_TRUST,
-                        help=TRUST_HELP)  # fmt: skip
+    trust = st.checkbox(
+        "Trust a file whose hash differs from the registry's (unverified)", key=Keys.IMPORT_TRUST, help=TRUST_HELP
+    )
     if trust:
         st.warning(TRUST_HELP)
     if st.button("Import", disabled=up is None, icon=":material/upload_file:") and up is not None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
-                path = services.import_weights(up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust,
-                                                owner=ctx.owner)
+                path = services.import_weights(
+                    up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust, owner=ctx.owner
+                )
             except HashMismatchError as exc:
-                st.error(f"{code_span(up.name)} is not the published {name}: its hash {exc.actual} differs from the "
-                         f"registry's {exc.expected}. Nothing was stored.")  # fmt: skip
+                st.error(
+                    f"{code_span(up.name)} is not the published {name}: its hash {exc.actual} differs from the "
+                    f"registry's {exc.expected}. Nothing was stored."
+                )
                 return
             except AffectLabError as exc:
                 st.error(f"{code_span(up.name)}: {code_span(str(exc))}")
@@ -107,10 +124,23 @@ def _versions(ctx: Context) -> None:
     if not versions:
         st.caption("None yet. Fine-tune on this study's corrections below.")
         return
-    st.dataframe(pd.DataFrame([{"version": v.name, "base": v.base, "target": v.target, "created": v.created_at[:19],
-                                "weights hash": v.weights_hash, "faces": v.report.get("n_faces"),
-                                "verdict": v.report.get("message", "")} for v in versions]),
-                 hide_index=True)  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "version": v.name,
+                    "base": v.base,
+                    "target": v.target,
+                    "created": v.created_at[:19],
+                    "weights hash": v.weights_hash,
+                    "faces": v.report.get("n_faces"),
+                    "verdict": v.report.get("message", ""),
+                }
+                for v in versions
+            ]
+        ),
+        hide_index=True,
+    )
     if ctx.owner:
         name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
         if st.button("Remove this version", icon=":material/delete:"):
@@ -128,17 +158,20 @@ def _finetune(ctx: Context) -> None:
     name = st.selectbox("Base model", base, key=Keys.FINETUNE_MODEL)
     targets = ["emotion", "va", "engagement"] if get_spec(name).has_va else ["emotion", "engagement"]
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
-    st.caption("Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
-               "and compares it with the original on held-out media items. Same as "
-               + code_span(f"python -m affectlab finetune --study '{ctx.study}' --target {target} --model {name}")
-               + ".")  # fmt: skip
+    st.caption(
+        "Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
+        "and compares it with the original on held-out media items. Same as "
+        + code_span(f"python -m affectlab finetune --study '{ctx.study}' --target {target} --model {name}")
+        + "."
+    )
     if not st.button("Fine-tune", type="primary", icon=":material/model_training:"):
         return
     with st.spinner("Cross-validating and training the new head..."):
         try:
             session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
-            outcome = services.finetune(ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir,
-                                        owner=ctx.owner)
+            outcome = services.finetune(
+                ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir, owner=ctx.owner
+            )
         except AffectLabError as exc:
             st.error(code_span(str(exc)))
             return
@@ -150,31 +183,48 @@ def _finetune(ctx: Context) -> None:
         return
     (st.success if report.improved else st.info)(report.message)
     metrics = [k for k, v in report.before.items() if isinstance(v, int | float)]
-    st.dataframe(pd.DataFrame({"metric": metrics, "original": [report.before[k] for k in metrics],
-                               "fine-tuned": [report.after[k] for k in metrics]}), hide_index=True)  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "metric": metrics,
+                "original": [report.before[k] for k in metrics],
+                "fine-tuned": [report.after[k] for k in metrics],
+            }
+        ),
+        hide_index=True,
+    )
     if "confusion" in report.before:
         left, right = st.columns(2)
-        left.plotly_chart(figures.confusion_heatmap(report.classes, report.before["confusion"],
-                                                    "Original head on held-out faces"))  # fmt: skip
-        right.plotly_chart(figures.confusion_heatmap(report.classes, report.after["confusion"],
-                                                     "Fine-tuned head on held-out faces"))  # fmt: skip
+        left.plotly_chart(
+            figures.confusion_heatmap(report.classes, report.before["confusion"], "Original head on held-out faces")
+        )
+        right.plotly_chart(
+            figures.confusion_heatmap(report.classes, report.after["confusion"], "Fine-tuned head on held-out faces")
+        )
     if outcome.version is not None:
         resources.forget_models()
-        st.success(f"Saved as {outcome.version.name}: listed above under Fine-tuned versions; pick it as the active "
-                   "model to use it.")
+        st.success(
+            f"Saved as {outcome.version.name}: listed above under Fine-tuned versions; pick it as the active "
+            "model to use it."
+        )
 
 
 def render() -> None:
     """The Models page."""
     ctx = context()
     st.title("Models")
-    st.caption(f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). Emotion models: "
-               + ", ".join(s.name for s in emotion_models()) + ".")  # fmt: skip
+    st.caption(
+        f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). Emotion models: "
+        + ", ".join(s.name for s in emotion_models())
+        + "."
+    )
     app = app_models(ctx.settings.model)
     missing = services.missing_app_models(ctx.settings.model, ctx.weights_dir)
-    st.caption(f"The app uses {', '.join(code_span(n) for n in app)} (emotions; engagement of video tracks): "
-               + (f"missing {', '.join(code_span(n) for n in missing)}; " if missing else "all present; ")
-               + "`python -m models fetch --defaults` fetches them.")  # fmt: skip
+    st.caption(
+        f"The app uses {', '.join(code_span(n) for n in app)} (emotions; engagement of video tracks): "
+        + (f"missing {', '.join(code_span(n) for n in missing)}; " if missing else "all present; ")
+        + "`python -m models fetch --defaults` fetches them."
+    )
     show_flash()
     rows = _table(ctx)
     active = st.container()

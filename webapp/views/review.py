@@ -30,9 +30,17 @@ STRIP_MAX = 24
 
 
 def _keys(face_id: int) -> dict[str, str]:
-    return {k: f"{v}_{face_id}" for k, v in (("set_va", Keys.SET_VA), ("valence", Keys.VALENCE),
-                                            ("arousal", Keys.AROUSAL), ("engagement", Keys.ENGAGEMENT),
-                                            ("note", Keys.NOTE), ("track", Keys.WHOLE_TRACK))}  # fmt: skip
+    return {
+        k: f"{v}_{face_id}"
+        for k, v in (
+            ("set_va", Keys.SET_VA),
+            ("valence", Keys.VALENCE),
+            ("arousal", Keys.AROUSAL),
+            ("engagement", Keys.ENGAGEMENT),
+            ("note", Keys.NOTE),
+            ("track", Keys.WHOLE_TRACK),
+        )
+    }
 
 
 def _extras(face_id: int) -> dict[str, object]:
@@ -41,12 +49,15 @@ def _extras(face_id: int) -> dict[str, object]:
     ss = st.session_state
     va = bool(ss.get(k["set_va"]))
     note = (ss.get(k["note"]) or "").strip() or None
-    return {"valence": ss.get(k["valence"]) if va else None, "arousal": ss.get(k["arousal"]) if va else None,
-            "engagement": ss.get(k["engagement"]), "note": note}  # fmt: skip
+    return {
+        "valence": ss.get(k["valence"]) if va else None,
+        "arousal": ss.get(k["arousal"]) if va else None,
+        "engagement": ss.get(k["engagement"]),
+        "note": note,
+    }
 
 
-def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None
-          ) -> None:  # fmt: skip
+def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None) -> None:
     """Callback of the class buttons, Save and Apply to the track: appends the correction (runs before the panel)."""
     if ctx.annotator is None:
         flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
@@ -124,17 +135,35 @@ def _study_rules(ctx: Context) -> StudySettings:
     if not ctx.owner:
         return rules
     with st.expander("Labelling rules of this study (owners)"):
-        independent = st.toggle("Independent labelling: annotators do not see each other's labels",
-                                value=rules.independent, key=Keys.STUDY_INDEPENDENT)  # fmt: skip
-        hide_model = st.toggle("Hide the model's prediction from annotators too", value=rules.hide_model,
-                               key=Keys.STUDY_HIDE_MODEL, disabled=not independent)  # fmt: skip
-        share = st.slider("Share of faces labelled by a second annotator (for agreement)", 0, 100,
-                          round(rules.double_share * 100), 5, key=Keys.STUDY_DOUBLE_SHARE, format="%d %%")  # fmt: skip
-        blur = st.toggle("Blur faces for everyone but the owners (privacy for minors; an annotator still sees the "
-                         "face being labelled, and the video player is hidden)", value=rules.blur_faces,
-                         key=Keys.STUDY_BLUR_FACES)  # fmt: skip
-        new = StudySettings(independent=independent, hide_model=hide_model and independent, double_share=share / 100,
-                            blur_faces=blur)
+        independent = st.toggle(
+            "Independent labelling: annotators do not see each other's labels",
+            value=rules.independent,
+            key=Keys.STUDY_INDEPENDENT,
+        )
+        hide_model = st.toggle(
+            "Hide the model's prediction from annotators too",
+            value=rules.hide_model,
+            key=Keys.STUDY_HIDE_MODEL,
+            disabled=not independent,
+        )
+        share = st.slider(
+            "Share of faces labelled by a second annotator (for agreement)",
+            0,
+            100,
+            round(rules.double_share * 100),
+            5,
+            key=Keys.STUDY_DOUBLE_SHARE,
+            format="%d %%",
+        )
+        blur = st.toggle(
+            "Blur faces for everyone but the owners (privacy for minors; an annotator still sees the "
+            "face being labelled, and the video player is hidden)",
+            value=rules.blur_faces,
+            key=Keys.STUDY_BLUR_FACES,
+        )
+        new = StudySettings(
+            independent=independent, hide_model=hide_model and independent, double_share=share / 100, blur_faces=blur
+        )
         if new != rules:
             try:
                 rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
@@ -147,41 +176,67 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
     media = services.study_media(ctx.store, ctx.study)
     names = {m.id: m.filename for m in media}
     may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
-    active = any((state.review_media, state.review_track, state.review_model_label, state.review_human_label,
-                  state.review_labelled, state.review_labelled_by))
+    active = any(
+        (
+            state.review_media,
+            state.review_track,
+            state.review_model_label,
+            state.review_human_label,
+            state.review_labelled,
+            state.review_labelled_by,
+        )
+    )
     classes = ["", *services.class_names()]
     with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
         c1, c2, c3, c4 = st.columns(4)
         ids = [None, *names]
         state.review_media = c1.selectbox(
-            "File", ids, index=ids.index(state.review_media) if state.review_media in ids else 0,
-            format_func=lambda i: "all files" if i is None else names[i], key=Keys.REVIEW_MEDIA)  # fmt: skip
+            "File",
+            ids,
+            index=ids.index(state.review_media) if state.review_media in ids else 0,
+            format_func=lambda i: "all files" if i is None else names[i],
+            key=Keys.REVIEW_MEDIA,
+        )
         tracks = services.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
         if tracks:
             tids = [None, *(t.id for t in tracks)]
             index = {t.id: t.track_index for t in tracks}
             state.review_track = c1.selectbox(
-                "Track", tids, index=tids.index(state.review_track) if state.review_track in tids else 0,
-                format_func=lambda t: "all tracks" if t is None else f"track {index[t]}", key=Keys.REVIEW_TRACK)
+                "Track",
+                tids,
+                index=tids.index(state.review_track) if state.review_track in tids else 0,
+                format_func=lambda t: "all tracks" if t is None else f"track {index[t]}",
+                key=Keys.REVIEW_TRACK,
+            )
         else:
             state.review_track = None
         if not (rules.hide_model and rules.independent):
             state.review_model_label = c2.selectbox(
-                "Model's class", classes, index=classes.index(state.review_model_label)
-                if state.review_model_label in classes else 0, format_func=lambda c: c or "any",
-                key=Keys.REVIEW_MODEL_LABEL)  # fmt: skip
+                "Model's class",
+                classes,
+                index=classes.index(state.review_model_label) if state.review_model_label in classes else 0,
+                format_func=lambda c: c or "any",
+                key=Keys.REVIEW_MODEL_LABEL,
+            )
         if may_see_votes:
             state.review_human_label = c3.selectbox(
-                "Human class", classes, index=classes.index(state.review_human_label)
-                if state.review_human_label in classes else 0, format_func=lambda c: c or "any",
-                key=Keys.REVIEW_HUMAN_LABEL)  # fmt: skip
+                "Human class",
+                classes,
+                index=classes.index(state.review_human_label) if state.review_human_label in classes else 0,
+                format_func=lambda c: c or "any",
+                key=Keys.REVIEW_HUMAN_LABEL,
+            )
             opts = ["", "yes", "no"]
             state.review_labelled = c4.selectbox(
-                "Labelled", opts, index=opts.index(state.review_labelled) if state.review_labelled in opts else 0,
+                "Labelled",
+                opts,
+                index=opts.index(state.review_labelled) if state.review_labelled in opts else 0,
                 format_func={"": "either", "yes": "has a human label", "no": "no human label"}.__getitem__,
-                key=Keys.REVIEW_LABELLED)  # fmt: skip
-            state.review_labelled_by = st.text_input("Labelled by (annotator)", value=state.review_labelled_by,
-                                                     key=Keys.REVIEW_LABELLED_BY, max_chars=200).strip()  # fmt: skip
+                key=Keys.REVIEW_LABELLED,
+            )
+            state.review_labelled_by = st.text_input(
+                "Labelled by (annotator)", value=state.review_labelled_by, key=Keys.REVIEW_LABELLED_BY, max_chars=200
+            ).strip()
     return ReviewFilter(
         media_id=state.review_media,
         track_id=state.review_track,
@@ -193,8 +248,13 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _frame(path: str, mtime: float, time_s: float, box: tuple[float, float, float, float],
-           blur: tuple[tuple[float, float, float, float], ...] = ()):
+def _frame(
+    path: str,
+    mtime: float,
+    time_s: float,
+    box: tuple[float, float, float, float],
+    blur: tuple[tuple[float, float, float, float], ...] = (),
+):
     """The frame with the face's box; the boxes in ``blur`` (the other faces, for a viewer who sees them blurred)."""
     del mtime  # part of the cache key only
     from pathlib import Path
@@ -223,8 +283,10 @@ def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
         others = tuple(b for i, b in enumerate(boxes) if i != keep)
     try:
         if face.media_kind == "video" and face.time_s is not None:
-            st.image(_frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, others),
-                     caption=f"the frame at {face.time_s:.1f} s")  # fmt: skip
+            st.image(
+                _frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, others),
+                caption=f"the frame at {face.time_s:.1f} s",
+            )
         elif face.media_kind == "image":
             with st.expander("Whole image"):
                 image = services.load_media_image(path)
@@ -241,10 +303,26 @@ def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
         rows = [r for r in rows if r.annotator == ctx.annotator]
     if rows:
         with st.expander(f"History of this face ({plural(len(rows), 'row')})"):
-            st.dataframe(pd.DataFrame([{"id": r.id, "when": r.created_at, "annotator": r.annotator, "kind": r.kind,
-                                        "target": "track" if r.track_id is not None else "face", "label": r.label,
-                                        "valence": r.valence, "arousal": r.arousal, "engagement": r.engagement,
-                                        "note": r.note} for r in rows]), hide_index=True)  # fmt: skip
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "id": r.id,
+                            "when": r.created_at,
+                            "annotator": r.annotator,
+                            "kind": r.kind,
+                            "target": "track" if r.track_id is not None else "face",
+                            "label": r.label,
+                            "valence": r.valence,
+                            "arousal": r.arousal,
+                            "engagement": r.engagement,
+                            "note": r.note,
+                        }
+                        for r in rows
+                    ]
+                ),
+                hide_index=True,
+            )
 
 
 def _strip_faces(faces: Sequence[FaceLabel], current: int) -> list[FaceLabel]:
@@ -258,29 +336,45 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
     """The faces of the current face's track, with the annotator's label of each, and Apply to the whole track."""
     if face.track_id is None:
         return
-    faces = [services.visible_face(f, ctx.annotator, rules)
-             for f in services.study_faces(ctx.store, ctx.study, face.media_id) if f.track_id == face.track_id]
+    faces = [
+        services.visible_face(f, ctx.annotator, rules)
+        for f in services.study_faces(ctx.store, ctx.study, face.media_id)
+        if f.track_id == face.track_id
+    ]
     faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
     shown = _strip_faces(faces, face.face_id)
-    crops = services.viewer_crops(ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study,
-                                  sharp=face.face_id)
+    crops = services.viewer_crops(
+        ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study, sharp=face.face_id
+    )
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
-        st.markdown(f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
-                    "each face without its own label; open a face below to give it its own (an exception).")
+        st.markdown(
+            f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
+            "each face without its own label; open a face below to give it its own (an exception)."
+        )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         classes = services.class_names(face)
         mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
         track_label = mine.label if mine is not None and "label" in mine.from_track else None
-        cls = c1.selectbox("Class for the whole track", classes, key=f"{Keys.TRACK_CLASS}_{face.track_id}",
-                           index=classes.index(track_label) if track_label in classes else 0,
-                           disabled=ctx.annotator is None)  # fmt: skip
-        c2.button("Apply to the whole track", key="apply_track", on_click=_save, icon=":material/done_all:",
-                  args=(ctx, face.face_id, face.track_id, cls, True), disabled=ctx.annotator is None)  # fmt: skip
+        cls = c1.selectbox(
+            "Class for the whole track",
+            classes,
+            key=f"{Keys.TRACK_CLASS}_{face.track_id}",
+            index=classes.index(track_label) if track_label in classes else 0,
+            disabled=ctx.annotator is None,
+        )
+        c2.button(
+            "Apply to the whole track",
+            key="apply_track",
+            on_click=_save,
+            icon=":material/done_all:",
+            args=(ctx, face.face_id, face.track_id, cls, True),
+            disabled=ctx.annotator is None,
+        )
         per_row = 8
         for start in range(0, len(shown), per_row):
             cols = st.columns(per_row)
-            for col, f in zip(cols, shown[start:start + per_row], strict=False):
+            for col, f in zip(cols, shown[start : start + per_row], strict=False):
                 mine = next((j for j in f.judgements if j.annotator == ctx.annotator), None)
                 if mine is not None and mine.label is not None:
                     tag = f"{mine.label} ({'track' if 'label' in mine.from_track else 'own'})"
@@ -291,8 +385,14 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
                         st.image(crops[f.face_id], width=72)
                     here = " (here)" if f.face_id == face.face_id else ""
                     st.caption(f"{f.time_s or 0:.1f} s · {tag}{here}")
-                    st.button("Open", key=f"strip_{f.face_id}", on_click=_open, args=(f.face_id,),
-                              disabled=f.face_id == face.face_id, width="stretch")  # fmt: skip
+                    st.button(
+                        "Open",
+                        key=f"strip_{f.face_id}",
+                        on_click=_open,
+                        args=(f.face_id,),
+                        disabled=f.face_id == face.face_id,
+                        width="stretch",
+                    )
 
 
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
@@ -311,8 +411,11 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
             st.markdown(figures.probability_table(face.model_probs, mine.label if mine is not None else None))
         elif rules.hide_model:
             st.caption("The model's prediction is hidden in this study (independent labelling).")
-        your = f"**{mine.label}**" + (" (your track label)" if "label" in mine.from_track else "") \
-            if mine is not None and mine.label else "none yet"  # fmt: skip
+        your = (
+            f"**{mine.label}**" + (" (your track label)" if "label" in mine.from_track else "")
+            if mine is not None and mine.label
+            else "none yet"
+        )
         st.markdown(f"Your label: {your}")
         if not rules.independent:  # owners see the study's consensus on the Dataset page
             current = f"**{face.label}** ({face.label_source})" if face.label else "none"
@@ -321,34 +424,68 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
     if disabled:
         st.info("Enter your name in the sidebar (Your name) to correct.")
     if face.track_id is not None:
-        st.toggle(f"Apply to the whole track {face.track_index}", key=k["track"],
-                  help="The correction then holds for every face of this person's track without its own label.")
+        st.toggle(
+            f"Apply to the whole track {face.track_index}",
+            key=k["track"],
+            help="The correction then holds for every face of this person's track without its own label.",
+        )
     st.markdown("**Class** (press the number key; pressing the model's class confirms it)")
     classes = services.class_names(face)
     cols = st.columns(len(classes))
     own_label = mine.label if mine is not None else None
     for i, (col, cls) in enumerate(zip(cols, classes, strict=True)):
-        col.button(cls, key=f"cls_{cls}", shortcut=str(i + 1) if i < 9 else None, on_click=_save,
-                   args=(ctx, face.face_id, face.track_id, cls), disabled=disabled, width="stretch",
-                   type="primary" if cls == own_label else "secondary")  # fmt: skip
+        col.button(
+            cls,
+            key=f"cls_{cls}",
+            shortcut=str(i + 1) if i < 9 else None,
+            on_click=_save,
+            args=(ctx, face.face_id, face.track_id, cls),
+            disabled=disabled,
+            width="stretch",
+            type="primary" if cls == own_label else "secondary",
+        )
     with st.expander("Valence/arousal, engagement, note", expanded=face.model_valence is not None):
         va = st.toggle("Set valence and arousal", key=k["set_va"])
         c1, c2 = st.columns(2)
-        c1.slider("Valence (negative to positive)", -1.0, 1.0, float(face.valence or 0.0), 0.05, key=k["valence"],
-                  disabled=not va)  # fmt: skip
-        c2.slider("Arousal (calm to excited)", -1.0, 1.0, float(face.arousal or 0.0), 0.05, key=k["arousal"],
-                  disabled=not va)  # fmt: skip
-        st.segmented_control("Engagement level (EngageWild)", list(services.ENGAGEMENT_LEVELS), key=k["engagement"],
-                             format_func=lambda v: services.ENGAGEMENT_NAMES[v])  # fmt: skip
+        c1.slider(
+            "Valence (negative to positive)",
+            -1.0,
+            1.0,
+            float(face.valence or 0.0),
+            0.05,
+            key=k["valence"],
+            disabled=not va,
+        )
+        c2.slider(
+            "Arousal (calm to excited)", -1.0, 1.0, float(face.arousal or 0.0), 0.05, key=k["arousal"], disabled=not va
+        )
+        st.segmented_control(
+            "Engagement level (EngageWild)",
+            list(services.ENGAGEMENT_LEVELS),
+            key=k["engagement"],
+            format_func=lambda v: services.ENGAGEMENT_NAMES[v],
+        )
         st.text_input("Note", key=k["note"], max_chars=500)
-        st.button("Save without changing the class", key="save_extras", on_click=_save,
-                  args=(ctx, face.face_id, face.track_id, None), disabled=disabled, shortcut="S")  # fmt: skip
+        st.button(
+            "Save without changing the class",
+            key="save_extras",
+            on_click=_save,
+            args=(ctx, face.face_id, face.track_id, None),
+            disabled=disabled,
+            shortcut="S",
+        )
     b1, b2, _ = st.columns([1, 1, 4])
     if ui_state().review_mode == "queue":
-        b1.button("Skip", key="skip", shortcut="N", on_click=_skip, args=(ctx, face.face_id),
-                  icon=":material/skip_next:", disabled=disabled)  # fmt: skip
-    b2.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:",
-              disabled=disabled)  # fmt: skip
+        b1.button(
+            "Skip",
+            key="skip",
+            shortcut="N",
+            on_click=_skip,
+            args=(ctx, face.face_id),
+            icon=":material/skip_next:",
+            disabled=disabled,
+        )
+    b2.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:", disabled=disabled)
     _track_strip(ctx, face, rules)
     _history(ctx, face, rules)
 
@@ -368,20 +505,33 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         orders = {"uncertainty": ORDERS["uncertainty"]}
     if state.review_by not in orders:
         state.review_by = "uncertainty"
-    state.review_by = st.radio("Queue", list(orders), format_func=orders.__getitem__, horizontal=True,
-                               key=Keys.REVIEW_BY, index=list(orders).index(state.review_by))  # fmt: skip
+    state.review_by = st.radio(
+        "Queue",
+        list(orders),
+        format_func=orders.__getitem__,
+        horizontal=True,
+        key=Keys.REVIEW_BY,
+        index=list(orders).index(state.review_by),
+    )
     flt = _filters(ctx, state, rules)
     q = services.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, flt)
     ids = [i.face_id for i in q.items]
     if not q.items:
-        st.success(f"{_counts(q, None)} Nothing left in this queue: analyze more files, or choose another queue "
-                   "or filter.")  # fmt: skip
+        st.success(
+            f"{_counts(q, None)} Nothing left in this queue: analyze more files, or choose another queue or filter."
+        )
         c1, c2, _ = st.columns([1, 1, 3])
         if q.skipped:
-            c1.button(f"Show my {plural(q.skipped, 'skipped face')} again", key="unskip", on_click=_unskip,
-                      args=(ctx,))  # fmt: skip
-        c2.button("Undo my last correction", key="undo", shortcut="U", on_click=_undo, args=(ctx,),
-                  icon=":material/undo:", disabled=ctx.annotator is None)  # fmt: skip
+            c1.button(f"Show my {plural(q.skipped, 'skipped face')} again", key="unskip", on_click=_unskip, args=(ctx,))
+        c2.button(
+            "Undo my last correction",
+            key="undo",
+            shortcut="U",
+            on_click=_undo,
+            args=(ctx,),
+            icon=":material/undo:",
+            disabled=ctx.annotator is None,
+        )
         state.review_face = None
         return
     if state.review_face is None or state.review_face not in ids:
@@ -418,10 +568,16 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
     if st.session_state.get(Keys.REVIEW_MINE) not in by_id:
         st.session_state.pop(Keys.REVIEW_MINE, None)
     choice = st.selectbox(
-        f"You labelled {plural(len(rows), 'face')}; open one to edit", ids, index=ids.index(state.review_face),
-        format_func=lambda i: f"face {i} · {by_id[i].filename} · "
-        + (f"{by_id[i].time_s:.1f} s · " if by_id[i].time_s is not None else "") + f"{labels[i] or '-'}",
-        key=Keys.REVIEW_MINE)  # fmt: skip
+        f"You labelled {plural(len(rows), 'face')}; open one to edit",
+        ids,
+        index=ids.index(state.review_face),
+        format_func=lambda i: (
+            f"face {i} · {by_id[i].filename} · "
+            + (f"{by_id[i].time_s:.1f} s · " if by_id[i].time_s is not None else "")
+            + f"{labels[i] or '-'}"
+        ),
+        key=Keys.REVIEW_MINE,
+    )
     state.review_face = choice
     _item(ctx, choice, rules, f"**{ids.index(choice) + 1} of {len(ids)}** of your labels.", None)
 
@@ -431,10 +587,16 @@ def _panel(ctx: Context) -> None:
     state = ui_state()
     rules = services.study_settings(ctx.store, ctx.study)
     if rules.independent:
-        st.caption("Independent labelling: you see only your own labels"
-                   + (" and not the model's prediction." if rules.hide_model else "."))  # fmt: skip
-    state.review_mode = st.segmented_control("View", list(MODES), format_func=MODES.__getitem__, key=Keys.REVIEW_MODE,
-                                             default=state.review_mode) or "queue"  # fmt: skip
+        st.caption(
+            "Independent labelling: you see only your own labels"
+            + (" and not the model's prediction." if rules.hide_model else ".")
+        )
+    state.review_mode = (
+        st.segmented_control(
+            "View", list(MODES), format_func=MODES.__getitem__, key=Keys.REVIEW_MODE, default=state.review_mode
+        )
+        or "queue"
+    )
     if state.review_mode == "mine":
         _mine(ctx, state, rules)
     else:
@@ -446,9 +608,11 @@ def render() -> None:
     """The Review page."""
     ctx = context()
     st.title("Review")
-    st.caption(f"Your queue of faces that most need a human look in study {code_span(ctx.study)}. Labels are appended "
-               "to the history with your name and the time, never overwriting the model or anyone else; skips and "
-               "undo are kept per annotator.")  # fmt: skip
+    st.caption(
+        f"Your queue of faces that most need a human look in study {code_span(ctx.study)}. Labels are appended "
+        "to the history with your name and the time, never overwriting the model or anyone else; skips and "
+        "undo are kept per annotator."
+    )
     _study_rules(ctx)
     if ctx.settings.review_fragment:
         st.fragment(_panel)(ctx)
