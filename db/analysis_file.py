@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from db.codecs import sha256_bytes
 from db.errors import AnalysisFormatError, FeatureModelMissingError
-from db.ingest import AnalysedFile, MediaInfo, guess_kind, store_files
+from db.ingest import AnalysedFile, MediaInfo, face_in, guess_kind, store_files
 from db.rows import IngestReport
 from db.schema import Study
 from models.errors import AffectLabError
@@ -396,15 +396,13 @@ def prepare_analysis(
                     prepared.warnings.append(f"{name}: {missing} face crops not found in the file (frames missing)")
                 if features is not None:
                     faces = _with_features(name, faces, features, prepared.warnings, hash_warned)
-                if not store_crops:
-                    faces = [dataclasses.replace(f, crop=None) for f in faces]
         prepared.files.append(
             AnalysedFile(
                 name=name,
                 sha256=sha256_bytes(data),
                 size=len(data),
                 info=info,
-                faces=faces,
+                faces=[face_in(f, store_crops=store_crops) for f in faces],
                 tracks=tracks_by_file.get(name, []),
             )
         )

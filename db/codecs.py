@@ -27,15 +27,20 @@ def sha256_source(source: bytes | Path) -> tuple[str, int]:
     return h.hexdigest(), size
 
 
+PNG_LEVEL = 1
+"""zlib level of stored crops: lossless at any level; level 1 encodes a face crop ~4x faster than Pillow's default
+6 (7 vs 29 ms for a 300x300 crop here) for ~8 % more bytes, and encoding was half the time of storing a video."""
+
+
 def encode_png(crop: np.ndarray) -> bytes:
-    """PNG bytes of an RGB (or grey) uint8 array."""
+    """Lossless PNG bytes of an RGB (or grey) uint8 array (zlib level :data:`PNG_LEVEL`)."""
     from PIL import Image
 
     arr = np.ascontiguousarray(crop)
     if arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", optimize=False)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -67,7 +67,7 @@ class FaceIn:
     model_version: str | None = None
     features: np.ndarray | None = None
     feature_model: str | None = None
-    crop: np.ndarray | None = None
+    crop_png: bytes | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,18 +79,17 @@ class AnalysedFile:
         sha256: Hex sha256 of its bytes.
         size: Its size in bytes.
         info: Kind, size in pixels, duration and rate.
-        faces: Its faces.
+        faces: Its faces, flattened for the tables with their crops already encoded (:func:`face_in`), so that the
+            write transaction does no image work.
         tracks: Its tracks (videos).
-        model_version: Version of a fine-tuned head that made the predictions (else taken from the model name).
     """
 
     name: str
     sha256: str
     size: int
     info: MediaInfo
-    faces: Sequence[FaceResult]
+    faces: Sequence[FaceIn]
     tracks: Sequence[TrackResult] = ()
-    model_version: str | None = None
 
 
 @dataclass
@@ -138,7 +137,10 @@ def guess_kind(filename: str) -> str:
 
 
 def face_in(result: FaceResult, *, store_crops: bool = True, model_version: str | None = None) -> FaceIn:
-    """The face to store of a :class:`models.types.FaceResult` (its crop dropped unless ``store_crops``)."""
+    """The face to store of a :class:`models.types.FaceResult`, its crop PNG-encoded (dropped unless ``store_crops``).
+
+    Called before the write transaction: encoding a crop is the costly part of storing a face.
+    """
     p = result.prediction
     x1, y1, x2, y2 = result.face.box
     features = p.features if p.features is not None and np.size(p.features) > 0 else None
@@ -158,7 +160,7 @@ def face_in(result: FaceResult, *, store_crops: bool = True, model_version: str 
         model_version=model_version or version_of(p.model),
         features=features,
         feature_model=p.model,
-        crop=result.crop if store_crops else None,
+        crop_png=encode_png(result.crop) if store_crops and result.crop is not None and result.crop.size else None,
     )
 
 
@@ -289,8 +291,8 @@ def _store_media(
             )
             session.add(face)
             counts.faces_new += 1
-        if store_crops and f.crop is not None and f.crop.size > 0 and face.id not in has_crop:
-            face.crop_png = encode_png(f.crop)
+        if store_crops and f.crop_png is not None and face.id not in has_crop:
+            face.crop_png = f.crop_png
             counts.crops_stored += 1
             if face.id is not None:
                 has_crop.add(face.id)
@@ -375,11 +377,53 @@ def store_files(
             filename=item.name,
             info=item.info,
             uploaded_by=uploaded_by,
-            faces=[face_in(r, store_crops=store_crops, model_version=item.model_version) for r in item.faces],
+            faces=list(item.faces),
             tracks=list(item.tracks),
             store_crops=store_crops,
         )
     return counts.report(st.name)
+
+
+def analysed_file(
+    source: Path | str | bytes,
+    filename: str,
+    results: Iterable[FaceResult],
+    tracks: Iterable[TrackResult] = (),
+    *,
+    media_info: MediaInfo | None = None,
+    store_crops: bool = True,
+    model_version: str | None = None,
+    sha256: str | None = None,
+) -> AnalysedFile:
+    """One analysed file made ready to store: hashed, its faces flattened and their crops encoded (no session).
+
+    Args:
+        source: The file's bytes, or its path.
+        filename: The file's original name (kept as data only).
+        results: The file's faces (features and crops are stored from them).
+        tracks: The video's tracks (``models.video.VideoAnalysis.track_results()``).
+        media_info: Kind, size, duration and fps; guessed from the name and the image header when omitted.
+        store_crops: False for the features-only mode: crops are dropped, never stored.
+        model_version: Version of a fine-tuned head that made the predictions.
+        sha256: The bytes' hex sha256 when the caller has it already (else computed here).
+
+    Returns:
+        The file for :func:`store_files`.
+    """
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    faces = list(results)
+    if media_info is None:
+        kind = "video" if any(r.frame is not None for r in faces) else guess_kind(filename)
+        w, h = image_size(data) if kind == "image" else (None, None)
+        media_info = MediaInfo(kind=kind, width=w, height=h)
+    return AnalysedFile(
+        name=filename,
+        sha256=sha256 or sha256_bytes(data),
+        size=len(data),
+        info=media_info,
+        faces=[face_in(r, store_crops=store_crops, model_version=model_version) for r in faces],
+        tracks=list(tracks),
+    )
 
 
 def ingest_results(
@@ -396,37 +440,23 @@ def ingest_results(
     model_version: str | None = None,
     sha256: str | None = None,
 ) -> IngestReport:
-    """Stores one analysed file with its typed results (the web app's and ``affectlab analyze``'s entry point).
+    """Stores one analysed file with its typed results: :func:`analysed_file`, then :func:`store_files`.
 
-    Args:
-        session: The caller's session (not committed here).
-        study: Study name (created when missing) or row.
-        source: The file's bytes, or its path.
-        filename: The file's original name (kept as data only).
-        results: The file's faces (features and crops are stored from them).
-        tracks: The video's tracks (``models.video.VideoAnalysis.track_results()``).
-        media_info: Kind, size, duration and fps; guessed from the name and the image header when omitted.
-        uploaded_by: Who uploaded the file.
-        store_crops: False for the features-only mode: crops are dropped, never stored.
-        model_version: Version of a fine-tuned head that made the predictions.
-        sha256: The bytes' hex sha256 when the caller has it already (else computed here).
+    The label store prepares the file before its write transaction (:meth:`db.services.LabelStore.ingest_results`);
+    this one-call form is for callers that hold a session already. Arguments as :func:`analysed_file`, plus the
+    caller's ``session`` (not committed here), the ``study`` and who ``uploaded_by``.
 
     Returns:
         What was added and what was found already stored.
     """
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    faces = list(results)
-    if media_info is None:
-        kind = "video" if any(r.frame is not None for r in faces) else guess_kind(filename)
-        w, h = image_size(data) if kind == "image" else (None, None)
-        media_info = MediaInfo(kind=kind, width=w, height=h)
-    item = AnalysedFile(
-        name=filename,
-        sha256=sha256 or sha256_bytes(data),
-        size=len(data),
-        info=media_info,
-        faces=faces,
-        tracks=list(tracks),
+    item = analysed_file(
+        source,
+        filename,
+        results,
+        tracks,
+        media_info=media_info,
+        store_crops=store_crops,
         model_version=model_version,
+        sha256=sha256,
     )
     return store_files(session, study, [item], uploaded_by=uploaded_by, store_crops=store_crops)

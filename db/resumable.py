@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.codecs import encode_png, features_from_bytes, features_to_bytes
+from db.codecs import features_from_bytes, features_to_bytes
 from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _opt_float, _study
 from db.media_files import base_name
@@ -166,8 +166,8 @@ def store_chunk(
             y2=y2,
             det_score=float(f.det_score),
         )
-        if store_crops and f.crop is not None and f.crop.size > 0:
-            face.crop_png = encode_png(f.crop)
+        if store_crops and f.crop_png is not None:
+            face.crop_png = f.crop_png
             crops += 1
         if f.features is not None:
             face.features, face.feature_dim = features_to_bytes(f.features)

@@ -239,23 +239,21 @@ class LabelStore:
             sha256: The bytes' hex sha256 when the caller has it already.
         """
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
-        results, tracks = list(results), list(tracks)
+        # Hashing and encoding the crops happen here, before the write transaction: the lock is held for inserts only.
+        item = ingest.analysed_file(
+            data,
+            filename,
+            results,
+            tracks,
+            media_info=media_info,
+            store_crops=self.store_crops,
+            model_version=model_version,
+            sha256=sha256,
+        )
         written: list[Path] = []
 
         def work(s: Session) -> IngestReport:
-            rep = ingest.ingest_results(
-                s,
-                study,
-                data,
-                filename,
-                results,
-                tracks,
-                media_info=media_info,
-                uploaded_by=uploaded_by,
-                store_crops=self.store_crops,
-                model_version=model_version,
-                sha256=sha256,
-            )
+            rep = ingest.store_files(s, study, [item], uploaded_by=uploaded_by, store_crops=self.store_crops)
             if keep_file and rep.media_ids:
                 self._keep_file(s, rep.media_ids[0], data, written)
             return rep
