@@ -27,6 +27,9 @@ COPY --chown=user requirements.txt ./
 RUN pip install --user --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 
 COPY --chown=user . .
+# AffectLab itself as a package (its dependencies came from requirements.txt above), as `make install` does locally:
+# the app, the CLIs and the workers import it without any sys.path editing.
+RUN pip install --user --no-deps -e .
 
 # Runtime settings (affectlab/settings.py). AFFECTLAB_DATA_DIR and DATABASE_URL can be set on the Space; unset, the
 # data folder is /data/affectlab when persistent storage is mounted, else ./data (see webapp/docker_start.sh).

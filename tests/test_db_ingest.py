@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -163,10 +162,6 @@ def test_empty_crops_are_not_stored(store):
     assert rep.crops_stored == 1 and rep.faces_new == 2
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("models.images") is None or importlib.util.find_spec("models.faces") is None,
-    reason="models.images / models.faces (the lead's image loader and crop_face) are not there yet",
-)
 def test_cli_ingest_cuts_crops_with_the_pipeline_functions(tmp_path, monkeypatch, random_weights_dir):
     from db.cli import main
     from models.faces import crop_face
