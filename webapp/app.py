@@ -1,7 +1,7 @@
 """AffectLab's Streamlit entry point: sign-in gate, sidebar (study, annotator), and the page router.
 
 Run with ``make run`` or ``streamlit run webapp/app.py --server.address 127.0.0.1``. Pages live in
-``webapp/views/``; each is thin and calls :mod:`webapp.services`.
+``webapp/views/``; each is thin and calls the :mod:`webapp.services` module of its concern.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import streamlit as st  # noqa: E402
 
 from affectlab.settings import Settings  # noqa: E402
 from db.services import LabelStore  # noqa: E402
-from webapp import guard, resources, services  # noqa: E402
+from webapp import guard, resources  # noqa: E402
 from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config  # noqa: E402
+from webapp.services import demo, studies  # noqa: E402
 from webapp.state import Keys, UIState, from_url, ui_state  # noqa: E402
 from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
 
@@ -183,7 +184,7 @@ def _visible(access: AccessConfig, who: str | None, grant: CodeGrant | None) -> 
 
 
 def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visible: Callable[[str], bool]) -> str:
-    names = [s.name for s in services.list_studies(store)]
+    names = [s.name for s in studies.list_studies(store)]
     if access.default_study not in names:
         names.insert(0, access.default_study)
     if state.study and state.study not in names:
@@ -265,7 +266,7 @@ def main() -> None:
     if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
     # the demo study's old media go on the server's first script run, then at most hourly, whoever visits
-    services.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
+    demo.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
     who = _gate(access, state)
     key, grant = _code_gate(access) if access.mode == "code" else (None, None)
     if access.mode != "code":

@@ -14,7 +14,8 @@ import streamlit as st
 from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow
 from models.errors import AffectLabError
-from webapp import figures, services
+from webapp import figures
+from webapp.services import library, privacy, review, studies
 from webapp.ui import Context, code_span, flash, plural
 
 
@@ -26,7 +27,7 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
         flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
         return
     try:
-        services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
+        review.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
     except (AffectLabError, ValueError) as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
@@ -34,7 +35,7 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
 
 
 def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> None:
-    crops = services.viewer_crops(ctx.store, [f.face_id for f in faces], rules, ctx.owner, ctx.study)
+    crops = privacy.viewer_crops(ctx.store, [f.face_id for f in faces], rules, ctx.owner, ctx.study)
     for n, face in enumerate(faces, start=1):
         c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
         crop = crops.get(face.face_id)
@@ -58,7 +59,7 @@ def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> No
             key = f"qc_{face.face_id}"
             st.pills(
                 f"Correct face {n}",
-                services.class_names(face),
+                review.class_names(face),
                 key=key,
                 on_change=_correct_cb,
                 args=(ctx, face.face_id, key),
@@ -78,15 +79,13 @@ def _circumplex(faces: list[FaceLabel], key: str) -> None:
 
 
 def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+    path = library.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
     left, right = st.columns([3, 2])
     with left:
         if path is not None:
             boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
             try:
-                image = services.blurred_frame(
-                    services.load_media_image(path), [f.box for f in faces], rules, ctx.owner
-                )
+                image = privacy.blurred_frame(library.load_media_image(path), [f.box for f in faces], rules, ctx.owner)
                 st.image(
                     figures.draw_boxes(image, boxes), caption=f"{plural(len(faces), 'face')}, numbered largest first"
                 )
@@ -103,18 +102,18 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
 def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...], blur: bool) -> list:
     del mtime  # part of the cache key only: a replaced file is decoded again
     out = []
-    for time_s, index, image in services.key_frames(Path(path), frames):
+    for time_s, index, image in library.key_frames(Path(path), frames):
         marks = [figures.BoxLabel(b, t + 1, f"track {t}") for fr, t, b in boxes if fr == index]
         if blur:
-            image = services.blur_image(image, [m.box for m in marks])
+            image = privacy.blur_image(image, [m.box for m in marks])
         out.append((time_s, figures.draw_boxes(image, marks)))
     return out
 
 
 def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+    path = library.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
     duration = float(media.duration_s or 0.0)
-    blur = services.blurs(rules, ctx.owner)
+    blur = privacy.blurs(rules, ctx.owner)
     if media.analysis_status != "complete":
         st.warning("This recording's analysis was stopped midway: analyse the same file again to resume it.")
     if path is not None:
@@ -125,7 +124,7 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
             )
         else:
             start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
-            playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
+            playable = library.playable_media_file(ctx.store, media)  # a GIF plays as MP4
             st.video(str(playable or path), start_time=int(start))
         frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
         boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
@@ -139,7 +138,7 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
     by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
     for f in faces:
         by_track[f.track_id].append(f)
-    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id, ctx.study)}
+    tracks = {t.id: t for t in studies.media_tracks(ctx.store, media.id, ctx.study)}
     for track_id, rows in by_track.items():
         rows.sort(key=lambda r: r.time_s or 0.0)
         t = tracks.get(track_id) if track_id is not None else None
@@ -176,12 +175,12 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
 
 def show(ctx: Context, media_ids: list[int]) -> None:
     """The stored results of the given media items of the current study (deleted ones are left out)."""
-    media = {m.id: m for m in services.study_media(ctx.store, ctx.study)}
-    rules = services.study_settings(ctx.store, ctx.study)
+    media = {m.id: m for m in studies.study_media(ctx.store, ctx.study)}
+    rules = studies.study_settings(ctx.store, ctx.study)
     faces_by_media: dict[int, list[FaceLabel]] = defaultdict(list)
-    for f in services.study_faces(ctx.store, ctx.study):
+    for f in studies.study_faces(ctx.store, ctx.study):
         if f.media_id in media_ids:
-            seen = f if ctx.owner else services.visible_face(f, ctx.annotator, rules)
+            seen = f if ctx.owner else review.visible_face(f, ctx.annotator, rules)
             faces_by_media[f.media_id].append(seen)
     if ctx.annotator is None:
         st.info("To correct a label, enter your name in the sidebar (Your name) first.")

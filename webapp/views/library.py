@@ -11,7 +11,8 @@ import streamlit as st
 
 from db.rows import MediaRow
 from models.errors import AffectLabError
-from webapp import results, services
+from webapp import results
+from webapp.services import library, privacy, studies
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, plural, show_flash
 
@@ -21,10 +22,10 @@ PER_ROW = 4
 @st.cache_data(show_spinner=False, max_entries=256)
 def _thumb(path: str, mtime: float, kind: str, time_s: float, blur: bool = False):
     del mtime  # part of the cache key only
-    image = services.thumbnail(Path(path), kind, time_s)
+    image = library.thumbnail(Path(path), kind, time_s)
     if blur:  # the thumbnail is small and its boxes unknown here: all of it is blurred
         h, w = image.shape[:2]
-        image = services.blur_image(image, [(0, 0, w, h)], radius=6)
+        image = privacy.blur_image(image, [(0, 0, w, h)], radius=6)
     return image
 
 
@@ -34,7 +35,7 @@ def _open(media_id: int | None) -> None:
 
 def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float, blur: bool) -> None:
     with st.container(border=True):
-        path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, m) if ctx.media_dir else None
+        path = library.kept_media_file(ctx.media_dir, ctx.store, ctx.study, m) if ctx.media_dir else None
         if path is not None:
             try:
                 st.image(_thumb(str(path), path.stat().st_mtime, m.kind, first_face_s, blur), width="stretch")
@@ -62,7 +63,7 @@ def render() -> None:
     ctx = context()
     st.title("Library")
     show_flash()
-    media = services.study_media(ctx.store, ctx.study)
+    media = studies.study_media(ctx.store, ctx.study)
     state = ui_state()
     if not media:
         st.info(f"Study {code_span(ctx.study)} holds no media yet: analyze files on the Analyze page.")
@@ -77,14 +78,14 @@ def render() -> None:
     st.caption(
         f"{plural(len(media), 'media item')} in study {code_span(ctx.study)}; open one to see its stored results."
     )
-    faces = services.study_faces(ctx.store, ctx.study)
+    faces = studies.study_faces(ctx.store, ctx.study)
     first: dict[int, float] = {}
     tracks: dict[int, set[int]] = {}
     for f in faces:
         first[f.media_id] = min(first.get(f.media_id, float("inf")), f.time_s or 0.0)
         if f.track_id is not None:
             tracks.setdefault(f.media_id, set()).add(f.track_id)
-    blur = services.blurs(services.study_settings(ctx.store, ctx.study), ctx.owner)
+    blur = privacy.blurs(studies.study_settings(ctx.store, ctx.study), ctx.owner)
     for start in range(0, len(media), PER_ROW):
         cols = st.columns(PER_ROW)
         for col, m in zip(cols, media[start : start + PER_ROW], strict=False):

@@ -15,7 +15,8 @@ import streamlit as st
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import FaceLabel
 from models.errors import AffectLabError
-from webapp import figures, services
+from webapp import figures
+from webapp.services import library, privacy, review, studies
 from webapp.state import Keys, UIState, ui_state
 from webapp.ui import Context, code_span, context, flash, plural, remember_in_url, show_flash
 
@@ -77,7 +78,7 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         return
     try:
         target = {"track_id": track_id} if whole_track else {"face_id": face_id}
-        services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
+        review.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
     except (AffectLabError, ValueError) as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
@@ -94,7 +95,7 @@ def _undo(ctx: Context) -> None:
         flash("info", "Enter your name in the sidebar to undo your corrections.")
         return
     try:
-        row = services.undo_last(ctx.store, ctx.study, ctx.annotator)
+        row = review.undo_last(ctx.store, ctx.study, ctx.annotator)
     except AffectLabError as exc:
         flash("warning", f"Undo not possible: {code_span(str(exc))}")
         return
@@ -109,7 +110,7 @@ def _undo(ctx: Context) -> None:
 
 def _skip(ctx: Context, face_id: int) -> None:
     try:
-        services.skip(ctx.store, ctx.annotator, face_id)
+        review.skip(ctx.store, ctx.annotator, face_id)
     except (AffectLabError, ValueError) as exc:
         flash("warning", f"Not skipped: {code_span(str(exc))}")
         return
@@ -119,7 +120,7 @@ def _skip(ctx: Context, face_id: int) -> None:
 
 def _unskip(ctx: Context) -> None:
     if ctx.annotator:
-        n = services.unskip_all(ctx.store, ctx.study, ctx.annotator)
+        n = review.unskip_all(ctx.store, ctx.study, ctx.annotator)
         flash("info", f"{plural(n, 'skipped face')} back in your queue.")
 
 
@@ -131,7 +132,7 @@ def _open(face_id: int) -> None:
 
 def _study_rules(ctx: Context) -> StudySettings:
     """The study's labelling rules; owners can change them here."""
-    rules = services.study_settings(ctx.store, ctx.study)
+    rules = studies.study_settings(ctx.store, ctx.study)
     if not ctx.owner:
         return rules
     with st.expander("Labelling rules of this study (owners)"):
@@ -166,14 +167,14 @@ def _study_rules(ctx: Context) -> StudySettings:
         )
         if new != rules:
             try:
-                rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
+                rules = studies.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
             except AffectLabError as exc:
                 st.error(code_span(str(exc)))
     return rules
 
 
 def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter:
-    media = services.study_media(ctx.store, ctx.study)
+    media = studies.study_media(ctx.store, ctx.study)
     names = {m.id: m.filename for m in media}
     may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
     active = any(
@@ -186,7 +187,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             state.review_labelled_by,
         )
     )
-    classes = ["", *services.class_names()]
+    classes = ["", *review.class_names()]
     with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
         c1, c2, c3, c4 = st.columns(4)
         ids = [None, *names]
@@ -197,7 +198,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             format_func=lambda i: "all files" if i is None else names[i],
             key=Keys.REVIEW_MEDIA,
         )
-        tracks = services.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
+        tracks = studies.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
         if tracks:
             tids = [None, *(t.id for t in tracks)]
             index = {t.id: t.track_index for t in tracks}
@@ -259,27 +260,27 @@ def _frame(
     del mtime  # part of the cache key only
     from pathlib import Path
 
-    image = services.video_frame(Path(path), time_s)
+    image = library.video_frame(Path(path), time_s)
     if blur:
-        image = services.blur_image(image, blur)
+        image = privacy.blur_image(image, blur)
     return figures.draw_boxes(image, [figures.BoxLabel(box, 1)])
 
 
 def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
-    crop = services.face_crop(ctx.store, face.face_id, ctx.study)  # the face being labelled: never blurred
+    crop = studies.face_crop(ctx.store, face.face_id, ctx.study)  # the face being labelled: never blurred
     if crop is not None:
         st.image(crop, caption=f"face {face.face_id}", width=200)
     else:
         st.caption("No crop stored (features-only privacy mode).")
     if ctx.media_dir is None:
         return
-    media = next((m for m in services.study_media(ctx.store, ctx.study) if m.id == face.media_id), None)
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
+    media = next((m for m in studies.study_media(ctx.store, ctx.study) if m.id == face.media_id), None)
+    path = library.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
     if path is None:
         return
     others: tuple[tuple[float, float, float, float], ...] = ()
-    if services.blurs(rules, ctx.owner):
-        boxes, keep = services.frame_faces(ctx.store, ctx.study, face)
+    if privacy.blurs(rules, ctx.owner):
+        boxes, keep = privacy.frame_faces(ctx.store, ctx.study, face)
         others = tuple(b for i, b in enumerate(boxes) if i != keep)
     try:
         if face.media_kind == "video" and face.time_s is not None:
@@ -289,9 +290,9 @@ def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
             )
         elif face.media_kind == "image":
             with st.expander("Whole image"):
-                image = services.load_media_image(path)
+                image = library.load_media_image(path)
                 if others:
-                    image = services.blur_image(image, others)
+                    image = privacy.blur_image(image, others)
                 st.image(figures.draw_boxes(image, [figures.BoxLabel(face.box, 1)]))
     except AffectLabError as exc:
         st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
@@ -337,15 +338,13 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
     if face.track_id is None:
         return
     faces = [
-        services.visible_face(f, ctx.annotator, rules)
-        for f in services.study_faces(ctx.store, ctx.study, face.media_id)
+        review.visible_face(f, ctx.annotator, rules)
+        for f in studies.study_faces(ctx.store, ctx.study, face.media_id)
         if f.track_id == face.track_id
     ]
     faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
     shown = _strip_faces(faces, face.face_id)
-    crops = services.viewer_crops(
-        ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study, sharp=face.face_id
-    )
+    crops = privacy.viewer_crops(ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study, sharp=face.face_id)
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
         st.markdown(
@@ -353,7 +352,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
             "each face without its own label; open a face below to give it its own (an exception)."
         )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        classes = services.class_names(face)
+        classes = review.class_names(face)
         mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
         track_label = mine.label if mine is not None and "label" in mine.from_track else None
         cls = c1.selectbox(
@@ -396,7 +395,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
 
 
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
-    face = services.visible_face(services.face_label(ctx.store, face_id, ctx.study), ctx.annotator, rules)
+    face = review.visible_face(studies.face_label(ctx.store, face_id, ctx.study), ctx.annotator, rules)
     mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
@@ -430,7 +429,7 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
             help="The correction then holds for every face of this person's track without its own label.",
         )
     st.markdown("**Class** (press the number key; pressing the model's class confirms it)")
-    classes = services.class_names(face)
+    classes = review.class_names(face)
     cols = st.columns(len(classes))
     own_label = mine.label if mine is not None else None
     for i, (col, cls) in enumerate(zip(cols, classes, strict=True)):
@@ -461,9 +460,9 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
         )
         st.segmented_control(
             "Engagement level (EngageWild)",
-            list(services.ENGAGEMENT_LEVELS),
+            list(review.ENGAGEMENT_LEVELS),
             key=k["engagement"],
-            format_func=lambda v: services.ENGAGEMENT_NAMES[v],
+            format_func=lambda v: review.ENGAGEMENT_NAMES[v],
         )
         st.text_input("Note", key=k["note"], max_chars=500)
         st.button(
@@ -514,7 +513,7 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         index=list(orders).index(state.review_by),
     )
     flt = _filters(ctx, state, rules)
-    q = services.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, flt)
+    q = review.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, flt)
     ids = [i.face_id for i in q.items]
     if not q.items:
         st.success(
@@ -539,13 +538,13 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         opened = state.review_face
         state.review_face = opened if opened is not None and _exists(ctx, opened) else ids[0]
     item = next((i for i in q.items if i.face_id == state.review_face), None)
-    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face, ctx.study).media_id
+    face_media = item.media_id if item else studies.face_label(ctx.store, state.review_face, ctx.study).media_id
     _item(ctx, state.review_face, rules, _counts(q, face_media), item.reason if item else None)
 
 
 def _exists(ctx: Context, face_id: int) -> bool:
     try:
-        services.face_label(ctx.store, face_id, ctx.study)
+        studies.face_label(ctx.store, face_id, ctx.study)
     except AffectLabError:
         return False
     return True
@@ -556,7 +555,7 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
         st.info("Enter your name in the sidebar (Your name) to see the faces you labelled.")
         return
     flt = _filters(ctx, state, rules)
-    rows = services.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
+    rows = review.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
     if not rows:
         st.info("You have not labelled any face of this study (with these filters) yet.")
         return
@@ -585,7 +584,7 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
 def _panel(ctx: Context) -> None:
     show_flash()
     state = ui_state()
-    rules = services.study_settings(ctx.store, ctx.study)
+    rules = studies.study_settings(ctx.store, ctx.study)
     if rules.independent:
         st.caption(
             "Independent labelling: you see only your own labels"

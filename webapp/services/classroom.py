@@ -1,0 +1,112 @@
+"""Online classes: recordings, their persons (rename, merge, split), lecture segments and the class tables."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from db.errors import NotAllowedError
+from db.review import StudySettings
+from db.rows import MediaRow
+from db.services import LabelStore
+from webapp.services.privacy import blurred_crop
+from webapp.services.studies import study_media
+
+CLASS_TABLES = {
+    "class-minutes": "per student per minute",
+    "class-segments": "per student per segment",
+    "class-overall": "per segment for the class",
+}
+
+
+def class_videos(store: LabelStore, study: str) -> list[MediaRow]:
+    """The study's recordings (videos), newest first."""
+    return [m for m in study_media(store, study) if m.kind == "video"]
+
+
+def class_persons(store: LabelStore, media_id: int) -> list[Any]:
+    """The current persons of a recording, corrections applied."""
+    return store.persons(media_id)
+
+
+def person_history(store: LabelStore, media_id: int) -> list[Any]:
+    """The renames, merges and splits of a recording's persons, oldest first."""
+    return store.person_history(media_id)
+
+
+def _who(annotator: str | None) -> str:
+    if not annotator:
+        raise NotAllowedError("type your name in the sidebar first: every change to the persons records who made it")
+    return annotator
+
+
+def rename_person(store: LabelStore, annotator: str | None, person_id: int, participant: str) -> None:
+    """Gives a person a participant id (recorded with who and when)."""
+    store.rename_person(person_id, participant, _who(annotator))
+
+
+def merge_persons(store: LabelStore, annotator: str | None, person_id: int, other_person_id: int) -> None:
+    """Merges a person into another; refused with the reason when both were on screen at the same time."""
+    store.merge_persons(person_id, other_person_id, _who(annotator))
+
+
+def split_track(store: LabelStore, annotator: str | None, track_id: int) -> None:
+    """Splits a track off its person into a new person."""
+    store.split_track(track_id, _who(annotator))
+
+
+def lecture_segments(store: LabelStore, study: str, media_id: int | None = None) -> list[Any]:
+    """The lecture segments of the study (or of one recording)."""
+    return store.segments(study, media_id)
+
+
+def add_segment(store: LabelStore, who: str | None, media_id: int, name: str, start_s: float, end_s: float) -> None:
+    """Adds a lecture segment (refused with the reason when it overlaps another or leaves the recording)."""
+    store.add_segment(media_id, name, start_s, end_s, created_by=who)
+
+
+def import_segments(store: LabelStore, study: str, data: bytes, who: str | None) -> int:
+    """Adds the segments of an uploaded CSV file, all or nothing; returns how many."""
+    with tempfile.TemporaryDirectory(prefix="affectlab-segments-") as tmp:
+        path = Path(tmp) / "segments.csv"
+        path.write_bytes(data)
+        return len(store.import_segments(study, path, created_by=who))
+
+
+def class_tables(store: LabelStore, study: str) -> Any:
+    """The online-class tables of the study (:class:`db.classroom.ClassTables`)."""
+    return store.class_tables(study)
+
+
+def class_table_bytes(store: LabelStore, study: str, table: str, fmt: str = "csv") -> tuple[bytes, str]:
+    """One class table as a download (CSV or Parquet, no image) and its dataset card."""
+    if table not in CLASS_TABLES or fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown table {table!r} or format {fmt!r}")
+    with tempfile.TemporaryDirectory(prefix="affectlab-class-") as tmp:
+        out = Path(tmp) / f"{table}.{fmt}"
+        store.export(study, table, out)
+        return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
+
+
+def class_figure(tables: Any, segments: Sequence[Any], media_id: int, students: Sequence[str], value: str) -> Any:
+    """The class-over-time figure of one recording."""
+    from webapp.figures import class_timeline
+
+    rows = [r for r in tables.minutes if r["media_id"] == media_id]
+    segs = [(s.name, s.start_s, s.end_s) for s in segments if s.media_id == media_id]
+    return class_timeline(rows, segs, f"Class {value.replace('_', ' ')} per minute", students, value)
+
+
+def person_thumbnails(
+    store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings, owner: bool
+) -> dict[int, bytes]:
+    """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
+    best = store.best_faces(media_id)
+    chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
+    crops = {
+        fid: blurred_crop(data, settings, owner, own_face=False)
+        for fid, data in store.face_crops(list(chosen.values())).items()
+    }  # faces of this media item only
+    return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
