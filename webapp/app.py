@@ -25,7 +25,7 @@ from db.services import LabelStore  # noqa: E402
 from webapp import guard, resources  # noqa: E402
 from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config  # noqa: E402
 from webapp.services import demo, studies  # noqa: E402
-from webapp.state import Keys, UIState, from_url, ui_state  # noqa: E402
+from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state  # noqa: E402
 from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
 
 NEW_STUDY = "+ New study..."
@@ -107,7 +107,7 @@ def _client_id(key: str | None) -> str:
         address = st.context.headers.get("X-Forwarded-For")
         if address:
             return address
-    return key or f"session:{id(st.session_state)}"
+    return key or f"session:{id(ui_state())}"
 
 
 def _code_form(
@@ -196,7 +196,8 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
         st.stop()
     if state.switch_study is not None:  # set before the widget exists, so that the widget shows it
         if state.switch_study in names:
-            st.session_state[Keys.STUDY] = state.study = state.switch_study
+            set_widget_value(Keys.STUDY, state.switch_study)
+            state.study = state.switch_study
         state.switch_study = None
     current = state.study if state.study in names else names[0]
     choice = st.sidebar.selectbox(
@@ -282,7 +283,7 @@ def main() -> None:
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):
             _code_form(access, key, grants, label="Code", form_key="more_codes", widget_key=Keys.OWNER_CODE)
-        if st.sidebar.button("Sign out", icon=":material/logout:", key="code_sign_out") and grants is not None:
+        if st.sidebar.button("Sign out", icon=":material/logout:", key=Keys.CODE_SIGN_OUT) and grants is not None:
             grants.revoke(key)
             st.rerun()
     owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 """``progress(fraction_done, message)`` of one file's analysis."""
+
+SessionLoader = Callable[[], "AnalysisSession"]
+"""Loads the models when a file needs them (``webapp.resources.analysis_session`` with the page's choices)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,91 @@ class FileOutcome:
 def stored_media(store: LabelStore, study: str, upload: Upload) -> MediaRow | None:
     """The media item of the study holding exactly these bytes, None when the file is new to the study."""
     return store.media_by_sha256(study, upload.sha256)
+
+
+@dataclass(frozen=True)
+class AnalysisRun:
+    """What the Analyze button gave for several files.
+
+    Attributes:
+        stored: Files the study held already, in upload order: their stored results are shown, no model ran.
+        analysed: Outcomes of the files that were new to the study, in upload order (empty when the models did
+            not load).
+        load_error: Why the models could not be loaded (the new files were then not analysed), None when they
+            loaded or were not needed.
+    """
+
+    stored: tuple[FileOutcome, ...]
+    analysed: tuple[FileOutcome, ...]
+    load_error: str | None = None
+
+    @property
+    def media_ids(self) -> list[int]:
+        """The media items to show: the stored ones, then the analysed ones, each once."""
+        ids: list[int] = []
+        for o in (*self.stored, *self.analysed):
+            if o.media_id is not None and o.media_id not in ids:
+                ids.append(o.media_id)
+        return ids
+
+
+def analyze_files(
+    uploads: Sequence[Upload],
+    *,
+    study: str,
+    store: LabelStore,
+    load_session: SessionLoader,
+    media_dir: Path | None,
+    uploaded_by: str | None = None,
+    fps: float = 5.0,
+    progress_for: Callable[[Upload], Progress] | None = None,
+) -> AnalysisRun:
+    """The Analyze button: files the study holds already are looked up, the new ones analysed and stored.
+
+    The models are loaded only when a file is new. A bad file never raises (its outcome says why) and the others go
+    on.
+
+    Args:
+        uploads: The files, in upload order.
+        study: The study to store the results in (created when new).
+        store: The label store.
+        load_session: Loads the models (called once, and only when a file is new).
+        media_dir: Where media files are kept, None in the features-only mode.
+        uploaded_by: Who uploaded them.
+        fps: Video sampling rate.
+        progress_for: Gives the progress callback of one new file, called just before that file is analysed.
+
+    Returns:
+        The stored and analysed outcomes.
+    """
+    stored: list[FileOutcome] = []
+    new: list[Upload] = []
+    for upload in uploads:
+        row = stored_media(store, study, upload)
+        if row is None:
+            new.append(upload)
+        else:
+            stored.append(FileOutcome(file=upload.name, kind=row.kind, media_id=row.id, n_faces=row.n_faces, new=False))
+    if not new:
+        return AnalysisRun(stored=tuple(stored), analysed=())
+    try:
+        session = load_session()
+    except AffectLabError as exc:
+        return AnalysisRun(stored=tuple(stored), analysed=(), load_error=str(exc))
+    analysed = [
+        analyze_upload(
+            upload,
+            study=study,
+            store=store,
+            session=session,
+            media_dir=media_dir,
+            uploaded_by=uploaded_by,
+            fps=fps,
+            progress=progress_for(upload) if progress_for is not None else None,
+        )
+        for upload in new
+    ]
+    return AnalysisRun(stored=tuple(stored), analysed=tuple(analysed))
 
 
 def upload_kind(upload: Upload) -> str:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
-from db.errors import NotAllowedError
+from db.classroom import ClassTables
+from db.errors import NotAllowedError, NotFoundError
+from db.persons import PersonChangeRow, PersonRow
 from db.review import StudySettings
 from db.rows import MediaRow
+from db.segments import SegmentRow
 from db.services import LabelStore
-from webapp.services.privacy import blurred_crop
-from webapp.services.studies import study_media
+from webapp.services.privacy import blurred_crop, blurs
+from webapp.services.studies import set_study_settings, study_media, study_settings
 
-CLASS_TABLES = {
+if TYPE_CHECKING:  # plotly loads with the first figure
+    import plotly.graph_objects as go
+
+ClassTable = Literal["class-minutes", "class-segments", "class-overall"]
+"""The online-class tables offered as downloads."""
+
+CLASS_TABLES: dict[ClassTable, str] = {
     "class-minutes": "per student per minute",
     "class-segments": "per student per segment",
     "class-overall": "per segment for the class",
@@ -26,14 +36,55 @@ def class_videos(store: LabelStore, study: str) -> list[MediaRow]:
     return [m for m in study_media(store, study) if m.kind == "video"]
 
 
-def class_persons(store: LabelStore, media_id: int) -> list[Any]:
-    """The current persons of a recording, corrections applied."""
-    return store.persons(media_id)
+@dataclass(frozen=True)
+class RecordingView:
+    """What the Classroom page shows of one recording.
+
+    Attributes:
+        settings: The study's labelling rules (blurring).
+        blur: Whether this viewer sees faces blurred.
+        persons: The recording's current persons, corrections applied.
+        segments: The recording's lecture segments.
+        thumbnails: One face crop per person id, as this viewer may see it.
+        history: The renames, merges and splits of the recording's persons, oldest first.
+    """
+
+    settings: StudySettings
+    blur: bool
+    persons: tuple[PersonRow, ...]
+    segments: tuple[SegmentRow, ...]
+    thumbnails: dict[int, bytes]
+    history: tuple[PersonChangeRow, ...]
 
 
-def person_history(store: LabelStore, media_id: int) -> list[Any]:
-    """The renames, merges and splits of a recording's persons, oldest first."""
-    return store.person_history(media_id)
+def recording_view(store: LabelStore, study: str, media_id: int, owner: bool) -> RecordingView:
+    """The persons, segments, thumbnails and history of a recording of ``study`` (see :class:`RecordingView`).
+
+    Raises:
+        NotFoundError: No such recording in ``study``.
+    """
+    if media_id not in {m.id for m in class_videos(store, study)}:
+        raise NotFoundError(f"recording of study {study!r}", media_id)
+    settings = study_settings(store, study)
+    persons = store.persons(media_id)
+    return RecordingView(
+        settings=settings,
+        blur=blurs(settings, owner),
+        persons=tuple(persons),
+        segments=tuple(store.segments(study, media_id)),
+        thumbnails=person_thumbnails(store, media_id, persons, settings, owner),
+        history=tuple(store.person_history(media_id)),
+    )
+
+
+def set_blur_faces(store: LabelStore, study: str, media_id: int, blur: bool, *, owner: bool) -> RecordingView:
+    """The blur toggle: stores whether the study blurs faces, and returns the recording as it now looks.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+    """
+    set_study_settings(store, study, replace(study_settings(store, study), blur_faces=blur), owner=owner)
+    return recording_view(store, study, media_id, owner)
 
 
 def _who(annotator: str | None) -> str:
@@ -57,11 +108,6 @@ def split_track(store: LabelStore, annotator: str | None, track_id: int) -> None
     store.split_track(track_id, _who(annotator))
 
 
-def lecture_segments(store: LabelStore, study: str, media_id: int | None = None) -> list[Any]:
-    """The lecture segments of the study (or of one recording)."""
-    return store.segments(study, media_id)
-
-
 def add_segment(store: LabelStore, who: str | None, media_id: int, name: str, start_s: float, end_s: float) -> None:
     """Adds a lecture segment (refused with the reason when it overlaps another or leaves the recording)."""
     store.add_segment(media_id, name, start_s, end_s, created_by=who)
@@ -75,12 +121,14 @@ def import_segments(store: LabelStore, study: str, data: bytes, who: str | None)
         return len(store.import_segments(study, path, created_by=who))
 
 
-def class_tables(store: LabelStore, study: str) -> Any:
+def class_tables(store: LabelStore, study: str) -> ClassTables:
     """The online-class tables of the study (:class:`db.classroom.ClassTables`)."""
     return store.class_tables(study)
 
 
-def class_table_bytes(store: LabelStore, study: str, table: str, fmt: str = "csv") -> tuple[bytes, str]:
+def class_table_bytes(
+    store: LabelStore, study: str, table: ClassTable, fmt: Literal["csv", "parquet"] = "csv"
+) -> tuple[bytes, str]:
     """One class table as a download (CSV or Parquet, no image) and its dataset card."""
     if table not in CLASS_TABLES or fmt not in ("csv", "parquet"):
         raise ValueError(f"unknown table {table!r} or format {fmt!r}")
@@ -90,7 +138,9 @@ def class_table_bytes(store: LabelStore, study: str, table: str, fmt: str = "csv
         return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
 
 
-def class_figure(tables: Any, segments: Sequence[Any], media_id: int, students: Sequence[str], value: str) -> Any:
+def class_figure(
+    tables: ClassTables, segments: Sequence[SegmentRow], media_id: int, students: Sequence[str], value: str
+) -> go.Figure:
     """The class-over-time figure of one recording."""
     from webapp.figures import class_timeline
 
@@ -100,7 +150,7 @@ def class_figure(tables: Any, segments: Sequence[Any], media_id: int, students: 
 
 
 def person_thumbnails(
-    store: LabelStore, media_id: int, persons: Sequence[Any], settings: StudySettings, owner: bool
+    store: LabelStore, media_id: int, persons: Sequence[PersonRow], settings: StudySettings, owner: bool
 ) -> dict[int, bytes]:
     """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
     best = store.best_faces(media_id)

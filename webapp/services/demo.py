@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from db.services import LabelStore
-from webapp.services.analysis import FileOutcome, Progress, Upload, analyze_upload, stored_media
+from webapp.services.analysis import FileOutcome, Progress, SessionLoader, Upload, analyze_upload, stored_media
 from webapp.services.library import delete_media_item
 from webapp.services.studies import study_media
 
@@ -39,18 +39,18 @@ def try_samples(
     samples_dir: Path,
     *,
     store: LabelStore,
-    session: AnalysisSession,
+    load_session: SessionLoader,
     media_dir: Path | None,
     uploaded_by: str | None,
     fps: float = 5.0,
     progress: Progress | None = None,
 ) -> list[FileOutcome]:
-    """Analyses every sample into the demo study; a sample the study holds already is not analysed again.
+    """The "Try a sample" button: every sample analysed into the demo study (one it holds already is not analysed).
 
     Args:
         samples_dir: The samples folder (``AFFECTLAB_SAMPLES_DIR``).
         store: The label store.
-        session: The loaded models.
+        load_session: Loads the models (called once, and only when a sample is new to the demo study).
         media_dir: Where media files are kept, None in the features-only mode.
         uploaded_by: Who asked.
         fps: Video sampling rate.
@@ -58,12 +58,16 @@ def try_samples(
 
     Returns:
         One outcome per sample, in manifest order (empty when the samples are absent).
+
+    Raises:
+        AffectLabError: The models could not be loaded (e.g. ``WeightsMissingError``); nothing was analysed.
     """
     from affectlab.samples import present_samples
 
     paths = present_samples(samples_dir)
     report = progress or (lambda _f, _m: None)
     outcomes: list[FileOutcome] = []
+    session: AnalysisSession | None = None
     for i, path in enumerate(paths):
         upload = Upload(path.name, path.read_bytes())
         stored = stored_media(store, DEMO_STUDY, upload)
@@ -76,6 +80,7 @@ def try_samples(
         def on_file(fraction: float, message: str, i: int = i, name: str = path.name) -> None:
             report((i + fraction) / len(paths), f"{name}: {message}")
 
+        session = session or load_session()
         outcomes.append(
             analyze_upload(
                 upload,

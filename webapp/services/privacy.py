@@ -12,10 +12,11 @@ from db.rows import FaceLabel
 from db.services import LabelStore
 from webapp.services.studies import face_crops
 
+Box = tuple[float, float, float, float]
+"""A face box ``(x1, y1, x2, y2)`` in pixels."""
 
-def blur_image(
-    image: np.ndarray, boxes: Sequence[tuple[float, float, float, float]], keep: int | None = None, radius: int = 12
-) -> np.ndarray:
+
+def blur_image(image: np.ndarray, boxes: Sequence[Box], keep: int | None = None, radius: int = 12) -> np.ndarray:
     """The image with every face box blurred (privacy for minors), except box number ``keep``."""
     from PIL import Image, ImageFilter
 
@@ -36,7 +37,7 @@ def blurs(settings: StudySettings, owner: bool) -> bool:
 
 def blurred_frame(
     image: np.ndarray,
-    boxes: Sequence[tuple[float, float, float, float]],
+    boxes: Sequence[Box],
     settings: StudySettings,
     owner: bool,
     keep: int | None = None,
@@ -66,7 +67,7 @@ def viewer_crops(
     }
 
 
-def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[tuple[float, float, float, float]], int]:
+def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[Box], int]:
     """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them."""
     same = [f for f in store.faces(study, media_id=face.media_id) if f.frame == face.frame]
     boxes = [f.box for f in same]

@@ -10,12 +10,17 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from db.services import LabelStore
 from models.registry import REGISTRY, app_models, emotion_models
 from models.weights import weights_verified as stored_weights_verified
+from webapp.services.analysis import SessionLoader
 from webapp.services.owner import require_owner
+
+if TYPE_CHECKING:  # torch loads lazily: the first page paints before it is imported
+    from db.training import FineTuneOutcome
+    from models.finetune import Target as FineTuneTarget
 
 
 def present_models(weights_dir: Path) -> list[str]:
@@ -46,16 +51,38 @@ def remove_version(name: str, weights_dir: Path, *, owner: bool) -> None:
     remove(name, weights_dir)
 
 
-def finetune(store: LabelStore, study: str, recognizer: Any, target: str, weights_dir: Path, *, owner: bool) -> Any:
-    """Fine-tunes a head on the study's corrections (``db.training.finetune_study``); returns the outcome.
+def finetune(
+    store: LabelStore, study: str, load_session: SessionLoader, target: str, weights_dir: Path, *, owner: bool
+) -> FineTuneOutcome:
+    """The Fine-tune button: a new head trained on the study's corrections (``db.training.finetune_study``).
+
+    Args:
+        store: The label store.
+        study: The study whose corrections train the head.
+        load_session: Loads the base model (``webapp.resources.analysis_session``), after the owner check.
+        target: ``emotion``, ``va`` or ``engagement``.
+        weights_dir: The weights folder (versions go to its ``finetuned/``).
+        owner: Whether the caller owns the study.
+
+    Returns:
+        The before/after report, the saved version (None when too little data) and notes.
 
     Raises:
         NotAllowedError: For anyone but an owner.
+        ValueError: For an unknown target.
+        AffectLabError: The model could not be loaded, or training failed (the message says why).
     """
     from db.training import finetune_study
 
     require_owner(owner, "fine-tuning a model")
-    return finetune_study(store, study, recognizer, target, weights_dir)  # type: ignore[arg-type]
+    chosen = next((t for t in FINETUNE_TARGETS if t == target), None)
+    if chosen is None:
+        raise ValueError(f"unknown fine-tuning target {target!r}: use one of {', '.join(FINETUNE_TARGETS)}")
+    return finetune_study(store, study, load_session().recognizer, chosen, weights_dir)
+
+
+FINETUNE_TARGETS: tuple[FineTuneTarget, ...] = ("emotion", "va", "engagement")
+"""What a head can be fine-tuned for."""
 
 
 def model_status(weights_dir: Path) -> list[dict[str, Any]]:

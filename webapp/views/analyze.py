@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from models.decode import VIDEO_SUFFIXES
 from models.errors import AffectLabError
@@ -60,49 +61,40 @@ def _uploads() -> list[analysis.Upload]:
 
 
 def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps: float) -> list[int]:
-    """Shows files the study already holds at once (no model run), then analyses the new ones."""
-    ids: list[int] = []
-    new: list[analysis.Upload] = []
-    for upload in uploads:
-        stored = analysis.stored_media(ctx.store, ctx.study, upload)
-        if stored is None:
-            new.append(upload)
-            continue
-        st.caption(
-            f"{code_span(upload.name)}: already in the study ({plural(stored.n_faces, 'face')}): showing the "
+    """The Analyze button: files the study holds already are shown at once (no model run), the new ones analysed."""
+    known = st.container()  # above the progress bars, filled once the study was asked
+    bars: list[DeltaGenerator] = []  # one per new file, in the order they are analysed
+
+    def progress_for(upload: analysis.Upload) -> analysis.Progress:
+        bar = st.progress(0.0, text=f"{code_span(upload.name)}: waiting")
+        bars.append(bar)
+
+        def report(fraction: float, message: str) -> None:
+            bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(upload.name)}: {message}")
+
+        return report
+
+    run = analysis.analyze_files(
+        uploads,
+        study=ctx.study,
+        store=ctx.store,
+        load_session=lambda: resources.analysis_session(
+            model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+        ),
+        media_dir=ctx.media_dir,
+        uploaded_by=ctx.annotator or ctx.who,
+        fps=fps,
+        progress_for=progress_for,
+    )
+    for o in run.stored:
+        known.caption(
+            f"{code_span(o.file)}: already in the study ({plural(o.n_faces, 'face')}): showing the "
             "stored results, no model was run."
         )
-        if stored.id not in ids:
-            ids.append(stored.id)
-    if new:
-        ids += [i for i in _analyze_new(ctx, model, new, fps) if i not in ids]
-    return ids
-
-
-def _analyze_new(ctx: Context, model: str, uploads: list[analysis.Upload], fps: float) -> list[int]:
-    try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
-    except AffectLabError as exc:
-        st.error(f"Cannot load {model}: {code_span(str(exc))}")
-        return []
-    ids: list[int] = []
+    if run.load_error is not None:
+        st.error(f"Cannot load {model}: {code_span(run.load_error)}")
     ok = failed = 0
-    for upload in uploads:
-        bar = st.progress(0.0, text=f"{code_span(upload.name)}: waiting")
-
-        def report(fraction: float, message: str, bar=bar, name=upload.name) -> None:
-            bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(name)}: {message}")
-
-        outcome = analysis.analyze_upload(
-            upload,
-            study=ctx.study,
-            store=ctx.store,
-            session=session,
-            media_dir=ctx.media_dir,
-            uploaded_by=ctx.annotator or ctx.who,
-            fps=fps,
-            progress=report,
-        )
+    for outcome, bar in zip(run.analysed, bars, strict=True):
         if outcome.error is not None:
             failed += 1
             bar.empty()
@@ -113,10 +105,9 @@ def _analyze_new(ctx: Context, model: str, uploads: list[analysis.Upload], fps: 
         bar.progress(1.0, text=f"{code_span(outcome.file)}: {plural(outcome.n_faces, 'face')}{again}")
         for w in outcome.warnings:
             st.warning(f"{code_span(outcome.file)}: {w}")
-        if outcome.media_id is not None and outcome.media_id not in ids:
-            ids.append(outcome.media_id)
-    st.caption(f"{plural(ok, 'file')} analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
-    return ids
+    if run.analysed:
+        st.caption(f"{plural(ok, 'file')} analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
+    return run.media_ids
 
 
 def _where_uploads_go(ctx: Context) -> None:
@@ -145,20 +136,22 @@ def _try_sample(ctx: Context, model: str) -> None:
     )
     if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
         return
+    bar = st.progress(0.0, text="samples: starting")
     try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
+        outcomes = demo.try_samples(
+            ctx.settings.samples_dir,
+            store=ctx.store,
+            load_session=lambda: resources.analysis_session(
+                model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+            ),
+            media_dir=ctx.media_dir,
+            uploaded_by=ctx.annotator or ctx.who,
+            progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
+        )
     except AffectLabError as exc:
+        bar.empty()
         st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return
-    bar = st.progress(0.0, text="samples: starting")
-    outcomes = demo.try_samples(
-        ctx.settings.samples_dir,
-        store=ctx.store,
-        session=session,
-        media_dir=ctx.media_dir,
-        uploaded_by=ctx.annotator or ctx.who,
-        progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
-    )
     state = ui_state()
     state.analyzed = [o.media_id for o in outcomes if o.media_id is not None]
     state.switch_study = demo.DEMO_STUDY

@@ -5,14 +5,14 @@ Every change to the persons is recorded with who and when; tables and figure fol
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
 from models.errors import AffectLabError
-from webapp.services import classroom, privacy, studies
+from webapp.services import classroom
+from webapp.state import Keys
 from webapp.ui import code_span, context, flash, show_flash
 
 
@@ -37,20 +37,17 @@ def render() -> None:
         st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
         return
     names = {m.id: f"{m.filename} (#{m.id}, {m.duration_s or 0:.0f} s)" for m in videos}
-    media_id = st.selectbox("Recording", list(names), format_func=names.get, key="classroom_media")
-    persons = classroom.class_persons(ctx.store, media_id)
-    segments = classroom.lecture_segments(ctx.store, ctx.study, media_id)
-    rules = studies.study_settings(ctx.store, ctx.study)
+    media_id = st.selectbox("Recording", list(names), format_func=names.get, key=Keys.CLASSROOM_MEDIA)
+    rec = classroom.recording_view(ctx.store, ctx.study, media_id, ctx.owner)
     if ctx.owner:
         blur = st.toggle(
             "Blur faces for everyone but the owners (privacy for minors)",
-            value=rules.blur_faces,
-            key="classroom_blur_faces",
+            value=rec.settings.blur_faces,
+            key=Keys.CLASSROOM_BLUR_FACES,
         )
-        if blur != rules.blur_faces:
-            rules = studies.set_study_settings(
-                ctx.store, ctx.study, dataclasses.replace(rules, blur_faces=blur), owner=ctx.owner
-            )
+        if blur != rec.settings.blur_faces:
+            rec = classroom.set_blur_faces(ctx.store, ctx.study, media_id, blur, owner=ctx.owner)
+    persons, segments = rec.persons, rec.segments
 
     st.subheader("Lecture segments")
     if segments:
@@ -65,7 +62,7 @@ def render() -> None:
         end = c3.number_input("End (s)", min_value=0.0, step=1.0)
         if st.form_submit_button("Add segment"):
             _run(classroom.add_segment, ctx.store, ctx.who, media_id, name, start, end, done=f"segment {name!r} added")
-    upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key="classroom_csv")
+    upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key=Keys.CLASSROOM_CSV)
     if upload is not None and st.button("Import segments"):
         _run(classroom.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
 
@@ -85,12 +82,12 @@ def render() -> None:
         ),
         hide_index=True,
     )
-    thumbs = classroom.person_thumbnails(ctx.store, media_id, persons, rules, ctx.owner)
+    thumbs = rec.thumbnails
     shown = [p for p in persons if p.person_id in thumbs]
     for start in range(0, len(shown), 8):
         for col, p in zip(st.columns(8), shown[start : start + 8], strict=False):
             col.image(thumbs[p.person_id], caption=p.label, width=72)
-    if privacy.blurs(rules, ctx.owner):
+    if rec.blur:
         st.caption("Faces are blurred: this study protects its participants' privacy (owners see them).")
     by_label = {p.label: p for p in persons}
     if ctx.annotator:
@@ -136,7 +133,7 @@ def render() -> None:
                         "participant": h.participant,
                         "track": h.track_id,
                     }
-                    for h in classroom.person_history(ctx.store, media_id)
+                    for h in rec.history
                 ]
             ),
             hide_index=True,
@@ -154,7 +151,9 @@ def render() -> None:
         st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)
         if ctx.owner:
             data, card = classroom.class_table_bytes(ctx.store, ctx.study, table)
-            st.download_button(f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"dl_{table}")
+            st.download_button(
+                f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"{Keys.CLASS_DOWNLOAD}_{table}"
+            )
             with st.expander(f"What the columns of {table} mean"):
                 st.markdown(card)
 

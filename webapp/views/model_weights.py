@@ -157,7 +157,7 @@ def _finetune(ctx: Context) -> None:
     if not base:
         return
     name = st.selectbox("Base model", base, key=Keys.FINETUNE_MODEL)
-    targets = ["emotion", "va", "engagement"] if get_spec(name).has_va else ["emotion", "engagement"]
+    targets = [t for t in weights.FINETUNE_TARGETS if t != "va" or get_spec(name).has_va]
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
     st.caption(
         "Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
@@ -169,9 +169,13 @@ def _finetune(ctx: Context) -> None:
         return
     with st.spinner("Cross-validating and training the new head..."):
         try:
-            session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
             outcome = weights.finetune(
-                ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir, owner=ctx.owner
+                ctx.store,
+                ctx.study,
+                lambda: resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device),
+                target,
+                ctx.weights_dir,
+                owner=ctx.owner,
             )
         except AffectLabError as exc:
             st.error(code_span(str(exc)))
