@@ -77,7 +77,7 @@ def _circumplex(faces: Sequence[FaceLabel], key: str) -> None:
         if f.model_valence is not None and f.model_arousal is not None
     ]
     if points:
-        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
+        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)
 
 
 def _image_result(ctx: Context, media: MediaRow, faces: Sequence[FaceLabel], rules: StudySettings) -> None:

@@ -220,9 +220,11 @@ def ui_state(session: MutableMapping[str, Any] | None = None) -> UIState:
     if session is None:
         import streamlit as st
 
-        session = st.session_state
-    state = session.get(STATE_KEY)
+        mapping: MutableMapping[Any, Any] = st.session_state
+    else:
+        mapping = session
+    state = mapping.get(STATE_KEY)
     if not isinstance(state, UIState):
         state = UIState()
-        session[STATE_KEY] = state
+        mapping[STATE_KEY] = state
     return state

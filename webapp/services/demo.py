@@ -28,15 +28,15 @@ DEMO_SWEEP_EVERY_S = 3600.0
 """Least seconds between two sweeps of the demo study by one server process."""
 
 
-def sample_names(samples_dir: Path) -> list[str]:
+def sample_names(samples_dir: Path | None) -> list[str]:
     """The sample files ready in ``samples_dir`` (``affectlab.samples``), empty when they are absent or wrong."""
     from affectlab.samples import present_samples
 
-    return [p.name for p in present_samples(samples_dir)]
+    return [p.name for p in present_samples(samples_dir)] if samples_dir is not None else []
 
 
 def try_samples(
-    samples_dir: Path,
+    samples_dir: Path | None,
     *,
     store: LabelStore,
     load_session: SessionLoader,
@@ -64,7 +64,7 @@ def try_samples(
     """
     from affectlab.samples import present_samples
 
-    paths = present_samples(samples_dir)
+    paths = present_samples(samples_dir) if samples_dir is not None else []
     report = progress or (lambda _f, _m: None)
     outcomes: list[FileOutcome] = []
     session: AnalysisSession | None = None

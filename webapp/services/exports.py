@@ -7,13 +7,17 @@ import re
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 from db.errors import StudyNotFoundError
 from db.rows import StudyStats
 from db.services import LabelStore
 from webapp.services.owner import require_owner
 
-EXPORT_FORMATS: dict[str, tuple[str, str, str]] = {
+DownloadFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
+"""The study exports offered as downloads."""
+
+EXPORT_FORMATS: dict[DownloadFormat, tuple[str, str, str]] = {
     "csv": ("CSV of faces", "csv", "text/csv"),
     "parquet": ("Parquet of faces", "parquet", "application/vnd.apache.parquet"),
     "imagefolder": ("ImageFolder zip of face crops (train/val/test)", "zip", "application/zip"),
@@ -31,7 +35,7 @@ def study_stats(store: LabelStore, study: str) -> StudyStats | None:
         return None
 
 
-def export_file_name(study: str, fmt: str) -> str:
+def export_file_name(study: str, fmt: DownloadFormat) -> str:
     """The download's file name: ``affectlab-<study>-<format>.<suffix>``, safe characters only."""
     safe = re.sub(r"[^A-Za-z0-9_-]+", "-", study).strip("-") or "study"
     return f"affectlab-{safe}-{fmt}.{EXPORT_FORMATS[fmt][1]}"
@@ -48,11 +52,12 @@ def export_bytes(store: LabelStore, study: str, fmt: str, *, owner: bool) -> byt
         CropsUnavailableError, FeaturesUnavailableError, StoreError: As ``LabelStore.export``.
     """
     require_owner(owner, f"exporting study {study!r}")
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}")
+    chosen = next((f for f in EXPORT_FORMATS if f == fmt), None)
+    if chosen is None:
+        raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     with tempfile.TemporaryDirectory(prefix="affectlab-export-") as tmp:
-        out = Path(tmp) / ("export" if fmt == "hf" else f"export.{EXPORT_FORMATS[fmt][1]}")
-        store.export(study, fmt, out)
+        out = Path(tmp) / ("export" if chosen == "hf" else f"export.{EXPORT_FORMATS[chosen][1]}")
+        store.export(study, chosen, out)
         if fmt != "hf":
             return out.read_bytes()
         buf = io.BytesIO()

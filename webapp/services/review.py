@@ -9,7 +9,7 @@ from pathlib import Path
 
 from db import review as review_rules
 from db.errors import StudyNotFoundError
-from db.review import ReviewFilter, ReviewQueue, StudySettings
+from db.review import REVIEW_ORDERS, ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel
 from db.services import LabelStore
 from models.errors import AffectLabError
@@ -38,9 +38,16 @@ def class_names(face: FaceLabel | None = None) -> list[str]:
 def review_queue(
     store: LabelStore, study: str, by: str, annotator: str | None, flt: ReviewFilter | None = None, limit: int = 50
 ) -> ReviewQueue:
-    """``annotator``'s queue: faces they have neither labelled nor skipped, most in need first, with counts left."""
+    """``annotator``'s queue: faces they have neither labelled nor skipped, most in need first, with counts left.
+
+    Raises:
+        ValueError: For an order not in ``db.review.REVIEW_ORDERS``.
+    """
+    order = next((o for o in REVIEW_ORDERS if o == by), None)
+    if order is None:
+        raise ValueError(f"unknown review order {by!r}: use one of {', '.join(REVIEW_ORDERS)}")
     try:
-        return store.review_queue(study, by, limit=limit, annotator=annotator, flt=flt)  # type: ignore[arg-type]
+        return store.review_queue(study, order, limit=limit, annotator=annotator, flt=flt)
     except StudyNotFoundError:
         return ReviewQueue(items=(), left=0, total=0, left_by_media={}, total_by_media={}, skipped=0)
 
@@ -113,11 +120,14 @@ def correct(
         raise ValueError("enter your name as annotator before the first correction")
     if (face_id is None) == (track_id is None):
         raise ValueError("a correction needs exactly one of a face or a track")
-    kw = {"label": label, "valence": valence, "arousal": arousal, "engagement": engagement, "note": note}
     if track_id is not None:
-        return store.correct_track(track_id, name, **kw)
+        return store.correct_track(
+            track_id, name, label=label, valence=valence, arousal=arousal, engagement=engagement, note=note
+        )
     assert face_id is not None
-    return store.correct_face(face_id, name, **kw)
+    return store.correct_face(
+        face_id, name, label=label, valence=valence, arousal=arousal, engagement=engagement, note=note
+    )
 
 
 STRIP_MAX = 24

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from db.services import LabelStore
 from models.registry import REGISTRY, app_models, emotion_models
 from models.weights import weights_verified as stored_weights_verified
@@ -20,6 +22,7 @@ from webapp.services.owner import require_owner
 
 if TYPE_CHECKING:  # torch loads lazily: the first page paints before it is imported
     from db.training import FineTuneOutcome
+    from models.finetune import FineTuneReport
     from models.finetune import Target as FineTuneTarget
 
 
@@ -79,6 +82,18 @@ def finetune(
     if chosen is None:
         raise ValueError(f"unknown fine-tuning target {target!r}: use one of {', '.join(FINETUNE_TARGETS)}")
     return finetune_study(store, study, load_session().recognizer, chosen, weights_dir)
+
+
+def confusion_matrices(report: FineTuneReport) -> tuple[list[list[int]], list[list[int]]] | None:
+    """The original and fine-tuned heads' confusion matrices on the held-out faces, None when the report has none."""
+    before, after = report.before.get("confusion"), report.after.get("confusion")
+    if before is None or after is None:
+        return None
+    return _matrix(before), _matrix(after)
+
+
+def _matrix(value: object) -> list[list[int]]:
+    return [[int(x) for x in row] for row in np.asarray(value).tolist()]
 
 
 FINETUNE_TARGETS: tuple[FineTuneTarget, ...] = ("emotion", "va", "engagement")

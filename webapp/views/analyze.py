@@ -137,6 +137,10 @@ def _try_sample(ctx: Context, model: str) -> None:
     if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
         return
     bar = st.progress(0.0, text="samples: starting")
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(1.0, max(0.0, fraction)), text=code_span(message))
+
     try:
         outcomes = demo.try_samples(
             ctx.settings.samples_dir,
@@ -146,7 +150,7 @@ def _try_sample(ctx: Context, model: str) -> None:
             ),
             media_dir=ctx.media_dir,
             uploaded_by=ctx.annotator or ctx.who,
-            progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
+            progress=report,
         )
     except AffectLabError as exc:
         bar.empty()

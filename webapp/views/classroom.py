@@ -37,7 +37,8 @@ def render() -> None:
         st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
         return
     names = {m.id: f"{m.filename} (#{m.id}, {m.duration_s or 0:.0f} s)" for m in videos}
-    media_id = st.selectbox("Recording", list(names), format_func=names.get, key=Keys.CLASSROOM_MEDIA)
+    ids: list[int] = list(names)
+    media_id = st.selectbox("Recording", ids, format_func=names.__getitem__, key=Keys.CLASSROOM_MEDIA)
     rec = classroom.recording_view(ctx.store, ctx.study, media_id, ctx.owner)
     if ctx.owner:
         blur = st.toggle(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
@@ -89,7 +91,7 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
             why = "No backbone features are stored."
         cols[i % 3].download_button(
             desc,
-            data=lambda fmt=fmt: exports.export_bytes(store, study, fmt, owner=owner),
+            data=functools.partial(exports.export_bytes, store, study, fmt, owner=owner),
             file_name=exports.export_file_name(study, fmt),
             mime=mime,
             key=f"{Keys.EXPORT}_{fmt}",

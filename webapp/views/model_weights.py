@@ -198,14 +198,11 @@ def _finetune(ctx: Context) -> None:
         ),
         hide_index=True,
     )
-    if "confusion" in report.before:
+    matrices = weights.confusion_matrices(report)
+    if matrices is not None:
         left, right = st.columns(2)
-        left.plotly_chart(
-            figures.confusion_heatmap(report.classes, report.before["confusion"], "Original head on held-out faces")
-        )
-        right.plotly_chart(
-            figures.confusion_heatmap(report.classes, report.after["confusion"], "Fine-tuned head on held-out faces")
-        )
+        left.plotly_chart(figures.confusion_heatmap(report.classes, matrices[0], "Original head on held-out faces"))
+        right.plotly_chart(figures.confusion_heatmap(report.classes, matrices[1], "Fine-tuned head on held-out faces"))
     if outcome.version is not None:
         resources.forget_models()
         st.success(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import FaceLabel
@@ -42,7 +43,7 @@ def _keys(face_id: int) -> dict[str, str]:
     }
 
 
-def _extras(face_id: int) -> dict[str, object]:
+def _extras(face_id: int) -> dict[str, float | str | None]:
     """The V/A, engagement and note the annotator set for this face (None for what they left alone)."""
     k = _keys(face_id)
     va = bool(widget_value(k["set_va"]))
@@ -53,6 +54,10 @@ def _extras(face_id: int) -> dict[str, object]:
         "engagement": widget_value(k["engagement"]),
         "note": note,
     }
+
+
+def _number(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None) -> None:
@@ -66,7 +71,7 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         # the person is no longer looking at.
         flash("info", "That key arrived before this face was shown; nothing was stored. Press it again.")
         return
-    extras = _extras(face_id) if whole_track is None else {}
+    extras: dict[str, float | str | None] = _extras(face_id) if whole_track is None else {}
     if whole_track is None:
         whole_track = bool(widget_value(_keys(face_id)["track"]))
     whole_track = whole_track and track_id is not None
@@ -74,8 +79,18 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         flash("warning", "Nothing to save: choose a class, set valence/arousal or engagement, or write a note.")
         return
     try:
-        target = {"track_id": track_id} if whole_track else {"face_id": face_id}
-        review.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
+        note = extras.get("note")
+        review.correct(
+            ctx.store,
+            ctx.annotator,
+            face_id=None if whole_track else face_id,
+            track_id=track_id if whole_track else None,
+            label=label,
+            valence=_number(extras.get("valence")),
+            arousal=_number(extras.get("arousal")),
+            engagement=_number(extras.get("engagement")),
+            note=None if note is None else str(note),
+        )
     except (AffectLabError, ValueError) as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
@@ -252,7 +267,7 @@ def _frame(
     time_s: float,
     box: tuple[float, float, float, float],
     blur: tuple[tuple[float, float, float, float], ...] = (),
-):
+) -> Image.Image:
     """The frame with the face's box; the boxes in ``blur`` (the other faces, for a viewer who sees them blurred)."""
     del mtime  # part of the cache key only
     return figures.draw_boxes(library.video_frame(Path(path), time_s, blur), [figures.BoxLabel(box, 1)])
