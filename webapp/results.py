@@ -30,7 +30,7 @@ def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
         return
     try:
         review.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
-    except (AffectLabError, ValueError) as exc:
+    except AffectLabError as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     flash("success", f"Stored: face {face_id} is {label} (by {code_span(ctx.annotator)}). Undo on the Review page (U).")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from db.classroom import ClassTables
-from db.errors import NotAllowedError, NotFoundError
+from db.errors import NotFoundError
 from db.persons import PersonChangeRow, PersonRow
 from db.review import StudySettings
 from db.rows import MediaRow
@@ -17,6 +17,7 @@ from db.segments import SegmentRow
 from db.services import LabelStore
 from webapp.services.privacy import blurred_crop, blurs
 from webapp.services.studies import set_study_settings, study_media, study_settings
+from webapp.services.who import require_annotator
 
 if TYPE_CHECKING:  # plotly loads with the first figure
     import plotly.graph_objects as go
@@ -87,25 +88,31 @@ def set_blur_faces(store: LabelStore, study: str, media_id: int, blur: bool, *, 
     return recording_view(store, study, media_id, owner)
 
 
-def _who(annotator: str | None) -> str:
-    if not annotator:
-        raise NotAllowedError("type your name in the sidebar first: every change to the persons records who made it")
-    return annotator
-
-
 def rename_person(store: LabelStore, annotator: str | None, person_id: int, participant: str) -> None:
-    """Gives a person a participant id (recorded with who and when)."""
-    store.rename_person(person_id, participant, _who(annotator))
+    """Gives a person a participant id (recorded with who and when).
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.rename_person(person_id, participant, require_annotator(annotator, "renaming a person"))
 
 
 def merge_persons(store: LabelStore, annotator: str | None, person_id: int, other_person_id: int) -> None:
-    """Merges a person into another; refused with the reason when both were on screen at the same time."""
-    store.merge_persons(person_id, other_person_id, _who(annotator))
+    """Merges a person into another; refused with the reason when both were on screen at the same time.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.merge_persons(person_id, other_person_id, require_annotator(annotator, "merging persons"))
 
 
 def split_track(store: LabelStore, annotator: str | None, track_id: int) -> None:
-    """Splits a track off its person into a new person."""
-    store.split_track(track_id, _who(annotator))
+    """Splits a track off its person into a new person.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.split_track(track_id, require_annotator(annotator, "splitting a track"))
 
 
 def add_segment(store: LabelStore, who: str | None, media_id: int, name: str, start_s: float, end_s: float) -> None:

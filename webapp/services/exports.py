@@ -12,7 +12,7 @@ from typing import Literal
 from db.errors import StudyNotFoundError
 from db.rows import StudyStats
 from db.services import LabelStore
-from webapp.services.owner import require_owner
+from webapp.services.who import require_owner
 
 DownloadFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
 """The study exports offered as downloads."""

@@ -1,4 +1,4 @@
-"""The kept media files of a study: where they are, a playable copy, thumbnails and frames, deleting an item.
+"""A study's media library: the kept files, thumbnails and frames, the stored results of an item, deleting one.
 
 When crops are stored (the default), the uploaded file itself is kept under
 ``<data_dir>/media/<study id>/<sha256><suffix>`` so that the pages can draw boxes on it and play videos from a chosen
@@ -21,9 +21,9 @@ from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow, TrackRow
 from db.services import LabelStore
 from models.errors import AffectLabError
-from webapp.services.owner import require_owner
 from webapp.services.privacy import Box, blur_image, blurs
 from webapp.services.studies import media_tracks, study_faces, study_media, study_settings
+from webapp.services.who import require_owner
 
 log = logging.getLogger(__name__)
 

@@ -35,20 +35,6 @@ def blurs(settings: StudySettings, owner: bool) -> bool:
     return bool(settings.blur_faces) and not owner
 
 
-def blurred_frame(
-    image: np.ndarray,
-    boxes: Sequence[Box],
-    settings: StudySettings,
-    owner: bool,
-    keep: int | None = None,
-) -> np.ndarray:
-    """A picture (image or video frame) as this viewer may see it.
-
-    Its face boxes are blurred when :func:`blurs` says so, except box number ``keep`` (the face being labelled).
-    """
-    return blur_image(image, boxes, keep=keep) if blurs(settings, owner) else image
-
-
 def viewer_crops(
     store: LabelStore,
     face_ids: Sequence[int],

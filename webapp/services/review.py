@@ -1,4 +1,4 @@
-"""The review queue: each annotator's queue and labels, corrections, skips and undo."""
+"""The review queue: each annotator's queue, the face under review with its context, corrections, skips and undo."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from models.registry import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review
 from webapp.services.library import kept_media_file
 from webapp.services.privacy import Box, blurs, frame_faces, viewer_crops
 from webapp.services.studies import face_crop, face_label, study_faces, study_media
+from webapp.services.who import require_annotator
 
 ENGAGEMENT_NAMES: dict[float, str] = {
     0.0: "0 - disengaged",
@@ -65,11 +66,9 @@ def skip(store: LabelStore, annotator: str | None, face_id: int) -> None:
     """Keeps a face out of ``annotator``'s queue (stored: it holds across reloads and devices).
 
     Raises:
-        ValueError: Without an annotator name.
+        AnnotatorMissingError: Without an annotator name (skips are kept per annotator).
     """
-    if not annotator:
-        raise ValueError("enter your name as annotator before skipping: skips are kept per annotator")
-    store.skip(face_id, annotator)
+    store.skip(face_id, require_annotator(annotator, "skipping a face"))
 
 
 def unskip_all(store: LabelStore, study: str, annotator: str) -> int:
@@ -98,7 +97,7 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
 
 def correct(
     store: LabelStore,
-    annotator: str,
+    annotator: str | None,
     *,
     face_id: int | None = None,
     track_id: int | None = None,
@@ -111,13 +110,12 @@ def correct(
     """Appends a correction of one face, or of a whole track, by ``annotator``.
 
     Raises:
-        ValueError: Without an annotator name, or without exactly one of face_id and track_id.
+        AnnotatorMissingError: Without an annotator name.
+        ValueError: Without exactly one of face_id and track_id.
         InvalidLabelError: For a class or value out of range.
         NotFoundError: For a face or track that no longer exists.
     """
-    name = (annotator or "").strip()
-    if not name:
-        raise ValueError("enter your name as annotator before the first correction")
+    name = require_annotator(annotator, "the first correction")
     if (face_id is None) == (track_id is None):
         raise ValueError("a correction needs exactly one of a face or a track")
     if track_id is not None:

@@ -12,7 +12,7 @@ from db.errors import NotFoundError, StudyNotFoundError
 from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow, StudyRow, TrackRow
 from db.services import LabelStore
-from webapp.services.owner import require_owner
+from webapp.services.who import require_owner
 
 
 def list_studies(store: LabelStore) -> list[StudyRow]:

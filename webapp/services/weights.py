@@ -1,13 +1,13 @@
 """Model weights: which are present and verified, fetching, importing, fine-tuning and removing versions.
 
-Owner-only actions (fetch, import, fine-tune, remove) check :func:`webapp.services.owner.require_owner` first.
+Owner-only actions (fetch, import, fine-tune, remove) check :func:`webapp.services.who.require_owner` first.
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +18,7 @@ from db.services import LabelStore
 from models.registry import REGISTRY, app_models, emotion_models
 from models.weights import weights_verified as stored_weights_verified
 from webapp.services.analysis import SessionLoader
-from webapp.services.owner import require_owner
+from webapp.services.who import require_owner
 
 if TYPE_CHECKING:  # torch loads lazily: the first page paints before it is imported
     from db.training import FineTuneOutcome
@@ -128,8 +128,11 @@ def missing_app_models(model: str, weights_dir: Path) -> list[str]:
     return [n for n in app_models(model) if not is_present(n, weights_dir)]
 
 
-def missing_app_models_help(missing: Sequence[str]) -> str:
-    """What the Analyze page says when models the app uses are missing (plain text, one paragraph)."""
+def missing_app_models_help(model: str, weights_dir: Path) -> str | None:
+    """What the Analyze page says when models the app uses are missing (plain text, one paragraph), None if none is."""
+    missing = missing_app_models(model, weights_dir)
+    if not missing:
+        return None
     names = ", ".join(missing)
     return (
         f"Missing model weights: {names}. Without them the app shows no emotions or no engagement scores. An owner "

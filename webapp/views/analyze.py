@@ -173,9 +173,9 @@ def render() -> None:
     st.caption(f"Faces, emotions, valence/arousal and engagement. Results go to study {code_span(ctx.study)}.")
     _where_uploads_go(ctx)
     show_flash()
-    missing = weights.missing_app_models(ctx.settings.model, ctx.weights_dir)
-    if missing:
-        st.warning(weights.missing_app_models_help(missing), icon=":material/warning:")
+    missing = weights.missing_app_models_help(ctx.settings.model, ctx.weights_dir)
+    if missing is not None:
+        st.warning(missing, icon=":material/warning:")
     model = _model_choice(ctx)
     if model is None:
         return

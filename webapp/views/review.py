@@ -91,7 +91,7 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
             engagement=_number(extras.get("engagement")),
             note=None if note is None else str(note),
         )
-    except (AffectLabError, ValueError) as exc:
+    except AffectLabError as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     state = ui_state()
@@ -123,7 +123,7 @@ def _undo(ctx: Context) -> None:
 def _skip(ctx: Context, face_id: int) -> None:
     try:
         review.skip(ctx.store, ctx.annotator, face_id)
-    except (AffectLabError, ValueError) as exc:
+    except AffectLabError as exc:
         flash("warning", f"Not skipped: {code_span(str(exc))}")
         return
     ui_state().review_face = None
