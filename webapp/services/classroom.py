@@ -128,11 +128,6 @@ def import_segments(store: LabelStore, study: str, data: bytes, who: str | None)
         return len(store.import_segments(study, path, created_by=who))
 
 
-def class_tables(store: LabelStore, study: str) -> ClassTables:
-    """The online-class tables of the study (:class:`db.classroom.ClassTables`)."""
-    return store.class_tables(study)
-
-
 def class_table_bytes(
     store: LabelStore, study: str, table: ClassTable, fmt: Literal["csv", "parquet"] = "csv"
 ) -> tuple[bytes, str]:
@@ -143,6 +138,25 @@ def class_table_bytes(
         out = Path(tmp) / f"{table}.{fmt}"
         store.export(study, table, out)
         return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ClassOverTime:
+    """The "Class over time" section: the study's class tables and, for owners, each table as a download.
+
+    Attributes:
+        tables: The online-class tables of the study.
+        downloads: Table -> (CSV bytes, its dataset card in Markdown); empty for anyone but an owner.
+    """
+
+    tables: ClassTables
+    downloads: dict[ClassTable, tuple[bytes, str]]
+
+
+def class_over_time(store: LabelStore, study: str, owner: bool) -> ClassOverTime:
+    """The class tables of ``study`` and, for an owner, their CSV downloads with dataset cards."""
+    downloads = {t: class_table_bytes(store, study, t) for t in CLASS_TABLES} if owner else {}
+    return ClassOverTime(tables=store.class_tables(study), downloads=downloads)
 
 
 def class_figure(

@@ -141,7 +141,8 @@ def render() -> None:
         )
 
     st.subheader("Class over time")
-    tables = classroom.class_tables(ctx.store, ctx.study)
+    over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)
+    tables = over_time.tables
     value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])
     students = st.multiselect(
         "One line per student", sorted({r["person"] for r in tables.minutes if r["media_id"] == media_id})
@@ -150,8 +151,8 @@ def render() -> None:
     for table, what in classroom.CLASS_TABLES.items():
         st.markdown(f"**{what.capitalize()}** ({code_span(table)})")
         st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)
-        if ctx.owner:
-            data, card = classroom.class_table_bytes(ctx.store, ctx.study, table)
+        if table in over_time.downloads:
+            data, card = over_time.downloads[table]
             st.download_button(
                 f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"{Keys.CLASS_DOWNLOAD}_{table}"
             )
