@@ -69,15 +69,15 @@ def store_for(data_dir: Path):
 def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: str = "default") -> list[int]:
     """Analyses files straight through the services (no AppTest) and returns their media ids."""
     from models.analysis import AnalysisSession
-    from webapp import services
+    from webapp.services import analysis
 
     store = store_for(data_dir)
     store.upgrade()
     session = AnalysisSession.open("enet_b0_8_best_vgaf", weights_dir)
     ids = []
     for f in files:
-        out = services.analyze_upload(
-            services.Upload(f.name, f.read_bytes()),
+        out = analysis.analyze_upload(
+            analysis.Upload(f.name, f.read_bytes()),
             study=study,
             store=store,
             session=session,

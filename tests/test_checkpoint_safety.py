@@ -126,7 +126,7 @@ def test_cli_help_says_trust_unverified_never_runs_code() -> None:
 
 @pytest.mark.parametrize("kind", list(PAYLOADS))
 def test_webapp_import_weights_refuses_code(kind: str, tmp_path: Path) -> None:
-    from webapp.services import import_weights
+    from webapp.services.weights import import_weights
 
     path, marker, global_name = _crafted(kind, tmp_path, inside_model=False)
     with pytest.raises(UnsafeCheckpointError, match=global_name.replace(".", r"\.")):

@@ -115,11 +115,11 @@ def test_own_track_value_counts_as_current_but_others_votes_do_not(store, tmp_pa
 
 
 def test_human_confirming_the_models_class_is_stored_and_counted(store):
-    from webapp import services
+    from webapp.services import review
 
     ids = _faces(store)
     model = store.face(ids[0]).model_label
-    row = services.correct(store, "alice", face_id=ids[0], label=model)  # Review: the predicted class's button
+    row = review.correct(store, "alice", face_id=ids[0], label=model)  # Review: the predicted class's button
     assert row.label == model and row.kind == "set"
     assert [h.label for h in store.history(face_id=ids[0])] == [model]
     face = store.face(ids[0])

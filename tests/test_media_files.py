@@ -106,23 +106,23 @@ def test_a_failed_insert_keeps_no_new_file(store: LabelStore, tmp_path: Path, mo
 
 
 def test_webapp_media_functions_delegate_to_the_store(store: LabelStore, tmp_path: Path) -> None:
-    from webapp import services
+    from webapp.services import library, studies
 
     store.media_root = tmp_path / "media"
     rep = store.ingest_results(
         "s", png_bytes(8), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
     )
-    (media,) = services.study_media(store, "s")
-    kept = services.kept_media_file(tmp_path / "media", store, "s", media)
+    (media,) = studies.study_media(store, "s")
+    kept = library.kept_media_file(tmp_path / "media", store, "s", media)
     assert kept == store.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
-    assert services.kept_media_file(None, store, "s", media) is None  # features-only mode
-    assert services.playable_media_file(store, media) == kept  # an image needs no conversion
+    assert library.kept_media_file(None, store, "s", media) is None  # features-only mode
+    assert library.playable_media_file(store, media) == kept  # an image needs no conversion
     from db.errors import NotAllowedError
 
     with pytest.raises(NotAllowedError):
-        services.delete_media(store, "s", media.id, tmp_path / "media", owner=False)
+        library.delete_media(store, "s", media.id, tmp_path / "media", owner=False)
     assert kept.exists(), "a refused delete touches nothing"
-    counts = services.delete_media(store, "s", media.id, tmp_path / "media", owner=True)
+    counts = library.delete_media(store, "s", media.id, tmp_path / "media", owner=True)
     assert counts["files"] == 1 and not kept.exists()
 
 
@@ -252,7 +252,7 @@ def test_to_browser_video_refuses_what_is_not_a_video(tmp_path: Path) -> None:
 
 def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_path: Path) -> None:
     from db.ingest import MediaInfo
-    from webapp import services
+    from webapp.services import library, studies
 
     store.media_root = tmp_path / "media"
     gif = _gif(tmp_path / "clip.gif")
@@ -273,7 +273,7 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
     assert play.parent == kept.parent and play.name.startswith(kept.stem + ".play.")
     assert _frames(play)[0] == _frames(kept)[0] == 7
     assert store.playable_media_path(mid) == play  # converted once
-    (media,) = services.study_media(store, "s")
-    assert services.playable_media_file(store, media) == play
+    (media,) = studies.study_media(store, "s")
+    assert library.playable_media_file(store, media) == play
     assert store.delete_media(mid)["files"] == 2
     assert not kept.exists() and not play.exists()

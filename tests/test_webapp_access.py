@@ -267,34 +267,34 @@ def test_wrong_codes_in_the_app(
 def test_owner_actions_are_checked_in_the_services(multi_face_app_dir: Path) -> None:
     from db.errors import NotAllowedError, NotFoundError
     from db.review import StudySettings
-    from webapp import services
+    from webapp.services import exports, library, studies, weights
 
     store = store_for(multi_face_app_dir)
-    (media,) = services.study_media(store, "default")
+    (media,) = studies.study_media(store, "default")
     for call in (
-        lambda: services.export_bytes(store, "default", "csv", owner=False),
-        lambda: services.dataset_card(store, "default", owner=False),
-        lambda: services.delete_media(store, "default", media.id, None, owner=False),
-        lambda: services.set_study_settings(store, "default", StudySettings(), owner=False),
-        lambda: services.remove_version("x@1", multi_face_app_dir, owner=False),
-        lambda: services.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
-        lambda: services.import_weights(
+        lambda: exports.export_bytes(store, "default", "csv", owner=False),
+        lambda: exports.dataset_card(store, "default", owner=False),
+        lambda: library.delete_media(store, "default", media.id, None, owner=False),
+        lambda: studies.set_study_settings(store, "default", StudySettings(), owner=False),
+        lambda: weights.remove_version("x@1", multi_face_app_dir, owner=False),
+        lambda: weights.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
+        lambda: weights.import_weights(
             b"x", "x.pt", "enet_b0_8_best_vgaf", multi_face_app_dir, trust_unverified=True, owner=False
         ),
     ):
         with pytest.raises(NotAllowedError):
             call()
-    face = services.study_faces(store, "default")[0]
-    assert services.face_label(store, face.face_id, "default").face_id == face.face_id
+    face = studies.study_faces(store, "default")[0]
+    assert studies.face_label(store, face.face_id, "default").face_id == face.face_id
     with pytest.raises(NotFoundError):  # another study's face id (from a URL) reads as no face at all
-        services.face_label(store, face.face_id, "other")
+        studies.face_label(store, face.face_id, "other")
     with pytest.raises(NotFoundError):
-        services.face_crop(store, face.face_id, "other")
-    assert services.face_crops(store, [face.face_id], "other") == {}
-    assert services.media_tracks(store, media.id, "other") == []
+        studies.face_crop(store, face.face_id, "other")
+    assert studies.face_crops(store, [face.face_id], "other") == {}
+    assert studies.media_tracks(store, media.id, "other") == []
     with pytest.raises(NotFoundError):
-        services.delete_media(store, "other", media.id, None, owner=True)
-    assert services.study_media(store, "default"), "nothing was deleted"
+        library.delete_media(store, "other", media.id, None, owner=True)
+    assert studies.study_media(store, "default"), "nothing was deleted"
     store.close()
 
 

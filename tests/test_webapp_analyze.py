@@ -261,7 +261,7 @@ def test_the_demo_study_is_cleared_after_its_ttl(
     from datetime import timedelta
 
     from tests.apphelpers import analyze_into
-    from webapp import services
+    from webapp.services import demo
 
     analyze_into(app_dirs, random_weights_dir, [multi_face_jpg], study="demo")
     analyze_into(app_dirs, random_weights_dir, [multi_face_jpg], study="kept")
@@ -271,12 +271,12 @@ def test_the_demo_study_is_cleared_after_its_ttl(
     kept_file = store.media_path(m.id)
     assert kept_file is not None and kept_file.is_file()
     created = m.created_at
-    assert services.clear_demo(store, media_dir, 24, now=created + timedelta(hours=23)) == 0
-    assert services.clear_demo(store, media_dir, 0, now=created + timedelta(days=30)) == 0, "0 keeps them"
-    assert services.clear_demo(store, media_dir, 24, now=created + timedelta(hours=25)) == 1
+    assert demo.clear_demo(store, media_dir, 24, now=created + timedelta(hours=23)) == 0
+    assert demo.clear_demo(store, media_dir, 0, now=created + timedelta(days=30)) == 0, "0 keeps them"
+    assert demo.clear_demo(store, media_dir, 24, now=created + timedelta(hours=25)) == 1
     assert store.media("demo") == [] and not kept_file.exists()
     assert len(store.media("kept")) == 1, "only the demo study is cleared"
-    monkeypatch.setattr(services, "_SWEEPS", services._Sweeps())
-    assert services.clear_demo_if_due(store, media_dir, 24) == 0, "the first run sweeps"
-    assert services.clear_demo_if_due(store, media_dir, 24) is None, "then not again within the hour"
+    monkeypatch.setattr(demo, "_SWEEPS", demo._Sweeps())
+    assert demo.clear_demo_if_due(store, media_dir, 24) == 0, "the first run sweeps"
+    assert demo.clear_demo_if_due(store, media_dir, 24) is None, "then not again within the hour"
     store.close()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.apphelpers import analyze_into, fresh_data_dir, new_app, no_exception, page, store_for
-from webapp import services
+from webapp.services import exports, library
 
 pytestmark = pytest.mark.slow
 
@@ -42,30 +42,30 @@ def test_counts_confusion_and_export_buttons(data_dir: Path) -> None:
     keys = [c.key for c in at.get("plotly_chart")]
     assert keys == ["counts", "confusion"]
     labels = [b.label for b in at.get("download_button")]
-    assert sorted(labels) == sorted([d for d, _, _ in services.EXPORT_FORMATS.values()] + ["Dataset card (README.md)"])
+    assert sorted(labels) == sorted([d for d, _, _ in exports.EXPORT_FORMATS.values()] + ["Dataset card (README.md)"])
 
 
 def test_exports_hold_the_corrections(data_dir: Path) -> None:
     store = store_for(data_dir)
-    df = pd.read_csv(io.BytesIO(services.export_bytes(store, "default", "csv", owner=True)))
+    df = pd.read_csv(io.BytesIO(exports.export_bytes(store, "default", "csv", owner=True)))
     assert len(df) == 5 and "face_id" in df.columns
     human = df[df["label_source"] == "human"].sort_values("face_id")
     assert list(human["label"]) == ["Happiness", "Fear"]
-    assert pd.read_parquet(io.BytesIO(services.export_bytes(store, "default", "parquet", owner=True))).shape[0] == 5
-    npz = np.load(io.BytesIO(services.export_bytes(store, "default", "features", owner=True)))
+    assert pd.read_parquet(io.BytesIO(exports.export_bytes(store, "default", "parquet", owner=True))).shape[0] == 5
+    npz = np.load(io.BytesIO(exports.export_bytes(store, "default", "features", owner=True)))
     assert npz["X"].shape[1] == 1280
-    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "imagefolder", owner=True))) as zf:
+    with zipfile.ZipFile(io.BytesIO(exports.export_bytes(store, "default", "imagefolder", owner=True))) as zf:
         assert any(n.endswith(".png") for n in zf.namelist())
-    with zipfile.ZipFile(io.BytesIO(services.export_bytes(store, "default", "hf", owner=True))) as zf:
+    with zipfile.ZipFile(io.BytesIO(exports.export_bytes(store, "default", "hf", owner=True))) as zf:
         assert any(n.endswith("metadata.csv") for n in zf.namelist())
-    assert "Happiness" in services.dataset_card(store, "default", owner=True)
-    assert services.export_file_name("a b/<c>", "hf") == "affectlab-a-b-c-hf.zip"
+    assert "Happiness" in exports.dataset_card(store, "default", owner=True)
+    assert exports.export_file_name("a b/<c>", "hf") == "affectlab-a-b-c-hf.zip"
 
 
 def test_owner_deletes_a_media_item_and_its_file(data_dir: Path) -> None:
     store = store_for(data_dir)
     (media,) = store.media("default")
-    kept = services.kept_media_file(data_dir.resolve() / "media", store, "default", media)
+    kept = library.kept_media_file(data_dir.resolve() / "media", store, "default", media)
     assert kept is not None and kept.is_file()
     at = page(new_app(), "dataset")
     at.checkbox(key="w_delete_confirm").check().run()

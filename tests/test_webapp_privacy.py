@@ -173,7 +173,7 @@ def test_review_keeps_the_labelled_face_sharp_and_blurs_the_others(
 
 def test_class_table_exports_hold_no_image(tmp_path: Path) -> None:
     from tests.test_db_classes import _ingest
-    from webapp import services
+    from webapp.services import classroom
 
     data = tmp_path / "data"
     data.mkdir()
@@ -181,8 +181,8 @@ def test_class_table_exports_hold_no_image(tmp_path: Path) -> None:
     store.upgrade()
     try:
         _ingest(store, study="default")
-        for table in services.CLASS_TABLES:
-            body, _card = services.class_table_bytes(store, "default", table)
+        for table in classroom.CLASS_TABLES:
+            body, _card = classroom.class_table_bytes(store, "default", table)
             assert b"\x89PNG" not in body and b"iVBORw0KGgo" not in body and b"data:image" not in body
             assert not re.search(rb"crop|png", body.split(b"\n", 1)[0], re.IGNORECASE), table
     finally:
@@ -220,7 +220,7 @@ def test_classroom_thumbnails_blurred_for_non_owners(
         "default", png_bytes(5), "lecture.mp4", results, tracks_of(tracks), media_info=info
     ).media_ids[0]
     store.set_study_settings("default", StudySettings(blur_faces=True))
-    from webapp.services import blurred_crop
+    from webapp.services.privacy import blurred_crop
 
     stored = store.face_crops(list(store.best_faces(mid).values())).values()
     crops = [decode(b) for b in stored]

@@ -246,9 +246,8 @@ def load_access_config(settings: Settings, secrets: Mapping[str, Any], server_ad
     annotators = parse_people(settings.annotators or _secret(secrets, "access", "annotators"))
     owners = parse_people(settings.owners or _secret(secrets, "access", "owners"))
     study = settings.study or DEFAULT_STUDY
-    common = {"annotators": annotators, "owners": owners, "default_study": study}
     if has_auth:
-        return AccessConfig(mode="oidc", **common)
+        return AccessConfig(mode="oidc", annotators=annotators, owners=owners, default_study=study)
     if code or study_codes or study_owner_codes:
         coded = set(study_codes) | set(study_owner_codes)
         listed = sorted({s for table in (annotators, owners) for s in table if s != ALL and s not in coded})
@@ -268,7 +267,9 @@ def load_access_config(settings: Settings, secrets: Mapping[str, Any], server_ad
             study_codes=study_codes,
             study_owner_codes=study_owner_codes,
             refusal=refusal,
-            **common,
+            annotators=annotators,
+            owners=owners,
+            default_study=study,
         )
     hosted = settings.hosted
     open_ok = settings.allow_open
@@ -277,9 +278,11 @@ def load_access_config(settings: Settings, secrets: Mapping[str, Any], server_ad
         return AccessConfig(
             mode="closed",
             reason=f"the app is reachable from other machines ({where}) and no sign-in is configured",
-            **common,
+            annotators=annotators,
+            owners=owners,
+            default_study=study,
         )
-    return AccessConfig(mode="local", **common)
+    return AccessConfig(mode="local", annotators=annotators, owners=owners, default_study=study)
 
 
 class CodeThrottle:

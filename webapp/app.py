@@ -1,7 +1,7 @@
 """AffectLab's Streamlit entry point: sign-in gate, sidebar (study, annotator), and the page router.
 
 Run with ``make run`` or ``streamlit run webapp/app.py --server.address 127.0.0.1``. Pages live in
-``webapp/views/``; each is thin and calls :mod:`webapp.services`.
+``webapp/views/``; each is thin and calls the :mod:`webapp.services` module of its concern.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import streamlit as st  # noqa: E402
 
 from affectlab.settings import Settings  # noqa: E402
 from db.services import LabelStore  # noqa: E402
-from webapp import guard, resources, services  # noqa: E402
+from webapp import guard, resources  # noqa: E402
 from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config  # noqa: E402
-from webapp.state import Keys, UIState, from_url, ui_state  # noqa: E402
+from webapp.services import demo, studies  # noqa: E402
+from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state  # noqa: E402
 from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
 
 NEW_STUDY = "+ New study..."
@@ -106,7 +107,7 @@ def _client_id(key: str | None) -> str:
         address = st.context.headers.get("X-Forwarded-For")
         if address:
             return address
-    return key or f"session:{id(st.session_state)}"
+    return key or f"session:{id(ui_state())}"
 
 
 def _code_form(
@@ -183,7 +184,7 @@ def _visible(access: AccessConfig, who: str | None, grant: CodeGrant | None) -> 
 
 
 def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visible: Callable[[str], bool]) -> str:
-    names = [s.name for s in services.list_studies(store)]
+    names = [s.name for s in studies.list_studies(store)]
     if access.default_study not in names:
         names.insert(0, access.default_study)
     if state.study and state.study not in names:
@@ -195,7 +196,8 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
         st.stop()
     if state.switch_study is not None:  # set before the widget exists, so that the widget shows it
         if state.switch_study in names:
-            st.session_state[Keys.STUDY] = state.study = state.switch_study
+            set_widget_value(Keys.STUDY, state.switch_study)
+            state.study = state.switch_study
         state.switch_study = None
     current = state.study if state.study in names else names[0]
     choice = st.sidebar.selectbox(
@@ -265,7 +267,7 @@ def main() -> None:
     if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
     # the demo study's old media go on the server's first script run, then at most hourly, whoever visits
-    services.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
+    demo.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
     who = _gate(access, state)
     key, grant = _code_gate(access) if access.mode == "code" else (None, None)
     if access.mode != "code":
@@ -281,7 +283,7 @@ def main() -> None:
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):
             _code_form(access, key, grants, label="Code", form_key="more_codes", widget_key=Keys.OWNER_CODE)
-        if st.sidebar.button("Sign out", icon=":material/logout:", key="code_sign_out") and grants is not None:
+        if st.sidebar.button("Sign out", icon=":material/logout:", key=Keys.CODE_SIGN_OUT) and grants is not None:
             grants.revoke(key)
             st.rerun()
     owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))

@@ -1,7 +1,7 @@
 """``python -m webapp.demo_sweep``: deletes the demo study's media older than ``AFFECTLAB_DEMO_TTL_HOURS`` now.
 
 ``webapp/docker_start.sh`` runs it at every start; the app itself sweeps again on its first page run and then at most
-hourly (:func:`webapp.services.clear_demo_if_due`).
+hourly (:func:`webapp.services.demo.clear_demo_if_due`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from affectlab.settings import Settings
 from db.services import LabelStore
-from webapp import services
+from webapp.services import demo
 
 
 def main() -> int:
@@ -21,7 +21,7 @@ def main() -> int:
     store = LabelStore(s.database_url, store_crops=s.store_crops, data_dir=Path(s.data_dir).resolve())
     try:
         media_dir = Path(s.data_dir).resolve() / "media" if s.store_crops else None
-        n = services.clear_demo(store, media_dir, s.demo_ttl_hours)
+        n = demo.clear_demo(store, media_dir, s.demo_ttl_hours)
     finally:
         store.close()
     print(f"demo study: {n} media item(s) older than {s.demo_ttl_hours:g} h deleted", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -278,7 +279,7 @@ def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], ti
 
 
 def class_timeline(
-    minutes: Sequence[Mapping[str, object]],
+    minutes: Sequence[Mapping[str, Any]],
     segments: Sequence[tuple[str, float, float]],
     title: str,
     students: Sequence[str] = (),
@@ -308,7 +309,7 @@ def class_timeline(
     for r in minutes:
         v = r.get(value)
         if v is not None and v == v:
-            by_minute.setdefault(int(r["minute"]), []).append(float(v))  # type: ignore[arg-type]
+            by_minute.setdefault(int(r["minute"]), []).append(float(v))
     xs = sorted(by_minute)
     fig.add_trace(
         go.Scatter(
@@ -320,10 +321,10 @@ def class_timeline(
         )
     )
     for k, who in enumerate(students):
-        rows = sorted((r for r in minutes if r["person"] == who), key=lambda r: r["minute"])  # type: ignore[arg-type]
+        rows = sorted((r for r in minutes if r["person"] == who), key=lambda r: r["minute"])
         fig.add_trace(
             go.Scatter(
-                x=[int(r["minute"]) + 0.5 for r in rows],  # type: ignore[call-overload]
+                x=[int(r["minute"]) + 0.5 for r in rows],
                 y=[r.get(value) for r in rows],
                 mode="lines",
                 name=str(who),

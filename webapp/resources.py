@@ -56,7 +56,7 @@ def analysis_session(
         model,
         weights_dir,
         device=device,
-        backend=backend or s.backend,  # type: ignore[arg-type]
+        backend="onnx" if (backend or s.backend) == "onnx" else "torch",  # the settings allow only these two
         detect_every=detect_every or s.detect_every,
     )
 

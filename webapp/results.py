@@ -7,6 +7,7 @@ from a chosen time, annotated key frames, and per-track timelines of emotions, v
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -14,27 +15,29 @@ import streamlit as st
 from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow
 from models.errors import AffectLabError
-from webapp import figures, services
+from webapp import figures
+from webapp.services import library, privacy, review
+from webapp.state import Keys, widget_value
 from webapp.ui import Context, code_span, flash, plural
 
 
 def _correct_cb(ctx: Context, face_id: int, key: str) -> None:
-    label = st.session_state.get(key)
+    label = widget_value(key)
     if not label:
         return
     if ctx.annotator is None:
         flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
         return
     try:
-        services.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
-    except (AffectLabError, ValueError) as exc:
+        review.correct(ctx.store, ctx.annotator, face_id=face_id, label=label)
+    except AffectLabError as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     flash("success", f"Stored: face {face_id} is {label} (by {code_span(ctx.annotator)}). Undo on the Review page (U).")
 
 
-def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> None:
-    crops = services.viewer_crops(ctx.store, [f.face_id for f in faces], rules, ctx.owner, ctx.study)
+def _face_rows(ctx: Context, faces: Sequence[FaceLabel], rules: StudySettings) -> None:
+    crops = privacy.viewer_crops(ctx.store, [f.face_id for f in faces], rules, ctx.owner, ctx.study)
     for n, face in enumerate(faces, start=1):
         c1, c2, c3 = st.columns([1, 3, 3], vertical_alignment="center")
         crop = crops.get(face.face_id)
@@ -55,10 +58,10 @@ def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> No
         with c3:
             source = "annotators" if face.label_source == "human" else "model"
             st.markdown(f"Label: **{face.label or '-'}** (from the {source})")
-            key = f"qc_{face.face_id}"
+            key = f"{Keys.QUICK_CORRECT}_{face.face_id}"
             st.pills(
                 f"Correct face {n}",
-                services.class_names(face),
+                review.class_names(face),
                 key=key,
                 on_change=_correct_cb,
                 args=(ctx, face.face_id, key),
@@ -67,33 +70,31 @@ def _face_rows(ctx: Context, faces: list[FaceLabel], rules: StudySettings) -> No
             )
 
 
-def _circumplex(faces: list[FaceLabel], key: str) -> None:
+def _circumplex(faces: Sequence[FaceLabel], key: str) -> None:
     points = [
         (f.model_valence, f.model_arousal, f"face {n}")
         for n, f in enumerate(faces, start=1)
         if f.model_valence is not None and f.model_arousal is not None
     ]
     if points:
-        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)  # type: ignore[arg-type]
+        st.plotly_chart(figures.circumplex(points, "Valence and arousal (model)"), key=key)
 
 
-def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+def _image_result(ctx: Context, media: MediaRow, faces: Sequence[FaceLabel], rules: StudySettings) -> None:
     left, right = st.columns([3, 2])
     with left:
-        if path is not None:
-            boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
-            try:
-                image = services.blurred_frame(
-                    services.load_media_image(path), [f.box for f in faces], rules, ctx.owner
-                )
+        try:
+            image = library.shown_image(ctx.store, ctx.study, media, faces, rules, ctx.owner, ctx.media_dir)
+        except AffectLabError as exc:
+            st.error(f"Cannot show the image: {code_span(str(exc))}")
+        else:
+            if image is not None:
+                boxes = [figures.BoxLabel(f.box, n, f.label or "") for n, f in enumerate(faces, start=1)]
                 st.image(
                     figures.draw_boxes(image, boxes), caption=f"{plural(len(faces), 'face')}, numbered largest first"
                 )
-            except AffectLabError as exc:
-                st.error(f"Cannot show the image: {code_span(str(exc))}")
-        else:
-            st.caption("The image is not kept (features-only privacy mode).")
+            else:
+                st.caption("The image is not kept (features-only privacy mode).")
     with right:
         _circumplex(faces, f"va_{media.id}")
     _face_rows(ctx, faces, rules)
@@ -103,18 +104,17 @@ def _image_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
 def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[tuple, ...], blur: bool) -> list:
     del mtime  # part of the cache key only: a replaced file is decoded again
     out = []
-    for time_s, index, image in services.key_frames(Path(path), frames):
+    hidden = {fr: [b for f2, _t, b in boxes if f2 == fr] for fr in frames} if blur else None
+    for time_s, index, image in library.key_frames(Path(path), frames, blur=hidden):
         marks = [figures.BoxLabel(b, t + 1, f"track {t}") for fr, t, b in boxes if fr == index]
-        if blur:
-            image = services.blur_image(image, [m.box for m in marks])
         out.append((time_s, figures.draw_boxes(image, marks)))
     return out
 
 
-def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: StudySettings) -> None:
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if ctx.media_dir else None
+def _video_result(ctx: Context, media: MediaRow, faces: Sequence[FaceLabel], rules: StudySettings) -> None:
+    view = library.video_view(ctx.store, ctx.study, media, rules, ctx.owner, ctx.media_dir)
+    path, blur = view.path, view.blur
     duration = float(media.duration_s or 0.0)
-    blur = services.blurs(rules, ctx.owner)
     if media.analysis_status != "complete":
         st.warning("This recording's analysis was stopped midway: analyse the same file again to resume it.")
     if path is not None:
@@ -124,9 +124,10 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
                 "cannot be blurred frame by frame. The key frames below are blurred."
             )
         else:
-            start = st.slider("Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"start_{media.id}")
-            playable = services.playable_media_file(ctx.store, media)  # a GIF plays as MP4
-            st.video(str(playable or path), start_time=int(start))
+            start = st.slider(
+                "Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"{Keys.PLAY_FROM}_{media.id}"
+            )
+            st.video(str(view.playable or path), start_time=int(start))  # a GIF plays as MP4
         frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
         boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
         shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes, blur)
@@ -139,7 +140,7 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
     by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
     for f in faces:
         by_track[f.track_id].append(f)
-    tracks = {t.id: t for t in services.media_tracks(ctx.store, media.id, ctx.study)}
+    tracks = view.tracks
     for track_id, rows in by_track.items():
         rows.sort(key=lambda r: r.time_s or 0.0)
         t = tracks.get(track_id) if track_id is not None else None
@@ -176,20 +177,12 @@ def _video_result(ctx: Context, media: MediaRow, faces: list[FaceLabel], rules: 
 
 def show(ctx: Context, media_ids: list[int]) -> None:
     """The stored results of the given media items of the current study (deleted ones are left out)."""
-    media = {m.id: m for m in services.study_media(ctx.store, ctx.study)}
-    rules = services.study_settings(ctx.store, ctx.study)
-    faces_by_media: dict[int, list[FaceLabel]] = defaultdict(list)
-    for f in services.study_faces(ctx.store, ctx.study):
-        if f.media_id in media_ids:
-            seen = f if ctx.owner else services.visible_face(f, ctx.annotator, rules)
-            faces_by_media[f.media_id].append(seen)
+    shown = library.stored_results(ctx.store, ctx.study, media_ids, ctx.annotator, ctx.owner)
+    rules = shown.settings
     if ctx.annotator is None:
         st.info("To correct a label, enter your name in the sidebar (Your name) first.")
-    for mid in media_ids:
-        m = media.get(mid)
-        if m is None:
-            continue  # deleted since
-        faces = sorted(faces_by_media.get(mid, []), key=lambda r: (r.frame or 0, r.face_id))
+    for item in shown.items:  # deleted ones are left out
+        m, faces = item.media, item.faces
         st.subheader(code_span(m.filename), divider="gray")  # the name as literal text, never markdown or HTML
         if not faces:
             st.info("No face found in this file.")

@@ -2,7 +2,8 @@
 
 Everything lives in one :class:`UIState` object under ``st.session_state["affectlab"]``; pages get it with
 :func:`ui_state`. Widget keys are declared here too (:class:`Keys`); per-item widget keys are built from them
-(``f"{Keys.VALENCE}_{face_id}"``).
+(``f"{Keys.VALENCE}_{face_id}"``). No module but this one touches ``st.session_state``: pages read and set a widget's
+kept value with :func:`widget_value`, :func:`set_widget_value` and :func:`forget_widget`.
 
 What must survive a reload (the study, the annotator name when there is no sign-in, the review queue and filters, the
 media item opened) is mirrored into the page's URL query (:data:`URL_FIELDS`, :func:`from_url`, :func:`to_url`), so
@@ -125,7 +126,11 @@ def to_url(state: UIState, *, annotator_in_url: bool = True) -> dict[str, str]:
 
 
 class Keys:
-    """Widget keys (they live in ``st.session_state`` as Streamlit's own widget state)."""
+    """Widget keys (they live in ``st.session_state`` as Streamlit's own widget state).
+
+    Per-item keys add the item's id or name: ``f"{Keys.REVIEW_CLASS}_{label}"``. Charts' keys are element ids
+    without state and stay beside their charts.
+    """
 
     ACCESS_CODE = "w_access_code"
     OWNER_CODE = "w_owner_code"
@@ -168,6 +173,42 @@ class Keys:
     REMOVE_VERSION = "w_remove_version"
     FINETUNE_MODEL = "w_finetune_model"
     FINETUNE_TARGET = "w_finetune_target"
+    CLASSROOM_MEDIA = "classroom_media"
+    CLASSROOM_BLUR_FACES = "classroom_blur_faces"
+    CLASSROOM_CSV = "classroom_csv"
+    CLASS_DOWNLOAD = "dl"
+    CODE_SIGN_OUT = "code_sign_out"
+    EXPORT = "export"
+    QUICK_CORRECT = "qc"
+    PLAY_FROM = "start"
+    REVIEW_CLASS = "cls"
+    STRIP_OPEN = "strip"
+    APPLY_TRACK = "apply_track"
+    SAVE_EXTRAS = "save_extras"
+    SKIP = "skip"
+    UNDO = "undo"
+    UNSKIP = "unskip"
+
+
+def widget_value(key: str) -> Any:
+    """The value Streamlit keeps for the widget ``key`` (a :class:`Keys` name), None before the widget was drawn."""
+    import streamlit as st
+
+    return st.session_state.get(key)
+
+
+def set_widget_value(key: str, value: Any) -> None:
+    """Sets what the widget ``key`` shows on its next drawing (call before it is drawn in this run)."""
+    import streamlit as st
+
+    st.session_state[key] = value
+
+
+def forget_widget(key: str) -> None:
+    """Drops the value Streamlit keeps for the widget ``key`` (it then starts from its default)."""
+    import streamlit as st
+
+    st.session_state.pop(key, None)
 
 
 def ui_state(session: MutableMapping[str, Any] | None = None) -> UIState:
@@ -179,9 +220,11 @@ def ui_state(session: MutableMapping[str, Any] | None = None) -> UIState:
     if session is None:
         import streamlit as st
 
-        session = st.session_state
-    state = session.get(STATE_KEY)
+        mapping: MutableMapping[Any, Any] = st.session_state
+    else:
+        mapping = session
+    state = mapping.get(STATE_KEY)
     if not isinstance(state, UIState):
         state = UIState()
-        session[STATE_KEY] = state
+        mapping[STATE_KEY] = state
     return state

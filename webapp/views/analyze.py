@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from models.decode import VIDEO_SUFFIXES
 from models.errors import AffectLabError
 from models.images import IMAGE_SUFFIXES
 from models.registry import get_spec
-from webapp import resources, results, services
+from webapp import resources, results
+from webapp.services import analysis, demo, weights
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, file_error, flash, plural, show_flash
 
@@ -18,7 +20,7 @@ UPLOAD_TYPES = sorted({s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_SUFFIXES})
 
 
 def _model_choice(ctx: Context) -> str | None:
-    present = services.present_models(ctx.weights_dir)
+    present = weights.present_models(ctx.weights_dir)
     if not present:  # the warning above named the missing weights
         st.page_link("views/model_weights.py", label="Open the Models page to fetch weights", icon=":material/memory:")
         return None
@@ -34,7 +36,7 @@ def _model_choice(ctx: Context) -> str | None:
         help="Only models whose weights are present are offered (see the Models page).",
     )
     state.model = model
-    if services.weights_verified(model, ctx.weights_dir) is False:
+    if weights.weights_verified(model, ctx.weights_dir) is False:
         st.warning(
             f"The weights of {model} are unverified (imported with trust-unverified): their hash differs "
             "from the published checkpoint's, so predictions may not be the published model's."
@@ -42,7 +44,7 @@ def _model_choice(ctx: Context) -> str | None:
     return model
 
 
-def _uploads() -> list[services.Upload]:
+def _uploads() -> list[analysis.Upload]:
     files = st.file_uploader(
         "Images and videos",
         type=UPLOAD_TYPES,
@@ -50,58 +52,49 @@ def _uploads() -> list[services.Upload]:
         key=Keys.UPLOADS,
         help="Several files at once; each is analysed and stored in the current study.",
     )
-    uploads = [services.Upload(f.name, f.getvalue()) for f in files or []]
+    uploads = [analysis.Upload(f.name, f.getvalue()) for f in files or []]
     if st.toggle("Use the webcam", help="Take a snapshot with your camera (your browser asks for permission)."):
         shot = st.camera_input("Webcam snapshot", key=Keys.CAMERA)
         if shot is not None:
-            uploads.append(services.Upload(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue()))
+            uploads.append(analysis.Upload(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue()))
     return uploads
 
 
-def _run_analysis(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
-    """Shows files the study already holds at once (no model run), then analyses the new ones."""
-    ids: list[int] = []
-    new: list[services.Upload] = []
-    for upload in uploads:
-        stored = services.stored_media(ctx.store, ctx.study, upload)
-        if stored is None:
-            new.append(upload)
-            continue
-        st.caption(
-            f"{code_span(upload.name)}: already in the study ({plural(stored.n_faces, 'face')}): showing the "
+def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps: float) -> list[int]:
+    """The Analyze button: files the study holds already are shown at once (no model run), the new ones analysed."""
+    known = st.container()  # above the progress bars, filled once the study was asked
+    bars: list[DeltaGenerator] = []  # one per new file, in the order they are analysed
+
+    def progress_for(upload: analysis.Upload) -> analysis.Progress:
+        bar = st.progress(0.0, text=f"{code_span(upload.name)}: waiting")
+        bars.append(bar)
+
+        def report(fraction: float, message: str) -> None:
+            bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(upload.name)}: {message}")
+
+        return report
+
+    run = analysis.analyze_files(
+        uploads,
+        study=ctx.study,
+        store=ctx.store,
+        load_session=lambda: resources.analysis_session(
+            model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+        ),
+        media_dir=ctx.media_dir,
+        uploaded_by=ctx.annotator or ctx.who,
+        fps=fps,
+        progress_for=progress_for,
+    )
+    for o in run.stored:
+        known.caption(
+            f"{code_span(o.file)}: already in the study ({plural(o.n_faces, 'face')}): showing the "
             "stored results, no model was run."
         )
-        if stored.id not in ids:
-            ids.append(stored.id)
-    if new:
-        ids += [i for i in _analyze_new(ctx, model, new, fps) if i not in ids]
-    return ids
-
-
-def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: float) -> list[int]:
-    try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
-    except AffectLabError as exc:
-        st.error(f"Cannot load {model}: {code_span(str(exc))}")
-        return []
-    ids: list[int] = []
+    if run.load_error is not None:
+        st.error(f"Cannot load {model}: {code_span(run.load_error)}")
     ok = failed = 0
-    for upload in uploads:
-        bar = st.progress(0.0, text=f"{code_span(upload.name)}: waiting")
-
-        def report(fraction: float, message: str, bar=bar, name=upload.name) -> None:
-            bar.progress(min(1.0, max(0.0, fraction)), text=f"{code_span(name)}: {message}")
-
-        outcome = services.analyze_upload(
-            upload,
-            study=ctx.study,
-            store=ctx.store,
-            session=session,
-            media_dir=ctx.media_dir,
-            uploaded_by=ctx.annotator or ctx.who,
-            fps=fps,
-            progress=report,
-        )
+    for outcome, bar in zip(run.analysed, bars, strict=True):
         if outcome.error is not None:
             failed += 1
             bar.empty()
@@ -112,10 +105,9 @@ def _analyze_new(ctx: Context, model: str, uploads: list[services.Upload], fps: 
         bar.progress(1.0, text=f"{code_span(outcome.file)}: {plural(outcome.n_faces, 'face')}{again}")
         for w in outcome.warnings:
             st.warning(f"{code_span(outcome.file)}: {w}")
-        if outcome.media_id is not None and outcome.media_id not in ids:
-            ids.append(outcome.media_id)
-    st.caption(f"{plural(ok, 'file')} analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
-    return ids
+    if run.analysed:
+        st.caption(f"{plural(ok, 'file')} analysed, {failed} failed; results stored in study {code_span(ctx.study)}.")
+    return run.media_ids
 
 
 def _where_uploads_go(ctx: Context) -> None:
@@ -123,7 +115,7 @@ def _where_uploads_go(ctx: Context) -> None:
     where = "in a PostgreSQL database" if s.database_url.startswith("postgresql") else "in this server's data folder"
     kept = "with the file and its face crops" if ctx.media_dir is not None else "as features only (no file, no crops)"
     ttl = (
-        f"; files of study {code_span(services.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
+        f"; files of study {code_span(demo.DEMO_STUDY)} (the samples) go after {s.demo_ttl_hours:g} hours"
         if s.demo_ttl_hours > 0
         else ""
     )
@@ -135,35 +127,41 @@ def _where_uploads_go(ctx: Context) -> None:
 
 def _try_sample(ctx: Context, model: str) -> None:
     """The "Try a sample" button: the samples analysed into the demo study, which is then selected."""
-    names = services.sample_names(ctx.settings.samples_dir)
+    names = demo.sample_names(ctx.settings.samples_dir)
     if not names:
         return
     st.caption(
         f"No file at hand? {plural(len(names), 'sample')} (a Pexels video of one person and stills of it) "
-        f"go to study {code_span(services.DEMO_STUDY)}."
+        f"go to study {code_span(demo.DEMO_STUDY)}."
     )
     if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
         return
+    bar = st.progress(0.0, text="samples: starting")
+
+    def report(fraction: float, message: str) -> None:
+        bar.progress(min(1.0, max(0.0, fraction)), text=code_span(message))
+
     try:
-        session = resources.analysis_session(model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend)
+        outcomes = demo.try_samples(
+            ctx.settings.samples_dir,
+            store=ctx.store,
+            load_session=lambda: resources.analysis_session(
+                model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+            ),
+            media_dir=ctx.media_dir,
+            uploaded_by=ctx.annotator or ctx.who,
+            progress=report,
+        )
     except AffectLabError as exc:
+        bar.empty()
         st.error(f"Cannot load {model}: {code_span(str(exc))}")
         return
-    bar = st.progress(0.0, text="samples: starting")
-    outcomes = services.try_samples(
-        ctx.settings.samples_dir,
-        store=ctx.store,
-        session=session,
-        media_dir=ctx.media_dir,
-        uploaded_by=ctx.annotator or ctx.who,
-        progress=lambda f, m: bar.progress(min(1.0, max(0.0, f)), text=code_span(m)),
-    )
     state = ui_state()
     state.analyzed = [o.media_id for o in outcomes if o.media_id is not None]
-    state.switch_study = services.DEMO_STUDY
+    state.switch_study = demo.DEMO_STUDY
     problems = [f"{code_span(o.file)}: {o.error}" for o in outcomes if o.error is not None]
     problems += [f"{code_span(o.file)}: {w}" for o in outcomes for w in o.warnings]
-    done = f"{plural(len(state.analyzed), 'sample')} analysed into study {code_span(services.DEMO_STUDY)}."
+    done = f"{plural(len(state.analyzed), 'sample')} analysed into study {code_span(demo.DEMO_STUDY)}."
     flash("warning" if problems else "success", " ".join([done, *problems]))
     st.rerun()
 
@@ -175,9 +173,9 @@ def render() -> None:
     st.caption(f"Faces, emotions, valence/arousal and engagement. Results go to study {code_span(ctx.study)}.")
     _where_uploads_go(ctx)
     show_flash()
-    missing = services.missing_app_models(ctx.settings.model, ctx.weights_dir)
-    if missing:
-        st.warning(services.missing_app_models_help(missing), icon=":material/warning:")
+    missing = weights.missing_app_models_help(ctx.settings.model, ctx.weights_dir)
+    if missing is not None:
+        st.warning(missing, icon=":material/warning:")
     model = _model_choice(ctx)
     if model is None:
         return

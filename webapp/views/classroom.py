@@ -5,14 +5,14 @@ Every change to the persons is recorded with who and when; tables and figure fol
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
 
 from models.errors import AffectLabError
-from webapp import services
+from webapp.services import classroom
+from webapp.state import Keys
 from webapp.ui import code_span, context, flash, show_flash
 
 
@@ -32,25 +32,23 @@ def render() -> None:
     ctx = context()
     st.title("Classroom")
     show_flash()
-    videos = services.class_videos(ctx.store, ctx.study)
+    videos = classroom.class_videos(ctx.store, ctx.study)
     if not videos:
         st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
         return
     names = {m.id: f"{m.filename} (#{m.id}, {m.duration_s or 0:.0f} s)" for m in videos}
-    media_id = st.selectbox("Recording", list(names), format_func=names.get, key="classroom_media")
-    persons = services.class_persons(ctx.store, media_id)
-    segments = services.lecture_segments(ctx.store, ctx.study, media_id)
-    rules = services.study_settings(ctx.store, ctx.study)
+    ids: list[int] = list(names)
+    media_id = st.selectbox("Recording", ids, format_func=names.__getitem__, key=Keys.CLASSROOM_MEDIA)
+    rec = classroom.recording_view(ctx.store, ctx.study, media_id, ctx.owner)
     if ctx.owner:
         blur = st.toggle(
             "Blur faces for everyone but the owners (privacy for minors)",
-            value=rules.blur_faces,
-            key="classroom_blur_faces",
+            value=rec.settings.blur_faces,
+            key=Keys.CLASSROOM_BLUR_FACES,
         )
-        if blur != rules.blur_faces:
-            rules = services.set_study_settings(
-                ctx.store, ctx.study, dataclasses.replace(rules, blur_faces=blur), owner=ctx.owner
-            )
+        if blur != rec.settings.blur_faces:
+            rec = classroom.set_blur_faces(ctx.store, ctx.study, media_id, blur, owner=ctx.owner)
+    persons, segments = rec.persons, rec.segments
 
     st.subheader("Lecture segments")
     if segments:
@@ -64,10 +62,10 @@ def render() -> None:
         start = c2.number_input("Start (s)", min_value=0.0, step=1.0)
         end = c3.number_input("End (s)", min_value=0.0, step=1.0)
         if st.form_submit_button("Add segment"):
-            _run(services.add_segment, ctx.store, ctx.who, media_id, name, start, end, done=f"segment {name!r} added")
-    upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key="classroom_csv")
+            _run(classroom.add_segment, ctx.store, ctx.who, media_id, name, start, end, done=f"segment {name!r} added")
+    upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key=Keys.CLASSROOM_CSV)
     if upload is not None and st.button("Import segments"):
-        _run(services.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
+        _run(classroom.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
 
     st.subheader("Students")
     st.dataframe(
@@ -85,12 +83,12 @@ def render() -> None:
         ),
         hide_index=True,
     )
-    thumbs = services.person_thumbnails(ctx.store, media_id, persons, rules, ctx.owner)
+    thumbs = rec.thumbnails
     shown = [p for p in persons if p.person_id in thumbs]
     for start in range(0, len(shown), 8):
         for col, p in zip(st.columns(8), shown[start : start + 8], strict=False):
             col.image(thumbs[p.person_id], caption=p.label, width=72)
-    if services.blurs(rules, ctx.owner):
+    if rec.blur:
         st.caption("Faces are blurred: this study protects its participants' privacy (owners see them).")
     by_label = {p.label: p for p in persons}
     if ctx.annotator:
@@ -99,13 +97,13 @@ def render() -> None:
             who = st.selectbox("Person", list(by_label))
             pid = st.text_input("Participant id")
             if st.form_submit_button("Rename") and who:
-                _run(services.rename_person, ctx.store, ctx.annotator, by_label[who].person_id, pid, done="renamed")
+                _run(classroom.rename_person, ctx.store, ctx.annotator, by_label[who].person_id, pid, done="renamed")
         with c2.form("classroom_merge"):
             keep = st.selectbox("Keep", list(by_label))
             into = st.selectbox("Merge into it", list(by_label), index=min(1, len(by_label) - 1))
             if st.form_submit_button("Merge") and keep and into:
                 _run(
-                    services.merge_persons,
+                    classroom.merge_persons,
                     ctx.store,
                     ctx.annotator,
                     by_label[keep].person_id,
@@ -122,7 +120,7 @@ def render() -> None:
             with st.form("classroom_split"):
                 piece = st.selectbox("Track holding another student", list(tracks))
                 if st.form_submit_button("Split off"):
-                    _run(services.split_track, ctx.store, ctx.annotator, tracks[piece], done="track split off")
+                    _run(classroom.split_track, ctx.store, ctx.annotator, tracks[piece], done="track split off")
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
     with st.expander("History of changes"):
@@ -136,25 +134,28 @@ def render() -> None:
                         "participant": h.participant,
                         "track": h.track_id,
                     }
-                    for h in services.person_history(ctx.store, media_id)
+                    for h in rec.history
                 ]
             ),
             hide_index=True,
         )
 
     st.subheader("Class over time")
-    tables = services.class_tables(ctx.store, ctx.study)
+    over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)
+    tables = over_time.tables
     value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])
     students = st.multiselect(
         "One line per student", sorted({r["person"] for r in tables.minutes if r["media_id"] == media_id})
     )
-    st.plotly_chart(services.class_figure(tables, segments, media_id, students, value), key="class_figure")
-    for table, what in services.CLASS_TABLES.items():
+    st.plotly_chart(classroom.class_figure(tables, segments, media_id, students, value), key="class_figure")
+    for table, what in classroom.CLASS_TABLES.items():
         st.markdown(f"**{what.capitalize()}** ({code_span(table)})")
         st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)
-        if ctx.owner:
-            data, card = services.class_table_bytes(ctx.store, ctx.study, table)
-            st.download_button(f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"dl_{table}")
+        if table in over_time.downloads:
+            data, card = over_time.downloads[table]
+            st.download_button(
+                f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"{Keys.CLASS_DOWNLOAD}_{table}"
+            )
             with st.expander(f"What the columns of {table} mean"):
                 st.markdown(card)
 

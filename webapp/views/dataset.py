@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+
 import pandas as pd
 import streamlit as st
 
 from db.rows import StudyStats
 from models.errors import AffectLabError
-from webapp import figures, services
+from webapp import figures
+from webapp.services import exports, library, studies
 from webapp.state import Keys
 from webapp.ui import Context, code_span, context, flash, plural, show_flash
 
@@ -80,7 +83,7 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
     store, study, owner = ctx.store, ctx.study, ctx.owner
     crops, feats = stats.counts.get("crops", 0), stats.counts.get("features", 0)
     cols = st.columns(3)
-    for i, (fmt, (desc, _suffix, mime)) in enumerate(services.EXPORT_FORMATS.items()):
+    for i, (fmt, (desc, _suffix, mime)) in enumerate(exports.EXPORT_FORMATS.items()):
         why = None
         if fmt in ("imagefolder", "hf") and not crops:
             why = "No face crops are stored (features-only mode)."
@@ -88,22 +91,22 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
             why = "No backbone features are stored."
         cols[i % 3].download_button(
             desc,
-            data=lambda fmt=fmt: services.export_bytes(store, study, fmt, owner=owner),
-            file_name=services.export_file_name(study, fmt),
+            data=functools.partial(exports.export_bytes, store, study, fmt, owner=owner),
+            file_name=exports.export_file_name(study, fmt),
             mime=mime,
-            key=f"export_{fmt}",
+            key=f"{Keys.EXPORT}_{fmt}",
             disabled=why is not None,
             help=why,
             icon=":material/download:",
             on_click="ignore",
             width="stretch",
         )
-    cols[len(services.EXPORT_FORMATS) % 3].download_button(
+    cols[len(exports.EXPORT_FORMATS) % 3].download_button(
         "Dataset card (README.md)",
-        data=lambda: services.dataset_card(store, study, owner=owner),
-        file_name=services.export_file_name(study, "csv").replace(".csv", "-README.md"),
+        data=lambda: exports.dataset_card(store, study, owner=owner),
+        file_name=exports.export_file_name(study, "csv").replace(".csv", "-README.md"),
         mime="text/markdown",
-        key="export_card",
+        key=f"{Keys.EXPORT}_card",
         icon=":material/description:",
         on_click="ignore",
         width="stretch",
@@ -111,7 +114,7 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
 
 
 def _media(ctx: Context) -> None:
-    media = services.study_media(ctx.store, ctx.study)
+    media = studies.study_media(ctx.store, ctx.study)
     st.subheader(f"Media ({len(media)})")
     if not media:
         return
@@ -142,7 +145,7 @@ def _media(ctx: Context) -> None:
         )
         if st.button("Delete", type="primary", disabled=not sure, icon=":material/delete:"):
             try:
-                counts = services.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir, owner=ctx.owner)
+                counts = library.delete_media(ctx.store, ctx.study, int(mid), ctx.media_dir, owner=ctx.owner)
             except AffectLabError as exc:
                 st.error(f"Not deleted: {code_span(str(exc))}")
                 return
@@ -161,7 +164,7 @@ def render() -> None:
     st.caption(f"Study {code_span(ctx.study)}: what is stored, how far people and model agree, and exports.")
     show_flash()
     with st.spinner("Computing counts and agreement..."):
-        stats = services.study_stats(ctx.store, ctx.study)
+        stats = exports.study_stats(ctx.store, ctx.study)
     if stats is None or not stats.counts.get("faces"):
         st.info("No faces in this study yet: analyse some files on the Analyze page.")
         _media(ctx)

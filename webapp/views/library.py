@@ -7,37 +7,34 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from db.rows import MediaRow
 from models.errors import AffectLabError
-from webapp import results, services
+from webapp import results
+from webapp.services import library
 from webapp.state import Keys, ui_state
-from webapp.ui import Context, code_span, context, plural, show_flash
+from webapp.ui import code_span, context, plural, show_flash
 
 PER_ROW = 4
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _thumb(path: str, mtime: float, kind: str, time_s: float, blur: bool = False):
+def _thumb(path: str, mtime: float, kind: str, time_s: float, blur: bool = False) -> np.ndarray:
     del mtime  # part of the cache key only
-    image = services.thumbnail(Path(path), kind, time_s)
-    if blur:  # the thumbnail is small and its boxes unknown here: all of it is blurred
-        h, w = image.shape[:2]
-        image = services.blur_image(image, [(0, 0, w, h)], radius=6)
-    return image
+    return library.thumbnail(Path(path), kind, time_s, blur=blur)
 
 
 def _open(media_id: int | None) -> None:
     ui_state().library_media = media_id
 
 
-def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float, blur: bool) -> None:
+def _card(card: library.LibraryCard, blur: bool) -> None:
+    m, path = card.media, card.path
     with st.container(border=True):
-        path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, m) if ctx.media_dir else None
         if path is not None:
             try:
-                st.image(_thumb(str(path), path.stat().st_mtime, m.kind, first_face_s, blur), width="stretch")
+                st.image(_thumb(str(path), path.stat().st_mtime, m.kind, card.first_face_s, blur), width="stretch")
             except AffectLabError as exc:
                 st.caption(f"No thumbnail: {code_span(str(exc))}")
         else:
@@ -45,7 +42,7 @@ def _card(ctx: Context, m: MediaRow, n_tracks: int, first_face_s: float, blur: b
         st.markdown(code_span(m.filename))
         what = plural(m.n_faces, "face")
         if m.kind == "video":
-            what += f" · {plural(n_tracks, 'track')} · {m.duration_s or 0:.1f} s"
+            what += f" · {plural(card.n_tracks, 'track')} · {m.duration_s or 0:.1f} s"
         st.caption(f"{m.kind} · {what} · {m.created_at:%Y-%m-%d %H:%M}")
         st.button(
             "Open",
@@ -62,35 +59,24 @@ def render() -> None:
     ctx = context()
     st.title("Library")
     show_flash()
-    media = services.study_media(ctx.store, ctx.study)
+    view = library.library_view(ctx.store, ctx.study, ctx.owner, ctx.media_dir)
     state = ui_state()
-    if not media:
+    if not view.cards:
         st.info(f"Study {code_span(ctx.study)} holds no media yet: analyze files on the Analyze page.")
         return
-    by_id = {m.id: m for m in media}
-    if state.library_media in by_id:
-        m = by_id[state.library_media]
+    if state.library_media in {c.media.id for c in view.cards}:
         st.button("Back to the library", on_click=_open, args=(None,), icon=":material/arrow_back:")
         st.caption("Stored results, read from the database (no model is run).")
-        results.show(ctx, [m.id])
+        results.show(ctx, [state.library_media])
         return
     st.caption(
-        f"{plural(len(media), 'media item')} in study {code_span(ctx.study)}; open one to see its stored results."
+        f"{plural(len(view.cards), 'media item')} in study {code_span(ctx.study)}; open one to see its stored results."
     )
-    faces = services.study_faces(ctx.store, ctx.study)
-    first: dict[int, float] = {}
-    tracks: dict[int, set[int]] = {}
-    for f in faces:
-        first[f.media_id] = min(first.get(f.media_id, float("inf")), f.time_s or 0.0)
-        if f.track_id is not None:
-            tracks.setdefault(f.media_id, set()).add(f.track_id)
-    blur = services.blurs(services.study_settings(ctx.store, ctx.study), ctx.owner)
-    for start in range(0, len(media), PER_ROW):
+    for start in range(0, len(view.cards), PER_ROW):
         cols = st.columns(PER_ROW)
-        for col, m in zip(cols, media[start : start + PER_ROW], strict=False):
+        for col, card in zip(cols, view.cards[start : start + PER_ROW], strict=False):
             with col:
-                t = first.get(m.id, 0.0)
-                _card(ctx, m, len(tracks.get(m.id, ())), 0.0 if t == float("inf") else t, blur)
+                _card(card, view.blur)
 
 
 render()

@@ -7,7 +7,8 @@ import streamlit as st
 
 from models.errors import AffectLabError, HashMismatchError
 from models.registry import app_models, emotion_models, get_spec
-from webapp import figures, resources, services
+from webapp import figures, resources
+from webapp.services import weights
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, flash, show_flash
 
@@ -20,7 +21,7 @@ TRUST_HELP = (
 
 
 def _table(ctx: Context) -> list[dict]:
-    rows = services.model_status(ctx.weights_dir)
+    rows = weights.model_status(ctx.weights_dir)
     df = pd.DataFrame(
         [
             {
@@ -41,10 +42,10 @@ def _table(ctx: Context) -> list[dict]:
 
 
 def _active(ctx: Context) -> None:
-    present = services.present_models(ctx.weights_dir)
+    present = weights.present_models(ctx.weights_dir)
     st.subheader("Active model")
     if not present:
-        st.warning(services.missing_weights_help(ctx.settings.model, ctx.weights_dir))
+        st.warning(weights.missing_weights_help(ctx.settings.model, ctx.weights_dir))
         return
     state = ui_state()
     current = (
@@ -68,7 +69,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
         with st.status(f"Downloading {name}...", expanded=True) as status:
             bar = st.progress(0.0, text="connecting...")
 
-            def report(p: services.FetchProgress) -> None:
+            def report(p: weights.FetchProgress) -> None:
                 done = f"{p.received / 1e6:.1f} MB"
                 if p.total:
                     bar.progress(min(p.received / p.total, 1.0), text=f"{done} of {p.total / 1e6:.1f} MB")
@@ -76,7 +77,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                     bar.progress(0.0, text=f"{done} received")
 
             try:
-                services.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
+                weights.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
                 st.error(code_span(str(exc)))
@@ -90,7 +91,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
 def _import(ctx: Context) -> None:
     st.subheader("Import a downloaded file")
     up = st.file_uploader("Checkpoint file (.pt, .onnx, .h5)", type=["pt", "pth", "onnx", "h5"], key=Keys.IMPORT_FILE)
-    names = services.registry_names()
+    names = weights.registry_names()
     default = names.index(ctx.settings.model) if ctx.settings.model in names else 0
     name = st.selectbox("Registry name it is", names, index=default, key=Keys.IMPORT_NAME)
     trust = st.checkbox(
@@ -101,7 +102,7 @@ def _import(ctx: Context) -> None:
     if st.button("Import", disabled=up is None, icon=":material/upload_file:") and up is not None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
-                path = services.import_weights(
+                path = weights.import_weights(
                     up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust, owner=ctx.owner
                 )
             except HashMismatchError as exc:
@@ -120,7 +121,7 @@ def _import(ctx: Context) -> None:
 
 def _versions(ctx: Context) -> None:
     st.subheader("Fine-tuned versions")
-    versions = services.model_versions(ctx.weights_dir)
+    versions = weights.model_versions(ctx.weights_dir)
     if not versions:
         st.caption("None yet. Fine-tune on this study's corrections below.")
         return
@@ -144,7 +145,7 @@ def _versions(ctx: Context) -> None:
     if ctx.owner:
         name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
         if st.button("Remove this version", icon=":material/delete:"):
-            services.remove_version(name, ctx.weights_dir, owner=ctx.owner)
+            weights.remove_version(name, ctx.weights_dir, owner=ctx.owner)
             resources.forget_models()
             flash("success", f"Removed {name}. Predictions it made keep its name and hash.")
             st.rerun()
@@ -152,11 +153,11 @@ def _versions(ctx: Context) -> None:
 
 def _finetune(ctx: Context) -> None:
     st.subheader("Fine-tune on this study's corrections")
-    base = [n for n in services.present_models(ctx.weights_dir) if "@" not in n]
+    base = [n for n in weights.present_models(ctx.weights_dir) if "@" not in n]
     if not base:
         return
     name = st.selectbox("Base model", base, key=Keys.FINETUNE_MODEL)
-    targets = ["emotion", "va", "engagement"] if get_spec(name).has_va else ["emotion", "engagement"]
+    targets = [t for t in weights.FINETUNE_TARGETS if t != "va" or get_spec(name).has_va]
     target = st.radio("Target", targets, horizontal=True, key=Keys.FINETUNE_TARGET)
     st.caption(
         "Trains a new head on the stored features of the faces people corrected (the backbone stays frozen) "
@@ -168,9 +169,13 @@ def _finetune(ctx: Context) -> None:
         return
     with st.spinner("Cross-validating and training the new head..."):
         try:
-            session = resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device)
-            outcome = services.finetune(
-                ctx.store, ctx.study, session.recognizer, target, ctx.weights_dir, owner=ctx.owner
+            outcome = weights.finetune(
+                ctx.store,
+                ctx.study,
+                lambda: resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device),
+                target,
+                ctx.weights_dir,
+                owner=ctx.owner,
             )
         except AffectLabError as exc:
             st.error(code_span(str(exc)))
@@ -193,14 +198,11 @@ def _finetune(ctx: Context) -> None:
         ),
         hide_index=True,
     )
-    if "confusion" in report.before:
+    matrices = weights.confusion_matrices(report)
+    if matrices is not None:
         left, right = st.columns(2)
-        left.plotly_chart(
-            figures.confusion_heatmap(report.classes, report.before["confusion"], "Original head on held-out faces")
-        )
-        right.plotly_chart(
-            figures.confusion_heatmap(report.classes, report.after["confusion"], "Fine-tuned head on held-out faces")
-        )
+        left.plotly_chart(figures.confusion_heatmap(report.classes, matrices[0], "Original head on held-out faces"))
+        right.plotly_chart(figures.confusion_heatmap(report.classes, matrices[1], "Fine-tuned head on held-out faces"))
     if outcome.version is not None:
         resources.forget_models()
         st.success(
@@ -219,7 +221,7 @@ def render() -> None:
         + "."
     )
     app = app_models(ctx.settings.model)
-    missing = services.missing_app_models(ctx.settings.model, ctx.weights_dir)
+    missing = weights.missing_app_models(ctx.settings.model, ctx.weights_dir)
     st.caption(
         f"The app uses {', '.join(code_span(n) for n in app)} (emotions; engagement of video tracks): "
         + (f"missing {', '.join(code_span(n) for n in missing)}; " if missing else "all present; ")

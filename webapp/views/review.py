@@ -7,16 +7,18 @@ turns that off, for the bench's comparison).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import FaceLabel
 from models.errors import AffectLabError
-from webapp import figures, services
-from webapp.state import Keys, UIState, ui_state
+from webapp import figures
+from webapp.services import library, review, studies
+from webapp.state import Keys, UIState, forget_widget, set_widget_value, ui_state, widget_value
 from webapp.ui import Context, code_span, context, flash, plural, remember_in_url, show_flash
 
 ORDERS = {
@@ -25,8 +27,6 @@ ORDERS = {
     "valence": "Valence contradicts the class",
 }
 MODES = {"queue": "Queue", "mine": "My labels"}
-STRIP_MAX = 24
-"""Faces shown in a track's strip (evenly spread over the track, the current face always among them)."""
 
 
 def _keys(face_id: int) -> dict[str, str]:
@@ -43,18 +43,21 @@ def _keys(face_id: int) -> dict[str, str]:
     }
 
 
-def _extras(face_id: int) -> dict[str, object]:
+def _extras(face_id: int) -> dict[str, float | str | None]:
     """The V/A, engagement and note the annotator set for this face (None for what they left alone)."""
     k = _keys(face_id)
-    ss = st.session_state
-    va = bool(ss.get(k["set_va"]))
-    note = (ss.get(k["note"]) or "").strip() or None
+    va = bool(widget_value(k["set_va"]))
+    note = (widget_value(k["note"]) or "").strip() or None
     return {
-        "valence": ss.get(k["valence"]) if va else None,
-        "arousal": ss.get(k["arousal"]) if va else None,
-        "engagement": ss.get(k["engagement"]),
+        "valence": widget_value(k["valence"]) if va else None,
+        "arousal": widget_value(k["arousal"]) if va else None,
+        "engagement": widget_value(k["engagement"]),
         "note": note,
     }
+
+
+def _number(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None) -> None:
@@ -68,17 +71,27 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         # the person is no longer looking at.
         flash("info", "That key arrived before this face was shown; nothing was stored. Press it again.")
         return
-    extras = _extras(face_id) if whole_track is None else {}
+    extras: dict[str, float | str | None] = _extras(face_id) if whole_track is None else {}
     if whole_track is None:
-        whole_track = bool(st.session_state.get(_keys(face_id)["track"]))
+        whole_track = bool(widget_value(_keys(face_id)["track"]))
     whole_track = whole_track and track_id is not None
     if label is None and all(v is None for v in extras.values()):
         flash("warning", "Nothing to save: choose a class, set valence/arousal or engagement, or write a note.")
         return
     try:
-        target = {"track_id": track_id} if whole_track else {"face_id": face_id}
-        services.correct(ctx.store, ctx.annotator, label=label, **target, **extras)  # type: ignore[arg-type]
-    except (AffectLabError, ValueError) as exc:
+        note = extras.get("note")
+        review.correct(
+            ctx.store,
+            ctx.annotator,
+            face_id=None if whole_track else face_id,
+            track_id=track_id if whole_track else None,
+            label=label,
+            valence=_number(extras.get("valence")),
+            arousal=_number(extras.get("arousal")),
+            engagement=_number(extras.get("engagement")),
+            note=None if note is None else str(note),
+        )
+    except AffectLabError as exc:
         flash("error", f"Correction not stored: {code_span(str(exc))}")
         return
     state = ui_state()
@@ -94,7 +107,7 @@ def _undo(ctx: Context) -> None:
         flash("info", "Enter your name in the sidebar to undo your corrections.")
         return
     try:
-        row = services.undo_last(ctx.store, ctx.study, ctx.annotator)
+        row = review.undo_last(ctx.store, ctx.study, ctx.annotator)
     except AffectLabError as exc:
         flash("warning", f"Undo not possible: {code_span(str(exc))}")
         return
@@ -109,8 +122,8 @@ def _undo(ctx: Context) -> None:
 
 def _skip(ctx: Context, face_id: int) -> None:
     try:
-        services.skip(ctx.store, ctx.annotator, face_id)
-    except (AffectLabError, ValueError) as exc:
+        review.skip(ctx.store, ctx.annotator, face_id)
+    except AffectLabError as exc:
         flash("warning", f"Not skipped: {code_span(str(exc))}")
         return
     ui_state().review_face = None
@@ -119,19 +132,19 @@ def _skip(ctx: Context, face_id: int) -> None:
 
 def _unskip(ctx: Context) -> None:
     if ctx.annotator:
-        n = services.unskip_all(ctx.store, ctx.study, ctx.annotator)
+        n = review.unskip_all(ctx.store, ctx.study, ctx.annotator)
         flash("info", f"{plural(n, 'skipped face')} back in your queue.")
 
 
 def _open(face_id: int) -> None:
     ui_state().review_face = face_id
-    if Keys.REVIEW_MINE in st.session_state:  # the browse list's choice follows
-        st.session_state[Keys.REVIEW_MINE] = face_id
+    if widget_value(Keys.REVIEW_MINE) is not None:  # the browse list's choice follows
+        set_widget_value(Keys.REVIEW_MINE, face_id)
 
 
 def _study_rules(ctx: Context) -> StudySettings:
     """The study's labelling rules; owners can change them here."""
-    rules = services.study_settings(ctx.store, ctx.study)
+    rules = studies.study_settings(ctx.store, ctx.study)
     if not ctx.owner:
         return rules
     with st.expander("Labelling rules of this study (owners)"):
@@ -166,14 +179,14 @@ def _study_rules(ctx: Context) -> StudySettings:
         )
         if new != rules:
             try:
-                rules = services.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
+                rules = studies.set_study_settings(ctx.store, ctx.study, new, owner=ctx.owner)
             except AffectLabError as exc:
                 st.error(code_span(str(exc)))
     return rules
 
 
 def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter:
-    media = services.study_media(ctx.store, ctx.study)
+    media = studies.study_media(ctx.store, ctx.study)
     names = {m.id: m.filename for m in media}
     may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
     active = any(
@@ -186,7 +199,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             state.review_labelled_by,
         )
     )
-    classes = ["", *services.class_names()]
+    classes = ["", *review.class_names()]
     with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
         c1, c2, c3, c4 = st.columns(4)
         ids = [None, *names]
@@ -197,7 +210,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             format_func=lambda i: "all files" if i is None else names[i],
             key=Keys.REVIEW_MEDIA,
         )
-        tracks = services.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
+        tracks = studies.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
         if tracks:
             tids = [None, *(t.id for t in tracks)]
             index = {t.id: t.track_index for t in tracks}
@@ -254,53 +267,37 @@ def _frame(
     time_s: float,
     box: tuple[float, float, float, float],
     blur: tuple[tuple[float, float, float, float], ...] = (),
-):
+) -> Image.Image:
     """The frame with the face's box; the boxes in ``blur`` (the other faces, for a viewer who sees them blurred)."""
     del mtime  # part of the cache key only
-    from pathlib import Path
-
-    image = services.video_frame(Path(path), time_s)
-    if blur:
-        image = services.blur_image(image, blur)
-    return figures.draw_boxes(image, [figures.BoxLabel(box, 1)])
+    return figures.draw_boxes(library.video_frame(Path(path), time_s, blur), [figures.BoxLabel(box, 1)])
 
 
 def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
-    crop = services.face_crop(ctx.store, face.face_id, ctx.study)  # the face being labelled: never blurred
-    if crop is not None:
-        st.image(crop, caption=f"face {face.face_id}", width=200)
+    shown = review.face_context(ctx.store, ctx.study, face, rules, ctx.owner, ctx.media_dir)
+    if shown.crop is not None:
+        st.image(shown.crop, caption=f"face {face.face_id}", width=200)
     else:
         st.caption("No crop stored (features-only privacy mode).")
-    if ctx.media_dir is None:
-        return
-    media = next((m for m in services.study_media(ctx.store, ctx.study) if m.id == face.media_id), None)
-    path = services.kept_media_file(ctx.media_dir, ctx.store, ctx.study, media) if media else None
+    path = shown.path
     if path is None:
         return
-    others: tuple[tuple[float, float, float, float], ...] = ()
-    if services.blurs(rules, ctx.owner):
-        boxes, keep = services.frame_faces(ctx.store, ctx.study, face)
-        others = tuple(b for i, b in enumerate(boxes) if i != keep)
     try:
         if face.media_kind == "video" and face.time_s is not None:
             st.image(
-                _frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, others),
+                _frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, shown.blur),
                 caption=f"the frame at {face.time_s:.1f} s",
             )
         elif face.media_kind == "image":
             with st.expander("Whole image"):
-                image = services.load_media_image(path)
-                if others:
-                    image = services.blur_image(image, others)
+                image = library.load_media_image(path, shown.blur)
                 st.image(figures.draw_boxes(image, [figures.BoxLabel(face.box, 1)]))
     except AffectLabError as exc:
         st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
 
 
 def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
-    rows = ctx.store.history(face_id=face.face_id)
-    if rules.independent:
-        rows = [r for r in rows if r.annotator == ctx.annotator]
+    rows = review.face_history(ctx.store, face, ctx.annotator, rules)
     if rows:
         with st.expander(f"History of this face ({plural(len(rows), 'row')})"):
             st.dataframe(
@@ -325,27 +322,12 @@ def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
             )
 
 
-def _strip_faces(faces: Sequence[FaceLabel], current: int) -> list[FaceLabel]:
-    if len(faces) <= STRIP_MAX:
-        return list(faces)
-    picks = {round(i * (len(faces) - 1) / (STRIP_MAX - 2)) for i in range(STRIP_MAX - 1)}
-    return [f for i, f in enumerate(faces) if i in picks or f.face_id == current]
-
-
 def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
     """The faces of the current face's track, with the annotator's label of each, and Apply to the whole track."""
-    if face.track_id is None:
+    strip = review.track_strip(ctx.store, ctx.study, face, ctx.annotator, rules, ctx.owner)
+    if strip is None:
         return
-    faces = [
-        services.visible_face(f, ctx.annotator, rules)
-        for f in services.study_faces(ctx.store, ctx.study, face.media_id)
-        if f.track_id == face.track_id
-    ]
-    faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
-    shown = _strip_faces(faces, face.face_id)
-    crops = services.viewer_crops(
-        ctx.store, [f.face_id for f in shown], rules, ctx.owner, ctx.study, sharp=face.face_id
-    )
+    faces, shown, crops = strip.faces, strip.shown, strip.crops
     span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
     with st.container(border=True):
         st.markdown(
@@ -353,7 +335,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
             "each face without its own label; open a face below to give it its own (an exception)."
         )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-        classes = services.class_names(face)
+        classes = review.class_names(face)
         mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
         track_label = mine.label if mine is not None and "label" in mine.from_track else None
         cls = c1.selectbox(
@@ -365,7 +347,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
         )
         c2.button(
             "Apply to the whole track",
-            key="apply_track",
+            key=Keys.APPLY_TRACK,
             on_click=_save,
             icon=":material/done_all:",
             args=(ctx, face.face_id, face.track_id, cls, True),
@@ -387,7 +369,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
                     st.caption(f"{f.time_s or 0:.1f} s · {tag}{here}")
                     st.button(
                         "Open",
-                        key=f"strip_{f.face_id}",
+                        key=f"{Keys.STRIP_OPEN}_{f.face_id}",
                         on_click=_open,
                         args=(f.face_id,),
                         disabled=f.face_id == face.face_id,
@@ -396,7 +378,7 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
 
 
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
-    face = services.visible_face(services.face_label(ctx.store, face_id, ctx.study), ctx.annotator, rules)
+    face = review.face_for_review(ctx.store, ctx.study, face_id, ctx.annotator, rules)
     mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
@@ -430,13 +412,13 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
             help="The correction then holds for every face of this person's track without its own label.",
         )
     st.markdown("**Class** (press the number key; pressing the model's class confirms it)")
-    classes = services.class_names(face)
+    classes = review.class_names(face)
     cols = st.columns(len(classes))
     own_label = mine.label if mine is not None else None
     for i, (col, cls) in enumerate(zip(cols, classes, strict=True)):
         col.button(
             cls,
-            key=f"cls_{cls}",
+            key=f"{Keys.REVIEW_CLASS}_{cls}",
             shortcut=str(i + 1) if i < 9 else None,
             on_click=_save,
             args=(ctx, face.face_id, face.track_id, cls),
@@ -461,14 +443,14 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
         )
         st.segmented_control(
             "Engagement level (EngageWild)",
-            list(services.ENGAGEMENT_LEVELS),
+            list(review.ENGAGEMENT_LEVELS),
             key=k["engagement"],
-            format_func=lambda v: services.ENGAGEMENT_NAMES[v],
+            format_func=lambda v: review.ENGAGEMENT_NAMES[v],
         )
         st.text_input("Note", key=k["note"], max_chars=500)
         st.button(
             "Save without changing the class",
-            key="save_extras",
+            key=Keys.SAVE_EXTRAS,
             on_click=_save,
             args=(ctx, face.face_id, face.track_id, None),
             disabled=disabled,
@@ -478,14 +460,16 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
     if ui_state().review_mode == "queue":
         b1.button(
             "Skip",
-            key="skip",
+            key=Keys.SKIP,
             shortcut="N",
             on_click=_skip,
             args=(ctx, face.face_id),
             icon=":material/skip_next:",
             disabled=disabled,
         )
-    b2.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:", disabled=disabled)
+    b2.button(
+        "Undo", key=Keys.UNDO, shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:", disabled=disabled
+    )
     _track_strip(ctx, face, rules)
     _history(ctx, face, rules)
 
@@ -514,18 +498,20 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         index=list(orders).index(state.review_by),
     )
     flt = _filters(ctx, state, rules)
-    q = services.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, flt)
-    ids = [i.face_id for i in q.items]
-    if not q.items:
+    view = review.queue_view(ctx.store, ctx.study, state.review_by, ctx.annotator, flt, state.review_face)
+    q = view.queue
+    if view.face_id is None:
         st.success(
             f"{_counts(q, None)} Nothing left in this queue: analyze more files, or choose another queue or filter."
         )
         c1, c2, _ = st.columns([1, 1, 3])
         if q.skipped:
-            c1.button(f"Show my {plural(q.skipped, 'skipped face')} again", key="unskip", on_click=_unskip, args=(ctx,))
+            c1.button(
+                f"Show my {plural(q.skipped, 'skipped face')} again", key=Keys.UNSKIP, on_click=_unskip, args=(ctx,)
+            )
         c2.button(
             "Undo my last correction",
-            key="undo",
+            key=Keys.UNDO,
             shortcut="U",
             on_click=_undo,
             args=(ctx,),
@@ -534,21 +520,9 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         )
         state.review_face = None
         return
-    if state.review_face is None or state.review_face not in ids:
-        # A face opened from the strip or by Undo may be out of the queue's first items: it stays until labelled.
-        opened = state.review_face
-        state.review_face = opened if opened is not None and _exists(ctx, opened) else ids[0]
-    item = next((i for i in q.items if i.face_id == state.review_face), None)
-    face_media = item.media_id if item else services.face_label(ctx.store, state.review_face, ctx.study).media_id
-    _item(ctx, state.review_face, rules, _counts(q, face_media), item.reason if item else None)
-
-
-def _exists(ctx: Context, face_id: int) -> bool:
-    try:
-        services.face_label(ctx.store, face_id, ctx.study)
-    except AffectLabError:
-        return False
-    return True
+    # A face opened from the strip or by Undo may be out of the queue's first items: it stays until labelled.
+    state.review_face = view.face_id
+    _item(ctx, view.face_id, rules, _counts(q, view.media_id), view.reason)
 
 
 def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
@@ -556,7 +530,7 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
         st.info("Enter your name in the sidebar (Your name) to see the faces you labelled.")
         return
     flt = _filters(ctx, state, rules)
-    rows = services.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
+    rows = review.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
     if not rows:
         st.info("You have not labelled any face of this study (with these filters) yet.")
         return
@@ -565,8 +539,8 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
     ids = list(by_id)
     if state.review_face not in by_id:
         state.review_face = ids[0]
-    if st.session_state.get(Keys.REVIEW_MINE) not in by_id:
-        st.session_state.pop(Keys.REVIEW_MINE, None)
+    if widget_value(Keys.REVIEW_MINE) not in by_id:
+        forget_widget(Keys.REVIEW_MINE)
     choice = st.selectbox(
         f"You labelled {plural(len(rows), 'face')}; open one to edit",
         ids,
@@ -585,7 +559,7 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
 def _panel(ctx: Context) -> None:
     show_flash()
     state = ui_state()
-    rules = services.study_settings(ctx.store, ctx.study)
+    rules = studies.study_settings(ctx.store, ctx.study)
     if rules.independent:
         st.caption(
             "Independent labelling: you see only your own labels"

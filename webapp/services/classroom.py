@@ -1,0 +1,183 @@
+"""Online classes: recordings, their persons (rename, merge, split), lecture segments and the class tables."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from db.classroom import ClassTables
+from db.errors import NotFoundError
+from db.persons import PersonChangeRow, PersonRow
+from db.review import StudySettings
+from db.rows import MediaRow
+from db.segments import SegmentRow
+from db.services import LabelStore
+from webapp.services.privacy import blurred_crop, blurs
+from webapp.services.studies import set_study_settings, study_media, study_settings
+from webapp.services.who import require_annotator
+
+if TYPE_CHECKING:  # plotly loads with the first figure
+    import plotly.graph_objects as go
+
+ClassTable = Literal["class-minutes", "class-segments", "class-overall"]
+"""The online-class tables offered as downloads."""
+
+CLASS_TABLES: dict[ClassTable, str] = {
+    "class-minutes": "per student per minute",
+    "class-segments": "per student per segment",
+    "class-overall": "per segment for the class",
+}
+
+
+def class_videos(store: LabelStore, study: str) -> list[MediaRow]:
+    """The study's recordings (videos), newest first."""
+    return [m for m in study_media(store, study) if m.kind == "video"]
+
+
+@dataclass(frozen=True)
+class RecordingView:
+    """What the Classroom page shows of one recording.
+
+    Attributes:
+        settings: The study's labelling rules (blurring).
+        blur: Whether this viewer sees faces blurred.
+        persons: The recording's current persons, corrections applied.
+        segments: The recording's lecture segments.
+        thumbnails: One face crop per person id, as this viewer may see it.
+        history: The renames, merges and splits of the recording's persons, oldest first.
+    """
+
+    settings: StudySettings
+    blur: bool
+    persons: tuple[PersonRow, ...]
+    segments: tuple[SegmentRow, ...]
+    thumbnails: dict[int, bytes]
+    history: tuple[PersonChangeRow, ...]
+
+
+def recording_view(store: LabelStore, study: str, media_id: int, owner: bool) -> RecordingView:
+    """The persons, segments, thumbnails and history of a recording of ``study`` (see :class:`RecordingView`).
+
+    Raises:
+        NotFoundError: No such recording in ``study``.
+    """
+    if media_id not in {m.id for m in class_videos(store, study)}:
+        raise NotFoundError(f"recording of study {study!r}", media_id)
+    settings = study_settings(store, study)
+    persons = store.persons(media_id)
+    return RecordingView(
+        settings=settings,
+        blur=blurs(settings, owner),
+        persons=tuple(persons),
+        segments=tuple(store.segments(study, media_id)),
+        thumbnails=person_thumbnails(store, media_id, persons, settings, owner),
+        history=tuple(store.person_history(media_id)),
+    )
+
+
+def set_blur_faces(store: LabelStore, study: str, media_id: int, blur: bool, *, owner: bool) -> RecordingView:
+    """The blur toggle: stores whether the study blurs faces, and returns the recording as it now looks.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+    """
+    set_study_settings(store, study, replace(study_settings(store, study), blur_faces=blur), owner=owner)
+    return recording_view(store, study, media_id, owner)
+
+
+def rename_person(store: LabelStore, annotator: str | None, person_id: int, participant: str) -> None:
+    """Gives a person a participant id (recorded with who and when).
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.rename_person(person_id, participant, require_annotator(annotator, "renaming a person"))
+
+
+def merge_persons(store: LabelStore, annotator: str | None, person_id: int, other_person_id: int) -> None:
+    """Merges a person into another; refused with the reason when both were on screen at the same time.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.merge_persons(person_id, other_person_id, require_annotator(annotator, "merging persons"))
+
+
+def split_track(store: LabelStore, annotator: str | None, track_id: int) -> None:
+    """Splits a track off its person into a new person.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+    """
+    store.split_track(track_id, require_annotator(annotator, "splitting a track"))
+
+
+def add_segment(store: LabelStore, who: str | None, media_id: int, name: str, start_s: float, end_s: float) -> None:
+    """Adds a lecture segment (refused with the reason when it overlaps another or leaves the recording)."""
+    store.add_segment(media_id, name, start_s, end_s, created_by=who)
+
+
+def import_segments(store: LabelStore, study: str, data: bytes, who: str | None) -> int:
+    """Adds the segments of an uploaded CSV file, all or nothing; returns how many."""
+    with tempfile.TemporaryDirectory(prefix="affectlab-segments-") as tmp:
+        path = Path(tmp) / "segments.csv"
+        path.write_bytes(data)
+        return len(store.import_segments(study, path, created_by=who))
+
+
+def class_table_bytes(
+    store: LabelStore, study: str, table: ClassTable, fmt: Literal["csv", "parquet"] = "csv"
+) -> tuple[bytes, str]:
+    """One class table as a download (CSV or Parquet, no image) and its dataset card."""
+    if table not in CLASS_TABLES or fmt not in ("csv", "parquet"):
+        raise ValueError(f"unknown table {table!r} or format {fmt!r}")
+    with tempfile.TemporaryDirectory(prefix="affectlab-class-") as tmp:
+        out = Path(tmp) / f"{table}.{fmt}"
+        store.export(study, table, out)
+        return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ClassOverTime:
+    """The "Class over time" section: the study's class tables and, for owners, each table as a download.
+
+    Attributes:
+        tables: The online-class tables of the study.
+        downloads: Table -> (CSV bytes, its dataset card in Markdown); empty for anyone but an owner.
+    """
+
+    tables: ClassTables
+    downloads: dict[ClassTable, tuple[bytes, str]]
+
+
+def class_over_time(store: LabelStore, study: str, owner: bool) -> ClassOverTime:
+    """The class tables of ``study`` and, for an owner, their CSV downloads with dataset cards."""
+    downloads = {t: class_table_bytes(store, study, t) for t in CLASS_TABLES} if owner else {}
+    return ClassOverTime(tables=store.class_tables(study), downloads=downloads)
+
+
+def class_figure(
+    tables: ClassTables, segments: Sequence[SegmentRow], media_id: int, students: Sequence[str], value: str
+) -> go.Figure:
+    """The class-over-time figure of one recording."""
+    from webapp.figures import class_timeline
+
+    rows = [r for r in tables.minutes if r["media_id"] == media_id]
+    segs = [(s.name, s.start_s, s.end_s) for s in segments if s.media_id == media_id]
+    return class_timeline(rows, segs, f"Class {value.replace('_', ' ')} per minute", students, value)
+
+
+def person_thumbnails(
+    store: LabelStore, media_id: int, persons: Sequence[PersonRow], settings: StudySettings, owner: bool
+) -> dict[int, bytes]:
+    """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
+    best = store.best_faces(media_id)
+    chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
+    crops = {
+        fid: blurred_crop(data, settings, owner, own_face=False)
+        for fid, data in store.face_crops(list(chosen.values())).items()
+    }  # faces of this media item only
+    return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}

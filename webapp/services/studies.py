@@ -1,0 +1,90 @@
+"""Reads of one study, scoped to it: studies, media, faces, tracks, crops and labelling rules.
+
+A face, media item or track of another study reads as absent (``NotFoundError`` or empty), so that an id from a URL
+or an old tab never reaches another study's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from db.errors import NotFoundError, StudyNotFoundError
+from db.review import StudySettings
+from db.rows import FaceLabel, MediaRow, StudyRow, TrackRow
+from db.services import LabelStore
+from webapp.services.who import require_owner
+
+
+def list_studies(store: LabelStore) -> list[StudyRow]:
+    """Every study of the store."""
+    return store.studies()
+
+
+def study_media(store: LabelStore, study: str) -> list[MediaRow]:
+    """The media items of a study (empty for a study that has none yet)."""
+    try:
+        return store.media(study)
+    except StudyNotFoundError:
+        return []
+
+
+def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> list[FaceLabel]:
+    """The faces of a study or of one media item, with predictions and current labels."""
+    try:
+        return store.faces(study, media_id=media_id)
+    except StudyNotFoundError:
+        return []
+
+
+def _study_media_ids(store: LabelStore, study: str) -> set[int]:
+    return {m.id for m in study_media(store, study)}
+
+
+def media_tracks(store: LabelStore, media_id: int, study: str) -> list[TrackRow]:
+    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video)."""
+    if media_id not in _study_media_ids(store, study):
+        return []
+    return store.tracks(media_id)
+
+
+def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
+    """The stored PNG crop of a face of ``study``, None in features-only mode.
+
+    Raises:
+        NotFoundError: No such face in ``study``.
+    """
+    face_label(store, face_id, study)
+    return store.face_crop(face_id)
+
+
+def study_settings(store: LabelStore, study: str) -> StudySettings:
+    """The study's labelling rules."""
+    return store.study_settings(study)
+
+
+def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *, owner: bool) -> StudySettings:
+    """Stores the study's labelling rules.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+    """
+    require_owner(owner, "changing a study's labelling rules")
+    return store.set_study_settings(study, settings)
+
+
+def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[int, bytes]:
+    """Stored crops of several faces of ``study`` at once (absent in features-only mode; other studies' left out)."""
+    mine = {f.face_id for f in study_faces(store, study)}
+    return store.face_crops([i for i in face_ids if i in mine])
+
+
+def face_label(store: LabelStore, face_id: int, study: str) -> FaceLabel:
+    """One face of ``study`` with its prediction and current labels.
+
+    Raises:
+        NotFoundError: No such face in ``study`` (another study's face id, from a URL or an old tab, reads the same).
+    """
+    face = store.face(face_id)
+    if face.media_id not in _study_media_ids(store, study):
+        raise NotFoundError(f"face of study {study!r}", face_id)  # the same answer as for no face at all
+    return face
