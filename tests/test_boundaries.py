@@ -82,3 +82,20 @@ print(len(names), loaded)
     assert proc.returncode == 0, proc.stderr
     count, loaded = proc.stdout.split(maxsplit=1)
     assert int(count) > 30 and loaded.strip() == "[]"
+
+
+def test_no_package_module_edits_sys_path() -> None:
+    """The packages are installed (``pip install -e .``): none of their modules reaches into ``sys.path``."""
+    editing = []
+    for package in ("models", "db", "webapp", "affectlab"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr == "path"
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "sys"
+                ):
+                    editing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert editing == []

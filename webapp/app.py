@@ -9,24 +9,19 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # `streamlit run webapp/app.py` puts webapp/, not the repository, on sys.path
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from affectlab.settings import Settings  # noqa: E402
-from db.services import LabelStore  # noqa: E402
-from webapp import guard, resources  # noqa: E402
-from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config  # noqa: E402
-from webapp.services import demo, studies  # noqa: E402
-from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state  # noqa: E402
-from webapp.ui import Context, code_span, remember_in_url, set_context  # noqa: E402
+from affectlab.settings import Settings
+from db.services import LabelStore
+from webapp import guard, resources
+from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config
+from webapp.services import demo, studies
+from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state
+from webapp.ui import Context, code_span, remember_in_url, set_context
 
 NEW_STUDY = "+ New study..."
 log = logging.getLogger("affectlab.app")

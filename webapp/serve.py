@@ -9,18 +9,13 @@ browsers. Settings: ``AFFECTLAB_MAX_UPLOAD_MB``, ``AFFECTLAB_COOKIE_SECRET``, ``
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
+from starlette.middleware import Middleware
 
-import streamlit as st  # noqa: E402
-from starlette.middleware import Middleware  # noqa: E402
-
-from affectlab.settings import Settings  # noqa: E402
-from webapp import guard  # noqa: E402
+from affectlab.settings import Settings
+from webapp import guard
 
 
 def guard_state(s: Settings) -> guard.GuardState:
@@ -37,7 +32,7 @@ def guard_state(s: Settings) -> guard.GuardState:
 
 
 guard.install(guard_state(Settings.from_env()))
-app = st.App(str(ROOT / "webapp" / "app.py"), middleware=[Middleware(guard.Guard)])
+app = st.App(str(Path(__file__).with_name("app.py")), middleware=[Middleware(guard.Guard)])
 
 if __name__ == "__main__":
     app.run()
