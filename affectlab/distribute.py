@@ -128,6 +128,18 @@ def job_env() -> dict[str, str]:
     return {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
 
 
+def largest_first(files: Sequence[Path]) -> list[Path]:
+    """The files by size, largest first (unreadable ones last, where they fail quickly); ties keep their order."""
+
+    def size(f: Path) -> int:
+        try:
+            return f.stat().st_size
+        except OSError:
+            return -1
+
+    return sorted(files, key=size, reverse=True)
+
+
 def run_local(job: Job, files: Sequence[Path], workers: int) -> Iterator[FileOutcome]:
     """Outcomes of ``files`` analysed by ``workers`` local processes, as they finish."""
     import multiprocessing as mp
@@ -181,14 +193,20 @@ def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) 
 
 
 class Progress:
-    """A progress bar on stderr: files done, faces per second, time left (tqdm)."""
+    """A progress bar on stderr: files done, faces per second, time left (tqdm; off when stderr is not a terminal)."""
 
     def __init__(self, total: int, enabled: bool = True) -> None:
         """Starts the bar for ``total`` files."""
         from tqdm import tqdm
 
+        self._tqdm = tqdm
         self._bar = tqdm(
-            total=total, unit="file", file=sys.stderr, disable=not enabled, dynamic_ncols=True, mininterval=0.5
+            total=total,
+            unit="file",
+            file=sys.stderr,
+            disable=None if enabled else True,
+            dynamic_ncols=True,
+            mininterval=0.5,
         )
         self._faces = 0
         self._t0 = time.perf_counter()
@@ -200,6 +218,10 @@ class Progress:
         rate = self._faces / max(1e-9, time.perf_counter() - self._t0)
         self._bar.set_postfix_str(f"{rate:.1f} faces/s", refresh=False)
         self._bar.update(1)
+
+    def printing(self) -> Any:
+        """A context in which lines printed to stderr or stdout go above the bar instead of into it."""
+        return self._tqdm.external_write_mode(file=sys.stderr)
 
     def close(self) -> None:
         """Ends the bar."""
@@ -226,14 +248,17 @@ def analyze_many(
         progress: Show the progress bar.
     """
     bar = Progress(len(files), enabled=progress)
-    stream = run_ray(job, files, ray_address, workers or None) if ray_address else run_local(job, files, workers)
+    # Largest files first: the last file to start is a small one, so no worker is left alone with a long video.
+    order = largest_first(files)
+    stream = run_ray(job, order, ray_address, workers or None) if ray_address else run_local(job, order, workers)
     by_file: dict[str, FileOutcome] = {}
     try:
         for outcome in stream:
             by_file[outcome.file] = outcome
             bar.update(outcome)
             if on_outcome is not None:
-                on_outcome(outcome)
+                with bar.printing():
+                    on_outcome(outcome)
     finally:
         bar.close()
     return [by_file[str(f)] for f in files if str(f) in by_file]

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
 import shutil
+import struct
 import subprocess
 import sys
+import termios
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,6 +45,7 @@ def inputs(tmp_path: Path, multi_face_jpg: Path, single_face_jpg: Path, astronau
 
 
 def _analyze(folder: Path, url: str, weights: Path, data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The CLI run with stderr on a pseudo-terminal, as in a shell (the progress bar shows on terminals only)."""
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -49,14 +55,38 @@ def _analyze(folder: Path, url: str, weights: Path, data: Path, *extra: str) -> 
     }
     for key in ("AFFECTLAB_BACKEND", "AFFECTLAB_DEVICE", "AFFECTLAB_STORE_CROPS"):
         env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, "-m", "affectlab", "analyze", str(folder), "--study", "big", *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=900,
-    )
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a terminal of 160 columns
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "affectlab", "analyze", str(folder), "--study", "big", *extra],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=900,
+        )
+    finally:
+        os.close(slave)
+        reader.join(timeout=30)
+        os.close(master)
+    stderr = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout, stderr)
 
 
 def _faces(url: str) -> int:
@@ -92,3 +122,14 @@ def test_ray_local_cluster_postgres_resumable(inputs: Path, exported_weights: Pa
     pytest.importorskip("ray")
     url = pg_server.new_database(migrated=True)
     _check_run_and_rerun(inputs, url, exported_weights, tmp_path / "data", "--ray", "local", "--workers", "2")
+
+
+def test_files_are_dispatched_largest_first(tmp_path: Path) -> None:
+    from affectlab.distribute import largest_first
+
+    sizes = {"a.jpg": 10, "b.mp4": 5000, "c.png": 300, "d.mp4": 5000}
+    for name, n in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * n)
+    files = [tmp_path / n for n in sizes] + [tmp_path / "missing.jpg"]
+    order = largest_first(files)
+    assert [p.name for p in order] == ["b.mp4", "d.mp4", "c.png", "a.jpg", "missing.jpg"]
