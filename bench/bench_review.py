@@ -24,10 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.pg import fake_results, png_bytes  # noqa: E402
-from tests.server import serve_app  # noqa: E402
+from tests.server import CHROMIUM, CHROMIUM_ARGS, serve_app  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 FACE_LINE = r"Face (\d+), file"
 
 
@@ -105,7 +103,7 @@ def main() -> None:
         for d in dirs.values():
             _seed(d, args.faces + 10)
         with _server(dirs[True], True) as url_f, _server(dirs[False], False) as url_p, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             pages = {}
             for frag, url in ((True, url_f), (False, url_p)):
                 page = browser.new_page(viewport={"width": 1400, "height": 1600})

@@ -164,6 +164,40 @@ def face_in(result: FaceResult, *, store_crops: bool = True, model_version: str 
     )
 
 
+def face_row(f: FaceIn, media_id: int, track_id: int | None = None) -> Face:
+    """A new ``faces`` row of a face to store (its crop and features are set by the caller, where missing)."""
+    x1, y1, x2, y2 = (float(v) for v in f.box)
+    return Face(
+        media_id=media_id,
+        track_id=track_id,
+        face_index=f.index,
+        frame=f.frame,
+        time_s=f.time_s,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
+        det_score=float(f.det_score),
+    )
+
+
+def prediction_row(f: FaceIn, face_id: int, engagement: float | None = None) -> Prediction:
+    """A new ``predictions`` row: the model's output for a stored face (append-only, never replaced)."""
+    probs = {str(k): float(v) for k, v in f.probs.items()}
+    return Prediction(
+        face_id=face_id,
+        model=f.model,
+        weights_hash=f.weights_hash,
+        model_version=f.model_version,
+        probs=probs,
+        label=f.label,
+        confidence=max(probs.values()) if probs else 0.0,
+        valence=_opt_float(f.valence),
+        arousal=_opt_float(f.arousal),
+        engagement=engagement,
+    )
+
+
 def _engagement_at(track: TrackResult | None, time_s: float | None) -> float | None:
     if track is None or track.engagement is None:
         return None
@@ -276,19 +310,7 @@ def _store_media(
             if f.track is not None and face.track_id is None:
                 face.track_id = stored_tracks[f.track].id
         else:
-            x1, y1, x2, y2 = (float(v) for v in f.box)
-            face = Face(
-                media_id=media.id,
-                track_id=stored_tracks[f.track].id if f.track is not None else None,
-                face_index=f.index,
-                frame=f.frame,
-                time_s=f.time_s,
-                x1=x1,
-                y1=y1,
-                x2=x2,
-                y2=y2,
-                det_score=float(f.det_score),
-            )
+            face = face_row(f, media.id, stored_tracks[f.track].id if f.track is not None else None)
             session.add(face)
             counts.faces_new += 1
         if store_crops and f.crop_png is not None and face.id not in has_crop:
@@ -316,21 +338,8 @@ def _store_media(
         if key in have:
             counts.predictions_existing += 1
             continue
-        probs = {str(k): float(v) for k, v in f.probs.items()}
-        session.add(
-            Prediction(
-                face_id=face.id,
-                model=f.model,
-                weights_hash=f.weights_hash,
-                model_version=f.model_version,
-                probs=probs,
-                label=f.label,
-                confidence=max(probs.values()) if probs else 0.0,
-                valence=_opt_float(f.valence),
-                arousal=_opt_float(f.arousal),
-                engagement=_engagement_at(track_in.get(f.track) if f.track is not None else None, f.time_s),
-            )
-        )
+        track = track_in.get(f.track) if f.track is not None else None
+        session.add(prediction_row(f, face.id, _engagement_at(track, f.time_s)))
         have.add(key)
         counts.predictions_new += 1
     session.flush()

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.codecs import features_from_bytes, features_to_bytes
 from db.errors import StoreError
-from db.ingest import FaceIn, MediaInfo, _opt_float, _study
+from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
 from db.media_files import base_name
 from db.persons import store_persons
-from db.schema import EngagementWindow, Face, Media, Prediction, Track
+from db.schema import EngagementWindow, Face, Media, Track
 from models.types import Box, TrackResult
 
 
@@ -154,18 +154,7 @@ def store_chunk(
     rows: list[tuple[FaceIn, Face]] = []
     crops = features = 0
     for f in faces:
-        x1, y1, x2, y2 = (float(v) for v in f.box)
-        face = Face(
-            media_id=media_id,
-            face_index=f.index,
-            frame=f.frame,
-            time_s=f.time_s,
-            x1=x1,
-            y1=y1,
-            x2=x2,
-            y2=y2,
-            det_score=float(f.det_score),
-        )
+        face = face_row(f, media_id)
         if store_crops and f.crop_png is not None:
             face.crop_png = f.crop_png
             crops += 1
@@ -177,21 +166,7 @@ def store_chunk(
         rows.append((f, face))
     session.flush()
     for f, face in rows:
-        probs = {str(k): float(v) for k, v in f.probs.items()}
-        session.add(
-            Prediction(
-                face_id=face.id,
-                model=f.model,
-                weights_hash=f.weights_hash,
-                model_version=f.model_version,
-                probs=probs,
-                label=f.label,
-                confidence=max(probs.values()) if probs else 0.0,
-                valence=_opt_float(f.valence),
-                arousal=_opt_float(f.arousal),
-                engagement=None,
-            )
-        )
+        session.add(prediction_row(f, face.id))
     media.analysed_until_s, media.analysed_until_frame, media.analysed_samples = until_s, until_frame, samples
     session.flush()
     return len(rows), crops, features

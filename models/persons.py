@@ -96,23 +96,25 @@ def profiles(tracks: Sequence[Track], faces: Sequence[FaceResult]) -> list[Track
         feats.setdefault(int(f.track), []).append(v / n if n > 0 else v)
     out = []
     for t in tracks:
-        if not t.boxes:
-            continue
-        sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in t.boxes]
         fs = feats.get(t.track)
-        out.append(
-            TrackProfile(
-                track=t.track,
-                start_s=t.start_s,
-                end_s=t.end_s,
-                n_faces=t.n_faces,
-                feature=np.mean(fs, axis=0) if fs else np.zeros(0),
-                first_centre=_centre(t.boxes[0]),
-                last_centre=_centre(t.boxes[-1]),
-                size=float(np.mean(sides)),
-            )
-        )
+        if t.boxes:
+            out.append(profile_of(t, np.mean(fs, axis=0) if fs else np.zeros(0)))
     return out
+
+
+def profile_of(track: Track, feature: np.ndarray) -> TrackProfile:
+    """The profile of a track with boxes, given its mean unit feature (empty when it has none)."""
+    sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in track.boxes]
+    return TrackProfile(
+        track=track.track,
+        start_s=track.start_s,
+        end_s=track.end_s,
+        n_faces=track.n_faces,
+        feature=feature,
+        first_centre=_centre(track.boxes[0]),
+        last_centre=_centre(track.boxes[-1]),
+        size=float(np.mean(sides)),
+    )
 
 
 def overlaps(a: TrackProfile, b: TrackProfile) -> bool:

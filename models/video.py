@@ -28,7 +28,7 @@ from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.decode import DecodedFrame, FrameReader, ResumePoint, prefetch
 from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
 from models.faces import FaceDetector, crop_face
-from models.persons import PersonConfig, TrackProfile, link_tracks, profiles
+from models.persons import PersonConfig, TrackProfile, link_tracks, profile_of, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
@@ -610,22 +610,9 @@ class FaceReplay:
         """The profile of each track (as :func:`models.persons.profiles` makes it from the faces)."""
         out = []
         for t in self.tracks():
-            if not t.boxes:
-                continue
-            sides = [((b[2] - b[0]) + (b[3] - b[1])) / 2 for b in t.boxes]
             total = self._sums.get(t.track)
-            out.append(
-                TrackProfile(
-                    track=t.track,
-                    start_s=t.start_s,
-                    end_s=t.end_s,
-                    n_faces=t.n_faces,
-                    feature=total / t.n_faces if total is not None else np.zeros(0),
-                    first_centre=((t.boxes[0][0] + t.boxes[0][2]) / 2, (t.boxes[0][1] + t.boxes[0][3]) / 2),
-                    last_centre=((t.boxes[-1][0] + t.boxes[-1][2]) / 2, (t.boxes[-1][1] + t.boxes[-1][3]) / 2),
-                    size=float(np.mean(sides)),
-                )
-            )
+            if t.boxes:
+                out.append(profile_of(t, total / t.n_faces if total is not None else np.zeros(0)))
         return out
 
     def persons(self, config: PersonConfig | None = None) -> dict[int, int]:

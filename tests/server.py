@@ -14,6 +14,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's Chromium, driven by Playwright (``playwright install`` cannot download here)."""
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+"""Headless Chromium in a container, quiet: no sandbox (root), no GPU, no background traffic."""
 CLEARED = ("AFFECTLAB_", "SPACE_ID", "DATABASE_URL")
 """Environment variables a test server never inherits (access codes, allowlists, another database)."""
 

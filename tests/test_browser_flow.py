@@ -21,24 +21,15 @@ import pandas as pd
 import pytest
 
 from tests.apphelpers import ROOT, store_for
-from tests.server import serve_app
+from tests.server import CHROMIUM, CHROMIUM_ARGS, serve_app
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-output" / "screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(
-        not Path(CHROMIUM).is_file(),
+        not CHROMIUM.is_file(),
         reason=f"{CHROMIUM} is absent: apt-get install chromium (the Makefile's system-deps target does)",
     ),
 ]
@@ -99,7 +90,7 @@ def test_upload_correct_export(server: tuple[str, Path], multi_face_jpg: Path) -
     url, data = server
     SHOTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2000}, accept_downloads=True)
         page.set_default_timeout(180_000)
         try:
@@ -173,7 +164,7 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
     ):
         store = store_for(data)
         store.set_study_settings("default", StudySettings(independent=True, double_share=1.0))
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.set_default_timeout(180_000)
@@ -244,7 +235,7 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
         _serve(tmp_path, data, tmp_path / "no-weights", "streamlit-no-weights.log") as url,
         playwright.sync_playwright() as p,
     ):
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.set_default_timeout(180_000)

@@ -16,8 +16,7 @@ import pytest
 from models.registry import DEFAULT_APP_MODELS
 from tests import spacestart
 from tests.apphelpers import ROOT, store_for
-
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.server import CHROMIUM
 
 pytestmark = [
     pytest.mark.browser,
