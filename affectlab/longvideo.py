@@ -131,7 +131,7 @@ def analyze_long_video(
     """
     from db.ingest import MediaInfo
     from models.decode import ResumePoint, probe_video
-    from models.engagement import FEATURE_DIM
+    from models.engagement import engagement_note, engagement_status
     from models.types import Face, TrackResult
     from models.video import FaceReplay, analyze_video_chunks
 
@@ -197,15 +197,11 @@ def analyze_long_video(
                 face_tracks[fid] = tid
                 track_faces.setdefault(tid, []).append((fid, fr.time_s))
             after = fr.frame
-    engagement_model = session.engagement
-    if engagement_model is None:
-        warnings.append("engagement: no engagement weights (fetch engagement_single_attention)")
-    elif session.recognizer.spec.feature_dim != FEATURE_DIM:
-        warnings.append(
-            f"engagement: engagement needs {FEATURE_DIM}-d enet_b0 features; "
-            f"{session.recognizer.spec.name} gives {session.recognizer.spec.feature_dim}-d"
-        )
-        engagement_model = None
+    spec = session.recognizer.spec
+    status = engagement_status(session.engagement, spec.feature_dim)
+    engagement_model = session.engagement if status == "ok" else None
+    if status != "ok":
+        warnings.append(f"engagement: {engagement_note(status, spec.name, spec.feature_dim)}")
     persons = replay.persons(config.persons)
     tracks = []
     for t in replay.tracks():

@@ -65,6 +65,27 @@ def engagement_label(score: float, threshold: float = 0.5) -> EngagementLabel:
     return "Engaged" if score > threshold else "Distracted"
 
 
+EngagementStatus = Literal["ok", "no-weights", "feature-size"]
+"""Whether a video's tracks got engagement: ``ok``; ``no-weights`` (the engagement model is not fetched);
+``feature-size`` (the emotion model's features are not the 1280-d enet_b0 features the engagement model reads)."""
+
+
+def engagement_status(engagement: object | None, feature_dim: int) -> EngagementStatus:
+    """The engagement status of an analysis with this engagement model (None: absent) and feature size."""
+    if engagement is None:
+        return "no-weights"
+    return "ok" if feature_dim == FEATURE_DIM else "feature-size"
+
+
+def engagement_note(status: EngagementStatus, model: str, feature_dim: int) -> str:
+    """What a person reads about a status other than ``ok``: why there is no engagement and what to do."""
+    if status == "no-weights":
+        return "no engagement weights (fetch engagement_single_attention)"
+    if status == "feature-size":
+        return f"engagement needs {FEATURE_DIM}-d enet_b0 features; {model} gives {feature_dim}-d"
+    return "ok"
+
+
 @dataclass(frozen=True)
 class EngagementConfig:
     """How a track's features are cut into windows.

@@ -26,7 +26,13 @@ import numpy as np
 
 from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.decode import DecodedFrame, FrameReader, ResumePoint, prefetch
-from models.engagement import FEATURE_DIM, EngagementModel, EngagementResult
+from models.engagement import (
+    EngagementModel,
+    EngagementResult,
+    EngagementStatus,
+    engagement_note,
+    engagement_status,
+)
 from models.faces import FaceDetector, crop_face
 from models.persons import PersonConfig, TrackProfile, link_tracks, profile_of, profiles
 from models.recognizer import EmotionRecognizer
@@ -119,7 +125,8 @@ class VideoAnalysis:
         height: Upright frame height.
         rotation: Display rotation applied, degrees counter-clockwise.
         warnings: Problems that did not stop the analysis (damaged or truncated data).
-        engagement_status: ``ok``, or why there is no engagement.
+        engagement_status: ``ok``, or why there is no engagement (:data:`models.engagement.EngagementStatus`).
+        engagement_note: What to tell a person about ``engagement_status`` (``ok`` when it is ``ok``).
         persons: Track id to person number: the tracks of one student joined across the recording.
     """
 
@@ -137,7 +144,8 @@ class VideoAnalysis:
     height: int
     rotation: int
     warnings: list[str]
-    engagement_status: str
+    engagement_status: EngagementStatus
+    engagement_note: str = "ok"
     persons: dict[int, int] = field(default_factory=dict)
 
     def person(self, track: int | None) -> int | None:
@@ -456,15 +464,9 @@ def analyze_video(
             progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
     tracks = analyzer.tracker.tracks()
     eng: dict[int, EngagementResult | None] = {}
-    if engagement is None:
-        status = "no engagement weights (fetch engagement_single_attention)"
-    elif recognizer.spec.feature_dim != FEATURE_DIM:
-        status = (
-            f"engagement needs {FEATURE_DIM}-d enet_b0 features; {recognizer.spec.name} gives "
-            f"{recognizer.spec.feature_dim}-d"
-        )
-    else:
-        status = "ok"
+    status = engagement_status(engagement, recognizer.spec.feature_dim)
+    if status == "ok":
+        assert engagement is not None
         by_track: dict[int, list[FaceResult]] = {}
         for r in analyzer.results:
             by_track.setdefault(int(r.track or 0), []).append(r)
@@ -494,6 +496,7 @@ def analyze_video(
         rotation=reader.rotation,
         warnings=list(reader.warnings),
         engagement_status=status,
+        engagement_note=engagement_note(status, recognizer.spec.name, recognizer.spec.feature_dim),
         persons=persons,
     )
 
@@ -651,6 +654,7 @@ def video_json(analysis: VideoAnalysis) -> dict[str, Any]:
         "rotation": a.rotation,
         "warnings": list(a.warnings),
         "engagement_status": a.engagement_status,
+        "engagement_note": a.engagement_note,
         "summary": a.summary.to_json(),
         "n_persons": len({a.person(t.track) for t in a.tracks}),
     }

@@ -56,7 +56,7 @@ def test_single_face_mp4(pyfeat, detector, recognizer):
     assert (face["frame"], face["time_s"], face["track"]) == (18, 0.6, 0)
     tr = doc["tracks"][0]
     assert (tr["track"], tr["n_faces"], tr["start_s"], tr["end_s"], tr["engagement"]) == (0, 12, 0.0, 2.2, None)
-    assert a.engagement_status.startswith("no engagement weights")
+    assert a.engagement_status == "no-weights" and a.engagement_note.startswith("no engagement weights")
 
 
 def test_onnx_backend_video_equals_torch_backend(pyfeat, detector, recognizer, tmp_path):

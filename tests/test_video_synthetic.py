@@ -152,7 +152,11 @@ def test_engagement_per_track_in_video(tmp_path, patches, detector, recognizer, 
     assert doc["file"]["summary"]["engagement"]["label"] in ("Engaged", "Distracted")
     # Engagement is null for a model without 1280-d features.
     b = analyze_video(path, "eng.mp4", detector, recognizer, fps=5.0, engagement=eng)
-    assert all(t["engagement"] is None for t in video_json(b)["tracks"]) and "1280" in b.engagement_status
+    assert (
+        all(t["engagement"] is None for t in video_json(b)["tracks"])
+        and b.engagement_status == "feature-size"
+        and "1280" in b.engagement_note
+    )
     assert b.summary.emotions.valence is not None and -1 <= b.summary.emotions.valence <= 1
 
 

@@ -342,7 +342,7 @@ def _analyze_video(
     )
     warnings = tuple(analysis.warnings) + tuple(rep.warnings)
     if analysis.engagement_status != "ok":
-        warnings += (f"engagement: {analysis.engagement_status}",)
+        warnings += (f"engagement: {analysis.engagement_note}",)
     report(1.0, f"{plural(len(analysis.faces), 'face')} in {plural(len(analysis.tracks), 'track')}")
     return FileOutcome(
         file=upload.name,
