@@ -82,3 +82,39 @@ def test_rename_merge_and_split_through_the_forms(
         store.close()
     students = next(pd.DataFrame(d.value) for d in at.dataframe if "tracks" in pd.DataFrame(d.value).columns)
     assert sorted(students["person"]) == sorted(p.label for p in persons), "the table follows the corrections"
+
+
+def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
+    """Ids a page sends are checked against the study's recording: another study's persons, tracks and recordings
+    cannot be renamed, merged, split or given segments, and nothing is changed."""
+    from db.errors import NotFoundError
+    from webapp.services import classroom
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = store_for(data)
+    store.upgrade()
+    try:
+        mine = _ingest(store, study="mine")
+        theirs = _ingest(store, study="theirs")
+        their_persons = store.persons(theirs)
+        p0, p1 = their_persons[0].person_id, their_persons[1].person_id
+        their_track = their_persons[0].track_ids[0]
+        attempts = [
+            lambda: classroom.rename_person(store, "mine", mine, "eve", p0, "X"),
+            lambda: classroom.rename_person(store, "mine", theirs, "eve", p0, "X"),
+            lambda: classroom.merge_persons(store, "mine", mine, "eve", p0, p1),
+            lambda: classroom.split_track(store, "mine", mine, "eve", their_track),
+            lambda: classroom.add_segment(store, "mine", "eve", theirs, "s", 0, 10),
+        ]
+        for attempt in attempts:
+            with pytest.raises(NotFoundError):
+                attempt()
+        assert store.person_history(theirs) == [] and store.segments("theirs") == []
+        assert [p.label for p in store.persons(theirs)] == [p.label for p in their_persons]
+        # The same actions on the study's own ids go through.
+        own = store.persons(mine)
+        classroom.rename_person(store, "mine", mine, "eve", own[0].person_id, "S-1")
+        assert any(p.label == "S-1" for p in store.persons(mine))
+    finally:
+        store.close()

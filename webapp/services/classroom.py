@@ -88,35 +88,74 @@ def set_blur_faces(store: LabelStore, study: str, media_id: int, blur: bool, *, 
     return recording_view(store, study, media_id, owner)
 
 
-def rename_person(store: LabelStore, annotator: str | None, person_id: int, participant: str) -> None:
-    """Gives a person a participant id (recorded with who and when).
+def _recording_persons(store: LabelStore, study: str, media_id: int) -> list[PersonRow]:
+    """The persons of a recording of ``study``; the ids a page sends are checked against them, never trusted.
+
+    Raises:
+        NotFoundError: No such recording in ``study``.
+    """
+    if media_id not in {m.id for m in class_videos(store, study)}:
+        raise NotFoundError(f"recording of study {study!r}", media_id)
+    return store.persons(media_id)
+
+
+def _person_in(persons: Sequence[PersonRow], person_id: int) -> int:
+    if person_id not in {p.person_id for p in persons}:
+        raise NotFoundError("person of this recording", person_id)
+    return person_id
+
+
+def rename_person(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, participant: str
+) -> None:
+    """Gives a person of a recording of ``study`` a participant id (recorded with who and when).
 
     Raises:
         AnnotatorMissingError: Without an annotator name.
+        NotFoundError: The recording is not in ``study`` or the person not in the recording.
     """
-    store.rename_person(person_id, participant, require_annotator(annotator, "renaming a person"))
+    who = require_annotator(annotator, "renaming a person")
+    persons = _recording_persons(store, study, media_id)
+    store.rename_person(_person_in(persons, person_id), participant, who)
 
 
-def merge_persons(store: LabelStore, annotator: str | None, person_id: int, other_person_id: int) -> None:
+def merge_persons(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, other_person_id: int
+) -> None:
     """Merges a person into another; refused with the reason when both were on screen at the same time.
 
     Raises:
         AnnotatorMissingError: Without an annotator name.
+        NotFoundError: The recording is not in ``study`` or a person not in the recording.
     """
-    store.merge_persons(person_id, other_person_id, require_annotator(annotator, "merging persons"))
+    who = require_annotator(annotator, "merging persons")
+    persons = _recording_persons(store, study, media_id)
+    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who)
 
 
-def split_track(store: LabelStore, annotator: str | None, track_id: int) -> None:
-    """Splits a track off its person into a new person.
+def split_track(store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int) -> None:
+    """Splits a track of a recording of ``study`` off its person into a new person.
 
     Raises:
         AnnotatorMissingError: Without an annotator name.
+        NotFoundError: The recording is not in ``study`` or the track not in the recording.
     """
-    store.split_track(track_id, require_annotator(annotator, "splitting a track"))
+    who = require_annotator(annotator, "splitting a track")
+    persons = _recording_persons(store, study, media_id)
+    if track_id not in {t for p in persons for t in p.track_ids}:
+        raise NotFoundError("track of this recording", track_id)
+    store.split_track(track_id, who)
 
 
-def add_segment(store: LabelStore, who: str | None, media_id: int, name: str, start_s: float, end_s: float) -> None:
-    """Adds a lecture segment (refused with the reason when it overlaps another or leaves the recording)."""
+def add_segment(
+    store: LabelStore, study: str, who: str | None, media_id: int, name: str, start_s: float, end_s: float
+) -> None:
+    """Adds a lecture segment to a recording of ``study``; refused with the reason when it overlaps or leaves it.
+
+    Raises:
+        NotFoundError: The recording is not in ``study``.
+    """
+    _recording_persons(store, study, media_id)
     store.add_segment(media_id, name, start_s, end_s, created_by=who)
 
 

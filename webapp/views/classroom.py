@@ -62,7 +62,17 @@ def render() -> None:
         start = c2.number_input("Start (s)", min_value=0.0, step=1.0)
         end = c3.number_input("End (s)", min_value=0.0, step=1.0)
         if st.form_submit_button("Add segment"):
-            _run(classroom.add_segment, ctx.store, ctx.who, media_id, name, start, end, done=f"segment {name!r} added")
+            _run(
+                classroom.add_segment,
+                ctx.store,
+                ctx.study,
+                ctx.who,
+                media_id,
+                name,
+                start,
+                end,
+                done=f"segment {name!r} added",
+            )
     upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key=Keys.CLASSROOM_CSV)
     if upload is not None and st.button("Import segments"):
         _run(classroom.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
@@ -97,7 +107,16 @@ def render() -> None:
             who = st.selectbox("Person", list(by_label))
             pid = st.text_input("Participant id")
             if st.form_submit_button("Rename") and who:
-                _run(classroom.rename_person, ctx.store, ctx.annotator, by_label[who].person_id, pid, done="renamed")
+                _run(
+                    classroom.rename_person,
+                    ctx.store,
+                    ctx.study,
+                    media_id,
+                    ctx.annotator,
+                    by_label[who].person_id,
+                    pid,
+                    done="renamed",
+                )
         with c2.form("classroom_merge"):
             keep = st.selectbox("Keep", list(by_label))
             into = st.selectbox("Merge into it", list(by_label), index=min(1, len(by_label) - 1))
@@ -105,6 +124,8 @@ def render() -> None:
                 _run(
                     classroom.merge_persons,
                     ctx.store,
+                    ctx.study,
+                    media_id,
                     ctx.annotator,
                     by_label[keep].person_id,
                     by_label[into].person_id,
@@ -120,7 +141,15 @@ def render() -> None:
             with st.form("classroom_split"):
                 piece = st.selectbox("Track holding another student", list(tracks))
                 if st.form_submit_button("Split off"):
-                    _run(classroom.split_track, ctx.store, ctx.annotator, tracks[piece], done="track split off")
+                    _run(
+                        classroom.split_track,
+                        ctx.store,
+                        ctx.study,
+                        media_id,
+                        ctx.annotator,
+                        tracks[piece],
+                        done="track split off",
+                    )
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
     with st.expander("History of changes"):
