@@ -199,7 +199,6 @@ class Progress:
         """Starts the bar for ``total`` files."""
         from tqdm import tqdm
 
-        self._tqdm = tqdm
         self._bar = tqdm(
             total=total,
             unit="file",
@@ -221,7 +220,7 @@ class Progress:
 
     def printing(self) -> Any:
         """A context in which lines printed to stderr or stdout go above the bar instead of into it."""
-        return self._tqdm.external_write_mode(file=sys.stderr)
+        return self._bar.external_write_mode(file=sys.stderr)
 
     def close(self) -> None:
         """Ends the bar."""

@@ -27,6 +27,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from affectlab.longvideo import analyze_long_video
+from affectlab.longvideo import LongVideoOutcome, analyze_long_video
 from db.services import LabelStore
 from models.analysis import AnalysisSession
 from models.faces import FaceDetector
@@ -133,18 +134,21 @@ def main() -> int:
             if not samples or done - samples[-1][0] >= args.commit_every:
                 samples.append((done, rss_mb()))
 
+        def analyze(study: str, progress: Callable[[float, float | None], None] | None = None) -> LongVideoOutcome:
+            return analyze_long_video(
+                session,
+                store,
+                study,
+                video,
+                "lecture.mp4",
+                fps=args.sample_fps,
+                commit_every_s=args.commit_every,
+                progress=progress,
+                keep_file=False,
+            )
+
         t0 = time.perf_counter()
-        out = analyze_long_video(
-            session,
-            store,
-            "bench",
-            video,
-            "lecture.mp4",
-            fps=args.sample_fps,
-            commit_every_s=args.commit_every,
-            progress=progress,
-            keep_file=False,
-        )
+        out = analyze("bench", progress)
         took = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         duration = out.duration_s or args.minutes * 60
@@ -186,28 +190,10 @@ def main() -> int:
 
         store.store_chunk = store_then_maybe_stop  # type: ignore[method-assign]
         with contextlib.suppress(Stop):
-            analyze_long_video(
-                session,
-                store,
-                "resume",
-                video,
-                "lecture.mp4",
-                fps=args.sample_fps,
-                commit_every_s=args.commit_every,
-                keep_file=False,
-            )
+            analyze("resume")
         store.store_chunk = original  # type: ignore[method-assign]
         t0 = time.perf_counter()
-        again = analyze_long_video(
-            session,
-            store,
-            "resume",
-            video,
-            "lecture.mp4",
-            fps=args.sample_fps,
-            commit_every_s=args.commit_every,
-            keep_file=False,
-        )
+        again = analyze("resume")
         print(
             f"resumed after {again.resumed_from_s:.1f} s: analysed {again.frames_analyzed} of "
             f"{out.frames_analyzed} frames in {time.perf_counter() - t0:.0f} s; faces {again.n_faces} "

@@ -113,28 +113,41 @@ def run_pair(cmd: list[str], env: dict[str, str]) -> list[float]:
     return out
 
 
-def triple_video(src: Path, dst: Path, times: int = 3) -> Path:
-    """The clip ``times`` times over, re-encoded with PyAV (H.264, same size and rate)."""
+def loop_video(
+    src: Path, dst: Path, *, times: int = 1, seconds: float | None = None, shift: int = 0, mirror: bool = False
+) -> Path:
+    """``src`` played ``times`` times over (or looped for ``seconds``), re-encoded with PyAV (H.264, same size and
+    rate), each frame brightened by ``shift`` levels and mirrored when asked (distinct bytes, the same faces)."""
     import av
+    import numpy as np
 
     with av.open(str(dst), "w") as out:
         stream = None
-        i = 0
-        for _ in range(times):
+        i, limit, rounds = 0, None, 0
+        while limit is None or (i < limit if seconds is not None else rounds < times):
+            rounds += 1
             with av.open(str(src)) as c:
                 vin = c.streams.video[0]
                 if stream is None:
                     stream = out.add_stream("libx264", rate=vin.average_rate)
                     stream.width, stream.height, stream.pix_fmt = vin.width, vin.height, "yuv420p"
                     stream.options = {"preset": "veryfast"}
+                    limit = round(seconds * float(vin.average_rate)) if seconds is not None else 0
                 for frame in c.decode(video=0):
-                    f = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
-                    f = f.reformat(format="yuv420p")
+                    if seconds is not None and i >= limit:
+                        break
+                    rgb = frame.to_ndarray(format="rgb24")
+                    if shift:
+                        rgb = np.clip(rgb.astype(np.int16) + shift, 0, 255).astype(np.uint8)
+                    if mirror:
+                        rgb = np.ascontiguousarray(rgb[:, ::-1])
+                    f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
                     f.pts = i
                     f.time_base = 1 / vin.average_rate
                     i += 1
                     for pkt in stream.encode(f):
                         out.mux(pkt)
+        assert stream is not None
         for pkt in stream.encode():
             out.mux(pkt)
     return dst
@@ -189,7 +202,7 @@ def main() -> None:
         compare("one image, whole process", [py, "-c", REF_IMAGE, img], [py, "-m", "models", "analyze", img])
     video = tmp / "wolfgang_x3.mp4"
     if "video" not in args.skip or "contention" not in args.skip:
-        triple_video(testdata.pyfeat_file("WolfgangLanger_Pexels.mp4"), video)
+        loop_video(testdata.pyfeat_file("WolfgangLanger_Pexels.mp4"), video, times=3)
     ours_video = [py, "-m", "models", "analyze", str(video)]
     alone = None
     if "video" not in args.skip:

@@ -35,40 +35,6 @@ MARK_START = "<!-- workers:start -->"
 MARK_END = "<!-- workers:end -->"
 
 
-def video_variant(src: Path, dst: Path, i: int, seconds: float) -> None:
-    """``seconds`` of ``src`` (looped) re-encoded (H.264), mirrored for odd ``i`` and brightened by ``i`` levels."""
-    import av
-    import numpy as np
-
-    with av.open(str(dst), "w") as out:
-        stream = None
-        n, limit = 0, 1.0
-        while stream is None or n < limit:
-            with av.open(str(src)) as c:
-                vin = c.streams.video[0]
-                rate = vin.average_rate
-                limit = seconds * float(rate)
-                if stream is None:
-                    stream = out.add_stream("libx264", rate=rate)
-                    stream.width, stream.height, stream.pix_fmt = vin.width, vin.height, "yuv420p"
-                    stream.options = {"preset": "veryfast"}
-                for frame in c.decode(video=0):
-                    if n >= limit:
-                        break
-                    rgb = frame.to_ndarray(format="rgb24")
-                    rgb = np.clip(rgb.astype(np.int16) + i, 0, 255).astype(np.uint8)
-                    if i % 2:
-                        rgb = np.ascontiguousarray(rgb[:, ::-1])
-                    f = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
-                    f.pts = n
-                    f.time_base = 1 / rate
-                    n += 1
-                    for pkt in stream.encode(f):
-                        out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
-
-
 def still_variant(src: Path, dst: Path, i: int) -> None:
     """``src`` mirrored for odd ``i`` and brightened by ``i`` levels, as PNG."""
     import numpy as np
@@ -95,7 +61,7 @@ def run(cmd: list[str], env: dict[str, str], cores: set[int] | None = None) -> f
 
 
 def main() -> None:
-    from bench_speed import SETUP, write_readme
+    from bench_speed import SETUP, loop_video, write_readme
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -121,7 +87,7 @@ def main() -> None:
     inputs.mkdir()
     clip = testdata.pyfeat_file("WolfgangLanger_Pexels.mp4")
     for i in range(args.videos):
-        video_variant(clip, inputs / f"clip{i:02d}.mp4", i, args.seconds)
+        loop_video(clip, inputs / f"clip{i:02d}.mp4", seconds=args.seconds, shift=i, mirror=bool(i % 2))
     stills = [testdata.pyfeat_file("multi_face.jpg"), testdata.pyfeat_file("single_face.jpg")]
     for i in range(args.stills):
         still_variant(stills[i % 2], inputs / f"still{i:02d}.png", i // 2 + 1)

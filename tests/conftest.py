@@ -47,6 +47,18 @@ def random_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return wdir
 
 
+@pytest.fixture(scope="session")
+def exported_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random weights of the default model with the ONNX exports made, as ``python -m models fetch`` makes them."""
+    from models.cli import _export_for_onnx_runtime
+    from tests.checkpoints import install_random_weights
+
+    wdir = tmp_path_factory.mktemp("exported-weights")
+    install_random_weights(["enet_b0_8_best_vgaf"], wdir, seed=3)
+    _export_for_onnx_runtime(["enet_b0_8_best_vgaf"], wdir)
+    return wdir
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One intra-op torch thread for a module: on a shared 2-core machine more threads spin against each other."""

@@ -21,18 +21,6 @@ from db.services import LabelStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def exported_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random weights with the ONNX exports made (as ``python -m models fetch`` does), shared by the workers."""
-    from models.cli import _export_for_onnx_runtime
-    from tests.checkpoints import install_random_weights
-
-    wdir = tmp_path_factory.mktemp("weights")
-    install_random_weights(["enet_b0_8_best_vgaf"], wdir, seed=3)
-    _export_for_onnx_runtime(["enet_b0_8_best_vgaf"], wdir)
-    return wdir
-
-
 @pytest.fixture
 def inputs(tmp_path: Path, multi_face_jpg: Path, single_face_jpg: Path, astronaut_png: Path) -> Path:
     """A folder of three images with faces and one damaged file."""

@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from db.services import LabelStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,18 +32,6 @@ def _run(module: str, argv: list[str], env: dict[str, str]) -> subprocess.Comple
         full.pop(key, None)  # the defaults
     code = CHECK.format(module=module, argv=argv, heavy=HEAVY)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full, cwd=ROOT, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def exported_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Random weights, with the ONNX exports made as ``python -m models fetch`` makes them."""
-    from models.cli import _export_for_onnx_runtime
-    from tests.checkpoints import install_random_weights
-
-    wdir = tmp_path_factory.mktemp("weights")
-    install_random_weights(["enet_b0_8_best_vgaf"], wdir, seed=3)
-    _export_for_onnx_runtime(["enet_b0_8_best_vgaf"], wdir)
-    return wdir
 
 
 def test_models_analyze_defaults_import_no_torch(exported_weights: Path, multi_face_jpg: Path) -> None:

@@ -64,8 +64,7 @@ def recording_view(store: LabelStore, study: str, media_id: int, owner: bool) ->
     Raises:
         NotFoundError: No such recording in ``study``.
     """
-    if media_id not in {m.id for m in class_videos(store, study)}:
-        raise NotFoundError(f"recording of study {study!r}", media_id)
+    _check_recording(store, study, media_id)
     settings = study_settings(store, study)
     persons = store.persons(media_id)
     return RecordingView(
@@ -88,14 +87,19 @@ def set_blur_faces(store: LabelStore, study: str, media_id: int, blur: bool, *, 
     return recording_view(store, study, media_id, owner)
 
 
+def _check_recording(store: LabelStore, study: str, media_id: int) -> None:
+    """Raises NotFoundError unless ``media_id`` is a recording of ``study`` (ids from a page are never trusted)."""
+    if media_id not in {m.id for m in class_videos(store, study)}:
+        raise NotFoundError(f"recording of study {study!r}", media_id)
+
+
 def _recording_persons(store: LabelStore, study: str, media_id: int) -> list[PersonRow]:
-    """The persons of a recording of ``study``; the ids a page sends are checked against them, never trusted.
+    """The persons of a recording of ``study``, to check the person and track ids a page sends against.
 
     Raises:
         NotFoundError: No such recording in ``study``.
     """
-    if media_id not in {m.id for m in class_videos(store, study)}:
-        raise NotFoundError(f"recording of study {study!r}", media_id)
+    _check_recording(store, study, media_id)
     return store.persons(media_id)
 
 
@@ -155,7 +159,7 @@ def add_segment(
     Raises:
         NotFoundError: The recording is not in ``study``.
     """
-    _recording_persons(store, study, media_id)
+    _check_recording(store, study, media_id)
     store.add_segment(media_id, name, start_s, end_s, created_by=who)
 
 
