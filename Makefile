@@ -26,7 +26,7 @@ system-deps:
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	      postgresql chromium fonts-dejavu-core >/dev/null && touch $(APT_STAMP); \
-	  else echo "system-deps: not root or no apt-get; PostgreSQL and browser tests may be skipped"; fi; \
+	  else echo "system-deps: not root or no apt-get: install postgresql and chromium yourself, or the tests that need them fail"; fi; \
 	fi
 
 lint: install
