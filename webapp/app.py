@@ -215,11 +215,18 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
     return choice
 
 
-def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, study: str) -> str | None:
+def _sidebar_annotator(
+    access: AccessConfig, state: UIState, who: str | None, study: str, store: LabelStore
+) -> str | None:
+    """The annotator of this run: the login with sign-in, else the typed name; as the store knows the person.
+
+    Names are one identity whatever their case and spaces (``db.repo.annotator_key``): what a person types is
+    resolved to the name their votes are stored under, so that their own labels, skips and undo are found.
+    """
     if access.mode == "oidc":
         st.sidebar.markdown(f"Signed in as {code_span(who or '')}")
         st.sidebar.button("Sign out", on_click=st.logout, icon=":material/logout:")
-        return who if access.may_annotate(who, study) else None
+        return store.annotator_name(who) if who and access.may_annotate(who, study) else None
     name = st.sidebar.text_input(
         "Your name (annotator)",
         value=state.annotator,
@@ -233,7 +240,10 @@ def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, st
     if not access.may_annotate(state.annotator, study):
         st.sidebar.error(f"{code_span(state.annotator)} is not on the annotator list of this study.")
         return None
-    return state.annotator
+    known = store.annotator_name(state.annotator)
+    if known != state.annotator:
+        st.sidebar.caption(f"Labelling as {code_span(known)} (the same person: capitals and spaces do not count).")
+    return known
 
 
 def _forget_browser() -> None:
@@ -273,7 +283,7 @@ def main() -> None:
     if not visible(study):  # never reached through the sidebar; a guard for every other way in
         st.error(f"You have no access to study {code_span(study)}; choose another study.")
         st.stop()
-    annotator = _sidebar_annotator(access, state, who, study)
+    annotator = _sidebar_annotator(access, state, who, study, store)
     if access.mode == "code":
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):

@@ -40,6 +40,11 @@ class UIState:
         review_human_label: Review only faces whose human class is this one.
         review_labelled: ``yes``/``no``: only faces with / without a human class ("" for both).
         review_labelled_by: Review only faces this annotator labelled ("" for all).
+        review_shown: ``(face id, showing)`` of the face whose controls are live in Review: a label, skip or undo
+            carries the pair it was drawn with and is stored only while it is this one; the first action uses it up
+            (None), so a key that arrives before the next face is drawn, or a double press, stores nothing.
+        review_showing: Counts the faces shown (the second half of ``review_shown``, part of the controls' keys).
+        review_filter_seen: The queue and filters the face on screen was chosen under; a change picks a new face.
         library_media: The media item opened in the library (None: none).
         url_loaded: The URL query was read into this state (once per browser session).
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
@@ -60,6 +65,9 @@ class UIState:
     review_human_label: str = ""
     review_labelled: str = ""
     review_labelled_by: str = ""
+    review_shown: tuple[int, int] | None = None
+    review_showing: int = 0
+    review_filter_seen: str = ""
     library_media: int | None = None
     url_loaded: bool = False
     flash: tuple[str, str] | None = None
@@ -188,6 +196,8 @@ class Keys:
     SKIP = "skip"
     UNDO = "undo"
     UNSKIP = "unskip"
+    NAME_PROMPT = "w_name_prompt"
+    NAME_GO = "name_go"
 
 
 def widget_value(key: str) -> Any:
