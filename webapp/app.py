@@ -24,6 +24,11 @@ from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state
 from webapp.ui import Context, code_span, remember_in_url, set_context
 
 NEW_STUDY = "+ New study..."
+LAYOUT_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] h1 { padding-top: 0.25rem; padding-bottom: 0.25rem; }
+</style>"""
+"""Less empty space above each page, so that Review's crop, class keys, Skip and Undo fit 1280x720."""
 log = logging.getLogger("affectlab.app")
 
 
@@ -266,6 +271,7 @@ def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
 def main() -> None:
     """Runs one script run of the app."""
     st.set_page_config(page_title="AffectLab", page_icon=":material/sentiment_satisfied:", layout="wide")
+    st.html(LAYOUT_CSS)
     s = resources.settings()
     state = ui_state()
     access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))

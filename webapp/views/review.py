@@ -675,7 +675,7 @@ def _panel(ctx: Context) -> None:
     if ctx.annotator is None:
         _ask_name(ctx)
         return
-    top = st.columns([1, 3, 1], vertical_alignment="bottom")
+    top = st.columns([4, 7, 3], vertical_alignment="bottom")
     state.review_mode = (
         top[0].segmented_control(
             "View", list(MODES), format_func=MODES.__getitem__, key=Keys.REVIEW_MODE, default=state.review_mode
