@@ -192,3 +192,40 @@ def test_labelling_controls_fit_1280x720(tmp_path: Path) -> None:
                 assert not cut, f"the label {name} is cut"
         finally:
             browser.close()
+
+
+def _sign_in(page, code: str) -> None:
+    page.get_by_label("Study access code").fill(code)
+    page.get_by_role("button", name="Enter").click()
+
+
+def test_a_bookmark_survives_sign_in_and_a_server_restart(tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    from db.services import LabelStore
+
+    env = {"AFFECTLAB_ACCESS_CODE": "class-of-2026"}
+    for restart in range(2):  # the second server starts on the same data: no grant, no session survives
+        with _app(tmp_path, env=env) as (app_url, data, db_url), playwright.sync_playwright() as p:
+            store = LabelStore(db_url, data_dir=data)
+            faces = [f.face_id for f in store.faces("default")]
+            media = store.media("default")[1]
+            store.close()
+            face = faces[len(faces) // 2]
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.set_default_timeout(120_000)
+                page.goto(f"{app_url}/review?study=default&annotator=zoe&face={face}")
+                _sign_in(page, "class-of-2026")
+                page.get_by_text(f"Face {face}, file").wait_for()  # the bookmarked face, not the queue's first
+                assert "/review" in page.url and f"face={face}" in page.url
+                page = browser.new_page(viewport={"width": 1280, "height": 900})  # another person, a link
+                page.set_default_timeout(120_000)
+                page.goto(f"{app_url}/?study=default&open={media.id}")
+                _sign_in(page, "class-of-2026")
+                page.get_by_text("Back to the library").wait_for()
+                assert "/library" in page.url
+                page.get_by_text(media.filename).first.wait_for()
+                page.screenshot(path=str(SHOTS / f"bookmark-after-sign-in-{restart}.png"))
+            finally:
+                browser.close()

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -30,6 +31,33 @@ LAYOUT_CSS = """<style>
 </style>"""
 """Less empty space above each page, so that Review's crop, class keys, Skip and Undo fit 1280x720."""
 log = logging.getLogger("affectlab.app")
+
+
+PAGES = {
+    "analyze": ("Analyze", ":material/add_a_photo:"),
+    "review": ("Review", ":material/rate_review:"),
+    "library": ("Library", ":material/video_library:"),
+    "dataset": ("Dataset", ":material/dataset:"),
+    "classroom": ("Classroom", ":material/school:"),
+    "models": ("Models", ":material/memory:"),
+}
+"""URL path -> (title, icon) of each page; the file is ``webapp/views/<name>.py`` (``models``: model_weights.py)."""
+
+
+def _page_from_address(state: UIState) -> str:
+    """The page a bookmark or link names: its path, else the item it opens (``open``: Library, ``face``: Review)."""
+    try:
+        url = st.context.url or ""
+    except Exception:  # no browser (AppTest)
+        url = ""
+    path = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    if path in PAGES:
+        return path
+    if state.library_media is not None:
+        return "library"
+    if state.review_face is not None:
+        return "review"
+    return ""
 
 
 def _secrets() -> Mapping[str, Any]:
@@ -275,8 +303,9 @@ def main() -> None:
     s = resources.settings()
     state = ui_state()
     access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
-    if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
+    if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue, open item and page
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
+        state.page_wanted = _page_from_address(state)  # kept through a sign-in step, which loses the address's path
     # the demo study's old media go on the server's first script run, then at most hourly, whoever visits
     demo.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
     who = _gate(access, state)
@@ -311,15 +340,21 @@ def main() -> None:
         )
     )
     views = Path(__file__).parent / "views"
-    pages = [
-        st.Page(views / "analyze.py", title="Analyze", icon=":material/add_a_photo:", url_path="analyze", default=True),
-        st.Page(views / "review.py", title="Review", icon=":material/rate_review:", url_path="review"),
-        st.Page(views / "library.py", title="Library", icon=":material/video_library:", url_path="library"),
-        st.Page(views / "dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
-        st.Page(views / "classroom.py", title="Classroom", icon=":material/school:", url_path="classroom"),
-        st.Page(views / "model_weights.py", title="Models", icon=":material/memory:", url_path="models"),
-    ]
-    st.navigation(pages).run()
+    pages = {
+        path: st.Page(
+            views / f"{'model_weights' if path == 'models' else path}.py",
+            title=title,
+            icon=icon,
+            url_path=path,
+            default=path == "analyze",
+        )
+        for path, (title, icon) in PAGES.items()
+    }
+    current = st.navigation(list(pages.values()))
+    wanted, state.page_wanted = state.page_wanted, ""
+    if wanted in pages and current.url_path != wanted:  # the bookmark's page, after a sign-in step or a restart
+        st.switch_page(pages[wanted])
+    current.run()
     remember_in_url()
 
 

@@ -47,6 +47,8 @@ class UIState:
         review_filter_seen: The queue and filters the face on screen was chosen under; a change picks a new face.
         library_media: The media item opened in the library (None: none).
         url_loaded: The URL query was read into this state (once per browser session).
+        page_wanted: The page the browser's address named when the session began (``review``...), opened once the
+            person is in (after a sign-in step or a server restart), then "".
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
         switch_study: A study to select in the sidebar on the next run (after "Try a sample"), then None.
     """
@@ -70,6 +72,7 @@ class UIState:
     review_filter_seen: str = ""
     library_media: int | None = None
     url_loaded: bool = False
+    page_wanted: str = ""
     flash: tuple[str, str] | None = None
     switch_study: str | None = None
 

@@ -574,8 +574,9 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGe
     flt, described = _filters(ctx, state, rules, top[2])
     seen = repr((state.review_by, flt))
     if state.review_filter_seen != seen:  # another queue or filter: the face on screen must match it
+        if state.review_filter_seen:  # (the first drawing keeps the face a bookmark or reload opened)
+            state.review_face = None
         state.review_filter_seen = seen
-        state.review_face = None
     view = review.queue_view(ctx.store, ctx.study, state.review_by, ctx.annotator, flt, state.review_face)
     q = view.queue
     study_q = review.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, limit=1) if described else None
