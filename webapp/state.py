@@ -31,6 +31,7 @@ class UIState:
         annotator: The annotator's name typed in this session (unused when the name comes from the login).
         model: The active emotion model (None: the settings' default).
         analyzed: Media ids of the last analysis, shown on the Analyze page.
+        analyzed_study: The study of ``analyzed`` when it is not the current one (the samples' study), else None.
         review_by: The review queue's order (``uncertainty``, ``disagreement``, ``valence``).
         review_mode: ``queue`` (faces waiting for this annotator) or ``mine`` (the faces one labelled, to edit).
         review_face: The face under review (None: the queue's first).
@@ -58,6 +59,7 @@ class UIState:
     annotator: str = ""
     model: str | None = None
     analyzed: list[int] = field(default_factory=list)
+    analyzed_study: str | None = None
     review_by: str = "uncertainty"
     review_mode: str = "queue"
     review_face: int | None = None
