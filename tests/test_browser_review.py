@@ -190,6 +190,20 @@ def test_labelling_controls_fit_1280x720(tmp_path: Path) -> None:
                     " && getComputedStyle(e).overflow === 'hidden')"
                 )
                 assert not cut, f"the label {name} is cut"
+            # the correction pills of a stored result show every class (they wrap, none is hidden)
+            page.goto(f"{app_url}/library?annotator=fit&open=1")
+            page.get_by_text("Correct face 1").wait_for()
+            _idle(page)
+            pills = page.locator('[data-testid="stButtonGroup"]').first.locator("button")
+            assert pills.count() == 8
+            for i in range(8):
+                box = pills.nth(i).bounding_box()
+                assert box is not None and box["x"] + box["width"] <= 1280, pills.nth(i).inner_text()
+                assert pills.nth(i).evaluate(
+                    "b => { const g = b.closest('[data-testid=stColumn]');"
+                    " const r = g.getBoundingClientRect(), q = b.getBoundingClientRect();"
+                    " return q.right <= r.right + 1 && q.left >= r.left - 1; }"
+                )
         finally:
             browser.close()
 

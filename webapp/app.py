@@ -26,10 +26,12 @@ from webapp.ui import Context, code_span, remember_in_url, set_context
 
 NEW_STUDY = "+ New study..."
 LAYOUT_CSS = """<style>
-[data-testid="stMainBlockContainer"] { padding-top: 2.5rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] { padding-top: 3.25rem; padding-bottom: 2rem; }
 [data-testid="stMainBlockContainer"] h1 { padding-top: 0.25rem; padding-bottom: 0.25rem; }
+[data-testid="stButtonGroup"] div:has(> button) { flex-wrap: wrap; row-gap: 0.4rem; }
 </style>"""
-"""Less empty space above each page, so that Review's crop, class keys, Skip and Undo fit 1280x720."""
+"""Less empty space above each page, so that Review's crop, class keys, Skip and Undo fit 1280x720; pills (Analyze's
+corrections) wrap onto a second row instead of hiding the classes that do not fit."""
 log = logging.getLogger("affectlab.app")
 
 

@@ -663,7 +663,7 @@ def _ask_name(ctx: Context) -> None:
         "(capitals and spaces do not matter: `Alice` and `alice` are one person)."
     )
     with st.form("name_prompt", border=False):
-        st.text_input("Your name (annotator)", key=Keys.NAME_PROMPT, max_chars=200)
+        st.text_input("Your name", key=Keys.NAME_PROMPT, max_chars=200)
         st.form_submit_button("Start labelling", type="primary", on_click=_set_name)
 
 
@@ -673,9 +673,6 @@ def _panel(ctx: Context) -> None:
     with slot:
         show_flash()
     rules = studies.study_settings(ctx.store, ctx.study)
-    if ctx.annotator is None:
-        _ask_name(ctx)
-        return
     top = st.columns([4, 7, 3], vertical_alignment="bottom")
     state.review_mode = (
         top[0].segmented_control(
@@ -707,6 +704,9 @@ def render() -> None:
         "nothing: each vote names the face you saw.",
     )
     _study_rules(ctx)
+    if ctx.annotator is None:  # outside the panel: the name must rerun the whole app (sidebar, context)
+        _ask_name(ctx)
+        return
     if ctx.settings.review_fragment:
         st.fragment(_panel)(ctx)
     else:
