@@ -237,7 +237,7 @@ def test_a_bookmark_survives_sign_in_and_a_server_restart(tmp_path: Path) -> Non
                 page.goto(f"{app_url}/review?study=default&annotator=zoe&face={face}")
                 _sign_in(page, "class-of-2026")
                 page.get_by_text(f"Face {face}, file").wait_for()  # the bookmarked face, not the queue's first
-                assert "/review" in page.url and f"face={face}" in page.url
+                page.wait_for_url(re.compile(rf"/review\?.*face={face}"))  # the address keeps it
                 page = browser.new_page(viewport={"width": 1280, "height": 900})  # another person, a link
                 page.set_default_timeout(120_000)
                 page.goto(f"{app_url}/?study=default&open={media.id}")

@@ -46,6 +46,11 @@ class UIState:
             (None), so a key that arrives before the next face is drawn, or a double press, stores nothing.
         review_showing: Counts the faces shown (the second half of ``review_shown``, part of the controls' keys).
         review_filter_seen: The queue and filters the face on screen was chosen under; a change picks a new face.
+        review_last: What the annotator's last stored action in Review was ("face 12: class Fear"), repeated when a
+            later key is refused so that the refusal does not hide it.
+        review_acted: A Review control's callback ran in this interaction (set by the callbacks, read by the panel).
+        review_widgets: What the widgets held when the Review panel was last drawn (:func:`widget_snapshot`): a
+            panel rerun with no callback and no widget changed was a key for controls no longer drawn, dropped.
         library_media: The media item opened in the library (None: none).
         url_loaded: The URL query was read into this state (once per browser session).
         page_wanted: The page the browser's address named when the session began (``review``...), opened once the
@@ -72,6 +77,9 @@ class UIState:
     review_shown: tuple[int, int] | None = None
     review_showing: int = 0
     review_filter_seen: str = ""
+    review_last: str = ""
+    review_acted: bool = False
+    review_widgets: str = ""
     library_media: int | None = None
     url_loaded: bool = False
     page_wanted: str = ""
@@ -217,6 +225,21 @@ def set_widget_value(key: str, value: Any) -> None:
     import streamlit as st
 
     st.session_state[key] = value
+
+
+def widget_snapshot(ignore: tuple[str, ...] = ()) -> str:
+    """A digest of every keyed widget's value, to tell whether an interaction changed any.
+
+    Keys starting with ``ignore`` are left out (buttons: True only in the run they were pressed).
+    """
+    import hashlib
+
+    import streamlit as st
+
+    items = sorted(
+        (str(k), repr(v)) for k, v in st.session_state.items() if k != STATE_KEY and not str(k).startswith(ignore)
+    )
+    return hashlib.sha256(repr(items).encode()).hexdigest()
 
 
 def forget_widget(key: str) -> None:

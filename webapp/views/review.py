@@ -20,13 +20,14 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import FaceLabel
 from models.errors import AffectLabError
 from webapp import figures
 from webapp.services import library, review, studies
-from webapp.state import Keys, UIState, set_widget_value, ui_state, widget_value
+from webapp.state import Keys, UIState, set_widget_value, ui_state, widget_snapshot, widget_value
 from webapp.ui import Context, code_span, context, flash, plural, remember_in_url, show_flash
 
 ORDERS = {
@@ -87,12 +88,14 @@ def _take(shown: tuple[int, int]) -> bool:
     A stale action stores nothing and leaves a message for the panel.
     """
     state = ui_state()
+    state.review_acted = True
     if state.review_shown != shown:
         what = f"face {shown[0]}" if shown[0] != NO_FACE else "the empty queue"
+        before = f"Stored last: {state.review_last}. " if state.review_last else ""  # its message was replaced
         flash(
             "info",
-            f"That key was meant for {what}, which was no longer the face on screen (pressed twice, or before the "
-            "next face appeared): nothing was stored. Look at the face shown and press again.",
+            f"{before}That key was meant for {what}, which was no longer the face on screen (pressed twice, or "
+            "before the next face appeared): nothing was stored. Look at the face shown and press again.",
         )
         return False
     state.review_shown = None
@@ -141,6 +144,7 @@ def _save(
         state.review_face = None  # the labelled face left the queue: the next one comes up
     what = ", ".join(f"{k} {v}" for k, v in (("class", label), *extras.items()) if v is not None)
     where = "the whole track (every face without its own label)" if whole_track else f"face {face_id}"
+    state.review_last = f"{where}: {what}"
     flash("success", f"Stored for {where}: {what}. Press U to undo.")
 
 
@@ -178,12 +182,14 @@ def _skip(ctx: Context, shown: tuple[int, int]) -> None:
 
 
 def _unskip(ctx: Context) -> None:
+    ui_state().review_acted = True
     if ctx.annotator:
         n = review.unskip_all(ctx.store, ctx.study, ctx.annotator)
         flash("info", f"{plural(n, 'skipped face')} back in your queue.")
 
 
 def _open(face_id: int) -> None:
+    ui_state().review_acted = True
     ui_state().review_face = face_id  # the browse list's key holds the face: its choice follows
 
 
@@ -670,8 +676,35 @@ def _ask_name(ctx: Context) -> None:
         st.form_submit_button("Start labelling", type="primary", on_click=_set_name)
 
 
+DROPPED = (
+    "A key arrived while the panel was being redrawn (pressed twice, or before this face appeared): it was dropped "
+    "and nothing was stored. Look at the face shown and press again."
+)
+
+
+BUTTONS = (
+    *(f"{k}_" for k in (Keys.REVIEW_CLASS, Keys.SKIP, Keys.UNDO, Keys.SAVE_EXTRAS, Keys.APPLY_TRACK, Keys.STRIP_OPEN)),
+    Keys.UNSKIP,
+)
+"""The keys of the panel's buttons, left out of its widget snapshot."""
+
+
+def _dropped_key(state: UIState) -> bool:
+    """Whether this panel rerun answers nothing but a key for controls no longer drawn (Streamlit drops those).
+
+    A rerun of the panel alone comes from one of its widgets: when no callback ran and no widget value changed, it
+    was a press of a previous face's button, which no longer exists.
+    """
+    run = get_script_run_ctx()
+    rerun_of_panel = bool(run is not None and run.fragment_ids_this_run)
+    return rerun_of_panel and not state.review_acted and widget_snapshot(BUTTONS) == state.review_widgets
+
+
 def _panel(ctx: Context) -> None:
     state = ui_state()
+    if _dropped_key(state) and state.flash is None:
+        flash("info", DROPPED)
+    state.review_acted = False
     slot = st.container()  # one fixed slot for the message, so that later elements keep their places
     with slot:
         show_flash()
@@ -693,6 +726,7 @@ def _panel(ctx: Context) -> None:
             + (" and not the model's prediction." if rules.hide_model else ".")
         )
     remember_in_url()
+    state.review_widgets = widget_snapshot(BUTTONS)
 
 
 def render() -> None:
