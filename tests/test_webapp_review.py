@@ -270,5 +270,7 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
     # My labels counts the faces labelled directly and through the track apart, and shows the edit at once
     (mine,) = [sb for sb in at.selectbox if sb.key and sb.key.startswith("w_review_mine_")]
     assert mine.label.startswith("You labelled 1 face yourself and 5 faces through 1 track label")
-    assert mine.options[3].startswith(f"face {faces[3].face_id} · clip.mp4 · ") and mine.options[3].endswith("Happiness")
+    assert mine.options[3].startswith(f"face {faces[3].face_id} · clip.mp4 · ") and mine.options[3].endswith(
+        "Happiness"
+    )
     assert "Sadness (track)" in mine.options[0]
