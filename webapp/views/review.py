@@ -94,8 +94,8 @@ def _take(shown: tuple[int, int]) -> bool:
         before = f"Stored last: {state.review_last}. " if state.review_last else ""  # its message was replaced
         flash(
             "info",
-            f"{before}That key was meant for {what}, which was no longer the face on screen (pressed twice, or "
-            "before the next face appeared): nothing was stored. Look at the face shown and press again.",
+            f"{before}A key for {what}, no longer on screen (a double press, or too early), was dropped: nothing "
+            "stored. Press again for the face shown.",
         )
         return False
     state.review_shown = None
@@ -677,8 +677,8 @@ def _ask_name(ctx: Context) -> None:
 
 
 DROPPED = (
-    "A key arrived while the panel was being redrawn (pressed twice, or before this face appeared): it was dropped "
-    "and nothing was stored. Look at the face shown and press again."
+    "A key for the previous face (a double press, or too early) was dropped: nothing stored. Press again for the "
+    "face shown."
 )
 
 
