@@ -1,20 +1,27 @@
-"""Review speed as an annotator feels it: key press to the next face, in Chromium, side by side in one run.
+"""Review speed as an annotator feels it: key press to the next face shown, in Chromium, side by side in one run.
 
-Two servers of the app run on copies of one study (60 synthetic faces with predictions): the default, where a key
-press in Review reruns only the review panel (a Streamlit fragment), and ``AFFECTLAB_REVIEW_FRAGMENT=0``, where it
-reruns the whole page (the app before the fragment). Playwright drives Debian's Chromium through ``--faces`` faces by
+Two servers of the app run on copies of one study (60 synthetic faces with predictions). By default: this tree's
+app, where a key press in Review reruns only the review panel (a Streamlit fragment), and the same with
+``AFFECTLAB_REVIEW_FRAGMENT=0``, where it reruns the whole page. With ``--baseline REV`` the second server is the app
+of commit ``REV`` instead (its tree exported with ``git archive`` to a temporary folder, its study seeded by its own
+code), to compare a change with the app before it. Playwright drives Debian's Chromium through ``--faces`` faces by
 keyboard on each, in alternating blocks of 5 so that load on the machine hits both alike, and prints the median and
-90th percentile key-to-next-face latency, faces per minute, and the ratio.
+90th percentile key-to-next-face latency, faces per minute, the ratio, and the machine's load (1-minute load average
+before and after, and the number of cores): on a shared machine the numbers are only comparable side by side.
 
-Usage: python bench/bench_review.py [--faces 50] [--block 5]
+Usage: python bench/bench_review.py [--faces 50] [--block 5] [--baseline REV]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import io
+import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,10 +56,31 @@ def _seed(data: Path, n_faces: int) -> None:
 
 
 @contextlib.contextmanager
-def _server(data: Path, fragment: bool) -> Iterator[str]:
+def _server(data: Path, fragment: bool, root: Path = ROOT) -> Iterator[str]:
     env = {"AFFECTLAB_REVIEW_FRAGMENT": "1" if fragment else "0"}
-    with serve_app(data, data / "no-weights", data / "server.log", env=env) as (url, _proc):
+    with serve_app(data, data / "no-weights", data / "server.log", env=env, root=root) as (url, _proc):
         yield url
+
+
+def _export(rev: str, into: Path) -> Path:
+    """Commit ``rev``'s tree in ``into`` (``git archive``), to serve the app as it was."""
+    blob = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def _seed_with(root: Path, data: Path, n_faces: int) -> None:
+    """Seeds ``data`` with the tree ``root``'s own code (its schema and migrations)."""
+    code = f"import sys; sys.path.insert(0, {str(root)!r}); from bench.bench_review import _seed; "
+    code += f"_seed(__import__('pathlib').Path({str(data)!r}), {n_faces})"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AFFECTLAB_", "DATABASE_URL"))}
+    subprocess.run([sys.executable, "-c", code], cwd=root, check=True, env=env)
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 def _face(page) -> str:
@@ -95,14 +123,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--faces", type=int, default=50)
     ap.add_argument("--block", type=int, default=5)
+    ap.add_argument("--baseline", help="a commit to compare with (its app as the second server)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    load_before = _load()
     with tempfile.TemporaryDirectory(prefix="affectlab-bench-review-") as tmp:
         dirs = {True: Path(tmp) / "fragment", False: Path(tmp) / "full"}
-        for d in dirs.values():
-            _seed(d, args.faces + 10)
-        with _server(dirs[True], True) as url_f, _server(dirs[False], False) as url_p, sync_playwright() as p:
+        other_root = _export(args.baseline, Path(tmp) / "baseline") if args.baseline else ROOT
+        _seed(dirs[True], args.faces + 10)
+        _seed_with(other_root, dirs[False], args.faces + 10)
+        second_fragment = bool(args.baseline)
+        with (
+            _server(dirs[True], True) as url_f,
+            _server(dirs[False], second_fragment, other_root) as url_p,
+            sync_playwright() as p,
+        ):
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             pages = {}
             for frag, url in ((True, url_f), (False, url_p)):
@@ -129,13 +165,15 @@ def main() -> None:
     def q90(xs: list[float]) -> float:
         return sorted(xs)[max(0, round(0.9 * len(xs)) - 1)]
 
+    names = {True: "this tree (panel rerun)", False: f"baseline {args.baseline}" if args.baseline else "whole page"}
     print(f"review by keyboard, {args.faces} faces each, alternating blocks of {args.block} (Chromium, 2 servers)")
-    print(f"{'':22}{'median ms':>10}{'p90 ms':>9}{'faces/min':>11}")
-    for frag, name in ((True, "panel rerun (default)"), (False, "whole-page rerun")):
+    print(f"machine before: {load_before}; after: {_load()}")
+    print(f"{'':30}{'median ms':>10}{'p90 ms':>9}{'faces/min':>11}")
+    for frag in (True, False):
         med = statistics.median(lat[frag]) * 1000
-        print(f"{name:22}{med:10.0f}{q90(lat[frag]) * 1000:9.0f}{60 * len(lat[frag]) / wall[frag]:11.1f}")
+        print(f"{names[frag]:30}{med:10.0f}{q90(lat[frag]) * 1000:9.0f}{60 * len(lat[frag]) / wall[frag]:11.1f}")
     ratio = statistics.median(lat[False]) / statistics.median(lat[True])
-    print(f"median latency ratio (whole page / panel): {ratio:.2f}x; target: <= 300 ms and >= 4x")
+    print(f"median latency ratio ({names[False]} / this tree): {ratio:.2f}x; goal: p90 <= 250 ms on an idle machine")
 
 
 if __name__ == "__main__":

@@ -358,7 +358,7 @@ def load_context(session: Session, study: str, annotator: str) -> Context:
     ).all()
     track_of = {fid: tid for fid, tid in face_rows}
     allowed = tuple(labels.allowed_labels(session, study_id=st.id))
-    who = session.scalar(select(Annotator.id).where(Annotator.name == annotator))
+    who = session.scalar(select(Annotator.id).where(Annotator.key == repo.annotator_key(annotator)))
     resolved: labels.Resolved = {}
     if who is not None:
         study_faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == st.id)

@@ -13,7 +13,10 @@ from db.rows import FaceLabel, StudyStats
 from models.registry import EMOTIONS_8
 
 MIN_PAIR_ITEMS = 2
-"""Faces two annotators must share before their pairwise kappa or CCC is reported."""
+"""Faces two annotators must share before their pairwise kappa or CCC is computed at all."""
+MIN_KAPPA_FACES = 10
+"""Shared faces below which a kappa is not shown to people (the app, with the reason): on a handful of faces one vote
+swings it from -1 to 1. Each figure's face count is in :class:`db.rows.StudyStats` (``*_faces``)."""
 
 
 def _clean(x: float) -> float | None:
@@ -57,8 +60,11 @@ def compute_stats(
     # Inter-annotator agreement on classes.
     table = [{j.annotator: j.label for j in r.judgements if j.label} for r in judged]
     pair_kappa: dict[str, float | None] = {}
+    pair_faces: dict[str, int] = {}
     for a, b in itertools.combinations(annotators, 2):
         common = [t for t in table if a in t and b in t]
+        if common:
+            pair_faces[f"{a} | {b}"] = len(common)
         if len(common) >= MIN_PAIR_ITEMS:
             pair_kappa[f"{a} | {b}"] = _clean(agreement.cohen_kappa([t[a] for t in common], [t[b] for t in common]))
     multi = [t for t in table if len(t) >= 2]
@@ -114,6 +120,9 @@ def compute_stats(
         fleiss_kappa=_clean(fleiss) if fleiss is not None else None,
         krippendorff_alpha=_clean(alpha) if alpha is not None else None,
         ccc=ccc,
+        annotator_pair_faces=pair_faces,
+        model_faces=len(both),
+        multi_faces=len(multi),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -63,9 +64,32 @@ def get_or_create_study(session: Session, name: str) -> Study:
     return get_or_create(session, Study, name=name)[0]
 
 
+def annotator_key(name: str) -> str:
+    """The identity of an annotator's name: case- and space-insensitive (``" Alice  Smith"`` is ``alicesmith``).
+
+    Unicode is normalised (NFKC) and case-folded, and every whitespace character is dropped, so that one person
+    typing their name a little differently stays one annotator. Migration 0008 uses the same rule, written out.
+    """
+    return "".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
 def get_or_create_annotator(session: Session, name: str) -> Annotator:
-    """The annotator called ``name``, created when missing."""
-    return get_or_create(session, Annotator, name=name)[0]
+    """The annotator whose name has the identity of ``name`` (:func:`annotator_key`), created when missing.
+
+    A new annotator keeps ``name`` as typed (trimmed) for display; an existing one keeps the name it was created with.
+    Every path that records a vote, skip or person change goes through here, so ``Alice`` and ``alice`` are one.
+    """
+    return get_or_create(session, Annotator, defaults={"name": " ".join(name.split())}, key=annotator_key(name))[0]
+
+
+def annotator_name(session: Session, name: str) -> str:
+    """The stored display name of the annotator with the identity of ``name``; ``name`` trimmed when there is none.
+
+    Pages resolve what a person typed through this once, so that every later comparison with stored names (their own
+    votes, skips, filters) sees one identity.
+    """
+    stored = session.scalar(select(Annotator.name).where(Annotator.key == annotator_key(name)))
+    return stored if stored is not None else " ".join(name.split())
 
 
 def get_row(session: Session, model: type[T], ident: int, what: str) -> T:

@@ -271,6 +271,9 @@ class StudyStats:
         krippendorff_alpha: Krippendorff's alpha (nominal) over the same faces.
         ccc: Per field (valence, arousal, engagement): ``annotators`` (mean pairwise CCC), ``model`` (CCC of the
             human mean against the model) and ``n`` (faces with a human value).
+        annotator_pair_faces: Faces each pair of annotators (``"a | b"``) both labelled, for every pair sharing one.
+        model_faces: Faces behind the model-vs-annotators figures (a human majority class and a model class).
+        multi_faces: Faces behind Fleiss' kappa and Krippendorff's alpha (two or more annotators' classes).
     """
 
     study: str
@@ -288,3 +291,6 @@ class StudyStats:
     fleiss_kappa: float | None
     krippendorff_alpha: float | None
     ccc: dict[str, dict[str, float | None]]
+    annotator_pair_faces: dict[str, int] = field(default_factory=dict)
+    model_faces: int = 0
+    multi_faces: int = 0

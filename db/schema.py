@@ -199,12 +199,17 @@ class Prediction(Base):
 
 
 class Annotator(Base):
-    """A person who corrects labels."""
+    """A person who corrects labels.
+
+    ``key`` is the person's identity (:func:`db.repo.annotator_key`: case- and space-insensitive), ``name`` the name
+    as first typed, for display.
+    """
 
     __tablename__ = "annotators"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -606,6 +606,10 @@ class LabelStore:
         """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
         return self.transaction(lambda s: labels.last_correction(s, study, annotator), write=False)
 
+    def annotator_name(self, name: str) -> str:
+        """The display name of the annotator ``name`` stands for (case and spaces ignored), else ``name`` trimmed."""
+        return self.transaction(lambda s: repo.annotator_name(s, name), write=False)
+
     def media_by_sha256(self, study: str, sha256: str) -> MediaRow | None:
         """The media item of a study with these bytes, None when the study does not hold them."""
         return self.transaction(lambda s: repo.media_by_sha256(s, study, sha256), write=False)

@@ -53,7 +53,13 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
 
 @contextlib.contextmanager
 def serve_app(
-    data: Path, weights_dir: Path, log: Path, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    data: Path,
+    weights_dir: Path,
+    log: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    root: Path = ROOT,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Serves the guarded app on ``data`` with the weights of ``weights_dir``; yields its URL and process.
 
@@ -63,6 +69,7 @@ def serve_app(
         log: Where the server's output goes.
         env: More environment variables (access codes, settings under test).
         args: More ``streamlit run`` options.
+        root: The source tree to serve (another commit's tree, for a bench's baseline).
     """
     full = {k: v for k, v in os.environ.items() if not k.startswith(CLEARED)}
     full.update(AFFECTLAB_DATA_DIR=str(data), AFFECTLAB_WEIGHTS_DIR=str(weights_dir), **(env or {}))
@@ -83,7 +90,7 @@ def serve_app(
     ]
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=full, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, env=full, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log)

@@ -159,3 +159,20 @@ def test_active_corrections_rule_is_pure_and_order_free():
     assert active_corrections([]) == {}
     # An undo of an undo is not a redo: the reverted row stays reverted.
     assert list(active_corrections([row(1), row(2, "undo", 1), row(3, "undo", 2)])) == []
+
+
+def test_one_person_one_annotator_whatever_the_case_and_spaces(store):
+    f1, f2, f3 = _image(store)
+    store.correct_face(f1, "alice", label="Anger")
+    store.correct_face(f2, " Alice ", label="Fear")  # the same person, typed differently
+    store.correct_face(f1, "ALICE", label="Disgust")
+    store.correct_face(f3, "Al ice", label="Neutral")
+    store.correct_face(f1, "bob", label="Anger")
+    face = store.face(f1)
+    assert sorted((j.annotator, j.label) for j in face.judgements) == [("alice", "Disgust"), ("bob", "Anger")]
+    assert {j.annotator for f in store.faces("s") for j in f.judgements} == {"alice", "bob"}
+    assert store.stats("s").counts["annotators"] == 2
+    assert store.annotator_name("  ALIce") == "alice", "the stored display name"
+    assert store.annotator_name("  Carol  Ann ") == "Carol Ann", "a new person: the name as typed, trimmed"
+    store.correct_face(f2, "Carol  Ann", label="Fear")
+    assert store.annotator_name("carolann") == "Carol Ann"

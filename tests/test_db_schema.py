@@ -213,3 +213,43 @@ def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_p
         assert all(".." not in n and "<" not in n for n in names)
         meta = pd.read_csv(zf.open("metadata.csv"), keep_default_na=False)
     assert sorted(meta["filename"].tolist()) == sorted([HOSTILE, "'" + formula])
+
+
+def test_migration_0008_merges_annotators_that_are_one_person(store_url):
+    engine = make_engine(store_url)
+    try:
+        upgrade(engine)
+        store = LabelStore(store_url)
+        try:
+            name = "img.png"
+            boxes = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
+            store.ingest_results("s", png_bytes(1), name, fake_results(name, boxes, ["Fear", "Anger"]))
+            f1, f2 = (f.face_id for f in store.faces("s"))
+            store.correct_face(f1, "alice", label="Happiness")
+            store.correct_face(f2, "zed", label="Sadness")
+            store.correct_face(f1, "bob", label="Anger")
+            store.skip(f2, "alice")
+            store.skip(f2, "zed")
+            store.skip(f1, "zed")
+        finally:
+            store.close()
+        assert downgrade(engine, "0005") == "0005"
+        with engine.begin() as conn:  # before 0008, "Alice " was another annotator than "alice"
+            conn.execute(text("UPDATE annotators SET name = ' ALICE ' WHERE name = 'zed'"))
+        assert upgrade(engine) == head_revision()
+        assert schema_differences(engine) == []
+        with engine.connect() as conn:
+            names = dict(conn.execute(text("SELECT name, key FROM annotators")).all())
+            skips = conn.execute(text("SELECT face_id FROM review_skips ORDER BY face_id")).scalars().all()
+        assert names == {"alice": "alice", "bob": "bob"}, "the oldest name stays, for display"
+        assert skips == sorted([f1, f2]), "the skip both had is kept once"
+        store = LabelStore(store_url)
+        try:
+            votes = sorted((j.annotator, j.label) for f in store.faces("s") for j in f.judgements)
+            assert votes == [("alice", "Happiness"), ("alice", "Sadness"), ("bob", "Anger")], "every vote kept"
+            with pytest.raises(DBAPIError), engine.begin() as conn:  # the append-only trigger is back
+                conn.execute(text("UPDATE annotations SET note = 'x'"))
+        finally:
+            store.close()
+    finally:
+        engine.dispose()

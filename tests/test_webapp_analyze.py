@@ -243,11 +243,11 @@ def test_try_a_sample_analyses_into_the_demo_study(
     monkeypatch.setenv("AFFECTLAB_SAMPLES_DIR", str(folder))
     at = new_app()
     at.run()
-    button = next(b for b in at.button if b.label == "Try a sample")
+    button = next(b for b in at.button if b.label == "Try a sample (into study demo)")
     button.click().run()
     no_exception(at)
-    assert at.sidebar.selectbox(key="w_study").value == "demo"
-    assert any("1 sample analysed into study `demo`" in s.value for s in at.success)
+    assert at.sidebar.selectbox(key="w_study").value == "default", "the person's study stays as it was"
+    assert any("1 sample analysed into study `demo`" in s.value and "still `default`" in s.value for s in at.success)
     assert at.subheader[0].value == "`multi_face.jpg`" and len(at.get("plotly_chart")) == 5
     store = store_for(app_dirs)
     assert [m.filename for m in store.media("demo")] == ["multi_face.jpg"]

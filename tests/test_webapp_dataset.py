@@ -74,3 +74,47 @@ def test_owner_deletes_a_media_item_and_its_file(data_dir: Path) -> None:
     assert store.media("default") == []
     assert not kept.exists()
     assert any("Deleted media" in s.value for s in at.success)
+
+
+def _signed_in(monkeypatch: pytest.MonkeyPatch, *, owner: bool) -> object:
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "study-code")
+    monkeypatch.setenv("AFFECTLAB_OWNER_CODE", "owner-code")
+    at = new_app()
+    at.run()
+    at.text_input(key="w_access_code").input("owner-code" if owner else "study-code")
+    at.button[0].click().run()
+    at.sidebar.text_input(key="w_annotator").input("carol").run()
+    return page(at, "dataset")
+
+
+def test_independent_labelling_hides_others_everywhere_on_the_dataset_page(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from db.review import StudySettings
+
+    store = store_for(data_dir)
+    store.set_study_settings("default", StudySettings(independent=True))
+    at = _signed_in(monkeypatch, owner=False)
+    no_exception(at)
+    text = " ".join(
+        [m.value for m in at.markdown] + [c.value for c in at.caption] + [m.label for m in at.metric]
+    ) + " ".join(str(df.value.to_dict()) for df in at.dataframe)
+    for leak in ("alice", "bob", "kappa", "Annotators", "Corrected faces", "uploaded by"):
+        assert leak not in text, leak
+    assert [c.key for c in at.get("plotly_chart")] == ["counts"], "the model's counts only, no confusion"
+    assert any("Independent labelling" in i.value for i in at.info)
+
+    owner = _signed_in(monkeypatch, owner=True)
+    no_exception(owner)
+    metrics = {m.label: m.value for m in owner.metric}
+    assert metrics["Fleiss' kappa, annotators (1 face)"] == "-", "no kappa on fewer than 10 faces"
+    pairs = next(df.value for df in owner.dataframe if "annotator pair" in df.value.columns)
+    assert pairs.to_dict("records") == [
+        {
+            "annotator pair": "alice | bob",
+            "shared faces": 1,
+            "Cohen's kappa": None,
+            "note": "no kappa: fewer than 10 shared faces",
+        }
+    ]
+    assert any("fewer than 10 faces" in c.value for c in owner.caption)

@@ -3,6 +3,7 @@ labelling with two annotators, the track strip with an exception, and the browse
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -25,33 +26,111 @@ def _as(name: str, *, query: dict[str, str] | None = None) -> AppTest:
 
 
 def _counts(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if "left** in the study" in m.value)
+    return next(m.value for m in at.markdown if " left** in " in m.value)
 
 
 def _face_on_screen(at: AppTest) -> int:
-    line = next(m.value for m in at.markdown if " Face " in m.value)
-    return int(line.split(" Face ", 1)[1].split(",", 1)[0])
+    line = next(m.value for m in at.markdown if re.search(r"\bFace \d+, file", m.value))
+    return int(re.search(r"\bFace (\d+), file", line).group(1))
 
 
-def test_annotator_name_is_required_before_the_first_correction(multi_face_app_dir: Path) -> None:
+def _btn(at: AppTest, name: str):
+    """The button ``name`` of the face on screen (its key ends with the face's showing number)."""
+    found = [b for b in at.button if b.key and re.fullmatch(rf"{re.escape(name)}_\d+", b.key)]
+    assert len(found) == 1, [b.key for b in at.button]
+    return found[0]
+
+
+def test_the_plain_address_asks_for_a_name_before_any_queue(multi_face_app_dir: Path) -> None:
     at = page(new_app(), "review")
     no_exception(at)
-    assert any("Enter your name" in i.value for i in at.info)
-    assert all(b.disabled for b in at.button if b.key and b.key.startswith("cls_"))
+    assert any("Who is labelling?" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key and b.key.startswith("cls_")], "no queue without a name"
+    assert not any("Nothing left" in s.value for s in at.success), "an empty name never reads as all done"
     store = store_for(multi_face_app_dir)
     assert store.history(face_id=store.faces("default")[0].face_id) == []
+    at.text_input(key="w_name_prompt").input("Hana")
+    at.button[0].click()  # the form's Start labelling
+    at.run()
+    no_exception(at)
+    assert at.text_input(key="w_annotator").value == "Hana", "the sidebar shows the name"
+    assert _counts(at).startswith("**5 of 5 left** in the study for you")
+
+
+def test_one_person_whatever_the_case_and_spaces(multi_face_app_dir: Path) -> None:
+    at = _as("alice")
+    first = _face_on_screen(at)
+    _btn(at, "cls_Fear").click().run()
+    again = _as(" ALICE ")  # another day, another spelling: the same queue, not a second opinion
+    no_exception(again)
+    assert _counts(again).startswith("**4 of 5 left**")
+    assert any("Labelling as `alice`" in c.value for c in again.sidebar.caption)
+    _btn(again, "undo").click().run()
+    no_exception(again)
+    assert _face_on_screen(again) == first, "her undo finds her vote"
+    store = store_for(multi_face_app_dir)
+    assert [(r.annotator, r.kind) for r in store.history(face_id=first)] == [("alice", "set"), ("alice", "undo")]
+
+
+def test_a_stale_or_repeated_key_stores_nothing(multi_face_app_dir: Path) -> None:
+    """A key that reaches the controls of a face no longer on screen (a double press, a key pressed while the next
+    face was drawn) is refused: the callback carries the face and showing it was drawn with."""
+    at = _as("ivan")
+    first = _face_on_screen(at)
+    stale = _btn(at, "cls_Anger")
+    stale_skip = _btn(at, "skip")
+    _btn(at, "cls_Fear").click().run()
+    second = _face_on_screen(at)
+    assert second != first
+    store = store_for(multi_face_app_dir)
+    before = [(r.face_id, r.label) for f in store.faces("default") for r in store.history(face_id=f.face_id)]
+    # the first face's buttons, pressed again after the next face came up (what a double press does)
+    for old in (stale, stale_skip):
+        states = at._tree.get_widget_states()  # what the browser sends: the old button's trigger
+        states.widgets.add(id=old.id, trigger_value=True)
+        at._run(states)
+        no_exception(at)
+        assert _face_on_screen(at) == second, "the face on screen stays"
+    after = [(r.face_id, r.label) for f in store.faces("default") for r in store.history(face_id=f.face_id)]
+    assert after == before == [(first, "Fear")]
+    assert _counts(at).startswith("**4 of 5 left**"), "no skip either"
+
+
+def test_a_filter_replaces_the_face_on_screen_and_the_counts_name_it(tmp_path: Path, monkeypatch, random_weights_dir):
+    from tests.pg import fake_results, png_bytes
+
+    data = tmp_path / "data"
+    use_folders(monkeypatch, data, random_weights_dir)
+    store = store_for(data)
+    store.upgrade()
+    boxes = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
+    for seed, name in ((1, "a.png"), (2, "b.png")):
+        store.ingest_results("default", png_bytes(seed), name, fake_results(name, boxes, ["Fear", "Anger"]))
+    b_faces = {f.face_id for f in store.faces("default") if f.filename == "b.png"}
+    at = _as("jo")
+    media = {m.filename: m.id for m in store.media("default")}
+    while _face_on_screen(at) in b_faces:  # a face of a.png on screen
+        _btn(at, "skip").click().run()
+    at.selectbox(key="w_review_media").set_value(media["b.png"]).run()
+    no_exception(at)
+    assert _face_on_screen(at) in b_faces, "the face on screen matches the filter"
+    assert _counts(at).startswith("**2 of 2 left** in `b.png` · ")
+    assert " in the study" in _counts(at)
+    _btn(at, "cls_Fear").click().run()
+    _btn(at, "cls_Fear").click().run()
+    no_exception(at)
+    assert any("Nothing left in `b.png`" in s.value for s in at.success)
 
 
 def test_correct_with_class_keys_then_undo_survives_a_reload(multi_face_app_dir: Path) -> None:
     at = _as("bob")
     no_exception(at)
     assert _counts(at).startswith("**5 of 5 left** in the study for you · 5 of 5 in this file")
-    buttons = {b.key: b for b in at.button}
     # one button per class, with keyboard shortcuts 1..8; nothing pre-selected for a face bob never labelled
-    assert [buttons[f"cls_{c}"].proto.shortcut for c in ("Anger", "Surprise")] == ["1", "8"]
-    assert all(b.proto.type != "primary" for k, b in buttons.items() if k and k.startswith("cls_"))
+    assert [_btn(at, f"cls_{c}").proto.shortcut for c in ("Anger", "Surprise")] == ["1", "8"]
+    assert all(b.proto.type != "primary" for b in at.button if b.key and b.key.startswith("cls_"))
     first = _face_on_screen(at)
-    buttons["cls_Fear"].click().run()
+    _btn(at, "cls_Fear").click().run()
     no_exception(at)
     assert any("class Fear" in s.value for s in at.success)
     assert _counts(at).startswith("**4 of 5 left**"), "the corrected face left bob's queue"
@@ -63,7 +142,7 @@ def test_correct_with_class_keys_then_undo_survives_a_reload(multi_face_app_dir:
     # Undo belongs to the person, not the tab: a new browser session (a reload) undoes bob's latest correction.
     at = _as("", query=dict(at.query_params))
     assert at.text_input(key="w_annotator").value == "bob", "the name came back from the URL"
-    at.button(key="undo").click().run()
+    _btn(at, "undo").click().run()
     no_exception(at)
     assert any("Undone" in s.value for s in at.success)
     assert _face_on_screen(at) == first, "the undone face is shown again"
@@ -76,7 +155,7 @@ def test_confirming_the_model_class_is_a_human_vote(multi_face_app_dir: Path) ->
     face_id = _face_on_screen(at)
     store = store_for(multi_face_app_dir)
     predicted = store.face(face_id).model_label
-    at.button(key=f"cls_{predicted}").click().run()
+    _btn(at, f"cls_{predicted}").click().run()
     no_exception(at)
     face = store.face(face_id)
     assert (face.label, face.label_source, face.label_annotators) == (predicted, "human", 1)
@@ -85,7 +164,7 @@ def test_confirming_the_model_class_is_a_human_vote(multi_face_app_dir: Path) ->
 def test_skip_is_kept_across_a_reload_and_can_be_undone(multi_face_app_dir: Path) -> None:
     at = _as("dora")
     skipped = _face_on_screen(at)
-    at.button(key="skip").click().run()
+    _btn(at, "skip").click().run()
     no_exception(at)
     assert _counts(at).startswith("**4 of 5 left** in the study for you · 4 of 5 in this file · 1 skipped.")
     assert _face_on_screen(at) != skipped
@@ -100,7 +179,7 @@ def test_skip_is_kept_across_a_reload_and_can_be_undone(multi_face_app_dir: Path
     assert _counts(other).startswith("**5 of 5 left**"), "skips are per annotator"
     # the skipped face comes back on request
     for _ in range(4):
-        again.button(key="skip").click().run()
+        _btn(again, "skip").click().run()
     assert any("Nothing left" in s.value for s in again.success)
     again.button(key="unskip").click().run()
     no_exception(again)
@@ -109,13 +188,13 @@ def test_skip_is_kept_across_a_reload_and_can_be_undone(multi_face_app_dir: Path
 
 def test_queue_order_and_filters_survive_a_reload(multi_face_app_dir: Path) -> None:
     at = _as("fay")
-    at.radio(key="w_review_by").set_value("disagreement").run()
+    at.selectbox(key="w_review_by").set_value("disagreement").run()
     no_exception(at)
     assert any("Nothing left" in s.value for s in at.success)
     query = dict(at.query_params)
     assert query.get("queue") == "disagreement"
     again = _as("", query=query)
-    assert again.radio(key="w_review_by").value == "disagreement"
+    assert again.selectbox(key="w_review_by").value == "disagreement"
 
 
 def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
@@ -125,7 +204,7 @@ def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
     store.set_study_settings("default", StudySettings(independent=True, hide_model=True, double_share=1.0))
     alice = _as("alice")
     face_id = _face_on_screen(alice)
-    alice.button(key="cls_Fear").click().run()
+    _btn(alice, "cls_Fear").click().run()
     no_exception(alice)
 
     bob = _as("bob")
@@ -136,9 +215,9 @@ def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
     assert not any("| probability |" in m.value for m in bob.markdown)
     # bob reaches the same face (every face needs two votes with a share of 100 %)
     while _face_on_screen(bob) != face_id:
-        bob.button(key="skip").click().run()
+        _btn(bob, "skip").click().run()
     assert all(b.proto.type != "primary" for b in bob.button if b.key and b.key.startswith("cls_"))
-    bob.button(key="cls_Fear").click().run()
+    _btn(bob, "cls_Fear").click().run()
     no_exception(bob)
     face = store.face(face_id)
     assert sorted(j.annotator for j in face.judgements) == ["alice", "bob"]
@@ -172,7 +251,7 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
     assert any(m.value.startswith("**Track 0**: 6 faces") for m in at.markdown)
     assert sum(1 for b in at.button if b.key and b.key.startswith("strip_")) == 6
     at.selectbox(key=f"w_track_class_{faces[0].track_id}").set_value("Sadness").run()
-    at.button(key="apply_track").click().run()
+    _btn(at, "apply_track").click().run()
     no_exception(at)
     assert all(store.face(f.face_id).label == "Sadness" for f in faces)
     assert any("Nothing left" in s.value for s in at.success), "the whole track left gus's queue"
@@ -182,9 +261,16 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
     no_exception(at)
     at.button(key=f"strip_{faces[3].face_id}").click().run()
     assert _face_on_screen(at) == faces[3].face_id
-    at.button(key="cls_Happiness").click().run()
+    _btn(at, "cls_Happiness").click().run()
     no_exception(at)
     labels = [store.face(f.face_id).label for f in faces]
     assert labels == ["Sadness"] * 3 + ["Happiness"] + ["Sadness"] * 2
     captions = [c.value for c in at.caption]
     assert any("Happiness (own)" in c for c in captions) and any("Sadness (track)" in c for c in captions)
+    # My labels counts the faces labelled directly and through the track apart, and shows the edit at once
+    (mine,) = [sb for sb in at.selectbox if sb.key and sb.key.startswith("w_review_mine_")]
+    assert mine.label.startswith("You labelled 1 face yourself and 5 faces through 1 track label")
+    assert mine.options[3].startswith(f"face {faces[3].face_id} · clip.mp4 · ") and mine.options[3].endswith(
+        "Happiness"
+    )
+    assert "Sadness (track)" in mine.options[0]

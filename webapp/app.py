@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import streamlit as st
 
@@ -24,7 +25,41 @@ from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state
 from webapp.ui import Context, code_span, remember_in_url, set_context
 
 NEW_STUDY = "+ New study..."
+LAYOUT_CSS = """<style>
+[data-testid="stMainBlockContainer"] { padding-top: 3.25rem; padding-bottom: 2rem; }
+[data-testid="stMainBlockContainer"] h1 { padding-top: 0.25rem; padding-bottom: 0.25rem; }
+[data-testid="stButtonGroup"] div:has(> button) { flex-wrap: wrap; row-gap: 0.4rem; }
+</style>"""
+"""Less empty space above each page, so that Review's crop, class keys, Skip and Undo fit 1280x720; pills (Analyze's
+corrections) wrap onto a second row instead of hiding the classes that do not fit."""
 log = logging.getLogger("affectlab.app")
+
+
+PAGES = {
+    "analyze": ("Analyze", ":material/add_a_photo:"),
+    "review": ("Review", ":material/rate_review:"),
+    "library": ("Library", ":material/video_library:"),
+    "dataset": ("Dataset", ":material/dataset:"),
+    "classroom": ("Classroom", ":material/school:"),
+    "models": ("Models", ":material/memory:"),
+}
+"""URL path -> (title, icon) of each page; the file is ``webapp/views/<name>.py`` (``models``: model_weights.py)."""
+
+
+def _page_from_address(state: UIState) -> str:
+    """The page a bookmark or link names: its path, else the item it opens (``open``: Library, ``face``: Review)."""
+    try:
+        url = st.context.url or ""
+    except Exception:  # no browser (AppTest)
+        url = ""
+    path = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    if path in PAGES:
+        return path
+    if state.library_media is not None:
+        return "library"
+    if state.review_face is not None:
+        return "review"
+    return ""
 
 
 def _secrets() -> Mapping[str, Any]:
@@ -215,11 +250,18 @@ def _sidebar_study(access: AccessConfig, state: UIState, store: LabelStore, visi
     return choice
 
 
-def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, study: str) -> str | None:
+def _sidebar_annotator(
+    access: AccessConfig, state: UIState, who: str | None, study: str, store: LabelStore
+) -> str | None:
+    """The annotator of this run: the login with sign-in, else the typed name; as the store knows the person.
+
+    Names are one identity whatever their case and spaces (``db.repo.annotator_key``): what a person types is
+    resolved to the name their votes are stored under, so that their own labels, skips and undo are found.
+    """
     if access.mode == "oidc":
         st.sidebar.markdown(f"Signed in as {code_span(who or '')}")
         st.sidebar.button("Sign out", on_click=st.logout, icon=":material/logout:")
-        return who if access.may_annotate(who, study) else None
+        return store.annotator_name(who) if who and access.may_annotate(who, study) else None
     name = st.sidebar.text_input(
         "Your name (annotator)",
         value=state.annotator,
@@ -233,7 +275,10 @@ def _sidebar_annotator(access: AccessConfig, state: UIState, who: str | None, st
     if not access.may_annotate(state.annotator, study):
         st.sidebar.error(f"{code_span(state.annotator)} is not on the annotator list of this study.")
         return None
-    return state.annotator
+    known = store.annotator_name(state.annotator)
+    if known != state.annotator:
+        st.sidebar.caption(f"Labelling as {code_span(known)} (the same person: capitals and spaces do not count).")
+    return known
 
 
 def _forget_browser() -> None:
@@ -256,11 +301,13 @@ def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
 def main() -> None:
     """Runs one script run of the app."""
     st.set_page_config(page_title="AffectLab", page_icon=":material/sentiment_satisfied:", layout="wide")
+    st.html(LAYOUT_CSS)
     s = resources.settings()
     state = ui_state()
     access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
-    if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue and open item
+    if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue, open item and page
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
+        state.page_wanted = _page_from_address(state)  # kept through a sign-in step, which loses the address's path
     # the demo study's old media go on the server's first script run, then at most hourly, whoever visits
     demo.clear_demo_if_due(resources.label_store(s), resources.media_dir(s), s.demo_ttl_hours)
     who = _gate(access, state)
@@ -273,7 +320,7 @@ def main() -> None:
     if not visible(study):  # never reached through the sidebar; a guard for every other way in
         st.error(f"You have no access to study {code_span(study)}; choose another study.")
         st.stop()
-    annotator = _sidebar_annotator(access, state, who, study)
+    annotator = _sidebar_annotator(access, state, who, study, store)
     if access.mode == "code":
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):
@@ -295,15 +342,21 @@ def main() -> None:
         )
     )
     views = Path(__file__).parent / "views"
-    pages = [
-        st.Page(views / "analyze.py", title="Analyze", icon=":material/add_a_photo:", url_path="analyze", default=True),
-        st.Page(views / "review.py", title="Review", icon=":material/rate_review:", url_path="review"),
-        st.Page(views / "library.py", title="Library", icon=":material/video_library:", url_path="library"),
-        st.Page(views / "dataset.py", title="Dataset", icon=":material/dataset:", url_path="dataset"),
-        st.Page(views / "classroom.py", title="Classroom", icon=":material/school:", url_path="classroom"),
-        st.Page(views / "model_weights.py", title="Models", icon=":material/memory:", url_path="models"),
-    ]
-    st.navigation(pages).run()
+    pages = {
+        path: st.Page(
+            views / f"{'model_weights' if path == 'models' else path}.py",
+            title=title,
+            icon=icon,
+            url_path=path,
+            default=path == "analyze",
+        )
+        for path, (title, icon) in PAGES.items()
+    }
+    current = st.navigation(list(pages.values()))
+    wanted, state.page_wanted = state.page_wanted, ""
+    if wanted in pages and current.url_path != wanted:  # the bookmark's page, after a sign-in step or a restart
+        st.switch_page(pages[wanted])
+    current.run()
     remember_in_url()
 
 

@@ -31,6 +31,7 @@ class UIState:
         annotator: The annotator's name typed in this session (unused when the name comes from the login).
         model: The active emotion model (None: the settings' default).
         analyzed: Media ids of the last analysis, shown on the Analyze page.
+        analyzed_study: The study of ``analyzed`` when it is not the current one (the samples' study), else None.
         review_by: The review queue's order (``uncertainty``, ``disagreement``, ``valence``).
         review_mode: ``queue`` (faces waiting for this annotator) or ``mine`` (the faces one labelled, to edit).
         review_face: The face under review (None: the queue's first).
@@ -40,8 +41,20 @@ class UIState:
         review_human_label: Review only faces whose human class is this one.
         review_labelled: ``yes``/``no``: only faces with / without a human class ("" for both).
         review_labelled_by: Review only faces this annotator labelled ("" for all).
+        review_shown: ``(face id, showing)`` of the face whose controls are live in Review: a label, skip or undo
+            carries the pair it was drawn with and is stored only while it is this one; the first action uses it up
+            (None), so a key that arrives before the next face is drawn, or a double press, stores nothing.
+        review_showing: Counts the faces shown (the second half of ``review_shown``, part of the controls' keys).
+        review_filter_seen: The queue and filters the face on screen was chosen under; a change picks a new face.
+        review_last: What the annotator's last stored action in Review was ("face 12: class Fear"), repeated when a
+            later key is refused so that the refusal does not hide it.
+        review_acted: A Review control's callback ran in this interaction (set by the callbacks, read by the panel).
+        review_widgets: What the widgets held when the Review panel was last drawn (:func:`widget_snapshot`): a
+            panel rerun with no callback and no widget changed was a key for controls no longer drawn, dropped.
         library_media: The media item opened in the library (None: none).
         url_loaded: The URL query was read into this state (once per browser session).
+        page_wanted: The page the browser's address named when the session began (``review``...), opened once the
+            person is in (after a sign-in step or a server restart), then "".
         flash: One message to show once on the next run (``(kind, text)``, kind ``success``/``info``/``warning``).
         switch_study: A study to select in the sidebar on the next run (after "Try a sample"), then None.
     """
@@ -51,6 +64,7 @@ class UIState:
     annotator: str = ""
     model: str | None = None
     analyzed: list[int] = field(default_factory=list)
+    analyzed_study: str | None = None
     review_by: str = "uncertainty"
     review_mode: str = "queue"
     review_face: int | None = None
@@ -60,8 +74,15 @@ class UIState:
     review_human_label: str = ""
     review_labelled: str = ""
     review_labelled_by: str = ""
+    review_shown: tuple[int, int] | None = None
+    review_showing: int = 0
+    review_filter_seen: str = ""
+    review_last: str = ""
+    review_acted: bool = False
+    review_widgets: str = ""
     library_media: int | None = None
     url_loaded: bool = False
+    page_wanted: str = ""
     flash: tuple[str, str] | None = None
     switch_study: str | None = None
 
@@ -188,6 +209,8 @@ class Keys:
     SKIP = "skip"
     UNDO = "undo"
     UNSKIP = "unskip"
+    NAME_PROMPT = "w_name_prompt"
+    NAME_GO = "name_go"
 
 
 def widget_value(key: str) -> Any:
@@ -202,6 +225,21 @@ def set_widget_value(key: str, value: Any) -> None:
     import streamlit as st
 
     st.session_state[key] = value
+
+
+def widget_snapshot(ignore: tuple[str, ...] = ()) -> str:
+    """A digest of every keyed widget's value, to tell whether an interaction changed any.
+
+    Keys starting with ``ignore`` are left out (buttons: True only in the run they were pressed).
+    """
+    import hashlib
+
+    import streamlit as st
+
+    items = sorted(
+        (str(k), repr(v)) for k, v in st.session_state.items() if k != STATE_KEY and not str(k).startswith(ignore)
+    )
+    return hashlib.sha256(repr(items).encode()).hexdigest()
 
 
 def forget_widget(key: str) -> None:

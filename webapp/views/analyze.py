@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import streamlit as st
@@ -134,7 +135,7 @@ def _try_sample(ctx: Context, model: str) -> None:
         f"No file at hand? {plural(len(names), 'sample')} (a Pexels video of one person and stills of it) "
         f"go to study {code_span(demo.DEMO_STUDY)}."
     )
-    if not st.button("Try a sample", icon=":material/movie:", key=Keys.TRY_SAMPLE):
+    if not st.button(f"Try a sample (into study {demo.DEMO_STUDY})", icon=":material/movie:", key=Keys.TRY_SAMPLE):
         return
     bar = st.progress(0.0, text="samples: starting")
 
@@ -158,10 +159,14 @@ def _try_sample(ctx: Context, model: str) -> None:
         return
     state = ui_state()
     state.analyzed = [o.media_id for o in outcomes if o.media_id is not None]
-    state.switch_study = demo.DEMO_STUDY
+    state.analyzed_study = demo.DEMO_STUDY  # shown below; the person's own study stays as it was
     problems = [f"{code_span(o.file)}: {o.error}" for o in outcomes if o.error is not None]
     problems += [f"{code_span(o.file)}: {w}" for o in outcomes for w in o.warnings]
-    done = f"{plural(len(state.analyzed), 'sample')} analysed into study {code_span(demo.DEMO_STUDY)}."
+    done = (
+        f"{plural(len(state.analyzed), 'sample')} analysed into study {code_span(demo.DEMO_STUDY)} (shown below). "
+        f"Your study is still {code_span(ctx.study)}: choose {code_span(demo.DEMO_STUDY)} under Study in the "
+        "sidebar to review the samples."
+    )
     flash("warning" if problems else "success", " ".join([done, *problems]))
     st.rerun()
 
@@ -187,10 +192,11 @@ def render() -> None:
     label = f"Analyze {plural(len(uploads), 'file')}" if uploads else "Analyze"
     if st.button(label, type="primary", disabled=not uploads, icon=":material/play_arrow:"):
         ids = _run_analysis(ctx, spec.name, uploads, fps)
-        ui_state().analyzed = ids
+        ui_state().analyzed, ui_state().analyzed_study = ids, None
     state = ui_state()
     if state.analyzed:
-        results.show(ctx, state.analyzed)
+        study = state.analyzed_study or ctx.study  # the samples' study, else this one
+        results.show(dataclasses.replace(ctx, study=study) if study != ctx.study else ctx, state.analyzed)
     else:
         st.caption("Files analysed before are in the Library, with their stored results.")
 

@@ -40,6 +40,8 @@ def render() -> None:
     ids: list[int] = list(names)
     media_id = st.selectbox("Recording", ids, format_func=names.__getitem__, key=Keys.CLASSROOM_MEDIA)
     rec = classroom.recording_view(ctx.store, ctx.study, media_id, ctx.owner)
+    # independent labelling: no one else's names or labels for an annotator (the class tables mix everyone's labels)
+    blind = rec.settings.independent and not ctx.owner
     if ctx.owner:
         blur = st.toggle(
             "Blur faces for everyone but the owners (privacy for minors)",
@@ -158,7 +160,7 @@ def render() -> None:
                 [
                     {
                         "when": h.created_at,
-                        "who": h.annotator,
+                        "who": "" if blind and h.annotator != ctx.annotator else h.annotator,
                         "what": h.kind,
                         "participant": h.participant,
                         "track": h.track_id,
@@ -170,6 +172,12 @@ def render() -> None:
         )
 
     st.subheader("Class over time")
+    if blind:
+        st.info(
+            "Independent labelling: the class tables mix every annotator's labels, so they are for the study's "
+            "owners until the labelling is done."
+        )
+        return
     over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)
     tables = over_time.tables
     value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])

@@ -1,4 +1,9 @@
-"""Dataset: counts, model-vs-human confusion, agreement, exports (owners), deletions (owners)."""
+"""Dataset: counts, model-vs-human confusion, agreement, exports (owners), deletions (owners).
+
+Under independent labelling an annotator sees no one else's labels, counts, agreement or names here: only the
+study's size, the model's counts (unless the model is hidden too) and the media list without uploaders. Owners see
+every figure with the number of faces behind it, and no kappa on fewer than ``db.quality.MIN_KAPPA_FACES`` faces.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import functools
 import pandas as pd
 import streamlit as st
 
+from db.quality import MIN_KAPPA_FACES
+from db.review import StudySettings
 from db.rows import StudyStats
 from models.errors import AffectLabError
 from webapp import figures
@@ -19,22 +26,25 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _counts(stats: StudyStats) -> None:
+def _kappa(value: float | None, faces: int) -> str:
+    """A kappa for people: none on too few faces."""
+    return "-" if faces < MIN_KAPPA_FACES else _fmt(value)
+
+
+def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
     c = stats.counts
-    cols = st.columns(6)
-    for col, (label, key) in zip(
-        cols,
-        (
-            ("Media", "media"),
-            ("Faces", "faces"),
-            ("Tracks", "tracks"),
-            ("Corrected faces", "corrected_faces"),
-            ("Corrections", "annotations"),
-            ("Annotators", "annotators"),
-        ),
-        strict=True,
-    ):
+    shown = [("Media", "media"), ("Faces", "faces"), ("Tracks", "tracks")]
+    if not blind:
+        shown += [("Corrected faces", "corrected_faces"), ("Corrections", "annotations"), ("Annotators", "annotators")]
+    for col, (label, key) in zip(st.columns(6), shown, strict=False):
         col.metric(label, int(c.get(key, 0)))
+    if blind:
+        if not rules.hide_model:
+            st.plotly_chart(
+                figures.class_counts(stats.labels, {"model": stats.model_counts}, "Faces per class (the model's)"),
+                key="counts",
+            )
+        return
     series = {"model": stats.model_counts, "annotators": stats.human_counts, "exported label": stats.label_counts}
     st.plotly_chart(figures.class_counts(stats.labels, series, "Faces per class"), key="counts")
     if stats.predictions_only:
@@ -50,13 +60,29 @@ def _agreement(stats: StudyStats) -> None:
         )
     else:
         st.caption("The confusion matrix appears once annotators have labelled faces.")
+    n_model, n_multi = stats.model_faces, stats.multi_faces
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Model accuracy vs. annotators", _fmt(stats.model_accuracy))
-    c2.metric("Cohen's kappa, model vs. annotators", _fmt(stats.model_kappa))
-    c3.metric("Fleiss' kappa, annotators", _fmt(stats.fleiss_kappa))
-    c4.metric("Krippendorff's alpha, annotators", _fmt(stats.krippendorff_alpha))
-    if stats.annotator_kappa:
-        pairs = [{"annotator pair": k, "Cohen's kappa": v} for k, v in stats.annotator_kappa.items()]
+    c1.metric(f"Model accuracy vs. annotators ({plural(n_model, 'face')})", _fmt(stats.model_accuracy))
+    c2.metric(f"Cohen's kappa, model vs. annotators ({plural(n_model, 'face')})", _kappa(stats.model_kappa, n_model))
+    c3.metric(f"Fleiss' kappa, annotators ({plural(n_multi, 'face')})", _kappa(stats.fleiss_kappa, n_multi))
+    c4.metric(
+        f"Krippendorff's alpha, annotators ({plural(n_multi, 'face')})", _kappa(stats.krippendorff_alpha, n_multi)
+    )
+    if min(n_model, n_multi) < MIN_KAPPA_FACES:
+        st.caption(
+            f"No kappa or alpha on fewer than {MIN_KAPPA_FACES} faces: on a handful of faces one vote swings it "
+            "from -1 to 1. The number in brackets is how many faces each figure rests on."
+        )
+    if stats.annotator_pair_faces:
+        pairs = [
+            {
+                "annotator pair": k,
+                "shared faces": n,
+                "Cohen's kappa": stats.annotator_kappa.get(k) if n >= MIN_KAPPA_FACES else None,
+                "note": "" if n >= MIN_KAPPA_FACES else f"no kappa: fewer than {MIN_KAPPA_FACES} shared faces",
+            }
+            for k, n in stats.annotator_pair_faces.items()
+        ]
         st.dataframe(pd.DataFrame(pairs), hide_index=True)
     if stats.ccc:
         st.dataframe(
@@ -113,7 +139,7 @@ def _exports(ctx: Context, stats: StudyStats) -> None:
     )
 
 
-def _media(ctx: Context) -> None:
+def _media(ctx: Context, blind: bool) -> None:
     media = studies.study_media(ctx.store, ctx.study)
     st.subheader(f"Media ({len(media)})")
     if not media:
@@ -126,8 +152,8 @@ def _media(ctx: Context) -> None:
                     "file": m.filename,
                     "kind": m.kind,
                     "faces": m.n_faces,
-                    "uploaded by": m.uploaded_by,
                     "added": m.created_at,
+                    **({} if blind else {"uploaded by": m.uploaded_by}),
                 }
                 for m in media
             ]
@@ -163,16 +189,24 @@ def render() -> None:
     st.title("Dataset")
     st.caption(f"Study {code_span(ctx.study)}: what is stored, how far people and model agree, and exports.")
     show_flash()
+    rules = studies.study_settings(ctx.store, ctx.study)
+    blind = rules.independent and not ctx.owner  # one rule for every section below
     with st.spinner("Computing counts and agreement..."):
         stats = exports.study_stats(ctx.store, ctx.study)
     if stats is None or not stats.counts.get("faces"):
         st.info("No faces in this study yet: analyse some files on the Analyze page.")
-        _media(ctx)
+        _media(ctx, blind)
         return
-    _counts(stats)
-    _agreement(stats)
+    _counts(stats, blind, rules)
+    if blind:
+        st.info(
+            "Independent labelling: other annotators' labels, counts and agreement are for the study's owners. "
+            "Your own labels are on the Review page (My labels)."
+        )
+    else:
+        _agreement(stats)
     _exports(ctx, stats)
-    _media(ctx)
+    _media(ctx, blind)
 
 
 render()

@@ -2,23 +2,32 @@
 
 The review panel is a fragment: a key press reruns only the panel, not the page (``AFFECTLAB_REVIEW_FRAGMENT=0``
 turns that off, for the bench's comparison).
+
+A vote names the face its annotator saw: every control of a face (class keys, Save, Apply to the track, Skip, Undo)
+is drawn with the face's id and showing number (``UIState.review_shown``) in its key and its callback's arguments,
+and :func:`_take` lets it act only while that pair is the one on screen, using it up. A key that reaches the previous
+face's button while the next face is being drawn, or the second press of a double press, stores nothing and says so;
+it is never passed on to the face that comes next.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from db.review import ReviewFilter, ReviewQueue, StudySettings
 from db.rows import FaceLabel
 from models.errors import AffectLabError
 from webapp import figures
 from webapp.services import library, review, studies
-from webapp.state import Keys, UIState, forget_widget, set_widget_value, ui_state, widget_value
+from webapp.state import Keys, UIState, set_widget_value, ui_state, widget_snapshot, widget_value
 from webapp.ui import Context, code_span, context, flash, plural, remember_in_url, show_flash
 
 ORDERS = {
@@ -60,17 +69,53 @@ def _number(value: float | str | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, whole_track: bool | None = None) -> None:
+NO_FACE = 0
+"""The face id of the empty queue's showing (face ids start at 1)."""
+
+
+def _live(face_id: int) -> tuple[int, int]:
+    """The ``(face, showing)`` the controls of ``face_id`` are drawn with: a new showing unless it is still live."""
+    state = ui_state()
+    if state.review_shown is None or state.review_shown[0] != face_id:
+        state.review_showing += 1
+        state.review_shown = (face_id, state.review_showing)
+    return state.review_shown
+
+
+def _take(shown: tuple[int, int]) -> bool:
+    """Whether an action drawn with ``shown`` may act now; it uses the showing up (see the module's docstring).
+
+    A stale action stores nothing and leaves a message for the panel.
+    """
+    state = ui_state()
+    state.review_acted = True
+    if state.review_shown != shown:
+        what = f"face {shown[0]}" if shown[0] != NO_FACE else "the empty queue"
+        before = f"Stored last: {state.review_last}. " if state.review_last else ""  # its message was replaced
+        flash(
+            "info",
+            f"{before}A key for {what}, no longer on screen (a double press, or too early), was dropped: nothing "
+            "stored. Press again for the face shown.",
+        )
+        return False
+    state.review_shown = None
+    return True
+
+
+def _save(
+    ctx: Context,
+    shown: tuple[int, int],
+    track_id: int | None,
+    label: str | None,
+    whole_track: bool | None = None,
+) -> None:
     """Callback of the class buttons, Save and Apply to the track: appends the correction (runs before the panel)."""
     if ctx.annotator is None:
-        flash("warning", "Enter your name in the sidebar (Your name) before the first correction.")
+        flash("warning", "Enter your name before the first correction.")
         return
-    shown = ui_state().review_face
-    if shown is not None and shown != face_id:
-        # A key pressed while the next face was being drawn reaches the previous face's button: never label a face
-        # the person is no longer looking at.
-        flash("info", "That key arrived before this face was shown; nothing was stored. Press it again.")
+    if not _take(shown):
         return
+    face_id = shown[0]
     extras: dict[str, float | str | None] = _extras(face_id) if whole_track is None else {}
     if whole_track is None:
         whole_track = bool(widget_value(_keys(face_id)["track"]))
@@ -99,12 +144,15 @@ def _save(ctx: Context, face_id: int, track_id: int | None, label: str | None, w
         state.review_face = None  # the labelled face left the queue: the next one comes up
     what = ", ".join(f"{k} {v}" for k, v in (("class", label), *extras.items()) if v is not None)
     where = "the whole track (every face without its own label)" if whole_track else f"face {face_id}"
+    state.review_last = f"{where}: {what}"
     flash("success", f"Stored for {where}: {what}. Press U to undo.")
 
 
-def _undo(ctx: Context) -> None:
+def _undo(ctx: Context, shown: tuple[int, int]) -> None:
     if ctx.annotator is None:
-        flash("info", "Enter your name in the sidebar to undo your corrections.")
+        flash("info", "Enter your name to undo your corrections.")
+        return
+    if not _take(shown):
         return
     try:
         row = review.undo_last(ctx.store, ctx.study, ctx.annotator)
@@ -120,7 +168,10 @@ def _undo(ctx: Context) -> None:
     flash("success", f"Undone: your latest correction of {target} (a new history row records the undo).")
 
 
-def _skip(ctx: Context, face_id: int) -> None:
+def _skip(ctx: Context, shown: tuple[int, int]) -> None:
+    if not _take(shown):
+        return
+    face_id = shown[0]
     try:
         review.skip(ctx.store, ctx.annotator, face_id)
     except AffectLabError as exc:
@@ -131,15 +182,15 @@ def _skip(ctx: Context, face_id: int) -> None:
 
 
 def _unskip(ctx: Context) -> None:
+    ui_state().review_acted = True
     if ctx.annotator:
         n = review.unskip_all(ctx.store, ctx.study, ctx.annotator)
         flash("info", f"{plural(n, 'skipped face')} back in your queue.")
 
 
 def _open(face_id: int) -> None:
-    ui_state().review_face = face_id
-    if widget_value(Keys.REVIEW_MINE) is not None:  # the browse list's choice follows
-        set_widget_value(Keys.REVIEW_MINE, face_id)
+    ui_state().review_acted = True
+    ui_state().review_face = face_id  # the browse list's key holds the face: its choice follows
 
 
 def _study_rules(ctx: Context) -> StudySettings:
@@ -185,25 +236,15 @@ def _study_rules(ctx: Context) -> StudySettings:
     return rules
 
 
-def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter:
+def _filters(ctx: Context, state: UIState, rules: StudySettings, where: DeltaGenerator) -> tuple[ReviewFilter, str]:
+    """The filter widgets (in ``where``); returns the filter and its description for the counts ("" for none)."""
     media = studies.study_media(ctx.store, ctx.study)
     names = {m.id: m.filename for m in media}
     may_see_votes = not rules.independent  # blind for everyone in Review; owners see agreement on Dataset
-    active = any(
-        (
-            state.review_media,
-            state.review_track,
-            state.review_model_label,
-            state.review_human_label,
-            state.review_labelled,
-            state.review_labelled_by,
-        )
-    )
     classes = ["", *review.class_names()]
-    with st.expander("Filters" + (" (on)" if active else ""), expanded=False):
-        c1, c2, c3, c4 = st.columns(4)
+    with where.popover("Filters", icon=":material/filter_list:", width="stretch"):
         ids = [None, *names]
-        state.review_media = c1.selectbox(
+        state.review_media = st.selectbox(
             "File",
             ids,
             index=ids.index(state.review_media) if state.review_media in ids else 0,
@@ -211,10 +252,10 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             key=Keys.REVIEW_MEDIA,
         )
         tracks = studies.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
+        index = {t.id: t.track_index for t in tracks}
         if tracks:
-            tids = [None, *(t.id for t in tracks)]
-            index = {t.id: t.track_index for t in tracks}
-            state.review_track = c1.selectbox(
+            tids = [None, *index]
+            state.review_track = st.selectbox(
                 "Track",
                 tids,
                 index=tids.index(state.review_track) if state.review_track in tids else 0,
@@ -224,7 +265,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
         else:
             state.review_track = None
         if not (rules.hide_model and rules.independent):
-            state.review_model_label = c2.selectbox(
+            state.review_model_label = st.selectbox(
                 "Model's class",
                 classes,
                 index=classes.index(state.review_model_label) if state.review_model_label in classes else 0,
@@ -232,7 +273,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
                 key=Keys.REVIEW_MODEL_LABEL,
             )
         if may_see_votes:
-            state.review_human_label = c3.selectbox(
+            state.review_human_label = st.selectbox(
                 "Human class",
                 classes,
                 index=classes.index(state.review_human_label) if state.review_human_label in classes else 0,
@@ -240,7 +281,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
                 key=Keys.REVIEW_HUMAN_LABEL,
             )
             opts = ["", "yes", "no"]
-            state.review_labelled = c4.selectbox(
+            state.review_labelled = st.selectbox(
                 "Labelled",
                 opts,
                 index=opts.index(state.review_labelled) if state.review_labelled in opts else 0,
@@ -250,14 +291,31 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings) -> ReviewFilter
             state.review_labelled_by = st.text_input(
                 "Labelled by (annotator)", value=state.review_labelled_by, key=Keys.REVIEW_LABELLED_BY, max_chars=200
             ).strip()
-    return ReviewFilter(
+    flt = ReviewFilter(
         media_id=state.review_media,
-        track_id=state.review_track,
+        track_id=state.review_track if state.review_track in index else None,
         model_label=state.review_model_label or None,
         human_label=(state.review_human_label or None) if may_see_votes else None,
         labelled={"yes": True, "no": False}.get(state.review_labelled) if may_see_votes else None,
-        labelled_by=(state.review_labelled_by or None) if may_see_votes else None,
+        # the person the typed name stands for (capitals and spaces do not count)
+        labelled_by=ctx.store.annotator_name(state.review_labelled_by)
+        if may_see_votes and state.review_labelled_by
+        else None,
     )
+    parts = []
+    if flt.media_id is not None and flt.media_id in names:
+        parts.append(code_span(names[flt.media_id]))
+    if flt.track_id is not None:
+        parts.append(f"track {index[flt.track_id]}")
+    if flt.model_label:
+        parts.append(f"model's class {flt.model_label}")
+    if flt.human_label:
+        parts.append(f"human class {flt.human_label}")
+    if flt.labelled is not None:
+        parts.append("labelled faces" if flt.labelled else "faces without a human label")
+    if flt.labelled_by:
+        parts.append(f"labelled by {code_span(flt.labelled_by)}")
+    return flt, ", ".join(parts)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -271,29 +329,6 @@ def _frame(
     """The frame with the face's box; the boxes in ``blur`` (the other faces, for a viewer who sees them blurred)."""
     del mtime  # part of the cache key only
     return figures.draw_boxes(library.video_frame(Path(path), time_s, blur), [figures.BoxLabel(box, 1)])
-
-
-def _context_image(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
-    shown = review.face_context(ctx.store, ctx.study, face, rules, ctx.owner, ctx.media_dir)
-    if shown.crop is not None:
-        st.image(shown.crop, caption=f"face {face.face_id}", width=200)
-    else:
-        st.caption("No crop stored (features-only privacy mode).")
-    path = shown.path
-    if path is None:
-        return
-    try:
-        if face.media_kind == "video" and face.time_s is not None:
-            st.image(
-                _frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, shown.blur),
-                caption=f"the frame at {face.time_s:.1f} s",
-            )
-        elif face.media_kind == "image":
-            with st.expander("Whole image"):
-                image = library.load_media_image(path, shown.blur)
-                st.image(figures.draw_boxes(image, [figures.BoxLabel(face.box, 1)]))
-    except AffectLabError as exc:
-        st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
 
 
 def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
@@ -322,7 +357,32 @@ def _history(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
             )
 
 
-def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
+def _crop(ctx: Context, face: FaceLabel, shown: review.FaceContext) -> None:
+    if shown.crop is not None:
+        st.image(shown.crop, caption=f"face {face.face_id}", width=170)
+    else:
+        st.caption("No crop stored (features-only privacy mode).")
+
+
+def _context_image(face: FaceLabel, shown: review.FaceContext) -> None:
+    path = shown.path
+    if path is None:
+        return
+    try:
+        if face.media_kind == "video" and face.time_s is not None:
+            st.image(
+                _frame(str(path), path.stat().st_mtime, float(face.time_s), face.box, shown.blur),
+                caption=f"the frame at {face.time_s:.1f} s",
+            )
+        elif face.media_kind == "image":
+            with st.expander("Whole image"):
+                image = library.load_media_image(path, shown.blur)
+                st.image(figures.draw_boxes(image, [figures.BoxLabel(face.box, 1)]))
+    except AffectLabError as exc:
+        st.caption(f"The frame cannot be shown: {code_span(str(exc))}")
+
+
+def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings, live: tuple[int, int]) -> None:
     """The faces of the current face's track, with the annotator's label of each, and Apply to the whole track."""
     strip = review.track_strip(ctx.store, ctx.study, face, ctx.annotator, rules, ctx.owner)
     if strip is None:
@@ -336,22 +396,21 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
         )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
         classes = review.class_names(face)
-        mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
-        track_label = mine.label if mine is not None and "label" in mine.from_track else None
         cls = c1.selectbox(
             "Class for the whole track",
             classes,
             key=f"{Keys.TRACK_CLASS}_{face.track_id}",
-            index=classes.index(track_label) if track_label in classes else 0,
+            index=None,  # nothing chosen for the person: one careless click must not label a whole track
+            placeholder="choose a class",
             disabled=ctx.annotator is None,
         )
         c2.button(
             "Apply to the whole track",
-            key=Keys.APPLY_TRACK,
+            key=f"{Keys.APPLY_TRACK}_{live[1]}",
             on_click=_save,
             icon=":material/done_all:",
-            args=(ctx, face.face_id, face.track_id, cls, True),
-            disabled=ctx.annotator is None,
+            args=(ctx, live, face.track_id, cls, True),
+            disabled=ctx.annotator is None or cls is None,
         )
         per_row = 8
         for start in range(0, len(shown), per_row):
@@ -377,55 +436,90 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings) -> None:
                     )
 
 
+CLASSES_PER_ROW = 4
+"""Class buttons per row: two rows of four keep whole class names readable at 1280 px."""
+
+
 def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, reason: str | None) -> None:
+    """The face under review: crop and class keys side by side above the fold, the context below."""
     face = review.face_for_review(ctx.store, ctx.study, face_id, ctx.annotator, rules)
+    live = _live(face.face_id)
     mine = next((j for j in face.judgements if j.annotator == ctx.annotator), None)
     k = _keys(face.face_id)
     where = f"{face.time_s:.1f} s" if face.time_s is not None else "image"
     why = f" Why: {reason}." if reason else ""
-    st.markdown(f"{where_line} Face {face.face_id}, file {code_span(face.filename)}, {where}.{why}")
-    left, right = st.columns([2, 3])
+    st.markdown(f"{where_line}  \nFace {face.face_id}, file {code_span(face.filename)}, {where}.{why}")
+    shown = review.face_context(ctx.store, ctx.study, face, rules, ctx.owner, ctx.media_dir)
+    disabled = ctx.annotator is None
+    left, right = st.columns([1, 3])
     with left:
-        _context_image(ctx, face, rules)
+        _crop(ctx, face, shown)
     with right:
-        if face.model_probs:
-            st.caption(f"{face.model}: class probabilities")
-            st.markdown(figures.probability_table(face.model_probs, mine.label if mine is not None else None))
-        elif rules.hide_model:
-            st.caption("The model's prediction is hidden in this study (independent labelling).")
         your = (
             f"**{mine.label}**" + (" (your track label)" if "label" in mine.from_track else "")
             if mine is not None and mine.label
             else "none yet"
         )
-        st.markdown(f"Your label: {your}")
+        agreed = ""
         if not rules.independent:  # owners see the study's consensus on the Dataset page
-            current = f"**{face.label}** ({face.label_source})" if face.label else "none"
-            st.markdown(f"Current label of the study: {current}")
-    disabled = ctx.annotator is None
-    if disabled:
-        st.info("Enter your name in the sidebar (Your name) to correct.")
-    if face.track_id is not None:
-        st.toggle(
-            f"Apply to the whole track {face.track_index}",
-            key=k["track"],
-            help="The correction then holds for every face of this person's track without its own label.",
-        )
-    st.markdown("**Class** (press the number key; pressing the model's class confirms it)")
-    classes = review.class_names(face)
-    cols = st.columns(len(classes))
-    own_label = mine.label if mine is not None else None
-    for i, (col, cls) in enumerate(zip(cols, classes, strict=True)):
-        col.button(
-            cls,
-            key=f"{Keys.REVIEW_CLASS}_{cls}",
-            shortcut=str(i + 1) if i < 9 else None,
-            on_click=_save,
-            args=(ctx, face.face_id, face.track_id, cls),
+            agreed = " · label of the study: " + (f"**{face.label}** ({face.label_source})" if face.label else "none")
+        st.markdown(f"Class: press its number key (the model's class confirms it). Your label: {your}{agreed}")
+        classes = review.class_names(face)
+        own_label = mine.label if mine is not None else None
+        for start in range(0, len(classes), CLASSES_PER_ROW):
+            cols = st.columns(CLASSES_PER_ROW)
+            for col, (i, cls) in zip(
+                cols, enumerate(classes[start : start + CLASSES_PER_ROW], start=start), strict=False
+            ):
+                col.button(
+                    cls,
+                    key=f"{Keys.REVIEW_CLASS}_{cls}_{live[1]}",
+                    shortcut=str(i + 1) if i < 9 else None,
+                    on_click=_save,
+                    args=(ctx, live, face.track_id, cls),
+                    disabled=disabled,
+                    width="stretch",
+                    type="primary" if cls == own_label else "secondary",
+                )
+        b1, b2, b3 = st.columns([1, 1, 2], vertical_alignment="center")
+        if ui_state().review_mode == "queue":
+            b1.button(
+                "Skip",
+                key=f"{Keys.SKIP}_{live[1]}",
+                shortcut="N",
+                on_click=_skip,
+                args=(ctx, live),
+                icon=":material/skip_next:",
+                disabled=disabled,
+                width="stretch",
+            )
+        b2.button(
+            "Undo",
+            key=f"{Keys.UNDO}_{live[1]}",
+            shortcut="U",
+            on_click=_undo,
+            args=(ctx, live),
+            icon=":material/undo:",
             disabled=disabled,
             width="stretch",
-            type="primary" if cls == own_label else "secondary",
         )
+        if face.track_id is not None:
+            b3.toggle(
+                f"Apply to the whole track {face.track_index}",
+                key=k["track"],
+                help="The correction then holds for every face of this person's track without its own label.",
+            )
+    if disabled:
+        st.info("Enter your name to correct.")
+    c1, c2 = st.columns([1, 1])
+    with c1:
+        if face.model_probs:
+            st.caption(f"{face.model}: class probabilities")
+            st.markdown(figures.probability_table(face.model_probs, own_label))
+        elif rules.hide_model:
+            st.caption("The model's prediction is hidden in this study (independent labelling).")
+    with c2:
+        _context_image(face, shown)
     with st.expander("Valence/arousal, engagement, note", expanded=face.model_valence is not None):
         va = st.toggle("Set valence and arousal", key=k["set_va"])
         c1, c2 = st.columns(2)
@@ -450,59 +544,57 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
         st.text_input("Note", key=k["note"], max_chars=500)
         st.button(
             "Save without changing the class",
-            key=Keys.SAVE_EXTRAS,
+            key=f"{Keys.SAVE_EXTRAS}_{live[1]}",
             on_click=_save,
-            args=(ctx, face.face_id, face.track_id, None),
+            args=(ctx, live, face.track_id, None),
             disabled=disabled,
             shortcut="S",
         )
-    b1, b2, _ = st.columns([1, 1, 4])
-    if ui_state().review_mode == "queue":
-        b1.button(
-            "Skip",
-            key=Keys.SKIP,
-            shortcut="N",
-            on_click=_skip,
-            args=(ctx, face.face_id),
-            icon=":material/skip_next:",
-            disabled=disabled,
-        )
-    b2.button(
-        "Undo", key=Keys.UNDO, shortcut="U", on_click=_undo, args=(ctx,), icon=":material/undo:", disabled=disabled
-    )
-    _track_strip(ctx, face, rules)
+    _track_strip(ctx, face, rules, live)
     _history(ctx, face, rules)
 
 
-def _counts(q: ReviewQueue, media_id: int | None) -> str:
-    line = f"**{q.left} of {q.total} left** in the study for you"
-    if media_id is not None and media_id in q.total_by_media:
-        line += f" · {q.left_by_media.get(media_id, 0)} of {q.total_by_media[media_id]} in this file"
+def _counts(q: ReviewQueue, media_id: int | None, described: str, study: ReviewQueue | None) -> str:
+    """The counts line, naming the filter: ``12 of 40 left in a.mp4 · 75 of 120 in the study``."""
+    if described and study is not None:
+        line = f"**{q.left} of {q.total} left** in {described} · {study.left} of {study.total} in the study"
+    else:
+        line = f"**{q.left} of {q.total} left** in the study for you"
+        if media_id is not None and media_id in q.total_by_media:
+            line += f" · {q.left_by_media.get(media_id, 0)} of {q.total_by_media[media_id]} in this file"
     if q.skipped:
         line += f" · {q.skipped} skipped"
     return line + "."
 
 
-def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
+def _queue(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGenerator]) -> None:
     orders = dict(ORDERS)
     if rules.independent:
         orders = {"uncertainty": ORDERS["uncertainty"]}
     if state.review_by not in orders:
         state.review_by = "uncertainty"
-    state.review_by = st.radio(
+    state.review_by = top[1].selectbox(
         "Queue",
         list(orders),
         format_func=orders.__getitem__,
-        horizontal=True,
         key=Keys.REVIEW_BY,
         index=list(orders).index(state.review_by),
     )
-    flt = _filters(ctx, state, rules)
+    flt, described = _filters(ctx, state, rules, top[2])
+    seen = repr((state.review_by, flt))
+    if state.review_filter_seen != seen:  # another queue or filter: the face on screen must match it
+        if state.review_filter_seen:  # (the first drawing keeps the face a bookmark or reload opened)
+            state.review_face = None
+        state.review_filter_seen = seen
     view = review.queue_view(ctx.store, ctx.study, state.review_by, ctx.annotator, flt, state.review_face)
     q = view.queue
+    study_q = review.review_queue(ctx.store, ctx.study, state.review_by, ctx.annotator, limit=1) if described else None
     if view.face_id is None:
+        live = _live(NO_FACE)
+        where = f"in {described}" if described else "in this queue"
         st.success(
-            f"{_counts(q, None)} Nothing left in this queue: analyze more files, or choose another queue or filter."
+            f"{_counts(q, None, described, study_q)} Nothing left {where}: analyze more files, or choose another "
+            "queue or filter."
         )
         c1, c2, _ = st.columns([1, 1, 3])
         if q.skipped:
@@ -511,10 +603,10 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
             )
         c2.button(
             "Undo my last correction",
-            key=Keys.UNDO,
+            key=f"{Keys.UNDO}_{live[1]}",
             shortcut="U",
             on_click=_undo,
-            args=(ctx,),
+            args=(ctx, live),
             icon=":material/undo:",
             disabled=ctx.annotator is None,
         )
@@ -522,72 +614,136 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings) -> None:
         return
     # A face opened from the strip or by Undo may be out of the queue's first items: it stays until labelled.
     state.review_face = view.face_id
-    _item(ctx, view.face_id, rules, _counts(q, view.media_id), view.reason)
+    _item(ctx, view.face_id, rules, _counts(q, view.media_id, described, study_q), view.reason)
 
 
-def _mine(ctx: Context, state: UIState, rules: StudySettings) -> None:
-    if ctx.annotator is None:
-        st.info("Enter your name in the sidebar (Your name) to see the faces you labelled.")
-        return
-    flt = _filters(ctx, state, rules)
+def _mine(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGenerator]) -> None:
+    flt, _described = _filters(ctx, state, rules, top[2])
+    assert ctx.annotator is not None
     rows = review.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
     if not rows:
         st.info("You have not labelled any face of this study (with these filters) yet.")
         return
-    labels = {r.face_id: next((j.label for j in r.judgements if j.annotator == ctx.annotator), None) for r in rows}
+    mine = {r.face_id: next((j for j in r.judgements if j.annotator == ctx.annotator), None) for r in rows}
+    labels = {i: (j.label if j is not None else None) for i, j in mine.items()}
+    through_track = {i for i, j in mine.items() if j is not None and j.label is not None and "label" in j.from_track}
     by_id = {r.face_id: r for r in rows}
     ids = list(by_id)
     if state.review_face not in by_id:
         state.review_face = ids[0]
-    if widget_value(Keys.REVIEW_MINE) not in by_id:
-        forget_widget(Keys.REVIEW_MINE)
-    choice = st.selectbox(
-        f"You labelled {plural(len(rows), 'face')}; open one to edit",
+    n_tracks = len({by_id[i].track_id for i in through_track})
+    direct = len(rows) - len(through_track)
+    title = f"You labelled {plural(direct, 'face')} yourself" + (
+        f" and {plural(len(through_track), 'face')} through {plural(n_tracks, 'track label')}" if through_track else ""
+    )
+    # The key holds the labels and the face opened: an edit, the strip's Open or Undo redraw the list as it is now.
+    digest = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:10]
+    choice = top[1].selectbox(
+        f"{title}; open one to edit",
         ids,
         index=ids.index(state.review_face),
         format_func=lambda i: (
             f"face {i} · {by_id[i].filename} · "
             + (f"{by_id[i].time_s:.1f} s · " if by_id[i].time_s is not None else "")
             + f"{labels[i] or '-'}"
+            + (" (track)" if i in through_track else "")
         ),
-        key=Keys.REVIEW_MINE,
+        key=f"{Keys.REVIEW_MINE}_{digest}_{state.review_face}",
     )
     state.review_face = choice
     _item(ctx, choice, rules, f"**{ids.index(choice) + 1} of {len(ids)}** of your labels.", None)
 
 
+def _set_name() -> None:
+    """Callback of the name prompt: the name becomes this session's annotator (the sidebar field shows it)."""
+    name = str(widget_value(Keys.NAME_PROMPT) or "").strip()
+    if name:
+        ui_state().annotator = name
+        set_widget_value(Keys.ANNOTATOR, name)
+
+
+def _ask_name(ctx: Context) -> None:
+    """No queue before a name: an empty queue without one reads as "all done"."""
+    if ctx.access.mode == "oidc":
+        st.warning("Your login is not on the annotator list of this study; ask a study owner to add you.")
+        return
+    st.info(
+        "Who is labelling? Your name keeps your labels, skips and undo apart from everyone else's "
+        "(capitals and spaces do not matter: `Alice` and `alice` are one person)."
+    )
+    with st.form("name_prompt", border=False):
+        st.text_input("Your name", key=Keys.NAME_PROMPT, max_chars=200)
+        st.form_submit_button("Start labelling", type="primary", on_click=_set_name)
+
+
+DROPPED = (
+    "A key for the previous face (a double press, or too early) was dropped: nothing stored. Press again for the "
+    "face shown."
+)
+
+
+BUTTONS = (
+    *(f"{k}_" for k in (Keys.REVIEW_CLASS, Keys.SKIP, Keys.UNDO, Keys.SAVE_EXTRAS, Keys.APPLY_TRACK, Keys.STRIP_OPEN)),
+    Keys.UNSKIP,
+)
+"""The keys of the panel's buttons, left out of its widget snapshot."""
+
+
+def _dropped_key(state: UIState) -> bool:
+    """Whether this panel rerun answers nothing but a key for controls no longer drawn (Streamlit drops those).
+
+    A rerun of the panel alone comes from one of its widgets: when no callback ran and no widget value changed, it
+    was a press of a previous face's button, which no longer exists.
+    """
+    run = get_script_run_ctx()
+    rerun_of_panel = bool(run is not None and run.fragment_ids_this_run)
+    return rerun_of_panel and not state.review_acted and widget_snapshot(BUTTONS) == state.review_widgets
+
+
 def _panel(ctx: Context) -> None:
-    show_flash()
     state = ui_state()
+    if _dropped_key(state) and state.flash is None:
+        flash("info", DROPPED)
+    state.review_acted = False
+    slot = st.container()  # one fixed slot for the message, so that later elements keep their places
+    with slot:
+        show_flash()
     rules = studies.study_settings(ctx.store, ctx.study)
-    if rules.independent:
-        st.caption(
-            "Independent labelling: you see only your own labels"
-            + (" and not the model's prediction." if rules.hide_model else ".")
-        )
+    top = st.columns([4, 7, 3], vertical_alignment="bottom")
     state.review_mode = (
-        st.segmented_control(
+        top[0].segmented_control(
             "View", list(MODES), format_func=MODES.__getitem__, key=Keys.REVIEW_MODE, default=state.review_mode
         )
         or "queue"
     )
     if state.review_mode == "mine":
-        _mine(ctx, state, rules)
+        _mine(ctx, state, rules, top)
     else:
-        _queue(ctx, state, rules)
+        _queue(ctx, state, rules, top)
+    if rules.independent:
+        st.caption(
+            "Independent labelling: you see only your own labels"
+            + (" and not the model's prediction." if rules.hide_model else ".")
+        )
     remember_in_url()
+    state.review_widgets = widget_snapshot(BUTTONS)
 
 
 def render() -> None:
     """The Review page."""
     ctx = context()
     st.title("Review")
+    who = f" as {code_span(ctx.annotator)}" if ctx.annotator else ""
     st.caption(
-        f"Your queue of faces that most need a human look in study {code_span(ctx.study)}. Labels are appended "
-        "to the history with your name and the time, never overwriting the model or anyone else; skips and "
-        "undo are kept per annotator."
+        f"Study {code_span(ctx.study)}{who}: the faces that most need a human look. Every label is kept with your "
+        "name and the time, never overwriting the model or anyone else.",
+        help="Skips and undo are kept per annotator. A key pressed twice, or before the next face appears, stores "
+        "nothing: each vote names the face you saw.",
     )
     _study_rules(ctx)
+    if ctx.annotator is None:  # outside the panel: the name must rerun the whole app (sidebar, context)
+        _ask_name(ctx)
+        return
     if ctx.settings.review_fragment:
         st.fragment(_panel)(ctx)
     else:
