@@ -84,7 +84,7 @@ def _export_for_onnx_runtime(names: Sequence[str], wdir: Path) -> None:
     print(f"face detector: ONNX nets in {export_mtcnn(wdir)}")
     for name in names:
         spec = get_spec(name)
-        if spec.is_emotion_model and spec.fmt == "torch_pickle" and spec.runnable:
+        if spec.is_emotion_model and spec.stores_safetensors and spec.runnable:
             EmotionRecognizer.load(name, wdir, backend="onnx")
             print(f"{name}: ONNX Runtime export ready")
 
