@@ -44,7 +44,25 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return out
 
 
+def litert_io(path: Path) -> dict[str, Any]:
+    """Dtype and (scale, zero point) of a LiteRT file's input and outputs (int8 files may take and give int8)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    out: dict[str, Any] = {}
+    for kind, details in (("input", runner.get_input_details()), ("output", runner.get_output_details())):
+        for name, d in sorted(details.items()):
+            scale, zero = d.get("quantization", (0.0, 0))
+            out[f"{kind}:{name}"] = {"dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+    return out
+
+
 def _litert_runner(path: Path) -> Runner:
+    """Runs a LiteRT file on float inputs.
+
+    An int8 input is quantised and int8 outputs dequantised with the file's own scale and zero point (what a phone
+    app does with a fully integer model).
+    """
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(path), num_threads=1)
@@ -52,10 +70,23 @@ def _litert_runner(path: Path) -> Runner:
     sig = interp.get_signature_list()["serving_default"]
     (inp,) = sig["inputs"]
     outs = sorted(sig["outputs"])  # output_0 = logits, output_1 = features
+    in_d = runner.get_input_details()[inp]
+    out_d = runner.get_output_details()
+    in_scale, in_zero = in_d.get("quantization", (0.0, 0))
+    in_dtype = np.dtype(in_d["dtype"])
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        res = runner(**{inp: np.ascontiguousarray(x, dtype=np.float32)})
-        return np.asarray(res[outs[0]]), np.asarray(res[outs[1]])
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if in_dtype.kind in "iu" and in_scale:
+            info = np.iinfo(in_dtype)
+            x = np.clip(np.round(x / in_scale) + in_zero, info.min, info.max).astype(in_dtype)
+        res = runner(**{inp: x})
+        got = []
+        for name in outs:
+            v = np.asarray(res[name])
+            scale, zero = out_d[name].get("quantization", (0.0, 0))
+            got.append((v.astype(np.float32) - zero) * scale if v.dtype.kind in "iu" and scale else v)
+        return got[0], got[1]
 
     return run
 
@@ -214,6 +245,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
         import litert_torch
 
         meta["converter"] = f"litert-torch {litert_torch.__version__}"
+        meta["io"] = json.dumps(litert_io(out))
         if quantize == "int8":
             meta.update(
                 {
