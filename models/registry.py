@@ -454,8 +454,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def emotion_models() -> list[ModelSpec]:
-    """The runnable emotion checkpoints in PyTorch format, default first."""
-    specs = [s for s in _SPECS if s.is_emotion_model and s.runnable and s.fmt == "torch_pickle"]
+    """The runnable emotion checkpoints stored as safetensors (PyTorch and Keras files, not ONNX), default first."""
+    specs = [s for s in _SPECS if s.is_emotion_model and s.runnable and s.stores_safetensors]
     return sorted(specs, key=lambda s: s.name != DEFAULT_MODEL)
 
 

@@ -205,6 +205,25 @@ def test_runs_like_every_other_model(tmp_path: Path, state: dict[str, np.ndarray
     assert np.allclose(np.stack([p.logits for p in tuned]), want_features @ w.T + b, atol=1e-4)
     meta = json.loads(json.dumps(weights.read_metadata("mobilenet_7", tmp_path)))
     assert meta["arch"] == "keras_mobilenet_v1" and meta["num_outputs"] == "7"
+    from webapp.services.weights import present_models
+
+    assert {"mobilenet_7", "mobilenet_7@test-head"} <= set(present_models(tmp_path))  # offered on the Analyze page
+
+
+def test_cli_analyze(tmp_path: Path, state: dict[str, np.ndarray], astronaut_png: Path) -> None:
+    import_checkpoint(write_mobilenet_h5(state, tmp_path / "m.h5"), "mobilenet_7", tmp_path, trust_unverified=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "models", "analyze", str(astronaut_png), "--json", "--model", "mobilenet_7"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "AFFECTLAB_WEIGHTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["model"] == "mobilenet_7" and doc["labels"] == list(SPEC.labels) and doc["faces"]
+    assert set(doc["faces"][0]["probs"]) == set(SPEC.labels) and doc["faces"][0]["valence"] is None
 
 
 def test_caffe_preprocessing_is_bgr_minus_mean(crops: list[np.ndarray]) -> None:
