@@ -114,9 +114,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Exports a model (ONNX, TorchScript, LiteRT, ExecuTorch; int8 for ONNX and LiteRT) and checks the file."""
     from models import export, mobile_export
 
-    calibration = mobile_export.load_calibration(args.calibration) if args.calibration else None
     if args.calibration and not args.int8:
         raise export.ExportError("--calibration is for --int8 exports")
+    calibration = mobile_export.load_calibration(args.calibration) if args.calibration else None
     if args.int8 or args.format in mobile_export.MOBILE_FORMATS:
         if args.int8 and args.format not in ("onnx", "litert"):
             raise export.ExportError(f"--int8 is offered for onnx and litert, not {args.format}")
