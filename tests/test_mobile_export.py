@@ -162,3 +162,26 @@ def test_bad_input_is_named_exits_2_and_writes_nothing(
     with pytest.raises(ExportError, match="largest probability difference"):
         mobile_export.export_mobile(MODEL, "litert", out, wdir, crops=crops[:1], python=py)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_study_crops_are_bounded_and_of_that_study(tmp_path: Path, random_weights_dir: Path) -> None:
+    """The int8 calibration of the Models page reads at most N stored crops of the study, in one query."""
+    import io
+
+    from PIL import Image
+
+    from db.errors import StudyNotFoundError
+    from db.services import LabelStore
+    from tests.test_finetune import clustered_study
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path)
+    store.upgrade()
+    try:
+        clustered_study(store, random_weights_dir, "a")
+        crops = store.study_crops("a", 5)
+        assert len(crops) == 5 and all(np.asarray(Image.open(io.BytesIO(c))).shape == (12, 10, 3) for c in crops)
+        assert len(store.study_crops("a", 500)) == 48
+        with pytest.raises(StudyNotFoundError):
+            store.study_crops("b", 5)
+    finally:
+        store.close()
