@@ -37,19 +37,12 @@ def best(f, n=3):
     for _ in range(n):
         t = time.perf_counter(); r = f(); out = min(out, time.perf_counter() - t)
     return out, r
-if fmt == "litert":
-    from ai_edge_litert.interpreter import Interpreter
-    def load():
-        it = Interpreter(model_path=path, num_threads=1)
-        return it.get_signature_runner(), it.get_signature_list()["serving_default"]["inputs"][0]
-    load_s, (run, name) = best(load)
-    one = lambda r: run(**{name: r[None]})
-else:
-    import torch
-    torch.set_num_threads(1)
-    from executorch.runtime import Runtime
-    load_s, m = best(lambda: Runtime.get().load_program(path).load_method("forward"))
-    one = lambda r: m.execute([torch.from_numpy(r[None])])
+import torch
+torch.set_num_threads(1)
+from models.mobile_convert import executorch_runner, litert_runner  # int8 I/O quantised as a phone app does
+make = litert_runner if fmt == "litert" else executorch_runner
+load_s, run = best(lambda: make(__import__("pathlib").Path(path)))
+one = lambda r: run(r[None])
 one(x[0])
 ms, _ = best(lambda: [one(r) for r in x])
 print(json.dumps({"load_s": load_s, "ms_per_face": ms * 1000 / len(x)}))
@@ -155,7 +148,8 @@ def main() -> int:
                 capture_output=True,
                 text=True,
                 timeout=900,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                env=mobile_env.side_env(),
+                cwd=ROOT,
             )
             if proc.returncode != 0:
                 rows.append((fmt, size, "-", "-", f"failed: {proc.stderr.strip()[-90:]}"))

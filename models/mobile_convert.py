@@ -57,7 +57,7 @@ def litert_io(path: Path) -> dict[str, Any]:
     return out
 
 
-def _litert_runner(path: Path) -> Runner:
+def litert_runner(path: Path) -> Runner:
     """Runs a LiteRT file on float inputs.
 
     An int8 input is quantised and int8 outputs dequantised with the file's own scale and zero point (what a phone
@@ -91,7 +91,8 @@ def _litert_runner(path: Path) -> Runner:
     return run
 
 
-def _executorch_runner(path: Path) -> Runner:
+def executorch_runner(path: Path) -> Runner:
+    """Runs an ExecuTorch program's ``forward`` (one thread, XNNPACK) on float inputs."""
     import torch
     from executorch.runtime import Runtime
 
@@ -210,12 +211,12 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     if fmt == "litert":
         _convert_litert(wrapper, example, out, quantize, calib)
-        run = _litert_runner(out)
+        run = litert_runner(out)
     elif fmt == "executorch":
         if quantize != "none":
             raise ValueError("ExecuTorch export is fp32 only here; int8 is offered for ONNX and LiteRT")
         _convert_executorch(wrapper, example, out, meta)
-        run = _executorch_runner(out)
+        run = executorch_runner(out)
     else:
         raise ValueError(f"unknown format {fmt!r}")
     convert_s = time.perf_counter() - t0
@@ -258,7 +259,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
             )
         before = run(x[:1])
         embed_litert_metadata(out, meta)
-        after = _litert_runner(out)(x[:1])
+        after = litert_runner(out)(x[:1])
         if any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
             raise RuntimeError("the LiteRT file gives other outputs once its metadata is added")
         res["metadata"] = read_litert_metadata(out)
