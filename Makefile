@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+# The side environment of the LiteRT / ExecuTorch converters and TensorFlow (models/mobile_env.py says why it is apart).
+MOBILE_VENV := .venv-mobile
+MOBILE_STAMP := $(MOBILE_VENV)/.installed-$(shell cat requirements.txt requirements-mobile.txt | sha1sum | cut -c1-12)
 APT_STAMP := /var/tmp/affectlab-apt-$(shell id -u)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install system-deps test lint typecheck run bench clean
+.PHONY: install mobile-env system-deps test lint typecheck run bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +22,16 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# .venv-mobile sees .venv's packages underneath (a .pth file), so torch is shared and only what differs is installed.
+$(MOBILE_STAMP): requirements-mobile.txt $(STAMP)
+	test -x $(MOBILE_VENV)/bin/python || $(PYTHON) -m venv $(MOBILE_VENV)
+	$(BIN)/python -c 'import site; print(site.getsitepackages()[0])' > "$$($(MOBILE_VENV)/bin/python -c 'import site; print(site.getsitepackages()[0])')/affectlab_main_venv.pth"
+	$(MOBILE_VENV)/bin/pip install -q -r requirements-mobile.txt
+	rm -f $(MOBILE_VENV)/.installed-*
+	touch $@
+
+mobile-env: $(MOBILE_STAMP)
 
 # Debian packages the tests use: PostgreSQL server, Chromium for the browser test, ffmpeg-free PyAV needs none.
 system-deps:
@@ -37,8 +50,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install system-deps lint typecheck
-	$(BIN)/python -m pytest
+test: install mobile-env system-deps lint typecheck
+	AFFECTLAB_MOBILE_PYTHON=$(CURDIR)/$(MOBILE_VENV)/bin/python AFFECTLAB_REQUIRE_MOBILE=1 $(BIN)/python -m pytest
 
 run: install
 	$(BIN)/python -m db upgrade
@@ -50,4 +63,4 @@ bench: install
 	$(BIN)/python bench/bench_image.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache test-output
+	rm -rf $(VENV) $(MOBILE_VENV) .pytest_cache .ruff_cache .mypy_cache test-output

@@ -34,6 +34,9 @@ Environment variables:
     AFFECTLAB_HOST / PORT: the address and port ``make run`` and ``webapp/docker_start.sh`` serve on (read by them;
         defaults 127.0.0.1 and 8501 for ``make run``, 0.0.0.0 and 8501 in the Docker image).
     AFFECTLAB_FETCH_AT_START: ``0`` stops ``webapp/docker_start.sh`` from fetching missing weights at start.
+    AFFECTLAB_MOBILE_PYTHON: the interpreter of the side environment that holds the LiteRT and ExecuTorch converters
+        and TensorFlow (``make mobile-env`` builds ``.venv-mobile`` from ``requirements-mobile.txt``; default
+        ``.venv-mobile/bin/python`` of this checkout). AffectLab itself never imports them (``models.mobile_env``).
     AFFECTLAB_REVIEW_FRAGMENT: ``0`` to rerun the whole Review page on each key press instead of only the review
         panel (slower; for ``bench/bench_review.py``'s comparison).
 """
@@ -52,6 +55,11 @@ def default_weights_dir() -> Path:
     """The per-user weights cache, used when neither the flag nor AFFECTLAB_WEIGHTS_DIR is given."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "affectlab" / "weights"
+
+
+def default_mobile_python() -> Path:
+    """``.venv-mobile/bin/python`` of this checkout: where ``make mobile-env`` puts the converters' environment."""
+    return Path(__file__).resolve().parents[1] / ".venv-mobile" / "bin" / "python"
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -120,6 +128,7 @@ class Settings:
         weights_mirror: Base URL replacing the registry URLs' scheme and host ("" for the registry's own).
         samples_dir: Folder of the sample media.
         demo_ttl_hours: Age in hours after which the demo study's media are deleted (0: never).
+        mobile_python: Interpreter of the side environment with the LiteRT / ExecuTorch converters.
     """
 
     data_dir: Path = field(default_factory=lambda: Path("data"))
@@ -147,6 +156,7 @@ class Settings:
     weights_mirror: str = ""
     samples_dir: Path | None = None
     demo_ttl_hours: float = 24.0
+    mobile_python: Path = field(default_factory=lambda: default_mobile_python())
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -193,6 +203,7 @@ class Settings:
             weights_mirror=(env.get("AFFECTLAB_WEIGHTS_MIRROR") or "").strip(),
             samples_dir=Path(samples) if (samples := env.get("AFFECTLAB_SAMPLES_DIR")) else None,
             demo_ttl_hours=_env_float(env, "AFFECTLAB_DEMO_TTL_HOURS", 24.0),
+            mobile_python=Path(mp) if (mp := env.get("AFFECTLAB_MOBILE_PYTHON")) else default_mobile_python(),
         )
 
 

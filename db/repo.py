@@ -264,6 +264,18 @@ def face_crops(session: Session, face_ids: Sequence[int]) -> dict[int, bytes]:
     return {int(i): bytes(c or b"") for i, c in session.execute(stmt)}
 
 
+def study_crops(session: Session, study_id: int, limit: int) -> list[bytes]:
+    """Up to ``limit`` stored face crops (PNG) of a study, lowest face ids first, in one bounded query."""
+    stmt = (
+        select(Face.crop_png)
+        .join(Media, Media.id == Face.media_id)
+        .where(Media.study_id == study_id, Face.crop_png.is_not(None))
+        .order_by(Face.id)
+        .limit(limit)
+    )
+    return [bytes(c) for c in session.scalars(stmt) if c]
+
+
 def stored_features(session: Session, face_id: int) -> tuple[bytes, int] | None:
     """The stored feature bytes of a face and their length in values, None when it has none."""
     row = session.execute(select(Face.features, Face.feature_dim).where(Face.id == face_id)).first()

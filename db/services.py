@@ -622,6 +622,10 @@ class LabelStore:
         """The stored crops of several faces (faces without one are absent), in one query."""
         return self.transaction(lambda s: repo.face_crops(s, face_ids), write=False) if face_ids else {}
 
+    def study_crops(self, study: str, limit: int = 64) -> list[bytes]:
+        """Up to ``limit`` stored face crops (PNG) of the study, e.g. to calibrate an int8 export (one query)."""
+        return self.transaction(lambda s: repo.study_crops(s, repo.get_study(s, study).id, limit), write=False)
+
     # ------------------------------------------------------------------------------------------------ stats, export
 
     @staticmethod

@@ -17,11 +17,12 @@ from models.registry import ModelSpec
 
 MOBILEFACENET_ARCH = "mobilefacenet"
 MOBILEFACENET_EMBEDDING = 512
+KERAS_MOBILENET_ARCH = "keras_mobilenet_v1"
 
 
 def is_torch_buildable(spec: ModelSpec) -> bool:
-    """Whether :func:`build_model` can build ``spec``'s architecture (timm models and MobileFaceNet)."""
-    return spec.is_emotion_model and spec.arch != "keras_mobilenet_v1" and spec.arch != "engagement_attention"
+    """Whether :func:`build_model` can build ``spec``'s architecture (timm models, MobileFaceNet, Keras MobileNet)."""
+    return spec.is_emotion_model and spec.arch != "engagement_attention"
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -29,7 +30,8 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
     EfficientNets use timm's ``tf_`` variants (SAME padding, BatchNorm eps 1e-3), as the checkpoints were trained with:
     the non-``tf_`` variants accept the same keys but compute something else. ``mbf_va_mtl`` is
-    ``Sequential(features=MobileFaceNet(), fc=Linear(512, 10))``, as published.
+    ``Sequential(features=MobileFaceNet(), fc=Linear(512, 10))``, as published. ``mobilenet_7`` is Keras's MobileNet
+    v1 rebuilt in PyTorch (:class:`models.keras_mobilenet.KerasMobileNetV1`).
 
     Args:
         spec: The registry entry.
@@ -45,6 +47,10 @@ def build_model(spec: ModelSpec) -> nn.Module:
             f"model {spec.name!r} ({spec.arch}, {spec.fmt}) has no PyTorch architecture in AffectLab; "
             "run `python -m models list` for the runnable models."
         )
+    if spec.arch == KERAS_MOBILENET_ARCH:
+        from models.keras_mobilenet import KerasMobileNetV1
+
+        return KerasMobileNetV1(spec.num_outputs).eval()
     if spec.arch == MOBILEFACENET_ARCH:
         model: nn.Module = nn.Sequential(
             OrderedDict(

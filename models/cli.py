@@ -84,7 +84,7 @@ def _export_for_onnx_runtime(names: Sequence[str], wdir: Path) -> None:
     print(f"face detector: ONNX nets in {export_mtcnn(wdir)}")
     for name in names:
         spec = get_spec(name)
-        if spec.is_emotion_model and spec.fmt == "torch_pickle" and spec.runnable:
+        if spec.is_emotion_model and spec.stores_safetensors and spec.runnable:
             EmotionRecognizer.load(name, wdir, backend="onnx")
             print(f"{name}: ONNX Runtime export ready")
 
@@ -111,9 +111,38 @@ def cmd_remove_version(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Exports a model to ONNX or TorchScript and checks it against PyTorch on real face crops."""
-    from models import export
+    """Exports a model (ONNX, TorchScript, LiteRT, ExecuTorch; int8 for ONNX and LiteRT) and checks the file."""
+    from models import export, mobile_export
 
+    if args.calibration and not args.int8:
+        raise export.ExportError("--calibration is for --int8 exports")
+    calibration = mobile_export.load_calibration(args.calibration) if args.calibration else None
+    if args.int8 or args.format in mobile_export.MOBILE_FORMATS:
+        if args.int8 and args.format not in ("onnx", "litert"):
+            raise export.ExportError(f"--int8 is offered for onnx and litert, not {args.format}")
+        if args.int8 and calibration is None:
+            print("note: no --calibration folder: int8 calibrated on the check crops; pass the study's face crops")
+        if args.format == "onnx":
+            mrep = mobile_export.export_onnx_int8(
+                args.name,
+                args.out,
+                args.weights_dir,
+                check_images=args.check_images,
+                calibration=calibration,
+                opset=args.opset or export.DEFAULT_OPSET,
+            )
+        else:
+            mrep = mobile_export.export_mobile(
+                args.name,
+                args.format,
+                args.out,
+                args.weights_dir,
+                check_images=args.check_images,
+                quantize="int8" if args.int8 else "none",
+                calibration=calibration,
+            )
+        print(f"{args.name}: " + "\n".join(mrep.lines()))
+        return 0
     rep = export.export_model(
         args.name,
         args.format,
@@ -277,10 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     weights_flag(p)
     p.set_defaults(func=cmd_remove_version)
 
-    p = sub.add_parser("export", help="export a model or fine-tuned version to ONNX or TorchScript (parity-checked)")
+    p = sub.add_parser(
+        "export", help="export a model or fine-tuned version to ONNX, TorchScript, LiteRT or ExecuTorch (checked)"
+    )
     p.add_argument("name", metavar="NAME", help="registry name or fine-tuned version (base@...)")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    p.add_argument("--out", help="output file (default: NAME.onnx or NAME.torchscript.pt here)")
+    p.add_argument("--format", choices=("onnx", "torchscript", "litert", "executorch"), default="onnx")
+    p.add_argument("--out", help="output file (default: NAME.onnx, .torchscript.pt, .tflite or .pte here)")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="onnx / litert: post-training int8, calibrated on --calibration; size, speed, agreement printed",
+    )
+    p.add_argument("--calibration", metavar="DIR", help="folder of the study's face crops (its ImageFolder export)")
     weights_flag(p)
     p.add_argument(
         "--check-images",

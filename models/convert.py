@@ -1,5 +1,8 @@
 """Checkpoint conversion: a pickled PyTorch checkpoint becomes safetensors, through an allowlist unpickler.
 
+A Keras emotion model (``mobilenet_7.h5``) becomes safetensors too, read with h5py (``models.keras_mobilenet``): an
+HDF5 file holds arrays only, so nothing is unpickled or run.
+
 Security: the published ``.pt`` files are pickled ``nn.Module`` objects, and a plain unpickling can run any code.
 AffectLab unpickles in exactly one place, :func:`convert_checkpoint`, only files whose git blob SHA-1 matches the
 registry or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``), and even then
@@ -287,7 +290,7 @@ def _rename_published_keys(state: dict[str, Any], spec: ModelSpec) -> dict[str, 
 def convert_checkpoint(
     src: str | Path, spec: ModelSpec, weights_dir: str | Path, source_sha1: str, verified: bool
 ) -> Path:
-    """Converts a pickled PyTorch checkpoint to ``<weights_dir>/<spec.name>.safetensors``.
+    """Converts a pickled PyTorch checkpoint (or a Keras MobileNet ``.h5``) to ``<weights_dir>/<name>.safetensors``.
 
     The file is unpickled on the CPU (CUDA-saved files load too) with module paths of old timm releases and of
     EmotiEffLib's ``mobilefacenet`` mapped to today's; its state dict (``classifier.0.*`` renamed ``classifier.*``)
@@ -318,9 +321,17 @@ def convert_checkpoint(
     from models.backbones import build_model
 
     src = Path(src)
-    if spec.fmt != "torch_pickle":
-        raise CheckpointFormatError(f"{spec.name} is a {spec.fmt} entry; only PyTorch checkpoints are converted")
-    state = _rename_published_keys(_extract_state_dict(_unpickle_checkpoint(src), src), spec)
+    if not spec.stores_safetensors:
+        raise CheckpointFormatError(
+            f"{spec.name} is a {spec.fmt} entry; only PyTorch checkpoints and Keras emotion models are converted"
+        )
+    if spec.fmt == "keras_h5":  # read with h5py: nothing in the file runs, nothing is unpickled
+        from models.keras_mobilenet import keras_state_dict
+
+        _check_hdf5(src)
+        state = keras_state_dict(src, spec.num_outputs)
+    else:
+        state = _rename_published_keys(_extract_state_dict(_unpickle_checkpoint(src), src), spec)
     model = build_model(spec)
     try:
         model.load_state_dict(state, strict=True)
@@ -352,6 +363,13 @@ def convert_checkpoint(
     finally:
         tmp.unlink(missing_ok=True)
     return final
+
+
+def _check_hdf5(path: Path, shown: Path | None = None) -> None:
+    """Raises CheckpointFormatError unless ``path`` starts with the HDF5 signature (``shown``: the name to report)."""
+    with path.open("rb") as fh:
+        if fh.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise CheckpointFormatError(f"{shown or path}: not an HDF5 (Keras .h5) file")
 
 
 def _copy_hashing(src: Path, dst: Path) -> str:
@@ -412,16 +430,14 @@ def import_checkpoint(
                 actual,
                 spec.git_blob_sha1,
             )
-        if spec.fmt == "torch_pickle":
+        if spec.fmt == "keras_h5":
+            _check_hdf5(copy, src)
+        if spec.stores_safetensors:
             try:
                 out = convert_checkpoint(copy, spec, wd, actual, verified)
             except UnsafeCheckpointError as exc:
                 raise UnsafeCheckpointError(exc.global_name, str(src)) from None
         else:
-            if spec.fmt == "keras_h5":
-                with copy.open("rb") as fh:
-                    if fh.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
-                        raise CheckpointFormatError(f"{src}: not an HDF5 (Keras .h5) file")
             out = weights_path(name, wd)
             os.replace(copy, out)
     finally:

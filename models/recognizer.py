@@ -79,6 +79,8 @@ def preprocess_array(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resiz
     """Turns RGB uint8 crops into the model's normalised input batch (N, 3, S, S), float32 (NumPy, no torch).
 
     ToTensor's ``/ 255`` and Normalize's ``(x - mean) / std``, each one IEEE float32 operation as torch does them.
+    A ``caffe`` model (``spec.preprocessing``, ``mobilenet_7``) gets the channels in BGR order and ``x - mean`` on the
+    raw 0-255 values instead (no ``/ 255``; its std is 1), as Keras's ``preprocess_input(mode="caffe")``.
 
     Args:
         crops: RGB uint8 arrays (h, w, 3), any size above zero.
@@ -95,6 +97,12 @@ def preprocess_array(crops: Sequence[np.ndarray], spec: ModelSpec, resize: Resiz
         resized = [cv2.resize(c, (s, s)) for c in crops]
     else:
         resized = [np.asarray(Image.fromarray(c).resize((s, s), Image.Resampling.BILINEAR)) for c in crops]
+    if spec.preprocessing == "caffe":
+        x = np.stack(resized)[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+        x -= np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        if any(s != 1.0 for s in spec.std):
+            x /= np.asarray(spec.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return np.ascontiguousarray(x)
     x = np.stack(resized).transpose(0, 3, 1, 2).astype(np.float32)
     x /= np.float32(255)
     x -= np.asarray(spec.mean, dtype=np.float32).reshape(1, 3, 1, 1)
@@ -321,7 +329,7 @@ class EmotionRecognizer:
         library), so a changed weights file never reuses a stale export.
         """
         path = weights_mod.weights_path(spec.name, wdir)
-        if spec.fmt != "torch_pickle" or not path.is_file():
+        if not spec.stores_safetensors or not path.is_file():
             return None
         try:
             with path.open("rb") as f:

@@ -15,6 +15,12 @@ from models.errors import AffectLabError
 CheckpointFormat = Literal["torch_pickle", "onnx", "keras_h5"]
 """How a published file stores its weights: a pickled ``nn.Module``, an ONNX graph, or a Keras HDF5 file."""
 
+Preprocessing = Literal["torchvision", "caffe"]
+"""How a crop becomes the model's input after resizing: ``torchvision`` (RGB, ``/255``, then ``(x - mean) / std``:
+``ToTensor`` + ``Normalize``) or ``caffe`` (BGR channel order, raw 0-255 values minus ``mean``, no scaling: Keras's
+``imagenet_utils.preprocess_input(mode="caffe")``, what ``mobilenet_7`` was trained with; ``mean`` is then in BGR
+order and in pixel units)."""
+
 EMOTIONS_8: tuple[str, ...] = (
     "Anger",
     "Contempt",
@@ -61,8 +67,9 @@ class ModelSpec:
         arch: ``timm`` model name, ``mobilefacenet``, ``keras_mobilenet_v1`` or ``engagement_attention``.
         fmt: ``torch_pickle`` (a whole pickled ``nn.Module``), ``onnx`` or ``keras_h5``.
         input_size: Square input side in pixels.
-        mean: Per-channel normalisation mean (RGB, on [0, 1] pixels).
+        mean: Per-channel normalisation mean (RGB, on [0, 1] pixels; for ``caffe`` preprocessing BGR, 0-255).
         std: Per-channel normalisation std.
+        preprocessing: ``torchvision`` or ``caffe`` (see :data:`Preprocessing`).
         labels: Emotion class names in output order (empty for the engagement model).
         has_va: Whether outputs 8 and 9 are valence and arousal.
         feature_dim: Size of the backbone features fed to the classifier.
@@ -89,6 +96,16 @@ class ModelSpec:
     pickled_with: str = ""
     runnable: bool = True
     note: str = ""
+    preprocessing: Preprocessing = "torchvision"
+
+    @property
+    def stores_safetensors(self) -> bool:
+        """Whether the file is converted to safetensors and runs in PyTorch.
+
+        True for pickled checkpoints and Keras emotion models (``mobilenet_7``, see ``models.keras_mobilenet``); ONNX
+        files and the engagement model are kept as they are.
+        """
+        return self.fmt == "torch_pickle" or (self.fmt == "keras_h5" and self.is_emotion_model)
 
     @property
     def url(self) -> str:
@@ -128,6 +145,7 @@ def _spec(
     pickled_with: str = "0.9.7",
     runnable: bool = True,
     note: str = "",
+    preprocessing: Preprocessing = "torchvision",
 ) -> ModelSpec:
     repo, commit = source
     return ModelSpec(
@@ -148,6 +166,7 @@ def _spec(
         pickled_with=pickled_with if fmt == "torch_pickle" else "",
         runnable=runnable,
         note=note,
+        preprocessing=preprocessing,
     )
 
 
@@ -271,9 +290,9 @@ _SPECS: tuple[ModelSpec, ...] = (
         fmt="keras_h5",
         mean=(103.939, 116.779, 123.68),
         std=(1.0, 1.0, 1.0),
-        runnable=False,
-        note="Keras MobileNet v1 (NHWC, BGR mean subtraction): registered for its hash, not runnable without "
-        "TensorFlow; see the README.",
+        preprocessing="caffe",
+        note="Keras MobileNet v1 rebuilt in PyTorch from the .h5 weights (no TensorFlow); BGR input minus the "
+        "ImageNet mean, no scaling.",
     ),
     _spec(
         "enet_b0_8_best_afew.onnx",
@@ -435,8 +454,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def emotion_models() -> list[ModelSpec]:
-    """The runnable emotion checkpoints in PyTorch format, default first."""
-    specs = [s for s in _SPECS if s.is_emotion_model and s.runnable and s.fmt == "torch_pickle"]
+    """The runnable emotion checkpoints stored as safetensors (PyTorch and Keras files, not ONNX), default first."""
+    specs = [s for s in _SPECS if s.is_emotion_model and s.runnable and s.stores_safetensors]
     return sorted(specs, key=lambda s: s.name != DEFAULT_MODEL)
 
 

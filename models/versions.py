@@ -294,7 +294,7 @@ def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
 
     wdir = weights_mod.resolve_weights_dir(weights_dir)
     spec, version = resolve(name, wdir)
-    if not spec.is_emotion_model or spec.fmt != "torch_pickle" or not spec.runnable:
+    if not spec.is_emotion_model or not spec.stores_safetensors or not spec.runnable:
         why = f" ({spec.note})" if spec.note else " (ONNX entries are already ONNX files)"
         raise ModelNotRunnableError(
             f"{name!r} is not a runnable PyTorch emotion model{why}; pick one from `python -m models list`"

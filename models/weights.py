@@ -2,10 +2,12 @@
 
 Weights folder layout (see ``docs/ARCHITECTURE.md``):
 
-- ``<name>.safetensors``: a converted PyTorch checkpoint (:mod:`models.convert`); metadata ``name``, ``source_sha1``
+- ``<name>.safetensors``: a converted PyTorch checkpoint or Keras emotion model
+  (:mod:`models.convert`); metadata ``name``, ``source_sha1``
   (git blob SHA-1 of the file it was converted from), ``arch``, ``num_outputs``, ``verified`` (``"true"`` when
   ``source_sha1`` is the registry's, ``"false"`` when imported with ``trust_unverified``).
-- ``<name>`` for ONNX and Keras entries (``enet_b0_8_best_vgaf.onnx``, ``engagement_single_attention``): the file
+- ``<name>`` for ONNX entries and the engagement model (``enet_b0_8_best_vgaf.onnx``,
+  ``engagement_single_attention``): the file
   itself; it needs no pickle.
 - ``downloads/``: ``<file>.part`` of interrupted transfers (:mod:`models.download`), resumed with an HTTP Range
   request; never trusted before the whole file's hash matches the registry.
@@ -54,14 +56,15 @@ def _mirror() -> str:
 def weights_path(name: str, weights_dir: str | Path) -> Path:
     """Where the weights of registry entry ``name`` live in ``weights_dir`` (whether or not they are there).
 
-    ``<name>.safetensors`` for PyTorch checkpoints, ``<name>`` for ONNX and Keras files.
+    ``<name>.safetensors`` for PyTorch checkpoints and Keras emotion models (``spec.stores_safetensors``),
+    ``<name>`` for ONNX files and the Keras engagement model.
 
     Raises:
         UnknownModelError: If ``name`` is not registered.
     """
     spec = get_spec(name)
     wd = Path(weights_dir)
-    if spec.fmt == "torch_pickle":
+    if spec.stores_safetensors:
         return wd / f"{spec.name}{SAFETENSORS_SUFFIX}"
     return wd / spec.name
 
@@ -140,7 +143,7 @@ def fetch(
             on_progress=on_progress,
         )
 
-    if spec.fmt != "torch_pickle":
+    if not spec.stores_safetensors:
         path = get(final)
         warn_if_not_runnable(spec)
         return path
@@ -170,7 +173,7 @@ def read_metadata(name: str, weights_dir: str | Path) -> dict[str, str]:
     path = weights_path(name, weights_dir)
     if not path.is_file():
         raise WeightsMissingError(name, str(weights_dir))
-    if spec.fmt != "torch_pickle":
+    if not spec.stores_safetensors:
         try:
             sha = git_blob_sha1(path)
         except OSError as exc:
@@ -232,7 +235,7 @@ def load_weights(name: str, weights_dir: str | Path | None = None) -> tuple[dict
     from safetensors.torch import load_file
 
     spec = get_spec(name)
-    if spec.fmt != "torch_pickle":
+    if not spec.stores_safetensors:
         raise CheckpointFormatError(
             f"{name!r} is a {spec.fmt} file, not converted weights; open weights_path({name!r}) with its own runtime"
         )

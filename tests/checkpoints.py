@@ -139,6 +139,10 @@ def random_published_module(spec: ModelSpec | str, seed: int = 0) -> nn.Module:
         import timm
 
         module = timm.create_model(spec.arch, pretrained=False, num_classes=k)
+    elif spec.arch == "keras_mobilenet_v1":
+        from models.keras_mobilenet import KerasMobileNetV1
+
+        module = KerasMobileNetV1(k)
     elif spec.arch.startswith("tf_efficientnet"):
         import timm
 
@@ -220,6 +224,11 @@ def install_random_weights(
         module = random_published_module(spec, seed)
         if spec.fmt == "torch_pickle":
             path = save_published(module, pub / spec.filename)
+        elif spec.fmt == "keras_h5" and spec.is_emotion_model:
+            from tests.keras_files import write_mobilenet_h5
+
+            state = {k: v.numpy() for k, v in module.state_dict().items()}
+            path = write_mobilenet_h5(state, pub / spec.filename)
         elif spec.fmt == "onnx":
             path = export_published_onnx(module, spec, pub / spec.filename)
         else:

@@ -125,3 +125,31 @@ def test_a_new_fine_tuned_version_is_listed_without_leaving_the_page(weights: Pa
     # the same run lists it and offers it as the active model: no reload, no second click
     assert name in list(at.dataframe[1].value["version"])
     assert name in at.selectbox(key="w_active_model").options
+
+
+def test_phone_export_int8_onnx_is_offered_with_its_agreement(weights: Path) -> None:
+    at = page(new_app(), "model_weights")
+    at.selectbox(key="w_phone_model").set_value("enet_b0_8_best_vgaf")
+    at.radio(key="w_phone_format").set_value("onnx")
+    at.checkbox(key="w_phone_int8").check().run()
+    assert "--int8" in " ".join(c.value for c in at.caption)
+    next(b for b in at.button if b.label == "Export").click().run(timeout=600)
+    no_exception(at)
+    assert not at.error, at.error[0].value
+    text = " ".join(c.value for c in at.caption)
+    assert "int8 vs fp32" in text and "top-class agreement" in text and "not the same model" in text
+    assert "built-in sample face" in text  # this study has no stored crops: said so
+    buttons = at.get("download_button")
+    assert len(buttons) == 1 and "enet_b0_8_best_vgaf-int8.onnx" in str(buttons[0].proto.label)
+
+
+def test_phone_export_without_the_converter_says_how_to_install_it(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AFFECTLAB_MOBILE_PYTHON", str(tmp_path / "nowhere" / "python"))
+    at = page(new_app(), "model_weights")
+    at.radio(key="w_phone_format").set_value("litert").run()
+    next(b for b in at.button if b.label == "Export").click().run(timeout=120)
+    no_exception(at)
+    assert "pip install -r requirements-mobile.txt" in at.error[0].value
+    assert not at.get("download_button")

@@ -156,13 +156,21 @@ def test_fetch_onnx_and_keras_store_the_file(
     out = weights.fetch("enet_b0_8_best_vgaf.onnx", wd, progress=False, url=server.serve("/a.onnx", onnx_bytes))
     assert out == wd / "enet_b0_8_best_vgaf.onnx" and out.read_bytes() == onnx_bytes
     h5 = convert.HDF5_SIGNATURE + b"keras" * 100
-    _pin_hash(monkeypatch, "mobilenet_7", _blob_sha1(h5))
-    with caplog.at_level("WARNING", logger="models.weights"):
-        out = weights.fetch("mobilenet_7", wd, progress=False, url=server.serve("/m.h5", h5))
-    assert out == wd / "mobilenet_7" and out.read_bytes() == h5
-    assert "cannot run" in caplog.text
+    _pin_hash(monkeypatch, "engagement_single_attention", _blob_sha1(h5))
+    out = weights.fetch("engagement_single_attention", wd, progress=False, url=server.serve("/e.h5", h5))
+    assert out == wd / "engagement_single_attention" and out.read_bytes() == h5
+    # mobilenet_7 (a Keras emotion model) is converted to safetensors, like the .pt files.
+    from models.keras_mobilenet import KerasMobileNetV1
+    from tests.keras_files import write_mobilenet_h5
+
+    state = {k: v.numpy() for k, v in KerasMobileNetV1(7).state_dict().items()}
+    mobile = write_mobilenet_h5(state, tmp_path / "mobilenet_7.h5").read_bytes()
+    _pin_hash(monkeypatch, "mobilenet_7", _blob_sha1(mobile))
+    out = weights.fetch("mobilenet_7", wd, progress=False, url=server.serve("/m.h5", mobile))
+    assert out == wd / "mobilenet_7.safetensors" and weights.weights_verified("mobilenet_7", wd)
+    assert not (wd / "downloads" / "mobilenet_7.h5").exists()
     rows = {r["name"]: r for r in weights.list_models(wd)}
-    assert rows["mobilenet_7"]["present"] and rows["mobilenet_7"]["runnable"] is False
+    assert rows["mobilenet_7"]["present"] and rows["mobilenet_7"]["runnable"] is True
     assert rows["enet_b0_8_best_vgaf.onnx"]["present"] and rows["enet_b0_8_best_vgaf.onnx"]["verified"]
     assert not rows[B0]["present"] and rows[B0]["verified"] is None
     with pytest.raises(CheckpointFormatError):
@@ -390,9 +398,8 @@ def test_published_roundtrip_and_split_head(name: str, tmp_path: Path) -> None:
     assert feats.std(0).max().item() > 1e-3  # random weights still give input-dependent features
 
 
-def test_build_model_rejects_keras() -> None:
-    with pytest.raises(CheckpointFormatError):
-        build_model(get_spec("mobilenet_7"))
+def test_build_model_rejects_the_engagement_model() -> None:
+    assert build_model(get_spec("mobilenet_7")).classifier.out_features == 7
     with pytest.raises(CheckpointFormatError):
         build_model(get_spec("engagement_single_attention"))
 

@@ -198,3 +198,83 @@ def _safe_suffix_name(filename: str) -> str:
 def registry_names() -> list[str]:
     """Every registered checkpoint's name, registry order."""
     return list(REGISTRY)
+
+
+PHONE_FORMATS: tuple[str, ...] = ("onnx", "torchscript", "litert", "executorch")
+"""What the Models page exports (``python -m models export --format``); int8 for ``onnx`` and ``litert``."""
+
+
+@dataclass(frozen=True)
+class PhoneExport:
+    """An exported, checked file ready to download.
+
+    Attributes:
+        filename: Its file name.
+        data: Its bytes.
+        lines: What the export reported (size, check, int8 agreement and speed).
+    """
+
+    filename: str
+    data: bytes
+    lines: list[str]
+
+
+def export_for_phone(
+    store: LabelStore, study: str, name: str, fmt: str, int8: bool, weights_dir: Path, *, owner: bool
+) -> PhoneExport:
+    """The Export button: the model in a phone format, checked against PyTorch; int8 calibrated on the study's crops.
+
+    Check crops: the study's first stored face crops (else the built-in sample face). Nothing is kept on the server.
+
+    Raises:
+        NotAllowedError: For anyone but an owner.
+        AffectLabError: Unknown format, converter not installed (the message says how), a failed check.
+    """
+    import io
+
+    from PIL import Image
+
+    from models.export import ExportError, export_model
+    from models.mobile_export import default_out, export_mobile, export_onnx_int8
+
+    require_owner(owner, "exporting a model")
+    if fmt not in PHONE_FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(PHONE_FORMATS)}")
+    from db.errors import StudyNotFoundError
+
+    try:
+        stored = store.study_crops(study, 64)
+    except StudyNotFoundError:  # nothing ingested yet: the built-in sample face is used, and the report says so
+        stored = []
+    crops = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in stored]
+    check = crops[:8] or None
+    calibration = crops or None
+    with tempfile.TemporaryDirectory(prefix="affectlab-phone-") as work:
+        out = Path(work) / default_out(
+            name, fmt if fmt != "torchscript" else "torchscript.pt", "int8" if int8 else "none"
+        )
+        if int8 and fmt == "onnx":
+            lines = export_onnx_int8(name, out, weights_dir, crops=check, calibration=calibration).lines()
+        elif fmt in ("litert", "executorch"):
+            rep = export_mobile(
+                name,
+                "litert" if fmt == "litert" else "executorch",
+                out,
+                weights_dir,
+                crops=check,
+                quantize="int8" if int8 else "none",
+                calibration=calibration,
+            )
+            lines = rep.lines()
+        elif int8:
+            raise ExportError(f"int8 is offered for onnx and litert, not {fmt}")
+        else:
+            plain = export_model(name, fmt, out, weights_dir, crops=check)  # type: ignore[arg-type]
+            if not plain.agrees():
+                raise ExportError(f"the {fmt} file disagrees with PyTorch (max |diff| {plain.max_abs_diff:.3g})")
+            lines = [
+                f"{fmt} written, {plain.size_bytes} bytes; max |diff| {plain.max_abs_diff:.3g} on {plain.n_crops} crops"
+            ]
+        if int8 and calibration is None:
+            lines.append("calibrated on the built-in sample face: this study has no stored face crops yet")
+        return PhoneExport(out.name, out.read_bytes(), lines)

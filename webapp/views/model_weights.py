@@ -151,6 +151,44 @@ def _versions(ctx: Context) -> None:
             st.rerun()
 
 
+def _phone_export(ctx: Context) -> None:
+    st.subheader("Export for phones")
+    names = weights.present_models(ctx.weights_dir)
+    if not names:
+        return
+    name = st.selectbox("Model or fine-tuned version", names, key=Keys.PHONE_MODEL)
+    fmt = st.radio("Format", weights.PHONE_FORMATS, horizontal=True, key=Keys.PHONE_FORMAT)
+    int8 = st.checkbox(
+        "int8 (smaller and faster; calibrated on this study's face crops, agreement with fp32 reported)",
+        disabled=fmt not in ("onnx", "litert"),
+        key=Keys.PHONE_INT8,
+    )
+    st.caption(
+        "The file is checked in its own runtime against the PyTorch model on face crops before it is offered. Same as "
+        + code_span(f"python -m models export {name} --format {fmt}" + (" --int8" if int8 else ""))
+        + "."
+    )
+    if not st.button("Export", icon=":material/phone_android:"):
+        return
+    with st.spinner(f"Converting {name} to {fmt} and checking it..."):
+        try:
+            out = weights.export_for_phone(
+                ctx.store,
+                ctx.study,
+                name,
+                fmt,
+                bool(int8 and fmt in ("onnx", "litert")),
+                ctx.weights_dir,
+                owner=ctx.owner,
+            )
+        except AffectLabError as exc:
+            st.error(code_span(str(exc)))
+            return
+    for line in out.lines:
+        st.caption(line)
+    st.download_button(f"Download {out.filename}", out.data, file_name=out.filename, icon=":material/download:")
+
+
 def _finetune(ctx: Context) -> None:
     st.subheader("Fine-tune on this study's corrections")
     base = [n for n in weights.present_models(ctx.weights_dir) if "@" not in n]
@@ -238,6 +276,7 @@ def render() -> None:
     versions = st.container()
     _fetch(ctx, rows)
     _import(ctx)
+    _phone_export(ctx)
     _finetune(ctx)
     # drawn last, in their places above: a version fine-tuned in this very run is listed and selectable at once
     with active:

@@ -1,0 +1,460 @@
+"""Phone exports: LiteRT (``.tflite``) and ExecuTorch (``.pte``) files, and int8 files for ONNX and LiteRT.
+
+The successors of the seed's ``to_tflite.py`` (TFLite is now LiteRT, written by litert-torch) and
+``to_pytorchlite.py`` (PyTorch Lite is replaced by ExecuTorch), for any registered emotion model or fine-tuned
+version. The converters live in the side environment (``models.mobile_env``); :func:`export_mobile` prepares the
+check and calibration inputs here, runs ``models.mobile_convert`` there, and publishes the file only when its check
+passed:
+
+- fp32: the file, run in its own runtime on real face crops, must give the PyTorch model's probabilities within
+  :data:`PROB_TOLERANCE`; otherwise it is deleted and :class:`models.export.ExportError` gives the largest difference.
+- int8 (ONNX: ONNX Runtime static QDQ quantisation, per-channel weights; LiteRT: PT2E static quantisation): calibrated
+  on face crops (the study's, ``--calibration DIR`` of crops such as its ImageFolder export), then measured, never
+  presented as equal: size, ms per face on this CPU and its agreement with fp32 (top-class agreement, largest
+  probability difference) are returned, printed by the CLI and written into the file's metadata.
+
+Inputs and outputs match the ONNX/TorchScript exports (``models.export``): input ``[1, 3, S, S]`` preprocessed as the
+metadata says (batch 1: a phone classifies one face at a time), outputs ``logits`` then ``features``. Metadata (name,
+labels, input size, mean/std, preprocessing, weights hash...): LiteRT in the flatbuffer metadata entry ``affectlab``,
+ExecuTorch as the constant method ``affectlab_metadata``, ONNX in ``metadata_props``; all JSON values.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from models import mobile_env
+from models.errors import AffectLabError, BadInputError
+
+MobileFormat = Literal["litert", "executorch"]
+MOBILE_FORMATS: tuple[str, ...] = ("litert", "executorch")
+SUFFIXES = {"litert": ".tflite", "executorch": ".pte"}
+Quantize = Literal["none", "int8"]
+PROB_TOLERANCE = 1e-4
+"""Largest accepted probability difference of an fp32 file from the PyTorch model."""
+MAX_CALIBRATION = 64
+"""Calibration crops used at most."""
+TIMEOUT_S = 1800.0
+
+
+@dataclass(frozen=True)
+class MobileExportReport:
+    """What a LiteRT / ExecuTorch / int8 export wrote, and how it compares with fp32 PyTorch.
+
+    Attributes:
+        path: The published file.
+        format: ``litert``, ``executorch`` or ``onnx``.
+        quantize: ``none`` or ``int8``.
+        size_bytes: Its size.
+        max_prob_diff: Largest probability difference from the fp32 PyTorch model over the check crops.
+        max_logit_diff: Largest raw-output difference.
+        max_feature_diff: Largest feature difference.
+        top1_agreement: Share of check crops whose top class is PyTorch's.
+        n_crops: Check crops.
+        ms_per_face: This file in its runtime, one face at a time, on this CPU (one thread).
+        fp32_ms_per_face: The fp32 reference measured in the same run (fp32 ONNX for ONNX int8, else PyTorch).
+        fp32_size_bytes: Size of the fp32 counterpart (the fp32 ONNX file; PyTorch's parameters for LiteRT int8).
+        n_calibration: Calibration crops (int8).
+        metadata: The metadata read back from the written file.
+    """
+
+    path: Path
+    format: str
+    quantize: str
+    size_bytes: int
+    max_prob_diff: float
+    max_logit_diff: float
+    max_feature_diff: float
+    top1_agreement: float
+    n_crops: int
+    ms_per_face: float
+    fp32_ms_per_face: float
+    fp32_size_bytes: int = 0
+    n_calibration: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """What the CLI prints."""
+        out = [
+            f"{self.format} ({self.quantize if self.quantize != 'none' else 'fp32'}) written to {self.path}",
+            f"size: {self.size_bytes} bytes ({self.size_bytes / 2**20:.1f} MiB)",
+        ]
+        if self.quantize == "int8":
+            ref = "fp32 ONNX" if self.format == "onnx" else "fp32 PyTorch"
+            out += [
+                f"int8 vs fp32 on {self.n_crops} face crops (calibrated on {self.n_calibration}): top-class "
+                f"agreement {self.top1_agreement:.1%}, max probability difference {self.max_prob_diff:.4f} "
+                "(not the same model: check it on your data)",
+                f"size {self.size_bytes / 2**20:.1f} MiB vs {self.fp32_size_bytes / 2**20:.1f} MiB fp32; "
+                f"{self.ms_per_face:.1f} ms per face vs {self.fp32_ms_per_face:.1f} ms ({ref}, this CPU, 1 thread)",
+            ]
+        else:
+            out.append(
+                f"check on {self.n_crops} face crops in its own runtime: max |diff| probabilities "
+                f"{self.max_prob_diff:.3g} (tolerance {PROB_TOLERANCE:g}), logits {self.max_logit_diff:.3g}; "
+                f"{self.ms_per_face:.1f} ms per face vs PyTorch {self.fp32_ms_per_face:.1f} ms (this CPU, 1 thread)"
+            )
+        return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def load_calibration(folder: str | Path, limit: int = MAX_CALIBRATION) -> list[np.ndarray]:
+    """Face crops for int8 calibration: every image under ``folder`` (e.g. a study's ImageFolder export), sorted.
+
+    Raises:
+        BadInputError: ``folder`` is not a folder, holds no image, or an image cannot be read.
+    """
+    from models.images import IMAGE_SUFFIXES, load_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise BadInputError(str(folder), "not a folder of face crops")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise BadInputError(str(folder), "holds no image; pass a folder of face crops (the study's ImageFolder export)")
+    step = max(1, len(files) // limit)
+    return [load_image(p) for p in files[::step][:limit]]
+
+
+def metadata(loaded: Any, fmt: str, quantize: str) -> dict[str, str]:
+    """The metadata every exported file carries (``models.export``'s, plus format, preprocessing and layout)."""
+    from models.export import _metadata
+
+    spec = loaded.spec
+    meta = _metadata(loaded)
+    meta.update(
+        {
+            "format": fmt,
+            "quantize": quantize,
+            "preprocessing": spec.preprocessing,
+            "channel_order": "BGR" if spec.preprocessing == "caffe" else "RGB",
+            "pixel_scale": "1" if spec.preprocessing == "caffe" else "1/255",
+            "input_layout": "NCHW",
+            "batch": "1",
+            "probabilities": "softmax of the first len(labels) logits",
+        }
+    )
+    return meta
+
+
+def _check_inputs(crops: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+    out = [np.ascontiguousarray(c, dtype=np.uint8) for c in crops if c.size]
+    for i, c in enumerate(out):
+        if c.ndim != 3 or c.shape[2] != 3:
+            raise BadInputError(f"{what} {i}", f"expected an RGB array (h, w, 3), got shape {c.shape}")
+    return out
+
+
+def export_mobile(
+    name: str,
+    fmt: MobileFormat,
+    out: str | Path | None = None,
+    weights_dir: str | Path | None = None,
+    *,
+    crops: Sequence[np.ndarray] | None = None,
+    check_images: Sequence[str | Path] | None = None,
+    quantize: Quantize = "none",
+    calibration: Sequence[np.ndarray] | None = None,
+    python: Path | None = None,
+) -> MobileExportReport:
+    """Exports to LiteRT or ExecuTorch in the side environment, checks the file in its runtime, publishes it.
+
+    Args:
+        name: Registry name of an emotion model or a fine-tuned version.
+        fmt: ``litert`` or ``executorch``.
+        out: Output file (None: ``<name>.tflite`` / ``<name>.pte``, ``-int8`` before the suffix when quantised).
+        weights_dir: The weights folder.
+        crops: Face crops to check on (None: faces of ``check_images``, else the built-in sample face).
+        check_images: Photos whose faces are the check crops.
+        quantize: ``none`` or ``int8`` (LiteRT only).
+        calibration: int8 calibration crops (None: the check crops, which the report then says).
+        python: The side interpreter (None: ``Settings.mobile_python``).
+
+    Returns:
+        The report.
+
+    Raises:
+        ExportError: Unknown format, int8 asked for ExecuTorch, no face, the conversion failed, or the fp32 file
+            disagrees with PyTorch (the file is not kept; the message gives the largest difference).
+        ConverterMissingError: The side environment or the converter is not installed (the message says how).
+        UnknownModelError, VersionNotFoundError, WeightsMissingError: As ``models.export.load_full_model``.
+    """
+    from models.export import ExportError, _tmp_for, crops_from_images, load_full_model, sample_crops
+    from models.recognizer import preprocess_array
+
+    if fmt not in MOBILE_FORMATS:
+        raise ExportError(f"unknown phone format {fmt!r}; use one of {', '.join(MOBILE_FORMATS)}")
+    if quantize not in ("none", "int8"):
+        raise ExportError(f"unknown quantisation {quantize!r}; use none or int8")
+    if quantize == "int8" and fmt != "litert":
+        raise ExportError("int8 is offered for ONNX and LiteRT; ExecuTorch files are fp32")
+    py = mobile_env.require(fmt, python)
+    loaded = load_full_model(name, weights_dir)
+    spec = loaded.spec
+    if crops is None:
+        crops = crops_from_images(check_images) if check_images else sample_crops()
+    checked = _check_inputs(crops, "crop")[:8]
+    if not checked:
+        raise ExportError("no face found to check the export on; pass --check-images with photos showing faces")
+    calib = _check_inputs(calibration, "calibration crop") if calibration is not None else checked
+    final = Path(out) if out is not None else default_out(name, fmt, quantize)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(final)
+    from models.weights import resolve_weights_dir
+
+    with tempfile.TemporaryDirectory(prefix="affectlab-mobile-") as work:
+        w = Path(work)
+        np.save(w / "x.npy", preprocess_array(checked, spec))
+        np.save(w / "calib.npy", preprocess_array(calib[:MAX_CALIBRATION], spec))
+        request = {
+            "name": name,
+            "weights_dir": str(resolve_weights_dir(weights_dir)),
+            "format": fmt,
+            "quantize": quantize,
+            "out": str(tmp),
+            "x": str(w / "x.npy"),
+            "calib": str(w / "calib.npy") if quantize == "int8" else "",
+            "meta": metadata(loaded, fmt, quantize),
+            "response": str(w / "response.json"),
+        }
+        (w / "request.json").write_text(json.dumps(request), encoding="utf-8")
+        try:
+            proc = mobile_env.run(py, ["-m", "models.mobile_convert", str(w / "request.json")], TIMEOUT_S)
+            resp_path = w / "response.json"
+            if not resp_path.is_file():
+                tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+                raise ExportError(f"the {fmt} converter stopped without an answer (exit {proc.returncode}): {tail}")
+            resp = json.loads(resp_path.read_text(encoding="utf-8"))
+            if not resp.get("ok"):
+                raise ExportError(f"converting {name!r} to {fmt} failed: {resp.get('error')}")
+            diff = float(resp["max_prob_diff"])
+            if quantize == "none" and not (np.isfinite(diff) and diff <= PROB_TOLERANCE):
+                raise ExportError(
+                    f"the {fmt} file disagrees with the PyTorch model on {resp['n_crops']} face crops: largest "
+                    f"probability difference {diff:.3g} > {PROB_TOLERANCE:g} (logits {resp['max_logit_diff']:.3g}); "
+                    "it was not kept"
+                )
+            from models.export import _publish
+
+            _publish(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+    fp32_size = sum(int(p.numel()) * 4 for p in loaded.model.state_dict().values())
+    return MobileExportReport(
+        path=final,
+        format=fmt,
+        quantize=quantize,
+        size_bytes=final.stat().st_size,
+        max_prob_diff=float(resp["max_prob_diff"]),
+        max_logit_diff=float(resp["max_logit_diff"]),
+        max_feature_diff=float(resp["max_feature_diff"]),
+        top1_agreement=float(resp["top1_agreement"]),
+        n_crops=int(resp["n_crops"]),
+        ms_per_face=float(resp["ms_per_face"]),
+        fp32_ms_per_face=float(resp["torch_ms_per_face"]),
+        fp32_size_bytes=fp32_size,
+        n_calibration=min(len(calib), MAX_CALIBRATION) if quantize == "int8" else 0,
+        metadata={str(k): str(v) for k, v in resp.get("metadata", {}).items()},
+    )
+
+
+def default_out(name: str, fmt: str, quantize: str = "none") -> Path:
+    """``<name>.tflite``, ``<name>.pte`` or ``<name>.onnx`` here (``<name>-int8.<suffix>`` when quantised)."""
+    suffix = SUFFIXES.get(fmt, f".{fmt}")
+    return Path(f"{name}{'-int8' if quantize == 'int8' else ''}{suffix}")
+
+
+# ---------------------------------------------------------------- ONNX int8 (ONNX Runtime's quantiser, this env)
+
+
+def _ort_session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _ms_per_face(session: Any, x: np.ndarray, repeat: int = 2) -> float:
+    session.run(["logits"], {"input": x[:1]})
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for row in x:
+            session.run(["logits"], {"input": row[None]})
+        best = min(best, (time.perf_counter() - t) / len(x))
+    return best * 1000.0
+
+
+def quantize_onnx_int8(
+    fp32_path: Path,
+    out_tmp: Path,
+    calib_x: np.ndarray,
+    check_x: np.ndarray,
+    n_labels: int,
+    meta: dict[str, str],
+) -> dict[str, Any]:
+    """Writes an int8 copy of an fp32 ONNX export (static QDQ, per-channel int8 weights, uint8 activations).
+
+    Calibrated on ``calib_x`` (MinMax over the study's crops); compared with the fp32 file on ``check_x``; the
+    figures are added to ``meta`` and written into the int8 file's ``metadata_props``.
+
+    Returns:
+        ``max_prob_diff``, ``max_logit_diff``, ``max_feature_diff``, ``top1_agreement``, ``ms_per_face``,
+        ``fp32_ms_per_face``, ``size_bytes``, ``fp32_size_bytes``.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.rows = iter(calib_x)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            row = next(self.rows, None)
+            return None if row is None else {"input": row[None]}
+
+    pre = out_tmp.with_name(out_tmp.name + ".pre.onnx")
+    try:
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out_tmp),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        pre.unlink(missing_ok=True)
+    fp32, int8 = _ort_session(fp32_path), _ort_session(out_tmp)
+    want = [
+        np.concatenate(a)
+        for a in zip(*(fp32.run(["logits", "features"], {"input": r[None]}) for r in check_x), strict=True)
+    ]
+    got = [
+        np.concatenate(a)
+        for a in zip(*(int8.run(["logits", "features"], {"input": r[None]}) for r in check_x), strict=True)
+    ]
+    p_want, p_got = _softmax(want[0][:, :n_labels]), _softmax(got[0][:, :n_labels])
+    res: dict[str, Any] = {
+        "max_prob_diff": float(np.abs(p_got - p_want).max()),
+        "max_logit_diff": float(np.abs(got[0] - want[0]).max()),
+        "max_feature_diff": float(np.abs(got[1] - want[1]).max()),
+        "top1_agreement": float(np.mean(p_got.argmax(1) == p_want.argmax(1))),
+        "ms_per_face": _ms_per_face(int8, check_x),
+        "fp32_ms_per_face": _ms_per_face(fp32, check_x),
+        "fp32_size_bytes": fp32_path.stat().st_size,
+    }
+    meta = {
+        **meta,
+        "quantize": "int8",
+        "int8_top1_agreement_vs_fp32": f"{res['top1_agreement']:.4f}",
+        "int8_max_prob_diff_vs_fp32": f"{res['max_prob_diff']:.6f}",
+        "int8_ms_per_face": f"{res['ms_per_face']:.2f}",
+        "fp32_ms_per_face": f"{res['fp32_ms_per_face']:.2f}",
+        "int8_check_crops": str(len(check_x)),
+        "int8_calibration_crops": str(len(calib_x)),
+    }
+    model = onnx.load(str(out_tmp))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(out_tmp))
+    res["size_bytes"] = out_tmp.stat().st_size
+    return res
+
+
+def export_onnx_int8(
+    name: str,
+    out: str | Path | None = None,
+    weights_dir: str | Path | None = None,
+    *,
+    crops: Sequence[np.ndarray] | None = None,
+    check_images: Sequence[str | Path] | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
+    opset: int = 17,
+) -> MobileExportReport:
+    """An int8 ONNX file: the fp32 export (``models.export``, parity-checked), quantised and measured against it.
+
+    Raises:
+        ExportError: As ``models.export.export_model``, or the fp32 export disagrees with PyTorch.
+    """
+    from models.export import ExportError, _publish, _tmp_for, crops_from_images, export_model, sample_crops
+    from models.recognizer import preprocess_array
+    from models.versions import resolve
+    from models.weights import resolve_weights_dir
+
+    if crops is None:
+        crops = crops_from_images(check_images) if check_images else sample_crops()
+    checked = _check_inputs(crops, "crop")[:8]
+    if not checked:
+        raise ExportError("no face found to check the export on; pass --check-images with photos showing faces")
+    calib = _check_inputs(calibration, "calibration crop") if calibration is not None else checked
+    final = Path(out) if out is not None else default_out(name, "onnx", "int8")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(final)
+    with tempfile.TemporaryDirectory(prefix="affectlab-int8-") as work:
+        fp32_rep = export_model(name, "onnx", Path(work) / "fp32.onnx", weights_dir, crops=checked, opset=opset)
+        if not fp32_rep.agrees():
+            raise ExportError(f"the fp32 ONNX export disagrees with PyTorch (max |diff| {fp32_rep.max_abs_diff:.3g})")
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(fp32_rep.path)).metadata_props}
+        spec, _ = resolve(name, resolve_weights_dir(weights_dir))
+        meta.update({"format": "onnx", "preprocessing": spec.preprocessing, "batch": "dynamic"})
+        try:
+            res = quantize_onnx_int8(
+                fp32_rep.path,
+                tmp,
+                preprocess_array(calib[:MAX_CALIBRATION], spec),
+                preprocess_array(checked, spec),
+                len(spec.labels),
+                meta,
+            )
+            _publish(tmp, final)
+        except AffectLabError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"quantising {name!r} to int8 ONNX failed: {exc}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+    return MobileExportReport(
+        path=final,
+        format="onnx",
+        quantize="int8",
+        size_bytes=int(res["size_bytes"]),
+        max_prob_diff=res["max_prob_diff"],
+        max_logit_diff=res["max_logit_diff"],
+        max_feature_diff=res["max_feature_diff"],
+        top1_agreement=res["top1_agreement"],
+        n_crops=len(checked),
+        ms_per_face=res["ms_per_face"],
+        fp32_ms_per_face=res["fp32_ms_per_face"],
+        fp32_size_bytes=int(res["fp32_size_bytes"]),
+        n_calibration=min(len(calib), MAX_CALIBRATION),
+        metadata={p.key: p.value for p in _onnx_props(final)},
+    )
+
+
+def _onnx_props(path: Path) -> list[Any]:
+    import onnx
+
+    return list(onnx.load(str(path)).metadata_props)
