@@ -49,14 +49,16 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
             "OpenID Connect login (st.login, e.g. Hugging Face OAuth). On a trusted network only, "
             "AFFECTLAB_ALLOW_OPEN=1 turns this check off."
         )
+        _end_session()
         st.stop()
     if access.mode == "oidc":
         who = _signed_in_identity()
         if who is None:
             _forget_browser()  # signed out (or never in): its uploads stop too
+            _end_session()
             st.title("AffectLab")
             st.info("Sign in to see and annotate the studies.")
-            if st.button("Sign in", type="primary", icon=":material/login:"):
+            if st.button("Sign in", type="primary", icon=":material/login:", key=Keys.SIGN_IN):
                 try:
                     st.login()
                 except Exception as exc:  # e.g. Authlib missing, or an incomplete [auth] section
@@ -65,7 +67,8 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
         if not access.may_enter(who):
             st.title("AffectLab")
             st.error(f"{code_span(who)} is not on this deployment's list of annotators; ask a study owner to add you.")
-            st.button("Sign out", on_click=st.logout)
+            st.button("Sign out", on_click=st.logout, key=Keys.GATE_SIGN_OUT)
+            _end_session()
             st.stop()
         return who
     return None
@@ -96,6 +99,25 @@ def _browser() -> tuple[str | None, guard.GrantStore | None]:
     return None, None
 
 
+def _end_session() -> None:
+    """Forgets this session's fragments, callbacks and state (at sign-out and at every run that stops signed out).
+
+    A fragment or a widget callback registered while signed in would otherwise stay reachable by the session
+    (the guard also drops fragment reruns and other widgets' values from signed-out browsers).
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    ctx.fragment_storage.clear()
+    st.session_state.clear()
+    try:  # widget metadata holds the callbacks; SessionState.clear keeps it
+        ctx.session_state._state._new_widget_state.widget_metadata.clear()
+    except AttributeError:
+        log.warning("could not clear the widget callbacks of a signed-out session (Streamlit changed)")
+
+
 def _client_id(key: str | None) -> str:
     """Who wrong codes are counted against: the client address the guard set, else the browser or session."""
     if guard.active() is not None:
@@ -113,11 +135,16 @@ def _code_form(
     label: str,
     form_key: str,
     widget_key: str,
+    enter_key: str,
 ) -> None:
-    """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time."""
+    """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time.
+
+    Wrong codes are counted per client address and never cleared by a right one (an annotator's own code does not
+    reset its guesses at the owners' code); a count is forgotten an hour after its last failure.
+    """
     with st.form(form_key):
         code = st.text_input(label, type="password", key=widget_key)
-        if not st.form_submit_button("Enter", type="primary"):
+        if not st.form_submit_button("Enter", type="primary", key=enter_key):
             return
     if key is None or grants is None:
         st.error(
@@ -136,7 +163,6 @@ def _code_form(
         extra = f" Wait {math.ceil(wait)} s before the next try." if wait else ""
         st.error(f"That code is not right.{extra}")
         return
-    THROTTLE.succeeded(client)
     old = grants.get(key)
     grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
     log.info("access code accepted from client %s", client)
@@ -164,7 +190,16 @@ def _code_gate(access: AccessConfig) -> tuple[str | None, CodeGrant | None]:
     if isinstance(grant, CodeGrant):
         return key, grant
     st.title("AffectLab")
-    _code_form(access, key, grants, label="Study access code", form_key="access", widget_key=Keys.ACCESS_CODE)
+    _code_form(
+        access,
+        key,
+        grants,
+        label="Study access code",
+        form_key="access",
+        widget_key=Keys.ACCESS_CODE,
+        enter_key=Keys.ACCESS_ENTER,
+    )
+    _end_session()
     st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 
@@ -277,9 +312,18 @@ def main() -> None:
     if access.mode == "code":
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):
-            _code_form(access, key, grants, label="Code", form_key="more_codes", widget_key=Keys.OWNER_CODE)
+            _code_form(
+                access,
+                key,
+                grants,
+                label="Code",
+                form_key="more_codes",
+                widget_key=Keys.OWNER_CODE,
+                enter_key=Keys.OWNER_CODE_ENTER,
+            )
         if st.sidebar.button("Sign out", icon=":material/logout:", key=Keys.CODE_SIGN_OUT) and grants is not None:
             grants.revoke(key)
+            _end_session()
             st.rerun()
     owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))
     set_context(

@@ -133,7 +133,12 @@ class Keys:
     """
 
     ACCESS_CODE = "w_access_code"
+    ACCESS_ENTER = "w_access_enter"
+    SIGN_IN = "w_sign_in"
+    GATE_SIGN_OUT = "w_gate_sign_out"
+    """The sign-in widgets: all a signed-out browser may send values of (``guard.SIGNED_OUT_WIDGET_KEYS``)."""
     OWNER_CODE = "w_owner_code"
+    OWNER_CODE_ENTER = "w_owner_code_enter"
     STUDY = "w_study"
     TRY_SAMPLE = "w_try_sample"
     NEW_STUDY = "w_new_study"
