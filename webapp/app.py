@@ -111,7 +111,9 @@ def _end_session() -> None:
     if ctx is None:
         return
     ctx.fragment_storage.clear()
+    client_key = ui_state().client_key  # AppTest's stand-in for the cookie: it outlives a sign-out, as a cookie does
     st.session_state.clear()
+    ui_state().client_key = client_key
     try:  # widget metadata holds the callbacks; SessionState.clear keeps it
         ctx.session_state._state._new_widget_state.widget_metadata.clear()
     except AttributeError:
@@ -336,6 +338,7 @@ def main() -> None:
             annotator=annotator,
             owner=owner,
             media_dir=resources.media_dir(s),
+            global_owner=access.is_global_owner(who, grant),
         )
     )
     views = Path(__file__).parent / "views"
