@@ -197,6 +197,54 @@ def test_no_fragment_rerun_or_callback_without_the_cookie(server: Server) -> Non
         owner.close()
 
 
+def test_a_flood_from_one_socket_stalls_no_one_else(server: Server) -> None:
+    """2,000 rerun messages from one signed-out socket as fast as it can send them: the health endpoint and another
+    client's page still answer within 2 s, and the flooding socket is closed."""
+    import threading
+
+    flooder = StClient(server.base, cookie=_cookie(server.base))
+    flooder.run()
+    msg = BackMsg()
+    msg.rerun_script.query_string = ""
+    msg.rerun_script.page_name = ""
+    data = msg.SerializeToString()
+    sent = [0]
+
+    def flood() -> None:
+        try:
+            for _ in range(2000):
+                flooder.ws.send(data)
+                sent[0] += 1
+        except Exception:  # closed by the server
+            pass
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        timings = []
+        for _ in range(3):
+            start = time.monotonic()
+            try:
+                with urllib.request.urlopen(server.base + "/_stcore/health", timeout=10) as r:
+                    assert r.read().strip() == b"ok"
+            except OSError as exc:
+                raise AssertionError(f"health: {exc}; sent {sent[0]}; {server.log_text()[-3000:]}") from exc
+            health = time.monotonic() - start
+            other = StClient(server.base, cookie=_cookie(server.base))
+            start = time.monotonic()
+            run = other.run(timeout=10)
+            page_s = time.monotonic() - start
+            other.close()
+            assert run.labels("text_input") == ["Study access code"]
+            timings.append((health, page_s))
+        thread.join(timeout=30)
+    finally:
+        flooder.close()
+    assert all(h < 2 and p < 2 for h, p in timings), timings
+    log = server.log_text()
+    assert "over the message rate" in log and "closed: it keeps flooding" in log, sent
+
+
 def test_anonymous_uploads_are_refused_and_hold_no_memory(server: Server) -> None:
     psutil = pytest.importorskip("psutil")
     proc = psutil.Process(server.proc.pid)

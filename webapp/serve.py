@@ -23,6 +23,7 @@ from typing import Any
 
 import streamlit as st
 from starlette.middleware import Middleware
+from streamlit import config as st_config
 
 from affectlab.settings import Settings
 from webapp import guard
@@ -78,6 +79,9 @@ def harden_uvicorn() -> bool:
     return False
 
 
+# One script thread per session: a rerun asked for during a run stops it at its next checkpoint instead of starting
+# another thread beside it (Streamlit's fastReruns); a burst of reruns then costs one thread, not one each.
+st_config.set_option("runner.fastReruns", False)
 _state = guard.install(guard_state(Settings.from_env(), st.get_option("server.address")))
 if not harden_uvicorn():
     _state.upstream_rewrites = True
