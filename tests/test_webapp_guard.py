@@ -197,6 +197,39 @@ def test_no_fragment_rerun_or_callback_without_the_cookie(server: Server) -> Non
         owner.close()
 
 
+def test_a_fresh_cookie_at_sign_in(server: Server) -> None:
+    """Session fixation: a cookie known before sign-in (planted, or the attacker's own tab) is worth nothing after
+    it; the browser that signed in swaps it for a fresh one through the invisible image the app shows."""
+    import re
+
+    planted = _cookie(server.base)
+    attacker = StClient(server.base, cookie=planted)
+    victim = StClient(server.base, cookie=planted)
+    try:
+        assert attacker.run().labels("text_input") == ["Study access code"]
+        page = submit_code(victim, victim.run(), CODE, "Study access code")
+        images = [m for e in page.of("html") for m in re.findall(r'src="([^"]+)"', e.body)]
+        assert len(images) == 1 and "_affectlab/renew?t=" in images[0], page.text()
+        renew = urllib.request.Request(f"{server.base}/{images[0]}", headers={"Cookie": planted})
+        with urllib.request.urlopen(renew, timeout=10) as r:
+            fresh = r.headers.get("Set-Cookie", "").split(";", 1)[0]
+        assert fresh.startswith("affectlab_session=") and fresh != planted
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(renew, timeout=10)  # one use only
+        assert victim.run("dataset").labels("text_input") != ["Study access code"], "the open tab stays signed in"
+        assert attacker.run().labels("text_input") == ["Study access code"], "the planted cookie got nothing"
+        late = StClient(server.base, cookie=planted, session_id=victim.session_id)
+        assert late.run().labels("text_input") == ["Study access code"] and late.session_id != victim.session_id
+        late.close()
+        back = StClient(server.base, cookie=fresh, session_id=victim.session_id)  # a reconnect with the new cookie
+        assert back.run("dataset").labels("text_input") != ["Study access code"]
+        assert back.session_id == victim.session_id
+        back.close()
+    finally:
+        attacker.close()
+        victim.close()
+
+
 def test_a_flood_from_one_socket_stalls_no_one_else(server: Server) -> None:
     """2,000 rerun messages from one signed-out socket as fast as it can send them: the health endpoint and another
     client's page still answer within 2 s, and the flooding socket is closed."""

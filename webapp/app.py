@@ -90,13 +90,40 @@ def _browser() -> tuple[str | None, guard.GrantStore | None]:
     """
     g = guard.active()
     if g is not None:
-        return g.signer.verify(st.context.cookies.get(guard.COOKIE)), g.grants
+        return _guard_bid(g), g.grants
     if _under_test():
         state = ui_state()
         if not state.client_key:
             state.client_key = secrets.token_urlsafe(16)
         return f"test-session:{state.client_key}", guard.TEST_GRANTS
     return None, None
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _guard_bid(g: guard.GuardState) -> str | None:
+    """This run's browser id behind the guard: its session's (renewed at sign-in), else its cookie's."""
+    return g.browser_of(_session_id(), st.context.cookies.get(guard.COOKIE))
+
+
+def _renew_cookie() -> None:
+    """After a sign-in: an invisible image whose request gives this browser a fresh cookie (until it has one)."""
+    g = guard.active()
+    state = ui_state()
+    if g is None or not state.renew_token:
+        return
+    if g.renewed(state.renew_token):
+        state.renew_token = ""
+        return
+    st.html(
+        f'<img src="{guard.RENEW_PATH}?t={state.renew_token}" alt="" width="1" height="1" '
+        'style="position:absolute;opacity:0">'
+    )
 
 
 def _end_session() -> None:
@@ -167,6 +194,9 @@ def _code_form(
         return
     old = grants.get(key)
     grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
+    g, sid = guard.active(), _session_id()
+    if g is not None and sid:
+        ui_state().renew_token = g.ask_renewal(key, sid)  # a fresh cookie at sign-in (no fixation)
     log.info("access code accepted from client %s", client)
     st.rerun()
 
@@ -277,7 +307,7 @@ def _forget_browser() -> None:
     """Tells the guard that this browser is signed out."""
     g = guard.active()
     if g is not None:
-        g.grants.revoke(g.signer.verify(st.context.cookies.get(guard.COOKIE)))
+        g.grants.revoke(_guard_bid(g))
 
 
 def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
@@ -285,7 +315,7 @@ def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
     g = guard.active()
     if g is None or access.mode == "closed" or (access.mode == "oidc" and who is None):
         return
-    bid = g.signer.verify(st.context.cookies.get(guard.COOKIE))
+    bid = _guard_bid(g)
     if bid is not None and g.grants.get(bid) is None:
         g.grants.put(bid, who or "local")
 
@@ -304,6 +334,7 @@ def main() -> None:
     key, grant = _code_gate(access) if access.mode == "code" else (None, None)
     if access.mode != "code":
         _mark_signed_in(access, who)
+    _renew_cookie()
     visible = _visible(access, who, grant)
     store = resources.label_store(s)
     study = _sidebar_study(access, state, store, visible)

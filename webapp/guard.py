@@ -73,6 +73,10 @@ SIGNED_OUT_MESSAGES = frozenset({"rerun_script", "app_heartbeat", "stop_script"}
 SIGNED_OUT_WIDGET_KEYS = frozenset({"w_access_code", "w_access_enter", "w_sign_in", "w_gate_sign_out"})
 """Widget keys whose values a signed-out connection may send (the sign-in form; see ``webapp.state.Keys``)."""
 MEDIA_PATH = "/media/"
+RENEW_PATH = "_affectlab/renew"
+"""The request (an invisible image the app shows after a sign-in) that swaps the browser's cookie for a new one."""
+RENEW_TTL_S = 300.0
+_PIXEL = base64.b64decode("R0lGODlhAQABAAAAACH5BAEAAAAALAAAAAABAAEAAAIBAAA=")
 BODY_TIMEOUT_S = 30.0
 """Seconds a request body may stall between two chunks."""
 MAX_PARSED_REPLY = 64 * 1024
@@ -289,6 +293,18 @@ class SessionOwners:
                 while len(self._items) > self._max:
                     self._items.popitem(last=False)
 
+    def rebind(self, session_id: str, bid: str) -> None:
+        """Moves a session to a renewed browser id (:meth:`Guard._renew`)."""
+        with self._lock:
+            self._items[session_id] = bid
+
+    def owner(self, session_id: str | None) -> tuple[bool, str | None]:
+        """Whether ``session_id`` is bound, and to which browser id."""
+        with self._lock:
+            if not session_id or session_id not in self._items:
+                return False, None
+            return True, self._items[session_id]
+
     def belongs(self, session_id: str, bid: str | None) -> bool:
         """Whether a connection with browser id ``bid`` may resume ``session_id`` (never without a browser id)."""
         with self._lock:
@@ -346,6 +362,26 @@ class GuardState:
     message_rate: Rate = MESSAGE_RATE
     slots: ClientSlots = field(default_factory=ClientSlots)
     upstream_rewrites: bool = False
+    renewals: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)
+
+    def browser_of(self, session_id: str | None, cookie_value: str | None) -> str | None:
+        """The browser id a script run acts for: its session's (renewed at sign-in), else its connection cookie's."""
+        bound, bid = self.sessions.owner(session_id)
+        return bid if bound else self.signer.verify(cookie_value)
+
+    def ask_renewal(self, bid: str, session_id: str) -> str:
+        """A one-time token that swaps ``bid``'s cookie for a new one (fetched by the browser of ``session_id``)."""
+        now = time.monotonic()
+        for token in [t for t, (_, _, exp) in self.renewals.items() if exp < now]:
+            self.renewals.pop(token, None)
+        token = secrets.token_urlsafe(24)
+        self.renewals[token] = (bid, session_id, now + RENEW_TTL_S)
+        return token
+
+    def renewed(self, token: str) -> bool:
+        """Whether the renewal of ``token`` has happened (or expired)."""
+        return token not in self.renewals
 
 
 _state: GuardState | None = None
@@ -486,6 +522,9 @@ class Guard:
         if any(path.rstrip("/").endswith(p) for p in BLOCKED_PATHS):
             await _answer(send, 404, "Not found.")
             return
+        if path.rstrip("/").endswith(RENEW_PATH):
+            await self._renew(state, scope, send, client, bid)
+            return
         upload = UPLOAD_PATH in path
         if not state.limiter.allow(client, "upload" if upload else "http"):
             log.warning("rate limit: %s requests from %s refused", "upload" if upload else "page", client)
@@ -549,6 +588,42 @@ class Guard:
             if not started:
                 await _answer(send, 408, "The request body stalled; send it again.")
 
+    async def _renew(self, state: GuardState, scope: Scope, send: Send, client: str, bid: str | None) -> None:
+        """Swaps a just-signed-in browser's cookie for a fresh one (no session fixation).
+
+        The grant moves to a new browser id, the session and its open connection follow, and the old id is worth
+        nothing afterwards: a cookie planted in the browser before sign-in stays signed out.
+        """
+        from urllib.parse import parse_qs
+
+        token = (parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("t") or [""])[0]
+        pending = state.renewals.pop(token, None) if token else None
+        if pending is None or bid is None or pending[0] != bid or pending[2] < time.monotonic():
+            log.warning("cookie renewal refused for client %s", client)
+            await _answer(send, 404, "Not found.")
+            return
+        old, session_id, _ = pending
+        value = state.signer.issue()
+        new = state.signer.verify(value)
+        assert new is not None
+        grant = state.grants.get(old)
+        if grant is not None:
+            state.grants.put(new, grant)
+        state.grants.revoke(old)
+        state.sessions.rebind(session_id, new)
+        conn = state.live.get(session_id)
+        if conn is not None and conn.bid == old:
+            conn.bid = new
+        cookie = cookie_header(value, cross_site=state.cross_site)
+        headers = [
+            (b"content-type", b"image/gif"),
+            (b"content-length", str(len(_PIXEL)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"set-cookie", cookie.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": _PIXEL})
+
     async def _websocket(self, state: GuardState, scope: Scope, receive: Receive, send: Send, client: str) -> None:
         if not state.limiter.allow(client, "ws"):
             log.warning("rate limit: websocket connection from %s refused", client)
@@ -564,7 +639,7 @@ class Guard:
 
         bid = _bid_of(state, scope)  # the cookie of this connection's handshake: fixed for its lifetime
         scope = _without_foreign_session(state, scope, bid, client)
-        conn = _Connection(state.rerun_rate, state.message_rate)
+        conn = _Connection(state.rerun_rate, state.message_rate, bid)
 
         async def filtered_receive() -> Message:
             while True:
@@ -589,7 +664,7 @@ class Guard:
                         log.warning("websocket of %s closed: it keeps flooding", client)
                         return {"type": "websocket.disconnect", "code": 1008}
                     continue
-                signed_in = state.grants.get(bid) is not None
+                signed_in = state.grants.get(conn.bid) is not None
                 reason = _refusal(back, kind, signed_in)
                 if reason is not None:
                     log.warning("dropped a %r message from %s (%s)", kind, client, reason)
@@ -622,7 +697,9 @@ class Guard:
                 if kind == "new_session":
                     sid = fwd.new_session.initialize.session_id
                     if sid:
-                        state.sessions.bind(sid, bid)
+                        state.sessions.bind(sid, conn.bid)
+                        conn.sid = sid
+                        state.live[sid] = conn
                     env = fwd.new_session.initialize.environment_info
                     env.streamlit_version, env.python_version, env.server_os = "", "", ""
                     message = dict(message, bytes=fwd.SerializeToString())
@@ -635,6 +712,8 @@ class Guard:
         try:
             await self.app(scope, filtered_receive, watched_send)
         finally:
+            if conn.sid and state.live.get(conn.sid) is conn:
+                del state.live[conn.sid]
             slots._add(slots.connections, client, -1)
             if conn.running:
                 slots._add(slots.running, client, -1)
@@ -647,8 +726,10 @@ class BodyTimeoutError(Exception):
 class _Connection:
     """One websocket's rate buckets and whether a script run it asked for is in flight."""
 
-    def __init__(self, rerun_rate: Rate, message_rate: Rate) -> None:
+    def __init__(self, rerun_rate: Rate, message_rate: Rate, bid: str | None = None) -> None:
         self.reruns, self.messages = Bucket(rerun_rate), Bucket(message_rate)
+        self.bid = bid  # the handshake cookie's browser id, or the one it was renewed to
+        self.sid = ""
         self.running = False
         self.dropped = 0
 

@@ -27,6 +27,8 @@ class UIState:
     Attributes:
         client_key: A random id of this session, for AppTest runs only (behind the guard, what a browser may do
             is bound to its signed cookie, never to session state).
+        renew_token: After a sign-in behind the guard: the one-time token of the request that gives this browser a
+            fresh cookie (``webapp.guard.RENEW_PATH``), "" when none is pending.
         study: The current study's name.
         annotator: The annotator's name typed in this session (unused when the name comes from the login).
         model: The active emotion model (None: the settings' default).
@@ -47,6 +49,7 @@ class UIState:
     """
 
     client_key: str = ""
+    renew_token: str = ""
     study: str | None = None
     annotator: str = ""
     model: str | None = None
