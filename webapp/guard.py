@@ -18,6 +18,9 @@ request and websocket message before Streamlit does:
   message and binds it to the browser id of the connection that opened it. A websocket asking to resume a session
   (the third ``Sec-WebSocket-Protocol`` entry) whose browser id differs gets a new session instead, and an upload to a
   session of another browser is refused: a session id alone (it is in every upload URL) reaches nothing.
+- **A fresh cookie at sign-in**: the app shows an invisible image (:data:`RENEW_PATH` with a one-time token) after a
+  code is accepted; its request moves the grant to a new browser id and sets that cookie, and the session and its open
+  connection follow, so a cookie known before sign-in (planted, or another tab's) is worth nothing afterwards.
 - **Signed-out connections**: a connection whose cookie holds no grant may only run the whole script (the sign-in
   step): fragment reruns are dropped and only the sign-in widgets' values (:data:`SIGNED_OUT_WIDGET_KEYS`) go
   through, so no callback or fragment registered while the browser was signed in runs once it is not.
