@@ -22,8 +22,7 @@ Environment variables:
     AFFECTLAB_MAX_UPLOAD_MB: largest uploaded file in MB (default 200; the guard and server.maxUploadSize).
     AFFECTLAB_COOKIE_SECRET: signs the sign-in cookie (and st.login's); unset: a random one per start.
     AFFECTLAB_PROXY_HOPS: front proxies whose X-Forwarded-For entry names the client (default 1 on a Space, else 0).
-    AFFECTLAB_TRUSTED_PROXIES: peer addresses/networks of those proxies (default loopback; plus private networks
-        on a Space).
+    AFFECTLAB_TRUSTED_PROXIES: peer addresses/networks of those proxies (default loopback; any peer on a Space).
     AFFECTLAB_ALLOWED_HOSTS: Host header names the server answers (default: loopback names when bound to loopback).
     AFFECTLAB_STUDY: the study selected first.
     AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
@@ -113,8 +112,8 @@ class Settings:
         max_upload_mb: Largest uploaded file in MB.
         cookie_secret: Secret of the sign-in cookie ("" for a random one per start).
         proxy_hops: Trusted front proxies (their X-Forwarded-For entries) before the guard.
-        trusted_proxies: Comma-separated peer addresses or networks whose X-Forwarded-For counts ("" for loopback,
-            plus the private networks on a Space).
+        trusted_proxies: Comma-separated peer addresses or networks whose X-Forwarded-For counts ("" for loopback;
+            on a Space any peer, which can only be its proxy).
         allowed_hosts: Comma-separated Host header names served (``*.x.org`` for subdomains; "" for loopback names
             when bound to loopback, the Space's host on a Space, else any).
         annotators: Annotator allowlist as written in the environment ("" for none).

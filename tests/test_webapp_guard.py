@@ -394,6 +394,20 @@ def test_host_headers() -> None:
     assert host_allowed("a.lab.org", ("*.lab.org",)) and not host_allowed("lab.org.evil", ("*.lab.org",))
 
 
+def test_whose_forwarded_for_counts() -> None:
+    from affectlab.settings import Settings
+    from webapp.guard import client_address
+    from webapp.serve import guard_state
+
+    scope = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
+    local = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1"}))
+    assert client_address(scope, local.proxy_hops, local.trusted_proxies) == "203.0.113.7", "not a configured proxy"
+    space = guard_state(Settings.from_env({"SPACE_ID": "u/s"}), "0.0.0.0")
+    assert client_address(scope, space.proxy_hops, space.trusted_proxies) == "6.6.6.6", "a Space: only its proxy"
+    mine = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1", "AFFECTLAB_TRUSTED_PROXIES": "203.0.113.0/24"}))
+    assert client_address(scope, mine.proxy_hops, mine.trusted_proxies) == "6.6.6.6"
+
+
 def test_settings_of_the_guard() -> None:
     from affectlab.settings import Settings
 

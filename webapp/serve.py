@@ -29,7 +29,6 @@ from affectlab.settings import Settings
 from webapp import guard
 
 log = logging.getLogger("affectlab.serve")
-PRIVATE_NETWORKS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -52,7 +51,9 @@ def guard_state(s: Settings, server_address: str | None = "127.0.0.1") -> guard.
     import secrets
 
     secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
-    proxies = _csv(s.trusted_proxies) or ("127.0.0.1/8", "::1", *(PRIVATE_NETWORKS if s.hosted else ()))
+    # On a Space the container is reachable only through Hugging Face's proxy, whose addresses are not published:
+    # every peer is that proxy there. Elsewhere only loopback, unless configured.
+    proxies = _csv(s.trusted_proxies) or (("0.0.0.0/0", "::/0") if s.hosted else ("127.0.0.1/8", "::1"))
     return guard.GuardState(
         signer=guard.CookieSigner(secret),
         max_upload_bytes=s.max_upload_mb * 1024 * 1024,
