@@ -22,6 +22,8 @@ Environment variables:
     AFFECTLAB_MAX_UPLOAD_MB: largest uploaded file in MB (default 200; the guard and server.maxUploadSize).
     AFFECTLAB_COOKIE_SECRET: signs the sign-in cookie (and st.login's); unset: a random one per start.
     AFFECTLAB_PROXY_HOPS: front proxies whose X-Forwarded-For entry names the client (default 1 on a Space, else 0).
+    AFFECTLAB_TRUSTED_PROXIES: peer addresses/networks of those proxies (default loopback; any peer on a Space).
+    AFFECTLAB_ALLOWED_HOSTS: Host header names the server answers (default: loopback names when bound to loopback).
     AFFECTLAB_STUDY: the study selected first.
     AFFECTLAB_ALLOW_OPEN: ``1`` to serve a non-loopback address without sign-in (a trusted network only).
     SPACE_ID: set by Hugging Face Spaces; the app then never runs open.
@@ -118,6 +120,10 @@ class Settings:
         max_upload_mb: Largest uploaded file in MB.
         cookie_secret: Secret of the sign-in cookie ("" for a random one per start).
         proxy_hops: Trusted front proxies (their X-Forwarded-For entries) before the guard.
+        trusted_proxies: Comma-separated peer addresses or networks whose X-Forwarded-For counts ("" for loopback;
+            on a Space any peer, which can only be its proxy).
+        allowed_hosts: Comma-separated Host header names served (``*.x.org`` for subdomains; "" for loopback names
+            when bound to loopback, the Space's host on a Space, else any).
         annotators: Annotator allowlist as written in the environment ("" for none).
         owners: Owner allowlist as written in the environment ("" for none).
         study: Study selected first ("" for the default).
@@ -146,6 +152,8 @@ class Settings:
     max_upload_mb: int = 200
     cookie_secret: str = field(default="", repr=False)
     proxy_hops: int = 0
+    trusted_proxies: str = ""
+    allowed_hosts: str = ""
     annotators: str = ""
     owners: str = ""
     study: str = ""
@@ -193,6 +201,8 @@ class Settings:
             max_upload_mb=_env_int(env, "AFFECTLAB_MAX_UPLOAD_MB", 200),
             cookie_secret=env.get("AFFECTLAB_COOKIE_SECRET", ""),
             proxy_hops=_env_int(env, "AFFECTLAB_PROXY_HOPS", 1 if env.get("SPACE_ID") else 0),
+            trusted_proxies=env.get("AFFECTLAB_TRUSTED_PROXIES", "").strip(),
+            allowed_hosts=(env.get("AFFECTLAB_ALLOWED_HOSTS") or env.get("SPACE_HOST") or "").strip(),
             annotators=env.get("AFFECTLAB_ANNOTATORS", ""),
             owners=env.get("AFFECTLAB_OWNERS", ""),
             study=env.get("AFFECTLAB_STUDY", "").strip(),

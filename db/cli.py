@@ -157,6 +157,12 @@ def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_vacuum(args: argparse.Namespace, settings: Settings) -> int:
+    shrunk = _store(settings).vacuum()
+    print(f"vacuumed: the database file shrank by {shrunk / 2**20:.1f} MB")
+    return 0
+
+
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
     counts = _store(settings).delete_media(args.media_id)
     print(
@@ -261,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("backup", help="copy the SQLite database with the online backup API")
     q.add_argument("--out", default=None, help="backup file (default: DATA_DIR/backups/affectlab-STAMP.sqlite3)")
     q.set_defaults(fn=_cmd_backup)
+
+    q = sub.add_parser("vacuum", help="rebuild the SQLite file without free pages (after deleting media or a study)")
+    q.set_defaults(fn=_cmd_vacuum)
 
     q = sub.add_parser("delete-media", help="delete a media item and everything derived from it")
     q.add_argument("media_id", type=int)

@@ -41,7 +41,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db import csvfile
 from db.codecs import decode_png, features_from_bytes
+from db.csvfile import CSV_LINE_END, FORMULA_PREFIXES, neutralise_cell
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
 from db.labels import FIELDS, ModelKey
@@ -63,22 +65,6 @@ EXPORTED_PREFIX = "exported_"
 """Prefix of the read-only columns recording what a CSV/Parquet export held in each editable column."""
 EDITABLE_COLUMNS = FIELDS
 """The columns of a CSV/Parquet export that ``import-labels`` reads as votes where they differ from ``exported_*``."""
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-"""First characters that make a spreadsheet read a text cell as a formula (OWASP CSV injection)."""
-CSV_LINE_END = "\r\n"
-"""RFC 4180 line end: the csv writer then quotes every cell holding a CR or LF (with LF alone, a lone CR is not)."""
-
-
-def neutralise_cell(value: str) -> str:
-    """A CSV text cell that no spreadsheet runs as a formula: ``'`` before a leading ``= + - @``, tab or CR.
-
-    Args:
-        value: The text (numbers must not be passed: they stay numbers).
-
-    Returns:
-        ``value``, with a leading apostrophe when it starts with one of :data:`FORMULA_PREFIXES`.
-    """
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 def unneutralise_cell(value: str) -> str:
@@ -377,7 +363,7 @@ def export(
         df = dataframe(rows, splits, classes, neutralise=fmt == "csv")
         out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
-            df.to_csv(out, index=False, lineterminator=CSV_LINE_END)
+            csvfile.write_frame(df, out)
         else:
             df.to_parquet(out, index=False)
         exported = rows
@@ -537,7 +523,7 @@ def export_class_table(
     if out.suffix.lower() == ".parquet":
         df.to_parquet(out, index=False)
     else:
-        df.to_csv(out, index=False)
+        csvfile.write_frame(df, out)
     out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
     return ExportReport(

@@ -88,15 +88,58 @@ def integrity_check(engine: Engine) -> str:
     return "ok" if not fk else f"{len(fk)} foreign key violations"
 
 
-def checkpoint(engine: Engine) -> None:
-    """On SQLite, moves the WAL into the database file (``secure_delete`` then zeroes deleted content there).
+def _raw_pragma(engine: Engine, sql: str) -> tuple[object, ...] | None:
+    """Runs one statement on a pooled connection's own sqlite3 connection, outside any transaction.
 
-    A busy checkpoint is skipped (logged): SQLite's next automatic one does it. Other databases: nothing to do.
+    The engine's ``begin`` hook opens every SQLAlchemy transaction with ``BEGIN IMMEDIATE``; ``wal_checkpoint`` and
+    ``VACUUM`` fail inside one ("database table is locked"), so they bypass SQLAlchemy's autobegin.
+    """
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        row = raw.execute(sql).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def checkpoint(engine: Engine) -> bool:
+    """On SQLite, moves the WAL into the database file and truncates it (``secure_delete`` zeroes deleted content).
+
+    Returns:
+        True when the whole WAL was checkpointed (then no deleted byte is left in it); False when readers kept part
+        of it (logged as a warning: SQLite's next checkpoint finishes it) or on another database.
     """
     if engine.dialect.name != "sqlite":
-        return
+        return False
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    except DBAPIError as e:
-        log.info("checkpoint after delete skipped: %s", e.orig)
+        row = _raw_pragma(engine, "PRAGMA wal_checkpoint(TRUNCATE)")
+    except (DBAPIError, sqlite3.Error) as e:
+        log.warning("checkpoint after delete failed: %s", getattr(e, "orig", e))
+        return False
+    busy = bool(row and row[0])
+    if busy:
+        log.warning("checkpoint after delete incomplete (readers busy): the WAL keeps deleted pages until the next")
+    return not busy
+
+
+def vacuum(engine: Engine) -> int:
+    """On SQLite, rebuilds the database file without free pages (``VACUUM``) after a checkpoint.
+
+    Deleted rows are zeroed by ``secure_delete`` already; VACUUM also returns the space and leaves no page of them.
+
+    Returns:
+        Bytes the file shrank by (0 on another database).
+
+    Raises:
+        StoreError: When SQLite refuses (e.g. another connection holds a transaction open).
+    """
+    path = sqlite_path(str(engine.url))
+    if engine.dialect.name != "sqlite" or path is None:
+        return 0
+    before = path.stat().st_size if path.exists() else 0
+    try:
+        checkpoint(engine)
+        _raw_pragma(engine, "VACUUM")
+        checkpoint(engine)
+    except (DBAPIError, sqlite3.Error) as e:
+        raise StoreError(f"VACUUM failed: {getattr(e, 'orig', e)}; stop the app and try again") from e
+    return max(0, before - (path.stat().st_size if path.exists() else 0))

@@ -700,6 +700,10 @@ class LabelStore:
             self.url, Path(out) if out is not None else maintenance.default_backup_path(self.data_dir)
         )
 
+    def vacuum(self) -> int:
+        """Rebuilds the SQLite file without free pages (``VACUUM``); returns the bytes it shrank by."""
+        return maintenance.vacuum(self.engine)
+
     def integrity_check(self) -> str:
         """``ok`` when the database is consistent (SQLite ``integrity_check`` and ``foreign_key_check``)."""
         return maintenance.integrity_check(self.engine)

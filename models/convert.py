@@ -5,10 +5,13 @@ HDF5 file holds arrays only, so nothing is unpickled or run.
 
 Security: the published ``.pt`` files are pickled ``nn.Module`` objects, and a plain unpickling can run any code.
 AffectLab unpickles in exactly one place, :func:`convert_checkpoint`, only files whose git blob SHA-1 matches the
-registry or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``), and even then
-through :class:`RemappingUnpickler`, which resolves only an allowlist of globals (tensor rebuild functions, plain
-containers, the ``torch.nn.Module`` classes of timm, torch and :mod:`models.mobilefacenet`) and refuses anything
-else (``os.system``, ``builtins.eval``...) with :class:`models.errors.UnsafeCheckpointError` before it runs. Every
+registry or that the user explicitly vouched for (``import_checkpoint(trust_unverified=True)``), and even then:
+the container is told apart first (:func:`checkpoint_container`: a ``torch.save`` zip or legacy pickle; TorchScript,
+which ``torch.load`` would hand to ``torch.jit.load`` and so run, is refused, as is anything else); every global its
+pickle names is read without running it and must pass :class:`RemappingUnpickler`'s allowlist (tensor rebuild
+functions, plain containers, the ``torch.nn.Module`` classes of timm, torch and :mod:`models.mobilefacenet`), else
+:class:`models.errors.UnsafeCheckpointError` (``os.system``, ``builtins.eval``...); then torch's own
+``weights_only=True`` loader reads it, allowed exactly those globals. Every
 later run reads safetensors, which cannot run code. Every file is written to a temporary name and moved into place
 with ``os.replace``, so a path that is trusted never holds a half-written file.
 """
@@ -21,6 +24,7 @@ import pickle
 import shutil
 import types
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -227,24 +231,125 @@ def _remapping_pickle_module() -> types.ModuleType:
     return mod
 
 
-def _unpickle_checkpoint(src: Path) -> Any:
-    """Unpickles a ``torch.save`` file on the CPU through :class:`RemappingUnpickler`'s allowlist.
+ZIP_SIGNATURE = b"PK\x03\x04"
+PICKLE_PROTO = b"\x80"
 
-    The only unpickling in AffectLab. ``weights_only=False`` because the published files are whole pickled modules,
-    which torch's own weights-only loader refuses; the allowlist keeps the guarantee that no code of the file runs.
+
+def checkpoint_container(src: Path) -> str:
+    """Tells a ``torch.save`` file's container apart before anything reads it as a checkpoint.
+
+    Returns:
+        ``"zip"`` (``torch.save`` since PyTorch 1.6: one ``data.pkl`` plus tensor records) or ``"legacy"`` (the older
+        pickle stream).
 
     Raises:
-        UnsafeCheckpointError: The pickle names a global outside the allowlist (nothing of the file ran).
+        UnsafeCheckpointError: A TorchScript archive (``constants.pkl``/``code/``): loading it runs its code, so it
+            is refused whatever its hash.
+        CheckpointFormatError: Anything else (a tar of PyTorch < 0.4, a zip of another kind, not a checkpoint).
+    """
+    import zipfile
+
+    with src.open("rb") as fh:
+        head = fh.read(512)
+    if head.startswith(ZIP_SIGNATURE):
+        try:
+            with zipfile.ZipFile(src) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CheckpointFormatError(f"{src}: a damaged zip file ({exc})") from exc
+        parts = [n.split("/", 1)[1] if "/" in n else n for n in names]
+        if any(p == "constants.pkl" or p.startswith("code/") or p.endswith(".py") for p in parts):
+            raise UnsafeCheckpointError(
+                "TorchScript code (a torch.jit archive; loading it runs the code it holds)", str(src)
+            )
+        if parts.count("data.pkl") != 1:
+            raise CheckpointFormatError(f"{src}: a zip file, but not one written by torch.save (no single data.pkl)")
+        return "zip"
+    if head.startswith(PICKLE_PROTO):
+        return "legacy"
+    if head[257:262] == b"ustar":
+        raise CheckpointFormatError(f"{src}: a tar archive (PyTorch < 0.4 format), which AffectLab does not read")
+    raise CheckpointFormatError(f"{src}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
+
+
+def _pickle_globals(stream: IO[bytes], pickles: int = 1) -> set[tuple[str, str]]:
+    """The ``(module, name)`` globals named by the next ``pickles`` pickles of ``stream``, read without running them.
+
+    Raises:
+        UnsafeCheckpointError: A global named in a way that cannot be read without running the pickle
+            (``STACK_GLOBAL`` built from anything but two plain strings).
+    """
+    import pickletools
+
+    found: set[tuple[str, str]] = set()
+    for _ in range(pickles):
+        pushed: list[str | None] = []  # what each op pushed: a plain string, or something else
+        for op, arg, _pos in pickletools.genops(stream):
+            if op.name == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                found.add((module, name))
+                pushed.append(None)
+            elif op.name == "STACK_GLOBAL":
+                module_, name_ = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
+                if module_ is None or name_ is None:
+                    raise UnsafeCheckpointError("a global built at run time (STACK_GLOBAL)")
+                found.add((module_, name_))
+                pushed.append(None)
+            elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                continue
+            else:
+                pushed.append(arg if isinstance(arg, str) and "UNICODE" in op.name else None)
+    return found
+
+
+def _checkpoint_globals(src: Path, container: str) -> set[tuple[str, str]]:
+    """Every global the checkpoint's pickles name (the zip's ``data.pkl``, or the legacy stream's pickles)."""
+    import zipfile
+
+    try:
+        if container == "zip":
+            with zipfile.ZipFile(src) as zf:
+                data = next(n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") <= 1)
+                with zf.open(data) as fh:
+                    return _pickle_globals(fh)
+        with src.open("rb") as fh:  # magic number, protocol version, system info, the object
+            return _pickle_globals(fh, pickles=4)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointFormatError(f"{src}: its pickle cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _unpickle_checkpoint(src: Path) -> Any:
+    """Loads a ``torch.save`` file on the CPU with ``weights_only=True``, its globals allowed one by one.
+
+    The only unpickling in AffectLab. First the container is told apart (:func:`checkpoint_container`: TorchScript,
+    which ``torch.load`` would hand to ``torch.jit.load`` and so run, is refused); then every global its pickle names
+    is read without running anything and looked up through :class:`RemappingUnpickler`'s allowlist (a global outside
+    it refuses the file before any of it loads); then torch's weights-only unpickler loads it, allowed exactly
+    those globals (the published files are whole pickled modules, whose classes it needs).
+
+    Raises:
+        UnsafeCheckpointError: TorchScript, or a global outside the allowlist (nothing of the file ran).
         CheckpointFormatError: The file is not a readable checkpoint.
     """
+    import io
+
     import torch
 
     try:
-        return torch.load(src, map_location="cpu", weights_only=False, pickle_module=_remapping_pickle_module())
+        container = checkpoint_container(src)
+        resolver = RemappingUnpickler(io.BytesIO(b""))
+        allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+            (resolver.find_class(module, name), f"{module}.{name}")
+            for module, name in sorted(_checkpoint_globals(src, container))
+        ]
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(src, map_location="cpu", weights_only=True)
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(exc.global_name, str(src)) from None
     except CheckpointFormatError as exc:
-        raise CheckpointFormatError(f"{src}: {exc}") from exc
+        raise CheckpointFormatError(f"{src}: {exc}" if str(src) not in str(exc) else str(exc)) from exc
     except Exception as exc:
         raise CheckpointFormatError(
             f"{src}: cannot be read as a PyTorch checkpoint ({type(exc).__name__}: {exc}). Is it the published "
@@ -437,6 +542,8 @@ def import_checkpoint(
                 out = convert_checkpoint(copy, spec, wd, actual, verified)
             except UnsafeCheckpointError as exc:
                 raise UnsafeCheckpointError(exc.global_name, str(src)) from None
+            except CheckpointFormatError as exc:  # name the user's file, not the private copy
+                raise CheckpointFormatError(str(exc).replace(str(copy), str(src))) from None
         else:
             out = weights_path(name, wd)
             os.replace(copy, out)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from models.errors import BadInputError
+from models.images import MAX_FRAME_PIXELS, check_pixels
 from models.types import Face
 
 if TYPE_CHECKING:
@@ -146,6 +147,12 @@ def _open(path: str | Path, name: str) -> InputContainer:
         container.close()
         what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
         raise BadInputError(name, f"no video stream ({what})")
+    try:  # the frame size the header declares (a GIF's canvas), before a frame is decoded
+        cc = container.streams.video[0].codec_context
+        check_pixels(name, int(cc.width or 0), int(cc.height or 0), "frame")
+    except BadInputError:
+        container.close()
+        raise
     return container
 
 
@@ -217,6 +224,8 @@ def is_video(path: str | Path) -> bool:
             if any(n in _STILL_FORMATS for n in container.format.name.split(",")):
                 return False
             st = container.streams.video[0]
+            if int(st.codec_context.width or 0) * int(st.codec_context.height or 0) > MAX_FRAME_PIXELS:
+                return True  # never decoded to find out: read as a video, its reader refuses it by name
             if st.codec_context.name == "gif" or not st.frames:
                 return any(n > 0 for n, _ in enumerate(container.decode(st)))
             return st.frames > 1 or bool(_duration(container, st))
@@ -396,6 +405,7 @@ class FrameReader:
                         continue
                     last_slot = slot
                 rot = _norm_rotation(frame.rotation)
+                check_pixels(self.name, frame.width, frame.height, "frame")  # a size change mid-stream
                 img: np.ndarray = frame.to_ndarray(format="rgb24")
                 if rot:
                     img = np.ascontiguousarray(np.rot90(img, rot // 90))

@@ -395,10 +395,14 @@ def export_model(
 
 
 def read_torchscript_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata an exported TorchScript file carries (``affectlab.json``)."""
-    extra = {METADATA_FILE: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    meta: dict[str, str] = json.loads(extra[METADATA_FILE] or "{}")  # written by _write_torchscript: str to str
+    """The metadata an exported TorchScript file carries (``affectlab.json``), read from the zip without loading it.
+
+    Loading a TorchScript archive runs the code it holds; reading one zip entry does not.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        entry = next((n for n in zf.namelist() if n.endswith(f"/extra/{METADATA_FILE}")), None)
+        raw = zf.read(entry).decode() if entry else ""
+    meta: dict[str, str] = json.loads(raw or "{}")  # written by _write_torchscript: str to str
     return meta

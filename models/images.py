@@ -16,8 +16,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from models.errors import BadInputError
 
-MAX_IMAGE_PIXELS = 89_478_485
-"""Pillow's default decompression-bomb limit (about 0.25 GB of 24-bit pixels); larger images are refused."""
+MAX_FRAME_PIXELS = 40_000_000
+"""The one pixel budget of every decoded picture, stills and video frames alike (40 Mpx: 120 MB as RGB; an 8K
+frame is 33 Mpx). Checked from the file's header before anything is decoded (:func:`check_pixels`)."""
+MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
+"""The same budget under its older name."""
+
+
+def check_pixels(name: str, width: int, height: int, what: str = "image") -> None:
+    """Refuses a picture over :data:`MAX_FRAME_PIXELS`, naming the file and the limit.
+
+    Raises:
+        BadInputError: ``width * height`` is over the budget.
+    """
+    if width * height > MAX_FRAME_PIXELS:
+        raise BadInputError(
+            name,
+            f"its {what}s are {width} x {height} = {width * height:,} pixels, over the {MAX_FRAME_PIXELS:,}-pixel "
+            "limit that guards the server against decompression bombs; downscale it first",
+        )
+
 
 ImageSource = str | Path | bytes | BinaryIO
 
@@ -101,9 +119,7 @@ def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
         raise BadInputError(shown, "the file is empty")
     try:
         im = _open(src)
-        pixels = im.width * im.height
-        if pixels > MAX_IMAGE_PIXELS:
-            raise Image.DecompressionBombError(str(pixels))
+        check_pixels(shown, im.width, im.height)  # from the header: nothing decoded yet
         im.load()
         if im.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
             # Only when there is something to undo: exif_transpose copies the whole image even for "upright".
@@ -112,7 +128,7 @@ def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
     except Image.DecompressionBombError:
         raise BadInputError(
             shown,
-            f"the image is larger than the {MAX_IMAGE_PIXELS:,}-pixel limit that guards against decompression "
+            f"the image is larger than the {MAX_FRAME_PIXELS:,}-pixel limit that guards against decompression "
             "bombs; downscale it first",
         ) from None
     except UnidentifiedImageError:

@@ -22,6 +22,7 @@ class Run:
 
     elements: list[tuple[str, Any]] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
+    fragment_ids: set[str] = field(default_factory=set)
 
     def of(self, kind: str) -> list[Any]:
         """The elements of one kind (``button``, ``download_button``, ``text_input``, ``markdown``...)."""
@@ -58,11 +59,22 @@ class StClient:
         """Sends any BackMsg as it is."""
         self.ws.send(msg.SerializeToString())
 
-    def run(self, page: str = "", widgets: list[WidgetState] | None = None, timeout: float = 120) -> Run:
-        """Reruns the script on ``page`` (url path, "" for the default) with widget values; waits for the end."""
+    def run(
+        self,
+        page: str = "",
+        widgets: list[WidgetState] | None = None,
+        timeout: float = 120,
+        fragment_id: str = "",
+    ) -> Run:
+        """Reruns the script on ``page`` (url path, "" for the default) with widget values; waits for the end.
+
+        With ``fragment_id`` only that fragment reruns (what a key press in a fragment sends).
+        """
         msg = BackMsg()
         msg.rerun_script.query_string = ""
         msg.rerun_script.page_name = page
+        if fragment_id:
+            msg.rerun_script.fragment_id = fragment_id
         if widgets:
             msg.rerun_script.widget_states.widgets.extend(widgets)
         self.send(msg)
@@ -83,7 +95,9 @@ class StClient:
             if kind == "new_session":
                 self.session_id = fwd.new_session.initialize.session_id or self.session_id
                 run.elements.clear()  # a new run starts (also after st.rerun): keep only the last run's elements
-            elif kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
+            if kind == "delta" and fwd.delta.fragment_id:
+                run.fragment_ids.add(fwd.delta.fragment_id)
+            if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
                 element = fwd.delta.new_element
                 name = element.WhichOneof("type")
                 run.elements.append((name, getattr(element, name)))

@@ -151,3 +151,85 @@ def test_state_dict_checkpoint_still_converts(tmp_path: Path) -> None:
     torch.save({"state_dict": module.state_dict(), "epoch": 3}, src)
     convert.import_checkpoint(src, NAME, tmp_path / "w", trust_unverified=True)
     assert weights.is_present(NAME, tmp_path / "w")
+
+
+class _ScriptedWriter(torch.nn.Module):
+    """A TorchScript module whose ``__setstate__`` (run by ``torch.jit.load``) writes into the file ``path``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.path, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.path = state[0]
+        written = torch.from_file(self.path, True, 8, dtype=torch.uint8).fill_(33)
+        self.training = state[1] and bool(written.sum() > 0)  # used, so that TorchScript keeps the write
+
+
+def _torchscript(tmp_path: Path) -> tuple[Path, Path]:
+    """A TorchScript archive and the 8-byte file its loading would overwrite with ``!`` (checked to happen)."""
+    path, marker = tmp_path / "scripted.pt", tmp_path / "written-by-torchscript"
+    with pytest.warns(FutureWarning):
+        torch.jit.script(_ScriptedWriter(str(marker))).save(str(path))
+    marker.write_bytes(b"\0" * 8)
+    with pytest.warns(FutureWarning):  # the probe is live: torch.jit.load runs the file's code
+        torch.jit.load(str(path))
+    assert marker.read_bytes() == b"!" * 8
+    marker.write_bytes(b"\0" * 8)
+    return path, marker
+
+
+def test_torchscript_is_refused_by_the_cli_and_the_web_import(tmp_path: Path) -> None:
+    from webapp.services.weights import import_weights
+
+    path, marker = _torchscript(tmp_path)
+    assert path.read_bytes().startswith(b"PK"), "a zip, like torch.save's own format"
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "models", "import-checkpoint", str(path), "--name", NAME, "--weights-dir"),
+            *(str(tmp_path / "w"), "--trust-unverified"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "TorchScript" in proc.stderr and str(path) in proc.stderr, proc.stderr
+    with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
+        import_weights(path.read_bytes(), "scripted.pt", NAME, tmp_path / "w", trust_unverified=True, owner=True)
+    with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
+        convert.import_checkpoint(path, NAME, tmp_path / "w", trust_unverified=True)
+    assert marker.read_bytes() == b"\0" * 8, "the archive's code ran"
+    assert not weights.is_present(NAME, tmp_path / "w")
+
+
+def test_only_checkpoint_containers_are_read(tmp_path: Path) -> None:
+    import tarfile
+    import zipfile
+
+    other_zip = tmp_path / "other.pt"
+    with zipfile.ZipFile(other_zip, "w") as zf:
+        zf.writestr("readme.txt", "not a checkpoint")
+    tar = tmp_path / "old.pt"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(other_zip, arcname="storages")
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    for bad, reason in ((other_zip, "data.pkl"), (tar, "tar archive"), (text, "not a PyTorch checkpoint")):
+        with pytest.raises(CheckpointFormatError, match=reason) as info:
+            convert.import_checkpoint(bad, NAME, tmp_path / "w", trust_unverified=True)
+        assert str(bad) in str(info.value)
+    legacy = tmp_path / "legacy.pt"
+    module = random_published_module(get_spec(NAME), seed=7)
+    torch.save(module.state_dict(), legacy, _use_new_zipfile_serialization=False)
+    assert convert.checkpoint_container(legacy) == "legacy"
+    convert.import_checkpoint(legacy, NAME, tmp_path / "w", trust_unverified=True)
+    assert weights.is_present(NAME, tmp_path / "w")

@@ -129,10 +129,10 @@ def test_bad_files_raise_named_errors(tmp_path: Path, single_face_jpg: Path, cas
 def test_decompression_bomb_limit(single_face_jpg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Image.open(single_face_jpg) as im:
         pixels = im.width * im.height
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", pixels - 1)
+    monkeypatch.setattr(images, "MAX_FRAME_PIXELS", pixels - 1)
     with pytest.raises(BadInputError, match="decompression bombs"):
         load_image(single_face_jpg, "bomb.jpg")
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", pixels)
+    monkeypatch.setattr(images, "MAX_FRAME_PIXELS", pixels)
     assert load_image(single_face_jpg).shape[0] > 0
 
 
@@ -142,3 +142,47 @@ def test_pillow_hard_limit_also_reports(tmp_path: Path) -> None:
     Image.new("1", (20000, 10000)).save(path)
     with pytest.raises(BadInputError, match="decompression bombs"):
         load_image(path)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header is rewritten to declare ``width`` x ``height`` (78 bytes: a bomb's header)."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
+
+
+def test_one_pixel_budget_for_stills_and_video_frames(tmp_path: Path) -> None:
+    """A 9000x9000 PNG (81 Mpx) and an animated GIF whose canvas is 8000x8000 are refused from their headers, by
+    name and with the limit; a picture at the budget is not."""
+    from models.decode import FrameReader, is_video
+
+    png = tmp_path / "bomb.png"
+    png.write_bytes(_png_declaring(9000, 9000))
+    with pytest.raises(BadInputError) as err:
+        load_image(png)
+    assert str(png) in str(err.value) and f"{images.MAX_FRAME_PIXELS:,}-pixel limit" in str(err.value)
+    assert "9000 x 9000" in str(err.value)
+    gif = tmp_path / "bomb.gif"
+    frames = [Image.new("P", (4, 4), i) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    data = bytearray(buf.getvalue())
+    data[6:10] = (8000).to_bytes(2, "little") + (8000).to_bytes(2, "little")  # the logical screen (canvas)
+    gif.write_bytes(bytes(data))
+    assert is_video(gif), "an over-budget GIF is read as a video (never decoded to decide), and refused there"
+    with pytest.raises(BadInputError) as err:
+        FrameReader(gif, "upload.gif")
+    assert "upload.gif" in str(err.value) and "8000 x 8000" in str(err.value)
+    assert f"{images.MAX_FRAME_PIXELS:,}-pixel limit" in str(err.value)
+    side = int(images.MAX_FRAME_PIXELS**0.5)
+    ok = tmp_path / "ok.png"
+    Image.new("1", (side, side)).save(ok)
+    assert load_image(ok).shape == (side, side, 3)

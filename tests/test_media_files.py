@@ -277,3 +277,39 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
     assert library.playable_media_file(store, media) == play
     assert store.delete_media(mid)["files"] == 2
     assert not kept.exists() and not play.exists()
+
+
+def test_deleted_crops_leave_no_bytes_in_the_sqlite_file_or_its_wal(tmp_path: Path) -> None:
+    """Deleting media checkpoints the WAL (secure_delete zeroes the pages): no crop byte stays in either file; VACUUM
+    (``python -m db vacuum``) then shrinks the file."""
+    import sqlite3
+
+    db_file = tmp_path / "affectlab.sqlite3"
+    store = LabelStore(f"sqlite:///{db_file}", data_dir=tmp_path / "data")
+    store.upgrade()
+    try:
+        results = fake_results("a.png", BOXES * 20, ["Fear", "Anger"] * 20, seed=7)
+        (mid,) = store.ingest_results("s", png_bytes(5), "a.png", results).media_ids
+        keep = store.ingest_results("s", png_bytes(6), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
+        with sqlite3.connect(db_file) as raw:
+            crops = [
+                bytes(r[0])
+                for r in raw.execute("SELECT crop_png FROM faces WHERE media_id = ?", (mid,)).fetchall()
+                if r[0]
+            ]
+        assert len(crops) == 40
+        probes = [c[len(c) // 2 : len(c) // 2 + 32] for c in crops]  # from inside each crop's compressed data
+
+        def found() -> int:
+            blob = b"".join(p.read_bytes() for p in (db_file, Path(f"{db_file}-wal")) if p.exists())
+            return sum(probe in blob for probe in probes)
+
+        assert found() == len(probes), "the probe sees the crops before the delete"
+        store.delete_media(mid)
+        assert found() == 0, "deleted crop bytes remain in the database file or its WAL"
+        assert store.media("s")[0].id == keep.media_ids[0], "the other media item is untouched"
+        before = db_file.stat().st_size
+        assert store.vacuum() == before - db_file.stat().st_size > 0
+        assert store.integrity_check() == "ok" and found() == 0
+    finally:
+        store.close()

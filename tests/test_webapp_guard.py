@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 
 from tests.server import serve_app
-from tests.stclient import StClient, submit_code
+from tests.stclient import Run, StClient, click, submit_code, text_value
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE, OWNER_CODE = "k-annotate", "k-own"
@@ -29,6 +30,7 @@ class Server:
     base: str
     proc: subprocess.Popen
     log: Path
+    data: Path
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -50,7 +52,7 @@ def server(
         "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false",
     }
     with serve_app(data, random_weights_dir, log, env=env, args=["--server.maxUploadSize", "1"]) as (base, proc):
-        yield Server(base, proc, log)
+        yield Server(base, proc, log, data)
 
 
 def _cookie(base: str) -> str:
@@ -109,7 +111,7 @@ def test_a_replayed_session_id_gets_nothing(server: Server) -> None:
         for cookie in (None, _cookie(server.base)):  # no cookie at all, or the attacker's own fresh one
             thief = StClient(server.base, cookie=cookie, session_id=sid)
             run = thief.run("dataset")
-            assert thief.session_id == sid, "Streamlit reconnected the thief to the owner's session"
+            assert thief.session_id != sid, "the guard gave the thief the owner's session"
             assert not run.of("download_button"), "no export for a replayed session id"
             assert "Delete" not in run.labels("button")
             assert run.labels("text_input") == ["Study access code"], run.text()
@@ -126,13 +128,154 @@ def test_a_replayed_session_id_gets_nothing(server: Server) -> None:
             assert "backend_operation_response" not in after.types and not after.of("download_button")
             thief.close()
         assert _put(server.base, f"/_stcore/upload_file/{sid}/stolen", 1000) == 403
+        signed_in_thief, thief_cookie = _owner(server.base)  # even signed in, another browser's session is not his
+        assert _put(server.base, f"/_stcore/upload_file/{sid}/stolen", 1000, thief_cookie) == 403
+        signed_in_thief.close()
         assert "dropped a 'clear_cache' message" in server.log_text()
         assert "dropped a 'backend_operation_request' message" in server.log_text()
+        assert "asked to resume a session of another browser" in server.log_text()
         again = StClient(server.base, cookie=_cookie_of_owner, session_id=sid)  # the owner's own browser: still in
         assert "CSV of faces" in again.run("dataset").labels("download_button")
         again.close()
     finally:
         owner.close()
+
+
+def _votes(data: Path) -> int:
+    """Rows of the annotations table (every stored vote) read straight from the SQLite file."""
+    import sqlite3
+
+    with sqlite3.connect(data / "affectlab.sqlite3") as db:
+        return int(db.execute("SELECT count(*) FROM annotations").fetchone()[0])
+
+
+def _reviewing_owner(base: str) -> tuple[StClient, str, Run]:
+    """An owner with an annotator name on the Review page: its run (class buttons, the panel's fragment)."""
+    owner, cookie = _owner(base)
+    page = owner.run("review")
+    name = next(e for e in page.of("text_input") if e.label == "Your name (annotator)")
+    page = owner.run("review", [text_value(name.id, "victim")])
+    assert page.fragment_ids, "the review panel is a fragment"
+    return owner, cookie, page
+
+
+def _class_clicks(page: Run) -> list[WidgetState]:
+    """A press of every class button, the track button, Undo and Skip: the widgets whose callbacks store votes."""
+    ids = [e.id for e in page.of("button") if e.id.rsplit("-", 1)[-1].startswith(("cls_", "apply", "undo", "skip"))]
+    assert len(ids) >= 7, [e.id for e in page.of("button")]
+    return [click(i) for i in ids]
+
+
+def test_no_fragment_rerun_or_callback_without_the_cookie(server: Server) -> None:
+    owner, _cookie_of_owner, page = _reviewing_owner(server.base)
+    sid, fragment = owner.session_id, sorted(page.fragment_ids)[0]
+    assert sid
+    clicks = _class_clicks(page)
+    before = _votes(server.data)
+    try:
+        for thief_cookie in (None, _cookie(server.base)):
+            thief = StClient(server.base, cookie=thief_cookie, session_id=sid)
+            for probe in (
+                thief.run("review", clicks, timeout=5),  # full rerun, every callback at once
+                thief.run("review", clicks, timeout=5, fragment_id=fragment),  # the panel alone
+                *(thief.run("review", [c], timeout=5, fragment_id=fragment) for c in clicks),  # each callback
+            ):
+                assert not probe.of("image") and "multi_face" not in probe.text()
+                assert not [b for b in probe.labels("button") if b in ("Undo", "Skip")], probe.labels("button")
+            thief.close()
+        assert _votes(server.data) == before, "a vote was stored for a replayed session id"
+        # the owner signs out; its own connection, now without a grant, replays the panel and its callbacks
+        out = next(e for e in owner.run("review").of("button") if e.id.endswith("-code_sign_out"))
+        gate = owner.run("review", [click(out.id)])
+        assert gate.labels("text_input") == ["Study access code"]
+        for c in clicks:
+            owner.run("review", [c], timeout=3, fragment_id=fragment)
+            owner.run("review", [c], timeout=10)
+        assert _votes(server.data) == before, "a vote was stored after sign-out"
+        assert "a fragment rerun while not signed in" in server.log_text()
+    finally:
+        owner.close()
+
+
+def test_a_fresh_cookie_at_sign_in(server: Server) -> None:
+    """Session fixation: a cookie known before sign-in (planted, or the attacker's own tab) is worth nothing after
+    it; the browser that signed in swaps it for a fresh one through the invisible image the app shows."""
+    import re
+
+    planted = _cookie(server.base)
+    attacker = StClient(server.base, cookie=planted)
+    victim = StClient(server.base, cookie=planted)
+    try:
+        assert attacker.run().labels("text_input") == ["Study access code"]
+        page = submit_code(victim, victim.run(), CODE, "Study access code")
+        images = [m for e in page.of("html") for m in re.findall(r'src="([^"]+)"', e.body)]
+        assert len(images) == 1 and "_affectlab/renew?t=" in images[0], page.text()
+        renew = urllib.request.Request(f"{server.base}/{images[0]}", headers={"Cookie": planted})
+        with urllib.request.urlopen(renew, timeout=10) as r:
+            fresh = r.headers.get("Set-Cookie", "").split(";", 1)[0]
+        assert fresh.startswith("affectlab_session=") and fresh != planted
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(renew, timeout=10)  # one use only
+        assert victim.run("dataset").labels("text_input") != ["Study access code"], "the open tab stays signed in"
+        assert attacker.run().labels("text_input") == ["Study access code"], "the planted cookie got nothing"
+        late = StClient(server.base, cookie=planted, session_id=victim.session_id)
+        assert late.run().labels("text_input") == ["Study access code"] and late.session_id != victim.session_id
+        late.close()
+        back = StClient(server.base, cookie=fresh, session_id=victim.session_id)  # a reconnect with the new cookie
+        assert back.run("dataset").labels("text_input") != ["Study access code"]
+        assert back.session_id == victim.session_id
+        back.close()
+    finally:
+        attacker.close()
+        victim.close()
+
+
+def test_a_flood_from_one_socket_stalls_no_one_else(server: Server) -> None:
+    """2,000 rerun messages from one signed-out socket as fast as it can send them: the health endpoint and another
+    client's page still answer within 2 s, and the flooding socket is closed."""
+    import threading
+
+    flooder = StClient(server.base, cookie=_cookie(server.base))
+    flooder.run()
+    msg = BackMsg()
+    msg.rerun_script.query_string = ""
+    msg.rerun_script.page_name = ""
+    data = msg.SerializeToString()
+    sent = [0]
+
+    def flood() -> None:
+        try:
+            for _ in range(2000):
+                flooder.ws.send(data)
+                sent[0] += 1
+        except Exception:  # closed by the server
+            pass
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        timings = []
+        for _ in range(3):
+            start = time.monotonic()
+            try:
+                with urllib.request.urlopen(server.base + "/_stcore/health", timeout=10) as r:
+                    assert r.read().strip() == b"ok"
+            except OSError as exc:
+                raise AssertionError(f"health: {exc}; sent {sent[0]}; {server.log_text()[-3000:]}") from exc
+            health = time.monotonic() - start
+            other = StClient(server.base, cookie=_cookie(server.base))
+            start = time.monotonic()
+            run = other.run(timeout=10)
+            page_s = time.monotonic() - start
+            other.close()
+            assert run.labels("text_input") == ["Study access code"]
+            timings.append((health, page_s))
+        thread.join(timeout=30)
+    finally:
+        flooder.close()
+    assert all(h < 2 and p < 2 for h, p in timings), timings
+    log = server.log_text()
+    assert "over the message rate" in log and "closed: it keeps flooding" in log, sent
 
 
 def test_anonymous_uploads_are_refused_and_hold_no_memory(server: Server) -> None:
@@ -220,8 +363,11 @@ def test_client_address_and_rate_limits() -> None:
 
     scope = {"client": ("10.0.0.9", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6, 1.2.3.4")]}
     assert client_address(scope, 0) == "10.0.0.9", "no front proxy: a client's own X-Forwarded-For is ignored"
-    assert client_address(scope, 1) == "1.2.3.4", "the entry the trusted front proxy appended"
-    assert client_address({"client": ("10.0.0.9", 1), "headers": []}, 1) == "10.0.0.9"
+    assert client_address(scope, 1, ("10.0.0.0/8",)) == "1.2.3.4", "the entry the trusted front proxy appended"
+    assert client_address(scope, 1, ("127.0.0.1/8",)) == "10.0.0.9", "a peer that is no configured proxy"
+    assert client_address({"client": ("10.0.0.9", 1), "headers": []}, 1, ("10.0.0.0/8",)) == "10.0.0.9"
+    rewritten = {"client": ("1.2.3.4", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6, 1.2.3.4")]}
+    assert client_address(rewritten, 0, upstream_rewrites=True) == "127.0.0.1", "uvicorn's rewrite is undone"
     now = [0.0]
     limiter = RateLimiter({"upload": Rate(burst=2, per_s=1)}, clock=lambda: now[0])
     assert [limiter.allow("a", "upload") for _ in range(3)] == [True, True, False]
@@ -229,6 +375,37 @@ def test_client_address_and_rate_limits() -> None:
     now[0] = 1.0
     assert limiter.allow("a", "upload") and not limiter.allow("a", "upload")
     assert limiter.allow("a", "unlimited-kind")
+
+
+def test_host_headers() -> None:
+    from affectlab.settings import Settings
+    from webapp.guard import host_allowed
+    from webapp.serve import allowed_hosts
+
+    local = allowed_hosts(Settings.from_env({}), "127.0.0.1")
+    assert (
+        host_allowed("localhost:8501", local) and host_allowed("127.0.0.1", local) and host_allowed("[::1]:80", local)
+    )
+    assert not host_allowed("attacker.example:8501", local), "DNS rebinding: a foreign name for a loopback server"
+    assert not host_allowed(None, local)
+    assert allowed_hosts(Settings.from_env({}), "0.0.0.0") == (), "bound to every interface: sign-in guards it"
+    space = allowed_hosts(Settings.from_env({"SPACE_HOST": "u-s.hf.space"}), "0.0.0.0")
+    assert host_allowed("u-s.hf.space", space) and not host_allowed("evil.hf.space", space)
+    assert host_allowed("a.lab.org", ("*.lab.org",)) and not host_allowed("lab.org.evil", ("*.lab.org",))
+
+
+def test_whose_forwarded_for_counts() -> None:
+    from affectlab.settings import Settings
+    from webapp.guard import client_address
+    from webapp.serve import guard_state
+
+    scope = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
+    local = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1"}))
+    assert client_address(scope, local.proxy_hops, local.trusted_proxies) == "203.0.113.7", "not a configured proxy"
+    space = guard_state(Settings.from_env({"SPACE_ID": "u/s"}), "0.0.0.0")
+    assert client_address(scope, space.proxy_hops, space.trusted_proxies) == "6.6.6.6", "a Space: only its proxy"
+    mine = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1", "AFFECTLAB_TRUSTED_PROXIES": "203.0.113.0/24"}))
+    assert client_address(scope, mine.proxy_hops, mine.trusted_proxies) == "6.6.6.6"
 
 
 def test_settings_of_the_guard() -> None:

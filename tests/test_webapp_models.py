@@ -153,3 +153,25 @@ def test_phone_export_without_the_converter_says_how_to_install_it(
     no_exception(at)
     assert "pip install -r requirements-mobile.txt" in at.error[0].value
     assert not at.get("download_button")
+
+
+def test_only_a_global_owner_manages_the_models(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The owner of one study (its own owners' code) sees the models but cannot fetch, import, fine-tune or remove
+    them, nor learn the server's weights folder; the global owners' code can."""
+    monkeypatch.setenv("AFFECTLAB_STUDY_OWNER_CODES", "default=study-own")
+    monkeypatch.setenv("AFFECTLAB_OWNER_CODE", "global-own")
+    at = new_app()
+    at.run()
+    at.text_input(key="w_access_code").input("study-own")
+    at.button(key="w_access_enter").click().run()
+    page(at, "model_weights")
+    no_exception(at)
+    assert not at.get("file_uploader") and not [b for b in at.button if b.label in ("Import", "Fetch")]
+    assert any("global owners" in i.value for i in at.info)
+    assert not any(str(weights) in c.value for c in at.caption), "the server's folder is not shown"
+    at.text_input(key="w_owner_code").input("global-own")
+    at.button(key="w_owner_code_enter").click().run()
+    page(at, "model_weights")
+    no_exception(at)
+    assert at.get("file_uploader") and [b for b in at.button if b.label == "Import"]
+    assert any(str(weights) in c.value for c in at.caption)

@@ -177,6 +177,20 @@ class AccessConfig:
             return False  # in code mode a typed name proves nothing: owners need the owners' code
         return who.strip().lower() in self._people(self.owners, study)
 
+    def is_global_owner(self, who: str | None, grant: CodeGrant | None) -> bool:
+        """Whether the caller may manage what serves every study (model weights, fine-tuned versions).
+
+        Local use; the global owners' code (``code`` mode); a login on the ``*=`` owners list (``oidc``). The owner
+        of one study is not one.
+        """
+        if self.mode == "local":
+            return True
+        if self.mode == "code":
+            return grant is not None and ALL in grant.own
+        if self.mode != "oidc" or not who:
+            return False
+        return who.strip().lower() in self.owners.get(ALL, frozenset())
+
     def coded(self, study: str | None) -> bool:
         """Whether ``study`` has its own code (the global access code then does not open it)."""
         return bool(study) and (study in self.study_codes or study in self.study_owner_codes)

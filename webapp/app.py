@@ -84,14 +84,16 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
             "OpenID Connect login (st.login, e.g. Hugging Face OAuth). On a trusted network only, "
             "AFFECTLAB_ALLOW_OPEN=1 turns this check off."
         )
+        _end_session()
         st.stop()
     if access.mode == "oidc":
         who = _signed_in_identity()
         if who is None:
             _forget_browser()  # signed out (or never in): its uploads stop too
+            _end_session()
             st.title("AffectLab")
             st.info("Sign in to see and annotate the studies.")
-            if st.button("Sign in", type="primary", icon=":material/login:"):
+            if st.button("Sign in", type="primary", icon=":material/login:", key=Keys.SIGN_IN):
                 try:
                     st.login()
                 except Exception as exc:  # e.g. Authlib missing, or an incomplete [auth] section
@@ -100,7 +102,8 @@ def _gate(access: AccessConfig, state: UIState) -> str | None:
         if not access.may_enter(who):
             st.title("AffectLab")
             st.error(f"{code_span(who)} is not on this deployment's list of annotators; ask a study owner to add you.")
-            st.button("Sign out", on_click=st.logout)
+            st.button("Sign out", on_click=st.logout, key=Keys.GATE_SIGN_OUT)
+            _end_session()
             st.stop()
         return who
     return None
@@ -122,13 +125,61 @@ def _browser() -> tuple[str | None, guard.GrantStore | None]:
     """
     g = guard.active()
     if g is not None:
-        return g.signer.verify(st.context.cookies.get(guard.COOKIE)), g.grants
+        return _guard_bid(g), g.grants
     if _under_test():
         state = ui_state()
         if not state.client_key:
             state.client_key = secrets.token_urlsafe(16)
         return f"test-session:{state.client_key}", guard.TEST_GRANTS
     return None, None
+
+
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else None
+
+
+def _guard_bid(g: guard.GuardState) -> str | None:
+    """This run's browser id behind the guard: its session's (renewed at sign-in), else its cookie's."""
+    return g.browser_of(_session_id(), st.context.cookies.get(guard.COOKIE))
+
+
+def _renew_cookie() -> None:
+    """After a sign-in: an invisible image whose request gives this browser a fresh cookie (until it has one)."""
+    g = guard.active()
+    state = ui_state()
+    if g is None or not state.renew_token:
+        return
+    if g.renewed(state.renew_token):
+        state.renew_token = ""
+        return
+    st.html(
+        f'<img src="{guard.RENEW_PATH}?t={state.renew_token}" alt="" width="1" height="1" '
+        'style="position:absolute;opacity:0">'
+    )
+
+
+def _end_session() -> None:
+    """Forgets this session's fragments, callbacks and state (at sign-out and at every run that stops signed out).
+
+    A fragment or a widget callback registered while signed in would otherwise stay reachable by the session
+    (the guard also drops fragment reruns and other widgets' values from signed-out browsers).
+    """
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    ctx.fragment_storage.clear()
+    client_key = ui_state().client_key  # AppTest's stand-in for the cookie: it outlives a sign-out, as a cookie does
+    st.session_state.clear()
+    ui_state().client_key = client_key
+    try:  # widget metadata holds the callbacks; SessionState.clear keeps it
+        ctx.session_state._state._new_widget_state.widget_metadata.clear()
+    except AttributeError:
+        log.warning("could not clear the widget callbacks of a signed-out session (Streamlit changed)")
 
 
 def _client_id(key: str | None) -> str:
@@ -148,11 +199,16 @@ def _code_form(
     label: str,
     form_key: str,
     widget_key: str,
+    enter_key: str,
 ) -> None:
-    """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time."""
+    """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time.
+
+    Wrong codes are counted per client address and never cleared by a right one (an annotator's own code does not
+    reset its guesses at the owners' code); a count is forgotten an hour after its last failure.
+    """
     with st.form(form_key):
         code = st.text_input(label, type="password", key=widget_key)
-        if not st.form_submit_button("Enter", type="primary"):
+        if not st.form_submit_button("Enter", type="primary", key=enter_key):
             return
     if key is None or grants is None:
         st.error(
@@ -171,9 +227,11 @@ def _code_form(
         extra = f" Wait {math.ceil(wait)} s before the next try." if wait else ""
         st.error(f"That code is not right.{extra}")
         return
-    THROTTLE.succeeded(client)
     old = grants.get(key)
     grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
+    g, sid = guard.active(), _session_id()
+    if g is not None and sid:
+        ui_state().renew_token = g.ask_renewal(key, sid)  # a fresh cookie at sign-in (no fixation)
     log.info("access code accepted from client %s", client)
     st.rerun()
 
@@ -199,7 +257,16 @@ def _code_gate(access: AccessConfig) -> tuple[str | None, CodeGrant | None]:
     if isinstance(grant, CodeGrant):
         return key, grant
     st.title("AffectLab")
-    _code_form(access, key, grants, label="Study access code", form_key="access", widget_key=Keys.ACCESS_CODE)
+    _code_form(
+        access,
+        key,
+        grants,
+        label="Study access code",
+        form_key="access",
+        widget_key=Keys.ACCESS_CODE,
+        enter_key=Keys.ACCESS_ENTER,
+    )
+    _end_session()
     st.stop()
     raise AssertionError("unreachable")  # st.stop() raises
 
@@ -285,7 +352,7 @@ def _forget_browser() -> None:
     """Tells the guard that this browser is signed out."""
     g = guard.active()
     if g is not None:
-        g.grants.revoke(g.signer.verify(st.context.cookies.get(guard.COOKIE)))
+        g.grants.revoke(_guard_bid(g))
 
 
 def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
@@ -293,7 +360,7 @@ def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
     g = guard.active()
     if g is None or access.mode == "closed" or (access.mode == "oidc" and who is None):
         return
-    bid = g.signer.verify(st.context.cookies.get(guard.COOKIE))
+    bid = _guard_bid(g)
     if bid is not None and g.grants.get(bid) is None:
         g.grants.put(bid, who or "local")
 
@@ -314,6 +381,7 @@ def main() -> None:
     key, grant = _code_gate(access) if access.mode == "code" else (None, None)
     if access.mode != "code":
         _mark_signed_in(access, who)
+    _renew_cookie()
     visible = _visible(access, who, grant)
     store = resources.label_store(s)
     study = _sidebar_study(access, state, store, visible)
@@ -324,9 +392,18 @@ def main() -> None:
     if access.mode == "code":
         _, grants = _browser()
         with st.sidebar.expander("Another code (a study's code, owners' code)"):
-            _code_form(access, key, grants, label="Code", form_key="more_codes", widget_key=Keys.OWNER_CODE)
+            _code_form(
+                access,
+                key,
+                grants,
+                label="Code",
+                form_key="more_codes",
+                widget_key=Keys.OWNER_CODE,
+                enter_key=Keys.OWNER_CODE_ENTER,
+            )
         if st.sidebar.button("Sign out", icon=":material/logout:", key=Keys.CODE_SIGN_OUT) and grants is not None:
             grants.revoke(key)
+            _end_session()
             st.rerun()
     owner = access.is_owner(who or annotator, study, owner_code_ok=access.owns(grant, study))
     set_context(
@@ -339,6 +416,7 @@ def main() -> None:
             annotator=annotator,
             owner=owner,
             media_dir=resources.media_dir(s),
+            global_owner=access.is_global_owner(who, grant),
         )
     )
     views = Path(__file__).parent / "views"

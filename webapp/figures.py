@@ -5,6 +5,7 @@ No streamlit here: every function returns a PIL image or a ``plotly.graph_object
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,16 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
+
+
+def plot_text(value: object) -> str:
+    """A name people typed, safe in any plotly text (titles, legends, labels, annotations, hover).
+
+    Plotly renders a subset of HTML (``<a href>``, ``<b>``, ``<br>``) in these strings: ``<``, ``>`` and ``&`` are
+    escaped, newlines become spaces, and ``%{`` (a template field in hover text) loses its brace.
+    """
+    return html.escape(str(value), quote=False).replace("\n", " ").replace("\r", " ").replace("%{", "%(")
+
 
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324")
 """Distinct box colours, cycled by face number."""
@@ -102,7 +113,7 @@ def probability_bar(probs: Mapping[str, float], title: str, highlight: str | Non
         )
     )
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="probability",
         yaxis_title="emotion class",
         height=300,
@@ -155,17 +166,17 @@ def circumplex(points: Sequence[tuple[float, float, str]], title: str) -> go.Fig
                 x=[v],
                 y=[a],
                 mode="markers+text",
-                text=[name],
+                text=[plot_text(name)],
                 textposition="top center",
                 marker={"size": 12, "color": PALETTE[i % len(PALETTE)]},
-                name=name,
-                hovertemplate=f"{name}: valence %{{x:.2f}}, arousal %{{y:.2f}}<extra></extra>",
+                name=plot_text(name),
+                hovertemplate="%{text}: valence %{x:.2f}, arousal %{y:.2f}<extra></extra>",
             )
         )
     for x, y, label in ((0.75, 0.75, "excited"), (-0.75, 0.75, "tense"), (-0.75, -0.75, "sad"), (0.75, -0.75, "calm")):
         fig.add_annotation(x=x, y=y, text=label, showarrow=False, font={"color": "#999999"})
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="valence (negative to positive)",
         yaxis_title="arousal (calm to excited)",
         height=360,
@@ -187,12 +198,12 @@ def probability_timeline(times: Sequence[float], probs: Sequence[Mapping[str, fl
                 x=list(times),
                 y=[float(p.get(n, 0.0)) for p in probs],
                 mode="lines",
-                name=n,
+                name=plot_text(n),
                 line={"color": CLASS_COLORS.get(n)},
             )
         )
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="time (s)",
         yaxis_title="probability",
         yaxis_range=[0, 1],
@@ -210,7 +221,7 @@ def va_timeline(
     fig.add_trace(go.Scatter(x=list(times), y=list(valence), mode="lines", name="valence"))
     fig.add_trace(go.Scatter(x=list(times), y=list(arousal), mode="lines", name="arousal"))
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="time (s)",
         yaxis_title="value in [-1, 1]",
         yaxis_range=[-1, 1],
@@ -226,7 +237,7 @@ def engagement_timeline(windows: Sequence[tuple[float, float, float]], title: st
     fig = go.Figure(go.Scatter(x=mids, y=[p for _, _, p in windows], mode="lines+markers", name="P(engaged)"))
     fig.add_hline(y=0.5, line_dash="dot", line_color="#999999")
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="time (s), window centre",
         yaxis_title="P(engaged)",
         yaxis_range=[0, 1],
@@ -242,7 +253,7 @@ def class_counts(labels: Sequence[str], series: Mapping[str, Mapping[str, int]],
     for name, counts in series.items():
         fig.add_trace(go.Bar(x=list(labels), y=[int(counts.get(c, 0)) for c in labels], name=name))
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="emotion class",
         yaxis_title="faces",
         barmode="group",
@@ -268,7 +279,7 @@ def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], ti
         )
     )
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="model class",
         yaxis_title="human class (majority)",
         height=420,
@@ -302,7 +313,7 @@ def class_timeline(
             fillcolor=PALETTE[k % len(PALETTE)],
             opacity=0.12,
             line_width=0,
-            annotation_text=name,
+            annotation_text=plot_text(name),
             annotation_position="top left",
         )
     by_minute: dict[int, list[float]] = {}
@@ -327,12 +338,12 @@ def class_timeline(
                 x=[int(r["minute"]) + 0.5 for r in rows],
                 y=[r.get(value) for r in rows],
                 mode="lines",
-                name=str(who),
+                name=plot_text(who),
                 line={"color": PALETTE[k % len(PALETTE)]},
             )
         )
     fig.update_layout(
-        title=title,
+        title=plot_text(title),
         xaxis_title="minute of the recording",
         yaxis_title=value.replace("_", " "),
         height=380,

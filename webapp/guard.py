@@ -14,16 +14,40 @@ request and websocket message before Streamlit does:
 - ``/_stcore/metrics`` is not served.
 - **Websocket messages**: "clear cache", "run on save" and debug messages from browsers are dropped (they would
   clear the shared models and database for everyone); a browser that is not signed in may only run the script.
-- ``X-Forwarded-For`` is replaced by the one client address the guard trusts (``AFFECTLAB_PROXY_HOPS`` front
-  proxies; 1 on a Space), so the app can throttle wrong codes per client.
+- **Sessions belong to browsers**: the guard learns each Streamlit session id from the server's own ``new_session``
+  message and binds it to the browser id of the connection that opened it. A websocket asking to resume a session
+  (the third ``Sec-WebSocket-Protocol`` entry) whose browser id differs gets a new session instead, and an upload to a
+  session of another browser is refused: a session id alone (it is in every upload URL) reaches nothing.
+- **A fresh cookie at sign-in**: the app shows an invisible image (:data:`RENEW_PATH` with a one-time token) after a
+  code is accepted; its request moves the grant to a new browser id and sets that cookie, and the session and its open
+  connection follow, so a cookie known before sign-in (planted, or another tab's) is worth nothing afterwards.
+- **Signed-out connections**: a connection whose cookie holds no grant may only run the whole script (the sign-in
+  step): fragment reruns are dropped and only the sign-in widgets' values (:data:`SIGNED_OUT_WIDGET_KEYS`) go
+  through, so no callback or fragment registered while the browser was signed in runs once it is not.
+- **Floods**: per connection, reruns and other messages are rate limited (over the limit they are dropped; a
+  connection that keeps flooding is closed), script runs in flight per client address are capped (a further rerun
+  waits), and open connections per client address are capped. ``server.maxMessageSize`` (16 MB) bounds a websocket
+  frame before it is buffered; :data:`MAX_WS_MESSAGE` bounds it after.
+- ``/media/...`` (crops, exports) needs a signed-in cookie.
+- **Host header**: with ``AFFECTLAB_ALLOWED_HOSTS`` set, or the server bound to a loopback address, any other Host
+  is refused (DNS rebinding against the local mode).
+- **Versions**: the Streamlit and Python versions in ``new_session`` are blanked.
+- **Client address**: the peer's address, or the entry ``AFFECTLAB_PROXY_HOPS`` from the right of
+  ``X-Forwarded-For`` when the peer is a configured proxy (``AFFECTLAB_TRUSTED_PROXIES``; loopback by default).
+  ``X-Forwarded-For`` from anyone else is ignored, including what uvicorn already rewrote from it. The app
+  throttles wrong codes per client address.
+- **Body timeouts**: a request body that stalls ``BODY_TIMEOUT_S`` between chunks is answered 408.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
+import os
 import secrets
 import threading
 import time
@@ -47,8 +71,20 @@ BLOCKED_PATHS = ("/_stcore/metrics",)
 DROPPED_MESSAGES = frozenset(
     {"clear_cache", "set_run_on_save", "load_git_info", "debug_disconnect_websocket", "debug_shutdown_runtime"}
 )
-SIGNED_OUT_MESSAGES = frozenset({"rerun_script", "app_heartbeat", "stop_script", "file_urls_request"})
+SIGNED_OUT_MESSAGES = frozenset({"rerun_script", "app_heartbeat", "stop_script"})
 """What a browser that is not signed in may send: running the script (the sign-in step) and keeping alive."""
+SIGNED_OUT_WIDGET_KEYS = frozenset({"w_access_code", "w_access_enter", "w_sign_in", "w_gate_sign_out"})
+"""Widget keys whose values a signed-out connection may send (the sign-in form; see ``webapp.state.Keys``)."""
+MEDIA_PATH = "/media/"
+RENEW_PATH = "_affectlab/renew"
+"""The request (an invisible image the app shows after a sign-in) that swaps the browser's cookie for a new one."""
+RENEW_TTL_S = 300.0
+_PIXEL = base64.b64decode("R0lGODlhAQABAAAAACH5BAEAAAAALAAAAAABAAEAAAIBAAA=")
+BODY_TIMEOUT_S = 30.0
+"""Seconds a request body may stall between two chunks."""
+MAX_PARSED_REPLY = 64 * 1024
+"""Server messages up to this size are read by the guard (session ids, run ends, versions); larger ones are deltas."""
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -184,6 +220,30 @@ DEFAULT_RATES: dict[str, Rate] = {
     "upload": Rate(burst=20, per_s=0.5),
     "ws": Rate(burst=20, per_s=0.5),  # websocket connections (one per tab, plus reconnects)
 }
+RERUN_RATE = Rate(burst=20, per_s=4)
+"""Script runs one connection may ask for (a browser asks once per widget change)."""
+MESSAGE_RATE = Rate(burst=60, per_s=20)
+"""Websocket messages of any kind one connection may send."""
+FLOOD_CLOSE_AFTER = 200
+"""Messages dropped in a row over the rates after which the connection is closed."""
+
+
+class Bucket:
+    """One token bucket (one connection's)."""
+
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self._clock = rate, clock
+        self.tokens, self.last = rate.burst, clock()
+
+    def take(self) -> bool:
+        """Takes a token; False when none is left."""
+        now = self._clock()
+        self.tokens = min(self.rate.burst, self.tokens + (now - self.last) * self.rate.per_s)
+        self.last = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 class RateLimiter:
@@ -217,6 +277,56 @@ class RateLimiter:
             return ok
 
 
+# ------------------------------------------------------------------------------------------------- sessions
+
+
+class SessionOwners:
+    """Which browser id each Streamlit session was opened by (learned from the server's ``new_session`` message)."""
+
+    def __init__(self, max_sessions: int = 100_000) -> None:
+        self._max = max_sessions
+        self._items: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def bind(self, session_id: str, bid: str | None) -> None:
+        """Records that ``bid``'s connection got session ``session_id`` (a first binding is never replaced)."""
+        with self._lock:
+            if session_id not in self._items:
+                self._items[session_id] = bid
+                while len(self._items) > self._max:
+                    self._items.popitem(last=False)
+
+    def rebind(self, session_id: str, bid: str) -> None:
+        """Moves a session to a renewed browser id (:meth:`Guard._renew`)."""
+        with self._lock:
+            self._items[session_id] = bid
+
+    def owner(self, session_id: str | None) -> tuple[bool, str | None]:
+        """Whether ``session_id`` is bound, and to which browser id."""
+        with self._lock:
+            if not session_id or session_id not in self._items:
+                return False, None
+            return True, self._items[session_id]
+
+    def belongs(self, session_id: str, bid: str | None) -> bool:
+        """Whether a connection with browser id ``bid`` may resume ``session_id`` (never without a browser id)."""
+        with self._lock:
+            return bid is not None and session_id in self._items and self._items[session_id] == bid
+
+
+class ClientSlots:
+    """Open websocket connections and script runs in flight, per client address."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, int] = {}
+        self.running: dict[str, int] = {}
+
+    def _add(self, table: dict[str, int], client: str, n: int) -> None:
+        table[client] = table.get(client, 0) + n
+        if table[client] <= 0:
+            del table[client]
+
+
 # ------------------------------------------------------------------------------------------------- the guard
 
 
@@ -231,6 +341,13 @@ class GuardState:
         cross_site: The app is shown in a third-party iframe (Hugging Face Space): SameSite=None cookies.
         proxy_hops: Front proxies whose ``X-Forwarded-For`` entry is trusted (0: the peer address is the client).
         limiter: The rate limits.
+        trusted_proxies: Peer addresses (or networks) whose ``X-Forwarded-For`` counts when ``proxy_hops`` > 0.
+        allowed_hosts: Host header names served (``*.example.org`` for subdomains); empty: any.
+        sessions: Which browser each Streamlit session belongs to.
+        max_connections_per_client: Open websocket connections per client address.
+        max_runs_per_client: Script runs in flight per client address (one more rerun waits).
+        rerun_rate: Reruns per connection.
+        message_rate: Websocket messages per connection.
     """
 
     signer: CookieSigner
@@ -239,6 +356,35 @@ class GuardState:
     cross_site: bool = False
     proxy_hops: int = 0
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/8", "::1")
+    allowed_hosts: tuple[str, ...] = ()
+    sessions: SessionOwners = field(default_factory=SessionOwners)
+    max_connections_per_client: int = 60
+    max_runs_per_client: int = 6
+    rerun_rate: Rate = RERUN_RATE
+    message_rate: Rate = MESSAGE_RATE
+    slots: ClientSlots = field(default_factory=ClientSlots)
+    upstream_rewrites: bool = False
+    renewals: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)
+
+    def browser_of(self, session_id: str | None, cookie_value: str | None) -> str | None:
+        """The browser id a script run acts for: its session's (renewed at sign-in), else its connection cookie's."""
+        bound, bid = self.sessions.owner(session_id)
+        return bid if bound else self.signer.verify(cookie_value)
+
+    def ask_renewal(self, bid: str, session_id: str) -> str:
+        """A one-time token that swaps ``bid``'s cookie for a new one (fetched by the browser of ``session_id``)."""
+        now = time.monotonic()
+        for token in [t for t, (_, _, exp) in self.renewals.items() if exp < now]:
+            self.renewals.pop(token, None)
+        token = secrets.token_urlsafe(24)
+        self.renewals[token] = (bid, session_id, now + RENEW_TTL_S)
+        return token
+
+    def renewed(self, token: str) -> bool:
+        """Whether the renewal of ``token`` has happened (or expired)."""
+        return token not in self.renewals
 
 
 _state: GuardState | None = None
@@ -262,13 +408,67 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
 
 
-def client_address(scope: Scope, proxy_hops: int) -> str:
-    """The client's address: the peer's, or the entry ``proxy_hops`` from the right of ``X-Forwarded-For``."""
-    peer = (scope.get("client") or ("unknown", 0))[0]
-    if proxy_hops <= 0:
-        return str(peer)
+def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    for net in networks:
+        try:
+            if ip in ipaddress.ip_network(net, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def uvicorn_trusted() -> tuple[str, ...]:
+    """The peers whose ``X-Forwarded-For`` uvicorn itself applies to ``scope["client"]`` (``FORWARDED_ALLOW_IPS``)."""
+    raw = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def client_address(
+    scope: Scope,
+    proxy_hops: int,
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/8", "::1"),
+    upstream_rewrites: bool = False,
+) -> str:
+    """The client's address: the peer's, or an ``X-Forwarded-For`` entry when the peer is a trusted proxy.
+
+    The entry is the one ``proxy_hops`` from the right, used only when the peer is one of ``trusted_proxies``.
+
+    ``upstream_rewrites``: uvicorn may have replaced the peer by an ``X-Forwarded-For`` entry (its default for
+    loopback peers, when :func:`webapp.serve.harden_uvicorn` could not turn it off); such an address (one of the
+    header's entries) is replaced by the peer uvicorn trusted, and the header is not used further.
+    """
+    peer = str((scope.get("client") or ("unknown", 0))[0])
     chain = [p.strip() for p in _headers(scope).get("x-forwarded-for", "").split(",") if p.strip()]
-    return chain[-proxy_hops] if len(chain) >= proxy_hops else str(peer)
+    if upstream_rewrites and chain and peer in chain:
+        trusted = [t for t in uvicorn_trusted() if t != "*"]
+        return trusted[0] if trusted else "unknown-proxy"
+    if proxy_hops <= 0 or not _in_networks(peer, trusted_proxies):
+        return peer
+    return chain[-proxy_hops] if len(chain) >= proxy_hops else peer
+
+
+def host_allowed(host: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a Host header names this server (``allowed`` empty: any; ``*.x.org`` matches subdomains)."""
+    if not allowed:
+        return True
+    if not host:
+        return False
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1:].partition("]")[0]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    for pattern in allowed:
+        p = pattern.strip().lower().rstrip(".")
+        if p == "*" or name == p or (p.startswith("*.") and name.endswith(p[1:])):
+            return True
+    return False
 
 
 async def _answer(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -295,9 +495,16 @@ class Guard:
         if state is None or scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        client = client_address(scope, state.proxy_hops)
+        client = client_address(scope, state.proxy_hops, state.trusted_proxies, state.upstream_rewrites)
         headers = [(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"x-forwarded-for"]
         scope = dict(scope, headers=[*headers, (b"x-forwarded-for", client.encode())])
+        if not host_allowed(_headers(scope).get("host"), state.allowed_hosts):
+            log.warning("request for unknown host %r from %s refused", _headers(scope).get("host", "")[:100], client)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _answer(send, 421, "Unknown host: this server answers for its own name only.")
+            return
         if scope["type"] == "websocket":
             await self._websocket(state, scope, receive, send, client)
         else:
@@ -318,16 +525,29 @@ class Guard:
         if any(path.rstrip("/").endswith(p) for p in BLOCKED_PATHS):
             await _answer(send, 404, "Not found.")
             return
+        if path.rstrip("/").endswith(RENEW_PATH):
+            await self._renew(state, scope, send, client, bid)
+            return
         upload = UPLOAD_PATH in path
         if not state.limiter.allow(client, "upload" if upload else "http"):
             log.warning("rate limit: %s requests from %s refused", "upload" if upload else "page", client)
             await _answer(send, 429, "Too many requests: wait a minute and try again.", [(b"retry-after", b"60")])
             return
-        has_body = scope.get("method") in ("POST", "PUT", "PATCH")
+        if MEDIA_PATH in path and not signed_in:
+            log.warning("media request refused: client %s is not signed in", client)
+            await _answer(send, 403, "Sign in first (access code or login).")
+            return
+        has_body = scope.get("method") in ("POST", "PUT", "PATCH", "DELETE")
         if upload and has_body and not signed_in:
             log.warning("upload refused: client %s is not signed in", client)
             await _answer(send, 403, "Sign in first (access code or login), then upload.")
             return
+        if upload:
+            session_id = path.split(UPLOAD_PATH, 1)[1].split("/", 1)[0]
+            if not state.sessions.belongs(session_id, bid):
+                log.warning("upload to a session of another browser refused (client %s)", client)
+                await _answer(send, 403, "This upload belongs to another browser's session.")
+                return
         limit = state.max_upload_bytes + MAX_BODY if upload else MAX_BODY  # multipart headers on top of the file
         length = _headers(scope).get("content-length", "")
         if length.isdigit() and int(length) > limit:
@@ -337,7 +557,10 @@ class Guard:
 
         async def bounded_receive() -> Message:
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), BODY_TIMEOUT_S)
+            except TimeoutError:
+                raise BodyTimeoutError from None
             if message.get("type") == "http.request":
                 seen += len(message.get("body") or b"")
                 if seen > limit:
@@ -350,24 +573,76 @@ class Guard:
             nonlocal started
             if message.get("type") == "http.response.start":
                 started = True
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
                 if bid is None and not upload:
                     cookie = cookie_header(state.signer.issue(), cross_site=state.cross_site)
-                    message = dict(message, headers=[*message.get("headers", []), (b"set-cookie", cookie.encode())])
+                    kept.append((b"set-cookie", cookie.encode()))
+                message = dict(message, headers=kept)
             await send(message)
 
         try:
-            await self.app(scope, bounded_receive, send_with_cookie)
+            await self.app(scope, bounded_receive if has_body else receive, send_with_cookie)
         except BodyTooLargeError:
             log.warning("request body over %d bytes from %s refused", limit, client)
             if not started:
                 await _answer(send, 413, f"Too large: at most {state.max_upload_bytes // (1024 * 1024)} MB per file.")
+        except BodyTimeoutError:
+            log.warning("request body from %s stalled over %.0f s: refused", client, BODY_TIMEOUT_S)
+            if not started:
+                await _answer(send, 408, "The request body stalled; send it again.")
+
+    async def _renew(self, state: GuardState, scope: Scope, send: Send, client: str, bid: str | None) -> None:
+        """Swaps a just-signed-in browser's cookie for a fresh one (no session fixation).
+
+        The grant moves to a new browser id, the session and its open connection follow, and the old id is worth
+        nothing afterwards: a cookie planted in the browser before sign-in stays signed out.
+        """
+        from urllib.parse import parse_qs
+
+        token = (parse_qs((scope.get("query_string") or b"").decode("latin-1")).get("t") or [""])[0]
+        pending = state.renewals.pop(token, None) if token else None
+        if pending is None or bid is None or pending[0] != bid or pending[2] < time.monotonic():
+            log.warning("cookie renewal refused for client %s", client)
+            await _answer(send, 404, "Not found.")
+            return
+        old, session_id, _ = pending
+        value = state.signer.issue()
+        new = state.signer.verify(value)
+        assert new is not None
+        grant = state.grants.get(old)
+        if grant is not None:
+            state.grants.put(new, grant)
+        state.grants.revoke(old)
+        state.sessions.rebind(session_id, new)
+        conn = state.live.get(session_id)
+        if conn is not None and conn.bid == old:
+            conn.bid = new
+        cookie = cookie_header(value, cross_site=state.cross_site)
+        headers = [
+            (b"content-type", b"image/gif"),
+            (b"content-length", str(len(_PIXEL)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"set-cookie", cookie.encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": _PIXEL})
 
     async def _websocket(self, state: GuardState, scope: Scope, receive: Receive, send: Send, client: str) -> None:
         if not state.limiter.allow(client, "ws"):
             log.warning("rate limit: websocket connection from %s refused", client)
             await send({"type": "websocket.close", "code": 1008})
             return
+        slots = state.slots
+        if slots.connections.get(client, 0) >= state.max_connections_per_client:
+            log.warning("websocket from %s refused: %d open already", client, state.max_connections_per_client)
+            await send({"type": "websocket.close", "code": 1008})
+            return
         from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        bid = _bid_of(state, scope)  # the cookie of this connection's handshake: fixed for its lifetime
+        scope = _without_foreign_session(state, scope, bid, client)
+        conn = _Connection(state.rerun_rate, state.message_rate, bid)
 
         async def filtered_receive() -> Message:
             while True:
@@ -375,7 +650,7 @@ class Guard:
                 if message.get("type") != "websocket.receive":
                     return message
                 data = message.get("bytes") or b""
-                if len(data) > MAX_WS_MESSAGE:
+                if len(data) > MAX_WS_MESSAGE or message.get("text"):
                     log.warning("websocket message of %d bytes from %s: connection closed", len(data), client)
                     return {"type": "websocket.disconnect", "code": 1009}
                 back = BackMsg()
@@ -384,18 +659,122 @@ class Guard:
                 except Exception:  # Streamlit closes the connection on it; let it
                     return message
                 kind = back.WhichOneof("type")
-                allowed = SIGNED_OUT_MESSAGES if not state.grants.get(_bid_of(state, scope)) else None
-                if kind in DROPPED_MESSAGES or (allowed is not None and kind not in allowed):
-                    log.warning(
-                        "dropped a %r message from %s (%s)",
-                        kind,
-                        client,
-                        "signed in" if allowed is None else "not signed in",
-                    )
+                if not conn.allow(kind):
+                    conn.dropped += 1
+                    if conn.dropped in (1, 10, 100) or conn.dropped % 1000 == 0:
+                        log.warning("dropped %d messages from %s over the message rate", conn.dropped, client)
+                    if conn.dropped >= FLOOD_CLOSE_AFTER:
+                        log.warning("websocket of %s closed: it keeps flooding", client)
+                        return {"type": "websocket.disconnect", "code": 1008}
                     continue
+                signed_in = state.grants.get(conn.bid) is not None
+                reason = _refusal(back, kind, signed_in)
+                if reason is not None:
+                    log.warning("dropped a %r message from %s (%s)", kind, client, reason)
+                    continue
+                conn.dropped = 0
+                if kind == "rerun_script" and not signed_in:
+                    kept = [w for w in back.rerun_script.widget_states.widgets if _sign_in_widget(w.id)]
+                    if len(kept) != len(back.rerun_script.widget_states.widgets):
+                        del back.rerun_script.widget_states.widgets[:]
+                        back.rerun_script.widget_states.widgets.extend(kept)
+                        message = dict(message, bytes=back.SerializeToString())
+                if kind == "rerun_script" and not conn.running:
+                    waited = 0.0
+                    while slots.running.get(client, 0) >= state.max_runs_per_client and waited < 60:
+                        await asyncio.sleep(0.05)  # this client's other runs first; its socket waits, no one else
+                        waited += 0.05
+                    conn.running = True
+                    slots._add(slots.running, client, 1)
                 return message
 
-        await self.app(scope, filtered_receive, send)
+        async def watched_send(message: Message) -> None:
+            data = message.get("bytes") if message.get("type") == "websocket.send" else None
+            if data and len(data) <= MAX_PARSED_REPLY:
+                fwd = ForwardMsg()
+                try:
+                    fwd.ParseFromString(data)
+                    kind = fwd.WhichOneof("type")
+                except Exception:
+                    kind = None
+                if kind == "new_session":
+                    sid = fwd.new_session.initialize.session_id
+                    if sid:
+                        state.sessions.bind(sid, conn.bid)
+                        conn.sid = sid
+                        state.live[sid] = conn
+                    env = fwd.new_session.initialize.environment_info
+                    env.streamlit_version, env.python_version, env.server_os = "", "", ""
+                    message = dict(message, bytes=fwd.SerializeToString())
+                elif kind == "script_finished" and conn.running:
+                    conn.running = False
+                    slots._add(slots.running, client, -1)
+            await send(message)
+
+        slots._add(slots.connections, client, 1)
+        try:
+            await self.app(scope, filtered_receive, watched_send)
+        finally:
+            if conn.sid and state.live.get(conn.sid) is conn:
+                del state.live[conn.sid]
+            slots._add(slots.connections, client, -1)
+            if conn.running:
+                slots._add(slots.running, client, -1)
+
+
+class BodyTimeoutError(Exception):
+    """A request body stalled past :data:`BODY_TIMEOUT_S`; the guard answers 408."""
+
+
+class _Connection:
+    """One websocket's rate buckets and whether a script run it asked for is in flight."""
+
+    def __init__(self, rerun_rate: Rate, message_rate: Rate, bid: str | None = None) -> None:
+        self.reruns, self.messages = Bucket(rerun_rate), Bucket(message_rate)
+        self.bid = bid  # the handshake cookie's browser id, or the one it was renewed to
+        self.sid = ""
+        self.running = False
+        self.dropped = 0
+
+    def allow(self, kind: str | None) -> bool:
+        if not self.messages.take():
+            return False
+        return kind != "rerun_script" or self.reruns.take()
+
+
+def _sign_in_widget(widget_id: str) -> bool:
+    """Whether a widget id is one of the sign-in widgets (ids end with ``-<key>`` when a key is given)."""
+    return any(widget_id.endswith("-" + key) for key in SIGNED_OUT_WIDGET_KEYS)
+
+
+def _refusal(back: Any, kind: str | None, signed_in: bool) -> str | None:
+    """Why a browser message is dropped, None when it goes through."""
+    if kind in DROPPED_MESSAGES:
+        return "never from a browser"
+    if signed_in:
+        return None
+    if kind not in SIGNED_OUT_MESSAGES:
+        return "not signed in"
+    if kind == "rerun_script" and back.rerun_script.fragment_id:
+        return "a fragment rerun while not signed in"
+    return None
+
+
+def _without_foreign_session(state: GuardState, scope: Scope, bid: str | None, client: str) -> Scope:
+    """The scope without a session id to resume unless that session was opened by this browser id."""
+    headers = scope.get("headers") or []
+    raw = next((v for k, v in headers if k.lower() == b"sec-websocket-protocol"), None)
+    if raw is None:
+        return scope
+    entries = [e.strip() for e in raw.decode("latin-1").split(",")]
+    if len(entries) < 3 or not entries[2]:
+        return scope
+    if state.sessions.belongs(entries[2], bid):
+        return scope
+    log.warning("client %s asked to resume a session of another browser: it gets a new session", client)
+    value = ", ".join(entries[:2]).encode("latin-1")
+    kept = [(k, v) for k, v in headers if k.lower() != b"sec-websocket-protocol"]
+    return dict(scope, headers=[*kept, (b"sec-websocket-protocol", value)])
 
 
 def _bid_of(state: GuardState, scope: Scope) -> str | None:

@@ -27,6 +27,8 @@ class UIState:
     Attributes:
         client_key: A random id of this session, for AppTest runs only (behind the guard, what a browser may do
             is bound to its signed cookie, never to session state).
+        renew_token: After a sign-in behind the guard: the one-time token of the request that gives this browser a
+            fresh cookie (``webapp.guard.RENEW_PATH``), "" when none is pending.
         study: The current study's name.
         annotator: The annotator's name typed in this session (unused when the name comes from the login).
         model: The active emotion model (None: the settings' default).
@@ -60,6 +62,7 @@ class UIState:
     """
 
     client_key: str = ""
+    renew_token: str = ""
     study: str | None = None
     annotator: str = ""
     model: str | None = None
@@ -154,7 +157,12 @@ class Keys:
     """
 
     ACCESS_CODE = "w_access_code"
+    ACCESS_ENTER = "w_access_enter"
+    SIGN_IN = "w_sign_in"
+    GATE_SIGN_OUT = "w_gate_sign_out"
+    """The sign-in widgets: all a signed-out browser may send values of (``guard.SIGNED_OUT_WIDGET_KEYS``)."""
     OWNER_CODE = "w_owner_code"
+    OWNER_CODE_ENTER = "w_owner_code_enter"
     STUDY = "w_study"
     TRY_SAMPLE = "w_try_sample"
     NEW_STUDY = "w_new_study"

@@ -41,6 +41,8 @@ class Context:
         annotator: The name corrections are recorded under, None until known (and allowed).
         owner: Whether this session may export and delete in the study.
         media_dir: Where media files are kept (None in features-only mode).
+        global_owner: Whether this session may manage what serves every study (weights, fine-tuned versions):
+            :meth:`webapp.access.AccessConfig.is_global_owner`, never the owner of one study.
     """
 
     settings: Settings
@@ -51,6 +53,7 @@ class Context:
     annotator: str | None
     owner: bool
     media_dir: Path | None
+    global_owner: bool = False
 
     @property
     def weights_dir(self) -> Path:

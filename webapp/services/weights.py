@@ -115,7 +115,7 @@ def weights_verified(name: str, weights_dir: Path) -> bool | None:
 def missing_weights_help(name: str, weights_dir: Path) -> str:
     """What to do when no emotion model has weights (plain text, one paragraph)."""
     return (
-        f"No weights for {name} in {weights_dir}. Open the Models page and press Fetch, or run "
+        f"No weights for {name}. A global owner opens the Models page and presses Fetch, or runs "
         f"`python -m models fetch {name}` (set AFFECTLAB_WEIGHTS_DIR for another folder). Without weights the app "
         "makes no predictions."
     )

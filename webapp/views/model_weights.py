@@ -77,7 +77,7 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                     bar.progress(0.0, text=f"{done} received")
 
             try:
-                weights.fetch_weights(name, ctx.weights_dir, report, owner=ctx.owner)
+                weights.fetch_weights(name, ctx.weights_dir, report, owner=ctx.global_owner)
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
                 st.error(code_span(str(exc)))
@@ -103,7 +103,7 @@ def _import(ctx: Context) -> None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
                 path = weights.import_weights(
-                    up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust, owner=ctx.owner
+                    up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust, owner=ctx.global_owner
                 )
             except HashMismatchError as exc:
                 st.error(
@@ -142,10 +142,10 @@ def _versions(ctx: Context) -> None:
         ),
         hide_index=True,
     )
-    if ctx.owner:
+    if ctx.global_owner:
         name = st.selectbox("Version", [v.name for v in versions], key=Keys.REMOVE_VERSION)
         if st.button("Remove this version", icon=":material/delete:"):
-            weights.remove_version(name, ctx.weights_dir, owner=ctx.owner)
+            weights.remove_version(name, ctx.weights_dir, owner=ctx.global_owner)
             resources.forget_models()
             flash("success", f"Removed {name}. Predictions it made keep its name and hash.")
             st.rerun()
@@ -213,7 +213,7 @@ def _finetune(ctx: Context) -> None:
                 lambda: resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device),
                 target,
                 ctx.weights_dir,
-                owner=ctx.owner,
+                owner=ctx.global_owner,
             )
         except AffectLabError as exc:
             st.error(code_span(str(exc)))
@@ -253,11 +253,8 @@ def render() -> None:
     """The Models page."""
     ctx = context()
     st.title("Models")
-    st.caption(
-        f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). Emotion models: "
-        + ", ".join(s.name for s in emotion_models())
-        + "."
-    )
+    where = f"Weights folder: {code_span(str(ctx.weights_dir))} (AFFECTLAB_WEIGHTS_DIR). " if ctx.global_owner else ""
+    st.caption(where + "Emotion models: " + ", ".join(s.name for s in emotion_models()) + ".")
     app = app_models(ctx.settings.model)
     missing = weights.missing_app_models(ctx.settings.model, ctx.weights_dir)
     st.caption(
@@ -268,10 +265,10 @@ def render() -> None:
     show_flash()
     rows = _table(ctx)
     active = st.container()
-    if not ctx.owner:
+    if not ctx.global_owner:
         with active:
             _active(ctx)
-        st.info("Fetching and importing weights is for the study's owners.")
+        st.info("Fetching, importing, fine-tuning and removing models is for global owners: models serve every study.")
         return
     versions = st.container()
     _fetch(ctx, rows)

