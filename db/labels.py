@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 from db.rows import AnnotationRow, FaceLabel, Judgement
-from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, Track
+from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, StudyStatus, Track
 from models.registry import EMOTIONS_8, ENGAGEMENT_LEVELS
 
 FIELDS = ("label", "valence", "arousal", "engagement", "note")
@@ -300,11 +300,23 @@ def numeric_agreement(values: Sequence[float], field: str) -> float | None:
 def choose_model(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
     """The model run a study's rows follow: the one with most predictions (ties: the most recent).
 
+    Without ``model`` this is the run kept by :mod:`db.status` (one row read), which it keeps equal to
+    :func:`count_model_runs`; a study without a kept row is counted.
+
     Args:
         session: An open session.
         study_id: The study.
         model: Restrict to runs of this model name.
     """
+    if model is None:
+        kept = session.get(StudyStatus, study_id)
+        if kept is not None:
+            return (kept.model, kept.weights_hash or "", kept.model_version) if kept.model is not None else None
+    return count_model_runs(session, study_id, model)
+
+
+def count_model_runs(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
+    """:func:`choose_model` counted over the study's predictions (what :mod:`db.status` keeps)."""
     run = (Prediction.model, Prediction.weights_hash, Prediction.model_version)
     stmt = (
         select(*run, func.count(), func.max(Prediction.id))

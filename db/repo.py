@@ -9,6 +9,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db import status
 from db.errors import NotFoundError, StudyNotFoundError
 from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
 from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
@@ -257,7 +258,10 @@ def delete_target(session: Session, model: type[Media] | type[Track], ident: int
     Raises:
         NotFoundError: When there is no such row.
     """
-    get_row(session, model, ident, what)
+    row = get_row(session, model, ident, what)
+    media_id = row.id if isinstance(row, Media) else row.media_id
+    study_id = session.scalar(select(Media.study_id).where(Media.id == media_id))
+    status.mark(session, media=[media_id], studies=[study_id] if study_id is not None else [])
     face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
     face_ids = select(Face.id).where(face_filter).scalar_subquery()
     n_faces = session.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
