@@ -25,14 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, Select, and_, case, delete, false, func, literal, select, true
 from sqlalchemy.orm import Session
 
 from db import repo
 from db.errors import StoreError
-from db.labels import face_labels
+from db.labels import choose_model, face_labels
 from db.rows import FaceLabel, ReviewItem
-from db.schema import Annotator, Face, Media, ReviewSkip, Study
+from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, MediaCount, ReviewSkip, Study
 
 ReviewOrder = Literal["uncertainty", "disagreement", "valence"]
 REVIEW_ORDERS: tuple[ReviewOrder, ...] = ("uncertainty", "disagreement", "valence")
@@ -352,28 +352,203 @@ def review_queue(
     model: str | None = None,
     limit: int = 50,
 ) -> ReviewQueue:
-    """``annotator``'s queue in a study (see :func:`build_queue`).
+    """``annotator``'s queue in a study: what :func:`build_queue` returns, read from the kept review state.
+
+    The faces come by a keyset over the queue's index (:class:`db.schema.FaceStatus`), skipping those this annotator
+    judged or skipped; the counts are the kept per-media counts corrected by the faces anyone judged or this
+    annotator skipped (bounded by people's work, not by the study's size). Following another model run than the
+    study's own (``model``) resolves the whole study instead.
 
     Raises:
         StudyNotFoundError: For a study that does not exist.
     """
+    if by not in REVIEW_ORDERS:
+        raise StoreError(f"unknown review order {by!r}; use one of {', '.join(REVIEW_ORDERS)}")
     st = repo.get_study(session, study)
-    rows, _ = face_labels(session, st.id, model)
-    skipped = skipped_faces(session, st.id, annotator) if annotator else set()
-    return build_queue(
-        rows,
-        by,
-        annotator=annotator,
-        skipped=skipped,
-        settings=study_settings(session, study),
-        study_id=st.id,
-        flt=flt,
-        limit=limit,
+    settings = study_settings(session, study)
+    if model is not None and choose_model(session, st.id, model) != choose_model(session, st.id):
+        rows, _ = face_labels(session, st.id, model)
+        skipped = skipped_faces(session, st.id, annotator) if annotator else set()
+        return build_queue(
+            rows, by, annotator=annotator, skipped=skipped, settings=settings, study_id=st.id, flt=flt, limit=limit
+        )
+    me = session.scalar(select(Annotator.id).where(Annotator.name == annotator)) if annotator else None
+    fs = FaceStatus
+    where = _filter(session, st.id, flt)
+    mine = _not_mine(me)
+    waiting = [*where, _in_queue(by, settings), *mine]
+    key = {"uncertainty": fs.u_key, "disagreement": fs.d_key, "valence": fs.v_key}[by]
+    ids = list(session.scalars(select(fs.face_id).where(*waiting).order_by(key, fs.face_id).limit(limit)))
+    by_id = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
+    items = tuple(_item(by_id[i], by, settings.independent) for i in ids if i in by_id)
+    skipped_where = [*where, fs.face_id.in_(_skips(me)), *mine[:1]] if me is not None else None
+    n_skipped = session.scalar(select(func.count()).where(*skipped_where)) if skipped_where else 0
+    if _narrow(flt) or by == "disagreement":
+        total_by_media = _by_media(session, where)
+        left_by_media = _by_media(session, waiting)
+    if not _narrow(flt):
+        total_by_media, left_wide = _wide_counts(session, st.id, flt, by, me, where, waiting)
+        if by != "disagreement":
+            left_by_media = left_wide
+    return ReviewQueue(
+        items=items,
+        left=sum(left_by_media.values()),
+        total=sum(total_by_media.values()),
+        left_by_media=left_by_media,
+        total_by_media=total_by_media,
+        skipped=int(n_skipped or 0),
+    )
+
+
+def _narrow(flt: ReviewFilter) -> bool:
+    """Whether a filter selects a bounded set (a track, or faces people judged), counted directly."""
+    return (
+        flt.track_id is not None or flt.human_label is not None or flt.labelled_by is not None or flt.labelled is True
+    )
+
+
+def _filter(session: Session, study_id: int, flt: ReviewFilter) -> list[ColumnElement[bool]]:
+    fs = FaceStatus
+    where: list[ColumnElement[bool]] = [fs.study_id == study_id]
+    if flt.media_id is not None:
+        where.append(fs.media_id == flt.media_id)
+    if flt.track_id is not None:
+        where.append(fs.track_id == flt.track_id)
+    if flt.model_label is not None:
+        where.append(fs.model_label == flt.model_label)
+    if flt.human_label is not None:
+        where += [fs.n_judges > 0, fs.human_label == flt.human_label]
+    if flt.labelled_by is not None:
+        who = session.scalar(select(Annotator.id).where(Annotator.name == flt.labelled_by))
+        judged = select(FaceJudge.face_id).where(FaceJudge.annotator_id == who, FaceJudge.study_id == study_id)
+        where.append(fs.face_id.in_(judged) if who is not None else false())
+    if flt.labelled is True:
+        where += [fs.n_judges > 0, fs.human_label.is_not(None)]
+    elif flt.labelled is False:
+        where.append(fs.human_label.is_(None))
+    return where
+
+
+def _in_queue(by: ReviewOrder, settings: StudySettings) -> ColumnElement[bool]:
+    fs = FaceStatus
+    if by == "uncertainty":
+        return fs.n_votes < case((fs.route < settings.double_share, 2), else_=1)
+    if by == "disagreement":
+        return and_(fs.n_judges > 0, fs.d_key.is_not(None))
+    return fs.v_key.is_not(None)
+
+
+def _skips(me: int | None) -> Select[tuple[int]]:
+    return select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == me)
+
+
+def _not_mine(me: int | None) -> list[ColumnElement[bool]]:
+    """Not judged by ``me``, not skipped by ``me`` (nothing for nobody)."""
+    if me is None:
+        return []
+    fs = FaceStatus
+    judged = select(FaceJudge.face_id).where(FaceJudge.face_id == fs.face_id, FaceJudge.annotator_id == me)
+    skipped = select(ReviewSkip.face_id).where(ReviewSkip.face_id == fs.face_id, ReviewSkip.annotator_id == me)
+    return [~judged.exists(), ~skipped.exists()]
+
+
+def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[int, int]:
+    fs = FaceStatus
+    stmt = select(fs.media_id, func.count()).where(*where).group_by(fs.media_id)
+    return {int(m): int(n) for m, n in session.execute(stmt) if n}
+
+
+def _wide_counts(
+    session: Session,
+    study_id: int,
+    flt: ReviewFilter,
+    by: ReviewOrder,
+    me: int | None,
+    where: Sequence[ColumnElement[bool]],
+    waiting: Sequence[ColumnElement[bool]],
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Totals and faces left per media item of a filter over media, model class and "not labelled".
+
+    A face nobody judged and this annotator did not skip counts as its model values say, which the kept
+    :class:`db.schema.MediaCount` rows hold; the others (a set bounded by people's work) are counted as they are.
+    """
+    fs = FaceStatus
+    kept = select(MediaCount.media_id, func.sum(MediaCount.n_faces), func.sum(MediaCount.n_valence)).where(
+        MediaCount.study_id == study_id
+    )
+    if flt.media_id is not None:
+        kept = kept.where(MediaCount.media_id == flt.media_id)
+    if flt.model_label is not None:
+        kept = kept.where(MediaCount.model_label == flt.model_label)
+    total: Counter[int] = Counter()
+    left: Counter[int] = Counter()
+    for m, n, v in session.execute(kept.group_by(MediaCount.media_id)):
+        total[int(m)] += int(n or 0)
+        left[int(m)] += int((n if by == "uncertainty" else v) or 0)
+    touched = select(fs.face_id).where(fs.study_id == study_id, fs.n_judges > 0)
+    if me is not None:
+        touched = touched.union(_skips(me))  # type: ignore[assignment]
+    base = _filter(session, study_id, dataclasses.replace(flt, labelled=None))
+    model_only = true() if by == "uncertainty" else fs.m_valence.is_not(None)
+    one = literal(1)
+    stmt = (
+        select(
+            fs.media_id,
+            func.count(),
+            func.sum(case((and_(*where), one), else_=0)),
+            func.sum(case((model_only, one), else_=0)),
+            func.sum(case((and_(*waiting), one), else_=0)),
+        )
+        .where(*base, fs.face_id.in_(touched))
+        .group_by(fs.media_id)
+    )
+    for m, n_all, n_total, n_model, n_left in session.execute(stmt):
+        total[int(m)] += int(n_total or 0) - int(n_all)
+        left[int(m)] += int(n_left or 0) - int(n_model or 0)
+    return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}
+
+
+def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:
+    reason = _reason(f, by, independent) or ("", 0.0)
+    return ReviewItem(
+        face_id=f.face_id,
+        media_id=f.media_id,
+        filename=f.filename,
+        frame=f.frame,
+        time_s=f.time_s,
+        track_id=f.track_id,
+        model_label=f.model_label,
+        model_confidence=f.model_confidence,
+        label=f.label,
+        label_source=f.label_source,
+        valence=f.valence,
+        arousal=f.arousal,
+        reason=reason[0],
+        score=reason[1],
     )
 
 
 def browse(session: Session, study: str, flt: ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
-    """The faces of a study that pass ``flt`` (e.g. ``labelled_by`` for "the faces I labelled"), in media order."""
+    """The faces of a study that pass ``flt`` (e.g. ``labelled_by`` for "the faces I labelled"), in media order.
+
+    The faces are found in the kept review state and only they are resolved (following another model run than the
+    study's own, ``model``, resolves the whole study instead).
+    """
     st = repo.get_study(session, study)
-    rows, _ = face_labels(session, st.id, model)
-    return [r for r in rows if flt.matches(r)]
+    if model is not None and choose_model(session, st.id, model) != choose_model(session, st.id):
+        rows, _ = face_labels(session, st.id, model)
+        return [r for r in rows if flt.matches(r)]
+    fs = FaceStatus
+    stmt = (
+        select(fs.face_id)
+        .join(Face, Face.id == fs.face_id)
+        .where(*_filter(session, st.id, flt))
+        .order_by(Face.media_id, Face.frame, Face.face_index, Face.id)
+    )
+    ids = list(session.scalars(stmt))
+    out: list[FaceLabel] = []
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        got = {f.face_id: f for f in face_labels(session, st.id, face_ids=part)[0]}
+        out += [got[f] for f in part if f in got]
+    return out
