@@ -263,6 +263,8 @@ def delete_target(session: Session, model: type[Media] | type[Track], ident: int
     study_id = session.scalar(select(Media.study_id).where(Media.id == media_id))
     status.mark(session, media=[media_id], studies=[study_id] if study_id is not None else [])
     face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
+    if model is Track:
+        status.forget(session, list(session.scalars(select(Face.id).where(face_filter))))
     face_ids = select(Face.id).where(face_filter).scalar_subquery()
     n_faces = session.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
     n_ann = session.scalar(select(func.count(Annotation.id)).where(Annotation.face_id.in_(face_ids))) or 0

@@ -25,14 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, false, func, literal, select, true
+from sqlalchemy import ColumnElement, and_, case, delete, false, func, select
 from sqlalchemy.orm import Session
 
-from db import repo
+from db import repo, status
 from db.errors import StoreError
 from db.labels import choose_model, face_labels
 from db.rows import FaceLabel, ReviewItem
-from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, MediaCount, ReviewSkip, Study
+from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, QueueCount, ReviewSkip, Study
 
 ReviewOrder = Literal["uncertainty", "disagreement", "valence"]
 REVIEW_ORDERS: tuple[ReviewOrder, ...] = ("uncertainty", "disagreement", "valence")
@@ -150,6 +150,8 @@ def set_study_settings(session: Session, study: str, settings: StudySettings) ->
     st = repo.get_or_create_study(session, study)
     st.independent = settings.independent
     st.hide_model = settings.hide_model and settings.independent
+    if float(st.double_share or 0.0) != float(settings.double_share):
+        status.mark(session, counts=[st.id])
     st.double_share = float(settings.double_share)
     st.blur_faces = bool(settings.blur_faces)
     session.flush()
@@ -191,14 +193,20 @@ def unskip(
     who = session.scalar(select(Annotator).where(Annotator.name == annotator))
     if who is None:
         return 0
-    stmt = delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id)
+    stmt = select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == who.id)
     if face_ids is not None:
         stmt = stmt.where(ReviewSkip.face_id.in_(list(face_ids)))
     elif study_id is not None:
-        faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id)
-        stmt = stmt.where(ReviewSkip.face_id.in_(faces.scalar_subquery()))
-    result = session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        mine = select(FaceJudge.face_id).where(
+            FaceJudge.annotator_id == who.id, FaceJudge.study_id == study_id, FaceJudge.skipped
+        )
+        stmt = stmt.where(ReviewSkip.face_id.in_(mine))
+    ids = list(session.scalars(stmt))
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        session.execute(delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id, ReviewSkip.face_id.in_(part)))
+    status.mark(session, faces=ids)
+    return len(ids)
 
 
 def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
@@ -381,29 +389,24 @@ def review_queue(
     ids = list(session.scalars(select(fs.face_id).where(*waiting).order_by(key, fs.face_id).limit(limit)))
     by_id = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
     items = tuple(_item(by_id[i], by, settings.independent) for i in ids if i in by_id)
-    skipped_where = [*where, fs.face_id.in_(_skips(me)), *mine[:1]] if me is not None else None
-    n_skipped = session.scalar(select(func.count()).where(*skipped_where)) if skipped_where else 0
-    if _narrow(flt) or by == "disagreement":
+    if flt.track_id is None and flt.labelled_by is None:
+        total_by_media, left_by_media, n_skipped = _kept_counts(session, st.id, flt, by, me)
+    else:
         total_by_media = _by_media(session, where)
         left_by_media = _by_media(session, waiting)
-    if not _narrow(flt):
-        total_by_media, left_wide = _wide_counts(session, st.id, flt, by, me, where, waiting)
-        if by != "disagreement":
-            left_by_media = left_wide
+        n_skipped = 0
+        if me is not None:
+            skips = select(FaceJudge.face_id).where(
+                FaceJudge.annotator_id == me, FaceJudge.skipped, ~FaceJudge.judged, FaceJudge.face_id == fs.face_id
+            )
+            n_skipped = session.scalar(select(func.count()).where(*where, skips.exists())) or 0
     return ReviewQueue(
         items=items,
         left=sum(left_by_media.values()),
         total=sum(total_by_media.values()),
         left_by_media=left_by_media,
         total_by_media=total_by_media,
-        skipped=int(n_skipped or 0),
-    )
-
-
-def _narrow(flt: ReviewFilter) -> bool:
-    """Whether a filter selects a bounded set (a track, or faces people judged), counted directly."""
-    return (
-        flt.track_id is not None or flt.human_label is not None or flt.labelled_by is not None or flt.labelled is True
+        skipped=int(n_skipped),
     )
 
 
@@ -420,7 +423,9 @@ def _filter(session: Session, study_id: int, flt: ReviewFilter) -> list[ColumnEl
         where += [fs.n_judges > 0, fs.human_label == flt.human_label]
     if flt.labelled_by is not None:
         who = session.scalar(select(Annotator.id).where(Annotator.name == flt.labelled_by))
-        judged = select(FaceJudge.face_id).where(FaceJudge.annotator_id == who, FaceJudge.study_id == study_id)
+        judged = select(FaceJudge.face_id).where(
+            FaceJudge.annotator_id == who, FaceJudge.study_id == study_id, FaceJudge.judged
+        )
         where.append(fs.face_id.in_(judged) if who is not None else false())
     if flt.labelled is True:
         where += [fs.n_judges > 0, fs.human_label.is_not(None)]
@@ -438,18 +443,13 @@ def _in_queue(by: ReviewOrder, settings: StudySettings) -> ColumnElement[bool]:
     return fs.v_key.is_not(None)
 
 
-def _skips(me: int | None) -> Select[tuple[int]]:
-    return select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == me)
-
-
 def _not_mine(me: int | None) -> list[ColumnElement[bool]]:
-    """Not judged by ``me``, not skipped by ``me`` (nothing for nobody)."""
+    """Neither judged nor skipped by ``me`` (nothing for nobody)."""
     if me is None:
         return []
     fs = FaceStatus
-    judged = select(FaceJudge.face_id).where(FaceJudge.face_id == fs.face_id, FaceJudge.annotator_id == me)
-    skipped = select(ReviewSkip.face_id).where(ReviewSkip.face_id == fs.face_id, ReviewSkip.annotator_id == me)
-    return [~judged.exists(), ~skipped.exists()]
+    marked = select(FaceJudge.face_id).where(FaceJudge.face_id == fs.face_id, FaceJudge.annotator_id == me)
+    return [~marked.exists()]
 
 
 def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[int, int]:
@@ -458,54 +458,40 @@ def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[in
     return {int(m): int(n) for m, n in session.execute(stmt) if n}
 
 
-def _wide_counts(
-    session: Session,
-    study_id: int,
-    flt: ReviewFilter,
-    by: ReviewOrder,
-    me: int | None,
-    where: Sequence[ColumnElement[bool]],
-    waiting: Sequence[ColumnElement[bool]],
-) -> tuple[dict[int, int], dict[int, int]]:
-    """Totals and faces left per media item of a filter over media, model class and "not labelled".
+def _kept_counts(
+    session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, me: int | None
+) -> tuple[dict[int, int], dict[int, int], int]:
+    """Totals, faces left per media item and faces skipped, from the kept :class:`db.schema.QueueCount` rows.
 
-    A face nobody judged and this annotator did not skip counts as its model values say, which the kept
-    :class:`db.schema.MediaCount` rows hold; the others (a set bounded by people's work) are counted as they are.
+    For a filter over media, model class and human class (or labelled or not): the study's faces in the queue less
+    the ones this annotator judged or skipped.
     """
-    fs = FaceStatus
-    kept = select(MediaCount.media_id, func.sum(MediaCount.n_faces), func.sum(MediaCount.n_valence)).where(
-        MediaCount.study_id == study_id
+    qc = QueueCount
+    column = {"uncertainty": qc.uncertainty, "valence": qc.valence, "disagreement": qc.disagreement}[by]
+    stmt = select(qc.annotator_id, qc.media_id, func.sum(qc.faces), func.sum(column), func.sum(qc.skipped)).where(
+        qc.study_id == study_id, qc.annotator_id.in_([0] if me is None else [0, me])
     )
     if flt.media_id is not None:
-        kept = kept.where(MediaCount.media_id == flt.media_id)
+        stmt = stmt.where(qc.media_id == flt.media_id)
     if flt.model_label is not None:
-        kept = kept.where(MediaCount.model_label == flt.model_label)
+        stmt = stmt.where(qc.model_label == flt.model_label)
+    if flt.human_label is not None:
+        stmt = stmt.where(qc.human_label == flt.human_label)
+    if flt.labelled is True:
+        stmt = stmt.where(qc.human_label != "")
+    elif flt.labelled is False:
+        stmt = stmt.where(qc.human_label == "")
     total: Counter[int] = Counter()
     left: Counter[int] = Counter()
-    for m, n, v in session.execute(kept.group_by(MediaCount.media_id)):
-        total[int(m)] += int(n or 0)
-        left[int(m)] += int((n if by == "uncertainty" else v) or 0)
-    touched = select(fs.face_id).where(fs.study_id == study_id, fs.n_judges > 0)
-    if me is not None:
-        touched = touched.union(_skips(me))  # type: ignore[assignment]
-    base = _filter(session, study_id, dataclasses.replace(flt, labelled=None))
-    model_only = true() if by == "uncertainty" else fs.m_valence.is_not(None)
-    one = literal(1)
-    stmt = (
-        select(
-            fs.media_id,
-            func.count(),
-            func.sum(case((and_(*where), one), else_=0)),
-            func.sum(case((model_only, one), else_=0)),
-            func.sum(case((and_(*waiting), one), else_=0)),
-        )
-        .where(*base, fs.face_id.in_(touched))
-        .group_by(fs.media_id)
-    )
-    for m, n_all, n_total, n_model, n_left in session.execute(stmt):
-        total[int(m)] += int(n_total or 0) - int(n_all)
-        left[int(m)] += int(n_left or 0) - int(n_model or 0)
-    return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}
+    skipped = 0
+    for who, m, n, q, sk in session.execute(stmt.group_by(qc.annotator_id, qc.media_id)):
+        if who == 0:
+            total[int(m)] += int(n or 0)
+            left[int(m)] += int(q or 0)
+        else:
+            left[int(m)] -= int(q or 0)
+            skipped += int(sk or 0)
+    return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}, skipped
 
 
 def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:

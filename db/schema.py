@@ -366,8 +366,6 @@ class FaceStatus(Base):
 
     The queues' keys are negated urgencies, so an ascending index over ``(key, face_id)`` is the queue's order
     (most urgent first, ties by face id) on every database."""
-    m_valence: Mapped[float | None] = mapped_column(Float)
-    """Urgency in the ``valence`` queue from the model's values alone (None: not in it), for the kept counts."""
     human_label: Mapped[str | None] = mapped_column(String(64))
     """The annotators' majority class, None without a vote."""
     n_votes: Mapped[int] = mapped_column(Integer, default=0)
@@ -381,7 +379,10 @@ class FaceStatus(Base):
 
 
 class FaceJudge(Base):
-    """An annotator with a current judgement on a face (own or through its track), kept by :mod:`db.status`."""
+    """An annotator who judged (a current value, own or through the track) or skipped a face, kept by :mod:`db.status`.
+
+    Both take the face out of that annotator's queues; ``labelled_by`` filters read ``judged``.
+    """
 
     __tablename__ = "face_judges"
     __table_args__ = (Index("ix_face_judges_annotator", "annotator_id", "study_id", "face_id"),)
@@ -389,20 +390,50 @@ class FaceJudge(Base):
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    judged: Mapped[bool] = mapped_column(Boolean)
+    skipped: Mapped[bool] = mapped_column(Boolean)
 
 
-class MediaCount(Base):
-    """Faces of a media item per model class, kept by :mod:`db.status` when faces or predictions come or go."""
+class QueueCount(Base):
+    """Kept counts of the review queues, per media item, model class, human class and annotator (:mod:`db.status`).
 
-    __tablename__ = "media_counts"
+    ``annotator_id`` 0 holds the study's own counts: faces, faces in each queue (``uncertainty``: still needing a
+    vote; ``valence``; ``disagreement``). An annotator's row holds the faces they judged or skipped, per queue (they
+    leave that annotator's queue), and ``skipped``: the faces they skipped without judging. Labels are ``""`` for
+    none. Updated by the difference each refreshed face makes, in the write's own transaction.
+    """
+
+    __tablename__ = "queue_counts"
+    __table_args__ = (
+        UniqueConstraint("study_id", "annotator_id", "media_id", "model_label", "human_label"),
+        Index("ix_queue_counts_media_id", "media_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(Integer)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    model_label: Mapped[str] = mapped_column(String(64))
+    human_label: Mapped[str] = mapped_column(String(64))
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    uncertainty: Mapped[int] = mapped_column(Integer, default=0)
+    valence: Mapped[int] = mapped_column(Integer, default=0)
+    disagreement: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MediaTotals(Base):
+    """Row counts of a media item (what ``db stats`` reports), kept by :mod:`db.status` when its faces change."""
+
+    __tablename__ = "media_totals"
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
-    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
-    model_label: Mapped[str | None] = mapped_column(String(64))
-    n_faces: Mapped[int] = mapped_column(Integer)
-    n_valence: Mapped[int] = mapped_column(Integer)
-    """Faces whose model values alone put them in the ``valence`` queue."""
+    faces: Mapped[int] = mapped_column(Integer)
+    predictions: Mapped[int] = mapped_column(Integer)
+    tracks: Mapped[int] = mapped_column(Integer)
+    crops: Mapped[int] = mapped_column(Integer)
+    features: Mapped[int] = mapped_column(Integer)
 
 
 class StudyStatus(Base):

@@ -49,6 +49,7 @@ from db import (
     resumable,
     review,
     segments,
+    status,
 )
 from db.classroom import ClassTables
 from db.engine import is_retryable, make_engine, read_only, session_factory
@@ -629,8 +630,19 @@ class LabelStore:
         return quality.compute_stats(st.name, rows, counts, primary), rows, primary
 
     def stats(self, study: str, *, model: str | None = None) -> StudyStats:
-        """Counts, per-class counts, confusion and agreement of a study."""
-        return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
+        """Counts, per-class counts, confusion and agreement of a study.
+
+        Reads the faces someone judged and the kept counts (:mod:`db.status`), not the whole study; following another
+        model run than the study's own (``model``) resolves the whole study instead.
+        """
+
+        def work(s: Session) -> StudyStats:
+            st = repo.get_study(s, study)
+            if model is not None and labels.choose_model(s, st.id, model) != labels.choose_model(s, st.id):
+                return self._stats(s, study, model)[0]
+            return status.study_stats(s, st)
+
+        return self.transaction(work, write=False)
 
     def export(
         self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import labels, review, status
+from db import labels, quality, review, status
 from db.errors import NothingToUndoError
 from db.review import REVIEW_ORDERS, ReviewFilter, StudySettings
-from db.schema import FaceJudge, FaceStatus, MediaCount, StudyStatus
+from db.schema import FaceJudge, FaceStatus, MediaTotals, QueueCount, StudyStatus
 from tests.pg import fake_results, png_bytes
 
 ANNOTATORS = ("alice", "bob", "carol")
@@ -82,28 +82,35 @@ def _snapshot(s: Session, sid: int) -> tuple[object, ...]:
         tuple(getattr(r, c.key) for c in FaceStatus.__table__.columns)
         for r in s.scalars(select(FaceStatus).where(FaceStatus.study_id == sid).order_by(FaceStatus.face_id))
     ]
-    judges = sorted(s.execute(select(FaceJudge.face_id, FaceJudge.annotator_id).where(FaceJudge.study_id == sid)))
-    counts = sorted(
-        (m, lab or "", n, v)
-        for m, lab, n, v in s.execute(
-            select(MediaCount.media_id, MediaCount.model_label, MediaCount.n_faces, MediaCount.n_valence).where(
-                MediaCount.study_id == sid
+    judges = sorted(
+        s.execute(
+            select(FaceJudge.face_id, FaceJudge.annotator_id, FaceJudge.judged, FaceJudge.skipped).where(
+                FaceJudge.study_id == sid
             )
         )
-        if n
+    )
+    counts = sorted(
+        tuple(getattr(r, c.key) for c in QueueCount.__table__.columns if c.key not in ("id", "study_id"))
+        for r in s.scalars(select(QueueCount).where(QueueCount.study_id == sid))
+        if (r.faces, r.uncertainty, r.valence, r.disagreement, r.skipped) != (0, 0, 0, 0, 0)
+    )
+    totals = sorted(
+        tuple(getattr(r, c.key) for c in MediaTotals.__table__.columns)
+        for r in s.scalars(select(MediaTotals).where(MediaTotals.study_id == sid))
     )
     kept = s.get(StudyStatus, sid)
     model = (kept.model, kept.weights_hash, kept.model_version, tuple(kept.classes)) if kept else None
-    return faces, [tuple(j) for j in judges], counts, model
+    return faces, [tuple(j) for j in judges], counts, totals, model
 
 
-def _check(store, study: str) -> None:
+def _check(store, study: str, rng: random.Random) -> None:
     def work(s: Session) -> None:
         sid = review.repo.get_study(s, study).id
         assert labels.choose_model(s, sid) == labels.count_model_runs(s, sid)
         rows, _ = labels.face_labels(s, sid)
         settings = review.study_settings(s, study)
-        for flt in _filters(rows):
+        filters = _filters(rows)
+        for flt in [filters[0], *rng.sample(filters[1:], min(6, len(filters) - 1))]:
             for who in (None, *ANNOTATORS):
                 skipped = review.skipped_faces(s, sid, who) if who else set()
                 for by in REVIEW_ORDERS:
@@ -113,6 +120,8 @@ def _check(store, study: str) -> None:
                     )
                     assert got == want, (by, who, flt)
             assert review.browse(s, study, flt) == [r for r in rows if flt.matches(r)], flt
+        want = quality.compute_stats(study, rows, review.repo.count_rows(s, sid), labels.count_model_runs(s, sid))
+        assert status.study_stats(s, review.repo.get_study(s, study)) == want
 
     store.transaction(work, write=False)
 
@@ -137,7 +146,7 @@ def test_kept_review_state_equals_the_whole_study_rules(store, tmp_path, seed):
     store.set_study_settings(
         study, StudySettings(independent=rng.random() < 0.5, double_share=rng.choice([0.0, 0.5, 1.0]))
     )
-    _check(store, study)
+    _check(store, study, rng)
     for step in range(30):
         faces = store.faces(study)
         if not faces:
@@ -181,8 +190,8 @@ def test_kept_review_state_equals_the_whole_study_rules(store, tmp_path, seed):
         else:
             store.delete_media(face.media_id)
         if step % 5 == 4:
-            _check(store, study)
-    _check(store, study)
+            _check(store, study, rng)
+    _check(store, study, rng)
 
 
 def test_migration_fills_the_state_of_a_study_made_before_it(store_url, tmp_path):
@@ -225,7 +234,9 @@ def test_migration_fills_the_state_of_a_study_made_before_it(store_url, tmp_path
     store = LabelStore(store_url, data_dir=tmp_path / "data")
     try:
         store.upgrade()
-        _check(store, "old")
+        old = random.Random(0)
+        for _ in range(3):
+            _check(store, "old", old)
         assert store.review_queue("old", annotator="bob").left < store.review_queue("old").total
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""The review read model: face_status, face_judges, media_counts, study_status, filled from the existing studies.
+"""The review read model: face_status, face_judges, queue_counts, media_totals, study_status, filled from the existing studies.
 
 Revision ID: 0006
 Revises: 0005
@@ -31,7 +31,6 @@ def upgrade() -> None:
         sa.Column('model_label', sa.String(length=64), nullable=True),
         sa.Column('model_confidence', sa.Float(), nullable=True),
         sa.Column('u_key', sa.Float(), nullable=False),
-        sa.Column('m_valence', sa.Float(), nullable=True),
         sa.Column('human_label', sa.String(length=64), nullable=True),
         sa.Column('n_votes', sa.Integer(), nullable=False),
         sa.Column('n_judges', sa.Integer(), nullable=False),
@@ -59,6 +58,8 @@ def upgrade() -> None:
         sa.Column('face_id', sa.Integer(), nullable=False),
         sa.Column('annotator_id', sa.Integer(), nullable=False),
         sa.Column('study_id', sa.Integer(), nullable=False),
+        sa.Column('judged', sa.Boolean(), nullable=False),
+        sa.Column('skipped', sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(['annotator_id'], ['annotators.id'],
                                 name=op.f('fk_face_judges_annotator_id_annotators'), ondelete='CASCADE'),
         sa.ForeignKeyConstraint(['face_id'], ['faces.id'], name=op.f('fk_face_judges_face_id_faces'),
@@ -69,21 +70,43 @@ def upgrade() -> None:
     )
     op.create_index('ix_face_judges_annotator', 'face_judges', ['annotator_id', 'study_id', 'face_id'])
     op.create_table(
-        'media_counts',
+        'queue_counts',
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('study_id', sa.Integer(), nullable=False),
+        sa.Column('annotator_id', sa.Integer(), nullable=False),
         sa.Column('media_id', sa.Integer(), nullable=False),
-        sa.Column('model_label', sa.String(length=64), nullable=True),
-        sa.Column('n_faces', sa.Integer(), nullable=False),
-        sa.Column('n_valence', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['media_id'], ['media.id'], name=op.f('fk_media_counts_media_id_media'),
+        sa.Column('model_label', sa.String(length=64), nullable=False),
+        sa.Column('human_label', sa.String(length=64), nullable=False),
+        sa.Column('faces', sa.Integer(), nullable=False),
+        sa.Column('uncertainty', sa.Integer(), nullable=False),
+        sa.Column('valence', sa.Integer(), nullable=False),
+        sa.Column('disagreement', sa.Integer(), nullable=False),
+        sa.Column('skipped', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['media_id'], ['media.id'], name=op.f('fk_queue_counts_media_id_media'),
                                 ondelete='CASCADE'),
-        sa.ForeignKeyConstraint(['study_id'], ['studies.id'], name=op.f('fk_media_counts_study_id_studies'),
+        sa.ForeignKeyConstraint(['study_id'], ['studies.id'], name=op.f('fk_queue_counts_study_id_studies'),
                                 ondelete='CASCADE'),
-        sa.PrimaryKeyConstraint('id', name=op.f('pk_media_counts')),
+        sa.PrimaryKeyConstraint('id', name=op.f('pk_queue_counts')),
+        sa.UniqueConstraint('study_id', 'annotator_id', 'media_id', 'model_label', 'human_label',
+                            name=op.f('uq_queue_counts_study_id_annotator_id_media_id_model_label_human_label')),
     )
-    op.create_index(op.f('ix_media_counts_media_id'), 'media_counts', ['media_id'])
-    op.create_index(op.f('ix_media_counts_study_id'), 'media_counts', ['study_id'])
+    op.create_index('ix_queue_counts_media_id', 'queue_counts', ['media_id'])
+    op.create_table(
+        'media_totals',
+        sa.Column('media_id', sa.Integer(), nullable=False),
+        sa.Column('study_id', sa.Integer(), nullable=False),
+        sa.Column('faces', sa.Integer(), nullable=False),
+        sa.Column('predictions', sa.Integer(), nullable=False),
+        sa.Column('tracks', sa.Integer(), nullable=False),
+        sa.Column('crops', sa.Integer(), nullable=False),
+        sa.Column('features', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['media_id'], ['media.id'], name=op.f('fk_media_totals_media_id_media'),
+                                ondelete='CASCADE'),
+        sa.ForeignKeyConstraint(['study_id'], ['studies.id'], name=op.f('fk_media_totals_study_id_studies'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('media_id', name=op.f('pk_media_totals')),
+    )
+    op.create_index(op.f('ix_media_totals_study_id'), 'media_totals', ['study_id'])
     op.create_table(
         'study_status',
         sa.Column('study_id', sa.Integer(), nullable=False),
@@ -105,9 +128,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema (the read model is derived: nothing is lost)."""
     op.drop_table('study_status')
-    op.drop_index(op.f('ix_media_counts_study_id'), table_name='media_counts')
-    op.drop_index(op.f('ix_media_counts_media_id'), table_name='media_counts')
-    op.drop_table('media_counts')
+    op.drop_index(op.f('ix_media_totals_study_id'), table_name='media_totals')
+    op.drop_table('media_totals')
+    op.drop_index('ix_queue_counts_media_id', table_name='queue_counts')
+    op.drop_table('queue_counts')
     op.drop_index('ix_face_judges_annotator', table_name='face_judges')
     op.drop_table('face_judges')
     op.drop_index(op.f('ix_face_status_track_id'), table_name='face_status')
