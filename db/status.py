@@ -287,7 +287,7 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         _apply(session, study_id, delta)
         return
     values = [status_values(r, study_id) for r in rows]
-    session.execute(insert(FaceStatus), values)
+    session.execute(FaceStatus.__table__.insert(), values)
     names = sorted({j.annotator for r in rows for j in r.judgements})
     ids: dict[str, int] = {}
     if names:
@@ -306,7 +306,7 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         for a, (j, sk) in by.items()
     ]
     if judges:
-        session.execute(insert(FaceJudge), judges)
+        session.execute(FaceJudge.__table__.insert(), judges)
     if counts:
         for v in values:
             mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
