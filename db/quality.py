@@ -65,7 +65,8 @@ def compute_stats(
         label_counts = Counter(r.label for r in rows if r.label)
     else:
         model_counts = Counter({k: n for k, n in model_totals.items() if k and n})
-        label_counts = model_counts - Counter(r.model_label for r in human if r.model_label) + human_counts
+        label_counts = model_counts - Counter(str(r.model_label) for r in human if r.model_label)
+        label_counts += Counter(str(r.label) for r in human)
         order = list(classes) or list(EMOTIONS_8)
         extra = {j.label for r in rows for j in r.judgements if j.label} | set(label_counts)
         labels = (*order, *sorted(extra - set(order)))

@@ -24,12 +24,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, case, delete, event, func, insert, literal, select
+from sqlalchemy import Table, and_, case, delete, event, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from db.schema import (
     Annotation,
     Annotator,
+    Base,
     Face,
     FaceJudge,
     FaceStatus,
@@ -72,7 +73,7 @@ def _dirty(session: Session) -> _Dirty:
     d = session.info.get(_KEY)
     if d is None:
         d = session.info[_KEY] = _Dirty()
-    return d  # type: ignore[no-any-return]
+    return d
 
 
 def mark(
@@ -287,7 +288,7 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         _apply(session, study_id, delta)
         return
     values = [status_values(r, study_id) for r in rows]
-    session.execute(FaceStatus.__table__.insert(), values)
+    session.execute(_table(FaceStatus).insert(), values)
     names = sorted({j.annotator for r in rows for j in r.judgements})
     ids: dict[str, int] = {}
     if names:
@@ -306,7 +307,7 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         for a, (j, sk) in by.items()
     ]
     if judges:
-        session.execute(FaceJudge.__table__.insert(), judges)
+        session.execute(_table(FaceJudge).insert(), judges)
     if counts:
         for v in values:
             mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
@@ -321,6 +322,11 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
                     classes.append(k)
         if classes != list(kept.classes or []):
             kept.classes = classes
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a model (a plain ``executemany`` insert, without the ORM's bulk machinery)."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class _Row:
