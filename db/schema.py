@@ -345,6 +345,14 @@ class FaceStatus(Base):
             postgresql_where=text("v_key IS NOT NULL"),
         ),
         Index(
+            "ix_face_status_disagreement_queue",
+            "study_id",
+            "d_key",
+            "face_id",
+            sqlite_where=text("d_key IS NOT NULL"),
+            postgresql_where=text("d_key IS NOT NULL"),
+        ),
+        Index(
             "ix_face_status_judged",
             "study_id",
             "face_id",

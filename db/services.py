@@ -176,8 +176,11 @@ class LabelStore:
         """Every face of a study (or of one media item) with prediction and current labels."""
 
         def work(s: Session) -> list[FaceLabel]:
-            rows, _ = labels.face_labels(s, repo.get_study(s, study).id, model)
-            return [r for r in rows if media_id is None or r.media_id == media_id]
+            st = repo.get_study(s, study)
+            if media_id is None or model is not None:
+                rows, _ = labels.face_labels(s, st.id, model)
+                return [r for r in rows if media_id is None or r.media_id == media_id]
+            return review.browse(s, study, review.ReviewFilter(media_id=media_id))
 
         return self.transaction(work, write=False)
 
@@ -578,9 +581,11 @@ class LabelStore:
             write=False,
         )
 
-    def browse(self, study: str, flt: review.ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
-        """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled)."""
-        return self.transaction(lambda s: review.browse(s, study, flt, model=model), write=False)
+    def browse(
+        self, study: str, flt: review.ReviewFilter, *, model: str | None = None, limit: int | None = None
+    ) -> list[FaceLabel]:
+        """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled), the first ``limit``."""
+        return self.transaction(lambda s: review.browse(s, study, flt, model=model, limit=limit), write=False)
 
     def skip(self, face_id: int, annotator: str) -> None:
         """Keeps a face out of ``annotator``'s queues until :meth:`unskip` (stored, so it holds across reloads)."""

@@ -246,7 +246,7 @@ def _contributions(row: Any, marks: Sequence[tuple[int, bool, bool]], share: flo
     """
     u = int(row.n_votes < (2 if row.route < share else 1))
     v = int(row.v_key is not None)
-    dis = int(row.d_key is not None and row.n_judges > 0)
+    dis = int(row.d_key is not None)
     labels = (row.model_label or "", row.human_label or "")
     out: list[tuple[_Key, _Vec]] = [((0, row.media_id, *labels), [1, u, v, dis, 0])]
     for annotator, judged, skipped in marks:
@@ -382,7 +382,7 @@ def _recount_queues(session: Session, study_id: int) -> None:
     fs, fj = FaceStatus, FaceJudge
     u = case((fs.n_votes < case((fs.route < share, 2), else_=1), 1), else_=0)
     v = case((fs.v_key.is_not(None), 1), else_=0)
-    dis = case((and_(fs.d_key.is_not(None), fs.n_judges > 0), 1), else_=0)
+    dis = case((fs.d_key.is_not(None), 1), else_=0)
     ml, hl = func.coalesce(fs.model_label, ""), func.coalesce(fs.human_label, "")
     study = select(
         literal(0), fs.media_id, ml, hl, func.count(), func.sum(u), func.sum(v), func.sum(dis), literal(0)

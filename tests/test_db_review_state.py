@@ -120,6 +120,7 @@ def _check(store, study: str, rng: random.Random) -> None:
                     )
                     assert got == want, (by, who, flt)
             assert review.browse(s, study, flt) == [r for r in rows if flt.matches(r)], flt
+            assert review.browse(s, study, flt, limit=3) == [r for r in rows if flt.matches(r)][:3], flt
         want = quality.compute_stats(study, rows, review.repo.count_rows(s, sid), labels.count_model_runs(s, sid))
         assert status.study_stats(s, review.repo.get_study(s, study)) == want
 

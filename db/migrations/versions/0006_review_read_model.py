@@ -50,6 +50,8 @@ def upgrade() -> None:
                     ['study_id', 'model_label', "u_key", 'face_id'])
     op.create_index('ix_face_status_valence_queue', 'face_status', ['study_id', "v_key", 'face_id'],
                     sqlite_where=sa.text('v_key IS NOT NULL'), postgresql_where=sa.text('v_key IS NOT NULL'))
+    op.create_index('ix_face_status_disagreement_queue', 'face_status', ['study_id', "d_key", 'face_id'],
+                    sqlite_where=sa.text('d_key IS NOT NULL'), postgresql_where=sa.text('d_key IS NOT NULL'))
     op.create_index('ix_face_status_judged', 'face_status', ['study_id', 'face_id'],
                     sqlite_where=sa.text('n_judges > 0'), postgresql_where=sa.text('n_judges > 0'))
     op.create_index(op.f('ix_face_status_track_id'), 'face_status', ['track_id'])
@@ -136,6 +138,7 @@ def downgrade() -> None:
     op.drop_table('face_judges')
     op.drop_index(op.f('ix_face_status_track_id'), table_name='face_status')
     op.drop_index('ix_face_status_judged', table_name='face_status')
+    op.drop_index('ix_face_status_disagreement_queue', table_name='face_status')
     op.drop_index('ix_face_status_valence_queue', table_name='face_status')
     op.drop_index('ix_face_status_class_queue', table_name='face_status')
     op.drop_index('ix_face_status_media_queue', table_name='face_status')
