@@ -206,11 +206,12 @@ def actions(store: LabelStore, old: bool) -> dict[str, float]:
     rng = random.Random(1)
     out: dict[str, float] = {}
 
-    def key_press() -> None:
+    shown = [store.review_queue(STUDY, "uncertainty", annotator="ann1").items[0].face_id]
+
+    def key_press() -> None:  # the vote on the face shown, the queue with its counts, the next face
+        store.correct_face(shown[0], "ann1", label=rng.choice(EMOTIONS_8))
         q = store.review_queue(STUDY, "uncertainty", annotator="ann1")
-        store.correct_face(q.items[0].face_id, "ann1", label=rng.choice(EMOTIONS_8))
-        q = store.review_queue(STUDY, "uncertainty", annotator="ann1")
-        store.face(q.items[0].face_id)
+        shown[0] = store.face(q.items[0].face_id).face_id
 
     out["open review"] = timed(lambda: store.review_queue(STUDY, "uncertainty", annotator="ann1"))
     out["key press"] = timed(key_press)
@@ -229,6 +230,7 @@ def actions(store: LabelStore, old: bool) -> dict[str, float]:
     out["filter labelled_by"] = timed(
         lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(labelled_by="ann2"))
     )
+    out["my labels (first 50)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1"), limit=50))
     out["my labels (all)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1")), repeat=1)
     out["stats"] = timed(lambda: store.stats(STUDY), repeat=1)
     if old:
