@@ -345,10 +345,16 @@ def _apply(session: Session, study_id: int, delta: dict[_Key, _Vec]) -> None:
     if not delta:
         return
     qc = QueueCount
-    media = sorted({k[1] for k in delta})
+    stmt = select(qc).where(
+        qc.study_id == study_id,
+        qc.annotator_id.in_(sorted({k[0] for k in delta})),
+        qc.media_id.in_(sorted({k[1] for k in delta})),
+        qc.model_label.in_(sorted({k[2] for k in delta})),
+        qc.human_label.in_(sorted({k[3] for k in delta})),
+    )
     existing = {
         (r.annotator_id, r.media_id, r.model_label, r.human_label): r
-        for r in session.scalars(select(qc).where(qc.study_id == study_id, qc.media_id.in_(media)))
+        for r in session.scalars(stmt)
         if (r.annotator_id, r.media_id, r.model_label, r.human_label) in delta
     }
     for key, vec in delta.items():
