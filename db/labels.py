@@ -350,9 +350,16 @@ def face_labels(
         The rows (by media, frame, face index) and the chosen model run.
     """
     primary = choose_model(session, study_id, model)
-    faces_stmt = repo.faces_of_study(study_id)
-    if face_ids is not None:
-        faces_stmt = faces_stmt.where(Face.id.in_(list(face_ids)))
+    if face_ids is None:
+        faces_stmt = repo.faces_of_study(study_id)
+    else:  # the faces lead (by primary key), never the study's media: ``+ 0`` keeps SQLite off ix_media_study_id
+        faces_stmt = (
+            select(Face, Media, Track.track_index)
+            .join(Media, Face.media_id == Media.id)
+            .outerjoin(Track, Face.track_id == Track.id)
+            .where(Face.id.in_(list(face_ids)), Media.study_id + 0 == study_id)
+            .order_by(Media.id, Face.frame, Face.face_index, Face.id)
+        )
     face_rows = list(session.execute(faces_stmt))
     if face_ids is None:
         preds = repo.predictions_of_study(session, study_id)
@@ -376,7 +383,11 @@ def face_labels(
         .where(Media.study_id == study_id, Face.crop_png.is_not(None))
     )
     if face_ids is not None:
-        crop_stmt = crop_stmt.where(Face.id.in_(list(face_ids)))
+        crop_stmt = (
+            select(Face.id)
+            .join(Media, Face.media_id == Media.id)
+            .where(Face.id.in_(list(face_ids)), Media.study_id + 0 == study_id, Face.crop_png.is_not(None))
+        )
     has_crop = set(session.scalars(crop_stmt))
     # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
     # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.
