@@ -49,7 +49,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from db import labels, repo
+from db import labels, repo, status
 from db.errors import ImportLabelsError, InvalidLabelError, StoreBusyError, StoreError
 from db.exports import EXPORTED_PREFIX, export_columns, unneutralise_cell
 from db.rows import ImportReport
@@ -520,6 +520,7 @@ def write_votes(session: Session, plan: Plan, ctx: Context, *, source: str, now:
         return 0
     common = {"annotator_id": who.id, "kind": "set", "source": source[:300], "created_at": now or utcnow()}
     bulk_insert(session, common, plan.votes)
+    status.mark(session, faces=(v["face_id"] for v in plan.votes))
     return len(plan.votes)
 
 

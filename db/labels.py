@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from db import repo
 from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 from db.rows import AnnotationRow, FaceLabel, Judgement
-from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, Track
+from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, StudyStatus, Track
 from models.registry import EMOTIONS_8, ENGAGEMENT_LEVELS
 
 FIELDS = ("label", "valence", "arousal", "engagement", "note")
@@ -300,11 +300,23 @@ def numeric_agreement(values: Sequence[float], field: str) -> float | None:
 def choose_model(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
     """The model run a study's rows follow: the one with most predictions (ties: the most recent).
 
+    Without ``model`` this is the run kept by :mod:`db.status` (one row read), which it keeps equal to
+    :func:`count_model_runs`; a study without a kept row is counted.
+
     Args:
         session: An open session.
         study_id: The study.
         model: Restrict to runs of this model name.
     """
+    if model is None:
+        kept = session.get(StudyStatus, study_id)
+        if kept is not None:
+            return (kept.model, kept.weights_hash or "", kept.model_version) if kept.model is not None else None
+    return count_model_runs(session, study_id, model)
+
+
+def count_model_runs(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
+    """:func:`choose_model` counted over the study's predictions (what :mod:`db.status` keeps)."""
     run = (Prediction.model, Prediction.weights_hash, Prediction.model_version)
     stmt = (
         select(*run, func.count(), func.max(Prediction.id))
@@ -338,9 +350,16 @@ def face_labels(
         The rows (by media, frame, face index) and the chosen model run.
     """
     primary = choose_model(session, study_id, model)
-    faces_stmt = repo.faces_of_study(study_id)
-    if face_ids is not None:
-        faces_stmt = faces_stmt.where(Face.id.in_(list(face_ids)))
+    if face_ids is None:
+        faces_stmt = repo.faces_of_study(study_id)
+    else:  # the faces lead (by primary key), never the study's media: ``+ 0`` keeps SQLite off ix_media_study_id
+        faces_stmt = (
+            select(Face, Media, Track.track_index)
+            .join(Media, Face.media_id == Media.id)
+            .outerjoin(Track, Face.track_id == Track.id)
+            .where(Face.id.in_(list(face_ids)), Media.study_id + 0 == study_id)
+            .order_by(Media.id, Face.frame, Face.face_index, Face.id)
+        )
     face_rows = list(session.execute(faces_stmt))
     if face_ids is None:
         preds = repo.predictions_of_study(session, study_id)
@@ -364,7 +383,11 @@ def face_labels(
         .where(Media.study_id == study_id, Face.crop_png.is_not(None))
     )
     if face_ids is not None:
-        crop_stmt = crop_stmt.where(Face.id.in_(list(face_ids)))
+        crop_stmt = (
+            select(Face.id)
+            .join(Media, Face.media_id == Media.id)
+            .where(Face.id.in_(list(face_ids)), Media.study_id + 0 == study_id, Face.crop_png.is_not(None))
+        )
     has_crop = set(session.scalars(crop_stmt))
     # A video stored chunk by chunk (db/resumable.py) gets its engagement only at the end, as track windows, when its
     # predictions (append-only) are written already: a face's model engagement then comes from its track's windows.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
@@ -39,16 +39,40 @@ def class_order(rows: Sequence[FaceLabel]) -> tuple[str, ...]:
 
 
 def compute_stats(
-    study: str, rows: Sequence[FaceLabel], counts: dict[str, int], primary: ModelKey | None
+    study: str,
+    rows: Sequence[FaceLabel],
+    counts: dict[str, int],
+    primary: ModelKey | None,
+    *,
+    model_totals: Mapping[str, int] | None = None,
+    classes: Sequence[str] = (),
 ) -> StudyStats:
-    """Statistics of a study from its face rows (see :func:`db.labels.face_labels`)."""
-    labels = class_order(rows)
+    """Statistics of a study from its face rows (see :func:`db.labels.face_labels`).
+
+    Args:
+        study: The study's name.
+        rows: Every face row of the study; or, with ``model_totals``, only the faces someone judged (every other
+            face counts by its model class alone).
+        counts: Row counts (:func:`db.repo.count_rows`).
+        primary: The model run the rows follow.
+        model_totals: Faces of the whole study per model class (kept counts), when ``rows`` are the judged ones.
+        classes: The model's classes in output order, when ``rows`` are the judged ones.
+    """
     human = [r for r in rows if r.label_source == "human"]
     judged = [r for r in rows if r.judgements]
     annotators = sorted({j.annotator for r in rows for j in r.judgements})
-    model_counts = Counter(r.model_label for r in rows if r.model_label)
     human_counts = Counter(r.label for r in human)
-    label_counts = Counter(r.label for r in rows if r.label)
+    if model_totals is None:
+        labels = class_order(rows)
+        model_counts = Counter(r.model_label for r in rows if r.model_label)
+        label_counts = Counter(r.label for r in rows if r.label)
+    else:
+        model_counts = Counter({k: n for k, n in model_totals.items() if k and n})
+        label_counts = model_counts - Counter(str(r.model_label) for r in human if r.model_label)
+        label_counts += Counter(str(r.label) for r in human)
+        order = list(classes) or list(EMOTIONS_8)
+        extra = {j.label for r in rows for j in r.judgements if j.label} | set(label_counts)
+        labels = (*order, *sorted(extra - set(order)))
 
     both = [r for r in human if r.model_label]
     cm = agreement.confusion_matrix([r.label for r in both], [r.model_label for r in both], labels)

@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db import status
 from db.errors import NotFoundError, StudyNotFoundError
 from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
 from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
@@ -68,7 +69,7 @@ def annotator_key(name: str) -> str:
     """The identity of an annotator's name: case- and space-insensitive (``" Alice  Smith"`` is ``alicesmith``).
 
     Unicode is normalised (NFKC) and case-folded, and every whitespace character is dropped, so that one person
-    typing their name a little differently stays one annotator. Migration 0008 uses the same rule, written out.
+    typing their name a little differently stays one annotator. Migration 0006 uses the same rule, written out.
     """
     return "".join(unicodedata.normalize("NFKC", name).split()).casefold()
 
@@ -293,8 +294,13 @@ def delete_target(session: Session, model: type[Media] | type[Track], ident: int
     Raises:
         NotFoundError: When there is no such row.
     """
-    get_row(session, model, ident, what)
+    row = get_row(session, model, ident, what)
+    media_id = row.id if isinstance(row, Media) else row.media_id
+    study_id = session.scalar(select(Media.study_id).where(Media.id == media_id))
+    status.mark(session, media=[media_id], studies=[study_id] if study_id is not None else [])
     face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
+    if model is Track:
+        status.forget(session, list(session.scalars(select(Face.id).where(face_filter))))
     face_ids = select(Face.id).where(face_filter).scalar_subquery()
     n_faces = session.scalar(select(func.count()).select_from(Face).where(face_filter)) or 0
     n_ann = session.scalar(select(func.count(Annotation.id)).where(Annotation.face_id.in_(face_ids))) or 0

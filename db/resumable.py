@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import repo
+from db import repo, status
 from db.codecs import features_from_bytes, features_to_bytes
 from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
@@ -281,6 +281,7 @@ def finish_video(
             )
     if face_tracks:
         session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
+        status.mark(session, faces=face_tracks)
     store_persons(session, media_id, {t.track: t.person for t in tracks})
     media.analysis_status = "complete"
     media.analysed_until_s = media.analysed_until_frame = media.analysed_samples = None

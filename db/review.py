@@ -25,14 +25,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, case, delete, false, func, select
 from sqlalchemy.orm import Session
 
-from db import repo
+from db import repo, status
 from db.errors import StoreError
-from db.labels import face_labels
+from db.labels import choose_model, face_labels
 from db.rows import FaceLabel, ReviewItem
-from db.schema import Annotator, Face, Media, ReviewSkip, Study
+from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, QueueCount, ReviewSkip, Study
 
 ReviewOrder = Literal["uncertainty", "disagreement", "valence"]
 REVIEW_ORDERS: tuple[ReviewOrder, ...] = ("uncertainty", "disagreement", "valence")
@@ -150,6 +150,8 @@ def set_study_settings(session: Session, study: str, settings: StudySettings) ->
     st = repo.get_or_create_study(session, study)
     st.independent = settings.independent
     st.hide_model = settings.hide_model and settings.independent
+    if float(st.double_share or 0.0) != float(settings.double_share):
+        status.mark(session, counts=[st.id])
     st.double_share = float(settings.double_share)
     st.blur_faces = bool(settings.blur_faces)
     session.flush()
@@ -191,14 +193,20 @@ def unskip(
     who = session.scalar(select(Annotator).where(Annotator.name == annotator))
     if who is None:
         return 0
-    stmt = delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id)
+    stmt = select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == who.id)
     if face_ids is not None:
         stmt = stmt.where(ReviewSkip.face_id.in_(list(face_ids)))
     elif study_id is not None:
-        faces = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id)
-        stmt = stmt.where(ReviewSkip.face_id.in_(faces.scalar_subquery()))
-    result = session.execute(stmt)
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        mine = select(FaceJudge.face_id).where(
+            FaceJudge.annotator_id == who.id, FaceJudge.study_id == study_id, FaceJudge.skipped
+        )
+        stmt = stmt.where(ReviewSkip.face_id.in_(mine))
+    ids = list(session.scalars(stmt))
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        session.execute(delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id, ReviewSkip.face_id.in_(part)))
+    status.mark(session, faces=ids)
+    return len(ids)
 
 
 def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
@@ -352,28 +360,186 @@ def review_queue(
     model: str | None = None,
     limit: int = 50,
 ) -> ReviewQueue:
-    """``annotator``'s queue in a study (see :func:`build_queue`).
+    """``annotator``'s queue in a study: what :func:`build_queue` returns, read from the kept review state.
+
+    The faces come by a keyset over the queue's index (:class:`db.schema.FaceStatus`), skipping those this annotator
+    judged or skipped; the counts are the kept per-media counts corrected by the faces anyone judged or this
+    annotator skipped (bounded by people's work, not by the study's size). Following another model run than the
+    study's own (``model``) resolves the whole study instead.
 
     Raises:
         StudyNotFoundError: For a study that does not exist.
     """
+    if by not in REVIEW_ORDERS:
+        raise StoreError(f"unknown review order {by!r}; use one of {', '.join(REVIEW_ORDERS)}")
     st = repo.get_study(session, study)
-    rows, _ = face_labels(session, st.id, model)
-    skipped = skipped_faces(session, st.id, annotator) if annotator else set()
-    return build_queue(
-        rows,
-        by,
-        annotator=annotator,
-        skipped=skipped,
-        settings=study_settings(session, study),
-        study_id=st.id,
-        flt=flt,
-        limit=limit,
+    settings = study_settings(session, study)
+    if model is not None and choose_model(session, st.id, model) != choose_model(session, st.id):
+        rows, _ = face_labels(session, st.id, model)
+        skipped = skipped_faces(session, st.id, annotator) if annotator else set()
+        return build_queue(
+            rows, by, annotator=annotator, skipped=skipped, settings=settings, study_id=st.id, flt=flt, limit=limit
+        )
+    me = session.scalar(select(Annotator.id).where(Annotator.name == annotator)) if annotator else None
+    fs = FaceStatus
+    where = _filter(session, st.id, flt)
+    mine = _not_mine(me)
+    waiting = [*where, _in_queue(by, settings), *mine]
+    key = {"uncertainty": fs.u_key, "disagreement": fs.d_key, "valence": fs.v_key}[by]
+    ids = list(session.scalars(select(fs.face_id).where(*waiting).order_by(key, fs.face_id).limit(limit)))
+    by_id = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
+    items = tuple(_item(by_id[i], by, settings.independent) for i in ids if i in by_id)
+    if flt.track_id is None and flt.labelled_by is None:
+        total_by_media, left_by_media, n_skipped = _kept_counts(session, st.id, flt, by, me)
+    else:
+        total_by_media = _by_media(session, where)
+        left_by_media = _by_media(session, waiting)
+        n_skipped = 0
+        if me is not None:
+            skips = select(FaceJudge.face_id).where(
+                FaceJudge.annotator_id == me, FaceJudge.skipped, ~FaceJudge.judged, FaceJudge.face_id == fs.face_id
+            )
+            n_skipped = session.scalar(select(func.count()).where(*where, skips.exists())) or 0
+    return ReviewQueue(
+        items=items,
+        left=sum(left_by_media.values()),
+        total=sum(total_by_media.values()),
+        left_by_media=left_by_media,
+        total_by_media=total_by_media,
+        skipped=int(n_skipped),
     )
 
 
-def browse(session: Session, study: str, flt: ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
-    """The faces of a study that pass ``flt`` (e.g. ``labelled_by`` for "the faces I labelled"), in media order."""
+def _filter(session: Session, study_id: int, flt: ReviewFilter) -> list[ColumnElement[bool]]:
+    fs = FaceStatus
+    # With a track or an annotator's faces, the small set leads: the study's index must not (``+ 0`` keeps SQLite's
+    # planner, which has no statistics, from walking the whole study in queue order).
+    small = flt.track_id is not None or flt.labelled_by is not None
+    where: list[ColumnElement[bool]] = [(fs.study_id + 0 if small else fs.study_id) == study_id]
+    if flt.media_id is not None:
+        where.append(fs.media_id == flt.media_id)
+    if flt.track_id is not None:
+        where.append(fs.track_id == flt.track_id)
+    if flt.model_label is not None:
+        where.append(fs.model_label == flt.model_label)
+    if flt.human_label is not None:
+        where += [fs.n_judges > 0, fs.human_label == flt.human_label]
+    if flt.labelled_by is not None:
+        who = session.scalar(select(Annotator.id).where(Annotator.name == flt.labelled_by))
+        judged = select(FaceJudge.face_id).where(
+            FaceJudge.annotator_id == who, FaceJudge.study_id == study_id, FaceJudge.judged
+        )
+        where.append(fs.face_id.in_(judged) if who is not None else false())
+    if flt.labelled is True:
+        where += [fs.n_judges > 0, fs.human_label.is_not(None)]
+    elif flt.labelled is False:
+        where.append(fs.human_label.is_(None))
+    return where
+
+
+def _in_queue(by: ReviewOrder, settings: StudySettings) -> ColumnElement[bool]:
+    fs = FaceStatus
+    if by == "uncertainty":
+        return fs.n_votes < case((fs.route < settings.double_share, 2), else_=1)
+    if by == "disagreement":
+        return fs.d_key.is_not(None)
+    return fs.v_key.is_not(None)
+
+
+def _not_mine(me: int | None) -> list[ColumnElement[bool]]:
+    """Neither judged nor skipped by ``me`` (nothing for nobody)."""
+    if me is None:
+        return []
+    fs = FaceStatus
+    marked = select(FaceJudge.face_id).where(FaceJudge.face_id == fs.face_id, FaceJudge.annotator_id == me)
+    return [~marked.exists()]
+
+
+def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[int, int]:
+    fs = FaceStatus
+    stmt = select(fs.media_id, func.count()).where(*where).group_by(fs.media_id)
+    return {int(m): int(n) for m, n in session.execute(stmt) if n}
+
+
+def _kept_counts(
+    session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, me: int | None
+) -> tuple[dict[int, int], dict[int, int], int]:
+    """Totals, faces left per media item and faces skipped, from the kept :class:`db.schema.QueueCount` rows.
+
+    For a filter over media, model class and human class (or labelled or not): the study's faces in the queue less
+    the ones this annotator judged or skipped.
+    """
+    qc = QueueCount
+    column = {"uncertainty": qc.uncertainty, "valence": qc.valence, "disagreement": qc.disagreement}[by]
+    stmt = select(qc.annotator_id, qc.media_id, func.sum(qc.faces), func.sum(column), func.sum(qc.skipped)).where(
+        qc.study_id == study_id, qc.annotator_id.in_([0] if me is None else [0, me])
+    )
+    if flt.media_id is not None:
+        stmt = stmt.where(qc.media_id == flt.media_id)
+    if flt.model_label is not None:
+        stmt = stmt.where(qc.model_label == flt.model_label)
+    if flt.human_label is not None:
+        stmt = stmt.where(qc.human_label == flt.human_label)
+    if flt.labelled is True:
+        stmt = stmt.where(qc.human_label != "")
+    elif flt.labelled is False:
+        stmt = stmt.where(qc.human_label == "")
+    total: Counter[int] = Counter()
+    left: Counter[int] = Counter()
+    skipped = 0
+    for who, m, n, q, sk in session.execute(stmt.group_by(qc.annotator_id, qc.media_id)):
+        if who == 0:
+            total[int(m)] += int(n or 0)
+            left[int(m)] += int(q or 0)
+        else:
+            left[int(m)] -= int(q or 0)
+            skipped += int(sk or 0)
+    return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}, skipped
+
+
+def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:
+    reason = _reason(f, by, independent) or ("", 0.0)
+    return ReviewItem(
+        face_id=f.face_id,
+        media_id=f.media_id,
+        filename=f.filename,
+        frame=f.frame,
+        time_s=f.time_s,
+        track_id=f.track_id,
+        model_label=f.model_label,
+        model_confidence=f.model_confidence,
+        label=f.label,
+        label_source=f.label_source,
+        valence=f.valence,
+        arousal=f.arousal,
+        reason=reason[0],
+        score=reason[1],
+    )
+
+
+def browse(
+    session: Session, study: str, flt: ReviewFilter, *, model: str | None = None, limit: int | None = None
+) -> list[FaceLabel]:
+    """The faces of a study that pass ``flt`` (e.g. ``labelled_by`` for "the faces I labelled"), in media order.
+
+    The faces are found in the kept review state and only they (the first ``limit``, default all) are resolved;
+    following another model run than the study's own (``model``) resolves the whole study instead.
+    """
     st = repo.get_study(session, study)
-    rows, _ = face_labels(session, st.id, model)
-    return [r for r in rows if flt.matches(r)]
+    if model is not None and choose_model(session, st.id, model) != choose_model(session, st.id):
+        rows, _ = face_labels(session, st.id, model)
+        return [r for r in rows if flt.matches(r)][:limit]
+    fs = FaceStatus
+    stmt = (
+        select(fs.face_id)
+        .join(Face, Face.id == fs.face_id)
+        .where(*_filter(session, st.id, flt))
+        .order_by(Face.media_id, Face.frame, Face.face_index, Face.id)
+    )
+    ids = list(session.scalars(stmt.limit(limit) if limit is not None else stmt))
+    out: list[FaceLabel] = []
+    for i in range(0, len(ids), 500):
+        part = ids[i : i + 500]
+        got = {f.face_id: f for f in face_labels(session, st.id, face_ids=part)[0]}
+        out += [got[f] for f in part if f in got]
+    return out

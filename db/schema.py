@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -323,3 +324,139 @@ class LectureSegment(Base):
     end_s: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------- read model
+
+
+class FaceStatus(Base):
+    """The review state of one face, kept by :mod:`db.status` in the transaction of every write that changes it.
+
+    Derived only: each row is what :func:`db.labels.face_labels` resolves for the face (the written rules), stored so
+    that the review queues, their counts, "my labels" and the statistics are indexed reads of the faces they show.
+    """
+
+    __tablename__ = "face_status"
+    __table_args__ = (
+        Index("ix_face_status_study_queue", "study_id", "u_key", "face_id"),
+        Index("ix_face_status_media_queue", "media_id", "u_key", "face_id"),
+        Index("ix_face_status_class_queue", "study_id", "model_label", "u_key", "face_id"),
+        Index(
+            "ix_face_status_valence_queue",
+            "study_id",
+            "v_key",
+            "face_id",
+            sqlite_where=text("v_key IS NOT NULL"),
+            postgresql_where=text("v_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_face_status_disagreement_queue",
+            "study_id",
+            "d_key",
+            "face_id",
+            sqlite_where=text("d_key IS NOT NULL"),
+            postgresql_where=text("d_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_face_status_judged",
+            "study_id",
+            "face_id",
+            sqlite_where=text("n_judges > 0"),
+            postgresql_where=text("n_judges > 0"),
+        ),
+    )
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    track_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    route: Mapped[float] = mapped_column(Float)
+    """:func:`db.review.route_value` of the face: it needs a second vote when below the study's double share."""
+    model_label: Mapped[str | None] = mapped_column(String(64))
+    model_confidence: Mapped[float | None] = mapped_column(Float)
+    u_key: Mapped[float] = mapped_column(Float)
+    """Minus the urgency in the ``uncertainty`` queue (1 - the model's confidence, 0 without a prediction).
+
+    The queues' keys are negated urgencies, so an ascending index over ``(key, face_id)`` is the queue's order
+    (most urgent first, ties by face id) on every database."""
+    human_label: Mapped[str | None] = mapped_column(String(64))
+    """The annotators' majority class, None without a vote."""
+    n_votes: Mapped[int] = mapped_column(Integer, default=0)
+    """Annotators with a current class on the face (own or through its track)."""
+    n_judges: Mapped[int] = mapped_column(Integer, default=0)
+    """Annotators with any current value on the face."""
+    v_key: Mapped[float | None] = mapped_column(Float)
+    """Minus the urgency in the ``valence`` queue (None: not in it)."""
+    d_key: Mapped[float | None] = mapped_column(Float)
+    """Minus the urgency in the ``disagreement`` queue (None: not in it)."""
+
+
+class FaceJudge(Base):
+    """An annotator who judged (a current value, own or through the track) or skipped a face, kept by :mod:`db.status`.
+
+    Both take the face out of that annotator's queues; ``labelled_by`` filters read ``judged``.
+    """
+
+    __tablename__ = "face_judges"
+    __table_args__ = (Index("ix_face_judges_annotator", "annotator_id", "study_id", "face_id"),)
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    judged: Mapped[bool] = mapped_column(Boolean)
+    skipped: Mapped[bool] = mapped_column(Boolean)
+
+
+class QueueCount(Base):
+    """Kept counts of the review queues, per media item, model class, human class and annotator (:mod:`db.status`).
+
+    ``annotator_id`` 0 holds the study's own counts: faces, faces in each queue (``uncertainty``: still needing a
+    vote; ``valence``; ``disagreement``). An annotator's row holds the faces they judged or skipped, per queue (they
+    leave that annotator's queue), and ``skipped``: the faces they skipped without judging. Labels are ``""`` for
+    none. Updated by the difference each refreshed face makes, in the write's own transaction.
+    """
+
+    __tablename__ = "queue_counts"
+    __table_args__ = (
+        UniqueConstraint("study_id", "annotator_id", "media_id", "model_label", "human_label"),
+        Index("ix_queue_counts_media_id", "media_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(Integer)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    model_label: Mapped[str] = mapped_column(String(64))
+    human_label: Mapped[str] = mapped_column(String(64))
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    uncertainty: Mapped[int] = mapped_column(Integer, default=0)
+    valence: Mapped[int] = mapped_column(Integer, default=0)
+    disagreement: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MediaTotals(Base):
+    """Row counts of a media item (what ``db stats`` reports), kept by :mod:`db.status` when its faces change."""
+
+    __tablename__ = "media_totals"
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    faces: Mapped[int] = mapped_column(Integer)
+    predictions: Mapped[int] = mapped_column(Integer)
+    tracks: Mapped[int] = mapped_column(Integer)
+    crops: Mapped[int] = mapped_column(Integer)
+    features: Mapped[int] = mapped_column(Integer)
+
+
+class StudyStatus(Base):
+    """The model run a study's rows follow (:func:`db.labels.choose_model`), kept by :mod:`db.status`."""
+
+    __tablename__ = "study_status"
+
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(200))
+    weights_hash: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    classes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Every class the study's chosen predictions name, in the model's output order."""

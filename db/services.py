@@ -49,6 +49,7 @@ from db import (
     resumable,
     review,
     segments,
+    status,
 )
 from db.classroom import ClassTables
 from db.engine import is_retryable, make_engine, read_only, session_factory
@@ -175,8 +176,11 @@ class LabelStore:
         """Every face of a study (or of one media item) with prediction and current labels."""
 
         def work(s: Session) -> list[FaceLabel]:
-            rows, _ = labels.face_labels(s, repo.get_study(s, study).id, model)
-            return [r for r in rows if media_id is None or r.media_id == media_id]
+            st = repo.get_study(s, study)
+            if media_id is None or model is not None:
+                rows, _ = labels.face_labels(s, st.id, model)
+                return [r for r in rows if media_id is None or r.media_id == media_id]
+            return review.browse(s, study, review.ReviewFilter(media_id=media_id))
 
         return self.transaction(work, write=False)
 
@@ -577,9 +581,11 @@ class LabelStore:
             write=False,
         )
 
-    def browse(self, study: str, flt: review.ReviewFilter, *, model: str | None = None) -> list[FaceLabel]:
-        """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled)."""
-        return self.transaction(lambda s: review.browse(s, study, flt, model=model), write=False)
+    def browse(
+        self, study: str, flt: review.ReviewFilter, *, model: str | None = None, limit: int | None = None
+    ) -> list[FaceLabel]:
+        """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled), the first ``limit``."""
+        return self.transaction(lambda s: review.browse(s, study, flt, model=model, limit=limit), write=False)
 
     def skip(self, face_id: int, annotator: str) -> None:
         """Keeps a face out of ``annotator``'s queues until :meth:`unskip` (stored, so it holds across reloads)."""
@@ -637,8 +643,19 @@ class LabelStore:
         return quality.compute_stats(st.name, rows, counts, primary), rows, primary
 
     def stats(self, study: str, *, model: str | None = None) -> StudyStats:
-        """Counts, per-class counts, confusion and agreement of a study."""
-        return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
+        """Counts, per-class counts, confusion and agreement of a study.
+
+        Reads the faces someone judged and the kept counts (:mod:`db.status`), not the whole study; following another
+        model run than the study's own (``model``) resolves the whole study instead.
+        """
+
+        def work(s: Session) -> StudyStats:
+            st = repo.get_study(s, study)
+            if model is not None and labels.choose_model(s, st.id, model) != labels.choose_model(s, st.id):
+                return self._stats(s, study, model)[0]
+            return status.study_stats(s, st)
+
+        return self.transaction(work, write=False)
 
     def export(
         self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0

@@ -215,7 +215,7 @@ def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_p
     assert sorted(meta["filename"].tolist()) == sorted([HOSTILE, "'" + formula])
 
 
-def test_migration_0008_merges_annotators_that_are_one_person(store_url):
+def test_migration_0006_merges_annotators_that_are_one_person(store_url):
     engine = make_engine(store_url)
     try:
         upgrade(engine)
@@ -234,7 +234,7 @@ def test_migration_0008_merges_annotators_that_are_one_person(store_url):
         finally:
             store.close()
         assert downgrade(engine, "0005") == "0005"
-        with engine.begin() as conn:  # before 0008, "Alice " was another annotator than "alice"
+        with engine.begin() as conn:  # before 0006, "Alice " was another annotator than "alice"
             conn.execute(text("UPDATE annotators SET name = ' ALICE ' WHERE name = 'zed'"))
         assert upgrade(engine) == head_revision()
         assert schema_differences(engine) == []

@@ -53,11 +53,16 @@ def review_queue(
         return ReviewQueue(items=(), left=0, total=0, left_by_media={}, total_by_media={}, skipped=0)
 
 
-def my_labels(store: LabelStore, study: str, annotator: str, flt: ReviewFilter | None = None) -> list[FaceLabel]:
-    """The faces ``annotator`` has labelled in a study (own or through a track label), for browsing and editing."""
+def my_labels(
+    store: LabelStore, study: str, annotator: str, flt: ReviewFilter | None = None, limit: int | None = None
+) -> list[FaceLabel]:
+    """The faces ``annotator`` has labelled in a study (own or through a track label), for browsing and editing.
+
+    ``limit``: only the first ones in media order (what a page shows; only they are resolved).
+    """
     base = flt or ReviewFilter()
     try:
-        return store.browse(study, dataclasses.replace(base, labelled_by=annotator))
+        return store.browse(study, dataclasses.replace(base, labelled_by=annotator), limit=limit)
     except StudyNotFoundError:
         return []
 

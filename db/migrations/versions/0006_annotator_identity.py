@@ -5,7 +5,7 @@ votes, skips and person changes move to it (the append-only triggers are lifted 
 a skip both had of the same face is kept once, and the other rows go. The kept annotator keeps its name for display.
 The rule is written out here as :func:`db.repo.annotator_key` has it (a migration does not follow later code).
 
-Revision ID: 0008
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-07 06:00:00
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0008'
+revision: str = '0006'
 down_revision: Union[str, Sequence[str], None] = '0005'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None

@@ -1,0 +1,540 @@
+"""The review read model: per-face review state and kept counts, updated in the transaction of every write.
+
+The queues, their counts, "my labels" and the statistics read :class:`db.schema.FaceStatus` (one row per face),
+:class:`db.schema.FaceJudge` (who judged or skipped which face), :class:`db.schema.QueueCount` (the queues' counts
+per media item, class and annotator), :class:`db.schema.MediaTotals` (row counts) and
+:class:`db.schema.StudyStatus` (the study's chosen model run) instead of resolving a whole study.
+
+The one mechanism every write path goes through: the session notes what a flush wrote (new faces, predictions and
+annotations, faces moved to a track; see :func:`_collect`), writes made with Core statements (bulk vote import,
+tracks of a resumable video, deletes) say so with :func:`mark`, and just before the transaction commits
+:func:`refresh` recomputes the rows of those faces with the written rules (:func:`db.labels.face_labels` on just
+those faces), so the rows are always what the rules say and a rolled-back transaction leaves nothing behind.
+
+What is recomputed: the faces a write touched (a track correction: the faces of the track; a skip: the face), the
+queue counts by the difference those faces make; a media item's row counts when its faces or predictions change;
+every face of a study only when its chosen model run changes (a new model run outnumbers the old one, or a delete);
+a study's queue counts from its rows when its double share changes or a track is deleted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Table, and_, case, delete, event, func, insert, literal, select
+from sqlalchemy.orm import Session
+
+from db.schema import (
+    Annotation,
+    Annotator,
+    Base,
+    Face,
+    FaceJudge,
+    FaceStatus,
+    Media,
+    MediaTotals,
+    Prediction,
+    QueueCount,
+    ReviewSkip,
+    Study,
+    StudyStatus,
+    Track,
+)
+
+if TYPE_CHECKING:
+    from db.rows import StudyStats
+
+_KEY = "affectlab_status"
+OFF = "affectlab_status_off"
+"""``session.info`` key: set to True on a session that writes a database without the read model (migrations)."""
+CHUNK = 500
+
+
+@dataclass
+class _Dirty:
+    faces: set[int] = field(default_factory=set)
+    tracks: set[int] = field(default_factory=set)
+    recount_faces: set[int] = field(default_factory=set)
+    """Faces whose media item's kept counts change (new faces or predictions)."""
+    media: set[int] = field(default_factory=set)
+    """Media items whose kept counts change (a delete)."""
+    runs: set[tuple[int, tuple[str, str, str | None]]] = field(default_factory=set)
+    """``(face_id, model run)`` of new predictions."""
+    studies: set[int] = field(default_factory=set)
+    """Studies whose chosen model run must be checked again (a delete)."""
+    counts: set[int] = field(default_factory=set)
+    """Studies whose queue counts are recomputed from their rows (double share changed, a track deleted)."""
+
+
+def _dirty(session: Session) -> _Dirty:
+    d = session.info.get(_KEY)
+    if d is None:
+        d = session.info[_KEY] = _Dirty()
+    return d
+
+
+def mark(
+    session: Session,
+    *,
+    faces: Iterable[int] = (),
+    tracks: Iterable[int] = (),
+    media: Iterable[int] = (),
+    studies: Iterable[int] = (),
+    counts: Iterable[int] = (),
+) -> None:
+    """Notes a Core write the flush does not see.
+
+    Faces or tracks whose labels changed, media items whose faces went, studies whose chosen model run may change.
+    """
+    d = _dirty(session)
+    d.faces.update(faces)
+    d.tracks.update(tracks)
+    d.media.update(media)
+    d.studies.update(studies)
+    d.counts.update(counts)
+
+
+@event.listens_for(Session, "after_flush")
+def _collect(session: Session, _ctx: Any) -> None:
+    """Notes the faces a flush wrote (new faces, predictions, annotations; faces given a track)."""
+    if session.info.get(OFF):
+        return
+    d: _Dirty | None = None
+    for obj in session.new:
+        if isinstance(obj, ReviewSkip):
+            _dirty(session).faces.add(obj.face_id)
+        if isinstance(obj, Face | Prediction | Annotation | Track):
+            d = d or _dirty(session)
+            if isinstance(obj, Face):
+                d.faces.add(obj.id)
+                d.recount_faces.add(obj.id)
+            elif isinstance(obj, Prediction):
+                d.faces.add(obj.face_id)
+                d.recount_faces.add(obj.face_id)
+                d.runs.add((obj.face_id, (obj.model, obj.weights_hash, obj.model_version)))
+            elif isinstance(obj, Annotation):
+                if obj.face_id is not None:
+                    d.faces.add(obj.face_id)
+                elif obj.track_id is not None:
+                    d.tracks.add(obj.track_id)
+        elif isinstance(obj, Track):
+            d = d or _dirty(session)
+            d.media.add(obj.media_id)
+    for obj in session.dirty:
+        if isinstance(obj, Face):
+            d = d or _dirty(session)
+            d.faces.add(obj.id)
+            d.recount_faces.add(obj.id)
+
+
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    if session.info.get(OFF):
+        return
+    if _KEY in session.info:
+        session.flush()
+        d = session.info.pop(_KEY)
+        refresh(session, d)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)
+
+
+def _chunks(ids: Iterable[int]) -> Iterable[list[int]]:
+    items = sorted(ids)
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def refresh(session: Session, d: _Dirty) -> None:
+    """Recomputes the read model of what ``d`` names (see the module docstring)."""
+    from db import labels
+
+    faces = set(d.faces)
+    for part in _chunks(d.tracks):
+        faces.update(session.scalars(select(Face.id).where(Face.track_id.in_(part))))
+    by_study: dict[int, set[int]] = defaultdict(set)
+    media_of: dict[int, int] = {}
+    for part in _chunks(faces | d.recount_faces):
+        stmt = select(Face.id, Face.media_id, Media.study_id).join(Media, Face.media_id == Media.id)
+        for fid, mid, sid in session.execute(stmt.where(Face.id.in_(part))):
+            by_study[sid].add(fid)
+            media_of[fid] = mid
+    recount = set(d.media) | {media_of[f] for f in d.recount_faces if f in media_of}
+    runs: dict[int, set[tuple[str, str, str | None]]] = defaultdict(set)
+    study_of_face = {f: s for s, fs in by_study.items() for f in fs}
+    for fid, run in d.runs:
+        if fid in study_of_face:
+            runs[study_of_face[fid]].add(run)
+    full_studies: set[int] = set()
+    for sid in set(by_study) | set(d.studies) | {s for (s,) in _studies_of_media(session, d.media)}:
+        kept = session.get(StudyStatus, sid)
+        current = (kept.model, kept.weights_hash or "", kept.model_version) if kept and kept.model else None
+        if kept is not None and sid not in d.studies and runs[sid] <= {current}:
+            continue
+        fresh = labels.count_model_runs(session, sid)
+        new = kept is None
+        if kept is None:
+            session.add(StudyStatus(study_id=sid, model=None, weights_hash=None, model_version=None, classes=[]))
+            session.flush()
+            kept = session.get(StudyStatus, sid)
+        assert kept is not None
+        if fresh != current or new:
+            kept.model, kept.weights_hash, kept.model_version = fresh if fresh else (None, None, None)
+            kept.classes = []
+            session.flush()
+            of_study = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == sid)
+            by_study[sid] = set(session.scalars(of_study))
+            recount.update(session.scalars(select(Media.id).where(Media.study_id == sid)))
+            full_studies.add(sid)
+    full = set(d.counts) | full_studies
+    for sid, ids in by_study.items():
+        share = float(session.scalar(select(Study.double_share).where(Study.id == sid)) or 0.0)
+        for part in _chunks(ids):
+            _write(session, sid, part, share, counts=sid not in full)
+    for sid in sorted(full):
+        _recount_queues(session, sid)
+    for part in _chunks(recount):
+        _recount(session, part)
+
+
+def _studies_of_media(session: Session, media: set[int]) -> list[tuple[int]]:
+    if not media:
+        return []
+    return [tuple(r) for r in session.execute(select(Media.study_id).where(Media.id.in_(sorted(media))).distinct())]  # type: ignore[misc]
+
+
+def status_values(face: Any, study_id: int) -> dict[str, Any]:
+    """The :class:`FaceStatus` columns of one resolved face (a :class:`db.rows.FaceLabel`)."""
+    from db.review import _reason, route_value
+
+    u = _reason(face, "uncertainty", False)
+    dis = _reason(face, "disagreement", False)
+    val = _reason(face, "valence", False)
+    return {
+        "face_id": face.face_id,
+        "study_id": study_id,
+        "media_id": face.media_id,
+        "track_id": face.track_id,
+        "route": route_value(study_id, face.face_id),
+        "model_label": face.model_label,
+        "model_confidence": face.model_confidence,
+        "u_key": -u[1] if u else -0.0,
+        "human_label": face.label if face.label_source == "human" else None,
+        "n_votes": face.label_annotators,
+        "n_judges": len(face.judgements),
+        "v_key": -val[1] if val else None,
+        "d_key": -dis[1] if dis else None,
+    }
+
+
+_Key = tuple[int, int, str, str]
+"""``(annotator_id, media_id, model_label, human_label)`` of a :class:`QueueCount` row (annotator 0: the study)."""
+_Vec = list[int]
+"""``[faces, uncertainty, valence, disagreement, skipped]``."""
+
+
+def _contributions(row: Any, marks: Sequence[tuple[int, bool, bool]], share: float) -> list[tuple[_Key, _Vec]]:
+    """What one face adds to the queue counts (see :class:`db.schema.QueueCount`).
+
+    One to the study's row, and to the row of each annotator who judged or skipped it.
+    """
+    u = int(row.n_votes < (2 if row.route < share else 1))
+    v = int(row.v_key is not None)
+    dis = int(row.d_key is not None)
+    labels = (row.model_label or "", row.human_label or "")
+    out: list[tuple[_Key, _Vec]] = [((0, row.media_id, *labels), [1, u, v, dis, 0])]
+    for annotator, judged, skipped in marks:
+        out.append(((annotator, row.media_id, *labels), [0, u, v, dis, int(skipped and not judged)]))
+    return out
+
+
+def _marks(session: Session, face_ids: Sequence[int]) -> dict[int, list[tuple[int, bool, bool]]]:
+    out: dict[int, list[tuple[int, bool, bool]]] = defaultdict(list)
+    stmt = select(FaceJudge.face_id, FaceJudge.annotator_id, FaceJudge.judged, FaceJudge.skipped)
+    for fid, a, j, sk in session.execute(stmt.where(FaceJudge.face_id.in_(face_ids))):
+        out[fid].append((int(a), bool(j), bool(sk)))
+    return out
+
+
+def _write(session: Session, study_id: int, face_ids: Sequence[int], share: float, *, counts: bool) -> None:
+    """Rewrites the rows of some faces of a study from the rules.
+
+    With ``counts``, the queue counts move by the difference the faces make.
+    """
+    from db import labels
+
+    delta: dict[_Key, _Vec] = defaultdict(lambda: [0, 0, 0, 0, 0])
+
+    def add(items: list[tuple[_Key, _Vec]], sign: int) -> None:
+        for key, vec in items:
+            acc = delta[key]
+            for i, x in enumerate(vec):
+                acc[i] += sign * x
+
+    if counts:
+        old_marks = _marks(session, face_ids)
+        for row in session.scalars(select(FaceStatus).where(FaceStatus.face_id.in_(face_ids))):
+            add(_contributions(row, old_marks.get(row.face_id, []), share), -1)
+    rows, _ = labels.face_labels(session, study_id, face_ids=face_ids)
+    session.execute(delete(FaceStatus).where(FaceStatus.face_id.in_(face_ids)))
+    session.execute(delete(FaceJudge).where(FaceJudge.face_id.in_(face_ids)))
+    if not rows:
+        _apply(session, study_id, delta)
+        return
+    values = [status_values(r, study_id) for r in rows]
+    session.execute(_table(FaceStatus).insert(), values)
+    names = sorted({j.annotator for r in rows for j in r.judgements})
+    ids: dict[str, int] = {}
+    if names:
+        found = session.execute(select(Annotator.name, Annotator.id).where(Annotator.name.in_(names)))
+        ids = {str(n): int(i) for n, i in found}
+    marks: dict[int, dict[int, list[bool]]] = defaultdict(dict)
+    for r in rows:
+        for j in r.judgements:
+            marks[r.face_id][ids[j.annotator]] = [True, False]
+    skips = select(ReviewSkip.face_id, ReviewSkip.annotator_id).where(ReviewSkip.face_id.in_([r.face_id for r in rows]))
+    for fid, a in session.execute(skips):
+        marks[int(fid)].setdefault(int(a), [False, False])[1] = True
+    judges = [
+        {"face_id": fid, "annotator_id": a, "study_id": study_id, "judged": j, "skipped": sk}
+        for fid, by in marks.items()
+        for a, (j, sk) in by.items()
+    ]
+    if judges:
+        session.execute(_table(FaceJudge).insert(), judges)
+    if counts:
+        for v in values:
+            mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
+            add(_contributions(_Row(v), mine, share), 1)
+        _apply(session, study_id, delta)
+    kept = session.get(StudyStatus, study_id)
+    if kept is not None:
+        classes = list(kept.classes or [])
+        for r in rows:
+            for k in r.model_probs or {}:
+                if k not in classes:
+                    classes.append(k)
+        if classes != list(kept.classes or []):
+            kept.classes = classes
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of a model (a plain ``executemany`` insert, without the ORM's bulk machinery)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+class _Row:
+    """Attribute access to a :class:`FaceStatus` value dict."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+def _apply(session: Session, study_id: int, delta: dict[_Key, _Vec]) -> None:
+    """Adds ``delta`` to the kept queue counts (rows created as needed)."""
+    delta = {k: v for k, v in delta.items() if any(v)}
+    if not delta:
+        return
+    qc = QueueCount
+    stmt = select(qc).where(
+        qc.study_id == study_id,
+        qc.annotator_id.in_(sorted({k[0] for k in delta})),
+        qc.media_id.in_(sorted({k[1] for k in delta})),
+        qc.model_label.in_(sorted({k[2] for k in delta})),
+        qc.human_label.in_(sorted({k[3] for k in delta})),
+    )
+    existing = {
+        (r.annotator_id, r.media_id, r.model_label, r.human_label): r
+        for r in session.scalars(stmt)
+        if (r.annotator_id, r.media_id, r.model_label, r.human_label) in delta
+    }
+    for key, vec in delta.items():
+        row = existing.get(key)
+        if row is None:
+            row = QueueCount(
+                study_id=study_id,
+                annotator_id=key[0],
+                media_id=key[1],
+                model_label=key[2],
+                human_label=key[3],
+                faces=0,
+                uncertainty=0,
+                valence=0,
+                disagreement=0,
+                skipped=0,
+            )
+            session.add(row)
+        row.faces += vec[0]
+        row.uncertainty += vec[1]
+        row.valence += vec[2]
+        row.disagreement += vec[3]
+        row.skipped += vec[4]
+    session.flush()
+
+
+def _recount_queues(session: Session, study_id: int) -> None:
+    """Recomputes a study's queue counts from its rows (a double share change, a track deleted, a model change)."""
+    session.execute(delete(QueueCount).where(QueueCount.study_id == study_id))
+    share = float(session.scalar(select(Study.double_share).where(Study.id == study_id)) or 0.0)
+    fs, fj = FaceStatus, FaceJudge
+    u = case((fs.n_votes < case((fs.route < share, 2), else_=1), 1), else_=0)
+    v = case((fs.v_key.is_not(None), 1), else_=0)
+    dis = case((fs.d_key.is_not(None), 1), else_=0)
+    ml, hl = func.coalesce(fs.model_label, ""), func.coalesce(fs.human_label, "")
+    study = select(
+        literal(0), fs.media_id, ml, hl, func.count(), func.sum(u), func.sum(v), func.sum(dis), literal(0)
+    ).where(fs.study_id == study_id)
+    sk = case((and_(fj.skipped, ~fj.judged), 1), else_=0)
+    mine = (
+        select(fj.annotator_id, fs.media_id, ml, hl, literal(0), func.sum(u), func.sum(v), func.sum(dis), func.sum(sk))
+        .join(fs, fs.face_id == fj.face_id)
+        .where(fj.study_id == study_id)
+    )
+    rows = [
+        *session.execute(study.group_by(fs.media_id, ml, hl)),
+        *session.execute(mine.group_by(fj.annotator_id, fs.media_id, ml, hl)),
+    ]
+    names = ("annotator_id", "media_id", "model_label", "human_label", "faces", "uncertainty", "valence")
+    values = [
+        {
+            "study_id": study_id,
+            **dict(
+                zip(
+                    (*names, "disagreement", "skipped"),
+                    (int(r[0]), int(r[1]), str(r[2]), str(r[3]), *(int(x or 0) for x in r[4:])),
+                    strict=True,
+                )
+            ),
+        }
+        for r in rows
+    ]
+    if values:
+        session.execute(insert(QueueCount), values)
+
+
+def _recount(session: Session, media_ids: Sequence[int]) -> None:
+    """Recomputes the row counts of media items."""
+    session.execute(delete(MediaTotals).where(MediaTotals.media_id.in_(media_ids)))
+    totals = []
+    for mid, sid in session.execute(select(Media.id, Media.study_id).where(Media.id.in_(media_ids))):
+        faces = select(func.count()).select_from(Face).where(Face.media_id == mid)
+        totals.append(
+            {
+                "media_id": mid,
+                "study_id": sid,
+                "faces": session.scalar(faces) or 0,
+                "predictions": session.scalar(
+                    select(func.count()).select_from(Prediction).join(Face).where(Face.media_id == mid)
+                )
+                or 0,
+                "tracks": session.scalar(select(func.count()).select_from(Track).where(Track.media_id == mid)) or 0,
+                "crops": session.scalar(faces.where(Face.crop_png.is_not(None))) or 0,
+                "features": session.scalar(faces.where(Face.features.is_not(None))) or 0,
+            }
+        )
+    if totals:
+        session.execute(insert(MediaTotals), totals)
+
+
+def rebuild(session: Session, study_id: int | None = None) -> int:
+    """Recomputes the read model of one study (or every study) from scratch; returns the faces written.
+
+    Used by the migration that introduced it, and by ``python -m db`` maintenance should the rows ever be doubted.
+    """
+    studies = [study_id] if study_id is not None else list(session.scalars(select(Study.id)))
+    n = 0
+    for sid in studies:
+        session.execute(delete(StudyStatus).where(StudyStatus.study_id == sid))
+        session.execute(delete(FaceStatus).where(FaceStatus.study_id == sid))
+        session.execute(delete(FaceJudge).where(FaceJudge.study_id == sid))
+        session.execute(delete(QueueCount).where(QueueCount.study_id == sid))
+        session.execute(delete(MediaTotals).where(MediaTotals.study_id == sid))
+        d = _Dirty(studies={sid})
+        refresh(session, d)
+        n += session.scalar(select(func.count()).select_from(FaceStatus).where(FaceStatus.study_id == sid)) or 0
+    return n
+
+
+def study_stats(session: Session, study: Study) -> StudyStats:
+    """:func:`db.quality.compute_stats` of a study from the faces someone judged and the kept counts."""
+    from db import labels, quality
+
+    judged = list(
+        session.scalars(select(FaceStatus.face_id).where(FaceStatus.study_id == study.id, FaceStatus.n_judges > 0))
+    )
+    rows = []
+    for part in _chunks(judged):
+        rows += labels.face_labels(session, study.id, face_ids=part)[0]
+    qc = QueueCount
+    by_class = select(qc.model_label, func.sum(qc.faces)).where(qc.study_id == study.id, qc.annotator_id == 0)
+    totals = {str(k): int(n or 0) for k, n in session.execute(by_class.group_by(qc.model_label)) if k}
+    kept = select(
+        func.count(),
+        func.sum(MediaTotals.faces),
+        func.sum(MediaTotals.predictions),
+        func.sum(MediaTotals.tracks),
+        func.sum(MediaTotals.crops),
+        func.sum(MediaTotals.features),
+    ).where(MediaTotals.study_id == study.id)
+    _, faces, preds, tracks, crops, feats = session.execute(kept).one()
+    counts = {
+        "media": session.scalar(select(func.count()).select_from(Media).where(Media.study_id == study.id)) or 0,
+        "faces": int(faces or 0),
+        "predictions": int(preds or 0),
+        "tracks": int(tracks or 0),
+        "crops": int(crops or 0),
+        "features": int(feats or 0),
+        "annotations": _annotation_count(session, study.id),
+    }
+    st = session.get(StudyStatus, study.id)
+    primary = labels.choose_model(session, study.id)
+    return quality.compute_stats(
+        study.name, rows, counts, primary, model_totals=totals, classes=list(st.classes or []) if st else []
+    )
+
+
+def _annotation_count(session: Session, study_id: int) -> int:
+    """Annotation rows of a study (face and track level): bounded by people's work, counted from the annotations."""
+    on_faces = (
+        select(func.count())
+        .select_from(Annotation)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+    )
+    on_tracks = (
+        select(func.count())
+        .select_from(Annotation)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Media.study_id == study_id)
+    )
+    return int(session.scalar(on_faces) or 0) + int(session.scalar(on_tracks) or 0)
+
+
+def forget(session: Session, face_ids: Sequence[int]) -> None:
+    """Takes faces about to be deleted out of the queue counts (a track's faces; a media item's go with its rows)."""
+    if not face_ids:
+        return
+    study_id = session.scalar(select(FaceStatus.study_id).where(FaceStatus.face_id == face_ids[0]))
+    if study_id is None:
+        return
+    share = float(session.scalar(select(Study.double_share).where(Study.id == study_id)) or 0.0)
+    for part in _chunks(face_ids):
+        delta: dict[_Key, _Vec] = defaultdict(lambda: [0, 0, 0, 0, 0])
+        marks = _marks(session, part)
+        for row in session.scalars(select(FaceStatus).where(FaceStatus.face_id.in_(part))):
+            for key, vec in _contributions(row, marks.get(row.face_id, []), share):
+                acc = delta[key]
+                for i, x in enumerate(vec):
+                    acc[i] -= x
+        _apply(session, study_id, delta)
