@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +215,34 @@ def test_bulk_fill_stores_the_rows_of_the_product_path(tmp_path: Path) -> None:
 def test_huge_fill_is_refused_without_the_flag(tmp_path: Path, faces: int) -> None:
     with pytest.raises(SystemExit, match="allow-huge"):
         scale_fill.check_disk(scale_fill.Shape(faces=faces), tmp_path, allow_huge=False)
+
+
+def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+    import bench_scale
+
+    argv = ["--sizes", "1500", "--engines", "sqlite", "--repeat", "2", "--timeout", "300", "--students", "4"]
+    argv += ["--minutes", "2", "--feature-dim", "8", "--crop", "12", "--readme"]
+    assert bench_scale.main(argv) == 0
+    out = capsys.readouterr()
+    table = [line for line in out.out.splitlines() if line.startswith("| ")]
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table}
+    for action in bench_scale.ACTIONS.values():
+        assert action.what in rows, action.what
+        cells = rows[action.what].split(" | ")
+        assert re.fullmatch(r"\d+(\.\d+)? m?s", cells[1].strip()), rows[action.what]  # timed, no error, no cut
+    assert "error" not in out.err, out.err
+
+
+def test_bench_cuts_an_action_over_its_timeout() -> None:
+    import multiprocessing as mp
+
+    import bench_scale
+
+    bench_scale.ACTIONS["_sleep"] = bench_scale.Action("sleeps", lambda ctx: time.sleep(30))
+    try:
+        t0 = time.monotonic()
+        t = bench_scale.time_action(mp.get_context("fork"), "sqlite://", "s", 1, "Happiness", "_sleep", 3, 1.0)
+        assert time.monotonic() - t0 < 20
+    finally:
+        del bench_scale.ACTIONS["_sleep"]
+    assert t.runs == [] and t.timeout == 1.0 and t.cell() == "> 1 s"
