@@ -220,7 +220,7 @@ def test_huge_fill_is_refused_without_the_flag(tmp_path: Path, faces: int) -> No
 def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
     import bench_scale
 
-    argv = ["--sizes", "1500", "--engines", "sqlite", "--repeat", "2", "--timeout", "300", "--students", "4"]
+    argv = ["--sizes", "800", "--engines", "sqlite", "--repeat", "1", "--timeout", "300", "--students", "4"]
     argv += ["--minutes", "2", "--feature-dim", "8", "--crop", "12", "--readme"]
     assert bench_scale.main(argv) == 0
     out = capsys.readouterr()
