@@ -114,6 +114,7 @@ class FillReport:
     segments: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     db_bytes: int = 0
+    """Growth of the database's size on disk from the empty, migrated one."""
 
     @property
     def faces_per_s(self) -> float:
@@ -601,6 +602,7 @@ def fill(
     if path not in ("product", "bulk"):
         raise ValueError(f"unknown fill path {path!r}: use product or bulk")
     rep = FillReport()
+    empty = db_bytes(store)
     recs = plan(shape)
     media_ids = []
     for rec in recs:
@@ -612,7 +614,7 @@ def fill(
     from db.maintenance import checkpoint
 
     checkpoint(store.engine)  # the WAL into the file: its size is the study's
-    rep.db_bytes = db_bytes(store)
+    rep.db_bytes = db_bytes(store) - empty
     return rep
 
 
