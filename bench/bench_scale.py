@@ -396,9 +396,21 @@ def time_action(
                 break
     finally:
         if proc.is_alive():
+            hwm = _peak_rss_mb(proc.pid)  # a cut action's peak so far
+            t.rss_mb = max(t.rss_mb or 0.0, hwm or 0.0) or None
             proc.kill()
         proc.join()
     return t
+
+
+def _peak_rss_mb(pid: int | None) -> float | None:
+    """A live process's peak resident memory (Linux ``VmHWM``), None where unknown."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
+    return int(m[1]) / 1024 if m else None
 
 
 def _first_recording(store: Any) -> tuple[int, str]:
@@ -637,6 +649,49 @@ def chromium_table(pages: dict[str, Timing], faces: int, markdown: bool) -> list
 # ---------------------------------------------------------------------------------------------------- main
 
 
+def _seconds(text: str) -> float:
+    value, unit = text.strip().split()
+    return float(value) / (1000 if unit == "ms" else 1)
+
+
+def from_log(path: Path) -> tuple[list[SizeResult], dict[str, Timing], int]:
+    """The results printed to a bench's log (its lines ``[engine size] action: ...``), to print them again."""
+    results: dict[tuple[str, int], SizeResult] = {}
+    pages: dict[str, Timing] = {}
+    chromium_faces = 0
+    line_re = re.compile(r"^\[(\w+) (\d+)\] (\w+): (.*?) \(runs ([^)]*)\)(?:, peak (\d+) MB)?$")
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fill = re.match(
+            r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \(([\d.]+) KB per face\)", line
+        )
+        if fill:
+            rep = scale_fill.FillReport(faces=int(fill[3]))
+            rep.seconds["faces"] = rep.faces / float(fill[4].replace(",", ""))
+            rep.db_bytes = int(float(fill[5]) * 1024 * rep.faces)
+            results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, {})
+            chromium_faces = chromium_faces or (rep.faces if fill[1] == "sqlite" else 0)
+            continue
+        m = re.match(r"^\[chromium\] (\w+): (.*?) \(runs ([^)]*)\)$", line)
+        if m:
+            pages[m[1]] = _timing(m[2], m[3], None)
+            continue
+        m = line_re.match(line)
+        if m and (m[1], int(m[2])) in results:
+            results[(m[1], int(m[2]))].timings[m[3]] = _timing(m[4], m[5], m[6])
+    return list(results.values()), pages, chromium_faces
+
+
+def _timing(cell: str, runs: str, rss: str | None) -> Timing:
+    t = Timing(runs=[_seconds(r) for r in runs.split(",") if r.strip()], rss_mb=float(rss) if rss else None)
+    if cell.startswith(">"):
+        t.timeout = _seconds(cell[1:])
+    elif cell.endswith("*"):
+        t.cut = True
+    elif cell == "error":
+        t.error = "error"
+    return t
+
+
 def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -659,7 +714,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-huge", action="store_true", help=f"allow more than {scale_fill.HUGE} faces")
     ap.add_argument("--keep", type=Path, help="work (databases) in this folder and keep it")
     ap.add_argument("--readme", action="store_true", help="print the tables as Markdown")
+    ap.add_argument("--from-log", type=Path, help="print the tables of an earlier run's output (with --readme)")
     args = ap.parse_args(argv)
+    if args.from_log:
+        results, pages, faces = from_log(args.from_log)
+        names = [n for n in ACTIONS if any(n in r.timings for r in results)]
+        for line in table(results, names, args.readme):
+            print(line)
+        if pages:
+            for line in chromium_table(pages, faces, args.readme):
+                print(line)
+        return 0
     if args.list:
         for name, a in ACTIONS.items():
             print(f"{name:20} {a.what}")

@@ -217,7 +217,7 @@ def test_huge_fill_is_refused_without_the_flag(tmp_path: Path, faces: int) -> No
         scale_fill.check_disk(scale_fill.Shape(faces=faces), tmp_path, allow_huge=False)
 
 
-def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import bench_scale
 
     argv = ["--sizes", "800", "--engines", "sqlite", "--repeat", "1", "--timeout", "300", "--students", "4"]
@@ -231,6 +231,11 @@ def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[s
         cells = rows[action.what].split(" | ")
         assert re.fullmatch(r"\d+(\.\d+)? m?s", cells[1].strip()), rows[action.what]  # timed, no error, no cut
     assert "error" not in out.err, out.err
+    log = tmp_path / "bench.log"  # the log printed while running gives the same table again
+    log.write_text(out.err, encoding="utf-8")
+    assert bench_scale.main(["--from-log", str(log), "--readme"]) == 0
+    again = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert again == table
 
 
 def test_bench_cuts_an_action_over_its_timeout() -> None:
