@@ -654,13 +654,18 @@ def _seconds(text: str) -> float:
     return float(value) / (1000 if unit == "ms" else 1)
 
 
-def from_log(path: Path) -> tuple[list[SizeResult], dict[str, Timing], int]:
-    """The results printed to a bench's log (its lines ``[engine size] action: ...``), to print them again."""
+def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing], int]:
+    """The results printed to bench logs (their lines ``[engine size] action: ...``), to print them again.
+
+    Several logs are merged: a later line of an action at the same size and engine replaces the earlier one (e.g. a
+    rerun of the slow actions with a longer timeout).
+    """
     results: dict[tuple[str, int], SizeResult] = {}
     pages: dict[str, Timing] = {}
     chromium_faces = 0
     line_re = re.compile(r"^\[(\w+) (\d+)\] (\w+): (.*?) \(runs ([^)]*)\)(?:, peak (\d+) MB)?$")
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
+    for line in lines:
         fill = re.match(
             r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \(([\d.]+) KB per face\)", line
         )
@@ -668,7 +673,8 @@ def from_log(path: Path) -> tuple[list[SizeResult], dict[str, Timing], int]:
             rep = scale_fill.FillReport(faces=int(fill[3]))
             rep.seconds["faces"] = rep.faces / float(fill[4].replace(",", ""))
             rep.db_bytes = int(float(fill[5]) * 1024 * rep.faces)
-            results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, {})
+            old = results.get((fill[1], int(fill[2])))
+            results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, old.timings if old else {})
             chromium_faces = chromium_faces or (rep.faces if fill[1] == "sqlite" else 0)
             continue
         m = re.match(r"^\[chromium\] (\w+): (.*?) \(runs ([^)]*)\)$", line)
@@ -714,7 +720,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-huge", action="store_true", help=f"allow more than {scale_fill.HUGE} faces")
     ap.add_argument("--keep", type=Path, help="work (databases) in this folder and keep it")
     ap.add_argument("--readme", action="store_true", help="print the tables as Markdown")
-    ap.add_argument("--from-log", type=Path, help="print the tables of an earlier run's output (with --readme)")
+    ap.add_argument(
+        "--from-log", type=Path, nargs="+", help="print the tables of earlier runs' output, merged (with --readme)"
+    )
     args = ap.parse_args(argv)
     if args.from_log:
         results, pages, faces = from_log(args.from_log)

@@ -233,7 +233,7 @@ def test_bench_times_every_action_at_a_tiny_size(capsys: pytest.CaptureFixture[s
     assert "error" not in out.err, out.err
     log = tmp_path / "bench.log"  # the log printed while running gives the same table again
     log.write_text(out.err, encoding="utf-8")
-    assert bench_scale.main(["--from-log", str(log), "--readme"]) == 0
+    assert bench_scale.main(["--from-log", str(log), str(log), "--readme"]) == 0
     again = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert again == table
 
