@@ -598,7 +598,8 @@ def growth(t_small: float | None, t_big: float | None, n_small: int, n_big: int)
     import math
 
     decades = math.log10(n_big / n_small)
-    return f"x{(t_big / t_small) ** (1 / decades):.1f}"
+    g = (t_big / t_small) ** (1 / decades)
+    return f"x{g:.1f}" if g >= 1 else f"x{g:.2f}"
 
 
 def table(results: Sequence[SizeResult], names: Sequence[str], markdown: bool) -> list[str]:
