@@ -431,7 +431,8 @@ def _first_recording(store: Any) -> tuple[int, str]:
         ).first()
         return int(mid), str(cls[0])
 
-    return store.transaction(work, write=False)
+    mid, cls = store.transaction(work, write=False)
+    return int(mid), str(cls)
 
 
 @dataclass
@@ -726,12 +727,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.from_log:
-        results, pages, faces = from_log(args.from_log)
-        names = [n for n in ACTIONS if any(n in r.timings for r in results)]
-        for line in table(results, names, args.readme):
+        logged, logged_pages, faces = from_log(args.from_log)
+        for line in table(logged, [n for n in ACTIONS if any(n in r.timings for r in logged)], args.readme):
             print(line)
-        if pages:
-            for line in chromium_table(pages, faces, args.readme):
+        if logged_pages:
+            for line in chromium_table(logged_pages, faces, args.readme):
                 print(line)
         return 0
     if args.list:
