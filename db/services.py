@@ -37,6 +37,7 @@ from db import (
     analysis_file,
     classroom,
     codecs,
+    crops,
     exports,
     ingest,
     label_import,
@@ -85,6 +86,10 @@ class LabelStore:
         retries: Attempts per transaction on lock or serialisation errors.
         engine: An existing engine for ``url`` (tests, the web app's cached one).
         media_dir: Root of the kept media files (default ``<data_dir>/media``, see :mod:`db.media_files`).
+        feature_codec: The form new features are stored in (:mod:`db.codecs`; compact by default).
+
+    A video whose file is kept stores no crops: they are re-cut from it (:mod:`db.crops`, with a small LRU cache of
+    what is on screen), unless its study sets ``keep_video_crops``.
     """
 
     def __init__(
@@ -96,8 +101,11 @@ class LabelStore:
         retries: int = 12,
         engine: Engine | None = None,
         media_dir: Path | None = None,
+        feature_codec: str = codecs.FEATURES_U8,
     ) -> None:
         self.url = url
+        self.feature_codec = feature_codec
+        self.crop_cache = crops.CropCache()
         self.store_crops = store_crops
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
         self.media_root = Path(media_dir) if media_dir is not None else self.data_dir / "media"
@@ -190,8 +198,8 @@ class LabelStore:
         return self.transaction(work, write=False)
 
     def face_crop(self, face_id: int) -> bytes | None:
-        """The stored PNG crop of a face (None in features-only mode)."""
-        return self.transaction(lambda s: repo.face_crop(s, face_id), write=False)
+        """The PNG crop of a face, stored or re-cut from its kept recording (None when it has neither)."""
+        return self.face_crops([face_id]).get(face_id)
 
     def face_features(self, face_id: int) -> np.ndarray | None:
         """The stored backbone features of a face (None when it has none)."""
@@ -253,7 +261,15 @@ class LabelStore:
         written: list[Path] = []
 
         def work(s: Session) -> IngestReport:
-            rep = ingest.store_files(s, study, [item], uploaded_by=uploaded_by, store_crops=self.store_crops)
+            rep = ingest.store_files(
+                s,
+                study,
+                [item],
+                uploaded_by=uploaded_by,
+                store_crops=self.store_crops,
+                recut_video_crops=keep_file and self.store_crops,
+                feature_codec=self.feature_codec,
+            )
             if keep_file and rep.media_ids:
                 self._keep_file(s, rep.media_ids[0], data, written)
             return rep
@@ -297,7 +313,14 @@ class LabelStore:
 
         def work(s: Session) -> resumable.AnalysisState:
             state = resumable.begin_video(
-                s, study, sha256=sha, size=size, filename=filename, info=media_info, uploaded_by=uploaded_by
+                s,
+                study,
+                sha256=sha,
+                size=size,
+                filename=filename,
+                info=media_info,
+                uploaded_by=uploaded_by,
+                recut_crops=keep_file and self.store_crops,
             )
             if keep_file and state.status == "partial":
                 self._keep_file(s, state.media_id, data, written)
@@ -338,7 +361,9 @@ class LabelStore:
         Returns:
             Faces, crops and features stored.
         """
-        faces = [ingest.face_in(r, store_crops=self.store_crops, model_version=model_version) for r in results]
+        recut = self.transaction(lambda s: bool(repo.get_row(s, Media, media_id, "media").recut_crops), write=False)
+        keep = self.store_crops and not recut  # re-cut crops are not even encoded
+        faces = [ingest.face_in(r, store_crops=keep, model_version=model_version) for r in results]
         return self.transaction(
             lambda s: resumable.store_chunk(
                 s,
@@ -347,7 +372,8 @@ class LabelStore:
                 until_s=until_s,
                 until_frame=until_frame,
                 samples=samples,
-                store_crops=self.store_crops,
+                store_crops=keep,
+                feature_codec=self.feature_codec,
             )
         )
 
@@ -615,8 +641,15 @@ class LabelStore:
         return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
-        """The stored crops of several faces (faces without one are absent), in one query."""
-        return self.transaction(lambda s: repo.face_crops(s, face_ids), write=False) if face_ids else {}
+        """The PNG crops of several faces, stored or re-cut (faces without one are absent; see :mod:`db.crops`).
+
+        The database is read in one transaction; recordings are decoded after it (each once, in time order), and
+        re-cut crops go through :attr:`crop_cache`.
+        """
+        if not face_ids:
+            return {}
+        sources = self.transaction(lambda s: crops.crop_sources(s, self.media_root, face_ids), write=False)
+        return crops.face_crops(sources, face_ids, self.crop_cache)
 
     # ------------------------------------------------------------------------------------------------ stats, export
 
