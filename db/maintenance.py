@@ -100,3 +100,14 @@ def checkpoint(engine: Engine) -> None:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     except DBAPIError as e:
         log.info("checkpoint after delete skipped: %s", e.orig)
+
+
+def vacuum(engine: Engine) -> None:
+    """Gives the freed pages of a SQLite database back to the file system (``VACUUM``; PostgreSQL: nothing to do).
+
+    Needs free disk about the database's size while it runs, and blocks writers meanwhile.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM"))

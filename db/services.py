@@ -37,6 +37,7 @@ from db import (
     analysis_file,
     classroom,
     codecs,
+    compact,
     crops,
     exports,
     ingest,
@@ -627,6 +628,106 @@ class LabelStore:
     def set_study_settings(self, study: str, settings: review.StudySettings) -> review.StudySettings:
         """Stores the labelling rules of a study (owners only in the web app)."""
         return self.transaction(lambda s: review.set_study_settings(s, study, settings))
+
+    def keep_video_crops(self, study: str) -> bool:
+        """Whether the study stores every video crop (else a kept recording's crops are re-cut from it)."""
+        return self.transaction(lambda s: bool(repo.get_study(s, study).keep_video_crops), write=False)
+
+    def set_keep_video_crops(self, study: str, keep: bool) -> bool:
+        """Makes the study store every video crop of recordings analysed from now on (``keep``), or re-cut them.
+
+        Recordings already stored keep their layout (``python -m db compact --crops`` drops stored crops).
+        """
+
+        def work(s: Session) -> bool:
+            st = repo.get_study(s, study)
+            st.keep_video_crops = bool(keep)
+            return bool(keep)
+
+        return self.transaction(work)
+
+    def compact(
+        self,
+        study: str,
+        *,
+        crops: bool = True,
+        drop_features: bool = False,
+        vacuum: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> compact.CompactReport:
+        """Compacts a study's stored faces (see :mod:`db.compact`): features converted, re-cuttable crops dropped.
+
+        Args:
+            study: The study.
+            crops: Drop the stored crops of kept recordings that re-cut pixel-equal (not for ``keep_video_crops``).
+            drop_features: Also drop the features of completely analysed videos.
+            vacuum: Give the freed space back to the file system (SQLite ``VACUUM``).
+            progress: Called with a line of text as the work goes on.
+
+        Returns:
+            What was done.
+        """
+        say = progress or (lambda _msg: None)
+        st_id, keep = self.transaction(
+            lambda s: (lambda st: (st.id, bool(st.keep_video_crops)))(repo.get_study(s, study)), write=False
+        )
+        notes: list[str] = []
+        converted, after = 0, 0
+        while True:
+            n, last = self.transaction(lambda s, a=after: compact.convert_features(s, st_id, a))
+            if last is None:
+                break
+            converted, after = converted + n, last
+            say(f"features: {converted} converted")
+        dropped = kept = no_file = 0
+        if crops and keep:
+            notes.append(f"study {study!r} keeps video crops: none dropped")
+        elif crops:
+            for media_id, sid, sha, name, _ in self.transaction(lambda s: compact.videos_with_crops(s, st_id), False):
+                path = compact.recording_path(self.media_root, sid, sha, name)
+                if path is None:
+                    no_file += 1
+                    continue
+                pos = (-1.0, 0)
+                while True:
+                    batch = self.transaction(
+                        lambda s, p=pos, m=media_id: [
+                            (fid, t, f.box, bytes(f.crop_png or b""))
+                            for fid, t, f in compact.stored_crop_batch(s, m, p)
+                        ],
+                        write=False,
+                    )
+                    if not batch:
+                        break
+                    equal = compact.equal_recuts(path, batch)
+                    self.transaction(lambda s, e=equal: compact.drop_crops(s, e))
+                    dropped, kept = dropped + len(equal), kept + len(batch) - len(equal)
+                    pos = (batch[-1][1], batch[-1][0])
+                    say(f"crops: {dropped} dropped, {kept} kept")
+                self.transaction(lambda s, m=media_id: compact.set_recut(s, m))
+            if no_file:
+                notes.append(f"{no_file} videos have no kept recording: their crops stay stored")
+            if kept:
+                notes.append(f"{kept} stored crops differ from the re-cut ones (or their frame is unreadable): kept")
+        feats_dropped = 0
+        if drop_features:
+            while n := self.transaction(lambda s: compact.drop_features(s, st_id)):
+                feats_dropped += n
+                say(f"features: {feats_dropped} dropped")
+            if feats_dropped:
+                notes.append("fine-tuning re-extracts the dropped features from the crops (re-cut from the recordings)")
+        if vacuum:
+            say("vacuuming the database file")
+            maintenance.vacuum(self.engine)
+        return compact.CompactReport(
+            study=study,
+            features_converted=converted,
+            crops_dropped=dropped,
+            crops_kept=kept,
+            videos_without_file=no_file,
+            features_dropped=feats_dropped,
+            notes=tuple(notes),
+        )
 
     def last_correction(self, study: str, annotator: str) -> AnnotationRow | None:
         """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
