@@ -96,9 +96,10 @@ def features_from_bytes(data: bytes, dim: int) -> np.ndarray:
     """The float32 feature vector stored as ``data`` (either form, see the module docstring)."""
     if features_codec(data, dim) == FEATURES_F32:
         return np.frombuffer(data, dtype="<f4").astype(np.float32)
-    lo, step = np.frombuffer(data[:8], dtype="<f4").astype(np.float64)
-    q = np.frombuffer(data[8:], dtype=np.uint8)
-    return (lo + step * q.astype(np.float64)).astype(np.float32)
+    lo, step = (float(v) for v in np.frombuffer(data[:8], dtype="<f4"))
+    q = np.frombuffer(data[8:], dtype=np.uint8).astype(np.float64)
+    out: np.ndarray = (lo + step * q).astype(np.float32)
+    return out
 
 
 def compact_feature_bytes(data: bytes, dim: int) -> bytes:

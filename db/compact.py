@@ -18,7 +18,6 @@ reused by the next recordings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +57,6 @@ class CompactReport:
     notes: tuple[str, ...] = ()
 
 
-Transaction = Callable[..., object]
-
-
 def convert_features(session: Session, study_id: int, after_id: int) -> tuple[int, int | None]:
     """Rewrites the next :data:`BATCH` float32 feature vectors of a study compactly; returns (converted, last id)."""
     stmt = (
@@ -91,11 +87,15 @@ def videos_with_crops(session: Session, study_id: int) -> list[tuple[int, int, s
     return [(int(a), int(b), str(c), str(d), bool(e)) for a, b, c, d, e in session.execute(stmt)]
 
 
-def stored_crop_batch(session: Session, media_id: int, after: tuple[float, int]) -> list[tuple[int, float, Face]]:
+StoredCrop = tuple[int, float, tuple[float, float, float, float], bytes]
+"""A video face with a stored crop: id, time, box, PNG bytes."""
+
+
+def stored_crop_batch(session: Session, media_id: int, after: tuple[float, int]) -> list[StoredCrop]:
     """The next :data:`BATCH` faces of a video with a stored crop, in (time, id) order after ``after``."""
     t0, id0 = after
     stmt = (
-        select(Face)
+        select(Face.id, Face.time_s, Face.x1, Face.y1, Face.x2, Face.y2, Face.crop_png)
         .where(
             Face.media_id == media_id,
             Face.crop_png.is_not(None),
@@ -105,10 +105,14 @@ def stored_crop_batch(session: Session, media_id: int, after: tuple[float, int])
         .order_by(Face.time_s, Face.id)
         .limit(BATCH)
     )
-    return [(f.id, float(f.time_s or 0.0), f) for f in session.scalars(stmt)]
+    return [
+        (int(i), float(t), (float(x1), float(y1), float(x2), float(y2)), bytes(png))
+        for i, t, x1, y1, x2, y2, png in session.execute(stmt)
+        if t is not None and png is not None
+    ]
 
 
-def equal_recuts(path: Path, faces: list[tuple[int, float, tuple[float, float, float, float], bytes]]) -> list[int]:
+def equal_recuts(path: Path, faces: list[StoredCrop]) -> list[int]:
     """The ids of faces whose crop re-cut from ``path`` is pixel-equal to their stored PNG."""
     sources = [crops.CropSource(fid, None, path, t, box) for fid, t, box, _ in faces]
     stored = {fid: png for fid, _, _, png in faces}

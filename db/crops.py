@@ -173,6 +173,14 @@ def iter_crops(
         progress(done, total)
 
 
+def crop_arrays(sources: dict[int, CropSource]) -> Iterator[tuple[int, np.ndarray]]:
+    """``(face_id, RGB crop)`` of faces from their :func:`crop_sources`: stored ones first, then re-cut ones."""
+    for fid, src in sources.items():
+        if src.png is not None:
+            yield fid, decode_png(src.png)
+    yield from recut([src for src in sources.values() if src.png is None])
+
+
 def as_array(crop: np.ndarray | bytes) -> np.ndarray:
     """The RGB array of a crop given as PNG bytes or as an array."""
     return decode_png(crop) if isinstance(crop, bytes) else crop

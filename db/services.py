@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -634,13 +635,13 @@ class LabelStore:
         return self.transaction(lambda s: bool(repo.get_study(s, study).keep_video_crops), write=False)
 
     def set_keep_video_crops(self, study: str, keep: bool) -> bool:
-        """Makes the study store every video crop of recordings analysed from now on (``keep``), or re-cut them.
+        """Makes the study (created when new) store every video crop of recordings analysed from now on, or not.
 
         Recordings already stored keep their layout (``python -m db compact --crops`` drops stored crops).
         """
 
         def work(s: Session) -> bool:
-            st = repo.get_study(s, study)
+            st = repo.get_or_create_study(s, study)
             st.keep_video_crops = bool(keep)
             return bool(keep)
 
@@ -668,13 +669,16 @@ class LabelStore:
             What was done.
         """
         say = progress or (lambda _msg: None)
-        st_id, keep = self.transaction(
-            lambda s: (lambda st: (st.id, bool(st.keep_video_crops)))(repo.get_study(s, study)), write=False
-        )
+
+        def setting(s: Session) -> tuple[int, bool]:
+            st = repo.get_study(s, study)
+            return st.id, bool(st.keep_video_crops)
+
+        st_id, keep = self.transaction(setting, write=False)
         notes: list[str] = []
         converted, after = 0, 0
         while True:
-            n, last = self.transaction(lambda s, a=after: compact.convert_features(s, st_id, a))
+            n, last = self.transaction(functools.partial(compact.convert_features, study_id=st_id, after_id=after))
             if last is None:
                 break
             converted, after = converted + n, last
@@ -683,7 +687,8 @@ class LabelStore:
         if crops and keep:
             notes.append(f"study {study!r} keeps video crops: none dropped")
         elif crops:
-            for media_id, sid, sha, name, _ in self.transaction(lambda s: compact.videos_with_crops(s, st_id), False):
+            videos = self.transaction(functools.partial(compact.videos_with_crops, study_id=st_id), write=False)
+            for media_id, sid, sha, name, _ in videos:
                 path = compact.recording_path(self.media_root, sid, sha, name)
                 if path is None:
                     no_file += 1
@@ -691,27 +696,23 @@ class LabelStore:
                 pos = (-1.0, 0)
                 while True:
                     batch = self.transaction(
-                        lambda s, p=pos, m=media_id: [
-                            (fid, t, f.box, bytes(f.crop_png or b""))
-                            for fid, t, f in compact.stored_crop_batch(s, m, p)
-                        ],
-                        write=False,
+                        functools.partial(compact.stored_crop_batch, media_id=media_id, after=pos), write=False
                     )
                     if not batch:
                         break
                     equal = compact.equal_recuts(path, batch)
-                    self.transaction(lambda s, e=equal: compact.drop_crops(s, e))
+                    self.transaction(functools.partial(compact.drop_crops, face_ids=equal))
                     dropped, kept = dropped + len(equal), kept + len(batch) - len(equal)
                     pos = (batch[-1][1], batch[-1][0])
                     say(f"crops: {dropped} dropped, {kept} kept")
-                self.transaction(lambda s, m=media_id: compact.set_recut(s, m))
+                self.transaction(functools.partial(compact.set_recut, media_id=media_id))
             if no_file:
                 notes.append(f"{no_file} videos have no kept recording: their crops stay stored")
             if kept:
                 notes.append(f"{kept} stored crops differ from the re-cut ones (or their frame is unreadable): kept")
         feats_dropped = 0
         if drop_features:
-            while n := self.transaction(lambda s: compact.drop_features(s, st_id)):
+            while n := self.transaction(functools.partial(compact.drop_features, study_id=st_id)):
                 feats_dropped += n
                 say(f"features: {feats_dropped} dropped")
             if feats_dropped:
@@ -767,13 +768,22 @@ class LabelStore:
         return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
 
     def export(
-        self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0
+        self,
+        study: str,
+        fmt: ExportFormat,
+        out: Path,
+        *,
+        model: str | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
-        """Exports a study (see :mod:`db.exports` for the formats)."""
+        """Exports a study (see :mod:`db.exports` for the formats); ``progress(done, total)`` for crops written."""
 
         def work(s: Session) -> ExportReport:
             stats, rows, primary = self._stats(s, study, model)
-            return exports.export(s, study, rows, stats, primary, fmt, Path(out), seed=seed)
+            return exports.export(
+                s, study, rows, stats, primary, fmt, Path(out), seed=seed, media_root=self.media_root, progress=progress
+            )
 
         return self.transaction(work, write=False)
 

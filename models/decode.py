@@ -497,6 +497,7 @@ def frames_at(
         half = 0.5 / rate
         i = 0
         while i < len(wanted):
+            sought = i  # the time this seek is for: decoding goes on (no new seek) until it is answered
             if tb is not None and wanted[i] > 0:
                 container.seek(int(start + wanted[i] / tb), stream=st, backward=True, any_frame=False)
             prev: tuple[float, av.VideoFrame] | None = None
@@ -514,7 +515,7 @@ def frames_at(
                     if i >= len(wanted):
                         return
                     prev = (t, frame)
-                    if wanted[i] - t > seek_gap_s:
+                    if i != sought and wanted[i] - t > seek_gap_s:
                         reseek = True
                         break
             except av.FFmpegError as exc:
