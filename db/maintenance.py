@@ -109,5 +109,8 @@ def vacuum(engine: Engine) -> None:
     """
     if engine.dialect.name != "sqlite":
         return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM"))
+    raw = engine.raw_connection()  # outside SQLAlchemy's transaction (the engine's "begin" hook would open one)
+    try:
+        raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+    finally:
+        raw.close()

@@ -11,7 +11,8 @@ batches, without re-analysis. The codec is copied here (frozen), so later change
 what this revision did. Stored crops are left as they are: dropping those a kept recording re-cuts pixel-equal
 needs the media folder, which a migration does not know; ``python -m db compact --study S --crops`` does it, face by
 face, after checking the equality. Downgrade converts the features back to float32 (the compact values, widened)
-and drops the two columns; video faces whose crop was dropped stay without one.
+and drops the two columns (plain ``DROP COLUMN``, never a table copy: the cascade would delete the faces);
+video faces whose crop was dropped stay without one.
 """
 from typing import Sequence, Union
 
@@ -89,7 +90,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema."""
     _convert(lambda dim: dim + 8, _to_f32)
-    with op.batch_alter_table('studies', schema=None) as batch_op:
-        batch_op.drop_column('keep_video_crops')
-    with op.batch_alter_table('media', schema=None) as batch_op:
-        batch_op.drop_column('recut_crops')
+    # Plain DROP COLUMN (SQLite >= 3.35, PostgreSQL): a batch "move and copy" of ``media`` would drop the old table
+    # with foreign keys on, and its ON DELETE CASCADE would take every face with it.
+    op.drop_column('studies', 'keep_video_crops')
+    op.drop_column('media', 'recut_crops')
