@@ -41,7 +41,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.codecs import features_from_bytes
+from db.codecs import PNG_LEVEL, features_from_bytes
 from db.crops import as_array, iter_crops
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
@@ -229,7 +229,7 @@ def resized_png(data: bytes | np.ndarray, size: int) -> bytes:
 
     img = Image.fromarray(as_array(data)).resize((size, size), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=PNG_LEVEL)  # lossless at any level; level 1 is ~4x faster
     return buf.getvalue()
 
 
