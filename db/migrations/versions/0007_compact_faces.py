@@ -14,7 +14,7 @@ face, after checking the equality. Downgrade converts the features back to float
 and drops the two columns (plain ``DROP COLUMN``, never a table copy: the cascade would delete the faces);
 video faces whose crop was dropped stay without one.
 """
-from typing import Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from alembic import op
 import numpy as np
@@ -50,12 +50,13 @@ def _to_u8(data: bytes) -> bytes:
 
 
 def _to_f32(data: bytes) -> bytes:
-    lo, step = np.frombuffer(data[:8], dtype='<f4').astype(np.float64)
+    lo, step = (float(v) for v in np.frombuffer(data[:8], dtype='<f4'))
     q = np.frombuffer(data[8:], dtype=np.uint8).astype(np.float64)
-    return (lo + step * q).astype('<f4').tobytes()
+    out: bytes = (lo + step * q).astype('<f4').tobytes()
+    return out
 
 
-def _convert(from_len, fn) -> None:
+def _convert(from_len: Callable[[Any], Any], fn: Callable[[bytes], bytes]) -> None:
     bind = op.get_bind()
     after = 0
     while True:
