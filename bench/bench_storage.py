@@ -107,11 +107,61 @@ def weights(folder: Path) -> Path:
     return folder
 
 
+def synthetic(n_faces: int) -> None:
+    """Database bytes per video face of the compact layout, stored through ``store_chunk`` (no inference), per page
+    size: 16 faces per frame, 1280-d features shaped like pooled EfficientNet ones, no crops (re-cut)."""
+    import dataclasses
+
+    import db.engine as engine_mod
+    from db.ingest import MediaInfo
+    from db.services import LabelStore
+    from tests.pg import fake_results
+
+    rng = np.random.default_rng(0)
+    for page in (4096, 16384):
+        engine_mod.SQLITE_PAGE_SIZE = page
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "s.sqlite3"
+            store = LabelStore(f"sqlite:///{db}", data_dir=Path(tmp))
+            store.upgrade()
+            empty = db_used_bytes(db)
+            info = MediaInfo(kind="video", width=1280, height=720, duration_s=3600.0, fps=25.0)
+            state = store.begin_video("s", b"x" * 1000, "lecture.mp4", info, keep_file=True)
+            boxes = [(80.0 * k, 40.0, 80.0 * k + 104, 144.0) for k in range(16)]
+            frame = 0
+            while frame * 16 < n_faces:
+                results = []
+                for fr in range(frame, frame + 150):
+                    for r in fake_results("lecture.mp4", boxes, ["Neutral"] * 16, feature_dim=1280, seed=fr):
+                        feats = np.abs(rng.normal(0.3, 0.4, 1280)).astype(np.float32)
+                        pred = dataclasses.replace(r.prediction, features=feats)
+                        results.append(dataclasses.replace(r, frame=fr * 5, time_s=fr * 0.2, prediction=pred))
+                store.store_chunk(
+                    state.media_id,
+                    results,
+                    until_s=(frame + 149) * 0.2,
+                    until_frame=(frame + 149) * 5,
+                    samples=frame + 150,
+                )
+                frame += 150
+            n = frame * 16
+            grown = db_used_bytes(db) - empty
+            print(
+                f"synthetic, {n} faces, SQLite page {page} B: database growth {grown / n:.0f} bytes per face, "
+                f"{grown / n * LECTURE_FACES / 1e6:.0f} MB per 60-min 16-student lecture"
+            )
+            store.close()
+
+
 def main() -> int:
     """Runs the bench."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=12.0)
+    ap.add_argument("--synthetic", type=int, default=0, help="only the storage path: this many faces, no inference")
     args = ap.parse_args()
+    if args.synthetic:
+        synthetic(args.synthetic)
+        return 0
     from affectlab.longvideo import analyze_long_video
     from db.codecs import FEATURES_F32, decode_png, features_from_bytes, features_to_bytes
     from db.services import LabelStore
@@ -174,8 +224,8 @@ def main() -> int:
         pa_of = dict(column_rows(tmp / "after.sqlite3", PERSONS_SQL))
         person_pairs = {(pb_of.get(kb[k].track_index), pa_of.get(ka[k].track_index)) for k in kb if k in ka}
         persons_equal = len(person_pairs) == len({p for p, _ in person_pairs}) == len({p for _, p in person_pairs})
-        eng_b = {t.track_index: t for t in stores["before"].tracks(stores["before"].media("lecture")[0].media_id)}
-        eng_a = {t.track_index: t for t in stores["after"].tracks(stores["after"].media("lecture")[0].media_id)}
+        eng_b = {t.track_index: t for t in stores["before"].tracks(stores["before"].media("lecture")[0].id)}
+        eng_a = {t.track_index: t for t in stores["after"].tracks(stores["after"].media("lecture")[0].id)}
         diffs = [
             abs((eng_b[tb].engagement_score or 0) - (eng_a[ta].engagement_score or 0))
             for tb, ta in track_pairs
