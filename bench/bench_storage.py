@@ -153,6 +153,42 @@ def synthetic(n_faces: int) -> None:
             store.close()
 
 
+def effects(n: int = 2000) -> None:
+    """What compact features change for the emotion head and the engagement model (random weights in the published
+    layouts), on feature vectors shaped like pooled EfficientNet ones (non-negative, smooth)."""
+    from db.codecs import features_from_bytes, features_to_bytes
+    from models.engagement import EngagementModel
+    from tests.test_engagement import random_keras_weights, write_keras_h5
+    from tests.videos import random_recognizer
+
+    rng = np.random.default_rng(1)
+    base = np.abs(rng.normal(0.3, 0.4, (1, 1280)))
+    f32 = (base + np.abs(rng.normal(0, 0.3, (n, 1280)))).astype(np.float32)
+    u8 = np.stack([features_from_bytes(features_to_bytes(v)[0], v.size) for v in f32])
+    rec = random_recognizer()
+    pb = np.stack([p.probs for p in rec.classify(f32)])
+    pa = np.stack([p.probs for p in rec.classify(u8)])
+    print(
+        f"{n} feature vectors: max |error| {np.abs(f32 - u8).max():.2e} (range {np.ptp(f32, axis=1).mean():.2f}); "
+        f"emotion head: top class equal {100 * np.mean(pb.argmax(1) == pa.argmax(1)):.2f} %, "
+        f"max |probability difference| {np.abs(pb - pa).max():.2e}"
+    )
+    with tempfile.TemporaryDirectory() as t:
+        eng = EngagementModel.from_h5(write_keras_h5(Path(t) / "e.h5", random_keras_weights(0)))
+        diffs, same = [], []
+        for k in range(n // 200):
+            part = slice(k * 200, (k + 1) * 200)
+            times = [i * 0.2 for i in range(200)]
+            a, b = eng.score_sequence(f32[part], times), eng.score_sequence(u8[part], times)
+            assert a is not None and b is not None
+            diffs.append(abs(a.score - b.score))
+            same.append(a.label == b.label)
+        print(
+            f"engagement, {len(diffs)} tracks of 200 faces: max |score difference| {max(diffs):.2e}, "
+            f"labels equal {all(same)}"
+        )
+
+
 def main() -> int:
     """Runs the bench."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -161,6 +197,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.synthetic:
         synthetic(args.synthetic)
+        effects()
         return 0
     from affectlab.longvideo import analyze_long_video
     from db.codecs import FEATURES_F32, decode_png, features_from_bytes, features_to_bytes
