@@ -380,7 +380,7 @@ def test_client_address_and_rate_limits() -> None:
 def test_host_headers() -> None:
     from affectlab.settings import Settings
     from webapp.guard import host_allowed
-    from webapp.serve import allowed_hosts
+    from webapp.guard_config import allowed_hosts
 
     local = allowed_hosts(Settings.from_env({}), "127.0.0.1")
     assert (
@@ -397,7 +397,7 @@ def test_host_headers() -> None:
 def test_whose_forwarded_for_counts() -> None:
     from affectlab.settings import Settings
     from webapp.guard import client_address
-    from webapp.serve import guard_state
+    from webapp.guard_config import guard_state
 
     scope = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
     local = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1"}))

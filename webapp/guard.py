@@ -124,7 +124,7 @@ class CookieSigner:
 
     def verify(self, value: str | None) -> str | None:
         """The browser id of a cookie value, None when it is absent, forged, malformed or expired."""
-        if not value or len(value) > 200:
+        if not isinstance(value, str) or not value or len(value) > 200:
             return None
         payload, _, sig = value.rpartition(".")
         bid, _, issued = payload.partition(".")
@@ -392,8 +392,8 @@ TEST_GRANTS = GrantStore()
 """Grants of AppTest sessions (no server, no network, no cookie): bound to the session, as nothing else exists."""
 
 
-def install(state: GuardState) -> GuardState:
-    """Makes ``state`` the process's guard (:mod:`webapp.serve` does, once)."""
+def install(state: GuardState | None) -> GuardState | None:
+    """Makes ``state`` the process's guard (:mod:`webapp.serve` does, once; None: no guard)."""
     global _state
     _state = state
     return state
