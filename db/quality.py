@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
@@ -22,30 +22,74 @@ def _clean(x: float) -> float | None:
 
 def class_order(rows: Sequence[FaceLabel]) -> tuple[str, ...]:
     """The classes of a study: the model's output order first, then any other class annotators used."""
-    labels: list[str] = []
+    acc = StatsAccumulator()
     for r in rows:
+        acc.add_classes(r)
+    return acc.classes()
+
+
+class StatsAccumulator:
+    """The statistics of a study fed one face row at a time (:func:`compute_stats` over a stream of pages).
+
+    Only counters and the rows people judged are kept, so memory grows with the human labels, not the faces.
+    """
+
+    def __init__(self) -> None:
+        self._labels: dict[str, None] = {}
+        self._extra: set[str] = set()
+        self.model_counts: Counter[str] = Counter()
+        self.label_counts: Counter[str] = Counter()
+        self.judged: list[FaceLabel] = []
+        """The rows with at least one judgement (every human figure rests on them)."""
+
+    def add_classes(self, r: FaceLabel) -> None:
+        """Notes the classes a row uses (:func:`class_order`)."""
         if r.model_probs:
             for k in r.model_probs:
-                if k not in labels:
-                    labels.append(k)
-    if not labels:
-        labels = list(EMOTIONS_8)
-    extra = {j.label for r in rows for j in r.judgements if j.label} | {r.label for r in rows if r.label}
-    labels += sorted(extra - set(labels))
-    return tuple(labels)
+                if k not in self._labels:
+                    self._labels[k] = None
+        self._extra.update(j.label for j in r.judgements if j.label)
+        if r.label:
+            self._extra.add(r.label)
+
+    def add(self, r: FaceLabel) -> None:
+        """Counts one face row."""
+        self.add_classes(r)
+        if r.model_label:
+            self.model_counts[r.model_label] += 1
+        if r.label:
+            self.label_counts[r.label] += 1
+        if r.judgements:
+            self.judged.append(r)
+
+    def classes(self) -> tuple[str, ...]:
+        """The class order of the rows so far (:func:`class_order`)."""
+        labels = list(self._labels) or list(EMOTIONS_8)
+        return (*labels, *sorted(self._extra - set(labels)))
+
+    def result(self, study: str, counts: dict[str, int], primary: ModelKey | None) -> StudyStats:
+        """The statistics of the rows added (see :func:`compute_stats`)."""
+        return _stats(study, self, counts, primary)
 
 
 def compute_stats(
-    study: str, rows: Sequence[FaceLabel], counts: dict[str, int], primary: ModelKey | None
+    study: str, rows: Iterable[FaceLabel], counts: dict[str, int], primary: ModelKey | None
 ) -> StudyStats:
     """Statistics of a study from its face rows (see :func:`db.labels.face_labels`)."""
-    labels = class_order(rows)
-    human = [r for r in rows if r.label_source == "human"]
-    judged = [r for r in rows if r.judgements]
-    annotators = sorted({j.annotator for r in rows for j in r.judgements})
-    model_counts = Counter(r.model_label for r in rows if r.model_label)
+    acc = StatsAccumulator()
+    for r in rows:
+        acc.add(r)
+    return acc.result(study, counts, primary)
+
+
+def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: ModelKey | None) -> StudyStats:
+    labels = acc.classes()
+    judged = acc.judged
+    human = [r for r in judged if r.label_source == "human"]
+    annotators = sorted({j.annotator for r in judged for j in r.judgements})
+    model_counts = acc.model_counts
     human_counts = Counter(r.label for r in human)
-    label_counts = Counter(r.label for r in rows if r.label)
+    label_counts = acc.label_counts
 
     both = [r for r in human if r.model_label]
     cm = agreement.confusion_matrix([r.label for r in both], [r.model_label for r in both], labels)
@@ -67,7 +111,7 @@ def compute_stats(
     )
     alpha = agreement.krippendorff_alpha([[t.get(a) for a in annotators] for t in multi], "nominal") if multi else None
 
-    # CCC of valence, arousal, engagement.
+    # CCC of valence, arousal, engagement (a human value needs a judgement, so the judged rows hold them all).
     ccc: dict[str, dict[str, float | None]] = {}
     for f in NUMERIC_FIELDS:
         values: list[dict[str, float]] = [
@@ -82,13 +126,13 @@ def compute_stats(
         model_attr = f"model_{f}"
         vs_model = [
             (getattr(r, f), getattr(r, model_attr))
-            for r in rows
+            for r in judged
             if getattr(r, f"{f}_source") == "human" and getattr(r, model_attr) is not None
         ]
         ccc[f] = {
             "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
             "model": _clean(agreement.ccc([h for h, _ in vs_model], [m for _, m in vs_model])) if vs_model else None,
-            "n": sum(1 for r in rows if getattr(r, f"{f}_source") == "human"),
+            "n": sum(1 for r in judged if getattr(r, f"{f}_source") == "human"),
         }
 
     all_counts = dict(counts)

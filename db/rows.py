@@ -167,9 +167,9 @@ class FaceLabel:
 
         Faces of one group never go to different splits or cross-validation folds.
         """
-        if self.track_index is not None:
-            return f"{self.media_sha256}:track{self.track_index}"
-        return self.media_sha256
+        from db.splits import group_name
+
+        return group_name(self.media_sha256, self.track_index)
 
 
 @dataclass(frozen=True)

@@ -633,11 +633,24 @@ class LabelStore:
         return self.transaction(lambda s: self._stats(s, study, model)[0], write=False)
 
     def export(
-        self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0
+        self,
+        study: str,
+        fmt: ExportFormat,
+        out: Path,
+        *,
+        model: str | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
-        """Exports a study (see :mod:`db.exports` for the formats)."""
+        """Exports a study (see :mod:`db.exports` for the formats).
+
+        CSV, Parquet and features are written page by page in bounded memory (:func:`db.exports.export_stream`),
+        calling ``progress(faces done, faces in the study)`` after each page.
+        """
 
         def work(s: Session) -> ExportReport:
+            if exports.is_stream_format(fmt):
+                return exports.export_stream(s, study, fmt, Path(out), model=model, seed=seed, progress=progress)
             stats, rows, primary = self._stats(s, study, model)
             return exports.export(s, study, rows, stats, primary, fmt, Path(out), seed=seed)
 
