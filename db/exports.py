@@ -344,7 +344,7 @@ def _study_notes(has_faces: bool, predictions_only: bool, crops_available: bool)
     return notes
 
 
-def _is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
+def is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
     """Whether ``fmt`` is one of the online-class tables (:data:`CLASS_FORMATS`)."""
     return fmt in CLASS_FORMATS
 
@@ -382,8 +382,8 @@ def export(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    if _is_class_format(fmt):
-        return export_class_table(session, study, rows, stats, fmt, out)
+    if is_class_format(fmt):
+        return export_class_table(session, study, fmt, out)
     splits = assign_splits(rows, seed)
     crops_available = stats.counts["crops"] > 0
     notes = _study_notes(bool(rows), stats.predictions_only, crops_available)
@@ -543,13 +543,14 @@ def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: l
 # ---------------------------------------------------------------------------------------------------- class tables
 
 
-def export_class_table(
-    session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: ClassFormat, out: Path
-) -> ExportReport:
-    """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image."""
-    from db import classroom
+def export_class_table(session: Session, study: str, fmt: ClassFormat, out: Path) -> ExportReport:
+    """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image.
 
-    tables = classroom.class_tables(session, study, rows)
+    The report counts the faces the tables rest on (the recordings' persons' faces), human- and model-labelled.
+    """
+    from db import classroom, repo
+
+    tables = classroom.class_tables(session, study)
     df = classroom.dataframe(tables, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
@@ -558,13 +559,14 @@ def export_class_table(
         df.to_csv(out, index=False)
     out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
+    counts = repo.count_rows(session, repo.get_study(session, study).id)
     return ExportReport(
         path=str(out),
         format=fmt,
-        n_faces=len(rows),
-        n_human=sum(r.label_source == "human" for r in rows),
-        n_model_only=sum(r.label_source == "model" for r in rows),
-        predictions_only=stats.predictions_only,
+        n_faces=tables.n_human + tables.n_model,
+        n_human=tables.n_human,
+        n_model_only=tables.n_model,
+        predictions_only=counts["annotations"] == 0,
         crops_available=False,
         splits={},
         notes=tuple(notes),
@@ -582,12 +584,13 @@ def is_stream_format(fmt: str) -> TypeGuard[FaceFormat]:
     return fmt in STREAM_FORMATS
 
 
-def export_classes(session: Session, study_id: int, primary: ModelKey | None) -> tuple[str, ...]:
+def export_classes(session: Session, study_id: int, primary: ModelKey | None, *, votes: bool = True) -> tuple[str, ...]:
     """The class order of a study's ``prob_*`` columns, from SQL (what :func:`db.quality.class_order` gives).
 
     The model's output classes: each run's class order (one stored prediction per run), the study's run first and
     then the others by their first prediction; no run: the 8 AffectNet classes. Then, sorted, the other classes of
-    people's active votes (a ``set`` row no undo reverted). A class that only an outvoted or replaced vote named
+    people's active votes (a ``set`` row no undo reverted; left out with ``votes=False``, and then no run gives no
+    class). A class that only an outvoted or replaced vote named
     also gets its (empty) column here, where a whole-study read would leave it out.
     """
     from sqlalchemy import exists, func
@@ -609,6 +612,8 @@ def export_classes(session: Session, study_id: int, primary: ModelKey | None) ->
         probs = session.scalar(select(Prediction.probs).where(Prediction.id == r[3]))
         for k in probs or {}:
             order.setdefault(str(k), None)
+    if not votes:
+        return tuple(order)
     labels = list(order) or list(EMOTIONS_8)
     undo = aliased(Annotation)
     active = (
@@ -637,12 +642,18 @@ def _csv_writer(f: Any) -> Any:
     return csv.writer(f, lineterminator=CSV_LINE_END)
 
 
-def _neutralised(values: list[Any], text_at: Sequence[int], float_at: Sequence[int]) -> list[Any]:
-    """A row's values as the CSV writes them: text cells through :func:`neutralise_cell`, NaN as empty."""
+def _neutralised(values: list[Any], text_at: Sequence[int], float_at: Sequence[int], seen: dict[str, str]) -> list[Any]:
+    """A row's values as the CSV writes them: text cells through :func:`neutralise_cell`, NaN as empty.
+
+    ``seen`` remembers the cells already neutralised (most text cells repeat: sources, splits, models, file names).
+    """
     for i in text_at:
         v = values[i]
         if v is not None:
-            values[i] = neutralise_cell(v)
+            n = seen.get(v)
+            if n is None:
+                n = seen[v] = neutralise_cell(v)
+            values[i] = n
     for i in float_at:
         v = values[i]
         if v is not None and v != v:
@@ -794,12 +805,13 @@ def _stream_csv(
         w.writerow(cols)
         for page in pages:
             vals = []
+            seen: dict[str, str] = {}
             for r in page:
                 split = by_group[r.group]
                 split_counts[split] += 1
                 acc.add(r)
                 card_counts.add(r)
-                vals.append(_neutralised(row_values(r, split, classes), text_at, float_at))
+                vals.append(_neutralised(row_values(r, split, classes), text_at, float_at, seen))
             w.writerows(vals)
 
 

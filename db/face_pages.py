@@ -11,8 +11,10 @@ Rows come in face id order (the order faces were stored, i.e. by recording and f
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, or_, select
@@ -173,7 +175,7 @@ def labels_of_faces(
             cache.clear()
         got = labels._track_windows(session, need)
         for t in need:
-            cache[t] = got.get(t)
+            cache[t] = _indexed(got.get(t))
     return [
         labels._face_label(
             f,
@@ -182,10 +184,45 @@ def labels_of_faces(
             by_face.get(f.id),
             resolved,
             bool(f.has_crop),
-            labels._window_engagement(cache.get(f.track_id) if f.track_id is not None else None, f.time_s),
+            _window_engagement(cache.get(f.track_id) if f.track_id is not None else None, f.time_s),
         )
         for f in faces
     ]
+
+
+class _SortedWindows(NamedTuple):
+    """A track's windows whose starts and ends both rise with their ids (as the engagement model writes them)."""
+
+    score: float | None
+    windows: list[tuple[float, float, float]]
+    ends: list[float]
+
+
+def _indexed(track: Any) -> Any:
+    """The track's windows with a bisect index when their starts and ends rise in id order, else as they are."""
+    if track is None:
+        return None
+    score, windows = track
+    starts = [a for a, _, _ in windows]
+    ends = [b for _, b, _ in windows]
+    if all(x <= y for x, y in pairwise(starts)) and all(x <= y for x, y in pairwise(ends)):
+        return _SortedWindows(score, windows, ends)
+    return track
+
+
+def _window_engagement(track: Any, time_s: float | None) -> float | None:
+    """:func:`db.labels._window_engagement` (the first window by id holding the time), by bisection when sorted.
+
+    With starts and ends rising in id order, the first window holding ``t`` is the first whose end is at least
+    ``t``, if its start is at most ``t`` (a later window starts later still).
+    """
+    if not isinstance(track, _SortedWindows):
+        return labels._window_engagement(track, time_s)
+    if time_s is not None:
+        i = bisect_left(track.ends, time_s)
+        if i < len(track.windows) and track.windows[i][0] <= time_s:
+            return float(track.windows[i][2])
+    return track.score
 
 
 def iter_face_pages(

@@ -649,6 +649,8 @@ class LabelStore:
         """
 
         def work(s: Session) -> ExportReport:
+            if exports.is_class_format(fmt):
+                return exports.export_class_table(s, study, fmt, Path(out))
             if exports.is_stream_format(fmt):
                 return exports.export_stream(s, study, fmt, Path(out), model=model, seed=seed, progress=progress)
             stats, rows, primary = self._stats(s, study, model)
