@@ -176,7 +176,7 @@ def _figures(agg: _Agg, classes: Sequence[str], period_s: float, step_s: float) 
     return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Recording:
     """A recording's per-person sums per time bucket (what its rows are added up from), and what they rest on."""
 
@@ -187,16 +187,65 @@ class _Recording:
     persons: tuple[PersonRow, ...]
     segments: tuple[SegmentRow, ...]
     bounds: tuple[float, ...]
-    """Bucket ``i`` holds ``bounds[i] < t < bounds[i + 1]``, plus ``t == bounds[i]`` (its own bucket ``~i``)."""
+    """Bucket ``2 i`` holds ``t == bounds[i]``, ``2 i + 1`` holds ``bounds[i] < t < bounds[i + 1]``; ``-1``: before."""
     sums: dict[tuple[int, int], _Agg]
-    """``(person_id, bucket)``: bucket ``2 i + 1`` is ``bounds[i] < t < bounds[i + 1]``, ``2 i`` is ``t == bounds[i]``;
-    ``-1``: before the first bound."""
-    labels_seen: tuple[str, ...]
-    """Classes of the recording's human-labelled faces, in face order (for the study's class list)."""
-    n_human: int = 0
-    """Faces of the recording's persons whose class people gave."""
-    n_model: int = 0
-    """Faces of the recording's persons whose class is the model's."""
+    """``(person_id, bucket)``: every face of the person, with the model's values of its prediction of the run."""
+    person_of: dict[int, int]
+    """Track id to person id."""
+    primary: labels.ModelKey | None
+    deltas: dict[int, tuple[tuple[int, int], _Agg, str | None, str]] = field(default_factory=dict)
+    """Face id to ``(key, people's values minus the model's, class, label source)`` of the faces people voted on
+    (or without a prediction of the run): as many as the votes, replaced face by face as votes come."""
+    delta_sums: dict[tuple[int, int], _Agg] = field(default_factory=dict)
+
+    def set_deltas(self, rows: Sequence[FaceLabel]) -> None:
+        """Replaces the corrections of these faces by their current rows (:mod:`db.face_pages`).
+
+        Copy on write: a page reading this recording meanwhile sees the old corrections or the new ones, whole.
+        """
+        deltas = dict(self.deltas)
+        for r in rows:
+            pid = self.person_of.get(r.track_id) if r.track_id is not None else None
+            if pid is None:
+                deltas.pop(r.face_id, None)
+                continue
+            d = _Agg()
+            if self.primary is not None and (r.model, r.weights_hash, r.model_version) == self.primary:
+                _add_values(d, r.model_label, r.model_engagement, r.model_valence, r.model_arousal, -1)
+            _add_values(d, r.label, r.engagement, r.valence, r.arousal, 1)
+            deltas[r.face_id] = ((pid, _bucket_of(self.bounds, r.time_s or 0.0)), d, r.label, r.label_source)
+        delta_sums: dict[tuple[int, int], _Agg] = {}
+        for key, d, _, _ in deltas.values():
+            got = delta_sums.setdefault(key, _Agg())
+            got += d
+        self.deltas, self.delta_sums = deltas, delta_sums
+
+    @property
+    def labels_seen(self) -> tuple[str, ...]:
+        """Classes of the corrected faces, in face order (for the study's class list)."""
+        return tuple(k for k in dict.fromkeys(self.deltas[f][2] or "" for f in sorted(self.deltas)) if k)
+
+    @property
+    def n_faces(self) -> int:
+        return sum(a.n for a in self.sums.values())
+
+    @property
+    def n_human(self) -> int:
+        return sum(1 for *_, src in self.deltas.values() if src == "human")
+
+
+def _add_values(d: _Agg, label: str | None, eng: float | None, val: float | None, aro: float | None, sign: int) -> None:
+    if label:
+        d.labels[label] += sign
+    if eng is not None:
+        d.eng_sum += sign * eng
+        d.eng_n += sign
+    if val is not None:
+        d.val_sum += sign * val
+        d.val_n += sign
+    if aro is not None:
+        d.aro_sum += sign * aro
+        d.aro_n += sign
 
 
 def _bucket_of(bounds: Sequence[float], t: float) -> int:
@@ -233,13 +282,11 @@ def _periods_in(rec: _Recording, start: float, end: float, last: bool) -> list[i
 
 
 def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | None, study_id: int) -> _Recording:
-    """A recording's sums: SQL aggregates of the faces only the model labelled, and the others resolved in Python.
+    """A recording's sums: SQL aggregates of every face with its model values, then the voted faces corrected.
 
     The faces people voted on (their own rows or their track's) and those without a prediction of the study's run
     go through the rules of :mod:`db.labels` (:mod:`db.face_pages`); they are as many as the votes, not the faces.
     """
-    from db import face_pages
-
     persons = tuple(current_persons(session, media.id))
     segs = tuple(list_segments(session, [media.id]))
     times = sorted(
@@ -254,11 +301,10 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         {0.0, duration, *(a for _, a, _ in minutes), *(b for _, _, b in minutes)}
         | {x for _, a, b in seg_periods for x in (a, b)}
     )
-    sums: dict[tuple[int, int], _Agg] = {}
-    labels_seen: dict[str, None] = {}
-    if not persons:
-        return _Recording(media.id, media.filename, duration, step, persons, segs, tuple(bounds), sums, ())
     person_of = {t: p.person_id for p in persons for t in p.track_ids}
+    rec = _Recording(media.id, media.filename, duration, step, persons, segs, tuple(bounds), {}, person_of, primary)
+    if not persons:
+        return rec
     original = {
         int(t): int(p)
         for t, p in session.execute(
@@ -268,19 +314,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         )
     }
     moved = {t: p for t, p in person_of.items() if original.get(t) != p}
-    gone = [t for t in original if t not in person_of]
-    voted_tracks: list[int] = sorted(
-        {
-            int(x or 0)
-            for x in session.scalars(
-                select(Annotation.track_id)
-                .join(Track, Track.id == Annotation.track_id)
-                .where(Track.media_id == media.id)
-                .distinct()
-            )
-        }
-    )
-    has_vote = exists().where(Annotation.face_id == Face.id)
     pred = aliased(Prediction)
     latest: Any = literal(None)
     if primary is not None:
@@ -299,7 +332,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     if moved:
         person = case(*((Face.track_id == t, literal(p)) for t, p in moved.items()), else_=PersonTrack.person_id)
     t = func.coalesce(Face.time_s, 0.0)
-    bucket = _bucket_sql(bounds, t)
     window = (
         select(EngagementWindow.p_engaged)
         .where(
@@ -313,20 +345,16 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         .scalar_subquery()
     )
     engagement = case(
+        (pred.id.is_(None), literal(None)),
         (pred.engagement.is_not(None), pred.engagement),
         (Track.engagement_score.is_(None), literal(None)),
         else_=func.coalesce(window, Track.engagement_score),
     )
-    model_only = [Face.media_id == media.id, ~has_vote]
-    if voted_tracks:
-        model_only.append(Face.track_id.not_in(voted_tracks))
-    if gone:
-        model_only.append(Face.track_id.not_in(gone))
     base = (
         select(
             Face.frame,
             person.label("person"),
-            bucket.label("bucket"),
+            _bucket_sql(bounds, t).label("bucket"),
             engagement.label("eng"),
             pred.label.label("label"),
             pred.valence.label("valence"),
@@ -334,8 +362,8 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         )
         .join(PersonTrack, PersonTrack.track_id == Face.track_id)
         .join(Track, Track.id == Face.track_id)
-        .join(pred, pred.id == latest)
-        .where(*model_only)
+        .outerjoin(pred, pred.id == latest)
+        .where(Face.media_id == media.id)
         .subquery()
     )
     stmt = select(
@@ -350,10 +378,8 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         func.sum(base.c.arousal),
         func.count(base.c.arousal),
     ).group_by(base.c.person, base.c.bucket, base.c.label)
-    n_human = n_model = 0
     for pid, b, label, n, es, en, vs, vn, as_, an in session.execute(stmt):
-        n_model += int(n)
-        agg = sums.setdefault((int(pid), int(b)), _Agg())
+        agg = rec.sums.setdefault((int(pid), int(b)), _Agg())
         agg += _Agg(int(n), 0, float(es or 0.0), int(en), float(vs or 0.0), int(vn), float(as_ or 0.0), int(an))
         if label:
             agg.labels[str(label)] += int(n)
@@ -361,52 +387,20 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         base.c.person, base.c.bucket
     )
     for pid, b, nf in session.execute(frames):
-        sums[(int(pid), int(b))].frames += int(nf)
-    # The faces the SQL left out: voted on (own rows or their track's), or without a prediction of the study's run.
-    rest_cond = [Face.media_id == media.id, Face.track_id.is_not(None)]
-    others = [has_vote, latest.is_(None)]
-    if voted_tracks:
-        others.append(Face.track_id.in_(voted_tracks))
-    rest_ids = list(session.scalars(select(Face.id).where(*rest_cond, or_(*others)).order_by(Face.id)))
-    frame_sets: dict[tuple[int, int], set[int | None]] = {}
-    for r in face_pages.faces_by_id(session, study_id, rest_ids, primary):
-        pid_ = person_of.get(r.track_id) if r.track_id is not None else None
-        if r.label:
-            labels_seen.setdefault(r.label, None)
-        if pid_ is None:
-            continue
-        n_human += r.label_source == "human"
-        n_model += r.label_source == "model"
-        key = (pid_, _bucket_of(bounds, r.time_s or 0.0))
-        agg = sums.setdefault(key, _Agg())
-        agg.n += 1
-        frame_sets.setdefault(key, set()).add(r.frame)
-        if r.engagement is not None:
-            agg.eng_sum += r.engagement
-            agg.eng_n += 1
-        if r.valence is not None:
-            agg.val_sum += r.valence
-            agg.val_n += 1
-        if r.arousal is not None:
-            agg.aro_sum += r.arousal
-            agg.aro_n += 1
-        if r.label:
-            agg.labels[r.label] += 1
-    for key, fs in frame_sets.items():
-        sums[key].frames += len(fs)
-    return _Recording(
-        media.id,
-        media.filename,
-        duration,
-        step,
-        persons,
-        segs,
-        tuple(bounds),
-        sums,
-        tuple(labels_seen),
-        n_human,
-        n_model,
-    )
+        rec.sums[(int(pid), int(b))].frames += int(nf)
+    # The faces whose values are not the model's run: voted on (own rows or their track's), or without a prediction.
+    voted_tracks = select(Annotation.track_id).where(Annotation.track_id == Face.track_id)
+    special = or_(exists().where(Annotation.face_id == Face.id), exists(voted_tracks), latest.is_(None))
+    ids = list(session.scalars(select(Face.id).where(Face.media_id == media.id, Face.track_id.is_not(None), special)))
+    _correct(session, rec, ids, study_id)
+    return rec
+
+
+def _correct(session: Session, rec: _Recording, face_ids: Sequence[int], study_id: int) -> None:
+    """Recomputes the corrections of some faces of a recording from their current rows."""
+    from db import face_pages
+
+    rec.set_deltas(face_pages.faces_by_id(session, study_id, face_ids, rec.primary))
 
 
 def _rows(
@@ -428,9 +422,10 @@ def _rows(
     def total(p: PersonRow, buckets: Sequence[int]) -> _Agg:
         agg = _Agg()
         for b in buckets:
-            got = rec.sums.get((p.person_id, b))
-            if got is not None:
-                agg += got
+            for part in (rec.sums, rec.delta_sums):
+                got = part.get((p.person_id, b))
+                if got is not None:
+                    agg += got
         return agg
 
     for minute, a, b in minutes:
@@ -487,30 +482,42 @@ def _cursor(session: Session) -> tuple[Any, ...]:
     )
 
 
-def _touched(session: Session, old: tuple[Any, ...], now: tuple[Any, ...]) -> set[int] | None:
-    """Recordings that writes between cursors ``old`` and ``now`` touched (None: cannot tell, recompute all)."""
+def _touched(
+    session: Session, old: tuple[Any, ...], now: tuple[Any, ...]
+) -> tuple[set[int] | None, dict[int, set[int]]]:
+    """What writes between cursors ``old`` and ``now`` touched.
+
+    Returns:
+        The recordings to recompute (None: all, when rows went or the cursor is new), and per recording the faces
+        whose votes changed (a track vote: every face of the track).
+    """
     if not old:
-        return None
+        return None, {}
     ann, n_ann, pc, n_pc, face, pred = old
     if now == old:
-        return set()
+        return set(), {}
     if (now[1] or 0) < (n_ann or 0) or (now[3] or 0) < (n_pc or 0) or (now[0] or 0) < (ann or 0):
-        return None  # rows went (a media item or track deleted, ids maybe reused): recompute all
-    out: set[int] = set()
-    if ann is not None and now[0] != ann:
-        f = select(Face.media_id).join(Annotation, Annotation.face_id == Face.id).where(Annotation.id > ann)
-        t = select(Track.media_id).join(Annotation, Annotation.track_id == Track.id).where(Annotation.id > ann)
-        out.update(session.scalars(f.union(t)))
-    elif ann is None and now[0] is not None:
-        return None
+        return None, {}  # rows went (a media item or track deleted, ids maybe reused): recompute all
+    rebuild: set[int] = set()
+    votes: dict[int, set[int]] = {}
+    if now[0] != ann:
+        on_faces = select(Face.media_id, Face.id).join(Annotation, Annotation.face_id == Face.id)
+        for m, f in session.execute(on_faces.where(Annotation.id > (ann or 0))):
+            votes.setdefault(int(m), set()).add(int(f))
+        tracks = select(Annotation.track_id).where(Annotation.id > (ann or 0), Annotation.track_id.is_not(None))
+        on_tracks = select(Face.media_id, Face.id).where(Face.track_id.in_(tracks.scalar_subquery()))
+        for m, f in session.execute(on_tracks):
+            votes.setdefault(int(m), set()).add(int(f))
     if now[2] != pc:
-        out.update(session.scalars(select(PersonCorrection.media_id).where(PersonCorrection.id > (pc or 0)).distinct()))
+        rebuild.update(
+            session.scalars(select(PersonCorrection.media_id).where(PersonCorrection.id > (pc or 0)).distinct())
+        )
     if now[4] != face:
-        out.update(session.scalars(select(Face.media_id).where(Face.id > (face or 0)).distinct()))
+        rebuild.update(session.scalars(select(Face.media_id).where(Face.id > (face or 0)).distinct()))
     if now[5] != pred:
         f2 = select(Face.media_id).join(Prediction, Prediction.face_id == Face.id).where(Prediction.id > (pred or 0))
-        out.update(session.scalars(f2.distinct()))
-    return out
+        rebuild.update(session.scalars(f2.distinct()))
+    return rebuild, votes
 
 
 def _stamp(media: Media, segs: Sequence[SegmentRow], n_tracks: int, primary: labels.ModelKey | None) -> tuple[Any, ...]:
@@ -550,7 +557,7 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
             cache = _CACHE[key] = _StudyCache()
         cursor = cache.cursor
     new_cursor = _cursor(session)  # read before the sums: a write meanwhile makes the next view recompute
-    touched = _touched(session, cursor, new_cursor)
+    touched, votes = _touched(session, cursor, new_cursor)
     pred_stamp = (new_cursor[5],)
     if cache.primary is None or cache.primary[0] != pred_stamp or touched is None:
         primary = labels.choose_model(session, st.id, None)
@@ -578,6 +585,8 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         got = cache.recordings.get(m.id)
         if got is None or got[0] != stamp or touched is None or m.id in touched:
             got = (stamp, _recording_sums(session, m, primary, st.id))
+        elif m.id in votes:
+            _correct(session, got[1], sorted(votes[m.id]), st.id)
         fresh[m.id] = got
         recs.append(got[1])
     with _LOCK:
@@ -602,7 +611,7 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         overall=overall_t,
         classes=tuple(classes),
         n_human=sum(r.n_human for r in recs),
-        n_model=sum(r.n_model for r in recs),
+        n_model=sum(r.n_faces - r.n_human for r in recs),
     )
 
 

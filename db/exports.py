@@ -559,14 +559,14 @@ def export_class_table(session: Session, study: str, fmt: ClassFormat, out: Path
         df.to_csv(out, index=False)
     out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
-    counts = repo.count_rows(session, repo.get_study(session, study).id)
+    voted = repo.has_votes(session, repo.get_study(session, study).id)
     return ExportReport(
         path=str(out),
         format=fmt,
         n_faces=tables.n_human + tables.n_model,
         n_human=tables.n_human,
         n_model_only=tables.n_model,
-        predictions_only=counts["annotations"] == 0,
+        predictions_only=not voted,
         crops_available=False,
         splits={},
         notes=tuple(notes),

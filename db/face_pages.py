@@ -11,13 +11,14 @@ Rows come in face id order (the order faces were stored, i.e. by recording and f
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from db import labels
@@ -94,8 +95,6 @@ def study_media(session: Session, study_id: int) -> dict[int, _MediaInfo]:
 
 def count_faces(session: Session, study_id: int) -> int:
     """Faces of a study (one indexed count)."""
-    from sqlalchemy import func
-
     stmt = select(func.count(Face.id)).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id)
     return int(session.scalar(stmt) or 0)
 
@@ -265,6 +264,29 @@ def iter_face_pages(
             progress(done, max(total, done))
         if len(faces) < page_size:
             break
+
+
+_MODELS: dict[tuple[str, int, str | None], tuple[Any, ModelKey | None]] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def study_model(session: Session, study_id: int, model: str | None = None) -> ModelKey | None:
+    """:func:`db.labels.choose_model`, remembered until a prediction is added anywhere (newest prediction id).
+
+    Choosing the run counts a whole study's predictions; a single-face view must not do that on every request.
+    """
+    key = (str(session.get_bind().engine.url), study_id, model)
+    stamp = (session.scalar(select(func.max(Prediction.id))), session.scalar(select(func.count(Media.id))))
+    with _MODELS_LOCK:
+        got = _MODELS.get(key)
+    if got is not None and got[0] == stamp:
+        return got[1]
+    primary = labels.choose_model(session, study_id, model)
+    with _MODELS_LOCK:
+        if len(_MODELS) > 256:
+            _MODELS.clear()
+        _MODELS[key] = (stamp, primary)
+    return primary
 
 
 def faces_by_id(session: Session, study_id: int, face_ids: Sequence[int], primary: ModelKey | None) -> list[FaceLabel]:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,7 @@ from db import (
     classroom,
     codecs,
     exports,
+    face_pages,
     ingest,
     label_import,
     labels,
@@ -68,7 +69,7 @@ from db.rows import (
     StudyStats,
     TrackRow,
 )
-from db.schema import Media, Track
+from db.schema import Face, Media, Track
 from db.segments import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,19 @@ class LabelStore:
         """Every face of a study (or of one media item) with prediction and current labels."""
 
         def work(s: Session) -> list[FaceLabel]:
-            rows, _ = labels.face_labels(s, repo.get_study(s, study).id, model)
-            return [r for r in rows if media_id is None or r.media_id == media_id]
+            st = repo.get_study(s, study)
+            if media_id is None:
+                rows, _ = labels.face_labels(s, st.id, model)
+                return rows
+            # One media item: its faces only, in keyset pages, then in the whole-study order.
+            primary = face_pages.study_model(s, st.id, model)
+            out = [
+                r
+                for page in face_pages.iter_face_pages(s, st.id, primary, where=Face.media_id == media_id)
+                for r in page
+            ]
+            order = {fid: i for i, fid in enumerate(repo.face_order(s, media_id))}
+            return sorted(out, key=lambda r: order[r.face_id])
 
         return self.transaction(work, write=False)
 
@@ -185,9 +197,25 @@ class LabelStore:
 
         def work(s: Session) -> FaceLabel:
             study = repo.study_of_face(s, face_id)
-            return labels.face_labels(s, study.id, model, face_ids=[face_id])[0][0]
+            return face_pages.faces_by_id(s, study.id, [face_id], face_pages.study_model(s, study.id, model))[0]
 
         return self.transaction(work, write=False)
+
+    def faces_in_study(self, study: str, face_ids: Sequence[int]) -> set[int]:
+        """Those of ``face_ids`` that are faces of ``study`` (one indexed query; none for an unknown study)."""
+        return self.transaction(lambda s: repo.faces_in_study(s, study, face_ids), write=False) if face_ids else set()
+
+    def media_in_study(self, study: str, media_ids: Sequence[int]) -> set[int]:
+        """Those of ``media_ids`` that are media items of ``study`` (one indexed query)."""
+        return self.transaction(lambda s: repo.media_in_study(s, study, media_ids), write=False) if media_ids else set()
+
+    def frame_boxes(self, media_id: int, frame: int | None) -> list[tuple[int, tuple[float, float, float, float]]]:
+        """``(face_id, box)`` of every face on one frame of a media item (all faces of an image), in face order."""
+        return self.transaction(lambda s: repo.frame_boxes(s, media_id, frame), write=False)
+
+    def media_summary(self, study: str) -> dict[int, tuple[int, float]]:
+        """Media id to ``(tracks, first face's time)`` of a study's items, for the Library (no face row loaded)."""
+        return self.transaction(lambda s: repo.media_summary(s, study), write=False)
 
     def face_crop(self, face_id: int) -> bytes | None:
         """The stored PNG crop of a face (None in features-only mode)."""
@@ -610,9 +638,19 @@ class LabelStore:
         """The media item of a study with these bytes, None when the study does not hold them."""
         return self.transaction(lambda s: repo.media_by_sha256(s, study, sha256), write=False)
 
-    def best_faces(self, media_id: int) -> dict[int, int]:
-        """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
-        return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+    def best_faces(self, media_id: int, track_ids: Sequence[int] | None = None) -> dict[int, int]:
+        """Track id to the face id of its most confident detection, for a recording's thumbnails.
+
+        With ``track_ids``, only those tracks of the recording (one indexed query each, whatever the recording's size).
+        """
+        if track_ids is None:
+            return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+
+        def work(s: Session) -> dict[int, int]:
+            mine = set(s.scalars(select(Track.id).where(Track.media_id == media_id, Track.id.in_(list(track_ids)))))
+            return repo.best_faces_of_tracks(s, [t for t in track_ids if t in mine])
+
+        return self.transaction(work, write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """The stored crops of several faces (faces without one are absent), in one query."""

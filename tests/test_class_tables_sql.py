@@ -149,3 +149,22 @@ def test_buckets_in_python_and_sql_agree(store, t):
     bounds = [0.0, 30.0, 60.0, 100.0, 120.0]
     got = store.transaction(lambda s: s.scalar(select(classroom._bucket_sql(bounds, literal(t)))), write=False)
     assert got == classroom._bucket_of(bounds, t)
+
+
+def test_a_vote_updates_the_cached_sums_face_by_face(store, monkeypatch):
+    """After a vote only the voted faces are read again: the recording's sums are not recomputed."""
+    classroom.clear_cache()
+    _ingest(store)
+    _check(store)
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the recording was recomputed for a vote")
+
+    monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
+    faces = store.faces("class")
+    store.correct_face(faces[7].face_id, "alice", label="Fear", valence=-0.9)
+    store.correct_track(faces[200].track_id, "bob", engagement=0)
+    store.undo("alice", face_id=faces[7].face_id)
+    store.correct_face(faces[9].face_id, "carol", label="Contempt")
+    got = _check(store)
+    assert "Contempt" in got.classes
