@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 from db import labels, repo
 from db.persons import PersonRow, current_persons
 from db.rows import FaceLabel
-from db.schema import Annotation, EngagementWindow, Face, Media, PersonCorrection, PersonTrack, Prediction, Track
+from db.schema import Annotation, Face, Media, PersonCorrection, PersonTrack, Prediction, Track
 from db.segments import SegmentRow, list_segments
 from models.engagement import engagement_label
 
@@ -332,24 +332,9 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     if moved:
         person = case(*((Face.track_id == t, literal(p)) for t, p in moved.items()), else_=PersonTrack.person_id)
     t = func.coalesce(Face.time_s, 0.0)
-    window = (
-        select(EngagementWindow.p_engaged)
-        .where(
-            EngagementWindow.track_id == Face.track_id,
-            Face.time_s.is_not(None),
-            EngagementWindow.start_s <= Face.time_s,
-            Face.time_s <= EngagementWindow.end_s,
-        )
-        .order_by(EngagementWindow.id)
-        .limit(1)
-        .scalar_subquery()
-    )
-    engagement = case(
-        (pred.id.is_(None), literal(None)),
-        (pred.engagement.is_not(None), pred.engagement),
-        (Track.engagement_score.is_(None), literal(None)),
-        else_=func.coalesce(window, Track.engagement_score),
-    )
+    # A face whose prediction has no engagement (a video stored chunk by chunk) takes its track's window's:
+    # those are summed below in Python over the recording's windows, not by a subquery per face.
+    engagement = case((pred.id.is_(None), literal(None)), else_=pred.engagement)
     base = (
         select(
             Face.frame,
@@ -359,6 +344,10 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
             pred.label.label("label"),
             pred.valence.label("valence"),
             pred.arousal.label("arousal"),
+            Face.track_id.label("track_id"),
+            Face.time_s.label("time_s"),
+            pred.id.is_not(None).label("has_pred"),
+            Track.engagement_score.label("track_score"),
         )
         .join(PersonTrack, PersonTrack.track_id == Face.track_id)
         .join(Track, Track.id == Face.track_id)
@@ -388,12 +377,36 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     )
     for pid, b, nf in session.execute(frames):
         rec.sums[(int(pid), int(b))].frames += int(nf)
+    _window_sums(session, rec, base)
     # The faces whose values are not the model's run: voted on (own rows or their track's), or without a prediction.
     voted_tracks = select(Annotation.track_id).where(Annotation.track_id == Face.track_id)
     special = or_(exists().where(Annotation.face_id == Face.id), exists(voted_tracks), latest.is_(None))
     ids = list(session.scalars(select(Face.id).where(Face.media_id == media.id, Face.track_id.is_not(None), special)))
     _correct(session, rec, ids, study_id)
     return rec
+
+
+def _window_sums(session: Session, rec: _Recording, base: Any) -> None:
+    """Adds the window engagement of the faces whose prediction has none (the rule of :func:`db.labels.face_labels`).
+
+    Their track's windows are read once per recording and looked up by bisection (:mod:`db.face_pages`).
+    """
+    from db import face_pages, labels
+
+    stmt = select(base.c.person, base.c.bucket, base.c.track_id, base.c.time_s).where(
+        base.c.has_pred, base.c.eng.is_(None), base.c.track_score.is_not(None)
+    )
+    rows = session.execute(stmt).all()
+    if not rows:
+        return
+    windows = labels._track_windows(session, {int(r[2]) for r in rows})
+    indexed = {t: face_pages._indexed(w) for t, w in windows.items()}
+    for pid, b, tid, time_s in rows:
+        p = face_pages._window_engagement(indexed.get(int(tid)), time_s)
+        if p is not None:
+            agg = rec.sums[(int(pid), int(b))]
+            agg.eng_sum += p
+            agg.eng_n += 1
 
 
 def _correct(session: Session, rec: _Recording, face_ids: Sequence[int], study_id: int) -> None:
