@@ -99,7 +99,8 @@ def count_faces(session: Session, study_id: int) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def _face_select(study_id: int) -> Any:
+def _face_select(study_id: int, *, by_key: bool = False) -> Any:
+    on_media = (Face.media_id + 0 == Media.id) if by_key else (Face.media_id == Media.id)
     return (
         select(
             Face.id,
@@ -116,7 +117,7 @@ def _face_select(study_id: int) -> Any:
             Face.crop_png.is_not(None),
             Track.track_index,
         )
-        .join(Media, Face.media_id == Media.id)
+        .join(Media, on_media)
         .outerjoin(Track, Face.track_id == Track.id)
         .where(Media.study_id == study_id)
     )
@@ -231,7 +232,7 @@ def iter_face_pages(
     *,
     page_size: int = PAGE_SIZE,
     progress: Progress | None = None,
-    where: Any = None,
+    media_id: int | None = None,
 ) -> Iterator[list[FaceLabel]]:
     """The study's face rows, page by page in face id order (see the module docstring).
 
@@ -241,15 +242,24 @@ def iter_face_pages(
         primary: The model run the rows follow (:func:`db.labels.choose_model`).
         page_size: Faces per page.
         progress: Called with ``(faces done, faces in the study)`` after each page.
-        where: An extra condition on the faces (e.g. ``Face.media_id == m``).
+        media_id: Only the faces of this media item.
     """
     media = study_media(session, study_id)
-    total = count_faces(session, study_id) if progress is not None else 0
-    base = _face_select(study_id)
-    if where is not None:
-        base = base.where(where)
+    span = select(func.min(Face.id), func.max(Face.id), func.count(Face.id)).join(Media, Face.media_id == Media.id)
+    span = span.where(Media.study_id == study_id)
+    if media_id is not None:
+        span = span.where(Face.media_id == media_id)
+    got: Any = session.execute(span).one()  # one index-only pass: where the pages start and end
+    first, top, total = got
+    if first is None:
+        return
+    # The pages walk the faces by primary key (``media_id + 0`` keeps the planner off the (media, frame) index,
+    # which would sort every remaining face of the study for each page).
+    base = _face_select(study_id, by_key=True).where(Face.id <= top)
+    if media_id is not None:
+        base = base.where(Face.media_id + 0 == media_id)
     windows: dict[int, Any] = {}
-    last = -1
+    last = int(first) - 1
     done = 0
     while True:
         stmt = base.where(Face.id > last).order_by(Face.id).limit(page_size)

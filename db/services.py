@@ -69,7 +69,7 @@ from db.rows import (
     StudyStats,
     TrackRow,
 )
-from db.schema import Face, Media, Track
+from db.schema import Media, Track
 from db.segments import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -182,11 +182,7 @@ class LabelStore:
                 return rows
             # One media item: its faces only, in keyset pages, then in the whole-study order.
             primary = face_pages.study_model(s, st.id, model)
-            out = [
-                r
-                for page in face_pages.iter_face_pages(s, st.id, primary, where=Face.media_id == media_id)
-                for r in page
-            ]
+            out = [r for page in face_pages.iter_face_pages(s, st.id, primary, media_id=media_id) for r in page]
             order = {fid: i for i, fid in enumerate(repo.face_order(s, media_id))}
             return sorted(out, key=lambda r: order[r.face_id])
 
