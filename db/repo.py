@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -119,22 +120,40 @@ def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
     )
 
 
+_FACE_COUNTS: dict[tuple[str, int], tuple[tuple[Any, ...], dict[int, int]]] = {}
+_FACE_COUNTS_LOCK = threading.Lock()
+
+
+def media_face_counts(session: Session, study_id: int, media_ids: Sequence[int]) -> dict[int, int]:
+    """Faces per media item of a study, counted on the faces' media index and kept until faces come or go.
+
+    Faces are only added by an ingest (a newer face id) and removed with their media item or track (the study's
+    media or track count changes), so the counts are kept in process under that stamp: a Library view costs a few
+    index lookups, not a count over the study's faces.
+    """
+    ids = tuple(sorted(int(i) for i in media_ids))
+    mine = select(Media.id).where(Media.study_id == study_id).scalar_subquery()
+    n_tracks = session.scalar(select(func.count(Track.id)).where(Track.media_id.in_(mine))) if ids else 0
+    stamp = (session.scalar(select(func.max(Face.id))), ids, n_tracks)
+    key = (str(session.get_bind().engine.url), study_id)
+    with _FACE_COUNTS_LOCK:
+        got = _FACE_COUNTS.get(key)
+    if got is not None and got[0] == stamp:
+        return got[1]
+    stmt = select(Face.media_id, func.count()).where(Face.media_id.in_(mine)).group_by(Face.media_id)
+    counts = {int(m): int(n) for m, n in session.execute(stmt)} if ids else {}
+    with _FACE_COUNTS_LOCK:
+        if len(_FACE_COUNTS) > 256:
+            _FACE_COUNTS.clear()
+        _FACE_COUNTS[key] = (stamp, counts)
+    return counts
+
+
 def list_media(session: Session, study: Study) -> list[MediaRow]:
-    """The media items of ``study`` with their face counts, oldest first (counted on the faces' media index)."""
-    mine = select(Media.id).where(Media.study_id == study.id)
-    n_faces = (
-        select(Face.media_id, func.count().label("n"))
-        .where(Face.media_id.in_(mine.scalar_subquery()))
-        .group_by(Face.media_id)
-        .subquery("n_faces")
-    )
-    stmt = (
-        select(Media, func.coalesce(n_faces.c.n, 0))
-        .outerjoin(n_faces, n_faces.c.media_id == Media.id)
-        .where(Media.study_id == study.id)
-        .order_by(Media.id)
-    )
-    return [media_row(m, study.name, int(n)) for m, n in session.execute(stmt)]
+    """The media items of ``study`` with their face counts (:func:`media_face_counts`), oldest first."""
+    media = list(session.scalars(select(Media).where(Media.study_id == study.id).order_by(Media.id)))
+    counts = media_face_counts(session, study.id, [m.id for m in media])
+    return [media_row(m, study.name, counts.get(m.id, 0)) for m in media]
 
 
 def list_tracks(session: Session, media_id: int) -> list[TrackRow]:

@@ -59,3 +59,15 @@ def test_thumbnails_pick_each_track_s_most_confident_face(store):
     best = store.best_faces(video.id)
     assert store.best_faces(video.id, list(best)) == best
     assert store.best_faces(video.id, [10**9]) == {}
+
+
+def test_kept_face_counts_follow_ingests_and_deletes(store):
+    faces = _fill(store)
+    video = next(m for m in store.media("s") if m.kind == "video")
+    assert video.n_faces == 6
+    store.delete_track(next(f.track_id for f in faces if f.track_id is not None))
+    assert next(m for m in store.media("s") if m.id == video.id).n_faces == 3
+    store.ingest_results("s", png_bytes(5000), "new.png", fake_results("new.png", BOXES, ["Fear", "Fear"]))
+    assert [m.n_faces for m in store.media("s")][-1] == 2
+    store.delete_media(video.id)
+    assert video.id not in {m.id for m in store.media("s")}
