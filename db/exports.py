@@ -360,7 +360,10 @@ def export(
     *,
     seed: int = 0,
 ) -> ExportReport:
-    """Writes one export of a study (see the module docstring).
+    """Writes one export of a study from its rows read whole (see the module docstring).
+
+    ``LabelStore.export`` calls it for ``imagefolder`` and ``hf``; CSV, Parquet and features go through
+    :func:`export_stream` instead, and the tests check that both write the same files.
 
     Args:
         session: An open (read) session, for the crops and features.
