@@ -161,7 +161,11 @@ def row_values(r: FaceLabel, split: Split | None, classes: Sequence[str]) -> lis
         r.engagement_agreement,
         r.note,
         r.human_label,
-        *(getattr(r, f) for f in EDITABLE_COLUMNS),
+        r.label,  # the exported_* copies of EDITABLE_COLUMNS, in that order
+        r.valence,
+        r.arousal,
+        r.engagement,
+        r.note,
         r.model,
         r.weights_hash,
         r.model_version,
@@ -170,7 +174,7 @@ def row_values(r: FaceLabel, split: Split | None, classes: Sequence[str]) -> lis
         r.model_valence,
         r.model_arousal,
         r.model_engagement,
-        *(probs.get(c) for c in classes),
+        *map(probs.get, classes),
         r.has_crop,
     ]
 

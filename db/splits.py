@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.rows import FaceLabel
+from db.rows import FaceLabel, group_name
 from db.schema import Face, Media, Track
 
 Split = Literal["train", "validation", "test"]
@@ -51,11 +51,6 @@ def group_splits(sizes: Mapping[str, int], seed: int = 0) -> dict[str, Split]:
             by_group[g] = split
             filled[split] += sizes[g]
     return by_group
-
-
-def group_name(media_sha256: str, track_index: int | None) -> str:
-    """The split group of a face (:attr:`db.rows.FaceLabel.group`)."""
-    return media_sha256 if track_index is None else f"{media_sha256}:track{track_index}"
 
 
 def group_sizes(session: Session, study_id: int) -> dict[str, int]:
