@@ -76,6 +76,15 @@ class CardCounts:
         self.human += r.label_source == "human"
         self.model_only += r.label_source == "model"
 
+    def merge(self, other: CardCounts) -> None:
+        """Adds another part's counts."""
+        self.n += other.n
+        for f, cnt in self.sources.items():
+            cnt.update(other.sources[f])
+        self.models |= other.models
+        self.human += other.human
+        self.model_only += other.model_only
+
     @classmethod
     def of(cls, rows: Iterable[FaceLabel]) -> CardCounts:
         """The counts of some rows."""

@@ -233,6 +233,8 @@ def iter_face_pages(
     page_size: int = PAGE_SIZE,
     progress: Progress | None = None,
     media_id: int | None = None,
+    after: int | None = None,
+    until: int | None = None,
 ) -> Iterator[list[FaceLabel]]:
     """The study's face rows, page by page in face id order (see the module docstring).
 
@@ -243,12 +245,18 @@ def iter_face_pages(
         page_size: Faces per page.
         progress: Called with ``(faces done, faces in the study)`` after each page.
         media_id: Only the faces of this media item.
+        after: Only faces with a larger id.
+        until: Only faces with an id up to this one.
     """
     media = study_media(session, study_id)
     span = select(func.min(Face.id), func.max(Face.id), func.count(Face.id)).join(Media, Face.media_id == Media.id)
     span = span.where(Media.study_id == study_id)
     if media_id is not None:
         span = span.where(Face.media_id == media_id)
+    if after is not None:
+        span = span.where(Face.id > after)
+    if until is not None:
+        span = span.where(Face.id <= until)
     got: Any = session.execute(span).one()  # one index-only pass: where the pages start and end
     first, top, total = got
     if first is None:

@@ -62,6 +62,15 @@ class StatsAccumulator:
         if r.judgements:
             self.judged.append(r)
 
+    def merge(self, later: StatsAccumulator) -> None:
+        """Adds the rows another accumulator saw (rows that come after these ones)."""
+        for k in later._labels:
+            self._labels.setdefault(k, None)
+        self._extra |= later._extra
+        self.model_counts.update(later.model_counts)
+        self.label_counts.update(later.label_counts)
+        self.judged += later.judged
+
     def classes(self) -> tuple[str, ...]:
         """The class order of the rows so far (:func:`class_order`)."""
         labels = list(self._labels) or list(EMOTIONS_8)

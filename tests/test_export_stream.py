@@ -112,3 +112,22 @@ def test_streamed_exports_of_an_empty_study(store, tmp_path):
     assert rep.n_faces == 0 and rep.notes == ("the study has no faces yet",)
     _stream(store, "parquet", tmp_path / "new.parquet")
     assert list(pd.read_parquet(tmp_path / "new.parquet").columns) == exports.export_columns(quality.class_order([]))
+
+
+def test_a_large_csv_written_by_two_processes_is_the_same_file(store, tmp_path, monkeypatch):
+    """Over the size threshold the second half of the faces is written by a second process, then appended."""
+    faces = _fill(store)
+    _reference(store, "csv", tmp_path / "ref.csv")
+    monkeypatch.setattr(exports, "PARALLEL_MIN_FACES", 4)
+    seen = []
+    rep = store.transaction(
+        lambda s: exports.export_stream(
+            s, "s", "csv", tmp_path / "two.csv", page_size=3, workers=2, progress=lambda d, t: seen.append((d, t))
+        ),
+        write=False,
+    )
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    assert rep.n_faces == len(faces) and seen[-1] == (len(faces), len(faces))
+    assert not (tmp_path / "two.csv.part").exists()
+    card = (tmp_path / "two.README.md").read_text().split("\n", 14)[14]
+    assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
