@@ -6,10 +6,11 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
-from db.rows import FaceLabel, StudyStats
+from db.rows import FaceLabel, Judgement, StudyStats
 from models.registry import EMOTIONS_8
 
 MIN_PAIR_ITEMS = 2
@@ -28,6 +29,24 @@ def class_order(rows: Sequence[FaceLabel]) -> tuple[str, ...]:
     return acc.classes()
 
 
+class _Judged(NamedTuple):
+    """What the statistics read of a face people judged (a few hundred bytes, judgements shared between faces)."""
+
+    label: str | None
+    label_source: str
+    model_label: str | None
+    judgements: tuple[Judgement, ...]
+    valence: float | None
+    valence_source: str
+    model_valence: float | None
+    arousal: float | None
+    arousal_source: str
+    model_arousal: float | None
+    engagement: float | None
+    engagement_source: str
+    model_engagement: float | None
+
+
 class StatsAccumulator:
     """The statistics of a study fed one face row at a time (:func:`compute_stats` over a stream of pages).
 
@@ -39,8 +58,9 @@ class StatsAccumulator:
         self._extra: set[str] = set()
         self.model_counts: Counter[str] = Counter()
         self.label_counts: Counter[str] = Counter()
-        self.judged: list[FaceLabel] = []
-        """The rows with at least one judgement (every human figure rests on them)."""
+        self.judged: list[_Judged] = []
+        """The rows with at least one judgement (every human figure rests on them), slimmed."""
+        self._shared: dict[Any, Any] = {}
 
     def add_classes(self, r: FaceLabel) -> None:
         """Notes the classes a row uses (:func:`class_order`)."""
@@ -60,7 +80,26 @@ class StatsAccumulator:
         if r.label:
             self.label_counts[r.label] += 1
         if r.judgements:
-            self.judged.append(r)
+            share = self._shared.setdefault  # equal judgements (a track's vote on its faces) stored once
+            judgements = tuple(share(j, j) for j in r.judgements)
+            judgements = share(judgements, judgements)
+            self.judged.append(
+                _Judged(
+                    r.label,
+                    r.label_source,
+                    r.model_label,
+                    judgements,
+                    r.valence,
+                    r.valence_source,
+                    r.model_valence,
+                    r.arousal,
+                    r.arousal_source,
+                    r.model_arousal,
+                    r.engagement,
+                    r.engagement_source,
+                    r.model_engagement,
+                )
+            )
 
     def merge(self, later: StatsAccumulator) -> None:
         """Adds the rows another accumulator saw (rows that come after these ones)."""
