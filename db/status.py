@@ -425,19 +425,22 @@ def _recount(session: Session, media_ids: Sequence[int]) -> None:
     """Recomputes the row counts of media items."""
     session.execute(delete(MediaTotals).where(MediaTotals.media_id.in_(media_ids)))
     totals = []
-    for mid, sid in session.execute(select(Media.id, Media.study_id).where(Media.id.in_(media_ids))):
+    stmt = select(Media.id, Media.study_id, Media.recut_crops).where(Media.id.in_(media_ids))
+    for mid, sid, recut in session.execute(stmt):
         faces = select(func.count()).select_from(Face).where(Face.media_id == mid)
+        n_faces = session.scalar(faces) or 0
         totals.append(
             {
                 "media_id": mid,
                 "study_id": sid,
-                "faces": session.scalar(faces) or 0,
+                "faces": n_faces,
                 "predictions": session.scalar(
                     select(func.count()).select_from(Prediction).join(Face).where(Face.media_id == mid)
                 )
                 or 0,
                 "tracks": session.scalar(select(func.count()).select_from(Track).where(Track.media_id == mid)) or 0,
-                "crops": session.scalar(faces.where(Face.crop_png.is_not(None))) or 0,
+                # a crop stored or re-cut from the kept recording (db.crops.crop_available)
+                "crops": n_faces if recut else session.scalar(faces.where(Face.crop_png.is_not(None))) or 0,
                 "features": session.scalar(faces.where(Face.features.is_not(None))) or 0,
             }
         )
