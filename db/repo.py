@@ -593,3 +593,19 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
         "features": feats,
         "annotations": face_ann + track_ann,
     }
+
+
+def track_face_times(session: Session, study: str, track_id: int) -> list[tuple[int, float | None]]:
+    """``(face id, time)`` of every face of a track of ``study`` in time order (none for another study's track).
+
+    One query on the faces' track index; no row is resolved.
+    """
+    stmt = (
+        select(Face.id, Face.time_s)
+        .join(Track, Track.id == Face.track_id)
+        .join(Media, Media.id == Track.media_id)
+        .join(Study, Study.id == Media.study_id)
+        .where(Face.track_id == track_id, Study.name == study)
+    )
+    rows = [(int(i), None if t is None else float(t)) for i, t in session.execute(stmt)]
+    return sorted(rows, key=lambda r: (r[1] or 0.0, r[0]))

@@ -210,6 +210,23 @@ class LabelStore:
 
         return self.transaction(work, write=False)
 
+    def faces_by_id(self, study: str, face_ids: Sequence[int]) -> list[FaceLabel]:
+        """The rows of those of ``face_ids`` that are faces of ``study``, in the order asked (only those resolved)."""
+
+        def work(s: Session) -> list[FaceLabel]:
+            st = repo.get_study(s, study)
+            mine = repo.faces_in_study(s, study, face_ids)
+            ids = [i for i in face_ids if i in mine]
+            rows = face_pages.faces_by_id(s, st.id, ids, face_pages.study_model(s, st.id, None)) if ids else []
+            by_id = {r.face_id: r for r in rows}
+            return [by_id[i] for i in ids if i in by_id]
+
+        return self.transaction(work, write=False) if face_ids else []
+
+    def track_face_times(self, study: str, track_id: int) -> list[tuple[int, float | None]]:
+        """``(face id, time)`` of each face of a track of ``study`` in time order (none for another study's track)."""
+        return self.transaction(lambda s: repo.track_face_times(s, study, track_id), write=False)
+
     def faces_in_study(self, study: str, face_ids: Sequence[int]) -> set[int]:
         """Those of ``face_ids`` that are faces of ``study`` (one indexed query; none for an unknown study)."""
         return self.transaction(lambda s: repo.faces_in_study(s, study, face_ids), write=False) if face_ids else set()
