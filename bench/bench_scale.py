@@ -87,7 +87,7 @@ def review_panel(ctx: Ctx, flt: Any = None, opened: int | None = None) -> int | 
     rules = studies.study_settings(ctx.store, ctx.study)
     media = studies.study_media(ctx.store, ctx.study)  # the File filter's choices
     if flt.media_id is not None and flt.media_id in {m.id for m in media}:
-        studies.media_tracks(ctx.store, flt.media_id, ctx.study)  # the Track filter's choices
+        studies.media_tracks(ctx.store, flt.media_id, ctx.study, with_windows=False)  # the Track filter's choices
     view = review.queue_view(ctx.store, ctx.study, "uncertainty", ctx.annotator, flt, opened)
     if view.face_id is None:
         return None

@@ -182,11 +182,14 @@ def list_media(session: Session, study: Study) -> list[MediaRow]:
     return [media_row(m, study.name, counts.get(m.id, 0)) for m in media]
 
 
-def list_tracks(session: Session, media_id: int) -> list[TrackRow]:
-    """The tracks of a video with their engagement windows."""
+def list_tracks(session: Session, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
+    """The tracks of a video, with their engagement windows unless ``with_windows`` is False.
+
+    A choice list needs no window, and a 60-minute recording has one window per face.
+    """
     tracks = list(session.scalars(select(Track).where(Track.media_id == media_id).order_by(Track.track_index)))
     windows: dict[int, list[tuple[float, float, float]]] = {t.id: [] for t in tracks}
-    if tracks:
+    if tracks and with_windows:
         stmt = (
             select(EngagementWindow)
             .where(EngagementWindow.track_id.in_(list(windows)))

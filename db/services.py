@@ -179,9 +179,9 @@ class LabelStore:
         """The media items of a study."""
         return self.transaction(lambda s: repo.list_media(s, repo.get_study(s, study)), write=False)
 
-    def tracks(self, media_id: int) -> list[TrackRow]:
-        """The tracks of a video, with engagement windows."""
-        return self.transaction(lambda s: repo.list_tracks(s, media_id), write=False)
+    def tracks(self, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
+        """The tracks of a video, with engagement windows (unless ``with_windows`` is False)."""
+        return self.transaction(lambda s: repo.list_tracks(s, media_id, with_windows=with_windows), write=False)
 
     def faces(self, study: str, *, media_id: int | None = None, model: str | None = None) -> list[FaceLabel]:
         """Every face of a study (or of one media item) with prediction and current labels."""

@@ -36,11 +36,14 @@ def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> l
         return []
 
 
-def media_tracks(store: LabelStore, media_id: int, study: str) -> list[TrackRow]:
-    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video)."""
+def media_tracks(store: LabelStore, media_id: int, study: str, *, with_windows: bool = True) -> list[TrackRow]:
+    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video).
+
+    ``with_windows=False`` for a choice list: the windows (one per face of a long recording) are not read.
+    """
     if media_id not in store.media_in_study(study, [media_id]):
         return []
-    return store.tracks(media_id)
+    return store.tracks(media_id, with_windows=with_windows)
 
 
 def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:

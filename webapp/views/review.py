@@ -251,7 +251,11 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings, where: DeltaGen
             format_func=lambda i: "all files" if i is None else names[i],
             key=Keys.REVIEW_MEDIA,
         )
-        tracks = studies.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
+        tracks = (
+            studies.media_tracks(ctx.store, state.review_media, ctx.study, with_windows=False)
+            if state.review_media in names
+            else []
+        )
         index = {t.id: t.track_index for t in tracks}
         if tracks:
             tids = [None, *index]
