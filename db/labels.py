@@ -605,6 +605,10 @@ def undo(
     return repo.annotation_row(row, who.name)
 
 
+_UNDO_PAGE = 200
+"""Rows of an annotator read at a time by :func:`last_correction`."""
+
+
 def last_correction(session: Session, study: str, annotator: str) -> AnnotationRow | None:
     """``annotator``'s newest correction in a study that is still active (what :func:`undo` reverts), or None.
 
@@ -612,5 +616,26 @@ def last_correction(session: Session, study: str, annotator: str) -> AnnotationR
         StudyNotFoundError: For an unknown study.
     """
     st = repo.get_study(session, study)
-    active = active_corrections(a for a, name in repo.annotations_of_study(session, st.id) if name == annotator)
-    return repo.annotation_row(active[max(active)], annotator) if active else None
+    aid = session.scalar(select(Annotator.id).where(Annotator.name == annotator))
+    if aid is None:
+        return None
+    # Rule 1 read newest first: a "set" row is active unless a later undo of the annotator names it (an undo always
+    # comes after the row it reverts), so the first unreverted row of the study met going back is the newest active.
+    # Pages of the annotator's own rows by (annotator_id, id): the cost does not grow with the study's history.
+    reverted: set[int] = set()
+    before: int | None = None
+    while True:
+        stmt = select(Annotation).where(Annotation.annotator_id == aid)
+        if before is not None:
+            stmt = stmt.where(Annotation.id < before)
+        page = list(session.scalars(stmt.order_by(Annotation.id.desc()).limit(_UNDO_PAGE)))
+        if not page:
+            return None
+        mine = repo.annotations_in_study(session, st.id, [a.id for a in page if a.kind != "undo"])
+        for a in page:
+            if a.kind == "undo":
+                if a.reverts_id is not None:
+                    reverted.add(a.reverts_id)
+            elif a.id not in reverted and a.id in mine:
+                return repo.annotation_row(a, annotator)
+        before = page[-1].id

@@ -461,6 +461,25 @@ def predictions_of_study(session: Session, study_id: int) -> list[Prediction]:
     return list(session.scalars(stmt))
 
 
+def annotations_in_study(session: Session, study_id: int, ids: Sequence[int]) -> set[int]:
+    """Those of the annotation ``ids`` whose face or track belongs to the study (by primary keys)."""
+    if not ids:
+        return set()
+    on_faces = (
+        select(Annotation.id)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
+    )
+    on_tracks = (
+        select(Annotation.id)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
+    )
+    return {int(i) for i in session.scalars(on_faces.union_all(on_tracks))}
+
+
 def annotations_of_study(session: Session, study_id: int) -> list[tuple[Annotation, str]]:
     """Every annotation row of a study (face-level and track-level) with its annotator's name, oldest first."""
     face_level = (
