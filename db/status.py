@@ -305,10 +305,53 @@ def _marks(session: Session, face_ids: Sequence[int]) -> dict[int, list[tuple[in
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelOnly:
+    """What :func:`status_values` reads of a face nobody judged or skipped: its prediction alone (the model's label)."""
+
+    face_id: int
+    media_id: int
+    track_id: int | None
+    model_label: str | None
+    model_confidence: float | None
+    valence: float | None
+    has_pred: bool
+    judgements: tuple[()] = ()
+    label_annotators: int = 0
+
+    @property
+    def label(self) -> str | None:
+        return self.model_label
+
+    @property
+    def label_source(self) -> str:
+        return "model" if self.has_pred else "none"
+
+
+def _frame(frame: int | None) -> int:
+    return -1 if frame is None else frame
+
+
+def _people(session: Session, faces: dict[int, tuple[int, int | None, int | None, int]]) -> set[int]:
+    """The faces of ``faces`` someone annotated (the face or its track) or skipped: those go through the rules."""
+    ids = list(faces)
+    out = set(session.scalars(select(Annotation.face_id).where(Annotation.face_id.in_(ids)).distinct()))
+    out.update(session.scalars(select(ReviewSkip.face_id).where(ReviewSkip.face_id.in_(ids)).distinct()))
+    tracks = sorted({t for _, t, _, _ in faces.values() if t is not None})
+    if tracks:
+        stmt = select(Annotation.track_id).where(Annotation.track_id.in_(tracks)).distinct()
+        judged_tracks = set(session.scalars(stmt))
+        out.update(f for f, (_, t, _, _) in faces.items() if t in judged_tracks)
+    return {int(f) for f in out if f is not None}
+
+
 def _write(session: Session, study_id: int, face_ids: Sequence[int], share: float, *, counts: bool) -> None:
     """Rewrites the rows of some faces of a study from the rules.
 
-    With ``counts``, the queue counts move by the difference the faces make.
+    Faces someone annotated (the face or its track) or skipped are resolved by :func:`db.labels.face_labels`; every
+    other face (at ingest, all of them) takes its row from its prediction alone, read in one query per chunk, which is
+    what the rules give a face without votes (:class:`_ModelOnly` through :func:`status_values`). With ``counts``,
+    the queue counts move by the difference the faces make.
     """
     from db import labels
 
@@ -324,14 +367,48 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         old_marks = _marks(session, face_ids)
         for row in session.scalars(select(FaceStatus).where(FaceStatus.face_id.in_(face_ids))):
             add(_contributions(row, old_marks.get(row.face_id, []), share), -1)
-    rows, _ = labels.face_labels(session, study_id, face_ids=face_ids)
+    # face id -> (media, track, frame, face index) of the faces still there
+    faces = {
+        int(f): (int(m), t, fr, fi)
+        for f, m, t, fr, fi in session.execute(
+            select(Face.id, Face.media_id, Face.track_id, Face.frame, Face.face_index).where(Face.id.in_(face_ids))
+        )
+    }
     session.execute(delete(FaceStatus).where(FaceStatus.face_id.in_(face_ids)))
     session.execute(delete(FaceJudge).where(FaceJudge.face_id.in_(face_ids)))
-    if not rows:
+    if not faces:
         _apply(session, study_id, delta)
         return
+    primary = labels.choose_model(session, study_id)
+    p = Prediction
+    chosen: dict[int, Any] = {}  # the prediction face_labels takes: the latest of the primary run, else the latest
+    stmt = select(p.face_id, p.model, p.weights_hash, p.model_version, p.label, p.confidence, p.valence, p.probs).where(
+        p.face_id.in_(list(faces))
+    )
+    for pr in session.execute(stmt.order_by(p.id)):
+        cur = chosen.get(pr.face_id)
+        run = (pr.model, pr.weights_hash, pr.model_version)
+        if cur is None or run == primary or (cur.model, cur.weights_hash, cur.model_version) != primary:
+            chosen[pr.face_id] = pr
+    people = _people(session, faces)
+    rows = labels.face_labels(session, study_id, face_ids=sorted(people))[0] if people else []
     values = [status_values(r, study_id) for r in rows]
-    session.execute(_table(FaceStatus).insert(), values)
+    for fid, (mid, tid, _, _) in faces.items():
+        if fid in people:
+            continue
+        best = chosen.get(fid)
+        face = _ModelOnly(
+            fid,
+            mid,
+            tid,
+            best.label if best is not None else None,
+            best.confidence if best is not None else None,
+            best.valence if best is not None else None,
+            best is not None,
+        )
+        values.append(status_values(face, study_id))
+    if values:
+        session.execute(_table(FaceStatus).insert(), values)
     names = sorted({j.annotator for r in rows for j in r.judgements})
     ids: dict[str, int] = {}
     if names:
@@ -341,9 +418,10 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
     for r in rows:
         for j in r.judgements:
             marks[r.face_id][ids[j.annotator]] = [True, False]
-    skips = select(ReviewSkip.face_id, ReviewSkip.annotator_id).where(ReviewSkip.face_id.in_([r.face_id for r in rows]))
-    for fid, a in session.execute(skips):
-        marks[int(fid)].setdefault(int(a), [False, False])[1] = True
+    if people:
+        skips = select(ReviewSkip.face_id, ReviewSkip.annotator_id).where(ReviewSkip.face_id.in_(sorted(people)))
+        for fid, a in session.execute(skips):
+            marks[int(fid)].setdefault(int(a), [False, False])[1] = True
     judges = [
         {"face_id": fid, "annotator_id": a, "study_id": study_id, "judged": j, "skipped": sk}
         for fid, by in marks.items()
@@ -353,10 +431,20 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
         session.execute(_table(FaceJudge).insert(), judges)
     if counts:
         for v in values:
-            mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
-            add(_contributions(_Row(v), mine, share), 1)
+            if v["face_id"] in marks or v["n_votes"]:
+                mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
+                add(_contributions(_Row(v), mine, share), 1)
+            else:  # the study's row alone (grouped: most faces of a chunk share a few keys)
+                key = (0, v["media_id"], v["model_label"] or "", v["human_label"] or "")
+                acc = delta[key]
+                acc[0] += 1
+                acc[1] += int(v["n_votes"] < (2 if v["route"] < share else 1))
+                acc[2] += int(v["v_key"] is not None)
+                acc[3] += int(v["d_key"] is not None)
         _apply(session, study_id, delta)
-    _add_classes(session, study_id, [list(r.model_probs or {}) for r in rows])
+    # the classes in the order face_labels lists the faces (media, frame, face index, id), as the rules did
+    order = sorted(chosen, key=lambda f: (faces[f][0], _frame(faces[f][2]), faces[f][3], f))
+    _add_classes(session, study_id, dict.fromkeys(tuple(chosen[f].probs or {}) for f in order))
 
 
 def _add_classes(session: Session, study_id: int, names: Iterable[Sequence[str]]) -> None:

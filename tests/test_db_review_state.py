@@ -18,6 +18,7 @@ from db import labels, quality, review, status
 from db.errors import NothingToUndoError
 from db.review import REVIEW_ORDERS, ReviewFilter, StudySettings
 from db.schema import FaceJudge, FaceStatus, MediaTotals, QueueCount, StudyStatus
+from db.status import status_values
 from tests.pg import fake_results, png_bytes
 
 ANNOTATORS = ("alice", "bob", "carol")
@@ -77,6 +78,9 @@ def _filters(rows) -> list[ReviewFilter]:
     return out
 
 
+_T = tuple[object, ...]
+
+
 def _snapshot(s: Session, sid: int) -> tuple[object, ...]:
     faces = [
         tuple(getattr(r, c.key) for c in FaceStatus.__table__.columns)
@@ -103,10 +107,33 @@ def _snapshot(s: Session, sid: int) -> tuple[object, ...]:
     return faces, [tuple(j) for j in judges], counts, totals, model
 
 
+def _rule_rows(
+    s: Session, sid: int
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The kept face rows and what the rules give, the kept classes and the rules'.
+
+    The rules: ``face_labels`` over the whole study through ``status_values``; every chosen prediction's classes in
+    the rules' face order.
+    """
+    cols = [c.key for c in FaceStatus.__table__.columns]
+    rows, _ = labels.face_labels(s, sid)
+    want = sorted(tuple(v[c] for c in cols) for v in (status_values(r, sid) for r in rows))
+    got = [
+        tuple(getattr(r, c) for c in cols)
+        for r in s.scalars(select(FaceStatus).where(FaceStatus.study_id == sid).order_by(FaceStatus.face_id))
+    ]
+    kept = s.get(StudyStatus, sid)
+    classes = list(dict.fromkeys(k for r in rows for k in r.model_probs or {}))
+    return got, want, [tuple(kept.classes if kept else []), tuple(classes)]
+
+
 def _check(store, study: str, rng: random.Random) -> None:
     def work(s: Session) -> None:
         sid = review.repo.get_study(s, study).id
         assert labels.choose_model(s, sid) == labels.count_model_runs(s, sid)
+        got, want, (kept_classes, classes) = _rule_rows(s, sid)
+        assert got == want
+        assert set(kept_classes) == set(classes)
         rows, _ = labels.face_labels(s, sid)
         settings = review.study_settings(s, study)
         filters = _filters(rows)
@@ -133,6 +160,26 @@ def _check(store, study: str, rng: random.Random) -> None:
         assert _snapshot(s, sid) == before
 
     store.transaction(rebuilt)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_a_freshly_ingested_study_keeps_what_the_rules_give(store, seed):
+    """At ingest nobody has judged a face: every row comes from the prediction alone (``_ModelOnly``), and must equal
+    the rules' row of the face, the classes in the rules' order, with no judges and the queue counts of the rows."""
+    rng = random.Random(seed)
+    _fill(store, rng, "fresh")
+
+    def work(s: Session) -> None:
+        sid = review.repo.get_study(s, "fresh").id
+        got, want, (kept_classes, classes) = _rule_rows(s, sid)
+        assert len(got) == 14 and got == want
+        assert kept_classes == classes
+        assert s.scalars(select(FaceJudge).where(FaceJudge.study_id == sid)).first() is None
+        before = _snapshot(s, sid)
+        status._recount_queues(s, sid)
+        assert _snapshot(s, sid) == before
+
+    store.transaction(work)
 
 
 def _write_labels(path, rows: list[tuple[int, str]]) -> None:
