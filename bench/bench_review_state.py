@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from db import labels, review, status  # noqa: E402
+from db import labels, repo, review, status  # noqa: E402
 from db.review import ReviewFilter, StudySettings  # noqa: E402
 from db.schema import (  # noqa: E402
     Annotation,
@@ -94,7 +94,7 @@ def fill(store: LabelStore, n: int, seed: int = 0, *, rebuild: bool = False) -> 
         sid = s.scalar(select(Study.id).where(Study.name == STUDY))
         anns = []
         for name in ("ann1", "ann2", "ann3"):
-            s.add(Annotator(name=name))
+            s.add(Annotator(name=name, key=repo.annotator_key(name)))
         s.flush()
         anns = list(s.scalars(select(Annotator.id).order_by(Annotator.id)))
         face_id = s.scalar(select(Face.id).order_by(Face.id.desc()).limit(1)) or 0
