@@ -146,7 +146,7 @@ def a_my_labels(ctx: Ctx) -> None:
 
     rules = studies.study_settings(ctx.store, ctx.study)
     studies.study_media(ctx.store, ctx.study)
-    rows = review.my_labels(ctx.store, ctx.study, ctx.annotator)
+    rows = review.my_labels(ctx.store, ctx.study, ctx.annotator).items
     if rows:
         review_item(ctx, rows[0].face_id, rules)
 

@@ -582,14 +582,15 @@ def undo(
     """
     if (face_id is None) + (track_id is None) + (annotation_id is None) != 2:
         raise StoreError("undo needs exactly one of face_id, track_id or annotation_id")
-    who = session.scalar(select(Annotator).where(Annotator.name == annotator))
+    who = session.scalar(select(Annotator).where(Annotator.key == repo.annotator_key(annotator)))
     if annotation_id is not None:
         a = repo.get_row(session, Annotation, annotation_id, "annotation")
         face_id, track_id = a.face_id, a.track_id
     rows = repo.annotations_of_targets(
         session, [face_id] if face_id is not None else [], [track_id] if track_id is not None else []
     )
-    active = active_corrections(a for a, name in rows if name == annotator and a.face_id == face_id)
+    mine = who.name if who is not None else annotator
+    active = active_corrections(a for a, name in rows if name == mine and a.face_id == face_id)
     target = f"face {face_id}" if face_id is not None else f"track {track_id}"
     if who is None or not active:
         raise NothingToUndoError(f"{annotator!r} has no correction of {target} to undo")
@@ -616,7 +617,7 @@ def last_correction(session: Session, study: str, annotator: str) -> AnnotationR
         StudyNotFoundError: For an unknown study.
     """
     st = repo.get_study(session, study)
-    aid = session.scalar(select(Annotator.id).where(Annotator.name == annotator))
+    aid = session.scalar(select(Annotator.id).where(Annotator.key == repo.annotator_key(annotator)))
     if aid is None:
         return None
     # Rule 1 read newest first: a "set" row is active unless a later undo of the annotator names it (an undo always

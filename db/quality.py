@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
@@ -279,3 +281,163 @@ def format_stats(s: StudyStats) -> str:
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+def stats_from_totals(
+    study: str,
+    counts: dict[str, int],
+    primary: ModelKey | None,
+    *,
+    cells: Sequence[tuple[str, str, int]],
+    tally: Mapping[str, Mapping[tuple[str, ...], Sequence[float]]],
+    names: Mapping[int, str],
+    classes: Sequence[str] = (),
+) -> StudyStats:
+    """What :func:`compute_stats` gives, from kept totals instead of face rows (:func:`db.status.study_stats`).
+
+    Args:
+        study: The study's name.
+        counts: Row counts (:func:`db.repo.count_rows`).
+        primary: The model run the rows follow.
+        cells: ``(model class, human class, faces)`` over the whole study (``""``: none).
+        tally: The summed tallies per kind and keys (:func:`db.status._tallies` says what each holds).
+        names: Annotator id to name.
+        classes: The model's classes in output order.
+    """
+    model_counts: Counter[str] = Counter()
+    human_counts: Counter[str] = Counter()
+    label_counts: Counter[str] = Counter()
+    for ml, hl, n in cells:
+        if n <= 0:
+            continue
+        if ml:
+            model_counts[ml] += n
+        if hl:
+            human_counts[hl] += n
+        if hl or ml:
+            label_counts[hl or ml] += n
+    order = list(classes) or list(EMOTIONS_8)
+    extra = {k[0] for k in tally.get("jl", {})} | set(label_counts)
+    labels = (*order, *sorted(extra - set(order)))
+    index = {lab: i for i, lab in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for ml, hl, n in cells:
+        if n > 0 and ml and hl and ml in index and hl in index:
+            cm[index[hl], index[ml]] += n
+    n_both = int(cm.sum())
+    accuracy = float(np.trace(cm)) / n_both if n_both else None
+    model_kappa = _kappa(cm) if n_both else None
+
+    annotators = sorted(names[int(k[0])] for k in tally.get("ann", {}))
+    by_pair: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+    for (a, b, ca, cb), v in tally.get("pair", {}).items():
+        na, nb = names[int(a)], names[int(b)]
+        key, cell = (f"{na} | {nb}", (ca, cb)) if na < nb else (f"{nb} | {na}", (cb, ca))
+        by_pair[key][cell] += int(v[0])
+    pair_kappa: dict[str, float | None] = {}
+    pair_faces: dict[str, int] = {}
+    for a, b in itertools.combinations(annotators, 2):
+        got = by_pair.get(f"{a} | {b}")
+        common = sum(got.values()) if got else 0
+        if common:
+            pair_faces[f"{a} | {b}"] = common
+        if got and common >= MIN_PAIR_ITEMS:
+            cats = sorted({c for pair in got for c in pair}, key=str)
+            at = {c: i for i, c in enumerate(cats)}
+            pm = np.zeros((len(cats), len(cats)), dtype=np.int64)
+            for (ca, cb), n in got.items():
+                pm[at[ca], at[cb]] += n
+            pair_kappa[f"{a} | {b}"] = _clean(_kappa(pm))
+    multi = int(sum(v[0] for v in tally.get("multi", {}).values()))
+    fleiss = alpha = None
+    if multi:
+        cat = {k[0]: int(v[0]) for k, v in tally.get("cat", {}).items()}
+        total = sum(cat.values())
+        p_bar = sum(v[0] / (int(k[0]) * (int(k[0]) - 1)) for k, v in tally.get("fl", {}).items()) / multi
+        p_e = sum((n / total) ** 2 for n in cat.values())
+        fleiss = float("nan") if p_e == 1.0 else (p_bar - p_e) / (1.0 - p_e)
+        d_o = sum(v[0] / (int(k[0]) - 1) for k, v in tally.get("ka", {}).items()) / total
+        d_e = (total**2 - sum(n * n for n in cat.values())) / (total * (total - 1))
+        alpha = float("nan") if d_e == 0 else 1.0 - d_o / d_e
+
+    ccc: dict[str, dict[str, float | None]] = {}
+    for f in NUMERIC_FIELDS:
+        moments: dict[str, Sequence[float]] = {}
+        for (field, a, b, _), v in tally.get("ccc", {}).items():
+            if field == f:
+                na, nb = names[int(a)], names[int(b)]
+                moments[f"{na} | {nb}" if na < nb else f"{nb} | {na}"] = v
+        pairs: list[float] = []
+        for a, b in itertools.combinations(annotators, 2):
+            mom = moments.get(f"{a} | {b}")
+            if mom is not None and mom[0] >= MIN_PAIR_ITEMS:
+                pairs.append(_ccc_of(mom))
+        pairs = [p for p in pairs if not math.isnan(p)]
+        vsm = tally.get("vsm", {}).get((f, "", "", ""))
+        nf = tally.get("nf", {}).get((f, "", "", ""))
+        ccc[f] = {
+            "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
+            "model": _clean(_ccc_of(vsm)) if vsm else None,
+            "n": int(nf[0]) if nf else 0,
+        }
+
+    judged = tally.get("judged", {}).get(("", "", "", ""))
+    n_judged = int(judged[0]) if judged else 0
+    all_counts = dict(counts)
+    all_counts["annotators"] = len(annotators)
+    all_counts["corrected_faces"] = n_judged
+    return StudyStats(
+        study=study,
+        counts=all_counts,
+        model={
+            "name": primary[0] if primary else None,
+            "weights_hash": primary[1] if primary else None,
+            "version": primary[2] if primary else None,
+        },
+        predictions_only=not n_judged,
+        labels=labels,
+        model_counts={k: model_counts.get(k, 0) for k in labels},
+        human_counts={k: human_counts.get(k, 0) for k in labels},
+        label_counts={k: label_counts.get(k, 0) for k in labels},
+        confusion=tuple(tuple(int(v) for v in row) for row in cm),
+        model_accuracy=_clean(accuracy) if accuracy is not None else None,
+        model_kappa=_clean(model_kappa) if model_kappa is not None else None,
+        annotator_kappa=pair_kappa,
+        fleiss_kappa=_clean(fleiss) if fleiss is not None else None,
+        krippendorff_alpha=_clean(alpha) if alpha is not None else None,
+        ccc=ccc,
+        annotator_pair_faces=pair_faces,
+        model_faces=n_both,
+        multi_faces=multi,
+    )
+
+
+def _kappa(cm: np.ndarray) -> float:
+    """Cohen's kappa of a confusion matrix (as :func:`db.agreement.cohen_kappa` computes it from the labels)."""
+    m = cm.astype(np.float64)
+    n = m.sum()
+    if n == 0:
+        return float("nan")
+    p_o = np.trace(m) / n
+    p_e = float(m.sum(axis=1) @ m.sum(axis=0)) / n**2
+    if p_e == 1.0:
+        return float("nan")
+    return float((p_o - p_e) / (1.0 - p_e))
+
+
+def _ccc_of(v: Sequence[float]) -> float:
+    """Lin's CCC (as :func:`db.agreement.ccc`) from ``[n, sum x, sum y, sum x^2, sum y^2, sum xy]``.
+
+    A denominator within rounding of zero (every value the same) is zero: the running sums of a constant are not
+    exactly its square.
+    """
+    n, sx, sy, sxx, syy, sxy = (float(x) for x in v)
+    if n < 2:
+        return float("nan")
+    mx, my = sx / n, sy / n
+    var_x, var_y = max(sxx / n - mx * mx, 0.0), max(syy / n - my * my, 0.0)
+    cov = sxy / n - mx * my
+    denom = var_x + var_y + (mx - my) ** 2
+    if denom <= 1e-12 * max(sxx / n + syy / n, 1e-300):
+        return float("nan")
+    return float(2 * cov / denom)

@@ -417,7 +417,8 @@ class QueueCount(Base):
 
     ``annotator_id`` 0 holds the study's own counts: faces, faces in each queue (``uncertainty``: still needing a
     vote; ``valence``; ``disagreement``). An annotator's row holds the faces they judged or skipped, per queue (they
-    leave that annotator's queue), and ``skipped``: the faces they skipped without judging. Labels are ``""`` for
+    leave that annotator's queue), ``faces``: the faces they judged ("my labels"), and ``skipped``: the faces they
+    skipped without judging. Labels are ``""`` for
     none. Updated by the difference each refreshed face makes, in the write's own transaction.
     """
 
@@ -465,3 +466,48 @@ class StudyStatus(Base):
     model_version: Mapped[str | None] = mapped_column(String(100))
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Every class the study's chosen predictions name, in the model's output order."""
+
+
+class FaceTally(Base):
+    """What one judged face adds to its study's statistics (:class:`StudyTally`), kept by :mod:`db.status`.
+
+    ``items``: ``[kind, k1, k2, k3, k4, n, s1, s2, s3, s4, s5]`` per :class:`StudyTally` key, so that a refresh takes
+    the face's old share out before adding the new one. Only faces someone judged have a row.
+    """
+
+    __tablename__ = "face_tallies"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    items: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class StudyTally(Base):
+    """Running totals behind a study's statistics and agreement, per media item (:func:`db.status.study_stats`).
+
+    ``kind`` and the keys ``k1``-``k4`` name a total (see :func:`db.status._tallies`: class pairs of two annotators,
+    per-face category counts for Fleiss' kappa and Krippendorff's alpha, moments for the CCCs, ...); ``n`` counts,
+    ``s1``-``s5`` are sums. Updated by the difference each refreshed face makes, in the write's own transaction.
+    """
+
+    __tablename__ = "study_tallies"
+    __table_args__ = (
+        UniqueConstraint("study_id", "media_id", "kind", "k1", "k2", "k3", "k4"),
+        Index("ix_study_tallies_media_id", "media_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    k1: Mapped[str] = mapped_column(String(200))
+    k2: Mapped[str] = mapped_column(String(200))
+    k3: Mapped[str] = mapped_column(String(200))
+    k4: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(Integer)
+    s1: Mapped[float] = mapped_column(Float)
+    s2: Mapped[float] = mapped_column(Float)
+    s3: Mapped[float] = mapped_column(Float)
+    s4: Mapped[float] = mapped_column(Float)
+    s5: Mapped[float] = mapped_column(Float)

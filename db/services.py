@@ -655,6 +655,20 @@ class LabelStore:
         """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled), the first ``limit``."""
         return self.transaction(lambda s: review.browse(s, study, flt, model=model, limit=limit), write=False)
 
+    def labels_page(
+        self,
+        study: str,
+        annotator: str,
+        flt: review.ReviewFilter = review.ReviewFilter(),
+        *,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> review.LabelsPage:
+        """A page of the faces ``annotator`` labelled ("my labels"), after face id ``after``, with their count."""
+        return self.transaction(
+            lambda s: review.labels_page(s, study, annotator, flt, after=after, limit=limit), write=False
+        )
+
     def skip(self, face_id: int, annotator: str) -> None:
         """Keeps a face out of ``annotator``'s queues until :meth:`unskip` (stored, so it holds across reloads)."""
         self.transaction(lambda s: review.skip(s, face_id, annotator))

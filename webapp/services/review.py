@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from db import review as review_rules
 from db.errors import StudyNotFoundError
-from db.review import REVIEW_ORDERS, ReviewFilter, ReviewQueue, StudySettings
+from db.review import REVIEW_ORDERS, LabelsPage, ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel
 from db.services import LabelStore
 from models.errors import AffectLabError
@@ -54,17 +53,23 @@ def review_queue(
 
 
 def my_labels(
-    store: LabelStore, study: str, annotator: str, flt: ReviewFilter | None = None, limit: int | None = None
-) -> list[FaceLabel]:
-    """The faces ``annotator`` has labelled in a study (own or through a track label), for browsing and editing.
+    store: LabelStore,
+    study: str,
+    annotator: str,
+    flt: ReviewFilter | None = None,
+    *,
+    after: int | None = None,
+    limit: int = 200,
+) -> LabelsPage:
+    """A page of the faces ``annotator`` has labelled in a study (own or through a track label), to browse and edit.
 
-    ``limit``: only the first ones in media order (what a page shows; only they are resolved).
+    ``after``: the ``after`` of the previous page (None: the first); only the page's faces are resolved, the count
+    comes from the kept counts.
     """
-    base = flt or ReviewFilter()
     try:
-        return store.browse(study, dataclasses.replace(base, labelled_by=annotator), limit=limit)
+        return store.labels_page(study, annotator, flt or ReviewFilter(), after=after, limit=limit)
     except StudyNotFoundError:
-        return []
+        return LabelsPage((), 0, None)
 
 
 def skip(store: LabelStore, annotator: str | None, face_id: int) -> None:
