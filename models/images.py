@@ -37,6 +37,81 @@ def check_pixels(name: str, width: int, height: int, what: str = "image") -> Non
         )
 
 
+MIN_FILE_PIXELS = 4_000_000_000
+"""Pixels every file may decode in all, whatever its size (100 frames at the per-picture budget; 2 minutes of 1080p
+at 30 fps)."""
+PIXELS_PER_BYTE = 100_000
+"""Pixels a file may decode in all per byte it holds, on top of :data:`MIN_FILE_PIXELS`. A recorded class at 720p
+decodes a few hundred pixels per byte, a screen share of still slides a few thousand; a pixel bomb (a 1 KB GIF of a
+huge canvas and many frames) millions."""
+
+
+def file_pixel_budget(size_bytes: int) -> int:
+    """The pixels a file of ``size_bytes`` may decode in all, frames of a video added up (see :class:`PixelBudget`)."""
+    return MIN_FILE_PIXELS + PIXELS_PER_BYTE * max(0, size_bytes)
+
+
+class PixelBudget:
+    """The pixel budget of one file (one upload): per picture and in all.
+
+    Each decoded picture within :data:`MAX_FRAME_PIXELS`, all of them together within :func:`file_pixel_budget` of the
+    file's size. Every video decoding path takes each frame it decodes from one (:mod:`models.decode`,
+    :mod:`models.playable`); a still is one picture.
+
+    Attributes:
+        name: The file's name for messages.
+        size_bytes: The file's size.
+        limit: Pixels it may decode in all.
+        used: Pixels decoded so far.
+    """
+
+    def __init__(self, name: str, size_bytes: int) -> None:
+        self.name, self.size_bytes = name, size_bytes
+        self.limit = file_pixel_budget(size_bytes)
+        self.used = 0
+        self.frames = 0
+
+    def _refuse(self, what: str) -> BadInputError:
+        return BadInputError(
+            self.name,
+            f"{what}, over the {self.limit:,}-pixel limit for a file of {self.size_bytes:,} bytes "
+            f"({MIN_FILE_PIXELS:,} plus {PIXELS_PER_BYTE:,} per byte) that guards the server against decompression "
+            "bombs; shorten or downscale it first",
+        )
+
+    def plan(self, frames: float, width: int, height: int) -> None:
+        """Refuses, from the header before anything is decoded, a file announcing more pixels than its budget.
+
+        Raises:
+            BadInputError: ``frames`` pictures of ``width`` x ``height`` are over the budget.
+        """
+        check_pixels(self.name, width, height, "frame")
+        total = int(frames) * width * height
+        if total > self.limit:
+            raise self._refuse(f"its header announces {int(frames):,} frames of {width} x {height} = {total:,} pixels")
+
+    def take(self, width: int, height: int, what: str = "frame") -> None:
+        """Counts one decoded picture.
+
+        Raises:
+            BadInputError: The picture is over :data:`MAX_FRAME_PIXELS`, or the file's total is over its budget.
+        """
+        check_pixels(self.name, width, height, what)
+        self.used += width * height
+        self.frames += 1
+        if self.used > self.limit:
+            raise self._refuse(f"its first {self.frames:,} {what}s decode to {self.used:,} pixels")
+
+
+def file_budget(path: str | Path, name: str) -> PixelBudget:
+    """The :class:`PixelBudget` of the file at ``path`` (its size read now)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    return PixelBudget(name, size)
+
+
 ImageSource = str | Path | bytes | BinaryIO
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".avif"})
