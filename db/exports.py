@@ -33,7 +33,7 @@ import csv
 import io
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeGuard, get_args
 
@@ -42,7 +42,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import csvfile
-from db.codecs import decode_png, features_from_bytes
+from db.codecs import PNG_LEVEL, features_from_bytes
+from db.crops import as_array, iter_crops
 from db.csvfile import CSV_LINE_END, FORMULA_PREFIXES, neutralise_cell
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
@@ -208,24 +209,13 @@ def dataframe(
 # ---------------------------------------------------------------------------------------------------- crops
 
 
-def iter_crops(session: Session, face_ids: Sequence[int], batch: int = 256) -> Iterator[tuple[int, bytes]]:
-    """``(face_id, png_bytes)`` of the faces that have a stored crop, in batches (crops are never all in memory)."""
-    for i in range(0, len(face_ids), batch):
-        chunk = list(face_ids[i : i + batch])
-        stmt = select(Face.id, Face.crop_png).where(Face.id.in_(chunk), Face.crop_png.is_not(None))
-        got = {fid: data for fid, data in session.execute(stmt) if data is not None}
-        for fid in chunk:
-            if fid in got:
-                yield fid, got[fid]
-
-
-def resized_png(data: bytes, size: int) -> bytes:
-    """The crop resized to ``size`` x ``size`` (bicubic), as PNG bytes."""
+def resized_png(data: bytes | np.ndarray, size: int) -> bytes:
+    """The crop (PNG bytes or an RGB array) resized to ``size`` x ``size`` (bicubic), as PNG bytes."""
     from PIL import Image
 
-    img = Image.fromarray(decode_png(data)).resize((size, size), Image.Resampling.BICUBIC)
+    img = Image.fromarray(as_array(data)).resize((size, size), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=PNG_LEVEL)  # lossless at any level; level 1 is ~4x faster
     return buf.getvalue()
 
 
@@ -321,6 +311,8 @@ def export(
     out: Path,
     *,
     seed: int = 0,
+    media_root: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
     """Writes one export of a study (see the module docstring).
 
@@ -333,6 +325,8 @@ def export(
         fmt: One of :data:`FORMATS`.
         out: Target file (csv, parquet, imagefolder zip, features npz) or folder (hf).
         seed: Seed of the split assignment.
+        media_root: The kept media files, whence video crops are re-cut (:mod:`db.crops`).
+        progress: ``progress(done, total)`` as the imagefolder and hf exports write crops.
 
     Returns:
         Where the export went and what it holds.
@@ -375,7 +369,9 @@ def export(
         card = dataset_card(stats, exported, fmt, split_counts, notes, crops_available=crops_available)
         out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
     else:
-        exported, split_counts = _write_images(session, rows, splits, stats, primary, fmt, out, notes)
+        exported, split_counts = _write_images(
+            session, rows, splits, stats, primary, fmt, out, notes, media_root=media_root, progress=progress
+        )
     return ExportReport(
         path=str(out),
         format=fmt,
@@ -456,8 +452,15 @@ def _write_images(
     fmt: ExportFormat,
     out: Path,
     notes: list[str],
+    *,
+    media_root: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[FaceLabel], dict[Split, int]]:
-    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout."""
+    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout.
+
+    Crops stream (:func:`db.crops.iter_crops`): stored ones in batches, re-cut ones recording by recording, each
+    recording decoded once in time order; memory holds one batch or one frame, never the study's crops.
+    """
     labelled = _labelled(rows)
     size, note = input_size(primary[0] if primary else None)
     if note:
@@ -468,7 +471,7 @@ def _write_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "imagefolder":
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-            for fid, data in iter_crops(session, list(by_id)):
+            for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
                 r = by_id[fid]
                 zf.writestr(f"{splits[fid]}/{r.label}/{fid}.png", resized_png(data, size))
                 exported.append(r)
@@ -484,7 +487,7 @@ def _write_images(
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
-    for fid, data in iter_crops(session, list(by_id)):
+    for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
         (out / splits[fid] / f"{fid}.png").write_bytes(resized_png(data, size))
         exported.append(by_id[fid])
     _missing_note(labelled, exported, notes)

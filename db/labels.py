@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import repo
+from db.crops import crop_available
 from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 from db.rows import AnnotationRow, FaceLabel, Judgement
 from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, StudyStatus, Track
@@ -378,9 +379,7 @@ def face_labels(
             by_face[p.face_id] = p
     resolved = resolve(annotations)
     crop_stmt = (
-        select(Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Media.study_id == study_id, Face.crop_png.is_not(None))
+        select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id, crop_available())
     )
     if face_ids is not None:
         crop_stmt = (

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import status
+from db.crops import crop_available
 from db.errors import NotFoundError, StudyNotFoundError
 from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
 from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
@@ -437,10 +438,7 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
     )
     tracks = session.scalar(select(func.count(Track.id)).join(Media).where(Media.study_id == study_id)) or 0
     crops = (
-        session.scalar(
-            select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, Face.crop_png.is_not(None))
-        )
-        or 0
+        session.scalar(select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, crop_available())) or 0
     )
     feats = (
         session.scalar(

@@ -5,9 +5,11 @@ then stored in one transaction together with how far the analysis got (``analyse
 ``analysed_until_frame``, ``analysed_samples``), so the stored faces and the resume point never disagree. Faces are
 stored without track. At the end, tracks, engagement and persons are computed from every stored face
 (the caller replays them: :class:`models.video.FaceReplay`) and :func:`finish_video` stores them and marks the
-media item ``complete``. Predictions are append-only, so their ``engagement`` stays empty: a face's model
-engagement is read from its track's windows (:func:`db.labels.face_labels`). Functions take the caller's session and
-never commit.
+media item ``complete``. A video whose file the store keeps is created with ``recut_crops`` (no crop stored; see
+:mod:`db.crops`) unless its study sets ``keep_video_crops``; features are stored compactly (:mod:`db.codecs`), and
+the tracker replay and the engagement model read them back from there. Predictions are append-only, so their
+``engagement`` stays empty: a face's model engagement is read from its track's windows
+(:func:`db.labels.face_labels`). Functions take the caller's session and never commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db import repo, status
-from db.codecs import features_from_bytes, features_to_bytes
+from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
 from db.media_files import base_name
@@ -101,9 +103,19 @@ def _state(session: Session, media: Media, created: bool) -> AnalysisState:
 
 
 def begin_video(
-    session: Session, study: str, *, sha256: str, size: int, filename: str, info: MediaInfo, uploaded_by: str | None
+    session: Session,
+    study: str,
+    *,
+    sha256: str,
+    size: int,
+    filename: str,
+    info: MediaInfo,
+    uploaded_by: str | None,
+    recut_crops: bool = False,
 ) -> AnalysisState:
     """The media row of a video about to be analysed: created ``partial`` when new, else as it stands.
+
+    ``recut_crops``: the store keeps the file, so a new video stores no crop (unless the study keeps video crops).
 
     Returns:
         Its state: ``complete`` (nothing to do), or ``partial`` with the resume point of a stopped run.
@@ -124,6 +136,7 @@ def begin_video(
         fps=info.fps,
         uploaded_by=uploaded_by,
         analysis_status="partial",
+        recut_crops=recut_crops and not st.keep_video_crops,
     )
     session.add(media)
     session.flush()
@@ -139,6 +152,7 @@ def store_chunk(
     until_frame: int,
     samples: int,
     store_crops: bool,
+    feature_codec: str = FEATURES_U8,
 ) -> tuple[int, int, int]:
     """Stores one stretch of a partial video's faces (without track) and moves its resume point.
 
@@ -155,11 +169,11 @@ def store_chunk(
     crops = features = 0
     for f in faces:
         face = face_row(f, media_id)
-        if store_crops and f.crop_png is not None:
+        if store_crops and not media.recut_crops and f.crop_png is not None:
             face.crop_png = f.crop_png
             crops += 1
         if f.features is not None:
-            face.features, face.feature_dim = features_to_bytes(f.features)
+            face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
             face.feature_model = f.feature_model or f.model
             features += 1
         session.add(face)

@@ -78,6 +78,8 @@ class Study(Base):
     """Share of faces (0 to 1) routed to a second annotator for agreement."""
     blur_faces: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Privacy for minors: faces are blurred wherever the app shows them to anyone but the study's owners."""
+    keep_video_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Store every video face's crop even when the recording is kept (by default such crops are re-cut from it)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -113,6 +115,8 @@ class Media(Base):
     """Index of that frame among the decoded frames."""
     analysed_samples: Mapped[int | None] = mapped_column(Integer)
     """Sampled frames analysed so far (the next sampled frame's number)."""
+    recut_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """The crops of this video's faces that have none stored are re-cut from its kept file (:mod:`db.crops`)."""
 
 
 class Track(Base):
@@ -148,7 +152,8 @@ class EngagementWindow(Base):
 class Face(Base):
     """A detected face: where it is, its crop (or none) and its backbone features.
 
-    The crop and the features are deferred columns: listing faces does not load them.
+    The crop and the features are deferred columns: listing faces does not load them. A video face whose media item
+    has ``recut_crops`` stores no crop: it is re-cut from the kept recording when shown or exported (:mod:`db.crops`).
     """
 
     __tablename__ = "faces"
@@ -167,7 +172,7 @@ class Face(Base):
     det_score: Mapped[float] = mapped_column(Float)
     crop_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     features: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
-    """Little-endian float32 bytes of length ``4 * feature_dim``."""
+    """Compact (``feature_dim + 8`` bytes) or float32 (``4 * feature_dim``) features, see :mod:`db.codecs`."""
     feature_dim: Mapped[int | None] = mapped_column(Integer)
     feature_model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

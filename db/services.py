@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -37,6 +38,8 @@ from db import (
     analysis_file,
     classroom,
     codecs,
+    compact,
+    crops,
     exports,
     ingest,
     label_import,
@@ -86,6 +89,10 @@ class LabelStore:
         retries: Attempts per transaction on lock or serialisation errors.
         engine: An existing engine for ``url`` (tests, the web app's cached one).
         media_dir: Root of the kept media files (default ``<data_dir>/media``, see :mod:`db.media_files`).
+        feature_codec: The form new features are stored in (:mod:`db.codecs`; compact by default).
+
+    A video whose file is kept stores no crops: they are re-cut from it (:mod:`db.crops`, with a small LRU cache of
+    what is on screen), unless its study sets ``keep_video_crops``.
     """
 
     def __init__(
@@ -97,8 +104,11 @@ class LabelStore:
         retries: int = 12,
         engine: Engine | None = None,
         media_dir: Path | None = None,
+        feature_codec: str = codecs.FEATURES_U8,
     ) -> None:
         self.url = url
+        self.feature_codec = feature_codec
+        self.crop_cache = crops.CropCache()
         self.store_crops = store_crops
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
         self.media_root = Path(media_dir) if media_dir is not None else self.data_dir / "media"
@@ -194,8 +204,8 @@ class LabelStore:
         return self.transaction(work, write=False)
 
     def face_crop(self, face_id: int) -> bytes | None:
-        """The stored PNG crop of a face (None in features-only mode)."""
-        return self.transaction(lambda s: repo.face_crop(s, face_id), write=False)
+        """The PNG crop of a face, stored or re-cut from its kept recording (None when it has neither)."""
+        return self.face_crops([face_id]).get(face_id)
 
     def face_features(self, face_id: int) -> np.ndarray | None:
         """The stored backbone features of a face (None when it has none)."""
@@ -257,7 +267,15 @@ class LabelStore:
         written: list[Path] = []
 
         def work(s: Session) -> IngestReport:
-            rep = ingest.store_files(s, study, [item], uploaded_by=uploaded_by, store_crops=self.store_crops)
+            rep = ingest.store_files(
+                s,
+                study,
+                [item],
+                uploaded_by=uploaded_by,
+                store_crops=self.store_crops,
+                recut_video_crops=keep_file and self.store_crops,
+                feature_codec=self.feature_codec,
+            )
             if keep_file and rep.media_ids:
                 self._keep_file(s, rep.media_ids[0], data, written)
             return rep
@@ -301,7 +319,14 @@ class LabelStore:
 
         def work(s: Session) -> resumable.AnalysisState:
             state = resumable.begin_video(
-                s, study, sha256=sha, size=size, filename=filename, info=media_info, uploaded_by=uploaded_by
+                s,
+                study,
+                sha256=sha,
+                size=size,
+                filename=filename,
+                info=media_info,
+                uploaded_by=uploaded_by,
+                recut_crops=keep_file and self.store_crops,
             )
             if keep_file and state.status == "partial":
                 self._keep_file(s, state.media_id, data, written)
@@ -342,7 +367,9 @@ class LabelStore:
         Returns:
             Faces, crops and features stored.
         """
-        faces = [ingest.face_in(r, store_crops=self.store_crops, model_version=model_version) for r in results]
+        recut = self.transaction(lambda s: bool(repo.get_row(s, Media, media_id, "media").recut_crops), write=False)
+        keep = self.store_crops and not recut  # re-cut crops are not even encoded
+        faces = [ingest.face_in(r, store_crops=keep, model_version=model_version) for r in results]
         return self.transaction(
             lambda s: resumable.store_chunk(
                 s,
@@ -351,7 +378,8 @@ class LabelStore:
                 until_s=until_s,
                 until_frame=until_frame,
                 samples=samples,
-                store_crops=self.store_crops,
+                store_crops=keep,
+                feature_codec=self.feature_codec,
             )
         )
 
@@ -608,6 +636,106 @@ class LabelStore:
         """Stores the labelling rules of a study (owners only in the web app)."""
         return self.transaction(lambda s: review.set_study_settings(s, study, settings))
 
+    def keep_video_crops(self, study: str) -> bool:
+        """Whether the study stores every video crop (else a kept recording's crops are re-cut from it)."""
+        return self.transaction(lambda s: bool(repo.get_study(s, study).keep_video_crops), write=False)
+
+    def set_keep_video_crops(self, study: str, keep: bool) -> bool:
+        """Makes the study (created when new) store every video crop of recordings analysed from now on, or not.
+
+        Recordings already stored keep their layout (``python -m db compact --crops`` drops stored crops).
+        """
+
+        def work(s: Session) -> bool:
+            st = repo.get_or_create_study(s, study)
+            st.keep_video_crops = bool(keep)
+            return bool(keep)
+
+        return self.transaction(work)
+
+    def compact(
+        self,
+        study: str,
+        *,
+        crops: bool = True,
+        drop_features: bool = False,
+        vacuum: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> compact.CompactReport:
+        """Compacts a study's stored faces (see :mod:`db.compact`): features converted, re-cuttable crops dropped.
+
+        Args:
+            study: The study.
+            crops: Drop the stored crops of kept recordings that re-cut pixel-equal (not for ``keep_video_crops``).
+            drop_features: Also drop the features of completely analysed videos.
+            vacuum: Give the freed space back to the file system (SQLite ``VACUUM``).
+            progress: Called with a line of text as the work goes on.
+
+        Returns:
+            What was done.
+        """
+        say = progress or (lambda _msg: None)
+
+        def setting(s: Session) -> tuple[int, bool]:
+            st = repo.get_study(s, study)
+            return st.id, bool(st.keep_video_crops)
+
+        st_id, keep = self.transaction(setting, write=False)
+        notes: list[str] = []
+        converted, after = 0, 0
+        while True:
+            n, last = self.transaction(functools.partial(compact.convert_features, study_id=st_id, after_id=after))
+            if last is None:
+                break
+            converted, after = converted + n, last
+            say(f"features: {converted} converted")
+        dropped = kept = no_file = 0
+        if crops and keep:
+            notes.append(f"study {study!r} keeps video crops: none dropped")
+        elif crops:
+            videos = self.transaction(functools.partial(compact.videos_with_crops, study_id=st_id), write=False)
+            for media_id, sid, sha, name, _ in videos:
+                path = compact.recording_path(self.media_root, sid, sha, name)
+                if path is None:
+                    no_file += 1
+                    continue
+                pos = (-1.0, 0)
+                while True:
+                    batch = self.transaction(
+                        functools.partial(compact.stored_crop_batch, media_id=media_id, after=pos), write=False
+                    )
+                    if not batch:
+                        break
+                    equal = compact.equal_recuts(path, batch)
+                    self.transaction(functools.partial(compact.drop_crops, face_ids=equal))
+                    dropped, kept = dropped + len(equal), kept + len(batch) - len(equal)
+                    pos = (batch[-1][1], batch[-1][0])
+                    say(f"crops: {dropped} dropped, {kept} kept")
+                self.transaction(functools.partial(compact.set_recut, media_id=media_id))
+            if no_file:
+                notes.append(f"{no_file} videos have no kept recording: their crops stay stored")
+            if kept:
+                notes.append(f"{kept} stored crops differ from the re-cut ones (or their frame is unreadable): kept")
+        feats_dropped = 0
+        if drop_features:
+            while n := self.transaction(functools.partial(compact.drop_features, study_id=st_id)):
+                feats_dropped += n
+                say(f"features: {feats_dropped} dropped")
+            if feats_dropped:
+                notes.append("fine-tuning re-extracts the dropped features from the crops (re-cut from the recordings)")
+        if vacuum:
+            say("vacuuming the database file")
+            maintenance.vacuum(self.engine)
+        return compact.CompactReport(
+            study=study,
+            features_converted=converted,
+            crops_dropped=dropped,
+            crops_kept=kept,
+            videos_without_file=no_file,
+            features_dropped=feats_dropped,
+            notes=tuple(notes),
+        )
+
     def last_correction(self, study: str, annotator: str) -> AnnotationRow | None:
         """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
         return self.transaction(lambda s: labels.last_correction(s, study, annotator), write=False)
@@ -625,8 +753,15 @@ class LabelStore:
         return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
-        """The stored crops of several faces (faces without one are absent), in one query."""
-        return self.transaction(lambda s: repo.face_crops(s, face_ids), write=False) if face_ids else {}
+        """The PNG crops of several faces, stored or re-cut (faces without one are absent; see :mod:`db.crops`).
+
+        The database is read in one transaction; recordings are decoded after it (each once, in time order), and
+        re-cut crops go through :attr:`crop_cache`.
+        """
+        if not face_ids:
+            return {}
+        sources = self.transaction(lambda s: crops.crop_sources(s, self.media_root, face_ids), write=False)
+        return crops.face_crops(sources, face_ids, self.crop_cache)
 
     def study_crops(self, study: str, limit: int = 64) -> list[bytes]:
         """Up to ``limit`` stored face crops (PNG) of the study, e.g. to calibrate an int8 export (one query)."""
@@ -658,13 +793,22 @@ class LabelStore:
         return self.transaction(work, write=False)
 
     def export(
-        self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0
+        self,
+        study: str,
+        fmt: ExportFormat,
+        out: Path,
+        *,
+        model: str | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
-        """Exports a study (see :mod:`db.exports` for the formats)."""
+        """Exports a study (see :mod:`db.exports` for the formats); ``progress(done, total)`` for crops written."""
 
         def work(s: Session) -> ExportReport:
             stats, rows, primary = self._stats(s, study, model)
-            return exports.export(s, study, rows, stats, primary, fmt, Path(out), seed=seed)
+            return exports.export(
+                s, study, rows, stats, primary, fmt, Path(out), seed=seed, media_root=self.media_root, progress=progress
+            )
 
         return self.transaction(work, write=False)
 

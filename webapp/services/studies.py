@@ -48,7 +48,7 @@ def media_tracks(store: LabelStore, media_id: int, study: str) -> list[TrackRow]
 
 
 def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
-    """The stored PNG crop of a face of ``study``, None in features-only mode.
+    """The PNG crop of a face of ``study`` (stored, or re-cut from the kept recording), None in features-only mode.
 
     Raises:
         NotFoundError: No such face in ``study``.
@@ -73,7 +73,7 @@ def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *
 
 
 def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[int, bytes]:
-    """Stored crops of several faces of ``study`` at once (absent in features-only mode; other studies' left out)."""
+    """Crops of several faces of ``study`` at once, stored or re-cut (none in features-only mode; others left out)."""
     mine = {f.face_id for f in study_faces(store, study)}
     return store.face_crops([i for i in face_ids if i in mine])
 
