@@ -8,6 +8,7 @@ set-up is broken, never that the feature is fine. ``.ci/run`` never sets the var
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "make test needs every part of the machine (make system-deps installs PostgreSQL and Chromium, make install "
         "the Python packages); set AFFECTLAB_ALLOW_SKIPS=1 only for a quick local run."
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_process_guard_left() -> Iterator[None]:
+    """Uninstalls a guard a test left in the process (importing ``webapp.serve`` installs one, as the server needs).
+
+    Left installed, it made every later AppTest run in the process read as signed out (no cookie): its state was
+    cleared and widgets such as ``w_annotator`` were missing (KeyError), in tests that pass alone.
+    ``webapp.guard.active`` also ignores a guard inside AppTest runs; this keeps the process clean either way.
+    """
+    yield
+    guard = sys.modules.get("webapp.guard")
+    if guard is not None and getattr(guard, "_state", None) is not None:
+        guard._state = None
 
 
 @pytest.fixture(scope="session")

@@ -299,6 +299,69 @@ def test_anonymous_uploads_are_refused_and_hold_no_memory(server: Server) -> Non
         owner.close()
 
 
+def _slowloris(base: str, *, first: bytes = b"", silent: bool = False) -> tuple[float, bytes]:
+    """Opens a connection, sends ``first`` (whole requests), then request headers a byte a second (nothing when
+    ``silent``); returns when the server ends it: the seconds since the trickle began and what came back after
+    ``first``'s replies."""
+    host, port = base.removeprefix("http://").split(":")
+    head = f"GET /_stcore/health HTTP/1.1\r\nHost: {host}:{port}\r\nX-Slow: " + "a" * 400
+    with socket.create_connection((host, int(port)), timeout=1) as s:
+        if first:
+            s.sendall(first)
+            got = b""
+            while got.count(b"\r\n\r\nok") < first.count(b"HTTP/1.1\r\n"):  # each health reply whole
+                got += s.recv(65536)
+        start, reply = time.monotonic(), b""
+        for byte in [] if silent else head.encode():
+            try:
+                s.send(bytes([byte]))
+            except OSError:
+                break
+            try:
+                part = s.recv(4096)
+                if not part:
+                    break
+                reply += part
+            except TimeoutError:
+                continue  # one second without an answer: the next byte
+            except OSError:
+                break
+            if time.monotonic() - start > 60:
+                break
+        s.settimeout(60)
+        try:
+            while part := s.recv(4096):
+                reply += part
+        except OSError:
+            pass
+        return time.monotonic() - start, reply
+
+
+def test_request_headers_have_a_time_limit(server: Server) -> None:
+    """Slowloris: headers sent a byte a second, on a new connection, after a keep-alive request, and a connection
+    that sends nothing at all, are each cut off (408) within the header time limit; a prompt request is answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from webapp.guard import HEADER_TIMEOUT_S
+
+    host, port = server.base.removeprefix("http://").split(":")
+    prompt = f"GET /_stcore/health HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    with ThreadPoolExecutor(3) as pool:
+        runs = [
+            pool.submit(_slowloris, server.base),
+            pool.submit(_slowloris, server.base, first=prompt),
+            pool.submit(_slowloris, server.base, silent=True),
+        ]
+        time.sleep(2)
+        with urllib.request.urlopen(server.base + "/_stcore/health", timeout=5) as r:
+            assert r.read().strip() == b"ok", "other clients are served meanwhile"
+        results = [f.result() for f in runs]
+    for seconds, reply in results:
+        assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+        assert HEADER_TIMEOUT_S - 1 < seconds < HEADER_TIMEOUT_S + 3, results
+    assert "request headers from 127.0.0.1 incomplete after" in server.log_text()
+
+
 def test_metrics_are_not_public(server: Server) -> None:
     for path in ("/_stcore/metrics", "/_stcore/metrics/"):
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -332,6 +395,32 @@ def test_wrong_codes_wait_longer_and_are_logged(server: Server) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the pieces
+
+
+def test_a_guard_left_in_the_process_serves_no_apptest_run(
+    multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI failure (``KeyError: 'w_annotator'`` in tests that pass alone): importing ``webapp.serve`` installs its
+    guard process-wide; AppTest runs after it read as signed out (no cookie in AppTest) and lost their state.
+    A guard installed in the process now serves no AppTest run, and tests/conftest.py uninstalls one after a test."""
+    from affectlab.settings import Settings
+    from tests.apphelpers import new_app, no_exception
+    from webapp import guard
+
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "open sesame")
+    installed = guard.install(guard.state_for(Settings.from_env({})))
+    try:
+        assert guard.active() is installed, "outside AppTest (the server's script runs) the guard serves"
+        at = new_app()
+        at.run()
+        at.text_input(key="w_access_code").input("open sesame")
+        at.button[0].click().run()
+        no_exception(at)
+        assert [t.value for t in at.title] == ["Analyze"], "signed in by the code despite the installed guard"
+        at.run()  # a second run stays signed in (its state was not cleared)
+        assert [t.value for t in at.title] == ["Analyze"]
+    finally:
+        guard._state = None
 
 
 def test_cookie_is_signed_and_expires() -> None:
@@ -379,8 +468,7 @@ def test_client_address_and_rate_limits() -> None:
 
 def test_host_headers() -> None:
     from affectlab.settings import Settings
-    from webapp.guard import host_allowed
-    from webapp.serve import allowed_hosts
+    from webapp.guard import allowed_hosts, host_allowed
 
     local = allowed_hosts(Settings.from_env({}), "127.0.0.1")
     assert (
@@ -397,7 +485,7 @@ def test_host_headers() -> None:
 def test_whose_forwarded_for_counts() -> None:
     from affectlab.settings import Settings
     from webapp.guard import client_address
-    from webapp.serve import guard_state
+    from webapp.guard import state_for as guard_state
 
     scope = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
     local = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1"}))

@@ -37,6 +37,9 @@ request and websocket message before Streamlit does:
   ``X-Forwarded-For`` from anyone else is ignored, including what uvicorn already rewrote from it. The app
   throttles wrong codes per client address.
 - **Body timeouts**: a request body that stalls ``BODY_TIMEOUT_S`` between chunks is answered 408.
+- **Header timeouts**: request headers not complete within ``HEADER_TIMEOUT_S`` of the connection's opening (or of
+  a keep-alive request's first byte) get 408 and the connection is closed (:func:`with_header_timeout`, installed
+  into uvicorn by :mod:`webapp.serve`).
 """
 
 from __future__ import annotations
@@ -55,7 +58,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from affectlab.settings import Settings
 
 log = logging.getLogger("affectlab.guard")
 
@@ -82,6 +88,8 @@ RENEW_TTL_S = 300.0
 _PIXEL = base64.b64decode("R0lGODlhAQABAAAAACH5BAEAAAAALAAAAAABAAEAAAIBAAA=")
 BODY_TIMEOUT_S = 30.0
 """Seconds a request body may stall between two chunks."""
+HEADER_TIMEOUT_S = 10.0
+"""Seconds from a connection's opening (or a keep-alive request's first byte) to the end of its request headers."""
 MAX_PARSED_REPLY = 64 * 1024
 """Server messages up to this size are read by the guard (session ids, run ends, versions); larger ones are deltas."""
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -400,8 +408,53 @@ def install(state: GuardState) -> GuardState:
 
 
 def active() -> GuardState | None:
-    """The guard serving this process, None when the app runs without it (``streamlit run webapp/app.py``)."""
+    """The guard serving this process, None when the app runs without it (``streamlit run webapp/app.py``).
+
+    Also None inside Streamlit's AppTest (``global.appTest``): an AppTest run has no server, no connection and no
+    cookie, so a guard installed in the same process (a test that imported :mod:`webapp.serve`) serves none of its
+    runs; were it consulted, every AppTest run would read as signed out and lose its state.
+    """
+    if _state is None:
+        return None
+    from streamlit import config
+
+    if config.get_option("global.appTest"):
+        return None
     return _state
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def allowed_hosts(s: Settings, server_address: str | None) -> tuple[str, ...]:
+    """Host names served: the configured ones; else loopback names on a loopback address; else any (empty)."""
+    from webapp.access import is_loopback
+
+    if s.allowed_hosts:
+        return (*_csv(s.allowed_hosts), *(LOOPBACK_HOSTS if is_loopback(server_address) else ()))
+    if is_loopback(server_address):
+        return LOOPBACK_HOSTS
+    return ()
+
+
+def state_for(s: Settings, server_address: str | None = "127.0.0.1") -> GuardState:
+    """The guard's state for the settings (cookie secret, upload limit, iframe cookies, proxies, hosts).
+
+    Pure: nothing is installed (:mod:`webapp.serve` installs it, once, when the server imports it).
+    """
+    secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
+    # On a Space the container is reachable only through Hugging Face's proxy, whose addresses are not published:
+    # every peer is that proxy there. Elsewhere only loopback, unless configured.
+    proxies = _csv(s.trusted_proxies) or (("0.0.0.0/0", "::/0") if s.hosted else ("127.0.0.1/8", "::1"))
+    return GuardState(
+        signer=CookieSigner(secret),
+        max_upload_bytes=s.max_upload_mb * 1024 * 1024,
+        cross_site=s.hosted,
+        proxy_hops=s.proxy_hops,
+        trusted_proxies=proxies,
+        allowed_hosts=allowed_hosts(s, server_address),
+    )
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -720,6 +773,73 @@ class Guard:
             slots._add(slots.connections, client, -1)
             if conn.running:
                 slots._add(slots.running, client, -1)
+
+
+class _HeaderTimeout:
+    """Mixin of uvicorn's HTTP protocol (h11 or httptools): a request's headers must be complete within a bound.
+
+    uvicorn bounds the idle time between keep-alive requests but not the headers themselves: a client sending them a
+    byte at a time (slowloris) holds its connection open for ever. The timer starts when the connection opens and
+    again at the first byte of a keep-alive request, and stops once the headers are parsed (a new request cycle, or a
+    websocket upgrade); if it runs out first the client gets 408 and the connection is closed.
+    """
+
+    header_timeout_s = HEADER_TIMEOUT_S
+    _header_timer: asyncio.TimerHandle | None = None
+    _last_cycle: Any = None
+    transport: Any
+    cycle: Any
+    loop: Any
+    client: Any
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self._waiting_for_headers():
+            if self._header_timer is None:
+                self._arm_header_timer()
+        else:
+            self._cancel_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _waiting_for_headers(self) -> bool:
+        cycle = self.cycle
+        return cycle is None or cycle is self._last_cycle or bool(getattr(cycle, "response_complete", False))
+
+    def _arm_header_timer(self) -> None:
+        self._last_cycle = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_timed_out)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_timed_out(self) -> None:
+        self._header_timer = None
+        transport = self.transport
+        if transport.is_closing() or transport.get_protocol() is not self or not self._waiting_for_headers():
+            return  # closed, upgraded to a websocket, or its headers came
+        log.warning(
+            "request headers from %s incomplete after %.0f s: connection closed",
+            (self.client or ("unknown",))[0],
+            self.header_timeout_s,
+        )
+        transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        transport.close()
+
+
+def with_header_timeout(protocol_class: type) -> type:
+    """Uvicorn's HTTP protocol class with :class:`_HeaderTimeout` in front (:func:`webapp.serve.harden_uvicorn`)."""
+    if issubclass(protocol_class, _HeaderTimeout):
+        return protocol_class
+    return type(f"HeaderTimeout{protocol_class.__name__}", (_HeaderTimeout, protocol_class), {})
 
 
 class BodyTimeoutError(Exception):
