@@ -51,7 +51,8 @@ def server(
         "AFFECTLAB_MAX_UPLOAD_MB": "1",
         "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION": "false",
     }
-    with serve_app(data, random_weights_dir, log, env=env, args=["--server.maxUploadSize", "1"]) as (base, proc):
+    args = ["--server.maxUploadSize", "1", "--server.disconnectedSessionTTL", "5"]  # closed sessions go soon
+    with serve_app(data, random_weights_dir, log, env=env, args=args) as (base, proc):
         yield Server(base, proc, log, data)
 
 
@@ -362,6 +363,91 @@ def test_request_headers_have_a_time_limit(server: Server) -> None:
     assert "request headers from 127.0.0.1 incomplete after" in server.log_text()
 
 
+def _form(name: str, data: bytes, files: int = 1) -> tuple[bytes, str]:
+    """A multipart form as Streamlit's uploader sends it (``files`` file parts), and its content type."""
+    b = "zz-boundary-7f3a"
+    part = (
+        (
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + b"\r\n"
+    )
+    return part * files + f"--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
+
+
+def _request(base: str, method: str, path: str, cookie: str, body: bytes = b"", ctype: str = "") -> int:
+    headers = {"Cookie": cookie, **({"Content-Type": ctype} if ctype else {})}
+    req = urllib.request.Request(base + path, data=body or None, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _spooled(data: Path) -> list[Path]:
+    return sorted(p for p in (data / "upload-spool").glob("affectlab-uploads-*/*") if p.is_file())
+
+
+def test_uploads_go_to_disk_and_are_analysed_from_there(server: Server, single_face_jpg: Path) -> None:
+    """A signed-in upload is written to the spool (0600) as it arrives and Streamlit holds a stand-in; the Analyze
+    page analyses and stores the file from disk (same bytes); removing the upload or closing the session removes the
+    file; a malformed form, two files and a body over the limit leave nothing; past a client's share: 507."""
+    import hashlib
+    import sqlite3
+
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    from webapp.guard import SPOOL_CLIENT_UPLOADS
+
+    owner, cookie = _owner(server.base)
+    sid = owner.session_id
+    try:
+        photo = single_face_jpg.read_bytes()
+        body, ctype = _form("portrait.jpg", photo)
+        assert _request(server.base, "PUT", f"/_stcore/upload_file/{sid}/up-1", cookie, body, ctype) == 204
+        [file] = _spooled(server.data)
+        assert file.read_bytes() == photo and file.stat().st_mode & 0o777 == 0o600 and file.suffix == ".jpg"
+        page = owner.run()
+        uploader = next(e for e in page.of("file_uploader") if e.label == "Images and videos")
+        state = WidgetState(id=uploader.id)
+        state.file_uploader_state_value.uploaded_file_info.add(file_id="up-1", name="portrait.jpg", size=len(photo))
+        page = owner.run("", [state])
+        button = next(e for e in page.of("button") if e.label == "Analyze 1 file")
+        owner.run("", [state, click(button.id)], timeout=240)
+        with sqlite3.connect(server.data / "affectlab.sqlite3") as db:
+            rows = db.execute("SELECT sha256 FROM media WHERE filename = 'portrait.jpg'").fetchall()
+        assert rows == [(hashlib.sha256(photo).hexdigest(),)], "analysed and stored from the spooled file"
+        assert _request(server.base, "DELETE", f"/_stcore/upload_file/{sid}/up-1", cookie) == 204
+        assert _spooled(server.data) == [], "a removed upload leaves the disk"
+
+        bad = [
+            (b"--zz-boundary-7f3a\r\nno headers at all", "multipart/form-data; boundary=zz-boundary-7f3a"),
+            _form("two.jpg", b"x" * 1000, files=2),
+            _form("none.jpg", b"x" * 1000, files=0),
+            _form("big.jpg", b"x" * (2 << 20)),
+        ]
+        statuses = [_request(server.base, "PUT", f"/_stcore/upload_file/{sid}/bad", cookie, b, t) for b, t in bad]
+        assert statuses == [400, 400, 400, 413] and _spooled(server.data) == []
+
+        share = [_form(f"f{i}.bin", b"\0" * (900 << 10)) for i in range(SPOOL_CLIENT_UPLOADS + 1)]
+        statuses = [
+            _request(server.base, "PUT", f"/_stcore/upload_file/{sid}/s{i}", cookie, b, t)
+            for i, (b, t) in enumerate(share)
+        ]
+        assert statuses[:-1] == [204] * SPOOL_CLIENT_UPLOADS and statuses[-1] == 507, statuses
+        assert len(_spooled(server.data)) == SPOOL_CLIENT_UPLOADS
+        assert "fill your share of the server" in server.log_text()
+    finally:
+        owner.close()
+    deadline = time.monotonic() + 60  # the session closes a while after its last connection did
+    while _spooled(server.data) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _spooled(server.data) == [], "a closed session's uploads leave the disk"
+
+
 def test_metrics_are_not_public(server: Server) -> None:
     for path in ("/_stcore/metrics", "/_stcore/metrics/"):
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -421,6 +507,74 @@ def test_a_guard_left_in_the_process_serves_no_apptest_run(
         assert [t.value for t in at.title] == ["Analyze"]
     finally:
         guard._state = None
+
+
+def test_the_upload_spool(tmp_path: Path) -> None:
+    """Only the session an upload went to reads it; forgotten, replaced, expired and abandoned uploads leave the disk;
+    shares per client and in all are kept; every page reading an upload goes through the spool."""
+    from webapp.guard import SPOOL_MARK, UploadSpool
+
+    now = [0.0]
+    spool = UploadSpool(max_total_bytes=300, max_client_bytes=200, root=tmp_path / "spool", clock=lambda: now[0])
+
+    def put(client: str, sid: str, fid: str, size: int) -> Path:
+        token, path = spool.begin(client, ".jpg")
+        path.write_bytes(b"x" * size)
+        assert spool.grow(token, size) is None
+        spool.finish(token, path, sid, fid)
+        return path
+
+    a = put("1.1.1.1", "s1", "f1", 100)
+    assert a.stat().st_mode & 0o777 == 0o600 and (a.parent.stat().st_mode & 0o777) == 0o700
+    stand_in = SPOOL_MARK + a.stem.encode()
+    assert spool.resolve(stand_in, "s1") == a
+    assert spool.resolve(stand_in, "s2") is None, "another session's upload"
+    assert spool.resolve(SPOOL_MARK + b"guessed", "s1") is None and spool.resolve(b"plain bytes", "s1") is None
+    assert spool.room("1.1.1.1", 101) is not None and spool.room("2.2.2.2", 101) is None, "per client"
+    b = put("2.2.2.2", "s2", "f1", 150)
+    assert "upload space" in (spool.room("3.3.3.3", 51) or ""), "in all"
+    token, c = spool.begin("3.3.3.3", "")
+    assert spool.grow(token, 60) is not None, "counted as it arrives"
+    spool.abandon(token, c)
+    assert not c.exists()
+    a2 = put("1.1.1.1", "s1", "f1", 10)  # the same upload again: the old file goes
+    assert not a.exists() and a2.exists()
+
+    class Manager:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, ...]] = []
+
+        def remove_file(self, session_id: str, file_id: str) -> None:
+            self.calls.append((session_id, file_id))
+
+        def remove_session_files(self, session_id: str) -> None:
+            self.calls.append((session_id,))
+
+    manager = Manager()
+    spool.watch(manager)
+    manager.remove_file("s1", "f1")
+    assert not a2.exists() and manager.calls == [("s1", "f1")], "Streamlit still told"
+    manager.remove_session_files("s2")
+    assert not b.exists()
+    d = put("1.1.1.1", "s3", "f1", 10)
+    spool.disconnected("s3")
+    now[0] = 5.0
+    spool.sweep(10)
+    assert d.exists(), "resumable still"
+    now[0] = 20.0
+    spool.sweep(10)
+    assert not d.exists(), "gone with its session"
+    e = put("1.1.1.1", "s4", "f1", 10)
+    now[0] = 20.0 + 13 * 3600
+    spool.begin("1.1.1.1", "")
+    assert not e.exists(), "expired"
+
+    views = sorted((ROOT / "webapp").rglob("*.py"))
+    readers = [p for p in views if "file_uploader(" in p.read_text() or "camera_input(" in p.read_text()]
+    assert len(readers) >= 3, readers
+    for page in readers:
+        text = page.read_text()
+        assert ".getvalue()" not in text and "guard.upload_" in text, f"{page} reads an upload around the spool"
 
 
 def test_cookie_is_signed_and_expires() -> None:

@@ -40,18 +40,40 @@ class Upload:
 
     Attributes:
         name: Its name as given (kept as data; shown as text only).
-        data: Its bytes.
+        data: Its bytes, when held in memory (AppTest, the webcam); empty when it is on disk.
+        path: Where it is on disk (an upload the guard spooled, ``webapp.guard.UploadSpool``), None when in memory.
+            A video is analysed and kept from there without being read whole; an image is read once.
     """
 
     name: str
-    data: bytes
+    data: bytes = b""
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, name: str, content: bytes | Path) -> Upload:
+        """An upload of bytes or of a file on disk (what ``webapp.guard.upload_content`` gives)."""
+        return cls(name, content) if isinstance(content, bytes) else cls(name, path=Path(content))
+
+    @property
+    def source(self) -> bytes | Path:
+        """The bytes, or the file holding them."""
+        return self.path if self.path is not None else self.data
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self.path.stat().st_size if self.path is not None else len(self.data)
+
+    def read(self) -> bytes:
+        """The bytes (read from disk when spooled)."""
+        return self.path.read_bytes() if self.path is not None else self.data
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hex sha256 of the bytes, computed once (the stored-already check and the store share it)."""
-        from db.codecs import sha256_bytes
+        """Hex sha256 of the bytes, computed once, in blocks (the stored-already check and the store share it)."""
+        from db.codecs import sha256_source
 
-        return sha256_bytes(self.data)
+        return sha256_source(self.source)[0]
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,8 @@ def upload_kind(upload: Upload) -> str:
     from models.decode import VIDEO_SUFFIXES, is_video
 
     suffix = Path(upload.name).suffix.lower()
+    if suffix == ".gif" and upload.path is not None:
+        return "video" if is_video(upload.path) else "image"
     if suffix == ".gif":
         with tempfile.NamedTemporaryFile(suffix=".gif") as tmp:
             tmp.write(upload.data)
@@ -212,7 +236,7 @@ def analyze_upload(
     report = progress or (lambda _f, _m: None)
     kind = "unknown"
     try:
-        if not upload.data:
+        if not upload.size:
             raise BadInputError(upload.name, "the file is empty")
         kind = upload_kind(upload)
         report(0.05, "decoding")
@@ -239,12 +263,13 @@ def _analyze_image(
     report: Progress,
 ) -> FileOutcome:
     report(0.2, "finding faces and classifying them")
-    result = session.analyze_image(upload.data, upload.name, keep_crops=True)
+    data = upload.read()
+    result = session.analyze_image(data, upload.name, keep_crops=True)
     report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
     rep = store.ingest_results(
         study,
-        upload.data,
+        data,
         upload.name,
         result.faces,
         media_info=info,
@@ -277,7 +302,10 @@ def _analyze_video(
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
         path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
-        path.write_bytes(upload.data)
+        if upload.path is not None:  # spooled: read from where it is, never whole into memory
+            path.symlink_to(upload.path.resolve())
+        else:
+            path.write_bytes(upload.data)
         # Stored chunk by chunk: bounded memory, and an analysis stopped midway (app closed) resumes when the same
         # file is analysed again. A video the study already holds is analysed again in memory instead, so that a
         # new model's predictions join its stored faces.
@@ -299,7 +327,7 @@ def _analyze_video(
             uploaded_by=uploaded_by,
             keep_file=media_dir is not None,
             progress=on_progress,
-            data=upload.data,
+            data=upload.data if upload.path is None else None,
             sha256=upload.sha256,
         )
         if not long.skipped:
@@ -331,7 +359,7 @@ def _analyze_video(
     )
     rep = store.ingest_results(
         study,
-        upload.data,
+        upload.source,
         upload.name,
         analysis.faces,
         analysis.track_results(),
