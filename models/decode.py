@@ -211,6 +211,22 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
         )
 
 
+def header_pixels(path: str | Path, name: str | None = None) -> int:
+    """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
+
+    Raises:
+        BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
+    """
+    name = name or str(path)
+    container = _open(path, name)
+    with container:
+        st = container.streams.video[0]
+        width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
+        frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
+        file_budget(path, name).plan(frames, width, height)
+        return int(max(1.0, frames)) * width * height
+
+
 def is_video(path: str | Path) -> bool:
     """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
 

@@ -323,3 +323,42 @@ def test_a_spooled_upload_is_analysed_from_disk(
             assert kept is not None and read_whole(kept) == read_whole(path)
     finally:
         store.close()
+
+
+def test_uploads_are_charged_to_an_hourly_pixel_budget(
+    app_dirs: Path, single_face_jpg: Path, pyfeat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stills and videos from the Analyze page are charged, from their headers and before any decoding, to one
+    hourly budget of the client (the session under AppTest); over it a file is refused by name with the limit and
+    nothing is stored, before any model is reached."""
+    from models.images import PixelLedger
+    from webapp.services import analysis
+
+    ledger = PixelLedger(limit=10_000_000)
+    monkeypatch.setattr(analysis, "PIXELS", ledger)
+    at = new_app()
+    at.run()
+    video = pyfeat("single_face.mp4")
+    at.file_uploader(key="w_uploads").set_value(
+        [("face.jpg", single_face_jpg.read_bytes(), "image/jpeg"), ("class.mp4", video.read_bytes(), "video/mp4")]
+    )
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "class.mp4" in errors[0] and "10,000,000-pixel hourly limit" in errors[0], errors
+    [(key, _)] = [(k, q) for k, q in ledger._spent.items() if q]
+    assert key.startswith("session:") and 0 < ledger.used(key) < ledger.limit, "the still was charged"
+    store = store_for(app_dirs)
+    assert [m.filename for m in store.media("default")] == ["face.jpg"], "the refused video stored nothing"
+    store.close()
+    out = analysis.analyze_upload(  # refused before the models: none is given
+        analysis.Upload("class.mp4", video.read_bytes()),
+        study="default",
+        store=store_for(app_dirs),
+        session=None,  # type: ignore[arg-type]  # never reached: refused by the ledger first
+        media_dir=None,
+        pixels=PixelLedger(limit=1),
+        client="client:203.0.113.9",
+    )
+    assert out.error is not None and "1-pixel hourly limit" in out.error and out.media_id is None

@@ -564,6 +564,23 @@ def upload_content(uploaded: Any) -> bytes | Path:
     return bytes(data)
 
 
+def client_key() -> str:
+    """Who this script run's work is counted against: the client address behind the guard, else the session.
+
+    The guard sets ``X-Forwarded-For`` of every request to the client address it decided on (:func:`client_address`),
+    so a client opening more sessions or tabs shares one budget (the hourly pixel budget, wrong codes).
+    """
+    import streamlit as st
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if active() is not None:
+        address = st.context.headers.get("X-Forwarded-For")
+        if address:
+            return f"client:{address}"
+    ctx = get_script_run_ctx()
+    return f"session:{ctx.session_id if ctx is not None else ''}"
+
+
 def upload_bytes(uploaded: Any) -> bytes:
     """The bytes of a Streamlit ``UploadedFile`` (read from the spool behind the guard; small files: CSVs, weights)."""
     content = upload_content(uploaded)

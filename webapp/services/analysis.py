@@ -20,6 +20,7 @@ from db.media_files import media_suffix
 from db.rows import MediaRow
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
+from models.images import PixelLedger
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
@@ -140,6 +141,8 @@ def analyze_files(
     uploaded_by: str | None = None,
     fps: float = 5.0,
     progress_for: Callable[[Upload], Progress] | None = None,
+    pixels: PixelLedger | None = None,
+    client: str = "",
 ) -> AnalysisRun:
     """The Analyze button: files the study holds already are looked up, the new ones analysed and stored.
 
@@ -155,6 +158,8 @@ def analyze_files(
         uploaded_by: Who uploaded them.
         fps: Video sampling rate.
         progress_for: Gives the progress callback of one new file, called just before that file is analysed.
+        pixels: The hourly pixel budgets each new file is charged to before it is decoded (see :func:`analyze_upload`).
+        client: Whose budget.
 
     Returns:
         The stored and analysed outcomes.
@@ -183,6 +188,8 @@ def analyze_files(
             uploaded_by=uploaded_by,
             fps=fps,
             progress=progress_for(upload) if progress_for is not None else None,
+            pixels=pixels,
+            client=client,
         )
         for upload in new
     ]
@@ -204,6 +211,32 @@ def upload_kind(upload: Upload) -> str:
     return "video" if suffix in VIDEO_SUFFIXES else "image"
 
 
+PIXELS = PixelLedger()
+"""Pixels decoded per client per hour for the web app's uploads (:class:`models.images.PixelLedger`)."""
+
+
+def charge_pixels(upload: Upload, kind: str, ledger: PixelLedger, client: str) -> None:
+    """Charges what ``upload``'s header announces to ``client``, before anything is decoded (stills and videos).
+
+    Raises:
+        BadInputError: Over the per-picture limit, the file's budget, or the client's hourly budget.
+    """
+    from models.decode import header_pixels
+    from models.images import image_header_pixels
+
+    if kind == "video":
+        if upload.path is not None:
+            pixels = header_pixels(upload.path, upload.name)
+        else:
+            with tempfile.NamedTemporaryFile(suffix=media_suffix(upload.name) or ".bin") as tmp:
+                tmp.write(upload.data)
+                tmp.flush()
+                pixels = header_pixels(tmp.name, upload.name)
+    else:
+        pixels = image_header_pixels(upload.source, upload.name)
+    ledger.charge(client, pixels, upload.name)
+
+
 def analyze_upload(
     upload: Upload,
     *,
@@ -214,6 +247,8 @@ def analyze_upload(
     uploaded_by: str | None = None,
     fps: float = 5.0,
     progress: Progress | None = None,
+    pixels: PixelLedger | None = None,
+    client: str = "",
 ) -> FileOutcome:
     """Analyses one uploaded image or video with the session's models and stores the results in ``study``.
 
@@ -229,6 +264,8 @@ def analyze_upload(
         uploaded_by: Who uploaded it.
         fps: Video sampling rate.
         progress: Called with ``(fraction, message)`` as the analysis advances.
+        pixels: The hourly pixel budgets (:data:`PIXELS` for the web app), None for none.
+        client: Whose budget the file is charged to (``webapp.guard.client_key``).
 
     Returns:
         The outcome.
@@ -239,6 +276,8 @@ def analyze_upload(
         if not upload.size:
             raise BadInputError(upload.name, "the file is empty")
         kind = upload_kind(upload)
+        if pixels is not None:
+            charge_pixels(upload, kind, pixels, client)
         report(0.05, "decoding")
         if kind == "video":
             return _analyze_video(upload, study, store, session, media_dir, uploaded_by, fps, report)

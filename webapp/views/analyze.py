@@ -87,6 +87,8 @@ def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps:
         uploaded_by=ctx.annotator or ctx.who,
         fps=fps,
         progress_for=progress_for,
+        pixels=analysis.PIXELS,
+        client=guard.client_key(),
     )
     for o in run.stored:
         known.caption(
