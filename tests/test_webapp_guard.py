@@ -231,6 +231,78 @@ def test_a_fresh_cookie_at_sign_in(server: Server) -> None:
         victim.close()
 
 
+def test_a_fresh_cookie_at_login(
+    analysed_multi_face: Path, random_weights_dir: Path, tmp_path: Path, multi_face_jpg: Path
+) -> None:
+    """Session fixation through a login (st.login, OIDC): the ``affectlab_session`` cookie planted before the login
+    is swapped for a fresh one as at a code sign-in, and gets nothing afterwards. Streamlit's own login cookie is
+    signed identity, issued by its callback at each login: a forged one signs no one in. The login is a
+    ``_streamlit_user`` cookie signed with the ``[auth]`` cookie secret, as Streamlit's callback would set it."""
+    import json
+    import re
+
+    from streamlit.web.server.starlette.starlette_app_utils import create_signed_value, generate_xsrf_token_string
+
+    data = tmp_path / "data"
+    shutil.copytree(analysed_multi_face, data)
+    secret = "oidc-test-cookie-secret-0123456789"
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text(
+        "[auth]\n"
+        'redirect_uri = "http://127.0.0.1:1/oauth2callback"\n'
+        f'cookie_secret = "{secret}"\n'
+        'client_id = "affectlab"\nclient_secret = "s"\n'
+        'server_metadata_url = "https://example.org/.well-known/openid-configuration"\n'
+    )
+    args = ["--secrets.files", str(secrets), "--server.enableXsrfProtection", "true"]
+    with serve_app(data, random_weights_dir, tmp_path / "server.log", args=args) as (base, _proc):
+        xsrf = generate_xsrf_token_string()
+
+        def user_cookie(key: str, email: str) -> str:
+            payload = json.dumps({"is_logged_in": True, "email": email, "origin": base})
+            return create_signed_value(key, "_streamlit_user", payload).decode()
+
+        login = f"_streamlit_xsrf={xsrf}; _streamlit_user={user_cookie(secret, 'victim@lab.org')}"
+        planted = _cookie(base)
+        victim = StClient(base, cookie=f"{planted}; {login}", xsrf=xsrf)
+        attacker = StClient(base, cookie=planted)
+        forged = StClient(
+            base,
+            cookie=f"{_cookie(base)}; _streamlit_xsrf={xsrf}; _streamlit_user="
+            + user_cookie("another-secret-entirely-9876543210", "victim@lab.org"),
+            xsrf=xsrf,
+        )
+        try:
+            assert "Sign in" in forged.run().labels("button"), "a forged login cookie signs no one in"
+            page = victim.run()
+            assert "Sign in" not in page.labels("button"), page.text()
+            images = [m for e in page.of("html") for m in re.findall(r'src="([^"]+)"', e.body)]
+            assert len(images) == 1 and "_affectlab/renew?t=" in images[0], page.text()
+            renew = urllib.request.Request(f"{base}/{images[0]}", headers={"Cookie": planted})
+            with urllib.request.urlopen(renew, timeout=10) as r:
+                fresh = r.headers.get("Set-Cookie", "").split(";", 1)[0]
+            assert fresh.startswith("affectlab_session=") and fresh != planted
+            assert "Sign in" in attacker.run().labels("button"), "the planted cookie alone is no login"
+            sid = victim.session_id
+            assert _put(base, f"/_stcore/upload_file/{sid}/stolen", 1000, planted) == 403, "no upload by it"
+            late = StClient(base, cookie=planted, session_id=sid)
+            assert late.run().labels("button").count("Sign in") == 1 and late.session_id != sid
+            late.close()
+            assert "Sign in" not in victim.run().labels("button"), "the open tab stays signed in"
+            body, ctype = _form("face.jpg", multi_face_jpg.read_bytes()[:1000])
+            mine = f"/_stcore/upload_file/{sid}/mine"
+            assert _request(base, "PUT", mine, f"{planted}; {login}", body, ctype, xsrf) == 403, "planted: refused"
+            assert _request(base, "PUT", mine, f"{fresh}; {login}", body, ctype, xsrf) == 204, "the fresh cookie's"
+            again = StClient(base, cookie=f"{fresh}; {login}", xsrf=xsrf)  # a reload with the new cookie
+            page = again.run()
+            assert "Sign in" not in page.labels("button")
+            assert not [e for e in page.of("html") if "_affectlab/renew" in e.body], "renewed once, not again"
+            again.close()
+        finally:
+            for client in (victim, attacker, forged):
+                client.close()
+
+
 def test_a_flood_from_one_socket_stalls_no_one_else(server: Server) -> None:
     """2,000 rerun messages from one signed-out socket as fast as it can send them: the health endpoint and another
     client's page still answer within 2 s, and the flooding socket is closed."""
@@ -377,8 +449,12 @@ def _form(name: str, data: bytes, files: int = 1) -> tuple[bytes, str]:
     return part * files + f"--{b}--\r\n".encode(), f"multipart/form-data; boundary={b}"
 
 
-def _request(base: str, method: str, path: str, cookie: str, body: bytes = b"", ctype: str = "") -> int:
-    headers = {"Cookie": cookie, **({"Content-Type": ctype} if ctype else {})}
+def _request(base: str, method: str, path: str, cookie: str, body: bytes = b"", ctype: str = "", xsrf: str = "") -> int:
+    headers = {
+        "Cookie": cookie,
+        **({"Content-Type": ctype} if ctype else {}),
+        **({"X-Xsrftoken": xsrf} if xsrf else {}),
+    }
     req = urllib.request.Request(base + path, data=body or None, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:

@@ -231,10 +231,12 @@ def _code_form(
         st.error(f"That code is not right.{extra}")
         return
     THROTTLE.succeeded(client, kinds_of(access, code))  # its own kind only: other kinds keep their counts
-    grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
-    g, sid = guard.active(), _session_id()
-    if g is not None and sid:
-        ui_state().renew_token = g.ask_renewal(key, sid)  # a fresh cookie at sign-in (no fixation)
+    merged = grant.merge(old if isinstance(old, CodeGrant) else None)
+    g = guard.active()
+    if g is not None and grants is g.grants:
+        ui_state().renew_token = g.sign_in(key, _session_id(), merged)  # a fresh cookie at sign-in (no fixation)
+    else:
+        grants.put(key, merged)
     log.info("access code accepted from client %s", client)
     st.rerun()
 
@@ -359,13 +361,23 @@ def _forget_browser() -> None:
 
 
 def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
-    """Tells the guard that this browser is signed in (login or local use), so that its uploads go through."""
+    """Tells the guard that this browser is signed in (login or local use), so that its uploads go through.
+
+    At a login (the first run that finds one) the browser's ``affectlab_session`` cookie is renewed as at a code
+    sign-in (:meth:`webapp.guard.GuardState.sign_in`): a cookie planted before the login gets nothing. Streamlit's
+    own login cookie (``_streamlit_user``) needs no renewal: its ``/oauth2callback`` issues a new one at every login,
+    and it holds the signed identity itself (no server state it refers to), so no value known before can become
+    signed in.
+    """
     g = guard.active()
     if g is None or access.mode == "closed" or (access.mode == "oidc" and who is None):
         return
     bid = _guard_bid(g)
     if bid is not None and g.grants.get(bid) is None:
-        g.grants.put(bid, who or "local")
+        if access.mode == "oidc":
+            ui_state().renew_token = g.sign_in(bid, _session_id(), who)
+        else:  # local use: no sign-in, no credential a planted cookie could take over
+            g.grants.put(bid, "local")
 
 
 def main() -> None:

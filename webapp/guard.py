@@ -635,6 +635,15 @@ class GuardState:
         bound, bid = self.sessions.owner(session_id)
         return bid if bound else self.signer.verify(cookie_value)
 
+    def sign_in(self, bid: str, session_id: str | None, grant: Any) -> str:
+        """Binds ``grant`` to browser ``bid``: every sign-in (an access code, a login) goes through here.
+
+        Returns the one-time token of the cookie renewal the app then shows (:data:`RENEW_PATH`), so that a cookie
+        known before the sign-in is worth nothing after it; '' without a session to show it in.
+        """
+        self.grants.put(bid, grant)
+        return self.ask_renewal(bid, session_id) if session_id else ""
+
     def ask_renewal(self, bid: str, session_id: str) -> str:
         """A one-time token that swaps ``bid``'s cookie for a new one (fetched by the browser of ``session_id``)."""
         now = time.monotonic()
