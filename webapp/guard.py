@@ -9,7 +9,9 @@ request and websocket message before Streamlit does:
   :data:`grants`, and re-reads the cookie from ``st.context.cookies`` on every script run: a Streamlit session id
   replayed from another client (it is in every upload URL) carries no cookie, so it grants nothing.
 - **Uploads** (``/_stcore/upload_file/...``) are refused with 403 before a byte of the body is read unless the
-  cookie is signed in, and capped at ``AFFECTLAB_MAX_UPLOAD_MB``; any other request body is capped at 64 KB.
+  cookie is signed in, and capped at ``AFFECTLAB_MAX_UPLOAD_MB``; any other request body is capped at 64 KB. An
+  upload's file is written to disk as it arrives (:class:`UploadSpool`) and Streamlit holds a stand-in; pages read
+  it through :func:`upload_content`.
 - **Rate limits** per client address: page requests, uploads and websocket connections.
 - ``/_stcore/metrics`` is not served.
 - **Websocket messages**: "clear cache", "run on save" and debug messages from browsers are dropped (they would
@@ -19,8 +21,9 @@ request and websocket message before Streamlit does:
   (the third ``Sec-WebSocket-Protocol`` entry) whose browser id differs gets a new session instead, and an upload to a
   session of another browser is refused: a session id alone (it is in every upload URL) reaches nothing.
 - **A fresh cookie at sign-in**: the app shows an invisible image (:data:`RENEW_PATH` with a one-time token) after a
-  code is accepted; its request moves the grant to a new browser id and sets that cookie, and the session and its open
-  connection follow, so a cookie known before sign-in (planted, or another tab's) is worth nothing afterwards.
+  code is accepted or a login is first seen (:meth:`GuardState.sign_in`); its request moves the grant to a new
+  browser id and sets that cookie, and the session and its open connection follow, so a cookie known before sign-in
+  (planted, or another tab's) is worth nothing afterwards.
 - **Signed-out connections**: a connection whose cookie holds no grant may only run the whole script (the sign-in
   step): fragment reruns are dropped and only the sign-in widgets' values (:data:`SIGNED_OUT_WIDGET_KEYS`) go
   through, so no callback or fragment registered while the browser was signed in runs once it is not.
