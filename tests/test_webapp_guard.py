@@ -464,7 +464,7 @@ def _request(base: str, method: str, path: str, cookie: str, body: bytes = b"", 
 
 
 def _spooled(data: Path) -> list[Path]:
-    return sorted(p for p in (data / "upload-spool").glob("affectlab-uploads-*/*") if p.is_file())
+    return sorted(p for p in (data / "upload-spool").glob("affectlab-uploads-*/*") if p.name != ".lock")
 
 
 def test_uploads_go_to_disk_and_are_analysed_from_there(server: Server, single_face_jpg: Path) -> None:
@@ -592,11 +592,22 @@ def test_a_guard_left_in_the_process_serves_no_apptest_run(
 
 def test_the_upload_spool(tmp_path: Path) -> None:
     """Only the session an upload went to reads it; forgotten, replaced, expired and abandoned uploads leave the disk;
-    shares per client and in all are kept; every page reading an upload goes through the spool."""
+    shares per client and in all are kept; a killed server's folder goes; every page reads uploads through the spool."""
+    import fcntl
+
     from webapp.guard import SPOOL_MARK, UploadSpool
 
+    (tmp_path / "spool" / "affectlab-uploads-killed").mkdir(parents=True)  # a server that was killed
+    (tmp_path / "spool" / "affectlab-uploads-killed" / ".lock").touch()
+    (tmp_path / "spool" / "affectlab-uploads-killed" / "tok.mp4").write_bytes(b"left behind")
+    (tmp_path / "spool" / "affectlab-uploads-live").mkdir()  # another server still running
+    live = open(tmp_path / "spool" / "affectlab-uploads-live" / ".lock", "wb")  # noqa: SIM115
+    fcntl.flock(live, fcntl.LOCK_EX)
     now = [0.0]
     spool = UploadSpool(max_total_bytes=300, max_client_bytes=200, root=tmp_path / "spool", clock=lambda: now[0])
+    assert spool.folder.is_dir() and not (tmp_path / "spool" / "affectlab-uploads-killed").exists()
+    assert (tmp_path / "spool" / "affectlab-uploads-live").is_dir(), "a live server's uploads stay"
+    live.close()
 
     def put(client: str, sid: str, fid: str, size: int) -> Path:
         token, path = spool.begin(client, ".jpg")

@@ -401,20 +401,35 @@ class UploadSpool:
         self._lock = threading.Lock()
         self._watched: set[int] = set()
         self._gone: dict[str, float] = {}  # session id -> when its last connection closed
+        self._lockfile: Any = None
 
     @property
     def folder(self) -> Path:
-        """The spool folder, made (0700) on first use and removed at exit."""
+        """The spool folder, made (0700) on first use and removed at exit.
+
+        It holds a lock file locked for the process's lifetime; folders of processes that ended without removing
+        theirs (killed) are found unlocked and removed then.
+        """
         with self._lock:
             if self._dir is None:
                 import atexit
+                import fcntl
                 import shutil
                 import tempfile
 
                 if self._root is not None:
                     self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    for old in self._root.glob("affectlab-uploads-*"):
+                        try:
+                            with open(old / ".lock", "rb") as held:
+                                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its process is gone
+                        except OSError:
+                            continue  # another live server's (or no lock file yet)
+                        shutil.rmtree(old, ignore_errors=True)
                 self._dir = Path(tempfile.mkdtemp(prefix="affectlab-uploads-", dir=self._root))
                 os.chmod(self._dir, 0o700)
+                self._lockfile = open(self._dir / ".lock", "wb")  # noqa: SIM115  # held until exit
+                fcntl.flock(self._lockfile, fcntl.LOCK_EX)
                 atexit.register(shutil.rmtree, self._dir, True)
             return self._dir
 
