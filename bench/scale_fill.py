@@ -379,6 +379,8 @@ def _store_bulk(
     """One stretch written as :func:`db.resumable.store_chunk` writes it, by two bulk inserts, track ids set."""
     from sqlalchemy import insert
 
+    from db import status
+    from db.codecs import features_to_bytes
     from db.schema import Face, Prediction
 
     names = list(EMOTIONS_8)
@@ -397,7 +399,7 @@ def _store_bulk(
             "y2": float(batch.boxes[k, 3]),
             "det_score": float(batch.det[k]),
             "crop_png": None if pngs is None else pngs[int(batch.crops[k])],
-            "features": batch.features[k].astype("<f4").tobytes(),
+            "features": features_to_bytes(batch.features[k])[0],  # the store's codec (compact uint8)
             "feature_dim": int(batch.features.shape[1]),
             "feature_model": MODEL,
         }
@@ -424,6 +426,7 @@ def _store_bulk(
                 }
             )
         s.execute(insert(Prediction), preds)
+        status.mark(s, faces=ids)  # the review read model, as store_chunk's flush has it kept
 
     store.transaction(work)
 

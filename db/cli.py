@@ -140,8 +140,23 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Progress:
+    """``exported N / TOTAL faces`` on stderr, at most every 10 % of the study (and at the end)."""
+
+    def __init__(self) -> None:
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done // step != self.shown // step or done >= total:
+            self.shown = done
+            print(f"exported {done} / {total} faces", file=sys.stderr, flush=True)
+
+
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).export(args.study, args.format, Path(args.out), model=args.model, seed=args.seed)
+    report = _store(settings).export(
+        args.study, args.format, Path(args.out), model=args.model, seed=args.seed, progress=_Progress()
+    )
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
     print(
         f"wrote {report.path} ({report.format}): {plural(report.n_faces, 'face')}, {report.n_human} with human labels, "

@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import crops, repo
+from db import crops, repo, status
 from db.codecs import compact_feature_bytes, decode_png
 from db.media_files import media_path
 from db.schema import Face, Media
@@ -123,11 +123,19 @@ def drop_crops(session: Session, face_ids: list[int]) -> None:
     """Drops the stored crops of faces (their media item re-cuts them)."""
     if face_ids:
         session.execute(update(Face), [{"id": i, "crop_png": None} for i in face_ids])
+        _recount_media_of(session, face_ids)
+
+
+def _recount_media_of(session: Session, face_ids: list[int]) -> None:
+    """Has the read model recount the media items of faces changed by a Core update (:func:`db.status.mark`)."""
+    media = session.scalars(select(Face.media_id).where(Face.id.in_(face_ids)).distinct())
+    status.mark(session, media=[int(m) for m in media])
 
 
 def set_recut(session: Session, media_id: int) -> None:
     """Marks a video's crops as re-cut from its kept recording."""
     repo.get_row(session, Media, media_id, "media").recut_crops = True
+    status.mark(session, media=[media_id])
 
 
 def drop_features(session: Session, study_id: int) -> int:
@@ -142,6 +150,7 @@ def drop_features(session: Session, study_id: int) -> int:
     )
     if ids:
         session.execute(update(Face), [{"id": i, "features": None} for i in ids])
+        _recount_media_of(session, ids)
     return len(ids)
 
 

@@ -335,6 +335,28 @@ def count_model_runs(session: Session, study_id: int, model: str | None = None) 
     return (best[0], best[1], best[2])
 
 
+P = TypeVar("P")
+
+
+def pick_predictions(preds: Iterable[P], primary: ModelKey | None) -> dict[int, P]:
+    """The prediction each face's row follows: its latest of the ``primary`` run, else its latest of any run.
+
+    Args:
+        preds: Prediction rows (ORM rows or result rows with ``face_id, model, weights_hash, model_version``),
+            oldest first.
+        primary: The study's model run (:func:`choose_model`).
+    """
+    by_face: dict[int, Any] = {}
+    for p in preds:  # oldest first: later rows win, the primary run wins over all
+        row: Any = p
+        cur = by_face.get(row.face_id)
+        is_primary = (row.model, row.weights_hash, row.model_version) == primary
+        cur_primary = cur is not None and (cur.model, cur.weights_hash, cur.model_version) == primary
+        if cur is None or is_primary or not cur_primary:
+            by_face[row.face_id] = row
+    return by_face
+
+
 def face_labels(
     session: Session, study_id: int, model: str | None = None, *, face_ids: Sequence[int] | None = None
 ) -> tuple[list[FaceLabel], ModelKey | None]:
@@ -370,13 +392,7 @@ def face_labels(
         preds = list(session.scalars(select(Prediction).where(Prediction.face_id.in_(ids)).order_by(Prediction.id)))
         tracks = {f.track_id for f, _, _ in face_rows if f.track_id is not None}
         annotations = repo.annotations_of_targets(session, ids, tracks)
-    by_face: dict[int, Prediction] = {}
-    for p in preds:  # oldest first: later rows win, the primary run wins over all
-        cur = by_face.get(p.face_id)
-        is_primary = (p.model, p.weights_hash, p.model_version) == primary
-        cur_primary = cur is not None and (cur.model, cur.weights_hash, cur.model_version) == primary
-        if cur is None or is_primary or not cur_primary:
-            by_face[p.face_id] = p
+    by_face = pick_predictions(preds, primary)
     resolved = resolve(annotations)
     crop_stmt = (
         select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id, crop_available())

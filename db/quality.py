@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
-from db.rows import FaceLabel, StudyStats
+from db.rows import FaceLabel, Judgement, StudyStats
 from models.registry import EMOTIONS_8
 
 MIN_PAIR_ITEMS = 2
@@ -25,22 +26,119 @@ def _clean(x: float) -> float | None:
 
 def class_order(rows: Sequence[FaceLabel]) -> tuple[str, ...]:
     """The classes of a study: the model's output order first, then any other class annotators used."""
-    labels: list[str] = []
+    acc = StatsAccumulator()
     for r in rows:
+        acc.add_classes(r)
+    return acc.classes()
+
+
+class _Judged(NamedTuple):
+    """What the statistics read of a face people judged (a few hundred bytes, judgements shared between faces)."""
+
+    label: str | None
+    label_source: str
+    model_label: str | None
+    judgements: tuple[Judgement, ...]
+    valence: float | None
+    valence_source: str
+    model_valence: float | None
+    arousal: float | None
+    arousal_source: str
+    model_arousal: float | None
+    engagement: float | None
+    engagement_source: str
+    model_engagement: float | None
+
+
+class StatsAccumulator:
+    """The statistics of a study fed one face row at a time (:func:`compute_stats` over a stream of pages).
+
+    Only counters and the rows people judged are kept, so memory grows with the human labels, not the faces.
+    """
+
+    def __init__(self) -> None:
+        self._labels: dict[str, None] = {}
+        self._extra: set[str] = set()
+        self.model_counts: Counter[str] = Counter()
+        self.label_counts: Counter[str] = Counter()
+        self.judged: list[_Judged] = []
+        """The rows with at least one judgement (every human figure rests on them), slimmed."""
+        self._shared: dict[Any, Any] = {}
+
+    def add_classes(self, r: FaceLabel) -> None:
+        """Notes the classes a row uses (:func:`class_order`)."""
         if r.model_probs:
             for k in r.model_probs:
-                if k not in labels:
-                    labels.append(k)
-    if not labels:
-        labels = list(EMOTIONS_8)
-    extra = {j.label for r in rows for j in r.judgements if j.label} | {r.label for r in rows if r.label}
-    labels += sorted(extra - set(labels))
-    return tuple(labels)
+                if k not in self._labels:
+                    self._labels[k] = None
+        self._extra.update(j.label for j in r.judgements if j.label)
+        if r.label:
+            self._extra.add(r.label)
+
+    def add(self, r: FaceLabel) -> None:
+        """Counts one face row."""
+        self.add_classes(r)
+        if r.model_label:
+            self.model_counts[r.model_label] += 1
+        if r.label:
+            self.label_counts[r.label] += 1
+        if r.judgements:
+            share = self._shared.setdefault  # equal judgements (a track's vote on its faces) stored once
+            judgements = tuple(share(j, j) for j in r.judgements)
+            judgements = share(judgements, judgements)
+            self.judged.append(
+                _Judged(
+                    r.label,
+                    r.label_source,
+                    r.model_label,
+                    judgements,
+                    r.valence,
+                    r.valence_source,
+                    r.model_valence,
+                    r.arousal,
+                    r.arousal_source,
+                    r.model_arousal,
+                    r.engagement,
+                    r.engagement_source,
+                    r.model_engagement,
+                )
+            )
+
+    def merge(self, later: StatsAccumulator) -> None:
+        """Adds the rows another accumulator saw (rows that come after these ones)."""
+        for k in later._labels:
+            self._labels.setdefault(k, None)
+        self._extra |= later._extra
+        self.model_counts.update(later.model_counts)
+        self.label_counts.update(later.label_counts)
+        self.judged += later.judged
+
+    def use_totals(self, model_totals: Mapping[str, int], classes: Sequence[str]) -> None:
+        """The rows added were only the judged faces: the whole study's model counts come from kept totals.
+
+        Every face nobody judged keeps its model class, so the consensus counts are the model counts with each human
+        label's face moved from its model class to the human one; the class order is the model's (``classes``).
+        """
+        human = [r for r in self.judged if r.label_source == "human"]
+        self.model_counts = Counter({k: n for k, n in model_totals.items() if k and n})
+        moved = Counter(str(r.model_label) for r in human if r.model_label)
+        self.label_counts = self.model_counts - moved + Counter(str(r.label) for r in human)
+        self._labels = dict.fromkeys(classes)
+        self._extra |= set(self.label_counts)
+
+    def classes(self) -> tuple[str, ...]:
+        """The class order of the rows so far (:func:`class_order`)."""
+        labels = list(self._labels) or list(EMOTIONS_8)
+        return (*labels, *sorted(self._extra - set(labels)))
+
+    def result(self, study: str, counts: dict[str, int], primary: ModelKey | None) -> StudyStats:
+        """The statistics of the rows added (see :func:`compute_stats`)."""
+        return _stats(study, self, counts, primary)
 
 
 def compute_stats(
     study: str,
-    rows: Sequence[FaceLabel],
+    rows: Iterable[FaceLabel],
     counts: dict[str, int],
     primary: ModelKey | None,
     *,
@@ -58,21 +156,22 @@ def compute_stats(
         model_totals: Faces of the whole study per model class (kept counts), when ``rows`` are the judged ones.
         classes: The model's classes in output order, when ``rows`` are the judged ones.
     """
-    human = [r for r in rows if r.label_source == "human"]
-    judged = [r for r in rows if r.judgements]
-    annotators = sorted({j.annotator for r in rows for j in r.judgements})
+    acc = StatsAccumulator()
+    for r in rows:
+        acc.add(r)
+    if model_totals is not None:
+        acc.use_totals(model_totals, classes)
+    return acc.result(study, counts, primary)
+
+
+def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: ModelKey | None) -> StudyStats:
+    labels = acc.classes()
+    judged = acc.judged
+    human = [r for r in judged if r.label_source == "human"]
+    annotators = sorted({j.annotator for r in judged for j in r.judgements})
+    model_counts = acc.model_counts
     human_counts = Counter(r.label for r in human)
-    if model_totals is None:
-        labels = class_order(rows)
-        model_counts = Counter(r.model_label for r in rows if r.model_label)
-        label_counts = Counter(r.label for r in rows if r.label)
-    else:
-        model_counts = Counter({k: n for k, n in model_totals.items() if k and n})
-        label_counts = model_counts - Counter(str(r.model_label) for r in human if r.model_label)
-        label_counts += Counter(str(r.label) for r in human)
-        order = list(classes) or list(EMOTIONS_8)
-        extra = {j.label for r in rows for j in r.judgements if j.label} | set(label_counts)
-        labels = (*order, *sorted(extra - set(order)))
+    label_counts = acc.label_counts
 
     both = [r for r in human if r.model_label]
     cm = agreement.confusion_matrix([r.label for r in both], [r.model_label for r in both], labels)
@@ -97,7 +196,7 @@ def compute_stats(
     )
     alpha = agreement.krippendorff_alpha([[t.get(a) for a in annotators] for t in multi], "nominal") if multi else None
 
-    # CCC of valence, arousal, engagement.
+    # CCC of valence, arousal, engagement (a human value needs a judgement, so the judged rows hold them all).
     ccc: dict[str, dict[str, float | None]] = {}
     for f in NUMERIC_FIELDS:
         values: list[dict[str, float]] = [
@@ -112,13 +211,13 @@ def compute_stats(
         model_attr = f"model_{f}"
         vs_model = [
             (getattr(r, f), getattr(r, model_attr))
-            for r in rows
+            for r in judged
             if getattr(r, f"{f}_source") == "human" and getattr(r, model_attr) is not None
         ]
         ccc[f] = {
             "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
             "model": _clean(agreement.ccc([h for h, _ in vs_model], [m for _, m in vs_model])) if vs_model else None,
-            "n": sum(1 for r in rows if getattr(r, f"{f}_source") == "human"),
+            "n": sum(1 for r in judged if getattr(r, f"{f}_source") == "human"),
         }
 
     all_counts = dict(counts)

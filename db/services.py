@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -41,6 +41,7 @@ from db import (
     compact,
     crops,
     exports,
+    face_pages,
     ingest,
     label_import,
     labels,
@@ -187,10 +188,16 @@ class LabelStore:
 
         def work(s: Session) -> list[FaceLabel]:
             st = repo.get_study(s, study)
-            if media_id is None or model is not None:
+            if media_id is None:
                 rows, _ = labels.face_labels(s, st.id, model)
-                return [r for r in rows if media_id is None or r.media_id == media_id]
-            return review.browse(s, study, review.ReviewFilter(media_id=media_id))
+                return rows
+            if model is None:  # the kept read model (review.browse) of one media item
+                return review.browse(s, study, review.ReviewFilter(media_id=media_id))
+            # One media item under another model: its faces only, in keyset pages, then in the whole-study order.
+            primary = face_pages.study_model(s, st.id, model)
+            out = [r for page in face_pages.iter_face_pages(s, st.id, primary, media_id=media_id) for r in page]
+            order = {fid: i for i, fid in enumerate(repo.face_order(s, media_id))}
+            return sorted(out, key=lambda r: order[r.face_id])
 
         return self.transaction(work, write=False)
 
@@ -199,9 +206,42 @@ class LabelStore:
 
         def work(s: Session) -> FaceLabel:
             study = repo.study_of_face(s, face_id)
-            return labels.face_labels(s, study.id, model, face_ids=[face_id])[0][0]
+            return face_pages.faces_by_id(s, study.id, [face_id], face_pages.study_model(s, study.id, model))[0]
 
         return self.transaction(work, write=False)
+
+    def faces_by_id(self, study: str, face_ids: Sequence[int]) -> list[FaceLabel]:
+        """The rows of those of ``face_ids`` that are faces of ``study``, in the order asked (only those resolved)."""
+
+        def work(s: Session) -> list[FaceLabel]:
+            st = repo.get_study(s, study)
+            mine = repo.faces_in_study(s, study, face_ids)
+            ids = [i for i in face_ids if i in mine]
+            rows = face_pages.faces_by_id(s, st.id, ids, face_pages.study_model(s, st.id, None)) if ids else []
+            by_id = {r.face_id: r for r in rows}
+            return [by_id[i] for i in ids if i in by_id]
+
+        return self.transaction(work, write=False) if face_ids else []
+
+    def track_face_times(self, study: str, track_id: int) -> list[tuple[int, float | None]]:
+        """``(face id, time)`` of each face of a track of ``study`` in time order (none for another study's track)."""
+        return self.transaction(lambda s: repo.track_face_times(s, study, track_id), write=False)
+
+    def faces_in_study(self, study: str, face_ids: Sequence[int]) -> set[int]:
+        """Those of ``face_ids`` that are faces of ``study`` (one indexed query; none for an unknown study)."""
+        return self.transaction(lambda s: repo.faces_in_study(s, study, face_ids), write=False) if face_ids else set()
+
+    def media_in_study(self, study: str, media_ids: Sequence[int]) -> set[int]:
+        """Those of ``media_ids`` that are media items of ``study`` (one indexed query)."""
+        return self.transaction(lambda s: repo.media_in_study(s, study, media_ids), write=False) if media_ids else set()
+
+    def frame_boxes(self, media_id: int, frame: int | None) -> list[tuple[int, tuple[float, float, float, float]]]:
+        """``(face_id, box)`` of every face on one frame of a media item (all faces of an image), in face order."""
+        return self.transaction(lambda s: repo.frame_boxes(s, media_id, frame), write=False)
+
+    def media_summary(self, study: str) -> dict[int, tuple[int, float]]:
+        """Media id to ``(tracks, first face's time)`` of a study's items, for the Library (no face row loaded)."""
+        return self.transaction(lambda s: repo.media_summary(s, study), write=False)
 
     def face_crop(self, face_id: int) -> bytes | None:
         """The PNG crop of a face, stored or re-cut from its kept recording (None when it has neither)."""
@@ -748,9 +788,19 @@ class LabelStore:
         """The media item of a study with these bytes, None when the study does not hold them."""
         return self.transaction(lambda s: repo.media_by_sha256(s, study, sha256), write=False)
 
-    def best_faces(self, media_id: int) -> dict[int, int]:
-        """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
-        return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+    def best_faces(self, media_id: int, track_ids: Sequence[int] | None = None) -> dict[int, int]:
+        """Track id to the face id of its most confident detection, for a recording's thumbnails.
+
+        With ``track_ids``, only those tracks of the recording (one indexed query each, whatever the recording's size).
+        """
+        if track_ids is None:
+            return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+
+        def work(s: Session) -> dict[int, int]:
+            mine = set(s.scalars(select(Track.id).where(Track.media_id == media_id, Track.id.in_(list(track_ids)))))
+            return repo.best_faces_of_tracks(s, [t for t in track_ids if t in mine])
+
+        return self.transaction(work, write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
         """The PNG crops of several faces, stored or re-cut (faces without one are absent; see :mod:`db.crops`).
@@ -802,9 +852,17 @@ class LabelStore:
         seed: int = 0,
         progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
-        """Exports a study (see :mod:`db.exports` for the formats); ``progress(done, total)`` for crops written."""
+        """Exports a study (see :mod:`db.exports` for the formats).
+
+        CSV, Parquet and features are written page by page in bounded memory (:func:`db.exports.export_stream`),
+        calling ``progress(faces done, faces in the study)`` after each page; crops formats call it per crop written.
+        """
 
         def work(s: Session) -> ExportReport:
+            if exports.is_class_format(fmt):
+                return exports.export_class_table(s, study, fmt, Path(out))
+            if exports.is_stream_format(fmt):
+                return exports.export_stream(s, study, fmt, Path(out), model=model, seed=seed, progress=progress)
             stats, rows, primary = self._stats(s, study, model)
             return exports.export(
                 s, study, rows, stats, primary, fmt, Path(out), seed=seed, media_root=self.media_root, progress=progress

@@ -158,6 +158,7 @@ def refresh(session: Session, d: _Dirty) -> None:
     faces = set(d.faces)
     for part in _chunks(d.tracks):
         faces.update(session.scalars(select(Face.id).where(Face.track_id.in_(part))))
+    _lock(session, Face, faces | d.recount_faces)
     by_study: dict[int, set[int]] = defaultdict(set)
     media_of: dict[int, int] = {}
     for part in _chunks(faces | d.recount_faces):
@@ -177,19 +178,17 @@ def refresh(session: Session, d: _Dirty) -> None:
         current = (kept.model, kept.weights_hash or "", kept.model_version) if kept and kept.model else None
         if kept is not None and sid not in d.studies and runs[sid] <= {current}:
             continue
+        new = _ensure_study(session, sid)
+        kept = _locked_study(session, sid)  # one transaction at a time decides a study's model run
+        current = (kept.model, kept.weights_hash or "", kept.model_version) if kept.model else None
         fresh = labels.count_model_runs(session, sid)
-        new = kept is None
-        if kept is None:
-            session.add(StudyStatus(study_id=sid, model=None, weights_hash=None, model_version=None, classes=[]))
-            session.flush()
-            kept = session.get(StudyStatus, sid)
-        assert kept is not None
         if fresh != current or new:
             kept.model, kept.weights_hash, kept.model_version = fresh if fresh else (None, None, None)
             kept.classes = []
             session.flush()
             of_study = select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == sid)
             by_study[sid] = set(session.scalars(of_study))
+            _lock(session, Face, by_study[sid])
             recount.update(session.scalars(select(Media.id).where(Media.study_id == sid)))
             full_studies.add(sid)
     full = set(d.counts) | full_studies
@@ -199,8 +198,52 @@ def refresh(session: Session, d: _Dirty) -> None:
             _write(session, sid, part, share, counts=sid not in full)
     for sid in sorted(full):
         _recount_queues(session, sid)
+    _lock(session, Media, recount)
     for part in _chunks(recount):
         _recount(session, part)
+
+
+def _lock(session: Session, model: type[Face] | type[Media], ids: Iterable[int]) -> None:
+    """Locks rows (faces or media items) in id order until the transaction ends.
+
+    Two transactions then refresh the same face (or recount the same media item) one after the other: the second
+    reads what the first wrote.
+
+    ``FOR NO KEY UPDATE`` on PostgreSQL, which does not conflict with the ``KEY SHARE`` locks a foreign key takes
+    (annotations, predictions and faces inserted meanwhile); nothing on SQLite, whose writers are serialised anyway.
+    Sorted ids, so that two transactions never wait on each other in a cycle.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for part in _chunks(ids):
+        session.execute(select(model.id).where(model.id.in_(part)).order_by(model.id).with_for_update(key_share=True))
+
+
+def _upsert(session: Session) -> Any:
+    """The dialect's ``INSERT`` (``ON CONFLICT`` clauses)."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+def _ensure_study(session: Session, study_id: int) -> bool:
+    """Creates a study's :class:`StudyStatus` row unless there is one (two transactions may race to); True if new."""
+    stmt = _upsert(session)(StudyStatus).values(
+        study_id=study_id, model=None, weights_hash=None, model_version=None, classes=[]
+    )
+    res = session.execute(stmt.on_conflict_do_nothing(index_elements=["study_id"]))
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def _locked_study(session: Session, study_id: int) -> StudyStatus:
+    """A study's :class:`StudyStatus` row, read afresh and locked until the transaction ends (PostgreSQL)."""
+    stmt = select(StudyStatus).where(StudyStatus.study_id == study_id).with_for_update(key_share=True)
+    kept = session.scalars(stmt.execution_options(populate_existing=True)).one()
+    return kept
 
 
 def _studies_of_media(session: Session, media: set[int]) -> list[tuple[int]]:
@@ -313,15 +356,28 @@ def _write(session: Session, study_id: int, face_ids: Sequence[int], share: floa
             mine = [(a, j, sk) for a, (j, sk) in marks.get(v["face_id"], {}).items()]
             add(_contributions(_Row(v), mine, share), 1)
         _apply(session, study_id, delta)
+    _add_classes(session, study_id, [list(r.model_probs or {}) for r in rows])
+
+
+def _add_classes(session: Session, study_id: int, names: Iterable[Sequence[str]]) -> None:
+    """Appends the classes a study's kept list lacks, in order.
+
+    The row is locked and read afresh first when it changes, so that two transactions adding classes both keep theirs.
+    """
     kept = session.get(StudyStatus, study_id)
-    if kept is not None:
-        classes = list(kept.classes or [])
-        for r in rows:
-            for k in r.model_probs or {}:
-                if k not in classes:
-                    classes.append(k)
-        if classes != list(kept.classes or []):
-            kept.classes = classes
+    if kept is None:
+        return
+    have = set(kept.classes or [])
+    wanted = [k for keys in names for k in keys]
+    if all(k in have for k in wanted):
+        return
+    kept = _locked_study(session, study_id)
+    classes = list(kept.classes or [])
+    for k in wanted:
+        if k not in classes:
+            classes.append(k)
+    if classes != list(kept.classes or []):
+        kept.classes = classes
 
 
 def _table(model: type[Base]) -> Table:
@@ -340,45 +396,34 @@ class _Row:
 
 
 def _apply(session: Session, study_id: int, delta: dict[_Key, _Vec]) -> None:
-    """Adds ``delta`` to the kept queue counts (rows created as needed)."""
+    """Adds ``delta`` to the kept queue counts, atomically.
+
+    One ``INSERT ... ON CONFLICT DO UPDATE`` adds to the row there is (or creates it), so that concurrent
+    transactions never lose each other's changes; rows in key order, so that two never wait on each other in a cycle.
+    """
     delta = {k: v for k, v in delta.items() if any(v)}
     if not delta:
         return
-    qc = QueueCount
-    stmt = select(qc).where(
-        qc.study_id == study_id,
-        qc.annotator_id.in_(sorted({k[0] for k in delta})),
-        qc.media_id.in_(sorted({k[1] for k in delta})),
-        qc.model_label.in_(sorted({k[2] for k in delta})),
-        qc.human_label.in_(sorted({k[3] for k in delta})),
+    names = ("faces", "uncertainty", "valence", "disagreement", "skipped")
+    values = [
+        {
+            "study_id": study_id,
+            "annotator_id": key[0],
+            "media_id": key[1],
+            "model_label": key[2],
+            "human_label": key[3],
+            **dict(zip(names, vec, strict=True)),
+        }
+        for key, vec in sorted(delta.items())
+    ]
+    table = _table(QueueCount)
+    stmt = _upsert(session)(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["study_id", "annotator_id", "media_id", "model_label", "human_label"],
+        set_={n: table.c[n] + stmt.excluded[n] for n in names},
     )
-    existing = {
-        (r.annotator_id, r.media_id, r.model_label, r.human_label): r
-        for r in session.scalars(stmt)
-        if (r.annotator_id, r.media_id, r.model_label, r.human_label) in delta
-    }
-    for key, vec in delta.items():
-        row = existing.get(key)
-        if row is None:
-            row = QueueCount(
-                study_id=study_id,
-                annotator_id=key[0],
-                media_id=key[1],
-                model_label=key[2],
-                human_label=key[3],
-                faces=0,
-                uncertainty=0,
-                valence=0,
-                disagreement=0,
-                skipped=0,
-            )
-            session.add(row)
-        row.faces += vec[0]
-        row.uncertainty += vec[1]
-        row.valence += vec[2]
-        row.disagreement += vec[3]
-        row.skipped += vec[4]
-    session.flush()
+    for i in range(0, len(values), CHUNK):
+        session.execute(stmt, values[i : i + CHUNK])
 
 
 def _recount_queues(session: Session, study_id: int) -> None:
@@ -425,19 +470,22 @@ def _recount(session: Session, media_ids: Sequence[int]) -> None:
     """Recomputes the row counts of media items."""
     session.execute(delete(MediaTotals).where(MediaTotals.media_id.in_(media_ids)))
     totals = []
-    for mid, sid in session.execute(select(Media.id, Media.study_id).where(Media.id.in_(media_ids))):
+    stmt = select(Media.id, Media.study_id, Media.recut_crops).where(Media.id.in_(media_ids))
+    for mid, sid, recut in session.execute(stmt):
         faces = select(func.count()).select_from(Face).where(Face.media_id == mid)
+        n_faces = session.scalar(faces) or 0
         totals.append(
             {
                 "media_id": mid,
                 "study_id": sid,
-                "faces": session.scalar(faces) or 0,
+                "faces": n_faces,
                 "predictions": session.scalar(
                     select(func.count()).select_from(Prediction).join(Face).where(Face.media_id == mid)
                 )
                 or 0,
                 "tracks": session.scalar(select(func.count()).select_from(Track).where(Track.media_id == mid)) or 0,
-                "crops": session.scalar(faces.where(Face.crop_png.is_not(None))) or 0,
+                # a crop stored or re-cut from the kept recording (db.crops.crop_available)
+                "crops": n_faces if recut else session.scalar(faces.where(Face.crop_png.is_not(None))) or 0,
                 "features": session.scalar(faces.where(Face.features.is_not(None))) or 0,
             }
         )

@@ -8,7 +8,6 @@ set-up is broken, never that the feature is fine. ``.ci/run`` never sets the var
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,18 +36,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_process_guard_left() -> Iterator[None]:
-    """Uninstalls a guard a test left in the process (importing ``webapp.serve`` installs one, as the server needs).
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """No test leaves a process-wide guard installed: every later in-process app run would be judged by it.
 
-    Left installed, it made every later AppTest run in the process read as signed out (no cookie): its state was
-    cleared and widgets such as ``w_annotator`` were missing (KeyError), in tests that pass alone.
-    ``webapp.guard.active`` also ignores a guard inside AppTest runs; this keeps the process clean either way.
+    (Importing ``webapp.serve`` installs one; tests build guard states with ``webapp.guard_config`` instead.)
     """
-    yield
+    import sys
+
     guard = sys.modules.get("webapp.guard")
-    if guard is not None and getattr(guard, "_state", None) is not None:
-        guard._state = None
+    if guard is not None and guard.active() is not None:
+        guard.install(None)
+        raise AssertionError(f"{item.nodeid} left a process-wide guard installed (it imported webapp.serve?)")
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,13 @@ from db.schema import (  # noqa: E402
     Annotator,
     EngagementWindow,
     Face,
+    FaceStatus,
     LectureSegment,
     Media,
     Person,
     PersonTrack,
     Prediction,
+    QueueCount,
     ReviewSkip,
     Track,
 )
@@ -176,6 +178,24 @@ def _dump(store: LabelStore) -> dict[str, list[tuple[Any, ...]]]:
             .join(Media, Media.id == LectureSegment.media_id)
             .order_by(Media.sha256, LectureSegment.start_s)
         ).all()
+        # the review read model (db.status): the bulk path must leave it as the product path's flushes do
+        fs = FaceStatus
+        out["face_status"] = s.execute(
+            select(*fkey, fs.route, fs.model_label, fs.model_confidence, fs.u_key, fs.human_label, fs.n_votes)
+            .add_columns(fs.n_judges, fs.v_key, fs.d_key)
+            .join(Face, Face.id == fs.face_id)
+            .join(Media, Media.id == Face.media_id)
+            .order_by(*fkey)
+        ).all()
+        qc = QueueCount
+        out["queue_counts"] = sorted(
+            s.execute(
+                select(Media.sha256, qc.annotator_id, qc.model_label, qc.human_label, qc.faces, qc.uncertainty)
+                .add_columns(qc.valence, qc.disagreement, qc.skipped)
+                .join(Media, Media.id == qc.media_id)
+                .where(qc.faces + qc.uncertainty + qc.valence + qc.disagreement + qc.skipped > 0)
+            ).all()
+        )
         return out
 
     return store.transaction(work, write=False)

@@ -166,7 +166,9 @@ def test_migration_and_compact_move_a_store_of_todays_layout(tmp_path: Path) -> 
         assert [(f.face_id, f.model_label, f.model_confidence, f.has_crop) for f in after] == [
             (f.face_id, f.model_label, f.model_confidence, f.has_crop) for f in before
         ]
+        assert store.stats("old").counts["crops"] == len(stored)  # the kept counts follow the compaction: re-cut
         rep = store.compact("old", drop_features=True, vacuum=True)
         assert rep.features_dropped == len(stored) and store.face_features(next(iter(stored))) is None
+        assert store.stats("old").counts["features"] == 0
     finally:
         store.close()

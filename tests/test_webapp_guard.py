@@ -569,13 +569,14 @@ def test_a_guard_left_in_the_process_serves_no_apptest_run(
 ) -> None:
     """CI failure (``KeyError: 'w_annotator'`` in tests that pass alone): importing ``webapp.serve`` installs its
     guard process-wide; AppTest runs after it read as signed out (no cookie in AppTest) and lost their state.
-    A guard installed in the process now serves no AppTest run, and tests/conftest.py uninstalls one after a test."""
+    A guard installed in the process now serves no AppTest run (and tests/conftest.py fails a test that leaves one)."""
     from affectlab.settings import Settings
     from tests.apphelpers import new_app, no_exception
     from webapp import guard
+    from webapp.guard_config import guard_state
 
     monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "open sesame")
-    installed = guard.install(guard.state_for(Settings.from_env({})))
+    installed = guard.install(guard_state(Settings.from_env({})))
     try:
         assert guard.active() is installed, "outside AppTest (the server's script runs) the guard serves"
         at = new_app()
@@ -587,7 +588,7 @@ def test_a_guard_left_in_the_process_serves_no_apptest_run(
         at.run()  # a second run stays signed in (its state was not cleared)
         assert [t.value for t in at.title] == ["Analyze"]
     finally:
-        guard._state = None
+        guard.install(None)
 
 
 def test_the_upload_spool(tmp_path: Path) -> None:
@@ -714,7 +715,8 @@ def test_client_address_and_rate_limits() -> None:
 
 def test_host_headers() -> None:
     from affectlab.settings import Settings
-    from webapp.guard import allowed_hosts, host_allowed
+    from webapp.guard import host_allowed
+    from webapp.guard_config import allowed_hosts
 
     local = allowed_hosts(Settings.from_env({}), "127.0.0.1")
     assert (
@@ -731,7 +733,7 @@ def test_host_headers() -> None:
 def test_whose_forwarded_for_counts() -> None:
     from affectlab.settings import Settings
     from webapp.guard import client_address
-    from webapp.guard import state_for as guard_state
+    from webapp.guard_config import guard_state
 
     scope = {"client": ("203.0.113.7", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6")]}
     local = guard_state(Settings.from_env({"AFFECTLAB_PROXY_HOPS": "1"}))

@@ -63,10 +63,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from affectlab.settings import Settings
+from typing import Any
 
 log = logging.getLogger("affectlab.guard")
 
@@ -681,8 +678,8 @@ TEST_GRANTS = GrantStore()
 """Grants of AppTest sessions (no server, no network, no cookie): bound to the session, as nothing else exists."""
 
 
-def install(state: GuardState) -> GuardState:
-    """Makes ``state`` the process's guard (:mod:`webapp.serve` does, once)."""
+def install(state: GuardState | None) -> GuardState | None:
+    """Makes ``state`` the process's guard (:mod:`webapp.serve` does, once; None: no guard)."""
     global _state
     _state = state
     return state
@@ -702,45 +699,6 @@ def active() -> GuardState | None:
     if config.get_option("global.appTest"):
         return None
     return _state
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in value.split(",") if p.strip())
-
-
-def allowed_hosts(s: Settings, server_address: str | None) -> tuple[str, ...]:
-    """Host names served: the configured ones; else loopback names on a loopback address; else any (empty)."""
-    from webapp.access import is_loopback
-
-    if s.allowed_hosts:
-        return (*_csv(s.allowed_hosts), *(LOOPBACK_HOSTS if is_loopback(server_address) else ()))
-    if is_loopback(server_address):
-        return LOOPBACK_HOSTS
-    return ()
-
-
-def state_for(s: Settings, server_address: str | None = "127.0.0.1") -> GuardState:
-    """The guard's state for the settings (cookie secret, upload limit, iframe cookies, proxies, hosts).
-
-    Pure: nothing is installed (:mod:`webapp.serve` installs it, once, when the server imports it).
-    """
-    secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
-    # On a Space the container is reachable only through Hugging Face's proxy, whose addresses are not published:
-    # every peer is that proxy there. Elsewhere only loopback, unless configured.
-    proxies = _csv(s.trusted_proxies) or (("0.0.0.0/0", "::/0") if s.hosted else ("127.0.0.1/8", "::1"))
-    return GuardState(
-        signer=CookieSigner(secret),
-        max_upload_bytes=s.max_upload_mb * 1024 * 1024,
-        cross_site=s.hosted,
-        proxy_hops=s.proxy_hops,
-        trusted_proxies=proxies,
-        allowed_hosts=allowed_hosts(s, server_address),
-        spool=UploadSpool(
-            max_total_bytes=SPOOL_TOTAL_UPLOADS * s.max_upload_mb * 1024 * 1024,
-            max_client_bytes=SPOOL_CLIENT_UPLOADS * s.max_upload_mb * 1024 * 1024,
-            root=Path(s.data_dir) / "upload-spool",
-        ),
-    )
 
 
 def _headers(scope: Scope) -> dict[str, str]:

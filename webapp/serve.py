@@ -28,6 +28,7 @@ from streamlit import config as st_config
 
 from affectlab.settings import Settings
 from webapp import guard
+from webapp.guard_config import guard_state
 
 log = logging.getLogger("affectlab.serve")
 
@@ -52,7 +53,8 @@ def harden_uvicorn() -> bool:
 # One script thread per session: a rerun asked for during a run stops it at its next checkpoint instead of starting
 # another thread beside it (Streamlit's fastReruns); a burst of reruns then costs one thread, not one each.
 st_config.set_option("runner.fastReruns", False)
-_state = guard.install(guard.state_for(Settings.from_env(), st.get_option("server.address")))
+_state = guard_state(Settings.from_env(), st.get_option("server.address"))
+guard.install(_state)
 if not harden_uvicorn():
     _state.upstream_rewrites = True
     log.warning("webapp/serve.py was not imported by uvicorn: its X-Forwarded-For and frame-size settings stay")

@@ -387,11 +387,11 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings, live: tupl
     strip = review.track_strip(ctx.store, ctx.study, face, ctx.annotator, rules, ctx.owner)
     if strip is None:
         return
-    faces, shown, crops = strip.faces, strip.shown, strip.crops
-    span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
+    shown, crops = strip.shown, strip.crops
+    span = f"{strip.start_s:.1f}-{strip.end_s:.1f} s"
     with st.container(border=True):
         st.markdown(
-            f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
+            f"**Track {face.track_index}**: {plural(strip.n_faces, 'face')}, {span}. A track label holds for "
             "each face without its own label; open a face below to give it its own (an exception)."
         )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
