@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from models.errors import BadInputError
-from models.images import MAX_FRAME_PIXELS, check_pixels
+from models.images import MAX_FRAME_PIXELS, PixelBudget, check_pixels, file_budget
 from models.types import Face
 
 if TYPE_CHECKING:
@@ -211,6 +211,22 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
         )
 
 
+def header_pixels(path: str | Path, name: str | None = None) -> int:
+    """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
+
+    Raises:
+        BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
+    """
+    name = name or str(path)
+    container = _open(path, name)
+    with container:
+        st = container.streams.video[0]
+        width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
+        frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
+        file_budget(path, name).plan(frames, width, height)
+        return int(max(1.0, frames)) * width * height
+
+
 def is_video(path: str | Path) -> bool:
     """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
 
@@ -336,6 +352,14 @@ class FrameReader:
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
         self.resume = resume
+        self.budget: PixelBudget = file_budget(path, self.name)
+        """Every decoded frame is taken from it, sampled or not (a pixel bomb is stopped as it decodes)."""
+        announced = int(st.frames or 0) or (self.duration or 0.0) * (self.avg_fps or 0.0)
+        try:
+            self.budget.plan(announced, self.width, self.height)  # from the header, before a frame is decoded
+        except BadInputError:
+            self._container.close()
+            raise
 
     def close(self) -> None:
         """Closes the file."""
@@ -388,6 +412,7 @@ class FrameReader:
                 continue
             for frame in frames:
                 self.frames_decoded += 1
+                self.budget.take(frame.width, frame.height)  # decoded already: no further frame once over
                 t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
                 if seeking:
                     assert resume is not None
@@ -406,7 +431,6 @@ class FrameReader:
                         continue
                     last_slot = slot
                 rot = _norm_rotation(frame.rotation)
-                check_pixels(self.name, frame.width, frame.height, "frame")  # a size change mid-stream
                 img: np.ndarray = frame.to_ndarray(format="rgb24")
                 if rot:
                     img = np.ascontiguousarray(np.rot90(img, rot // 90))
@@ -455,7 +479,9 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
         if tb is not None and time_s > 0:
             container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
         best = None
+        budget = file_budget(path, label)
         for frame in container.decode(st):
+            budget.take(frame.width, frame.height)
             t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
             if best is not None and t > time_s + 0.5 / rate:
                 break

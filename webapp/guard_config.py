@@ -7,6 +7,8 @@ guarded one.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from affectlab.settings import Settings
 from webapp import guard
 
@@ -27,7 +29,7 @@ def allowed_hosts(s: Settings, server_address: str | None) -> tuple[str, ...]:
 
 
 def guard_state(s: Settings, server_address: str | None = "127.0.0.1") -> guard.GuardState:
-    """The guard's state for the settings (cookie secret, upload limit, iframe cookies, proxies, hosts)."""
+    """The guard's state for the settings (cookie secret, upload limit, iframe cookies, proxies, hosts, spool)."""
     import secrets
 
     secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
@@ -41,4 +43,9 @@ def guard_state(s: Settings, server_address: str | None = "127.0.0.1") -> guard.
         proxy_hops=s.proxy_hops,
         trusted_proxies=proxies,
         allowed_hosts=allowed_hosts(s, server_address),
+        spool=guard.UploadSpool(
+            max_total_bytes=guard.SPOOL_TOTAL_UPLOADS * s.max_upload_mb * 1024 * 1024,
+            max_client_bytes=guard.SPOOL_CLIENT_UPLOADS * s.max_upload_mb * 1024 * 1024,
+            root=Path(s.data_dir) / "upload-spool",
+        ),
     )

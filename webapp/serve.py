@@ -10,7 +10,8 @@ no public metrics, no "clear cache" from browsers. Settings: ``AFFECTLAB_MAX_UPL
 uvicorn is hardened while it imports this module (:func:`harden_uvicorn`): it no longer rewrites the client address
 from ``X-Forwarded-For`` (the guard decides whose header counts), a websocket frame over
 :data:`webapp.guard.MAX_WS_MESSAGE` is refused from its length before it is buffered, request headers are capped at
-16 KB, and the ``Server: uvicorn`` header is gone.
+16 KB, request headers must be complete within :data:`webapp.guard.HEADER_TIMEOUT_S` (slowloris), and the
+``Server: uvicorn`` header is gone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def harden_uvicorn() -> bool:
             cfg.ws_max_size = guard.MAX_WS_MESSAGE
             cfg.h11_max_incomplete_event_size = 16 * 1024
             cfg.server_header = False
+            cfg.http_protocol_class = guard.with_header_timeout(cfg.http_protocol_class)
             cfg.encoded_headers = [(k, v) for k, v in cfg.encoded_headers if k != b"server"]
             return True
         frame = frame.f_back

@@ -20,6 +20,7 @@ from db.media_files import media_suffix
 from db.rows import MediaRow
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
+from models.images import PixelLedger
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
@@ -40,18 +41,40 @@ class Upload:
 
     Attributes:
         name: Its name as given (kept as data; shown as text only).
-        data: Its bytes.
+        data: Its bytes, when held in memory (AppTest, the webcam); empty when it is on disk.
+        path: Where it is on disk (an upload the guard spooled, ``webapp.guard.UploadSpool``), None when in memory.
+            A video is analysed and kept from there without being read whole; an image is read once.
     """
 
     name: str
-    data: bytes
+    data: bytes = b""
+    path: Path | None = None
+
+    @classmethod
+    def of(cls, name: str, content: bytes | Path) -> Upload:
+        """An upload of bytes or of a file on disk (what ``webapp.guard.upload_content`` gives)."""
+        return cls(name, content) if isinstance(content, bytes) else cls(name, path=Path(content))
+
+    @property
+    def source(self) -> bytes | Path:
+        """The bytes, or the file holding them."""
+        return self.path if self.path is not None else self.data
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file."""
+        return self.path.stat().st_size if self.path is not None else len(self.data)
+
+    def read(self) -> bytes:
+        """The bytes (read from disk when spooled)."""
+        return self.path.read_bytes() if self.path is not None else self.data
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hex sha256 of the bytes, computed once (the stored-already check and the store share it)."""
-        from db.codecs import sha256_bytes
+        """Hex sha256 of the bytes, computed once, in blocks (the stored-already check and the store share it)."""
+        from db.codecs import sha256_source
 
-        return sha256_bytes(self.data)
+        return sha256_source(self.source)[0]
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,8 @@ def analyze_files(
     uploaded_by: str | None = None,
     fps: float = 5.0,
     progress_for: Callable[[Upload], Progress] | None = None,
+    pixels: PixelLedger | None = None,
+    client: str = "",
 ) -> AnalysisRun:
     """The Analyze button: files the study holds already are looked up, the new ones analysed and stored.
 
@@ -133,6 +158,8 @@ def analyze_files(
         uploaded_by: Who uploaded them.
         fps: Video sampling rate.
         progress_for: Gives the progress callback of one new file, called just before that file is analysed.
+        pixels: The hourly pixel budgets each new file is charged to before it is decoded (see :func:`analyze_upload`).
+        client: Whose budget.
 
     Returns:
         The stored and analysed outcomes.
@@ -161,6 +188,8 @@ def analyze_files(
             uploaded_by=uploaded_by,
             fps=fps,
             progress=progress_for(upload) if progress_for is not None else None,
+            pixels=pixels,
+            client=client,
         )
         for upload in new
     ]
@@ -172,12 +201,40 @@ def upload_kind(upload: Upload) -> str:
     from models.decode import VIDEO_SUFFIXES, is_video
 
     suffix = Path(upload.name).suffix.lower()
+    if suffix == ".gif" and upload.path is not None:
+        return "video" if is_video(upload.path) else "image"
     if suffix == ".gif":
         with tempfile.NamedTemporaryFile(suffix=".gif") as tmp:
             tmp.write(upload.data)
             tmp.flush()
             return "video" if is_video(tmp.name) else "image"
     return "video" if suffix in VIDEO_SUFFIXES else "image"
+
+
+PIXELS = PixelLedger()
+"""Pixels decoded per client per hour for the web app's uploads (:class:`models.images.PixelLedger`)."""
+
+
+def charge_pixels(upload: Upload, kind: str, ledger: PixelLedger, client: str) -> None:
+    """Charges what ``upload``'s header announces to ``client``, before anything is decoded (stills and videos).
+
+    Raises:
+        BadInputError: Over the per-picture limit, the file's budget, or the client's hourly budget.
+    """
+    from models.decode import header_pixels
+    from models.images import image_header_pixels
+
+    if kind == "video":
+        if upload.path is not None:
+            pixels = header_pixels(upload.path, upload.name)
+        else:
+            with tempfile.NamedTemporaryFile(suffix=media_suffix(upload.name) or ".bin") as tmp:
+                tmp.write(upload.data)
+                tmp.flush()
+                pixels = header_pixels(tmp.name, upload.name)
+    else:
+        pixels = image_header_pixels(upload.source, upload.name)
+    ledger.charge(client, pixels, upload.name)
 
 
 def analyze_upload(
@@ -190,6 +247,8 @@ def analyze_upload(
     uploaded_by: str | None = None,
     fps: float = 5.0,
     progress: Progress | None = None,
+    pixels: PixelLedger | None = None,
+    client: str = "",
 ) -> FileOutcome:
     """Analyses one uploaded image or video with the session's models and stores the results in ``study``.
 
@@ -205,6 +264,8 @@ def analyze_upload(
         uploaded_by: Who uploaded it.
         fps: Video sampling rate.
         progress: Called with ``(fraction, message)`` as the analysis advances.
+        pixels: The hourly pixel budgets (:data:`PIXELS` for the web app), None for none.
+        client: Whose budget the file is charged to (``webapp.guard.client_key``).
 
     Returns:
         The outcome.
@@ -212,9 +273,11 @@ def analyze_upload(
     report = progress or (lambda _f, _m: None)
     kind = "unknown"
     try:
-        if not upload.data:
+        if not upload.size:
             raise BadInputError(upload.name, "the file is empty")
         kind = upload_kind(upload)
+        if pixels is not None:
+            charge_pixels(upload, kind, pixels, client)
         report(0.05, "decoding")
         if kind == "video":
             return _analyze_video(upload, study, store, session, media_dir, uploaded_by, fps, report)
@@ -239,12 +302,13 @@ def _analyze_image(
     report: Progress,
 ) -> FileOutcome:
     report(0.2, "finding faces and classifying them")
-    result = session.analyze_image(upload.data, upload.name, keep_crops=True)
+    data = upload.read()
+    result = session.analyze_image(data, upload.name, keep_crops=True)
     report(0.8, f"storing {plural(len(result.faces), 'face')}")
     info = MediaInfo(kind="image", width=result.width, height=result.height)
     rep = store.ingest_results(
         study,
-        upload.data,
+        data,
         upload.name,
         result.faces,
         media_info=info,
@@ -277,7 +341,10 @@ def _analyze_video(
 
     with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
         path = Path(tmp) / f"upload{media_suffix(upload.name) or '.bin'}"
-        path.write_bytes(upload.data)
+        if upload.path is not None:  # spooled: read from where it is, never whole into memory
+            path.symlink_to(upload.path.resolve())
+        else:
+            path.write_bytes(upload.data)
         # Stored chunk by chunk: bounded memory, and an analysis stopped midway (app closed) resumes when the same
         # file is analysed again. A video the study already holds is analysed again in memory instead, so that a
         # new model's predictions join its stored faces.
@@ -299,7 +366,7 @@ def _analyze_video(
             uploaded_by=uploaded_by,
             keep_file=media_dir is not None,
             progress=on_progress,
-            data=upload.data,
+            data=upload.data if upload.path is None else None,
             sha256=upload.sha256,
         )
         if not long.skipped:
@@ -331,7 +398,7 @@ def _analyze_video(
     )
     rep = store.ingest_results(
         study,
-        upload.data,
+        upload.source,
         upload.name,
         analysis.faces,
         analysis.track_results(),
