@@ -157,13 +157,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"parity on {rep.n_crops} face crops: max |diff| {rep.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
     if rep.note:
         print(f"note: {rep.note}")
-    if not rep.agrees():
-        _print_err(
-            f"error: the exported file and the PyTorch model disagree (max |diff| {rep.max_abs_diff:.3g} > "
-            f"{export.TOLERANCE:g}); do not use {rep.path}. Try the other --format or another --opset."
-        )
-        return 1
-    return 0
+    return 0  # a file that disagrees is never kept: ExportCheckError, exit 2 (export.publish_checked)
 
 
 def _image_table(doc: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ check and calibration inputs here, runs ``models.mobile_convert`` there, and pub
 passed:
 
 - fp32: the file, run in its own runtime on real face crops, must give the PyTorch model's probabilities within
-  :data:`PROB_TOLERANCE`; otherwise it is deleted and :class:`models.export.ExportError` gives the largest difference.
+  :data:`PROB_TOLERANCE`; otherwise it is deleted and :class:`models.export.ExportCheckError` gives the largest
+  difference. Every format is published by ``models.export.publish_checked`` (temporary name, check, rename).
 - int8 (ONNX: ONNX Runtime static QDQ quantisation, per-channel weights; LiteRT: PT2E static quantisation): calibrated
   on face crops (the study's, ``--calibration DIR`` of crops such as its ImageFolder export), then measured, never
   presented as equal: size, ms per face on this CPU and its agreement with fp32 (top-class agreement, largest
@@ -187,8 +188,9 @@ def export_mobile(
         The report.
 
     Raises:
-        ExportError: Unknown format, int8 asked for ExecuTorch, no face, the conversion failed, or the fp32 file
-            disagrees with PyTorch (the file is not kept; the message gives the largest difference).
+        ExportCheckError: The fp32 file disagrees with PyTorch (the file is not kept; the message gives the largest
+            difference).
+        ExportError: Unknown format, int8 asked for ExecuTorch, no face, or the conversion failed.
         ConverterMissingError: The side environment or the converter is not installed (the message says how).
         UnknownModelError, VersionNotFoundError, WeightsMissingError: As ``models.export.load_full_model``.
     """
@@ -240,16 +242,17 @@ def export_mobile(
             resp = json.loads(resp_path.read_text(encoding="utf-8"))
             if not resp.get("ok"):
                 raise ExportError(f"converting {name!r} to {fmt} failed: {resp.get('error')}")
-            diff = float(resp["max_prob_diff"])
-            if quantize == "none" and not (np.isfinite(diff) and diff <= PROB_TOLERANCE):
-                raise ExportError(
-                    f"the {fmt} file disagrees with the PyTorch model on {resp['n_crops']} face crops: largest "
-                    f"probability difference {diff:.3g} > {PROB_TOLERANCE:g} (logits {resp['max_logit_diff']:.3g}); "
-                    "it was not kept"
-                )
-            from models.export import _publish
+            from models.export import publish_checked
 
-            _publish(tmp, final)
+            # fp32: gated on the probabilities the file gave in its own runtime; int8: measured, never gated.
+            publish_checked(
+                tmp,
+                final,
+                fmt,
+                lambda _: float(resp["max_prob_diff"]),
+                PROB_TOLERANCE if quantize == "none" else None,
+                what="probability",
+            )
         finally:
             tmp.unlink(missing_ok=True)
     fp32_size = sum(int(p.numel()) * 4 for p in loaded.model.state_dict().values())
@@ -397,7 +400,7 @@ def export_onnx_int8(
     Raises:
         ExportError: As ``models.export.export_model``, or the fp32 export disagrees with PyTorch.
     """
-    from models.export import ExportError, _publish, _tmp_for, crops_from_images, export_model, sample_crops
+    from models.export import ExportError, _tmp_for, crops_from_images, export_model, publish_checked, sample_crops
     from models.recognizer import preprocess_array
     from models.versions import resolve
     from models.weights import resolve_weights_dir
@@ -412,9 +415,8 @@ def export_onnx_int8(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_for(final)
     with tempfile.TemporaryDirectory(prefix="affectlab-int8-") as work:
+        # Raises ExportCheckError when the fp32 file disagrees with PyTorch (then nothing is quantised or kept).
         fp32_rep = export_model(name, "onnx", Path(work) / "fp32.onnx", weights_dir, crops=checked, opset=opset)
-        if not fp32_rep.agrees():
-            raise ExportError(f"the fp32 ONNX export disagrees with PyTorch (max |diff| {fp32_rep.max_abs_diff:.3g})")
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(fp32_rep.path)).metadata_props}
@@ -429,7 +431,7 @@ def export_onnx_int8(
                 len(spec.labels),
                 meta,
             )
-            _publish(tmp, final)
+            publish_checked(tmp, final, "onnx int8", lambda _: res["max_prob_diff"], None)  # measured, not gated
         except AffectLabError:
             raise
         except Exception as exc:
