@@ -196,14 +196,19 @@ def test_kept_review_state_equals_the_whole_study_rules(store, tmp_path, seed):
 
 
 def test_migration_fills_the_state_of_a_study_made_before_it(store_url, tmp_path):
-    """A study stored and labelled at revision 0005 (today's write path) reads the same after ``upgrade``."""
+    """A study stored and labelled at the revision before the read model (today's write path, the read model switched
+    off) reads the same after ``upgrade``."""
+    from alembic.script import ScriptDirectory
+
     from db import ingest
     from db.engine import make_engine
-    from db.migrate import upgrade
+    from db.migrate import alembic_config, upgrade
     from db.services import LabelStore
 
     engine = make_engine(store_url)
-    upgrade(engine, "0005")
+    before = ScriptDirectory.from_config(alembic_config()).get_revision("0008").down_revision
+    assert isinstance(before, str)
+    upgrade(engine, before)
     rng = random.Random(5)
     with Session(engine, info={status.OFF: True}) as s, s.begin():
         for seed in (1, 2):
