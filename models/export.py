@@ -61,19 +61,22 @@ class ExportError(AffectLabError):
 
 
 class ExportCheckError(ExportError):
-    """The written file disagrees with the PyTorch model beyond the tolerance: it was deleted, nothing was published.
+    """The written file failed its agreement check with the PyTorch model: it was deleted, nothing was published.
+
+    Raised by :func:`publish_checked` for every format; the CLI exits 2 and the Models page shows it with ``st.error``.
 
     Attributes:
-        format: The export format.
-        max_diff: The largest difference found (``inf`` when a shape differed or a value was not finite).
-        tolerance: The accepted largest difference.
+        format: The export format (``onnx``, ``torchscript``, ``litert``, ``executorch``, ``onnx int8``...).
+        max_diff: The largest difference found (``inf`` when a shape differed, ``nan`` when a value was not finite).
+        tolerance: The accepted largest difference (None for int8 files: measured, only required to be finite).
     """
 
-    def __init__(self, fmt: str, max_diff: float, tolerance: float, what: str) -> None:
+    def __init__(self, fmt: str, max_diff: float, tolerance: float | None, what: str) -> None:
         self.format, self.max_diff, self.tolerance = fmt, max_diff, tolerance
+        limit = f"> {tolerance:g}" if tolerance is not None and np.isfinite(max_diff) else "(not a finite number)"
         super().__init__(
-            f"the {fmt} file disagrees with the PyTorch model: largest {what} difference {max_diff:.3g} > "
-            f"{tolerance:g}; it was not kept. Try another format (or opset), and report the model if it persists."
+            f"the {fmt} file disagrees with the PyTorch model: largest {what} difference {max_diff:.3g} {limit}; "
+            "it was not kept. Try another format (or opset), and report the model if it persists."
         )
 
 
@@ -267,10 +270,11 @@ def publish_checked(
 ) -> float:
     """The one way every export (ONNX, TorchScript, LiteRT, ExecuTorch, int8) puts its file in place.
 
-    ``tmp`` (already written) is checked by ``check``, which returns its largest difference from the PyTorch model;
-    within ``tolerance`` the file is fsynced and renamed to ``final``, otherwise (or when the check raises) ``tmp`` is
-    deleted and ``final`` is left as it was. ``tolerance`` None: the difference is measured, not gated (int8 files,
-    which are never presented as equal).
+    ``tmp`` (already written) is checked by ``check``, which returns its largest difference from the PyTorch model
+    (computed from outputs of the file run in its own runtime). Within ``tolerance`` the file is fsynced and renamed to
+    ``final``; otherwise, or when the check raises, ``tmp`` is deleted and ``final`` is left as it was: a file that
+    failed its check is never kept. ``tolerance`` None: the difference is measured, not gated (int8 files, which are
+    never presented as equal), but it must still be finite (a file giving NaN or a wrong shape is broken).
 
     Returns:
         The largest difference.
@@ -281,7 +285,7 @@ def publish_checked(
     """
     try:
         diff = float(check(tmp))
-        if tolerance is not None and not (np.isfinite(diff) and diff <= tolerance):
+        if not np.isfinite(diff) or (tolerance is not None and diff > tolerance):
             raise ExportCheckError(fmt, diff, tolerance, what)
         _publish(tmp, final)
     finally:

@@ -244,11 +244,12 @@ def export_mobile(
                 raise ExportError(f"converting {name!r} to {fmt} failed: {resp.get('error')}")
             from models.export import publish_checked
 
-            # fp32: gated on the probabilities the file gave in its own runtime; int8: measured, never gated.
+            # fp32: gated on the probabilities the file gave in its own runtime; int8: measured, not gated (only a
+            # file giving no finite answer is refused).
             publish_checked(
                 tmp,
                 final,
-                fmt,
+                f"{fmt} int8" if quantize == "int8" else fmt,
                 lambda _: float(resp["max_prob_diff"]),
                 PROB_TOLERANCE if quantize == "none" else None,
                 what="probability",
@@ -431,7 +432,8 @@ def export_onnx_int8(
                 len(spec.labels),
                 meta,
             )
-            publish_checked(tmp, final, "onnx int8", lambda _: res["max_prob_diff"], None)  # measured, not gated
+            # Measured, not gated: only a file giving no finite answer is refused.
+            publish_checked(tmp, final, "onnx int8", lambda _: res["max_prob_diff"], None, what="probability")
         except AffectLabError:
             raise
         except Exception as exc:

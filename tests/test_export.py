@@ -9,14 +9,7 @@ import pytest
 import torch
 
 from models import cli
-from models.export import (
-    TOLERANCE,
-    ExportCheckError,
-    ExportError,
-    ExportReport,
-    export_model,
-    read_torchscript_metadata,
-)
+from models.export import TOLERANCE, ExportError, ExportReport, export_model, read_torchscript_metadata
 from models.recognizer import EmotionRecognizer, preprocess
 from models.registry import get_spec
 from models.versions import get_version, head_tensors, save_version
@@ -153,10 +146,7 @@ def test_cli_export_exits_2_and_keeps_nothing_when_the_file_disagrees(wdir, crop
         code = cli.main(["export", MODEL, "--format", fmt, "--out", str(tmp_path / name), "--weights-dir", str(wdir)])
         err = capsys.readouterr().err
         assert code == 2, (fmt, err)
-        assert "disagrees" in err and "not kept" in err and f"difference {0.5:.3g}" in err, err
-        with pytest.raises(ExportCheckError, match="largest absolute difference") as info:
-            export_model(MODEL, fmt, tmp_path / name, wdir, crops=crops[:1])  # type: ignore[arg-type]
-        assert info.value.max_diff == pytest.approx(0.5, abs=1e-4) and info.value.format == fmt
+        assert f"the {fmt} file disagrees" in err and "not kept" in err and "absolute difference 0.5 > " in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.onnx"]
     assert (tmp_path / "kept.onnx").read_bytes() == b"an earlier export"
 

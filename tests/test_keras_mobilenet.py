@@ -121,10 +121,10 @@ def test_tf_keras_parity(tmp_path: Path, state: dict[str, np.ndarray], crops: li
     assert diffs["logits"] <= PARITY and diffs["probs"] <= PARITY
     assert diffs["features"] <= FEATURE_PARITY
     assert ours_err <= 1.5 * tf_err + 1e-6
-    # This suite's writer makes files Keras reads to the same network.
-    features_b, logits_b = torch_outputs(ours, crops)
-    assert np.array_equal(tf["features_b"], tf["features_a"]) and np.array_equal(features_b, features)
-    assert np.array_equal(logits_b, logits)
+    # This suite's writer makes files Keras reads to the same network, and AffectLab reads to the same weights.
+    assert np.array_equal(tf["features_b"], tf["features_a"]) and np.array_equal(tf["logits_b"], tf["logits_a"])
+    theirs, mine = keras_state_dict(tf_file, 7), keras_state_dict(ours, 7)
+    assert theirs.keys() == mine.keys() and all(torch.equal(theirs[k], mine[k]) for k in theirs)
 
 
 @pytest.mark.parametrize("layout", ["keras2_model", "keras2_weights", "keras3_model"])
@@ -210,18 +210,21 @@ def test_runs_like_every_other_model(tmp_path: Path, state: dict[str, np.ndarray
     assert {"mobilenet_7", "mobilenet_7@test-head"} <= set(present_models(tmp_path))  # offered on the Analyze page
 
 
-def test_cli_analyze(tmp_path: Path, state: dict[str, np.ndarray], astronaut_png: Path) -> None:
+def test_cli_analyze(
+    tmp_path: Path,
+    state: dict[str, np.ndarray],
+    astronaut_png: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from models import cli
+
     import_checkpoint(write_mobilenet_h5(state, tmp_path / "m.h5"), "mobilenet_7", tmp_path, trust_unverified=True)
-    proc = subprocess.run(
-        [sys.executable, "-m", "models", "analyze", str(astronaut_png), "--json", "--model", "mobilenet_7"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-        env={**os.environ, "AFFECTLAB_WEIGHTS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout)
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(tmp_path))
+    code = cli.main(["analyze", str(astronaut_png), "--json", "--model", "mobilenet_7"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    doc = json.loads(out)
     assert doc["model"] == "mobilenet_7" and doc["labels"] == list(SPEC.labels) and doc["faces"]
     assert set(doc["faces"][0]["probs"]) == set(SPEC.labels) and doc["faces"][0]["valence"] is None
 
