@@ -4,7 +4,7 @@ Nothing here touches the label store: storing analyses and fine-tuning on a stud
 ``python -m affectlab analyze`` and ``python -m affectlab finetune`` (``affectlab/cli.py``).
 
 Exit codes: 0 success; 1 some input file failed (the others were analysed); 2 a setup problem (unknown model,
-missing weights, bad arguments, download or hash failure).
+missing weights, bad arguments, download or hash failure) or an export whose file failed its check (not kept).
 """
 
 from __future__ import annotations
