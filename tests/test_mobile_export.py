@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -76,30 +75,36 @@ def calib(crops: list[np.ndarray]) -> list[np.ndarray]:
 def exports(
     wdir: Path, crops: list[np.ndarray], calib: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, mobile_export.MobileExportReport]:
-    """One real conversion per format, shared by the tests below (each side process, two at a time).
+    """One real conversion per format, shared by the tests below.
 
     LiteRT and ExecuTorch of a fine-tuned version; int8 LiteRT and ONNX of the base model, calibrated on ``calib``.
+    Two at a time: the LiteRT files in one side process (the converter imported once), ExecuTorch then ONNX int8.
     """
     py = side_python("litert")
     side_python("executorch")
     out = tmp_path_factory.mktemp("phone")
-    jobs: dict[str, Callable[[], mobile_export.MobileExportReport]] = {
-        "litert-int8": lambda: mobile_export.export_mobile(
-            MODEL, "litert", out / "m-int8.tflite", wdir, crops=crops, quantize="int8", calibration=calib, python=py
-        ),
-        "executorch": lambda: mobile_export.export_mobile(
-            VERSION, "executorch", out / "v.pte", wdir, crops=crops, python=py
-        ),
-        "litert": lambda: mobile_export.export_mobile(
-            VERSION, "litert", out / "v.tflite", wdir, crops=crops, python=py
-        ),
-        "onnx-int8": lambda: mobile_export.export_onnx_int8(
-            MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib
-        ),
-    }
-    with ThreadPoolExecutor(2) as pool:  # the side processes wait on one core each
-        futures = {key: pool.submit(job) for key, job in jobs.items()}
-        reports = {key: f.result() for key, f in futures.items()}
+    litert_jobs = [
+        mobile_export.MobileJob(VERSION, "litert", out / "v.tflite"),
+        mobile_export.MobileJob(MODEL, "litert", out / "m-int8.tflite", quantize="int8", calibration=calib),
+    ]
+
+    def litert() -> dict[str, mobile_export.MobileExportReport]:
+        fp32, int8 = mobile_export.export_mobile_many(litert_jobs, wdir, crops=crops, python=py)
+        return {"litert": fp32, "litert-int8": int8}
+
+    def others() -> dict[str, mobile_export.MobileExportReport]:
+        return {
+            "executorch": mobile_export.export_mobile(
+                VERSION, "executorch", out / "v.pte", wdir, crops=crops, python=py
+            ),
+            "onnx-int8": mobile_export.export_onnx_int8(
+                MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib
+            ),
+        }
+
+    with ThreadPoolExecutor(2) as pool:  # each side process keeps one core busy
+        futures = [pool.submit(litert), pool.submit(others)]
+        reports = {key: rep for f in futures for key, rep in f.result().items()}
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     return reports
 
