@@ -383,14 +383,16 @@ class AnalysisService:
         known = self._stored(name, prepared)
         if known is not None:
             return known
-        session = self.session  # may raise (missing weights): nothing is claimed yet
         try:
             if prepared.kind == "video":
                 with _video_file(source, prepared) as path:
-                    return self._video(name, prepared, path, session, progress)
-            return self._image(name, prepared, session, progress)
+                    return self._video(name, prepared, path, progress)
+            return self._image(name, prepared, progress)
         except ClaimBusyError:
             raise
+        except _ModelsUnavailable as exc:  # a setup problem: the claim goes back, the run stops
+            self._release(prepared)
+            raise exc.cause from None
         except SchemaOutdatedError:
             raise
         except AffectLabError as exc:
@@ -420,10 +422,18 @@ class AnalysisService:
 
     # ------------------------------------------------------------------------------------------------ stills
 
-    def _image(self, name: str, prepared: _Bytes, session: AnalysisSession, progress: Progress | None) -> FileOutcome:
+    def _models(self) -> AnalysisSession:
+        """The models, once the file is claimed (no model loads for a file another run holds)."""
+        try:
+            return self.session
+        except AffectLabError as exc:
+            raise _ModelsUnavailable(exc) from exc
+
+    def _image(self, name: str, prepared: _Bytes, progress: Progress | None) -> FileOutcome:
         row = self.store.claim(self.study, prepared.sha256, self.claimant)
         if row is not None:  # completed by another run meanwhile
             return _skipped(name, row.id, row.kind, row.n_faces)
+        session = self._models()
         assert prepared.data is not None
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
             image = session.analyze_image(prepared.data, name, keep_crops=True)
@@ -457,9 +467,7 @@ class AnalysisService:
 
     # ------------------------------------------------------------------------------------------------ videos
 
-    def _video(
-        self, name: str, prepared: _Bytes, path: Path, session: AnalysisSession, progress: Progress | None
-    ) -> FileOutcome:
+    def _video(self, name: str, prepared: _Bytes, path: Path, progress: Progress | None) -> FileOutcome:
         """Stretch by stretch into the store, resuming a stopped run of the same bytes; then tracks and persons."""
         from models.decode import probe_video
 
@@ -476,6 +484,7 @@ class AnalysisService:
         )
         if state.status == "complete":  # completed by another run meanwhile
             return _skipped(name, state.media_id, "video", state.n_faces)
+        session = self._models()
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
             streamed = self._stream(name, prepared, path, session, state, progress)
             prepared.check_unchanged(name, rehash=True)
@@ -607,6 +616,14 @@ class AnalysisService:
             duration_s=duration,
             warnings=tuple(warnings),
         )
+
+
+class _ModelsUnavailable(Exception):
+    """The models could not be loaded (carries the :class:`AffectLabError` that says why)."""
+
+    def __init__(self, cause: AffectLabError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass

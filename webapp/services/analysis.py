@@ -92,8 +92,9 @@ def _service(
     media_dir: Path | None,
     uploaded_by: str | None,
     fps: float,
+    commit_every_s: float = 30.0,
 ) -> AnalysisService:
-    options = Options(fps=fps, uploaded_by=uploaded_by, keep_file=media_dir is not None)
+    options = Options(fps=fps, uploaded_by=uploaded_by, commit_every_s=commit_every_s, keep_file=media_dir is not None)
     return AnalysisService(store, study, load_session, options)
 
 
@@ -120,6 +121,7 @@ def analyze_files(
     uploaded_by: str | None = None,
     fps: float = 5.0,
     progress_for: Callable[[Upload], Progress] | None = None,
+    commit_every_s: float = 30.0,
 ) -> AnalysisRun:
     """The Analyze button: files the study holds complete are looked up, the others analysed (or resumed) and stored.
 
@@ -135,11 +137,12 @@ def analyze_files(
         uploaded_by: Who uploaded them.
         fps: Video sampling rate.
         progress_for: Gives the progress callback of one file to analyse, called just before it is analysed.
+        commit_every_s: Seconds of video stored per transaction (what a stopped analysis keeps).
 
     Returns:
         The stored and analysed outcomes.
     """
-    service = _service(store, study, load_session, media_dir, uploaded_by, fps)
+    service = _service(store, study, load_session, media_dir, uploaded_by, fps, commit_every_s)
     stored: list[FileOutcome] = []
     new: list[Upload] = []
     for upload in uploads:
