@@ -6,18 +6,22 @@ stay within one of them.
 
 Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
-        ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction; folders are walked for image and video
-        files; files already stored in the study (same bytes) are skipped without running the model. Videos are
-        stored every ``--commit-every`` seconds of video; a stopped run leaves the video ``partial`` and the next
-        run of the same file resumes after its last stored frame. A progress bar (seconds of video, time left) goes
-        to stderr when it is a terminal.
+        ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction, through the analysis service the web app
+        uses too (:mod:`affectlab.analysis`); folders are walked for image and video files; files already stored in
+        the study (same bytes) are skipped without running the model. Videos are stored every ``--commit-every``
+        seconds of video; a stopped run leaves the video ``partial`` and the next run of the same file resumes after
+        its last stored frame. A file another run is analysing (another ``affectlab analyze``, a worker, the web
+        app) is waited for at the end, then resumed if that run died or reported as stored; copies of one file in a
+        batch are analysed once. A file that changes while it is read is left ``partial`` (exit 1). A progress bar
+        (seconds of video, time left) goes to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
 ``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`affectlab.settings`).
 
 Exit codes: 0 success; 1 some input file failed (the others were stored), or too few corrections to fine-tune;
-2 a setup problem (unknown model, missing weights, database not migrated, bad arguments).
+2 a setup problem (unknown model, missing weights, database not migrated, bad arguments), alike with or without
+``--workers``.
 """
 
 from __future__ import annotations

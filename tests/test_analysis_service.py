@@ -79,6 +79,7 @@ def test_the_app_resumes_a_partial_recording_and_stores_nothing_twice(
             load_session=lambda: session,
             media_dir=tmp_path / "media",
             commit_every_s=2.0,
+            fps=2.0,
         )
 
     straight = analyse("straight")
@@ -136,7 +137,7 @@ def _env(url: str, weights: Path, data: Path) -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "affectlab", "analyze", *args, "--fps", "5", "--commit-every", "1", "--no-progress"]
+    return [sys.executable, "-m", "affectlab", "analyze", *args, "--fps", "2", "--commit-every", "1", "--no-progress"]
 
 
 WEB = """
@@ -150,7 +151,7 @@ store = LabelStore(url, data_dir=Path(data))
 run = analyze_files(
     [Upload("upload.mp4", Path(video).read_bytes())], study="s", store=store,
     load_session=lambda: AnalysisSession.open("enet_b0_8_best_vgaf", weights, backend="onnx"),
-    media_dir=Path(data) / "media", commit_every_s=1.0,
+    media_dir=Path(data) / "media", commit_every_s=1.0, fps=2.0,
 )
 print(json.dumps([[o.status, o.error] for o in (*run.stored, *run.analysed)]))
 """
@@ -197,13 +198,12 @@ def test_two_clis_and_the_app_at_once_store_every_face_once(
         (media,) = store.media("s")
         assert media.analysis_status == "complete" and _claims(store) == 0
         faces = _faces(store, "s")
-        assert len(faces) > 60
+        assert len(faces) > 24
         twice = [k for k, n in Counter((f, b) for f, b, _ in faces).items() if n > 1]
         assert twice == [], f"faces stored twice: {twice[:5]}"
         assert all(t is not None for _, _, t in faces), "every face in a track"
-        assert outs[0].count("skipped, already stored") + outs[1].count("skipped, already stored") >= 1 + (
-            web[0] != "skipped"
-        ) - (web[0] == "busy")
+        analysed = outs[0].count("frames analysed") + outs[1].count("frames analysed") + (web[0] == "stored")
+        assert analysed == 1, ("one run analysed the file, the others waited or were told it was busy", outs)
     finally:
         store.close()
 
