@@ -29,23 +29,32 @@ problems (the store not migrated or unreachable, the models missing) do raise.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from affectlab.analysis_types import (
+    FileChangedError,
+    FileOutcome,
+    Options,
+    Prepared,
+    Progress,
+    Source,
+    Status,
+    TimeLeft,
+    media_info,
+    prepare,
+    setup_message,
+    video_file,
+)
 from db.claims import HEARTBEAT_S, Claimant, ClaimBusyError
-from db.codecs import sha256_bytes, sha256_source
 from db.errors import SchemaOutdatedError
-from db.ingest import MediaInfo
-from db.media_files import media_suffix
 from db.resumable import AnalysisState
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError
@@ -53,202 +62,23 @@ from models.errors import AffectLabError, BadInputError
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
     from models.decode import VideoInfo
-    from models.pipeline import ImageAnalysis
     from models.tracking import Track
     from models.video import VideoChunk
 
 log = logging.getLogger(__name__)
 
-Status = Literal["stored", "skipped", "busy", "failed"]
-"""``stored``: analysed by this run (new or resumed); ``skipped``: the study held it complete, nothing ran;
-``busy``: another live run is analysing it; ``failed``: it could not be analysed (``error`` says why)."""
-
-Progress = Callable[[float, float | None], None]
-"""Called as ``progress(seconds_done, duration_or_None)`` as a video's analysis goes (not for stills)."""
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What analysing one file into a study did.
-
-    Attributes:
-        file: The file's name as given.
-        status: See :data:`Status`.
-        kind: ``image``, ``video`` or ``unknown`` (failed before its kind was known).
-        media_id: The media item (also of a skipped or a failed partial video), None otherwise.
-        n_faces: Faces the media item holds (this run's and earlier runs').
-        new: Whether this run created the media item.
-        faces_new: Faces this run stored.
-        faces_reused: Faces found stored already (a still stored again: another model's prediction joins them).
-        predictions_new: Predictions this run stored.
-        predictions_existing: Predictions found stored already.
-        tracks: Tracks stored by this run.
-        persons: Persons (tracks joined) of a video this run completed.
-        crops_stored: Crops this run stored.
-        features_stored: Features this run stored.
-        resumed_from_s: For a video whose stopped analysis this run resumed: the time it resumed after.
-        frames_analyzed: For a video: the sampled frames this run analysed.
-        duration_s: A video's duration.
-        error: Why the file failed or is busy, else None.
-        warnings: Problems that did not stop the analysis (damaged data, no engagement, a resumed run).
-    """
-
-    file: str
-    status: Status
-    kind: str = "unknown"
-    media_id: int | None = None
-    n_faces: int = 0
-    new: bool = False
-    faces_new: int = 0
-    faces_reused: int = 0
-    predictions_new: int = 0
-    predictions_existing: int = 0
-    tracks: int = 0
-    persons: int = 0
-    crops_stored: int = 0
-    features_stored: int = 0
-    resumed_from_s: float | None = None
-    frames_analyzed: int | None = None
-    duration_s: float | None = None
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Source:
-    """A file to analyse: on disk (``path``) or in memory (``data``, an upload).
-
-    Attributes:
-        name: Its name as the user gave it (kept as data; stored as a base name).
-        path: The file, or None.
-        data: Its bytes, or None.
-        sha256: The hex sha256 of ``data`` when the caller computed it already (an upload's, computed once).
-    """
-
-    name: str
-    path: Path | None = None
-    data: bytes | None = None
-    sha256: str | None = None
-
-    @classmethod
-    def file(cls, path: Path | str) -> Source:
-        """A file on disk, named as given."""
-        return cls(str(path), path=Path(path))
-
-
-@dataclass(frozen=True)
-class Options:
-    """How files are analysed and stored.
-
-    Attributes:
-        fps: Video sampling rate (0: every frame).
-        uploaded_by: Who ran the analysis (stored with each media item).
-        commit_every_s: Seconds of video stored per transaction (a stopped run resumes from the last one).
-        keep_file: Keep the file in the store (thumbnails, boxes and the player need it; never in the features-only
-            mode).
-        wait: Wait for a file another live run is analysing (then resume it or return its result) instead of
-            returning ``busy``.
-        poll_s: Seconds between two looks at such a file's claim.
-    """
-
-    fps: float = 5.0
-    uploaded_by: str | None = None
-    commit_every_s: float = 30.0
-    keep_file: bool = True
-    wait: bool = False
-    poll_s: float = 1.0
-
-
-class FileChangedError(BadInputError):
-    """The file changed while it was analysed: what was read is not what was hashed."""
-
-    def __init__(self, name: str, was: tuple[int, int], now: tuple[int, int] | None) -> None:
-        how = "was removed" if now is None else f"was {was[0]} bytes, now {now[0]}"
-        super().__init__(
-            name,
-            f"changed while it was analysed ({how}): left partial, not marked complete; analyse it again once it "
-            "no longer changes (the same bytes resume where this run stopped)",
-        )
-
-
-def setup_message(exc: BaseException, database_url: str) -> str | None:
-    """The one-line message of a setup problem that stops a whole run (models, store), None for any other error.
-
-    Used alike by ``affectlab analyze`` alone and by its workers, so both say the same and exit with the same code.
-    """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if isinstance(exc, AffectLabError):
-        return str(exc)
-    if not isinstance(exc, SQLAlchemyError):
-        return None
-    from db.engine import safe_url
-
-    try:
-        where = safe_url(database_url)
-    except Exception:  # not a URL at all
-        where = "DATABASE_URL"
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"database {where}: {detail}; check DATABASE_URL, then run `python -m db upgrade`"
-
-
-def media_info(result: ImageAnalysis | VideoInfo) -> MediaInfo:
-    """The stored description of an analysed still or a probed video."""
-    from models.pipeline import ImageAnalysis
-
-    if isinstance(result, ImageAnalysis):
-        return MediaInfo(kind="image", width=result.width, height=result.height)
-    return MediaInfo(kind="video", width=result.width, height=result.height, duration_s=result.duration, fps=result.fps)
-
-
-class TimeLeft:
-    """Progress text with the time left, from the pace of this run so far (resumed runs start their clock anew)."""
-
-    def __init__(self) -> None:
-        """Starts the clock."""
-        self._start: tuple[float, float] | None = None
-
-    def text(self, done: float, duration: float) -> str:
-        """``"12.0 of 3600.0 s analysed, about 41 min left"`` (no estimate before the pace is known)."""
-        now = time.monotonic()
-        if self._start is None:
-            self._start = (now, done)
-            return f"{done:.1f} of {duration:.1f} s analysed"
-        t0, d0 = self._start
-        rate = (done - d0) / (now - t0) if now > t0 else 0.0
-        if rate <= 0:
-            return f"{done:.1f} of {duration:.1f} s analysed"
-        left = max(0.0, duration - done) / rate
-        when = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
-        return f"{done:.1f} of {duration:.1f} s analysed, about {when} left"
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-@dataclass(frozen=True)
-class _Bytes:
-    """A source made ready: its kind, hash and the file the decoder reads (a still's bytes, read once)."""
-
-    kind: str
-    sha256: str
-    size: int
-    path: Path | None
-    data: bytes | None
-    stamp: tuple[int, int] | None
-
-    def check_unchanged(self, name: str, *, rehash: bool = False) -> None:
-        """Raises :class:`FileChangedError` when the file on disk is no longer the one hashed."""
-        if self.stamp is None or self.path is None:
-            return
-        now = _stamp(self.path)
-        if now != self.stamp or (rehash and sha256_source(self.path)[0] != self.sha256):
-            raise FileChangedError(name, self.stamp, now)
+__all__ = [
+    "AnalysisService",
+    "FileChangedError",
+    "FileOutcome",
+    "Options",
+    "Progress",
+    "Source",
+    "Status",
+    "TimeLeft",
+    "media_info",
+    "setup_message",
+]
 
 
 class AnalysisService:
@@ -286,30 +116,6 @@ class AnalysisService:
 
     # ------------------------------------------------------------------------------------------------ files
 
-    def analyze_all(
-        self,
-        sources: Sequence[Source],
-        *,
-        progress_for: Callable[[Source], Progress | None] | None = None,
-        on_outcome: Callable[[FileOutcome], None] | None = None,
-    ) -> list[FileOutcome]:
-        """Analyses files one by one, in order; with ``Options.wait``, busy files are waited for at the end.
-
-        Returns:
-            One outcome per source, in order.
-        """
-        outcomes: list[FileOutcome | None] = [None] * len(sources)
-        rounds = [False, True] if self.options.wait else [False]
-        for wait in rounds:
-            for i, src in enumerate(sources):
-                if outcomes[i] is not None and outcomes[i].status != "busy":  # type: ignore[union-attr]
-                    continue
-                got = self.analyze(src, progress=progress_for(src) if progress_for else None, wait=wait)
-                outcomes[i] = got
-                if on_outcome is not None and (got.status != "busy" or wait or not self.options.wait):
-                    on_outcome(got)
-        return [o for o in outcomes if o is not None]
-
     def analyze(self, source: Source, *, progress: Progress | None = None, wait: bool | None = None) -> FileOutcome:
         """Analyses one file into the study: skipped, resumed or analysed as the store says (see the module).
 
@@ -323,7 +129,7 @@ class AnalysisService:
         """
         name = source.name
         try:
-            prepared = self._prepare(source)
+            prepared = prepare(source)
         except BadInputError as exc:
             return FileOutcome(name, "failed", error=exc.reason)
         wait = self.options.wait if wait is None else wait
@@ -336,56 +142,28 @@ class AnalysisService:
                 log.info("%s: %s; waiting", name, exc)
                 time.sleep(self.options.poll_s)
 
-    def _prepare(self, source: Source) -> _Bytes:
-        """Its kind and hash; a still's bytes read once (the bytes analysed are the bytes hashed)."""
-        from models.decode import VIDEO_SUFFIXES, looks_like_video
-
-        name = source.name
-        if source.data is not None:
-            if not source.data:
-                raise BadInputError(name, "empty file")
-            kind = _kind_of_bytes(name, source.data)
-            digest = source.sha256 or sha256_bytes(source.data)
-            return _Bytes(kind, digest, len(source.data), None, source.data, None)
-        path = source.path or Path(name)
-        if not path.is_file():
-            raise BadInputError(name, "is a directory" if path.is_dir() else "no such file")
-        try:
-            if path.stat().st_size == 0:
-                raise BadInputError(name, "empty file")
-            if not (path.suffix.lower() in VIDEO_SUFFIXES or looks_like_video(path)):
-                data = path.read_bytes()
-                return _Bytes("image", sha256_bytes(data), len(data), None, data, None)
-            before = _stamp(path)
-            digest, size = sha256_source(path)  # in blocks: a long recording is not read into memory
-        except OSError as exc:
-            raise BadInputError(name, f"cannot be read ({exc.strerror or exc})") from None
-        got = _Bytes("video", digest, size, path, None, before)
-        got.check_unchanged(name)  # it changed while it was hashed
-        return got
-
     def stored(self, source: Source) -> FileOutcome | None:
         """The ``skipped`` outcome of a file the study holds complete (no model runs), else None."""
         try:
-            prepared = self._prepare(source)
+            prepared = prepare(source)
         except BadInputError:
             return None
         return self._stored(source.name, prepared)
 
-    def _stored(self, name: str, prepared: _Bytes) -> FileOutcome | None:
+    def _stored(self, name: str, prepared: Prepared) -> FileOutcome | None:
         existing = self.store.media_by_sha256(self.study, prepared.sha256)
         if existing is not None and existing.analysis_status == "complete":
             return _skipped(name, existing.id, existing.kind, existing.n_faces)
         return None
 
-    def _analyze(self, source: Source, prepared: _Bytes, progress: Progress | None) -> FileOutcome:
+    def _analyze(self, source: Source, prepared: Prepared, progress: Progress | None) -> FileOutcome:
         name = source.name
         known = self._stored(name, prepared)
         if known is not None:
             return known
         try:
             if prepared.kind == "video":
-                with _video_file(source, prepared) as path:
+                with video_file(source, prepared) as path:
                     return self._video(name, prepared, path, progress)
             return self._image(name, prepared, progress)
         except ClaimBusyError:
@@ -414,7 +192,7 @@ class AnalysisService:
             self._release(prepared)
             raise
 
-    def _release(self, prepared: _Bytes) -> None:
+    def _release(self, prepared: Prepared) -> None:
         try:
             self.store.release_claim(self.study, prepared.sha256, self.claimant)
         except Exception:  # the claim then goes stale; the next run takes it over
@@ -429,7 +207,7 @@ class AnalysisService:
         except AffectLabError as exc:
             raise _ModelsUnavailable(exc) from exc
 
-    def _image(self, name: str, prepared: _Bytes, progress: Progress | None) -> FileOutcome:
+    def _image(self, name: str, prepared: Prepared, progress: Progress | None) -> FileOutcome:
         row = self.store.claim(self.study, prepared.sha256, self.claimant)
         if row is not None:  # completed by another run meanwhile
             return _skipped(name, row.id, row.kind, row.n_faces)
@@ -467,7 +245,7 @@ class AnalysisService:
 
     # ------------------------------------------------------------------------------------------------ videos
 
-    def _video(self, name: str, prepared: _Bytes, path: Path, progress: Progress | None) -> FileOutcome:
+    def _video(self, name: str, prepared: Prepared, path: Path, progress: Progress | None) -> FileOutcome:
         """Stretch by stretch into the store, resuming a stopped run of the same bytes; then tracks and persons."""
         from models.decode import probe_video
 
@@ -493,7 +271,7 @@ class AnalysisService:
     def _stream(
         self,
         name: str,
-        prepared: _Bytes,
+        prepared: Prepared,
         path: Path,
         session: AnalysisSession,
         state: AnalysisState,
@@ -542,7 +320,7 @@ class AnalysisService:
     def _finish(
         self,
         name: str,
-        prepared: _Bytes,
+        prepared: Prepared,
         session: AnalysisSession,
         state: AnalysisState,
         probe: VideoInfo,
@@ -639,34 +417,6 @@ class _Streamed:
 
 def _skipped(name: str, media_id: int, kind: str, n_faces: int) -> FileOutcome:
     return FileOutcome(name, "skipped", kind=kind, media_id=media_id, n_faces=n_faces)
-
-
-def _kind_of_bytes(name: str, data: bytes) -> str:
-    """``video`` or ``image`` of an upload, by the suffix (a GIF is probed: animated = video)."""
-    from models.decode import VIDEO_SUFFIXES, is_video
-
-    suffix = Path(name).suffix.lower()
-    if suffix == ".gif":
-        with tempfile.NamedTemporaryFile(suffix=".gif") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            return "video" if is_video(tmp.name) else "image"
-    return "video" if suffix in VIDEO_SUFFIXES else "image"
-
-
-@contextmanager
-def _video_file(source: Source, prepared: _Bytes) -> Iterator[Path]:
-    """The file the decoder reads: the source's own, or an upload's bytes written to a private temporary file."""
-    if prepared.path is not None:
-        yield prepared.path
-        return
-    assert prepared.data is not None
-    with tempfile.TemporaryDirectory(prefix="affectlab-video-") as tmp:
-        path = Path(tmp) / f"upload{media_suffix(source.name) or '.bin'}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(prepared.data)
-        yield path
 
 
 @contextmanager

@@ -111,8 +111,10 @@ class Worker:
         self.job = job
         self.setup_error: str | None = None
         self.service: AnalysisService | None = None
-        settings = Settings.from_env()
+        url = job.env.get("DATABASE_URL", "")
         try:
+            settings = Settings.from_env()
+            url = settings.database_url
             session = AnalysisSession.open(
                 job.model,
                 job.weights_dir,
@@ -122,10 +124,8 @@ class Worker:
             )
             store = LabelStore.from_settings(settings)
             self.service = AnalysisService(store, job.study, lambda: session, job.options)
-        except Exception as exc:
-            self.setup_error = setup_message(exc, settings.database_url)
-            if self.setup_error is None:
-                raise
+        except Exception as exc:  # the driver reports it and stops the run, as a run without workers would
+            self.setup_error = setup_message(exc, url) or f"a worker could not start ({type(exc).__name__}: {exc})"
 
     def run(self, path: str, wait: bool = False) -> Reply:
         """Analyses and stores one file; a bad file is an outcome, a setup problem a ``setup`` reply."""
