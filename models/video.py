@@ -413,6 +413,20 @@ class _Analyzer:
         self._track([frames[i] for i in order], [rows[i] for i in order])
 
 
+def _sequences(results: Sequence[FaceResult]) -> Callable[[Track], tuple[np.ndarray, list[float]]]:
+    """Reads one track's features and times from faces held in memory (``track`` set on each)."""
+    by_track: dict[int, list[FaceResult]] = {}
+    for r in results:
+        by_track.setdefault(int(r.track or 0), []).append(r)
+
+    def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
+        rs = by_track.get(t.track, [])
+        feats = np.stack([r.prediction.features for r in rs]) if rs else np.zeros((0, 0), np.float32)
+        return feats, [float(r.time_s or 0.0) for r in rs]
+
+    return sequence
+
+
 def analyze_video(
     path: str | Path,
     name: str | None,
@@ -458,18 +472,9 @@ def analyze_video(
         if progress is not None:
             progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
     tracks = analyzer.tracker.tracks()
-    by_track: dict[int, list[FaceResult]] = {}
-    for r in analyzer.results:
-        by_track.setdefault(int(r.track or 0), []).append(r)
-
-    def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
-        rs = by_track.get(t.track, [])
-        feats = np.stack([r.prediction.features for r in rs]) if rs else np.zeros((0, 0), np.float32)
-        return feats, [float(r.time_s or 0.0) for r in rs]
-
     scored = score_tracks(
         tracks,
-        sequence,
+        _sequences(analyzer.results),
         engagement,
         recognizer.spec.name,
         recognizer.spec.feature_dim,
