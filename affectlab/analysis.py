@@ -165,7 +165,7 @@ class AnalysisService:
             if prepared.kind == "video":
                 with video_file(source, prepared) as path:
                     return self._video(name, prepared, path, progress)
-            return self._image(name, prepared, progress)
+            return self._image(name, prepared)
         except ClaimBusyError:
             raise
         except _ModelsUnavailable as exc:  # a setup problem: the claim goes back, the run stops
@@ -176,8 +176,7 @@ class AnalysisService:
         except AffectLabError as exc:
             self._release(prepared)
             reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
-            media = self.store.media_by_sha256(self.study, prepared.sha256)
-            return FileOutcome(name, "failed", kind=prepared.kind, media_id=media.id if media else None, error=reason)
+            return FileOutcome(name, "failed", kind=prepared.kind, media_id=self._media_id(prepared), error=reason)
         except Exception as exc:
             self._release(prepared)
             from sqlalchemy.exc import SQLAlchemyError
@@ -191,6 +190,14 @@ class AnalysisService:
         except BaseException:  # stopped (Ctrl-C, a page's rerun): the claim goes, the stored stretches stay
             self._release(prepared)
             raise
+
+    def _media_id(self, prepared: Prepared) -> int | None:
+        """The media item of a failed file (a partial video's), None when there is none or the store cannot say."""
+        try:
+            media = self.store.media_by_sha256(self.study, prepared.sha256)
+        except Exception:  # the store is what failed: the outcome goes without the id
+            return None
+        return media.id if media is not None else None
 
     def _release(self, prepared: Prepared) -> None:
         try:
@@ -207,7 +214,7 @@ class AnalysisService:
         except AffectLabError as exc:
             raise _ModelsUnavailable(exc) from exc
 
-    def _image(self, name: str, prepared: Prepared, progress: Progress | None) -> FileOutcome:
+    def _image(self, name: str, prepared: Prepared) -> FileOutcome:
         row = self.store.claim(self.study, prepared.sha256, self.claimant)
         if row is not None:  # completed by another run meanwhile
             return _skipped(name, row.id, row.kind, row.n_faces)
