@@ -135,8 +135,9 @@ def _env(url: str, weights: Path, data: Path) -> dict[str, str]:
     return env
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "affectlab", "analyze", *args, "--fps", "2", "--commit-every", "1", "--no-progress"]
+def _cli(*args: str, fps: str = "2") -> list[str]:
+    """``affectlab analyze``, storing every second of video (at least 16 sampled frames: 8 s at 2 fps, 3.2 s at 5)."""
+    return [sys.executable, "-m", "affectlab", "analyze", *args, "--fps", fps, "--commit-every", "1", "--no-progress"]
 
 
 WEB = """
@@ -225,7 +226,10 @@ def test_a_file_truncated_mid_run_is_left_partial_then_resumed(
     url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
     LabelStore(url).upgrade()
     env = _env(url, exported_weights, tmp_path / "data")
-    straight = subprocess.run(_cli(str(class_video), "--study", "straight"), env=env, cwd=ROOT, capture_output=True)
+    # 5 fps: four stretches, so that the cut comes while the run goes on
+    straight = subprocess.run(
+        _cli(str(class_video), "--study", "straight", fps="5"), env=env, cwd=ROOT, capture_output=True
+    )
     assert straight.returncode == 0, straight.stderr
     video = tmp_path / "copying.mp4"
     whole = class_video.read_bytes()
@@ -251,7 +255,9 @@ def test_a_file_truncated_mid_run_is_left_partial_then_resumed(
         assert _claims(store) == 0
 
         video.write_bytes(whole)  # the copy finished: the same bytes resume
-        again = subprocess.run(_cli(str(video), "--study", "s"), env=env, cwd=ROOT, capture_output=True, text=True)
+        again = subprocess.run(
+            _cli(str(video), "--study", "s", fps="5"), env=env, cwd=ROOT, capture_output=True, text=True
+        )
         assert again.returncode == 0, again.stderr
         assert "resumed after" in again.stdout
         assert store.media("s")[0].analysis_status == "complete"
@@ -298,7 +304,7 @@ def test_killed_workers_and_driver(
     folder.mkdir()
     for p in (class_video, multi_face_jpg, single_face_jpg):
         shutil.copy(p, folder / p.name)
-    args = _cli(str(folder), "--study", "s", "--workers", "2")
+    args = _cli(str(folder), "--study", "s", "--workers", "2", fps="5")  # four stretches: time to kill between
     store = LabelStore(url)
     try:
         # A worker killed (as the OOM killer does) mid-video: its file fails with the reason, the others are stored.
