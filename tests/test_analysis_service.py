@@ -237,7 +237,7 @@ def test_a_file_truncated_mid_run_is_left_partial_then_resumed(
     store = LabelStore(url)
     try:
         proc = subprocess.Popen(
-            _cli(str(video), "--study", "s"),
+            _cli(str(video), "--study", "s", fps="5"),
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
