@@ -22,7 +22,8 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import repo, status
+from db import claims, repo, status
+from db.claims import Claimant
 from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
@@ -112,17 +113,27 @@ def begin_video(
     info: MediaInfo,
     uploaded_by: str | None,
     recut_crops: bool = False,
+    claimant: Claimant | None = None,
 ) -> AnalysisState:
     """The media row of a video about to be analysed: created ``partial`` when new, else as it stands.
 
     ``recut_crops``: the store keeps the file, so a new video stores no crop (unless the study keeps video crops).
+    With a ``claimant``, the video is claimed for it in this transaction (:mod:`db.claims`; the claim is released at
+    once when the video is complete already).
 
     Returns:
         Its state: ``complete`` (nothing to do), or ``partial`` with the resume point of a stopped run.
+
+    Raises:
+        ClaimBusyError: Another live run is analysing the same bytes into the study.
     """
     st = _study(session, study)
+    if claimant is not None:
+        claims.take(session, st.id, sha256, claimant)
     media = session.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
     if media is not None:
+        if claimant is not None and media.analysis_status == "complete":
+            claims.release(session, st.id, sha256, claimant)
         return _state(session, media, created=False)
     media = Media(
         study_id=st.id,
@@ -153,6 +164,7 @@ def store_chunk(
     samples: int,
     store_crops: bool,
     feature_codec: str = FEATURES_U8,
+    claimant: Claimant | None = None,
 ) -> tuple[int, int, int]:
     """Stores one stretch of a partial video's faces (without track) and moves its resume point.
 
@@ -161,8 +173,11 @@ def store_chunk(
 
     Raises:
         AnalysisStateError: The media item's analysis is complete (it was finished meanwhile).
+        ClaimLostError: ``claimant`` no longer holds the video's claim (another run took it over).
     """
     media = repo.get_row(session, Media, media_id, "media")
+    if claimant is not None:
+        claims.check(session, media.study_id, media.sha256, claimant)
     if media.analysis_status != "partial":
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: list[tuple[FaceIn, Face]] = []
@@ -253,8 +268,11 @@ def finish_video(
     fps: float | None,
     width: int | None,
     height: int | None,
+    claimant: Claimant | None = None,
 ) -> int:
     """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
+
+    With a ``claimant``, checks that it still holds the video's claim, and releases the claim.
 
     Args:
         session: The caller's session.
@@ -265,11 +283,18 @@ def finish_video(
         fps: Its average frame rate.
         width: Upright frame width.
         height: Upright frame height.
+        claimant: The run holding the claim, if any.
 
     Returns:
         Tracks stored.
+
+    Raises:
+        ClaimLostError: ``claimant`` no longer holds the video's claim.
     """
     media = repo.get_row(session, Media, media_id, "media")
+    if claimant is not None:
+        claims.check(session, media.study_id, media.sha256, claimant)
+        claims.release(session, media.study_id, media.sha256, claimant)
     if media.analysis_status != "partial":
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: dict[int, Track] = {}

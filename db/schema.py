@@ -511,3 +511,27 @@ class StudyTally(Base):
     s3: Mapped[float] = mapped_column(Float)
     s4: Mapped[float] = mapped_column(Float)
     s5: Mapped[float] = mapped_column(Float)
+
+
+class AnalysisClaim(Base):
+    """Which run is analysing a file into a study now: one analysis per media item at a time (:mod:`db.claims`).
+
+    Keyed by the file's bytes (study and sha256), not by the media row, so that a still image, whose media row is
+    written only with its faces, is claimed like a video. The row lives while the run works and is deleted in the
+    transaction that completes the media item (or when the run gives up); a row whose owner stopped beating (a killed
+    process) may be taken over by the next run.
+    """
+
+    __tablename__ = "analysis_claims"
+    __table_args__ = (UniqueConstraint("study_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(200))
+    """The run holding the claim: ``host:pid:token`` (a token per run, so two runs of one process differ)."""
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """Last sign of life of the owner; older than :data:`db.claims.STALE_S`, the claim may be taken over."""

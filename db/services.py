@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from affectlab.settings import Settings
 from db import (
     analysis_file,
+    claims,
     classroom,
     codecs,
     compact,
@@ -55,6 +56,7 @@ from db import (
     segments,
     status,
 )
+from db.claims import Claimant
 from db.classroom import ClassTables
 from db.engine import is_retryable, make_engine, read_only, session_factory
 from db.errors import StoreBusyError
@@ -73,7 +75,7 @@ from db.rows import (
     StudyStats,
     TrackRow,
 )
-from db.schema import Media, Track
+from db.schema import Media, Study, Track
 from db.segments import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -275,8 +277,9 @@ class LabelStore:
         model_version: str | None = None,
         keep_file: bool = False,
         sha256: str | None = None,
+        claimant: Claimant | None = None,
     ) -> IngestReport:
-        """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`).
+        """Stores an analysed file with its in-memory results (see :func:`db.ingest.store_files`).
 
         Args:
             study: The study (created when new).
@@ -291,6 +294,11 @@ class LabelStore:
                 written atomically inside the transaction: a failed insert keeps no new file). Ignored in the
                 features-only privacy mode (``store_crops=False``), which keeps no media file.
             sha256: The bytes' hex sha256 when the caller has it already.
+            claimant: The run that claimed the file (:meth:`claim`): the claim is checked and released in the
+                storing transaction.
+
+        Raises:
+            ClaimLostError: ``claimant`` no longer holds the file's claim; nothing was stored.
         """
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         # Hashing and encoding the crops happen here, before the write transaction: the lock is held for inserts only.
@@ -307,9 +315,13 @@ class LabelStore:
         written: list[Path] = []
 
         def work(s: Session) -> IngestReport:
+            st = repo.get_or_create_study(s, study)
+            if claimant is not None:
+                claims.check(s, st.id, item.sha256, claimant)
+                claims.release(s, st.id, item.sha256, claimant)
             rep = ingest.store_files(
                 s,
-                study,
+                st,
                 [item],
                 uploaded_by=uploaded_by,
                 store_crops=self.store_crops,
@@ -334,6 +346,7 @@ class LabelStore:
         uploaded_by: str | None = None,
         keep_file: bool = False,
         sha256: str | None = None,
+        claimant: Claimant | None = None,
     ) -> resumable.AnalysisState:
         """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
 
@@ -346,9 +359,13 @@ class LabelStore:
             uploaded_by: Who analysed it.
             keep_file: Also keep the file itself (see :meth:`ingest_results`).
             sha256: The bytes' hex sha256 when the caller has it already.
+            claimant: The run analysing it: the video is claimed for it in the same transaction (:mod:`db.claims`).
 
         Returns:
             Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
+
+        Raises:
+            ClaimBusyError: Another live run is analysing the same bytes into the study.
         """
         data: bytes | Path = source if isinstance(source, bytes) else Path(source)
         if sha256 is not None:
@@ -367,6 +384,7 @@ class LabelStore:
                 info=media_info,
                 uploaded_by=uploaded_by,
                 recut_crops=keep_file and self.store_crops,
+                claimant=claimant,
             )
             if keep_file and state.status == "partial":
                 self._keep_file(s, state.media_id, data, written)
@@ -401,8 +419,11 @@ class LabelStore:
         until_frame: int,
         samples: int,
         model_version: str | None = None,
+        claimant: Claimant | None = None,
     ) -> tuple[int, int, int]:
         """Stores one stretch of a partial video's faces with its resume point, in one transaction.
+
+        With a ``claimant``, first checks that it still holds the video's claim (else :class:`ClaimLostError`).
 
         Returns:
             Faces, crops and features stored.
@@ -420,6 +441,7 @@ class LabelStore:
                 samples=samples,
                 store_crops=keep,
                 feature_codec=self.feature_codec,
+                claimant=claimant,
             )
         )
 
@@ -441,13 +463,64 @@ class LabelStore:
         fps: float | None,
         width: int | None,
         height: int | None,
+        claimant: Claimant | None = None,
     ) -> int:
-        """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction)."""
+        """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction).
+
+        With a ``claimant``, checks that it still holds the video's claim and releases it in that transaction.
+        """
         return self.transaction(
             lambda s: resumable.finish_video(
-                s, media_id, face_tracks, list(tracks), duration_s=duration_s, fps=fps, width=width, height=height
+                s,
+                media_id,
+                face_tracks,
+                list(tracks),
+                duration_s=duration_s,
+                fps=fps,
+                width=width,
+                height=height,
+                claimant=claimant,
             )
         )
+
+    def claim(self, study: str, sha256: str, claimant: Claimant) -> MediaRow | None:
+        """Claims the bytes ``sha256`` in ``study`` for ``claimant`` unless the study holds them complete.
+
+        Returns:
+            The complete media item (no claim is then taken), else None: the bytes are claimed.
+
+        Raises:
+            ClaimBusyError: Another live run is analysing the same bytes into the study.
+        """
+
+        def work(s: Session) -> MediaRow | None:
+            st = repo.get_or_create_study(s, study)
+            claims.take(s, st.id, sha256, claimant)
+            row = repo.media_by_sha256(s, study, sha256)
+            if row is not None and row.analysis_status == "complete":
+                claims.release(s, st.id, sha256, claimant)
+                return row
+            return None
+
+        return self.transaction(work)
+
+    def heartbeat(self, study: str, sha256: str, claimant: Claimant) -> None:
+        """Tells that ``claimant`` still works on its claim (see :data:`db.claims.HEARTBEAT_S`).
+
+        Raises:
+            ClaimLostError: The claim was taken over.
+        """
+        self.transaction(lambda s: claims.check(s, repo.get_study(s, study).id, sha256, claimant))
+
+    def release_claim(self, study: str, sha256: str, claimant: Claimant) -> None:
+        """Gives up ``claimant``'s claim on the bytes (a claim another run took over stays)."""
+
+        def work(s: Session) -> None:
+            st = s.scalar(select(Study).where(Study.name == study))
+            if st is not None:
+                claims.release(s, st.id, sha256, claimant)
+
+        self.transaction(work)
 
     def media_path(self, media_id: int) -> Path | None:
         """The kept file of a media item, None when none is kept (features-only mode, deleted, or never kept).

@@ -26,17 +26,12 @@ import numpy as np
 
 from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.decode import DecodedFrame, FrameReader, ResumePoint, prefetch
-from models.engagement import (
-    EngagementModel,
-    EngagementResult,
-    EngagementStatus,
-    engagement_note,
-    engagement_status,
-)
+from models.engagement import EngagementModel, EngagementResult, EngagementStatus
 from models.faces import FaceDetector, crop_face
 from models.persons import PersonConfig, TrackProfile, link_tracks, profile_of, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
+from models.track_results import score_tracks
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
 from models.types import EmotionPrediction, Face, FaceResult, TrackResult
 
@@ -418,6 +413,20 @@ class _Analyzer:
         self._track([frames[i] for i in order], [rows[i] for i in order])
 
 
+def _sequences(results: Sequence[FaceResult]) -> Callable[[Track], tuple[np.ndarray, list[float]]]:
+    """Reads one track's features and times from faces held in memory (``track`` set on each)."""
+    by_track: dict[int, list[FaceResult]] = {}
+    for r in results:
+        by_track.setdefault(int(r.track or 0), []).append(r)
+
+    def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
+        rs = by_track.get(t.track, [])
+        feats = np.stack([r.prediction.features for r in rs]) if rs else np.zeros((0, 0), np.float32)
+        return feats, [float(r.time_s or 0.0) for r in rs]
+
+    return sequence
+
+
 def analyze_video(
     path: str | Path,
     name: str | None,
@@ -463,23 +472,16 @@ def analyze_video(
         if progress is not None:
             progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
     tracks = analyzer.tracker.tracks()
-    eng: dict[int, EngagementResult | None] = {}
-    status = engagement_status(engagement, recognizer.spec.feature_dim)
-    if status == "ok":
-        assert engagement is not None
-        by_track: dict[int, list[FaceResult]] = {}
-        for r in analyzer.results:
-            by_track.setdefault(int(r.track or 0), []).append(r)
-        for tid, rs in by_track.items():
-            eng[tid] = engagement.score_sequence(
-                np.stack([r.prediction.features for r in rs]), [float(r.time_s or 0.0) for r in rs]
-            )
-    summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, eng)
-    persons = (
-        {t.track: t.track for t in tracks}
-        if config.persons is None
-        else link_tracks(profiles(tracks, analyzer.results), config.persons)
+    scored = score_tracks(
+        tracks,
+        _sequences(analyzer.results),
+        engagement,
+        recognizer.spec.name,
+        recognizer.spec.feature_dim,
+        lambda: profiles(tracks, analyzer.results),
+        config.persons,
     )
+    summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, scored.engagement)
     return VideoAnalysis(
         file=name,
         faces=analyzer.results,
@@ -495,9 +497,9 @@ def analyze_video(
         height=reader.height,
         rotation=reader.rotation,
         warnings=list(reader.warnings),
-        engagement_status=status,
-        engagement_note=engagement_note(status, recognizer.spec.name, recognizer.spec.feature_dim),
-        persons=persons,
+        engagement_status=scored.status,
+        engagement_note=scored.note,
+        persons=scored.persons,
     )
 
 
