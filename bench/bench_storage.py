@@ -1,7 +1,7 @@
 """Storage bench: bytes per stored video face, today's layout beside the compact one, and what compact features change.
 
 A synthetic 16-student gallery recording (the students of ``bench_gallery.py``: real faces from the test data,
-1280x720, 4x4 tiles) is analysed twice through the product path (``affectlab.longvideo.analyze_long_video``, the
+1280x720, 4x4 tiles) is analysed twice through the product path (``affectlab.analysis.AnalysisService``, the
 default session: detection every 2nd frame, 5 fps sampling, the recording kept), with random-weight models in the
 published formats (emotion EfficientNet-B0 and the engagement attention model, no inference faked):
 
@@ -199,7 +199,7 @@ def main() -> int:
         synthetic(args.synthetic)
         effects()
         return 0
-    from affectlab.longvideo import analyze_long_video
+    from affectlab.analysis import AnalysisService, Options, Source
     from db.codecs import FEATURES_F32, decode_png, features_from_bytes, features_to_bytes
     from db.services import LabelStore
     from models.analysis import AnalysisSession
@@ -218,7 +218,8 @@ def main() -> int:
             store.set_keep_video_crops("lecture", keep)
             empty = db_used_bytes(db)
             t0 = time.perf_counter()
-            out = analyze_long_video(session, store, "lecture", video, "lecture.mp4", fps=5.0, keep_file=True)
+            service = AnalysisService(store, "lecture", lambda: session, Options(fps=5.0, keep_file=True))
+            out = service.analyze(Source("lecture.mp4", path=video))
             took = time.perf_counter() - t0
             n = out.n_faces
             grown = db_used_bytes(db) - empty

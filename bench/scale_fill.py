@@ -13,10 +13,11 @@ transaction apiece), and each recording gets four lecture segments.
 
 Paths (``--path``):
 
-- ``product`` (default): exactly what ``affectlab.longvideo`` does with a video: :meth:`LabelStore.begin_video`, one
-  :meth:`LabelStore.store_chunk` per 30 s of video with typed :class:`models.types.FaceResult` s (the crop is
-  PNG-encoded per face by :func:`db.ingest.face_in`, as in the product), then :meth:`LabelStore.finish_video` with
-  :class:`models.types.TrackResult` s (tracks, engagement windows, persons). Votes by
+- ``product`` (default): exactly what the analysis service (``affectlab.analysis``) does with a video:
+  :meth:`LabelStore.begin_video`, one :meth:`LabelStore.store_chunk` per 30 s of video with typed
+  :class:`models.types.FaceResult` s (the crop is PNG-encoded per face by :func:`db.ingest.face_in`, as in the
+  product), then :meth:`LabelStore.finish_video` with :class:`models.types.TrackResult` s (tracks, engagement
+  windows, persons). Votes by
   :meth:`LabelStore.import_labels` (a CSV per annotator), track votes by :meth:`LabelStore.correct_track`, undos by
   :meth:`LabelStore.undo`, skips by :meth:`LabelStore.skip`, segments by :meth:`LabelStore.add_segment`.
 - ``bulk``: the same rows, with the faces and predictions of each 30 s stretch written by two bulk inserts (the
@@ -73,7 +74,7 @@ SAMPLE_EVERY = 5
 """Frames of the 25 fps video between analysed frames (5 fps)."""
 WIDTH, HEIGHT = 1280, 720
 CHUNK_S = 30.0
-"""Seconds of video per stored stretch (``affectlab.longvideo``'s ``commit_every_s``)."""
+"""Seconds of video per stored stretch (the analysis service's ``Options.commit_every_s``)."""
 WINDOW = 128
 """Engagement window in faces (``models.engagement.EngagementConfig.window``), stride 1."""
 MAX_ONE_BY_ONE = 400

@@ -40,7 +40,7 @@ def test_frames_at_gives_the_analysis_frames_pixel_equal(name: str) -> None:
 @pytest.fixture(scope="module")
 def analysed_store(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path):
     """A real video analysed through the product path twice: a study that keeps its crops, one that re-cuts them."""
-    from affectlab.longvideo import analyze_long_video
+    from affectlab.analysis import AnalysisService, Options, Source
     from models.analysis import AnalysisSession
 
     tmp = tmp_path_factory.mktemp("recut")
@@ -51,8 +51,9 @@ def analysed_store(tmp_path_factory: pytest.TempPathFactory, random_weights_dir:
     session = AnalysisSession.open("enet_b0_8_best_vgaf", random_weights_dir)
     store.set_keep_video_crops("kept", True)  # a new study, set before its first analysis
     for study in ("kept", "recut"):
-        out = analyze_long_video(session, store, study, video, "lecture.mp4", fps=5.0, keep_file=True)
-        assert out.n_faces >= 8
+        service = AnalysisService(store, study, lambda: session, Options(fps=5.0, keep_file=True))
+        out = service.analyze(Source("lecture.mp4", path=video))
+        assert out.status == "stored" and out.n_faces >= 8
     yield store
     store.close()
 
