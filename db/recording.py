@@ -232,6 +232,7 @@ def _prediction_means(
     primary = face_pages.study_model(session, study_id, None)
     kept = session.get(StudyStatus, study_id)
     classes = list(kept.classes or []) if kept is not None else []
+    best: Any
     if primary is None:
         best = func.max(Prediction.id)
     else:
@@ -311,7 +312,7 @@ def key_frame_boxes(
         .order_by(Face.frame, Face.id)
     )
     boxes = tuple(
-        (int(fr), int(ti or 0), (float(x1), float(y1), float(x2), float(y2)))
+        (int(fr or 0), int(ti or 0), (float(x1), float(y1), float(x2), float(y2)))
         for fr, ti, x1, y1, x2, y2 in session.execute(stmt)
     )
     return tuple(sorted(frames)), boxes

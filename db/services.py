@@ -278,7 +278,9 @@ class LabelStore:
     ) -> tuple[tuple[int, ...], tuple[tuple[int, int, tuple[float, float, float, float]], ...]]:
         """Up to ``n`` frames of a recording of ``study`` spread over it, with their boxes (:mod:`db.recording`)."""
 
-        def work(s: Session) -> Any:
+        def work(
+            s: Session,
+        ) -> tuple[tuple[int, ...], tuple[tuple[int, int, tuple[float, float, float, float]], ...]]:
             if not repo.media_in_study(s, study, [media_id]):
                 return (), ()
             return recording.key_frame_boxes(s, media_id, n)
