@@ -1,12 +1,13 @@
 """One recording's per-track summaries and binned time series, computed in SQL (the Library's figures).
 
 Opening a recording must cost the same whatever its length, so its faces are never resolved into rows for the
-figures: :func:`track_summaries` counts each track's faces per model class and per annotators' (consensus) class from
-the kept read model (:class:`db.schema.FaceStatus`), one ``GROUP BY`` over the recording's rows; :func:`track_series`
-bins the faces of the tracks shown into buckets of ``width_s`` seconds (chosen by :func:`bucket_width` so a series has
-at most :data:`MAX_POINTS` points) and averages, per bucket, the class probabilities, valence and arousal of each
-face's prediction (the one :func:`db.labels.pick_predictions` picks: its latest of the study's model run, else its
-latest of any run), counts the model and consensus classes, and averages the engagement windows (by their middle).
+figures: :func:`track_summaries` lists its tracks (their rows, no face read); :func:`track_series` bins the faces of
+the tracks shown into buckets of ``width_s`` seconds (chosen by :func:`bucket_width` so a series has at most
+:data:`MAX_POINTS` points), counts per bucket the model classes and the annotators' consensus classes from the kept
+read model (:class:`db.schema.FaceStatus`), averages the class probabilities, valence and arousal of each face's
+prediction (the one :func:`db.labels.pick_predictions` picks: its latest of the study's model run, else its latest of
+any run), and averages the engagement windows (by their middle); :func:`with_counts` sums a shown track's exact faces
+and class counts over its series.
 
 The values equal the same computation over :func:`db.labels.face_labels`'s rows (``tests/test_recording_series.py``
 checks it on SQLite and PostgreSQL). A face without a time counts at 0 s.
@@ -15,7 +16,7 @@ checks it on SQLite and PostgreSQL). A face without a time counts at 0 s.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Integer, and_, case, cast, func, or_, select
@@ -103,52 +104,62 @@ class TrackSeries:
 
 
 def track_summaries(session: Session, media_id: int) -> list[TrackSummary]:
-    """The tracks of a recording with their class counts (by track index; faces without a track last).
+    """The tracks of a recording (by track index; the faces without a track last), without class counts.
 
-    One grouped read of the recording's kept rows (:class:`db.schema.FaceStatus`, by its media index) and one of
-    its tracks.
+    One read of its track rows (faces per track as stored with the track) and one count of its faces without a
+    track (by the faces' track index, whose NULL entries are the study's image faces and untracked video faces, never
+    the recording's tracked faces): the work grows with the recording's tracks, not its faces. The class counts of
+    the tracks shown come with their series (:func:`with_counts`).
     """
-    stmt = (
-        select(FaceStatus.track_id, FaceStatus.model_label, FaceStatus.human_label, func.count())
-        .where(FaceStatus.media_id == media_id)
-        .group_by(FaceStatus.track_id, FaceStatus.model_label, FaceStatus.human_label)
-    )
-    n: dict[int | None, int] = {}
-    model: dict[int | None, dict[str, int]] = {}
-    human: dict[int | None, dict[str, int]] = {}
-    for tid, ml, hl, c in session.execute(stmt):
-        key = None if tid is None else int(tid)
-        n[key] = n.get(key, 0) + int(c)
-        if ml is not None:
-            model.setdefault(key, {})[ml] = model.get(key, {}).get(ml, 0) + int(c)
-        if hl is not None:
-            human.setdefault(key, {})[hl] = human.get(key, {}).get(hl, 0) + int(c)
     tracks = session.execute(
         select(
-            Track.id, Track.track_index, Track.start_s, Track.end_s, Track.engagement_score, Track.engagement_label
+            Track.id,
+            Track.track_index,
+            Track.n_faces,
+            Track.start_s,
+            Track.end_s,
+            Track.engagement_score,
+            Track.engagement_label,
         ).where(Track.media_id == media_id)
     ).all()
     out = [
         TrackSummary(
             track_id=int(t.id),
             track_index=int(t.track_index),
-            n_faces=n.get(int(t.id), 0),
+            n_faces=int(t.n_faces or 0),
             start_s=t.start_s,
             end_s=t.end_s,
             engagement_score=t.engagement_score,
             engagement_label=t.engagement_label,
-            model_counts=_sorted(model.get(int(t.id), {})),
-            human_counts=_sorted(human.get(int(t.id), {})),
         )
         for t in sorted(tracks, key=lambda t: (t.track_index, t.id))
     ]
-    if n.get(None):
-        out.append(
-            TrackSummary(
-                None, None, n[None], None, None, None, None, _sorted(model.get(None, {})), _sorted(human.get(None, {}))
-            )
-        )
+    # ``media_id + 0``: the faces' track index leads (its NULL entries), never the recording's (media, frame) index
+    untracked = session.scalar(
+        select(func.count()).select_from(Face).where(Face.track_id.is_(None), Face.media_id + 0 == media_id)
+    )
+    if untracked:
+        out.append(TrackSummary(None, None, int(untracked), None, None, None, None))
     return out
+
+
+def with_counts(summary: TrackSummary, series: TrackSeries | None) -> TrackSummary:
+    """A track's summary with its faces and class counts summed over its series' buckets (exact, as resolved)."""
+    if series is None:
+        return summary
+    model: dict[str, int] = {}
+    human: dict[str, int] = {}
+    for b in series.buckets:
+        for k, c in b.model_counts.items():
+            model[k] = model.get(k, 0) + c
+        for k, c in b.human_counts.items():
+            human[k] = human.get(k, 0) + c
+    return replace(
+        summary,
+        n_faces=sum(b.n_faces for b in series.buckets),
+        model_counts=_sorted(model),
+        human_counts=_sorted(human),
+    )
 
 
 def _sorted(counts: Mapping[str, int]) -> dict[str, int]:
@@ -168,7 +179,8 @@ def _of_tracks(media_id: int, track_ids: Sequence[int | None]) -> Any:
     conds = [Face.track_id.in_(ids)] if ids else []
     if any(t is None for t in track_ids):
         conds.append(Face.track_id.is_(None))
-    return and_(Face.media_id == media_id, or_(*conds)) if conds else Face.id < 0
+    # ``media_id + 0``: the faces' track index leads (the shown tracks' faces), never the whole recording's
+    return and_(Face.media_id + 0 == media_id, or_(*conds)) if conds else Face.id < 0
 
 
 def track_series(
@@ -242,21 +254,27 @@ def _prediction_means(
             Prediction.model_version.is_(None) if primary[2] is None else Prediction.model_version == primary[2],
         )
         best = func.coalesce(func.max(case((is_primary, Prediction.id))), func.max(Prediction.id))
-    picked = (
-        select(Prediction.face_id.label("face_id"), best.label("pid"))
+    b = _bucket(session, Face.time_s, width_s).label("b")
+    picked = (  # per face: its bucket and the id of the prediction its row follows (faces read once)
+        select(Face.track_id.label("track_id"), b, best.label("pid"))
         .join(Face, Face.id == Prediction.face_id)
         .where(where)
-        .group_by(Prediction.face_id)
+        .group_by(Prediction.face_id, Face.track_id, b)
         .subquery()
     )
-    b = _bucket(session, Face.time_s, width_s).label("b")
     cols = [func.avg(func.coalesce(Prediction.probs[c].as_float(), 0.0)) for c in classes]
     stmt = (
-        select(Face.track_id, b, func.count(), func.avg(Prediction.valence), func.avg(Prediction.arousal), *cols)
+        select(
+            picked.c.track_id,
+            picked.c.b,
+            func.count(),
+            func.avg(Prediction.valence),
+            func.avg(Prediction.arousal),
+            *cols,
+        )
         .select_from(picked)
         .join(Prediction, Prediction.id == picked.c.pid)
-        .join(Face, Face.id == picked.c.face_id)
-        .group_by(Face.track_id, b)
+        .group_by(picked.c.track_id, picked.c.b)
     )
     out: dict[tuple[int | None, int], tuple[int, dict[str, float], float | None, float | None]] = {}
     for row in session.execute(stmt):

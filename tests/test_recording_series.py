@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from db.recording import bucket_width
+from db.recording import bucket_width, with_counts
 from models.engagement import EngagementResult, EngagementWindow
 from models.types import TrackResult
 from tests.pg import fake_results, png_bytes
@@ -114,11 +114,13 @@ def test_series_and_summaries_equal_the_computation_over_the_rows(store, other_w
     rows = store.faces("s", media_id=media_id)
     assert {r.model for r in rows} == {"enet_b0_8_best_vgaf"}
     assert any(r.human_label for r in rows) and any(r.track_id is None for r in rows)
-    summaries = store.recording_tracks("s", media_id)
-    assert [t.track_index for t in summaries] == [0, 1, None]
-    for t in summaries:
+    listed = store.recording_tracks("s", media_id)
+    assert [t.track_index for t in listed] == [0, 1, None]
+    series = store.recording_series("s", media_id, [t.track_id for t in listed], 1.0)
+    summaries = [with_counts(t, series[t.track_id]) for t in listed]
+    for t, bare in zip(summaries, listed, strict=True):
         mine = [r for r in rows if r.track_id == t.track_id]
-        assert t.n_faces == len(mine) > 0
+        assert t.n_faces == bare.n_faces == len(mine) > 0
         assert dict(t.model_counts) == Counter(r.model_label for r in mine if r.model_label)
         assert dict(t.human_counts) == Counter(r.human_label for r in mine if r.human_label)
     assert all(v == "Sadness" for v in summaries[1].human_counts) and summaries[1].human_counts["Sadness"] == N // 3

@@ -17,7 +17,7 @@ import numpy as np
 
 from db import review as review_rules
 from db.errors import NotFoundError
-from db.recording import TrackSeries, TrackSummary, bucket_width
+from db.recording import TrackSeries, TrackSummary, bucket_width, with_counts
 from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow
 from db.services import LabelStore
@@ -298,7 +298,8 @@ class RecordingView:
     """A recording's tracks and the figures of one page of them, read in SQL (no face row resolved).
 
     Attributes:
-        tracks: Every track (by index; the faces without a track last) with its class counts.
+        tracks: Every track (by index; the faces without a track last); those of the page shown with their exact
+            faces and class counts (over their series), the others with the faces stored with the track.
         page: The page of tracks shown (0-based), ``pages`` in all.
         series: The binned series of the tracks of that page, by track id.
         width_s: The bucket width of every series (:func:`db.recording.bucket_width`).
@@ -329,8 +330,8 @@ def recording_view(
 ) -> RecordingView:
     """The tracks of a video of ``study`` and the binned figures of page ``page`` of them (see :class:`RecordingView`).
 
-    The work grows with the tracks of the page shown, never with the study: track counts are one grouped read of the
-    kept read model, the series one grouped read per kind over the shown tracks' faces, at most
+    The work grows with the tracks of the page shown, never with the study: the track list is a read of the track
+    rows, the series one grouped read per kind over the shown tracks' faces, at most
     :data:`db.recording.MAX_POINTS` buckets per series. In an independent study a viewer who is not an owner sees no
     annotators' classes (only their own judgement, on the Review page), nor the model's when the study hides it.
     """
@@ -345,6 +346,8 @@ def recording_view(
     series = store.recording_series(
         study, media.id, [t.track_id for t in shown], width, model=show_model, human=show_human
     )
+    counted = {t.track_id: with_counts(t, series.get(t.track_id)) for t in shown}  # exact, over the series
+    tracks = tuple(counted.get(t.track_id, t) if t in shown else t for t in tracks)
     frames, boxes = store.key_frame_boxes(study, media.id)
     return RecordingView(
         tracks=tracks,
