@@ -164,29 +164,27 @@ def a_library_open(ctx: Ctx) -> None:
     shown = library.stored_results(ctx.store, ctx.study, [ctx.media_id], ctx.annotator, ctx.owner)
     for item in shown.items:
         library.video_view(ctx.store, ctx.study, item.media, shown.settings, ctx.owner, ctx.media_dir)
+        library.recording_view(ctx.store, ctx.study, item.media, shown.settings, ctx.owner)
 
 
 def a_library_figures(ctx: Ctx) -> None:
-    """The recording's figures (``_video_result``): per track, probabilities, valence/arousal and engagement."""
-    from collections import defaultdict
-
+    """The recording's figures (``_video_result``): per shown track, probabilities, V/A, classes, engagement."""
     from webapp import figures
     from webapp.services import library
 
     shown = library.stored_results(ctx.store, ctx.study, [ctx.media_id], ctx.annotator, ctx.owner)
     for item in shown.items:
-        view = library.video_view(ctx.store, ctx.study, item.media, shown.settings, ctx.owner, ctx.media_dir)
-        by_track: dict[int | None, list[Any]] = defaultdict(list)
-        for f in item.faces:
-            by_track[f.track_id].append(f)
-        for track_id, rows in by_track.items():
-            rows.sort(key=lambda r: r.time_s or 0.0)
-            times = [r.time_s or 0.0 for r in rows]
-            figures.probability_timeline(times, [r.model_probs or {} for r in rows], "p")
-            figures.va_timeline(times, [r.model_valence for r in rows], [r.model_arousal for r in rows], "va")
-            t = view.tracks.get(track_id) if track_id is not None else None
-            if t is not None and t.windows:
-                figures.engagement_timeline(t.windows, "e")
+        library.video_view(ctx.store, ctx.study, item.media, shown.settings, ctx.owner, ctx.media_dir)
+        view = library.recording_view(ctx.store, ctx.study, item.media, shown.settings, ctx.owner)
+        for t in view.shown:
+            series = view.series.get(t.track_id)
+            buckets = series.buckets if series is not None else ()
+            times = [b.start_s for b in buckets]
+            figures.probability_timeline(times, [b.probs for b in buckets if b.n_predicted], "p")
+            figures.va_timeline(times, [b.valence for b in buckets], [b.arousal for b in buckets], "va")
+            figures.class_counts_timeline(times, [b.human_counts for b in buckets], "h")
+            if series is not None and series.engagement:
+                figures.engagement_timeline([(a, a + view.width_s, p) for a, p in series.engagement], "e")
 
 
 def a_classroom(ctx: Ctx) -> None:

@@ -50,6 +50,7 @@ from db import (
     media_files,
     persons,
     quality,
+    recording,
     repo,
     resumable,
     review,
@@ -240,6 +241,53 @@ class LabelStore:
     def frame_boxes(self, media_id: int, frame: int | None) -> list[tuple[int, tuple[float, float, float, float]]]:
         """``(face_id, box)`` of every face on one frame of a media item (all faces of an image), in face order."""
         return self.transaction(lambda s: repo.frame_boxes(s, media_id, frame), write=False)
+
+    def recording_tracks(self, study: str, media_id: int) -> list[recording.TrackSummary]:
+        """The tracks of a recording of ``study`` with their class counts (none for another study's item).
+
+        One grouped read of the kept read model (:func:`db.recording.track_summaries`): no face row is resolved.
+        """
+
+        def work(s: Session) -> list[recording.TrackSummary]:
+            if not repo.media_in_study(s, study, [media_id]):
+                return []
+            return recording.track_summaries(s, media_id)
+
+        return self.transaction(work, write=False)
+
+    def recording_series(
+        self,
+        study: str,
+        media_id: int,
+        track_ids: Sequence[int | None],
+        width_s: float,
+        *,
+        model: bool = True,
+        human: bool = True,
+    ) -> dict[int | None, recording.TrackSeries]:
+        """The binned series of some tracks of a recording of ``study`` (:func:`db.recording.track_series`)."""
+
+        def work(s: Session) -> dict[int | None, recording.TrackSeries]:
+            if not track_ids or not repo.media_in_study(s, study, [media_id]):
+                return {}
+            st = repo.get_study(s, study)
+            return recording.track_series(s, st.id, media_id, track_ids, width_s, model=model, human=human)
+
+        return self.transaction(work, write=False)
+
+    def key_frame_boxes(
+        self, study: str, media_id: int, n: int = 4
+    ) -> tuple[tuple[int, ...], tuple[tuple[int, int, tuple[float, float, float, float]], ...]]:
+        """Up to ``n`` frames of a recording of ``study`` spread over it, with their boxes (:mod:`db.recording`)."""
+
+        def work(
+            s: Session,
+        ) -> tuple[tuple[int, ...], tuple[tuple[int, int, tuple[float, float, float, float]], ...]]:
+            if not repo.media_in_study(s, study, [media_id]):
+                return (), ()
+            return recording.key_frame_boxes(s, media_id, n)
+
+        return self.transaction(work, write=False)
 
     def media_summary(self, study: str) -> dict[int, tuple[int, float]]:
         """Media id to ``(tracks, first face's time)`` of a study's items, for the Library (no face row loaded)."""

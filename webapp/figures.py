@@ -231,6 +231,30 @@ def va_timeline(
     return fig
 
 
+def class_counts_timeline(times: Sequence[float], counts: Sequence[Mapping[str, int]], title: str) -> go.Figure:
+    """Faces per class over time, stacked bars (e.g. the annotators' classes of one track per time bin)."""
+    names = sorted({n for c in counts for n in c})
+    fig = go.Figure()
+    for n in names:
+        fig.add_trace(
+            go.Bar(
+                x=list(times),
+                y=[int(c.get(n, 0)) for c in counts],
+                name=plot_text(n),
+                marker_color=CLASS_COLORS.get(n),
+            )
+        )
+    fig.update_layout(
+        title=plot_text(title),
+        xaxis_title="time (s), bin centre",
+        yaxis_title="faces",
+        barmode="stack",
+        height=260,
+        margin={"l": 10, "r": 10, "t": 40, "b": 40},
+    )
+    return fig
+
+
 def engagement_timeline(windows: Sequence[tuple[float, float, float]], title: str) -> go.Figure:
     """P(engaged) per window of one track: ``(start_s, end_s, p_engaged)``, drawn at each window's middle."""
     mids = [(s + e) / 2 for s, e, _ in windows]

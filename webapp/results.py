@@ -6,12 +6,13 @@ from a chosen time, annotated key frames, and per-track timelines of emotions, v
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
 
+from db import recording
+from db.recording import TrackSeries, TrackSummary
 from db.review import StudySettings
 from db.rows import FaceLabel, MediaRow
 from models.errors import AffectLabError
@@ -111,12 +112,81 @@ def _key_frames(path: str, mtime: float, frames: tuple[int, ...], boxes: tuple[t
     return out
 
 
-def _video_result(ctx: Context, media: MediaRow, faces: Sequence[FaceLabel], rules: StudySettings) -> None:
-    view = library.video_view(ctx.store, ctx.study, media, rules, ctx.owner, ctx.media_dir)
-    path, blur = view.path, view.blur
+def _track_page(media: MediaRow, pages: int) -> None:
+    """The number input choosing the page of tracks shown (when the recording has more than one page)."""
+    if pages > 1:
+        st.number_input(
+            f"Tracks shown: page (of {pages}, {library.TRACKS_PER_PAGE} tracks each)",
+            min_value=1,
+            max_value=pages,
+            step=1,
+            key=f"{Keys.TRACK_PAGE}_{media.id}",
+        )
+
+
+def _track_figures(
+    media: MediaRow, t: TrackSummary, series: TrackSeries | None, view: library.RecordingView, n_tracks: int
+) -> None:
+    """One track's expander: its counts, and its binned timelines (probabilities, valence/arousal, classes)."""
+    name = f"Track {t.track_index}" if t.track_id is not None else "Faces without a track"
+    span = f", {t.start_s:.1f}-{t.end_s:.1f} s" if t.start_s is not None and t.end_s is not None else ""
+    eng = ""
+    if view.show_model and t.engagement_score is not None:
+        eng = f", engagement {t.engagement_score:.2f} ({t.engagement_label})"
+    per = recording.width_name(view.width_s)
+    with st.expander(f"{name}: {plural(t.n_faces, 'face')}{span}{eng}", expanded=n_tracks <= 3):
+        buckets = series.buckets if series is not None else ()
+        times = [b.start_s + view.width_s / 2 for b in buckets]
+        key = f"{media.id}_{t.track_id}"
+        if view.show_model and any(b.n_predicted for b in buckets):
+            shown = [b for b in buckets if b.n_predicted]
+            st.plotly_chart(
+                figures.probability_timeline(
+                    [b.start_s + view.width_s / 2 for b in shown],
+                    [b.probs for b in shown],
+                    f"{name}: emotion probabilities (mean per {per})",
+                ),
+                key=f"pt_{key}",
+            )
+        if view.show_model and any(b.valence is not None for b in buckets):
+            st.plotly_chart(
+                figures.va_timeline(
+                    times,
+                    [b.valence for b in buckets],
+                    [b.arousal for b in buckets],
+                    f"{name}: valence and arousal (mean per {per})",
+                ),
+                key=f"va_{key}",
+            )
+        if view.show_human and any(b.human_counts for b in buckets):
+            st.plotly_chart(
+                figures.class_counts_timeline(
+                    times,
+                    [b.human_counts for b in buckets],
+                    f"{name}: annotators' classes (faces per {per}, corrections included)",
+                ),
+                key=f"hc_{key}",
+            )
+        if view.show_model and series is not None and series.engagement:
+            st.plotly_chart(
+                figures.engagement_timeline(
+                    [(s, s + view.width_s, p) for s, p in series.engagement],
+                    f"{name}: engagement (mean per {per})",
+                ),
+                key=f"en_{key}",
+            )
+        elif view.show_model and t.track_id is not None:
+            st.caption("No engagement for this track (engagement weights absent, or too few faces).")
+
+
+def _video_result(ctx: Context, media: MediaRow, rules: StudySettings) -> None:
+    video = library.video_view(ctx.store, ctx.study, media, rules, ctx.owner, ctx.media_dir)
+    path, blur = video.path, video.blur
     duration = float(media.duration_s or 0.0)
     if media.analysis_status != "complete":
         st.warning("This recording's analysis was stopped midway: analyse the same file again to resume it.")
+    chosen = widget_value(f"{Keys.TRACK_PAGE}_{media.id}")  # drawn below, once the number of pages is known
+    view = library.recording_view(ctx.store, ctx.study, media, rules, ctx.owner, page=int(chosen or 1) - 1)
     if path is not None:
         if blur:
             st.caption(
@@ -127,52 +197,21 @@ def _video_result(ctx: Context, media: MediaRow, faces: Sequence[FaceLabel], rul
             start = st.slider(
                 "Play from (seconds)", 0.0, max(duration, 0.1), 0.0, step=0.5, key=f"{Keys.PLAY_FROM}_{media.id}"
             )
-            st.video(str(view.playable or path), start_time=int(start))  # a GIF plays as MP4
-        frames = tuple(sorted({f.frame for f in faces if f.frame is not None}))
-        boxes = tuple((f.frame, f.track_index or 0, f.box) for f in faces if f.frame is not None)
-        shots = _key_frames(str(path), path.stat().st_mtime, frames, boxes, blur)
+            st.video(str(video.playable or path), start_time=int(start))  # a GIF plays as MP4
+        shots = _key_frames(str(path), path.stat().st_mtime, view.key_frames, view.boxes, blur)
         if shots:
             cols = st.columns(len(shots))
             for col, (time_s, im) in zip(cols, shots, strict=True):
                 col.image(im, caption=f"{time_s:.1f} s")
     else:
         st.caption("The video is not kept (features-only privacy mode).")
-    by_track: dict[int | None, list[FaceLabel]] = defaultdict(list)
-    for f in faces:
-        by_track[f.track_id].append(f)
-    tracks = view.tracks
-    for track_id, rows in by_track.items():
-        rows.sort(key=lambda r: r.time_s or 0.0)
-        t = tracks.get(track_id) if track_id is not None else None
-        name = f"Track {t.track_index}" if t is not None else "Faces without a track"
-        span = f", {t.start_s:.1f}-{t.end_s:.1f} s" if t and t.start_s is not None and t.end_s is not None else ""
-        eng = ""
-        if t is not None and t.engagement_score is not None:
-            eng = f", engagement {t.engagement_score:.2f} ({t.engagement_label})"
-        with st.expander(f"{name}: {plural(len(rows), 'face')}{span}{eng}", expanded=len(by_track) <= 3):
-            times = [r.time_s or 0.0 for r in rows]
-            probs = [r.model_probs or {} for r in rows]
-            if any(probs):
-                st.plotly_chart(
-                    figures.probability_timeline(times, probs, f"{name}: emotion probabilities"),
-                    key=f"pt_{media.id}_{track_id}",
-                )
-            if any(r.model_valence is not None for r in rows):
-                st.plotly_chart(
-                    figures.va_timeline(
-                        times,
-                        [r.model_valence for r in rows],
-                        [r.model_arousal for r in rows],
-                        f"{name}: valence and arousal",
-                    ),
-                    key=f"va_{media.id}_{track_id}",
-                )
-            if t is not None and t.windows:
-                st.plotly_chart(
-                    figures.engagement_timeline(t.windows, f"{name}: engagement"), key=f"en_{media.id}_{track_id}"
-                )
-            elif t is not None:
-                st.caption("No engagement for this track (engagement weights absent, or too few faces).")
+    st.caption(
+        f"{plural(len(view.tracks), 'track')}; figures per track binned per {recording.width_name(view.width_s)} "
+        "(means of the faces in each bin)."
+    )
+    _track_page(media, view.pages)
+    for t in view.shown:
+        _track_figures(media, t, view.series.get(t.track_id), view, len(view.tracks))
 
 
 def show(ctx: Context, media_ids: list[int]) -> None:
@@ -184,10 +223,10 @@ def show(ctx: Context, media_ids: list[int]) -> None:
     for item in shown.items:  # deleted ones are left out
         m, faces = item.media, item.faces
         st.subheader(code_span(m.filename), divider="gray")  # the name as literal text, never markdown or HTML
-        if not faces:
+        if not (m.n_faces if m.kind == "video" else faces):
             st.info("No face found in this file.")
             continue
         if m.kind == "video":
-            _video_result(ctx, m, faces, rules)
+            _video_result(ctx, m, rules)
         else:
             _image_result(ctx, m, faces, rules)

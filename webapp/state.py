@@ -217,6 +217,7 @@ class Keys:
     EXPORT = "export"
     QUICK_CORRECT = "qc"
     PLAY_FROM = "start"
+    TRACK_PAGE = "track_page"
     REVIEW_CLASS = "cls"
     STRIP_OPEN = "strip"
     APPLY_TRACK = "apply_track"

@@ -17,12 +17,13 @@ import numpy as np
 
 from db import review as review_rules
 from db.errors import NotFoundError
+from db.recording import TrackSeries, TrackSummary, bucket_width, with_counts
 from db.review import StudySettings
-from db.rows import FaceLabel, MediaRow, TrackRow
+from db.rows import FaceLabel, MediaRow
 from db.services import LabelStore
 from models.errors import AffectLabError
 from webapp.services.privacy import Box, blur_image, blurs
-from webapp.services.studies import media_tracks, study_faces, study_media, study_settings
+from webapp.services.studies import study_faces, study_media, study_settings
 from webapp.services.who import require_owner
 
 log = logging.getLogger(__name__)
@@ -219,12 +220,16 @@ class StoredResults:
 def stored_results(
     store: LabelStore, study: str, media_ids: Sequence[int], annotator: str | None, owner: bool
 ) -> StoredResults:
-    """The faces of the given media items of ``study`` as this viewer may see them (owners see everything)."""
+    """The faces of the given media items of ``study`` as this viewer may see them (owners see everything).
+
+    Only an image's faces are resolved (a picture shows a few); a video's are left empty: its page reads per-track
+    summaries and binned series in SQL (:func:`recording_view`), whatever the recording's length.
+    """
     media = {m.id: m for m in study_media(store, study)}
     settings = study_settings(store, study)
     faces: dict[int, list[FaceLabel]] = {}
     for mid in dict.fromkeys(media_ids):
-        if mid not in media:
+        if mid not in media or media[mid].kind == "video":
             continue
         for f in study_faces(store, study, mid):  # that item's faces only
             faces.setdefault(f.media_id, []).append(f if owner else review_rules.visible_face(f, annotator, settings))
@@ -267,21 +272,91 @@ class VideoView:
         path: The kept file (for the key frames), None when none is kept.
         playable: The file the player plays, None when none is kept or the player is hidden (faces blurred).
         blur: Whether this viewer sees faces blurred.
-        tracks: The video's person tracks by id, with their engagement windows.
     """
 
     path: Path | None
     playable: Path | None
     blur: bool
-    tracks: Mapping[int, TrackRow]
 
 
 def video_view(
     store: LabelStore, study: str, media: MediaRow, settings: StudySettings, owner: bool, media_dir: Path | None
 ) -> VideoView:
-    """The kept and playable files, blurring and tracks of a video of ``study`` (see :class:`VideoView`)."""
+    """The kept and playable files and blurring of a video of ``study`` (see :class:`VideoView`)."""
     path = kept_media_file(media_dir, store, study, media)
     blur = blurs(settings, owner)
     playable = playable_media_file(store, media) if path is not None and not blur else None  # a GIF plays as MP4
-    tracks = {t.id: t for t in media_tracks(store, media.id, study)}
-    return VideoView(path=path, playable=playable, blur=blur, tracks=tracks)
+    return VideoView(path=path, playable=playable, blur=blur)
+
+
+TRACKS_PER_PAGE = 8
+"""Tracks whose figures one page of a recording draws (a lecture holds hundreds of tracks)."""
+
+
+@dataclass(frozen=True)
+class RecordingView:
+    """A recording's tracks and the figures of one page of them, read in SQL (no face row resolved).
+
+    Attributes:
+        tracks: Every track (by index; the faces without a track last); those of the page shown with their exact
+            faces and class counts (over their series), the others with the faces stored with the track.
+        page: The page of tracks shown (0-based), ``pages`` in all.
+        series: The binned series of the tracks of that page, by track id.
+        width_s: The bucket width of every series (:func:`db.recording.bucket_width`).
+        show_model: Whether this viewer sees the model's values (probabilities, valence/arousal, classes).
+        show_human: Whether this viewer sees the annotators' (consensus) classes.
+        key_frames: Up to 4 frames with faces spread over the recording.
+        boxes: ``(frame, track index, box)`` of the faces on those frames.
+    """
+
+    tracks: tuple[TrackSummary, ...]
+    page: int
+    pages: int
+    series: Mapping[int | None, TrackSeries]
+    width_s: float
+    show_model: bool
+    show_human: bool
+    key_frames: tuple[int, ...]
+    boxes: tuple[tuple[int, int, Box], ...]
+
+    @property
+    def shown(self) -> tuple[TrackSummary, ...]:
+        """The tracks of the page shown."""
+        return self.tracks[self.page * TRACKS_PER_PAGE : (self.page + 1) * TRACKS_PER_PAGE]
+
+
+def recording_view(
+    store: LabelStore, study: str, media: MediaRow, settings: StudySettings, owner: bool, page: int = 0
+) -> RecordingView:
+    """The tracks of a video of ``study`` and the binned figures of page ``page`` of them (see :class:`RecordingView`).
+
+    The work grows with the tracks of the page shown, never with the study: the track list is a read of the track
+    rows, the series one grouped read per kind over the shown tracks' faces, at most
+    :data:`db.recording.MAX_POINTS` buckets per series. In an independent study a viewer who is not an owner sees no
+    annotators' classes (only their own judgement, on the Review page), nor the model's when the study hides it.
+    """
+    tracks = tuple(store.recording_tracks(study, media.id))
+    pages = max(1, -(-len(tracks) // TRACKS_PER_PAGE))
+    page = min(max(0, page), pages - 1)
+    show_model = owner or not (settings.independent and settings.hide_model)
+    show_human = owner or not settings.independent
+    span = max([float(media.duration_s or 0.0)] + [t.end_s or 0.0 for t in tracks])
+    width = bucket_width(span)
+    shown = tracks[page * TRACKS_PER_PAGE : (page + 1) * TRACKS_PER_PAGE]
+    series = store.recording_series(
+        study, media.id, [t.track_id for t in shown], width, model=show_model, human=show_human
+    )
+    counted = {t.track_id: with_counts(t, series.get(t.track_id)) for t in shown}  # exact, over the series
+    tracks = tuple(counted.get(t.track_id, t) if t in shown else t for t in tracks)
+    frames, boxes = store.key_frame_boxes(study, media.id)
+    return RecordingView(
+        tracks=tracks,
+        page=page,
+        pages=pages,
+        series=series,
+        width_s=width,
+        show_model=show_model,
+        show_human=show_human,
+        key_frames=frames,
+        boxes=boxes,
+    )
