@@ -15,7 +15,7 @@ from db import status
 from db.crops import crop_available
 from db.errors import NotFoundError, StudyNotFoundError
 from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
-from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
+from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, FaceStatus, Media, Prediction, Study, Track
 
 T = TypeVar("T", bound=Base)
 
@@ -462,22 +462,35 @@ def predictions_of_study(session: Session, study_id: int) -> list[Prediction]:
 
 
 def annotations_in_study(session: Session, study_id: int, ids: Sequence[int]) -> set[int]:
-    """Those of the annotation ``ids`` whose face or track belongs to the study (by primary keys)."""
+    """Those of the annotation ``ids`` whose face or track belongs to the study.
+
+    By primary keys only: the annotations, then their faces in the slim read model (``face_status``) and their tracks
+    (``+ 0`` keeps the planner off the study's indexes, which would walk every face or track of the study).
+    """
     if not ids:
         return set()
-    on_faces = (
-        select(Annotation.id)
-        .join(Face, Annotation.face_id == Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
-    )
-    on_tracks = (
-        select(Annotation.id)
-        .join(Track, Annotation.track_id == Track.id)
-        .join(Media, Track.media_id == Media.id)
-        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
-    )
-    return {int(i) for i in session.scalars(on_faces.union_all(on_tracks))}
+    rows = session.execute(select(Annotation.id, Annotation.face_id, Annotation.track_id).where(Annotation.id.in_(ids)))
+    by_face: dict[int, list[int]] = {}
+    by_track: dict[int, list[int]] = {}
+    for aid, fid, tid in rows:
+        if fid is not None:
+            by_face.setdefault(int(fid), []).append(int(aid))
+        elif tid is not None:
+            by_track.setdefault(int(tid), []).append(int(aid))
+    out: set[int] = set()
+    if by_face:
+        stmt = select(FaceStatus.face_id).where(
+            FaceStatus.face_id.in_(list(by_face)), FaceStatus.study_id + 0 == study_id
+        )
+        out.update(a for f in session.scalars(stmt) for a in by_face[int(f)])
+    if by_track:
+        stmt = (
+            select(Track.id)
+            .join(Media, Track.media_id + 0 == Media.id)
+            .where(Track.id.in_(list(by_track)), Media.study_id + 0 == study_id)
+        )
+        out.update(a for t in session.scalars(stmt) for a in by_track[int(t)])
+    return out
 
 
 def annotations_of_study(session: Session, study_id: int) -> list[tuple[Annotation, str]]:
