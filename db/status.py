@@ -526,8 +526,11 @@ def _write_tallies(
     _take_out(session, face_ids, delta)
     session.execute(delete(FaceTally).where(FaceTally.face_id.in_(face_ids)))
     new = []
+    stored = _annotation_rows(session, rows)
     for r in rows:
         items = _tallies(r, ids)
+        if stored.get(r.face_id):
+            items.append((("rows", "", "", "", ""), [stored[r.face_id], 0.0, 0.0, 0.0, 0.0, 0.0]))
         if not items:
             continue
         new.append({"face_id": r.face_id, "study_id": study_id, "media_id": r.media_id, "items": _pack(items)})
@@ -538,6 +541,29 @@ def _write_tallies(
     if new:
         session.execute(_table(FaceTally).insert(), new)
     _apply_tallies(session, study_id, delta)
+
+
+def _annotation_rows(session: Session, rows: Sequence[Any]) -> dict[int, int]:
+    """Annotation rows each face stands for in the study's count: its own, and a track's on the track's first face.
+
+    Every annotation insert refreshes the faces it targets (a track's: all of them), so each count is current.
+    """
+    if not rows:
+        return {}
+    fids = {int(r.face_id) for r in rows}
+    a = Annotation
+    stmt = select(a.face_id, func.count()).where(a.face_id.in_(sorted(fids))).group_by(a.face_id)
+    out = {int(f): int(n) for f, n in session.execute(stmt) if f is not None}
+    tracks = sorted({int(r.track_id) for r in rows if r.track_id is not None})
+    if tracks:
+        per_track = select(a.track_id, func.count()).where(a.track_id.in_(tracks)).group_by(a.track_id)
+        counts = {int(t): int(n) for t, n in session.execute(per_track) if t is not None}
+        if counts:
+            firsts = select(Face.track_id, func.min(Face.id)).where(Face.track_id.in_(sorted(counts)))
+            for t, f in session.execute(firsts.group_by(Face.track_id)):
+                if t is not None and f is not None and int(f) in fids:
+                    out[int(f)] = out.get(int(f), 0) + counts[int(t)]
+    return out
 
 
 def _pack(items: list[tuple[_TKey, _TVec]]) -> list[list[Any]]:
@@ -594,7 +620,14 @@ def rebuild_tallies(session: Session, study_id: int | None = None) -> int:
         session.execute(delete(StudyTally).where(StudyTally.study_id == sid))
         session.execute(delete(FaceTally).where(FaceTally.study_id == sid))
         of_study = select(FaceStatus.face_id).where(FaceStatus.study_id == sid, FaceStatus.n_judges > 0)
-        judged = list(session.scalars(of_study))
+        voted = select(Annotation.face_id).join(FaceStatus, FaceStatus.face_id == Annotation.face_id)
+        by_track = (
+            select(FaceStatus.face_id)
+            .join(Annotation, Annotation.track_id == FaceStatus.track_id)
+            .where(FaceStatus.study_id == sid)
+        )
+        found = [*session.scalars(of_study), *session.scalars(voted.where(FaceStatus.study_id == sid))]
+        judged = sorted({int(f) for f in [*found, *session.scalars(by_track)] if f is not None})
         ids = {str(a): int(i) for a, i in session.execute(select(Annotator.name, Annotator.id))}
         for part in _chunks(judged):
             _write_tallies(session, sid, part, labels.face_labels(session, sid, face_ids=part)[0], ids)
@@ -821,7 +854,7 @@ def study_stats(session: Session, study: Study) -> StudyStats:
         "tracks": int(tracks or 0),
         "crops": int(crops or 0),
         "features": int(feats or 0),
-        "annotations": _annotation_count(session, study.id),
+        "annotations": int(tally["rows"].get(("", "", "", ""), [0])[0]),
     }
     st = session.get(StudyStatus, study.id)
     primary = labels.choose_model(session, study.id)
@@ -834,25 +867,6 @@ def study_stats(session: Session, study: Study) -> StudyStats:
         names=names,
         classes=list(st.classes or []) if st else [],
     )
-
-
-def _annotation_count(session: Session, study_id: int) -> int:
-    """Annotation rows of a study (face and track level): bounded by people's work, counted from the annotations."""
-    on_faces = (
-        select(func.count())
-        .select_from(Annotation)
-        .join(Face, Annotation.face_id == Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Media.study_id == study_id)
-    )
-    on_tracks = (
-        select(func.count())
-        .select_from(Annotation)
-        .join(Track, Annotation.track_id == Track.id)
-        .join(Media, Track.media_id == Media.id)
-        .where(Media.study_id == study_id)
-    )
-    return int(session.scalar(on_faces) or 0) + int(session.scalar(on_tracks) or 0)
 
 
 def forget(session: Session, face_ids: Sequence[int]) -> None:
