@@ -1,0 +1,205 @@
+"""Gallery-view speed: a 60 s 720p lecture of 16 real-face students, AffectLab's defaults vs the reference loop.
+
+The recording is bench_gallery.py's scene (16 students in a 4x4 gallery of 1280x720, dropping out, re-flowing),
+written at 25 fps (H.264); analysed at 5 fps.
+
+- default mode: whole processes with default flags, alternating with the reference loop (PyAV decode, MTCNN
+  ``min_face_size=40``, faces with prob > 0.9, EmotiEffLib's ``predict_emotions`` one face at a time), medians,
+  peak resident memory of each child, the machine's load average printed before and after.
+- ``--profile``: one in-process default analysis with the time of each stage (decode, detection, per-face
+  preprocessing, the classifier, tracking, persons) measured by wrapping the stage functions.
+- ``--workers-compare``: ``python -m models analyze`` with the recording cut into ranges over processes
+  (``--workers`` default, one per core) against ``--workers 1``.
+
+Same random-weight checkpoint for every run (published pickle format; EmotiEffLib reads it from ``$HOME/.emotiefflib``).
+
+Usage: python bench/bench_gallery_speed.py [--seconds 60] [--rounds 3] [--profile] [--workers-compare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+NAME = "enet_b0_8_best_vgaf"
+
+MAKE = """
+import sys
+sys.path.insert(0, "bench")
+from pathlib import Path
+from bench_gallery import write_gallery
+write_gallery(Path(sys.argv[1]), float(sys.argv[2]), fps=25.0)
+"""
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def profile(video: Path, wdir: Path) -> None:
+    """One default analysis in this process, each stage timed by wrapping its function."""
+    from collections import defaultdict
+
+    from affectlab.settings import Settings
+    from models import analysis, faces, persons, recognizer, runtime
+    from models import video as video_mod
+
+    runtime.tune_malloc()
+    settings = Settings.from_env()
+    spent: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+
+    def wrap(owner: object, attr: str, label: str) -> None:
+        fn = getattr(owner, attr)
+
+        def timed(*a: object, **k: object) -> object:
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.perf_counter() - t
+                cpu[label] += time.thread_time() - c
+                calls[label] += 1
+
+        setattr(owner, attr, timed)
+
+    t0 = time.perf_counter()
+    session = analysis.AnalysisSession.open(
+        model=NAME, weights_dir=wdir, backend="onnx", detect_every=settings.detect_every
+    )
+    load_s = time.perf_counter() - t0
+    wrap(faces.FaceDetector, "detect_batch", "detection (MTCNN)")
+    wrap(recognizer, "preprocess_array", "per-face preprocessing (resize, normalise)")
+    wrap(recognizer.EmotionRecognizer, "_forward", "classifier (backbone forward)")
+    wrap(recognizer.EmotionRecognizer, "classify", "head, softmax, predictions")
+    wrap(video_mod, "crop_face", "cropping")
+    wrap(video_mod.Tracker, "update", "tracking")
+    wrap(video_mod, "link_tracks", "persons (linking)")
+    wrap(video_mod, "summarize_video", "summaries")
+    wrap(video_mod, "interpolate_faces", "box interpolation")
+    wrap(video_mod, "_faces_agree", "refine checks")
+    del persons
+    import models.decode as dec
+
+    orig_iter = dec.FrameReader.__iter__
+
+    def timed_iter(self: dec.FrameReader):  # type: ignore[no-untyped-def]
+        it = orig_iter(self)
+        label = "decode (background thread)"
+        while True:
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                spent[label] += time.perf_counter() - t
+                cpu[label] += time.thread_time() - c
+            yield item
+
+    dec.FrameReader.__iter__ = timed_iter  # type: ignore[method-assign]
+    t0, c0 = time.perf_counter(), time.process_time()
+    a = session.analyze_video(video, video.name, fps=5.0)
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t1 = time.perf_counter()
+    doc = video_mod.video_json(a)
+    import json
+
+    json.dumps(doc)
+    json_s = time.perf_counter() - t1
+    print(f"load {load()}; {len(a.faces)} faces, {a.frames_analyzed} frames, {len(set(a.persons.values()))} persons")
+    print(
+        f"analysis {total:.1f} s wall, {total_cpu:.1f} CPU s (AFFECTLAB_CPU_WORKERS="
+        f"{os.environ.get('AFFECTLAB_CPU_WORKERS', 'unset')})"
+    )
+    print("| stage | CPU s (its thread) | share of the CPU time | wall s | calls |")
+    print("|---|---|---|---|---|")
+    for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"| {k} | {v:.2f} | {100 * v / total_cpu:.0f} % | {spent[k]:.2f} | {calls[k] or '-'} |")
+    print(f"| model loading (before) | {load_s:.2f} | - | - |")
+    print(f"| JSON document (after) | {json_s:.2f} | - | - |")
+
+
+SETUP = f"""
+import sys
+from pathlib import Path
+from models.cli import _export_for_onnx_runtime
+from tests.checkpoints import install_random_weights
+install_random_weights(["{NAME}"], Path(sys.argv[1]), seed=1, published_dir=Path(sys.argv[2]))
+_export_for_onnx_runtime(["{NAME}"], Path(sys.argv[1]))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="in-process stage timing of the default analysis only")
+    ap.add_argument("--workers-compare", action="store_true", help="ranges over processes vs one process only")
+    ap.add_argument("--cache", default=None, help="folder to keep the recording and weights in between runs")
+    args = ap.parse_args()
+    from bench_speed import run
+
+    tmp = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="affectlab-gallery-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    home, wdir = tmp / "home", tmp / "weights"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AFFECTLAB_")}
+    env.update(HOME=str(home), PYTHONPATH=str(ROOT), AFFECTLAB_WEIGHTS_DIR=str(wdir))
+    if not (wdir / "onnx-export").is_dir():
+        subprocess.run(
+            [sys.executable, "-c", SETUP, str(wdir), str(home / ".emotiefflib")], cwd=ROOT, check=True, env=env
+        )
+    video = tmp / f"gallery{args.seconds:g}.mp4"
+    if not video.is_file():
+        subprocess.run([sys.executable, "-c", MAKE, str(video), str(args.seconds)], cwd=ROOT, check=True, env=env)
+    if args.profile:
+        profile(video, wdir)
+        return
+    from bench_speed import REF_VIDEO
+
+    py = sys.executable
+    ours = [py, "-m", "models", "analyze", str(video)]
+    print(f"load before: {load()} ({os.cpu_count()} CPUs)", flush=True)
+    if args.workers_compare:
+        one, many = [], []
+        for _ in range(args.rounds):
+            one.append(run([*ours, "--workers", "1"], env)[0])
+            many.append(run(ours, env)[0])
+        o, m = statistics.median(one), statistics.median(many)
+        print(
+            f"{args.seconds:g} s gallery: --workers 1 {o:.1f} s, default (ranges over processes) {m:.1f} s: "
+            f"{o / m:.2f}x"
+        )
+    else:
+        ref_t, ref_m, our_t, our_m = [], [], [], []
+        for _ in range(args.rounds):
+            t, m, _ = run([py, "-c", REF_VIDEO, str(video)], env)
+            ref_t.append(t)
+            ref_m.append(m)
+            t, m, _ = run(ours, env)
+            our_t.append(t)
+            our_m.append(m)
+            print(f"  round: reference {ref_t[-1]:.1f} s, AffectLab {our_t[-1]:.1f} s (load {load()})", flush=True)
+        r, o = statistics.median(ref_t), statistics.median(our_t)
+        print(
+            f"| {args.seconds:g} s 720p 16-student gallery at 5 fps: time (median of {args.rounds}) | {r:.1f} s | "
+            f"{o:.1f} s | {r / o:.2f}x faster |"
+        )
+        print(f"| peak resident memory | {max(ref_m):.0f} MB | {max(our_m):.0f} MB | {max(ref_m) / max(our_m):.2f}x |")
+    print(f"load after: {load()}")
+
+
+if __name__ == "__main__":
+    main()
