@@ -202,6 +202,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         detect_max_side=None if args.exact else args.detect_max_side,
         detect_every=detect_every,
         min_face_size=args.min_face_size,
+        workers=1 if args.exact else args.workers,
     )
     doc, failed = session.analyze_paths(
         [Path(p) for p in args.files],
@@ -296,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="videos: detect on every k-th sampled frame and follow the tracks between "
         "(default: $AFFECTLAB_DETECT_EVERY or the measured default)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="videos: processes one recording is cut over, in time ranges (default: one per core; 1: this one)",
     )
     p.set_defaults(func=cmd_analyze)
 
