@@ -65,19 +65,25 @@ def _tree_rss_mb(pid: int) -> float:
     return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
-def run_tree(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Seconds and peak resident MB of a whole process tree (its worker processes included; sampled every 0.2 s)."""
+def run_tree(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """Seconds, CPU seconds (user + system, its worker processes included) and peak resident MB of a whole process
+    tree (the resident sizes of the process and its descendants summed, sampled every 0.2 s)."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
-    while p.poll() is None:
+    while True:
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+        if pid:
+            break
         peak = max(peak, _tree_rss_mb(p.pid))
         time.sleep(0.2)
     dt = time.perf_counter() - t
-    if p.returncode != 0:
+    code = os.waitstatus_to_exitcode(status)
+    p.returncode = code
+    if code != 0:
         err = p.stderr.read().decode() if p.stderr else ""
-        raise RuntimeError(f"{cmd[:4]} failed ({p.returncode}): {err[-800:]}")
-    return dt, peak
+        raise RuntimeError(f"{cmd[:4]} failed ({code}): {err[-800:]}")
+    return dt, usage.ru_utime + usage.ru_stime, peak
 
 
 def load() -> str:
@@ -216,19 +222,28 @@ def main() -> None:
     if args.workers_compare:
         del runs["reference loop"]
     times: dict[str, list[float]] = {k: [] for k in runs}
+    cpus: dict[str, list[float]] = {k: [] for k in runs}
     peaks: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for label, cmd in runs.items():  # alternating, so that the machine's load hits every one alike
-            t, m = run_tree(cmd, env)
+            t, c, m = run_tree(cmd, env)
             times[label].append(t)
+            cpus[label].append(c)
             peaks[label].append(m)
-            print(f"  {label}: {t:.1f} s, {m:.0f} MB (load {load()})", flush=True)
+            print(f"  {label}: {t:.1f} s, {c:.1f} CPU s, {m:.0f} MB (load {load()})", flush=True)
     base = statistics.median(next(iter(times.values())))
-    print(f"| {args.seconds:g} s 720p gallery, 5 fps | median of {args.rounds} | peak RSS (tree) | ratio |")
-    print("|---|---|---|---|")
+    base_cpu = statistics.median(next(iter(cpus.values())))
+    print(
+        f"| {args.seconds:g} s 720p gallery, 5 fps (median of {args.rounds}) | wall | ratio | CPU s | ratio | "
+        "peak RSS (tree) |"
+    )
+    print("|---|---|---|---|---|---|")
     for label in runs:
-        med = statistics.median(times[label])
-        print(f"| {label} | {med:.1f} s | {max(peaks[label]):.0f} MB | {base / med:.2f}x |")
+        med, cpu = statistics.median(times[label]), statistics.median(cpus[label])
+        print(
+            f"| {label} | {med:.1f} s | {base / med:.2f}x | {cpu:.1f} | {base_cpu / cpu:.2f}x | "
+            f"{max(peaks[label]):.0f} MB |"
+        )
     print(f"load after: {load()}")
 
 

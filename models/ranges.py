@@ -42,7 +42,7 @@ from models.video import Progress, VideoAnalysis, VideoChunk, VideoConfig, analy
 ModelOpener = Callable[[], tuple[FaceDetector, EmotionRecognizer]]
 """Loads the detector and emotion model in a worker process (a picklable callable, e.g. a ``functools.partial``)."""
 
-MIN_RANGE_S = 20.0
+MIN_RANGE_S = 8.0
 """A range shorter than this many seconds of video is not worth a process (each loads its models, ~1-2 s)."""
 
 
@@ -374,7 +374,9 @@ def analyze_video_ranges(
     config = config or VideoConfig()
     if config.adaptive is not None or workers <= 1:
         return None
-    probe_video(path, name)  # a bad file is refused by name before any worker starts
+    info = probe_video(path, name)  # a bad file is refused by name before any worker starts
+    if info.duration is not None and info.duration < 2 * min_range_s:
+        return None
     times = frame_times(path)
     ranges = plan_ranges(path, fps, workers, detect_every=config.detect_every, min_range_s=min_range_s, times=times)
     if len(ranges) <= 1:

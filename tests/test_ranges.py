@@ -74,7 +74,7 @@ def test_ranges_line_up_with_the_sampling(gallery):
             assert r.stop_index == (nxt.start.index + 1 if nxt.start else 0)
             assert r.stop_index in sampled and sampled.index(r.stop_index) % k == 0  # starts on a detected sample
             assert nxt.start is not None and nxt.start.sample == sampled.index(r.stop_index) - 1
-    assert len(plan_ranges(gallery, 5.0, 4)) == 1  # 4 s is too short for 20 s ranges
+    assert len(plan_ranges(gallery, 5.0, 4)) == 1  # 4 s is too short for 8 s ranges
     assert len(plan_ranges(gallery, 5.0, 1, min_range_s=0.1)) == 1
 
 
