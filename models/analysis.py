@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from models.decode import VIDEO_SUFFIXES, looks_like_video
 from models.engagement import EngagementModel
@@ -184,16 +186,78 @@ class AnalysisSession:
         """
         doc = self.document()
         failed = False
+        for _, faces in self._analyze_each(paths, doc, fps=fps, on_error=on_error, on_warning=on_warning):
+            if faces is None:
+                failed = True
+            else:
+                doc["faces"].extend(faces)
+        return doc, failed
+
+    def write_document(
+        self,
+        paths: Sequence[Path],
+        out: IO[str],
+        *,
+        fps: float = 5.0,
+        on_error: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Writes the JSON document of :meth:`analyze_paths` to ``out``, streamed.
+
+        The same text as ``json.dumps(doc, indent=2, ensure_ascii=False)``, without holding every face: each file's
+        faces go to a temporary file as soon as the file is analysed, and are copied into the document at the end.
+
+        Returns:
+            Whether any file failed.
+        """
+        doc = self.document()
+        failed = False
+        sentinel = "\0faces\0"  # stands for the faces while the rest of the document is written
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+            n = 0
+            for _, faces in self._analyze_each(paths, doc, fps=fps, on_error=on_error, on_warning=on_warning):
+                if faces is None:
+                    failed = True
+                    continue
+                for face in faces:
+                    text = json.dumps(face, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+                    spool.write(f"{',' if n else ''}\n    {text}")
+                    n += 1
+            doc["faces"] = sentinel
+            head, tail = json.dumps(doc, indent=2, ensure_ascii=False).split(json.dumps(sentinel), 1)
+            out.write(head)
+            if n == 0:
+                out.write("[]")
+            else:
+                out.write("[")
+                spool.seek(0)
+                while block := spool.read(1 << 20):
+                    out.write(block)
+                out.write("\n  ]")
+            out.write(tail)
+        return failed
+
+    def _analyze_each(
+        self,
+        paths: Sequence[Path],
+        doc: AnalysisDocument,
+        *,
+        fps: float,
+        on_error: Callable[[str], None] | None,
+        on_warning: Callable[[str], None] | None,
+    ) -> Iterator[tuple[Path, list[dict[str, Any]] | None]]:
+        """Analyses files one by one into ``doc``'s files and tracks; yields each file's faces (None: it failed)."""
         for path in paths:
             try:
-                self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
+                faces = self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
             except BadInputError as exc:
-                failed = True
                 kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"
                 doc["files"].append(error_entry(str(path), exc.reason, kind))
                 if on_error is not None:
                     on_error(f"{exc.file}: {exc.reason}")
-        return doc, failed
+                yield path, None
+                continue
+            yield path, faces
 
     def analyze_image(self, src: ImageSource, name: str, *, keep_crops: bool = False) -> ImageAnalysis:
         """Analyses one image (a path, or its bytes).
@@ -263,17 +327,18 @@ class AnalysisSession:
 
     def _analyze_one(
         self, path: Path, doc: AnalysisDocument, *, fps: float, on_warning: Callable[[str], None] | None = None
-    ) -> None:
+    ) -> list[dict[str, Any]]:
+        """Analyses one file into ``doc``'s ``files`` and ``tracks``; returns its faces' JSON items."""
         name = str(path)
         result = self.analyze_file(path, name, fps=fps)
         if isinstance(result, ImageAnalysis):
             doc["files"].append(image_entry(result))
-            doc["faces"].extend(f.to_json() for f in result.faces)
-            return
+            return [f.to_json() for f in result.faces]
         part = video_json(result)
         if on_warning is not None:
             for w in result.warnings:
                 on_warning(f"{name}: {w}")
         doc["files"].append(part["file"])
-        doc["faces"].extend(part["faces"])
         doc["tracks"].extend({"file": name, **t} for t in part["tracks"])
+        faces: list[dict[str, Any]] = part["faces"]
+        return faces

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.faces import FaceDetector
-from models.ranges import analyze_video_ranges, frame_times, plan_ranges, sampled_frames
+from models.ranges import analyze_video_ranges, frame_times, plan_ranges, range_chunks, sampled_frames
 from models.video import VideoAnalysis, VideoConfig, analyze_video
 from tests import testdata
 from tests.videos import Placement, face_patches, random_recognizer, render
@@ -41,6 +41,12 @@ def gallery(tmp_path_factory, detector):
 
     path, _ = render(tmp_path_factory.mktemp("ranges") / "gallery.mp4", pats, scene, 40, size=(320, 240), fps=10)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_process(gallery, detector, recognizer):
+    """The gallery analysed in one process: every frame, detection on every other one (interpolated between)."""
+    return analyze_video(gallery, "g.mp4", detector, recognizer, None, config=VideoConfig(detect_every=2))
 
 
 def same_analysis(one: VideoAnalysis, cut: VideoAnalysis) -> None:
@@ -78,16 +84,16 @@ def test_ranges_line_up_with_the_sampling(gallery):
     assert len(plan_ranges(gallery, 5.0, 1, min_range_s=0.1)) == 1
 
 
-@pytest.mark.parametrize(("seams", "k", "fps"), [(2, 2, None), (3, 2, None), (3, 1, 5.0)])
-def test_cut_at_seams_equals_one_process(gallery, detector, recognizer, seams, k, fps):
-    config = VideoConfig(detect_every=k)
-    one = analyze_video(gallery, "g.mp4", detector, recognizer, fps, config=config)
+@pytest.mark.parametrize("seams", [2, 3])
+def test_cut_at_seams_equals_one_process(gallery, one_process, seams):
+    config = VideoConfig(detect_every=2)
+    one = one_process
     cut = analyze_video_ranges(
-        gallery, "g.mp4", open_models, fps, workers=seams + 1, config=config, in_process=True, min_range_s=0.5
+        gallery, "g.mp4", open_models, None, workers=seams + 1, config=config, in_process=True, min_range_s=0.5
     )
     assert cut is not None
     same_analysis(one, cut)
-    ranges = plan_ranges(gallery, fps, seams + 1, detect_every=k, min_range_s=0.5)
+    ranges = plan_ranges(gallery, None, seams + 1, detect_every=2, min_range_s=0.5)
     assert len(ranges) == seams + 1
     walker = [t for t in one.tracks if t.boxes[0][1] > 120]  # the student crossing the bottom row
     assert len(walker) == 1
@@ -95,12 +101,11 @@ def test_cut_at_seams_equals_one_process(gallery, detector, recognizer, seams, k
     assert all(walker[0].start_s < s < walker[0].end_s for s in seam_times)  # the walk crosses every seam
 
 
-def test_worker_processes_give_the_same_analysis(gallery, detector, recognizer):
+def test_worker_processes_give_the_same_analysis(gallery, one_process):
     config = VideoConfig(detect_every=2)
-    one = analyze_video(gallery, "g.mp4", detector, recognizer, None, config=config)
     cut = analyze_video_ranges(gallery, "g.mp4", open_models, None, workers=2, config=config, min_range_s=0.5)
     assert cut is not None
-    same_analysis(one, cut)
+    same_analysis(one_process, cut)
 
 
 def test_too_short_or_adaptive_is_left_to_one_process(gallery):
@@ -109,3 +114,19 @@ def test_too_short_or_adaptive_is_left_to_one_process(gallery):
     assert analyze_video_ranges(gallery, "g.mp4", open_models, 5.0, workers=2) is None
     adaptive = VideoConfig(adaptive=AdaptiveConfig())
     assert analyze_video_ranges(gallery, "g.mp4", open_models, 5.0, workers=2, config=adaptive, min_range_s=0.5) is None
+
+
+def test_a_range_resumes_on_its_own(gallery, detector, recognizer, one_process):
+    config = VideoConfig(detect_every=2)
+    middle = plan_ranges(gallery, None, 3, detect_every=2, min_range_s=0.5)[1]
+    assert middle.start is not None and middle.stop_index is not None
+    chunks = list(range_chunks(gallery, "g.mp4", detector, recognizer, None, middle, config=config, commit_every_s=0.5))
+    assert len(chunks) >= 2 and chunks[-1].done
+    stopped = chunks[0].until  # a run stopped after storing its first stretch
+    assert stopped is not None
+    resumed = list(range_chunks(gallery, "g.mp4", detector, recognizer, None, middle, config=config, resume=stopped))
+    rest = [f for c in resumed for f in c.faces]
+    expected = [f for f in one_process.faces if stopped.index < (f.frame or 0) < middle.stop_index]
+    assert [(f.frame, f.index) for f in rest] == [(f.frame, f.index) for f in expected] != []
+    for a, b in zip(expected, rest, strict=True):
+        assert np.abs(np.subtract(a.face.box, b.face.box)).max() <= 1.0
