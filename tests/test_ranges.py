@@ -117,7 +117,7 @@ def test_too_short_or_adaptive_is_left_to_one_process(gallery):
 
 
 def test_a_range_resumes_on_its_own(gallery, detector, recognizer, one_process):
-    config = VideoConfig(detect_every=2)
+    config = VideoConfig(detect_every=2, chunk_frames=4)  # stretches of 4 frames: several in a range
     middle = plan_ranges(gallery, None, 3, detect_every=2, min_range_s=0.5)[1]
     assert middle.start is not None and middle.stop_index is not None
     chunks = list(range_chunks(gallery, "g.mp4", detector, recognizer, None, middle, config=config, commit_every_s=0.5))
