@@ -6,18 +6,22 @@ stay within one of them.
 
 Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
-        ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction; folders are walked for image and video
-        files; files already stored in the study (same bytes) are skipped without running the model. Videos are
-        stored every ``--commit-every`` seconds of video; a stopped run leaves the video ``partial`` and the next
-        run of the same file resumes after its last stored frame. A progress bar (seconds of video, time left) goes
-        to stderr when it is a terminal.
+        ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction, through the analysis service the web app
+        uses too (:mod:`affectlab.analysis`); folders are walked for image and video files; files already stored in
+        the study (same bytes) are skipped without running the model. Videos are stored every ``--commit-every``
+        seconds of video; a stopped run leaves the video ``partial`` and the next run of the same file resumes after
+        its last stored frame. A file another run is analysing (another ``affectlab analyze``, a worker, the web
+        app) is waited for at the end, then resumed if that run died or reported as stored; copies of one file in a
+        batch are analysed once. A file that changes while it is read is left ``partial`` (exit 1). A progress bar
+        (seconds of video, time left) goes to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
 ``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`affectlab.settings`).
 
 Exit codes: 0 success; 1 some input file failed (the others were stored), or too few corrections to fine-tune;
-2 a setup problem (unknown model, missing weights, database not migrated, bad arguments).
+2 a setup problem (unknown model, missing weights, database not migrated, bad arguments), alike with or without
+``--workers``.
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from affectlab.analysis import FileOutcome, Options, setup_message
 from affectlab.settings import BACKENDS, Settings
 
 if TYPE_CHECKING:
-    from db.rows import IngestReport
-    from db.services import LabelStore
     from models.analysis import AnalysisSession
 
 
@@ -44,33 +47,6 @@ def _print_err(msg: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- analyze
-
-
-@dataclass(frozen=True)
-class FileOutcome:
-    """What ``analyze`` did with one file.
-
-    Attributes:
-        file: The file's name as given (or as found in a given folder).
-        status: ``stored``, ``skipped`` (already in the study) or ``failed``.
-        media_id: The media item, None when the file failed.
-        n_faces: Faces found (stored ones for a skipped file).
-        error: Why the file failed, else None.
-        report: The ingest report of a stored file, else None.
-        warnings: Problems that did not stop the analysis (damaged video data, no engagement, ingest warnings).
-        resumed_from_s: For a video whose stopped analysis this run resumed: the time it resumed after.
-        frames_analyzed: For a video: the sampled frames this run analysed.
-    """
-
-    file: str
-    status: str
-    media_id: int | None = None
-    n_faces: int = 0
-    error: str | None = None
-    report: IngestReport | None = None
-    warnings: tuple[str, ...] = ()
-    resumed_from_s: float | None = None
-    frames_analyzed: int | None = None
 
 
 def media_suffixes() -> frozenset[str]:
@@ -115,106 +91,6 @@ def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     return unique, notes
 
 
-def analyze_file(
-    session: AnalysisSession,
-    store: LabelStore,
-    path: Path,
-    study: str,
-    *,
-    fps: float = 5.0,
-    uploaded_by: str | None = None,
-    commit_every_s: float = 30.0,
-    progress: Callable[[float, float | None], None] | None = None,
-) -> FileOutcome:
-    """Analyses one file and stores its faces (crops, features, predictions, tracks) in ``study``.
-
-    A file whose bytes the study already holds is skipped before the model runs. A file that cannot be analysed
-    gives a ``failed`` outcome with the reason; nothing is stored for it. A video is stored every
-    ``commit_every_s`` seconds of video (:mod:`affectlab.longvideo`): a run stopped midway leaves it ``partial``,
-    and analysing the same file again resumes after its last stored frame.
-
-    Raises:
-        AffectLabError: A setup problem of the store (e.g. the database is not migrated).
-    """
-    from affectlab.longvideo import analyze_long_video
-    from db.codecs import sha256_source
-    from db.errors import StoreBusyError
-    from db.ingest import MediaInfo
-    from db.rows import IngestReport
-    from models.decode import looks_like_video
-    from models.errors import BadInputError
-
-    name = str(path)
-    if not path.is_file():
-        return FileOutcome(name, "failed", error="is a directory" if path.is_dir() else "no such file")
-    try:
-        digest, size = sha256_source(path)  # in blocks: a long recording is not read into memory
-    except OSError as exc:
-        return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
-    existing = store.media_by_sha256(study, digest)
-    if existing is not None and existing.analysis_status == "complete":
-        return FileOutcome(name, "skipped", media_id=existing.id, n_faces=existing.n_faces)
-    try:
-        if not size:
-            raise BadInputError(name, "empty file")
-        if looks_like_video(path):
-            long = analyze_long_video(
-                session,
-                store,
-                study,
-                path,
-                name,
-                fps=fps,
-                uploaded_by=uploaded_by,
-                commit_every_s=commit_every_s,
-                progress=progress,
-                sha256=digest,
-            )
-            rep = IngestReport(
-                study=study,
-                media_ids=(long.media_id,),
-                media_new=int(existing is None),
-                media_existing=int(existing is not None),
-                faces_new=long.faces_new,
-                predictions_new=long.faces_new,
-                tracks_new=long.n_tracks,
-                crops_stored=long.crops_stored,
-                features_stored=long.features_stored,
-            )
-            return FileOutcome(
-                name,
-                "stored",
-                media_id=long.media_id,
-                n_faces=long.n_faces,
-                report=rep,
-                warnings=long.warnings,
-                resumed_from_s=long.resumed_from_s,
-                frames_analyzed=long.frames_analyzed,
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            return FileOutcome(name, "failed", error=f"cannot be read ({exc.strerror or exc})")
-        image = session.analyze_image(data, name, keep_crops=True)
-        info = MediaInfo(kind="image", width=image.width, height=image.height)
-        faces = image.faces
-        report = store.ingest_results(
-            study, data, name, faces, media_info=info, uploaded_by=uploaded_by, keep_file=True, sha256=digest
-        )  # like the web app: thumbnails, boxes
-    except BadInputError as exc:
-        return FileOutcome(name, "failed", error=exc.reason)
-    except StoreBusyError as exc:
-        return FileOutcome(name, "failed", error=str(exc))
-    return FileOutcome(
-        name,
-        "stored",
-        media_id=report.media_ids[0] if report.media_ids else None,
-        n_faces=len(faces),
-        report=report,
-        warnings=report.warnings,
-    )
-
-
 @contextmanager
 def _progress_bar(name: str, *, enabled: bool) -> Iterator[Callable[[float, float | None], None] | None]:
     """A tqdm bar on stderr in seconds of video, with the time left (off when stderr is not a terminal)."""
@@ -251,10 +127,10 @@ def _summary(outcomes: Sequence[FileOutcome]) -> dict[str, int]:
         "files": len(outcomes),
         "stored": len(stored),
         "skipped": sum(o.status == "skipped" for o in outcomes),
-        "failed": sum(o.status == "failed" for o in outcomes),
+        "failed": sum(o.status in ("failed", "busy") for o in outcomes),
         "faces": sum(o.n_faces for o in stored),
-        "crops": sum(o.report.crops_stored for o in stored if o.report),
-        "features": sum(o.report.features_stored for o in stored if o.report),
+        "crops": sum(o.crops_stored for o in stored),
+        "features": sum(o.features_stored for o in stored),
     }
 
 
@@ -273,10 +149,67 @@ def default_workers(n_files: int, device: str) -> int:
     return max(1, min(cpu_workers(), n_files))
 
 
+def outcome_line(study: str, o: FileOutcome) -> str:
+    """The report line of a stored file: faces, how the run went, what it added and what it found stored."""
+    resumed = "" if o.resumed_from_s is None else f"resumed after {o.resumed_from_s:.2f} s; "
+    frames = "" if o.frames_analyzed is None else f"{o.frames_analyzed} frames analysed; "
+    return (
+        f"{o.file}: {o.n_faces} faces; {resumed}{frames}study {study!r}: media {int(o.new)} new, "
+        f"{int(not o.new)} already stored; faces {o.faces_new} new, {o.faces_reused} reused; predictions "
+        f"{o.predictions_new} new, {o.predictions_existing} already stored; {o.tracks} tracks, {o.crops_stored} "
+        f"crops, {o.features_stored} features"
+    )
+
+
+def _report(args: argparse.Namespace, outcome: FileOutcome) -> None:
+    """One file's lines: a failure on stderr, warnings on stderr, the result on stdout (not with ``--json``)."""
+    if outcome.status in ("failed", "busy"):
+        _print_err(f"{outcome.file}: {outcome.error}")
+        return
+    for w in outcome.warnings:
+        if not w.startswith("resumed a stopped analysis"):  # said on the result line
+            _print_err(f"warning: {outcome.file}: {w}")
+    if args.json:
+        return
+    if outcome.status == "skipped":
+        print(
+            f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
+            f"({outcome.n_faces} faces)",
+            flush=True,
+        )
+    else:
+        print(outcome_line(args.study, outcome), flush=True)
+
+
+def _analyze_here(
+    args: argparse.Namespace, settings: Settings, files: Sequence[Path], session: AnalysisSession, options: Options
+) -> list[FileOutcome]:
+    """The files analysed in this process, one by one; a file another run is analysing is waited for at the end."""
+    from affectlab.analysis import AnalysisService, Source
+    from db.services import LabelStore
+
+    store = LabelStore.from_settings(settings)
+    service = AnalysisService(store, args.study, lambda: session, options)
+    outcomes: dict[int, FileOutcome] = {}
+    try:
+        for wait in (False, True):
+            for i, path in enumerate(files):
+                if i in outcomes and outcomes[i].status != "busy":
+                    continue
+                if wait:
+                    _print_err(f"{path}: being analysed by another run; waiting for it to end")
+                with _progress_bar(path.name, enabled=not args.json and not args.no_progress) as progress:
+                    outcome = service.analyze(Source.file(path), progress=progress, wait=wait)
+                outcomes[i] = outcome
+                if outcome.status != "busy" or wait:
+                    _report(args, outcome)
+    finally:
+        store.close()
+    return [outcomes[i] for i in range(len(files))]
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses files and folders into a study: one report line per file, bad files on stderr, then a summary."""
-    from db.cli import ingest_line
-    from db.services import LabelStore
     from models import runtime, weights
     from models.analysis import AnalysisSession
 
@@ -290,30 +223,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     device = args.device or settings.device
     backend = "torch" if args.exact else (args.backend or settings.backend)
     detect_every = 1 if args.exact else settings.detect_every
+    options = Options(fps=args.fps, uploaded_by=args.uploaded_by, commit_every_s=args.commit_every, keep_file=True)
 
-    def report(outcome: FileOutcome) -> None:
-        if outcome.status == "failed":
-            _print_err(f"{outcome.file}: {outcome.error}")
-            return
-        for w in outcome.warnings:
-            _print_err(f"warning: {outcome.file}: {w}")
-        if args.json:
-            return
-        if outcome.status == "skipped":
-            print(
-                f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
-                f"({outcome.n_faces} faces)",
-                flush=True,
-            )
-        else:
-            assert outcome.report is not None
-            resumed = "" if outcome.resumed_from_s is None else f"resumed after {outcome.resumed_from_s:.2f} s; "
-            frames = "" if outcome.frames_analyzed is None else f"{outcome.frames_analyzed} frames analysed; "
-            print(
-                f"{outcome.file}: {outcome.n_faces} faces; {resumed}{frames}{ingest_line(outcome.report)}", flush=True
-            )
-
-    outcomes: list[FileOutcome] = []
     workers = args.workers if args.workers is not None else default_workers(len(files), device)
     if workers > 1 or args.ray:
         from affectlab.distribute import Job, analyze_many, job_env
@@ -325,8 +236,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             device=device,
             backend=backend,
             detect_every=detect_every,
-            fps=args.fps,
-            uploaded_by=args.uploaded_by,
+            options=options,
             env=job_env(),
         )
         outcomes = analyze_many(
@@ -334,7 +244,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             files,
             workers=(args.workers or 0) if args.ray else workers,
             ray_address=args.ray,
-            on_outcome=report,
+            on_outcome=lambda o: _report(args, o),
             progress=not args.no_progress,
         )
         model_name = model
@@ -347,24 +257,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             detect_every=detect_every,
         )
         model_name = session.recognizer.name
-        store = LabelStore.from_settings(settings)
-        try:
-            for path in files:
-                with _progress_bar(path.name, enabled=not args.json and not args.no_progress) as progress:
-                    outcome = analyze_file(
-                        session,
-                        store,
-                        path,
-                        args.study,
-                        fps=args.fps,
-                        uploaded_by=args.uploaded_by,
-                        commit_every_s=args.commit_every,
-                        progress=progress,
-                    )
-                outcomes.append(outcome)
-                report(outcome)
-        finally:
-            store.close()
+        outcomes = _analyze_here(args, settings, files, session, options)
     summary = _summary(outcomes)
     if args.json:
         doc: dict[str, Any] = {
@@ -516,13 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_err("interrupted")
         return 130
     except Exception as exc:
-        from sqlalchemy.exc import SQLAlchemyError
-
-        if not isinstance(exc, SQLAlchemyError):
+        message = setup_message(exc, Settings.from_env().database_url)
+        if message is None:
             raise
-        from db.engine import safe_url
-
-        url = safe_url(Settings.from_env().database_url)
-        detail = str(exc).splitlines()[0]
-        _print_err(f"error: database {url}: {detail}; check DATABASE_URL, then run `python -m db upgrade`")
+        _print_err(f"error: {message}")
         return 2

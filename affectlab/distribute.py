@@ -1,13 +1,23 @@
 """Studies that outgrow one process: ``analyze`` over N local processes or a Ray cluster, into one label store.
 
 Every worker loads the detector and the emotion model once, then takes files one at a time and stores each file's
-faces itself (:func:`affectlab.cli.analyze_file`): the label store (PostgreSQL through ``DATABASE_URL``; SQLite for
-local processes, its writes serialised with retries) is the only shared state. A file the study already holds (same
-sha256) is skipped before any model runs, so an interrupted run is resumed by running it again; a bad file is
-reported and the others go on. The driver shows a progress bar (files, faces/s, time left) on stderr.
+faces itself through the analysis service (:class:`affectlab.analysis.AnalysisService`, the same one ``affectlab
+analyze`` uses alone): the label store (PostgreSQL through ``DATABASE_URL``; SQLite for local processes, its writes
+serialised with retries) is the only shared state. A file the study already holds (same sha256) is skipped before
+any model runs, a stopped one resumed, and a file another worker (or another run) is analysing is handed back
+``busy`` and dispatched again at the end to wait for that run (:mod:`db.claims`): copies of one file in a batch are
+analysed once. The driver shows a progress bar (files, faces/s, time left) on stderr.
 
-Local processes split the cores: each worker's ONNX Runtime / torch runs get ``cores // N`` threads
-(``AFFECTLAB_CPU_WORKERS``), so N workers never oversubscribe the machine.
+Local processes (:func:`run_local`) are started by the driver, which hands each one file at a time over a pipe:
+
+- a worker exits when the driver dies (it watches its parent), so none is left waiting forever;
+- a worker that dies (killed, out of memory) gets its file reported ``failed`` with the signal, a new worker takes
+  its place and the batch carries on;
+- a setup problem in a worker (missing weights, a database that is not migrated or not reachable) ends the run
+  with the same message and exit code as without workers (:class:`WorkerSetupError`).
+
+Each worker's ONNX Runtime / torch runs get ``cores // N`` threads (``AFFECTLAB_CPU_WORKERS``), so N workers never
+oversubscribe the machine.
 
 Ray: ``address="local"`` starts a local cluster (``num_cpus`` = the worker count); any other address joins an
 existing cluster (``ray://head:10001`` or ``auto``). One actor per worker (``num_cpus=1`` each). Workers read the
@@ -17,16 +27,20 @@ AffectLab installed with the weights (``python -m models fetch``) in its ``AFFEC
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from affectlab.cli import FileOutcome
+from affectlab.analysis import FileOutcome, Options, Source, setup_message
+from models.errors import AffectLabError
 
 ENV_KEYS = (
     "DATABASE_URL",
@@ -40,6 +54,13 @@ ENV_KEYS = (
     "AFFECTLAB_MALLOC_TUNE",
 )
 
+Reply = tuple[str, Any]
+"""What a worker answers: ``("outcome", FileOutcome)`` or ``("setup", message)`` (the run cannot go on)."""
+
+
+class WorkerSetupError(AffectLabError):
+    """A worker could not start or reach the store: the same problem would stop a run without workers."""
+
 
 @dataclass(frozen=True)
 class Job:
@@ -52,8 +73,7 @@ class Job:
         device: ``cpu`` or ``cuda[:N]``.
         backend: ``onnx`` or ``torch``.
         detect_every: Videos: detect on every k-th sampled frame.
-        fps: Video sampling rate.
-        uploaded_by: Stored with each media item.
+        options: How files are analysed and stored (sampling rate, who, commit interval).
         env: The environment variables of the settings (database URL, data folder...), passed to every worker.
     """
 
@@ -63,16 +83,15 @@ class Job:
     device: str
     backend: str
     detect_every: int
-    fps: float
-    uploaded_by: str | None
+    options: Options
     env: dict[str, str]
 
 
 class Worker:
-    """One worker: the models and the store, opened once, then one file at a time."""
+    """One worker: the models and the store, opened once, then one file at a time (a Ray actor, or a process)."""
 
     def __init__(self, job: Job, threads: int | None = None) -> None:
-        """Opens the session and the store in this process.
+        """Opens the session and the store in this process; a setup problem is kept and answered to every file.
 
         Args:
             job: The analysis settings.
@@ -82,6 +101,7 @@ class Worker:
         if threads:
             os.environ["AFFECTLAB_CPU_WORKERS"] = str(threads)
             os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        from affectlab.analysis import AnalysisService
         from affectlab.settings import Settings
         from db.services import LabelStore
         from models import runtime
@@ -89,38 +109,35 @@ class Worker:
 
         runtime.tune_malloc()
         self.job = job
-        self.session = AnalysisSession.open(
-            job.model,
-            job.weights_dir,
-            device=job.device,
-            backend=job.backend,  # type: ignore[arg-type]
-            detect_every=job.detect_every,
-        )
-        self.store = LabelStore.from_settings(Settings.from_env())
-
-    def run(self, path: str) -> FileOutcome:
-        """Analyses and stores one file; never raises for a bad file (the outcome says why)."""
-        from affectlab.cli import FileOutcome, analyze_file
-
+        self.setup_error: str | None = None
+        self.service: AnalysisService | None = None
+        url = job.env.get("DATABASE_URL", "")
         try:
-            return analyze_file(
-                self.session, self.store, Path(path), self.job.study, fps=self.job.fps, uploaded_by=self.job.uploaded_by
+            settings = Settings.from_env()
+            url = settings.database_url
+            session = AnalysisSession.open(
+                job.model,
+                job.weights_dir,
+                device=job.device,
+                backend=job.backend,  # type: ignore[arg-type]
+                detect_every=job.detect_every,
             )
-        except Exception as exc:  # a worker survives any one file; the driver reports it
-            return FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}")
+            store = LabelStore.from_settings(settings)
+            self.service = AnalysisService(store, job.study, lambda: session, job.options)
+        except Exception as exc:  # the driver reports it and stops the run, as a run without workers would
+            self.setup_error = setup_message(exc, url) or f"a worker could not start ({type(exc).__name__}: {exc})"
 
-
-_WORKER: Worker | None = None
-
-
-def _init_process(job: Job, threads: int) -> None:
-    global _WORKER
-    _WORKER = Worker(job, threads)
-
-
-def _run_in_process(path: str) -> FileOutcome:
-    assert _WORKER is not None
-    return _WORKER.run(path)
+    def run(self, path: str, wait: bool = False) -> Reply:
+        """Analyses and stores one file; a bad file is an outcome, a setup problem a ``setup`` reply."""
+        if self.service is None:
+            return "setup", self.setup_error
+        try:
+            return "outcome", self.service.analyze(Source.file(path), wait=wait)
+        except Exception as exc:
+            message = setup_message(exc, self.service.store.url)
+            if message is not None:
+                return "setup", message
+            return "outcome", FileOutcome(path, "failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def job_env() -> dict[str, str]:
@@ -140,20 +157,150 @@ def largest_first(files: Sequence[Path]) -> list[Path]:
     return sorted(files, key=size, reverse=True)
 
 
+# ---------------------------------------------------------------------------------------------------- local
+
+
+def _exit_with_parent(poll_s: float = 0.5) -> None:
+    """Ends this process when its parent (the driver) is gone, even in the middle of a file."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="affectlab-parent-watch", daemon=True).start()
+
+
+def _worker_main(job: Job, threads: int, conn: Any) -> None:
+    """A local worker process: files come over ``conn`` (``(path, wait)``; None ends it), replies go back."""
+    _exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which ends the workers
+    worker = Worker(job, threads)
+    if worker.setup_error is not None:
+        conn.send(("setup", worker.setup_error))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):  # the driver is gone
+            return
+        if task is None:
+            return
+        conn.send(worker.run(*task))
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = ": perhaps out of memory" if -code == signal.SIGKILL else ""
+        return f"the worker analysing it died ({name}{hint}); analyse it again to resume it"
+    return f"the worker analysing it ended unexpectedly (exit code {code}); analyse it again to resume it"
+
+
+@dataclass
+class _Slot:
+    process: Any
+    conn: Any
+    task: tuple[str, bool] | None = None
+    ready: bool = False
+
+
 def run_local(job: Job, files: Sequence[Path], workers: int) -> Iterator[FileOutcome]:
-    """Outcomes of ``files`` analysed by ``workers`` local processes, as they finish."""
+    """Outcomes of ``files`` analysed by ``workers`` local processes, as they finish.
+
+    Raises:
+        WorkerSetupError: A worker could not load the models or reach the store (the run stops).
+    """
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing.connection import wait as wait_any
 
     from models.runtime import cpu_workers
 
+    ctx = mp.get_context("spawn")
     threads = max(1, cpu_workers() // workers)
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_process, initargs=(job, threads)
-    ) as pool:
-        futures = [pool.submit(_run_in_process, str(f)) for f in files]
-        for fut in as_completed(futures):
-            yield fut.result()
+    queue: deque[tuple[str, bool]] = deque((str(f), False) for f in files)
+    left = len(queue)
+    slots: list[_Slot] = []
+
+    def start() -> None:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_worker_main, args=(job, threads, child), daemon=True)
+        proc.start()
+        child.close()
+        slots.append(_Slot(proc, parent))
+
+    for _ in range(max(1, min(workers, left))):
+        start()
+    idle_deaths = 0
+    try:
+        while left:
+            for slot in slots:
+                if slot.ready and slot.task is None and queue:
+                    slot.task = queue.popleft()
+                    slot.conn.send(slot.task)
+            ready = wait_any([s.conn for s in slots] + [s.process.sentinel for s in slots])
+            for slot in list(slots):
+                if slot.conn not in ready and slot.process.sentinel not in ready:
+                    continue
+                reply = _receive(slot)
+                if reply is None:  # the worker died: its file failed, a new worker takes its place
+                    slots.remove(slot)
+                    slot.process.join(timeout=5)
+                    if slot.task is not None:
+                        left -= 1
+                        yield FileOutcome(slot.task[0], "failed", error=_death(slot.process.exitcode))
+                    else:
+                        idle_deaths += 1
+                        if idle_deaths > 2 * workers:
+                            raise WorkerSetupError(f"worker processes keep dying as they start: {_death(None)}")
+                    if len(slots) < min(workers, left):
+                        start()
+                    continue
+                kind, payload = reply
+                if kind == "setup":
+                    raise WorkerSetupError(payload)
+                if kind == "ready":
+                    slot.ready = True
+                if kind != "outcome":
+                    continue
+                task, slot.task = slot.task, None
+                if payload.status == "busy" and task is not None and not task[1]:
+                    queue.append((task[0], True))  # dispatched again at the end, to wait for the other run
+                    continue
+                left -= 1
+                yield payload
+    finally:
+        for slot in slots:
+            with contextlib.suppress(OSError, ValueError):
+                slot.conn.send(None)
+        deadline = time.monotonic() + 10
+        for slot in slots:
+            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join(timeout=5)
+
+
+def _receive(slot: _Slot) -> Reply | None:
+    """The worker's reply, None when it died (nothing to read and its process ended)."""
+    try:
+        if slot.conn.poll():
+            reply: Reply = slot.conn.recv()
+            return reply
+    except (EOFError, OSError):
+        return None
+    if not slot.process.is_alive():
+        return None
+    return "noop", None  # woken with nothing to read and the process still running: look again
+
+
+# ---------------------------------------------------------------------------------------------------- Ray
 
 
 def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) -> Iterator[FileOutcome]:
@@ -164,6 +311,9 @@ def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) 
         files: The files (paths every node can read).
         address: ``local`` for a local cluster, else the address of an existing one.
         workers: Actors to start (None: one per CPU of the cluster).
+
+    Raises:
+        WorkerSetupError: An actor could not load the models or reach the store.
     """
     import ray
 
@@ -174,22 +324,40 @@ def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) 
     else:
         ray.init(address=address, log_to_driver=False, runtime_env={"env_vars": env})
     try:
-        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]
         actor_cls = ray.remote(num_cpus=1)(Worker)
-        actors = [actor_cls.remote(job, 1 if address == "local" else None) for _ in range(min(n, len(files)) or 1)]
-        pending: dict[Any, Any] = {}
-        queue = [str(f) for f in files][::-1]
+        actors: list[Any] = [
+            actor_cls.remote(job, 1 if address == "local" else None) for _ in range(min(n, len(files)) or 1)
+        ]
+        pending: dict[Any, tuple[Any, tuple[str, bool]]] = {}
+        queue: deque[tuple[str, bool]] = deque((str(f), False) for f in files)
         idle = list(actors)
         while queue or pending:
             while idle and queue:
-                actor = idle.pop()
-                pending[actor.run.remote(queue.pop())] = actor
+                actor, task = idle.pop(), queue.popleft()
+                pending[actor.run.remote(*task)] = (actor, task)
+            if not pending:
+                raise WorkerSetupError("every Ray actor died; see the Ray logs")
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                idle.append(pending.pop(ref))
-                yield ray.get(ref)
+                actor, task = pending.pop(ref)
+                try:
+                    kind, payload = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:  # the actor died: its file failed, the others go on
+                    yield FileOutcome(task[0], "failed", error=f"the Ray actor analysing it died ({exc})")
+                    continue
+                idle.append(actor)
+                if kind == "setup":
+                    raise WorkerSetupError(payload)
+                if payload.status == "busy" and not task[1]:
+                    queue.append((task[0], True))
+                    continue
+                yield payload
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------- driver
 
 
 class Progress:
@@ -245,6 +413,9 @@ def analyze_many(
         ray_address: None for local processes; ``local`` or a cluster address for Ray.
         on_outcome: Called with each outcome as it finishes.
         progress: Show the progress bar.
+
+    Raises:
+        WorkerSetupError: A worker could not load the models or reach the store.
     """
     bar = Progress(len(files), enabled=progress)
     # Largest files first: the last file to start is a small one, so no worker is left alone with a long video.

@@ -41,6 +41,9 @@ Environment variables:
         ``.venv-mobile/bin/python`` of this checkout). AffectLab itself never imports them (``models.mobile_env``).
     AFFECTLAB_REVIEW_FRAGMENT: ``0`` to rerun the whole Review page on each key press instead of only the review
         panel (slower; for ``bench/bench_review.py``'s comparison).
+    AFFECTLAB_ALLOW_SKIPS / AFFECTLAB_REQUIRE_MOBILE: test-only, read by ``tests/conftest.py`` and the mobile tests,
+        never by the app: ``1`` lets a quick local ``make test`` skip what is missing; ``1`` makes a missing side
+        environment a failure (``make test`` sets it).
 """
 
 from __future__ import annotations

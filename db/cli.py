@@ -1,7 +1,8 @@
 """``python -m db``: the label store's command line, for batch work and scripts.
 
 Commands: ``upgrade``, ``ingest``, ``import-labels``, ``import-segments``, ``stats``, ``export``, ``backup``,
-``delete-media``, ``delete-track``, ``studies``. All take the database from ``DATABASE_URL`` (default: SQLite in the
+``delete-media``, ``delete-track``, ``studies``, ``compact`` (see :mod:`db.compact`), ``video-crops``. All take
+the database from ``DATABASE_URL`` (default: SQLite in the
 data folder, ``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names,
 from the weights folder (``AFFECTLAB_WEIGHTS_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr
 naming the file or object and the reason), 2 on a usage error or missing weights.
@@ -139,8 +140,23 @@ def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Progress:
+    """``exported N / TOTAL faces`` on stderr, at most every 10 % of the study (and at the end)."""
+
+    def __init__(self) -> None:
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        step = max(1, total // 10)
+        if done // step != self.shown // step or done >= total:
+            self.shown = done
+            print(f"exported {done} / {total} faces", file=sys.stderr, flush=True)
+
+
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).export(args.study, args.format, Path(args.out), model=args.model, seed=args.seed)
+    report = _store(settings).export(
+        args.study, args.format, Path(args.out), model=args.model, seed=args.seed, progress=_Progress()
+    )
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
     print(
         f"wrote {report.path} ({report.format}): {plural(report.n_faces, 'face')}, {report.n_human} with human labels, "
@@ -148,6 +164,36 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     )
     for note in report.notes:
         print(f"note: {note}")
+    return 0
+
+
+def _cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
+    report = _store(settings).compact(
+        args.study,
+        crops=not args.no_crops,
+        drop_features=args.drop_features,
+        vacuum=args.vacuum,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    print(
+        f"study {report.study!r}: {report.features_converted} features converted, {report.crops_dropped} video crops "
+        f"dropped (re-cut pixel-equal from the recording), {report.crops_kept} kept, "
+        f"{report.features_dropped} features dropped"
+    )
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _cmd_video_crops(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    if args.mode is not None:
+        store.set_keep_video_crops(args.study, args.mode == "keep")
+    keep = store.keep_video_crops(args.study)
+    print(
+        f"study {args.study!r}: "
+        + ("every video crop is stored" if keep else "video crops are re-cut from the kept recordings")
+    )
     return 0
 
 
@@ -280,6 +326,26 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(fn=_cmd_delete_track)
 
     sub.add_parser("studies", help="list the studies").set_defaults(fn=_cmd_studies)
+
+    q = sub.add_parser(
+        "compact",
+        help="store a study compactly: features as uint8, video crops re-cut from the kept recordings",
+    )
+    q.add_argument("--study", required=True)
+    q.add_argument("--no-crops", action="store_true", help="leave stored video crops as they are")
+    q.add_argument(
+        "--drop-features",
+        action="store_true",
+        help="also drop the features of completely analysed videos (engagement and tables are computed already; "
+        "fine-tuning re-extracts them from the re-cut crops)",
+    )
+    q.add_argument("--vacuum", action="store_true", help="give the freed space back (SQLite VACUUM)")
+    q.set_defaults(fn=_cmd_compact)
+
+    q = sub.add_parser("video-crops", help="show or set whether a study stores every video crop")
+    q.add_argument("--study", required=True)
+    q.add_argument("mode", nargs="?", choices=["keep", "recut"], default=None)
+    q.set_defaults(fn=_cmd_video_crops)
     return p
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -56,9 +56,47 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+class CardCounts:
+    """What the card says of the faces an export holds, counted one row at a time (exports that stream)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.sources: dict[str, Counter[str]] = {f: Counter() for f in ("label", "valence", "arousal", "engagement")}
+        self.models: set[tuple[str, str]] = set()
+        self.human = 0
+        self.model_only = 0
+
+    def add(self, r: FaceLabel) -> None:
+        """Counts one exported face."""
+        self.n += 1
+        for f, cnt in self.sources.items():
+            cnt[getattr(r, f"{f}_source")] += 1
+        if r.model:
+            self.models.add((r.model, r.weights_hash or ""))
+        self.human += r.label_source == "human"
+        self.model_only += r.label_source == "model"
+
+    def merge(self, other: CardCounts) -> None:
+        """Adds another part's counts."""
+        self.n += other.n
+        for f, cnt in self.sources.items():
+            cnt.update(other.sources[f])
+        self.models |= other.models
+        self.human += other.human
+        self.model_only += other.model_only
+
+    @classmethod
+    def of(cls, rows: Iterable[FaceLabel]) -> CardCounts:
+        """The counts of some rows."""
+        out = cls()
+        for r in rows:
+            out.add(r)
+        return out
+
+
 def dataset_card(
     stats: StudyStats,
-    rows: Sequence[FaceLabel],
+    rows: Sequence[FaceLabel] | CardCounts,
     fmt: ExportFormat,
     splits: Mapping[Split, int],
     notes: Sequence[str],
@@ -69,16 +107,17 @@ def dataset_card(
 
     Args:
         stats: The study's statistics.
-        rows: The faces the export holds.
+        rows: The faces the export holds, or their counts.
         fmt: The export's format (the editing and spreadsheet sections depend on it).
         splits: Faces per split in the export (empty: no split line).
         notes: What the export left out or assumed, one line each.
         crops_available: Whether any face crop is stored (else the card says the export holds no images).
     """
     c = stats.counts
-    n = len(rows)
-    src = {f: Counter(getattr(r, f"{f}_source") for r in rows) for f in ("label", "valence", "arousal", "engagement")}
-    models = sorted({(r.model, r.weights_hash or "") for r in rows if r.model})
+    counted = rows if isinstance(rows, CardCounts) else CardCounts.of(rows)
+    n = counted.n
+    src = counted.sources
+    models = sorted(counted.models)
     lines = [
         "---",
         "license: other",

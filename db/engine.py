@@ -35,6 +35,10 @@ RETRY_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 """PostgreSQL serialization_failure, deadlock_detected, lock_not_available."""
 
 
+SQLITE_PAGE_SIZE = 16384
+"""Page size of new SQLite databases (existing ones keep theirs until ``VACUUM``)."""
+
+
 def is_sqlite(url: str | URL) -> bool:
     """Whether ``url`` names a SQLite database."""
     return make_url(url).get_backend_name() == "sqlite"
@@ -105,6 +109,9 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS
             if path is not None:
                 mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
+                    # A new file only (SQLite ignores it once the database has content): a face row with its
+                    # compact features is ~1.4 KB, of which a 4 KB page holds 2 (2 KB per face), a 16 KB page 11.
+                    cur.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
                     cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.execute("PRAGMA secure_delete = ON")

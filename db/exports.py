@@ -29,7 +29,6 @@ the card is :func:`db.dataset_card.dataset_card`. The ``class-*`` formats are th
 
 from __future__ import annotations
 
-import csv
 import io
 import zipfile
 from collections import Counter
@@ -42,15 +41,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import csvfile
-from db.codecs import decode_png, features_from_bytes
-from db.csvfile import CSV_LINE_END, FORMULA_PREFIXES, neutralise_cell
+from db.codecs import PNG_LEVEL, features_from_bytes
+from db.crops import as_array, iter_crops
+from db.csvfile import FORMULA_PREFIXES, neutralise_cell
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
 from db.labels import FIELDS, ModelKey
 from db.rows import ExportReport, FaceLabel, StudyStats
 from db.schema import Face
 from db.splits import SPLITS, Split, assign_splits
-from models.registry import REGISTRY
+from models.registry import EMOTIONS_8, REGISTRY
 
 FaceFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
 """A format of one row (or one image) per face."""
@@ -110,49 +110,65 @@ def export_columns(classes: Sequence[str]) -> list[str]:
     return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
 
 
+def row_values(r: FaceLabel, split: Split | None, classes: Sequence[str]) -> list[Any]:
+    """One face's CSV/Parquet values, in the order of :func:`export_columns` (raw: not neutralised)."""
+    probs = r.model_probs or {}
+    return [
+        r.face_id,
+        r.media_id,
+        r.filename,
+        r.media_sha256,
+        r.media_kind,
+        r.frame,
+        r.time_s,
+        r.track_id,
+        r.track_index,
+        r.box[0],
+        r.box[1],
+        r.box[2],
+        r.box[3],
+        r.det_score,
+        split,
+        r.label,
+        r.label_source,
+        r.label_annotators,
+        r.label_agreement,
+        r.valence,
+        r.valence_source,
+        r.valence_annotators,
+        r.valence_agreement,
+        r.arousal,
+        r.arousal_source,
+        r.arousal_annotators,
+        r.arousal_agreement,
+        r.engagement,
+        r.engagement_source,
+        r.engagement_annotators,
+        r.engagement_agreement,
+        r.note,
+        r.human_label,
+        r.label,  # the exported_* copies of EDITABLE_COLUMNS, in that order
+        r.valence,
+        r.arousal,
+        r.engagement,
+        r.note,
+        r.model,
+        r.weights_hash,
+        r.model_version,
+        r.model_label,
+        r.model_confidence,
+        r.model_valence,
+        r.model_arousal,
+        r.model_engagement,
+        *map(probs.get, classes),
+        r.has_crop,
+    ]
+
+
 def records(rows: Sequence[FaceLabel], splits: Mapping[int, Split], classes: Sequence[str]) -> list[dict[str, Any]]:
     """Flat records of the CSV/Parquet export, one per face."""
-    out = []
-    for r in rows:
-        rec: dict[str, Any] = {
-            "face_id": r.face_id,
-            "media_id": r.media_id,
-            "filename": r.filename,
-            "media_sha256": r.media_sha256,
-            "media_kind": r.media_kind,
-            "frame": r.frame,
-            "time_s": r.time_s,
-            "track_id": r.track_id,
-            "track": r.track_index,
-            "x1": r.box[0],
-            "y1": r.box[1],
-            "x2": r.box[2],
-            "y2": r.box[3],
-            "det_score": r.det_score,
-            "split": splits.get(r.face_id),
-        }
-        for f in ("label", "valence", "arousal", "engagement"):
-            rec[f] = getattr(r, f)
-            rec[f"{f}_source"] = getattr(r, f"{f}_source")
-            rec[f"{f}_annotators"] = getattr(r, f"{f}_annotators")
-            rec[f"{f}_agreement"] = getattr(r, f"{f}_agreement")
-        rec["note"] = r.note
-        rec["human_label"] = r.human_label
-        for f in EDITABLE_COLUMNS:
-            rec[EXPORTED_PREFIX + f] = rec[f]
-        rec["model"] = r.model
-        rec["weights_hash"] = r.weights_hash
-        rec["model_version"] = r.model_version
-        rec["model_label"] = r.model_label
-        rec["model_confidence"] = r.model_confidence
-        rec["model_valence"] = r.model_valence
-        rec["model_arousal"] = r.model_arousal
-        rec["model_engagement"] = r.model_engagement
-        for c in classes:
-            rec[f"prob_{c}"] = (r.model_probs or {}).get(c)
-        rec["has_crop"] = r.has_crop
-        out.append(rec)
-    return out
+    cols = export_columns(classes)
+    return [dict(zip(cols, row_values(r, splits.get(r.face_id), classes), strict=True)) for r in rows]
 
 
 _LABEL_FIELDS = ("label", "valence", "arousal", "engagement")
@@ -208,24 +224,13 @@ def dataframe(
 # ---------------------------------------------------------------------------------------------------- crops
 
 
-def iter_crops(session: Session, face_ids: Sequence[int], batch: int = 256) -> Iterator[tuple[int, bytes]]:
-    """``(face_id, png_bytes)`` of the faces that have a stored crop, in batches (crops are never all in memory)."""
-    for i in range(0, len(face_ids), batch):
-        chunk = list(face_ids[i : i + batch])
-        stmt = select(Face.id, Face.crop_png).where(Face.id.in_(chunk), Face.crop_png.is_not(None))
-        got = {fid: data for fid, data in session.execute(stmt) if data is not None}
-        for fid in chunk:
-            if fid in got:
-                yield fid, got[fid]
-
-
-def resized_png(data: bytes, size: int) -> bytes:
-    """The crop resized to ``size`` x ``size`` (bicubic), as PNG bytes."""
+def resized_png(data: bytes | np.ndarray, size: int) -> bytes:
+    """The crop (PNG bytes or an RGB array) resized to ``size`` x ``size`` (bicubic), as PNG bytes."""
     from PIL import Image
 
-    img = Image.fromarray(decode_png(data)).resize((size, size), Image.Resampling.BICUBIC)
+    img = Image.fromarray(as_array(data)).resize((size, size), Image.Resampling.BICUBIC)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=PNG_LEVEL)  # lossless at any level; level 1 is ~4x faster
     return buf.getvalue()
 
 
@@ -295,18 +300,22 @@ def _metadata_rows(
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator=CSV_LINE_END)
-        w.writeheader()
-        w.writerows(
-            {k: ("" if v is None else neutralise_cell(v) if isinstance(v, str) else v) for k, v in r.items()}
-            for r in rows
-        )
-    return buf.getvalue()
+    return csvfile.dicts_text(rows)
 
 
-def _is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
+def _study_notes(has_faces: bool, predictions_only: bool, crops_available: bool) -> list[str]:
+    """The card's first notes: an empty study, a study of predictions only, a study without crops."""
+    notes = []
+    if not has_faces:
+        notes.append("the study has no faces yet")
+    elif predictions_only:
+        notes.append("predictions only: the study has no human corrections")
+    if has_faces and not crops_available:
+        notes.append("face crops unavailable: none stored (features-only mode, or ingested without crops)")
+    return notes
+
+
+def is_class_format(fmt: str) -> TypeGuard[ClassFormat]:
     """Whether ``fmt`` is one of the online-class tables (:data:`CLASS_FORMATS`)."""
     return fmt in CLASS_FORMATS
 
@@ -321,8 +330,13 @@ def export(
     out: Path,
     *,
     seed: int = 0,
+    media_root: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ExportReport:
-    """Writes one export of a study (see the module docstring).
+    """Writes one export of a study from its rows read whole (see the module docstring).
+
+    ``LabelStore.export`` calls it for ``imagefolder`` and ``hf``; CSV, Parquet and features go through
+    :func:`export_stream` instead, and the tests check that both write the same files.
 
     Args:
         session: An open (read) session, for the crops and features.
@@ -333,6 +347,8 @@ def export(
         fmt: One of :data:`FORMATS`.
         out: Target file (csv, parquet, imagefolder zip, features npz) or folder (hf).
         seed: Seed of the split assignment.
+        media_root: The kept media files, whence video crops are re-cut (:mod:`db.crops`).
+        progress: ``progress(done, total)`` as the imagefolder and hf exports write crops.
 
     Returns:
         Where the export went and what it holds.
@@ -344,17 +360,11 @@ def export(
     if fmt not in FORMATS:
         raise StoreError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
     out = Path(out)
-    if _is_class_format(fmt):
-        return export_class_table(session, study, rows, stats, fmt, out)
+    if is_class_format(fmt):
+        return export_class_table(session, study, fmt, out)
     splits = assign_splits(rows, seed)
-    notes: list[str] = []
     crops_available = stats.counts["crops"] > 0
-    if not rows:
-        notes.append("the study has no faces yet")
-    elif stats.predictions_only:
-        notes.append("predictions only: the study has no human corrections")
-    if rows and not crops_available:
-        notes.append("face crops unavailable: none stored (features-only mode, or ingested without crops)")
+    notes = _study_notes(bool(rows), stats.predictions_only, crops_available)
     if fmt in ("imagefolder", "hf") and not crops_available:
         raise CropsUnavailableError(study, fmt, has_faces=bool(rows))
 
@@ -375,7 +385,9 @@ def export(
         card = dataset_card(stats, exported, fmt, split_counts, notes, crops_available=crops_available)
         out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
     else:
-        exported, split_counts = _write_images(session, rows, splits, stats, primary, fmt, out, notes)
+        exported, split_counts = _write_images(
+            session, rows, splits, stats, primary, fmt, out, notes, media_root=media_root, progress=progress
+        )
     return ExportReport(
         path=str(out),
         format=fmt,
@@ -456,8 +468,15 @@ def _write_images(
     fmt: ExportFormat,
     out: Path,
     notes: list[str],
+    *,
+    media_root: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[FaceLabel], dict[Split, int]]:
-    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout."""
+    """Writes the labelled faces' resized crops: an ``imagefolder`` zip, else the ``hf`` folder layout.
+
+    Crops stream (:func:`db.crops.iter_crops`): stored ones in batches, re-cut ones recording by recording, each
+    recording decoded once in time order; memory holds one batch or one frame, never the study's crops.
+    """
     labelled = _labelled(rows)
     size, note = input_size(primary[0] if primary else None)
     if note:
@@ -468,7 +487,7 @@ def _write_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "imagefolder":
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-            for fid, data in iter_crops(session, list(by_id)):
+            for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
                 r = by_id[fid]
                 zf.writestr(f"{splits[fid]}/{r.label}/{fid}.png", resized_png(data, size))
                 exported.append(r)
@@ -484,7 +503,7 @@ def _write_images(
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
-    for fid, data in iter_crops(session, list(by_id)):
+    for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
         (out / splits[fid] / f"{fid}.png").write_bytes(resized_png(data, size))
         exported.append(by_id[fid])
     _missing_note(labelled, exported, notes)
@@ -511,13 +530,14 @@ def _missing_note(labelled: list[FaceLabel], exported: list[FaceLabel], notes: l
 # ---------------------------------------------------------------------------------------------------- class tables
 
 
-def export_class_table(
-    session: Session, study: str, rows: list[FaceLabel], stats: StudyStats, fmt: ClassFormat, out: Path
-) -> ExportReport:
-    """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image."""
-    from db import classroom
+def export_class_table(session: Session, study: str, fmt: ClassFormat, out: Path) -> ExportReport:
+    """Writes one online-class table (:mod:`db.classroom`) with its card ``STEM.README.md``; never an image.
 
-    tables = classroom.class_tables(session, study, rows)
+    The report counts the faces the tables rest on (the recordings' persons' faces), human- and model-labelled.
+    """
+    from db import classroom, repo
+
+    tables = classroom.class_tables(session, study)
     df = classroom.dataframe(tables, fmt)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".parquet":
@@ -526,14 +546,525 @@ def export_class_table(
         csvfile.write_frame(df, out)
     out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
+    voted = repo.has_votes(session, repo.get_study(session, study).id)
     return ExportReport(
         path=str(out),
         format=fmt,
-        n_faces=len(rows),
-        n_human=sum(r.label_source == "human" for r in rows),
-        n_model_only=sum(r.label_source == "model" for r in rows),
-        predictions_only=stats.predictions_only,
+        n_faces=tables.n_human + tables.n_model,
+        n_human=tables.n_human,
+        n_model_only=tables.n_model,
+        predictions_only=not voted,
         crops_available=False,
         splits={},
         notes=tuple(notes),
     )
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+
+STREAM_FORMATS: tuple[FaceFormat, ...] = ("csv", "parquet", "features")
+"""The formats :func:`export_stream` writes page by page, in memory that does not grow with the study."""
+
+
+CSV_WORKERS = 2
+"""Processes that write a large CSV export, each a contiguous half of the faces (the machine's two cores)."""
+PARALLEL_MIN_FACES = 200_000
+"""Studies from this many faces get their CSV written by :data:`CSV_WORKERS` processes."""
+
+
+def is_stream_format(fmt: str) -> TypeGuard[FaceFormat]:
+    """Whether :func:`export_stream` writes ``fmt`` (:data:`STREAM_FORMATS`)."""
+    return fmt in STREAM_FORMATS
+
+
+def export_classes(session: Session, study_id: int, primary: ModelKey | None, *, votes: bool = True) -> tuple[str, ...]:
+    """The class order of a study's ``prob_*`` columns, from SQL (what :func:`db.quality.class_order` gives).
+
+    The model's output classes: each run's class order (one stored prediction per run), the study's run first and
+    then the others by their first prediction; no run: the 8 AffectNet classes. Then, sorted, the other classes of
+    people's active votes (a ``set`` row no undo reverted; left out with ``votes=False``, and then no run gives no
+    class). A class that only an outvoted or replaced vote named
+    also gets its (empty) column here, where a whole-study read would leave it out.
+    """
+    from sqlalchemy import exists, func
+    from sqlalchemy.orm import aliased
+
+    from db.schema import Annotation, Media, Prediction, Track
+
+    run = (Prediction.model, Prediction.weights_hash, Prediction.model_version)
+    stmt = (
+        select(*run, func.min(Prediction.id))
+        .join(Face, Prediction.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+        .group_by(*run)
+    )
+    runs = sorted(session.execute(stmt), key=lambda r: (tuple(r[:3]) != primary, r[3]))
+    order: dict[str, None] = {}
+    for r in runs:
+        probs = session.scalar(select(Prediction.probs).where(Prediction.id == r[3]))
+        for k in probs or {}:
+            order.setdefault(str(k), None)
+    if not votes:
+        return tuple(order)
+    labels = list(order) or list(EMOTIONS_8)
+    undo = aliased(Annotation)
+    active = (
+        Annotation.kind == "set",
+        Annotation.label.is_not(None),
+        ~exists().where(undo.reverts_id == Annotation.id, undo.kind == "undo"),
+    )
+    on_faces = (
+        select(Annotation.label)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id, *active)
+    )
+    on_tracks = (
+        select(Annotation.label)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Media.study_id == study_id, *active)
+    )
+    voted = {str(x) for x in session.scalars(on_faces.union(on_tracks))}
+    return (*labels, *sorted(voted - set(labels)))
+
+
+def _row_writer(f: Any, cols: Sequence[str]) -> csvfile.RowWriter:
+    """The one CSV writer (:class:`db.csvfile.RowWriter`) set up for the export's columns."""
+    return csvfile.RowWriter(
+        f,
+        text_at=[i for i, c in enumerate(cols) if _column_kind(c) == "text"],
+        float_at=[i for i, c in enumerate(cols) if _column_kind(c) == "float"],
+    )
+
+
+class _Column:
+    """One array of the features NPZ, written to a temporary file row by row and copied into the zip at the end."""
+
+    def __init__(self, folder: Path, name: str, dtype: Any, width: int = 0) -> None:
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.width = width
+        self.rows = 0
+        self.path = folder / f"{name}.bin"
+        self.file = self.path.open("wb")
+
+    def write(self, values: Any) -> None:
+        arr = np.ascontiguousarray(values, dtype=self.dtype)
+        self.rows += len(arr)
+        self.file.write(arr.tobytes())
+
+    def copy_into(self, zf: zipfile.ZipFile, remap: np.ndarray | None = None, out_dtype: Any = None) -> None:
+        """Writes ``NAME.npy`` into the zip: codes mapped through ``remap`` (for classes, groups and strings)."""
+        self.file.close()
+        dtype = np.dtype(out_dtype) if out_dtype is not None else self.dtype
+        shape: tuple[int, ...] = (self.rows, self.width) if self.width else (self.rows,)
+        row_bytes = self.dtype.itemsize * max(1, self.width)
+        with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f, self.path.open("rb") as src:
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(f, header)
+            while chunk := src.read(row_bytes * 8192):
+                arr = np.frombuffer(chunk, dtype=self.dtype)
+                f.write((remap[arr] if remap is not None else arr).astype(dtype, copy=False).tobytes())
+        self.path.unlink()
+
+
+class _Codes:
+    """Codes of a low-cardinality text column (first seen, first code), and their final text array."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def code(self, value: str) -> int:
+        return self.index.setdefault(value, len(self.index))
+
+    def remap(self, final: Sequence[str] | None = None) -> tuple[np.ndarray, Any]:
+        """Code -> value (or -> position in ``final``), and the value dtype (``<U`` of the longest value used)."""
+        if final is not None:
+            pos = {v: i for i, v in enumerate(final)}
+            return np.array([pos[v] for v in self.index], dtype=np.int64), np.int64
+        values = list(self.index)
+        width = max([1, *(len(v) for v in values)])
+        return np.array(values, dtype=f"<U{width}"), f"<U{width}"
+
+
+def export_stream(
+    session: Session,
+    study: str,
+    fmt: FaceFormat,
+    out: Path,
+    *,
+    model: str | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    page_size: int | None = None,
+    workers: int = CSV_WORKERS,
+) -> ExportReport:
+    """Writes a CSV, Parquet or features export page by page (see the module docstring), in bounded memory.
+
+    The rows are read in keyset pages (:mod:`db.face_pages`), each page resolved from its own faces' votes, and
+    written at once; the split of each face comes from its group (:func:`db.splits.group_splits` over the group
+    sizes counted in SQL); the statistics of the card are accumulated on the way and the card written last.
+
+    Args:
+        session: An open (read) session.
+        study: The study's name.
+        fmt: ``csv``, ``parquet`` or ``features``.
+        out: The file to write.
+        model: The model whose predictions to follow (default: the study's most used run).
+        seed: Seed of the split assignment.
+        progress: Called with ``(faces done, faces in the study)`` after each page.
+        page_size: Faces per page (default :data:`db.face_pages.PAGE_SIZE`).
+        workers: Processes writing the CSV of a study of :data:`PARALLEL_MIN_FACES` faces or more (each a
+            contiguous half of the face ids, appended in order: the same file as one process writes).
+
+    Raises:
+        FeaturesUnavailableError: For features when no features are stored.
+    """
+    from db import face_pages, labels, quality, repo
+    from db.dataset_card import CardCounts
+    from db.splits import group_sizes, group_splits
+
+    if fmt not in STREAM_FORMATS:
+        raise StoreError(f"format {fmt!r} is not streamed; use one of {', '.join(STREAM_FORMATS)}")
+    out = Path(out)
+    st = repo.get_study(session, study)
+    primary = labels.choose_model(session, st.id, model)
+    counts = repo.count_rows(session, st.id)
+    by_group = group_splits(group_sizes(session, st.id), seed)
+    crops_available = counts["crops"] > 0
+    acc = quality.StatsAccumulator()
+    card_counts = CardCounts()
+    split_counts: Counter[Split] = Counter()
+    pages = face_pages.iter_face_pages(
+        session, st.id, primary, page_size=page_size or face_pages.PAGE_SIZE, progress=progress
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if fmt in ("csv", "parquet"):
+        classes = export_classes(session, st.id, primary)
+        cols = export_columns(classes)
+        if fmt == "csv":
+            size = page_size or face_pages.PAGE_SIZE
+            _stream_csv(
+                session,
+                st.id,
+                primary,
+                out,
+                cols,
+                classes,
+                by_group,
+                acc,
+                card_counts,
+                split_counts,
+                size,
+                progress,
+                workers,
+            )
+        else:
+            _stream_parquet(out, cols, classes, pages, by_group, acc, card_counts, split_counts)
+    else:
+        _stream_features(session, st.id, study, out, pages, primary, by_group, acc, card_counts, split_counts, notes)
+    stats = acc.result(st.name, counts, primary)
+    notes = [*_study_notes(counts["faces"] > 0, stats.predictions_only, crops_available), *notes]
+    splits_out = {k: split_counts[k] for k in split_counts}
+    card = dataset_card(stats, card_counts, fmt, splits_out, notes, crops_available=crops_available)
+    out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
+    return ExportReport(
+        path=str(out),
+        format=fmt,
+        n_faces=card_counts.n,
+        n_human=card_counts.human,
+        n_model_only=card_counts.model_only,
+        predictions_only=stats.predictions_only,
+        crops_available=crops_available,
+        splits=splits_out,
+        notes=tuple(notes),
+    )
+
+
+def _csv_rows(
+    w: Any,
+    cols: Sequence[str],
+    classes: Sequence[str],
+    pages: Iterator[list[FaceLabel]],
+    by_group: Mapping[str, Split],
+    acc: Any,
+    card_counts: Any,
+    split_counts: Counter[Split],
+) -> None:
+    """Writes the pages' rows with ``w`` (the one CSV writer of the exports), counting them for the card."""
+    for page in pages:
+        vals = []
+        for r in page:
+            split = by_group[r.group]
+            split_counts[split] += 1
+            acc.add(r)
+            card_counts.add(r)
+            vals.append(row_values(r, split, classes))
+        w.write_rows(vals)
+
+
+def _csv_part(
+    url: str,
+    study_id: int,
+    primary: ModelKey | None,
+    classes: Sequence[str],
+    by_group: Mapping[str, Split],
+    after: int,
+    path: str,
+    page_size: int,
+    done: Any,
+    results: Any,
+) -> None:
+    """A worker process: writes the CSV rows of the faces after id ``after`` to ``path`` (no header)."""
+    from db import face_pages, quality
+    from db.dataset_card import CardCounts
+    from db.engine import make_engine
+
+    try:
+        engine = make_engine(url)
+        acc, card_counts, split_counts = quality.StatsAccumulator(), CardCounts(), Counter[Split]()
+        with Session(engine) as session, open(path, "w", encoding="utf-8", newline="") as f:
+
+            def step(n: int, _total: int) -> None:
+                done.value = n
+
+            pages = face_pages.iter_face_pages(
+                session, study_id, primary, page_size=page_size, progress=step, after=after
+            )
+            cols = export_columns(classes)
+            _csv_rows(_row_writer(f, cols), cols, classes, pages, by_group, acc, card_counts, split_counts)
+        engine.dispose()
+        results.put((acc, card_counts, split_counts, None))
+    except BaseException as e:  # the parent raises it
+        results.put((None, None, None, f"{type(e).__name__}: {e}"))
+
+
+def _stream_csv(
+    session: Session,
+    study_id: int,
+    primary: ModelKey | None,
+    out: Path,
+    cols: list[str],
+    classes: Sequence[str],
+    by_group: Mapping[str, Split],
+    acc: Any,
+    card_counts: Any,
+    split_counts: Counter[Split],
+    page_size: int,
+    progress: Callable[[int, int], None] | None,
+    workers: int,
+) -> None:
+    """Writes the CSV: the header, then the rows; a large study's second half by a second process meanwhile."""
+    import multiprocessing
+
+    from db import face_pages
+    from db.schema import Media
+
+    total = face_pages.count_faces(session, study_id)
+    engine = session.get_bind().engine
+    split_at = None
+    if workers > 1 and total >= PARALLEL_MIN_FACES and engine.url.database not in (None, "", ":memory:"):
+        ids = select(Face.id).join(Media, Face.media_id + 0 == Media.id).where(Media.study_id == study_id)
+        split_at = session.scalar(ids.order_by(Face.id).offset(total // 2).limit(1))
+    with out.open("w", encoding="utf-8", newline="") as f:
+        w = _row_writer(f, cols)
+        w.header(cols)
+        if split_at is None:
+            pages = face_pages.iter_face_pages(session, study_id, primary, page_size=page_size, progress=progress)
+            _csv_rows(w, cols, classes, pages, by_group, acc, card_counts, split_counts)
+            return
+        ctx = multiprocessing.get_context("spawn")
+        done = ctx.Value("q", 0)
+        results = ctx.Queue()
+        part = out.with_name(out.name + ".part")
+        url = engine.url.render_as_string(hide_password=False)
+        args = (url, study_id, primary, tuple(classes), dict(by_group), split_at, str(part), page_size, done, results)
+        proc = ctx.Process(target=_csv_part, args=args, daemon=True)
+        proc.start()
+        try:
+
+            def step(n: int, _total: int) -> None:
+                if progress is not None:
+                    progress(min(total, n + done.value), total)
+
+            pages = face_pages.iter_face_pages(
+                session, study_id, primary, page_size=page_size, progress=step, until=split_at
+            )
+            _csv_rows(w, cols, classes, pages, by_group, acc, card_counts, split_counts)
+            got = results.get()
+            proc.join()
+            if got[3] is not None:
+                raise StoreError(f"writing the second half of the CSV export failed: {got[3]}")
+            acc.merge(got[0])
+            card_counts.merge(got[1])
+            split_counts.update(got[2])
+            f.flush()
+            with part.open("r", encoding="utf-8", newline="") as src:
+                while chunk := src.read(1 << 20):
+                    f.write(chunk)
+            if progress is not None:
+                progress(total, total)
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            part.unlink(missing_ok=True)
+
+
+def _column_kind(c: str) -> str:
+    """``int``, ``float``, ``bool`` or ``text``: the type :func:`dataframe` gives an export column."""
+    if c in _INT_COLUMNS:
+        return "int"
+    if c in _FLOAT_COLUMNS or c.startswith("prob_"):
+        return "float"
+    return "bool" if c == "has_crop" else "text"
+
+
+def _stream_parquet(
+    out: Path,
+    cols: list[str],
+    classes: Sequence[str],
+    pages: Iterator[list[FaceLabel]],
+    by_group: Mapping[str, Split],
+    acc: Any,
+    card_counts: Any,
+    split_counts: Counter[Split],
+) -> None:
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    writer = None
+    try:
+        for page in pages:
+            splits: dict[int, Split] = {}
+            for r in page:
+                splits[r.face_id] = by_group[r.group]
+                split_counts[splits[r.face_id]] += 1
+                acc.add(r)
+                card_counts.add(r)
+            table = pa.Table.from_pandas(dataframe(page, splits, classes), preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(out, table.schema)
+            writer.write_table(table)
+        if writer is None:
+            dataframe([], {}, classes).to_parquet(out, index=False)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _feature_models(session: Session, study_id: int) -> Counter[str]:
+    from sqlalchemy import func
+
+    from db.schema import Media
+
+    stmt = (
+        select(Face.feature_model, func.count(Face.id))
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id, Face.feature_model.is_not(None))
+        .group_by(Face.feature_model)
+    )
+    return Counter({str(m): int(n) for m, n in session.execute(stmt)})
+
+
+def _page_features(session: Session, face_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """The stored feature vectors of some faces (faces without are absent)."""
+    out: dict[int, np.ndarray] = {}
+    if face_ids:
+        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(list(face_ids)))
+        for fid, data, dim in session.execute(stmt):
+            if data is not None and dim is not None:
+                out[int(fid)] = features_from_bytes(data, dim)
+    return out
+
+
+def _stream_features(
+    session: Session,
+    study_id: int,
+    study: str,
+    out: Path,
+    pages: Iterator[list[FaceLabel]],
+    primary: ModelKey | None,
+    by_group: Mapping[str, Split],
+    acc: Any,
+    card_counts: Any,
+    split_counts: Counter[Split],
+    notes: list[str],
+) -> None:
+    """The features NPZ of the labelled faces with features of one backbone, written column by column."""
+    import tempfile
+
+    feature_models = _feature_models(session, study_id)
+    if not feature_models:
+        raise FeaturesUnavailableError(study)
+    wanted = primary[0] if primary and primary[0] in feature_models else feature_models.most_common(1)[0][0]
+    left_out = 0
+    codes = {k: _Codes() for k in ("y", "groups", "split", "label_source", "model", "weights_hash")}
+    with tempfile.TemporaryDirectory(prefix="affectlab-npz-", dir=out.parent) as tmp:
+        folder = Path(tmp)
+        x: _Column | None = None
+        ints = {k: _Column(folder, k, np.int64) for k in ("face_id", "label_annotators", *codes)}
+        floats = {k: _Column(folder, k, np.float64) for k in ("label_agreement", "valence", "arousal", "engagement")}
+        for page in pages:
+            chosen = []
+            for r in page:
+                acc.add(r)
+                if not r.label:
+                    continue
+                if r.feature_model != wanted:
+                    left_out += 1
+                    continue
+                chosen.append(r)
+            feats = _page_features(session, [r.face_id for r in chosen])
+            left_out += sum(1 for r in chosen if r.face_id not in feats)
+            chosen = [r for r in chosen if r.face_id in feats]
+            if not chosen:
+                continue
+            if x is None:
+                x = _Column(folder, "X", np.float32, width=next(iter(feats.values())).size)
+            x.write(np.stack([feats[r.face_id] for r in chosen]))
+            for r in chosen:
+                card_counts.add(r)
+                split_counts[by_group[r.group]] += 1
+            ints["face_id"].write([r.face_id for r in chosen])
+            ints["label_annotators"].write([r.label_annotators for r in chosen])
+            ints["y"].write([codes["y"].code(str(r.label)) for r in chosen])
+            ints["groups"].write([codes["groups"].code(r.group) for r in chosen])
+            ints["split"].write([codes["split"].code(by_group[r.group]) for r in chosen])
+            ints["label_source"].write([codes["label_source"].code(r.label_source) for r in chosen])
+            ints["model"].write([codes["model"].code(r.model or "") for r in chosen])
+            ints["weights_hash"].write([codes["weights_hash"].code(r.weights_hash or "") for r in chosen])
+            for k, c in floats.items():
+                c.write([np.nan if getattr(r, k) is None else getattr(r, k) for r in chosen])
+        if left_out:
+            notes.append(f"{left_out} labelled faces without features of {wanted!r} left out")
+        classes = list(acc.classes())
+        group_names = sorted(codes["groups"].index)
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            if x is None:
+                dim = 0
+                zf.writestr("X.npy", _npy(np.zeros((0, dim), np.float32)))
+            else:
+                x.copy_into(zf)
+            for k in ("y", "groups"):
+                remap, dtype = codes[k].remap(classes if k == "y" else group_names)
+                ints[k].copy_into(zf, remap, dtype)
+            zf.writestr("group_names.npy", _npy(np.array(group_names, dtype=str)))
+            ints["face_id"].copy_into(zf)
+            zf.writestr("classes.npy", _npy(np.array(classes, dtype=str)))
+            for k in ("split", "label_source"):
+                ints[k].copy_into(zf, *codes[k].remap())
+            ints["label_annotators"].copy_into(zf)
+            for c in floats.values():
+                c.copy_into(zf)
+            for k in ("model", "weights_hash"):
+                ints[k].copy_into(zf, *codes[k].remap())
+            zf.writestr("feature_model.npy", _npy(np.array(wanted)))
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, arr, allow_pickle=False)
+    return buf.getvalue()

@@ -6,6 +6,12 @@ box: analysing the file again, with the same or another model, reuses the faces 
 same frame with IoU >= :data:`FACE_MATCH_IOU`, and adds a prediction only for a model run (model, weights hash,
 version) the face does not have yet. Crops and features fill in where a face has none; nothing is overwritten.
 
+Compact by default: features are stored in the compact form of :mod:`db.codecs` (``feature_codec``), and a video
+whose file the store keeps (``recut_video_crops``) gets ``media.recut_crops`` and no stored crop: its crops are
+re-cut from the recording when shown or exported (:mod:`db.crops`), unless its study sets ``keep_video_crops``.
+Stills keep their crop (a still is one face or a few, and re-cutting it means decoding the whole photo). A video
+whose file is not kept keeps its crops.
+
 The results come typed from the inference core, with no JSON between: a :class:`models.types.FaceResult` per face
 (features and crops included) and a :class:`models.types.TrackResult` per video track (engagement windows, person).
 :func:`ingest_results` stores one file (the web app, ``affectlab analyze``); :func:`store_files` stores several
@@ -25,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.codecs import encode_png, features_to_bytes, image_size, sha256_bytes
+from db.codecs import FEATURES_U8, encode_png, features_to_bytes, image_size, sha256_bytes
 from db.media_files import base_name
 from db.persons import store_persons
 from db.rows import IngestReport
@@ -233,7 +239,10 @@ def _store_media(
     faces: list[FaceIn],
     tracks: list[TrackResult],
     store_crops: bool,
+    recut_video_crops: bool = False,
+    feature_codec: str = FEATURES_U8,
 ) -> Media:
+    recut = recut_video_crops and store_crops and info.kind == "video" and not study.keep_video_crops
     media, created = repo.get_or_create(
         session,
         Media,
@@ -246,6 +255,7 @@ def _store_media(
             "duration_s": info.duration_s,
             "fps": info.fps,
             "uploaded_by": uploaded_by,
+            "recut_crops": recut,
         },
         study_id=study.id,
         sha256=sha256,
@@ -313,13 +323,13 @@ def _store_media(
             face = face_row(f, media.id, stored_tracks[f.track].id if f.track is not None else None)
             session.add(face)
             counts.faces_new += 1
-        if store_crops and f.crop_png is not None and face.id not in has_crop:
+        if store_crops and not media.recut_crops and f.crop_png is not None and face.id not in has_crop:
             face.crop_png = f.crop_png
             counts.crops_stored += 1
             if face.id is not None:
                 has_crop.add(face.id)
         if f.features is not None and face.id not in has_features:
-            face.features, face.feature_dim = features_to_bytes(f.features)
+            face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
             if face.id is not None:
                 has_features.add(face.id)
             face.feature_model = f.feature_model or f.model
@@ -360,6 +370,8 @@ def store_files(
     uploaded_by: str | None = None,
     store_crops: bool = True,
     warnings: Sequence[str] = (),
+    recut_video_crops: bool = False,
+    feature_codec: str = FEATURES_U8,
 ) -> IngestReport:
     """Stores analysed files (the caller's session; not committed here).
 
@@ -370,6 +382,9 @@ def store_files(
         uploaded_by: Who analysed them.
         store_crops: False for the features-only mode: crops are dropped, never stored.
         warnings: Problems met before storing, passed on in the report.
+        recut_video_crops: The store keeps the files: a new video stores no crop (re-cut from its file instead),
+            unless its study sets ``keep_video_crops``.
+        feature_codec: The form features are stored in (:mod:`db.codecs`).
 
     Returns:
         What was added and what was found already stored.
@@ -389,6 +404,8 @@ def store_files(
             faces=list(item.faces),
             tracks=list(item.tracks),
             store_crops=store_crops,
+            recut_video_crops=recut_video_crops,
+            feature_codec=feature_codec,
         )
     return counts.report(st.name)
 

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import repo
+from db.crops import crop_available
 from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 from db.rows import AnnotationRow, FaceLabel, Judgement
 from db.schema import Annotation, Annotator, EngagementWindow, Face, Media, Prediction, StudyStatus, Track
@@ -334,6 +335,28 @@ def count_model_runs(session: Session, study_id: int, model: str | None = None) 
     return (best[0], best[1], best[2])
 
 
+P = TypeVar("P")
+
+
+def pick_predictions(preds: Iterable[P], primary: ModelKey | None) -> dict[int, P]:
+    """The prediction each face's row follows: its latest of the ``primary`` run, else its latest of any run.
+
+    Args:
+        preds: Prediction rows (ORM rows or result rows with ``face_id, model, weights_hash, model_version``),
+            oldest first.
+        primary: The study's model run (:func:`choose_model`).
+    """
+    by_face: dict[int, Any] = {}
+    for p in preds:  # oldest first: later rows win, the primary run wins over all
+        row: Any = p
+        cur = by_face.get(row.face_id)
+        is_primary = (row.model, row.weights_hash, row.model_version) == primary
+        cur_primary = cur is not None and (cur.model, cur.weights_hash, cur.model_version) == primary
+        if cur is None or is_primary or not cur_primary:
+            by_face[row.face_id] = row
+    return by_face
+
+
 def face_labels(
     session: Session, study_id: int, model: str | None = None, *, face_ids: Sequence[int] | None = None
 ) -> tuple[list[FaceLabel], ModelKey | None]:
@@ -369,18 +392,10 @@ def face_labels(
         preds = list(session.scalars(select(Prediction).where(Prediction.face_id.in_(ids)).order_by(Prediction.id)))
         tracks = {f.track_id for f, _, _ in face_rows if f.track_id is not None}
         annotations = repo.annotations_of_targets(session, ids, tracks)
-    by_face: dict[int, Prediction] = {}
-    for p in preds:  # oldest first: later rows win, the primary run wins over all
-        cur = by_face.get(p.face_id)
-        is_primary = (p.model, p.weights_hash, p.model_version) == primary
-        cur_primary = cur is not None and (cur.model, cur.weights_hash, cur.model_version) == primary
-        if cur is None or is_primary or not cur_primary:
-            by_face[p.face_id] = p
+    by_face = pick_predictions(preds, primary)
     resolved = resolve(annotations)
     crop_stmt = (
-        select(Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Media.study_id == study_id, Face.crop_png.is_not(None))
+        select(Face.id).join(Media, Face.media_id == Media.id).where(Media.study_id == study_id, crop_available())
     )
     if face_ids is not None:
         crop_stmt = (
@@ -567,14 +582,15 @@ def undo(
     """
     if (face_id is None) + (track_id is None) + (annotation_id is None) != 2:
         raise StoreError("undo needs exactly one of face_id, track_id or annotation_id")
-    who = session.scalar(select(Annotator).where(Annotator.name == annotator))
+    who = session.scalar(select(Annotator).where(Annotator.key == repo.annotator_key(annotator)))
     if annotation_id is not None:
         a = repo.get_row(session, Annotation, annotation_id, "annotation")
         face_id, track_id = a.face_id, a.track_id
     rows = repo.annotations_of_targets(
         session, [face_id] if face_id is not None else [], [track_id] if track_id is not None else []
     )
-    active = active_corrections(a for a, name in rows if name == annotator and a.face_id == face_id)
+    mine = who.name if who is not None else annotator
+    active = active_corrections(a for a, name in rows if name == mine and a.face_id == face_id)
     target = f"face {face_id}" if face_id is not None else f"track {track_id}"
     if who is None or not active:
         raise NothingToUndoError(f"{annotator!r} has no correction of {target} to undo")
@@ -590,6 +606,10 @@ def undo(
     return repo.annotation_row(row, who.name)
 
 
+_UNDO_PAGE = 200
+"""Rows of an annotator read at a time by :func:`last_correction`."""
+
+
 def last_correction(session: Session, study: str, annotator: str) -> AnnotationRow | None:
     """``annotator``'s newest correction in a study that is still active (what :func:`undo` reverts), or None.
 
@@ -597,5 +617,26 @@ def last_correction(session: Session, study: str, annotator: str) -> AnnotationR
         StudyNotFoundError: For an unknown study.
     """
     st = repo.get_study(session, study)
-    active = active_corrections(a for a, name in repo.annotations_of_study(session, st.id) if name == annotator)
-    return repo.annotation_row(active[max(active)], annotator) if active else None
+    aid = session.scalar(select(Annotator.id).where(Annotator.key == repo.annotator_key(annotator)))
+    if aid is None:
+        return None
+    # Rule 1 read newest first: a "set" row is active unless a later undo of the annotator names it (an undo always
+    # comes after the row it reverts), so the first unreverted row of the study met going back is the newest active.
+    # Pages of the annotator's own rows by (annotator_id, id): the cost does not grow with the study's history.
+    reverted: set[int] = set()
+    before: int | None = None
+    while True:
+        stmt = select(Annotation).where(Annotation.annotator_id == aid)
+        if before is not None:
+            stmt = stmt.where(Annotation.id < before)
+        page = list(session.scalars(stmt.order_by(Annotation.id.desc()).limit(_UNDO_PAGE)))
+        if not page:
+            return None
+        mine = repo.annotations_in_study(session, st.id, [a.id for a in page if a.kind != "undo"])
+        for a in page:
+            if a.kind == "undo":
+                if a.reverts_id is not None:
+                    reverted.add(a.reverts_id)
+            elif a.id not in reverted and a.id in mine:
+                return repo.annotation_row(a, annotator)
+        before = page[-1].id

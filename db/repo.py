@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import status
+from db.crops import crop_available
 from db.errors import NotFoundError, StudyNotFoundError
 from db.rows import AnnotationRow, MediaRow, StudyRow, TrackRow
 from db.schema import Annotation, Annotator, Base, EngagementWindow, Face, Media, Prediction, Study, Track
@@ -144,23 +146,50 @@ def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
     )
 
 
+_FACE_COUNTS: dict[tuple[str, int], tuple[tuple[Any, ...], dict[int, int]]] = {}
+_FACE_COUNTS_LOCK = threading.Lock()
+
+
+def media_face_counts(session: Session, study_id: int, media_ids: Sequence[int]) -> dict[int, int]:
+    """Faces per media item of a study, counted on the faces' media index and kept until faces come or go.
+
+    Faces are only added by an ingest (a newer face id) and removed with their media item or track (the study's
+    media or track count changes), so the counts are kept in process under that stamp: a Library view costs a few
+    index lookups, not a count over the study's faces.
+    """
+    ids = tuple(sorted(int(i) for i in media_ids))
+    mine = select(Media.id).where(Media.study_id == study_id).scalar_subquery()
+    n_tracks = session.scalar(select(func.count(Track.id)).where(Track.media_id.in_(mine))) if ids else 0
+    stamp = (session.scalar(select(func.max(Face.id))), ids, n_tracks)
+    key = (str(session.get_bind().engine.url), study_id)
+    with _FACE_COUNTS_LOCK:
+        got = _FACE_COUNTS.get(key)
+    if got is not None and got[0] == stamp:
+        return got[1]
+    stmt = select(Face.media_id, func.count()).where(Face.media_id.in_(mine)).group_by(Face.media_id)
+    counts = {int(m): int(n) for m, n in session.execute(stmt)} if ids else {}
+    with _FACE_COUNTS_LOCK:
+        if len(_FACE_COUNTS) > 256:
+            _FACE_COUNTS.clear()
+        _FACE_COUNTS[key] = (stamp, counts)
+    return counts
+
+
 def list_media(session: Session, study: Study) -> list[MediaRow]:
-    """The media items of ``study`` with their face counts, oldest first."""
-    n_faces = select(Face.media_id, func.count(Face.id).label("n")).group_by(Face.media_id).subquery("n_faces")
-    stmt = (
-        select(Media, func.coalesce(n_faces.c.n, 0))
-        .outerjoin(n_faces, n_faces.c.media_id == Media.id)
-        .where(Media.study_id == study.id)
-        .order_by(Media.id)
-    )
-    return [media_row(m, study.name, int(n)) for m, n in session.execute(stmt)]
+    """The media items of ``study`` with their face counts (:func:`media_face_counts`), oldest first."""
+    media = list(session.scalars(select(Media).where(Media.study_id == study.id).order_by(Media.id)))
+    counts = media_face_counts(session, study.id, [m.id for m in media])
+    return [media_row(m, study.name, counts.get(m.id, 0)) for m in media]
 
 
-def list_tracks(session: Session, media_id: int) -> list[TrackRow]:
-    """The tracks of a video with their engagement windows."""
+def list_tracks(session: Session, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
+    """The tracks of a video, with their engagement windows unless ``with_windows`` is False.
+
+    A choice list needs no window, and a 60-minute recording has one window per face.
+    """
     tracks = list(session.scalars(select(Track).where(Track.media_id == media_id).order_by(Track.track_index)))
     windows: dict[int, list[tuple[float, float, float]]] = {t.id: [] for t in tracks}
-    if tracks:
+    if tracks and with_windows:
         stmt = (
             select(EngagementWindow)
             .where(EngagementWindow.track_id.in_(list(windows)))
@@ -254,6 +283,107 @@ def best_faces(session: Session, media_id: int) -> dict[int, int]:
     return out
 
 
+def faces_in_study(session: Session, study: str, face_ids: Sequence[int]) -> set[int]:
+    """Those of ``face_ids`` that are faces of ``study`` (by primary key, then the media's study)."""
+    out: set[int] = set()
+    ids = sorted({int(i) for i in face_ids})
+    for i in range(0, len(ids), 1000):
+        stmt = (
+            select(Face.id)
+            .join(Media, Face.media_id == Media.id)
+            .join(Study, Media.study_id == Study.id)
+            .where(Study.name == study, Face.id.in_(ids[i : i + 1000]))
+        )
+        out.update(int(x) for x in session.scalars(stmt))
+    return out
+
+
+def media_in_study(session: Session, study: str, media_ids: Sequence[int]) -> set[int]:
+    """Those of ``media_ids`` that are media items of ``study``."""
+    stmt = (
+        select(Media.id)
+        .join(Study, Media.study_id == Study.id)
+        .where(Study.name == study, Media.id.in_(sorted({int(i) for i in media_ids})))
+    )
+    return {int(x) for x in session.scalars(stmt)}
+
+
+def frame_boxes(
+    session: Session, media_id: int, frame: int | None
+) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """``(face_id, box)`` of the faces on one frame of a media item (``frame`` None: those without a frame)."""
+    on_frame = Face.frame.is_(None) if frame is None else Face.frame == frame
+    stmt = (
+        select(Face.id, Face.x1, Face.y1, Face.x2, Face.y2)
+        .where(Face.media_id == media_id, on_frame)
+        .order_by(Face.face_index, Face.id)
+    )
+    return [(int(i), (x1, y1, x2, y2)) for i, x1, y1, x2, y2 in session.execute(stmt)]
+
+
+def face_order(session: Session, media_id: int) -> list[int]:
+    """A media item's face ids in the whole-study order (frame, face index, id), read from its index."""
+    stmt = select(Face.id).where(Face.media_id == media_id).order_by(Face.frame, Face.face_index, Face.id)
+    return [int(i) for i in session.scalars(stmt)]
+
+
+def media_summary(session: Session, study: str) -> dict[int, tuple[int, float]]:
+    """Media id to ``(tracks, first face's time)`` of a study's videos (an image's faces have no time: 0).
+
+    Tracks are counted per video, the first face found by the faces' (media, frame) index: no face row is read.
+    """
+    st = get_study(session, study)
+    videos = list(session.scalars(select(Media.id).where(Media.study_id == st.id, Media.kind == "video")))
+    out: dict[int, tuple[int, float]] = {}
+    n_tracks: dict[int, int] = {}
+    if videos:
+        stmt = select(Track.media_id, func.count(Track.id)).where(Track.media_id.in_(videos)).group_by(Track.media_id)
+        n_tracks = {int(m): int(n) for m, n in session.execute(stmt)}
+    for m in videos:
+        untimed = session.scalar(select(Face.id).where(Face.media_id == m, Face.frame.is_(None)).limit(1))
+        first = session.scalar(select(func.min(Face.frame)).where(Face.media_id == m, Face.frame.is_not(None)))
+        t = 0.0
+        if untimed is None and first is not None:
+            t = float(
+                session.scalar(
+                    select(func.min(func.coalesce(Face.time_s, 0.0))).where(Face.media_id == m, Face.frame == first)
+                )
+                or 0.0
+            )
+        out[int(m)] = (n_tracks.get(int(m), 0), t)
+    return out
+
+
+def best_faces_of_tracks(session: Session, track_ids: Sequence[int]) -> dict[int, int]:
+    """Track id to its most confident face (ties: the lowest face id): one indexed query per track, no other face."""
+    out: dict[int, int] = {}
+    for tid in track_ids:
+        stmt = select(Face.id).where(Face.track_id == tid).order_by(Face.det_score.desc(), Face.id).limit(1)
+        fid = session.scalar(stmt)
+        if fid is not None:
+            out[int(tid)] = int(fid)
+    return out
+
+
+def has_votes(session: Session, study_id: int) -> bool:
+    """Whether anyone corrected anything in the study (one EXISTS on the votes of its faces or tracks)."""
+    on_faces = (
+        select(Annotation.id)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Media.study_id == study_id)
+        .limit(1)
+    )
+    on_tracks = (
+        select(Annotation.id)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Media.study_id == study_id)
+        .limit(1)
+    )
+    return session.scalar(on_faces) is not None or session.scalar(on_tracks) is not None
+
+
 def face_crop(session: Session, face_id: int) -> bytes | None:
     """The stored PNG crop of a face, None when it has none (or does not exist)."""
     return session.scalar(select(Face.crop_png).where(Face.id == face_id))
@@ -329,6 +459,25 @@ def predictions_of_study(session: Session, study_id: int) -> list[Prediction]:
         .order_by(Prediction.id)
     )
     return list(session.scalars(stmt))
+
+
+def annotations_in_study(session: Session, study_id: int, ids: Sequence[int]) -> set[int]:
+    """Those of the annotation ``ids`` whose face or track belongs to the study (by primary keys)."""
+    if not ids:
+        return set()
+    on_faces = (
+        select(Annotation.id)
+        .join(Face, Annotation.face_id == Face.id)
+        .join(Media, Face.media_id == Media.id)
+        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
+    )
+    on_tracks = (
+        select(Annotation.id)
+        .join(Track, Annotation.track_id == Track.id)
+        .join(Media, Track.media_id == Media.id)
+        .where(Annotation.id.in_(list(ids)), Media.study_id == study_id)
+    )
+    return {int(i) for i in session.scalars(on_faces.union_all(on_tracks))}
 
 
 def annotations_of_study(session: Session, study_id: int) -> list[tuple[Annotation, str]]:
@@ -437,10 +586,7 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
     )
     tracks = session.scalar(select(func.count(Track.id)).join(Media).where(Media.study_id == study_id)) or 0
     crops = (
-        session.scalar(
-            select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, Face.crop_png.is_not(None))
-        )
-        or 0
+        session.scalar(select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, crop_available())) or 0
     )
     feats = (
         session.scalar(
@@ -469,3 +615,19 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
         "features": feats,
         "annotations": face_ann + track_ann,
     }
+
+
+def track_face_times(session: Session, study: str, track_id: int) -> list[tuple[int, float | None]]:
+    """``(face id, time)`` of every face of a track of ``study`` in time order (none for another study's track).
+
+    One query on the faces' track index; no row is resolved.
+    """
+    stmt = (
+        select(Face.id, Face.time_s)
+        .join(Track, Track.id == Face.track_id)
+        .join(Media, Media.id == Track.media_id)
+        .join(Study, Study.id == Media.study_id)
+        .where(Face.track_id == track_id, Study.name == study)
+    )
+    rows = [(int(i), None if t is None else float(t)) for i, t in session.execute(stmt)]
+    return sorted(rows, key=lambda r: (r[1] or 0.0, r[0]))

@@ -5,9 +5,11 @@ then stored in one transaction together with how far the analysis got (``analyse
 ``analysed_until_frame``, ``analysed_samples``), so the stored faces and the resume point never disagree. Faces are
 stored without track. At the end, tracks, engagement and persons are computed from every stored face
 (the caller replays them: :class:`models.video.FaceReplay`) and :func:`finish_video` stores them and marks the
-media item ``complete``. Predictions are append-only, so their ``engagement`` stays empty: a face's model
-engagement is read from its track's windows (:func:`db.labels.face_labels`). Functions take the caller's session and
-never commit.
+media item ``complete``. A video whose file the store keeps is created with ``recut_crops`` (no crop stored; see
+:mod:`db.crops`) unless its study sets ``keep_video_crops``; features are stored compactly (:mod:`db.codecs`), and
+the tracker replay and the engagement model read them back from there. Predictions are append-only, so their
+``engagement`` stays empty: a face's model engagement is read from its track's windows
+(:func:`db.labels.face_labels`). Functions take the caller's session and never commit.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import repo, status
-from db.codecs import features_from_bytes, features_to_bytes
+from db import claims, repo, status
+from db.claims import Claimant
+from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
 from db.media_files import base_name
@@ -101,16 +104,36 @@ def _state(session: Session, media: Media, created: bool) -> AnalysisState:
 
 
 def begin_video(
-    session: Session, study: str, *, sha256: str, size: int, filename: str, info: MediaInfo, uploaded_by: str | None
+    session: Session,
+    study: str,
+    *,
+    sha256: str,
+    size: int,
+    filename: str,
+    info: MediaInfo,
+    uploaded_by: str | None,
+    recut_crops: bool = False,
+    claimant: Claimant | None = None,
 ) -> AnalysisState:
     """The media row of a video about to be analysed: created ``partial`` when new, else as it stands.
 
+    ``recut_crops``: the store keeps the file, so a new video stores no crop (unless the study keeps video crops).
+    With a ``claimant``, the video is claimed for it in this transaction (:mod:`db.claims`; the claim is released at
+    once when the video is complete already).
+
     Returns:
         Its state: ``complete`` (nothing to do), or ``partial`` with the resume point of a stopped run.
+
+    Raises:
+        ClaimBusyError: Another live run is analysing the same bytes into the study.
     """
     st = _study(session, study)
+    if claimant is not None:
+        claims.take(session, st.id, sha256, claimant)
     media = session.scalar(select(Media).where(Media.study_id == st.id, Media.sha256 == sha256))
     if media is not None:
+        if claimant is not None and media.analysis_status == "complete":
+            claims.release(session, st.id, sha256, claimant)
         return _state(session, media, created=False)
     media = Media(
         study_id=st.id,
@@ -124,6 +147,7 @@ def begin_video(
         fps=info.fps,
         uploaded_by=uploaded_by,
         analysis_status="partial",
+        recut_crops=recut_crops and not st.keep_video_crops,
     )
     session.add(media)
     session.flush()
@@ -139,6 +163,8 @@ def store_chunk(
     until_frame: int,
     samples: int,
     store_crops: bool,
+    feature_codec: str = FEATURES_U8,
+    claimant: Claimant | None = None,
 ) -> tuple[int, int, int]:
     """Stores one stretch of a partial video's faces (without track) and moves its resume point.
 
@@ -147,19 +173,22 @@ def store_chunk(
 
     Raises:
         AnalysisStateError: The media item's analysis is complete (it was finished meanwhile).
+        ClaimLostError: ``claimant`` no longer holds the video's claim (another run took it over).
     """
     media = repo.get_row(session, Media, media_id, "media")
+    if claimant is not None:
+        claims.check(session, media.study_id, media.sha256, claimant)
     if media.analysis_status != "partial":
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: list[tuple[FaceIn, Face]] = []
     crops = features = 0
     for f in faces:
         face = face_row(f, media_id)
-        if store_crops and f.crop_png is not None:
+        if store_crops and not media.recut_crops and f.crop_png is not None:
             face.crop_png = f.crop_png
             crops += 1
         if f.features is not None:
-            face.features, face.feature_dim = features_to_bytes(f.features)
+            face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
             face.feature_model = f.feature_model or f.model
             features += 1
         session.add(face)
@@ -239,8 +268,11 @@ def finish_video(
     fps: float | None,
     width: int | None,
     height: int | None,
+    claimant: Claimant | None = None,
 ) -> int:
     """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
+
+    With a ``claimant``, checks that it still holds the video's claim, and releases the claim.
 
     Args:
         session: The caller's session.
@@ -251,11 +283,18 @@ def finish_video(
         fps: Its average frame rate.
         width: Upright frame width.
         height: Upright frame height.
+        claimant: The run holding the claim, if any.
 
     Returns:
         Tracks stored.
+
+    Raises:
+        ClaimLostError: ``claimant`` no longer holds the video's claim.
     """
     media = repo.get_row(session, Media, media_id, "media")
+    if claimant is not None:
+        claims.check(session, media.study_id, media.sha256, claimant)
+        claims.release(session, media.study_id, media.sha256, claimant)
     if media.analysis_status != "partial":
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: dict[int, Track] = {}

@@ -89,7 +89,7 @@ class ReviewFilter:
             and (self.track_id is None or face.track_id == self.track_id)
             and (self.model_label is None or face.model_label == self.model_label)
             and (self.human_label is None or human == self.human_label)
-            and (self.labelled_by is None or any(j.annotator == self.labelled_by for j in face.judgements))
+            and (self.labelled_by is None or any(_same(j.annotator, self.labelled_by) for j in face.judgements))
             and (self.labelled is None or (human is not None) == self.labelled)
         )
 
@@ -113,6 +113,73 @@ class ReviewQueue:
     left_by_media: dict[int, int]
     total_by_media: dict[int, int]
     skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsPage:
+    """One page of the faces an annotator labelled ("my labels"), in the order they were stored (face id).
+
+    Attributes:
+        items: The page's faces, resolved (only they).
+        total: Faces of the (filtered) study the annotator labelled (own vote or through a track vote).
+        after: The last face id of the page, to pass for the next page; None on the last page.
+    """
+
+    items: tuple[FaceLabel, ...]
+    total: int
+    after: int | None
+
+
+def labels_page(
+    session: Session,
+    study: str,
+    annotator: str,
+    flt: ReviewFilter = ReviewFilter(),
+    *,
+    after: int | None = None,
+    limit: int = 50,
+) -> LabelsPage:
+    """A page of the faces ``annotator`` labelled in a study, after face id ``after``, with their count.
+
+    The page comes by a keyset over the annotator's kept marks (``face_judges`` by annotator, study, face id), so
+    that it costs the same whatever the study's size; the count comes from the kept queue counts (the annotator's
+    rows count the faces they judged), or for a track from the track's faces. ``flt.labelled_by`` is ignored: the
+    annotator's identity (:func:`db.repo.annotator_key`) decides.
+
+    Raises:
+        StudyNotFoundError: For a study that does not exist.
+    """
+    st = repo.get_study(session, study)
+    me = annotator_id(session, annotator)
+    if me is None:
+        return LabelsPage((), 0, None)
+    flt = dataclasses.replace(flt, labelled_by=None)
+    fj = FaceJudge
+    where = [*_filter(session, st.id, flt, lead=False), fj.annotator_id == me, fj.study_id == st.id, fj.judged]
+    stmt = select(fj.face_id).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
+    if after is not None:
+        stmt = stmt.where(fj.face_id > after)
+    ids = list(session.scalars(stmt.order_by(fj.face_id).limit(limit + 1)))
+    more, ids = len(ids) > limit, ids[:limit]
+    got = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
+    items = tuple(got[i] for i in ids if i in got)
+    if flt.track_id is None:
+        qc = QueueCount
+        count = select(func.sum(qc.faces)).where(qc.study_id == st.id, qc.annotator_id == me)
+        if flt.media_id is not None:
+            count = count.where(qc.media_id == flt.media_id)
+        if flt.model_label is not None:
+            count = count.where(qc.model_label == flt.model_label)
+        if flt.human_label is not None:
+            count = count.where(qc.human_label == flt.human_label)
+        if flt.labelled is True:
+            count = count.where(qc.human_label != "")
+        elif flt.labelled is False:
+            count = count.where(qc.human_label == "")
+    else:
+        count = select(func.count()).select_from(fj).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
+    total = int(session.scalar(count) or 0)
+    return LabelsPage(items, total, ids[-1] if more and ids else None)
 
 
 def route_value(study_id: int, face_id: int) -> float:
@@ -165,7 +232,7 @@ def skipped_faces(session: Session, study_id: int, annotator: str) -> set[int]:
         .join(Annotator, ReviewSkip.annotator_id == Annotator.id)
         .join(Face, ReviewSkip.face_id == Face.id)
         .join(Media, Face.media_id == Media.id)
-        .where(Annotator.name == annotator, Media.study_id == study_id)
+        .where(Annotator.key == repo.annotator_key(annotator), Media.study_id == study_id)
     )
     return set(session.scalars(stmt))
 
@@ -190,7 +257,7 @@ def unskip(
     session: Session, annotator: str, face_ids: Sequence[int] | None = None, *, study_id: int | None = None
 ) -> int:
     """Puts skipped faces back into ``annotator``'s queue (the given ones, or every skip of a study); counts them."""
-    who = session.scalar(select(Annotator).where(Annotator.name == annotator))
+    who = session.scalar(select(Annotator).where(Annotator.key == repo.annotator_key(annotator)))
     if who is None:
         return 0
     stmt = select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == who.id)
@@ -209,6 +276,18 @@ def unskip(
     return len(ids)
 
 
+def _same(name: str, other: str) -> bool:
+    """Whether two annotator names are one person (:func:`db.repo.annotator_key`)."""
+    return name == other or repo.annotator_key(name) == repo.annotator_key(other)
+
+
+def annotator_id(session: Session, name: str | None) -> int | None:
+    """The id of the annotator with the identity of ``name`` (case- and space-insensitive), None for none."""
+    if not name:
+        return None
+    return session.scalar(select(Annotator.id).where(Annotator.key == repo.annotator_key(name)))
+
+
 def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
     """What ``annotator`` may see of a face (rule 4): in an independent study only their own judgement.
 
@@ -217,7 +296,7 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
     """
     if not settings.independent:
         return face
-    mine = tuple(j for j in face.judgements if annotator is not None and j.annotator == annotator)
+    mine = tuple(j for j in face.judgements if annotator is not None and _same(j.annotator, annotator))
     own = mine[0] if mine else None
     show_model = not settings.hide_model
     out: dict[str, object] = {"judgements": mine, "note": own.note if own else None}
@@ -308,7 +387,7 @@ def build_queue(
         if not flt.matches(f):
             continue
         total_by_media[f.media_id] += 1
-        if annotator is not None and any(j.annotator == annotator for j in f.judgements):
+        if annotator is not None and any(_same(j.annotator, annotator) for j in f.judgements):
             continue
         if f.face_id in skipped:
             n_skipped += 1
@@ -380,7 +459,7 @@ def review_queue(
         return build_queue(
             rows, by, annotator=annotator, skipped=skipped, settings=settings, study_id=st.id, flt=flt, limit=limit
         )
-    me = session.scalar(select(Annotator.id).where(Annotator.name == annotator)) if annotator else None
+    me = annotator_id(session, annotator)
     fs = FaceStatus
     where = _filter(session, st.id, flt)
     mine = _not_mine(me)
@@ -410,11 +489,12 @@ def review_queue(
     )
 
 
-def _filter(session: Session, study_id: int, flt: ReviewFilter) -> list[ColumnElement[bool]]:
+def _filter(session: Session, study_id: int, flt: ReviewFilter, *, lead: bool = True) -> list[ColumnElement[bool]]:
     fs = FaceStatus
     # With a track or an annotator's faces, the small set leads: the study's index must not (``+ 0`` keeps SQLite's
-    # planner, which has no statistics, from walking the whole study in queue order).
-    small = flt.track_id is not None or flt.labelled_by is not None
+    # planner, which has no statistics, from walking the whole study in queue order). ``lead``: False when another
+    # table's index leads anyway.
+    small = flt.track_id is not None or flt.labelled_by is not None or not lead
     where: list[ColumnElement[bool]] = [(fs.study_id + 0 if small else fs.study_id) == study_id]
     if flt.media_id is not None:
         where.append(fs.media_id == flt.media_id)
@@ -425,7 +505,7 @@ def _filter(session: Session, study_id: int, flt: ReviewFilter) -> list[ColumnEl
     if flt.human_label is not None:
         where += [fs.n_judges > 0, fs.human_label == flt.human_label]
     if flt.labelled_by is not None:
-        who = session.scalar(select(Annotator.id).where(Annotator.name == flt.labelled_by))
+        who = annotator_id(session, flt.labelled_by)
         judged = select(FaceJudge.face_id).where(
             FaceJudge.annotator_id == who, FaceJudge.study_id == study_id, FaceJudge.judged
         )

@@ -15,6 +15,11 @@ LabelSource = Literal["human", "model", "none"]
 """Where an exported value comes from: the annotators, the model's prediction, or neither."""
 
 
+def group_name(media_sha256: str, track_index: int | None) -> str:
+    """The split group of a face (:attr:`FaceLabel.group`, :mod:`db.splits`)."""
+    return media_sha256 if track_index is None else f"{media_sha256}:track{track_index}"
+
+
 @dataclass(frozen=True)
 class StudyRow:
     """A study and its size."""
@@ -167,9 +172,7 @@ class FaceLabel:
 
         Faces of one group never go to different splits or cross-validation folds.
         """
-        if self.track_index is not None:
-            return f"{self.media_sha256}:track{self.track_index}"
-        return self.media_sha256
+        return group_name(self.media_sha256, self.track_index)
 
 
 @dataclass(frozen=True)

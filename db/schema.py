@@ -78,6 +78,8 @@ class Study(Base):
     """Share of faces (0 to 1) routed to a second annotator for agreement."""
     blur_faces: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Privacy for minors: faces are blurred wherever the app shows them to anyone but the study's owners."""
+    keep_video_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Store every video face's crop even when the recording is kept (by default such crops are re-cut from it)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -113,6 +115,8 @@ class Media(Base):
     """Index of that frame among the decoded frames."""
     analysed_samples: Mapped[int | None] = mapped_column(Integer)
     """Sampled frames analysed so far (the next sampled frame's number)."""
+    recut_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """The crops of this video's faces that have none stored are re-cut from its kept file (:mod:`db.crops`)."""
 
 
 class Track(Base):
@@ -148,7 +152,8 @@ class EngagementWindow(Base):
 class Face(Base):
     """A detected face: where it is, its crop (or none) and its backbone features.
 
-    The crop and the features are deferred columns: listing faces does not load them.
+    The crop and the features are deferred columns: listing faces does not load them. A video face whose media item
+    has ``recut_crops`` stores no crop: it is re-cut from the kept recording when shown or exported (:mod:`db.crops`).
     """
 
     __tablename__ = "faces"
@@ -167,7 +172,7 @@ class Face(Base):
     det_score: Mapped[float] = mapped_column(Float)
     crop_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     features: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
-    """Little-endian float32 bytes of length ``4 * feature_dim``."""
+    """Compact (``feature_dim + 8`` bytes) or float32 (``4 * feature_dim``) features, see :mod:`db.codecs`."""
     feature_dim: Mapped[int | None] = mapped_column(Integer)
     feature_model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -412,7 +417,8 @@ class QueueCount(Base):
 
     ``annotator_id`` 0 holds the study's own counts: faces, faces in each queue (``uncertainty``: still needing a
     vote; ``valence``; ``disagreement``). An annotator's row holds the faces they judged or skipped, per queue (they
-    leave that annotator's queue), and ``skipped``: the faces they skipped without judging. Labels are ``""`` for
+    leave that annotator's queue), ``faces``: the faces they judged ("my labels"), and ``skipped``: the faces they
+    skipped without judging. Labels are ``""`` for
     none. Updated by the difference each refreshed face makes, in the write's own transaction.
     """
 
@@ -460,3 +466,72 @@ class StudyStatus(Base):
     model_version: Mapped[str | None] = mapped_column(String(100))
     classes: Mapped[list[str]] = mapped_column(JSON, default=list)
     """Every class the study's chosen predictions name, in the model's output order."""
+
+
+class FaceTally(Base):
+    """What one judged face adds to its study's statistics (:class:`StudyTally`), kept by :mod:`db.status`.
+
+    ``items``: ``[kind, k1, k2, k3, k4, n, s1, s2, s3, s4, s5]`` per :class:`StudyTally` key, so that a refresh takes
+    the face's old share out before adding the new one. Only faces someone judged have a row.
+    """
+
+    __tablename__ = "face_tallies"
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    items: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class StudyTally(Base):
+    """Running totals behind a study's statistics and agreement, per media item (:func:`db.status.study_stats`).
+
+    ``kind`` and the keys ``k1``-``k4`` name a total (see :func:`db.status._tallies`: class pairs of two annotators,
+    per-face category counts for Fleiss' kappa and Krippendorff's alpha, moments for the CCCs, ...); ``n`` counts,
+    ``s1``-``s5`` are sums. Updated by the difference each refreshed face makes, in the write's own transaction.
+    """
+
+    __tablename__ = "study_tallies"
+    __table_args__ = (
+        UniqueConstraint("study_id", "media_id", "kind", "k1", "k2", "k3", "k4"),
+        Index("ix_study_tallies_media_id", "media_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    k1: Mapped[str] = mapped_column(String(200))
+    k2: Mapped[str] = mapped_column(String(200))
+    k3: Mapped[str] = mapped_column(String(200))
+    k4: Mapped[str] = mapped_column(String(200))
+    n: Mapped[int] = mapped_column(Integer)
+    s1: Mapped[float] = mapped_column(Float)
+    s2: Mapped[float] = mapped_column(Float)
+    s3: Mapped[float] = mapped_column(Float)
+    s4: Mapped[float] = mapped_column(Float)
+    s5: Mapped[float] = mapped_column(Float)
+
+
+class AnalysisClaim(Base):
+    """Which run is analysing a file into a study now: one analysis per media item at a time (:mod:`db.claims`).
+
+    Keyed by the file's bytes (study and sha256), not by the media row, so that a still image, whose media row is
+    written only with its faces, is claimed like a video. The row lives while the run works and is deleted in the
+    transaction that completes the media item (or when the run gives up); a row whose owner stopped beating (a killed
+    process) may be taken over by the next run.
+    """
+
+    __tablename__ = "analysis_claims"
+    __table_args__ = (UniqueConstraint("study_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(200))
+    """The run holding the claim: ``host:pid:token`` (a token per run, so two runs of one process differ)."""
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """Last sign of life of the owner; older than :data:`db.claims.STALE_S`, the claim may be taken over."""

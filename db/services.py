@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -28,16 +29,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from affectlab.settings import Settings
 from db import (
     analysis_file,
+    claims,
     classroom,
     codecs,
+    compact,
+    crops,
     exports,
+    face_pages,
     ingest,
     label_import,
     labels,
@@ -51,6 +56,7 @@ from db import (
     segments,
     status,
 )
+from db.claims import Claimant
 from db.classroom import ClassTables
 from db.engine import is_retryable, make_engine, read_only, session_factory
 from db.errors import StoreBusyError
@@ -69,7 +75,7 @@ from db.rows import (
     StudyStats,
     TrackRow,
 )
-from db.schema import Media, Track
+from db.schema import Media, Study, Track
 from db.segments import SegmentRow
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,10 @@ class LabelStore:
         retries: Attempts per transaction on lock or serialisation errors.
         engine: An existing engine for ``url`` (tests, the web app's cached one).
         media_dir: Root of the kept media files (default ``<data_dir>/media``, see :mod:`db.media_files`).
+        feature_codec: The form new features are stored in (:mod:`db.codecs`; compact by default).
+
+    A video whose file is kept stores no crops: they are re-cut from it (:mod:`db.crops`, with a small LRU cache of
+    what is on screen), unless its study sets ``keep_video_crops``.
     """
 
     def __init__(
@@ -97,8 +107,11 @@ class LabelStore:
         retries: int = 12,
         engine: Engine | None = None,
         media_dir: Path | None = None,
+        feature_codec: str = codecs.FEATURES_U8,
     ) -> None:
         self.url = url
+        self.feature_codec = feature_codec
+        self.crop_cache = crops.CropCache()
         self.store_crops = store_crops
         self.data_dir = Path(data_dir) if data_dir is not None else Path("data")
         self.media_root = Path(media_dir) if media_dir is not None else self.data_dir / "media"
@@ -168,19 +181,25 @@ class LabelStore:
         """The media items of a study."""
         return self.transaction(lambda s: repo.list_media(s, repo.get_study(s, study)), write=False)
 
-    def tracks(self, media_id: int) -> list[TrackRow]:
-        """The tracks of a video, with engagement windows."""
-        return self.transaction(lambda s: repo.list_tracks(s, media_id), write=False)
+    def tracks(self, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
+        """The tracks of a video, with engagement windows (unless ``with_windows`` is False)."""
+        return self.transaction(lambda s: repo.list_tracks(s, media_id, with_windows=with_windows), write=False)
 
     def faces(self, study: str, *, media_id: int | None = None, model: str | None = None) -> list[FaceLabel]:
         """Every face of a study (or of one media item) with prediction and current labels."""
 
         def work(s: Session) -> list[FaceLabel]:
             st = repo.get_study(s, study)
-            if media_id is None or model is not None:
+            if media_id is None:
                 rows, _ = labels.face_labels(s, st.id, model)
-                return [r for r in rows if media_id is None or r.media_id == media_id]
-            return review.browse(s, study, review.ReviewFilter(media_id=media_id))
+                return rows
+            if model is None:  # the kept read model (review.browse) of one media item
+                return review.browse(s, study, review.ReviewFilter(media_id=media_id))
+            # One media item under another model: its faces only, in keyset pages, then in the whole-study order.
+            primary = face_pages.study_model(s, st.id, model)
+            out = [r for page in face_pages.iter_face_pages(s, st.id, primary, media_id=media_id) for r in page]
+            order = {fid: i for i, fid in enumerate(repo.face_order(s, media_id))}
+            return sorted(out, key=lambda r: order[r.face_id])
 
         return self.transaction(work, write=False)
 
@@ -189,13 +208,46 @@ class LabelStore:
 
         def work(s: Session) -> FaceLabel:
             study = repo.study_of_face(s, face_id)
-            return labels.face_labels(s, study.id, model, face_ids=[face_id])[0][0]
+            return face_pages.faces_by_id(s, study.id, [face_id], face_pages.study_model(s, study.id, model))[0]
 
         return self.transaction(work, write=False)
 
+    def faces_by_id(self, study: str, face_ids: Sequence[int]) -> list[FaceLabel]:
+        """The rows of those of ``face_ids`` that are faces of ``study``, in the order asked (only those resolved)."""
+
+        def work(s: Session) -> list[FaceLabel]:
+            st = repo.get_study(s, study)
+            mine = repo.faces_in_study(s, study, face_ids)
+            ids = [i for i in face_ids if i in mine]
+            rows = face_pages.faces_by_id(s, st.id, ids, face_pages.study_model(s, st.id, None)) if ids else []
+            by_id = {r.face_id: r for r in rows}
+            return [by_id[i] for i in ids if i in by_id]
+
+        return self.transaction(work, write=False) if face_ids else []
+
+    def track_face_times(self, study: str, track_id: int) -> list[tuple[int, float | None]]:
+        """``(face id, time)`` of each face of a track of ``study`` in time order (none for another study's track)."""
+        return self.transaction(lambda s: repo.track_face_times(s, study, track_id), write=False)
+
+    def faces_in_study(self, study: str, face_ids: Sequence[int]) -> set[int]:
+        """Those of ``face_ids`` that are faces of ``study`` (one indexed query; none for an unknown study)."""
+        return self.transaction(lambda s: repo.faces_in_study(s, study, face_ids), write=False) if face_ids else set()
+
+    def media_in_study(self, study: str, media_ids: Sequence[int]) -> set[int]:
+        """Those of ``media_ids`` that are media items of ``study`` (one indexed query)."""
+        return self.transaction(lambda s: repo.media_in_study(s, study, media_ids), write=False) if media_ids else set()
+
+    def frame_boxes(self, media_id: int, frame: int | None) -> list[tuple[int, tuple[float, float, float, float]]]:
+        """``(face_id, box)`` of every face on one frame of a media item (all faces of an image), in face order."""
+        return self.transaction(lambda s: repo.frame_boxes(s, media_id, frame), write=False)
+
+    def media_summary(self, study: str) -> dict[int, tuple[int, float]]:
+        """Media id to ``(tracks, first face's time)`` of a study's items, for the Library (no face row loaded)."""
+        return self.transaction(lambda s: repo.media_summary(s, study), write=False)
+
     def face_crop(self, face_id: int) -> bytes | None:
-        """The stored PNG crop of a face (None in features-only mode)."""
-        return self.transaction(lambda s: repo.face_crop(s, face_id), write=False)
+        """The PNG crop of a face, stored or re-cut from its kept recording (None when it has neither)."""
+        return self.face_crops([face_id]).get(face_id)
 
     def face_features(self, face_id: int) -> np.ndarray | None:
         """The stored backbone features of a face (None when it has none)."""
@@ -225,8 +277,9 @@ class LabelStore:
         model_version: str | None = None,
         keep_file: bool = False,
         sha256: str | None = None,
+        claimant: Claimant | None = None,
     ) -> IngestReport:
-        """Stores an analysed file with its in-memory results (see :func:`db.ingest.ingest_results`).
+        """Stores an analysed file with its in-memory results (see :func:`db.ingest.store_files`).
 
         Args:
             study: The study (created when new).
@@ -241,6 +294,11 @@ class LabelStore:
                 written atomically inside the transaction: a failed insert keeps no new file). Ignored in the
                 features-only privacy mode (``store_crops=False``), which keeps no media file.
             sha256: The bytes' hex sha256 when the caller has it already.
+            claimant: The run that claimed the file (:meth:`claim`): the claim is checked and released in the
+                storing transaction.
+
+        Raises:
+            ClaimLostError: ``claimant`` no longer holds the file's claim; nothing was stored.
         """
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         # Hashing and encoding the crops happen here, before the write transaction: the lock is held for inserts only.
@@ -257,7 +315,19 @@ class LabelStore:
         written: list[Path] = []
 
         def work(s: Session) -> IngestReport:
-            rep = ingest.store_files(s, study, [item], uploaded_by=uploaded_by, store_crops=self.store_crops)
+            st = repo.get_or_create_study(s, study)
+            if claimant is not None:
+                claims.check(s, st.id, item.sha256, claimant)
+                claims.release(s, st.id, item.sha256, claimant)
+            rep = ingest.store_files(
+                s,
+                st,
+                [item],
+                uploaded_by=uploaded_by,
+                store_crops=self.store_crops,
+                recut_video_crops=keep_file and self.store_crops,
+                feature_codec=self.feature_codec,
+            )
             if keep_file and rep.media_ids:
                 self._keep_file(s, rep.media_ids[0], data, written)
             return rep
@@ -276,6 +346,7 @@ class LabelStore:
         uploaded_by: str | None = None,
         keep_file: bool = False,
         sha256: str | None = None,
+        claimant: Claimant | None = None,
     ) -> resumable.AnalysisState:
         """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
 
@@ -288,9 +359,13 @@ class LabelStore:
             uploaded_by: Who analysed it.
             keep_file: Also keep the file itself (see :meth:`ingest_results`).
             sha256: The bytes' hex sha256 when the caller has it already.
+            claimant: The run analysing it: the video is claimed for it in the same transaction (:mod:`db.claims`).
 
         Returns:
             Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
+
+        Raises:
+            ClaimBusyError: Another live run is analysing the same bytes into the study.
         """
         data: bytes | Path = source if isinstance(source, bytes) else Path(source)
         if sha256 is not None:
@@ -301,7 +376,15 @@ class LabelStore:
 
         def work(s: Session) -> resumable.AnalysisState:
             state = resumable.begin_video(
-                s, study, sha256=sha, size=size, filename=filename, info=media_info, uploaded_by=uploaded_by
+                s,
+                study,
+                sha256=sha,
+                size=size,
+                filename=filename,
+                info=media_info,
+                uploaded_by=uploaded_by,
+                recut_crops=keep_file and self.store_crops,
+                claimant=claimant,
             )
             if keep_file and state.status == "partial":
                 self._keep_file(s, state.media_id, data, written)
@@ -336,13 +419,18 @@ class LabelStore:
         until_frame: int,
         samples: int,
         model_version: str | None = None,
+        claimant: Claimant | None = None,
     ) -> tuple[int, int, int]:
         """Stores one stretch of a partial video's faces with its resume point, in one transaction.
+
+        With a ``claimant``, first checks that it still holds the video's claim (else :class:`ClaimLostError`).
 
         Returns:
             Faces, crops and features stored.
         """
-        faces = [ingest.face_in(r, store_crops=self.store_crops, model_version=model_version) for r in results]
+        recut = self.transaction(lambda s: bool(repo.get_row(s, Media, media_id, "media").recut_crops), write=False)
+        keep = self.store_crops and not recut  # re-cut crops are not even encoded
+        faces = [ingest.face_in(r, store_crops=keep, model_version=model_version) for r in results]
         return self.transaction(
             lambda s: resumable.store_chunk(
                 s,
@@ -351,7 +439,9 @@ class LabelStore:
                 until_s=until_s,
                 until_frame=until_frame,
                 samples=samples,
-                store_crops=self.store_crops,
+                store_crops=keep,
+                feature_codec=self.feature_codec,
+                claimant=claimant,
             )
         )
 
@@ -373,13 +463,64 @@ class LabelStore:
         fps: float | None,
         width: int | None,
         height: int | None,
+        claimant: Claimant | None = None,
     ) -> int:
-        """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction)."""
+        """Stores a partial video's tracks, engagement and persons and marks it complete (one transaction).
+
+        With a ``claimant``, checks that it still holds the video's claim and releases it in that transaction.
+        """
         return self.transaction(
             lambda s: resumable.finish_video(
-                s, media_id, face_tracks, list(tracks), duration_s=duration_s, fps=fps, width=width, height=height
+                s,
+                media_id,
+                face_tracks,
+                list(tracks),
+                duration_s=duration_s,
+                fps=fps,
+                width=width,
+                height=height,
+                claimant=claimant,
             )
         )
+
+    def claim(self, study: str, sha256: str, claimant: Claimant) -> MediaRow | None:
+        """Claims the bytes ``sha256`` in ``study`` for ``claimant`` unless the study holds them complete.
+
+        Returns:
+            The complete media item (no claim is then taken), else None: the bytes are claimed.
+
+        Raises:
+            ClaimBusyError: Another live run is analysing the same bytes into the study.
+        """
+
+        def work(s: Session) -> MediaRow | None:
+            st = repo.get_or_create_study(s, study)
+            claims.take(s, st.id, sha256, claimant)
+            row = repo.media_by_sha256(s, study, sha256)
+            if row is not None and row.analysis_status == "complete":
+                claims.release(s, st.id, sha256, claimant)
+                return row
+            return None
+
+        return self.transaction(work)
+
+    def heartbeat(self, study: str, sha256: str, claimant: Claimant) -> None:
+        """Tells that ``claimant`` still works on its claim (see :data:`db.claims.HEARTBEAT_S`).
+
+        Raises:
+            ClaimLostError: The claim was taken over.
+        """
+        self.transaction(lambda s: claims.check(s, repo.get_study(s, study).id, sha256, claimant))
+
+    def release_claim(self, study: str, sha256: str, claimant: Claimant) -> None:
+        """Gives up ``claimant``'s claim on the bytes (a claim another run took over stays)."""
+
+        def work(s: Session) -> None:
+            st = s.scalar(select(Study).where(Study.name == study))
+            if st is not None:
+                claims.release(s, st.id, sha256, claimant)
+
+        self.transaction(work)
 
     def media_path(self, media_id: int) -> Path | None:
         """The kept file of a media item, None when none is kept (features-only mode, deleted, or never kept).
@@ -587,6 +728,20 @@ class LabelStore:
         """The faces of a study that pass ``flt`` (e.g. the faces one annotator labelled), the first ``limit``."""
         return self.transaction(lambda s: review.browse(s, study, flt, model=model, limit=limit), write=False)
 
+    def labels_page(
+        self,
+        study: str,
+        annotator: str,
+        flt: review.ReviewFilter = review.ReviewFilter(),
+        *,
+        after: int | None = None,
+        limit: int = 50,
+    ) -> review.LabelsPage:
+        """A page of the faces ``annotator`` labelled ("my labels"), after face id ``after``, with their count."""
+        return self.transaction(
+            lambda s: review.labels_page(s, study, annotator, flt, after=after, limit=limit), write=False
+        )
+
     def skip(self, face_id: int, annotator: str) -> None:
         """Keeps a face out of ``annotator``'s queues until :meth:`unskip` (stored, so it holds across reloads)."""
         self.transaction(lambda s: review.skip(s, face_id, annotator))
@@ -608,6 +763,106 @@ class LabelStore:
         """Stores the labelling rules of a study (owners only in the web app)."""
         return self.transaction(lambda s: review.set_study_settings(s, study, settings))
 
+    def keep_video_crops(self, study: str) -> bool:
+        """Whether the study stores every video crop (else a kept recording's crops are re-cut from it)."""
+        return self.transaction(lambda s: bool(repo.get_study(s, study).keep_video_crops), write=False)
+
+    def set_keep_video_crops(self, study: str, keep: bool) -> bool:
+        """Makes the study (created when new) store every video crop of recordings analysed from now on, or not.
+
+        Recordings already stored keep their layout (``python -m db compact --crops`` drops stored crops).
+        """
+
+        def work(s: Session) -> bool:
+            st = repo.get_or_create_study(s, study)
+            st.keep_video_crops = bool(keep)
+            return bool(keep)
+
+        return self.transaction(work)
+
+    def compact(
+        self,
+        study: str,
+        *,
+        crops: bool = True,
+        drop_features: bool = False,
+        vacuum: bool = False,
+        progress: Callable[[str], None] | None = None,
+    ) -> compact.CompactReport:
+        """Compacts a study's stored faces (see :mod:`db.compact`): features converted, re-cuttable crops dropped.
+
+        Args:
+            study: The study.
+            crops: Drop the stored crops of kept recordings that re-cut pixel-equal (not for ``keep_video_crops``).
+            drop_features: Also drop the features of completely analysed videos.
+            vacuum: Give the freed space back to the file system (SQLite ``VACUUM``).
+            progress: Called with a line of text as the work goes on.
+
+        Returns:
+            What was done.
+        """
+        say = progress or (lambda _msg: None)
+
+        def setting(s: Session) -> tuple[int, bool]:
+            st = repo.get_study(s, study)
+            return st.id, bool(st.keep_video_crops)
+
+        st_id, keep = self.transaction(setting, write=False)
+        notes: list[str] = []
+        converted, after = 0, 0
+        while True:
+            n, last = self.transaction(functools.partial(compact.convert_features, study_id=st_id, after_id=after))
+            if last is None:
+                break
+            converted, after = converted + n, last
+            say(f"features: {converted} converted")
+        dropped = kept = no_file = 0
+        if crops and keep:
+            notes.append(f"study {study!r} keeps video crops: none dropped")
+        elif crops:
+            videos = self.transaction(functools.partial(compact.videos_with_crops, study_id=st_id), write=False)
+            for media_id, sid, sha, name, _ in videos:
+                path = compact.recording_path(self.media_root, sid, sha, name)
+                if path is None:
+                    no_file += 1
+                    continue
+                pos = (-1.0, 0)
+                while True:
+                    batch = self.transaction(
+                        functools.partial(compact.stored_crop_batch, media_id=media_id, after=pos), write=False
+                    )
+                    if not batch:
+                        break
+                    equal = compact.equal_recuts(path, batch)
+                    self.transaction(functools.partial(compact.drop_crops, face_ids=equal))
+                    dropped, kept = dropped + len(equal), kept + len(batch) - len(equal)
+                    pos = (batch[-1][1], batch[-1][0])
+                    say(f"crops: {dropped} dropped, {kept} kept")
+                self.transaction(functools.partial(compact.set_recut, media_id=media_id))
+            if no_file:
+                notes.append(f"{no_file} videos have no kept recording: their crops stay stored")
+            if kept:
+                notes.append(f"{kept} stored crops differ from the re-cut ones (or their frame is unreadable): kept")
+        feats_dropped = 0
+        if drop_features:
+            while n := self.transaction(functools.partial(compact.drop_features, study_id=st_id)):
+                feats_dropped += n
+                say(f"features: {feats_dropped} dropped")
+            if feats_dropped:
+                notes.append("fine-tuning re-extracts the dropped features from the crops (re-cut from the recordings)")
+        if vacuum:
+            say("vacuuming the database file")
+            maintenance.vacuum(self.engine)
+        return compact.CompactReport(
+            study=study,
+            features_converted=converted,
+            crops_dropped=dropped,
+            crops_kept=kept,
+            videos_without_file=no_file,
+            features_dropped=feats_dropped,
+            notes=tuple(notes),
+        )
+
     def last_correction(self, study: str, annotator: str) -> AnnotationRow | None:
         """``annotator``'s newest correction in a study that is still active (what Undo reverts), or None."""
         return self.transaction(lambda s: labels.last_correction(s, study, annotator), write=False)
@@ -620,13 +875,30 @@ class LabelStore:
         """The media item of a study with these bytes, None when the study does not hold them."""
         return self.transaction(lambda s: repo.media_by_sha256(s, study, sha256), write=False)
 
-    def best_faces(self, media_id: int) -> dict[int, int]:
-        """Track id to the face id of its most confident detection, for a recording's thumbnails (one light query)."""
-        return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+    def best_faces(self, media_id: int, track_ids: Sequence[int] | None = None) -> dict[int, int]:
+        """Track id to the face id of its most confident detection, for a recording's thumbnails.
+
+        With ``track_ids``, only those tracks of the recording (one indexed query each, whatever the recording's size).
+        """
+        if track_ids is None:
+            return self.transaction(lambda s: repo.best_faces(s, media_id), write=False)
+
+        def work(s: Session) -> dict[int, int]:
+            mine = set(s.scalars(select(Track.id).where(Track.media_id == media_id, Track.id.in_(list(track_ids)))))
+            return repo.best_faces_of_tracks(s, [t for t in track_ids if t in mine])
+
+        return self.transaction(work, write=False)
 
     def face_crops(self, face_ids: Sequence[int]) -> dict[int, bytes]:
-        """The stored crops of several faces (faces without one are absent), in one query."""
-        return self.transaction(lambda s: repo.face_crops(s, face_ids), write=False) if face_ids else {}
+        """The PNG crops of several faces, stored or re-cut (faces without one are absent; see :mod:`db.crops`).
+
+        The database is read in one transaction; recordings are decoded after it (each once, in time order), and
+        re-cut crops go through :attr:`crop_cache`.
+        """
+        if not face_ids:
+            return {}
+        sources = self.transaction(lambda s: crops.crop_sources(s, self.media_root, face_ids), write=False)
+        return crops.face_crops(sources, face_ids, self.crop_cache)
 
     def study_crops(self, study: str, limit: int = 64) -> list[bytes]:
         """Up to ``limit`` stored face crops (PNG) of the study, e.g. to calibrate an int8 export (one query)."""
@@ -658,13 +930,30 @@ class LabelStore:
         return self.transaction(work, write=False)
 
     def export(
-        self, study: str, fmt: ExportFormat, out: Path, *, model: str | None = None, seed: int = 0
+        self,
+        study: str,
+        fmt: ExportFormat,
+        out: Path,
+        *,
+        model: str | None = None,
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
-        """Exports a study (see :mod:`db.exports` for the formats)."""
+        """Exports a study (see :mod:`db.exports` for the formats).
+
+        CSV, Parquet and features are written page by page in bounded memory (:func:`db.exports.export_stream`),
+        calling ``progress(faces done, faces in the study)`` after each page; crops formats call it per crop written.
+        """
 
         def work(s: Session) -> ExportReport:
+            if exports.is_class_format(fmt):
+                return exports.export_class_table(s, study, fmt, Path(out))
+            if exports.is_stream_format(fmt):
+                return exports.export_stream(s, study, fmt, Path(out), model=model, seed=seed, progress=progress)
             stats, rows, primary = self._stats(s, study, model)
-            return exports.export(s, study, rows, stats, primary, fmt, Path(out), seed=seed)
+            return exports.export(
+                s, study, rows, stats, primary, fmt, Path(out), seed=seed, media_root=self.media_root, progress=progress
+            )
 
         return self.transaction(work, write=False)
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from db.rows import FaceLabel
+from db.rows import FaceLabel, group_name
+from db.schema import Face, Media, Track
 
 Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
@@ -32,7 +35,12 @@ def _unit(key: str, seed: int) -> float:
 
 def assign_splits(rows: Sequence[FaceLabel], seed: int = 0) -> dict[int, Split]:
     """Split name per face id, disjoint by group (see the module docstring)."""
-    sizes = Counter(r.group for r in rows)
+    by_group = group_splits(Counter(r.group for r in rows), seed)
+    return {r.face_id: by_group[r.group] for r in rows}
+
+
+def group_splits(sizes: Mapping[str, int], seed: int = 0) -> dict[str, Split]:
+    """Split name per split group, from the faces per group (see the module docstring)."""
     bounds = np.cumsum(SPLIT_FRACTIONS)
     by_group = {g: SPLITS[int(np.searchsorted(bounds, _unit(g, seed), side="right"))] for g in sizes}
     if len(sizes) >= len(SPLITS) and len(set(by_group.values())) < len(SPLITS):
@@ -42,4 +50,19 @@ def assign_splits(rows: Sequence[FaceLabel], seed: int = 0) -> dict[int, Split]:
             split = min(SPLITS, key=lambda s: (filled[s] / (SPLIT_FRACTIONS[SPLITS.index(s)] * total), SPLITS.index(s)))
             by_group[g] = split
             filled[split] += sizes[g]
-    return {r.face_id: by_group[r.group] for r in rows}
+    return by_group
+
+
+def group_sizes(session: Session, study_id: int) -> dict[str, int]:
+    """Faces per split group of a study, counted in SQL (one grouped query, no face loaded)."""
+    stmt = (
+        select(Media.sha256, Track.track_index, func.count(Face.id))
+        .join(Media, Face.media_id == Media.id)
+        .outerjoin(Track, Face.track_id == Track.id)
+        .where(Media.study_id == study_id)
+        .group_by(Face.media_id, Face.track_id, Media.sha256, Track.track_index)
+    )
+    out: Counter[str] = Counter()
+    for sha, index, n in session.execute(stmt):
+        out[group_name(sha, index)] += int(n)
+    return dict(out)

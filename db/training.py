@@ -1,8 +1,10 @@
 """Fine-tuning on a study's corrections: gather the training data, judge a new head, save it as a version.
 
 This is the service behind ``python -m affectlab finetune --study S`` and the Models page's fine-tune control. The
-backbone stays frozen: stored features of the base model are used, and faces analysed with another backbone get
-their features recomputed from the stored crop (faces with neither are left out and counted in the notes).
+backbone stays frozen: stored features of the base model are used (compact, see :mod:`db.codecs`), and faces
+analysed with another backbone, or whose features were dropped (``python -m db compact --drop-features``), get them
+extracted again from their crop, stored or re-cut from the recording (faces with neither are left out and counted
+in the notes).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.codecs import decode_png, features_from_bytes
+from db import crops
+from db.codecs import features_from_bytes
 from db.rows import FaceLabel
 from db.schema import Face
 from db.services import LabelStore
@@ -55,39 +58,58 @@ def _base_name(model: str | None) -> str:
 def _load_features(
     store: LabelStore, rows: Sequence[FaceLabel], recognizer: EmotionRecognizer, notes: list[str]
 ) -> dict[int, np.ndarray]:
+    """The base model's features of the faces: stored ones, else extracted again from their crops.
+
+    Crops come from :mod:`db.crops`: stored, or re-cut from the kept recording (videos stored compactly, or whose
+    features ``python -m db compact --drop-features`` dropped). Stored features are the compact form of
+    :mod:`db.codecs` (the README quotes what that changes for a fitted head).
+    """
     base = recognizer.spec.name
     ids = [r.face_id for r in rows]
 
-    def work(s: Session) -> dict[int, tuple[bytes | None, int | None, str | None, bytes | None]]:
-        out: dict[int, tuple[bytes | None, int | None, str | None, bytes | None]] = {}
+    def work(s: Session) -> dict[int, tuple[bytes | None, int | None, str | None]]:
+        out: dict[int, tuple[bytes | None, int | None, str | None]] = {}
         for i in range(0, len(ids), 512):
-            stmt = select(Face.id, Face.features, Face.feature_dim, Face.feature_model, Face.crop_png).where(
+            stmt = select(Face.id, Face.features, Face.feature_dim, Face.feature_model).where(
                 Face.id.in_(ids[i : i + 512])
             )
-            for fid, data, dim, fmodel, crop in s.execute(stmt):
-                out[fid] = (data, dim, fmodel, crop)
+            for fid, data, dim, fmodel in s.execute(stmt):
+                out[fid] = (data, dim, fmodel)
         return out
 
     raw = store.transaction(work, write=False)
     feats: dict[int, np.ndarray] = {}
-    recompute: list[tuple[int, np.ndarray]] = []
-    missing = 0
+    need: list[int] = []
     for fid in ids:
-        data, dim, fmodel, crop = raw.get(fid, (None, None, None, None))
+        data, dim, fmodel = raw.get(fid, (None, None, None))
         if data is not None and dim == recognizer.spec.feature_dim and _base_name(fmodel) == base:
             feats[fid] = features_from_bytes(data, dim)
-        elif crop is not None:
-            recompute.append((fid, decode_png(crop)))
         else:
-            missing += 1
-    if recompute:
-        out = recognizer.extract_features([c for _, c in recompute])
-        feats.update({fid: out[i] for i, (fid, _) in enumerate(recompute)})
-        notes.append(f"{len(recompute)} faces had no {base} features; recomputed from their crops")
+            need.append(fid)
+    recomputed = 0
+    if need:
+        sources = store.transaction(lambda s: crops.crop_sources(s, store.media_root, need), write=False)
+        batch: list[tuple[int, np.ndarray]] = []
+
+        def flush() -> None:
+            out = recognizer.extract_features([c for _, c in batch])
+            feats.update({fid: out[i] for i, (fid, _) in enumerate(batch)})
+            batch.clear()
+
+        for fid, crop in crops.crop_arrays(sources):
+            batch.append((fid, crop))
+            recomputed += 1
+            if len(batch) >= 256:
+                flush()
+        if batch:
+            flush()
+    if recomputed:
+        notes.append(f"{recomputed} faces had no {base} features; extracted again from their crops")
+    missing = len(need) - recomputed
     if missing:
         notes.append(
-            f"{missing} corrected faces have neither {base} features nor a crop (features-only mode with "
-            "another model); left out"
+            f"{missing} corrected faces have neither {base} features nor a crop (features-only mode with another "
+            "model, or a video whose recording is not kept); left out"
         )
     return feats
 

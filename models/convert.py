@@ -470,6 +470,14 @@ def convert_checkpoint(
     return final
 
 
+def _import_next_step(spec: ModelSpec) -> str:
+    """What to do after a file could not be imported as ``spec``: the file to import, or the command that fetches it."""
+    return (
+        f"Import the file published for {spec.name} ({spec.filename}, {spec.url}), or let AffectLab download and "
+        f"verify it: `python -m models fetch {spec.name}`"
+    )
+
+
 def _check_hdf5(path: Path, shown: Path | None = None) -> None:
     """Raises CheckpointFormatError unless ``path`` starts with the HDF5 signature (``shown``: the name to report)."""
     with path.open("rb") as fh:
@@ -535,18 +543,18 @@ def import_checkpoint(
                 actual,
                 spec.git_blob_sha1,
             )
-        if spec.fmt == "keras_h5":
-            _check_hdf5(copy, src)
-        if spec.stores_safetensors:
-            try:
+        try:
+            if spec.fmt == "keras_h5":
+                _check_hdf5(copy, src)
+            if spec.stores_safetensors:
                 out = convert_checkpoint(copy, spec, wd, actual, verified)
-            except UnsafeCheckpointError as exc:
-                raise UnsafeCheckpointError(exc.global_name, str(src)) from None
-            except CheckpointFormatError as exc:  # name the user's file, not the private copy
-                raise CheckpointFormatError(str(exc).replace(str(copy), str(src))) from None
-        else:
-            out = weights_path(name, wd)
-            os.replace(copy, out)
+            else:
+                out = weights_path(name, wd)
+                os.replace(copy, out)
+        except UnsafeCheckpointError as exc:
+            raise UnsafeCheckpointError(exc.global_name, str(src)) from None
+        except CheckpointFormatError as exc:  # name the user's file, not the private copy; say what to do next
+            raise CheckpointFormatError(f"{str(exc).replace(str(copy), str(src))}. {_import_next_step(spec)}") from None
     finally:
         copy.unlink(missing_ok=True)
     warn_if_not_runnable(spec)

@@ -26,13 +26,14 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from models.errors import BadInputError
-from models.images import MAX_FRAME_PIXELS, check_pixels
+from models.images import MAX_FRAME_PIXELS, PixelBudget, check_pixels, file_budget
 from models.types import Face
 
 if TYPE_CHECKING:
@@ -210,6 +211,22 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
         )
 
 
+def header_pixels(path: str | Path, name: str | None = None) -> int:
+    """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
+
+    Raises:
+        BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
+    """
+    name = name or str(path)
+    container = _open(path, name)
+    with container:
+        st = container.streams.video[0]
+        width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
+        frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
+        file_budget(path, name).plan(frames, width, height)
+        return int(max(1.0, frames)) * width * height
+
+
 def is_video(path: str | Path) -> bool:
     """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
 
@@ -335,6 +352,14 @@ class FrameReader:
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
         self.resume = resume
+        self.budget: PixelBudget = file_budget(path, self.name)
+        """Every decoded frame is taken from it, sampled or not (a pixel bomb is stopped as it decodes)."""
+        announced = int(st.frames or 0) or (self.duration or 0.0) * (self.avg_fps or 0.0)
+        try:
+            self.budget.plan(announced, self.width, self.height)  # from the header, before a frame is decoded
+        except BadInputError:
+            self._container.close()
+            raise
 
     def close(self) -> None:
         """Closes the file."""
@@ -387,6 +412,7 @@ class FrameReader:
                 continue
             for frame in frames:
                 self.frames_decoded += 1
+                self.budget.take(frame.width, frame.height)  # decoded already: no further frame once over
                 t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
                 if seeking:
                     assert resume is not None
@@ -405,7 +431,6 @@ class FrameReader:
                         continue
                     last_slot = slot
                 rot = _norm_rotation(frame.rotation)
-                check_pixels(self.name, frame.width, frame.height, "frame")  # a size change mid-stream
                 img: np.ndarray = frame.to_ndarray(format="rgb24")
                 if rot:
                     img = np.ascontiguousarray(np.rot90(img, rot // 90))
@@ -454,7 +479,9 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
         if tb is not None and time_s > 0:
             container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
         best = None
+        budget = file_budget(path, label)
         for frame in container.decode(st):
+            budget.take(frame.width, frame.height)
             t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
             if best is not None and t > time_s + 0.5 / rate:
                 break
@@ -469,6 +496,79 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
         raise BadInputError(label, f"no frame at {time_s:.2f} s")
     img = best.to_ndarray(format="rgb24")
     rot = _norm_rotation(best.rotation)
+    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+
+
+def frames_at(
+    path: str | Path, times: Iterable[float], name: str | None = None, *, seek_gap_s: float = 4.0
+) -> Iterator[tuple[float, np.ndarray | None]]:
+    """The upright RGB frames at each of ``times`` (ascending), decoding the file once in order.
+
+    Each frame is the one whose time (``(pts - start) * time_base``, as :class:`FrameReader` computes it) is nearest
+    the asked time within half a frame: a time that :class:`FrameReader` gave returns that very frame, pixel-equal
+    (decoding is deterministic from the keyframe before). Decoding seeks like :func:`frame_at` to the keyframe before
+    the first time and again wherever the next time lies more than ``seek_gap_s`` ahead; between them it decodes on
+    and converts to RGB only the frames asked for. Yields ``(time, image)`` in the order given; ``image`` is None for
+    a time with no frame near it.
+
+    Raises:
+        BadInputError: Not a readable video.
+        ValueError: ``times`` not ascending.
+    """
+    import av
+
+    label = name or str(path)
+    wanted = list(times)
+    if any(b < a for a, b in pairwise(wanted)):
+        raise ValueError("frames_at needs ascending times")
+    if not wanted:
+        return
+    container = _open(path, label)
+    try:
+        st = container.streams.video[0]
+        st.thread_type = "AUTO"
+        tb = st.time_base
+        start = st.start_time or 0
+        rate = _rate(st.average_rate) or 25.0
+        half = 0.5 / rate
+        i = 0
+        while i < len(wanted):
+            sought = i  # the time this seek is for: decoding goes on (no new seek) until it is answered
+            if tb is not None and wanted[i] > 0:
+                container.seek(int(start + wanted[i] / tb), stream=st, backward=True, any_frame=False)
+            prev: tuple[float, av.VideoFrame] | None = None
+            reseek = False
+            try:
+                for frame in container.decode(st):
+                    t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
+                    # Answer every asked time that this frame (or the one before) settles.
+                    while i < len(wanted) and t >= wanted[i] - 1e-9:
+                        want = wanted[i]
+                        best = frame if prev is None or abs(t - want) <= abs(prev[0] - want) else prev[1]
+                        best_t = t if best is frame else (prev[0] if prev is not None else t)
+                        yield want, _upright(best) if abs(best_t - want) <= half else None
+                        i += 1
+                    if i >= len(wanted):
+                        return
+                    prev = (t, frame)
+                    if i != sought and wanted[i] - t > seek_gap_s:
+                        reseek = True
+                        break
+            except av.FFmpegError as exc:
+                raise BadInputError(label, f"cannot decode the frames near {wanted[i]:.2f} s ({exc})") from None
+            if not reseek:
+                # The stream ended: the last frame may still answer the times just after it.
+                while i < len(wanted):
+                    ok = prev is not None and abs(prev[0] - wanted[i]) <= half
+                    yield wanted[i], _upright(prev[1]) if ok and prev is not None else None
+                    i += 1
+    finally:
+        container.close()
+
+
+def _upright(frame: object) -> np.ndarray:
+    img: np.ndarray = frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
+    rot = _norm_rotation(frame.rotation)  # type: ignore[attr-defined]
     return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
 
 

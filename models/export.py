@@ -11,9 +11,11 @@ same for any registered PyTorch emotion model or fine-tuned version (``base@...`
 - Input ``input``: ``[N, 3, S, S]`` float32, already normalised (``models.recognizer.preprocess``); the batch is
   dynamic.
 - A fine-tuned ``head`` version exports its base backbone with the version's head; a ``full`` version its whole state.
-- The file is written to a temporary name and moved into place, then loaded back (onnxruntime / ``torch.jit.load``)
-  and compared with the PyTorch model on real face crops: the largest absolute difference over both outputs, for the
-  whole batch and for a batch of one (which checks the dynamic batch), is reported with the file's size.
+- The file is written to a temporary name, loaded back (onnxruntime / ``torch.jit.load``) and compared with the
+  PyTorch model on real face crops: the largest absolute difference over both outputs, for the whole batch and for a
+  batch of one (which checks the dynamic batch). Within :data:`TOLERANCE` it is renamed into place; otherwise it is
+  deleted and :class:`ExportCheckError` gives the difference. :func:`publish_checked` is that rule, for every format
+  (the phone formats of ``models.mobile_export`` too).
 - The model's name, labels, input size, mean/std and weights hash travel inside the file (ONNX ``metadata_props``;
   TorchScript extra file ``affectlab.json``), so a mobile app needs nothing else to use it.
 
@@ -56,6 +58,26 @@ METADATA_FILE = "affectlab.json"
 
 class ExportError(AffectLabError):
     """A model could not be exported, or the exported file could not be checked."""
+
+
+class ExportCheckError(ExportError):
+    """The written file failed its agreement check with the PyTorch model: it was deleted, nothing was published.
+
+    Raised by :func:`publish_checked` for every format; the CLI exits 2 and the Models page shows it with ``st.error``.
+
+    Attributes:
+        format: The export format (``onnx``, ``torchscript``, ``litert``, ``executorch``, ``onnx int8``...).
+        max_diff: The largest difference found (``inf`` when a shape differed, ``nan`` when a value was not finite).
+        tolerance: The accepted largest difference (None for int8 files: measured, only required to be finite).
+    """
+
+    def __init__(self, fmt: str, max_diff: float, tolerance: float | None, what: str) -> None:
+        self.format, self.max_diff, self.tolerance = fmt, max_diff, tolerance
+        limit = f"> {tolerance:g}" if tolerance is not None and np.isfinite(max_diff) else "(not a finite number)"
+        super().__init__(
+            f"the {fmt} file disagrees with the PyTorch model: largest {what} difference {max_diff:.3g} {limit}; "
+            "it was not kept. Try another format (or opset), and report the model if it persists."
+        )
 
 
 @dataclass(frozen=True)
@@ -238,6 +260,39 @@ def _publish(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
+def publish_checked(
+    tmp: Path,
+    final: Path,
+    fmt: str,
+    check: Callable[[Path], float],
+    tolerance: float | None,
+    what: str = "absolute",
+) -> float:
+    """The one way every export (ONNX, TorchScript, LiteRT, ExecuTorch, int8) puts its file in place.
+
+    ``tmp`` (already written) is checked by ``check``, which returns its largest difference from the PyTorch model
+    (computed from outputs of the file run in its own runtime). Within ``tolerance`` the file is fsynced and renamed to
+    ``final``; otherwise, or when the check raises, ``tmp`` is deleted and ``final`` is left as it was: a file that
+    failed its check is never kept. ``tolerance`` None: the difference is measured, not gated (int8 files, which are
+    never presented as equal), but it must still be finite (a file giving NaN or a wrong shape is broken).
+
+    Returns:
+        The largest difference.
+
+    Raises:
+        ExportCheckError: The difference is over ``tolerance`` or not finite (the message gives it).
+        ExportError: The check could not run the file.
+    """
+    try:
+        diff = float(check(tmp))
+        if not np.isfinite(diff) or (tolerance is not None and diff > tolerance):
+            raise ExportCheckError(fmt, diff, tolerance, what)
+        _publish(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return diff
+
+
 # ---------------------------------------------------------------- parity
 
 
@@ -339,9 +394,11 @@ def export_model(
             ``to_pytorchlite.py`` does (skipped silently where this torch build cannot).
 
     Returns:
-        The report; compare ``max_abs_diff`` with :data:`TOLERANCE` (``report.agrees()``). The file is kept either way.
+        The report (``max_abs_diff`` is within :data:`TOLERANCE`).
 
     Raises:
+        ExportCheckError: The file disagrees with PyTorch beyond :data:`TOLERANCE`: it was not kept
+            (:func:`publish_checked`, the rule of every format).
         ExportError: Unknown format, opset below 11, no face among the check crops, or the export failed.
         BadInputError: A check image cannot be read.
         UnknownModelError, VersionNotFoundError, WeightsMissingError: As :func:`load_full_model`.
@@ -381,14 +438,12 @@ def export_model(
             _write_onnx(wrapper, example, tmp, meta, opset)
         else:
             note = _write_torchscript(wrapper, example, tmp, meta, mobile)
-        _publish(tmp, final)
-    except AffectLabError:
-        raise
     except Exception as exc:
-        raise ExportError(f"exporting {name!r} to {fmt} failed: {exc}") from exc
-    finally:
         tmp.unlink(missing_ok=True)
-    diff = check_parity(final, fmt, wrapper, x)
+        if isinstance(exc, AffectLabError):
+            raise
+        raise ExportError(f"exporting {name!r} to {fmt} failed: {exc}") from exc
+    diff = publish_checked(tmp, final, fmt, lambda p: check_parity(p, fmt, wrapper, x), TOLERANCE)
     return ExportReport(
         path=final, format=fmt, size_bytes=final.stat().st_size, max_abs_diff=diff, n_crops=len(crops), note=note
     )

@@ -8,6 +8,10 @@ upright image. Pillow's decompression-bomb guard is enforced: an image above ``M
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +39,157 @@ def check_pixels(name: str, width: int, height: int, what: str = "image") -> Non
             f"its {what}s are {width} x {height} = {width * height:,} pixels, over the {MAX_FRAME_PIXELS:,}-pixel "
             "limit that guards the server against decompression bombs; downscale it first",
         )
+
+
+MIN_FILE_PIXELS = 4_000_000_000
+"""Pixels every file may decode in all, whatever its size (100 frames at the per-picture budget; 2 minutes of 1080p
+at 30 fps)."""
+PIXELS_PER_BYTE = 100_000
+"""Pixels a file may decode in all per byte it holds, on top of :data:`MIN_FILE_PIXELS`. A recorded class at 720p
+decodes a few hundred pixels per byte, a screen share of still slides a few thousand; a pixel bomb (a 1 KB GIF of a
+huge canvas and many frames) millions."""
+
+
+def file_pixel_budget(size_bytes: int) -> int:
+    """The pixels a file of ``size_bytes`` may decode in all, frames of a video added up (see :class:`PixelBudget`)."""
+    return MIN_FILE_PIXELS + PIXELS_PER_BYTE * max(0, size_bytes)
+
+
+class PixelBudget:
+    """The pixel budget of one file (one upload): per picture and in all.
+
+    Each decoded picture within :data:`MAX_FRAME_PIXELS`, all of them together within :func:`file_pixel_budget` of the
+    file's size. Every video decoding path takes each frame it decodes from one (:mod:`models.decode`,
+    :mod:`models.playable`); a still is one picture.
+
+    Attributes:
+        name: The file's name for messages.
+        size_bytes: The file's size.
+        limit: Pixels it may decode in all.
+        used: Pixels decoded so far.
+    """
+
+    def __init__(self, name: str, size_bytes: int) -> None:
+        self.name, self.size_bytes = name, size_bytes
+        self.limit = file_pixel_budget(size_bytes)
+        self.used = 0
+        self.frames = 0
+
+    def _refuse(self, what: str) -> BadInputError:
+        return BadInputError(
+            self.name,
+            f"{what}, over the {self.limit:,}-pixel limit for a file of {self.size_bytes:,} bytes "
+            f"({MIN_FILE_PIXELS:,} plus {PIXELS_PER_BYTE:,} per byte) that guards the server against decompression "
+            "bombs; shorten or downscale it first",
+        )
+
+    def plan(self, frames: float, width: int, height: int) -> None:
+        """Refuses, from the header before anything is decoded, a file announcing more pixels than its budget.
+
+        Raises:
+            BadInputError: ``frames`` pictures of ``width`` x ``height`` are over the budget.
+        """
+        check_pixels(self.name, width, height, "frame")
+        total = int(frames) * width * height
+        if total > self.limit:
+            raise self._refuse(f"its header announces {int(frames):,} frames of {width} x {height} = {total:,} pixels")
+
+    def take(self, width: int, height: int, what: str = "frame") -> None:
+        """Counts one decoded picture.
+
+        Raises:
+            BadInputError: The picture is over :data:`MAX_FRAME_PIXELS`, or the file's total is over its budget.
+        """
+        check_pixels(self.name, width, height, what)
+        self.used += width * height
+        self.frames += 1
+        if self.used > self.limit:
+            raise self._refuse(f"its first {self.frames:,} {what}s decode to {self.used:,} pixels")
+
+
+def file_budget(path: str | Path, name: str) -> PixelBudget:
+    """The :class:`PixelBudget` of the file at ``path`` (its size read now)."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        size = 0
+    return PixelBudget(name, size)
+
+
+PIXELS_PER_HOUR = 1_000_000_000_000
+"""Pixels one client may have decoded for it per hour, stills and video frames alike (:class:`PixelLedger`): about
+six 90-minute 720p recordings at 30 fps (150 Gpx each: every frame is decoded, sampled or not), three at 1080p."""
+
+
+class PixelLedger:
+    """Pixels decoded per client over the last hour, charged from each file's header before it is decoded.
+
+    The per-file :class:`PixelBudget` bounds one upload; this bounds what one client (a client address behind the
+    guard, else a session) makes the shared server decode per hour, however many files or sessions it uses. A file's
+    charge is what its header announces (a still's pixels, a video's frames x width x height), so a file that would
+    pass the hour's budget is refused before a frame is decoded; a header that lies is stopped by its
+    :class:`PixelBudget` as it decodes.
+
+    Attributes:
+        limit: Pixels per client per window.
+        window_s: The window (an hour).
+    """
+
+    def __init__(
+        self, limit: int = PIXELS_PER_HOUR, window_s: float = 3600.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit, self.window_s, self._clock = limit, window_s, clock
+        self._spent: dict[str, deque[tuple[float, int]]] = {}
+        self._lock = threading.Lock()
+
+    def _prune(self, key: str, now: float) -> deque[tuple[float, int]]:
+        spent = self._spent.setdefault(key, deque())
+        while spent and now - spent[0][0] > self.window_s:
+            spent.popleft()
+        return spent
+
+    def used(self, key: str) -> int:
+        """Pixels charged to ``key`` within the window."""
+        with self._lock:
+            return sum(n for _, n in self._prune(key, self._clock()))
+
+    def charge(self, key: str, pixels: int, name: str) -> None:
+        """Charges ``pixels`` (from ``name``'s header) to ``key``.
+
+        Raises:
+            BadInputError: They would take ``key`` over :attr:`limit` within the window (nothing is charged).
+        """
+        with self._lock:
+            now = self._clock()
+            spent = self._prune(key, now)
+            used = sum(n for _, n in spent)
+            if used + pixels > self.limit:
+                wait = (self.window_s - (now - spent[0][0])) / 60 if spent else self.window_s / 60
+                raise BadInputError(
+                    name,
+                    f"it would decode {pixels:,} pixels, and {used:,} were decoded for you in the last hour: over the "
+                    f"{self.limit:,}-pixel hourly limit that shares the server between users; try again in "
+                    f"{max(1, round(wait))} min, or analyse it with the command line",
+                )
+            spent.append((now, pixels))
+            if len(self._spent) > 10_000:  # forget clients with nothing in the window
+                for k in [k for k, q in self._spent.items() if not q]:
+                    del self._spent[k]
+
+
+def image_header_pixels(src: bytes | str | Path, name: str) -> int:
+    """Pixels a still announces in its header (all frames of a multi-frame file), read without decoding.
+
+    Raises:
+        BadInputError: A frame is over :data:`MAX_FRAME_PIXELS`.
+    """
+    try:
+        im = _open(src)
+    except Exception:  # not an image: its decoder says why, with no pixels charged
+        return 0
+    with im:
+        check_pixels(name, im.width, im.height)
+        return int(im.width) * int(im.height) * max(1, int(getattr(im, "n_frames", 1) or 1))
 
 
 ImageSource = str | Path | bytes | BinaryIO

@@ -1,8 +1,9 @@
 """The LiteRT / ExecuTorch converter worker: runs inside the side environment (``.venv-mobile``), never in the app.
 
-``models.mobile_export`` starts it as ``<mobile python> -m models.mobile_convert REQUEST.json`` (``models.mobile_env``)
-and reads ``RESPONSE.json`` back; the converters (litert-torch, executorch), their runtimes (ai-edge-litert,
-ExecuTorch's) and TensorFlow pin versions of their own, so AffectLab's environment never imports them. The side
+``models.mobile_export`` starts it as ``<mobile python> -m models.mobile_convert REQUEST.json [...]``
+(``models.mobile_env``; several requests share one process) and reads each ``RESPONSE.json`` back; the converters
+(litert-torch, executorch), their runtimes (ai-edge-litert, ExecuTorch's) and TensorFlow pin versions of their own,
+so AffectLab's environment never imports them. The side
 environment sees AffectLab's environment underneath (``make mobile-env``), so this worker loads the model with the
 same code as every other path (``models.export.load_full_model``: safetensors, nothing unpickled).
 
@@ -270,14 +271,20 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m models.mobile_convert REQUEST.json``: writes the response (or the error) to its ``response``."""
-    req = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    try:
-        resp: dict[str, Any] = {"ok": True, **convert(req)}
-    except Exception as exc:  # every failure goes back to the caller, which names it and removes the file
-        resp = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    Path(req["response"]).write_text(json.dumps(resp), encoding="utf-8")
-    return 0 if resp["ok"] else 1
+    """``python -m models.mobile_convert REQUEST.json [...]``: each response (or error) goes to its ``response``.
+
+    Several requests share one process, so the converters are imported once; each is handled on its own.
+    """
+    failed = 0
+    for path in argv:
+        req = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            resp: dict[str, Any] = {"ok": True, **convert(req)}
+        except Exception as exc:  # every failure goes back to the caller, which names it and removes the file
+            resp = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            failed += 1
+        Path(req["response"]).write_text(json.dumps(resp), encoding="utf-8")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from models.errors import BadInputError
+from models.images import file_budget
 
 CONVERT_SUFFIXES = frozenset({".gif"})
 """Video files a browser's ``<video>`` element does not play: converted for display."""
@@ -122,7 +123,9 @@ def _encode(src: str | Path, out_path: Path, codec: BrowserCodec, fmt: BrowserCo
         last_pts: int | None = None
         first_pts: int | None = None
         n = 0
+        budget = file_budget(src, name)
         for frame in inp.decode(ist):
+            budget.take(frame.width, frame.height)
             if ost is None:
                 rate = ist.average_rate or ist.guessed_rate or Fraction(10)
                 ost = out.add_stream(codec, rate=rate)

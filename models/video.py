@@ -26,17 +26,12 @@ import numpy as np
 
 from models.adaptive import AdaptiveConfig, FrameState, coarse_positions, refine
 from models.decode import DecodedFrame, FrameReader, ResumePoint, prefetch
-from models.engagement import (
-    EngagementModel,
-    EngagementResult,
-    EngagementStatus,
-    engagement_note,
-    engagement_status,
-)
+from models.engagement import EngagementModel, EngagementResult, EngagementStatus
 from models.faces import FaceDetector, crop_face
 from models.persons import PersonConfig, TrackProfile, link_tracks, profile_of, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import VideoSummary, summarize_video
+from models.track_results import score_tracks
 from models.tracking import Track, Tracker, TrackerConfig, iou_matrix
 from models.types import EmotionPrediction, Face, FaceResult, TrackResult
 
@@ -426,6 +421,20 @@ class _Analyzer:
         self._track([frames[i] for i in order], [rows[i] for i in order])
 
 
+def _sequences(results: Sequence[FaceResult]) -> Callable[[Track], tuple[np.ndarray, list[float]]]:
+    """Reads one track's features and times from faces held in memory (``track`` set on each)."""
+    by_track: dict[int, list[FaceResult]] = {}
+    for r in results:
+        by_track.setdefault(int(r.track or 0), []).append(r)
+
+    def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
+        rs = by_track.get(t.track, [])
+        feats = np.stack([r.prediction.features for r in rs]) if rs else np.zeros((0, 0), np.float32)
+        return feats, [float(r.time_s or 0.0) for r in rs]
+
+    return sequence
+
+
 def analyze_video(
     path: str | Path,
     name: str | None,
@@ -512,25 +521,18 @@ def conclude_video(
     """The analysis of a video from its tracked faces: engagement per track, summaries, persons.
 
     Shared by :func:`analyze_video` and the analysis of a video cut into time ranges (models/ranges.py), so that
-    both end the same way from the same faces.
+    both end the same way from the same faces (:func:`models.track_results.score_tracks`).
     """
-    eng: dict[int, EngagementResult | None] = {}
-    status = engagement_status(engagement, recognizer.spec.feature_dim)
-    if status == "ok":
-        assert engagement is not None
-        by_track: dict[int, list[FaceResult]] = {}
-        for r in faces:
-            by_track.setdefault(int(r.track or 0), []).append(r)
-        for tid, rs in by_track.items():
-            eng[tid] = engagement.score_sequence(
-                np.stack([r.prediction.features for r in rs]), [float(r.time_s or 0.0) for r in rs]
-            )
-    summary = summarize_video(faces, tracks, frames_analyzed, eng)
-    persons = (
-        {t.track: t.track for t in tracks}
-        if config.persons is None
-        else link_tracks(profiles(tracks, faces), config.persons)
+    scored = score_tracks(
+        tracks,
+        _sequences(faces),
+        engagement,
+        recognizer.spec.name,
+        recognizer.spec.feature_dim,
+        lambda: profiles(tracks, faces),
+        config.persons,
     )
+    summary = summarize_video(faces, tracks, frames_analyzed, scored.engagement)
     return VideoAnalysis(
         file=name,
         faces=faces,
@@ -546,9 +548,9 @@ def conclude_video(
         height=height,
         rotation=rotation,
         warnings=warnings,
-        engagement_status=status,
-        engagement_note=engagement_note(status, recognizer.spec.name, recognizer.spec.feature_dim),
-        persons=persons,
+        engagement_status=scored.status,
+        engagement_note=scored.note,
+        persons=scored.persons,
     )
 
 

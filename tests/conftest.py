@@ -36,6 +36,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     )
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """No test leaves a process-wide guard installed: every later in-process app run would be judged by it.
+
+    (Importing ``webapp.serve`` installs one; tests build guard states with ``webapp.guard_config`` instead.)
+    """
+    import sys
+
+    guard = sys.modules.get("webapp.guard")
+    if guard is not None and guard.active() is not None:
+        guard.install(None)
+        raise AssertionError(f"{item.nodeid} left a process-wide guard installed (it imported webapp.serve?)")
+
+
 @pytest.fixture(scope="session")
 def multi_face_jpg() -> Path:
     return testdata.pyfeat_file("multi_face.jpg")

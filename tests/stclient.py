@@ -41,16 +41,21 @@ class Run:
 class StClient:
     """One websocket connection to a Streamlit server, optionally with a cookie and an existing session id."""
 
-    def __init__(self, base: str, cookie: str | None = None, session_id: str | None = None) -> None:
+    def __init__(
+        self, base: str, cookie: str | None = None, session_id: str | None = None, xsrf: str | None = None
+    ) -> None:
+        """``xsrf``: the XSRF token a browser sends (the ``_streamlit_xsrf`` cookie's value, which ``cookie`` must
+        then hold), with the page's Origin: what Streamlit wants before it reads its login cookie."""
         ws_url = base.replace("http://", "ws://").rstrip("/") + "/_stcore/stream"
         headers = {"Cookie": cookie} if cookie else {}
-        protocols = ["streamlit", "no-xsrf-token", *([session_id] if session_id else [])]
+        protocols = ["streamlit", xsrf or "no-xsrf-token", *([session_id] if session_id else [])]
         opening = connect(
             ws_url,
             additional_headers=headers,
             subprotocols=protocols,  # type: ignore[arg-type]
             max_size=None,
             open_timeout=30,
+            origin=base.rstrip("/") if xsrf else None,  # type: ignore[arg-type]
         )
         self.ws: ClientConnection = opening.__enter__()
         self.session_id: str | None = session_id

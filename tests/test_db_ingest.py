@@ -51,7 +51,22 @@ def test_crops_and_features_round_trip(store):
     face = store.faces("s")[0]
     assert face.has_crop and face.feature_model == "enet_b0_8_best_vgaf"
     np.testing.assert_array_equal(decode_png(store.face_crop(face.face_id)), results[0].crop)
-    np.testing.assert_array_equal(store.face_features(face.face_id), results[0].prediction.features)
+    # Compact features (db/codecs.py): every value within half a step (1/510 of the vector's range).
+    want = np.asarray(results[0].prediction.features, dtype=np.float32)
+    got = store.face_features(face.face_id)
+    assert got is not None and got.dtype == np.float32
+    assert np.abs(got - want).max() <= (want.max() - want.min()) / 510 * 1.001
+
+
+def test_float32_features_round_trip_exactly(migrated_url):
+    store = LabelStore(migrated_url, feature_codec="float32")
+    try:
+        results = fake_results("a.png", BOXES, ["Happiness", "Fear"], feature_dim=32)
+        store.ingest_results("s", png_bytes(2), "a.png", results)
+        face = store.faces("s")[0]
+        np.testing.assert_array_equal(store.face_features(face.face_id), results[0].prediction.features)
+    finally:
+        store.close()
 
 
 def test_features_only_mode_stores_no_crops(migrated_url, tmp_path):

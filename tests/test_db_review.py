@@ -159,3 +159,37 @@ def test_build_queue_is_pure_and_checks_the_order():
         build_queue([], "nonsense", annotator=None, skipped=set(), settings=StudySettings(), study_id=1)  # type: ignore[arg-type]
     q = build_queue([], "uncertainty", annotator="a", skipped=set(), settings=StudySettings(), study_id=1)
     assert (q.items, q.left, q.total) == ((), 0, 0)
+
+
+def test_undo_target_read_newest_first_equals_the_whole_history_rule(store, monkeypatch):
+    """last_correction pages back through the annotator's own rows; it names what the rule over the study's whole
+    history names, through votes, undos (also of older rows after an undo), and a second study's rows in between."""
+    import random
+
+    from db import labels, repo
+
+    monkeypatch.setattr(labels, "_UNDO_PAGE", 3)  # page boundaries inside the history
+    rng = random.Random(7)
+    faces = {"s": _image(store, "s", seed=1) + _image(store, "s", seed=2), "t": _image(store, "t", seed=3)}
+    classes = ["Fear", "Anger", "Sadness", "Happiness"]
+
+    def oracle(study: str, who: str) -> int | None:
+        def work(s):
+            st = repo.get_study(s, study)
+            active = labels.active_corrections(a for a, n in repo.annotations_of_study(s, st.id) if n == who)
+            return max(active) if active else None
+
+        return store.transaction(work, write=False)
+
+    for _ in range(60):
+        study, who = rng.choice(["s", "s", "t"]), rng.choice(["alice", "bob"])
+        last = store.last_correction(study, who)
+        assert (last.id if last else None) == oracle(study, who)
+        if last is not None and rng.random() < 0.35:
+            store.undo(who, annotation_id=last.id)
+        else:
+            store.correct_face(rng.choice(faces[study]), who, label=rng.choice(classes))
+    for study in ("s", "t"):
+        for who in ("alice", "bob", "carol"):
+            last = store.last_correction(study, who)
+            assert (last.id if last else None) == oracle(study, who)

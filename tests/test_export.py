@@ -129,18 +129,26 @@ def test_cli_export_prints_the_difference_and_size(wdir, multi_face_jpg, tmp_pat
     assert diff <= TOLERANCE
 
 
-def test_cli_export_exits_1_when_the_file_disagrees(wdir, crops, tmp_path, capsys, monkeypatch):
+def test_cli_export_exits_2_and_keeps_nothing_when_the_file_disagrees(wdir, crops, tmp_path, capsys, monkeypatch):
+    """The file's runtime gives wrong outputs: named error with the largest difference, exit 2, no file, no temp."""
     import models.export as export_mod
 
-    real = export_mod.check_parity
-    monkeypatch.setattr(export_mod, "check_parity", lambda *a, **k: real(*a, **k) + 1.0)
-    monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:1])
-    code = cli.main(
-        ["export", MODEL, "--format", "onnx", "--out", str(tmp_path / "bad.onnx"), "--weights-dir", str(wdir)]
-    )
-    captured = capsys.readouterr()
-    assert code == 1
-    assert "max |diff|" in captured.out and "disagree" in captured.err
+    real = export_mod._runner
+
+    def wrong_runtime(path, fmt):
+        run = real(path, fmt)
+        return lambda x: [a + 0.5 for a in run(x)]
+
+    monkeypatch.setattr(export_mod, "_runner", wrong_runtime)
+    monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:2])
+    (tmp_path / "kept.onnx").write_bytes(b"an earlier export")  # what is already there is not touched
+    for fmt, name in (("onnx", "kept.onnx"), ("torchscript", "bad.pt")):
+        code = cli.main(["export", MODEL, "--format", fmt, "--out", str(tmp_path / name), "--weights-dir", str(wdir)])
+        err = capsys.readouterr().err
+        assert code == 2, (fmt, err)
+        assert f"the {fmt} file disagrees" in err and "not kept" in err and "absolute difference 0.5 > " in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.onnx"]
+    assert (tmp_path / "kept.onnx").read_bytes() == b"an earlier export"
 
 
 def test_export_refuses_unknown_formats_and_non_pytorch_models(wdir, crops, tmp_path):

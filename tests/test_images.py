@@ -186,3 +186,73 @@ def test_one_pixel_budget_for_stills_and_video_frames(tmp_path: Path) -> None:
     ok = tmp_path / "ok.png"
     Image.new("1", (side, side)).save(ok)
     assert load_image(ok).shape == (side, side, 3)
+
+
+def _gif(path: Path, frames: int, side: int = 200) -> Path:
+    """An animated GIF of ``frames`` frames of ``side`` x ``side`` (a few KB: many pixels per byte)."""
+    from PIL import ImageDraw
+
+    pictures = []
+    for i in range(frames):  # a square that moves: no two frames alike (Pillow merges equal ones)
+        picture = Image.new("L", (side, side), 0)
+        ImageDraw.Draw(picture).rectangle((i * 3, 0, i * 3 + 20, 20), fill=255)
+        pictures.append(picture)
+    pictures[0].save(path, format="GIF", save_all=True, append_images=pictures[1:], duration=40, loop=0)
+    return path
+
+
+def test_pixel_total_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every path that decodes a video takes each frame from the file's one budget: refused from the header before
+    a frame is decoded, and stopped while decoding when the header understates (a lying header)."""
+    from models.decode import FrameReader, frame_at, header_pixels
+    from models.playable import to_browser_video
+
+    gif = _gif(tmp_path / "many.gif", 30)
+    announced = header_pixels(gif, "many.gif")
+    assert announced >= 20 * 200 * 200, announced
+    size = gif.stat().st_size
+    monkeypatch.setattr(images, "MIN_FILE_PIXELS", 0)
+    monkeypatch.setattr(images, "PIXELS_PER_BYTE", (10 * 200 * 200) // size)  # room for 10 frames
+    assert images.file_pixel_budget(size) < announced
+    with pytest.raises(BadInputError) as err:
+        FrameReader(gif, "upload.gif")
+    assert "upload.gif" in str(err.value) and "its header announces" in str(err.value)
+    with pytest.raises(BadInputError, match="its header announces"):
+        header_pixels(gif, "upload.gif")
+    monkeypatch.setattr(images.PixelBudget, "plan", lambda *_a: None)  # a header that understates
+    reader = FrameReader(gif, "upload.gif", fps=0)
+    with pytest.raises(BadInputError) as err:
+        for _ in reader:
+            pass
+    assert "upload.gif" in str(err.value) and "decode to" in str(err.value) and reader.frames_decoded <= 11
+    with pytest.raises(BadInputError, match="decode to"):
+        frame_at(gif, 1.1, "upload.gif")
+    with pytest.raises(BadInputError, match="decode to"):
+        to_browser_video(gif, tmp_path / "out", name="upload.gif")
+    monkeypatch.undo()
+    assert sum(1 for _ in FrameReader(gif, "upload.gif", fps=0)) == 30, "within the budget: all of it"
+
+
+def test_pixels_per_client_per_hour(tmp_path: Path, single_face_jpg: Path) -> None:
+    """One hourly budget per client for stills and video frames, charged from headers; nothing charged on refusal;
+    another client has its own; the hour rolls on."""
+    from models.decode import header_pixels
+    from models.images import PixelLedger, image_header_pixels
+
+    with Image.open(single_face_jpg) as im:
+        still = im.width * im.height
+    assert image_header_pixels(single_face_jpg.read_bytes(), "a.jpg") == still
+    video = header_pixels(_gif(tmp_path / "v.gif", 5, 100), "v.gif")
+    now = [0.0]
+    ledger = PixelLedger(limit=still + video + 10, clock=lambda: now[0])
+    ledger.charge("client:1.2.3.4", still, "a.jpg")
+    ledger.charge("client:1.2.3.4", video, "v.gif")
+    with pytest.raises(BadInputError) as err:
+        ledger.charge("client:1.2.3.4", still, "b.jpg")
+    assert "b.jpg" in str(err.value) and f"{ledger.limit:,}-pixel hourly limit" in str(err.value)
+    assert "try again in 60 min" in str(err.value)
+    assert ledger.used("client:1.2.3.4") == still + video, "a refusal charges nothing"
+    ledger.charge("client:5.6.7.8", still, "b.jpg")
+    now[0] = 3601.0
+    ledger.charge("client:1.2.3.4", still, "b.jpg")
+    assert ledger.used("client:1.2.3.4") == still

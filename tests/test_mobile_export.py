@@ -10,20 +10,22 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from models import mobile_export
-from models.export import ExportError
+import models.export as export_mod
+from models import cli, mobile_export
+from models.export import ExportCheckError
 from models.recognizer import EmotionRecognizer, preprocess_array
 from models.registry import get_spec
 from models.versions import head_tensors, save_version
 from tests.checkpoints import install_random_weights
 from tests.test_keras_mobilenet import side_python
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "mobilenet_7"
 VERSION = f"{MODEL}@test-head"
 
@@ -63,6 +65,50 @@ def crops(face_crops: list[np.ndarray]) -> list[np.ndarray]:
     return face_crops[:3]
 
 
+@pytest.fixture(scope="module")
+def calib(crops: list[np.ndarray]) -> list[np.ndarray]:
+    """int8 calibration crops: not the check crops (rotated copies), so the report counts what it was given."""
+    return [np.ascontiguousarray(np.rot90(c, k)) for c in crops[:2] for k in (1, 2)]
+
+
+@pytest.fixture(scope="module")
+def exports(
+    wdir: Path, crops: list[np.ndarray], calib: list[np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, mobile_export.MobileExportReport]:
+    """One real conversion per format, shared by the tests below.
+
+    LiteRT and ExecuTorch of a fine-tuned version; int8 LiteRT and ONNX of the base model, calibrated on ``calib``.
+    Two at a time: the LiteRT files in one side process (the converter imported once), ExecuTorch then ONNX int8.
+    """
+    py = side_python("litert")
+    side_python("executorch")
+    out = tmp_path_factory.mktemp("phone")
+    litert_jobs = [
+        mobile_export.MobileJob(VERSION, "litert", out / "v.tflite"),
+        mobile_export.MobileJob(MODEL, "litert", out / "m-int8.tflite", quantize="int8", calibration=calib),
+    ]
+
+    def litert() -> dict[str, mobile_export.MobileExportReport]:
+        fp32, int8 = mobile_export.export_mobile_many(litert_jobs, wdir, crops=crops, python=py)
+        return {"litert": fp32, "litert-int8": int8}
+
+    def others() -> dict[str, mobile_export.MobileExportReport]:
+        return {
+            "executorch": mobile_export.export_mobile(
+                VERSION, "executorch", out / "v.pte", wdir, crops=crops, python=py
+            ),
+            "onnx-int8": mobile_export.export_onnx_int8(
+                MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib
+            ),
+        }
+
+    with ThreadPoolExecutor(2) as pool:  # each side process keeps one core busy
+        futures = [pool.submit(litert), pool.submit(others)]
+        reports = {key: rep for f in futures for key, rep in f.result().items()}
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    return reports
+
+
 def _probs(logits: np.ndarray, k: int) -> np.ndarray:
     z = np.asarray(logits)[:, :k]
     e = np.exp(z - z.max(1, keepdims=True))
@@ -70,22 +116,19 @@ def _probs(logits: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def test_litert_and_executorch_round_trip(wdir: Path, crops: list[np.ndarray], tmp_path: Path) -> None:
+def test_litert_and_executorch_round_trip(
+    wdir: Path, crops: list[np.ndarray], exports: dict[str, mobile_export.MobileExportReport], tmp_path: Path
+) -> None:
     """A fine-tuned version exported to both formats; each file, run in its own runtime, gives PyTorch's numbers."""
     py = side_python("litert")
-    side_python("executorch")
     rec = EmotionRecognizer.load(VERSION, wdir)
-    reps = {
-        fmt: mobile_export.export_mobile(VERSION, fmt, tmp_path / f"v{fmt}", wdir, crops=crops, python=py)  # type: ignore[arg-type]
-        for fmt in ("litert", "executorch")
-    }
+    reps = {fmt: exports[fmt] for fmt in ("litert", "executorch")}
     for fmt, rep in reps.items():
         assert rep.path.is_file() and rep.size_bytes == rep.path.stat().st_size > 1_000_000
         assert rep.max_prob_diff <= mobile_export.PROB_TOLERANCE and rep.n_crops == len(crops)
         meta = rep.metadata
         assert json.loads(meta["labels"]) == list(rec.spec.labels) and meta["weights_hash"] == rec.weights_hash
         assert meta["preprocessing"] == "caffe" and meta["channel_order"] == "BGR" and meta["format"] == fmt
-        assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
     np.save(tmp_path / "x.npy", preprocess_array(crops, rec.spec))
     proc = subprocess.run(
         [str(py), "-c", RUN_FILES, str(tmp_path / "x.npy"), str(reps["litert"].path), str(reps["executorch"].path)],
@@ -103,10 +146,11 @@ def test_litert_and_executorch_round_trip(wdir: Path, crops: list[np.ndarray], t
     assert got["executorch_meta"]["name"] == VERSION
 
 
-def test_int8_onnx_and_litert_are_measured_not_equal(wdir: Path, crops: list[np.ndarray], tmp_path: Path) -> None:
+def test_int8_onnx_and_litert_are_measured_not_equal(
+    crops: list[np.ndarray], calib: list[np.ndarray], exports: dict[str, mobile_export.MobileExportReport]
+) -> None:
     """int8 files: smaller, calibrated on the given crops, with agreement and speed in the report and the file."""
-    calib = [np.ascontiguousarray(np.rot90(c, k)) for c in crops for k in range(4)]
-    onnx_rep = mobile_export.export_onnx_int8(MODEL, tmp_path / "m-int8.onnx", wdir, crops=crops, calibration=calib)
+    onnx_rep = exports["onnx-int8"]
     assert onnx_rep.size_bytes < 0.5 * onnx_rep.fp32_size_bytes and onnx_rep.n_calibration == len(calib)
     assert 0.0 <= onnx_rep.top1_agreement <= 1.0 and onnx_rep.ms_per_face > 0 and onnx_rep.fp32_ms_per_face > 0
     meta = onnx_rep.metadata
@@ -114,6 +158,7 @@ def test_int8_onnx_and_litert_are_measured_not_equal(wdir: Path, crops: list[np.
         onnx_rep.top1_agreement, 4
     )
     assert float(meta["int8_max_prob_diff_vs_fp32"]) == pytest.approx(onnx_rep.max_prob_diff, abs=1e-6)
+    assert meta["int8_calibration_crops"] == str(len(calib)) and meta["int8_check_crops"] == str(len(crops))
     text = "\n".join(onnx_rep.lines())
     assert "int8 vs fp32" in text and "not the same model" in text
     import onnxruntime as ort
@@ -122,45 +167,128 @@ def test_int8_onnx_and_litert_are_measured_not_equal(wdir: Path, crops: list[np.
     x = preprocess_array(crops, get_spec(MODEL))
     assert sess.run(["logits"], {"input": x})[0].shape == (len(crops), 7)  # dynamic batch kept
 
-    py = side_python("litert")
-    lite = mobile_export.export_mobile(
-        MODEL, "litert", tmp_path / "m-int8.tflite", wdir, crops=crops, quantize="int8", calibration=calib, python=py
-    )
+    lite = exports["litert-int8"]
     assert lite.quantize == "int8" and lite.size_bytes < 0.5 * lite.fp32_size_bytes
+    assert lite.n_calibration == len(calib) and 0.0 <= lite.top1_agreement <= 1.0 and lite.ms_per_face > 0
     assert lite.metadata["quantize"] == "int8" and "int8_top1_agreement_vs_fp32" in lite.metadata
     assert float(lite.metadata["int8_max_prob_diff_vs_fp32"]) == pytest.approx(lite.max_prob_diff, abs=1e-6)
+    assert json.loads(lite.metadata["io"])["input:args_0"]["dtype"] == "int8"  # fully integer, as the README says
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "models", "export", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-    )
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = cli.main(["export", *args])
+    return code, capsys.readouterr().err
 
 
 def test_bad_input_is_named_exits_2_and_writes_nothing(
-    wdir: Path, crops: list[np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    wdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "x.tflite"
-    proc = _cli("no_such_model", "--format", "litert", "--out", str(out), "--weights-dir", str(wdir))
-    assert proc.returncode == 2 and "no_such_model" in proc.stderr
-    missing = {"AFFECTLAB_MOBILE_PYTHON": str(tmp_path / "nowhere" / "python")}
-    proc = _cli(MODEL, "--format", "executorch", "--out", str(out), "--weights-dir", str(wdir), env=missing)
-    assert proc.returncode == 2 and "pip install -r requirements-mobile.txt" in proc.stderr
-    proc = _cli(MODEL, "--format", "executorch", "--int8", "--out", str(out), "--weights-dir", str(wdir))
-    assert proc.returncode == 2 and "int8" in proc.stderr
-    proc = _cli(MODEL, "--int8", "--calibration", str(tmp_path / "none"), "--weights-dir", str(wdir))
-    assert proc.returncode == 1 and "none" in proc.stderr  # a bad input file or folder: exit 1, named
+    code, err = _cli(capsys, "no_such_model", "--format", "litert", "--out", str(out), "--weights-dir", str(wdir))
+    assert code == 2 and "no_such_model" in err
+    with monkeypatch.context() as m:
+        m.setenv("AFFECTLAB_MOBILE_PYTHON", str(tmp_path / "nowhere" / "python"))
+        code, err = _cli(capsys, MODEL, "--format", "executorch", "--out", str(out), "--weights-dir", str(wdir))
+    assert code == 2 and "pip install -r requirements-mobile.txt" in err
+    code, err = _cli(capsys, MODEL, "--format", "executorch", "--int8", "--out", str(out), "--weights-dir", str(wdir))
+    assert code == 2 and "int8" in err
+    code, err = _cli(capsys, MODEL, "--int8", "--calibration", str(tmp_path / "none"), "--weights-dir", str(wdir))
+    assert code == 1 and "none" in err  # a bad input file or folder: exit 1, named
     assert list(tmp_path.iterdir()) == []
-    # A file whose check fails is not kept, and the error gives the largest difference.
-    py = side_python("litert")
-    monkeypatch.setattr(mobile_export, "PROB_TOLERANCE", -1.0)
-    with pytest.raises(ExportError, match="largest probability difference"):
-        mobile_export.export_mobile(MODEL, "litert", out, wdir, crops=crops[:1], python=py)
+
+
+def fake_converter(monkeypatch: pytest.MonkeyPatch, diff: float) -> list[dict[str, Any]]:
+    """Replaces the side process by one whose file, run in its runtime, is ``diff`` away from PyTorch.
+
+    Forces a failed check without a conversion (the real conversions and checks are the ``exports`` fixture's).
+    Returns the requests it got, each with whether its temporary file existed when the check ran.
+    """
+    seen: list[dict[str, Any]] = []
+
+    def run(python: Path, args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        req = json.loads(Path(args[-1]).read_text(encoding="utf-8"))
+        Path(req["out"]).write_bytes(b"a converted file")
+        resp = {
+            "ok": True,
+            **dict.fromkeys(("max_prob_diff", "max_logit_diff", "max_feature_diff"), diff),
+            "top1_agreement": 0.0,
+            "n_crops": 1,
+            "ms_per_face": 1.0,
+            "torch_ms_per_face": 1.0,
+            "metadata": req["meta"],
+        }
+        Path(req["response"]).write_text(json.dumps(resp), encoding="utf-8")
+        seen.append(req)
+        return subprocess.CompletedProcess([str(python), *args], 0, "", "")
+
+    monkeypatch.setattr(mobile_export.mobile_env, "require", lambda job, python=None: Path(sys.executable))
+    monkeypatch.setattr(mobile_export.mobile_env, "run", run)
+    return seen
+
+
+@pytest.mark.parametrize(("fmt", "int8"), [("litert", False), ("executorch", False), ("litert", True)])
+def test_a_failed_phone_check_keeps_nothing_and_exits_2(
+    wdir: Path,
+    crops: list[np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fmt: str,
+    int8: bool,
+) -> None:
+    """fp32 over the tolerance, or int8 giving no finite answer: named error with the difference, exit 2, the temporary
+    file deleted, an earlier file at the same path untouched."""
+    diff = float("nan") if int8 else 0.25
+    seen = fake_converter(monkeypatch, diff)
+    monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:1])
+    out = tmp_path / f"m{mobile_export.SUFFIXES[fmt]}"
+    out.write_bytes(b"an earlier export")
+    code, err = _cli(
+        capsys, MODEL, "--format", fmt, *(["--int8"] if int8 else []), "--out", str(out), "--weights-dir", str(wdir)
+    )
+    assert code == 2, err
+    label = f"{fmt} int8" if int8 else fmt
+    assert f"the {label} file disagrees" in err and f"probability difference {diff:.3g}" in err and "not kept" in err
+    assert (
+        Path(seen[0]["out"]).parent == tmp_path and Path(seen[0]["out"]).name != out.name
+    )  # checked under a temp name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name] and out.read_bytes() == b"an earlier export"
+    with pytest.raises(ExportCheckError) as info:
+        mobile_export.export_mobile(
+            MODEL,
+            fmt,
+            tmp_path / "new" / out.name,
+            wdir,
+            crops=crops[:1],
+            quantize="int8" if int8 else "none",  # type: ignore[arg-type]
+        )
+    assert info.value.format == label and info.value.tolerance == (None if int8 else mobile_export.PROB_TOLERANCE)
+    assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_a_failed_onnx_int8_check_keeps_nothing_and_exits_2(
+    wdir: Path,
+    crops: list[np.ndarray],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The int8 ONNX file, run in ONNX Runtime, gives NaN: not kept, exit 2 (the fp32 file it came from passed)."""
+    real = mobile_export._ort_session
+
+    def session(path: Path) -> Any:
+        sess = real(path)
+        if path.name.endswith(".tmp"):  # the int8 file being checked, not the fp32 one
+            run = sess.run
+            sess = type("NaNSession", (), {"run": lambda self, names, feed: [a * np.nan for a in run(names, feed)]})()
+        return sess
+
+    monkeypatch.setattr(mobile_export, "_ort_session", session)
+    monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:1])
+    out = tmp_path / "m-int8.onnx"
+    code, err = _cli(capsys, MODEL, "--format", "onnx", "--int8", "--out", str(out), "--weights-dir", str(wdir))
+    assert code == 2, err
+    assert "the onnx int8 file disagrees" in err and "nan" in err and "not kept" in err
     assert list(tmp_path.iterdir()) == []
 
 

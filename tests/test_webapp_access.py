@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -238,9 +239,55 @@ def test_wrong_codes_wait_longer_and_log(caplog: pytest.LogCaptureFixture) -> No
     now[0] = 1.5
     assert throttle.wait_left("10.0.0.1") == 0.5
     assert len(caplog.records) == 4 and "client 10.0.0.1 (failure 4 in a row" in caplog.records[-1].getMessage()
-    throttle.succeeded("10.0.0.1")
+    throttle.succeeded("10.0.0.1", ("access", "owner", "study access", "study owner"))
     assert throttle.wait_left("10.0.0.1") == 0
     assert CodeThrottle().delay(100) == 300, "capped"
+
+
+def test_wrong_codes_are_counted_per_address_and_kind() -> None:
+    """An annotator's own code never resets its guesses at the owners' code; another address has its own count."""
+    from webapp.access import CodeGrant, CodeThrottle, code_kinds, kinds_of, kinds_still_closed
+
+    access = load_access_config(
+        Settings.from_env(
+            {
+                "AFFECTLAB_ACCESS_CODE": "ann",
+                "AFFECTLAB_OWNER_CODE": "own",
+                "AFFECTLAB_STUDY_CODES": "pilot=p1",
+                "AFFECTLAB_STUDY_OWNER_CODES": "pilot=p2",
+            }
+        ),
+        {},
+        "0.0.0.0",
+    )
+    assert code_kinds(access) == ("access", "owner", "study access", "study owner")
+    assert kinds_of(access, "ann") == ("access",) and kinds_of(access, "p2") == ("study owner",)
+    assert kinds_of(access, "guess") == () and kinds_of(access, "") == ()
+    annotator = CodeGrant(see=frozenset({"*"}))
+    assert kinds_still_closed(access, None) == code_kinds(access)
+    assert kinds_still_closed(access, annotator) == ("owner", "study access", "study owner")
+    assert kinds_still_closed(access, CodeGrant(see=frozenset({"*"}), own=frozenset({"*"}))) == (
+        "study access",
+        "study owner",
+    )
+    now = [0.0]
+    throttle = CodeThrottle(clock=lambda: now[0])
+    closed = kinds_still_closed(access, None)
+    for _ in range(4):  # a stranger guesses: every kind counts
+        throttle.failed("10.0.0.1", closed)
+    assert all(throttle.count("10.0.0.1", k) == 4 for k in closed)
+    throttle.succeeded("10.0.0.1", kinds_of(access, "ann"))  # then enters an annotator's code
+    assert throttle.count("10.0.0.1", "access") == 0 and throttle.count("10.0.0.1", "owner") == 4
+    held = kinds_still_closed(access, annotator)
+    assert throttle.wait_left("10.0.0.1", held) == 2, "the guesses at the owners' code still count"
+    now[0] = 10.0
+    for _ in range(3):  # the annotator goes on guessing at the owners' code
+        throttle.failed("10.0.0.1", held)
+    assert throttle.count("10.0.0.1", "owner") == 7 and throttle.count("10.0.0.1", "access") == 0
+    assert throttle.wait_left("10.0.0.1", held) == 16
+    assert throttle.wait_left("10.0.0.2", closed) == 0, "per address"
+    throttle.succeeded("10.0.0.1", kinds_of(access, "p1"))  # another right code: the owners' count stays
+    assert throttle.count("10.0.0.1", "owner") == 7 and throttle.wait_left("10.0.0.1", held) == 16
 
 
 def test_wrong_codes_in_the_app(
@@ -330,3 +377,23 @@ def test_user_made_names_are_shown_as_text(multi_face_app_dir: Path) -> None:
             shown += "evil.example" in body
     assert shown >= 5, "the name was shown (as text) on every page"
     assert at.sidebar.selectbox(key="w_study").value == evil
+
+
+def test_an_annotators_own_code_does_not_reset_its_guesses(
+    multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", "annotate-1")
+    monkeypatch.setenv("AFFECTLAB_OWNER_CODE", "own-1")
+    at = new_app()
+    at.run()
+    for _ in range(3):  # guesses at the gate: the third imposes 1 s on every kind
+        at.text_input(key="w_access_code").input("owner-guess")
+        at.button(key="w_access_enter").click().run()
+    time.sleep(1.1)
+    at.text_input(key="w_access_code").input("annotate-1")  # the annotator's own code: in
+    at.button(key="w_access_enter").click().run()
+    no_exception(at)
+    assert not [t for t in at.text_input if t.key == "w_access_code"], "signed in"
+    at.text_input(key="w_owner_code").input("owner-guess-2")  # one more guess at the owners' code
+    at.button(key="w_owner_code_enter").click().run()
+    assert [e.value for e in at.error] == ["That code is not right. Wait 2 s before the next try."], "not reset"

@@ -280,3 +280,85 @@ def test_the_demo_study_is_cleared_after_its_ttl(
     assert demo.clear_demo_if_due(store, media_dir, 24) == 0, "the first run sweeps"
     assert demo.clear_demo_if_due(store, media_dir, 24) is None, "then not again within the hour"
     store.close()
+
+
+def test_a_spooled_upload_is_analysed_from_disk(
+    tmp_path: Path, random_weights_dir: Path, pyfeat, single_face_jpg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload the guard spooled (``Upload.of(name, path)``): a video is analysed and kept from its file without
+    being read whole into memory, an image like one in memory; both stored with the file's own hash and bytes."""
+    import hashlib
+    import shutil
+
+    from models.analysis import AnalysisSession
+    from webapp.services import analysis
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    video, photo = spool / "tok1.mp4", spool / "tok2.jpg"
+    shutil.copyfile(pyfeat("single_face.mp4"), video)
+    shutil.copyfile(single_face_jpg, photo)
+    read_whole = Path.read_bytes
+
+    def no_whole_video(self: Path) -> bytes:
+        assert self.resolve() != video.resolve(), "the spooled video was read whole into memory"
+        return read_whole(self)
+
+    monkeypatch.setattr(Path, "read_bytes", no_whole_video)
+    data = tmp_path / "data"
+    store = store_for(data)
+    store.upgrade()
+    session = AnalysisSession.open("enet_b0_8_best_vgaf", random_weights_dir)
+    try:
+        for name, path, kind in (("class.mp4", video, "video"), ("face.jpg", photo, "image")):
+            upload = analysis.Upload.of(name, path)
+            assert upload.size == path.stat().st_size and not upload.data
+            out = analysis.analyze_upload(
+                upload, study="s", store=store, session=session, media_dir=data / "media", fps=2.0
+            )
+            assert out.error is None and out.kind == kind and out.n_faces >= 1, out
+            row = next(m for m in store.media("s") if m.id == out.media_id)
+            assert row.sha256 == hashlib.sha256(read_whole(path)).hexdigest()
+            kept = store.media_path(row.id)
+            assert kept is not None and read_whole(kept) == read_whole(path)
+    finally:
+        store.close()
+
+
+def test_uploads_are_charged_to_an_hourly_pixel_budget(
+    app_dirs: Path, single_face_jpg: Path, pyfeat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stills and videos from the Analyze page are charged, from their headers and before any decoding, to one
+    hourly budget of the client (the session under AppTest); over it a file is refused by name with the limit and
+    nothing is stored, before any model is reached."""
+    from models.images import PixelLedger
+    from webapp.services import analysis
+
+    ledger = PixelLedger(limit=10_000_000)
+    monkeypatch.setattr(analysis, "PIXELS", ledger)
+    at = new_app()
+    at.run()
+    video = pyfeat("single_face.mp4")
+    at.file_uploader(key="w_uploads").set_value(
+        [("face.jpg", single_face_jpg.read_bytes(), "image/jpeg"), ("class.mp4", video.read_bytes(), "video/mp4")]
+    )
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "class.mp4" in errors[0] and "10,000,000-pixel hourly limit" in errors[0], errors
+    [(key, _)] = [(k, q) for k, q in ledger._spent.items() if q]
+    assert key.startswith("session:") and 0 < ledger.used(key) < ledger.limit, "the still was charged"
+    store = store_for(app_dirs)
+    assert [m.filename for m in store.media("default")] == ["face.jpg"], "the refused video stored nothing"
+    store.close()
+    out = analysis.analyze_upload(  # refused before the models: none is given
+        analysis.Upload("class.mp4", video.read_bytes()),
+        study="default",
+        store=store_for(app_dirs),
+        session=None,  # type: ignore[arg-type]  # never reached: refused by the ledger first
+        media_dir=None,
+        pixels=PixelLedger(limit=1),
+        client="client:203.0.113.9",
+    )
+    assert out.error is not None and "1-pixel hourly limit" in out.error and out.media_id is None

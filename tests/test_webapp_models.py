@@ -155,6 +155,22 @@ def test_phone_export_without_the_converter_says_how_to_install_it(
     assert not at.get("download_button")
 
 
+def test_phone_export_whose_check_fails_is_an_error_and_offers_nothing(
+    weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The converted file disagrees with PyTorch: st.error gives the difference; no download, nothing kept."""
+    from tests.test_mobile_export import fake_converter
+
+    seen = fake_converter(monkeypatch, 0.25)
+    at = page(new_app(), "model_weights")
+    at.radio(key="w_phone_format").set_value("litert").run()
+    next(b for b in at.button if b.label == "Export").click().run(timeout=120)
+    no_exception(at)
+    assert len(seen) == 1 and "the litert file disagrees" in at.error[0].value and "not kept" in at.error[0].value
+    assert "0.25" in at.error[0].value and not at.get("download_button")
+    assert not Path(seen[0]["out"]).parent.exists()  # the server keeps nothing
+
+
 def test_only_a_global_owner_manages_the_models(weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The owner of one study (its own owners' code) sees the models but cannot fetch, import, fine-tune or remove
     them, nor learn the server's weights folder; the global owners' code can."""

@@ -255,10 +255,15 @@ def test_import_wrong_architecture(tmp_path: Path, mbf_published: tuple[nn.Modul
 def test_import_not_a_checkpoint(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a pickle")
-    with pytest.raises(CheckpointFormatError, match="cannot be read"):
+    # The message names the file, what it is not, and what to do next (the published file, or `fetch`).
+    with pytest.raises(CheckpointFormatError, match="not a PyTorch checkpoint") as info:
         convert.import_checkpoint(junk, B0, tmp_path / "w", trust_unverified=True)
-    with pytest.raises(CheckpointFormatError, match="HDF5"):
+    msg = str(info.value)
+    assert str(junk) in msg and ".import-" not in msg, msg  # the user's file, not the private copy
+    assert get_spec(B0).filename in msg and f"python -m models fetch {B0}" in msg, msg
+    with pytest.raises(CheckpointFormatError, match="not an HDF5") as info:
         convert.import_checkpoint(junk, "mobilenet_7", tmp_path / "w", trust_unverified=True)
+    assert str(junk) in str(info.value) and "python -m models fetch mobilenet_7" in str(info.value)
     assert _trusted_files(tmp_path / "w") == []
 
 

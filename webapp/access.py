@@ -299,11 +299,63 @@ def load_access_config(settings: Settings, secrets: Mapping[str, Any], server_ad
     return AccessConfig(mode="local", annotators=annotators, owners=owners, default_study=study)
 
 
-class CodeThrottle:
-    """A growing wait per client after wrong codes: ``free`` typos, then 1 s, doubling up to ``cap_s``.
+CodeKind = Literal["access", "owner", "study access", "study owner"]
+"""Kinds of codes: the global access code, the global owners' code, a study's access code, a study's owners' code."""
+CODE_KINDS: tuple[CodeKind, ...] = ("access", "owner", "study access", "study owner")
 
-    Clients are keyed by address (the guard's ``X-Forwarded-For``) or, without one, by session. A right code clears
-    the client's count; a client is forgotten ``forget_s`` after its last failure.
+
+def code_kinds(access: AccessConfig) -> tuple[CodeKind, ...]:
+    """The kinds of codes the deployment has."""
+    present = {
+        "access": bool(access.access_code),
+        "owner": bool(access.owner_code),
+        "study access": bool(access.study_codes),
+        "study owner": bool(access.study_owner_codes),
+    }
+    return tuple(k for k in CODE_KINDS if present[k])
+
+
+def kinds_of(access: AccessConfig, code: str | None) -> tuple[CodeKind, ...]:
+    """The kinds of the deployment's codes that ``code`` is (compared in constant time; empty: a wrong code)."""
+    if not code:
+        return ()
+    tables: list[tuple[CodeKind, list[str | None]]] = [
+        ("access", [access.access_code]),
+        ("owner", [access.owner_code]),
+        ("study access", list(access.study_codes.values())),
+        ("study owner", list(access.study_owner_codes.values())),
+    ]
+    found = []
+    for kind, expected in tables:
+        hits = [bool(e) and hmac.compare_digest(code.encode(), e.encode()) for e in expected if e]
+        if any(hits):
+            found.append(kind)
+    return tuple(found)
+
+
+def kinds_still_closed(access: AccessConfig, grant: CodeGrant | None) -> tuple[CodeKind, ...]:
+    """The kinds a browser holding ``grant`` may still be guessing.
+
+    A global code it holds is no longer one of them; the per-study kinds always are (another study's code opens more).
+    """
+    held: set[CodeKind] = set()
+    if grant is not None:
+        if ALL in grant.own:
+            held |= {"owner", "access"}
+        if ALL in grant.see:
+            held.add("access")
+    return tuple(k for k in code_kinds(access) if k not in held)
+
+
+class CodeThrottle:
+    """A growing wait after wrong codes, per client address and per code kind.
+
+    ``free`` typos, then 1 s, doubling up to ``cap_s``.
+    A wrong code is a failed guess at every kind the browser does not hold yet (:func:`kinds_still_closed`), so it
+    counts against each of them; a try waits for the longest of their waits. A right code clears the count of its
+    own kind only: an annotator's own code never resets its guesses at the owners' code. Clients are keyed by
+    address (the guard's ``X-Forwarded-For``) or, without one, by browser; a count is forgotten ``forget_s`` after
+    its last failure.
     """
 
     def __init__(
@@ -317,38 +369,53 @@ class CodeThrottle:
     ):
         self.free = free
         self.base_s, self.cap_s, self.forget_s, self._max, self._clock = base_s, cap_s, forget_s, max_clients, clock
-        self._failures: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def delay(self, failures: int) -> float:
         """The wait after ``failures`` wrong codes in a row."""
         return 0.0 if failures <= self.free else min(self.cap_s, self.base_s * 2 ** (failures - self.free - 1))
 
-    def wait_left(self, client: str) -> float:
-        """Seconds ``client`` must still wait before its next try (0: it may try now)."""
-        with self._lock:
-            n, last = self._failures.get(client, (0, 0.0))
-            if n and self._clock() - last > self.forget_s:
-                del self._failures[client]
-                return 0.0
-            return max(0.0, last + self.delay(n) - self._clock()) if n else 0.0
+    def _left(self, key: tuple[str, str]) -> float:
+        n, last = self._failures.get(key, (0, 0.0))
+        if n and self._clock() - last > self.forget_s:
+            del self._failures[key]
+            return 0.0
+        return max(0.0, last + self.delay(n) - self._clock()) if n else 0.0
 
-    def failed(self, client: str, what: str = "access code") -> float:
-        """Counts a wrong code of ``client`` and logs it (never the code); returns the wait now imposed."""
+    def wait_left(self, client: str, kinds: tuple[str, ...] = CODE_KINDS) -> float:
+        """Seconds ``client`` must still wait before its next try at any of ``kinds`` (0: it may try now)."""
         with self._lock:
-            n = self._failures.get(client, (0, 0.0))[0] + 1
-            self._failures[client] = (n, self._clock())
-            self._failures.move_to_end(client)
+            return max((self._left((client, k)) for k in kinds), default=0.0)
+
+    def count(self, client: str, kind: str) -> int:
+        """Wrong codes of ``client`` counted against ``kind``."""
+        with self._lock:
+            return self._failures.get((client, kind), (0, 0.0))[0]
+
+    def failed(self, client: str, kinds: tuple[str, ...] = CODE_KINDS, what: str = "access code") -> float:
+        """Counts a wrong code of ``client`` against each of ``kinds`` and logs it (never the code).
+
+        Returns the wait now imposed (the longest of the kinds').
+        """
+        worst = 0
+        with self._lock:
+            for kind in kinds:
+                n = self._failures.get((client, kind), (0, 0.0))[0] + 1
+                self._failures[(client, kind)] = (n, self._clock())
+                self._failures.move_to_end((client, kind))
+                worst = max(worst, n)
             while len(self._failures) > self._max:
                 self._failures.popitem(last=False)
-        wait = self.delay(n)
-        log.warning("wrong %s from client %s (failure %d in a row; next try in %.0f s)", what, client, n, wait)
+        wait = self.delay(worst)
+        log.warning("wrong %s from client %s (failure %d in a row; next try in %.0f s)", what, client, worst, wait)
         return wait
 
-    def succeeded(self, client: str) -> None:
-        """Clears ``client``'s count after a right code."""
+    def succeeded(self, client: str, kinds: tuple[str, ...]) -> None:
+        """Clears ``client``'s counts of the ``kinds`` its right code is (and of no other kind)."""
         with self._lock:
-            self._failures.pop(client, None)
+            for kind in kinds:
+                self._failures.pop((client, kind), None)
 
 
 THROTTLE = CodeThrottle()

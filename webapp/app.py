@@ -19,7 +19,7 @@ import streamlit as st
 from affectlab.settings import Settings
 from db.services import LabelStore
 from webapp import guard, resources
-from webapp.access import THROTTLE, AccessConfig, CodeGrant, load_access_config
+from webapp.access import THROTTLE, AccessConfig, CodeGrant, kinds_of, kinds_still_closed, load_access_config
 from webapp.services import demo, studies
 from webapp.state import Keys, UIState, from_url, set_widget_value, ui_state
 from webapp.ui import Context, code_span, remember_in_url, set_context
@@ -203,8 +203,9 @@ def _code_form(
 ) -> None:
     """An access-code form: a right code adds its grant to this browser; a wrong one waits longer each time.
 
-    Wrong codes are counted per client address and never cleared by a right one (an annotator's own code does not
-    reset its guesses at the owners' code); a count is forgotten an hour after its last failure.
+    Wrong codes are counted per client address and per code kind (:class:`webapp.access.CodeThrottle`); a right
+    code clears its own kind's count only (an annotator's own code does not reset its guesses at the owners' code); a
+    count is forgotten an hour after its last failure.
     """
     with st.form(form_key):
         code = st.text_input(label, type="password", key=widget_key)
@@ -217,21 +218,25 @@ def _code_form(
         )
         return
     client = _client_id(key)
-    wait = THROTTLE.wait_left(client)
+    old = grants.get(key)
+    closed = kinds_still_closed(access, old if isinstance(old, CodeGrant) else None)
+    wait = THROTTLE.wait_left(client, closed)
     if wait > 0:
         st.error(f"Too many wrong codes: wait {math.ceil(wait)} s before the next try.")
         return
     grant = access.grant_for(code)
     if grant is None:
-        wait = THROTTLE.failed(client)
+        wait = THROTTLE.failed(client, closed)
         extra = f" Wait {math.ceil(wait)} s before the next try." if wait else ""
         st.error(f"That code is not right.{extra}")
         return
-    old = grants.get(key)
-    grants.put(key, grant.merge(old if isinstance(old, CodeGrant) else None))
-    g, sid = guard.active(), _session_id()
-    if g is not None and sid:
-        ui_state().renew_token = g.ask_renewal(key, sid)  # a fresh cookie at sign-in (no fixation)
+    THROTTLE.succeeded(client, kinds_of(access, code))  # its own kind only: other kinds keep their counts
+    merged = grant.merge(old if isinstance(old, CodeGrant) else None)
+    g = guard.active()
+    if g is not None and grants is g.grants:
+        ui_state().renew_token = g.sign_in(key, _session_id(), merged)  # a fresh cookie at sign-in (no fixation)
+    else:
+        grants.put(key, merged)
     log.info("access code accepted from client %s", client)
     st.rerun()
 
@@ -356,13 +361,23 @@ def _forget_browser() -> None:
 
 
 def _mark_signed_in(access: AccessConfig, who: str | None) -> None:
-    """Tells the guard that this browser is signed in (login or local use), so that its uploads go through."""
+    """Tells the guard that this browser is signed in (login or local use), so that its uploads go through.
+
+    At a login (the first run that finds one) the browser's ``affectlab_session`` cookie is renewed as at a code
+    sign-in (:meth:`webapp.guard.GuardState.sign_in`): a cookie planted before the login gets nothing. Streamlit's
+    own login cookie (``_streamlit_user``) needs no renewal: its ``/oauth2callback`` issues a new one at every login,
+    and it holds the signed identity itself (no server state it refers to), so no value known before can become
+    signed in.
+    """
     g = guard.active()
     if g is None or access.mode == "closed" or (access.mode == "oidc" and who is None):
         return
     bid = _guard_bid(g)
     if bid is not None and g.grants.get(bid) is None:
-        g.grants.put(bid, who or "local")
+        if access.mode == "oidc":
+            ui_state().renew_token = g.sign_in(bid, _session_id(), who)
+        else:  # local use: no sign-in, no credential a planted cookie could take over
+            g.grants.put(bid, "local")
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ no public metrics, no "clear cache" from browsers. Settings: ``AFFECTLAB_MAX_UPL
 uvicorn is hardened while it imports this module (:func:`harden_uvicorn`): it no longer rewrites the client address
 from ``X-Forwarded-For`` (the guard decides whose header counts), a websocket frame over
 :data:`webapp.guard.MAX_WS_MESSAGE` is refused from its length before it is buffered, request headers are capped at
-16 KB, and the ``Server: uvicorn`` header is gone.
+16 KB, request headers must be complete within :data:`webapp.guard.HEADER_TIMEOUT_S` (slowloris), and the
+``Server: uvicorn`` header is gone.
 """
 
 from __future__ import annotations
@@ -27,41 +28,9 @@ from streamlit import config as st_config
 
 from affectlab.settings import Settings
 from webapp import guard
+from webapp.guard_config import guard_state
 
 log = logging.getLogger("affectlab.serve")
-
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in value.split(",") if p.strip())
-
-
-def allowed_hosts(s: Settings, server_address: str | None) -> tuple[str, ...]:
-    """Host names served: the configured ones; else loopback names on a loopback address; else any (empty)."""
-    from webapp.access import is_loopback
-
-    if s.allowed_hosts:
-        return (*_csv(s.allowed_hosts), *(guard.LOOPBACK_HOSTS if is_loopback(server_address) else ()))
-    if is_loopback(server_address):
-        return guard.LOOPBACK_HOSTS
-    return ()
-
-
-def guard_state(s: Settings, server_address: str | None = "127.0.0.1") -> guard.GuardState:
-    """The guard's state for the settings (cookie secret, upload limit, iframe cookies, proxies, hosts)."""
-    import secrets
-
-    secret = s.cookie_secret.encode() if s.cookie_secret else secrets.token_bytes(32)
-    # On a Space the container is reachable only through Hugging Face's proxy, whose addresses are not published:
-    # every peer is that proxy there. Elsewhere only loopback, unless configured.
-    proxies = _csv(s.trusted_proxies) or (("0.0.0.0/0", "::/0") if s.hosted else ("127.0.0.1/8", "::1"))
-    return guard.GuardState(
-        signer=guard.CookieSigner(secret),
-        max_upload_bytes=s.max_upload_mb * 1024 * 1024,
-        cross_site=s.hosted,
-        proxy_hops=s.proxy_hops,
-        trusted_proxies=proxies,
-        allowed_hosts=allowed_hosts(s, server_address),
-    )
 
 
 def harden_uvicorn() -> bool:
@@ -74,6 +43,7 @@ def harden_uvicorn() -> bool:
             cfg.ws_max_size = guard.MAX_WS_MESSAGE
             cfg.h11_max_incomplete_event_size = 16 * 1024
             cfg.server_header = False
+            cfg.http_protocol_class = guard.with_header_timeout(cfg.http_protocol_class)
             cfg.encoded_headers = [(k, v) for k, v in cfg.encoded_headers if k != b"server"]
             return True
         frame = frame.f_back
@@ -83,7 +53,8 @@ def harden_uvicorn() -> bool:
 # One script thread per session: a rerun asked for during a run stops it at its next checkpoint instead of starting
 # another thread beside it (Streamlit's fastReruns); a burst of reruns then costs one thread, not one each.
 st_config.set_option("runner.fastReruns", False)
-_state = guard.install(guard_state(Settings.from_env(), st.get_option("server.address")))
+_state = guard_state(Settings.from_env(), st.get_option("server.address"))
+guard.install(_state)
 if not harden_uvicorn():
     _state.upstream_rewrites = True
     log.warning("webapp/serve.py was not imported by uvicorn: its X-Forwarded-For and frame-size settings stay")

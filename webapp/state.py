@@ -37,6 +37,7 @@ class UIState:
         review_by: The review queue's order (``uncertainty``, ``disagreement``, ``valence``).
         review_mode: ``queue`` (faces waiting for this annotator) or ``mine`` (the faces one labelled, to edit).
         review_face: The face under review (None: the queue's first).
+        review_mine_after: The page of "My labels" shown: the last face id of the page before (None: the first).
         review_media: Review only this media item's faces (None: all).
         review_track: Review only this track's faces (None: all; a track of ``review_media``).
         review_model_label: Review only faces the model put in this class.
@@ -71,6 +72,7 @@ class UIState:
     review_by: str = "uncertainty"
     review_mode: str = "queue"
     review_face: int | None = None
+    review_mine_after: int | None = None
     review_media: int | None = None
     review_track: int | None = None
     review_model_label: str = ""
@@ -180,6 +182,8 @@ class Keys:
     REVIEW_LABELLED = "w_review_labelled"
     REVIEW_LABELLED_BY = "w_review_labelled_by"
     REVIEW_MINE = "w_review_mine"
+    REVIEW_MINE_NEXT = "review_mine_next"
+    REVIEW_MINE_FIRST = "review_mine_first"
     STUDY_INDEPENDENT = "w_study_independent"
     STUDY_HIDE_MODEL = "w_study_hide_model"
     STUDY_DOUBLE_SHARE = "w_study_double_share"

@@ -217,7 +217,7 @@ def person_thumbnails(
     store: LabelStore, media_id: int, persons: Sequence[PersonRow], settings: StudySettings, owner: bool
 ) -> dict[int, bytes]:
     """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
-    best = store.best_faces(media_id)
+    best = store.best_faces(media_id, [p.track_ids[0] for p in persons if p.track_ids])
     chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
     crops = {
         fid: blurred_crop(data, settings, owner, own_face=False)

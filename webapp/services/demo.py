@@ -7,15 +7,12 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from affectlab.analysis import AnalysisService, FileOutcome, Options, Source
 from db.services import LabelStore
-from webapp.services.analysis import FileOutcome, Progress, SessionLoader, Upload, analyze_upload, stored_media
+from webapp.services.analysis import Progress, SessionLoader, video_progress
 from webapp.services.library import delete_media_item
 from webapp.services.studies import study_media
-
-if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
-    from models.analysis import AnalysisSession
 
 log = logging.getLogger(__name__)
 
@@ -66,33 +63,15 @@ def try_samples(
 
     paths = present_samples(samples_dir) if samples_dir is not None else []
     report = progress or (lambda _f, _m: None)
+    options = Options(fps=fps, uploaded_by=uploaded_by, keep_file=media_dir is not None)
+    service = AnalysisService(store, DEMO_STUDY, load_session, options)
     outcomes: list[FileOutcome] = []
-    session: AnalysisSession | None = None
     for i, path in enumerate(paths):
-        upload = Upload(path.name, path.read_bytes())
-        stored = stored_media(store, DEMO_STUDY, upload)
-        if stored is not None:
-            outcomes.append(
-                FileOutcome(file=path.name, kind=stored.kind, media_id=stored.id, n_faces=stored.n_faces, new=False)
-            )
-            continue
 
         def on_file(fraction: float, message: str, i: int = i, name: str = path.name) -> None:
             report((i + fraction) / len(paths), f"{name}: {message}")
 
-        session = session or load_session()
-        outcomes.append(
-            analyze_upload(
-                upload,
-                study=DEMO_STUDY,
-                store=store,
-                session=session,
-                media_dir=media_dir,
-                uploaded_by=uploaded_by,
-                fps=fps,
-                progress=on_file,
-            )
-        )
+        outcomes.append(service.analyze(Source(path.name, path=path), progress=video_progress(on_file)))
     report(1.0, "done")
     return outcomes
 

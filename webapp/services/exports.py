@@ -6,6 +6,7 @@ import io
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -41,11 +42,14 @@ def export_file_name(study: str, fmt: DownloadFormat) -> str:
     return f"affectlab-{safe}-{fmt}.{EXPORT_FORMATS[fmt][1]}"
 
 
-def export_bytes(store: LabelStore, study: str, fmt: str, *, owner: bool) -> bytes:
+def export_bytes(
+    store: LabelStore, study: str, fmt: str, *, owner: bool, progress: Callable[[int, int], None] | None = None
+) -> bytes:
     """One export of a study as the bytes of the file offered for download.
 
     CSV, Parquet and features NPZ are the export files themselves; the ImageFolder export is its zip; the Hugging
-    Face layout (a folder) is zipped.
+    Face layout (a folder) is zipped. CSV, Parquet and features are written page by page and call
+    ``progress(faces done, faces in the study)`` after each page (e.g. a progress bar's update).
 
     Raises:
         NotAllowedError: For anyone but an owner of the study.
@@ -57,7 +61,7 @@ def export_bytes(store: LabelStore, study: str, fmt: str, *, owner: bool) -> byt
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     with tempfile.TemporaryDirectory(prefix="affectlab-export-") as tmp:
         out = Path(tmp) / ("export" if chosen == "hf" else f"export.{EXPORT_FORMATS[chosen][1]}")
-        store.export(study, chosen, out)
+        store.export(study, chosen, out, progress=progress)
         if fmt != "hf":
             return out.read_bytes()
         buf = io.BytesIO()

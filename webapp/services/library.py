@@ -182,18 +182,13 @@ class LibraryView:
 def library_view(store: LabelStore, study: str, owner: bool, media_dir: Path | None) -> LibraryView:
     """The cards of the study's media items (see :class:`LibraryView`)."""
     media = study_media(store, study)
-    first: dict[int, float] = {}
-    tracks: dict[int, set[int]] = {}
-    for f in study_faces(store, study) if media else []:
-        first[f.media_id] = min(first.get(f.media_id, float("inf")), f.time_s or 0.0)
-        if f.track_id is not None:
-            tracks.setdefault(f.media_id, set()).add(f.track_id)
+    summary = store.media_summary(study) if media else {}
     cards = tuple(
         LibraryCard(
             media=m,
             path=kept_media_file(media_dir, store, study, m),
-            n_tracks=len(tracks.get(m.id, ())),
-            first_face_s=first.get(m.id, 0.0),
+            n_tracks=summary.get(m.id, (0, 0.0))[0],
+            first_face_s=summary.get(m.id, (0, 0.0))[1],
         )
         for m in media
     )
@@ -228,8 +223,10 @@ def stored_results(
     media = {m.id: m for m in study_media(store, study)}
     settings = study_settings(store, study)
     faces: dict[int, list[FaceLabel]] = {}
-    for f in study_faces(store, study):
-        if f.media_id in media_ids:
+    for mid in dict.fromkeys(media_ids):
+        if mid not in media:
+            continue
+        for f in study_faces(store, study, mid):  # that item's faces only
             faces.setdefault(f.media_id, []).append(f if owner else review_rules.visible_face(f, annotator, settings))
     items = tuple(
         MediaResult(media[mid], tuple(sorted(faces.get(mid, []), key=lambda r: (r.frame or 0, r.face_id))))

@@ -54,10 +54,15 @@ def viewer_crops(
 
 
 def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[Box], int]:
-    """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them."""
-    same = [f for f in store.faces(study, media_id=face.media_id) if f.frame == face.frame]
-    boxes = [f.box for f in same]
-    keep = next((i for i, f in enumerate(same) if f.face_id == face.face_id), None)
+    """The boxes of every face on the frame (or image) of ``face``, and the index of ``face`` among them.
+
+    Only that frame's faces are read (the faces' (media, frame) index), whatever the study's size.
+    """
+    if face.media_id not in store.media_in_study(study, [face.media_id]):
+        return [face.box], 0
+    same = store.frame_boxes(face.media_id, face.frame)
+    boxes = [box for _, box in same]
+    keep = next((i for i, (fid, _) in enumerate(same) if fid == face.face_id), None)
     if keep is None:
         boxes.append(face.box)
         keep = len(boxes) - 1

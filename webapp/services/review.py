@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from db import review as review_rules
 from db.errors import StudyNotFoundError
-from db.review import REVIEW_ORDERS, ReviewFilter, ReviewQueue, StudySettings
+from db.review import REVIEW_ORDERS, LabelsPage, ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel
 from db.services import LabelStore
 from models.errors import AffectLabError
@@ -17,7 +16,7 @@ from models.registry import EMOTIONS_8
 from models.registry import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from webapp.services.library import kept_media_file
 from webapp.services.privacy import Box, blurs, frame_faces, viewer_crops
-from webapp.services.studies import face_crop, face_label, study_faces, study_media
+from webapp.services.studies import face_crop, face_label, study_media
 from webapp.services.who import require_annotator
 
 ENGAGEMENT_NAMES: dict[float, str] = {
@@ -54,17 +53,23 @@ def review_queue(
 
 
 def my_labels(
-    store: LabelStore, study: str, annotator: str, flt: ReviewFilter | None = None, limit: int | None = None
-) -> list[FaceLabel]:
-    """The faces ``annotator`` has labelled in a study (own or through a track label), for browsing and editing.
+    store: LabelStore,
+    study: str,
+    annotator: str,
+    flt: ReviewFilter | None = None,
+    *,
+    after: int | None = None,
+    limit: int = 200,
+) -> LabelsPage:
+    """A page of the faces ``annotator`` has labelled in a study (own or through a track label), to browse and edit.
 
-    ``limit``: only the first ones in media order (what a page shows; only they are resolved).
+    ``after``: the ``after`` of the previous page (None: the first); only the page's faces are resolved, the count
+    comes from the kept counts.
     """
-    base = flt or ReviewFilter()
     try:
-        return store.browse(study, dataclasses.replace(base, labelled_by=annotator), limit=limit)
+        return store.labels_page(study, annotator, flt or ReviewFilter(), after=after, limit=limit)
     except StudyNotFoundError:
-        return []
+        return LabelsPage((), 0, None)
 
 
 def skip(store: LabelStore, annotator: str | None, face_id: int) -> None:
@@ -236,12 +241,17 @@ class TrackStrip:
     """The strip of a face's track on the Review page.
 
     Attributes:
-        faces: Every face of the track in time order, as the annotator may see them.
-        shown: The faces in the strip (at most :data:`STRIP_MAX`, evenly spread, the current face among them).
+        n_faces: Faces in the track.
+        start_s: Time of its first face (seconds).
+        end_s: Time of its last face.
+        shown: The faces in the strip (at most :data:`STRIP_MAX`, evenly spread, the current face among them), as the
+            annotator may see them: the only ones resolved, whatever the track's length.
         crops: The crops of the shown faces as the viewer may see them (the current face sharp).
     """
 
-    faces: tuple[FaceLabel, ...]
+    n_faces: int
+    start_s: float
+    end_s: float
     shown: tuple[FaceLabel, ...]
     crops: Mapping[int, bytes]
 
@@ -252,19 +262,24 @@ def track_strip(
     """The strip of ``face``'s track (see :class:`TrackStrip`), None for a face without a track."""
     if face.track_id is None:
         return None
-    faces = [
-        visible_face(f, annotator, settings)
-        for f in study_faces(store, study, face.media_id)
-        if f.track_id == face.track_id
-    ]
-    faces.sort(key=lambda f: (f.time_s or 0.0, f.face_id))
-    shown = _strip_faces(faces, face.face_id)
+    times = store.track_face_times(study, face.track_id)
+    if not times:
+        return None
+    ids = _strip_ids([i for i, _ in times], face.face_id)
+    shown = [visible_face(f, annotator, settings) for f in store.faces_by_id(study, ids)]
     crops = viewer_crops(store, [f.face_id for f in shown], settings, owner, study, sharp=face.face_id)
-    return TrackStrip(faces=tuple(faces), shown=tuple(shown), crops=crops)
+    return TrackStrip(
+        n_faces=len(times),
+        start_s=times[0][1] or 0.0,
+        end_s=times[-1][1] or 0.0,
+        shown=tuple(shown),
+        crops=crops,
+    )
 
 
-def _strip_faces(faces: Sequence[FaceLabel], current: int) -> list[FaceLabel]:
-    if len(faces) <= STRIP_MAX:
-        return list(faces)
-    picks = {round(i * (len(faces) - 1) / (STRIP_MAX - 2)) for i in range(STRIP_MAX - 1)}
-    return [f for i, f in enumerate(faces) if i in picks or f.face_id == current]
+def _strip_ids(ids: Sequence[int], current: int) -> list[int]:
+    """The face ids of the strip: all of a short track, else :data:`STRIP_MAX` - 1 evenly spread and the current."""
+    if len(ids) <= STRIP_MAX:
+        return list(ids)
+    picks = {round(i * (len(ids) - 1) / (STRIP_MAX - 2)) for i in range(STRIP_MAX - 1)}
+    return [f for i, f in enumerate(ids) if i in picks or f == current]

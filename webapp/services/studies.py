@@ -1,7 +1,7 @@
 """Reads of one study, scoped to it: studies, media, faces, tracks, crops and labelling rules.
 
 A face, media item or track of another study reads as absent (``NotFoundError`` or empty), so that an id from a URL
-or an old tab never reaches another study's data.
+or an old tab never reaches another study's data. Each check asks the database about the ids given only.
 """
 
 from __future__ import annotations
@@ -36,24 +36,24 @@ def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> l
         return []
 
 
-def _study_media_ids(store: LabelStore, study: str) -> set[int]:
-    return {m.id for m in study_media(store, study)}
+def media_tracks(store: LabelStore, media_id: int, study: str, *, with_windows: bool = True) -> list[TrackRow]:
+    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video).
 
-
-def media_tracks(store: LabelStore, media_id: int, study: str) -> list[TrackRow]:
-    """The person tracks of a video of ``study`` with their engagement windows (none for another study's video)."""
-    if media_id not in _study_media_ids(store, study):
+    ``with_windows=False`` for a choice list: the windows (one per face of a long recording) are not read.
+    """
+    if media_id not in store.media_in_study(study, [media_id]):
         return []
-    return store.tracks(media_id)
+    return store.tracks(media_id, with_windows=with_windows)
 
 
 def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
-    """The stored PNG crop of a face of ``study``, None in features-only mode.
+    """The PNG crop of a face of ``study`` (stored, or re-cut from the kept recording), None in features-only mode.
 
     Raises:
         NotFoundError: No such face in ``study``.
     """
-    face_label(store, face_id, study)
+    if face_id not in store.faces_in_study(study, [face_id]):
+        raise NotFoundError(f"face of study {study!r}", face_id)
     return store.face_crop(face_id)
 
 
@@ -73,8 +73,11 @@ def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *
 
 
 def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[int, bytes]:
-    """Stored crops of several faces of ``study`` at once (absent in features-only mode; other studies' left out)."""
-    mine = {f.face_id for f in study_faces(store, study)}
+    """Crops of several faces of ``study`` at once, stored or re-cut (none in features-only mode; others left out).
+
+    Membership is checked in SQL for the ids asked only (:meth:`LabelStore.faces_in_study`).
+    """
+    mine = store.faces_in_study(study, face_ids)
     return store.face_crops([i for i in face_ids if i in mine])
 
 
@@ -84,7 +87,6 @@ def face_label(store: LabelStore, face_id: int, study: str) -> FaceLabel:
     Raises:
         NotFoundError: No such face in ``study`` (another study's face id, from a URL or an old tab, reads the same).
     """
-    face = store.face(face_id)
-    if face.media_id not in _study_media_ids(store, study):
+    if face_id not in store.faces_in_study(study, [face_id]):
         raise NotFoundError(f"face of study {study!r}", face_id)  # the same answer as for no face at all
-    return face
+    return store.face(face_id)

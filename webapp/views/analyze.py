@@ -12,7 +12,7 @@ from models.decode import VIDEO_SUFFIXES
 from models.errors import AffectLabError
 from models.images import IMAGE_SUFFIXES
 from models.registry import get_spec
-from webapp import resources, results
+from webapp import guard, resources, results
 from webapp.services import analysis, demo, weights
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, file_error, flash, plural, show_flash
@@ -53,11 +53,12 @@ def _uploads() -> list[analysis.Upload]:
         key=Keys.UPLOADS,
         help="Several files at once; each is analysed and stored in the current study.",
     )
-    uploads = [analysis.Upload(f.name, f.getvalue()) for f in files or []]
+    uploads = [analysis.Upload.of(f.name, guard.upload_content(f)) for f in files or []]
     if st.toggle("Use the webcam", help="Take a snapshot with your camera (your browser asks for permission)."):
         shot = st.camera_input("Webcam snapshot", key=Keys.CAMERA)
         if shot is not None:
-            uploads.append(analysis.Upload(f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg", shot.getvalue()))
+            name = f"webcam-{time.strftime('%Y%m%d-%H%M%S')}.jpg"
+            uploads.append(analysis.Upload.of(name, guard.upload_content(shot)))
     return uploads
 
 
@@ -86,6 +87,8 @@ def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps:
         uploaded_by=ctx.annotator or ctx.who,
         fps=fps,
         progress_for=progress_for,
+        pixels=analysis.PIXELS,
+        client=guard.client_key(),
     )
     for o in run.stored:
         known.caption(

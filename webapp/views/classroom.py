@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from models.errors import AffectLabError
+from webapp import guard
 from webapp.services import classroom
 from webapp.state import Keys
 from webapp.ui import code_span, context, flash, show_flash
@@ -77,7 +78,14 @@ def render() -> None:
             )
     upload = st.file_uploader("Or import a CSV (media,name,start_s,end_s)", type=["csv"], key=Keys.CLASSROOM_CSV)
     if upload is not None and st.button("Import segments"):
-        _run(classroom.import_segments, ctx.store, ctx.study, upload.getvalue(), ctx.who, done="segments imported")
+        _run(
+            classroom.import_segments,
+            ctx.store,
+            ctx.study,
+            guard.upload_bytes(upload),
+            ctx.who,
+            done="segments imported",
+        )
 
     st.subheader("Students")
     st.dataframe(

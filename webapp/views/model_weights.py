@@ -7,7 +7,7 @@ import streamlit as st
 
 from models.errors import AffectLabError, HashMismatchError
 from models.registry import app_models, emotion_models, get_spec
-from webapp import figures, resources
+from webapp import figures, guard, resources
 from webapp.services import weights
 from webapp.state import Keys, ui_state
 from webapp.ui import Context, code_span, context, flash, show_flash
@@ -103,7 +103,12 @@ def _import(ctx: Context) -> None:
         with st.spinner(f"Checking the hash and converting {name}..."):
             try:
                 path = weights.import_weights(
-                    up.getvalue(), up.name, name, ctx.weights_dir, trust_unverified=trust, owner=ctx.global_owner
+                    guard.upload_bytes(up),
+                    up.name,
+                    name,
+                    ctx.weights_dir,
+                    trust_unverified=trust,
+                    owner=ctx.global_owner,
                 )
             except HashMismatchError as exc:
                 st.error(

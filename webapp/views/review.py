@@ -188,6 +188,16 @@ def _unskip(ctx: Context) -> None:
         flash("info", f"{plural(n, 'skipped face')} back in your queue.")
 
 
+MINE_PAGE = 200
+"""Faces per page of "My labels" (a keyset page: only they are read)."""
+
+
+def _mine_page(after: int | None) -> None:
+    ui_state().review_acted = True
+    ui_state().review_mine_after = after
+    ui_state().review_face = None
+
+
 def _open(face_id: int) -> None:
     ui_state().review_acted = True
     ui_state().review_face = face_id  # the browse list's key holds the face: its choice follows
@@ -251,7 +261,11 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings, where: DeltaGen
             format_func=lambda i: "all files" if i is None else names[i],
             key=Keys.REVIEW_MEDIA,
         )
-        tracks = studies.media_tracks(ctx.store, state.review_media, ctx.study) if state.review_media in names else []
+        tracks = (
+            studies.media_tracks(ctx.store, state.review_media, ctx.study, with_windows=False)
+            if state.review_media in names
+            else []
+        )
         index = {t.id: t.track_index for t in tracks}
         if tracks:
             tids = [None, *index]
@@ -387,11 +401,11 @@ def _track_strip(ctx: Context, face: FaceLabel, rules: StudySettings, live: tupl
     strip = review.track_strip(ctx.store, ctx.study, face, ctx.annotator, rules, ctx.owner)
     if strip is None:
         return
-    faces, shown, crops = strip.faces, strip.shown, strip.crops
-    span = f"{faces[0].time_s or 0:.1f}-{faces[-1].time_s or 0:.1f} s" if faces else ""
+    shown, crops = strip.shown, strip.crops
+    span = f"{strip.start_s:.1f}-{strip.end_s:.1f} s"
     with st.container(border=True):
         st.markdown(
-            f"**Track {face.track_index}**: {plural(len(faces), 'face')}, {span}. A track label holds for "
+            f"**Track {face.track_index}**: {plural(strip.n_faces, 'face')}, {span}. A track label holds for "
             "each face without its own label; open a face below to give it its own (an exception)."
         )
         c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -620,7 +634,12 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGe
 def _mine(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGenerator]) -> None:
     flt, _described = _filters(ctx, state, rules, top[2])
     assert ctx.annotator is not None
-    rows = review.my_labels(ctx.store, ctx.study, ctx.annotator, dataclasses.replace(flt, labelled_by=None))
+    flt = dataclasses.replace(flt, labelled_by=None)
+    page = review.my_labels(ctx.store, ctx.study, ctx.annotator, flt, after=state.review_mine_after, limit=MINE_PAGE)
+    if not page.items and state.review_mine_after is not None:  # fewer labels under the filters now: from the top
+        state.review_mine_after = None
+        page = review.my_labels(ctx.store, ctx.study, ctx.annotator, flt, limit=MINE_PAGE)
+    rows = list(page.items)
     if not rows:
         st.info("You have not labelled any face of this study (with these filters) yet.")
         return
@@ -636,6 +655,14 @@ def _mine(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGen
     title = f"You labelled {plural(direct, 'face')} yourself" + (
         f" and {plural(len(through_track), 'face')} through {plural(n_tracks, 'track label')}" if through_track else ""
     )
+    if page.total > len(rows) or state.review_mine_after is not None:  # one page of many: the count is the kept one
+        title = f"You labelled {plural(page.total, 'face')}; these {len(rows)}: " + title[len("You labelled ") :]
+    if state.review_mine_after is not None:
+        top[1].button("First page of my labels", key=Keys.REVIEW_MINE_FIRST, on_click=_mine_page, args=(None,))
+    if page.after is not None:
+        top[1].button(
+            f"Next {MINE_PAGE} of my labels", key=Keys.REVIEW_MINE_NEXT, on_click=_mine_page, args=(page.after,)
+        )
     # The key holds the labels and the face opened: an edit, the strip's Open or Undo redraw the list as it is now.
     digest = hashlib.sha256(repr(sorted(labels.items())).encode()).hexdigest()[:10]
     choice = top[1].selectbox(

@@ -1,0 +1,447 @@
+"""The analysis service: the one way files are analysed into a study.
+
+The Analyze page and "Try a sample" (:mod:`webapp.services.analysis`, :mod:`webapp.services.demo`), ``affectlab
+analyze`` (:mod:`affectlab.cli`), its worker processes and its Ray actors (:mod:`affectlab.distribute`) all call
+:class:`AnalysisService`. For each file it decides from the store what to do:
+
+- the study holds the bytes ``complete``: nothing runs, the stored item is returned (``skipped``);
+- it holds them ``partial`` (a stopped run of a video): the analysis resumes after its last stored frame;
+- they are new: the file is analysed (the models are loaded only now, once per service);
+- another live run is analysing the same bytes (its claim, :mod:`db.claims`): ``busy``, or with
+  ``Options.wait`` the service waits for that run to end and then resumes or returns its result; a claim whose
+  owner died is taken over.
+
+The claim is taken in the transaction that creates or resumes the media item, checked in every later write of this
+run and released in the one that completes it, so the same bytes are never analysed twice at once. A video is
+streamed stretch by stretch (``commit_every_s`` seconds of video per transaction, :mod:`db.resumable`); tracks,
+engagement and persons are computed at the end from every stored face (:func:`models.track_results.score_tracks`
+over :class:`models.video.FaceReplay`), so a resumed run ends with the tracks of a straight one.
+
+The bytes analysed are the bytes hashed: a still is read once and hashed from what was read; a video file's size and
+modification time are checked before each stretch is stored, and its hash again before it is marked ``complete``.
+A file that changed meanwhile is left ``partial`` with a message (:class:`FileChangedError`): the same bytes
+analysed again resume it.
+
+Every file gets one :class:`FileOutcome`. A bad file never raises: its outcome says why, and the others go on. Setup
+problems (the store not migrated or unreachable, the models missing) do raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from affectlab.analysis_types import (
+    FileChangedError,
+    FileOutcome,
+    Options,
+    Prepared,
+    Progress,
+    Source,
+    Status,
+    TimeLeft,
+    media_info,
+    prepare,
+    setup_message,
+    video_file,
+)
+from db.claims import HEARTBEAT_S, Claimant, ClaimBusyError
+from db.errors import SchemaOutdatedError
+from db.resumable import AnalysisState
+from db.services import LabelStore
+from models.errors import AffectLabError, BadInputError
+
+if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
+    from models.analysis import AnalysisSession
+    from models.decode import VideoInfo
+    from models.tracking import Track
+    from models.video import VideoChunk
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AnalysisService",
+    "FileChangedError",
+    "FileOutcome",
+    "Options",
+    "Progress",
+    "Source",
+    "Status",
+    "TimeLeft",
+    "media_info",
+    "setup_message",
+]
+
+
+class AnalysisService:
+    """Analyses files into one study of one store, with models loaded on first need.
+
+    Args:
+        store: The label store.
+        study: The study (created when new).
+        load_session: Loads the models; called once, and only when a file needs analysing.
+        options: How files are analysed and stored.
+        claimant: Who claims the files (default: a new claimant for this process).
+    """
+
+    def __init__(
+        self,
+        store: LabelStore,
+        study: str,
+        load_session: Callable[[], AnalysisSession],
+        options: Options | None = None,
+        claimant: Claimant | None = None,
+    ) -> None:
+        self.store = store
+        self.study = study
+        self.options = options or Options()
+        self.claimant = claimant or Claimant.here()
+        self._load = load_session
+        self._session: AnalysisSession | None = None
+
+    @property
+    def session(self) -> AnalysisSession:
+        """The models (loaded on first use)."""
+        if self._session is None:
+            self._session = self._load()
+        return self._session
+
+    # ------------------------------------------------------------------------------------------------ files
+
+    def analyze(self, source: Source, *, progress: Progress | None = None, wait: bool | None = None) -> FileOutcome:
+        """Analyses one file into the study: skipped, resumed or analysed as the store says (see the module).
+
+        Args:
+            source: The file.
+            progress: Called as the analysis goes (videos: seconds done and duration).
+            wait: Wait for another run analysing the same bytes (default: ``Options.wait``).
+
+        Raises:
+            AffectLabError: The models could not be loaded, or the store is not migrated; nothing was stored.
+        """
+        name = source.name
+        try:
+            prepared = prepare(source)
+        except BadInputError as exc:
+            return FileOutcome(name, "failed", error=exc.reason)
+        wait = self.options.wait if wait is None else wait
+        while True:
+            try:
+                return self._analyze(source, prepared, progress)
+            except ClaimBusyError as exc:
+                if not wait:
+                    return FileOutcome(name, "busy", kind=prepared.kind, error=str(exc))
+                log.info("%s: %s; waiting", name, exc)
+                time.sleep(self.options.poll_s)
+
+    def stored(self, source: Source) -> FileOutcome | None:
+        """The ``skipped`` outcome of a file the study holds complete (no model runs), else None."""
+        try:
+            prepared = prepare(source)
+        except BadInputError:
+            return None
+        return self._stored(source.name, prepared)
+
+    def _stored(self, name: str, prepared: Prepared) -> FileOutcome | None:
+        existing = self.store.media_by_sha256(self.study, prepared.sha256)
+        if existing is not None and existing.analysis_status == "complete":
+            return _skipped(name, existing.id, existing.kind, existing.n_faces)
+        return None
+
+    def _analyze(self, source: Source, prepared: Prepared, progress: Progress | None) -> FileOutcome:
+        name = source.name
+        known = self._stored(name, prepared)
+        if known is not None:
+            return known
+        try:
+            if prepared.kind == "video":
+                with video_file(source, prepared) as path:
+                    return self._video(name, prepared, path, progress)
+            return self._image(name, prepared)
+        except ClaimBusyError:
+            raise
+        except _ModelsUnavailable as exc:  # a setup problem: the claim goes back, the run stops
+            self._release(prepared)
+            raise exc.cause from None
+        except SchemaOutdatedError:
+            raise
+        except AffectLabError as exc:
+            self._release(prepared)
+            reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
+            return FileOutcome(name, "failed", kind=prepared.kind, media_id=self._media_id(prepared), error=reason)
+        except Exception as exc:
+            self._release(prepared)
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if isinstance(exc, SQLAlchemyError):
+                raise
+            log.exception("analysis of %s failed", name)
+            return FileOutcome(
+                name, "failed", kind=prepared.kind, error=f"unexpected error ({type(exc).__name__}: {exc})"
+            )
+        except BaseException:  # stopped (Ctrl-C, a page's rerun): the claim goes, the stored stretches stay
+            self._release(prepared)
+            raise
+
+    def _media_id(self, prepared: Prepared) -> int | None:
+        """The media item of a failed file (a partial video's), None when there is none or the store cannot say."""
+        try:
+            media = self.store.media_by_sha256(self.study, prepared.sha256)
+        except Exception:  # the store is what failed: the outcome goes without the id
+            return None
+        return media.id if media is not None else None
+
+    def _release(self, prepared: Prepared) -> None:
+        try:
+            self.store.release_claim(self.study, prepared.sha256, self.claimant)
+        except Exception:  # the claim then goes stale; the next run takes it over
+            log.warning("could not release the claim on %s", prepared.sha256[:12], exc_info=True)
+
+    # ------------------------------------------------------------------------------------------------ stills
+
+    def _models(self) -> AnalysisSession:
+        """The models, once the file is claimed (no model loads for a file another run holds)."""
+        try:
+            return self.session
+        except AffectLabError as exc:
+            raise _ModelsUnavailable(exc) from exc
+
+    def _image(self, name: str, prepared: Prepared) -> FileOutcome:
+        row = self.store.claim(self.study, prepared.sha256, self.claimant)
+        if row is not None:  # completed by another run meanwhile
+            return _skipped(name, row.id, row.kind, row.n_faces)
+        session = self._models()
+        assert prepared.data is not None
+        with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
+            image = session.analyze_image(prepared.data, name, keep_crops=True)
+        rep = self.store.ingest_results(
+            self.study,
+            prepared.data,
+            name,
+            image.faces,
+            media_info=media_info(image),
+            uploaded_by=self.options.uploaded_by,
+            keep_file=self.options.keep_file,
+            sha256=prepared.sha256,
+            claimant=self.claimant,
+        )
+        return FileOutcome(
+            name,
+            "stored",
+            kind="image",
+            media_id=rep.media_ids[0] if rep.media_ids else None,
+            n_faces=len(image.faces),
+            new=rep.media_new > 0,
+            faces_new=rep.faces_new,
+            faces_reused=rep.faces_reused,
+            predictions_new=rep.predictions_new,
+            predictions_existing=rep.predictions_existing,
+            tracks=rep.tracks_new,
+            crops_stored=rep.crops_stored,
+            features_stored=rep.features_stored,
+            warnings=rep.warnings,
+        )
+
+    # ------------------------------------------------------------------------------------------------ videos
+
+    def _video(self, name: str, prepared: Prepared, path: Path, progress: Progress | None) -> FileOutcome:
+        """Stretch by stretch into the store, resuming a stopped run of the same bytes; then tracks and persons."""
+        from models.decode import probe_video
+
+        probe = probe_video(path, name)
+        state = self.store.begin_video(
+            self.study,
+            prepared.data if prepared.data is not None else path,
+            name,
+            media_info(probe),
+            uploaded_by=self.options.uploaded_by,
+            keep_file=self.options.keep_file,
+            sha256=prepared.sha256,
+            claimant=self.claimant,
+        )
+        if state.status == "complete":  # completed by another run meanwhile
+            return _skipped(name, state.media_id, "video", state.n_faces)
+        session = self._models()
+        with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
+            streamed = self._stream(name, prepared, path, session, state, progress)
+            prepared.check_unchanged(name, rehash=True)
+            return self._finish(name, prepared, session, state, probe, streamed)
+
+    def _stream(
+        self,
+        name: str,
+        prepared: Prepared,
+        path: Path,
+        session: AnalysisSession,
+        state: AnalysisState,
+        progress: Progress | None,
+    ) -> _Streamed:
+        from models.decode import ResumePoint
+        from models.types import Face
+        from models.video import analyze_video_chunks
+
+        resume = None
+        if state.until_s is not None and state.until_frame is not None and state.samples:
+            resume = ResumePoint(
+                time_s=state.until_s,
+                index=state.until_frame,
+                sample=state.samples - 1,
+                faces=tuple(Face(box=box, det_score=score) for box, score in state.faces),
+            )
+            log.info("%s: resuming after %.2f s (frame %d)", name, state.until_s, state.until_frame)
+        got = _Streamed(resumed_from_s=None if resume is None else resume.time_s)
+        for chunk in analyze_video_chunks(
+            path,
+            name,
+            session.detector,
+            session.recognizer,
+            self.options.fps or None,
+            config=replace(session.video, keep_crops=True),
+            resume=resume,
+            commit_every_s=self.options.commit_every_s,
+            progress=progress,
+        ):
+            got.last = chunk
+            if chunk.until is None or (resume is not None and chunk.until.index == resume.index):
+                continue
+            prepared.check_unchanged(name)  # the frames of this stretch were read from the bytes hashed
+            n, c, f = self.store.store_chunk(
+                state.media_id,
+                chunk.faces,
+                until_s=chunk.until.time_s,
+                until_frame=chunk.until.index,
+                samples=chunk.until.sample + 1,
+                claimant=self.claimant,
+            )
+            got.faces, got.crops, got.features = got.faces + n, got.crops + c, got.features + f
+        return got
+
+    def _finish(
+        self,
+        name: str,
+        prepared: Prepared,
+        session: AnalysisSession,
+        state: AnalysisState,
+        probe: VideoInfo,
+        streamed: _Streamed,
+    ) -> FileOutcome:
+        """Tracks, engagement and persons from every stored face; the media item becomes ``complete``."""
+        from models.track_results import score_tracks
+        from models.video import FaceReplay
+
+        last = streamed.last
+        assert last is not None
+        config = session.video
+        replay = FaceReplay(config.tracker)
+        face_tracks: dict[int, int] = {}
+        track_faces: dict[int, list[tuple[int, float]]] = {}
+        after = -1
+        while batch := self.store.stored_frames(state.media_id, after):
+            for fr in batch:
+                ids = replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
+                for fid, tid in zip(fr.face_ids, ids, strict=True):
+                    face_tracks[fid] = tid
+                    track_faces.setdefault(tid, []).append((fid, fr.time_s))
+                after = fr.frame
+
+        def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
+            faces = track_faces.get(t.track, [])
+            return self.store.features_of([fid for fid, _ in faces]), [ts for _, ts in faces]
+
+        spec = session.recognizer.spec
+        scored = score_tracks(
+            replay.tracks(),
+            sequence,
+            session.engagement,
+            spec.name,
+            spec.feature_dim,
+            replay.profiles,
+            config.persons,
+        )
+        warnings = list(last.warnings)
+        if streamed.resumed_from_s is not None:
+            warnings.insert(0, f"resumed a stopped analysis after {streamed.resumed_from_s:.1f} s")
+        if scored.status != "ok":
+            warnings.append(f"engagement: {scored.note}")
+        tracks = scored.results()
+        duration = last.duration if last.duration else probe.duration
+        self.store.finish_video(
+            state.media_id,
+            face_tracks,
+            tracks,
+            duration_s=duration,
+            fps=last.fps or probe.fps,
+            width=last.width or probe.width,
+            height=last.height or probe.height,
+            claimant=self.claimant,
+        )
+        return FileOutcome(
+            name,
+            "stored",
+            kind="video",
+            media_id=state.media_id,
+            n_faces=len(face_tracks),
+            new=state.created,
+            faces_new=streamed.faces,
+            predictions_new=streamed.faces,
+            tracks=len(tracks),
+            persons=len(set(scored.persons.values())),
+            crops_stored=streamed.crops,
+            features_stored=streamed.features,
+            resumed_from_s=streamed.resumed_from_s,
+            frames_analyzed=last.frames_analyzed,
+            duration_s=duration,
+            warnings=tuple(warnings),
+        )
+
+
+class _ModelsUnavailable(Exception):
+    """The models could not be loaded (carries the :class:`AffectLabError` that says why)."""
+
+    def __init__(self, cause: AffectLabError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass
+class _Streamed:
+    """What streaming a video into the store did so far."""
+
+    resumed_from_s: float | None
+    faces: int = 0
+    crops: int = 0
+    features: int = 0
+    last: VideoChunk | None = None
+
+
+def _skipped(name: str, media_id: int, kind: str, n_faces: int) -> FileOutcome:
+    return FileOutcome(name, "skipped", kind=kind, media_id=media_id, n_faces=n_faces)
+
+
+@contextmanager
+def _heartbeat(store: LabelStore, study: str, sha256: str, claimant: Claimant) -> Iterator[None]:
+    """Beats the claim's heartbeat every :data:`db.claims.HEARTBEAT_S` from a thread while the work runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                store.heartbeat(study, sha256, claimant)
+            except Exception as exc:  # a lost claim is found by the next write, which stops the run
+                log.info("heartbeat of %s: %s", sha256[:12], exc)
+
+    thread = threading.Thread(target=beat, name="affectlab-claim-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)

@@ -1,0 +1,133 @@
+"""Streamed exports (keyset pages, bounded memory) write what the whole-study exports write."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from db import exports, labels, quality, repo
+from tests.pg import fake_results, png_bytes
+
+BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
+LABELS = ["Happiness", "Fear", "Neutral", "Sadness", "Anger", "Surprise"]
+
+
+def _fill(store):
+    """Images and a tracked video, with votes of three annotators, track votes, a note, undos and a formula."""
+    for i in range(5):
+        labels_ = [LABELS[i % 6], LABELS[(i + 1) % 6]]
+        store.ingest_results(
+            "s", png_bytes(100 + i), f"=img{i}.png", fake_results(f"img{i}.png", BOXES, labels_, seed=i)
+        )
+    res = fake_results(
+        "v.mp4", BOXES * 4, ["Neutral", "Sadness"] * 4, frames=[0, 0, 5, 5, 9, 9, 12, 12], tracks=[0, 1] * 4, seed=50
+    )
+    store.ingest_results("s", png_bytes(999), "v.mp4", res)
+    faces = store.faces("s")
+    f = [r.face_id for r in faces]
+    store.correct_face(f[0], "alice", label="Anger", valence=0.2)
+    store.correct_face(f[0], "bob", label="Anger", valence=0.4, note="-looks angry")
+    store.correct_face(f[0], "carol", label="Fear")
+    store.correct_face(f[1], "alice", engagement=0.66)
+    store.correct_face(f[2], "bob", label="Contempt")
+    store.undo("bob", face_id=f[2])
+    store.correct_face(f[3], "alice", label="Surprise")
+    store.correct_face(f[3], "alice", label="Happiness", arousal=-0.3)
+    track = next(r.track_id for r in faces if r.track_id is not None)
+    store.correct_track(track, "carol", label="Sadness", valence=-0.5)
+    store.correct_track(track, "bob", label="Neutral")
+    video_face = next(r.face_id for r in faces if r.track_id == track)
+    store.correct_face(video_face, "bob", label="Happiness")
+    return faces
+
+
+def _reference(store, fmt, out):
+    """Today's whole-study export (every face loaded into Python, then written)."""
+
+    def work(s):
+        st = repo.get_study(s, "s")
+        rows, primary = labels.face_labels(s, st.id, None)
+        stats = quality.compute_stats(st.name, rows, repo.count_rows(s, st.id), primary)
+        return exports.export(s, "s", rows, stats, primary, fmt, out)
+
+    return store.transaction(work, write=False)
+
+
+def _stream(store, fmt, out, page_size=3):
+    seen = []
+    rep = store.transaction(
+        lambda s: exports.export_stream(
+            s, "s", fmt, out, page_size=page_size, progress=lambda done, total: seen.append((done, total))
+        ),
+        write=False,
+    )
+    return rep, seen
+
+
+def test_streamed_csv_is_byte_equal_to_the_whole_study_csv(store, tmp_path):
+    faces = _fill(store)
+    ref = _reference(store, "csv", tmp_path / "ref.csv")
+    rep, seen = _stream(store, "csv", tmp_path / "new.csv")
+    assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    assert (rep.n_faces, rep.n_human, rep.n_model_only, rep.splits, rep.notes) == (
+        ref.n_faces,
+        ref.n_human,
+        ref.n_model_only,
+        ref.splits,
+        ref.notes,
+    )
+    card = (tmp_path / "new.README.md").read_text().split("\n", 14)[14]
+    assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
+    # Several pages, with progress after each; a track's faces span pages.
+    assert len(seen) >= len(faces) // 3 and seen[-1] == (len(faces), len(faces))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert "'-looks angry" in (tmp_path / "new.csv").read_text() and "'=img0.png" in (tmp_path / "new.csv").read_text()
+
+
+@pytest.mark.parametrize("page_size", [1, 4, 1000])
+def test_streamed_parquet_and_features_equal_the_whole_study_ones(store, tmp_path, page_size):
+    _fill(store)
+    _reference(store, "parquet", tmp_path / "ref.parquet")
+    _stream(store, "parquet", tmp_path / "new.parquet", page_size)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "new.parquet"), pd.read_parquet(tmp_path / "ref.parquet"))
+    ref = _reference(store, "features", tmp_path / "ref.npz")
+    rep, _ = _stream(store, "features", tmp_path / "new.npz", page_size)
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "new.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert (rep.n_faces, rep.splits, rep.notes) == (ref.n_faces, ref.splits, ref.notes)
+    assert zipfile.ZipFile(tmp_path / "new.npz").namelist() == zipfile.ZipFile(tmp_path / "ref.npz").namelist()
+
+
+def test_streamed_exports_of_an_empty_study(store, tmp_path):
+    store.ingest_results("s", png_bytes(1), "a.png", fake_results("a.png", [], []))
+    _reference(store, "csv", tmp_path / "ref.csv")
+    rep, _ = _stream(store, "csv", tmp_path / "new.csv")
+    assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    assert rep.n_faces == 0 and rep.notes == ("the study has no faces yet",)
+    _stream(store, "parquet", tmp_path / "new.parquet")
+    assert list(pd.read_parquet(tmp_path / "new.parquet").columns) == exports.export_columns(quality.class_order([]))
+
+
+def test_a_large_csv_written_by_two_processes_is_the_same_file(store, tmp_path, monkeypatch):
+    """Over the size threshold the second half of the faces is written by a second process, then appended."""
+    faces = _fill(store)
+    _reference(store, "csv", tmp_path / "ref.csv")
+    monkeypatch.setattr(exports, "PARALLEL_MIN_FACES", 4)
+    seen = []
+    rep = store.transaction(
+        lambda s: exports.export_stream(
+            s, "s", "csv", tmp_path / "two.csv", page_size=3, workers=2, progress=lambda d, t: seen.append((d, t))
+        ),
+        write=False,
+    )
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    assert rep.n_faces == len(faces) and seen[-1] == (len(faces), len(faces))
+    assert not (tmp_path / "two.csv.part").exists()
+    card = (tmp_path / "two.README.md").read_text().split("\n", 14)[14]
+    assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
