@@ -290,6 +290,7 @@ class AnalysisSession:
                 engagement=self.engagement,
                 recognizer=self.recognizer,
                 progress=progress,
+                loaded=(self.detector, self.recognizer),
             )
             if cut is not None:
                 return cut

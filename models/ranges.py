@@ -345,6 +345,7 @@ def analyze_video_ranges(
     progress: Progress | None = None,
     in_process: bool = False,
     min_range_s: float = MIN_RANGE_S,
+    loaded: tuple[FaceDetector, EmotionRecognizer] | None = None,
 ) -> VideoAnalysis | None:
     """Analyses a video cut into ranges over ``workers`` processes (this one takes the first range).
 
@@ -360,6 +361,8 @@ def analyze_video_ranges(
         progress: Called with the first range's progress, scaled to the whole video.
         in_process: Analyse the ranges one after the other in this process (tests; same result).
         min_range_s: Fewer ranges when each would be shorter than this many seconds.
+        loaded: Models already loaded here, for this process's range (None: ``opener`` loads a copy; a second
+            copy costs about 300 MB resident).
 
     Returns:
         The analysis, the same as :func:`models.video.analyze_video` in one process gives; None when the video is
@@ -388,8 +391,10 @@ def analyze_video_ranges(
         if progress is not None and duration:
             progress(min(duration, done / first_end * duration), duration)
 
-    with _cpu_share(1):
-        models = opener()
+    if loaded is None:
+        with _cpu_share(1):
+            loaded = opener()
+    models = loaded
     if in_process:
         results = [_run_range(str(path), name, models, fps, r, config) for r in ranges]
     else:
