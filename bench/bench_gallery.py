@@ -69,6 +69,25 @@ def layout(t: float) -> list[tuple[int, int]]:
     return [(s, k) for k, s in enumerate(order)]
 
 
+def write_gallery(path: Path, seconds: float, fps: float = 25.0) -> list[list[tuple[int, int]]]:
+    """Writes the gallery recording (``seconds`` long at ``fps``); returns the ``(student, tile)`` pairs per frame."""
+    detector = FaceDetector(DetectorConfig(min_face_size=40, max_side=None))
+    pats = students(detector)
+    bg = background(W, H)
+    truth = [layout(i / fps) for i in range(int(seconds * fps))]
+
+    def frames():
+        for shown in truth:
+            img = bg.copy()
+            for s, k in shown:
+                x1, y1, x2, y2 = tile_rect(k)
+                img[y1:y2, x1:x2] = pats[s]
+            yield img
+
+    write_video(path, frames(), fps=fps, options={"preset": "veryfast"})
+    return truth
+
+
 def main() -> int:
     """Runs the bench."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

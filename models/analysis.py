@@ -10,10 +10,13 @@ of ``python -m models analyze --json`` (see docs/ARCHITECTURE.md) is built from 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+import json
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from models.decode import VIDEO_SUFFIXES, looks_like_video
 from models.engagement import EngagementModel
@@ -21,6 +24,7 @@ from models.errors import BadInputError
 from models.faces import DetectorConfig, FaceDetector
 from models.images import ImageSource
 from models.pipeline import ImageAnalysis, analyze_image
+from models.ranges import ModelOpener, analyze_video_ranges
 from models.recognizer import Backend, EmotionRecognizer, Precision
 from models.video import Progress, VideoAnalysis, VideoConfig, analyze_video, video_json
 
@@ -45,6 +49,28 @@ def error_entry(file: str, reason: str, kind: str = "unknown") -> dict[str, obje
     return {"file": file, "kind": kind, "width": None, "height": None, "n_faces": 0, "error": reason}
 
 
+def open_models(
+    model: str,
+    weights_dir: str,
+    *,
+    device: str = "cpu",
+    backend: Backend = "torch",
+    precision: Precision = "fp32",
+    detect_max_side: int | None = None,
+    min_face_size: int = 40,
+) -> tuple[FaceDetector, EmotionRecognizer]:
+    """Loads the emotion model and the detector as :meth:`AnalysisSession.open` does (also in range workers)."""
+    torch_free = backend == "onnx" and device == "cpu"
+    recognizer = EmotionRecognizer.load(model, weights_dir, device=device, backend=backend, precision=precision)
+    detector = FaceDetector(
+        DetectorConfig(max_side=detect_max_side, min_face_size=min_face_size),
+        device=device,
+        backend="onnx" if torch_free else "torch",
+        weights_dir=weights_dir,
+    )
+    return detector, recognizer
+
+
 @dataclass(frozen=True)
 class AnalysisSession:
     """A detector, an emotion model and the engagement model, loaded once; the one way to analyse a file.
@@ -54,12 +80,16 @@ class AnalysisSession:
         recognizer: The emotion model.
         engagement: The engagement model, or None when its weights are absent.
         video: Video analysis settings (crops are kept per call, see :meth:`analyze_video`).
+        range_workers: Processes one video is cut over (models/ranges.py); 1 analyses it in this process.
+        opener: Loads this session's detector and emotion model in a range worker (None: no ranges).
     """
 
     detector: FaceDetector
     recognizer: EmotionRecognizer
     engagement: EngagementModel | None = None
     video: VideoConfig = field(default_factory=VideoConfig)
+    range_workers: int = 1
+    opener: ModelOpener | None = None
 
     @classmethod
     def open(
@@ -73,6 +103,7 @@ class AnalysisSession:
         detect_max_side: int | None = None,
         detect_every: int = 1,
         min_face_size: int = 40,
+        workers: int | None = None,
     ) -> AnalysisSession:
         """Loads the emotion model (weights must be present) and the detector.
 
@@ -80,20 +111,31 @@ class AnalysisSession:
         Runtime (exported once from the verified weights into the weights folder), NumPy glue, engagement in NumPy;
         nothing imports torch once the exports exist. ``torch`` is the reference-exact path.
 
+        ``workers``: processes a long video is cut over (time ranges, models/ranges.py; the result is the one
+        process's); None for one per core this process may use on the CPU (:func:`models.runtime.cpu_workers`),
+        one on a GPU.
+
         Raises:
             WeightsMissingError: The model's weights are not in the weights folder.
         """
+        from models.runtime import cpu_workers
         from models.weights import resolve_weights_dir
 
         wdir = resolve_weights_dir(weights_dir)
         torch_free = backend == "onnx" and device == "cpu"
-        recognizer = EmotionRecognizer.load(model, wdir, device=device, backend=backend, precision=precision)
-        detector = FaceDetector(
-            DetectorConfig(max_side=detect_max_side, min_face_size=min_face_size),
+        opener = functools.partial(
+            open_models,
+            model,
+            str(wdir),
             device=device,
-            backend="onnx" if torch_free else "torch",
-            weights_dir=wdir,
+            backend=backend,
+            precision=precision,
+            detect_max_side=detect_max_side,
+            min_face_size=min_face_size,
         )
+        detector, recognizer = opener()
+        if workers is None:
+            workers = cpu_workers() if device == "cpu" else 1
         engagement = EngagementModel.load(wdir, device=device, numpy=torch_free)
         video = VideoConfig(detect_every=detect_every)
         if torch_free:
@@ -101,7 +143,14 @@ class AnalysisSession:
             # worker per classification run are both the fastest and the smallest here (59 s 360p video at 5 fps:
             # 315 MB peak and 8.4 s, vs 722 MB and 11-16 s with batches of 8 frames / 8 crops).
             video = dataclasses.replace(video, detect_batch=1, classify_batch=max(1, recognizer.onnx_workers))
-        return cls(detector=detector, recognizer=recognizer, engagement=engagement, video=video)
+        return cls(
+            detector=detector,
+            recognizer=recognizer,
+            engagement=engagement,
+            video=video,
+            range_workers=max(1, workers),
+            opener=opener,
+        )
 
     def document(self) -> AnalysisDocument:
         """An empty analysis document for this session's model."""
@@ -137,16 +186,78 @@ class AnalysisSession:
         """
         doc = self.document()
         failed = False
+        for _, faces in self._analyze_each(paths, doc, fps=fps, on_error=on_error, on_warning=on_warning):
+            if faces is None:
+                failed = True
+            else:
+                doc["faces"].extend(faces)
+        return doc, failed
+
+    def write_document(
+        self,
+        paths: Sequence[Path],
+        out: IO[str],
+        *,
+        fps: float = 5.0,
+        on_error: Callable[[str], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> bool:
+        """Writes the JSON document of :meth:`analyze_paths` to ``out``, streamed.
+
+        The same text as ``json.dumps(doc, indent=2, ensure_ascii=False)``, without holding every face: each file's
+        faces go to a temporary file as soon as the file is analysed, and are copied into the document at the end.
+
+        Returns:
+            Whether any file failed.
+        """
+        doc = self.document()
+        failed = False
+        sentinel = "\0faces\0"  # stands for the faces while the rest of the document is written
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
+            n = 0
+            for _, faces in self._analyze_each(paths, doc, fps=fps, on_error=on_error, on_warning=on_warning):
+                if faces is None:
+                    failed = True
+                    continue
+                for face in faces:
+                    text = json.dumps(face, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+                    spool.write(f"{',' if n else ''}\n    {text}")
+                    n += 1
+            doc["faces"] = sentinel
+            head, tail = json.dumps(doc, indent=2, ensure_ascii=False).split(json.dumps(sentinel), 1)
+            out.write(head)
+            if n == 0:
+                out.write("[]")
+            else:
+                out.write("[")
+                spool.seek(0)
+                while block := spool.read(1 << 20):
+                    out.write(block)
+                out.write("\n  ]")
+            out.write(tail)
+        return failed
+
+    def _analyze_each(
+        self,
+        paths: Sequence[Path],
+        doc: AnalysisDocument,
+        *,
+        fps: float,
+        on_error: Callable[[str], None] | None,
+        on_warning: Callable[[str], None] | None,
+    ) -> Iterator[tuple[Path, list[dict[str, Any]] | None]]:
+        """Analyses files one by one into ``doc``'s files and tracks; yields each file's faces (None: it failed)."""
         for path in paths:
             try:
-                self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
+                faces = self._analyze_one(path, doc, fps=fps, on_warning=on_warning)
             except BadInputError as exc:
-                failed = True
                 kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"
                 doc["files"].append(error_entry(str(path), exc.reason, kind))
                 if on_error is not None:
                     on_error(f"{exc.file}: {exc.reason}")
-        return doc, failed
+                yield path, None
+                continue
+            yield path, faces
 
     def analyze_image(self, src: ImageSource, name: str, *, keep_crops: bool = False) -> ImageAnalysis:
         """Analyses one image (a path, or its bytes).
@@ -161,10 +272,28 @@ class AnalysisSession:
     ) -> VideoAnalysis:
         """Analyses one video (every face tracked; engagement per track when the weights are present).
 
+        A video long enough is cut into time ranges over ``range_workers`` processes (models/ranges.py): the same
+        result as one process, sooner.
+
         Raises:
             BadInputError: The file is not a readable video.
         """
         config = dataclasses.replace(self.video, keep_crops=keep_crops)
+        if self.range_workers > 1 and self.opener is not None:
+            cut = analyze_video_ranges(
+                path,
+                name,
+                self.opener,
+                fps or None,
+                workers=self.range_workers,
+                config=config,
+                engagement=self.engagement,
+                recognizer=self.recognizer,
+                progress=progress,
+                loaded=(self.detector, self.recognizer),
+            )
+            if cut is not None:
+                return cut
         return analyze_video(
             path,
             name,
@@ -199,17 +328,18 @@ class AnalysisSession:
 
     def _analyze_one(
         self, path: Path, doc: AnalysisDocument, *, fps: float, on_warning: Callable[[str], None] | None = None
-    ) -> None:
+    ) -> list[dict[str, Any]]:
+        """Analyses one file into ``doc``'s ``files`` and ``tracks``; returns its faces' JSON items."""
         name = str(path)
         result = self.analyze_file(path, name, fps=fps)
         if isinstance(result, ImageAnalysis):
             doc["files"].append(image_entry(result))
-            doc["faces"].extend(f.to_json() for f in result.faces)
-            return
+            return [f.to_json() for f in result.faces]
         part = video_json(result)
         if on_warning is not None:
             for w in result.warnings:
                 on_warning(f"{name}: {w}")
         doc["files"].append(part["file"])
-        doc["faces"].extend(part["faces"])
         doc["tracks"].extend({"file": name, **t} for t in part["tracks"])
+        faces: list[dict[str, Any]] = part["faces"]
+        return faces

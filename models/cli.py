@@ -196,17 +196,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         detect_max_side=None if args.exact else args.detect_max_side,
         detect_every=detect_every,
         min_face_size=args.min_face_size,
+        workers=1 if args.exact else args.workers,
     )
+    paths = [Path(p) for p in args.files]
+    if args.json:  # streamed: a long recording's faces are never all held (see AnalysisSession.write_document)
+        failed = session.write_document(
+            paths, sys.stdout, fps=args.fps, on_error=_print_err, on_warning=lambda msg: _print_err(f"warning: {msg}")
+        )
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 1 if failed else 0
     doc, failed = session.analyze_paths(
-        [Path(p) for p in args.files],
-        fps=args.fps,
-        on_error=_print_err,
-        on_warning=lambda msg: _print_err(f"warning: {msg}"),
+        paths, fps=args.fps, on_error=_print_err, on_warning=lambda msg: _print_err(f"warning: {msg}")
     )
-    if args.json:
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        print(_image_table(doc))
+    print(_image_table(doc))
     return 1 if failed else 0
 
 
@@ -290,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="videos: detect on every k-th sampled frame and follow the tracks between "
         "(default: $AFFECTLAB_DETECT_EVERY or the measured default)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="videos: processes one recording is cut over, in time ranges (default: one per core; 1: this one)",
     )
     p.set_defaults(func=cmd_analyze)
 

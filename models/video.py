@@ -232,8 +232,11 @@ class _Analyzer:
         *,
         track: bool = True,
         resume: ResumePoint | None = None,
+        stop_index: int | None = None,
     ) -> None:
         self.name = name
+        # Frames from this index on are only looked at (a range's detection to interpolate towards), never kept.
+        self.stop_index = stop_index
         self.track = track
         self.last: ResumePoint | None = resume  # the last frame whose faces are in ``results`` or were taken
         self.detector = detector
@@ -333,12 +336,15 @@ class _Analyzer:
             out.extend(self.detector.detect_batch(images[i : i + b]))
         return out
 
+    def _beyond(self, frame: DecodedFrame) -> bool:
+        return self.stop_index is not None and frame.index >= self.stop_index
+
     def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> list[FaceRow]:
         kept: list[list[tuple[Face, np.ndarray]]] = []
         crops: list[np.ndarray] = []
         for f, faces in zip(frames, faces_per_frame, strict=True):
             row: list[tuple[Face, np.ndarray]] = []
-            for face in faces:
+            for face in [] if self._beyond(f) else faces:
                 crop = crop_face(f.image, face.box)
                 if crop.size:
                     row.append((face, crop))
@@ -364,6 +370,8 @@ class _Analyzer:
     def _track(self, frames: Sequence[DecodedFrame], rows: Sequence[FaceRow]) -> None:
         keep = self.config.keep_crops
         for f, row in zip(frames, rows, strict=True):
+            if self._beyond(f):
+                continue
             self.frames_analyzed += 1
             self.last = ResumePoint(
                 time_s=f.time_s, index=f.index, sample=f.sample, faces=tuple(face for face, _, _ in row)
@@ -471,22 +479,13 @@ def analyze_video(
         analyzer.finish()
         if progress is not None:
             progress(reader.last_time if reader.duration is None else reader.duration, reader.duration)
-    tracks = analyzer.tracker.tracks()
-    scored = score_tracks(
-        tracks,
-        _sequences(analyzer.results),
-        engagement,
-        recognizer.spec.name,
-        recognizer.spec.feature_dim,
-        lambda: profiles(tracks, analyzer.results),
-        config.persons,
-    )
-    summary = summarize_video(analyzer.results, tracks, analyzer.frames_analyzed, scored.engagement)
-    return VideoAnalysis(
-        file=name,
-        faces=analyzer.results,
-        tracks=tracks,
-        summary=summary,
+    return conclude_video(
+        name,
+        analyzer.results,
+        analyzer.tracker.tracks(),
+        recognizer,
+        config=config,
+        engagement=engagement,
         frames_sampled=reader.frames_sampled,
         frames_analyzed=analyzer.frames_analyzed,
         frames_decoded=reader.frames_decoded,
@@ -497,6 +496,58 @@ def analyze_video(
         height=reader.height,
         rotation=reader.rotation,
         warnings=list(reader.warnings),
+    )
+
+
+def conclude_video(
+    name: str,
+    faces: list[FaceResult],
+    tracks: list[Track],
+    recognizer: EmotionRecognizer,
+    *,
+    config: VideoConfig,
+    engagement: EngagementModel | None,
+    frames_sampled: int,
+    frames_analyzed: int,
+    frames_decoded: int,
+    duration: float | None,
+    fps: float | None,
+    sample_fps: float | None,
+    width: int,
+    height: int,
+    rotation: int,
+    warnings: list[str],
+) -> VideoAnalysis:
+    """The analysis of a video from its tracked faces: engagement per track, summaries, persons.
+
+    Shared by :func:`analyze_video` and the analysis of a video cut into time ranges (models/ranges.py), so that
+    both end the same way from the same faces (:func:`models.track_results.score_tracks`).
+    """
+    scored = score_tracks(
+        tracks,
+        _sequences(faces),
+        engagement,
+        recognizer.spec.name,
+        recognizer.spec.feature_dim,
+        lambda: profiles(tracks, faces),
+        config.persons,
+    )
+    summary = summarize_video(faces, tracks, frames_analyzed, scored.engagement)
+    return VideoAnalysis(
+        file=name,
+        faces=faces,
+        tracks=tracks,
+        summary=summary,
+        frames_sampled=frames_sampled,
+        frames_analyzed=frames_analyzed,
+        frames_decoded=frames_decoded,
+        duration=duration,
+        fps=fps,
+        sample_fps=sample_fps,
+        width=width,
+        height=height,
+        rotation=rotation,
+        warnings=warnings,
         engagement_status=scored.status,
         engagement_note=scored.note,
         persons=scored.persons,
@@ -514,6 +565,7 @@ def analyze_video_chunks(
     resume: ResumePoint | None = None,
     commit_every_s: float = 30.0,
     progress: Progress | None = None,
+    stop_index: int | None = None,
 ) -> Iterator[VideoChunk]:
     """Analyses a video stretch by stretch, for a caller that stores each stretch before the next (long recordings).
 
@@ -533,16 +585,20 @@ def analyze_video_chunks(
         resume: The last frame a stopped run stored: analysis goes on after it.
         commit_every_s: Seconds of video per yielded stretch (at least one chunk of frames).
         progress: Called as ``progress(seconds_done, duration)`` after each chunk of frames.
+        stop_index: Analyse only the frames before this frame number (one time range of the video,
+            models/ranges.py). With ``detect_every > 1`` the first sampled frame from it on is still detected, so
+            that the frames before it get the boxes a run over the whole video gives them; its faces are not kept.
 
     Yields:
-        The stretches in time order; the last has ``done`` set (and the reader's warnings).
+        The stretches in time order; the last has ``done`` set (and the reader's warnings; ``done`` at
+        ``stop_index`` too).
 
     Raises:
         BadInputError: Not a readable video.
     """
     name = name or str(path)
     config = config or VideoConfig()
-    analyzer = _Analyzer(name, detector, recognizer, config, track=False, resume=resume)
+    analyzer = _Analyzer(name, detector, recognizer, config, track=False, resume=resume, stop_index=stop_index)
 
     def chunk(reader: FrameReader, done: bool) -> VideoChunk:
         faces, analyzer.results = analyzer.results, []
@@ -567,6 +623,10 @@ def analyze_video_chunks(
     ):
         next_cut = (resume.time_s if resume is not None else 0.0) + commit_every_s
         for frame in frames:
+            if stop_index is not None and frame.index >= stop_index:
+                if analyzer.k > 1:
+                    analyzer.push(frame)  # detected to interpolate towards; its faces are not kept
+                break
             if not analyzer.push(frame):
                 continue
             if progress is not None:

@@ -187,3 +187,26 @@ def test_truncated_video_warning_on_stderr_and_in_json(
     warnings = json.loads(proc.stdout)["files"][0]["warnings"]
     assert any("truncated" in w for w in warnings)
     assert f"warning: {cut}: " in proc.stderr and "truncated" in proc.stderr
+
+
+def test_streamed_json_is_the_document_text(
+    random_weights_dir: Path, multi_face_jpg: Path, landscape_jpg: Path, tmp_path: Path, pyfeat
+) -> None:
+    """``--json`` streams the document (faces spooled per file); the text is ``json.dumps(doc, indent=2)``'s."""
+    import io
+
+    from models.analysis import AnalysisSession
+
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    paths = [multi_face_jpg, bad, pyfeat("single_face.mp4"), landscape_jpg]
+    session = AnalysisSession.open("enet_b0_8_best_vgaf", random_weights_dir, backend="onnx", workers=1)
+    doc, failed = session.analyze_paths(paths, fps=2.0)
+    out = io.StringIO()
+    assert session.write_document(paths, out, fps=2.0) == failed is True
+    assert len(doc["faces"]) > 5 and doc["tracks"]
+    assert out.getvalue() == json.dumps(doc, indent=2, ensure_ascii=False)
+    none = io.StringIO()  # no face anywhere: an empty list
+    assert session.write_document([landscape_jpg], none) is False
+    assert json.loads(none.getvalue())["faces"] == []
+    assert none.getvalue() == json.dumps(session.analyze_paths([landscape_jpg])[0], indent=2, ensure_ascii=False)
