@@ -222,9 +222,55 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
             "n": sum(1 for r in judged if getattr(r, f"{f}_source") == "human"),
         }
 
+    return _assemble(
+        study,
+        counts,
+        primary,
+        labels,
+        annotators=len(annotators),
+        judged=len(judged),
+        counts_by_class=(model_counts, human_counts, label_counts),
+        cm=cm,
+        accuracy=accuracy,
+        model_kappa=model_kappa,
+        pair_kappa=pair_kappa,
+        fleiss=fleiss,
+        alpha=alpha,
+        ccc=ccc,
+        pair_faces=pair_faces,
+        model_faces=len(both),
+        multi_faces=len(multi),
+    )
+
+
+def _assemble(
+    study: str,
+    counts: dict[str, int],
+    primary: ModelKey | None,
+    labels: Sequence[str],
+    *,
+    annotators: int,
+    judged: int,
+    counts_by_class: tuple[Mapping[Any, int], Mapping[Any, int], Mapping[Any, int]],
+    cm: Any,
+    accuracy: float | None,
+    model_kappa: float | None,
+    pair_kappa: dict[str, float | None],
+    fleiss: float | None,
+    alpha: float | None,
+    ccc: dict[str, dict[str, float | None]],
+    pair_faces: dict[str, int],
+    model_faces: int,
+    multi_faces: int,
+) -> StudyStats:
+    """The :class:`StudyStats` of figures computed from face rows or from kept totals.
+
+    One place for both :func:`compute_stats` and :func:`stats_from_totals`: it rounds the figures and names the model.
+    """
+    model_counts, human_counts, label_counts = counts_by_class
     all_counts = dict(counts)
-    all_counts["annotators"] = len(annotators)
-    all_counts["corrected_faces"] = len(judged)
+    all_counts["annotators"] = annotators
+    all_counts["corrected_faces"] = judged
     return StudyStats(
         study=study,
         counts=all_counts,
@@ -234,7 +280,7 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
             "version": primary[2] if primary else None,
         },
         predictions_only=not judged,
-        labels=labels,
+        labels=tuple(labels),
         model_counts={k: model_counts.get(k, 0) for k in labels},
         human_counts={k: human_counts.get(k, 0) for k in labels},
         label_counts={k: label_counts.get(k, 0) for k in labels},
@@ -246,8 +292,8 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
         krippendorff_alpha=_clean(alpha) if alpha is not None else None,
         ccc=ccc,
         annotator_pair_faces=pair_faces,
-        model_faces=len(both),
-        multi_faces=len(multi),
+        model_faces=model_faces,
+        multi_faces=multi_faces,
     )
 
 
@@ -383,30 +429,22 @@ def stats_from_totals(
 
     judged = tally.get("judged", {}).get(("", "", "", ""))
     n_judged = int(judged[0]) if judged else 0
-    all_counts = dict(counts)
-    all_counts["annotators"] = len(annotators)
-    all_counts["corrected_faces"] = n_judged
-    return StudyStats(
-        study=study,
-        counts=all_counts,
-        model={
-            "name": primary[0] if primary else None,
-            "weights_hash": primary[1] if primary else None,
-            "version": primary[2] if primary else None,
-        },
-        predictions_only=not n_judged,
-        labels=labels,
-        model_counts={k: model_counts.get(k, 0) for k in labels},
-        human_counts={k: human_counts.get(k, 0) for k in labels},
-        label_counts={k: label_counts.get(k, 0) for k in labels},
-        confusion=tuple(tuple(int(v) for v in row) for row in cm),
-        model_accuracy=_clean(accuracy) if accuracy is not None else None,
-        model_kappa=_clean(model_kappa) if model_kappa is not None else None,
-        annotator_kappa=pair_kappa,
-        fleiss_kappa=_clean(fleiss) if fleiss is not None else None,
-        krippendorff_alpha=_clean(alpha) if alpha is not None else None,
+    return _assemble(
+        study,
+        counts,
+        primary,
+        labels,
+        annotators=len(annotators),
+        judged=n_judged,
+        counts_by_class=(model_counts, human_counts, label_counts),
+        cm=cm,
+        accuracy=accuracy,
+        model_kappa=model_kappa,
+        pair_kappa=pair_kappa,
+        fleiss=fleiss,
+        alpha=alpha,
         ccc=ccc,
-        annotator_pair_faces=pair_faces,
+        pair_faces=pair_faces,
         model_faces=n_both,
         multi_faces=multi,
     )

@@ -23,7 +23,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, case, delete, false, func, select
 from sqlalchemy.orm import Session
@@ -165,17 +165,7 @@ def labels_page(
     items = tuple(got[i] for i in ids if i in got)
     if flt.track_id is None:
         qc = QueueCount
-        count = select(func.sum(qc.faces)).where(qc.study_id == st.id, qc.annotator_id == me)
-        if flt.media_id is not None:
-            count = count.where(qc.media_id == flt.media_id)
-        if flt.model_label is not None:
-            count = count.where(qc.model_label == flt.model_label)
-        if flt.human_label is not None:
-            count = count.where(qc.human_label == flt.human_label)
-        if flt.labelled is True:
-            count = count.where(qc.human_label != "")
-        elif flt.labelled is False:
-            count = count.where(qc.human_label == "")
+        count = _counts_matching(select(func.sum(qc.faces)).where(qc.study_id == st.id, qc.annotator_id == me), flt)
     else:
         count = select(func.count()).select_from(fj).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
     total = int(session.scalar(count) or 0)
@@ -541,6 +531,22 @@ def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[in
     return {int(m): int(n) for m, n in session.execute(stmt) if n}
 
 
+def _counts_matching(stmt: Any, flt: ReviewFilter) -> Any:
+    """``stmt`` over :class:`QueueCount` rows narrowed to the rows of ``flt``'s file and classes (not its track)."""
+    qc = QueueCount
+    if flt.media_id is not None:
+        stmt = stmt.where(qc.media_id == flt.media_id)
+    if flt.model_label is not None:
+        stmt = stmt.where(qc.model_label == flt.model_label)
+    if flt.human_label is not None:
+        stmt = stmt.where(qc.human_label == flt.human_label)
+    if flt.labelled is True:
+        stmt = stmt.where(qc.human_label != "")
+    elif flt.labelled is False:
+        stmt = stmt.where(qc.human_label == "")
+    return stmt
+
+
 def _kept_counts(
     session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, me: int | None
 ) -> tuple[dict[int, int], dict[int, int], int]:
@@ -554,16 +560,7 @@ def _kept_counts(
     stmt = select(qc.annotator_id, qc.media_id, func.sum(qc.faces), func.sum(column), func.sum(qc.skipped)).where(
         qc.study_id == study_id, qc.annotator_id.in_([0] if me is None else [0, me])
     )
-    if flt.media_id is not None:
-        stmt = stmt.where(qc.media_id == flt.media_id)
-    if flt.model_label is not None:
-        stmt = stmt.where(qc.model_label == flt.model_label)
-    if flt.human_label is not None:
-        stmt = stmt.where(qc.human_label == flt.human_label)
-    if flt.labelled is True:
-        stmt = stmt.where(qc.human_label != "")
-    elif flt.labelled is False:
-        stmt = stmt.where(qc.human_label == "")
+    stmt = _counts_matching(stmt, flt)
     total: Counter[int] = Counter()
     left: Counter[int] = Counter()
     skipped = 0
