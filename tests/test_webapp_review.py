@@ -274,3 +274,35 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
         "Happiness"
     )
     assert "Sadness (track)" in mine.options[0]
+
+
+def test_a_long_tracks_strip_resolves_only_the_faces_it_shows(tmp_path: Path) -> None:
+    """The strip of a 60-face track: every face counted, at most STRIP_MAX shown (the current one among them), spread
+    from the first to the last, each as the store resolves it; another study's track gives nothing."""
+    from db.review import StudySettings
+    from db.services import LabelStore
+    from tests.pg import fake_results, png_bytes
+    from webapp.services import review
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'db.sqlite3'}", data_dir=tmp_path / "data")
+    store.upgrade()
+    n = 60
+    res = fake_results(
+        "clip.mp4", [(10.0, 10.0, 50.0, 60.0)] * n, ["Neutral"] * n, frames=list(range(n)), tracks=[0] * n
+    )
+    store.ingest_results("s", png_bytes(3), "clip.mp4", res)
+    store.ingest_results("t", png_bytes(4), "other.png", fake_results("other.png", [(1.0, 1.0, 30.0, 30.0)], ["Fear"]))
+    faces = sorted(store.faces("s"), key=lambda f: (f.time_s or 0.0, f.face_id))
+    current = faces[37]
+    store.correct_face(faces[5].face_id, "ann", label="Anger")
+    strip = review.track_strip(store, "s", current, "ann", StudySettings(), owner=True)
+    assert strip is not None and strip.n_faces == n
+    shown = [f.face_id for f in strip.shown]
+    assert len(shown) <= review.STRIP_MAX and current.face_id in shown
+    assert shown[0] == faces[0].face_id and shown[-1] == faces[-1].face_id
+    assert shown == sorted(shown, key=[f.face_id for f in faces].index)  # in time order
+    assert (strip.start_s, strip.end_s) == (faces[0].time_s, faces[-1].time_s)
+    by_id = {f.face_id: f for f in faces}
+    assert all(f == review.visible_face(store.face(f.face_id), "ann", StudySettings()) for f in strip.shown)
+    assert all(by_id[f.face_id].track_id == current.track_id for f in strip.shown)
+    assert store.track_face_times("t", current.track_id) == []  # another study's track: nothing
