@@ -34,12 +34,17 @@ def cohen_kappa(a: Sequence[Hashable], b: Sequence[Hashable], labels: Sequence[H
         raise ValueError(f"the raters labelled {len(a)} and {len(b)} items; give both ratings of each item")
     if labels is None:
         labels = sorted(set(a) | set(b), key=str)
-    cm = confusion_matrix(a, b, labels).astype(np.float64)
-    n = cm.sum()
+    return kappa_of_matrix(confusion_matrix(a, b, labels))
+
+
+def kappa_of_matrix(cm: np.ndarray) -> float:
+    """Cohen's kappa of a confusion matrix of two raters (NaN when empty, or when chance agreement is certain)."""
+    m = cm.astype(np.float64)
+    n = m.sum()
     if n == 0:
         return float("nan")
-    p_o = np.trace(cm) / n
-    p_e = float(cm.sum(axis=1) @ cm.sum(axis=0)) / n**2
+    p_o = np.trace(m) / n
+    p_e = float(m.sum(axis=1) @ m.sum(axis=0)) / n**2
     if p_e == 1.0:
         return float("nan")
     return float((p_o - p_e) / (1.0 - p_e))

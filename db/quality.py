@@ -372,7 +372,7 @@ def stats_from_totals(
             cm[index[hl], index[ml]] += n
     n_both = int(cm.sum())
     accuracy = float(np.trace(cm)) / n_both if n_both else None
-    model_kappa = _kappa(cm) if n_both else None
+    model_kappa = agreement.kappa_of_matrix(cm) if n_both else None
 
     annotators = sorted(names[int(k[0])] for k in tally.get("ann", {}))
     by_pair: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
@@ -393,7 +393,7 @@ def stats_from_totals(
             pm = np.zeros((len(cats), len(cats)), dtype=np.int64)
             for (ca, cb), n in got.items():
                 pm[at[ca], at[cb]] += n
-            pair_kappa[f"{a} | {b}"] = _clean(_kappa(pm))
+            pair_kappa[f"{a} | {b}"] = _clean(agreement.kappa_of_matrix(pm))
     multi = int(sum(v[0] for v in tally.get("multi", {}).values()))
     fleiss = alpha = None
     if multi:
@@ -448,19 +448,6 @@ def stats_from_totals(
         model_faces=n_both,
         multi_faces=multi,
     )
-
-
-def _kappa(cm: np.ndarray) -> float:
-    """Cohen's kappa of a confusion matrix (as :func:`db.agreement.cohen_kappa` computes it from the labels)."""
-    m = cm.astype(np.float64)
-    n = m.sum()
-    if n == 0:
-        return float("nan")
-    p_o = np.trace(m) / n
-    p_e = float(m.sum(axis=1) @ m.sum(axis=0)) / n**2
-    if p_e == 1.0:
-        return float("nan")
-    return float((p_o - p_e) / (1.0 - p_e))
 
 
 def _ccc_of(v: Sequence[float]) -> float:
