@@ -31,7 +31,7 @@ COPY --chown=user . .
 # the app, the CLIs and the workers import it without any sys.path editing.
 RUN pip install --user --no-deps -e .
 
-# Runtime settings (affectlab/settings.py). AFFECTLAB_DATA_DIR and DATABASE_URL can be set on the Space; unset, the
+# Runtime settings (core/settings.py). AFFECTLAB_DATA_DIR and DATABASE_URL can be set on the Space; unset, the
 # data folder is /data/affectlab when persistent storage is mounted, else ./data (see webapp/docker_start.sh).
 # A CPU Space: ONNX Runtime gives the torch backend's numbers (within 1e-4) faster; its graph is exported once from
 # the verified weights into the weights folder on first use.

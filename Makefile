@@ -57,7 +57,7 @@ run: install
 	$(BIN)/python -m db upgrade
 	# webapp/serve.py: the app behind its guard (sign-in cookie, upload bounds, rate limits; webapp/guard.py).
 	$(BIN)/streamlit run webapp/serve.py --server.address $${AFFECTLAB_HOST:-127.0.0.1} --server.port $${PORT:-8501} \
-	  --server.maxUploadSize $$($(BIN)/python -c 'from affectlab.settings import Settings; print(Settings.from_env().max_upload_mb)')
+	  --server.maxUploadSize $$($(BIN)/python -c 'from core.settings import Settings; print(Settings.from_env().max_upload_mb)')
 
 bench: install
 	$(BIN)/python bench/bench_image.py

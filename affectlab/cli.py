@@ -17,7 +17,7 @@ Commands:
     finetune --study S: train a new head on the study's corrections and report it against the original.
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
-``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`affectlab.settings`).
+``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`core.settings`).
 
 Exit codes: 0 success; 1 some input file failed (the others were stored), or too few corrections to fine-tune;
 2 a setup problem (unknown model, missing weights, database not migrated, bad arguments), alike with or without
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from affectlab.analysis import FileOutcome, Options, setup_message
-from affectlab.settings import BACKENDS, Settings
+from core.settings import BACKENDS, Settings
 
 if TYPE_CHECKING:
     from models.analysis import AnalysisSession

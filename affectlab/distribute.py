@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from affectlab.analysis import FileOutcome, Options, Source, setup_message
+from core.settings import child_env, passed_on, take_on
 from models.errors import AffectLabError
 
 ENV_KEYS = (
@@ -97,12 +98,9 @@ class Worker:
             job: The analysis settings.
             threads: Intra-op threads for this worker's model runs (None: all the cores it may use).
         """
-        os.environ.update(job.env)
-        if threads:
-            os.environ["AFFECTLAB_CPU_WORKERS"] = str(threads)
-            os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        take_on(job.env, threads)
         from affectlab.analysis import AnalysisService
-        from affectlab.settings import Settings
+        from core.settings import Settings
         from db.services import LabelStore
         from models import runtime
         from models.analysis import AnalysisSession
@@ -142,7 +140,7 @@ class Worker:
 
 def job_env() -> dict[str, str]:
     """The settings' environment variables of this process, for the workers."""
-    return {k: os.environ[k] for k in ENV_KEYS if k in os.environ}
+    return passed_on(ENV_KEYS)
 
 
 def largest_first(files: Sequence[Path]) -> list[Path]:
@@ -318,7 +316,7 @@ def run_ray(job: Job, files: Sequence[Path], address: str, workers: int | None) 
     import ray
 
     root = str(Path(__file__).resolve().parents[1])
-    env = {**job.env, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    env = {**job.env, "PYTHONPATH": child_env(path_first=root)["PYTHONPATH"]}
     if address == "local":
         ray.init(num_cpus=workers or None, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
     else:

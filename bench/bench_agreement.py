@@ -130,7 +130,7 @@ def main() -> None:
         f"Passing (kept >= 99 %, same class >= 98 % on every video, ONNX logits within 1e-4 on the images): "
         f"detect every {', '.join(map(str, passing)) or 'none'}; default: detect every {best}, the largest k "
         f"passing with every smaller k "
-        f"(`DEFAULT_DETECT_EVERY` in affectlab/settings.py). Sampling {args.fps:g} fps, random-weight "
+        f"(`DEFAULT_DETECT_EVERY` in core/settings.py). Sampling {args.fps:g} fps, random-weight "
         f"{NAME}, this machine."
     )
     table = "\n".join([*lines, "", summary])

@@ -103,7 +103,7 @@ def profile(video: Path, wdir: Path) -> None:
     """One default analysis in this process, each stage timed by wrapping its function."""
     from collections import defaultdict
 
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from models import analysis, faces, persons, recognizer, runtime
     from models import video as video_mod
 

@@ -91,7 +91,7 @@ def main() -> int:
 
     from bench_speed import SETUP
 
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from models import runtime
 
     runtime.tune_malloc()  # as affectlab analyze does

@@ -38,7 +38,7 @@ FACE_LINE = r"Face (\d+), file"
 
 def _seed(data: Path, n_faces: int) -> None:
     """A study ``default`` with ``n_faces`` faces over images of 3 faces each (no model needed)."""
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from db.services import LabelStore
 
     store = LabelStore(Settings(data_dir=data).database_url, data_dir=data)

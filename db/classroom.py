@@ -34,6 +34,7 @@ from sqlalchemy import case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from db import labels, repo
+from db.class_order import export_classes
 from db.persons import PersonRow, current_persons
 from db.rows import FaceLabel
 from db.schema import Annotation, Face, Media, PersonCorrection, PersonTrack, Prediction, Track
@@ -574,8 +575,6 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     pred_stamp = (new_cursor[5],)
     if cache.primary is None or cache.primary[0] != pred_stamp or touched is None:
         primary = labels.choose_model(session, st.id, None)
-        from db.exports import export_classes
-
         model_classes = _model_classes(session, st.id, primary, export_classes)
         cache.primary = (pred_stamp, primary, model_classes)
     _, primary, model_classes = cache.primary

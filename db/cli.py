@@ -16,8 +16,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from affectlab.settings import Settings
-from affectlab.text import plural
+from core.settings import Settings
+from core.text import plural
 from db.engine import safe_url
 from db.errors import FeatureModelMissingError
 from db.rows import IngestReport

@@ -186,11 +186,6 @@ def as_array(crop: np.ndarray | bytes) -> np.ndarray:
     return decode_png(crop) if isinstance(crop, bytes) else crop
 
 
-def as_png(crop: np.ndarray | bytes) -> bytes:
-    """The PNG bytes of a crop given as PNG bytes or as an array."""
-    return crop if isinstance(crop, bytes) else encode_png(crop)
-
-
 CacheKey = tuple[int, str, float, tuple[float, float, float, float]]
 """A re-cut crop's identity: face id, recording, time and box (a reused face id never hits a stale crop)."""
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from db.rows import FaceLabel, StudyStats
-from db.splits import Split
+from db.rows import ExportFormat, FaceLabel, Split, StudyStats
 from models.registry import REGISTRY
-
-if TYPE_CHECKING:
-    from db.exports import ExportFormat
 
 DATA_NOTE = (
     "The media were uploaded by the study's members; face crops are personal data. Use and share this export only "

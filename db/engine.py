@@ -39,11 +39,6 @@ SQLITE_PAGE_SIZE = 16384
 """Page size of new SQLite databases (existing ones keep theirs until ``VACUUM``)."""
 
 
-def is_sqlite(url: str | URL) -> bool:
-    """Whether ``url`` names a SQLite database."""
-    return make_url(url).get_backend_name() == "sqlite"
-
-
 def safe_url(url: str | URL) -> str:
     """The URL as text with any password masked, for messages."""
     return make_url(url).render_as_string(hide_password=True)

@@ -34,30 +34,25 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeGuard, get_args
+from typing import Any, TypeGuard, get_args
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import csvfile
+from db.class_order import export_classes
 from db.codecs import PNG_LEVEL, features_from_bytes
 from db.crops import as_array, iter_crops
 from db.csvfile import FORMULA_PREFIXES, neutralise_cell
 from db.dataset_card import dataset_card
 from db.errors import CropsUnavailableError, FeaturesUnavailableError, StoreError
 from db.labels import FIELDS, ModelKey
-from db.rows import ExportReport, FaceLabel, StudyStats
+from db.rows import ClassFormat, ExportFormat, ExportReport, FaceFormat, FaceLabel, Split, StudyStats
 from db.schema import Face
-from db.splits import SPLITS, Split, assign_splits
-from models.registry import EMOTIONS_8, REGISTRY
+from db.splits import SPLITS, assign_splits
+from models.registry import REGISTRY
 
-FaceFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
-"""A format of one row (or one image) per face."""
-ClassFormat = Literal["class-minutes", "class-segments", "class-overall"]
-"""Online-class tables (:mod:`db.classroom`): CSV, or Parquet when the file name ends in ``.parquet``; no images."""
-ExportFormat = Literal[FaceFormat, ClassFormat]
-"""Every format ``python -m db export --format`` takes."""
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 CLASS_FORMATS: tuple[ClassFormat, ...] = get_args(ClassFormat)
 DEFAULT_INPUT_SIZE = 224
@@ -575,59 +570,6 @@ PARALLEL_MIN_FACES = 200_000
 def is_stream_format(fmt: str) -> TypeGuard[FaceFormat]:
     """Whether :func:`export_stream` writes ``fmt`` (:data:`STREAM_FORMATS`)."""
     return fmt in STREAM_FORMATS
-
-
-def export_classes(session: Session, study_id: int, primary: ModelKey | None, *, votes: bool = True) -> tuple[str, ...]:
-    """The class order of a study's ``prob_*`` columns, from SQL (what :func:`db.quality.class_order` gives).
-
-    The model's output classes: each run's class order (one stored prediction per run), the study's run first and
-    then the others by their first prediction; no run: the 8 AffectNet classes. Then, sorted, the other classes of
-    people's active votes (a ``set`` row no undo reverted; left out with ``votes=False``, and then no run gives no
-    class). A class that only an outvoted or replaced vote named
-    also gets its (empty) column here, where a whole-study read would leave it out.
-    """
-    from sqlalchemy import exists, func
-    from sqlalchemy.orm import aliased
-
-    from db.schema import Annotation, Media, Prediction, Track
-
-    run = (Prediction.model, Prediction.weights_hash, Prediction.model_version)
-    stmt = (
-        select(*run, func.min(Prediction.id))
-        .join(Face, Prediction.face_id == Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Media.study_id == study_id)
-        .group_by(*run)
-    )
-    runs = sorted(session.execute(stmt), key=lambda r: (tuple(r[:3]) != primary, r[3]))
-    order: dict[str, None] = {}
-    for r in runs:
-        probs = session.scalar(select(Prediction.probs).where(Prediction.id == r[3]))
-        for k in probs or {}:
-            order.setdefault(str(k), None)
-    if not votes:
-        return tuple(order)
-    labels = list(order) or list(EMOTIONS_8)
-    undo = aliased(Annotation)
-    active = (
-        Annotation.kind == "set",
-        Annotation.label.is_not(None),
-        ~exists().where(undo.reverts_id == Annotation.id, undo.kind == "undo"),
-    )
-    on_faces = (
-        select(Annotation.label)
-        .join(Face, Annotation.face_id == Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Media.study_id == study_id, *active)
-    )
-    on_tracks = (
-        select(Annotation.label)
-        .join(Track, Annotation.track_id == Track.id)
-        .join(Media, Track.media_id == Media.id)
-        .where(Media.study_id == study_id, *active)
-    )
-    voted = {str(x) for x in session.scalars(on_faces.union(on_tracks))}
-    return (*labels, *sorted(voted - set(labels)))
 
 
 def _row_writer(f: Any, cols: Sequence[str]) -> csvfile.RowWriter:

@@ -176,15 +176,6 @@ def current_persons(session: Session, media_id: int) -> list[PersonRow]:
     return out
 
 
-def person_of_tracks(session: Session, media_ids: Sequence[int]) -> dict[int, PersonRow]:
-    """Track id to its current person, for several recordings."""
-    out: dict[int, PersonRow] = {}
-    for m in media_ids:
-        for p in current_persons(session, m):
-            out.update(dict.fromkeys(p.track_ids, p))
-    return out
-
-
 def _person(session: Session, person_id: int) -> Person:
     return repo.get_row(session, Person, person_id, "person")
 

@@ -19,11 +19,10 @@ Functions here take a session and never commit; :class:`db.services.LabelStore` 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import ColumnElement, case, delete, false, func, select
 from sqlalchemy.orm import Session
@@ -31,16 +30,14 @@ from sqlalchemy.orm import Session
 from db import repo, status
 from db.errors import StoreError
 from db.labels import choose_model, face_labels
+from db.queues import (
+    REVIEW_ORDERS,
+    ReviewOrder,
+    queue_reason,
+    route_value,
+)
 from db.rows import FaceLabel, ReviewItem
 from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, QueueCount, ReviewSkip, Study
-
-ReviewOrder = Literal["uncertainty", "disagreement", "valence"]
-REVIEW_ORDERS: tuple[ReviewOrder, ...] = ("uncertainty", "disagreement", "valence")
-
-POSITIVE_CLASSES = frozenset({"Happiness"})
-NEGATIVE_CLASSES = frozenset({"Anger", "Contempt", "Disgust", "Fear", "Sadness"})
-VALENCE_CONTRADICTION = 0.2
-"""A positive class with valence below -0.2, or a negative one above 0.2, is proposed for review."""
 
 
 @dataclass(frozen=True)
@@ -170,12 +167,6 @@ def labels_page(
         count = select(func.count()).select_from(fj).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
     total = int(session.scalar(count) or 0)
     return LabelsPage(items, total, ids[-1] if more and ids else None)
-
-
-def route_value(study_id: int, face_id: int) -> float:
-    """A number in [0, 1) fixed per face: the face needs a second vote when it is below the study's double share."""
-    digest = hashlib.sha256(f"affectlab-route:{study_id}:{face_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def votes_needed(settings: StudySettings, study_id: int, face_id: int) -> int:
@@ -317,33 +308,6 @@ def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings
     return dataclasses.replace(face, **out)  # type: ignore[arg-type]
 
 
-def _reason(face: FaceLabel, by: ReviewOrder, independent: bool) -> tuple[str, float] | None:
-    """Why ``face`` belongs in queue ``by`` and how urgently, or None when it does not."""
-    if by == "uncertainty":
-        if face.model_confidence is None:
-            return ("no model prediction", 0.0) if not independent else ("not labelled yet", 0.0)
-        text = "not labelled yet" if independent else f"model confidence {face.model_confidence:.2f}"
-        return text, 1.0 - face.model_confidence
-    if by == "disagreement":
-        if face.label_source != "human" or face.model_label is None or face.model_label == face.label:
-            return None
-        text = (
-            "annotators and model disagree"
-            if independent
-            else (f"annotators say {face.label}, model says {face.model_label}")
-        )
-        return text, face.model_confidence or 0.0
-    if face.label is None or face.valence is None:
-        return None
-    if face.label in POSITIVE_CLASSES and face.valence < -VALENCE_CONTRADICTION:
-        text = f"{face.label} with negative valence {face.valence:.2f}"
-    elif face.label in NEGATIVE_CLASSES and face.valence > VALENCE_CONTRADICTION:
-        text = f"{face.label} with positive valence {face.valence:.2f}"
-    else:
-        return None
-    return ("valence contradicts the class" if independent else text), abs(face.valence)
-
-
 def build_queue(
     faces: Iterable[FaceLabel],
     by: ReviewOrder,
@@ -386,7 +350,7 @@ def build_queue(
             votes = sum(1 for j in f.judgements if j.label is not None)
             if votes >= votes_needed(settings, study_id, f.face_id):
                 continue
-        reason = _reason(f, by, settings.independent)
+        reason = queue_reason(f, by, settings.independent)
         if reason is None:
             continue
         left_by_media[f.media_id] += 1
@@ -575,7 +539,7 @@ def _kept_counts(
 
 
 def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:
-    reason = _reason(f, by, independent) or ("", 0.0)
+    reason = queue_reason(f, by, independent) or ("", 0.0)
     return ReviewItem(
         face_id=f.face_id,
         media_id=f.media_id,

@@ -7,9 +7,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from db.exports import ExportFormat
     from db.schema import AnalysisStatus, AnnotationKind, MediaKind
-    from db.splits import Split
+
+FaceFormat = Literal["csv", "parquet", "imagefolder", "features", "hf"]
+"""A format of one row (or one image) per face."""
+ClassFormat = Literal["class-minutes", "class-segments", "class-overall"]
+"""Online-class tables (:mod:`db.classroom`): CSV, or Parquet when the file name ends in ``.parquet``; no images."""
+ExportFormat = Literal[FaceFormat, ClassFormat]
+"""Every format ``python -m db export --format`` takes."""
+Split = Literal["train", "validation", "test"]
 
 LabelSource = Literal["human", "model", "none"]
 """Where an exported value comes from: the annotators, the model's prediction, or neither."""

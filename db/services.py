@@ -33,7 +33,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from db import (
     analysis_file,
     claims,
@@ -51,6 +51,7 @@ from db import (
     persons,
     quality,
     recording,
+    removal,
     repo,
     resumable,
     review,
@@ -61,12 +62,13 @@ from db.claims import Claimant
 from db.classroom import ClassTables
 from db.engine import is_retryable, make_engine, read_only, session_factory
 from db.errors import StoreBusyError
-from db.exports import ExportFormat
 from db.ingest import MediaInfo
 from db.migrate import check_current, upgrade
 from db.persons import PersonChangeRow, PersonRow
+from db.queues import ReviewOrder
 from db.rows import (
     AnnotationRow,
+    ExportFormat,
     ExportReport,
     FaceLabel,
     ImportReport,
@@ -124,7 +126,7 @@ class LabelStore:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LabelStore:
-        """The store of :class:`affectlab.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
+        """The store of :class:`core.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
         s = settings or Settings.from_env()
         return cls(s.database_url, store_crops=s.store_crops, data_dir=s.data_dir)
 
@@ -744,7 +746,7 @@ class LabelStore:
     def review_queue(
         self,
         study: str,
-        by: review.ReviewOrder = "uncertainty",
+        by: ReviewOrder = "uncertainty",
         *,
         limit: int = 50,
         annotator: str | None = None,
@@ -1014,7 +1016,7 @@ class LabelStore:
             if model is Media:
                 m = repo.get_row(s, Media, ident, what)
                 kept[:] = [media_files.media_path(self.media_root, m.study_id, m.sha256, m.filename)]
-            return repo.delete_target(s, model, ident, what)
+            return removal.delete_target(s, model, ident, what)
 
         counts = self.transaction(work)
         if model is Media:

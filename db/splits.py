@@ -12,16 +12,15 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.rows import FaceLabel, group_name
+from db.rows import FaceLabel, Split, group_name
 from db.schema import Face, Media, Track
 
-Split = Literal["train", "validation", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 """Target share of the faces in each of :data:`SPLITS`, in the same order."""

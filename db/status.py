@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Table, and_, case, delete, event, func, insert, literal, select
 from sqlalchemy.orm import Session
 
+from db.queues import queue_reason, route_value
 from db.schema import (
     Annotation,
     Annotator,
@@ -260,11 +261,9 @@ def _studies_of_media(session: Session, media: set[int]) -> list[tuple[int]]:
 
 def status_values(face: Any, study_id: int) -> dict[str, Any]:
     """The :class:`FaceStatus` columns of one resolved face (a :class:`db.rows.FaceLabel`)."""
-    from db.review import _reason, route_value
-
-    u = _reason(face, "uncertainty", False)
-    dis = _reason(face, "disagreement", False)
-    val = _reason(face, "valence", False)
+    u = queue_reason(face, "uncertainty", False)
+    dis = queue_reason(face, "disagreement", False)
+    val = queue_reason(face, "valence", False)
     return {
         "face_id": face.face_id,
         "study_id": study_id,

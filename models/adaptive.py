@@ -5,7 +5,7 @@ the stride (18 -> 9 -> 3 -> 1). AffectLab does the same locally, per chunk of sa
 ``strides[0]``-th frame (and the chunk's last one), then, between two neighbouring analysed frames, analyses the frames
 at the next stride only when either frame is *uncertain* (a face whose top probability is below ``threshold``) or the
 two frames *differ* (another number of faces or another multiset of labels). Frames never refined are not analysed
-at all (no detection, no classification); :class:`AdaptivePlan` reports how many were.
+at all (no detection, no classification).
 """
 
 from __future__ import annotations
@@ -57,24 +57,6 @@ class FrameState:
             labels=tuple(sorted(p.label for p in predictions)),
             min_confidence=min((p.confidence for p in predictions), default=1.0),
         )
-
-
-@dataclass(frozen=True)
-class AdaptivePlan:
-    """How many frames the adaptive rate analysed.
-
-    Attributes:
-        frames_sampled: Frames full sampling would have analysed.
-        frames_analyzed: Frames actually analysed.
-    """
-
-    frames_sampled: int
-    frames_analyzed: int
-
-    @property
-    def fraction(self) -> float:
-        """Share of the sampled frames that were analysed."""
-        return self.frames_analyzed / self.frames_sampled if self.frames_sampled else 0.0
 
 
 def coarse_positions(n: int, stride: int) -> list[int]:

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.settings import DEFAULT_MODEL
 from models.errors import AffectLabError, BadInputError
-from models.registry import DEFAULT_MODEL, app_models
+from models.registry import app_models
 
 if TYPE_CHECKING:
     from models.recognizer import Backend
@@ -63,7 +64,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     wdir = weights.resolve_weights_dir(args.weights_dir)
     names = list(args.names)
     if args.defaults:
-        from affectlab.settings import Settings
+        from core.settings import Settings
 
         names += [n for n in app_models(Settings.from_env().model) if n not in names]
     if not names:
@@ -179,7 +180,7 @@ def _image_table(doc: dict[str, Any]) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses images (and videos): one line on stderr per bad file, the others go on."""
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from models import analysis, runtime
 
     runtime.tune_malloc()

@@ -31,7 +31,7 @@ from typing import IO, Any
 from models.download import CHUNK, DOWNLOADS, git_blob_sha1
 from models.errors import BadInputError, CheckpointFormatError, HashMismatchError, UnsafeCheckpointError
 from models.registry import ModelSpec, get_spec
-from models.weights import resolve_weights_dir, warn_if_not_runnable, weights_path
+from models.weight_paths import resolve_weights_dir, warn_if_not_runnable, weights_path
 
 log = logging.getLogger(__name__)
 
@@ -218,17 +218,6 @@ class RemappingUnpickler(pickle.Unpickler):
         if not _allowed_by_kind(where, name, obj):
             raise UnsafeCheckpointError(asked)
         return obj
-
-
-def _remapping_pickle_module() -> types.ModuleType:
-    """A stand-in for the ``pickle`` module that ``torch.load(pickle_module=...)`` accepts."""
-    mod = types.ModuleType("affectlab_remapping_pickle")
-
-    def load(file: IO[bytes], **kwargs: Any) -> Any:
-        return RemappingUnpickler(file, **kwargs).load()
-
-    mod.__dict__.update(Unpickler=RemappingUnpickler, load=load, UnpicklingError=pickle.UnpicklingError)
-    return mod
 
 
 ZIP_SIGNATURE = b"PK\x03\x04"

@@ -30,7 +30,6 @@ import numpy.typing as npt
 import torch
 
 from models import registry
-from models.errors import AffectLabError
 
 Target = Literal["emotion", "va", "engagement"]
 ENGAGEMENT_LEVELS = np.array(registry.ENGAGEMENT_LEVELS)
@@ -44,10 +43,6 @@ MAIN_METRIC: dict[str, tuple[str, str, bool]] = {
 """Per target: the metric that decides whether a head is better, its name for people, and whether higher is better."""
 MIN_GROUPS = 3
 """Fewest distinct groups (media items or tracks): cross-validation needs held-out people."""
-
-
-class NotEnoughCorrectionsError(AffectLabError):
-    """Too few corrected faces (or groups) to judge a fine-tuned head; nothing was saved."""
 
 
 @dataclass(frozen=True)

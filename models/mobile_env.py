@@ -14,11 +14,11 @@ the same way.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.settings import child_env
 from models.errors import AffectLabError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def install_command() -> str:
 
 def mobile_python() -> Path:
     """The side environment's interpreter as configured (it may not exist)."""
-    from affectlab.settings import Settings
+    from core.settings import Settings
 
     return Settings.from_env().mobile_python
 
@@ -85,8 +85,7 @@ def require(job: str, python: Path | None = None) -> Path:
 
 def side_env() -> dict[str, str]:
     """The environment of a side process: AffectLab's checkout importable, quiet TensorFlow, no GPU grabbed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env = child_env(path_first=str(ROOT))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env.setdefault("CUDA_VISIBLE_DEVICES", "")
     return env

@@ -22,15 +22,14 @@ caller keeps one resume point per range. Adaptive frame rate (``VideoConfig.adap
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.settings import cpu_share, take_on
 from models.decode import ResumePoint
 from models.engagement import EngagementModel
 from models.faces import FaceDetector
@@ -256,21 +255,7 @@ def _worker_range(
 
 
 def _one_core() -> None:
-    os.environ["AFFECTLAB_CPU_WORKERS"] = "1"
-
-
-@contextmanager
-def _cpu_share(n: int) -> Iterator[None]:
-    """Models loaded inside this block size their thread pools for ``n`` cores."""
-    old = os.environ.get("AFFECTLAB_CPU_WORKERS")
-    os.environ["AFFECTLAB_CPU_WORKERS"] = str(n)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("AFFECTLAB_CPU_WORKERS", None)
-        else:
-            os.environ["AFFECTLAB_CPU_WORKERS"] = old
+    take_on({}, threads=1)
 
 
 def join_ranges(
@@ -392,7 +377,7 @@ def analyze_video_ranges(
             progress(min(duration, done / first_end * duration), duration)
 
     if loaded is None:
-        with _cpu_share(1):
+        with cpu_share(1):
             loaded = opener()
     models = loaded
     if in_process:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from core.settings import DEFAULT_MODEL
 from models.errors import AffectLabError
 
 CheckpointFormat = Literal["torch_pickle", "onnx", "keras_h5"]
@@ -396,8 +397,7 @@ _SPECS: tuple[ModelSpec, ...] = (
 )
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
-DEFAULT_MODEL = "enet_b0_8_best_vgaf"
-"""The default emotion model: the one definition (``affectlab.settings`` reads it; ``AFFECTLAB_MODEL`` overrides it)."""
+assert DEFAULT_MODEL in REGISTRY, "core.settings.DEFAULT_MODEL names a registry entry"
 ENGAGEMENT_MODEL = "engagement_single_attention"
 
 

@@ -40,7 +40,7 @@ def tune_malloc() -> bool:
     global _done
     if _done:
         return True
-    from affectlab.settings import Settings
+    from core.settings import Settings
 
     if not Settings.from_env().malloc_tune:
         return False
@@ -65,9 +65,11 @@ def cpu_workers() -> int:
     """
     import os
 
-    override = os.environ.get("AFFECTLAB_CPU_WORKERS", "")
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    from core.settings import cpu_workers_override
+
+    override = cpu_workers_override()
+    if override is not None:
+        return override
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

@@ -19,66 +19,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from models.convert import convert_checkpoint
 from models.download import DOWNLOADS, ProgressHook, download, git_blob_sha1
 from models.errors import CheckpointFormatError, WeightsMissingError
-from models.registry import REGISTRY, ModelSpec, get_spec, mirrored_url
+from models.registry import REGISTRY, get_spec, mirrored_url
+from models.weight_paths import SAFETENSORS_SUFFIX as SAFETENSORS_SUFFIX  # the paths, named here as before
+from models.weight_paths import is_present as is_present
+from models.weight_paths import mirror, warn_if_not_runnable
+from models.weight_paths import resolve_weights_dir as resolve_weights_dir
+from models.weight_paths import weights_path as weights_path
 
 log = logging.getLogger(__name__)
-
-SAFETENSORS_SUFFIX = ".safetensors"
-
-
-# --------------------------------------------------------------------------------------------------------- paths
-
-
-def resolve_weights_dir(flag: str | Path | None = None) -> Path:
-    """The weights folder: ``flag`` if given, else ``AFFECTLAB_WEIGHTS_DIR``, else the per-user cache.
-
-    Args:
-        flag: The ``--weights-dir`` value, or None.
-
-    Returns:
-        The folder (not created).
-    """
-    if flag is not None and str(flag) != "":
-        return Path(flag).expanduser()
-    from affectlab.settings import Settings
-
-    return Settings.from_env().weights_dir.expanduser()
-
-
-def _mirror() -> str:
-    from affectlab.settings import Settings
-
-    return Settings.from_env().weights_mirror
-
-
-def weights_path(name: str, weights_dir: str | Path) -> Path:
-    """Where the weights of registry entry ``name`` live in ``weights_dir`` (whether or not they are there).
-
-    ``<name>.safetensors`` for PyTorch checkpoints and Keras emotion models (``spec.stores_safetensors``),
-    ``<name>`` for ONNX files and the Keras engagement model.
-
-    Raises:
-        UnknownModelError: If ``name`` is not registered.
-    """
-    spec = get_spec(name)
-    wd = Path(weights_dir)
-    if spec.stores_safetensors:
-        return wd / f"{spec.name}{SAFETENSORS_SUFFIX}"
-    return wd / spec.name
-
-
-def is_present(name: str, weights_dir: str | Path) -> bool:
-    """Whether the weights of ``name`` are in ``weights_dir`` (verified, or imported as unverified)."""
-    return weights_path(name, weights_dir).is_file()
-
-
-def warn_if_not_runnable(spec: ModelSpec) -> None:
-    """Logs a warning when ``spec`` is stored for its hash only and AffectLab cannot run it."""
-    if not spec.runnable:
-        log.warning("%s is stored but cannot run in AffectLab: %s", spec.name, spec.note)
-
 
 # --------------------------------------------------------------------------------------------------------- fetch
 
@@ -118,15 +69,13 @@ def fetch(
         HashMismatchError: The downloaded file is not the registered one (nothing is kept).
         CheckpointFormatError: The verified file could not be converted.
     """
-    from models.convert import convert_checkpoint  # models.convert imports this module's paths
-
     spec = get_spec(name)
     wd = resolve_weights_dir(weights_dir)
     final = weights_path(name, wd)
     if weights_verified(name, wd):
         warn_if_not_runnable(spec)
         return final
-    source = url or mirrored_url(spec.url, _mirror())
+    source = url or mirrored_url(spec.url, mirror())
     part_dir = wd / DOWNLOADS
 
     def get(dest: Path) -> Path:

@@ -59,7 +59,7 @@ def no_exception(at: AppTest) -> None:
 
 def store_for(data_dir: Path):
     """A label store on the SQLite database of ``data_dir`` (what the app opened)."""
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from db.services import LabelStore
 
     s = Settings(data_dir=data_dir, weights_dir=Path(os.devnull))

@@ -151,4 +151,6 @@ def test_console_script_and_packages_declared() -> None:
     module, func = meta["project"]["scripts"]["affectlab"].split(":")
     assert callable(getattr(importlib.import_module(module), func))
     include = meta["tool"]["setuptools"]["packages"]["find"]["include"]
-    assert {p.split(".")[0] for p in include} == {"affectlab", "models", "db", "webapp"}
+    packages = {d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file() and d.name != "tests"}
+    assert {p.split(".")[0] for p in include} == packages
+    assert {"core", "affectlab", "models", "db", "webapp"} <= packages

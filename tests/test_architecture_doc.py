@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("models", "db", "webapp", "affectlab")
+PACKAGES = ("core", "models", "db", "webapp", "affectlab")
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -54,5 +54,15 @@ def test_every_module_says_its_job() -> None:
 
 
 def test_the_checker_sees_a_missing_module() -> None:
-    sections = _sections("## models/\n| `a.py` | x |\n## db/\n## webapp/\n## affectlab/\n")
+    sections = _sections("## models/\n| `a.py` | x |\n## db/\n## webapp/\n## affectlab/\n## core/\n")
     assert "`a.py`" in sections["models"] and "`a.py`" not in sections["db"]
+
+
+def test_the_page_states_the_layers_the_boundary_test_enforces() -> None:
+    """The page's "Layers, top to bottom" line names the packages in the order ``tests/test_boundaries.py`` checks."""
+    from tests.test_boundaries import LAYERS
+
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    line = text.split("Layers, top to bottom:", 1)[1].split("Checked, not hoped", 1)[0]
+    named = [m for m in re.findall(r"`([a-z]+)/`", line) if m in LAYERS]
+    assert named == list(reversed(LAYERS))

@@ -1,4 +1,5 @@
-"""Package boundaries: models/ never imports db/ or webapp/; models/ and db/ never pull in streamlit."""
+"""Package boundaries: each layer imports only the layers below it (webapp -> affectlab -> db -> models -> core), only
+core/settings.py touches the environment, and models/ and db/ never pull in streamlit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN_IN_MODELS = ("db", "webapp", "streamlit", "affectlab.cli")
+FORBIDDEN_IN_MODELS = ("db", "webapp", "streamlit", "affectlab")
+LAYERS = ("core", "models", "db", "affectlab", "webapp")
+"""Bottom to top: a module may import its own layer and those below it, never one above."""
+SETTINGS = Path("core/settings.py")
 
 
 def imported_modules(path: Path, package: str | None = None) -> set[str]:
@@ -66,7 +70,7 @@ import importlib, pkgutil, sys
 import models, db
 names = [m.name for pkg in (models, db) for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")
          if ".migrations" not in m.name and not m.name.endswith("__main__")]
-for name in names + ["affectlab.cli", "affectlab.settings"]:
+for name in names + ["affectlab.cli", "core.settings"]:
     importlib.import_module(name)
 loaded = sorted(n for n in sys.modules if n == "streamlit" or n.startswith("streamlit."))
 print(len(names), loaded)
@@ -87,7 +91,7 @@ print(len(names), loaded)
 def test_no_package_module_edits_sys_path() -> None:
     """The packages are installed (``pip install -e .``): none of their modules reaches into ``sys.path``."""
     editing = []
-    for package in ("models", "db", "webapp", "affectlab"):
+    for package in LAYERS:
         for path in sorted((ROOT / package).rglob("*.py")):
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
             for node in ast.walk(tree):
@@ -99,3 +103,54 @@ def test_no_package_module_edits_sys_path() -> None:
                 ):
                     editing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert editing == []
+
+
+def upward_imports(root: Path = ROOT) -> list[str]:
+    """Every import of a layer above the importing module's own (:data:`LAYERS`), at any depth."""
+    out = []
+    for level, package in enumerate(LAYERS):
+        above = LAYERS[level + 1 :]
+        for path in sorted((root / package).rglob("*.py")):
+            for module in imported_modules(path, ".".join(path.relative_to(root).with_suffix("").parts[:-1])):
+                if any(_is_under(module, up) for up in above):
+                    out.append(f"{path.relative_to(root)} imports {module}")
+    return out
+
+
+def environment_touches(root: Path = ROOT) -> list[str]:
+    """Every ``os.environ`` / ``os.getenv`` / ``os.putenv`` / ``os.unsetenv`` (or the names imported from os) outside
+    core/settings.py."""
+    names = {"environ", "getenv", "putenv", "unsetenv", "environb"}
+    out = []
+    for package in LAYERS:
+        for path in sorted((root / package).rglob("*.py")):
+            if path.relative_to(root) == SETTINGS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                hit = (isinstance(node, ast.Attribute) and node.attr in names) or (
+                    isinstance(node, ast.ImportFrom)
+                    and node.module == "os"
+                    and any(a.name in names for a in node.names)
+                )
+                if hit:
+                    out.append(f"{path.relative_to(root)}:{node.lineno}")
+    return out
+
+
+def test_no_layer_imports_one_above_it() -> None:
+    assert upward_imports() == []
+
+
+def test_only_the_settings_module_touches_the_environment() -> None:
+    assert environment_touches() == []
+
+
+def test_the_layer_checks_see_a_breach(tmp_path: Path) -> None:
+    for package in LAYERS:
+        (tmp_path / package).mkdir()
+    (tmp_path / "core" / "settings.py").write_text("import os\nX = os.environ.get('A')\n")
+    (tmp_path / "models" / "m.py").write_text("def f():\n    from affectlab.settings import Settings\n")
+    (tmp_path / "db" / "d.py").write_text("from os import getenv\nimport webapp.ui\n")
+    (tmp_path / "webapp" / "w.py").write_text("import os\nos.environ['X'] = '1'\nfrom db import repo\n")
+    assert upward_imports(tmp_path) == ["models/m.py imports affectlab.settings", "db/d.py imports webapp.ui"]
+    assert environment_touches(tmp_path) == ["db/d.py:1", "webapp/w.py:2"]

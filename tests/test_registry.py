@@ -25,15 +25,19 @@ def test_unknown_model_is_an_affectlab_error_that_names_the_known_ones() -> None
 
 
 def test_default_model_is_defined_once() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
 
     assert DEFAULT_MODEL in REGISTRY
     assert Settings.from_env({}).model == DEFAULT_MODEL
-    text = (ROOT / "affectlab" / "settings.py").read_text()
-    assert f'"{DEFAULT_MODEL}"' not in text
+    defined_in = [
+        path.relative_to(ROOT).as_posix()
+        for path in [*(ROOT / "core").rglob("*.py"), *(ROOT / "models").rglob("*.py")]
+        if "DEFAULT_MODEL = " in path.read_text()
+    ]
+    assert defined_in == ["core/settings.py"], "the default model is chosen in one place"
 
 
 def test_settings_and_registry_import_no_torch() -> None:
-    code = "import sys, affectlab.settings, models.registry, models.weights; print('torch' in sys.modules)"
+    code = "import sys, core.settings, models.registry, models.weights; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

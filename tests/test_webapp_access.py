@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from tests.apphelpers import new_app, no_exception, page, store_for
 from webapp.access import AccessConfig, is_loopback, load_access_config, parse_people
 

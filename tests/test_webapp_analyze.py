@@ -110,7 +110,7 @@ def test_onnx_backend_setting_analyses_with_onnx_runtime(
 
 
 def test_invalid_backend_setting_is_named() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
 
     assert Settings.from_env({"AFFECTLAB_BACKEND": " ONNX "}).backend == "onnx"
     assert Settings.from_env({}).backend == "onnx"  # the measured faster default (README, Benchmarks)

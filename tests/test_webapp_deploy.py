@@ -134,12 +134,12 @@ def test_dockerfile_start_script_and_readme_agree() -> None:
     assert env["AFFECTLAB_SAMPLES_DIR"].startswith("/home/user/")
     names = _settings_names()
     used = set(re.findall(r"\bAFFECTLAB_[A-Z_]+\b", docker + start + (ROOT / "README.md").read_text()))
-    assert used <= names, f"not in affectlab/settings.py: {sorted(used - names)}"
+    assert used <= names, f"not in core/settings.py: {sorted(used - names)}"
     assert {k for k in env if k.startswith("AFFECTLAB_")} <= names
 
 
 def test_the_image_fetches_every_model_the_app_uses() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from models.cli import build_parser
     from models.registry import DEFAULT_APP_MODELS, DEFAULT_MODEL, ENGAGEMENT_MODEL, REGISTRY, app_models
     from tests.spacestart import dockerfile_steps

@@ -574,7 +574,7 @@ def test_a_guard_left_in_the_process_serves_no_apptest_run(
     """CI failure (``KeyError: 'w_annotator'`` in tests that pass alone): importing ``webapp.serve`` installs its
     guard process-wide; AppTest runs after it read as signed out (no cookie in AppTest) and lost their state.
     A guard installed in the process now serves no AppTest run (and tests/conftest.py fails a test that leaves one)."""
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from tests.apphelpers import new_app, no_exception
     from webapp import guard
     from webapp.guard_config import guard_state
@@ -718,7 +718,7 @@ def test_client_address_and_rate_limits() -> None:
 
 
 def test_host_headers() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from webapp.guard import host_allowed
     from webapp.guard_config import allowed_hosts
 
@@ -735,7 +735,7 @@ def test_host_headers() -> None:
 
 
 def test_whose_forwarded_for_counts() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
     from webapp.guard import client_address
     from webapp.guard_config import guard_state
 
@@ -749,7 +749,7 @@ def test_whose_forwarded_for_counts() -> None:
 
 
 def test_settings_of_the_guard() -> None:
-    from affectlab.settings import Settings
+    from core.settings import Settings
 
     s = Settings.from_env({})
     assert s.max_upload_mb == 200 and s.proxy_hops == 0 and s.cookie_secret == ""

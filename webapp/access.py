@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from affectlab.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger("affectlab.access")
 

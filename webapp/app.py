@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from db.services import LabelStore
 from webapp import guard, resources
 from webapp.access import THROTTLE, AccessConfig, CodeGrant, kinds_of, kinds_still_closed, load_access_config

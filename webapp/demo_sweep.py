@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from db.services import LabelStore
 from webapp.services import demo
 

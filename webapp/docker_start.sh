@@ -28,6 +28,6 @@ python -m webapp.demo_sweep || echo "demo study not swept" >&2
 # The app behind its guard (webapp/guard.py): uploads only from a signed-in browser, at most AFFECTLAB_MAX_UPLOAD_MB
 # per file, rate limits per client, no public /_stcore/metrics, no "clear cache" from browsers. Browser messages are
 # capped at 16 MB (server.maxMessageSize bounds what one websocket message may make the server hold).
-MAX_UPLOAD_MB=$(python -c 'from affectlab.settings import Settings; print(Settings.from_env().max_upload_mb)')
+MAX_UPLOAD_MB=$(python -c 'from core.settings import Settings; print(Settings.from_env().max_upload_mb)')
 exec streamlit run webapp/serve.py --server.address "${AFFECTLAB_HOST:-0.0.0.0}" --server.port "${PORT:-8501}" \
   --server.maxUploadSize "$MAX_UPLOAD_MB" --server.maxMessageSize 16

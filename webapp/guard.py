@@ -65,6 +65,8 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from core.settings import forwarded_allow_ips
+
 log = logging.getLogger("affectlab.guard")
 
 COOKIE = "affectlab_session"
@@ -721,8 +723,7 @@ def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
 
 def uvicorn_trusted() -> tuple[str, ...]:
     """The peers whose ``X-Forwarded-For`` uvicorn itself applies to ``scope["client"]`` (``FORWARDED_ALLOW_IPS``)."""
-    raw = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return forwarded_allow_ips()
 
 
 def client_address(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from webapp import guard
 
 

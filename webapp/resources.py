@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from db.services import LabelStore
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported

@@ -12,11 +12,12 @@ Usage: ``python -m webapp.secrets_from_env [SECRETS_FILE]`` (default ``$HOME/.st
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+from core.settings import environment
 
 
 def auth_section(env: Mapping[str, str]) -> str | None:
@@ -41,7 +42,7 @@ def auth_section(env: Mapping[str, str]) -> str | None:
 def main(argv: list[str]) -> int:
     """Writes the secrets file when the Space has OAuth variables; returns the exit status."""
     target = Path(argv[0]) if argv else Path.home() / ".streamlit" / "secrets.toml"
-    section = auth_section(os.environ)
+    section = auth_section(environment())
     if section is None:
         return 0
     if target.exists() and "[auth]" in target.read_text(encoding="utf-8"):

@@ -4,7 +4,7 @@ The same app as ``webapp/app.py``, served as an ASGI app (``st.App``) whose firs
 :class:`webapp.guard.Guard`: sign-in cookie, sessions bound to browsers, upload and message bounds, rate limits,
 no public metrics, no "clear cache" from browsers. Settings: ``AFFECTLAB_MAX_UPLOAD_MB``,
 ``AFFECTLAB_COOKIE_SECRET``, ``AFFECTLAB_PROXY_HOPS``, ``AFFECTLAB_TRUSTED_PROXIES``, ``AFFECTLAB_ALLOWED_HOSTS``
-(see :mod:`affectlab.settings`). Pass ``--server.maxUploadSize`` with the same number of MB (the Makefile and
+(see :mod:`core.settings`). Pass ``--server.maxUploadSize`` with the same number of MB (the Makefile and
 ``docker_start.sh`` do); the guard enforces its own limit either way.
 
 uvicorn is hardened while it imports this module (:func:`harden_uvicorn`): it no longer rewrites the client address
@@ -26,7 +26,7 @@ import streamlit as st
 from starlette.middleware import Middleware
 from streamlit import config as st_config
 
-from affectlab.settings import Settings
+from core.settings import Settings
 from webapp import guard
 from webapp.guard_config import guard_state
 

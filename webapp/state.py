@@ -3,7 +3,7 @@
 Everything lives in one :class:`UIState` object under ``st.session_state["affectlab"]``; pages get it with
 :func:`ui_state`. Widget keys are declared here too (:class:`Keys`); per-item widget keys are built from them
 (``f"{Keys.VALENCE}_{face_id}"``). No module but this one touches ``st.session_state``: pages read and set a widget's
-kept value with :func:`widget_value`, :func:`set_widget_value` and :func:`forget_widget`.
+kept value with :func:`widget_value` and :func:`set_widget_value`.
 
 What must survive a reload (the study, the annotator name when there is no sign-in, the review queue and filters, the
 media item opened) is mirrored into the page's URL query (:data:`URL_FIELDS`, :func:`from_url`, :func:`to_url`), so
@@ -226,7 +226,6 @@ class Keys:
     UNDO = "undo"
     UNSKIP = "unskip"
     NAME_PROMPT = "w_name_prompt"
-    NAME_GO = "name_go"
 
 
 def widget_value(key: str) -> Any:
@@ -256,13 +255,6 @@ def widget_snapshot(ignore: tuple[str, ...] = ()) -> str:
         (str(k), repr(v)) for k, v in st.session_state.items() if k != STATE_KEY and not str(k).startswith(ignore)
     )
     return hashlib.sha256(repr(items).encode()).hexdigest()
-
-
-def forget_widget(key: str) -> None:
-    """Drops the value Streamlit keeps for the widget ``key`` (it then starts from its default)."""
-    import streamlit as st
-
-    st.session_state.pop(key, None)
 
 
 def ui_state(session: MutableMapping[str, Any] | None = None) -> UIState:

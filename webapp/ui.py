@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from affectlab.settings import Settings
-from affectlab.text import plural
+from core.settings import Settings
+from core.text import plural
 from db.services import LabelStore
 from webapp.access import AccessConfig
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from affectlab.analysis import AnalysisService, FileOutcome, Options, Source, TimeLeft
-from affectlab.text import plural
+from core.text import plural
 from db.media_files import media_suffix
 from db.services import LabelStore
 from models.errors import AffectLabError, BadInputError

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from db import review as review_rules
 from db.errors import StudyNotFoundError
-from db.review import REVIEW_ORDERS, LabelsPage, ReviewFilter, ReviewQueue, StudySettings
+from db.queues import REVIEW_ORDERS
+from db.review import LabelsPage, ReviewFilter, ReviewQueue, StudySettings
 from db.rows import AnnotationRow, FaceLabel
 from db.services import LabelStore
 from models.errors import AffectLabError

@@ -49,11 +49,15 @@ Environment variables:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.registry import DEFAULT_MODEL
+DEFAULT_MODEL = "enet_b0_8_best_vgaf"
+"""The registry entry the app analyses with unless ``AFFECTLAB_MODEL`` names another (``models.registry`` holds it)."""
+CPU_WORKERS = "AFFECTLAB_CPU_WORKERS"
+"""The variable that tells a worker process its share of the cores (set by whoever starts it)."""
 
 
 def default_weights_dir() -> Path:
@@ -220,6 +224,59 @@ class Settings:
         )
 
 
-def get_settings() -> Settings:
-    """Returns settings read from the environment now (cheap; call it where a value is needed)."""
-    return Settings.from_env()
+def environment() -> dict[str, str]:
+    """A copy of this process's environment: what a child process starts from, or a reader that takes a mapping."""
+    return dict(os.environ)
+
+
+def child_env(path_first: str | None = None, **overrides: str) -> dict[str, str]:
+    """The environment for a child process: this one's with ``overrides``.
+
+    ``path_first`` goes to the front of ``PYTHONPATH`` (a checkout the child must import).
+    """
+    env = {**os.environ, **overrides}
+    if path_first:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (path_first, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def passed_on(keys: tuple[str, ...]) -> dict[str, str]:
+    """The variables among ``keys`` this process has: a driver's settings for the workers it starts."""
+    return {k: os.environ[k] for k in keys if k in os.environ}
+
+
+def take_on(values: Mapping[str, str], threads: int | None = None) -> None:
+    """A worker process takes its driver's settings (:func:`passed_on`), before any model or store is opened.
+
+    Given ``threads``, also its share of the cores (``AFFECTLAB_CPU_WORKERS``, and ``OMP_NUM_THREADS`` unless set).
+    """
+    os.environ.update(values)
+    if threads:
+        os.environ[CPU_WORKERS] = str(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def cpu_workers_override() -> int | None:
+    """``AFFECTLAB_CPU_WORKERS`` when set to a positive count: this process's share of the cores."""
+    raw = os.environ.get(CPU_WORKERS, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else None
+
+
+@contextmanager
+def cpu_share(n: int) -> Iterator[None]:
+    """Models loaded inside this block size their thread pools for ``n`` cores (:func:`cpu_workers_override`)."""
+    old = os.environ.get(CPU_WORKERS)
+    os.environ[CPU_WORKERS] = str(n)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(CPU_WORKERS, None)
+        else:
+            os.environ[CPU_WORKERS] = old
+
+
+def forwarded_allow_ips() -> tuple[str, ...]:
+    """The peers whose ``X-Forwarded-For`` uvicorn applies itself (``FORWARDED_ALLOW_IPS``, as uvicorn reads it)."""
+    raw = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
