@@ -81,7 +81,7 @@ def main() -> int:
     import onnxruntime as ort
     import torch
 
-    from models import export, mobile_env, mobile_export
+    from models import export, mobile_env, mobile_export, onnx_int8
     from models.export import LogitsAndFeatures, load_full_model
     from models.recognizer import preprocess_array
     from tests.checkpoints import install_random_weights
@@ -124,7 +124,7 @@ def main() -> int:
             if base in ("onnx", "torchscript") and not q:
                 export.export_model(args.model, base, out, wdir, crops=crops[:4])  # type: ignore[arg-type]
             elif base == "onnx":
-                mobile_export.export_onnx_int8(args.model, out, wdir, crops=crops[:4], calibration=calib)
+                onnx_int8.export_onnx_int8(args.model, out, wdir, crops=crops[:4], calibration=calib)
             else:
                 mobile_export.export_mobile(
                     args.model,

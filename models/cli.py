@@ -113,7 +113,7 @@ def cmd_remove_version(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Exports a model (ONNX, TorchScript, LiteRT, ExecuTorch; int8 for ONNX and LiteRT) and checks the file."""
-    from models import export, mobile_export
+    from models import export, mobile_export, onnx_int8
 
     if args.calibration and not args.int8:
         raise export.ExportError("--calibration is for --int8 exports")
@@ -124,7 +124,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.int8 and calibration is None:
             print("note: no --calibration folder: int8 calibrated on the check crops; pass the study's face crops")
         if args.format == "onnx":
-            mrep = mobile_export.export_onnx_int8(
+            mrep = onnx_int8.export_onnx_int8(
                 args.name,
                 args.out,
                 args.weights_dir,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from models import convert, weights
+from models import convert, unpickle, weights
 from models.errors import CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
 from tests.checkpoints import random_published_module, save_published
@@ -230,6 +230,46 @@ def test_only_checkpoint_containers_are_read(tmp_path: Path) -> None:
     legacy = tmp_path / "legacy.pt"
     module = random_published_module(get_spec(NAME), seed=7)
     torch.save(module.state_dict(), legacy, _use_new_zipfile_serialization=False)
-    assert convert.checkpoint_container(legacy) == "legacy"
+    assert unpickle.checkpoint_container(legacy) == "legacy"
     convert.import_checkpoint(legacy, NAME, tmp_path / "w", trust_unverified=True)
     assert weights.is_present(NAME, tmp_path / "w")
+
+
+UNPICKLING_CALLS = {"torch.load", "pickle.load", "pickle.loads", "pickle.Unpickler", "torch.jit.load", "joblib.load"}
+"""Calls that unpickle (or run TorchScript) what they read."""
+MAY_UNPICKLE = {
+    "models/unpickle.py": "the one unpickling, through the allowlist",
+    "models/export.py": "loads back the TorchScript file it has just written, to compare it with the model",
+}
+
+
+def _unpickling_calls(root: Path) -> list[str]:
+    import ast
+
+    out = []
+    for package in ("core", "models", "db", "affectlab", "webapp"):
+        for path in sorted((root / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call):
+                    name = ast.unparse(node.func)
+                    pickled = any(
+                        k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
+                        for k in node.keywords
+                    )
+                    if name in UNPICKLING_CALLS or pickled:
+                        out.append(f"{path.relative_to(root).as_posix()}: {name}")
+    return out
+
+
+def test_nothing_unpickles_outside_the_one_loader() -> None:
+    root = Path(__file__).resolve().parents[1]
+    found = _unpickling_calls(root)
+    assert found and {f.split(":")[0] for f in found} <= set(MAY_UNPICKLE), found
+
+
+def test_the_unpickling_scan_sees_a_call(tmp_path: Path) -> None:
+    (tmp_path / "db").mkdir()
+    code = "import pickle, numpy as np\npickle.loads(b'')\nnp.load('a', allow_pickle=True)\n"
+    code += "np.save('b', 1, allow_pickle=False)\n"
+    (tmp_path / "db" / "x.py").write_text(code)
+    assert _unpickling_calls(tmp_path) == ["db/x.py: pickle.loads", "db/x.py: np.load"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import models.export as export_mod
-from models import cli, mobile_export
+from models import cli, mobile_export, onnx_int8
 from models.export import ExportCheckError
 from models.recognizer import EmotionRecognizer, preprocess_array
 from models.registry import get_spec
@@ -97,7 +97,7 @@ def exports(
             "executorch": mobile_export.export_mobile(
                 VERSION, "executorch", out / "v.pte", wdir, crops=crops, python=py
             ),
-            "onnx-int8": mobile_export.export_onnx_int8(
+            "onnx-int8": onnx_int8.export_onnx_int8(
                 MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib
             ),
         }
@@ -274,7 +274,7 @@ def test_a_failed_onnx_int8_check_keeps_nothing_and_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The int8 ONNX file, run in ONNX Runtime, gives NaN: not kept, exit 2 (the fp32 file it came from passed)."""
-    real = mobile_export._ort_session
+    real = onnx_int8._ort_session
 
     def session(path: Path) -> Any:
         sess = real(path)
@@ -283,7 +283,7 @@ def test_a_failed_onnx_int8_check_keeps_nothing_and_exits_2(
             sess = type("NaNSession", (), {"run": lambda self, names, feed: [a * np.nan for a in run(names, feed)]})()
         return sess
 
-    monkeypatch.setattr(mobile_export, "_ort_session", session)
+    monkeypatch.setattr(onnx_int8, "_ort_session", session)
     monkeypatch.setattr(export_mod, "sample_crops", lambda detector=None: crops[:1])
     out = tmp_path / "m-int8.onnx"
     code, err = _cli(capsys, MODEL, "--format", "onnx", "--int8", "--out", str(out), "--weights-dir", str(wdir))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from models import convert, download, weights
+from models import convert, download, unpickle, weights
 from models.backbones import build_model, split_head
 from models.errors import CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
@@ -42,7 +42,7 @@ def _global_pickle(module: str, name: str) -> bytes:
 
 
 def _unpickle(data: bytes) -> object:
-    return convert.RemappingUnpickler(io.BytesIO(data)).load()
+    return unpickle.RemappingUnpickler(io.BytesIO(data)).load()
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def _unpickle(data: bytes) -> object:
 def test_remapping_unpickler_finds_old_paths(old: str, name: str, new: str) -> None:
     import importlib
 
-    assert convert.remap_module(old) == new
+    assert unpickle.remap_module(old) == new
     assert _unpickle(_global_pickle(old, name)) is getattr(importlib.import_module(new), name)
 
 

@@ -235,7 +235,8 @@ def export_for_phone(
     from PIL import Image
 
     from models.export import ExportError, export_model
-    from models.mobile_export import default_out, export_mobile, export_onnx_int8
+    from models.mobile_export import default_out, export_mobile
+    from models.onnx_int8 import export_onnx_int8
 
     require_owner(owner, "exporting a model")
     if fmt not in PHONE_FORMATS:
