@@ -447,12 +447,7 @@ def _visible_sql(media_id: int, base: Any, step: tuple[float, float]) -> Any:
     ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and bucket.
     """
     one, longest = step
-    ft = (
-        select(func.coalesce(Face.time_s, 0.0).label("t"))
-        .where(Face.media_id == media_id)
-        .distinct()
-        .subquery()
-    )
+    ft = select(func.coalesce(Face.time_s, 0.0).label("t")).where(Face.media_id == media_id).distinct().subquery()
     gaps = select(ft.c.t, (func.lead(ft.c.t).over(order_by=ft.c.t) - ft.c.t).label("d")).subquery()
     long_gap = gaps.c.d > longest if longest != float("inf") else literal(False)
     dur = case((or_(gaps.c.d.is_(None), long_gap), literal(one)), else_=gaps.c.d)

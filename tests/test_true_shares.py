@@ -57,8 +57,7 @@ def _ingest(store, times: list[float], study: str) -> int:
     boxes = [(10 + 100 * p, 10, 50 + 100 * p, 60) for _, p, _ in plan]
     results = fake_results("rec.mp4", boxes, ["Neutral"] * len(plan), frames=[0] * len(plan), crops=False)
     results = [
-        dataclasses.replace(r, frame=frame_of[t], time_s=t, track=k)
-        for r, (k, _, t) in zip(results, plan, strict=True)
+        dataclasses.replace(r, frame=frame_of[t], time_s=t, track=k) for r, (k, _, t) in zip(results, plan, strict=True)
     ]
     tj = [{"track": k, "n_faces": sum(1 for x in plan if x[0] == k), "person": p} for k, p in ((0, 0), (1, 1), (2, 1))]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=DURATION, fps=30.0)
