@@ -28,13 +28,26 @@ STATA_LABEL_MAX = 80
 """Stata's longest variable label."""
 
 
+def check_format(fmt: str) -> StatFormat:
+    """``fmt`` as a study-table format.
+
+    Raises:
+        StoreError: It is none of :data:`STAT_FORMATS`.
+    """
+    for f in STAT_FORMATS:
+        if fmt == f:
+            return f
+    raise StoreError(f"unknown study-table format {fmt!r}; use one of {', '.join(STAT_FORMATS)}")
+
+
 def typed_frame(table: Table) -> pd.DataFrame:
     """A table as a DataFrame with its columns' types: ``string``, ``Int64``, ``Float64`` (categories as text)."""
     import pandas as pd
 
     dtypes = {"str": "string", "category": "string", "int": "Int64", "float": "Float64"}
-    data = {c.name: pd.array([r.get(c.name) for r in table.rows], dtype=dtypes[c.kind]) for c in table.columns}
-    return pd.DataFrame(data, columns=[c.name for c in table.columns])
+    names = [c.name for c in table.columns]
+    df = pd.DataFrame([[r.get(n) for n in names] for r in table.rows], columns=names, dtype=object)
+    return df.astype({c.name: dtypes[c.kind] for c in table.columns})
 
 
 def _coded_frame(table: Table) -> tuple[pd.DataFrame, dict[str, dict[float, str]]]:

@@ -51,7 +51,7 @@ def _ingest(store, times: list[float], study: str) -> int:
             plan.append((0, 0, t))
         if 5 <= t < 12:
             plan.append((1, 1, t))
-        if 14 <= t:
+        if t >= 14:
             plan.append((2, 1, t))
     frame_of = {t: i for i, t in enumerate(times)}
     boxes = [(10 + 100 * p, 10, 50 + 100 * p, 60) for _, p, _ in plan]
