@@ -149,3 +149,23 @@ def test_recording_metadata_csv_is_refused_whole_with_line_numbers(store, tmp_pa
     assert store.recording_infos(STUDY) == before
     got = store.set_recording_info(m2, course="PSY102", recording="Quiz week", day="")
     assert (got.course, got.recording, got.date) == ("PSY102", "Quiz week", None)
+
+
+def test_cli_writes_the_tables_and_refuses_bad_metadata(store, migrated_url, tmp_path, monkeypatch, capsys):
+    from db.cli import main
+
+    m1, _ = _course(store, tmp_path)
+    monkeypatch.setenv("AFFECTLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    meta = tmp_path / "more.csv"
+    meta.write_text(f"media,recording\n{m1},Intro lecture\n")
+    assert main(["import-recordings", str(meta), "--study", STUDY]) == 0
+    assert main(["study-tables", "--study", STUDY, "--format", "dta", "--out", str(tmp_path / "dta")]) == 0
+    assert "participants.dta" in capsys.readouterr().out
+    assert "Intro lecture" in (tmp_path / "dta" / "codebook.md").read_text()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("media,room\n1,A\n")
+    assert main(["import-recordings", str(bad), "--study", STUDY]) == 1
+    assert "line 1" in capsys.readouterr().err
+    assert main(["study-tables", "--study", STUDY, "--format", "sav", "--out", str(tmp_path / "dta")]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
