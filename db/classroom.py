@@ -682,6 +682,11 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     with _LOCK:
         cache.recordings = fresh
         cache.cursor = new_cursor
+    return _assemble(recs, model_classes)
+
+
+def _assemble(recs: Sequence[_Recording], model_classes: Sequence[str]) -> ClassTables:
+    """The tables of some recordings from their sums: the model's classes, then the classes people gave."""
     classes = list(model_classes)
     for rec in recs:
         for k in rec.labels_seen:

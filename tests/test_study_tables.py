@@ -169,3 +169,12 @@ def test_cli_writes_the_tables_and_refuses_bad_metadata(store, migrated_url, tmp
     assert "line 1" in capsys.readouterr().err
     assert main(["study-tables", "--study", STUDY, "--format", "sav", "--out", str(tmp_path / "dta")]) == 1
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_the_class_table_card_states_the_method(store, tmp_path):
+    _course(store, tmp_path)
+    store.export(STUDY, "class-segments", tmp_path / "seg.csv")
+    card = (tmp_path / "seg.README.md").read_text()
+    for needle in ("enet_b0_8_best_vgaf", "7219cfb037209b253ea8b81cf969e60a00e9181c", "windows of 128", "16 faces"):
+        assert needle in card, needle
+    assert "visible_s" in pd.read_csv(tmp_path / "seg.csv").columns
