@@ -124,3 +124,29 @@ def test_frame_durations_by_hand():
     assert d[0.5838] == pytest.approx(one) and d[2.2] == pytest.approx(one)
     assert math.isclose(sum(d.values()), 0.5838 + 0.2 + 2 * one)
     assert classroom.frame_durations([3.0]) == {3.0: 1.0}
+
+
+@pytest.mark.parametrize("rate", [24000 / 1001, 25.0, 30000 / 1001, None], ids=["23.976", "25", "29.97", "vfr"])
+def test_timestamps_of_synthetic_videos_give_the_hand_computed_time(store, tmp_path, rate):
+    """The sampled frames' times as models.decode reads them from encoded videos, then the same hand computation."""
+    from models.decode import FrameReader
+    from tests.videos import write_video
+
+    classroom.clear_cache()
+    times_in = _decoded(rate, seed=1)
+    frames = (np.full((32, 32, 3), i % 255, dtype=np.uint8) for i in range(len(times_in)))
+    video = tmp_path / "rec.mp4"
+    write_video(video, frames, fps=rate or 25.0, codec="mpeg4", times=None if rate else times_in)
+    with FrameReader(video, fps=SAMPLE_FPS) as reader:
+        times = [f.time_s for f in reader]
+    assert len(times) == 100  # one frame per 1/5 s slot of the 20 s
+    _ingest(store, times, "videos")
+    stored = [t for t in times if not 12 <= t < 14]
+    steps = np.diff(stored)
+    one = float(np.mean(steps[steps <= 1.5 * np.median(steps)]))
+    want_b = (_last_before(times, 12.0) - _first_at(times, 5.0) + one) + (
+        _last_before(times, DURATION) - _first_at(times, 14.0) + one
+    )
+    whole = {p.person.person_index: p for p in store.class_tables("videos").periods if p.segment == classroom.WHOLE}
+    assert whole[0].sums.visible == pytest.approx(_first_at(times, 10.0), abs=1e-9)
+    assert whole[1].sums.visible == pytest.approx(want_b, abs=1e-9)
