@@ -394,6 +394,7 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     base = (
         select(
             Face.frame,
+            Face.id.label("face_id"),
             person.label("person"),
             _bucket_sql(bounds, t).label("bucket"),
             engagement.label("eng"),
@@ -443,20 +444,25 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
 def _visible_sql(media_id: int, base: Any, step: tuple[float, float]) -> Any:
     """Per person and bucket, the seconds of :func:`frame_durations` of the person's distinct frames, in SQL.
 
-    The recording's distinct frame times with the next one (``LEAD``), each standing for the step to it, or for
-    ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and bucket.
+    Every face of the recording gets the next distinct frame time (a window over the faces ordered by time, the
+    next peer group: ``GROUPS BETWEEN 1 FOLLOWING AND 1 FOLLOWING``); its frame stands for the step to it, or for
+    ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and bucket. The
+    faces are joined to ``base`` by face id (one pass over the faces, no join on times).
     """
     one, longest = step
-    ft = select(func.coalesce(Face.time_s, 0.0).label("t")).where(Face.media_id == media_id).distinct().subquery()
-    gaps = select(ft.c.t, (func.lead(ft.c.t).over(order_by=ft.c.t) - ft.c.t).label("d")).subquery()
-    long_gap = gaps.c.d > longest if longest != float("inf") else literal(False)
-    dur = case((or_(gaps.c.d.is_(None), long_gap), literal(one)), else_=gaps.c.d)
-    seen = select(base.c.person, base.c.bucket, func.coalesce(base.c.time_s, 0.0).label("t")).distinct().subquery()
-    return (
-        select(seen.c.person, seen.c.bucket, func.sum(dur))
-        .join(gaps, gaps.c.t == seen.c.t)
-        .group_by(seen.c.person, seen.c.bucket)
+    t = func.coalesce(Face.time_s, 0.0)
+    nxt = func.first_value(t).over(order_by=t, groups=(1, 1))
+    fw = select(Face.id.label("fid"), t.label("t"), nxt.label("nxt")).where(Face.media_id == media_id).subquery()
+    d = fw.c.nxt - fw.c.t
+    long_gap = d > longest if longest != float("inf") else literal(False)
+    dur = case((or_(fw.c.nxt.is_(None), long_gap), literal(one)), else_=d)
+    seen = (
+        select(base.c.person, base.c.bucket, fw.c.t, dur.label("dur"))
+        .join(fw, fw.c.fid == base.c.face_id)
+        .distinct()
+        .subquery()
     )
+    return select(seen.c.person, seen.c.bucket, func.sum(seen.c.dur)).group_by(seen.c.person, seen.c.bucket)
 
 
 def _window_sums(session: Session, rec: _Recording, base: Any) -> None:
