@@ -394,7 +394,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     base = (
         select(
             Face.frame,
-            Face.id.label("face_id"),
             person.label("person"),
             _bucket_sql(bounds, t).label("bucket"),
             engagement.label("eng"),
@@ -429,7 +428,7 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         agg += _Agg(int(n), 0, float(es or 0.0), int(en), float(vs or 0.0), int(vn), float(as_ or 0.0), int(an))
         if label:
             agg.labels[str(label)] += int(n)
-    frames = _visible_sql(media.id, base, step)
+    frames = _visible_sql(media.id, person, _bucket_sql(bounds, t), step)
     for pid, b, seconds in session.execute(frames):
         rec.sums[(int(pid), int(b))].visible += float(seconds or 0.0)
     _window_sums(session, rec, base)
@@ -441,26 +440,29 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     return rec
 
 
-def _visible_sql(media_id: int, base: Any, step: tuple[float, float]) -> Any:
+def _visible_sql(media_id: int, person: Any, bucket: Any, step: tuple[float, float]) -> Any:
     """Per person and bucket, the seconds of :func:`frame_durations` of the person's distinct frames, in SQL.
 
-    Every face of the recording gets the next distinct frame time (a window over the faces ordered by time, the
-    next peer group: ``GROUPS BETWEEN 1 FOLLOWING AND 1 FOLLOWING``); its frame stands for the step to it, or for
-    ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and bucket. The
-    faces are joined to ``base`` by face id (one pass over the faces, no join on times).
+    One pass over the recording's faces in frame order (the ``media_id, frame`` index): each face gets the next
+    distinct frame's time (a window over the next peer group, ``GROUPS BETWEEN 1 FOLLOWING AND 1 FOLLOWING``) and
+    its person (faces of no person count as analysed frames but for nobody); its frame stands for the step to that
+    time, or for ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and
+    bucket.
     """
     one, longest = step
     t = func.coalesce(Face.time_s, 0.0)
-    nxt = func.first_value(t).over(order_by=t, groups=(1, 1))
-    fw = select(Face.id.label("fid"), t.label("t"), nxt.label("nxt")).where(Face.media_id == media_id).subquery()
+    nxt = func.first_value(t).over(order_by=Face.frame, groups=(1, 1))
+    fw = (
+        select(person.label("person"), bucket.label("bucket"), t.label("t"), nxt.label("nxt"))
+        .outerjoin(PersonTrack, PersonTrack.track_id == Face.track_id)
+        .where(Face.media_id == media_id)
+        .subquery()
+    )
     d = fw.c.nxt - fw.c.t
     long_gap = d > longest if longest != float("inf") else literal(False)
     dur = case((or_(fw.c.nxt.is_(None), long_gap), literal(one)), else_=d)
     seen = (
-        select(base.c.person, base.c.bucket, fw.c.t, dur.label("dur"))
-        .join(fw, fw.c.fid == base.c.face_id)
-        .distinct()
-        .subquery()
+        select(fw.c.person, fw.c.bucket, fw.c.t, dur.label("dur")).where(fw.c.person.is_not(None)).distinct().subquery()
     )
     return select(seen.c.person, seen.c.bucket, func.sum(seen.c.dur)).group_by(seen.c.person, seen.c.bucket)
 
