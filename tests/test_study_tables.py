@@ -178,3 +178,23 @@ def test_the_class_table_card_states_the_method(store, tmp_path):
     for needle in ("enet_b0_8_best_vgaf", "7219cfb037209b253ea8b81cf969e60a00e9181c", "windows of 128", "16 faces"):
         assert needle in card, needle
     assert "visible_s" in pd.read_csv(tmp_path / "seg.csv").columns
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "line 1: the header"),
+        (b"media,course\n\xff\xfe,x\n", "not UTF-8"),
+        (b"media,course,course\n1,a,b\n", "line 1: the header"),
+        (b"media,course\n1,a,b\n", "line 2: 3 fields"),
+        (b"media,course\n1," + b"x" * 201 + b"\n", "line 2: course is longer than 200"),
+    ],
+)
+def test_bad_recording_files_change_nothing(store, tmp_path, content, reason):
+    _course(store, tmp_path)
+    before = store.recording_infos(STUDY)
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    with pytest.raises(RecordingInfoError, match=reason):
+        store.import_recording_info(STUDY, bad)
+    assert store.recording_infos(STUDY) == before
