@@ -198,3 +198,18 @@ def test_bad_recording_files_change_nothing(store, tmp_path, content, reason):
     with pytest.raises(RecordingInfoError, match=reason):
         store.import_recording_info(STUDY, bad)
     assert store.recording_infos(STUDY) == before
+
+
+def test_study_csv_goes_through_the_one_writer(store, tmp_path):
+    m1, _ = _course(store, tmp_path)
+    person = store.persons(m1)[0]
+    store.rename_person(person.person_id, "=HYPERLINK(1)", "owner")
+    store.export_study_tables(STUDY, "csv", tmp_path / "csv")
+    text = (tmp_path / "csv" / "participant-recordings.csv").read_bytes()
+    assert b"'=HYPERLINK(1)" in text and b"\r\n" in text
+    assert pd.read_parquet(_parquet(store, tmp_path))["participant"].tolist().count("=HYPERLINK(1)") == 1
+
+
+def _parquet(store, tmp_path):
+    store.export_study_tables(STUDY, "parquet", tmp_path / "pq")
+    return tmp_path / "pq" / "participant-recordings.parquet"
