@@ -11,11 +11,14 @@ Columns (also in the dataset card, :data:`COLUMN_DOCS`):
   annotators' level), ``engagement_label`` ``Engaged`` when it is above 0.5, else ``Distracted``;
 - ``dominant_emotion`` and ``share_<class>``: the most frequent class and each class's share of the faces;
 - ``valence``, ``arousal``: means over the faces that have one;
-- ``visible_share``: the share of the period in which the student's face was seen: distinct analysed frames with
-  the face, times the recording's sampling step (the median step between successive analysed frames with a face),
-  over the period's length, at most 1;
+- ``visible_s``, ``visible_share``: the time in which the student's face was seen, and its share of the period (at
+  most 1), from the real timestamps of the analysed frames (:func:`frame_durations`): each analysed frame with the
+  face stands for the time to the recording's next analysed frame; the last frame, and a frame followed by a gap
+  longer than :data:`GAP_FACTOR` times the median step (sampled frames where no face at all was found), stand for
+  one step, the mean of the recording's other steps. Exact at any constant or variable frame rate;
 - ``n_faces``: how many faces each figure rests on (``n_persons`` in the class table: students seen).
 
+Figures are rounded to :data:`DECIMALS` decimals (``visible_s`` to :data:`SECONDS_DECIMALS`), after every sum.
 Rows with no face have empty figures and ``visible_share`` 0. A minute is ``[60 k, 60 (k + 1))`` seconds, cut at
 the recording's end; a segment is ``[start_s, end_s)``.
 """
@@ -61,7 +64,9 @@ COLUMN_DOCS = {
     "end_s": "period end (excluded), seconds",
     "n_faces": "faces the row's figures rest on",
     "n_persons": "students seen in the period (class-overall)",
-    "visible_share": "share of the period in which the face was seen (class-overall: mean over the recording's "
+    "visible_s": "seconds of the period in which the face was seen: each analysed frame with it stands for the time "
+    "to the next analysed frame (class-overall: mean over the recording's students)",
+    "visible_share": "visible_s over the period's length, at most 1 (class-overall: mean over the recording's "
     "students)",
     "engagement_p": "mean engagement: the model's p(engaged), or the annotators' level where given",
     "engagement_label": "Engaged when engagement_p > 0.5, else Distracted",
@@ -70,6 +75,18 @@ COLUMN_DOCS = {
     "valence": "mean valence (-1 to 1)",
     "arousal": "mean arousal (-1 to 1)",
 }
+
+
+@dataclass(frozen=True)
+class PersonPeriod:
+    """A person's sums over one segment of a recording, or over the whole recording (segment :data:`WHOLE`)."""
+
+    media_id: int
+    person: PersonRow
+    segment: str
+    start_s: float
+    end_s: float
+    sums: _Agg
 
 
 @dataclass(frozen=True)
@@ -84,38 +101,66 @@ class ClassTables:
     """Faces of the recordings' persons whose class people gave."""
     n_model: int = 0
     """Faces of the recordings' persons whose class is the model's."""
+    periods: tuple[PersonPeriod, ...] = ()
+    """Every person's sums per segment and over each whole recording (what :mod:`db.study_tables` adds up)."""
+    steps: dict[int, tuple[float, float]] = field(default_factory=dict)
+    """Per recording, ``(one_step, longest)`` of :func:`step_rule` (the sampling its codebook states)."""
 
     def table(self, name: ClassTable) -> list[dict[str, Any]]:
         """The table called ``class-minutes``, ``class-segments`` or ``class-overall``."""
         return {"class-minutes": self.minutes, "class-segments": self.segments, "class-overall": self.overall}[name]
 
 
-def sampling_step(times: Sequence[float]) -> float:
-    """Median step between successive distinct analysed frame times (1.0 with fewer than two frames)."""
-    t = np.unique(np.round(np.asarray(times, dtype=np.float64), 4))
-    d = np.diff(t)
-    d = d[d > 0]
-    return float(np.median(d)) if d.size else 1.0
+DECIMALS = 4
+"""Decimals of every figure of the class and study tables (shares, means); stated in the codebooks."""
+SECONDS_DECIMALS = 3
+"""Decimals of the ``visible_s`` seconds."""
+GAP_FACTOR = 1.5
+"""A step between analysed frames longer than this times the median step is a gap: sampled frames with no face."""
 
 
-def figures(faces: Sequence[FaceLabel], classes: Sequence[str], period_s: float, step_s: float) -> dict[str, Any]:
-    """The figures of one row from its faces (see the module docstring)."""
-    out: dict[str, Any] = {"n_faces": len(faces)}
-    frames = {(f.media_id, f.frame) for f in faces}
-    out["visible_share"] = min(1.0, len(frames) * step_s / period_s) if period_s > 0 else 0.0
-    eng = [f.engagement for f in faces if f.engagement is not None]
-    p = float(np.mean(eng)) if eng else None
-    out["engagement_p"] = p
-    out["engagement_label"] = None if p is None else engagement_label(p)
-    counts = Counter(f.label for f in faces if f.label)
-    n = sum(counts.values())
-    out["dominant_emotion"] = max(classes, key=lambda k: (counts[k], -classes.index(k))) if n else None
-    for k in classes:
-        out[f"share_{k}"] = counts[k] / n if n else None
-    for name in ("valence", "arousal"):
-        vals = [getattr(f, name) for f in faces if getattr(f, name) is not None]
-        out[name] = float(np.mean(vals)) if vals else None
+def step_rule(times: Sequence[float]) -> tuple[float, float]:
+    """``(one_step, longest)`` of a recording's distinct analysed frame times (see :func:`frame_durations`).
+
+    ``longest`` is :data:`GAP_FACTOR` times the median step; ``one_step`` the mean of the steps up to it (1.0, and
+    ``longest`` infinite, with fewer than two frames).
+    """
+    d = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
+    if not d.size:
+        return 1.0, float("inf")
+    longest = GAP_FACTOR * float(np.median(d))
+    return float(np.mean(d[d <= longest])), longest
+
+
+def frame_durations(times: Sequence[float]) -> dict[float, float]:
+    """The time each distinct analysed frame of a recording stands for: up to the next one, or one step.
+
+    A frame stands for the time to the next analysed frame, except the last one and one followed by a gap (a step
+    longer than ``longest`` of :func:`step_rule`): those stand for ``one_step``. What :func:`class_tables` computes
+    in SQL; sums of these are exact at 23.976, 25, 29.97 fps and variable frame rates (the steps of a 23.976 fps
+    video sampled at 5 fps alternate 0.2085 and 0.1668 s and sum to the real time).
+    """
+    t = np.unique(np.asarray(times, dtype=np.float64))
+    one, longest = step_rule(t.tolist())
+    out: dict[float, float] = {}
+    for a, b in zip(t.tolist(), [*t[1:].tolist(), None], strict=True):
+        out[a] = one if b is None or b - a > longest else b - a
     return out
+
+
+def _round(v: float | None, decimals: int = DECIMALS) -> float | None:
+    return None if v is None else round(float(v), decimals) + 0.0
+
+
+def figures(
+    faces: Sequence[FaceLabel], classes: Sequence[str], period_s: float, durations: dict[float, float]
+) -> dict[str, Any]:
+    """The figures of one row from its faces and their recording's :func:`frame_durations` (module docstring)."""
+    agg = _Agg(n=len(faces))
+    agg.visible = sum(durations[t] for t in {f.time_s or 0.0 for f in faces})
+    for f in faces:
+        _add_values(agg, f.label, f.engagement, f.valence, f.arousal, 1)
+    return _figures(agg, classes, period_s)
 
 
 def _periods(
@@ -138,7 +183,8 @@ class _Agg:
     """The sums a row's figures rest on, for some faces of one person (added up over time buckets)."""
 
     n: int = 0
-    frames: int = 0
+    visible: float = 0.0
+    """Seconds the faces stand for (:func:`frame_durations` of their distinct frames)."""
     eng_sum: float = 0.0
     eng_n: int = 0
     val_sum: float = 0.0
@@ -149,7 +195,7 @@ class _Agg:
 
     def __iadd__(self, o: _Agg) -> _Agg:
         self.n += o.n
-        self.frames += o.frames
+        self.visible += o.visible
         self.eng_sum += o.eng_sum
         self.eng_n += o.eng_n
         self.val_sum += o.val_sum
@@ -160,21 +206,30 @@ class _Agg:
         return self
 
 
-def _figures(agg: _Agg, classes: Sequence[str], period_s: float, step_s: float) -> dict[str, Any]:
-    """:func:`figures` from sums instead of faces (same columns, same rules)."""
+Sums = _Agg
+"""The sums a row's figures rest on (public name, for :mod:`db.study_tables`)."""
+
+
+def _figures(agg: _Agg, classes: Sequence[str], period_s: float) -> dict[str, Any]:
+    """The figures of a row from its sums (the module docstring's rules), rounded to :data:`DECIMALS`."""
     out: dict[str, Any] = {"n_faces": agg.n}
-    out["visible_share"] = min(1.0, agg.frames * step_s / period_s) if period_s > 0 else 0.0
-    p = agg.eng_sum / agg.eng_n if agg.eng_n else None
+    out["visible_s"] = _round(agg.visible, SECONDS_DECIMALS)
+    out["visible_share"] = _round(min(1.0, agg.visible / period_s) if period_s > 0 else 0.0)
+    p = _round(agg.eng_sum / agg.eng_n) if agg.eng_n else None
     out["engagement_p"] = p
-    out["engagement_label"] = None if p is None else engagement_label(p)
+    out["engagement_label"] = None if p is None else engagement_label(p)  # of the rounded p: no float noise
     counts = agg.labels
     n = sum(counts.values())
     out["dominant_emotion"] = max(classes, key=lambda k: (counts[k], -classes.index(k))) if n else None
     for k in classes:
-        out[f"share_{k}"] = counts[k] / n if n else None
-    out["valence"] = agg.val_sum / agg.val_n if agg.val_n else None
-    out["arousal"] = agg.aro_sum / agg.aro_n if agg.aro_n else None
+        out[f"share_{k}"] = _round(counts[k] / n) if n else None
+    out["valence"] = _round(agg.val_sum / agg.val_n) if agg.val_n else None
+    out["arousal"] = _round(agg.aro_sum / agg.aro_n) if agg.aro_n else None
     return out
+
+
+figures_of = _figures
+"""The figures of a row from its :class:`Sums` (public name, for :mod:`db.study_tables`)."""
 
 
 @dataclass
@@ -184,7 +239,8 @@ class _Recording:
     media_id: int
     filename: str
     duration: float
-    step: float
+    step: tuple[float, float]
+    """``(one_step, longest)`` of :func:`step_rule`."""
     persons: tuple[PersonRow, ...]
     segments: tuple[SegmentRow, ...]
     bounds: tuple[float, ...]
@@ -296,7 +352,7 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         if t is not None
     )
     duration = float(media.duration_s or (max(times) if times else 0.0)) or 1.0
-    step = sampling_step(times)
+    step = step_rule(times)
     minutes, seg_periods = _periods(duration, segs)
     bounds = sorted(
         {0.0, duration, *(a for _, a, _ in minutes), *(b for _, _, b in minutes)}
@@ -373,11 +429,9 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         agg += _Agg(int(n), 0, float(es or 0.0), int(en), float(vs or 0.0), int(vn), float(as_ or 0.0), int(an))
         if label:
             agg.labels[str(label)] += int(n)
-    frames = select(base.c.person, base.c.bucket, func.count(base.c.frame.distinct())).group_by(
-        base.c.person, base.c.bucket
-    )
-    for pid, b, nf in session.execute(frames):
-        rec.sums[(int(pid), int(b))].frames += int(nf)
+    frames = _visible_sql(media.id, person, _bucket_sql(bounds, t), step)
+    for pid, b, seconds in session.execute(frames):
+        rec.sums[(int(pid), int(b))].visible += float(seconds or 0.0)
     _window_sums(session, rec, base)
     # The faces whose values are not the model's run: voted on (own rows or their track's), or without a prediction.
     voted_tracks = select(Annotation.track_id).where(Annotation.track_id == Face.track_id)
@@ -385,6 +439,33 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     ids = list(session.scalars(select(Face.id).where(Face.media_id == media.id, Face.track_id.is_not(None), special)))
     _correct(session, rec, ids, study_id)
     return rec
+
+
+def _visible_sql(media_id: int, person: Any, bucket: Any, step: tuple[float, float]) -> Any:
+    """Per person and bucket, the seconds of :func:`frame_durations` of the person's distinct frames, in SQL.
+
+    One pass over the recording's faces in frame order (the ``media_id, frame`` index): each face gets the next
+    distinct frame's time (a window over the next peer group, ``GROUPS BETWEEN 1 FOLLOWING AND 1 FOLLOWING``) and
+    its person (faces of no person count as analysed frames but for nobody); its frame stands for the step to that
+    time, or for ``one_step`` when last or followed by a gap; summed over the distinct frames of each person and
+    bucket.
+    """
+    one, longest = step
+    t = func.coalesce(Face.time_s, 0.0)
+    nxt = func.first_value(t).over(order_by=Face.frame, groups=(1, 1))
+    fw = (
+        select(person.label("person"), bucket.label("bucket"), t.label("t"), nxt.label("nxt"))
+        .outerjoin(PersonTrack, PersonTrack.track_id == Face.track_id)
+        .where(Face.media_id == media_id)
+        .subquery()
+    )
+    d = fw.c.nxt - fw.c.t
+    long_gap = d > longest if longest != float("inf") else literal(False)
+    dur = case((or_(fw.c.nxt.is_(None), long_gap), literal(one)), else_=d)
+    seen = (
+        select(fw.c.person, fw.c.bucket, fw.c.t, dur.label("dur")).where(fw.c.person.is_not(None)).distinct().subquery()
+    )
+    return select(seen.c.person, seen.c.bucket, func.sum(seen.c.dur)).group_by(seen.c.person, seen.c.bucket)
 
 
 def _window_sums(session: Session, rec: _Recording, base: Any) -> None:
@@ -419,14 +500,15 @@ def _correct(session: Session, rec: _Recording, face_ids: Sequence[int], study_i
 
 def _rows(
     rec: _Recording, classes: Sequence[str]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """A recording's rows of the three tables from its sums."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[PersonPeriod]]:
+    """A recording's rows of the three tables from its sums, and each person's sums per segment and overall."""
     minutes_t: list[dict[str, Any]] = []
     segments_t: list[dict[str, Any]] = []
     overall_t: list[dict[str, Any]] = []
+    periods: list[PersonPeriod] = []
     if not rec.persons:
-        return minutes_t, segments_t, overall_t
-    duration, step = rec.duration, rec.step
+        return minutes_t, segments_t, overall_t, periods
+    duration = rec.duration
     minutes, seg_periods = _periods(duration, rec.segments)
     base: dict[str, Any] = {"media_id": rec.media_id, "filename": rec.filename}
 
@@ -445,25 +527,28 @@ def _rows(
     for minute, a, b in minutes:
         buckets = _periods_in(rec, a, b, b >= duration)
         for p in rec.persons:
-            fig = _figures(total(p, buckets), classes, b - a, step)
+            fig = _figures(total(p, buckets), classes, b - a)
             minutes_t.append({**base, **person_cols(p), "minute": minute, "start_s": a, "end_s": b, **fig})
     for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
         buckets = _periods_in(rec, a, b, b >= duration)
         pooled = _Agg()
-        shares = []
+        shares, seconds = [], []
         n_persons = 0
         for p in rec.persons:
             agg = total(p, buckets)
-            fig = _figures(agg, classes, b - a, step)
+            fig = _figures(agg, classes, b - a)
             shares.append(fig["visible_share"])
+            seconds.append(fig["visible_s"])
             pooled += agg
             n_persons += agg.n > 0
+            periods.append(PersonPeriod(rec.media_id, p, name, a, b, agg))
             if name != WHOLE:
                 segments_t.append({**base, **person_cols(p), "segment": name, "start_s": a, "end_s": b, **fig})
-        fig = _figures(pooled, classes, b - a, step)
-        fig["visible_share"] = float(np.mean(shares)) if shares else 0.0
+        fig = _figures(pooled, classes, b - a)
+        fig["visible_share"] = _round(float(np.mean(shares))) if shares else 0.0
+        fig["visible_s"] = _round(float(np.mean(seconds)), SECONDS_DECIMALS) if seconds else 0.0
         overall_t.append({**base, "segment": name, "start_s": a, "end_s": b, "n_persons": n_persons, **fig})
-    return minutes_t, segments_t, overall_t
+    return minutes_t, segments_t, overall_t, periods
 
 
 # ---------------------------------------------------------------------------------------------------- cache
@@ -604,6 +689,11 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     with _LOCK:
         cache.recordings = fresh
         cache.cursor = new_cursor
+    return _assemble(recs, model_classes)
+
+
+def _assemble(recs: Sequence[_Recording], model_classes: Sequence[str]) -> ClassTables:
+    """The tables of some recordings from their sums: the model's classes, then the classes people gave."""
     classes = list(model_classes)
     for rec in recs:
         for k in rec.labels_seen:
@@ -612,11 +702,13 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
     minutes_t: list[dict[str, Any]] = []
     segments_t: list[dict[str, Any]] = []
     overall_t: list[dict[str, Any]] = []
+    periods: list[PersonPeriod] = []
     for rec in recs:
-        a, b, c = _rows(rec, classes)
+        a, b, c, d = _rows(rec, classes)
         minutes_t += a
         segments_t += b
         overall_t += c
+        periods += d
     return ClassTables(
         minutes=minutes_t,
         segments=segments_t,
@@ -624,6 +716,8 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         classes=tuple(classes),
         n_human=sum(r.n_human for r in recs),
         n_model=sum(r.n_faces - r.n_human for r in recs),
+        periods=tuple(periods),
+        steps={r.media_id: r.step for r in recs},
     )
 
 
@@ -652,6 +746,7 @@ def columns(table: ClassTable, classes: Sequence[str]) -> list[str]:
         "valence",
         "arousal",
     ]
+    figs.insert(1, "visible_s")
     if table == "class-minutes":
         return ["media_id", "filename", "person", "participant", "person_index", "minute", "start_s", "end_s", *figs]
     if table == "class-segments":

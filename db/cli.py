@@ -1,6 +1,7 @@
 """``python -m db``: the label store's command line, for batch work and scripts.
 
-Commands: ``upgrade``, ``ingest``, ``import-labels``, ``import-segments``, ``stats``, ``export``, ``backup``,
+Commands: ``upgrade``, ``ingest``, ``import-labels``, ``import-segments``, ``import-recordings``, ``stats``,
+``export``, ``study-tables`` (see :mod:`db.stat_files`), ``backup``,
 ``delete-media``, ``delete-track``, ``studies``, ``compact`` (see :mod:`db.compact`), ``video-crops``. All take
 the database from ``DATABASE_URL`` (default: SQLite in the
 data folder, ``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names,
@@ -167,6 +168,18 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_study_tables(args: argparse.Namespace, settings: Settings) -> int:
+    paths = _store(settings).export_study_tables(args.study, args.format, Path(args.out))
+    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def _cmd_import_recordings(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _store(settings).import_recording_info(args.study, Path(args.file))
+    print(f"{args.file}: course, name or date set for {plural(len(rows), 'recording')}")
+    return 0
+
+
 def _cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
     report = _store(settings).compact(
         args.study,
@@ -309,6 +322,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--model", default=None)
     q.add_argument("--seed", type=int, default=0, help="seed of the train/validation/test assignment")
     q.set_defaults(fn=_cmd_export)
+
+    q = sub.add_parser(
+        "study-tables",
+        help="write the study tables (per participant per recording, per segment type, wide) and their codebook",
+    )
+    q.add_argument("--study", required=True)
+    q.add_argument("--format", required=True, choices=("csv", "parquet", "sav", "dta"), help="sav: SPSS, dta: Stata")
+    q.add_argument("--out", required=True, help="a new or empty folder")
+    q.set_defaults(fn=_cmd_study_tables)
+
+    q = sub.add_parser(
+        "import-recordings",
+        help="set recordings' course, name and date from a CSV (media plus any of course,recording,date), all or "
+        "nothing",
+    )
+    q.add_argument("file", metavar="FILE.csv")
+    q.add_argument("--study", required=True)
+    q.set_defaults(fn=_cmd_import_recordings)
 
     q = sub.add_parser("backup", help="copy the SQLite database with the online backup API")
     q.add_argument("--out", default=None, help="backup file (default: DATA_DIR/backups/affectlab-STAMP.sqlite3)")

@@ -539,7 +539,13 @@ def export_class_table(session: Session, study: str, fmt: ClassFormat, out: Path
         df.to_parquet(out, index=False)
     else:
         csvfile.write_frame(df, out)
-    out.with_name(out.stem + ".README.md").write_text(classroom.card(study, fmt, tables), encoding="utf-8")
+    from db.codebook import method, method_lines
+    from db.recording_info import recording_infos
+
+    study_id = repo.get_study(session, study).id
+    how = method(session, study_id, tables, recording_infos(session, study_id))
+    card = classroom.card(study, fmt, tables) + "\n" + "\n".join(method_lines(how)) + "\n"
+    out.with_name(out.stem + ".README.md").write_text(card, encoding="utf-8")
     notes = [f"{len(df)} rows"] + ([] if len(df) else ["no recording of the study has persons yet"])
     voted = repo.has_votes(session, repo.get_study(session, study).id)
     return ExportReport(

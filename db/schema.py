@@ -13,7 +13,7 @@ model's prediction.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -117,6 +118,13 @@ class Media(Base):
     """Sampled frames analysed so far (the next sampled frame's number)."""
     recut_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """The crops of this video's faces that have none stored are re-cut from its kept file (:mod:`db.crops`)."""
+    # Deferred: the data step of migration 0019 loads Media rows with the ORM before 0022 adds these columns.
+    course: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    """The course a recording belongs to (study tables' ``course`` column, :mod:`db.recording_info`)."""
+    recording_name: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    """The recording's name in the study tables (a lecture's title); the file name when empty."""
+    recorded_on: Mapped[date | None] = mapped_column(Date, deferred=True)
+    """The day the recording was made (study tables' ``date`` column)."""
 
 
 class Track(Base):

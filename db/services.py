@@ -51,12 +51,14 @@ from db import (
     persons,
     quality,
     recording,
+    recording_info,
     removal,
     repo,
     resumable,
     review,
     segments,
     status,
+    study_tables,
 )
 from db.claims import Claimant
 from db.classroom import ClassTables
@@ -66,6 +68,7 @@ from db.ingest import MediaInfo
 from db.migrate import check_current, upgrade
 from db.persons import PersonChangeRow, PersonRow
 from db.queues import ReviewOrder
+from db.recording_info import RecordingInfo
 from db.rows import (
     AnnotationRow,
     ExportFormat,
@@ -80,6 +83,7 @@ from db.rows import (
 )
 from db.schema import Media, Study, Track
 from db.segments import SegmentRow
+from db.study_tables import Participants, StudyTables
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1130,3 +1134,39 @@ class LabelStore:
     def class_tables(self, study: str) -> ClassTables:
         """The online-class tables of a study (:mod:`db.classroom`), persons corrected."""
         return self.transaction(lambda s: classroom.class_tables(s, study), write=False)
+
+    # ------------------------------------------------------------------------------------------------ study tables
+
+    def study_tables(self, study: str, participants: Participants | None = None) -> StudyTables:
+        """The study-level tables (:mod:`db.study_tables`); ``participants`` None: each person is a participant."""
+        return self.transaction(lambda s: study_tables.study_tables(s, study, participants), write=False)
+
+    def export_study_tables(
+        self, study: str, fmt: str, out_dir: Path, participants: Participants | None = None
+    ) -> list[Path]:
+        """Writes the study tables in ``fmt`` (csv, parquet, sav, dta) with their codebook (:mod:`db.stat_files`).
+
+        Raises:
+            StoreError: An unknown format, or ``out_dir`` holds files already; nothing is written.
+        """
+        from db import stat_files
+
+        fmt = stat_files.check_format(fmt)
+        tables, method = self.transaction(lambda s: study_tables.with_method(s, study, participants), write=False)
+        return stat_files.write_study(study, tables, method, fmt, Path(out_dir))
+
+    def set_recording_info(
+        self, media_id: int, *, course: str | None, recording: str | None, day: str | None
+    ) -> RecordingInfo:
+        """Sets a recording's course, name and date (:mod:`db.recording_info`); empty or None clears one."""
+        return self.transaction(
+            lambda s: recording_info.set_recording_info(s, media_id, course=course, recording=recording, day=day)
+        )
+
+    def import_recording_info(self, study: str, path: Path) -> list[RecordingInfo]:
+        """Sets the course, name and date of the recordings a CSV names, all or none (:mod:`db.recording_info`)."""
+        return self.transaction(lambda s: recording_info.import_recording_info(s, study, Path(path)))
+
+    def recording_infos(self, study: str) -> dict[int, RecordingInfo]:
+        """The metadata of a study's recordings, by media id (:mod:`db.recording_info`)."""
+        return self.transaction(lambda s: recording_info.recording_infos(s, repo.get_study(s, study).id), write=False)

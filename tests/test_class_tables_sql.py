@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from db import classroom
-from db.classroom import WHOLE, _inside, _periods, figures, sampling_step
+from db.classroom import WHOLE, _inside, _periods, figures, frame_durations
 from tests.test_db_classes import _by_index, _ingest
 
 
@@ -37,7 +37,7 @@ def _reference(store, study="class"):
                 by_person[p.person_id].append(f)
         times = [f.time_s for f in faces if f.time_s is not None]
         duration = float(m.duration_s or (max(times) if times else 0.0)) or 1.0
-        step = sampling_step(times)
+        step = frame_durations(times)
         minutes, seg_periods = _periods(duration, store.segments(study, m.id))
         base = {"media_id": m.id, "filename": m.filename}
 
@@ -50,16 +50,18 @@ def _reference(store, study="class"):
                 fig = figures(fs, classes, b - a, step)
                 minutes_t.append({**base, **cols(p), "minute": minute, "start_s": a, "end_s": b, **fig})
         for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
-            pooled, shares = [], []
+            pooled, shares, seconds = [], [], []
             for p in persons:
                 fs = [f for f in by_person[p.person_id] if _inside(f, a, b, b >= duration)]
                 fig = figures(fs, classes, b - a, step)
                 shares.append(fig["visible_share"])
+                seconds.append(fig["visible_s"])
                 pooled += fs
                 if name != WHOLE:
                     segments_t.append({**base, **cols(p), "segment": name, "start_s": a, "end_s": b, **fig})
             fig = figures(pooled, classes, b - a, step)
-            fig["visible_share"] = float(np.mean(shares)) if shares else 0.0
+            fig["visible_share"] = round(float(np.mean(shares)), classroom.DECIMALS) if shares else 0.0
+            fig["visible_s"] = round(float(np.mean(seconds)), classroom.SECONDS_DECIMALS) if seconds else 0.0
             n_persons = sum(1 for p in persons if any(_inside(f, a, b, b >= duration) for f in by_person[p.person_id]))
             overall_t.append({**base, "segment": name, "start_s": a, "end_s": b, "n_persons": n_persons, **fig})
     return minutes_t, segments_t, overall_t, tuple(classes)

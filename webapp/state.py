@@ -213,6 +213,8 @@ class Keys:
     CLASSROOM_BLUR_FACES = "classroom_blur_faces"
     CLASSROOM_CSV = "classroom_csv"
     CLASS_DOWNLOAD = "dl"
+    CLASSROOM_STUDY_FORMAT = "classroom_study_format"
+    CLASSROOM_RECORDINGS_CSV = "classroom_recordings_csv"
     CODE_SIGN_OUT = "code_sign_out"
     EXPORT = "export"
     QUICK_CORRECT = "qc"

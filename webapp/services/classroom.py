@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Literal
 from db.classroom import ClassTables
 from db.errors import NotFoundError
 from db.persons import PersonChangeRow, PersonRow
+from db.recording_info import RecordingInfo
 from db.review import StudySettings
 from db.rows import MediaRow
 from db.segments import SegmentRow
 from db.services import LabelStore
 from webapp.services.privacy import blurred_crop, blurs
 from webapp.services.studies import set_study_settings, study_media, study_settings
-from webapp.services.who import require_annotator
+from webapp.services.who import require_annotator, require_owner
 
 if TYPE_CHECKING:  # plotly loads with the first figure
     import plotly.graph_objects as go
@@ -224,3 +225,68 @@ def person_thumbnails(
         for fid, data in store.face_crops(list(chosen.values())).items()
     }  # faces of this media item only
     return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
+
+
+# ---------------------------------------------------------------------------------------------------- study tables
+
+STUDY_FORMATS: dict[str, str] = {"csv": "CSV", "parquet": "Parquet", "sav": "SPSS (.sav)", "dta": "Stata (.dta)"}
+"""The formats of the study tables download (:mod:`db.stat_files`)."""
+
+
+def study_tables_zip(store: LabelStore, study: str, fmt: str, *, owner: bool) -> bytes:
+    """The study tables in ``fmt`` with their codebook, as one zip file (for the study's owners).
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+        StoreError: An unknown format.
+    """
+    import io
+    import zipfile
+
+    require_owner(owner, "downloading the study tables")
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory(prefix="affectlab-study-") as tmp:
+        paths = store.export_study_tables(study, fmt, Path(tmp) / "tables")
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in paths:
+                zf.write(path, arcname=f"study-tables-{fmt}/{path.name}")
+    return buf.getvalue()
+
+
+def recording_info(store: LabelStore, study: str, media_id: int) -> RecordingInfo:
+    """A recording's course, name and date (:mod:`db.recording_info`).
+
+    Raises:
+        NotFoundError: No such recording in ``study``.
+    """
+    _check_recording(store, study, media_id)
+    return store.recording_infos(study)[media_id]
+
+
+def set_recording_info(
+    store: LabelStore, study: str, media_id: int, course: str, recording: str, day: str, *, owner: bool
+) -> RecordingInfo:
+    """Sets a recording's course, name and date (empty clears one); for the study's owners.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+        NotFoundError: No such recording in ``study``.
+        RecordingInfoError: A value too long or a date that is not YYYY-MM-DD; nothing changed.
+    """
+    require_owner(owner, "editing a recording's course, name and date")
+    _check_recording(store, study, media_id)
+    return store.set_recording_info(media_id, course=course, recording=recording, day=day)
+
+
+def import_recording_info(store: LabelStore, study: str, data: bytes, *, owner: bool) -> int:
+    """Sets the course, name and date of the recordings an uploaded CSV names, all or none; returns how many.
+
+    Raises:
+        NotAllowedError: For anyone but a study owner.
+        RecordingInfoError: Naming every refused line; nothing changed.
+    """
+    require_owner(owner, "importing recordings' course, name and date")
+    with tempfile.TemporaryDirectory(prefix="affectlab-recordings-") as tmp:
+        path = Path(tmp) / "recordings.csv"
+        path.write_bytes(data)
+        return len(store.import_recording_info(study, path))

@@ -14,7 +14,7 @@ from models.errors import AffectLabError
 from webapp import guard
 from webapp.services import classroom
 from webapp.state import Keys
-from webapp.ui import code_span, context, flash, show_flash
+from webapp.ui import Context, code_span, context, flash, show_flash
 
 
 def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
@@ -52,6 +52,9 @@ def render() -> None:
         if blur != rec.settings.blur_faces:
             rec = classroom.set_blur_faces(ctx.store, ctx.study, media_id, blur, owner=ctx.owner)
     persons, segments = rec.persons, rec.segments
+
+    if ctx.owner:
+        _recording_details(ctx, media_id)
 
     st.subheader("Lecture segments")
     if segments:
@@ -203,6 +206,60 @@ def render() -> None:
             )
             with st.expander(f"What the columns of {table} mean"):
                 st.markdown(card)
+    if ctx.owner:
+        _study_tables(ctx)
+
+
+def _recording_details(ctx: Context, media_id: int) -> None:
+    """Owners: the recording's course, name and date (the study tables' columns), one by one or from a CSV."""
+    info = classroom.recording_info(ctx.store, ctx.study, media_id)
+    shown = f"{info.course or 'no course'}, {info.date or 'no date'}"
+    with st.expander(f"Course, name and date of this recording ({shown})"):
+        with st.form("classroom_recording_info"):
+            c1, c2, c3 = st.columns(3)
+            course = c1.text_input("Course", value=info.course or "")
+            name = c2.text_input("Recording name", value=info.recording)
+            day = c3.text_input("Date (YYYY-MM-DD)", value=info.date or "")
+            if st.form_submit_button("Save"):
+                _run(
+                    lambda: classroom.set_recording_info(
+                        ctx.store, ctx.study, media_id, course, name, day, owner=ctx.owner
+                    ),
+                    done="recording details saved",
+                )
+        upload = st.file_uploader(
+            "Or import a CSV for many recordings (media plus any of course,recording,date)",
+            type=["csv"],
+            key=Keys.CLASSROOM_RECORDINGS_CSV,
+        )
+        if upload is not None and st.button("Import recording details"):
+            data = guard.upload_bytes(upload)
+            _run(
+                lambda: classroom.import_recording_info(ctx.store, ctx.study, data, owner=ctx.owner),
+                done="recording details imported",
+            )
+
+
+def _study_tables(ctx: Context) -> None:
+    """Owners: the study tables over every recording (per participant per recording, per segment type, wide)."""
+    st.subheader("Study tables")
+    st.caption(
+        "Every recording of the study: one row per participant per recording, per segment type (e.g. every quiz) "
+        "and per participant, with a codebook (model, weights, sampling, engagement window, each column)."
+    )
+    fmt = st.selectbox(
+        "Format",
+        list(classroom.STUDY_FORMATS),
+        format_func=classroom.STUDY_FORMATS.__getitem__,
+        key=Keys.CLASSROOM_STUDY_FORMAT,
+    )
+    st.download_button(
+        f"Download the study tables ({classroom.STUDY_FORMATS[fmt]}, zip)",
+        lambda: classroom.study_tables_zip(ctx.store, ctx.study, fmt, owner=ctx.owner),
+        file_name=f"study-tables-{fmt}.zip",
+        mime="application/zip",
+        key=f"{Keys.CLASS_DOWNLOAD}_study_{fmt}",
+    )
 
 
 render()
