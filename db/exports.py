@@ -786,24 +786,38 @@ def export_stream(
 
 def _csv_rows(
     w: Any,
-    cols: Sequence[str],
+    session: Session,
+    study_id: int,
+    primary: ModelKey | None,
     classes: Sequence[str],
-    pages: Iterator[list[FaceLabel]],
     by_group: Mapping[str, Split],
-    acc: Any,
-    card_counts: Any,
-    split_counts: Counter[Split],
+    tally: Any,
+    page_size: int,
+    progress: Callable[[int, int], None] | None,
+    after: int | None = None,
+    until: int | None = None,
 ) -> None:
-    """Writes the pages' rows with ``w`` (the one CSV writer of the exports), counting them for the card."""
-    for page in pages:
-        vals = []
-        for r in page:
-            split = by_group[r.group]
-            split_counts[split] += 1
-            acc.add(r)
-            card_counts.add(r)
-            vals.append(row_values(r, split, classes))
-        w.write_rows(vals)
+    """Writes the rows of the faces in ``(after, until]`` with ``w`` (the one CSV writer), counting them in ``tally``.
+
+    The rows come from :func:`db.export_rows.iter_row_pages` (SQL tuples, a list per face nobody judged).
+    """
+    from db import export_rows
+
+    pages = export_rows.iter_row_pages(
+        session,
+        study_id,
+        primary,
+        classes,
+        by_group,
+        tally,
+        row_values,
+        page_size=page_size,
+        progress=progress,
+        after=after,
+        until=until,
+    )
+    for rows in pages:
+        w.write_rows(rows)
 
 
 def _csv_part(
@@ -819,25 +833,23 @@ def _csv_part(
     results: Any,
 ) -> None:
     """A worker process: writes the CSV rows of the faces after id ``after`` to ``path`` (no header)."""
-    from db import face_pages, quality
+    from db import quality
     from db.dataset_card import CardCounts
     from db.engine import make_engine
+    from db.export_rows import Tally
 
     try:
         engine = make_engine(url)
-        acc, card_counts, split_counts = quality.StatsAccumulator(), CardCounts(), Counter[Split]()
+        tally = Tally(quality.StatsAccumulator(), CardCounts())
         with Session(engine) as session, open(path, "w", encoding="utf-8", newline="") as f:
 
             def step(n: int, _total: int) -> None:
                 done.value = n
 
-            pages = face_pages.iter_face_pages(
-                session, study_id, primary, page_size=page_size, progress=step, after=after
-            )
-            cols = export_columns(classes)
-            _csv_rows(_row_writer(f, cols), cols, classes, pages, by_group, acc, card_counts, split_counts)
+            w = _row_writer(f, export_columns(classes))
+            _csv_rows(w, session, study_id, primary, classes, by_group, tally, page_size, step, after=after)
         engine.dispose()
-        results.put((acc, card_counts, split_counts, None))
+        results.put((tally.acc, tally.card, tally.splits, None))
     except BaseException as e:  # the parent raises it
         results.put((None, None, None, f"{type(e).__name__}: {e}"))
 
@@ -861,9 +873,11 @@ def _stream_csv(
     import multiprocessing
 
     from db import face_pages
+    from db.export_rows import Tally
     from db.schema import Media
 
     total = face_pages.count_faces(session, study_id)
+    tally = Tally(acc, card_counts, split_counts)
     engine = session.get_bind().engine
     split_at = None
     if workers > 1 and total >= PARALLEL_MIN_FACES and engine.url.database not in (None, "", ":memory:"):
@@ -873,8 +887,7 @@ def _stream_csv(
         w = _row_writer(f, cols)
         w.header(cols)
         if split_at is None:
-            pages = face_pages.iter_face_pages(session, study_id, primary, page_size=page_size, progress=progress)
-            _csv_rows(w, cols, classes, pages, by_group, acc, card_counts, split_counts)
+            _csv_rows(w, session, study_id, primary, classes, by_group, tally, page_size, progress)
             return
         ctx = multiprocessing.get_context("spawn")
         done = ctx.Value("q", 0)
@@ -890,10 +903,7 @@ def _stream_csv(
                 if progress is not None:
                     progress(min(total, n + done.value), total)
 
-            pages = face_pages.iter_face_pages(
-                session, study_id, primary, page_size=page_size, progress=step, until=split_at
-            )
-            _csv_rows(w, cols, classes, pages, by_group, acc, card_counts, split_counts)
+            _csv_rows(w, session, study_id, primary, classes, by_group, tally, page_size, step, until=split_at)
             got = results.get()
             proc.join()
             if got[3] is not None:

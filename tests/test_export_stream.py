@@ -26,6 +26,9 @@ def _fill(store):
         "v.mp4", BOXES * 4, ["Neutral", "Sadness"] * 4, frames=[0, 0, 5, 5, 9, 9, 12, 12], tracks=[0, 1] * 4, seed=50
     )
     store.ingest_results("s", png_bytes(999), "v.mp4", res)
+    # A second model run: one face gets a second prediction, a new face has only that run's.
+    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES, ["Fear", "Anger"], model="m2"))
+    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES[:1], ["Disgust"], seed=9))
     faces = store.faces("s")
     f = [r.face_id for r in faces]
     store.correct_face(f[0], "alice", label="Anger", valence=0.2)
