@@ -203,10 +203,15 @@ def dataframe(
         classes: The ``prob_*`` columns.
         neutralise: Pass the text cells through :func:`neutralise_cell` (for CSV; numbers are untouched).
     """
+    values = [row_values(r, splits.get(r.face_id), classes) for r in rows]
+    return frame_of_values(values, classes, neutralise=neutralise)
+
+
+def frame_of_values(values: Sequence[list[Any]], classes: Sequence[str], *, neutralise: bool = False) -> Any:
+    """:func:`dataframe` of rows already flattened (:func:`row_values` order, as :mod:`db.export_rows` gives them)."""
     import pandas as pd
 
-    recs = records(rows, splits, classes)
-    df = pd.DataFrame.from_records(recs, columns=export_columns(classes))
+    df = pd.DataFrame.from_records(values, columns=export_columns(classes))
     for c in df.columns:
         if c in _INT_COLUMNS:
             df[c] = df[c].astype("Int64")
@@ -722,7 +727,7 @@ def export_stream(
     Raises:
         FeaturesUnavailableError: For features when no features are stored.
     """
-    from db import face_pages, labels, quality, repo
+    from db import export_rows, face_pages, labels, quality, repo
     from db.dataset_card import CardCounts
     from db.splits import group_sizes, group_splits
 
@@ -737,34 +742,18 @@ def export_stream(
     acc = quality.StatsAccumulator()
     card_counts = CardCounts()
     split_counts: Counter[Split] = Counter()
-    pages = face_pages.iter_face_pages(
-        session, st.id, primary, page_size=page_size or face_pages.PAGE_SIZE, progress=progress
-    )
+    size = page_size or face_pages.PAGE_SIZE
     out.parent.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     if fmt in ("csv", "parquet"):
         classes = export_classes(session, st.id, primary)
-        cols = export_columns(classes)
+        tally = export_rows.Tally(acc, card_counts, split_counts)
         if fmt == "csv":
-            size = page_size or face_pages.PAGE_SIZE
-            _stream_csv(
-                session,
-                st.id,
-                primary,
-                out,
-                cols,
-                classes,
-                by_group,
-                acc,
-                card_counts,
-                split_counts,
-                size,
-                progress,
-                workers,
-            )
+            _stream_csv(session, st.id, primary, out, classes, by_group, tally, size, progress, workers)
         else:
-            _stream_parquet(out, cols, classes, pages, by_group, acc, card_counts, split_counts)
+            _stream_parquet(session, st.id, primary, out, classes, by_group, tally, size, progress)
     else:
+        pages = face_pages.iter_face_pages(session, st.id, primary, page_size=size, progress=progress)
         _stream_features(session, st.id, study, out, pages, primary, by_group, acc, card_counts, split_counts, notes)
     stats = acc.result(st.name, counts, primary)
     notes = [*_study_notes(counts["faces"] > 0, stats.predictions_only, crops_available), *notes]
@@ -859,12 +848,9 @@ def _stream_csv(
     study_id: int,
     primary: ModelKey | None,
     out: Path,
-    cols: list[str],
     classes: Sequence[str],
     by_group: Mapping[str, Split],
-    acc: Any,
-    card_counts: Any,
-    split_counts: Counter[Split],
+    tally: Any,
     page_size: int,
     progress: Callable[[int, int], None] | None,
     workers: int,
@@ -873,11 +859,10 @@ def _stream_csv(
     import multiprocessing
 
     from db import face_pages
-    from db.export_rows import Tally
     from db.schema import Media
 
+    cols = export_columns(classes)
     total = face_pages.count_faces(session, study_id)
-    tally = Tally(acc, card_counts, split_counts)
     engine = session.get_bind().engine
     split_at = None
     if workers > 1 and total >= PARALLEL_MIN_FACES and engine.url.database not in (None, "", ":memory:"):
@@ -908,9 +893,9 @@ def _stream_csv(
             proc.join()
             if got[3] is not None:
                 raise StoreError(f"writing the second half of the CSV export failed: {got[3]}")
-            acc.merge(got[0])
-            card_counts.merge(got[1])
-            split_counts.update(got[2])
+            tally.acc.merge(got[0])
+            tally.card.merge(got[1])
+            tally.splits.update(got[2])
             f.flush()
             with part.open("r", encoding="utf-8", newline="") as src:
                 while chunk := src.read(1 << 20):
@@ -933,28 +918,29 @@ def _column_kind(c: str) -> str:
 
 
 def _stream_parquet(
+    session: Session,
+    study_id: int,
+    primary: ModelKey | None,
     out: Path,
-    cols: list[str],
     classes: Sequence[str],
-    pages: Iterator[list[FaceLabel]],
     by_group: Mapping[str, Split],
-    acc: Any,
-    card_counts: Any,
-    split_counts: Counter[Split],
+    tally: Any,
+    page_size: int,
+    progress: Callable[[int, int], None] | None,
 ) -> None:
+    """Writes the Parquet file one row group per page (rows from :func:`db.export_rows.iter_row_pages`)."""
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+    from db import export_rows
+
     writer = None
+    pages = export_rows.iter_row_pages(
+        session, study_id, primary, classes, by_group, tally, row_values, page_size=page_size, progress=progress
+    )
     try:
-        for page in pages:
-            splits: dict[int, Split] = {}
-            for r in page:
-                splits[r.face_id] = by_group[r.group]
-                split_counts[splits[r.face_id]] += 1
-                acc.add(r)
-                card_counts.add(r)
-            table = pa.Table.from_pandas(dataframe(page, splits, classes), preserve_index=False)
+        for values in pages:
+            table = pa.Table.from_pandas(frame_of_values(values, classes), preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)
