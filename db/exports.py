@@ -30,6 +30,7 @@ the card is :func:`db.dataset_card.dataset_card`. The ``class-*`` formats are th
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -660,13 +661,21 @@ class _Column:
         self.rows += len(arr)
         self.file.write(arr.tobytes())
 
-    def copy_into(self, zf: zipfile.ZipFile, remap: np.ndarray | None = None, out_dtype: Any = None) -> None:
-        """Writes ``NAME.npy`` into the zip: codes mapped through ``remap`` (for classes, groups and strings)."""
+    def copy_into(
+        self, zf: zipfile.ZipFile, remap: np.ndarray | None = None, out_dtype: Any = None, *, stored: bool = False
+    ) -> None:
+        """Writes ``NAME.npy`` into the zip: codes mapped through ``remap`` (for classes, groups and strings).
+
+        ``stored``: without compression (the feature matrix: float32 features barely deflate, and deflating them
+        was half of the export's time).
+        """
         self.file.close()
         dtype = np.dtype(out_dtype) if out_dtype is not None else self.dtype
         shape: tuple[int, ...] = (self.rows, self.width) if self.width else (self.rows,)
         row_bytes = self.dtype.itemsize * max(1, self.width)
-        with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f, self.path.open("rb") as src:
+        entry = zipfile.ZipInfo(f"{self.name}.npy", time.localtime(time.time())[:6])
+        entry.compress_type = zipfile.ZIP_STORED if stored else zf.compression
+        with zf.open(entry, "w", force_zip64=True) as f, self.path.open("rb") as src:
             header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(f, header)
             while chunk := src.read(row_bytes * 8192):
@@ -966,13 +975,38 @@ def _feature_models(session: Session, study_id: int) -> Counter[str]:
 
 
 def _page_features(session: Session, face_ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """The stored feature vectors of some faces (faces without are absent)."""
+    """The stored feature vectors of some faces (faces without are absent).
+
+    Compact vectors of one length are decoded together (:func:`decode_compact`), others one by one.
+    """
     out: dict[int, np.ndarray] = {}
-    if face_ids:
-        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(list(face_ids)))
-        for fid, data, dim in session.execute(stmt):
-            if data is not None and dim is not None:
-                out[int(fid)] = features_from_bytes(data, dim)
+    if not face_ids:
+        return out
+    compact: dict[int, list[tuple[int, bytes]]] = {}
+    stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(list(face_ids)))
+    for fid, data, dim in session.connection().execute(stmt):
+        if data is None or dim is None:
+            continue
+        if len(data) == dim + 8:
+            compact.setdefault(int(dim), []).append((int(fid), bytes(data)))
+        else:
+            out[int(fid)] = features_from_bytes(data, dim)
+    for dim, items in compact.items():
+        for (fid, _), vec in zip(items, decode_compact(b"".join(d for _, d in items), dim), strict=True):
+            out[fid] = vec
+    return out
+
+
+def decode_compact(data: bytes, dim: int) -> np.ndarray:
+    """Compact feature vectors of ``dim`` values stored back to back, decoded at once (``(n, dim)`` float32).
+
+    The same arithmetic as :func:`db.codecs.features_from_bytes` (float64 ``lo + step * q``, then float32), so the
+    values are equal to the ones decoded one by one.
+    """
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(-1, dim + 8)
+    head = np.ascontiguousarray(raw[:, :8]).view("<f4").astype(np.float64)
+    q = raw[:, 8:].astype(np.float64)
+    out: np.ndarray = (head[:, :1] + head[:, 1:2] * q).astype(np.float32)
     return out
 
 
@@ -1043,7 +1077,7 @@ def _stream_features(
                 dim = 0
                 zf.writestr("X.npy", _npy(np.zeros((0, dim), np.float32)))
             else:
-                x.copy_into(zf)
+                x.copy_into(zf, stored=True)
             for k in ("y", "groups"):
                 remap, dtype = codes[k].remap(classes if k == "y" else group_names)
                 ints[k].copy_into(zf, remap, dtype)

@@ -134,3 +134,25 @@ def test_a_large_csv_written_by_two_processes_is_the_same_file(store, tmp_path, 
     assert not (tmp_path / "two.csv.part").exists()
     card = (tmp_path / "two.README.md").read_text().split("\n", 14)[14]
     assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
+
+
+def test_compact_features_decoded_together_equal_the_ones_decoded_one_by_one():
+    from db.codecs import features_from_bytes, features_to_bytes
+
+    rng = np.random.default_rng(3)
+    vectors = [rng.normal(size=64).astype(np.float32) * rng.uniform(0.01, 9) for _ in range(50)]
+    vectors += [np.full(64, 0.25, np.float32), np.zeros(64, np.float32)]
+    stored = [features_to_bytes(v)[0] for v in vectors]
+    together = exports.decode_compact(b"".join(stored), 64)
+    one_by_one = np.stack([features_from_bytes(b, 64) for b in stored])
+    assert together.dtype == np.float32 and together.shape == (52, 64)
+    np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_the_feature_matrix_is_stored_uncompressed(store, tmp_path):
+    _fill(store)
+    _stream(store, "features", tmp_path / "f.npz")
+    info = {i.filename: i for i in zipfile.ZipFile(tmp_path / "f.npz").infolist()}
+    assert info["X.npy"].compress_type == zipfile.ZIP_STORED
+    assert info["face_id.npy"].compress_type == zipfile.ZIP_DEFLATED
+    assert np.load(tmp_path / "f.npz")["X"].shape[0] == len(np.load(tmp_path / "f.npz")["face_id"]) > 0
