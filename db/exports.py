@@ -30,7 +30,6 @@ the card is :func:`db.dataset_card.dataset_card`. The ``class-*`` formats are th
 from __future__ import annotations
 
 import io
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -661,21 +660,13 @@ class _Column:
         self.rows += len(arr)
         self.file.write(arr.tobytes())
 
-    def copy_into(
-        self, zf: zipfile.ZipFile, remap: np.ndarray | None = None, out_dtype: Any = None, *, stored: bool = False
-    ) -> None:
-        """Writes ``NAME.npy`` into the zip: codes mapped through ``remap`` (for classes, groups and strings).
-
-        ``stored``: without compression (the feature matrix: float32 features barely deflate, and deflating them
-        was half of the export's time).
-        """
+    def copy_into(self, zf: zipfile.ZipFile, remap: np.ndarray | None = None, out_dtype: Any = None) -> None:
+        """Writes ``NAME.npy`` into the zip: codes mapped through ``remap`` (for classes, groups and strings)."""
         self.file.close()
         dtype = np.dtype(out_dtype) if out_dtype is not None else self.dtype
         shape: tuple[int, ...] = (self.rows, self.width) if self.width else (self.rows,)
         row_bytes = self.dtype.itemsize * max(1, self.width)
-        entry = zipfile.ZipInfo(f"{self.name}.npy", time.localtime(time.time())[:6])
-        entry.compress_type = zipfile.ZIP_STORED if stored else zf.compression
-        with zf.open(entry, "w", force_zip64=True) as f, self.path.open("rb") as src:
+        with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f, self.path.open("rb") as src:
             header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(f, header)
             while chunk := src.read(row_bytes * 8192):
@@ -1072,12 +1063,15 @@ def _stream_features(
             notes.append(f"{left_out} labelled faces without features of {wanted!r} left out")
         classes = list(acc.classes())
         group_names = sorted(codes["groups"].index)
-        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        # Deflate level 1: the (compact, so 256 values per vector) features shrink about as much as at the default
+        # level 6 (243 vs 242 MB at 10^5 faces), in much less time (deflating was half of this export's time).
+        zip_args: dict[str, Any] = {"compression": zipfile.ZIP_DEFLATED, "allowZip64": True, "compresslevel": 1}
+        with zipfile.ZipFile(out, "w", **zip_args) as zf:
             if x is None:
                 dim = 0
                 zf.writestr("X.npy", _npy(np.zeros((0, dim), np.float32)))
             else:
-                x.copy_into(zf, stored=True)
+                x.copy_into(zf)
             for k in ("y", "groups"):
                 remap, dtype = codes[k].remap(classes if k == "y" else group_names)
                 ints[k].copy_into(zf, remap, dtype)

@@ -147,12 +147,3 @@ def test_compact_features_decoded_together_equal_the_ones_decoded_one_by_one():
     one_by_one = np.stack([features_from_bytes(b, 64) for b in stored])
     assert together.dtype == np.float32 and together.shape == (52, 64)
     np.testing.assert_array_equal(together, one_by_one)
-
-
-def test_the_feature_matrix_is_stored_uncompressed(store, tmp_path):
-    _fill(store)
-    _stream(store, "features", tmp_path / "f.npz")
-    info = {i.filename: i for i in zipfile.ZipFile(tmp_path / "f.npz").infolist()}
-    assert info["X.npy"].compress_type == zipfile.ZIP_STORED
-    assert info["face_id.npy"].compress_type == zipfile.ZIP_DEFLATED
-    assert np.load(tmp_path / "f.npz")["X"].shape[0] == len(np.load(tmp_path / "f.npz")["face_id"]) > 0
