@@ -239,6 +239,28 @@ def resized_png(data: bytes | np.ndarray, size: int) -> bytes:
     return buf.getvalue()
 
 
+IMAGE_THREADS = 2
+"""Threads that resize and PNG-encode crops for the image exports (Pillow releases the GIL in both)."""
+
+
+def resized_pngs(
+    crops: Iterator[tuple[int, bytes | np.ndarray]], size: int, *, threads: int = IMAGE_THREADS, chunk: int = 64
+) -> Iterator[tuple[int, bytes]]:
+    """``(face_id, resized PNG)`` of crops (:func:`resized_png`) in their order, ``threads`` encoding at once.
+
+    The crops are taken ``chunk`` at a time, so memory holds at most one chunk of crops and PNGs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
+
+    if threads <= 1:
+        yield from ((fid, resized_png(data, size)) for fid, data in crops)
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="affectlab-png") as pool:
+        while part := list(islice(crops, chunk)):
+            yield from zip((fid for fid, _ in part), pool.map(lambda c: resized_png(c[1], size), part), strict=True)
+
+
 def input_size(model: str | None) -> tuple[int, str | None]:
     """The registry input size of ``model`` and a note when it had to be assumed."""
     spec = REGISTRY.get(model or "")
@@ -492,9 +514,9 @@ def _write_images(
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "imagefolder":
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-            for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
+            for fid, png in resized_pngs(iter_crops(session, media_root, list(by_id), progress=progress), size):
                 r = by_id[fid]
-                zf.writestr(f"{splits[fid]}/{r.label}/{fid}.png", resized_png(data, size))
+                zf.writestr(f"{splits[fid]}/{r.label}/{fid}.png", png)
                 exported.append(r)
             _missing_note(labelled, exported, notes)
             meta = _metadata_rows(exported, splits, lambda r: f"{splits[r.face_id]}/{r.label}/{r.face_id}.png")
@@ -508,8 +530,8 @@ def _write_images(
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         (out / split).mkdir(exist_ok=True)
-    for fid, data in iter_crops(session, media_root, list(by_id), progress=progress):
-        (out / splits[fid] / f"{fid}.png").write_bytes(resized_png(data, size))
+    for fid, png in resized_pngs(iter_crops(session, media_root, list(by_id), progress=progress), size):
+        (out / splits[fid] / f"{fid}.png").write_bytes(png)
         exported.append(by_id[fid])
     _missing_note(labelled, exported, notes)
     split_counts = {}

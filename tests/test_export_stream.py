@@ -147,3 +147,12 @@ def test_compact_features_decoded_together_equal_the_ones_decoded_one_by_one():
     one_by_one = np.stack([features_from_bytes(b, 64) for b in stored])
     assert together.dtype == np.float32 and together.shape == (52, 64)
     np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_crops_resized_by_two_threads_come_in_order_equal_to_one_thread():
+    rng = np.random.default_rng(5)
+    crops = [(i, rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)) for i in range(150)]
+    one = list(exports.resized_pngs(iter(crops), 32, threads=1))
+    two = list(exports.resized_pngs(iter(crops), 32, threads=2, chunk=16))
+    assert [f for f, _ in two] == list(range(150)) and two == one
+    assert one[3][1] == exports.resized_png(crops[3][1], 32)
