@@ -103,7 +103,7 @@ def _run(db: str, fmt: str, design: str, out: str, results: Any) -> None:
                 return np.stack([features_from_bytes(data[i : i + n], dim) for i in range(0, len(data), n)])
 
             exports.decode_compact = one_by_one  # type: ignore[assignment]
-        store.transaction(lambda s: exports.export_stream(s, study, fmt, Path(out), workers=1), write=False)  # type: ignore[arg-type]
+        store.transaction(lambda s: exports.export_stream(s, study, fmt, Path(out), workers=1), write=False)
     results.put(
         (time.perf_counter() - t0, time.process_time() - c0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     )
