@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -102,8 +102,8 @@ def _run(db: str, fmt: str, design: str, out: str, results: Any) -> None:
                 n = dim + 8
                 return np.stack([features_from_bytes(data[i : i + n], dim) for i in range(0, len(data), n)])
 
-            exports.decode_compact = one_by_one  # type: ignore[assignment]
-        store.transaction(lambda s: exports.export_stream(s, study, fmt, Path(out), workers=1), write=False)
+            exports.decode_compact = one_by_one
+        store.transaction(lambda s: exports.export_stream(s, study, cast(Any, fmt), Path(out), workers=1), write=False)
     results.put(
         (time.perf_counter() - t0, time.process_time() - c0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     )
