@@ -26,6 +26,9 @@ def _fill(store):
         "v.mp4", BOXES * 4, ["Neutral", "Sadness"] * 4, frames=[0, 0, 5, 5, 9, 9, 12, 12], tracks=[0, 1] * 4, seed=50
     )
     store.ingest_results("s", png_bytes(999), "v.mp4", res)
+    # A second model run: one face gets a second prediction, a new face has only that run's.
+    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES, ["Fear", "Anger"], model="m2"))
+    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES[:1], ["Disgust"], seed=9))
     faces = store.faces("s")
     f = [r.face_id for r in faces]
     store.correct_face(f[0], "alice", label="Anger", valence=0.2)
@@ -131,3 +134,25 @@ def test_a_large_csv_written_by_two_processes_is_the_same_file(store, tmp_path, 
     assert not (tmp_path / "two.csv.part").exists()
     card = (tmp_path / "two.README.md").read_text().split("\n", 14)[14]
     assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
+
+
+def test_compact_features_decoded_together_equal_the_ones_decoded_one_by_one():
+    from db.codecs import features_from_bytes, features_to_bytes
+
+    rng = np.random.default_rng(3)
+    vectors = [rng.normal(size=64).astype(np.float32) * rng.uniform(0.01, 9) for _ in range(50)]
+    vectors += [np.full(64, 0.25, np.float32), np.zeros(64, np.float32)]
+    stored = [features_to_bytes(v)[0] for v in vectors]
+    together = exports.decode_compact(b"".join(stored), 64)
+    one_by_one = np.stack([features_from_bytes(b, 64) for b in stored])
+    assert together.dtype == np.float32 and together.shape == (52, 64)
+    np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_crops_resized_by_two_threads_come_in_order_equal_to_one_thread():
+    rng = np.random.default_rng(5)
+    crops = [(i, rng.integers(0, 255, (20 + i, 24, 3), dtype=np.uint8)) for i in range(150)]
+    one = list(exports.resized_pngs(iter(crops), 32, threads=1))
+    two = list(exports.resized_pngs(iter(crops), 32, threads=2, chunk=16))
+    assert [f for f, _ in two] == list(range(150)) and two == one
+    assert one[3][1] == exports.resized_png(crops[3][1], 32)

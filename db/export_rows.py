@@ -1,0 +1,275 @@
+"""The rows of the streamed CSV and Parquet exports, built straight from SQL result tuples, page by page.
+
+:func:`db.face_pages.iter_face_pages` builds a :class:`db.rows.FaceLabel` (a frozen dataclass of 35 fields) per
+face, and the export then flattens it into a list (:func:`db.exports.row_values`); at 10^5 faces that was half of
+the CSV export's time, with ORM result processing most of the rest. Here each page is three indexed range queries
+run on the session's connection (Core rows, no ORM loading), and a face nobody judged (no active vote on it or on
+its track: ~97 % of a study) gets its export row built directly as a list, with the values
+:func:`db.labels._face_label` would give it (model values, ``model``/``none`` sources, 0 annotators). A face with
+votes goes through :func:`db.labels._face_label` and :func:`db.exports.row_values` as before: the vote rules live
+in :mod:`db.labels` only. ``tests/test_export_stream.py`` compares the rows of both paths on studies with votes,
+undos, track votes and predictions of several runs.
+
+The statistics of the dataset card are counted on the way (:class:`Tally`), as :meth:`quality.StatsAccumulator.add`
+and :meth:`dataset_card.CardCounts.add` count a row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from db import face_pages, labels
+from db.labels import ModelKey
+from db.rows import group_name
+from db.schema import Annotation, Annotator, Face, Media, Prediction
+
+RowBuilder = Callable[[Any, Any, Any], list[Any]]
+"""``(face_label, split, classes) -> values``: :func:`db.exports.row_values`, passed in (no import cycle)."""
+
+
+class _Classes(NamedTuple):
+    """What :meth:`db.quality.StatsAccumulator.add_classes` reads of a row."""
+
+    model_probs: Mapping[str, Any] | None
+    judgements: tuple[Any, ...]
+    label: str | None
+
+
+@dataclass
+class Tally:
+    """The card's and the statistics' counts of the rows written (the accumulators of :func:`export_stream`)."""
+
+    acc: Any
+    card: Any
+    splits: Counter[Any] = field(default_factory=Counter)
+    _keys: set[tuple[str, ...]] = field(default_factory=set)
+    _labels: set[str] = field(default_factory=set)
+
+    def add_unjudged(self, probs: Mapping[str, Any] | None, label: str | None, sources: tuple[str, ...]) -> None:
+        """Counts a row nobody judged, as ``acc.add`` and ``card.add`` count it."""
+        acc, card = self.acc, self.card
+        if probs:
+            keys = tuple(probs)
+            if keys not in self._keys:
+                self._keys.add(keys)
+                acc.add_classes(_Classes(probs, (), None))
+        if label:
+            if label not in self._labels:
+                self._labels.add(label)
+                acc.add_classes(_Classes(None, (), label))
+            acc.model_counts[label] += 1
+            acc.label_counts[label] += 1
+        card.n += 1
+        src = card.sources
+        src["label"][sources[0]] += 1
+        src["valence"][sources[1]] += 1
+        src["arousal"][sources[2]] += 1
+        src["engagement"][sources[3]] += 1
+        card.model_only += sources[0] == "model"
+
+    def add_judged(self, r: Any) -> None:
+        """Counts a row built by :func:`db.labels._face_label`."""
+        self.acc.add(r)
+        self.card.add(r)
+
+
+_HAS_CROP = 11
+"""Position of ``has_crop`` in a row of :func:`db.face_pages._face_select`."""
+_NO_LABELS = (None, "none", 0, None) * 4
+"""The four label fields (value, source, annotators, agreement) of a face with neither votes nor prediction."""
+
+
+def _source(v: Any) -> str:
+    return "none" if v is None else "model"
+
+
+def _unjudged_row(f: Any, m: Any, p: Any, split: Any, eng_track: float | None, classes: Sequence[str]) -> list[Any]:
+    """The export row (:func:`db.exports.export_columns` order) of a face without votes, from its SQL tuples."""
+    head = [f.id, f.media_id, m.filename, m.sha256, m.kind, f.frame, f.time_s, f.track_id, f.track_index]
+    head += [f.x1, f.y1, f.x2, f.y2, f.det_score, split]
+    has_crop = bool(f[_HAS_CROP])
+    if p is None:  # no prediction: every label field "none", the note, copies and model columns empty
+        return [*head, *_NO_LABELS, *[None] * (15 + len(classes)), has_crop]
+    eng = p.engagement if p.engagement is not None else eng_track
+    lab, val, aro = p.label, p.valence, p.arousal
+    ls = "model"
+    vs, as_, es = _source(val), _source(aro), _source(eng)
+    probs = p.probs or {}
+    return [
+        *head,
+        lab,
+        ls,
+        0,
+        None,
+        val,
+        vs,
+        0,
+        None,
+        aro,
+        as_,
+        0,
+        None,
+        eng,
+        es,
+        0,
+        None,
+        None,
+        None,
+        lab,
+        val,
+        aro,
+        eng,
+        None,
+        p.model,
+        p.weights_hash,
+        p.model_version,
+        lab,
+        p.confidence,
+        val,
+        aro,
+        eng,
+        *[float(probs[c]) if c in probs else None for c in classes],
+        has_crop,
+    ]
+
+
+def _page_rows(
+    session: Session,
+    conn: Connection,
+    faces: Sequence[Any],
+    media: Mapping[int, Any],
+    primary: ModelKey | None,
+    classes: Sequence[str],
+    by_group: Mapping[str, Any],
+    tally: Tally,
+    windows: dict[int, Any],
+    row_values: RowBuilder,
+) -> list[list[Any]]:
+    ids = {f.id for f in faces}
+    lo, hi = faces[0].id, faces[-1].id
+    dense = hi - lo < 4 * len(ids) + 64
+    pred_where = and_(Prediction.face_id >= lo, Prediction.face_id <= hi) if dense else Prediction.face_id.in_(ids)
+    preds = conn.execute(select(*face_pages._PRED_COLS).where(pred_where).order_by(Prediction.id))
+    by_face: dict[int, Any] = labels.pick_predictions((p for p in preds if p.face_id in ids), primary)
+    tracks = sorted({f.track_id for f in faces if f.track_id is not None})
+    cond = [and_(Annotation.face_id >= lo, Annotation.face_id <= hi) if dense else Annotation.face_id.in_(ids)]
+    if tracks:
+        cond.append(Annotation.track_id.in_(tracks))
+    ann_stmt = (
+        select(*face_pages._ANN_COLS, Annotator.name)
+        .join(Annotator, Annotation.annotator_id == Annotator.id)
+        .where(or_(*cond))
+        .order_by(Annotation.id)
+    )
+    anns = [(a, a.name) for a in conn.execute(ann_stmt) if a.face_id is None or a.face_id in ids]
+    resolved = labels.resolve(anns) if anns else {}
+    need = {
+        f.track_id
+        for f in faces
+        if f.track_id is not None
+        and f.track_id not in windows
+        and (p := by_face.get(f.id)) is not None
+        and p.engagement is None
+    }
+    if need:
+        if len(windows) > 4096:
+            windows.clear()
+        got = labels._track_windows(session, need)
+        for t in need:
+            windows[t] = face_pages._indexed(got.get(t))
+    splits: dict[tuple[int, int | None], Any] = {}
+    out: list[list[Any]] = []
+    count = tally.splits
+    for f in faces:
+        m = media[f.media_id]
+        tid = f.track_id
+        eng = face_pages._window_engagement(windows.get(tid), f.time_s) if tid is not None else None
+        p = by_face.get(f.id)
+        if ("face", f.id) in resolved or (tid is not None and ("track", tid) in resolved):
+            row = face_pages._FaceRow(*f)
+            r = labels._face_label(row, m, f.track_index, p, resolved, bool(f[_HAS_CROP]), eng)
+            split = by_group[r.group]
+            count[split] += 1
+            tally.add_judged(r)
+            out.append(row_values(r, split, classes))
+            continue
+        key = (f.media_id, f.track_index)
+        split = splits.get(key)
+        if split is None:
+            split = splits[key] = by_group[group_name(m.sha256, f.track_index)]
+        count[split] += 1
+        values = _unjudged_row(f, m, p, split, eng, classes)
+        if p is None:
+            tally.add_unjudged(None, None, ("none", "none", "none", "none"))
+        else:
+            tally.add_unjudged(p.probs, p.label, ("model", values[20], values[24], values[28]))
+            if p.model:
+                tally.card.models.add((p.model, p.weights_hash or ""))
+        out.append(values)
+    return out
+
+
+def iter_row_pages(
+    session: Session,
+    study_id: int,
+    primary: ModelKey | None,
+    classes: Sequence[str],
+    by_group: Mapping[str, Any],
+    tally: Tally,
+    row_values: RowBuilder,
+    *,
+    page_size: int = face_pages.PAGE_SIZE,
+    progress: face_pages.Progress | None = None,
+    after: int | None = None,
+    until: int | None = None,
+) -> Iterator[list[list[Any]]]:
+    """The study's export rows (:func:`db.exports.export_columns` order, raw values), page by page by face id.
+
+    Args:
+        session: An open session (kept open while iterating).
+        study_id: The study.
+        primary: The model run the rows follow (:func:`db.labels.choose_model`).
+        classes: The ``prob_*`` classes, in order.
+        by_group: The split of each split group (:func:`db.splits.group_splits`).
+        tally: Counts every row yielded (card and statistics).
+        row_values: :func:`db.exports.row_values` (for the faces people judged).
+        page_size: Faces per page.
+        progress: Called with ``(faces done, faces in range)`` after each page.
+        after: Only faces with a larger id.
+        until: Only faces with an id up to this one.
+    """
+    conn = session.connection()
+    media = face_pages.study_media(session, study_id)
+    span = select(func.min(Face.id), func.max(Face.id), func.count(Face.id)).join(Media, Face.media_id == Media.id)
+    span = span.where(Media.study_id == study_id)
+    if after is not None:
+        span = span.where(Face.id > after)
+    if until is not None:
+        span = span.where(Face.id <= until)
+    got: Any = conn.execute(span).one()  # one index-only pass: where the pages start and end
+    first, top, total = got
+    if first is None:
+        return
+    base = face_pages._face_select(study_id, by_key=True).where(Face.id <= top)
+    windows: dict[int, Any] = {}
+    last = int(first) - 1
+    done = 0
+    while True:
+        faces = conn.execute(base.where(Face.id > last).order_by(Face.id).limit(page_size)).all()
+        if not faces:
+            break
+        last = faces[-1].id
+        rows = _page_rows(session, conn, faces, media, primary, classes, by_group, tally, windows, row_values)
+        done += len(rows)
+        yield rows
+        if progress is not None:
+            progress(done, max(total, done))
+        if len(faces) < page_size:
+            break
