@@ -123,6 +123,13 @@ def a_review_by_class(ctx: Ctx) -> None:
     review_panel(ctx, ReviewFilter(model_label=ctx.model_class))
 
 
+def a_review_by_annotator(ctx: Ctx) -> None:
+    """The queue filtered by another annotator's labels ("Labelled by" another person)."""
+    from db.review import ReviewFilter
+
+    review_panel(ctx, ReviewFilter(labelled_by=VOTER))
+
+
 def a_key_press(ctx: Ctx) -> None:
     """A class key on the face shown: the vote, then the panel again with the next face (as the fragment reruns)."""
     from webapp.services import review
@@ -285,6 +292,7 @@ ACTIONS: dict[str, Action] = {
     "review_first": Action("Review: first face of the queue", a_review_first),
     "review_by_file": Action("Review: first face, filtered by file", a_review_by_file),
     "review_by_class": Action("Review: first face, filtered by class", a_review_by_class),
+    "review_by_annotator": Action("Review: first face, filtered by another annotator's labels", a_review_by_annotator),
     "key_press": Action("Review: key press (vote, next face, counts)", a_key_press, _key_press_setup),
     "my_labels": Action('Review: "My labels"', a_my_labels),
     "library": Action("Library listing", a_library),
