@@ -32,7 +32,17 @@ for p in (str(ROOT), str(ROOT / "bench")):
 import bench_scale  # noqa: E402
 import scale_fill  # noqa: E402
 
-STUDY_WIDE = ("review_first", "review_by_class", "key_press", "my_labels", "library", "dataset_stats", "vote", "undo")
+STUDY_WIDE = (
+    "review_first",
+    "review_by_class",
+    "review_by_annotator",
+    "key_press",
+    "my_labels",
+    "library",
+    "dataset_stats",
+    "vote",
+    "undo",
+)
 """Actions over the whole study that must not walk a recording's faces (the others are about one recording)."""
 
 PER_FACE = ("faces", "face_status", "face_judges", "face_tallies", "predictions", "annotations", "engagement_windows")
