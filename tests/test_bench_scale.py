@@ -294,6 +294,11 @@ def test_study_wide_actions_walk_no_study(tmp_path: Path) -> None:
         walks.update({(name, " ".join(p.sql.split())[:300]): p.walks for p in plans if p.walks})
     ctx.store.close()
     assert walks == {}
+    import scale_interleave
+
+    assert (
+        scale_interleave.main([str(db_file), str(db_file), "--actions", "library,review_first", "--rounds", "1"]) == 0
+    )
 
 
 def test_a_walk_is_recognised() -> None:
