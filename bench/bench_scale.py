@@ -728,7 +728,7 @@ def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10000,100000", help="faces per study, comma-separated (1e6 works too)")
     ap.add_argument("--engines", default="sqlite,postgresql")
@@ -752,6 +752,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--from-log", type=Path, nargs="+", help="print the tables of earlier runs' output, merged (with --readme)"
     )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     if args.from_log:
         logged, logged_pages, faces = from_log(args.from_log)
