@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
@@ -145,33 +144,21 @@ def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
     )
 
 
-_FACE_COUNTS: dict[tuple[str, int], tuple[tuple[Any, ...], dict[int, int]]] = {}
-_FACE_COUNTS_LOCK = threading.Lock()
-
-
 def media_face_counts(session: Session, study_id: int, media_ids: Sequence[int]) -> dict[int, int]:
-    """Faces per media item of a study, counted on the faces' media index and kept until faces come or go.
+    """Faces per media item of a study: the kept row counts (:class:`db.schema.MediaTotals`), a lookup per item.
 
-    Faces are only added by an ingest (a newer face id) and removed with their media item or track (the study's
-    media or track count changes), so the counts are kept in process under that stamp: a Library view costs a few
-    index lookups, not a count over the study's faces.
+    Inside a transaction whose writes the read model has not taken in yet (or one writing without it) the faces are
+    counted instead, so that what it wrote shows.
     """
-    ids = tuple(sorted(int(i) for i in media_ids))
-    mine = select(Media.id).where(Media.study_id == study_id).scalar_subquery()
-    n_tracks = session.scalar(select(func.count(Track.id)).where(Track.media_id.in_(mine))) if ids else 0
-    stamp = (session.scalar(select(func.max(Face.id))), ids, n_tracks)
-    key = (str(session.get_bind().engine.url), study_id)
-    with _FACE_COUNTS_LOCK:
-        got = _FACE_COUNTS.get(key)
-    if got is not None and got[0] == stamp:
-        return got[1]
+    ids = sorted({int(i) for i in media_ids})
+    if not ids:
+        return {}
+    kept = status.media_faces(session, ids)
+    if kept is not None:
+        return kept
+    mine = select(Media.id).where(Media.study_id == study_id, Media.id.in_(ids))
     stmt = select(Face.media_id, func.count()).where(Face.media_id.in_(mine)).group_by(Face.media_id)
-    counts = {int(m): int(n) for m, n in session.execute(stmt)} if ids else {}
-    with _FACE_COUNTS_LOCK:
-        if len(_FACE_COUNTS) > 256:
-            _FACE_COUNTS.clear()
-        _FACE_COUNTS[key] = (stamp, counts)
-    return counts
+    return {int(m): int(n) for m, n in session.execute(stmt)}
 
 
 def list_media(session: Session, study: Study) -> list[MediaRow]:
@@ -283,13 +270,17 @@ def best_faces(session: Session, media_id: int) -> dict[int, int]:
 
 
 def faces_in_study(session: Session, study: str, face_ids: Sequence[int]) -> set[int]:
-    """Those of ``face_ids`` that are faces of ``study`` (by primary key, then the media's study)."""
+    """Those of ``face_ids`` that are faces of ``study`` (by primary key, then the media's study).
+
+    ``+ 0`` keeps SQLite's planner (no statistics) from walking every face of the study's media by the media index
+    and testing each against the list, which it chose for a list of a couple of dozen ids (linear in the study).
+    """
     out: set[int] = set()
     ids = sorted({int(i) for i in face_ids})
     for i in range(0, len(ids), 1000):
         stmt = (
             select(Face.id)
-            .join(Media, Face.media_id == Media.id)
+            .join(Media, Face.media_id + 0 == Media.id)
             .join(Study, Media.study_id == Study.id)
             .where(Study.name == study, Face.id.in_(ids[i : i + 1000]))
         )

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, false, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, case, delete, false, func, select
+from sqlalchemy.orm import Session, aliased
 
 from db import repo, status
 from db.errors import StoreError
@@ -414,6 +414,10 @@ def review_queue(
             rows, by, annotator=annotator, skipped=skipped, settings=settings, study_id=st.id, flt=flt, limit=limit
         )
     me = annotator_id(session, annotator)
+    if flt.labelled_by is not None and flt.track_id is None:
+        empty = _empty_by_counts(session, st.id, flt, by, settings, me)
+        if empty is not None:  # nothing of that annotator's is waiting: counts only, no walk over their faces
+            return ReviewQueue((), 0, sum(empty[0].values()), {}, empty[0], empty[1])
     fs = FaceStatus
     where = _filter(session, st.id, flt)
     mine = _not_mine(me)
@@ -536,6 +540,56 @@ def _kept_counts(
             left[int(m)] -= int(q or 0)
             skipped += int(sk or 0)
     return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}, skipped
+
+
+def _empty_by_counts(
+    session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, settings: StudySettings, me: int | None
+) -> tuple[dict[int, int], int] | None:
+    """For a queue filtered by an annotator's labels: ``(total_by_media, skipped)`` when none of them is waiting.
+
+    From the kept counts of that annotator (``faces``: the faces they judged; the queue's column: those they judged
+    or skipped that are in the queue) less the faces in the queue they only skipped (driven by their skips), so the
+    usual case, e.g. the ``uncertainty`` queue where a voted face needs no more vote, costs the same whatever their
+    number of faces. None when some are waiting: the caller walks their faces.
+    """
+    who = annotator_id(session, flt.labelled_by)
+    if who is None:
+        return {}, 0
+    qc, fs = QueueCount, FaceStatus
+    column = {"uncertainty": qc.uncertainty, "valence": qc.valence, "disagreement": qc.disagreement}[by]
+    stmt = select(qc.media_id, func.sum(qc.faces), func.sum(column)).where(
+        qc.study_id == study_id, qc.annotator_id == who
+    )
+    total: dict[int, int] = {}
+    in_queue = 0
+    for m, n, q in session.execute(_counts_matching(stmt, flt).group_by(qc.media_id)):
+        total[int(m)] = total.get(int(m), 0) + int(n or 0)
+        in_queue += int(q or 0)
+    rest = _filter(session, study_id, dataclasses.replace(flt, labelled_by=None), lead=False)
+    # the skips lead (``+ 0``: not every face the annotator judged, by the annotator index)
+    xj = aliased(FaceJudge)
+    only_skipped = (
+        select(func.count())
+        .select_from(ReviewSkip)
+        .join(fs, fs.face_id == ReviewSkip.face_id)
+        .join(xj, and_(xj.face_id == ReviewSkip.face_id, xj.annotator_id + 0 == who))
+        .where(ReviewSkip.annotator_id == who, ~xj.judged, _in_queue(by, settings), *rest)
+    )
+    if in_queue > 0 and in_queue - int(session.scalar(only_skipped) or 0) > 0:
+        return None
+    skipped = 0
+    if me is not None and me != who:
+        mj = aliased(FaceJudge)
+        mine = (
+            select(func.count())
+            .select_from(ReviewSkip)
+            .join(fs, fs.face_id == ReviewSkip.face_id)
+            .join(mj, and_(mj.face_id == ReviewSkip.face_id, mj.annotator_id + 0 == me))
+            .join(xj, and_(xj.face_id == ReviewSkip.face_id, xj.annotator_id + 0 == who))
+            .where(ReviewSkip.annotator_id == me, ~mj.judged, xj.judged, *rest)
+        )
+        skipped = int(session.scalar(mine) or 0)
+    return {m: n for m, n in total.items() if n}, skipped
 
 
 def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:

@@ -780,6 +780,21 @@ def _recount(session: Session, media_ids: Sequence[int]) -> None:
         session.execute(insert(MediaTotals), totals)
 
 
+def media_faces(session: Session, media_ids: Sequence[int]) -> dict[int, int] | None:
+    """Faces per media item from the kept row counts (items without faces are left out).
+
+    None inside a transaction whose writes are not refreshed yet (or one that writes without the read model): the
+    kept counts do not hold those writes until it commits, so the caller counts.
+    """
+    if session.info.get(OFF) or _KEY in session.info:
+        return None
+    out: dict[int, int] = {}
+    for part in _chunks(media_ids):
+        stmt = select(MediaTotals.media_id, MediaTotals.faces).where(MediaTotals.media_id.in_(part))
+        out.update((int(m), int(n)) for m, n in session.execute(stmt) if n)
+    return out
+
+
 def rebuild(session: Session, study_id: int | None = None) -> int:
     """Recomputes the read model of one study (or every study) from scratch; returns the faces written.
 

@@ -271,3 +271,47 @@ def test_bench_cuts_an_action_over_its_timeout() -> None:
     finally:
         del bench_scale.ACTIONS["_sleep"]
     assert t.runs == [] and t.timeout == 1.0 and t.cell() == "> 1 s"
+
+
+def test_study_wide_actions_walk_no_study(tmp_path: Path) -> None:
+    """Every SELECT of the Review, Library listing and statistics actions is an index search bounded by what is shown.
+
+    SQLite's plans here do not depend on the study's size (no statistics), so a tiny study shows what a million-face
+    one runs; the walk this caught: the faces of a queue page checked against the study by the media index, every
+    face of the study's recordings read to keep two dozen.
+    """
+    import scale_plans
+
+    store = _store(tmp_path, "plans")
+    scale_fill.fill(store, TINY, path="bulk")
+    db_file = Path(store.engine.url.database or "")
+    store.close()
+    ctx = scale_plans.context(db_file, tmp_path / "ctx")
+    walks = {}
+    for name in scale_plans.STUDY_WIDE:
+        plans = scale_plans.action_plans(ctx, name)
+        assert plans, name  # the capture saw the action's statements
+        walks.update({(name, " ".join(p.sql.split())[:300]): p.walks for p in plans if p.walks})
+    ctx.store.close()
+    assert walks == {}
+    import scale_interleave
+
+    assert (
+        scale_interleave.main([str(db_file), str(db_file), "--actions", "library,review_first", "--rounds", "1"]) == 0
+    )
+
+
+def test_a_walk_is_recognised() -> None:
+    import scale_plans
+
+    walk = scale_plans.Plan("q", ("SEARCH faces USING COVERING INDEX ix_faces_media_id_frame (media_id=?)",))
+    scan = scale_plans.Plan("q", ("SCAN face_status",))
+    bounded = scale_plans.Plan(
+        "q",
+        (
+            "SEARCH faces USING INTEGER PRIMARY KEY (rowid=?)",
+            "SEARCH faces USING COVERING INDEX ix_faces_media_id_frame (media_id=? AND frame>?)",
+            "SCAN media USING COVERING INDEX ix_media_study_id",
+        ),
+    )
+    assert walk.walks and scan.walks and not bounded.walks
