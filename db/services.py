@@ -50,6 +50,7 @@ from db import (
     media_files,
     persons,
     quality,
+    ranges,
     recording,
     repo,
     resumable,
@@ -468,10 +469,13 @@ class LabelStore:
         samples: int,
         model_version: str | None = None,
         claimant: Claimant | None = None,
+        range_number: int | None = None,
+        range_done: bool = False,
     ) -> tuple[int, int, int]:
         """Stores one stretch of a partial video's faces with its resume point, in one transaction.
 
         With a ``claimant``, first checks that it still holds the video's claim (else :class:`ClaimLostError`).
+        With a ``range_number``, the resume point is that range's (:mod:`db.ranges`; ``range_done``: its last).
 
         Returns:
             Faces, crops and features stored.
@@ -490,8 +494,18 @@ class LabelStore:
                 store_crops=keep,
                 feature_codec=self.feature_codec,
                 claimant=claimant,
+                range_number=range_number,
+                range_done=range_done,
             )
         )
+
+    def plan_ranges(self, media_id: int, plan: Sequence[ranges.RangePlan]) -> list[ranges.RangeState]:
+        """Stores how a partial video is cut into ranges (unless it is cut already); its ranges as they stand."""
+        return self.transaction(lambda s: ranges.plan(s, media_id, plan))
+
+    def range_states(self, media_id: int) -> list[ranges.RangeState]:
+        """The ranges a partial video is cut into, with their resume points (empty: not cut)."""
+        return self.transaction(lambda s: ranges.states(s, media_id), write=False)
 
     def stored_frames(self, media_id: int, after_frame: int = -1, max_frames: int = 500) -> list[Any]:
         """The next frames with stored faces (:class:`db.resumable.StoredFrame`), for replaying the tracker."""
