@@ -237,7 +237,9 @@ def stream_ranges(
     resumed = [s.until_s for s in states if s.until_s is not None]
     got.resumed_from_s = min(resumed) if resumed else None
     todo = [s for s in states if not s.done]
-    config = dataclasses.replace(session.video, keep_crops=True, classify_batch=1, detect_batch=1)
+    config = dataclasses.replace(
+        session.video, keep_crops=_crops_stored(store, media_id), classify_batch=1, detect_batch=1
+    )
     storer = _Storer(store, media_id, claimant, check, got)
     procs: dict[int, Any] = {}
     drain: threading.Thread | None = None
@@ -279,6 +281,15 @@ def stream_ranges(
         )
 
 
+def _crops_stored(store: LabelStore, media_id: int) -> bool:
+    """Whether the store keeps this video's crops: when it re-cuts them from the file, none is cut or sent."""
+    from db import repo
+    from db.schema import Media
+
+    recut = store.transaction(lambda s: bool(repo.get_row(s, Media, media_id, "media").recut_crops), write=False)
+    return store.store_crops and not recut
+
+
 def _scaled(progress: Progress | None, start: float, end: float | None) -> Progress | None:
     """This process's range's progress as a share of the whole video (the workers go at about the same pace)."""
     if progress is None or end is None or end <= start:
@@ -307,7 +318,7 @@ def _start_workers(
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue(maxsize=4)  # a worker waits rather than piling stretches up in memory
+    out = ctx.Queue(maxsize=1)  # a worker waits rather than piling stretches up in memory
     by_number = {s.plan.number: s for s in states}
     for s in states:
         proc = ctx.Process(
