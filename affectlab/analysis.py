@@ -271,7 +271,7 @@ class AnalysisService:
             return _skipped(name, state.media_id, "video", state.n_faces)
         session = self._models()
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
-            streamed = self._stream(name, prepared, path, session, state, progress)
+            streamed = self._stream(name, prepared, path, session, state, progress, probe.duration)
             prepared.check_unchanged(name, rehash=True)
             return self._finish(name, prepared, session, state, probe, streamed)
 
@@ -283,7 +283,10 @@ class AnalysisService:
         session: AnalysisSession,
         state: AnalysisState,
         progress: Progress | None,
+        probe_duration: float | None = None,
     ) -> _Streamed:
+        """The video's faces into the store, stretch by stretch (over several processes when it is cut into ranges)."""
+        from affectlab import ranged
         from models.decode import ResumePoint
         from models.types import Face
         from models.video import analyze_video_chunks
@@ -298,12 +301,32 @@ class AnalysisService:
             )
             log.info("%s: resuming after %.2f s (frame %d)", name, state.until_s, state.until_frame)
         got = _Streamed(resumed_from_s=None if resume is None else resume.time_s)
+        fps = self.options.fps or None
+        fresh = resume is None and state.n_faces == 0
+        cut = ranged.plan_for(self.store, state.media_id, fresh, path, session, fps, probe_duration)
+        if cut is not None:  # one recording over several processes, a resume point per range
+            check = lambda: prepared.check_unchanged(name)  # noqa: E731
+            ranged.stream_ranges(
+                self.store,
+                state.media_id,
+                self.claimant,
+                check,
+                path,
+                name,
+                session,
+                fps,
+                self.options.commit_every_s,
+                cut,
+                got,
+                progress,
+            )
+            return got
         for chunk in analyze_video_chunks(
             path,
             name,
             session.detector,
             session.recognizer,
-            self.options.fps or None,
+            fps,
             config=replace(session.video, keep_crops=True),
             resume=resume,
             commit_every_s=self.options.commit_every_s,

@@ -226,7 +226,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     options = Options(fps=args.fps, uploaded_by=args.uploaded_by, commit_every_s=args.commit_every, keep_file=True)
 
     workers = args.workers if args.workers is not None else default_workers(len(files), device)
-    if workers > 1 or args.ray:
+    if (workers > 1 and len(files) > 1) or args.ray:
         from affectlab.distribute import Job, analyze_many, job_env
 
         job = Job(
@@ -255,6 +255,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             device=device,
             backend=backend,  # type: ignore[arg-type]
             detect_every=detect_every,
+            workers=args.workers,  # one file: a long video is cut over the processes (default: one per core)
         )
         model_name = session.recognizer.name
         outcomes = _analyze_here(args, settings, files, session, options)
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="analyse with N processes on this machine (default: one per core, at most one per file, 1 on a GPU; "
-        "with --ray: N actors, 0 or unset = one per cluster CPU)",
+        "one file: a long video cut into N time ranges; with --ray: N actors, 0 or unset = one per cluster CPU)",
     )
     p.add_argument(
         "--ray",

@@ -28,10 +28,8 @@ AffectLab installed with the weights (``python -m models fetch``) in its ``AFFEC
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from affectlab.analysis import FileOutcome, Options, Source, setup_message
+from affectlab.orphans import exit_with_parent
 from core.settings import child_env, passed_on, take_on
 from models.errors import AffectLabError
 
@@ -158,22 +157,9 @@ def largest_first(files: Sequence[Path]) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------- local
 
 
-def _exit_with_parent(poll_s: float = 0.5) -> None:
-    """Ends this process when its parent (the driver) is gone, even in the middle of a file."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll_s)
-            if os.getppid() != parent:
-                os._exit(3)
-
-    threading.Thread(target=watch, name="affectlab-parent-watch", daemon=True).start()
-
-
 def _worker_main(job: Job, threads: int, conn: Any) -> None:
     """A local worker process: files come over ``conn`` (``(path, wait)``; None ends it), replies go back."""
-    _exit_with_parent()
+    exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which ends the workers
     worker = Worker(job, threads)
     if worker.setup_error is not None:

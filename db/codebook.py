@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from db import study_tables
 from db.classroom import DECIMALS, GAP_FACTOR, SECONDS_DECIMALS, ClassTables
 from db.recording_info import RecordingInfo
-from db.study_tables import StudyTables
+from db.study_tables import Participants, StudyTables
 from models.engagement import EngagementConfig
 from models.faces import DetectorConfig
 
@@ -162,3 +163,16 @@ def rows(st: StudyTables) -> list[dict[str, Any]]:
         for t in st.tables
         for c in t.columns
     ]
+
+
+def with_method(session: Session, study: str, participants: Participants | None = None) -> tuple[StudyTables, Method]:
+    """The study tables and their codebook's method (:func:`db.codebook.method`), in one read."""
+    from db import classroom, repo
+    from db.recording_info import recording_infos
+    from db.segments import list_segments
+
+    st = repo.get_study(session, study)
+    tables = classroom.class_tables(session, study)
+    infos = recording_infos(session, st.id)
+    built = study_tables.build(tables, infos, list_segments(session, list(infos)), participants)
+    return built, method(session, st.id, tables, infos)

@@ -144,30 +144,6 @@ def media_row(media: Media, study: str, n_faces: int = 0) -> MediaRow:
     )
 
 
-def media_face_counts(session: Session, study_id: int, media_ids: Sequence[int]) -> dict[int, int]:
-    """Faces per media item of a study: the kept row counts (:class:`db.schema.MediaTotals`), a lookup per item.
-
-    Inside a transaction whose writes the read model has not taken in yet (or one writing without it) the faces are
-    counted instead, so that what it wrote shows.
-    """
-    ids = sorted({int(i) for i in media_ids})
-    if not ids:
-        return {}
-    kept = status.media_faces(session, ids)
-    if kept is not None:
-        return kept
-    mine = select(Media.id).where(Media.study_id == study_id, Media.id.in_(ids))
-    stmt = select(Face.media_id, func.count()).where(Face.media_id.in_(mine)).group_by(Face.media_id)
-    return {int(m): int(n) for m, n in session.execute(stmt)}
-
-
-def list_media(session: Session, study: Study) -> list[MediaRow]:
-    """The media items of ``study`` with their face counts (:func:`media_face_counts`), oldest first."""
-    media = list(session.scalars(select(Media).where(Media.study_id == study.id).order_by(Media.id)))
-    counts = media_face_counts(session, study.id, [m.id for m in media])
-    return [media_row(m, study.name, counts.get(m.id, 0)) for m in media]
-
-
 def list_tracks(session: Session, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
     """The tracks of a video, with their engagement windows unless ``with_windows`` is False.
 

@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import claims, repo, status
+from db import claims, ranges, repo, status
 from db.claims import Claimant
 from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.errors import StoreError
@@ -165,8 +165,13 @@ def store_chunk(
     store_crops: bool,
     feature_codec: str = FEATURES_U8,
     claimant: Claimant | None = None,
+    range_number: int | None = None,
+    range_done: bool = False,
 ) -> tuple[int, int, int]:
     """Stores one stretch of a partial video's faces (without track) and moves its resume point.
+
+    With ``range_number``, the video is cut into ranges (:mod:`db.ranges`): that range's resume point moves
+    (``range_done``: the range is complete).
 
     Returns:
         Faces, crops and features stored.
@@ -196,7 +201,12 @@ def store_chunk(
     session.flush()
     for f, face in rows:
         session.add(prediction_row(f, face.id))
-    media.analysed_until_s, media.analysed_until_frame, media.analysed_samples = until_s, until_frame, samples
+    if range_number is None:
+        media.analysed_until_s, media.analysed_until_frame, media.analysed_samples = until_s, until_frame, samples
+    else:
+        ranges.move(
+            session, media_id, range_number, until_s=until_s, until_frame=until_frame, samples=samples, done=range_done
+        )
     session.flush()
     return len(rows), crops, features
 

@@ -543,3 +543,31 @@ class AnalysisClaim(Base):
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     """Last sign of life of the owner; older than :data:`db.claims.STALE_S`, the claim may be taken over."""
+
+
+class AnalysisRange(Base):
+    """One time range of a partial video analysed by its own worker process (:mod:`db.ranges`): its resume point.
+
+    A long recording is cut into ranges (:func:`models.ranges.plan_ranges`) when its analysis starts; the plan is
+    stored with it, so a stopped run resumes every range where it stopped, whatever the number of cores then.
+    """
+
+    __tablename__ = "analysis_ranges"
+    __table_args__ = (UniqueConstraint("media_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    """Time of the frame just before the range (None: the range starts the video)."""
+    start_frame: Mapped[int | None] = mapped_column(Integer)
+    """That frame's number among the decoded frames."""
+    start_sample: Mapped[int | None] = mapped_column(Integer)
+    """Its number among the sampled frames."""
+    stop_frame: Mapped[int | None] = mapped_column(Integer)
+    """The first frame of the next range (None: the last range)."""
+    until_s: Mapped[float | None] = mapped_column(Float)
+    """Time of the range's last stored frame (None: nothing stored yet)."""
+    until_frame: Mapped[int | None] = mapped_column(Integer)
+    until_sample: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")

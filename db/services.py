@@ -38,6 +38,7 @@ from db import (
     analysis_file,
     claims,
     classroom,
+    codebook,
     codecs,
     compact,
     crops,
@@ -50,6 +51,7 @@ from db import (
     media_files,
     persons,
     quality,
+    ranges,
     recording,
     recording_info,
     removal,
@@ -186,7 +188,7 @@ class LabelStore:
 
     def media(self, study: str) -> list[MediaRow]:
         """The media items of a study."""
-        return self.transaction(lambda s: repo.list_media(s, repo.get_study(s, study)), write=False)
+        return self.transaction(lambda s: status.list_media(s, repo.get_study(s, study)), write=False)
 
     def tracks(self, media_id: int, *, with_windows: bool = True) -> list[TrackRow]:
         """The tracks of a video, with engagement windows (unless ``with_windows`` is False)."""
@@ -474,10 +476,13 @@ class LabelStore:
         samples: int,
         model_version: str | None = None,
         claimant: Claimant | None = None,
+        range_number: int | None = None,
+        range_done: bool = False,
     ) -> tuple[int, int, int]:
         """Stores one stretch of a partial video's faces with its resume point, in one transaction.
 
         With a ``claimant``, first checks that it still holds the video's claim (else :class:`ClaimLostError`).
+        With a ``range_number``, the resume point is that range's (:mod:`db.ranges`; ``range_done``: its last).
 
         Returns:
             Faces, crops and features stored.
@@ -496,8 +501,18 @@ class LabelStore:
                 store_crops=keep,
                 feature_codec=self.feature_codec,
                 claimant=claimant,
+                range_number=range_number,
+                range_done=range_done,
             )
         )
+
+    def plan_ranges(self, media_id: int, plan: Sequence[ranges.RangePlan]) -> list[ranges.RangeState]:
+        """Stores how a partial video is cut into ranges (unless it is cut already); its ranges as they stand."""
+        return self.transaction(lambda s: ranges.plan(s, media_id, plan))
+
+    def range_states(self, media_id: int) -> list[ranges.RangeState]:
+        """The ranges a partial video is cut into, with their resume points (empty: not cut)."""
+        return self.transaction(lambda s: ranges.states(s, media_id), write=False)
 
     def stored_frames(self, media_id: int, after_frame: int = -1, max_frames: int = 500) -> list[Any]:
         """The next frames with stored faces (:class:`db.resumable.StoredFrame`), for replaying the tracker."""
@@ -1106,7 +1121,7 @@ class LabelStore:
         """The lecture segments of a study's recordings (or of one), by recording and start."""
 
         def work(s: Session) -> list[SegmentRow]:
-            ids = [m.id for m in repo.list_media(s, repo.get_study(s, study))]
+            ids = [m.id for m in status.list_media(s, repo.get_study(s, study))]
             return segments.list_segments(
                 s, [media_id] if media_id is not None and media_id in ids else ([] if media_id is not None else ids)
             )
@@ -1152,7 +1167,7 @@ class LabelStore:
         from db import stat_files
 
         fmt = stat_files.check_format(fmt)
-        tables, method = self.transaction(lambda s: study_tables.with_method(s, study, participants), write=False)
+        tables, method = self.transaction(lambda s: codebook.with_method(s, study, participants), write=False)
         return stat_files.write_study(study, tables, method, fmt, Path(out_dir))
 
     def set_recording_info(

@@ -23,16 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
 from db.classroom import WHOLE, ClassTables, PersonPeriod, Sums, figures_of
 from db.recording_info import RecordingInfo
 from db.segments import SegmentRow
-
-if TYPE_CHECKING:
-    from db.codebook import Method
 
 Reason = Literal["visible", "camera-off or away", "not detected", "absent"]
 REASONS: tuple[Reason, ...] = ("visible", "camera-off or away", "not detected", "absent")
@@ -409,16 +406,3 @@ def study_tables(session: Session, study: str, participants: Participants | None
     tables = classroom.class_tables(session, study)
     infos = recording_infos(session, st.id)
     return build(tables, infos, list_segments(session, list(infos)), participants)
-
-
-def with_method(session: Session, study: str, participants: Participants | None = None) -> tuple[StudyTables, Method]:
-    """The study tables and their codebook's method (:func:`db.codebook.method`), in one read."""
-    from db import classroom, codebook, repo
-    from db.recording_info import recording_infos
-    from db.segments import list_segments
-
-    st = repo.get_study(session, study)
-    tables = classroom.class_tables(session, study)
-    infos = recording_infos(session, st.id)
-    built = build(tables, infos, list_segments(session, list(infos)), participants)
-    return built, codebook.method(session, st.id, tables, infos)

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from models.errors import BadInputError
 from models.images import MAX_FRAME_PIXELS, PixelBudget, check_pixels, file_budget
+from models.seam import SEEK_BACK_S, Seam, packet_times, place_among_equal
 from models.types import Face
 
 if TYPE_CHECKING:
@@ -352,6 +353,7 @@ class FrameReader:
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
         self.resume = resume
+        self._errors = 0
         self.budget: PixelBudget = file_budget(path, self.name)
         """Every decoded frame is taken from it, sampled or not (a pixel bomb is stopped as it decodes)."""
         announced = int(st.frames or 0) or (self.duration or 0.0) * (self.avg_fps or 0.0)
@@ -371,26 +373,20 @@ class FrameReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[DecodedFrame]:
+    def _reopen(self) -> None:
+        self._container.close()
+        self._container = _open(self.path, self.name)
+
+    def _decoded(self, seek_s: float | None) -> Iterator[tuple[float | None, Any]]:
+        """Every decoded frame with its time (None: no timestamp), after a seek to the keyframe before ``seek_s``."""
         import av
 
         st = self._container.streams.video[0]
         st.thread_type = "AUTO"
         tb = st.time_base
         start = st.start_time or 0
-        rate = self.avg_fps or 25.0
-        last_slot = -1
-        errors = 0
-        index = 0  # the next decoded frame's number
-        resume = self.resume
-        seeking = resume is not None
-        if resume is not None:
-            self.last_time = resume.time_s
-            if self.fps is not None:
-                last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
-            self.frames_sampled = resume.sample + 1
-            if tb is not None and resume.time_s > 0:
-                self._container.seek(int(start + resume.time_s / tb), stream=st, backward=True, any_frame=False)
+        if seek_s is not None and tb is not None and seek_s > 0:
+            self._container.seek(int(start + seek_s / tb), stream=st, backward=True, any_frame=False)
         packets = self._container.demux(st)
         while True:
             try:
@@ -403,42 +399,80 @@ class FrameReader:
             try:
                 frames = packet.decode()
             except av.FFmpegError as exc:
-                errors += 1
-                if errors == 1:
+                self._errors += 1
+                if self._errors == 1:
                     self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped ({exc.strerror or exc})")
-                if errors >= self.max_decode_errors:
-                    self.warnings.append(f"gave up after {errors} undecodable packets at {self.last_time:.2f} s")
+                if self._errors >= self.max_decode_errors:
+                    self.warnings.append(f"gave up after {self._errors} undecodable packets at {self.last_time:.2f} s")
                     break
                 continue
             for frame in frames:
                 self.frames_decoded += 1
                 self.budget.take(frame.width, frame.height)  # decoded already: no further frame once over
-                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
-                if seeking:
-                    assert resume is not None
-                    if t < resume.time_s - 0.25 / rate:
-                        continue  # between the keyframe and the resume point
-                    seeking = False
-                    index = resume.index + 1
-                    if t <= resume.time_s + 0.25 / rate:
-                        continue  # the last analysed frame itself
-                idx = index
-                index += 1
-                self.last_time = max(self.last_time, t)
-                if self.fps is not None:
-                    slot = int(np.floor(t * self.fps + 1e-6))
-                    if slot <= last_slot:
-                        continue
-                    last_slot = slot
-                rot = _norm_rotation(frame.rotation)
-                img: np.ndarray = frame.to_ndarray(format="rgb24")
-                if rot:
-                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
-                self.rotation = rot
-                self.height, self.width = int(img.shape[0]), int(img.shape[1])
-                sample = self.frames_sampled
-                self.frames_sampled += 1
-                yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
+                yield (float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else None), frame
+
+    def _numbered(self) -> Iterator[tuple[int, float | None, Any]]:
+        """The frames to sample, numbered as in a run from the start: after the resume frame when resuming.
+
+        The resume frame is found exactly (:mod:`models.seam`); when a seek cannot place it, the file is decoded
+        again from the start and frames are counted up to its number.
+        """
+        resume = self.resume
+        if resume is None:
+            for i, (t, frame) in enumerate(self._decoded(None)):
+                yield i, t, frame
+            return
+        tb = self._container.streams.video[0].time_base
+        eps = float(tb) / 2 if tb is not None else 1e-6
+
+        def place() -> int | None:
+            return place_among_equal(packet_times(self.path), resume.index, resume.time_s, eps)
+
+        for back in SEEK_BACK_S:
+            target = resume.time_s - back
+            seam = Seam(resume.time_s, resume.index, eps, place)
+            for t, frame in self._decoded(target if target > 0 else None):
+                yield from seam.feed(t, frame)
+                if seam.lost:
+                    break
+            yield from seam.end()
+            if not seam.lost:
+                return
+            self._reopen()
+            if target <= 0:
+                break
+        for i, (t, frame) in enumerate(self._decoded(None)):
+            if i > resume.index:
+                yield i, t, frame
+
+    def __iter__(self) -> Iterator[DecodedFrame]:
+        rate = self.avg_fps or 25.0
+        last_slot = -1
+        self._errors = 0
+        resume = self.resume
+        if resume is not None:
+            self.last_time = resume.time_s
+            if self.fps is not None:
+                last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
+            self.frames_sampled = resume.sample + 1
+        for idx, pts_t, frame in self._numbered():
+            t = pts_t if pts_t is not None else idx / rate
+            self.last_time = max(self.last_time, t)
+            if self.fps is not None:
+                slot = int(np.floor(t * self.fps + 1e-6))
+                if slot <= last_slot:
+                    continue
+                last_slot = slot
+            rot = _norm_rotation(frame.rotation)
+            img: np.ndarray = frame.to_ndarray(format="rgb24")
+            if rot:
+                img = np.ascontiguousarray(np.rot90(img, rot // 90))
+            self.rotation = rot
+            self.height, self.width = int(img.shape[0]), int(img.shape[1])
+            sample = self.frames_sampled
+            self.frames_sampled += 1
+            yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
+        errors = self._errors
         if errors > 1:
             self.warnings.append(f"{errors} damaged packets skipped in all")
         if self.frames_decoded == 0 and resume is None:

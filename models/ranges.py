@@ -34,6 +34,7 @@ from models.decode import ResumePoint
 from models.engagement import EngagementModel
 from models.faces import FaceDetector
 from models.recognizer import EmotionRecognizer
+from models.seam import packet_times
 from models.tracking import Tracker
 from models.types import FaceResult
 from models.video import Progress, VideoAnalysis, VideoChunk, VideoConfig, analyze_video_chunks, conclude_video
@@ -70,23 +71,7 @@ def frame_times(path: str | Path) -> list[float]:
     Returns:
         The times, or an empty list when some packet has no timestamp (such a file is not cut into ranges).
     """
-    import av
-
-    times: list[float] = []
-    with av.open(str(path), mode="r") as container:
-        st = container.streams.video[0]
-        tb = st.time_base
-        if tb is None:
-            return []
-        start = st.start_time or 0
-        for packet in container.demux(st):
-            if packet.size == 0:
-                continue  # the demuxer's flush packet
-            if packet.pts is None:
-                return []
-            times.append(float((packet.pts - start) * tb))
-    times.sort()
-    return times
+    return packet_times(path) or []
 
 
 def sampled_frames(times: Sequence[float], fps: float | None) -> list[int]:

@@ -97,9 +97,7 @@ def exports(
             "executorch": mobile_export.export_mobile(
                 VERSION, "executorch", out / "v.pte", wdir, crops=crops, python=py
             ),
-            "onnx-int8": onnx_int8.export_onnx_int8(
-                MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib
-            ),
+            "onnx-int8": onnx_int8.export_onnx_int8(MODEL, out / "m-int8.onnx", wdir, crops=crops, calibration=calib),
         }
 
     with ThreadPoolExecutor(2) as pool:  # each side process keeps one core busy
