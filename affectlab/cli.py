@@ -15,6 +15,8 @@ Commands:
         batch are analysed once. A file that changes while it is read is left ``partial`` (exit 1). A progress bar
         (seconds of video, time left) goes to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
+    figure --study S --recording ID --out DIR: the class figures of a recording as PNG and SVG files
+        (:mod:`affectlab.class_figures`; ``--kind`` and ``--format`` choose).
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
 ``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`affectlab.settings`).
@@ -338,6 +340,23 @@ def report_text(report: Any) -> str:
     return "\n".join(lines)
 
 
+def cmd_figure(args: argparse.Namespace) -> int:
+    """Writes the class figures of one recording as PNG and SVG files; prints their paths."""
+    from affectlab import class_figures
+    from db.services import LabelStore
+
+    store = LabelStore.from_settings(Settings.from_env())
+    try:
+        tables = store.class_tables(args.study)
+    finally:
+        store.close()
+    kinds = args.kind or class_figures.KINDS
+    formats = args.format or class_figures.FORMATS
+    for path in class_figures.figure_files(tables, args.recording, Path(args.out), kinds, formats):
+        print(path)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
 
 
@@ -392,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="report only; save no version")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("figure", help="a recording's class figures as PNG and SVG files (for a paper)")
+    p.add_argument("--study", required=True)
+    p.add_argument("--recording", type=int, required=True, metavar="MEDIA_ID", help="the recording's media id")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the files (made if missing)")
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=("segment-bars", "participant-lines", "class-mean"),
+        help="which figures (repeatable; default: all three)",
+    )
+    p.add_argument("--format", action="append", choices=("png", "svg"), help="repeatable; default: both")
+    p.set_defaults(func=cmd_figure)
     return parser
 
 
