@@ -295,6 +295,22 @@ def _failed(fmt: str, exc: Exception) -> FigureExportError:
     )
 
 
+def export_problem() -> str | None:
+    """Why PNG / SVG files cannot be drawn here, checked without drawing one (None: kaleido and a browser are there)."""
+    import importlib.util
+    import os
+    import shutil
+
+    if importlib.util.find_spec("kaleido") is None:
+        return "PNG and SVG need kaleido: `pip install kaleido==1.5.2` (`make install` installs it)"
+    browser = os.environ.get("BROWSER_PATH")
+    if browser:
+        return None if Path(browser).is_file() else f"BROWSER_PATH={browser} is not a file: name a Chromium binary"
+    if any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")):
+        return None
+    return "PNG and SVG need Chromium: `apt-get install chromium` (or set BROWSER_PATH)"
+
+
 def figure_bytes(fig: go.Figure, fmt: str, width: int = WIDTH, height: int = HEIGHT, scale: int = SCALE) -> bytes:
     """The figure as a PNG or SVG file's bytes (kaleido and the system's Chromium).
 
