@@ -8,7 +8,9 @@ Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
         ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction, through the analysis service the web app
         uses too (:mod:`affectlab.analysis`); folders are walked for image and video files; files already stored in
-        the study (same bytes) are skipped without running the model. Videos are stored every ``--commit-every``
+        the study (same bytes) are skipped without running the model.
+        ``--gallery-preset auto|webcam|gallery`` and ``--min-face-size PX`` set the face detection (stored with each
+        recording, :mod:`affectlab.detection`). Videos are stored every ``--commit-every``
         seconds of video; a stopped run leaves the video ``partial`` and the next run of the same file resumes after
         its last stored frame. A file another run is analysing (another ``affectlab analyze``, a worker, the web
         app) is waited for at the end, then resumed if that run died or reported as stored; copies of one file in a
@@ -225,7 +227,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     device = args.device or settings.device
     backend = "torch" if args.exact else (args.backend or settings.backend)
     detect_every = 1 if args.exact else settings.detect_every
-    options = Options(fps=args.fps, uploaded_by=args.uploaded_by, commit_every_s=args.commit_every, keep_file=True)
+    options = Options(
+        fps=args.fps,
+        uploaded_by=args.uploaded_by,
+        commit_every_s=args.commit_every,
+        keep_file=True,
+        gallery_preset=args.gallery_preset,
+        min_face_size=args.min_face_size,
+    )
 
     workers = args.workers if args.workers is not None else default_workers(len(files), device)
     if workers > 1 or args.ray:
@@ -360,6 +369,16 @@ def cmd_figure(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m affectlab`` argument parser."""
     parser = argparse.ArgumentParser(prog="affectlab", description=__doc__.splitlines()[0].split(": ", 1)[1])
@@ -402,6 +421,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="store a video's faces every this many seconds of video; a stopped run resumes from the "
         "last stored stretch (default: 30)",
+    )
+    p.add_argument(
+        "--gallery-preset",
+        choices=("auto", "webcam", "gallery"),
+        default=None,
+        help="face detection preset: webcam (one large face; the default), gallery (a grid of small tiles: full "
+        "frames, minimum face from the frame size), auto (chosen per file from the frame size and the faces found "
+        "in the first minute); stored with each recording",
+    )
+    p.add_argument(
+        "--min-face-size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="smallest face side in pixels looked for (overrides the preset's; webcam 40, gallery 5x5 at 720p 24)",
     )
     p.set_defaults(func=cmd_analyze)
 

@@ -535,3 +535,20 @@ class AnalysisClaim(Base):
     claimed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     """Last sign of life of the owner; older than :data:`db.claims.STALE_S`, the claim may be taken over."""
+
+
+class MediaDetection(Base):
+    """The face detection settings a recording was analysed with (:mod:`db.detection`): one row per media item."""
+
+    __tablename__ = "media_detection"
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    preset: Mapped[str] = mapped_column(String(16))
+    """``webcam`` or ``gallery`` (what ``auto`` chose), or ``custom``."""
+    requested: Mapped[str] = mapped_column(String(16))
+    """What the run asked for: ``auto``, ``webcam``, ``gallery`` or ``custom``."""
+    min_face_size: Mapped[int] = mapped_column(Integer)
+    detect_max_side: Mapped[int | None] = mapped_column(Integer)
+    probe_faces: Mapped[int | None] = mapped_column(Integer)
+    """Most faces in one probed frame of the first minute (``auto`` only)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
