@@ -294,7 +294,8 @@ class AnalysisService:
         ``width`` None (a still): the size is that of the first of ``frames()``.
         """
         o = self.options
-        shown = frames() if o.gallery_preset == "auto" or width is None else []
+        sized = o.gallery_preset == "gallery" and o.min_face_size is None  # the size comes from the frame
+        shown = frames() if o.gallery_preset == "auto" or (sized and width is None) else []
         if width is None and shown:
             height, width = int(shown[0].shape[0]), int(shown[0].shape[1])
         faces = detection.probe_faces(self.session.detector, shown) if o.gallery_preset == "auto" else None

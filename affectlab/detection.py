@@ -106,11 +106,17 @@ def first_minute(path: Path, name: str, duration_s: float | None) -> list[np.nda
 
 
 def still(data: bytes) -> list[np.ndarray]:
-    """The upright RGB pixels of a still image (the probe of ``auto`` for a still)."""
+    """The upright RGB pixels of a still image (the probe of ``auto`` for a still); none for an unreadable file.
+
+    An unreadable file is left to the analysis, which says why in its outcome.
+    """
     import io
 
     import numpy as np
     from PIL import Image, ImageOps
 
-    with Image.open(io.BytesIO(data)) as im:
-        return [np.asarray(ImageOps.exif_transpose(im).convert("RGB"))]
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return [np.asarray(ImageOps.exif_transpose(im).convert("RGB"))]
+    except Exception:  # any decoding error: the analysis reports the file
+        return []

@@ -173,6 +173,8 @@ class Keys:
     UPLOADS = "w_uploads"
     CAMERA = "w_camera"
     FPS = "w_fps"
+    GALLERY_PRESET = "w_gallery_preset"
+    MIN_FACE_SIZE = "w_min_face_size"
     REVIEW_BY = "w_review_by"
     REVIEW_MODE = "w_review_mode"
     REVIEW_MEDIA = "w_review_media"
