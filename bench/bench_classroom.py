@@ -12,6 +12,8 @@ Usage::
     python bench/scale_fill.py --faces 290000 --path bulk --feature-dim 16 --crop 24 --keep /tmp/scale
     python bench/bench_classroom.py --db /tmp/scale/scale-290000.sqlite3 [--runs 3]
 
+It renames persons in that database (a copy is the thing to bench on).
+
 A 60-minute recording of 16 students at 5 fps is 288,000 faces (``--faces 290000`` fills one and a short second).
 """
 
@@ -68,6 +70,23 @@ def services(store: LabelStore, runs: int) -> None:
         print(f"  {'cold' if cold else 'warm'}: before {b:.3f}  after {a:.3f}  before/after {b / a:.1f}x")
 
 
+def person_change(store: LabelStore, runs: int) -> None:
+    """A rename on the page: "before" recomputed the recording's sums (what the cache did on any person change),
+    "after" re-reads its persons (sums per track)."""
+    media_id = max(classroom.class_videos(store, STUDY), key=lambda m: m.duration_s or 0).id
+    before_s, after_s = [], []
+    for i in range(runs):
+        after(store, STUDY)  # warm
+        db_classroom.clear_cache()
+        before_s.append(_time(lambda: after(store, STUDY)))
+        after(store, STUDY)  # warm again
+        person = store.persons(media_id)[i % 2]
+        store.rename_person(person.person_id, f"S-{i:02d}", "bench")
+        after_s.append(_time(lambda: after(store, STUDY)))
+    b, a = statistics.median(before_s), statistics.median(after_s)
+    print(f"  after a rename: before {b:.3f}  after {a:.3f}  before/after {b / a:.1f}x")
+
+
 def page(url: str, data: Path, runs: int) -> None:
     from streamlit.testing.v1 import AppTest
 
@@ -95,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     url = f"sqlite:///{args.db.resolve()}"
     data = args.db.with_name(f"{args.db.stem}-data")  # scale_fill's folder beside the database
     store = LabelStore(url, data_dir=data)
+    store.upgrade()  # the bench's own copy: a database filled before the newest migration
     try:
         tables = store.class_tables(STUDY)
         n = {r["media_id"] for r in tables.minutes}
         print(f"study {STUDY!r}: {len(n)} recordings, {len(tables.minutes)} student-minute rows")
         services(store, args.runs)
+        person_change(store, args.runs)
     finally:
         store.close()
     page(url, data, args.runs)

@@ -210,3 +210,16 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+def test_names_people_typed_carry_no_markup() -> None:
+    import json
+
+    hostile = 'x<a href="https://evil.example">click</a>%{x}'
+    t = _tables()
+    minutes = [{**r, "person": hostile if r["person"] == "S1" else r["person"]} for r in t.minutes]
+    segments = [{**r, "segment": hostile if r["segment"] == "talk" else r["segment"]} for r in t.segments]
+    bad = ClassTables(minutes=minutes, segments=segments, overall=[], classes=CLASSES)
+    for kind in cf.KINDS:
+        blob = json.dumps(cf.class_figure(bad, 7, kind).to_plotly_json())
+        assert "<a href" not in blob and "%{x}" not in blob.replace("%{x:", ""), kind
