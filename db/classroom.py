@@ -601,10 +601,7 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         if got is None or got[0] != stamp or touched is None or m.id in touched:
             got = (stamp, _recording_sums(session, m, primary, st.id))
         else:
-            if m.id in regroup:
-                got[1].regroup(current_persons(session, m.id))
-            if m.id in votes:
-                _correct(session, got[1], sorted(votes[m.id]), st.id)
+            _update(session, got[1], m.id in regroup, votes.get(m.id, set()), st.id)
         fresh[m.id] = got
         recs.append(got[1])
     with _LOCK:
@@ -631,6 +628,14 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         n_human=sum(r.n_human for r in recs),
         n_model=sum(r.n_faces - r.n_human for r in recs),
     )
+
+
+def _update(session: Session, rec: _Recording, regroup: bool, voted: set[int], study_id: int) -> None:
+    """Brings a cached recording up to date: its persons read again after a person change, its voted faces."""
+    if regroup:
+        rec.regroup(current_persons(session, rec.media_id))
+    if voted:
+        _correct(session, rec, sorted(voted), study_id)
 
 
 def _model_classes(
