@@ -125,3 +125,20 @@ def test_the_cli_hands_the_settings_to_the_workers(monkeypatch: pytest.MonkeyPat
     assert [(o.gallery_preset, o.min_face_size) for o in seen] == [("auto", 24)]
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["analyze", "x", "--study", "s", "--min-face-size", "0"])
+
+
+def test_range_workers_open_their_models_with_the_files_settings() -> None:
+    """A long video cut over range workers: each worker loads its detector from the session's opener, which carries
+    the file's minimum face size too."""
+    import functools
+
+    from models.analysis import AnalysisSession, open_models
+    from models.faces import FaceDetector
+
+    opener = functools.partial(open_models, "m", "/w", device="cpu", min_face_size=40, detect_max_side=None)
+    session = AnalysisSession(detector=FaceDetector(), recognizer=None, opener=opener)  # type: ignore[arg-type]
+    assert session.with_detection(40, None) is session
+    small = session.with_detection(18, None)
+    assert small.detector.config.min_face_size == 18 and session.detector.config.min_face_size == 40
+    assert isinstance(small.opener, functools.partial)
+    assert small.opener.keywords["min_face_size"] == 18 and small.opener.args == ("m", "/w")
