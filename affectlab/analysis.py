@@ -35,10 +35,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from affectlab import detection
 from affectlab.analysis_types import (
     FileChangedError,
     FileOutcome,
@@ -54,6 +55,7 @@ from affectlab.analysis_types import (
     video_file,
 )
 from db.claims import HEARTBEAT_S, Claimant, ClaimBusyError
+from db.detection import DetectionSettings
 from db.errors import SchemaOutdatedError
 from db.resumable import AnalysisState
 from db.services import LabelStore
@@ -221,6 +223,9 @@ class AnalysisService:
         session = self._models()
         assert prepared.data is not None
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
+            data = prepared.data
+            wanted = self._wanted_detection(None, None, lambda: detection.still(data))
+            session = session.with_detection(wanted.min_face_size, wanted.detect_max_side)
             image = session.analyze_image(prepared.data, name, keep_crops=True)
         rep = self.store.ingest_results(
             self.study,
@@ -233,6 +238,8 @@ class AnalysisService:
             sha256=prepared.sha256,
             claimant=self.claimant,
         )
+        if rep.media_ids:
+            self._record_detection(rep.media_ids[0], wanted)
         return FileOutcome(
             name,
             "stored",
@@ -271,9 +278,46 @@ class AnalysisService:
             return _skipped(name, state.media_id, "video", state.n_faces)
         session = self._models()
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
+            settings = self._detection(state.media_id, probe.width, probe.height, path, name, probe.duration)
+            session = session.with_detection(settings.min_face_size, settings.detect_max_side)
             streamed = self._stream(name, prepared, path, session, state, progress, probe.duration)
             prepared.check_unchanged(name, rehash=True)
             return self._finish(name, prepared, session, state, probe, streamed)
+
+    # ------------------------------------------------------------------------------------------------ detection
+
+    def _wanted_detection(
+        self, width: int | None, height: int | None, frames: Callable[[], list[Any]]
+    ) -> DetectionSettings:
+        """The settings the options ask for this file (``auto``: the detector looks at ``frames()`` first).
+
+        ``width`` None (a still): the size is that of the first of ``frames()``.
+        """
+        o = self.options
+        sized = o.gallery_preset == "gallery" and o.min_face_size is None  # the size comes from the frame
+        shown = frames() if o.gallery_preset == "auto" or (sized and width is None) else []
+        if width is None and shown:
+            height, width = int(shown[0].shape[0]), int(shown[0].shape[1])
+        faces = detection.probe_faces(self.session.detector, shown) if o.gallery_preset == "auto" else None
+        return detection.choose(o.gallery_preset, o.min_face_size, width, height, faces)
+
+    def _record_detection(self, media_id: int, settings: DetectionSettings) -> DetectionSettings:
+        """Stores the settings with the media item unless it has some; returns the stored ones (first wins)."""
+        from db import detection as stored
+
+        return self.store.transaction(lambda s: stored.record(s, media_id, settings))
+
+    def _detection(
+        self, media_id: int, width: int | None, height: int | None, path: Path, name: str, duration: float | None
+    ) -> DetectionSettings:
+        """A video's settings: those stored with it (a resumed run), else the options' (probed), stored now."""
+        from db import detection as stored
+
+        got = self.store.transaction(lambda s: stored.detection_settings(s, media_id), write=False)
+        if got is not None:
+            return got
+        wanted = self._wanted_detection(width, height, lambda: detection.first_minute(path, name, duration))
+        return self._record_detection(media_id, wanted)
 
     def _stream(
         self,

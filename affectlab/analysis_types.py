@@ -116,6 +116,9 @@ class Options:
         wait: Wait for a file another live run is analysing (then resume it or return its result) instead of
             returning ``busy``.
         poll_s: Seconds between two looks at such a file's claim.
+        gallery_preset: Face detection preset, ``auto`` (chosen per file from the frame size and the faces of the
+            first minute), ``webcam`` or ``gallery`` (:mod:`affectlab.detection`); None: webcam.
+        min_face_size: Smallest face side in pixels looked for (overrides the preset's); None: the preset's.
     """
 
     fps: float = 5.0
@@ -124,6 +127,8 @@ class Options:
     keep_file: bool = True
     wait: bool = False
     poll_s: float = 1.0
+    gallery_preset: str | None = None
+    min_face_size: int | None = None
 
 
 class FileChangedError(BadInputError):

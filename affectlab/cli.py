@@ -8,13 +8,17 @@ Commands:
     analyze FILES_OR_DIRS --study S: detect faces, recognise emotions and store every face with its crop (unless
         ``AFFECTLAB_STORE_CROPS=0``), backbone features and prediction, through the analysis service the web app
         uses too (:mod:`affectlab.analysis`); folders are walked for image and video files; files already stored in
-        the study (same bytes) are skipped without running the model. Videos are stored every ``--commit-every``
+        the study (same bytes) are skipped without running the model.
+        ``--gallery-preset auto|webcam|gallery`` and ``--min-face-size PX`` set the face detection (stored with each
+        recording, :mod:`affectlab.detection`). Videos are stored every ``--commit-every``
         seconds of video; a stopped run leaves the video ``partial`` and the next run of the same file resumes after
         its last stored frame. A file another run is analysing (another ``affectlab analyze``, a worker, the web
         app) is waited for at the end, then resumed if that run died or reported as stored; copies of one file in a
         batch are analysed once. A file that changes while it is read is left ``partial`` (exit 1). A progress bar
         (seconds of video, time left) goes to stderr when it is a terminal.
     finetune --study S: train a new head on the study's corrections and report it against the original.
+    figure --study S --recording ID --out DIR: the class figures of a recording as PNG and SVG files
+        (:mod:`affectlab.class_figures`; ``--kind`` and ``--format`` choose).
 
 The database comes from ``DATABASE_URL`` (default: SQLite in ``AFFECTLAB_DATA_DIR``), the weights from
 ``AFFECTLAB_WEIGHTS_DIR`` (see :mod:`core.settings`).
@@ -223,7 +227,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     device = args.device or settings.device
     backend = "torch" if args.exact else (args.backend or settings.backend)
     detect_every = 1 if args.exact else settings.detect_every
-    options = Options(fps=args.fps, uploaded_by=args.uploaded_by, commit_every_s=args.commit_every, keep_file=True)
+    options = Options(
+        fps=args.fps,
+        uploaded_by=args.uploaded_by,
+        commit_every_s=args.commit_every,
+        keep_file=True,
+        gallery_preset=args.gallery_preset,
+        min_face_size=args.min_face_size,
+    )
 
     workers = args.workers if args.workers is not None else default_workers(len(files), device)
     if (workers > 1 and len(files) > 1) or args.ray:
@@ -339,7 +350,34 @@ def report_text(report: Any) -> str:
     return "\n".join(lines)
 
 
+def cmd_figure(args: argparse.Namespace) -> int:
+    """Writes the class figures of one recording as PNG and SVG files; prints their paths."""
+    from affectlab import class_figures
+    from db.services import LabelStore
+
+    store = LabelStore.from_settings(Settings.from_env())
+    try:
+        tables = store.class_tables(args.study)
+    finally:
+        store.close()
+    kinds = args.kind or class_figures.KINDS
+    formats = args.format or class_figures.FORMATS
+    for path in class_figures.figure_files(tables, args.recording, Path(args.out), kinds, formats):
+        print(path)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------- parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -385,6 +423,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="store a video's faces every this many seconds of video; a stopped run resumes from the "
         "last stored stretch (default: 30)",
     )
+    p.add_argument(
+        "--gallery-preset",
+        choices=("auto", "webcam", "gallery"),
+        default=None,
+        help="face detection preset: webcam (one large face; the default), gallery (a grid of small tiles: full "
+        "frames, minimum face from the frame size), auto (chosen per file from the frame size and the faces found "
+        "in the first minute); stored with each recording",
+    )
+    p.add_argument(
+        "--min-face-size",
+        type=_positive_int,
+        default=None,
+        metavar="PX",
+        help="smallest face side in pixels looked for (overrides the preset's; webcam 40, gallery 5x5 at 720p 24)",
+    )
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
@@ -393,6 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="report only; save no version")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("figure", help="a recording's class figures as PNG and SVG files (for a paper)")
+    p.add_argument("--study", required=True)
+    p.add_argument("--recording", type=int, required=True, metavar="MEDIA_ID", help="the recording's media id")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the files (made if missing)")
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=("segment-bars", "participant-lines", "class-mean"),
+        help="which figures (repeatable; default: all three)",
+    )
+    p.add_argument("--format", action="append", choices=("png", "svg"), help="repeatable; default: both")
+    p.set_defaults(func=cmd_figure)
     return parser
 
 

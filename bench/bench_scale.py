@@ -209,7 +209,7 @@ def a_class_over_time(ctx: Ctx) -> None:
     from webapp.services import classroom
 
     over = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)
-    classroom.class_figure(over.tables, [], ctx.media_id, [], "engagement_p")
+    classroom.class_figure(over.tables, ctx.media_id, "class-mean", "engagement_p")
 
 
 def a_dataset_stats(ctx: Ctx) -> None:

@@ -234,7 +234,11 @@ figures_of = _figures
 
 @dataclass
 class _Recording:
-    """A recording's per-person sums per time bucket (what its rows are added up from), and what they rest on."""
+    """A recording's per-track sums per time bucket (what its rows are added up from), and what they rest on.
+
+    Kept per track, not per person: a rename, merge or split changes only which tracks a row adds up
+    (:meth:`regroup`), so the Classroom page after a person change reads the persons again, not every face.
+    """
 
     media_id: int
     filename: str
@@ -246,7 +250,7 @@ class _Recording:
     bounds: tuple[float, ...]
     """Bucket ``2 i`` holds ``t == bounds[i]``, ``2 i + 1`` holds ``bounds[i] < t < bounds[i + 1]``; ``-1``: before."""
     sums: dict[tuple[int, int], _Agg]
-    """``(person_id, bucket)``: every face of the person, with the model's values of its prediction of the run."""
+    """``(track_id, bucket)``: every face of the track, with the model's values of its prediction of the run."""
     person_of: dict[int, int]
     """Track id to person id."""
     primary: labels.ModelKey | None
@@ -262,20 +266,24 @@ class _Recording:
         """
         deltas = dict(self.deltas)
         for r in rows:
-            pid = self.person_of.get(r.track_id) if r.track_id is not None else None
-            if pid is None:
+            if r.track_id is None:
                 deltas.pop(r.face_id, None)
                 continue
             d = _Agg()
             if self.primary is not None and (r.model, r.weights_hash, r.model_version) == self.primary:
                 _add_values(d, r.model_label, r.model_engagement, r.model_valence, r.model_arousal, -1)
             _add_values(d, r.label, r.engagement, r.valence, r.arousal, 1)
-            deltas[r.face_id] = ((pid, _bucket_of(self.bounds, r.time_s or 0.0)), d, r.label, r.label_source)
+            deltas[r.face_id] = ((r.track_id, _bucket_of(self.bounds, r.time_s or 0.0)), d, r.label, r.label_source)
         delta_sums: dict[tuple[int, int], _Agg] = {}
         for key, d, _, _ in deltas.values():
             got = delta_sums.setdefault(key, _Agg())
             got += d
         self.deltas, self.delta_sums = deltas, delta_sums
+
+    def regroup(self, persons: Sequence[PersonRow]) -> None:
+        """Takes the recording's current persons after a rename, merge or split (the sums stay: they are per track)."""
+        self.persons = tuple(persons)
+        self.person_of = {t: p.person_id for p in persons for t in p.track_ids}
 
     @property
     def labels_seen(self) -> tuple[str, ...]:
@@ -362,15 +370,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     rec = _Recording(media.id, media.filename, duration, step, persons, segs, tuple(bounds), {}, person_of, primary)
     if not persons:
         return rec
-    original = {
-        int(t): int(p)
-        for t, p in session.execute(
-            select(PersonTrack.track_id, PersonTrack.person_id)
-            .join(Track, Track.id == PersonTrack.track_id)
-            .where(Track.media_id == media.id)
-        )
-    }
-    moved = {t: p for t, p in person_of.items() if original.get(t) != p}
     pred = aliased(Prediction)
     latest: Any = literal(None)
     if primary is not None:
@@ -385,9 +384,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
             )
             .scalar_subquery()
         )
-    person: Any = PersonTrack.person_id
-    if moved:
-        person = case(*((Face.track_id == t, literal(p)) for t, p in moved.items()), else_=PersonTrack.person_id)
     t = func.coalesce(Face.time_s, 0.0)
     # A face whose prediction has no engagement (a video stored chunk by chunk) takes its track's window's:
     # those are summed below in Python over the recording's windows, not by a subquery per face.
@@ -395,7 +391,6 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
     base = (
         select(
             Face.frame,
-            person.label("person"),
             _bucket_sql(bounds, t).label("bucket"),
             engagement.label("eng"),
             pred.label.label("label"),
@@ -413,7 +408,7 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         .subquery()
     )
     stmt = select(
-        base.c.person,
+        base.c.track_id,
         base.c.bucket,
         base.c.label,
         func.count(),
@@ -423,15 +418,17 @@ def _recording_sums(session: Session, media: Media, primary: labels.ModelKey | N
         func.count(base.c.valence),
         func.sum(base.c.arousal),
         func.count(base.c.arousal),
-    ).group_by(base.c.person, base.c.bucket, base.c.label)
-    for pid, b, label, n, es, en, vs, vn, as_, an in session.execute(stmt):
-        agg = rec.sums.setdefault((int(pid), int(b)), _Agg())
+    ).group_by(base.c.track_id, base.c.bucket, base.c.label)
+    for tid, b, label, n, es, en, vs, vn, as_, an in session.execute(stmt):
+        agg = rec.sums.setdefault((int(tid), int(b)), _Agg())
         agg += _Agg(int(n), 0, float(es or 0.0), int(en), float(vs or 0.0), int(vn), float(as_ or 0.0), int(an))
         if label:
             agg.labels[str(label)] += int(n)
-    frames = _visible_sql(media.id, person, _bucket_sql(bounds, t), step)
-    for pid, b, seconds in session.execute(frames):
-        rec.sums[(int(pid), int(b))].visible += float(seconds or 0.0)
+    # Per track: a person's tracks never overlap in time (merging overlapping ones is refused), so a person's
+    # visible seconds are the sum of its tracks'.
+    frames = _visible_sql(media.id, Face.track_id, _bucket_sql(bounds, t), step)
+    for tid, b, seconds in session.execute(frames):
+        rec.sums[(int(tid), int(b))].visible += float(seconds or 0.0)
     _window_sums(session, rec, base)
     # The faces whose values are not the model's run: voted on (own rows or their track's), or without a prediction.
     voted_tracks = select(Annotation.track_id).where(Annotation.track_id == Face.track_id)
@@ -475,18 +472,18 @@ def _window_sums(session: Session, rec: _Recording, base: Any) -> None:
     """
     from db import face_pages, labels
 
-    stmt = select(base.c.person, base.c.bucket, base.c.track_id, base.c.time_s).where(
+    stmt = select(base.c.bucket, base.c.track_id, base.c.time_s).where(
         base.c.has_pred, base.c.eng.is_(None), base.c.track_score.is_not(None)
     )
     rows = session.execute(stmt).all()
     if not rows:
         return
-    windows = labels._track_windows(session, {int(r[2]) for r in rows})
+    windows = labels._track_windows(session, {int(r[1]) for r in rows})
     indexed = {t: face_pages._indexed(w) for t, w in windows.items()}
-    for pid, b, tid, time_s in rows:
+    for b, tid, time_s in rows:
         p = face_pages._window_engagement(indexed.get(int(tid)), time_s)
         if p is not None:
-            agg = rec.sums[(int(pid), int(b))]
+            agg = rec.sums[(int(tid), int(b))]
             agg.eng_sum += p
             agg.eng_n += 1
 
@@ -506,7 +503,8 @@ def _rows(
     segments_t: list[dict[str, Any]] = []
     overall_t: list[dict[str, Any]] = []
     periods: list[PersonPeriod] = []
-    if not rec.persons:
+    persons = rec.persons  # once: a person change swaps the tuple (:meth:`_Recording.regroup`)
+    if not persons:
         return minutes_t, segments_t, overall_t, periods
     duration = rec.duration
     minutes, seg_periods = _periods(duration, rec.segments)
@@ -517,16 +515,17 @@ def _rows(
 
     def total(p: PersonRow, buckets: Sequence[int]) -> _Agg:
         agg = _Agg()
-        for b in buckets:
-            for part in (rec.sums, rec.delta_sums):
-                got = part.get((p.person_id, b))
-                if got is not None:
-                    agg += got
+        for t in p.track_ids:
+            for b in buckets:
+                for part in (rec.sums, rec.delta_sums):
+                    got = part.get((t, b))
+                    if got is not None:
+                        agg += got
         return agg
 
     for minute, a, b in minutes:
         buckets = _periods_in(rec, a, b, b >= duration)
-        for p in rec.persons:
+        for p in persons:
             fig = _figures(total(p, buckets), classes, b - a)
             minutes_t.append({**base, **person_cols(p), "minute": minute, "start_s": a, "end_s": b, **fig})
     for name, a, b in [*seg_periods, (WHOLE, 0.0, duration)]:
@@ -534,7 +533,7 @@ def _rows(
         pooled = _Agg()
         shares, seconds = [], []
         n_persons = 0
-        for p in rec.persons:
+        for p in persons:
             agg = total(p, buckets)
             fig = _figures(agg, classes, b - a)
             shares.append(fig["visible_share"])
@@ -583,21 +582,23 @@ def _cursor(session: Session) -> tuple[Any, ...]:
 
 def _touched(
     session: Session, old: tuple[Any, ...], now: tuple[Any, ...]
-) -> tuple[set[int] | None, dict[int, set[int]]]:
+) -> tuple[set[int] | None, dict[int, set[int]], set[int]]:
     """What writes between cursors ``old`` and ``now`` touched.
 
     Returns:
-        The recordings to recompute (None: all, when rows went or the cursor is new), and per recording the faces
-        whose votes changed (a track vote: every face of the track).
+        The recordings to recompute (None: all, when rows went or the cursor is new), per recording the faces
+        whose votes changed (a track vote: every face of the track), and the recordings whose persons changed
+        (renamed, merged, split: their sums stay, their persons are read again).
     """
     if not old:
-        return None, {}
+        return None, {}, set()
     ann, n_ann, pc, n_pc, face, pred = old
     if now == old:
-        return set(), {}
+        return set(), {}, set()
     if (now[1] or 0) < (n_ann or 0) or (now[3] or 0) < (n_pc or 0) or (now[0] or 0) < (ann or 0):
-        return None, {}  # rows went (a media item or track deleted, ids maybe reused): recompute all
+        return None, {}, set()  # rows went (a media item or track deleted, ids maybe reused): recompute all
     rebuild: set[int] = set()
+    regroup: set[int] = set()
     votes: dict[int, set[int]] = {}
     if now[0] != ann:
         on_faces = select(Face.media_id, Face.id).join(Annotation, Annotation.face_id == Face.id)
@@ -608,7 +609,7 @@ def _touched(
         for m, f in session.execute(on_tracks):
             votes.setdefault(int(m), set()).add(int(f))
     if now[2] != pc:
-        rebuild.update(
+        regroup.update(
             session.scalars(select(PersonCorrection.media_id).where(PersonCorrection.id > (pc or 0)).distinct())
         )
     if now[4] != face:
@@ -616,7 +617,7 @@ def _touched(
     if now[5] != pred:
         f2 = select(Face.media_id).join(Prediction, Prediction.face_id == Face.id).where(Prediction.id > (pred or 0))
         rebuild.update(session.scalars(f2.distinct()))
-    return rebuild, votes
+    return rebuild, votes, regroup
 
 
 def _stamp(media: Media, segs: Sequence[SegmentRow], n_tracks: int, primary: labels.ModelKey | None) -> tuple[Any, ...]:
@@ -635,10 +636,11 @@ def _stamp(media: Media, segs: Sequence[SegmentRow], n_tracks: int, primary: lab
 def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None = None) -> ClassTables:
     """The tables of a study's recordings (videos with tracks), from per-recording sums cached per revision.
 
-    Each recording's sums (per person per time bucket) are computed in SQL for the faces only the model labelled
+    Each recording's sums (per track per time bucket) are computed in SQL for the faces only the model labelled
     and with the rules of :mod:`db.labels` for the faces people voted on, then kept in this process until a write
-    touches the recording: a vote or undo on its faces or tracks, a person change, new faces or predictions, a
-    segment added or removed, a track deleted (:func:`_cursor`, :func:`_stamp`). A page view then reads a few index
+    touches the recording: a vote or undo on its faces or tracks (those faces are corrected), new faces or
+    predictions, a segment added or removed, a track deleted (:func:`_cursor`, :func:`_stamp`). A rename, merge or
+    split re-reads the recording's persons only: rows add up their tracks' sums. A page view then reads a few index
     lookups and the recordings' small rows, whatever the number of faces.
 
     Args:
@@ -656,7 +658,7 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
             cache = _CACHE[key] = _StudyCache()
         cursor = cache.cursor
     new_cursor = _cursor(session)  # read before the sums: a write meanwhile makes the next view recompute
-    touched, votes = _touched(session, cursor, new_cursor)
+    touched, votes, regroup = _touched(session, cursor, new_cursor)
     pred_stamp = (new_cursor[5],)
     if cache.primary is None or cache.primary[0] != pred_stamp or touched is None:
         primary = labels.choose_model(session, st.id, None)
@@ -682,8 +684,8 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         got = cache.recordings.get(m.id)
         if got is None or got[0] != stamp or touched is None or m.id in touched:
             got = (stamp, _recording_sums(session, m, primary, st.id))
-        elif m.id in votes:
-            _correct(session, got[1], sorted(votes[m.id]), st.id)
+        else:
+            _update(session, got[1], m.id in regroup, votes.get(m.id, set()), st.id)
         fresh[m.id] = got
         recs.append(got[1])
     with _LOCK:
@@ -719,6 +721,14 @@ def _assemble(recs: Sequence[_Recording], model_classes: Sequence[str]) -> Class
         periods=tuple(periods),
         steps={r.media_id: r.step for r in recs},
     )
+
+
+def _update(session: Session, rec: _Recording, regroup: bool, voted: set[int], study_id: int) -> None:
+    """Brings a cached recording up to date: its persons read again after a person change, its voted faces."""
+    if regroup:
+        rec.regroup(current_persons(session, rec.media_id))
+    if voted:
+        _correct(session, rec, sorted(voted), study_id)
 
 
 def _model_classes(

@@ -8,7 +8,7 @@ the rule for short tracks; the rounding; each column's type, label, coded values
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from db import study_tables
 from db.classroom import DECIMALS, GAP_FACTOR, SECONDS_DECIMALS, ClassTables
+from db.detection import detection_settings
 from db.recording_info import RecordingInfo
 from db.study_tables import Participants, StudyTables
 from models.engagement import EngagementConfig
@@ -175,4 +176,19 @@ def with_method(session: Session, study: str, participants: Participants | None 
     tables = classroom.class_tables(session, study)
     infos = recording_infos(session, st.id)
     built = study_tables.build(tables, infos, list_segments(session, list(infos)), participants)
-    return built, method(session, st.id, tables, infos)
+    return built, method(session, st.id, tables, infos, detection=stored_detection(session, list(infos)))
+
+
+def stored_detection(session: Session, media_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The detection settings stored with each recording (:mod:`db.detection`), as the codebook shows them."""
+    out: dict[int, dict[str, Any]] = {}
+    for m in media_ids:
+        got = detection_settings(session, m)
+        if got is not None:
+            out[m] = {
+                "preset": got.preset,
+                "asked": got.requested,
+                "min face px": got.min_face_size,
+                "detection max side px": got.detect_max_side or "full frame",
+            }
+    return out

@@ -571,3 +571,19 @@ class AnalysisRange(Base):
     until_frame: Mapped[int | None] = mapped_column(Integer)
     until_sample: Mapped[int | None] = mapped_column(Integer)
     done: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class MediaDetection(Base):
+    """The face detection settings a recording was analysed with (:mod:`db.detection`): one row per media item."""
+
+    __tablename__ = "media_detection"
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    preset: Mapped[str] = mapped_column(String(16))
+    """``webcam`` or ``gallery`` (what ``auto`` chose), or ``custom``."""
+    requested: Mapped[str] = mapped_column(String(16))
+    """What the run asked for: ``auto``, ``webcam``, ``gallery`` or ``custom``."""
+    min_face_size: Mapped[int] = mapped_column(Integer)
+    detect_max_side: Mapped[int | None] = mapped_column(Integer)
+    probe_faces: Mapped[int | None] = mapped_column(Integer)
+    """Most faces in one probed frame of the first minute (``auto`` only)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -91,6 +91,17 @@ class AnalysisSession:
     range_workers: int = 1
     opener: ModelOpener | None = None
 
+    def with_detection(self, min_face_size: int, detect_max_side: int | None) -> AnalysisSession:
+        """This session with other face detection settings, sharing the loaded models (range workers get them too)."""
+        config = dataclasses.replace(self.detector.config, min_face_size=min_face_size, max_side=detect_max_side)
+        if config == self.detector.config:
+            return self
+        opener = self.opener
+        if isinstance(opener, functools.partial):
+            keywords = {**opener.keywords, "min_face_size": min_face_size, "detect_max_side": detect_max_side}
+            opener = functools.partial(opener.func, *opener.args, **keywords)
+        return dataclasses.replace(self, detector=self.detector.with_config(config), opener=opener)
+
     @classmethod
     def open(
         cls,

@@ -12,6 +12,7 @@ NumPy (``models.mtcnn_np``): no torch import, boxes within 1e-3 px of facenet-py
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,15 @@ class FaceDetector:
         # torch's CPU max_pool2d is about 8x faster; boxes move by < 1e-4 px (float summation order only).
         for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
             net.to(memory_format=torch.channels_last)
+
+    def with_config(self, config: DetectorConfig) -> FaceDetector:
+        """This detector with other settings (minimum face size, downscaling), sharing its loaded nets.
+
+        The nets do not depend on the settings: every detection reads ``self.config``.
+        """
+        other = copy.copy(self)
+        other.config = config
+        return other
 
     def _scale_for(self, shape: tuple[int, ...]) -> float:
         side = max(shape[0], shape[1])

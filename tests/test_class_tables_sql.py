@@ -170,3 +170,27 @@ def test_a_vote_updates_the_cached_sums_face_by_face(store, monkeypatch):
     store.correct_face(faces[9].face_id, "carol", label="Contempt")
     got = _check(store)
     assert "Contempt" in got.classes
+
+
+def test_a_person_change_regroups_the_cached_track_sums(store, monkeypatch):
+    """A rename, merge or split re-reads the persons only (issue 24 item 7: the Classroom page after a change): the
+    recording's sums are per track, and the tables still equal the face-by-face ones."""
+    classroom.clear_cache()
+    mid = _ingest(store)
+    store.add_segment(mid, "talk", 10, 90)
+    _check(store)
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the recording was recomputed for a person change")
+
+    monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
+    persons = _by_index(store, mid)
+    store.rename_person(persons[1].person_id, "S-02", "alice")
+    got = _check(store)
+    assert "S-02" in {r["person"] for r in got.minutes}
+    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice")
+    _check(store)
+    split = next(p for p in store.persons(mid) if len(p.track_ids) > 1)
+    store.split_track(split.track_ids[-1], "alice")
+    store.correct_face(store.faces("class")[3].face_id, "bob", label="Fear")
+    _check(store)

@@ -213,3 +213,18 @@ def test_study_csv_goes_through_the_one_writer(store, tmp_path):
 def _parquet(store, tmp_path):
     store.export_study_tables(STUDY, "parquet", tmp_path / "pq")
     return tmp_path / "pq" / "participant-recordings.parquet"
+
+
+def test_the_codebook_names_the_detection_settings_stored_with_each_recording(store, tmp_path):
+    from db.detection import DetectionSettings, record
+
+    m1, m2 = _course(store, tmp_path)
+    stored = DetectionSettings("gallery", "auto", 24, None, 16)
+    store.transaction(lambda s: record(s, m1, stored))
+    out = tmp_path / "tables"
+    store.export_study_tables(STUDY, "csv", out)
+    lines = {ln.split("|")[1].strip(): ln for ln in (out / "codebook.md").read_text().splitlines() if ln.count("|") > 3}
+    week1 = next(v for k, v in lines.items() if "week1" in v or "Lecture 1" in v)
+    week2 = next(v for k, v in lines.items() if "week2" in v)
+    assert f"min face px {stored.min_face_size}" in week1 and "preset gallery" in week1 and "asked auto" in week1
+    assert "not stored (defaults)" in week2

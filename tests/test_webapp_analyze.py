@@ -362,3 +362,25 @@ def test_uploads_are_charged_to_an_hourly_pixel_budget(
         client="client:203.0.113.9",
     )
     assert out.error is not None and "1-pixel hourly limit" in out.error and out.media_id is None
+
+
+def test_the_face_detection_options_reach_the_analysis_and_are_stored(app_dirs: Path, multi_face_jpg: Path) -> None:
+    from db.detection import DetectionSettings, detection_settings
+    from webapp.state import Keys
+
+    at = new_app()
+    at.run()
+    at.selectbox(key=Keys.GALLERY_PRESET).set_value("gallery")
+    at.number_input(key=Keys.MIN_FACE_SIZE).set_value(500)  # larger than any face of the photo
+    at.file_uploader(key="w_uploads").set_value([("multi_face.jpg", multi_face_jpg.read_bytes(), "image/jpeg")])
+    at.run()
+    next(b for b in at.button if b.label.startswith("Analyze")).click().run()
+    no_exception(at)
+    store = store_for(app_dirs)
+    try:
+        (media,) = store.media("default")
+        assert media.n_faces == 0, "the minimum face size reached the detector"
+        got = store.transaction(lambda s: detection_settings(s, media.id), write=False)
+        assert got == DetectionSettings("gallery", "gallery", 500)
+    finally:
+        store.close()

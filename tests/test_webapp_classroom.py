@@ -118,3 +118,39 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
         assert any(p.label == "S-1" for p in store.persons(mine))
     finally:
         store.close()
+
+
+def test_figures_of_the_page_and_their_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> None:
+    """The page draws the chosen figure from the class tables, offers PNG/SVG (drawn on the click) and explains
+    what a figure cannot show."""
+    from webapp.services import classroom
+    from webapp.state import Keys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = store_for(data)
+    store.upgrade()
+    mid = _ingest(store, study="default")
+    tables = store.class_tables("default")
+    store.close()
+    use_folders(monkeypatch, data, random_weights_dir)
+    at = page(new_app(), "classroom")
+    no_exception(at)
+    figure = next(s for s in at.selectbox if s.label == "Figure")
+    assert figure.value == "class-mean"
+    assert "dominant_emotion" not in next(s for s in at.selectbox if s.label == "Value").options
+    mean = [r["engagement_p"] for r in tables.minutes if r["media_id"] == mid and r["minute"] == 0]
+    drawn = classroom.class_figure(tables, mid, "class-mean").data[1].y[0]
+    assert drawn == pytest.approx(sum(v for v in mean if v is not None) / sum(v is not None for v in mean))
+    labels = [b.label for b in at.get("download_button")]
+    if classroom.figure_export_problem() is None:
+        assert {"Download PNG", "Download SVG"} <= set(labels)
+    at.selectbox(key=Keys.CLASSROOM_FIGURE).set_value("segment-bars").run()
+    no_exception(at)
+    assert any("no lecture segments" in i.value for i in at.info), "bars without segments say what to do"
+    at.selectbox(key=Keys.CLASSROOM_FIGURE_VALUE).set_value("dominant_emotion").run()
+    at.selectbox(key=Keys.CLASSROOM_FIGURE).set_value("participant-lines").run()
+    no_exception(at)
+    assert any(m.label.startswith("Students") for m in at.multiselect)

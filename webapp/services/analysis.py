@@ -45,6 +45,14 @@ Progress = Callable[[float, str], None]
 
 SessionLoader = Callable[[], "AnalysisSession"]
 """Loads the models when a file needs them (``webapp.resources.analysis_session`` with the page's choices)."""
+DETECTION_PRESETS = {
+    "webcam": "Webcam: one face filling much of the frame",
+    "gallery": "Gallery view: a grid of small tiles",
+    "auto": "Auto: chosen per file from its first minute",
+}
+"""The face detection presets of the Analyze page (:mod:`affectlab.detection`)."""
+Detection = tuple[str | None, int | None]
+"""The face detection asked for: preset (``auto``, ``webcam``, ``gallery``; None: webcam), minimum face size (None)."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +138,16 @@ def _service(
     uploaded_by: str | None,
     fps: float,
     commit_every_s: float = 30.0,
+    detection: Detection = (None, None),
 ) -> AnalysisService:
-    options = Options(fps=fps, uploaded_by=uploaded_by, commit_every_s=commit_every_s, keep_file=media_dir is not None)
+    options = Options(
+        fps=fps,
+        uploaded_by=uploaded_by,
+        commit_every_s=commit_every_s,
+        keep_file=media_dir is not None,
+        gallery_preset=detection[0],
+        min_face_size=detection[1],
+    )
     return AnalysisService(store, study, load_session, options)
 
 
@@ -159,6 +175,7 @@ def analyze_files(
     fps: float = 5.0,
     progress_for: Callable[[Upload], Progress] | None = None,
     commit_every_s: float = 30.0,
+    detection: Detection = (None, None),
     pixels: PixelLedger | None = None,
     client: str = "",
 ) -> AnalysisRun:
@@ -177,13 +194,15 @@ def analyze_files(
         fps: Video sampling rate.
         progress_for: Gives the progress callback of one file to analyse, called just before it is analysed.
         commit_every_s: Seconds of video stored per transaction (what a stopped analysis keeps).
+        detection: The face detection preset (``auto``, ``webcam``, ``gallery``; None: webcam) and minimum face
+            size in pixels (None: the preset's), stored with each recording (:mod:`affectlab.detection`).
         pixels: The hourly pixel budgets each file to analyse is charged to before it is decoded (:data:`PIXELS`).
         client: Whose budget.
 
     Returns:
         The stored and analysed outcomes.
     """
-    service = _service(store, study, load_session, media_dir, uploaded_by, fps, commit_every_s)
+    service = _service(store, study, load_session, media_dir, uploaded_by, fps, commit_every_s, detection)
     stored: list[FileOutcome] = []
     new: list[Upload] = []
     for upload in uploads:

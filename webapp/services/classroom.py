@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -184,34 +185,86 @@ def class_table_bytes(
         return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
 
 
+def class_table_csv(study: str, tables: ClassTables, table: ClassTable) -> bytes:
+    """One class table as the CSV file ``python -m db export`` writes, from tables already computed."""
+    from db import classroom
+    from db.csvfile import write_frame
+
+    with tempfile.TemporaryDirectory(prefix="affectlab-class-") as tmp:
+        out = write_frame(classroom.dataframe(tables, table), Path(tmp) / f"{table}.csv")
+        return out.read_bytes()
+
+
 @dataclass(frozen=True)
 class ClassOverTime:
     """The "Class over time" section: the study's class tables and, for owners, each table as a download.
 
     Attributes:
-        tables: The online-class tables of the study.
-        downloads: Table -> (CSV bytes, its dataset card in Markdown); empty for anyone but an owner.
+        tables: The online-class tables of the study, computed once for the page.
+        downloads: Table -> (a function giving its CSV bytes, called when someone downloads it; its dataset card
+            in Markdown); empty for anyone but an owner.
     """
 
     tables: ClassTables
-    downloads: dict[ClassTable, tuple[bytes, str]]
+    downloads: dict[ClassTable, tuple[Callable[[], bytes], str]]
 
 
 def class_over_time(store: LabelStore, study: str, owner: bool) -> ClassOverTime:
-    """The class tables of ``study`` and, for an owner, their CSV downloads with dataset cards."""
-    downloads = {t: class_table_bytes(store, study, t) for t in CLASS_TABLES} if owner else {}
-    return ClassOverTime(tables=store.class_tables(study), downloads=downloads)
+    """The class tables of ``study`` (computed once) and, for an owner, their CSV downloads with dataset cards."""
+    from db import classroom
+
+    tables = store.class_tables(study)
+    downloads: dict[ClassTable, tuple[Callable[[], bytes], str]] = {}
+    if owner:
+        for t in CLASS_TABLES:
+            downloads[t] = (partial(class_table_csv, study, tables, t), classroom.card(study, t, tables))
+    return ClassOverTime(tables=tables, downloads=downloads)
+
+
+FIGURE_KINDS = {
+    "class-mean": "class mean with its 95 % confidence band",
+    "participant-lines": "one line per student over time",
+    "segment-bars": "bars per lecture segment",
+}
+"""The figures the page offers (:mod:`affectlab.class_figures`), by kind."""
+
+
+def figure_values(kind: str) -> tuple[str, ...]:
+    """The values a figure of ``kind`` can show (the class mean needs a number)."""
+    from affectlab.class_figures import RANGES, VALUES
+
+    return tuple(v for v in VALUES if kind != "class-mean" or v in RANGES)
 
 
 def class_figure(
-    tables: ClassTables, segments: Sequence[SegmentRow], media_id: int, students: Sequence[str], value: str
+    tables: ClassTables, media_id: int, kind: str, value: str = "engagement_p", students: Sequence[str] = ()
 ) -> go.Figure:
-    """The class-over-time figure of one recording."""
-    from webapp.figures import class_timeline
+    """A figure of one recording (:func:`affectlab.class_figures.class_figure`).
 
-    rows = [r for r in tables.minutes if r["media_id"] == media_id]
-    segs = [(s.name, s.start_s, s.end_s) for s in segments if s.media_id == media_id]
-    return class_timeline(rows, segs, f"Class {value.replace('_', ' ')} per minute", students, value)
+    Raises:
+        FigureError: What the figure needs is missing (no segments for bars); the message says what to do.
+    """
+    from affectlab.class_figures import class_figure as draw
+
+    return draw(tables, media_id, kind, value, students)
+
+
+def figure_file(fig: go.Figure, fmt: str) -> bytes:
+    """A figure as PNG or SVG bytes, drawn when someone downloads it.
+
+    Raises:
+        FigureExportError: kaleido or Chromium missing.
+    """
+    from affectlab.class_figures import figure_bytes
+
+    return figure_bytes(fig, fmt)
+
+
+def figure_export_problem() -> str | None:
+    """Why PNG / SVG files cannot be drawn on this server (None: they can), checked without drawing one."""
+    from affectlab.class_figures import export_problem
+
+    return export_problem()
 
 
 def person_thumbnails(

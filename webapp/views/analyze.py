@@ -62,7 +62,9 @@ def _uploads() -> list[analysis.Upload]:
     return uploads
 
 
-def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps: float) -> list[int]:
+def _run_analysis(
+    ctx: Context, model: str, uploads: list[analysis.Upload], fps: float, detection: analysis.Detection = (None, None)
+) -> list[int]:
     """The Analyze button: files the study holds already are shown at once (no model run), the new ones analysed."""
     known = st.container()  # above the progress bars, filled once the study was asked
     bars: list[DeltaGenerator] = []  # one per new file, in the order they are analysed
@@ -86,6 +88,7 @@ def _run_analysis(ctx: Context, model: str, uploads: list[analysis.Upload], fps:
         media_dir=ctx.media_dir,
         uploaded_by=ctx.annotator or ctx.who,
         fps=fps,
+        detection=detection,
         progress_for=progress_for,
         pixels=analysis.PIXELS,
         client=guard.client_key(),
@@ -191,10 +194,27 @@ def render() -> None:
     uploads = _uploads()
     with st.expander("Video options"):
         fps = st.slider("Frames analysed per second of video", 1.0, 15.0, 5.0, 1.0, key=Keys.FPS)
+    with st.expander("Face detection (gallery views)"):
+        preset = st.selectbox(
+            "Preset",
+            list(analysis.DETECTION_PRESETS),
+            format_func=analysis.DETECTION_PRESETS.__getitem__,
+            key=Keys.GALLERY_PRESET,
+            help="Stored with each recording. Auto looks at the first minute: two or more faces make it a gallery.",
+        )
+        min_face = st.number_input(
+            "Minimum face size in pixels (0: the preset's)",
+            min_value=0,
+            max_value=1000,
+            value=0,
+            step=4,
+            key=Keys.MIN_FACE_SIZE,
+            help="Smallest face side looked for: webcam 40; gallery views of 5 x 5 tiles at 720p need about 24.",
+        )
     spec = get_spec(model)
     label = f"Analyze {plural(len(uploads), 'file')}" if uploads else "Analyze"
     if st.button(label, type="primary", disabled=not uploads, icon=":material/play_arrow:"):
-        ids = _run_analysis(ctx, spec.name, uploads, fps)
+        ids = _run_analysis(ctx, spec.name, uploads, fps, (preset, int(min_face) or None))
         ui_state().analyzed, ui_state().analyzed_study = ids, None
     state = ui_state()
     if state.analyzed:

@@ -6,10 +6,12 @@ Every change to the persons is recorded with who and when; tables and figure fol
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pandas as pd
 import streamlit as st
 
+from db.classroom import ClassTables
 from models.errors import AffectLabError
 from webapp import guard
 from webapp.services import classroom
@@ -26,6 +28,46 @@ def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
     if done:
         flash("success", done)
     st.rerun()  # the tables and the forms' choices above were drawn before the change
+
+
+def _figure(tables: ClassTables, media_id: int) -> None:
+    """The figure of the recording chosen on the page, with its PNG and SVG downloads (drawn on the click)."""
+    c1, c2 = st.columns(2)
+    kind = c1.selectbox(
+        "Figure",
+        list(classroom.FIGURE_KINDS),
+        format_func=classroom.FIGURE_KINDS.__getitem__,
+        key=Keys.CLASSROOM_FIGURE,
+    )
+    value = c2.selectbox("Value", classroom.figure_values(kind), key=Keys.CLASSROOM_FIGURE_VALUE)
+    students: list[str] = []
+    if kind == "participant-lines":
+        students = st.multiselect(
+            "Students (none: all)",
+            sorted({r["person"] for r in tables.minutes if r["media_id"] == media_id}),
+            key=Keys.CLASSROOM_FIGURE_STUDENTS,
+        )
+    try:
+        fig = classroom.class_figure(tables, media_id, kind, value, students)
+    except AffectLabError as exc:
+        st.info(str(exc))
+    else:
+        st.plotly_chart(fig, key="class_figure")
+        problem = classroom.figure_export_problem()
+        if problem:
+            st.caption(f"No PNG / SVG files on this server: {problem}")
+        else:
+            d1, d2, _ = st.columns([1, 1, 4])
+            stem = f"m{media_id}-{kind}-{value}"
+            for col, fmt in ((d1, "png"), (d2, "svg")):
+                col.download_button(
+                    f"Download {fmt.upper()}",
+                    partial(classroom.figure_file, fig, fmt),  # drawn on the click, not on every render
+                    file_name=f"{stem}.{fmt}",
+                    mime="image/png" if fmt == "png" else "image/svg+xml",
+                    key=f"{Keys.CLASS_DOWNLOAD}_figure_{fmt}",
+                    on_click="ignore",
+                )
 
 
 def render() -> None:
@@ -189,20 +231,21 @@ def render() -> None:
             "owners until the labelling is done."
         )
         return
-    over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)
+    over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)  # the tables, once per render
     tables = over_time.tables
-    value = st.selectbox("Figure", ["engagement_p", "visible_share", "valence", "arousal"])
-    students = st.multiselect(
-        "One line per student", sorted({r["person"] for r in tables.minutes if r["media_id"] == media_id})
-    )
-    st.plotly_chart(classroom.class_figure(tables, segments, media_id, students, value), key="class_figure")
+    _figure(tables, media_id)
     for table, what in classroom.CLASS_TABLES.items():
         st.markdown(f"**{what.capitalize()}** ({code_span(table)})")
         st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)
         if table in over_time.downloads:
             data, card = over_time.downloads[table]
             st.download_button(
-                f"Download {table}.csv", data, file_name=f"{table}.csv", key=f"{Keys.CLASS_DOWNLOAD}_{table}"
+                f"Download {table}.csv",
+                data,
+                file_name=f"{table}.csv",
+                mime="text/csv",
+                key=f"{Keys.CLASS_DOWNLOAD}_{table}",
+                on_click="ignore",
             )
             with st.expander(f"What the columns of {table} mean"):
                 st.markdown(card)
