@@ -6,9 +6,10 @@ FROM python:3.11-slim
 
 ARG FETCH_WEIGHTS=1
 
-# fonts for the numbered boxes; nothing else from apt (PyAV and onnxruntime wheels bundle their libraries)
+# fonts for the numbered boxes; Chromium for kaleido's PNG/SVG class figures (affectlab/class_figures.py); nothing
+# else from apt (PyAV and onnxruntime wheels bundle their libraries)
 RUN apt-get update \
- && apt-get install -y --no-install-recommends fonts-dejavu-core \
+ && apt-get install -y --no-install-recommends fonts-dejavu-core chromium \
  && rm -rf /var/lib/apt/lists/*
 
 # Spaces run the container as uid 1000; so does this image everywhere.

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from core.settings import browser_path
+from core.style import CLASS_COLORS, PALETTE, plot_text
 from models.errors import AffectLabError
 
 if TYPE_CHECKING:
@@ -92,7 +94,6 @@ def _persons(rows: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _layout(fig: go.Figure, title: str, xtitle: str, value: str, classes: Sequence[str] = ()) -> None:
-    from webapp.figures import plot_text
 
     y: dict[str, Any] = {"title": TITLES[value]}
     if value in RANGES:
@@ -111,7 +112,6 @@ def _layout(fig: go.Figure, title: str, xtitle: str, value: str, classes: Sequen
 
 
 def _shade(fig: go.Figure, segments: Sequence[tuple[str, float, float]]) -> None:
-    from webapp.figures import PALETTE, plot_text
 
     for k, (name, a, b) in enumerate(segments):
         fig.add_vrect(
@@ -132,8 +132,6 @@ def segment_bars(tables: ClassTables, media_id: int, value: str = "engagement_p"
         FigureError: Unknown value, no such recording, or a recording without lecture segments.
     """
     import plotly.graph_objects as go
-
-    from webapp.figures import CLASS_COLORS, PALETTE, plot_text
 
     _check(tables, media_id, value)
     rows = _rows(tables.segments, media_id)
@@ -176,8 +174,6 @@ def participant_lines(
         FigureError: Unknown value or no such recording.
     """
     import plotly.graph_objects as go
-
-    from webapp.figures import PALETTE, plot_text
 
     _check(tables, media_id, value)
     rows = _rows(tables.minutes, media_id)
@@ -298,12 +294,11 @@ def _failed(fmt: str, exc: Exception) -> FigureExportError:
 def export_problem() -> str | None:
     """Why PNG / SVG files cannot be drawn here, checked without drawing one (None: kaleido and a browser are there)."""
     import importlib.util
-    import os
     import shutil
 
     if importlib.util.find_spec("kaleido") is None:
         return "PNG and SVG need kaleido: `pip install kaleido==1.5.2` (`make install` installs it)"
-    browser = os.environ.get("BROWSER_PATH")
+    browser = browser_path()
     if browser:
         return None if Path(browser).is_file() else f"BROWSER_PATH={browser} is not a file: name a Chromium binary"
     if any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")):

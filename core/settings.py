@@ -280,3 +280,8 @@ def forwarded_allow_ips() -> tuple[str, ...]:
     """The peers whose ``X-Forwarded-For`` uvicorn applies itself (``FORWARDED_ALLOW_IPS``, as uvicorn reads it)."""
     raw = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
     return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def browser_path() -> str | None:
+    """``BROWSER_PATH``: the Chrome or Chromium binary kaleido draws PNG and SVG figures with (None: looked up)."""
+    return os.environ.get("BROWSER_PATH") or None

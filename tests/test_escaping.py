@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from webapp.figures import circumplex, class_timeline, plot_text
+from core.style import plot_text
+from webapp.figures import circumplex
 from webapp.ui import code_span
 
 HOSTILE = 'x`<a href="https://evil.example">click</a>\n![img](https://evil.example/p.png)%{x}'
@@ -20,12 +21,7 @@ def test_code_span_keeps_backticks_and_newlines_inside() -> None:
 
 def test_plotly_texts_carry_no_markup() -> None:
     assert "<a" not in plot_text(HOSTILE) and "%{" not in plot_text(HOSTILE) and "\n" not in plot_text(HOSTILE)
-    minutes = [
-        {"minute": 0, "person": HOSTILE, "engagement_p": 0.5},
-        {"minute": 1, "person": HOSTILE, "engagement_p": 0.7},
-    ]
     figs = [
-        class_timeline(minutes, [(HOSTILE, 0.0, 60.0)], HOSTILE, students=[HOSTILE]),
         circumplex([(0.1, 0.2, HOSTILE)], HOSTILE),
     ]
     for fig in figs:

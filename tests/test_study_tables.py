@@ -218,7 +218,7 @@ def _parquet(store, tmp_path):
 def test_the_codebook_names_the_detection_settings_stored_with_each_recording(store, tmp_path):
     from db.detection import DetectionSettings, record
 
-    m1, m2 = _course(store, tmp_path)
+    m1, _m2 = _course(store, tmp_path)
     stored = DetectionSettings("gallery", "auto", 24, None, 16)
     store.transaction(lambda s: record(s, m1, stored))
     out = tmp_path / "tables"

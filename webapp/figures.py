@@ -5,38 +5,14 @@ No streamlit here: every function returns a PIL image or a ``plotly.graph_object
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
-
-def plot_text(value: object) -> str:
-    """A name people typed, safe in any plotly text (titles, legends, labels, annotations, hover).
-
-    Plotly renders a subset of HTML (``<a href>``, ``<b>``, ``<br>``) in these strings: ``<``, ``>`` and ``&`` are
-    escaped, newlines become spaces, and ``%{`` (a template field in hover text) loses its brace.
-    """
-    return html.escape(str(value), quote=False).replace("\n", " ").replace("\r", " ").replace("%{", "%(")
-
-
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990", "#9a6324")
-"""Distinct box colours, cycled by face number."""
-
-CLASS_COLORS = {
-    "Anger": "#d62728",
-    "Contempt": "#8c564b",
-    "Disgust": "#7f7f00",
-    "Fear": "#9467bd",
-    "Happiness": "#2ca02c",
-    "Neutral": "#7f7f7f",
-    "Sadness": "#1f77b4",
-    "Surprise": "#ff7f0e",
-}
+from core.style import CLASS_COLORS, PALETTE, plot_text
 
 
 @dataclass(frozen=True)
@@ -308,69 +284,6 @@ def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], ti
         yaxis_title="human class (majority)",
         height=420,
         yaxis={"autorange": "reversed"},
-        margin={"l": 10, "r": 10, "t": 40, "b": 40},
-    )
-    return fig
-
-
-def class_timeline(
-    minutes: Sequence[Mapping[str, Any]],
-    segments: Sequence[tuple[str, float, float]],
-    title: str,
-    students: Sequence[str] = (),
-    value: str = "engagement_p",
-) -> go.Figure:
-    """A class over time: the class mean of ``value`` per minute, segments shaded, one line per chosen student.
-
-    Args:
-        minutes: Rows of the ``class-minutes`` table of one recording.
-        segments: ``(name, start_s, end_s)`` of its lecture segments.
-        title: Figure title.
-        students: ``person`` keys drawn as their own lines.
-        value: The column drawn (``engagement_p``, ``visible_share``, ``valence``, ``arousal``).
-    """
-    fig = go.Figure()
-    for k, (name, a, b) in enumerate(segments):
-        fig.add_vrect(
-            x0=a / 60,
-            x1=b / 60,
-            fillcolor=PALETTE[k % len(PALETTE)],
-            opacity=0.12,
-            line_width=0,
-            annotation_text=plot_text(name),
-            annotation_position="top left",
-        )
-    by_minute: dict[int, list[float]] = {}
-    for r in minutes:
-        v = r.get(value)
-        if v is not None and v == v:
-            by_minute.setdefault(int(r["minute"]), []).append(float(v))
-    xs = sorted(by_minute)
-    fig.add_trace(
-        go.Scatter(
-            x=[m + 0.5 for m in xs],
-            y=[float(np.mean(by_minute[m])) for m in xs],
-            mode="lines+markers",
-            name="class mean",
-            line={"width": 4, "color": "#333333"},
-        )
-    )
-    for k, who in enumerate(students):
-        rows = sorted((r for r in minutes if r["person"] == who), key=lambda r: r["minute"])
-        fig.add_trace(
-            go.Scatter(
-                x=[int(r["minute"]) + 0.5 for r in rows],
-                y=[r.get(value) for r in rows],
-                mode="lines",
-                name=plot_text(who),
-                line={"color": PALETTE[k % len(PALETTE)]},
-            )
-        )
-    fig.update_layout(
-        title=plot_text(title),
-        xaxis_title="minute of the recording",
-        yaxis_title=value.replace("_", " "),
-        height=380,
         margin={"l": 10, "r": 10, "t": 40, "b": 40},
     )
     return fig
