@@ -5,9 +5,13 @@ Frames are decoded one at a time and only the sampled ones are converted to RGB.
 
 - Rotation: phone videos store sideways frames plus a display matrix. PyAV 18 exposes its rotation on every decoded
   frame as ``VideoFrame.rotation`` (degrees counter-clockwise, from the ``DISPLAYMATRIX`` side data FFmpeg attaches
-  to frames); frames are turned upright with ``np.rot90(image, rotation // 90)``, so boxes refer to the upright
-  picture (models/types.py). Mirroring flags of the matrix are not applied (phones do not write them).
-- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right.
+  to frames). The whole matrix is applied, mirroring included (:func:`orient`: a mirror image is not read as a
+  180 degree turn): boxes refer to the upright picture (models/types.py).
+- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right. Timestamps that
+  jump back (joined MPEG-TS parts, a reset clock) go on from the last frame's time with a warning that names the
+  jump, so no part is sampled away; a stretch a decoder refuses is named with its seconds.
+- Streams: the first video stream, or the one chosen (``stream``, ``--stream``); a file with more names the others
+  in a warning.
 - Sampling: at ``fps`` frames per second of video time, the first frame of each ``1/fps`` slot; ``fps`` 0 or None
   takes every frame. Frame indices count decoded frames from 0.
 - Damage: a decoding error stops nothing: the bad packet is skipped with a warning and the frames before (and after)
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -82,6 +86,9 @@ class VideoInfo:
         duration: Duration in seconds, or None when unknown.
         fps: Average frame rate, or None.
         frames: Frame count from the header (0 when unknown).
+        mirrored: The display matrix mirrors the picture (applied after ``rotation``).
+        stream: The video stream read (index among the video streams).
+        warnings: What a reader should know (other video streams left out).
     """
 
     file: str
@@ -93,6 +100,9 @@ class VideoInfo:
     duration: float | None
     fps: float | None
     frames: int
+    mirrored: bool = False
+    stream: int = 0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +139,7 @@ class ResumePoint:
     faces: tuple[Face, ...] = ()
 
 
-def _open(path: str | Path, name: str) -> InputContainer:
+def _open(path: str | Path, name: str, stream: int = 0) -> InputContainer:
     import av
 
     p = Path(path)
@@ -143,13 +153,18 @@ def _open(path: str | Path, name: str) -> InputContainer:
         container = av.open(str(p), mode="r")
     except av.FFmpegError as exc:
         raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
+    except OSError as exc:  # a symlink loop, a permission, a name the system cannot encode
+        raise BadInputError(name, f"cannot be read ({exc.strerror or exc})") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
         what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
         raise BadInputError(name, f"no video stream ({what})")
     try:  # the frame size the header declares (a GIF's canvas), before a frame is decoded
-        cc = container.streams.video[0].codec_context
+        n = len(container.streams.video)
+        if not 0 <= stream < n:
+            raise BadInputError(name, f"has {n} video stream(s): choose a stream from 0 to {n - 1}")
+        cc = container.streams.video[stream].codec_context
         check_pixels(name, int(cc.width or 0), int(cc.height or 0), "frame")
     except BadInputError:
         container.close()
@@ -175,16 +190,16 @@ def _duration(container: InputContainer, stream: VideoStream) -> float | None:
     return None
 
 
-def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
-    """Reads a video's header and its first frame.
+def probe_video(path: str | Path, name: str | None = None, stream: int = 0) -> VideoInfo:
+    """Reads a video's header and the first frame of its ``stream``-th video stream.
 
     Raises:
-        BadInputError: Not a video with a decodable frame.
+        BadInputError: Not a video with a decodable frame, or no such stream.
     """
     name = name or str(path)
-    container = _open(path, name)
+    container = _open(path, name, stream)
     with container:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         first = None
         try:
             for frame in container.decode(st):
@@ -194,9 +209,10 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
             first = None
         if first is None:
             raise BadInputError(name, "no decodable video frame")
-        rot = _norm_rotation(first.rotation)
+        how = frame_orientation(first)
+        rot, mirrored = rotation_mirror(how)
         w, h = first.width, first.height
-        if rot % 180:
+        if how[0]:
             w, h = h, w
         return VideoInfo(
             file=name,
@@ -208,19 +224,22 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
             duration=_duration(container, st),
             fps=_rate(st.average_rate),
             frames=int(st.frames or 0),
+            mirrored=mirrored,
+            stream=stream,
+            warnings=tuple(n for n in [_stream_note(container, stream)] if n),
         )
 
 
-def header_pixels(path: str | Path, name: str | None = None) -> int:
+def header_pixels(path: str | Path, name: str | None = None, stream: int = 0) -> int:
     """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
 
     Raises:
         BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
     """
     name = name or str(path)
-    container = _open(path, name)
+    container = _open(path, name, stream)
     with container:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
         frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
         file_budget(path, name).plan(frames, width, height)
@@ -254,6 +273,102 @@ def _norm_rotation(rot: float | int | None) -> int:
     if not rot:
         return 0
     return round(float(rot) / 90.0) % 4 * 90
+
+
+Orientation = tuple[bool, bool, bool]
+"""How a decoded picture is turned upright: transpose, then mirror left-right, then mirror top-bottom."""
+
+_BY_ROTATION: dict[int, Orientation] = {
+    0: (False, False, False),
+    90: (True, False, True),  # np.rot90(image, 1)
+    180: (False, True, True),
+    270: (True, True, False),  # np.rot90(image, -1)
+}
+_ROTATION_MIRROR: dict[Orientation, tuple[int, bool]] = {
+    **{o: (rot, False) for rot, o in _BY_ROTATION.items()},
+    (False, True, False): (0, True),
+    (False, False, True): (180, True),
+    (True, False, False): (270, True),
+    (True, True, True): (90, True),
+}
+
+
+def display_matrix(frame: object) -> tuple[int, ...] | None:
+    """The 3 x 3 display matrix (FFmpeg's ``AV_FRAME_DATA_DISPLAYMATRIX``: 16.16 fixed point) of a decoded frame."""
+    with suppress(Exception):
+        for sd in frame.side_data:  # type: ignore[attr-defined]
+            if str(getattr(sd.type, "name", sd.type)).endswith("DISPLAYMATRIX"):
+                raw = bytes(sd)
+                if len(raw) >= 36:
+                    return tuple(int(v) for v in np.frombuffer(raw[:36], dtype=np.int32))
+    return None
+
+
+def orientation(matrix: Sequence[int] | None, rotation: float | int | None = None) -> Orientation:
+    """How to turn a picture upright from its display matrix, mirroring included; else from its rotation.
+
+    The matrix maps a stored pixel ``(x, y)`` to ``(a x + c y, b x + d y)`` (``a, b, c, d`` = entries 0, 1, 3, 4),
+    as FFmpeg defines it; a mirror (a negative determinant) is a flip, not a turn. A matrix that is no multiple of
+    90 degrees falls back to the nearest quarter turn of ``rotation``.
+    """
+    if matrix is not None and len(matrix) >= 5:
+        a, b, c, d = (int(matrix[i]) for i in (0, 1, 3, 4))
+        big = max(abs(a), abs(b), abs(c), abs(d))
+        if big > 0:
+            a, b, c, d = (0 if 2 * abs(v) < big else (1 if v > 0 else -1) for v in (a, b, c, d))
+            if a == 0 and d == 0 and b and c:
+                return (True, c < 0, b < 0)
+            if b == 0 and c == 0 and a and d:
+                return (False, a < 0, d < 0)
+    return _BY_ROTATION[_norm_rotation(rotation)]
+
+
+def orient(image: np.ndarray, how: Orientation) -> np.ndarray:
+    """``image`` turned upright as ``how`` says (a contiguous copy when anything changes)."""
+    transpose, left_right, top_bottom = how
+    if not (transpose or left_right or top_bottom):
+        return image
+    if transpose:
+        image = image.transpose(1, 0, *range(2, image.ndim))
+    if left_right:
+        image = image[:, ::-1]
+    if top_bottom:
+        image = image[::-1]
+    return np.ascontiguousarray(image)
+
+
+def frame_orientation(frame: object) -> Orientation:
+    """The :func:`orientation` of a decoded PyAV frame (its display matrix, else its rotation)."""
+    return orientation(display_matrix(frame), getattr(frame, "rotation", 0))
+
+
+def rotation_mirror(how: Orientation) -> tuple[int, bool]:
+    """An orientation as a counter-clockwise quarter turn followed (when True) by a left-right mirror."""
+    return _ROTATION_MIRROR[how]
+
+
+def _stream_note(container: InputContainer, chosen: int) -> str | None:
+    """A warning naming the video streams other than ``chosen`` (cover pictures left out), or None."""
+    import av
+
+    def desc(i: int, st: VideoStream) -> str:
+        cc = st.codec_context
+        return f"stream {i} ({cc.name} {cc.width}x{cc.height})"
+
+    others = []
+    for i, st in enumerate(container.streams.video):
+        with suppress(Exception):
+            if st.disposition & av.stream.Disposition.attached_pic:
+                continue
+        if i != chosen:
+            others.append(desc(i, st))
+    if not others:
+        return None
+    this = desc(chosen, container.streams.video[chosen])
+    return (
+        f"it has {len(others) + 1} video streams: {this} is analysed, not {', '.join(others)}; "
+        "analyse another with --stream N"
+    )
 
 
 class _End:
@@ -306,12 +421,77 @@ def prefetch(items: Iterable[T], depth: int) -> Generator[T, None, None]:
         worker.join()
 
 
+class _Clock:
+    """Frame times that go on when the timestamps jump back (joined MPEG-TS parts, a reset clock), and gaps named.
+
+    A frame more than ``limit`` seconds before the latest time starts a new part: it and the frames after it are
+    timed on from one frame after the latest time, so a sampler at ``fps`` skips none of them. A stretch with no
+    frame longer than ``max(0.5 s, 4 frames)`` is named too (data the demuxer dropped, or a pause), and one after
+    packets the decoder refused is named as damage.
+    """
+
+    def __init__(self, rate: float, limit_s: float) -> None:
+        self.step = 1.0 / rate
+        self.limit = max(limit_s, 3.0 * self.step)
+        self.offset = 0.0
+        self.latest: float | None = None
+        self.jumps: list[tuple[float, float, float]] = []  # (latest time, raw time, new time)
+        self.damage_from: float | None = None
+        self.damaged: list[tuple[float, float]] = []
+        self.gap = max(0.5, 4.0 * self.step)
+        self.gaps: list[tuple[float, float]] = []
+
+    def time(self, raw: float) -> float:
+        t = raw + self.offset
+        if self.latest is not None and t < self.latest - self.limit:
+            new = self.latest + self.step
+            self.jumps.append((self.latest, raw, new))
+            self.offset += new - t
+            t = new
+        if self.damage_from is not None:
+            self.damaged.append((self.damage_from, t))
+            self.damage_from = None
+        elif self.latest is not None and t - self.latest > self.gap:
+            self.gaps.append((self.latest, t))
+        self.latest = t if self.latest is None else max(self.latest, t)
+        return t
+
+    def damage(self, after: float) -> None:
+        if self.damage_from is None:
+            self.damage_from = after
+
+    def notes(self, end: float) -> list[str]:
+        out = [
+            f"timestamps jump back from {latest:.2f} s to {raw:.2f} s (joined recordings or a reset clock): the "
+            f"frames after are timed on from {new:.2f} s"
+            for latest, raw, new in self.jumps[:5]
+        ]
+        if len(self.jumps) > 5:
+            out.append(f"{len(self.jumps)} timestamp jumps in all")
+        if self.damage_from is not None:
+            self.damaged.append((self.damage_from, max(end, self.damage_from)))
+        if self.damaged:
+            lost = sum(b - a for a, b in self.damaged)
+            spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in self.damaged[:5])
+            more = f" and {len(self.damaged) - 5} more" if len(self.damaged) > 5 else ""
+            out.append(f"{lost:.2f} s of damaged video skipped ({spans}{more})")
+        if self.gaps:
+            lost = sum(b - a for a, b in self.gaps)
+            spans = ", ".join(f"{a:.2f}-{b:.2f} s" for a, b in self.gaps[:5])
+            more = f" and {len(self.gaps) - 5} more" if len(self.gaps) > 5 else ""
+            out.append(f"no frames for {lost:.2f} s ({spans}{more}): data missing from the file, or a pause")
+        return out
+
+
 class FrameReader:
     """Streams the sampled, upright frames of a video.
 
     Attributes after iteration: ``frames_decoded``, ``frames_sampled``, ``warnings``, ``last_time``, ``width``,
-    ``height``, ``rotation``.
+    ``height``, ``rotation``, ``mirrored``, ``time_jumps`` (timestamps that went back, see the module docstring).
     """
+
+    JUMP_BACK_S = 1.0
+    """A timestamp this far (or three frames, if longer) before the last one starts a new part (joined files)."""
 
     def __init__(
         self,
@@ -321,6 +501,7 @@ class FrameReader:
         max_decode_errors: int = 50,
         *,
         resume: ResumePoint | None = None,
+        stream: int = 0,
     ) -> None:
         """Opens the file (header only).
 
@@ -332,16 +513,18 @@ class FrameReader:
             resume: Continue after this already analysed frame: decoding seeks to the keyframe before it, the
                 frames up to it are decoded but not sampled, and frame and sample numbers go on from it, as in a
                 run from the start.
+            stream: The video stream to read (index among the video streams); the others are named in a warning.
 
         Raises:
-            BadInputError: Not a readable video.
+            BadInputError: Not a readable video, or no such stream.
         """
         self.name = name or str(path)
         self.path = path
         self.fps = fps if fps and fps > 0 else None
         self.max_decode_errors = max_decode_errors
-        self._container = _open(path, self.name)
-        st = self._container.streams.video[0]
+        self._container = _open(path, self.name, stream)
+        self.stream = stream
+        st = self._container.streams.video[stream]
         self.duration = _duration(self._container, st)
         self.avg_fps = _rate(st.average_rate)
         self.frames_decoded = 0
@@ -351,6 +534,11 @@ class FrameReader:
         self.width = int(st.codec_context.width or 0)
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
+        self.mirrored = False
+        self.time_jumps = 0
+        note = _stream_note(self._container, stream)
+        if note:
+            self.warnings.append(note)
         self.resume = resume
         self.budget: PixelBudget = file_budget(path, self.name)
         """Every decoded frame is taken from it, sampled or not (a pixel bomb is stopped as it decodes)."""
@@ -374,11 +562,12 @@ class FrameReader:
     def __iter__(self) -> Iterator[DecodedFrame]:
         import av
 
-        st = self._container.streams.video[0]
+        st = self._container.streams.video[self.stream]
         st.thread_type = "AUTO"
         tb = st.time_base
         start = st.start_time or 0
         rate = self.avg_fps or 25.0
+        clock = _Clock(rate, self.JUMP_BACK_S)
         last_slot = -1
         errors = 0
         index = 0  # the next decoded frame's number
@@ -404,6 +593,7 @@ class FrameReader:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 errors += 1
+                clock.damage(self.last_time)
                 if errors == 1:
                     self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped ({exc.strerror or exc})")
                 if errors >= self.max_decode_errors:
@@ -413,7 +603,8 @@ class FrameReader:
             for frame in frames:
                 self.frames_decoded += 1
                 self.budget.take(frame.width, frame.height)  # decoded already: no further frame once over
-                t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
+                raw = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else index / rate
+                t = clock.time(raw)
                 if seeking:
                     assert resume is not None
                     if t < resume.time_s - 0.25 / rate:
@@ -430,17 +621,17 @@ class FrameReader:
                     if slot <= last_slot:
                         continue
                     last_slot = slot
-                rot = _norm_rotation(frame.rotation)
-                img: np.ndarray = frame.to_ndarray(format="rgb24")
-                if rot:
-                    img = np.ascontiguousarray(np.rot90(img, rot // 90))
-                self.rotation = rot
+                how = frame_orientation(frame)
+                img = orient(frame.to_ndarray(format="rgb24"), how)
+                self.rotation, self.mirrored = rotation_mirror(how)
                 self.height, self.width = int(img.shape[0]), int(img.shape[1])
                 sample = self.frames_sampled
                 self.frames_sampled += 1
                 yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
         if errors > 1:
             self.warnings.append(f"{errors} damaged packets skipped in all")
+        self.warnings += clock.notes(self.last_time)
+        self.time_jumps = len(clock.jumps)
         if self.frames_decoded == 0 and resume is None:
             reason = "no decodable video frame"
             if self.warnings:
@@ -461,7 +652,7 @@ def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5
         yield from reader
 
 
-def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.ndarray:
+def frame_at(path: str | Path, time_s: float, name: str | None = None, stream: int = 0) -> np.ndarray:
     """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
 
     Raises:
@@ -470,9 +661,9 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
     import av
 
     label = name or str(path)
-    container = _open(path, label)
+    container = _open(path, label, stream)
     try:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         tb = st.time_base
         start = st.start_time or 0
         rate = _rate(st.average_rate) or 25.0
@@ -494,9 +685,7 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
         container.close()
     if best is None:
         raise BadInputError(label, f"no frame at {time_s:.2f} s")
-    img = best.to_ndarray(format="rgb24")
-    rot = _norm_rotation(best.rotation)
-    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+    return _upright(best)
 
 
 def frames_at(
@@ -568,8 +757,7 @@ def frames_at(
 
 def _upright(frame: object) -> np.ndarray:
     img: np.ndarray = frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
-    rot = _norm_rotation(frame.rotation)  # type: ignore[attr-defined]
-    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+    return orient(img, frame_orientation(frame))
 
 
 def looks_like_video(path: str | Path) -> bool:
