@@ -49,6 +49,7 @@ from affectlab.analysis_types import (
     Status,
     TimeLeft,
     media_info,
+    os_error_message,
     prepare,
     setup_message,
     video_file,
@@ -177,6 +178,9 @@ class AnalysisService:
             self._release(prepared)
             reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
             return FileOutcome(name, "failed", kind=prepared.kind, media_id=self._media_id(prepared), error=reason)
+        except OSError as exc:  # the disk full while the file is kept, a read-only media folder
+            self._release(prepared)
+            return FileOutcome(name, "failed", kind=prepared.kind, error=os_error_message(exc))
         except Exception as exc:
             self._release(prepared)
             from sqlalchemy.exc import SQLAlchemyError
@@ -256,7 +260,7 @@ class AnalysisService:
         """Stretch by stretch into the store, resuming a stopped run of the same bytes; then tracks and persons."""
         from models.decode import probe_video
 
-        probe = probe_video(path, name)
+        probe = probe_video(path, name, self.options.stream)
         state = self.store.begin_video(
             self.study,
             prepared.data if prepared.data is not None else path,
@@ -308,6 +312,7 @@ class AnalysisService:
             resume=resume,
             commit_every_s=self.options.commit_every_s,
             progress=progress,
+            stream=self.options.stream,
         ):
             got.last = chunk
             if chunk.until is None or (resume is not None and chunk.until.index == resume.index):
