@@ -270,6 +270,7 @@ class AnalysisService:
             keep_file=self.options.keep_file,
             sha256=prepared.sha256,
             claimant=self.claimant,
+            recut=self.options.stream == 0 and not probe.times_may_jump,  # else crops re-cut by time miss frames
         )
         if state.status == "complete":  # completed by another run meanwhile
             return _skipped(name, state.media_id, "video", state.n_faces)

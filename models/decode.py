@@ -89,6 +89,8 @@ class VideoInfo:
         mirrored: The display matrix mirrors the picture (applied after ``rotation``).
         stream: The video stream read (index among the video streams).
         warnings: What a reader should know (other video streams left out).
+        times_may_jump: The container allows timestamps to go back (MPEG-TS/PS: joined parts): the times after a
+            jump are continued by the reader, so a seek by time does not find them (see :func:`may_jump`).
     """
 
     file: str
@@ -103,6 +105,7 @@ class VideoInfo:
     mirrored: bool = False
     stream: int = 0
     warnings: tuple[str, ...] = ()
+    times_may_jump: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,6 +230,7 @@ def probe_video(path: str | Path, name: str | None = None, stream: int = 0) -> V
             mirrored=mirrored,
             stream=stream,
             warnings=tuple(n for n in [_stream_note(container, stream)] if n),
+            times_may_jump=may_jump(container),
         )
 
 
@@ -265,6 +269,22 @@ def is_video(path: str | Path) -> bool:
             if st.codec_context.name == "gif" or not st.frames:
                 return any(n > 0 for n, _ in enumerate(container.decode(st)))
             return st.frames > 1 or bool(_duration(container, st))
+    except Exception:
+        return False
+
+
+def may_jump(container: InputContainer) -> bool:
+    """Whether the container format allows timestamp discontinuities (FFmpeg's ``AVFMT_TS_DISCONT``: MPEG-TS/PS).
+
+    The reader times frames after a jump on from the last time (:class:`FrameReader`); a seek by such a time lands
+    elsewhere, so a resumed reading of such a file decodes from its start instead (frames before the resume point
+    decoded, not sampled), and its crops cannot be re-cut by time.
+    """
+    import av
+
+    try:
+        flags = int(container.format.flags)
+        return bool(flags & int(av.format.Flags.ts_discont.value))  # type: ignore[call-overload]
     except Exception:
         return False
 
@@ -578,7 +598,7 @@ class FrameReader:
             if self.fps is not None:
                 last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
             self.frames_sampled = resume.sample + 1
-            if tb is not None and resume.time_s > 0:
+            if tb is not None and resume.time_s > 0 and not may_jump(self._container):
                 self._container.seek(int(start + resume.time_s / tb), stream=st, backward=True, any_frame=False)
         packets = self._container.demux(st)
         while True:

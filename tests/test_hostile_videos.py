@@ -85,3 +85,19 @@ def test_steady_video_has_no_gap_note(tmp_path: Path, frames: list[np.ndarray]) 
     with FrameReader(path, fps=None) as reader:
         assert len(list(reader)) == len(frames)
     assert reader.warnings == []
+
+
+@pytest.mark.parametrize("at", [3, 8, 10])
+def test_joined_ts_resumes_like_a_straight_run(tmp_path: Path, frames: list[np.ndarray], at: int) -> None:
+    """A resume point after the join (times continued by the reader) is found again: no seek by such a time."""
+    from models.decode import ResumePoint
+
+    path = hostile.joined_ts(tmp_path / "joined.ts", frames, parts=2)
+    assert probe_video(path).times_may_jump
+    with FrameReader(path, fps=5.0) as reader:
+        straight = [(f.index, f.sample, f.time_s) for f in reader]
+    last = [s for s in straight if s[1] == at][0]
+    resume = ResumePoint(time_s=last[2], index=last[0], sample=last[1])
+    with FrameReader(path, fps=5.0, resume=resume) as reader:
+        resumed = [(f.index, f.sample, f.time_s) for f in reader]
+    assert resumed == straight[at + 1 :]
