@@ -9,8 +9,8 @@ failing when a read lock would have to be upgraded; read-only sessions use a pla
 The SQLite file is created owner-only (0600, its folder 0700 when created here) before SQLite opens it, so its
 ``-wal`` and ``-shm`` files, which SQLite creates with the database file's permissions, are owner-only too; each new
 connection makes an existing file and its ``-wal``/``-shm`` owner-only as well (:func:`make_private`). A new file
-is made a SQLite database at once, so an empty (0-byte) or foreign file found at the database path is never anyone's
-new store: it is refused (:func:`check_sqlite_file`), never upgraded over.
+is made a SQLite database at once, so an empty (0-byte) file found at the database path is never anyone's new store:
+it is refused (:func:`check_sqlite_file`), never upgraded over; SQLite itself refuses any other foreign file.
 
 PostgreSQL connections give up after :data:`PG_CONNECT_TIMEOUT_S` (a server that accepts and never answers fails
 in seconds, not minutes) and carry a server-side ``statement_timeout`` (:data:`PG_STATEMENT_TIMEOUT_S`); both can be
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -57,6 +58,7 @@ PG_STATEMENT_TIMEOUT_S = 900
 """Seconds one PostgreSQL statement may run on the server (``statement_timeout``); the longest, a study's export
 page or a migration of millions of rows, take well under a minute."""
 SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first bytes of every SQLite database file."""
 
 
 def parse_url(url: str | URL) -> URL:
@@ -119,60 +121,67 @@ def make_private(path: Path) -> None:
 
 
 def check_sqlite_file(path: Path) -> None:
-    """Refuses a file at the database path that is not a SQLite database: empty (0 bytes) or anything else.
+    """Refuses an empty (0-byte) file or a folder at the database path, which SQLite would take for a new database.
+
+    Only ``stat`` is used: opening and closing the file here would drop the POSIX locks that SQLite connections of
+    this process hold on it (closing any descriptor of a file releases them all), which lets another process reset
+    the WAL under them and corrupts the store. A non-empty file that is no SQLite database needs no check: SQLite
+    refuses it ("file is not a database", explained by :func:`explain_error`) and never writes to it.
 
     Raises:
         StoreOpenError: Naming the file and what to do (nothing is written to it).
     """
     try:
-        with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_HEADER))
+        st = path.stat()
     except FileNotFoundError:
         return
-    except IsADirectoryError:
-        raise StoreOpenError(f"the database path {path} is a folder: point DATABASE_URL at a file") from None
     except OSError as exc:
         raise StoreOpenError(
             f"the database {path} cannot be read ({exc.strerror or exc}): check its owner and permissions"
         ) from None
-    if head == SQLITE_HEADER:
-        return
-    what = "an empty (0-byte) file" if not head else "a file that is not a SQLite database"
-    raise StoreOpenError(
-        f"the database {path} is {what}; AffectLab never replaces it with a new store. If it should hold your data, "
-        "restore it from a backup; to start a new store, move it away or point DATABASE_URL elsewhere"
-    )
+    if stat.S_ISDIR(st.st_mode):
+        raise StoreOpenError(f"the database path {path} is a folder: point DATABASE_URL at a file")
+    if st.st_size == 0:
+        raise StoreOpenError(
+            f"the database {path} is an empty (0-byte) file; AffectLab never replaces it with a new store. If it "
+            "should hold your data, restore it from a backup; to start a new store, move it away or point "
+            "DATABASE_URL elsewhere"
+        )
 
 
 def _create_private(path: Path) -> None:
     """Creates the folder (0700) and a new SQLite database file (0600) before the engine opens it, when missing.
 
-    The new file is made a SQLite database at once (its header written), so that a 0-byte file is never taken for a
-    new store (:func:`check_sqlite_file`).
+    The database is made in a temporary file beside it and linked into place (never over an existing file), so the
+    path is at every moment either absent or a whole SQLite database: a 0-byte file is never one of ours
+    (:func:`check_sqlite_file`), even when several processes start on a new folder at once.
 
     Raises:
         StoreOpenError: The folder or file cannot be created (read-only, no permission, disk full).
     """
+    if path.exists():
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
         if not path.parent.exists():
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        con = sqlite3.connect(tmp)
         try:
+            con.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
+            con.execute("PRAGMA journal_mode = WAL")
+        finally:
+            con.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: theirs stays
+            pass
+        except OSError:  # a file system without hard links: written in place, never over a file
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        os.close(fd)
-        try:
-            con = sqlite3.connect(path)
-            try:
-                con.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
-                con.execute("PRAGMA journal_mode = WAL")
-            finally:
-                con.close()
-        except BaseException:
-            with contextlib.suppress(OSError):
-                if path.stat().st_size == 0:
-                    path.unlink()  # ours, just made: no empty file left behind
-            raise
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(tmp.read_bytes())
     except OSError as exc:
         raise StoreOpenError(
             f"cannot create the database {path} ({exc.strerror or exc}): choose a writable folder with "
@@ -180,6 +189,10 @@ def _create_private(path: Path) -> None:
         ) from None
     except sqlite3.Error as exc:
         raise StoreOpenError(f"cannot create the database {path} ({explain_sqlite(str(exc))})") from None
+    finally:
+        for leftover in (tmp, *(tmp.with_name(tmp.name + s) for s in ("-wal", "-shm", "-journal"))):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _pg_connect_args(u: URL) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from affectlab.analysis_types import Source, prepare
-from db.engine import SQLITE_HEADER, explain_error, make_engine
+from db.engine import SQLITE_HEADER, explain_error, make_engine, read_only
 from db.errors import StoreOpenError
 from db.services import LabelStore
 from models.errors import BadInputError
@@ -99,21 +99,46 @@ def test_both_command_lines_refuse_the_huge_still_in_a_line(
 
 
 def test_an_empty_or_foreign_file_at_the_database_path_is_refused_never_replaced(tmp_path: Path) -> None:
-    for content in (b"", b"name,age\nann,3\n" * 100):
+    for content, said in ((b"", "never replaces it"), (b"name,age\nann,3\n" * 100, "not a SQLite database")):
         path = tmp_path / "affectlab.sqlite3"
         path.write_bytes(content)
-        with pytest.raises(StoreOpenError, match="AffectLab never replaces it") as err:
+        with pytest.raises((StoreOpenError, SQLAlchemyError)) as err:
             LabelStore(f"sqlite:///{path}").upgrade()
-        assert str(path) in str(err.value)
+        assert said in explain_error(err.value, f"sqlite:///{path}")
         assert path.read_bytes() == content
         proc = _run("db", "upgrade", env={"DATABASE_URL": f"sqlite:///{path}"})
-        assert proc.returncode != 0 and "never replaces it" in _one_line_error(proc)
+        line = _one_line_error(proc)
+        assert proc.returncode != 0 and said in line and str(path) in line, line
         assert path.read_bytes() == content
         path.unlink()
     # A new store is a SQLite file from its first moment: never a 0-byte file that a later run would refuse.
     fresh = tmp_path / "new" / "affectlab.sqlite3"
     make_engine(f"sqlite:///{fresh}").dispose()
     assert fresh.read_bytes()[:16] == SQLITE_HEADER
+    assert sorted(p.name for p in fresh.parent.iterdir()) == ["affectlab.sqlite3"]  # no temporary file left
+
+
+def test_opening_the_store_again_keeps_other_connections_locks(tmp_path: Path) -> None:
+    """A second store on the same file in one process never opens and closes the file itself (that would drop the
+    POSIX locks of the first store's connections): a writer in another process then cannot reset the WAL under it."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    first = make_engine(url)
+    with first.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    writer = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('INSERT INTO t VALUES (2)'); c.commit()"
+    with read_only(first).connect() as held:
+        assert held.exec_driver_sql("SELECT count(*) FROM t").scalar() == 1
+        held.commit()
+        for _ in range(3):
+            make_engine(url).dispose()
+        subprocess.run([sys.executable, "-c", writer, str(tmp_path / "db.sqlite3")], check=True, timeout=60)
+        assert held.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2
+        held.commit()
+        subprocess.run([sys.executable, "-c", writer, str(tmp_path / "db.sqlite3")], check=True, timeout=60)
+        assert held.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        assert held.exec_driver_sql("SELECT count(*) FROM t").scalar() == 3
+    first.dispose()
 
 
 def test_a_database_url_that_is_no_url_is_one_line_in_every_command(

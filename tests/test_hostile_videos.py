@@ -96,7 +96,7 @@ def test_joined_ts_resumes_like_a_straight_run(tmp_path: Path, frames: list[np.n
     assert probe_video(path).times_may_jump
     with FrameReader(path, fps=5.0) as reader:
         straight = [(f.index, f.sample, f.time_s) for f in reader]
-    last = [s for s in straight if s[1] == at][0]
+    last = next(s for s in straight if s[1] == at)
     resume = ResumePoint(time_s=last[2], index=last[0], sample=last[1])
     with FrameReader(path, fps=5.0, resume=resume) as reader:
         resumed = [(f.index, f.sample, f.time_s) for f in reader]
