@@ -101,3 +101,40 @@ def test_joined_ts_resumes_like_a_straight_run(tmp_path: Path, frames: list[np.n
     with FrameReader(path, fps=5.0, resume=resume) as reader:
         resumed = [(f.index, f.sample, f.time_s) for f in reader]
     assert resumed == straight[at + 1 :]
+
+
+def test_stream_option_reaches_the_reader_and_keeps_crops(
+    tmp_path: Path, frames: list[np.ndarray], random_weights_dir: Path
+) -> None:
+    """``affectlab analyze --stream 1``: the second stream is analysed, the first named; its crops are stored (a
+    re-cut by time would read stream 0)."""
+    import os
+    import subprocess
+    import sys
+
+    from sqlalchemy import select
+
+    from db.schema import Media
+    from db.services import LabelStore
+
+    root = Path(__file__).resolve().parents[1]
+    path = hostile.two_streams(tmp_path / "two.mp4", frames[:10])
+    url = f"sqlite:///{tmp_path / 'data' / 'db.sqlite3'}"
+    LabelStore(url).upgrade()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "DATABASE_URL": url,
+        "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir),
+        "AFFECTLAB_DATA_DIR": str(tmp_path / "data"),
+    }
+    cmd = [sys.executable, "-m", "affectlab", "analyze", str(path), "--study", "s", "--stream", "1", "--workers", "1"]
+    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "stream 1 (h264 160x90) is analysed, not stream 0 (h264 320x180)" in proc.stderr, proc.stderr
+    store = LabelStore(url)
+    try:
+        width, recut = store.transaction(lambda s: s.execute(select(Media.width, Media.recut_crops)).one(), write=False)
+    finally:
+        store.close()
+    assert (width, recut) == (160, False)
