@@ -172,7 +172,8 @@ def os_error_message(exc: OSError) -> str:
         return f"cannot write{where}: {exc.strerror}; make the data folder (AFFECTLAB_DATA_DIR) writable"
     if exc.errno == errno.ELOOP:
         return f"a symbolic link loop{where}: fix the link"
-    return f"cannot be read or kept{where}: {exc.strerror or exc}"
+    what = exc.strerror or exc
+    return f"cannot be read or kept{where}: {what}; check the file and the data folder (AFFECTLAB_DATA_DIR)"
 
 
 def media_info(result: ImageAnalysis | VideoInfo) -> MediaInfo:

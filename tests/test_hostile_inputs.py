@@ -286,3 +286,25 @@ def test_odd_names_and_links_fail_alone_and_the_batch_goes_on(
         assert item.filename == "caf\ufffd-\ufffd.jpg"
     finally:
         store.close()
+
+
+def test_a_data_folder_that_cannot_keep_files_fails_each_file_in_a_line(
+    tmp_path: Path, random_weights_dir: Path, single_face_jpg: Path, pyfeat
+) -> None:
+    """Keeping the recording fails (here the media folder is a file; a full disk or a read-only folder alike): each
+    file fails with one line naming the path, the batch goes on, exit 1, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "media").write_text("not a folder")
+    env = {
+        "AFFECTLAB_WEIGHTS_DIR": str(random_weights_dir),
+        "AFFECTLAB_DATA_DIR": str(data),
+        "DATABASE_URL": f"sqlite:///{data / 'db.sqlite3'}",
+    }
+    LabelStore(env["DATABASE_URL"]).upgrade()
+    video = pyfeat("single_face.mp4")
+    proc = _run("affectlab", "analyze", str(single_face_jpg), str(video), "--study", "s", "--workers", "1", env=env)
+    assert proc.returncode == 1, proc.stderr
+    lines = _one_line_error(proc).splitlines()
+    assert len(lines) == 2 and all(str(data / "media") in ln and "AFFECTLAB_DATA_DIR" in ln for ln in lines), lines
+    assert "2 failed" in proc.stdout
