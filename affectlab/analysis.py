@@ -50,6 +50,7 @@ from affectlab.analysis_types import (
     Status,
     TimeLeft,
     media_info,
+    os_error_message,
     prepare,
     setup_message,
     video_file,
@@ -179,6 +180,9 @@ class AnalysisService:
             self._release(prepared)
             reason = exc.reason if isinstance(exc, BadInputError) else str(exc)
             return FileOutcome(name, "failed", kind=prepared.kind, media_id=self._media_id(prepared), error=reason)
+        except OSError as exc:  # the disk full while the file is kept, a read-only media folder
+            self._release(prepared)
+            return FileOutcome(name, "failed", kind=prepared.kind, error=os_error_message(exc))
         except Exception as exc:
             self._release(prepared)
             from sqlalchemy.exc import SQLAlchemyError
@@ -263,7 +267,7 @@ class AnalysisService:
         """Stretch by stretch into the store, resuming a stopped run of the same bytes; then tracks and persons."""
         from models.decode import probe_video
 
-        probe = probe_video(path, name)
+        probe = probe_video(path, name, self.options.stream)
         state = self.store.begin_video(
             self.study,
             prepared.data if prepared.data is not None else path,
@@ -273,6 +277,7 @@ class AnalysisService:
             keep_file=self.options.keep_file,
             sha256=prepared.sha256,
             claimant=self.claimant,
+            recut=self.options.stream == 0 and not probe.times_may_jump,  # else crops re-cut by time miss frames
         )
         if state.status == "complete":  # completed by another run meanwhile
             return _skipped(name, state.media_id, "video", state.n_faces)
@@ -280,7 +285,8 @@ class AnalysisService:
         with _heartbeat(self.store, self.study, prepared.sha256, self.claimant):
             settings = self._detection(state.media_id, probe.width, probe.height, path, name, probe.duration)
             session = session.with_detection(settings.min_face_size, settings.detect_max_side)
-            streamed = self._stream(name, prepared, path, session, state, progress, probe.duration)
+            plain = self.options.stream == 0 and not probe.times_may_jump  # ranges seek by time in the first stream
+            streamed = self._stream(name, prepared, path, session, state, progress, probe.duration, plain)
             prepared.check_unchanged(name, rehash=True)
             return self._finish(name, prepared, session, state, probe, streamed)
 
@@ -328,8 +334,12 @@ class AnalysisService:
         state: AnalysisState,
         progress: Progress | None,
         probe_duration: float | None = None,
+        may_cut: bool = True,
     ) -> _Streamed:
-        """The video's faces into the store, stretch by stretch (over several processes when it is cut into ranges)."""
+        """The video's faces into the store, stretch by stretch (over several processes when it is cut into ranges).
+
+        ``may_cut`` False (another stream than the first, or timestamps that may jump): one process reads it all.
+        """
         from affectlab import ranged
         from models.decode import ResumePoint
         from models.types import Face
@@ -347,7 +357,7 @@ class AnalysisService:
         got = _Streamed(resumed_from_s=None if resume is None else resume.time_s)
         fps = self.options.fps or None
         fresh = resume is None and state.n_faces == 0
-        cut = ranged.plan_for(self.store, state.media_id, fresh, path, session, fps, probe_duration)
+        cut = ranged.plan_for(self.store, state.media_id, fresh, path, session, fps, probe_duration) if may_cut else None
         if cut is not None:  # one recording over several processes, a resume point per range
             check = lambda: prepared.check_unchanged(name)  # noqa: E731
             ranged.stream_ranges(
@@ -375,6 +385,7 @@ class AnalysisService:
             resume=resume,
             commit_every_s=self.options.commit_every_s,
             progress=progress,
+            stream=self.options.stream,
         ):
             got.last = chunk
             if chunk.until is None or (resume is not None and chunk.until.index == resume.index):

@@ -99,8 +99,13 @@ class Source:
 
     @classmethod
     def file(cls, path: Path | str) -> Source:
-        """A file on disk, named as given."""
-        return cls(str(path), path=Path(path))
+        """A file on disk, named as given (bytes of the name that are no UTF-8 shown as U+FFFD: printable, storable)."""
+        return cls(printable(str(path)), path=Path(path))
+
+
+def printable(name: str) -> str:
+    """A file name as text that prints and stores everywhere: undecodable bytes as U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ class Options:
         gallery_preset: Face detection preset, ``auto`` (chosen per file from the frame size and the faces of the
             first minute), ``webcam`` or ``gallery`` (:mod:`affectlab.detection`); None: webcam.
         min_face_size: Smallest face side in pixels looked for (overrides the preset's); None: the preset's.
+        stream: The video stream analysed in files with several (the others are named in a warning).
     """
 
     fps: float = 5.0
@@ -129,6 +135,7 @@ class Options:
     poll_s: float = 1.0
     gallery_preset: str | None = None
     min_face_size: int | None = None
+    stream: int = 0
 
 
 class FileChangedError(BadInputError):
@@ -154,14 +161,24 @@ def setup_message(exc: BaseException, database_url: str) -> str | None:
         return str(exc)
     if not isinstance(exc, SQLAlchemyError):
         return None
-    from db.engine import safe_url
+    from db.engine import explain_error
 
-    try:
-        where = safe_url(database_url)
-    except Exception:  # not a URL at all
-        where = "DATABASE_URL"
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return f"database {where}: {detail}; check DATABASE_URL, then run `python -m db upgrade`"
+    return explain_error(exc, database_url)
+
+
+def os_error_message(exc: OSError) -> str:
+    """A file-system error while a file is read or kept, as one line that says what to do (no traceback)."""
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}: free space, then analyse it again (what was stored stays)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"cannot write{where}: {exc.strerror}; make the data folder (AFFECTLAB_DATA_DIR) writable"
+    if exc.errno == errno.ELOOP:
+        return f"a symbolic link loop{where}: fix the link"
+    what = exc.strerror or exc
+    return f"cannot be read or kept{where}: {what}; check the file and the data folder (AFFECTLAB_DATA_DIR)"
 
 
 def media_info(result: ImageAnalysis | VideoInfo) -> MediaInfo:
@@ -230,6 +247,7 @@ def prepare(source: Source) -> Prepared:
         BadInputError: Missing, a folder, empty, unreadable, or changing while it was hashed.
     """
     from models.decode import VIDEO_SUFFIXES, looks_like_video
+    from models.images import check_image_file
 
     name = source.name
     if source.data is not None:
@@ -240,11 +258,14 @@ def prepare(source: Source) -> Prepared:
         return Prepared(kind, digest, len(source.data), None, source.data, None)
     path = source.path or Path(name)
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            raise BadInputError(name, "a symbolic link that loops or points to nothing: fix or remove the link")
         raise BadInputError(name, "is a directory" if path.is_dir() else "no such file")
     try:
         if path.stat().st_size == 0:
             raise BadInputError(name, "empty file")
         if not (path.suffix.lower() in VIDEO_SUFFIXES or looks_like_video(path)):
+            check_image_file(path, name)  # size and header, before a byte is read into memory
             data = path.read_bytes()
             return Prepared("image", sha256_bytes(data), len(data), None, data, None)
         before = _stamp(path)

@@ -34,7 +34,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +88,10 @@ def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
     seen: set[Path] = set()
     unique = []
     for f in files:
-        key = f.resolve()
+        try:
+            key = f.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: kept, so that its analysis says so by name
+            key = f.absolute()
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -214,11 +217,13 @@ def _analyze_here(
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses files and folders into a study: one report line per file, bad files on stderr, then a summary."""
+    from db.engine import parse_url
     from models import runtime, weights
     from models.analysis import AnalysisSession
 
     runtime.tune_malloc()
     settings = Settings.from_env()
+    parse_url(settings.database_url)  # a DATABASE_URL that is no URL stops the run before any model loads
     files, notes = collect_files(args.inputs)
     for note in notes:
         _print_err(f"warning: {note}")
@@ -234,6 +239,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         keep_file=True,
         gallery_preset=args.gallery_preset,
         min_face_size=args.min_face_size,
+        stream=args.stream,
     )
 
     workers = args.workers if args.workers is not None else default_workers(len(files), device)
@@ -380,6 +386,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _rate(text: str) -> float:
+    """``--fps``: a finite rate from 0 (every frame) to 1000 frames per second."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1000:  # also refuses inf and nan
+        raise argparse.ArgumentTypeError(f"{text} is not a rate from 0 (every frame) to 1000 frames per second")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """``--commit-every``: finite seconds, more than 0 and at most a day."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0 and at most 86400")
+    return value
+
+
+def _index(text: str) -> int:
+    """``--stream``: a video stream's number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stream number (0, 1, ...)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a stream number (0, 1, ...)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m affectlab`` argument parser."""
     parser = argparse.ArgumentParser(prog="affectlab", description=__doc__.splitlines()[0].split(": ", 1)[1])
@@ -412,12 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="fan the files out over a Ray cluster (`local` starts one here); needs `pip install ray`",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.add_argument("--fps", type=float, default=5.0, help="video sampling rate; 0 = every frame")
+    p.add_argument("--fps", type=_rate, default=5.0, help="video sampling rate; 0 = every frame")
+    p.add_argument(
+        "--stream",
+        type=_index,
+        default=0,
+        metavar="N",
+        help="the video stream to analyse in files with several (default 0; the others are named in a warning)",
+    )
     p.add_argument("--uploaded-by", default=None, help="who ran the analysis (stored with each media item)")
     p.add_argument("--json", action="store_true", help="print one JSON document (per-file outcomes, summary)")
     p.add_argument(
         "--commit-every",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="store a video's faces every this many seconds of video; a stopped run resumes from the "
@@ -466,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line and returns its exit code."""
     from models.errors import AffectLabError
 
+    for stream in (sys.stdout, sys.stderr):  # a file name with bytes the terminal cannot show never stops a run
+        with suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

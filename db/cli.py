@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.settings import Settings
 from core.text import plural
-from db.engine import safe_url
+from db.engine import explain_error, safe_url
 from db.errors import FeatureModelMissingError
 from db.rows import IngestReport
 from db.services import LabelStore
@@ -399,6 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(e, SQLAlchemyError):
-            print(f"error: database {safe_url(settings.database_url)}: {str(e).splitlines()[0]}", file=sys.stderr)
+            print(f"error: {explain_error(e, settings.database_url)}", file=sys.stderr)
             return 1
         raise

@@ -148,3 +148,11 @@ class NotAllowedError(StoreError):
     def __init__(self, action: str) -> None:
         super().__init__(f"{action} is for study owners only; ask an owner, or enter the owners' code")
         self.action = action
+
+
+class StoreOpenError(StoreError):
+    """The database cannot be opened as an AffectLab store: the setting, the file or the server is at fault.
+
+    The message names the database (``DATABASE_URL`` or its file), what is wrong, and what to do; nothing was
+    written to it.
+    """

@@ -92,7 +92,8 @@ def _source(v: Any) -> str:
 
 def _unjudged_row(f: Any, m: Any, p: Any, split: Any, eng_track: float | None, classes: Sequence[str]) -> list[Any]:
     """The export row (:func:`db.exports.export_columns` order) of a face without votes, from its SQL tuples."""
-    head = [f.id, f.media_id, m.filename, m.sha256, m.kind, f.frame, f.time_s, f.track_id, f.track_index]
+    head = [f.id, f.media_id, m.filename, m.sha256, m.kind, m.analysis_status, f.frame, f.time_s, f.track_id]
+    head += [f.track_index]
     head += [f.x1, f.y1, f.x2, f.y2, f.det_score, split]
     has_crop = bool(f[_HAS_CROP])
     if p is None:  # no prediction: every label field "none", the note, copies and model columns empty

@@ -62,6 +62,7 @@ class _MediaInfo:
     filename: str
     sha256: str
     kind: str
+    analysis_status: str = "complete"
 
 
 _PRED_COLS = (
@@ -89,8 +90,9 @@ _ANN_COLS = (
 
 def study_media(session: Session, study_id: int) -> dict[int, _MediaInfo]:
     """The study's media items (what a face row shows of them), by id."""
-    stmt = select(Media.id, Media.filename, Media.sha256, Media.kind).where(Media.study_id == study_id)
-    return {int(i): _MediaInfo(int(i), f, s, k) for i, f, s, k in session.execute(stmt)}
+    stmt = select(Media.id, Media.filename, Media.sha256, Media.kind, Media.analysis_status)
+    stmt = stmt.where(Media.study_id == study_id)
+    return {int(i): _MediaInfo(int(i), f, s, k, a) for i, f, s, k, a in session.execute(stmt)}
 
 
 def count_faces(session: Session, study_id: int) -> int:

@@ -503,6 +503,7 @@ def _face_label(
         filename=media.filename,
         media_sha256=media.sha256,
         media_kind=media.kind,
+        media_status=getattr(media, "analysis_status", "complete"),
         frame=face.frame,
         time_s=face.time_s,
         track_id=face.track_id,

@@ -306,6 +306,12 @@ def format_stats(s: StudyStats) -> str:
         f"({c['corrected_faces']} faces corrected)",
         f"crops stored: {c['crops']}/{c['faces']}, features stored: {c['features']}/{c['faces']}",
     ]
+    if c.get("partial_media"):
+        lines.append(
+            f"partial: {c['partial_media']} recordings not analysed to the end (stopped, or running now); their "
+            f"{c.get('partial_faces', 0)} faces are counted, have no tracks yet, and show media_status=partial in "
+            "exports; run `affectlab analyze` on those files again to finish them"
+        )
     if s.model["name"]:
         lines.append(f"model: {s.model['name']} (weights {s.model['weights_hash'] or 'unknown'})")
     if s.predictions_only:

@@ -562,6 +562,10 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
         )
         or 0
     )
+    partial = select(func.count(Media.id)).where(Media.study_id == study_id, Media.analysis_status == "partial")
+    partial_faces = (
+        select(func.count(Face.id)).join(Media).where(Media.study_id == study_id, Media.analysis_status == "partial")
+    )
     return {
         "media": media,
         "faces": faces,
@@ -570,6 +574,8 @@ def count_rows(session: Session, study_id: int) -> dict[str, int]:
         "crops": crops,
         "features": feats,
         "annotations": face_ann + track_ann,
+        "partial_media": session.scalar(partial) or 0,
+        "partial_faces": session.scalar(partial_faces) or 0,
     }
 
 

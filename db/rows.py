@@ -166,6 +166,8 @@ class FaceLabel:
     engagement_annotators: int
     engagement_agreement: float | None
     note: str | None
+    media_status: AnalysisStatus = "complete"
+    """``partial`` while its video's analysis is stopped or running: faces without tracks yet, more to come."""
 
     @property
     def human_label(self) -> str | None:

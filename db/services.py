@@ -403,6 +403,7 @@ class LabelStore:
         keep_file: bool = False,
         sha256: str | None = None,
         claimant: Claimant | None = None,
+        recut: bool = True,
     ) -> resumable.AnalysisState:
         """The media row of a video analysed chunk by chunk (see :mod:`db.resumable`): new ones start ``partial``.
 
@@ -416,6 +417,8 @@ class LabelStore:
             keep_file: Also keep the file itself (see :meth:`ingest_results`).
             sha256: The bytes' hex sha256 when the caller has it already.
             claimant: The run analysing it: the video is claimed for it in the same transaction (:mod:`db.claims`).
+            recut: False stores its crops even when the file is kept (frames that a seek by time cannot find again:
+                another video stream than the first, timestamps that jump).
 
         Returns:
             Its state: ``complete`` (already analysed), or ``partial`` with the resume point of a stopped run.
@@ -439,7 +442,7 @@ class LabelStore:
                 filename=filename,
                 info=media_info,
                 uploaded_by=uploaded_by,
-                recut_crops=keep_file and self.store_crops,
+                recut_crops=keep_file and self.store_crops and recut,
                 claimant=claimant,
             )
             if keep_file and state.status == "partial":

@@ -896,6 +896,13 @@ def study_stats(session: Session, study: Study) -> StudyStats:
         "features": int(feats or 0),
         "annotations": int(tally["rows"].get(("", "", "", ""), [0])[0]),
     }
+    partial = (
+        select(func.count(Media.id), func.sum(MediaTotals.faces))
+        .outerjoin(MediaTotals, MediaTotals.media_id == Media.id)
+        .where(Media.study_id == study.id, Media.analysis_status == "partial")
+    )
+    n_partial, partial_faces = session.execute(partial).one()
+    counts.update(partial_media=int(n_partial or 0), partial_faces=int(partial_faces or 0))
     st = session.get(StudyStatus, study.id)
     primary = labels.choose_model(session, study.id)
     return quality.stats_from_totals(

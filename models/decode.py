@@ -5,9 +5,13 @@ Frames are decoded one at a time and only the sampled ones are converted to RGB.
 
 - Rotation: phone videos store sideways frames plus a display matrix. PyAV 18 exposes its rotation on every decoded
   frame as ``VideoFrame.rotation`` (degrees counter-clockwise, from the ``DISPLAYMATRIX`` side data FFmpeg attaches
-  to frames); frames are turned upright with ``np.rot90(image, rotation // 90)``, so boxes refer to the upright
-  picture (models/types.py). Mirroring flags of the matrix are not applied (phones do not write them).
-- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right.
+  to frames). The whole matrix is applied, mirroring included (:func:`orient`: a mirror image is not read as a
+  180 degree turn): boxes refer to the upright picture (models/types.py).
+- Time: ``(pts - stream start_time) * time_base`` of each frame, so variable frame rate is right. Timestamps that
+  jump back (joined MPEG-TS parts, a reset clock) go on from the last frame's time with a warning that names the
+  jump, so no part is sampled away; a stretch a decoder refuses is named with its seconds.
+- Streams: the first video stream, or the one chosen (``stream``, ``--stream``); a file with more names the others
+  in a warning.
 - Sampling: at ``fps`` frames per second of video time, the first frame of each ``1/fps`` slot; ``fps`` 0 or None
   takes every frame. Frame indices count decoded frames from 0.
 - Damage: a decoding error stops nothing: the bad packet is skipped with a warning and the frames before (and after)
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from models.errors import BadInputError
+from models.frames import FrameClock, frame_orientation, orient, rotation_mirror
 from models.images import MAX_FRAME_PIXELS, PixelBudget, check_pixels, file_budget
 from models.seam import SEEK_BACK_S, Seam, packet_times, place_among_equal
 from models.types import Face
@@ -83,6 +88,11 @@ class VideoInfo:
         duration: Duration in seconds, or None when unknown.
         fps: Average frame rate, or None.
         frames: Frame count from the header (0 when unknown).
+        mirrored: The display matrix mirrors the picture (applied after ``rotation``).
+        stream: The video stream read (index among the video streams).
+        warnings: What a reader should know (other video streams left out).
+        times_may_jump: The container allows timestamps to go back (MPEG-TS/PS: joined parts): the times after a
+            jump are continued by the reader, so a seek by time does not find them (see :func:`may_jump`).
     """
 
     file: str
@@ -94,6 +104,10 @@ class VideoInfo:
     duration: float | None
     fps: float | None
     frames: int
+    mirrored: bool = False
+    stream: int = 0
+    warnings: tuple[str, ...] = ()
+    times_may_jump: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +144,7 @@ class ResumePoint:
     faces: tuple[Face, ...] = ()
 
 
-def _open(path: str | Path, name: str) -> InputContainer:
+def _open(path: str | Path, name: str, stream: int = 0) -> InputContainer:
     import av
 
     p = Path(path)
@@ -144,13 +158,18 @@ def _open(path: str | Path, name: str) -> InputContainer:
         container = av.open(str(p), mode="r")
     except av.FFmpegError as exc:
         raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
+    except OSError as exc:  # a symlink loop, a permission, a name the system cannot encode
+        raise BadInputError(name, f"cannot be read ({exc.strerror or exc})") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
         what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
         raise BadInputError(name, f"no video stream ({what})")
     try:  # the frame size the header declares (a GIF's canvas), before a frame is decoded
-        cc = container.streams.video[0].codec_context
+        n = len(container.streams.video)
+        if not 0 <= stream < n:
+            raise BadInputError(name, f"has {n} video stream(s): choose a stream from 0 to {n - 1}")
+        cc = container.streams.video[stream].codec_context
         check_pixels(name, int(cc.width or 0), int(cc.height or 0), "frame")
     except BadInputError:
         container.close()
@@ -176,16 +195,16 @@ def _duration(container: InputContainer, stream: VideoStream) -> float | None:
     return None
 
 
-def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
-    """Reads a video's header and its first frame.
+def probe_video(path: str | Path, name: str | None = None, stream: int = 0) -> VideoInfo:
+    """Reads a video's header and the first frame of its ``stream``-th video stream.
 
     Raises:
-        BadInputError: Not a video with a decodable frame.
+        BadInputError: Not a video with a decodable frame, or no such stream.
     """
     name = name or str(path)
-    container = _open(path, name)
+    container = _open(path, name, stream)
     with container:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         first = None
         try:
             for frame in container.decode(st):
@@ -195,9 +214,10 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
             first = None
         if first is None:
             raise BadInputError(name, "no decodable video frame")
-        rot = _norm_rotation(first.rotation)
+        how = frame_orientation(first)
+        rot, mirrored = rotation_mirror(how)
         w, h = first.width, first.height
-        if rot % 180:
+        if how[0]:
             w, h = h, w
         return VideoInfo(
             file=name,
@@ -209,19 +229,23 @@ def probe_video(path: str | Path, name: str | None = None) -> VideoInfo:
             duration=_duration(container, st),
             fps=_rate(st.average_rate),
             frames=int(st.frames or 0),
+            mirrored=mirrored,
+            stream=stream,
+            warnings=tuple(n for n in [_stream_note(container, stream)] if n),
+            times_may_jump=may_jump(container),
         )
 
 
-def header_pixels(path: str | Path, name: str | None = None) -> int:
+def header_pixels(path: str | Path, name: str | None = None, stream: int = 0) -> int:
     """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
 
     Raises:
         BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
     """
     name = name or str(path)
-    container = _open(path, name)
+    container = _open(path, name, stream)
     with container:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
         frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
         file_budget(path, name).plan(frames, width, height)
@@ -251,10 +275,44 @@ def is_video(path: str | Path) -> bool:
         return False
 
 
-def _norm_rotation(rot: float | int | None) -> int:
-    if not rot:
-        return 0
-    return round(float(rot) / 90.0) % 4 * 90
+def may_jump(container: InputContainer) -> bool:
+    """Whether the container format allows timestamp discontinuities (FFmpeg's ``AVFMT_TS_DISCONT``: MPEG-TS/PS).
+
+    The reader times frames after a jump on from the last time (:class:`FrameReader`); a seek by such a time lands
+    elsewhere, so a resumed reading of such a file decodes from its start instead (frames before the resume point
+    decoded, not sampled), and its crops cannot be re-cut by time.
+    """
+    import av
+
+    try:
+        flags = int(container.format.flags)
+        return bool(flags & int(av.format.Flags.ts_discont.value))  # type: ignore[call-overload]
+    except Exception:
+        return False
+
+
+def _stream_note(container: InputContainer, chosen: int) -> str | None:
+    """A warning naming the video streams other than ``chosen`` (cover pictures left out), or None."""
+    import av
+
+    def desc(i: int, st: VideoStream) -> str:
+        cc = st.codec_context
+        return f"stream {i} ({cc.name} {cc.width}x{cc.height})"
+
+    others = []
+    for i, st in enumerate(container.streams.video):
+        with suppress(Exception):
+            if st.disposition & av.stream.Disposition.attached_pic:
+                continue
+        if i != chosen:
+            others.append(desc(i, st))
+    if not others:
+        return None
+    this = desc(chosen, container.streams.video[chosen])
+    return (
+        f"it has {len(others) + 1} video streams: {this} is analysed, not {', '.join(others)}; "
+        "analyse another with --stream N"
+    )
 
 
 class _End:
@@ -311,8 +369,11 @@ class FrameReader:
     """Streams the sampled, upright frames of a video.
 
     Attributes after iteration: ``frames_decoded``, ``frames_sampled``, ``warnings``, ``last_time``, ``width``,
-    ``height``, ``rotation``.
+    ``height``, ``rotation``, ``mirrored``, ``time_jumps`` (timestamps that went back, see the module docstring).
     """
+
+    JUMP_BACK_S = 1.0
+    """A timestamp this far (or three frames, if longer) before the last one starts a new part (joined files)."""
 
     def __init__(
         self,
@@ -322,6 +383,7 @@ class FrameReader:
         max_decode_errors: int = 50,
         *,
         resume: ResumePoint | None = None,
+        stream: int = 0,
     ) -> None:
         """Opens the file (header only).
 
@@ -333,16 +395,18 @@ class FrameReader:
             resume: Continue after this already analysed frame: decoding seeks to the keyframe before it, the
                 frames up to it are decoded but not sampled, and frame and sample numbers go on from it, as in a
                 run from the start.
+            stream: The video stream to read (index among the video streams); the others are named in a warning.
 
         Raises:
-            BadInputError: Not a readable video.
+            BadInputError: Not a readable video, or no such stream.
         """
         self.name = name or str(path)
         self.path = path
         self.fps = fps if fps and fps > 0 else None
         self.max_decode_errors = max_decode_errors
-        self._container = _open(path, self.name)
-        st = self._container.streams.video[0]
+        self._container = _open(path, self.name, stream)
+        self.stream = stream
+        st = self._container.streams.video[stream]
         self.duration = _duration(self._container, st)
         self.avg_fps = _rate(st.average_rate)
         self.frames_decoded = 0
@@ -352,8 +416,14 @@ class FrameReader:
         self.width = int(st.codec_context.width or 0)
         self.height = int(st.codec_context.height or 0)
         self.rotation = 0
+        self.mirrored = False
+        self.time_jumps = 0
+        note = _stream_note(self._container, stream)
+        if note:
+            self.warnings.append(note)
         self.resume = resume
         self._errors = 0
+        self._clock: FrameClock | None = None
         self.budget: PixelBudget = file_budget(path, self.name)
         """Every decoded frame is taken from it, sampled or not (a pixel bomb is stopped as it decodes)."""
         announced = int(st.frames or 0) or (self.duration or 0.0) * (self.avg_fps or 0.0)
@@ -378,13 +448,18 @@ class FrameReader:
         self._container = _open(self.path, self.name)
 
     def _decoded(self, seek_s: float | None) -> Iterator[tuple[float | None, Any]]:
-        """Every decoded frame with its time (None: no timestamp), after a seek to the keyframe before ``seek_s``."""
+        """Every decoded frame of the chosen stream with its time, after a seek to the keyframe before ``seek_s``.
+
+        Times come through a fresh :class:`models.frames.FrameClock` (kept as ``self._clock``): after a timestamp that
+        goes back (joined MPEG-TS), frames are timed on from the latest time. None: a frame without a timestamp.
+        """
         import av
 
-        st = self._container.streams.video[0]
+        st = self._container.streams.video[self.stream]
         st.thread_type = "AUTO"
         tb = st.time_base
         start = st.start_time or 0
+        clock = self._clock = FrameClock(self.avg_fps or 25.0, self.JUMP_BACK_S)
         if seek_s is not None and tb is not None and seek_s > 0:
             self._container.seek(int(start + seek_s / tb), stream=st, backward=True, any_frame=False)
         packets = self._container.demux(st)
@@ -400,6 +475,7 @@ class FrameReader:
                 frames = packet.decode()
             except av.FFmpegError as exc:
                 self._errors += 1
+                clock.damage(self.last_time)
                 if self._errors == 1:
                     self.warnings.append(f"damaged data after {self.last_time:.2f} s skipped ({exc.strerror or exc})")
                 if self._errors >= self.max_decode_errors:
@@ -409,38 +485,43 @@ class FrameReader:
             for frame in frames:
                 self.frames_decoded += 1
                 self.budget.take(frame.width, frame.height)  # decoded already: no further frame once over
-                yield (float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else None), frame
+                if frame.pts is not None and tb is not None:
+                    yield clock.time(float((frame.pts - start) * tb)), frame
+                else:
+                    yield None, frame
 
     def _numbered(self) -> Iterator[tuple[int, float | None, Any]]:
         """The frames to sample, numbered as in a run from the start: after the resume frame when resuming.
 
-        The resume frame is found exactly (:mod:`models.seam`); when a seek cannot place it, the file is decoded
-        again from the start and frames are counted up to its number.
+        The resume frame is found exactly (:mod:`models.seam`); when a seek cannot place it, or the container allows
+        timestamp jumps (:func:`may_jump`: a seek by time lands elsewhere), the file is decoded from the start and
+        frames are counted up to its number.
         """
         resume = self.resume
         if resume is None:
             for i, (t, frame) in enumerate(self._decoded(None)):
                 yield i, t, frame
             return
-        tb = self._container.streams.video[0].time_base
-        eps = float(tb) / 2 if tb is not None else 1e-6
+        if not may_jump(self._container):
+            tb = self._container.streams.video[self.stream].time_base
+            eps = float(tb) / 2 if tb is not None else 1e-6
 
-        def place() -> int | None:
-            return place_among_equal(packet_times(self.path), resume.index, resume.time_s, eps)
+            def place() -> int | None:
+                return place_among_equal(packet_times(self.path, self.stream), resume.index, resume.time_s, eps)
 
-        for back in SEEK_BACK_S:
-            target = resume.time_s - back
-            seam = Seam(resume.time_s, resume.index, eps, place)
-            for t, frame in self._decoded(target if target > 0 else None):
-                yield from seam.feed(t, frame)
-                if seam.lost:
+            for back in SEEK_BACK_S:
+                target = resume.time_s - back
+                seam = Seam(resume.time_s, resume.index, eps, place)
+                for t, frame in self._decoded(target if target > 0 else None):
+                    yield from seam.feed(t, frame)
+                    if seam.lost:
+                        break
+                yield from seam.end()
+                if not seam.lost:
+                    return
+                self._reopen()
+                if target <= 0:
                     break
-            yield from seam.end()
-            if not seam.lost:
-                return
-            self._reopen()
-            if target <= 0:
-                break
         for i, (t, frame) in enumerate(self._decoded(None)):
             if i > resume.index:
                 yield i, t, frame
@@ -455,27 +536,31 @@ class FrameReader:
             if self.fps is not None:
                 last_slot = int(np.floor(resume.time_s * self.fps + 1e-6))
             self.frames_sampled = resume.sample + 1
-        for idx, pts_t, frame in self._numbered():
-            t = pts_t if pts_t is not None else idx / rate
+        for idx, clock_t, frame in self._numbered():
+            t = clock_t if clock_t is not None else idx / rate
             self.last_time = max(self.last_time, t)
             if self.fps is not None:
                 slot = int(np.floor(t * self.fps + 1e-6))
                 if slot <= last_slot:
                     continue
                 last_slot = slot
-            rot = _norm_rotation(frame.rotation)
-            img: np.ndarray = frame.to_ndarray(format="rgb24")
-            if rot:
-                img = np.ascontiguousarray(np.rot90(img, rot // 90))
-            self.rotation = rot
+            how = frame_orientation(frame)
+            img = orient(frame.to_ndarray(format="rgb24"), how)
+            self.rotation, self.mirrored = rotation_mirror(how)
             self.height, self.width = int(img.shape[0]), int(img.shape[1])
             sample = self.frames_sampled
             self.frames_sampled += 1
             yield DecodedFrame(index=idx, sample=sample, time_s=t, image=img)
-        errors = self._errors
-        if errors > 1:
-            self.warnings.append(f"{errors} damaged packets skipped in all")
-        if self.frames_decoded == 0 and resume is None:
+        self._conclude(rate, resume is None)
+
+    def _conclude(self, rate: float, from_start: bool) -> None:
+        """The warnings of a whole reading (damaged packets, time jumps, a truncated stream); no frame at all: error."""
+        if self._errors > 1:
+            self.warnings.append(f"{self._errors} damaged packets skipped in all")
+        if self._clock is not None:
+            self.warnings += self._clock.notes(self.last_time)
+            self.time_jumps = len(self._clock.jumps)
+        if self.frames_decoded == 0 and from_start:
             reason = "no decodable video frame"
             if self.warnings:
                 reason += f" ({self.warnings[0]})"
@@ -495,7 +580,7 @@ def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5
         yield from reader
 
 
-def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.ndarray:
+def frame_at(path: str | Path, time_s: float, name: str | None = None, stream: int = 0) -> np.ndarray:
     """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
 
     Raises:
@@ -504,9 +589,9 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
     import av
 
     label = name or str(path)
-    container = _open(path, label)
+    container = _open(path, label, stream)
     try:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         tb = st.time_base
         start = st.start_time or 0
         rate = _rate(st.average_rate) or 25.0
@@ -528,9 +613,7 @@ def frame_at(path: str | Path, time_s: float, name: str | None = None) -> np.nda
         container.close()
     if best is None:
         raise BadInputError(label, f"no frame at {time_s:.2f} s")
-    img = best.to_ndarray(format="rgb24")
-    rot = _norm_rotation(best.rotation)
-    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+    return _upright(best)
 
 
 def frames_at(
@@ -602,8 +685,7 @@ def frames_at(
 
 def _upright(frame: object) -> np.ndarray:
     img: np.ndarray = frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
-    rot = _norm_rotation(frame.rotation)  # type: ignore[attr-defined]
-    return np.ascontiguousarray(np.rot90(img, rot // 90)) if rot else img
+    return orient(img, frame_orientation(frame))
 
 
 def looks_like_video(path: str | Path) -> bool:

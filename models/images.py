@@ -3,10 +3,15 @@
 Every Pillow mode is converted to RGB (grey, palette, 16-bit, CMYK, ...); images with transparency are composited
 on white, since the colour under a transparent pixel is arbitrary. EXIF orientation is applied, so boxes refer to the
 upright image. Pillow's decompression-bomb guard is enforced: an image above ``MAX_IMAGE_PIXELS`` is refused.
+
+Every still goes through :func:`check_image_file` (a file's size, then its header through Pillow's lazy open) before
+its bytes are read or decoded: :func:`load_image` (both command lines, the app, exports, fine-tuning) and the analysis
+service's ``prepare`` call it, so a 6 GB sparse ``.jpg`` or a huge canvas is refused by name at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import threading
 import time
@@ -25,6 +30,9 @@ MAX_FRAME_PIXELS = 40_000_000
 frame is 33 Mpx). Checked from the file's header before anything is decoded (:func:`check_pixels`)."""
 MAX_IMAGE_PIXELS = MAX_FRAME_PIXELS
 """The same budget under its older name."""
+MAX_IMAGE_BYTES = 8 * MAX_FRAME_PIXELS + (64 << 20)
+"""The largest still file read (384 MB): an uncompressed 16-bit RGBA picture at the pixel budget, plus 64 MB of
+metadata. A larger "image" holds no picture AffectLab may decode, and is refused before a byte of it is read."""
 
 
 def check_pixels(name: str, width: int, height: int, what: str = "image") -> None:
@@ -215,6 +223,87 @@ def _open(src: ImageSource) -> Image.Image:
     return Image.open(src)
 
 
+def _size(src: ImageSource) -> int | None:
+    """The size in bytes of a path's file, of bytes, or of a seekable file object (None when unknown)."""
+    try:
+        if isinstance(src, bytes):
+            return len(src)
+        if isinstance(src, str | Path):
+            return Path(src).stat().st_size
+        here = src.tell()
+        end = src.seek(0, 2)
+        src.seek(here)
+        return int(end)
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def check_image_file(src: ImageSource, name: str) -> None:
+    """Refuses a still over :data:`MAX_IMAGE_BYTES`, or whose header announces more than :data:`MAX_FRAME_PIXELS`.
+
+    Reads the header only (Pillow's lazy open); a file Pillow does not recognise passes, for its decoder to name.
+
+    Raises:
+        BadInputError: Too large a file or picture, named with the limit.
+    """
+    size = _size(src)
+    if size is not None and size > MAX_IMAGE_BYTES:
+        raise BadInputError(
+            name,
+            f"{size:,} bytes is larger than any still image within the {MAX_FRAME_PIXELS:,}-pixel limit needs "
+            f"({MAX_IMAGE_BYTES:,} bytes): not analysed; if it is a picture, downscale or recompress it",
+        )
+    with contextlib.ExitStack() as stack:
+        if isinstance(src, str | Path):
+            fp: BinaryIO = stack.enter_context(Path(src).open("rb"))
+        elif isinstance(src, bytes):
+            fp = io.BytesIO(src)
+        else:
+            fp = src
+            stack.callback(src.seek, 0)
+        try:
+            im = Image.open(_HeaderReader(fp, MAX_HEADER_BYTES))  # type: ignore[arg-type]
+        except _HeaderTooLong:
+            raise BadInputError(
+                name,
+                f"its header runs past {MAX_HEADER_BYTES:,} bytes without reaching the picture: a damaged or padded "
+                "file, not analysed",
+            ) from None
+        except Exception:  # not an image Pillow knows: the decoder says why
+            return
+        with im:
+            check_pixels(name, im.width, im.height)
+
+
+MAX_HEADER_BYTES = 8 << 20
+"""Bytes Pillow may read to find a still's size (JPEG segments, TIFF directories): a JPEG start followed by gigabytes
+of padding is scanned byte by byte by Pillow's lazy open, for minutes; past this it is refused."""
+
+
+class _HeaderTooLong(Exception):
+    pass
+
+
+class _HeaderReader:
+    """A file read for its header only: reading more than ``limit`` bytes raises :class:`_HeaderTooLong`."""
+
+    def __init__(self, fp: BinaryIO, limit: int) -> None:
+        self._fp, self._left = fp, limit
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fp.read(n if n is not None and n >= 0 else self._left + 1)
+        self._left -= len(data)
+        if self._left < 0:
+            raise _HeaderTooLong
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+
 def _is_empty(src: ImageSource) -> bool:
     if isinstance(src, bytes):
         return len(src) == 0
@@ -272,6 +361,7 @@ def load_image(src: ImageSource, name: str | None = None) -> np.ndarray:
         raise BadInputError(shown, "no such file")
     if _is_empty(src):
         raise BadInputError(shown, "the file is empty")
+    check_image_file(src, shown)
     try:
         im = _open(src)
         check_pixels(shown, im.width, im.height)  # from the header: nothing decoded yet

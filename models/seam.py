@@ -26,13 +26,16 @@ Decoded = tuple[float | None, Any]
 """A decoded frame with its presentation time in seconds (None: it has no timestamp)."""
 
 
-def packet_times(path: str | Path) -> list[float] | None:
-    """Every frame's presentation time, sorted (display order), from the packets; None when one has no timestamp."""
+def packet_times(path: str | Path, stream: int = 0) -> list[float] | None:
+    """Every frame's presentation time in video stream ``stream``, sorted (display order), from the packets.
+
+    None when one has no timestamp.
+    """
     import av
 
     times: list[float] = []
     with av.open(str(path), mode="r") as container:
-        st = container.streams.video[0]
+        st = container.streams.video[stream]
         tb = st.time_base
         if tb is None:
             return None

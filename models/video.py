@@ -566,6 +566,7 @@ def analyze_video_chunks(
     commit_every_s: float = 30.0,
     progress: Progress | None = None,
     stop_index: int | None = None,
+    stream: int = 0,
 ) -> Iterator[VideoChunk]:
     """Analyses a video stretch by stretch, for a caller that stores each stretch before the next (long recordings).
 
@@ -588,6 +589,7 @@ def analyze_video_chunks(
         stop_index: Analyse only the frames before this frame number (one time range of the video,
             models/ranges.py). With ``detect_every > 1`` the first sampled frame from it on is still detected, so
             that the frames before it get the boxes a run over the whole video gives them; its faces are not kept.
+        stream: The video stream to read (see :class:`models.decode.FrameReader`).
 
     Yields:
         The stretches in time order; the last has ``done`` set (and the reader's warnings; ``done`` at
@@ -617,7 +619,7 @@ def analyze_video_chunks(
         )
 
     with (
-        FrameReader(path, name, fps, resume=resume) as reader,
+        FrameReader(path, name, fps, resume=resume, stream=stream) as reader,
         closing(prefetch(reader, depth=analyzer.chunk)) as frames,
         closing(analyzer),
     ):

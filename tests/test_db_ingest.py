@@ -151,6 +151,8 @@ def test_ingest_analysis_json_is_idempotent(store, tmp_path):
         "annotations": 0,
         "annotators": 0,
         "corrected_faces": 0,
+        "partial_media": 0,
+        "partial_faces": 0,
     }
 
 

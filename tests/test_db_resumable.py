@@ -77,3 +77,26 @@ def test_chunks_resume_point_and_finish(store) -> None:
     assert store.begin_video("s", data, "lecture.mp4", INFO).status == "complete"
     with pytest.raises(AnalysisStateError, match="delete it"):
         store.store_chunk(state.media_id, _chunk([4]), until_s=0.4, until_frame=4, samples=5)
+
+
+def test_a_partial_video_is_marked_in_stats_and_exports(store, tmp_path) -> None:
+    """While a video is partial, ``db stats`` says so and every export row carries its media_status."""
+    import pandas as pd
+
+    from db.quality import format_stats
+
+    state = store.begin_video("s", png_bytes(3), "lecture.mp4", INFO)
+    store.store_chunk(state.media_id, _chunk([0, 1]), until_s=0.1, until_frame=1, samples=2)
+    other = store.begin_video("s", png_bytes(4), "done.mp4", INFO)
+    store.store_chunk(other.media_id, _chunk([0]), until_s=0.0, until_frame=0, samples=1)
+    store.finish_video(other.media_id, {}, [], duration_s=0.1, fps=10.0, width=320, height=240)
+    stats = store.stats("s")
+    assert (stats.counts["partial_media"], stats.counts["partial_faces"]) == (1, 4)
+    line = [ln for ln in format_stats(stats).splitlines() if ln.startswith("partial:")]
+    assert len(line) == 1 and "1 recordings" in line[0] and "4 faces" in line[0]
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"faces.{fmt}"
+        store.export("s", fmt, out)
+        df = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+        by_file = {f: set(g["media_status"]) for f, g in df.groupby("filename")}
+        assert by_file == {"lecture.mp4": {"partial"}, "done.mp4": {"complete"}}, fmt
