@@ -357,7 +357,9 @@ class AnalysisService:
         got = _Streamed(resumed_from_s=None if resume is None else resume.time_s)
         fps = self.options.fps or None
         fresh = resume is None and state.n_faces == 0
-        cut = ranged.plan_for(self.store, state.media_id, fresh, path, session, fps, probe_duration) if may_cut else None
+        cut = None
+        if may_cut:
+            cut = ranged.plan_for(self.store, state.media_id, fresh, path, session, fps, probe_duration)
         if cut is not None:  # one recording over several processes, a resume point per range
             check = lambda: prepared.check_unchanged(name)  # noqa: E731
             ranged.stream_ranges(
