@@ -80,6 +80,9 @@ class Tally:
         self.card.add(r)
 
 
+_LABELS_AT = 16
+"""Where the four label fields (value, source, annotators, agreement each) start in a row of :func:`_unjudged_row`:
+after its face and media columns (:func:`db.exports.export_columns` order)."""
 _HAS_CROP = 11
 """Position of ``has_crop`` in a row of :func:`db.face_pages._face_select`."""
 _NO_LABELS = (None, "none", 0, None) * 4
@@ -95,6 +98,7 @@ def _unjudged_row(f: Any, m: Any, p: Any, split: Any, eng_track: float | None, c
     head = [f.id, f.media_id, m.filename, m.sha256, m.kind, m.analysis_status, f.frame, f.time_s, f.track_id]
     head += [f.track_index]
     head += [f.x1, f.y1, f.x2, f.y2, f.det_score, split]
+    assert len(head) == _LABELS_AT
     has_crop = bool(f[_HAS_CROP])
     if p is None:  # no prediction: every label field "none", the note, copies and model columns empty
         return [*head, *_NO_LABELS, *[None] * (15 + len(classes)), has_crop]
@@ -210,7 +214,8 @@ def _page_rows(
         if p is None:
             tally.add_unjudged(None, None, ("none", "none", "none", "none"))
         else:
-            tally.add_unjudged(p.probs, p.label, ("model", values[20], values[24], values[28]))
+            sources = (values[_LABELS_AT + 4 * k + 1] for k in (1, 2, 3))  # valence, arousal, engagement
+            tally.add_unjudged(p.probs, p.label, ("model", *sources))
             if p.model:
                 tally.card.models.add((p.model, p.weights_hash or ""))
         out.append(values)
