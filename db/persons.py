@@ -4,6 +4,10 @@ The analysis gives each track a person (``person`` in the analyze JSON, stored o
 change that only by appending :class:`db.schema.PersonCorrection` rows; the current persons are the stored ones with
 every correction replayed in order (:func:`current_persons`), so every table and export follows the corrections and
 the history stays complete. Functions take the caller's session and never commit.
+
+Who may change persons (rename, merge, split, and the roster's assignments) is decided in one place,
+:func:`check_may_change`: the study's owners, or every annotator when the study sets ``persons_by_annotators``.
+Every path (app, command line, roster imports) goes through it.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.errors import StoreError
-from db.schema import Annotator, Media, Person, PersonCorrection, PersonTrack, Track
+from db.errors import NotAllowedError, StoreError
+from db.schema import Annotator, Media, Person, PersonCorrection, PersonTrack, Study, Track
 
 
 class PersonChangeError(StoreError):
@@ -185,6 +189,25 @@ def person_of_tracks(session: Session, media_ids: Sequence[int]) -> dict[int, Pe
     return out
 
 
+def check_may_change(session: Session, media_id: int, owner: bool, action: str) -> None:
+    """Raises unless the caller may change the persons of a recording (an owner, or the study allows annotators).
+
+    Raises:
+        NotAllowedError: For an annotator when the study keeps person changes for its owners.
+    """
+    if owner:
+        return
+    stmt = select(Study.persons_by_annotators).join(Media, Media.study_id == Study.id).where(Media.id == media_id)
+    if not session.scalar(stmt):
+        raise NotAllowedError(action)
+
+
+def check_may_change_study(session: Session, study_id: int, owner: bool, action: str) -> None:
+    """:func:`check_may_change` for a study-wide change (a roster or assignment import)."""
+    if not owner and not session.scalar(select(Study.persons_by_annotators).where(Study.id == study_id)):
+        raise NotAllowedError(action)
+
+
 def _person(session: Session, person_id: int) -> Person:
     return repo.get_row(session, Person, person_id, "person")
 
@@ -208,14 +231,16 @@ def _add(session: Session, annotator: str, **values: object) -> PersonCorrection
 
 
 def rename(
-    session: Session, person_id: int, participant: str | None, annotator: str, note: str | None = None
+    session: Session, person_id: int, participant: str | None, annotator: str, note: str | None = None, *, owner: bool
 ) -> PersonCorrection:
     """Gives a person a participant id (None or empty removes it).
 
     Raises:
         PersonChangeError: Another person of the recording already has that participant id.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     p = _person(session, person_id)
+    check_may_change(session, p.media_id, owner, "renaming a person")
     name = (participant or "").strip() or None
     if name is not None and len(name) > 200:
         raise PersonChangeError("a participant id has at most 200 characters")
@@ -232,7 +257,7 @@ def rename(
 
 
 def merge(
-    session: Session, person_id: int, other_person_id: int, annotator: str, note: str | None = None
+    session: Session, person_id: int, other_person_id: int, annotator: str, note: str | None = None, *, owner: bool
 ) -> PersonCorrection:
     """Moves every track of ``other_person_id`` to ``person_id``.
 
@@ -241,6 +266,7 @@ def merge(
             moment (two faces of one frame are two people).
     """
     a, b = _person(session, person_id), _person(session, other_person_id)
+    check_may_change(session, a.media_id, owner, "merging persons")
     if a.media_id != b.media_id:
         raise PersonChangeError(
             "the two persons belong to different recordings; give both the same participant id "
@@ -263,13 +289,17 @@ def merge(
     return _add(session, annotator, media_id=a.media_id, kind="merge", person_id=a.id, other_person_id=b.id, note=note)
 
 
-def split(session: Session, track_id: int, annotator: str, note: str | None = None) -> PersonCorrection:
+def split(
+    session: Session, track_id: int, annotator: str, note: str | None = None, *, owner: bool
+) -> PersonCorrection:
     """Moves one track out of its person into a new person.
 
     Raises:
         PersonChangeError: The track's person has no other track (nothing to split).
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     track = repo.get_row(session, Track, track_id, "track")
+    check_may_change(session, track.media_id, owner, "splitting a track")
     _, _, assign, _ = _state(session, track.media_id)
     if track_id not in assign:
         raise PersonChangeError(f"track {track.track_index} has no person yet; ingest its analysis again")

@@ -111,10 +111,10 @@ def test_sql_tables_equal_the_python_tables_and_follow_every_change(store, tmp_p
     _check(store)
     # person changes and segments
     persons = _by_index(store, mid)
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice")
+    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
     _check(store)
-    store.rename_person(persons[1].person_id, "S07", "alice")
-    store.split_track(t2, "alice")
+    store.rename_person(persons[1].person_id, "S07", "alice", owner=True)
+    store.split_track(t2, "alice", owner=True)
     _check(store)
     seg = store.add_segment(mid, "end", 100.5, 120.0)
     _check(store)

@@ -110,21 +110,29 @@ def _person_in(persons: Sequence[PersonRow], person_id: int) -> int:
 
 
 def rename_person(
-    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, participant: str
+    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, participant: str, *, owner: bool
 ) -> None:
     """Gives a person of a recording of ``study`` a participant id (recorded with who and when).
 
     Raises:
         AnnotatorMissingError: Without an annotator name.
         NotFoundError: The recording is not in ``study`` or the person not in the recording.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     who = require_annotator(annotator, "renaming a person")
     persons = _recording_persons(store, study, media_id)
-    store.rename_person(_person_in(persons, person_id), participant, who)
+    store.rename_person(_person_in(persons, person_id), participant, who, owner=owner)
 
 
 def merge_persons(
-    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, other_person_id: int
+    store: LabelStore,
+    study: str,
+    media_id: int,
+    annotator: str | None,
+    person_id: int,
+    other_person_id: int,
+    *,
+    owner: bool,
 ) -> None:
     """Merges a person into another; refused with the reason when both were on screen at the same time.
 
@@ -134,10 +142,12 @@ def merge_persons(
     """
     who = require_annotator(annotator, "merging persons")
     persons = _recording_persons(store, study, media_id)
-    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who)
+    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who, owner=owner)
 
 
-def split_track(store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int) -> None:
+def split_track(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int, *, owner: bool
+) -> None:
     """Splits a track of a recording of ``study`` off its person into a new person.
 
     Raises:
@@ -148,7 +158,7 @@ def split_track(store: LabelStore, study: str, media_id: int, annotator: str | N
     persons = _recording_persons(store, study, media_id)
     if track_id not in {t for p in persons for t in p.track_ids}:
         raise NotFoundError("track of this recording", track_id)
-    store.split_track(track_id, who)
+    store.split_track(track_id, who, owner=owner)
 
 
 def add_segment(

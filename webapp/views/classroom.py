@@ -17,9 +17,9 @@ from webapp.state import Keys
 from webapp.ui import code_span, context, flash, show_flash
 
 
-def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
+def _run(action: Callable[..., object], *args: object, done: str = "", **kwargs: object) -> None:
     try:
-        action(*args)
+        action(*args, **kwargs)
     except AffectLabError as exc:
         st.error(str(exc))
         return
@@ -126,6 +126,7 @@ def render() -> None:
                     by_label[who].person_id,
                     pid,
                     done="renamed",
+                    owner=ctx.owner,
                 )
         with c2.form("classroom_merge"):
             keep = st.selectbox("Keep", list(by_label))
@@ -140,6 +141,7 @@ def render() -> None:
                     by_label[keep].person_id,
                     by_label[into].person_id,
                     done=f"{into} merged into {keep}",
+                    owner=ctx.owner,
                 )
         tracks = {
             f"{p.label}: track {i}": t
@@ -159,6 +161,7 @@ def render() -> None:
                         ctx.annotator,
                         tracks[piece],
                         done="track split off",
+                        owner=ctx.owner,
                     )
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
