@@ -5,8 +5,9 @@ astronaut 1), their mirror images (7 more) and two colour-tinted copies: 16 stud
 a 1280x720 4x4 gallery. The scene: everyone for 10 s; student 5 drops out for 8 s and comes back to the same tile;
 at 20 s student 9 leaves and the last tile (student 15) slides into its place at once (a tile moving into a leaver's
 place); student 12 is away for 3 s; at 35 s student 2 leaves and the gallery re-flows (everyone after it moves one tile
-back); at 48 s student 2 rejoins in the last tile. The tracker runs with its default guards (position and appearance). Models: random-weight EfficientNet-B0 (features are still deterministic
-functions of the crop). Prints the person purity (faces of a person that are its majority student) and persons per
+back); at 48 s student 2 rejoins in the last tile. The tracker runs with its default guards (position and appearance).
+Models: random-weight EfficientNet-B0 (features are still deterministic functions of the crop). Prints the person
+purity (faces of a person that are its majority student) and persons per
 student (how many persons a student's faces are spread over), with the targets >= 99 % and <= 1.1.
 
     PYTHONPATH=. .venv/bin/python bench/bench_gallery.py [--seconds 60] [--fps 2]

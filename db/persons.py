@@ -289,9 +289,7 @@ def merge(
     return _add(session, annotator, media_id=a.media_id, kind="merge", person_id=a.id, other_person_id=b.id, note=note)
 
 
-def split(
-    session: Session, track_id: int, annotator: str, note: str | None = None, *, owner: bool
-) -> PersonCorrection:
+def split(session: Session, track_id: int, annotator: str, note: str | None = None, *, owner: bool) -> PersonCorrection:
     """Moves one track out of its person into a new person.
 
     Raises:

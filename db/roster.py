@@ -166,7 +166,8 @@ def import_roster(session: Session, study: str, path: Path) -> int:
     """
     st = repo.get_study(session, study)
     rows = _read(path, ROSTER_COLUMNS, optional=("group", "name"))
-    problems, seen = [], {}
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     for line, d in rows:
         code, name = d["participant"], d.get("name", "")
         if not code or len(code) > 200 or len(name) > 200 or len(d.get("group", "")) > 200:
@@ -260,9 +261,7 @@ def _track_spans(session: Session, persons: Sequence[PersonRow]) -> dict[int, li
     return {p.person_id: sorted(spans[t] for t in p.track_ids if t in spans) for p in persons}
 
 
-def _clashes(
-    spans: Mapping[int, list[tuple[float, float]]], assigned: Mapping[int, int]
-) -> list[tuple[int, int, int]]:
+def _clashes(spans: Mapping[int, list[tuple[float, float]]], assigned: Mapping[int, int]) -> list[tuple[int, int, int]]:
     """(participant, person, other person) for each participant given two persons seen at the same time."""
     by_participant: dict[int, list[int]] = {}
     for person, participant in sorted(assigned.items()):
@@ -326,7 +325,8 @@ def assign(
             media.filename,
             [f"{names[q]!r} would be {labels[a]} and {labels[b]}, seen at the same time" for q, a, b in clashes],
         )
-    return _append(session, media_id, {p: None if c is None else codes[c] for p, c in changes.items()}, annotator, source)
+    rows = {p: None if c is None else codes[c] for p, c in changes.items()}
+    return _append(session, media_id, rows, annotator, source)
 
 
 def import_assignments(session: Session, study: str, path: Path, annotator: str) -> int:

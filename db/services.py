@@ -1092,9 +1092,7 @@ class LabelStore:
             PersonChangeError: The two were seen at the same moment (two faces of one frame), or cannot be merged.
             NotAllowedError: Not an owner, and the study keeps person changes for owners.
         """
-        return self.transaction(
-            lambda s: persons.merge(s, person_id, other_person_id, annotator, note, owner=owner).id
-        )
+        return self.transaction(lambda s: persons.merge(s, person_id, other_person_id, annotator, note, owner=owner).id)
 
     def split_track(self, track_id: int, annotator: str, note: str | None = None, *, owner: bool) -> int:
         """Moves one track out of its person into a new person (appended to the history).

@@ -110,7 +110,14 @@ def _person_in(persons: Sequence[PersonRow], person_id: int) -> int:
 
 
 def rename_person(
-    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, participant: str, *, owner: bool
+    store: LabelStore,
+    study: str,
+    media_id: int,
+    annotator: str | None,
+    person_id: int,
+    participant: str,
+    *,
+    owner: bool,
 ) -> None:
     """Gives a person of a recording of ``study`` a participant id (recorded with who and when).
 
