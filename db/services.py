@@ -1103,6 +1103,17 @@ class LabelStore:
         """
         return self.transaction(lambda s: persons.split(s, track_id, annotator, note, owner=owner).id)
 
+    def split_track_at(
+        self, track_id: int, time_s: float, annotator: str, note: str | None = None, *, owner: bool
+    ) -> int:
+        """Splits a track at a time: its faces from ``time_s`` on go to a new track of a new person (history row).
+
+        Raises:
+            PersonChangeError: No face on one side of the time, or the track has whole-track labels.
+            NotAllowedError: Not an owner, and the study keeps person changes for owners.
+        """
+        return self.transaction(lambda s: persons.split_at(s, track_id, time_s, annotator, note, owner=owner).id)
+
     def segments(self, study: str, media_id: int | None = None) -> list[SegmentRow]:
         """The lecture segments of a study's recordings (or of one), by recording and start."""
 

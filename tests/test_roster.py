@@ -190,3 +190,63 @@ def test_person_changes_are_for_owners_on_every_path(store, tmp_path):
         attempt(False)
     kinds = [h.kind for h in store.person_history(mid)]
     assert kinds == ["rename", "merge", "split"] and all(h.annotator == "eve" for h in store.person_history(mid))
+
+
+def test_split_a_track_at_a_time(store):
+    """A track that went on with another student's face is cut at a time: the rest becomes a new person, recorded
+    with who and when; the class tables follow; a time outside the track is refused and changes nothing."""
+    from db.persons import PersonChangeError
+
+    mid = _ingest(store)
+    ps = {p.person_index: p for p in store.persons(mid)}
+    long_track = ps[1].track_ids[0]  # 0-59 s
+    with pytest.raises(PersonChangeError, match="no face after"):
+        store.split_track_at(long_track, 99.0, "alice", owner=True)
+    with pytest.raises(NotAllowedError):
+        store.split_track_at(long_track, 30.0, "eve", owner=False)
+    assert store.person_history(mid) == []
+    store.split_track_at(long_track, 30.0, "alice", owner=True)
+    after = store.persons(mid)
+    assert len(after) == 4
+    old = next(p for p in after if p.person_id == ps[1].person_id)
+    new = next(p for p in after if p.person_id not in {q.person_id for q in ps.values()})
+    assert (old.start_s, old.end_s, old.n_faces) == (0.0, 29.0, 30)
+    assert (new.start_s, new.end_s, new.n_faces) == (30.0, 59.0, 30)
+    (h,) = store.person_history(mid)
+    assert (h.kind, h.annotator, h.person_id) == ("split", "alice", new.person_id) and "at 30 s" in h.note
+    tables = store.class_tables("class")
+    assert {r["person"] for r in tables.minutes if r["media_id"] == mid} >= {old.key, new.key}
+
+
+def test_command_line_roster_and_person_changes(migrated_url, tmp_path, monkeypatch, capsys):
+    from db.cli import main
+    from db.services import LabelStore
+
+    monkeypatch.setenv("AFFECTLAB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DATABASE_URL", migrated_url)
+    store = LabelStore(migrated_url, data_dir=tmp_path / "data")
+    try:
+        mid = _ingest(store)
+        ps = {p.person_index: p for p in store.persons(mid)}
+    finally:
+        store.close()
+    roster_csv = _csv(tmp_path, "r.csv", "participant,name\nS01,Ann\nS02,Bob\n")
+    assert main(["roster", "import", "class", str(roster_csv)]) == 0
+    bad = _csv(tmp_path, "bad.csv", f"recording,person,participant\n{mid},P0,S01\n{mid},P0,S02\n{mid},P7,S09\n")
+    assert main(["roster", "assign", "class", str(bad), "--who", "alice"]) == 1
+    err = capsys.readouterr().err
+    assert "line 3:" in err and "line 4:" in err and "nothing changed" in err
+    good = _csv(tmp_path, "a.csv", f"recording,person,participant\n{mid},P0,S01\n")
+    assert main(["roster", "assign", "class", str(good)]) == 1  # no --who: refused
+    assert main(["roster", "assign", "class", str(good), "--who", "alice"]) == 0
+    assert main(["roster", "show", "class", str(mid)]) == 0
+    out = capsys.readouterr().out
+    assert "S01\tAnn\t\tvisible" in out and "S02\tBob\t\tnot detected" in out
+    assert main(["persons", "rename", str(ps[1].person_id), "S-9", "--who", "bob"]) == 0
+    assert main(["persons", "split", str(ps[1].track_ids[0]), "--at", "20", "--who", "bob"]) == 0
+    assert main(["persons", "merge", str(ps[0].person_id), str(ps[1].person_id), "--who", "bob"]) == 1  # overlap
+    store = LabelStore(migrated_url, data_dir=tmp_path / "data")
+    try:
+        assert [(h.kind, h.annotator) for h in store.person_history(mid)] == [("rename", "bob"), ("split", "bob")]
+    finally:
+        store.close()

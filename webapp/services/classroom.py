@@ -168,6 +168,24 @@ def split_track(
     store.split_track(track_id, who, owner=owner)
 
 
+def split_track_at(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int, time_s: float, *, owner: bool
+) -> None:
+    """Splits a track of a recording of ``study`` at a time: the faces from then on become a new person.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+        NotFoundError: The recording is not in ``study`` or the track not in the recording.
+        PersonChangeError: No face on one side of the time, or whole-track labels.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
+    """
+    who = require_annotator(annotator, "splitting a track")
+    persons = _recording_persons(store, study, media_id)
+    if track_id not in {t for p in persons for t in p.track_ids}:
+        raise NotFoundError("track of this recording", track_id)
+    store.split_track_at(track_id, time_s, who, owner=owner)
+
+
 def add_segment(
     store: LabelStore, study: str, who: str | None, media_id: int, name: str, start_s: float, end_s: float
 ) -> None:
