@@ -163,6 +163,23 @@ def render() -> None:
                         done="track split off",
                         owner=ctx.owner,
                     )
+        every = {f"{p.label}: track {i}": t for p in persons for t, i in zip(p.track_ids, p.track_indexes, strict=True)}
+        with st.form("classroom_split_at"):
+            c1, c2 = st.columns(2)
+            piece = c1.selectbox("Track that changes student", list(every))
+            at = c2.number_input("From second", min_value=0.0, step=1.0)
+            if st.form_submit_button("Split at this time") and piece:
+                _run(
+                    classroom.split_track_at,
+                    ctx.store,
+                    ctx.study,
+                    media_id,
+                    ctx.annotator,
+                    every[piece],
+                    at,
+                    done=f"{piece} split at {at:g} s",
+                    owner=ctx.owner,
+                )
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
     with st.expander("History of changes"):
