@@ -103,6 +103,7 @@ def main() -> int:
         help="tracker: feature similarity a face needs to continue a track (default: none, the relative guard only)",
     )
     ap.add_argument("--no-guards", action="store_true", help="tracker: position and appearance guards off (before)")
+    ap.add_argument("--dump", type=Path, default=None, help="save every face (frame, time, box, features) as .npz")
     args = ap.parse_args()
     import torch
 
@@ -128,6 +129,14 @@ def main() -> int:
         t0 = time.perf_counter()
         a = analyze_video(path, "gallery.mp4", detector, random_recognizer(), fps=None, config=cfg)
         took = time.perf_counter() - t0
+    if args.dump is not None:
+        np.savez(
+            args.dump,
+            frame=np.array([f.frame for f in a.faces]),
+            time=np.array([f.time_s for f in a.faces], dtype=np.float64),
+            box=np.array([f.face.box for f in a.faces], dtype=np.float64),
+            features=np.stack([f.prediction.features for f in a.faces]),
+        )
     pairs = []
     missed = 0
     for f in a.faces:

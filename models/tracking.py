@@ -13,10 +13,12 @@ and a tile may slide into the place a leaver had):
 
 - *Position*: a face whose centre is more than ``max_jump`` face sizes from the track's predicted box does not continue
   it, however similar it looks (a tile jump starts a new track; :func:`models.persons.link_tracks` joins the pieces).
-- *Appearance*: a face does not continue a track when another live track looks clearly more like it (similarity
-  higher by ``appearance_margin``): the face is that other student, now in this tile. This is relative, so it holds
-  with random weights too, where absolute similarities say little (two crops of one face may score 0.91, two
-  students 0.99); ``min_continuity`` adds an absolute floor for trained weights.
+- *Appearance*, measured against the track itself and against the others, since absolute similarities say little
+  with random weights (two crops of one face may score 0.91, two students 0.99): a face whose distance to the
+  track's appearance (``1 - cosine``) exceeds ``feature_jump`` times the track's usual distance (a running mean of its
+  own faces', at least ``min_step``) does not continue it: the features jumped (another student took the tile). Nor
+  does a face that another live track looks clearly more like (similarity higher by ``appearance_margin``): that
+  student moved here. ``min_continuity`` adds an absolute floor.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ class TrackerConfig:
             continues it (None: no limit).
         appearance_margin: A face never continues a track when another live track's appearance is more similar to
             it by more than this (None: off).
+        feature_jump: A face never continues a track whose usual feature distance it exceeds this many times
+            (None: off).
+        min_step: The usual feature distance is taken as at least this (static, compressed video varies little).
     """
 
     max_gap_s: float = 2.0
@@ -61,6 +66,8 @@ class TrackerConfig:
     min_continuity: float | None = None
     max_jump: float | None = 0.5
     appearance_margin: float | None = 0.05
+    feature_jump: float | None = 6.0
+    min_step: float = 0.003
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,8 @@ class _Live:
     times: list[float] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
     appearance: np.ndarray | None = None
+    step: float | None = None
+    """Running mean of the feature distance of the track's faces to its appearance (the track's usual variation)."""
 
     def predicted(self, time_s: float, max_velocity_gap_s: float) -> Box:
         last = self.boxes[-1]
@@ -164,7 +173,7 @@ class Tracker:
                 gap = (time_s - t.times[-1]) / max(c.max_gap_s, 1e-9)
                 for i, box in enumerate(boxes):
                     sim = None if sims is None else float(sims[i, j])
-                    if not self._allowed(pred, box, sim, None if sims is None else sims[i], j):
+                    if not self._allowed(pred, box, sim, None if sims is None else sims[i], j, t.step):
                         continue
                     ov = iou(pred, box)
                     score = ov if sim is None else c.iou_weight * ov + (1 - c.iou_weight) * sim
@@ -187,6 +196,9 @@ class Tracker:
             if feats is not None:
                 f = _normalise(feats[i])
                 old = t.appearance
+                if old is not None:
+                    dist = 1.0 - float(np.dot(f, old))
+                    t.step = dist if t.step is None else 0.8 * t.step + 0.2 * dist
                 t.appearance = f if old is None else _normalise(c.momentum * old + (1 - c.momentum) * f)
         return ids
 
@@ -199,7 +211,9 @@ class Tracker:
         out: np.ndarray = unit @ np.stack([t.appearance for t in live if t.appearance is not None]).T
         return out
 
-    def _allowed(self, pred: Box, box: Box, sim: float | None, row: np.ndarray | None, j: int) -> bool:
+    def _allowed(
+        self, pred: Box, box: Box, sim: float | None, row: np.ndarray | None, j: int, step: float | None
+    ) -> bool:
         """Whether a face may continue a track: position and appearance guards (see the module docstring)."""
         c = self.config
         if iou(pred, box) < c.min_iou and (sim is None or sim < c.min_similarity):
@@ -213,6 +227,8 @@ class Tracker:
         if sim is None or row is None:
             return True
         if c.min_continuity is not None and sim < c.min_continuity:
+            return False
+        if c.feature_jump is not None and step is not None and 1.0 - sim > c.feature_jump * max(step, c.min_step):
             return False
         if c.appearance_margin is not None and len(row) > 1:
             others = np.delete(row, j)

@@ -87,9 +87,22 @@ def test_a_tile_sliding_into_a_leavers_place_does_not_continue_the_leaver():
     assert after[0][1] not in (1, 2)  # neither the leaver's track nor a jump of student 2's
     assert len({row[1] for row in after}) == 1  # and the new track then continues
     # off: the leaver's track takes the newcomer (the bug the guard fixes)
-    t_off = Tracker(TrackerConfig(appearance_margin=None))
+    t_off = Tracker(TrackerConfig(appearance_margin=None, feature_jump=None))
     _gallery(t_off, 5, [(0, f[0]), (100, f[1]), (200, f[2])])
     assert _gallery(t_off, 1, [(0, f[0]), (100, f[2])], start=5)[0] == [0, 1]
+
+
+def test_a_face_whose_features_jump_in_the_same_tile_starts_a_new_track():
+    # a re-flow puts another student in the tile; the track's own faces vary little (compressed, static video)
+    rng = np.random.default_rng(4)
+    common = rng.normal(size=64) * 6
+    a, b = common + rng.normal(size=64), common + rng.normal(size=64)
+    t = Tracker(TrackerConfig(appearance_margin=None))  # the jump alone
+    for i in range(6):
+        assert t.update(i, i * 0.2, [_box(10, 10)], (a + 0.01 * rng.normal(size=64))[None]) == [0]
+    assert float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) > 0.9  # similar in absolute terms
+    assert t.update(6, 1.2, [_box(10, 10)], b[None]) == [1]
+    assert t.update(7, 1.4, [_box(10, 10)], (b + 0.01 * rng.normal(size=64))[None]) == [1]
 
 
 def test_different_appearance_without_overlap_is_a_new_track():
