@@ -54,6 +54,8 @@ class PersonConfig:
         near_min_gap_s: A join on position alone needs at least this gap (seconds): below it the tracker refused
             the continuation (keep it at the tracker's ``max_gap_s``).
         move_skip_cost: Alignment price of a track that did not move when fewer than ``reflow_min_tracks`` did.
+        move_window_s: One track ending and one starting elsewhere within this many seconds is one tile that moved:
+            position carries the join even where features say little.
     """
 
     near: float = 0.75
@@ -65,6 +67,7 @@ class PersonConfig:
     skip_cost: float = 0.6
     near_min_gap_s: float = 2.0
     move_skip_cost: float = 0.25
+    move_window_s: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,7 +202,9 @@ def _reflow_pairs(ps: Sequence[TrackProfile], sim: np.ndarray, c: PersonConfig) 
             starts = [x for x in starts if not _resumed_here(ps[x], [ps[j] for j in group], first=True)]
             if not group or not starts:
                 continue
-            skip = c.move_skip_cost
+            one = len(group) == 1 and len(starts) == 1
+            near_in_time = one and ps[starts[0]].start_s - ps[group[0]].end_s <= c.move_window_s
+            skip = 1.0 if near_in_time else c.move_skip_cost  # 1.0: a lone simultaneous move always pairs
         used_end.update(group)
         size = float(np.median([ps[j].size for j in group + starts]))
         a = [group[o] for o in _reading_order([ps[j].last_centre for j in group], size)]
