@@ -13,12 +13,12 @@ and a tile may slide into the place a leaver had):
 
 - *Position*: a face whose centre is more than ``max_jump`` face sizes from the track's predicted box does not continue
   it, however similar it looks (a tile jump starts a new track; :func:`models.persons.link_tracks` joins the pieces).
-- *Appearance*, measured against the track itself and against the others, since absolute similarities say little
-  with random weights (two crops of one face may score 0.91, two students 0.99): a face whose distance to the
-  track's appearance (``1 - cosine``) exceeds ``feature_jump`` times the track's usual distance (a running mean of its
-  own faces', at least ``min_step``) does not continue it: the features jumped (another student took the tile). Nor
-  does a face that another live track looks clearly more like (similarity higher by ``appearance_margin``): that
-  student moved here. ``min_continuity`` adds an absolute floor.
+- *Appearance*, relative, since absolute similarities say little with random weights (two crops of one face may
+  score 0.91, two students 0.99): a face that another live track looks more like (similarity higher by
+  ``appearance_margin``) does not continue a track: that student moved here (a re-flow, a tile sliding into a
+  leaver's place). Optional: ``feature_jump`` (a distance ``1 - cosine`` beyond that many times the track's usual
+  one, at least ``min_step``; off by default: a key frame of a static face can jump 0.05) and ``min_continuity``
+  (an absolute floor, for trained weights).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class TrackerConfig:
     max_velocity_gap_s: float = 1.0
     min_continuity: float | None = None
     max_jump: float | None = 0.5
-    appearance_margin: float | None = 0.05
-    feature_jump: float | None = 6.0
+    appearance_margin: float | None = 0.02
+    feature_jump: float | None = None
     min_step: float = 0.003
 
 

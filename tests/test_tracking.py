@@ -97,7 +97,7 @@ def test_a_face_whose_features_jump_in_the_same_tile_starts_a_new_track():
     rng = np.random.default_rng(4)
     common = rng.normal(size=64) * 6
     a, b = common + rng.normal(size=64), common + rng.normal(size=64)
-    t = Tracker(TrackerConfig(appearance_margin=None))  # the jump alone
+    t = Tracker(TrackerConfig(appearance_margin=None, feature_jump=6.0))  # the jump alone (off by default)
     for i in range(6):
         assert t.update(i, i * 0.2, [_box(10, 10)], (a + 0.01 * rng.normal(size=64))[None]) == [0]
     assert float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b)) > 0.9  # similar in absolute terms
