@@ -20,8 +20,8 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     """Upgrade schema."""
-    with op.batch_alter_table('studies', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('persons_by_annotators', sa.Boolean(), server_default='0', nullable=False))
+    # a plain ADD COLUMN (SQLite supports it): a batch copy of ``studies`` would cascade-delete what refers to it
+    op.add_column('studies', sa.Column('persons_by_annotators', sa.Boolean(), server_default='0', nullable=False))
     op.create_table(
         'participants',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -91,5 +91,4 @@ def downgrade() -> None:
     op.drop_table('person_assignments')
     op.drop_table('roster_expected')
     op.drop_table('participants')
-    with op.batch_alter_table('studies', schema=None) as batch_op:
-        batch_op.drop_column('persons_by_annotators')
+    op.drop_column('studies', 'persons_by_annotators')  # plain DROP COLUMN (SQLite >= 3.35): no cascading copy
