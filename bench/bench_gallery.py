@@ -18,7 +18,7 @@ a neighbour's face) person purity 100.00 %, 1.12 persons per student.
 
 With the tile sliding into a leaver's place (issue 24), 60 s at 1 fps, 896 of 896 faces found, default tracker guards:
 32 tracks, track purity 100.00 %, person purity 100.00 %, 1.00 persons per student (16 persons), per-student purity
-100.00 % (worst student 100.00 %; student 15, who moved into the leaver's tile, 100.00 % in one person), 342 s. The same
+100.00 % (worst student 100.00 %; student 15, who moved into the leaver's tile, 100.00 % in one person). The same
 recording with the guards off (``--no-guards``, the old default without ``min_continuity``): track purity 75.00 %,
 person purity 72.77 %, 1.75 persons per student (the leaver's tracks went on with their new neighbours); with the
 first version of the relative guard (margin 0.05): track purity 97.21 %, person purity 94.42 %, 1.12 (two mirrored
