@@ -1,8 +1,8 @@
 """``python -m db``: the label store's command line, for batch work and scripts.
 
 Commands: ``upgrade``, ``ingest``, ``import-labels``, ``import-segments``, ``import-recordings``, ``stats``,
-``export``, ``study-tables`` (see :mod:`db.stat_files`), ``backup``,
-``delete-media``, ``delete-track``, ``studies``, ``compact`` (see :mod:`db.compact`), ``video-crops``. All take
+``export``, ``study-tables`` (see :mod:`db.stat_files`), ``backup``, ``delete-media``, ``delete-track``, ``studies``,
+``compact`` (see :mod:`db.compact`), ``video-crops``, ``roster`` and ``persons`` (:mod:`db.roster_cli`). All take
 the database from ``DATABASE_URL`` (default: SQLite in the
 data folder, ``AFFECTLAB_DATA_DIR``). ``ingest`` computes each face's backbone features with the model the JSON names,
 from the weights folder (``AFFECTLAB_WEIGHTS_DIR``). Exit status: 0 on success, 1 on an error (one line on stderr
@@ -377,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--study", required=True)
     q.add_argument("mode", nargs="?", choices=["keep", "recut"], default=None)
     q.set_defaults(fn=_cmd_video_crops)
+    from db.roster_cli import add_commands
+
+    add_commands(sub)
     return p
 
 

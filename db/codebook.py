@@ -175,7 +175,8 @@ def with_method(session: Session, study: str, participants: Participants | None 
     st = repo.get_study(session, study)
     tables = classroom.class_tables(session, study)
     infos = recording_infos(session, st.id)
-    built = study_tables.build(tables, infos, list_segments(session, list(infos)), participants)
+    who = participants or study_tables.roster_participants(session, st.id)
+    built = study_tables.build(tables, infos, list_segments(session, list(infos)), who)
     return built, method(session, st.id, tables, infos, detection=stored_detection(session, list(infos)))
 
 

@@ -4,6 +4,10 @@ The analysis gives each track a person (``person`` in the analyze JSON, stored o
 change that only by appending :class:`db.schema.PersonCorrection` rows; the current persons are the stored ones with
 every correction replayed in order (:func:`current_persons`), so every table and export follows the corrections and
 the history stays complete. Functions take the caller's session and never commit.
+
+Who may change persons (rename, merge, split, and the roster's assignments) is decided in one place,
+:func:`check_may_change`: the study's owners, or every annotator when the study sets ``persons_by_annotators``.
+Every path (app, command line, roster imports) goes through it.
 """
 
 from __future__ import annotations
@@ -11,12 +15,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import repo
-from db.errors import StoreError
-from db.schema import Annotator, Media, Person, PersonCorrection, PersonTrack, Track
+from db import repo, status
+from db.errors import NotAllowedError, StoreError
+from db.schema import (
+    Annotation,
+    Annotator,
+    EngagementWindow,
+    Face,
+    Media,
+    Person,
+    PersonCorrection,
+    PersonTrack,
+    Study,
+    Track,
+)
 
 
 class PersonChangeError(StoreError):
@@ -176,6 +191,25 @@ def current_persons(session: Session, media_id: int) -> list[PersonRow]:
     return out
 
 
+def check_may_change(session: Session, media_id: int, owner: bool, action: str) -> None:
+    """Raises unless the caller may change the persons of a recording (an owner, or the study allows annotators).
+
+    Raises:
+        NotAllowedError: For an annotator when the study keeps person changes for its owners.
+    """
+    if owner:
+        return
+    stmt = select(Study.persons_by_annotators).join(Media, Media.study_id == Study.id).where(Media.id == media_id)
+    if not session.scalar(stmt):
+        raise NotAllowedError(action)
+
+
+def check_may_change_study(session: Session, study_id: int, owner: bool, action: str) -> None:
+    """:func:`check_may_change` for a study-wide change (a roster or assignment import)."""
+    if not owner and not session.scalar(select(Study.persons_by_annotators).where(Study.id == study_id)):
+        raise NotAllowedError(action)
+
+
 def _person(session: Session, person_id: int) -> Person:
     return repo.get_row(session, Person, person_id, "person")
 
@@ -199,14 +233,16 @@ def _add(session: Session, annotator: str, **values: object) -> PersonCorrection
 
 
 def rename(
-    session: Session, person_id: int, participant: str | None, annotator: str, note: str | None = None
+    session: Session, person_id: int, participant: str | None, annotator: str, note: str | None = None, *, owner: bool
 ) -> PersonCorrection:
     """Gives a person a participant id (None or empty removes it).
 
     Raises:
         PersonChangeError: Another person of the recording already has that participant id.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     p = _person(session, person_id)
+    check_may_change(session, p.media_id, owner, "renaming a person")
     name = (participant or "").strip() or None
     if name is not None and len(name) > 200:
         raise PersonChangeError("a participant id has at most 200 characters")
@@ -223,7 +259,7 @@ def rename(
 
 
 def merge(
-    session: Session, person_id: int, other_person_id: int, annotator: str, note: str | None = None
+    session: Session, person_id: int, other_person_id: int, annotator: str, note: str | None = None, *, owner: bool
 ) -> PersonCorrection:
     """Moves every track of ``other_person_id`` to ``person_id``.
 
@@ -232,6 +268,7 @@ def merge(
             moment (two faces of one frame are two people).
     """
     a, b = _person(session, person_id), _person(session, other_person_id)
+    check_may_change(session, a.media_id, owner, "merging persons")
     if a.media_id != b.media_id:
         raise PersonChangeError(
             "the two persons belong to different recordings; give both the same participant id "
@@ -254,13 +291,15 @@ def merge(
     return _add(session, annotator, media_id=a.media_id, kind="merge", person_id=a.id, other_person_id=b.id, note=note)
 
 
-def split(session: Session, track_id: int, annotator: str, note: str | None = None) -> PersonCorrection:
+def split(session: Session, track_id: int, annotator: str, note: str | None = None, *, owner: bool) -> PersonCorrection:
     """Moves one track out of its person into a new person.
 
     Raises:
         PersonChangeError: The track's person has no other track (nothing to split).
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     track = repo.get_row(session, Track, track_id, "track")
+    check_may_change(session, track.media_id, owner, "splitting a track")
     _, _, assign, _ = _state(session, track.media_id)
     if track_id not in assign:
         raise PersonChangeError(f"track {track.track_index} has no person yet; ingest its analysis again")
@@ -272,6 +311,70 @@ def split(session: Session, track_id: int, annotator: str, note: str | None = No
     session.flush()
     return _add(
         session, annotator, media_id=track.media_id, kind="split", person_id=new.id, track_id=track_id, note=note
+    )
+
+
+def split_at(
+    session: Session, track_id: int, time_s: float, annotator: str, note: str | None = None, *, owner: bool
+) -> PersonCorrection:
+    """Splits a track at a time: its faces from ``time_s`` on become a new track of a new person.
+
+    For a track that continued with another student's face (a re-flow put a newcomer in a leaver's tile): the faces
+    before stay, the rest move to a new track (numbered after the recording's last) whose person is new; the move is
+    recorded as a ``split`` row naming the new track, with who, when and the time in the note. Engagement windows
+    starting at or after ``time_s`` move with the faces.
+
+    Raises:
+        PersonChangeError: No face on one side of ``time_s``, or the track has whole-track labels (they would
+            silently cover both students: split before labelling whole tracks, or undo those labels first).
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
+    """
+    track = repo.get_row(session, Track, track_id, "track")
+    check_may_change(session, track.media_id, owner, "splitting a track")
+    times = list(session.execute(select(Face.id, Face.time_s).where(Face.track_id == track_id)))
+    after = [i for i, t in times if t is not None and t >= time_s]
+    before = [t for _, t in times if t is not None and t < time_s]
+    if not after or not before:
+        raise PersonChangeError(
+            f"track {track.track_index} has no face {'after' if before else 'before'} {time_s:g} s: pick a time "
+            "between its first and last face, or split the whole track off"
+        )
+    if session.scalar(select(func.count()).select_from(Annotation).where(Annotation.track_id == track_id)):
+        raise PersonChangeError(
+            f"track {track.track_index} has labels for the whole track, which would cover both students; "
+            "undo them, split, then label each piece"
+        )
+    _, _, assign, _ = _state(session, track.media_id)
+    if track_id not in assign:
+        raise PersonChangeError(f"track {track.track_index} has no person yet; ingest its analysis again")
+    top_track = session.scalar(select(func.max(Track.track_index)).where(Track.media_id == track.media_id)) or 0
+    moved = [t for i, t in times if i in set(after)]
+    piece = Track(
+        media_id=track.media_id,
+        track_index=top_track + 1,
+        n_faces=len(after),
+        start_s=min(t for t in moved if t is not None),
+        end_s=max(t for t in moved if t is not None),
+    )
+    session.add(piece)
+    session.flush()
+    original = session.scalar(select(PersonTrack.person_id).where(PersonTrack.track_id == track_id))
+    session.add(PersonTrack(track_id=piece.id, person_id=original))
+    session.execute(update(Face).where(Face.id.in_(after)).values(track_id=piece.id))
+    session.execute(
+        update(EngagementWindow)
+        .where(EngagementWindow.track_id == track_id, EngagementWindow.start_s >= time_s)
+        .values(track_id=piece.id)
+    )
+    track.n_faces, track.end_s = len(before), max(before)
+    status.mark(session, faces=after)
+    top = session.scalar(select(func.max(Person.person_index)).where(Person.media_id == track.media_id))
+    new = Person(media_id=track.media_id, person_index=(top or 0) + 1)
+    session.add(new)
+    session.flush()
+    text = f"track {track.track_index} split at {time_s:g} s" + (f"; {note}" if note else "")
+    return _add(
+        session, annotator, media_id=track.media_id, kind="split", person_id=new.id, track_id=piece.id, note=text
     )
 
 

@@ -81,6 +81,8 @@ class Study(Base):
     """Privacy for minors: faces are blurred wherever the app shows them to anyone but the study's owners."""
     keep_video_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Store every video face's crop even when the recording is kept (by default such crops are re-cut from it)."""
+    persons_by_annotators: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Annotators may rename, merge and split persons and assign them (by default owners only, :mod:`db.roster`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -318,6 +320,44 @@ class PersonCorrection(Base):
     participant: Mapped[str | None] = mapped_column(String(200))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="RESTRICT"), index=True)
     note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Participant(Base):
+    """A participant on a study's roster (:mod:`db.roster`): id as the researcher writes it, name, optional group."""
+
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("study_id", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(200))
+    group_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RosterExpected(Base):
+    """A participant a recording's list expects; a recording without rows expects the whole roster."""
+
+    __tablename__ = "roster_expected"
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True)
+
+
+class PersonAssignment(Base):
+    """Append-only history of which participant a person of a recording is (``participant_id`` None: nobody)."""
+
+    __tablename__ = "person_assignments"
+    __table_args__ = (CheckConstraint("source IN ('app', 'csv', 'cli', 'remembered')", name="source"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), index=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
+    participant_id: Mapped[int | None] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    source: Mapped[str] = mapped_column(String(10))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="RESTRICT"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

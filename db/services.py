@@ -1096,29 +1096,47 @@ class LabelStore:
         """Every rename, merge and split of a recording's persons, oldest first."""
         return self.transaction(lambda s: persons.history(s, media_id), write=False)
 
-    def rename_person(self, person_id: int, participant: str | None, annotator: str, note: str | None = None) -> int:
+    def rename_person(
+        self, person_id: int, participant: str | None, annotator: str, note: str | None = None, *, owner: bool
+    ) -> int:
         """Gives a person a participant id (appended to the history); returns the correction's id.
 
         Raises:
             PersonChangeError: Another person of the recording has that id already (merge them instead).
+            NotAllowedError: Not an owner, and the study keeps person changes for owners.
         """
-        return self.transaction(lambda s: persons.rename(s, person_id, participant, annotator, note).id)
+        return self.transaction(lambda s: persons.rename(s, person_id, participant, annotator, note, owner=owner).id)
 
-    def merge_persons(self, person_id: int, other_person_id: int, annotator: str, note: str | None = None) -> int:
+    def merge_persons(
+        self, person_id: int, other_person_id: int, annotator: str, note: str | None = None, *, owner: bool
+    ) -> int:
         """Moves every track of ``other_person_id`` into ``person_id`` (appended to the history).
 
         Raises:
             PersonChangeError: The two were seen at the same moment (two faces of one frame), or cannot be merged.
+            NotAllowedError: Not an owner, and the study keeps person changes for owners.
         """
-        return self.transaction(lambda s: persons.merge(s, person_id, other_person_id, annotator, note).id)
+        return self.transaction(lambda s: persons.merge(s, person_id, other_person_id, annotator, note, owner=owner).id)
 
-    def split_track(self, track_id: int, annotator: str, note: str | None = None) -> int:
+    def split_track(self, track_id: int, annotator: str, note: str | None = None, *, owner: bool) -> int:
         """Moves one track out of its person into a new person (appended to the history).
 
         Raises:
             PersonChangeError: The track is its person's only one.
+            NotAllowedError: Not an owner, and the study keeps person changes for owners.
         """
-        return self.transaction(lambda s: persons.split(s, track_id, annotator, note).id)
+        return self.transaction(lambda s: persons.split(s, track_id, annotator, note, owner=owner).id)
+
+    def split_track_at(
+        self, track_id: int, time_s: float, annotator: str, note: str | None = None, *, owner: bool
+    ) -> int:
+        """Splits a track at a time: its faces from ``time_s`` on go to a new track of a new person (history row).
+
+        Raises:
+            PersonChangeError: No face on one side of the time, or the track has whole-track labels.
+            NotAllowedError: Not an owner, and the study keeps person changes for owners.
+        """
+        return self.transaction(lambda s: persons.split_at(s, track_id, time_s, annotator, note, owner=owner).id)
 
     def segments(self, study: str, media_id: int | None = None) -> list[SegmentRow]:
         """The lecture segments of a study's recordings (or of one), by recording and start."""

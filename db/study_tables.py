@@ -405,4 +405,32 @@ def study_tables(session: Session, study: str, participants: Participants | None
     st = repo.get_study(session, study)
     tables = classroom.class_tables(session, study)
     infos = recording_infos(session, st.id)
-    return build(tables, infos, list_segments(session, list(infos)), participants)
+    who = participants or roster_participants(session, st.id)
+    return build(tables, infos, list_segments(session, list(infos)), who)
+
+
+def roster_participants(session: Session, study_id: int) -> Participants | None:
+    """The study's roster as the tables take it (None: the study has no roster, each person is a participant).
+
+    Per recording, :func:`db.roster.recording_roster`: the persons assigned to each participant, and every
+    participant's reason (``visible``, ``not detected``, ``absent``), so each one on the roster has a row.
+    """
+    from sqlalchemy import select
+
+    from db import roster
+    from db.schema import Media
+
+    if not roster.participants(session, study_id):
+        return None
+    of_person: dict[int, str] = {}
+    reasons: list[ReasonRow] = []
+    groups: dict[str, str] = {}
+    videos = select(Media.id).where(Media.study_id == study_id, Media.kind == "video").order_by(Media.id)
+    for media_id in session.scalars(videos):
+        rec = roster.recording_roster(session, media_id)
+        of_person.update(rec.persons)
+        for row in rec.rows:
+            reasons.append(ReasonRow(media_id, row.participant, row.reason))
+            if row.group:
+                groups[row.participant] = row.group
+    return Participants(of_person, tuple(reasons), groups)

@@ -8,6 +8,12 @@ the video conference re-flowed its gallery). :func:`link_tracks` joins tracks in
 - A later track continues an earlier one when it starts at the same tile position (centre distance within ``near``
   face sizes) within ``max_gap_s``, or anywhere, any time later, when its appearance (the mean backbone feature, centred
   on the recording's mean so that what every face shares does not count) is similar enough (``min_similarity``).
+- A later track that starts at the same tile *within the tracker's gap* (``near_min_gap_s``) is not joined on
+  position: the tracker saw a face there and refused to continue the track (its appearance jumped: another student
+  took the tile), so position cannot overrule it; only appearance (``min_similarity``) or a move can.
+- A *move*: when a track ends and another starts elsewhere at the same moment (within ``reflow_window_s``), a tile
+  slid (into a leaver's place, say); these are aligned like a re-flow (below) even when fewer than
+  ``reflow_min_tracks`` tracks move.
 - Candidate joins are taken best first (similarity, minus a penalty for distance and gap), each track keeping at most
   one predecessor and one successor, so a person is a chain of tracks in time.
 - When the gallery re-flows, many tracks end and many start within moments (:attr:`PersonConfig.reflow_window_s`).
@@ -45,6 +51,11 @@ class PersonConfig:
             re-flow event (when at least ``reflow_min_tracks`` of each).
         reflow_min_tracks: Smallest number of tracks ending and starting together that counts as a re-flow.
         skip_cost: Alignment price of a student who left or joined at a re-flow.
+        near_min_gap_s: A join on position alone needs at least this gap (seconds): below it the tracker refused
+            the continuation (keep it at the tracker's ``max_gap_s``).
+        move_skip_cost: Alignment price of a track that did not move when fewer than ``reflow_min_tracks`` did.
+        move_window_s: One track ending and one starting elsewhere within this many seconds is one tile that moved:
+            position carries the join even where features say little.
     """
 
     near: float = 0.75
@@ -54,6 +65,9 @@ class PersonConfig:
     reflow_window_s: float = 1.5
     reflow_min_tracks: int = 3
     skip_cost: float = 0.6
+    near_min_gap_s: float = 2.0
+    move_skip_cost: float = 0.25
+    move_window_s: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,16 +194,35 @@ def _reflow_pairs(ps: Sequence[TrackProfile], sim: np.ndarray, c: PersonConfig) 
         group = [j for j in ends[k:] if ps[j].end_s - ps[i].end_s <= c.reflow_window_s and j not in used_end]
         t_end = max(ps[j].end_s for j in group)
         starts = [j for j in range(len(ps)) if t_end < ps[j].start_s <= t_end + 2 * c.reflow_window_s]
-        if len(group) < c.reflow_min_tracks or len(starts) < c.reflow_min_tracks:
+        if not starts:
             continue
+        skip = c.skip_cost
+        if len(group) < c.reflow_min_tracks or len(starts) < c.reflow_min_tracks:
+            group = [j for j in group if not _resumed_here(ps[j], [ps[x] for x in starts])]
+            starts = [x for x in starts if not _resumed_here(ps[x], [ps[j] for j in group], first=True)]
+            if not group or not starts:
+                continue
+            one = len(group) == 1 and len(starts) == 1
+            near_in_time = one and ps[starts[0]].start_s - ps[group[0]].end_s <= c.move_window_s
+            skip = 1.0 if near_in_time else c.move_skip_cost  # 1.0: a lone simultaneous move always pairs
         used_end.update(group)
         size = float(np.median([ps[j].size for j in group + starts]))
         a = [group[o] for o in _reading_order([ps[j].last_centre for j in group], size)]
         b = [starts[o] for o in _reading_order([ps[j].first_centre for j in starts], size)]
         cost = np.array([[1.0 - sim[x, y] for y in b] for x in a])
-        for x, y in _align(cost, c.skip_cost):
+        for x, y in _align(cost, skip):
             out.append((2.0 + sim[a[x], b[y]], a[x], b[y]))  # taken before ordinary joins
     return out
+
+
+def _resumed_here(p: TrackProfile, others: Sequence[TrackProfile], first: bool = False, near: float = 0.75) -> bool:
+    """Whether a track ends (``first``: starts) at a place where one of ``others`` starts (ends): no move there."""
+    a = p.first_centre if first else p.last_centre
+    for q in others:
+        b = q.last_centre if first else q.first_centre
+        if np.hypot(a[0] - b[0], a[1] - b[1]) <= near * max((p.size + q.size) / 2, 1.0):
+            return True
+    return False
 
 
 def link_tracks(ps: Sequence[TrackProfile], config: PersonConfig | None = None) -> dict[int, int]:
@@ -215,7 +248,7 @@ def link_tracks(ps: Sequence[TrackProfile], config: PersonConfig | None = None) 
             gap = b.start_s - a.end_s
             dist = float(np.hypot(b.first_centre[0] - a.last_centre[0], b.first_centre[1] - a.last_centre[1]))
             dist /= max((a.size + b.size) / 2, 1.0)
-            near = dist <= c.near and gap <= c.max_gap_s and sim[i, j] >= c.min_similarity_near
+            near = dist <= c.near and c.near_min_gap_s <= gap <= c.max_gap_s and sim[i, j] >= c.min_similarity_near
             if near or sim[i, j] >= c.min_similarity:
                 cands.append((sim[i, j] + (1.0 if near else 0.0) - 0.1 * min(dist, 5.0) - gap / 3600.0, i, j))
     cands.sort(key=lambda t: -t[0])

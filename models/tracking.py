@@ -7,6 +7,18 @@ the track's appearance (a running mean of its L2-normalised features). A pair is
 (IoU >= ``min_iou``) or, for a face that left and came back, when the appearance is similar enough
 (>= ``min_similarity``). A track not seen for more than ``max_gap_s`` seconds is closed: a face appearing later gets a
 new id. Assignment is one-to-one, so two faces of the same frame never share a track.
+
+Position and appearance both guard a track's continuation (a gallery view that re-flows moves students between tiles,
+and a tile may slide into the place a leaver had):
+
+- *Position*: a face whose centre is more than ``max_jump`` face sizes from the track's predicted box does not continue
+  it, however similar it looks (a tile jump starts a new track; :func:`models.persons.link_tracks` joins the pieces).
+- *Appearance*, relative, since absolute similarities say little with random weights (two crops of one face may
+  score 0.91, two students 0.99): a face that another live track looks more like (similarity higher by
+  ``appearance_margin``) does not continue a track: that student moved here (a re-flow, a tile sliding into a
+  leaver's place). Optional: ``feature_jump`` (a distance ``1 - cosine`` beyond that many times the track's usual
+  one, at least ``min_step``; off by default: a key frame of a static face can jump 0.05) and ``min_continuity``
+  (an absolute floor, for trained weights).
 """
 
 from __future__ import annotations
@@ -36,6 +48,13 @@ class TrackerConfig:
         max_velocity_gap_s: Velocity is only extrapolated over gaps up to this many seconds.
         min_continuity: If set, a face whose feature similarity to the track is below this never continues it,
             however well the boxes overlap (a gallery view that re-flows puts another student in the same tile).
+        max_jump: A face whose centre is farther than this many face sizes from the track's predicted box never
+            continues it (None: no limit).
+        appearance_margin: A face never continues a track when another live track's appearance is more similar to
+            it by more than this (None: off).
+        feature_jump: A face never continues a track whose usual feature distance it exceeds this many times
+            (None: off).
+        min_step: The usual feature distance is taken as at least this (static, compressed video varies little).
     """
 
     max_gap_s: float = 2.0
@@ -45,6 +64,10 @@ class TrackerConfig:
     momentum: float = 0.7
     max_velocity_gap_s: float = 1.0
     min_continuity: float | None = None
+    max_jump: float | None = 0.5
+    appearance_margin: float | None = 0.02
+    feature_jump: float | None = None
+    min_step: float = 0.003
 
 
 @dataclass(frozen=True)
@@ -91,6 +114,8 @@ class _Live:
     times: list[float] = field(default_factory=list)
     boxes: list[Box] = field(default_factory=list)
     appearance: np.ndarray | None = None
+    step: float | None = None
+    """Running mean of the feature distance of the track's faces to its appearance (the track's usual variation)."""
 
     def predicted(self, time_s: float, max_velocity_gap_s: float) -> Box:
         last = self.boxes[-1]
@@ -141,19 +166,16 @@ class Tracker:
         live = [t for t in self._tracks if time_s - t.times[-1] <= c.max_gap_s and t.frames[-1] != frame]
         ids = [-1] * len(boxes)
         if live and boxes:
+            sims = self._similarities(live, feats)
             cost = np.full((len(boxes), len(live)), _FORBIDDEN)
             for j, t in enumerate(live):
                 pred = t.predicted(time_s, c.max_velocity_gap_s)
                 gap = (time_s - t.times[-1]) / max(c.max_gap_s, 1e-9)
                 for i, box in enumerate(boxes):
+                    sim = None if sims is None else float(sims[i, j])
+                    if not self._allowed(pred, box, sim, None if sims is None else sims[i], j, t.step):
+                        continue
                     ov = iou(pred, box)
-                    sim = None
-                    if feats is not None and t.appearance is not None:
-                        sim = float(np.dot(_normalise(feats[i]), t.appearance))
-                    if ov < c.min_iou and (sim is None or sim < c.min_similarity):
-                        continue
-                    if c.min_continuity is not None and sim is not None and sim < c.min_continuity:
-                        continue
                     score = ov if sim is None else c.iou_weight * ov + (1 - c.iou_weight) * sim
                     cost[i, j] = 1.0 - score + 0.1 * gap
             rows, cols = linear_sum_assignment(cost)
@@ -174,8 +196,45 @@ class Tracker:
             if feats is not None:
                 f = _normalise(feats[i])
                 old = t.appearance
+                if old is not None:
+                    dist = 1.0 - float(np.dot(f, old))
+                    t.step = dist if t.step is None else 0.8 * t.step + 0.2 * dist
                 t.appearance = f if old is None else _normalise(c.momentum * old + (1 - c.momentum) * f)
         return ids
+
+    def _similarities(self, live: Sequence[_Live], feats: np.ndarray | None) -> np.ndarray | None:
+        """Cosine similarity of each face's features to each live track's appearance (None without features)."""
+        if feats is None or any(t.appearance is None for t in live):
+            return None
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        unit = np.divide(feats, norms, out=np.zeros_like(feats), where=norms > 0)
+        out: np.ndarray = unit @ np.stack([t.appearance for t in live if t.appearance is not None]).T
+        return out
+
+    def _allowed(
+        self, pred: Box, box: Box, sim: float | None, row: np.ndarray | None, j: int, step: float | None
+    ) -> bool:
+        """Whether a face may continue a track: position and appearance guards (see the module docstring)."""
+        c = self.config
+        if iou(pred, box) < c.min_iou and (sim is None or sim < c.min_similarity):
+            return False
+        if c.max_jump is not None:
+            side = max(((pred[2] - pred[0]) + (pred[3] - pred[1]) + (box[2] - box[0]) + (box[3] - box[1])) / 4, 1.0)
+            dx = (box[0] + box[2] - pred[0] - pred[2]) / 2
+            dy = (box[1] + box[3] - pred[1] - pred[3]) / 2
+            if float(np.hypot(dx, dy)) > c.max_jump * side:
+                return False
+        if sim is None or row is None:
+            return True
+        if c.min_continuity is not None and sim < c.min_continuity:
+            return False
+        if c.feature_jump is not None and step is not None and 1.0 - sim > c.feature_jump * max(step, c.min_step):
+            return False
+        if c.appearance_margin is not None and len(row) > 1:
+            others = np.delete(row, j)
+            if float(others.max()) > sim + c.appearance_margin:
+                return False
+        return True
 
     def tracks(self) -> list[Track]:
         """Every track so far, by id."""

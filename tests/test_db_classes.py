@@ -62,16 +62,16 @@ def test_analysis_persons_are_stored_and_overlapping_merge_is_refused(store):
     assert sorted(persons) == [0, 1, 2]
     assert persons[0].track_indexes == (0, 2)
     with pytest.raises(PersonChangeError, match="same time"):
-        store.merge_persons(persons[0].person_id, persons[1].person_id, "alice")
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice")
+        store.merge_persons(persons[0].person_id, persons[1].person_id, "alice", owner=True)
+    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
     merged = _by_index(store, mid)
     assert merged[0].track_indexes == (0, 3, 2) and 2 not in merged
-    store.rename_person(merged[0].person_id, "S01", "bob")
+    store.rename_person(merged[0].person_id, "S01", "bob", owner=True)
     with pytest.raises(PersonChangeError, match="merge"):
-        store.rename_person(merged[1].person_id, "S01", "bob")
+        store.rename_person(merged[1].person_id, "S01", "bob", owner=True)
     track2 = store.tracks(mid)
     tid2 = next(t.id for t in track2 if t.track_index == 2)
-    store.split_track(tid2, "alice")
+    store.split_track(tid2, "alice", owner=True)
     after = store.persons(mid)
     assert {p.label for p in after} == {"S01", "P1", "P3"}
     hist = store.person_history(mid)
@@ -120,8 +120,8 @@ def test_segment_and_minute_tables_match_the_stored_rows_and_follow_corrections(
 
     # a merge shows in every table; the export follows it and holds no image
     persons = _by_index(store, mid)
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice")
-    store.rename_person(persons[0].person_id, "S01", "alice")
+    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
+    store.rename_person(persons[0].person_id, "S01", "alice", owner=True)
     out = tmp_path / "segments-table.csv"
     rep = store.export("class", "class-segments", out)
     df = pd.read_csv(out)

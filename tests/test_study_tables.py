@@ -43,7 +43,7 @@ def _course(store, tmp_path):
     store.import_segments(STUDY, segs)
     for m in (m1, m2):
         for p in store.persons(m):
-            store.rename_person(p.person_id, f"S0{p.person_index + 1}", "owner")
+            store.rename_person(p.person_id, f"S0{p.person_index + 1}", "owner", owner=True)
     meta = tmp_path / "recordings.csv"
     meta.write_text(f"media,course,recording,date\nweek1.mp4,PSY101,Lecture 1,2026-10-05\n{m2},PSY101,,2026-10-12\n")
     assert len(store.import_recording_info(STUDY, meta)) == 2
@@ -203,7 +203,7 @@ def test_bad_recording_files_change_nothing(store, tmp_path, content, reason):
 def test_study_csv_goes_through_the_one_writer(store, tmp_path):
     m1, _ = _course(store, tmp_path)
     person = store.persons(m1)[0]
-    store.rename_person(person.person_id, "=HYPERLINK(1)", "owner")
+    store.rename_person(person.person_id, "=HYPERLINK(1)", "owner", owner=True)
     store.export_study_tables(STUDY, "csv", tmp_path / "csv")
     text = (tmp_path / "csv" / "participant-recordings.csv").read_bytes()
     assert b"'=HYPERLINK(1)" in text and b"\r\n" in text
@@ -228,3 +228,20 @@ def test_the_codebook_names_the_detection_settings_stored_with_each_recording(st
     week2 = next(v for k, v in lines.items() if "week2" in v)
     assert f"min face px {stored.min_face_size}" in week1 and "preset gallery" in week1 and "asked auto" in week1
     assert "not stored (defaults)" in week2
+
+
+def test_a_study_with_a_roster_gives_every_participant_a_row_with_its_reason(store, tmp_path):
+    from db import roster_services
+
+    m1, m2 = _course(store, tmp_path)
+    roster = tmp_path / "roster.csv"
+    roster.write_text("participant,name,group\nP1,Ada,A\nP2,Ben,B\nP3,Cy,A\n")
+    assert roster_services.import_roster(store, STUDY, roster, owner=True) == 3
+    persons = {m: {p.label: p.person_id for p in store.persons(m)} for m in (m1, m2)}
+    roster_services.assign(store, STUDY, m1, {persons[m1]["S01"]: "P1", persons[m1]["S02"]: "P2"}, "owner", owner=True)
+    roster_services.assign(store, STUDY, m2, {persons[m2]["S01"]: "P1"}, "owner", owner=True)
+    rows = {(r["participant"], r["media_id"]): r for r in store.study_tables(STUDY).table("participant-recordings").rows}
+    assert rows[("P1", m1)]["reason"] == rows[("P2", m1)]["reason"] == "visible"
+    assert rows[("P3", m1)]["reason"] == rows[("P3", m2)]["reason"] == "not detected"
+    assert rows[("P1", m2)]["visible_share"] > 0 and ("S02", m2) in rows  # an unassigned person keeps their own row
+    assert rows[("P3", m1)]["visible_share"] in (0, 0.0, None)

@@ -101,10 +101,10 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
         p0, p1 = their_persons[0].person_id, their_persons[1].person_id
         their_track = their_persons[0].track_ids[0]
         attempts = [
-            lambda: classroom.rename_person(store, "mine", mine, "eve", p0, "X"),
-            lambda: classroom.rename_person(store, "mine", theirs, "eve", p0, "X"),
-            lambda: classroom.merge_persons(store, "mine", mine, "eve", p0, p1),
-            lambda: classroom.split_track(store, "mine", mine, "eve", their_track),
+            lambda: classroom.rename_person(store, "mine", mine, "eve", p0, "X", owner=True),
+            lambda: classroom.rename_person(store, "mine", theirs, "eve", p0, "X", owner=True),
+            lambda: classroom.merge_persons(store, "mine", mine, "eve", p0, p1, owner=True),
+            lambda: classroom.split_track(store, "mine", mine, "eve", their_track, owner=True),
             lambda: classroom.add_segment(store, "mine", "eve", theirs, "s", 0, 10),
         ]
         for attempt in attempts:
@@ -114,7 +114,7 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
         assert [p.label for p in store.persons(theirs)] == [p.label for p in their_persons]
         # The same actions on the study's own ids go through.
         own = store.persons(mine)
-        classroom.rename_person(store, "mine", mine, "eve", own[0].person_id, "S-1")
+        classroom.rename_person(store, "mine", mine, "eve", own[0].person_id, "S-1", owner=True)
         assert any(p.label == "S-1" for p in store.persons(mine))
     finally:
         store.close()

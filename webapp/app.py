@@ -41,6 +41,7 @@ PAGES = {
     "library": ("Library", ":material/video_library:"),
     "dataset": ("Dataset", ":material/dataset:"),
     "classroom": ("Classroom", ":material/school:"),
+    "roster": ("Roster", ":material/groups:"),
     "models": ("Models", ":material/memory:"),
 }
 """URL path -> (title, icon) of each page; the file is ``webapp/views/<name>.py`` (``models``: model_weights.py)."""

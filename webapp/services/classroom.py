@@ -112,21 +112,36 @@ def _person_in(persons: Sequence[PersonRow], person_id: int) -> int:
 
 
 def rename_person(
-    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, participant: str
+    store: LabelStore,
+    study: str,
+    media_id: int,
+    annotator: str | None,
+    person_id: int,
+    participant: str,
+    *,
+    owner: bool,
 ) -> None:
     """Gives a person of a recording of ``study`` a participant id (recorded with who and when).
 
     Raises:
         AnnotatorMissingError: Without an annotator name.
         NotFoundError: The recording is not in ``study`` or the person not in the recording.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
     """
     who = require_annotator(annotator, "renaming a person")
     persons = _recording_persons(store, study, media_id)
-    store.rename_person(_person_in(persons, person_id), participant, who)
+    store.rename_person(_person_in(persons, person_id), participant, who, owner=owner)
 
 
 def merge_persons(
-    store: LabelStore, study: str, media_id: int, annotator: str | None, person_id: int, other_person_id: int
+    store: LabelStore,
+    study: str,
+    media_id: int,
+    annotator: str | None,
+    person_id: int,
+    other_person_id: int,
+    *,
+    owner: bool,
 ) -> None:
     """Merges a person into another; refused with the reason when both were on screen at the same time.
 
@@ -136,10 +151,12 @@ def merge_persons(
     """
     who = require_annotator(annotator, "merging persons")
     persons = _recording_persons(store, study, media_id)
-    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who)
+    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who, owner=owner)
 
 
-def split_track(store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int) -> None:
+def split_track(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int, *, owner: bool
+) -> None:
     """Splits a track of a recording of ``study`` off its person into a new person.
 
     Raises:
@@ -150,7 +167,25 @@ def split_track(store: LabelStore, study: str, media_id: int, annotator: str | N
     persons = _recording_persons(store, study, media_id)
     if track_id not in {t for p in persons for t in p.track_ids}:
         raise NotFoundError("track of this recording", track_id)
-    store.split_track(track_id, who)
+    store.split_track(track_id, who, owner=owner)
+
+
+def split_track_at(
+    store: LabelStore, study: str, media_id: int, annotator: str | None, track_id: int, time_s: float, *, owner: bool
+) -> None:
+    """Splits a track of a recording of ``study`` at a time: the faces from then on become a new person.
+
+    Raises:
+        AnnotatorMissingError: Without an annotator name.
+        NotFoundError: The recording is not in ``study`` or the track not in the recording.
+        PersonChangeError: No face on one side of the time, or whole-track labels.
+        NotAllowedError: Not an owner, and the study keeps person changes for owners.
+    """
+    who = require_annotator(annotator, "splitting a track")
+    persons = _recording_persons(store, study, media_id)
+    if track_id not in {t for p in persons for t in p.track_ids}:
+        raise NotFoundError("track of this recording", track_id)
+    store.split_track_at(track_id, time_s, who, owner=owner)
 
 
 def add_segment(

@@ -19,9 +19,9 @@ from webapp.state import Keys
 from webapp.ui import Context, code_span, context, flash, show_flash
 
 
-def _run(action: Callable[..., object], *args: object, done: str = "") -> None:
+def _run(action: Callable[..., object], *args: object, done: str = "", **kwargs: object) -> None:
     try:
-        action(*args)
+        action(*args, **kwargs)
     except AffectLabError as exc:
         st.error(str(exc))
         return
@@ -171,6 +171,7 @@ def render() -> None:
                     by_label[who].person_id,
                     pid,
                     done="renamed",
+                    owner=ctx.owner,
                 )
         with c2.form("classroom_merge"):
             keep = st.selectbox("Keep", list(by_label))
@@ -185,6 +186,7 @@ def render() -> None:
                     by_label[keep].person_id,
                     by_label[into].person_id,
                     done=f"{into} merged into {keep}",
+                    owner=ctx.owner,
                 )
         tracks = {
             f"{p.label}: track {i}": t
@@ -204,7 +206,25 @@ def render() -> None:
                         ctx.annotator,
                         tracks[piece],
                         done="track split off",
+                        owner=ctx.owner,
                     )
+        every = {f"{p.label}: track {i}": t for p in persons for t, i in zip(p.track_ids, p.track_indexes, strict=True)}
+        with st.form("classroom_split_at"):
+            c1, c2 = st.columns(2)
+            piece = c1.selectbox("Track that changes student", list(every))
+            at = c2.number_input("From second", min_value=0.0, step=1.0)
+            if st.form_submit_button("Split at this time") and piece:
+                _run(
+                    classroom.split_track_at,
+                    ctx.store,
+                    ctx.study,
+                    media_id,
+                    ctx.annotator,
+                    every[piece],
+                    at,
+                    done=f"{piece} split at {at:g} s",
+                    owner=ctx.owner,
+                )
     else:
         st.caption("Type your name in the sidebar to rename, merge or split persons.")
     with st.expander("History of changes"):
