@@ -240,7 +240,8 @@ def test_a_study_with_a_roster_gives_every_participant_a_row_with_its_reason(sto
     persons = {m: {p.label: p.person_id for p in store.persons(m)} for m in (m1, m2)}
     roster_services.assign(store, STUDY, m1, {persons[m1]["S01"]: "P1", persons[m1]["S02"]: "P2"}, "owner", owner=True)
     roster_services.assign(store, STUDY, m2, {persons[m2]["S01"]: "P1"}, "owner", owner=True)
-    rows = {(r["participant"], r["media_id"]): r for r in store.study_tables(STUDY).table("participant-recordings").rows}
+    table = store.study_tables(STUDY).table("participant-recordings")
+    rows = {(r["participant"], r["media_id"]): r for r in table.rows}
     assert rows[("P1", m1)]["reason"] == rows[("P2", m1)]["reason"] == "visible"
     assert rows[("P3", m1)]["reason"] == rows[("P3", m2)]["reason"] == "not detected"
     assert rows[("P1", m2)]["visible_share"] > 0 and ("S02", m2) in rows  # an unassigned person keeps their own row
