@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db import face_pages, labels
 from db.labels import ModelKey
 from db.rows import group_name
-from db.schema import Annotation, Annotator, Face, Media, Prediction
+from db.schema import Face, Media
 
 RowBuilder = Callable[[Any, Any, Any], list[Any]]
 """``(face_label, split, classes) -> values``: :func:`db.exports.row_values`, passed in (no import cycle)."""
@@ -157,38 +157,7 @@ def _page_rows(
     windows: dict[int, Any],
     row_values: RowBuilder,
 ) -> list[list[Any]]:
-    ids = {f.id for f in faces}
-    lo, hi = faces[0].id, faces[-1].id
-    dense = hi - lo < 4 * len(ids) + 64
-    pred_where = and_(Prediction.face_id >= lo, Prediction.face_id <= hi) if dense else Prediction.face_id.in_(ids)
-    preds = conn.execute(select(*face_pages._PRED_COLS).where(pred_where).order_by(Prediction.id))
-    by_face: dict[int, Any] = labels.pick_predictions((p for p in preds if p.face_id in ids), primary)
-    tracks = sorted({f.track_id for f in faces if f.track_id is not None})
-    cond = [and_(Annotation.face_id >= lo, Annotation.face_id <= hi) if dense else Annotation.face_id.in_(ids)]
-    if tracks:
-        cond.append(Annotation.track_id.in_(tracks))
-    ann_stmt = (
-        select(*face_pages._ANN_COLS, Annotator.name)
-        .join(Annotator, Annotation.annotator_id == Annotator.id)
-        .where(or_(*cond))
-        .order_by(Annotation.id)
-    )
-    anns = [(a, a.name) for a in conn.execute(ann_stmt) if a.face_id is None or a.face_id in ids]
-    resolved = labels.resolve(anns) if anns else {}
-    need = {
-        f.track_id
-        for f in faces
-        if f.track_id is not None
-        and f.track_id not in windows
-        and (p := by_face.get(f.id)) is not None
-        and p.engagement is None
-    }
-    if need:
-        if len(windows) > 4096:
-            windows.clear()
-        got = labels._track_windows(session, need)
-        for t in need:
-            windows[t] = face_pages._indexed(got.get(t))
+    by_face, resolved, windows = face_pages.page_inputs(session, conn.execute, faces, primary, windows)
     splits: dict[tuple[int, int | None], Any] = {}
     out: list[list[Any]] = []
     count = tally.splits

@@ -125,6 +125,67 @@ def _face_select(study_id: int, *, by_key: bool = False) -> Any:
     )
 
 
+class PageInputs(NamedTuple):
+    """What a page of faces is resolved from: each face's picked prediction, the resolved votes, the track windows."""
+
+    by_face: dict[int, Any]
+    resolved: dict[Any, Any]
+    windows: dict[int, Any]
+
+
+def page_inputs(
+    session: Session,
+    execute: Callable[[Any], Any],
+    faces: Sequence[Any],
+    primary: ModelKey | None,
+    windows: dict[int, Any] | None = None,
+) -> PageInputs:
+    """The predictions, votes and track windows of some faces of one study, read in three indexed queries.
+
+    Args:
+        session: An open session (the track windows are read through it).
+        execute: Runs a statement: ``session.execute``, or a raw connection's ``execute`` (no ORM work per row).
+        faces: The faces (ids ascending make the queries ranges).
+        primary: The study's model run (:func:`db.labels.choose_model`).
+        windows: A cache of track engagement windows kept across pages (filled here).
+    """
+    ids = {f.id for f in faces}
+    lo, hi = min(ids), max(ids)
+    dense = hi - lo < 4 * len(ids) + 64
+    # Dense pages (a keyset page) are read as id ranges, scattered ids with IN.
+    pred_where = and_(Prediction.face_id >= lo, Prediction.face_id <= hi) if dense else Prediction.face_id.in_(ids)
+    preds = execute(select(*_PRED_COLS).where(pred_where).order_by(Prediction.id))
+    by_face: dict[int, Any] = labels.pick_predictions((p for p in preds if p.face_id in ids), primary)
+    tracks = sorted({f.track_id for f in faces if f.track_id is not None})
+    cond = [and_(Annotation.face_id >= lo, Annotation.face_id <= hi) if dense else Annotation.face_id.in_(ids)]
+    if tracks:
+        cond.append(Annotation.track_id.in_(tracks))
+    ann_stmt = (
+        select(*_ANN_COLS, Annotator.name)
+        .join(Annotator, Annotation.annotator_id == Annotator.id)
+        .where(or_(*cond))
+        .order_by(Annotation.id)
+    )
+    anns = [(a, a.name) for a in execute(ann_stmt) if a.face_id is None or a.face_id in ids]
+    resolved = labels.resolve(anns) if anns else {}
+    cache: dict[int, Any] = windows if windows is not None else {}
+    need = {
+        f.track_id
+        for f in faces
+        if f.track_id is not None
+        and f.track_id not in cache
+        and (p := by_face.get(f.id)) is not None
+        and p.engagement is None
+    }
+    if need:
+        if len(cache) > 4096:
+            cache.clear()
+        got = labels._track_windows(session, need)
+        for t in need:
+            cache[t] = _indexed(got.get(t))
+    return PageInputs(by_face, resolved, cache)
+
+
 def labels_of_faces(
     session: Session,
     faces: Sequence[_FaceRow],
@@ -143,41 +204,7 @@ def labels_of_faces(
     """
     if not faces:
         return []
-    ids = {f.id for f in faces}
-    lo, hi = min(ids), max(ids)
-    dense = hi - lo < 4 * len(ids) + 64
-    # Dense pages (a keyset page) are read as id ranges, scattered ids with IN.
-    pred_where = and_(Prediction.face_id >= lo, Prediction.face_id <= hi) if dense else Prediction.face_id.in_(ids)
-    pred_stmt = select(*_PRED_COLS).where(pred_where).order_by(Prediction.id)
-    preds = [p for p in session.execute(pred_stmt) if p.face_id in ids]
-    by_face: dict[int, Any] = labels.pick_predictions(preds, primary)
-    tracks = sorted({f.track_id for f in faces if f.track_id is not None})
-    cond = [and_(Annotation.face_id >= lo, Annotation.face_id <= hi) if dense else Annotation.face_id.in_(ids)]
-    if tracks:
-        cond.append(Annotation.track_id.in_(tracks))
-    ann_stmt = (
-        select(*_ANN_COLS, Annotator.name)
-        .join(Annotator, Annotation.annotator_id == Annotator.id)
-        .where(or_(*cond))
-        .order_by(Annotation.id)
-    )
-    anns = [(a, a.name) for a in session.execute(ann_stmt) if a.face_id is None or a.face_id in ids]
-    resolved = labels.resolve(anns)
-    cache: dict[int, Any] = windows if windows is not None else {}
-    need = {
-        f.track_id
-        for f in faces
-        if f.track_id is not None
-        and f.track_id not in cache
-        and (p := by_face.get(f.id)) is not None
-        and p.engagement is None
-    }
-    if need:
-        if len(cache) > 4096:
-            cache.clear()
-        got = labels._track_windows(session, need)
-        for t in need:
-            cache[t] = _indexed(got.get(t))
+    by_face, resolved, cache = page_inputs(session, session.execute, faces, primary, windows)
     return [
         labels._face_label(
             f,
