@@ -69,6 +69,22 @@ class SchemaOutdatedError(StoreError):
         )
 
 
+class FileRefusedError(StoreError):
+    """A file (or one edit) refused whole, every problem named (the first 20 shown); nothing of it was written.
+
+    Attributes:
+        problems: One line per problem, each naming its line of the file.
+    """
+
+    REFUSED = "nothing changed, fix these and try again"
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        shown = problems[:20]
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{source}: {self.REFUSED}:\n" + "\n".join(shown) + more)
+        self.problems = problems
+
+
 class ImportLabelsError(StoreError):
     """A labels file could not be imported; nothing of it was applied.
 

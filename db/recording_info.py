@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, undefer
 
 from db import repo
-from db.errors import StoreError
+from db.errors import FileRefusedError
 from db.schema import Media
 from db.segments import _find_media
 
@@ -26,14 +26,8 @@ COLUMNS = ("media", "course", "recording", "date")
 MAX_LEN = 200
 
 
-class RecordingInfoError(StoreError):
+class RecordingInfoError(FileRefusedError):
     """Recording metadata (a CSV file or one edit) was refused; nothing was changed."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        shown = problems[:20]
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{source}: nothing changed, fix these and try again:\n" + "\n".join(shown) + more)
-        self.problems = problems
 
 
 @dataclass(frozen=True)

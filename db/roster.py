@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from db import repo
 from db.codecs import features_from_bytes
-from db.errors import StoreError
+from db.errors import FileRefusedError
 from db.persons import PersonRow, current_persons
 from db.schema import Annotator, Face, Media, Participant, PersonAssignment, RosterExpected, Track
 
@@ -52,14 +52,8 @@ REMEMBER_MIN_SIMILARITY = 0.5
 _SAMPLE_FACES = 64
 
 
-class RosterError(StoreError):
+class RosterError(FileRefusedError):
     """A roster, expected-list or assignment file (or one assignment) was refused; nothing was written."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        shown = problems[:20]
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{source}: nothing changed, fix these and try again:\n" + "\n".join(shown) + more)
-        self.problems = problems
 
 
 @dataclass(frozen=True)

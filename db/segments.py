@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import repo
-from db.errors import StoreError
+from db.errors import FileRefusedError
 from db.schema import LectureSegment, Media
 
 COLUMNS = ("media", "name", "start_s", "end_s")
@@ -29,14 +29,10 @@ DURATION_SLACK_S = 0.5
 """An end up to this much after the stored duration is accepted (frame times round)."""
 
 
-class SegmentsError(StoreError):
+class SegmentsError(FileRefusedError):
     """A segments file or a new segment was refused; nothing was written."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
-        shown = problems[:20]
-        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{source}: nothing imported, fix these and import again:\n" + "\n".join(shown) + more)
-        self.problems = problems
+    REFUSED = "nothing imported, fix these and import again"
 
 
 @dataclass(frozen=True)
