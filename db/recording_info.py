@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, undefer
 from db import repo
 from db.errors import FileRefusedError
 from db.schema import Media
-from db.segments import _find_media
+from db.segments import find_video
 
 COLUMNS = ("media", "course", "recording", "date")
 MAX_LEN = 200
@@ -145,7 +145,7 @@ def import_recording_info(session: Session, study: str, path: Path) -> list[Reco
             problems.append(f"{where}: {len(row)} fields, the header has {len(cols)}")
             continue
         values = {c: v.strip() for c, v in zip(cols, row, strict=True)}
-        media = _find_media(session, st.id, values.pop("media"))
+        media = find_video(session, st.id, values.pop("media"))
         if media is None:
             problems.append(f"{where}: no video {row[cols.index('media')].strip()!r} in study {study!r}")
         elif media.id in seen:

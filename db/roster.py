@@ -38,6 +38,7 @@ from db.codecs import features_from_bytes
 from db.errors import FileRefusedError
 from db.persons import PersonRow, current_persons
 from db.schema import Annotator, Face, Media, Participant, PersonAssignment, RosterExpected, Track
+from db.segments import find_video
 
 Reason = Literal["visible", "camera-off or away", "not detected", "absent"]
 """Why a participant has (or has no) faces in a recording or a span of it."""
@@ -183,16 +184,6 @@ def import_roster(session: Session, study: str, path: Path) -> int:
     return len(rows)
 
 
-def _recording(session: Session, study_id: int, ref: str) -> Media | None:
-    base = select(Media).where(Media.study_id == study_id, Media.kind == "video")
-    if ref.isdigit():
-        m = session.scalar(base.where(Media.id == int(ref)))
-        if m is not None:
-            return m
-    found = list(session.scalars(base.where((Media.filename == ref) | (Media.sha256 == ref.lower()))))
-    return found[0] if len(found) == 1 else None
-
-
 def _participant_ids(session: Session, study_id: int) -> dict[str, int]:
     stmt = select(Participant.code, Participant.id).where(Participant.study_id == study_id)
     return {c: i for c, i in session.execute(stmt)}
@@ -209,7 +200,7 @@ def import_expected(session: Session, study: str, path: Path) -> int:
     problems: list[str] = []
     lists: dict[int, dict[int, int]] = {}
     for line, d in _read(path, EXPECTED_COLUMNS):
-        media = _recording(session, st.id, d["recording"])
+        media = find_video(session, st.id, d["recording"])
         if media is None:
             problems.append(f"line {line}: no recording {d['recording']!r} in study {study!r}")
         if d["participant"] not in codes:
@@ -336,7 +327,7 @@ def import_assignments(session: Session, study: str, path: Path, annotator: str)
     plans: dict[int, dict[int, tuple[int, int]]] = {}  # media -> person -> (participant, line)
     persons_of: dict[int, list[PersonRow]] = {}
     for line, d in _read(path, ASSIGN_COLUMNS):
-        media = _recording(session, st.id, d["recording"])
+        media = find_video(session, st.id, d["recording"])
         if media is None:
             problems.append(f"line {line}: no recording {d['recording']!r} in study {study!r}")
             continue

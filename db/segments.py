@@ -89,7 +89,8 @@ def _check(items: list[tuple[str, Media, str, float, float]], session: Session) 
     return problems
 
 
-def _find_media(session: Session, study_id: int, ref: str) -> Media | None:
+def find_video(session: Session, study_id: int, ref: str) -> Media | None:
+    """The study's video that ``ref`` names: its media id, file name or sha256 (None: none, or several by name)."""
     ref = ref.strip()
     base = select(Media).where(Media.study_id == study_id, Media.kind == "video")
     if ref.isdigit():
@@ -137,7 +138,7 @@ def import_segments(session: Session, study: str, path: Path, created_by: str | 
             problems.append(f"{where}: {len(row)} fields, the header has {len(cols)}")
             continue
         d = dict(zip(cols, row, strict=True))
-        media = _find_media(session, st.id, d["media"])
+        media = find_video(session, st.id, d["media"])
         if media is None:
             problems.append(
                 f"{where}: no video {d['media'].strip()!r} in study {study!r} (give its media id, its "
