@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from core.settings import cpu_share, take_on
-from models.decode import ResumePoint
+from models.decode import ResumePoint, may_jump
 from models.engagement import EngagementModel
 from models.faces import FaceDetector
 from models.recognizer import EmotionRecognizer
@@ -88,6 +88,16 @@ def sampled_frames(times: Sequence[float], fps: float | None) -> list[int]:
     return out
 
 
+def _times_may_jump(path: str | Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            return may_jump(container)
+    except (av.FFmpegError, OSError):
+        return False  # the reader says what is wrong with the file
+
+
 def plan_ranges(
     path: str | Path,
     fps: float | None,
@@ -108,11 +118,12 @@ def plan_ranges(
         times: The frames' times (:func:`frame_times`), when already read.
 
     Returns:
-        The ranges in time order; one range (the whole video) when it is too short to cut or its packets lack
-        timestamps.
+        The ranges in time order; one range (the whole video) when it is too short to cut, its packets lack
+        timestamps, or its container allows timestamp jumps (MPEG-TS/PS: a range seeks by time, which lands elsewhere
+        after a jump).
     """
     whole = [VideoRange(number=0, start=None, stop_index=None, start_s=0.0, end_s=None)]
-    if parts <= 1:
+    if parts <= 1 or _times_may_jump(path):
         return whole
     times = frame_times(path) if times is None else times
     if len(times) < 2:

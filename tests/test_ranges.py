@@ -116,6 +116,15 @@ def test_too_short_or_adaptive_is_left_to_one_process(gallery):
     assert analyze_video_ranges(gallery, "g.mp4", open_models, 5.0, workers=2, config=adaptive, min_range_s=0.5) is None
 
 
+def test_a_joined_ts_is_never_cut(tmp_path):
+    """Times jump back in a joined MPEG-TS: a range that seeks by time would land elsewhere, so it stays whole."""
+    from tests.hostile import joined_ts, real_frames
+
+    ts = joined_ts(tmp_path / "joined.ts", real_frames(40), parts=2)
+    mp4_like = plan_ranges(ts, 5.0, 2, min_range_s=0.5, times=[i / 10 for i in range(40)])
+    assert [r.start for r in mp4_like] == [None] and len(mp4_like) == 1
+
+
 def test_a_range_resumes_on_its_own(gallery, detector, recognizer, one_process):
     config = VideoConfig(detect_every=2, chunk_frames=4)  # stretches of 4 frames: several in a range
     middle = plan_ranges(gallery, None, 3, detect_every=2, min_range_s=0.5)[1]
