@@ -605,7 +605,10 @@ def fill(
     """Fills the study :data:`STUDY` of an upgraded, empty store with ``shape``; returns what it did."""
     if path not in ("product", "bulk"):
         raise ValueError(f"unknown fill path {path!r}: use product or bulk")
+    from db.maintenance import checkpoint
+
     rep = FillReport()
+    checkpoint(store.engine)  # an upgrade's writes may still sit in the WAL: the empty store's size is its file's
     empty = db_bytes(store)
     recs = plan(shape)
     media_ids = []
@@ -615,8 +618,6 @@ def fill(
             log(f"  {rec.name}: {rec.n_faces} faces, {len(rec.tracks)} tracks ({rep.faces}/{shape.faces})")
     with tempfile.TemporaryDirectory(prefix="affectlab-scale-votes-") as tmp:
         add_people(store, shape, media_ids, rep, Path(tmp))
-    from db.maintenance import checkpoint
-
     checkpoint(store.engine)  # the WAL into the file: its size is the study's
     rep.db_bytes = db_bytes(store) - empty
     return rep
