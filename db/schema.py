@@ -68,6 +68,7 @@ class Study(Base):
 
     __tablename__ = "studies"
     __table_args__ = (CheckConstraint("double_share >= 0 AND double_share <= 1", name="double_share"),)
+    __mapper_args__ = {"eager_defaults": False}  # no RETURNING of server defaults: see persons_by_annotators
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -81,7 +82,8 @@ class Study(Base):
     """Privacy for minors: faces are blurred wherever the app shows them to anyone but the study's owners."""
     keep_video_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Store every video face's crop even when the recording is kept (by default such crops are re-cut from it)."""
-    persons_by_annotators: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Deferred, no Python default: migrations before 0027 load and insert Study rows with today's ORM.
+    persons_by_annotators: Mapped[bool] = mapped_column(Boolean, server_default="0", deferred=True)
     """Annotators may rename, merge and split persons and assign them (by default owners only, :mod:`db.roster`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
