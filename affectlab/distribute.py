@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from affectlab.analysis import FileOutcome, Options, Source, setup_message
-from affectlab.orphans import exit_with_parent
+from affectlab.orphans import exit_with_parent, start_apart
 from core.settings import child_env, passed_on, take_on
 from models.errors import AffectLabError
 
@@ -215,7 +215,7 @@ def run_local(job: Job, files: Sequence[Path], workers: int) -> Iterator[FileOut
     def start() -> None:
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_worker_main, args=(job, threads, child), daemon=True)
-        proc.start()
+        start_apart(proc)
         child.close()
         slots.append(_Slot(proc, parent))
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from affectlab.orphans import exit_with_parent
+from affectlab.orphans import exit_with_parent, start_apart
 from core.settings import take_on
 from db.claims import Claimant
 from db.ranges import RangePlan, RangeState
@@ -323,7 +323,7 @@ def _start_workers(
         proc = ctx.Process(
             target=_range_worker, args=(opener, path, name, fps, s, config, commit_every_s, out), daemon=True
         )
-        proc.start()
+        start_apart(proc)
         procs[s.plan.number] = proc
 
     def run() -> None:
