@@ -111,7 +111,7 @@ def _settings_names() -> set[str]:
 
     return set(
         re.findall(
-            r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b", (ROOT / "affectlab" / "settings.py").read_text()
+            r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b", (ROOT / "core" / "settings.py").read_text()
         )
     )
 
