@@ -110,9 +110,7 @@ def _settings_names() -> set[str]:
     import re
 
     return set(
-        re.findall(
-            r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b", (ROOT / "core" / "settings.py").read_text()
-        )
+        re.findall(r"\b(?:AFFECTLAB_[A-Z_]+|DATABASE_URL|SPACE_ID|PORT)\b", (ROOT / "core" / "settings.py").read_text())
     )
 
 
