@@ -154,7 +154,7 @@ class AnalysisService:
         return self._stored(source.name, prepared)
 
     def _stored(self, name: str, prepared: Prepared) -> FileOutcome | None:
-        existing = self.store.media_by_sha256(self.study, prepared.sha256)
+        existing = self.store.recordings.media_by_sha256(self.study, prepared.sha256)
         if existing is not None and existing.analysis_status == "complete":
             return _skipped(name, existing.id, existing.kind, existing.n_faces)
         return None
@@ -200,14 +200,14 @@ class AnalysisService:
     def _media_id(self, prepared: Prepared) -> int | None:
         """The media item of a failed file (a partial video's), None when there is none or the store cannot say."""
         try:
-            media = self.store.media_by_sha256(self.study, prepared.sha256)
+            media = self.store.recordings.media_by_sha256(self.study, prepared.sha256)
         except Exception:  # the store is what failed: the outcome goes without the id
             return None
         return media.id if media is not None else None
 
     def _release(self, prepared: Prepared) -> None:
         try:
-            self.store.release_claim(self.study, prepared.sha256, self.claimant)
+            self.store.ingest.release_claim(self.study, prepared.sha256, self.claimant)
         except Exception:  # the claim then goes stale; the next run takes it over
             log.warning("could not release the claim on %s", prepared.sha256[:12], exc_info=True)
 
@@ -221,7 +221,7 @@ class AnalysisService:
             raise _ModelsUnavailable(exc) from exc
 
     def _image(self, name: str, prepared: Prepared) -> FileOutcome:
-        row = self.store.claim(self.study, prepared.sha256, self.claimant)
+        row = self.store.ingest.claim(self.study, prepared.sha256, self.claimant)
         if row is not None:  # completed by another run meanwhile
             return _skipped(name, row.id, row.kind, row.n_faces)
         session = self._models()
@@ -231,7 +231,7 @@ class AnalysisService:
             wanted = self._wanted_detection(None, None, lambda: detection.still(data))
             session = session.with_detection(wanted.min_face_size, wanted.detect_max_side)
             image = session.analyze_image(prepared.data, name, keep_crops=True)
-        rep = self.store.ingest_results(
+        rep = self.store.ingest.ingest_results(
             self.study,
             prepared.data,
             name,
@@ -268,7 +268,7 @@ class AnalysisService:
         from models.decode import probe_video
 
         probe = probe_video(path, name, self.options.stream)
-        state = self.store.begin_video(
+        state = self.store.ingest.begin_video(
             self.study,
             prepared.data if prepared.data is not None else path,
             name,
@@ -393,7 +393,7 @@ class AnalysisService:
             if chunk.until is None or (resume is not None and chunk.until.index == resume.index):
                 continue
             prepared.check_unchanged(name)  # the frames of this stretch were read from the bytes hashed
-            n, c, f = self.store.store_chunk(
+            n, c, f = self.store.ingest.store_chunk(
                 state.media_id,
                 chunk.faces,
                 until_s=chunk.until.time_s,
@@ -424,7 +424,7 @@ class AnalysisService:
         face_tracks: dict[int, int] = {}
         track_faces: dict[int, list[tuple[int, float]]] = {}
         after = -1
-        while batch := self.store.stored_frames(state.media_id, after):
+        while batch := self.store.ingest.stored_frames(state.media_id, after):
             for fr in batch:
                 ids = replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
                 for fid, tid in zip(fr.face_ids, ids, strict=True):
@@ -434,7 +434,7 @@ class AnalysisService:
 
         def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
             faces = track_faces.get(t.track, [])
-            return self.store.features_of([fid for fid, _ in faces]), [ts for _, ts in faces]
+            return self.store.ingest.features_of([fid for fid, _ in faces]), [ts for _, ts in faces]
 
         spec = session.recognizer.spec
         scored = score_tracks(
@@ -453,7 +453,7 @@ class AnalysisService:
             warnings.append(f"engagement: {scored.note}")
         tracks = scored.results()
         duration = last.duration if last.duration else probe.duration
-        self.store.finish_video(
+        self.store.ingest.finish_video(
             state.media_id,
             face_tracks,
             tracks,
@@ -514,7 +514,7 @@ def _heartbeat(store: LabelStore, study: str, sha256: str, claimant: Claimant) -
     def beat() -> None:
         while not stop.wait(HEARTBEAT_S):
             try:
-                store.heartbeat(study, sha256, claimant)
+                store.ingest.heartbeat(study, sha256, claimant)
             except Exception as exc:  # a lost claim is found by the next write, which stops the run
                 log.info("heartbeat of %s: %s", sha256[:12], exc)
 

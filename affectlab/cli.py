@@ -363,7 +363,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
 
     store = LabelStore.from_settings(Settings.from_env())
     try:
-        tables = store.class_tables(args.study)
+        tables = store.classroom.class_tables(args.study)
     finally:
         store.close()
     kinds = args.kind or class_figures.KINDS

@@ -70,7 +70,7 @@ def plan_for(
     """
     from models import ranges
 
-    stored = store.range_states(media_id)
+    stored = store.ingest.range_states(media_id)
     if stored:
         return stored
     if not fresh or session.range_workers <= 1 or session.opener is None or session.video.adaptive is not None:
@@ -92,7 +92,7 @@ def plan_for(
         )
         for r in cut
     ]
-    return store.plan_ranges(media_id, plan)
+    return store.ingest.plan_ranges(media_id, plan)
 
 
 def resume_point(state: RangeState) -> ResumePoint | None:
@@ -183,7 +183,7 @@ class _Storer:
             if not moved and not chunk.done:
                 return
             self.check()  # the frames of this stretch were read from the bytes hashed
-            n, c, f = self.store.store_chunk(
+            n, c, f = self.store.ingest.store_chunk(
                 self.media_id,
                 chunk.faces,
                 until_s=until.time_s if until is not None else 0.0,

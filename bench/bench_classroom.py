@@ -1,7 +1,7 @@
 """The Classroom page over a filled study (issue 24 item 7): seconds per render, before and after, side by side.
 
 "before" is what the page's "Class over time" did until issue 24: the class tables, then each of the three tables
-exported through ``LabelStore.export`` (which computed the tables again) for the owner's CSV downloads: four
+exported through ``Exports.export`` (which computed the tables again) for the owner's CSV downloads: four
 computations per render. "after" is :func:`webapp.services.classroom.class_over_time` now: the tables once, the CSV
 files written only when someone downloads them. Both run in one process, alternately, warm (the per-recording sums
 of :mod:`db.classroom` cached) and cold (cache cleared first: a new server process, or a recording whose persons
@@ -39,7 +39,7 @@ STUDY = "scale"
 
 def before(store: LabelStore, study: str) -> None:
     """The section as it was: the tables, then the three CSV downloads each through an export."""
-    store.class_tables(study)
+    store.classroom.class_tables(study)
     for t in classroom.CLASS_TABLES:
         classroom.class_table_bytes(store, study, t)
 
@@ -80,8 +80,8 @@ def person_change(store: LabelStore, runs: int) -> None:
         db_classroom.clear_cache()
         before_s.append(_time(lambda: after(store, STUDY)))
         after(store, STUDY)  # warm again
-        person = store.persons(media_id)[i % 2]
-        store.rename_person(person.person_id, f"S-{i:02d}", "bench", owner=True)
+        person = store.classroom.persons(media_id)[i % 2]
+        store.classroom.rename_person(person.person_id, f"S-{i:02d}", "bench", owner=True)
         after_s.append(_time(lambda: after(store, STUDY)))
     b, a = statistics.median(before_s), statistics.median(after_s)
     print(f"  after a rename: before {b:.3f}  after {a:.3f}  before/after {b / a:.1f}x")
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     store = LabelStore(url, data_dir=data)
     store.upgrade()  # the bench's own copy: a database filled before the newest migration
     try:
-        tables = store.class_tables(STUDY)
+        tables = store.classroom.class_tables(STUDY)
         n = {r["media_id"] for r in tables.minutes}
         print(f"study {STUDY!r}: {len(n)} recordings, {len(tables.minutes)} student-minute rows")
         services(store, args.runs)

@@ -88,7 +88,7 @@ def _run(db: str, fmt: str, design: str, out: str, results: Any) -> None:
     from db.services import LabelStore
 
     store = LabelStore(f"sqlite:///{db}", data_dir=Path(out).parent / "data")
-    study = store.studies()[0].name
+    study = store.recordings.studies()[0].name
     t0, c0 = time.perf_counter(), time.process_time()
     if design == "before" and fmt == "csv":
         store.transaction(lambda s: _before_csv(s, study, Path(out)), write=False)
@@ -147,7 +147,7 @@ def main() -> int:
     from db.services import LabelStore
 
     store = LabelStore(f"sqlite:///{db}", data_dir=tmp / "data")
-    faces = store.studies()[0].n_faces
+    faces = store.recordings.studies()[0].n_faces
     store.close()
     ctx = mp.get_context("spawn")
     suffix = {"csv": ".csv", "parquet": ".parquet", "features": ".npz"}

@@ -77,7 +77,7 @@ def main() -> None:
     print(f"labels file: {labels.stat().st_size / 1e6:.1f} MB, {len(ids)} rows")
     for run in ("first import", "same file again"):
         t = time.perf_counter()
-        rep = store.import_labels("bench", labels, "alice")
+        rep = store.review.import_labels("bench", labels, "alice")
         total = time.perf_counter() - t
         print(
             f"{run}: {rep.rows} rows, {rep.annotations_added} votes added, {rep.rows / total:,.0f} rows/s, "

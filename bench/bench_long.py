@@ -136,14 +136,14 @@ def main() -> int:
 
         options = Options(fps=args.sample_fps, commit_every_s=args.commit_every, keep_file=False)
         chunks = 0
-        counted = store.store_chunk
+        counted = store.ingest.store_chunk
 
         def count_chunks(*a, **k):  # type: ignore[no-untyped-def]
             nonlocal chunks
             chunks += 1
             return counted(*a, **k)
 
-        store.store_chunk = count_chunks  # type: ignore[method-assign]
+        store.ingest.store_chunk = count_chunks  # type: ignore[method-assign]
 
         def analyze(study: str, progress: Callable[[float, float | None], None] | None = None) -> FileOutcome:
             service = AnalysisService(store, study, lambda: session, options)
@@ -151,7 +151,7 @@ def main() -> int:
 
         t0 = time.perf_counter()
         out = analyze("bench", progress)
-        store.store_chunk = counted  # type: ignore[method-assign]
+        store.ingest.store_chunk = counted  # type: ignore[method-assign]
         took = time.perf_counter() - t0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         duration = out.duration_s or args.minutes * 60
@@ -181,7 +181,7 @@ def main() -> int:
             pass
 
         stored = 0
-        original = store.store_chunk
+        original = store.ingest.store_chunk
 
         def store_then_maybe_stop(*a, **k):  # type: ignore[no-untyped-def]
             nonlocal stored
@@ -191,10 +191,10 @@ def main() -> int:
                 raise Stop
             return res
 
-        store.store_chunk = store_then_maybe_stop  # type: ignore[method-assign]
+        store.ingest.store_chunk = store_then_maybe_stop  # type: ignore[method-assign]
         with contextlib.suppress(Stop):
             analyze("resume")
-        store.store_chunk = original  # type: ignore[method-assign]
+        store.ingest.store_chunk = original  # type: ignore[method-assign]
         t0 = time.perf_counter()
         again = analyze("resume")
         print(

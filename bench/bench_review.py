@@ -49,7 +49,7 @@ def _seed(data: Path, n_faces: int) -> None:
         name = f"img{i:03d}.png"
         labels = [classes[(i + k) % len(classes)] for k in range(3)]
         conf = [0.2 + 0.6 * ((i * 3 + k) % 17) / 17 for k in range(3)]
-        store.ingest_results(
+        store.ingest.ingest_results(
             "default", png_bytes(i, (200, 90)), name, fake_results(name, boxes, labels, seed=i, confidence=conf)
         )
     store.close()

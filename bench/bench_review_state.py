@@ -88,7 +88,7 @@ def _model_only_status(study_id: int, faces: list[dict[str, Any]], preds: list[d
 def fill(store: LabelStore, n: int, seed: int = 0, *, rebuild: bool = False) -> dict[str, float]:
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    store.set_study_settings(STUDY, StudySettings(double_share=0.2))
+    store.review.set_study_settings(STUDY, StudySettings(double_share=0.2))
 
     people = status._Dirty()
 
@@ -208,39 +208,43 @@ def actions(store: LabelStore, old: bool) -> dict[str, float]:
     rng = random.Random(1)
     out: dict[str, float] = {}
 
-    shown = [store.review_queue(STUDY, "uncertainty", annotator="ann1").items[0].face_id]
+    shown = [store.review.review_queue(STUDY, "uncertainty", annotator="ann1").items[0].face_id]
 
     def key_press() -> None:  # the vote on the face shown, the queue with its counts, the next face
-        store.correct_face(shown[0], "ann1", label=rng.choice(EMOTIONS_8))
-        q = store.review_queue(STUDY, "uncertainty", annotator="ann1")
-        shown[0] = store.face(q.items[0].face_id).face_id
+        store.review.correct_face(shown[0], "ann1", label=rng.choice(EMOTIONS_8))
+        q = store.review.review_queue(STUDY, "uncertainty", annotator="ann1")
+        shown[0] = store.recordings.face(q.items[0].face_id).face_id
 
-    out["open review"] = timed(lambda: store.review_queue(STUDY, "uncertainty", annotator="ann1"))
+    out["open review"] = timed(lambda: store.review.review_queue(STUDY, "uncertainty", annotator="ann1"))
     out["key press"] = timed(key_press)
     out["skip"] = timed(
-        lambda: store.skip(store.review_queue(STUDY, annotator="ann2", limit=1).items[0].face_id, "ann2")
+        lambda: store.review.skip(store.review.review_queue(STUDY, annotator="ann2", limit=1).items[0].face_id, "ann2")
     )
-    out["queue valence"] = timed(lambda: store.review_queue(STUDY, "valence", annotator="ann1"))
-    out["queue disagreement"] = timed(lambda: store.review_queue(STUDY, "disagreement", annotator="ann1"))
-    out["filter file"] = timed(lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(media_id=media_id)))
+    out["queue valence"] = timed(lambda: store.review.review_queue(STUDY, "valence", annotator="ann1"))
+    out["queue disagreement"] = timed(lambda: store.review.review_queue(STUDY, "disagreement", annotator="ann1"))
+    out["filter file"] = timed(
+        lambda: store.review.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(media_id=media_id))
+    )
     out["filter class"] = timed(
-        lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(model_label="Anger"))
+        lambda: store.review.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(model_label="Anger"))
     )
     out["filter track"] = timed(
-        lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(track_id=track_id))
+        lambda: store.review.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(track_id=track_id))
     )
     out["filter labelled_by"] = timed(
-        lambda: store.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(labelled_by="ann2"))
+        lambda: store.review.review_queue(STUDY, annotator="ann1", flt=ReviewFilter(labelled_by="ann2"))
     )
-    out["my labels (first 50)"] = timed(lambda: store.labels_page(STUDY, "ann1", limit=50))
-    later = [store.labels_page(STUDY, "ann1", limit=50).after]
-    out["my labels (a later page)"] = timed(lambda: store.labels_page(STUDY, "ann1", after=later[0], limit=50))
+    out["my labels (first 50)"] = timed(lambda: store.review.labels_page(STUDY, "ann1", limit=50))
+    later = [store.review.labels_page(STUDY, "ann1", limit=50).after]
+    out["my labels (a later page)"] = timed(lambda: store.review.labels_page(STUDY, "ann1", after=later[0], limit=50))
     out["my labels by class (first 50)"] = timed(
-        lambda: store.labels_page(STUDY, "ANN1", ReviewFilter(model_label="Anger"), limit=50)
+        lambda: store.review.labels_page(STUDY, "ANN1", ReviewFilter(model_label="Anger"), limit=50)
     )
     if old:
-        out["OLD my labels (all)"] = timed(lambda: store.browse(STUDY, ReviewFilter(labelled_by="ann1")), repeat=1)
-    out["stats"] = timed(lambda: store.stats(STUDY), repeat=1)
+        out["OLD my labels (all)"] = timed(
+            lambda: store.review.browse(STUDY, ReviewFilter(labelled_by="ann1")), repeat=1
+        )
+    out["stats"] = timed(lambda: store.exports.stats(STUDY), repeat=1)
     if old:
 
         def old_queue() -> None:

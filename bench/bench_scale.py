@@ -231,7 +231,7 @@ def a_db_stats(ctx: Ctx) -> None:
 
 def _export(ctx: Ctx, fmt: str, suffix: str) -> None:
     out = ctx.tmp / f"export-{fmt}-{time.monotonic_ns()}{suffix}"
-    ctx.store.export(ctx.study, fmt, out)
+    ctx.store.exports.export(ctx.study, fmt, out)
     if out.is_dir():
         shutil.rmtree(out)
     else:

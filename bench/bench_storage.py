@@ -126,7 +126,7 @@ def synthetic(n_faces: int) -> None:
             store.upgrade()
             empty = db_used_bytes(db)
             info = MediaInfo(kind="video", width=1280, height=720, duration_s=3600.0, fps=25.0)
-            state = store.begin_video("s", b"x" * 1000, "lecture.mp4", info, keep_file=True)
+            state = store.ingest.begin_video("s", b"x" * 1000, "lecture.mp4", info, keep_file=True)
             boxes = [(80.0 * k, 40.0, 80.0 * k + 104, 144.0) for k in range(16)]
             frame = 0
             while frame * 16 < n_faces:
@@ -136,7 +136,7 @@ def synthetic(n_faces: int) -> None:
                         feats = np.abs(rng.normal(0.3, 0.4, 1280)).astype(np.float32)
                         pred = dataclasses.replace(r.prediction, features=feats)
                         results.append(dataclasses.replace(r, frame=fr * 5, time_s=fr * 0.2, prediction=pred))
-                store.store_chunk(
+                store.ingest.store_chunk(
                     state.media_id,
                     results,
                     until_s=(frame + 149) * 0.2,
@@ -215,7 +215,7 @@ def main() -> int:
             db = tmp / f"{name}.sqlite3"
             store = LabelStore(f"sqlite:///{db}", data_dir=tmp / name, feature_codec=codec)
             store.upgrade()
-            store.set_keep_video_crops("lecture", keep)
+            store.upkeep.set_keep_video_crops("lecture", keep)
             empty = db_used_bytes(db)
             t0 = time.perf_counter()
             service = AnalysisService(store, "lecture", lambda: session, Options(fps=5.0, keep_file=True))
@@ -252,7 +252,7 @@ def main() -> int:
         print(f"{'60-min 16-student lecture (288,000 faces), MB':<44}{lec_b:>10.0f}{lec_a:>10.0f}")
 
         # What compact features change, on the same faces (the analysis is deterministic: same boxes).
-        fb, fa = stores["before"].faces("lecture"), stores["after"].faces("lecture")
+        fb, fa = stores["before"].recordings.faces("lecture"), stores["after"].recordings.faces("lecture")
         kb = {(f.frame, f.box): f for f in fb}
         ka = {(f.frame, f.box): f for f in fa}
         same = kb.keys() == ka.keys()
@@ -262,8 +262,14 @@ def main() -> int:
         pa_of = dict(column_rows(tmp / "after.sqlite3", PERSONS_SQL))
         person_pairs = {(pb_of.get(kb[k].track_index), pa_of.get(ka[k].track_index)) for k in kb if k in ka}
         persons_equal = len(person_pairs) == len({p for p, _ in person_pairs}) == len({p for _, p in person_pairs})
-        eng_b = {t.track_index: t for t in stores["before"].tracks(stores["before"].media("lecture")[0].id)}
-        eng_a = {t.track_index: t for t in stores["after"].tracks(stores["after"].media("lecture")[0].id)}
+        eng_b = {
+            t.track_index: t
+            for t in stores["before"].recordings.tracks(stores["before"].recordings.media("lecture")[0].id)
+        }
+        eng_a = {
+            t.track_index: t
+            for t in stores["after"].recordings.tracks(stores["after"].recordings.media("lecture")[0].id)
+        }
         diffs = [
             abs((eng_b[tb].engagement_score or 0) - (eng_a[ta].engagement_score or 0))
             for tb, ta in track_pairs
@@ -289,8 +295,8 @@ def main() -> int:
             f"{np.abs(f32 - u8).max():.2e} (values up to {np.abs(f32).max():.2f})"
         )
         # Re-cut crops equal the stored ones.
-        cb = stores["before"].face_crops(ids[:400])
-        ca = stores["after"].face_crops([ka[(f.frame, f.box)].face_id for f in fb[:400]])
+        cb = stores["before"].recordings.face_crops(ids[:400])
+        ca = stores["after"].recordings.face_crops([ka[(f.frame, f.box)].face_id for f in fb[:400]])
         equal = sum(
             np.array_equal(decode_png(cb[f.face_id]), decode_png(ca[ka[(f.frame, f.box)].face_id])) for f in fb[:400]
         )
@@ -299,7 +305,7 @@ def main() -> int:
         took_export = {}
         for name, store in stores.items():
             t0 = time.perf_counter()
-            rep_x = store.export("lecture", "imagefolder", tmp / f"{name}.zip")
+            rep_x = store.exports.export("lecture", "imagefolder", tmp / f"{name}.zip")
             took_export[name] = (time.perf_counter() - t0) / max(rep_x.n_faces, 1)
         print(
             f"imagefolder export: {1000 * took_export['before']:.1f} ms per face from stored crops, "
@@ -307,7 +313,7 @@ def main() -> int:
             f"(100,000 faces: {took_export['before'] * 1e5 / 60:.0f} / {took_export['after'] * 1e5 / 60:.0f} min)"
         )
         t0 = time.perf_counter()
-        rep = stores["after"].compact("lecture", drop_features=True, vacuum=True)
+        rep = stores["after"].upkeep.compact("lecture", drop_features=True, vacuum=True)
         dropped = db_used_bytes(tmp / "after.sqlite3")
         print(
             f"after `db compact --drop-features --vacuum` ({time.perf_counter() - t0:.1f} s, "

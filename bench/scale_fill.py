@@ -14,12 +14,12 @@ transaction apiece), and each recording gets four lecture segments.
 Paths (``--path``):
 
 - ``product`` (default): exactly what the analysis service (``affectlab.analysis``) does with a video:
-  :meth:`LabelStore.begin_video`, one :meth:`LabelStore.store_chunk` per 30 s of video with typed
+  :meth:`Ingest.begin_video`, one :meth:`Ingest.store_chunk` per 30 s of video with typed
   :class:`models.types.FaceResult` s (the crop is PNG-encoded per face by :func:`db.ingest.face_in`, as in the
-  product), then :meth:`LabelStore.finish_video` with :class:`models.types.TrackResult` s (tracks, engagement
+  product), then :meth:`Ingest.finish_video` with :class:`models.types.TrackResult` s (tracks, engagement
   windows, persons). Votes by
-  :meth:`LabelStore.import_labels` (a CSV per annotator), track votes by :meth:`LabelStore.correct_track`, undos by
-  :meth:`LabelStore.undo`, skips by :meth:`LabelStore.skip`, segments by :meth:`LabelStore.add_segment`.
+  :meth:`Review.import_labels` (a CSV per annotator), track votes by :meth:`Review.correct_track`, undos by
+  :meth:`Review.undo`, skips by :meth:`Review.skip`, segments by :meth:`Classroom.add_segment`.
 - ``bulk``: the same rows, with the faces and predictions of each 30 s stretch written by two bulk inserts (the
   crops of a recording encoded once per crop of the pool instead of once per face) instead of the ORM unit of work;
   everything else as ``product``. ``tests/test_bench_scale.py`` checks both paths store equal tables.
@@ -460,7 +460,7 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
     pngs = [encode_png(c) for c in pool] if pool is not None and path == "bulk" else None
     info = MediaInfo(kind="video", width=WIDTH, height=HEIGHT, duration_s=rec.duration_s, fps=VIDEO_FPS)
     data = f"bench-scale {shape.seed} {rec.index}".encode()
-    state = store.begin_video(STUDY, data, rec.name, info, uploaded_by=OWNER, sha256=rec.sha256(shape.seed))
+    state = store.ingest.begin_video(STUDY, data, rec.name, info, uploaded_by=OWNER, sha256=rec.sha256(shape.seed))
     media_id = state.media_id
     tracks = track_results(rec)
     t_tracks = 0.0
@@ -469,7 +469,9 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
         # their track ids: on SQLite the product's later UPDATE of every face's track id rewrites each row whole,
         # crop and features included.
         t1 = time.perf_counter()
-        store.finish_video(media_id, {}, tracks, duration_s=rec.duration_s, fps=VIDEO_FPS, width=WIDTH, height=HEIGHT)
+        store.ingest.finish_video(
+            media_id, {}, tracks, duration_s=rec.duration_s, fps=VIDEO_FPS, width=WIDTH, height=HEIGHT
+        )
         t_tracks = time.perf_counter() - t1
         track_ids = _track_ids(store, media_id)
         for batch, _last in batches(rec, shape):
@@ -480,7 +482,7 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
         order: list[int] = []
         for batch, last in batches(rec, shape):
             order.extend(int(t) for t in batch.tracks)
-            store.store_chunk(
+            store.ingest.store_chunk(
                 media_id,
                 face_results(batch, rec, pool),
                 until_s=float(last * SAMPLE_EVERY / VIDEO_FPS),
@@ -492,7 +494,7 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
         ids = _face_ids(store, media_id)
         if len(ids) != len(order):
             raise RuntimeError(f"{rec.name}: {len(ids)} faces stored, {len(order)} made")
-        store.finish_video(
+        store.ingest.finish_video(
             media_id,
             dict(zip(ids, order, strict=True)),
             tracks,
@@ -548,7 +550,7 @@ def add_people(store: LabelStore, shape: Shape, media_ids: list[int], rep: FillR
                 agree = rng.random() < 0.7
                 label = model_labels[k] if agree else classes[int(rng.integers(len(classes)))]
                 w.writerow([int(face_ids[k]), label, f"{rng.uniform(-1, 1):.2f}", f"{rng.uniform(-1, 1):.2f}"])
-        store.import_labels(STUDY, path, ann)
+        store.review.import_labels(STUDY, path, ann)
         voted[ann] = [int(face_ids[k]) for k in mine]
         rep.votes += len(mine)
     rep.seconds["votes"] = time.perf_counter() - t0
@@ -557,16 +559,16 @@ def add_people(store: LabelStore, shape: Shape, media_ids: list[int], rep: FillR
     n_tv = min(MAX_ONE_BY_ONE, len(track_ids), max(1, round(shape.track_vote_share * len(track_ids))))
     for k in rng.choice(len(track_ids), size=n_tv, replace=False):
         for ann in ANNOTATORS[: int(rng.integers(1, 3))]:
-            store.correct_track(int(track_ids[k]), ann, label=classes[int(rng.integers(len(classes)))])
+            store.review.correct_track(int(track_ids[k]), ann, label=classes[int(rng.integers(len(classes)))])
             rep.track_votes += 1
     for ann in ANNOTATORS:
         n_undo = min(MAX_ONE_BY_ONE // len(ANNOTATORS), round(shape.undo_share * len(voted[ann])))
         for fid in rng.choice(voted[ann], size=n_undo, replace=False) if n_undo else []:
-            store.undo(ann, face_id=int(fid))
+            store.review.undo(ann, face_id=int(fid))
             rep.undos += 1
     n_skip = min(MAX_ONE_BY_ONE, round(shape.skip_share * len(face_ids)))
     for k in rng.choice(len(face_ids), size=n_skip, replace=False):
-        store.skip(int(face_ids[k]), ANNOTATORS[int(rng.integers(len(ANNOTATORS)))])
+        store.review.skip(int(face_ids[k]), ANNOTATORS[int(rng.integers(len(ANNOTATORS)))])
         rep.skips += 1
     durations = store.transaction(
         lambda s: dict(s.execute(select(Media.id, Media.duration_s).where(Media.id.in_(media_ids))).all()),
@@ -576,7 +578,7 @@ def add_people(store: LabelStore, shape: Shape, media_ids: list[int], rep: FillR
         d = float(durations[mid] or 0.0)
         for name, a, b in SEGMENTS:
             if d * b > d * a:
-                store.add_segment(mid, name, round(d * a, 1), round(d * b, 1), created_by=OWNER)
+                store.classroom.add_segment(mid, name, round(d * a, 1), round(d * b, 1), created_by=OWNER)
                 rep.segments += 1
     rep.seconds["people"] = time.perf_counter() - t0
 

@@ -8,7 +8,7 @@ This is the one place the JSON document becomes typed results again: each face a
 :data:`FeatureExtractor` (:class:`RecognizerFeatures`: the emotion model the JSON names, from the weights folder),
 computes each face's backbone features on those crops. The services run the two halves apart: :func:`prepare_analysis`
 (decoding, the model) outside the transaction, :func:`store_analysis` (:func:`db.ingest.store_files`) inside
-(``LabelStore.ingest_analysis``).
+(``Ingest.ingest_analysis``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A run that is about to analyse a file takes a claim on the file's bytes in the study (a row of ``analysis_claims``,
 unique per study and sha256, with the run's owner id and a heartbeat) in the same write transaction that creates or
-resumes the media item (:func:`db.resumable.begin_video`; for a still, :meth:`db.services.LabelStore.claim`). Every
+resumes the media item (:func:`db.resumable.begin_video`; for a still, :meth:`db.service_ingest.Ingest.claim`). Every
 later write of the run checks in its own transaction that it still holds the claim (:func:`check`), and the
 transaction that completes the media item deletes it (:func:`release`). So two runs never store the same faces:
 the second finds the claim held and waits or skips (:class:`ClaimBusyError`), or takes the claim over when its

@@ -67,7 +67,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             device=settings.device,  # Settings admits only these two backends
             backend="torch" if settings.backend == "torch" else "onnx",
         )
-    report = _store(settings).ingest_analysis(
+    report = _store(settings).ingest.ingest_analysis(
         args.study, analysis, media_dirs=dirs, source_name=str(path), uploaded_by=args.uploaded_by, features=features
     )
     for w in report.warnings:
@@ -77,7 +77,7 @@ def _cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).import_labels(args.study, Path(args.file), args.annotator)
+    report = _store(settings).review.import_labels(args.study, Path(args.file), args.annotator)
     print(
         f"{report.file}: {report.rows} rows, {report.annotations_added} votes added for {args.annotator!r}; "
         f"recorded nothing: {report.unedited} values unedited since the export, {report.already_current} equal to "
@@ -125,7 +125,7 @@ media, a bad number, times out of range and overlaps.
 
 
 def _cmd_import_segments(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _store(settings).import_segments(args.study, Path(args.file), created_by=args.created_by)
+    rows = _store(settings).classroom.import_segments(args.study, Path(args.file), created_by=args.created_by)
     print(f"{args.file}: {len(rows)} segments added to {len({r.media_id for r in rows})} recordings")
     return 0
 
@@ -133,7 +133,7 @@ def _cmd_import_segments(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     from db.quality import format_stats
 
-    stats = _store(settings).stats(args.study, model=args.model)
+    stats = _store(settings).exports.stats(args.study, model=args.model)
     if args.json:
         print(json.dumps(asdict(stats), indent=2, ensure_ascii=False))
     else:
@@ -155,7 +155,7 @@ class _Progress:
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).export(
+    report = _store(settings).exports.export(
         args.study, args.format, Path(args.out), model=args.model, seed=args.seed, progress=_Progress()
     )
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
@@ -169,19 +169,19 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_study_tables(args: argparse.Namespace, settings: Settings) -> int:
-    paths = _store(settings).export_study_tables(args.study, args.format, Path(args.out))
+    paths = _store(settings).exports.export_study_tables(args.study, args.format, Path(args.out))
     print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.name for p in paths))
     return 0
 
 
 def _cmd_import_recordings(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _store(settings).import_recording_info(args.study, Path(args.file))
+    rows = _store(settings).classroom.import_recording_info(args.study, Path(args.file))
     print(f"{args.file}: course, name or date set for {plural(len(rows), 'recording')}")
     return 0
 
 
 def _cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
-    report = _store(settings).compact(
+    report = _store(settings).upkeep.compact(
         args.study,
         crops=not args.no_crops,
         drop_features=args.drop_features,
@@ -201,8 +201,8 @@ def _cmd_compact(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_video_crops(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     if args.mode is not None:
-        store.set_keep_video_crops(args.study, args.mode == "keep")
-    keep = store.keep_video_crops(args.study)
+        store.upkeep.set_keep_video_crops(args.study, args.mode == "keep")
+    keep = store.upkeep.keep_video_crops(args.study)
     print(
         f"study {args.study!r}: "
         + ("every video crop is stored" if keep else "video crops are re-cut from the kept recordings")
@@ -211,19 +211,19 @@ def _cmd_video_crops(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    out = _store(settings).backup(Path(args.out) if args.out else None)
+    out = _store(settings).upkeep.backup(Path(args.out) if args.out else None)
     print(f"backup written to {out} (integrity check ok)")
     return 0
 
 
 def _cmd_vacuum(args: argparse.Namespace, settings: Settings) -> int:
-    shrunk = _store(settings).vacuum()
+    shrunk = _store(settings).upkeep.vacuum()
     print(f"vacuumed: the database file shrank by {shrunk / 2**20:.1f} MB")
     return 0
 
 
 def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
-    counts = _store(settings).delete_media(args.media_id)
+    counts = _store(settings).upkeep.delete_media(args.media_id)
     print(
         f"deleted media {args.media_id}: {plural(counts['faces'], 'face')}, "
         f"{plural(counts['face_annotations'], 'face annotation')}, {plural(counts.get('files', 0), 'kept file')}"
@@ -232,7 +232,7 @@ def _cmd_delete_media(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_delete_track(args: argparse.Namespace, settings: Settings) -> int:
-    counts = _store(settings).delete_track(args.track_id)
+    counts = _store(settings).upkeep.delete_track(args.track_id)
     print(
         f"deleted track {args.track_id}: {plural(counts['faces'], 'face')}, "
         f"{plural(counts['face_annotations'], 'face annotation')}"
@@ -241,7 +241,7 @@ def _cmd_delete_track(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_studies(args: argparse.Namespace, settings: Settings) -> int:
-    for s in _store(settings).studies():
+    for s in _store(settings).recordings.studies():
         print(f"{s.name}\t{s.n_media} media\t{plural(s.n_faces, 'face')}")
     return 0
 

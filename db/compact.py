@@ -1,4 +1,4 @@
-"""Compacting a study's stored faces: ``python -m db compact --study S`` (:meth:`db.services.LabelStore.compact`).
+"""Compacting a study's stored faces: ``python -m db compact --study S`` (:meth:`db.service_upkeep.Upkeep.compact`).
 
 Three steps, each in short transactions of :data:`BATCH` faces, each safe to stop and run again:
 

@@ -359,7 +359,7 @@ def export(
 ) -> ExportReport:
     """Writes one export of a study from its rows read whole (see the module docstring).
 
-    ``LabelStore.export`` calls it for ``imagefolder`` and ``hf``; CSV, Parquet and features go through
+    ``Exports.export`` calls it for ``imagefolder`` and ``hf``; CSV, Parquet and features go through
     :func:`export_stream` instead, and the tests check that both write the same files.
 
     Args:

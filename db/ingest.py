@@ -468,7 +468,7 @@ def ingest_results(
 ) -> IngestReport:
     """Stores one analysed file with its typed results: :func:`analysed_file`, then :func:`store_files`.
 
-    The label store prepares the file before its write transaction (:meth:`db.services.LabelStore.ingest_results`);
+    The label store prepares the file before its write transaction (:meth:`db.service_ingest.Ingest.ingest_results`);
     this one-call form is for callers that hold a session already. Arguments as :func:`analysed_file`, plus the
     caller's ``session`` (not committed here), the ``study`` and who ``uploaded_by``.
 

@@ -53,19 +53,19 @@ def _cmd_persons(args: argparse.Namespace, settings: Settings) -> int:
     store = LabelStore.from_settings(settings)
     try:
         if args.action == "list":
-            for p in store.persons(args.media_id):
+            for p in store.classroom.persons(args.media_id):
                 tracks = ",".join(map(str, p.track_indexes))
                 print(f"{p.person_id}\t{p.label}\ttracks {tracks}\t{p.n_faces} faces\t{p.start_s}-{p.end_s} s")
             return 0
         who = _who(args)
         if args.action == "rename":
-            store.rename_person(args.person_id, args.participant, who, owner=True)
+            store.classroom.rename_person(args.person_id, args.participant, who, owner=True)
         elif args.action == "merge":
-            store.merge_persons(args.person_id, args.other_person_id, who, owner=True)
+            store.classroom.merge_persons(args.person_id, args.other_person_id, who, owner=True)
         elif args.at is None:
-            store.split_track(args.track_id, who, owner=True)
+            store.classroom.split_track(args.track_id, who, owner=True)
         else:
-            store.split_track_at(args.track_id, args.at, who, owner=True)
+            store.classroom.split_track_at(args.track_id, args.at, who, owner=True)
         print(f"{args.action} recorded for {who}")
     finally:
         store.close()

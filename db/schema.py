@@ -1,8 +1,9 @@
 """The label store's tables, as SQLAlchemy 2.0 typed ORM classes.
 
 Every foreign key that points at something derived from a media item cascades on delete, so deleting a media row
-(``services.LabelStore.delete_media``) removes its faces, crops, features, predictions, tracks, engagement windows and
-annotations in the database itself, on SQLite (``PRAGMA foreign_keys=ON``, see :mod:`db.engine`) and PostgreSQL alike.
+(``db.service_upkeep.Upkeep.delete_media``) removes its faces, crops, features, predictions, tracks, engagement
+windows and annotations in the database itself, on SQLite (``PRAGMA foreign_keys=ON``, see :mod:`db.engine`) and
+PostgreSQL alike.
 
 Annotations and predictions are append-only: the initial migration adds triggers that refuse ``UPDATE`` on them,
 and migration ``0003`` triggers that refuse a direct ``DELETE`` unless the face or track the row belongs to is

@@ -130,7 +130,7 @@ def training_set(
     """
     spec = recognizer.spec
     notes: list[str] = []
-    rows = store.faces(study)
+    rows = store.recordings.faces(study)
     if target == "emotion":
         chosen = [r for r in rows if r.label_source == "human" and r.label is not None]
         outside = [r for r in chosen if r.label not in spec.labels]

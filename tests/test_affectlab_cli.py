@@ -50,11 +50,11 @@ def test_analyze_stores_faces_with_crops_and_features_then_skips(setup, multi_fa
     assert "1 files: 1 stored (5 faces, 5 crops, 5 features), 0 skipped" in proc.stdout
     store = LabelStore(url)
     try:
-        faces = store.faces("pilot")
+        faces = store.recordings.faces("pilot")
         assert len(faces) == 5 and all(f.has_crop and f.feature_model == MODEL for f in faces)
-        assert all(store.face_features(f.face_id).shape == (1280,) for f in faces)
-        assert [p["model"] for p in store.predictions(faces[0].face_id)] == [MODEL]
-        (media,) = store.media("pilot")
+        assert all(store.recordings.face_features(f.face_id).shape == (1280,) for f in faces)
+        assert [p["model"] for p in store.recordings.predictions(faces[0].face_id)] == [MODEL]
+        (media,) = store.recordings.media("pilot")
         assert (media.kind, media.filename, media.n_faces) == ("image", multi_face_jpg.name, 5)  # never a path
         # Kept like the web app does (thumbnails and boxes), in the data folder, owner-only.
         kept = LabelStore(url, data_dir=Path(env["AFFECTLAB_DATA_DIR"])).media_path(media.id)
@@ -71,7 +71,7 @@ def test_analyze_stores_faces_with_crops_and_features_then_skips(setup, multi_fa
     assert doc["files"][0]["status"] == "skipped" and doc["files"][0]["media_id"] == media.id
     store = LabelStore(url)
     try:
-        assert len(store.faces("pilot")) == 5 and len(store.predictions(faces[0].face_id)) == 1
+        assert len(store.recordings.faces("pilot")) == 5 and len(store.recordings.predictions(faces[0].face_id)) == 1
     finally:
         store.close()
 
@@ -101,9 +101,9 @@ def test_bad_file_among_good_ones_exit_1(
     assert summary == "5 files: 3 stored (2 faces, 2 crops, 2 features), 0 skipped (already in study 's'), 2 failed"
     store = LabelStore(url)
     try:
-        stored = {m.filename: m.n_faces for m in store.media("s")}
+        stored = {m.filename: m.n_faces for m in store.recordings.media("s")}
         assert stored == {"single.jpg": 1, "astronaut.png": 1, landscape_jpg.name: 0}, "base names, never paths"
-        assert all(store.face_features(f.face_id) is not None for f in store.faces("s"))
+        assert all(store.recordings.face_features(f.face_id) is not None for f in store.recordings.faces("s"))
     finally:
         store.close()
 
@@ -116,12 +116,12 @@ def test_features_only_mode_and_video(setup, pyfeat) -> None:
     assert f"warning: {video}: engagement: no engagement weights" in proc.stderr  # as the web app says it
     store = LabelStore(url)
     try:
-        faces = store.faces("v")
+        faces = store.recordings.faces("v")
         assert faces and all(not f.has_crop and f.frame is not None for f in faces)
-        assert all(store.face_features(f.face_id) is not None for f in faces)
-        (media,) = store.media("v")
-        assert media.kind == "video" and len(store.tracks(media.id)) >= 1
-        feats = np.stack([store.face_features(f.face_id) for f in faces])
+        assert all(store.recordings.face_features(f.face_id) is not None for f in faces)
+        (media,) = store.recordings.media("v")
+        assert media.kind == "video" and len(store.recordings.tracks(media.id)) >= 1
+        feats = np.stack([store.recordings.face_features(f.face_id) for f in faces])
         assert feats.shape == (len(faces), 1280) and np.isfinite(feats).all()
     finally:
         store.close()

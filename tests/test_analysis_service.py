@@ -51,7 +51,7 @@ def _faces(store: LabelStore, study: str) -> list[tuple[int, tuple[float, ...], 
 
 
 def _media(store: LabelStore, study: str) -> list:
-    return store.media(study) if study in {s.name for s in store.studies()} else []
+    return store.recordings.media(study) if study in {s.name for s in store.recordings.studies()} else []
 
 
 def _claims(store: LabelStore) -> int:
@@ -87,17 +87,17 @@ def test_the_app_resumes_a_partial_recording_and_stores_nothing_twice(
 
     # The page is closed after the first stored stretch (16 sampled frames: 8 s of video at 2 fps): the media item
     # stays partial, its claim is given back.
-    original = store.store_chunk
+    original = store.ingest.store_chunk
 
     def stop_after_one(*a, **k):
         original(*a, **k)
         raise Stopped
 
-    store.store_chunk = stop_after_one  # type: ignore[method-assign]
+    store.ingest.store_chunk = stop_after_one  # type: ignore[method-assign]
     with pytest.raises(Stopped):
         analyse("app")
-    store.store_chunk = original  # type: ignore[method-assign]
-    (media,) = store.media("app")
+    store.ingest.store_chunk = original  # type: ignore[method-assign]
+    (media,) = store.recordings.media("app")
     assert media.analysis_status == "partial" and media.analysed_until_s is not None
     partial_faces = _faces(store, "app")
     assert 0 < len(partial_faces) < len(_faces(store, "straight")) and _claims(store) == 0
@@ -110,12 +110,12 @@ def test_the_app_resumes_a_partial_recording_and_stores_nothing_twice(
     assert out.resumed_from_s == pytest.approx(media.analysed_until_s)
     assert out.warnings[0].startswith("resumed a stopped analysis after")
     assert 0 < out.faces_new < out.n_faces
-    assert store.media("app")[0].analysis_status == "complete"
+    assert store.recordings.media("app")[0].analysis_status == "complete"
     got, want = _faces(store, "app"), _faces(store, "straight")
     assert [(f, b) for f, b, _ in got] == [(f, b) for f, b, _ in want], "the rest analysed, nothing duplicated"
     assert all(t is not None for _, _, t in got)
-    assert [(p.n_faces, p.track_indexes) for p in store.persons(media.id)] == [
-        (p.n_faces, p.track_indexes) for p in store.persons(straight.analysed[0].media_id)
+    assert [(p.n_faces, p.track_indexes) for p in store.classroom.persons(media.id)] == [
+        (p.n_faces, p.track_indexes) for p in store.classroom.persons(straight.analysed[0].media_id)
     ]
     again = analyse("app")
     assert [o.status for o in again.stored] == ["skipped"] and again.analysed == ()
@@ -195,7 +195,7 @@ def test_two_clis_and_the_app_at_once_store_every_face_once(
     assert web[0] in ("stored", "skipped", "busy"), web
     store = LabelStore(migrated_url)
     try:
-        (media,) = store.media("s")
+        (media,) = store.recordings.media("s")
         assert media.analysis_status == "complete" and _claims(store) == 0
         faces = _faces(store, "s")
         assert len(faces) > 24
@@ -250,7 +250,7 @@ def test_a_file_truncated_mid_run_is_left_partial_then_resumed(
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 1, (out, err)
         assert f"{video}: changed while it was analysed (was {len(whole)} bytes, now {len(whole) * 4 // 10})" in err
-        (media,) = store.media("s")
+        (media,) = store.recordings.media("s")
         assert media.analysis_status == "partial", "never complete under the whole file's hash"
         assert _claims(store) == 0
 
@@ -260,7 +260,7 @@ def test_a_file_truncated_mid_run_is_left_partial_then_resumed(
         )
         assert again.returncode == 0, again.stderr
         assert "resumed after" in again.stdout
-        assert store.media("s")[0].analysis_status == "complete"
+        assert store.recordings.media("s")[0].analysis_status == "complete"
         assert [(f, b) for f, b, _ in _faces(store, "s")] == [(f, b) for f, b, _ in _faces(store, "straight")]
     finally:
         store.close()
@@ -318,11 +318,11 @@ def test_killed_workers_and_driver(
         assert proc.returncode == 1, (out, err)
         assert f"{folder / 'class.mp4'}: the worker analysing it died (SIGKILL: perhaps out of memory)" in err, err
         assert "3 files: 2 stored" in out and "1 failed" in out, out
-        assert {m.filename: m.analysis_status for m in store.media("s")}["class.mp4"] == "partial"
+        assert {m.filename: m.analysis_status for m in store.recordings.media("s")}["class.mp4"] == "partial"
 
         # The driver killed: its workers do not stay behind.
         proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for_chunk(store, "s", proc, after=store.media("s")[0].analysed_until_s)
+        _wait_for_chunk(store, "s", proc, after=store.recordings.media("s")[0].analysed_until_s)
         workers = _workers_of(proc.pid)
         assert workers
         os.kill(proc.pid, signal.SIGKILL)
@@ -371,7 +371,7 @@ def test_the_service_hands_back_a_busy_file_and_waits_for_it_when_asked(tmp_path
     store.upgrade()
     other = Claimant.here()
     data = multi_face_jpg.read_bytes()
-    assert store.claim("s", sha256_bytes(data), other) is None
+    assert store.ingest.claim("s", sha256_bytes(data), other) is None
 
     def no_model():
         raise AssertionError("a model was loaded for a file another run holds")
@@ -381,9 +381,9 @@ def test_the_service_hands_back_a_busy_file_and_waits_for_it_when_asked(tmp_path
     out = service.analyze(src)
     assert out.status == "busy" and "being analysed by another run" in (out.error or "")
 
-    finished = threading.Timer(0.5, lambda: store.ingest_results("s", data, "x.jpg", [], claimant=other))
+    finished = threading.Timer(0.5, lambda: store.ingest.ingest_results("s", data, "x.jpg", [], claimant=other))
     finished.start()
     out = service.analyze(src, wait=True)
     finished.join()
-    assert out.status == "skipped" and out.media_id == store.media("s")[0].id
+    assert out.status == "skipped" and out.media_id == store.recordings.media("s")[0].id
     store.close()

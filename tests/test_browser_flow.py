@@ -131,7 +131,7 @@ def test_upload_correct_export(server: tuple[str, Path], multi_face_jpg: Path) -
     assert len(df) == 5
     assert list(df[df["label_source"] == "human"]["label"]) == ["Happiness"]
     store = store_for(data)
-    human = [f for f in store.faces("default") if f.label_source == "human"]
+    human = [f for f in store.recordings.faces("default") if f.label_source == "human"]
     assert [(f.label, f.judgements[0].annotator) for f in human] == [("Happiness", "tester")]
     store.close()
 
@@ -163,7 +163,7 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
         playwright.sync_playwright() as p,
     ):
         store = store_for(data)
-        store.set_study_settings("default", StudySettings(independent=True, double_share=1.0))
+        store.review.set_study_settings("default", StudySettings(independent=True, double_share=1.0))
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
@@ -192,14 +192,14 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
             page.get_by_text("Stored for the whole track").wait_for()
             page.get_by_text("My labels", exact=True).click()
             page.get_by_text("of your labels").wait_for()
-            faces = sorted(store.faces("default"), key=lambda f: f.time_s)
+            faces = sorted(store.recordings.faces("default"), key=lambda f: f.time_s)
             page.locator(f".st-key-strip_{faces[3].face_id} button").click()
             page.get_by_text(f"Face {faces[3].face_id}, file").wait_for()
             page.get_by_role("heading", name="Review").click()
             page.keyboard.press("5")  # Happiness, for this face only
             page.get_by_text("Happiness (own)").wait_for()
             _shot(page, "6-review-track-strip.png")
-            faces = sorted(store.faces("default"), key=lambda f: f.time_s)  # read again, after the key press
+            faces = sorted(store.recordings.faces("default"), key=lambda f: f.time_s)  # read again, after the key press
             mine = [next(j for j in f.judgements if j.annotator == "ann") for f in faces]
             assert [j.label for j in mine].count("Happiness") == 1 and mine[3].label == "Happiness"
             assert all(j.label == "Sadness" and "label" in j.from_track for j in mine if j.label != "Happiness")
@@ -219,9 +219,9 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
             other.keyboard.press("7")  # Sadness
             other.get_by_text("Stored for face").wait_for()
             face_id = int(shown.split("Face ", 1)[1].split(",", 1)[0])
-            voters = sorted(j.annotator for j in store.face(face_id).judgements)
+            voters = sorted(j.annotator for j in store.recordings.face(face_id).judgements)
             assert voters == ["ann", "bea"], voters
-            assert store.stats("default").counts["annotators"] == 2
+            assert store.exports.stats("default").counts["annotators"] == 2
         except Exception:
             for n, pg in enumerate(browser.contexts[0].pages if browser.contexts else []):
                 pg.screenshot(path=str(SHOTS / f"failure-{n}.png"), full_page=True)
@@ -241,7 +241,7 @@ def test_annotation_loop_across_reloads_annotators_and_a_stored_video(
             page.set_default_timeout(180_000)
             page.goto(f"{url}/library?annotator=ann")
             page.get_by_text("single_face.mp4").first.wait_for()
-            (media,) = store_for(data).media("default")
+            (media,) = store_for(data).recordings.media("default")
             page.locator(f".st-key-w_library_open_{media.id} button").click()
             page.get_by_text("Stored results, read from the database").wait_for()
             page.get_by_text("Track 0", exact=False).first.wait_for()

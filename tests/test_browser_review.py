@@ -53,7 +53,7 @@ def _seed(url: str, data: Path, n_images: int = 12) -> None:
         name = f"img{i:03d}.png"
         labels = [classes[(i + k) % len(classes)] for k in range(3)]
         conf = [0.2 + 0.6 * ((i * 3 + k) % 17) / 17 for k in range(3)]
-        store.ingest_results(
+        store.ingest.ingest_results(
             "default", png_bytes(i, (200, 90)), name, fake_results(name, boxes, labels, seed=i, confidence=conf)
         )
     store.close()
@@ -140,9 +140,9 @@ def test_a_burst_of_keys_labels_only_faces_on_screen(tmp_path: Path, engine_kind
             browser.close()
     store = LabelStore(db_url, data_dir=data)
     try:
-        rows = [r for f in store.faces("default") for r in store.history(face_id=f.face_id)]
+        rows = [r for f in store.recordings.faces("default") for r in store.recordings.history(face_id=f.face_id)]
         votes = [(r.face_id, r.label) for r in sorted(rows, key=lambda r: r.id) if r.kind == "set"]
-        classes = {f: review.class_names(store.face(f)) for f, _ in votes}
+        classes = {f: review.class_names(store.recordings.face(f)) for f, _ in votes}
     finally:
         store.close()
     assert len(keys) == 30, "every key reached the page"
@@ -226,8 +226,8 @@ def test_a_bookmark_survives_sign_in_and_a_server_restart(tmp_path: Path) -> Non
     for restart in range(2):  # the second server starts on the same data: no grant, no session survives
         with _app(tmp_path, env=env) as (app_url, data, db_url), playwright.sync_playwright() as p:
             store = LabelStore(db_url, data_dir=data)
-            faces = [f.face_id for f in store.faces("default")]
-            media = store.media("default")[1]
+            faces = [f.face_id for f in store.recordings.faces("default")]
+            media = store.recordings.media("default")[1]
             store.close()
             face = faces[len(faces) // 2]
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

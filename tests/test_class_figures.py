@@ -155,9 +155,9 @@ def test_export_says_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_figures_of_the_stored_class_tables(store) -> None:
     mid = _ingest(store)
-    store.add_segment(mid, "intro", 0, 30)
-    store.add_segment(mid, "talk", 30, 120)
-    tables = store.class_tables("class")
+    store.classroom.add_segment(mid, "intro", 0, 30)
+    store.classroom.add_segment(mid, "talk", 30, 120)
+    tables = store.classroom.class_tables("class")
     fig = cf.segment_bars(tables, mid, "visible_share")
     got = {tr.name: list(tr.y) for tr in fig.data}
     want: dict[str, list[float]] = {}

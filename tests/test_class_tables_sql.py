@@ -14,7 +14,7 @@ from tests.test_db_classes import _by_index, _ingest
 
 def _reference(store, study="class"):
     """The tables as computed before the SQL sums: every face row of the study in Python (the old algorithm)."""
-    rows = store.faces(study)
+    rows = store.recordings.faces(study)
     classes: list[str] = []
     for r in rows:
         for k in r.model_probs or {}:
@@ -24,9 +24,9 @@ def _reference(store, study="class"):
         if r.label and r.label not in classes:
             classes.append(r.label)
     minutes_t, segments_t, overall_t = [], [], []
-    for m in [m for m in store.media(study) if m.kind == "video"]:
+    for m in [m for m in store.recordings.media(study) if m.kind == "video"]:
         faces = [r for r in rows if r.media_id == m.id]
-        persons = store.persons(m.id)
+        persons = store.classroom.persons(m.id)
         if not persons:
             continue
         of_track = {t: p for p in persons for t in p.track_ids}
@@ -38,7 +38,7 @@ def _reference(store, study="class"):
         times = [f.time_s for f in faces if f.time_s is not None]
         duration = float(m.duration_s or (max(times) if times else 0.0)) or 1.0
         step = frame_durations(times)
-        minutes, seg_periods = _periods(duration, store.segments(study, m.id))
+        minutes, seg_periods = _periods(duration, store.classroom.segments(study, m.id))
         base = {"media_id": m.id, "filename": m.filename}
 
         def cols(p):
@@ -79,7 +79,7 @@ def _same(a, b):
 
 
 def _check(store):
-    got = store.class_tables("class")
+    got = store.classroom.class_tables("class")
     ref = _reference(store)
     assert got.classes == ref[3]
     _same(got.minutes, ref[0])
@@ -93,36 +93,36 @@ def test_sql_tables_equal_the_python_tables_and_follow_every_change(store, tmp_p
     mid = _ingest(store)
     csv = tmp_path / "segments.csv"
     csv.write_text("media,name,start_s,end_s\nlecture.mp4,intro,0,30\n" + f"{mid},group work,30,100.5\n")
-    store.import_segments("class", csv)
+    store.classroom.import_segments("class", csv)
     first = _check(store)
     assert _check(store) == first  # served from the cache, same tables
-    faces = store.faces("class")
+    faces = store.recordings.faces("class")
     by_track: dict[int, list] = {}
     for f in faces:
         by_track.setdefault(f.track_id, []).append(f)
     t0, t1, t2, t3 = sorted(by_track)
     # votes of several annotators, an undo, a track vote, a class the model never predicts
-    store.correct_face(by_track[t0][3].face_id, "alice", label="Anger", valence=0.9, engagement=0)
+    store.review.correct_face(by_track[t0][3].face_id, "alice", label="Anger", valence=0.9, engagement=0)
     _check(store)
-    store.correct_face(by_track[t0][3].face_id, "bob", label="Anger")
-    store.correct_face(by_track[t1][10].face_id, "bob", label="Contempt", arousal=-0.4)
+    store.review.correct_face(by_track[t0][3].face_id, "bob", label="Anger")
+    store.review.correct_face(by_track[t1][10].face_id, "bob", label="Contempt", arousal=-0.4)
     _check(store)
-    store.undo("bob", face_id=by_track[t1][10].face_id)
-    store.correct_track(t2, "carol", label="Fear", engagement=1)
-    store.correct_face(by_track[t2][0].face_id, "carol", label="Happiness")
+    store.review.undo("bob", face_id=by_track[t1][10].face_id)
+    store.review.correct_track(t2, "carol", label="Fear", engagement=1)
+    store.review.correct_face(by_track[t2][0].face_id, "carol", label="Happiness")
     _check(store)
     # person changes and segments
     persons = _by_index(store, mid)
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
+    store.classroom.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
     _check(store)
-    store.rename_person(persons[1].person_id, "S07", "alice", owner=True)
-    store.split_track(t2, "alice", owner=True)
+    store.classroom.rename_person(persons[1].person_id, "S07", "alice", owner=True)
+    store.classroom.split_track(t2, "alice", owner=True)
     _check(store)
-    seg = store.add_segment(mid, "end", 100.5, 120.0)
+    seg = store.classroom.add_segment(mid, "end", 100.5, 120.0)
     _check(store)
-    store.delete_segment(seg.id)
+    store.classroom.delete_segment(seg.id)
     _check(store)
-    store.delete_track(t3)
+    store.upkeep.delete_track(t3)
     got = _check(store)
     assert {r["person"] for r in got.minutes} >= {"S07"}
 
@@ -136,8 +136,8 @@ def test_a_second_process_writing_is_seen(store, migrated_url, tmp_path):
     before = _check(store)
     other = LabelStore(migrated_url, data_dir=tmp_path / "other")
     try:
-        face = store.faces("class")[5]
-        other.correct_face(face.face_id, "zoe", label="Disgust")
+        face = store.recordings.faces("class")[5]
+        other.review.correct_face(face.face_id, "zoe", label="Disgust")
     finally:
         other.close()
     after = _check(store)
@@ -163,11 +163,11 @@ def test_a_vote_updates_the_cached_sums_face_by_face(store, monkeypatch):
         raise AssertionError("the recording was recomputed for a vote")
 
     monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
-    faces = store.faces("class")
-    store.correct_face(faces[7].face_id, "alice", label="Fear", valence=-0.9)
-    store.correct_track(faces[200].track_id, "bob", engagement=0)
-    store.undo("alice", face_id=faces[7].face_id)
-    store.correct_face(faces[9].face_id, "carol", label="Contempt")
+    faces = store.recordings.faces("class")
+    store.review.correct_face(faces[7].face_id, "alice", label="Fear", valence=-0.9)
+    store.review.correct_track(faces[200].track_id, "bob", engagement=0)
+    store.review.undo("alice", face_id=faces[7].face_id)
+    store.review.correct_face(faces[9].face_id, "carol", label="Contempt")
     got = _check(store)
     assert "Contempt" in got.classes
 
@@ -177,7 +177,7 @@ def test_a_person_change_regroups_the_cached_track_sums(store, monkeypatch):
     recording's sums are per track, and the tables still equal the face-by-face ones."""
     classroom.clear_cache()
     mid = _ingest(store)
-    store.add_segment(mid, "talk", 10, 90)
+    store.classroom.add_segment(mid, "talk", 10, 90)
     _check(store)
 
     def no_rebuild(*args, **kwargs):
@@ -185,12 +185,12 @@ def test_a_person_change_regroups_the_cached_track_sums(store, monkeypatch):
 
     monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
     persons = _by_index(store, mid)
-    store.rename_person(persons[1].person_id, "S-02", "alice", owner=True)
+    store.classroom.rename_person(persons[1].person_id, "S-02", "alice", owner=True)
     got = _check(store)
     assert "S-02" in {r["person"] for r in got.minutes}
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
+    store.classroom.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
     _check(store)
-    split = next(p for p in store.persons(mid) if len(p.track_ids) > 1)
-    store.split_track(split.track_ids[-1], "alice", owner=True)
-    store.correct_face(store.faces("class")[3].face_id, "bob", label="Fear")
+    split = next(p for p in store.classroom.persons(mid) if len(p.track_ids) > 1)
+    store.classroom.split_track(split.track_ids[-1], "alice", owner=True)
+    store.review.correct_face(store.recordings.faces("class")[3].face_id, "bob", label="Fear")
     _check(store)

@@ -49,7 +49,7 @@ def analysed_store(tmp_path_factory: pytest.TempPathFactory, random_weights_dir:
     store = LabelStore(f"sqlite:///{tmp / 'a.sqlite3'}", data_dir=tmp / "data")
     store.upgrade()
     session = AnalysisSession.open("enet_b0_8_best_vgaf", random_weights_dir)
-    store.set_keep_video_crops("kept", True)  # a new study, set before its first analysis
+    store.upkeep.set_keep_video_crops("kept", True)  # a new study, set before its first analysis
     for study in ("kept", "recut"):
         service = AnalysisService(store, study, lambda: session, Options(fps=5.0, keep_file=True))
         out = service.analyze(Source("lecture.mp4", path=video))
@@ -59,7 +59,7 @@ def analysed_store(tmp_path_factory: pytest.TempPathFactory, random_weights_dir:
 
 
 def _by_key(store: LabelStore, study: str) -> dict:
-    return {(f.frame, round(f.box[0], 3), round(f.box[1], 3)): f for f in store.faces(study)}
+    return {(f.frame, round(f.box[0], 3), round(f.box[1], 3)): f for f in store.recordings.faces(study)}
 
 
 def test_recut_crops_equal_the_stored_ones_and_the_tables_are_equal(analysed_store: LabelStore) -> None:
@@ -73,9 +73,9 @@ def test_recut_crops_equal_the_stored_ones_and_the_tables_are_equal(analysed_sto
         write=False,
     )
     assert n_stored is not None  # the "kept" study stored its crops
-    assert store.stats("recut").counts["crops"] == len(recut)  # every face has a crop: re-cut
-    a = store.face_crops([f.face_id for f in kept.values()])
-    b = store.face_crops([f.face_id for f in recut.values()])
+    assert store.exports.stats("recut").counts["crops"] == len(recut)  # every face has a crop: re-cut
+    a = store.recordings.face_crops([f.face_id for f in kept.values()])
+    b = store.recordings.face_crops([f.face_id for f in recut.values()])
     assert len(a) == len(b) == len(kept)
     for key, f in kept.items():
         np.testing.assert_array_equal(decode_png(b[recut[key].face_id]), decode_png(a[f.face_id]))
@@ -86,18 +86,18 @@ def test_recut_crops_equal_the_stored_ones_and_the_tables_are_equal(analysed_sto
         assert (f.model_engagement, f.track_index) == (g.model_engagement, g.track_index)
     # One face on its own (the Review page's path) is re-cut too, and then served from the cache.
     fid = next(iter(recut.values())).face_id
-    assert store.face_crop(fid) == b[fid] and len(store.crop_cache) > 0
+    assert store.recordings.face_crop(fid) == b[fid] and len(store.crop_cache) > 0
 
 
 def test_imagefolder_export_of_recut_crops(analysed_store: LabelStore, tmp_path: Path) -> None:
     import zipfile
 
     store = analysed_store
-    faces = store.faces("recut")
+    faces = store.recordings.faces("recut")
     for f in faces[:6]:
-        store.correct_face(f.face_id, "ann", label="Happiness")
+        store.review.correct_face(f.face_id, "ann", label="Happiness")
     done: list[tuple[int, int]] = []
-    rep = store.export("recut", "imagefolder", tmp_path / "x.zip", progress=lambda d, t: done.append((d, t)))
+    rep = store.exports.export("recut", "imagefolder", tmp_path / "x.zip", progress=lambda d, t: done.append((d, t)))
     # Every labelled face (model labels included) is exported, its crop re-cut.
     assert rep.n_faces == len(faces) and done and done[-1] == (len(faces), len(faces))
     with zipfile.ZipFile(tmp_path / "x.zip") as zf:
@@ -127,11 +127,11 @@ def test_migration_and_compact_move_a_store_of_todays_layout(tmp_path: Path) -> 
     for (index, t, image), box in zip(frames, boxes, strict=True):
         (r,) = fake_results("clip.mp4", [box], ["Happiness"], feature_dim=64, seed=index)
         results.append(dataclasses.replace(r, frame=index, time_s=t, crop=crop_face(image, box), track=None))
-    store.set_keep_video_crops("old", True)  # every crop stored, as today's code does
-    store.ingest_results(
+    store.upkeep.set_keep_video_crops("old", True)  # every crop stored, as today's code does
+    store.ingest.ingest_results(
         "old", video, "clip.mp4", results, media_info=MediaInfo(kind="video", width=640, height=360), keep_file=True
     )
-    before = store.faces("old")
+    before = store.recordings.faces("old")
     store.close()
 
     engine = LabelStore(url).engine
@@ -152,24 +152,26 @@ def test_migration_and_compact_move_a_store_of_todays_layout(tmp_path: Path) -> 
         assert all(features_codec(f, d) == "u8" for f, d in feats.values())
         for i, (_, f32, _d) in stored.items():
             want = np.frombuffer(f32, dtype="<f4")
-            got = store.face_features(i)
+            got = store.recordings.face_features(i)
             assert got is not None and np.abs(got - want).max() <= (want.max() - want.min()) / 510 * 1.001
-        rep = store.compact("old")
+        rep = store.upkeep.compact("old")
         assert rep.crops_dropped == len(stored) and rep.crops_kept == 0
         left = store.transaction(
             lambda s: s.scalar(select(Face.id).where(Face.crop_png.is_not(None)).limit(1)), write=False
         )
         assert left is None
-        crops = store.face_crops(list(stored))
+        crops = store.recordings.face_crops(list(stored))
         for i, (png, _, _) in stored.items():
             np.testing.assert_array_equal(decode_png(crops[i]), decode_png(png))
-        after = store.faces("old")
+        after = store.recordings.faces("old")
         assert [(f.face_id, f.model_label, f.model_confidence, f.has_crop) for f in after] == [
             (f.face_id, f.model_label, f.model_confidence, f.has_crop) for f in before
         ]
-        assert store.stats("old").counts["crops"] == len(stored)  # the kept counts follow the compaction: re-cut
-        rep = store.compact("old", drop_features=True, vacuum=True)
-        assert rep.features_dropped == len(stored) and store.face_features(next(iter(stored))) is None
-        assert store.stats("old").counts["features"] == 0
+        assert store.exports.stats("old").counts["crops"] == len(
+            stored
+        )  # the kept counts follow the compaction: re-cut
+        rep = store.upkeep.compact("old", drop_features=True, vacuum=True)
+        assert rep.features_dropped == len(stored) and store.recordings.face_features(next(iter(stored))) is None
+        assert store.exports.stats("old").counts["features"] == 0
     finally:
         store.close()

@@ -33,12 +33,12 @@ def test_class_tables_are_written_by_the_one_writer(store, tmp_path: Path) -> No
     mid = _ingest(store)
     csv_in = tmp_path / "segments.csv"
     csv_in.write_text(f'media,name,start_s,end_s\n{mid},"@cmd|calc",0,30\n')
-    store.import_segments("class", csv_in)
+    store.classroom.import_segments("class", csv_in)
     person = _by_index(store, mid)[0]
-    store.rename_person(person.person_id, HOSTILE, "alice", owner=True)
+    store.classroom.rename_person(person.person_id, HOSTILE, "alice", owner=True)
     for table in ("class-segments", "class-minutes", "class-overall"):
         out = tmp_path / f"{table}.csv"
-        store.export("class", table, out)
+        store.exports.export("class", table, out)
         cells = _cells(out)
         bad = [c for c in cells if c.startswith(FORMULA_PREFIXES) and not _number(c)]
         assert not bad, (table, bad)

@@ -48,12 +48,12 @@ def _ingest(store, study="class"):
         for t, (p, a, b, *_rest) in PLAN.items()
     ]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=120.0, fps=1.0)
-    rep = store.ingest_results(study, png_bytes(7), "lecture.mp4", results, tracks_of(tj), media_info=info)
+    rep = store.ingest.ingest_results(study, png_bytes(7), "lecture.mp4", results, tracks_of(tj), media_info=info)
     return rep.media_ids[0]
 
 
 def _by_index(store, media_id):
-    return {p.person_index: p for p in store.persons(media_id)}
+    return {p.person_index: p for p in store.classroom.persons(media_id)}
 
 
 def test_analysis_persons_are_stored_and_overlapping_merge_is_refused(store):
@@ -62,19 +62,19 @@ def test_analysis_persons_are_stored_and_overlapping_merge_is_refused(store):
     assert sorted(persons) == [0, 1, 2]
     assert persons[0].track_indexes == (0, 2)
     with pytest.raises(PersonChangeError, match="same time"):
-        store.merge_persons(persons[0].person_id, persons[1].person_id, "alice", owner=True)
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
+        store.classroom.merge_persons(persons[0].person_id, persons[1].person_id, "alice", owner=True)
+    store.classroom.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
     merged = _by_index(store, mid)
     assert merged[0].track_indexes == (0, 3, 2) and 2 not in merged
-    store.rename_person(merged[0].person_id, "S01", "bob", owner=True)
+    store.classroom.rename_person(merged[0].person_id, "S01", "bob", owner=True)
     with pytest.raises(PersonChangeError, match="merge"):
-        store.rename_person(merged[1].person_id, "S01", "bob", owner=True)
-    track2 = store.tracks(mid)
+        store.classroom.rename_person(merged[1].person_id, "S01", "bob", owner=True)
+    track2 = store.recordings.tracks(mid)
     tid2 = next(t.id for t in track2 if t.track_index == 2)
-    store.split_track(tid2, "alice", owner=True)
-    after = store.persons(mid)
+    store.classroom.split_track(tid2, "alice", owner=True)
+    after = store.classroom.persons(mid)
     assert {p.label for p in after} == {"S01", "P1", "P3"}
-    hist = store.person_history(mid)
+    hist = store.classroom.person_history(mid)
     assert [(h.kind, h.annotator) for h in hist] == [("merge", "alice"), ("rename", "bob"), ("split", "alice")]
     with pytest.raises(DBAPIError), store.engine.begin() as conn:  # append-only in the database itself
         conn.execute(text("UPDATE person_corrections SET participant = 'x'"))
@@ -100,9 +100,9 @@ def test_segment_and_minute_tables_match_the_stored_rows_and_follow_corrections(
     mid = _ingest(store)
     csv = tmp_path / "segments.csv"
     csv.write_text("media,name,start_s,end_s\nlecture.mp4,intro,0,30\n" + f"{mid},group work,30,120\n")
-    assert len(store.import_segments("class", csv)) == 2
-    faces = store.faces("class")
-    tables = store.class_tables("class")
+    assert len(store.classroom.import_segments("class", csv)) == 2
+    faces = store.recordings.faces("class")
+    tables = store.classroom.class_tables("class")
     seg = {(r["person"], r["segment"]): r for r in tables.segments}
     key0 = f"m{mid}-P0"
     for name, a, b in (("intro", 0, 30), ("group work", 30, 120)):
@@ -120,10 +120,10 @@ def test_segment_and_minute_tables_match_the_stored_rows_and_follow_corrections(
 
     # a merge shows in every table; the export follows it and holds no image
     persons = _by_index(store, mid)
-    store.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
-    store.rename_person(persons[0].person_id, "S01", "alice", owner=True)
+    store.classroom.merge_persons(persons[0].person_id, persons[2].person_id, "alice", owner=True)
+    store.classroom.rename_person(persons[0].person_id, "S01", "alice", owner=True)
     out = tmp_path / "segments-table.csv"
-    rep = store.export("class", "class-segments", out)
+    rep = store.exports.export("class", "class-segments", out)
     df = pd.read_csv(out)
     assert set(df["person"]) == {"S01", f"m{mid}-P1"}
     row = df[(df.person == "S01") & (df.segment == "group work")].iloc[0]
@@ -131,7 +131,7 @@ def test_segment_and_minute_tables_match_the_stored_rows_and_follow_corrections(
     card = out.with_name(out.stem + ".README.md").read_text()
     assert "no image" in card and "`visible_share`" in card
     assert not rep.crops_available
-    store.export("class", "class-overall", tmp_path / "overall.parquet")
+    store.exports.export("class", "class-overall", tmp_path / "overall.parquet")
     assert len(pd.read_parquet(tmp_path / "overall.parquet")) == 3
 
 
@@ -148,13 +148,13 @@ def test_segments_csv_refusals_name_the_lines_and_write_nothing(store, tmp_path)
         f"{mid},backwards,60,50\n"
     )
     with pytest.raises(SegmentsError) as e:
-        store.import_segments("class", bad)
+        store.classroom.import_segments("class", bad)
     msg = str(e.value)
     for line, what in ((3, "overlaps"), (4, "no video"), (5, "after the end"), (6, "not a decimal"), (7, "not after")):
         assert f"line {line}: " in msg and what in msg, (line, msg)
     assert "line 2:" not in msg
-    assert store.segments("class") == []
+    assert store.classroom.segments("class") == []
     hdr = tmp_path / "hdr.csv"
     hdr.write_text("media,name,start\nlecture.mp4,a,0\n")
     with pytest.raises(SegmentsError, match="line 1: the header"):
-        store.import_segments("class", hdr)
+        store.classroom.import_segments("class", hdr)

@@ -68,7 +68,7 @@ def test_cli_round_trip(env, tmp_path, capsys):
     assert "Surprise" in capsys.readouterr().out
 
     store = LabelStore(env)
-    media_id = store.media("pilot")[0].id
+    media_id = store.recordings.media("pilot")[0].id
     store.close()
     assert main(["delete-media", str(media_id)]) == 0
     assert "2 faces, 1 face annotation," in capsys.readouterr().out
@@ -104,7 +104,7 @@ def test_cli_backup_uses_the_online_backup_api(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert main(["upgrade"]) == 0
     store = LabelStore(f"sqlite:///{tmp_path / 'data' / 'affectlab.sqlite3'}")
-    store.ingest_results("s", png_bytes(1), "a.png", fake_results("a.png", BOXES, ["Fear", "Fear"]))
+    store.ingest.ingest_results("s", png_bytes(1), "a.png", fake_results("a.png", BOXES, ["Fear", "Fear"]))
     # Back up while another connection holds the database open (the app keeps running).
     assert main(["backup", "--out", str(tmp_path / "b.sqlite3")]) == 0
     store.close()
@@ -175,7 +175,7 @@ def test_import_segments_subprocess_names_the_bad_line_then_takes_a_good_file(tm
     assert "line 3" in bad.stderr and "line 2" not in bad.stderr, bad.stderr
     store = LabelStore(f"sqlite:///{tmp_path / 'd' / 'affectlab.sqlite3'}")
     try:
-        assert store.segments("class") == [], "all or nothing: the good line is not stored either"
+        assert store.classroom.segments("class") == [], "all or nothing: the good line is not stored either"
     finally:
         store.close()
     good = run(f"media,name,start_s,end_s\n{mid},intro,0,30\nlecture.mp4,quiz,60,90\n")

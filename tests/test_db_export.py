@@ -21,18 +21,20 @@ LABELS = ["Happiness", "Fear", "Neutral", "Sadness", "Anger", "Surprise"]
 def _fill(store, n_images=8, video=True):
     for i in range(n_images):
         labels = [LABELS[i % 6], LABELS[(i + 1) % 6]]
-        store.ingest_results("s", png_bytes(100 + i), f"img{i}.png", fake_results(f"img{i}.png", BOXES, labels, seed=i))
+        store.ingest.ingest_results(
+            "s", png_bytes(100 + i), f"img{i}.png", fake_results(f"img{i}.png", BOXES, labels, seed=i)
+        )
     if video:
         res = fake_results(
             "v.mp4", BOXES * 3, ["Neutral", "Sadness"] * 3, frames=[0, 0, 5, 5, 9, 9], tracks=[0, 1] * 3, seed=50
         )
-        store.ingest_results("s", png_bytes(999), "v.mp4", res)
-    return store.faces("s")
+        store.ingest.ingest_results("s", png_bytes(999), "v.mp4", res)
+    return store.recordings.faces("s")
 
 
 def test_predictions_only_exports_say_so(store, tmp_path):
     faces = _fill(store, n_images=3, video=False)
-    rep = store.export("s", "csv", tmp_path / "p.csv")
+    rep = store.exports.export("s", "csv", tmp_path / "p.csv")
     assert rep.predictions_only and rep.n_faces == len(faces) == 6 and rep.n_human == 0
     df = pd.read_csv(tmp_path / "p.csv")
     assert set(df["label_source"]) == {"model"} and (df["label"] == df["model_label"]).all()
@@ -47,11 +49,11 @@ def test_predictions_only_exports_say_so(store, tmp_path):
 def test_csv_and_parquet_carry_current_labels_and_provenance(store, tmp_path):
     faces = _fill(store)
     f0, f1 = faces[0].face_id, faces[1].face_id
-    store.correct_face(f0, "alice", label="Anger", valence=0.2)
-    store.correct_face(f0, "bob", label="Anger", valence=0.4)
-    store.correct_face(f0, "carol", label="Fear")
-    store.correct_face(f1, "alice", engagement=0.66)
-    rep = store.export("s", "parquet", tmp_path / "x.parquet")
+    store.review.correct_face(f0, "alice", label="Anger", valence=0.2)
+    store.review.correct_face(f0, "bob", label="Anger", valence=0.4)
+    store.review.correct_face(f0, "carol", label="Fear")
+    store.review.correct_face(f1, "alice", engagement=0.66)
+    rep = store.exports.export("s", "parquet", tmp_path / "x.parquet")
     assert not rep.predictions_only and rep.n_human == 1
     df = pd.read_parquet(tmp_path / "x.parquet").set_index("face_id")
     row = df.loc[f0]
@@ -62,14 +64,14 @@ def test_csv_and_parquet_carry_current_labels_and_provenance(store, tmp_path):
     assert df.loc[f1, "engagement"] == 0.66 and df.loc[f1, "engagement_source"] == "human"
     assert df.loc[f1, "label_source"] == "model"
     assert str(df["frame"].dtype) == "Int64" and df["frame"].isna().sum() == 16
-    store.export("s", "csv", tmp_path / "x.csv")
+    store.exports.export("s", "csv", tmp_path / "x.csv")
     back = pd.read_csv(tmp_path / "x.csv").set_index("face_id")
     assert list(back.columns) == list(df.columns) and back.loc[f0, "label"] == "Anger"
 
 
 def test_splits_are_disjoint_by_media_and_track(store, tmp_path):
     _fill(store)
-    store.export("s", "csv", tmp_path / "x.csv")
+    store.exports.export("s", "csv", tmp_path / "x.csv")
     df = pd.read_csv(tmp_path / "x.csv")
     assert set(df["split"]) == {"train", "validation", "test"}
     images = df[df["track"].isna()]
@@ -78,8 +80,10 @@ def test_splits_are_disjoint_by_media_and_track(store, tmp_path):
     assert (video.groupby("track")["split"].nunique() == 1).all()
     # Same seed, same splits; a media item keeps its split when the study grows.
     before = dict(zip(df["media_sha256"] + df["track"].astype(str), df["split"], strict=True))
-    store.ingest_results("s", png_bytes(5000), "new.png", fake_results("new.png", BOXES, ["Fear", "Fear"], seed=77))
-    store.export("s", "csv", tmp_path / "y.csv")
+    store.ingest.ingest_results(
+        "s", png_bytes(5000), "new.png", fake_results("new.png", BOXES, ["Fear", "Fear"], seed=77)
+    )
+    store.exports.export("s", "csv", tmp_path / "y.csv")
     df2 = pd.read_csv(tmp_path / "y.csv")
     after = dict(zip(df2["media_sha256"] + df2["track"].astype(str), df2["split"], strict=True))
     assert all(after[k] == v for k, v in before.items())
@@ -87,7 +91,7 @@ def test_splits_are_disjoint_by_media_and_track(store, tmp_path):
 
 def test_imagefolder_zip_has_resized_crops_per_split_and_label(store, tmp_path):
     _fill(store)
-    rep = store.export("s", "imagefolder", tmp_path / "if.zip")
+    rep = store.exports.export("s", "imagefolder", tmp_path / "if.zip")
     assert rep.n_faces == 22 and sum(rep.splits.values()) == 22
     with zipfile.ZipFile(tmp_path / "if.zip") as zf:
         pngs = [n for n in zf.namelist() if n.endswith(".png")]
@@ -103,8 +107,8 @@ def test_imagefolder_zip_has_resized_crops_per_split_and_label(store, tmp_path):
 
 def test_features_npz(store, tmp_path):
     _fill(store)
-    store.correct_face(store.faces("s")[0].face_id, "alice", label="Contempt")
-    rep = store.export("s", "features", tmp_path / "f.npz")
+    store.review.correct_face(store.recordings.faces("s")[0].face_id, "alice", label="Contempt")
+    rep = store.exports.export("s", "features", tmp_path / "f.npz")
     with np.load(tmp_path / "f.npz") as z:
         assert z["X"].shape == (22, 16) and z["X"].dtype == np.float32
         classes = list(z["classes"])
@@ -118,9 +122,9 @@ def test_hf_export_loads_with_datasets(store, tmp_path):
     from datasets import load_dataset
 
     faces = _fill(store)
-    store.correct_face(faces[0].face_id, "alice", label="Anger")
+    store.review.correct_face(faces[0].face_id, "alice", label="Anger")
     out = tmp_path / "hf"
-    rep = store.export("s", "hf", out)
+    rep = store.exports.export("s", "hf", out)
     ds = load_dataset("imagefolder", data_dir=str(out), cache_dir=str(tmp_path / "cache"))
     assert set(ds) == set(k for k, v in rep.splits.items() if v)
     assert sum(len(ds[k]) for k in ds) == 22
@@ -138,12 +142,12 @@ def test_features_only_mode_exports_say_crops_are_unavailable(migrated_url, tmp_
         _fill(store, n_images=3, video=False)
         for fmt in ("imagefolder", "hf"):
             with pytest.raises(CropsUnavailableError, match="features-only"):
-                store.export("s", fmt, tmp_path / f"out-{fmt}")
-        rep = store.export("s", "csv", tmp_path / "x.csv")
+                store.exports.export("s", fmt, tmp_path / f"out-{fmt}")
+        rep = store.exports.export("s", "csv", tmp_path / "x.csv")
         assert not rep.crops_available and any("crops unavailable" in n for n in rep.notes)
         assert "Face crops are unavailable" in (tmp_path / "x.README.md").read_text()
         assert rep.n_faces == 6
-        assert store.export("s", "features", tmp_path / "f.npz").n_faces == 6
+        assert store.exports.export("s", "features", tmp_path / "f.npz").n_faces == 6
     finally:
         store.close()
 
@@ -154,9 +158,9 @@ def test_stats_agreement(store):
     alice = ["Happiness", "Fear", "Fear", "Neutral", "Neutral", "Sadness", "Sadness", "Anger"]
     bob = ["Happiness", "Fear", "Neutral", "Neutral", "Neutral", "Sadness", "Anger", "Anger"]
     for i, fid in enumerate(ids):
-        store.correct_face(fid, "alice", label=alice[i], valence=i / 10)
-        store.correct_face(fid, "bob", label=bob[i], valence=i / 10 + 0.05)
-    s = store.stats("s")
+        store.review.correct_face(fid, "alice", label=alice[i], valence=i / 10)
+        store.review.correct_face(fid, "bob", label=bob[i], valence=i / 10 + 0.05)
+    s = store.exports.stats("s")
     from sklearn.metrics import cohen_kappa_score
 
     assert s.annotator_kappa["alice | bob"] == pytest.approx(cohen_kappa_score(alice, bob), abs=1e-6)
@@ -168,12 +172,12 @@ def test_stats_agreement(store):
 
 
 def test_empty_study_exports_a_header_and_says_so(store, tmp_path):
-    store.ingest_results("s", png_bytes(1), "noface.png", [])
-    rep = store.export("s", "csv", tmp_path / "e.csv")
+    store.ingest.ingest_results("s", png_bytes(1), "noface.png", [])
+    rep = store.exports.export("s", "csv", tmp_path / "e.csv")
     assert rep.n_faces == 0 and rep.notes == ("the study has no faces yet",)
     assert pd.read_csv(tmp_path / "e.csv").columns[0] == "face_id"
     with pytest.raises(CropsUnavailableError, match="no faces yet"):
-        store.export("s", "hf", tmp_path / "hf")
+        store.exports.export("s", "hf", tmp_path / "hf")
 
 
 FORMULAS = ['=HYPERLINK("x","y")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "\rCR"]
@@ -185,11 +189,13 @@ def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
     from db.exports import neutralise_cell, unneutralise_cell
 
     for i, name in enumerate(FORMULAS):
-        store.ingest_results("s", png_bytes(300 + i), name + ".png", fake_results(name + ".png", BOXES[:1], ["Fear"]))
-    faces = store.faces("s")
-    store.correct_face(faces[0].face_id, "alice", valence=-0.5, note="=1+2 looks cross")
-    store.correct_face(faces[1].face_id, "alice", note="-- unsure")
-    store.export("s", "csv", tmp_path / "x.csv")
+        store.ingest.ingest_results(
+            "s", png_bytes(300 + i), name + ".png", fake_results(name + ".png", BOXES[:1], ["Fear"])
+        )
+    faces = store.recordings.faces("s")
+    store.review.correct_face(faces[0].face_id, "alice", valence=-0.5, note="=1+2 looks cross")
+    store.review.correct_face(faces[1].face_id, "alice", note="-- unsure")
+    store.exports.export("s", "csv", tmp_path / "x.csv")
     with (tmp_path / "x.csv").open(newline="", encoding="utf-8") as f:
         rows = {int(r["face_id"]): r for r in csv.DictReader(f)}
     names = sorted(r["filename"] for r in rows.values())
@@ -208,14 +214,14 @@ def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
             not v.startswith("-") or v.lstrip("-").replace(".", "", 1).replace("e", "").isdigit() for v in r.values()
         )
     # Parquet keeps the raw text; the card says what the CSV does.
-    store.export("s", "parquet", tmp_path / "x.parquet")
+    store.exports.export("s", "parquet", tmp_path / "x.parquet")
     df = pd.read_parquet(tmp_path / "x.parquet").set_index("face_id")
     assert df.loc[faces[0].face_id, "note"] == "=1+2 looks cross" and df.loc[faces[0].face_id, "valence"] == -0.5
     for card in ("x.README.md",):
         text = (tmp_path / card).read_text()
         assert "leading apostrophe" in text and "OWASP" in text and "Parquet export keeps the raw text" in text
     # imagefolder metadata.csv too
-    store.export("s", "imagefolder", tmp_path / "x.zip")
+    store.exports.export("s", "imagefolder", tmp_path / "x.zip")
     with zipfile.ZipFile(tmp_path / "x.zip") as zf:
         meta = zf.read("metadata.csv").decode()
     assert "'=HYPERLINK" in meta and "\n=" not in meta and ",=" not in meta
@@ -225,23 +231,29 @@ def test_csv_text_cells_are_neutralised_numbers_stay_numbers(store, tmp_path):
 
 def test_neutralised_note_reimports_unchanged(store, tmp_path):
     _fill(store, n_images=2, video=False)
-    faces = store.faces("s")
-    store.correct_face(faces[0].face_id, "alice", note="=cmd|'/C calc'!A0")
-    store.correct_face(faces[1].face_id, "alice", note="+ smiling", valence=-0.5)
-    store.export("s", "csv", tmp_path / "e.csv")
-    n_before = len(store.history(face_id=faces[0].face_id)) + len(store.history(face_id=faces[1].face_id))
+    faces = store.recordings.faces("s")
+    store.review.correct_face(faces[0].face_id, "alice", note="=cmd|'/C calc'!A0")
+    store.review.correct_face(faces[1].face_id, "alice", note="+ smiling", valence=-0.5)
+    store.exports.export("s", "csv", tmp_path / "e.csv")
+    n_before = len(store.recordings.history(face_id=faces[0].face_id)) + len(
+        store.recordings.history(face_id=faces[1].face_id)
+    )
     for who in ("alice", "bob"):
-        rep = store.import_labels("s", tmp_path / "e.csv", who)
+        rep = store.review.import_labels("s", tmp_path / "e.csv", who)
         assert rep.annotations_added == 0, who
-    n_after = len(store.history(face_id=faces[0].face_id)) + len(store.history(face_id=faces[1].face_id))
+    n_after = len(store.recordings.history(face_id=faces[0].face_id)) + len(
+        store.recordings.history(face_id=faces[1].face_id)
+    )
     assert n_after == n_before
-    assert store.face(faces[0].face_id).note == "=cmd|'/C calc'!A0"
+    assert store.recordings.face(faces[0].face_id).note == "=cmd|'/C calc'!A0"
     # A plain labels file holding the neutralised text is alice's current note: nothing added.
     plain = tmp_path / "plain.csv"
     plain.write_text(f"face_id,note\n{faces[0].face_id},\"'=cmd|'/C calc'!A0\"\n", encoding="utf-8")
-    assert store.import_labels("s", plain, "alice").annotations_added == 0
+    assert store.review.import_labels("s", plain, "alice").annotations_added == 0
     # An edited neutralised note is stored without the apostrophe.
     text = (tmp_path / "e.csv").read_text(encoding="utf-8").replace("'+ smiling", "'+ grinning", 1)
     (tmp_path / "edited.csv").write_text(text, encoding="utf-8")
-    assert store.import_labels("s", tmp_path / "edited.csv", "bob").annotations_added == 1
-    assert [h.note for h in store.history(face_id=faces[1].face_id) if h.annotator == "bob"] == ["+ grinning"]
+    assert store.review.import_labels("s", tmp_path / "edited.csv", "bob").annotations_added == 1
+    assert [h.note for h in store.recordings.history(face_id=faces[1].face_id) if h.annotator == "bob"] == [
+        "+ grinning"
+    ]

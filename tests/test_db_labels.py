@@ -12,67 +12,67 @@ BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0), (110.0, 10.0, 150.
 
 def _image(store, study="s", labels=("Happiness", "Fear", "Neutral"), seed=1, **kw):
     name = f"img{seed}.png"
-    store.ingest_results(study, png_bytes(seed), name, fake_results(name, BOXES, list(labels), **kw))
-    return [f.face_id for f in store.faces(study) if f.filename == name]
+    store.ingest.ingest_results(study, png_bytes(seed), name, fake_results(name, BOXES, list(labels), **kw))
+    return [f.face_id for f in store.recordings.faces(study) if f.filename == name]
 
 
 def _video(store, study="s", seed=7):
     res = fake_results(
         "v.mp4", BOXES[:2] * 3, ["Neutral", "Sadness"] * 3, frames=[0, 0, 10, 10, 20, 20], tracks=[0, 1] * 3, seed=seed
     )
-    store.ingest_results(study, png_bytes(seed), "v.mp4", res)
-    faces = [f for f in store.faces(study) if f.filename == "v.mp4"]
+    store.ingest.ingest_results(study, png_bytes(seed), "v.mp4", res)
+    faces = [f for f in store.recordings.faces(study) if f.filename == "v.mp4"]
     return faces
 
 
 def test_current_label_is_latest_per_annotator_and_predictions_stay(store):
     f1, f2, _ = _image(store)
-    a = store.correct_face(f1, "alice", label="anger", note="  frowning ")
+    a = store.review.correct_face(f1, "alice", label="anger", note="  frowning ")
     assert a.label == "Anger" and a.note == "frowning" and a.kind == "set" and a.source == "web"
-    store.correct_face(f1, "alice", valence=-0.5)  # keeps the class set before
-    store.correct_face(f1, "bob", label="Anger", arousal=0.3)
-    face = store.face(f1)
+    store.review.correct_face(f1, "alice", valence=-0.5)  # keeps the class set before
+    store.review.correct_face(f1, "bob", label="Anger", arousal=0.3)
+    face = store.recordings.face(f1)
     assert (face.label, face.label_source, face.label_annotators, face.label_agreement) == ("Anger", "human", 2, 1.0)
     assert face.valence == -0.5 and face.valence_annotators == 1 and face.arousal == 0.3
     assert face.model_label == "Happiness"  # the prediction is untouched
-    store.correct_face(f1, "alice", label="Disgust")
-    face = store.face(f1)
+    store.review.correct_face(f1, "alice", label="Disgust")
+    face = store.recordings.face(f1)
     # One vote each: the tie goes to the most recent vote.
     assert face.label == "Disgust" and face.label_agreement == 0.5
     assert {j.annotator: j.label for j in face.judgements} == {"alice": "Disgust", "bob": "Anger"}
-    assert store.face(f2).label_source == "model" and store.face(f2).label == "Fear"
-    hist = store.history(face_id=f1)
+    assert store.recordings.face(f2).label_source == "model" and store.recordings.face(f2).label == "Fear"
+    hist = store.recordings.history(face_id=f1)
     assert [h.label for h in hist] == ["Anger", None, "Anger", "Disgust"]
-    assert store.predictions(f1)[0]["label"] == "Happiness"
+    assert store.recordings.predictions(f1)[0]["label"] == "Happiness"
 
 
 def test_undo_is_a_new_row_and_restores_the_previous_value(store):
     f1, *_ = _image(store)
-    first = store.correct_face(f1, "alice", label="Anger")
-    second = store.correct_face(f1, "alice", label="Fear")
-    store.correct_face(f1, "bob", label="Surprise")
-    u = store.undo("alice", face_id=f1)
+    first = store.review.correct_face(f1, "alice", label="Anger")
+    second = store.review.correct_face(f1, "alice", label="Fear")
+    store.review.correct_face(f1, "bob", label="Surprise")
+    u = store.review.undo("alice", face_id=f1)
     assert u.kind == "undo" and u.reverts_id == second.id and u.label is None
-    assert {j.annotator: j.label for j in store.face(f1).judgements} == {"alice": "Anger", "bob": "Surprise"}
-    store.undo("alice", face_id=f1)
-    assert {j.annotator: j.label for j in store.face(f1).judgements} == {"bob": "Surprise"}
+    assert {j.annotator: j.label for j in store.recordings.face(f1).judgements} == {"alice": "Anger", "bob": "Surprise"}
+    store.review.undo("alice", face_id=f1)
+    assert {j.annotator: j.label for j in store.recordings.face(f1).judgements} == {"bob": "Surprise"}
     with pytest.raises(NothingToUndoError, match="alice"):
-        store.undo("alice", face_id=f1)
+        store.review.undo("alice", face_id=f1)
     with pytest.raises(NothingToUndoError, match="already undone"):
-        store.undo("bob", annotation_id=first.id)
-    hist = store.history(face_id=f1)
+        store.review.undo("bob", annotation_id=first.id)
+    hist = store.recordings.history(face_id=f1)
     assert [h.kind for h in hist] == ["set", "set", "set", "undo", "undo"]
-    assert len(store.predictions(f1)) == 1
+    assert len(store.recordings.predictions(f1)) == 1
 
 
 def test_track_correction_applies_to_faces_without_their_own(store):
     faces = _video(store)
     t0 = [f for f in faces if f.track_index == 0]
     track_id = t0[0].track_id
-    store.correct_face(t0[1].face_id, "alice", label="Surprise")
-    store.correct_track(track_id, "alice", label="Happiness", engagement=0.333)
-    store.correct_track(track_id, "bob", label="Contempt")
-    now = {f.face_id: f for f in store.faces("s")}
+    store.review.correct_face(t0[1].face_id, "alice", label="Surprise")
+    store.review.correct_track(track_id, "alice", label="Happiness", engagement=0.333)
+    store.review.correct_track(track_id, "bob", label="Contempt")
+    now = {f.face_id: f for f in store.recordings.faces("s")}
     assert now[t0[0].face_id].label_source == "human"
     assert {j.annotator: j.label for j in now[t0[0].face_id].judgements} == {"alice": "Happiness", "bob": "Contempt"}
     assert {j.annotator: j.label for j in now[t0[1].face_id].judgements} == {"alice": "Surprise", "bob": "Contempt"}
@@ -81,24 +81,24 @@ def test_track_correction_applies_to_faces_without_their_own(store):
     other = next(f for f in now.values() if f.track_index == 1)
     assert other.label_source == "model"
     # The face's history shows the track rows too; undoing the track row restores the model label for bob's faces.
-    assert len(store.history(face_id=t0[0].face_id)) == 2
-    store.undo("bob", track_id=track_id)
-    assert {j.annotator for j in store.face(t0[0].face_id).judgements} == {"alice"}
+    assert len(store.recordings.history(face_id=t0[0].face_id)) == 2
+    store.review.undo("bob", track_id=track_id)
+    assert {j.annotator for j in store.recordings.face(t0[0].face_id).judgements} == {"alice"}
 
 
 def test_invalid_corrections_are_refused(store):
     f1, *_ = _image(store)
     with pytest.raises(InvalidLabelError, match="one of Anger"):
-        store.correct_face(f1, "a", label="Joy")
+        store.review.correct_face(f1, "a", label="Joy")
     with pytest.raises(InvalidLabelError, match="-1 to 1"):
-        store.correct_face(f1, "a", valence=1.5)
+        store.review.correct_face(f1, "a", valence=1.5)
     with pytest.raises(InvalidLabelError, match=r"0, 0\.33, 0\.66, 1"):
-        store.correct_face(f1, "a", engagement=0.5)
+        store.review.correct_face(f1, "a", engagement=0.5)
     with pytest.raises(InvalidLabelError, match="at least one"):
-        store.correct_face(f1, "a")
+        store.review.correct_face(f1, "a")
     with pytest.raises(NotFoundError, match="face"):
-        store.correct_face(10**6, "a", label="Fear")
-    assert store.history(face_id=f1) == []
+        store.review.correct_face(10**6, "a", label="Fear")
+    assert store.recordings.history(face_id=f1) == []
 
 
 def _write(path, text):
@@ -110,15 +110,15 @@ def test_import_labels_applies_rows_and_skips_the_annotators_own_values(store, t
     f1, f2, f3 = _image(store)
     body = f"face_id,label,valence,engagement,note\n{f1},Anger,0.2,,x\n{f2},Fear,,,\n{f3},,,1,\n"
     csv = _write(tmp_path / "l.csv", body)
-    rep = store.import_labels("s", csv, "carol")
+    rep = store.review.import_labels("s", csv, "carol")
     # f2's Fear equals the model's label: carol's agreement is a vote too.
     assert (rep.rows, rep.annotations_added, rep.fields_unchanged) == (3, 3, 0)
-    assert store.face(f1).label == "Anger" and store.face(f1).note == "x"
-    assert (store.face(f2).label_source, store.face(f2).label_annotators) == ("human", 1)
-    assert store.face(f3).engagement == 1.0 and store.face(f3).label_source == "model"
-    assert store.history(face_id=f1)[0].source == "import:l.csv"
+    assert store.recordings.face(f1).label == "Anger" and store.recordings.face(f1).note == "x"
+    assert (store.recordings.face(f2).label_source, store.recordings.face(f2).label_annotators) == ("human", 1)
+    assert store.recordings.face(f3).engagement == 1.0 and store.recordings.face(f3).label_source == "model"
+    assert store.recordings.history(face_id=f1)[0].source == "import:l.csv"
     # Again: every value is carol's current one already.
-    rep = store.import_labels("s", csv, "carol")
+    rep = store.review.import_labels("s", csv, "carol")
     assert (rep.annotations_added, rep.already_current, rep.fields_unchanged) == (0, 5, 5)
 
 
@@ -139,10 +139,10 @@ def test_import_labels_bad_row_applies_nothing(store, tmp_path, body, line, reas
     f1, f2, _ = _image(store)
     csv = _write(tmp_path / "bad.csv", body.format(f1=f1, f2=f2))
     with pytest.raises(ImportLabelsError, match=reason) as err:
-        store.import_labels("s", csv, "dave")
+        store.review.import_labels("s", csv, "dave")
     assert err.value.line == line and str(err.value).startswith(f"bad.csv:{line}: ")
     assert "nothing of bad.csv was applied" in str(err.value)
-    assert store.history(face_id=f1) == []
+    assert store.recordings.history(face_id=f1) == []
 
 
 def test_active_corrections_rule_is_pure_and_order_free():
@@ -163,16 +163,16 @@ def test_active_corrections_rule_is_pure_and_order_free():
 
 def test_one_person_one_annotator_whatever_the_case_and_spaces(store):
     f1, f2, f3 = _image(store)
-    store.correct_face(f1, "alice", label="Anger")
-    store.correct_face(f2, " Alice ", label="Fear")  # the same person, typed differently
-    store.correct_face(f1, "ALICE", label="Disgust")
-    store.correct_face(f3, "Al ice", label="Neutral")
-    store.correct_face(f1, "bob", label="Anger")
-    face = store.face(f1)
+    store.review.correct_face(f1, "alice", label="Anger")
+    store.review.correct_face(f2, " Alice ", label="Fear")  # the same person, typed differently
+    store.review.correct_face(f1, "ALICE", label="Disgust")
+    store.review.correct_face(f3, "Al ice", label="Neutral")
+    store.review.correct_face(f1, "bob", label="Anger")
+    face = store.recordings.face(f1)
     assert sorted((j.annotator, j.label) for j in face.judgements) == [("alice", "Disgust"), ("bob", "Anger")]
-    assert {j.annotator for f in store.faces("s") for j in f.judgements} == {"alice", "bob"}
-    assert store.stats("s").counts["annotators"] == 2
-    assert store.annotator_name("  ALIce") == "alice", "the stored display name"
-    assert store.annotator_name("  Carol  Ann ") == "Carol Ann", "a new person: the name as typed, trimmed"
-    store.correct_face(f2, "Carol  Ann", label="Fear")
-    assert store.annotator_name("carolann") == "Carol Ann"
+    assert {j.annotator for f in store.recordings.faces("s") for j in f.judgements} == {"alice", "bob"}
+    assert store.exports.stats("s").counts["annotators"] == 2
+    assert store.review.annotator_name("  ALIce") == "alice", "the stored display name"
+    assert store.review.annotator_name("  Carol  Ann ") == "Carol Ann", "a new person: the name as typed, trimmed"
+    store.review.correct_face(f2, "Carol  Ann", label="Fear")
+    assert store.review.annotator_name("carolann") == "Carol Ann"

@@ -50,17 +50,17 @@ def _writer(url: str, idx: int, face_ids: list[int], ready: Path, go: Path, out:
         def emit(self, record: logging.LogRecord) -> None:
             busy.append(record.getMessage())
 
-    log = logging.getLogger("db.services")
+    log = logging.getLogger("db.service_base")
     log.setLevel(logging.INFO)
     log.addHandler(Count())
     store = LabelStore(url)
-    store.studies()  # connect and check the schema before the start line
+    store.recordings.studies()  # connect and check the schema before the start line
     ready.touch()
     _await_start(go)
     t0 = time.perf_counter()
     for k in range(N_EACH):
         fid = face_ids[(idx * 7 + k) % len(face_ids)]
-        store.correct_face(
+        store.review.correct_face(
             fid, f"writer{idx % 4}", label=LABELS[k % 8], valence=round((k % 21) / 10 - 1, 1), note=f"{idx}:{k}"
         )
     out.write_text(json.dumps({"elapsed": time.perf_counter() - t0, "retries": len(busy)}))
@@ -89,15 +89,15 @@ def _open_transaction(url: str, face_id: int, flag: Path) -> None:
 def _steady(url: str, face_id: int, conn) -> None:
     store = LabelStore(url)
     for k in range(100000):
-        store.correct_face(face_id, "steady", label="Anger", note=f"steady {k}")
+        store.review.correct_face(face_id, "steady", label="Anger", note=f"steady {k}")
         conn.send(k)
 
 
 def _faces(store: LabelStore, n_images: int = 4) -> list[int]:
     boxes = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
     for i in range(n_images):
-        store.ingest_results("s", png_bytes(i), f"{i}.png", fake_results(f"{i}.png", boxes, ["Fear", "Neutral"]))
-    ids = [f.face_id for f in store.faces("s")]
+        store.ingest.ingest_results("s", png_bytes(i), f"{i}.png", fake_results(f"{i}.png", boxes, ["Fear", "Neutral"]))
+    ids = [f.face_id for f in store.recordings.faces("s")]
     store.engine.dispose()  # nothing open across the fork
     return ids
 
@@ -135,10 +135,12 @@ def test_concurrent_writers_lose_nothing(store, migrated_url, tmp_path, engine_k
     results = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(N_PROCS)]
     total = N_PROCS * N_EACH
     assert _count(store) == total
-    notes = [h.note for fid in face_ids for h in store.history(face_id=fid)]
+    notes = [h.note for fid in face_ids for h in store.recordings.history(face_id=fid)]
     assert sorted(notes) == sorted(f"{i}:{k}" for i in range(N_PROCS) for k in range(N_EACH))
-    assert sorted(j.annotator for j in store.face(face_ids[0]).judgements) == [f"writer{i}" for i in range(4)]
-    assert store.integrity_check() == "ok"
+    assert sorted(j.annotator for j in store.recordings.face(face_ids[0]).judgements) == [
+        f"writer{i}" for i in range(4)
+    ]
+    assert store.upkeep.integrity_check() == "ok"
     retries = sum(r["retries"] for r in results)
     per_writer = sorted(round(r["elapsed"], 1) for r in results)
     print(
@@ -150,7 +152,7 @@ def test_concurrent_writers_lose_nothing(store, migrated_url, tmp_path, engine_k
 @pytest.mark.slow
 def test_writer_killed_mid_transaction_leaves_a_consistent_database(store, migrated_url, tmp_path):
     face_ids = _faces(store, n_images=1)
-    store.correct_face(face_ids[0], "before", label="Happiness")
+    store.review.correct_face(face_ids[0], "before", label="Happiness")
     store.engine.dispose()
     flag = tmp_path / "inside"
     p = FORK.Process(target=_child, args=(_open_transaction, migrated_url, face_ids[0], flag))
@@ -161,11 +163,11 @@ def test_writer_killed_mid_transaction_leaves_a_consistent_database(store, migra
     assert p.exitcode == -signal.SIGKILL
     # None of the uncommitted rows, the committed one intact, the lock gone: a new write goes through at once.
     assert _count(store) == 1
-    assert store.integrity_check() == "ok"
+    assert store.upkeep.integrity_check() == "ok"
     t0 = time.perf_counter()
-    store.correct_face(face_ids[0], "after", label="Fear")
+    store.review.correct_face(face_ids[0], "after", label="Fear")
     assert time.perf_counter() - t0 < 5
-    assert [h.annotator for h in store.history(face_id=face_ids[0])] == ["before", "after"]
+    assert [h.annotator for h in store.recordings.history(face_id=face_ids[0])] == ["before", "after"]
 
 
 @pytest.mark.slow
@@ -188,8 +190,8 @@ def test_writer_killed_between_commits_keeps_every_acknowledged_commit(store, mi
             break
     n = _count(store)
     assert acked + 1 <= n <= acked + 2  # every acknowledged commit, plus at most the one in flight
-    assert store.integrity_check() == "ok"
-    store.correct_face(face_ids[0], "after", label="Fear")
+    assert store.upkeep.integrity_check() == "ok"
+    store.review.correct_face(face_ids[0], "after", label="Fear")
 
 
 def _impatient_writer(url: str, idx: int, face_ids: list[int], ready: Path, go: Path, out: Path) -> None:
@@ -200,14 +202,14 @@ def _impatient_writer(url: str, idx: int, face_ids: list[int], ready: Path, go: 
         def emit(self, record: logging.LogRecord) -> None:
             busy.append(record.getMessage())
 
-    logging.getLogger("db.services").setLevel(logging.INFO)
-    logging.getLogger("db.services").addHandler(Count())
+    logging.getLogger("db.service_base").setLevel(logging.INFO)
+    logging.getLogger("db.service_base").addHandler(Count())
     store = LabelStore(url, engine=make_engine(url, busy_timeout_ms=0), retries=50)
-    store.studies()
+    store.recordings.studies()
     ready.touch()
     _await_start(go)
     for k in range(100):
-        store.correct_face(face_ids[k % len(face_ids)], f"w{idx}", label="Fear", note=f"{idx}:{k}")
+        store.review.correct_face(face_ids[k % len(face_ids)], f"w{idx}", label="Fear", note=f"{idx}:{k}")
     out.write_text(json.dumps({"retries": len(busy)}))
 
 
@@ -244,10 +246,10 @@ def test_a_lock_held_too_long_gives_a_busy_error_saying_what_to_do(tmp_path):
     holder.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StoreBusyError, match="try again in a moment") as err:
-            impatient.correct_face(face_ids[0], "a", label="Fear")
+            impatient.review.correct_face(face_ids[0], "a", label="Fear")
         assert err.value.attempts == 3
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    impatient.correct_face(face_ids[0], "a", label="Fear")
+    impatient.review.correct_face(face_ids[0], "a", label="Fear")
     assert _count(store) == 1

@@ -31,7 +31,7 @@ BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0), (110.0, 10.0, 150.
 def _fill(store, rng: random.Random, study: str) -> None:
     for seed in (1, 2):
         name = f"img{seed}.png"
-        store.ingest_results(
+        store.ingest.ingest_results(
             study,
             png_bytes(seed),
             name,
@@ -44,7 +44,7 @@ def _fill(store, rng: random.Random, study: str) -> None:
             ),
         )
     n = 8
-    store.ingest_results(
+    store.ingest.ingest_results(
         study,
         png_bytes(7),
         "v.mp4",
@@ -59,7 +59,7 @@ def _fill(store, rng: random.Random, study: str) -> None:
         ),
     )
     if rng.random() < 0.5:  # a second model run on one image: the study's chosen run may change
-        store.ingest_results(
+        store.ingest.ingest_results(
             study,
             png_bytes(1),
             "img1.png",
@@ -210,12 +210,12 @@ def test_kept_review_state_equals_the_whole_study_rules(store, tmp_path, seed):
     rng = random.Random(seed)
     study = "s"
     _fill(store, rng, study)
-    store.set_study_settings(
+    store.review.set_study_settings(
         study, StudySettings(independent=rng.random() < 0.5, double_share=rng.choice([0.0, 0.5, 1.0]))
     )
     _check(store, study, rng)
     for step in range(30):
-        faces = store.faces(study)
+        faces = store.recordings.faces(study)
         if not faces:
             break
         face = rng.choice(faces)
@@ -224,38 +224,38 @@ def test_kept_review_state_equals_the_whole_study_rules(store, tmp_path, seed):
         if op < 0.35:
             kind = rng.random()
             if kind < 0.6:
-                store.correct_face(face.face_id, who, label=rng.choice(CLASSES))
+                store.review.correct_face(face.face_id, who, label=rng.choice(CLASSES))
             elif kind < 0.8:
-                store.correct_face(face.face_id, who, valence=rng.choice([-0.8, 0.0, 0.7]))
+                store.review.correct_face(face.face_id, who, valence=rng.choice([-0.8, 0.0, 0.7]))
             else:
-                store.correct_face(face.face_id, who, note="blurry")
+                store.review.correct_face(face.face_id, who, note="blurry")
         elif op < 0.45 and face.track_id is not None:
-            store.correct_track(face.track_id, who, label=rng.choice(CLASSES), valence=rng.choice([None, -0.7]))
+            store.review.correct_track(face.track_id, who, label=rng.choice(CLASSES), valence=rng.choice([None, -0.7]))
         elif op < 0.6:
             try:
                 if face.track_id is not None and rng.random() < 0.3:
-                    store.undo(who, track_id=face.track_id)
+                    store.review.undo(who, track_id=face.track_id)
                 else:
-                    store.undo(who, face_id=face.face_id)
+                    store.review.undo(who, face_id=face.face_id)
             except NothingToUndoError:
                 pass
         elif op < 0.72:
-            store.skip(face.face_id, who)
+            store.review.skip(face.face_id, who)
         elif op < 0.77:
-            store.unskip(study, who, [face.face_id] if rng.random() < 0.5 else None)
+            store.review.unskip(study, who, [face.face_id] if rng.random() < 0.5 else None)
         elif op < 0.9:
             path = tmp_path / f"labels{step}.csv"
             picks = rng.sample(faces, min(3, len(faces)))
             _write_labels(path, [(f.face_id, rng.choice(CLASSES)) for f in picks])
-            store.import_labels(study, path, who)
+            store.review.import_labels(study, path, who)
         elif op < 0.95:
-            store.set_study_settings(
+            store.review.set_study_settings(
                 study, StudySettings(independent=rng.random() < 0.5, double_share=rng.choice([0.0, 0.5, 1.0]))
             )
         elif face.track_id is not None and rng.random() < 0.5:
-            store.delete_track(face.track_id)
+            store.upkeep.delete_track(face.track_id)
         else:
-            store.delete_media(face.media_id)
+            store.upkeep.delete_media(face.media_id)
         if step % 5 == 4:
             _check(store, study, rng)
     _check(store, study, rng)
@@ -336,7 +336,7 @@ def test_migration_fills_the_state_of_a_study_made_before_it(store_url, tmp_path
         old = random.Random(0)
         for _ in range(3):
             _check(store, "old", old)
-        assert store.review_queue("old", annotator="bob").left < store.review_queue("old").total
+        assert store.review.review_queue("old", annotator="bob").left < store.review.review_queue("old").total
     finally:
         store.close()
 
@@ -380,7 +380,7 @@ def test_kept_statistics_equal_the_whole_study_computation(store, tmp_path, seed
 
     defined = 0
     for step in range(60):
-        faces = store.faces(study)
+        faces = store.recordings.faces(study)
         if not faces:
             break
         face = rng.choice(faces[:6] + faces[-4:])
@@ -388,7 +388,7 @@ def test_kept_statistics_equal_the_whole_study_computation(store, tmp_path, seed
         op = rng.random()
         value = lambda: rng.choice([None, -0.9, -0.3, 0.1, 0.45, 0.8])  # noqa: E731
         if op < 0.55:
-            store.correct_face(
+            store.review.correct_face(
                 face.face_id,
                 who,
                 label=rng.choice([None, *CLASSES[:3]]) if rng.random() < 0.8 else CLASSES[0],
@@ -397,18 +397,18 @@ def test_kept_statistics_equal_the_whole_study_computation(store, tmp_path, seed
                 engagement=rng.choice([None, 0.0, 0.33, 1.0]),
             )
         elif op < 0.65 and face.track_id is not None:
-            store.correct_track(face.track_id, who, label=rng.choice(CLASSES[:3]), valence=value())
+            store.review.correct_track(face.track_id, who, label=rng.choice(CLASSES[:3]), valence=value())
         elif op < 0.8:
             with contextlib.suppress(NothingToUndoError):
-                store.undo(who, face_id=face.face_id)
+                store.review.undo(who, face_id=face.face_id)
         elif op < 0.9:
             path = tmp_path / f"st{step}.csv"
             _write_labels(path, [(f.face_id, rng.choice(CLASSES[:3])) for f in rng.sample(faces, min(4, len(faces)))])
-            store.import_labels(study, path, who)
+            store.review.import_labels(study, path, who)
         elif op < 0.95 and face.track_id is not None:
-            store.delete_track(face.track_id)
+            store.upkeep.delete_track(face.track_id)
         elif op >= 0.98:
-            store.delete_media(face.media_id)
+            store.upkeep.delete_media(face.media_id)
         if step % 6 == 5:
             defined += store.transaction(stats_match, write=False)
     defined += store.transaction(stats_match, write=False)

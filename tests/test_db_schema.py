@@ -31,7 +31,7 @@ def test_store_refuses_an_unmigrated_database(store_url):
     store = LabelStore(store_url)
     try:
         with pytest.raises(SchemaOutdatedError, match="python -m db upgrade"):
-            store.studies()
+            store.recordings.studies()
     finally:
         store.close()
 
@@ -68,7 +68,7 @@ def _ingest_video(store, study="s", seed=1):
         },
         {"track": 2, "n_faces": 2, "start_s": 0.0, "end_s": 0.5, "engagement": None},
     ]
-    return store.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks_of(tracks))
+    return store.ingest.ingest_results(study, png_bytes(seed), "clip.mp4", results, tracks_of(tracks))
 
 
 def _count(store, model):
@@ -78,40 +78,42 @@ def _count(store, model):
 
 def test_delete_media_removes_everything_derived(store):
     rep = _ingest_video(store)
-    other = store.ingest_results("s", png_bytes(99), "other.png", fake_results("other.png", [(1, 1, 30, 30)], ["Fear"]))
-    face_ids = [f.face_id for f in store.faces("s") if f.media_id == rep.media_ids[0]]
-    track_id = store.faces("s")[0].track_id
-    store.correct_face(face_ids[0], "ann", label="Anger")
-    store.correct_track(track_id, "ann", engagement=0.66)
-    undo = store.correct_face(face_ids[1], "ann", label="Fear")
-    store.undo("ann", annotation_id=undo.id)
+    other = store.ingest.ingest_results(
+        "s", png_bytes(99), "other.png", fake_results("other.png", [(1, 1, 30, 30)], ["Fear"])
+    )
+    face_ids = [f.face_id for f in store.recordings.faces("s") if f.media_id == rep.media_ids[0]]
+    track_id = store.recordings.faces("s")[0].track_id
+    store.review.correct_face(face_ids[0], "ann", label="Anger")
+    store.review.correct_track(track_id, "ann", engagement=0.66)
+    undo = store.review.correct_face(face_ids[1], "ann", label="Fear")
+    store.review.undo("ann", annotation_id=undo.id)
     assert _count(store, EngagementWindow) == 1
 
-    removed = store.delete_media(rep.media_ids[0])
+    removed = store.upkeep.delete_media(rep.media_ids[0])
     assert removed["faces"] == 4
     for model in (Track, EngagementWindow):
         assert _count(store, model) == 0
     assert _count(store, Face) == 1 and _count(store, Prediction) == 1 and _count(store, Annotation) == 0
-    assert [m.id for m in store.media("s")] == list(other.media_ids)
-    assert store.integrity_check() == "ok"
+    assert [m.id for m in store.recordings.media("s")] == list(other.media_ids)
+    assert store.upkeep.integrity_check() == "ok"
 
 
 def test_delete_track_removes_its_faces_only(store):
     _ingest_video(store)
-    faces = store.faces("s")
+    faces = store.recordings.faces("s")
     t1 = next(f.track_id for f in faces if f.track_index == 1)
-    store.correct_track(t1, "ann", label="Surprise")
-    removed = store.delete_track(t1)
+    store.review.correct_track(t1, "ann", label="Surprise")
+    removed = store.upkeep.delete_track(t1)
     assert removed == {"track": 1, "faces": 2, "face_annotations": 0}
-    left = store.faces("s")
+    left = store.recordings.faces("s")
     assert {f.track_index for f in left} == {2} and len(left) == 2
     assert _count(store, Annotation) == 0 and _count(store, EngagementWindow) == 0
 
 
 def test_annotations_and_predictions_are_append_only_in_the_database(store):
     _ingest_video(store)
-    face = store.faces("s")[0]
-    store.correct_face(face.face_id, "ann", label="Anger")
+    face = store.recordings.faces("s")[0]
+    store.review.correct_face(face.face_id, "ann", label="Anger")
     with store.engine.connect() as conn:
         for stmt in ("UPDATE annotations SET label = 'Fear'", "UPDATE predictions SET label = 'Fear'"):
             with pytest.raises(DBAPIError, match="append-only"):
@@ -140,10 +142,10 @@ def test_annotations_and_predictions_are_append_only_in_the_database(store):
 
 def test_direct_deletes_of_annotations_and_predictions_are_refused(store):
     rep = _ingest_video(store)
-    faces = store.faces("s")
-    face_ann = store.correct_face(faces[0].face_id, "ann", label="Anger")
-    track_ann = store.correct_track(faces[0].track_id, "ann", engagement=0.66)
-    store.undo("ann", annotation_id=face_ann.id)
+    faces = store.recordings.faces("s")
+    face_ann = store.review.correct_face(faces[0].face_id, "ann", label="Anger")
+    track_ann = store.review.correct_track(faces[0].track_id, "ann", engagement=0.66)
+    store.review.undo("ann", annotation_id=face_ann.id)
     statements = [
         ("DELETE FROM annotations WHERE id = :i", {"i": face_ann.id}),
         ("DELETE FROM annotations WHERE id = :i", {"i": track_ann.id}),
@@ -158,14 +160,14 @@ def test_direct_deletes_of_annotations_and_predictions_are_refused(store):
             conn.rollback()
     assert _count(store, Annotation) == 3 and _count(store, Prediction) == 4
     # The privacy deletions still remove everything derived, through the cascades.
-    assert store.delete_track(faces[0].track_id)["faces"] == 2
+    assert store.upkeep.delete_track(faces[0].track_id)["faces"] == 2
     assert _count(store, Annotation) == 0 and _count(store, Prediction) == 2
-    left = store.faces("s")
-    store.correct_face(left[0].face_id, "ann", label="Fear")
-    store.correct_track(left[0].track_id, "bob", label="Sadness")
-    store.delete_media(rep.media_ids[0])
+    left = store.recordings.faces("s")
+    store.review.correct_face(left[0].face_id, "ann", label="Fear")
+    store.review.correct_track(left[0].track_id, "bob", label="Sadness")
+    store.upkeep.delete_media(rep.media_ids[0])
     assert _count(store, Annotation) == 0 and _count(store, Prediction) == 0 and _count(store, Face) == 0
-    assert store.integrity_check() == "ok"
+    assert store.upkeep.integrity_check() == "ok"
 
 
 def test_append_only_delete_triggers_downgrade_and_upgrade(store_url):
@@ -192,22 +194,22 @@ def test_hostile_filename_is_stored_verbatim_and_neutralised_in_csv(store, tmp_p
 
     import pandas as pd
 
-    store.ingest_results("s", png_bytes(7), "../../etc/passwd", fake_results("x", [(1, 1, 30, 30)], ["Fear"]))
-    assert store.media("s")[0].filename == "passwd"  # a base name, never a path
-    store.delete_media(store.media("s")[0].id)
-    store.ingest_results("s", png_bytes(5), HOSTILE, fake_results(HOSTILE, [(1, 1, 30, 30)], ["Fear"]))
-    assert store.media("s")[0].filename == HOSTILE
+    store.ingest.ingest_results("s", png_bytes(7), "../../etc/passwd", fake_results("x", [(1, 1, 30, 30)], ["Fear"]))
+    assert store.recordings.media("s")[0].filename == "passwd"  # a base name, never a path
+    store.upkeep.delete_media(store.recordings.media("s")[0].id)
+    store.ingest.ingest_results("s", png_bytes(5), HOSTILE, fake_results(HOSTILE, [(1, 1, 30, 30)], ["Fear"]))
+    assert store.recordings.media("s")[0].filename == HOSTILE
     assert _count(store, Media) == 1  # the table is still there
-    store.export("s", "csv", tmp_path / "out.csv")
+    store.exports.export("s", "csv", tmp_path / "out.csv")
     assert pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist() == [HOSTILE]
     formula = "=cmd|' C calc'!A0.jpg"
-    store.ingest_results("s", png_bytes(6), formula, fake_results(formula, [(1, 1, 30, 30)], ["Fear"]))
-    store.export("s", "csv", tmp_path / "out.csv")
+    store.ingest.ingest_results("s", png_bytes(6), formula, fake_results(formula, [(1, 1, 30, 30)], ["Fear"]))
+    store.exports.export("s", "csv", tmp_path / "out.csv")
     csv_names = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["filename"].tolist()
     assert sorted(csv_names) == sorted([HOSTILE, "'" + formula])  # a spreadsheet shows it as text
-    store.export("s", "parquet", tmp_path / "out.parquet")
+    store.exports.export("s", "parquet", tmp_path / "out.parquet")
     assert sorted(pd.read_parquet(tmp_path / "out.parquet")["filename"].tolist()) == sorted([HOSTILE, formula])
-    store.export("s", "imagefolder", tmp_path / "out.zip")
+    store.exports.export("s", "imagefolder", tmp_path / "out.zip")
     with zipfile.ZipFile(tmp_path / "out.zip") as zf:
         names = zf.namelist()
         assert all(".." not in n and "<" not in n for n in names)
@@ -223,14 +225,14 @@ def test_migration_0006_merges_annotators_that_are_one_person(store_url):
         try:
             name = "img.png"
             boxes = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
-            store.ingest_results("s", png_bytes(1), name, fake_results(name, boxes, ["Fear", "Anger"]))
-            f1, f2 = (f.face_id for f in store.faces("s"))
-            store.correct_face(f1, "alice", label="Happiness")
-            store.correct_face(f2, "zed", label="Sadness")
-            store.correct_face(f1, "bob", label="Anger")
-            store.skip(f2, "alice")
-            store.skip(f2, "zed")
-            store.skip(f1, "zed")
+            store.ingest.ingest_results("s", png_bytes(1), name, fake_results(name, boxes, ["Fear", "Anger"]))
+            f1, f2 = (f.face_id for f in store.recordings.faces("s"))
+            store.review.correct_face(f1, "alice", label="Happiness")
+            store.review.correct_face(f2, "zed", label="Sadness")
+            store.review.correct_face(f1, "bob", label="Anger")
+            store.review.skip(f2, "alice")
+            store.review.skip(f2, "zed")
+            store.review.skip(f1, "zed")
         finally:
             store.close()
         assert downgrade(engine, "0005") == "0005"
@@ -245,7 +247,7 @@ def test_migration_0006_merges_annotators_that_are_one_person(store_url):
         assert skips == sorted([f1, f2]), "the skip both had is kept once"
         store = LabelStore(store_url)
         try:
-            votes = sorted((j.annotator, j.label) for f in store.faces("s") for j in f.judgements)
+            votes = sorted((j.annotator, j.label) for f in store.recordings.faces("s") for j in f.judgements)
             assert votes == [("alice", "Happiness"), ("alice", "Sadness"), ("bob", "Anger")], "every vote kept"
             with pytest.raises(DBAPIError), engine.begin() as conn:  # the append-only trigger is back
                 conn.execute(text("UPDATE annotations SET note = 'x'"))

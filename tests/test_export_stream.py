@@ -19,31 +19,33 @@ def _fill(store):
     """Images and a tracked video, with votes of three annotators, track votes, a note, undos and a formula."""
     for i in range(5):
         labels_ = [LABELS[i % 6], LABELS[(i + 1) % 6]]
-        store.ingest_results(
+        store.ingest.ingest_results(
             "s", png_bytes(100 + i), f"=img{i}.png", fake_results(f"img{i}.png", BOXES, labels_, seed=i)
         )
     res = fake_results(
         "v.mp4", BOXES * 4, ["Neutral", "Sadness"] * 4, frames=[0, 0, 5, 5, 9, 9, 12, 12], tracks=[0, 1] * 4, seed=50
     )
-    store.ingest_results("s", png_bytes(999), "v.mp4", res)
+    store.ingest.ingest_results("s", png_bytes(999), "v.mp4", res)
     # A second model run: one face gets a second prediction, a new face has only that run's.
-    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES, ["Fear", "Anger"], model="m2"))
-    store.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES[:1], ["Disgust"], seed=9))
-    faces = store.faces("s")
+    store.ingest.ingest_results(
+        "s", png_bytes(555), "two.png", fake_results("two.png", BOXES, ["Fear", "Anger"], model="m2")
+    )
+    store.ingest.ingest_results("s", png_bytes(555), "two.png", fake_results("two.png", BOXES[:1], ["Disgust"], seed=9))
+    faces = store.recordings.faces("s")
     f = [r.face_id for r in faces]
-    store.correct_face(f[0], "alice", label="Anger", valence=0.2)
-    store.correct_face(f[0], "bob", label="Anger", valence=0.4, note="-looks angry")
-    store.correct_face(f[0], "carol", label="Fear")
-    store.correct_face(f[1], "alice", engagement=0.66)
-    store.correct_face(f[2], "bob", label="Contempt")
-    store.undo("bob", face_id=f[2])
-    store.correct_face(f[3], "alice", label="Surprise")
-    store.correct_face(f[3], "alice", label="Happiness", arousal=-0.3)
+    store.review.correct_face(f[0], "alice", label="Anger", valence=0.2)
+    store.review.correct_face(f[0], "bob", label="Anger", valence=0.4, note="-looks angry")
+    store.review.correct_face(f[0], "carol", label="Fear")
+    store.review.correct_face(f[1], "alice", engagement=0.66)
+    store.review.correct_face(f[2], "bob", label="Contempt")
+    store.review.undo("bob", face_id=f[2])
+    store.review.correct_face(f[3], "alice", label="Surprise")
+    store.review.correct_face(f[3], "alice", label="Happiness", arousal=-0.3)
     track = next(r.track_id for r in faces if r.track_id is not None)
-    store.correct_track(track, "carol", label="Sadness", valence=-0.5)
-    store.correct_track(track, "bob", label="Neutral")
+    store.review.correct_track(track, "carol", label="Sadness", valence=-0.5)
+    store.review.correct_track(track, "bob", label="Neutral")
     video_face = next(r.face_id for r in faces if r.track_id == track)
-    store.correct_face(video_face, "bob", label="Happiness")
+    store.review.correct_face(video_face, "bob", label="Happiness")
     return faces
 
 
@@ -108,7 +110,7 @@ def test_streamed_parquet_and_features_equal_the_whole_study_ones(store, tmp_pat
 
 
 def test_streamed_exports_of_an_empty_study(store, tmp_path):
-    store.ingest_results("s", png_bytes(1), "a.png", fake_results("a.png", [], []))
+    store.ingest.ingest_results("s", png_bytes(1), "a.png", fake_results("a.png", [], []))
     _reference(store, "csv", tmp_path / "ref.csv")
     rep, _ = _stream(store, "csv", tmp_path / "new.csv")
     assert (tmp_path / "new.csv").read_bytes() == (tmp_path / "ref.csv").read_bytes()

@@ -106,7 +106,7 @@ def test_kills_at_random_points_leave_the_store_equal_to_a_straight_run(
                 start_new_session=True,  # its own process group, as a terminal's job is
             )
             try:
-                stored = [m.analysed_until_s for m in store.media("s")] if "s" in _studies(store) else []
+                stored = [m.analysed_until_s for m in store.recordings.media("s")] if "s" in _studies(store) else []
                 _wait_for_chunk_any(store, proc, stored)
                 _kill(kind, proc, rng)
             finally:
@@ -122,7 +122,7 @@ def test_kills_at_random_points_leave_the_store_equal_to_a_straight_run(
             timeout=900,
         )
         assert done.returncode == 0, done.stderr
-        media = [(m.filename, m.sha256[:8], m.analysis_status, m.analysed_until_s) for m in store.media("s")]
+        media = [(m.filename, m.sha256[:8], m.analysis_status, m.analysed_until_s) for m in store.recordings.media("s")]
         assert {m[2] for m in media} == {"complete"}, (media, done.stdout)
         assert _claims(store) == 0
         assert _store_rows(store, "s") == _store_rows(store, "straight")
@@ -131,14 +131,14 @@ def test_kills_at_random_points_leave_the_store_equal_to_a_straight_run(
 
 
 def _studies(store: LabelStore) -> set[str]:
-    return {s.name for s in store.studies()}
+    return {s.name for s in store.recordings.studies()}
 
 
 def _wait_for_chunk_any(store: LabelStore, proc: subprocess.Popen[bytes], before: list[float | None]) -> None:
     """Waits until the run stores a new stretch of some recording (or ends)."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        now = [m.analysed_until_s for m in store.media("s")] if "s" in _studies(store) else []
+        now = [m.analysed_until_s for m in store.recordings.media("s")] if "s" in _studies(store) else []
         if any(t is not None for t in now) and now != before:
             return
         time.sleep(0.02)

@@ -117,11 +117,11 @@ def clustered_study(store, weights_dir: Path, study: str = "s") -> None:
                     crop=rng.integers(0, 255, (12, 10, 3), dtype=np.uint8),
                 )
             )
-        (media_id,) = store.ingest_results(study, png_bytes(m), f"m{m}.png", results).media_ids
+        (media_id,) = store.ingest.ingest_results(study, png_bytes(m), f"m{m}.png", results).media_ids
         # Annotators: cluster 0 is Happiness, cluster 1 is Sadness (the random head knows neither). Faces are
         # stored in detector order: face i is of cluster i % 2.
-        for i, face in enumerate(sorted(store.faces(study, media_id=media_id), key=lambda f: f.face_id)):
-            store.correct_face(face.face_id, "ann", label="Happiness" if i % 2 == 0 else "Sadness")
+        for i, face in enumerate(sorted(store.recordings.faces(study, media_id=media_id), key=lambda f: f.face_id)):
+            store.review.correct_face(face.face_id, "ann", label="Happiness" if i % 2 == 0 else "Sadness")
 
 
 @pytest.fixture()
@@ -171,7 +171,7 @@ def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Pat
     # The version is a model like any other: it predicts the annotators' classes on these features.
     rec = EmotionRecognizer.load(name, wdir)
     assert rec.name == name and "+" in rec.weights_hash
-    feats = np.stack([store.face_features(f.face_id) for f in store.faces("s")])
+    feats = np.stack([store.recordings.face_features(f.face_id) for f in store.recordings.faces("s")])
     labels = {p.label for p in rec.classify(feats)}
     assert labels == {"Happiness", "Sadness"}
     # Predictions stored from the version record it.
@@ -179,14 +179,14 @@ def test_finetune_study_saves_a_usable_version(study_db, random_weights_dir: Pat
     from tests.pg import png_bytes
 
     pred = rec.classify(feats[:1])[0]
-    store.ingest_results(
+    store.ingest.ingest_results(
         "s",
         png_bytes(99),
         "new.png",
         [FaceResult(file="new.png", index=0, face=Face(box=(0.0, 0.0, 9.0, 9.0), det_score=0.99), prediction=pred)],
     )
-    new_face = next(f for f in store.faces("s") if f.filename == "new.png")
-    assert [(p["model"], p["model_version"]) for p in store.predictions(new_face.face_id)] == [(name, name)]
+    new_face = next(f for f in store.recordings.faces("s") if f.filename == "new.png")
+    assert [(p["model"], p["model_version"]) for p in store.recordings.predictions(new_face.face_id)] == [(name, name)]
     # It shows in `list`, and can be removed.
     assert name in _cli("list", env=env).stdout
     assert _cli("remove-version", name, env=env).returncode == 0

@@ -282,7 +282,7 @@ def test_odd_names_and_links_fail_alone_and_the_batch_goes_on(
     assert "1 stored" in proc.stdout and "1 failed" in proc.stdout, proc.stdout
     store = LabelStore(env["DATABASE_URL"])
     try:
-        (item,) = store.media("s")
+        (item,) = store.recordings.media("s")
         assert item.filename == "caf\ufffd-\ufffd.jpg"
     finally:
         store.close()

@@ -52,11 +52,11 @@ def test_ingest_stores_features_of_every_face_and_the_features_export_works(anal
     assert "warning" not in err  # the JSON's weights hash is the one that computed the features
     store = LabelStore(cli_env)
     try:
-        faces = store.faces("s")
+        faces = store.recordings.faces("s")
         assert len(faces) == 5
         for face in faces:
             assert face.feature_model == MODEL and face.has_crop
-            feats = store.face_features(face.face_id)
+            feats = store.recordings.face_features(face.face_id)
             assert feats is not None and feats.shape == (1280,)
             # The same numbers the web app stores from the in-memory results of the same file.
             expected = web[tuple(round(float(v), 2) for v in face.box)]
@@ -83,11 +83,11 @@ def test_features_only_mode_stores_features_and_no_crops(analysed, cli_env, monk
     assert "0 crops, 5 features" in capsys.readouterr().out
     store = LabelStore(cli_env)
     try:
-        faces = store.faces("s")
+        faces = store.recordings.faces("s")
         assert len(faces) == 5
-        assert all(not f.has_crop and store.face_crop(f.face_id) is None for f in faces)
-        assert all(store.face_features(f.face_id).shape == (1280,) for f in faces)
-        assert store.stats("s").counts["crops"] == 0 and store.stats("s").counts["features"] == 5
+        assert all(not f.has_crop and store.recordings.face_crop(f.face_id) is None for f in faces)
+        assert all(store.recordings.face_features(f.face_id).shape == (1280,) for f in faces)
+        assert store.exports.stats("s").counts["crops"] == 0 and store.exports.stats("s").counts["features"] == 5
     finally:
         store.close()
 
@@ -101,11 +101,11 @@ def test_missing_weights_is_a_setup_error_that_stores_nothing(analysed, cli_env,
     assert f"python -m models fetch {MODEL}" in err and "--no-features" in err
     store = LabelStore(cli_env)
     try:
-        assert store.studies() == []
+        assert store.recordings.studies() == []
         # --no-features: the faces and crops are stored, without features.
         assert main(["ingest", str(path), "--study", "s", "--no-features"]) == 0
         assert "5 crops, 0 features" in capsys.readouterr().out
-        assert store.stats("s").counts["features"] == 0
+        assert store.exports.stats("s").counts["features"] == 0
     finally:
         store.close()
 
@@ -141,7 +141,9 @@ def test_features_from_other_weights_are_flagged(store, tmp_path):
         "faces": [r.to_json() for r in res],
         "files": [{"file": "a.png", "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
     }
-    rep = store.ingest_analysis("s", doc, media_dirs=[tmp_path], features=extractor)
+    rep = store.ingest.ingest_analysis("s", doc, media_dirs=[tmp_path], features=extractor)
     assert calls == [(MODEL, 2)] and rep.features_stored == 2
     assert any("a.png" in w and "other-hash" in w and "analyse the media again" in w for w in rep.warnings)
-    np.testing.assert_array_equal(store.face_features(store.faces("s")[0].face_id), np.ones(4, np.float32))
+    np.testing.assert_array_equal(
+        store.recordings.face_features(store.recordings.faces("s")[0].face_id), np.ones(4, np.float32)
+    )

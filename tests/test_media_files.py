@@ -37,37 +37,39 @@ def _video_results(name: str, seed: int = 1) -> tuple[list, list]:
 def test_ingest_keeps_the_file_owner_only_and_delete_media_removes_it(store: LabelStore, tmp_path: Path) -> None:
     store.media_root = tmp_path / "media"
     data = png_bytes(3)
-    rep = store.ingest_results(
+    rep = store.ingest.ingest_results(
         "s", data, "/srv/uploads/a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
     )
     (mid,) = rep.media_ids
-    path = store.media_path(mid)
+    path = store.recordings.media_path(mid)
     assert path is not None and path.read_bytes() == data
-    assert store.media("s")[0].filename == "a.png"  # a base name, never the server path
+    assert store.recordings.media("s")[0].filename == "a.png"  # a base name, never the server path
     assert path.name.endswith(".png") and path.parent.parent == tmp_path / "media"
     assert _mode(path) == 0o600 and _mode(path.parent) == 0o700 and _mode(tmp_path / "media") == 0o700
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     # The same bytes again: nothing new, the file is left as it is.
-    again = store.ingest_results("s", data, "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True)
-    assert again.media_new == 0 and store.media_path(mid) == path
+    again = store.ingest.ingest_results(
+        "s", data, "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
+    )
+    assert again.media_new == 0 and store.recordings.media_path(mid) == path
     # A media item ingested without keep_file has no file.
-    other = store.ingest_results("s", png_bytes(4), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
-    assert store.media_path(other.media_ids[0]) is None
+    other = store.ingest.ingest_results("s", png_bytes(4), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
+    assert store.recordings.media_path(other.media_ids[0]) is None
 
-    removed = store.delete_media(mid)
+    removed = store.upkeep.delete_media(mid)
     assert removed["files"] == 1 and removed["faces"] == 2
     assert not path.exists()
-    assert store.delete_media(other.media_ids[0])["files"] == 0
+    assert store.upkeep.delete_media(other.media_ids[0])["files"] == 0
 
 
 def test_delete_track_keeps_the_media_file(store: LabelStore, tmp_path: Path) -> None:
     store.media_root = tmp_path / "media"
     results, tracks = _video_results("v.mp4")
-    rep = store.ingest_results("s", png_bytes(5), "v.mp4", results, tracks, keep_file=True)
-    path = store.media_path(rep.media_ids[0])
+    rep = store.ingest.ingest_results("s", png_bytes(5), "v.mp4", results, tracks, keep_file=True)
+    path = store.recordings.media_path(rep.media_ids[0])
     assert path is not None
-    track_id = store.faces("s")[0].track_id
-    removed = store.delete_track(track_id)
+    track_id = store.recordings.faces("s")[0].track_id
+    removed = store.upkeep.delete_track(track_id)
     assert removed == {"track": 1, "faces": 2, "face_annotations": 0}  # a track has no file of its own
     assert path.is_file()
 
@@ -75,10 +77,10 @@ def test_delete_track_keeps_the_media_file(store: LabelStore, tmp_path: Path) ->
 def test_features_only_mode_keeps_no_file(migrated_url: str, tmp_path: Path) -> None:
     store = LabelStore(migrated_url, store_crops=False, data_dir=tmp_path / "data")
     try:
-        rep = store.ingest_results(
+        rep = store.ingest.ingest_results(
             "s", png_bytes(6), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
         )
-        assert store.media_path(rep.media_ids[0]) is None
+        assert store.recordings.media_path(rep.media_ids[0]) is None
         assert not (tmp_path / "data" / "media").exists()
     finally:
         store.close()
@@ -97,11 +99,11 @@ def test_a_failed_insert_keeps_no_new_file(store: LabelStore, tmp_path: Path, mo
 
     monkeypatch.setattr(store, "transaction", failing_commit)
     with pytest.raises(RuntimeError, match="commit failed"):
-        store.ingest_results(
+        store.ingest.ingest_results(
             "s", png_bytes(7), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
         )
     monkeypatch.undo()
-    assert store.studies() == [] or store.media("s") == []
+    assert store.recordings.studies() == [] or store.recordings.media("s") == []
     assert (tmp_path / "media").is_dir() and not [p for p in (tmp_path / "media").rglob("*") if p.is_file()]
 
 
@@ -109,12 +111,12 @@ def test_webapp_media_functions_delegate_to_the_store(store: LabelStore, tmp_pat
     from webapp.services import library, studies
 
     store.media_root = tmp_path / "media"
-    rep = store.ingest_results(
+    rep = store.ingest.ingest_results(
         "s", png_bytes(8), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
     )
     (media,) = studies.study_media(store, "s")
     kept = library.kept_media_file(tmp_path / "media", store, "s", media)
-    assert kept == store.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
+    assert kept == store.recordings.media_path(rep.media_ids[0]) and kept is not None and kept.is_file()
     assert library.kept_media_file(None, store, "s", media) is None  # features-only mode
     assert library.playable_media_file(store, media) == kept  # an image needs no conversion
     from db.errors import NotAllowedError
@@ -131,10 +133,10 @@ def test_cli_delete_media_removes_the_file(tmp_path: Path) -> None:
     url = f"sqlite:///{data_dir / 'affectlab.sqlite3'}"
     store = LabelStore(url, data_dir=data_dir)
     store.upgrade()
-    rep = store.ingest_results(
+    rep = store.ingest.ingest_results(
         "s", png_bytes(9), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]), keep_file=True
     )
-    path = store.media_path(rep.media_ids[0])
+    path = store.recordings.media_path(rep.media_ids[0])
     store.close()
     assert path is not None and path.is_file() and path.is_relative_to(data_dir / "media")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AFFECTLAB_DATA_DIR": str(data_dir), "DATABASE_URL": url}
@@ -164,8 +166,8 @@ def test_ingest_analysis_stores_base_names(store: LabelStore, tmp_path: Path) ->
         "files": [{"file": name, "kind": "image", "width": 160, "height": 120, "n_faces": 2, "error": None}],
         "faces": [r.to_json() for r in res],
     }
-    store.ingest_analysis("s", doc, cut_crops=None)
-    assert [m.filename for m in store.media("s")] == ["x.png"]
+    store.ingest.ingest_analysis("s", doc, cut_crops=None)
+    assert [m.filename for m in store.recordings.media("s")] == ["x.png"]
 
 
 @pytest.mark.parametrize(
@@ -186,13 +188,13 @@ def test_sqlite_files_and_backups_are_owner_only(tmp_path: Path) -> None:
         engine.dispose()
     store = LabelStore(url, data_dir=tmp_path / "new")
     try:
-        store.ingest_results("s", png_bytes(11), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]))
+        store.ingest.ingest_results("s", png_bytes(11), "a.png", fake_results("a.png", BOXES, ["Fear", "Anger"]))
         assert _mode(db_path) == 0o600 and _mode(db_path.parent) == 0o700
         for suffix in ("-wal", "-shm"):
             side = db_path.with_name(db_path.name + suffix)
             if side.exists():
                 assert _mode(side) == 0o600, suffix
-        backup = store.backup()
+        backup = store.upkeep.backup()
         assert _mode(backup) == 0o600 and _mode(backup.parent) == 0o700
     finally:
         store.close()
@@ -257,7 +259,7 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
     store.media_root = tmp_path / "media"
     gif = _gif(tmp_path / "clip.gif")
     results, tracks = _video_results("clip.gif")
-    rep = store.ingest_results(
+    rep = store.ingest.ingest_results(
         "s",
         gif.read_bytes(),
         "clip.gif",
@@ -267,15 +269,15 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
         media_info=MediaInfo(kind="video", width=51, height=37),
     )
     mid = rep.media_ids[0]
-    kept = store.media_path(mid)
-    play = store.playable_media_path(mid)
+    kept = store.recordings.media_path(mid)
+    play = store.recordings.playable_media_path(mid)
     assert kept is not None and play is not None and play != kept
     assert play.parent == kept.parent and play.name.startswith(kept.stem + ".play.")
     assert _frames(play)[0] == _frames(kept)[0] == 7
-    assert store.playable_media_path(mid) == play  # converted once
+    assert store.recordings.playable_media_path(mid) == play  # converted once
     (media,) = studies.study_media(store, "s")
     assert library.playable_media_file(store, media) == play
-    assert store.delete_media(mid)["files"] == 2
+    assert store.upkeep.delete_media(mid)["files"] == 2
     assert not kept.exists() and not play.exists()
 
 
@@ -289,8 +291,8 @@ def test_deleted_crops_leave_no_bytes_in_the_sqlite_file_or_its_wal(tmp_path: Pa
     store.upgrade()
     try:
         results = fake_results("a.png", BOXES * 20, ["Fear", "Anger"] * 20, seed=7)
-        (mid,) = store.ingest_results("s", png_bytes(5), "a.png", results).media_ids
-        keep = store.ingest_results("s", png_bytes(6), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
+        (mid,) = store.ingest.ingest_results("s", png_bytes(5), "a.png", results).media_ids
+        keep = store.ingest.ingest_results("s", png_bytes(6), "b.png", fake_results("b.png", BOXES, ["Fear", "Anger"]))
         with sqlite3.connect(db_file) as raw:
             crops = [
                 bytes(r[0])
@@ -305,11 +307,11 @@ def test_deleted_crops_leave_no_bytes_in_the_sqlite_file_or_its_wal(tmp_path: Pa
             return sum(probe in blob for probe in probes)
 
         assert found() == len(probes), "the probe sees the crops before the delete"
-        store.delete_media(mid)
+        store.upkeep.delete_media(mid)
         assert found() == 0, "deleted crop bytes remain in the database file or its WAL"
-        assert store.media("s")[0].id == keep.media_ids[0], "the other media item is untouched"
+        assert store.recordings.media("s")[0].id == keep.media_ids[0], "the other media item is untouched"
         before = db_file.stat().st_size
-        assert store.vacuum() == before - db_file.stat().st_size > 0
-        assert store.integrity_check() == "ok" and found() == 0
+        assert store.upkeep.vacuum() == before - db_file.stat().st_size > 0
+        assert store.upkeep.integrity_check() == "ok" and found() == 0
     finally:
         store.close()

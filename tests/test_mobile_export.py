@@ -304,10 +304,10 @@ def test_study_crops_are_bounded_and_of_that_study(tmp_path: Path, random_weight
     store.upgrade()
     try:
         clustered_study(store, random_weights_dir, "a")
-        crops = store.study_crops("a", 5)
+        crops = store.recordings.study_crops("a", 5)
         assert len(crops) == 5 and all(np.asarray(Image.open(io.BytesIO(c))).shape == (12, 10, 3) for c in crops)
-        assert len(store.study_crops("a", 500)) == 48
+        assert len(store.recordings.study_crops("a", 500)) == 48
         with pytest.raises(StudyNotFoundError):
-            store.study_crops("b", 5)
+            store.recordings.study_crops("b", 5)
     finally:
         store.close()

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from affectlab import ranged
 from affectlab.analysis import AnalysisService, Options, Source
 from db.schema import AnalysisRange, Face, Media, Person, PersonTrack, Prediction, Study, Track
+from db.service_ingest import Ingest
 from db.services import LabelStore
 from models import ranges
 from models.analysis import AnalysisSession
@@ -151,7 +152,7 @@ def test_a_stopped_cut_run_resumes_every_range(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ranged, "IN_PROCESS", True)
-    real = LabelStore.store_chunk
+    real = Ingest.store_chunk
     calls = {"n": 0}
 
     def stopping(self, *args, **kwargs):
@@ -160,10 +161,10 @@ def test_a_stopped_cut_run_resumes_every_range(
             raise Stopped
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(LabelStore, "store_chunk", stopping)
+    monkeypatch.setattr(Ingest, "store_chunk", stopping)
     with pytest.raises(Stopped):
         _analyse(store, "resumed", _session(models_here, 3, chunk_frames=4), gallery)
-    monkeypatch.setattr(LabelStore, "store_chunk", real)
+    monkeypatch.setattr(Ingest, "store_chunk", real)
 
     def partial(s):
         media = s.scalar(select(Media).order_by(Media.id.desc()).limit(1))

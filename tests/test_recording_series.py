@@ -56,15 +56,15 @@ def _video(store, study: str) -> int:
         )
         for t in (0, 1)
     ]
-    store.ingest_results(study, png_bytes(5), "v.mp4", res, tracks)
-    (video,) = [m for m in store.media(study) if m.kind == "video"]
+    store.ingest.ingest_results(study, png_bytes(5), "v.mp4", res, tracks)
+    (video,) = [m for m in store.recordings.media(study) if m.kind == "video"]
     return video.id
 
 
 def _fill(store, other_wins: bool) -> int:
     media_id = _video(store, "s")
     n_other = N + 5 if other_wins else 3
-    store.ingest_results(
+    store.ingest.ingest_results(
         "s",
         png_bytes(9),
         "img.png",
@@ -76,13 +76,13 @@ def _fill(store, other_wins: bool) -> int:
             weights_hash="x",
         ),
     )
-    faces = sorted(store.faces("s", media_id=media_id), key=lambda f: f.face_id)
-    store.correct_face(faces[0].face_id, "alice", label="Happiness")
-    store.correct_face(faces[0].face_id, "bob", label="Happiness")
-    store.correct_face(faces[4].face_id, "alice", label="Anger")
-    store.correct_face(faces[4].face_id, "bob", label="Fear")
-    store.correct_face(faces[2].face_id, "bob", label="Surprise")  # a face without a track
-    store.correct_track(faces[1].track_id, "carol", label="Sadness")  # every face of track 1
+    faces = sorted(store.recordings.faces("s", media_id=media_id), key=lambda f: f.face_id)
+    store.review.correct_face(faces[0].face_id, "alice", label="Happiness")
+    store.review.correct_face(faces[0].face_id, "bob", label="Happiness")
+    store.review.correct_face(faces[4].face_id, "alice", label="Anger")
+    store.review.correct_face(faces[4].face_id, "bob", label="Fear")
+    store.review.correct_face(faces[2].face_id, "bob", label="Surprise")  # a face without a track
+    store.review.correct_track(faces[1].track_id, "carol", label="Sadness")  # every face of track 1
     return media_id
 
 
@@ -111,12 +111,12 @@ def _expected(rows, width: float):
 @pytest.mark.parametrize("other_wins", [False, True], ids=["own-run", "other-run"])
 def test_series_and_summaries_equal_the_computation_over_the_rows(store, other_wins: bool) -> None:
     media_id = _fill(store, other_wins)
-    rows = store.faces("s", media_id=media_id)
+    rows = store.recordings.faces("s", media_id=media_id)
     assert {r.model for r in rows} == {"enet_b0_8_best_vgaf"}
     assert any(r.human_label for r in rows) and any(r.track_id is None for r in rows)
-    listed = store.recording_tracks("s", media_id)
+    listed = store.recordings.recording_tracks("s", media_id)
     assert [t.track_index for t in listed] == [0, 1, None]
-    series = store.recording_series("s", media_id, [t.track_id for t in listed], 1.0)
+    series = store.recordings.recording_series("s", media_id, [t.track_id for t in listed], 1.0)
     summaries = [with_counts(t, series[t.track_id]) for t in listed]
     for t, bare in zip(summaries, listed, strict=True):
         mine = [r for r in rows if r.track_id == t.track_id]
@@ -126,7 +126,7 @@ def test_series_and_summaries_equal_the_computation_over_the_rows(store, other_w
     assert all(v == "Sadness" for v in summaries[1].human_counts) and summaries[1].human_counts["Sadness"] == N // 3
 
     for width in (0.5, 1.0, 5.0):
-        got = store.recording_series("s", media_id, [t.track_id for t in summaries], width)
+        got = store.recordings.recording_series("s", media_id, [t.track_id for t in summaries], width)
         want = _expected(rows, width)
         assert set(got) == {t.track_id for t in summaries}
         keys = {(tid, round(b.start_s / width)) for tid, s in got.items() for b in s.buckets}
@@ -138,7 +138,7 @@ def test_series_and_summaries_equal_the_computation_over_the_rows(store, other_w
                 assert (b.n_faces, b.n_predicted, dict(b.model_counts), dict(b.human_counts)) == (n, npred, mc, hc)
                 assert dict(b.probs) == pytest.approx(probs, abs=1e-9)
                 assert b.valence == pytest.approx(v, abs=1e-9) and b.arousal == pytest.approx(a, abs=1e-9)
-            track = next((t for t in store.tracks(media_id) if t.id == tid), None)
+            track = next((t for t in store.recordings.tracks(media_id) if t.id == tid), None)
             windows: dict[int, list[float]] = defaultdict(list)
             for s, e, p in track.windows if track else ():
                 windows[math.floor((s + e) / 2 / width)].append(p)
@@ -149,27 +149,27 @@ def test_series_and_summaries_equal_the_computation_over_the_rows(store, other_w
 
 def test_a_page_of_tracks_and_hidden_values(store) -> None:
     media_id = _fill(store, False)
-    only = store.recording_series("s", media_id, [None], 1.0, model=False, human=True)
+    only = store.recordings.recording_series("s", media_id, [None], 1.0, model=False, human=True)
     assert list(only) == [None]
     assert all(not b.model_counts and not b.probs and b.valence is None for b in only[None].buckets)
     assert sum(b.n_faces for b in only[None].buckets) == N // 3 and not only[None].engagement
     assert any(b.human_counts for b in only[None].buckets)
-    blind = store.recording_series("s", media_id, [None], 1.0, human=False)
+    blind = store.recordings.recording_series("s", media_id, [None], 1.0, human=False)
     assert all(not b.human_counts for b in blind[None].buckets) and any(b.probs for b in blind[None].buckets)
-    assert store.recording_series("other", media_id, [None], 1.0) == {}
-    assert store.recording_tracks("other", media_id) == []
+    assert store.recordings.recording_series("other", media_id, [None], 1.0) == {}
+    assert store.recordings.recording_tracks("other", media_id) == []
 
 
 def test_key_frames_show_the_faces_on_their_frames(store) -> None:
     media_id = _fill(store, False)
-    rows = store.faces("s", media_id=media_id)
-    frames, boxes = store.key_frame_boxes("s", media_id, 4)
+    rows = store.recordings.faces("s", media_id=media_id)
+    frames, boxes = store.recordings.key_frame_boxes("s", media_id, 4)
     with_faces = sorted({r.frame for r in rows})
     assert frames[0] == with_faces[0] and frames[-1] == with_faces[-1] and len(frames) == 4
     assert set(frames) <= set(with_faces)
     want = sorted((r.frame, r.track_index or 0, r.box) for r in rows if r.frame in frames)
     assert sorted(boxes) == want
-    assert store.key_frame_boxes("other", media_id) == ((), ())
+    assert store.recordings.key_frame_boxes("other", media_id) == ((), ())
 
 
 def test_bucket_width_keeps_a_series_short() -> None:

@@ -155,7 +155,7 @@ def test_killed_analysis_resumes_and_ends_like_a_straight_run(
         assert media is not None and media.analysis_status == "partial"
         done_before = int(media.analysed_samples or 0)
         assert 0 < done_before < 60
-        n_before = len(store.faces("killed"))
+        n_before = len(store.recordings.faces("killed"))
 
         resumed = subprocess.run(
             _analyze(class_video, "killed"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
@@ -165,10 +165,10 @@ def test_killed_analysis_resumes_and_ends_like_a_straight_run(
         assert f"{60 - done_before} frames analysed" in resumed.stdout, resumed.stdout
         media = _media(store, "killed")
         assert media is not None and media.analysis_status == "complete" and media.analysed_until_s is None
-        assert n_before < len(store.faces("killed"))
+        assert n_before < len(store.recordings.faces("killed"))
 
-        a = sorted(store.faces("straight"), key=lambda f: (f.frame, f.box))
-        b = sorted(store.faces("killed"), key=lambda f: (f.frame, f.box))
+        a = sorted(store.recordings.faces("straight"), key=lambda f: (f.frame, f.box))
+        b = sorted(store.recordings.faces("killed"), key=lambda f: (f.frame, f.box))
         assert len(a) == len(b) > 60
         for x, y in zip(a, b, strict=True):
             assert x.frame == y.frame and x.model_label == y.model_label and x.has_crop and y.has_crop
@@ -176,8 +176,8 @@ def test_killed_analysis_resumes_and_ends_like_a_straight_run(
             assert x.track_index == y.track_index
         ma, mb = _media(store, "straight"), _media(store, "killed")
         assert ma is not None and mb is not None
-        assert [(p.n_faces, p.track_indexes) for p in store.persons(ma.id)] == [
-            (p.n_faces, p.track_indexes) for p in store.persons(mb.id)
+        assert [(p.n_faces, p.track_indexes) for p in store.classroom.persons(ma.id)] == [
+            (p.n_faces, p.track_indexes) for p in store.classroom.persons(mb.id)
         ]
 
         again = subprocess.run(

@@ -48,7 +48,9 @@ def _ingest(store, study="class", plan=PLAN, seed=7, name="lecture.mp4"):
         for t, (p, a, b, *_rest) in plan.items()
     ]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=60.0, fps=1.0)
-    return store.ingest_results(study, png_bytes(seed), name, results, tracks_of(tj), media_info=info).media_ids[0]
+    return store.ingest.ingest_results(study, png_bytes(seed), name, results, tracks_of(tj), media_info=info).media_ids[
+        0
+    ]
 
 
 def _csv(tmp_path: Path, name: str, text_: str) -> Path:
@@ -82,7 +84,7 @@ def test_roster_import_and_bad_rows_refused_whole(store, tmp_path):
 def test_assignment_csv_reasons_and_the_tables_mapping(store, tmp_path):
     mid = _ingest(store)
     _roster(store, tmp_path)
-    persons = {p.person_index: p for p in store.persons(mid)}
+    persons = {p.person_index: p for p in store.classroom.persons(mid)}
     good = _csv(tmp_path, "a.csv", f"recording,person,participant\n{mid},P0,S01\nlecture.mp4,1,S02\n")
     assert rs.import_assignments(store, "class", good, "alice", owner=True) == 2
     expected = _csv(tmp_path, "e.csv", f"recording,participant\n{mid},S01\n{mid},S02\n{mid},S03\n")
@@ -131,7 +133,7 @@ def test_assignment_csv_reasons_and_the_tables_mapping(store, tmp_path):
 def test_assignments_are_append_only(store, tmp_path):
     mid = _ingest(store)
     _roster(store, tmp_path)
-    p0 = store.persons(mid)[0].person_id
+    p0 = store.classroom.persons(mid)[0].person_id
     rs.assign(store, "class", mid, {p0: "S01"}, "alice", owner=True)
     rs.assign(store, "class", mid, {p0: None}, "alice", owner=True)
     assert rs.recording_roster(store, "class", mid).persons == {}
@@ -143,7 +145,7 @@ def test_assignments_are_append_only(store, tmp_path):
 def test_remembered_where_tile_and_appearance_match(store, tmp_path):
     first = _ingest(store)
     _roster(store, tmp_path)
-    by_index = {p.person_index: p.person_id for p in store.persons(first)}
+    by_index = {p.person_index: p.person_id for p in store.classroom.persons(first)}
     rs.assign(store, "class", first, {by_index[0]: "S01", by_index[1]: "S02", by_index[2]: "S03"}, "alice", owner=True)
     # next lecture: S01 in the same tile with the same face; S02's tile holds another face (identity 3);
     # S03's face sits in another tile
@@ -165,13 +167,13 @@ def test_person_changes_are_for_owners_on_every_path(store, tmp_path):
     lets annotators change persons."""
     mid = _ingest(store)
     _roster(store, tmp_path)
-    ps = {p.person_index: p for p in store.persons(mid)}
+    ps = {p.person_index: p for p in store.classroom.persons(mid)}
     t2 = ps[0].track_ids[1]
     a_csv = _csv(tmp_path, "a.csv", f"recording,person,participant\n{mid},P0,S01\n")
     attempts = [
-        lambda owner: store.rename_person(ps[1].person_id, "X", "eve", owner=owner),
-        lambda owner: store.merge_persons(ps[0].person_id, ps[2].person_id, "eve", owner=owner),
-        lambda owner: store.split_track(t2, "eve", owner=owner),
+        lambda owner: store.classroom.rename_person(ps[1].person_id, "X", "eve", owner=owner),
+        lambda owner: store.classroom.merge_persons(ps[0].person_id, ps[2].person_id, "eve", owner=owner),
+        lambda owner: store.classroom.split_track(t2, "eve", owner=owner),
         lambda owner: rs.assign(store, "class", mid, {ps[1].person_id: "S02"}, "eve", owner=owner),
         lambda owner: rs.import_assignments(store, "class", a_csv, "eve", owner=owner),
         lambda owner: rs.import_roster(store, "class", _csv(tmp_path, "r.csv", "participant\nS09\n"), owner=owner),
@@ -181,15 +183,17 @@ def test_person_changes_are_for_owners_on_every_path(store, tmp_path):
     for attempt in attempts:
         with pytest.raises(NotAllowedError, match="for study owners only"):
             attempt(False)
-    assert store.person_history(mid) == [] and rs.assignment_history(store, "class", mid) == []
+    assert store.classroom.person_history(mid) == [] and rs.assignment_history(store, "class", mid) == []
     assert len(rs.participants(store, "class")) == 4
     with pytest.raises(NotAllowedError):
         rs.set_persons_by_annotators(store, "class", True, owner=False)
     assert rs.set_persons_by_annotators(store, "class", True, owner=True)
     for attempt in attempts:
         attempt(False)
-    kinds = [h.kind for h in store.person_history(mid)]
-    assert kinds == ["rename", "merge", "split"] and all(h.annotator == "eve" for h in store.person_history(mid))
+    kinds = [h.kind for h in store.classroom.person_history(mid)]
+    assert kinds == ["rename", "merge", "split"] and all(
+        h.annotator == "eve" for h in store.classroom.person_history(mid)
+    )
 
 
 def test_split_a_track_at_a_time(store):
@@ -198,23 +202,23 @@ def test_split_a_track_at_a_time(store):
     from db.persons import PersonChangeError
 
     mid = _ingest(store)
-    ps = {p.person_index: p for p in store.persons(mid)}
+    ps = {p.person_index: p for p in store.classroom.persons(mid)}
     long_track = ps[1].track_ids[0]  # 0-59 s
     with pytest.raises(PersonChangeError, match="no face after"):
-        store.split_track_at(long_track, 99.0, "alice", owner=True)
+        store.classroom.split_track_at(long_track, 99.0, "alice", owner=True)
     with pytest.raises(NotAllowedError):
-        store.split_track_at(long_track, 30.0, "eve", owner=False)
-    assert store.person_history(mid) == []
-    store.split_track_at(long_track, 30.0, "alice", owner=True)
-    after = store.persons(mid)
+        store.classroom.split_track_at(long_track, 30.0, "eve", owner=False)
+    assert store.classroom.person_history(mid) == []
+    store.classroom.split_track_at(long_track, 30.0, "alice", owner=True)
+    after = store.classroom.persons(mid)
     assert len(after) == 4
     old = next(p for p in after if p.person_id == ps[1].person_id)
     new = next(p for p in after if p.person_id not in {q.person_id for q in ps.values()})
     assert (old.start_s, old.end_s, old.n_faces) == (0.0, 29.0, 30)
     assert (new.start_s, new.end_s, new.n_faces) == (30.0, 59.0, 30)
-    (h,) = store.person_history(mid)
+    (h,) = store.classroom.person_history(mid)
     assert (h.kind, h.annotator, h.person_id) == ("split", "alice", new.person_id) and "at 30 s" in h.note
-    tables = store.class_tables("class")
+    tables = store.classroom.class_tables("class")
     assert {r["person"] for r in tables.minutes if r["media_id"] == mid} >= {old.key, new.key}
 
 
@@ -227,7 +231,7 @@ def test_command_line_roster_and_person_changes(migrated_url, tmp_path, monkeypa
     store = LabelStore(migrated_url, data_dir=tmp_path / "data")
     try:
         mid = _ingest(store)
-        ps = {p.person_index: p for p in store.persons(mid)}
+        ps = {p.person_index: p for p in store.classroom.persons(mid)}
     finally:
         store.close()
     roster_csv = _csv(tmp_path, "r.csv", "participant,name\nS01,Ann\nS02,Bob\n")
@@ -247,6 +251,9 @@ def test_command_line_roster_and_person_changes(migrated_url, tmp_path, monkeypa
     assert main(["persons", "merge", str(ps[0].person_id), str(ps[1].person_id), "--who", "bob"]) == 1  # overlap
     store = LabelStore(migrated_url, data_dir=tmp_path / "data")
     try:
-        assert [(h.kind, h.annotator) for h in store.person_history(mid)] == [("rename", "bob"), ("split", "bob")]
+        assert [(h.kind, h.annotator) for h in store.classroom.person_history(mid)] == [
+            ("rename", "bob"),
+            ("split", "bob"),
+        ]
     finally:
         store.close()

@@ -60,10 +60,10 @@ def test_space_starts_as_an_unprivileged_user_and_shows_engagement_for_a_sample(
             assert "Uploads are stored in this server's data folder" in text
             store = store_for(space.data_dir)
             try:
-                media = store.media("demo")
+                media = store.recordings.media("demo")
                 assert {m.kind for m in media} == {"image", "video"}
                 video = next(m for m in media if m.kind == "video")
-                assert any(tr.engagement_score is not None for tr in store.tracks(video.id))
+                assert any(tr.engagement_score is not None for tr in store.recordings.tracks(video.id))
             finally:
                 store.close()
             log = space.log.read_text()

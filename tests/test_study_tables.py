@@ -27,7 +27,7 @@ def _recording(store, name: str, seed: int, spans: dict[int, tuple[int, int]], l
     eng = {"score": 0.8, "label": "Engaged", "windows": [{"start_s": 0.0, "end_s": 100.0, "p_engaged": 0.8}]}
     tj = [{"track": p, "n_faces": b - a + 1, "person": p, "engagement": eng} for p, (a, b) in spans.items()]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=100.0, fps=1.0)
-    rep = store.ingest_results(STUDY, png_bytes(seed), name, results, tracks_of(tj), media_info=info)
+    rep = store.ingest.ingest_results(STUDY, png_bytes(seed), name, results, tracks_of(tj), media_info=info)
     return rep.media_ids[0]
 
 
@@ -40,19 +40,19 @@ def _course(store, tmp_path):
     segs.write_text(
         f"media,name,start_s,end_s\n{m1},lecture,0,80\n{m1},quiz,80,100\n{m2},lecture,0,60\n{m2},quiz,60,100\n"
     )
-    store.import_segments(STUDY, segs)
+    store.classroom.import_segments(STUDY, segs)
     for m in (m1, m2):
-        for p in store.persons(m):
-            store.rename_person(p.person_id, f"S0{p.person_index + 1}", "owner", owner=True)
+        for p in store.classroom.persons(m):
+            store.classroom.rename_person(p.person_id, f"S0{p.person_index + 1}", "owner", owner=True)
     meta = tmp_path / "recordings.csv"
     meta.write_text(f"media,course,recording,date\nweek1.mp4,PSY101,Lecture 1,2026-10-05\n{m2},PSY101,,2026-10-12\n")
-    assert len(store.import_recording_info(STUDY, meta)) == 2
+    assert len(store.classroom.import_recording_info(STUDY, meta)) == 2
     return m1, m2
 
 
 def test_tables_pool_recordings_and_segment_types(store, tmp_path):
     m1, m2 = _course(store, tmp_path)
-    st = store.study_tables(STUDY)
+    st = store.classroom.study_tables(STUDY)
     rec = {(r["participant"], r["media_id"]): r for r in st.table("participant-recordings").rows}
     assert set(rec) == {("S01", m1), ("S02", m1), ("S01", m2), ("S02", m2)}
     r = rec[("S02", m1)]
@@ -76,13 +76,13 @@ def test_tables_pool_recordings_and_segment_types(store, tmp_path):
 
 def test_a_roster_mapping_and_reasons_plug_in(store, tmp_path):
     m1, m2 = _course(store, tmp_path)
-    p1 = {p.person_index: p for p in store.persons(m1)}
+    p1 = {p.person_index: p for p in store.classroom.persons(m1)}
     who = Participants(
         of_person={p1[1].person_id: "anna"},
         reasons=(ReasonRow(m2, "ben", "not detected"), ReasonRow(m1, "ben", "absent")),
         groups={"anna": "A"},
     )
-    st = store.study_tables(STUDY, who)
+    st = store.classroom.study_tables(STUDY, who)
     rec = {(r["participant"], r["media_id"]): r for r in st.table("participant-recordings").rows}
     assert rec[("anna", m1)]["group"] == "A" and rec[("anna", m1)]["visible_s"] == 40.0
     assert rec[("ben", m2)]["reason"] == "not detected" and rec[("ben", m2)]["visible_share"] == 0.0
@@ -96,7 +96,7 @@ def test_a_roster_mapping_and_reasons_plug_in(store, tmp_path):
 def test_every_format_has_typed_labelled_columns_and_a_codebook(store, tmp_path, fmt):
     _course(store, tmp_path)
     out = tmp_path / f"tables-{fmt}"
-    paths = store.export_study_tables(STUDY, fmt, out)
+    paths = store.exports.export_study_tables(STUDY, fmt, out)
     tables = [f"participant-recordings.{fmt}", f"participant-segments.{fmt}", f"participants.{fmt}"]
     assert sorted(p.name for p in paths) == sorted([*tables, "codebook.md", "codebook.csv"])
     book = (out / "codebook.md").read_text()
@@ -106,7 +106,7 @@ def test_every_format_has_typed_labelled_columns_and_a_codebook(store, tmp_path,
     table = out / f"participant-recordings.{fmt}"
     if fmt == "csv":
         df = pd.read_csv(table)
-        want = store.study_tables(STUDY).table("participant-recordings")
+        want = store.classroom.study_tables(STUDY).table("participant-recordings")
         assert list(df.columns) == [c.name for c in want.columns]
         assert df["visible_share"].tolist() == [r["visible_share"] for r in want.rows]
     elif fmt == "parquet":
@@ -134,20 +134,20 @@ def test_every_format_has_typed_labelled_columns_and_a_codebook(store, tmp_path,
         wide, _ = read(str(out / f"participants.{fmt}"))
         assert "vis_quiz" in wide.columns
     with pytest.raises(Exception, match="not an empty folder"):
-        store.export_study_tables(STUDY, fmt, out)
+        store.exports.export_study_tables(STUDY, fmt, out)
 
 
 def test_recording_metadata_csv_is_refused_whole_with_line_numbers(store, tmp_path):
     m1, m2 = _course(store, tmp_path)
-    before = store.recording_infos(STUDY)
+    before = store.classroom.recording_infos(STUDY)
     bad = tmp_path / "bad.csv"
     bad.write_text(f"media,course,date\n{m1},X,2026-13-01\nnope.mp4,X,\n{m2},Y,2026-10-01\n{m2},Z,\n")
     with pytest.raises(RecordingInfoError) as err:
-        store.import_recording_info(STUDY, bad)
+        store.classroom.import_recording_info(STUDY, bad)
     msg = str(err.value)
     assert "line 2: date '2026-13-01'" in msg and "line 3: no video 'nope.mp4'" in msg and "line 5:" in msg
-    assert store.recording_infos(STUDY) == before
-    got = store.set_recording_info(m2, course="PSY102", recording="Quiz week", day="")
+    assert store.classroom.recording_infos(STUDY) == before
+    got = store.classroom.set_recording_info(m2, course="PSY102", recording="Quiz week", day="")
     assert (got.course, got.recording, got.date) == ("PSY102", "Quiz week", None)
 
 
@@ -173,7 +173,7 @@ def test_cli_writes_the_tables_and_refuses_bad_metadata(store, migrated_url, tmp
 
 def test_the_class_table_card_states_the_method(store, tmp_path):
     _course(store, tmp_path)
-    store.export(STUDY, "class-segments", tmp_path / "seg.csv")
+    store.exports.export(STUDY, "class-segments", tmp_path / "seg.csv")
     card = (tmp_path / "seg.README.md").read_text()
     for needle in ("enet_b0_8_best_vgaf", "7219cfb037209b253ea8b81cf969e60a00e9181c", "windows of 128", "16 faces"):
         assert needle in card, needle
@@ -192,26 +192,26 @@ def test_the_class_table_card_states_the_method(store, tmp_path):
 )
 def test_bad_recording_files_change_nothing(store, tmp_path, content, reason):
     _course(store, tmp_path)
-    before = store.recording_infos(STUDY)
+    before = store.classroom.recording_infos(STUDY)
     bad = tmp_path / "bad.csv"
     bad.write_bytes(content)
     with pytest.raises(RecordingInfoError, match=reason):
-        store.import_recording_info(STUDY, bad)
-    assert store.recording_infos(STUDY) == before
+        store.classroom.import_recording_info(STUDY, bad)
+    assert store.classroom.recording_infos(STUDY) == before
 
 
 def test_study_csv_goes_through_the_one_writer(store, tmp_path):
     m1, _ = _course(store, tmp_path)
-    person = store.persons(m1)[0]
-    store.rename_person(person.person_id, "=HYPERLINK(1)", "owner", owner=True)
-    store.export_study_tables(STUDY, "csv", tmp_path / "csv")
+    person = store.classroom.persons(m1)[0]
+    store.classroom.rename_person(person.person_id, "=HYPERLINK(1)", "owner", owner=True)
+    store.exports.export_study_tables(STUDY, "csv", tmp_path / "csv")
     text = (tmp_path / "csv" / "participant-recordings.csv").read_bytes()
     assert b"'=HYPERLINK(1)" in text and b"\r\n" in text
     assert pd.read_parquet(_parquet(store, tmp_path))["participant"].tolist().count("=HYPERLINK(1)") == 1
 
 
 def _parquet(store, tmp_path):
-    store.export_study_tables(STUDY, "parquet", tmp_path / "pq")
+    store.exports.export_study_tables(STUDY, "parquet", tmp_path / "pq")
     return tmp_path / "pq" / "participant-recordings.parquet"
 
 
@@ -222,7 +222,7 @@ def test_the_codebook_names_the_detection_settings_stored_with_each_recording(st
     stored = DetectionSettings("gallery", "auto", 24, None, 16)
     store.transaction(lambda s: record(s, m1, stored))
     out = tmp_path / "tables"
-    store.export_study_tables(STUDY, "csv", out)
+    store.exports.export_study_tables(STUDY, "csv", out)
     lines = {ln.split("|")[1].strip(): ln for ln in (out / "codebook.md").read_text().splitlines() if ln.count("|") > 3}
     week1 = next(v for k, v in lines.items() if "week1" in v or "Lecture 1" in v)
     week2 = next(v for k, v in lines.items() if "week2" in v)
@@ -237,10 +237,10 @@ def test_a_study_with_a_roster_gives_every_participant_a_row_with_its_reason(sto
     roster = tmp_path / "roster.csv"
     roster.write_text("participant,name,group\nP1,Ada,A\nP2,Ben,B\nP3,Cy,A\n")
     assert roster_services.import_roster(store, STUDY, roster, owner=True) == 3
-    persons = {m: {p.label: p.person_id for p in store.persons(m)} for m in (m1, m2)}
+    persons = {m: {p.label: p.person_id for p in store.classroom.persons(m)} for m in (m1, m2)}
     roster_services.assign(store, STUDY, m1, {persons[m1]["S01"]: "P1", persons[m1]["S02"]: "P2"}, "owner", owner=True)
     roster_services.assign(store, STUDY, m2, {persons[m2]["S01"]: "P1"}, "owner", owner=True)
-    table = store.study_tables(STUDY).table("participant-recordings")
+    table = store.classroom.study_tables(STUDY).table("participant-recordings")
     rows = {(r["participant"], r["media_id"]): r for r in table.rows}
     assert rows[("P1", m1)]["reason"] == rows[("P2", m1)]["reason"] == "visible"
     assert rows[("P3", m1)]["reason"] == rows[("P3", m2)]["reason"] == "not detected"

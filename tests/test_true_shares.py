@@ -61,7 +61,7 @@ def _ingest(store, times: list[float], study: str) -> int:
     ]
     tj = [{"track": k, "n_faces": sum(1 for x in plan if x[0] == k), "person": p} for k, p in ((0, 0), (1, 1), (2, 1))]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=DURATION, fps=30.0)
-    rep = store.ingest_results(study, png_bytes(3), "rec.mp4", results, tracks_of(tj), media_info=info)
+    rep = store.ingest.ingest_results(study, png_bytes(3), "rec.mp4", results, tracks_of(tj), media_info=info)
     return rep.media_ids[0]
 
 
@@ -78,8 +78,8 @@ def test_visible_time_is_exact_at_common_and_variable_frame_rates(store, rate):
     classroom.clear_cache()
     times = _sampled(_decoded(rate))
     mid = _ingest(store, times, "shares")
-    store.add_segment(mid, "first half", 0.0, 10.0)
-    tables = store.class_tables("shares")
+    store.classroom.add_segment(mid, "first half", 0.0, 10.0)
+    tables = store.classroom.class_tables("shares")
     stored = [t for t in times if not 12 <= t < 14]  # the frames with a face: the analysis stores only those
     steps = np.diff(stored)
     regular = steps[steps <= 1.5 * np.median(steps)]  # the 12-14 s gap is not a step
@@ -147,6 +147,8 @@ def test_timestamps_of_synthetic_videos_give_the_hand_computed_time(store, tmp_p
     want_b = (_last_before(times, 12.0) - _first_at(times, 5.0) + one) + (
         _last_before(times, DURATION) - _first_at(times, 14.0) + one
     )
-    whole = {p.person.person_index: p for p in store.class_tables("videos").periods if p.segment == classroom.WHOLE}
+    whole = {
+        p.person.person_index: p for p in store.classroom.class_tables("videos").periods if p.segment == classroom.WHOLE
+    }
     assert whole[0].sums.visible == pytest.approx(_first_at(times, 10.0), abs=1e-9)
     assert whole[1].sums.visible == pytest.approx(want_b, abs=1e-9)

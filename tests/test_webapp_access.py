@@ -104,7 +104,7 @@ def test_signed_in_identity_comes_from_the_login(multi_face_app_dir: Path, monke
     assert any("ann@x.org" in m.value for m in at.sidebar.markdown)
     next(b for b in at.button if b.key and b.key.startswith("cls_Anger_")).click().run()
     no_exception(at)
-    (face,) = [f for f in store_for(multi_face_app_dir).faces("default") if f.label_source == "human"]
+    (face,) = [f for f in store_for(multi_face_app_dir).recordings.faces("default") if f.label_source == "human"]
     assert face.judgements[0].annotator == "ann@x.org"
     page(at, "dataset")
     assert not at.get("download_button") and any("owners" in i.value for i in at.info)

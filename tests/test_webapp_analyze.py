@@ -45,7 +45,7 @@ def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: P
     assert len(at.get("image")) == 6, "the annotated image and 5 face crops"
 
     store = store_for(app_dirs)
-    media = store.media("default")
+    media = store.recordings.media("default")
     assert [m.filename for m in media] == ["multi_face.jpg"]
     assert media[0].n_faces == 5
 
@@ -54,7 +54,7 @@ def test_upload_two_files_one_bad_then_correct(app_dirs: Path, multi_face_jpg: P
     at.pills[1].set_value("Surprise").run()
     no_exception(at)
     assert any("Surprise" in s.value for s in at.success)
-    faces = store.faces("default")
+    faces = store.recordings.faces("default")
     corrected = [f for f in faces if f.label_source == "human"]
     assert len(corrected) == 1 and corrected[0].label == "Surprise"
     assert corrected[0].judgements[0].annotator == "alice"
@@ -93,7 +93,7 @@ def test_onnx_backend_setting_analyses_with_onnx_runtime(
     no_exception(at)
     assert opened == ["onnx"]
     store = store_for(app_dirs)
-    stored = store.faces("default")
+    stored = store.recordings.faces("default")
     store.close()
     img = load_image(multi_face_jpg)
     faces = FaceDetector().detect(img)
@@ -136,9 +136,9 @@ def test_video_upload_shows_tracks_and_player(app_dirs: Path, pyfeat) -> None:
     assert any(s.label == "Play from (seconds)" for s in at.slider)
     assert any(e.label.startswith("Track 0") for e in at.expander)
     store = store_for(app_dirs)
-    (media,) = store.media("default")
+    (media,) = store.recordings.media("default")
     assert media.kind == "video" and media.n_faces >= 3
-    assert store.tracks(media.id)
+    assert store.recordings.tracks(media.id)
     store.close()
     _reopen_without_a_model(video, media.id)
 
@@ -192,7 +192,7 @@ def test_webcam_snapshot_with_a_va_model_shows_the_circumplex(app_dirs: Path, si
     assert at.subheader[0].value.startswith("`webcam-")
     keys = [c.key for c in at.get("plotly_chart")]
     assert any(k.startswith("va_") for k in keys), keys
-    (face,) = store_for(app_dirs).faces("default")
+    (face,) = store_for(app_dirs).recordings.faces("default")
     assert face.model == "enet_b0_8_va_mtl" and face.model_valence is not None
 
 
@@ -250,8 +250,8 @@ def test_try_a_sample_analyses_into_the_demo_study(
     assert any("1 sample analysed into study `demo`" in s.value and "still `default`" in s.value for s in at.success)
     assert at.subheader[0].value == "`multi_face.jpg`" and len(at.get("plotly_chart")) == 5
     store = store_for(app_dirs)
-    assert [m.filename for m in store.media("demo")] == ["multi_face.jpg"]
-    assert "default" not in {s.name for s in store.studies()} or not store.media("default")
+    assert [m.filename for m in store.recordings.media("demo")] == ["multi_face.jpg"]
+    assert "default" not in {s.name for s in store.recordings.studies()} or not store.recordings.media("default")
     store.close()
 
 
@@ -267,15 +267,15 @@ def test_the_demo_study_is_cleared_after_its_ttl(
     analyze_into(app_dirs, random_weights_dir, [multi_face_jpg], study="kept")
     store = store_for(app_dirs)
     media_dir = app_dirs.resolve() / "media"
-    (m,) = store.media("demo")
-    kept_file = store.media_path(m.id)
+    (m,) = store.recordings.media("demo")
+    kept_file = store.recordings.media_path(m.id)
     assert kept_file is not None and kept_file.is_file()
     created = m.created_at
     assert demo.clear_demo(store, media_dir, 24, now=created + timedelta(hours=23)) == 0
     assert demo.clear_demo(store, media_dir, 0, now=created + timedelta(days=30)) == 0, "0 keeps them"
     assert demo.clear_demo(store, media_dir, 24, now=created + timedelta(hours=25)) == 1
-    assert store.media("demo") == [] and not kept_file.exists()
-    assert len(store.media("kept")) == 1, "only the demo study is cleared"
+    assert store.recordings.media("demo") == [] and not kept_file.exists()
+    assert len(store.recordings.media("kept")) == 1, "only the demo study is cleared"
     monkeypatch.setattr(demo, "_SWEEPS", demo._Sweeps())
     assert demo.clear_demo_if_due(store, media_dir, 24) == 0, "the first run sweeps"
     assert demo.clear_demo_if_due(store, media_dir, 24) is None, "then not again within the hour"
@@ -317,9 +317,9 @@ def test_a_spooled_upload_is_analysed_from_disk(
                 upload, study="s", store=store, session=session, media_dir=data / "media", fps=2.0
             )
             assert out.error is None and out.kind == kind and out.n_faces >= 1, out
-            row = next(m for m in store.media("s") if m.id == out.media_id)
+            row = next(m for m in store.recordings.media("s") if m.id == out.media_id)
             assert row.sha256 == hashlib.sha256(read_whole(path)).hexdigest()
-            kept = store.media_path(row.id)
+            kept = store.recordings.media_path(row.id)
             assert kept is not None and read_whole(kept) == read_whole(path)
     finally:
         store.close()
@@ -350,7 +350,7 @@ def test_uploads_are_charged_to_an_hourly_pixel_budget(
     [(key, _)] = [(k, q) for k, q in ledger._spent.items() if q]
     assert key.startswith("session:") and 0 < ledger.used(key) < ledger.limit, "the still was charged"
     store = store_for(app_dirs)
-    assert [m.filename for m in store.media("default")] == ["face.jpg"], "the refused video stored nothing"
+    assert [m.filename for m in store.recordings.media("default")] == ["face.jpg"], "the refused video stored nothing"
     store.close()
     out = analysis.analyze_upload(  # refused before the models: none is given
         analysis.Upload("class.mp4", video.read_bytes()),
@@ -378,7 +378,7 @@ def test_the_face_detection_options_reach_the_analysis_and_are_stored(app_dirs: 
     no_exception(at)
     store = store_for(app_dirs)
     try:
-        (media,) = store.media("default")
+        (media,) = store.recordings.media("default")
         assert media.n_faces == 0, "the minimum face size reached the detector"
         got = store.transaction(lambda s: detection_settings(s, media.id), write=False)
         assert got == DetectionSettings("gallery", "gallery", 500)

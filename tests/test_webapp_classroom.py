@@ -21,7 +21,7 @@ def test_classroom_page_shows_students_and_tables(
     store = store_for(data)
     store.upgrade()
     mid = _ingest(store, study="default")
-    store.add_segment(mid, "intro", 0, 30)
+    store.classroom.add_segment(mid, "intro", 0, 30)
     store.close()
     use_folders(monkeypatch, data, random_weights_dir)
     at = page(new_app(), "classroom")
@@ -64,7 +64,7 @@ def test_rename_merge_and_split_through_the_forms(
     submit("Merge")
     store = store_for(data)
     try:
-        persons = {p.label: p for p in store.persons(mid)}
+        persons = {p.label: p for p in store.classroom.persons(mid)}
         assert persons["S-017"].track_indexes == (1,)
         assert persons["P0"].track_indexes == (0, 3, 2)  # by start and "P2" not in persons
     finally:
@@ -74,10 +74,10 @@ def test_rename_merge_and_split_through_the_forms(
     submit("Split off")
     store = store_for(data)
     try:
-        persons = store.persons(mid)
+        persons = store.classroom.persons(mid)
         assert sorted(p.track_indexes for p in persons) == [(0, 3), (1,), (2,)]
-        assert [h.kind for h in store.person_history(mid)] == ["rename", "merge", "split"]
-        assert {h.annotator for h in store.person_history(mid)} == {"alice"}
+        assert [h.kind for h in store.classroom.person_history(mid)] == ["rename", "merge", "split"]
+        assert {h.annotator for h in store.classroom.person_history(mid)} == {"alice"}
     finally:
         store.close()
     students = next(pd.DataFrame(d.value) for d in at.dataframe if "tracks" in pd.DataFrame(d.value).columns)
@@ -97,7 +97,7 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
     try:
         mine = _ingest(store, study="mine")
         theirs = _ingest(store, study="theirs")
-        their_persons = store.persons(theirs)
+        their_persons = store.classroom.persons(theirs)
         p0, p1 = their_persons[0].person_id, their_persons[1].person_id
         their_track = their_persons[0].track_ids[0]
         attempts = [
@@ -110,12 +110,12 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
         for attempt in attempts:
             with pytest.raises(NotFoundError):
                 attempt()
-        assert store.person_history(theirs) == [] and store.segments("theirs") == []
-        assert [p.label for p in store.persons(theirs)] == [p.label for p in their_persons]
+        assert store.classroom.person_history(theirs) == [] and store.classroom.segments("theirs") == []
+        assert [p.label for p in store.classroom.persons(theirs)] == [p.label for p in their_persons]
         # The same actions on the study's own ids go through.
-        own = store.persons(mine)
+        own = store.classroom.persons(mine)
         classroom.rename_person(store, "mine", mine, "eve", own[0].person_id, "S-1", owner=True)
-        assert any(p.label == "S-1" for p in store.persons(mine))
+        assert any(p.label == "S-1" for p in store.classroom.persons(mine))
     finally:
         store.close()
 
@@ -133,7 +133,7 @@ def test_figures_of_the_page_and_their_files(
     store = store_for(data)
     store.upgrade()
     mid = _ingest(store, study="default")
-    tables = store.class_tables("default")
+    tables = store.classroom.class_tables("default")
     store.close()
     use_folders(monkeypatch, data, random_weights_dir)
     at = page(new_app(), "classroom")

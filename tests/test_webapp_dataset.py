@@ -21,10 +21,10 @@ def analysed(tmp_path_factory: pytest.TempPathFactory, random_weights_dir: Path,
     data = tmp_path_factory.mktemp("dataset-template")
     analyze_into(data, random_weights_dir, [multi_face_jpg])
     store = store_for(data)
-    faces = store.faces("default")
-    store.correct_face(faces[0].face_id, "alice", label="Happiness", valence=0.7)
-    store.correct_face(faces[1].face_id, "alice", label="Fear")
-    store.correct_face(faces[1].face_id, "bob", label="Fear")
+    faces = store.recordings.faces("default")
+    store.review.correct_face(faces[0].face_id, "alice", label="Happiness", valence=0.7)
+    store.review.correct_face(faces[1].face_id, "alice", label="Fear")
+    store.review.correct_face(faces[1].face_id, "bob", label="Fear")
     store.close()
     return data
 
@@ -64,14 +64,14 @@ def test_exports_hold_the_corrections(data_dir: Path) -> None:
 
 def test_owner_deletes_a_media_item_and_its_file(data_dir: Path) -> None:
     store = store_for(data_dir)
-    (media,) = store.media("default")
+    (media,) = store.recordings.media("default")
     kept = library.kept_media_file(data_dir.resolve() / "media", store, "default", media)
     assert kept is not None and kept.is_file()
     at = page(new_app(), "dataset")
     at.checkbox(key="w_delete_confirm").check().run()
     next(b for b in at.button if b.label == "Delete").click().run()
     no_exception(at)
-    assert store.media("default") == []
+    assert store.recordings.media("default") == []
     assert not kept.exists()
     assert any("Deleted media" in s.value for s in at.success)
 
@@ -93,7 +93,7 @@ def test_independent_labelling_hides_others_everywhere_on_the_dataset_page(
     from db.review import StudySettings
 
     store = store_for(data_dir)
-    store.set_study_settings("default", StudySettings(independent=True))
+    store.review.set_study_settings("default", StudySettings(independent=True))
     at = _signed_in(monkeypatch, owner=False)
     no_exception(at)
     text = " ".join(

@@ -32,11 +32,11 @@ def _fill(store) -> int:
         valence=[0.2] * (len(BOXES) * n_frames),
         seed=4,
     )
-    store.ingest_results("default", png_bytes(3), "lecture.mp4", res)
-    (media,) = store.media("default")
-    faces = store.faces("default", media_id=media.id)
+    store.ingest.ingest_results("default", png_bytes(3), "lecture.mp4", res)
+    (media,) = store.recordings.media("default")
+    faces = store.recordings.faces("default", media_id=media.id)
     track0 = next(f.track_id for f in faces if f.track_index == 0)
-    store.correct_track(track0, "alice", label="Surprise")
+    store.review.correct_track(track0, "alice", label="Surprise")
     return media.id
 
 
@@ -74,7 +74,7 @@ def test_independent_study_hides_the_consensus_from_non_owners(lecture: Path) ->
 
     store = store_for(lecture)
     try:
-        (media,) = store.media("default")
+        (media,) = store.recordings.media("default")
         for rules, owner, model, human in (
             (StudySettings(independent=True), False, True, False),
             (StudySettings(independent=True, hide_model=True), False, False, False),

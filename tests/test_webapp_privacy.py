@@ -56,8 +56,11 @@ def decode(data: bytes) -> np.ndarray:
 def blurred_study(multi_face_app_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[int, np.ndarray]:
     """The study with blur on, the app behind an access code and an owners' code; the stored crops by face id."""
     store = store_for(multi_face_app_dir)
-    store.set_study_settings("default", StudySettings(blur_faces=True))
-    crops = {fid: decode(b) for fid, b in store.face_crops([f.face_id for f in store.faces("default")]).items()}
+    store.review.set_study_settings("default", StudySettings(blur_faces=True))
+    crops = {
+        fid: decode(b)
+        for fid, b in store.recordings.face_crops([f.face_id for f in store.recordings.faces("default")]).items()
+    }
     store.close()
     assert len(crops) == 5
     monkeypatch.setenv("AFFECTLAB_ACCESS_CODE", ACCESS)
@@ -136,7 +139,7 @@ def test_owner_sees_faces_sharp_and_may_turn_blur_off(blurred_study, sent, multi
     no_exception(at)
     store = store_for(multi_face_app_dir)
     try:
-        assert store.study_settings("default").blur_faces is False
+        assert store.review.study_settings("default").blur_faces is False
     finally:
         store.close()
 
@@ -156,7 +159,7 @@ def test_review_keeps_the_labelled_face_sharp_and_blurs_the_others(
     )
     store = store_for(multi_face_app_dir)
     try:
-        faces = store.faces("default")
+        faces = store.recordings.faces("default")
         path = next(iter((multi_face_app_dir / "media").rglob("*.jpg")))
     finally:
         store.close()
@@ -216,13 +219,13 @@ def test_classroom_thumbnails_blurred_for_non_owners(
     results = [dataclasses.replace(r, crop=face_crops[i % 3]) for i, r in enumerate(results)]
     tracks = [{"track": k, "n_faces": 10, "start_s": 0.0, "end_s": 9.0, "person": k} for k in range(3)]
     info = MediaInfo(kind="video", width=320, height=240, duration_s=10.0, fps=1.0)
-    mid = store.ingest_results(
+    mid = store.ingest.ingest_results(
         "default", png_bytes(5), "lecture.mp4", results, tracks_of(tracks), media_info=info
     ).media_ids[0]
-    store.set_study_settings("default", StudySettings(blur_faces=True))
+    store.review.set_study_settings("default", StudySettings(blur_faces=True))
     from webapp.services.privacy import blurred_crop
 
-    stored = store.face_crops(list(store.best_faces(mid).values())).values()
+    stored = store.recordings.face_crops(list(store.recordings.best_faces(mid).values())).values()
     crops = [decode(b) for b in stored]
     blurred = [decode(blurred_crop(b, StudySettings(blur_faces=True), owner=False, own_face=False)) for b in stored]
     store.close()

@@ -48,7 +48,7 @@ def test_the_plain_address_asks_for_a_name_before_any_queue(multi_face_app_dir: 
     assert not [b for b in at.button if b.key and b.key.startswith("cls_")], "no queue without a name"
     assert not any("Nothing left" in s.value for s in at.success), "an empty name never reads as all done"
     store = store_for(multi_face_app_dir)
-    assert store.history(face_id=store.faces("default")[0].face_id) == []
+    assert store.recordings.history(face_id=store.recordings.faces("default")[0].face_id) == []
     at.text_input(key="w_name_prompt").input("Hana")
     at.button[0].click()  # the form's Start labelling
     at.run()
@@ -69,7 +69,10 @@ def test_one_person_whatever_the_case_and_spaces(multi_face_app_dir: Path) -> No
     no_exception(again)
     assert _face_on_screen(again) == first, "her undo finds her vote"
     store = store_for(multi_face_app_dir)
-    assert [(r.annotator, r.kind) for r in store.history(face_id=first)] == [("alice", "set"), ("alice", "undo")]
+    assert [(r.annotator, r.kind) for r in store.recordings.history(face_id=first)] == [
+        ("alice", "set"),
+        ("alice", "undo"),
+    ]
 
 
 def test_a_stale_or_repeated_key_stores_nothing(multi_face_app_dir: Path) -> None:
@@ -83,7 +86,11 @@ def test_a_stale_or_repeated_key_stores_nothing(multi_face_app_dir: Path) -> Non
     second = _face_on_screen(at)
     assert second != first
     store = store_for(multi_face_app_dir)
-    before = [(r.face_id, r.label) for f in store.faces("default") for r in store.history(face_id=f.face_id)]
+    before = [
+        (r.face_id, r.label)
+        for f in store.recordings.faces("default")
+        for r in store.recordings.history(face_id=f.face_id)
+    ]
     # the first face's buttons, pressed again after the next face came up (what a double press does)
     for old in (stale, stale_skip):
         states = at._tree.get_widget_states()  # what the browser sends: the old button's trigger
@@ -91,7 +98,11 @@ def test_a_stale_or_repeated_key_stores_nothing(multi_face_app_dir: Path) -> Non
         at._run(states)
         no_exception(at)
         assert _face_on_screen(at) == second, "the face on screen stays"
-    after = [(r.face_id, r.label) for f in store.faces("default") for r in store.history(face_id=f.face_id)]
+    after = [
+        (r.face_id, r.label)
+        for f in store.recordings.faces("default")
+        for r in store.recordings.history(face_id=f.face_id)
+    ]
     assert after == before == [(first, "Fear")]
     assert _counts(at).startswith("**4 of 5 left**"), "no skip either"
 
@@ -105,10 +116,10 @@ def test_a_filter_replaces_the_face_on_screen_and_the_counts_name_it(tmp_path: P
     store.upgrade()
     boxes = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
     for seed, name in ((1, "a.png"), (2, "b.png")):
-        store.ingest_results("default", png_bytes(seed), name, fake_results(name, boxes, ["Fear", "Anger"]))
-    b_faces = {f.face_id for f in store.faces("default") if f.filename == "b.png"}
+        store.ingest.ingest_results("default", png_bytes(seed), name, fake_results(name, boxes, ["Fear", "Anger"]))
+    b_faces = {f.face_id for f in store.recordings.faces("default") if f.filename == "b.png"}
     at = _as("jo")
-    media = {m.filename: m.id for m in store.media("default")}
+    media = {m.filename: m.id for m in store.recordings.media("default")}
     while _face_on_screen(at) in b_faces:  # a face of a.png on screen
         _btn(at, "skip").click().run()
     at.selectbox(key="w_review_media").set_value(media["b.png"]).run()
@@ -136,7 +147,7 @@ def test_correct_with_class_keys_then_undo_survives_a_reload(multi_face_app_dir:
     assert _counts(at).startswith("**4 of 5 left**"), "the corrected face left bob's queue"
     assert _face_on_screen(at) != first
     store = store_for(multi_face_app_dir)
-    human = [f for f in store.faces("default") if f.label_source == "human"]
+    human = [f for f in store.recordings.faces("default") if f.label_source == "human"]
     assert [(f.face_id, f.label, f.judgements[0].annotator) for f in human] == [(first, "Fear", "bob")]
 
     # Undo belongs to the person, not the tab: a new browser session (a reload) undoes bob's latest correction.
@@ -146,18 +157,18 @@ def test_correct_with_class_keys_then_undo_survives_a_reload(multi_face_app_dir:
     no_exception(at)
     assert any("Undone" in s.value for s in at.success)
     assert _face_on_screen(at) == first, "the undone face is shown again"
-    assert not [f for f in store.faces("default") if f.label_source == "human"]
-    assert [r.kind for r in store.history(face_id=first)] == ["set", "undo"], "undo is a new row"
+    assert not [f for f in store.recordings.faces("default") if f.label_source == "human"]
+    assert [r.kind for r in store.recordings.history(face_id=first)] == ["set", "undo"], "undo is a new row"
 
 
 def test_confirming_the_model_class_is_a_human_vote(multi_face_app_dir: Path) -> None:
     at = _as("carol")
     face_id = _face_on_screen(at)
     store = store_for(multi_face_app_dir)
-    predicted = store.face(face_id).model_label
+    predicted = store.recordings.face(face_id).model_label
     _btn(at, f"cls_{predicted}").click().run()
     no_exception(at)
-    face = store.face(face_id)
+    face = store.recordings.face(face_id)
     assert (face.label, face.label_source, face.label_annotators) == (predicted, "human", 1)
 
 
@@ -201,7 +212,7 @@ def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
     from db.review import StudySettings
 
     store = store_for(multi_face_app_dir)
-    store.set_study_settings("default", StudySettings(independent=True, hide_model=True, double_share=1.0))
+    store.review.set_study_settings("default", StudySettings(independent=True, hide_model=True, double_share=1.0))
     alice = _as("alice")
     face_id = _face_on_screen(alice)
     _btn(alice, "cls_Fear").click().run()
@@ -219,10 +230,10 @@ def test_two_annotators_in_independent_mode(multi_face_app_dir: Path) -> None:
     assert all(b.proto.type != "primary" for b in bob.button if b.key and b.key.startswith("cls_"))
     _btn(bob, "cls_Fear").click().run()
     no_exception(bob)
-    face = store.face(face_id)
+    face = store.recordings.face(face_id)
     assert sorted(j.annotator for j in face.judgements) == ["alice", "bob"]
     assert (face.label, face.label_annotators, face.label_agreement) == ("Fear", 2, 1.0)
-    assert store.stats("default").counts["annotators"] == 2
+    assert store.exports.stats("default").counts["annotators"] == 2
 
 
 def test_track_strip_applies_to_the_whole_track_with_an_exception(
@@ -243,8 +254,8 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
         tracks=[0] * 6,
         confidence=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
     )
-    store.ingest_results("default", png_bytes(3), "clip.mp4", res)
-    faces = sorted(store.faces("default"), key=lambda f: f.time_s)
+    store.ingest.ingest_results("default", png_bytes(3), "clip.mp4", res)
+    faces = sorted(store.recordings.faces("default"), key=lambda f: f.time_s)
 
     at = _as("gus")
     no_exception(at)
@@ -253,7 +264,7 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
     at.selectbox(key=f"w_track_class_{faces[0].track_id}").set_value("Sadness").run()
     _btn(at, "apply_track").click().run()
     no_exception(at)
-    assert all(store.face(f.face_id).label == "Sadness" for f in faces)
+    assert all(store.recordings.face(f.face_id).label == "Sadness" for f in faces)
     assert any("Nothing left" in s.value for s in at.success), "the whole track left gus's queue"
 
     # an exception: open one face of the strip in "My labels" and give it its own class
@@ -263,7 +274,7 @@ def test_track_strip_applies_to_the_whole_track_with_an_exception(
     assert _face_on_screen(at) == faces[3].face_id
     _btn(at, "cls_Happiness").click().run()
     no_exception(at)
-    labels = [store.face(f.face_id).label for f in faces]
+    labels = [store.recordings.face(f.face_id).label for f in faces]
     assert labels == ["Sadness"] * 3 + ["Happiness"] + ["Sadness"] * 2
     captions = [c.value for c in at.caption]
     assert any("Happiness (own)" in c for c in captions) and any("Sadness (track)" in c for c in captions)
@@ -290,11 +301,13 @@ def test_a_long_tracks_strip_resolves_only_the_faces_it_shows(tmp_path: Path) ->
     res = fake_results(
         "clip.mp4", [(10.0, 10.0, 50.0, 60.0)] * n, ["Neutral"] * n, frames=list(range(n)), tracks=[0] * n
     )
-    store.ingest_results("s", png_bytes(3), "clip.mp4", res)
-    store.ingest_results("t", png_bytes(4), "other.png", fake_results("other.png", [(1.0, 1.0, 30.0, 30.0)], ["Fear"]))
-    faces = sorted(store.faces("s"), key=lambda f: (f.time_s or 0.0, f.face_id))
+    store.ingest.ingest_results("s", png_bytes(3), "clip.mp4", res)
+    store.ingest.ingest_results(
+        "t", png_bytes(4), "other.png", fake_results("other.png", [(1.0, 1.0, 30.0, 30.0)], ["Fear"])
+    )
+    faces = sorted(store.recordings.faces("s"), key=lambda f: (f.time_s or 0.0, f.face_id))
     current = faces[37]
-    store.correct_face(faces[5].face_id, "ann", label="Anger")
+    store.review.correct_face(faces[5].face_id, "ann", label="Anger")
     strip = review.track_strip(store, "s", current, "ann", StudySettings(), owner=True)
     assert strip is not None and strip.n_faces == n
     shown = [f.face_id for f in strip.shown]
@@ -303,6 +316,6 @@ def test_a_long_tracks_strip_resolves_only_the_faces_it_shows(tmp_path: Path) ->
     assert shown == sorted(shown, key=[f.face_id for f in faces].index)  # in time order
     assert (strip.start_s, strip.end_s) == (faces[0].time_s, faces[-1].time_s)
     by_id = {f.face_id: f for f in faces}
-    assert all(f == review.visible_face(store.face(f.face_id), "ann", StudySettings()) for f in strip.shown)
+    assert all(f == review.visible_face(store.recordings.face(f.face_id), "ann", StudySettings()) for f in strip.shown)
     assert all(by_id[f.face_id].track_id == current.track_id for f in strip.shown)
-    assert store.track_face_times("t", current.track_id) == []  # another study's track: nothing
+    assert store.recordings.track_face_times("t", current.track_id) == []  # another study's track: nothing

@@ -27,7 +27,7 @@ def test_roster_page_assigns_a_whole_recording(
     roster_csv = tmp_path / "r.csv"
     roster_csv.write_text("participant,name,group\nS01,Ann,A\nS02,Bob,B\n", encoding="utf-8")
     rs.import_roster(store, "default", roster_csv, owner=True)
-    persons = {p.person_index: p for p in store.persons(mid)}
+    persons = {p.person_index: p for p in store.classroom.persons(mid)}
     store.close()
     use_folders(monkeypatch, data, random_weights_dir)
     at = page(new_app(), "roster")

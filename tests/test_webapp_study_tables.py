@@ -25,7 +25,7 @@ def test_owner_edits_recording_details_and_downloads_the_study_tables(
     store = store_for(data)
     store.upgrade()
     mid = _ingest(store, study="default")
-    store.add_segment(mid, "quiz", 0, 30)
+    store.classroom.add_segment(mid, "quiz", 0, 30)
     store.close()
     use_folders(monkeypatch, data, random_weights_dir)
     at = page(new_app(), "classroom")

@@ -334,7 +334,7 @@ def _sidebar_annotator(
     if access.mode == "oidc":
         st.sidebar.markdown(f"Signed in as {code_span(who or '')}")
         st.sidebar.button("Sign out", on_click=st.logout, icon=":material/logout:")
-        return store.annotator_name(who) if who and access.may_annotate(who, study) else None
+        return store.review.annotator_name(who) if who and access.may_annotate(who, study) else None
     name = st.sidebar.text_input(
         "Your name (annotator)",
         value=state.annotator,
@@ -348,7 +348,7 @@ def _sidebar_annotator(
     if not access.may_annotate(state.annotator, study):
         st.sidebar.error(f"{code_span(state.annotator)} is not on the annotator list of this study.")
         return None
-    known = store.annotator_name(state.annotator)
+    known = store.review.annotator_name(state.annotator)
     if known != state.annotator:
         st.sidebar.caption(f"Labelling as {code_span(known)} (the same person: capitals and spaces do not count).")
     return known

@@ -68,14 +68,14 @@ def recording_view(store: LabelStore, study: str, media_id: int, owner: bool) ->
     """
     _check_recording(store, study, media_id)
     settings = study_settings(store, study)
-    persons = store.persons(media_id)
+    persons = store.classroom.persons(media_id)
     return RecordingView(
         settings=settings,
         blur=blurs(settings, owner),
         persons=tuple(persons),
-        segments=tuple(store.segments(study, media_id)),
+        segments=tuple(store.classroom.segments(study, media_id)),
         thumbnails=person_thumbnails(store, media_id, persons, settings, owner),
-        history=tuple(store.person_history(media_id)),
+        history=tuple(store.classroom.person_history(media_id)),
     )
 
 
@@ -102,7 +102,7 @@ def _recording_persons(store: LabelStore, study: str, media_id: int) -> list[Per
         NotFoundError: No such recording in ``study``.
     """
     _check_recording(store, study, media_id)
-    return store.persons(media_id)
+    return store.classroom.persons(media_id)
 
 
 def _person_in(persons: Sequence[PersonRow], person_id: int) -> int:
@@ -130,7 +130,7 @@ def rename_person(
     """
     who = require_annotator(annotator, "renaming a person")
     persons = _recording_persons(store, study, media_id)
-    store.rename_person(_person_in(persons, person_id), participant, who, owner=owner)
+    store.classroom.rename_person(_person_in(persons, person_id), participant, who, owner=owner)
 
 
 def merge_persons(
@@ -151,7 +151,9 @@ def merge_persons(
     """
     who = require_annotator(annotator, "merging persons")
     persons = _recording_persons(store, study, media_id)
-    store.merge_persons(_person_in(persons, person_id), _person_in(persons, other_person_id), who, owner=owner)
+    store.classroom.merge_persons(
+        _person_in(persons, person_id), _person_in(persons, other_person_id), who, owner=owner
+    )
 
 
 def split_track(
@@ -167,7 +169,7 @@ def split_track(
     persons = _recording_persons(store, study, media_id)
     if track_id not in {t for p in persons for t in p.track_ids}:
         raise NotFoundError("track of this recording", track_id)
-    store.split_track(track_id, who, owner=owner)
+    store.classroom.split_track(track_id, who, owner=owner)
 
 
 def split_track_at(
@@ -185,7 +187,7 @@ def split_track_at(
     persons = _recording_persons(store, study, media_id)
     if track_id not in {t for p in persons for t in p.track_ids}:
         raise NotFoundError("track of this recording", track_id)
-    store.split_track_at(track_id, time_s, who, owner=owner)
+    store.classroom.split_track_at(track_id, time_s, who, owner=owner)
 
 
 def add_segment(
@@ -197,7 +199,7 @@ def add_segment(
         NotFoundError: The recording is not in ``study``.
     """
     _check_recording(store, study, media_id)
-    store.add_segment(media_id, name, start_s, end_s, created_by=who)
+    store.classroom.add_segment(media_id, name, start_s, end_s, created_by=who)
 
 
 def import_segments(store: LabelStore, study: str, data: bytes, who: str | None) -> int:
@@ -205,7 +207,7 @@ def import_segments(store: LabelStore, study: str, data: bytes, who: str | None)
     with tempfile.TemporaryDirectory(prefix="affectlab-segments-") as tmp:
         path = Path(tmp) / "segments.csv"
         path.write_bytes(data)
-        return len(store.import_segments(study, path, created_by=who))
+        return len(store.classroom.import_segments(study, path, created_by=who))
 
 
 def class_table_bytes(
@@ -216,7 +218,7 @@ def class_table_bytes(
         raise ValueError(f"unknown table {table!r} or format {fmt!r}")
     with tempfile.TemporaryDirectory(prefix="affectlab-class-") as tmp:
         out = Path(tmp) / f"{table}.{fmt}"
-        store.export(study, table, out)
+        store.exports.export(study, table, out)
         return out.read_bytes(), out.with_name(out.stem + ".README.md").read_text(encoding="utf-8")
 
 
@@ -248,7 +250,7 @@ def class_over_time(store: LabelStore, study: str, owner: bool) -> ClassOverTime
     """The class tables of ``study`` (computed once) and, for an owner, their CSV downloads with dataset cards."""
     from db import classroom
 
-    tables = store.class_tables(study)
+    tables = store.classroom.class_tables(study)
     downloads: dict[ClassTable, tuple[Callable[[], bytes], str]] = {}
     if owner:
         for t in CLASS_TABLES:
@@ -306,11 +308,11 @@ def person_thumbnails(
     store: LabelStore, media_id: int, persons: Sequence[PersonRow], settings: StudySettings, owner: bool
 ) -> dict[int, bytes]:
     """One face crop per person of a recording (its first track's best detection), as this viewer may see it."""
-    best = store.best_faces(media_id, [p.track_ids[0] for p in persons if p.track_ids])
+    best = store.recordings.best_faces(media_id, [p.track_ids[0] for p in persons if p.track_ids])
     chosen = {p.person_id: best[t] for p in persons for t in p.track_ids[:1] if t in best}
     crops = {
         fid: blurred_crop(data, settings, owner, own_face=False)
-        for fid, data in store.face_crops(list(chosen.values())).items()
+        for fid, data in store.recordings.face_crops(list(chosen.values())).items()
     }  # faces of this media item only
     return {pid: crops[fid] for pid, fid in chosen.items() if fid in crops}
 
@@ -334,7 +336,7 @@ def study_tables_zip(store: LabelStore, study: str, fmt: str, *, owner: bool) ->
     require_owner(owner, "downloading the study tables")
     buf = io.BytesIO()
     with tempfile.TemporaryDirectory(prefix="affectlab-study-") as tmp:
-        paths = store.export_study_tables(study, fmt, Path(tmp) / "tables")
+        paths = store.exports.export_study_tables(study, fmt, Path(tmp) / "tables")
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in paths:
                 zf.write(path, arcname=f"study-tables-{fmt}/{path.name}")
@@ -348,7 +350,7 @@ def recording_info(store: LabelStore, study: str, media_id: int) -> RecordingInf
         NotFoundError: No such recording in ``study``.
     """
     _check_recording(store, study, media_id)
-    return store.recording_infos(study)[media_id]
+    return store.classroom.recording_infos(study)[media_id]
 
 
 def set_recording_info(
@@ -363,7 +365,7 @@ def set_recording_info(
     """
     require_owner(owner, "editing a recording's course, name and date")
     _check_recording(store, study, media_id)
-    return store.set_recording_info(media_id, course=course, recording=recording, day=day)
+    return store.classroom.set_recording_info(media_id, course=course, recording=recording, day=day)
 
 
 def import_recording_info(store: LabelStore, study: str, data: bytes, *, owner: bool) -> int:
@@ -377,4 +379,4 @@ def import_recording_info(store: LabelStore, study: str, data: bytes, *, owner: 
     with tempfile.TemporaryDirectory(prefix="affectlab-recordings-") as tmp:
         path = Path(tmp) / "recordings.csv"
         path.write_bytes(data)
-        return len(store.import_recording_info(study, path))
+        return len(store.classroom.import_recording_info(study, path))

@@ -31,7 +31,7 @@ EXPORT_FORMATS: dict[DownloadFormat, tuple[str, str, str]] = {
 def study_stats(store: LabelStore, study: str) -> StudyStats | None:
     """Counts, confusion and agreement of a study, None for a study without data."""
     try:
-        return store.stats(study)
+        return store.exports.stats(study)
     except StudyNotFoundError:
         return None
 
@@ -53,7 +53,7 @@ def export_bytes(
 
     Raises:
         NotAllowedError: For anyone but an owner of the study.
-        CropsUnavailableError, FeaturesUnavailableError, StoreError: As ``LabelStore.export``.
+        CropsUnavailableError, FeaturesUnavailableError, StoreError: As ``Exports.export``.
     """
     require_owner(owner, f"exporting study {study!r}")
     chosen = next((f for f in EXPORT_FORMATS if f == fmt), None)
@@ -61,7 +61,7 @@ def export_bytes(
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     with tempfile.TemporaryDirectory(prefix="affectlab-export-") as tmp:
         out = Path(tmp) / ("export" if chosen == "hf" else f"export.{EXPORT_FORMATS[chosen][1]}")
-        store.export(study, chosen, out, progress=progress)
+        store.exports.export(study, chosen, out, progress=progress)
         if fmt != "hf":
             return out.read_bytes()
         buf = io.BytesIO()
@@ -81,5 +81,5 @@ def dataset_card(store: LabelStore, study: str, *, owner: bool) -> str:
     require_owner(owner, f"exporting the dataset card of study {study!r}")
     with tempfile.TemporaryDirectory(prefix="affectlab-card-") as tmp:
         out = Path(tmp) / "faces.csv"
-        store.export(study, "csv", out)
+        store.exports.export(study, "csv", out)
         return out.with_name("faces.README.md").read_text(encoding="utf-8")

@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 def kept_media_file(media_dir: Path | None, store: LabelStore, study: str, media: MediaRow) -> Path | None:
     """The kept copy of a media item, None when none is kept (features-only mode, or deleted).
 
-    The label store owns the files (:meth:`db.services.LabelStore.media_path`); ``media_dir`` None means the
+    The label store owns the files (:meth:`db.service_recordings.Recordings.media_path`); ``media_dir`` None means the
     features-only mode.
     """
     if media_dir is None:
         return None
-    return store.media_path(media.id)
+    return store.recordings.media_path(media.id)
 
 
 def playable_media_file(store: LabelStore, media: MediaRow) -> Path | None:
@@ -47,10 +47,10 @@ def playable_media_file(store: LabelStore, media: MediaRow) -> Path | None:
     that fails, the kept file itself is returned (and the failure logged).
     """
     try:
-        return store.playable_media_path(media.id)
+        return store.recordings.playable_media_path(media.id)
     except AffectLabError:
         log.warning("media %s: no playable copy, serving the kept file", media.id, exc_info=True)
-        return store.media_path(media.id)
+        return store.recordings.media_path(media.id)
 
 
 def thumbnail(path: Path, kind: str, time_s: float = 0.0, max_side: int = 240, *, blur: bool = False) -> np.ndarray:
@@ -146,7 +146,7 @@ def delete_media(
 def delete_media_item(store: LabelStore, study: str, media: MediaRow, media_dir: Path | None) -> dict[str, int]:
     """Deletes a media item (already checked to be of ``study``) with everything derived from it, and its kept file."""
     path = kept_media_file(media_dir, store, study, media) if media_dir is not None else None
-    counts = store.delete_media(media.id)
+    counts = store.upkeep.delete_media(media.id)
     if path is not None:
         path.unlink(missing_ok=True)
     return counts
@@ -183,7 +183,7 @@ class LibraryView:
 def library_view(store: LabelStore, study: str, owner: bool, media_dir: Path | None) -> LibraryView:
     """The cards of the study's media items (see :class:`LibraryView`)."""
     media = study_media(store, study)
-    summary = store.media_summary(study) if media else {}
+    summary = store.recordings.media_summary(study) if media else {}
     cards = tuple(
         LibraryCard(
             media=m,
@@ -335,7 +335,7 @@ def recording_view(
     :data:`db.recording.MAX_POINTS` buckets per series. In an independent study a viewer who is not an owner sees no
     annotators' classes (only their own judgement, on the Review page), nor the model's when the study hides it.
     """
-    tracks = tuple(store.recording_tracks(study, media.id))
+    tracks = tuple(store.recordings.recording_tracks(study, media.id))
     pages = max(1, -(-len(tracks) // TRACKS_PER_PAGE))
     page = min(max(0, page), pages - 1)
     show_model = owner or not (settings.independent and settings.hide_model)
@@ -343,12 +343,12 @@ def recording_view(
     span = max([float(media.duration_s or 0.0)] + [t.end_s or 0.0 for t in tracks])
     width = bucket_width(span)
     shown = tracks[page * TRACKS_PER_PAGE : (page + 1) * TRACKS_PER_PAGE]
-    series = store.recording_series(
+    series = store.recordings.recording_series(
         study, media.id, [t.track_id for t in shown], width, model=show_model, human=show_human
     )
     counted = {t.track_id: with_counts(t, series.get(t.track_id)) for t in shown}  # exact, over the series
     tracks = tuple(counted.get(t.track_id, t) if t in shown else t for t in tracks)
-    frames, boxes = store.key_frame_boxes(study, media.id)
+    frames, boxes = store.recordings.key_frame_boxes(study, media.id)
     return RecordingView(
         tracks=tracks,
         page=page,

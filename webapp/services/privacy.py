@@ -58,9 +58,9 @@ def frame_faces(store: LabelStore, study: str, face: FaceLabel) -> tuple[list[Bo
 
     Only that frame's faces are read (the faces' (media, frame) index), whatever the study's size.
     """
-    if face.media_id not in store.media_in_study(study, [face.media_id]):
+    if face.media_id not in store.recordings.media_in_study(study, [face.media_id]):
         return [face.box], 0
-    same = store.frame_boxes(face.media_id, face.frame)
+    same = store.recordings.frame_boxes(face.media_id, face.frame)
     boxes = [box for _, box in same]
     keep = next((i for i, (fid, _) in enumerate(same) if fid == face.face_id), None)
     if keep is None:

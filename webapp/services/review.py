@@ -48,7 +48,7 @@ def review_queue(
     if order is None:
         raise ValueError(f"unknown review order {by!r}: use one of {', '.join(REVIEW_ORDERS)}")
     try:
-        return store.review_queue(study, order, limit=limit, annotator=annotator, flt=flt)
+        return store.review.review_queue(study, order, limit=limit, annotator=annotator, flt=flt)
     except StudyNotFoundError:
         return ReviewQueue(items=(), left=0, total=0, left_by_media={}, total_by_media={}, skipped=0)
 
@@ -68,7 +68,7 @@ def my_labels(
     comes from the kept counts.
     """
     try:
-        return store.labels_page(study, annotator, flt or ReviewFilter(), after=after, limit=limit)
+        return store.review.labels_page(study, annotator, flt or ReviewFilter(), after=after, limit=limit)
     except StudyNotFoundError:
         return LabelsPage((), 0, None)
 
@@ -79,13 +79,13 @@ def skip(store: LabelStore, annotator: str | None, face_id: int) -> None:
     Raises:
         AnnotatorMissingError: Without an annotator name (skips are kept per annotator).
     """
-    store.skip(face_id, require_annotator(annotator, "skipping a face"))
+    store.review.skip(face_id, require_annotator(annotator, "skipping a face"))
 
 
 def unskip_all(store: LabelStore, study: str, annotator: str) -> int:
     """Puts every face ``annotator`` skipped in the study back into their queue; returns how many."""
     try:
-        return store.unskip(study, annotator)
+        return store.review.unskip(study, annotator)
     except StudyNotFoundError:
         return 0
 
@@ -93,12 +93,12 @@ def unskip_all(store: LabelStore, study: str, annotator: str) -> int:
 def undo_last(store: LabelStore, study: str, annotator: str) -> AnnotationRow | None:
     """Reverts ``annotator``'s newest active correction in the study (from any tab or device); None if none."""
     try:
-        last = store.last_correction(study, annotator)
+        last = store.review.last_correction(study, annotator)
     except StudyNotFoundError:
         return None
     if last is None:
         return None
-    return store.undo(annotator, annotation_id=last.id)
+    return store.review.undo(annotator, annotation_id=last.id)
 
 
 def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
@@ -130,11 +130,11 @@ def correct(
     if (face_id is None) == (track_id is None):
         raise ValueError("a correction needs exactly one of a face or a track")
     if track_id is not None:
-        return store.correct_track(
+        return store.review.correct_track(
             track_id, name, label=label, valence=valence, arousal=arousal, engagement=engagement, note=note
         )
     assert face_id is not None
-    return store.correct_face(
+    return store.review.correct_face(
         face_id, name, label=label, valence=valence, arousal=arousal, engagement=engagement, note=note
     )
 
@@ -231,7 +231,7 @@ def face_history(
 
     Under independent labelling only the annotator's own rows.
     """
-    rows = store.history(face_id=face.face_id)
+    rows = store.recordings.history(face_id=face.face_id)
     if settings.independent:
         rows = [r for r in rows if r.annotator == annotator]
     return rows
@@ -263,11 +263,11 @@ def track_strip(
     """The strip of ``face``'s track (see :class:`TrackStrip`), None for a face without a track."""
     if face.track_id is None:
         return None
-    times = store.track_face_times(study, face.track_id)
+    times = store.recordings.track_face_times(study, face.track_id)
     if not times:
         return None
     ids = _strip_ids([i for i, _ in times], face.face_id)
-    shown = [visible_face(f, annotator, settings) for f in store.faces_by_id(study, ids)]
+    shown = [visible_face(f, annotator, settings) for f in store.recordings.faces_by_id(study, ids)]
     crops = viewer_crops(store, [f.face_id for f in shown], settings, owner, study, sharp=face.face_id)
     return TrackStrip(
         n_faces=len(times),

@@ -50,7 +50,7 @@ def roster_view(store: LabelStore, study: str, media_id: int, owner: bool) -> Ro
         NotFoundError: No such recording in ``study``.
     """
     r = rs.recording_roster(store, study, media_id)
-    persons = store.persons(media_id)
+    persons = store.classroom.persons(media_id)
     allowed = rs.persons_by_annotators(store, study)
     return RosterView(
         participants=tuple(rs.participants(store, study)),

@@ -17,13 +17,13 @@ from webapp.services.who import require_owner
 
 def list_studies(store: LabelStore) -> list[StudyRow]:
     """Every study of the store."""
-    return store.studies()
+    return store.recordings.studies()
 
 
 def study_media(store: LabelStore, study: str) -> list[MediaRow]:
     """The media items of a study (empty for a study that has none yet)."""
     try:
-        return store.media(study)
+        return store.recordings.media(study)
     except StudyNotFoundError:
         return []
 
@@ -31,7 +31,7 @@ def study_media(store: LabelStore, study: str) -> list[MediaRow]:
 def study_faces(store: LabelStore, study: str, media_id: int | None = None) -> list[FaceLabel]:
     """The faces of a study or of one media item, with predictions and current labels."""
     try:
-        return store.faces(study, media_id=media_id)
+        return store.recordings.faces(study, media_id=media_id)
     except StudyNotFoundError:
         return []
 
@@ -41,9 +41,9 @@ def media_tracks(store: LabelStore, media_id: int, study: str, *, with_windows: 
 
     ``with_windows=False`` for a choice list: the windows (one per face of a long recording) are not read.
     """
-    if media_id not in store.media_in_study(study, [media_id]):
+    if media_id not in store.recordings.media_in_study(study, [media_id]):
         return []
-    return store.tracks(media_id, with_windows=with_windows)
+    return store.recordings.tracks(media_id, with_windows=with_windows)
 
 
 def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
@@ -52,14 +52,14 @@ def face_crop(store: LabelStore, face_id: int, study: str) -> bytes | None:
     Raises:
         NotFoundError: No such face in ``study``.
     """
-    if face_id not in store.faces_in_study(study, [face_id]):
+    if face_id not in store.recordings.faces_in_study(study, [face_id]):
         raise NotFoundError(f"face of study {study!r}", face_id)
-    return store.face_crop(face_id)
+    return store.recordings.face_crop(face_id)
 
 
 def study_settings(store: LabelStore, study: str) -> StudySettings:
     """The study's labelling rules."""
-    return store.study_settings(study)
+    return store.review.study_settings(study)
 
 
 def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *, owner: bool) -> StudySettings:
@@ -69,16 +69,16 @@ def set_study_settings(store: LabelStore, study: str, settings: StudySettings, *
         NotAllowedError: For anyone but a study owner.
     """
     require_owner(owner, "changing a study's labelling rules")
-    return store.set_study_settings(study, settings)
+    return store.review.set_study_settings(study, settings)
 
 
 def face_crops(store: LabelStore, face_ids: Sequence[int], study: str) -> dict[int, bytes]:
     """Crops of several faces of ``study`` at once, stored or re-cut (none in features-only mode; others left out).
 
-    Membership is checked in SQL for the ids asked only (:meth:`LabelStore.faces_in_study`).
+    Membership is checked in SQL for the ids asked only (:meth:`Recordings.faces_in_study`).
     """
-    mine = store.faces_in_study(study, face_ids)
-    return store.face_crops([i for i in face_ids if i in mine])
+    mine = store.recordings.faces_in_study(study, face_ids)
+    return store.recordings.face_crops([i for i in face_ids if i in mine])
 
 
 def face_label(store: LabelStore, face_id: int, study: str) -> FaceLabel:
@@ -87,6 +87,6 @@ def face_label(store: LabelStore, face_id: int, study: str) -> FaceLabel:
     Raises:
         NotFoundError: No such face in ``study`` (another study's face id, from a URL or an old tab, reads the same).
     """
-    if face_id not in store.faces_in_study(study, [face_id]):
+    if face_id not in store.recordings.faces_in_study(study, [face_id]):
         raise NotFoundError(f"face of study {study!r}", face_id)  # the same answer as for no face at all
-    return store.face(face_id)
+    return store.recordings.face(face_id)

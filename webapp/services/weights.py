@@ -244,7 +244,7 @@ def export_for_phone(
     from db.errors import StudyNotFoundError
 
     try:
-        stored = store.study_crops(study, 64)
+        stored = store.recordings.study_crops(study, 64)
     except StudyNotFoundError:  # nothing ingested yet: the built-in sample face is used, and the report says so
         stored = []
     crops = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in stored]

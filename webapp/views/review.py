@@ -312,7 +312,7 @@ def _filters(ctx: Context, state: UIState, rules: StudySettings, where: DeltaGen
         human_label=(state.review_human_label or None) if may_see_votes else None,
         labelled={"yes": True, "no": False}.get(state.review_labelled) if may_see_votes else None,
         # the person the typed name stands for (capitals and spaces do not count)
-        labelled_by=ctx.store.annotator_name(state.review_labelled_by)
+        labelled_by=ctx.store.review.annotator_name(state.review_labelled_by)
         if may_see_votes and state.review_labelled_by
         else None,
     )

@@ -2,7 +2,7 @@
 
 Migration 0001 made both tables refuse UPDATE. A direct ``DELETE FROM annotations`` (or predictions) is now refused
 as well, by a BEFORE DELETE trigger that lets a row go only when the face or track it belongs to is already gone,
-which is exactly the case of the ``ON DELETE CASCADE`` of a privacy deletion (``LabelStore.delete_media`` /
+which is exactly the case of the ``ON DELETE CASCADE`` of a privacy deletion (``Upkeep.delete_media`` /
 ``delete_track``): both databases run the cascade after the parent row is deleted, so the parent no longer exists
 when the child's trigger fires. An annotation that reverts another one goes with it (``reverts_id`` cascades) since
 both belong to the same, already deleted, face or track.
