@@ -166,3 +166,23 @@ def test_store_made_at_an_older_revision_upgrades_to_head(store_url, revision):
             assert _derived(s) == filled, "the read model filled by the upgrade differs from a rebuild at head"
     finally:
         engine.dispose()
+
+
+def test_rows_dangling_before_an_upgrade_do_not_block_it(tmp_path):
+    """SQLite runs the upgrade with foreign keys off and refuses rows it left pointing nowhere; rows that already
+    pointed nowhere (a store written without foreign keys) are not the upgrade's doing and keep it going."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    try:
+        upgrade(engine, OLDER[-1])
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = OFF")
+            with conn.begin():
+                meta = sa.MetaData()
+                meta.reflect(conn, only=["faces"])
+                _insert(conn, meta, "faces", media_id=999, x1=0.0, y1=0.0, x2=1.0, y2=1.0, det_score=0.9)
+            conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")
+        assert upgrade(engine) == head_revision()
+        with engine.connect() as conn:
+            assert len(conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()) == 1
+    finally:
+        engine.dispose()

@@ -30,12 +30,16 @@ def _run(connection: Connection) -> None:
     )
     migration = context.get_context()
     start = set(migration.get_current_heads())
+    heads = set(context.script.get_heads())
     with context.begin_transaction():
+        # no check, no fill when no revision runs (every start of the app upgrades); older dangling rows are not ours
+        before = _dangling(connection) if start != heads else set()
         context.run_migrations()
         end = set(migration.get_current_heads())
-        if end != start and end == set(context.script.get_heads()):
-            _fill_derived(connection)
-        _check_foreign_keys(connection)
+        if end != start:
+            if end == heads:
+                _fill_derived(connection)
+            _check_foreign_keys(connection, before)
 
 
 def _fill_derived(connection: Connection) -> None:
@@ -110,11 +114,17 @@ def _foreign_keys(connection: Connection, *, on: bool) -> None:
     raw.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
 
 
-def _check_foreign_keys(connection: Connection) -> None:
-    """Refuses to commit an upgrade that left a row pointing nowhere (SQLite, whose foreign keys were off)."""
+def _dangling(connection: Connection) -> set[tuple[object, ...]]:
+    """SQLite's rows that refer to missing ones (``PRAGMA foreign_key_check``: table, rowid, parent, key); none
+    elsewhere (PostgreSQL keeps its foreign keys on through an upgrade)."""
     if connection.dialect.name != "sqlite":
-        return
-    bad = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        return set()
+    return {tuple(r) for r in connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}
+
+
+def _check_foreign_keys(connection: Connection, before: set[tuple[object, ...]]) -> None:
+    """Refuses to commit an upgrade that left new rows pointing nowhere (SQLite, whose foreign keys were off)."""
+    bad = sorted(_dangling(connection) - before, key=str)
     if bad:
         raise StoreError(f"the upgrade left rows that refer to missing ones ({bad[:5]}); nothing was changed")
 
