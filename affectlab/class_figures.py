@@ -74,11 +74,22 @@ def _num(v: object) -> float | None:
     return None
 
 
-def _check(tables: ClassTables, media_id: int, value: str) -> None:
+def _check(tables: ClassTables, media_id: int, value: str, *, values: bool = True) -> None:
+    """Refuses a figure that would be empty axes, saying why.
+
+    An unknown value, no such recording, or (``values``) a recording without a single ``value`` (analysed without
+    the engagement model, or with a model that predicts no valence/arousal).
+    """
     if value not in VALUES:
         raise FigureError(f"unknown figure value {value!r}: use one of {', '.join(VALUES)}")
-    if not _rows(tables.minutes, media_id):
+    rows = _rows(tables.minutes, media_id)
+    if not rows:
         raise FigureError(f"recording #{media_id} has no students in the class tables: analyze it first")
+    if values and all(r.get(value) is None or (value in RANGES and _num(r.get(value)) is None) for r in rows):
+        raise FigureError(
+            f"recording #{media_id} has no {value} values (engagement needs the engagement model's weights, valence "
+            "and arousal a model that predicts them): choose another value"
+        )
 
 
 def _segments(tables: ClassTables, media_id: int) -> list[tuple[str, float, float]]:
@@ -369,7 +380,7 @@ def figure_files(
     for kind in kinds:
         if kind not in KINDS:
             raise FigureError(f"unknown figure {kind!r}: use one of {', '.join(KINDS)}")
-    _check(tables, media_id, "engagement_p")
+    _check(tables, media_id, "engagement_p", values=False)
     todo: list[tuple[go.Figure, Path]] = []
     for kind in kinds:
         for value in ("engagement_p", "visible_share", "dominant_emotion"):

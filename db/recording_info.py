@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy.orm import Session
 
 from db import repo
 from db.errors import FileRefusedError
@@ -60,12 +60,7 @@ def _info(m: Media) -> RecordingInfo:
 
 def recording_infos(session: Session, study_id: int) -> dict[int, RecordingInfo]:
     """The metadata of a study's recordings (videos), by media id."""
-    stmt = (
-        select(Media)
-        .where(Media.study_id == study_id, Media.kind == "video")
-        .options(undefer(Media.course), undefer(Media.recording_name), undefer(Media.recorded_on))
-        .order_by(Media.id)
-    )
+    stmt = select(Media).where(Media.study_id == study_id, Media.kind == "video").order_by(Media.id)
     return {m.id: _info(m) for m in session.scalars(stmt)}
 
 

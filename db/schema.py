@@ -69,7 +69,6 @@ class Study(Base):
 
     __tablename__ = "studies"
     __table_args__ = (CheckConstraint("double_share >= 0 AND double_share <= 1", name="double_share"),)
-    __mapper_args__ = {"eager_defaults": False}  # no RETURNING of server defaults: see persons_by_annotators
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -83,8 +82,7 @@ class Study(Base):
     """Privacy for minors: faces are blurred wherever the app shows them to anyone but the study's owners."""
     keep_video_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Store every video face's crop even when the recording is kept (by default such crops are re-cut from it)."""
-    # Deferred, no Python default: migrations before 0027 load and insert Study rows with today's ORM.
-    persons_by_annotators: Mapped[bool] = mapped_column(Boolean, server_default="0", deferred=True)
+    persons_by_annotators: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """Annotators may rename, merge and split persons and assign them (by default owners only, :mod:`db.roster`)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -123,12 +121,11 @@ class Media(Base):
     """Sampled frames analysed so far (the next sampled frame's number)."""
     recut_crops: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     """The crops of this video's faces that have none stored are re-cut from its kept file (:mod:`db.crops`)."""
-    # Deferred: the data step of migration 0019 loads Media rows with the ORM before 0022 adds these columns.
-    course: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    course: Mapped[str | None] = mapped_column(String(200))
     """The course a recording belongs to (study tables' ``course`` column, :mod:`db.recording_info`)."""
-    recording_name: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    recording_name: Mapped[str | None] = mapped_column(String(200))
     """The recording's name in the study tables (a lecture's title); the file name when empty."""
-    recorded_on: Mapped[date | None] = mapped_column(Date, deferred=True)
+    recorded_on: Mapped[date | None] = mapped_column(Date)
     """The day the recording was made (study tables' ``date`` column)."""
 
 

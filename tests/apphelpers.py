@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+if TYPE_CHECKING:
+    from db.services import LabelStore
+
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "webapp" / "app.py")
 TIMEOUT = 240
@@ -64,6 +71,31 @@ def store_for(data_dir: Path):
 
     s = Settings(data_dir=data_dir, weights_dir=Path(os.devnull))
     return LabelStore(s.database_url, data_dir=data_dir)
+
+
+@contextlib.contextmanager
+def opened_store(data_dir: Path) -> Iterator[LabelStore]:
+    """The migrated label store of ``data_dir`` for the block, closed after it (also when the block fails)."""
+    store = store_for(data_dir)
+    try:
+        store.upgrade()
+        yield store
+    finally:
+        store.close()
+
+
+def stored_data(tmp_path: Path, fill: Callable[[LabelStore], T]) -> tuple[Path, T]:
+    """A new data folder whose store ``fill`` wrote (a study, recordings...); returns it and what ``fill`` returned."""
+    data = tmp_path / "data"
+    data.mkdir()
+    with opened_store(data) as store:
+        return data, fill(store)
+
+
+def page_on(name: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch, weights_dir: Path) -> AppTest:
+    """The whole app pointed at ``data_dir`` and ``weights_dir``, run on page ``name`` (see :func:`page`)."""
+    use_folders(monkeypatch, data_dir, weights_dir)
+    return page(new_app(), name)
 
 
 def analyze_into(data_dir: Path, weights_dir: Path, files: list[Path], study: str = "default") -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from models import convert, unpickle, weights
-from models.errors import CheckpointFormatError, UnsafeCheckpointError
+from models.errors import AffectLabError, CheckpointFormatError, UnsafeCheckpointError
 from models.registry import get_spec
 from tests.checkpoints import random_published_module, save_published
 
@@ -273,3 +273,15 @@ def test_the_unpickling_scan_sees_a_call(tmp_path: Path) -> None:
     code += "np.save('b', 1, allow_pickle=False)\n"
     (tmp_path / "db" / "x.py").write_text(code)
     assert _unpickling_calls(tmp_path) == ["db/x.py: pickle.loads", "db/x.py: np.load"]
+
+
+def test_webapp_import_weights_names_the_upload_not_a_server_path(tmp_path: Path) -> None:
+    """A refused upload's message names the file the owner chose, never the server's temporary copy of it."""
+    from webapp.services.weights import import_weights
+
+    for data, trust in ((b"\x80\x04not a pickle", True), (b"some other file", False)):
+        with pytest.raises(AffectLabError) as err:
+            import_weights(data, "my model.pt", NAME, tmp_path / "w", trust_unverified=trust, owner=True)
+        assert str(err.value).startswith("my model.pt: "), str(err.value)
+        assert str(tmp_path) not in str(err.value) and ".upload-" not in str(err.value)
+    assert not weights.is_present(NAME, tmp_path / "w")

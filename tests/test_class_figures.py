@@ -120,7 +120,9 @@ def test_class_mean_band_is_students_t_interval() -> None:
     assert mean.y[2] == pytest.approx((0.6 + 0.1) / 2)  # S1 unseen in minute 2: two students
     assert list(fig.layout.yaxis.range) == [0.0, 1.0]
     assert cf.mean_band([0.4]) == (0.4, 0.4, 0.4)
-    assert list(cf.class_mean(_tables(), 7, "valence").layout.yaxis.range) == [-1.0, 1.0]
+    t = _tables()
+    with_valence = ClassTables(**{**t.__dict__, "minutes": [{**r, "valence": -0.2} for r in t.minutes]})
+    assert list(cf.class_mean(with_valence, 7, "valence").layout.yaxis.range) == [-1.0, 1.0]
 
 
 def test_png_and_svg_files(tmp_path: Path) -> None:
@@ -223,3 +225,22 @@ def test_names_people_typed_carry_no_markup() -> None:
     for kind in cf.KINDS:
         blob = json.dumps(cf.class_figure(bad, 7, kind).to_plotly_json())
         assert "<a href" not in blob and "%{x}" not in blob.replace("%{x:", ""), kind
+
+
+def test_a_value_the_recording_never_has_is_said_not_drawn_empty() -> None:
+    """A recording analysed without the engagement model: every figure of engagement says so (no empty axes), its
+    other values still draw."""
+    import dataclasses
+
+    t = _tables()
+    blank = dataclasses.replace(
+        t,
+        minutes=[{**r, "engagement_p": None} if r["media_id"] == 7 else r for r in t.minutes],
+        segments=[{**r, "engagement_p": None} if r["media_id"] == 7 else r for r in t.segments],
+    )
+    for kind in cf.KINDS:
+        with pytest.raises(cf.FigureError, match="no engagement_p values"):
+            cf.class_figure(blank, 7, kind, "engagement_p")
+        cf.class_figure(blank, 8, kind, "engagement_p") if kind != "segment-bars" else None
+    assert cf.class_figure(blank, 7, "class-mean", "visible_share").data
+    assert cf.class_figure(t, 7, "class-mean", "engagement_p").data

@@ -66,3 +66,48 @@ def test_no_csv_is_written_around_the_writer() -> None:
         if calls > allowed:
             offenders.append(f"{path.relative_to(root)}: {calls}")
     assert not offenders, offenders
+
+
+def test_formulas_through_every_import_leave_every_csv_neutralised(tmp_path: Path) -> None:
+    """Formulas typed into each import (segments, recording info, roster, labels with a note, an annotator's name)
+    are stored as data, and no CSV the app offers (class tables, study tables, faces) starts a text cell with one."""
+    import csv
+    import io
+    import zipfile
+
+    from tests.apphelpers import opened_store
+    from tests.test_db_classes import _ingest
+    from webapp.services import classroom, exports
+    from webapp.services import roster as roster_service
+
+    with opened_store(tmp_path / "data") as store:
+        mid = _ingest(store, study="default")
+        segments = f'media,name,start_s,end_s\n{mid},"=HYPERLINK(""http://x"",""a"")",0,10\n'
+        assert classroom.import_segments(store, "default", segments.encode(), "@alice") == 1
+        info = f"media,course,recording,date\n{mid},+cmd|calc,-2+3,2026-10-05\n"
+        assert classroom.import_recording_info(store, "default", info.encode(), owner=True) == 1
+        people = b"participant,name,group\n=S01,@Ann,+G\nS02,-Bob,\tB\n"
+        assert roster_service.import_roster(store, "default", people, owner=True) == 2
+        labels = tmp_path / "labels.csv"
+        face = store.recordings.faces("default")[0].face_id
+        labels.write_text(f'face_id,label,note\n{face},Happiness,"=WEBSERVICE(""http://x"")"\n', encoding="utf-8")
+        assert store.review.import_labels("default", labels, "=evil").annotations_added == 1
+        files = {f"class-{t}": classroom.class_table_bytes(store, "default", t)[0] for t in classroom.CLASS_TABLES}
+        with zipfile.ZipFile(io.BytesIO(classroom.study_tables_zip(store, "default", "csv", owner=True))) as zf:
+            files.update({n: zf.read(n) for n in zf.namelist() if n.endswith(".csv")})
+        files["faces"] = exports.export_bytes(store, "default", "csv", owner=True)
+    text = b"".join(files.values())
+    missing = [s for s in (b"HYPERLINK", b"cmd|calc", b"S01", b"WEBSERVICE") if s not in text]
+    assert not missing, f"the imports never reached an export: {missing}"
+    for name, body in files.items():
+        for row in csv.reader(io.StringIO(body.decode("utf-8-sig"))):
+            formulas = [c for c in row if c.startswith(FORMULA_PREFIXES) and not _is_number(c)]
+            assert not formulas, f"{name}: {formulas}"
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True

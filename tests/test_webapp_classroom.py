@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.apphelpers import new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import no_exception, opened_store, page_on, stored_data
 from tests.test_db_classes import _ingest
 
 pytestmark = pytest.mark.slow
@@ -16,15 +16,8 @@ pytestmark = pytest.mark.slow
 def test_classroom_page_shows_students_and_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
 ) -> None:
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    mid = _ingest(store, study="default")
-    store.classroom.add_segment(mid, "intro", 0, 30)
-    store.close()
-    use_folders(monkeypatch, data, random_weights_dir)
-    at = page(new_app(), "classroom")
+    data, _ = stored_data(tmp_path, lambda store: store.classroom.add_segment(_ingest(store, study="default"), "intro", 0, 30))
+    at = page_on("classroom", data, monkeypatch, random_weights_dir)
     no_exception(at)
     frames = [pd.DataFrame(d.value) for d in at.dataframe]
     students = next(f for f in frames if "person" in f.columns and "tracks" in f.columns)
@@ -37,14 +30,8 @@ def test_rename_merge_and_split_through_the_forms(
 ) -> None:
     from webapp.state import Keys
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    mid = _ingest(store, study="default")
-    store.close()
-    use_folders(monkeypatch, data, random_weights_dir)
-    at = page(new_app(), "classroom")
+    data, mid = stored_data(tmp_path, lambda store: _ingest(store, study="default"))
+    at = page_on("classroom", data, monkeypatch, random_weights_dir)
     assert any("Type your name" in c.value for c in at.caption), "no change without a name"
     at.sidebar.text_input(key=Keys.ANNOTATOR).input("alice").run()
     no_exception(at)
@@ -62,24 +49,18 @@ def test_rename_merge_and_split_through_the_forms(
     box("Keep").set_value("P0")
     box("Merge into it").set_value("P2")
     submit("Merge")
-    store = store_for(data)
-    try:
+    with opened_store(data) as store:
         persons = {p.label: p for p in store.classroom.persons(mid)}
         assert persons["S-017"].track_indexes == (1,)
         assert persons["P0"].track_indexes == (0, 3, 2)  # by start and "P2" not in persons
-    finally:
-        store.close()
     assert "P0: track 2" in box("Track holding another student").options
     box("Track holding another student").set_value("P0: track 2")
     submit("Split off")
-    store = store_for(data)
-    try:
+    with opened_store(data) as store:
         persons = store.classroom.persons(mid)
         assert sorted(p.track_indexes for p in persons) == [(0, 3), (1,), (2,)]
         assert [h.kind for h in store.classroom.person_history(mid)] == ["rename", "merge", "split"]
         assert {h.annotator for h in store.classroom.person_history(mid)} == {"alice"}
-    finally:
-        store.close()
     students = next(pd.DataFrame(d.value) for d in at.dataframe if "tracks" in pd.DataFrame(d.value).columns)
     assert sorted(students["person"]) == sorted(p.label for p in persons), "the table follows the corrections"
 
@@ -90,11 +71,7 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
     from db.errors import NotFoundError
     from webapp.services import classroom
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    try:
+    with opened_store(tmp_path / "data") as store:
         mine = _ingest(store, study="mine")
         theirs = _ingest(store, study="theirs")
         their_persons = store.classroom.persons(theirs)
@@ -116,8 +93,6 @@ def test_forged_ids_from_another_study_are_refused(tmp_path: Path) -> None:
         own = store.classroom.persons(mine)
         classroom.rename_person(store, "mine", mine, "eve", own[0].person_id, "S-1", owner=True)
         assert any(p.label == "S-1" for p in store.classroom.persons(mine))
-    finally:
-        store.close()
 
 
 def test_figures_of_the_page_and_their_files(
@@ -128,15 +103,10 @@ def test_figures_of_the_page_and_their_files(
     from webapp.services import classroom
     from webapp.state import Keys
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    mid = _ingest(store, study="default")
-    tables = store.classroom.class_tables("default")
-    store.close()
-    use_folders(monkeypatch, data, random_weights_dir)
-    at = page(new_app(), "classroom")
+    data, (mid, tables) = stored_data(
+        tmp_path, lambda store: (_ingest(store, study="default"), store.classroom.class_tables("default"))
+    )
+    at = page_on("classroom", data, monkeypatch, random_weights_dir)
     no_exception(at)
     figure = next(s for s in at.selectbox if s.label == "Figure")
     assert figure.value == "class-mean"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import streamlit
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 
@@ -761,3 +762,19 @@ def test_settings_of_the_guard() -> None:
         Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "lots"})
     with pytest.raises(ValueError, match="AFFECTLAB_MAX_UPLOAD_MB"):
         Settings.from_env({"AFFECTLAB_MAX_UPLOAD_MB": "0"})
+
+
+def test_the_fonts_are_public_and_media_files_are_not(server: Server) -> None:
+    """A browser not signed in yet gets the app's static fonts (icons drawn, not their names), never a media file."""
+    from webapp.guard import is_media_path
+
+    static = Path(streamlit.__file__).parent / "static"
+    font = next((static / "static" / "media").glob("*.woff2"))
+    with urllib.request.urlopen(f"{server.base}/static/media/{font.name}", timeout=10) as r:
+        assert r.status == 200 and r.read() == font.read_bytes()
+    for path in ("/media/abc.png", "/static/media/../../media/abc.png", "/app/media/abc.png"):
+        assert is_media_path(path)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.base + "/media/abc.png", timeout=10)
+    assert err.value.code == 403
+    assert not is_media_path("/app/static/media/font.woff2")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from db.review import StudySettings
-from tests.apphelpers import new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import new_app, no_exception, opened_store, page, store_for, use_folders
 from tests.pg import fake_results, png_bytes
 from webapp.state import Keys
 
@@ -44,10 +44,8 @@ def _fill(store) -> int:
 def lecture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path) -> Path:
     data = tmp_path / "data"
     use_folders(monkeypatch, data, random_weights_dir)
-    store = store_for(data)
-    store.upgrade()
-    _fill(store)
-    store.close()
+    with opened_store(data) as store:
+        _fill(store)
     return data
 
 

@@ -109,13 +109,11 @@ def test_versions_are_listed_selectable_and_removable(weights: Path) -> None:
 
 
 def test_a_new_fine_tuned_version_is_listed_without_leaving_the_page(weights: Path, tmp_path: Path) -> None:
-    from tests.apphelpers import store_for
+    from tests.apphelpers import opened_store
     from tests.test_finetune import clustered_study
 
-    store = store_for(tmp_path / "data")
-    store.upgrade()
-    clustered_study(store, weights, study="default")
-    store.close()
+    with opened_store(tmp_path / "data") as store:
+        clustered_study(store, weights, study="default")
     at = page(new_app(), "model_weights")
     assert not any(df.value is not None and "version" in df.value for df in at.dataframe[1:])
     next(b for b in at.button if b.label == "Fine-tune").click().run()

@@ -15,7 +15,7 @@ from PIL import Image
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
 from db.review import StudySettings
-from tests.apphelpers import new_app, no_exception, page, store_for
+from tests.apphelpers import new_app, no_exception, opened_store, page, store_for
 from webapp.state import Keys
 
 pytestmark = pytest.mark.slow
@@ -178,18 +178,12 @@ def test_class_table_exports_hold_no_image(tmp_path: Path) -> None:
     from tests.test_db_classes import _ingest
     from webapp.services import classroom
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    try:
+    with opened_store(tmp_path / "data") as store:
         _ingest(store, study="default")
         for table in classroom.CLASS_TABLES:
             body, _card = classroom.class_table_bytes(store, "default", table)
             assert b"\x89PNG" not in body and b"iVBORw0KGgo" not in body and b"data:image" not in body
             assert not re.search(rb"crop|png", body.split(b"\n", 1)[0], re.IGNORECASE), table
-    finally:
-        store.close()
 
 
 @pytest.mark.parametrize("owner", [False, True])

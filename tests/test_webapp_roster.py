@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from db import roster_services as rs
-from tests.apphelpers import new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import no_exception, opened_store, page_on, stored_data
 from tests.test_roster import _ingest
 
 pytestmark = pytest.mark.slow
@@ -19,18 +19,16 @@ def test_roster_page_assigns_a_whole_recording(
 ) -> None:
     from webapp.state import Keys
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    mid = _ingest(store, study="default")
     roster_csv = tmp_path / "r.csv"
     roster_csv.write_text("participant,name,group\nS01,Ann,A\nS02,Bob,B\n", encoding="utf-8")
-    rs.import_roster(store, "default", roster_csv, owner=True)
-    persons = {p.person_index: p for p in store.classroom.persons(mid)}
-    store.close()
-    use_folders(monkeypatch, data, random_weights_dir)
-    at = page(new_app(), "roster")
+
+    def fill(store):
+        mid = _ingest(store, study="default")
+        rs.import_roster(store, "default", roster_csv, owner=True)
+        return mid, {p.person_index: p for p in store.classroom.persons(mid)}
+
+    data, (mid, persons) = stored_data(tmp_path, fill)
+    at = page_on("roster", data, monkeypatch, random_weights_dir)
     no_exception(at)
     rows = next(pd.DataFrame(d.value) for d in at.dataframe if "reason" in pd.DataFrame(d.value).columns)
     assert dict(zip(rows["participant"], rows["reason"], strict=True)) == {"S01": "not detected", "S02": "not detected"}
@@ -41,21 +39,15 @@ def test_roster_page_assigns_a_whole_recording(
     next(s for s in at.selectbox if s.label.startswith("P1 ")).set_value("S02")
     next(b for b in at.button if b.label == "Save assignments").click().run()
     no_exception(at)
-    store = store_for(data)
-    try:
+    with opened_store(data) as store:
         r = rs.recording_roster(store, "default", mid)
         assert r.persons == {persons[0].person_id: "S01", persons[1].person_id: "S02"}
         assert {h.annotator for h in rs.assignment_history(store, "default", mid)} == {"alice"}
-    finally:
-        store.close()
     rows = next(pd.DataFrame(d.value) for d in at.dataframe if "reason" in pd.DataFrame(d.value).columns)
     assert list(rows["reason"]) == ["visible", "visible"]
     # P2 (30-34 s) given S02 as well while P1 (0-59 s) has it: refused with the reason, nothing stored
     next(s for s in at.selectbox if s.label.startswith("P2 ")).set_value("S02")
     next(b for b in at.button if b.label == "Save assignments").click().run()
     assert any("seen at the same time" in e.value for e in at.error)
-    store = store_for(data)
-    try:
+    with opened_store(data) as store:
         assert len(rs.assignment_history(store, "default", mid)) == 2
-    finally:
-        store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from db.errors import NotAllowedError
-from tests.apphelpers import new_app, no_exception, page, store_for, use_folders
+from tests.apphelpers import no_exception, opened_store, page_on, stored_data
 from tests.test_db_classes import _ingest
 
 pytestmark = pytest.mark.slow
@@ -20,15 +20,13 @@ def test_owner_edits_recording_details_and_downloads_the_study_tables(
 ) -> None:
     from webapp.services import classroom
 
-    data = tmp_path / "data"
-    data.mkdir()
-    store = store_for(data)
-    store.upgrade()
-    mid = _ingest(store, study="default")
-    store.classroom.add_segment(mid, "quiz", 0, 30)
-    store.close()
-    use_folders(monkeypatch, data, random_weights_dir)
-    at = page(new_app(), "classroom")
+    def fill(store):
+        mid = _ingest(store, study="default")
+        store.classroom.add_segment(mid, "quiz", 0, 30)
+        return mid
+
+    data, mid = stored_data(tmp_path, fill)
+    at = page_on("classroom", data, monkeypatch, random_weights_dir)
     no_exception(at)
     assert "Study tables" in [h.value for h in at.subheader]
     next(t for t in at.text_input if t.label == "Course").input("PSY101")
@@ -38,8 +36,7 @@ def test_owner_edits_recording_details_and_downloads_the_study_tables(
     next(t for t in at.text_input if t.label == "Date (YYYY-MM-DD)").input("5 Oct")
     next(b for b in at.button if b.label == "Save").click().run()
     assert any("YYYY-MM-DD" in e.value for e in at.error)
-    store = store_for(data)
-    try:
+    with opened_store(data) as store:
         info = classroom.recording_info(store, "default", mid)
         assert (info.course, info.date) == ("PSY101", "2026-10-05")  # the bad date changed nothing
         with pytest.raises(NotAllowedError):
@@ -47,8 +44,6 @@ def test_owner_edits_recording_details_and_downloads_the_study_tables(
         with pytest.raises(NotAllowedError):
             classroom.set_recording_info(store, "default", mid, "X", "", "", owner=False)
         body = classroom.study_tables_zip(store, "default", "sav", owner=True)
-    finally:
-        store.close()
     with zipfile.ZipFile(io.BytesIO(body)) as zf:
         names = sorted(Path(n).name for n in zf.namelist())
         book = zf.read("study-tables-sav/codebook.md").decode()

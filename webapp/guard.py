@@ -86,6 +86,7 @@ SIGNED_OUT_MESSAGES = frozenset({"rerun_script", "app_heartbeat", "stop_script"}
 SIGNED_OUT_WIDGET_KEYS = frozenset({"w_access_code", "w_access_enter", "w_sign_in", "w_gate_sign_out"})
 """Widget keys whose values a signed-out connection may send (the sign-in form; see ``webapp.state.Keys``)."""
 MEDIA_PATH = "/media/"
+"""Streamlit's media route (``/{baseUrlPath}/media/{file}``: images, crops, downloads), for signed-in browsers only."""
 RENEW_PATH = "_affectlab/renew"
 """The request (an invisible image the app shows after a sign-in) that swaps the browser's cookie for a new one."""
 RENEW_TTL_S = 300.0
@@ -607,6 +608,17 @@ def upload_bytes(uploaded: Any) -> bytes:
 # ------------------------------------------------------------------------------------------------- the guard
 
 
+def is_media_path(path: str) -> bool:
+    """Whether a request is for Streamlit's media route (private: the app's images, crops and downloads).
+
+    The app's own static files (``/static/media/``: the text and icon fonts) are public: refusing them to a browser
+    that has not signed in yet drew every icon as its name ("add_a_photo") on the first page. A path with ``..``
+    counts as media, whatever it says.
+    """
+    before, found, _ = path.partition(MEDIA_PATH)
+    return bool(found) and (not before.endswith("/static") or ".." in path)
+
+
 @dataclass
 class GuardState:
     """The guard's process-wide state, shared with the app's script runs (:func:`active`).
@@ -831,7 +843,7 @@ class Guard:
             log.warning("rate limit: %s requests from %s refused", "upload" if upload else "page", client)
             await _answer(send, 429, "Too many requests: wait a minute and try again.", [(b"retry-after", b"60")])
             return
-        if MEDIA_PATH in path and not signed_in:
+        if is_media_path(path) and not signed_in:
             log.warning("media request refused: client %s is not signed in", client)
             await _answer(send, 403, "Sign in first (access code or login).")
             return

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from db.services import LabelStore
+from models.errors import AffectLabError
 from models.registry import REGISTRY, app_models, emotion_models
 from models.weights import weights_verified as stored_weights_verified
 from webapp.services.analysis import SessionLoader
@@ -187,7 +188,11 @@ def import_weights(
     with tempfile.TemporaryDirectory(dir=weights_dir, prefix=".upload-") as tmp:
         src = Path(tmp) / (_safe_suffix_name(filename) or "checkpoint")
         src.write_bytes(data)
-        return import_checkpoint(src, name, weights_dir, trust_unverified=trust_unverified)
+        try:
+            return import_checkpoint(src, name, weights_dir, trust_unverified=trust_unverified)
+        except AffectLabError as exc:  # the messages name the server's temporary copy: name the upload instead
+            exc.args = tuple(str(a).replace(str(src), Path(filename).name) for a in exc.args)
+            raise
 
 
 def _safe_suffix_name(filename: str) -> str:

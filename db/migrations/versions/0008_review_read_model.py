@@ -1,4 +1,7 @@
-"""The review read model: face_status, face_judges, queue_counts, media_totals, study_status, filled from the existing studies.
+"""The review read model: face_status, face_judges, queue_counts, media_totals, study_status.
+
+The tables are derived data: they are filled from every study's faces, predictions and votes once the store is at
+head (``db/migrations/env.py``, ``_fill_derived``), by today's rules over today's schema, never here.
 
 Revision ID: 0008
 Revises: 0006 (0007 once the compact layout lands)
@@ -9,7 +12,6 @@ from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 
 # revision identifiers, used by Alembic.
@@ -20,7 +22,7 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    """Upgrade schema, then fill the new tables from every study's faces, predictions and votes."""
+    """Upgrade schema (the rows are filled at head, see the module docstring)."""
     op.create_table(
         'face_status',
         sa.Column('face_id', sa.Integer(), nullable=False),
@@ -120,11 +122,6 @@ def upgrade() -> None:
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('study_id', name=op.f('pk_study_status')),
     )
-    from db import status
-
-    session = Session(bind=op.get_bind(), info={status.TALLIES_OFF: True})  # their tables come with revision 0019
-    status.rebuild(session)
-    session.flush()
 
 
 def downgrade() -> None:

@@ -1,4 +1,7 @@
-"""The statistics' running totals: face_tallies, study_tallies, filled from every study's judged faces.
+"""The statistics' running totals: face_tallies, study_tallies.
+
+Derived data: filled from every study's judged faces once the store is at head (``db/migrations/env.py``,
+``_fill_derived``), never here.
 
 Revision ID: 0019
 Revises: 0008
@@ -9,7 +12,6 @@ from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 
 # revision identifiers, used by Alembic.
@@ -20,7 +22,7 @@ depends_on: Union[str, Sequence[str], None] = None
 
 
 def upgrade() -> None:
-    """Upgrade schema, then fill the tallies from every study's judged faces (``status.rebuild_tallies``)."""
+    """Upgrade schema (the tallies are filled at head, see the module docstring)."""
     op.create_table(
         'face_tallies',
         sa.Column('face_id', sa.Integer(), nullable=False),
@@ -62,11 +64,6 @@ def upgrade() -> None:
                             name=op.f('uq_study_tallies_study_id_media_id_kind_k1_k2_k3_k4')),
     )
     op.create_index('ix_study_tallies_media_id', 'study_tallies', ['media_id'])
-    from db import status
-
-    session = Session(bind=op.get_bind())
-    status.rebuild_tallies(session)
-    session.flush()
 
 
 def downgrade() -> None:
