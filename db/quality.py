@@ -352,7 +352,7 @@ def stats_from_totals(
         counts: Row counts (:func:`db.repo.count_rows`).
         primary: The model run the rows follow.
         cells: ``(model class, human class, faces)`` over the whole study (``""``: none).
-        tally: The summed tallies per kind and keys (:func:`db.status._tallies` says what each holds).
+        tally: The summed tallies per kind and keys (:func:`db.status_tallies.face_tallies` says what each holds).
         names: Annotator id to name.
         classes: The model's classes in output order.
     """
