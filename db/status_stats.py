@@ -21,7 +21,7 @@ def study_stats(session: Session, study: Study) -> StudyStats:
     class and human class), the agreement figures from the tallies (:func:`db.status_tallies.face_tallies`), the row
     counts from the media totals.
     """
-    from db import labels, quality
+    from db import labels, quality_totals
 
     qc = QueueCount
     by_pair = select(qc.model_label, qc.human_label, func.sum(qc.faces)).where(
@@ -76,6 +76,6 @@ def study_stats(session: Session, study: Study) -> StudyStats:
     counts.update(partial_media=int(n_partial or 0), partial_faces=int(partial_faces or 0))
     st = session.get(StudyStatus, study.id)
     primary = labels.choose_model(session, study.id)
-    return quality.stats_from_totals(
+    return quality_totals.stats_from_totals(
         study.name, counts, primary, cells=cells, tally=tally, names=names, classes=list(st.classes or []) if st else []
     )
