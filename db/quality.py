@@ -263,7 +263,8 @@ def assemble_stats(
 ) -> StudyStats:
     """The :class:`StudyStats` of figures computed from face rows or from kept totals.
 
-    One place for both :func:`compute_stats` and :func:`stats_from_totals`: it rounds the figures and names the model.
+    One place for both :func:`compute_stats` and :func:`db.quality_totals.stats_from_totals`: it rounds the figures
+    and names the model.
     """
     model_counts, human_counts, label_counts = counts_by_class
     all_counts = dict(counts)
