@@ -33,266 +33,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
-from affectlab.analysis import FileOutcome, Options, setup_message
+from affectlab.analysis import setup_message
+from affectlab.cli_analyze import cmd_analyze, print_err
+from affectlab.cli_analyze import collect_files as collect_files
+from affectlab.cli_analyze import default_workers as default_workers
+from affectlab.cli_analyze import media_suffixes as media_suffixes
+from affectlab.cli_analyze import outcome_line as outcome_line
 from core.settings import BACKENDS, Settings
-
-if TYPE_CHECKING:
-    from models.analysis import AnalysisSession
-
-
-def _print_err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------------------------------- analyze
-
-
-def media_suffixes() -> frozenset[str]:
-    """Suffixes of the files picked from folders: the image suffixes and the video suffixes (``models.decode``)."""
-    from models.decode import VIDEO_SUFFIXES
-    from models.images import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES | VIDEO_SUFFIXES
-
-
-def collect_files(inputs: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """The files to analyse: files as given, folders walked (sorted, hidden entries left out) for media suffixes.
-
-    Returns:
-        The files, each once, in order, and notes on folders holding no media file.
-    """
-    suffixes = media_suffixes()
-    files: list[Path] = []
-    notes: list[str] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(
-                q
-                for q in path.rglob("*")
-                if q.is_file()
-                and q.suffix.lower() in suffixes
-                and not any(part.startswith(".") for part in q.relative_to(path).parts)
-            )
-            if not found:
-                notes.append(f"{raw}: no image or video file in this folder")
-            files += found
-        else:
-            files.append(path)
-    seen: set[Path] = set()
-    unique = []
-    for f in files:
-        try:
-            key = f.resolve()
-        except (OSError, RuntimeError):  # a symlink loop: kept, so that its analysis says so by name
-            key = f.absolute()
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    return unique, notes
-
-
-@contextmanager
-def _progress_bar(name: str, *, enabled: bool) -> Iterator[Callable[[float, float | None], None] | None]:
-    """A tqdm bar on stderr in seconds of video, with the time left (off when stderr is not a terminal)."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(
-        desc=name,
-        unit="s",
-        total=None,
-        file=sys.stderr,
-        disable=None,
-        leave=False,
-        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} s video [{elapsed}<{remaining}]",
-    )
-
-    def update(done: float, duration: float | None) -> None:
-        if duration and bar.total != round(duration, 1):
-            bar.total = round(duration, 1)
-        bar.n = round(min(done, duration or done), 1)
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        bar.close()
-
-
-def _summary(outcomes: Sequence[FileOutcome]) -> dict[str, int]:
-    stored = [o for o in outcomes if o.status == "stored"]
-    return {
-        "files": len(outcomes),
-        "stored": len(stored),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "failed": sum(o.status in ("failed", "busy") for o in outcomes),
-        "faces": sum(o.n_faces for o in stored),
-        "crops": sum(o.crops_stored for o in stored),
-        "features": sum(o.features_stored for o in stored),
-    }
-
-
-def default_workers(n_files: int, device: str) -> int:
-    """Processes ``analyze`` uses without ``--workers``: one per core this process may use, at most one per file.
-
-    Measured (bench/bench_workers.py, 2 cores, four 60 s videos and four stills): one process that spreads its
-    threads over both cores gains only 1.13x over one core (decoding, detection glue and storing run one after the
-    other), while two single-threaded processes gain 1.6x; so several files go to several processes. A GPU is shared
-    by one process (1).
-    """
-    from models.runtime import cpu_workers
-
-    if device != "cpu":
-        return 1
-    return max(1, min(cpu_workers(), n_files))
-
-
-def outcome_line(study: str, o: FileOutcome) -> str:
-    """The report line of a stored file: faces, how the run went, what it added and what it found stored."""
-    resumed = "" if o.resumed_from_s is None else f"resumed after {o.resumed_from_s:.2f} s; "
-    frames = "" if o.frames_analyzed is None else f"{o.frames_analyzed} frames analysed; "
-    return (
-        f"{o.file}: {o.n_faces} faces; {resumed}{frames}study {study!r}: media {int(o.new)} new, "
-        f"{int(not o.new)} already stored; faces {o.faces_new} new, {o.faces_reused} reused; predictions "
-        f"{o.predictions_new} new, {o.predictions_existing} already stored; {o.tracks} tracks, {o.crops_stored} "
-        f"crops, {o.features_stored} features"
-    )
-
-
-def _report(args: argparse.Namespace, outcome: FileOutcome) -> None:
-    """One file's lines: a failure on stderr, warnings on stderr, the result on stdout (not with ``--json``)."""
-    if outcome.status in ("failed", "busy"):
-        _print_err(f"{outcome.file}: {outcome.error}")
-        return
-    for w in outcome.warnings:
-        if not w.startswith("resumed a stopped analysis"):  # said on the result line
-            _print_err(f"warning: {outcome.file}: {w}")
-    if args.json:
-        return
-    if outcome.status == "skipped":
-        print(
-            f"{outcome.file}: skipped, already stored in study {args.study!r} as media {outcome.media_id} "
-            f"({outcome.n_faces} faces)",
-            flush=True,
-        )
-    else:
-        print(outcome_line(args.study, outcome), flush=True)
-
-
-def _analyze_here(
-    args: argparse.Namespace, settings: Settings, files: Sequence[Path], session: AnalysisSession, options: Options
-) -> list[FileOutcome]:
-    """The files analysed in this process, one by one; a file another run is analysing is waited for at the end."""
-    from affectlab.analysis import AnalysisService, Source
-    from db.services import LabelStore
-
-    store = LabelStore.from_settings(settings)
-    service = AnalysisService(store, args.study, lambda: session, options)
-    outcomes: dict[int, FileOutcome] = {}
-    try:
-        for wait in (False, True):
-            for i, path in enumerate(files):
-                if i in outcomes and outcomes[i].status != "busy":
-                    continue
-                if wait:
-                    _print_err(f"{path}: being analysed by another run; waiting for it to end")
-                with _progress_bar(path.name, enabled=not args.json and not args.no_progress) as progress:
-                    outcome = service.analyze(Source.file(path), progress=progress, wait=wait)
-                outcomes[i] = outcome
-                if outcome.status != "busy" or wait:
-                    _report(args, outcome)
-    finally:
-        store.close()
-    return [outcomes[i] for i in range(len(files))]
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    """Analyses files and folders into a study: one report line per file, bad files on stderr, then a summary."""
-    from db.engine import parse_url
-    from models import runtime, weights
-    from models.analysis import AnalysisSession
-
-    runtime.tune_malloc()
-    settings = Settings.from_env()
-    parse_url(settings.database_url)  # a DATABASE_URL that is no URL stops the run before any model loads
-    files, notes = collect_files(args.inputs)
-    for note in notes:
-        _print_err(f"warning: {note}")
-    model = args.model or settings.model
-    wdir = weights.resolve_weights_dir(args.weights_dir)
-    device = args.device or settings.device
-    backend = "torch" if args.exact else (args.backend or settings.backend)
-    detect_every = 1 if args.exact else settings.detect_every
-    options = Options(
-        fps=args.fps,
-        uploaded_by=args.uploaded_by,
-        commit_every_s=args.commit_every,
-        keep_file=True,
-        gallery_preset=args.gallery_preset,
-        min_face_size=args.min_face_size,
-        stream=args.stream,
-    )
-
-    workers = args.workers if args.workers is not None else default_workers(len(files), device)
-    if (workers > 1 and len(files) > 1) or args.ray:
-        from affectlab.distribute import Job, analyze_many, job_env
-
-        job = Job(
-            study=args.study,
-            model=model,
-            weights_dir=str(wdir),
-            device=device,
-            backend=backend,
-            detect_every=detect_every,
-            options=options,
-            env=job_env(),
-        )
-        outcomes = analyze_many(
-            job,
-            files,
-            workers=(args.workers or 0) if args.ray else workers,
-            ray_address=args.ray,
-            on_outcome=lambda o: _report(args, o),
-            progress=not args.no_progress,
-        )
-        model_name = model
-    else:
-        session = AnalysisSession.open(
-            model=model,
-            weights_dir=wdir,
-            device=device,
-            backend=backend,  # type: ignore[arg-type]
-            detect_every=detect_every,
-            workers=args.workers,  # one file: a long video is cut over the processes (default: one per core)
-        )
-        model_name = session.recognizer.name
-        outcomes = _analyze_here(args, settings, files, session, options)
-    summary = _summary(outcomes)
-    if args.json:
-        doc: dict[str, Any] = {
-            "study": args.study,
-            "model": model_name,
-            "summary": summary,
-            "files": [asdict(o) for o in outcomes],
-        }
-        print(json.dumps(doc, indent=2, ensure_ascii=False))
-    else:
-        print(
-            f"{summary['files']} files: {summary['stored']} stored ({summary['faces']} faces, {summary['crops']} "
-            f"crops, {summary['features']} features), {summary['skipped']} skipped (already in study "
-            f"{args.study!r}), {summary['failed']} failed"
-        )
-    return 1 if summary["failed"] else 0
-
 
 # ---------------------------------------------------------------------------------------------------- finetune
 
@@ -376,47 +128,52 @@ def cmd_figure(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------------- parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels")
-    return value
+N = TypeVar("N", int, float)
 
 
-def _rate(text: str) -> float:
-    """``--fps``: a finite rate from 0 (every frame) to 1000 frames per second."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1000:  # also refuses inf and nan
-        raise argparse.ArgumentTypeError(f"{text} is not a rate from 0 (every frame) to 1000 frames per second")
-    return value
+def _number(
+    cast: Callable[[str], N], ok: Callable[[N], bool], not_a_number: str, out_of_range: str
+) -> Callable[[str], N]:
+    """An argparse ``type``: the text cast to a number, refused with a message unless ``ok`` holds for it.
+
+    The messages are format strings of ``text`` (the argument as given): ``not_a_number`` when it does not parse,
+    ``out_of_range`` when ``ok`` refuses it.
+    """
+
+    def parse(text: str) -> N:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(not_a_number.format(text=text)) from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(out_of_range.format(text=text))
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    """``--commit-every``: finite seconds, more than 0 and at most a day."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0 and at most 86400")
-    return value
-
-
-def _index(text: str) -> int:
-    """``--stream``: a video stream's number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a stream number (0, 1, ...)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a stream number (0, 1, ...)")
-    return value
+_positive_int = _number(
+    int, lambda v: v >= 1, "{text!r} is not a positive number of pixels", "{text!r} is not a positive number of pixels"
+)
+"""``--min-face-size``: pixels, 1 or more."""
+_rate = _number(
+    float,
+    lambda v: 0 <= v <= 1000,  # also refuses inf and nan
+    "{text!r} is not a number",
+    "{text} is not a rate from 0 (every frame) to 1000 frames per second",
+)
+"""``--fps``: a finite rate from 0 (every frame) to 1000 frames per second."""
+_seconds = _number(
+    float,
+    lambda v: 0 < v <= 86400,
+    "{text!r} is not a number of seconds",
+    "{text} is not a number of seconds above 0 and at most 86400",
+)
+"""``--commit-every``: finite seconds, more than 0 and at most a day."""
+_index = _number(
+    int, lambda v: v >= 0, "{text!r} is not a stream number (0, 1, ...)", "{text} is not a stream number (0, 1, ...)"
+)
+"""``--stream``: a video stream's number, 0 or more."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,15 +181,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectlab", description=__doc__.splitlines()[0].split(": ", 1)[1])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--study", required=True)
-        p.add_argument("--model", default=None, help="emotion model (default: $AFFECTLAB_MODEL or the default model)")
-        p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
-        p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: $AFFECTLAB_DEVICE or cpu)")
+    _add_analyze(sub.add_parser("analyze", help="analyse images and videos and store every face in a study"))
 
-    p = sub.add_parser("analyze", help="analyse images and videos and store every face in a study")
+    p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
+    _common(p)
+    p.add_argument("--target", choices=("emotion", "va", "engagement"), default="emotion")
+    p.add_argument("--no-save", action="store_true", help="report only; save no version")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("figure", help="a recording's class figures as PNG and SVG files (for a paper)")
+    p.add_argument("--study", required=True)
+    p.add_argument("--recording", type=int, required=True, metavar="MEDIA_ID", help="the recording's media id")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the files (made if missing)")
+    p.add_argument(
+        "--kind",
+        action="append",
+        choices=("segment-bars", "participant-lines", "class-mean"),
+        help="which figures (repeatable; default: all three)",
+    )
+    p.add_argument("--format", action="append", choices=("png", "svg"), help="repeatable; default: both")
+    p.set_defaults(func=cmd_figure)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """The options ``analyze`` and ``finetune`` share: the study, the model, its weights and the device."""
+    p.add_argument("--study", required=True)
+    p.add_argument("--model", default=None, help="emotion model (default: $AFFECTLAB_MODEL or the default model)")
+    p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: $AFFECTLAB_DEVICE or cpu)")
+
+
+def _add_analyze(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``analyze``."""
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")
-    common(p)
+    _common(p)
     p.add_argument("--backend", choices=BACKENDS, default=None, help="default: $AFFECTLAB_BACKEND or onnx")
     p.add_argument(
         "--exact", action="store_true", help="the reference path: torch backend, detection on every sampled frame"
@@ -486,27 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("finetune", help="fine-tune a head on a study's corrections (before/after report)")
-    common(p)
-    p.add_argument("--target", choices=("emotion", "va", "engagement"), default="emotion")
-    p.add_argument("--no-save", action="store_true", help="report only; save no version")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("figure", help="a recording's class figures as PNG and SVG files (for a paper)")
-    p.add_argument("--study", required=True)
-    p.add_argument("--recording", type=int, required=True, metavar="MEDIA_ID", help="the recording's media id")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the files (made if missing)")
-    p.add_argument(
-        "--kind",
-        action="append",
-        choices=("segment-bars", "participant-lines", "class-mean"),
-        help="which figures (repeatable; default: all three)",
-    )
-    p.add_argument("--format", action="append", choices=("png", "svg"), help="repeatable; default: both")
-    p.set_defaults(func=cmd_figure)
-    return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line and returns its exit code."""
@@ -519,14 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except AffectLabError as exc:
-        _print_err(f"error: {exc}")
+        print_err(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        _print_err("interrupted")
+        print_err("interrupted")
         return 130
     except Exception as exc:
         message = setup_message(exc, Settings.from_env().database_url)
         if message is None:
             raise
-        _print_err(f"error: {message}")
+        print_err(f"error: {message}")
         return 2

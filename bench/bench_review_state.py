@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from db import labels, repo, review, status  # noqa: E402
+from db import labels, repo, review, status, status_counts  # noqa: E402
 from db.review import ReviewFilter, StudySettings  # noqa: E402
 from db.schema import (  # noqa: E402
     Annotation,
@@ -186,7 +186,7 @@ def fill(store: LabelStore, n: int, seed: int = 0, *, rebuild: bool = False) -> 
             s.add(StudyStatus(study_id=sid, model="m", weights_hash="h", model_version=None, classes=list(EMOTIONS_8)))
             s.flush()
             status.refresh(s, people)  # the judged and skipped faces through the rules
-            status._recount_queues(s, sid)
+            status_counts.recount_queues(s, sid)
 
         store.transaction(people_part)
     t2 = time.perf_counter()

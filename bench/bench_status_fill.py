@@ -1,6 +1,6 @@
 """The read model's refresh at ingest and the migration's fill: the set-based path against resolving every face.
 
-At ingest nobody has judged a new face, so :func:`db.status._write` takes its row from its prediction alone
+At ingest nobody has judged a new face, so :func:`db.status_write.write_faces` takes its row from its prediction alone
 (``_ModelOnly``); before, every face went through :func:`db.labels.face_labels`. Both are timed side by side in one
 run on the same database (the old path by making every face count as judged: ``_people`` returns them all, which
 is exactly the code that ran before), each in a transaction rolled back afterwards:

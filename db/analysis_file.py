@@ -349,29 +349,9 @@ def prepare_analysis(
         raise AnalysisFormatError(source_name, f"faces name files missing from 'files': {sorted(unknown)!r}")
     tracks_by_file = _assign_tracks(analysis.get("tracks") or [], names, file_entries, faces_by_file, source_name)
 
-    located: list[tuple[Mapping[str, Any], str, Path, str]] = []
     prepared = PreparedAnalysis(store_crops=store_crops)
-    for entry, name in zip(file_entries, names, strict=True):
-        if entry.get("error"):
-            prepared.warnings.append(f"{name}: skipped, the analysis failed on it ({entry['error']})")
-            continue
-        path = _locate(name, media_dirs)
-        if path is None:
-            where = ", ".join(str(d) for d in media_dirs) or "the working folder"
-            raise AnalysisFormatError(
-                source_name, f"file {name!r} it names was not found (looked in {where}); pass --media-dir FOLDER"
-            )
-        kind = str(entry.get("kind") or guess_kind(name))
-        if kind not in ("image", "video"):
-            raise AnalysisFormatError(source_name, f"{name}: kind must be 'image' or 'video', got {kind!r}")
-        located.append((entry, name, path, kind))
-
+    located = _locate_all(file_entries, names, media_dirs, source_name, prepared.warnings)
     hash_warned: set[str] = set()
-    lost = (
-        "crops not stored"
-        if features is None
-        else ("crops and features not stored" if store_crops else "features not stored")
-    )
     for entry, name, path, kind in located:
         data = path.read_bytes()
         info = MediaInfo(
@@ -383,19 +363,7 @@ def prepare_analysis(
         )
         faces = faces_by_file.get(name, [])
         if faces and cut_crops is not None and (store_crops or features is not None):
-            try:
-                crops = cut_crops(path, name, kind, [f.frame for f in faces], [f.face.box for f in faces])
-            except ImportError as e:
-                prepared.warnings.append(f"{name}: {lost}, the media loader is not available ({e})")
-            except AffectLabError as e:
-                prepared.warnings.append(f"{name}: {lost}, the file could not be decoded again ({e})")
-            else:
-                faces = [dataclasses.replace(f, crop=c) for f, c in zip(faces, crops, strict=True)]
-                missing = sum(c is None for c in crops)
-                if missing:
-                    prepared.warnings.append(f"{name}: {missing} face crops not found in the file (frames missing)")
-                if features is not None:
-                    faces = _with_features(name, faces, features, prepared.warnings, hash_warned)
+            faces = _cut_faces(path, name, kind, faces, cut_crops, features, prepared, hash_warned)
         prepared.files.append(
             AnalysedFile(
                 name=name,
@@ -407,6 +375,68 @@ def prepare_analysis(
             )
         )
     return prepared
+
+
+def _locate_all(
+    file_entries: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    media_dirs: Sequence[Path],
+    source_name: str,
+    warnings: list[str],
+) -> list[tuple[Mapping[str, Any], str, Path, str]]:
+    """``(entry, name, path, kind)`` of each file the analysis did not fail on (a warning for each it failed on).
+
+    Raises:
+        AnalysisFormatError: For a file that cannot be found or a kind neither image nor video.
+    """
+    located: list[tuple[Mapping[str, Any], str, Path, str]] = []
+    for entry, name in zip(file_entries, names, strict=True):
+        if entry.get("error"):
+            warnings.append(f"{name}: skipped, the analysis failed on it ({entry['error']})")
+            continue
+        path = _locate(name, media_dirs)
+        if path is None:
+            where = ", ".join(str(d) for d in media_dirs) or "the working folder"
+            raise AnalysisFormatError(
+                source_name, f"file {name!r} it names was not found (looked in {where}); pass --media-dir FOLDER"
+            )
+        kind = str(entry.get("kind") or guess_kind(name))
+        if kind not in ("image", "video"):
+            raise AnalysisFormatError(source_name, f"{name}: kind must be 'image' or 'video', got {kind!r}")
+        located.append((entry, name, path, kind))
+    return located
+
+
+def _cut_faces(
+    path: Path,
+    name: str,
+    kind: str,
+    faces: list[FaceResult],
+    cut_crops: CropCutter,
+    features: FeatureExtractor | None,
+    prepared: PreparedAnalysis,
+    hash_warned: set[str],
+) -> list[FaceResult]:
+    """The faces of one file with their crops cut again and, with ``features``, their features (warnings on failure)."""
+    lost = (
+        "crops not stored"
+        if features is None
+        else ("crops and features not stored" if prepared.store_crops else "features not stored")
+    )
+    try:
+        crops = cut_crops(path, name, kind, [f.frame for f in faces], [f.face.box for f in faces])
+    except ImportError as e:
+        prepared.warnings.append(f"{name}: {lost}, the media loader is not available ({e})")
+    except AffectLabError as e:
+        prepared.warnings.append(f"{name}: {lost}, the file could not be decoded again ({e})")
+    else:
+        faces = [dataclasses.replace(f, crop=c) for f, c in zip(faces, crops, strict=True)]
+        missing = sum(c is None for c in crops)
+        if missing:
+            prepared.warnings.append(f"{name}: {missing} face crops not found in the file (frames missing)")
+        if features is not None:
+            faces = _with_features(name, faces, features, prepared.warnings, hash_warned)
+    return faces
 
 
 def store_analysis(

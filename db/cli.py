@@ -248,8 +248,6 @@ def _cmd_studies(args: argparse.Namespace, settings: Settings) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m db``."""
-    from db.exports import FORMATS
-
     p = argparse.ArgumentParser(
         prog="python -m db",
         description="AffectLab's label store. The database comes from DATABASE_URL (default: SQLite in "
@@ -259,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("upgrade", help="create or migrate the database schema").set_defaults(fn=_cmd_upgrade)
 
+    _add_ingest_commands(sub)
+    _add_study_commands(sub)
+    _add_maintenance_commands(sub)
+    from db.roster_cli import add_commands
+
+    add_commands(sub)
+    return p
+
+
+def _add_ingest_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``ingest``, ``import-labels`` and ``import-segments``."""
     q = sub.add_parser("ingest", help="store the JSON of `python -m models analyze --json`")
     q.add_argument("analysis", metavar="ANALYSIS.json")
     q.add_argument("--study", required=True)
@@ -305,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--created-by", default=None)
     q.set_defaults(fn=_cmd_import_segments)
 
+
+def _add_study_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``stats``, ``export``, ``study-tables`` and ``import-recordings``."""
+    from db.exports import FORMATS
+
     q = sub.add_parser("stats", help="counts and agreement of a study")
     q.add_argument("--study", required=True)
     q.add_argument("--model", default=None, help="follow this model's predictions (default: the most used)")
@@ -341,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--study", required=True)
     q.set_defaults(fn=_cmd_import_recordings)
 
+
+def _add_maintenance_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``backup``, ``vacuum``, ``delete-media``, ``delete-track``, ``studies``, ``compact`` and ``video-crops``."""
     q = sub.add_parser("backup", help="copy the SQLite database with the online backup API")
     q.add_argument("--out", default=None, help="backup file (default: DATA_DIR/backups/affectlab-STAMP.sqlite3)")
     q.set_defaults(fn=_cmd_backup)
@@ -377,10 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--study", required=True)
     q.add_argument("mode", nargs="?", choices=["keep", "recut"], default=None)
     q.set_defaults(fn=_cmd_video_crops)
-    from db.roster_cli import add_commands
-
-    add_commands(sub)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

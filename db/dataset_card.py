@@ -108,11 +108,19 @@ def dataset_card(
         notes: What the export left out or assumed, one line each.
         crops_available: Whether any face crop is stored (else the card says the export holds no images).
     """
-    c = stats.counts
     counted = rows if isinstance(rows, CardCounts) else CardCounts.of(rows)
-    n = counted.n
-    src = counted.sources
-    models = sorted(counted.models)
+    lines = [
+        *_head(stats, fmt, counted.n, crops_available=crops_available),
+        *_counts(stats.counts, counted.n, splits),
+        *_labels(stats, counted),
+        *_agreement(stats),
+        *_tail(fmt, sorted(counted.models), notes),
+    ]
+    return "\n".join(lines)
+
+
+def _head(stats: StudyStats, fmt: ExportFormat, n: int, *, crops_available: bool) -> list[str]:
+    """The front matter, the title and the warnings (predictions only, no crops)."""
     lines = [
         "---",
         "license: other",
@@ -141,7 +149,12 @@ def dataset_card(
             "crops), so this export holds no images.**",
             "",
         ]
-    lines += [
+    return lines
+
+
+def _counts(c: Mapping[str, int], n: int, splits: Mapping[Split, int]) -> list[str]:
+    """The counts table and the splits."""
+    lines = [
         "## Counts",
         "",
         "| what | n |",
@@ -159,7 +172,14 @@ def dataset_card(
     if splits:
         listed = ", ".join(f"{k} {v}" for k, v in splits.items())
         lines += [f"Splits (disjoint by media item, or by person track for video faces): {listed}.", ""]
-    lines += ["## Label sources", "", "| label | human | model | none |", "|---|---|---|---|"]
+    return lines
+
+
+def _labels(stats: StudyStats, counted: CardCounts) -> list[str]:
+    """Where the labels come from, and the counts per class."""
+    n = counted.n
+    src = counted.sources
+    lines = ["## Label sources", "", "| label | human | model | none |", "|---|---|---|---|"]
     for f, cnt in src.items():
         lines.append(f"| {f} | {_pct(cnt['human'], n)} | {_pct(cnt['model'], n)} | {_pct(cnt['none'], n)} |")
     lines += [
@@ -176,7 +196,12 @@ def dataset_card(
     ]
     for k in stats.labels:
         lines.append(f"| {k} | {stats.model_counts[k]} | {stats.human_counts[k]} | {stats.label_counts[k]} |")
-    lines += ["", "## Agreement", ""]
+    return lines
+
+
+def _agreement(stats: StudyStats) -> list[str]:
+    """The agreement figures (none for predictions only)."""
+    lines = ["", "## Agreement", ""]
     if stats.predictions_only:
         lines.append("No human labels, so no agreement figures.")
     else:
@@ -193,6 +218,12 @@ def dataset_card(
                 lines.append(
                     f"- CCC {f}: between annotators {_f(v['annotators'])}, human vs model {_f(v['model'])} (n={v['n']})"
                 )
+    return lines
+
+
+def _tail(fmt: ExportFormat, models: Sequence[tuple[str, str | None]], notes: Sequence[str]) -> list[str]:
+    """Editing and spreadsheet notes for the formats they concern, the models' licences, the data note and the notes."""
+    lines: list[str] = []
     if fmt in ("csv", "parquet"):
         lines += ["", "## Editing and importing", "", *IMPORT_NOTE]
     if fmt in ("csv", "parquet", "imagefolder", "hf"):
@@ -207,4 +238,4 @@ def dataset_card(
     lines += ["", "## Data", "", DATA_NOTE, ""]
     if notes:
         lines += ["## Notes", ""] + [f"- {x}" for x in notes] + [""]
-    return "\n".join(lines)
+    return lines

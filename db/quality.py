@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from db import agreement
 from db.labels import NUMERIC_FIELDS, ModelKey
@@ -22,7 +20,8 @@ MIN_KAPPA_FACES = 10
 swings it from -1 to 1. Each figure's face count is in :class:`db.rows.StudyStats` (``*_faces``)."""
 
 
-def _clean(x: float) -> float | None:
+def clean_figure(x: float) -> float | None:
+    """A figure as shown and stored: rounded to 6 decimals, None for none or NaN."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
 
 
@@ -184,14 +183,12 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
 
     # Inter-annotator agreement on classes.
     table = [{j.annotator: j.label for j in r.judgements if j.label} for r in judged]
-    pair_kappa: dict[str, float | None] = {}
-    pair_faces: dict[str, int] = {}
-    for a, b in itertools.combinations(annotators, 2):
+
+    def kappa_pair(a: str, b: str) -> tuple[float, Callable[[], float]]:
         common = [t for t in table if a in t and b in t]
-        if common:
-            pair_faces[f"{a} | {b}"] = len(common)
-        if len(common) >= MIN_PAIR_ITEMS:
-            pair_kappa[f"{a} | {b}"] = _clean(agreement.cohen_kappa([t[a] for t in common], [t[b] for t in common]))
+        return len(common), lambda: agreement.cohen_kappa([t[a] for t in common], [t[b] for t in common])
+
+    pair_faces, pair_kappa = pair_kappas(pair_figures(annotators, kappa_pair))
     multi = [t for t in table if len(t) >= 2]
     fleiss = (
         agreement.fleiss_kappa(agreement.category_counts([list(t.values()) for t in multi], labels)) if multi else None
@@ -204,12 +201,11 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
         values: list[dict[str, float]] = [
             {j.annotator: getattr(j, f) for j in r.judgements if getattr(j, f) is not None} for r in judged
         ]
-        pairs: list[float] = []
-        for a, b in itertools.combinations(annotators, 2):
+
+        def ccc_pair(a: str, b: str, values: list[dict[str, float]] = values) -> tuple[float, Callable[[], float]]:
             both_values = [v for v in values if a in v and b in v]
-            if len(both_values) >= MIN_PAIR_ITEMS:
-                pairs.append(agreement.ccc([v[a] for v in both_values], [v[b] for v in both_values]))
-        pairs = [p for p in pairs if not math.isnan(p)]
+            return len(both_values), lambda: agreement.ccc([v[a] for v in both_values], [v[b] for v in both_values])
+
         model_attr = f"model_{f}"
         vs_model = [
             (getattr(r, f), getattr(r, model_attr))
@@ -217,12 +213,14 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
             if getattr(r, f"{f}_source") == "human" and getattr(r, model_attr) is not None
         ]
         ccc[f] = {
-            "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
-            "model": _clean(agreement.ccc([h for h, _ in vs_model], [m for _, m in vs_model])) if vs_model else None,
+            "annotators": mean_ccc(pair_figures(annotators, ccc_pair)),
+            "model": clean_figure(agreement.ccc([h for h, _ in vs_model], [m for _, m in vs_model]))
+            if vs_model
+            else None,
             "n": sum(1 for r in judged if getattr(r, f"{f}_source") == "human"),
         }
 
-    return _assemble(
+    return assemble_stats(
         study,
         counts,
         primary,
@@ -243,7 +241,7 @@ def _stats(study: str, acc: StatsAccumulator, counts: dict[str, int], primary: M
     )
 
 
-def _assemble(
+def assemble_stats(
     study: str,
     counts: dict[str, int],
     primary: ModelKey | None,
@@ -265,7 +263,8 @@ def _assemble(
 ) -> StudyStats:
     """The :class:`StudyStats` of figures computed from face rows or from kept totals.
 
-    One place for both :func:`compute_stats` and :func:`stats_from_totals`: it rounds the figures and names the model.
+    One place for both :func:`compute_stats` and :func:`db.quality_totals.stats_from_totals`: it rounds the figures
+    and names the model.
     """
     model_counts, human_counts, label_counts = counts_by_class
     all_counts = dict(counts)
@@ -285,11 +284,11 @@ def _assemble(
         human_counts={k: human_counts.get(k, 0) for k in labels},
         label_counts={k: label_counts.get(k, 0) for k in labels},
         confusion=tuple(tuple(int(v) for v in row) for row in cm),
-        model_accuracy=_clean(accuracy) if accuracy is not None else None,
-        model_kappa=_clean(model_kappa) if model_kappa is not None else None,
+        model_accuracy=clean_figure(accuracy) if accuracy is not None else None,
+        model_kappa=clean_figure(model_kappa) if model_kappa is not None else None,
         annotator_kappa=pair_kappa,
-        fleiss_kappa=_clean(fleiss) if fleiss is not None else None,
-        krippendorff_alpha=_clean(alpha) if alpha is not None else None,
+        fleiss_kappa=clean_figure(fleiss) if fleiss is not None else None,
+        krippendorff_alpha=clean_figure(alpha) if alpha is not None else None,
         ccc=ccc,
         annotator_pair_faces=pair_faces,
         model_faces=model_faces,
@@ -335,140 +334,29 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def stats_from_totals(
-    study: str,
-    counts: dict[str, int],
-    primary: ModelKey | None,
-    *,
-    cells: Sequence[tuple[str, str, int]],
-    tally: Mapping[str, Mapping[tuple[str, ...], Sequence[float]]],
-    names: Mapping[int, str],
-    classes: Sequence[str] = (),
-) -> StudyStats:
-    """What :func:`compute_stats` gives, from kept totals instead of face rows (:func:`db.status.study_stats`).
+def pair_figures(
+    annotators: Sequence[str], pair: Callable[[str, str], tuple[float, Callable[[], float]]]
+) -> dict[str, tuple[float, float | None]]:
+    """One figure per pair of annotators, from face rows or from kept totals alike.
 
-    Args:
-        study: The study's name.
-        counts: Row counts (:func:`db.repo.count_rows`).
-        primary: The model run the rows follow.
-        cells: ``(model class, human class, faces)`` over the whole study (``""``: none).
-        tally: The summed tallies per kind and keys (:func:`db.status._tallies` says what each holds).
-        names: Annotator id to name.
-        classes: The model's classes in output order.
+    ``pair(a, b)`` gives the faces two annotators share and how to compute their figure over them; the result holds,
+    per pair ``"a | b"`` sharing any face, that number and the figure once they share :data:`MIN_PAIR_ITEMS`.
     """
-    model_counts: Counter[str] = Counter()
-    human_counts: Counter[str] = Counter()
-    label_counts: Counter[str] = Counter()
-    for ml, hl, n in cells:
-        if n <= 0:
-            continue
-        if ml:
-            model_counts[ml] += n
-        if hl:
-            human_counts[hl] += n
-        if hl or ml:
-            label_counts[hl or ml] += n
-    order = list(classes) or list(EMOTIONS_8)
-    extra = {k[0] for k in tally.get("jl", {})} | set(label_counts)
-    labels = (*order, *sorted(extra - set(order)))
-    index = {lab: i for i, lab in enumerate(labels)}
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for ml, hl, n in cells:
-        if n > 0 and ml and hl and ml in index and hl in index:
-            cm[index[hl], index[ml]] += n
-    n_both = int(cm.sum())
-    accuracy = float(np.trace(cm)) / n_both if n_both else None
-    model_kappa = agreement.kappa_of_matrix(cm) if n_both else None
-
-    annotators = sorted(names[int(k[0])] for k in tally.get("ann", {}))
-    by_pair: dict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
-    for (a, b, ca, cb), v in tally.get("pair", {}).items():
-        na, nb = names[int(a)], names[int(b)]
-        key, cell = (f"{na} | {nb}", (ca, cb)) if na < nb else (f"{nb} | {na}", (cb, ca))
-        by_pair[key][cell] += int(v[0])
-    pair_kappa: dict[str, float | None] = {}
-    pair_faces: dict[str, int] = {}
+    out: dict[str, tuple[float, float | None]] = {}
     for a, b in itertools.combinations(annotators, 2):
-        got = by_pair.get(f"{a} | {b}")
-        common = sum(got.values()) if got else 0
-        if common:
-            pair_faces[f"{a} | {b}"] = common
-        if got and common >= MIN_PAIR_ITEMS:
-            cats = sorted({c for pair in got for c in pair}, key=str)
-            at = {c: i for i, c in enumerate(cats)}
-            pm = np.zeros((len(cats), len(cats)), dtype=np.int64)
-            for (ca, cb), n in got.items():
-                pm[at[ca], at[cb]] += n
-            pair_kappa[f"{a} | {b}"] = _clean(agreement.kappa_of_matrix(pm))
-    multi = int(sum(v[0] for v in tally.get("multi", {}).values()))
-    fleiss = alpha = None
-    if multi:
-        cat = {k[0]: int(v[0]) for k, v in tally.get("cat", {}).items()}
-        total = sum(cat.values())
-        p_bar = sum(v[0] / (int(k[0]) * (int(k[0]) - 1)) for k, v in tally.get("fl", {}).items()) / multi
-        p_e = sum((n / total) ** 2 for n in cat.values())
-        fleiss = float("nan") if p_e == 1.0 else (p_bar - p_e) / (1.0 - p_e)
-        d_o = sum(v[0] / (int(k[0]) - 1) for k, v in tally.get("ka", {}).items()) / total
-        d_e = (total**2 - sum(n * n for n in cat.values())) / (total * (total - 1))
-        alpha = float("nan") if d_e == 0 else 1.0 - d_o / d_e
-
-    ccc: dict[str, dict[str, float | None]] = {}
-    for f in NUMERIC_FIELDS:
-        moments: dict[str, Sequence[float]] = {}
-        for (field, a, b, _), v in tally.get("ccc", {}).items():
-            if field == f:
-                na, nb = names[int(a)], names[int(b)]
-                moments[f"{na} | {nb}" if na < nb else f"{nb} | {na}"] = v
-        pairs: list[float] = []
-        for a, b in itertools.combinations(annotators, 2):
-            mom = moments.get(f"{a} | {b}")
-            if mom is not None and mom[0] >= MIN_PAIR_ITEMS:
-                pairs.append(_ccc_of(mom))
-        pairs = [p for p in pairs if not math.isnan(p)]
-        vsm = tally.get("vsm", {}).get((f, "", "", ""))
-        nf = tally.get("nf", {}).get((f, "", "", ""))
-        ccc[f] = {
-            "annotators": _clean(sum(pairs) / len(pairs)) if pairs else None,
-            "model": _clean(_ccc_of(vsm)) if vsm else None,
-            "n": int(nf[0]) if nf else 0,
-        }
-
-    judged = tally.get("judged", {}).get(("", "", "", ""))
-    n_judged = int(judged[0]) if judged else 0
-    return _assemble(
-        study,
-        counts,
-        primary,
-        labels,
-        annotators=len(annotators),
-        judged=n_judged,
-        counts_by_class=(model_counts, human_counts, label_counts),
-        cm=cm,
-        accuracy=accuracy,
-        model_kappa=model_kappa,
-        pair_kappa=pair_kappa,
-        fleiss=fleiss,
-        alpha=alpha,
-        ccc=ccc,
-        pair_faces=pair_faces,
-        model_faces=n_both,
-        multi_faces=multi,
-    )
+        n, figure = pair(a, b)
+        if n:
+            out[f"{a} | {b}"] = (n, figure() if n >= MIN_PAIR_ITEMS else None)
+    return out
 
 
-def _ccc_of(v: Sequence[float]) -> float:
-    """Lin's CCC (as :func:`db.agreement.ccc`) from ``[n, sum x, sum y, sum x^2, sum y^2, sum xy]``.
+def pair_kappas(pairs: Mapping[str, tuple[float, float | None]]) -> tuple[dict[str, int], dict[str, float | None]]:
+    """The faces each pair shares and the Cohen's kappas of those that share enough (:func:`pair_figures`)."""
+    faces = {key: int(n) for key, (n, _) in pairs.items()}
+    return faces, {key: clean_figure(k) for key, (_, k) in pairs.items() if k is not None}
 
-    A denominator within rounding of zero (every value the same) is zero: the running sums of a constant are not
-    exactly its square.
-    """
-    n, sx, sy, sxx, syy, sxy = (float(x) for x in v)
-    if n < 2:
-        return float("nan")
-    mx, my = sx / n, sy / n
-    var_x, var_y = max(sxx / n - mx * mx, 0.0), max(syy / n - my * my, 0.0)
-    cov = sxy / n - mx * my
-    denom = var_x + var_y + (mx - my) ** 2
-    if denom <= 1e-12 * max(sxx / n + syy / n, 1e-300):
-        return float("nan")
-    return float(2 * cov / denom)
+
+def mean_ccc(pairs: Mapping[str, tuple[float, float | None]]) -> float | None:
+    """The mean CCC over the pairs of annotators that have one (:func:`pair_figures`; NaN ones left out)."""
+    values = [c for _, c in pairs.values() if c is not None and not math.isnan(c)]
+    return clean_figure(sum(values) / len(values)) if values else None

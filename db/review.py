@@ -20,75 +20,39 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, false, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from db import repo, status
+from db import repo
 from db.errors import StoreError
 from db.labels import choose_model, face_labels
-from db.queues import (
-    REVIEW_ORDERS,
-    ReviewOrder,
-    queue_reason,
-    route_value,
+from db.queues import REVIEW_ORDERS, ReviewOrder, queue_reason
+from db.queues import route_value as route_value
+from db.review_rules import ReviewFilter as ReviewFilter
+from db.review_rules import StudySettings as StudySettings
+from db.review_rules import annotator_id as annotator_id
+from db.review_rules import same_annotator
+from db.review_rules import set_study_settings as set_study_settings
+from db.review_rules import skip as skip
+from db.review_rules import skipped_faces as skipped_faces
+from db.review_rules import study_settings as study_settings
+from db.review_rules import unskip as unskip
+from db.review_rules import visible_face as visible_face
+from db.review_rules import votes_needed as votes_needed
+from db.review_sql import (
+    by_media,
+    counts_matching,
+    empty_by_counts,
+    kept_counts,
+    not_mine,
+    queue_condition,
+    status_filter,
 )
 from db.rows import FaceLabel, ReviewItem
-from db.schema import Annotator, Face, FaceJudge, FaceStatus, Media, QueueCount, ReviewSkip, Study
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """A study's labelling rules.
-
-    Attributes:
-        independent: Annotators see neither other annotators' labels nor the consensus.
-        hide_model: In an independent study, annotators do not see the model's prediction either.
-        double_share: Share of faces (0 to 1) that need a second annotator's vote, for agreement.
-        blur_faces: Privacy for minors: the app blurs every face it shows to anyone but the study's owners
-            (an annotator still sees the face being labelled).
-    """
-
-    independent: bool = False
-    hide_model: bool = False
-    double_share: float = 0.0
-    blur_faces: bool = False
-
-
-@dataclass(frozen=True)
-class ReviewFilter:
-    """Which faces a queue or a browse view covers (every field None: all faces of the study).
-
-    Attributes:
-        media_id: Faces of this media item.
-        track_id: Faces of this track.
-        model_label: Faces the model put in this class.
-        human_label: Faces whose human (consensus) class is this one.
-        labelled_by: Faces this annotator has a judgement on.
-        labelled: True: faces with a human class; False: faces without one.
-    """
-
-    media_id: int | None = None
-    track_id: int | None = None
-    model_label: str | None = None
-    human_label: str | None = None
-    labelled_by: str | None = None
-    labelled: bool | None = None
-
-    def matches(self, face: FaceLabel) -> bool:
-        """Whether ``face`` passes every set field."""
-        human = face.label if face.label_source == "human" else None
-        return (
-            (self.media_id is None or face.media_id == self.media_id)
-            and (self.track_id is None or face.track_id == self.track_id)
-            and (self.model_label is None or face.model_label == self.model_label)
-            and (self.human_label is None or human == self.human_label)
-            and (self.labelled_by is None or any(_same(j.annotator, self.labelled_by) for j in face.judgements))
-            and (self.labelled is None or (human is not None) == self.labelled)
-        )
+from db.schema import Face, FaceJudge, FaceStatus, QueueCount
 
 
 @dataclass(frozen=True)
@@ -152,7 +116,7 @@ def labels_page(
         return LabelsPage((), 0, None)
     flt = dataclasses.replace(flt, labelled_by=None)
     fj = FaceJudge
-    where = [*_filter(session, st.id, flt, lead=False), fj.annotator_id == me, fj.study_id == st.id, fj.judged]
+    where = [*status_filter(session, st.id, flt, lead=False), fj.annotator_id == me, fj.study_id == st.id, fj.judged]
     stmt = select(fj.face_id).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
     if after is not None:
         stmt = stmt.where(fj.face_id > after)
@@ -162,150 +126,11 @@ def labels_page(
     items = tuple(got[i] for i in ids if i in got)
     if flt.track_id is None:
         qc = QueueCount
-        count = _counts_matching(select(func.sum(qc.faces)).where(qc.study_id == st.id, qc.annotator_id == me), flt)
+        count = counts_matching(select(func.sum(qc.faces)).where(qc.study_id == st.id, qc.annotator_id == me), flt)
     else:
         count = select(func.count()).select_from(fj).join(FaceStatus, FaceStatus.face_id == fj.face_id).where(*where)
     total = int(session.scalar(count) or 0)
     return LabelsPage(items, total, ids[-1] if more and ids else None)
-
-
-def votes_needed(settings: StudySettings, study_id: int, face_id: int) -> int:
-    """How many annotators' classes a face needs (rule 2)."""
-    return 2 if route_value(study_id, face_id) < settings.double_share else 1
-
-
-def study_settings(session: Session, study: str) -> StudySettings:
-    """The labelling rules of a study (defaults for a study that does not exist yet)."""
-    st = session.scalar(select(Study).where(Study.name == study))
-    if st is None:
-        return StudySettings()
-    return StudySettings(
-        independent=bool(st.independent),
-        hide_model=bool(st.hide_model),
-        double_share=float(st.double_share or 0.0),
-        blur_faces=bool(st.blur_faces),
-    )
-
-
-def set_study_settings(session: Session, study: str, settings: StudySettings) -> StudySettings:
-    """Stores a study's labelling rules (creating the study when new).
-
-    Raises:
-        StoreError: For a double share outside [0, 1].
-    """
-    if not 0.0 <= settings.double_share <= 1.0:
-        raise StoreError(f"the share of faces for a second annotator must be from 0 to 1, not {settings.double_share}")
-    st = repo.get_or_create_study(session, study)
-    st.independent = settings.independent
-    st.hide_model = settings.hide_model and settings.independent
-    if float(st.double_share or 0.0) != float(settings.double_share):
-        status.mark(session, counts=[st.id])
-    st.double_share = float(settings.double_share)
-    st.blur_faces = bool(settings.blur_faces)
-    session.flush()
-    return study_settings(session, study)
-
-
-def skipped_faces(session: Session, study_id: int, annotator: str) -> set[int]:
-    """Ids of the faces of a study that ``annotator`` skipped."""
-    stmt = (
-        select(ReviewSkip.face_id)
-        .join(Annotator, ReviewSkip.annotator_id == Annotator.id)
-        .join(Face, ReviewSkip.face_id == Face.id)
-        .join(Media, Face.media_id == Media.id)
-        .where(Annotator.key == repo.annotator_key(annotator), Media.study_id == study_id)
-    )
-    return set(session.scalars(stmt))
-
-
-def skip(session: Session, face_id: int, annotator: str) -> None:
-    """Records that ``annotator`` skipped a face (idempotent).
-
-    Raises:
-        NotFoundError: If the face does not exist.
-    """
-    repo.get_row(session, Face, face_id, "face")
-    who = repo.get_or_create_annotator(session, annotator)
-    exists = session.scalar(
-        select(ReviewSkip.id).where(ReviewSkip.face_id == face_id, ReviewSkip.annotator_id == who.id)
-    )
-    if exists is None:
-        session.add(ReviewSkip(face_id=face_id, annotator_id=who.id))
-        session.flush()
-
-
-def unskip(
-    session: Session, annotator: str, face_ids: Sequence[int] | None = None, *, study_id: int | None = None
-) -> int:
-    """Puts skipped faces back into ``annotator``'s queue (the given ones, or every skip of a study); counts them."""
-    who = session.scalar(select(Annotator).where(Annotator.key == repo.annotator_key(annotator)))
-    if who is None:
-        return 0
-    stmt = select(ReviewSkip.face_id).where(ReviewSkip.annotator_id == who.id)
-    if face_ids is not None:
-        stmt = stmt.where(ReviewSkip.face_id.in_(list(face_ids)))
-    elif study_id is not None:
-        mine = select(FaceJudge.face_id).where(
-            FaceJudge.annotator_id == who.id, FaceJudge.study_id == study_id, FaceJudge.skipped
-        )
-        stmt = stmt.where(ReviewSkip.face_id.in_(mine))
-    ids = list(session.scalars(stmt))
-    for i in range(0, len(ids), 500):
-        part = ids[i : i + 500]
-        session.execute(delete(ReviewSkip).where(ReviewSkip.annotator_id == who.id, ReviewSkip.face_id.in_(part)))
-    status.mark(session, faces=ids)
-    return len(ids)
-
-
-def _same(name: str, other: str) -> bool:
-    """Whether two annotator names are one person (:func:`db.repo.annotator_key`)."""
-    return name == other or repo.annotator_key(name) == repo.annotator_key(other)
-
-
-def annotator_id(session: Session, name: str | None) -> int | None:
-    """The id of the annotator with the identity of ``name`` (case- and space-insensitive), None for none."""
-    if not name:
-        return None
-    return session.scalar(select(Annotator.id).where(Annotator.key == repo.annotator_key(name)))
-
-
-def visible_face(face: FaceLabel, annotator: str | None, settings: StudySettings) -> FaceLabel:
-    """What ``annotator`` may see of a face (rule 4): in an independent study only their own judgement.
-
-    The label fields then hold the annotator's own values (``label_source`` ``human``) or, without them, the model's
-    (``model``), or nothing when the model is hidden too.
-    """
-    if not settings.independent:
-        return face
-    mine = tuple(j for j in face.judgements if annotator is not None and _same(j.annotator, annotator))
-    own = mine[0] if mine else None
-    show_model = not settings.hide_model
-    out: dict[str, object] = {"judgements": mine, "note": own.note if own else None}
-    model = {
-        "label": face.model_label,
-        "valence": face.model_valence,
-        "arousal": face.model_arousal,
-        "engagement": face.model_engagement,
-    }
-    for f in ("label", "valence", "arousal", "engagement"):
-        mine_v = getattr(own, f) if own else None
-        if mine_v is not None:
-            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = mine_v, "human", 1
-        elif show_model and model[f] is not None:
-            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = model[f], "model", 0
-        else:
-            out[f], out[f"{f}_source"], out[f"{f}_annotators"] = None, "none", 0
-        out[f"{f}_agreement"] = None
-    if not show_model:
-        out.update(
-            model_label=None,
-            model_confidence=None,
-            model_probs=None,
-            model_valence=None,
-            model_arousal=None,
-            model_engagement=None,
-        )
-    return dataclasses.replace(face, **out)  # type: ignore[arg-type]
 
 
 def build_queue(
@@ -341,7 +166,7 @@ def build_queue(
         if not flt.matches(f):
             continue
         total_by_media[f.media_id] += 1
-        if annotator is not None and any(_same(j.annotator, annotator) for j in f.judgements):
+        if annotator is not None and any(same_annotator(j.annotator, annotator) for j in f.judgements):
             continue
         if f.face_id in skipped:
             n_skipped += 1
@@ -415,22 +240,22 @@ def review_queue(
         )
     me = annotator_id(session, annotator)
     if flt.labelled_by is not None and flt.track_id is None:
-        empty = _empty_by_counts(session, st.id, flt, by, settings, me)
+        empty = empty_by_counts(session, st.id, flt, by, settings, me)
         if empty is not None:  # nothing of that annotator's is waiting: counts only, no walk over their faces
             return ReviewQueue((), 0, sum(empty[0].values()), {}, empty[0], empty[1])
     fs = FaceStatus
-    where = _filter(session, st.id, flt)
-    mine = _not_mine(me)
-    waiting = [*where, _in_queue(by, settings), *mine]
+    where = status_filter(session, st.id, flt)
+    mine = not_mine(me)
+    waiting = [*where, queue_condition(by, settings), *mine]
     key = {"uncertainty": fs.u_key, "disagreement": fs.d_key, "valence": fs.v_key}[by]
     ids = list(session.scalars(select(fs.face_id).where(*waiting).order_by(key, fs.face_id).limit(limit)))
     by_id = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
     items = tuple(_item(by_id[i], by, settings.independent) for i in ids if i in by_id)
     if flt.track_id is None and flt.labelled_by is None:
-        total_by_media, left_by_media, n_skipped = _kept_counts(session, st.id, flt, by, me)
+        total_by_media, left_by_media, n_skipped = kept_counts(session, st.id, flt, by, me)
     else:
-        total_by_media = _by_media(session, where)
-        left_by_media = _by_media(session, waiting)
+        total_by_media = by_media(session, where)
+        left_by_media = by_media(session, waiting)
         n_skipped = 0
         if me is not None:
             skips = select(FaceJudge.face_id).where(
@@ -445,151 +270,6 @@ def review_queue(
         total_by_media=total_by_media,
         skipped=int(n_skipped),
     )
-
-
-def _filter(session: Session, study_id: int, flt: ReviewFilter, *, lead: bool = True) -> list[ColumnElement[bool]]:
-    fs = FaceStatus
-    # With a track or an annotator's faces, the small set leads: the study's index must not (``+ 0`` keeps SQLite's
-    # planner, which has no statistics, from walking the whole study in queue order). ``lead``: False when another
-    # table's index leads anyway.
-    small = flt.track_id is not None or flt.labelled_by is not None or not lead
-    where: list[ColumnElement[bool]] = [(fs.study_id + 0 if small else fs.study_id) == study_id]
-    if flt.media_id is not None:
-        where.append(fs.media_id == flt.media_id)
-    if flt.track_id is not None:
-        where.append(fs.track_id == flt.track_id)
-    if flt.model_label is not None:
-        where.append(fs.model_label == flt.model_label)
-    if flt.human_label is not None:
-        where += [fs.n_judges > 0, fs.human_label == flt.human_label]
-    if flt.labelled_by is not None:
-        who = annotator_id(session, flt.labelled_by)
-        judged = select(FaceJudge.face_id).where(
-            FaceJudge.annotator_id == who, FaceJudge.study_id == study_id, FaceJudge.judged
-        )
-        where.append(fs.face_id.in_(judged) if who is not None else false())
-    if flt.labelled is True:
-        where += [fs.n_judges > 0, fs.human_label.is_not(None)]
-    elif flt.labelled is False:
-        where.append(fs.human_label.is_(None))
-    return where
-
-
-def _in_queue(by: ReviewOrder, settings: StudySettings) -> ColumnElement[bool]:
-    fs = FaceStatus
-    if by == "uncertainty":
-        return fs.n_votes < case((fs.route < settings.double_share, 2), else_=1)
-    if by == "disagreement":
-        return fs.d_key.is_not(None)
-    return fs.v_key.is_not(None)
-
-
-def _not_mine(me: int | None) -> list[ColumnElement[bool]]:
-    """Neither judged nor skipped by ``me`` (nothing for nobody)."""
-    if me is None:
-        return []
-    fs = FaceStatus
-    marked = select(FaceJudge.face_id).where(FaceJudge.face_id == fs.face_id, FaceJudge.annotator_id == me)
-    return [~marked.exists()]
-
-
-def _by_media(session: Session, where: Sequence[ColumnElement[bool]]) -> dict[int, int]:
-    fs = FaceStatus
-    stmt = select(fs.media_id, func.count()).where(*where).group_by(fs.media_id)
-    return {int(m): int(n) for m, n in session.execute(stmt) if n}
-
-
-def _counts_matching(stmt: Any, flt: ReviewFilter) -> Any:
-    """``stmt`` over :class:`QueueCount` rows narrowed to the rows of ``flt``'s file and classes (not its track)."""
-    qc = QueueCount
-    if flt.media_id is not None:
-        stmt = stmt.where(qc.media_id == flt.media_id)
-    if flt.model_label is not None:
-        stmt = stmt.where(qc.model_label == flt.model_label)
-    if flt.human_label is not None:
-        stmt = stmt.where(qc.human_label == flt.human_label)
-    if flt.labelled is True:
-        stmt = stmt.where(qc.human_label != "")
-    elif flt.labelled is False:
-        stmt = stmt.where(qc.human_label == "")
-    return stmt
-
-
-def _kept_counts(
-    session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, me: int | None
-) -> tuple[dict[int, int], dict[int, int], int]:
-    """Totals, faces left per media item and faces skipped, from the kept :class:`db.schema.QueueCount` rows.
-
-    For a filter over media, model class and human class (or labelled or not): the study's faces in the queue less
-    the ones this annotator judged or skipped.
-    """
-    qc = QueueCount
-    column = {"uncertainty": qc.uncertainty, "valence": qc.valence, "disagreement": qc.disagreement}[by]
-    stmt = select(qc.annotator_id, qc.media_id, func.sum(qc.faces), func.sum(column), func.sum(qc.skipped)).where(
-        qc.study_id == study_id, qc.annotator_id.in_([0] if me is None else [0, me])
-    )
-    stmt = _counts_matching(stmt, flt)
-    total: Counter[int] = Counter()
-    left: Counter[int] = Counter()
-    skipped = 0
-    for who, m, n, q, sk in session.execute(stmt.group_by(qc.annotator_id, qc.media_id)):
-        if who == 0:
-            total[int(m)] += int(n or 0)
-            left[int(m)] += int(q or 0)
-        else:
-            left[int(m)] -= int(q or 0)
-            skipped += int(sk or 0)
-    return {m: n for m, n in total.items() if n}, {m: n for m, n in left.items() if n}, skipped
-
-
-def _empty_by_counts(
-    session: Session, study_id: int, flt: ReviewFilter, by: ReviewOrder, settings: StudySettings, me: int | None
-) -> tuple[dict[int, int], int] | None:
-    """For a queue filtered by an annotator's labels: ``(total_by_media, skipped)`` when none of them is waiting.
-
-    From the kept counts of that annotator (``faces``: the faces they judged; the queue's column: those they judged
-    or skipped that are in the queue) less the faces in the queue they only skipped (driven by their skips), so the
-    usual case, e.g. the ``uncertainty`` queue where a voted face needs no more vote, costs the same whatever their
-    number of faces. None when some are waiting: the caller walks their faces.
-    """
-    who = annotator_id(session, flt.labelled_by)
-    if who is None:
-        return {}, 0
-    qc, fs = QueueCount, FaceStatus
-    column = {"uncertainty": qc.uncertainty, "valence": qc.valence, "disagreement": qc.disagreement}[by]
-    stmt = select(qc.media_id, func.sum(qc.faces), func.sum(column)).where(
-        qc.study_id == study_id, qc.annotator_id == who
-    )
-    total: dict[int, int] = {}
-    in_queue = 0
-    for m, n, q in session.execute(_counts_matching(stmt, flt).group_by(qc.media_id)):
-        total[int(m)] = total.get(int(m), 0) + int(n or 0)
-        in_queue += int(q or 0)
-    rest = _filter(session, study_id, dataclasses.replace(flt, labelled_by=None), lead=False)
-    # the skips lead (``+ 0``: not every face the annotator judged, by the annotator index)
-    xj = aliased(FaceJudge)
-    only_skipped = (
-        select(func.count())
-        .select_from(ReviewSkip)
-        .join(fs, fs.face_id == ReviewSkip.face_id)
-        .join(xj, and_(xj.face_id == ReviewSkip.face_id, xj.annotator_id + 0 == who))
-        .where(ReviewSkip.annotator_id == who, ~xj.judged, _in_queue(by, settings), *rest)
-    )
-    if in_queue > 0 and in_queue - int(session.scalar(only_skipped) or 0) > 0:
-        return None
-    skipped = 0
-    if me is not None and me != who:
-        mj = aliased(FaceJudge)
-        mine = (
-            select(func.count())
-            .select_from(ReviewSkip)
-            .join(fs, fs.face_id == ReviewSkip.face_id)
-            .join(mj, and_(mj.face_id == ReviewSkip.face_id, mj.annotator_id + 0 == me))
-            .join(xj, and_(xj.face_id == ReviewSkip.face_id, xj.annotator_id + 0 == who))
-            .where(ReviewSkip.annotator_id == me, ~mj.judged, xj.judged, *rest)
-        )
-        skipped = int(session.scalar(mine) or 0)
-    return {m: n for m, n in total.items() if n}, skipped
 
 
 def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:
@@ -628,7 +308,7 @@ def browse(
     stmt = (
         select(fs.face_id)
         .join(Face, Face.id == fs.face_id)
-        .where(*_filter(session, st.id, flt))
+        .where(*status_filter(session, st.id, flt))
         .order_by(Face.media_id, Face.frame, Face.face_index, Face.id)
     )
     ids = list(session.scalars(stmt.limit(limit) if limit is not None else stmt))

@@ -219,11 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def weights_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
-
     p = sub.add_parser("list", help="registered models and whether their weights are present")
-    weights_flag(p)
+    _weights_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
@@ -234,14 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also every model the web app uses: $AFFECTLAB_MODEL and the engagement model",
     )
-    weights_flag(p)
+    _weights_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("import-checkpoint", help="verify and convert a local checkpoint file")
     p.add_argument("file")
     p.add_argument("--name", required=True)
-    weights_flag(p)
+    _weights_flag(p)
     p.add_argument(
         "--trust-unverified",
         action="store_true",
@@ -251,10 +248,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos")
+    _add_analyze(sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos"))
+
+    sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")
+
+    p = sub.add_parser("remove-version", help="delete a fine-tuned version")
+    p.add_argument("name")
+    _weights_flag(p)
+    p.set_defaults(func=cmd_remove_version)
+
+    _add_export(
+        sub.add_parser(
+            "export", help="export a model or fine-tuned version to ONNX, TorchScript, LiteRT or ExecuTorch (checked)"
+        )
+    )
+    return parser
+
+
+def _weights_flag(p: argparse.ArgumentParser) -> None:
+    """``--weights-dir``."""
+    p.add_argument("--weights-dir", help="weights folder (default: $AFFECTLAB_WEIGHTS_DIR or the user cache)")
+
+
+def _add_analyze(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``analyze``."""
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    weights_flag(p)
+    _weights_flag(p)
     p.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument(
@@ -303,16 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_analyze)
 
-    sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")
 
-    p = sub.add_parser("remove-version", help="delete a fine-tuned version")
-    p.add_argument("name")
-    weights_flag(p)
-    p.set_defaults(func=cmd_remove_version)
-
-    p = sub.add_parser(
-        "export", help="export a model or fine-tuned version to ONNX, TorchScript, LiteRT or ExecuTorch (checked)"
-    )
+def _add_export(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``export``."""
     p.add_argument("name", metavar="NAME", help="registry name or fine-tuned version (base@...)")
     p.add_argument("--format", choices=("onnx", "torchscript", "litert", "executorch"), default="onnx")
     p.add_argument("--out", help="output file (default: NAME.onnx, .torchscript.pt, .tflite or .pte here)")
@@ -322,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="onnx / litert: post-training int8, calibrated on --calibration; size, speed, agreement printed",
     )
     p.add_argument("--calibration", metavar="DIR", help="folder of the study's face crops (its ImageFolder export)")
-    weights_flag(p)
+    _weights_flag(p)
     p.add_argument(
         "--check-images",
         nargs="+",
@@ -336,7 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="TorchScript: skip torch.utils.mobile_optimizer (applied when this torch build has it)",
     )
     p.set_defaults(func=cmd_export)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

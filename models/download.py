@@ -236,52 +236,88 @@ def download(
     part = part_dir / f"{dest.name}.part"
     own_session = session is None
     http = session if session is not None else requests.Session()
-    restarted_after_mismatch = False
     try:
         with _exclusive(part_dir / f".{dest.name}.lock"):
-            attempt = restarts = 0
-            while True:
-                resumed = part.exists() and part.stat().st_size > 0
-                try:
-                    _transfer(http, url, part, name, progress=progress, timeout=timeout, on_progress=on_progress)
-                except _Restart as exc:
-                    if part.exists() and git_blob_sha1(part) == expected_sha1:
-                        break  # 416: the leftover .part was already the complete, right file
-                    restarts += 1
-                    if restarts > 2:
-                        raise DownloadError(f"{exc}; the server keeps refusing the transfer") from None
-                    log.info("%s: %s; restarting from zero", name, exc)
-                    part.unlink(missing_ok=True)
-                    continue
-                except _Incomplete as exc:
-                    if attempt >= retries:
-                        kept = part.stat().st_size if part.exists() else 0
-                        hint = (
-                            f"{kept} bytes are kept in {part} (not trusted until the whole file's hash matches); "
-                            "run the same command again to resume."
-                            if kept
-                            else f"Check the network and run the same command again, or download {url} by hand and run "
-                            f"`python -m models import-checkpoint FILE --name {name}`."
-                        )
-                        raise DownloadError(f"{exc}. {hint}") from None
-                    attempt += 1
-                    log.warning("%s: %s; retry %d of %d", name, exc, attempt, retries)
-                    if backoff > 0:
-                        time.sleep(backoff * 2 ** (attempt - 1))
-                    continue
-                actual = git_blob_sha1(part)
-                if actual == expected_sha1:
-                    break
-                part.unlink(missing_ok=True)
-                if resumed and not restarted_after_mismatch:
-                    # The leftover bytes may have come from another version of the file: one fresh try.
-                    restarted_after_mismatch = True
-                    log.warning("%s: resumed file has the wrong hash; downloading again from zero", name)
-                    continue
-                raise HashMismatchError(name, expected_sha1, actual, url)
+            _fetch_verified(
+                http,
+                url,
+                part,
+                expected_sha1,
+                name,
+                progress=progress,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+                on_progress=on_progress,
+            )
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, dest)
     finally:
         if own_session:
             http.close()
     return dest
+
+
+def _fetch_verified(
+    http: requests.Session,
+    url: str,
+    part: Path,
+    expected_sha1: str,
+    name: str,
+    *,
+    progress: bool,
+    timeout: float,
+    retries: int,
+    backoff: float,
+    on_progress: ProgressHook | None,
+) -> None:
+    """Transfers ``url`` into ``part`` until it holds the file with ``expected_sha1`` (see :func:`download`).
+
+    Resumes and retries an incomplete transfer, restarts from zero when the server refuses to resume (at most twice)
+    or a resumed file has the wrong hash (once).
+
+    Raises:
+        DownloadError: After the retries or restarts.
+        HashMismatchError: The complete file is not the expected one (the ``.part`` is deleted).
+    """
+    restarted_after_mismatch = False
+    attempt = restarts = 0
+    while True:
+        resumed = part.exists() and part.stat().st_size > 0
+        try:
+            _transfer(http, url, part, name, progress=progress, timeout=timeout, on_progress=on_progress)
+        except _Restart as exc:
+            if part.exists() and git_blob_sha1(part) == expected_sha1:
+                break  # 416: the leftover .part was already the complete, right file
+            restarts += 1
+            if restarts > 2:
+                raise DownloadError(f"{exc}; the server keeps refusing the transfer") from None
+            log.info("%s: %s; restarting from zero", name, exc)
+            part.unlink(missing_ok=True)
+            continue
+        except _Incomplete as exc:
+            if attempt >= retries:
+                kept = part.stat().st_size if part.exists() else 0
+                hint = (
+                    f"{kept} bytes are kept in {part} (not trusted until the whole file's hash matches); "
+                    "run the same command again to resume."
+                    if kept
+                    else f"Check the network and run the same command again, or download {url} by hand and run "
+                    f"`python -m models import-checkpoint FILE --name {name}`."
+                )
+                raise DownloadError(f"{exc}. {hint}") from None
+            attempt += 1
+            log.warning("%s: %s; retry %d of %d", name, exc, attempt, retries)
+            if backoff > 0:
+                time.sleep(backoff * 2 ** (attempt - 1))
+            continue
+        actual = git_blob_sha1(part)
+        if actual == expected_sha1:
+            break
+        part.unlink(missing_ok=True)
+        if resumed and not restarted_after_mismatch:
+            # The leftover bytes may have come from another version of the file: one fresh try.
+            restarted_after_mismatch = True
+            log.warning("%s: resumed file has the wrong hash; downloading again from zero", name)
+            continue
+        raise HashMismatchError(name, expected_sha1, actual, url)

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import labels, quality, review, status
+from db import labels, quality, review, status, status_counts
 from db.errors import NothingToUndoError
 from db.review import REVIEW_ORDERS, ReviewFilter, StudySettings
 from db.schema import FaceJudge, FaceStatus, MediaTotals, QueueCount, StudyStatus
@@ -195,7 +195,7 @@ def test_a_freshly_ingested_study_keeps_what_the_rules_give(store, seed):
         assert kept_classes == classes
         assert s.scalars(select(FaceJudge).where(FaceJudge.study_id == sid)).first() is None
         before = _snapshot(s, sid)
-        status._recount_queues(s, sid)
+        status_counts.recount_queues(s, sid)
         assert _snapshot(s, sid) == before
 
     store.transaction(work)

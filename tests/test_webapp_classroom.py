@@ -16,7 +16,9 @@ pytestmark = pytest.mark.slow
 def test_classroom_page_shows_students_and_tables(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
 ) -> None:
-    data, _ = stored_data(tmp_path, lambda store: store.classroom.add_segment(_ingest(store, study="default"), "intro", 0, 30))
+    data, _ = stored_data(
+        tmp_path, lambda store: store.classroom.add_segment(_ingest(store, study="default"), "intro", 0, 30)
+    )
     at = page_on("classroom", data, monkeypatch, random_weights_dir)
     no_exception(at)
     frames = [pd.DataFrame(d.value) for d in at.dataframe]
