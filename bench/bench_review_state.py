@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import insert, select  # noqa: E402
 
 from db import labels, repo, review, status, status_counts  # noqa: E402
+from db.queues import queue_reason  # noqa: E402
 from db.review import ReviewFilter, StudySettings  # noqa: E402
 from db.schema import (  # noqa: E402
     Annotation,
@@ -63,8 +64,8 @@ def _model_only_status(study_id: int, faces: list[dict[str, Any]], preds: list[d
             model_label=p["label"],
             valence=p["valence"],
         )
-        u = review._reason(face, "uncertainty", False)  # type: ignore[arg-type]
-        v = review._reason(face, "valence", False)  # type: ignore[arg-type]
+        u = queue_reason(face, "uncertainty", False)  # type: ignore[arg-type]
+        v = queue_reason(face, "valence", False)  # type: ignore[arg-type]
         out.append(
             {
                 "face_id": f["id"],
