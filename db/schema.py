@@ -536,7 +536,8 @@ class StudyTally(Base):
 
     ``kind`` and the keys ``k1``-``k4`` name a total (see :func:`db.status_tallies.face_tallies`: class pairs of two
     annotators, per-face category counts for Fleiss' kappa and Krippendorff's alpha, moments for the CCCs, ...);
-    ``n`` counts, ``s1``-``s5`` are sums. Updated by the difference each refreshed face makes, in the write's own transaction.
+    ``n`` counts, ``s1``-``s5`` are sums. Updated by the difference each refreshed face makes, in the write's own
+    transaction.
     """
 
     __tablename__ = "study_tallies"
