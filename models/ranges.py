@@ -366,28 +366,11 @@ def analyze_video_ranges(
     if len(ranges) <= 1:
         return None
     config = dataclasses.replace(config, classify_batch=1, detect_batch=1)
-    first_end = ranges[0].end_s or 1.0
-
-    def scaled(done: float, duration: float | None) -> None:  # the first range's share of the whole video
-        if progress is not None and duration:
-            progress(min(duration, done / first_end * duration), duration)
-
     if loaded is None:
         with cpu_share(1):
             loaded = opener()
     models = loaded
-    if in_process:
-        results = [_run_range(str(path), name, models, fps, r, config) for r in ranges]
-    else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=ctx, initializer=_one_core) as pool:
-            futures: list[Future[_RangeResult]] = [
-                pool.submit(_worker_range, opener, str(path), name, fps, r, config) for r in ranges[1:]
-            ]
-            head = _run_range(str(path), name, models, fps, ranges[0], config, scaled if progress else None)
-            results = [head, *(f.result() for f in futures)]
+    results = _run_ranges(str(path), name, opener, models, fps, ranges, config, progress, in_process)
     return join_ranges(
         name,
         results,
@@ -399,3 +382,34 @@ def analyze_video_ranges(
         frames_decoded=len(times),
         frames_sampled=len(sampled_frames(times, fps)),
     )
+
+
+def _run_ranges(
+    path: str,
+    name: str,
+    opener: ModelOpener,
+    models: tuple[FaceDetector, EmotionRecognizer],
+    fps: float | None,
+    ranges: list[VideoRange],
+    config: VideoConfig,
+    progress: Progress | None,
+    in_process: bool,
+) -> list[_RangeResult]:
+    """Each range's faces: this process the first (its progress scaled to the whole video), a worker each other."""
+    if in_process:
+        return [_run_range(path, name, models, fps, r, config) for r in ranges]
+    import multiprocessing
+
+    first_end = ranges[0].end_s or 1.0
+
+    def scaled(done: float, duration: float | None) -> None:  # the first range's share of the whole video
+        if progress is not None and duration:
+            progress(min(duration, done / first_end * duration), duration)
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=ctx, initializer=_one_core) as pool:
+        futures: list[Future[_RangeResult]] = [
+            pool.submit(_worker_range, opener, path, name, fps, r, config) for r in ranges[1:]
+        ]
+        head = _run_range(path, name, models, fps, ranges[0], config, scaled if progress else None)
+        return [head, *(f.result() for f in futures)]
