@@ -35,7 +35,6 @@ ALLOWED_FUNCTIONS = frozenset(
         "db/ingest.py::_store_media",
         "models/mtcnn.py::detect_face",
         "models/mtcnn_np.py::detect_face",
-        "models/ranges.py::analyze_video_ranges",
         "models/video.py::analyze_video_chunks",
     }
 )
