@@ -191,8 +191,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from models import runtime, weights
     from models.analysis import AnalysisSession
 
-    runtime.tune_malloc()
     settings = Settings.from_env()
+    runtime.tune_malloc(settings.malloc_tune)
     parse_url(settings.database_url)  # a DATABASE_URL that is no URL stops the run before any model loads
     files, notes = collect_files(args.inputs)
     for note in notes:

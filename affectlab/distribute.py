@@ -104,13 +104,13 @@ class Worker:
         from models import runtime
         from models.analysis import AnalysisSession
 
-        runtime.tune_malloc()
         self.job = job
         self.setup_error: str | None = None
         self.service: AnalysisService | None = None
         url = job.env.get("DATABASE_URL", "")
         try:
             settings = Settings.from_env()
+            runtime.tune_malloc(settings.malloc_tune)
             url = settings.database_url
             session = AnalysisSession.open(
                 job.model,

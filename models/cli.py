@@ -183,8 +183,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from core.settings import Settings
     from models import analysis, runtime
 
-    runtime.tune_malloc()
     settings = Settings.from_env()
+    runtime.tune_malloc(settings.malloc_tune)
     chosen = "torch" if args.exact else (args.backend or settings.backend)
     backend: Backend = "onnx" if chosen == "onnx" else "torch"  # Settings and the parser allow only these two
     detect_every = 1 if args.exact else (args.detect_every or settings.detect_every)

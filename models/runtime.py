@@ -29,10 +29,11 @@ class OnnxSession(Protocol):
         ...
 
 
-def tune_malloc() -> bool:
+def tune_malloc(enabled: bool = True) -> bool:
     """Keeps freed memory in glibc's heap (no mmap for large blocks, no trimming). Idempotent.
 
-    Set ``AFFECTLAB_MALLOC_TUNE=0`` to skip it.
+    Args:
+        enabled: The entry point's setting (``Settings.malloc_tune``; ``AFFECTLAB_MALLOC_TUNE=0`` turns it off).
 
     Returns:
         True when the settings were applied (glibc found), else False.
@@ -40,9 +41,7 @@ def tune_malloc() -> bool:
     global _done
     if _done:
         return True
-    from core.settings import Settings
-
-    if not Settings.from_env().malloc_tune:
+    if not enabled:
         return False
     name = ctypes.util.find_library("c")
     if not name:
