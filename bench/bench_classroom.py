@@ -33,7 +33,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from db import class_sums
-from db import classroom as db_classroom
 from db.services import LabelStore
 from webapp.services import classroom
 
@@ -43,23 +42,23 @@ STUDY = "scale"
 @contextmanager
 def from_faces() -> Iterator[None]:
     """A render as before: no kept sums, every recording computed from its faces."""
-    kept = db_classroom.class_sums.kept
-    db_classroom.class_sums.kept = lambda session, media_ids: {}  # type: ignore[assignment]
+    kept = class_sums.kept
+    setattr(class_sums, "kept", lambda session, media_ids: {})  # noqa: B010
     try:
         yield
     finally:
-        db_classroom.class_sums.kept = kept  # type: ignore[assignment]
+        setattr(class_sums, "kept", kept)  # noqa: B010
 
 
 @contextmanager
 def no_kept_writes() -> Iterator[None]:
     """A write as before: the kept sums not written again."""
     refresh = class_sums.refresh
-    class_sums.refresh = lambda session, d: None  # type: ignore[assignment]
+    setattr(class_sums, "refresh", lambda session, d: None)  # noqa: B010
     try:
         yield
     finally:
-        class_sums.refresh = refresh  # type: ignore[assignment]
+        setattr(class_sums, "refresh", refresh)  # noqa: B010
 
 
 def render(store: LabelStore, study: str) -> None:

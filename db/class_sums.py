@@ -61,8 +61,11 @@ def _dirty(session: Session) -> _Dirty:
 def mark(
     session: Session, *, media: Iterable[int] = (), faces: Iterable[int] = (), studies: Iterable[int] = ()
 ) -> None:
-    """Notes a Core write the flush does not see: recordings whose faces or tracks changed or went, faces voted on
-    (their tracks are written again), studies whose model run may change (a delete)."""
+    """Notes a Core write the flush does not see.
+
+    Recordings whose faces or tracks changed or went, faces voted on (their tracks are written again), studies whose
+    model run may change (a delete).
+    """
     d = _dirty(session)
     d.media.update(media)
     d.faces.update(faces)
@@ -169,8 +172,10 @@ def _run(run: Sequence[Any] | None) -> labels.ModelKey | None:
 
 
 def _lock(session: Session, media_id: int) -> Any:
-    """The recording's row (the columns the sums need), locked for this transaction (one writer of its sums at a
-    time on PostgreSQL)."""
+    """The recording's row (the columns the sums need), locked for this transaction.
+
+    One writer of a recording's sums at a time on PostgreSQL.
+    """
     cols = (Media.id, Media.study_id, Media.kind, Media.analysis_status, Media.duration_s)
     return session.execute(select(*cols).where(Media.id == media_id).with_for_update()).first()
 
@@ -256,13 +261,17 @@ def kept(session: Session, media_ids: Sequence[int]) -> dict[int, tuple[ClassSum
     for part in _chunks(media_ids):
         for state in session.scalars(select(ClassSumMedia).where(ClassSumMedia.media_id.in_(part))):
             out[state.media_id] = (state, {})
-        rows = session.execute(select(ClassSum).where(ClassSum.media_id.in_(part))).scalars()
-        for r in rows:
-            agg = Sums(r.n, r.visible_s, r.eng_sum, r.eng_n, r.val_sum, r.val_n, r.aro_sum, r.aro_n)
-            agg.labels = Counter(r.labels or {})
-            agg.n_human = r.n_human
-            agg.firsts = dict(r.firsts or {})
-            out[r.media_id][1][(r.track_id, r.bucket)] = agg
+        c = ClassSum
+        cols = (c.media_id, c.track_id, c.bucket, c.n, c.visible_s, c.eng_sum, c.eng_n, c.val_sum, c.val_n)
+        more = (c.aro_sum, c.aro_n, c.labels, c.n_human, c.firsts)
+        for m, t, b, n, vis, es, en, vs, vn, as_, an, labels_, n_human, firsts in session.execute(
+            select(*cols, *more).where(c.media_id.in_(part))
+        ):
+            agg = Sums(n, vis, es, en, vs, vn, as_, an)
+            agg.labels = Counter(labels_ or {})
+            agg.n_human = n_human
+            agg.firsts = dict(firsts or {})
+            out[m][1][(t, b)] = agg
     return out
 
 

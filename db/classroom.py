@@ -189,6 +189,12 @@ def _periods_in(rec: _Recording, start: float, end: float, last: bool) -> list[i
     return periods_in(rec.bounds, start, end, last)
 
 
+def _copy(agg: _Agg) -> _Agg:
+    out = _Agg()
+    out += agg
+    return out
+
+
 def _rows(
     rec: _Recording, classes: Sequence[str]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], list[PersonPeriod]]:
@@ -207,13 +213,24 @@ def _rows(
     def person_cols(p: PersonRow) -> dict[str, Any]:
         return {"person": p.key, "participant": p.participant, "person_index": p.person_index}
 
+    person_of = {t: p.person_id for p in persons for t in p.track_ids}
+    by_person: dict[int, dict[int, _Agg]] = {}  # the sums of each person's tracks, per bucket: one pass
+    for (t, bucket), got in rec.sums.items():
+        pid = person_of.get(t)
+        if pid is not None:
+            per = by_person.setdefault(pid, {})
+            if bucket in per:
+                per[bucket] += got
+            else:
+                per[bucket] = _copy(got)
+
     def total(p: PersonRow, buckets: Sequence[int]) -> _Agg:
         agg = _Agg()
-        for t in p.track_ids:
-            for b in buckets:
-                got = rec.sums.get((t, b))
-                if got is not None:
-                    agg += got
+        per = by_person.get(p.person_id, {})
+        for b in buckets:
+            got = per.get(b)
+            if got is not None:
+                agg += got
         return agg
 
     for minute, a, b in minutes:
