@@ -147,7 +147,16 @@ def refresh(session: Session, d: _Dirty) -> None:
                 voted[int(m)].add(int(t))
     for t, m in _media_of(session, Track.id, d.tracks).items():
         voted[m].add(t)
-    study_of = dict(session.execute(select(Media.id, Media.study_id).where(Media.id.in_(media | set(voted)))).all())
+    rows = session.execute(
+        select(Media.id, Media.study_id, Media.analysis_status).where(Media.id.in_(media | set(voted)))
+    ).all()
+    study_of = {int(m): int(sid) for m, sid, _ in rows}
+    # a video still being analysed has no sums (no tracks yet): its chunks cost no count of the study's runs
+    partial = {int(m) for m, _, st in rows if st == "partial"}
+    for m in partial & media:
+        rebuild(session, m, None)
+    media -= partial
+    study_of = {m: sid for m, sid in study_of.items() if m not in partial}
     recount = set(d.studies)
     if d.pred_faces or d.studies:
         recount |= {study_of[m] for m in media if m in study_of}
