@@ -287,7 +287,8 @@ def class_tables(session: Session, study: str, rows: Sequence[FaceLabel] | None 
         rec = _from_kept(m, mine, primary, got) if got is not None else None
         if rec is None:
             rec = _computed(session, m, mine, primary)
-        rec.persons = tuple(current_persons(session, m.id)) if rec.sums or rec.persons else ()
+        if m.analysis_status != "partial":
+            rec.persons = tuple(current_persons(session, m.id))
         recs.append(rec)
     return _assemble(recs)
 
