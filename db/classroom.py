@@ -203,7 +203,7 @@ def _rows(
     segments_t: list[dict[str, Any]] = []
     overall_t: list[dict[str, Any]] = []
     periods: list[PersonPeriod] = []
-    persons = rec.persons  # once: a person change swaps the tuple (:meth:`_Recording.regroup`)
+    persons = rec.persons
     if not persons:
         return minutes_t, segments_t, overall_t, periods
     duration = rec.duration
