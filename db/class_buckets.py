@@ -112,7 +112,9 @@ class _Agg:
         self.val_n += o.val_n
         self.aro_sum += o.aro_sum
         self.aro_n += o.aro_n
-        self.labels.update(o.labels)
+        labels = self.labels
+        for k, v in o.labels.items():  # not Counter.update: its Mapping check costs more than the adding
+            labels[k] += v
         self.n_human += o.n_human
         for k, f in o.firsts.items():
             self.firsts[k] = min(f, self.firsts.get(k, f))

@@ -17,7 +17,7 @@ recording still being analysed has no sums (it has no tracks yet). Compacting dr
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,7 +277,7 @@ def kept(session: Session, media_ids: Sequence[int]) -> dict[int, tuple[ClassSum
             select(*cols, *more).where(c.media_id.in_(part))
         ):
             agg = Sums(n, vis, es, en, vs, vn, as_, an)
-            agg.labels = Counter(labels_ or {})
+            dict.update(agg.labels, labels_ or {})  # not Counter(): its Mapping check is the cost here
             agg.n_human = n_human
             agg.firsts = dict(firsts or {})
             out[m][1][(t, b)] = agg
