@@ -33,11 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from affectlab import detection
 from affectlab.analysis_types import (
@@ -55,6 +53,7 @@ from affectlab.analysis_types import (
     setup_message,
     video_file,
 )
+from affectlab.finish import Streamed, finish_video
 from db.claims import HEARTBEAT_S, Claimant, ClaimBusyError
 from db.detection import DetectionSettings
 from db.errors import SchemaOutdatedError
@@ -64,9 +63,6 @@ from models.errors import AffectLabError, BadInputError
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
-    from models.decode import VideoInfo
-    from models.tracking import Track
-    from models.video import VideoChunk
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +284,7 @@ class AnalysisService:
             plain = self.options.stream == 0 and not probe.times_may_jump  # ranges seek by time in the first stream
             streamed = self._stream(name, prepared, path, session, state, progress, probe.duration, plain)
             prepared.check_unchanged(name, rehash=True)
-            return self._finish(name, prepared, session, state, probe, streamed)
+            return finish_video(self.store, self.claimant, name, prepared, session, state, probe, streamed)
 
     # ------------------------------------------------------------------------------------------------ detection
 
@@ -335,7 +331,7 @@ class AnalysisService:
         progress: Progress | None,
         probe_duration: float | None = None,
         may_cut: bool = True,
-    ) -> _Streamed:
+    ) -> Streamed:
         """The video's faces into the store, stretch by stretch (over several processes when it is cut into ranges).
 
         ``may_cut`` False (another stream than the first, or timestamps that may jump): one process reads it all.
@@ -354,7 +350,7 @@ class AnalysisService:
                 faces=tuple(Face(box=box, det_score=score) for box, score in state.faces),
             )
             log.info("%s: resuming after %.2f s (frame %d)", name, state.until_s, state.until_frame)
-        got = _Streamed(resumed_from_s=None if resume is None else resume.time_s)
+        got = Streamed(resumed_from_s=None if resume is None else resume.time_s)
         fps = self.options.fps or None
         fresh = resume is None and state.n_faces == 0
         cut = None
@@ -404,84 +400,6 @@ class AnalysisService:
             got.faces, got.crops, got.features = got.faces + n, got.crops + c, got.features + f
         return got
 
-    def _finish(
-        self,
-        name: str,
-        prepared: Prepared,
-        session: AnalysisSession,
-        state: AnalysisState,
-        probe: VideoInfo,
-        streamed: _Streamed,
-    ) -> FileOutcome:
-        """Tracks, engagement and persons from every stored face; the media item becomes ``complete``."""
-        from models.track_results import score_tracks
-        from models.video import FaceReplay
-
-        last = streamed.last
-        assert last is not None
-        config = session.video
-        replay = FaceReplay(config.tracker)
-        face_tracks: dict[int, int] = {}
-        track_faces: dict[int, list[tuple[int, float]]] = {}
-        after = -1
-        while batch := self.store.ingest.stored_frames(state.media_id, after):
-            for fr in batch:
-                ids = replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
-                for fid, tid in zip(fr.face_ids, ids, strict=True):
-                    face_tracks[fid] = tid
-                    track_faces.setdefault(tid, []).append((fid, fr.time_s))
-                after = fr.frame
-
-        def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
-            faces = track_faces.get(t.track, [])
-            return self.store.ingest.features_of([fid for fid, _ in faces]), [ts for _, ts in faces]
-
-        spec = session.recognizer.spec
-        scored = score_tracks(
-            replay.tracks(),
-            sequence,
-            session.engagement,
-            spec.name,
-            spec.feature_dim,
-            replay.profiles,
-            config.persons,
-        )
-        warnings = list(last.warnings)
-        if streamed.resumed_from_s is not None:
-            warnings.insert(0, f"resumed a stopped analysis after {streamed.resumed_from_s:.1f} s")
-        if scored.status != "ok":
-            warnings.append(f"engagement: {scored.note}")
-        tracks = scored.results()
-        duration = last.duration if last.duration else probe.duration
-        self.store.ingest.finish_video(
-            state.media_id,
-            face_tracks,
-            tracks,
-            duration_s=duration,
-            fps=last.fps or probe.fps,
-            width=last.width or probe.width,
-            height=last.height or probe.height,
-            claimant=self.claimant,
-        )
-        return FileOutcome(
-            name,
-            "stored",
-            kind="video",
-            media_id=state.media_id,
-            n_faces=len(face_tracks),
-            new=state.created,
-            faces_new=streamed.faces,
-            predictions_new=streamed.faces,
-            tracks=len(tracks),
-            persons=len(set(scored.persons.values())),
-            crops_stored=streamed.crops,
-            features_stored=streamed.features,
-            resumed_from_s=streamed.resumed_from_s,
-            frames_analyzed=last.frames_analyzed,
-            duration_s=duration,
-            warnings=tuple(warnings),
-        )
-
 
 class _ModelsUnavailable(Exception):
     """The models could not be loaded (carries the :class:`AffectLabError` that says why)."""
@@ -489,17 +407,6 @@ class _ModelsUnavailable(Exception):
     def __init__(self, cause: AffectLabError) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-@dataclass
-class _Streamed:
-    """What streaming a video into the store did so far."""
-
-    resumed_from_s: float | None
-    faces: int = 0
-    crops: int = 0
-    features: int = 0
-    last: VideoChunk | None = None
 
 
 def _skipped(name: str, media_id: int, kind: str, n_faces: int) -> FileOutcome:

@@ -47,7 +47,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import func, insert, or_, select
 from sqlalchemy.orm import Session
 
-from db import labels, repo, status
+from db import class_sums, labels, repo, status
 from db.errors import ImportLabelsError, InvalidLabelError, StoreBusyError, StoreError
 from db.exports import EXPORTED_PREFIX, unneutralise_cell
 from db.label_file import (
@@ -342,6 +342,7 @@ def write_votes(session: Session, plan: Plan, ctx: Context, *, source: str, now:
     common = {"annotator_id": who.id, "kind": "set", "source": source[:300], "created_at": now or utcnow()}
     bulk_insert(session, common, plan.votes)
     status.mark(session, faces=(v["face_id"] for v in plan.votes))
+    class_sums.mark(session, faces=[v["face_id"] for v in plan.votes])
     return len(plan.votes)
 
 

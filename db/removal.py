@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from db import status
+from db import class_sums, status
 from db.repo import get_row
 from db.schema import Annotation, Face, Media, Track
 
@@ -26,6 +26,7 @@ def delete_target(session: Session, model: type[Media] | type[Track], ident: int
     media_id = row.id if isinstance(row, Media) else row.media_id
     study_id = session.scalar(select(Media.study_id).where(Media.id == media_id))
     status.mark(session, media=[media_id], studies=[study_id] if study_id is not None else [])
+    class_sums.mark(session, media=[media_id], studies=[study_id] if study_id is not None else [])
     face_filter = Face.media_id == ident if model is Media else Face.track_id == ident
     if model is Track:
         status.forget(session, list(session.scalars(select(Face.id).where(face_filter))))

@@ -628,3 +628,49 @@ class MediaDetection(Base):
     probe_faces: Mapped[int | None] = mapped_column(Integer)
     """Most faces in one probed frame of the first minute (``auto`` only)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClassSumMedia(Base):
+    """How a recording's kept class sums (:class:`ClassSum`) were cut and computed (:mod:`db.class_sums`)."""
+
+    __tablename__ = "class_sum_media"
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    bounds: Mapped[list[float]] = mapped_column(JSON)
+    """The time bucket bounds: every minute and segment bound, the recording's duration."""
+    duration_s: Mapped[float] = mapped_column(Float)
+    one_step: Mapped[float] = mapped_column(Float)
+    longest: Mapped[float | None] = mapped_column(Float)
+    """The step rule of :func:`db.class_buckets.step_rule` (None: infinite)."""
+    run: Mapped[list[Any] | None] = mapped_column(JSON)
+    """The study's model run the sums follow (``[model, weights_hash, model_version]``), None: none."""
+    classes: Mapped[list[str]] = mapped_column(JSON)
+    """The classes of the recording's model runs, the followed run's first."""
+
+
+class ClassSum(Base):
+    """A track's sums over one time bucket of its recording: what every Classroom table and figure adds up.
+
+    Kept by :mod:`db.class_sums` in the transaction of every write that changes them.
+    """
+
+    __tablename__ = "class_sums"
+    __table_args__ = (Index("ix_class_sums_track_id", "track_id"),)
+
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"), primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    bucket: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    n: Mapped[int] = mapped_column(Integer)
+    n_human: Mapped[int] = mapped_column(Integer)
+    visible_s: Mapped[float] = mapped_column(Float)
+    eng_sum: Mapped[float] = mapped_column(Float)
+    eng_n: Mapped[int] = mapped_column(Integer)
+    val_sum: Mapped[float] = mapped_column(Float)
+    val_n: Mapped[int] = mapped_column(Integer)
+    aro_sum: Mapped[float] = mapped_column(Float)
+    aro_n: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[dict[str, int]] = mapped_column(JSON)
+    """Faces per class."""
+    firsts: Mapped[dict[str, int]] = mapped_column(JSON)
+    """Per class of the faces people corrected, the first such face's id (the order of the classes people added)."""

@@ -1,4 +1,4 @@
-"""Class tables from SQL sums, cached per revision, equal the tables computed from every face row in Python."""
+"""Class tables from the kept SQL sums equal the tables computed from every face row in Python."""
 
 from __future__ import annotations
 
@@ -153,16 +153,23 @@ def test_buckets_in_python_and_sql_agree(store, t):
     assert got == classroom._bucket_of(bounds, t)
 
 
-def test_a_vote_updates_the_cached_sums_face_by_face(store, monkeypatch):
-    """After a vote only the voted faces are read again: the recording's sums are not recomputed."""
-    classroom.clear_cache()
-    _ingest(store)
-    _check(store)
+def _no_rebuild(monkeypatch, what):
+    """Fails when a recording's sums are computed from all its faces: when written (``class_sums.rebuild``) or
+    when a view reads them (``classroom._computed``)."""
+    from db import class_sums
 
     def no_rebuild(*args, **kwargs):
-        raise AssertionError("the recording was recomputed for a vote")
+        raise AssertionError(f"the recording was recomputed for {what}")
 
-    monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
+    monkeypatch.setattr(class_sums, "rebuild", no_rebuild)
+    monkeypatch.setattr(classroom, "_computed", no_rebuild)
+
+
+def test_a_vote_updates_the_kept_sums_of_its_track(store, monkeypatch):
+    """After a vote only the voted track's sums are written again; a view reads the kept sums, never the faces."""
+    _ingest(store)
+    _check(store)
+    _no_rebuild(monkeypatch, "a vote")
     faces = store.recordings.faces("class")
     store.review.correct_face(faces[7].face_id, "alice", label="Fear", valence=-0.9)
     store.review.correct_track(faces[200].track_id, "bob", engagement=0)
@@ -172,18 +179,14 @@ def test_a_vote_updates_the_cached_sums_face_by_face(store, monkeypatch):
     assert "Contempt" in got.classes
 
 
-def test_a_person_change_regroups_the_cached_track_sums(store, monkeypatch):
+def test_a_person_change_regroups_the_kept_track_sums(store, monkeypatch):
     """A rename, merge or split re-reads the persons only (issue 24 item 7: the Classroom page after a change): the
     recording's sums are per track, and the tables still equal the face-by-face ones."""
     classroom.clear_cache()
     mid = _ingest(store)
     store.classroom.add_segment(mid, "talk", 10, 90)
     _check(store)
-
-    def no_rebuild(*args, **kwargs):
-        raise AssertionError("the recording was recomputed for a person change")
-
-    monkeypatch.setattr(classroom, "_recording_sums", no_rebuild)
+    _no_rebuild(monkeypatch, "a person change")
     persons = _by_index(store, mid)
     store.classroom.rename_person(persons[1].person_id, "S-02", "alice", owner=True)
     got = _check(store)

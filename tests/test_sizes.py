@@ -18,8 +18,6 @@ MAX_FUNCTION_LINES = 80
 
 ALLOWED_MODULES = frozenset(
     {
-        "affectlab/analysis.py",
-        "db/classroom.py",
         "db/exports.py",
         "db/schema.py",
         "models/decode.py",
@@ -30,7 +28,6 @@ ALLOWED_MODULES = frozenset(
 
 ALLOWED_FUNCTIONS = frozenset(
     {
-        "db/classroom.py::_recording_sums",
         "db/exports.py::_stream_features",
         "db/ingest.py::_store_media",
         "models/mtcnn.py::detect_face",

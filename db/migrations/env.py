@@ -2,9 +2,9 @@
 
 Revisions change the schema and move stored data with Core table snapshots of their own revision (``sa.table``,
 reflection through ``op.get_bind()``); none imports ``db`` (tests/test_migrations.py checks it), so that today's ORM
-classes never meet an older schema. Derived data (the review read model of 0008, the statistics' tallies of 0019) is
-no data step: once an upgrade that applied revisions ends at head, :func:`_fill_derived` rebuilds it with today's
-rules for the studies that lack it, whatever revision the store came from.
+classes never meet an older schema. Derived data (the review read model of 0008, the statistics' tallies of 0019,
+the class sums of 0028) is no data step: once an upgrade that applied revisions ends at head, :func:`_fill_derived`
+rebuilds it with today's rules for the studies that lack it, whatever revision the store came from.
 """
 
 from __future__ import annotations
@@ -46,10 +46,11 @@ def _fill_derived(connection: Connection) -> None:
     """Fills the derived tables of every study that lacks them, at head (today's schema and rules).
 
     A study whose faces have no read-model row (or that has no study row there) is rebuilt whole (``status.rebuild``);
-    one with votes but no statistics' tallies gets those (``status.rebuild_tallies``). Run in the upgrade's
+    one with votes but no statistics' tallies gets those (``status.rebuild_tallies``); a complete video without class
+    sums gets them (``class_sums.fill_missing``). Run in the upgrade's
     transaction: an upgrade that fails here leaves the store at its old revision.
     """
-    from db import status
+    from db import class_sums, status
     from db.schema import Annotation, Face, FaceStatus, Media, Study, StudyStatus, StudyTally, Track
 
     session = Session(bind=connection)
@@ -68,6 +69,7 @@ def _fill_derived(connection: Connection) -> None:
         )
         if session.scalar(select(exists(voted) & ~exists().where(StudyTally.study_id == sid))):
             status.rebuild_tallies(session, sid)
+    class_sums.fill_missing(session)
     session.flush()
 
 

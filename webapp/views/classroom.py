@@ -17,6 +17,7 @@ from webapp import guard
 from webapp.services import classroom
 from webapp.state import Keys
 from webapp.ui import Context, code_span, context, flash, show_flash
+from webapp.views import pickers
 
 
 def _run(action: Callable[..., object], *args: object, done: str = "", **kwargs: object) -> None:
@@ -75,13 +76,9 @@ def render() -> None:
     ctx = context()
     st.title("Classroom")
     show_flash()
-    videos = classroom.class_videos(ctx.store, ctx.study)
-    if not videos:
-        st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
+    media_id = pickers.recording(ctx, Keys.CLASSROOM_MEDIA)
+    if media_id is None:
         return
-    names = {m.id: f"{m.filename} (#{m.id}, {m.duration_s or 0:.0f} s)" for m in videos}
-    ids: list[int] = list(names)
-    media_id = st.selectbox("Recording", ids, format_func=names.__getitem__, key=Keys.CLASSROOM_MEDIA)
     rec = classroom.recording_view(ctx.store, ctx.study, media_id, ctx.owner)
     # independent labelling: no one else's names or labels for an annotator (the class tables mix everyone's labels)
     blind = rec.settings.independent and not ctx.owner

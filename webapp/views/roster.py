@@ -12,9 +12,10 @@ import streamlit as st
 
 from models.errors import AffectLabError
 from webapp import guard
-from webapp.services import classroom, roster
+from webapp.services import roster
 from webapp.state import Keys
-from webapp.ui import Context, code_span, context, flash, show_flash
+from webapp.ui import Context, context, flash, show_flash
+from webapp.views import pickers
 
 NOBODY = "(nobody)"
 
@@ -34,12 +35,9 @@ def render() -> None:
     ctx = context()
     st.title("Roster")
     show_flash()
-    videos = classroom.class_videos(ctx.store, ctx.study)
-    if not videos:
-        st.info(f"Study {code_span(ctx.study)} holds no recording yet: analyze a lecture video on the Analyze page.")
+    media_id = pickers.recording(ctx, Keys.ROSTER_MEDIA)
+    if media_id is None:
         return
-    names = {m.id: f"{m.filename} (#{m.id})" for m in videos}
-    media_id = st.selectbox("Recording", list(names), format_func=names.__getitem__, key=Keys.ROSTER_MEDIA)
     view = roster.roster_view(ctx.store, ctx.study, media_id, ctx.owner)
     r = view.roster
     st.subheader(f"Participants: {r.n_expected} expected in this recording")
