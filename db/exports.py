@@ -40,7 +40,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import csvfile
+from db import csvfile, feature_store
 from db.class_order import export_classes
 from db.codecs import PNG_LEVEL, features_from_bytes
 from db.crops import as_array, iter_crops
@@ -445,12 +445,7 @@ def _write_features(
     if len(chosen) < len(labelled):
         notes.append(f"{len(labelled) - len(chosen)} labelled faces without features of {wanted!r} left out")
     ids = [r.face_id for r in chosen]
-    feats: dict[int, np.ndarray] = {}
-    for i in range(0, len(ids), 512):
-        stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(ids[i : i + 512]))
-        for fid, data, dim in session.execute(stmt):
-            if data is not None and dim is not None:
-                feats[fid] = features_from_bytes(data, dim)
+    feats = feature_store.features(session, ids)  # rows, or finished videos' files
     classes = list(stats.labels)
     group_names = sorted({r.group for r in chosen})
     group_index = {g: i for i, g in enumerate(group_names)}
@@ -950,10 +945,7 @@ def _page_features(session: Session, face_ids: Sequence[int]) -> dict[int, np.nd
     if not face_ids:
         return out
     compact: dict[int, list[tuple[int, bytes]]] = {}
-    stmt = select(Face.id, Face.features, Face.feature_dim).where(Face.id.in_(list(face_ids)))
-    for fid, data, dim in session.connection().execute(stmt):
-        if data is None or dim is None:
-            continue
+    for fid, (data, dim) in sorted(feature_store.stored_bytes(session, face_ids).items()):  # rows or files
         if len(data) == dim + 8:
             compact.setdefault(int(dim), []).append((int(fid), bytes(data)))
         else:
@@ -1046,15 +1038,15 @@ def _stream_features(
         with zipfile.ZipFile(out, "w", **zip_args) as zf:
             if x is None:
                 dim = 0
-                zf.writestr("X.npy", _npy(np.zeros((0, dim), np.float32)))
+                _put(zf, "X.npy", _npy(np.zeros((0, dim), np.float32)))
             else:
                 x.copy_into(zf)
             for k in ("y", "groups"):
                 remap, dtype = codes[k].remap(classes if k == "y" else group_names)
                 ints[k].copy_into(zf, remap, dtype)
-            zf.writestr("group_names.npy", _npy(np.array(group_names, dtype=str)))
+            _put(zf, "group_names.npy", _npy(np.array(group_names, dtype=str)))
             ints["face_id"].copy_into(zf)
-            zf.writestr("classes.npy", _npy(np.array(classes, dtype=str)))
+            _put(zf, "classes.npy", _npy(np.array(classes, dtype=str)))
             for k in ("split", "label_source"):
                 ints[k].copy_into(zf, *codes[k].remap())
             ints["label_annotators"].copy_into(zf)
@@ -1062,7 +1054,13 @@ def _stream_features(
                 c.copy_into(zf)
             for k in ("model", "weights_hash"):
                 ints[k].copy_into(zf, *codes[k].remap())
-            zf.writestr("feature_model.npy", _npy(np.array(wanted)))
+            _put(zf, "feature_model.npy", _npy(np.array(wanted)))
+
+
+def _put(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+    """Writes a member dated like the streamed ones (1980-01-01), so that the same study exports the same bytes."""
+    with zf.open(name, "w") as f:
+        f.write(data)
 
 
 def _npy(arr: np.ndarray) -> bytes:

@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import repo
+from db import feature_store, repo
 from db.codecs import FEATURES_U8, encode_png, features_to_bytes, image_size, sha256_bytes
 from db.media_files import base_name
 from db.persons import store_persons
@@ -355,6 +355,8 @@ def _store_media(
     session.flush()
     if track_in:
         store_persons(session, media.id, {n: t.person for n, t in track_in.items()})
+    if media.kind == "video":
+        feature_store.move_video(session, media.id)  # a finished video's features go to its file
     return media
 
 

@@ -129,6 +129,9 @@ class Media(Base):
     """The recording's name in the study tables (a lecture's title); the file name when empty."""
     recorded_on: Mapped[date | None] = mapped_column(Date, deferred=True)
     """The day the recording was made (study tables' ``date`` column)."""
+    features_file: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    """``count:size:sha256`` of the finished video's feature file, None while its features are in rows
+    (:mod:`db.feature_store`)."""
 
 
 class Track(Base):

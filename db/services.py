@@ -44,6 +44,7 @@ from db import (
     crops,
     exports,
     face_pages,
+    feature_store,
     ingest,
     label_import,
     labels,
@@ -144,7 +145,7 @@ class LabelStore:
 
     def upgrade(self) -> str | None:
         """Migrates the database to the newest schema; returns the revision."""
-        rev = upgrade(self.engine)
+        rev = upgrade(self.engine, media_root=self.media_root)
         self._schema_checked = True
         return rev
 
@@ -162,6 +163,7 @@ class LabelStore:
         delay = 0.02
         for attempt in range(1, self.retries + 1):
             session = (self._write if write else self._read)()
+            feature_store.bind(session, self.media_root)
             try:
                 if not self._schema_checked:
                     check_current(read_only(self.engine))
@@ -1038,6 +1040,7 @@ class LabelStore:
             if model is Media:
                 m = repo.get_row(s, Media, ident, what)
                 kept[:] = [media_files.media_path(self.media_root, m.study_id, m.sha256, m.filename)]
+                kept.extend(feature_store.files_of(s, [ident]))  # its features file (db.feature_store)
             return removal.delete_target(s, model, ident, what)
 
         counts = self.transaction(work)
