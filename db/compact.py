@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from db import crops, feature_store, repo, status
 from db.codecs import compact_feature_bytes, decode_png
 from db.media_files import media_path
-from db.schema import Face, Media
+from db.schema import Face, Media, PendingFeatures
 
 BATCH = 1000
 """Faces per transaction."""
@@ -143,8 +143,10 @@ def drop_features(session: Session, study_id: int) -> int:
     videos = select(Media.id).where(
         Media.study_id == study_id, Media.kind == "video", Media.analysis_status == "complete"
     )
-    with_file = session.scalar(select(Media.id).where(Media.id.in_(videos), Media.features_file.is_not(None)).limit(1))
-    if with_file is not None:  # a video's feature file (db.feature_store): its rows forget it, the file goes
+    pending = select(PendingFeatures.face_id).where(PendingFeatures.media_id == Media.id).exists()
+    elsewhere = Media.id.in_(videos) & (Media.features_file.is_not(None) | pending)
+    with_file = session.scalar(select(Media.id).where(elsewhere).limit(1))
+    if with_file is not None:  # a video's pending features or its file (db.feature_store): dropped, the file goes
         n = session.scalar(
             select(func.count(Face.id)).where(Face.media_id == with_file, func.length(Face.features) == 0)
         )

@@ -29,18 +29,19 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.codecs import features_from_bytes
 from db.errors import StoreError
 from db.media_files import FILE_MODE, make_private_dir
-from db.schema import Face, Media
+from db.schema import Face, Media, PendingFeatures
 
 ROOT_KEY = "affectlab_media_root"
 """``Session.info`` key of the media root the feature files live under (:func:`bind`)."""
@@ -139,6 +140,17 @@ def _from_file(session: Session, media_id: int, ids: Sequence[int]) -> dict[int,
     return out
 
 
+def _pending(session: Session, ids: Sequence[int]) -> dict[int, bytes]:
+    """The pending features of faces (:class:`db.schema.PendingFeatures`; faces with none are absent)."""
+    out: dict[int, bytes] = {}
+    for i in range(0, len(ids), BATCH):
+        stmt = select(PendingFeatures.face_id, PendingFeatures.features).where(
+            PendingFeatures.face_id.in_(ids[i : i + BATCH])
+        )
+        out.update({int(f): bytes(d) for f, d in session.execute(stmt)})
+    return out
+
+
 def stored_bytes(session: Session, face_ids: Iterable[int]) -> dict[int, tuple[bytes, int]]:
     """Face id -> (stored feature bytes, values) of faces with features, read from rows or files.
 
@@ -162,7 +174,8 @@ def stored_bytes(session: Session, face_ids: Iterable[int]) -> dict[int, tuple[b
             else:
                 out[int(fid)] = (bytes(data), int(dim))
     for mid, dims in in_file.items():
-        got = _from_file(session, mid, list(dims))
+        got = _pending(session, list(dims))
+        got.update(_from_file(session, mid, [i for i in dims if i not in got]))
         missing = set(dims) - set(got)
         if missing:
             path, _ = _media_file(session, mid)
@@ -179,26 +192,40 @@ def features(session: Session, face_ids: Iterable[int]) -> dict[int, np.ndarray]
 # ---------------------------------------------------------------------------------------------------- moving
 
 
-def _row_lengths(session: Session, media_id: int) -> list[int]:
-    """The distinct byte lengths of a video's features still in rows (dims > 0)."""
-    stmt = (
-        select(func.length(Face.features))
-        .where(Face.media_id == media_id, Face.features.is_not(None), Face.feature_dim > 0)
-        .distinct()
+def staging(session: Session, kind: str) -> bool:
+    """Whether new features of a media item of ``kind`` are pending (:class:`db.schema.PendingFeatures`).
+
+    A video's are, in a session with a media root (its rows then hold :data:`IN_FILE`); else they stay in the row.
+    """
+    return kind == "video" and media_root(session) is not None
+
+
+def add_pending(session: Session, media_id: int, items: Sequence[tuple[int, bytes]]) -> None:
+    """Stores the pending features of a video's faces (face id, stored bytes), their rows holding :data:`IN_FILE`."""
+    if items:
+        session.execute(
+            insert(PendingFeatures), [{"face_id": f, "media_id": media_id, "features": d} for f, d in items]
+        )
+
+
+def _in_rows(media_id: int) -> ColumnElement[bool]:
+    return (Face.media_id == media_id) & (Face.feature_dim > 0) & (func.length(Face.features) > 0)
+
+
+def _lengths(session: Session, media_id: int) -> set[int]:
+    """The distinct byte lengths of a video's features in rows (dims > 0) and pending."""
+    rows = session.scalars(select(func.length(Face.features)).where(_in_rows(media_id)).distinct())
+    pending = session.scalars(
+        select(func.length(PendingFeatures.features)).where(PendingFeatures.media_id == media_id).distinct()
     )
-    return [int(n) for n in session.scalars(stmt) if n]
+    return {int(n) for n in [*rows, *pending] if n}
 
 
-def _row_batches(session: Session, media_id: int) -> Iterable[list[tuple[int, bytes]]]:
-    """A video's faces with features in rows, (id, bytes) by id, :data:`BATCH` at a time."""
+def _keyset(session: Session, key: Any, data: Any, where: ColumnElement[bool]) -> Iterator[list[tuple[int, bytes]]]:
+    """(id, bytes) of ``key``/``data`` where ``where``, by id, :data:`BATCH` at a time."""
     after = 0
     while True:
-        stmt = (
-            select(Face.id, Face.features)
-            .where(Face.media_id == media_id, Face.id > after, Face.feature_dim > 0, func.length(Face.features) > 0)
-            .order_by(Face.id)
-            .limit(BATCH)
-        )
+        stmt = select(key, data).where(where, key > after).order_by(key).limit(BATCH)
         rows = [(int(i), bytes(d)) for i, d in session.execute(stmt) if d is not None]
         if not rows:
             return
@@ -206,11 +233,23 @@ def _row_batches(session: Session, media_id: int) -> Iterable[list[tuple[int, by
         after = rows[-1][0]
 
 
+def _pending_batches(session: Session, media_id: int) -> Iterator[list[tuple[int, bytes]]]:
+    """A video's pending features, (face id, bytes) by id, :data:`BATCH` at a time."""
+    where = PendingFeatures.media_id == media_id
+    return _keyset(session, PendingFeatures.face_id, PendingFeatures.features, where)
+
+
+def _batches(session: Session, media_id: int) -> Iterator[list[tuple[int, bytes]]]:
+    """A video's faces with features in rows, then pending ones, (id, bytes) by id, :data:`BATCH` at a time."""
+    yield from _keyset(session, Face.id, Face.features, _in_rows(media_id))
+    yield from _pending_batches(session, media_id)
+
+
 def move_video(session: Session, media_id: int) -> int:
-    """Moves a finished video's row features into its feature file (merged with the file it has); how many moved.
+    """Moves a finished video's row and pending features into its feature file (merged with the file it has).
 
     Nothing moves for a still, a video still being analysed, a session without a media root (:func:`bind`), or a
-    video whose features differ in length (they stay in rows).
+    video whose features differ in length (they stay where they are). Returns how many moved.
     """
     root = media_root(session)
     media = session.execute(
@@ -218,37 +257,29 @@ def move_video(session: Session, media_id: int) -> int:
     ).first()
     if root is None or media is None or media.kind != "video" or media.analysis_status != "complete":
         return 0
-    lengths = _row_lengths(session, media_id)
+    lengths = _lengths(session, media_id)
+    if not lengths:
+        return 0
     old_path, old_info = _media_file(session, media_id)
     old = _open(old_path, old_info) if old_path is not None and old_info is not None else None
     if old is not None:
-        lengths = sorted({*lengths, int(old.dtype["f"].shape[0])})
-    if not lengths or len(lengths) > 1 or (old is not None and not _row_lengths(session, media_id)):
+        lengths.add(int(old.dtype["f"].shape[0]))
+    if len(lengths) > 1:
         return 0
-    new_ids = np.asarray(
-        list(
-            session.scalars(
-                select(Face.id)
-                .where(Face.media_id == media_id, Face.feature_dim > 0, func.length(Face.features) > 0)
-                .order_by(Face.id)
-            )
-        ),
-        dtype=np.int64,
-    )
+    rows = session.scalars(select(Face.id).where(_in_rows(media_id)))
+    pending = session.scalars(select(PendingFeatures.face_id).where(PendingFeatures.media_id == media_id))
+    new_ids = np.asarray([*rows, *pending], dtype=np.int64)
     all_ids = np.union1d(np.asarray(old["id"]) if old is not None else new_ids[:0], new_ids)
     path = file_path(root, int(media.study_id), str(media.sha256))
-    info = _write(path, all_ids, lengths[0], old, session, media_id)
-    session.execute(
-        update(Face)
-        .where(Face.media_id == media_id, Face.feature_dim > 0, func.length(Face.features) > 0)
-        .values(features=IN_FILE)
-    )
+    info = _write(path, all_ids, lengths.pop(), old, _batches(session, media_id))
+    session.execute(update(Face).where(_in_rows(media_id)).values(features=IN_FILE))
+    session.execute(delete(PendingFeatures).where(PendingFeatures.media_id == media_id))
     session.execute(update(Media).where(Media.id == media_id).values(features_file=info.text()))
     return int(new_ids.size)
 
 
 def _write(
-    path: Path, ids: np.ndarray, length: int, old: np.ndarray | None, session: Session, media_id: int
+    path: Path, ids: np.ndarray, length: int, old: np.ndarray | None, batches: Iterable[list[tuple[int, bytes]]]
 ) -> FileInfo:
     """Writes the feature file of a video atomically: the old file's rows and the row features, in id order."""
     make_private_dir(path.parent)
@@ -262,7 +293,7 @@ def _write(
             for i in range(0, old.shape[0], BATCH):
                 chunk = old[i : i + BATCH]
                 arr["f"][np.searchsorted(ids, np.asarray(chunk["id"]))] = chunk["f"]
-        for rows in _row_batches(session, media_id):
+        for rows in batches:
             pos = np.searchsorted(ids, np.asarray([i for i, _ in rows], dtype=np.int64))
             arr["f"][pos] = np.frombuffer(b"".join(d for _, d in rows), dtype=np.uint8).reshape(-1, length)
         arr.flush()
@@ -299,21 +330,27 @@ def verify(session: Session, media_id: int) -> bool:
 
 
 def drop_file(session: Session, media_id: int) -> Path | None:
-    """Forgets a video's feature file (its rows' features become NULL); the file to remove after commit, if any."""
+    """Drops a video's pending and filed features (its rows' become NULL); the file to remove, if it has one."""
+    in_file = func.length(Face.features) == 0
+    session.execute(update(Face).where(Face.media_id == media_id, in_file).values(features=None))
+    session.execute(delete(PendingFeatures).where(PendingFeatures.media_id == media_id))
     path, _ = _media_file(session, media_id)
     if path is None:
         return None
-    in_file = func.length(Face.features) == 0
-    session.execute(update(Face).where(Face.media_id == media_id, in_file).values(features=None))
     session.execute(update(Media).where(Media.id == media_id).values(features_file=None))
     return path
 
 
 def move_back(session: Session, media_id: int) -> int:
-    """Puts a video's features from its file back into its rows and forgets the file (removed); how many."""
+    """Puts a video's pending and filed features back into its rows and forgets the file (removed); how many."""
+    moved = 0
+    for rows in _pending_batches(session, media_id):
+        session.execute(update(Face), [{"id": fid, "features": data} for fid, data in rows])
+        moved += len(rows)
+    session.execute(delete(PendingFeatures).where(PendingFeatures.media_id == media_id))
     path, info = _media_file(session, media_id)
     if path is None or info is None:
-        return 0
+        return moved
     arr = _open(path, info)
     for i in range(0, info.count, BATCH):
         chunk = arr[i : i + BATCH]
@@ -323,7 +360,7 @@ def move_back(session: Session, media_id: int) -> int:
         )
     session.execute(update(Media).where(Media.id == media_id).values(features_file=None))
     path.unlink(missing_ok=True)
-    return info.count
+    return moved + info.count
 
 
 def files_of(session: Session, media_ids: Sequence[int]) -> list[Path]:

@@ -310,6 +310,8 @@ def _store_media(
         by_frame.setdefault(face.frame, []).append(face)
     used: set[int] = set()
     matched: list[tuple[FaceIn, Face]] = []
+    pending: list[tuple[Face, bytes]] = []
+    staging = feature_store.staging(session, media.kind)
     for f in faces:
         candidates = [c for c in by_frame.get(f.frame, []) if c.id not in used]
         best = max(candidates, key=lambda c: iou(c.box, f.box), default=None)
@@ -330,12 +332,16 @@ def _store_media(
                 has_crop.add(face.id)
         if f.features is not None and face.id not in has_features:
             face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
+            if staging and face.feature_dim:  # a video's wait apart until they move to its file
+                pending.append((face, face.features))
+                face.features = feature_store.IN_FILE
             if face.id is not None:
                 has_features.add(face.id)
             face.feature_model = f.feature_model or f.model
             counts.features_stored += 1
         matched.append((f, face))
     session.flush()
+    feature_store.add_pending(session, media.id, [(face.id, data) for face, data in pending])
 
     # Predictions: one per face and model run, never replaced.
     face_ids = [face.id for _, face in matched]

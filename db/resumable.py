@@ -187,6 +187,8 @@ def store_chunk(
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: list[tuple[FaceIn, Face]] = []
     crops = features = 0
+    pending: list[tuple[Face, bytes]] = []  # the features wait apart until the video is finished (db.feature_store)
+    staging = feature_store.staging(session, "video")
     for f in faces:
         face = face_row(f, media_id)
         if store_crops and not media.recut_crops and f.crop_png is not None:
@@ -194,11 +196,15 @@ def store_chunk(
             crops += 1
         if f.features is not None:
             face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
+            if staging and face.feature_dim:
+                pending.append((face, face.features))
+                face.features = feature_store.IN_FILE
             face.feature_model = f.feature_model or f.model
             features += 1
         session.add(face)
         rows.append((f, face))
     session.flush()
+    feature_store.add_pending(session, media_id, [(face.id, data) for face, data in pending])
     for f, face in rows:
         session.add(prediction_row(f, face.id))
     if range_number is None:
