@@ -151,8 +151,9 @@ def synthetic(n_faces: int) -> None:
             file = sum(p.stat().st_size for p in Path(tmp).rglob("*.features.npy"))
             print(
                 f"synthetic, {n} faces, SQLite page {page} B: database growth {rows / n:.0f} bytes per face with "
-                f"the features in the database, {grown / n:.0f} with them in the recording's file ({file / n:.0f} bytes "
-                f"per face there); per 60-min 16-student lecture: database {rows / n * LECTURE_FACES / 1e6:.0f} -> "
+                f"the features in the database, {grown / n:.0f} with them in the recording's file "
+                f"({file / n:.0f} bytes per face there); per 60-min 16-student lecture: database "
+                f"{rows / n * LECTURE_FACES / 1e6:.0f} -> "
                 f"{grown / n * LECTURE_FACES / 1e6:.0f} MB, store beyond the media file "
                 f"{(grown + file) / n * LECTURE_FACES / 1e6:.0f} MB"
             )
