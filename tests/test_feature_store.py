@@ -154,3 +154,43 @@ def test_delete_and_drop_features_remove_the_file(store: LabelStore) -> None:
     assert counts["files"] == 1 and not files[1].exists()
     left = store.transaction(lambda s: s.scalar(select(func.count(Face.id))), write=False)
     assert left == 4  # study s keeps its faces (features dropped)
+
+
+def test_a_video_analysed_in_stretches_keeps_its_features_apart_then_in_its_file(store: LabelStore) -> None:
+    from db.schema import PendingFeatures
+
+    state = store.begin_video("s", b"long-lecture", "long.mp4", VIDEO)
+    boxes = [(10.0, 20.0, 90.0, 110.0), (100.0, 20.0, 180.0, 110.0)]
+    vectors = {}
+    for k in range(3):
+        results = fake_results("long.mp4", boxes, ["Neutral", "Anger"], frames=[k, k], seed=10 + k)
+        store.store_chunk(state.media_id, results, until_s=k * 0.1, until_frame=k, samples=k + 1)
+        vectors.update({(k, i): r.prediction.features for i, r in enumerate(results)})
+    pending = store.transaction(lambda s: s.scalar(select(func.count()).select_from(PendingFeatures)), write=False)
+    assert pending == 6 and all(f == b"" for f, _ in _rows(store).values())
+    ids = sorted(_rows(store))
+    while_partial = {i: store.face_features(i) for i in ids}  # readers read the pending ones
+    assert all(v is not None and v.size == 16 for v in while_partial.values())
+    store.finish_video(state.media_id, {}, [], duration_s=1.0, fps=10.0, width=640, height=360)
+    pending = store.transaction(lambda s: s.scalar(select(func.count()).select_from(PendingFeatures)), write=False)
+    assert pending == 0 and len(list(store.media_root.rglob(f"*{feature_store.SUFFIX}"))) == 1
+    for i in ids:
+        np.testing.assert_array_equal(store.face_features(i), while_partial[i])
+
+
+def test_a_session_without_a_media_root_keeps_the_features_in_rows(tmp_path: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from db.ingest import analysed_file, store_files
+
+    store = LabelStore(f"sqlite:///{tmp_path / 'b.sqlite3'}", data_dir=tmp_path / "data")
+    store.upgrade()
+    try:
+        results = fake_results("v.mp4", [(1.0, 2.0, 50.0, 60.0)], ["Anger"], frames=[0], tracks=[0], seed=1)
+        with Session(store.engine) as s, s.begin():
+            store_files(s, "s", [analysed_file(b"v-bytes", "v.mp4", results, media_info=VIDEO)])
+        rows = _rows(store)
+        assert all(f for f, _ in rows.values()) and not list(tmp_path.rglob(f"*{feature_store.SUFFIX}"))
+        assert store.face_features(next(iter(rows))) is not None
+    finally:
+        store.close()
