@@ -1,19 +1,19 @@
-"""Where stored backbone features live, and the one way to read them: face rows, or one file per finished video.
+"""Where stored backbone features live, and the one way to read them: face rows, pending, or one file per video.
 
-A still, and a video still being analysed, keep each face's features in its row (``faces.features``, the forms of
-:mod:`db.codecs`). When a video's analysis is finished (engagement, tracks and persons computed and stored:
-:func:`db.ingest.store_files` for a whole video, :func:`db.resumable.finish_video` for one stored in ranges), its
-faces' feature bytes move out of the faces table into one columnar file beside its media file
-(:func:`move_video`), ``<media root>/<study id>/<sha256>.features.npy``: a NumPy structured array of
-``(id int64, f uint8[L])`` in face-id order, ``f`` the exact stored bytes of the row (so every export is
-byte-equal before and after the move). The file is written to a temporary name, fsynced and moved into place
-(owner-only, like the media files); ``media.features_file`` then holds ``"<count>:<size>:<sha256>"`` of it, and
-each moved row keeps ``feature_dim``/``feature_model`` with ``features = b''`` (:data:`IN_FILE`): "in the file".
-Counts of faces with features (``features IS NOT NULL``) are unchanged by the move.
+A still keeps each face's features in its row (``faces.features``, the forms of :mod:`db.codecs`). A video's wait
+in ``pending_features`` while it is analysed (apart from ``faces``, so that moving them frees whole pages, which the
+next recordings reuse; the face row holds ``features = b''``, :data:`IN_FILE`). When the video's analysis is
+finished (engagement, tracks and persons computed and stored: :func:`db.ingest.store_files` for a whole video,
+:func:`db.resumable.finish_video` for one stored in stretches), they move into one columnar file beside its media
+file (:func:`move_video`), ``<media root>/<study id>/<sha256>.features.npy``: a NumPy structured array of
+``(id int64, f uint8[L])`` in face-id order, ``f`` the exact stored bytes (so every export is byte-equal before
+and after the move). The file is written to a temporary name, fsynced and moved into place (owner-only, like the
+media files); ``media.features_file`` then holds ``"<count>:<size>:<sha256>"`` of it. Counts of faces with
+features (``features IS NOT NULL``) are unchanged by the move.
 
-A face row costs ~780 bytes instead of ~2,070 (``bench/bench_storage.py``): the 1,288 bytes of a compact
-1280-d vector move to the file. A video whose faces' features differ in length (float32 rows of an old store
-next to compact ones) keeps them in its rows.
+The database grows by ~650-700 bytes per video face instead of ~2,050 (``bench/bench_storage.py``): the 1,288
+bytes of a compact 1280-d vector move to the file (1,296 bytes a face there). A video whose faces' features
+differ in length (float32 rows of an old store next to compact ones) keeps them where they are.
 
 Every reader goes through :func:`stored_bytes` / :func:`features`: the exports, fine-tuning
 (:mod:`db.training`), persons' appearance (:mod:`db.roster`), ``LabelStore.face_features``/``features_of``.
@@ -21,7 +21,7 @@ A file is checked when opened: its size and row count against ``media.features_f
 checks the sha256). The store tells a session where the media root is (:func:`bind`, in
 ``LabelStore.transaction``); a session without one (a bare session of a test or a bench) keeps features in rows.
 ``delete_media`` removes the file with the media file (:func:`file_path`); ``compact --drop-features`` removes it
-(:func:`drop_file`).
+(:func:`drop_file`); ``LabelStore.backup`` copies the files beside the database copy (:func:`backup_files`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from db.codecs import features_from_bytes
 from db.errors import StoreError
-from db.media_files import FILE_MODE, make_private_dir
+from db.media_files import FILE_MODE, make_private_dir, write_private
 from db.schema import Face, Media, PendingFeatures
 
 ROOT_KEY = "affectlab_media_root"
@@ -371,3 +371,17 @@ def files_of(session: Session, media_ids: Sequence[int]) -> list[Path]:
         if path is not None:
             out.append(path)
     return out
+
+
+def backup_files(root: Path, backup: Path) -> Path:
+    """Copies every feature file under ``root`` beside a database backup (``<backup>.features/<study id>/``).
+
+    The database copy refers to them: restoring it means putting these files back under the media root. Returns
+    ``backup``.
+    """
+    files = sorted(Path(root).glob(f"*/*{SUFFIX}")) if Path(root).is_dir() else []
+    for path in files:
+        target = backup.with_name(backup.name + ".features") / path.parent.name / path.name
+        make_private_dir(target.parent)
+        write_private(target, path)
+    return backup

@@ -1077,8 +1077,11 @@ class LabelStore:
         Raises:
             BackupUnsupportedError: On PostgreSQL (see :func:`db.maintenance.backup`).
         """
-        return maintenance.backup(
-            self.url, Path(out) if out is not None else maintenance.default_backup_path(self.data_dir)
+        return feature_store.backup_files(  # and the finished videos' feature files beside it (db.feature_store)
+            self.media_root,
+            maintenance.backup(
+                self.url, Path(out) if out is not None else maintenance.default_backup_path(self.data_dir)
+            ),
         )
 
     def vacuum(self) -> int:

@@ -1,4 +1,7 @@
-"""Features of finished videos in one file per recording (db.feature_store): every reader, the migration, deletes."""
+"""Features of finished videos in one file per recording (db.feature_store): every reader, the migration, deletes.
+
+The ``store`` fixture (tests/pg.py) runs each test on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
@@ -37,14 +40,6 @@ def _still(store: LabelStore, study: str) -> list:
 def _rows(store: LabelStore) -> dict[int, tuple[bytes | None, str]]:
     stmt = select(Face.id, Face.features, Media.kind).join(Media, Face.media_id == Media.id).order_by(Face.id)
     return store.transaction(lambda s: {int(i): (f, k) for i, f, k in s.execute(stmt)}, write=False)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    s = LabelStore(f"sqlite:///{tmp_path / 'f.sqlite3'}", data_dir=tmp_path / "data")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_a_finished_video_keeps_its_features_in_one_file_and_every_reader_reads_them(store: LabelStore) -> None:
@@ -192,5 +187,18 @@ def test_a_session_without_a_media_root_keeps_the_features_in_rows(tmp_path: Pat
         rows = _rows(store)
         assert all(f for f, _ in rows.values()) and not list(tmp_path.rglob(f"*{feature_store.SUFFIX}"))
         assert store.face_features(next(iter(rows))) is not None
+    finally:
+        store.close()
+
+
+def test_a_backup_copies_the_feature_files_beside_the_database(tmp_path: Path) -> None:
+    store = LabelStore(f"sqlite:///{tmp_path / 'k.sqlite3'}", data_dir=tmp_path / "data")
+    store.upgrade()
+    try:
+        _video(store, "s", "a.mp4", 5, seed=8)
+        (path,) = store.media_root.rglob(f"*{feature_store.SUFFIX}")
+        out = store.backup(tmp_path / "b" / "copy.sqlite3")
+        copy = out.with_name(out.name + ".features") / path.parent.name / path.name
+        assert copy.read_bytes() == path.read_bytes() and oct(copy.stat().st_mode & 0o777) == oct(0o600)
     finally:
         store.close()
