@@ -222,7 +222,7 @@ def analyse(tmp: Path, name: str, codec: str, keep: bool, video: Path, session: 
         out = service.analyze(Source("lecture.mp4", path=video))
         took = time.perf_counter() - t0
     finally:
-        feature_store.bind = bind  # type: ignore[assignment]
+        feature_store.bind = bind
     n = out.n_faces
     files = [p for p in (tmp / name / "media").rglob("*") if p.is_file()]
     feats = sum(p.stat().st_size for p in files if p.name.endswith(feature_store.SUFFIX))
