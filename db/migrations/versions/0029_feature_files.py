@@ -3,8 +3,7 @@
 Also ``pending_features``: a video's features while it is analysed (apart from ``faces``, so that moving them
 frees whole pages). The data step moves the features of every completely analysed video into its file beside the
 media files when the store's media root is known (``LabelStore.upgrade``, ``python -m db upgrade``); without one
-the rows keep them. The rows' space is reused by new rows only after ``python -m db compact --vacuum`` (or
-``db vacuum``). Downgrading reads the pending features and the files back into the rows and removes the files.
+the rows keep them. The space the rows shrink by comes back with ``python -m db vacuum``. Downgrading reads the pending features and the files back into the rows and removes the files.
 
 Revision ID: 0029
 Revises: 0027
