@@ -83,7 +83,7 @@ def _run(db: str, fmt: str, design: str, out: str, results: Any) -> None:
     """One export in a fresh process; puts (wall s, CPU s, peak RSS MB)."""
     import numpy as np
 
-    from db import exports
+    from db import export_features, exports
     from db.codecs import features_from_bytes
     from db.services import LabelStore
 
@@ -96,13 +96,13 @@ def _run(db: str, fmt: str, design: str, out: str, results: Any) -> None:
         store.transaction(lambda s: _before_parquet(s, study, Path(out)), write=False)
     else:
         if design == "before":  # features: one vector at a time, deflate at zlib's default level
-            exports.FEATURES_ZIP_LEVEL = 6
+            export_features.FEATURES_ZIP_LEVEL = 6
 
             def one_by_one(data: bytes, dim: int) -> Any:
                 n = dim + 8
                 return np.stack([features_from_bytes(data[i : i + n], dim) for i in range(0, len(data), n)])
 
-            exports.decode_compact = one_by_one
+            export_features.decode_compact = one_by_one
         store.transaction(lambda s: exports.export_stream(s, study, cast(Any, fmt), Path(out), workers=1), write=False)
     results.put(
         (time.perf_counter() - t0, time.process_time() - c0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -7,15 +7,19 @@ published formats (emotion EfficientNet-B0 and the engagement attention model, n
 
 - before: the layout of revision 0005: every crop stored as PNG, features float32 (``keep_video_crops`` and
   ``feature_codec='float32'``);
-- after: the defaults: crops re-cut from the kept recording, features compact (uint8, per-vector minimum and step).
+- rows: crops re-cut from the kept recording, features compact (uint8, per-vector minimum and step) in the faces'
+  rows (the defaults before revision 0029);
+- after: the defaults: as rows, but the finished video's features in one file beside the recording
+  (:mod:`db.feature_store`).
 
 Printed side by side: database growth per face (SQLite pages in use), of it crops, features and prediction
-probabilities, the store beyond the media file per face, extrapolated to a 60-minute 16-student lecture at 5 fps
-(288,000 faces), and `db compact --drop-features` on the after store. Then what compact features change, on the
-same faces: tracks and persons (face to track and to person, equal or not), engagement per track (max |score
-difference|, labels equal), the emotion head on the stored features (what fine-tuning fits: top class agreement,
-max |probability difference|), that re-cut crops are pixel-equal to the stored ones, and the imagefolder export's
-time per face from stored crops and from re-cut ones.
+probabilities, the features file, the store beyond the media file per face, extrapolated to a 60-minute 16-student
+lecture at 5 fps (288,000 faces), and `db compact --drop-features` on the after store. Then what compact features
+change, on the same faces: tracks and persons (face to track and to person, equal or not), engagement per track
+(max |score difference|, labels equal), the emotion head on the stored features (what fine-tuning fits: top class
+agreement, max |probability difference|), that re-cut crops are pixel-equal to the stored ones, and the imagefolder
+export's time per face from stored crops and from re-cut ones. ``--synthetic N`` stores N faces through
+``store_chunk`` (no inference) and prints the database growth while the video is analysed and once it is finished.
 
     PYTHONPATH=. .venv/bin/python bench/bench_storage.py [--seconds 12]
 """
@@ -29,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -145,10 +150,17 @@ def synthetic(n_faces: int) -> None:
                 )
                 frame += 150
             n = frame * 16
-            grown = db_used_bytes(db) - empty
+            rows = db_used_bytes(db) - empty  # unfinished: the features in the database (pending, as rows were)
+            store.ingest.finish_video(state.media_id, {}, [], duration_s=3600.0, fps=25.0, width=1280, height=720)
+            grown = db_used_bytes(db) - empty  # finished: the features in the recording's file (db.feature_store)
+            file = sum(p.stat().st_size for p in Path(tmp).rglob("*.features.npy"))
             print(
-                f"synthetic, {n} faces, SQLite page {page} B: database growth {grown / n:.0f} bytes per face, "
-                f"{grown / n * LECTURE_FACES / 1e6:.0f} MB per 60-min 16-student lecture"
+                f"synthetic, {n} faces, SQLite page {page} B: database growth {rows / n:.0f} bytes per face with "
+                f"the features in the database, {grown / n:.0f} with them in the recording's file "
+                f"({file / n:.0f} bytes per face there); per 60-min 16-student lecture: database "
+                f"{rows / n * LECTURE_FACES / 1e6:.0f} -> "
+                f"{grown / n * LECTURE_FACES / 1e6:.0f} MB, store beyond the media file "
+                f"{(grown + file) / n * LECTURE_FACES / 1e6:.0f} MB"
             )
             store.close()
 
@@ -189,6 +201,74 @@ def effects(n: int = 2000) -> None:
         )
 
 
+def analyse(tmp: Path, name: str, codec: str, keep: bool, video: Path, session: Any, *, in_rows: bool) -> Any:
+    """The recording analysed into a new store (``in_rows``: its features kept in the faces' rows, as before
+    :mod:`db.feature_store`); the store and its bytes per face."""
+    from affectlab.analysis import AnalysisService, Options, Source
+    from db import feature_store
+    from db.services import LabelStore
+
+    db = tmp / f"{name}.sqlite3"
+    store = LabelStore(f"sqlite:///{db}", data_dir=tmp / name, feature_codec=codec)
+    store.upgrade()
+    store.upkeep.set_keep_video_crops("lecture", keep)
+    empty = db_used_bytes(db)
+    bind = feature_store.bind
+    if in_rows:  # sessions without a media root keep the features in rows (the layout before revision 0029)
+        feature_store.bind = lambda s, _root: bind(s, None)  # type: ignore[assignment]
+    try:
+        t0 = time.perf_counter()
+        service = AnalysisService(store, "lecture", lambda: session, Options(fps=5.0, keep_file=True))
+        out = service.analyze(Source("lecture.mp4", path=video))
+        took = time.perf_counter() - t0
+    finally:
+        feature_store.bind = bind
+    n = out.n_faces
+    files = [p for p in (tmp / name / "media").rglob("*") if p.is_file()]
+    feats = sum(p.stat().st_size for p in files if p.name.endswith(feature_store.SUFFIX))
+    return store, {
+        "faces": n,
+        "db": (db_used_bytes(db) - empty) / n,
+        "crops": column_bytes(db, "SELECT sum(length(crop_png)) FROM faces") / n,
+        "features": column_bytes(db, "SELECT sum(length(features)) FROM faces") / n,
+        "pending": column_bytes(db, "SELECT sum(length(features)) FROM pending_features") / n,
+        "file": feats / n,
+        "probs": column_bytes(db, "SELECT sum(length(probs)) FROM predictions") / n,
+        "media": sum(p.stat().st_size for p in files) - feats,
+        "took": took,
+    }
+
+
+def print_sizes(sizes: dict[str, dict[str, float]], seconds: float) -> None:
+    """The bytes per face of the three layouts, side by side."""
+    b, r, a = sizes["before"], sizes["rows"], sizes["after"]
+    print(
+        f"gallery 1280x720, 16 students, {seconds:g} s analysed at 5 fps: {int(a['faces'])} faces "
+        f"(analysis {b['took']:.0f} / {r['took']:.0f} / {a['took']:.0f} s); recording {a['media'] / 1e6:.2f} MB kept"
+    )
+    print("before: revision 0005 (crops and float32 features stored); rows: compact features in the faces' rows;")
+    print("after: the features of the finished video in its file beside the recording (db.feature_store)")
+    print(f"{'bytes per video face':<44}{'before':>10}{'rows':>10}{'after':>10}")
+    for key, label in (
+        ("db", "database growth (pages in use)"),
+        ("crops", "  of it: PNG crops"),
+        ("features", "  of it: features in the faces' rows"),
+        ("pending", "  of it: pending features"),
+        ("probs", "  of it: prediction probabilities (JSON)"),
+        ("file", "features file beside the recording"),
+    ):
+        print(f"{label:<44}{b[key]:>10.0f}{r[key]:>10.0f}{a[key]:>10.0f}")
+    total = {k: v["db"] + v["file"] for k, v in sizes.items()}
+    lec_db = {k: v["db"] * LECTURE_FACES / 1e6 for k, v in sizes.items()}
+    lec_all = {k: v * LECTURE_FACES / 1e6 for k, v in total.items()}
+    for label, row, fmt in (
+        ("store beyond the media file", total, ".0f"),
+        ("60-min lecture (288,000 faces): database, MB", lec_db, ".0f"),
+        ("60-min lecture: store beyond the media, MB", lec_all, ".0f"),
+    ):
+        print(f"{label:<44}" + "".join(f"{row[k]:>10{fmt}}" for k in ("before", "rows", "after")))
+
+
 def main() -> int:
     """Runs the bench."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -199,9 +279,7 @@ def main() -> int:
         synthetic(args.synthetic)
         effects()
         return 0
-    from affectlab.analysis import AnalysisService, Options, Source
     from db.codecs import FEATURES_F32, decode_png, features_from_bytes, features_to_bytes
-    from db.services import LabelStore
     from models.analysis import AnalysisSession
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-storage-"))
@@ -209,47 +287,11 @@ def main() -> int:
         video = make_video(tmp, args.seconds)
         session = AnalysisSession.open("enet_b0_8_best_vgaf", weights(tmp / "weights"))
         assert session.engagement is not None
-        stores: dict[str, LabelStore] = {}
+        stores: dict[str, Any] = {}
         sizes: dict[str, dict[str, float]] = {}
-        for name, codec, keep in (("before", FEATURES_F32, True), ("after", "u8", False)):
-            db = tmp / f"{name}.sqlite3"
-            store = LabelStore(f"sqlite:///{db}", data_dir=tmp / name, feature_codec=codec)
-            store.upgrade()
-            store.upkeep.set_keep_video_crops("lecture", keep)
-            empty = db_used_bytes(db)
-            t0 = time.perf_counter()
-            service = AnalysisService(store, "lecture", lambda: session, Options(fps=5.0, keep_file=True))
-            out = service.analyze(Source("lecture.mp4", path=video))
-            took = time.perf_counter() - t0
-            n = out.n_faces
-            grown = db_used_bytes(db) - empty
-            media = sum(p.stat().st_size for p in (tmp / name / "media").rglob("*") if p.is_file())
-            sizes[name] = {
-                "faces": n,
-                "db": grown / n,
-                "crops": column_bytes(db, "SELECT sum(length(crop_png)) FROM faces") / n,
-                "features": column_bytes(db, "SELECT sum(length(features)) FROM faces") / n,
-                "probs": column_bytes(db, "SELECT sum(length(probs)) FROM predictions") / n,
-                "media": media,
-                "took": took,
-            }
-            stores[name] = store
-        b, a = sizes["before"], sizes["after"]
-        print(
-            f"gallery 1280x720, 16 students, {args.seconds:g} s analysed at 5 fps: {int(a['faces'])} faces "
-            f"(analysis {b['took']:.0f} s / {a['took']:.0f} s); recording {a['media'] / 1e6:.2f} MB kept beside"
-        )
-        print(f"{'bytes per video face':<44}{'before':>10}{'after':>10}")
-        for key, label in (
-            ("db", "database growth (pages in use)"),
-            ("crops", "  of it: PNG crops"),
-            ("features", "  of it: features"),
-            ("probs", "  of it: prediction probabilities (JSON)"),
-        ):
-            print(f"{label:<44}{b[key]:>10.0f}{a[key]:>10.0f}")
-        print(f"{'store beyond the media file':<44}{b['db']:>10.0f}{a['db']:>10.0f}")
-        lec_b, lec_a = b["db"] * LECTURE_FACES / 1e6, a["db"] * LECTURE_FACES / 1e6
-        print(f"{'60-min 16-student lecture (288,000 faces), MB':<44}{lec_b:>10.0f}{lec_a:>10.0f}")
+        for name, codec, keep in (("before", FEATURES_F32, True), ("rows", "u8", False), ("after", "u8", False)):
+            stores[name], sizes[name] = analyse(tmp, name, codec, keep, video, session, in_rows=name != "after")
+        print_sizes(sizes, args.seconds)
 
         # What compact features change, on the same faces (the analysis is deterministic: same boxes).
         fb, fa = stores["before"].recordings.faces("lecture"), stores["after"].recordings.faces("lecture")
@@ -314,11 +356,11 @@ def main() -> int:
         )
         t0 = time.perf_counter()
         rep = stores["after"].upkeep.compact("lecture", drop_features=True, vacuum=True)
-        dropped = db_used_bytes(tmp / "after.sqlite3")
+        dropped = db_used_bytes(tmp / "after.sqlite3") / sizes["after"]["faces"]
         print(
             f"after `db compact --drop-features --vacuum` ({time.perf_counter() - t0:.1f} s, "
-            f"{rep.features_dropped} features dropped): {dropped / a['faces']:.0f} bytes per face in the database "
-            f"(schema included), {dropped / a['faces'] * LECTURE_FACES / 1e6:.0f} MB per lecture"
+            f"{rep.features_dropped} features dropped): {dropped:.0f} bytes per face in the database "
+            f"(schema included), {dropped * LECTURE_FACES / 1e6:.0f} MB per lecture"
         )
         for s in stores.values():
             s.close()

@@ -25,10 +25,10 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import crops, repo, status
+from db import crops, feature_store, repo, status
 from db.codecs import compact_feature_bytes, decode_png
 from db.media_files import media_path
-from db.schema import Face, Media
+from db.schema import Face, Media, PendingFeatures
 
 BATCH = 1000
 """Faces per transaction."""
@@ -143,6 +143,18 @@ def drop_features(session: Session, study_id: int) -> int:
     videos = select(Media.id).where(
         Media.study_id == study_id, Media.kind == "video", Media.analysis_status == "complete"
     )
+    pending = select(PendingFeatures.face_id).where(PendingFeatures.media_id == Media.id).exists()
+    elsewhere = Media.id.in_(videos) & (Media.features_file.is_not(None) | pending)
+    with_file = session.scalar(select(Media.id).where(elsewhere).limit(1))
+    if with_file is not None:  # a video's pending features or its file (db.feature_store): dropped, the file goes
+        n = session.scalar(
+            select(func.count(Face.id)).where(Face.media_id == with_file, func.length(Face.features) == 0)
+        )
+        path = feature_store.drop_file(session, with_file)
+        if path is not None:
+            path.unlink(missing_ok=True)
+        status.mark(session, media=[with_file])
+        return max(int(n or 0), 1)
     ids = list(
         session.scalars(
             select(Face.id).where(Face.media_id.in_(videos), Face.features.is_not(None)).order_by(Face.id).limit(BATCH)

@@ -21,14 +21,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from db import face_pages, labels
 from db.labels import ModelKey
 from db.rows import group_name
-from db.schema import Face, Media
 
 RowBuilder = Callable[[Any, Any, Any], list[Any]]
 """``(face_label, split, classes) -> values``: :func:`db.exports.row_values`, passed in (no import cycle)."""
@@ -222,29 +220,11 @@ def iter_row_pages(
     """
     conn = session.connection()
     media = face_pages.study_media(session, study_id)
-    span = select(func.min(Face.id), func.max(Face.id), func.count(Face.id)).join(Media, Face.media_id == Media.id)
-    span = span.where(Media.study_id == study_id)
-    if after is not None:
-        span = span.where(Face.id > after)
-    if until is not None:
-        span = span.where(Face.id <= until)
-    got: Any = conn.execute(span).one()  # one index-only pass: where the pages start and end
-    first, top, total = got
-    if first is None:
-        return
-    base = face_pages._face_select(study_id, by_key=True).where(Face.id <= top)
     windows: dict[int, Any] = {}
-    last = int(first) - 1
     done = 0
-    while True:
-        faces = conn.execute(base.where(Face.id > last).order_by(Face.id).limit(page_size)).all()
-        if not faces:
-            break
-        last = faces[-1].id
+    for faces, total in face_pages.page_spans(conn.execute, study_id, page_size=page_size, after=after, until=until):
         rows = _page_rows(session, conn, faces, media, primary, classes, by_group, tally, windows, row_values)
         done += len(rows)
         yield rows
         if progress is not None:
             progress(done, max(total, done))
-        if len(faces) < page_size:
-            break

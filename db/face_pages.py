@@ -278,6 +278,39 @@ def iter_face_pages(
         until: Only faces with an id up to this one.
     """
     media = study_media(session, study_id)
+    windows: dict[int, Any] = {}
+    done = 0
+    spans = page_spans(session.execute, study_id, page_size=page_size, media_id=media_id, after=after, until=until)
+    for page, total in spans:
+        faces = [_FaceRow(*r) for r in page]
+        rows = labels_of_faces(session, faces, media, primary, windows)
+        done += len(rows)
+        yield rows
+        if progress is not None:
+            progress(done, max(total, done))
+
+
+def page_spans(
+    execute: Callable[[Any], Any],
+    study_id: int,
+    *,
+    page_size: int = PAGE_SIZE,
+    media_id: int | None = None,
+    after: int | None = None,
+    until: int | None = None,
+) -> Iterator[tuple[Sequence[Any], int]]:
+    """The keyset walk of a study's faces by id: pages of ``_face_select(by_key=True)`` rows, and the faces in range.
+
+    One index-only pass finds where the pages start and end, then each page is one primary-key range query.
+
+    Args:
+        execute: ``Session.execute`` or ``Connection.execute`` (the raw rows of the streamed exports).
+        study_id: The study.
+        page_size: Faces per page.
+        media_id: Only the faces of this media item.
+        after: Only faces with a larger id.
+        until: Only faces with an id up to this one.
+    """
     span = select(func.min(Face.id), func.max(Face.id), func.count(Face.id)).join(Media, Face.media_id == Media.id)
     span = span.where(Media.study_id == study_id)
     if media_id is not None:
@@ -286,8 +319,7 @@ def iter_face_pages(
         span = span.where(Face.id > after)
     if until is not None:
         span = span.where(Face.id <= until)
-    got: Any = session.execute(span).one()  # one index-only pass: where the pages start and end
-    first, top, total = got
+    first, top, total = execute(span).one()
     if first is None:
         return
     # The pages walk the faces by primary key (``media_id + 0`` keeps the planner off the (media, frame) index,
@@ -295,22 +327,15 @@ def iter_face_pages(
     base = _face_select(study_id, by_key=True).where(Face.id <= top)
     if media_id is not None:
         base = base.where(Face.media_id + 0 == media_id)
-    windows: dict[int, Any] = {}
     last = int(first) - 1
-    done = 0
     while True:
-        stmt = base.where(Face.id > last).order_by(Face.id).limit(page_size)
-        faces = [_FaceRow(*r) for r in session.execute(stmt)]
+        faces = execute(base.where(Face.id > last).order_by(Face.id).limit(page_size)).all()
         if not faces:
-            break
+            return
         last = faces[-1].id
-        rows = labels_of_faces(session, faces, media, primary, windows)
-        done += len(rows)
-        yield rows
-        if progress is not None:
-            progress(done, max(total, done))
+        yield faces, int(total)
         if len(faces) < page_size:
-            break
+            return
 
 
 _MODELS: dict[tuple[str, int, str | None], tuple[Any, ModelKey | None]] = {}

@@ -22,58 +22,49 @@ caller's Session (the services own the transaction) and end in the same storing 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import repo
-from db.codecs import FEATURES_U8, encode_png, features_to_bytes, image_size, sha256_bytes
+from db import feature_store, repo
+from db.codecs import FEATURES_U8, features_to_bytes, image_size, sha256_bytes
+from db.ingest_rows import (
+    FaceIn,
+    MediaInfo,
+    _engagement_at,
+    _windows,
+    face_in,
+    face_row,
+    guess_kind,
+    prediction_row,
+    version_of,
+)
 from db.media_files import base_name
 from db.persons import store_persons
 from db.rows import IngestReport
 from db.schema import EngagementWindow, Face, Media, Prediction, Study, Track
-from models.decode import VIDEO_SUFFIXES
-from models.types import Box, FaceResult, TrackResult, iou
+from models.types import FaceResult, TrackResult, iou
+
+__all__ = [
+    "FACE_MATCH_IOU",
+    "AnalysedFile",
+    "FaceIn",
+    "MediaInfo",
+    "analysed_file",
+    "face_in",
+    "face_row",
+    "guess_kind",
+    "ingest_results",
+    "prediction_row",
+    "store_files",
+    "version_of",
+]
 
 FACE_MATCH_IOU = 0.9
 """Boxes on the same frame overlapping at least this much are the same face."""
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What is known about a media file besides its bytes."""
-
-    kind: str
-    width: int | None = None
-    height: int | None = None
-    duration_s: float | None = None
-    fps: float | None = None
-
-
-@dataclass(frozen=True, eq=False)
-class FaceIn:
-    """A face to store with one prediction: a :class:`models.types.FaceResult` flattened for the tables."""
-
-    index: int
-    frame: int | None
-    time_s: float | None
-    track: int | None
-    box: Box
-    det_score: float
-    model: str
-    weights_hash: str
-    label: str
-    probs: dict[str, float]
-    valence: float | None = None
-    arousal: float | None = None
-    model_version: str | None = None
-    features: np.ndarray | None = None
-    feature_model: str | None = None
-    crop_png: bytes | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,97 +123,6 @@ class _Counts:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def version_of(model: str | None) -> str | None:
-    """The fine-tuned version a model name denotes (``base@...``, see ``models.versions``), else None."""
-    return model if model and "@" in model else None
-
-
-def guess_kind(filename: str) -> str:
-    """``video`` for video container suffixes (``models.decode.VIDEO_SUFFIXES``), else ``image``."""
-    return "video" if Path(filename).suffix.lower() in VIDEO_SUFFIXES else "image"
-
-
-def face_in(result: FaceResult, *, store_crops: bool = True, model_version: str | None = None) -> FaceIn:
-    """The face to store of a :class:`models.types.FaceResult`, its crop PNG-encoded (dropped unless ``store_crops``).
-
-    Called before the write transaction: encoding a crop is the costly part of storing a face.
-    """
-    p = result.prediction
-    x1, y1, x2, y2 = result.face.box
-    features = p.features if p.features is not None and np.size(p.features) > 0 else None
-    return FaceIn(
-        index=int(result.index),
-        frame=result.frame,
-        time_s=result.time_s,
-        track=result.track,
-        box=(float(x1), float(y1), float(x2), float(y2)),
-        det_score=float(result.face.det_score),
-        model=p.model,
-        weights_hash=p.weights_hash,
-        label=p.label if np.size(p.probs) else "",
-        probs=p.probs_dict(),
-        valence=p.valence,
-        arousal=p.arousal,
-        model_version=model_version or version_of(p.model),
-        features=features,
-        feature_model=p.model,
-        crop_png=encode_png(result.crop) if store_crops and result.crop is not None and result.crop.size else None,
-    )
-
-
-def face_row(f: FaceIn, media_id: int, track_id: int | None = None) -> Face:
-    """A new ``faces`` row of a face to store (its crop and features are set by the caller, where missing)."""
-    x1, y1, x2, y2 = (float(v) for v in f.box)
-    return Face(
-        media_id=media_id,
-        track_id=track_id,
-        face_index=f.index,
-        frame=f.frame,
-        time_s=f.time_s,
-        x1=x1,
-        y1=y1,
-        x2=x2,
-        y2=y2,
-        det_score=float(f.det_score),
-    )
-
-
-def prediction_row(f: FaceIn, face_id: int, engagement: float | None = None) -> Prediction:
-    """A new ``predictions`` row: the model's output for a stored face (append-only, never replaced)."""
-    probs = {str(k): float(v) for k, v in f.probs.items()}
-    return Prediction(
-        face_id=face_id,
-        model=f.model,
-        weights_hash=f.weights_hash,
-        model_version=f.model_version,
-        probs=probs,
-        label=f.label,
-        confidence=max(probs.values()) if probs else 0.0,
-        valence=_opt_float(f.valence),
-        arousal=_opt_float(f.arousal),
-        engagement=engagement,
-    )
-
-
-def _engagement_at(track: TrackResult | None, time_s: float | None) -> float | None:
-    if track is None or track.engagement is None:
-        return None
-    if time_s is not None:
-        for w in track.engagement.windows:
-            if w.start_s <= time_s <= w.end_s:
-                return float(w.p_engaged)
-    return float(track.engagement.score)
-
-
-def _windows(track: TrackResult) -> list[tuple[float, float, float]]:
-    eng = track.engagement
-    return [] if eng is None else [(float(w.start_s), float(w.end_s), float(w.p_engaged)) for w in eng.windows]
-
-
-def _opt_float(v: float | None) -> float | None:
-    return None if v is None else float(v)
-
-
 # ---------------------------------------------------------------------------------------------------- core
 
 
@@ -242,7 +142,51 @@ def _store_media(
     recut_video_crops: bool = False,
     feature_codec: str = FEATURES_U8,
 ) -> Media:
-    recut = recut_video_crops and store_crops and info.kind == "video" and not study.keep_video_crops
+    """Stores one analysed file: its media row, tracks, faces (crops, features), predictions and persons."""
+    media, existing_faces, has_crop, has_features = _media_row(
+        session,
+        study,
+        counts,
+        sha256=sha256,
+        size=size,
+        filename=filename,
+        info=info,
+        uploaded_by=uploaded_by,
+        recut=recut_video_crops and store_crops and info.kind == "video" and not study.keep_video_crops,
+    )
+    stored_tracks, track_in = _store_tracks(session, media, faces, tracks, counts)
+    matched = _store_faces(
+        session,
+        media,
+        faces,
+        existing_faces,
+        stored_tracks,
+        counts,
+        (has_crop, has_features),
+        store_crops,
+        feature_codec,
+    )
+    _store_predictions(session, matched, track_in, counts)
+    if track_in:
+        store_persons(session, media.id, {n: t.person for n, t in track_in.items()})
+    if media.kind == "video":
+        feature_store.move_video(session, media.id)  # a finished video's features go to its file
+    return media
+
+
+def _media_row(
+    session: Session,
+    study: Study,
+    counts: _Counts,
+    *,
+    sha256: str,
+    size: int,
+    filename: str,
+    info: MediaInfo,
+    uploaded_by: str | None,
+    recut: bool,
+) -> tuple[Media, list[Face], set[int], set[int]]:
+    """The media row (found or added), its stored faces, and those of them with a crop and with features."""
     media, created = repo.get_or_create(
         session,
         Media,
@@ -271,7 +215,13 @@ def _store_media(
     has_features = {i for i, _, f in session.execute(stored) if f} if existing_faces else set()
     counts.media_ids.append(media.id)
 
-    # Tracks (those listed, and any a face names without a listing).
+    return media, existing_faces, has_crop, has_features
+
+
+def _store_tracks(
+    session: Session, media: Media, faces: list[FaceIn], tracks: list[TrackResult], counts: _Counts
+) -> tuple[dict[int, Track], dict[int, TrackResult]]:
+    """The tracks listed, and any a face names without a listing: stored rows by number, results by number."""
     stored_tracks = {t.track_index: t for t in session.scalars(select(Track).where(Track.media_id == media.id))}
     track_in = {t.track: t for t in tracks}
     for f in faces:
@@ -303,13 +253,29 @@ def _store_media(
                 session.add_all(
                     EngagementWindow(track_id=row.id, start_s=s, end_s=e, p_engaged=p) for s, e, p in _windows(t)
                 )
+    return stored_tracks, track_in
 
-    # Faces: reuse by (frame, box), else insert.
+
+def _store_faces(
+    session: Session,
+    media: Media,
+    faces: list[FaceIn],
+    existing_faces: list[Face],
+    stored_tracks: Mapping[int, Track],
+    counts: _Counts,
+    stored: tuple[set[int], set[int]],
+    store_crops: bool,
+    feature_codec: str,
+) -> list[tuple[FaceIn, Face]]:
+    """Faces: reused by (frame, box), else inserted; crops and features filled in where a face has none."""
+    has_crop, has_features = stored
     by_frame: dict[int | None, list[Face]] = {}
     for face in existing_faces:
         by_frame.setdefault(face.frame, []).append(face)
     used: set[int] = set()
     matched: list[tuple[FaceIn, Face]] = []
+    pending: list[tuple[Face, bytes]] = []
+    staging = feature_store.staging(session, media.kind)
     for f in faces:
         candidates = [c for c in by_frame.get(f.frame, []) if c.id not in used]
         best = max(candidates, key=lambda c: iou(c.box, f.box), default=None)
@@ -330,14 +296,23 @@ def _store_media(
                 has_crop.add(face.id)
         if f.features is not None and face.id not in has_features:
             face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
+            if staging and face.feature_dim:  # a video's wait apart until they move to its file
+                pending.append((face, face.features))
+                face.features = feature_store.IN_FILE
             if face.id is not None:
                 has_features.add(face.id)
             face.feature_model = f.feature_model or f.model
             counts.features_stored += 1
         matched.append((f, face))
     session.flush()
+    feature_store.add_pending(session, media.id, [(face.id, data) for face, data in pending])
+    return matched
 
-    # Predictions: one per face and model run, never replaced.
+
+def _store_predictions(
+    session: Session, matched: list[tuple[FaceIn, Face]], track_in: Mapping[int, TrackResult], counts: _Counts
+) -> None:
+    """Predictions: one per face and model run, never replaced."""
     face_ids = [face.id for _, face in matched]
     have = set()
     if face_ids:
@@ -353,9 +328,6 @@ def _store_media(
         have.add(key)
         counts.predictions_new += 1
     session.flush()
-    if track_in:
-        store_persons(session, media.id, {n: t.person for n, t in track_in.items()})
-    return media
 
 
 def _study(session: Session, study: str | Study) -> Study:

@@ -50,15 +50,22 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Migrates the database to ``revision`` and returns the revision it is at afterwards."""
-    command.upgrade(alembic_config(engine), revision)
+def upgrade(engine: Engine, revision: str = "head", *, media_root: Path | None = None) -> str | None:
+    """Migrates the database to ``revision`` and returns the revision it is at afterwards.
+
+    ``media_root``: the store's kept media files, for data steps that move data to files (revision 0029).
+    """
+    cfg = alembic_config(engine)
+    cfg.attributes["media_root"] = media_root
+    command.upgrade(cfg, revision)
     return current_revision(engine)
 
 
-def downgrade(engine: Engine, revision: str) -> str | None:
-    """Migrates the database down to ``revision`` (``base`` empties it)."""
-    command.downgrade(alembic_config(engine), revision)
+def downgrade(engine: Engine, revision: str, *, media_root: Path | None = None) -> str | None:
+    """Migrates the database down to ``revision`` (``base`` empties it); ``media_root`` as for :func:`upgrade`."""
+    cfg = alembic_config(engine)
+    cfg.attributes["media_root"] = media_root
+    command.downgrade(cfg, revision)
     return current_revision(engine)
 
 

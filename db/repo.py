@@ -10,6 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db import feature_store
 from db.crops import crop_available
 from db.errors import NotFoundError, StudyNotFoundError
 from db.repo_annotations import add_annotation as add_annotation
@@ -380,10 +381,7 @@ def study_crops(session: Session, study_id: int, limit: int) -> list[bytes]:
 
 def stored_features(session: Session, face_id: int) -> tuple[bytes, int] | None:
     """The stored feature bytes of a face and their length in values, None when it has none."""
-    row = session.execute(select(Face.features, Face.feature_dim).where(Face.id == face_id)).first()
-    if row is None or row[0] is None or row[1] is None:
-        return None
-    return row[0], row[1]
+    return feature_store.stored_bytes(session, [face_id]).get(face_id)  # rows or the video's features file
 
 
 def faces_of_study(study_id: int) -> Select[Face, Media, int]:

@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from db import claims, ranges, repo, status
+from db import claims, feature_store, ranges, repo, status
 from db.claims import Claimant
 from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.errors import StoreError
@@ -187,6 +187,8 @@ def store_chunk(
         raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
     rows: list[tuple[FaceIn, Face]] = []
     crops = features = 0
+    pending: list[tuple[Face, bytes]] = []  # the features wait apart until the video is finished (db.feature_store)
+    staging = feature_store.staging(session, "video")
     for f in faces:
         face = face_row(f, media_id)
         if store_crops and not media.recut_crops and f.crop_png is not None:
@@ -194,11 +196,15 @@ def store_chunk(
             crops += 1
         if f.features is not None:
             face.features, face.feature_dim = features_to_bytes(f.features, feature_codec)
+            if staging and face.feature_dim:
+                pending.append((face, face.features))
+                face.features = feature_store.IN_FILE
             face.feature_model = f.feature_model or f.model
             features += 1
         session.add(face)
         rows.append((f, face))
     session.flush()
+    feature_store.add_pending(session, media_id, [(face.id, data) for face, data in pending])
     for f, face in rows:
         session.add(prediction_row(f, face.id))
     if range_number is None:
@@ -236,7 +242,10 @@ def stored_frames(session: Session, media_id: int, after_frame: int, max_frames:
     for frame, rows in grouped.items():
         feats = None
         if all(r.features is not None for r in rows):
-            feats = np.stack([features_from_bytes(r.features, int(r.feature_dim)) for r in rows])
+            in_file = feature_store.features(session, [r.id for r in rows if not r.features])  # a finished video's
+            feats = np.stack(
+                [in_file[r.id] if not r.features else features_from_bytes(r.features, r.feature_dim) for r in rows]
+            )
         out.append(
             StoredFrame(
                 frame=frame,
@@ -251,19 +260,8 @@ def stored_frames(session: Session, media_id: int, after_frame: int, max_frames:
 
 def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
     """The stored features of faces, in the order given, (N, D) float32 (faces without features are left out)."""
-    got: dict[int, np.ndarray] = {}
     ids = list(face_ids)
-    for i in range(0, len(ids), 500):
-        stmt = select(Face.id, Face.features, Face.feature_dim).where(
-            Face.id.in_(ids[i : i + 500]), Face.features.is_not(None)
-        )
-        got.update(
-            {
-                int(k): features_from_bytes(v, int(d))
-                for k, v, d in session.execute(stmt)
-                if v is not None and d is not None
-            }
-        )
+    got = feature_store.features(session, ids)  # rows, or a finished video's file
     kept = [got[i] for i in ids if i in got]
     return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
 
@@ -337,4 +335,5 @@ def finish_video(
     media.duration_s, media.fps = duration_s, fps
     media.width, media.height = width, height
     session.flush()
+    feature_store.move_video(session, media_id)  # finished: its features go to its file (db.feature_store)
     return len(rows)

@@ -33,8 +33,7 @@ from scipy.optimize import linear_sum_assignment
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import repo
-from db.codecs import features_from_bytes
+from db import feature_store, repo
 from db.errors import FileRefusedError
 from db.persons import PersonRow, current_persons
 from db.schema import Annotator, Face, Media, Participant, PersonAssignment, RosterExpected, Track
@@ -414,7 +413,7 @@ def _profiles(session: Session, media: Media, persons: Sequence[PersonRow]) -> d
     out = {}
     for p in persons:
         stmt = (
-            select(Face.x1, Face.y1, Face.x2, Face.y2, Face.features, Face.feature_dim)
+            select(Face.x1, Face.y1, Face.x2, Face.y2, Face.id)
             .where(Face.track_id.in_(p.track_ids))
             .order_by(Face.id)
             .limit(_SAMPLE_FACES)
@@ -423,7 +422,8 @@ def _profiles(session: Session, media: Media, persons: Sequence[PersonRow]) -> d
         if not rows:
             continue
         geo = np.median([[(x1 + x2) / 2, (y1 + y2) / 2, ((x2 - x1) + (y2 - y1)) / 2] for x1, y1, x2, y2, *_ in rows], 0)
-        feats = [features_from_bytes(f, d) for *_, f, d in rows if f is not None and d]
+        stored = feature_store.features(session, [r.id for r in rows])  # rows, or the video's file
+        feats = [v for r in rows if (v := stored.get(r.id)) is not None and v.size]
         unit = [v / n for v in feats if (n := float(np.linalg.norm(v))) > 0]
         out[p.person_id] = (geo / width, np.mean(unit, 0) if unit else np.zeros(0))
     return out

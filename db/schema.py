@@ -127,6 +127,9 @@ class Media(Base):
     """The recording's name in the study tables (a lecture's title); the file name when empty."""
     recorded_on: Mapped[date | None] = mapped_column(Date)
     """The day the recording was made (study tables' ``date`` column)."""
+    features_file: Mapped[str | None] = mapped_column(String(200), deferred=True)
+    """``count:size:sha256`` of the finished video's feature file, None while its features are in rows
+    (:mod:`db.feature_store`)."""
 
 
 class Track(Base):
@@ -182,7 +185,8 @@ class Face(Base):
     det_score: Mapped[float] = mapped_column(Float)
     crop_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     features: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
-    """Compact (``feature_dim + 8`` bytes) or float32 (``4 * feature_dim``) features, see :mod:`db.codecs`."""
+    """Compact (``feature_dim + 8`` bytes) or float32 (``4 * feature_dim``) features, see :mod:`db.codecs`; ``b''``
+    for a video face whose features are pending or in its video's file (:mod:`db.feature_store`)."""
     feature_dim: Mapped[int | None] = mapped_column(Integer)
     feature_model: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -191,6 +195,21 @@ class Face(Base):
     def box(self) -> tuple[float, float, float, float]:
         """``(x1, y1, x2, y2)`` in upright-image pixels (see :mod:`models.types`)."""
         return (self.x1, self.y1, self.x2, self.y2)
+
+
+class PendingFeatures(Base):
+    """A video face's features while its video is analysed, until they move to its file (:mod:`db.feature_store`).
+
+    Apart from ``faces`` so that moving them frees whole pages (reused by the next recordings); the face's row holds
+    ``features = b''`` meanwhile.
+    """
+
+    __tablename__ = "pending_features"
+    __table_args__ = (Index("ix_pending_features_media_id_face_id", "media_id", "face_id"),)
+
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True)
+    media_id: Mapped[int] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    features: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Prediction(Base):

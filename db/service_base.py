@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from db import codecs, crops
+from db import codecs, crops, feature_store
 from db.engine import is_retryable, make_engine, read_only, session_factory
 from db.errors import StoreBusyError
 from db.migrate import check_current, upgrade
@@ -74,7 +74,7 @@ class StoreBase:
 
     def upgrade(self) -> str | None:
         """Migrates the database to the newest schema; returns the revision."""
-        rev = upgrade(self.engine)
+        rev = upgrade(self.engine, media_root=self.media_root)
         self._schema_checked = True
         return rev
 
@@ -92,6 +92,7 @@ class StoreBase:
         delay = 0.02
         for attempt in range(1, self.retries + 1):
             session = (self._write if write else self._read)()
+            feature_store.bind(session, self.media_root)
             try:
                 if not self._schema_checked:
                     check_current(read_only(self.engine))

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db import (
     compact,
+    feature_store,
     maintenance,
     media_files,
     removal,
@@ -143,6 +144,7 @@ class Upkeep(Service):
             if model is Media:
                 m = repo.get_row(s, Media, ident, what)
                 kept[:] = [media_files.media_path(self.base.media_root, m.study_id, m.sha256, m.filename)]
+                kept.extend(feature_store.files_of(s, [ident]))  # its features file (db.feature_store)
             return removal.delete_target(s, model, ident, what)
 
         counts = self._tx(work)
@@ -179,9 +181,9 @@ class Upkeep(Service):
         Raises:
             BackupUnsupportedError: On PostgreSQL (see :func:`db.maintenance.backup`).
         """
-        return maintenance.backup(
-            self.base.url, Path(out) if out is not None else maintenance.default_backup_path(self.base.data_dir)
-        )
+        target = Path(out) if out is not None else maintenance.default_backup_path(self.base.data_dir)
+        # and the finished videos' feature files beside it (db.feature_store)
+        return feature_store.backup_files(self.base.media_root, maintenance.backup(self.base.url, target))
 
     def vacuum(self) -> int:
         """Rebuilds the SQLite file without free pages (``VACUUM``); returns the bytes it shrank by."""

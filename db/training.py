@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import crops
+from db import crops, feature_store
 from db.codecs import features_from_bytes
 from db.rows import FaceLabel
 from db.schema import Face
@@ -69,11 +69,11 @@ def _load_features(
 
     def work(s: Session) -> dict[int, tuple[bytes | None, int | None, str | None]]:
         out: dict[int, tuple[bytes | None, int | None, str | None]] = {}
+        stored = feature_store.stored_bytes(s, ids)  # rows, or finished videos' files
         for i in range(0, len(ids), 512):
-            stmt = select(Face.id, Face.features, Face.feature_dim, Face.feature_model).where(
-                Face.id.in_(ids[i : i + 512])
-            )
-            for fid, data, dim, fmodel in s.execute(stmt):
+            stmt = select(Face.id, Face.feature_model).where(Face.id.in_(ids[i : i + 512]))
+            for fid, fmodel in s.execute(stmt):
+                data, dim = stored.get(fid, (None, None))
                 out[fid] = (data, dim, fmodel)
         return out
 

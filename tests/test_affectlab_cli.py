@@ -57,7 +57,7 @@ def test_analyze_stores_faces_with_crops_and_features_then_skips(setup, multi_fa
         (media,) = store.recordings.media("pilot")
         assert (media.kind, media.filename, media.n_faces) == ("image", multi_face_jpg.name, 5)  # never a path
         # Kept like the web app does (thumbnails and boxes), in the data folder, owner-only.
-        kept = LabelStore(url, data_dir=Path(env["AFFECTLAB_DATA_DIR"])).media_path(media.id)
+        kept = LabelStore(url, data_dir=Path(env["AFFECTLAB_DATA_DIR"])).recordings.media_path(media.id)
         assert kept is not None and kept.read_bytes() == multi_face_jpg.read_bytes()
         assert kept.parent.parent == Path(env["AFFECTLAB_DATA_DIR"]) / "media"
         assert kept.stat().st_mode & 0o777 == 0o600

@@ -135,7 +135,7 @@ def test_migration_and_compact_move_a_store_of_todays_layout(tmp_path: Path) -> 
     store.close()
 
     engine = LabelStore(url).engine
-    downgrade(engine, "0005")
+    downgrade(engine, "0005", media_root=tmp_path / "data" / "media")  # the video's features file back in rows
     with engine.begin() as conn:
         stored = {
             i: (bytes(c), bytes(f), d)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from db import exports, labels, quality, repo
+from db import export_stream, exports, labels, quality, repo
 from tests.pg import fake_results, png_bytes
 
 BOXES = [(10.0, 10.0, 50.0, 60.0), (60.0, 10.0, 100.0, 60.0)]
@@ -123,7 +123,7 @@ def test_a_large_csv_written_by_two_processes_is_the_same_file(store, tmp_path, 
     """Over the size threshold the second half of the faces is written by a second process, then appended."""
     faces = _fill(store)
     _reference(store, "csv", tmp_path / "ref.csv")
-    monkeypatch.setattr(exports, "PARALLEL_MIN_FACES", 4)
+    monkeypatch.setattr(export_stream, "PARALLEL_MIN_FACES", 4)
     seen = []
     rep = store.transaction(
         lambda s: exports.export_stream(

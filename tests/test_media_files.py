@@ -277,7 +277,7 @@ def test_store_serves_an_animated_gif_as_a_playable_copy(store: LabelStore, tmp_
     assert store.recordings.playable_media_path(mid) == play  # converted once
     (media,) = studies.study_media(store, "s")
     assert library.playable_media_file(store, media) == play
-    assert store.upkeep.delete_media(mid)["files"] == 2
+    assert store.upkeep.delete_media(mid)["files"] == 3  # the recording, its playable copy, its features file
     assert not kept.exists() and not play.exists()
 
 

@@ -18,7 +18,6 @@ MAX_FUNCTION_LINES = 80
 
 ALLOWED_MODULES = frozenset(
     {
-        "db/exports.py",
         "db/schema.py",
         "models/decode.py",
         "models/video.py",
@@ -28,8 +27,6 @@ ALLOWED_MODULES = frozenset(
 
 ALLOWED_FUNCTIONS = frozenset(
     {
-        "db/exports.py::_stream_features",
-        "db/ingest.py::_store_media",
         "models/mtcnn.py::detect_face",
         "models/mtcnn_np.py::detect_face",
         "models/video.py::analyze_video_chunks",

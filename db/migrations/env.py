@@ -47,10 +47,11 @@ def _fill_derived(connection: Connection) -> None:
 
     A study whose faces have no read-model row (or that has no study row there) is rebuilt whole (``status.rebuild``);
     one with votes but no statistics' tallies gets those (``status.rebuild_tallies``); a complete video without class
-    sums gets them (``class_sums.fill_missing``). Run in the upgrade's
+    sums gets them (``class_sums.fill_missing``); a finished video's features move to its file when the store's media
+    root is known (``feature_store.move_finished``, revision 0029). Run in the upgrade's
     transaction: an upgrade that fails here leaves the store at its old revision.
     """
-    from db import class_sums, status
+    from db import class_sums, feature_store, status
     from db.schema import Annotation, Face, FaceStatus, Media, Study, StudyStatus, StudyTally, Track
 
     session = Session(bind=connection)
@@ -70,6 +71,9 @@ def _fill_derived(connection: Connection) -> None:
         if session.scalar(select(exists(voted) & ~exists().where(StudyTally.study_id == sid))):
             status.rebuild_tallies(session, sid)
     class_sums.fill_missing(session)
+    # the finished videos' features into their files beside the media files (revision 0029), where the root is known
+    feature_store.bind(session, context.config.attributes.get("media_root"))
+    feature_store.move_finished(session)
     session.flush()
 
 
