@@ -15,6 +15,9 @@ Environment variables:
     AFFECTLAB_DETECT_EVERY: videos: detect faces on every k-th sampled frame, boxes interpolated between (default
         ``DEFAULT_DETECT_EVERY``, chosen by ``bench/bench_agreement.py``; 1 = every sampled frame, the exact path).
     AFFECTLAB_STORE_CROPS: ``0`` for the features-only privacy mode (no face crops stored).
+    AFFECTLAB_FEATURE_FILES: ``1``/``0``: a finished video's features in one file beside its media file
+        (``db.feature_store``) or in the database rows; unset: files with SQLite, rows with PostgreSQL (a Space's
+        data folder is not kept).
     AFFECTLAB_ACCESS_CODE / AFFECTLAB_OWNER_CODE: access codes of a hosted app without OpenID Connect sign-in.
     AFFECTLAB_STUDY_CODES / AFFECTLAB_STUDY_OWNER_CODES: a code (and an owners' code) per study,
         ``pilot=code1;main=code2``: a study with its own code is reached only with it (or the global owners' code).
@@ -53,6 +56,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_MODEL = "enet_b0_8_best_vgaf"
 """The registry entry the app analyses with unless ``AFFECTLAB_MODEL`` names another (``models.registry`` holds it)."""
@@ -71,7 +75,10 @@ def default_mobile_python() -> Path:
     return Path(__file__).resolve().parents[1] / ".venv-mobile" / "bin" / "python"
 
 
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+B = TypeVar("B", bool, None)
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: B) -> bool | B:
     value = env.get(name)
     if value is None or value == "":
         return default
@@ -120,6 +127,7 @@ class Settings:
         backend: Inference backend, ``onnx`` (default) or ``torch``.
         detect_every: Videos: detect on every k-th sampled frame (1: every one).
         store_crops: Whether face crops are stored (False is the features-only privacy mode).
+        feature_files: Finished videos' features in files beside the media (None: with SQLite only).
         access_code: Code that signs annotators in to a hosted app ("" for none).
         owner_code: Code that also grants exports and deletions ("" for none).
         study_codes: Per-study codes as written in the environment (``study=code;...``, "" for none).
@@ -152,6 +160,7 @@ class Settings:
     backend: str = DEFAULT_BACKEND
     detect_every: int = DEFAULT_DETECT_EVERY
     store_crops: bool = True
+    feature_files: bool | None = None
     access_code: str = field(default="", repr=False)
     owner_code: str = field(default="", repr=False)
     study_codes: str = field(default="", repr=False)
@@ -201,6 +210,7 @@ class Settings:
             backend=(env.get("AFFECTLAB_BACKEND") or DEFAULT_BACKEND).strip().lower(),
             detect_every=max(1, int(env.get("AFFECTLAB_DETECT_EVERY") or DEFAULT_DETECT_EVERY)),
             store_crops=_env_bool(env, "AFFECTLAB_STORE_CROPS", True),
+            feature_files=_env_bool(env, "AFFECTLAB_FEATURE_FILES", None),
             access_code=env.get("AFFECTLAB_ACCESS_CODE", ""),
             owner_code=env.get("AFFECTLAB_OWNER_CODE", ""),
             study_codes=env.get("AFFECTLAB_STUDY_CODES", ""),

@@ -40,6 +40,8 @@ class StoreBase:
         engine: An existing engine for ``url`` (tests, the web app's cached one).
         media_dir: Root of the kept media files (default ``<data_dir>/media``, see :mod:`db.media_files`).
         feature_codec: The form new features are stored in (:mod:`db.codecs`; compact by default).
+        feature_files: A finished video's features in one file beside its media file (:mod:`db.feature_store`), or
+            in the rows; None: files with SQLite, rows with PostgreSQL (whose data folder may not be kept, a Space).
 
     A video whose file is kept stores no crops: they are re-cut from it (:mod:`db.crops`, with a small LRU cache of
     what is on screen), unless its study sets ``keep_video_crops``.
@@ -55,6 +57,7 @@ class StoreBase:
         engine: Engine | None = None,
         media_dir: Path | None = None,
         feature_codec: str = codecs.FEATURES_U8,
+        feature_files: bool | None = None,
     ) -> None:
         self.url = url
         self.feature_codec = feature_codec
@@ -64,6 +67,8 @@ class StoreBase:
         self.media_root = Path(media_dir) if media_dir is not None else self.data_dir / "media"
         self.retries = retries
         self.engine = engine if engine is not None else make_engine(url)
+        files = feature_files if feature_files is not None else self.engine.dialect.name == "sqlite"
+        self.feature_root: Path | None = self.media_root if files else None
         self._write = session_factory(self.engine)
         self._read = session_factory(read_only(self.engine))
         self._schema_checked = False
@@ -74,7 +79,7 @@ class StoreBase:
 
     def upgrade(self) -> str | None:
         """Migrates the database to the newest schema; returns the revision."""
-        rev = upgrade(self.engine, media_root=self.media_root)
+        rev = upgrade(self.engine, media_root=self.feature_root)
         self._schema_checked = True
         return rev
 
@@ -92,7 +97,7 @@ class StoreBase:
         delay = 0.02
         for attempt in range(1, self.retries + 1):
             session = (self._write if write else self._read)()
-            feature_store.bind(session, self.media_root)
+            feature_store.bind(session, self.feature_root)
             try:
                 if not self._schema_checked:
                     check_current(read_only(self.engine))

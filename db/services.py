@@ -54,6 +54,7 @@ class LabelStore(StoreBase):
         engine: Engine | None = None,
         media_dir: Path | None = None,
         feature_codec: str = codecs.FEATURES_U8,
+        feature_files: bool | None = None,
     ) -> None:
         super().__init__(
             url,
@@ -63,6 +64,7 @@ class LabelStore(StoreBase):
             engine=engine,
             media_dir=media_dir,
             feature_codec=feature_codec,
+            feature_files=feature_files,
         )
         self.recordings = Recordings(self)
         self.ingest = Ingest(self)
@@ -75,4 +77,4 @@ class LabelStore(StoreBase):
     def from_settings(cls, settings: Settings | None = None) -> LabelStore:
         """The store of :class:`core.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
         s = settings or Settings.from_env()
-        return cls(s.database_url, store_crops=s.store_crops, data_dir=s.data_dir)
+        return cls(s.database_url, store_crops=s.store_crops, data_dir=s.data_dir, feature_files=s.feature_files)

@@ -114,7 +114,7 @@ def test_features_only_mode_and_video(setup, pyfeat) -> None:
     proc = run_affectlab("analyze", str(video), "--study", "v", "--fps", "2", env={**env, "AFFECTLAB_STORE_CROPS": "0"})
     assert proc.returncode == 0, proc.stderr
     assert f"warning: {video}: engagement: no engagement weights" in proc.stderr  # as the web app says it
-    store = LabelStore(url)
+    store = LabelStore(url, data_dir=Path(env["AFFECTLAB_DATA_DIR"]))  # its features file is in the data folder
     try:
         faces = store.recordings.faces("v")
         assert faces and all(not f.has_crop and f.frame is not None for f in faces)

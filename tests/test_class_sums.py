@@ -170,8 +170,8 @@ def test_the_migration_fills_the_sums_of_a_study_made_today(store, migrated_url)
     want = store.classroom.class_tables("class")
     engine = make_engine(migrated_url)
     try:
-        assert downgrade(engine, "0027") == "0027"
-        upgrade(engine)
+        assert downgrade(engine, "0027", media_root=store.feature_root) == "0027"
+        upgrade(engine, media_root=store.feature_root)
     finally:
         engine.dispose()
     assert _count(store, ClassSumMedia) == 1

@@ -5,6 +5,7 @@ The ``store`` fixture (tests/pg.py) runs each test on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ from db.services import LabelStore
 from tests.pg import fake_results
 
 VIDEO = MediaInfo(kind="video", width=640, height=360, duration_s=10.0, fps=10.0)
+
+
+@pytest.fixture
+def store(migrated_url: str, tmp_path: Path) -> Iterator[LabelStore]:
+    """The store on SQLite and on PostgreSQL, with feature files on (PostgreSQL keeps rows unless asked)."""
+    s = LabelStore(migrated_url, data_dir=tmp_path / "data", feature_files=True)
+    s.upgrade()
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def _video(store: LabelStore, study: str, name: str, n: int, seed: int, *, dim: int = 16) -> list:
