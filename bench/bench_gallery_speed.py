@@ -111,7 +111,7 @@ def profile(video: Path, wdir: Path) -> None:
     from collections import defaultdict
 
     from core.settings import Settings
-    from models import analysis, faces, persons, recognizer, runtime
+    from models import analysis, analyzer, faces, persons, recognizer, runtime
     from models import video as video_mod
 
     runtime.tune_malloc()
@@ -143,12 +143,12 @@ def profile(video: Path, wdir: Path) -> None:
     wrap(recognizer, "preprocess_array", "per-face preprocessing (resize, normalise)")
     wrap(recognizer.EmotionRecognizer, "_forward", "classifier (backbone forward)")
     wrap(recognizer.EmotionRecognizer, "classify", "head, softmax, predictions")
-    wrap(video_mod, "crop_face", "cropping")
-    wrap(video_mod.Tracker, "update", "tracking")
+    wrap(analyzer, "crop_face", "cropping")
+    wrap(analyzer.Tracker, "update", "tracking")
     wrap(video_mod, "link_tracks", "persons (linking)")
     wrap(video_mod, "summarize_video", "summaries")
-    wrap(video_mod, "interpolate_faces", "box interpolation")
-    wrap(video_mod, "_faces_agree", "refine checks")
+    wrap(analyzer, "interpolate_faces", "box interpolation")
+    wrap(analyzer, "faces_agree", "refine checks")
     del persons
     import models.decode as dec
 
