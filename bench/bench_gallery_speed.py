@@ -80,11 +80,11 @@ def _tree_rss_mb(pid: int) -> float:
     return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
-def run_tree(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+def run_tree(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float, float]:
     """Seconds, CPU seconds (user + system, its worker processes included) and peak resident MB of a whole process
     tree (the resident sizes of the process and its descendants summed, sampled every 0.2 s)."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -209,6 +209,12 @@ def main() -> None:
     ap.add_argument("--workers-compare", action="store_true", help="ranges over processes vs one process only")
     ap.add_argument("--store", action="store_true", help="with --workers-compare: affectlab analyze into a store")
     ap.add_argument("--cache", default=None, help="folder to keep the recording and weights in between runs")
+    ap.add_argument(
+        "--compare",
+        default=None,
+        help="another checkout of AffectLab (e.g. `git archive` of an earlier commit): its defaults run in place of "
+        "--workers 1, alternating with the reference loop and this checkout's defaults",
+    )
     args = ap.parse_args()
     tmp = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="affectlab-gallery-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -235,6 +241,10 @@ def main() -> None:
         "AffectLab defaults (ranges over one process per core)": ours,
         "AffectLab --workers 1 (one process)": [*ours, "--workers", "1"],
     }
+    other = Path(args.compare).resolve() if args.compare else None
+    if other is not None:
+        del runs["AffectLab --workers 1 (one process)"]
+        runs[f"AffectLab defaults at {other.name} (before)"] = ours
     if args.workers_compare:
         del runs["reference loop"]
     if args.store:
@@ -255,7 +265,10 @@ def main() -> None:
                     [py, "-m", "db", "upgrade"], env=run_env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
                 )
                 cmd = [py, "-m", "affectlab", "analyze", str(video), "--study", "b", "--no-progress", *cmd]
-            t, c, m = run_tree(cmd, run_env)
+            cwd = ROOT
+            if other is not None and label.endswith("(before)"):
+                run_env, cwd = {**run_env, "PYTHONPATH": str(other)}, other
+            t, c, m = run_tree(cmd, run_env, cwd)
             times[label].append(t)
             cpus[label].append(c)
             peaks[label].append(m)
