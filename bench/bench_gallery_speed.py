@@ -20,7 +20,8 @@ written at 25 fps (H.264); analysed at 5 fps.
 
 Same random-weight checkpoint for every run (published pickle format; EmotiEffLib reads it from ``$HOME/.emotiefflib``).
 
-Usage: python bench/bench_gallery_speed.py [--seconds 60] [--rounds 3] [--profile] [--workers-compare]
+Usage: python bench/bench_gallery_speed.py [--seconds 60] [--rounds 3] [--profile] [--workers-compare] [--compare DIR]
+[--agreement]
 
 Measured (``--profile`` with ``AFFECTLAB_CPU_WORKERS=1``, 60 s, 4,680 faces, 300 frames; CPU seconds of each stage's
 own thread, load average 10 on the 2 shared cores): classifier forward 71.1 s (64 %, 15 ms a face), MTCNN on the
@@ -29,6 +30,18 @@ tracking 0.5 s, decode 0.4 s (its Python thread; FFmpeg's own threads ~3 s), sum
 interpolation, persons and the JSON document under 0.4 s together. ONNX Runtime single-threaded CPU per face by batch
 (same run): 1: 16.4 ms, 2: 17.9, 4: 18.3, 8: 17.5, 16: 17.6, 32: 19.6; torch 1 thread: 46 ms (33 ms channels-last),
 so batching a frame's faces into one call does not lower the classifier's share on the CPU.
+
+Again with the ranges on (default workers; the main process's stages, half the frames), 60 s, 4,480 faces, load 9-12
+(issue 25 item 2): classifier forward 35.3 CPU s (62 %, 15.7 ms a face), MTCNN 11.4 s (20 %, 140 ms a detected
+frame), preprocessing 3.1 s (5 %), tracking, head, decode's Python thread 1 % each, the rest under 1 %. MTCNN on
+one 720p gallery frame (16 faces; CPU of the calling thread, load 18): 211 ms, of which O-Net 64 ms, R-Net 38 ms,
+P-Net 25 ms, the summed-area table 22 ms (the pyramid levels are resized in a helper thread); with ``min_face_size``
+60: 134 ms, 80: 114 ms (same 174 faces on 11 frames). The largest share, the classifier, now runs on an ONNX Runtime
+session whose batch dimension is fixed to 1 (models/ort_sessions.py): 16.25 -> 13.66 ms CPU per face on 62 crops of
+this recording (medians of 5 passes, same run), logits within 6.6e-7 of the exact (torch) path's before and after,
+same top class on all 62 (5 classes among them); detection, and so every face and box, unchanged.
+``--compare DIR`` runs an earlier checkout's defaults beside this one's and the reference loop;
+``--agreement`` prints the defaults against the exact path on the recording (kept at IoU >= 0.8, same top class).
 """
 
 from __future__ import annotations
