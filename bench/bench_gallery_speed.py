@@ -40,7 +40,9 @@ P-Net 25 ms, the summed-area table 22 ms (the pyramid levels are resized in a he
 session whose batch dimension is fixed to 1 (models/ort_sessions.py): 16.25 -> 13.66 ms CPU per face on 62 crops of
 this recording (medians of 5 passes, same run), logits within 6.6e-7 of the exact (torch) path's before and after,
 same top class on all 62 (5 classes among them); detection, and so every face and box, unchanged.
-``--compare DIR`` runs an earlier checkout's defaults beside this one's and the reference loop;
+Whole processes, ``--seconds 10 --rounds 3 --compare`` (load 2-5): reference loop 77.4 s / 102.8 CPU s, defaults
+11.4 s / 19.5 CPU s (6.81x / 5.27x), the commit before 13.5 s / 22.9 CPU s (5.72x / 4.49x); the reference's runs
+spread 41-232 s. ``--compare DIR`` runs an earlier checkout's defaults beside this one's and the reference loop;
 ``--agreement`` prints the defaults against the exact path on the recording (kept at IoU >= 0.8, same top class).
 """
 
