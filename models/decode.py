@@ -1,4 +1,4 @@
-"""Video decoding: probing, streamed upright frames, single-frame seeks, and which files are videos.
+"""Video decoding: streamed upright frames (probing in :mod:`models.probe`, seeks in :mod:`models.seek`).
 
 PyAV / FFmpeg reads any container and codec it knows (mp4/h264, mov/hevc, webm/vp9, avi/mjpeg, animated GIF...).
 Frames are decoded one at a time and only the sampled ones are converted to RGB.
@@ -29,8 +29,6 @@ import threading
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from fractions import Fraction
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,76 +36,45 @@ import numpy as np
 
 from models.errors import BadInputError
 from models.frames import FrameClock, frame_orientation, orient, rotation_mirror
-from models.images import MAX_FRAME_PIXELS, PixelBudget, check_pixels, file_budget
+from models.images import PixelBudget, file_budget
+from models.probe import (
+    VIDEO_SUFFIXES,
+    VideoInfo,
+    header_pixels,
+    is_video,
+    looks_like_video,
+    may_jump,
+    open_container,
+    probe_video,
+    stream_duration,
+    stream_note,
+    stream_rate,
+)
 from models.seam import SEEK_BACK_S, Seam, packet_times, place_among_equal
+from models.seek import frame_at, frames_at
 from models.types import Face
 
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "DecodedFrame",
+    "FrameReader",
+    "ResumePoint",
+    "VideoInfo",
+    "frame_at",
+    "frames_at",
+    "header_pixels",
+    "is_video",
+    "iter_frames",
+    "looks_like_video",
+    "may_jump",
+    "prefetch",
+    "probe_video",
+]
+
 if TYPE_CHECKING:
-    from av.container import InputContainer
-    from av.video.stream import VideoStream
+    pass
 
 T = TypeVar("T")
-
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts", ".mts", ".ogv"}
-)
-"""Video container suffixes: files picked from folders and offered in file pickers (with the image suffixes, GIF
-among them), and files analysed as videos even when they cannot be read (so the error says why). A ``.gif`` is not
-here: an animated GIF is a video by probing (:func:`is_video`), a still one an image."""
-
-_STILL_FORMATS = (
-    "image2",
-    "png_pipe",
-    "jpeg_pipe",
-    "bmp_pipe",
-    "tiff_pipe",
-    "webp_pipe",
-    "gif_pipe",
-    "pam_pipe",
-    "ppm_pipe",
-    "pgm_pipe",
-    "j2k_pipe",
-    "jpegxl_pipe",
-    "qoi_pipe",
-    "svg_pipe",
-    "psd_pipe",
-)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What probing a video tells.
-
-    Attributes:
-        file: The name given by the user.
-        container: FFmpeg demuxer name(s).
-        codec: Video codec name.
-        width: Upright frame width (after rotation).
-        height: Upright frame height.
-        rotation: Display rotation, degrees counter-clockwise (0 for none).
-        duration: Duration in seconds, or None when unknown.
-        fps: Average frame rate, or None.
-        frames: Frame count from the header (0 when unknown).
-        mirrored: The display matrix mirrors the picture (applied after ``rotation``).
-        stream: The video stream read (index among the video streams).
-        warnings: What a reader should know (other video streams left out).
-        times_may_jump: The container allows timestamps to go back (MPEG-TS/PS: joined parts): the times after a
-            jump are continued by the reader, so a seek by time does not find them (see :func:`may_jump`).
-    """
-
-    file: str
-    container: str
-    codec: str
-    width: int
-    height: int
-    rotation: int
-    duration: float | None
-    fps: float | None
-    frames: int
-    mirrored: bool = False
-    stream: int = 0
-    warnings: tuple[str, ...] = ()
-    times_may_jump: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,177 +109,6 @@ class ResumePoint:
     index: int
     sample: int
     faces: tuple[Face, ...] = ()
-
-
-def _open(path: str | Path, name: str, stream: int = 0) -> InputContainer:
-    import av
-
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(name, "no such file")
-    if p.is_dir():
-        raise BadInputError(name, "is a directory")
-    if p.stat().st_size == 0:
-        raise BadInputError(name, "empty file")
-    try:
-        container = av.open(str(p), mode="r")
-    except av.FFmpegError as exc:
-        raise BadInputError(name, f"not a video FFmpeg can read ({exc.strerror or exc})") from None
-    except OSError as exc:  # a symlink loop, a permission, a name the system cannot encode
-        raise BadInputError(name, f"cannot be read ({exc.strerror or exc})") from None
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams})
-        container.close()
-        what = "audio only" if "audio" in kinds else ("no streams" if not kinds else ", ".join(kinds))
-        raise BadInputError(name, f"no video stream ({what})")
-    try:  # the frame size the header declares (a GIF's canvas), before a frame is decoded
-        n = len(container.streams.video)
-        if not 0 <= stream < n:
-            raise BadInputError(name, f"has {n} video stream(s): choose a stream from 0 to {n - 1}")
-        cc = container.streams.video[stream].codec_context
-        check_pixels(name, int(cc.width or 0), int(cc.height or 0), "frame")
-    except BadInputError:
-        container.close()
-        raise
-    return container
-
-
-def _rate(x: Fraction | float | None) -> float | None:
-    if x is None:
-        return None
-    try:
-        v = float(x)
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    return v if v > 0 else None
-
-
-def _duration(container: InputContainer, stream: VideoStream) -> float | None:
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    if container.duration:
-        return container.duration / 1_000_000
-    return None
-
-
-def probe_video(path: str | Path, name: str | None = None, stream: int = 0) -> VideoInfo:
-    """Reads a video's header and the first frame of its ``stream``-th video stream.
-
-    Raises:
-        BadInputError: Not a video with a decodable frame, or no such stream.
-    """
-    name = name or str(path)
-    container = _open(path, name, stream)
-    with container:
-        st = container.streams.video[stream]
-        first = None
-        try:
-            for frame in container.decode(st):
-                first = frame
-                break
-        except Exception:
-            first = None
-        if first is None:
-            raise BadInputError(name, "no decodable video frame")
-        how = frame_orientation(first)
-        rot, mirrored = rotation_mirror(how)
-        w, h = first.width, first.height
-        if how[0]:
-            w, h = h, w
-        return VideoInfo(
-            file=name,
-            container=container.format.name,
-            codec=st.codec_context.name,
-            width=w,
-            height=h,
-            rotation=rot,
-            duration=_duration(container, st),
-            fps=_rate(st.average_rate),
-            frames=int(st.frames or 0),
-            mirrored=mirrored,
-            stream=stream,
-            warnings=tuple(n for n in [_stream_note(container, stream)] if n),
-            times_may_jump=may_jump(container),
-        )
-
-
-def header_pixels(path: str | Path, name: str | None = None, stream: int = 0) -> int:
-    """Pixels a video announces in its header: frames (or duration x rate) x width x height, nothing decoded.
-
-    Raises:
-        BadInputError: Not a video FFmpeg reads, a frame over the per-picture limit, or over the file's budget.
-    """
-    name = name or str(path)
-    container = _open(path, name, stream)
-    with container:
-        st = container.streams.video[stream]
-        width, height = int(st.codec_context.width or 0), int(st.codec_context.height or 0)
-        frames = int(st.frames or 0) or (_duration(container, st) or 0.0) * (_rate(st.average_rate) or 0.0)
-        file_budget(path, name).plan(frames, width, height)
-        return int(max(1.0, frames)) * width * height
-
-
-def is_video(path: str | Path) -> bool:
-    """Whether FFmpeg reads ``path`` as a moving picture (a still image or a one-frame GIF is not), by probing.
-
-    Never raises: unreadable files are not videos.
-    """
-    import av
-
-    try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                return False
-            if any(n in _STILL_FORMATS for n in container.format.name.split(",")):
-                return False
-            st = container.streams.video[0]
-            if int(st.codec_context.width or 0) * int(st.codec_context.height or 0) > MAX_FRAME_PIXELS:
-                return True  # never decoded to find out: read as a video, its reader refuses it by name
-            if st.codec_context.name == "gif" or not st.frames:
-                return any(n > 0 for n, _ in enumerate(container.decode(st)))
-            return st.frames > 1 or bool(_duration(container, st))
-    except Exception:
-        return False
-
-
-def may_jump(container: InputContainer) -> bool:
-    """Whether the container format allows timestamp discontinuities (FFmpeg's ``AVFMT_TS_DISCONT``: MPEG-TS/PS).
-
-    The reader times frames after a jump on from the last time (:class:`FrameReader`); a seek by such a time lands
-    elsewhere, so a resumed reading of such a file decodes from its start instead (frames before the resume point
-    decoded, not sampled), and its crops cannot be re-cut by time.
-    """
-    import av
-
-    try:
-        flags = int(container.format.flags)
-        return bool(flags & int(av.format.Flags.ts_discont.value))  # type: ignore[call-overload]
-    except Exception:
-        return False
-
-
-def _stream_note(container: InputContainer, chosen: int) -> str | None:
-    """A warning naming the video streams other than ``chosen`` (cover pictures left out), or None."""
-    import av
-
-    def desc(i: int, st: VideoStream) -> str:
-        cc = st.codec_context
-        return f"stream {i} ({cc.name} {cc.width}x{cc.height})"
-
-    others = []
-    for i, st in enumerate(container.streams.video):
-        with suppress(Exception):
-            if st.disposition & av.stream.Disposition.attached_pic:
-                continue
-        if i != chosen:
-            others.append(desc(i, st))
-    if not others:
-        return None
-    this = desc(chosen, container.streams.video[chosen])
-    return (
-        f"it has {len(others) + 1} video streams: {this} is analysed, not {', '.join(others)}; "
-        "analyse another with --stream N"
-    )
 
 
 class _End:
@@ -404,11 +200,11 @@ class FrameReader:
         self.path = path
         self.fps = fps if fps and fps > 0 else None
         self.max_decode_errors = max_decode_errors
-        self._container = _open(path, self.name, stream)
+        self._container = open_container(path, self.name, stream)
         self.stream = stream
         st = self._container.streams.video[stream]
-        self.duration = _duration(self._container, st)
-        self.avg_fps = _rate(st.average_rate)
+        self.duration = stream_duration(self._container, st)
+        self.avg_fps = stream_rate(st.average_rate)
         self.frames_decoded = 0
         self.frames_sampled = 0
         self.warnings: list[str] = []
@@ -418,7 +214,7 @@ class FrameReader:
         self.rotation = 0
         self.mirrored = False
         self.time_jumps = 0
-        note = _stream_note(self._container, stream)
+        note = stream_note(self._container, stream)
         if note:
             self.warnings.append(note)
         self.resume = resume
@@ -445,7 +241,7 @@ class FrameReader:
 
     def _reopen(self) -> None:
         self._container.close()
-        self._container = _open(self.path, self.name)
+        self._container = open_container(self.path, self.name)
 
     def _decoded(self, seek_s: float | None) -> Iterator[tuple[float | None, Any]]:
         """Every decoded frame of the chosen stream with its time, after a seek to the keyframe before ``seek_s``.
@@ -578,116 +374,3 @@ def iter_frames(path: str | Path, name: str | None = None, fps: float | None = 5
     """Sampled upright frames of a video (see :class:`FrameReader`)."""
     with FrameReader(path, name, fps) as reader:
         yield from reader
-
-
-def frame_at(path: str | Path, time_s: float, name: str | None = None, stream: int = 0) -> np.ndarray:
-    """The upright RGB frame shown at ``time_s``, found by seeking to the keyframe before it (not decoding from 0).
-
-    Raises:
-        BadInputError: Not a readable video, or no frame at that time.
-    """
-    import av
-
-    label = name or str(path)
-    container = _open(path, label, stream)
-    try:
-        st = container.streams.video[stream]
-        tb = st.time_base
-        start = st.start_time or 0
-        rate = _rate(st.average_rate) or 25.0
-        if tb is not None and time_s > 0:
-            container.seek(int(start + time_s / tb), stream=st, backward=True, any_frame=False)
-        best = None
-        budget = file_budget(path, label)
-        for frame in container.decode(st):
-            budget.take(frame.width, frame.height)
-            t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
-            if best is not None and t > time_s + 0.5 / rate:
-                break
-            best = frame
-            if t >= time_s - 0.5 / rate:
-                break
-    except av.FFmpegError as exc:
-        raise BadInputError(label, f"cannot decode the frame at {time_s:.2f} s ({exc.strerror or exc})") from None
-    finally:
-        container.close()
-    if best is None:
-        raise BadInputError(label, f"no frame at {time_s:.2f} s")
-    return _upright(best)
-
-
-def frames_at(
-    path: str | Path, times: Iterable[float], name: str | None = None, *, seek_gap_s: float = 4.0
-) -> Iterator[tuple[float, np.ndarray | None]]:
-    """The upright RGB frames at each of ``times`` (ascending), decoding the file once in order.
-
-    Each frame is the one whose time (``(pts - start) * time_base``, as :class:`FrameReader` computes it) is nearest
-    the asked time within half a frame: a time that :class:`FrameReader` gave returns that very frame, pixel-equal
-    (decoding is deterministic from the keyframe before). Decoding seeks like :func:`frame_at` to the keyframe before
-    the first time and again wherever the next time lies more than ``seek_gap_s`` ahead; between them it decodes on
-    and converts to RGB only the frames asked for. Yields ``(time, image)`` in the order given; ``image`` is None for
-    a time with no frame near it.
-
-    Raises:
-        BadInputError: Not a readable video.
-        ValueError: ``times`` not ascending.
-    """
-    import av
-
-    label = name or str(path)
-    wanted = list(times)
-    if any(b < a for a, b in pairwise(wanted)):
-        raise ValueError("frames_at needs ascending times")
-    if not wanted:
-        return
-    container = _open(path, label)
-    try:
-        st = container.streams.video[0]
-        st.thread_type = "AUTO"
-        tb = st.time_base
-        start = st.start_time or 0
-        rate = _rate(st.average_rate) or 25.0
-        half = 0.5 / rate
-        i = 0
-        while i < len(wanted):
-            sought = i  # the time this seek is for: decoding goes on (no new seek) until it is answered
-            if tb is not None and wanted[i] > 0:
-                container.seek(int(start + wanted[i] / tb), stream=st, backward=True, any_frame=False)
-            prev: tuple[float, av.VideoFrame] | None = None
-            reseek = False
-            try:
-                for frame in container.decode(st):
-                    t = float((frame.pts - start) * tb) if frame.pts is not None and tb is not None else 0.0
-                    # Answer every asked time that this frame (or the one before) settles.
-                    while i < len(wanted) and t >= wanted[i] - 1e-9:
-                        want = wanted[i]
-                        best = frame if prev is None or abs(t - want) <= abs(prev[0] - want) else prev[1]
-                        best_t = t if best is frame else (prev[0] if prev is not None else t)
-                        yield want, _upright(best) if abs(best_t - want) <= half else None
-                        i += 1
-                    if i >= len(wanted):
-                        return
-                    prev = (t, frame)
-                    if i != sought and wanted[i] - t > seek_gap_s:
-                        reseek = True
-                        break
-            except av.FFmpegError as exc:
-                raise BadInputError(label, f"cannot decode the frames near {wanted[i]:.2f} s ({exc})") from None
-            if not reseek:
-                # The stream ended: the last frame may still answer the times just after it.
-                while i < len(wanted):
-                    ok = prev is not None and abs(prev[0] - wanted[i]) <= half
-                    yield wanted[i], _upright(prev[1]) if ok and prev is not None else None
-                    i += 1
-    finally:
-        container.close()
-
-
-def _upright(frame: object) -> np.ndarray:
-    img: np.ndarray = frame.to_ndarray(format="rgb24")  # type: ignore[attr-defined]
-    return orient(img, frame_orientation(frame))
-
-
-def looks_like_video(path: str | Path) -> bool:
-    """A video by its suffix (:data:`VIDEO_SUFFIXES`), else by probing (an animated GIF is a video; a still is not)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES or is_video(path)

@@ -44,6 +44,84 @@ def _candidates(
     return torch.from_numpy(data).permute(0, 3, 1, 2)
 
 
+def _stage_one(
+    integral: IntegralImage,
+    h: int,
+    w: int,
+    scales: list[float],
+    pnet: torch.nn.Module,
+    threshold: float,
+    device: torch.device,
+    model_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """P-Net over the pyramid: candidate boxes squared, and their image indices.
+
+    The pyramid levels are resized by a helper thread (NumPy releases the GIL) while P-Net runs on the levels before.
+    """
+
+    def level(scale: float) -> np.ndarray:
+        return pyramid_level(integral, h, w, scale)
+
+    boxes, image_inds, scale_picks, offset = [], [], [], 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:
+        levels = pool.map(level, scales)
+        for scale, data in zip(scales, levels, strict=True):
+            im_data = torch.from_numpy(data).permute(0, 3, 1, 2).to(device=device, dtype=model_dtype)
+            reg, probs = pnet(im_data)
+            boxes_scale, image_inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold)
+            pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
+            boxes.append(boxes_scale)
+            image_inds.append(image_inds_scale)
+            scale_picks.append(pick + offset)
+            offset += boxes_scale.shape[0]
+    boxes_t = torch.cat(boxes, dim=0)
+    inds_t = torch.cat(image_inds, dim=0)
+    picks = torch.cat(scale_picks, dim=0)
+    boxes_t, inds_t = boxes_t[picks], inds_t[picks]
+    pick = batched_nms(boxes_t[:, :4], boxes_t[:, 4], inds_t, 0.7)
+    boxes_t, inds_t = boxes_t[pick], inds_t[pick]
+    regw = boxes_t[:, 2] - boxes_t[:, 0]
+    regh = boxes_t[:, 3] - boxes_t[:, 1]
+    qq1 = boxes_t[:, 0] + boxes_t[:, 5] * regw
+    qq2 = boxes_t[:, 1] + boxes_t[:, 6] * regh
+    qq3 = boxes_t[:, 2] + boxes_t[:, 7] * regw
+    qq4 = boxes_t[:, 3] + boxes_t[:, 8] * regh
+    boxes_t = rerec(torch.stack([qq1, qq2, qq3, qq4, boxes_t[:, 4]]).permute(1, 0))
+    return boxes_t, inds_t
+
+
+def _stage_three(
+    integral: IntegralImage,
+    boxes_t: torch.Tensor,
+    inds_t: torch.Tensor,
+    w: int,
+    h: int,
+    onet: torch.nn.Module,
+    threshold: float,
+    device: torch.device,
+    model_dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """O-Net on R-Net's boxes: the final boxes, their image indices and landmarks (N, 5, 2)."""
+    im_data = _candidates(integral, boxes_t, inds_t, w, h, 48).to(device=device, dtype=model_dtype)
+    out = fixed_batch_process(im_data, onet)
+    out0, out1, out2 = out[0].permute(1, 0), out[1].permute(1, 0), out[2].permute(1, 0)
+    score = out2[1, :]
+    ipass = score > threshold
+    points = out1[:, ipass]
+    boxes_t = torch.cat((boxes_t[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
+    inds_t = inds_t[ipass]
+    mv = out0[:, ipass].permute(1, 0)
+    w_i = boxes_t[:, 2] - boxes_t[:, 0] + 1
+    h_i = boxes_t[:, 3] - boxes_t[:, 1] + 1
+    points_x = w_i.repeat(5, 1) * points[:5, :] + boxes_t[:, 0].repeat(5, 1) - 1
+    points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes_t[:, 1].repeat(5, 1) - 1
+    points = torch.stack((points_x, points_y)).permute(2, 1, 0)
+    boxes_t = bbreg(boxes_t, mv)
+    pick = batched_nms_numpy(boxes_t[:, :4], boxes_t[:, 4], inds_t, 0.7, "Min")
+    boxes_t, inds_t, points = boxes_t[pick], inds_t[pick], points[pick]
+    return boxes_t, inds_t, points
+
+
 def detect_face(
     imgs: np.ndarray,
     minsize: int,
@@ -67,36 +145,7 @@ def detect_face(
     if not scales:
         return ([np.zeros((0, 5), np.float32)] * batch_size, [np.zeros((0, 5, 2), np.float32)] * batch_size)
 
-    # First stage. The pyramid levels are resized by a helper thread (NumPy releases the GIL) while P-Net runs on
-    # the levels before them.
-    def level(scale: float) -> np.ndarray:
-        return pyramid_level(integral, h, w, scale)
-
-    boxes, image_inds, scale_picks, offset = [], [], [], 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:
-        levels = pool.map(level, scales)
-        for scale, data in zip(scales, levels, strict=True):
-            im_data = torch.from_numpy(data).permute(0, 3, 1, 2).to(device=device, dtype=model_dtype)
-            reg, probs = pnet(im_data)
-            boxes_scale, image_inds_scale = generateBoundingBox(reg, probs[:, 1], scale, threshold[0])
-            pick = batched_nms(boxes_scale[:, :4], boxes_scale[:, 4], image_inds_scale, 0.5)
-            boxes.append(boxes_scale)
-            image_inds.append(image_inds_scale)
-            scale_picks.append(pick + offset)
-            offset += boxes_scale.shape[0]
-    boxes_t = torch.cat(boxes, dim=0)
-    inds_t = torch.cat(image_inds, dim=0)
-    picks = torch.cat(scale_picks, dim=0)
-    boxes_t, inds_t = boxes_t[picks], inds_t[picks]
-    pick = batched_nms(boxes_t[:, :4], boxes_t[:, 4], inds_t, 0.7)
-    boxes_t, inds_t = boxes_t[pick], inds_t[pick]
-    regw = boxes_t[:, 2] - boxes_t[:, 0]
-    regh = boxes_t[:, 3] - boxes_t[:, 1]
-    qq1 = boxes_t[:, 0] + boxes_t[:, 5] * regw
-    qq2 = boxes_t[:, 1] + boxes_t[:, 6] * regh
-    qq3 = boxes_t[:, 2] + boxes_t[:, 7] * regw
-    qq4 = boxes_t[:, 3] + boxes_t[:, 8] * regh
-    boxes_t = rerec(torch.stack([qq1, qq2, qq3, qq4, boxes_t[:, 4]]).permute(1, 0))
+    boxes_t, inds_t = _stage_one(integral, h, w, scales, pnet, threshold[0], device, model_dtype)
 
     # Second stage
     if len(boxes_t) > 0:
@@ -112,26 +161,9 @@ def detect_face(
         boxes_t, inds_t, mv = boxes_t[pick], inds_t[pick], mv[pick]
         boxes_t = rerec(bbreg(boxes_t, mv))
 
-    # Third stage
     points = torch.zeros(0, 5, 2, device=device)
     if len(boxes_t) > 0:
-        im_data = _candidates(integral, boxes_t, inds_t, w, h, 48).to(device=device, dtype=model_dtype)
-        out = fixed_batch_process(im_data, onet)
-        out0, out1, out2 = out[0].permute(1, 0), out[1].permute(1, 0), out[2].permute(1, 0)
-        score = out2[1, :]
-        ipass = score > threshold[2]
-        points = out1[:, ipass]
-        boxes_t = torch.cat((boxes_t[ipass, :4], score[ipass].unsqueeze(1)), dim=1)
-        inds_t = inds_t[ipass]
-        mv = out0[:, ipass].permute(1, 0)
-        w_i = boxes_t[:, 2] - boxes_t[:, 0] + 1
-        h_i = boxes_t[:, 3] - boxes_t[:, 1] + 1
-        points_x = w_i.repeat(5, 1) * points[:5, :] + boxes_t[:, 0].repeat(5, 1) - 1
-        points_y = h_i.repeat(5, 1) * points[5:10, :] + boxes_t[:, 1].repeat(5, 1) - 1
-        points = torch.stack((points_x, points_y)).permute(2, 1, 0)
-        boxes_t = bbreg(boxes_t, mv)
-        pick = batched_nms_numpy(boxes_t[:, :4], boxes_t[:, 4], inds_t, 0.7, "Min")
-        boxes_t, inds_t, points = boxes_t[pick], inds_t[pick], points[pick]
+        boxes_t, inds_t, points = _stage_three(integral, boxes_t, inds_t, w, h, onet, threshold[2], device, model_dtype)
 
     boxes_np, points_np, inds_np = boxes_t.cpu().numpy(), points.cpu().numpy(), inds_t.cpu().numpy()
     return (

@@ -254,6 +254,67 @@ def pyramid_level(integral: IntegralImage, h: int, w: int, scale: float) -> np.n
     return data
 
 
+def _stage_one(
+    integral: IntegralImage, h: int, w: int, scales: list[float], pnet: Net, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """P-Net over the pyramid: candidate boxes (N, 5) squared, and their image indices."""
+
+    def level(scale: float) -> np.ndarray:
+        return np.ascontiguousarray(pyramid_level(integral, h, w, scale).transpose(0, 3, 1, 2))
+
+    # The next pyramid level is resized by a helper thread while P-Net runs (both release the GIL).
+    boxes_l, inds_l = [], []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:
+        for scale, data in zip(scales, pool.map(level, scales), strict=True):
+            reg, probs = pnet(data)[:2]
+            bs, bi = generate_bounding_box(reg, probs[:, 1], scale, threshold)
+            pick = batched_nms(bs[:, :4], bs[:, 4], bi, 0.5)
+            boxes_l.append(bs[pick])
+            inds_l.append(bi[pick])
+    boxes = np.concatenate(boxes_l)
+    inds = np.concatenate(inds_l)
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+    boxes, inds = boxes[pick], inds[pick]
+    regw = boxes[:, 2] - boxes[:, 0]
+    regh = boxes[:, 3] - boxes[:, 1]
+    corners = [boxes[:, k] + boxes[:, k + 5] * (regw if k % 2 == 0 else regh) for k in range(4)]
+    return rerec(np.stack([*corners, boxes[:, 4]], axis=1)), inds
+
+
+def _stage_two(
+    integral: IntegralImage, boxes: np.ndarray, inds: np.ndarray, w: int, h: int, rnet: Net, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """R-Net on the candidates: the boxes it keeps (refined, squared) and their image indices."""
+    reg, probs = _batched(rnet, _candidates(integral, boxes, inds, w, h, 24))[:2]
+    score = probs[:, 1]
+    ipass = score > np.float32(threshold)
+    boxes = np.concatenate([boxes[ipass, :4], score[ipass, None]], axis=1)
+    inds, mv = inds[ipass], reg[ipass]
+    pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+    boxes, inds, mv = boxes[pick], inds[pick], mv[pick]
+    return rerec(bbreg(boxes, mv)), inds
+
+
+def _stage_three(
+    integral: IntegralImage, boxes: np.ndarray, inds: np.ndarray, w: int, h: int, onet: Net, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """O-Net on R-Net's boxes: the final boxes, their image indices and landmarks (N, 5, 2)."""
+    reg, marks, probs = _batched(onet, _candidates(integral, boxes, inds, w, h, 48))[:3]
+    score = probs[:, 1]
+    ipass = score > np.float32(threshold)
+    marks = marks[ipass]
+    boxes = np.concatenate([boxes[ipass, :4], score[ipass, None]], axis=1)
+    inds, mv = inds[ipass], reg[ipass]
+    w_i = (boxes[:, 2] - boxes[:, 0] + np.float32(1))[:, None]
+    h_i = (boxes[:, 3] - boxes[:, 1] + np.float32(1))[:, None]
+    px = w_i * marks[:, :5] + boxes[:, 0:1] - np.float32(1)
+    py = h_i * marks[:, 5:10] + boxes[:, 1:2] - np.float32(1)
+    points = np.stack([px, py], axis=2)
+    boxes = bbreg(boxes, mv)
+    pick = batched_nms_min(boxes[:, :4], boxes[:, 4], inds, 0.7)
+    return boxes[pick], inds[pick], points[pick]
+
+
 def detect_face(
     imgs: np.ndarray,
     minsize: int,
@@ -285,64 +346,11 @@ def detect_face(
     if not scales:
         return empty
 
-    def level(scale: float) -> np.ndarray:
-        return np.ascontiguousarray(pyramid_level(integral, h, w, scale).transpose(0, 3, 1, 2))
-
-    # First stage; the next pyramid level is resized by a helper thread while P-Net runs (both release the GIL).
-    boxes_l, inds_l = [], []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="affectlab-pyramid") as pool:
-        for scale, data in zip(scales, pool.map(level, scales), strict=True):
-            reg, probs = pnet(data)[:2]
-            bs, bi = generate_bounding_box(reg, probs[:, 1], scale, threshold[0])
-            pick = batched_nms(bs[:, :4], bs[:, 4], bi, 0.5)
-            boxes_l.append(bs[pick])
-            inds_l.append(bi[pick])
-    boxes = np.concatenate(boxes_l)
-    inds = np.concatenate(inds_l)
-    pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
-    boxes, inds = boxes[pick], inds[pick]
-    regw = boxes[:, 2] - boxes[:, 0]
-    regh = boxes[:, 3] - boxes[:, 1]
-    boxes = rerec(
-        np.stack(
-            [
-                boxes[:, 0] + boxes[:, 5] * regw,
-                boxes[:, 1] + boxes[:, 6] * regh,
-                boxes[:, 2] + boxes[:, 7] * regw,
-                boxes[:, 3] + boxes[:, 8] * regh,
-                boxes[:, 4],
-            ],
-            axis=1,
-        )
-    )
-
-    # Second stage
+    boxes, inds = _stage_one(integral, h, w, scales, pnet, threshold[0])
     if len(boxes) > 0:
-        reg, probs = _batched(rnet, _candidates(integral, boxes, inds, w, h, 24))[:2]
-        score = probs[:, 1]
-        ipass = score > np.float32(threshold[1])
-        boxes = np.concatenate([boxes[ipass, :4], score[ipass, None]], axis=1)
-        inds, mv = inds[ipass], reg[ipass]
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
-        boxes, inds, mv = boxes[pick], inds[pick], mv[pick]
-        boxes = rerec(bbreg(boxes, mv))
-
-    # Third stage
+        boxes, inds = _stage_two(integral, boxes, inds, w, h, rnet, threshold[1])
     points = np.zeros((0, 5, 2), np.float32)
     if len(boxes) > 0:
-        reg, marks, probs = _batched(onet, _candidates(integral, boxes, inds, w, h, 48))[:3]
-        score = probs[:, 1]
-        ipass = score > np.float32(threshold[2])
-        marks = marks[ipass]
-        boxes = np.concatenate([boxes[ipass, :4], score[ipass, None]], axis=1)
-        inds, mv = inds[ipass], reg[ipass]
-        w_i = (boxes[:, 2] - boxes[:, 0] + np.float32(1))[:, None]
-        h_i = (boxes[:, 3] - boxes[:, 1] + np.float32(1))[:, None]
-        px = w_i * marks[:, :5] + boxes[:, 0:1] - np.float32(1)
-        py = h_i * marks[:, 5:10] + boxes[:, 1:2] - np.float32(1)
-        points = np.stack([px, py], axis=2)
-        boxes = bbreg(boxes, mv)
-        pick = batched_nms_min(boxes[:, :4], boxes[:, 4], inds, 0.7)
-        boxes, inds, points = boxes[pick], inds[pick], points[pick]
+        boxes, inds, points = _stage_three(integral, boxes, inds, w, h, onet, threshold[2])
 
     return ([boxes[inds == b].copy() for b in range(batch_size)], [points[inds == b].copy() for b in range(batch_size)])

@@ -28,8 +28,9 @@ from PIL import Image
 from models import weights as weights_mod
 from models.download import git_blob_sha1
 from models.errors import AffectLabError, WeightsMissingError
+from models.ort_sessions import EXPORT_BATCH_DIM, batch_dim_name, ort_session
 from models.registry import ModelSpec, onnx_variant
-from models.runtime import OnnxSession, cpu_workers
+from models.runtime import OnnxSession
 from models.types import EmotionPrediction
 
 if TYPE_CHECKING:
@@ -129,28 +130,6 @@ class Head:
     weights_hash: str
     engagement_weight: np.ndarray | None = None
     engagement_bias: np.ndarray | None = None
-
-
-def _ort_session(model_bytes: bytes, device: str) -> tuple[OnnxSession, int]:
-    """An ONNX Runtime session and how many crops-chunks to run on it at once.
-
-    On the CPU each run is single-threaded and the recognizer runs one chunk per core side by side: EfficientNet's
-    small convolutions parallelise poorly inside ORT (2 intra-op threads: 16 ms per face vs 18 ms single-threaded
-    here), while two single-threaded runs at once give 11.5 ms per face. Single-threaded runs also leave no idle ORT
-    threads spinning and taking the cores from torch (the face detector) meanwhile.
-    """
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    cuda = device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers()
-    if cuda:
-        providers.insert(0, "CUDAExecutionProvider")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 0 if cuda else 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session: OnnxSession = ort.InferenceSession(model_bytes, sess_options=opts, providers=providers)
-    return session, 1 if cuda else cpu_workers()
 
 
 def channels_last(precision: str) -> bool:
@@ -309,7 +288,7 @@ class EmotionRecognizer:
         graph.output.append(
             helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT, [None, weight.shape[1]])
         )
-        session, workers = _ort_session(model.SerializeToString(), device)
+        session, workers = ort_session(model.SerializeToString(), device, batch_dim_name(model))
         head = Head(weight=weight, bias=bias, name=spec.name, weights_hash=git_blob_sha1(path))
         return cls(
             spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size, onnx_workers=workers
@@ -346,7 +325,7 @@ class EmotionRecognizer:
             return None
         with np.load(head_path) as z:
             head = Head(weight=z["weight"], bias=z["bias"], name=spec.name, weights_hash=sha1)
-        session, workers = _ort_session(onnx_path.read_bytes(), device)
+        session, workers = ort_session(onnx_path.read_bytes(), device, EXPORT_BATCH_DIM)
         return cls(
             spec, head, onnx_session=session, device="cpu", resize=resize, batch_size=batch_size, onnx_workers=workers
         )
@@ -380,12 +359,12 @@ class EmotionRecognizer:
                     str(tmp),
                     input_names=["input"],
                     output_names=["features"],
-                    dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+                    dynamic_axes={"input": {0: EXPORT_BATCH_DIM}, "features": {0: EXPORT_BATCH_DIM}},
                     opset_version=17,
                     dynamo=False,
                 )
             os.replace(tmp, path)
-        session, workers = _ort_session(path.read_bytes(), device)
+        session, workers = ort_session(path.read_bytes(), device, EXPORT_BATCH_DIM)
         return EmotionRecognizer(
             self.spec,
             self.head,

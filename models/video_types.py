@@ -1,0 +1,149 @@
+"""The results and settings of a video analysis: :class:`VideoConfig`, :class:`VideoChunk`, :class:`VideoAnalysis`.
+
+Split from :mod:`models.video` (which re-exports them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.adaptive import AdaptiveConfig
+from models.decode import ResumePoint
+from models.engagement import EngagementResult, EngagementStatus
+from models.persons import PersonConfig
+from models.summary import VideoSummary
+from models.tracking import Track, TrackerConfig
+from models.types import EmotionPrediction, Face, FaceResult, TrackResult
+
+Progress = Callable[[float, float | None], None]
+"""Called as ``progress(seconds_done, duration_seconds_or_None)`` after each chunk."""
+FaceRow = list[tuple[Face, np.ndarray, EmotionPrediction]]
+"""One frame's faces with their crops and predictions."""
+
+
+@dataclass(frozen=True, eq=False)
+class VideoChunk:
+    """Faces of a stretch of a video analysed by :func:`analyze_video_chunks`, ready to be stored.
+
+    Attributes:
+        faces: The faces of the stretch, in time order, without track (``track`` None; see :class:`FaceReplay`).
+        until: The last frame analysed so far: a run stopped after storing this chunk resumes from it.
+        frames_analyzed: Frames analysed in this run so far.
+        frames_decoded: Frames decoded in this run so far.
+        done: Whether this is the last chunk (the video is analysed to its end).
+        duration: The video's duration, seconds (header, else the last frame's time at the end).
+        fps: Average frame rate of the stream, or None.
+        width: Upright frame width.
+        height: Upright frame height.
+        warnings: Problems that did not stop the analysis (complete in the last chunk).
+    """
+
+    faces: list[FaceResult]
+    until: ResumePoint | None
+    frames_analyzed: int
+    frames_decoded: int
+    done: bool
+    duration: float | None
+    fps: float | None
+    width: int
+    height: int
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Video analysis settings.
+
+    Attributes:
+        detect_every: Detect faces on every k-th sampled frame and interpolate boxes between (1: every frame).
+            Frames between two detected frames whose faces disagree (another count, or a pair below
+            ``refine_iou``: a face came, left or moved fast) are detected too instead of interpolated.
+        refine_iou: With ``detect_every > 1``, the IoU every face must keep from one detected frame to the next for
+            the frames between to be interpolated.
+        chunk_frames: Sampled frames held in memory and processed together.
+        detect_batch: Frames per ``detect_batch`` call.
+        classify_batch: Crops per recognizer call (bounds the activations' memory: batch 32 of a 224 px model
+            peaks near 1.8 GB resident on CPU, batch 8 well under 1.5 GB).
+        tracker: Tracking settings.
+        adaptive: Adaptive frame rate settings, or None for full sampling.
+        keep_crops: Keep each face's crop in its result.
+        persons: How tracks are joined into persons (models/persons.py), or None for one person per track.
+    """
+
+    detect_every: int = 1
+    refine_iou: float = 0.7
+    chunk_frames: int = 16
+    detect_batch: int = 8
+    classify_batch: int = 8
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    adaptive: AdaptiveConfig | None = None
+    keep_crops: bool = False
+    persons: PersonConfig | None = field(default_factory=PersonConfig)
+
+
+@dataclass(frozen=True, eq=False)
+class VideoAnalysis:
+    """The result of analysing one video.
+
+    Attributes:
+        file: The name given by the user.
+        faces: Every face found, in time order, each with ``frame``, ``time_s`` and ``track`` set.
+        tracks: The face tracks, by id.
+        summary: Per-track and per-video summaries (emotions, engagement, face shares, descriptors).
+        frames_sampled: Frames the sampling selected.
+        frames_analyzed: Frames actually analysed (fewer than sampled with the adaptive rate).
+        frames_decoded: Frames decoded.
+        duration: Duration in seconds (header, else last frame time).
+        fps: Average frame rate of the stream, or None.
+        sample_fps: Sampling rate asked for (None: every frame).
+        width: Upright frame width.
+        height: Upright frame height.
+        rotation: Display rotation applied, degrees counter-clockwise.
+        warnings: Problems that did not stop the analysis (damaged or truncated data).
+        engagement_status: ``ok``, or why there is no engagement (:data:`models.engagement.EngagementStatus`).
+        engagement_note: What to tell a person about ``engagement_status`` (``ok`` when it is ``ok``).
+        persons: Track id to person number: the tracks of one student joined across the recording.
+    """
+
+    file: str
+    faces: list[FaceResult]
+    tracks: list[Track]
+    summary: VideoSummary
+    frames_sampled: int
+    frames_analyzed: int
+    frames_decoded: int
+    duration: float | None
+    fps: float | None
+    sample_fps: float | None
+    width: int
+    height: int
+    rotation: int
+    warnings: list[str]
+    engagement_status: EngagementStatus
+    engagement_note: str = "ok"
+    persons: dict[int, int] = field(default_factory=dict)
+
+    def person(self, track: int | None) -> int | None:
+        """The person number of a track (the track number itself when tracks were not joined)."""
+        return None if track is None else self.persons.get(track, track)
+
+    def engagement(self, track: int) -> EngagementResult | None:
+        """The engagement of a track, or None."""
+        return next((t.engagement for t in self.summary.tracks if t.track == track), None)
+
+    def track_results(self) -> list[TrackResult]:
+        """The tracks as they are stored (span, engagement, person), by id."""
+        return [
+            TrackResult(
+                track=t.track,
+                n_faces=t.n_faces,
+                start_s=t.start_s,
+                end_s=t.end_s,
+                engagement=t.engagement,
+                person=self.person(t.track),
+            )
+            for t in self.summary.tracks
+        ]
