@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, insert, inspect, select
+from sqlalchemy import Select, delete, event, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from db import labels, status
@@ -332,24 +332,18 @@ def recompute(session: Session, media_id: int) -> dict[Key, Sums]:
 def rebuild_all(session: Session, study_id: int | None = None) -> int:
     """Writes the sums of every video of a study (all studies: None) again; returns the recordings written."""
     stmt = select(Media.id, Media.study_id).where(Media.kind == "video")
-    if study_id is not None:
-        stmt = stmt.where(Media.study_id == study_id)
-    runs: dict[int, labels.ModelKey | None] = {}
-    n = 0
-    for m, sid in session.execute(stmt.order_by(Media.id)).all():
-        if sid not in runs:
-            runs[sid] = labels.count_model_runs(session, sid)
-        rebuild(session, int(m), runs[sid])
-        n += 1
-    return n
+    return _rebuild_each(session, stmt if study_id is None else stmt.where(Media.study_id == study_id))
 
 
 def fill_missing(session: Session) -> int:
     """Writes the sums of every completely analysed video that has none (a store upgraded to them); returns how many."""
     has = select(ClassSumMedia.media_id).where(ClassSumMedia.media_id == Media.id)
-    stmt = select(Media.id, Media.study_id).where(
-        Media.kind == "video", Media.analysis_status == "complete", ~has.exists()
-    )
+    complete = (Media.kind == "video") & (Media.analysis_status == "complete")
+    return _rebuild_each(session, select(Media.id, Media.study_id).where(complete, ~has.exists()))
+
+
+def _rebuild_each(session: Session, stmt: Select[int, int]) -> int:
+    """:func:`rebuild` for each ``(media id, study id)`` the statement selects, each study's run counted once."""
     runs: dict[int, labels.ModelKey | None] = {}
     n = 0
     for m, sid in session.execute(stmt.order_by(Media.id)).all():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -47,19 +48,8 @@ class Review(Service):
             NotFoundError: If the face does not exist.
             InvalidLabelError: For an unknown class or a value out of range.
         """
-        return self._tx(
-            lambda s: labels.add_correction(
-                s,
-                annotator,
-                face_id=face_id,
-                source=source,
-                label=label,
-                valence=valence,
-                arousal=arousal,
-                engagement=engagement,
-                note=note,
-            )
-        )
+        values = {"label": label, "valence": valence, "arousal": arousal, "engagement": engagement, "note": note}
+        return self._correct(annotator, source, values, face_id=face_id)
 
     def correct_track(
         self,
@@ -74,18 +64,21 @@ class Review(Service):
         source: str = "web",
     ) -> AnnotationRow:
         """Appends a correction of a whole track: it applies to each of its faces without the annotator's own."""
+        values = {"label": label, "valence": valence, "arousal": arousal, "engagement": engagement, "note": note}
+        return self._correct(annotator, source, values, track_id=track_id)
+
+    def _correct(
+        self,
+        annotator: str,
+        source: str,
+        values: dict[str, Any],
+        *,
+        face_id: int | None = None,
+        track_id: int | None = None,
+    ) -> AnnotationRow:
+        """One checked correction of a face or a track in one transaction (:func:`db.labels.add_correction`)."""
         return self._tx(
-            lambda s: labels.add_correction(
-                s,
-                annotator,
-                track_id=track_id,
-                source=source,
-                label=label,
-                valence=valence,
-                arousal=arousal,
-                engagement=engagement,
-                note=note,
-            )
+            lambda s: labels.add_correction(s, annotator, face_id=face_id, track_id=track_id, source=source, **values)
         )
 
     def undo(

@@ -26,12 +26,9 @@ Usage::
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sqlalchemy import Engine
+from functools import cached_property
 
 from core.settings import Settings
-from db import codecs
 from db.service_base import StoreBase
 from db.service_classroom import Classroom
 from db.service_exports import Exports
@@ -42,36 +39,40 @@ from db.service_upkeep import Upkeep
 
 
 class LabelStore(StoreBase):
-    """The services of the label store on one database (arguments: :class:`db.service_base.StoreBase`)."""
+    """The services of the label store on one database (arguments: :class:`db.service_base.StoreBase`).
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        store_crops: bool = True,
-        data_dir: Path | None = None,
-        retries: int = 12,
-        engine: Engine | None = None,
-        media_dir: Path | None = None,
-        feature_codec: str = codecs.FEATURES_U8,
-        feature_files: bool | None = None,
-    ) -> None:
-        super().__init__(
-            url,
-            store_crops=store_crops,
-            data_dir=data_dir,
-            retries=retries,
-            engine=engine,
-            media_dir=media_dir,
-            feature_codec=feature_codec,
-            feature_files=feature_files,
-        )
-        self.recordings = Recordings(self)
-        self.ingest = Ingest(self)
-        self.review = Review(self)
-        self.classroom = Classroom(self)
-        self.exports = Exports(self)
-        self.upkeep = Upkeep(self)
+    Each service is made once, on first use, and holds no state but the store's plumbing.
+    """
+
+    @cached_property
+    def recordings(self) -> Recordings:
+        """Reads of a study's recordings."""
+        return Recordings(self)
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        """Storing analysed files."""
+        return Ingest(self)
+
+    @cached_property
+    def review(self) -> Review:
+        """Human labels."""
+        return Review(self)
+
+    @cached_property
+    def classroom(self) -> Classroom:
+        """Persons and class studies."""
+        return Classroom(self)
+
+    @cached_property
+    def exports(self) -> Exports:
+        """Statistics and exports."""
+        return Exports(self)
+
+    @cached_property
+    def upkeep(self) -> Upkeep:
+        """Upkeep of the store."""
+        return Upkeep(self)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> LabelStore:

@@ -49,11 +49,14 @@ def test_the_size_check_sees_a_class_over_the_limit(tmp_path: Path) -> None:
 
 
 def test_the_store_is_its_services_and_its_plumbing_only() -> None:
-    services = {name: value for name, value in vars(LabelStore("sqlite://")).items() if isinstance(value, Service)}
-    assert set(services) == {"recordings", "ingest", "review", "classroom", "exports", "upkeep"}
+    store = LabelStore("sqlite://")
+    names = {"recordings", "ingest", "review", "classroom", "exports", "upkeep"}
+    services = {name: getattr(store, name) for name in names}
+    assert all(isinstance(s, Service) for s in services.values())
+    assert all(getattr(store, name) is s for name, s in services.items()), "each service made once"
     # The store adds no action of its own beside its plumbing: every user action is a service's.
     own = {n for n in vars(LabelStore) if not n.startswith("_")}
-    assert own <= {"from_settings"}, own
+    assert own == names | {"from_settings"}, own
     assert {n for n in vars(StoreBase) if not n.startswith("_")} == {"close", "upgrade", "transaction"}
     names = [m for s in services.values() for m in vars(type(s)) if not m.startswith("_")]
     assert len(names) == len(set(names)), "one owner per action"
