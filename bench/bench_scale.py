@@ -344,13 +344,25 @@ def fmt_s(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
 
 
-def _child(url: str, study: str, media_id: int, model_class: str, name: str, repeat: int, conn: Any) -> None:
-    """Runs one action ``repeat`` times in this process; sends each run's seconds, then the peak RSS."""
+def _child(
+    url: str,
+    study: str,
+    media_id: int,
+    model_class: str,
+    name: str,
+    repeat: int,
+    conn: Any,
+    data_dir: Path | None = None,
+) -> None:
+    """Runs one action ``repeat`` times in this process; sends each run's seconds, then the peak RSS.
+
+    ``data_dir``: the filled store's data folder (its media and feature files); None: a new empty one.
+    """
     try:
         from db.services import LabelStore
 
         tmp = Path(tempfile.mkdtemp(prefix="affectlab-bench-scale-"))
-        store = LabelStore(url, data_dir=tmp / "data")
+        store = LabelStore(url, data_dir=data_dir if data_dir is not None else tmp / "data")
         ctx = Ctx(store=store, study=study, media_id=media_id, model_class=model_class, tmp=tmp, url=url)
         action = ACTIONS[name]
         if action.setup is not None:
@@ -367,7 +379,15 @@ def _child(url: str, study: str, media_id: int, model_class: str, name: str, rep
 
 
 def time_action(
-    mpctx: Any, url: str, study: str, media_id: int, model_class: str, name: str, repeat: int, timeout: float
+    mpctx: Any,
+    url: str,
+    study: str,
+    media_id: int,
+    model_class: str,
+    name: str,
+    repeat: int,
+    timeout: float,
+    data_dir: Path | None = None,
 ) -> Timing:
     """Times one action in a child process, killed when a run goes over ``timeout`` seconds.
 
@@ -375,7 +395,7 @@ def time_action(
     most about twice its timeout.
     """
     parent, child = mpctx.Pipe(duplex=False)
-    proc = mpctx.Process(target=_child, args=(url, study, media_id, model_class, name, repeat, child))
+    proc = mpctx.Process(target=_child, args=(url, study, media_id, model_class, name, repeat, child, data_dir))
     proc.start()
     child.close()
     t = Timing()
@@ -487,7 +507,7 @@ def run_size(
     url = store.url
     timings: dict[str, Timing] = {}
     for name in names:
-        t = time_action(mpctx, url, scale_fill.STUDY, media_id, cls, name, args.repeat, args.timeout)
+        t = time_action(mpctx, url, scale_fill.STUDY, media_id, cls, name, args.repeat, args.timeout, store.data_dir)
         timings[name] = t
         rss = f", peak {t.rss_mb:.0f} MB" if t.rss_mb else ""
         log(f"[{db.engine} {size}] {name}: {t.cell()} (runs {', '.join(fmt_s(r) for r in t.runs)}){rss}")
