@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from db import labels
@@ -44,7 +44,7 @@ def media_classes(session: Session, media_id: int, primary: labels.ModelKey | No
 
 def _latest(primary: labels.ModelKey | None) -> Any:
     if primary is None:
-        return literal(None)
+        return literal(None, type_=Integer)
     version = Prediction.model_version.is_(None) if primary[2] is None else Prediction.model_version == primary[2]
     return (
         select(func.max(Prediction.id))
