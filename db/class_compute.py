@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Integer, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from db import labels
+from db import face_table, labels
 from db.class_buckets import Sums, add_values, bucket_of, bucket_sql
 from db.schema import Annotation, Face, PersonTrack, Prediction, Track
 
@@ -182,7 +182,7 @@ def _window_sums(session: Session, sums: dict[Key, Sums], base: Any) -> None:
     rows = session.execute(stmt).all()
     if not rows:
         return
-    windows = labels._track_windows(session, {int(r[1]) for r in rows})
+    windows = face_table.track_windows(session, {int(r[1]) for r in rows})
     indexed = {t: face_pages._indexed(w) for t, w in windows.items()}
     for b, tid, time_s in rows:
         p = face_pages._window_engagement(indexed.get(int(tid)), time_s)

@@ -5,8 +5,8 @@ face, and the export then flattens it into a list (:func:`db.exports.row_values`
 the CSV export's time, with ORM result processing most of the rest. Here each page is three indexed range queries
 run on the session's connection (Core rows, no ORM loading), and a face nobody judged (no active vote on it or on
 its track: ~97 % of a study) gets its export row built directly as a list, with the values
-:func:`db.labels._face_label` would give it (model values, ``model``/``none`` sources, 0 annotators). A face with
-votes goes through :func:`db.labels._face_label` and :func:`db.exports.row_values` as before: the vote rules live
+:func:`db.face_table.face_label` would give it (model values, ``model``/``none`` sources, 0 annotators). A face with
+votes goes through :func:`db.face_table.face_label` and :func:`db.exports.row_values` as before: the vote rules live
 in :mod:`db.labels` only. ``tests/test_export_stream.py`` compares the rows of both paths on studies with votes,
 undos, track votes and predictions of several runs.
 
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from db import face_pages, labels
+from db import face_pages, face_table
 from db.labels import ModelKey
 from db.rows import group_name
 
@@ -73,7 +73,7 @@ class Tally:
         card.model_only += sources[0] == "model"
 
     def add_judged(self, r: Any) -> None:
-        """Counts a row built by :func:`db.labels._face_label`."""
+        """Counts a row built by :func:`db.face_table.face_label`."""
         self.acc.add(r)
         self.card.add(r)
 
@@ -166,7 +166,7 @@ def _page_rows(
         p = by_face.get(f.id)
         if ("face", f.id) in resolved or (tid is not None and ("track", tid) in resolved):
             row = face_pages._FaceRow(*f)
-            r = labels._face_label(row, m, f.track_index, p, resolved, bool(f[_HAS_CROP]), eng)
+            r = face_table.face_label(row, m, f.track_index, p, resolved, bool(f[_HAS_CROP]), eng)
             split = by_group[r.group]
             count[split] += 1
             tally.add_judged(r)

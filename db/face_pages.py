@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from db import labels
+from db import face_table, labels
 from db.labels import ModelKey
 from db.rows import FaceLabel
 from db.schema import Annotation, Annotator, Face, Media, Prediction, Track
@@ -180,7 +180,7 @@ def page_inputs(
     if need:
         if len(cache) > 4096:
             cache.clear()
-        got = labels._track_windows(session, need)
+        got = face_table.track_windows(session, need)
         for t in need:
             cache[t] = _indexed(got.get(t))
     return PageInputs(by_face, resolved, cache)
@@ -206,7 +206,7 @@ def labels_of_faces(
         return []
     by_face, resolved, cache = page_inputs(session, session.execute, faces, primary, windows)
     return [
-        labels._face_label(
+        face_table.face_label(
             f,
             media[f.media_id],
             f.track_index,
@@ -240,13 +240,13 @@ def _indexed(track: Any) -> Any:
 
 
 def _window_engagement(track: Any, time_s: float | None) -> float | None:
-    """:func:`db.labels._window_engagement` (the first window by id holding the time), by bisection when sorted.
+    """:func:`db.face_table.window_engagement` (the first window by id holding the time), by bisection when sorted.
 
     With starts and ends rising in id order, the first window holding ``t`` is the first whose end is at least
     ``t``, if its start is at most ``t`` (a later window starts later still).
     """
     if not isinstance(track, _SortedWindows):
-        return labels._window_engagement(track, time_s)
+        return face_table.window_engagement(track, time_s)
     if time_s is not None:
         i = bisect_left(track.ends, time_s)
         if i < len(track.windows) and track.windows[i][0] <= time_s:

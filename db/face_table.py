@@ -137,23 +137,23 @@ def face_labels(
         for face, _, _ in face_rows
         if face.track_id is not None and (pred := by_face.get(face.id)) is not None and pred.engagement is None
     }
-    windows = _track_windows(session, need)
+    windows = track_windows(session, need)
     rows = [
-        _face_label(
+        face_label(
             face,
             media,
             track_index,
             by_face.get(face.id),
             resolved,
             face.id in has_crop,
-            _window_engagement(windows.get(face.track_id) if face.track_id is not None else None, face.time_s),
+            window_engagement(windows.get(face.track_id) if face.track_id is not None else None, face.time_s),
         )
         for face, media, track_index in face_rows
     ]
     return rows, primary
 
 
-def _track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWindows]:
+def track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWindows]:
     """Engagement score and windows ``(start_s, end_s, p)`` of tracks that have a score."""
     out: dict[int, _TrackWindows] = {}
     ids = sorted(track_ids)
@@ -176,7 +176,7 @@ def _track_windows(session: Session, track_ids: set[int]) -> dict[int, _TrackWin
     return out
 
 
-def _window_engagement(track: _TrackWindows | None, time_s: float | None) -> float | None:
+def window_engagement(track: _TrackWindows | None, time_s: float | None) -> float | None:
     """P(engaged) of the window holding ``time_s``, else the track's score (as the ingest stores it per face)."""
     if track is None:
         return None
@@ -187,7 +187,7 @@ def _window_engagement(track: _TrackWindows | None, time_s: float | None) -> flo
     return track[0]
 
 
-def _face_label(
+def face_label(
     face: Any,
     media: Any,
     track_index: int | None,
@@ -196,6 +196,7 @@ def _face_label(
     has_crop: bool,
     track_engagement: float | None = None,
 ) -> FaceLabel:
+    """One face's row: the model's values, each field resolved from the votes (:mod:`db.resolution`), provenance."""
     judged = judgements_for_face(resolved, face.id, face.track_id)
     judgements = tuple(j for j, _ in judged)
     votes = [(j.label, ids["label"]) for j, ids in judged if j.label is not None]

@@ -18,9 +18,6 @@ from db.errors import InvalidLabelError, NothingToUndoError, StoreError
 
 # Re-exported for the callers that read the resolved history with the corrections (one import for both).
 from db.face_table import ModelKey as ModelKey
-from db.face_table import _face_label as _face_label
-from db.face_table import _track_windows as _track_windows
-from db.face_table import _window_engagement as _window_engagement
 from db.face_table import choose_model as choose_model
 from db.face_table import count_model_runs as count_model_runs
 from db.face_table import face_labels as face_labels
