@@ -45,6 +45,7 @@ from affectlab.cli_analyze import default_workers as default_workers
 from affectlab.cli_analyze import media_suffixes as media_suffixes
 from affectlab.cli_analyze import outcome_line as outcome_line
 from core.settings import BACKENDS, Settings
+from models.weight_paths import resolve_weights_dir
 
 # ---------------------------------------------------------------------------------------------------- finetune
 
@@ -53,11 +54,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tunes a head on a study's corrections; prints the before/after report."""
     from db.services import LabelStore
     from db.training import finetune_study
-    from models import weights
     from models.recognizer import EmotionRecognizer
 
-    settings = Settings.from_env()
-    wdir = weights.resolve_weights_dir(args.weights_dir)
+    settings: Settings = args.settings
+    wdir = args.weights_dir
     recognizer = EmotionRecognizer.load(args.model or settings.model, wdir, device=args.device or settings.device)
     store = LabelStore.from_settings(settings)
     try:
@@ -113,7 +113,7 @@ def cmd_figure(args: argparse.Namespace) -> int:
     from affectlab import class_figures
     from db.services import LabelStore
 
-    store = LabelStore.from_settings(Settings.from_env())
+    store = LabelStore.from_settings(args.settings)
     try:
         tables = store.classroom.class_tables(args.study)
     finally:
@@ -280,6 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = build_parser().parse_args(argv)
     try:
+        settings = Settings.from_env()  # the one read of the environment; the commands get it as ``args.settings``
+    except ValueError as exc:  # a setting that is no number, an unknown backend: named, exit 2, no traceback
+        print_err(f"error: {exc}")
+        return 2
+    args.settings = settings
+    if hasattr(args, "weights_dir"):
+        args.weights_dir = resolve_weights_dir(args.weights_dir, settings.weights_dir)
+    try:
         return int(args.func(args))
     except AffectLabError as exc:
         print_err(f"error: {exc}")
@@ -288,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_err("interrupted")
         return 130
     except Exception as exc:
-        message = setup_message(exc, Settings.from_env().database_url)
+        message = setup_message(exc, settings.database_url)
         if message is None:
             raise
         print_err(f"error: {message}")

@@ -188,17 +188,17 @@ def _analyze_here(
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses files and folders into a study: one report line per file, bad files on stderr, then a summary."""
     from db.engine import parse_url
-    from models import runtime, weights
+    from models import runtime
     from models.analysis import AnalysisSession
 
-    settings = Settings.from_env()
+    settings: Settings = args.settings
     runtime.tune_malloc(settings.malloc_tune)
     parse_url(settings.database_url)  # a DATABASE_URL that is no URL stops the run before any model loads
     files, notes = collect_files(args.inputs)
     for note in notes:
         print_err(f"warning: {note}")
     model = args.model or settings.model
-    wdir = weights.resolve_weights_dir(args.weights_dir)
+    wdir = args.weights_dir
     device = args.device or settings.device
     backend = "torch" if args.exact else (args.backend or settings.backend)
     detect_every = 1 if args.exact else settings.detect_every

@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from core.settings import Settings  # noqa: E402
+
 LABELS = {
     "onnx": "onnx (ONNX Runtime)",
     "onnx-int8": "onnx int8",
@@ -116,7 +118,7 @@ def main() -> int:
     torch_ms = t * 1000 / len(x)
     params = sum(int(v.numel()) * 4 for v in loaded.model.state_dict().values())
     rows.append(("pytorch (safetensors)", f"{params / 2**20:.1f}", f"{t_load:.2f}", torch_ms, ""))
-    side = mobile_env.mobile_python()
+    side = Settings.from_env().mobile_python
     for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:
         base, _, q = fmt.partition("-")
         out = work / f"{args.model}-{fmt}{mobile_export.SUFFIXES.get(base, '.' + base)}"
@@ -134,6 +136,7 @@ def main() -> int:
                     crops=crops[:4],
                     quantize="int8" if q else "none",
                     calibration=calib,  # type: ignore[arg-type]
+                    python=side,
                 )
         except Exception as exc:  # a missing converter is a row, not a crash
             rows.append((LABELS.get(fmt, fmt), "-", "-", None, f"skipped: {str(exc)[:90]}"))

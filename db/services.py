@@ -16,7 +16,7 @@ check, checkpoint) by :mod:`db.maintenance`.
 
 Usage::
 
-    store = LabelStore.from_settings()          # DATABASE_URL, or SQLite in AFFECTLAB_DATA_DIR
+    store = LabelStore.from_settings(settings)  # DATABASE_URL, or SQLite in AFFECTLAB_DATA_DIR
     store.ingest.ingest_results("pilot", path, "clip.mp4", results, tracks)
     store.review.correct_face(face_id, "alice", label="Happiness", valence=0.6)
     store.review.undo("alice", face_id=face_id)
@@ -75,7 +75,7 @@ class LabelStore(StoreBase):
         return Upkeep(self)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> LabelStore:
-        """The store of :class:`core.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
-        s = settings or Settings.from_env()
+    def from_settings(cls, settings: Settings) -> LabelStore:
+        """The store of the caller's :class:`core.settings.Settings` (``DATABASE_URL``, data folder, crops mode)."""
+        s = settings
         return cls(s.database_url, store_crops=s.store_crops, data_dir=s.data_dir, feature_files=s.feature_files)

@@ -106,7 +106,7 @@ class AnalysisSession:
     def open(
         cls,
         model: str,
-        weights_dir: str | Path | None = None,
+        weights_dir: str | Path,
         *,
         device: str = "cpu",
         backend: Backend = "torch",
@@ -130,9 +130,8 @@ class AnalysisSession:
             WeightsMissingError: The model's weights are not in the weights folder.
         """
         from models.runtime import cpu_workers
-        from models.weights import resolve_weights_dir
 
-        wdir = resolve_weights_dir(weights_dir)
+        wdir = Path(weights_dir).expanduser()
         torch_free = backend == "onnx" and device == "cpu"
         opener = functools.partial(
             open_models,

@@ -16,14 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.settings import DEFAULT_MODEL
+from core.settings import DEFAULT_MODEL, Settings
 from models.errors import AffectLabError, BadInputError
 from models.registry import app_models
+from models.weight_paths import resolve_weights_dir
 
 if TYPE_CHECKING:
     from models.recognizer import Backend
-
-FINETUNE_MOVED = "fine-tuning reads the label store, so it is `python -m affectlab finetune --study S` (same options)"
 
 
 def _print_err(msg: str) -> None:
@@ -34,7 +33,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Prints every registered model and whether its weights are present."""
     from models import weights
 
-    wdir = weights.resolve_weights_dir(args.weights_dir)
+    wdir = args.weights_dir
     rows = weights.list_models(wdir)
     if args.json:
         print(json.dumps({"weights_dir": str(wdir), "models": rows}, indent=2, default=str))
@@ -61,16 +60,14 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     """Downloads, verifies and converts registered checkpoints."""
     from models import weights
 
-    wdir = weights.resolve_weights_dir(args.weights_dir)
+    wdir = args.weights_dir
     names = list(args.names)
     if args.defaults:
-        from core.settings import Settings
-
-        names += [n for n in app_models(Settings.from_env().model) if n not in names]
+        names += [n for n in app_models(args.settings.model) if n not in names]
     if not names:
         raise AffectLabError("name a model to fetch, or pass --defaults (the models the web app uses)")
     for name in names:
-        path = weights.fetch(name, wdir, progress=not args.quiet)
+        path = weights.fetch(name, wdir, progress=not args.quiet, mirror=args.settings.weights_mirror)
         print(f"{name}: verified and stored at {path}")
     _export_for_onnx_runtime(names, wdir)
     return 0
@@ -93,20 +90,17 @@ def _export_for_onnx_runtime(names: Sequence[str], wdir: Path) -> None:
 def cmd_import(args: argparse.Namespace) -> int:
     """Imports a local checkpoint file under a registry name."""
     from models.convert import import_checkpoint
-    from models.weights import resolve_weights_dir
 
-    wdir = resolve_weights_dir(args.weights_dir)
-    path = import_checkpoint(Path(args.file), args.name, wdir, trust_unverified=args.trust_unverified)
+    path = import_checkpoint(Path(args.file), args.name, args.weights_dir, trust_unverified=args.trust_unverified)
     print(f"{args.name}: stored at {path}")
     return 0
 
 
 def cmd_remove_version(args: argparse.Namespace) -> int:
     """Removes a fine-tuned version."""
-    from models import weights
     from models.versions import remove_version
 
-    remove_version(args.name, weights.resolve_weights_dir(args.weights_dir))
+    remove_version(args.name, args.weights_dir)
     print(f"removed {args.name}")
     return 0
 
@@ -141,6 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                 check_images=args.check_images,
                 quantize="int8" if args.int8 else "none",
                 calibration=calibration,
+                python=args.settings.mobile_python,
             )
         print(f"{args.name}: " + "\n".join(mrep.lines()))
         return 0
@@ -180,10 +175,9 @@ def _image_table(doc: dict[str, Any]) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Analyses images (and videos): one line on stderr per bad file, the others go on."""
-    from core.settings import Settings
     from models import analysis, runtime
 
-    settings = Settings.from_env()
+    settings: Settings = args.settings
     runtime.tune_malloc(settings.malloc_tune)
     chosen = "torch" if args.exact else (args.backend or settings.backend)
     backend: Backend = "onnx" if chosen == "onnx" else "torch"  # Settings and the parser allow only these two
@@ -216,7 +210,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m models`` argument parser."""
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m models",
+        description=__doc__.splitlines()[0],
+        epilog="Storing analyses and fine-tuning on a study's corrections: python -m affectlab analyze|finetune.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="registered models and whether their weights are present")
@@ -249,8 +247,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     _add_analyze(sub.add_parser("analyze", help="detect faces and recognise emotions in images and videos"))
-
-    sub.add_parser("finetune", help=f"moved: {FINETUNE_MOVED}")
 
     p = sub.add_parser("remove-version", help="delete a fine-tuned version")
     p.add_argument("name")
@@ -353,11 +349,15 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI and returns its exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["finetune"]:
-        _print_err(f"error: `python -m models finetune` has moved: {FINETUNE_MOVED}")
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = Settings.from_env()  # the one read of the environment; everything below gets its values as arguments
+    except ValueError as exc:  # a setting that is no number, an unknown backend: named, exit 2, no traceback
+        _print_err(f"error: {exc}")
         return 2
-    args = build_parser().parse_args(argv)
+    args.settings = settings
+    if hasattr(args, "weights_dir"):
+        args.weights_dir = resolve_weights_dir(args.weights_dir, settings.weights_dir)
     try:
         return int(args.func(args))
     except BadInputError as exc:

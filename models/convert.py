@@ -30,7 +30,7 @@ from models.download import CHUNK, DOWNLOADS, git_blob_sha1
 from models.errors import BadInputError, CheckpointFormatError, HashMismatchError, UnsafeCheckpointError
 from models.registry import ModelSpec, get_spec
 from models.unpickle import unpickle_checkpoint
-from models.weight_paths import resolve_weights_dir, warn_if_not_runnable, weights_path
+from models.weight_paths import warn_if_not_runnable, weights_path
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,7 @@ def _copy_hashing(src: Path, dst: Path) -> str:
     return git_blob_sha1(dst)
 
 
-def import_checkpoint(
-    file: str | Path, name: str, weights_dir: str | Path | None = None, trust_unverified: bool = False
-) -> Path:
+def import_checkpoint(file: str | Path, name: str, weights_dir: str | Path, trust_unverified: bool = False) -> Path:
     """Stores a local copy of a published checkpoint under the registry name ``name``.
 
     The file is copied into ``<weights_dir>/downloads/`` first and the copy is hashed and used, so the source cannot
@@ -187,7 +185,7 @@ def import_checkpoint(
     Args:
         file: The downloaded file.
         name: Registry name it is imported as.
-        weights_dir: The weights folder (None: :func:`models.weights.resolve_weights_dir`).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
         trust_unverified: Accept a file whose hash differs from the registry's (its metadata then says
             ``verified: false``). This skips the hash check only: a PyTorch file is still unpickled through the
             allowlist of :class:`RemappingUnpickler`, so no code from the file runs.
@@ -207,7 +205,7 @@ def import_checkpoint(
     src = Path(file)
     if not src.is_file():
         raise BadInputError(str(file), "no such file")
-    wd = resolve_weights_dir(weights_dir)
+    wd = Path(weights_dir).expanduser()
     dl = wd / DOWNLOADS
     dl.mkdir(parents=True, exist_ok=True)
     copy = dl / f".import-{spec.name}.{os.getpid()}.tmp"

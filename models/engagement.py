@@ -332,7 +332,7 @@ class EngagementModel:
     @classmethod
     def load(
         cls,
-        weights_dir: str | Path | None = None,
+        weights_dir: str | Path,
         config: EngagementConfig | None = None,
         device: str = "cpu",
         numpy: bool = False,
@@ -345,7 +345,7 @@ class EngagementModel:
         """
         from models import weights as weights_mod
 
-        path = weights_mod.weights_path(ENGAGEMENT_MODEL, weights_mod.resolve_weights_dir(weights_dir))
+        path = weights_mod.weights_path(ENGAGEMENT_MODEL, Path(weights_dir).expanduser())
         if not Path(path).is_file():
             return None
         return cls.from_h5(path, config, device, numpy=numpy)

@@ -107,7 +107,7 @@ class ExportReport:
         return bool(np.isfinite(self.max_abs_diff)) and self.max_abs_diff <= tolerance
 
 
-def load_full_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
+def load_full_model(name: str, weights_dir: str | Path) -> LoadedModel:
     """:func:`models.versions.load_model`, with the errors of an export.
 
     Raises:
@@ -371,9 +371,9 @@ def default_out(name: str, fmt: str) -> Path:
 
 def export_model(
     name: str,
-    fmt: ExportFormat = "onnx",
-    out: str | Path | None = None,
-    weights_dir: str | Path | None = None,
+    fmt: ExportFormat,
+    out: str | Path | None,
+    weights_dir: str | Path,
     *,
     check_images: Sequence[str | Path] | None = None,
     crops: Sequence[np.ndarray] | None = None,
@@ -386,7 +386,7 @@ def export_model(
         name: Registry name of a PyTorch emotion model, or a fine-tuned version name.
         fmt: ``onnx`` or ``torchscript``.
         out: Output file (None: :func:`default_out`); its folder is created.
-        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
         check_images: Photos whose detected faces are the check crops (None: the built-in astronaut face).
         crops: RGB uint8 face crops to check on instead (takes precedence over ``check_images``).
         opset: ONNX opset (11 or higher).

@@ -62,16 +62,18 @@ class FaceDetector:
             device: Torch device (the torch backend).
             backend: ``torch`` (facenet-pytorch's nets) or ``onnx`` (the same nets exported to ONNX, run by ONNX
                 Runtime with NumPy glue, :mod:`models.mtcnn_np`: no torch import once exported; CPU only).
-            weights_dir: Weights folder holding the exported nets (onnx backend; None for the default).
+            weights_dir: Weights folder holding the exported nets; required by the onnx backend (the entry point
+                passes ``Settings.weights_dir``), unused by torch's.
         """
         self.config = config or DetectorConfig()
         self.backend: DetectorBackend = backend
         self.device = device
         if backend == "onnx":
-            from models import weights as weights_mod
             from models.mtcnn_export import OnnxMtcnn
 
-            self._onnx = OnnxMtcnn(weights_mod.resolve_weights_dir(weights_dir))
+            if weights_dir is None:
+                raise ValueError("the onnx face detector needs the weights folder holding its exported nets")
+            self._onnx = OnnxMtcnn(Path(weights_dir).expanduser())
             return
         import torch
         from facenet_pytorch import MTCNN

@@ -44,13 +44,6 @@ def install_command() -> str:
     )
 
 
-def mobile_python() -> Path:
-    """The side environment's interpreter as configured (it may not exist)."""
-    from core.settings import Settings
-
-    return Settings.from_env().mobile_python
-
-
 def missing_modules(python: Path, modules: Sequence[str]) -> list[str]:
     """The ``modules`` that ``python`` cannot find (all of them when ``python`` does not run); imports nothing."""
     if not python.is_file():
@@ -67,13 +60,13 @@ def missing_modules(python: Path, modules: Sequence[str]) -> list[str]:
     return proc.stdout.split()
 
 
-def require(job: str, python: Path | None = None) -> Path:
+def require(job: str, python: Path) -> Path:
     """The side interpreter, once checked to hold ``job``'s modules (:data:`CONVERTER_MODULES`).
 
     Raises:
         ConverterMissingError: No interpreter there, or a module missing; the message says how to install them.
     """
-    py = python if python is not None else mobile_python()
+    py = python
     missing = missing_modules(py, CONVERTER_MODULES[job])
     if missing:
         where = f"{py} does not exist" if not py.is_file() else f"{py} lacks {', '.join(missing)}"

@@ -182,14 +182,14 @@ class MobileJob:
 def export_mobile(
     name: str,
     fmt: MobileFormat,
-    out: str | Path | None = None,
-    weights_dir: str | Path | None = None,
+    out: str | Path | None,
+    weights_dir: str | Path,
     *,
     crops: Sequence[np.ndarray] | None = None,
     check_images: Sequence[str | Path] | None = None,
     quantize: Quantize = "none",
     calibration: Sequence[np.ndarray] | None = None,
-    python: Path | None = None,
+    python: Path,
 ) -> MobileExportReport:
     """Exports to LiteRT or ExecuTorch in the side environment, checks the file in its runtime, publishes it.
 
@@ -202,7 +202,7 @@ def export_mobile(
         check_images: Photos whose faces are the check crops.
         quantize: ``none`` or ``int8`` (LiteRT only).
         calibration: int8 calibration crops (None: the check crops, which the report then says).
-        python: The side interpreter (None: ``Settings.mobile_python``).
+        python: The side interpreter (the entry point passes ``Settings.mobile_python``).
 
     Returns:
         The report.
@@ -221,11 +221,11 @@ def export_mobile(
 
 def export_mobile_many(
     jobs: Sequence[MobileJob],
-    weights_dir: str | Path | None = None,
+    weights_dir: str | Path,
     *,
     crops: Sequence[np.ndarray] | None = None,
     check_images: Sequence[str | Path] | None = None,
-    python: Path | None = None,
+    python: Path,
 ) -> list[MobileExportReport]:
     """:func:`export_mobile` for several files in one side process (the converters are imported once).
 
@@ -240,7 +240,6 @@ def export_mobile_many(
     """
     from models.export import ExportError, _tmp_for, crops_from_images, load_full_model, sample_crops
     from models.recognizer import preprocess_array
-    from models.weights import resolve_weights_dir
 
     for job in jobs:
         if job.fmt not in MOBILE_FORMATS:
@@ -274,7 +273,7 @@ def export_mobile_many(
             np.save(w / f"calib{i}.npy", preprocess_array(calib[:MAX_CALIBRATION], loaded.spec))
             request = {
                 "name": job.name,
-                "weights_dir": str(resolve_weights_dir(weights_dir)),
+                "weights_dir": str(Path(weights_dir).expanduser()),
                 "format": job.fmt,
                 "quantize": job.quantize,
                 "out": str(tmp),

@@ -124,8 +124,8 @@ def quantize_onnx_int8(
 
 def export_onnx_int8(
     name: str,
-    out: str | Path | None = None,
-    weights_dir: str | Path | None = None,
+    out: str | Path | None,
+    weights_dir: str | Path,
     *,
     crops: Sequence[np.ndarray] | None = None,
     check_images: Sequence[str | Path] | None = None,
@@ -140,7 +140,6 @@ def export_onnx_int8(
     from models.export import ExportError, _tmp_for, crops_from_images, export_model, publish_checked, sample_crops
     from models.recognizer import preprocess_array
     from models.versions import resolve
-    from models.weights import resolve_weights_dir
 
     if crops is None:
         crops = crops_from_images(check_images) if check_images else sample_crops()
@@ -157,7 +156,7 @@ def export_onnx_int8(
         import onnx
 
         meta = {p.key: p.value for p in onnx.load(str(fp32_rep.path)).metadata_props}
-        spec, _ = resolve(name, resolve_weights_dir(weights_dir))
+        spec, _ = resolve(name, Path(weights_dir).expanduser())
         meta.update({"format": "onnx", "preprocessing": spec.preprocessing, "batch": "dynamic"})
         try:
             res = quantize_onnx_int8(

@@ -191,7 +191,7 @@ class EmotionRecognizer:
     def load(
         cls,
         name: str,
-        weights_dir: str | Path | None = None,
+        weights_dir: str | Path,
         *,
         device: str = "cpu",
         backend: Backend = "torch",
@@ -204,7 +204,7 @@ class EmotionRecognizer:
         Args:
             name: Registry name of a PyTorch checkpoint (``enet_b0_8_best_vgaf``...) or of a fine-tuned version
                 (``base@...``, see ``models.versions``).
-            weights_dir: Weights folder; None for the default (see ``weights.resolve_weights_dir``).
+            weights_dir: Weights folder (the entry point passes ``Settings.weights_dir``).
             device: ``cpu``, ``cuda`` or ``cuda:N``.
             backend: ``torch`` or ``onnx`` (uses the published ``NAME.onnx`` file).
             resize: ``pil`` (reference torch preprocessing) or ``cv2`` (reference ONNX preprocessing).
@@ -217,7 +217,7 @@ class EmotionRecognizer:
             AffectLabError: The model is not an emotion model or cannot run here.
         """
         resolve_device(device)  # a missing CUDA is a setup error on every backend
-        wdir = weights_mod.resolve_weights_dir(weights_dir)
+        wdir = Path(weights_dir).expanduser()
         if backend == "onnx":
             if "@" not in name:  # a registry entry (not a fine-tuned version): no torch needed once exported
                 from models.registry import get_spec

@@ -141,7 +141,7 @@ def version_name_for(base: str, data: Path, when: datetime) -> str:
 def train_backbone(
     data_path: str | Path,
     model: str,
-    weights_dir: str | Path | None = None,
+    weights_dir: str | Path,
     *,
     device: str = "auto",
     recipe: Recipe | None = None,
@@ -153,7 +153,7 @@ def train_backbone(
     Args:
         data_path: The export (zip or folder).
         model: Registry name of a PyTorch emotion model, or a fine-tuned version to continue from.
-        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         recipe: Training settings (None: the reference's, :class:`Recipe`).
         save: Save the version (False: only report).
@@ -168,7 +168,6 @@ def train_backbone(
         UnknownModelError, VersionNotFoundError, WeightsMissingError, ExportError: The model cannot be loaded.
         DeviceUnavailableError: CUDA was asked for and is not available.
     """
-    from models import weights as weights_mod
     from models.export import load_full_model
     from models.registry import get_spec
     from models.versions import get_version, is_version
@@ -176,7 +175,7 @@ def train_backbone(
     started = time.perf_counter()
     recipe = recipe or Recipe()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    wdir = weights_mod.resolve_weights_dir(weights_dir)
+    wdir = Path(weights_dir).expanduser()
     version = get_version(model, wdir) if is_version(model) else None
     spec = version.spec if version is not None else get_spec(model)
     data = ImageFolderExport(data_path, spec.labels)

@@ -274,12 +274,12 @@ class LoadedModel:
     engagement: tuple[np.ndarray, np.ndarray] | None = None
 
 
-def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
+def load_model(name: str, weights_dir: str | Path) -> LoadedModel:
     """Builds the whole PyTorch model of a registered emotion model or fine-tuned version (safetensors only).
 
     Args:
         name: Registry name of a PyTorch emotion checkpoint, or a fine-tuned version name (contains ``@``).
-        weights_dir: The weights folder (None: ``weights.resolve_weights_dir``).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
 
     Raises:
         UnknownModelError: No such registry entry.
@@ -292,7 +292,7 @@ def load_model(name: str, weights_dir: str | Path | None = None) -> LoadedModel:
 
     from models.backbones import build_model, find_head
 
-    wdir = weights_mod.resolve_weights_dir(weights_dir)
+    wdir = Path(weights_dir).expanduser()
     spec, version = resolve(name, wdir)
     if not spec.is_emotion_model or not spec.stores_safetensors or not spec.runnable:
         why = f" ({spec.note})" if spec.note else " (ONNX entries are already ONNX files)"

@@ -12,27 +12,23 @@ log = logging.getLogger("models.weights")
 SAFETENSORS_SUFFIX = ".safetensors"
 
 
-def resolve_weights_dir(flag: str | Path | None = None) -> Path:
-    """The weights folder: ``flag`` if given, else ``AFFECTLAB_WEIGHTS_DIR``, else the per-user cache.
+def resolve_weights_dir(flag: str | Path | None, default: str | Path) -> Path:
+    """The weights folder an entry point uses: its ``--weights-dir`` flag if given, else ``default``.
+
+    ``models/`` never reads the environment: the entry points (the CLIs, the app, workers) read
+    :class:`core.settings.Settings` once and pass ``settings.weights_dir`` down as ``default``; every function below
+    them takes the folder as an argument.
 
     Args:
-        flag: The ``--weights-dir`` value, or None.
+        flag: The ``--weights-dir`` value, or None / "" when not given.
+        default: The configured folder (``Settings.weights_dir``: ``AFFECTLAB_WEIGHTS_DIR`` or the per-user cache).
 
     Returns:
-        The folder (not created).
+        The folder, ``~`` expanded (not created).
     """
     if flag is not None and str(flag) != "":
         return Path(flag).expanduser()
-    from core.settings import Settings
-
-    return Settings.from_env().weights_dir.expanduser()
-
-
-def mirror() -> str:
-    """The host that serves the pinned URLs instead of their own (``AFFECTLAB_WEIGHTS_MIRROR``; "" for none)."""
-    from core.settings import Settings
-
-    return Settings.from_env().weights_mirror
+    return Path(default).expanduser()
 
 
 def weights_path(name: str, weights_dir: str | Path) -> Path:

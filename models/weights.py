@@ -25,8 +25,8 @@ from models.errors import CheckpointFormatError, WeightsMissingError
 from models.registry import REGISTRY, get_spec, mirrored_url
 from models.weight_paths import SAFETENSORS_SUFFIX as SAFETENSORS_SUFFIX  # the paths, named here as before
 from models.weight_paths import is_present as is_present
-from models.weight_paths import mirror, warn_if_not_runnable
 from models.weight_paths import resolve_weights_dir as resolve_weights_dir
+from models.weight_paths import warn_if_not_runnable
 from models.weight_paths import weights_path as weights_path
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 def fetch(
     name: str,
-    weights_dir: str | Path | None = None,
+    weights_dir: str | Path,
     progress: bool = True,
     *,
     url: str | None = None,
@@ -44,6 +44,7 @@ def fetch(
     retries: int = 3,
     backoff: float = 1.0,
     on_progress: ProgressHook | None = None,
+    mirror: str = "",
 ) -> Path:
     """Downloads a registered checkpoint, verifies its hash and stores it (converted to safetensors for PyTorch).
 
@@ -51,14 +52,16 @@ def fetch(
 
     Args:
         name: Registry name.
-        weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
         progress: Show a progress bar on stderr.
         on_progress: Called with (bytes so far, total or None) as bytes arrive.
         url: Download from here instead of the registry's pinned URL; the hash is still the registry's. None: the
-            pinned URL, on the host of ``AFFECTLAB_WEIGHTS_MIRROR`` when that is set.
+            pinned URL, on the host of ``mirror`` when that is given.
         timeout: Network timeout in seconds.
         retries: Extra attempts after a broken transfer.
         backoff: Seconds before the first retry.
+        mirror: A host serving the pinned URLs' paths instead of their own (``Settings.weights_mirror``,
+            ``AFFECTLAB_WEIGHTS_MIRROR``, passed by the entry point); "" for the pinned hosts.
 
     Returns:
         Path of the stored weights (``weights_path(name, weights_dir)``).
@@ -70,12 +73,12 @@ def fetch(
         CheckpointFormatError: The verified file could not be converted.
     """
     spec = get_spec(name)
-    wd = resolve_weights_dir(weights_dir)
+    wd = Path(weights_dir).expanduser()
     final = weights_path(name, wd)
     if weights_verified(name, wd):
         warn_if_not_runnable(spec)
         return final
-    source = url or mirrored_url(spec.url, mirror())
+    source = url or mirrored_url(spec.url, mirror)
     part_dir = wd / DOWNLOADS
 
     def get(dest: Path) -> Path:
@@ -165,12 +168,12 @@ def weights_verified(name: str, weights_dir: str | Path) -> bool | None:
     return meta.get("verified") == "true" and meta.get("source_sha1") == spec.git_blob_sha1
 
 
-def load_weights(name: str, weights_dir: str | Path | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def load_weights(name: str, weights_dir: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """Loads the converted weights of a PyTorch checkpoint from safetensors (never unpickles).
 
     Args:
         name: Registry name of a ``torch_pickle`` entry.
-        weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
 
     Returns:
         ``(state_dict, metadata)``: CPU tensors for ``build_model(spec).load_state_dict(..., strict=True)``, and the
@@ -188,7 +191,7 @@ def load_weights(name: str, weights_dir: str | Path | None = None) -> tuple[dict
         raise CheckpointFormatError(
             f"{name!r} is a {spec.fmt} file, not converted weights; open weights_path({name!r}) with its own runtime"
         )
-    wd = resolve_weights_dir(weights_dir)
+    wd = Path(weights_dir).expanduser()
     path = weights_path(name, wd)
     if not path.is_file():
         raise WeightsMissingError(name, str(wd))
@@ -207,18 +210,18 @@ def load_weights(name: str, weights_dir: str | Path | None = None) -> tuple[dict
     return state, meta
 
 
-def list_models(weights_dir: str | Path | None = None) -> list[dict[str, Any]]:
+def list_models(weights_dir: str | Path) -> list[dict[str, Any]]:
     """Every registered model and whether its weights are stored.
 
     Args:
-        weights_dir: The weights folder (None: :func:`resolve_weights_dir`).
+        weights_dir: The weights folder (the entry point passes ``Settings.weights_dir``).
 
     Returns:
         One dict per registry entry, registry order: ``name``, ``fmt``, ``arch``, ``input_size``, ``classes``
         (number of emotion classes), ``labels`` (their names), ``has_va``, ``runnable``, ``present``, ``verified``
         (None when absent), ``sha1`` (registry hash), ``path`` (where the weights are or would be), ``note``.
     """
-    wd = resolve_weights_dir(weights_dir)
+    wd = Path(weights_dir).expanduser()
     rows: list[dict[str, Any]] = []
     for spec in REGISTRY.values():
         path = weights_path(spec.name, wd)

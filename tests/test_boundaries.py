@@ -137,6 +137,39 @@ def environment_touches(root: Path = ROOT) -> list[str]:
     return out
 
 
+ENTRY_POINTS = frozenset(
+    {
+        "models/cli.py",  # python -m models
+        "db/cli.py",  # python -m db
+        "affectlab/cli.py",  # python -m affectlab
+        "affectlab/distribute.py",  # a worker process or Ray actor, at its start
+        "webapp/resources.py",  # the app: once per script run (``resources.settings``)
+        "webapp/serve.py",  # the server guard, at server start
+        "webapp/demo_sweep.py",  # python -m webapp.demo_sweep
+    }
+)
+"""Where ``Settings.from_env()`` may be called: the tops of processes and runs; everything below takes arguments."""
+
+
+def settings_reads(root: Path = ROOT) -> list[str]:
+    """Every ``Settings.from_env()`` (the one reader of the environment's settings) outside :data:`ENTRY_POINTS`."""
+    out = []
+    for package in LAYERS:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root)
+            if rel == SETTINGS or rel.as_posix() in ENTRY_POINTS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_env":
+                    out.append(f"{rel}:{node.lineno}")
+    return out
+
+
+def test_settings_are_read_at_the_top_and_passed_down() -> None:
+    """Issue 20 item 2: models/, db/ and the services below the entry points take the settings' values as arguments."""
+    assert settings_reads() == []
+
+
 def test_no_layer_imports_one_above_it() -> None:
     assert upward_imports() == []
 
@@ -154,3 +187,8 @@ def test_the_layer_checks_see_a_breach(tmp_path: Path) -> None:
     (tmp_path / "webapp" / "w.py").write_text("import os\nos.environ['X'] = '1'\nfrom db import repo\n")
     assert upward_imports(tmp_path) == ["models/m.py imports affectlab.settings", "db/d.py imports webapp.ui"]
     assert environment_touches(tmp_path) == ["db/d.py:1", "webapp/w.py:2"]
+    (tmp_path / "models" / "cli.py").write_text("from core.settings import Settings\nS = Settings.from_env()\n")
+    (tmp_path / "models" / "w.py").write_text(
+        "def f():\n    from core.settings import Settings\n    return Settings.from_env().x\n"
+    )
+    assert settings_reads(tmp_path) == ["models/w.py:3"]

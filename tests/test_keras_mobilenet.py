@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.settings import Settings
 from models import weights
 from models.convert import import_checkpoint
 from models.errors import CheckpointFormatError
@@ -33,7 +34,7 @@ def side_python(job: str) -> Path:
     from models.mobile_env import ConverterMissingError, require
 
     try:
-        return require(job)
+        return require(job, Settings.from_env().mobile_python)
     except ConverterMissingError as exc:
         if os.environ.get("AFFECTLAB_REQUIRE_MOBILE") == "1":
             pytest.fail(f"make test installs the side environment, but: {exc}")

@@ -219,7 +219,7 @@ def fake_converter(monkeypatch: pytest.MonkeyPatch, diff: float) -> list[dict[st
         seen.append(req)
         return subprocess.CompletedProcess([str(python), *args], 0, "", "")
 
-    monkeypatch.setattr(mobile_export.mobile_env, "require", lambda job, python=None: Path(sys.executable))
+    monkeypatch.setattr(mobile_export.mobile_env, "require", lambda job, python: Path(sys.executable))
     monkeypatch.setattr(mobile_export.mobile_env, "run", run)
     return seen
 
@@ -259,6 +259,7 @@ def test_a_failed_phone_check_keeps_nothing_and_exits_2(
             wdir,
             crops=crops[:1],
             quantize="int8" if int8 else "none",  # type: ignore[arg-type]
+            python=Path(sys.executable),
         )
     assert info.value.format == label and info.value.tolerance == (None if int8 else mobile_export.PROB_TOLERANCE)
     assert list((tmp_path / "new").iterdir()) == []

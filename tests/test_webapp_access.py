@@ -324,7 +324,7 @@ def test_owner_actions_are_checked_in_the_services(multi_face_app_dir: Path) -> 
         lambda: library.delete_media(store, "default", media.id, None, owner=False),
         lambda: studies.set_study_settings(store, "default", StudySettings(), owner=False),
         lambda: weights.remove_version("x@1", multi_face_app_dir, owner=False),
-        lambda: weights.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False),
+        lambda: weights.fetch_weights("enet_b0_8_best_vgaf", multi_face_app_dir, owner=False, mirror=""),
         lambda: weights.import_weights(
             b"x", "x.pt", "enet_b0_8_best_vgaf", multi_face_app_dir, trust_unverified=True, owner=False
         ),

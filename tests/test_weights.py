@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from core.settings import Settings
 from models import convert, download, registry, weights
 from models.backbones import build_model, split_head
 from models.errors import (
@@ -91,13 +92,19 @@ def test_registry_urls_are_pinned() -> None:
 
 
 def test_resolve_weights_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag wins over the configured folder; the configured folder is the settings' (env, else the user cache)."""
     monkeypatch.delenv("AFFECTLAB_WEIGHTS_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    assert weights.resolve_weights_dir(None) == tmp_path / "cache" / "affectlab" / "weights"
+    configured = Settings.from_env().weights_dir
+    assert weights.resolve_weights_dir(None, configured) == tmp_path / "cache" / "affectlab" / "weights"
     monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(tmp_path / "env"))
-    assert weights.resolve_weights_dir(None) == tmp_path / "env"
-    assert weights.resolve_weights_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert weights.resolve_weights_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    configured = Settings.from_env().weights_dir
+    assert weights.resolve_weights_dir(None, configured) == tmp_path / "env"
+    assert weights.resolve_weights_dir("", configured) == tmp_path / "env"
+    assert weights.resolve_weights_dir(tmp_path / "flag", configured) == tmp_path / "flag"
+    assert weights.resolve_weights_dir(str(tmp_path / "flag"), configured) == tmp_path / "flag"
+    monkeypatch.setenv("AFFECTLAB_WEIGHTS_DIR", str(tmp_path / "changed"))  # read once at the top: models/ never looks
+    assert weights.resolve_weights_dir(None, configured) == tmp_path / "env"
 
 
 def test_weights_path_layout(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 
 import streamlit as st
 
-from core.settings import Settings
 from db.services import LabelStore
 from webapp import guard, resources
 from webapp.access import THROTTLE, AccessConfig, CodeGrant, kinds_of, kinds_still_closed, load_access_config
@@ -387,7 +386,7 @@ def main() -> None:
     st.html(LAYOUT_CSS)
     s = resources.settings()
     state = ui_state()
-    access = load_access_config(Settings.from_env(), _secrets(), st.get_option("server.address"))
+    access = load_access_config(s, _secrets(), st.get_option("server.address"))
     if not state.url_loaded:  # a reload or a bookmark: bring back the study, name, queue, open item and page
         from_url(state, st.query_params, annotator_from_url=access.mode != "oidc")
         state.page_wanted = _page_from_address(state)  # kept through a sign-in step, which loses the address's path

@@ -30,34 +30,30 @@ def _store(url: str, store_crops: bool, data_dir: str) -> LabelStore:
     return store
 
 
-def label_store(s: Settings | None = None) -> LabelStore:
+def label_store(s: Settings) -> LabelStore:
     """The label store of the settings, migrated to the newest schema on first use."""
-    s = s or settings()
     Path(s.data_dir).mkdir(parents=True, exist_ok=True)
     return _store(s.database_url, s.store_crops, str(Path(s.data_dir).resolve()))
 
 
 @st.cache_resource(show_spinner="Loading the face detector, the emotion and engagement models (first time only)...")
-def analysis_session(
-    model: str, weights_dir: str, device: str, backend: str | None = None, detect_every: int | None = None
-) -> AnalysisSession:
+def analysis_session(model: str, weights_dir: str, device: str, backend: str, detect_every: int) -> AnalysisSession:
     """The models for ``(model, weights_dir, device, backend, detect_every)``: detector, emotion, engagement.
 
     One session serves every browser session (it holds no per-request state); the analyze path uses it for images
-    and videos alike. Backend and ``detect_every`` default to the settings' (the measured fastest path).
+    and videos alike. The page passes the run's settings (``Settings.backend``, ``Settings.detect_every``).
 
     Raises:
         WeightsMissingError: The model's weights are absent (nothing is cached then).
     """
     from models.analysis import AnalysisSession
 
-    s = settings()
     return AnalysisSession.open(
         model,
         weights_dir,
         device=device,
-        backend="onnx" if (backend or s.backend) == "onnx" else "torch",  # the settings allow only these two
-        detect_every=detect_every or s.detect_every,
+        backend="onnx" if backend == "onnx" else "torch",  # the settings allow only these two
+        detect_every=detect_every,
     )
 
 
@@ -66,7 +62,6 @@ def forget_models() -> None:
     analysis_session.clear()
 
 
-def media_dir(s: Settings | None = None) -> Path | None:
+def media_dir(s: Settings) -> Path | None:
     """Where uploaded media are kept, None in the features-only privacy mode."""
-    s = s or settings()
     return Path(s.data_dir).resolve() / "media" if s.store_crops else None

@@ -156,9 +156,12 @@ def fetch_weights(
     on_progress: Callable[[FetchProgress], None] | None = None,
     *,
     owner: bool,
+    mirror: str,
     url: str | None = None,
 ) -> Path:
     """Downloads, verifies and stores a registered checkpoint (``models.weights.fetch``), reporting bytes received.
+
+    ``mirror`` is ``Settings.weights_mirror`` ("" for the pinned hosts).
 
     Raises:
         NotAllowedError: For anyone but an owner.
@@ -168,7 +171,7 @@ def fetch_weights(
 
     require_owner(owner, "fetching model weights")
     hook = None if on_progress is None else (lambda received, total: on_progress(FetchProgress(received, total)))
-    return fetch(name, weights_dir, progress=False, url=url, on_progress=hook)
+    return fetch(name, weights_dir, progress=False, url=url, on_progress=hook, mirror=mirror)
 
 
 def import_weights(
@@ -225,9 +228,19 @@ class PhoneExport:
 
 
 def export_for_phone(
-    store: LabelStore, study: str, name: str, fmt: str, int8: bool, weights_dir: Path, *, owner: bool
+    store: LabelStore,
+    study: str,
+    name: str,
+    fmt: str,
+    int8: bool,
+    weights_dir: Path,
+    *,
+    owner: bool,
+    python: Path,
 ) -> PhoneExport:
     """The Export button: the model in a phone format, checked against PyTorch; int8 calibrated on the study's crops.
+
+    ``python`` is the converters' side interpreter (``Settings.mobile_python``).
 
     Check crops: the study's first stored face crops (else the built-in sample face). Nothing is kept on the server.
 
@@ -270,6 +283,7 @@ def export_for_phone(
                 crops=check,
                 quantize="int8" if int8 else "none",
                 calibration=calibration,
+                python=python,
             )
             lines = rep.lines()
         elif int8:

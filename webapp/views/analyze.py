@@ -83,7 +83,7 @@ def _run_analysis(
         study=ctx.study,
         store=ctx.store,
         load_session=lambda: resources.analysis_session(
-            model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+            model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend, ctx.settings.detect_every
         ),
         media_dir=ctx.media_dir,
         uploaded_by=ctx.annotator or ctx.who,
@@ -153,7 +153,7 @@ def _try_sample(ctx: Context, model: str) -> None:
             ctx.settings.samples_dir,
             store=ctx.store,
             load_session=lambda: resources.analysis_session(
-                model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend
+                model, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend, ctx.settings.detect_every
             ),
             media_dir=ctx.media_dir,
             uploaded_by=ctx.annotator or ctx.who,

@@ -77,7 +77,9 @@ def _fetch(ctx: Context, rows: list[dict]) -> None:
                     bar.progress(0.0, text=f"{done} received")
 
             try:
-                weights.fetch_weights(name, ctx.weights_dir, report, owner=ctx.global_owner)
+                weights.fetch_weights(
+                    name, ctx.weights_dir, report, owner=ctx.global_owner, mirror=ctx.settings.weights_mirror
+                )
             except AffectLabError as exc:
                 status.update(label=f"Fetching {name} failed", state="error")
                 st.error(code_span(str(exc)))
@@ -185,6 +187,7 @@ def _phone_export(ctx: Context) -> None:
                 bool(int8 and fmt in ("onnx", "litert")),
                 ctx.weights_dir,
                 owner=ctx.owner,
+                python=ctx.settings.mobile_python,
             )
         except AffectLabError as exc:
             st.error(code_span(str(exc)))
@@ -215,7 +218,9 @@ def _finetune(ctx: Context) -> None:
             outcome = weights.finetune(
                 ctx.store,
                 ctx.study,
-                lambda: resources.analysis_session(name, str(ctx.weights_dir), ctx.settings.device),
+                lambda: resources.analysis_session(
+                    name, str(ctx.weights_dir), ctx.settings.device, ctx.settings.backend, ctx.settings.detect_every
+                ),
                 target,
                 ctx.weights_dir,
                 owner=ctx.global_owner,
