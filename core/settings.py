@@ -208,7 +208,7 @@ class Settings:
             device=env.get("AFFECTLAB_DEVICE") or "cpu",
             model=env.get("AFFECTLAB_MODEL") or DEFAULT_MODEL,
             backend=(env.get("AFFECTLAB_BACKEND") or DEFAULT_BACKEND).strip().lower(),
-            detect_every=max(1, int(env.get("AFFECTLAB_DETECT_EVERY") or DEFAULT_DETECT_EVERY)),
+            detect_every=max(1, _env_int(env, "AFFECTLAB_DETECT_EVERY", DEFAULT_DETECT_EVERY)),
             store_crops=_env_bool(env, "AFFECTLAB_STORE_CROPS", True),
             feature_files=_env_bool(env, "AFFECTLAB_FEATURE_FILES", None),
             access_code=env.get("AFFECTLAB_ACCESS_CODE", ""),

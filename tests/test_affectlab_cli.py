@@ -154,3 +154,21 @@ def test_console_script_and_packages_declared() -> None:
     packages = {d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file() and d.name != "tests"}
     assert {p.split(".")[0] for p in include} == packages
     assert {"core", "affectlab", "models", "db", "webapp"} <= packages
+
+
+@pytest.mark.parametrize("package", ["affectlab", "models"])
+def test_a_bad_setting_is_named_with_exit_2_before_anything_runs(tmp_path: Path, package: str) -> None:
+    """The CLIs read the settings once at the top: a setting that is no number or no backend stops the run, named."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AFFECTLAB_DATA_DIR": str(tmp_path / "data")}
+    study = ["--study", "s"] if package == "affectlab" else []
+    for name, value in (("AFFECTLAB_BACKEND", "tensorflow"), ("AFFECTLAB_DETECT_EVERY", "two")):
+        proc = subprocess.run(
+            [sys.executable, "-m", package, "analyze", str(tmp_path / "none.jpg"), *study],
+            capture_output=True,
+            text=True,
+            env={**env, name: value},
+            cwd=ROOT,
+            timeout=600,
+        )
+        assert proc.returncode == 2 and name in proc.stderr and value in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not (tmp_path / "data").exists()
