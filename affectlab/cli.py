@@ -45,7 +45,7 @@ from affectlab.cli_analyze import default_workers as default_workers
 from affectlab.cli_analyze import media_suffixes as media_suffixes
 from affectlab.cli_analyze import outcome_line as outcome_line
 from core.settings import BACKENDS, Settings
-from models.weight_paths import resolve_weights_dir
+from models.cli import settle
 
 # ---------------------------------------------------------------------------------------------------- finetune
 
@@ -279,14 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with suppress(AttributeError, ValueError):
             stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_env()  # the one read of the environment; the commands get it as ``args.settings``
-    except ValueError as exc:  # a setting that is no number, an unknown backend: named, exit 2, no traceback
-        print_err(f"error: {exc}")
+    settings = settle(args, print_err)  # the one read of the environment; the commands get ``args.settings``
+    if settings is None:
         return 2
-    args.settings = settings
-    if hasattr(args, "weights_dir"):
-        args.weights_dir = resolve_weights_dir(args.weights_dir, settings.weights_dir)
     try:
         return int(args.func(args))
     except AffectLabError as exc:

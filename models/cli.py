@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -347,17 +347,30 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_export)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the CLI and returns its exit code."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+def settle(args: argparse.Namespace, print_err: Callable[[str], None]) -> Settings | None:
+    """Reads the settings once, at the top of a command-line run, into ``args.settings`` and ``args.weights_dir``.
+
+    Every command below gets its values from ``args`` (``models/`` and ``db/`` never read the environment).
+
+    Returns:
+        The settings, or None after printing a bad setting's named error (the caller exits 2).
+    """
     try:
-        settings = Settings.from_env()  # the one read of the environment; everything below gets its values as arguments
-    except ValueError as exc:  # a setting that is no number, an unknown backend: named, exit 2, no traceback
-        _print_err(f"error: {exc}")
-        return 2
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting that is no number, an unknown backend: named, no traceback
+        print_err(f"error: {exc}")
+        return None
     args.settings = settings
     if hasattr(args, "weights_dir"):
         args.weights_dir = resolve_weights_dir(args.weights_dir, settings.weights_dir)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI and returns its exit code."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if settle(args, _print_err) is None:
+        return 2
     try:
         return int(args.func(args))
     except BadInputError as exc:
