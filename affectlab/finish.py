@@ -36,6 +36,25 @@ class Streamed:
     last: VideoChunk | None = None
 
 
+@dataclass(frozen=True)
+class Finished:
+    """What the finish step stored.
+
+    Attributes:
+        n_faces: Faces given a track.
+        tracks: Tracks stored.
+        persons: Persons the tracks were joined into.
+        status: ``ok``, or why no track has engagement.
+        note: What to tell a person about it.
+    """
+
+    n_faces: int
+    tracks: int
+    persons: int
+    status: str
+    note: str
+
+
 def finish_video(
     store: LabelStore,
     claimant: Claimant | None,
@@ -47,17 +66,65 @@ def finish_video(
     streamed: Streamed,
 ) -> FileOutcome:
     """Tracks, engagement and persons from every stored face; the media item becomes ``complete``."""
+    last = streamed.last
+    assert last is not None
+    duration = last.duration if last.duration else probe.duration
+    done = finish_stored(
+        store,
+        state.media_id,
+        session,
+        duration_s=duration,
+        fps=last.fps or probe.fps,
+        width=last.width or probe.width,
+        height=last.height or probe.height,
+        claimant=claimant,
+    )
+    warnings = list(last.warnings)
+    if streamed.resumed_from_s is not None:
+        warnings.insert(0, f"resumed a stopped analysis after {streamed.resumed_from_s:.1f} s")
+    if done.status != "ok":
+        warnings.append(f"engagement: {done.note}")
+    return FileOutcome(
+        name,
+        "stored",
+        kind="video",
+        media_id=state.media_id,
+        n_faces=done.n_faces,
+        new=state.created,
+        faces_new=streamed.faces,
+        predictions_new=streamed.faces,
+        tracks=done.tracks,
+        persons=done.persons,
+        crops_stored=streamed.crops,
+        features_stored=streamed.features,
+        resumed_from_s=streamed.resumed_from_s,
+        frames_analyzed=last.frames_analyzed,
+        duration_s=duration,
+        warnings=tuple(warnings),
+    )
+
+
+def finish_stored(
+    store: LabelStore,
+    media_id: int,
+    session: AnalysisSession,
+    *,
+    duration_s: float | None,
+    fps: float | None,
+    width: int | None,
+    height: int | None,
+    claimant: Claimant | None = None,
+) -> Finished:
+    """Stores a partial video's tracks, engagement and persons from its stored faces and marks it complete."""
     from models.track_results import score_tracks
     from models.video import FaceReplay
 
-    last = streamed.last
-    assert last is not None
     config = session.video
     replay = FaceReplay(config.tracker)
     face_tracks: dict[int, int] = {}
     track_faces: dict[int, list[tuple[int, float]]] = {}
     after = -1
-    while batch := store.ingest.stored_frames(state.media_id, after):
+    while batch := store.ingest.stored_frames(media_id, after):
         for fr in batch:
             ids = replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
             for fid, tid in zip(fr.face_ids, ids, strict=True):
@@ -79,38 +146,8 @@ def finish_video(
         replay.profiles,
         config.persons,
     )
-    warnings = list(last.warnings)
-    if streamed.resumed_from_s is not None:
-        warnings.insert(0, f"resumed a stopped analysis after {streamed.resumed_from_s:.1f} s")
-    if scored.status != "ok":
-        warnings.append(f"engagement: {scored.note}")
     tracks = scored.results()
-    duration = last.duration if last.duration else probe.duration
     store.ingest.finish_video(
-        state.media_id,
-        face_tracks,
-        tracks,
-        duration_s=duration,
-        fps=last.fps or probe.fps,
-        width=last.width or probe.width,
-        height=last.height or probe.height,
-        claimant=claimant,
+        media_id, face_tracks, tracks, duration_s=duration_s, fps=fps, width=width, height=height, claimant=claimant
     )
-    return FileOutcome(
-        name,
-        "stored",
-        kind="video",
-        media_id=state.media_id,
-        n_faces=len(face_tracks),
-        new=state.created,
-        faces_new=streamed.faces,
-        predictions_new=streamed.faces,
-        tracks=len(tracks),
-        persons=len(set(scored.persons.values())),
-        crops_stored=streamed.crops,
-        features_stored=streamed.features,
-        resumed_from_s=streamed.resumed_from_s,
-        frames_analyzed=last.frames_analyzed,
-        duration_s=duration,
-        warnings=tuple(warnings),
-    )
+    return Finished(len(face_tracks), len(tracks), len(set(scored.persons.values())), scored.status, scored.note)
