@@ -8,6 +8,7 @@ and persons in one short write transaction (:meth:`db.service_ingest.Ingest.fini
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,14 +16,21 @@ import numpy as np
 
 from affectlab.analysis_types import FileOutcome, Prepared
 from db.claims import Claimant
+from db.ingest_finish import FaceTracks, TrackWindows
 from db.resumable import AnalysisState
 from db.services import LabelStore
+from models.engagement import EngagementResult
+from models.types import TrackResult
 
 if TYPE_CHECKING:
     from models.analysis import AnalysisSession
     from models.decode import VideoInfo
-    from models.tracking import Track
-    from models.video import VideoChunk
+    from models.video import FaceReplay, VideoChunk
+
+FRAMES_PER_READ = 500
+"""Stored frames replayed per read transaction."""
+FACES_PER_READ = 2000
+"""Features read per read transaction when a track's features are read back."""
 
 
 @dataclass
@@ -114,40 +122,99 @@ def finish_stored(
     width: int | None,
     height: int | None,
     claimant: Claimant | None = None,
+    frames_per_read: int = FRAMES_PER_READ,
+    faces_per_read: int = FACES_PER_READ,
 ) -> Finished:
-    """Stores a partial video's tracks, engagement and persons from its stored faces and marks it complete."""
-    from models.track_results import score_tracks
-    from models.video import FaceReplay
+    """Stores a partial video's tracks, engagement and persons from its stored faces and marks it complete.
 
-    config = session.video
-    replay = FaceReplay(config.tracker)
-    face_tracks: dict[int, int] = {}
-    track_faces: dict[int, list[tuple[int, float]]] = {}
-    after = -1
-    while batch := store.ingest.stored_frames(media_id, after):
-        for fr in batch:
-            ids = replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
-            for fid, tid in zip(fr.face_ids, ids, strict=True):
-                face_tracks[fid] = tid
-                track_faces.setdefault(tid, []).append((fid, fr.time_s))
-            after = fr.frame
+    ``frames_per_read`` stored frames are replayed per read transaction and ``faces_per_read`` features read per
+    read of a track's features (what is stored does not depend on them; the tests compare a tiny and a big read).
+    """
+    from models.engagement import engagement_note, engagement_status
 
-    def sequence(t: Track) -> tuple[np.ndarray, list[float]]:
-        faces = track_faces.get(t.track, [])
-        return store.ingest.features_of([fid for fid, _ in faces]), [ts for _, ts in faces]
-
+    replay, faces, times = _replay(store, media_id, session, frames_per_read)
     spec = session.recognizer.spec
-    scored = score_tracks(
-        replay.tracks(),
-        sequence,
-        session.engagement,
-        spec.name,
-        spec.feature_dim,
-        replay.profiles,
-        config.persons,
+    status = engagement_status(session.engagement, spec.feature_dim)
+    spans = replay.tracks()
+    order = np.argsort(faces.tracks, kind="stable")  # each track's faces, in the order they were replayed
+    bounds = np.searchsorted(faces.tracks[order], np.arange(len(spans) + 1))
+    scores: dict[int, EngagementResult] = {}
+    parts: list[TrackWindows] = []
+    if status == "ok" and session.engagement is not None:
+        for t in spans:
+            at = order[bounds[t.track] : bounds[t.track + 1]]
+            feats = _track_features(store, faces.face_ids[at], faces_per_read)
+            result = session.engagement.score_sequence(feats, times[at].tolist()) if len(feats) else None
+            del feats
+            if result is not None:
+                parts.append(_windows(t.track, result))
+                scores[t.track] = dataclasses.replace(result, windows=())  # the windows live in ``parts``
+    persons = replay.persons(session.video.persons)
+    tracks = [
+        TrackResult(t.track, t.n_faces, t.start_s, t.end_s, scores.get(t.track), persons.get(t.track, t.track))
+        for t in spans
+    ]
+    store.ingest.store_finish(
+        media_id,
+        faces,
+        tracks,
+        TrackWindows.join(parts),
+        duration_s=duration_s,
+        fps=fps,
+        width=width,
+        height=height,
+        claimant=claimant,
     )
-    tracks = scored.results()
-    store.ingest.finish_video(
-        media_id, face_tracks, tracks, duration_s=duration_s, fps=fps, width=width, height=height, claimant=claimant
+    note = engagement_note(status, spec.name, spec.feature_dim)
+    return Finished(len(faces.face_ids), len(tracks), len(set(persons.values())), status, note)
+
+
+def _replay(
+    store: LabelStore, media_id: int, session: AnalysisSession, frames_per_read: int
+) -> tuple[FaceReplay, FaceTracks, np.ndarray]:
+    """The tracker replayed over the stored faces, read by batches; each face's track and time as arrays."""
+    from models.video import FaceReplay as Replay
+
+    replay = Replay(session.video.tracker)
+    ids: list[np.ndarray] = []  # one array per batch of frames
+    tracks: list[np.ndarray] = []
+    times: list[np.ndarray] = []
+    after = -1
+    while batch := store.ingest.stored_frames(media_id, after, frames_per_read):
+        got: list[int] = []
+        for fr in batch:
+            got += replay.add(fr.frame, fr.time_s, list(fr.boxes), fr.features)
+            after = fr.frame
+        ids.append(np.fromiter((f for fr in batch for f in fr.face_ids), dtype=np.int64, count=len(got)))
+        tracks.append(np.asarray(got, dtype=np.int32))
+        times.append(np.fromiter((fr.time_s for fr in batch for _ in fr.face_ids), dtype=np.float64, count=len(got)))
+        del batch, got
+    if not ids:
+        return replay, FaceTracks(np.zeros(0, np.int64), np.zeros(0, np.int32)), np.zeros(0, np.float64)
+    return replay, FaceTracks(np.concatenate(ids), np.concatenate(tracks)), np.concatenate(times)
+
+
+def _track_features(store: LabelStore, face_ids: np.ndarray, per_read: int) -> np.ndarray:
+    """One track's stored features (N, D) float32 in the order given, read ``per_read`` at a time into one array."""
+    out: np.ndarray | None = None
+    n = 0
+    for i in range(0, len(face_ids), per_read):
+        part = store.ingest.features_of(face_ids[i : i + per_read].tolist())
+        if not len(part):
+            continue
+        if out is None:
+            out = np.empty((len(face_ids), part.shape[1]), dtype=np.float32)
+        out[n : n + len(part)] = part
+        n += len(part)
+    return np.zeros((0, 0), dtype=np.float32) if out is None else out[:n]
+
+
+def _windows(track: int, result: EngagementResult) -> TrackWindows:
+    """One track's engagement windows as arrays."""
+    w = result.windows
+    return TrackWindows(
+        np.full(len(w), track, dtype=np.int32),
+        np.fromiter((x.start_s for x in w), dtype=np.float64, count=len(w)),
+        np.fromiter((x.end_s for x in w), dtype=np.float64, count=len(w)),
+        np.fromiter((x.p_engaged for x in w), dtype=np.float64, count=len(w)),
     )
-    return Finished(len(face_tracks), len(tracks), len(set(scored.persons.values())), scored.status, scored.note)
