@@ -145,7 +145,9 @@ def store_finish(
         fids = faces.face_ids[i : i + CHUNK].tolist()
         rows = row_of[faces.tracks[i : i + CHUNK]].tolist()
         session.execute(update(Face), [{"id": f, "track_id": r} for f, r in zip(fids, rows, strict=True)])
-        status.mark(session, faces=fids)
+        # The review read model of these faces brought up to date now, a chunk at a time, rather than noted for the
+        # commit (status.mark), which would hold every face of the recording in sets until then.
+        status.refresh(session, status._Dirty(faces=set(fids)))
     store_persons(session, media_id, {t.track: t.person for t in tracks})
     media.analysis_status = "complete"
     media.analysed_until_s = media.analysed_until_frame = media.analysed_samples = None

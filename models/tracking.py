@@ -214,7 +214,11 @@ class Tracker:
         """
         c = self.config
         feats = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(boxes), -1)
-        self._open = [t for t in self._open if time_s - t.times[-1] <= c.max_gap_s]  # the rest never come back
+        if any(time_s - t.times[-1] > c.max_gap_s for t in self._open):  # closed: they never come back
+            for t in self._open:
+                if time_s - t.times[-1] > c.max_gap_s and not self.history:
+                    t.appearance = None  # nothing matches it again
+            self._open = [t for t in self._open if time_s - t.times[-1] <= c.max_gap_s]
         live = [t for t in self._open if t.frames[-1] != frame]
         ids = [-1] * len(boxes)
         if live and boxes:
