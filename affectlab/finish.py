@@ -19,7 +19,7 @@ from db.claims import Claimant
 from db.ingest_finish import FaceTracks, TrackWindows
 from db.resumable import AnalysisState
 from db.services import LabelStore
-from models.engagement import EngagementResult
+from models.engagement import EngagementModel, EngagementResult
 from models.types import TrackResult
 
 if TYPE_CHECKING:
@@ -143,12 +143,10 @@ def finish_stored(
     if status == "ok" and session.engagement is not None:
         for t in spans:
             at = order[bounds[t.track] : bounds[t.track + 1]]
-            feats = _track_features(store, faces.face_ids[at], faces_per_read)
-            result = session.engagement.score_sequence(feats, times[at].tolist()) if len(feats) else None
-            del feats
-            if result is not None:
-                parts.append(_windows(t.track, result))
-                scores[t.track] = dataclasses.replace(result, windows=())  # the windows live in ``parts``
+            got = _score_track(store, session.engagement, t.track, faces.face_ids[at], times[at], faces_per_read)
+            if got is not None:
+                scores[t.track], part = got
+                parts.append(part)
     persons = replay.persons(session.video.persons)
     tracks = [
         TrackResult(t.track, t.n_faces, t.start_s, t.end_s, scores.get(t.track), persons.get(t.track, t.track))
@@ -192,6 +190,57 @@ def _replay(
     if not ids:
         return replay, FaceTracks(np.zeros(0, np.int64), np.zeros(0, np.int32)), np.zeros(0, np.float64)
     return replay, FaceTracks(np.concatenate(ids), np.concatenate(tracks)), np.concatenate(times)
+
+
+def _score_track(
+    store: LabelStore, engagement: EngagementModel, track: int, face_ids: np.ndarray, times: np.ndarray, per_read: int
+) -> tuple[EngagementResult, TrackWindows] | None:
+    """One track's engagement (its windows as arrays), its features read ``per_read`` at a time as the windows go.
+
+    What :meth:`models.engagement.EngagementModel.score_sequence` computes for the whole sequence, window batch by
+    window batch (the same batches), holding only the rows the next batch needs. A track where some face has no
+    features is read whole and scored by ``score_sequence`` itself.
+    """
+    from models.engagement import FEATURE_DIM, engagement_label, window_rows, window_starts
+
+    c, n = engagement.config, len(face_ids)
+    if n < c.min_features:
+        return None
+    w = min(c.window, n)
+    starts = window_starts(n, w, c.stride)
+    buf, lo, hi = np.zeros((0, FEATURE_DIM), dtype=np.float32), 0, 0  # rows lo..hi of the track
+    p_engaged = np.empty(len(starts), dtype=np.float64)
+    for i in range(0, len(starts), c.chunk):
+        chunk = starts[i : i + c.chunk]
+        if chunk[0] >= hi:  # nothing held is needed any more
+            buf, lo, hi = buf[:0], chunk[0], chunk[0]
+        buf, lo = buf[chunk[0] - lo :], chunk[0]
+        while hi < chunk[-1] + w:
+            ids = face_ids[hi : hi + per_read]
+            part = store.ingest.features_of(ids.tolist())
+            if len(part) != len(ids) or part.shape[1] != FEATURE_DIM:
+                return _score_whole(store, engagement, track, face_ids, times, per_read)
+            buf, hi = np.concatenate([buf, part]), hi + len(part)
+        probs = engagement.predict_windows(np.stack([window_rows(buf, s - lo, w) for s in chunk]))
+        p_engaged[i : i + len(chunk)] = probs[:, 1]
+    first = np.asarray(starts, dtype=np.int64)
+    score = float(np.mean(p_engaged.tolist()))
+    result = EngagementResult(
+        score=score, label=engagement_label(score, c.threshold), windows=(), n_features=n, window=w
+    )
+    windows = TrackWindows(np.full(len(starts), track, dtype=np.int32), times[first], times[first + w - 1], p_engaged)
+    return result, windows
+
+
+def _score_whole(
+    store: LabelStore, engagement: EngagementModel, track: int, face_ids: np.ndarray, times: np.ndarray, per_read: int
+) -> tuple[EngagementResult, TrackWindows] | None:
+    """One track's engagement from its whole feature sequence (faces without features left out, as before)."""
+    feats = _track_features(store, face_ids, per_read)
+    result = engagement.score_sequence(feats, times.tolist()) if len(feats) else None
+    if result is None:
+        return None
+    return dataclasses.replace(result, windows=()), _windows(track, result)  # the windows as arrays
 
 
 def _track_features(store: LabelStore, face_ids: np.ndarray, per_read: int) -> np.ndarray:
