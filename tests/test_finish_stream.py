@@ -191,9 +191,13 @@ def _finish(
     )
 
 
+@pytest.mark.parametrize("windows", ["product", "sparse"])
 def test_tiny_and_big_reads_store_what_the_whole_recording_finish_stored(
-    tmp_path: Path, engagement: EngagementModel
+    tmp_path: Path, engagement: EngagementModel, windows: str
 ) -> None:
+    if windows == "sparse":  # windows far apart, few per batch: rows between them are never read
+        config = EngagementConfig(window=4, stride=9, min_features=4, chunk=2)
+        engagement = EngagementModel(engagement.net, config)
     stores = {n: _store(tmp_path, n) for n in ("tiny", "big", "before")}
     media = {n: fill(s, 120, away_every=50) for n, s in stores.items()}
     models = Models(engagement)
