@@ -86,6 +86,14 @@ def load() -> str:
     return "load " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+FEATURE_FILES = True
+"""False (``--features-in-rows``): the store keeps features in rows, no feature file is written at the finish."""
+
+
+def _open_store(db: Path) -> LabelStore:
+    return LabelStore(f"sqlite:///{db}", data_dir=db.parent, feature_files=FEATURE_FILES)
+
+
 def fill_partial(db: Path, minutes: float, students: int, seed: int = 0) -> int:
     """A partial gallery video with ``minutes`` of stored faces (no track), as ``store_chunk`` leaves them."""
     from sqlalchemy import insert
@@ -96,7 +104,7 @@ def fill_partial(db: Path, minutes: float, students: int, seed: int = 0) -> int:
     from db.schema import Face, Prediction
     from models.registry import EMOTIONS_8
 
-    store = LabelStore(f"sqlite:///{db}", data_dir=db.parent)
+    store = _open_store(db)
     store.upgrade()
     info = MediaInfo(kind="video", width=W, height=H, duration_s=minutes * 60, fps=25.0)
     state = store.ingest.begin_video("bench", f"finish {minutes} {seed}".encode(), "gallery.mp4", info)
@@ -159,7 +167,7 @@ def finish_child(db: Path, media_id: int, stride: int) -> None:
         video = VideoConfig()
 
     Models.engagement = engagement  # type: ignore[attr-defined]
-    store = LabelStore(f"sqlite:///{db}", data_dir=db.parent)
+    store = _open_store(db)
     before = rss_mb()
     t0 = time.perf_counter()
     done = finish.finish_stored(store, media_id, Models, duration_s=None, fps=25.0, width=W, height=H)  # type: ignore[arg-type]
@@ -181,7 +189,7 @@ def finish_lengths(lengths: list[float], students: int, stride: int) -> int:
             media_id = fill_partial(db, minutes, students)
             n = int(minutes * 60 * STUDENTS_FPS) * students
             print(f"{minutes:g} min: {n} faces stored in {time.perf_counter() - t0:.0f} s ({load()})", flush=True)
-            args = [sys.executable, __file__, "--finish-child", str(db), str(media_id), str(stride)]
+            args = [sys.executable, __file__, "--finish-child", str(db), str(media_id), str(stride), str(FEATURE_FILES)]
             out = subprocess.run(args, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             _, faces, tracks, persons, before, peak, took = out.strip().splitlines()[-1].split()
             peaks.append(float(peak))
@@ -222,16 +230,20 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--students", type=int, default=4, help="faces per frame: 4 (2x2 gallery) or up to 16 (4x4)")
     ap.add_argument("--lengths", help="minutes, comma-separated: the whole analysis at each, a fresh process each")
     ap.add_argument("--finish-lengths", help="minutes, comma-separated: the finish step only (see above)")
+    ap.add_argument("--features-in-rows", action="store_true", help="--finish-lengths without a feature file")
     ap.add_argument("--engagement-stride", type=int, default=16, help="engagement windows' stride in --finish-lengths")
     return ap.parse_args()
 
 
 def main() -> int:
     """Runs the bench."""
+    global FEATURE_FILES
     if len(sys.argv) > 1 and sys.argv[1] == "--finish-child":
+        FEATURE_FILES = sys.argv[5] == "True"
         finish_child(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
         return 0
     args = _parse()
+    FEATURE_FILES = not args.features_in_rows
     if args.finish_lengths:
         return finish_lengths([float(x) for x in args.finish_lengths.split(",")], 16, args.engagement_stride)
     if args.lengths:
