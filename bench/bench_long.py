@@ -16,6 +16,26 @@ frames, 19 stretches of 30 s, 74 tracks, 21 persons in 58 s, a real-time factor 
 second); RSS 326 MB before, 477 MB after the first stretch, then flat at 589-611 MB (peak 614 MB). The resume check
 (stopped after 3 stretches) analysed 505 of 600 frames again from 94 s and ended with the same 2487 faces and 74
 tracks. The torch path measured in an earlier session: real-time factor 0.57-0.76, peak 1.84 GB.
+``--students 16``: a 4x4 gallery of 16 students. ``--lengths 1,4`` runs the analysis (no resume check) at each length
+in a fresh process and prints the peaks, their ratio, MB per minute and a linear extrapolation to 60 minutes.
+
+``--finish-lengths 5,20`` (issue 25 item 3) measures the step whose memory grew with the recording: the finish
+(:func:`affectlab.finish.finish_stored`: tracks, engagement, persons from every stored face) of a 720p gallery of 16
+faces per frame sampled at 5 fps. The faces (boxes in 4x4 tiles, 1280-d features per student plus noise,
+predictions) are written straight into a fresh SQLite store as ``store_chunk`` leaves them (no model runs); a fresh
+process then finishes the video (random-weight NumPy engagement net, stride ``--engagement-stride``; the product: 1)
+and prints its peak RSS. ``--features-in-rows``: a store without feature files (nothing moved at the end).
+
+Measured (2 shared cores, load printed beside each figure, 10-12; one run each, lengths in sequence):
+finish before this tree's streamed finish: 788 MB at 5 min (24,000 faces), 901 MB at 20 min (96,000): 1.14,
++7.5 MB per minute, about 1.2 GB extrapolated to 60 min. Streamed (replay and engagement holding arrays, a track's
+engagement scored window batch by window batch, one chunked write): 741 / 817 MB: 1.10, +5.1 MB per minute, about
+1.0 GB at 60 min; the rest is mostly the feature file's move (:func:`db.feature_store.move_video`: the file is
+written through a memory map, whose pages count in RSS, and its bulk UPDATE/DELETE fetch every row's key), see
+``--features-in-rows``: ROWS. ``--lengths 1,4 --students 16 --sample-fps 1 --video-fps 5`` (the whole analysis,
+streamed finish): peak 863 MB at 1 min (1,030 faces), 901 MB at 4 min (4,096 faces); RSS while analysing 736, 831,
+863, 872, 893, 898, 900 MB at 30..220 s (a linear extrapolation from 1 min, 1.6 GB at 60 min, overstates: the
+start-up fills the first minute).
 """
 
 from __future__ import annotations
