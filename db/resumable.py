@@ -19,22 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import claims, feature_store, ranges, repo, status
+from db import claims, feature_store, ingest_finish, ranges, repo
 from db.claims import Claimant
 from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
-from db.errors import StoreError
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
+from db.ingest_finish import AnalysisStateError
 from db.media_files import base_name
-from db.persons import store_persons
-from db.schema import EngagementWindow, Face, Media, Track
+from db.schema import Face, Media
 from models.types import Box, TrackResult
-
-
-class AnalysisStateError(StoreError):
-    """A chunk stored for a media item that is not being analysed (the message says what to do)."""
 
 
 @dataclass(frozen=True)
@@ -299,41 +294,15 @@ def finish_video(
     Raises:
         ClaimLostError: ``claimant`` no longer holds the video's claim.
     """
-    media = repo.get_row(session, Media, media_id, "media")
-    if claimant is not None:
-        claims.check(session, media.study_id, media.sha256, claimant)
-        claims.release(session, media.study_id, media.sha256, claimant)
-    if media.analysis_status != "partial":
-        raise AnalysisStateError(f"media {media_id} is already analysed completely; delete it to analyse it again")
-    rows: dict[int, Track] = {}
-    for t in tracks:
-        eng = t.engagement
-        row = Track(
-            media_id=media_id,
-            track_index=t.track,
-            n_faces=t.n_faces,
-            start_s=t.start_s,
-            end_s=t.end_s,
-            engagement_score=None if eng is None else eng.score,
-            engagement_label=None if eng is None else eng.label,
-        )
-        session.add(row)
-        rows[t.track] = row
-    session.flush()
-    for t in tracks:
-        if t.engagement is not None:
-            session.add_all(
-                EngagementWindow(track_id=rows[t.track].id, start_s=w.start_s, end_s=w.end_s, p_engaged=w.p_engaged)
-                for w in t.engagement.windows
-            )
-    if face_tracks:
-        session.execute(update(Face), [{"id": fid, "track_id": rows[tn].id} for fid, tn in face_tracks.items()])
-        status.mark(session, faces=face_tracks)
-    store_persons(session, media_id, {t.track: t.person for t in tracks})
-    media.analysis_status = "complete"
-    media.analysed_until_s = media.analysed_until_frame = media.analysed_samples = None
-    media.duration_s, media.fps = duration_s, fps
-    media.width, media.height = width, height
-    session.flush()
-    feature_store.move_video(session, media_id)  # finished: its features go to its file (db.feature_store)
-    return len(rows)
+    return ingest_finish.store_finish(
+        session,
+        media_id,
+        ingest_finish.FaceTracks.of(face_tracks),
+        tracks,
+        ingest_finish.TrackWindows.of(tracks),
+        duration_s=duration_s,
+        fps=fps,
+        width=width,
+        height=height,
+        claimant=claimant,
+    )

@@ -19,6 +19,7 @@ from db import (
     claims,
     codecs,
     ingest,
+    ingest_finish,
     media_files,
     ranges,
     repo,
@@ -264,6 +265,35 @@ class Ingest(Service):
                 media_id,
                 face_tracks,
                 list(tracks),
+                duration_s=duration_s,
+                fps=fps,
+                width=width,
+                height=height,
+                claimant=claimant,
+            )
+        )
+
+    def store_finish(
+        self,
+        media_id: int,
+        faces: ingest_finish.FaceTracks,
+        tracks: Sequence[Any],
+        windows: ingest_finish.TrackWindows,
+        *,
+        duration_s: float | None,
+        fps: float | None,
+        width: int | None,
+        height: int | None,
+        claimant: Claimant | None = None,
+    ) -> int:
+        """:meth:`finish_video` from compact arrays (:mod:`db.ingest_finish`): one transaction, written by chunks."""
+        return self._tx(
+            lambda s: ingest_finish.store_finish(
+                s,
+                media_id,
+                faces,
+                list(tracks),
+                windows,
                 duration_s=duration_s,
                 fps=fps,
                 width=width,

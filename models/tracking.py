@@ -23,6 +23,7 @@ and a tile may slide into the place a leaver had):
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -102,6 +103,32 @@ class Track:
         return self.times[-1]
 
 
+@dataclass(frozen=True, eq=False)
+class TrackSpan:
+    """One track summed up in a size that does not grow with its length but for one float per face.
+
+    What a :class:`Tracker` made with ``history=False`` keeps of a track (a recording's finish step,
+    :class:`models.video.FaceReplay`): enough for the stored track (span, faces) and for joining tracks into persons.
+
+    Attributes:
+        track: The id.
+        n_faces: Faces seen.
+        start_s: Time of the first sighting.
+        end_s: Time of the last sighting.
+        first_box: The box at the first sighting.
+        last_box: The box at the last sighting.
+        sides: Each face's mean box side ``((x2 - x1) + (y2 - y1)) / 2``, float64, in order.
+    """
+
+    track: int
+    n_faces: int
+    start_s: float
+    end_s: float
+    first_box: Box
+    last_box: Box
+    sides: np.ndarray
+
+
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> np.ndarray:
     """IoU of every box of ``a`` with every box of ``b``, shape (len(a), len(b))."""
     return np.array([[iou(x, y) for y in b] for x in a], dtype=np.float64).reshape(len(a), len(b))
@@ -116,6 +143,22 @@ class _Live:
     appearance: np.ndarray | None = None
     step: float | None = None
     """Running mean of the feature distance of the track's faces to its appearance (the track's usual variation)."""
+    n: int = 0
+    first_s: float = 0.0
+    first_box: Box = (0.0, 0.0, 0.0, 0.0)
+    sides: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, frame: int, time_s: float, box: Box, history: bool) -> None:
+        """Notes one sighting; without ``history`` only the last two are kept (what :meth:`predicted` needs)."""
+        if not self.n:
+            self.first_s, self.first_box = time_s, box
+        self.n += 1
+        self.sides.append(((box[2] - box[0]) + (box[3] - box[1])) / 2)
+        self.frames.append(frame)
+        self.times.append(time_s)
+        self.boxes.append(box)
+        if not history and len(self.frames) > 2:
+            del self.frames[0], self.times[0], self.boxes[0]
 
     def predicted(self, time_s: float, max_velocity_gap_s: float) -> Box:
         last = self.boxes[-1]
@@ -142,12 +185,20 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 
 class Tracker:
-    """Assigns track ids to the faces of successive frames (call :meth:`update` in time order)."""
+    """Assigns track ids to the faces of successive frames (call :meth:`update` in time order).
 
-    def __init__(self, config: TrackerConfig | None = None) -> None:
+    A track unseen for longer than ``max_gap_s`` is closed for good (times never go back): it leaves the tracks each
+    frame is matched against. With ``history=False`` a track keeps its last two sightings and a :class:`TrackSpan`'s
+    worth of the rest, so memory does not grow with a recording's length but by one float per face
+    (:meth:`spans`; :meth:`tracks` is then unavailable).
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, *, history: bool = True) -> None:
         """Starts with no track."""
         self.config = config or TrackerConfig()
+        self.history = history
         self._tracks: list[_Live] = []
+        self._open: list[_Live] = []
 
     def update(self, frame: int, time_s: float, boxes: Sequence[Box], features: np.ndarray | None = None) -> list[int]:
         """Assigns the faces of one frame to tracks, opening new tracks for unmatched faces.
@@ -163,7 +214,12 @@ class Tracker:
         """
         c = self.config
         feats = None if features is None else np.asarray(features, dtype=np.float64).reshape(len(boxes), -1)
-        live = [t for t in self._tracks if time_s - t.times[-1] <= c.max_gap_s and t.frames[-1] != frame]
+        if any(time_s - t.times[-1] > c.max_gap_s for t in self._open):  # closed: they never come back
+            for t in self._open:
+                if time_s - t.times[-1] > c.max_gap_s and not self.history:
+                    t.appearance = None  # nothing matches it again
+            self._open = [t for t in self._open if time_s - t.times[-1] <= c.max_gap_s]
+        live = [t for t in self._open if t.frames[-1] != frame]
         ids = [-1] * len(boxes)
         if live and boxes:
             sims = self._similarities(live, feats)
@@ -182,17 +238,16 @@ class Tracker:
             for i, j in zip(rows, cols, strict=True):
                 if cost[i, j] < _FORBIDDEN:
                     ids[i] = live[j].track
-        by_id = {t.track: t for t in self._tracks}
+        by_id = {t.track: t for t in self._open}
         for i, box in enumerate(boxes):
             if ids[i] < 0:
                 t = _Live(track=len(self._tracks))
                 self._tracks.append(t)
+                self._open.append(t)
                 by_id[t.track] = t
                 ids[i] = t.track
             t = by_id[ids[i]]
-            t.frames.append(frame)
-            t.times.append(float(time_s))
-            t.boxes.append((float(box[0]), float(box[1]), float(box[2]), float(box[3])))
+            t.add(frame, float(time_s), (float(box[0]), float(box[1]), float(box[2]), float(box[3])), self.history)
             if feats is not None:
                 f = _normalise(feats[i])
                 old = t.appearance
@@ -237,8 +292,25 @@ class Tracker:
         return True
 
     def tracks(self) -> list[Track]:
-        """Every track so far, by id."""
+        """Every track so far, by id (a tracker made with ``history=False`` has :meth:`spans` only)."""
+        if not self.history:
+            raise ValueError("this tracker keeps no history (history=False): read its spans()")
         return [
             Track(track=t.track, frames=tuple(t.frames), times=tuple(t.times), boxes=tuple(t.boxes))
+            for t in self._tracks
+        ]
+
+    def spans(self) -> list[TrackSpan]:
+        """Every track so far summed up, by id."""
+        return [
+            TrackSpan(
+                track=t.track,
+                n_faces=t.n,
+                start_s=t.first_s,
+                end_s=t.times[-1],
+                first_box=t.first_box,
+                last_box=t.boxes[-1],
+                sides=np.frombuffer(t.sides, dtype=np.float64).copy(),
+            )
             for t in self._tracks
         ]

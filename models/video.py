@@ -23,11 +23,11 @@ from models.analyzer import FrameAnalyzer, interpolate_faces
 from models.decode import FrameReader, ResumePoint, prefetch
 from models.engagement import EngagementModel
 from models.faces import FaceDetector
-from models.persons import PersonConfig, TrackProfile, link_tracks, profile_of, profiles
+from models.persons import PersonConfig, TrackProfile, link_tracks, profiles
 from models.recognizer import EmotionRecognizer
 from models.summary import summarize_video
 from models.track_results import score_tracks
-from models.tracking import Track, Tracker, TrackerConfig
+from models.tracking import Track, Tracker, TrackerConfig, TrackSpan
 from models.types import FaceResult
 from models.video_types import FaceRow, Progress, VideoAnalysis, VideoChunk, VideoConfig
 
@@ -275,12 +275,14 @@ class FaceReplay:
     """Tracks stored faces again, frame by frame in time order, and gathers what joining tracks into persons needs.
 
     Feeding it every face of a recording (frames in order, each frame's faces in their stored order) gives the
-    tracks :func:`analyze_video` gives, without holding the faces' features: each track keeps a running sum.
+    tracks :func:`analyze_video` gives, without holding the faces' features: each track keeps a running sum, and the
+    tracker keeps no history (:class:`models.tracking.TrackSpan`), so memory does not grow with the recording but by
+    one float per face.
     """
 
     def __init__(self, tracker: TrackerConfig | None = None) -> None:
         """Starts with no track."""
-        self.tracker = Tracker(tracker)
+        self.tracker = Tracker(tracker, history=False)
         self._sums: dict[int, np.ndarray] = {}
 
     def add(
@@ -296,17 +298,29 @@ class FaceReplay:
                 self._sums[tid] = unit if tid not in self._sums else self._sums[tid] + unit
         return ids
 
-    def tracks(self) -> list[Track]:
-        """The tracks, by id."""
-        return self.tracker.tracks()
+    def tracks(self) -> list[TrackSpan]:
+        """The tracks summed up, by id."""
+        return self.tracker.spans()
 
     def profiles(self) -> list[TrackProfile]:
-        """The profile of each track (as :func:`models.persons.profiles` makes it from the faces)."""
+        """The profile of each track (as :func:`models.persons.profile_of` makes it from the faces)."""
         out = []
         for t in self.tracks():
             total = self._sums.get(t.track)
-            if t.boxes:
-                out.append(profile_of(t, total / t.n_faces if total is not None else np.zeros(0)))
+            if t.n_faces:
+                (a1, b1, a2, b2), (c1, d1, c2, d2) = t.first_box, t.last_box
+                out.append(
+                    TrackProfile(
+                        track=t.track,
+                        start_s=t.start_s,
+                        end_s=t.end_s,
+                        n_faces=t.n_faces,
+                        feature=total / t.n_faces if total is not None else np.zeros(0),
+                        first_centre=(float(a1 + a2) / 2, float(b1 + b2) / 2),
+                        last_centre=(float(c1 + c2) / 2, float(d1 + d2) / 2),
+                        size=float(np.mean(t.sides)),
+                    )
+                )
         return out
 
     def persons(self, config: PersonConfig | None = None) -> dict[int, int]:
