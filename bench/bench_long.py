@@ -32,8 +32,9 @@ finish before this tree's streamed finish: 788 MB at 5 min (24,000 faces), 901 M
 engagement scored window batch by window batch, one chunked write): 741 / 817 MB: 1.10, +5.1 MB per minute, about
 1.0 GB at 60 min; the rest is mostly the feature file's move (:func:`db.feature_store.move_video`: the file is
 written through a memory map, whose pages count in RSS, and its bulk UPDATE/DELETE fetch every row's key), see
-``--features-in-rows`` (same finish, no file): 741 / 735 MB, 0.99, flat. ``--lengths 1,4 --students 16 --sample-fps 1 --video-fps 5`` (the whole analysis,
-streamed finish): peak 863 MB at 1 min (1,030 faces), 901 MB at 4 min (4,096 faces); RSS while analysing 736, 831,
+``--features-in-rows`` (same finish, no file): 741 / 735 MB, 0.99, flat.
+``--lengths 1,4 --students 16 --sample-fps 1 --video-fps 5`` (the whole analysis, streamed finish): peak 863 MB
+at 1 min (1,030 faces), 901 MB at 4 min (4,096 faces); RSS while analysing 736, 831,
 863, 872, 893, 898, 900 MB at 30..220 s (a linear extrapolation from 1 min, 1.6 GB at 60 min, overstates: the
 start-up fills the first minute).
 """
