@@ -272,8 +272,9 @@ def move_video(session: Session, media_id: int) -> int:
     all_ids = np.union1d(np.asarray(old["id"]) if old is not None else new_ids[:0], new_ids)
     path = file_path(root, int(media.study_id), str(media.sha256))
     info = _write(path, all_ids, lengths.pop(), old, _batches(session, media_id))
-    session.execute(update(Face).where(_in_rows(media_id)).values(features=IN_FILE))
-    session.execute(delete(PendingFeatures).where(PendingFeatures.media_id == media_id))
+    quiet = {"synchronize_session": False}  # no row's key fetched back: the session holds none of these objects
+    session.execute(update(Face).where(_in_rows(media_id)).values(features=IN_FILE), execution_options=quiet)
+    session.execute(delete(PendingFeatures).where(PendingFeatures.media_id == media_id), execution_options=quiet)
     session.execute(update(Media).where(Media.id == media_id).values(features_file=info.text()))
     return int(new_ids.size)
 
@@ -281,32 +282,49 @@ def move_video(session: Session, media_id: int) -> int:
 def _write(
     path: Path, ids: np.ndarray, length: int, old: np.ndarray | None, batches: Iterable[list[tuple[int, bytes]]]
 ) -> FileInfo:
-    """Writes the feature file of a video atomically: the old file's rows and the row features, in id order."""
+    """Writes the feature file of a video atomically: the old file's rows and the row features, in id order.
+
+    The rows go in by positioned writes of one batch at a time (never through a writable memory map: its dirty pages
+    count in the process's memory, the whole file for a lecture), so memory stays one batch whatever the length.
+    """
     make_private_dir(path.parent)
     dtype = np.dtype([("id", "<i8"), ("f", "u1", (length,))])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(int(ids.size),))
-        arr["id"] = ids
-        if old is not None:
-            for i in range(0, old.shape[0], BATCH):
-                chunk = old[i : i + BATCH]
-                arr["f"][np.searchsorted(ids, np.asarray(chunk["id"]))] = chunk["f"]
-        for rows in batches:
-            pos = np.searchsorted(ids, np.asarray([i for i, _ in rows], dtype=np.int64))
-            arr["f"][pos] = np.frombuffer(b"".join(d for _, d in rows), dtype=np.uint8).reshape(-1, length)
-        arr.flush()
-        del arr
-        os.chmod(tmp, FILE_MODE)
-        with open(tmp, "rb+") as fh:
+        with os.fdopen(fd, "wb") as fh:
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (int(ids.size),)}
+            np.lib.format.write_array_header_1_0(fh, header)
+            start = fh.tell()
+            fh.truncate(start + int(ids.size) * dtype.itemsize)
+            fh.flush()
+            if old is not None:
+                for i in range(0, old.shape[0], BATCH):
+                    chunk = np.asarray(old[i : i + BATCH])
+                    _put(fh.fileno(), start, dtype, np.searchsorted(ids, chunk["id"]), chunk["id"], chunk["f"])
+            for rows in batches:
+                got = np.asarray([i for i, _ in rows], dtype=np.int64)
+                feats = np.frombuffer(b"".join(d for _, d in rows), dtype=np.uint8).reshape(-1, length)
+                _put(fh.fileno(), start, dtype, np.searchsorted(ids, got), got, feats)
             os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
         info = FileInfo(int(ids.size), os.path.getsize(tmp), _sha256(Path(tmp)))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return info
+
+
+def _put(fd: int, start: int, dtype: np.dtype[Any], pos: np.ndarray, ids: np.ndarray, feats: np.ndarray) -> None:
+    """Writes rows ``(ids, feats)`` at ascending row positions ``pos`` of the file's array, a run of rows a write."""
+    if pos.size == 0:
+        return
+    rec = np.empty(pos.size, dtype=dtype)
+    rec["id"] = ids
+    rec["f"] = feats
+    breaks = np.flatnonzero(np.diff(pos) != 1) + 1
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, pos.size], strict=True):
+        os.pwrite(fd, rec[a:b].tobytes(), start + int(pos[a]) * dtype.itemsize)
 
 
 def _sha256(path: Path) -> str:

@@ -214,3 +214,45 @@ def test_a_backup_copies_the_feature_files_beside_the_database(tmp_path: Path) -
         assert copy.read_bytes() == path.read_bytes() and oct(copy.stat().st_mode & 0o777) == oct(0o600)
     finally:
         store.close()
+
+
+WRITE_IN_CHILD = """
+import resource, sys
+import numpy as np
+from pathlib import Path
+from db import feature_store as fs
+out, n, length, batch = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), 4096
+ids = np.arange(1, n + 1, dtype=np.int64) * 3
+row = np.arange(length, dtype=np.uint8).tobytes()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+batches = ([(int(i), row) for i in ids[a : a + batch]] for a in range(0, n, batch))
+fs._write(out, ids, length, None, batches)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_a_lecture_sized_feature_file_is_written_in_bounded_memory(tmp_path: Path) -> None:
+    """The file goes to disk a batch at a time (a writable memory map held the whole file in the process's memory:
+    ~370 MB for a 60-minute 16-student lecture); the result is what ``np.save`` writes for the same rows."""
+    import subprocess
+    import sys
+
+    n, length = 120_000, 1280  # ~155 MB of file
+    out = tmp_path / "v.features.npy"
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_IN_CHILD, str(out), str(n), str(length)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr
+    grown = int(proc.stdout.strip())
+    size = out.stat().st_size
+    assert size > 150e6 and grown < size / 4, (grown, size)
+    arr = np.load(out, mmap_mode="r")
+    assert (
+        arr.shape == (n,)
+        and int(arr["id"][-1]) == 3 * n
+        and bytes(arr["f"][n // 2]) == np.arange(length, dtype=np.uint8).tobytes()
+    )
