@@ -37,6 +37,9 @@ written through a memory map, whose pages count in RSS, and its bulk UPDATE/DELE
 at 1 min (1,030 faces), 901 MB at 4 min (4,096 faces); RSS while analysing 736, 831,
 863, 872, 893, 898, 900 MB at 30..220 s (a linear extrapolation from 1 min, 1.6 GB at 60 min, overstates: the
 start-up fills the first minute).
+After the feature file's write went from a writable memory map to positioned writes of one batch at a time
+(db/feature_store._write): ``--finish-lengths 5,20 --students 16``: 740 MB at 5 min, 738 MB at 20 min: 1.00,
+-0.1 MB per minute, 733 MB extrapolated to 60 min (load 6-9).
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -477,6 +476,8 @@ def remember(session: Session, media_id: int, annotator: str) -> int:
             dist = float(np.hypot(g1[0] - g2[0], g1[1] - g2[1])) / max((g1[2] + g2[2]) / 2, 1e-9)
             if dist <= REMEMBER_NEAR and sim[i, j] >= REMEMBER_MIN_SIMILARITY:
                 cost[i, j] = dist + 1.0 - sim[i, j]
+    from scipy.optimize import linear_sum_assignment  # ~1 s to import: only where tracks meet faces
+
     rows, cols = linear_sum_assignment(cost)
     planned: dict[int, int | None] = {a[i]: b[j] for i, j in zip(rows, cols, strict=True) if cost[i, j] < 1e6}
     return _append(session, media_id, planned, annotator, "remembered") if planned else 0

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from models.types import Box, iou
 
@@ -234,6 +233,8 @@ class Tracker:
                     ov = iou(pred, box)
                     score = ov if sim is None else c.iou_weight * ov + (1 - c.iou_weight) * sim
                     cost[i, j] = 1.0 - score + 0.1 * gap
+            from scipy.optimize import linear_sum_assignment  # ~1 s to import: only where tracks meet faces
+
             rows, cols = linear_sum_assignment(cost)
             for i, j in zip(rows, cols, strict=True):
                 if cost[i, j] < _FORBIDDEN:
