@@ -555,7 +555,10 @@ def _face(page: Any) -> str:
 def chromium_pages(
     db_file: Path, folder: Path, repeat: int, timeout: float, log: Callable[[str], None]
 ) -> dict[str, Timing]:
-    """The real pages in Chromium on the filled SQLite database: seconds until each page is complete."""
+    """The real pages in Chromium on the filled SQLite database: seconds until each page is complete.
+
+    A full-page screenshot of each page once timed goes to ``folder`` (``review_open.png``, ``key_press.png``, ...).
+    """
     from playwright.sync_api import sync_playwright
 
     from tests.server import CHROMIUM, CHROMIUM_ARGS
@@ -604,8 +607,15 @@ def chromium_pages(
             "classroom": ("classroom", lambda: page.get_by_role("heading", name="Class over time").wait_for()),
             "dataset": ("dataset", lambda: page.get_by_role("heading", name=re.compile(r"^Media \(")).wait_for()),
         }
+
+        def shot(name: str) -> None:
+            """What the user sees once the page is done (``DIR/chromium/NAME.png``, kept with ``--keep``)."""
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
         for _ in range(repeat):
             timed("review_open", review_open)
+        shot("review_open")
         if out["review_open"].runs:
             page.get_by_role("heading", name="Review").click()
             for _ in range(repeat):
@@ -613,6 +623,7 @@ def chromium_pages(
                 with contextlib.suppress(Exception):
                     page.wait_for_selector('button:has-text("Undo")')
                     _idle(page, ms)
+            shot("key_press")
         for name, (path, done) in pages.items():
             for _ in range(repeat):
 
@@ -622,6 +633,7 @@ def chromium_pages(
                     _idle(page, ms)
 
                 timed(name, load)
+            shot(name)
         browser.close()
     for name, t in out.items():
         t.load = os.getloadavg()[0]
