@@ -533,7 +533,7 @@ def _face_ids(store: LabelStore, media_id: int) -> list[int]:
 
 def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, rep: FillReport) -> int:
     """Stores one recording through ``path``; returns its media id."""
-    from db import feature_store
+    from db import feature_store, status
     from db.codecs import encode_png
 
     t0 = time.perf_counter()
@@ -559,6 +559,8 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
             _store_bulk(store, media_id, batch, track_ids, pngs)
         # as the product's finish does: the finished video's features into its file (db.feature_store)
         store.transaction(lambda s: feature_store.move_video(s, media_id))
+        # the recording's kept totals (faces, crops, features), which the product's flush of new faces recounts
+        store.transaction(lambda s: status.mark(s, media=[media_id]))
         n_faces = len(_face_ids(store, media_id))
         t_faces = time.perf_counter() - t0 - t_tracks
     else:

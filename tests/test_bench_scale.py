@@ -25,6 +25,7 @@ from db.schema import (  # noqa: E402
     FaceStatus,
     LectureSegment,
     Media,
+    MediaTotals,
     Person,
     PersonTrack,
     Prediction,
@@ -196,6 +197,13 @@ def _dump(store: LabelStore) -> dict[str, list[tuple[Any, ...]]]:
                 .where(qc.faces + qc.uncertainty + qc.valence + qc.disagreement + qc.skipped > 0)
             ).all()
         )
+        # the kept totals of each recording (Library counts, Dataset statistics)
+        mt = MediaTotals
+        out["media_totals"] = s.execute(
+            select(Media.sha256, mt.faces, mt.predictions, mt.tracks, mt.crops, mt.features)
+            .join(Media, Media.id == mt.media_id)
+            .order_by(Media.sha256)
+        ).all()
         return out
 
     return store.transaction(work, write=False)
