@@ -741,7 +741,8 @@ def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing]
         )
         if fill:
             rep = scale_fill.FillReport(faces=int(fill[3]))
-            rep.seconds["faces"] = rep.faces / float(fill[4].replace(",", ""))
+            rate = float(fill[4].replace(",", ""))
+            rep.seconds["faces"] = rep.faces / rate if rate else 0.0  # 0: a --reuse run (no fill)
             rep.db_bytes = int(float(fill[5]) * 1024 * rep.faces)
             old = results.get((fill[1], int(fill[2])))
             results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, old.timings if old else {})
