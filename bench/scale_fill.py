@@ -375,14 +375,23 @@ def track_results(rec: Recording) -> list[Any]:
 
 
 def _store_bulk(
-    store: LabelStore, media_id: int, batch: FaceBatch, track_ids: dict[int, int], pngs: list[bytes] | None
+    store: LabelStore,
+    media_id: int,
+    batch: FaceBatch,
+    track_ids: dict[int, int],
+    pngs: list[bytes] | None,
+    first: bool = False,
 ) -> None:
-    """One stretch written as :func:`db.resumable.store_chunk` writes it, by two bulk inserts, track ids set."""
-    from sqlalchemy import insert
+    """One stretch written as :func:`db.resumable.store_chunk` writes it, by two bulk inserts, track ids set.
+
+    ``first``: the recording's first stretch, whose new model run the study's read model takes (the product's flush
+    notes the run of every new prediction; a Core insert is not seen, so the study is named for the check).
+    """
+    from sqlalchemy import insert, select
 
     from db import status
     from db.codecs import features_to_bytes
-    from db.schema import Face, Prediction
+    from db.schema import Face, Media, Prediction
 
     names = list(EMOTIONS_8)
     n = len(batch.samples)
@@ -433,7 +442,10 @@ def _store_bulk(
             _copy_rows(s, "predictions", preds, PREDICTION_COLUMNS)
         else:
             s.execute(insert(Prediction), preds)
-        status.mark(s, faces=ids)  # the review read model, as store_chunk's flush has it kept
+        # the review read model, as store_chunk's flush has it kept
+        status.mark(
+            s, faces=ids, studies=[s.scalar(select(Media.study_id).where(Media.id == media_id))] if first else []
+        )
 
     store.transaction(work)
 
@@ -555,8 +567,8 @@ def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, r
         )
         t_tracks = time.perf_counter() - t1
         track_ids = _track_ids(store, media_id)
-        for batch, _last in batches(rec, shape):
-            _store_bulk(store, media_id, batch, track_ids, pngs)
+        for k, (batch, _last) in enumerate(batches(rec, shape)):
+            _store_bulk(store, media_id, batch, track_ids, pngs, first=k == 0)
         # as the product's finish does: the finished video's features into its file (db.feature_store)
         store.transaction(lambda s: feature_store.move_video(s, media_id))
         # the recording's kept totals (faces, crops, features), which the product's flush of new faces recounts

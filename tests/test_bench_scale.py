@@ -31,6 +31,7 @@ from db.schema import (  # noqa: E402
     Prediction,
     QueueCount,
     ReviewSkip,
+    StudyStatus,
     Track,
 )
 from db.services import LabelStore  # noqa: E402
@@ -197,6 +198,8 @@ def _dump(store: LabelStore) -> dict[str, list[tuple[Any, ...]]]:
                 .where(qc.faces + qc.uncertainty + qc.valence + qc.disagreement + qc.skipped > 0)
             ).all()
         )
+        # the model run the study's read model follows
+        out["study_status"] = s.execute(select(StudyStatus.model, StudyStatus.weights_hash, StudyStatus.classes)).all()
         # the kept totals of each recording (Library counts, Dataset statistics)
         mt = MediaTotals
         out["media_totals"] = s.execute(
