@@ -323,6 +323,8 @@ class Timing:
     timeout: float | None = None
     """Set when a run went over the timeout (the runs before it are kept)."""
     rss_mb: float | None = None
+    load: float | None = None
+    """The machine's 1-minute load average when the runs ended (``os.getloadavg``): a shared 2-core box."""
     error: str | None = None
     cut: bool = False
     """Fewer runs than asked: together they took longer than the timeout."""
@@ -508,9 +510,11 @@ def run_size(
     timings: dict[str, Timing] = {}
     for name in names:
         t = time_action(mpctx, url, scale_fill.STUDY, media_id, cls, name, args.repeat, args.timeout, store.data_dir)
+        t.load = os.getloadavg()[0]
         timings[name] = t
         rss = f", peak {t.rss_mb:.0f} MB" if t.rss_mb else ""
-        log(f"[{db.engine} {size}] {name}: {t.cell()} (runs {', '.join(fmt_s(r) for r in t.runs)}){rss}")
+        runs = ", ".join(fmt_s(r) for r in t.runs)
+        log(f"[{db.engine} {size}] {name}: {t.cell()} (runs {runs}){rss}, load {t.load:.1f}")
         if t.error:
             log(f"    error: {t.error}")
     return SizeResult(db.engine, rep.faces, rep, timings), store
@@ -551,7 +555,10 @@ def _face(page: Any) -> str:
 def chromium_pages(
     db_file: Path, folder: Path, repeat: int, timeout: float, log: Callable[[str], None]
 ) -> dict[str, Timing]:
-    """The real pages in Chromium on the filled SQLite database: seconds until each page is complete."""
+    """The real pages in Chromium on the filled SQLite database: seconds until each page is complete.
+
+    A full-page screenshot of each page once timed goes to ``folder`` (``review_open.png``, ``key_press.png``, ...).
+    """
     from playwright.sync_api import sync_playwright
 
     from tests.server import CHROMIUM, CHROMIUM_ARGS
@@ -600,8 +607,15 @@ def chromium_pages(
             "classroom": ("classroom", lambda: page.get_by_role("heading", name="Class over time").wait_for()),
             "dataset": ("dataset", lambda: page.get_by_role("heading", name=re.compile(r"^Media \(")).wait_for()),
         }
+
+        def shot(name: str) -> None:
+            """What the user sees once the page is done (``DIR/chromium/NAME.png``, kept with ``--keep``)."""
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
         for _ in range(repeat):
             timed("review_open", review_open)
+        shot("review_open")
         if out["review_open"].runs:
             page.get_by_role("heading", name="Review").click()
             for _ in range(repeat):
@@ -609,6 +623,7 @@ def chromium_pages(
                 with contextlib.suppress(Exception):
                     page.wait_for_selector('button:has-text("Undo")')
                     _idle(page, ms)
+            shot("key_press")
         for name, (path, done) in pages.items():
             for _ in range(repeat):
 
@@ -618,9 +633,11 @@ def chromium_pages(
                     _idle(page, ms)
 
                 timed(name, load)
+            shot(name)
         browser.close()
     for name, t in out.items():
-        log(f"[chromium] {name}: {t.cell()} (runs {', '.join(fmt_s(r) for r in t.runs)})")
+        t.load = os.getloadavg()[0]
+        log(f"[chromium] {name}: {t.cell()} (runs {', '.join(fmt_s(r) for r in t.runs)}), load {t.load:.1f}")
     return out
 
 
@@ -671,9 +688,16 @@ def table(results: Sequence[SizeResult], names: Sequence[str], markdown: bool) -
             ["database per face", *(f"{r.fill.db_bytes / max(r.faces, 1) / 1024:.1f} KB" for r in rows), "", ""]
         )
         body.append(["fill (faces/s)", *(f"{r.fill.faces_per_s:,.0f}" for r in rows), "", ""])
+        body.append(["load average (1 min) after the actions", *(_loads(r) for r in rows), "", ""])
         lines += _render(head, body, markdown)
         lines.append("")
     return lines
+
+
+def _loads(r: SizeResult) -> str:
+    """The range of the machine's load average over one size's actions (empty for logs without it)."""
+    loads = [t.load for t in r.timings.values() if t.load is not None]
+    return f"{min(loads):.1f}-{max(loads):.1f}" if loads else ""
 
 
 def _render(head: list[str], body: list[list[str]], markdown: bool) -> list[str]:
@@ -687,8 +711,8 @@ def _render(head: list[str], body: list[list[str]], markdown: bool) -> list[str]
 
 
 def chromium_table(pages: dict[str, Timing], faces: int, markdown: bool) -> list[str]:
-    head = [f"in Chromium (SQLite, {faces:,} faces)", "median"]
-    body = [[CHROMIUM_WHAT.get(k, k), t.cell()] for k, t in pages.items()]
+    head = [f"in Chromium (SQLite, {faces:,} faces)", "median", "load average (1 min)"]
+    body = [[CHROMIUM_WHAT.get(k, k), t.cell(), "" if t.load is None else f"{t.load:.1f}"] for k, t in pages.items()]
     return _render(head, body, markdown)
 
 
@@ -709,7 +733,7 @@ def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing]
     results: dict[tuple[str, int], SizeResult] = {}
     pages: dict[str, Timing] = {}
     chromium_faces = 0
-    line_re = re.compile(r"^\[(\w+) (\d+)\] (\w+): (.*?) \(runs ([^)]*)\)(?:, peak (\d+) MB)?$")
+    line_re = re.compile(r"^\[(\w+) (\d+)\] (\w+): (.*?) \(runs ([^)]*)\)(?:, peak (\d+) MB)?(?:, load ([\d.]+))?$")
     lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
     for line in lines:
         fill = re.match(
@@ -717,19 +741,22 @@ def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing]
         )
         if fill:
             rep = scale_fill.FillReport(faces=int(fill[3]))
-            rep.seconds["faces"] = rep.faces / float(fill[4].replace(",", ""))
+            rate = float(fill[4].replace(",", ""))
+            rep.seconds["faces"] = rep.faces / rate if rate else 0.0  # 0: a --reuse run (no fill)
             rep.db_bytes = int(float(fill[5]) * 1024 * rep.faces)
             old = results.get((fill[1], int(fill[2])))
             results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, old.timings if old else {})
             chromium_faces = chromium_faces or (rep.faces if fill[1] == "sqlite" else 0)
             continue
-        m = re.match(r"^\[chromium\] (\w+): (.*?) \(runs ([^)]*)\)$", line)
+        m = re.match(r"^\[chromium\] (\w+): (.*?) \(runs ([^)]*)\)(?:, load ([\d.]+))?$", line)
         if m:
             pages[m[1]] = _timing(m[2], m[3], None)
+            pages[m[1]].load = float(m[4]) if m[4] else None
             continue
         m = line_re.match(line)
         if m and (m[1], int(m[2])) in results:
-            results[(m[1], int(m[2]))].timings[m[3]] = _timing(m[4], m[5], m[6])
+            t = results[(m[1], int(m[2]))].timings[m[3]] = _timing(m[4], m[5], m[6])
+            t.load = float(m[7]) if m[7] else None
     return list(results.values()), pages, chromium_faces
 
 

@@ -155,7 +155,7 @@ def _page_rows(
     windows: dict[int, Any],
     row_values: RowBuilder,
 ) -> list[list[Any]]:
-    by_face, resolved, windows = face_pages.page_inputs(session, conn.execute, faces, primary, windows)
+    by_face, resolved, windows, _ = face_pages.page_inputs(session, conn.execute, faces, primary, windows)
     splits: dict[tuple[int, int | None], Any] = {}
     out: list[list[Any]] = []
     count = tally.splits

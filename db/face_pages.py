@@ -131,6 +131,8 @@ class PageInputs(NamedTuple):
     by_face: dict[int, Any]
     resolved: dict[Any, Any]
     windows: dict[int, Any]
+    at: dict[int, float | None] | None = None
+    """Without a cache of windows: the window engagement of each face that needs one (:func:`face_table.windows_at`)."""
 
 
 def page_inputs(
@@ -147,7 +149,8 @@ def page_inputs(
         execute: Runs a statement: ``session.execute``, or a raw connection's ``execute`` (no ORM work per row).
         faces: The faces (ids ascending make the queries ranges).
         primary: The study's model run (:func:`db.labels.choose_model`).
-        windows: A cache of track engagement windows kept across pages (filled here).
+        windows: A cache of track engagement windows kept across pages (filled here); None (a few faces): each
+            face's window is found in SQL instead (:attr:`PageInputs.at`).
     """
     ids = {f.id for f in faces}
     lo, hi = min(ids), max(ids)
@@ -168,7 +171,14 @@ def page_inputs(
     )
     anns = [(a, a.name) for a in execute(ann_stmt) if a.face_id is None or a.face_id in ids]
     resolved = labels.resolve(anns) if anns else {}
-    cache: dict[int, Any] = windows if windows is not None else {}
+    if windows is None:
+        need_faces = [
+            (f.id, f.track_id, f.time_s)
+            for f in faces
+            if f.track_id is not None and (p := by_face.get(f.id)) is not None and p.engagement is None
+        ]
+        return PageInputs(by_face, resolved, {}, face_table.windows_at(session, need_faces))
+    cache = windows
     need = {
         f.track_id
         for f in faces
@@ -200,11 +210,12 @@ def labels_of_faces(
         faces: The faces, as read by :func:`iter_face_pages` (ids ascending make the queries ranges).
         media: The study's media items (:func:`study_media`).
         primary: The study's model run (:func:`db.labels.choose_model`).
-        windows: A cache of track engagement windows kept across pages (filled here).
+        windows: A cache of track engagement windows kept across pages (filled here); None: each face's window is
+            found in SQL (a few faces, :func:`faces_by_id`).
     """
     if not faces:
         return []
-    by_face, resolved, cache = page_inputs(session, session.execute, faces, primary, windows)
+    by_face, resolved, cache, at = page_inputs(session, session.execute, faces, primary, windows)
     return [
         face_table.face_label(
             f,
@@ -213,7 +224,9 @@ def labels_of_faces(
             by_face.get(f.id),
             resolved,
             bool(f.has_crop),
-            _window_engagement(cache.get(f.track_id) if f.track_id is not None else None, f.time_s),
+            at.get(f.id)
+            if at is not None
+            else _window_engagement(cache.get(f.track_id) if f.track_id is not None else None, f.time_s),
         )
         for f in faces
     ]

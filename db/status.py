@@ -115,7 +115,7 @@ def _collect(session: Session, _ctx: Any) -> None:
     for obj in session.new:
         if isinstance(obj, ReviewSkip):
             _dirty(session).faces.add(obj.face_id)
-        if isinstance(obj, Face | Prediction | Annotation | Track):
+        if isinstance(obj, Face | Prediction | Annotation):
             d = d or _dirty(session)
             if isinstance(obj, Face):
                 d.faces.add(obj.id)

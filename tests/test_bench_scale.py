@@ -25,11 +25,13 @@ from db.schema import (  # noqa: E402
     FaceStatus,
     LectureSegment,
     Media,
+    MediaTotals,
     Person,
     PersonTrack,
     Prediction,
     QueueCount,
     ReviewSkip,
+    StudyStatus,
     Track,
 )
 from db.services import LabelStore  # noqa: E402
@@ -37,8 +39,8 @@ from db.services import LabelStore  # noqa: E402
 TINY = scale_fill.Shape(faces=1500, students=4, minutes=2.0, feature_dim=8, crop=12, vote_share=0.2, skip_share=0.01)
 
 
-def _store(tmp_path: Path, name: str) -> LabelStore:
-    store = LabelStore(f"sqlite:///{tmp_path / f'{name}.sqlite3'}", data_dir=tmp_path / name)
+def _store(tmp_path: Path, name: str, url: str | None = None) -> LabelStore:
+    store = LabelStore(url or f"sqlite:///{tmp_path / f'{name}.sqlite3'}", data_dir=tmp_path / name)
     store.upgrade()
     return store
 
@@ -196,6 +198,15 @@ def _dump(store: LabelStore) -> dict[str, list[tuple[Any, ...]]]:
                 .where(qc.faces + qc.uncertainty + qc.valence + qc.disagreement + qc.skipped > 0)
             ).all()
         )
+        # the model run the study's read model follows
+        out["study_status"] = s.execute(select(StudyStatus.model, StudyStatus.weights_hash, StudyStatus.classes)).all()
+        # the kept totals of each recording (Library counts, Dataset statistics)
+        mt = MediaTotals
+        out["media_totals"] = s.execute(
+            select(Media.sha256, mt.faces, mt.predictions, mt.tracks, mt.crops, mt.features)
+            .join(Media, Media.id == mt.media_id)
+            .order_by(Media.sha256)
+        ).all()
         return out
 
     return store.transaction(work, write=False)
@@ -211,10 +222,12 @@ def test_plan_has_the_shape_asked_for() -> None:
         assert sum(n for _, here in r.present() for n in [len(here)]) == r.n_faces
 
 
-def test_bulk_fill_stores_the_rows_of_the_product_path(tmp_path: Path) -> None:
+def test_bulk_fill_stores_the_rows_of_the_product_path(tmp_path: Path, engine_kind: str, request: Any) -> None:
+    """Both paths store equal tables; on PostgreSQL the bulk path's faces and predictions go in by ``COPY``."""
     dumps = {}
     for path in ("product", "bulk"):
-        store = _store(tmp_path, path)
+        url = request.getfixturevalue("pg_server").new_database() if engine_kind == "postgresql" else None
+        store = _store(tmp_path, path, url)
         try:
             rep = scale_fill.fill(store, TINY, path=path)
             dumps[path] = _dump(store)

@@ -256,3 +256,37 @@ def test_a_lecture_sized_feature_file_is_written_in_bounded_memory(tmp_path: Pat
         and int(arr["id"][-1]) == 3 * n
         and bytes(arr["f"][n // 2]) == np.arange(length, dtype=np.uint8).tobytes()
     )
+
+
+def test_moving_a_videos_features_reads_each_face_once(tmp_path: Path) -> None:
+    """Each batch of the move walks the primary key from where the last ended (SQLite's plan of every batch read).
+
+    By the (media, frame) index every batch read and sorted all the video's faces, crops included: quadratic in a
+    video's faces (~20 minutes for a 60-minute 16-student lecture, issue 19's scale bench).
+    """
+    from sqlalchemy import event
+
+    s = LabelStore(f"sqlite:///{tmp_path / 'f.sqlite3'}", data_dir=tmp_path / "data", feature_files=True)
+    s.upgrade()
+    sent: dict[str, object] = {}
+
+    def note(_conn: object, _cur: object, stmt: str, params: object, _ctx: object, many: bool) -> None:
+        if not many and stmt.lstrip().upper().startswith("SELECT") and "faces.features" in stmt and "LIMIT" in stmt:
+            sent.setdefault(stmt, params)
+
+    event.listen(s.engine, "before_cursor_execute", note)
+    try:
+        _video(s, "s", "lecture.mp4", 12, seed=1)
+    finally:
+        event.remove(s.engine, "before_cursor_execute", note)
+    assert sent, "the move read the faces' features in batches"
+    raw = s.engine.raw_connection()
+    try:
+        plans = [[str(r[3]) for r in raw.cursor().execute("EXPLAIN QUERY PLAN " + q, p)] for q, p in sent.items()]
+    finally:
+        raw.close()
+        s.close()
+    for plan in plans:
+        assert any("INTEGER PRIMARY KEY" in line for line in plan), plan
+        assert not any("TEMP B-TREE" in line or "ix_faces_media_id_frame" in line for line in plan), plan
+    assert feature_store.move_video  # the path under test
