@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -52,6 +53,11 @@ def _faces(store: LabelStore, study: str) -> list[tuple[int, tuple[float, ...], 
 
 def _media(store: LabelStore, study: str) -> list:
     return store.recordings.media(study) if study in {s.name for s in store.recordings.studies()} else []
+
+
+def _video(store: LabelStore, study: str) -> Any:
+    """The study's one video's row, or None before it is stored."""
+    return next((m for m in _media(store, study) if m.kind == "video"), None)
 
 
 def _claims(store: LabelStore) -> int:
@@ -211,8 +217,8 @@ def test_two_clis_and_the_app_at_once_store_every_face_once(
 def _wait_for_chunk(store: LabelStore, study: str, proc: subprocess.Popen, after: float | None = None) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
-        media = _media(store, study)
-        if media and media[0].analysed_until_s is not None and media[0].analysed_until_s != after:
+        video = _video(store, study)  # the video's row, whichever file's row came first (workers race)
+        if video is not None and video.analysed_until_s is not None and video.analysed_until_s != after:
             return
         time.sleep(0.02)
     raise AssertionError(f"no stretch stored while the run went on (exit code {proc.poll()})")
@@ -322,7 +328,7 @@ def test_killed_workers_and_driver(
 
         # The driver killed: its workers do not stay behind.
         proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _wait_for_chunk(store, "s", proc, after=store.recordings.media("s")[0].analysed_until_s)
+        _wait_for_chunk(store, "s", proc, after=_video(store, "s").analysed_until_s)
         workers = _workers_of(proc.pid)
         assert workers
         os.kill(proc.pid, signal.SIGKILL)
