@@ -223,6 +223,15 @@ def rebuild(session: Session, media_id: int, primary: labels.ModelKey | None) ->
     return len(sums)
 
 
+MANY_BUCKETS = 4
+"""Votes in this many buckets, and in a third of a recording's, write its sums again in one pass (:func:`rebuild`).
+
+A bucket's rewrite reads that bucket's faces of the voted tracks and their engagement windows; at 10^5 faces, an
+import of 3,000 votes spread over all 26 buckets of a recording took 18 s bucket by bucket against 4.8 s for one
+rebuild (the same sums). A key press (one face, one bucket) always rewrites its one bucket.
+"""
+
+
 def refresh_tracks(
     session: Session,
     media_id: int,
@@ -241,13 +250,16 @@ def refresh_tracks(
         rebuild(session, media_id, primary)
         return
     whole = sorted(set(track_ids))
-    if whole:
-        _rewrite(session, state, primary, whole, None)
     by_bucket: dict[int, set[int]] = defaultdict(set)
     for t, times in faces_at.items():
         if t not in whole:
             for ts in times:
                 by_bucket[bucket_of(state.bounds, ts)].add(t)
+    if len(by_bucket) >= MANY_BUCKETS and 3 * len(by_bucket) >= len(state.bounds):
+        rebuild(session, media_id, primary)  # votes all over the recording (an import): one pass over its faces
+        return
+    if whole:
+        _rewrite(session, state, primary, whole, None)
     for b, tracks in sorted(by_bucket.items()):
         _rewrite(session, state, primary, sorted(tracks), [b])
 

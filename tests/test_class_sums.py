@@ -219,3 +219,30 @@ def test_a_face_vote_reads_its_tracks_one_bucket_and_a_track_vote_the_whole_trac
     store.review.correct_track(track, "bob", label="Fear")
     assert calls == [([track], None)]
     _kept_equal_recomputed(store)
+
+
+def test_an_import_over_the_whole_recording_writes_its_sums_in_one_pass(store, tmp_path, monkeypatch):
+    """Votes in most buckets of a recording (an import) rebuild it once instead of one rewrite per bucket; the
+    sums are the same as recomputed from the faces."""
+    from db.class_buckets import bucket_of
+
+    _ingest(store)
+    faces = [f for f in store.recordings.faces("class") if f.track_id is not None]
+    voted = faces[::3]
+    media_id = voted[0].media_id
+    bounds = store.transaction(lambda s: list(s.get(ClassSumMedia, media_id).bounds), write=False)
+    buckets = {bucket_of(bounds, f.time_s or 0.0) for f in voted if f.media_id == media_id}
+    assert len(buckets) >= class_sums.MANY_BUCKETS and 3 * len(buckets) >= len(bounds), (buckets, bounds)
+    calls = []
+    real = class_sums.compute
+
+    def spy(session, media_id, study_id, primary, bounds, step, tracks=None, buckets=None):
+        calls.append((media_id, tracks, buckets))
+        return real(session, media_id, study_id, primary, bounds, step, tracks, buckets)
+
+    monkeypatch.setattr(class_sums, "compute", spy)
+    lines = "face_id,label\n" + "".join(f"{f.face_id},Fear\n" for f in voted)
+    (tmp_path / "labels.csv").write_text(lines, encoding="utf-8")
+    assert store.review.import_labels("class", tmp_path / "labels.csv", "erin").annotations_added == len(voted)
+    assert (media_id, None, None) in calls and all(t is None for m, t, _ in calls if m == media_id), calls
+    assert _kept_equal_recomputed(store) > 0
