@@ -4,7 +4,7 @@ A still keeps each face's features in its row (``faces.features``, the forms of 
 in ``pending_features`` while it is analysed (apart from ``faces``, so that moving them frees whole pages, which the
 next recordings reuse; the face row holds ``features = b''``, :data:`IN_FILE`). When the video's analysis is
 finished (engagement, tracks and persons computed and stored: :func:`db.ingest.store_files` for a whole video,
-:func:`db.resumable.finish_video` for one stored in stretches), they move into one columnar file beside its media
+:func:`db.ingest_finish.store_finish` for one stored in stretches), they move into one columnar file beside its media
 file (:func:`move_video`), ``<media root>/<study id>/<sha256>.features.npy``: a NumPy structured array of
 ``(id int64, f uint8[L])`` in face-id order, ``f`` the exact stored bytes (so every export is byte-equal before
 and after the move). The file is written to a temporary name, fsynced and moved into place (owner-only, like the

@@ -4,7 +4,7 @@ The finish step (:mod:`affectlab.finish`) replays the tracker over a recording's
 track's engagement in read transactions, holding per face only NumPy arrays (:class:`FaceTracks`: face id and track
 number; :class:`TrackWindows`: the engagement windows), never a Python object per face. :func:`store_finish` then
 writes them in one write transaction, a chunk of :data:`CHUNK` rows at a time, so neither the transaction nor the
-session holds a row object or a parameter dict per face. :func:`db.resumable.finish_video` (tracks given as
+session holds a row object or a parameter dict per face. :meth:`db.service_ingest.Ingest.finish_video` (tracks given as
 :class:`models.types.TrackResult` with their windows) ends here too. Functions take the caller's session and never
 commit.
 """

@@ -3,8 +3,8 @@
 A video analysed this way gets its media row first, with ``analysis_status='partial'``; each stretch of faces is
 then stored in one transaction together with how far the analysis got (``analysed_until_s``,
 ``analysed_until_frame``, ``analysed_samples``), so the stored faces and the resume point never disagree. Faces are
-stored without track. At the end, tracks, engagement and persons are computed from every stored face
-(the caller replays them: :class:`models.video.FaceReplay`) and :func:`finish_video` stores them and marks the
+stored without track. At the end, tracks, engagement and persons are computed from every stored face (the caller
+replays them: :class:`models.video.FaceReplay`) and :func:`db.ingest_finish.store_finish` stores them and marks the
 media item ``complete``. A video whose file the store keeps is created with ``recut_crops`` (no crop stored; see
 :mod:`db.crops`) unless its study sets ``keep_video_crops``; features are stored compactly (:mod:`db.codecs`), and
 the tracker replay and the engagement model read them back from there. Predictions are append-only, so their
@@ -14,7 +14,7 @@ the tracker replay and the engagement model read them back from there. Predictio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +22,14 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import claims, feature_store, ingest_finish, ranges, repo
+from db import claims, feature_store, ranges, repo
 from db.claims import Claimant
 from db.codecs import FEATURES_U8, features_from_bytes, features_to_bytes
 from db.ingest import FaceIn, MediaInfo, _study, face_row, prediction_row
 from db.ingest_finish import AnalysisStateError
 from db.media_files import base_name
 from db.schema import Face, Media
-from models.types import Box, TrackResult
+from models.types import Box
 
 
 @dataclass(frozen=True)
@@ -259,50 +259,3 @@ def features_of(session: Session, face_ids: Sequence[int]) -> np.ndarray:
     got = feature_store.features(session, ids)  # rows, or a finished video's file
     kept = [got[i] for i in ids if i in got]
     return np.stack(kept) if kept else np.zeros((0, 0), dtype=np.float32)
-
-
-def finish_video(
-    session: Session,
-    media_id: int,
-    face_tracks: Mapping[int, int],
-    tracks: Sequence[TrackResult],
-    *,
-    duration_s: float | None,
-    fps: float | None,
-    width: int | None,
-    height: int | None,
-    claimant: Claimant | None = None,
-) -> int:
-    """Stores the tracks, engagement and persons computed from a partial video's faces and marks it complete.
-
-    With a ``claimant``, checks that it still holds the video's claim, and releases the claim.
-
-    Args:
-        session: The caller's session.
-        media_id: The media item.
-        face_tracks: Face id to track number.
-        tracks: The tracks (engagement windows and person included).
-        duration_s: The video's duration.
-        fps: Its average frame rate.
-        width: Upright frame width.
-        height: Upright frame height.
-        claimant: The run holding the claim, if any.
-
-    Returns:
-        Tracks stored.
-
-    Raises:
-        ClaimLostError: ``claimant`` no longer holds the video's claim.
-    """
-    return ingest_finish.store_finish(
-        session,
-        media_id,
-        ingest_finish.FaceTracks.of(face_tracks),
-        tracks,
-        ingest_finish.TrackWindows.of(tracks),
-        duration_s=duration_s,
-        fps=fps,
-        width=width,
-        height=height,
-        claimant=claimant,
-    )

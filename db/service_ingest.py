@@ -259,18 +259,16 @@ class Ingest(Service):
 
         With a ``claimant``, checks that it still holds the video's claim and releases it in that transaction.
         """
-        return self._tx(
-            lambda s: resumable.finish_video(
-                s,
-                media_id,
-                face_tracks,
-                list(tracks),
-                duration_s=duration_s,
-                fps=fps,
-                width=width,
-                height=height,
-                claimant=claimant,
-            )
+        return self.store_finish(
+            media_id,
+            ingest_finish.FaceTracks.of(face_tracks),
+            tracks,
+            ingest_finish.TrackWindows.of(tracks),
+            duration_s=duration_s,
+            fps=fps,
+            width=width,
+            height=height,
+            claimant=claimant,
         )
 
     def store_finish(

@@ -4,7 +4,7 @@ A gallery recording's faces are stored as ``store_chunk`` leaves them (no track)
 tracker, scores engagement and writes tracks, windows, the faces' tracks and persons. What it stores must not depend
 on how much it reads at a time (one frame and one feature per read against everything at once), must be what the
 whole-recording finish it replaced stores (tracker with history, :func:`models.track_results.score_tracks`,
-:func:`db.resumable.finish_video`), and the memory it allocates must not grow by a Python object per face.
+:meth:`db.service_ingest.Ingest.finish_video`), and the memory it allocates must not grow by a Python object per face.
 """
 
 from __future__ import annotations
