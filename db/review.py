@@ -179,24 +179,7 @@ def build_queue(
         if reason is None:
             continue
         left_by_media[f.media_id] += 1
-        waiting.append(
-            ReviewItem(
-                face_id=f.face_id,
-                media_id=f.media_id,
-                filename=f.filename,
-                frame=f.frame,
-                time_s=f.time_s,
-                track_id=f.track_id,
-                model_label=f.model_label,
-                model_confidence=f.model_confidence,
-                label=f.label,
-                label_source=f.label_source,
-                valence=f.valence,
-                arousal=f.arousal,
-                reason=reason[0],
-                score=reason[1],
-            )
-        )
+        waiting.append(_item(f, reason))
     waiting.sort(key=lambda i: (-i.score, i.face_id))
     return ReviewQueue(
         items=tuple(waiting[:limit]),
@@ -250,7 +233,7 @@ def review_queue(
     key = {"uncertainty": fs.u_key, "disagreement": fs.d_key, "valence": fs.v_key}[by]
     ids = list(session.scalars(select(fs.face_id).where(*waiting).order_by(key, fs.face_id).limit(limit)))
     by_id = {f.face_id: f for f in face_labels(session, st.id, face_ids=ids)[0]} if ids else {}
-    items = tuple(_item(by_id[i], by, settings.independent) for i in ids if i in by_id)
+    items = tuple(_item(by_id[i], queue_reason(by_id[i], by, settings.independent)) for i in ids if i in by_id)
     if flt.track_id is None and flt.labelled_by is None:
         total_by_media, left_by_media, n_skipped = kept_counts(session, st.id, flt, by, me)
     else:
@@ -272,8 +255,9 @@ def review_queue(
     )
 
 
-def _item(f: FaceLabel, by: ReviewOrder, independent: bool) -> ReviewItem:
-    reason = queue_reason(f, by, independent) or ("", 0.0)
+def _item(f: FaceLabel, reason: tuple[str, float] | None) -> ReviewItem:
+    """The queue's row of face ``f``, with why it waits (:func:`queue_reason`; none: an empty reason)."""
+    reason = reason or ("", 0.0)
     return ReviewItem(
         face_id=f.face_id,
         media_id=f.media_id,
