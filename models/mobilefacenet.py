@@ -57,6 +57,9 @@ class ConvBlock(Module):
         groups: Convolution groups.
     """
 
+    activation = True
+    """Whether the block ends with PReLU (``LinearBlock``: no)."""
+
     def __init__(
         self,
         in_c: int,
@@ -67,47 +70,23 @@ class ConvBlock(Module):
         groups: int = 1,
     ) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
+        block: list[Module] = [
             Conv2d(in_c, out_c, kernel, groups=groups, stride=stride, padding=padding, bias=False),
             BatchNorm2d(num_features=out_c),
-            PReLU(num_parameters=out_c),
-        )
+        ]
+        if self.activation:
+            block.append(PReLU(num_parameters=out_c))
+        self.layers = nn.Sequential(*block)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Applies the block."""
         return cast(torch.Tensor, self.layers(x))
 
 
-class LinearBlock(Module):
-    """Conv2d (no bias) and BatchNorm2d, without activation.
+class LinearBlock(ConvBlock):
+    """Conv2d (no bias) and BatchNorm2d, without activation (arguments as :class:`ConvBlock`'s)."""
 
-    Args:
-        in_c: Input channels.
-        out_c: Output channels.
-        kernel: Kernel size.
-        stride: Stride.
-        padding: Zero padding.
-        groups: Convolution groups.
-    """
-
-    def __init__(
-        self,
-        in_c: int,
-        out_c: int,
-        kernel: _Pair = (1, 1),
-        stride: _Pair = (1, 1),
-        padding: _Pair = (0, 0),
-        groups: int = 1,
-    ) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            Conv2d(in_c, out_c, kernel, stride, padding, groups=groups, bias=False),
-            BatchNorm2d(num_features=out_c),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Applies the block."""
-        return cast(torch.Tensor, self.layers(x))
+    activation = False
 
 
 class DepthWise(Module):
