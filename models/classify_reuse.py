@@ -8,8 +8,9 @@ crop barely changed from the crop that prediction was made of:
 - its box is within ``reuse_shift`` of the box classified: no edge moved by more than that share of the face's side
   (tracking jitter of a pixel or two, not a head turning or a face walking);
 - the pixels inside the box classified changed little: the mean absolute difference of their 16 x 16 grey thumbnail
-  (block means, 0-255) now and when classified is at most ``reuse_diff`` (compression noise, not a blink, a new
-  expression, another face in the same tile or a change of light).
+  (block means, 0-255) now and when classified is at most ``reuse_diff``, and no block differs by more than
+  ``PEAK_RATIO`` times that (compression noise; not a blink or a smile, which move a few blocks by much and the mean
+  little, nor a new expression, another face in the same tile or a change of light).
 
 Both are measured from the face last *classified* along this chain of faces, so slow drift adds up and is classified
 again once it passes a bound. Any other face is classified: a new face, a face that moved or changed, every face at a
@@ -30,6 +31,8 @@ from models.types import Box, EmotionPrediction
 
 THUMB_SIDE = 16
 """Side of the grey thumbnail compared (block means of the crop)."""
+PEAK_RATIO = 4.0
+"""The largest difference of one thumbnail block, as a multiple of the bound on the mean difference."""
 
 
 def thumbnail(crop: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray | None:
@@ -138,7 +141,10 @@ class ClassifySchedule:
         if before.thumb is None or box_shift(before.classified, box) > self.reuse_shift:
             return False
         now = thumbnail(crop_face(image, before.classified))
-        return now is not None and now.shape == before.thumb.shape and thumb_diff(now, before.thumb) <= self.reuse_diff
+        if now is None or now.shape != before.thumb.shape:
+            return False
+        change = np.abs(now - before.thumb)
+        return float(change.mean()) <= self.reuse_diff and float(change.max()) <= PEAK_RATIO * self.reuse_diff
 
     def _follows(self, sample: int, boxes: Sequence[Box]) -> list[_Seen | None]:
         """The face of the frame before that each face follows (None: none, or this frame is classified whole)."""

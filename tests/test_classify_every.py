@@ -67,6 +67,12 @@ def test_a_changed_face_is_classified_again():
     assert _classified(s, 3, {BOX: b}) == [False]
     brighter = np.clip(b.astype(np.int16) + 12, 0, 255).astype(np.uint8)
     assert _classified(s, 4, {BOX: brighter}) == [True]
+    assert _classified(s, 5, {BOX: brighter}) == [False]
+    smile = brighter.copy()
+    smile[44:52, 20:44] = 255 - smile[44:52, 20:44]  # a small part changed much, the mean little
+    thumbs = thumbnail(brighter), thumbnail(smile)
+    assert thumbs[0] is not None and thumbs[1] is not None and thumb_diff(*thumbs) < 2.0
+    assert _classified(s, 6, {BOX: smile}) == [True]
 
 
 def test_drift_is_measured_from_the_crop_last_classified():
