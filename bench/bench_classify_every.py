@@ -95,6 +95,7 @@ def main() -> None:
         "| file | faces | classify every, reuse diff | same top class | max dV / dA | max dprob | classified | CPU s |"
     )
     print("|---|---|---|---|---|---|---|---|")
+    ok = {(n, d): True for n in args.every for d in args.diff}
     for path in paths:
         exact_s = dataclasses.replace(base, video=dataclasses.replace(base.video, classify_every=1))
         exact, cpu1 = run(exact_s, path)
@@ -104,11 +105,20 @@ def main() -> None:
                 video = dataclasses.replace(base.video, classify_every=n, reuse_diff=d)
                 got, cpu = run(dataclasses.replace(base, video=video), path)
                 c = compare(exact, got)
+                ok[n, d] &= c["same"] >= (0.99 if path.name.startswith("gallery") else 0.98)
                 print(
                     f"| {path.name} | {c['faces']} | {n}, {d:g} | {100 * c['same']:.1f} % | "
                     f"{c['dv']:.3f} / {c['da']:.3f} | {c['dp']:.3f} | {100 * c['classified']:.1f} % | {cpu:.1f} |",
                     flush=True,
                 )
+    for d in args.diff:
+        best = 1
+        for n in sorted(args.every):
+            if not ok[n, d]:
+                break
+            best = n
+        passing = [n for n in args.every if ok[n, d]]
+        print(f"reuse diff {d:g}: passing {passing}; the largest passing with every smaller one: {best}")
     print(f"load {load()}")
 
 

@@ -144,6 +144,7 @@ class FaceResult:
             "probs": {k: round(v, 6) for k, v in p.probs_dict().items()},
             "valence": None if p.valence is None else round(p.valence, 6),
             "arousal": None if p.arousal is None else round(p.arousal, 6),
+            "reused": p.reused,
         }
 
 
