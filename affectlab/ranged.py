@@ -78,7 +78,7 @@ def plan_for(
     if duration is not None and duration < 2 * ranges.MIN_RANGE_S:
         return None
     cut = ranges.plan_ranges(
-        path, fps, session.range_workers, detect_every=session.video.detect_period, min_range_s=ranges.MIN_RANGE_S
+        path, fps, session.range_workers, detect_every=session.video.range_period, min_range_s=ranges.MIN_RANGE_S
     )
     if len(cut) <= 1:
         return None

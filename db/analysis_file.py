@@ -200,6 +200,7 @@ def face_result(obj: Mapping[str, Any], file: str, *, model: str, weights_hash: 
         valence=_opt_float(obj.get("valence")),
         arousal=_opt_float(obj.get("arousal")),
         weights_hash=str(obj.get("weights_hash") or weights_hash),
+        reused=obj.get("reused") is True,
     )
     x1, y1, x2, y2 = (float(v) for v in obj["box"])
     return FaceResult(

@@ -77,6 +77,7 @@ _PRED_COLS = (
     Prediction.valence,
     Prediction.arousal,
     Prediction.engagement,
+    Prediction.reused,
 )
 _ANN_COLS = (
     Annotation.id,

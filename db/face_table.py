@@ -271,6 +271,7 @@ def face_label(
         model_label=pred.label if pred else None,
         model_confidence=pred.confidence if pred else None,
         model_probs={k: float(v) for k, v in pred.probs.items()} if pred else None,
+        model_reused=bool(pred.reused) if pred else False,
         model_valence=model_values["valence"],
         model_arousal=model_values["arousal"],
         model_engagement=model_values["engagement"],

@@ -49,6 +49,7 @@ class FaceIn:
     features: np.ndarray | None = None
     feature_model: str | None = None
     crop_png: bytes | None = None
+    reused: bool = False
 
 
 def version_of(model: str | None) -> str | None:
@@ -86,6 +87,7 @@ def face_in(result: FaceResult, *, store_crops: bool = True, model_version: str 
         features=features,
         feature_model=p.model,
         crop_png=encode_png(result.crop) if store_crops and result.crop is not None and result.crop.size else None,
+        reused=p.reused,
     )
 
 
@@ -120,6 +122,7 @@ def prediction_row(f: FaceIn, face_id: int, engagement: float | None = None) -> 
         valence=_opt_float(f.valence),
         arousal=_opt_float(f.arousal),
         engagement=engagement,
+        reused=f.reused,
     )
 
 

@@ -168,6 +168,9 @@ class FaceLabel:
     note: str | None
     media_status: AnalysisStatus = "complete"
     """``partial`` while its video's analysis is stopped or running: faces without tracks yet, more to come."""
+    model_reused: bool = False
+    """The model's prediction is the one of an earlier face of its track whose crop this one's barely differs from
+    (``VideoConfig.classify_every``), not made of this face's own crop."""
 
     @property
     def human_label(self) -> str | None:

@@ -229,6 +229,9 @@ class Prediction(Base):
     arousal: Mapped[float | None] = mapped_column(Float)
     engagement: Mapped[float | None] = mapped_column(Float)
     """p(engaged) of the engagement window covering the face's time, when its track has one."""
+    reused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """The prediction of an earlier face of the same video that this face follows, whose crop this one's barely
+    differs from (``VideoConfig.classify_every``, models/classify_reuse.py): not made of this face's own crop."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from core.settings import DEFAULT_CLASSIFY_EVERY
 from models.decode import VIDEO_SUFFIXES, looks_like_video
 from models.engagement import EngagementModel
 from models.errors import BadInputError
@@ -113,6 +114,7 @@ class AnalysisSession:
         precision: Precision = "fp32",
         detect_max_side: int | None = None,
         detect_every: int = 1,
+        classify_every: int | None = None,
         min_face_size: int = 40,
         workers: int | None = None,
     ) -> AnalysisSession:
@@ -121,6 +123,10 @@ class AnalysisSession:
         ``backend="onnx"`` on the CPU is the torch-free path: the detector's nets and the emotion model on ONNX
         Runtime (exported once from the verified weights into the weights folder), NumPy glue, engagement in NumPy;
         nothing imports torch once the exports exist. ``torch`` is the reference-exact path.
+
+        ``classify_every``: videos: every face of every n-th sampled frame is classified, a still face between
+        reuses the prediction of the face it follows (``VideoConfig.classify_every``); None for
+        ``DEFAULT_CLASSIFY_EVERY`` with ``detect_every > 1`` and 1 (every face, exact) with ``detect_every = 1``.
 
         ``workers``: processes a long video is cut over (time ranges, models/ranges.py; the result is the one
         process's); None for one per core this process may use on the CPU (:func:`models.runtime.cpu_workers`),
@@ -147,7 +153,9 @@ class AnalysisSession:
         if workers is None:
             workers = cpu_workers() if device == "cpu" else 1
         engagement = EngagementModel.load(wdir, device=device, numpy=torch_free)
-        video = VideoConfig(detect_every=detect_every)
+        if classify_every is None:
+            classify_every = DEFAULT_CLASSIFY_EVERY if detect_every > 1 else 1
+        video = VideoConfig(detect_every=detect_every, classify_every=max(1, classify_every))
         if torch_free:
             # ONNX Runtime keeps memory per input shape and batch: one frame per detection and one crop per
             # worker per classification run are both the fastest and the smallest here (59 s 360p video at 5 fps:

@@ -12,6 +12,7 @@ agree). With an :class:`AdaptiveConfig`, frames are analysed at a coarse stride 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import pairwise
@@ -19,6 +20,7 @@ from itertools import pairwise
 import numpy as np
 
 from models.adaptive import FrameState, coarse_positions, refine
+from models.classify_reuse import ClassifySchedule
 from models.decode import DecodedFrame, ResumePoint
 from models.faces import FaceDetector, crop_face
 from models.recognizer import EmotionRecognizer
@@ -107,6 +109,9 @@ class FrameAnalyzer:
         self.period = config.detect_period  # the first detections' stride (a multiple of k)
         self.chunk = max(config.chunk_frames, self.period + 1)
         self.tracker = Tracker(config.tracker)
+        self.schedule = ClassifySchedule(
+            config.classify_every, config.reuse_diff, config.reuse_shift
+        )  # frames in sample order
         self.results: list[FaceResult] = []
         self.pending: list[DecodedFrame] = []
         self.prev_det: tuple[int, list[Face]] | None = None  # (sample, faces) of the last detected frame
@@ -232,21 +237,39 @@ class FrameAnalyzer:
     def _beyond(self, frame: DecodedFrame) -> bool:
         return self.stop_index is not None and frame.index >= self.stop_index
 
-    def _predict(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> list[FaceRow]:
+    def _predict(
+        self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]], *, reuse: bool = True
+    ) -> list[FaceRow]:
+        """Each face's crop and prediction.
+
+        With ``classify_every > 1`` (and ``reuse``) a still face's prediction may be the one of the face it follows
+        (:mod:`models.classify_reuse`).
+        """
         kept: list[list[tuple[Face, np.ndarray]]] = []
-        crops: list[np.ndarray] = []
         for f, faces in zip(frames, faces_per_frame, strict=True):
             row: list[tuple[Face, np.ndarray]] = []
             for face in [] if self._beyond(f) else faces:
                 crop = crop_face(f.image, face.box)
                 if crop.size:
                     row.append((face, crop))
-                    crops.append(crop)
             kept.append(row)
+        schedule = self.schedule if reuse else ClassifySchedule(1, 0.0)
+        plan = schedule.plan(
+            [
+                (f.sample, f.image, [face.box for face, _ in row], [c for _, c in row])
+                for f, row in zip(frames, kept, strict=True)
+            ]
+        )
+        crops = plan.crops
         b = max(1, self.config.classify_batch)
-        preds = [p for i in range(0, len(crops), b) for p in self.recognizer.predict(crops[i : i + b])]
-        it = iter(preds)
-        return [[(face, crop, next(it)) for face, crop in row] for row in kept]
+        preds = plan.resolve([p for i in range(0, len(crops), b) for p in self.recognizer.predict(crops[i : i + b])])
+        return [
+            [
+                (face, crop, dataclasses.replace(p, reused=True) if again else p)
+                for (face, crop), p, again in zip(row, ps, flags, strict=True)
+            ]
+            for row, ps, flags in zip(kept, preds, plan.reused, strict=True)
+        ]
 
     def _classify_and_track(self, frames: Sequence[DecodedFrame], faces_per_frame: Sequence[list[Face]]) -> None:
         # Tracks are built in frame order: the previous chunk first. At most one chunk is in flight, so the
@@ -303,7 +326,7 @@ class FrameAnalyzer:
         for stride in (*cfg.strides[1:], None):
             if todo:
                 sub = [frames[i] for i in todo]
-                got = self._predict(sub, self._detect([f.image for f in sub]))
+                got = self._predict(sub, self._detect([f.image for f in sub]), reuse=False)
                 for i, row in zip(todo, got, strict=True):
                     rows[i] = row
                     states[i] = FrameState.of([p for _, _, p in row])

@@ -190,6 +190,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         precision=args.precision,
         detect_max_side=None if args.exact else args.detect_max_side,
         detect_every=detect_every,
+        classify_every=1 if args.exact else args.classify_every,
         min_face_size=args.min_face_size,
         workers=1 if args.exact else args.workers,
     )
@@ -310,6 +311,14 @@ def _add_analyze(p: argparse.ArgumentParser) -> None:
         default=None,
         help="videos: detect on every k-th sampled frame and follow the tracks between "
         "(default: $AFFECTLAB_DETECT_EVERY or the measured default)",
+    )
+    p.add_argument(
+        "--classify-every",
+        type=int,
+        default=None,
+        help="videos: classify every face of every n-th sampled frame; between, a face that barely changed reuses "
+        "the prediction of the face it follows, marked reused (default: the measured default with --detect-every > 1; "
+        "1: every face, as --exact)",
     )
     p.add_argument(
         "--workers",

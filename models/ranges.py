@@ -362,7 +362,7 @@ def analyze_video_ranges(
     if info.duration is not None and info.duration < 2 * min_range_s:
         return None
     times = frame_times(path)
-    ranges = plan_ranges(path, fps, workers, detect_every=config.detect_period, min_range_s=min_range_s, times=times)
+    ranges = plan_ranges(path, fps, workers, detect_every=config.range_period, min_range_s=min_range_s, times=times)
     if len(ranges) <= 1:
         return None
     config = dataclasses.replace(config, classify_batch=1, detect_batch=1)

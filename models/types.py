@@ -72,6 +72,9 @@ class EmotionPrediction:
         weights_hash: Hash identifying the weights that produced the prediction ("" if unknown).
         engagement: Per-face engagement level in [0, 1] from a fine-tuned engagement head, else None (engagement
             over time comes from the attention model on tracks).
+        reused: The prediction of an earlier face of the same video that this face follows and whose crop this
+            one's barely differs from (``VideoConfig.classify_every``, models/classify_reuse.py), not made of this
+            face's own crop.
     """
 
     model: str
@@ -83,6 +86,7 @@ class EmotionPrediction:
     arousal: float | None = None
     weights_hash: str = ""
     engagement: float | None = None
+    reused: bool = False
 
     @property
     def label(self) -> str:
@@ -140,6 +144,7 @@ class FaceResult:
             "probs": {k: round(v, 6) for k, v in p.probs_dict().items()},
             "valence": None if p.valence is None else round(p.valence, 6),
             "arousal": None if p.arousal is None else round(p.arousal, 6),
+            "reused": p.reused,
         }
 
 

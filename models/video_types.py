@@ -5,12 +5,13 @@ Split from :mod:`models.video` (which re-exports them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.settings import DEFAULT_GALLERY_EVERY, DEFAULT_GALLERY_FACES
+from core.settings import DEFAULT_GALLERY_EVERY, DEFAULT_GALLERY_FACES, DEFAULT_REUSE_DIFF, DEFAULT_REUSE_SHIFT
 from models.adaptive import AdaptiveConfig
 from models.decode import ResumePoint
 from models.engagement import EngagementResult, EngagementStatus
@@ -74,6 +75,15 @@ class VideoConfig:
         gallery_faces: The fewest faces in a frame for the gallery stride.
         chunk_frames: Sampled frames held in memory and processed together.
         detect_batch: Frames per ``detect_batch`` call.
+        classify_every: Classify every face of every ``classify_every``-th sampled frame; in the frames between, a
+            face following a face of the frame before whose crop barely changed since its prediction was made
+            (grey thumbnails within ``reuse_diff``) reuses that prediction (models/classify_reuse.py). 1: every
+            face is classified (the exact path). The analysis session's default is ``DEFAULT_CLASSIFY_EVERY``
+            (core/settings.py), chosen by the agreement rule.
+        reuse_diff: The largest mean absolute difference (grey levels, 0-255) of the 16 x 16 grey thumbnails of the
+            pixels in the box classified, then and now, for a prediction to be reused.
+        reuse_shift: The largest move of a box edge from the box classified, as a share of the face's side, for a
+            prediction to be reused.
         classify_batch: Crops per recognizer call (bounds the activations' memory: batch 32 of a 224 px model
             peaks near 1.8 GB resident on CPU, batch 8 well under 1.5 GB).
         tracker: Tracking settings.
@@ -88,6 +98,9 @@ class VideoConfig:
     gallery_faces: int = DEFAULT_GALLERY_FACES
     chunk_frames: int = 16
     detect_batch: int = 8
+    classify_every: int = 1
+    reuse_diff: float = DEFAULT_REUSE_DIFF
+    reuse_shift: float = DEFAULT_REUSE_SHIFT
     classify_batch: int = 8
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     adaptive: AdaptiveConfig | None = None
@@ -103,6 +116,15 @@ class VideoConfig:
         k = max(1, self.detect_every)
         g = self.gallery_every
         return g if k > 1 and g > k and g % k == 0 else k
+
+    @property
+    def range_period(self) -> int:
+        """The stride a range starts on: a first detection where every face is classified too.
+
+        The least common multiple of :attr:`detect_period` and ``classify_every``, so that a recording cut into
+        ranges gets the faces and predictions of one run over it.
+        """
+        return math.lcm(self.detect_period, max(1, self.classify_every))
 
 
 @dataclass(frozen=True, eq=False)

@@ -250,3 +250,18 @@ def test_analysis_json_video_crops_are_cut_from_the_decoded_frames(store, tmp_pa
         np.testing.assert_array_equal(decode_png(store.recordings.face_crop(face.face_id)), expected)
     media = store.recordings.media("s")[0]
     assert (media.kind, media.fps, media.duration_s) == ("video", 10.0, 1.0)
+
+
+def test_a_reused_prediction_is_marked_in_the_store(store):
+    """A video face whose prediction was reused from the face it follows (the classifier's stride) is stored so,
+    and listed so for Review; the faces classified are not."""
+    import dataclasses
+
+    results = fake_results("v.mp4", BOXES * 2, ["Happiness", "Fear"] * 2, frames=[0, 0, 1, 1], tracks=[0, 1, 0, 1])
+    results = [
+        dataclasses.replace(r, prediction=dataclasses.replace(r.prediction, reused=r.frame == 1))  # type: ignore[attr-defined]
+        for r in results
+    ]
+    store.ingest.ingest_results("s", png_bytes(5), "v.mp4", results)
+    got = {(f.frame, f.box[0]): f.model_reused for f in store.recordings.faces("s")}
+    assert got == {(0, 10.0): False, (0, 80.0): False, (1, 10.0): True, (1, 80.0): True}

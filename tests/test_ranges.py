@@ -139,3 +139,17 @@ def test_a_range_resumes_on_its_own(gallery, detector, recognizer, one_process):
     assert [(f.frame, f.index) for f in rest] == [(f.frame, f.index) for f in expected] != []
     for a, b in zip(expected, rest, strict=True):
         assert np.abs(np.subtract(a.face.box, b.face.box)).max() <= 1.0
+
+
+def test_the_classifier_stride_cut_at_seams_equals_one_process(gallery, detector, recognizer):
+    """With ``classify_every`` (still tiles reuse their predictions), ranges start where every face is classified,
+    so the cut recording gets the predictions, reused or not, of one run."""
+    config = VideoConfig(detect_every=2, classify_every=8)  # ranges on multiples of 8, not of the stride's 4
+    one = analyze_video(gallery, "g.mp4", detector, recognizer, None, config=config)
+    assert any(f.prediction.reused for f in one.faces)
+    cut = analyze_video_ranges(
+        gallery, "g.mp4", open_models, None, workers=3, config=config, in_process=True, min_range_s=0.5
+    )
+    assert cut is not None
+    same_analysis(one, cut)
+    assert [f.prediction.reused for f in cut.faces] == [f.prediction.reused for f in one.faces]

@@ -529,6 +529,11 @@ def _item(ctx: Context, face_id: int, rules: StudySettings, where_line: str, rea
     with c1:
         if face.model_probs:
             st.caption(f"{face.model}: class probabilities")
+            if face.model_reused:
+                st.caption(
+                    "Reused: the model classified an earlier frame of this track whose face barely differs from this "
+                    "one (box within 5 %, pixels within 2 grey levels on average); these are that face's probabilities."
+                )
             st.markdown(figures.probability_table(face.model_probs, own_label))
         elif rules.hide_model:
             st.caption("The model's prediction is hidden in this study (independent labelling).")
