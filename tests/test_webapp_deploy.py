@@ -74,7 +74,6 @@ def test_every_chart_has_a_title_and_axis_labels() -> None:
         figures.probability_timeline([0.0, 1.0], [probs, probs], "t"),
         figures.va_timeline([0.0, 1.0], [0.1, 0.2], [0.3, None], "t"),
         figures.engagement_timeline([(0.0, 1.0, 0.4)], "t"),
-        figures.class_counts(["Anger", "Happiness"], {"model": {"Anger": 1}}, "t"),
         figures.confusion_heatmap(["Anger", "Happiness"], [[1, 0], [0, 2]], "t"),
     ]
     for fig in charts:
