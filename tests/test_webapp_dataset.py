@@ -36,15 +36,20 @@ def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ra
 
 
 def _charts(at: AppTest) -> dict[str, str]:
-    """The page's SVG charts by title."""
+    """The page's SVG charts (images) by title."""
+    import base64
     import html
     import re
 
     out = {}
-    for h in at.get("html"):
-        m = re.match(r"<svg[^>]*><title>(.*?)</title>", h.value)
-        if m:
-            out[html.unescape(m.group(1))] = h.value
+    for image in at.get("image"):
+        for url in image.value:
+            head, _, data = url.partition(",")
+            if head == "data:image/svg+xml;base64":
+                svg = base64.b64decode(data).decode()
+                m = re.match(r"<svg[^>]*><title>(.*?)</title>", svg)
+                if m:
+                    out[html.unescape(m.group(1))] = svg
     return out
 
 

@@ -2,7 +2,8 @@
 
 The Dataset page's two charts were plotly's: the browser then loads and runs plotly.js (a 4.7 MB bundle) on every
 visit, most of the page's time in Chromium. These draw the same content (title, axis titles, every class, a legend
-or colour scale, each bar's and cell's count as text and as a hover title) as one ``<svg>`` element. No streamlit.
+or colour scale, each bar's and cell's count as text; a ``<title>`` per bar and cell for viewers that show them) as
+one ``<svg>`` document, which the page shows as an image (``st.html`` strips SVG in the browser). No streamlit.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ every figure with the number of faces behind it, and no kappa on fewer than ``db
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
@@ -33,6 +34,11 @@ def _kappa(value: float | None, faces: int) -> str:
     return "-" if faces < MIN_KAPPA_FACES else _fmt(value)
 
 
+def _chart(svg: str, width: Literal["stretch", "content"] = "stretch") -> None:
+    """An SVG chart as an image (``st.html`` strips SVG in the browser)."""
+    st.image(svg, width=width)
+
+
 def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
     c = stats.counts
     shown = [("Media", "media"), ("Faces", "faces"), ("Tracks", "tracks")]
@@ -42,10 +48,10 @@ def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
         col.metric(label, int(c.get(key, 0)))
     if blind:
         if not rules.hide_model:
-            st.html(svg_figures.bars(stats.labels, {"model": stats.model_counts}, "Faces per class (the model's)"))
+            _chart(svg_figures.bars(stats.labels, {"model": stats.model_counts}, "Faces per class (the model's)"))
         return
     series = {"model": stats.model_counts, "annotators": stats.human_counts, "exported label": stats.label_counts}
-    st.html(svg_figures.bars(stats.labels, series, "Faces per class"))
+    _chart(svg_figures.bars(stats.labels, series, "Faces per class"))
     if stats.predictions_only:
         st.info("No human corrections yet: every label is the model's (exports say so).")
 
@@ -53,7 +59,10 @@ def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
 def _agreement(stats: StudyStats) -> None:
     st.subheader("Model vs. annotators")
     if any(any(row) for row in stats.confusion):
-        st.html(svg_figures.heatmap(stats.labels, stats.confusion, "Confusion: annotators' class vs. model's class"))
+        _chart(
+            svg_figures.heatmap(stats.labels, stats.confusion, "Confusion: annotators' class vs. model's class"),
+            "content",
+        )
     else:
         st.caption("The confusion matrix appears once annotators have labelled faces.")
     n_model, n_multi = stats.model_faces, stats.multi_faces
