@@ -145,6 +145,7 @@ def run(old: Path, db: Path, out: Path, repeat: int, pages: list[str], pause: fl
             for name in pages:
                 for tag in ("old", "new") if i % 2 == 0 else ("new", "old"):
                     tab, side = tabs[tag], ""
+                    tab.bring_to_front()  # one tab per tree: the one acting is the browser's foreground tab
                     if name == "key_press":
                         if not times.get((name, tag)):
                             _review_open(tab, urls[tag], query)
