@@ -23,6 +23,8 @@ class Run:
     elements: list[tuple[str, Any]] = field(default_factory=list)
     types: list[str] = field(default_factory=list)
     fragment_ids: set[str] = field(default_factory=set)
+    blocks: list[Any] = field(default_factory=list)
+    """The containers the run added (``Block`` protos: expanders, columns, forms...), in order."""
 
     def of(self, kind: str) -> list[Any]:
         """The elements of one kind (``button``, ``download_button``, ``text_input``, ``markdown``...)."""
@@ -100,8 +102,11 @@ class StClient:
             if kind == "new_session":
                 self.session_id = fwd.new_session.initialize.session_id or self.session_id
                 run.elements.clear()  # a new run starts (also after st.rerun): keep only the last run's elements
+                run.blocks.clear()
             if kind == "delta" and fwd.delta.fragment_id:
                 run.fragment_ids.add(fwd.delta.fragment_id)
+            if kind == "delta" and fwd.delta.WhichOneof("type") == "add_block":
+                run.blocks.append(fwd.delta.add_block)
             if kind == "delta" and fwd.delta.WhichOneof("type") == "new_element":
                 element = fwd.delta.new_element
                 name = element.WhichOneof("type")

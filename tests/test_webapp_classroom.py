@@ -109,6 +109,8 @@ def test_figures_of_the_page_and_their_files(
         tmp_path, lambda store: (_ingest(store, study="default"), store.classroom.class_tables("default"))
     )
     at = page_on("classroom", data, monkeypatch, random_weights_dir)
+    at.session_state[Keys.CLASSROOM_FIGURE_OPEN] = True  # the figure's expander opened
+    at.run()
     no_exception(at)
     figure = next(s for s in at.selectbox if s.label == "Figure")
     assert figure.value == "class-mean"
@@ -126,3 +128,33 @@ def test_figures_of_the_page_and_their_files(
     at.selectbox(key=Keys.CLASSROOM_FIGURE).set_value("participant-lines").run()
     no_exception(at)
     assert any(m.label.startswith("Students") for m in at.multiselect)
+
+
+def test_the_class_figure_is_drawn_only_once_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, random_weights_dir: Path
+) -> None:
+    """The page shows its heading, tables and downloads without drawing the figure (plotly, in the browser the
+    page's largest cost); opening the figure's expander draws it from the tables the page computed."""
+    from webapp.services import classroom
+    from webapp.state import Keys
+
+    drawn: list[str] = []
+    draw = classroom.class_figure
+
+    def counted(*args: object, **kwargs: object):
+        drawn.append(str(args[2]))
+        return draw(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(classroom, "class_figure", counted)
+    data, _ = stored_data(tmp_path, lambda store: _ingest(store, study="default"))
+    at = page_on("classroom", data, monkeypatch, random_weights_dir)
+    no_exception(at)
+    assert any(h.value == "Class over time" for h in at.subheader)
+    assert any("minute" in pd.DataFrame(d.value).columns for d in at.dataframe), "the tables are shown"
+    assert not drawn and not at.get("plotly_chart"), "no figure before it is asked for"
+    assert not [s for s in at.selectbox if s.label == "Figure"]
+    at.session_state[Keys.CLASSROOM_FIGURE_OPEN] = True
+    at.run()
+    no_exception(at)
+    assert drawn == ["class-mean"]
+    assert [c.key for c in at.get("plotly_chart")] == ["class_figure"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from tests.apphelpers import analyze_into, fresh_data_dir, new_app, no_exception, page, store_for
 from webapp.services import exports, library
@@ -34,13 +35,35 @@ def data_dir(analysed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ra
     return fresh_data_dir(analysed, tmp_path, monkeypatch, random_weights_dir)
 
 
+def _charts(at: AppTest) -> dict[str, str]:
+    """The page's SVG charts (images) by title."""
+    import base64
+    import html
+    import re
+
+    out = {}
+    for image in at.get("image"):
+        for url in image.value:
+            head, _, data = url.partition(",")
+            if head == "data:image/svg+xml;base64":
+                svg = base64.b64decode(data).decode()
+                m = re.match(r"<svg[^>]*><title>(.*?)</title>", svg)
+                if m:
+                    out[html.unescape(m.group(1))] = svg
+    return out
+
+
 def test_counts_confusion_and_export_buttons(data_dir: Path) -> None:
     at = page(new_app(), "dataset")
     no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Faces"] == "5" and metrics["Corrected faces"] == "2" and metrics["Annotators"] == "2"
-    keys = [c.key for c in at.get("plotly_chart")]
-    assert keys == ["counts", "confusion"]
+    charts = _charts(at)
+    assert list(charts) == ["Faces per class", "Confusion: annotators' class vs. model's class"]
+    assert not at.get("plotly_chart"), "SVG charts: no plotly.js for the browser to load on every visit"
+    for series in ("model", "annotators", "exported label"):
+        assert f"<title>{series}, Happiness: " in charts["Faces per class"], "every series, with each bar's count"
+    assert "human Happiness, model " in charts["Confusion: annotators' class vs. model's class"]
     labels = [b.label for b in at.get("download_button")]
     assert sorted(labels) == sorted([d for d, _, _ in exports.EXPORT_FORMATS.values()] + ["Dataset card (README.md)"])
 
@@ -101,7 +124,7 @@ def test_independent_labelling_hides_others_everywhere_on_the_dataset_page(
     ) + " ".join(str(df.value.to_dict()) for df in at.dataframe)
     for leak in ("alice", "bob", "kappa", "Annotators", "Corrected faces", "uploaded by"):
         assert leak not in text, leak
-    assert [c.key for c in at.get("plotly_chart")] == ["counts"], "the model's counts only, no confusion"
+    assert list(_charts(at)) == ["Faces per class (the model's)"], "the model's counts only, no confusion"
     assert any("Independent labelling" in i.value for i in at.info)
 
     owner = _signed_in(monkeypatch, owner=True)

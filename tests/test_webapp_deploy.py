@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from webapp import figures
 from webapp.secrets_from_env import auth_section, main
@@ -74,7 +75,6 @@ def test_every_chart_has_a_title_and_axis_labels() -> None:
         figures.probability_timeline([0.0, 1.0], [probs, probs], "t"),
         figures.va_timeline([0.0, 1.0], [0.1, 0.2], [0.3, None], "t"),
         figures.engagement_timeline([(0.0, 1.0, 0.4)], "t"),
-        figures.class_counts(["Anger", "Happiness"], {"model": {"Anger": 1}}, "t"),
         figures.confusion_heatmap(["Anger", "Happiness"], [[1, 0], [0, 2]], "t"),
     ]
     for fig in charts:
@@ -208,3 +208,23 @@ def test_samples_are_fetched_checked_and_listed(tmp_path: Path) -> None:
     assert samples.present_samples(dest) == []
     assert samples.fetch_samples(dest, cache_dir=testdata.DATA_DIR) == paths, "a wrong file is fetched again"
     assert samples.present_samples(dest) == paths
+
+
+def test_the_heap_is_frozen_once_per_wave_of_imports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamlit's ``gc.collect(2)`` after every run scans what ``gc.freeze`` left: the app freezes its heap at the
+    end of a run that imported modules (a page's first visit), and only then."""
+    import gc
+    import sys
+    import types
+
+    from webapp import resources
+
+    calls: list[str] = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setitem(resources._SETTLED, "modules", 0)
+    assert resources.settle_heap() and calls == ["collect", "freeze"], "collected, then frozen"
+    assert not resources.settle_heap() and len(calls) == 2, "nothing imported since: nothing to do"
+    monkeypatch.setitem(sys.modules, "affectlab_test_imported_later", types.ModuleType("later"))
+    assert resources.settle_heap() and calls[2:] == ["collect", "freeze"], "a page's first visit imported more"
+    assert "resources.settle_heap()" in (ROOT / "webapp" / "app.py").read_text().split("def main", 1)[1]

@@ -451,6 +451,7 @@ def main() -> None:
         st.switch_page(pages[wanted])
     current.run()
     remember_in_url()
+    resources.settle_heap()
 
 
 main()

@@ -247,22 +247,6 @@ def engagement_timeline(windows: Sequence[tuple[float, float, float]], title: st
     return fig
 
 
-def class_counts(labels: Sequence[str], series: Mapping[str, Mapping[str, int]], title: str) -> go.Figure:
-    """Grouped bars of faces per class, one group per source (model, human, exported)."""
-    fig = go.Figure()
-    for name, counts in series.items():
-        fig.add_trace(go.Bar(x=list(labels), y=[int(counts.get(c, 0)) for c in labels], name=name))
-    fig.update_layout(
-        title=plot_text(title),
-        xaxis_title="emotion class",
-        yaxis_title="faces",
-        barmode="group",
-        height=320,
-        margin={"l": 10, "r": 10, "t": 40, "b": 40},
-    )
-    return fig
-
-
 def confusion_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> go.Figure:
     """The model-vs-human confusion matrix (rows: human majority class, columns: model class)."""
     z = np.asarray(matrix, dtype=float) if len(matrix) else np.zeros((len(labels), len(labels)))

@@ -6,6 +6,8 @@ URL; model, weights folder and device), so changing a setting loads a new one in
 
 from __future__ import annotations
 
+import gc
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,27 @@ from db.services import LabelStore
 
 if TYPE_CHECKING:  # the models load lazily: the first page paints before any of them is imported
     from models.analysis import AnalysisSession
+
+
+_SETTLED = {"modules": 0}
+"""How many modules the process had imported when its heap was last frozen (:func:`settle_heap`)."""
+
+
+def settle_heap() -> bool:
+    """Moves what the process has loaded so far out of the garbage collector's full passes (``gc.freeze``).
+
+    Streamlit runs ``gc.collect(2)`` after every script run: over the ~200,000 objects of the imported modules
+    (plotly, pandas, SQLAlchemy, the app) that held the GIL for 60-600 ms after each page and each Review key press,
+    while the run's last messages waited to be sent. Called at the end of a run, it collects and freezes once per
+    wave of imports (a page's first visit in this process imports its modules); later passes then see only what
+    runs create. Returns whether it froze now.
+    """
+    if len(sys.modules) == _SETTLED["modules"]:
+        return False
+    gc.collect()
+    gc.freeze()
+    _SETTLED["modules"] = len(sys.modules)
+    return True
 
 
 def settings() -> Settings:

@@ -217,6 +217,7 @@ class Keys:
     CLASSROOM_FIGURE = "classroom_figure"
     CLASSROOM_FIGURE_VALUE = "classroom_figure_value"
     CLASSROOM_FIGURE_STUDENTS = "classroom_figure_students"
+    CLASSROOM_FIGURE_OPEN = "classroom_figure_open"
     ROSTER_MEDIA = "roster_media"
     ROSTER_CSV = "roster_csv"
     ROSTER_ASSIGN = "roster_assign_csv"

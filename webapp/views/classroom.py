@@ -71,6 +71,22 @@ def _figure(tables: ClassTables, media_id: int) -> None:
                 )
 
 
+def _figure_on_demand(tables: ClassTables, media_id: int) -> None:
+    """The figure, drawn only while its expander is open.
+
+    A fragment: opening it, or changing the figure's choices, reruns this part alone, on the tables the page computed.
+    """
+    shown = st.expander(
+        "Figure: the class mean, each student, or the lecture segments",
+        key=Keys.CLASSROOM_FIGURE_OPEN,
+        on_change="rerun",
+        icon=":material/show_chart:",
+    )
+    if shown.open:
+        with shown:
+            _figure(tables, media_id)
+
+
 def render() -> None:
     """The Classroom page."""
     ctx = context()
@@ -250,7 +266,7 @@ def render() -> None:
         return
     over_time = classroom.class_over_time(ctx.store, ctx.study, ctx.owner)  # the tables, once per render
     tables = over_time.tables
-    _figure(tables, media_id)
+    st.fragment(_figure_on_demand)(tables, media_id)
     for table, what in classroom.CLASS_TABLES.items():
         st.markdown(f"**{what.capitalize()}** ({code_span(table)})")
         st.dataframe(pd.DataFrame(tables.table(table)), hide_index=True)

@@ -1,5 +1,7 @@
 """Dataset: counts, model-vs-human confusion, agreement, exports (owners), deletions (owners).
 
+The two charts are SVG (:mod:`webapp.svg_figures`): no plotly.js to load and run in the browser on each visit.
+
 Under independent labelling an annotator sees no one else's labels, counts, agreement or names here: only the
 study's size, the model's counts (unless the model is hidden too) and the media list without uploaders. Owners see
 every figure with the number of faces behind it, and no kappa on fewer than ``db.quality.MIN_KAPPA_FACES`` faces.
@@ -8,6 +10,7 @@ every figure with the number of faces behind it, and no kappa on fewer than ``db
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import pandas as pd
 import streamlit as st
@@ -16,7 +19,7 @@ from db.quality import MIN_KAPPA_FACES
 from db.review import StudySettings
 from db.rows import StudyStats
 from models.errors import AffectLabError
-from webapp import figures
+from webapp import svg_figures
 from webapp.services import exports, library, studies
 from webapp.state import Keys
 from webapp.ui import Context, code_span, context, flash, plural, show_flash
@@ -31,6 +34,11 @@ def _kappa(value: float | None, faces: int) -> str:
     return "-" if faces < MIN_KAPPA_FACES else _fmt(value)
 
 
+def _chart(svg: str, width: Literal["stretch", "content"] = "stretch") -> None:
+    """An SVG chart as an image (``st.html`` strips SVG in the browser)."""
+    st.image(svg, width=width)
+
+
 def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
     c = stats.counts
     shown = [("Media", "media"), ("Faces", "faces"), ("Tracks", "tracks")]
@@ -40,13 +48,10 @@ def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
         col.metric(label, int(c.get(key, 0)))
     if blind:
         if not rules.hide_model:
-            st.plotly_chart(
-                figures.class_counts(stats.labels, {"model": stats.model_counts}, "Faces per class (the model's)"),
-                key="counts",
-            )
+            _chart(svg_figures.bars(stats.labels, {"model": stats.model_counts}, "Faces per class (the model's)"))
         return
     series = {"model": stats.model_counts, "annotators": stats.human_counts, "exported label": stats.label_counts}
-    st.plotly_chart(figures.class_counts(stats.labels, series, "Faces per class"), key="counts")
+    _chart(svg_figures.bars(stats.labels, series, "Faces per class"))
     if stats.predictions_only:
         st.info("No human corrections yet: every label is the model's (exports say so).")
 
@@ -54,9 +59,9 @@ def _counts(stats: StudyStats, blind: bool, rules: StudySettings) -> None:
 def _agreement(stats: StudyStats) -> None:
     st.subheader("Model vs. annotators")
     if any(any(row) for row in stats.confusion):
-        st.plotly_chart(
-            figures.confusion_heatmap(stats.labels, stats.confusion, "Confusion: annotators' class vs. model's class"),
-            key="confusion",
+        _chart(
+            svg_figures.heatmap(stats.labels, stats.confusion, "Confusion: annotators' class vs. model's class"),
+            "content",
         )
     else:
         st.caption("The confusion matrix appears once annotators have labelled faces.")
