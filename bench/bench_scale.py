@@ -482,6 +482,7 @@ def _reused(store: Any) -> scale_fill.FillReport | None:
     if not faces:
         return None
     rep = scale_fill.FillReport(faces=faces, db_bytes=scale_fill.db_bytes(store))
+    rep.free_bytes = scale_fill.free_bytes(store)
     rep.feature_bytes, rep.media_bytes = scale_fill.file_bytes(store.media_root)
     return rep
 
@@ -699,6 +700,7 @@ def table(results: Sequence[SizeResult], names: Sequence[str], markdown: bool) -
             rss = f"{tl.rss_mb:.0f} MB" if tl and tl.rss_mb else ""
             body.append([ACTIONS[name].what, *cells, g, rss])
         body.append(["database per face", *(f"{r.fill.db_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""])
+        body.append(["of it free pages", *(f"{r.fill.free_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""])
         body.append(
             ["feature files per face", *(f"{r.fill.feature_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""]
         )
@@ -752,7 +754,7 @@ def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing]
     lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
     for line in lines:
         fill = re.match(
-            r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \((\d+) bytes per face\), "
+            r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \((\d+) bytes per face, .*\), "
             r"feature files .* \((\d+) bytes per face\)",
             line,
         )

@@ -134,6 +134,9 @@ class FillReport:
     seconds: dict[str, float] = field(default_factory=dict)
     db_bytes: int = 0
     """Growth of the database's size on disk from the empty, migrated one."""
+    free_bytes: int = 0
+    """Of ``db_bytes``, SQLite's free pages (the last recording's pending features, moved into its file at the finish:
+    the next recording's pending features reuse them)."""
     feature_bytes: int = 0
     """The recordings' feature files (``*.features.npy`` under the media root)."""
     media_bytes: int = 0
@@ -151,7 +154,8 @@ class FillReport:
             f"{self.faces} faces in {self.recordings} recordings, {self.tracks} tracks, {self.windows} windows, "
             f"{self.votes} votes, {self.track_votes} track votes, {self.undos} undos, {self.skips} skips, "
             f"{self.segments} segments; {secs}; {self.faces_per_s:.0f} faces/s; "
-            f"database {self.db_bytes / 1e6:.1f} MB ({self.db_bytes / n:.0f} bytes per face), "
+            f"database {self.db_bytes / 1e6:.1f} MB ({self.db_bytes / n:.0f} bytes per face, "
+            f"{self.free_bytes / n:.0f} of them free pages), "
             f"feature files {self.feature_bytes / 1e6:.1f} MB ({self.feature_bytes / n:.0f} bytes per face), "
             f"recordings {self.media_bytes / 1e6:.1f} MB"
         )
@@ -413,7 +417,7 @@ def _store_bulk(
     """
     from sqlalchemy import insert, select
 
-    from db import status
+    from db import feature_store, status
     from db.codecs import features_to_bytes
     from db.schema import Face, Media, Prediction
 
@@ -441,10 +445,19 @@ def _store_bulk(
     ]
 
     def work(s: Any) -> None:
+        # as store_chunk: where the store keeps feature files, the features wait in pending_features until the
+        # finish and the rows hold IN_FILE (written into the rows and moved out, they left each faces page mostly
+        # empty: 1.5 KB per face of a 10^6-face SQLite study)
+        staged = [r["features"] for r in face_rows] if feature_store.staging(s, "video") else None
+        if staged is not None:
+            for r in face_rows:
+                r["features"] = feature_store.IN_FILE
         if s.get_bind().dialect.name == "postgresql":
             ids = _copy_faces(s, face_rows)
         else:
             ids = list(s.scalars(insert(Face).returning(Face.id, sort_by_parameter_order=True), face_rows))
+        if staged is not None:
+            feature_store.add_pending(s, media_id, list(zip(ids, staged, strict=True)))
         preds = []
         for k, fid in enumerate(ids):
             probs = {c: float(v) for c, v in zip(names, batch.probs[k], strict=True)}
@@ -727,6 +740,17 @@ def db_bytes(store: LabelStore) -> int:
         return int(c.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
 
 
+def free_bytes(store: LabelStore) -> int:
+    """SQLite's free pages in bytes (0 on PostgreSQL)."""
+    from sqlalchemy import text
+
+    if store.engine.url.get_backend_name() != "sqlite":
+        return 0
+    with store.engine.connect() as c:
+        pages = int(c.execute(text("PRAGMA freelist_count")).scalar_one())
+        return pages * int(c.execute(text("PRAGMA page_size")).scalar_one())
+
+
 def estimate_bytes(shape: Shape) -> int:
     """A generous estimate of the database's size for ``shape`` (to refuse fills the disk cannot hold)."""
     crop = 0 if shape.crop <= 0 or shape.layout == "product" else int(shape.crop * shape.crop * 3 * 0.75)
@@ -756,6 +780,7 @@ def fill(
         add_people(store, shape, media_ids, rep, Path(tmp))
     checkpoint(store.engine)  # the WAL into the file: its size is the study's
     rep.db_bytes = db_bytes(store) - empty
+    rep.free_bytes = free_bytes(store)
     rep.feature_bytes, rep.media_bytes = file_bytes(store.media_root)
     return rep
 
