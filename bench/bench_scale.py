@@ -1,8 +1,10 @@
 """Every user action at 10^4 to 10^7 stored faces, through the service functions the pages call (issue 19).
 
 For each size and engine a fresh database is filled with :mod:`bench.scale_fill` (issue 19's course shape: 60-minute
-16-student recordings at 5 fps, tracks of ~300 faces, predictions, features, crops, engagement windows, 2-3
-annotators' votes, undos, skips, segments), then each action of :data:`ACTIONS` runs ``--repeat`` (3) times in a
+16-student recordings at 5 fps, tracks of ~300 faces, predictions, features in each recording's feature file,
+engagement windows, 2-3 annotators' votes, undos, skips, segments; by default in the product's layout: each
+recording's file kept and no crop row, crops re-cut from the file; ``--layout crops`` stores a PNG crop per face
+instead), then each action of :data:`ACTIONS` runs ``--repeat`` (3) times in a
 child process of its own (a fork server's child: a fresh ``LabelStore``, no state of the fill), and the bench prints
 the median, the child's peak RSS, and for each action the growth factor per decade of faces
 (``(t_largest / t_smallest) ** (1 / decades)``: 1 is flat, 10 is linear). An action over ``--timeout`` seconds is
@@ -18,7 +20,8 @@ Chromium: Review opened (first face shown), a key press to the next face shown, 
 Usage::
 
     python bench/bench_scale.py [--sizes 10000,100000] [--engines sqlite,postgresql] [--actions review_first,...]
-        [--repeat 3] [--timeout 120] [--fill bulk|product] [--chromium] [--readme] [--keep DIR [--reuse]]
+        [--repeat 3] [--timeout 120] [--fill bulk|product] [--layout product|crops] [--chromium] [--readme]
+        [--keep DIR [--reuse]]
 
 ``--readme`` prints the tables as Markdown (for the README's bench section). ``--list`` lists the actions.
 ``--keep DIR --reuse`` times the SQLite studies an earlier ``--keep DIR`` run filled (upgraded first), e.g. the same
@@ -476,7 +479,12 @@ def _reused(store: Any) -> scale_fill.FillReport | None:
         return int(s.scalar(stmt) or 0)
 
     faces = store.transaction(work, write=False)
-    return scale_fill.FillReport(faces=faces, db_bytes=scale_fill.db_bytes(store)) if faces else None
+    if not faces:
+        return None
+    rep = scale_fill.FillReport(faces=faces, db_bytes=scale_fill.db_bytes(store))
+    rep.free_bytes = scale_fill.free_bytes(store)
+    rep.feature_bytes, rep.media_bytes = scale_fill.file_bytes(store.media_root)
+    return rep
 
 
 @dataclass
@@ -524,8 +532,12 @@ def run_size(
 
 
 @contextlib.contextmanager
-def _served(db_file: Path, folder: Path) -> Iterator[str]:
-    """The app served on a copy-free link to the filled SQLite database (``AFFECTLAB_DATA_DIR/affectlab.sqlite3``)."""
+def _served(db_file: Path, data_dir: Path, folder: Path) -> Iterator[str]:
+    """The app served on a copy-free link to the filled SQLite database (``AFFECTLAB_DATA_DIR/affectlab.sqlite3``).
+
+    The study's kept files (the recordings its crops are re-cut from, the feature files) are linked in as
+    ``AFFECTLAB_DATA_DIR/media``: without them Review would show no face of a study in the product's layout.
+    """
     from tests.server import serve_app
 
     data = folder / "served"
@@ -533,6 +545,9 @@ def _served(db_file: Path, folder: Path) -> Iterator[str]:
     target = data / "affectlab.sqlite3"
     if not target.exists():
         os.link(db_file, target) if db_file.stat().st_dev == data.stat().st_dev else shutil.copy2(db_file, target)
+    media = data / "media"
+    if not media.exists() and (data_dir / "media").is_dir():
+        media.symlink_to((data_dir / "media").resolve(), target_is_directory=True)
     with serve_app(data, data / "no-weights", folder / "server.log") as (url, _proc):
         yield url
 
@@ -553,7 +568,7 @@ def _face(page: Any) -> str:
 
 
 def chromium_pages(
-    db_file: Path, folder: Path, repeat: int, timeout: float, log: Callable[[str], None]
+    db_file: Path, data_dir: Path, folder: Path, repeat: int, timeout: float, log: Callable[[str], None]
 ) -> dict[str, Timing]:
     """The real pages in Chromium on the filled SQLite database: seconds until each page is complete.
 
@@ -582,7 +597,7 @@ def chromium_pages(
             return
         t.runs.append(time.perf_counter() - t0)
 
-    with _served(db_file, folder) as url, sync_playwright() as p:
+    with _served(db_file, data_dir, folder) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         page.set_default_timeout(ms)
@@ -684,8 +699,10 @@ def table(results: Sequence[SizeResult], names: Sequence[str], markdown: bool) -
                     g = "> " + g
             rss = f"{tl.rss_mb:.0f} MB" if tl and tl.rss_mb else ""
             body.append([ACTIONS[name].what, *cells, g, rss])
+        body.append(["database per face", *(f"{r.fill.db_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""])
+        body.append(["of it free pages", *(f"{r.fill.free_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""])
         body.append(
-            ["database per face", *(f"{r.fill.db_bytes / max(r.faces, 1) / 1024:.1f} KB" for r in rows), "", ""]
+            ["feature files per face", *(f"{r.fill.feature_bytes / max(r.faces, 1):,.0f} B" for r in rows), "", ""]
         )
         body.append(["fill (faces/s)", *(f"{r.fill.faces_per_s:,.0f}" for r in rows), "", ""])
         body.append(["load average (1 min) after the actions", *(_loads(r) for r in rows), "", ""])
@@ -737,13 +754,16 @@ def from_log(paths: Sequence[Path]) -> tuple[list[SizeResult], dict[str, Timing]
     lines = [line for path in paths for line in path.read_text(encoding="utf-8").splitlines()]
     for line in lines:
         fill = re.match(
-            r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \(([\d.]+) KB per face\)", line
+            r"^\[(\w+) (\d+)\] (\d+) faces in .*; ([\d,.]+) faces/s; database .* \((\d+) bytes per face, .*\), "
+            r"feature files .* \((\d+) bytes per face\)",
+            line,
         )
         if fill:
             rep = scale_fill.FillReport(faces=int(fill[3]))
             rate = float(fill[4].replace(",", ""))
             rep.seconds["faces"] = rep.faces / rate if rate else 0.0  # 0: a --reuse run (no fill)
-            rep.db_bytes = int(float(fill[5]) * 1024 * rep.faces)
+            rep.db_bytes = int(fill[5]) * rep.faces
+            rep.feature_bytes = int(fill[6]) * rep.faces
             old = results.get((fill[1], int(fill[2])))
             results[(fill[1], int(fill[2]))] = SizeResult(fill[1], rep.faces, rep, old.timings if old else {})
             chromium_faces = chromium_faces or (rep.faces if fill[1] == "sqlite" else 0)
@@ -787,7 +807,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--students", type=int, default=16)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--feature-dim", type=int, default=1280)
-    ap.add_argument("--crop", type=int, default=96, help="crop side in pixels; 0: no crops")
+    ap.add_argument(
+        "--layout", choices=scale_fill.LAYOUTS, default="product", help="product: kept recording file, crops re-cut"
+    )
+    ap.add_argument("--crop", type=int, default=96, help="crops layout: crop side in pixels; 0: no crops")
     ap.add_argument("--chromium", action="store_true", help="also time the real pages in Chromium (SQLite)")
     ap.add_argument("--chromium-size", type=int, default=None, help="faces of the Chromium study (default: smallest)")
     ap.add_argument("--allow-huge", action="store_true", help=f"allow more than {scale_fill.HUGE} faces")
@@ -824,7 +847,12 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(_ints(args.sizes))
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     shape = scale_fill.Shape(
-        faces=max(sizes), students=args.students, minutes=args.minutes, feature_dim=args.feature_dim, crop=args.crop
+        faces=max(sizes),
+        students=args.students,
+        minutes=args.minutes,
+        feature_dim=args.feature_dim,
+        crop=args.crop,
+        layout=args.layout,
     )
     folder = args.keep or Path(tempfile.mkdtemp(prefix="affectlab-bench-scale-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -848,10 +876,13 @@ def main(argv: list[str] | None = None) -> int:
                     res, store = run_size(db, mpctx, size, shape, args, names, log)
                     results.append(res)
                     db_file = Path(store.engine.url.database or "") if engine == "sqlite" else None
+                    data_dir = store.data_dir
                     store.close()
                     if args.chromium and engine == "sqlite" and size == chromium_size and db_file is not None:
                         try:
-                            pages = chromium_pages(db_file, folder / "chromium", args.repeat, args.timeout, log)
+                            pages = chromium_pages(
+                                db_file, data_dir, folder / "chromium", args.repeat, args.timeout, log
+                            )
                         except Exception as e:  # no browser or server: the service timings still print
                             log(f"[chromium] not timed: {type(e).__name__}: {e}")
                     for line in table(results, names, markdown=False):

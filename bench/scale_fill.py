@@ -1,23 +1,31 @@
 """A study of a given size in the product's own schema, filled through the product's own ingest path (no inference).
 
-The shape is the one of issue 19: gallery-view lecture recordings of ``--minutes`` (60) minutes with ``--students``
-(16) students sampled at 5 fps (25 fps video, every 5th frame), each student's faces split into tracks of 200-400
-faces (a short gap where the tracker lost the face), every track of a student one person; each face with an 8-class
-prediction (probabilities around the student's mood), valence and arousal, ``--feature-dim`` (1280, EfficientNet-B0)
-float32 features and a PNG crop; each track with its engagement windows (128 faces, stride 1, as
-``models.engagement`` scores them). Recordings are added until the study holds ``faces`` faces (the last one cut
-short). Then the people's part: 2-3 annotators vote on ``vote_share`` (3 %) of the faces (class, valence, arousal)
-through the labels import, on ``track_vote_share`` (5 %) of the tracks, undo ``undo_share`` (5 %) of their face votes
-and skip ``skip_share`` (0.2 %) of the faces (undos and skips capped at :data:`MAX_ONE_BY_ONE` each: they are one
-transaction apiece), and each recording gets four lecture segments.
+The shape is the one of issue 19: gallery-view lecture recordings of ``--minutes`` (60) minutes with ``--students`` (16)
+students sampled at 5 fps (25 fps video, every 5th frame), each student's faces split into tracks of 200-400 faces (a
+short gap where the tracker lost the face), every track of a student one person; each face with an 8-class prediction
+(probabilities around the student's mood), valence and arousal, ``--feature-dim`` (1280, EfficientNet-B0) float32
+features (moved into the recording's feature file at the finish, as the product does); each track with its engagement
+windows (128 faces, stride 1, as ``models.engagement`` scores them). Recordings are added until the study holds
+``faces`` faces (the last one cut short). Then the people's part: 2-3 annotators vote on ``vote_share`` (3 %) of the
+faces (class, valence, arousal) through the labels import, on ``track_vote_share`` (5 %) of the tracks, undo
+``undo_share`` (5 %) of their face votes and skip ``skip_share`` (0.2 %) of the faces (undos and skips capped at
+:data:`MAX_ONE_BY_ONE` each: they are one transaction apiece), and each recording gets four lecture segments.
+
+Layouts (``--layout``):
+
+- ``product`` (default): as the product stores a video whose file it keeps: the recording's file is kept (a still
+  1280x720 25 fps gallery video made once per shape by :mod:`scale_video`, seekable as a real one) and the faces
+  have no crop row: Review, Library and the exports re-cut each crop from the file (:mod:`db.crops`).
+- ``crops``: a ``--crop``-pixel PNG crop in every face row and no kept file (the layout of stores before revision
+  0007 and of studies that set ``keep_video_crops``): ~22 KB per face.
 
 Paths (``--path``):
 
 - ``product`` (default): exactly what the analysis service (``affectlab.analysis``) does with a video:
   :meth:`Ingest.begin_video`, one :meth:`Ingest.store_chunk` per 30 s of video with typed
-  :class:`models.types.FaceResult` s (the crop is PNG-encoded per face by :func:`db.ingest.face_in`, as in the
-  product), then :meth:`Ingest.finish_video` with :class:`models.types.TrackResult` s (tracks, engagement
-  windows, persons). Votes by
+  :class:`models.types.FaceResult` s (in the ``crops`` layout the crop is PNG-encoded per face by
+  :func:`db.ingest.face_in`, as in the product), then :meth:`Ingest.finish_video` with
+  :class:`models.types.TrackResult` s (tracks, engagement windows, persons). Votes by
   :meth:`Review.import_labels` (a CSV per annotator), track votes by :meth:`Review.correct_track`, undos by
   :meth:`Review.undo`, skips by :meth:`Review.skip`, segments by :meth:`Classroom.add_segment`.
 - ``bulk``: the same rows, with the faces and predictions of each 30 s stretch written by two bulk inserts (the
@@ -33,9 +41,11 @@ UPDATE rewrites the whole row, crop and features included, so the file ends at ~
 
 Usage::
 
-    python bench/scale_fill.py --faces 100000 [--path product|bulk] [--engine sqlite|postgresql] [--keep DIR]
+    python bench/scale_fill.py --faces 100000 [--path product|bulk] [--layout product|crops]
+        [--engine sqlite|postgresql] [--keep DIR]
 
-It prints the phases' seconds, faces per second and the database's bytes per face. ``10**7`` faces are refused
+It prints the phases' seconds, faces per second, the database's bytes per face and the kept files' (feature files
+and recordings) bytes per face. ``10**7`` faces are refused
 unless ``--allow-huge`` is given and the disk has room for them (estimated from ``--crop`` and ``--feature-dim``).
 """
 
@@ -57,8 +67,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (str(ROOT), str(ROOT / "bench")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from db.ingest import MediaInfo  # noqa: E402
 from db.services import LabelStore  # noqa: E402
@@ -81,6 +92,9 @@ MAX_ONE_BY_ONE = 400
 """Most undos, skips and track votes made one transaction apiece per study (they are timed by the bench anyway)."""
 SEGMENTS = (("introduction", 0.0, 0.1), ("lecture", 0.1, 0.6), ("group work", 0.6, 0.9), ("questions", 0.9, 1.0))
 HUGE = 5_000_000
+LAYOUTS = ("product", "crops")
+VIDEO_CACHE = Path(tempfile.gettempdir()) / "affectlab-scale-video"
+"""Where the product layout's gallery videos are made once and kept (:func:`scale_video.gallery_video`)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,11 @@ class Shape:
     minutes: float = 60.0
     feature_dim: int = 1280
     crop: int = 96
-    """Side of the square crops in pixels (0: no crops, the features-only mode)."""
+    """Side of the square crops of the ``crops`` layout in pixels (0: no crops nor kept file, features-only)."""
+    layout: str = "product"
+    """``product``: the recording's file kept (:mod:`scale_video`), no crop row, crops re-cut from the file, as the
+    product stores a video; ``crops``: a PNG crop in every face row and no kept file (the layout before revision
+    0007, and a study that sets ``keep_video_crops``)."""
     vote_share: float = 0.03
     track_vote_share: float = 0.05
     undo_share: float = 0.05
@@ -116,6 +134,13 @@ class FillReport:
     seconds: dict[str, float] = field(default_factory=dict)
     db_bytes: int = 0
     """Growth of the database's size on disk from the empty, migrated one."""
+    free_bytes: int = 0
+    """Of ``db_bytes``, SQLite's free pages (the last recording's pending features, moved into its file at the finish:
+    the next recording's pending features reuse them)."""
+    feature_bytes: int = 0
+    """The recordings' feature files (``*.features.npy`` under the media root)."""
+    media_bytes: int = 0
+    """The kept recording files (the ``product`` layout's videos)."""
 
     @property
     def faces_per_s(self) -> float:
@@ -124,12 +149,15 @@ class FillReport:
 
     def line(self) -> str:
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
-        per_face = self.db_bytes / self.faces if self.faces else 0
+        n = max(self.faces, 1)
         return (
             f"{self.faces} faces in {self.recordings} recordings, {self.tracks} tracks, {self.windows} windows, "
             f"{self.votes} votes, {self.track_votes} track votes, {self.undos} undos, {self.skips} skips, "
             f"{self.segments} segments; {secs}; {self.faces_per_s:.0f} faces/s; "
-            f"database {self.db_bytes / 1e6:.1f} MB ({per_face / 1024:.1f} KB per face)"
+            f"database {self.db_bytes / 1e6:.1f} MB ({self.db_bytes / n:.0f} bytes per face, "
+            f"{self.free_bytes / n:.0f} of them free pages), "
+            f"feature files {self.feature_bytes / 1e6:.1f} MB ({self.feature_bytes / n:.0f} bytes per face), "
+            f"recordings {self.media_bytes / 1e6:.1f} MB"
         )
 
 
@@ -389,7 +417,7 @@ def _store_bulk(
     """
     from sqlalchemy import insert, select
 
-    from db import status
+    from db import feature_store, status
     from db.codecs import features_to_bytes
     from db.schema import Face, Media, Prediction
 
@@ -417,10 +445,19 @@ def _store_bulk(
     ]
 
     def work(s: Any) -> None:
+        # as store_chunk: where the store keeps feature files, the features wait in pending_features until the
+        # finish and the rows hold IN_FILE (written into the rows and moved out, they left each faces page mostly
+        # empty: 1.5 KB per face of a 10^6-face SQLite study)
+        staged = [r["features"] for r in face_rows] if feature_store.staging(s, "video") else None
+        if staged is not None:
+            for r in face_rows:
+                r["features"] = feature_store.IN_FILE
         if s.get_bind().dialect.name == "postgresql":
             ids = _copy_faces(s, face_rows)
         else:
             ids = list(s.scalars(insert(Face).returning(Face.id, sort_by_parameter_order=True), face_rows))
+        if staged is not None:
+            feature_store.add_pending(s, media_id, list(zip(ids, staged, strict=True)))
         preds = []
         for k, fid in enumerate(ids):
             probs = {c: float(v) for c, v in zip(names, batch.probs[k], strict=True)}
@@ -543,17 +580,28 @@ def _face_ids(store: LabelStore, media_id: int) -> list[int]:
     )
 
 
+def recording_file(shape: Shape) -> Path:
+    """The product layout's recording file (one gallery video per shape, made once in :data:`VIDEO_CACHE`)."""
+    import scale_video
+
+    return scale_video.gallery_video(VIDEO_CACHE, shape.students, shape.minutes, shape.seed)
+
+
 def fill_recording(store: LabelStore, rec: Recording, shape: Shape, path: str, rep: FillReport) -> int:
     """Stores one recording through ``path``; returns its media id."""
     from db import feature_store, status
     from db.codecs import encode_png
 
     t0 = time.perf_counter()
-    pool = _crop_pool(shape.crop, shape.seed) if shape.crop > 0 else None
+    product = shape.layout == "product"
+    pool = _crop_pool(shape.crop, shape.seed) if shape.crop > 0 and not product else None
     pngs = [encode_png(c) for c in pool] if pool is not None and path == "bulk" else None
     info = MediaInfo(kind="video", width=WIDTH, height=HEIGHT, duration_s=rec.duration_s, fps=VIDEO_FPS)
-    data = f"bench-scale {shape.seed} {rec.index}".encode()
-    state = store.ingest.begin_video(STUDY, data, rec.name, info, uploaded_by=OWNER, sha256=rec.sha256(shape.seed))
+    # the product layout keeps the recording's file (crops re-cut from it); the crops layout keeps none
+    data: bytes | Path = recording_file(shape) if product else f"bench-scale {shape.seed} {rec.index}".encode()
+    state = store.ingest.begin_video(
+        STUDY, data, rec.name, info, uploaded_by=OWNER, sha256=rec.sha256(shape.seed), keep_file=product
+    )
     media_id = state.media_id
     tracks = track_results(rec)
     t_tracks = 0.0
@@ -692,9 +740,20 @@ def db_bytes(store: LabelStore) -> int:
         return int(c.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
 
 
+def free_bytes(store: LabelStore) -> int:
+    """SQLite's free pages in bytes (0 on PostgreSQL)."""
+    from sqlalchemy import text
+
+    if store.engine.url.get_backend_name() != "sqlite":
+        return 0
+    with store.engine.connect() as c:
+        pages = int(c.execute(text("PRAGMA freelist_count")).scalar_one())
+        return pages * int(c.execute(text("PRAGMA page_size")).scalar_one())
+
+
 def estimate_bytes(shape: Shape) -> int:
     """A generous estimate of the database's size for ``shape`` (to refuse fills the disk cannot hold)."""
-    crop = 0 if shape.crop <= 0 else int(shape.crop * shape.crop * 3 * 0.75)
+    crop = 0 if shape.crop <= 0 or shape.layout == "product" else int(shape.crop * shape.crop * 3 * 0.75)
     return int(shape.faces * (1500 + 4 * shape.feature_dim + crop) * 1.3)
 
 
@@ -704,6 +763,8 @@ def fill(
     """Fills the study :data:`STUDY` of an upgraded, empty store with ``shape``; returns what it did."""
     if path not in ("product", "bulk"):
         raise ValueError(f"unknown fill path {path!r}: use product or bulk")
+    if shape.layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {shape.layout!r}: use product or crops")
     from db.maintenance import checkpoint
 
     rep = FillReport()
@@ -719,7 +780,21 @@ def fill(
         add_people(store, shape, media_ids, rep, Path(tmp))
     checkpoint(store.engine)  # the WAL into the file: its size is the study's
     rep.db_bytes = db_bytes(store) - empty
+    rep.free_bytes = free_bytes(store)
+    rep.feature_bytes, rep.media_bytes = file_bytes(store.media_root)
     return rep
+
+
+def file_bytes(media_root: Path) -> tuple[int, int]:
+    """Bytes of the kept feature files and of the other kept files (recordings) under ``media_root``."""
+    features = media = 0
+    for p in media_root.rglob("*") if media_root.is_dir() else []:
+        if p.is_file():
+            if p.name.endswith(".features.npy"):
+                features += p.stat().st_size
+            else:
+                media += p.stat().st_size
+    return features, media
 
 
 # ---------------------------------------------------------------------------------------------------- databases
@@ -780,7 +855,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--students", type=int, default=16)
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--feature-dim", type=int, default=1280)
-    ap.add_argument("--crop", type=int, default=96, help="crop side in pixels; 0: no crops")
+    ap.add_argument("--layout", choices=LAYOUTS, default="product", help="product: kept file, crops re-cut")
+    ap.add_argument("--crop", type=int, default=96, help="crops layout: crop side in pixels; 0: no crops")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="fill a SQLite database in this folder and keep it")
     ap.add_argument("--allow-huge", action="store_true", help=f"allow more than {HUGE} faces")
@@ -791,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes,
         feature_dim=args.feature_dim,
         crop=args.crop,
+        layout=args.layout,
         seed=args.seed,
     )
     folder = args.keep or Path(tempfile.mkdtemp(prefix="affectlab-scale-"))
@@ -798,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     check_disk(shape, folder, args.allow_huge)
     try:
         with Database(args.engine, folder) as db:
-            store = db.new_store(f"scale-{args.faces}")
+            store = db.new_store(f"size-{args.faces}")  # the name bench_scale --keep DIR --reuse times
             rep = fill(store, shape, path=args.path, log=print)
             store.close()
         print(f"{args.engine} {args.path}: {rep.line()}")

@@ -46,7 +46,17 @@ from db.schema import (
     StudyTally,
     Track,
 )
-from db.status_counts import CountKey, CountVec, apply_counts, contributions, judge_marks, recount_media, recount_queues
+from db.status_counts import (
+    CountKey,
+    CountVec,
+    add_media,
+    apply_counts,
+    contributions,
+    judge_marks,
+    recount_media,
+    recount_queues,
+)
+from db.status_new import write_new
 from db.status_sql import CHUNK as CHUNK
 from db.status_sql import OFF as OFF
 from db.status_sql import TALLIES_OFF as TALLIES_OFF
@@ -67,7 +77,11 @@ class _Dirty:
     faces: set[int] = field(default_factory=set)
     tracks: set[int] = field(default_factory=set)
     recount_faces: set[int] = field(default_factory=set)
-    """Faces whose media item's kept counts change (new faces or predictions)."""
+    """Faces whose media item's kept counts are recounted (a face updated: its track, crop or features may change)."""
+    added_faces: set[int] = field(default_factory=set)
+    """Faces inserted: their media item's kept counts move by what they add (:func:`db.status_counts.add_media`)."""
+    added_predictions: dict[int, int] = field(default_factory=dict)
+    """Face id -> predictions inserted for it (the kept counts move by them)."""
     media: set[int] = field(default_factory=set)
     """Media items whose kept counts change (a delete)."""
     runs: set[tuple[int, tuple[str, str, str | None]]] = field(default_factory=set)
@@ -119,10 +133,10 @@ def _collect(session: Session, _ctx: Any) -> None:
             d = d or _dirty(session)
             if isinstance(obj, Face):
                 d.faces.add(obj.id)
-                d.recount_faces.add(obj.id)
+                d.added_faces.add(obj.id)
             elif isinstance(obj, Prediction):
                 d.faces.add(obj.face_id)
-                d.recount_faces.add(obj.face_id)
+                d.added_predictions[obj.face_id] = d.added_predictions.get(obj.face_id, 0) + 1
                 d.runs.add((obj.face_id, (obj.model, obj.weights_hash, obj.model_version)))
             elif isinstance(obj, Annotation):
                 if obj.face_id is not None:
@@ -170,6 +184,12 @@ def refresh(session: Session, d: _Dirty) -> None:
             by_study[sid].add(fid)
             media_of[fid] = mid
     recount = set(d.media) | {media_of[f] for f in d.recount_faces if f in media_of}
+    # media items that only gained faces or predictions: their totals move by what was added (no recount of the
+    # recording per stretch); one without kept totals yet is recounted
+    added = (
+        {media_of[f] for f in d.added_faces if f in media_of}
+        | {media_of[f] for f in d.added_predictions if f in media_of}
+    ) - recount
     runs: dict[int, set[tuple[str, str, str | None]]] = defaultdict(set)
     study_of_face = {f: s for s, fs in by_study.items() for f in fs}
     for fid, run in d.runs:
@@ -196,12 +216,20 @@ def refresh(session: Session, d: _Dirty) -> None:
             full_studies.add(sid)
     full = set(d.counts) | full_studies
     for sid, ids in by_study.items():
+        if write_new(session, sid, ids, counts=sid not in full):  # a stretch of new faces (PostgreSQL)
+            continue
         share = float(session.scalar(select(Study.double_share).where(Study.id == sid)) or 0.0)
         for part in chunks(ids):
             write_faces(session, sid, part, share, counts=sid not in full)
     for sid in sorted(full):
         recount_queues(session, sid)
-    _lock(session, Media, recount)
+    _lock(session, Media, recount | added)
+    recount |= add_media(
+        session,
+        added,
+        [f for f in d.added_faces if media_of.get(f) in added],
+        {f: n for f, n in d.added_predictions.items() if media_of.get(f) in added},
+    )
     for part in chunks(recount):
         recount_media(session, part)
 

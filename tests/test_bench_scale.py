@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ def _dump(store: LabelStore) -> dict[str, list[tuple[Any, ...]]]:
                 Media.analysed_until_s,
                 Media.analysed_until_frame,
                 Media.analysed_samples,
+                Media.recut_crops,
             ).order_by(Media.sha256)
         ).all()
         out["tracks"] = s.execute(
@@ -222,26 +224,57 @@ def test_plan_has_the_shape_asked_for() -> None:
         assert sum(n for _, here in r.present() for n in [len(here)]) == r.n_faces
 
 
-def test_bulk_fill_stores_the_rows_of_the_product_path(tmp_path: Path, engine_kind: str, request: Any) -> None:
-    """Both paths store equal tables; on PostgreSQL the bulk path's faces and predictions go in by ``COPY``."""
-    dumps = {}
+@pytest.mark.parametrize("layout", scale_fill.LAYOUTS)
+def test_bulk_fill_stores_the_rows_of_the_product_path(
+    tmp_path: Path, engine_kind: str, request: Any, layout: str
+) -> None:
+    """Both paths store equal tables; on PostgreSQL the bulk path's faces and predictions go in by ``COPY``.
+
+    In the product's layout no face has a crop row and every crop is re-cut from the recording's kept file; in the
+    crops layout every face has its PNG and no file is kept.
+    """
+    shape = replace(TINY, layout=layout)
+    dumps, crops_of = {}, {}
     for path in ("product", "bulk"):
         url = request.getfixturevalue("pg_server").new_database() if engine_kind == "postgresql" else None
         store = _store(tmp_path, path, url)
         try:
-            rep = scale_fill.fill(store, TINY, path=path)
+            rep = scale_fill.fill(store, shape, path=path)
             dumps[path] = _dump(store)
+            crops_of[path] = _some_crops(store)
         finally:
             store.close()
         assert rep.faces >= TINY.faces and rep.recordings >= 1
         assert rep.votes > 0 and rep.undos > 0 and rep.skips > 0 and rep.segments > 0 and rep.track_votes > 0
+        # as the product's default: a finished video's features in its file with SQLite, in the rows with PostgreSQL
+        assert (rep.feature_bytes > 0) == (engine_kind == "sqlite"), rep.feature_bytes
+        assert (rep.media_bytes > 0) == (layout == "product"), "the recordings are kept in the product's layout only"
     product, bulk = dumps["product"], dumps["bulk"]
     assert len(product["faces"]) >= TINY.faces
     assert all(row[3] is not None for row in product["faces"]), "every face is in a track"
-    assert all(row[10] is not None for row in product["faces"]), "every face has its crop"
+    if layout == "product":
+        assert all(row[10] is None for row in product["faces"]), "no crop row: crops are re-cut"
+        assert all(row[-1] for row in product["media"]), "every recording's crops are re-cut from its file"
+    else:
+        assert all(row[10] is not None for row in product["faces"]), "every face has its crop"
+    for path, crops in crops_of.items():  # what Review shows: a face-sized crop, re-cut or stored
+        assert len(crops) == 3 and all(c.ndim == 3 and min(c.shape[:2]) >= 8 for c in crops), path
     for table in product:
         assert len(product[table]) > 0, table
         assert bulk[table] == product[table], table
+
+
+def _some_crops(store: LabelStore) -> list[Any]:
+    """The crops of the study's first, middle and last face, as the pages get them (:mod:`db.crops`)."""
+    from db import crops
+
+    def work(s: Any) -> list[Any]:
+        ids = list(s.scalars(select(Face.id).order_by(Face.id)))
+        picked = [ids[0], ids[len(ids) // 2], ids[-1]]
+        got = crops.crop_arrays(crops.crop_sources(s, store.media_root, picked))
+        return [crops.as_array(c) for _, c in sorted(got, key=lambda fc: fc[0])]
+
+    return store.transaction(work, write=False)
 
 
 @pytest.mark.parametrize("faces", [scale_fill.HUGE + 1])
