@@ -40,6 +40,8 @@ class VideoChunk:
         width: Upright frame width.
         height: Upright frame height.
         warnings: Problems that did not stop the analysis (complete in the last chunk).
+        frames_sampled: Frames the sampling selected so far (counted from the video's start).
+        rotation: Display rotation applied, degrees counter-clockwise.
     """
 
     faces: list[FaceResult]
@@ -52,6 +54,8 @@ class VideoChunk:
     width: int
     height: int
     warnings: tuple[str, ...] = ()
+    frames_sampled: int = 0
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
