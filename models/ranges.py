@@ -298,7 +298,7 @@ def run_ranges(
     config: VideoConfig | None = None,
     progress: Progress | None = None,
     in_process: bool = False,
-    min_range_s: float = MIN_RANGE_S,
+    min_range_s: float | None = None,
     loaded: tuple[FaceDetector, EmotionRecognizer] | None = None,
     spool_dir: str | None = None,
 ) -> RangedRun | None:
@@ -314,6 +314,7 @@ def run_ranges(
 
     name = name or str(path)
     config = config or VideoConfig()
+    min_range_s = MIN_RANGE_S if min_range_s is None else min_range_s  # read now: tests shorten it
     if config.adaptive is not None or workers <= 1:
         return None
     info = probe_video(path, name)  # a bad file is refused by name before any worker starts
@@ -344,7 +345,7 @@ def analyze_video_ranges(
     recognizer: EmotionRecognizer | None = None,
     progress: Progress | None = None,
     in_process: bool = False,
-    min_range_s: float = MIN_RANGE_S,
+    min_range_s: float | None = None,
     loaded: tuple[FaceDetector, EmotionRecognizer] | None = None,
 ) -> VideoAnalysis | None:
     """Analyses a video cut into ranges over ``workers`` processes (this one takes the first range).
@@ -360,7 +361,7 @@ def analyze_video_ranges(
         recognizer: The model whose name and feature size the result reports (default: the opener's).
         progress: Called with the first range's progress, scaled to the whole video.
         in_process: Analyse the ranges one after the other in this process (tests; same result).
-        min_range_s: Fewer ranges when each would be shorter than this many seconds.
+        min_range_s: Fewer ranges when each would be shorter than this many seconds (None: ``MIN_RANGE_S``).
         loaded: Models already loaded here, for this process's range (None: ``opener`` loads a copy; a second
             copy costs about 300 MB resident).
 

@@ -16,12 +16,12 @@ import tempfile
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pytest
 
-from models import ranges
+from models import analysis, ranges
 from models.analysis import AnalysisSession
 from models.doc_stream import ListSpool, VideoMeta, VideoSpool
 from models.engagement import EngagementConfig, EngagementModel
@@ -87,6 +87,13 @@ def test_streamed_document_is_the_in_memory_text(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(ranges, "MIN_RANGE_S", 0.5)  # the 4 s gallery cut into two ranges
+    runs: list[ranges.RangedRun | None] = []
+
+    def run_ranges(*args: Any, **kwargs: Any) -> ranges.RangedRun | None:
+        runs.append(ranges.run_ranges(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(analysis, "run_ranges", run_ranges)
     s = session(detector, engagement, workers)
     paths = [gallery, multi_face_jpg, gallery]  # a video's faces and tracks, an image's, the video again
     doc, failed = s.analyze_paths(paths, fps=0)
@@ -96,6 +103,7 @@ def test_streamed_document_is_the_in_memory_text(
     video = doc["tracks"][: len(doc["tracks"]) // 2]  # the first of the two copies
     assert len(video) >= 5 and len({t["person"] for t in video}) < len(video)  # tracks joined into persons
     assert sum(len(t["engagement"]["windows"]) > 1 for t in video if t["engagement"]) >= 4
+    assert len(runs) == (2 if workers > 1 else 0) and all(r is not None and len(r.results) == 2 for r in runs)
 
 
 def faces_of(frames: int, seed: int = 0, away: bool = True) -> Iterator[FaceResult]:
