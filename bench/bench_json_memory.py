@@ -9,7 +9,8 @@ folder's ``weights`` and ``home``.)
 
 Measured (60 s 720p gallery of bench_gallery_speed.py, ``--workers 1``, one round, 2 shared cores at load 10-15):
 before the streamed document 837 MB, 427.8 s, 93.6 CPU s; streamed 819 MB, 369.8 s, 94.1 CPU s; the same 3.19 MB
-document.
+document. ``--workers 2`` (two ranges), load 8-9: 1,510 MB, 193.7 s, 83.7 CPU s; with ONNX Runtime's CPU arena off on
+every session 1,493 MB, 238.6 s, 91.8 CPU s (not kept).
 """
 
 from __future__ import annotations
