@@ -98,11 +98,16 @@ def _tree_rss_mb(pid: int) -> float:
     return sum(rss.get(p, 0) for p in tree) / 2**20
 
 
-def run_tree(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float, float]:
+def run_tree(
+    cmd: list[str], env: dict[str, str], cwd: Path = ROOT, stdout: Path | None = None
+) -> tuple[float, float, float]:
     """Seconds, CPU seconds (user + system, its worker processes included) and peak resident MB of a whole process
-    tree (the resident sizes of the process and its descendants summed, sampled every 0.2 s)."""
+    tree (the resident sizes of the process and its descendants summed, sampled every 0.2 s); its output is written
+    to ``stdout`` (None: dropped)."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sink = open(stdout, "wb") if stdout is not None else None  # noqa: SIM115 (closed below)
+    out = subprocess.DEVNULL if sink is None else sink
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
     peak = 0.0
     while True:
         pid, status, usage = os.wait4(p.pid, os.WNOHANG)
@@ -111,6 +116,8 @@ def run_tree(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[flo
         peak = max(peak, _tree_rss_mb(p.pid))
         time.sleep(0.2)
     dt = time.perf_counter() - t
+    if sink is not None:
+        sink.close()
     code = os.waitstatus_to_exitcode(status)
     p.returncode = code
     if code != 0:

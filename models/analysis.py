@@ -20,14 +20,15 @@ from typing import IO, Any
 
 from core.settings import DEFAULT_CLASSIFY_EVERY
 from models.decode import VIDEO_SUFFIXES, looks_like_video
+from models.doc_stream import HOLE, ListSpool, VideoMeta, VideoSpool
 from models.engagement import EngagementModel
 from models.errors import BadInputError
 from models.faces import DetectorConfig, FaceDetector
 from models.images import ImageSource
 from models.pipeline import ImageAnalysis, analyze_image
-from models.ranges import ModelOpener, analyze_video_ranges
+from models.ranges import ModelOpener, analyze_video_ranges, run_ranges
 from models.recognizer import Backend, EmotionRecognizer, Precision
-from models.video import Progress, VideoAnalysis, VideoConfig, analyze_video, video_json
+from models.video import Progress, VideoAnalysis, VideoConfig, analyze_video, analyze_video_chunks, video_json
 
 AnalysisDocument = dict[str, Any]
 """The JSON document of ``python -m models analyze --json``: ``model, weights_hash, labels, files, faces, tracks``."""
@@ -219,41 +220,129 @@ class AnalysisSession:
         fps: float = 5.0,
         on_error: Callable[[str], None] | None = None,
         on_warning: Callable[[str], None] | None = None,
+        stretch_s: float = 30.0,
     ) -> bool:
-        """Writes the JSON document of :meth:`analyze_paths` to ``out``, streamed.
+        """Writes the JSON document of :meth:`analyze_paths` to ``out`` in bounded memory, whatever the videos' length.
 
-        The same text as ``json.dumps(doc, indent=2, ensure_ascii=False)``, without holding every face: each file's
-        faces go to a temporary file as soon as the file is analysed, and are copied into the document at the end.
+        The same text as ``json.dumps(doc, indent=2, ensure_ascii=False)``: a video's faces come ``stretch_s``
+        seconds of video at a time (from each range's file when it is cut into ranges), are tracked as they come and
+        spooled to temporary files with their features (:class:`models.doc_stream.VideoSpool`); faces and tracks are
+        copied into the document at the end (:class:`models.doc_stream.ListSpool`).
 
         Returns:
             Whether any file failed.
         """
         doc = self.document()
         failed = False
-        sentinel = "\0faces\0"  # stands for the faces while the rest of the document is written
-        with tempfile.TemporaryFile("w+", encoding="utf-8") as spool:
-            n = 0
-            for _, faces in self._analyze_each(paths, doc, fps=fps, on_error=on_error, on_warning=on_warning):
-                if faces is None:
+        faces, tracks = ListSpool(), ListSpool()
+        try:
+            for path in paths:
+                try:
+                    self._write_one(path, doc, faces, tracks, fps=fps, on_warning=on_warning, stretch_s=stretch_s)
+                except BadInputError as exc:
                     failed = True
-                    continue
-                for face in faces:
-                    text = json.dumps(face, indent=2, ensure_ascii=False).replace("\n", "\n    ")
-                    spool.write(f"{',' if n else ''}\n    {text}")
-                    n += 1
-            doc["faces"] = sentinel
-            head, tail = json.dumps(doc, indent=2, ensure_ascii=False).split(json.dumps(sentinel), 1)
+                    kind = "video" if path.suffix.lower() in VIDEO_SUFFIXES else "unknown"
+                    doc["files"].append(error_entry(str(path), exc.reason, kind))
+                    if on_error is not None:
+                        on_error(f"{exc.file}: {exc.reason}")
+            doc["faces"], doc["tracks"] = HOLE, HOLE + HOLE
+            head, rest = json.dumps(doc, indent=2, ensure_ascii=False).split(json.dumps(HOLE), 1)
+            middle, tail = rest.split(json.dumps(HOLE + HOLE), 1)
             out.write(head)
-            if n == 0:
-                out.write("[]")
-            else:
-                out.write("[")
-                spool.seek(0)
-                while block := spool.read(1 << 20):
-                    out.write(block)
-                out.write("\n  ]")
+            faces.copy_to(out)
+            out.write(middle)
+            tracks.copy_to(out)
             out.write(tail)
+        finally:
+            faces.close()
+            tracks.close()
         return failed
+
+    def _write_one(
+        self,
+        path: Path,
+        doc: AnalysisDocument,
+        faces: ListSpool,
+        tracks: ListSpool,
+        *,
+        fps: float,
+        on_warning: Callable[[str], None] | None,
+        stretch_s: float,
+    ) -> None:
+        """One file into the document: its ``files`` item, its faces and tracks into the spools."""
+        name = str(path)
+        if not path.is_file():
+            raise BadInputError(name, "no such file")
+        if not looks_like_video(path):
+            result = self.analyze_image(path, name)
+            doc["files"].append(image_entry(result))
+            for face in result.faces:
+                faces.add(face.to_json())
+            return
+        spec = self.recognizer.spec
+        spool = VideoSpool(name, self.video, self.engagement, spec.name, spec.feature_dim)
+        try:
+            meta = self._stream_video(path, name, fps, spool, stretch_s)
+            entry = spool.write(meta, faces, tracks)
+        finally:
+            spool.close()
+        if on_warning is not None:
+            for w in meta.warnings:
+                on_warning(f"{name}: {w}")
+        doc["files"].append(entry)
+
+    def _stream_video(self, path: Path, name: str, fps: float, spool: VideoSpool, stretch_s: float) -> VideoMeta:
+        """Analyses a video into ``spool`` a stretch at a time (ranges as :meth:`analyze_video` cuts them)."""
+        config = dataclasses.replace(self.video, keep_crops=False)
+        if config.adaptive is not None:  # not cut into stretches: held whole, as analyze_video holds it
+            whole = self.analyze_video(path, name, fps=fps)
+            spool.add(dataclasses.replace(f, track=None) for f in whole.faces)
+            return VideoMeta(
+                whole.frames_sampled,
+                whole.frames_analyzed,
+                whole.frames_decoded,
+                whole.duration,
+                whole.fps,
+                whole.sample_fps,
+                whole.width,
+                whole.height,
+                whole.rotation,
+                tuple(whole.warnings),
+            )
+        if self.range_workers > 1 and self.opener is not None:
+            with tempfile.TemporaryDirectory(prefix="affectlab-ranges-") as folder:
+                run = run_ranges(
+                    path,
+                    name,
+                    self.opener,
+                    fps or None,
+                    workers=self.range_workers,
+                    config=config,
+                    loaded=(self.detector, self.recognizer),
+                    spool_dir=folder,
+                )
+                if run is not None:
+                    spool.add(run.faces())
+                    return run.meta(path, fps or None)
+        last = None
+        for chunk in analyze_video_chunks(
+            path, name, self.detector, self.recognizer, fps or None, config=config, commit_every_s=stretch_s
+        ):
+            spool.add(chunk.faces)
+            last = chunk
+        assert last is not None
+        return VideoMeta(
+            last.frames_sampled,
+            last.frames_analyzed,
+            last.frames_decoded,
+            last.duration,
+            last.fps,
+            fps if fps and fps > 0 else None,
+            last.width,
+            last.height,
+            last.rotation,
+            last.warnings,
+        )
 
     def _analyze_each(
         self,

@@ -35,7 +35,7 @@ Differences from the reference (``EmotiEffLibRecognizerBase.classify_engagement`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -395,3 +395,38 @@ class EngagementModel:
         return EngagementResult(
             score=score, label=engagement_label(score, c.threshold), windows=tuple(windows), n_features=n, window=w
         )
+
+
+RowReader = Callable[[int, int], np.ndarray]
+"""Reads rows ``lo..hi`` (hi excluded) of one track's (N, 1280) float32 features, in time order."""
+
+
+def window_p_engaged(model: EngagementModel, n: int, read: RowReader) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """P(engaged) of each window of a track of ``n`` rows, reading only the rows the next batch of windows needs.
+
+    The windows, batches and values :meth:`EngagementModel.score_sequence` gives for the whole sequence, holding one
+    batch's rows (``chunk + window`` rows at stride 1) instead of the track's features.
+
+    Returns:
+        The window starts (:func:`window_starts` as int64), the window length and P(engaged) per window (float64);
+        None when ``n`` is below ``min_features``.
+    """
+    c = model.config
+    if n < c.min_features:
+        return None
+    w = min(c.window, n)
+    starts = np.arange(0, n - w + 1, c.stride, dtype=np.int64)
+    if starts[-1] != n - w:
+        starts = np.append(starts, n - w)
+    buf, lo, hi = np.zeros((0, FEATURE_DIM), dtype=np.float32), 0, 0  # rows lo..hi of the track
+    p_engaged = np.empty(len(starts), dtype=np.float64)
+    for i in range(0, len(starts), c.chunk):
+        chunk = starts[i : i + c.chunk].tolist()
+        if chunk[0] >= hi:  # nothing held is needed any more
+            buf, lo, hi = buf[:0], chunk[0], chunk[0]
+        buf, lo = buf[chunk[0] - lo :], chunk[0]
+        if hi < chunk[-1] + w:
+            buf, hi = np.concatenate([buf, read(hi, chunk[-1] + w)]), chunk[-1] + w
+        probs = model.predict_windows(np.stack([window_rows(buf, s - lo, w) for s in chunk]))
+        p_engaged[i : i + len(chunk)] = probs[:, 1]
+    return starts, w, p_engaged

@@ -21,6 +21,7 @@ caller keeps one resume point per range. Adaptive frame rate (``VideoConfig.adap
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,131 +31,34 @@ from pathlib import Path
 import numpy as np
 
 from core.settings import cpu_share, take_on
-from models.decode import ResumePoint, may_jump
+from models import face_spool
+from models.decode import ResumePoint
+from models.doc_stream import VideoMeta
 from models.engagement import EngagementModel
 from models.faces import FaceDetector
+from models.range_plan import MIN_RANGE_S, VideoRange, frame_times, plan_ranges, sampled_frames
 from models.recognizer import EmotionRecognizer
-from models.seam import packet_times
 from models.tracking import Tracker
 from models.types import FaceResult
 from models.video import Progress, VideoAnalysis, VideoChunk, VideoConfig, analyze_video_chunks, conclude_video
 
+__all__ = [
+    "MIN_RANGE_S",
+    "ModelOpener",
+    "RangedRun",
+    "VideoRange",
+    "analyze_video_ranges",
+    "frame_times",
+    "join_ranges",
+    "plan_ranges",
+    "range_chunks",
+    "range_faces",
+    "run_ranges",
+    "sampled_frames",
+]
+
 ModelOpener = Callable[[], tuple[FaceDetector, EmotionRecognizer]]
 """Loads the detector and emotion model in a worker process (a picklable callable, e.g. a ``functools.partial``)."""
-
-MIN_RANGE_S = 8.0
-"""A range shorter than this many seconds of video is not worth a process (each loads its models, ~1-2 s)."""
-
-
-@dataclass(frozen=True)
-class VideoRange:
-    """A stretch of a video analysed on its own.
-
-    Attributes:
-        number: Its place among the ranges (0 first).
-        start: The frame just before the range, where a run from the start would resume (None: the video's start).
-        stop_index: The first frame of the next range (not analysed here), or None for the last range.
-        start_s: The time of the range's first frame.
-        end_s: The time of the next range's first frame, or None for the last range.
-    """
-
-    number: int
-    start: ResumePoint | None
-    stop_index: int | None
-    start_s: float
-    end_s: float | None
-
-
-def frame_times(path: str | Path) -> list[float]:
-    """Every frame's presentation time in seconds, in display order, from the packets (no decoding).
-
-    Returns:
-        The times, or an empty list when some packet has no timestamp (such a file is not cut into ranges).
-    """
-    return packet_times(path) or []
-
-
-def sampled_frames(times: Sequence[float], fps: float | None) -> list[int]:
-    """The frame numbers the sampling takes (the first frame of each ``1/fps`` slot, as :class:`FrameReader`)."""
-    if not fps or fps <= 0:
-        return list(range(len(times)))
-    out: list[int] = []
-    last_slot = -1
-    for i, t in enumerate(times):
-        slot = int(np.floor(t * fps + 1e-6))
-        if slot > last_slot:
-            last_slot = slot
-            out.append(i)
-    return out
-
-
-def _times_may_jump(path: str | Path) -> bool:
-    import av
-
-    try:
-        with av.open(str(path), mode="r") as container:
-            return may_jump(container)
-    except (av.FFmpegError, OSError):
-        return False  # the reader says what is wrong with the file
-
-
-def plan_ranges(
-    path: str | Path,
-    fps: float | None,
-    parts: int,
-    *,
-    detect_every: int = 1,
-    min_range_s: float = MIN_RANGE_S,
-    times: Sequence[float] | None = None,
-) -> list[VideoRange]:
-    """Cuts a video into at most ``parts`` ranges of about equal numbers of sampled frames.
-
-    Args:
-        path: The video.
-        fps: The sampling rate (0 or None: every frame), as given to the analysis.
-        parts: Ranges wanted (the number of worker processes).
-        detect_every: The analysis's detection stride: every range starts on a detected sample.
-        min_range_s: Fewer ranges when each would be shorter than this.
-        times: The frames' times (:func:`frame_times`), when already read.
-
-    Returns:
-        The ranges in time order; one range (the whole video) when it is too short to cut, its packets lack
-        timestamps, or its container allows timestamp jumps (MPEG-TS/PS: a range seeks by time, which lands elsewhere
-        after a jump).
-    """
-    whole = [VideoRange(number=0, start=None, stop_index=None, start_s=0.0, end_s=None)]
-    if parts <= 1 or _times_may_jump(path):
-        return whole
-    times = frame_times(path) if times is None else times
-    if len(times) < 2:
-        return whole
-    sampled = sampled_frames(times, fps)
-    span = times[-1] - times[0]
-    n = max(1, min(parts, int(span // max(min_range_s, 1e-9))))
-    k = max(1, detect_every)
-    cuts: list[int] = []  # sample number of each range's first frame
-    for r in range(1, n):
-        c = (len(sampled) * r // n) // k * k
-        if c > (cuts[-1] if cuts else 0):
-            cuts.append(c)
-    if not cuts:
-        return whole
-    out: list[VideoRange] = []
-    starts = [0, *cuts]
-    for r, c in enumerate(starts):
-        first = sampled[c]
-        nxt = sampled[starts[r + 1]] if r + 1 < len(starts) else None
-        start = None if c == 0 else ResumePoint(time_s=times[first - 1], index=first - 1, sample=c - 1)
-        out.append(
-            VideoRange(
-                number=r,
-                start=start,
-                stop_index=nxt,
-                start_s=times[first],
-                end_s=None if nxt is None else times[nxt],
-            )
-        )
-    return out
 
 
 def range_chunks(
@@ -203,7 +107,7 @@ def range_chunks(
 
 @dataclass(frozen=True)
 class _RangeResult:
-    """What a range's worker hands back."""
+    """What a range's worker hands back: its faces, or the file they were spooled to (see :func:`range_faces`)."""
 
     faces: list[FaceResult]
     frames_analyzed: int
@@ -212,6 +116,7 @@ class _RangeResult:
     fps: float | None
     width: int
     height: int
+    spool: str | None = None
 
 
 def _run_range(
@@ -222,15 +127,30 @@ def _run_range(
     video_range: VideoRange,
     config: VideoConfig,
     progress: Progress | None = None,
+    spool: str | None = None,
 ) -> _RangeResult:
+    """Analyses one range; its faces are kept, or with ``spool`` written there stretch by stretch (30 s each)."""
     detector, recognizer = models
     faces: list[FaceResult] = []
     last: VideoChunk | None = None
-    for chunk in range_chunks(
-        path, name, detector, recognizer, fps, video_range, config=config, commit_every_s=1e18, progress=progress
-    ):
-        faces.extend(chunk.faces)
-        last = chunk
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open(spool, "wb")) if spool else None
+        for chunk in range_chunks(
+            path,
+            name,
+            detector,
+            recognizer,
+            fps,
+            video_range,
+            config=config,
+            commit_every_s=30.0 if out else 1e18,
+            progress=progress,
+        ):
+            if out is None:
+                faces.extend(chunk.faces)
+            else:
+                face_spool.write_batch(out, chunk.faces)
+            last = chunk
     assert last is not None
     return _RangeResult(
         faces=faces,
@@ -240,14 +160,31 @@ def _run_range(
         fps=last.fps,
         width=last.width,
         height=last.height,
+        spool=spool,
     )
 
 
+def range_faces(results: Sequence[_RangeResult]) -> Iterator[FaceResult]:
+    """Every range's faces in time order, read back stretch by stretch from the ranges that spooled them."""
+    for res in results:
+        if res.spool is None:
+            yield from res.faces
+            continue
+        with open(res.spool, "rb") as f:  # written by this run's own worker in its private folder
+            yield from face_spool.read_batches(f)
+
+
 def _worker_range(
-    opener: ModelOpener, path: str, name: str, fps: float | None, video_range: VideoRange, config: VideoConfig
+    opener: ModelOpener,
+    path: str,
+    name: str,
+    fps: float | None,
+    video_range: VideoRange,
+    config: VideoConfig,
+    spool: str | None = None,
 ) -> _RangeResult:
     """A worker process's job: load the models (one core's share) and analyse one range."""
-    return _run_range(path, name, opener(), fps, video_range, config)
+    return _run_range(path, name, opener(), fps, video_range, config, spool=spool)
 
 
 def _one_core() -> None:
@@ -283,11 +220,10 @@ def join_ranges(
         faces.extend(dataclasses.replace(f, track=tid) for f, tid in zip(run, ids, strict=True))
         run.clear()
 
-    for res in results:
-        for f in res.faces:
-            if run and f.frame != run[0].frame:
-                track_frame()
-            run.append(f)
+    for f in range_faces(results):
+        if run and f.frame != run[0].frame:
+            track_frame()
+        run.append(f)
     if run:
         track_frame()
     info = probe_video(path, name)
@@ -313,6 +249,85 @@ def join_ranges(
     )
 
 
+@dataclass(frozen=True)
+class RangedRun:
+    """The ranges of a video, analysed: their results (faces, or the files they were spooled to) and its counts."""
+
+    name: str
+    results: list[_RangeResult]
+    config: VideoConfig
+    frames_decoded: int
+    frames_sampled: int
+    models: tuple[FaceDetector, EmotionRecognizer]
+
+    def faces(self) -> Iterator[FaceResult]:
+        """Every face in time order (see :func:`range_faces`)."""
+        return range_faces(self.results)
+
+    def meta(self, path: str | Path, fps: float | None) -> VideoMeta:
+        """What a one-process analysis of the video knows at its end, besides its faces."""
+        from models.decode import probe_video
+
+        last = self.results[-1]
+        return VideoMeta(
+            frames_sampled=self.frames_sampled,
+            frames_analyzed=sum(r.frames_analyzed for r in self.results),
+            frames_decoded=self.frames_decoded,
+            duration=last.duration,
+            fps=last.fps,
+            sample_fps=fps if fps and fps > 0 else None,
+            width=last.width,
+            height=last.height,
+            rotation=probe_video(path, self.name).rotation,
+            warnings=tuple(dict.fromkeys(w for res in self.results for w in res.warnings)),
+        )
+
+
+def run_ranges(
+    path: str | Path,
+    name: str | None,
+    opener: ModelOpener,
+    fps: float | None = 5.0,
+    *,
+    workers: int,
+    config: VideoConfig | None = None,
+    progress: Progress | None = None,
+    in_process: bool = False,
+    min_range_s: float | None = None,
+    loaded: tuple[FaceDetector, EmotionRecognizer] | None = None,
+    spool_dir: str | None = None,
+) -> RangedRun | None:
+    """Analyses a video cut into ranges over ``workers`` processes (see :func:`analyze_video_ranges`).
+
+    ``spool_dir``: each range writes its faces to a file there, 30 s of video at a time, instead of handing them back
+    (memory holds one stretch per process; :meth:`RangedRun.faces` reads them back in order).
+
+    Returns:
+        The run, or None when the video is too short to cut (or adaptive sampling is on).
+    """
+    from models.decode import probe_video
+
+    name = name or str(path)
+    config = config or VideoConfig()
+    min_range_s = MIN_RANGE_S if min_range_s is None else min_range_s  # read now: tests shorten it
+    if config.adaptive is not None or workers <= 1:
+        return None
+    info = probe_video(path, name)  # a bad file is refused by name before any worker starts
+    if info.duration is not None and info.duration < 2 * min_range_s:
+        return None
+    times = frame_times(path)
+    ranges = plan_ranges(path, fps, workers, detect_every=config.range_period, min_range_s=min_range_s, times=times)
+    if len(ranges) <= 1:
+        return None
+    config = dataclasses.replace(config, classify_batch=1, detect_batch=1)
+    if loaded is None:
+        with cpu_share(1):
+            loaded = opener()
+    spools = [None if spool_dir is None else str(Path(spool_dir) / f"range{r.number}.faces") for r in ranges]
+    results = _run_ranges(str(path), name, opener, loaded, fps, ranges, config, progress, in_process, spools)
+    return RangedRun(name, results, config, len(times), len(sampled_frames(times, fps)), loaded)
+
+
 def analyze_video_ranges(
     path: str | Path,
     name: str | None,
@@ -325,7 +340,7 @@ def analyze_video_ranges(
     recognizer: EmotionRecognizer | None = None,
     progress: Progress | None = None,
     in_process: bool = False,
-    min_range_s: float = MIN_RANGE_S,
+    min_range_s: float | None = None,
     loaded: tuple[FaceDetector, EmotionRecognizer] | None = None,
 ) -> VideoAnalysis | None:
     """Analyses a video cut into ranges over ``workers`` processes (this one takes the first range).
@@ -341,7 +356,7 @@ def analyze_video_ranges(
         recognizer: The model whose name and feature size the result reports (default: the opener's).
         progress: Called with the first range's progress, scaled to the whole video.
         in_process: Analyse the ranges one after the other in this process (tests; same result).
-        min_range_s: Fewer ranges when each would be shorter than this many seconds.
+        min_range_s: Fewer ranges when each would be shorter than this many seconds (None: ``MIN_RANGE_S``).
         loaded: Models already loaded here, for this process's range (None: ``opener`` loads a copy; a second
             copy costs about 300 MB resident).
 
@@ -352,35 +367,31 @@ def analyze_video_ranges(
     Raises:
         BadInputError: Not a readable video.
     """
-    from models.decode import probe_video
-
     name = name or str(path)
-    config = config or VideoConfig()
-    if config.adaptive is not None or workers <= 1:
+    run = run_ranges(
+        path,
+        name,
+        opener,
+        fps,
+        workers=workers,
+        config=config,
+        progress=progress,
+        in_process=in_process,
+        min_range_s=min_range_s,
+        loaded=loaded,
+    )
+    if run is None:
         return None
-    info = probe_video(path, name)  # a bad file is refused by name before any worker starts
-    if info.duration is not None and info.duration < 2 * min_range_s:
-        return None
-    times = frame_times(path)
-    ranges = plan_ranges(path, fps, workers, detect_every=config.range_period, min_range_s=min_range_s, times=times)
-    if len(ranges) <= 1:
-        return None
-    config = dataclasses.replace(config, classify_batch=1, detect_batch=1)
-    if loaded is None:
-        with cpu_share(1):
-            loaded = opener()
-    models = loaded
-    results = _run_ranges(str(path), name, opener, models, fps, ranges, config, progress, in_process)
     return join_ranges(
         name,
-        results,
-        recognizer or models[1],
+        run.results,
+        recognizer or run.models[1],
         path=path,
         fps=fps,
-        config=config,
+        config=run.config,
         engagement=engagement,
-        frames_decoded=len(times),
-        frames_sampled=len(sampled_frames(times, fps)),
+        frames_decoded=run.frames_decoded,
+        frames_sampled=run.frames_sampled,
     )
 
 
@@ -394,10 +405,11 @@ def _run_ranges(
     config: VideoConfig,
     progress: Progress | None,
     in_process: bool,
+    spools: Sequence[str | None],
 ) -> list[_RangeResult]:
     """Each range's faces: this process the first (its progress scaled to the whole video), a worker each other."""
     if in_process:
-        return [_run_range(path, name, models, fps, r, config) for r in ranges]
+        return [_run_range(path, name, models, fps, r, config, spool=sp) for r, sp in zip(ranges, spools, strict=True)]
     import multiprocessing
 
     first_end = ranges[0].end_s or 1.0
@@ -409,7 +421,8 @@ def _run_ranges(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(ranges) - 1, mp_context=ctx, initializer=_one_core) as pool:
         futures: list[Future[_RangeResult]] = [
-            pool.submit(_worker_range, opener, path, name, fps, r, config) for r in ranges[1:]
+            pool.submit(_worker_range, opener, path, name, fps, r, config, sp)
+            for r, sp in zip(ranges[1:], spools[1:], strict=True)
         ]
-        head = _run_range(path, name, models, fps, ranges[0], config, scaled if progress else None)
+        head = _run_range(path, name, models, fps, ranges[0], config, scaled if progress else None, spools[0])
         return [head, *(f.result() for f in futures)]

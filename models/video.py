@@ -194,6 +194,8 @@ def _chunk(analyzer: FrameAnalyzer, reader: FrameReader, done: bool) -> VideoChu
         width=reader.width,
         height=reader.height,
         warnings=tuple(reader.warnings) if done else (),
+        frames_sampled=reader.frames_sampled,
+        rotation=reader.rotation,
     )
 
 

@@ -41,6 +41,8 @@ class VideoChunk:
         width: Upright frame width.
         height: Upright frame height.
         warnings: Problems that did not stop the analysis (complete in the last chunk).
+        frames_sampled: Frames the sampling selected so far (counted from the video's start).
+        rotation: Display rotation applied, degrees counter-clockwise.
     """
 
     faces: list[FaceResult]
@@ -53,6 +55,8 @@ class VideoChunk:
     width: int
     height: int
     warnings: tuple[str, ...] = ()
+    frames_sampled: int = 0
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
