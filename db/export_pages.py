@@ -1,4 +1,4 @@
-"""The CSV export's pages built column-wise: a list per column, no Python list per face nobody judged.
+"""The CSV and Parquet exports' pages built column-wise: a list per column, no Python list per face nobody judged.
 
 :mod:`db.export_rows` builds a list per face; at 10^5 faces building those rows was a quarter of the CSV export and
 the csv module's per-cell formatting another quarter. Here each page (the same three indexed queries,

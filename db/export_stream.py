@@ -1,7 +1,6 @@
 """The streamed exports: CSV, Parquet and features written page by page in memory that does not grow with the study.
 
-Pages by face id (:func:`db.face_pages.page_spans`); CSV pages column-wise (:mod:`db.export_pages`), Parquet
-rows from :mod:`db.export_rows`; a CSV of
+Pages by face id (:func:`db.face_pages.page_spans`), built column-wise (:mod:`db.export_pages`); a CSV of
 :data:`PARALLEL_MIN_FACES` faces or more is written by :data:`CSV_WORKERS` processes, each a contiguous part of the
 face ids, appended in order (the same bytes).
 """
@@ -27,7 +26,7 @@ from db.export_table import (
     _study_notes,
     dataframe,
     export_columns,
-    frame_of_values,
+    frame_of_columns,
     row_values,
 )
 from db.labels import ModelKey
@@ -300,19 +299,19 @@ def _stream_parquet(
     page_size: int,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Writes the Parquet file one row group per page (rows from :func:`db.export_rows.iter_row_pages`)."""
+    """Writes the Parquet file one row group per page (columns from :func:`db.export_pages.iter_column_pages`)."""
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    from db import export_rows
+    from db import export_pages
 
     writer = None
-    pages = export_rows.iter_row_pages(
+    pages = export_pages.iter_column_pages(
         session, study_id, primary, classes, by_group, tally, row_values, page_size=page_size, progress=progress
     )
     try:
-        for values in pages:
-            table = pa.Table.from_pandas(frame_of_values(values, classes), preserve_index=False)
+        for columns in pages:
+            table = pa.Table.from_pandas(frame_of_columns(columns, classes), preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)
