@@ -33,7 +33,9 @@ t0, c0 = time.perf_counter(), time.process_time()
 rep = store.transaction(lambda s: exports.export_stream(s, study, fmt, Path(out)), write=False)
 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, kids.ru_maxrss) / 1024
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
+# ru_maxrss carries over fork and exec: the writer processes' figure is an upper bound, this process's is VmHWM.
+rss = max(hwm, kids.ru_maxrss / 1024) if kids.ru_maxrss else hwm
 print(json.dumps({"wall": wall, "cpu": cpu + kids.ru_utime + kids.ru_stime, "rss": rss, "faces": rep.n_faces}))
 """
 

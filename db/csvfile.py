@@ -132,13 +132,22 @@ class ColumnWriter:
 
         if not columns or not len(columns[0]):
             return
-        cells = [_column_text(values, kind) for values, kind in zip(columns, self.kinds, strict=True)]
+        cells: list[Any] = []
+        for k, (values, kind) in enumerate(zip(columns, self.kinds, strict=True)):
+            # A column equal to an earlier one of its kind (the exported_* and model_* copies) is formatted once.
+            same = next((j for j in range(k) if self.kinds[j] == kind and _same(columns[j], values)), None)
+            cells.append(cells[same] if same is not None else _column_text(values, kind))
         lines = pc.binary_join_element_wise(*cells, ",")
         lines = pc.binary_join_element_wise(lines, pa.scalar(""), CSV_LINE_END)  # each line, then CRLF
         lines = pa.concat_arrays([lines]) if lines.offset else lines
         width = 8 if pa.types.is_large_string(lines.type) else 4
         offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64 if width == 8 else np.int32, count=len(lines) + 1)
         self._f.write(memoryview(lines.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
+
+
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Equal values of equal types (1 == 1.0 == True, but they are written differently)."""
+    return a is b or (a == b and list(map(type, a)) == list(map(type, b)))
 
 
 def _column_text(values: Sequence[Any], kind: str) -> Any:

@@ -188,8 +188,9 @@ def test_the_column_writer_writes_the_row_writers_bytes() -> None:
         [rng.choice([1.0, 2, None, math.nan, True]) for _ in range(n)],  # not of its kind: value by value
         [rng.choice([None, "model", "none"]) for _ in range(n)],
     ]
-    kinds = ["text", "float", "int", "bool", "float", "text"]
-    names = ["=name", "valence", "frame", "has_crop", "mixed", "-source"]
+    columns += [list(columns[1]), [1 if v == 1.0 else v for v in columns[4]]]  # equal, and equal but for types
+    kinds = ["text", "float", "int", "bool", "float", "text", "float", "float"]
+    names = ["=name", "valence", "frame", "has_crop", "mixed", "-source", "copy", "ints"]
     assert _column_writer_bytes(columns, kinds, names) == _row_writer_bytes(columns, kinds, names)
 
 
