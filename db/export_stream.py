@@ -99,7 +99,8 @@ def export_stream(
         model: The model whose predictions to follow (default: the study's most used run).
         seed: Seed of the split assignment.
         progress: Called with ``(faces done, faces in the study)`` after each page.
-        page_size: Faces per page (default :data:`db.face_pages.PAGE_SIZE`).
+        page_size: Faces per page (default :data:`db.export_pages.PAGE_SIZE` for CSV, else
+            :data:`db.face_pages.PAGE_SIZE`).
         workers: Processes writing the CSV of a study of :data:`PARALLEL_MIN_FACES` faces or more (each a
             contiguous half of the face ids, appended in order: the same file as one process writes).
 
