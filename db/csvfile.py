@@ -13,7 +13,7 @@ import csv
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet read a text cell as a formula (OWASP CSV injection)."""
@@ -89,6 +89,123 @@ class RowWriter:
             return values
 
         self._w.writerows(clean(r) for r in rows)
+
+
+_NONE_TYPE = type(None)
+
+
+def _repr_cells(values: Sequence[Any], *, nan_empty: bool) -> list[str]:
+    """What :class:`RowWriter` writes for each value: ``repr`` of a float, ``str`` of the rest, None empty.
+
+    With ``nan_empty`` (a float column) NaN is written empty too.
+    """
+    return ["" if v is None or (nan_empty and v != v) else repr(v) if isinstance(v, float) else str(v) for v in values]
+
+
+class ColumnWriter:
+    """Streams CSV pages given column-wise to a file opened in binary mode: the same bytes as :class:`RowWriter`.
+
+    Each column is formatted at once with Arrow (``kinds``: ``int``, ``float``, ``bool`` or ``text`` per column):
+    text cells neutralised (:func:`neutralise_cell`: an apostrophe before a leading ``= + - @``, tab or CR) and then
+    quoted where the csv module quotes (a comma, quote, CR or LF inside); floats as Python's ``repr`` (Arrow's
+    shortest digits, where Arrow writes them positionally, with ``.0`` on whole numbers; any other float, e.g.
+    ``1e-05``, through ``repr``), NaN and None empty, booleans ``True``/``False``. A column whose values are not of
+    its kind (e.g. an int in a float column) is written value by value as the csv module would, any text in it
+    neutralised (:class:`RowWriter` neutralises only its ``text_at`` cells). Lines end in CRLF.
+    """
+
+    def __init__(self, f: BinaryIO, kinds: Sequence[str]) -> None:
+        self._f = f
+        self.kinds = list(kinds)
+
+    def header(self, names: Sequence[str]) -> None:
+        """Writes the header line (names neutralised like any text cell)."""
+        buf = io.StringIO()
+        RowWriter(buf).header(names)
+        self._f.write(buf.getvalue().encode("utf-8"))
+
+    def write_columns(self, columns: Sequence[Sequence[Any]]) -> None:
+        """Writes one page: ``columns[k]`` holds column ``k``'s values, all columns equally long."""
+        import numpy as np
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+        if not columns or not len(columns[0]):
+            return
+        cells: list[Any] = []
+        for k, (values, kind) in enumerate(zip(columns, self.kinds, strict=True)):
+            # A column equal to an earlier one of its kind (the exported_* and model_* copies) is formatted once.
+            same = next((j for j in range(k) if self.kinds[j] == kind and _same(columns[j], values)), None)
+            cells.append(cells[same] if same is not None else _column_text(values, kind))
+        lines = pc.binary_join_element_wise(*cells, ",")
+        lines = pc.binary_join_element_wise(lines, pa.scalar(""), CSV_LINE_END)  # each line, then CRLF
+        lines = pa.concat_arrays([lines]) if lines.offset else lines
+        width = 8 if pa.types.is_large_string(lines.type) else 4
+        offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64 if width == 8 else np.int32, count=len(lines) + 1)
+        self._f.write(memoryview(lines.buffers()[2])[int(offsets[0]) : int(offsets[-1])])
+
+
+def _same(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """Equal values of equal types (1 == 1.0 == True, but they are written differently)."""
+    return a is b or (a == b and list(map(type, a)) == list(map(type, b)))
+
+
+def _column_text(values: Sequence[Any], kind: str) -> Any:
+    """One column as Arrow strings, each the cell the csv module writes (see :class:`ColumnWriter`); None: empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = set(map(type, values))
+    if kind == "text" and types <= {str, _NONE_TYPE}:
+        return _text_cells(pa.array(values, pa.string()))
+    if kind == "float" and types <= {float, _NONE_TYPE}:
+        return _float_cells(values)
+    if kind == "int" and types <= {int, _NONE_TYPE}:
+        return pc.fill_null(pc.cast(pa.array(values, pa.int64()), pa.string()), "")
+    if kind == "bool" and types <= {bool, _NONE_TYPE}:
+        return pc.fill_null(pc.if_else(pa.array(values, pa.bool_()), "True", "False"), "")
+    cells = [neutralise_cell(v) if isinstance(v, str) else v for v in values]
+    return _text_cells(pa.array(_repr_cells(cells, nan_empty=kind == "float"), pa.string()), neutralise=False)
+
+
+def _text_cells(arr: Any, *, neutralise: bool = True) -> Any:
+    """Text cells neutralised (unless already), then quoted where the csv module quotes them; None empty."""
+    import pyarrow.compute as pc
+
+    if neutralise:
+        formula = pc.match_substring_regex(arr, "^[=+\\-@\t\r]")
+        if pc.any(formula).as_py():
+            arr = pc.if_else(formula, pc.binary_join_element_wise("'", arr, ""), arr)
+    quote = pc.match_substring_regex(arr, '[,"\\r\\n]')
+    if pc.any(quote).as_py():
+        quoted = pc.binary_join_element_wise('"', pc.replace_substring(arr, '"', '""'), '"', "")
+        arr = pc.if_else(quote, quoted, arr)
+    return pc.fill_null(arr, "")
+
+
+def _float_cells(values: Sequence[Any]) -> Any:
+    """Float cells as ``repr`` writes them (see :class:`ColumnWriter`); None and NaN empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(values, pa.float64())
+    text = pc.cast(arr, pa.string())
+    size = pc.abs(arr)
+    positional = pc.and_(
+        pc.or_(pc.equal(size, 0.0), pc.and_(pc.greater_equal(size, 1e-4), pc.less(size, 1e16))),
+        pc.invert(pc.match_substring(text, "e")),
+    )
+    whole = pc.and_(positional, pc.invert(pc.match_substring(text, ".")))
+    if pc.any(whole).as_py():
+        text = pc.if_else(whole, pc.binary_join_element_wise(text, ".0", ""), text)
+    other = pc.and_(pc.invert(positional), pc.is_valid(arr))
+    if pc.any(other).as_py():
+        mask = other.to_numpy(zero_copy_only=False)
+        text = pc.replace_with_mask(text, other, pa.array([repr(values[i]) for i in mask.nonzero()[0]], pa.string()))
+    nan = pc.is_nan(arr)
+    if pc.any(nan).as_py():
+        text = pc.if_else(nan, pa.scalar(None, pa.string()), text)
+    return pc.fill_null(text, "")
 
 
 def dicts_text(rows: Sequence[dict[str, Any]]) -> str:

@@ -1,6 +1,6 @@
 """The streamed exports: CSV, Parquet and features written page by page in memory that does not grow with the study.
 
-Pages by face id (:func:`db.face_pages.page_spans`), rows from :mod:`db.export_rows`; a CSV of
+Pages by face id (:func:`db.face_pages.page_spans`), built column-wise (:mod:`db.export_pages`); a CSV of
 :data:`PARALLEL_MIN_FACES` faces or more is written by :data:`CSV_WORKERS` processes, each a contiguous part of the
 face ids, appended in order (the same bytes).
 """
@@ -26,7 +26,7 @@ from db.export_table import (
     _study_notes,
     dataframe,
     export_columns,
-    frame_of_values,
+    frame_of_columns,
     row_values,
 )
 from db.labels import ModelKey
@@ -57,6 +57,11 @@ def _row_writer(f: Any, cols: Sequence[str]) -> csvfile.RowWriter:
         text_at=[i for i, c in enumerate(cols) if _column_kind(c) == "text"],
         float_at=[i for i, c in enumerate(cols) if _column_kind(c) == "float"],
     )
+
+
+def _column_writer(f: Any, cols: Sequence[str]) -> csvfile.ColumnWriter:
+    """The one CSV writer, column-wise (:class:`db.csvfile.ColumnWriter`), set up for the export's columns."""
+    return csvfile.ColumnWriter(f, [_column_kind(c) for c in cols])
 
 
 def _column_kind(c: str) -> str:
@@ -94,14 +99,15 @@ def export_stream(
         model: The model whose predictions to follow (default: the study's most used run).
         seed: Seed of the split assignment.
         progress: Called with ``(faces done, faces in the study)`` after each page.
-        page_size: Faces per page (default :data:`db.face_pages.PAGE_SIZE`).
+        page_size: Faces per page (default :data:`db.export_pages.PAGE_SIZE` for CSV, else
+            :data:`db.face_pages.PAGE_SIZE`).
         workers: Processes writing the CSV of a study of :data:`PARALLEL_MIN_FACES` faces or more (each a
             contiguous half of the face ids, appended in order: the same file as one process writes).
 
     Raises:
         FeaturesUnavailableError: For features when no features are stored.
     """
-    from db import export_rows, face_pages, labels, quality, repo
+    from db import export_pages, export_rows, face_pages, labels, quality, repo
     from db.dataset_card import CardCounts
     from db.splits import group_sizes, group_splits
 
@@ -123,6 +129,7 @@ def export_stream(
         classes = export_classes(session, st.id, primary)
         tally = export_rows.Tally(acc, card_counts, split_counts)
         if fmt == "csv":
+            size = page_size or export_pages.PAGE_SIZE
             _stream_csv(session, st.id, primary, out, classes, by_group, tally, size, progress, workers)
         else:
             _stream_parquet(session, st.id, primary, out, classes, by_group, tally, size, progress)
@@ -162,11 +169,11 @@ def _csv_rows(
 ) -> None:
     """Writes the rows of the faces in ``(after, until]`` with ``w`` (the one CSV writer), counting them in ``tally``.
 
-    The rows come from :func:`db.export_rows.iter_row_pages` (SQL tuples, a list per face nobody judged).
+    The pages come column-wise from :func:`db.export_pages.iter_column_pages` (no list per face nobody judged).
     """
-    from db import export_rows
+    from db import export_pages
 
-    pages = export_rows.iter_row_pages(
+    pages = export_pages.iter_column_pages(
         session,
         study_id,
         primary,
@@ -179,8 +186,8 @@ def _csv_rows(
         after=after,
         until=until,
     )
-    for rows in pages:
-        w.write_rows(rows)
+    for columns in pages:
+        w.write_columns(columns)
 
 
 def _csv_part(
@@ -204,12 +211,12 @@ def _csv_part(
     try:
         engine = make_engine(url)
         tally = Tally(quality.StatsAccumulator(), CardCounts())
-        with Session(engine) as session, open(path, "w", encoding="utf-8", newline="") as f:
+        with Session(engine) as session, open(path, "wb") as f:
 
             def step(n: int, _total: int) -> None:
                 done.value = n
 
-            w = _row_writer(f, export_columns(classes))
+            w = _column_writer(f, export_columns(classes))
             _csv_rows(w, session, study_id, primary, classes, by_group, tally, page_size, step, after=after)
         engine.dispose()
         results.put((tally.acc, tally.card, tally.splits, None))
@@ -242,8 +249,8 @@ def _stream_csv(
     if workers > 1 and total >= PARALLEL_MIN_FACES and engine.url.database not in (None, "", ":memory:"):
         ids = select(Face.id).join(Media, Face.media_id + 0 == Media.id).where(Media.study_id == study_id)
         split_at = session.scalar(ids.order_by(Face.id).offset(total // 2).limit(1))
-    with out.open("w", encoding="utf-8", newline="") as f:
-        w = _row_writer(f, cols)
+    with out.open("wb") as f:
+        w = _column_writer(f, cols)
         w.header(cols)
         if split_at is None:
             _csv_rows(w, session, study_id, primary, classes, by_group, tally, page_size, progress)
@@ -271,7 +278,7 @@ def _stream_csv(
             tally.card.merge(got[1])
             tally.splits.update(got[2])
             f.flush()
-            with part.open("r", encoding="utf-8", newline="") as src:
+            with part.open("rb") as src:
                 while chunk := src.read(1 << 20):
                     f.write(chunk)
             if progress is not None:
@@ -293,19 +300,19 @@ def _stream_parquet(
     page_size: int,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Writes the Parquet file one row group per page (rows from :func:`db.export_rows.iter_row_pages`)."""
+    """Writes the Parquet file one row group per page (columns from :func:`db.export_pages.iter_column_pages`)."""
     import pyarrow as pa  # type: ignore[import-untyped]
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-    from db import export_rows
+    from db import export_pages
 
     writer = None
-    pages = export_rows.iter_row_pages(
+    pages = export_pages.iter_column_pages(
         session, study_id, primary, classes, by_group, tally, row_values, page_size=page_size, progress=progress
     )
     try:
-        for values in pages:
-            table = pa.Table.from_pandas(frame_of_values(values, classes), preserve_index=False)
+        for columns in pages:
+            table = pa.Table.from_pandas(frame_of_columns(columns, classes), preserve_index=False)
             if writer is None:
                 writer = pq.ParquetWriter(out, table.schema)
             writer.write_table(table)

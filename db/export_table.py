@@ -175,7 +175,21 @@ def frame_of_values(values: Sequence[list[Any]], classes: Sequence[str], *, neut
     """:func:`dataframe` of rows already flattened (:func:`row_values` order, as :mod:`db.export_rows` gives them)."""
     import pandas as pd
 
-    df = pd.DataFrame.from_records(values, columns=export_columns(classes))
+    return _typed(pd.DataFrame.from_records(values, columns=export_columns(classes)), neutralise)
+
+
+def frame_of_columns(columns: Sequence[list[Any]], classes: Sequence[str]) -> Any:
+    """:func:`dataframe` of a page given column-wise (:func:`export_columns` order, as :mod:`db.export_pages` gives)."""
+    import pandas as pd
+
+    cols = export_columns(classes)
+    return _typed(pd.DataFrame(dict(zip(cols, columns, strict=True)), columns=cols), False)
+
+
+def _typed(df: Any, neutralise: bool) -> Any:
+    """The export table's column types (nullable ints, floats and booleans, strings)."""
+    import pandas as pd
+
     for c in df.columns:
         if c in _INT_COLUMNS:
             df[c] = df[c].astype("Int64")

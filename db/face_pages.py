@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Text, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from db import face_table, labels
@@ -79,6 +79,8 @@ _PRED_COLS = (
     Prediction.engagement,
     Prediction.reused,
 )
+_PRED_TEXT_COLS = tuple(cast(c, Text).label("probs") if c is Prediction.probs else c for c in _PRED_COLS)
+""":data:`_PRED_COLS` with ``probs`` as the stored JSON text."""
 _ANN_COLS = (
     Annotation.id,
     Annotation.face_id,
@@ -142,6 +144,8 @@ def page_inputs(
     faces: Sequence[Any],
     primary: ModelKey | None,
     windows: dict[int, Any] | None = None,
+    *,
+    probs_text: bool = False,
 ) -> PageInputs:
     """The predictions, votes and track windows of some faces of one study, read in three indexed queries.
 
@@ -152,14 +156,19 @@ def page_inputs(
         primary: The study's model run (:func:`db.labels.choose_model`).
         windows: A cache of track engagement windows kept across pages (filled here); None (a few faces): each
             face's window is found in SQL instead (:attr:`PageInputs.at`).
+        probs_text: Each prediction's ``probs`` as its stored JSON text, not decoded (the caller decodes a page's
+            at once).
     """
     ids = {f.id for f in faces}
     lo, hi = min(ids), max(ids)
     dense = hi - lo < 4 * len(ids) + 64
     # Dense pages (a keyset page) are read as id ranges, scattered ids with IN.
     pred_where = and_(Prediction.face_id >= lo, Prediction.face_id <= hi) if dense else Prediction.face_id.in_(ids)
-    preds = execute(select(*_PRED_COLS).where(pred_where).order_by(Prediction.id))
-    by_face: dict[int, Any] = labels.pick_predictions((p for p in preds if p.face_id in ids), primary)
+    cols = _PRED_TEXT_COLS if probs_text else _PRED_COLS
+    preds = [p for p in execute(select(*cols).where(pred_where).order_by(Prediction.id)).all() if p.face_id in ids]
+    by_face: dict[int, Any] = {p.face_id: p for p in preds}
+    if len(by_face) < len(preds):  # a face with several predictions: the rules choose
+        by_face = labels.pick_predictions(preds, primary)
     tracks = sorted({f.track_id for f in faces if f.track_id is not None})
     cond = [and_(Annotation.face_id >= lo, Annotation.face_id <= hi) if dense else Annotation.face_id.in_(ids)]
     if tracks:

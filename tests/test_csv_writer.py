@@ -111,3 +111,103 @@ def _is_number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _row_writer_bytes(columns, kinds, names) -> bytes:
+    import io
+
+    from db.csvfile import RowWriter
+
+    buf = io.StringIO()
+    w = RowWriter(
+        buf,
+        text_at=[i for i, k in enumerate(kinds) if k == "text"],
+        float_at=[i for i, k in enumerate(kinds) if k == "float"],
+    )
+    w.header(names)
+    w.write_rows([list(r) for r in zip(*columns, strict=True)])
+    return buf.getvalue().encode("utf-8")
+
+
+def _column_writer_bytes(columns, kinds, names) -> bytes:
+    import io
+
+    from db.csvfile import ColumnWriter
+
+    buf = io.BytesIO()
+    w = ColumnWriter(buf, kinds)
+    w.header(names)
+    w.write_columns(columns)
+    return buf.getvalue()
+
+
+HOSTILE_TEXTS = [
+    "=cmd|' /C calc'!A0",
+    "+1",
+    "-2+3",
+    "@SUM(1)",
+    "\tx",
+    "\rcr",
+    HOSTILE,
+    "a,b",
+    'say "hi"',
+    "two\nlines",
+    "=a,b",
+    " =x",
+    "'=x",
+    "plain",
+    "é ü",
+    "",
+    None,
+]
+
+
+def test_the_column_writer_writes_the_row_writers_bytes() -> None:
+    """Column by column (Arrow) and row by row (the csv module): the same file, floats as ``repr`` included."""
+    import math
+    import random
+
+    rng = random.Random(7)
+    special = [0.0, -0.0, 1.0, -3.0, 1e-05, 1e-4, 9.999e-05, 1e15, 1e16, 1.5e16, 123456789012345.67, 2.5e-300]
+    special += [math.inf, -math.inf, math.nan, None, 0.1, 1 / 3]
+
+    def number() -> float | None:
+        r = rng.random()
+        if r < 0.3:
+            return rng.choice(special)
+        if r < 0.4:
+            return float(rng.randint(-1000, 1000))
+        return rng.random() * 10 ** rng.randint(-9, 19) * rng.choice((1, -1))
+
+    n = 4000
+    columns = [
+        [rng.choice(HOSTILE_TEXTS) for _ in range(n)],
+        [number() for _ in range(n)],
+        [rng.choice([None, 0, 7, -3, 10**15]) for _ in range(n)],
+        [rng.choice([True, False, None]) for _ in range(n)],
+        [rng.choice([1.0, 2, None, math.nan, True]) for _ in range(n)],  # not of its kind: value by value
+        [rng.choice([None, "model", "none"]) for _ in range(n)],
+    ]
+    columns += [list(columns[1]), [1 if v == 1.0 else v for v in columns[4]]]  # equal, and equal but for types
+    kinds = ["text", "float", "int", "bool", "float", "text", "float", "float"]
+    names = ["=name", "valence", "frame", "has_crop", "mixed", "-source", "copy", "ints"]
+    assert _column_writer_bytes(columns, kinds, names) == _row_writer_bytes(columns, kinds, names)
+
+
+def test_the_column_writer_neutralises_every_formula_and_import_reads_it_back() -> None:
+    """Read back, no text cell starts a formula, and removing the apostrophe gives the text written."""
+    import io
+
+    from db.exports import unneutralise_cell
+
+    texts = [t for t in HOSTILE_TEXTS if t is not None] * 3
+    data = _column_writer_bytes([texts, [-0.5] * len(texts)], ["text", "float"], ["text", "valence"])
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert rows[0] == ["text", "valence"] and len(rows) == len(texts) + 1
+    for (cell, number), text in zip(rows[1:], texts, strict=True):
+        assert not cell.startswith(FORMULA_PREFIXES), cell
+        assert number == "-0.5"
+        assert unneutralise_cell(cell) == text or text.startswith("'")  # "'=x" reads back as "=x", as always
+    # Text in a column of another kind is written value by value, and neutralised too.
+    data = _column_writer_bytes([[1.5, "=cmd", None, 2]], ["float"], ["x"])
+    assert data == b"x\r\n1.5\r\n'=cmd\r\n\r\n2\r\n"

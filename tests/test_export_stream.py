@@ -158,3 +158,63 @@ def test_crops_resized_by_two_threads_come_in_order_equal_to_one_thread():
     two = list(exports.resized_pngs(iter(crops), 32, threads=2, chunk=16))
     assert [f for f, _ in two] == list(range(150)) and two == one
     assert one[3][1] == exports.resized_png(crops[3][1], 32)
+
+
+def _row_path_csv(store, out, page_size):
+    """The CSV written row by row (:func:`db.export_rows.iter_row_pages` and the csv module), for comparison."""
+    from collections import Counter
+
+    from db import export_rows, splits
+    from db.dataset_card import CardCounts
+    from db.export_table import row_values
+
+    def work(s):
+        st = repo.get_study(s, "s")
+        primary = labels.choose_model(s, st.id, None)
+        classes = exports.export_classes(s, st.id, primary)
+        by_group = splits.group_splits(splits.group_sizes(s, st.id), 0)
+        tally = export_rows.Tally(quality.StatsAccumulator(), CardCounts(), Counter())
+        with out.open("w", encoding="utf-8", newline="") as f:
+            w = export_stream._row_writer(f, exports.export_columns(classes))
+            w.header(exports.export_columns(classes))
+            pages = export_rows.iter_row_pages(
+                s, st.id, primary, classes, by_group, tally, row_values, page_size=page_size
+            )
+            for rows in pages:
+                w.write_rows(rows)
+        return tally
+
+    return store.transaction(work, write=False)
+
+
+def _fill_hostile(store):
+    """Media and notes named like formulas (= + - @, tab), quotes, commas and line breaks, on top of :func:`_fill`."""
+    faces = _fill(store)
+    for i, name in enumerate(["+1.png", "-2+3.png", "@SUM(1).png", "=cmd|calc.png", 'a,"b".png']):
+        store.ingest.ingest_results("s", png_bytes(300 + i), name, fake_results(name, BOXES, ["Fear", "Anger"], seed=i))
+    more = [r.face_id for r in store.recordings.faces("s")][len(faces) :]
+    store.review.correct_face(more[0], "dave", label="Fear", note='=1+1, "two"\nlines')
+    store.review.correct_face(more[1], "erin", label="Anger", note="+indented")
+    store.review.correct_face(more[2], "erin", label="Happiness", valence=-0.25, note="@mention")
+    store.review.undo("erin", face_id=more[2])
+    return store.recordings.faces("s")
+
+
+@pytest.mark.parametrize("page_size", [1, 4, 1000])
+def test_the_column_path_writes_the_row_paths_csv(store, tmp_path, page_size):
+    """Pages built column-wise (faces nobody judged) equal the rows of the vote rules, byte for byte, with the
+    same card: votes, undos, track votes, two runs, hostile names and notes, pages cutting tracks and judged faces."""
+    faces = _fill_hostile(store)
+    tally = _row_path_csv(store, tmp_path / "rows.csv", page_size)
+    rep, _ = _stream(store, "csv", tmp_path / "columns.csv", page_size)
+    rows, columns = (tmp_path / "rows.csv").read_bytes(), (tmp_path / "columns.csv").read_bytes()
+    assert columns == rows
+    text = columns.decode("utf-8")
+    assert "'+1.png" in text and "'-2+3.png" in text and "'@SUM(1).png" in text and "'=cmd|" in text
+    assert '"\'=1+1, ""two""\nlines"' in text and "'+indented" in text
+    assert (rep.n_faces, rep.n_human, rep.n_model_only) == (len(faces), tally.card.human, tally.card.model_only)
+    assert rep.splits == dict(tally.splits)
+    _reference(store, "csv", tmp_path / "ref.csv")
+    assert columns == (tmp_path / "ref.csv").read_bytes()
+    card = (tmp_path / "columns.README.md").read_text().split("\n", 14)[14]
+    assert card == (tmp_path / "ref.README.md").read_text().split("\n", 14)[14]
