@@ -61,6 +61,7 @@ class _Prediction(NamedTuple):
     valence: float | None
     arousal: float | None
     engagement: float | None
+    reused: bool | None
 
 
 _NONE = _NoPrediction()
