@@ -11,7 +11,7 @@ Usage::
 
     git archive main | tar -x -C /tmp/old && ln -s "$PWD/.venv" /tmp/old/.venv
     python bench/bench_pages.py --old /tmp/old --db /tmp/s6/scale-1000000.sqlite3 --out /tmp/pages [--repeat 3]
-        [--pages review_open,key_press,library,classroom,dataset] [--pause 1.5]
+        [--pages review_open,key_press,library,classroom,dataset] [--pause 1.5] [--media DATA/media]
 
 Screenshots of each page (and, scrolled, the lower half of Classroom and Dataset) go to ``OUT/old`` and ``OUT/new``.
 Prints the median per page and tree, with every run and the load average.
@@ -87,6 +87,7 @@ def _key_press(page: Any) -> float:
     with contextlib.suppress(Exception):
         page.wait_for_selector('button:has-text("Undo")')
         page.wait_for_function(IDLE)
+    print(f"  key press: the whole panel (strip, history) done in {(time.perf_counter() - t0) * 1000:.0f} ms")
     return t
 
 
@@ -117,7 +118,9 @@ def _screens(page: Any, folder: Path, name: str) -> None:
             page.screenshot(path=str(folder / f"{name}-lower.png"))
 
 
-def run(old: Path, db: Path, out: Path, repeat: int, pages: list[str], pause: float) -> dict[tuple[str, str], list]:
+def run(
+    old: Path, db: Path, out: Path, repeat: int, pages: list[str], pause: float, media: Path | None = None
+) -> dict[tuple[str, str], list]:
     """Both trees served and timed, alternating; returns ``(page, tree) -> seconds of each run``."""
     from playwright.sync_api import sync_playwright
 
@@ -132,6 +135,8 @@ def run(old: Path, db: Path, out: Path, repeat: int, pages: list[str], pause: fl
             served.mkdir(parents=True, exist_ok=True)
             if not (served / "affectlab.sqlite3").exists():
                 shutil.copy2(db, served / "affectlab.sqlite3")
+            if media is not None and not (served / "media").exists():  # the kept recordings: crops re-cut from them
+                (served / "media").symlink_to(media.resolve())
             log = out / tag / "server.log"
             urls[tag], _ = stack.enter_context(serve_app(served, served / "no-weights", log, root=root))
         pw = stack.enter_context(sync_playwright())
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--pages", default=",".join(PAGES))
     ap.add_argument("--pause", type=float, default=1.5, help="seconds after each timing")
+    ap.add_argument("--media", type=Path, help="the study's media folder (kept recordings: Review re-cuts crops)")
     args = ap.parse_args(argv)
     pages = [p for p in args.pages.split(",") if p]
     unknown = sorted(set(pages) - set(PAGES))
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown pages {unknown}, or no study at {args.db}, or no app under {args.old}", file=sys.stderr)
         return 2
     print(f"load before: {os.getloadavg()[0]:.1f}", flush=True)
-    times = run(args.old.resolve(), args.db, args.out, args.repeat, pages, args.pause)
+    times = run(args.old.resolve(), args.db, args.out, args.repeat, pages, args.pause, args.media)
     print(f"median of {args.repeat}, load after {os.getloadavg()[0]:.1f}")
     for name in pages:
         o, n = times.get((name, "old"), []), times.get((name, "new"), [])

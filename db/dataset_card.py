@@ -19,7 +19,9 @@ IMPORT_NOTE = (
     "`model_arousal`, `model_engagement` and `prob_*` are the model's prediction; `human_label` is the annotators' "
     "majority class (empty where nobody labelled the face); `label`, `valence`, `arousal`, `engagement` are the "
     "exported value, human where given and else the model's (`*_source` says which), and `note` the annotators' "
-    "notes.",
+    "notes. `model_reused` is True where the model did not classify this very frame: the face barely differed "
+    "from an earlier classified face of its track (box within 5 %, pixels within 2 grey levels on average), whose "
+    "prediction it carries (an analysis with `--exact` classifies every face).",
     "",
     "To correct labels in a spreadsheet, edit only the editable columns `label`, `valence`, `arousal`, "
     "`engagement`, `note` and import the file with `python -m db import-labels FILE.csv --study STUDY --annotator "

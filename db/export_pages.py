@@ -45,6 +45,7 @@ class _NoPrediction(NamedTuple):
     valence: None = None
     arousal: None = None
     engagement: None = None
+    reused: None = None
 
 
 class _Prediction(NamedTuple):
@@ -170,6 +171,7 @@ def _columns(
         val,
         aro,
         eng,
+        [bool(p.reused) for p in preds],
         *(_floats([d.get(c) for d in probs]) for c in classes),
         [bool(c) for c in crop],
     ]

@@ -99,7 +99,7 @@ def _unjudged_row(f: Any, m: Any, p: Any, split: Any, eng_track: float | None, c
     assert len(head) == _LABELS_AT
     has_crop = bool(f[_HAS_CROP])
     if p is None:  # no prediction: every label field "none", the note, copies and model columns empty
-        return [*head, *_NO_LABELS, *[None] * (15 + len(classes)), has_crop]
+        return [*head, *_NO_LABELS, *[None] * 15, False, *[None] * len(classes), has_crop]
     eng = p.engagement if p.engagement is not None else eng_track
     lab, val, aro = p.label, p.valence, p.arousal
     ls = "model"
@@ -138,6 +138,7 @@ def _unjudged_row(f: Any, m: Any, p: Any, split: Any, eng_track: float | None, c
         val,
         aro,
         eng,
+        bool(p.reused),
         *[float(probs[c]) if c in probs else None for c in classes],
         has_crop,
     ]

@@ -21,6 +21,7 @@ from db.dataset_card import dataset_card
 from db.errors import StoreError
 from db.export_features import _stream_features
 from db.export_table import (
+    _BOOL_COLUMNS,
     _FLOAT_COLUMNS,
     _INT_COLUMNS,
     _study_notes,
@@ -70,7 +71,7 @@ def _column_kind(c: str) -> str:
         return "int"
     if c in _FLOAT_COLUMNS or c.startswith("prob_"):
         return "float"
-    return "bool" if c == "has_crop" else "text"
+    return "bool" if c in _BOOL_COLUMNS else "text"
 
 
 def export_stream(

@@ -65,6 +65,7 @@ def export_columns(classes: Sequence[str]) -> list[str]:
         "model_valence",
         "model_arousal",
         "model_engagement",
+        "model_reused",
     ]
     return [*cols, *(f"prob_{c}" for c in classes), "has_crop"]
 
@@ -120,6 +121,7 @@ def row_values(r: FaceLabel, split: Split | None, classes: Sequence[str]) -> lis
         r.model_valence,
         r.model_arousal,
         r.model_engagement,
+        r.model_reused,
         *map(probs.get, classes),
         r.has_crop,
     ]
@@ -137,6 +139,8 @@ _LABEL_FIELDS = ("label", "valence", "arousal", "engagement")
 _INT_COLUMNS = ("face_id", "media_id", "frame", "track_id", "track", *(f"{f}_annotators" for f in _LABEL_FIELDS))
 
 
+_BOOL_COLUMNS = ("model_reused", "has_crop")
+"""Columns of booleans: the model's prediction reused from an earlier frame of the track, a crop available."""
 _FLOAT_COLUMNS = (
     "time_s",
     "x1",
@@ -195,7 +199,7 @@ def _typed(df: Any, neutralise: bool) -> Any:
             df[c] = df[c].astype("Int64")
         elif c in _FLOAT_COLUMNS or c.startswith("prob_"):
             df[c] = pd.to_numeric(df[c]).astype("Float64")
-        elif c == "has_crop":
+        elif c in _BOOL_COLUMNS:
             df[c] = df[c].astype("boolean")
         else:
             df[c] = df[c].astype("string")

@@ -11,9 +11,9 @@ import pytest
 
 from models.classify_reuse import ClassifySchedule, box_shift, thumb_diff, thumbnail
 from models.faces import crop_face
-from models.video import VideoConfig, analyze_video
+from models.video import VideoConfig
 from tests import testdata
-from tests.videos import Placement, face_patches, random_recognizer, render
+from tests.videos import Placement, analyze_counting, face_patches, random_recognizer, render
 
 SIZE = 64
 MODEL = "mbf_va_mtl"  # 112 px input, with valence and arousal
@@ -156,19 +156,7 @@ def _gallery(tmp_path, patches, swap_at: int | None):
 
 
 def _run(path, detector, recognizer, config):
-    crops: list[int] = []
-    orig = recognizer.predict
-
-    def spy(images):
-        crops.append(len(images))
-        return orig(images)
-
-    recognizer.predict = spy
-    try:
-        a = analyze_video(path, "g.mp4", detector, recognizer, None, config=config)
-    finally:
-        del recognizer.predict
-    return a, sum(crops)
+    return analyze_counting(path, recognizer, "predict", detector, recognizer, config)
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -252,7 +252,7 @@ def test_analysis_json_video_crops_are_cut_from_the_decoded_frames(store, tmp_pa
     assert (media.kind, media.fps, media.duration_s) == ("video", 10.0, 1.0)
 
 
-def test_a_reused_prediction_is_marked_in_the_store(store):
+def test_a_reused_prediction_is_marked_in_the_store(store, tmp_path):
     """A video face whose prediction was reused from the face it follows (the classifier's stride) is stored so,
     and listed so for Review; the faces classified are not."""
     import dataclasses
@@ -265,3 +265,14 @@ def test_a_reused_prediction_is_marked_in_the_store(store):
     store.ingest.ingest_results("s", png_bytes(5), "v.mp4", results)
     got = {(f.frame, f.box[0]): f.model_reused for f in store.recordings.faces("s")}
     assert got == {(0, 10.0): False, (0, 80.0): False, (1, 10.0): True, (1, 80.0): True}
+    # ... and exported so, by the column path and the whole-study frame alike; a vote does not change it
+    import pandas as pd
+
+    judged = next(f for f in store.recordings.faces("s") if f.frame == 1 and f.box[0] == 10.0)
+    store.review.correct_face(judged.face_id, "ann", label="Sadness")
+    want = {(0, 10.0): False, (0, 80.0): False, (1, 10.0): True, (1, 80.0): True}
+    for fmt in ("csv", "parquet"):
+        out = tmp_path / f"faces.{fmt}"
+        store.exports.export("s", fmt, out)
+        df = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+        assert {(int(r.frame), float(r.x1)): bool(r.model_reused) for r in df.itertuples()} == want, fmt

@@ -8,9 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.video import VideoConfig, analyze_video
+from models.video import VideoConfig
 from tests import testdata
-from tests.videos import Placement, face_patches, random_recognizer, render
+from tests.videos import Placement, analyze_counting, face_patches, random_recognizer, render
 
 SIZE = 64
 MODEL = "mbf_va_mtl"  # 112 px input: the fastest model
@@ -43,19 +43,7 @@ def _gallery(tmp_path, patches, walker_from: int | None):
 
 
 def _run(path, detector, recognizer, config):
-    samples: list[int] = []
-    orig = detector.detect_batch
-
-    def spy(images):
-        samples.append(len(images))
-        return orig(images)
-
-    detector.detect_batch = spy
-    try:
-        a = analyze_video(path, "g.mp4", detector, recognizer, None, config=config)
-    finally:
-        del detector.detect_batch
-    return a, sum(samples)
+    return analyze_counting(path, detector, "detect_batch", detector, recognizer, config)
 
 
 def _same_faces(one, other, tol):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -173,3 +174,25 @@ def centre_inside(box: Sequence[float], rect: Sequence[float]) -> bool:
     """Whether the centre of ``box`` lies inside ``rect``."""
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     return rect[0] <= cx <= rect[2] and rect[1] <= cy <= rect[3]
+
+
+def analyze_counting(
+    path: Path, target: Any, method: str, detector: Any, recognizer: Any, config: Any
+) -> tuple[Any, int]:
+    """``analyze_video`` of ``path`` with the items given to ``target.method`` counted (a detector's frames, a
+    recognizer's crops): the analysis and that count."""
+    from models.video import analyze_video
+
+    sizes: list[int] = []
+    orig = getattr(target, method)
+
+    def spy(items: Sequence[Any]) -> Any:
+        sizes.append(len(items))
+        return orig(items)
+
+    setattr(target, method, spy)
+    try:
+        a = analyze_video(path, "g.mp4", detector, recognizer, None, config=config)
+    finally:
+        delattr(target, method)
+    return a, sum(sizes)

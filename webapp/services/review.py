@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from models.registry import EMOTIONS_8
 from models.registry import ENGAGEMENT_LEVELS as ENGAGEMENT_LEVELS  # the review page's choices
 from webapp.services.library import kept_media_file
 from webapp.services.privacy import Box, blurs, frame_faces, viewer_crops
-from webapp.services.studies import face_crop, face_label, study_media
+from webapp.services.studies import face_crop, face_crops, face_label, study_media
 from webapp.services.who import require_annotator
 
 ENGAGEMENT_NAMES: dict[float, str] = {
@@ -284,3 +286,41 @@ def _strip_ids(ids: Sequence[int], current: int) -> list[int]:
         return list(ids)
     picks = {round(i * (len(ids) - 1) / (STRIP_MAX - 2)) for i in range(STRIP_MAX - 1)}
     return [f for i, f in enumerate(ids) if i in picks or f == current]
+
+
+WARM_AHEAD = 2
+"""Queue faces after the one on screen whose crops are re-cut ahead of the key press (:func:`warm_next`)."""
+_WARMING = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def warm_next(store: LabelStore, study: str, face_ids: Sequence[int]) -> threading.Thread | None:
+    """Re-cuts, in a background thread, the crops the next faces of the queue will show, into the store's crop cache.
+
+    A video face's crop and its track strip's are re-cut from the kept recording (a seek and up to a keyframe
+    interval of decoded frames each: most of a key press at any study size). While the annotator looks at a face,
+    the next :data:`WARM_AHEAD` faces' own and strip crops are cut, so the key press finds them cached
+    (``db.crops.CropCache``; raw crops: each viewer's blur is applied when shown). Best effort: one warm-up at a
+    time in the process (a fast typist's key presses do not pile up; a busy one is skipped), and a failure is only
+    logged: the page cuts what it shows itself. Returns the thread started, or None.
+    """
+    ids = list(face_ids)
+    if not ids or not _WARMING.acquire(blocking=False):
+        return None
+
+    def run() -> None:
+        try:
+            for f in store.recordings.faces_by_id(study, ids):
+                want = [f.face_id]
+                if f.track_id is not None:
+                    times = store.recordings.track_face_times(study, f.track_id)
+                    want = _strip_ids([i for i, _ in times], f.face_id) if times else want
+                face_crops(store, want, study)
+        except Exception:  # a warm-up never fails a page; what it did not cut is cut when shown
+            log.exception("warming the next faces' crops failed")
+        finally:
+            _WARMING.release()
+
+    thread = threading.Thread(target=run, name="affectlab-warm-crops", daemon=True)
+    thread.start()
+    return thread

@@ -634,6 +634,8 @@ def _queue(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGe
     # A face opened from the strip or by Undo may be out of the queue's first items: it stays until labelled.
     state.review_face = view.face_id
     _item(ctx, view.face_id, rules, _counts(q, view.media_id, described, study_q), view.reason)
+    ahead = [i.face_id for i in q.items if i.face_id != view.face_id][: review.WARM_AHEAD]
+    review.warm_next(ctx.store, ctx.study, ahead)  # their crops cut while this face is looked at
 
 
 def _mine(ctx: Context, state: UIState, rules: StudySettings, top: list[DeltaGenerator]) -> None:
