@@ -12,8 +12,7 @@ import pytest
 from models.classify_reuse import ClassifySchedule, box_shift, thumb_diff, thumbnail
 from models.faces import crop_face
 from models.video import VideoConfig
-from tests import testdata
-from tests.videos import Placement, analyze_counting, face_patches, random_recognizer, render
+from tests.videos import Placement, analyze_counting, four_tiles, gallery_patches, random_recognizer
 
 SIZE = 64
 MODEL = "mbf_va_mtl"  # 112 px input, with valence and arousal
@@ -139,20 +138,17 @@ def recognizer():
 
 @pytest.fixture(scope="module")
 def patches(detector):
-    pats = face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=SIZE, margin=0.15)[:3]
-    return pats + face_patches(detector, testdata.astronaut(), size=SIZE, margin=0.15)
+    return gallery_patches(detector, SIZE)
 
 
 def _gallery(tmp_path, patches, swap_at: int | None):
     """Four students in fixed tiles of a 320x240 gallery; from frame ``swap_at`` the fourth tile shows the first
     student's face (a changed crop where nothing moved)."""
 
-    def scene(i):
-        last = 0 if swap_at is not None and i >= swap_at else 3
-        return [Placement(0, 24, 20), Placement(1, 128, 20), Placement(2, 232, 20), Placement(last, 24, 160)]
+    def fourth(i):
+        return Placement(0 if swap_at is not None and i >= swap_at else 3, 24, 160)
 
-    path, _ = render(tmp_path / "gallery.mp4", patches, scene, N, size=(320, 240), fps=10)
-    return path
+    return four_tiles(tmp_path / "gallery.mp4", patches, fourth, N)
 
 
 def _run(path, detector, recognizer, config):

