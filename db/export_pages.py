@@ -1,11 +1,11 @@
 """The CSV and Parquet exports' pages built column-wise: a list per column, no Python list per face nobody judged.
 
-:mod:`db.export_rows` builds a list per face; at 10^5 faces building those rows was a quarter of the CSV export and
-the csv module's per-cell formatting another quarter. Here each page (the same three indexed queries,
-:func:`db.face_pages.page_inputs`) becomes the export's columns (:func:`db.exports.export_columns` order): the face
-columns are the SQL result's columns (``zip``), the media, split and prediction columns are mapped from them at C
-speed (``map`` over dict lookups and ``attrgetter``), and :class:`db.csvfile.ColumnWriter` formats each column at
-once with Arrow. A face with votes (on it or on its track: ~3 % of a study) still goes through
+:mod:`db.export_rows` built a list per face (now the tests' reference); at 10^5 faces building those rows was a
+quarter of the CSV export and the csv module's per-cell formatting another quarter. Here each page (the same three
+indexed queries, :func:`db.face_pages.page_inputs`) becomes the export's columns (:func:`db.exports.export_columns`
+order): the face columns are the SQL result's columns (``zip``), the media, split and prediction columns are mapped
+from them at C speed (``map`` over dict lookups and ``attrgetter``), and :class:`db.csvfile.ColumnWriter` formats each
+column at once with Arrow. A face with votes (on it or on its track: ~3 % of a study) still goes through
 :func:`db.face_table.face_label` and :func:`db.exports.row_values` (the vote rules of :mod:`db.labels`), and its row
 is written into the columns. ``tests/test_export_stream.py`` compares the files of both paths on studies with votes,
 undos, track votes, hostile text and predictions of several runs.
@@ -109,7 +109,7 @@ def _columns(
     classes: Sequence[str],
     split_of: Any,
 ) -> _Page:
-    """Every face's columns as if nobody had judged it (the values of :func:`db.export_rows._unjudged_row`)."""
+    """Every face's columns as if nobody had judged it (as the tests' row-by-row reference builds them)."""
     n = len(faces)
     ids, mids, tids, frames, times, x1, y1, x2, y2, det, _fm, crop, tix = (list(c) for c in zip(*faces, strict=True))
     infos = list(map(media.__getitem__, mids))
@@ -285,7 +285,12 @@ def iter_column_pages(
     after: int | None = None,
     until: int | None = None,
 ) -> Iterator[list[list[Any]]]:
-    """The study's export columns page by page by face id (the arguments of :func:`db.export_rows.iter_row_pages`)."""
+    """The study's export columns page by page by face id.
+
+    ``primary``: the model run the rows follow; ``by_group``: each split group's split; ``tally`` counts what is
+    yielded; ``row_values`` builds the judged faces' rows; ``after``/``until``: an id range; ``progress(done,
+    total)`` after each page.
+    """
     conn = session.connection()
     media = face_pages.study_media(session, study_id)
     split_of = SplitOf(media, by_group)

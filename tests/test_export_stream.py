@@ -161,12 +161,13 @@ def test_crops_resized_by_two_threads_come_in_order_equal_to_one_thread():
 
 
 def _row_path_csv(store, out, page_size):
-    """The CSV written row by row (:func:`db.export_rows.iter_row_pages` and the csv module), for comparison."""
+    """The CSV written row by row (:func:`tests.export_reference.iter_row_pages` and the csv module), for comparison."""
     from collections import Counter
 
     from db import export_rows, splits
     from db.dataset_card import CardCounts
     from db.export_table import row_values
+    from tests import export_reference
 
     def work(s):
         st = repo.get_study(s, "s")
@@ -177,7 +178,7 @@ def _row_path_csv(store, out, page_size):
         with out.open("w", encoding="utf-8", newline="") as f:
             w = export_stream._row_writer(f, exports.export_columns(classes))
             w.header(exports.export_columns(classes))
-            pages = export_rows.iter_row_pages(
+            pages = export_reference.iter_row_pages(
                 s, st.id, primary, classes, by_group, tally, row_values, page_size=page_size
             )
             for rows in pages:
